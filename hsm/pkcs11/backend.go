@@ -1,0 +1,231 @@
+// Package pkcs11 implements hsm.Backend over a PKCS#11 module with
+// github.com/miekg/pkcs11: SoftHSM2 in development and tests, any PKCS#11 HSM
+// in production.
+//
+// A Backend is bound to one token (found by label), logs in once as CKU_USER
+// and keeps a pool of read/write sessions, safe for concurrent use. The module
+// itself is loaded and initialised once per process and per path, and shared
+// by every Backend on that path (several tokens, or a test cluster in one
+// process); the last Backend to close finalizes it.
+//
+// A call that fails because its session, the login or the token went away is
+// retried once on a fresh session; if that fails too the error wraps
+// hsm.ErrUnavailable.
+//
+// miekg/pkcs11 calls C_Encrypt, C_Decrypt, C_Sign and C_WrapKey twice (a
+// length query, then the call); with SoftHSM this costs a little CPU but is
+// otherwise harmless, and miekg offers no way around it.
+package pkcs11
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	p11 "github.com/miekg/pkcs11"
+
+	"github.com/custos-kms/custos/hsm"
+)
+
+// Errors returned by Open, matched with errors.Is.
+var (
+	// ErrModule: the PKCS#11 module cannot be loaded or initialised. The
+	// message names the path.
+	ErrModule = errors.New("pkcs11: cannot load module")
+	// ErrTokenNotFound: no initialised token has the configured label. The
+	// message lists the labels present.
+	ErrTokenNotFound = errors.New("pkcs11: token not found")
+	// ErrPIN: the token refused the PIN (incorrect, wrong length, locked,
+	// expired). The PIN itself is never part of a message.
+	ErrPIN = errors.New("pkcs11: PIN refused")
+)
+
+// Config says which module and token a Backend uses.
+type Config struct {
+	// Module is the path of the PKCS#11 library, e.g.
+	// /usr/lib/softhsm/libsofthsm2.so.
+	Module string
+	// TokenLabel is the label of the token to use.
+	TokenLabel string
+	// PIN is the user (CKU_USER) PIN.
+	PIN string
+	// Sessions is the size of the session pool: default 2*runtime.NumCPU(),
+	// at least 2.
+	Sessions int
+}
+
+// Backend is an hsm.Backend over one PKCS#11 token. It is safe for
+// concurrent use.
+type Backend struct {
+	mod   *module
+	ctx   *p11.Ctx
+	label string
+	pin   string
+
+	slotMu sync.Mutex
+	slot   uint
+
+	// pool holds the session handles; 0 stands for a session still to be
+	// opened (after one was lost).
+	pool   chan p11.SessionHandle
+	closed atomic.Bool
+	done   chan struct{}
+
+	// tokenMu, when not nil, serialises every module call on this token
+	// (shared by all Backends on it); see serialize.
+	tokenMu *sync.Mutex
+
+	cache objectCache
+	// createMu serialises "check the id is free, then create" sequences.
+	createMu sync.Mutex
+}
+
+var _ hsm.Backend = (*Backend)(nil)
+
+// Open loads the module (or shares it with other Backends in the process),
+// finds the token labelled cfg.TokenLabel, logs in with cfg.PIN and opens the
+// session pool. Errors wrap ErrModule, ErrTokenNotFound, ErrPIN or
+// hsm.ErrUnavailable.
+func Open(ctx context.Context, cfg Config) (*Backend, error) {
+	if cfg.TokenLabel == "" {
+		return nil, fmt.Errorf("%w: empty token label", ErrTokenNotFound)
+	}
+	if cfg.PIN == "" {
+		return nil, fmt.Errorf("%w: empty PIN for token %q", ErrPIN, cfg.TokenLabel)
+	}
+	n := cfg.Sessions
+	if n <= 0 {
+		n = 2 * runtime.NumCPU()
+	}
+	n = max(n, 2)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	mod, err := acquireModule(cfg.Module)
+	if err != nil {
+		return nil, err
+	}
+	b := &Backend{
+		mod:   mod,
+		ctx:   mod.ctx,
+		label: cfg.TokenLabel,
+		pin:   cfg.PIN,
+		pool:  make(chan p11.SessionHandle, n),
+		done:  make(chan struct{}),
+	}
+	b.cache.init()
+	if b.slot, err = b.findSlot(); err != nil {
+		mod.release()
+		return nil, err
+	}
+	b.tokenMu = tokenLock(mod, b.slot)
+	for range n {
+		s, err := b.openSession()
+		if err != nil {
+			b.closeSessions(len(b.pool))
+			mod.release()
+			return nil, err
+		}
+		b.pool <- s
+	}
+	return b, nil
+}
+
+// findSlot returns the slot of the initialised token labelled b.label.
+func (b *Backend) findSlot() (uint, error) {
+	slots, err := b.ctx.GetSlotList(true)
+	if err != nil {
+		return 0, fmt.Errorf("%w: C_GetSlotList: %v", hsm.ErrUnavailable, err)
+	}
+	var labels []string
+	for _, slot := range slots {
+		ti, err := b.ctx.GetTokenInfo(slot)
+		if err != nil || ti.Flags&p11.CKF_TOKEN_INITIALIZED == 0 {
+			continue
+		}
+		label := strings.TrimRight(ti.Label, " \x00")
+		if label == b.label {
+			return slot, nil
+		}
+		labels = append(labels, fmt.Sprintf("%q", label))
+	}
+	return 0, fmt.Errorf("%w: no token labelled %q in %s (tokens present: [%s])",
+		ErrTokenNotFound, b.label, b.mod.path, strings.Join(labels, ", "))
+}
+
+// Close closes every session (waiting for calls in flight to finish) and
+// releases the module. It is idempotent; every other method returns
+// hsm.ErrClosed afterwards.
+func (b *Backend) Close() error {
+	if !b.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	close(b.done)
+	b.closeSessions(cap(b.pool))
+	b.cache.clear()
+	b.mod.release()
+	return nil
+}
+
+// closeSessions takes n sessions from the pool and closes them.
+func (b *Backend) closeSessions(n int) {
+	for range n {
+		if s := <-b.pool; s != 0 {
+			b.closeSession(s)
+		}
+	}
+}
+
+// Random returns n bytes from the token's random number generator
+// (1 <= n <= 1 MiB).
+func (b *Backend) Random(ctx context.Context, n int) ([]byte, error) {
+	if n < 1 || n > 1<<20 {
+		return nil, fmt.Errorf("%w: random length %d", hsm.ErrInvalidInput, n)
+	}
+	var out []byte
+	err := b.do(ctx, "C_GenerateRandom", func(s p11.SessionHandle) error {
+		var err error
+		out, err = b.ctx.GenerateRandom(s, n)
+		return err
+	})
+	if err != nil {
+		return nil, wrap("Random", err)
+	}
+	if len(out) != n {
+		return nil, fmt.Errorf("pkcs11: Random: module returned %d bytes, want %d", len(out), n)
+	}
+	return out, nil
+}
+
+// Health checks that a pooled session is still open and logged in, and
+// returns an error wrapping hsm.ErrUnavailable when it is not and cannot be
+// replaced.
+func (b *Backend) Health(ctx context.Context) error {
+	err := b.do(ctx, "C_GetSessionInfo", func(s p11.SessionHandle) error {
+		info, err := b.ctx.GetSessionInfo(s)
+		if err != nil {
+			return err
+		}
+		if info.State != p11.CKS_RW_USER_FUNCTIONS {
+			return p11.Error(p11.CKR_USER_NOT_LOGGED_IN)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, hsm.ErrUnavailable) && !errors.Is(err, hsm.ErrClosed) &&
+		!errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%w: Health: %v", hsm.ErrUnavailable, err)
+	}
+	return err
+}
+
+// wrap prefixes an error with the operation name, keeping it matchable.
+func wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("pkcs11: %s: %w", op, err)
+}

@@ -1,0 +1,117 @@
+package pkcs11
+
+import (
+	"context"
+
+	p11 "github.com/miekg/pkcs11"
+)
+
+// Test-only hooks, exported to the external test package.
+var (
+	ImportAESKeyForTest     = (*Backend).importAESKeyForTest
+	CloseAllSessionsForTest = (*Backend).closeAllSessionsForTest
+	WrapTokenKeyForTest     = (*Backend).wrapTokenKeyForTest
+	RawDecryptGCMForTest    = (*Backend).rawDecryptGCMForTest
+	RawUnwrapForTest        = (*Backend).rawUnwrapForTest
+	ModuleRefsForTest       = moduleRefs
+	SerializedForTest       = func(b *Backend) bool { return b.tokenMu != nil }
+)
+
+// importAESKeyForTest creates a token AES key with a known value (for
+// known-answer tests only: real keys are generated or unwrapped in the HSM).
+func (b *Backend) importAESKeyForTest(ctx context.Context, id, value []byte) error {
+	return b.do(ctx, "C_CreateObject", func(s p11.SessionHandle) error {
+		_, err := b.ctx.CreateObject(s, []*p11.Attribute{
+			p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
+			p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_AES),
+			p11.NewAttribute(p11.CKA_TOKEN, true),
+			p11.NewAttribute(p11.CKA_PRIVATE, true),
+			p11.NewAttribute(p11.CKA_SENSITIVE, true),
+			p11.NewAttribute(p11.CKA_EXTRACTABLE, false),
+			p11.NewAttribute(p11.CKA_ENCRYPT, true),
+			p11.NewAttribute(p11.CKA_DECRYPT, true),
+			p11.NewAttribute(p11.CKA_ID, id),
+			p11.NewAttribute(p11.CKA_VALUE, value),
+		})
+		return err
+	})
+}
+
+// closeAllSessionsForTest closes every session of this application on the
+// token behind the backend's back (C_CloseAllSessions), which also logs the
+// token out.
+func (b *Backend) closeAllSessionsForTest() error {
+	b.slotMu.Lock()
+	defer b.slotMu.Unlock()
+	return b.ctx.CloseAllSessions(b.slot)
+}
+
+// wrapTokenKeyForTest tries C_WrapKey (KWP) of the token key keyID under
+// wrapID, to probe CKA_WRAP_WITH_TRUSTED enforcement.
+func (b *Backend) wrapTokenKeyForTest(ctx context.Context, wrapID, keyID []byte) ([]byte, error) {
+	var out []byte
+	err := b.do(ctx, "C_WrapKey", func(s p11.SessionHandle) error {
+		wh, err := b.lookup(s, wrapID, p11.CKO_SECRET_KEY)
+		if err != nil {
+			return err
+		}
+		kh, err := b.lookup(s, keyID, p11.CKO_SECRET_KEY)
+		if err != nil {
+			return err
+		}
+		out, err = b.ctx.WrapKey(s, []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_KEY_WRAP_PAD, nil)}, wh, kh)
+		return err
+	})
+	return out, err
+}
+
+// rawDecryptGCMForTest decrypts with any IV and tag size and returns the raw
+// module error, to document SoftHSM's behaviour.
+func (b *Backend) rawDecryptGCMForTest(ctx context.Context, id, iv, ct, aad []byte, tagBits int) ([]byte, error) {
+	params := p11.NewGCMParams(iv, aad, tagBits)
+	defer params.Free()
+	var out []byte
+	err := b.do(ctx, "C_Decrypt", func(s p11.SessionHandle) error {
+		h, err := b.lookup(s, id, p11.CKO_SECRET_KEY)
+		if err != nil {
+			return err
+		}
+		if err := b.ctx.DecryptInit(s, []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_GCM, params)}, h); err != nil {
+			return err
+		}
+		out, err = b.ctx.Decrypt(s, ct)
+		return err
+	})
+	return out, err
+}
+
+// rawUnwrapForTest unwraps into a session object and returns the raw module
+// error.
+func (b *Backend) rawUnwrapForTest(ctx context.Context, wrapID, wrapped []byte) error {
+	return b.do(ctx, "C_UnwrapKey", func(s p11.SessionHandle) error {
+		wh, err := b.lookup(s, wrapID, p11.CKO_SECRET_KEY)
+		if err != nil {
+			return err
+		}
+		h, err := b.ctx.UnwrapKey(s, []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_KEY_WRAP_PAD, nil)}, wh, wrapped, []*p11.Attribute{
+			p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
+			p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_AES),
+			p11.NewAttribute(p11.CKA_TOKEN, false),
+		})
+		if err == nil {
+			_ = b.ctx.DestroyObject(s, h)
+		}
+		return err
+	})
+}
+
+// moduleRefs returns the reference count of the module at path (0 if not
+// loaded).
+func moduleRefs(path string) int {
+	modulesMu.Lock()
+	defer modulesMu.Unlock()
+	if m, ok := modules[path]; ok {
+		return m.refs
+	}
+	return 0
+}

@@ -1,0 +1,293 @@
+package pkcs11_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+
+	p11 "github.com/miekg/pkcs11"
+
+	"github.com/custos-kms/custos/hsm"
+	"github.com/custos-kms/custos/hsm/pkcs11"
+	"github.com/custos-kms/custos/softhsm"
+)
+
+func TestOpenWrongPIN(t *testing.T) {
+	tok := softhsm.TestToken(t)
+	for _, pin := range []string{"9999", "wrong-pin-value", "x"} {
+		b, err := pkcs11.Open(testCtx(t), pkcs11.Config{Module: tok.Module, TokenLabel: tok.Label, PIN: pin})
+		if err == nil {
+			b.Close()
+			t.Fatalf("Open with PIN %q succeeded", pin)
+		}
+		if !errors.Is(err, pkcs11.ErrPIN) {
+			t.Fatalf("Open with a wrong PIN: err = %v, want ErrPIN", err)
+		}
+		if len(pin) >= 4 && strings.Contains(err.Error(), pin) {
+			t.Fatalf("error %q contains the PIN", err)
+		}
+		t.Logf("PIN of %d chars: %v", len(pin), err)
+	}
+	_, err := pkcs11.Open(testCtx(t), pkcs11.Config{Module: tok.Module, TokenLabel: tok.Label})
+	if !errors.Is(err, pkcs11.ErrPIN) {
+		t.Fatalf("Open with no PIN: err = %v, want ErrPIN", err)
+	}
+	// The right PIN still works afterwards (no lockout on SoftHSM).
+	b, err := pkcs11.Open(testCtx(t), pkcs11.Config{Module: tok.Module, TokenLabel: tok.Label, PIN: tok.PIN})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+}
+
+func TestOpenMissingToken(t *testing.T) {
+	tok := softhsm.TestToken(t)
+	_, err := pkcs11.Open(testCtx(t), pkcs11.Config{Module: tok.Module, TokenLabel: "no-such-token", PIN: tok.PIN})
+	if !errors.Is(err, pkcs11.ErrTokenNotFound) {
+		t.Fatalf("err = %v, want ErrTokenNotFound", err)
+	}
+	for _, want := range []string{"no-such-token", tok.Label} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+	_, err = pkcs11.Open(testCtx(t), pkcs11.Config{Module: tok.Module, PIN: tok.PIN})
+	if !errors.Is(err, pkcs11.ErrTokenNotFound) {
+		t.Fatalf("empty label: err = %v, want ErrTokenNotFound", err)
+	}
+}
+
+func TestOpenMissingModule(t *testing.T) {
+	for _, path := range []string{"/nonexistent/libnothing.so", "/etc/hostname", ""} {
+		_, err := pkcs11.Open(testCtx(t), pkcs11.Config{Module: path, TokenLabel: "x", PIN: "1234"})
+		if !errors.Is(err, pkcs11.ErrModule) {
+			t.Fatalf("Open(%q): err = %v, want ErrModule", path, err)
+		}
+		if !strings.Contains(err.Error(), path) {
+			t.Errorf("error %q does not name %q", err, path)
+		}
+		if pkcs11.ModuleRefsForTest(path) != 0 {
+			t.Errorf("a failed Open left module %q referenced", path)
+		}
+	}
+}
+
+func TestTwoBackendsTwoTokens(t *testing.T) {
+	b1, tok1 := open(t)
+	// Created while the module is initialised in this process.
+	b2, tok2 := open(t)
+	if got := pkcs11.ModuleRefsForTest(tok1.Module); got < 2 {
+		t.Fatalf("module references = %d, want >= 2", got)
+	}
+	c := testCtx(t)
+	id := []byte("same-id")
+	for _, b := range []*pkcs11.Backend{b1, b2} {
+		if err := b.GenerateKey(c, hsm.KeySpec{ID: id, Usage: hsm.UsageEncrypt}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	iv := make([]byte, hsm.GCMIVSize)
+	ct, err := b1.EncryptGCM(c, id, iv, []byte("token one"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Same id, different token, different key.
+	if _, err := b2.DecryptGCM(c, id, iv, ct, nil); !errors.Is(err, hsm.ErrDecrypt) {
+		t.Fatalf("decrypt on the other token: err = %v, want ErrDecrypt", err)
+	}
+	// Closing one leaves the other working.
+	refs := pkcs11.ModuleRefsForTest(tok1.Module)
+	if err := b1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := pkcs11.ModuleRefsForTest(tok1.Module); got != refs-1 {
+		t.Fatalf("module references after Close = %d, want %d", got, refs-1)
+	}
+	if _, err := b2.EncryptGCM(c, id, iv, []byte("still fine"), nil); err != nil {
+		t.Fatalf("second backend after the first closed: %v", err)
+	}
+	if err := b2.Health(c); err != nil {
+		t.Fatal(err)
+	}
+	_ = tok2
+	if err := b2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := pkcs11.ModuleRefsForTest(tok1.Module); got != refs-2 {
+		t.Fatalf("module references after both closed = %d, want %d", got, refs-2)
+	}
+	// The module can be initialised again afterwards.
+	b3, _ := open(t)
+	if err := b3.Health(c); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSessionLossRecovery(t *testing.T) {
+	tok := softhsm.TestToken(t)
+	b, err := pkcs11.Open(testCtx(t), pkcs11.Config{Module: tok.Module, TokenLabel: tok.Label, PIN: tok.PIN, Sessions: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	c := testCtx(t)
+	id := []byte("kek")
+	if err := b.GenerateKey(c, hsm.KeySpec{ID: id, Usage: hsm.UsageEncrypt}); err != nil {
+		t.Fatal(err)
+	}
+	iv := make([]byte, hsm.GCMIVSize)
+	ct, err := b.EncryptGCM(c, id, iv, []byte("before"), nil) // caches the handle
+	if err != nil {
+		t.Fatal(err)
+	}
+	for round := range 3 {
+		// Every pooled session dies and the token is logged out.
+		if err := pkcs11.CloseAllSessionsForTest(b); err != nil {
+			t.Fatal(err)
+		}
+		// More calls than sessions, so every stale session is met once.
+		for i := range 5 {
+			pt, err := b.DecryptGCM(c, id, iv, ct, nil)
+			if err != nil || string(pt) != "before" {
+				t.Fatalf("round %d call %d after C_CloseAllSessions: %q, %v", round, i, pt, err)
+			}
+		}
+		if err := pkcs11.CloseAllSessionsForTest(b); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Health(c); err != nil {
+			t.Fatalf("Health after C_CloseAllSessions: %v", err)
+		}
+	}
+	// Concurrent callers after a loss all recover.
+	if err := pkcs11.CloseAllSessionsForTest(b); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Go(func() {
+			if _, err := b.DecryptGCM(c, id, iv, ct, nil); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("concurrent call after C_CloseAllSessions: %v", err)
+	}
+}
+
+func TestClose(t *testing.T) {
+	b, _ := open(t)
+	c := testCtx(t)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	id := []byte("k")
+	checks := map[string]error{
+		"Health":      b.Health(c),
+		"GenerateKey": b.GenerateKey(c, hsm.KeySpec{ID: id, Usage: hsm.UsageEncrypt}),
+		"DestroyKey":  b.DestroyKey(c, id),
+	}
+	_, checks["Random"] = b.Random(c, 8)
+	_, checks["EncryptGCM"] = b.EncryptGCM(c, id, make([]byte, 12), nil, nil)
+	_, checks["HasKey"] = b.HasKey(c, id)
+	_, checks["SignECDSA"] = b.SignECDSA(c, id, make([]byte, 32))
+	for name, err := range checks {
+		if !errors.Is(err, hsm.ErrClosed) {
+			t.Errorf("%s after Close: err = %v, want ErrClosed", name, err)
+		}
+	}
+}
+
+func TestContextCancelled(t *testing.T) {
+	b, _ := open(t)
+	c, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := b.Random(c, 8); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Random with a cancelled context: err = %v", err)
+	}
+	if _, err := pkcs11.Open(c, pkcs11.Config{Module: "/x", TokenLabel: "x", PIN: "1234"}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Open with a cancelled context: err = %v", err)
+	}
+}
+
+// TestSoftHSMBehaviour pins (and logs) what SoftHSM does below our checks,
+// so a module upgrade that changes it is noticed.
+func TestSoftHSMBehaviour(t *testing.T) {
+	b, _ := open(t)
+	c := testCtx(t)
+	if !pkcs11.SerializedForTest(b) {
+		t.Fatal("calls on a SoftHSM token are not serialised (its SecureDataManager is not thread-safe)")
+	}
+	kek, wrapA, wrapB := []byte("kek"), []byte("wrap-a"), []byte("wrap-b")
+	for id, u := range map[string]hsm.KeyUsage{"kek": hsm.UsageEncrypt, "wrap-a": hsm.UsageWrap, "wrap-b": hsm.UsageWrap} {
+		if err := b.GenerateKey(c, hsm.KeySpec{ID: []byte(id), Usage: u}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	iv := make([]byte, hsm.GCMIVSize)
+	ct, err := b.EncryptGCM(c, kek, iv, []byte("payload"), []byte("aad"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := bytes.Clone(ct)
+	bad[len(bad)-1] ^= 1
+	_, err = pkcs11.RawDecryptGCMForTest(b, c, kek, iv, bad, []byte("aad"), 128)
+	t.Logf("GCM tag failure: %v", err)
+	if err == nil {
+		t.Fatal("SoftHSM accepted a bad tag")
+	}
+	// Sizes SoftHSM accepts although we refuse them (hence our own checks).
+	_, err = pkcs11.RawDecryptGCMForTest(b, c, kek, make([]byte, 8), ct, []byte("aad"), 128)
+	t.Logf("GCM decrypt with an 8-byte IV: %v", err)
+	_, err = pkcs11.RawDecryptGCMForTest(b, c, kek, iv, ct[:len(ct)-8], []byte("aad"), 64)
+	t.Logf("GCM decrypt with a 64-bit tag (truncated from a 128-bit one): %v", err)
+
+	wrapped, err := b.GenerateWrappedKey(c, wrapA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = pkcs11.RawUnwrapForTest(b, c, wrapB, wrapped)
+	t.Logf("KWP unwrap under the wrong key: %v", err)
+	if err == nil {
+		t.Fatal("unwrap under the wrong key succeeded")
+	}
+
+	// A wrapping key is CKA_WRAP_WITH_TRUSTED: an untrusted key cannot
+	// wrap it (only an SO can mark a key CKA_TRUSTED).
+	_, err = pkcs11.WrapTokenKeyForTest(b, c, wrapB, wrapA)
+	t.Logf("wrap a CKA_WRAP_WITH_TRUSTED key under an untrusted key: %v", err)
+	if err == nil {
+		t.Fatal("CKA_WRAP_WITH_TRUSTED is not enforced: a wrapping key left the HSM under an untrusted key")
+	}
+	var code p11.Error
+	if errors.As(err, &code) {
+		t.Logf("  (CKR code 0x%x)", uint(code))
+	}
+	// A KEK is non-extractable: nothing can wrap it.
+	if err := b.GenerateKey(c, hsm.KeySpec{ID: []byte("kek2"), Usage: hsm.UsageEncrypt}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = pkcs11.WrapTokenKeyForTest(b, c, wrapB, []byte("kek2"))
+	t.Logf("wrap a non-extractable KEK: %v", err)
+	if err == nil {
+		t.Fatal("a non-extractable KEK was wrapped")
+	}
+
+	// Our mapping of the same situations.
+	if _, err := b.GenerateWrappedKey(c, kek); !errors.Is(err, hsm.ErrInvalidInput) {
+		t.Errorf("GenerateWrappedKey under an encryption key: err = %v, want ErrInvalidInput", err)
+	}
+	if _, err := b.EncryptGCM(c, wrapA, iv, []byte("x"), nil); !errors.Is(err, hsm.ErrInvalidInput) {
+		t.Errorf("EncryptGCM under a wrapping key: err = %v, want ErrInvalidInput", err)
+	}
+}

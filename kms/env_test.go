@@ -1,0 +1,123 @@
+package kms_test
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+
+	"github.com/custos-kms/custos/hsm"
+	"github.com/custos-kms/custos/hsm/pkcs11"
+	"github.com/custos-kms/custos/kms"
+	"github.com/custos-kms/custos/kms/ledger"
+	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
+	"github.com/custos-kms/custos/raft"
+	"github.com/custos-kms/custos/softhsm"
+)
+
+// env is a real single node below the gRPC layer: a SoftHSM token, a Raft
+// node with raft-wal on disk, a bbolt ledger and the service.
+type env struct {
+	t      testing.TB
+	dir    string
+	tok    *softhsm.Token
+	hsm    *countingHSM
+	led    *ledger.Store
+	node   *raft.Node
+	state  *kms.State
+	svc    *kms.Service
+	log    kms.Log // what the service proposes through (node, or a wrapper)
+	closed bool
+}
+
+var app = kms.Principal{Name: "app-1"}
+
+// quiet drops logs below ERROR so test output shows failures only.
+var quiet = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+
+func newEnv(t testing.TB) *env {
+	t.Helper()
+	e := &env{t: t, dir: t.TempDir(), tok: softhsm.TestToken(t)}
+	e.open()
+	if err := e.svc.InitCluster(context.Background()); err != nil {
+		t.Fatalf("InitCluster: %v", err)
+	}
+	t.Cleanup(e.close)
+	return e
+}
+
+func (e *env) open() {
+	t := e.t
+	t.Helper()
+	ctx := context.Background()
+	b, err := pkcs11.Open(ctx, pkcs11.Config{Module: e.tok.Module, TokenLabel: e.tok.Label, PIN: e.tok.PIN, Sessions: 4})
+	if err != nil {
+		t.Fatalf("pkcs11.Open: %v", err)
+	}
+	e.hsm = &countingHSM{Backend: b}
+	e.led, err = ledger.Open(filepath.Join(e.dir, "ledger.db"), ledger.Options{NoSync: true})
+	if err != nil {
+		t.Fatalf("ledger.Open: %v", err)
+	}
+	e.state = kms.NewState(e.led)
+	e.node, err = raft.Open(raft.Config{ID: "node-1", Dir: filepath.Join(e.dir, "raft"), Bootstrap: true,
+		LocalTimeouts: true, Logger: quiet}, e.state)
+	if err != nil {
+		t.Fatalf("raft.Open: %v", err)
+	}
+	if err := e.node.WaitLeader(ctx); err != nil {
+		t.Fatalf("WaitLeader: %v", err)
+	}
+	e.log = e.node
+	e.svc = e.newService(e.node)
+	e.closed = false
+}
+
+func (e *env) newService(l kms.Log) *kms.Service {
+	e.t.Helper()
+	svc, err := kms.NewService(kms.Config{NodeID: "node-1", HSM: e.hsm, Log: l, State: e.state, Logger: quiet})
+	if err != nil {
+		e.t.Fatalf("NewService: %v", err)
+	}
+	return svc
+}
+
+func (e *env) close() {
+	if e.closed {
+		return
+	}
+	e.closed = true
+	_ = e.node.Close()
+	_ = e.led.Close()
+	_ = e.hsm.Close()
+}
+
+// restart closes every component and opens them again on the same disk
+// state and token.
+func (e *env) restart() {
+	e.t.Helper()
+	e.close()
+	e.open()
+	if err := e.svc.InitCluster(context.Background()); err != nil {
+		e.t.Fatalf("InitCluster after restart: %v", err)
+	}
+}
+
+// countingHSM is the real backend, counting the calls that could release
+// key material so tests can prove none happened.
+type countingHSM struct {
+	hsm.Backend
+	decrypts atomic.Int64
+}
+
+func (c *countingHSM) DecryptGCM(ctx context.Context, id, iv, ct, aad []byte) ([]byte, error) {
+	c.decrypts.Add(1)
+	return c.Backend.DecryptGCM(ctx, id, iv, ct, aad)
+}
+
+// failingLog never commits: the decision cannot be recorded.
+type failingLog struct{ err error }
+
+func (f failingLog) Apply(context.Context, *raftlogv1.Command) (any, error) { return nil, f.err }

@@ -1,0 +1,550 @@
+package kms
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/custos-kms/custos/hsm"
+	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
+	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
+)
+
+// Log replicates commands: it returns once the command is committed and
+// applied, with the state machine's result for it. raft.Node implements it.
+type Log interface {
+	Apply(ctx context.Context, cmd *raftlogv1.Command) (any, error)
+}
+
+// Config wires a Service.
+type Config struct {
+	// NodeID is this node's Raft server id; it is stamped into commands.
+	NodeID string
+	// HSM is this node's HSM.
+	HSM hsm.Backend
+	// Log replicates commands to the State.
+	Log Log
+	// State is the replicated state the Log applies to.
+	State *State
+	// Now is the clock stamped into commands; time.Now if nil.
+	Now func() time.Time
+	// Logger; slog.Default() if nil. Never given secrets.
+	Logger *slog.Logger
+}
+
+// Service implements custos's key operations. It validates requests, puts
+// every state change and every decision through the Log, and does the HSM
+// work on this node. Decrypt follows invariant 2 of DESIGN.md: the decision
+// record is committed through the Log before the HSM unwraps anything.
+type Service struct {
+	hsm   hsm.Backend
+	log   Log
+	state *State
+	node  string
+	now   func() time.Time
+	lg    *slog.Logger
+
+	kekMu sync.Mutex
+	keks  map[string]bool // KEK ids known to be in this node's HSM
+}
+
+// NewService checks cfg and returns a Service.
+func NewService(cfg Config) (*Service, error) {
+	if cfg.HSM == nil || cfg.Log == nil || cfg.State == nil || cfg.NodeID == "" {
+		return nil, errors.New("kms: NewService needs HSM, Log, State and NodeID")
+	}
+	s := &Service{hsm: cfg.HSM, log: cfg.Log, state: cfg.State, node: cfg.NodeID,
+		now: cfg.Now, lg: cfg.Logger, keks: map[string]bool{}}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.lg == nil {
+		s.lg = slog.Default()
+	}
+	return s, nil
+}
+
+// State returns the replicated state the service reads.
+func (s *Service) State() *State { return s.state }
+
+// InitCluster makes the cluster's domain key and records the cluster id on
+// first start; on later starts it checks the domain key is in this HSM.
+func (s *Service) InitCluster(ctx context.Context) error {
+	if id := s.state.ClusterID(); id != "" {
+		ok, err := s.hsm.HasKey(ctx, s.state.DomainKeyID())
+		if err != nil {
+			return fmt.Errorf("%w: check domain key: %w", ErrUnavailable, err)
+		}
+		if !ok {
+			return fmt.Errorf("%w: this node's HSM token does not hold the domain key of cluster %s", ErrFailedPrecondition, id)
+		}
+		return nil
+	}
+	raw, err := s.hsm.Random(ctx, 16)
+	if err != nil {
+		return fmt.Errorf("%w: random cluster id: %w", ErrUnavailable, err)
+	}
+	clusterID := hex.EncodeToString(raw)
+	domainID := []byte("custos/domain/" + clusterID)
+	err = s.hsm.GenerateKey(ctx, hsm.KeySpec{ID: domainID, Label: "custos domain key " + clusterID, Usage: hsm.UsageWrap})
+	if err != nil {
+		return fmt.Errorf("%w: generate domain key: %w", ErrUnavailable, err)
+	}
+	_, err = s.apply(ctx, Principal{Name: "custosd"}, &raftlogv1.Command{Op: &raftlogv1.Command_InitCluster{
+		InitCluster: &raftlogv1.InitCluster{ClusterId: clusterID, DomainKeyId: domainID}}})
+	if err != nil {
+		_ = s.hsm.DestroyKey(context.WithoutCancel(ctx), domainID)
+		return err
+	}
+	s.lg.Info("cluster initialised", "cluster_id", clusterID)
+	return nil
+}
+
+// ClusterID returns the cluster id, or "" before InitCluster.
+func (s *Service) ClusterID() string { return s.state.ClusterID() }
+
+// apply proposes a command and returns its result; a result that is an
+// error comes back as the error. Failures to commit are ErrUnavailable.
+func (s *Service) apply(ctx context.Context, p Principal, cmd *raftlogv1.Command) (any, error) {
+	cmd.TimeUnixNano = s.now().UnixNano()
+	cmd.Node = s.node
+	cmd.Principal = p.Name
+	res, err := s.log.Apply(ctx, cmd)
+	if err != nil {
+		if isDomainError(err) {
+			return nil, err
+		}
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return nil, ctxErr
+		}
+		return nil, fmt.Errorf("%w: not committed: %v", ErrUnavailable, err)
+	}
+	if e, ok := res.(error); ok {
+		return nil, e
+	}
+	return res, nil
+}
+
+func isDomainError(err error) bool {
+	for _, e := range []error{ErrInvalidArgument, ErrNotFound, ErrAlreadyExists, ErrFailedPrecondition,
+		ErrPermissionDenied, ErrDecryptionFailed, ErrUnavailable, ErrInternal} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// applyKey proposes a key command and returns the resulting key.
+func (s *Service) applyKey(ctx context.Context, p Principal, cmd *raftlogv1.Command) (*custosv1.Key, error) {
+	res, err := s.apply(ctx, p, cmd)
+	if err != nil {
+		return nil, err
+	}
+	k, ok := res.(*raftlogv1.KeyRecord)
+	if !ok {
+		return nil, fmt.Errorf("%w: unexpected result %T", ErrInternal, res)
+	}
+	return keyProto(k), nil
+}
+
+// CreateKey creates a key with version 1: the HSM makes the KEK, wrapped
+// under the domain key; the wrapped form goes through the log; every node
+// unwraps it into its own HSM as a non-extractable object.
+func (s *Service) CreateKey(ctx context.Context, p Principal, req *custosv1.CreateKeyRequest) (*custosv1.Key, error) {
+	if err := ValidateKeyName(req.GetName()); err != nil {
+		return nil, err
+	}
+	if len(req.GetDescription()) > MaxDescriptionLen {
+		return nil, fmt.Errorf("%w: description is longer than %d bytes", ErrInvalidArgument, MaxDescriptionLen)
+	}
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	if _, err := s.state.Key(req.Name); err == nil {
+		return nil, fmt.Errorf("%w: key %q", ErrAlreadyExists, req.Name)
+	}
+	blob, err := s.hsm.GenerateWrappedKey(ctx, s.state.DomainKeyID())
+	if err != nil {
+		return nil, hsmError("generate key", err)
+	}
+	k, err := s.applyKey(ctx, p, &raftlogv1.Command{Op: &raftlogv1.Command_CreateKey{CreateKey: &raftlogv1.CreateKey{
+		Name: req.Name, Description: req.Description, WrappedKek: blob}}})
+	if err != nil {
+		return nil, err
+	}
+	s.materialise(ctx, req.Name, 1, blob)
+	s.lg.Info("key created", "key", req.Name, "principal", p.Name)
+	return k, nil
+}
+
+// GetKey returns a key's metadata.
+func (s *Service) GetKey(ctx context.Context, p Principal, req *custosv1.GetKeyRequest) (*custosv1.Key, error) {
+	if err := ValidateKeyName(req.GetName()); err != nil {
+		return nil, err
+	}
+	k, err := s.state.Key(req.Name)
+	if err != nil {
+		return nil, err
+	}
+	return keyProto(k), nil
+}
+
+// ListKeys lists keys by name, paginated. The page token is the last name
+// of the previous page.
+func (s *Service) ListKeys(ctx context.Context, p Principal, req *custosv1.ListKeysRequest) (*custosv1.ListKeysResponse, error) {
+	size := int(req.GetPageSize())
+	switch {
+	case size < 0 || size > 1000:
+		return nil, fmt.Errorf("%w: page_size must be between 0 and 1000", ErrInvalidArgument)
+	case size == 0:
+		size = 100
+	}
+	if t := req.GetPageToken(); t != "" {
+		if err := ValidateKeyName(t); err != nil {
+			return nil, fmt.Errorf("%w: page_token is not valid", ErrInvalidArgument)
+		}
+	}
+	names := s.state.KeyNames(req.GetPageToken(), size+1)
+	resp := &custosv1.ListKeysResponse{}
+	for i, n := range names {
+		if i == size {
+			resp.NextPageToken = names[size-1]
+			break
+		}
+		if k, err := s.state.Key(n); err == nil {
+			resp.Keys = append(resp.Keys, keyProto(k))
+		}
+	}
+	return resp, nil
+}
+
+// RotateKey adds a version and makes it primary.
+func (s *Service) RotateKey(ctx context.Context, p Principal, req *custosv1.RotateKeyRequest) (*custosv1.Key, error) {
+	if err := ValidateKeyName(req.GetName()); err != nil {
+		return nil, err
+	}
+	k, err := s.state.Key(req.Name)
+	if err != nil {
+		return nil, err
+	}
+	blob, err := s.hsm.GenerateWrappedKey(ctx, s.state.DomainKeyID())
+	if err != nil {
+		return nil, hsmError("generate key version", err)
+	}
+	next := uint32(len(k.Versions)) + 1
+	key, err := s.applyKey(ctx, p, &raftlogv1.Command{Op: &raftlogv1.Command_AddKeyVersion{AddKeyVersion: &raftlogv1.AddKeyVersion{
+		Name: req.Name, Version: next, WrappedKek: blob}}})
+	if err != nil {
+		return nil, err
+	}
+	s.materialise(ctx, req.Name, next, blob)
+	s.lg.Info("key rotated", "key", req.Name, "version", next, "principal", p.Name)
+	return key, nil
+}
+
+// SetKeyState enables or disables a key.
+func (s *Service) SetKeyState(ctx context.Context, p Principal, req *custosv1.SetKeyStateRequest) (*custosv1.Key, error) {
+	if err := ValidateKeyName(req.GetName()); err != nil {
+		return nil, err
+	}
+	var enabled bool
+	switch req.GetState() {
+	case custosv1.KeyState_KEY_STATE_ENABLED:
+		enabled = true
+	case custosv1.KeyState_KEY_STATE_DISABLED:
+	default:
+		return nil, fmt.Errorf("%w: state must be KEY_STATE_ENABLED or KEY_STATE_DISABLED", ErrInvalidArgument)
+	}
+	k, err := s.applyKey(ctx, p, &raftlogv1.Command{Op: &raftlogv1.Command_SetKeyState{SetKeyState: &raftlogv1.SetKeyState{
+		Name: req.Name, Enabled: enabled}}})
+	if err == nil {
+		s.lg.Info("key state set", "key", req.Name, "enabled", enabled, "principal", p.Name)
+	}
+	return k, err
+}
+
+// SetMinDecryptionVersion sets the lowest version that still decrypts.
+func (s *Service) SetMinDecryptionVersion(ctx context.Context, p Principal, req *custosv1.SetMinDecryptionVersionRequest) (*custosv1.Key, error) {
+	if err := ValidateKeyName(req.GetName()); err != nil {
+		return nil, err
+	}
+	if req.GetMinDecryptionVersion() == 0 {
+		return nil, fmt.Errorf("%w: min_decryption_version must be at least 1", ErrInvalidArgument)
+	}
+	return s.applyKey(ctx, p, &raftlogv1.Command{Op: &raftlogv1.Command_SetMinDecryptionVersion{
+		SetMinDecryptionVersion: &raftlogv1.SetMinDecryptionVersion{Name: req.Name, MinDecryptionVersion: req.MinDecryptionVersion}}})
+}
+
+// GenerateDataKey returns a fresh data key from the HSM's RNG and its
+// wrapped form under the key's primary version.
+func (s *Service) GenerateDataKey(ctx context.Context, p Principal, req *custosv1.GenerateDataKeyRequest) (*custosv1.GenerateDataKeyResponse, error) {
+	rnd, err := s.hsm.Random(ctx, DataKeySize)
+	if err != nil {
+		return nil, hsmError("random", err)
+	}
+	w, err := s.seal(ctx, "key", req.GetKey(), KindDataKey, rnd, req.GetEncryptionContext())
+	if err != nil {
+		clear(rnd)
+		return nil, err
+	}
+	return &custosv1.GenerateDataKeyResponse{Key: w.Key, KeyVersion: w.KeyVersion, Plaintext: rnd, WrappedDataKey: w.Marshal()}, nil
+}
+
+// Encrypt encrypts a payload of at most MaxPayload bytes.
+func (s *Service) Encrypt(ctx context.Context, p Principal, req *custosv1.EncryptRequest) (*custosv1.EncryptResponse, error) {
+	if len(req.GetPlaintext()) > MaxPayload {
+		return nil, fmt.Errorf("%w: plaintext has %d bytes, at most %d (use GenerateDataKey for larger data)",
+			ErrInvalidArgument, len(req.GetPlaintext()), MaxPayload)
+	}
+	w, err := s.seal(ctx, "key", req.GetKey(), KindPayload, req.GetPlaintext(), req.GetEncryptionContext())
+	if err != nil {
+		return nil, err
+	}
+	return &custosv1.EncryptResponse{Key: w.Key, KeyVersion: w.KeyVersion, Ciphertext: w.Marshal()}, nil
+}
+
+// seal encrypts plaintext under the primary version of key in the HSM.
+func (s *Service) seal(ctx context.Context, field, key string, kind Kind, plaintext []byte, encCtx map[string]string) (*Wrapped, error) {
+	if err := validateName(field, key); err != nil {
+		return nil, err
+	}
+	if err := ValidateContext(encCtx); err != nil {
+		return nil, err
+	}
+	k, err := s.state.Key(key)
+	if err != nil {
+		return nil, err
+	}
+	if !k.Enabled {
+		return nil, fmt.Errorf("%w: key %q is disabled", ErrFailedPrecondition, key)
+	}
+	kv := k.Versions[k.PrimaryVersion-1]
+	id, err := s.kek(ctx, key, kv)
+	if err != nil {
+		return nil, err
+	}
+	iv, err := s.hsm.Random(ctx, hsm.GCMIVSize)
+	if err != nil {
+		return nil, hsmError("random", err)
+	}
+	w := &Wrapped{Kind: kind, Key: key, KeyVersion: kv.Version, IV: iv}
+	w.Ciphertext, err = s.hsm.EncryptGCM(ctx, id, iv, plaintext, w.AAD(ContextDigest(encCtx)))
+	if err != nil {
+		return nil, hsmError("encrypt", err)
+	}
+	return w, nil
+}
+
+// Decrypt commits a decision record, then, if it allows, decrypts.
+func (s *Service) Decrypt(ctx context.Context, p Principal, req *custosv1.DecryptRequest) (*custosv1.DecryptResponse, error) {
+	w, d, err := s.decide(ctx, p, req.GetCiphertext(), req.GetEncryptionContext(), req.GetJustification(), false)
+	if err != nil {
+		return nil, err
+	}
+	pt, err := s.open(ctx, w, req.GetEncryptionContext())
+	if err != nil {
+		return nil, err
+	}
+	return &custosv1.DecryptResponse{Key: w.Key, KeyVersion: w.KeyVersion, Plaintext: pt,
+		DecisionSeq: d.Record.Seq, RequestId: d.Record.RequestId}, nil
+}
+
+// ReEncrypt commits a decision record, then rewraps under the primary
+// version inside this node; the plaintext is never returned.
+func (s *Service) ReEncrypt(ctx context.Context, p Principal, req *custosv1.ReEncryptRequest) (*custosv1.ReEncryptResponse, error) {
+	w, d, err := s.decide(ctx, p, req.GetCiphertext(), req.GetEncryptionContext(), req.GetJustification(), true)
+	if err != nil {
+		return nil, err
+	}
+	pt, err := s.open(ctx, w, req.GetEncryptionContext())
+	if err != nil {
+		return nil, err
+	}
+	defer clear(pt)
+	nw, err := s.seal(ctx, "key", w.Key, w.Kind, pt, req.GetEncryptionContext())
+	if err != nil {
+		return nil, err
+	}
+	return &custosv1.ReEncryptResponse{Key: nw.Key, KeyVersion: nw.KeyVersion, SourceKeyVersion: w.KeyVersion,
+		Ciphertext: nw.Marshal(), DecisionSeq: d.Record.Seq, RequestId: d.Record.RequestId}, nil
+}
+
+// decide validates a decrypt-type request and commits its decision record.
+// It returns an error for DENY (the record is committed all the same) and
+// when the decision could not be committed (nothing is released).
+func (s *Service) decide(ctx context.Context, p Principal, ct []byte, encCtx map[string]string,
+	j *custosv1.Justification, reencrypt bool) (*Wrapped, *Decision, error) {
+	if len(ct) == 0 {
+		return nil, nil, fmt.Errorf("%w: ciphertext is empty", ErrInvalidArgument)
+	}
+	w, err := ParseWrapped(ct)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := ValidateContext(encCtx); err != nil {
+		return nil, nil, err
+	}
+	if err := validateJustification(j); err != nil {
+		return nil, nil, err
+	}
+	op := custosv1.Operation_OPERATION_DECRYPT
+	switch {
+	case reencrypt:
+		op = custosv1.Operation_OPERATION_REENCRYPT
+	case w.Kind == KindDataKey:
+		op = custosv1.Operation_OPERATION_DECRYPT_DATA_KEY
+	}
+	digest := ContextDigest(encCtx)
+	res, err := s.apply(ctx, p, &raftlogv1.Command{Op: &raftlogv1.Command_Decide{Decide: &raftlogv1.Decide{
+		Key: w.Key, KeyVersion: w.KeyVersion, Operation: op,
+		Reason: j.GetReason(), JustificationText: j.GetText(), Ticket: j.GetTicket(),
+		ContextDigest: digest[:], RequestId: newRequestID(),
+	}}})
+	if err != nil {
+		return nil, nil, err
+	}
+	d, ok := res.(*Decision)
+	if !ok {
+		return nil, nil, fmt.Errorf("%w: unexpected decision result %T", ErrInternal, res)
+	}
+	if d.Err != nil {
+		return nil, nil, d.Err
+	}
+	if d.Record == nil || d.Record.Outcome != custosv1.Outcome_OUTCOME_ALLOW {
+		return nil, nil, fmt.Errorf("%w: decision is not ALLOW", ErrInternal)
+	}
+	return w, d, nil
+}
+
+// open decrypts w in the HSM. Call only after an ALLOW decision committed.
+func (s *Service) open(ctx context.Context, w *Wrapped, encCtx map[string]string) ([]byte, error) {
+	k, err := s.state.Key(w.Key)
+	if err != nil {
+		return nil, err
+	}
+	if int(w.KeyVersion) > len(k.Versions) {
+		return nil, fmt.Errorf("%w: key %q has no version %d", ErrNotFound, w.Key, w.KeyVersion)
+	}
+	id, err := s.kek(ctx, w.Key, k.Versions[w.KeyVersion-1])
+	if err != nil {
+		return nil, err
+	}
+	pt, err := s.hsm.DecryptGCM(ctx, id, w.IV, w.Ciphertext, w.AAD(ContextDigest(encCtx)))
+	if err != nil {
+		if errors.Is(err, hsm.ErrDecrypt) {
+			return nil, ErrDecryptionFailed
+		}
+		return nil, hsmError("decrypt", err)
+	}
+	return pt, nil
+}
+
+func validateJustification(j *custosv1.Justification) error {
+	if len(j.GetText()) > MaxJustificationText {
+		return fmt.Errorf("%w: justification.text is longer than %d bytes", ErrInvalidArgument, MaxJustificationText)
+	}
+	if len(j.GetTicket()) > MaxTicket {
+		return fmt.Errorf("%w: justification.ticket is longer than %d bytes", ErrInvalidArgument, MaxTicket)
+	}
+	if _, ok := custosv1.Reason_name[int32(j.GetReason())]; !ok {
+		return fmt.Errorf("%w: justification.reason %d is not a known reason", ErrInvalidArgument, j.GetReason())
+	}
+	return nil
+}
+
+// KEKID is the CKA_ID of a key version's KEK on every node's HSM.
+func KEKID(key string, version uint32) []byte {
+	return []byte("custos/kek/" + key + "/" + strconv.FormatUint(uint64(version), 10))
+}
+
+// kek returns the HSM id of a key version, unwrapping it into this node's
+// HSM from the replicated wrapped form if it is not there yet.
+func (s *Service) kek(ctx context.Context, key string, kv *raftlogv1.KeyVersionRecord) ([]byte, error) {
+	id := KEKID(key, kv.Version)
+	s.kekMu.Lock()
+	known := s.keks[string(id)]
+	s.kekMu.Unlock()
+	if known {
+		return id, nil
+	}
+	ok, err := s.hsm.HasKey(ctx, id)
+	if err != nil {
+		return nil, hsmError("find key", err)
+	}
+	if !ok {
+		err = s.hsm.UnwrapKey(ctx, s.state.DomainKeyID(), kv.WrappedKek, hsm.KeySpec{
+			ID: id, Label: fmt.Sprintf("custos kek %s v%d", key, kv.Version), Usage: hsm.UsageEncrypt})
+		if err != nil && !errors.Is(err, hsm.ErrKeyExists) {
+			return nil, hsmError("unwrap key", err)
+		}
+	}
+	s.kekMu.Lock()
+	s.keks[string(id)] = true
+	s.kekMu.Unlock()
+	return id, nil
+}
+
+// materialise puts a new key version into this node's HSM right away; a
+// failure is logged and retried on first use.
+func (s *Service) materialise(ctx context.Context, key string, version uint32, blob []byte) {
+	if _, err := s.kek(ctx, key, &raftlogv1.KeyVersionRecord{Version: version, WrappedKek: blob}); err != nil {
+		s.lg.Warn("key version not yet in this HSM; will retry on use", "key", key, "version", version, "err", err)
+	}
+}
+
+// ready fails until the cluster has been initialised.
+func (s *Service) ready() error {
+	if s.state.ClusterID() == "" {
+		return fmt.Errorf("%w: cluster not initialised", ErrFailedPrecondition)
+	}
+	return s.state.Health()
+}
+
+// Health reports whether this node can serve: HSM reachable, ledger sound.
+func (s *Service) Health(ctx context.Context) error {
+	if err := s.hsm.Health(ctx); err != nil {
+		return hsmError("health", err)
+	}
+	return s.state.Health()
+}
+
+func hsmError(op string, err error) error {
+	switch {
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
+	case errors.Is(err, hsm.ErrInvalidInput):
+		return fmt.Errorf("%w: hsm %s: %v", ErrInvalidArgument, op, err)
+	case errors.Is(err, hsm.ErrKeyNotFound):
+		return fmt.Errorf("%w: hsm %s: key material missing on this node", ErrFailedPrecondition, op)
+	default:
+		return fmt.Errorf("%w: hsm %s: %v", ErrUnavailable, op, err)
+	}
+}
+
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func keyProto(k *raftlogv1.KeyRecord) *custosv1.Key {
+	out := &custosv1.Key{
+		Name: k.Name, Description: k.Description, State: custosv1.KeyState_KEY_STATE_DISABLED,
+		PrimaryVersion: k.PrimaryVersion, MinDecryptionVersion: k.MinDecryptionVersion,
+		Algorithm: "AES_256_GCM", CreateTimeUnixNano: k.CreateTimeUnixNano, UpdateTimeUnixNano: k.UpdateTimeUnixNano,
+	}
+	if k.Enabled {
+		out.State = custosv1.KeyState_KEY_STATE_ENABLED
+	}
+	for _, v := range k.Versions {
+		out.Versions = append(out.Versions, &custosv1.KeyVersion{Version: v.Version, CreateTimeUnixNano: v.CreateTimeUnixNano})
+	}
+	return out
+}

@@ -1,0 +1,48 @@
+// Package raft replicates custos state with hashicorp/raft: the node (log
+// store, snapshots, transport), the FSM adapter that decodes log entries, and
+// group commit of commands proposed concurrently.
+//
+// The package knows nothing of keys or decisions: it replicates
+// raftlogv1.Command values into a StateMachine, which package kms provides.
+package raft
+
+import (
+	"io"
+
+	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
+)
+
+// AppliedEntry is one committed log entry handed to the StateMachine.
+type AppliedEntry struct {
+	// Index is the Raft log index of the entry.
+	Index uint64
+	// Commands are the entry's commands, in proposal order.
+	Commands []*raftlogv1.Command
+}
+
+// StateMachine is the deterministic state that the log drives. Apply must be
+// a pure function of the entries and the prior state: no clocks, randomness,
+// or HSM calls (the proposer puts those into the commands).
+type StateMachine interface {
+	// ApplyBatch applies consecutive committed entries in order and returns,
+	// for each entry, one result per command (a value or an error). A batch
+	// may hold many entries so that durable side stores (the ledger) write
+	// once per batch.
+	ApplyBatch(entries []AppliedEntry) [][]any
+
+	// Snapshot captures the state at the last applied entry. It must be
+	// cheap: the returned Snapshot's Persist does the I/O, concurrently with
+	// further ApplyBatch calls.
+	Snapshot() (Snapshot, error)
+
+	// Restore replaces the state with a snapshot's contents.
+	Restore(r io.Reader) error
+}
+
+// Snapshot is a point-in-time capture of a StateMachine.
+type Snapshot interface {
+	// Persist writes the snapshot to w.
+	Persist(w io.Writer) error
+	// Release is called when raft is done with the snapshot.
+	Release()
+}
