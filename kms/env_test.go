@@ -70,6 +70,11 @@ func (e *env) open() {
 	if err := e.node.WaitLeader(ctx); err != nil {
 		t.Fatalf("WaitLeader: %v", err)
 	}
+	// Entries after the last snapshot are applied once the leader commits:
+	// serve nothing before the state has caught up with the log.
+	if err := e.node.Barrier(ctx); err != nil {
+		t.Fatalf("Barrier: %v", err)
+	}
 	e.log = e.node
 	e.svc = e.newService(e.node)
 	e.closed = false

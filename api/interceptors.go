@@ -1,0 +1,184 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/custos-kms/custos/internal/pki"
+	"github.com/custos-kms/custos/kms"
+)
+
+// Methods under these prefixes may be called without a client certificate:
+// the standard health service (load balancers, orchestrators) and server
+// reflection (service discovery; it reveals the public API only).
+var publicPrefixes = []string{
+	"/grpc.health.v1.Health/",
+	"/grpc.reflection.v1.ServerReflection/",
+	"/grpc.reflection.v1alpha.ServerReflection/",
+}
+
+func isPublic(fullMethod string) bool {
+	for _, p := range publicPrefixes {
+		if strings.HasPrefix(fullMethod, p) {
+			return true
+		}
+	}
+	return false
+}
+
+type principalKey struct{}
+
+// PrincipalFrom returns the authenticated caller that the authentication
+// interceptor put in ctx; ok is false for an unauthenticated call (only the
+// health and reflection services serve those).
+func PrincipalFrom(ctx context.Context) (kms.Principal, bool) {
+	p, ok := ctx.Value(principalKey{}).(kms.Principal)
+	return p, ok
+}
+
+// peerPrincipal returns the principal of the verified client certificate of
+// the connection ctx belongs to, or an error saying why there is none.
+func peerPrincipal(ctx context.Context) (kms.Principal, error) {
+	pr, ok := peer.FromContext(ctx)
+	if !ok || pr.AuthInfo == nil {
+		return kms.Principal{}, fmt.Errorf("no transport security information")
+	}
+	ti, ok := pr.AuthInfo.(credentials.TLSInfo)
+	if !ok {
+		return kms.Principal{}, fmt.Errorf("connection is not TLS")
+	}
+	if len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 {
+		return kms.Principal{}, fmt.Errorf("no verified client certificate")
+	}
+	name := pki.PrincipalFromCert(ti.State.VerifiedChains[0][0])
+	if name == "" {
+		return kms.Principal{}, fmt.Errorf("client certificate has no subject common name")
+	}
+	return kms.Principal{Name: name}, nil
+}
+
+// authenticate returns ctx carrying the caller's principal, or an
+// Unauthenticated status. Public methods pass with a principal when the
+// caller has a certificate and without one otherwise.
+func authenticate(ctx context.Context, fullMethod string) (context.Context, error) {
+	p, err := peerPrincipal(ctx)
+	if err != nil {
+		if isPublic(fullMethod) {
+			return ctx, nil
+		}
+		return nil, status.Errorf(codes.Unauthenticated, "a client certificate issued by the cluster CA is required: %v", err)
+	}
+	return context.WithValue(ctx, principalKey{}, p), nil
+}
+
+func unaryAuthn() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		ctx, err := authenticate(ctx, info.FullMethod)
+		if err != nil {
+			return nil, err
+		}
+		return handler(ctx, req)
+	}
+}
+
+func streamAuthn() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		ctx, err := authenticate(ss.Context(), info.FullMethod)
+		if err != nil {
+			return err
+		}
+		return handler(srv, &ctxStream{ServerStream: ss, ctx: ctx})
+	}
+}
+
+// ctxStream is a ServerStream with a replaced context.
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *ctxStream) Context() context.Context { return s.ctx }
+
+// panicStatus logs a recovered panic with its stack and returns the status
+// the caller sees, which says nothing of it.
+func panicStatus(log *slog.Logger, method string, r any) error {
+	log.Error("panic in RPC handler", "method", method, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+	return status.Error(codes.Internal, "internal error")
+}
+
+func unaryRecover(log *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				resp, err = nil, panicStatus(log, info.FullMethod, r)
+			}
+		}()
+		return handler(ctx, req)
+	}
+}
+
+func streamRecover(log *slog.Logger) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = panicStatus(log, info.FullMethod, r)
+			}
+		}()
+		return handler(srv, ss)
+	}
+}
+
+// logRPC writes one line per call: method, principal, code and duration.
+// Never request or response payloads. Health checks log at debug level.
+func logRPC(ctx context.Context, log *slog.Logger, method string, start time.Time, err error) {
+	level := slog.LevelInfo
+	if strings.HasPrefix(method, "/grpc.health.v1.Health/") {
+		level = slog.LevelDebug
+	}
+	if !log.Enabled(ctx, level) {
+		return
+	}
+	principal := ""
+	if p, err := peerPrincipal(ctx); err == nil {
+		principal = p.Name
+	}
+	code := status.Code(err)
+	attrs := []slog.Attr{
+		slog.String("method", method),
+		slog.String("principal", principal),
+		slog.String("code", code.String()),
+		slog.Duration("duration", time.Since(start)),
+	}
+	if pr, ok := peer.FromContext(ctx); ok && pr.Addr != nil {
+		attrs = append(attrs, slog.String("peer", pr.Addr.String()))
+	}
+	log.LogAttrs(ctx, level, "rpc", attrs...)
+}
+
+func unaryLogging(log *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		start := time.Now()
+		resp, err := handler(ctx, req)
+		logRPC(ctx, log, info.FullMethod, start, err)
+		return resp, err
+	}
+}
+
+func streamLogging(log *slog.Logger) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		start := time.Now()
+		err := handler(srv, ss)
+		logRPC(ss.Context(), log, info.FullMethod, start, err)
+		return err
+	}
+}

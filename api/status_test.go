@@ -1,0 +1,191 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/custos-kms/custos/kms"
+)
+
+func TestToStatus(t *testing.T) {
+	secret := "s3cr3t-detail"
+	tests := []struct {
+		err     error
+		code    codes.Code
+		message string // "" means err.Error()
+	}{
+		{fmt.Errorf("%w: name: must be 1-64 characters", kms.ErrInvalidArgument), codes.InvalidArgument, ""},
+		{fmt.Errorf("key %q: %w", "payroll", kms.ErrNotFound), codes.NotFound, ""},
+		{fmt.Errorf("key %q: %w", "payroll", kms.ErrAlreadyExists), codes.AlreadyExists, ""},
+		{fmt.Errorf("key %q is disabled: %w", "payroll", kms.ErrFailedPrecondition), codes.FailedPrecondition, ""},
+		{fmt.Errorf("%w: policy denies", kms.ErrPermissionDenied), codes.PermissionDenied, ""},
+		{fmt.Errorf("%w: tag mismatch %s", kms.ErrDecryptionFailed, secret), codes.InvalidArgument, "decryption failed"},
+		{fmt.Errorf("%w: raft: not the leader", kms.ErrUnavailable), codes.Unavailable, ""},
+		{fmt.Errorf("%w: %s", kms.ErrInternal, secret), codes.Internal, "internal error"},
+		{errors.New(secret), codes.Internal, "internal error"},
+		{fmt.Errorf("apply: %w", context.DeadlineExceeded), codes.DeadlineExceeded, "deadline exceeded"},
+		{fmt.Errorf("apply: %w", context.Canceled), codes.Canceled, "canceled"},
+	}
+	for _, tt := range tests {
+		st := status.Convert(toStatus(tt.err))
+		want := tt.message
+		if want == "" {
+			want = tt.err.Error()
+		}
+		if st.Code() != tt.code || st.Message() != want {
+			t.Errorf("toStatus(%q) = %v %q, want %v %q", tt.err, st.Code(), st.Message(), tt.code, want)
+		}
+		if st.Code() == codes.Unknown {
+			t.Errorf("toStatus(%q) is Unknown", tt.err)
+		}
+		if tt.message != "" && strings.Contains(st.Message(), secret) {
+			t.Errorf("toStatus(%q) leaks the detail", tt.err)
+		}
+	}
+	if toStatus(nil) != nil {
+		t.Error("toStatus(nil) != nil")
+	}
+}
+
+func TestFailLogsInternalDetails(t *testing.T) {
+	var buf bytes.Buffer
+	s := &keyServer{log: slog.New(slog.NewTextHandler(&buf, nil))}
+	err := s.fail(context.Background(), "Decrypt", errors.New("bolt: disk on fire"))
+	if status.Code(err) != codes.Internal || strings.Contains(err.Error(), "disk on fire") {
+		t.Errorf("fail = %v", err)
+	}
+	if !strings.Contains(buf.String(), "disk on fire") {
+		t.Errorf("internal error detail not logged: %q", buf.String())
+	}
+}
+
+func TestRecoverInterceptor(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	ic := unaryRecover(log)
+	_, err := ic(context.Background(), nil, &grpc.UnaryServerInfo{FullMethod: "/custos.v1.KeyService/GetKey"},
+		func(context.Context, any) (any, error) { panic("boom") })
+	if status.Code(err) != codes.Internal || strings.Contains(err.Error(), "boom") {
+		t.Errorf("recovered panic = %v, want Internal without the panic value", err)
+	}
+	if !strings.Contains(buf.String(), "boom") {
+		t.Errorf("panic not logged: %q", buf.String())
+	}
+}
+
+func TestAuthnWithoutPeer(t *testing.T) {
+	ic := unaryAuthn()
+	called := false
+	h := func(ctx context.Context, _ any) (any, error) { called = true; return nil, nil }
+	_, err := ic(context.Background(), nil, &grpc.UnaryServerInfo{FullMethod: "/custos.v1.KeyService/GetKey"}, h)
+	if status.Code(err) != codes.Unauthenticated || called {
+		t.Errorf("KeyService without a certificate: err=%v called=%v", err, called)
+	}
+	_, err = ic(context.Background(), nil, &grpc.UnaryServerInfo{FullMethod: "/grpc.health.v1.Health/Check"}, h)
+	if err != nil || !called {
+		t.Errorf("health without a certificate: err=%v called=%v", err, called)
+	}
+}
+
+func TestHealthFollowsCheck(t *testing.T) {
+	var mu sync.Mutex
+	var healthErr error
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	hs := health.NewServer()
+	startHealth(Options{
+		Logger:         slog.New(slog.DiscardHandler),
+		HealthInterval: 10 * time.Millisecond,
+		Context:        ctx,
+		Health: func(context.Context) error {
+			mu.Lock()
+			defer mu.Unlock()
+			return healthErr
+		},
+	}, hs)
+	check := func() healthpb.HealthCheckResponse_ServingStatus {
+		resp, err := hs.Check(context.Background(), &healthpb.HealthCheckRequest{Service: "custos.v1.KeyService"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.GetStatus()
+	}
+	waitFor := func(want healthpb.HealthCheckResponse_ServingStatus) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for check() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("health = %v, want %v", check(), want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	if got := check(); got != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("initial health = %v, want SERVING", got)
+	}
+	mu.Lock()
+	healthErr = errors.New("hsm gone")
+	mu.Unlock()
+	waitFor(healthpb.HealthCheckResponse_NOT_SERVING)
+	mu.Lock()
+	healthErr = nil
+	mu.Unlock()
+	waitFor(healthpb.HealthCheckResponse_SERVING)
+	cancel()
+	waitFor(healthpb.HealthCheckResponse_NOT_SERVING)
+}
+
+func TestAuthnAndLoggingWithCertificate(t *testing.T) {
+	cert := &x509.Certificate{Subject: pkix.Name{CommonName: "app"}}
+	pctx := peer.NewContext(context.Background(), &peer.Peer{
+		Addr:     &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1234},
+		AuthInfo: credentials.TLSInfo{State: tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{cert}}}},
+	})
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	chain := func(ctx context.Context, req any, h grpc.UnaryHandler) (any, error) {
+		info := &grpc.UnaryServerInfo{FullMethod: "/custos.v1.KeyService/Encrypt"}
+		return unaryLogging(log)(ctx, req, info, func(ctx context.Context, req any) (any, error) {
+			return unaryAuthn()(ctx, req, info, h)
+		})
+	}
+	var got kms.Principal
+	_, err := chain(pctx, "PLAINTEXT-PAYLOAD", func(ctx context.Context, req any) (any, error) {
+		got, _ = PrincipalFrom(ctx)
+		return "CIPHERTEXT", toStatus(fmt.Errorf("key %q: %w", "payroll", kms.ErrNotFound))
+	})
+	if got.Name != "app" {
+		t.Errorf("principal = %q, want app", got.Name)
+	}
+	line := buf.String()
+	for _, want := range []string{"method=/custos.v1.KeyService/Encrypt", "principal=app", "code=NotFound", "duration="} {
+		if !strings.Contains(line, want) {
+			t.Errorf("log line %q lacks %q", line, want)
+		}
+	}
+	if strings.Contains(line, "PLAINTEXT") || strings.Contains(line, "CIPHERTEXT") {
+		t.Errorf("log line shows a payload: %q", line)
+	}
+	if status.Code(err) != codes.NotFound {
+		t.Errorf("err = %v", err)
+	}
+}

@@ -1,0 +1,115 @@
+// Command custosd runs a custos node.
+//
+//	custosd dev   [--data-dir DIR] [--listen ADDR]   single node on an embedded SoftHSM token
+//	custosd serve --config FILE                      a node from a JSON configuration
+//	custosd version
+//
+// The logic lives in internal/node; this file only turns flags into a
+// configuration and runs it until SIGINT or SIGTERM.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/custos-kms/custos/internal/node"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = ""
+
+const usage = `custosd runs a custos key-custody node.
+
+Usage:
+  custosd dev   [--data-dir DIR] [--listen ADDR]   start a single development node
+  custosd serve --config FILE                      start a node from a JSON config
+  custosd version                                  print the version
+
+Run "custosd <command> --help" for a command's flags.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run runs custosd with args and returns the exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch args[0] {
+	case "dev":
+		err = cmdDev(ctx, args[1:], stdout, stderr)
+	case "serve":
+		err = cmdServe(ctx, args[1:], stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintf(stdout, "custosd %s\n", versionString())
+		return 0
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "custosd: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		return 2
+	default:
+		fmt.Fprintf(stderr, "custosd: %v\n", err)
+		return 1
+	}
+}
+
+// errUsage reports bad flags; the flag package has printed why.
+var errUsage = errors.New("usage")
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		v := bi.Main.Version
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				v += " " + s.Value[:12]
+			}
+		}
+		if v != "" {
+			return v
+		}
+	}
+	return "(devel)"
+}
+
+// newLogger returns the process logger: text on stderr.
+func newLogger(w io.Writer, level slog.Level, json bool) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if json {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// serveUntilSignal waits for ctx (SIGINT/SIGTERM) and closes n.
+func serveUntilSignal(ctx context.Context, n *node.Node, log *slog.Logger) error {
+	<-ctx.Done()
+	log.Info("signal received, stopping")
+	return n.Close()
+}

@@ -1,0 +1,209 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/custos-kms/custos/internal/pki"
+	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
+)
+
+func TestLoadConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	if err := pki.CreateDevPKI(filepath.Join(dir, "pki"), nil); err != nil {
+		t.Fatal(err)
+	}
+	module := filepath.Join(dir, "module.so")
+	if err := os.WriteFile(module, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "pin"), []byte("1234\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	good := `{"id":"n1","data_dir":"data","listen":"127.0.0.1:7400",
+		"pkcs11":{"module":"module.so","token_label":"t","pin_file":"pin"},
+		"tls":{"ca":"pki/ca.pem","cert":"pki/server.pem","key":"pki/server-key.pem"}}`
+	noenv := func(string) string { return "" }
+	write := func(s string) string {
+		p := filepath.Join(dir, "custosd.json")
+		if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+
+	cfg, err := loadConfig(write(good), noenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.PKCS11.PIN != "1234" || cfg.DataDir != filepath.Join(dir, "data") || cfg.TLS.CA != filepath.Join(dir, "pki/ca.pem") {
+		t.Errorf("cfg = %+v", cfg)
+	}
+
+	tests := []struct {
+		name, json, want string
+		env              string
+	}{
+		{"unknown field", strings.Replace(good, `"id"`, `"idd"`, 1), `"idd"`, ""},
+		{"missing id", strings.Replace(good, `"id":"n1",`, ``, 1), `"id" is required`, ""},
+		{"wrong type", strings.Replace(good, `"listen":"127.0.0.1:7400"`, `"listen":7400`, 1), `"listen"`, ""},
+		{"missing ca file", strings.Replace(good, `pki/ca.pem`, `pki/nope.pem`, 1), `"tls.ca"`, ""},
+		{"no PIN", strings.Replace(good, `,"pin_file":"pin"`, ``, 1), `"pkcs11.pin_file"`, ""},
+		{"bad log level", strings.Replace(good, `"id":"n1"`, `"id":"n1","log":{"level":"loud"}`, 1), `"log.level"`, ""},
+	}
+	for _, tt := range tests {
+		_, err := loadConfig(write(tt.json), noenv)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: err = %v, want it to contain %s", tt.name, err, tt.want)
+		}
+	}
+
+	// The PIN may come from the environment; it never appears in errors.
+	cfg, err = loadConfig(write(strings.Replace(good, `,"pin_file":"pin"`, ``, 1)),
+		func(k string) string {
+			if k == PINEnv {
+				return "5678"
+			}
+			return ""
+		})
+	if err != nil || cfg.PKCS11.PIN != "5678" {
+		t.Errorf("PIN from env: err = %v, PIN ok = %v", err, cfg.PKCS11.PIN == "5678")
+	}
+}
+
+func TestRunUsage(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"version"}, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "custosd ") {
+		t.Errorf("version: code %d, out %q", code, out.String())
+	}
+	if code := run([]string{"dev", "--help"}, &out, &errb); code != 0 || !strings.Contains(errb.String(), "--data-dir") {
+		t.Errorf("dev --help: code %d, stderr %q", code, errb.String())
+	}
+	if code := run([]string{"bogus"}, &out, &errb); code != 2 {
+		t.Errorf("bogus: code %d, want 2", code)
+	}
+	errb.Reset()
+	if code := run([]string{"serve", "--config", filepath.Join(t.TempDir(), "none.json")}, &out, &errb); code != 1 ||
+		strings.Count(errb.String(), "\n") != 1 {
+		t.Errorf("serve with a missing config: code %d, stderr %q; want 1 and one line", code, errb.String())
+	}
+}
+
+// readEnv parses client.env.
+func readEnv(t *testing.T, path string) map[string]string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	env := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(strings.TrimPrefix(sc.Text(), "export "), "=")
+		if ok && !strings.HasPrefix(k, "#") {
+			env[k] = strings.Trim(v, "'")
+		}
+	}
+	return env
+}
+
+// startDev runs `custosd dev` in dir until the returned stop is called.
+func startDev(t *testing.T, dir string) (env map[string]string, stop func()) {
+	t.Helper()
+	envFile := filepath.Join(dir, "client.env")
+	_ = os.Remove(envFile)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var out, errb syncBuffer
+	go func() { done <- cmdDev(ctx, []string{"--data-dir", dir, "--listen", "127.0.0.1:0"}, &out, &errb) }()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if _, err := os.Stat(envFile); err == nil {
+			break
+		}
+		select {
+		case err := <-done:
+			cancel()
+			t.Fatalf("custosd dev exited: %v\n%s", err, errb.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("custosd dev did not write client.env\n%s", errb.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return readEnv(t, envFile), func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("custosd dev: %v", err)
+		}
+	}
+}
+
+func TestDevRestartKeepsKeys(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "dev")
+	env, stop := startDev(t, dir)
+	for _, k := range []string{"CUSTOS_ADDR", "CUSTOS_CA", "CUSTOS_CERT", "CUSTOS_KEY"} {
+		if env[k] == "" || (k != "CUSTOS_ADDR" && !filepath.IsAbs(env[k])) {
+			t.Errorf("client.env: %s = %q", k, env[k])
+		}
+	}
+	fi, err := os.Stat(filepath.Join(dir, "softhsm", "pins.json"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("pins.json: %v, mode %v", err, fi.Mode().Perm())
+	}
+	dial := func(env map[string]string) custosv1.KeyServiceClient {
+		cfg, err := pki.ClientTLSConfig(env["CUSTOS_CA"], env["CUSTOS_CERT"], env["CUSTOS_KEY"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc, err := grpc.NewClient(env["CUSTOS_ADDR"], grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		return custosv1.NewKeyServiceClient(cc)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := dial(env).CreateKey(ctx, &custosv1.CreateKeyRequest{Name: "payroll"}); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+
+	env, stop = startDev(t, dir)
+	defer stop()
+	if _, err := dial(env).GetKey(ctx, &custosv1.GetKeyRequest{Name: "payroll"}); err != nil {
+		t.Fatalf("GetKey after restart: %v", err)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and one reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

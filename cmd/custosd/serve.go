@@ -1,0 +1,184 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/custos-kms/custos/internal/node"
+)
+
+// PINEnv is the environment variable holding the PKCS#11 user PIN when the
+// configuration names no pin_file.
+const PINEnv = "CUSTOS_PKCS11_PIN"
+
+// fileConfig is the JSON configuration of `custosd serve`; docs/config.md
+// documents every field.
+type fileConfig struct {
+	ID        string `json:"id"`
+	DataDir   string `json:"data_dir"`
+	Listen    string `json:"listen"`
+	RaftAddr  string `json:"raft_addr"`
+	Bootstrap bool   `json:"bootstrap"`
+	PKCS11    struct {
+		Module     string `json:"module"`
+		TokenLabel string `json:"token_label"`
+		PINFile    string `json:"pin_file"`
+	} `json:"pkcs11"`
+	TLS struct {
+		CA   string `json:"ca"`
+		Cert string `json:"cert"`
+		Key  string `json:"key"`
+	} `json:"tls"`
+	Log struct {
+		Level  string `json:"level"`
+		Format string `json:"format"`
+	} `json:"log"`
+}
+
+func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
+	fl := flag.NewFlagSet("custosd serve", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	configFile := fl.String("config", "", "JSON configuration file (see docs/config.md)")
+	fl.Usage = func() {
+		fmt.Fprint(fl.Output(), `Usage: custosd serve --config FILE
+
+Starts a custos node from a JSON configuration (docs/config.md). The PKCS#11
+PIN is read from the file named by pkcs11.pin_file or, without one, from the
+CUSTOS_PKCS11_PIN environment variable. Stop it with SIGINT or SIGTERM.
+
+Flags:
+`)
+		fl.PrintDefaults()
+	}
+	if err := fl.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if *configFile == "" || fl.NArg() > 0 {
+		fmt.Fprintln(stderr, "custosd serve: --config FILE is required")
+		fl.Usage()
+		return errUsage
+	}
+	cfg, err := loadConfig(*configFile, os.Getenv)
+	if err != nil {
+		return err
+	}
+	log := cfg.Logger
+	n, err := node.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return serveUntilSignal(ctx, n, log)
+}
+
+// loadConfig reads and checks a configuration file. Errors name the file
+// and the bad field. Relative paths in it are relative to its directory.
+func loadConfig(path string, getenv func(string) string) (node.Config, error) {
+	var cfg node.Config
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	var fc fileConfig
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&fc); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return cfg, fmt.Errorf("config %s: field %q: want a JSON %s, got %s", path, te.Field, te.Type, te.Value)
+		}
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	if dec.More() {
+		return cfg, fmt.Errorf("config %s: trailing data after the JSON object", path)
+	}
+	bad := func(field, why string) error {
+		return fmt.Errorf("config %s: field %q %s", path, field, why)
+	}
+	base := filepath.Dir(path)
+	abs := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(base, p)
+	}
+	required := []struct{ field, value string }{
+		{"id", fc.ID},
+		{"data_dir", fc.DataDir},
+		{"listen", fc.Listen},
+		{"pkcs11.module", fc.PKCS11.Module},
+		{"pkcs11.token_label", fc.PKCS11.TokenLabel},
+		{"tls.ca", fc.TLS.CA},
+		{"tls.cert", fc.TLS.Cert},
+		{"tls.key", fc.TLS.Key},
+	}
+	for _, r := range required {
+		if strings.TrimSpace(r.value) == "" {
+			return cfg, bad(r.field, "is required")
+		}
+	}
+	for _, f := range []struct{ field, value string }{
+		{"pkcs11.module", abs(fc.PKCS11.Module)},
+		{"tls.ca", abs(fc.TLS.CA)},
+		{"tls.cert", abs(fc.TLS.Cert)},
+		{"tls.key", abs(fc.TLS.Key)},
+	} {
+		if _, err := os.Stat(f.value); err != nil {
+			return cfg, bad(f.field, fmt.Sprintf("names a file that cannot be read: %v", err))
+		}
+	}
+
+	var pin string
+	if fc.PKCS11.PINFile != "" {
+		pb, err := os.ReadFile(abs(fc.PKCS11.PINFile))
+		if err != nil {
+			return cfg, bad("pkcs11.pin_file", fmt.Sprintf("cannot be read: %v", err))
+		}
+		pin = strings.TrimRight(string(pb), "\r\n")
+		if pin == "" {
+			return cfg, bad("pkcs11.pin_file", "names an empty file")
+		}
+	} else if pin = getenv(PINEnv); pin == "" {
+		return cfg, bad("pkcs11.pin_file", "is empty and "+PINEnv+" is not set: give the PKCS#11 user PIN one way or the other")
+	}
+
+	var level slog.Level
+	if fc.Log.Level != "" {
+		if err := level.UnmarshalText([]byte(fc.Log.Level)); err != nil {
+			return cfg, bad("log.level", "must be debug, info, warn or error")
+		}
+	}
+	var jsonLog bool
+	switch fc.Log.Format {
+	case "", "text":
+	case "json":
+		jsonLog = true
+	default:
+		return cfg, bad("log.format", `must be "text" or "json"`)
+	}
+
+	cfg.ID = fc.ID
+	cfg.DataDir = abs(fc.DataDir)
+	cfg.Listen = fc.Listen
+	cfg.RaftAddr = fc.RaftAddr
+	cfg.Bootstrap = fc.Bootstrap
+	cfg.PKCS11.Module = abs(fc.PKCS11.Module)
+	cfg.PKCS11.TokenLabel = fc.PKCS11.TokenLabel
+	cfg.PKCS11.PIN = pin
+	cfg.TLS.CA = abs(fc.TLS.CA)
+	cfg.TLS.Cert = abs(fc.TLS.Cert)
+	cfg.TLS.Key = abs(fc.TLS.Key)
+	cfg.Logger = newLogger(os.Stderr, level, jsonLog)
+	return cfg, nil
+}

@@ -1,0 +1,330 @@
+// Package node wires one custosd node together: the HSM (PKCS#11), the
+// decision ledger, the replicated state, Raft, the kms service and the gRPC
+// server. cmd/custosd and the test harness (node/nodetest) both start nodes
+// through Start, so the wiring lives in one place.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/custos-kms/custos/api"
+	"github.com/custos-kms/custos/hsm/pkcs11"
+	"github.com/custos-kms/custos/internal/pki"
+	"github.com/custos-kms/custos/kms"
+	"github.com/custos-kms/custos/kms/ledger"
+	"github.com/custos-kms/custos/raft"
+)
+
+// Defaults applied by Start to zero Config fields.
+const (
+	DefaultListen   = "127.0.0.1:7400"
+	DefaultRaftAddr = "127.0.0.1:0"
+	// DefaultLeaderTimeout bounds how long Start waits for a Raft leader
+	// when ctx has no deadline.
+	DefaultLeaderTimeout = 30 * time.Second
+	// gracefulTimeout bounds how long Close lets in-flight RPCs finish.
+	gracefulTimeout = 10 * time.Second
+)
+
+// InstallHint tells an operator how to get SoftHSM2 when the module is
+// missing.
+const InstallHint = "install SoftHSM2 with `make run` or softhsm/install.sh (apt-get install -y softhsm2 opensc), or point the PKCS#11 module path at your HSM's library"
+
+// Config configures a node.
+type Config struct {
+	// ID is the node's stable Raft server id. Required.
+	ID string
+	// DataDir holds the node's state: DataDir/raft and
+	// DataDir/ledger/ledger.db. Required.
+	DataDir string
+	// Listen is the gRPC listen address, e.g. 127.0.0.1:7400 or :0.
+	// Default 127.0.0.1:7400.
+	Listen string
+	// RaftAddr is the Raft transport bind address. Default 127.0.0.1:0.
+	RaftAddr string
+	// PKCS11 names the HSM token: the module's path, the token label and the
+	// user PIN (never logged).
+	PKCS11 struct{ Module, TokenLabel, PIN string }
+	// TLS names the PEM files of the cluster CA (which client certificates
+	// must chain to) and of this server's certificate and key.
+	TLS struct{ CA, Cert, Key string }
+	// Bootstrap forms a single-node cluster when DataDir has no Raft state;
+	// ignored when it has (safe to leave on across restarts).
+	Bootstrap bool
+	// RaftLocalTimeouts selects short Raft election timeouts, suited to
+	// single-node and loopback clusters (dev, tests).
+	RaftLocalTimeouts bool
+	// Logger; slog.Default() if nil.
+	Logger *slog.Logger
+}
+
+// Node is a running custosd node.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	hsm     *pkcs11.Backend
+	ledger  *ledger.Store
+	raft    *raft.Node
+	svc     *kms.Service
+	grpc    *grpc.Server
+	lis     net.Listener
+	serveCh chan error
+	cancel  context.CancelFunc // stops the health poller
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Start opens everything cfg names and serves gRPC until Close. ctx bounds
+// the start only. On error, whatever was opened is closed again, and the
+// error says what to fix.
+func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = DefaultListen
+	}
+	if cfg.RaftAddr == "" {
+		cfg.RaftAddr = DefaultRaftAddr
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger, serveCh: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			_ = n.Close()
+		}
+	}()
+
+	// TLS first: cheap to check, and a typo should not wait for the HSM.
+	tlsCfg, err := pki.ServerTLSConfig(cfg.TLS.CA, cfg.TLS.Cert, cfg.TLS.Key)
+	if err != nil {
+		return nil, fmt.Errorf("node: TLS (ca %s, cert %s, key %s): %w", cfg.TLS.CA, cfg.TLS.Cert, cfg.TLS.Key, err)
+	}
+
+	if n.hsm, err = openHSM(ctx, cfg); err != nil {
+		return nil, err
+	}
+
+	ledgerPath := filepath.Join(cfg.DataDir, "ledger", "ledger.db")
+	if err := os.MkdirAll(filepath.Dir(ledgerPath), 0o700); err != nil {
+		return nil, fmt.Errorf("node: data dir: %w", err)
+	}
+	if n.ledger, err = ledger.Open(ledgerPath, ledger.Options{NoSync: true}); err != nil {
+		return nil, fmt.Errorf("node: open ledger %s: %w", ledgerPath, err)
+	}
+	state := kms.NewState(n.ledger)
+
+	n.raft, err = raft.Open(raft.Config{
+		ID:            cfg.ID,
+		Dir:           filepath.Join(cfg.DataDir, "raft"),
+		Addr:          cfg.RaftAddr,
+		Bootstrap:     cfg.Bootstrap,
+		Logger:        cfg.Logger.With("component", "raft"),
+		LocalTimeouts: cfg.RaftLocalTimeouts,
+	}, state)
+	if err != nil {
+		return nil, fmt.Errorf("node: open raft in %s: %w", filepath.Join(cfg.DataDir, "raft"), err)
+	}
+	if err := n.waitReady(ctx); err != nil {
+		return nil, err
+	}
+
+	n.svc, err = kms.NewService(kms.Config{
+		NodeID: cfg.ID,
+		HSM:    n.hsm,
+		Log:    n.raft,
+		State:  state,
+		Logger: cfg.Logger.With("component", "kms"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node: kms: %w", err)
+	}
+	if err := n.svc.InitCluster(ctx); err != nil {
+		return nil, fmt.Errorf("node: initialise cluster: %w", err)
+	}
+
+	healthCtx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	n.grpc, err = api.NewServer(api.Options{
+		Service: n.svc,
+		TLS:     tlsCfg,
+		Logger:  cfg.Logger.With("component", "api"),
+		Health:  n.health,
+		Context: healthCtx,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node: gRPC server: %w", err)
+	}
+	if n.lis, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("node: listen on %s (change the listen address or stop what uses it): %w", cfg.Listen, err)
+	}
+	go func() { n.serveCh <- n.grpc.Serve(n.lis) }()
+	n.log.Info("custos node started", "id", cfg.ID, "addr", n.Addr(), "raft", n.raft.Addr(), "cluster", n.svc.ClusterID())
+	return n, nil
+}
+
+func (c Config) check() error {
+	switch {
+	case c.ID == "":
+		return errors.New("node: config: ID is required")
+	case c.DataDir == "":
+		return errors.New("node: config: DataDir is required")
+	case c.PKCS11.Module == "":
+		return fmt.Errorf("node: config: PKCS#11 module path is required; %s", InstallHint)
+	case c.PKCS11.TokenLabel == "":
+		return errors.New("node: config: PKCS#11 token label is required")
+	case c.TLS.CA == "" || c.TLS.Cert == "" || c.TLS.Key == "":
+		return errors.New("node: config: TLS CA, certificate and key files are required")
+	}
+	return nil
+}
+
+// openHSM opens the token and turns the pkcs11 errors into messages that
+// say what to do.
+func openHSM(ctx context.Context, cfg Config) (*pkcs11.Backend, error) {
+	b, err := pkcs11.Open(ctx, pkcs11.Config{
+		Module:     cfg.PKCS11.Module,
+		TokenLabel: cfg.PKCS11.TokenLabel,
+		PIN:        cfg.PKCS11.PIN,
+	})
+	switch {
+	case err == nil:
+		return b, nil
+	case errors.Is(err, pkcs11.ErrModule):
+		return nil, fmt.Errorf("node: PKCS#11 module %s cannot be loaded (%s): %w", cfg.PKCS11.Module, InstallHint, err)
+	case errors.Is(err, pkcs11.ErrTokenNotFound):
+		return nil, fmt.Errorf("node: no initialised HSM token labelled %q (create it, e.g. softhsm2-util --init-token --free --label %q, or use `custosd dev`, which creates one): %w",
+			cfg.PKCS11.TokenLabel, cfg.PKCS11.TokenLabel, err)
+	case errors.Is(err, pkcs11.ErrPIN):
+		return nil, fmt.Errorf("node: HSM token %q refused the PIN (check the PIN file or CUSTOS_PKCS11_PIN): %w", cfg.PKCS11.TokenLabel, err)
+	default:
+		return nil, fmt.Errorf("node: open HSM token %q: %w", cfg.PKCS11.TokenLabel, err)
+	}
+}
+
+// waitReady waits for a Raft leader and, on the leader, for the log to be
+// replayed into the state.
+func (n *Node) waitReady(ctx context.Context) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultLeaderTimeout)
+		defer cancel()
+	}
+	if err := n.raft.WaitLeader(ctx); err != nil {
+		hint := ""
+		if !n.cfg.Bootstrap {
+			hint = " (a new single node needs Bootstrap; a joining node needs the cluster to admit it)"
+		}
+		return fmt.Errorf("node: no Raft leader%s: %w", hint, err)
+	}
+	if n.raft.IsLeader() {
+		if err := n.raft.Barrier(ctx); err != nil {
+			return fmt.Errorf("node: replay the Raft log: %w", err)
+		}
+	}
+	return nil
+}
+
+// health is the node's readiness: a Raft leader is known, and the kms
+// service says the HSM answers and the ledger is sound.
+func (n *Node) health(ctx context.Context) error {
+	if n.raft.Stats().Leader == "" {
+		return errors.New("no raft leader")
+	}
+	return n.svc.Health(ctx)
+}
+
+// Addr returns the gRPC listen address (host:port, the real port when
+// Listen asked for :0).
+func (n *Node) Addr() string {
+	if n.lis == nil {
+		return ""
+	}
+	return n.lis.Addr().String()
+}
+
+// RaftAddr returns the bound Raft transport address.
+func (n *Node) RaftAddr() string {
+	if n.raft == nil {
+		return ""
+	}
+	return n.raft.Addr()
+}
+
+// ClusterID returns the cluster id recorded by InitCluster.
+func (n *Node) ClusterID() string {
+	if n.svc == nil {
+		return ""
+	}
+	return n.svc.ClusterID()
+}
+
+// Service returns the node's kms service (for in-process tests and tools).
+func (n *Node) Service() *kms.Service { return n.svc }
+
+// Raft returns the node's Raft member.
+func (n *Node) Raft() *raft.Node { return n.raft }
+
+// Close stops the node gracefully: the gRPC server (in-flight RPCs get up
+// to 10s), then Raft, the ledger and the HSM, in that order. It is
+// idempotent and safe on a partly started node.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		var errs []error
+		if n.cancel != nil {
+			n.cancel()
+		}
+		if n.grpc != nil {
+			done := make(chan struct{})
+			go func() { n.grpc.GracefulStop(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(gracefulTimeout):
+				n.grpc.Stop()
+				<-done
+			}
+			if n.lis != nil {
+				if err := <-n.serveCh; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+					errs = append(errs, fmt.Errorf("grpc: %w", err))
+				}
+			}
+		} else if n.lis != nil {
+			_ = n.lis.Close()
+		}
+		if n.raft != nil {
+			if err := n.raft.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("raft: %w", err))
+			}
+		}
+		if n.ledger != nil {
+			if err := n.ledger.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("ledger: %w", err))
+			}
+		}
+		if n.hsm != nil {
+			if err := n.hsm.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("hsm: %w", err))
+			}
+		}
+		if len(errs) > 0 {
+			n.closeErr = fmt.Errorf("node: close: %w", errors.Join(errs...))
+		}
+		if n.svc != nil {
+			n.log.Info("custos node stopped", "id", n.cfg.ID)
+		}
+	})
+	return n.closeErr
+}

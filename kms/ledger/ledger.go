@@ -1,0 +1,266 @@
+// Package ledger is the durable, append-only store of decision records.
+//
+// Records are opaque bytes (the kms state machine builds and hash-chains
+// them) stored in a bbolt file: one bucket, key = the record's sequence
+// number as 8 bytes big-endian, value = the record bytes. Keys only ever
+// grow, so the bucket is filled to 100% (FillPercent 1.0) and pages never
+// split half-empty.
+//
+// The ledger is fed by the Raft state machine: each applied batch of log
+// entries becomes one PutBatch (one bbolt transaction). This keeps the
+// state machine's memory bounded (records live on disk, not in RAM) and
+// keeps them after Raft compacts its log.
+//
+// # Durability and NoSync
+//
+// With Options.NoSync the store does not fsync each transaction. That is
+// safe here because the ledger is not the source of truth, the Raft log is:
+//
+//   - every record is derived deterministically from a committed log entry,
+//     which raft-wal fsynced before the entry counted as committed;
+//   - on restart Raft replays the log entries after the last snapshot into
+//     the state machine, which writes their records again. Rewriting a
+//     sequence number with identical bytes is accepted, so replay is
+//     idempotent; different bytes are reported as ErrConflict (divergence is
+//     never silent);
+//   - before Raft compacts its log (at snapshot time) the state machine calls
+//     Sync, so every record whose log entry may be deleted is on disk first.
+//
+// A process crash loses nothing (the kernel holds the written pages). A
+// machine crash or power loss in NoSync mode may lose the transactions since
+// the last Sync and, because bbolt then cannot order its page writes, may
+// leave the file inconsistent. The recovery route is the one above: discard
+// the file (or Reset), restore the latest snapshot (which carries the
+// ledger) and let Raft replay the log after it.
+package ledger
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+var (
+	// ErrNotFound is returned by Get for a sequence number not in the store.
+	ErrNotFound = errors.New("ledger: record not found")
+	// ErrConflict is returned by PutBatch when a sequence number already
+	// holds different bytes.
+	ErrConflict = errors.New("ledger: sequence number already holds a different record")
+	// ErrClosed is returned after Close.
+	ErrClosed = errors.New("ledger: store closed")
+)
+
+var bucketName = []byte("records")
+
+// Record is one decision record at its sequence number.
+type Record struct {
+	Seq  uint64
+	Data []byte
+}
+
+// Options configures a Store.
+type Options struct {
+	// NoSync skips the fsync of each transaction (see the package doc for
+	// why that is safe when the Raft log is the durable source). Call Sync
+	// before the Raft log is compacted.
+	NoSync bool
+}
+
+// Store is an open ledger. It is safe for concurrent use.
+type Store struct {
+	db *bolt.DB
+}
+
+// Open opens or creates the ledger file at path.
+func Open(path string, opts Options) (*Store, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:        5 * time.Second, // another process holds the file lock
+		NoSync:         opts.NoSync,
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ledger: open %s: %w", path, err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucketName)
+		return err
+	}); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("ledger: init %s: %w", path, err)
+	}
+	return &Store{db: db}, nil
+}
+
+func key(seq uint64) []byte {
+	var k [8]byte
+	binary.BigEndian.PutUint64(k[:], seq)
+	return k[:]
+}
+
+func wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, bolt.ErrDatabaseNotOpen) {
+		return ErrClosed
+	}
+	if errors.Is(err, ErrConflict) || errors.Is(err, ErrNotFound) {
+		return err
+	}
+	return fmt.Errorf("ledger: %s: %w", op, err)
+}
+
+// PutBatch writes recs in one transaction. A sequence number that already
+// holds identical bytes is left as is (log replay after a restart); one that
+// holds different bytes fails the whole batch with ErrConflict. Sequence
+// number 0 is invalid.
+func (s *Store) PutBatch(recs []Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	return wrap("put", s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketName)
+		b.FillPercent = 1.0
+		for _, r := range recs {
+			if r.Seq == 0 {
+				return errors.New("sequence number 0 is invalid")
+			}
+			k := key(r.Seq)
+			if old := b.Get(k); old != nil {
+				if !bytes.Equal(old, r.Data) {
+					return fmt.Errorf("%w: seq %d", ErrConflict, r.Seq)
+				}
+				continue
+			}
+			data := r.Data
+			if data == nil {
+				data = []byte{} // bbolt stores nil as empty; keep Get non-nil
+			}
+			if err := b.Put(k, data); err != nil {
+				return fmt.Errorf("seq %d: %w", r.Seq, err)
+			}
+		}
+		return nil
+	}))
+}
+
+// Get returns a copy of the record at seq, or ErrNotFound.
+func (s *Store) Get(seq uint64) ([]byte, error) {
+	var out []byte
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketName).Get(key(seq))
+		if v == nil {
+			return fmt.Errorf("%w: seq %d", ErrNotFound, seq)
+		}
+		out = bytes.Clone(v)
+		if out == nil {
+			out = []byte{}
+		}
+		return nil
+	})
+	return out, wrap("get", err)
+}
+
+// Last returns the highest sequence number and a copy of its record, or
+// (0, nil, nil) when the store is empty.
+func (s *Store) Last() (seq uint64, data []byte, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
+		k, v := tx.Bucket(bucketName).Cursor().Last()
+		if k == nil {
+			return nil
+		}
+		seq = binary.BigEndian.Uint64(k)
+		data = append([]byte{}, v...)
+		return nil
+	})
+	return seq, data, wrap("last", err)
+}
+
+// Scan calls fn for each record with seq >= from, in order, inside one read
+// transaction. It stops at the first error fn returns and returns it. data
+// is bbolt's memory-mapped page: it is valid only during fn and must not be
+// modified; copy it to keep it. A long Scan holds a read transaction, which
+// keeps the pages it sees from being reused (the file may grow meanwhile).
+func (s *Store) Scan(from uint64, fn func(seq uint64, data []byte) error) error {
+	var fnErr error
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketName).Cursor()
+		for k, v := c.Seek(key(from)); k != nil; k, v = c.Next() {
+			if err := fn(binary.BigEndian.Uint64(k), v); err != nil {
+				fnErr = err
+				return err
+			}
+		}
+		return nil
+	})
+	if fnErr != nil {
+		return fnErr // the caller's error, unwrapped
+	}
+	return wrap("scan", err)
+}
+
+// Count returns the number of records. It walks the bucket's pages: O(n).
+func (s *Store) Count() (int, error) {
+	var n int
+	err := s.db.View(func(tx *bolt.Tx) error {
+		n = tx.Bucket(bucketName).Stats().KeyN
+		return nil
+	})
+	return n, wrap("count", err)
+}
+
+// TruncateAfter deletes every record with a sequence number > seq.
+func (s *Store) TruncateAfter(seq uint64) error {
+	if seq == ^uint64(0) {
+		return nil
+	}
+	return wrap("truncate", s.db.Update(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketName).Cursor()
+		for k, _ := c.Seek(key(seq + 1)); k != nil; k, _ = c.Seek(key(seq + 1)) {
+			if err := c.Delete(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+}
+
+// Reset deletes every record (e.g. before restoring a snapshot).
+func (s *Store) Reset() error {
+	return wrap("reset", s.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket(bucketName); err != nil {
+			return err
+		}
+		_, err := tx.CreateBucket(bucketName)
+		return err
+	}))
+}
+
+// Sync fsyncs the file. With NoSync, call it before the Raft log entries
+// that produced the records are compacted away.
+func (s *Store) Sync() error {
+	return wrap("sync", s.db.Sync())
+}
+
+// Close closes the store. Further calls return ErrClosed.
+func (s *Store) Close() error {
+	return wrap("close", s.db.Close())
+}
+
+// ZeroHash is the previous-record link of the first record (seq 1).
+var ZeroHash [32]byte
+
+// Hash returns the SHA-256 of a record's stored bytes, exactly as stored:
+// the chain link that the next record carries. Hashing the bytes themselves
+// (rather than a re-encoding of decoded fields) means any verifier, in any
+// language, hashes precisely what it read from the store or an export, and
+// a change of encoder can never change or break the chain.
+func Hash(record []byte) [32]byte {
+	return sha256.Sum256(record)
+}
