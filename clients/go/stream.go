@@ -1,0 +1,303 @@
+package custos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/custos-kms/custos/clients/go/envelope"
+)
+
+// ErrContextMismatch reports an envelope whose encryption context lacks a
+// pair required by WithExpectedContext. It is returned before custos is
+// asked for the data key, so no decision is recorded.
+var ErrContextMismatch = errors.New("custos: encryption context does not match")
+
+// ErrKeyMismatch reports an envelope whose header names a different key or
+// version than the wrapped data key it carries.
+var ErrKeyMismatch = errors.New("custos: envelope header does not match its wrapped data key")
+
+// Option adjusts EncryptStream, DecryptStream, EncryptFile and DecryptFile.
+// Options that do not apply to a call are ignored.
+type Option func(*options)
+
+type options struct {
+	segmentSize int
+	expected    map[string]string
+	rand        io.Reader
+	stdin       io.Reader
+	stdout      io.Writer
+}
+
+func collect(opts []Option) *options {
+	o := &options{stdin: os.Stdin, stdout: os.Stdout}
+	for _, f := range opts {
+		f(o)
+	}
+	return o
+}
+
+// WithSegmentSize sets the plaintext bytes per envelope segment when
+// encrypting (envelope.MinSegmentSize..envelope.MaxSegmentSize; default
+// envelope.DefaultSegmentSize). Memory use is about two segments.
+func WithSegmentSize(n int) Option { return func(o *options) { o.segmentSize = n } }
+
+// WithExpectedContext makes decryption refuse an envelope whose encryption
+// context does not contain every pair of want (extra pairs are allowed),
+// with ErrContextMismatch, before custos is asked for the data key.
+func WithExpectedContext(want map[string]string) Option {
+	return func(o *options) { o.expected = want }
+}
+
+// WithRand sets the source of the envelope salt (default crypto/rand).
+// For tests.
+func WithRand(r io.Reader) Option { return func(o *options) { o.rand = r } }
+
+// WithStdio sets what the path "-" means for EncryptFile and DecryptFile
+// (default os.Stdin and os.Stdout).
+func WithStdio(stdin io.Reader, stdout io.Writer) Option {
+	return func(o *options) { o.stdin, o.stdout = stdin, stdout }
+}
+
+// EncryptStream returns a writer that encrypts everything written to it into
+// dst in the envelope format (see package envelope), under a fresh data key
+// from one GenerateDataKey call on key with encryption context encCtx. The
+// header is written to dst at once. Close is mandatory: it writes the final
+// segment; it does not close dst. Memory use is constant whatever the size.
+//
+// The plaintext data key is zeroed before EncryptStream returns: the writer
+// keeps only its derived segment key, which it drops on Close.
+func (c *Client) EncryptStream(ctx context.Context, dst io.Writer, key string, encCtx map[string]string, opts ...Option) (io.WriteCloser, error) {
+	w, _, err := c.encryptStream(ctx, dst, key, encCtx, collect(opts))
+	return w, err
+}
+
+func (c *Client) encryptStream(ctx context.Context, dst io.Writer, key string, encCtx map[string]string, o *options) (io.WriteCloser, *envelope.Header, error) {
+	if s := o.segmentSize; s != 0 && (s < envelope.MinSegmentSize || s > envelope.MaxSegmentSize) {
+		return nil, nil, fmt.Errorf("custos: encrypt: segment size %d out of range %d..%d", s, envelope.MinSegmentSize, envelope.MaxSegmentSize)
+	}
+	dk, err := c.GenerateDataKey(ctx, key, encCtx)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer dk.Zero()
+	h := envelope.Header{
+		Suite:       envelope.SuiteAES256GCMHMACSHA256,
+		Key:         dk.Key,
+		KeyVersion:  dk.Version,
+		WrappedKey:  dk.Wrapped,
+		Context:     encCtx,
+		SegmentSize: o.segmentSize,
+	}
+	if h.Key == "" {
+		h.Key = key
+	}
+	if h.SegmentSize == 0 {
+		h.SegmentSize = envelope.DefaultSegmentSize
+	}
+	w, err := envelope.NewWriter(dst, h, dk.Plaintext, o.rand)
+	if err != nil {
+		return nil, nil, fmt.Errorf("custos: encrypt: %w", err)
+	}
+	return w, &h, nil
+}
+
+// DecryptStream reads an envelope header from src, asks custos to unwrap its
+// data key with the header's encryption context and justification j (a
+// decision recorded in the ledger), and returns a reader of the plaintext
+// together with the header. The reader returns only authenticated plaintext,
+// one segment at a time, and an error wrapping envelope.ErrDecryption (never
+// io.EOF) for a modified, truncated or extended body; a consumer must treat
+// everything it read as invalid unless it reached io.EOF. Memory use is
+// constant whatever the size. ctx bounds the Decrypt call only.
+//
+// With WithExpectedContext, an envelope whose context does not contain the
+// expected pairs is refused with ErrContextMismatch before custos is asked.
+func (c *Client) DecryptStream(ctx context.Context, src io.Reader, j Justification, opts ...Option) (io.Reader, *envelope.Header, error) {
+	return c.decryptStream(ctx, src, j, collect(opts))
+}
+
+func (c *Client) decryptStream(ctx context.Context, src io.Reader, j Justification, o *options) (io.Reader, *envelope.Header, error) {
+	h, err := envelope.ReadHeader(src)
+	if err != nil {
+		return nil, nil, fmt.Errorf("custos: decrypt: %w", err)
+	}
+	if err := checkContext(h.Context, o.expected); err != nil {
+		return nil, h, err
+	}
+	resp, err := c.decrypt(ctx, h.WrappedKey, h.Context, j)
+	if err != nil {
+		return nil, h, fmt.Errorf("custos: decrypt data key of key %q version %d: %w", h.Key, h.KeyVersion, err)
+	}
+	dataKey := resp.GetPlaintext()
+	defer clear(dataKey)
+	if (resp.GetKey() != "" && resp.GetKey() != h.Key) || (resp.GetKeyVersion() != 0 && resp.GetKeyVersion() != h.KeyVersion) {
+		return nil, h, fmt.Errorf("%w: header names %q version %d, data key is from %q version %d",
+			ErrKeyMismatch, h.Key, h.KeyVersion, resp.GetKey(), resp.GetKeyVersion())
+	}
+	r, err := envelope.NewReader(src, h, dataKey)
+	if err != nil {
+		return nil, h, fmt.Errorf("custos: decrypt: %w", err)
+	}
+	return r, h, nil
+}
+
+// checkContext reports whether got contains every pair of want.
+func checkContext(got, want map[string]string) error {
+	var bad []string
+	for k, v := range want {
+		if g, ok := got[k]; !ok {
+			bad = append(bad, fmt.Sprintf("%q missing (want %q)", k, v))
+		} else if g != v {
+			bad = append(bad, fmt.Sprintf("%q is %q (want %q)", k, g, v))
+		}
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	sort.Strings(bad)
+	return fmt.Errorf("%w: %s", ErrContextMismatch, strings.Join(bad, ", "))
+}
+
+// EncryptFile encrypts the file inPath into outPath with EncryptStream. "-"
+// means standard input or output (see WithStdio). A file output is written
+// to a temporary file in the destination directory (mode 0600) and renamed
+// over outPath only once everything succeeded; on any failure no output
+// file is left behind.
+func (c *Client) EncryptFile(ctx context.Context, inPath, outPath, key string, encCtx map[string]string, opts ...Option) (*envelope.Header, error) {
+	o := collect(opts)
+	in, closeIn, err := openInput(inPath, o)
+	if err != nil {
+		return nil, fmt.Errorf("custos: encrypt: %w", err)
+	}
+	defer closeIn()
+	var h *envelope.Header
+	err = writeOutput(outPath, o, func(out io.Writer) error {
+		w, hdr, err := c.encryptStream(ctx, out, key, encCtx, o)
+		if err != nil {
+			return err
+		}
+		h = hdr
+		if _, err := copyCtx(ctx, w, in); err != nil {
+			w.Close()
+			return fmt.Errorf("custos: encrypt: %s: %w", inPath, err)
+		}
+		if err := w.Close(); err != nil {
+			return fmt.Errorf("custos: encrypt: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// DecryptFile decrypts the envelope file inPath into outPath with
+// DecryptStream. "-" means standard input or output (see WithStdio). A file
+// output is written to a temporary file in the destination directory (mode
+// 0600) and renamed over outPath only once the whole ciphertext has been
+// authenticated; on any failure (refused decision, tampering, truncation) no
+// output file is left behind.
+//
+// Standard output cannot be made atomic: authenticated segments are written
+// as they are decrypted, so when DecryptFile returns an error after some
+// output, that output must be discarded.
+func (c *Client) DecryptFile(ctx context.Context, inPath, outPath string, j Justification, opts ...Option) (*envelope.Header, error) {
+	o := collect(opts)
+	in, closeIn, err := openInput(inPath, o)
+	if err != nil {
+		return nil, fmt.Errorf("custos: decrypt: %w", err)
+	}
+	defer closeIn()
+	var h *envelope.Header
+	err = writeOutput(outPath, o, func(out io.Writer) error {
+		r, hdr, err := c.decryptStream(ctx, in, j, o)
+		h = hdr
+		if err != nil {
+			return err
+		}
+		if _, err := copyCtx(ctx, out, r); err != nil {
+			return fmt.Errorf("custos: decrypt: %s: %w", inPath, err)
+		}
+		return nil
+	})
+	return h, err
+}
+
+func openInput(path string, o *options) (io.Reader, func(), error) {
+	if path == "-" {
+		return o.stdin, func() {}, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, func() { f.Close() }, nil
+}
+
+// writeOutput runs fill on the output. For a file, fill writes to a
+// temporary file next to path, which replaces path only if fill, Sync and
+// Close all succeed; otherwise it is removed.
+func writeOutput(path string, o *options, fill func(io.Writer) error) (err error) {
+	if path == "-" {
+		return fill(o.stdout)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("custos: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if err := fill(tmp); err != nil {
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("custos: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("custos: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("custos: %w", err)
+	}
+	return nil
+}
+
+// copyCtx copies src to dst in 64 KiB steps, stopping when ctx is done.
+func copyCtx(ctx context.Context, dst io.Writer, src io.Reader) (int64, error) {
+	buf := make([]byte, 64<<10)
+	defer clear(buf) // it may have held plaintext
+	var n int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		r, rerr := src.Read(buf)
+		if r > 0 {
+			w, werr := dst.Write(buf[:r])
+			n += int64(w)
+			if werr != nil {
+				return n, werr
+			}
+			if w != r {
+				return n, io.ErrShortWrite
+			}
+		}
+		if rerr == io.EOF {
+			return n, nil
+		}
+		if rerr != nil {
+			return n, rerr
+		}
+	}
+}

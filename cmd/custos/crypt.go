@@ -1,0 +1,188 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+
+	custos "github.com/custos-kms/custos/clients/go"
+)
+
+// contextFlag collects repeated --context k=v flags.
+type contextFlag map[string]string
+
+func (c contextFlag) String() string {
+	keys := make([]string, 0, len(c))
+	for k := range c {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for i, k := range keys {
+		keys[i] = k + "=" + c[k]
+	}
+	return strings.Join(keys, ",")
+}
+
+func (c contextFlag) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("want key=value")
+	}
+	if _, dup := c[k]; dup {
+		return fmt.Errorf("context key %q given twice", k)
+	}
+	c[k] = v
+	return nil
+}
+
+// orNil returns nil for an empty context, so that no context is sent.
+func (c contextFlag) orNil() map[string]string {
+	if len(c) == 0 {
+		return nil
+	}
+	return c
+}
+
+var longHelp = map[string]string{
+	"encrypt": `IN is read and OUT written in the custos envelope format; '-' means
+standard input or output. A file OUT is written to a temporary file next
+to it and renamed only on success. The encryption context (--context) is
+bound to the data key and stored, in clear, in the envelope header: the
+same pairs are needed to decrypt. On success with a file OUT, one line
+naming the key and version is printed.`,
+	"decrypt": `The data key is unwrapped by custos only after the decision, with the
+justification, is recorded in the cluster's ledger. Reasons: ` + strings.Join(custos.ReasonNames(), ", ") + `
+(case-insensitive, REASON_ prefix optional).
+
+A file OUT is written to a temporary file next to it and renamed only
+once the whole input has been authenticated: on any failure no OUT file
+exists. With OUT '-' the plaintext is written to standard output segment
+by segment as it is authenticated, so a failure (non-zero exit) can come
+after some output: discard the output unless the exit code is 0.`,
+	"datakey": `Prints one line: key=NAME version=N wrapped=BASE64, plus plaintext=BASE64
+with --show-plaintext. Keep the plaintext secret and store only the
+wrapped key.`,
+	"key list": "Prints one line per key.",
+}
+
+func runEncrypt(ctx context.Context, a *app, args []string) error {
+	fs := a.flags("encrypt")
+	key := fs.String("key", "", "name of the custos key (required)")
+	encCtx := contextFlag{}
+	fs.Var(encCtx, "context", "encryption context pair `k=v`; repeat for more pairs")
+	seg := fs.Int("segment-size", 0, "plaintext bytes per segment (default 65536)")
+	pos, err := a.parse("encrypt", fs, args, 2, 2)
+	if err != nil {
+		return err
+	}
+	if *key == "" {
+		return usagef("--key is required")
+	}
+	c, err := a.client(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	opts := []custos.Option{custos.WithStdio(a.stdin, a.stdout)}
+	if *seg != 0 {
+		opts = append(opts, custos.WithSegmentSize(*seg))
+	}
+	h, err := c.EncryptFile(ctx, pos[0], pos[1], *key, encCtx.orNil(), opts...)
+	if err != nil {
+		return err
+	}
+	if pos[1] != "-" {
+		fmt.Fprintf(a.stdout, "encrypted %s to %s with key %s version %d\n", pos[0], pos[1], h.Key, h.KeyVersion)
+	}
+	return nil
+}
+
+func runDecrypt(ctx context.Context, a *app, args []string) error {
+	fs := a.flags("decrypt")
+	reason := fs.String("justification", "CUSTOMER_INITIATED", "reason code: "+strings.Join(custos.ReasonNames(), ", "))
+	text := fs.String("text", "", "justification text shown to the customer's officers")
+	ticket := fs.String("ticket", "", "ticket or case reference")
+	expect := contextFlag{}
+	fs.Var(expect, "expect-context", "refuse the file unless its encryption context has pair `k=v`; repeatable")
+	pos, err := a.parse("decrypt", fs, args, 2, 2)
+	if err != nil {
+		return err
+	}
+	r, err := custos.ParseReason(*reason)
+	if err != nil {
+		return usagef("--justification: %s", strings.TrimPrefix(err.Error(), "custos: "))
+	}
+	c, err := a.client(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	opts := []custos.Option{custos.WithStdio(a.stdin, a.stdout)}
+	if len(expect) > 0 {
+		opts = append(opts, custos.WithExpectedContext(expect))
+	}
+	h, err := c.DecryptFile(ctx, pos[0], pos[1], custos.Justification{Reason: r, Text: *text, Ticket: *ticket}, opts...)
+	if err != nil {
+		return err
+	}
+	if pos[1] != "-" {
+		fmt.Fprintf(a.stdout, "decrypted %s to %s with key %s version %d\n", pos[0], pos[1], h.Key, h.KeyVersion)
+	}
+	return nil
+}
+
+func runDataKey(ctx context.Context, a *app, args []string) error {
+	fs := a.flags("datakey")
+	key := fs.String("key", "", "name of the custos key (required)")
+	encCtx := contextFlag{}
+	fs.Var(encCtx, "context", "encryption context pair `k=v`; repeat for more pairs")
+	show := fs.Bool("show-plaintext", false, "also print the plaintext data key (secret!)")
+	asJSON := fs.Bool("json", false, "print one JSON object")
+	if _, err := a.parse("datakey", fs, args, 0, 0); err != nil {
+		return err
+	}
+	if *key == "" {
+		return usagef("--key is required")
+	}
+	c, err := a.client(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	dk, err := c.GenerateDataKey(ctx, *key, encCtx.orNil())
+	if err != nil {
+		return err
+	}
+	defer dk.Zero()
+	b64 := base64.StdEncoding.EncodeToString
+	if *asJSON {
+		out := map[string]any{"key": dk.Key, "version": dk.Version, "wrapped": b64(dk.Wrapped)}
+		if *show {
+			out["plaintext"] = b64(dk.Plaintext)
+		}
+		b, err := json.Marshal(out)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(a.stdout, "%s\n", b)
+		return err
+	}
+	line := fmt.Sprintf("key=%s version=%d wrapped=%s", dk.Key, dk.Version, b64(dk.Wrapped))
+	if *show {
+		line += " plaintext=" + b64(dk.Plaintext)
+	}
+	_, err = fmt.Fprintln(a.stdout, line)
+	return err
+}
+
+func runVersion(_ context.Context, a *app, args []string) error {
+	fs := a.flags("version")
+	if _, err := a.parse("version", fs, args, 0, 0); err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "custos %s (%s)\n", programVersion(), goVersion())
+	return nil
+}

@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	custos "github.com/custos-kms/custos/clients/go"
+	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
+)
+
+// keyOp is the common shape of key subcommands that take NAME and print
+// the resulting key.
+func keyOp(ctx context.Context, a *app, name string, args []string, call func(*custos.Client, context.Context, string) (*custosv1.Key, error)) error {
+	fs := a.flags(name)
+	asJSON := fs.Bool("json", false, "print the key as one JSON object")
+	pos, err := a.parse(name, fs, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	c, err := a.client(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	k, err := call(c, ctx, pos[0])
+	if err != nil {
+		return err
+	}
+	return printKey(a.stdout, k, *asJSON)
+}
+
+func runKeyCreate(ctx context.Context, a *app, args []string) error {
+	fs := a.flags("key create")
+	desc := fs.String("description", "", "free-text description, at most 256 bytes")
+	asJSON := fs.Bool("json", false, "print the key as one JSON object")
+	pos, err := a.parse("key create", fs, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	c, err := a.client(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	k, err := c.CreateKey(ctx, pos[0], *desc)
+	if err != nil {
+		return err
+	}
+	return printKey(a.stdout, k, *asJSON)
+}
+
+func runKeyList(ctx context.Context, a *app, args []string) error {
+	fs := a.flags("key list")
+	asJSON := fs.Bool("json", false, "print one JSON object per line")
+	if _, err := a.parse("key list", fs, args, 0, 0); err != nil {
+		return err
+	}
+	c, err := a.client(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	for k, err := range c.AllKeys(ctx) {
+		if err != nil {
+			return err
+		}
+		if err := printKey(a.stdout, k, *asJSON); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func runKeyGet(ctx context.Context, a *app, args []string) error {
+	return keyOp(ctx, a, "key get", args, (*custos.Client).GetKey)
+}
+
+func runKeyRotate(ctx context.Context, a *app, args []string) error {
+	return keyOp(ctx, a, "key rotate", args, (*custos.Client).RotateKey)
+}
+
+func runKeyEnable(ctx context.Context, a *app, args []string) error {
+	return keyOp(ctx, a, "key enable", args, (*custos.Client).EnableKey)
+}
+
+func runKeyDisable(ctx context.Context, a *app, args []string) error {
+	return keyOp(ctx, a, "key disable", args, (*custos.Client).DisableKey)
+}
+
+func runKeyMinVersion(ctx context.Context, a *app, args []string) error {
+	fs := a.flags("key min-version")
+	asJSON := fs.Bool("json", false, "print the key as one JSON object")
+	pos, err := a.parse("key min-version", fs, args, 2, 2)
+	if err != nil {
+		return err
+	}
+	v, err := strconv.ParseUint(strings.TrimPrefix(pos[1], "v"), 10, 32)
+	if err != nil || v == 0 {
+		return usagef("VERSION %q: want a positive integer", pos[1])
+	}
+	c, err := a.client(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	k, err := c.SetMinDecryptionVersion(ctx, pos[0], uint32(v))
+	if err != nil {
+		return err
+	}
+	return printKey(a.stdout, k, *asJSON)
+}
+
+// keyJSON is the --json form of a key. Field names are stable.
+type keyJSON struct {
+	Name                 string        `json:"name"`
+	Description          string        `json:"description"`
+	State                string        `json:"state"`
+	PrimaryVersion       uint32        `json:"primary_version"`
+	MinDecryptionVersion uint32        `json:"min_decryption_version"`
+	Versions             []versionJSON `json:"versions"`
+	Algorithm            string        `json:"algorithm"`
+	CreateTime           string        `json:"create_time,omitempty"`
+	UpdateTime           string        `json:"update_time,omitempty"`
+}
+
+type versionJSON struct {
+	Version    uint32 `json:"version"`
+	CreateTime string `json:"create_time,omitempty"`
+}
+
+func unixNano(n int64) string {
+	if n == 0 {
+		return ""
+	}
+	return time.Unix(0, n).UTC().Format(time.RFC3339Nano)
+}
+
+func stateName(s custosv1.KeyState) string {
+	return strings.TrimPrefix(s.String(), "KEY_STATE_")
+}
+
+// printKey prints k on one line, as key=value pairs or as JSON.
+func printKey(w io.Writer, k *custosv1.Key, asJSON bool) error {
+	if asJSON {
+		j := keyJSON{
+			Name:                 k.GetName(),
+			Description:          k.GetDescription(),
+			State:                stateName(k.GetState()),
+			PrimaryVersion:       k.GetPrimaryVersion(),
+			MinDecryptionVersion: k.GetMinDecryptionVersion(),
+			Versions:             []versionJSON{},
+			Algorithm:            k.GetAlgorithm(),
+			CreateTime:           unixNano(k.GetCreateTimeUnixNano()),
+			UpdateTime:           unixNano(k.GetUpdateTimeUnixNano()),
+		}
+		for _, v := range k.GetVersions() {
+			j.Versions = append(j.Versions, versionJSON{Version: v.GetVersion(), CreateTime: unixNano(v.GetCreateTimeUnixNano())})
+		}
+		b, err := json.Marshal(j)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(w, "%s\n", b)
+		return err
+	}
+	_, err := fmt.Fprintf(w, "%s state=%s primary=%d min_decryption=%d versions=%d description=%q\n",
+		k.GetName(), stateName(k.GetState()), k.GetPrimaryVersion(), k.GetMinDecryptionVersion(), len(k.GetVersions()), k.GetDescription())
+	return err
+}

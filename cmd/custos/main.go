@@ -1,0 +1,328 @@
+// Command custos is the command-line client of the custos key custody
+// service: it manages keys and encrypts and decrypts files with envelope
+// encryption, using only the clients/go library.
+//
+// Usage:
+//
+//	custos [connection flags] COMMAND [flags] [args]
+//
+// Connection settings come from CUSTOS_ADDR, CUSTOS_CA, CUSTOS_CERT and
+// CUSTOS_KEY (written by custosd dev to client.env); the connection flags
+// --addr, --ca, --cert and --key override them and must come before the
+// command. See docs/cli.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc/status"
+
+	custos "github.com/custos-kms/custos/clients/go"
+)
+
+// version is set with -ldflags "-X main.version=...".
+var version = ""
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
+// app holds the global settings and the standard streams of one run.
+type app struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+
+	addr, ca, cert, key string
+	timeout             time.Duration
+}
+
+// usageError is a mistake in the command line: exit code 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error {
+	return &usageError{fmt.Sprintf(format, args...)}
+}
+
+// errHelp reports that help was printed: exit code 0.
+var errHelp = errors.New("help printed")
+
+// command is one custos command or subcommand.
+type command struct {
+	name    string // "key create"
+	args    string // "[flags] NAME"
+	summary string
+	run     func(ctx context.Context, a *app, args []string) error
+}
+
+var commands []*command
+
+func init() {
+	commands = []*command{
+		{"key create", "[--description D] [--json] NAME", "Create an AES-256-GCM key with version 1.", runKeyCreate},
+		{"key list", "[--json]", "List every key in name order.", runKeyList},
+		{"key get", "[--json] NAME", "Show a key's metadata.", runKeyGet},
+		{"key rotate", "[--json] NAME", "Add a key version and make it the primary (encrypting) one.", runKeyRotate},
+		{"key enable", "[--json] NAME", "Enable a disabled key.", runKeyEnable},
+		{"key disable", "[--json] NAME", "Disable a key: it no longer encrypts or decrypts.", runKeyDisable},
+		{"key min-version", "[--json] NAME VERSION", "Refuse decryption under versions of the key below VERSION.", runKeyMinVersion},
+		{"encrypt", "--key K [--context k=v]... [--segment-size N] IN OUT", "Encrypt file IN into envelope file OUT ('-' for stdin/stdout).", runEncrypt},
+		{"decrypt", "[--justification REASON] [--text T] [--ticket T] [--expect-context k=v]... IN OUT", "Decrypt envelope file IN into OUT ('-' for stdin/stdout).", runDecrypt},
+		{"datakey", "--key K [--context k=v]... [--show-plaintext] [--json]", "Generate a data key and print it wrapped (base64).", runDataKey},
+		{"version", "", "Print the version of this program.", runVersion},
+	}
+}
+
+func lookup(name string) *command {
+	for _, c := range commands {
+		if c.name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// run is the whole program; it returns the exit code.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr}
+	fs := flag.NewFlagSet("custos", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	fs.StringVar(&a.addr, "addr", "", "custos node address host:port, or a comma-separated list (default $"+custos.EnvAddr+")")
+	fs.StringVar(&a.ca, "ca", "", "CA bundle PEM file (default $"+custos.EnvCA+")")
+	fs.StringVar(&a.cert, "cert", "", "client certificate PEM file (default $"+custos.EnvCert+")")
+	fs.StringVar(&a.key, "key", "", "client private key PEM file (default $"+custos.EnvKey+")")
+	fs.DurationVar(&a.timeout, "timeout", custos.DefaultCallTimeout, "bound on each call to custos")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			a.topUsage(stdout, fs)
+			return exitOK
+		}
+		fmt.Fprintf(stderr, "custos: %s\nRun 'custos --help' for usage.\n", err)
+		return exitUsage
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		a.topUsage(stderr, fs)
+		return exitUsage
+	}
+	name := rest[0]
+	rest = rest[1:]
+	switch name {
+	case "help":
+		return a.help(rest, fs)
+	case "key":
+		if len(rest) == 0 || rest[0] == "-h" || rest[0] == "--help" || rest[0] == "-help" {
+			w, code := stderr, exitUsage
+			if len(rest) > 0 {
+				w, code = stdout, exitOK
+			}
+			a.groupUsage(w, "key")
+			return code
+		}
+		name += " " + rest[0]
+		rest = rest[1:]
+	}
+	cmd := lookup(name)
+	if cmd == nil {
+		fmt.Fprintf(stderr, "custos: unknown command %q\nRun 'custos --help' for usage.\n", name)
+		return exitUsage
+	}
+	return a.finish(cmd, cmd.run(ctx, a, rest))
+}
+
+// finish prints err, if any, and returns the exit code.
+func (a *app) finish(cmd *command, err error) int {
+	var ue *usageError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, errHelp):
+		return exitOK
+	case errors.As(err, &ue):
+		fmt.Fprintf(a.stderr, "custos: %s: %s\nRun 'custos %s --help' for usage.\n", cmd.name, ue.msg, cmd.name)
+		return exitUsage
+	default:
+		msg := strings.TrimPrefix(errorLine(err), cmd.name+": ")
+		fmt.Fprintf(a.stderr, "custos: %s: %s\n", cmd.name, msg)
+		return exitError
+	}
+}
+
+// errorLine renders err on one line. A gRPC status becomes "message (Code)".
+func errorLine(err error) string {
+	var se interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &se) && se.GRPCStatus() != nil {
+		st := se.GRPCStatus()
+		return fmt.Sprintf("%s (%s)", st.Message(), st.Code())
+	}
+	msg := strings.TrimPrefix(err.Error(), "custos: ")
+	return strings.ReplaceAll(msg, "\n", " ")
+}
+
+func (a *app) help(args []string, global *flag.FlagSet) int {
+	if len(args) == 0 {
+		a.topUsage(a.stdout, global)
+		return exitOK
+	}
+	name := strings.Join(args, " ")
+	if name == "key" {
+		a.groupUsage(a.stdout, "key")
+		return exitOK
+	}
+	cmd := lookup(name)
+	if cmd == nil {
+		fmt.Fprintf(a.stderr, "custos: help: unknown command %q\n", name)
+		return exitUsage
+	}
+	return a.finish(cmd, cmd.run(context.Background(), a, []string{"--help"}))
+}
+
+func (a *app) topUsage(w io.Writer, global *flag.FlagSet) {
+	fmt.Fprint(w, `Usage: custos [connection flags] COMMAND [flags] [args]
+
+custos manages keys in a custos cluster and encrypts and decrypts files
+with envelope encryption. Connection settings come from CUSTOS_ADDR,
+CUSTOS_CA, CUSTOS_CERT and CUSTOS_KEY (custosd dev writes them to
+client.env); the connection flags override them and go before COMMAND.
+
+Commands:
+`)
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-16s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintf(w, "  %-16s %s\n", "help [COMMAND]", "Show help for a command.")
+	fmt.Fprint(w, "\nConnection flags:\n")
+	printFlags(w, global)
+	fmt.Fprint(w, "\nRun 'custos COMMAND --help' for a command's flags.\n")
+}
+
+func (a *app) groupUsage(w io.Writer, group string) {
+	fmt.Fprintf(w, "Usage: custos %s SUBCOMMAND [flags] [args]\n\nSubcommands:\n", group)
+	for _, c := range commands {
+		if sub, ok := strings.CutPrefix(c.name, group+" "); ok {
+			fmt.Fprintf(w, "  %-12s %s\n", sub, c.summary)
+		}
+	}
+	fmt.Fprintf(w, "\nRun 'custos %s SUBCOMMAND --help' for a subcommand's flags.\n", group)
+}
+
+// printFlags prints fs's flags with double dashes.
+func printFlags(w io.Writer, fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		name, usage := flag.UnquoteUsage(f)
+		line := "  --" + f.Name
+		if name != "" {
+			line += " " + name
+		}
+		fmt.Fprintf(w, "%s\n    \t%s", line, usage)
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "[]" {
+			fmt.Fprintf(w, " (default %s)", f.DefValue)
+		}
+		fmt.Fprintln(w)
+	})
+}
+
+// flags returns a flag set for cmd.
+func (a *app) flags(cmd string) *flag.FlagSet {
+	fs := flag.NewFlagSet("custos "+cmd, flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // parse reports errors itself
+	fs.Usage = func() {}
+	return fs
+}
+
+// parse parses args with fs, allowing flags before and after positional
+// arguments ("--" ends the flags), and checks the number of positional
+// arguments is in [min, max]. --help prints the command's help and returns
+// errHelp.
+func (a *app) parse(cmdName string, fs *flag.FlagSet, args []string, min, max int) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				a.commandUsage(cmdName, fs)
+				return nil, errHelp
+			}
+			return nil, usagef("%s", err)
+		}
+		rest := fs.Args()
+		consumed := args[:len(args)-len(rest)]
+		if len(consumed) > 0 && consumed[len(consumed)-1] == "--" {
+			pos = append(pos, rest...)
+			break
+		}
+		if len(rest) == 0 {
+			break
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+	switch {
+	case len(pos) < min:
+		return nil, usagef("too few arguments")
+	case len(pos) > max:
+		return nil, usagef("unexpected argument %q", pos[max])
+	}
+	return pos, nil
+}
+
+func (a *app) commandUsage(name string, fs *flag.FlagSet) {
+	cmd := lookup(name)
+	fmt.Fprintf(a.stdout, "Usage: custos [connection flags] %s %s\n\n%s\n", cmd.name, cmd.args, cmd.summary)
+	if help := longHelp[name]; help != "" {
+		fmt.Fprintf(a.stdout, "\n%s\n", help)
+	}
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	if n > 0 {
+		fmt.Fprint(a.stdout, "\nFlags:\n")
+		printFlags(a.stdout, fs)
+	}
+}
+
+// client dials custos with the environment and the connection flags.
+func (a *app) client(ctx context.Context) (*custos.Client, error) {
+	cfg := custos.Config{CallTimeout: a.timeout}
+	var missing []string
+	pick := func(flagVal, env, flagName string) string {
+		if flagVal != "" {
+			return flagVal
+		}
+		if v := strings.TrimSpace(os.Getenv(env)); v != "" {
+			return v
+		}
+		missing = append(missing, fmt.Sprintf("$%s (or --%s)", env, flagName))
+		return ""
+	}
+	cfg.Addrs = custos.SplitAddrs(pick(a.addr, custos.EnvAddr, "addr"))
+	cfg.CAFile = pick(a.ca, custos.EnvCA, "ca")
+	cfg.CertFile = pick(a.cert, custos.EnvCert, "cert")
+	cfg.KeyFile = pick(a.key, custos.EnvKey, "key")
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("not configured: set %s; custosd dev writes them to client.env in its data directory (load it with: source .dev/client.env)", strings.Join(missing, ", "))
+	}
+	if a.timeout <= 0 {
+		cfg.CallTimeout = -1
+	}
+	return custos.Dial(ctx, cfg)
+}
