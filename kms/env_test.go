@@ -2,16 +2,21 @@ package kms_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/custos-kms/custos/hsm"
 	"github.com/custos-kms/custos/hsm/pkcs11"
 	"github.com/custos-kms/custos/kms"
+	"github.com/custos-kms/custos/kms/governance"
 	"github.com/custos-kms/custos/kms/ledger"
+	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
 	"github.com/custos-kms/custos/raft"
 	"github.com/custos-kms/custos/softhsm"
@@ -20,16 +25,17 @@ import (
 // env is a real single node below the gRPC layer: a SoftHSM token, a Raft
 // node with raft-wal on disk, a bbolt ledger and the service.
 type env struct {
-	t      testing.TB
-	dir    string
-	tok    *softhsm.Token
-	hsm    *countingHSM
-	led    *ledger.Store
-	node   *raft.Node
-	state  *kms.State
-	svc    *kms.Service
-	log    kms.Log // what the service proposes through (node, or a wrapper)
-	closed bool
+	t        testing.TB
+	officers []officer
+	dir      string
+	tok      *softhsm.Token
+	hsm      *countingHSM
+	led      *ledger.Store
+	node     *raft.Node
+	state    *kms.State
+	svc      *kms.Service
+	log      kms.Log // what the service proposes through (node, or a wrapper)
+	closed   bool
 }
 
 var app = kms.Principal{Name: "app-1"}
@@ -40,8 +46,18 @@ var quiet = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: 
 func newEnv(t testing.TB) *env {
 	t.Helper()
 	e := &env{t: t, dir: t.TempDir(), tok: softhsm.TestToken(t)}
+	var pub []*custosv1.Officer
+	for i := 1; i <= 3; i++ {
+		k, err := governance.GenerateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := officer{name: fmt.Sprintf("officer-%d", i), key: k}
+		e.officers = append(e.officers, o)
+		pub = append(pub, &custosv1.Officer{Name: o.name, PublicKey: governance.MarshalPublicKey(&k.PublicKey)})
+	}
 	e.open()
-	if err := e.svc.InitCluster(context.Background()); err != nil {
+	if err := e.svc.InitCluster(context.Background(), pub, 2); err != nil {
 		t.Fatalf("InitCluster: %v", err)
 	}
 	t.Cleanup(e.close)
@@ -105,7 +121,7 @@ func (e *env) restart() {
 	e.t.Helper()
 	e.close()
 	e.open()
-	if err := e.svc.InitCluster(context.Background()); err != nil {
+	if err := e.svc.InitCluster(context.Background(), nil, 0); err != nil {
 		e.t.Fatalf("InitCluster after restart: %v", err)
 	}
 }
@@ -126,3 +142,56 @@ func (c *countingHSM) DecryptGCM(ctx context.Context, id, iv, ct, aad []byte) ([
 type failingLog struct{ err error }
 
 func (f failingLog) Apply(context.Context, *raftlogv1.Command) (any, error) { return nil, f.err }
+
+// officer is a test security officer (3 of them, quorum 2).
+type officer struct {
+	name string
+	key  *ecdsa.PrivateKey
+}
+
+// statement builds a statement for this cluster; setOp fills the operation.
+func (e *env) statement(setOp func(*custosv1.Statement)) []byte {
+	e.t.Helper()
+	st, err := governance.NewStatement(e.state.ClusterID(), time.Hour, "test")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	setOp(st)
+	b, err := governance.Marshal(st)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return b
+}
+
+// signed signs statement bytes by the officers with the given indices.
+func (e *env) signed(b []byte, signers ...int) *custosv1.SignedStatement {
+	e.t.Helper()
+	ss := &custosv1.SignedStatement{Statement: b}
+	for _, i := range signers {
+		sig, err := governance.Sign(e.officers[i].key, e.officers[i].name, b)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		ss.Signatures = append(ss.Signatures, sig)
+	}
+	return ss
+}
+
+// govern builds, signs and submits a statement.
+func (e *env) govern(setOp func(*custosv1.Statement), signers ...int) (*custosv1.SubmitResponse, error) {
+	e.t.Helper()
+	return e.svc.Submit(context.Background(), kms.Principal{Name: "anyone"}, e.signed(e.statement(setOp), signers...))
+}
+
+func enableKey(k string) func(*custosv1.Statement) {
+	return func(st *custosv1.Statement) {
+		st.Operation = &custosv1.Statement_EnableKey{EnableKey: &custosv1.EnableKey{Key: k}}
+	}
+}
+
+func revokeKey(k string) func(*custosv1.Statement) {
+	return func(st *custosv1.Statement) {
+		st.Operation = &custosv1.Statement_RevokeKey{RevokeKey: &custosv1.RevokeKey{Key: k}}
+	}
+}

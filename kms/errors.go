@@ -1,6 +1,9 @@
 package kms
 
-import "errors"
+import (
+	"errors"
+	"strconv"
+)
 
 // Domain errors. The gRPC layer maps them to status codes in one place
 // (api.toStatus) with errors.Is; messages built on them name the offending
@@ -26,3 +29,24 @@ var (
 	// ErrInternal: a bug or an inconsistency; details go to the log only.
 	ErrInternal = errors.New("internal error")
 )
+
+// ErrResourceExhausted: a policy limit was reached (decrypts per hour,
+// requests waiting for approval).
+var ErrResourceExhausted = errors.New("resource exhausted")
+
+// PendingError is returned for a decrypt that needs the officers' approval:
+// the request was recorded as PENDING with RequestID, and the caller may
+// retry once it is approved. It matches ErrFailedPrecondition.
+type PendingError struct {
+	RequestID string
+	// Seq is the ledger position of the PENDING decision.
+	Seq uint64
+}
+
+func (e *PendingError) Error() string {
+	return "approval required: request " + e.RequestID + " is waiting for the security officers (decision " +
+		strconv.FormatUint(e.Seq, 10) + ": PENDING)"
+}
+
+// Is makes errors.Is(err, ErrFailedPrecondition) true.
+func (e *PendingError) Is(target error) bool { return target == ErrFailedPrecondition }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -73,9 +74,11 @@ func NewService(cfg Config) (*Service, error) {
 // State returns the replicated state the service reads.
 func (s *Service) State() *State { return s.state }
 
-// InitCluster makes the cluster's domain key and records the cluster id on
-// first start; on later starts it checks the domain key is in this HSM.
-func (s *Service) InitCluster(ctx context.Context) error {
+// InitCluster makes the cluster's domain key and records the cluster id,
+// the customer's officers and their quorum on first start; on later starts
+// it checks the domain key is in this HSM (officers then change only by a
+// quorum-signed statement, and the arguments are ignored).
+func (s *Service) InitCluster(ctx context.Context, officers []*custosv1.Officer, quorum uint32) error {
 	if id := s.state.ClusterID(); id != "" {
 		ok, err := s.hsm.HasKey(ctx, s.state.DomainKeyID())
 		if err != nil {
@@ -85,6 +88,9 @@ func (s *Service) InitCluster(ctx context.Context) error {
 			return fmt.Errorf("%w: this node's HSM token does not hold the domain key of cluster %s", ErrFailedPrecondition, id)
 		}
 		return nil
+	}
+	if len(officers) == 0 || quorum < 1 || int(quorum) > len(officers) {
+		return fmt.Errorf("%w: a cluster needs at least one officer and a quorum between 1 and the number of officers", ErrInvalidArgument)
 	}
 	raw, err := s.hsm.Random(ctx, 16)
 	if err != nil {
@@ -97,7 +103,7 @@ func (s *Service) InitCluster(ctx context.Context) error {
 		return fmt.Errorf("%w: generate domain key: %w", ErrUnavailable, err)
 	}
 	_, err = s.apply(ctx, Principal{Name: "custosd"}, &raftlogv1.Command{Op: &raftlogv1.Command_InitCluster{
-		InitCluster: &raftlogv1.InitCluster{ClusterId: clusterID, DomainKeyId: domainID}}})
+		InitCluster: &raftlogv1.InitCluster{ClusterId: clusterID, DomainKeyId: domainID, Officers: officers, Quorum: quorum}}})
 	if err != nil {
 		_ = s.hsm.DestroyKey(context.WithoutCancel(ctx), domainID)
 		return err
@@ -133,7 +139,7 @@ func (s *Service) apply(ctx context.Context, p Principal, cmd *raftlogv1.Command
 
 func isDomainError(err error) bool {
 	for _, e := range []error{ErrInvalidArgument, ErrNotFound, ErrAlreadyExists, ErrFailedPrecondition,
-		ErrPermissionDenied, ErrDecryptionFailed, ErrUnavailable, ErrInternal} {
+		ErrPermissionDenied, ErrDecryptionFailed, ErrUnavailable, ErrInternal, ErrResourceExhausted} {
 		if errors.Is(err, e) {
 			return true
 		}
@@ -289,7 +295,7 @@ func (s *Service) GenerateDataKey(ctx context.Context, p Principal, req *custosv
 	if err != nil {
 		return nil, hsmError("random", err)
 	}
-	w, err := s.seal(ctx, "key", req.GetKey(), KindDataKey, rnd, req.GetEncryptionContext())
+	w, err := s.seal(ctx, p, "key", req.GetKey(), KindDataKey, rnd, req.GetEncryptionContext())
 	if err != nil {
 		clear(rnd)
 		return nil, err
@@ -303,15 +309,16 @@ func (s *Service) Encrypt(ctx context.Context, p Principal, req *custosv1.Encryp
 		return nil, fmt.Errorf("%w: plaintext has %d bytes, at most %d (use GenerateDataKey for larger data)",
 			ErrInvalidArgument, len(req.GetPlaintext()), MaxPayload)
 	}
-	w, err := s.seal(ctx, "key", req.GetKey(), KindPayload, req.GetPlaintext(), req.GetEncryptionContext())
+	w, err := s.seal(ctx, p, "key", req.GetKey(), KindPayload, req.GetPlaintext(), req.GetEncryptionContext())
 	if err != nil {
 		return nil, err
 	}
 	return &custosv1.EncryptResponse{Key: w.Key, KeyVersion: w.KeyVersion, Ciphertext: w.Marshal()}, nil
 }
 
-// seal encrypts plaintext under the primary version of key in the HSM.
-func (s *Service) seal(ctx context.Context, field, key string, kind Kind, plaintext []byte, encCtx map[string]string) (*Wrapped, error) {
+// seal encrypts plaintext under the primary version of key in the HSM, for
+// a principal the key's policy allows to encrypt.
+func (s *Service) seal(ctx context.Context, p Principal, field, key string, kind Kind, plaintext []byte, encCtx map[string]string) (*Wrapped, error) {
 	if err := validateName(field, key); err != nil {
 		return nil, err
 	}
@@ -322,8 +329,13 @@ func (s *Service) seal(ctx context.Context, field, key string, kind Kind, plaint
 	if err != nil {
 		return nil, err
 	}
-	if !k.Enabled {
+	switch {
+	case k.Revoked:
+		return nil, fmt.Errorf("%w: key %q is revoked by a security officer", ErrFailedPrecondition, key)
+	case !k.Enabled:
 		return nil, fmt.Errorf("%w: key %q is disabled", ErrFailedPrecondition, key)
+	case !slices.Contains(k.Policy.GetEncryptPrincipals(), p.Name):
+		return nil, fmt.Errorf("%w: principal %q may not encrypt with key %q", ErrPermissionDenied, p.Name, key)
 	}
 	kv := k.Versions[k.PrimaryVersion-1]
 	id, err := s.kek(ctx, key, kv)
@@ -368,7 +380,7 @@ func (s *Service) ReEncrypt(ctx context.Context, p Principal, req *custosv1.ReEn
 		return nil, err
 	}
 	defer clear(pt)
-	nw, err := s.seal(ctx, "key", w.Key, w.Kind, pt, req.GetEncryptionContext())
+	nw, err := s.seal(ctx, p, "key", w.Key, w.Kind, pt, req.GetEncryptionContext())
 	if err != nil {
 		return nil, err
 	}
@@ -540,7 +552,10 @@ func keyProto(k *raftlogv1.KeyRecord) *custosv1.Key {
 		PrimaryVersion: k.PrimaryVersion, MinDecryptionVersion: k.MinDecryptionVersion,
 		Algorithm: "AES_256_GCM", CreateTimeUnixNano: k.CreateTimeUnixNano, UpdateTimeUnixNano: k.UpdateTimeUnixNano,
 	}
-	if k.Enabled {
+	switch {
+	case k.Revoked:
+		out.State = custosv1.KeyState_KEY_STATE_REVOKED
+	case k.Enabled:
 		out.State = custosv1.KeyState_KEY_STATE_ENABLED
 	}
 	for _, v := range k.Versions {

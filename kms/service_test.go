@@ -279,8 +279,11 @@ func TestDeniedDecisionsAreRecorded(t *testing.T) {
 	if rec.Outcome != custosv1.Outcome_OUTCOME_DENY || rec.MatchedRule != "key-state:disabled" {
 		t.Fatalf("record for disabled decrypt = %v", rec)
 	}
-	// Re-enabled: decrypts again.
-	if _, err := e.svc.SetKeyState(bg, app, &custosv1.SetKeyStateRequest{Name: "k", State: custosv1.KeyState_KEY_STATE_ENABLED}); err != nil {
+	// Re-enabling loosens: the key's user cannot, the officer quorum can.
+	if _, err := e.svc.SetKeyState(bg, app, &custosv1.SetKeyStateRequest{Name: "k", State: custosv1.KeyState_KEY_STATE_ENABLED}); !errors.Is(err, kms.ErrPermissionDenied) {
+		t.Fatalf("SetKeyState(ENABLED): got %v, want ErrPermissionDenied", err)
+	}
+	if _, err := e.govern(enableKey("k"), 0, 1); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := decrypt(e, v2.WrappedDataKey, nil); err != nil {
@@ -325,7 +328,8 @@ func TestTamperedAndWrongContext(t *testing.T) {
 	if _, err := e.svc.RotateKey(bg, app, &custosv1.RotateKeyRequest{Name: "k"}); err != nil {
 		t.Fatal(err)
 	}
-	re, err := e.svc.ReEncrypt(bg, app, &custosv1.ReEncryptRequest{Ciphertext: enc.Ciphertext, EncryptionContext: ctx})
+	re, err := e.svc.ReEncrypt(bg, app, &custosv1.ReEncryptRequest{Ciphertext: enc.Ciphertext, EncryptionContext: ctx,
+		Justification: &custosv1.Justification{Reason: custosv1.Reason_REASON_CUSTOMER_WORKFLOW}})
 	if err != nil || re.KeyVersion != 2 || re.SourceKeyVersion != 1 || re.DecisionSeq == 0 {
 		t.Fatalf("ReEncrypt = %v, %v", re, err)
 	}

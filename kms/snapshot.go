@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/custos-kms/custos/kms/governance"
 	"github.com/custos-kms/custos/kms/ledger"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
@@ -47,6 +48,19 @@ func (s *State) Snapshot() (raft.Snapshot, error) {
 	}
 	for _, n := range sortedKeys(s.keys) {
 		st.Keys = append(st.Keys, s.keys[n])
+	}
+	st.Governance = s.gov
+	for _, n := range sortedKeys(s.nonces) {
+		st.Nonces = append(st.Nonces, &raftlogv1.UsedNonce{Nonce: []byte(n), NotAfterUnix: s.nonces[n]})
+	}
+	for _, id := range sortedKeys(s.requests) {
+		st.Requests = append(st.Requests, s.requests[id])
+	}
+	for _, id := range sortedKeys(s.grants) {
+		st.Grants = append(st.Grants, s.grants[id])
+	}
+	for _, id := range sortedKeys(s.counters) {
+		st.Counters = append(st.Counters, s.counters[id])
 	}
 	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(st)
 	broken := s.broken
@@ -120,13 +134,33 @@ func (s *State) Restore(r io.Reader) error {
 		}
 	}
 
+	var officers *governance.OfficerSet
+	if st.Governance != nil {
+		if officers, err = governance.NewOfficerSetFromGovernance(st.Governance); err != nil {
+			return fmt.Errorf("kms: restore: officers: %w", err)
+		}
+	}
+
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.reset()
 	s.clusterID = st.ClusterId
 	s.domainKeyID = st.DomainKeyId
-	s.keys = make(map[string]*raftlogv1.KeyRecord, len(st.Keys))
 	for _, k := range st.Keys {
 		s.keys[k.Name] = k
+	}
+	s.gov, s.officers = st.Governance, officers
+	for _, n := range st.Nonces {
+		s.nonces[string(n.Nonce)] = n.NotAfterUnix
+	}
+	for _, r := range st.Requests {
+		s.requests[r.RequestId] = r
+	}
+	for _, g := range st.Grants {
+		s.grants[g.GrantId] = g
+	}
+	for _, c := range st.Counters {
+		s.counters[c.Key+"\x00"+c.Principal] = c
 	}
 	s.seq, s.head = st.LedgerSeq, head
 	s.broken = nil
@@ -203,7 +237,7 @@ func readItem(r *bufio.Reader) ([]byte, error) {
 	return b, err
 }
 
-func sortedKeys(m map[string]*raftlogv1.KeyRecord) []string {
+func sortedKeys[V any](m map[string]V) []string {
 	names := make([]string, 0, len(m))
 	for n := range m {
 		names = append(names, n)

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
+	"github.com/custos-kms/custos/kms/governance"
 	"github.com/custos-kms/custos/kms/ledger"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
@@ -29,21 +31,45 @@ type State struct {
 	head        [32]byte // hash of the record at seq
 	applied     uint64   // last applied Raft index
 	broken      error    // set when the ledger store failed: fail closed
+
+	gov      *custosv1.Governance   // officers and quorum
+	officers *governance.OfficerSet // parsed gov, for signature checks
+	nonces   map[string]int64       // applied statements' nonces → not_after
+	requests map[string]*custosv1.ApprovalRequest
+	grants   map[string]*custosv1.Grant
+	counters map[string]*raftlogv1.RateCounter // key\x00principal → hourly count
 }
 
 var _ raft.StateMachine = (*State)(nil)
 
 // NewState returns an empty State writing decision records to l.
 func NewState(l *ledger.Store) *State {
-	return &State{keys: map[string]*raftlogv1.KeyRecord{}, ledger: l}
+	s := &State{ledger: l}
+	s.reset()
+	return s
 }
 
-// Decision is the result of a Decide command.
+// reset empties the in-memory state (before a restore).
+func (s *State) reset() {
+	s.clusterID, s.domainKeyID = "", nil
+	s.keys = map[string]*raftlogv1.KeyRecord{}
+	s.gov, s.officers = nil, nil
+	s.nonces = map[string]int64{}
+	s.requests = map[string]*custosv1.ApprovalRequest{}
+	s.grants = map[string]*custosv1.Grant{}
+	s.counters = map[string]*raftlogv1.RateCounter{}
+}
+
+// Decision is the result of a Decide or Govern command.
 type Decision struct {
-	// Record is the committed decision record.
+	// Record is the committed decision (or governance) record.
 	Record *custosv1.DecisionRecord
-	// Err is nil for ALLOW and the domain error to return for DENY.
+	// Err is nil for ALLOW and the domain error to return otherwise.
 	Err error
+	// Result says what a governance statement did.
+	Result string
+	// GrantID is the grant a statement created, if any.
+	GrantID string
 }
 
 // ApplyBatch implements raft.StateMachine.
@@ -101,6 +127,8 @@ func (s *State) apply(index uint64, c *raftlogv1.Command) any {
 		return s.applySetMin(c, op.SetMinDecryptionVersion)
 	case *raftlogv1.Command_Decide:
 		return s.applyDecide(index, c, op.Decide)
+	case *raftlogv1.Command_Govern:
+		return s.applyGovern(index, c, op.Govern)
 	default:
 		// A command this version does not know: refuse it the same way on
 		// every replica.
@@ -112,6 +140,12 @@ func (s *State) applyInit(op *raftlogv1.InitCluster) any {
 	if s.clusterID != "" {
 		return fmt.Errorf("%w: cluster already initialised as %s", ErrFailedPrecondition, s.clusterID)
 	}
+	gov := &custosv1.Governance{ClusterId: op.ClusterId, Officers: op.Officers, Quorum: op.Quorum, Version: 1}
+	set, err := governance.NewOfficerSetFromGovernance(gov)
+	if err != nil {
+		return fmt.Errorf("%w: officers: %v", ErrInvalidArgument, err)
+	}
+	s.gov, s.officers = gov, set
 	s.clusterID = op.ClusterId
 	s.domainKeyID = append([]byte(nil), op.DomainKeyId...)
 	return nil
@@ -135,15 +169,16 @@ func (s *State) applyCreateKey(c *raftlogv1.Command, op *raftlogv1.CreateKey) an
 		}},
 		CreateTimeUnixNano: c.TimeUnixNano,
 		UpdateTimeUnixNano: c.TimeUnixNano,
+		Policy:             DefaultPolicy(c.Principal),
 	}
 	s.keys[op.Name] = k
 	return proto.Clone(k)
 }
 
 func (s *State) applyAddVersion(c *raftlogv1.Command, op *raftlogv1.AddKeyVersion) any {
-	k, ok := s.keys[op.Name]
-	if !ok {
-		return fmt.Errorf("%w: key %q", ErrNotFound, op.Name)
+	k, err := s.userKey(op.Name, c.Principal, "rotate")
+	if err != nil {
+		return err
 	}
 	if want := uint32(len(k.Versions)) + 1; op.Version != want {
 		return fmt.Errorf("%w: key %q: a concurrent rotation created version %d first", ErrFailedPrecondition, op.Name, want-1)
@@ -156,20 +191,31 @@ func (s *State) applyAddVersion(c *raftlogv1.Command, op *raftlogv1.AddKeyVersio
 	return proto.Clone(k)
 }
 
+// applySetState disables a key on behalf of one of its users (tightening).
+// Enabling loosens access: only an EnableKey statement signed by the
+// officer quorum does it.
 func (s *State) applySetState(c *raftlogv1.Command, op *raftlogv1.SetKeyState) any {
-	k, ok := s.keys[op.Name]
-	if !ok {
-		return fmt.Errorf("%w: key %q", ErrNotFound, op.Name)
+	if op.Enabled {
+		return fmt.Errorf("%w: enabling key %q loosens access: submit an EnableKey statement signed by the officer quorum", ErrPermissionDenied, op.Name)
 	}
-	k.Enabled = op.Enabled
+	k, err := s.userKey(op.Name, c.Principal, "disable")
+	if err != nil {
+		return err
+	}
+	k.Enabled = false
 	k.UpdateTimeUnixNano = c.TimeUnixNano
 	return proto.Clone(k)
 }
 
+// applySetMin raises the minimum decryption version (tightening, by a key
+// user); lowering it would loosen access and is refused.
 func (s *State) applySetMin(c *raftlogv1.Command, op *raftlogv1.SetMinDecryptionVersion) any {
-	k, ok := s.keys[op.Name]
-	if !ok {
-		return fmt.Errorf("%w: key %q", ErrNotFound, op.Name)
+	k, err := s.userKey(op.Name, c.Principal, "change the minimum decryption version of")
+	if err != nil {
+		return err
+	}
+	if op.MinDecryptionVersion < k.MinDecryptionVersion {
+		return fmt.Errorf("%w: lowering the minimum decryption version of key %q loosens access", ErrPermissionDenied, op.Name)
 	}
 	if op.MinDecryptionVersion < 1 || op.MinDecryptionVersion > k.PrimaryVersion {
 		return fmt.Errorf("%w: min_decryption_version %d: must be between 1 and the primary version %d",
@@ -183,10 +229,7 @@ func (s *State) applySetMin(c *raftlogv1.Command, op *raftlogv1.SetMinDecryption
 // applyDecide evaluates a key use against the state at this log position
 // and builds the decision record. The caller (ApplyBatch) persists it.
 func (s *State) applyDecide(index uint64, c *raftlogv1.Command, op *raftlogv1.Decide) any {
-	if s.broken != nil {
-		return &Decision{Err: fmt.Errorf("%w: ledger store failed; restart the node", ErrUnavailable)}
-	}
-	outcome, rule, derr := s.evaluate(op)
+	outcome, rule, derr := s.evaluate(c, op)
 	rec := &custosv1.DecisionRecord{
 		Seq:               s.seq + 1,
 		TimeUnixNano:      c.TimeUnixNano,
@@ -206,19 +249,30 @@ func (s *State) applyDecide(index uint64, c *raftlogv1.Command, op *raftlogv1.De
 		RaftIndex:         index,
 	}
 	s.seq++
-	if derr != nil {
+	switch outcome {
+	case custosv1.Outcome_OUTCOME_ALLOW:
+		s.countUse(c, op)
+	case custosv1.Outcome_OUTCOME_PENDING:
+		s.addRequest(c, op, rec.Seq)
+		derr = &PendingError{RequestID: op.RequestId, Seq: rec.Seq}
+	default:
 		derr = fmt.Errorf("%w (decision %d: DENY by %s)", derr, rec.Seq, rule)
 	}
 	return &Decision{Record: rec, Err: derr}
 }
 
-// evaluate applies the key's lifecycle rules, in a fixed order.
-func (s *State) evaluate(op *raftlogv1.Decide) (custosv1.Outcome, string, error) {
+// evaluate decides a key use against the state at this log position, in a
+// fixed order: key lifecycle, version, principal, time window, rate limit,
+// then the reason's action (a matching grant turns approval or denial into
+// ALLOW). It does not change the state; the caller applies the effects.
+func (s *State) evaluate(c *raftlogv1.Command, op *raftlogv1.Decide) (custosv1.Outcome, string, error) {
 	deny := custosv1.Outcome_OUTCOME_DENY
 	k, ok := s.keys[op.Key]
 	switch {
 	case !ok:
 		return deny, "key:not-found", fmt.Errorf("%w: key %q", ErrNotFound, op.Key)
+	case k.Revoked:
+		return deny, "key-state:revoked", fmt.Errorf("%w: key %q is revoked by a security officer", ErrFailedPrecondition, op.Key)
 	case !k.Enabled:
 		return deny, "key-state:disabled", fmt.Errorf("%w: key %q is disabled", ErrFailedPrecondition, op.Key)
 	case op.KeyVersion == 0 || op.KeyVersion > uint32(len(k.Versions)):
@@ -227,7 +281,47 @@ func (s *State) evaluate(op *raftlogv1.Decide) (custosv1.Outcome, string, error)
 		return deny, "key-version:below-minimum", fmt.Errorf("%w: key %q version %d is below the minimum decryption version %d",
 			ErrFailedPrecondition, op.Key, op.KeyVersion, k.MinDecryptionVersion)
 	}
-	return custosv1.Outcome_OUTCOME_ALLOW, "key-state:enabled", nil
+	p := k.Policy
+	rule := func(r string) string { return fmt.Sprintf("policy/v%d:%s", p.Version, r) }
+	now := time.Unix(0, c.TimeUnixNano)
+	switch {
+	case !slices.Contains(p.DecryptPrincipals, c.Principal):
+		return deny, rule("principal"), fmt.Errorf("%w: principal %q may not decrypt with key %q", ErrPermissionDenied, c.Principal, op.Key)
+	case !inWindows(p, now):
+		return deny, rule("time-window"), fmt.Errorf("%w: key %q may not be used at this time", ErrPermissionDenied, op.Key)
+	case p.MaxDecryptsPerPrincipalPerHour > 0 && s.usesThisHour(c, op) >= p.MaxDecryptsPerPrincipalPerHour:
+		return deny, rule("rate-limit"), fmt.Errorf("%w: principal %q reached %d decrypts per hour with key %q",
+			ErrResourceExhausted, c.Principal, p.MaxDecryptsPerPrincipalPerHour, op.Key)
+	}
+	reason := effectiveReason(op.Reason)
+	action := actionFor(p, reason)
+	if action == custosv1.Action_ACTION_ALLOW {
+		return custosv1.Outcome_OUTCOME_ALLOW, rule("reason=" + reasonName(reason) + ":allow"), nil
+	}
+	if g := s.matchGrant(c, op); g != nil {
+		return custosv1.Outcome_OUTCOME_ALLOW, "grant:" + g.GrantId, nil
+	}
+	if action == custosv1.Action_ACTION_DENY {
+		return deny, rule("reason=" + reasonName(reason) + ":deny"), fmt.Errorf("%w: policy of key %q denies reason %s",
+			ErrPermissionDenied, op.Key, reasonName(reason))
+	}
+	if s.pendingOf(c.Principal) >= maxPendingPerPrincipal {
+		return deny, "approval:too-many-pending", fmt.Errorf("%w: principal %q has %d requests waiting for approval",
+			ErrResourceExhausted, c.Principal, maxPendingPerPrincipal)
+	}
+	return custosv1.Outcome_OUTCOME_PENDING, rule("reason=" + reasonName(reason) + ":require-approval"), nil
+}
+
+// userKey returns a key for a tightening operation by one of its users.
+func (s *State) userKey(name, principal, what string) (*raftlogv1.KeyRecord, error) {
+	k, ok := s.keys[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: key %q", ErrNotFound, name)
+	}
+	if !isKeyUser(k.Policy, principal) {
+		return nil, fmt.Errorf("%w: principal %q may not %s key %q", ErrPermissionDenied, principal, what, name)
+	}
+	return k, nil
 }
 
 // ClusterID returns the cluster id, "" before initialisation.

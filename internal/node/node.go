@@ -21,7 +21,9 @@ import (
 	"github.com/custos-kms/custos/hsm/pkcs11"
 	"github.com/custos-kms/custos/internal/pki"
 	"github.com/custos-kms/custos/kms"
+	"github.com/custos-kms/custos/kms/governance"
 	"github.com/custos-kms/custos/kms/ledger"
+	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 	"github.com/custos-kms/custos/raft"
 )
 
@@ -44,6 +46,13 @@ const InstallHint = "install SoftHSM2 with `make run` or softhsm/install.sh (apt
 type Config struct {
 	// ID is the node's stable Raft server id. Required.
 	ID string
+	// Officers and Quorum are the customer's security officers and the
+	// number of signatures that loosening needs. They are recorded when the
+	// cluster is initialised (first start; required then) and change
+	// afterwards only by a statement signed by the quorum, so later starts
+	// ignore them (and may leave them empty).
+	Officers []*custosv1.Officer
+	Quorum   uint32
 	// DataDir holds the node's state: DataDir/raft and
 	// DataDir/ledger/ledger.db. Required.
 	DataDir string
@@ -152,7 +161,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: kms: %w", err)
 	}
-	if err := n.svc.InitCluster(ctx); err != nil {
+	if err := n.svc.InitCluster(ctx, cfg.Officers, cfg.Quorum); err != nil {
+		if len(cfg.Officers) == 0 && errors.Is(err, kms.ErrInvalidArgument) {
+			return nil, fmt.Errorf("node: initialise cluster: a new cluster needs its security officers and quorum (configuration fields officers and quorum): %w", err)
+		}
 		return nil, fmt.Errorf("node: initialise cluster: %w", err)
 	}
 
@@ -188,6 +200,13 @@ func (c Config) check() error {
 		return errors.New("node: config: PKCS#11 token label is required")
 	case c.TLS.CA == "" || c.TLS.Cert == "" || c.TLS.Key == "":
 		return errors.New("node: config: TLS CA, certificate and key files are required")
+	case len(c.Officers) == 0 && c.Quorum != 0:
+		return errors.New("node: config: Quorum is set but there are no Officers")
+	}
+	if len(c.Officers) > 0 {
+		if _, err := governance.NewOfficerSet(c.Officers, c.Quorum); err != nil {
+			return fmt.Errorf("node: config: %w", err)
+		}
 	}
 	return nil
 }

@@ -15,7 +15,9 @@ package nodetest
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/tls"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -29,6 +31,8 @@ import (
 
 	"github.com/custos-kms/custos/internal/node"
 	"github.com/custos-kms/custos/internal/pki"
+	"github.com/custos-kms/custos/kms/governance"
+	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 	"github.com/custos-kms/custos/softhsm"
 )
 
@@ -50,6 +54,10 @@ type Harness struct {
 	Token *softhsm.Token
 	// Config is the node configuration (Restart reuses it).
 	Config node.Config
+	// Officers are the cluster's security officers (names "officer-1",
+	// "officer-2", "officer-3"; quorum 2). Their key files are in
+	// Dir/officers/<name>.pem.
+	Officers []Officer
 
 	mu    sync.Mutex // serialises certificate issuance
 	conns []*grpc.ClientConn
@@ -70,7 +78,7 @@ func Logger() *slog.Logger {
 
 // Config returns the configuration of a fresh single node in dir on token
 // tok, creating the dev PKI in dir/pki. The node bootstraps and listens on
-// 127.0.0.1:0.
+// 127.0.0.1:0. It has no officers: add them with SetOfficers.
 func Config(tb testing.TB, dir string, tok *softhsm.Token) node.Config {
 	tb.Helper()
 	pkiDir := filepath.Join(dir, "pki")
@@ -93,6 +101,87 @@ func Config(tb testing.TB, dir string, tok *softhsm.Token) node.Config {
 	return cfg
 }
 
+// Officer is a test security officer.
+type Officer struct {
+	Name    string
+	Key     *ecdsa.PrivateKey
+	KeyFile string
+}
+
+// NumOfficers and Quorum are the harness's officer set: 2 of 3.
+const (
+	NumOfficers = 3
+	Quorum      = 2
+)
+
+// NewOfficers creates NumOfficers test officers ("officer-1", ...) with
+// unencrypted key files in dir/officers, and returns them with the public
+// form node.Config.Officers takes.
+func NewOfficers(tb testing.TB, dir string) ([]Officer, []*custosv1.Officer) {
+	tb.Helper()
+	var out []Officer
+	var pub []*custosv1.Officer
+	for i := 1; i <= NumOfficers; i++ {
+		name := fmt.Sprintf("officer-%d", i)
+		k, err := governance.GenerateKey()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		file := filepath.Join(dir, "officers", name+".pem")
+		if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
+			tb.Fatal(err)
+		}
+		if err := governance.WriteKeyFile(file, k, nil); err != nil {
+			tb.Fatal(err)
+		}
+		out = append(out, Officer{Name: name, Key: k, KeyFile: file})
+		pub = append(pub, &custosv1.Officer{Name: name, PublicKey: governance.MarshalPublicKey(&k.PublicKey)})
+	}
+	return out, pub
+}
+
+// SetOfficers gives cfg (from Config) a fresh 2-of-3 officer set, with key
+// files in dir/officers, and returns the officers. A test that starts its
+// own node with node.Start needs it: a new cluster refuses to start without
+// officers.
+func SetOfficers(tb testing.TB, cfg *node.Config, dir string) []Officer {
+	tb.Helper()
+	officers, pub := NewOfficers(tb, dir)
+	cfg.Officers, cfg.Quorum = pub, Quorum
+	return officers
+}
+
+// Sign builds a statement for the harness cluster with op set by setOp,
+// signed by the given officers (indices into h.Officers).
+func (h *Harness) Sign(tb testing.TB, setOp func(*custosv1.Statement), signers ...int) *custosv1.SignedStatement {
+	tb.Helper()
+	return SignStatement(tb, h.Node.ClusterID(), h.Officers, setOp, signers...)
+}
+
+// SignStatement builds a statement for cluster clusterID with op set by
+// setOp, signed by the given officers (indices into officers).
+func SignStatement(tb testing.TB, clusterID string, officers []Officer, setOp func(*custosv1.Statement), signers ...int) *custosv1.SignedStatement {
+	tb.Helper()
+	st, err := governance.NewStatement(clusterID, time.Hour, "test")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	setOp(st)
+	b, err := governance.Marshal(st)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ss := &custosv1.SignedStatement{Statement: b}
+	for _, i := range signers {
+		sig, err := governance.Sign(officers[i].Key, officers[i].Name, b)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		ss.Signatures = append(ss.Signatures, sig)
+	}
+	return ss
+}
+
 // Start starts a single node on a fresh SoftHSM2 token in a temporary
 // directory. t.Cleanup closes it (and the connections made by Conn).
 func Start(tb testing.TB) *Harness {
@@ -100,7 +189,8 @@ func Start(tb testing.TB) *Harness {
 	tok := softhsm.TestToken(tb)
 	dir := tb.TempDir()
 	cfg := Config(tb, dir, tok)
-	h := &Harness{Dir: dir, CAFile: cfg.TLS.CA, Token: tok, Config: cfg}
+	officers := SetOfficers(tb, &cfg, dir)
+	h := &Harness{Dir: dir, CAFile: cfg.TLS.CA, Token: tok, Config: cfg, Officers: officers}
 	h.start(tb)
 	tb.Cleanup(func() { h.close(tb) })
 	return h

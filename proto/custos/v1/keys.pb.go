@@ -30,6 +30,8 @@ const (
 	KeyState_KEY_STATE_UNSPECIFIED KeyState = 0
 	KeyState_KEY_STATE_ENABLED     KeyState = 1
 	KeyState_KEY_STATE_DISABLED    KeyState = 2
+	// Revoked by a security officer: only the officer quorum can re-enable.
+	KeyState_KEY_STATE_REVOKED KeyState = 3
 )
 
 // Enum value maps for KeyState.
@@ -38,11 +40,13 @@ var (
 		0: "KEY_STATE_UNSPECIFIED",
 		1: "KEY_STATE_ENABLED",
 		2: "KEY_STATE_DISABLED",
+		3: "KEY_STATE_REVOKED",
 	}
 	KeyState_value = map[string]int32{
 		"KEY_STATE_UNSPECIFIED": 0,
 		"KEY_STATE_ENABLED":     1,
 		"KEY_STATE_DISABLED":    2,
+		"KEY_STATE_REVOKED":     3,
 	}
 )
 
@@ -1217,11 +1221,12 @@ const file_custos_v1_keys_proto_rawDesc = "" +
 	"ciphertext\x12!\n" +
 	"\fdecision_seq\x18\x05 \x01(\x04R\vdecisionSeq\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x06 \x01(\tR\trequestId*T\n" +
+	"request_id\x18\x06 \x01(\tR\trequestId*k\n" +
 	"\bKeyState\x12\x19\n" +
 	"\x15KEY_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11KEY_STATE_ENABLED\x10\x01\x12\x16\n" +
-	"\x12KEY_STATE_DISABLED\x10\x022\xb3\x05\n" +
+	"\x12KEY_STATE_DISABLED\x10\x02\x12\x15\n" +
+	"\x11KEY_STATE_REVOKED\x10\x032\xb3\x05\n" +
 	"\n" +
 	"KeyService\x128\n" +
 	"\tCreateKey\x12\x1b.custos.v1.CreateKeyRequest\x1a\x0e.custos.v1.Key\x122\n" +

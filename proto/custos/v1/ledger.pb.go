@@ -54,7 +54,12 @@ type DecisionRecord struct {
 	// bytes for seq 1).
 	PrevHash []byte `protobuf:"bytes,15,opt,name=prev_hash,json=prevHash,proto3" json:"prev_hash,omitempty"`
 	// Raft log index of the entry that carried the decision.
-	RaftIndex     uint64 `protobuf:"varint,16,opt,name=raft_index,json=raftIndex,proto3" json:"raft_index,omitempty"`
+	RaftIndex uint64 `protobuf:"varint,16,opt,name=raft_index,json=raftIndex,proto3" json:"raft_index,omitempty"`
+	// Governance records: the officers whose signatures counted, the SHA-256
+	// of the statement bytes, and what was done (or why it was refused).
+	Signers       []string `protobuf:"bytes,17,rep,name=signers,proto3" json:"signers,omitempty"`
+	StatementHash []byte   `protobuf:"bytes,18,opt,name=statement_hash,json=statementHash,proto3" json:"statement_hash,omitempty"`
+	Detail        string   `protobuf:"bytes,19,opt,name=detail,proto3" json:"detail,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -201,11 +206,32 @@ func (x *DecisionRecord) GetRaftIndex() uint64 {
 	return 0
 }
 
+func (x *DecisionRecord) GetSigners() []string {
+	if x != nil {
+		return x.Signers
+	}
+	return nil
+}
+
+func (x *DecisionRecord) GetStatementHash() []byte {
+	if x != nil {
+		return x.StatementHash
+	}
+	return nil
+}
+
+func (x *DecisionRecord) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
 var File_custos_v1_ledger_proto protoreflect.FileDescriptor
 
 const file_custos_v1_ledger_proto_rawDesc = "" +
 	"\n" +
-	"\x16custos/v1/ledger.proto\x12\tcustos.v1\x1a\x16custos/v1/common.proto\"\xa6\x04\n" +
+	"\x16custos/v1/ledger.proto\x12\tcustos.v1\x1a\x16custos/v1/common.proto\"\xff\x04\n" +
 	"\x0eDecisionRecord\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\x12\x12\n" +
@@ -226,7 +252,10 @@ const file_custos_v1_ledger_proto_rawDesc = "" +
 	"request_id\x18\x0e \x01(\tR\trequestId\x12\x1b\n" +
 	"\tprev_hash\x18\x0f \x01(\fR\bprevHash\x12\x1d\n" +
 	"\n" +
-	"raft_index\x18\x10 \x01(\x04R\traftIndexB7Z5github.com/custos-kms/custos/proto/custos/v1;custosv1b\x06proto3"
+	"raft_index\x18\x10 \x01(\x04R\traftIndex\x12\x18\n" +
+	"\asigners\x18\x11 \x03(\tR\asigners\x12%\n" +
+	"\x0estatement_hash\x18\x12 \x01(\fR\rstatementHash\x12\x16\n" +
+	"\x06detail\x18\x13 \x01(\tR\x06detailB7Z5github.com/custos-kms/custos/proto/custos/v1;custosv1b\x06proto3"
 
 var (
 	file_custos_v1_ledger_proto_rawDescOnce sync.Once

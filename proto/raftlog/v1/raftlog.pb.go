@@ -90,6 +90,7 @@ type Command struct {
 	//	*Command_SetKeyState
 	//	*Command_SetMinDecryptionVersion
 	//	*Command_Decide
+	//	*Command_Govern
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -207,6 +208,15 @@ func (x *Command) GetDecide() *Decide {
 	return nil
 }
 
+func (x *Command) GetGovern() *Govern {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Govern); ok {
+			return x.Govern
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -235,6 +245,10 @@ type Command_Decide struct {
 	Decide *Decide `protobuf:"bytes,15,opt,name=decide,proto3,oneof"`
 }
 
+type Command_Govern struct {
+	Govern *Govern `protobuf:"bytes,16,opt,name=govern,proto3,oneof"`
+}
+
 func (*Command_InitCluster) isCommand_Op() {}
 
 func (*Command_CreateKey) isCommand_Op() {}
@@ -247,12 +261,17 @@ func (*Command_SetMinDecryptionVersion) isCommand_Op() {}
 
 func (*Command_Decide) isCommand_Op() {}
 
+func (*Command_Govern) isCommand_Op() {}
+
 // InitCluster is the first command of a cluster.
 type InitCluster struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	ClusterId string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	// CKA_ID of the HSM-resident domain key that wraps KEKs.
-	DomainKeyId   []byte `protobuf:"bytes,2,opt,name=domain_key_id,json=domainKeyId,proto3" json:"domain_key_id,omitempty"`
+	DomainKeyId []byte `protobuf:"bytes,2,opt,name=domain_key_id,json=domainKeyId,proto3" json:"domain_key_id,omitempty"`
+	// The customer's security officers and the quorum M of N.
+	Officers      []*v1.Officer `protobuf:"bytes,3,rep,name=officers,proto3" json:"officers,omitempty"`
+	Quorum        uint32        `protobuf:"varint,4,opt,name=quorum,proto3" json:"quorum,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -301,6 +320,66 @@ func (x *InitCluster) GetDomainKeyId() []byte {
 	return nil
 }
 
+func (x *InitCluster) GetOfficers() []*v1.Officer {
+	if x != nil {
+		return x.Officers
+	}
+	return nil
+}
+
+func (x *InitCluster) GetQuorum() uint32 {
+	if x != nil {
+		return x.Quorum
+	}
+	return 0
+}
+
+// Govern applies an officer-signed statement; Apply verifies the signatures
+// against the officer set at this log position.
+type Govern struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Statement     *v1.SignedStatement    `protobuf:"bytes,1,opt,name=statement,proto3" json:"statement,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Govern) Reset() {
+	*x = Govern{}
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Govern) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Govern) ProtoMessage() {}
+
+func (x *Govern) ProtoReflect() protoreflect.Message {
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Govern.ProtoReflect.Descriptor instead.
+func (*Govern) Descriptor() ([]byte, []int) {
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Govern) GetStatement() *v1.SignedStatement {
+	if x != nil {
+		return x.Statement
+	}
+	return nil
+}
+
 type CreateKey struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -313,7 +392,7 @@ type CreateKey struct {
 
 func (x *CreateKey) Reset() {
 	*x = CreateKey{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[3]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -325,7 +404,7 @@ func (x *CreateKey) String() string {
 func (*CreateKey) ProtoMessage() {}
 
 func (x *CreateKey) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[3]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -338,7 +417,7 @@ func (x *CreateKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKey.ProtoReflect.Descriptor instead.
 func (*CreateKey) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{3}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateKey) GetName() string {
@@ -375,7 +454,7 @@ type AddKeyVersion struct {
 
 func (x *AddKeyVersion) Reset() {
 	*x = AddKeyVersion{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[4]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -387,7 +466,7 @@ func (x *AddKeyVersion) String() string {
 func (*AddKeyVersion) ProtoMessage() {}
 
 func (x *AddKeyVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[4]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -400,7 +479,7 @@ func (x *AddKeyVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddKeyVersion.ProtoReflect.Descriptor instead.
 func (*AddKeyVersion) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{4}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *AddKeyVersion) GetName() string {
@@ -434,7 +513,7 @@ type SetKeyState struct {
 
 func (x *SetKeyState) Reset() {
 	*x = SetKeyState{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[5]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -446,7 +525,7 @@ func (x *SetKeyState) String() string {
 func (*SetKeyState) ProtoMessage() {}
 
 func (x *SetKeyState) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[5]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -459,7 +538,7 @@ func (x *SetKeyState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetKeyState.ProtoReflect.Descriptor instead.
 func (*SetKeyState) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{5}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SetKeyState) GetName() string {
@@ -486,7 +565,7 @@ type SetMinDecryptionVersion struct {
 
 func (x *SetMinDecryptionVersion) Reset() {
 	*x = SetMinDecryptionVersion{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[6]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -498,7 +577,7 @@ func (x *SetMinDecryptionVersion) String() string {
 func (*SetMinDecryptionVersion) ProtoMessage() {}
 
 func (x *SetMinDecryptionVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[6]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -511,7 +590,7 @@ func (x *SetMinDecryptionVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMinDecryptionVersion.ProtoReflect.Descriptor instead.
 func (*SetMinDecryptionVersion) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{6}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SetMinDecryptionVersion) GetName() string {
@@ -546,7 +625,7 @@ type Decide struct {
 
 func (x *Decide) Reset() {
 	*x = Decide{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[7]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -558,7 +637,7 @@ func (x *Decide) String() string {
 func (*Decide) ProtoMessage() {}
 
 func (x *Decide) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[7]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -571,7 +650,7 @@ func (x *Decide) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decide.ProtoReflect.Descriptor instead.
 func (*Decide) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{7}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Decide) GetKey() string {
@@ -639,13 +718,18 @@ type State struct {
 	Keys          []*KeyRecord           `protobuf:"bytes,3,rep,name=keys,proto3" json:"keys,omitempty"`
 	LedgerSeq     uint64                 `protobuf:"varint,4,opt,name=ledger_seq,json=ledgerSeq,proto3" json:"ledger_seq,omitempty"`
 	LedgerHead    []byte                 `protobuf:"bytes,5,opt,name=ledger_head,json=ledgerHead,proto3" json:"ledger_head,omitempty"`
+	Governance    *v1.Governance         `protobuf:"bytes,6,opt,name=governance,proto3" json:"governance,omitempty"`
+	Nonces        []*UsedNonce           `protobuf:"bytes,7,rep,name=nonces,proto3" json:"nonces,omitempty"`
+	Requests      []*v1.ApprovalRequest  `protobuf:"bytes,8,rep,name=requests,proto3" json:"requests,omitempty"`
+	Grants        []*v1.Grant            `protobuf:"bytes,9,rep,name=grants,proto3" json:"grants,omitempty"`
+	Counters      []*RateCounter         `protobuf:"bytes,10,rep,name=counters,proto3" json:"counters,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *State) Reset() {
 	*x = State{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[8]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -657,7 +741,7 @@ func (x *State) String() string {
 func (*State) ProtoMessage() {}
 
 func (x *State) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[8]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -670,7 +754,7 @@ func (x *State) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use State.ProtoReflect.Descriptor instead.
 func (*State) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{8}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *State) GetClusterId() string {
@@ -708,6 +792,163 @@ func (x *State) GetLedgerHead() []byte {
 	return nil
 }
 
+func (x *State) GetGovernance() *v1.Governance {
+	if x != nil {
+		return x.Governance
+	}
+	return nil
+}
+
+func (x *State) GetNonces() []*UsedNonce {
+	if x != nil {
+		return x.Nonces
+	}
+	return nil
+}
+
+func (x *State) GetRequests() []*v1.ApprovalRequest {
+	if x != nil {
+		return x.Requests
+	}
+	return nil
+}
+
+func (x *State) GetGrants() []*v1.Grant {
+	if x != nil {
+		return x.Grants
+	}
+	return nil
+}
+
+func (x *State) GetCounters() []*RateCounter {
+	if x != nil {
+		return x.Counters
+	}
+	return nil
+}
+
+// UsedNonce remembers an applied statement until it expires (replay guard).
+type UsedNonce struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Nonce         []byte                 `protobuf:"bytes,1,opt,name=nonce,proto3" json:"nonce,omitempty"`
+	NotAfterUnix  int64                  `protobuf:"varint,2,opt,name=not_after_unix,json=notAfterUnix,proto3" json:"not_after_unix,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsedNonce) Reset() {
+	*x = UsedNonce{}
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsedNonce) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsedNonce) ProtoMessage() {}
+
+func (x *UsedNonce) ProtoReflect() protoreflect.Message {
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsedNonce.ProtoReflect.Descriptor instead.
+func (*UsedNonce) Descriptor() ([]byte, []int) {
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *UsedNonce) GetNonce() []byte {
+	if x != nil {
+		return x.Nonce
+	}
+	return nil
+}
+
+func (x *UsedNonce) GetNotAfterUnix() int64 {
+	if x != nil {
+		return x.NotAfterUnix
+	}
+	return 0
+}
+
+// RateCounter counts a principal's allowed decrypts of a key in one hour.
+type RateCounter struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Principal     string                 `protobuf:"bytes,2,opt,name=principal,proto3" json:"principal,omitempty"`
+	Hour          int64                  `protobuf:"varint,3,opt,name=hour,proto3" json:"hour,omitempty"`
+	Count         uint32                 `protobuf:"varint,4,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RateCounter) Reset() {
+	*x = RateCounter{}
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RateCounter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RateCounter) ProtoMessage() {}
+
+func (x *RateCounter) ProtoReflect() protoreflect.Message {
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RateCounter.ProtoReflect.Descriptor instead.
+func (*RateCounter) Descriptor() ([]byte, []int) {
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RateCounter) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *RateCounter) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *RateCounter) GetHour() int64 {
+	if x != nil {
+		return x.Hour
+	}
+	return 0
+}
+
+func (x *RateCounter) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 type KeyRecord struct {
 	state                protoimpl.MessageState `protogen:"open.v1"`
 	Name                 string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -718,13 +959,16 @@ type KeyRecord struct {
 	Versions             []*KeyVersionRecord    `protobuf:"bytes,6,rep,name=versions,proto3" json:"versions,omitempty"`
 	CreateTimeUnixNano   int64                  `protobuf:"varint,7,opt,name=create_time_unix_nano,json=createTimeUnixNano,proto3" json:"create_time_unix_nano,omitempty"`
 	UpdateTimeUnixNano   int64                  `protobuf:"varint,8,opt,name=update_time_unix_nano,json=updateTimeUnixNano,proto3" json:"update_time_unix_nano,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	Policy               *v1.KeyPolicy          `protobuf:"bytes,9,opt,name=policy,proto3" json:"policy,omitempty"`
+	// Revoked by an officer: no use at all until the quorum re-enables it.
+	Revoked       bool `protobuf:"varint,10,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *KeyRecord) Reset() {
 	*x = KeyRecord{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[9]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -736,7 +980,7 @@ func (x *KeyRecord) String() string {
 func (*KeyRecord) ProtoMessage() {}
 
 func (x *KeyRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[9]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -749,7 +993,7 @@ func (x *KeyRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyRecord.ProtoReflect.Descriptor instead.
 func (*KeyRecord) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{9}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *KeyRecord) GetName() string {
@@ -808,6 +1052,20 @@ func (x *KeyRecord) GetUpdateTimeUnixNano() int64 {
 	return 0
 }
 
+func (x *KeyRecord) GetPolicy() *v1.KeyPolicy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+func (x *KeyRecord) GetRevoked() bool {
+	if x != nil {
+		return x.Revoked
+	}
+	return false
+}
+
 type KeyVersionRecord struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
 	Version            uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
@@ -819,7 +1077,7 @@ type KeyVersionRecord struct {
 
 func (x *KeyVersionRecord) Reset() {
 	*x = KeyVersionRecord{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[10]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -831,7 +1089,7 @@ func (x *KeyVersionRecord) String() string {
 func (*KeyVersionRecord) ProtoMessage() {}
 
 func (x *KeyVersionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[10]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -844,7 +1102,7 @@ func (x *KeyVersionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyVersionRecord.ProtoReflect.Descriptor instead.
 func (*KeyVersionRecord) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{10}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *KeyVersionRecord) GetVersion() uint32 {
@@ -873,9 +1131,9 @@ var File_raftlog_v1_raftlog_proto protoreflect.FileDescriptor
 const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\n" +
 	"\x18raftlog/v1/raftlog.proto\x12\n" +
-	"raftlog.v1\x1a\x16custos/v1/common.proto\"8\n" +
+	"raftlog.v1\x1a\x16custos/v1/common.proto\x1a\x1acustos/v1/governance.proto\"8\n" +
 	"\x05Entry\x12/\n" +
-	"\bcommands\x18\x01 \x03(\v2\x13.raftlog.v1.CommandR\bcommands\"\xf3\x03\n" +
+	"\bcommands\x18\x01 \x03(\v2\x13.raftlog.v1.CommandR\bcommands\"\xa1\x04\n" +
 	"\aCommand\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x1c\n" +
@@ -887,12 +1145,17 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x0fadd_key_version\x18\f \x01(\v2\x19.raftlog.v1.AddKeyVersionH\x00R\raddKeyVersion\x12=\n" +
 	"\rset_key_state\x18\r \x01(\v2\x17.raftlog.v1.SetKeyStateH\x00R\vsetKeyState\x12b\n" +
 	"\x1aset_min_decryption_version\x18\x0e \x01(\v2#.raftlog.v1.SetMinDecryptionVersionH\x00R\x17setMinDecryptionVersion\x12,\n" +
-	"\x06decide\x18\x0f \x01(\v2\x12.raftlog.v1.DecideH\x00R\x06decideB\x04\n" +
-	"\x02op\"P\n" +
+	"\x06decide\x18\x0f \x01(\v2\x12.raftlog.v1.DecideH\x00R\x06decide\x12,\n" +
+	"\x06govern\x18\x10 \x01(\v2\x12.raftlog.v1.GovernH\x00R\x06governB\x04\n" +
+	"\x02op\"\x98\x01\n" +
 	"\vInitCluster\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\"\n" +
-	"\rdomain_key_id\x18\x02 \x01(\fR\vdomainKeyId\"b\n" +
+	"\rdomain_key_id\x18\x02 \x01(\fR\vdomainKeyId\x12.\n" +
+	"\bofficers\x18\x03 \x03(\v2\x12.custos.v1.OfficerR\bofficers\x12\x16\n" +
+	"\x06quorum\x18\x04 \x01(\rR\x06quorum\"B\n" +
+	"\x06Govern\x128\n" +
+	"\tstatement\x18\x01 \x01(\v2\x1a.custos.v1.SignedStatementR\tstatement\"b\n" +
 	"\tCreateKey\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x1f\n" +
@@ -919,7 +1182,7 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x06ticket\x18\x06 \x01(\tR\x06ticket\x12%\n" +
 	"\x0econtext_digest\x18\a \x01(\fR\rcontextDigest\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\b \x01(\tR\trequestId\"\xb5\x01\n" +
+	"request_id\x18\b \x01(\tR\trequestId\"\xb2\x03\n" +
 	"\x05State\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\"\n" +
@@ -928,7 +1191,23 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\n" +
 	"ledger_seq\x18\x04 \x01(\x04R\tledgerSeq\x12\x1f\n" +
 	"\vledger_head\x18\x05 \x01(\fR\n" +
-	"ledgerHead\"\xda\x02\n" +
+	"ledgerHead\x125\n" +
+	"\n" +
+	"governance\x18\x06 \x01(\v2\x15.custos.v1.GovernanceR\n" +
+	"governance\x12-\n" +
+	"\x06nonces\x18\a \x03(\v2\x15.raftlog.v1.UsedNonceR\x06nonces\x126\n" +
+	"\brequests\x18\b \x03(\v2\x1a.custos.v1.ApprovalRequestR\brequests\x12(\n" +
+	"\x06grants\x18\t \x03(\v2\x10.custos.v1.GrantR\x06grants\x123\n" +
+	"\bcounters\x18\n" +
+	" \x03(\v2\x17.raftlog.v1.RateCounterR\bcounters\"G\n" +
+	"\tUsedNonce\x12\x14\n" +
+	"\x05nonce\x18\x01 \x01(\fR\x05nonce\x12$\n" +
+	"\x0enot_after_unix\x18\x02 \x01(\x03R\fnotAfterUnix\"g\n" +
+	"\vRateCounter\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1c\n" +
+	"\tprincipal\x18\x02 \x01(\tR\tprincipal\x12\x12\n" +
+	"\x04hour\x18\x03 \x01(\x03R\x04hour\x12\x14\n" +
+	"\x05count\x18\x04 \x01(\rR\x05count\"\xa2\x03\n" +
 	"\tKeyRecord\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x18\n" +
@@ -937,7 +1216,10 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x16min_decryption_version\x18\x05 \x01(\rR\x14minDecryptionVersion\x128\n" +
 	"\bversions\x18\x06 \x03(\v2\x1c.raftlog.v1.KeyVersionRecordR\bversions\x121\n" +
 	"\x15create_time_unix_nano\x18\a \x01(\x03R\x12createTimeUnixNano\x121\n" +
-	"\x15update_time_unix_nano\x18\b \x01(\x03R\x12updateTimeUnixNano\"\x80\x01\n" +
+	"\x15update_time_unix_nano\x18\b \x01(\x03R\x12updateTimeUnixNano\x12,\n" +
+	"\x06policy\x18\t \x01(\v2\x14.custos.v1.KeyPolicyR\x06policy\x12\x18\n" +
+	"\arevoked\x18\n" +
+	" \x01(\bR\arevoked\"\x80\x01\n" +
 	"\x10KeyVersionRecord\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1f\n" +
 	"\vwrapped_kek\x18\x02 \x01(\fR\n" +
@@ -956,39 +1238,57 @@ func file_raftlog_v1_raftlog_proto_rawDescGZIP() []byte {
 	return file_raftlog_v1_raftlog_proto_rawDescData
 }
 
-var file_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_raftlog_v1_raftlog_proto_goTypes = []any{
 	(*Entry)(nil),                   // 0: raftlog.v1.Entry
 	(*Command)(nil),                 // 1: raftlog.v1.Command
 	(*InitCluster)(nil),             // 2: raftlog.v1.InitCluster
-	(*CreateKey)(nil),               // 3: raftlog.v1.CreateKey
-	(*AddKeyVersion)(nil),           // 4: raftlog.v1.AddKeyVersion
-	(*SetKeyState)(nil),             // 5: raftlog.v1.SetKeyState
-	(*SetMinDecryptionVersion)(nil), // 6: raftlog.v1.SetMinDecryptionVersion
-	(*Decide)(nil),                  // 7: raftlog.v1.Decide
-	(*State)(nil),                   // 8: raftlog.v1.State
-	(*KeyRecord)(nil),               // 9: raftlog.v1.KeyRecord
-	(*KeyVersionRecord)(nil),        // 10: raftlog.v1.KeyVersionRecord
-	(v1.Operation)(0),               // 11: custos.v1.Operation
-	(v1.Reason)(0),                  // 12: custos.v1.Reason
+	(*Govern)(nil),                  // 3: raftlog.v1.Govern
+	(*CreateKey)(nil),               // 4: raftlog.v1.CreateKey
+	(*AddKeyVersion)(nil),           // 5: raftlog.v1.AddKeyVersion
+	(*SetKeyState)(nil),             // 6: raftlog.v1.SetKeyState
+	(*SetMinDecryptionVersion)(nil), // 7: raftlog.v1.SetMinDecryptionVersion
+	(*Decide)(nil),                  // 8: raftlog.v1.Decide
+	(*State)(nil),                   // 9: raftlog.v1.State
+	(*UsedNonce)(nil),               // 10: raftlog.v1.UsedNonce
+	(*RateCounter)(nil),             // 11: raftlog.v1.RateCounter
+	(*KeyRecord)(nil),               // 12: raftlog.v1.KeyRecord
+	(*KeyVersionRecord)(nil),        // 13: raftlog.v1.KeyVersionRecord
+	(*v1.Officer)(nil),              // 14: custos.v1.Officer
+	(*v1.SignedStatement)(nil),      // 15: custos.v1.SignedStatement
+	(v1.Operation)(0),               // 16: custos.v1.Operation
+	(v1.Reason)(0),                  // 17: custos.v1.Reason
+	(*v1.Governance)(nil),           // 18: custos.v1.Governance
+	(*v1.ApprovalRequest)(nil),      // 19: custos.v1.ApprovalRequest
+	(*v1.Grant)(nil),                // 20: custos.v1.Grant
+	(*v1.KeyPolicy)(nil),            // 21: custos.v1.KeyPolicy
 }
 var file_raftlog_v1_raftlog_proto_depIdxs = []int32{
 	1,  // 0: raftlog.v1.Entry.commands:type_name -> raftlog.v1.Command
 	2,  // 1: raftlog.v1.Command.init_cluster:type_name -> raftlog.v1.InitCluster
-	3,  // 2: raftlog.v1.Command.create_key:type_name -> raftlog.v1.CreateKey
-	4,  // 3: raftlog.v1.Command.add_key_version:type_name -> raftlog.v1.AddKeyVersion
-	5,  // 4: raftlog.v1.Command.set_key_state:type_name -> raftlog.v1.SetKeyState
-	6,  // 5: raftlog.v1.Command.set_min_decryption_version:type_name -> raftlog.v1.SetMinDecryptionVersion
-	7,  // 6: raftlog.v1.Command.decide:type_name -> raftlog.v1.Decide
-	11, // 7: raftlog.v1.Decide.operation:type_name -> custos.v1.Operation
-	12, // 8: raftlog.v1.Decide.reason:type_name -> custos.v1.Reason
-	9,  // 9: raftlog.v1.State.keys:type_name -> raftlog.v1.KeyRecord
-	10, // 10: raftlog.v1.KeyRecord.versions:type_name -> raftlog.v1.KeyVersionRecord
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	4,  // 2: raftlog.v1.Command.create_key:type_name -> raftlog.v1.CreateKey
+	5,  // 3: raftlog.v1.Command.add_key_version:type_name -> raftlog.v1.AddKeyVersion
+	6,  // 4: raftlog.v1.Command.set_key_state:type_name -> raftlog.v1.SetKeyState
+	7,  // 5: raftlog.v1.Command.set_min_decryption_version:type_name -> raftlog.v1.SetMinDecryptionVersion
+	8,  // 6: raftlog.v1.Command.decide:type_name -> raftlog.v1.Decide
+	3,  // 7: raftlog.v1.Command.govern:type_name -> raftlog.v1.Govern
+	14, // 8: raftlog.v1.InitCluster.officers:type_name -> custos.v1.Officer
+	15, // 9: raftlog.v1.Govern.statement:type_name -> custos.v1.SignedStatement
+	16, // 10: raftlog.v1.Decide.operation:type_name -> custos.v1.Operation
+	17, // 11: raftlog.v1.Decide.reason:type_name -> custos.v1.Reason
+	12, // 12: raftlog.v1.State.keys:type_name -> raftlog.v1.KeyRecord
+	18, // 13: raftlog.v1.State.governance:type_name -> custos.v1.Governance
+	10, // 14: raftlog.v1.State.nonces:type_name -> raftlog.v1.UsedNonce
+	19, // 15: raftlog.v1.State.requests:type_name -> custos.v1.ApprovalRequest
+	20, // 16: raftlog.v1.State.grants:type_name -> custos.v1.Grant
+	11, // 17: raftlog.v1.State.counters:type_name -> raftlog.v1.RateCounter
+	13, // 18: raftlog.v1.KeyRecord.versions:type_name -> raftlog.v1.KeyVersionRecord
+	21, // 19: raftlog.v1.KeyRecord.policy:type_name -> custos.v1.KeyPolicy
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_raftlog_v1_raftlog_proto_init() }
@@ -1003,6 +1303,7 @@ func file_raftlog_v1_raftlog_proto_init() {
 		(*Command_SetKeyState)(nil),
 		(*Command_SetMinDecryptionVersion)(nil),
 		(*Command_Decide)(nil),
+		(*Command_Govern)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1010,7 +1311,7 @@ func file_raftlog_v1_raftlog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raftlog_v1_raftlog_proto_rawDesc), len(file_raftlog_v1_raftlog_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,408 @@
+package kms
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/custos-kms/custos/kms/governance"
+	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
+	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// applyGovern verifies an officer-signed statement against the officer set
+// at this log position and applies it. Applied or refused, it becomes a
+// ledger record naming the signers and the statement's hash.
+func (s *State) applyGovern(index uint64, c *raftlogv1.Command, op *raftlogv1.Govern) any {
+	now := time.Unix(0, c.TimeUnixNano)
+	var stmtHash [32]byte
+	if op.Statement != nil {
+		stmtHash = sha256.Sum256(op.Statement.Statement)
+	}
+	d := &Decision{}
+	var st *custosv1.Statement
+	var signers []string
+	var err error
+	switch {
+	case s.officers == nil:
+		err = fmt.Errorf("%w: cluster not initialised", ErrFailedPrecondition)
+	default:
+		st, signers, err = s.officers.Verify(op.Statement, s.clusterID, now)
+		err = governanceError(err)
+	}
+	if err == nil {
+		if _, used := s.nonces[string(st.Nonce)]; used {
+			err = fmt.Errorf("%w: statement already applied (replayed nonce)", ErrFailedPrecondition)
+		}
+	}
+	if err == nil {
+		d.Result, d.GrantID, err = s.applyStatement(c, st)
+	}
+	rec := &custosv1.DecisionRecord{
+		Seq:           s.seq + 1,
+		TimeUnixNano:  c.TimeUnixNano,
+		Node:          c.Node,
+		Principal:     c.Principal,
+		Operation:     custosv1.Operation_OPERATION_GOVERNANCE,
+		Outcome:       custosv1.Outcome_OUTCOME_ALLOW,
+		RequestId:     hex.EncodeToString(stmtHash[:8]),
+		PrevHash:      append([]byte(nil), s.head[:]...),
+		RaftIndex:     index,
+		Signers:       signers,
+		StatementHash: stmtHash[:],
+		Detail:        d.Result,
+	}
+	if st == nil && op.Statement != nil {
+		// Refused before it was accepted: still name what it asked for.
+		st, _ = governance.Parse(op.Statement.Statement)
+	}
+	if st != nil {
+		rec.MatchedRule = "governance:" + governance.OperationName(st)
+		rec.Key = statementKey(st)
+		rec.JustificationText = st.Comment
+	}
+	if err != nil {
+		rec.Outcome = custosv1.Outcome_OUTCOME_DENY
+		rec.Detail = err.Error()
+		d.Err = err
+	} else {
+		s.nonces[string(st.Nonce)] = st.NotAfterUnix
+		s.pruneNonces(now)
+	}
+	s.seq++
+	d.Record = rec
+	return d
+}
+
+// governanceError maps a signature-check failure to a domain error.
+func governanceError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, governance.ErrBadSignature), errors.Is(err, governance.ErrUnknownOfficer),
+		errors.Is(err, governance.ErrInsufficientSignatures):
+		return fmt.Errorf("%w: %v", ErrPermissionDenied, err)
+	case errors.Is(err, governance.ErrExpired):
+		return fmt.Errorf("%w: %v", ErrFailedPrecondition, err)
+	default:
+		return fmt.Errorf("%w: %v", ErrInvalidArgument, err)
+	}
+}
+
+// applyStatement carries out a verified statement. It checks everything
+// before changing anything, so a refused statement changes nothing.
+func (s *State) applyStatement(c *raftlogv1.Command, st *custosv1.Statement) (result, grantID string, err error) {
+	now := c.TimeUnixNano
+	key := func(name string) (*raftlogv1.KeyRecord, error) {
+		k, ok := s.keys[name]
+		if !ok {
+			return nil, fmt.Errorf("%w: key %q", ErrNotFound, name)
+		}
+		return k, nil
+	}
+	switch op := st.Operation.(type) {
+	case *custosv1.Statement_RevokeKey:
+		k, err := key(op.RevokeKey.Key)
+		if err != nil {
+			return "", "", err
+		}
+		k.Revoked, k.UpdateTimeUnixNano = true, now
+		return fmt.Sprintf("key %s revoked", k.Name), "", nil
+	case *custosv1.Statement_DisableKey:
+		k, err := key(op.DisableKey.Key)
+		if err != nil {
+			return "", "", err
+		}
+		k.Enabled, k.UpdateTimeUnixNano = false, now
+		return fmt.Sprintf("key %s disabled", k.Name), "", nil
+	case *custosv1.Statement_EnableKey:
+		k, err := key(op.EnableKey.Key)
+		if err != nil {
+			return "", "", err
+		}
+		k.Enabled, k.Revoked, k.UpdateTimeUnixNano = true, false, now
+		return fmt.Sprintf("key %s enabled", k.Name), "", nil
+	case *custosv1.Statement_SetPolicy:
+		k, err := key(op.SetPolicy.Key)
+		if err != nil {
+			return "", "", err
+		}
+		if err := ValidatePolicy(op.SetPolicy.Policy); err != nil {
+			return "", "", err
+		}
+		p := proto.Clone(op.SetPolicy.Policy).(*custosv1.KeyPolicy)
+		p.Version = k.Policy.GetVersion() + 1
+		k.Policy, k.UpdateTimeUnixNano = p, now
+		return fmt.Sprintf("key %s policy set to version %d", k.Name, p.Version), "", nil
+	case *custosv1.Statement_ApproveRequest:
+		r, err := s.pendingRequest(op.ApproveRequest.RequestId, now)
+		if err != nil {
+			return "", "", err
+		}
+		uses, ttl, err := grantBounds(op.ApproveRequest.Uses, op.ApproveRequest.TtlSeconds)
+		if err != nil {
+			return "", "", err
+		}
+		g := &custosv1.Grant{GrantId: "g-" + r.RequestId, Principal: r.Principal, Key: r.Key, Reason: r.Reason,
+			ContextDigest: r.ContextDigest, UsesLeft: uses, ExpireTimeUnixNano: now + ttl.Nanoseconds(), RequestId: r.RequestId}
+		s.grants[g.GrantId] = g
+		r.State, r.GrantId = custosv1.RequestState_REQUEST_STATE_APPROVED, g.GrantId
+		return fmt.Sprintf("request %s approved as grant %s (%d uses, until %s)", r.RequestId, g.GrantId, uses,
+			time.Unix(0, g.ExpireTimeUnixNano).UTC().Format(time.RFC3339)), g.GrantId, nil
+	case *custosv1.Statement_DenyRequest:
+		r, err := s.pendingRequest(op.DenyRequest.RequestId, now)
+		if err != nil {
+			return "", "", err
+		}
+		r.State = custosv1.RequestState_REQUEST_STATE_DENIED
+		return fmt.Sprintf("request %s denied", r.RequestId), "", nil
+	case *custosv1.Statement_CreateGrant:
+		g := op.CreateGrant
+		if _, err := key(g.Key); err != nil {
+			return "", "", err
+		}
+		if g.Principal == "" || len(g.Principal) > maxPrincipalLen {
+			return "", "", fmt.Errorf("%w: create_grant.principal is empty or too long", ErrInvalidArgument)
+		}
+		if len(g.ContextDigest) != 0 && len(g.ContextDigest) != sha256.Size {
+			return "", "", fmt.Errorf("%w: create_grant.context_digest must be 32 bytes", ErrInvalidArgument)
+		}
+		uses, ttl, err := grantBounds(g.Uses, g.TtlSeconds)
+		if err != nil {
+			return "", "", err
+		}
+		id := "g-" + hex.EncodeToString(st.Nonce[:8])
+		s.grants[id] = &custosv1.Grant{GrantId: id, Principal: g.Principal, Key: g.Key, Reason: g.Reason,
+			ContextDigest: g.ContextDigest, UsesLeft: uses, ExpireTimeUnixNano: now + ttl.Nanoseconds()}
+		return fmt.Sprintf("grant %s created for %s on key %s (%d uses)", id, g.Principal, g.Key, uses), id, nil
+	case *custosv1.Statement_RevokeGrant:
+		if _, ok := s.grants[op.RevokeGrant.GrantId]; !ok {
+			return "", "", fmt.Errorf("%w: grant %q", ErrNotFound, op.RevokeGrant.GrantId)
+		}
+		delete(s.grants, op.RevokeGrant.GrantId)
+		return fmt.Sprintf("grant %s revoked", op.RevokeGrant.GrantId), "", nil
+	case *custosv1.Statement_SetOfficers:
+		gov := &custosv1.Governance{ClusterId: s.clusterID, Officers: op.SetOfficers.Officers,
+			Quorum: op.SetOfficers.Quorum, Version: s.gov.GetVersion() + 1}
+		set, err := governance.NewOfficerSetFromGovernance(gov)
+		if err != nil {
+			return "", "", fmt.Errorf("%w: set_officers: %v", ErrInvalidArgument, err)
+		}
+		s.gov, s.officers = gov, set
+		return fmt.Sprintf("officers set: %d officers, quorum %d", len(gov.Officers), gov.Quorum), "", nil
+	default:
+		return "", "", fmt.Errorf("%w: unknown statement operation", ErrInvalidArgument)
+	}
+}
+
+func grantBounds(uses uint32, ttlSeconds int64) (uint32, time.Duration, error) {
+	if uses == 0 {
+		uses = defaultGrantUses
+	}
+	ttl := defaultGrantTTL
+	if ttlSeconds != 0 {
+		ttl = time.Duration(ttlSeconds) * time.Second
+	}
+	if uses > maxGrantUses || ttlSeconds < 0 || ttl > maxGrantTTL {
+		return 0, 0, fmt.Errorf("%w: grant uses must be at most %d and ttl_seconds between 0 and %d",
+			ErrInvalidArgument, maxGrantUses, int64(maxGrantTTL/time.Second))
+	}
+	return uses, ttl, nil
+}
+
+// statementKey returns the key a statement is about, if any.
+func statementKey(st *custosv1.Statement) string {
+	switch op := st.Operation.(type) {
+	case *custosv1.Statement_RevokeKey:
+		return op.RevokeKey.Key
+	case *custosv1.Statement_DisableKey:
+		return op.DisableKey.Key
+	case *custosv1.Statement_EnableKey:
+		return op.EnableKey.Key
+	case *custosv1.Statement_SetPolicy:
+		return op.SetPolicy.Key
+	case *custosv1.Statement_CreateGrant:
+		return op.CreateGrant.Key
+	}
+	return ""
+}
+
+// pendingRequest returns a request that is still waiting at time now.
+func (s *State) pendingRequest(id string, now int64) (*custosv1.ApprovalRequest, error) {
+	r, ok := s.requests[id]
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("%w: request %q", ErrNotFound, id)
+	case r.State != custosv1.RequestState_REQUEST_STATE_PENDING:
+		return nil, fmt.Errorf("%w: request %q was already decided (%s)", ErrFailedPrecondition, id, r.State)
+	case now >= r.ExpireTimeUnixNano:
+		r.State = custosv1.RequestState_REQUEST_STATE_EXPIRED
+		return nil, fmt.Errorf("%w: request %q expired", ErrFailedPrecondition, id)
+	}
+	return r, nil
+}
+
+// addRequest records a PENDING decision as an approval request, and prunes
+// requests decided or expired long ago.
+func (s *State) addRequest(c *raftlogv1.Command, op *raftlogv1.Decide, seq uint64) {
+	for id, r := range s.requests {
+		if c.TimeUnixNano-r.ExpireTimeUnixNano > requestRetention.Nanoseconds() {
+			delete(s.requests, id)
+		}
+	}
+	s.requests[op.RequestId] = &custosv1.ApprovalRequest{
+		RequestId: op.RequestId, Principal: c.Principal, Key: op.Key, KeyVersion: op.KeyVersion,
+		Reason: op.Reason, JustificationText: op.JustificationText, Ticket: op.Ticket,
+		ContextDigest: op.ContextDigest, CreateTimeUnixNano: c.TimeUnixNano,
+		ExpireTimeUnixNano: c.TimeUnixNano + requestLifetime.Nanoseconds(),
+		State:              custosv1.RequestState_REQUEST_STATE_PENDING, DecisionSeq: seq,
+	}
+}
+
+// pendingOf counts the principal's requests still waiting.
+func (s *State) pendingOf(principal string) uint32 {
+	var n uint32
+	for _, r := range s.requests {
+		if r.Principal == principal && r.State == custosv1.RequestState_REQUEST_STATE_PENDING {
+			n++
+		}
+	}
+	return n
+}
+
+// matchGrant returns the grant (lowest id first, for determinism) that
+// covers this decrypt, or nil.
+func (s *State) matchGrant(c *raftlogv1.Command, op *raftlogv1.Decide) *custosv1.Grant {
+	var best *custosv1.Grant
+	for _, g := range s.grants {
+		if g.Principal != c.Principal || g.Key != op.Key || g.Reason != op.Reason || g.UsesLeft == 0 ||
+			c.TimeUnixNano >= g.ExpireTimeUnixNano {
+			continue
+		}
+		if len(g.ContextDigest) > 0 && string(g.ContextDigest) != string(op.ContextDigest) {
+			continue
+		}
+		if best == nil || g.GrantId < best.GrantId {
+			best = g
+		}
+	}
+	return best
+}
+
+// countUse applies an ALLOW's effects: a grant use, the hourly counter.
+func (s *State) countUse(c *raftlogv1.Command, op *raftlogv1.Decide) {
+	k := s.keys[op.Key]
+	if k == nil {
+		return
+	}
+	if actionFor(k.Policy, effectiveReason(op.Reason)) != custosv1.Action_ACTION_ALLOW {
+		if g := s.matchGrant(c, op); g != nil {
+			g.UsesLeft--
+			if g.UsesLeft == 0 {
+				delete(s.grants, g.GrantId)
+			}
+		}
+	}
+	if k.Policy.MaxDecryptsPerPrincipalPerHour == 0 {
+		return
+	}
+	hour := c.TimeUnixNano / int64(time.Hour)
+	id := op.Key + "\x00" + c.Principal
+	rc := s.counters[id]
+	if rc == nil || rc.Hour != hour {
+		rc = &raftlogv1.RateCounter{Key: op.Key, Principal: c.Principal, Hour: hour}
+		s.counters[id] = rc
+	}
+	rc.Count++
+}
+
+// usesThisHour returns the principal's allowed decrypts of the key in the
+// current hour (a fixed window, in the proposer's clock).
+func (s *State) usesThisHour(c *raftlogv1.Command, op *raftlogv1.Decide) uint32 {
+	rc := s.counters[op.Key+"\x00"+c.Principal]
+	if rc == nil || rc.Hour != c.TimeUnixNano/int64(time.Hour) {
+		return 0
+	}
+	return rc.Count
+}
+
+// pruneNonces forgets nonces of statements that have expired: they are
+// refused as expired anyway.
+func (s *State) pruneNonces(now time.Time) {
+	for n, na := range s.nonces {
+		if na < now.Unix() {
+			delete(s.nonces, n)
+		}
+	}
+}
+
+func reasonName(r custosv1.Reason) string {
+	n := custosv1.Reason_name[int32(r)]
+	if len(n) > len("REASON_") {
+		return n[len("REASON_"):]
+	}
+	return n
+}
+
+// Governance returns the officer set and quorum.
+func (s *State) Governance() *custosv1.Governance {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.gov == nil {
+		return &custosv1.Governance{}
+	}
+	return proto.Clone(s.gov).(*custosv1.Governance)
+}
+
+// Request returns an approval request; its state reads EXPIRED once past
+// its expiry at time now.
+func (s *State) Request(id string, now time.Time) (*custosv1.ApprovalRequest, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	r, ok := s.requests[id]
+	if !ok {
+		return nil, fmt.Errorf("%w: request %q", ErrNotFound, id)
+	}
+	out := proto.Clone(r).(*custosv1.ApprovalRequest)
+	if out.State == custosv1.RequestState_REQUEST_STATE_PENDING && now.UnixNano() >= out.ExpireTimeUnixNano {
+		out.State = custosv1.RequestState_REQUEST_STATE_EXPIRED
+	}
+	return out, nil
+}
+
+// PendingRequests lists requests still waiting at time now, optionally for
+// one key, oldest first.
+func (s *State) PendingRequests(key string, now time.Time) []*custosv1.ApprovalRequest {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []*custosv1.ApprovalRequest
+	for _, r := range s.requests {
+		if r.State == custosv1.RequestState_REQUEST_STATE_PENDING && now.UnixNano() < r.ExpireTimeUnixNano &&
+			(key == "" || r.Key == key) {
+			out = append(out, proto.Clone(r).(*custosv1.ApprovalRequest))
+		}
+	}
+	slices.SortFunc(out, func(a, b *custosv1.ApprovalRequest) int {
+		return cmp.Compare(a.DecisionSeq, b.DecisionSeq)
+	})
+	return out
+}
+
+// Grants lists grants still in force at time now, optionally for one key.
+func (s *State) Grants(key string, now time.Time) []*custosv1.Grant {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []*custosv1.Grant
+	for _, g := range s.grants {
+		if g.UsesLeft > 0 && now.UnixNano() < g.ExpireTimeUnixNano && (key == "" || g.Key == key) {
+			out = append(out, proto.Clone(g).(*custosv1.Grant))
+		}
+	}
+	slices.SortFunc(out, func(a, b *custosv1.Grant) int { return cmp.Compare(a.GrantId, b.GrantId) })
+	return out
+}

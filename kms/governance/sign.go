@@ -1,0 +1,197 @@
+package governance
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"sort"
+	"time"
+
+	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
+)
+
+// digest returns SHA-256(SignatureContext || statement).
+func digest(statement []byte) []byte {
+	h := sha256.New()
+	h.Write([]byte(SignatureContext))
+	h.Write(statement)
+	return h.Sum(nil)
+}
+
+// Sign signs statement bytes as officer with signer, which must hold an ECDSA
+// P-256 key (a key file's *ecdsa.PrivateKey or a PKCS#11 token's
+// crypto11.Signer). It refuses bytes that do not Parse, and checks the
+// signature it got against the signer's public key before returning it.
+func Sign(signer crypto.Signer, officer string, statement []byte) (*custosv1.OfficerSignature, error) {
+	if signer == nil {
+		return nil, fmt.Errorf("%w: no signer", ErrBadKey)
+	}
+	if err := checkIdent("officer name", officer); err != nil {
+		return nil, err
+	}
+	pub, ok := signer.Public().(*ecdsa.PublicKey)
+	if !ok || pub.Curve != elliptic.P256() {
+		return nil, fmt.Errorf("%w: officer %q: signer is not an ECDSA P-256 key", ErrBadKey, officer)
+	}
+	if _, err := Parse(statement); err != nil {
+		return nil, err
+	}
+	sig, err := signer.Sign(rand.Reader, digest(statement), crypto.SHA256)
+	if err != nil {
+		return nil, fmt.Errorf("governance: officer %q: signing: %w", officer, err)
+	}
+	if !ecdsa.VerifyASN1(pub, digest(statement), sig) {
+		return nil, fmt.Errorf("%w: officer %q: the signer returned a signature that does not verify", ErrBadSignature, officer)
+	}
+	return &custosv1.OfficerSignature{Officer: officer, Signature: sig}, nil
+}
+
+// VerifyECDSA reports whether sig, an ASN.1 DER ECDSA signature, is valid for
+// message under pub with SHA-256. pub must be a P-256 key. This is the
+// primitive OfficerSet.Verify applies to SignatureContext || statement.
+func VerifyECDSA(pub *ecdsa.PublicKey, message, sig []byte) bool {
+	if pub == nil || pub.Curve != elliptic.P256() {
+		return false
+	}
+	h := sha256.Sum256(message)
+	return ecdsa.VerifyASN1(pub, h[:], sig)
+}
+
+// OfficerSet is an immutable set of officers (name → P-256 public key) and
+// the quorum M of the N officers.
+type OfficerSet struct {
+	keys   map[string]*ecdsa.PublicKey
+	names  []string // sorted
+	quorum uint32
+}
+
+// NewOfficerSet checks officers and quorum: at least one officer, each with a
+// unique valid name and a unique parseable P-256 public key, and 1 <= quorum
+// <= len(officers).
+func NewOfficerSet(officers []*custosv1.Officer, quorum uint32) (*OfficerSet, error) {
+	return newOfficerSet("officers", officers, quorum)
+}
+
+// NewOfficerSetFromGovernance is NewOfficerSet(g.Officers, g.Quorum).
+func NewOfficerSetFromGovernance(g *custosv1.Governance) (*OfficerSet, error) {
+	return newOfficerSet("governance.officers", g.GetOfficers(), g.GetQuorum())
+}
+
+func newOfficerSet(field string, officers []*custosv1.Officer, quorum uint32) (*OfficerSet, error) {
+	if len(officers) == 0 {
+		return nil, fmt.Errorf("%w: %s is empty", ErrMalformed, field)
+	}
+	s := &OfficerSet{keys: make(map[string]*ecdsa.PublicKey, len(officers)), quorum: quorum}
+	var ders [][]byte
+	for i, o := range officers {
+		if o == nil {
+			return nil, fmt.Errorf("%w: %s[%d] is empty", ErrMalformed, field, i)
+		}
+		if err := checkIdent(fmt.Sprintf("%s[%d].name", field, i), o.GetName()); err != nil {
+			return nil, err
+		}
+		if _, dup := s.keys[o.GetName()]; dup {
+			return nil, fmt.Errorf("%w: %s: officer %q listed twice", ErrMalformed, field, o.GetName())
+		}
+		pub, err := ParsePublicKey(o.GetPublicKey())
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: officer %q: public key: %v", ErrMalformed, field, o.GetName(), err)
+		}
+		der := MarshalPublicKey(pub)
+		for j, d := range ders {
+			if bytes.Equal(d, der) {
+				return nil, fmt.Errorf("%w: %s: officers %q and %q have the same public key", ErrMalformed, field, officers[j].GetName(), o.GetName())
+			}
+		}
+		ders = append(ders, der)
+		s.keys[o.GetName()] = pub
+		s.names = append(s.names, o.GetName())
+	}
+	if quorum < 1 || int(quorum) > len(officers) {
+		return nil, fmt.Errorf("%w: %s: quorum %d is not in 1..%d", ErrMalformed, field, quorum, len(officers))
+	}
+	sort.Strings(s.names)
+	return s, nil
+}
+
+// Quorum returns M, the signatures a loosening statement needs.
+func (s *OfficerSet) Quorum() uint32 { return s.quorum }
+
+// Names returns the officers' names, sorted.
+func (s *OfficerSet) Names() []string { return append([]string(nil), s.names...) }
+
+// PublicKey returns the named officer's key, or nil.
+func (s *OfficerSet) PublicKey(name string) *ecdsa.PublicKey { return s.keys[name] }
+
+// Verify checks a signed statement for the cluster clusterID at time now and
+// returns the parsed statement and the names (sorted) of the officers whose
+// signatures counted. In order, it refuses: bytes that do not Parse
+// (ErrMalformed); another cluster (ErrWrongCluster); now after not_after
+// (ErrExpired); not_after more than MaxLifetime after now (ErrTooFarAhead);
+// then, signature by signature, an unknown officer (ErrUnknownOfficer), an
+// officer who already signed (ErrDuplicateSigner), an invalid signature
+// (ErrBadSignature); finally fewer signers than Need(st) asks for
+// (ErrInsufficientSignatures). One bad signature refuses the whole statement.
+//
+// Verify is deterministic given its arguments; it does not check replays.
+func (s *OfficerSet) Verify(ss *custosv1.SignedStatement, clusterID string, now time.Time) (*custosv1.Statement, []string, error) {
+	if s == nil || len(s.keys) == 0 {
+		return nil, nil, fmt.Errorf("%w: no officer set", ErrUnknownOfficer)
+	}
+	if ss == nil {
+		return nil, nil, fmt.Errorf("%w: no signed statement", ErrMalformed)
+	}
+	st, err := Parse(ss.GetStatement())
+	if err != nil {
+		return nil, nil, err
+	}
+	if st.GetClusterId() != clusterID {
+		return nil, nil, fmt.Errorf("%w: statement names cluster %q, this is %q", ErrWrongCluster, st.GetClusterId(), clusterID)
+	}
+	notAfter := time.Unix(st.GetNotAfterUnix(), 0)
+	if now.After(notAfter) {
+		return nil, nil, fmt.Errorf("%w: not_after %s is before %s", ErrExpired,
+			notAfter.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
+	if notAfter.Sub(now) > MaxLifetime {
+		return nil, nil, fmt.Errorf("%w: not_after %s is more than %s after %s", ErrTooFarAhead,
+			notAfter.UTC().Format(time.RFC3339), MaxLifetime, now.UTC().Format(time.RFC3339))
+	}
+	// At most len(s.keys)+1 signatures are checked before an unknown or
+	// repeated officer stops the loop, however many are attached.
+	d := digest(ss.GetStatement())
+	signers := make([]string, 0, len(ss.GetSignatures()))
+	seen := make(map[string]bool, len(ss.GetSignatures()))
+	for i, sig := range ss.GetSignatures() {
+		if sig == nil {
+			return nil, nil, fmt.Errorf("%w: signature %d is empty", ErrMalformed, i)
+		}
+		name := sig.GetOfficer()
+		pub := s.keys[name]
+		if pub == nil {
+			return nil, nil, fmt.Errorf("%w: %q", ErrUnknownOfficer, name)
+		}
+		if seen[name] {
+			return nil, nil, fmt.Errorf("%w: officer %q signed twice", ErrDuplicateSigner, name)
+		}
+		seen[name] = true
+		if !ecdsa.VerifyASN1(pub, d, sig.GetSignature()) {
+			return nil, nil, fmt.Errorf("%w: officer %q", ErrBadSignature, name)
+		}
+		signers = append(signers, name)
+	}
+	sort.Strings(signers)
+	need := 1
+	if Need(st) == Quorum {
+		need = int(s.quorum)
+	}
+	if len(signers) < need {
+		return nil, nil, fmt.Errorf("%w: %s needs %d officer signature(s) (%s), has %d",
+			ErrInsufficientSignatures, OperationName(st), need, Need(st), len(signers))
+	}
+	return st, signers, nil
+}

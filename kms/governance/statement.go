@@ -1,0 +1,412 @@
+package governance
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
+)
+
+const (
+	// MaxStatementSize is the largest statement Parse accepts.
+	MaxStatementSize = 64 << 10
+	// NonceSize is the size of a statement's nonce.
+	NonceSize = 16
+	// MaxLifetime is how far after the verifier's clock a statement's
+	// not_after may lie.
+	MaxLifetime = 7 * 24 * time.Hour
+	// SignatureContext is prefixed to the statement bytes before hashing.
+	SignatureContext = "custos-statement-v1\x00"
+	// maxNameLen bounds officer names and the other identifiers.
+	maxNameLen = 256
+	// contextDigestSize is the size of an encryption context digest
+	// (SHA-256).
+	contextDigestSize = 32
+)
+
+// Requirement is how many officer signatures an operation needs.
+type Requirement int
+
+const (
+	// One valid officer signature suffices (tightening).
+	One Requirement = iota + 1
+	// Quorum needs the officer set's quorum (loosening).
+	Quorum
+)
+
+func (r Requirement) String() string {
+	switch r {
+	case One:
+		return "one"
+	case Quorum:
+		return "quorum"
+	}
+	return "Requirement(" + strconv.Itoa(int(r)) + ")"
+}
+
+// NewStatement returns a statement for clusterID with a fresh random 16-byte
+// nonce, not_after = now + lifetime (rounded down to the second) and the
+// comment. The caller sets the operation, then calls Marshal.
+func NewStatement(clusterID string, lifetime time.Duration, comment string) (*custosv1.Statement, error) {
+	if clusterID == "" {
+		return nil, fmt.Errorf("%w: cluster_id is empty", ErrMalformed)
+	}
+	if lifetime <= 0 || lifetime > MaxLifetime {
+		return nil, fmt.Errorf("%w: lifetime %s is not in (0, %s]", ErrMalformed, lifetime, MaxLifetime)
+	}
+	nonce := make([]byte, NonceSize)
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, fmt.Errorf("governance: reading a nonce: %w", err)
+	}
+	return &custosv1.Statement{
+		ClusterId:    clusterID,
+		Nonce:        nonce,
+		NotAfterUnix: time.Now().Add(lifetime).Unix(),
+		Comment:      comment,
+	}, nil
+}
+
+// Marshal returns the statement's bytes (deterministic protobuf), the bytes
+// officers sign. It refuses a statement Parse would refuse.
+func Marshal(st *custosv1.Statement) ([]byte, error) {
+	if st == nil {
+		return nil, fmt.Errorf("%w: nil statement", ErrMalformed)
+	}
+	if err := validate(st); err != nil {
+		return nil, err
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(st)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if len(b) > MaxStatementSize {
+		return nil, fmt.Errorf("%w: statement is %d bytes, more than %d", ErrMalformed, len(b), MaxStatementSize)
+	}
+	return b, nil
+}
+
+// Parse decodes and checks statement bytes. It refuses (ErrMalformed) empty
+// or oversized input, protobuf errors, unknown fields anywhere in the tree,
+// a singular field given twice, more than one operation, a nonce that is not
+// 16 bytes, a missing cluster id, expiry or operation, and an operation whose
+// required fields are empty or invalid.
+func Parse(b []byte) (*custosv1.Statement, error) {
+	if len(b) == 0 {
+		return nil, fmt.Errorf("%w: empty", ErrMalformed)
+	}
+	if len(b) > MaxStatementSize {
+		return nil, fmt.Errorf("%w: statement is %d bytes, more than %d", ErrMalformed, len(b), MaxStatementSize)
+	}
+	st := &custosv1.Statement{}
+	if err := (proto.UnmarshalOptions{RecursionLimit: 16}).Unmarshal(b, st); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if path := unknownFields(st.ProtoReflect(), "statement"); path != "" {
+		return nil, fmt.Errorf("%w: unknown field in %s", ErrMalformed, path)
+	}
+	if err := checkWire(b, st.ProtoReflect().Descriptor(), "statement", 0); err != nil {
+		return nil, err
+	}
+	if err := validate(st); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// unknownFields returns the path of the first message in m's tree holding
+// unknown fields, or "".
+func unknownFields(m protoreflect.Message, path string) string {
+	if len(m.GetUnknown()) > 0 {
+		return path
+	}
+	var found string
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		p := path + "." + string(fd.Name())
+		switch {
+		case fd.IsMap():
+			if fd.MapValue().Kind() == protoreflect.MessageKind {
+				v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+					found = unknownFields(mv.Message(), p)
+					return found == ""
+				})
+			}
+		case fd.IsList():
+			if fd.Kind() == protoreflect.MessageKind || fd.Kind() == protoreflect.GroupKind {
+				l := v.List()
+				for i := 0; i < l.Len() && found == ""; i++ {
+					found = unknownFields(l.Get(i).Message(), fmt.Sprintf("%s[%d]", p, i))
+				}
+			}
+		case fd.Kind() == protoreflect.MessageKind || fd.Kind() == protoreflect.GroupKind:
+			found = unknownFields(v.Message(), p)
+		}
+		return found == ""
+	})
+	return found
+}
+
+// checkWire walks the wire form and refuses a singular field that occurs
+// twice or two members of one oneof: the protobuf decoder would silently keep
+// the last, so the same bytes could mean different things to a reader that
+// keeps the first. Unknown fields were refused before.
+func checkWire(b []byte, md protoreflect.MessageDescriptor, path string, depth int) error {
+	if depth > 16 {
+		return fmt.Errorf("%w: %s nested too deeply", ErrMalformed, path)
+	}
+	seen := map[protowire.Number]bool{}
+	oneofs := map[protoreflect.FullName]protowire.Number{}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return fmt.Errorf("%w: %s: %v", ErrMalformed, path, protowire.ParseError(n))
+		}
+		b = b[n:]
+		m := protowire.ConsumeFieldValue(num, typ, b)
+		if m < 0 {
+			return fmt.Errorf("%w: %s: %v", ErrMalformed, path, protowire.ParseError(m))
+		}
+		val := b[:m]
+		b = b[m:]
+		fd := md.Fields().ByNumber(num)
+		if fd == nil {
+			return fmt.Errorf("%w: unknown field %d in %s", ErrMalformed, num, path)
+		}
+		p := path + "." + string(fd.Name())
+		if !fd.IsList() && !fd.IsMap() {
+			if seen[num] {
+				return fmt.Errorf("%w: field %s occurs twice", ErrMalformed, p)
+			}
+			seen[num] = true
+			if od := fd.ContainingOneof(); od != nil && !od.IsSynthetic() {
+				if other, ok := oneofs[od.FullName()]; ok && other != num {
+					return fmt.Errorf("%w: %s sets more than one %s", ErrMalformed, path, od.Name())
+				}
+				oneofs[od.FullName()] = num
+			}
+		}
+		if fd.Kind() == protoreflect.MessageKind && typ == protowire.BytesType && !fd.IsMap() {
+			inner, k := protowire.ConsumeBytes(val)
+			if k < 0 {
+				return fmt.Errorf("%w: %s: %v", ErrMalformed, p, protowire.ParseError(k))
+			}
+			if err := checkWire(inner, fd.Message(), p, depth+1); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// validate checks the fields of a decoded statement.
+func validate(st *custosv1.Statement) error {
+	if st.GetClusterId() == "" {
+		return fmt.Errorf("%w: cluster_id is empty", ErrMalformed)
+	}
+	if err := checkIdent("cluster_id", st.GetClusterId()); err != nil {
+		return err
+	}
+	if len(st.GetNonce()) != NonceSize {
+		return fmt.Errorf("%w: nonce is %d bytes, want %d", ErrMalformed, len(st.GetNonce()), NonceSize)
+	}
+	if st.GetNotAfterUnix() <= 0 {
+		return fmt.Errorf("%w: not_after_unix is not set", ErrMalformed)
+	}
+	if !utf8.ValidString(st.GetComment()) {
+		return fmt.Errorf("%w: comment is not UTF-8", ErrMalformed)
+	}
+	switch op := st.GetOperation().(type) {
+	case nil:
+		return fmt.Errorf("%w: no operation", ErrMalformed)
+	case *custosv1.Statement_RevokeKey:
+		return checkIdent("revoke_key.key", op.RevokeKey.GetKey())
+	case *custosv1.Statement_DisableKey:
+		return checkIdent("disable_key.key", op.DisableKey.GetKey())
+	case *custosv1.Statement_EnableKey:
+		return checkIdent("enable_key.key", op.EnableKey.GetKey())
+	case *custosv1.Statement_SetPolicy:
+		if err := checkIdent("set_policy.key", op.SetPolicy.GetKey()); err != nil {
+			return err
+		}
+		if op.SetPolicy.GetPolicy() == nil {
+			return fmt.Errorf("%w: set_policy.policy is not set", ErrMalformed)
+		}
+		return nil
+	case *custosv1.Statement_ApproveRequest:
+		if err := checkIdent("approve_request.request_id", op.ApproveRequest.GetRequestId()); err != nil {
+			return err
+		}
+		if op.ApproveRequest.GetTtlSeconds() < 0 {
+			return fmt.Errorf("%w: approve_request.ttl_seconds is negative", ErrMalformed)
+		}
+		return nil
+	case *custosv1.Statement_DenyRequest:
+		return checkIdent("deny_request.request_id", op.DenyRequest.GetRequestId())
+	case *custosv1.Statement_CreateGrant:
+		g := op.CreateGrant
+		if err := checkIdent("create_grant.principal", g.GetPrincipal()); err != nil {
+			return err
+		}
+		if err := checkIdent("create_grant.key", g.GetKey()); err != nil {
+			return err
+		}
+		if d := g.GetContextDigest(); len(d) != 0 && len(d) != contextDigestSize {
+			return fmt.Errorf("%w: create_grant.context_digest is %d bytes, want 0 or %d", ErrMalformed, len(d), contextDigestSize)
+		}
+		if g.GetTtlSeconds() < 0 {
+			return fmt.Errorf("%w: create_grant.ttl_seconds is negative", ErrMalformed)
+		}
+		return nil
+	case *custosv1.Statement_RevokeGrant:
+		return checkIdent("revoke_grant.grant_id", op.RevokeGrant.GetGrantId())
+	case *custosv1.Statement_SetOfficers:
+		_, err := newOfficerSet("set_officers", op.SetOfficers.GetOfficers(), op.SetOfficers.GetQuorum())
+		return err
+	default:
+		return fmt.Errorf("%w: unknown operation %T", ErrMalformed, op)
+	}
+}
+
+// checkIdent refuses an empty, overlong, non-UTF-8 or control-character
+// identifier (key names, ids, officer names), so Describe shows it as is.
+func checkIdent(field, s string) error {
+	if s == "" {
+		return fmt.Errorf("%w: %s is empty", ErrMalformed, field)
+	}
+	if len(s) > maxNameLen {
+		return fmt.Errorf("%w: %s is longer than %d bytes", ErrMalformed, field, maxNameLen)
+	}
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%w: %s is not UTF-8", ErrMalformed, field)
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
+			return fmt.Errorf("%w: %s contains a control or format character", ErrMalformed, field)
+		}
+	}
+	return nil
+}
+
+// Need returns how many signatures the statement's operation needs:
+// One for RevokeKey, DisableKey, DenyRequest and RevokeGrant (tightening),
+// Quorum for everything else (loosening, and anything unknown).
+func Need(st *custosv1.Statement) Requirement {
+	switch st.GetOperation().(type) {
+	case *custosv1.Statement_RevokeKey,
+		*custosv1.Statement_DisableKey,
+		*custosv1.Statement_DenyRequest,
+		*custosv1.Statement_RevokeGrant:
+		return One
+	}
+	return Quorum
+}
+
+// OperationName returns the operation's field name ("revoke_key", ...) or
+// "none".
+func OperationName(st *custosv1.Statement) string {
+	if st == nil {
+		return "none"
+	}
+	od := st.ProtoReflect().Descriptor().Oneofs().ByName("operation")
+	if fd := st.ProtoReflect().WhichOneof(od); fd != nil {
+		return string(fd.Name())
+	}
+	return "none"
+}
+
+// Describe returns one human-readable line: the operation, its parameters,
+// the cluster, the expiry (UTC) and the comment, for an officer to read before
+// signing. Strings are quoted, so control characters cannot hide anything.
+func Describe(st *custosv1.Statement) string {
+	if st == nil {
+		return "(no statement)"
+	}
+	var b strings.Builder
+	q := strconv.Quote
+	b.WriteString(OperationName(st))
+	switch op := st.GetOperation().(type) {
+	case *custosv1.Statement_RevokeKey:
+		fmt.Fprintf(&b, " key=%s", q(op.RevokeKey.GetKey()))
+	case *custosv1.Statement_DisableKey:
+		fmt.Fprintf(&b, " key=%s", q(op.DisableKey.GetKey()))
+	case *custosv1.Statement_EnableKey:
+		fmt.Fprintf(&b, " key=%s", q(op.EnableKey.GetKey()))
+	case *custosv1.Statement_SetPolicy:
+		pol := "null"
+		if p := op.SetPolicy.GetPolicy(); p != nil {
+			if j, err := (protojson.MarshalOptions{UseProtoNames: true}).Marshal(p); err == nil {
+				var c bytes.Buffer
+				// Drop protojson's deliberately unstable spacing (outside
+				// strings only).
+				if json.Compact(&c, j) == nil {
+					pol = c.String()
+				}
+			}
+		}
+		fmt.Fprintf(&b, " key=%s policy=%s", q(op.SetPolicy.GetKey()), pol)
+	case *custosv1.Statement_ApproveRequest:
+		a := op.ApproveRequest
+		fmt.Fprintf(&b, " request=%s uses=%s ttl=%s", q(a.GetRequestId()),
+			orDefault(int64(a.GetUses()), "1"), ttlString(a.GetTtlSeconds()))
+	case *custosv1.Statement_DenyRequest:
+		fmt.Fprintf(&b, " request=%s", q(op.DenyRequest.GetRequestId()))
+	case *custosv1.Statement_CreateGrant:
+		g := op.CreateGrant
+		ctx := "any"
+		if len(g.GetContextDigest()) > 0 {
+			ctx = fmt.Sprintf("%x", g.GetContextDigest())
+		}
+		fmt.Fprintf(&b, " principal=%s key=%s reason=%s context=%s uses=%s ttl=%s",
+			q(g.GetPrincipal()), q(g.GetKey()), g.GetReason(), ctx,
+			orDefault(int64(g.GetUses()), "1"), ttlString(g.GetTtlSeconds()))
+	case *custosv1.Statement_RevokeGrant:
+		fmt.Fprintf(&b, " grant=%s", q(op.RevokeGrant.GetGrantId()))
+	case *custosv1.Statement_SetOfficers:
+		so := op.SetOfficers
+		names := make([]string, 0, len(so.GetOfficers()))
+		for _, o := range so.GetOfficers() {
+			fp := "invalid-key"
+			if pub, err := ParsePublicKey(o.GetPublicKey()); err == nil {
+				fp = Fingerprint(pub)
+			}
+			names = append(names, q(o.GetName())+":"+fp)
+		}
+		sort.Strings(names)
+		fmt.Fprintf(&b, " officers=[%s] quorum=%d of %d", strings.Join(names, " "), so.GetQuorum(), len(names))
+	}
+	fmt.Fprintf(&b, " (needs %s) cluster=%s not_after=%s", Need(st), q(st.GetClusterId()),
+		time.Unix(st.GetNotAfterUnix(), 0).UTC().Format(time.RFC3339))
+	if st.GetComment() != "" {
+		fmt.Fprintf(&b, " comment=%s", q(st.GetComment()))
+	}
+	return b.String()
+}
+
+func orDefault(v int64, def string) string {
+	if v == 0 {
+		return def + " (default)"
+	}
+	return strconv.FormatInt(v, 10)
+}
+
+func ttlString(s int64) string {
+	if s == 0 {
+		return "1h0m0s (default)"
+	}
+	if s < 0 || s > int64(1<<62)/int64(time.Second) {
+		return strconv.FormatInt(s, 10) + "s"
+	}
+	return (time.Duration(s) * time.Second).String()
+}
