@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -89,7 +90,7 @@ func TestAPI(t *testing.T) {
 
 	t.Run("health without a certificate", func(t *testing.T) {
 		hc := healthpb.NewHealthClient(h.Conn(t, ""))
-		for _, svc := range []string{"", "custos.v1.KeyService"} {
+		for _, svc := range []string{"", "custos.v1.KeyService", "custos.v1.GovernanceService"} {
 			resp, err := hc.Check(ctx(t), &healthpb.HealthCheckRequest{Service: svc})
 			if err != nil {
 				t.Fatalf("Check(%q): %v", svc, err)
@@ -118,8 +119,10 @@ func TestAPI(t *testing.T) {
 		for _, s := range resp.GetListServicesResponse().GetService() {
 			names = append(names, s.GetName())
 		}
-		if !strings.Contains(strings.Join(names, ","), "custos.v1.KeyService") {
-			t.Errorf("reflection lists %v, want custos.v1.KeyService", names)
+		for _, want := range []string{"custos.v1.KeyService", "custos.v1.GovernanceService"} {
+			if !slices.Contains(names, want) {
+				t.Errorf("reflection lists %v, want %s", names, want)
+			}
 		}
 	})
 

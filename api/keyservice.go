@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
+	"strings"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -12,27 +15,59 @@ import (
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 )
 
-// keyServer implements custosv1.KeyServiceServer over a kms.Service.
-type keyServer struct {
-	custosv1.UnimplementedKeyServiceServer
-
+// server holds what every custos gRPC service needs: the kms service and
+// the logger for what callers are not told.
+type server struct {
 	svc *kms.Service
 	log *slog.Logger
 }
 
+// keyServer implements custosv1.KeyServiceServer over a kms.Service.
+type keyServer struct {
+	custosv1.UnimplementedKeyServiceServer
+	server
+}
+
 var _ custosv1.KeyServiceServer = (*keyServer)(nil)
+
+// Reasons and domain of the google.rpc.ErrorInfo details custos attaches.
+const (
+	ErrorDomain = "custos"
+	// ReasonApprovalRequired: the decrypt was recorded as PENDING; metadata
+	// "request_id" names the approval request and "decision_seq" the
+	// ledger position of the PENDING decision.
+	ReasonApprovalRequired = "APPROVAL_REQUIRED"
+)
+
+// userErrors are the kms sentinels whose messages the caller sees, with the
+// gRPC code each maps to.
+var userErrors = []struct {
+	err  error
+	code codes.Code
+}{
+	{kms.ErrInvalidArgument, codes.InvalidArgument},
+	{kms.ErrNotFound, codes.NotFound},
+	{kms.ErrAlreadyExists, codes.AlreadyExists},
+	{kms.ErrFailedPrecondition, codes.FailedPrecondition},
+	{kms.ErrPermissionDenied, codes.PermissionDenied},
+	{kms.ErrResourceExhausted, codes.ResourceExhausted},
+	{kms.ErrUnavailable, codes.Unavailable},
+}
 
 // toStatus maps an error from package kms (or a context error) to the gRPC
 // status the caller sees. It is the only place that does so.
 //
-// User errors carry err.Error(), which kms promises holds no secrets;
-// ErrDecryptionFailed says "decryption failed" and nothing more; anything
-// unexpected becomes Internal with a generic message (the caller logs the
-// details, see keyServer.fail).
+// User errors carry err.Error(), which kms promises holds no secrets, less
+// a leading sentinel text ("failed precondition: ") that only repeats the
+// code; a *kms.PendingError is FailedPrecondition with an ErrorInfo detail
+// (reason APPROVAL_REQUIRED) naming the request; ErrDecryptionFailed says
+// "decryption failed" and nothing more; anything unexpected becomes Internal
+// with a generic message (the caller logs the details, see server.fail).
 func toStatus(err error) error {
 	if err == nil {
 		return nil
 	}
+	var pending *kms.PendingError
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, "deadline exceeded")
@@ -40,25 +75,46 @@ func toStatus(err error) error {
 		return status.Error(codes.Canceled, "canceled")
 	case errors.Is(err, kms.ErrDecryptionFailed):
 		return status.Error(codes.InvalidArgument, "decryption failed")
-	case errors.Is(err, kms.ErrInvalidArgument):
-		return status.Error(codes.InvalidArgument, err.Error())
-	case errors.Is(err, kms.ErrNotFound):
-		return status.Error(codes.NotFound, err.Error())
-	case errors.Is(err, kms.ErrAlreadyExists):
-		return status.Error(codes.AlreadyExists, err.Error())
-	case errors.Is(err, kms.ErrFailedPrecondition):
-		return status.Error(codes.FailedPrecondition, err.Error())
-	case errors.Is(err, kms.ErrPermissionDenied):
-		return status.Error(codes.PermissionDenied, err.Error())
-	case errors.Is(err, kms.ErrUnavailable):
-		return status.Error(codes.Unavailable, err.Error())
-	default:
-		return status.Error(codes.Internal, "internal error")
+	case errors.As(err, &pending):
+		return pendingStatus(err, pending)
 	}
+	for _, u := range userErrors {
+		if errors.Is(err, u.err) {
+			return status.Error(u.code, userMessage(err, u.err))
+		}
+	}
+	return status.Error(codes.Internal, "internal error")
+}
+
+// userMessage is err's message without a leading "<sentinel>: ".
+func userMessage(err, sentinel error) string {
+	msg := err.Error()
+	if rest, ok := strings.CutPrefix(msg, sentinel.Error()+": "); ok && rest != "" {
+		return rest
+	}
+	return msg
+}
+
+// pendingStatus is FailedPrecondition for a decrypt waiting for approval,
+// with the request id and decision position as an ErrorInfo detail.
+func pendingStatus(err error, p *kms.PendingError) error {
+	st := status.New(codes.FailedPrecondition, userMessage(err, kms.ErrFailedPrecondition))
+	withInfo, derr := st.WithDetails(&errdetails.ErrorInfo{
+		Reason: ReasonApprovalRequired,
+		Domain: ErrorDomain,
+		Metadata: map[string]string{
+			"request_id":   p.RequestID,
+			"decision_seq": strconv.FormatUint(p.Seq, 10),
+		},
+	})
+	if derr != nil {
+		return st.Err()
+	}
+	return withInfo.Err()
 }
 
 // fail maps err with toStatus and logs what the caller is not told.
-func (s *keyServer) fail(ctx context.Context, method string, err error) error {
+func (s *server) fail(ctx context.Context, method string, err error) error {
 	st := toStatus(err)
 	switch status.Code(st) {
 	case codes.Internal:
@@ -79,7 +135,7 @@ func principal(ctx context.Context) (kms.Principal, error) {
 }
 
 // call runs one kms operation for the authenticated caller.
-func call[Req, Resp any](ctx context.Context, s *keyServer, method string, req Req,
+func call[Req, Resp any](ctx context.Context, s *server, method string, req Req,
 	op func(context.Context, kms.Principal, Req) (Resp, error)) (Resp, error) {
 	var zero Resp
 	p, err := principal(ctx)
@@ -94,41 +150,41 @@ func call[Req, Resp any](ctx context.Context, s *keyServer, method string, req R
 }
 
 func (s *keyServer) CreateKey(ctx context.Context, req *custosv1.CreateKeyRequest) (*custosv1.Key, error) {
-	return call(ctx, s, "CreateKey", req, s.svc.CreateKey)
+	return call(ctx, &s.server, "CreateKey", req, s.svc.CreateKey)
 }
 
 func (s *keyServer) GetKey(ctx context.Context, req *custosv1.GetKeyRequest) (*custosv1.Key, error) {
-	return call(ctx, s, "GetKey", req, s.svc.GetKey)
+	return call(ctx, &s.server, "GetKey", req, s.svc.GetKey)
 }
 
 func (s *keyServer) ListKeys(ctx context.Context, req *custosv1.ListKeysRequest) (*custosv1.ListKeysResponse, error) {
-	return call(ctx, s, "ListKeys", req, s.svc.ListKeys)
+	return call(ctx, &s.server, "ListKeys", req, s.svc.ListKeys)
 }
 
 func (s *keyServer) RotateKey(ctx context.Context, req *custosv1.RotateKeyRequest) (*custosv1.Key, error) {
-	return call(ctx, s, "RotateKey", req, s.svc.RotateKey)
+	return call(ctx, &s.server, "RotateKey", req, s.svc.RotateKey)
 }
 
 func (s *keyServer) SetKeyState(ctx context.Context, req *custosv1.SetKeyStateRequest) (*custosv1.Key, error) {
-	return call(ctx, s, "SetKeyState", req, s.svc.SetKeyState)
+	return call(ctx, &s.server, "SetKeyState", req, s.svc.SetKeyState)
 }
 
 func (s *keyServer) SetMinDecryptionVersion(ctx context.Context, req *custosv1.SetMinDecryptionVersionRequest) (*custosv1.Key, error) {
-	return call(ctx, s, "SetMinDecryptionVersion", req, s.svc.SetMinDecryptionVersion)
+	return call(ctx, &s.server, "SetMinDecryptionVersion", req, s.svc.SetMinDecryptionVersion)
 }
 
 func (s *keyServer) GenerateDataKey(ctx context.Context, req *custosv1.GenerateDataKeyRequest) (*custosv1.GenerateDataKeyResponse, error) {
-	return call(ctx, s, "GenerateDataKey", req, s.svc.GenerateDataKey)
+	return call(ctx, &s.server, "GenerateDataKey", req, s.svc.GenerateDataKey)
 }
 
 func (s *keyServer) Encrypt(ctx context.Context, req *custosv1.EncryptRequest) (*custosv1.EncryptResponse, error) {
-	return call(ctx, s, "Encrypt", req, s.svc.Encrypt)
+	return call(ctx, &s.server, "Encrypt", req, s.svc.Encrypt)
 }
 
 func (s *keyServer) Decrypt(ctx context.Context, req *custosv1.DecryptRequest) (*custosv1.DecryptResponse, error) {
-	return call(ctx, s, "Decrypt", req, s.svc.Decrypt)
+	return call(ctx, &s.server, "Decrypt", req, s.svc.Decrypt)
 }
 
 func (s *keyServer) ReEncrypt(ctx context.Context, req *custosv1.ReEncryptRequest) (*custosv1.ReEncryptResponse, error) {
-	return call(ctx, s, "ReEncrypt", req, s.svc.ReEncrypt)
+	return call(ctx, &s.server, "ReEncrypt", req, s.svc.ReEncrypt)
 }

@@ -1,6 +1,7 @@
 // Package api serves custos over gRPC with mutual TLS: NewServer builds the
-// whole server (credentials, interceptors, health, reflection and the
-// KeyService), and toStatus maps kms errors to gRPC status codes in one place.
+// whole server (credentials, interceptors, health, reflection, the
+// KeyService and the GovernanceService), and toStatus maps kms errors to
+// gRPC status codes in one place.
 package api
 
 import (
@@ -55,12 +56,15 @@ type Options struct {
 
 // HealthServices are the service names the health service reports on: the
 // whole server ("") and each custos service.
-var HealthServices = []string{"", custosv1.KeyService_ServiceDesc.ServiceName}
+var HealthServices = []string{"",
+	custosv1.KeyService_ServiceDesc.ServiceName,
+	custosv1.GovernanceService_ServiceDesc.ServiceName,
+}
 
 // NewServer builds the custos gRPC server: TLS credentials; chained unary
 // and stream interceptors (request logging, panic recovery, authentication);
-// the KeyService; the standard health service, following opts.Health; and
-// server reflection. The caller registers nothing else and calls Serve.
+// the KeyService and the GovernanceService; the standard health service,
+// following opts.Health; and server reflection. The caller registers nothing else and calls Serve.
 func NewServer(opts Options) (*grpc.Server, error) {
 	if opts.Service == nil {
 		return nil, errors.New("api: Options.Service is required")
@@ -100,7 +104,9 @@ func NewServer(opts Options) (*grpc.Server, error) {
 		),
 	)
 
-	custosv1.RegisterKeyServiceServer(srv, &keyServer{svc: opts.Service, log: log})
+	base := server{svc: opts.Service, log: log}
+	custosv1.RegisterKeyServiceServer(srv, &keyServer{server: base})
+	custosv1.RegisterGovernanceServiceServer(srv, &governServer{server: base})
 
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)

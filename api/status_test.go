@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -33,13 +34,22 @@ func TestToStatus(t *testing.T) {
 		code    codes.Code
 		message string // "" means err.Error()
 	}{
-		{fmt.Errorf("%w: name: must be 1-64 characters", kms.ErrInvalidArgument), codes.InvalidArgument, ""},
+		// The sentinel prefix only repeats the code: it is stripped.
+		{fmt.Errorf("%w: name: must be 1-64 characters", kms.ErrInvalidArgument), codes.InvalidArgument, "name: must be 1-64 characters"},
+		{fmt.Errorf("%w: key %q", kms.ErrNotFound, "payroll"), codes.NotFound, `key "payroll"`},
+		{fmt.Errorf("%w: key %q", kms.ErrAlreadyExists, "payroll"), codes.AlreadyExists, `key "payroll"`},
+		{fmt.Errorf("%w: key %q is disabled", kms.ErrFailedPrecondition, "payroll"), codes.FailedPrecondition, `key "payroll" is disabled`},
+		{fmt.Errorf("%w: key %q is disabled (decision 7: DENY by key-state:disabled)", kms.ErrFailedPrecondition, "x"),
+			codes.FailedPrecondition, `key "x" is disabled (decision 7: DENY by key-state:disabled)`},
+		{fmt.Errorf("%w: policy denies", kms.ErrPermissionDenied), codes.PermissionDenied, "policy denies"},
+		{fmt.Errorf("%w: principal %q reached 10 decrypts per hour with key %q", kms.ErrResourceExhausted, "app", "payroll"),
+			codes.ResourceExhausted, `principal "app" reached 10 decrypts per hour with key "payroll"`},
+		{fmt.Errorf("%w: raft: not the leader", kms.ErrUnavailable), codes.Unavailable, "raft: not the leader"},
+		// A sentinel elsewhere in the message, or alone, is left as it is.
 		{fmt.Errorf("key %q: %w", "payroll", kms.ErrNotFound), codes.NotFound, ""},
-		{fmt.Errorf("key %q: %w", "payroll", kms.ErrAlreadyExists), codes.AlreadyExists, ""},
 		{fmt.Errorf("key %q is disabled: %w", "payroll", kms.ErrFailedPrecondition), codes.FailedPrecondition, ""},
-		{fmt.Errorf("%w: policy denies", kms.ErrPermissionDenied), codes.PermissionDenied, ""},
+		{kms.ErrPermissionDenied, codes.PermissionDenied, ""},
 		{fmt.Errorf("%w: tag mismatch %s", kms.ErrDecryptionFailed, secret), codes.InvalidArgument, "decryption failed"},
-		{fmt.Errorf("%w: raft: not the leader", kms.ErrUnavailable), codes.Unavailable, ""},
 		{fmt.Errorf("%w: %s", kms.ErrInternal, secret), codes.Internal, "internal error"},
 		{errors.New(secret), codes.Internal, "internal error"},
 		{fmt.Errorf("apply: %w", context.DeadlineExceeded), codes.DeadlineExceeded, "deadline exceeded"},
@@ -57,8 +67,11 @@ func TestToStatus(t *testing.T) {
 		if st.Code() == codes.Unknown {
 			t.Errorf("toStatus(%q) is Unknown", tt.err)
 		}
-		if tt.message != "" && strings.Contains(st.Message(), secret) {
+		if strings.Contains(st.Message(), secret) {
 			t.Errorf("toStatus(%q) leaks the detail", tt.err)
+		}
+		if len(st.Details()) != 0 {
+			t.Errorf("toStatus(%q) has details %v", tt.err, st.Details())
 		}
 	}
 	if toStatus(nil) != nil {
@@ -66,9 +79,49 @@ func TestToStatus(t *testing.T) {
 	}
 }
 
+func TestToStatusPending(t *testing.T) {
+	pe := &kms.PendingError{RequestID: "r-0123abcd", Seq: 42}
+	for _, err := range []error{pe, fmt.Errorf("decrypt: %w", pe)} {
+		st := status.Convert(toStatus(err))
+		if st.Code() != codes.FailedPrecondition {
+			t.Errorf("toStatus(%q) code = %v, want FailedPrecondition", err, st.Code())
+		}
+		if !strings.Contains(st.Message(), "r-0123abcd") || strings.HasPrefix(st.Message(), "failed precondition") {
+			t.Errorf("toStatus(%q) message = %q", err, st.Message())
+		}
+		info := errorInfo(t, st)
+		if info.GetReason() != ReasonApprovalRequired || info.GetDomain() != ErrorDomain {
+			t.Errorf("ErrorInfo = %v", info)
+		}
+		if info.GetMetadata()["request_id"] != "r-0123abcd" || info.GetMetadata()["decision_seq"] != "42" {
+			t.Errorf("ErrorInfo metadata = %v", info.GetMetadata())
+		}
+	}
+	// The details survive the wire encoding of a status.
+	st := status.FromProto(status.Convert(toStatus(pe)).Proto())
+	if errorInfo(t, st).GetMetadata()["request_id"] != "r-0123abcd" {
+		t.Error("ErrorInfo lost in the status proto")
+	}
+}
+
+// errorInfo returns the single ErrorInfo detail of st.
+func errorInfo(t *testing.T, st *status.Status) *errdetails.ErrorInfo {
+	t.Helper()
+	var infos []*errdetails.ErrorInfo
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			infos = append(infos, info)
+		}
+	}
+	if len(infos) != 1 {
+		t.Fatalf("status %v has %d ErrorInfo details, want 1 (details %v)", st, len(infos), st.Details())
+	}
+	return infos[0]
+}
+
 func TestFailLogsInternalDetails(t *testing.T) {
 	var buf bytes.Buffer
-	s := &keyServer{log: slog.New(slog.NewTextHandler(&buf, nil))}
+	s := &server{log: slog.New(slog.NewTextHandler(&buf, nil))}
 	err := s.fail(context.Background(), "Decrypt", errors.New("bolt: disk on fire"))
 	if status.Code(err) != codes.Internal || strings.Contains(err.Error(), "disk on fire") {
 		t.Errorf("fail = %v", err)

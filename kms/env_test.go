@@ -98,7 +98,8 @@ func (e *env) open() {
 
 func (e *env) newService(l kms.Log) *kms.Service {
 	e.t.Helper()
-	svc, err := kms.NewService(kms.Config{NodeID: "node-1", HSM: e.hsm, Log: l, State: e.state, Logger: quiet})
+	svc, err := kms.NewService(kms.Config{NodeID: "node-1", HSM: e.hsm, Log: l, State: e.state, Logger: quiet,
+		Auditors: []string{"auditor"}})
 	if err != nil {
 		e.t.Fatalf("NewService: %v", err)
 	}

@@ -188,13 +188,42 @@ func (s *State) applyStatement(c *raftlogv1.Command, st *custosv1.Statement) (re
 		return fmt.Sprintf("grant %s revoked", op.RevokeGrant.GrantId), "", nil
 	case *custosv1.Statement_SetOfficers:
 		gov := &custosv1.Governance{ClusterId: s.clusterID, Officers: op.SetOfficers.Officers,
-			Quorum: op.SetOfficers.Quorum, Version: s.gov.GetVersion() + 1}
+			Quorum: op.SetOfficers.Quorum, Version: s.gov.GetVersion() + 1,
+			Sinks: s.gov.GetSinks(), NotifyRules: s.gov.GetNotifyRules()}
 		set, err := governance.NewOfficerSetFromGovernance(gov)
 		if err != nil {
 			return "", "", fmt.Errorf("%w: set_officers: %v", ErrInvalidArgument, err)
 		}
 		s.gov, s.officers = gov, set
 		return fmt.Sprintf("officers set: %d officers, quorum %d", len(gov.Officers), gov.Quorum), "", nil
+	case *custosv1.Statement_AddSink:
+		sk := proto.Clone(op.AddSink.Sink).(*custosv1.Sink)
+		if err := validateSink(sk); err != nil {
+			return "", "", err
+		}
+		if s.sink(sk.Name) != nil {
+			return "", "", fmt.Errorf("%w: sink %q", ErrAlreadyExists, sk.Name)
+		}
+		if len(s.gov.Sinks) >= maxSinks {
+			return "", "", fmt.Errorf("%w: at most %d sinks", ErrResourceExhausted, maxSinks)
+		}
+		// Deliver from now on: earlier records are in the ledger export.
+		sk.DeliveredSeq = s.seq
+		s.gov.Sinks = append(s.gov.Sinks, sk)
+		return fmt.Sprintf("sink %s added (%s)", sk.Name, sk.Type), "", nil
+	case *custosv1.Statement_RemoveSink:
+		i := slices.IndexFunc(s.gov.Sinks, func(x *custosv1.Sink) bool { return x.Name == op.RemoveSink.Name })
+		if i < 0 {
+			return "", "", fmt.Errorf("%w: sink %q", ErrNotFound, op.RemoveSink.Name)
+		}
+		s.gov.Sinks = slices.Delete(s.gov.Sinks, i, i+1)
+		return fmt.Sprintf("sink %s removed", op.RemoveSink.Name), "", nil
+	case *custosv1.Statement_SetNotifyRules:
+		if err := validateNotifyRules(op.SetNotifyRules.Rules); err != nil {
+			return "", "", err
+		}
+		s.gov.NotifyRules = proto.Clone(op.SetNotifyRules.Rules).(*custosv1.NotifyRules)
+		return "notify rules set", "", nil
 	default:
 		return "", "", fmt.Errorf("%w: unknown statement operation", ErrInvalidArgument)
 	}
@@ -356,7 +385,11 @@ func (s *State) Governance() *custosv1.Governance {
 	if s.gov == nil {
 		return &custosv1.Governance{}
 	}
-	return proto.Clone(s.gov).(*custosv1.Governance)
+	g := proto.Clone(s.gov).(*custosv1.Governance)
+	for _, sk := range g.Sinks {
+		sk.HmacKey = nil // a secret: never read back
+	}
+	return g
 }
 
 // Request returns an approval request; its state reads EXPIRED once past

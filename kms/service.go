@@ -37,6 +37,8 @@ type Config struct {
 	Now func() time.Time
 	// Logger; slog.Default() if nil. Never given secrets.
 	Logger *slog.Logger
+	// Auditors are the principals that may read the ledger (AuditService).
+	Auditors []string
 }
 
 // Service implements custos's key operations. It validates requests, puts
@@ -53,6 +55,9 @@ type Service struct {
 
 	kekMu sync.Mutex
 	keks  map[string]bool // KEK ids known to be in this node's HSM
+
+	auditors        map[string]bool
+	releaseNotifier ReleaseNotifier
 }
 
 // NewService checks cfg and returns a Service.
@@ -64,6 +69,10 @@ func NewService(cfg Config) (*Service, error) {
 		now: cfg.Now, lg: cfg.Logger, keks: map[string]bool{}}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	s.auditors = map[string]bool{}
+	for _, a := range cfg.Auditors {
+		s.auditors[a] = true
 	}
 	if s.lg == nil {
 		s.lg = slog.Default()
@@ -360,6 +369,9 @@ func (s *Service) Decrypt(ctx context.Context, p Principal, req *custosv1.Decryp
 	if err != nil {
 		return nil, err
 	}
+	if err := s.notifyBeforeRelease(ctx, p, d.Record); err != nil {
+		return nil, err
+	}
 	pt, err := s.open(ctx, w, req.GetEncryptionContext())
 	if err != nil {
 		return nil, err
@@ -373,6 +385,9 @@ func (s *Service) Decrypt(ctx context.Context, p Principal, req *custosv1.Decryp
 func (s *Service) ReEncrypt(ctx context.Context, p Principal, req *custosv1.ReEncryptRequest) (*custosv1.ReEncryptResponse, error) {
 	w, d, err := s.decide(ctx, p, req.GetCiphertext(), req.GetEncryptionContext(), req.GetJustification(), true)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.notifyBeforeRelease(ctx, p, d.Record); err != nil {
 		return nil, err
 	}
 	pt, err := s.open(ctx, w, req.GetEncryptionContext())

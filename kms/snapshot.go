@@ -62,6 +62,8 @@ func (s *State) Snapshot() (raft.Snapshot, error) {
 	for _, id := range sortedKeys(s.counters) {
 		st.Counters = append(st.Counters, s.counters[id])
 	}
+	st.NodeKeys = s.nodeKeys
+	st.LastCheckpoint, st.LastCheckpointRecord = s.lastCheckpoint, s.lastCheckpointRecord
 	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(st)
 	broken := s.broken
 	s.mu.RUnlock()
@@ -159,6 +161,8 @@ func (s *State) Restore(r io.Reader) error {
 	for _, g := range st.Grants {
 		s.grants[g.GrantId] = g
 	}
+	s.nodeKeys = st.NodeKeys
+	s.lastCheckpoint, s.lastCheckpointRecord = st.LastCheckpoint, st.LastCheckpointRecord
 	for _, c := range st.Counters {
 		s.counters[c.Key+"\x00"+c.Principal] = c
 	}

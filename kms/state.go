@@ -38,6 +38,12 @@ type State struct {
 	requests map[string]*custosv1.ApprovalRequest
 	grants   map[string]*custosv1.Grant
 	counters map[string]*raftlogv1.RateCounter // key\x00principal → hourly count
+
+	nodeKeys             []*raftlogv1.NodeKey // checkpoint signing keys
+	lastCheckpoint       *custosv1.Checkpoint
+	lastCheckpointRecord uint64
+	// grown is closed (and replaced) whenever records are appended.
+	grown chan struct{}
 }
 
 var _ raft.StateMachine = (*State)(nil)
@@ -58,6 +64,10 @@ func (s *State) reset() {
 	s.requests = map[string]*custosv1.ApprovalRequest{}
 	s.grants = map[string]*custosv1.Grant{}
 	s.counters = map[string]*raftlogv1.RateCounter{}
+	s.nodeKeys, s.lastCheckpoint, s.lastCheckpointRecord = nil, nil, 0
+	if s.grown == nil {
+		s.grown = make(chan struct{})
+	}
 }
 
 // Decision is the result of a Decide or Govern command.
@@ -84,6 +94,7 @@ func (s *State) ApplyBatch(entries []raft.AppliedEntry) [][]any {
 		for j, c := range e.Commands {
 			r := s.apply(e.Index, c)
 			if d, ok := r.(*Decision); ok && d.Record != nil {
+				d.Record.Notify = s.notifies(d.Record)
 				data, err := proto.MarshalOptions{Deterministic: true}.Marshal(d.Record)
 				if err != nil {
 					panic(fmt.Sprintf("kms: marshal decision record: %v", err))
@@ -107,6 +118,9 @@ func (s *State) ApplyBatch(entries []raft.AppliedEntry) [][]any {
 		for _, d := range decisions {
 			d.Err = fmt.Errorf("%w: decision not recorded: %v", ErrUnavailable, s.broken)
 		}
+	} else if len(recs) > 0 {
+		close(s.grown)
+		s.grown = make(chan struct{})
 	}
 	return out
 }
@@ -129,6 +143,14 @@ func (s *State) apply(index uint64, c *raftlogv1.Command) any {
 		return s.applyDecide(index, c, op.Decide)
 	case *raftlogv1.Command_Govern:
 		return s.applyGovern(index, c, op.Govern)
+	case *raftlogv1.Command_RecordCheckpoint:
+		return s.applyCheckpoint(index, c, op.RecordCheckpoint)
+	case *raftlogv1.Command_AdvanceCursor:
+		return s.applyAdvanceCursor(op.AdvanceCursor)
+	case *raftlogv1.Command_BlockRelease:
+		return s.applyBlockRelease(index, c, op.BlockRelease)
+	case *raftlogv1.Command_RegisterNodeKey:
+		return s.applyRegisterNodeKey(op.RegisterNodeKey)
 	default:
 		// A command this version does not know: refuse it the same way on
 		// every replica.
@@ -140,7 +162,8 @@ func (s *State) applyInit(op *raftlogv1.InitCluster) any {
 	if s.clusterID != "" {
 		return fmt.Errorf("%w: cluster already initialised as %s", ErrFailedPrecondition, s.clusterID)
 	}
-	gov := &custosv1.Governance{ClusterId: op.ClusterId, Officers: op.Officers, Quorum: op.Quorum, Version: 1}
+	gov := &custosv1.Governance{ClusterId: op.ClusterId, Officers: op.Officers, Quorum: op.Quorum, Version: 1,
+		NotifyRules: DefaultNotifyRules()}
 	set, err := governance.NewOfficerSetFromGovernance(gov)
 	if err != nil {
 		return fmt.Errorf("%w: officers: %v", ErrInvalidArgument, err)

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -17,14 +19,17 @@ import (
 
 	"github.com/custos-kms/custos/internal/node"
 	"github.com/custos-kms/custos/internal/pki"
+	"github.com/custos-kms/custos/kms/governance"
+	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 	"github.com/custos-kms/custos/softhsm"
 )
 
 // Names used by the dev node.
 const (
-	devTokenLabel = "custos-dev"
-	devClientName = "dev-admin"
-	devNodeID     = "dev"
+	devTokenLabel  = "custos-dev"
+	devClientName  = "dev-admin"
+	devNodeID      = "dev"
+	devOfficerName = "officer-1"
 )
 
 // devPINs are the dev token's PINs, kept in DIR/softhsm/pins.json (0600) so
@@ -44,9 +49,11 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 Starts a single custos node for development: a SoftHSM2 token in DIR/softhsm
 (random PINs in DIR/softhsm/pins.json), a throwaway CA and certificates in
-DIR/pki (client certificate CN "dev-admin"), Raft and ledger in DIR. It writes
-DIR/client.env with the CUSTOS_* variables the custos CLI reads. Restarting on
-the same DIR keeps keys and ledger. Stop it with Ctrl-C.
+DIR/pki (client certificate CN "dev-admin"), one security officer
+"officer-1" with an unencrypted key in DIR/officers/officer-1.pem (quorum 1),
+Raft and ledger in DIR. It writes DIR/client.env with the CUSTOS_* variables
+the custos CLI reads. Restarting on the same DIR keeps keys, officer and
+ledger. Stop it with Ctrl-C.
 
 Flags:
 `)
@@ -80,6 +87,10 @@ Flags:
 	if err := pki.CreateDevPKI(pkiDir, []string{"localhost", "127.0.0.1", "::1"}, devClientName); err != nil {
 		return fmt.Errorf("dev PKI: %w", err)
 	}
+	officerFile, officer, err := devOfficer(filepath.Join(dir, "officers"))
+	if err != nil {
+		return err
+	}
 
 	var cfg node.Config
 	cfg.ID = devNodeID
@@ -93,16 +104,24 @@ Flags:
 	cfg.TLS.Key = filepath.Join(pkiDir, pki.ServerKeyFile)
 	cfg.Bootstrap = true
 	cfg.RaftLocalTimeouts = true
+	cfg.Officers, cfg.Quorum = []*custosv1.Officer{officer}, 1
 	cfg.Logger = log
 
 	n, err := node.Start(ctx, cfg)
 	if err != nil {
 		return err
 	}
+	if !isOfficer(n.Service().State().Governance(), officer) {
+		log.Warn("the dev officer key is not an officer of this cluster (the officer set was changed, or the key file replaced); statements it signs will be refused",
+			"key_file", officerFile)
+	}
 	envFile := filepath.Join(dir, "client.env")
 	certFile, keyFile := pki.ClientFiles(pkiDir, devClientName)
-	env := fmt.Sprintf("# written by custosd dev; load with: source %s\nexport CUSTOS_ADDR=%s\nexport CUSTOS_CA=%s\nexport CUSTOS_CERT=%s\nexport CUSTOS_KEY=%s\n",
-		shellQuote(envFile), shellQuote(dialAddr(n.Addr())), shellQuote(cfg.TLS.CA), shellQuote(certFile), shellQuote(keyFile))
+	env := fmt.Sprintf("# written by custosd dev; load with: source %s\n"+
+		"export CUSTOS_ADDR=%s\nexport CUSTOS_CA=%s\nexport CUSTOS_CERT=%s\nexport CUSTOS_KEY=%s\n"+
+		"export CUSTOS_OFFICER_KEY=%s\nexport CUSTOS_OFFICER_NAME=%s\n",
+		shellQuote(envFile), shellQuote(dialAddr(n.Addr())), shellQuote(cfg.TLS.CA), shellQuote(certFile), shellQuote(keyFile),
+		shellQuote(officerFile), shellQuote(devOfficerName))
 	if err := os.WriteFile(envFile, []byte(env), 0o600); err != nil {
 		n.Close()
 		return fmt.Errorf("write %s: %w", envFile, err)
@@ -113,14 +132,67 @@ custos dev node is running.
   cluster id: %s
   data dir:   %s
   client env: %s
+  officer:    %s (quorum 1), key %s
+
+The dev cluster has one security officer, whose key sits unencrypted in the
+data dir; it alone signs the statements that loosen access (re-enabling a
+key, approving a request). client.env names it in CUSTOS_OFFICER_KEY and
+CUSTOS_OFFICER_NAME.
 
 In another shell:
   source %s
   custos key create payroll
 
-Stop with Ctrl-C; restarting on the same data dir keeps keys and ledger.
-`, dialAddr(n.Addr()), n.ClusterID(), dir, envFile, shellQuote(envFile))
+Stop with Ctrl-C; restarting on the same data dir keeps keys, officer and ledger.
+`, dialAddr(n.Addr()), n.ClusterID(), dir, envFile, devOfficerName, officerFile, shellQuote(envFile))
 	return serveUntilSignal(ctx, n, log)
+}
+
+// devOfficer returns the dev node's officer, "officer-1", and its key file
+// dir/officer-1.pem: created (unencrypted, mode 0600) on first use, read
+// again on later starts.
+func devOfficer(dir string) (string, *custosv1.Officer, error) {
+	file := filepath.Join(dir, devOfficerName+".pem")
+	var pub *ecdsa.PublicKey
+	switch _, err := os.Stat(file); {
+	case err == nil:
+		signer, err := governance.LoadKeyFile(file, func() ([]byte, error) {
+			return nil, errors.New("the dev officer key file is encrypted; custosd dev writes it unencrypted")
+		})
+		if err != nil {
+			return "", nil, fmt.Errorf("dev officer key %s (remove it and the data dir to start over): %w", file, err)
+		}
+		ek, ok := signer.Public().(*ecdsa.PublicKey)
+		if !ok {
+			return "", nil, fmt.Errorf("dev officer key %s is not an ECDSA key", file)
+		}
+		pub = ek
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return "", nil, fmt.Errorf("dev officer: %w", err)
+		}
+		k, err := governance.GenerateKey()
+		if err != nil {
+			return "", nil, fmt.Errorf("dev officer: %w", err)
+		}
+		if err := governance.WriteKeyFile(file, k, nil); err != nil {
+			return "", nil, fmt.Errorf("dev officer: %w", err)
+		}
+		pub = &k.PublicKey
+	default:
+		return "", nil, fmt.Errorf("dev officer: %w", err)
+	}
+	return file, &custosv1.Officer{Name: devOfficerName, PublicKey: governance.MarshalPublicKey(pub)}, nil
+}
+
+// isOfficer reports whether o (name and key) is in gov's officer set.
+func isOfficer(gov *custosv1.Governance, o *custosv1.Officer) bool {
+	for _, g := range gov.GetOfficers() {
+		if g.GetName() == o.GetName() && bytes.Equal(g.GetPublicKey(), o.GetPublicKey()) {
+			return true
+		}
+	}
+	return false
 }
 
 // devToken returns the dev SoftHSM2 token in dir, creating the token and its

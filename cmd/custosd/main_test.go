@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/custos-kms/custos/internal/pki"
+	"github.com/custos-kms/custos/kms/governance"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 )
 
@@ -29,6 +31,17 @@ func TestLoadConfigErrors(t *testing.T) {
 	}
 	if err := os.WriteFile(filepath.Join(dir, "pin"), []byte("1234\n"), 0o600); err != nil {
 		t.Fatal(err)
+	}
+	var officerKeys []*ecdsa.PrivateKey
+	for _, name := range []string{"alice", "bob"} {
+		k, err := governance.GenerateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		officerKeys = append(officerKeys, k)
+		if err := os.WriteFile(filepath.Join(dir, name+".pub.pem"), governance.PublicKeyPEM(&k.PublicKey), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	good := `{"id":"n1","data_dir":"data","listen":"127.0.0.1:7400",
 		"pkcs11":{"module":"module.so","token_label":"t","pin_file":"pin"},
@@ -49,6 +62,29 @@ func TestLoadConfigErrors(t *testing.T) {
 	if cfg.PKCS11.PIN != "1234" || cfg.DataDir != filepath.Join(dir, "data") || cfg.TLS.CA != filepath.Join(dir, "pki/ca.pem") {
 		t.Errorf("cfg = %+v", cfg)
 	}
+	if len(cfg.Officers) != 0 || cfg.Quorum != 0 {
+		t.Errorf("no officers configured: cfg.Officers = %v, Quorum = %d", cfg.Officers, cfg.Quorum)
+	}
+
+	officers := `"officers":[{"name":"alice","public_key_file":"alice.pub.pem"},{"name":"bob","public_key_file":"` +
+		filepath.Join(dir, "bob.pub.pem") + `"}],"quorum":2,`
+	withOfficers := strings.Replace(good, `"id":"n1",`, `"id":"n1",`+officers, 1)
+	cfg, err = loadConfig(write(withOfficers), noenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Officers) != 2 || cfg.Quorum != 2 || cfg.Officers[0].GetName() != "alice" || cfg.Officers[1].GetName() != "bob" {
+		t.Fatalf("officers = %v, quorum %d", cfg.Officers, cfg.Quorum)
+	}
+	for i, o := range cfg.Officers {
+		if !bytes.Equal(o.GetPublicKey(), governance.MarshalPublicKey(&officerKeys[i].PublicKey)) {
+			t.Errorf("officer %s: public key differs from the file", o.GetName())
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "junk.pem"), []byte("not a key"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	officerCase := func(from, to string) string { return strings.Replace(withOfficers, from, to, 1) }
 
 	tests := []struct {
 		name, json, want string
@@ -60,6 +96,17 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"missing ca file", strings.Replace(good, `pki/ca.pem`, `pki/nope.pem`, 1), `"tls.ca"`, ""},
 		{"no PIN", strings.Replace(good, `,"pin_file":"pin"`, ``, 1), `"pkcs11.pin_file"`, ""},
 		{"bad log level", strings.Replace(good, `"id":"n1"`, `"id":"n1","log":{"level":"loud"}`, 1), `"log.level"`, ""},
+		{"officer without a name", officerCase(`"name":"alice"`, `"name":""`), `"officers[0].name" is required`, ""},
+		{"officer named twice", officerCase(`"name":"bob"`, `"name":"alice"`), `"officers[1].name"`, ""},
+		{"officer without a key file", officerCase(`,"public_key_file":"alice.pub.pem"`, ``), `"officers[0].public_key_file" is required`, ""},
+		{"officer key file missing", officerCase(`alice.pub.pem`, `nope.pem`), `"officers[0].public_key_file"`, ""},
+		{"officer key file not a key", officerCase(`alice.pub.pem`, `junk.pem`), `"officers[0].public_key_file"`, ""},
+		{"two officers with one key", officerCase(`bob.pub.pem`, `alice.pub.pem`), `"officers[1].public_key_file"`, ""},
+		{"unknown officer field", officerCase(`"name":"alice"`, `"name":"alice","key":"x"`), `"key"`, ""},
+		{"no quorum", officerCase(`"quorum":2,`, ``), `"quorum"`, ""},
+		{"quorum above the officers", officerCase(`"quorum":2`, `"quorum":3`), `"quorum"`, ""},
+		{"quorum of the wrong type", officerCase(`"quorum":2`, `"quorum":"two"`), `"quorum"`, ""},
+		{"quorum without officers", strings.Replace(good, `"id":"n1",`, `"id":"n1","quorum":1,`, 1), `"quorum"`, ""},
 	}
 	for _, tt := range tests {
 		_, err := loadConfig(write(tt.json), noenv)
@@ -164,7 +211,20 @@ func TestDevRestartKeepsKeys(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("pins.json: %v, mode %v", err, fi.Mode().Perm())
 	}
-	dial := func(env map[string]string) custosv1.KeyServiceClient {
+	officerFile := filepath.Join(dir, "officers", "officer-1.pem")
+	if env["CUSTOS_OFFICER_KEY"] != officerFile || env["CUSTOS_OFFICER_NAME"] != "officer-1" {
+		t.Errorf("client.env: CUSTOS_OFFICER_KEY = %q, CUSTOS_OFFICER_NAME = %q; want %q, officer-1",
+			env["CUSTOS_OFFICER_KEY"], env["CUSTOS_OFFICER_NAME"], officerFile)
+	}
+	fi, err = os.Stat(officerFile)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("officer key file: %v, mode %v", err, fi.Mode().Perm())
+	}
+	officerPEM, err := os.ReadFile(officerFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns := func(env map[string]string) (custosv1.KeyServiceClient, custosv1.GovernanceServiceClient) {
 		cfg, err := pki.ClientTLSConfig(env["CUSTOS_CA"], env["CUSTOS_CERT"], env["CUSTOS_KEY"])
 		if err != nil {
 			t.Fatal(err)
@@ -174,19 +234,71 @@ func TestDevRestartKeepsKeys(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { cc.Close() })
-		return custosv1.NewKeyServiceClient(cc)
+		return custosv1.NewKeyServiceClient(cc), custosv1.NewGovernanceServiceClient(cc)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := dial(env).CreateKey(ctx, &custosv1.CreateKeyRequest{Name: "payroll"}); err != nil {
+	kc, gc := conns(env)
+	if _, err := kc.CreateKey(ctx, &custosv1.CreateKeyRequest{Name: "payroll"}); err != nil {
 		t.Fatal(err)
 	}
+	// The dev officer alone is the quorum: its key re-enables a key.
+	disableEnable(ctx, t, kc, gc, env)
 	stop()
 
 	env, stop = startDev(t, dir)
 	defer stop()
-	if _, err := dial(env).GetKey(ctx, &custosv1.GetKeyRequest{Name: "payroll"}); err != nil {
+	kc, gc = conns(env)
+	if _, err := kc.GetKey(ctx, &custosv1.GetKeyRequest{Name: "payroll"}); err != nil {
 		t.Fatalf("GetKey after restart: %v", err)
+	}
+	if b, err := os.ReadFile(officerFile); err != nil || !bytes.Equal(b, officerPEM) {
+		t.Errorf("officer key file changed across the restart (err %v)", err)
+	}
+	gov, err := gc.GetGovernance(ctx, &custosv1.GetGovernanceRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gov.GetOfficers()) != 1 || gov.GetOfficers()[0].GetName() != "officer-1" || gov.GetQuorum() != 1 {
+		t.Errorf("governance = %v, want officer-1 alone, quorum 1", gov)
+	}
+	disableEnable(ctx, t, kc, gc, env)
+}
+
+// disableEnable disables key payroll and re-enables it with an EnableKey
+// statement signed by the officer key client.env names.
+func disableEnable(ctx context.Context, t *testing.T, kc custosv1.KeyServiceClient, gc custosv1.GovernanceServiceClient, env map[string]string) {
+	t.Helper()
+	if _, err := kc.SetKeyState(ctx, &custosv1.SetKeyStateRequest{Name: "payroll", State: custosv1.KeyState_KEY_STATE_DISABLED}); err != nil {
+		t.Fatal(err)
+	}
+	gov, err := gc.GetGovernance(ctx, &custosv1.GetGovernanceRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := governance.LoadKeyFile(env["CUSTOS_OFFICER_KEY"], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := governance.NewStatement(gov.GetClusterId(), time.Hour, "dev test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Operation = &custosv1.Statement_EnableKey{EnableKey: &custosv1.EnableKey{Key: "payroll"}}
+	b, err := governance.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := governance.Sign(signer, env["CUSTOS_OFFICER_NAME"], b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gc.Submit(ctx, &custosv1.SignedStatement{Statement: b, Signatures: []*custosv1.OfficerSignature{sig}}); err != nil {
+		t.Fatalf("EnableKey signed by the dev officer: %v", err)
+	}
+	k, err := kc.GetKey(ctx, &custosv1.GetKeyRequest{Name: "payroll"})
+	if err != nil || k.GetState() != custosv1.KeyState_KEY_STATE_ENABLED {
+		t.Errorf("after EnableKey: %v, %v", k, err)
 	}
 }
 

@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"github.com/custos-kms/custos/internal/node"
+	"github.com/custos-kms/custos/kms/governance"
+	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 )
 
 // PINEnv is the environment variable holding the PKCS#11 user PIN when the
@@ -42,6 +44,16 @@ type fileConfig struct {
 		Level  string `json:"level"`
 		Format string `json:"format"`
 	} `json:"log"`
+	// Officers and Quorum are used when the node initialises a new
+	// cluster only; afterwards officer statements change them.
+	Officers []fileOfficer `json:"officers"`
+	Quorum   uint32        `json:"quorum"`
+}
+
+// fileOfficer is one security officer in the configuration.
+type fileOfficer struct {
+	Name          string `json:"name"`
+	PublicKeyFile string `json:"public_key_file"`
 }
 
 func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
@@ -168,7 +180,13 @@ func loadConfig(path string, getenv func(string) string) (node.Config, error) {
 		return cfg, bad("log.format", `must be "text" or "json"`)
 	}
 
+	officers, err := loadOfficers(fc.Officers, fc.Quorum, abs, bad)
+	if err != nil {
+		return cfg, err
+	}
+
 	cfg.ID = fc.ID
+	cfg.Officers, cfg.Quorum = officers, fc.Quorum
 	cfg.DataDir = abs(fc.DataDir)
 	cfg.Listen = fc.Listen
 	cfg.RaftAddr = fc.RaftAddr
@@ -181,4 +199,53 @@ func loadConfig(path string, getenv func(string) string) (node.Config, error) {
 	cfg.TLS.Key = abs(fc.TLS.Key)
 	cfg.Logger = newLogger(os.Stderr, level, jsonLog)
 	return cfg, nil
+}
+
+// loadOfficers reads the officers' public keys and checks the set: unique
+// names and keys, and 1 <= quorum <= number of officers. No officers (and no
+// quorum) is allowed: a node of an initialised cluster needs none.
+func loadOfficers(fos []fileOfficer, quorum uint32, abs func(string) string, bad func(field, why string) error) ([]*custosv1.Officer, error) {
+	if len(fos) == 0 {
+		if quorum != 0 {
+			return nil, bad("quorum", "is set but officers is empty")
+		}
+		return nil, nil
+	}
+	var out []*custosv1.Officer
+	names := map[string]int{}
+	keys := map[string]int{}
+	for i, fo := range fos {
+		field := func(f string) string { return fmt.Sprintf("officers[%d].%s", i, f) }
+		if strings.TrimSpace(fo.Name) == "" {
+			return nil, bad(field("name"), "is required")
+		}
+		if j, dup := names[fo.Name]; dup {
+			return nil, bad(field("name"), fmt.Sprintf("repeats officer %q of officers[%d]", fo.Name, j))
+		}
+		names[fo.Name] = i
+		if strings.TrimSpace(fo.PublicKeyFile) == "" {
+			return nil, bad(field("public_key_file"), "is required")
+		}
+		b, err := os.ReadFile(abs(fo.PublicKeyFile))
+		if err != nil {
+			return nil, bad(field("public_key_file"), fmt.Sprintf("names a file that cannot be read: %v", err))
+		}
+		pub, err := governance.ParsePublicKeyPEM(b)
+		if err != nil {
+			return nil, bad(field("public_key_file"), fmt.Sprintf("does not hold a PEM ECDSA P-256 public key: %v", err))
+		}
+		der := governance.MarshalPublicKey(pub)
+		if j, dup := keys[string(der)]; dup {
+			return nil, bad(field("public_key_file"), fmt.Sprintf("holds the same key as officers[%d]", j))
+		}
+		keys[string(der)] = i
+		out = append(out, &custosv1.Officer{Name: fo.Name, PublicKey: der})
+	}
+	if quorum < 1 || int(quorum) > len(out) {
+		return nil, bad("quorum", fmt.Sprintf("must be between 1 and the number of officers (%d)", len(out)))
+	}
+	if _, err := governance.NewOfficerSet(out, quorum); err != nil {
+		return nil, bad("officers", err.Error())
+	}
+	return out, nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/custos-kms/custos/hsm/pkcs11"
 	"github.com/custos-kms/custos/internal/node"
 	"github.com/custos-kms/custos/internal/node/nodetest"
+	"github.com/custos-kms/custos/kms"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 	"github.com/custos-kms/custos/softhsm"
 )
@@ -44,6 +45,9 @@ func TestStartRestartKeepsKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Officers are recorded at initialisation; a later start needs none
+	// and cannot change them.
+	h.Config.Officers, h.Config.Quorum = nil, 0
 	h.Restart(t)
 
 	if got := h.Node.ClusterID(); got != cluster {
@@ -66,6 +70,13 @@ func TestStartRestartKeepsKeys(t *testing.T) {
 	}
 	if string(dec.GetPlaintext()) != "hello" {
 		t.Errorf("plaintext = %q", dec.GetPlaintext())
+	}
+	gov, err := custosv1.NewGovernanceServiceClient(h.Conn(t, "app")).GetGovernance(ctx(t), &custosv1.GetGovernanceRequest{})
+	if err != nil {
+		t.Fatalf("GetGovernance after restart: %v", err)
+	}
+	if len(gov.GetOfficers()) != nodetest.NumOfficers || gov.GetQuorum() != nodetest.Quorum {
+		t.Errorf("governance after restart = %v, want the %d officers and quorum %d of the first start", gov, nodetest.NumOfficers, nodetest.Quorum)
 	}
 	// The ledger continues where it was: decision numbers keep growing.
 	if dec.GetDecisionSeq() <= before.GetDecisionSeq() {
@@ -91,7 +102,9 @@ func startErr(t *testing.T, edit func(*node.Config)) error {
 
 func startErrOn(t *testing.T, tok *softhsm.Token, edit func(*node.Config)) error {
 	t.Helper()
-	cfg := nodetest.Config(t, t.TempDir(), tok)
+	dir := t.TempDir()
+	cfg := nodetest.Config(t, dir, tok)
+	nodetest.SetOfficers(t, &cfg, dir)
 	edit(&cfg)
 	n, err := node.Start(ctx(t), cfg)
 	if err == nil {
@@ -128,6 +141,18 @@ func TestStartErrors(t *testing.T) {
 		err := startErr(t, func(c *node.Config) { c.TLS.Cert = filepath.Join(t.TempDir(), "nope.pem") })
 		if !strings.Contains(err.Error(), "TLS") {
 			t.Errorf("err = %v, want a TLS error", err)
+		}
+	})
+	t.Run("no officers on a new cluster", func(t *testing.T) {
+		err := startErr(t, func(c *node.Config) { c.Officers, c.Quorum = nil, 0 })
+		if !errors.Is(err, kms.ErrInvalidArgument) || !strings.Contains(err.Error(), "officers") {
+			t.Errorf("err = %v, want InvalidArgument naming the officers", err)
+		}
+	})
+	t.Run("quorum larger than the officers", func(t *testing.T) {
+		err := startErr(t, func(c *node.Config) { c.Quorum = uint32(len(c.Officers) + 1) })
+		if err == nil || !strings.Contains(err.Error(), "quorum") {
+			t.Errorf("err = %v, want it to name the quorum", err)
 		}
 	})
 	t.Run("listen address in use", func(t *testing.T) {

@@ -274,6 +274,18 @@ func validate(st *custosv1.Statement) error {
 	case *custosv1.Statement_SetOfficers:
 		_, err := newOfficerSet("set_officers", op.SetOfficers.GetOfficers(), op.SetOfficers.GetQuorum())
 		return err
+	case *custosv1.Statement_AddSink:
+		if op.AddSink.GetSink() == nil {
+			return fmt.Errorf("%w: add_sink.sink is not set", ErrMalformed)
+		}
+		return checkIdent("add_sink.sink.name", op.AddSink.GetSink().GetName())
+	case *custosv1.Statement_RemoveSink:
+		return checkIdent("remove_sink.name", op.RemoveSink.GetName())
+	case *custosv1.Statement_SetNotifyRules:
+		if op.SetNotifyRules.GetRules() == nil {
+			return fmt.Errorf("%w: set_notify_rules.rules is not set", ErrMalformed)
+		}
+		return nil
 	default:
 		return fmt.Errorf("%w: unknown operation %T", ErrMalformed, op)
 	}
@@ -300,14 +312,16 @@ func checkIdent(field, s string) error {
 }
 
 // Need returns how many signatures the statement's operation needs:
-// One for RevokeKey, DisableKey, DenyRequest and RevokeGrant (tightening),
-// Quorum for everything else (loosening, and anything unknown).
+// One for RevokeKey, DisableKey, DenyRequest, RevokeGrant (tightening) and
+// AddSink (it only adds who is told), Quorum for everything else (loosening,
+// removing a sink or changing notify rules, and anything unknown).
 func Need(st *custosv1.Statement) Requirement {
 	switch st.GetOperation().(type) {
 	case *custosv1.Statement_RevokeKey,
 		*custosv1.Statement_DisableKey,
 		*custosv1.Statement_DenyRequest,
-		*custosv1.Statement_RevokeGrant:
+		*custosv1.Statement_RevokeGrant,
+		*custosv1.Statement_AddSink:
 		return One
 	}
 	return Quorum
@@ -385,6 +399,16 @@ func Describe(st *custosv1.Statement) string {
 		}
 		sort.Strings(names)
 		fmt.Fprintf(&b, " officers=[%s] quorum=%d of %d", strings.Join(names, " "), so.GetQuorum(), len(names))
+	case *custosv1.Statement_AddSink:
+		sk := op.AddSink.GetSink()
+		fmt.Fprintf(&b, " name=%s type=%s url=%s path=%s required_for_release=%t", q(sk.GetName()), sk.GetType(),
+			q(sk.GetUrl()), q(sk.GetPath()), sk.GetRequiredForRelease())
+	case *custosv1.Statement_RemoveSink:
+		fmt.Fprintf(&b, " name=%s", q(op.RemoveSink.GetName()))
+	case *custosv1.Statement_SetNotifyRules:
+		r := op.SetNotifyRules.GetRules()
+		fmt.Fprintf(&b, " reasons=%v outcomes=%v customer_principals=%q governance=%t all=%t",
+			r.GetReasons(), r.GetOutcomes(), r.GetCustomerPrincipals(), r.GetGovernance(), r.GetAll())
 	}
 	fmt.Fprintf(&b, " (needs %s) cluster=%s not_after=%s", Need(st), q(st.GetClusterId()),
 		time.Unix(st.GetNotAfterUnix(), 0).UTC().Format(time.RFC3339))

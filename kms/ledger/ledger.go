@@ -264,3 +264,19 @@ var ZeroHash [32]byte
 func Hash(record []byte) [32]byte {
 	return sha256.Sum256(record)
 }
+
+// checkpointLabel separates checkpoint signatures from every other use of
+// the signing key.
+const checkpointLabel = "custos-checkpoint-v1\x00"
+
+// CheckpointMessage returns the bytes a checkpoint signs (ECDSA P-256 over
+// their SHA-256): "custos-checkpoint-v1\x00" || cluster id || 0x00 ||
+// uint64 seq (big-endian) || head (32 bytes).
+func CheckpointMessage(clusterID string, seq uint64, head []byte) []byte {
+	b := make([]byte, 0, len(checkpointLabel)+len(clusterID)+1+8+len(head))
+	b = append(b, checkpointLabel...)
+	b = append(b, clusterID...)
+	b = append(b, 0)
+	b = binary.BigEndian.AppendUint64(b, seq)
+	return append(b, head...)
+}

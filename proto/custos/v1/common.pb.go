@@ -97,6 +97,10 @@ const (
 	Operation_OPERATION_REENCRYPT        Operation = 3
 	// A governance statement (policy, revocation, approval, officers).
 	Operation_OPERATION_GOVERNANCE Operation = 4
+	// A signed checkpoint of the chain head.
+	Operation_OPERATION_CHECKPOINT Operation = 5
+	// A notification could not be delivered before release; nothing released.
+	Operation_OPERATION_RELEASE_BLOCKED Operation = 6
 )
 
 // Enum value maps for Operation.
@@ -107,6 +111,8 @@ var (
 		2: "OPERATION_DECRYPT_DATA_KEY",
 		3: "OPERATION_REENCRYPT",
 		4: "OPERATION_GOVERNANCE",
+		5: "OPERATION_CHECKPOINT",
+		6: "OPERATION_RELEASE_BLOCKED",
 	}
 	Operation_value = map[string]int32{
 		"OPERATION_UNSPECIFIED":      0,
@@ -114,6 +120,8 @@ var (
 		"OPERATION_DECRYPT_DATA_KEY": 2,
 		"OPERATION_REENCRYPT":        3,
 		"OPERATION_GOVERNANCE":       4,
+		"OPERATION_CHECKPOINT":       5,
+		"OPERATION_RELEASE_BLOCKED":  6,
 	}
 )
 
@@ -277,13 +285,15 @@ const file_custos_v1_common_proto_rawDesc = "" +
 	"\x17REASON_PROVIDER_SERVICE\x10\x03\x12\x1b\n" +
 	"\x17REASON_PROVIDER_SUPPORT\x10\x04\x12#\n" +
 	"\x1fREASON_THIRD_PARTY_DATA_REQUEST\x10\x05\x12\x14\n" +
-	"\x10REASON_EMERGENCY\x10\x06*\x90\x01\n" +
+	"\x10REASON_EMERGENCY\x10\x06*\xc9\x01\n" +
 	"\tOperation\x12\x19\n" +
 	"\x15OPERATION_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11OPERATION_DECRYPT\x10\x01\x12\x1e\n" +
 	"\x1aOPERATION_DECRYPT_DATA_KEY\x10\x02\x12\x17\n" +
 	"\x13OPERATION_REENCRYPT\x10\x03\x12\x18\n" +
-	"\x14OPERATION_GOVERNANCE\x10\x04*\\\n" +
+	"\x14OPERATION_GOVERNANCE\x10\x04\x12\x18\n" +
+	"\x14OPERATION_CHECKPOINT\x10\x05\x12\x1d\n" +
+	"\x19OPERATION_RELEASE_BLOCKED\x10\x06*\\\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rOUTCOME_ALLOW\x10\x01\x12\x10\n" +

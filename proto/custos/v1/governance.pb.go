@@ -77,6 +77,58 @@ func (Action) EnumDescriptor() ([]byte, []int) {
 	return file_custos_v1_governance_proto_rawDescGZIP(), []int{0}
 }
 
+// SinkType says how notifications are delivered.
+type SinkType int32
+
+const (
+	SinkType_SINK_TYPE_UNSPECIFIED SinkType = 0
+	// HTTPS POST of JSON, HMAC-SHA-256 signature header.
+	SinkType_SINK_TYPE_WEBHOOK SinkType = 1
+	// JSON lines appended to a file on the leader (for SIEM ingestion).
+	SinkType_SINK_TYPE_FILE SinkType = 2
+)
+
+// Enum value maps for SinkType.
+var (
+	SinkType_name = map[int32]string{
+		0: "SINK_TYPE_UNSPECIFIED",
+		1: "SINK_TYPE_WEBHOOK",
+		2: "SINK_TYPE_FILE",
+	}
+	SinkType_value = map[string]int32{
+		"SINK_TYPE_UNSPECIFIED": 0,
+		"SINK_TYPE_WEBHOOK":     1,
+		"SINK_TYPE_FILE":        2,
+	}
+)
+
+func (x SinkType) Enum() *SinkType {
+	p := new(SinkType)
+	*p = x
+	return p
+}
+
+func (x SinkType) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SinkType) Descriptor() protoreflect.EnumDescriptor {
+	return file_custos_v1_governance_proto_enumTypes[1].Descriptor()
+}
+
+func (SinkType) Type() protoreflect.EnumType {
+	return &file_custos_v1_governance_proto_enumTypes[1]
+}
+
+func (x SinkType) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SinkType.Descriptor instead.
+func (SinkType) EnumDescriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{1}
+}
+
 // RequestState is the state of an approval request.
 type RequestState int32
 
@@ -117,11 +169,11 @@ func (x RequestState) String() string {
 }
 
 func (RequestState) Descriptor() protoreflect.EnumDescriptor {
-	return file_custos_v1_governance_proto_enumTypes[1].Descriptor()
+	return file_custos_v1_governance_proto_enumTypes[2].Descriptor()
 }
 
 func (RequestState) Type() protoreflect.EnumType {
-	return &file_custos_v1_governance_proto_enumTypes[1]
+	return &file_custos_v1_governance_proto_enumTypes[2]
 }
 
 func (x RequestState) Number() protoreflect.EnumNumber {
@@ -130,7 +182,7 @@ func (x RequestState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RequestState.Descriptor instead.
 func (RequestState) EnumDescriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{1}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{2}
 }
 
 // ReasonRule maps one justification reason to an action.
@@ -414,11 +466,14 @@ func (x *Officer) GetPublicKey() []byte {
 
 // Governance is the cluster's officer set.
 type Governance struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ClusterId     string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
-	Officers      []*Officer             `protobuf:"bytes,2,rep,name=officers,proto3" json:"officers,omitempty"`
-	Quorum        uint32                 `protobuf:"varint,3,opt,name=quorum,proto3" json:"quorum,omitempty"`
-	Version       uint64                 `protobuf:"varint,4,opt,name=version,proto3" json:"version,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	Officers  []*Officer             `protobuf:"bytes,2,rep,name=officers,proto3" json:"officers,omitempty"`
+	Quorum    uint32                 `protobuf:"varint,3,opt,name=quorum,proto3" json:"quorum,omitempty"`
+	Version   uint64                 `protobuf:"varint,4,opt,name=version,proto3" json:"version,omitempty"`
+	// Notification sinks (hmac keys blanked) and rules.
+	Sinks         []*Sink      `protobuf:"bytes,5,rep,name=sinks,proto3" json:"sinks,omitempty"`
+	NotifyRules   *NotifyRules `protobuf:"bytes,6,opt,name=notify_rules,json=notifyRules,proto3" json:"notify_rules,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -481,6 +536,20 @@ func (x *Governance) GetVersion() uint64 {
 	return 0
 }
 
+func (x *Governance) GetSinks() []*Sink {
+	if x != nil {
+		return x.Sinks
+	}
+	return nil
+}
+
+func (x *Governance) GetNotifyRules() *NotifyRules {
+	if x != nil {
+		return x.NotifyRules
+	}
+	return nil
+}
+
 // Statement is what officers sign. Its serialized bytes are signed and
 // transported verbatim (SignedStatement.statement), so the cluster verifies
 // exactly what the officers saw; unknown fields are refused.
@@ -505,6 +574,9 @@ type Statement struct {
 	//	*Statement_CreateGrant
 	//	*Statement_RevokeGrant
 	//	*Statement_SetOfficers
+	//	*Statement_AddSink
+	//	*Statement_RemoveSink
+	//	*Statement_SetNotifyRules
 	Operation     isStatement_Operation `protobuf_oneof:"operation"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -656,6 +728,33 @@ func (x *Statement) GetSetOfficers() *SetOfficers {
 	return nil
 }
 
+func (x *Statement) GetAddSink() *AddSink {
+	if x != nil {
+		if x, ok := x.Operation.(*Statement_AddSink); ok {
+			return x.AddSink
+		}
+	}
+	return nil
+}
+
+func (x *Statement) GetRemoveSink() *RemoveSink {
+	if x != nil {
+		if x, ok := x.Operation.(*Statement_RemoveSink); ok {
+			return x.RemoveSink
+		}
+	}
+	return nil
+}
+
+func (x *Statement) GetSetNotifyRules() *SetNotifyRules {
+	if x != nil {
+		if x, ok := x.Operation.(*Statement_SetNotifyRules); ok {
+			return x.SetNotifyRules
+		}
+	}
+	return nil
+}
+
 type isStatement_Operation interface {
 	isStatement_Operation()
 }
@@ -696,6 +795,18 @@ type Statement_SetOfficers struct {
 	SetOfficers *SetOfficers `protobuf:"bytes,18,opt,name=set_officers,json=setOfficers,proto3,oneof"`
 }
 
+type Statement_AddSink struct {
+	AddSink *AddSink `protobuf:"bytes,19,opt,name=add_sink,json=addSink,proto3,oneof"`
+}
+
+type Statement_RemoveSink struct {
+	RemoveSink *RemoveSink `protobuf:"bytes,20,opt,name=remove_sink,json=removeSink,proto3,oneof"`
+}
+
+type Statement_SetNotifyRules struct {
+	SetNotifyRules *SetNotifyRules `protobuf:"bytes,21,opt,name=set_notify_rules,json=setNotifyRules,proto3,oneof"`
+}
+
 func (*Statement_RevokeKey) isStatement_Operation() {}
 
 func (*Statement_DisableKey) isStatement_Operation() {}
@@ -714,6 +825,324 @@ func (*Statement_RevokeGrant) isStatement_Operation() {}
 
 func (*Statement_SetOfficers) isStatement_Operation() {}
 
+func (*Statement_AddSink) isStatement_Operation() {}
+
+func (*Statement_RemoveSink) isStatement_Operation() {}
+
+func (*Statement_SetNotifyRules) isStatement_Operation() {}
+
+// Sink is a notification destination configured by the officers.
+type Sink struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Type  SinkType               `protobuf:"varint,2,opt,name=type,proto3,enum=custos.v1.SinkType" json:"type,omitempty"`
+	// Webhook URL (https://, or http:// to a loopback address for tests).
+	Url string `protobuf:"bytes,3,opt,name=url,proto3" json:"url,omitempty"`
+	// Webhook HMAC-SHA-256 key (at least 32 bytes). Never returned by reads.
+	HmacKey []byte `protobuf:"bytes,4,opt,name=hmac_key,json=hmacKey,proto3" json:"hmac_key,omitempty"`
+	// File sink path on the node.
+	Path string `protobuf:"bytes,5,opt,name=path,proto3" json:"path,omitempty"`
+	// Must acknowledge before a notify-before-release key is used.
+	RequiredForRelease bool `protobuf:"varint,6,opt,name=required_for_release,json=requiredForRelease,proto3" json:"required_for_release,omitempty"`
+	// Replicated delivery cursor: every notify record up to it was delivered.
+	DeliveredSeq  uint64 `protobuf:"varint,7,opt,name=delivered_seq,json=deliveredSeq,proto3" json:"delivered_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Sink) Reset() {
+	*x = Sink{}
+	mi := &file_custos_v1_governance_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Sink) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Sink) ProtoMessage() {}
+
+func (x *Sink) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_governance_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Sink.ProtoReflect.Descriptor instead.
+func (*Sink) Descriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Sink) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Sink) GetType() SinkType {
+	if x != nil {
+		return x.Type
+	}
+	return SinkType_SINK_TYPE_UNSPECIFIED
+}
+
+func (x *Sink) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *Sink) GetHmacKey() []byte {
+	if x != nil {
+		return x.HmacKey
+	}
+	return nil
+}
+
+func (x *Sink) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *Sink) GetRequiredForRelease() bool {
+	if x != nil {
+		return x.RequiredForRelease
+	}
+	return false
+}
+
+func (x *Sink) GetDeliveredSeq() uint64 {
+	if x != nil {
+		return x.DeliveredSeq
+	}
+	return 0
+}
+
+// AddSink adds a notification sink (one officer: it loosens nothing).
+type AddSink struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sink          *Sink                  `protobuf:"bytes,1,opt,name=sink,proto3" json:"sink,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddSink) Reset() {
+	*x = AddSink{}
+	mi := &file_custos_v1_governance_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddSink) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddSink) ProtoMessage() {}
+
+func (x *AddSink) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_governance_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddSink.ProtoReflect.Descriptor instead.
+func (*AddSink) Descriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *AddSink) GetSink() *Sink {
+	if x != nil {
+		return x.Sink
+	}
+	return nil
+}
+
+// RemoveSink removes a sink (quorum: the customer would be told less).
+type RemoveSink struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveSink) Reset() {
+	*x = RemoveSink{}
+	mi := &file_custos_v1_governance_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveSink) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveSink) ProtoMessage() {}
+
+func (x *RemoveSink) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_governance_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveSink.ProtoReflect.Descriptor instead.
+func (*RemoveSink) Descriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *RemoveSink) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// NotifyRules select the records pushed to sinks. The defaults notify:
+// THIRD_PARTY_DATA_REQUEST, every DENY and PENDING, every governance record,
+// and, when customer_principals is not empty, every principal outside it.
+type NotifyRules struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	Reasons            []Reason               `protobuf:"varint,1,rep,packed,name=reasons,proto3,enum=custos.v1.Reason" json:"reasons,omitempty"`
+	Outcomes           []Outcome              `protobuf:"varint,2,rep,packed,name=outcomes,proto3,enum=custos.v1.Outcome" json:"outcomes,omitempty"`
+	CustomerPrincipals []string               `protobuf:"bytes,3,rep,name=customer_principals,json=customerPrincipals,proto3" json:"customer_principals,omitempty"`
+	Governance         bool                   `protobuf:"varint,4,opt,name=governance,proto3" json:"governance,omitempty"`
+	All                bool                   `protobuf:"varint,5,opt,name=all,proto3" json:"all,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *NotifyRules) Reset() {
+	*x = NotifyRules{}
+	mi := &file_custos_v1_governance_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NotifyRules) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NotifyRules) ProtoMessage() {}
+
+func (x *NotifyRules) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_governance_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NotifyRules.ProtoReflect.Descriptor instead.
+func (*NotifyRules) Descriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *NotifyRules) GetReasons() []Reason {
+	if x != nil {
+		return x.Reasons
+	}
+	return nil
+}
+
+func (x *NotifyRules) GetOutcomes() []Outcome {
+	if x != nil {
+		return x.Outcomes
+	}
+	return nil
+}
+
+func (x *NotifyRules) GetCustomerPrincipals() []string {
+	if x != nil {
+		return x.CustomerPrincipals
+	}
+	return nil
+}
+
+func (x *NotifyRules) GetGovernance() bool {
+	if x != nil {
+		return x.Governance
+	}
+	return false
+}
+
+func (x *NotifyRules) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
+// SetNotifyRules replaces the cluster-wide rules (quorum).
+type SetNotifyRules struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rules         *NotifyRules           `protobuf:"bytes,1,opt,name=rules,proto3" json:"rules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetNotifyRules) Reset() {
+	*x = SetNotifyRules{}
+	mi := &file_custos_v1_governance_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetNotifyRules) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetNotifyRules) ProtoMessage() {}
+
+func (x *SetNotifyRules) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_governance_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetNotifyRules.ProtoReflect.Descriptor instead.
+func (*SetNotifyRules) Descriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *SetNotifyRules) GetRules() *NotifyRules {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
 // RevokeKey stops every use of a key at once (one officer). Only EnableKey
 // with the quorum undoes it.
 type RevokeKey struct {
@@ -725,7 +1154,7 @@ type RevokeKey struct {
 
 func (x *RevokeKey) Reset() {
 	*x = RevokeKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[6]
+	mi := &file_custos_v1_governance_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -737,7 +1166,7 @@ func (x *RevokeKey) String() string {
 func (*RevokeKey) ProtoMessage() {}
 
 func (x *RevokeKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[6]
+	mi := &file_custos_v1_governance_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -750,7 +1179,7 @@ func (x *RevokeKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeKey.ProtoReflect.Descriptor instead.
 func (*RevokeKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{6}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RevokeKey) GetKey() string {
@@ -770,7 +1199,7 @@ type DisableKey struct {
 
 func (x *DisableKey) Reset() {
 	*x = DisableKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[7]
+	mi := &file_custos_v1_governance_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -782,7 +1211,7 @@ func (x *DisableKey) String() string {
 func (*DisableKey) ProtoMessage() {}
 
 func (x *DisableKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[7]
+	mi := &file_custos_v1_governance_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -795,7 +1224,7 @@ func (x *DisableKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableKey.ProtoReflect.Descriptor instead.
 func (*DisableKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{7}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DisableKey) GetKey() string {
@@ -815,7 +1244,7 @@ type EnableKey struct {
 
 func (x *EnableKey) Reset() {
 	*x = EnableKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[8]
+	mi := &file_custos_v1_governance_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -827,7 +1256,7 @@ func (x *EnableKey) String() string {
 func (*EnableKey) ProtoMessage() {}
 
 func (x *EnableKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[8]
+	mi := &file_custos_v1_governance_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -840,7 +1269,7 @@ func (x *EnableKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableKey.ProtoReflect.Descriptor instead.
 func (*EnableKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{8}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *EnableKey) GetKey() string {
@@ -861,7 +1290,7 @@ type SetPolicy struct {
 
 func (x *SetPolicy) Reset() {
 	*x = SetPolicy{}
-	mi := &file_custos_v1_governance_proto_msgTypes[9]
+	mi := &file_custos_v1_governance_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -873,7 +1302,7 @@ func (x *SetPolicy) String() string {
 func (*SetPolicy) ProtoMessage() {}
 
 func (x *SetPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[9]
+	mi := &file_custos_v1_governance_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -886,7 +1315,7 @@ func (x *SetPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicy.ProtoReflect.Descriptor instead.
 func (*SetPolicy) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{9}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SetPolicy) GetKey() string {
@@ -916,7 +1345,7 @@ type ApproveRequest struct {
 
 func (x *ApproveRequest) Reset() {
 	*x = ApproveRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[10]
+	mi := &file_custos_v1_governance_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -928,7 +1357,7 @@ func (x *ApproveRequest) String() string {
 func (*ApproveRequest) ProtoMessage() {}
 
 func (x *ApproveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[10]
+	mi := &file_custos_v1_governance_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -941,7 +1370,7 @@ func (x *ApproveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveRequest.ProtoReflect.Descriptor instead.
 func (*ApproveRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{10}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ApproveRequest) GetRequestId() string {
@@ -975,7 +1404,7 @@ type DenyRequest struct {
 
 func (x *DenyRequest) Reset() {
 	*x = DenyRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[11]
+	mi := &file_custos_v1_governance_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -987,7 +1416,7 @@ func (x *DenyRequest) String() string {
 func (*DenyRequest) ProtoMessage() {}
 
 func (x *DenyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[11]
+	mi := &file_custos_v1_governance_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1000,7 +1429,7 @@ func (x *DenyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DenyRequest.ProtoReflect.Descriptor instead.
 func (*DenyRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{11}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DenyRequest) GetRequestId() string {
@@ -1026,7 +1455,7 @@ type CreateGrant struct {
 
 func (x *CreateGrant) Reset() {
 	*x = CreateGrant{}
-	mi := &file_custos_v1_governance_proto_msgTypes[12]
+	mi := &file_custos_v1_governance_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1038,7 +1467,7 @@ func (x *CreateGrant) String() string {
 func (*CreateGrant) ProtoMessage() {}
 
 func (x *CreateGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[12]
+	mi := &file_custos_v1_governance_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1051,7 +1480,7 @@ func (x *CreateGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGrant.ProtoReflect.Descriptor instead.
 func (*CreateGrant) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{12}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CreateGrant) GetPrincipal() string {
@@ -1106,7 +1535,7 @@ type RevokeGrant struct {
 
 func (x *RevokeGrant) Reset() {
 	*x = RevokeGrant{}
-	mi := &file_custos_v1_governance_proto_msgTypes[13]
+	mi := &file_custos_v1_governance_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1118,7 +1547,7 @@ func (x *RevokeGrant) String() string {
 func (*RevokeGrant) ProtoMessage() {}
 
 func (x *RevokeGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[13]
+	mi := &file_custos_v1_governance_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1131,7 +1560,7 @@ func (x *RevokeGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeGrant.ProtoReflect.Descriptor instead.
 func (*RevokeGrant) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{13}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RevokeGrant) GetGrantId() string {
@@ -1152,7 +1581,7 @@ type SetOfficers struct {
 
 func (x *SetOfficers) Reset() {
 	*x = SetOfficers{}
-	mi := &file_custos_v1_governance_proto_msgTypes[14]
+	mi := &file_custos_v1_governance_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1164,7 +1593,7 @@ func (x *SetOfficers) String() string {
 func (*SetOfficers) ProtoMessage() {}
 
 func (x *SetOfficers) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[14]
+	mi := &file_custos_v1_governance_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1177,7 +1606,7 @@ func (x *SetOfficers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetOfficers.ProtoReflect.Descriptor instead.
 func (*SetOfficers) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{14}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SetOfficers) GetOfficers() []*Officer {
@@ -1206,7 +1635,7 @@ type OfficerSignature struct {
 
 func (x *OfficerSignature) Reset() {
 	*x = OfficerSignature{}
-	mi := &file_custos_v1_governance_proto_msgTypes[15]
+	mi := &file_custos_v1_governance_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1218,7 +1647,7 @@ func (x *OfficerSignature) String() string {
 func (*OfficerSignature) ProtoMessage() {}
 
 func (x *OfficerSignature) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[15]
+	mi := &file_custos_v1_governance_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1231,7 +1660,7 @@ func (x *OfficerSignature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OfficerSignature.ProtoReflect.Descriptor instead.
 func (*OfficerSignature) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{15}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *OfficerSignature) GetOfficer() string {
@@ -1259,7 +1688,7 @@ type SignedStatement struct {
 
 func (x *SignedStatement) Reset() {
 	*x = SignedStatement{}
-	mi := &file_custos_v1_governance_proto_msgTypes[16]
+	mi := &file_custos_v1_governance_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1271,7 +1700,7 @@ func (x *SignedStatement) String() string {
 func (*SignedStatement) ProtoMessage() {}
 
 func (x *SignedStatement) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[16]
+	mi := &file_custos_v1_governance_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1284,7 +1713,7 @@ func (x *SignedStatement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedStatement.ProtoReflect.Descriptor instead.
 func (*SignedStatement) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{16}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SignedStatement) GetStatement() []byte {
@@ -1317,7 +1746,7 @@ type SubmitResponse struct {
 
 func (x *SubmitResponse) Reset() {
 	*x = SubmitResponse{}
-	mi := &file_custos_v1_governance_proto_msgTypes[17]
+	mi := &file_custos_v1_governance_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1329,7 +1758,7 @@ func (x *SubmitResponse) String() string {
 func (*SubmitResponse) ProtoMessage() {}
 
 func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[17]
+	mi := &file_custos_v1_governance_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1342,7 +1771,7 @@ func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
 func (*SubmitResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{17}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SubmitResponse) GetResult() string {
@@ -1381,7 +1810,7 @@ type GetGovernanceRequest struct {
 
 func (x *GetGovernanceRequest) Reset() {
 	*x = GetGovernanceRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[18]
+	mi := &file_custos_v1_governance_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1393,7 +1822,7 @@ func (x *GetGovernanceRequest) String() string {
 func (*GetGovernanceRequest) ProtoMessage() {}
 
 func (x *GetGovernanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[18]
+	mi := &file_custos_v1_governance_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1406,7 +1835,7 @@ func (x *GetGovernanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGovernanceRequest.ProtoReflect.Descriptor instead.
 func (*GetGovernanceRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{18}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{23}
 }
 
 // ApprovalRequest is a decrypt that policy sent to the officers.
@@ -1433,7 +1862,7 @@ type ApprovalRequest struct {
 
 func (x *ApprovalRequest) Reset() {
 	*x = ApprovalRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[19]
+	mi := &file_custos_v1_governance_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1445,7 +1874,7 @@ func (x *ApprovalRequest) String() string {
 func (*ApprovalRequest) ProtoMessage() {}
 
 func (x *ApprovalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[19]
+	mi := &file_custos_v1_governance_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1458,7 +1887,7 @@ func (x *ApprovalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApprovalRequest.ProtoReflect.Descriptor instead.
 func (*ApprovalRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{19}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ApprovalRequest) GetRequestId() string {
@@ -1561,7 +1990,7 @@ type ListPendingRequest struct {
 
 func (x *ListPendingRequest) Reset() {
 	*x = ListPendingRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[20]
+	mi := &file_custos_v1_governance_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1573,7 +2002,7 @@ func (x *ListPendingRequest) String() string {
 func (*ListPendingRequest) ProtoMessage() {}
 
 func (x *ListPendingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[20]
+	mi := &file_custos_v1_governance_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1586,7 +2015,7 @@ func (x *ListPendingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPendingRequest.ProtoReflect.Descriptor instead.
 func (*ListPendingRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{20}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListPendingRequest) GetKey() string {
@@ -1605,7 +2034,7 @@ type ListPendingResponse struct {
 
 func (x *ListPendingResponse) Reset() {
 	*x = ListPendingResponse{}
-	mi := &file_custos_v1_governance_proto_msgTypes[21]
+	mi := &file_custos_v1_governance_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1617,7 +2046,7 @@ func (x *ListPendingResponse) String() string {
 func (*ListPendingResponse) ProtoMessage() {}
 
 func (x *ListPendingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[21]
+	mi := &file_custos_v1_governance_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1630,7 +2059,7 @@ func (x *ListPendingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPendingResponse.ProtoReflect.Descriptor instead.
 func (*ListPendingResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{21}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListPendingResponse) GetRequests() []*ApprovalRequest {
@@ -1649,7 +2078,7 @@ type GetRequestRequest struct {
 
 func (x *GetRequestRequest) Reset() {
 	*x = GetRequestRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[22]
+	mi := &file_custos_v1_governance_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1661,7 +2090,7 @@ func (x *GetRequestRequest) String() string {
 func (*GetRequestRequest) ProtoMessage() {}
 
 func (x *GetRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[22]
+	mi := &file_custos_v1_governance_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1674,7 +2103,7 @@ func (x *GetRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequestRequest.ProtoReflect.Descriptor instead.
 func (*GetRequestRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{22}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetRequestRequest) GetRequestId() string {
@@ -1702,7 +2131,7 @@ type Grant struct {
 
 func (x *Grant) Reset() {
 	*x = Grant{}
-	mi := &file_custos_v1_governance_proto_msgTypes[23]
+	mi := &file_custos_v1_governance_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1714,7 +2143,7 @@ func (x *Grant) String() string {
 func (*Grant) ProtoMessage() {}
 
 func (x *Grant) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[23]
+	mi := &file_custos_v1_governance_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1727,7 +2156,7 @@ func (x *Grant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Grant.ProtoReflect.Descriptor instead.
 func (*Grant) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{23}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Grant) GetGrantId() string {
@@ -1795,7 +2224,7 @@ type ListGrantsRequest struct {
 
 func (x *ListGrantsRequest) Reset() {
 	*x = ListGrantsRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[24]
+	mi := &file_custos_v1_governance_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1807,7 +2236,7 @@ func (x *ListGrantsRequest) String() string {
 func (*ListGrantsRequest) ProtoMessage() {}
 
 func (x *ListGrantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[24]
+	mi := &file_custos_v1_governance_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1820,7 +2249,7 @@ func (x *ListGrantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGrantsRequest.ProtoReflect.Descriptor instead.
 func (*ListGrantsRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{24}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListGrantsRequest) GetKey() string {
@@ -1839,7 +2268,7 @@ type ListGrantsResponse struct {
 
 func (x *ListGrantsResponse) Reset() {
 	*x = ListGrantsResponse{}
-	mi := &file_custos_v1_governance_proto_msgTypes[25]
+	mi := &file_custos_v1_governance_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1851,7 +2280,7 @@ func (x *ListGrantsResponse) String() string {
 func (*ListGrantsResponse) ProtoMessage() {}
 
 func (x *ListGrantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[25]
+	mi := &file_custos_v1_governance_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1864,7 +2293,7 @@ func (x *ListGrantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGrantsResponse.ProtoReflect.Descriptor instead.
 func (*ListGrantsResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{25}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListGrantsResponse) GetGrants() []*Grant {
@@ -1883,7 +2312,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[26]
+	mi := &file_custos_v1_governance_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1895,7 +2324,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[26]
+	mi := &file_custos_v1_governance_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1908,7 +2337,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{26}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetPolicyRequest) GetKey() string {
@@ -1946,14 +2375,16 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\aOfficer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
-	"public_key\x18\x02 \x01(\fR\tpublicKey\"\x8d\x01\n" +
+	"public_key\x18\x02 \x01(\fR\tpublicKey\"\xef\x01\n" +
 	"\n" +
 	"Governance\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12.\n" +
 	"\bofficers\x18\x02 \x03(\v2\x12.custos.v1.OfficerR\bofficers\x12\x16\n" +
 	"\x06quorum\x18\x03 \x01(\rR\x06quorum\x12\x18\n" +
-	"\aversion\x18\x04 \x01(\x04R\aversion\"\xa6\x05\n" +
+	"\aversion\x18\x04 \x01(\x04R\aversion\x12%\n" +
+	"\x05sinks\x18\x05 \x03(\v2\x0f.custos.v1.SinkR\x05sinks\x129\n" +
+	"\fnotify_rules\x18\x06 \x01(\v2\x16.custos.v1.NotifyRulesR\vnotifyRules\"\xd8\x06\n" +
 	"\tStatement\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x14\n" +
@@ -1973,8 +2404,35 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\fdeny_request\x18\x0f \x01(\v2\x16.custos.v1.DenyRequestH\x00R\vdenyRequest\x12;\n" +
 	"\fcreate_grant\x18\x10 \x01(\v2\x16.custos.v1.CreateGrantH\x00R\vcreateGrant\x12;\n" +
 	"\frevoke_grant\x18\x11 \x01(\v2\x16.custos.v1.RevokeGrantH\x00R\vrevokeGrant\x12;\n" +
-	"\fset_officers\x18\x12 \x01(\v2\x16.custos.v1.SetOfficersH\x00R\vsetOfficersB\v\n" +
-	"\toperation\"\x1d\n" +
+	"\fset_officers\x18\x12 \x01(\v2\x16.custos.v1.SetOfficersH\x00R\vsetOfficers\x12/\n" +
+	"\badd_sink\x18\x13 \x01(\v2\x12.custos.v1.AddSinkH\x00R\aaddSink\x128\n" +
+	"\vremove_sink\x18\x14 \x01(\v2\x15.custos.v1.RemoveSinkH\x00R\n" +
+	"removeSink\x12E\n" +
+	"\x10set_notify_rules\x18\x15 \x01(\v2\x19.custos.v1.SetNotifyRulesH\x00R\x0esetNotifyRulesB\v\n" +
+	"\toperation\"\xdb\x01\n" +
+	"\x04Sink\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
+	"\x04type\x18\x02 \x01(\x0e2\x13.custos.v1.SinkTypeR\x04type\x12\x10\n" +
+	"\x03url\x18\x03 \x01(\tR\x03url\x12\x19\n" +
+	"\bhmac_key\x18\x04 \x01(\fR\ahmacKey\x12\x12\n" +
+	"\x04path\x18\x05 \x01(\tR\x04path\x120\n" +
+	"\x14required_for_release\x18\x06 \x01(\bR\x12requiredForRelease\x12#\n" +
+	"\rdelivered_seq\x18\a \x01(\x04R\fdeliveredSeq\".\n" +
+	"\aAddSink\x12#\n" +
+	"\x04sink\x18\x01 \x01(\v2\x0f.custos.v1.SinkR\x04sink\" \n" +
+	"\n" +
+	"RemoveSink\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xcd\x01\n" +
+	"\vNotifyRules\x12+\n" +
+	"\areasons\x18\x01 \x03(\x0e2\x11.custos.v1.ReasonR\areasons\x12.\n" +
+	"\boutcomes\x18\x02 \x03(\x0e2\x12.custos.v1.OutcomeR\boutcomes\x12/\n" +
+	"\x13customer_principals\x18\x03 \x03(\tR\x12customerPrincipals\x12\x1e\n" +
+	"\n" +
+	"governance\x18\x04 \x01(\bR\n" +
+	"governance\x12\x10\n" +
+	"\x03all\x18\x05 \x01(\bR\x03all\">\n" +
+	"\x0eSetNotifyRules\x12,\n" +
+	"\x05rules\x18\x01 \x01(\v2\x16.custos.v1.NotifyRulesR\x05rules\"\x1d\n" +
 	"\tRevokeKey\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\"\x1e\n" +
 	"\n" +
@@ -2066,7 +2524,11 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\x12ACTION_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fACTION_ALLOW\x10\x01\x12\x1b\n" +
 	"\x17ACTION_REQUIRE_APPROVAL\x10\x02\x12\x0f\n" +
-	"\vACTION_DENY\x10\x03*\x99\x01\n" +
+	"\vACTION_DENY\x10\x03*P\n" +
+	"\bSinkType\x12\x19\n" +
+	"\x15SINK_TYPE_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11SINK_TYPE_WEBHOOK\x10\x01\x12\x12\n" +
+	"\x0eSINK_TYPE_FILE\x10\x02*\x99\x01\n" +
 	"\fRequestState\x12\x1d\n" +
 	"\x19REQUEST_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15REQUEST_STATE_PENDING\x10\x01\x12\x1a\n" +
@@ -2095,81 +2557,98 @@ func file_custos_v1_governance_proto_rawDescGZIP() []byte {
 	return file_custos_v1_governance_proto_rawDescData
 }
 
-var file_custos_v1_governance_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_custos_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_custos_v1_governance_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_custos_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_custos_v1_governance_proto_goTypes = []any{
 	(Action)(0),                  // 0: custos.v1.Action
-	(RequestState)(0),            // 1: custos.v1.RequestState
-	(*ReasonRule)(nil),           // 2: custos.v1.ReasonRule
-	(*TimeWindow)(nil),           // 3: custos.v1.TimeWindow
-	(*KeyPolicy)(nil),            // 4: custos.v1.KeyPolicy
-	(*Officer)(nil),              // 5: custos.v1.Officer
-	(*Governance)(nil),           // 6: custos.v1.Governance
-	(*Statement)(nil),            // 7: custos.v1.Statement
-	(*RevokeKey)(nil),            // 8: custos.v1.RevokeKey
-	(*DisableKey)(nil),           // 9: custos.v1.DisableKey
-	(*EnableKey)(nil),            // 10: custos.v1.EnableKey
-	(*SetPolicy)(nil),            // 11: custos.v1.SetPolicy
-	(*ApproveRequest)(nil),       // 12: custos.v1.ApproveRequest
-	(*DenyRequest)(nil),          // 13: custos.v1.DenyRequest
-	(*CreateGrant)(nil),          // 14: custos.v1.CreateGrant
-	(*RevokeGrant)(nil),          // 15: custos.v1.RevokeGrant
-	(*SetOfficers)(nil),          // 16: custos.v1.SetOfficers
-	(*OfficerSignature)(nil),     // 17: custos.v1.OfficerSignature
-	(*SignedStatement)(nil),      // 18: custos.v1.SignedStatement
-	(*SubmitResponse)(nil),       // 19: custos.v1.SubmitResponse
-	(*GetGovernanceRequest)(nil), // 20: custos.v1.GetGovernanceRequest
-	(*ApprovalRequest)(nil),      // 21: custos.v1.ApprovalRequest
-	(*ListPendingRequest)(nil),   // 22: custos.v1.ListPendingRequest
-	(*ListPendingResponse)(nil),  // 23: custos.v1.ListPendingResponse
-	(*GetRequestRequest)(nil),    // 24: custos.v1.GetRequestRequest
-	(*Grant)(nil),                // 25: custos.v1.Grant
-	(*ListGrantsRequest)(nil),    // 26: custos.v1.ListGrantsRequest
-	(*ListGrantsResponse)(nil),   // 27: custos.v1.ListGrantsResponse
-	(*GetPolicyRequest)(nil),     // 28: custos.v1.GetPolicyRequest
-	(Reason)(0),                  // 29: custos.v1.Reason
+	(SinkType)(0),                // 1: custos.v1.SinkType
+	(RequestState)(0),            // 2: custos.v1.RequestState
+	(*ReasonRule)(nil),           // 3: custos.v1.ReasonRule
+	(*TimeWindow)(nil),           // 4: custos.v1.TimeWindow
+	(*KeyPolicy)(nil),            // 5: custos.v1.KeyPolicy
+	(*Officer)(nil),              // 6: custos.v1.Officer
+	(*Governance)(nil),           // 7: custos.v1.Governance
+	(*Statement)(nil),            // 8: custos.v1.Statement
+	(*Sink)(nil),                 // 9: custos.v1.Sink
+	(*AddSink)(nil),              // 10: custos.v1.AddSink
+	(*RemoveSink)(nil),           // 11: custos.v1.RemoveSink
+	(*NotifyRules)(nil),          // 12: custos.v1.NotifyRules
+	(*SetNotifyRules)(nil),       // 13: custos.v1.SetNotifyRules
+	(*RevokeKey)(nil),            // 14: custos.v1.RevokeKey
+	(*DisableKey)(nil),           // 15: custos.v1.DisableKey
+	(*EnableKey)(nil),            // 16: custos.v1.EnableKey
+	(*SetPolicy)(nil),            // 17: custos.v1.SetPolicy
+	(*ApproveRequest)(nil),       // 18: custos.v1.ApproveRequest
+	(*DenyRequest)(nil),          // 19: custos.v1.DenyRequest
+	(*CreateGrant)(nil),          // 20: custos.v1.CreateGrant
+	(*RevokeGrant)(nil),          // 21: custos.v1.RevokeGrant
+	(*SetOfficers)(nil),          // 22: custos.v1.SetOfficers
+	(*OfficerSignature)(nil),     // 23: custos.v1.OfficerSignature
+	(*SignedStatement)(nil),      // 24: custos.v1.SignedStatement
+	(*SubmitResponse)(nil),       // 25: custos.v1.SubmitResponse
+	(*GetGovernanceRequest)(nil), // 26: custos.v1.GetGovernanceRequest
+	(*ApprovalRequest)(nil),      // 27: custos.v1.ApprovalRequest
+	(*ListPendingRequest)(nil),   // 28: custos.v1.ListPendingRequest
+	(*ListPendingResponse)(nil),  // 29: custos.v1.ListPendingResponse
+	(*GetRequestRequest)(nil),    // 30: custos.v1.GetRequestRequest
+	(*Grant)(nil),                // 31: custos.v1.Grant
+	(*ListGrantsRequest)(nil),    // 32: custos.v1.ListGrantsRequest
+	(*ListGrantsResponse)(nil),   // 33: custos.v1.ListGrantsResponse
+	(*GetPolicyRequest)(nil),     // 34: custos.v1.GetPolicyRequest
+	(Reason)(0),                  // 35: custos.v1.Reason
+	(Outcome)(0),                 // 36: custos.v1.Outcome
 }
 var file_custos_v1_governance_proto_depIdxs = []int32{
-	29, // 0: custos.v1.ReasonRule.reason:type_name -> custos.v1.Reason
+	35, // 0: custos.v1.ReasonRule.reason:type_name -> custos.v1.Reason
 	0,  // 1: custos.v1.ReasonRule.action:type_name -> custos.v1.Action
-	2,  // 2: custos.v1.KeyPolicy.reasons:type_name -> custos.v1.ReasonRule
-	3,  // 3: custos.v1.KeyPolicy.windows:type_name -> custos.v1.TimeWindow
-	5,  // 4: custos.v1.Governance.officers:type_name -> custos.v1.Officer
-	8,  // 5: custos.v1.Statement.revoke_key:type_name -> custos.v1.RevokeKey
-	9,  // 6: custos.v1.Statement.disable_key:type_name -> custos.v1.DisableKey
-	10, // 7: custos.v1.Statement.enable_key:type_name -> custos.v1.EnableKey
-	11, // 8: custos.v1.Statement.set_policy:type_name -> custos.v1.SetPolicy
-	12, // 9: custos.v1.Statement.approve_request:type_name -> custos.v1.ApproveRequest
-	13, // 10: custos.v1.Statement.deny_request:type_name -> custos.v1.DenyRequest
-	14, // 11: custos.v1.Statement.create_grant:type_name -> custos.v1.CreateGrant
-	15, // 12: custos.v1.Statement.revoke_grant:type_name -> custos.v1.RevokeGrant
-	16, // 13: custos.v1.Statement.set_officers:type_name -> custos.v1.SetOfficers
-	4,  // 14: custos.v1.SetPolicy.policy:type_name -> custos.v1.KeyPolicy
-	29, // 15: custos.v1.CreateGrant.reason:type_name -> custos.v1.Reason
-	5,  // 16: custos.v1.SetOfficers.officers:type_name -> custos.v1.Officer
-	17, // 17: custos.v1.SignedStatement.signatures:type_name -> custos.v1.OfficerSignature
-	29, // 18: custos.v1.ApprovalRequest.reason:type_name -> custos.v1.Reason
-	1,  // 19: custos.v1.ApprovalRequest.state:type_name -> custos.v1.RequestState
-	21, // 20: custos.v1.ListPendingResponse.requests:type_name -> custos.v1.ApprovalRequest
-	29, // 21: custos.v1.Grant.reason:type_name -> custos.v1.Reason
-	25, // 22: custos.v1.ListGrantsResponse.grants:type_name -> custos.v1.Grant
-	18, // 23: custos.v1.GovernanceService.Submit:input_type -> custos.v1.SignedStatement
-	20, // 24: custos.v1.GovernanceService.GetGovernance:input_type -> custos.v1.GetGovernanceRequest
-	22, // 25: custos.v1.GovernanceService.ListPending:input_type -> custos.v1.ListPendingRequest
-	24, // 26: custos.v1.GovernanceService.GetRequest:input_type -> custos.v1.GetRequestRequest
-	26, // 27: custos.v1.GovernanceService.ListGrants:input_type -> custos.v1.ListGrantsRequest
-	28, // 28: custos.v1.GovernanceService.GetPolicy:input_type -> custos.v1.GetPolicyRequest
-	19, // 29: custos.v1.GovernanceService.Submit:output_type -> custos.v1.SubmitResponse
-	6,  // 30: custos.v1.GovernanceService.GetGovernance:output_type -> custos.v1.Governance
-	23, // 31: custos.v1.GovernanceService.ListPending:output_type -> custos.v1.ListPendingResponse
-	21, // 32: custos.v1.GovernanceService.GetRequest:output_type -> custos.v1.ApprovalRequest
-	27, // 33: custos.v1.GovernanceService.ListGrants:output_type -> custos.v1.ListGrantsResponse
-	4,  // 34: custos.v1.GovernanceService.GetPolicy:output_type -> custos.v1.KeyPolicy
-	29, // [29:35] is the sub-list for method output_type
-	23, // [23:29] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	3,  // 2: custos.v1.KeyPolicy.reasons:type_name -> custos.v1.ReasonRule
+	4,  // 3: custos.v1.KeyPolicy.windows:type_name -> custos.v1.TimeWindow
+	6,  // 4: custos.v1.Governance.officers:type_name -> custos.v1.Officer
+	9,  // 5: custos.v1.Governance.sinks:type_name -> custos.v1.Sink
+	12, // 6: custos.v1.Governance.notify_rules:type_name -> custos.v1.NotifyRules
+	14, // 7: custos.v1.Statement.revoke_key:type_name -> custos.v1.RevokeKey
+	15, // 8: custos.v1.Statement.disable_key:type_name -> custos.v1.DisableKey
+	16, // 9: custos.v1.Statement.enable_key:type_name -> custos.v1.EnableKey
+	17, // 10: custos.v1.Statement.set_policy:type_name -> custos.v1.SetPolicy
+	18, // 11: custos.v1.Statement.approve_request:type_name -> custos.v1.ApproveRequest
+	19, // 12: custos.v1.Statement.deny_request:type_name -> custos.v1.DenyRequest
+	20, // 13: custos.v1.Statement.create_grant:type_name -> custos.v1.CreateGrant
+	21, // 14: custos.v1.Statement.revoke_grant:type_name -> custos.v1.RevokeGrant
+	22, // 15: custos.v1.Statement.set_officers:type_name -> custos.v1.SetOfficers
+	10, // 16: custos.v1.Statement.add_sink:type_name -> custos.v1.AddSink
+	11, // 17: custos.v1.Statement.remove_sink:type_name -> custos.v1.RemoveSink
+	13, // 18: custos.v1.Statement.set_notify_rules:type_name -> custos.v1.SetNotifyRules
+	1,  // 19: custos.v1.Sink.type:type_name -> custos.v1.SinkType
+	9,  // 20: custos.v1.AddSink.sink:type_name -> custos.v1.Sink
+	35, // 21: custos.v1.NotifyRules.reasons:type_name -> custos.v1.Reason
+	36, // 22: custos.v1.NotifyRules.outcomes:type_name -> custos.v1.Outcome
+	12, // 23: custos.v1.SetNotifyRules.rules:type_name -> custos.v1.NotifyRules
+	5,  // 24: custos.v1.SetPolicy.policy:type_name -> custos.v1.KeyPolicy
+	35, // 25: custos.v1.CreateGrant.reason:type_name -> custos.v1.Reason
+	6,  // 26: custos.v1.SetOfficers.officers:type_name -> custos.v1.Officer
+	23, // 27: custos.v1.SignedStatement.signatures:type_name -> custos.v1.OfficerSignature
+	35, // 28: custos.v1.ApprovalRequest.reason:type_name -> custos.v1.Reason
+	2,  // 29: custos.v1.ApprovalRequest.state:type_name -> custos.v1.RequestState
+	27, // 30: custos.v1.ListPendingResponse.requests:type_name -> custos.v1.ApprovalRequest
+	35, // 31: custos.v1.Grant.reason:type_name -> custos.v1.Reason
+	31, // 32: custos.v1.ListGrantsResponse.grants:type_name -> custos.v1.Grant
+	24, // 33: custos.v1.GovernanceService.Submit:input_type -> custos.v1.SignedStatement
+	26, // 34: custos.v1.GovernanceService.GetGovernance:input_type -> custos.v1.GetGovernanceRequest
+	28, // 35: custos.v1.GovernanceService.ListPending:input_type -> custos.v1.ListPendingRequest
+	30, // 36: custos.v1.GovernanceService.GetRequest:input_type -> custos.v1.GetRequestRequest
+	32, // 37: custos.v1.GovernanceService.ListGrants:input_type -> custos.v1.ListGrantsRequest
+	34, // 38: custos.v1.GovernanceService.GetPolicy:input_type -> custos.v1.GetPolicyRequest
+	25, // 39: custos.v1.GovernanceService.Submit:output_type -> custos.v1.SubmitResponse
+	7,  // 40: custos.v1.GovernanceService.GetGovernance:output_type -> custos.v1.Governance
+	29, // 41: custos.v1.GovernanceService.ListPending:output_type -> custos.v1.ListPendingResponse
+	27, // 42: custos.v1.GovernanceService.GetRequest:output_type -> custos.v1.ApprovalRequest
+	33, // 43: custos.v1.GovernanceService.ListGrants:output_type -> custos.v1.ListGrantsResponse
+	5,  // 44: custos.v1.GovernanceService.GetPolicy:output_type -> custos.v1.KeyPolicy
+	39, // [39:45] is the sub-list for method output_type
+	33, // [33:39] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_custos_v1_governance_proto_init() }
@@ -2188,14 +2667,17 @@ func file_custos_v1_governance_proto_init() {
 		(*Statement_CreateGrant)(nil),
 		(*Statement_RevokeGrant)(nil),
 		(*Statement_SetOfficers)(nil),
+		(*Statement_AddSink)(nil),
+		(*Statement_RemoveSink)(nil),
+		(*Statement_SetNotifyRules)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custos_v1_governance_proto_rawDesc), len(file_custos_v1_governance_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   27,
+			NumEnums:      3,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

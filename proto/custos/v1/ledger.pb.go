@@ -60,6 +60,10 @@ type DecisionRecord struct {
 	Signers       []string `protobuf:"bytes,17,rep,name=signers,proto3" json:"signers,omitempty"`
 	StatementHash []byte   `protobuf:"bytes,18,opt,name=statement_hash,json=statementHash,proto3" json:"statement_hash,omitempty"`
 	Detail        string   `protobuf:"bytes,19,opt,name=detail,proto3" json:"detail,omitempty"`
+	// Checkpoint records: the signed (seq, head) they cover.
+	Checkpoint *Checkpoint `protobuf:"bytes,20,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	// True if the cluster's notify rules (or the key's) select this record.
+	Notify        bool `protobuf:"varint,21,opt,name=notify,proto3" json:"notify,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -227,11 +231,121 @@ func (x *DecisionRecord) GetDetail() string {
 	return ""
 }
 
+func (x *DecisionRecord) GetCheckpoint() *Checkpoint {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
+func (x *DecisionRecord) GetNotify() bool {
+	if x != nil {
+		return x.Notify
+	}
+	return false
+}
+
+// Checkpoint is a signature by an HSM-resident ECDSA P-256 key over the
+// chain head at seq (docs/ledger.md gives the signed bytes).
+type Checkpoint struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId    string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	Seq          uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	Head         []byte                 `protobuf:"bytes,3,opt,name=head,proto3" json:"head,omitempty"`
+	TimeUnixNano int64                  `protobuf:"varint,4,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	Node         string                 `protobuf:"bytes,5,opt,name=node,proto3" json:"node,omitempty"`
+	// SHA-256 of the signer's PKIX public key.
+	KeyId []byte `protobuf:"bytes,6,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// ASN.1 DER ECDSA signature.
+	Signature     []byte `protobuf:"bytes,7,opt,name=signature,proto3" json:"signature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Checkpoint) Reset() {
+	*x = Checkpoint{}
+	mi := &file_custos_v1_ledger_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Checkpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Checkpoint) ProtoMessage() {}
+
+func (x *Checkpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_ledger_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Checkpoint.ProtoReflect.Descriptor instead.
+func (*Checkpoint) Descriptor() ([]byte, []int) {
+	return file_custos_v1_ledger_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Checkpoint) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *Checkpoint) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Checkpoint) GetHead() []byte {
+	if x != nil {
+		return x.Head
+	}
+	return nil
+}
+
+func (x *Checkpoint) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
+}
+
+func (x *Checkpoint) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *Checkpoint) GetKeyId() []byte {
+	if x != nil {
+		return x.KeyId
+	}
+	return nil
+}
+
+func (x *Checkpoint) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
 var File_custos_v1_ledger_proto protoreflect.FileDescriptor
 
 const file_custos_v1_ledger_proto_rawDesc = "" +
 	"\n" +
-	"\x16custos/v1/ledger.proto\x12\tcustos.v1\x1a\x16custos/v1/common.proto\"\xff\x04\n" +
+	"\x16custos/v1/ledger.proto\x12\tcustos.v1\x1a\x16custos/v1/common.proto\"\xce\x05\n" +
 	"\x0eDecisionRecord\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\x12\x12\n" +
@@ -255,7 +369,21 @@ const file_custos_v1_ledger_proto_rawDesc = "" +
 	"raft_index\x18\x10 \x01(\x04R\traftIndex\x12\x18\n" +
 	"\asigners\x18\x11 \x03(\tR\asigners\x12%\n" +
 	"\x0estatement_hash\x18\x12 \x01(\fR\rstatementHash\x12\x16\n" +
-	"\x06detail\x18\x13 \x01(\tR\x06detailB7Z5github.com/custos-kms/custos/proto/custos/v1;custosv1b\x06proto3"
+	"\x06detail\x18\x13 \x01(\tR\x06detail\x125\n" +
+	"\n" +
+	"checkpoint\x18\x14 \x01(\v2\x15.custos.v1.CheckpointR\n" +
+	"checkpoint\x12\x16\n" +
+	"\x06notify\x18\x15 \x01(\bR\x06notify\"\xc0\x01\n" +
+	"\n" +
+	"Checkpoint\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x12\n" +
+	"\x04head\x18\x03 \x01(\fR\x04head\x12$\n" +
+	"\x0etime_unix_nano\x18\x04 \x01(\x03R\ftimeUnixNano\x12\x12\n" +
+	"\x04node\x18\x05 \x01(\tR\x04node\x12\x15\n" +
+	"\x06key_id\x18\x06 \x01(\fR\x05keyId\x12\x1c\n" +
+	"\tsignature\x18\a \x01(\fR\tsignatureB7Z5github.com/custos-kms/custos/proto/custos/v1;custosv1b\x06proto3"
 
 var (
 	file_custos_v1_ledger_proto_rawDescOnce sync.Once
@@ -269,22 +397,24 @@ func file_custos_v1_ledger_proto_rawDescGZIP() []byte {
 	return file_custos_v1_ledger_proto_rawDescData
 }
 
-var file_custos_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_custos_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
 var file_custos_v1_ledger_proto_goTypes = []any{
 	(*DecisionRecord)(nil), // 0: custos.v1.DecisionRecord
-	(Operation)(0),         // 1: custos.v1.Operation
-	(Reason)(0),            // 2: custos.v1.Reason
-	(Outcome)(0),           // 3: custos.v1.Outcome
+	(*Checkpoint)(nil),     // 1: custos.v1.Checkpoint
+	(Operation)(0),         // 2: custos.v1.Operation
+	(Reason)(0),            // 3: custos.v1.Reason
+	(Outcome)(0),           // 4: custos.v1.Outcome
 }
 var file_custos_v1_ledger_proto_depIdxs = []int32{
-	1, // 0: custos.v1.DecisionRecord.operation:type_name -> custos.v1.Operation
-	2, // 1: custos.v1.DecisionRecord.reason:type_name -> custos.v1.Reason
-	3, // 2: custos.v1.DecisionRecord.outcome:type_name -> custos.v1.Outcome
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	2, // 0: custos.v1.DecisionRecord.operation:type_name -> custos.v1.Operation
+	3, // 1: custos.v1.DecisionRecord.reason:type_name -> custos.v1.Reason
+	4, // 2: custos.v1.DecisionRecord.outcome:type_name -> custos.v1.Outcome
+	1, // 3: custos.v1.DecisionRecord.checkpoint:type_name -> custos.v1.Checkpoint
+	4, // [4:4] is the sub-list for method output_type
+	4, // [4:4] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_custos_v1_ledger_proto_init() }
@@ -299,7 +429,7 @@ func file_custos_v1_ledger_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custos_v1_ledger_proto_rawDesc), len(file_custos_v1_ledger_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   1,
+			NumMessages:   2,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -91,6 +91,10 @@ type Command struct {
 	//	*Command_SetMinDecryptionVersion
 	//	*Command_Decide
 	//	*Command_Govern
+	//	*Command_RecordCheckpoint
+	//	*Command_AdvanceCursor
+	//	*Command_BlockRelease
+	//	*Command_RegisterNodeKey
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -217,6 +221,42 @@ func (x *Command) GetGovern() *Govern {
 	return nil
 }
 
+func (x *Command) GetRecordCheckpoint() *RecordCheckpoint {
+	if x != nil {
+		if x, ok := x.Op.(*Command_RecordCheckpoint); ok {
+			return x.RecordCheckpoint
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetAdvanceCursor() *AdvanceCursor {
+	if x != nil {
+		if x, ok := x.Op.(*Command_AdvanceCursor); ok {
+			return x.AdvanceCursor
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetBlockRelease() *BlockRelease {
+	if x != nil {
+		if x, ok := x.Op.(*Command_BlockRelease); ok {
+			return x.BlockRelease
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRegisterNodeKey() *RegisterNodeKey {
+	if x != nil {
+		if x, ok := x.Op.(*Command_RegisterNodeKey); ok {
+			return x.RegisterNodeKey
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -249,6 +289,22 @@ type Command_Govern struct {
 	Govern *Govern `protobuf:"bytes,16,opt,name=govern,proto3,oneof"`
 }
 
+type Command_RecordCheckpoint struct {
+	RecordCheckpoint *RecordCheckpoint `protobuf:"bytes,17,opt,name=record_checkpoint,json=recordCheckpoint,proto3,oneof"`
+}
+
+type Command_AdvanceCursor struct {
+	AdvanceCursor *AdvanceCursor `protobuf:"bytes,18,opt,name=advance_cursor,json=advanceCursor,proto3,oneof"`
+}
+
+type Command_BlockRelease struct {
+	BlockRelease *BlockRelease `protobuf:"bytes,19,opt,name=block_release,json=blockRelease,proto3,oneof"`
+}
+
+type Command_RegisterNodeKey struct {
+	RegisterNodeKey *RegisterNodeKey `protobuf:"bytes,20,opt,name=register_node_key,json=registerNodeKey,proto3,oneof"`
+}
+
 func (*Command_InitCluster) isCommand_Op() {}
 
 func (*Command_CreateKey) isCommand_Op() {}
@@ -262,6 +318,14 @@ func (*Command_SetMinDecryptionVersion) isCommand_Op() {}
 func (*Command_Decide) isCommand_Op() {}
 
 func (*Command_Govern) isCommand_Op() {}
+
+func (*Command_RecordCheckpoint) isCommand_Op() {}
+
+func (*Command_AdvanceCursor) isCommand_Op() {}
+
+func (*Command_BlockRelease) isCommand_Op() {}
+
+func (*Command_RegisterNodeKey) isCommand_Op() {}
 
 // InitCluster is the first command of a cluster.
 type InitCluster struct {
@@ -334,6 +398,230 @@ func (x *InitCluster) GetQuorum() uint32 {
 	return 0
 }
 
+// RecordCheckpoint appends a checkpoint record; Apply checks that head is
+// the chain hash at seq and that the key is registered.
+type RecordCheckpoint struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Checkpoint    *v1.Checkpoint         `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordCheckpoint) Reset() {
+	*x = RecordCheckpoint{}
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordCheckpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordCheckpoint) ProtoMessage() {}
+
+func (x *RecordCheckpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordCheckpoint.ProtoReflect.Descriptor instead.
+func (*RecordCheckpoint) Descriptor() ([]byte, []int) {
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RecordCheckpoint) GetCheckpoint() *v1.Checkpoint {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
+// AdvanceCursor records that a sink acknowledged every notify record up to
+// seq (cursors only move forward).
+type AdvanceCursor struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sink          string                 `protobuf:"bytes,1,opt,name=sink,proto3" json:"sink,omitempty"`
+	Seq           uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdvanceCursor) Reset() {
+	*x = AdvanceCursor{}
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdvanceCursor) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdvanceCursor) ProtoMessage() {}
+
+func (x *AdvanceCursor) ProtoReflect() protoreflect.Message {
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdvanceCursor.ProtoReflect.Descriptor instead.
+func (*AdvanceCursor) Descriptor() ([]byte, []int) {
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *AdvanceCursor) GetSink() string {
+	if x != nil {
+		return x.Sink
+	}
+	return ""
+}
+
+func (x *AdvanceCursor) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+// BlockRelease records that an ALLOW decision's data key was not released
+// because a required notification could not be delivered.
+type BlockRelease struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DecisionSeq   uint64                 `protobuf:"varint,1,opt,name=decision_seq,json=decisionSeq,proto3" json:"decision_seq,omitempty"`
+	RequestId     string                 `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Key           string                 `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	Detail        string                 `protobuf:"bytes,4,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlockRelease) Reset() {
+	*x = BlockRelease{}
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlockRelease) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlockRelease) ProtoMessage() {}
+
+func (x *BlockRelease) ProtoReflect() protoreflect.Message {
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlockRelease.ProtoReflect.Descriptor instead.
+func (*BlockRelease) Descriptor() ([]byte, []int) {
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *BlockRelease) GetDecisionSeq() uint64 {
+	if x != nil {
+		return x.DecisionSeq
+	}
+	return 0
+}
+
+func (x *BlockRelease) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *BlockRelease) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *BlockRelease) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+// RegisterNodeKey publishes a node's HSM-resident checkpoint signing key.
+type RegisterNodeKey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// PKIX DER of the ECDSA P-256 public key.
+	PublicKey     []byte `protobuf:"bytes,2,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegisterNodeKey) Reset() {
+	*x = RegisterNodeKey{}
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegisterNodeKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterNodeKey) ProtoMessage() {}
+
+func (x *RegisterNodeKey) ProtoReflect() protoreflect.Message {
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterNodeKey.ProtoReflect.Descriptor instead.
+func (*RegisterNodeKey) Descriptor() ([]byte, []int) {
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RegisterNodeKey) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *RegisterNodeKey) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
 // Govern applies an officer-signed statement; Apply verifies the signatures
 // against the officer set at this log position.
 type Govern struct {
@@ -345,7 +633,7 @@ type Govern struct {
 
 func (x *Govern) Reset() {
 	*x = Govern{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[3]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -357,7 +645,7 @@ func (x *Govern) String() string {
 func (*Govern) ProtoMessage() {}
 
 func (x *Govern) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[3]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -370,7 +658,7 @@ func (x *Govern) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Govern.ProtoReflect.Descriptor instead.
 func (*Govern) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{3}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Govern) GetStatement() *v1.SignedStatement {
@@ -392,7 +680,7 @@ type CreateKey struct {
 
 func (x *CreateKey) Reset() {
 	*x = CreateKey{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[4]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -404,7 +692,7 @@ func (x *CreateKey) String() string {
 func (*CreateKey) ProtoMessage() {}
 
 func (x *CreateKey) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[4]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -417,7 +705,7 @@ func (x *CreateKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKey.ProtoReflect.Descriptor instead.
 func (*CreateKey) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{4}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CreateKey) GetName() string {
@@ -454,7 +742,7 @@ type AddKeyVersion struct {
 
 func (x *AddKeyVersion) Reset() {
 	*x = AddKeyVersion{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[5]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -466,7 +754,7 @@ func (x *AddKeyVersion) String() string {
 func (*AddKeyVersion) ProtoMessage() {}
 
 func (x *AddKeyVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[5]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -479,7 +767,7 @@ func (x *AddKeyVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddKeyVersion.ProtoReflect.Descriptor instead.
 func (*AddKeyVersion) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{5}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AddKeyVersion) GetName() string {
@@ -513,7 +801,7 @@ type SetKeyState struct {
 
 func (x *SetKeyState) Reset() {
 	*x = SetKeyState{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[6]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -525,7 +813,7 @@ func (x *SetKeyState) String() string {
 func (*SetKeyState) ProtoMessage() {}
 
 func (x *SetKeyState) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[6]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -538,7 +826,7 @@ func (x *SetKeyState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetKeyState.ProtoReflect.Descriptor instead.
 func (*SetKeyState) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{6}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SetKeyState) GetName() string {
@@ -565,7 +853,7 @@ type SetMinDecryptionVersion struct {
 
 func (x *SetMinDecryptionVersion) Reset() {
 	*x = SetMinDecryptionVersion{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[7]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -577,7 +865,7 @@ func (x *SetMinDecryptionVersion) String() string {
 func (*SetMinDecryptionVersion) ProtoMessage() {}
 
 func (x *SetMinDecryptionVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[7]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -590,7 +878,7 @@ func (x *SetMinDecryptionVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMinDecryptionVersion.ProtoReflect.Descriptor instead.
 func (*SetMinDecryptionVersion) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{7}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SetMinDecryptionVersion) GetName() string {
@@ -625,7 +913,7 @@ type Decide struct {
 
 func (x *Decide) Reset() {
 	*x = Decide{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[8]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -637,7 +925,7 @@ func (x *Decide) String() string {
 func (*Decide) ProtoMessage() {}
 
 func (x *Decide) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[8]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -650,7 +938,7 @@ func (x *Decide) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decide.ProtoReflect.Descriptor instead.
 func (*Decide) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{8}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Decide) GetKey() string {
@@ -712,24 +1000,27 @@ func (x *Decide) GetRequestId() string {
 // State is the snapshot form of the key state (the ledger is streamed after
 // it, see docs/raft-log.md).
 type State struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ClusterId     string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
-	DomainKeyId   []byte                 `protobuf:"bytes,2,opt,name=domain_key_id,json=domainKeyId,proto3" json:"domain_key_id,omitempty"`
-	Keys          []*KeyRecord           `protobuf:"bytes,3,rep,name=keys,proto3" json:"keys,omitempty"`
-	LedgerSeq     uint64                 `protobuf:"varint,4,opt,name=ledger_seq,json=ledgerSeq,proto3" json:"ledger_seq,omitempty"`
-	LedgerHead    []byte                 `protobuf:"bytes,5,opt,name=ledger_head,json=ledgerHead,proto3" json:"ledger_head,omitempty"`
-	Governance    *v1.Governance         `protobuf:"bytes,6,opt,name=governance,proto3" json:"governance,omitempty"`
-	Nonces        []*UsedNonce           `protobuf:"bytes,7,rep,name=nonces,proto3" json:"nonces,omitempty"`
-	Requests      []*v1.ApprovalRequest  `protobuf:"bytes,8,rep,name=requests,proto3" json:"requests,omitempty"`
-	Grants        []*v1.Grant            `protobuf:"bytes,9,rep,name=grants,proto3" json:"grants,omitempty"`
-	Counters      []*RateCounter         `protobuf:"bytes,10,rep,name=counters,proto3" json:"counters,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state                protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId            string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	DomainKeyId          []byte                 `protobuf:"bytes,2,opt,name=domain_key_id,json=domainKeyId,proto3" json:"domain_key_id,omitempty"`
+	Keys                 []*KeyRecord           `protobuf:"bytes,3,rep,name=keys,proto3" json:"keys,omitempty"`
+	LedgerSeq            uint64                 `protobuf:"varint,4,opt,name=ledger_seq,json=ledgerSeq,proto3" json:"ledger_seq,omitempty"`
+	LedgerHead           []byte                 `protobuf:"bytes,5,opt,name=ledger_head,json=ledgerHead,proto3" json:"ledger_head,omitempty"`
+	Governance           *v1.Governance         `protobuf:"bytes,6,opt,name=governance,proto3" json:"governance,omitempty"`
+	Nonces               []*UsedNonce           `protobuf:"bytes,7,rep,name=nonces,proto3" json:"nonces,omitempty"`
+	Requests             []*v1.ApprovalRequest  `protobuf:"bytes,8,rep,name=requests,proto3" json:"requests,omitempty"`
+	Grants               []*v1.Grant            `protobuf:"bytes,9,rep,name=grants,proto3" json:"grants,omitempty"`
+	Counters             []*RateCounter         `protobuf:"bytes,10,rep,name=counters,proto3" json:"counters,omitempty"`
+	NodeKeys             []*NodeKey             `protobuf:"bytes,11,rep,name=node_keys,json=nodeKeys,proto3" json:"node_keys,omitempty"`
+	LastCheckpoint       *v1.Checkpoint         `protobuf:"bytes,12,opt,name=last_checkpoint,json=lastCheckpoint,proto3" json:"last_checkpoint,omitempty"`
+	LastCheckpointRecord uint64                 `protobuf:"varint,13,opt,name=last_checkpoint_record,json=lastCheckpointRecord,proto3" json:"last_checkpoint_record,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *State) Reset() {
 	*x = State{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[9]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -741,7 +1032,7 @@ func (x *State) String() string {
 func (*State) ProtoMessage() {}
 
 func (x *State) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[9]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -754,7 +1045,7 @@ func (x *State) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use State.ProtoReflect.Descriptor instead.
 func (*State) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{9}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *State) GetClusterId() string {
@@ -827,6 +1118,80 @@ func (x *State) GetCounters() []*RateCounter {
 	return nil
 }
 
+func (x *State) GetNodeKeys() []*NodeKey {
+	if x != nil {
+		return x.NodeKeys
+	}
+	return nil
+}
+
+func (x *State) GetLastCheckpoint() *v1.Checkpoint {
+	if x != nil {
+		return x.LastCheckpoint
+	}
+	return nil
+}
+
+func (x *State) GetLastCheckpointRecord() uint64 {
+	if x != nil {
+		return x.LastCheckpointRecord
+	}
+	return 0
+}
+
+// NodeKey is a registered checkpoint signing key.
+type NodeKey struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	PublicKey     []byte                 `protobuf:"bytes,2,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeKey) Reset() {
+	*x = NodeKey{}
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeKey) ProtoMessage() {}
+
+func (x *NodeKey) ProtoReflect() protoreflect.Message {
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeKey.ProtoReflect.Descriptor instead.
+func (*NodeKey) Descriptor() ([]byte, []int) {
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *NodeKey) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *NodeKey) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
 // UsedNonce remembers an applied statement until it expires (replay guard).
 type UsedNonce struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -838,7 +1203,7 @@ type UsedNonce struct {
 
 func (x *UsedNonce) Reset() {
 	*x = UsedNonce{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[10]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -850,7 +1215,7 @@ func (x *UsedNonce) String() string {
 func (*UsedNonce) ProtoMessage() {}
 
 func (x *UsedNonce) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[10]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -863,7 +1228,7 @@ func (x *UsedNonce) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsedNonce.ProtoReflect.Descriptor instead.
 func (*UsedNonce) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{10}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UsedNonce) GetNonce() []byte {
@@ -893,7 +1258,7 @@ type RateCounter struct {
 
 func (x *RateCounter) Reset() {
 	*x = RateCounter{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[11]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -905,7 +1270,7 @@ func (x *RateCounter) String() string {
 func (*RateCounter) ProtoMessage() {}
 
 func (x *RateCounter) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[11]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -918,7 +1283,7 @@ func (x *RateCounter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateCounter.ProtoReflect.Descriptor instead.
 func (*RateCounter) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{11}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RateCounter) GetKey() string {
@@ -968,7 +1333,7 @@ type KeyRecord struct {
 
 func (x *KeyRecord) Reset() {
 	*x = KeyRecord{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[12]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -980,7 +1345,7 @@ func (x *KeyRecord) String() string {
 func (*KeyRecord) ProtoMessage() {}
 
 func (x *KeyRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[12]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -993,7 +1358,7 @@ func (x *KeyRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyRecord.ProtoReflect.Descriptor instead.
 func (*KeyRecord) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{12}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *KeyRecord) GetName() string {
@@ -1077,7 +1442,7 @@ type KeyVersionRecord struct {
 
 func (x *KeyVersionRecord) Reset() {
 	*x = KeyVersionRecord{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[13]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1089,7 +1454,7 @@ func (x *KeyVersionRecord) String() string {
 func (*KeyVersionRecord) ProtoMessage() {}
 
 func (x *KeyVersionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[13]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1102,7 +1467,7 @@ func (x *KeyVersionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyVersionRecord.ProtoReflect.Descriptor instead.
 func (*KeyVersionRecord) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{13}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *KeyVersionRecord) GetVersion() uint32 {
@@ -1131,9 +1496,9 @@ var File_raftlog_v1_raftlog_proto protoreflect.FileDescriptor
 const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\n" +
 	"\x18raftlog/v1/raftlog.proto\x12\n" +
-	"raftlog.v1\x1a\x16custos/v1/common.proto\x1a\x1acustos/v1/governance.proto\"8\n" +
+	"raftlog.v1\x1a\x16custos/v1/common.proto\x1a\x1acustos/v1/governance.proto\x1a\x16custos/v1/ledger.proto\"8\n" +
 	"\x05Entry\x12/\n" +
-	"\bcommands\x18\x01 \x03(\v2\x13.raftlog.v1.CommandR\bcommands\"\xa1\x04\n" +
+	"\bcommands\x18\x01 \x03(\v2\x13.raftlog.v1.CommandR\bcommands\"\xbe\x06\n" +
 	"\aCommand\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x1c\n" +
@@ -1146,14 +1511,35 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\rset_key_state\x18\r \x01(\v2\x17.raftlog.v1.SetKeyStateH\x00R\vsetKeyState\x12b\n" +
 	"\x1aset_min_decryption_version\x18\x0e \x01(\v2#.raftlog.v1.SetMinDecryptionVersionH\x00R\x17setMinDecryptionVersion\x12,\n" +
 	"\x06decide\x18\x0f \x01(\v2\x12.raftlog.v1.DecideH\x00R\x06decide\x12,\n" +
-	"\x06govern\x18\x10 \x01(\v2\x12.raftlog.v1.GovernH\x00R\x06governB\x04\n" +
+	"\x06govern\x18\x10 \x01(\v2\x12.raftlog.v1.GovernH\x00R\x06govern\x12K\n" +
+	"\x11record_checkpoint\x18\x11 \x01(\v2\x1c.raftlog.v1.RecordCheckpointH\x00R\x10recordCheckpoint\x12B\n" +
+	"\x0eadvance_cursor\x18\x12 \x01(\v2\x19.raftlog.v1.AdvanceCursorH\x00R\radvanceCursor\x12?\n" +
+	"\rblock_release\x18\x13 \x01(\v2\x18.raftlog.v1.BlockReleaseH\x00R\fblockRelease\x12I\n" +
+	"\x11register_node_key\x18\x14 \x01(\v2\x1b.raftlog.v1.RegisterNodeKeyH\x00R\x0fregisterNodeKeyB\x04\n" +
 	"\x02op\"\x98\x01\n" +
 	"\vInitCluster\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\"\n" +
 	"\rdomain_key_id\x18\x02 \x01(\fR\vdomainKeyId\x12.\n" +
 	"\bofficers\x18\x03 \x03(\v2\x12.custos.v1.OfficerR\bofficers\x12\x16\n" +
-	"\x06quorum\x18\x04 \x01(\rR\x06quorum\"B\n" +
+	"\x06quorum\x18\x04 \x01(\rR\x06quorum\"I\n" +
+	"\x10RecordCheckpoint\x125\n" +
+	"\n" +
+	"checkpoint\x18\x01 \x01(\v2\x15.custos.v1.CheckpointR\n" +
+	"checkpoint\"5\n" +
+	"\rAdvanceCursor\x12\x12\n" +
+	"\x04sink\x18\x01 \x01(\tR\x04sink\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"z\n" +
+	"\fBlockRelease\x12!\n" +
+	"\fdecision_seq\x18\x01 \x01(\x04R\vdecisionSeq\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12\x10\n" +
+	"\x03key\x18\x03 \x01(\tR\x03key\x12\x16\n" +
+	"\x06detail\x18\x04 \x01(\tR\x06detail\"D\n" +
+	"\x0fRegisterNodeKey\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x02 \x01(\fR\tpublicKey\"B\n" +
 	"\x06Govern\x128\n" +
 	"\tstatement\x18\x01 \x01(\v2\x1a.custos.v1.SignedStatementR\tstatement\"b\n" +
 	"\tCreateKey\x12\x12\n" +
@@ -1182,7 +1568,7 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x06ticket\x18\x06 \x01(\tR\x06ticket\x12%\n" +
 	"\x0econtext_digest\x18\a \x01(\fR\rcontextDigest\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\b \x01(\tR\trequestId\"\xb2\x03\n" +
+	"request_id\x18\b \x01(\tR\trequestId\"\xda\x04\n" +
 	"\x05State\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\"\n" +
@@ -1199,7 +1585,14 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\brequests\x18\b \x03(\v2\x1a.custos.v1.ApprovalRequestR\brequests\x12(\n" +
 	"\x06grants\x18\t \x03(\v2\x10.custos.v1.GrantR\x06grants\x123\n" +
 	"\bcounters\x18\n" +
-	" \x03(\v2\x17.raftlog.v1.RateCounterR\bcounters\"G\n" +
+	" \x03(\v2\x17.raftlog.v1.RateCounterR\bcounters\x120\n" +
+	"\tnode_keys\x18\v \x03(\v2\x13.raftlog.v1.NodeKeyR\bnodeKeys\x12>\n" +
+	"\x0flast_checkpoint\x18\f \x01(\v2\x15.custos.v1.CheckpointR\x0elastCheckpoint\x124\n" +
+	"\x16last_checkpoint_record\x18\r \x01(\x04R\x14lastCheckpointRecord\"<\n" +
+	"\aNodeKey\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x02 \x01(\fR\tpublicKey\"G\n" +
 	"\tUsedNonce\x12\x14\n" +
 	"\x05nonce\x18\x01 \x01(\fR\x05nonce\x12$\n" +
 	"\x0enot_after_unix\x18\x02 \x01(\x03R\fnotAfterUnix\"g\n" +
@@ -1238,57 +1631,70 @@ func file_raftlog_v1_raftlog_proto_rawDescGZIP() []byte {
 	return file_raftlog_v1_raftlog_proto_rawDescData
 }
 
-var file_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_raftlog_v1_raftlog_proto_goTypes = []any{
 	(*Entry)(nil),                   // 0: raftlog.v1.Entry
 	(*Command)(nil),                 // 1: raftlog.v1.Command
 	(*InitCluster)(nil),             // 2: raftlog.v1.InitCluster
-	(*Govern)(nil),                  // 3: raftlog.v1.Govern
-	(*CreateKey)(nil),               // 4: raftlog.v1.CreateKey
-	(*AddKeyVersion)(nil),           // 5: raftlog.v1.AddKeyVersion
-	(*SetKeyState)(nil),             // 6: raftlog.v1.SetKeyState
-	(*SetMinDecryptionVersion)(nil), // 7: raftlog.v1.SetMinDecryptionVersion
-	(*Decide)(nil),                  // 8: raftlog.v1.Decide
-	(*State)(nil),                   // 9: raftlog.v1.State
-	(*UsedNonce)(nil),               // 10: raftlog.v1.UsedNonce
-	(*RateCounter)(nil),             // 11: raftlog.v1.RateCounter
-	(*KeyRecord)(nil),               // 12: raftlog.v1.KeyRecord
-	(*KeyVersionRecord)(nil),        // 13: raftlog.v1.KeyVersionRecord
-	(*v1.Officer)(nil),              // 14: custos.v1.Officer
-	(*v1.SignedStatement)(nil),      // 15: custos.v1.SignedStatement
-	(v1.Operation)(0),               // 16: custos.v1.Operation
-	(v1.Reason)(0),                  // 17: custos.v1.Reason
-	(*v1.Governance)(nil),           // 18: custos.v1.Governance
-	(*v1.ApprovalRequest)(nil),      // 19: custos.v1.ApprovalRequest
-	(*v1.Grant)(nil),                // 20: custos.v1.Grant
-	(*v1.KeyPolicy)(nil),            // 21: custos.v1.KeyPolicy
+	(*RecordCheckpoint)(nil),        // 3: raftlog.v1.RecordCheckpoint
+	(*AdvanceCursor)(nil),           // 4: raftlog.v1.AdvanceCursor
+	(*BlockRelease)(nil),            // 5: raftlog.v1.BlockRelease
+	(*RegisterNodeKey)(nil),         // 6: raftlog.v1.RegisterNodeKey
+	(*Govern)(nil),                  // 7: raftlog.v1.Govern
+	(*CreateKey)(nil),               // 8: raftlog.v1.CreateKey
+	(*AddKeyVersion)(nil),           // 9: raftlog.v1.AddKeyVersion
+	(*SetKeyState)(nil),             // 10: raftlog.v1.SetKeyState
+	(*SetMinDecryptionVersion)(nil), // 11: raftlog.v1.SetMinDecryptionVersion
+	(*Decide)(nil),                  // 12: raftlog.v1.Decide
+	(*State)(nil),                   // 13: raftlog.v1.State
+	(*NodeKey)(nil),                 // 14: raftlog.v1.NodeKey
+	(*UsedNonce)(nil),               // 15: raftlog.v1.UsedNonce
+	(*RateCounter)(nil),             // 16: raftlog.v1.RateCounter
+	(*KeyRecord)(nil),               // 17: raftlog.v1.KeyRecord
+	(*KeyVersionRecord)(nil),        // 18: raftlog.v1.KeyVersionRecord
+	(*v1.Officer)(nil),              // 19: custos.v1.Officer
+	(*v1.Checkpoint)(nil),           // 20: custos.v1.Checkpoint
+	(*v1.SignedStatement)(nil),      // 21: custos.v1.SignedStatement
+	(v1.Operation)(0),               // 22: custos.v1.Operation
+	(v1.Reason)(0),                  // 23: custos.v1.Reason
+	(*v1.Governance)(nil),           // 24: custos.v1.Governance
+	(*v1.ApprovalRequest)(nil),      // 25: custos.v1.ApprovalRequest
+	(*v1.Grant)(nil),                // 26: custos.v1.Grant
+	(*v1.KeyPolicy)(nil),            // 27: custos.v1.KeyPolicy
 }
 var file_raftlog_v1_raftlog_proto_depIdxs = []int32{
 	1,  // 0: raftlog.v1.Entry.commands:type_name -> raftlog.v1.Command
 	2,  // 1: raftlog.v1.Command.init_cluster:type_name -> raftlog.v1.InitCluster
-	4,  // 2: raftlog.v1.Command.create_key:type_name -> raftlog.v1.CreateKey
-	5,  // 3: raftlog.v1.Command.add_key_version:type_name -> raftlog.v1.AddKeyVersion
-	6,  // 4: raftlog.v1.Command.set_key_state:type_name -> raftlog.v1.SetKeyState
-	7,  // 5: raftlog.v1.Command.set_min_decryption_version:type_name -> raftlog.v1.SetMinDecryptionVersion
-	8,  // 6: raftlog.v1.Command.decide:type_name -> raftlog.v1.Decide
-	3,  // 7: raftlog.v1.Command.govern:type_name -> raftlog.v1.Govern
-	14, // 8: raftlog.v1.InitCluster.officers:type_name -> custos.v1.Officer
-	15, // 9: raftlog.v1.Govern.statement:type_name -> custos.v1.SignedStatement
-	16, // 10: raftlog.v1.Decide.operation:type_name -> custos.v1.Operation
-	17, // 11: raftlog.v1.Decide.reason:type_name -> custos.v1.Reason
-	12, // 12: raftlog.v1.State.keys:type_name -> raftlog.v1.KeyRecord
-	18, // 13: raftlog.v1.State.governance:type_name -> custos.v1.Governance
-	10, // 14: raftlog.v1.State.nonces:type_name -> raftlog.v1.UsedNonce
-	19, // 15: raftlog.v1.State.requests:type_name -> custos.v1.ApprovalRequest
-	20, // 16: raftlog.v1.State.grants:type_name -> custos.v1.Grant
-	11, // 17: raftlog.v1.State.counters:type_name -> raftlog.v1.RateCounter
-	13, // 18: raftlog.v1.KeyRecord.versions:type_name -> raftlog.v1.KeyVersionRecord
-	21, // 19: raftlog.v1.KeyRecord.policy:type_name -> custos.v1.KeyPolicy
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	8,  // 2: raftlog.v1.Command.create_key:type_name -> raftlog.v1.CreateKey
+	9,  // 3: raftlog.v1.Command.add_key_version:type_name -> raftlog.v1.AddKeyVersion
+	10, // 4: raftlog.v1.Command.set_key_state:type_name -> raftlog.v1.SetKeyState
+	11, // 5: raftlog.v1.Command.set_min_decryption_version:type_name -> raftlog.v1.SetMinDecryptionVersion
+	12, // 6: raftlog.v1.Command.decide:type_name -> raftlog.v1.Decide
+	7,  // 7: raftlog.v1.Command.govern:type_name -> raftlog.v1.Govern
+	3,  // 8: raftlog.v1.Command.record_checkpoint:type_name -> raftlog.v1.RecordCheckpoint
+	4,  // 9: raftlog.v1.Command.advance_cursor:type_name -> raftlog.v1.AdvanceCursor
+	5,  // 10: raftlog.v1.Command.block_release:type_name -> raftlog.v1.BlockRelease
+	6,  // 11: raftlog.v1.Command.register_node_key:type_name -> raftlog.v1.RegisterNodeKey
+	19, // 12: raftlog.v1.InitCluster.officers:type_name -> custos.v1.Officer
+	20, // 13: raftlog.v1.RecordCheckpoint.checkpoint:type_name -> custos.v1.Checkpoint
+	21, // 14: raftlog.v1.Govern.statement:type_name -> custos.v1.SignedStatement
+	22, // 15: raftlog.v1.Decide.operation:type_name -> custos.v1.Operation
+	23, // 16: raftlog.v1.Decide.reason:type_name -> custos.v1.Reason
+	17, // 17: raftlog.v1.State.keys:type_name -> raftlog.v1.KeyRecord
+	24, // 18: raftlog.v1.State.governance:type_name -> custos.v1.Governance
+	15, // 19: raftlog.v1.State.nonces:type_name -> raftlog.v1.UsedNonce
+	25, // 20: raftlog.v1.State.requests:type_name -> custos.v1.ApprovalRequest
+	26, // 21: raftlog.v1.State.grants:type_name -> custos.v1.Grant
+	16, // 22: raftlog.v1.State.counters:type_name -> raftlog.v1.RateCounter
+	14, // 23: raftlog.v1.State.node_keys:type_name -> raftlog.v1.NodeKey
+	20, // 24: raftlog.v1.State.last_checkpoint:type_name -> custos.v1.Checkpoint
+	18, // 25: raftlog.v1.KeyRecord.versions:type_name -> raftlog.v1.KeyVersionRecord
+	27, // 26: raftlog.v1.KeyRecord.policy:type_name -> custos.v1.KeyPolicy
+	27, // [27:27] is the sub-list for method output_type
+	27, // [27:27] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_raftlog_v1_raftlog_proto_init() }
@@ -1304,6 +1710,10 @@ func file_raftlog_v1_raftlog_proto_init() {
 		(*Command_SetMinDecryptionVersion)(nil),
 		(*Command_Decide)(nil),
 		(*Command_Govern)(nil),
+		(*Command_RecordCheckpoint)(nil),
+		(*Command_AdvanceCursor)(nil),
+		(*Command_BlockRelease)(nil),
+		(*Command_RegisterNodeKey)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1311,7 +1721,7 @@ func file_raftlog_v1_raftlog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raftlog_v1_raftlog_proto_rawDesc), len(file_raftlog_v1_raftlog_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

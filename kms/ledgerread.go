@@ -1,0 +1,135 @@
+package kms
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
+	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// errStop ends a ledger scan early.
+var errStop = errors.New("stop")
+
+// ScanRecords calls fn with the stored bytes of every record from `from` up
+// to the ledger head at the time of the call, in order, until fn returns an
+// error (errStop-like sentinels are the caller's). data is valid only
+// during fn.
+func (s *State) ScanRecords(from uint64, fn func(seq uint64, data []byte) error) error {
+	if from == 0 {
+		from = 1
+	}
+	head, _ := s.LedgerHead()
+	if from > head {
+		return nil
+	}
+	err := s.ledger.Scan(from, func(seq uint64, data []byte) error {
+		if seq > head {
+			return errStop
+		}
+		return fn(seq, data)
+	})
+	if errors.Is(err, errStop) {
+		return nil
+	}
+	return err
+}
+
+// WaitBeyond blocks until the ledger head passes seq or ctx ends.
+func (s *State) WaitBeyond(ctx context.Context, seq uint64) error {
+	for {
+		s.mu.RLock()
+		head, ch := s.seq, s.grown
+		s.mu.RUnlock()
+		if head > seq {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Checkpoint returns the newest checkpoint (nil before the first), the
+// ledger position of its record, and the registered signing keys.
+func (s *State) Checkpoint() (*custosv1.Checkpoint, uint64, []*raftlogv1.NodeKey) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var cp *custosv1.Checkpoint
+	if s.lastCheckpoint != nil {
+		cp = proto.Clone(s.lastCheckpoint).(*custosv1.Checkpoint)
+	}
+	keys := make([]*raftlogv1.NodeKey, len(s.nodeKeys))
+	for i, k := range s.nodeKeys {
+		keys[i] = proto.Clone(k).(*raftlogv1.NodeKey)
+	}
+	return cp, s.lastCheckpointRecord, keys
+}
+
+// Sinks returns the notification sinks with their secrets, for the
+// notifier on this node. Never expose them through an API.
+func (s *State) Sinks() []*custosv1.Sink {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]*custosv1.Sink, len(s.gov.GetSinks()))
+	for i, sk := range s.gov.GetSinks() {
+		out[i] = proto.Clone(sk).(*custosv1.Sink)
+	}
+	return out
+}
+
+// Matches reports whether a record passes a filter.
+func Matches(f *custosv1.DecisionFilter, r *custosv1.DecisionRecord) bool {
+	if f == nil {
+		return true
+	}
+	has := func(n int, ok bool) bool { return n == 0 || ok }
+	return (f.Key == "" || f.Key == r.Key) &&
+		(f.Principal == "" || f.Principal == r.Principal) &&
+		has(len(f.Reasons), containsReason(f.Reasons, r.Reason)) &&
+		has(len(f.Outcomes), containsOutcome(f.Outcomes, r.Outcome)) &&
+		has(len(f.Operations), containsOperation(f.Operations, r.Operation)) &&
+		(f.SinceUnixNano == 0 || r.TimeUnixNano >= f.SinceUnixNano) &&
+		(f.UntilUnixNano == 0 || r.TimeUnixNano < f.UntilUnixNano) &&
+		(!f.NotifyOnly || r.Notify)
+}
+
+func containsReason(l []custosv1.Reason, x custosv1.Reason) bool {
+	for _, v := range l {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+func containsOutcome(l []custosv1.Outcome, x custosv1.Outcome) bool {
+	for _, v := range l {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+func containsOperation(l []custosv1.Operation, x custosv1.Operation) bool {
+	for _, v := range l {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+// decodeRecord parses a stored record.
+func decodeRecord(seq uint64, data []byte) (*custosv1.DecisionRecord, error) {
+	r := &custosv1.DecisionRecord{}
+	if err := proto.Unmarshal(data, r); err != nil {
+		return nil, fmt.Errorf("%w: decode ledger record %d: %v", ErrInternal, seq, err)
+	}
+	return r, nil
+}

@@ -1,0 +1,215 @@
+package kms
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"net"
+	"net/url"
+	"path/filepath"
+	"slices"
+
+	"github.com/custos-kms/custos/kms/governance"
+	"github.com/custos-kms/custos/kms/ledger"
+	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
+	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// Limits on notification sinks.
+const (
+	maxSinks       = 16
+	minHMACKeySize = 32
+)
+
+// DefaultNotifyRules are the rules of a new cluster: third-party data
+// requests, every DENY and PENDING, and every governance record.
+func DefaultNotifyRules() *custosv1.NotifyRules {
+	return &custosv1.NotifyRules{
+		Reasons:    []custosv1.Reason{custosv1.Reason_REASON_THIRD_PARTY_DATA_REQUEST},
+		Outcomes:   []custosv1.Outcome{custosv1.Outcome_OUTCOME_DENY, custosv1.Outcome_OUTCOME_PENDING},
+		Governance: true,
+	}
+}
+
+// notifies reports whether the cluster's rules (or the key's policy) select
+// a record for notification.
+func (s *State) notifies(rec *custosv1.DecisionRecord) bool {
+	r := s.gov.GetNotifyRules()
+	switch rec.Operation {
+	case custosv1.Operation_OPERATION_CHECKPOINT:
+		return false
+	case custosv1.Operation_OPERATION_RELEASE_BLOCKED:
+		return true
+	case custosv1.Operation_OPERATION_GOVERNANCE:
+		return r.GetAll() || r.GetGovernance()
+	}
+	if r.GetAll() {
+		return true
+	}
+	if k := s.keys[rec.Key]; k != nil && k.Policy.GetNotifyAll() {
+		return true
+	}
+	if slices.Contains(r.GetReasons(), rec.Reason) || slices.Contains(r.GetReasons(), effectiveReason(rec.Reason)) {
+		return true
+	}
+	if slices.Contains(r.GetOutcomes(), rec.Outcome) {
+		return true
+	}
+	cp := r.GetCustomerPrincipals()
+	return len(cp) > 0 && !slices.Contains(cp, rec.Principal)
+}
+
+// newRecord starts the next ledger record at this log position.
+func (s *State) newRecord(index uint64, c *raftlogv1.Command, op custosv1.Operation) *custosv1.DecisionRecord {
+	s.seq++
+	return &custosv1.DecisionRecord{
+		Seq: s.seq, TimeUnixNano: c.TimeUnixNano, Node: c.Node, Principal: c.Principal,
+		Operation: op, PrevHash: append([]byte(nil), s.head[:]...), RaftIndex: index,
+	}
+}
+
+// applyRegisterNodeKey publishes a node's checkpoint signing key.
+func (s *State) applyRegisterNodeKey(op *raftlogv1.RegisterNodeKey) any {
+	if _, err := governance.ParsePublicKey(op.PublicKey); err != nil || op.Node == "" {
+		return fmt.Errorf("%w: register_node_key: need a node and a P-256 public key", ErrInvalidArgument)
+	}
+	for _, k := range s.nodeKeys {
+		if k.Node == op.Node && bytes.Equal(k.PublicKey, op.PublicKey) {
+			return nil
+		}
+	}
+	s.nodeKeys = append(s.nodeKeys, &raftlogv1.NodeKey{Node: op.Node, PublicKey: op.PublicKey})
+	return nil
+}
+
+// CheckpointKeyID is the key id of a checkpoint signing key: SHA-256 of its
+// PKIX DER.
+func CheckpointKeyID(pkix []byte) []byte {
+	id := sha256.Sum256(pkix)
+	return id[:]
+}
+
+// applyCheckpoint appends a checkpoint record after checking that the head
+// is the chain hash at seq and the signature verifies under a registered
+// key.
+func (s *State) applyCheckpoint(index uint64, c *raftlogv1.Command, op *raftlogv1.RecordCheckpoint) any {
+	cp := op.Checkpoint
+	if cp == nil || cp.Seq == 0 || cp.Seq > s.seq || cp.ClusterId != s.clusterID || len(cp.Head) != 32 {
+		return fmt.Errorf("%w: checkpoint does not name a record of this cluster's ledger", ErrInvalidArgument)
+	}
+	if s.lastCheckpoint != nil && cp.Seq <= s.lastCheckpoint.Seq {
+		return fmt.Errorf("%w: checkpoint at %d is not after the last one at %d", ErrFailedPrecondition, cp.Seq, s.lastCheckpoint.Seq)
+	}
+	data, err := s.ledger.Get(cp.Seq)
+	if err != nil {
+		return fmt.Errorf("%w: checkpoint: read record %d: %v", ErrUnavailable, cp.Seq, err)
+	}
+	if h := ledger.Hash(data); !bytes.Equal(h[:], cp.Head) {
+		return fmt.Errorf("%w: checkpoint head is not the chain hash at %d", ErrInvalidArgument, cp.Seq)
+	}
+	var pub []byte
+	for _, k := range s.nodeKeys {
+		if bytes.Equal(CheckpointKeyID(k.PublicKey), cp.KeyId) {
+			pub = k.PublicKey
+		}
+	}
+	key, err := governance.ParsePublicKey(pub)
+	if err != nil || !governance.VerifyECDSA(key, ledger.CheckpointMessage(cp.ClusterId, cp.Seq, cp.Head), cp.Signature) {
+		return fmt.Errorf("%w: checkpoint signature does not verify under a registered key", ErrPermissionDenied)
+	}
+	rec := s.newRecord(index, c, custosv1.Operation_OPERATION_CHECKPOINT)
+	rec.Outcome = custosv1.Outcome_OUTCOME_ALLOW
+	rec.MatchedRule = "checkpoint"
+	rec.Checkpoint = proto.Clone(cp).(*custosv1.Checkpoint)
+	s.lastCheckpoint, s.lastCheckpointRecord = rec.Checkpoint, rec.Seq
+	return &Decision{Record: rec}
+}
+
+// applyAdvanceCursor moves a sink's delivery cursor forward.
+func (s *State) applyAdvanceCursor(op *raftlogv1.AdvanceCursor) any {
+	sk := s.sink(op.Sink)
+	switch {
+	case sk == nil:
+		return fmt.Errorf("%w: sink %q", ErrNotFound, op.Sink)
+	case op.Seq > s.seq:
+		return fmt.Errorf("%w: cursor %d is beyond the ledger head %d", ErrInvalidArgument, op.Seq, s.seq)
+	case op.Seq > sk.DeliveredSeq:
+		sk.DeliveredSeq = op.Seq
+	}
+	return nil
+}
+
+// applyBlockRelease records that an allowed key was not released because a
+// required notification failed.
+func (s *State) applyBlockRelease(index uint64, c *raftlogv1.Command, op *raftlogv1.BlockRelease) any {
+	rec := s.newRecord(index, c, custosv1.Operation_OPERATION_RELEASE_BLOCKED)
+	rec.Outcome = custosv1.Outcome_OUTCOME_DENY
+	rec.Key, rec.RequestId, rec.Detail = op.Key, op.RequestId, op.Detail
+	rec.MatchedRule = fmt.Sprintf("notify-before-release:decision-%d", op.DecisionSeq)
+	return &Decision{Record: rec}
+}
+
+func (s *State) sink(name string) *custosv1.Sink {
+	for _, sk := range s.gov.GetSinks() {
+		if sk.Name == name {
+			return sk
+		}
+	}
+	return nil
+}
+
+// validateSink checks a sink configuration.
+func validateSink(sk *custosv1.Sink) error {
+	bad := func(f string, a ...any) error {
+		return fmt.Errorf("%w: add_sink.sink: "+f, append([]any{ErrInvalidArgument}, a...)...)
+	}
+	switch sk.GetType() {
+	case custosv1.SinkType_SINK_TYPE_WEBHOOK:
+		u, err := url.Parse(sk.Url)
+		if err != nil || u.Host == "" {
+			return bad("url is not an absolute URL")
+		}
+		if u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname())) {
+			return bad("url must be https (http only to a loopback address)")
+		}
+		if len(sk.HmacKey) < minHMACKeySize {
+			return bad("hmac_key must have at least %d bytes", minHMACKeySize)
+		}
+	case custosv1.SinkType_SINK_TYPE_FILE:
+		if !filepath.IsAbs(sk.Path) {
+			return bad("path must be absolute")
+		}
+	default:
+		return bad("type must be WEBHOOK or FILE")
+	}
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// validateNotifyRules checks notify rules.
+func validateNotifyRules(r *custosv1.NotifyRules) error {
+	for _, x := range r.GetReasons() {
+		if _, ok := custosv1.Reason_name[int32(x)]; !ok {
+			return fmt.Errorf("%w: set_notify_rules: unknown reason %d", ErrInvalidArgument, x)
+		}
+	}
+	for _, o := range r.GetOutcomes() {
+		if _, ok := custosv1.Outcome_name[int32(o)]; !ok || o == custosv1.Outcome_OUTCOME_UNSPECIFIED {
+			return fmt.Errorf("%w: set_notify_rules: unknown outcome %d", ErrInvalidArgument, o)
+		}
+	}
+	for _, p := range r.GetCustomerPrincipals() {
+		if p == "" || len(p) > maxPrincipalLen {
+			return fmt.Errorf("%w: set_notify_rules: empty or over-long principal", ErrInvalidArgument)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,60 @@
+package kms
+
+import (
+	"context"
+	"fmt"
+
+	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
+	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
+)
+
+// ReleaseNotifier delivers one ALLOW record to every sink required for
+// release and returns nil only when all of them acknowledged it.
+type ReleaseNotifier func(ctx context.Context, rec *custosv1.DecisionRecord) error
+
+// SetReleaseNotifier installs the notifier used for keys whose policy sets
+// notify_before_release. Without one, such keys release nothing.
+func (s *Service) SetReleaseNotifier(n ReleaseNotifier) {
+	s.kekMu.Lock()
+	defer s.kekMu.Unlock()
+	s.releaseNotifier = n
+}
+
+// notifyBeforeRelease runs after an ALLOW decision and before the HSM
+// unwraps: for a key with notify_before_release it delivers the record to
+// the required sinks; if that fails it records a RELEASE_BLOCKED record and
+// fails closed.
+func (s *Service) notifyBeforeRelease(ctx context.Context, p Principal, rec *custosv1.DecisionRecord) error {
+	k, err := s.state.Key(rec.Key)
+	if err != nil {
+		return err
+	}
+	if !k.Policy.GetNotifyBeforeRelease() {
+		return nil
+	}
+	s.kekMu.Lock()
+	n := s.releaseNotifier
+	s.kekMu.Unlock()
+	err = fmt.Errorf("no notifier is configured on this node")
+	if n != nil {
+		err = n(ctx, rec)
+	}
+	if err == nil {
+		return nil
+	}
+	detail := fmt.Sprintf("notification before release failed: %v", err)
+	if _, aerr := s.apply(context.WithoutCancel(ctx), p, &raftlogv1.Command{Op: &raftlogv1.Command_BlockRelease{BlockRelease: &raftlogv1.BlockRelease{
+		DecisionSeq: rec.Seq, RequestId: rec.RequestId, Key: rec.Key, Detail: detail}}}); aerr != nil {
+		s.lg.Error("could not record a blocked release", "decision", rec.Seq, "err", aerr)
+	}
+	return fmt.Errorf("%w: key %q requires notification before release and it could not be delivered; nothing released (decision %d)",
+		ErrUnavailable, rec.Key, rec.Seq)
+}
+
+// AdvanceCursor records, through the log, that a sink acknowledged every
+// notify record up to seq.
+func (s *Service) AdvanceCursor(ctx context.Context, sink string, seq uint64) error {
+	_, err := s.apply(ctx, Principal{Name: "custosd"}, &raftlogv1.Command{Op: &raftlogv1.Command_AdvanceCursor{
+		AdvanceCursor: &raftlogv1.AdvanceCursor{Sink: sink, Seq: seq}}})
+	return err
+}
