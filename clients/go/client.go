@@ -41,6 +41,7 @@ type Client struct {
 	closed bool
 
 	keys custosv1.KeyServiceClient
+	gov  custosv1.GovernanceServiceClient
 }
 
 // Dial checks cfg, loads its TLS material and returns a Client. It does not
@@ -80,6 +81,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		return nil, err
 	}
 	c.keys = custosv1.NewKeyServiceClient(failoverConn{c})
+	c.gov = custosv1.NewGovernanceServiceClient(failoverConn{c})
 	return c, nil
 }
 
@@ -143,8 +145,8 @@ func (c *Client) conn(i int) (*grpc.ClientConn, error) {
 // same effect, and cryptographic calls that change no key state. Decrypt
 // and ReEncrypt record a decision; a repeat after an unknown outcome records
 // one more attempt, which the ledger shows honestly, and never releases a
-// key that policy would not release. CreateKey and RotateKey are not
-// repeated.
+// key that policy would not release. CreateKey, RotateKey and Submit are
+// not repeated.
 var retryable = map[string]bool{
 	custosv1.KeyService_GetKey_FullMethodName:                  true,
 	custosv1.KeyService_ListKeys_FullMethodName:                true,
@@ -154,6 +156,14 @@ var retryable = map[string]bool{
 	custosv1.KeyService_Encrypt_FullMethodName:                 true,
 	custosv1.KeyService_Decrypt_FullMethodName:                 true,
 	custosv1.KeyService_ReEncrypt_FullMethodName:               true,
+	// Governance reads. Submit is not repeated: a statement is applied at
+	// most once, so a repeat after an unknown outcome would only be refused
+	// as a replay.
+	custosv1.GovernanceService_GetGovernance_FullMethodName: true,
+	custosv1.GovernanceService_ListPending_FullMethodName:   true,
+	custosv1.GovernanceService_GetRequest_FullMethodName:    true,
+	custosv1.GovernanceService_ListGrants_FullMethodName:    true,
+	custosv1.GovernanceService_GetPolicy_FullMethodName:     true,
 }
 
 // failoverConn implements grpc.ClientConnInterface over the Client's

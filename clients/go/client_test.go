@@ -148,8 +148,13 @@ func TestClient(t *testing.T) {
 		if k, err = c.DisableKey(ctx, "life"); err != nil || k.GetState() != custosv1.KeyState_KEY_STATE_DISABLED {
 			t.Errorf("DisableKey = %v, %v", k, err)
 		}
-		if k, err = c.EnableKey(ctx, "life"); err != nil || k.GetState() != custosv1.KeyState_KEY_STATE_ENABLED {
-			t.Errorf("EnableKey = %v, %v", k, err)
+		// Re-enabling loosens access: SetKeyState is refused, a statement
+		// signed by the officer quorum (2 of 3) does it.
+		_, err = c.EnableKey(ctx, "life")
+		wantCode(t, "EnableKey by SetKeyState", err, codes.PermissionDenied)
+		enableByQuorum(t, h, c, "life")
+		if k, err = c.GetKey(ctx, "life"); err != nil || k.GetState() != custosv1.KeyState_KEY_STATE_ENABLED {
+			t.Errorf("after EnableKey statement: %v, %v", k, err)
 		}
 		if k, err = c.SetMinDecryptionVersion(ctx, "life", 2); err != nil || k.GetMinDecryptionVersion() != 2 {
 			t.Errorf("SetMinDecryptionVersion = %v, %v", k, err)
@@ -425,11 +430,9 @@ func TestClient(t *testing.T) {
 		wantNoFile(t, out)
 		_, err = c.EncryptStream(ctx, io.Discard, "dis", nil)
 		wantCode(t, "EncryptStream under a disabled key", err, codes.FailedPrecondition)
-		if _, err := c.EnableKey(ctx, "dis"); err != nil {
-			t.Fatal(err)
-		}
+		enableByQuorum(t, h, c, "dis")
 		if got, _, err := decryptBytes(c, ctx, ct); err != nil || string(got) != "data" {
-			t.Errorf("decrypt after EnableKey = %q, %v", got, err)
+			t.Errorf("decrypt after EnableKey statement = %q, %v", got, err)
 		}
 	})
 

@@ -20,6 +20,21 @@
 //		Reason: custosv1.Reason_REASON_CUSTOMER_INITIATED, Text: "monthly run"},
 //		custos.WithExpectedContext(map[string]string{"dept": "hr"}))
 //
+// The customer's security officers govern key use with signed statements
+// (docs/governance.md): NewStatement and SignAndSubmit sign and submit one
+// with officer keys (Officer), GetPolicy, ListPending and ListGrants show
+// the state they control. A decrypt that policy holds for approval fails
+// with codes.FailedPrecondition; PendingRequestID returns its request id and
+// WaitForApproval waits for the officers' decision, after which the decrypt
+// is retried:
+//
+//	dk, err := c.DecryptDataKey(ctx, wrapped, encCtx, j)
+//	if id, ok := custos.PendingRequestID(err); ok {
+//		if _, err = c.WaitForApproval(ctx, id); err == nil {
+//			dk, err = c.DecryptDataKey(ctx, wrapped, encCtx, j)
+//		}
+//	}
+//
 // Errors from the cluster are gRPC status errors, wrapped with %w: use
 // status.Code(err) (codes.NotFound for an unknown key, FailedPrecondition for
 // a disabled key or a version below the key's minimum decryption version,

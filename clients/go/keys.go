@@ -82,12 +82,17 @@ func (c *Client) RotateKey(ctx context.Context, name string) (*custosv1.Key, err
 	return k, nil
 }
 
-// EnableKey enables a disabled key.
+// EnableKey asks to enable a disabled key with SetKeyState. The cluster
+// refuses it (codes.PermissionDenied): re-enabling loosens access, so it
+// needs an EnableKey statement signed by the officer quorum (SignAndSubmit).
+// It is kept for clusters that predate governance.
 func (c *Client) EnableKey(ctx context.Context, name string) (*custosv1.Key, error) {
 	return c.setState(ctx, name, custosv1.KeyState_KEY_STATE_ENABLED, "enable")
 }
 
-// DisableKey disables a key: it no longer encrypts or decrypts.
+// DisableKey disables a key: it no longer encrypts or decrypts. Principals
+// named in the key's policy may do this without an officer; re-enabling needs
+// the officer quorum.
 func (c *Client) DisableKey(ctx context.Context, name string) (*custosv1.Key, error) {
 	return c.setState(ctx, name, custosv1.KeyState_KEY_STATE_DISABLED, "disable")
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/custos-kms/custos/clients/go/envelope"
 )
@@ -22,7 +23,8 @@ var ErrContextMismatch = errors.New("custos: encryption context does not match")
 // version than the wrapped data key it carries.
 var ErrKeyMismatch = errors.New("custos: envelope header does not match its wrapped data key")
 
-// Option adjusts EncryptStream, DecryptStream, EncryptFile and DecryptFile.
+// Option adjusts EncryptStream, DecryptStream, EncryptFile, DecryptFile and
+// WaitForApproval.
 // Options that do not apply to a call are ignored.
 type Option func(*options)
 
@@ -32,6 +34,8 @@ type options struct {
 	rand        io.Reader
 	stdin       io.Reader
 	stdout      io.Writer
+	// pollInterval is WaitForApproval's polling interval.
+	pollInterval time.Duration
 }
 
 func collect(opts []Option) *options {

@@ -1,12 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
+	"time"
 
 	custos "github.com/custos-kms/custos/clients/go"
 )
@@ -61,7 +65,29 @@ A file OUT is written to a temporary file next to it and renamed only
 once the whole input has been authenticated: on any failure no OUT file
 exists. With OUT '-' the plaintext is written to standard output segment
 by segment as it is authenticated, so a failure (non-zero exit) can come
-after some output: discard the output unless the exit code is 0.`,
+after some output: discard the output unless the exit code is 0.
+
+When the key's policy sends the reason to the security officers
+(REQUIRE_APPROVAL), the decrypt fails with "approval required: request
+ID". With --wait, custos prints "waiting for approval of request ID..." to
+standard error, polls until the officers decide, and decrypts once more
+when they approve; a denied or expired request, or --wait-timeout, ends
+with exit code 1 and no OUT file.`,
+	"officer sign": `Reads the statement file, shows what its bytes say (never the file's
+description field), and adds your signature, rewriting FILE atomically.
+Pass the file on to the next officer; anyone may then submit it.`,
+	"officer propose enable": `Every 'officer propose' command writes an unsigned statement file for
+offline signing ('officer sign', then 'officer submit'). The cluster id is
+asked from the cluster unless --cluster-id is given. The statement expires
+after --lifetime (default 1h, at most 168h).`,
+	"key policy set": `The policy file is the JSON printed by 'key policy get --json'
+(version is ignored). With one local officer key the statement is signed
+and submitted; if the quorum needs more signatures, use
+'officer propose policy', 'officer sign' and 'officer submit'.`,
+	"key enable": `Re-enabling loosens access and needs the officer quorum. With one local
+officer key custos signs and submits; if the quorum needs more signatures
+it says so (exit 1): use 'officer propose enable', 'officer sign' and
+'officer submit'.`,
 	"datakey": `Prints one line: key=NAME version=N wrapped=BASE64, plus plaintext=BASE64
 with --show-plaintext. Keep the plaintext secret and store only the
 wrapped key.`,
@@ -107,6 +133,9 @@ func runDecrypt(ctx context.Context, a *app, args []string) error {
 	ticket := fs.String("ticket", "", "ticket or case reference")
 	expect := contextFlag{}
 	fs.Var(expect, "expect-context", "refuse the file unless its encryption context has pair `k=v`; repeatable")
+	wait := fs.Bool("wait", false, "if the officers' approval is required, wait for it and then decrypt")
+	waitTimeout := fs.Duration("wait-timeout", time.Hour, "with --wait, give up after this long")
+	poll := fs.Duration("poll-interval", custos.DefaultPollInterval, "with --wait, how often to ask whether the request was decided")
 	pos, err := a.parse("decrypt", fs, args, 2, 2)
 	if err != nil {
 		return err
@@ -115,23 +144,71 @@ func runDecrypt(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return usagef("--justification: %s", strings.TrimPrefix(err.Error(), "custos: "))
 	}
+	if *wait && (*waitTimeout <= 0 || *poll <= 0) {
+		return usagef("--wait-timeout and --poll-interval must be positive")
+	}
 	c, err := a.client(ctx)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	opts := []custos.Option{custos.WithStdio(a.stdin, a.stdout)}
+	opts := []custos.Option{}
 	if len(expect) > 0 {
 		opts = append(opts, custos.WithExpectedContext(expect))
 	}
-	h, err := c.DecryptFile(ctx, pos[0], pos[1], custos.Justification{Reason: r, Text: *text, Ticket: *ticket}, opts...)
+	j := custos.Justification{Reason: r, Text: *text, Ticket: *ticket}
+	// Standard input can be read only once: with --wait, keep what the
+	// first attempt read (the envelope header) to replay it on the retry.
+	var rec *recorder
+	stdin := a.stdin
+	if *wait && pos[0] == "-" {
+		rec = &recorder{r: a.stdin}
+		stdin = rec
+	}
+	h, err := c.DecryptFile(ctx, pos[0], pos[1], j, append(opts, custos.WithStdio(stdin, a.stdout))...)
+	if id, pending := custos.PendingRequestID(err); pending && *wait {
+		fmt.Fprintf(a.stderr, "waiting for approval of request %s...\n", id)
+		wctx, cancel := context.WithTimeout(ctx, *waitTimeout)
+		req, werr := c.WaitForApproval(wctx, id, custos.WithPollInterval(*poll))
+		cancel()
+		switch {
+		case errors.Is(werr, custos.ErrRequestDenied):
+			return fmt.Errorf("request %s was denied by a security officer: nothing was decrypted", id)
+		case errors.Is(werr, custos.ErrRequestExpired):
+			return fmt.Errorf("request %s expired without a decision: nothing was decrypted", id)
+		case errors.Is(werr, context.DeadlineExceeded) && ctx.Err() == nil:
+			return fmt.Errorf("request %s is still pending after %s (--wait-timeout): nothing was decrypted; the officers can still approve it, then run decrypt again", id, *waitTimeout)
+		case werr != nil:
+			return werr
+		}
+		fmt.Fprintf(a.stderr, "request %s approved (grant %s); decrypting\n", id, req.GetGrantId())
+		if rec != nil {
+			stdin = io.MultiReader(bytes.NewReader(rec.buf.Bytes()), a.stdin)
+		}
+		h, err = c.DecryptFile(ctx, pos[0], pos[1], j, append(opts, custos.WithStdio(stdin, a.stdout))...)
+	}
 	if err != nil {
+		if id, pending := custos.PendingRequestID(err); pending && !*wait {
+			return &hintError{err, fmt.Sprintf("custos: the officers must approve request %s (custos officer approve %s); run again with --wait to wait for it", id, id)}
+		}
 		return err
 	}
 	if pos[1] != "-" {
 		fmt.Fprintf(a.stdout, "decrypted %s to %s with key %s version %d\n", pos[0], pos[1], h.Key, h.KeyVersion)
 	}
 	return nil
+}
+
+// recorder keeps a copy of everything read through it.
+type recorder struct {
+	r   io.Reader
+	buf bytes.Buffer
+}
+
+func (r *recorder) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	r.buf.Write(p[:n])
+	return n, err
 }
 
 func runDataKey(ctx context.Context, a *app, args []string) error {

@@ -84,14 +84,6 @@ func runKeyRotate(ctx context.Context, a *app, args []string) error {
 	return keyOp(ctx, a, "key rotate", args, (*custos.Client).RotateKey)
 }
 
-func runKeyEnable(ctx context.Context, a *app, args []string) error {
-	return keyOp(ctx, a, "key enable", args, (*custos.Client).EnableKey)
-}
-
-func runKeyDisable(ctx context.Context, a *app, args []string) error {
-	return keyOp(ctx, a, "key disable", args, (*custos.Client).DisableKey)
-}
-
 func runKeyMinVersion(ctx context.Context, a *app, args []string) error {
 	fs := a.flags("key min-version")
 	asJSON := fs.Bool("json", false, "print the key as one JSON object")

@@ -9,7 +9,9 @@
 // Connection settings come from CUSTOS_ADDR, CUSTOS_CA, CUSTOS_CERT and
 // CUSTOS_KEY (written by custosd dev to client.env); the connection flags
 // --addr, --ca, --cert and --key override them and must come before the
-// command. See docs/cli.md.
+// command. Security officers sign governance statements with their own
+// key (--officer-key / CUSTOS_OFFICER_KEY, or a PKCS#11 token). See
+// docs/cli.md and docs/governance.md.
 package main
 
 import (
@@ -83,14 +85,46 @@ func init() {
 		{"key list", "[--json]", "List every key in name order.", runKeyList},
 		{"key get", "[--json] NAME", "Show a key's metadata.", runKeyGet},
 		{"key rotate", "[--json] NAME", "Add a key version and make it the primary (encrypting) one.", runKeyRotate},
-		{"key enable", "[--json] NAME", "Enable a disabled key.", runKeyEnable},
-		{"key disable", "[--json] NAME", "Disable a key: it no longer encrypts or decrypts.", runKeyDisable},
+		{"key enable", "[officer flags] [--json] NAME", "Re-enable a disabled or revoked key (EnableKey statement; needs the officer quorum).", runKeyEnable},
+		{"key disable", "[officer flags] [--json] NAME", "Disable a key (DisableKey statement with an officer key, else SetKeyState).", runKeyDisable},
+		{"key revoke", "[officer flags] [--json] NAME", "Revoke a key at once (RevokeKey statement, one officer).", runKeyRevoke},
+		{"key policy get", "[--json] NAME", "Show a key's policy.", runKeyPolicyGet},
+		{"key policy set", "--file POLICY.json [officer flags] NAME", "Replace a key's policy (SetPolicy statement; needs the officer quorum).", runKeyPolicySet},
 		{"key min-version", "[--json] NAME VERSION", "Refuse decryption under versions of the key below VERSION.", runKeyMinVersion},
 		{"encrypt", "--key K [--context k=v]... [--segment-size N] IN OUT", "Encrypt file IN into envelope file OUT ('-' for stdin/stdout).", runEncrypt},
-		{"decrypt", "[--justification REASON] [--text T] [--ticket T] [--expect-context k=v]... IN OUT", "Decrypt envelope file IN into OUT ('-' for stdin/stdout).", runDecrypt},
+		{"decrypt", "[--justification REASON] [--text T] [--ticket T] [--expect-context k=v]... [--wait [--wait-timeout D]] IN OUT", "Decrypt envelope file IN into OUT ('-' for stdin/stdout).", runDecrypt},
 		{"datakey", "--key K [--context k=v]... [--show-plaintext] [--json]", "Generate a data key and print it wrapped (base64).", runDataKey},
+		{"officer keygen", "--name N --out FILE [--passphrase-file F]", "Create an officer key; print its public key and fingerprint.", runOfficerKeygen},
+		{"officer list", "[--json]", "Show the cluster's officers, their key fingerprints and the quorum.", runOfficerList},
+		{"officer pending", "[--key K]", "List decrypt requests waiting for approval.", runOfficerPending},
+		{"officer approve", "[--uses N] [--ttl D] [officer flags] REQUEST_ID", "Approve a pending request into a grant (needs the quorum).", runOfficerApprove},
+		{"officer deny", "[officer flags] REQUEST_ID", "Deny a pending request (one officer).", runOfficerDeny},
+		{"officer grant", "--principal P --key K --reason R [--uses N] [--ttl D] [officer flags]", "Grant decrypts in advance (needs the quorum).", runOfficerGrant},
+		{"officer revoke-grant", "[officer flags] GRANT_ID", "End a grant (one officer).", runOfficerRevokeGrant},
+		{"officer grants", "[--key K]", "List the grants in force.", runOfficerGrants},
+		{"officer sign", "[officer flags] FILE", "Show a statement file and add your signature to it.", runOfficerSign},
+		{"officer submit", "[--json] FILE", "Submit a signed statement file.", runOfficerSubmit},
+		{"officer propose revoke", "--key K --out FILE", "Write an unsigned RevokeKey statement file.", runOfficerPropose("revoke", 0, keyFlag)},
+		{"officer propose disable", "--key K --out FILE", "Write an unsigned DisableKey statement file.", runOfficerPropose("disable", 0, keyFlag)},
+		{"officer propose enable", "--key K --out FILE", "Write an unsigned EnableKey statement file.", runOfficerPropose("enable", 0, keyFlag)},
+		{"officer propose policy", "--key K --file POLICY.json --out FILE", "Write an unsigned SetPolicy statement file.", runOfficerPropose("policy", 0, policyFlags)},
+		{"officer propose approve", "[--uses N] [--ttl D] --out FILE REQUEST_ID", "Write an unsigned ApproveRequest statement file.", runOfficerPropose("approve", 1, limitFlags)},
+		{"officer propose deny", "--out FILE REQUEST_ID", "Write an unsigned DenyRequest statement file.", runOfficerPropose("deny", 1, nil)},
+		{"officer propose grant", "--principal P --key K --reason R [--uses N] [--ttl D] --out FILE", "Write an unsigned CreateGrant statement file.", runOfficerPropose("grant", 0, grantFlags)},
+		{"officer propose revoke-grant", "--out FILE GRANT_ID", "Write an unsigned RevokeGrant statement file.", runOfficerPropose("revoke-grant", 1, nil)},
+		{"officer propose officers", "--file OFFICERS.json --out FILE", "Write an unsigned SetOfficers statement file.", runOfficerPropose("officers", 0, officersFileFlag)},
 		{"version", "", "Print the version of this program.", runVersion},
 	}
+}
+
+// isGroup reports whether some command's name starts with group + " ".
+func isGroup(group string) bool {
+	for _, c := range commands {
+		if strings.HasPrefix(c.name, group+" ") {
+			return true
+		}
+	}
+	return false
 }
 
 func lookup(name string) *command {
@@ -128,16 +162,18 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	name := rest[0]
 	rest = rest[1:]
-	switch name {
-	case "help":
+	if name == "help" {
 		return a.help(rest, fs)
-	case "key":
+	}
+	// Groups ("key", "officer", "key policy", "officer propose") take
+	// subcommands.
+	for lookup(name) == nil && isGroup(name) {
 		if len(rest) == 0 || rest[0] == "-h" || rest[0] == "--help" || rest[0] == "-help" {
 			w, code := stderr, exitUsage
 			if len(rest) > 0 {
 				w, code = stdout, exitOK
 			}
-			a.groupUsage(w, "key")
+			a.groupUsage(w, name)
 			return code
 		}
 		name += " " + rest[0]
@@ -165,6 +201,10 @@ func (a *app) finish(cmd *command, err error) int {
 	default:
 		msg := strings.TrimPrefix(errorLine(err), cmd.name+": ")
 		fmt.Fprintf(a.stderr, "custos: %s: %s\n", cmd.name, msg)
+		var he *hintError
+		if errors.As(err, &he) {
+			fmt.Fprintln(a.stderr, he.hint)
+		}
 		return exitError
 	}
 }
@@ -186,8 +226,8 @@ func (a *app) help(args []string, global *flag.FlagSet) int {
 		return exitOK
 	}
 	name := strings.Join(args, " ")
-	if name == "key" {
-		a.groupUsage(a.stdout, "key")
+	if lookup(name) == nil && isGroup(name) {
+		a.groupUsage(a.stdout, name)
 		return exitOK
 	}
 	cmd := lookup(name)
@@ -206,12 +246,17 @@ with envelope encryption. Connection settings come from CUSTOS_ADDR,
 CUSTOS_CA, CUSTOS_CERT and CUSTOS_KEY (custosd dev writes them to
 client.env); the connection flags override them and go before COMMAND.
 
+Security officers sign governance statements (key revoke/enable/policy,
+officer ...) with the key in --officer-key or CUSTOS_OFFICER_KEY, as the
+officer named by --officer or CUSTOS_OFFICER_NAME (or on a PKCS#11 token
+with --officer-pkcs11); see docs/governance.md.
+
 Commands:
 `)
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-16s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-24s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintf(w, "  %-16s %s\n", "help [COMMAND]", "Show help for a command.")
+	fmt.Fprintf(w, "  %-24s %s\n", "help [COMMAND]", "Show help for a command.")
 	fmt.Fprint(w, "\nConnection flags:\n")
 	printFlags(w, global)
 	fmt.Fprint(w, "\nRun 'custos COMMAND --help' for a command's flags.\n")
@@ -221,7 +266,7 @@ func (a *app) groupUsage(w io.Writer, group string) {
 	fmt.Fprintf(w, "Usage: custos %s SUBCOMMAND [flags] [args]\n\nSubcommands:\n", group)
 	for _, c := range commands {
 		if sub, ok := strings.CutPrefix(c.name, group+" "); ok {
-			fmt.Fprintf(w, "  %-12s %s\n", sub, c.summary)
+			fmt.Fprintf(w, "  %-22s %s\n", sub, c.summary)
 		}
 	}
 	fmt.Fprintf(w, "\nRun 'custos %s SUBCOMMAND --help' for a subcommand's flags.\n", group)

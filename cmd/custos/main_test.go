@@ -49,7 +49,8 @@ func (r result) want(t *testing.T, code int, contains ...string) {
 }
 
 func clearEnv(t *testing.T) {
-	for _, v := range []string{custos.EnvAddr, custos.EnvCA, custos.EnvCert, custos.EnvKey} {
+	for _, v := range []string{custos.EnvAddr, custos.EnvCA, custos.EnvCert, custos.EnvKey,
+		envOfficerName, envOfficerKey, envOfficerPassphrase, envOfficerPKCS11, envOfficerPIN} {
 		t.Setenv(v, "")
 	}
 }
@@ -114,19 +115,27 @@ func TestMissingEnvironment(t *testing.T) {
 	}
 }
 
+// usePrincipal points the CUSTOS_* environment at h with a client
+// certificate for cn.
+func usePrincipal(t *testing.T, h *nodetest.Harness, cn string) {
+	t.Helper()
+	h.ClientTLS(t, cn) // issues the certificate into the harness PKI
+	cert, key := pki.ClientFiles(filepath.Dir(h.CAFile), cn)
+	t.Setenv(custos.EnvAddr, h.Addr)
+	t.Setenv(custos.EnvCA, h.CAFile)
+	t.Setenv(custos.EnvCert, cert)
+	t.Setenv(custos.EnvKey, key)
+}
+
 func TestVersion(t *testing.T) {
 	runCLI(t, "", "version").want(t, 0, "custos ", "go1.")
 }
 
 // TestQuickstart walks through the README quickstart against a real node.
 func TestQuickstart(t *testing.T) {
+	clearEnv(t)
 	h := nodetest.Start(t)
-	h.ClientTLS(t, "app") // issues the app certificate into the harness PKI
-	cert, key := pki.ClientFiles(filepath.Dir(h.CAFile), "app")
-	t.Setenv(custos.EnvAddr, h.Addr)
-	t.Setenv(custos.EnvCA, h.CAFile)
-	t.Setenv(custos.EnvCert, cert)
-	t.Setenv(custos.EnvKey, key)
+	usePrincipal(t, h, "app")
 
 	dir := t.TempDir()
 	plain := filepath.Join(dir, "salaries.csv")
@@ -214,7 +223,8 @@ func TestQuickstart(t *testing.T) {
 	if _, err := os.Stat(gone); !os.IsNotExist(err) {
 		t.Errorf("output file exists after a refused decrypt (stat: %v)", err)
 	}
-	runCLI(t, "", "key", "enable", "payroll").want(t, 0, "payroll state=ENABLED")
+	// Re-enabling needs the officer quorum (2 of 3).
+	enableByQuorum(t, h, "payroll")
 	runCLI(t, "", "key", "min-version", "payroll", "2").want(t, 0, "min_decryption=2")
 	runCLI(t, "", "decrypt", enc, gone).want(t, 1, "(FailedPrecondition)")
 	runCLI(t, "", "decrypt", enc2, filepath.Join(dir, "v2.out")).want(t, 0, "version 2")
