@@ -573,7 +573,9 @@ type RegisterNodeKey struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
 	// PKIX DER of the ECDSA P-256 public key.
-	PublicKey     []byte `protobuf:"bytes,2,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	PublicKey []byte `protobuf:"bytes,2,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	// The node's gRPC address, so followers can reach the leader.
+	ApiAddr       string `protobuf:"bytes,3,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -620,6 +622,13 @@ func (x *RegisterNodeKey) GetPublicKey() []byte {
 		return x.PublicKey
 	}
 	return nil
+}
+
+func (x *RegisterNodeKey) GetApiAddr() string {
+	if x != nil {
+		return x.ApiAddr
+	}
+	return ""
 }
 
 // Govern applies an officer-signed statement; Apply verifies the signatures
@@ -1144,6 +1153,7 @@ type NodeKey struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
 	PublicKey     []byte                 `protobuf:"bytes,2,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	ApiAddr       string                 `protobuf:"bytes,3,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1190,6 +1200,13 @@ func (x *NodeKey) GetPublicKey() []byte {
 		return x.PublicKey
 	}
 	return nil
+}
+
+func (x *NodeKey) GetApiAddr() string {
+	if x != nil {
+		return x.ApiAddr
+	}
+	return ""
 }
 
 // UsedNonce remembers an applied statement until it expires (replay guard).
@@ -1491,6 +1508,238 @@ func (x *KeyVersionRecord) GetCreateTimeUnixNano() int64 {
 	return 0
 }
 
+// ApplyResult is a command's result as it crosses between nodes.
+type ApplyResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Result:
+	//
+	//	*ApplyResult_Key
+	//	*ApplyResult_Decision
+	Result isApplyResult_Result `protobuf_oneof:"result"`
+	// Set when the result (or the proposal) is an error.
+	Error         *ResultError `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApplyResult) Reset() {
+	*x = ApplyResult{}
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApplyResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApplyResult) ProtoMessage() {}
+
+func (x *ApplyResult) ProtoReflect() protoreflect.Message {
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApplyResult.ProtoReflect.Descriptor instead.
+func (*ApplyResult) Descriptor() ([]byte, []int) {
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ApplyResult) GetResult() isApplyResult_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *ApplyResult) GetKey() *KeyRecord {
+	if x != nil {
+		if x, ok := x.Result.(*ApplyResult_Key); ok {
+			return x.Key
+		}
+	}
+	return nil
+}
+
+func (x *ApplyResult) GetDecision() *DecisionResult {
+	if x != nil {
+		if x, ok := x.Result.(*ApplyResult_Decision); ok {
+			return x.Decision
+		}
+	}
+	return nil
+}
+
+func (x *ApplyResult) GetError() *ResultError {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+type isApplyResult_Result interface {
+	isApplyResult_Result()
+}
+
+type ApplyResult_Key struct {
+	Key *KeyRecord `protobuf:"bytes,1,opt,name=key,proto3,oneof"`
+}
+
+type ApplyResult_Decision struct {
+	Decision *DecisionResult `protobuf:"bytes,2,opt,name=decision,proto3,oneof"`
+}
+
+func (*ApplyResult_Key) isApplyResult_Result() {}
+
+func (*ApplyResult_Decision) isApplyResult_Result() {}
+
+// DecisionResult carries a Decide, Govern, checkpoint or block-release
+// result.
+type DecisionResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Record        *v1.DecisionRecord     `protobuf:"bytes,1,opt,name=record,proto3" json:"record,omitempty"`
+	Error         *ResultError           `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	Result        string                 `protobuf:"bytes,3,opt,name=result,proto3" json:"result,omitempty"`
+	GrantId       string                 `protobuf:"bytes,4,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DecisionResult) Reset() {
+	*x = DecisionResult{}
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DecisionResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DecisionResult) ProtoMessage() {}
+
+func (x *DecisionResult) ProtoReflect() protoreflect.Message {
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DecisionResult.ProtoReflect.Descriptor instead.
+func (*DecisionResult) Descriptor() ([]byte, []int) {
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *DecisionResult) GetRecord() *v1.DecisionRecord {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
+func (x *DecisionResult) GetError() *ResultError {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *DecisionResult) GetResult() string {
+	if x != nil {
+		return x.Result
+	}
+	return ""
+}
+
+func (x *DecisionResult) GetGrantId() string {
+	if x != nil {
+		return x.GrantId
+	}
+	return ""
+}
+
+// ResultError is a domain error: its kind names the kms sentinel.
+type ResultError struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Kind    string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Message string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// For a pending approval.
+	PendingRequestId string `protobuf:"bytes,3,opt,name=pending_request_id,json=pendingRequestId,proto3" json:"pending_request_id,omitempty"`
+	PendingSeq       uint64 `protobuf:"varint,4,opt,name=pending_seq,json=pendingSeq,proto3" json:"pending_seq,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ResultError) Reset() {
+	*x = ResultError{}
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResultError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResultError) ProtoMessage() {}
+
+func (x *ResultError) ProtoReflect() protoreflect.Message {
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResultError.ProtoReflect.Descriptor instead.
+func (*ResultError) Descriptor() ([]byte, []int) {
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ResultError) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *ResultError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *ResultError) GetPendingRequestId() string {
+	if x != nil {
+		return x.PendingRequestId
+	}
+	return ""
+}
+
+func (x *ResultError) GetPendingSeq() uint64 {
+	if x != nil {
+		return x.PendingSeq
+	}
+	return 0
+}
+
 var File_raftlog_v1_raftlog_proto protoreflect.FileDescriptor
 
 const file_raftlog_v1_raftlog_proto_rawDesc = "" +
@@ -1535,11 +1784,12 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x02 \x01(\tR\trequestId\x12\x10\n" +
 	"\x03key\x18\x03 \x01(\tR\x03key\x12\x16\n" +
-	"\x06detail\x18\x04 \x01(\tR\x06detail\"D\n" +
+	"\x06detail\x18\x04 \x01(\tR\x06detail\"_\n" +
 	"\x0fRegisterNodeKey\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1d\n" +
 	"\n" +
-	"public_key\x18\x02 \x01(\fR\tpublicKey\"B\n" +
+	"public_key\x18\x02 \x01(\fR\tpublicKey\x12\x19\n" +
+	"\bapi_addr\x18\x03 \x01(\tR\aapiAddr\"B\n" +
 	"\x06Govern\x128\n" +
 	"\tstatement\x18\x01 \x01(\v2\x1a.custos.v1.SignedStatementR\tstatement\"b\n" +
 	"\tCreateKey\x12\x12\n" +
@@ -1588,11 +1838,12 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	" \x03(\v2\x17.raftlog.v1.RateCounterR\bcounters\x120\n" +
 	"\tnode_keys\x18\v \x03(\v2\x13.raftlog.v1.NodeKeyR\bnodeKeys\x12>\n" +
 	"\x0flast_checkpoint\x18\f \x01(\v2\x15.custos.v1.CheckpointR\x0elastCheckpoint\x124\n" +
-	"\x16last_checkpoint_record\x18\r \x01(\x04R\x14lastCheckpointRecord\"<\n" +
+	"\x16last_checkpoint_record\x18\r \x01(\x04R\x14lastCheckpointRecord\"W\n" +
 	"\aNodeKey\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1d\n" +
 	"\n" +
-	"public_key\x18\x02 \x01(\fR\tpublicKey\"G\n" +
+	"public_key\x18\x02 \x01(\fR\tpublicKey\x12\x19\n" +
+	"\bapi_addr\x18\x03 \x01(\tR\aapiAddr\"G\n" +
 	"\tUsedNonce\x12\x14\n" +
 	"\x05nonce\x18\x01 \x01(\fR\x05nonce\x12$\n" +
 	"\x0enot_after_unix\x18\x02 \x01(\x03R\fnotAfterUnix\"g\n" +
@@ -1617,7 +1868,26 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1f\n" +
 	"\vwrapped_kek\x18\x02 \x01(\fR\n" +
 	"wrappedKek\x121\n" +
-	"\x15create_time_unix_nano\x18\x03 \x01(\x03R\x12createTimeUnixNanoB9Z7github.com/custos-kms/custos/proto/raftlog/v1;raftlogv1b\x06proto3"
+	"\x15create_time_unix_nano\x18\x03 \x01(\x03R\x12createTimeUnixNano\"\xab\x01\n" +
+	"\vApplyResult\x12)\n" +
+	"\x03key\x18\x01 \x01(\v2\x15.raftlog.v1.KeyRecordH\x00R\x03key\x128\n" +
+	"\bdecision\x18\x02 \x01(\v2\x1a.raftlog.v1.DecisionResultH\x00R\bdecision\x12-\n" +
+	"\x05error\x18\n" +
+	" \x01(\v2\x17.raftlog.v1.ResultErrorR\x05errorB\b\n" +
+	"\x06result\"\xa5\x01\n" +
+	"\x0eDecisionResult\x121\n" +
+	"\x06record\x18\x01 \x01(\v2\x19.custos.v1.DecisionRecordR\x06record\x12-\n" +
+	"\x05error\x18\x02 \x01(\v2\x17.raftlog.v1.ResultErrorR\x05error\x12\x16\n" +
+	"\x06result\x18\x03 \x01(\tR\x06result\x12\x19\n" +
+	"\bgrant_id\x18\x04 \x01(\tR\agrantId\"\x8a\x01\n" +
+	"\vResultError\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12,\n" +
+	"\x12pending_request_id\x18\x03 \x01(\tR\x10pendingRequestId\x12\x1f\n" +
+	"\vpending_seq\x18\x04 \x01(\x04R\n" +
+	"pendingSeq2D\n" +
+	"\vReplication\x125\n" +
+	"\x05Apply\x12\x13.raftlog.v1.Command\x1a\x17.raftlog.v1.ApplyResultB9Z7github.com/custos-kms/custos/proto/raftlog/v1;raftlogv1b\x06proto3"
 
 var (
 	file_raftlog_v1_raftlog_proto_rawDescOnce sync.Once
@@ -1631,7 +1901,7 @@ func file_raftlog_v1_raftlog_proto_rawDescGZIP() []byte {
 	return file_raftlog_v1_raftlog_proto_rawDescData
 }
 
-var file_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_raftlog_v1_raftlog_proto_goTypes = []any{
 	(*Entry)(nil),                   // 0: raftlog.v1.Entry
 	(*Command)(nil),                 // 1: raftlog.v1.Command
@@ -1652,15 +1922,19 @@ var file_raftlog_v1_raftlog_proto_goTypes = []any{
 	(*RateCounter)(nil),             // 16: raftlog.v1.RateCounter
 	(*KeyRecord)(nil),               // 17: raftlog.v1.KeyRecord
 	(*KeyVersionRecord)(nil),        // 18: raftlog.v1.KeyVersionRecord
-	(*v1.Officer)(nil),              // 19: custos.v1.Officer
-	(*v1.Checkpoint)(nil),           // 20: custos.v1.Checkpoint
-	(*v1.SignedStatement)(nil),      // 21: custos.v1.SignedStatement
-	(v1.Operation)(0),               // 22: custos.v1.Operation
-	(v1.Reason)(0),                  // 23: custos.v1.Reason
-	(*v1.Governance)(nil),           // 24: custos.v1.Governance
-	(*v1.ApprovalRequest)(nil),      // 25: custos.v1.ApprovalRequest
-	(*v1.Grant)(nil),                // 26: custos.v1.Grant
-	(*v1.KeyPolicy)(nil),            // 27: custos.v1.KeyPolicy
+	(*ApplyResult)(nil),             // 19: raftlog.v1.ApplyResult
+	(*DecisionResult)(nil),          // 20: raftlog.v1.DecisionResult
+	(*ResultError)(nil),             // 21: raftlog.v1.ResultError
+	(*v1.Officer)(nil),              // 22: custos.v1.Officer
+	(*v1.Checkpoint)(nil),           // 23: custos.v1.Checkpoint
+	(*v1.SignedStatement)(nil),      // 24: custos.v1.SignedStatement
+	(v1.Operation)(0),               // 25: custos.v1.Operation
+	(v1.Reason)(0),                  // 26: custos.v1.Reason
+	(*v1.Governance)(nil),           // 27: custos.v1.Governance
+	(*v1.ApprovalRequest)(nil),      // 28: custos.v1.ApprovalRequest
+	(*v1.Grant)(nil),                // 29: custos.v1.Grant
+	(*v1.KeyPolicy)(nil),            // 30: custos.v1.KeyPolicy
+	(*v1.DecisionRecord)(nil),       // 31: custos.v1.DecisionRecord
 }
 var file_raftlog_v1_raftlog_proto_depIdxs = []int32{
 	1,  // 0: raftlog.v1.Entry.commands:type_name -> raftlog.v1.Command
@@ -1675,26 +1949,33 @@ var file_raftlog_v1_raftlog_proto_depIdxs = []int32{
 	4,  // 9: raftlog.v1.Command.advance_cursor:type_name -> raftlog.v1.AdvanceCursor
 	5,  // 10: raftlog.v1.Command.block_release:type_name -> raftlog.v1.BlockRelease
 	6,  // 11: raftlog.v1.Command.register_node_key:type_name -> raftlog.v1.RegisterNodeKey
-	19, // 12: raftlog.v1.InitCluster.officers:type_name -> custos.v1.Officer
-	20, // 13: raftlog.v1.RecordCheckpoint.checkpoint:type_name -> custos.v1.Checkpoint
-	21, // 14: raftlog.v1.Govern.statement:type_name -> custos.v1.SignedStatement
-	22, // 15: raftlog.v1.Decide.operation:type_name -> custos.v1.Operation
-	23, // 16: raftlog.v1.Decide.reason:type_name -> custos.v1.Reason
+	22, // 12: raftlog.v1.InitCluster.officers:type_name -> custos.v1.Officer
+	23, // 13: raftlog.v1.RecordCheckpoint.checkpoint:type_name -> custos.v1.Checkpoint
+	24, // 14: raftlog.v1.Govern.statement:type_name -> custos.v1.SignedStatement
+	25, // 15: raftlog.v1.Decide.operation:type_name -> custos.v1.Operation
+	26, // 16: raftlog.v1.Decide.reason:type_name -> custos.v1.Reason
 	17, // 17: raftlog.v1.State.keys:type_name -> raftlog.v1.KeyRecord
-	24, // 18: raftlog.v1.State.governance:type_name -> custos.v1.Governance
+	27, // 18: raftlog.v1.State.governance:type_name -> custos.v1.Governance
 	15, // 19: raftlog.v1.State.nonces:type_name -> raftlog.v1.UsedNonce
-	25, // 20: raftlog.v1.State.requests:type_name -> custos.v1.ApprovalRequest
-	26, // 21: raftlog.v1.State.grants:type_name -> custos.v1.Grant
+	28, // 20: raftlog.v1.State.requests:type_name -> custos.v1.ApprovalRequest
+	29, // 21: raftlog.v1.State.grants:type_name -> custos.v1.Grant
 	16, // 22: raftlog.v1.State.counters:type_name -> raftlog.v1.RateCounter
 	14, // 23: raftlog.v1.State.node_keys:type_name -> raftlog.v1.NodeKey
-	20, // 24: raftlog.v1.State.last_checkpoint:type_name -> custos.v1.Checkpoint
+	23, // 24: raftlog.v1.State.last_checkpoint:type_name -> custos.v1.Checkpoint
 	18, // 25: raftlog.v1.KeyRecord.versions:type_name -> raftlog.v1.KeyVersionRecord
-	27, // 26: raftlog.v1.KeyRecord.policy:type_name -> custos.v1.KeyPolicy
-	27, // [27:27] is the sub-list for method output_type
-	27, // [27:27] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	30, // 26: raftlog.v1.KeyRecord.policy:type_name -> custos.v1.KeyPolicy
+	17, // 27: raftlog.v1.ApplyResult.key:type_name -> raftlog.v1.KeyRecord
+	20, // 28: raftlog.v1.ApplyResult.decision:type_name -> raftlog.v1.DecisionResult
+	21, // 29: raftlog.v1.ApplyResult.error:type_name -> raftlog.v1.ResultError
+	31, // 30: raftlog.v1.DecisionResult.record:type_name -> custos.v1.DecisionRecord
+	21, // 31: raftlog.v1.DecisionResult.error:type_name -> raftlog.v1.ResultError
+	1,  // 32: raftlog.v1.Replication.Apply:input_type -> raftlog.v1.Command
+	19, // 33: raftlog.v1.Replication.Apply:output_type -> raftlog.v1.ApplyResult
+	33, // [33:34] is the sub-list for method output_type
+	32, // [32:33] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_raftlog_v1_raftlog_proto_init() }
@@ -1715,15 +1996,19 @@ func file_raftlog_v1_raftlog_proto_init() {
 		(*Command_BlockRelease)(nil),
 		(*Command_RegisterNodeKey)(nil),
 	}
+	file_raftlog_v1_raftlog_proto_msgTypes[19].OneofWrappers = []any{
+		(*ApplyResult_Key)(nil),
+		(*ApplyResult_Decision)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raftlog_v1_raftlog_proto_rawDesc), len(file_raftlog_v1_raftlog_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   22,
 			NumExtensions: 0,
-			NumServices:   0,
+			NumServices:   1,
 		},
 		GoTypes:           file_raftlog_v1_raftlog_proto_goTypes,
 		DependencyIndexes: file_raftlog_v1_raftlog_proto_depIdxs,
