@@ -90,7 +90,7 @@ func TestAPI(t *testing.T) {
 
 	t.Run("health without a certificate", func(t *testing.T) {
 		hc := healthpb.NewHealthClient(h.Conn(t, ""))
-		for _, svc := range []string{"", "custos.v1.KeyService", "custos.v1.GovernanceService"} {
+		for _, svc := range []string{"", "custos.v1.KeyService", "custos.v1.GovernanceService", "custos.v1.AuditService"} {
 			resp, err := hc.Check(ctx(t), &healthpb.HealthCheckRequest{Service: svc})
 			if err != nil {
 				t.Fatalf("Check(%q): %v", svc, err)
@@ -119,7 +119,7 @@ func TestAPI(t *testing.T) {
 		for _, s := range resp.GetListServicesResponse().GetService() {
 			names = append(names, s.GetName())
 		}
-		for _, want := range []string{"custos.v1.KeyService", "custos.v1.GovernanceService"} {
+		for _, want := range []string{"custos.v1.KeyService", "custos.v1.GovernanceService", "custos.v1.AuditService"} {
 			if !slices.Contains(names, want) {
 				t.Errorf("reflection lists %v, want %s", names, want)
 			}

@@ -229,12 +229,15 @@ func TestGovernanceService(t *testing.T) {
 // TestOperatorCannotLoosen is issue 3's "operator can loosen nothing": an
 // mTLS identity that is neither the key's user nor an officer tries every
 // RPC on keys created by "app", and nothing about them loosens. The table
-// must cover every method of KeyService and GovernanceService.
+// must cover every method of KeyService, GovernanceService and
+// AuditService (whose reads are for the configured auditors only).
 func TestOperatorCannotLoosen(t *testing.T) {
 	h := nodetest.Start(t)
 	app := custosv1.NewKeyServiceClient(h.Conn(t, "app"))
 	kc := custosv1.NewKeyServiceClient(h.Conn(t, "operator"))
 	gc := custosv1.NewGovernanceServiceClient(h.Conn(t, "operator"))
+	ac := custosv1.NewAuditServiceClient(h.Conn(t, "operator"))
+	appAudit := custosv1.NewAuditServiceClient(h.Conn(t, "app"))
 	appGov := custosv1.NewGovernanceServiceClient(h.Conn(t, "app"))
 
 	// "locked": two versions, minimum decryption version 2, disabled by its
@@ -275,6 +278,27 @@ func TestOperatorCannotLoosen(t *testing.T) {
 	// A pending request of app's, which the operator would like approved.
 	_, err = app.Decrypt(ctx(t), &custosv1.DecryptRequest{Ciphertext: openDK.GetWrappedDataKey(), EncryptionContext: ec, Justification: provider})
 	requestID := approvalInfo(t, err).GetMetadata()["request_id"]
+
+	// A notification sink the officers configured (one signature suffices
+	// to add one: it loosens nothing).
+	sink := func(name string) func(*custosv1.Statement) {
+		return func(st *custosv1.Statement) {
+			st.Operation = &custosv1.Statement_AddSink{AddSink: &custosv1.AddSink{Sink: &custosv1.Sink{
+				Name: name, Type: custosv1.SinkType_SINK_TYPE_WEBHOOK, Url: "http://127.0.0.1:1/custos",
+				HmacKey: []byte("0123456789abcdef0123456789abcdef")}}}
+		}
+	}
+	removeSink := func(name string) func(*custosv1.Statement) {
+		return func(st *custosv1.Statement) {
+			st.Operation = &custosv1.Statement_RemoveSink{RemoveSink: &custosv1.RemoveSink{Name: name}}
+		}
+	}
+	if _, err := appGov.Submit(ctx(t), h.Sign(t, sink("siem"), 0)); err != nil {
+		t.Fatal(err)
+	}
+	quiet := func(st *custosv1.Statement) {
+		st.Operation = &custosv1.Statement_SetNotifyRules{SetNotifyRules: &custosv1.SetNotifyRules{Rules: &custosv1.NotifyRules{}}}
+	}
 
 	// The operator's own key, and one it claims is an officer's.
 	opKey, err := governance.GenerateKey()
@@ -321,7 +345,7 @@ func TestOperatorCannotLoosen(t *testing.T) {
 		method string // "Service/Method"
 		what   string
 		call   func() error
-		want   []codes.Code // refused with one of these; OK only for reads
+		want   []codes.Code // refused with one of these; OK only for reads and AddSink
 	}
 	denied := []codes.Code{codes.PermissionDenied}
 	read := []codes.Code{codes.OK, codes.PermissionDenied} // reads loosen nothing either way
@@ -395,6 +419,46 @@ func TestOperatorCannotLoosen(t *testing.T) {
 		}, read},
 		{"GovernanceService/ListGrants", "read", func() error { _, err := gc.ListGrants(ctx(t), &custosv1.ListGrantsRequest{}); return err }, read},
 		{"GovernanceService/GetPolicy", "read", func() error { _, err := gc.GetPolicy(ctx(t), &custosv1.GetPolicyRequest{Key: "open"}); return err }, read},
+		{"GovernanceService/Submit", "RemoveSink with one officer signature", submit(h.Sign(t, removeSink("siem"), 1)), denied},
+		{"GovernanceService/Submit", "SetNotifyRules (notify nothing) with one officer signature", submit(h.Sign(t, quiet, 2)), denied},
+		// One officer may add a sink: the customer is told more, nothing
+		// loosens. The quorum removes it again inside the attempt, so the
+		// compared state (which includes the sinks) must be unchanged.
+		{"GovernanceService/Submit", "AddSink with one officer signature (allowed), removed again by the quorum", func() error {
+			if _, err := gc.Submit(ctx(t), h.Sign(t, sink("extra"), 1)); err != nil {
+				return err
+			}
+			_, err := gc.Submit(ctx(t), h.Sign(t, removeSink("extra"), 0, 2))
+			return err
+		}, []codes.Code{codes.OK}},
+		{"AuditService/ListDecisions", "read the ledger", func() error {
+			_, err := ac.ListDecisions(ctx(t), &custosv1.ListDecisionsRequest{})
+			return err
+		}, denied},
+		{"AuditService/ListDecisions", "read the ledger, as the key's own user", func() error {
+			_, err := appAudit.ListDecisions(ctx(t), &custosv1.ListDecisionsRequest{})
+			return err
+		}, denied},
+		{"AuditService/GetCheckpoint", "read the checkpoint", func() error {
+			_, err := ac.GetCheckpoint(ctx(t), &custosv1.GetCheckpointRequest{})
+			return err
+		}, denied},
+		{"AuditService/Export", "export the ledger", func() error {
+			st, err := ac.Export(ctx(t), &custosv1.ExportRequest{})
+			if err != nil {
+				return err
+			}
+			_, err = st.Recv()
+			return err
+		}, denied},
+		{"AuditService/WatchDecisions", "follow the ledger", func() error {
+			st, err := appAudit.WatchDecisions(ctx(t), &custosv1.WatchDecisionsRequest{})
+			if err != nil {
+				return err
+			}
+			_, err = st.Recv()
+			return err
+		}, denied},
 	}
 
 	covered := map[string]bool{}
@@ -405,8 +469,9 @@ func TestOperatorCannotLoosen(t *testing.T) {
 		name    string
 		methods []string
 	}{
-		{"KeyService", methodNames(custosv1.KeyService_ServiceDesc.Methods, len(custosv1.KeyService_ServiceDesc.Streams))},
-		{"GovernanceService", methodNames(custosv1.GovernanceService_ServiceDesc.Methods, len(custosv1.GovernanceService_ServiceDesc.Streams))},
+		{"KeyService", methodNames(custosv1.KeyService_ServiceDesc)},
+		{"GovernanceService", methodNames(custosv1.GovernanceService_ServiceDesc)},
+		{"AuditService", methodNames(custosv1.AuditService_ServiceDesc)},
 	} {
 		for _, m := range sd.methods {
 			if !covered[sd.name+"/"+m] {
@@ -437,15 +502,14 @@ func TestOperatorCannotLoosen(t *testing.T) {
 	}
 }
 
-// methodNames lists a service's unary methods; it fails on streams, which
-// the table would have to learn to call.
-func methodNames(ms []grpc.MethodDesc, streams int) []string {
+// methodNames lists a service's methods, unary and streaming.
+func methodNames(sd grpc.ServiceDesc) []string {
 	var out []string
-	for _, m := range ms {
+	for _, m := range sd.Methods {
 		out = append(out, m.MethodName)
 	}
-	if streams > 0 {
-		out = append(out, "(streaming methods)")
+	for _, m := range sd.Streams {
+		out = append(out, m.StreamName)
 	}
 	return out
 }

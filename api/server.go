@@ -1,7 +1,7 @@
 // Package api serves custos over gRPC with mutual TLS: NewServer builds the
 // whole server (credentials, interceptors, health, reflection, the
-// KeyService and the GovernanceService), and toStatus maps kms errors to
-// gRPC status codes in one place.
+// KeyService, the GovernanceService and the AuditService), and toStatus
+// maps kms errors to gRPC status codes in one place.
 package api
 
 import (
@@ -59,12 +59,15 @@ type Options struct {
 var HealthServices = []string{"",
 	custosv1.KeyService_ServiceDesc.ServiceName,
 	custosv1.GovernanceService_ServiceDesc.ServiceName,
+	custosv1.AuditService_ServiceDesc.ServiceName,
 }
 
 // NewServer builds the custos gRPC server: TLS credentials; chained unary
 // and stream interceptors (request logging, panic recovery, authentication);
-// the KeyService and the GovernanceService; the standard health service,
-// following opts.Health; and server reflection. The caller registers nothing else and calls Serve.
+// the KeyService, the GovernanceService and the AuditService (whose
+// streaming methods pass the same stream interceptors, authentication
+// included); the standard health service, following opts.Health; and server
+// reflection. The caller registers nothing else and calls Serve.
 func NewServer(opts Options) (*grpc.Server, error) {
 	if opts.Service == nil {
 		return nil, errors.New("api: Options.Service is required")
@@ -107,6 +110,7 @@ func NewServer(opts Options) (*grpc.Server, error) {
 	base := server{svc: opts.Service, log: log}
 	custosv1.RegisterKeyServiceServer(srv, &keyServer{server: base})
 	custosv1.RegisterGovernanceServiceServer(srv, &governServer{server: base})
+	custosv1.RegisterAuditServiceServer(srv, &auditServer{server: base})
 
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)

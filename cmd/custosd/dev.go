@@ -105,6 +105,8 @@ Flags:
 	cfg.Bootstrap = true
 	cfg.RaftLocalTimeouts = true
 	cfg.Officers, cfg.Quorum = []*custosv1.Officer{officer}, 1
+	// The dev client may read and export the ledger (AuditService).
+	cfg.Auditors = []string{devClientName}
 	cfg.Logger = log
 
 	n, err := node.Start(ctx, cfg)

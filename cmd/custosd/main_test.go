@@ -66,6 +66,15 @@ func TestLoadConfigErrors(t *testing.T) {
 		t.Errorf("no officers configured: cfg.Officers = %v, Quorum = %d", cfg.Officers, cfg.Quorum)
 	}
 
+	withAudit := strings.Replace(good, `"id":"n1",`, `"id":"n1","auditors":["carol-audit"],"checkpoint_every":50,"checkpoint_interval":"2m",`, 1)
+	cfg, err = loadConfig(write(withAudit), noenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Auditors) != 1 || cfg.Auditors[0] != "carol-audit" || cfg.CheckpointEvery != 50 || cfg.CheckpointInterval != 2*time.Minute {
+		t.Errorf("auditors %v, checkpoint every %d / %v", cfg.Auditors, cfg.CheckpointEvery, cfg.CheckpointInterval)
+	}
+
 	officers := `"officers":[{"name":"alice","public_key_file":"alice.pub.pem"},{"name":"bob","public_key_file":"` +
 		filepath.Join(dir, "bob.pub.pem") + `"}],"quorum":2,`
 	withOfficers := strings.Replace(good, `"id":"n1",`, `"id":"n1",`+officers, 1)
@@ -107,6 +116,11 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"quorum above the officers", officerCase(`"quorum":2`, `"quorum":3`), `"quorum"`, ""},
 		{"quorum of the wrong type", officerCase(`"quorum":2`, `"quorum":"two"`), `"quorum"`, ""},
 		{"quorum without officers", strings.Replace(good, `"id":"n1",`, `"id":"n1","quorum":1,`, 1), `"quorum"`, ""},
+		{"empty auditor", strings.Replace(good, `"id":"n1",`, `"id":"n1","auditors":["ok",""],`, 1), `"auditors[1]"`, ""},
+		{"auditor twice", strings.Replace(good, `"id":"n1",`, `"id":"n1","auditors":["a","a"],`, 1), `"auditors[1]" repeats`, ""},
+		{"bad checkpoint interval", strings.Replace(good, `"id":"n1",`, `"id":"n1","checkpoint_interval":"soon",`, 1), `"checkpoint_interval"`, ""},
+		{"tiny checkpoint interval", strings.Replace(good, `"id":"n1",`, `"id":"n1","checkpoint_interval":"10ms",`, 1), `"checkpoint_interval"`, ""},
+		{"negative checkpoint_every", strings.Replace(good, `"id":"n1",`, `"id":"n1","checkpoint_every":-1,`, 1), `"checkpoint_every"`, ""},
 	}
 	for _, tt := range tests {
 		_, err := loadConfig(write(tt.json), noenv)
@@ -263,6 +277,22 @@ func TestDevRestartKeepsKeys(t *testing.T) {
 		t.Errorf("governance = %v, want officer-1 alone, quorum 1", gov)
 	}
 	disableEnable(ctx, t, kc, gc, env)
+
+	// The dev client is the dev node's auditor: it reads the signed
+	// checkpoint keys of the ledger.
+	cfg, err := pki.ClientTLSConfig(env["CUSTOS_CA"], env["CUSTOS_CERT"], env["CUSTOS_KEY"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient(env["CUSTOS_ADDR"], grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	cp, err := custosv1.NewAuditServiceClient(cc).GetCheckpoint(ctx, &custosv1.GetCheckpointRequest{})
+	if err != nil || len(cp.GetPublicKeys()) == 0 || cp.GetHeadSeq() == 0 {
+		t.Errorf("GetCheckpoint as the dev client: %v, %v", cp, err)
+	}
 }
 
 // disableEnable disables key payroll and re-enables it with an EnableKey

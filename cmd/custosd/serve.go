@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/custos-kms/custos/internal/node"
 	"github.com/custos-kms/custos/kms/governance"
@@ -48,6 +49,11 @@ type fileConfig struct {
 	// cluster only; afterwards officer statements change them.
 	Officers []fileOfficer `json:"officers"`
 	Quorum   uint32        `json:"quorum"`
+	// Auditors may read the ledger (AuditService); checkpoint_* set how
+	// often the leader signs the chain head.
+	Auditors           []string `json:"auditors"`
+	CheckpointEvery    uint64   `json:"checkpoint_every"`
+	CheckpointInterval string   `json:"checkpoint_interval"`
 }
 
 // fileOfficer is one security officer in the configuration.
@@ -184,9 +190,29 @@ func loadConfig(path string, getenv func(string) string) (node.Config, error) {
 	if err != nil {
 		return cfg, err
 	}
+	seen := map[string]int{}
+	for i, a := range fc.Auditors {
+		field := fmt.Sprintf("auditors[%d]", i)
+		if strings.TrimSpace(a) == "" || a != strings.TrimSpace(a) {
+			return cfg, bad(field, "must be a client certificate common name (not empty, no surrounding spaces)")
+		}
+		if j, dup := seen[a]; dup {
+			return cfg, bad(field, fmt.Sprintf("repeats auditors[%d]", j))
+		}
+		seen[a] = i
+	}
+	var cpInterval time.Duration
+	if fc.CheckpointInterval != "" {
+		if cpInterval, err = time.ParseDuration(fc.CheckpointInterval); err != nil || cpInterval < time.Second {
+			return cfg, bad("checkpoint_interval", `must be a duration of at least 1s, e.g. "30s" or "5m"`)
+		}
+	}
 
 	cfg.ID = fc.ID
 	cfg.Officers, cfg.Quorum = officers, fc.Quorum
+	cfg.Auditors = fc.Auditors
+	cfg.CheckpointEvery = fc.CheckpointEvery
+	cfg.CheckpointInterval = cpInterval
 	cfg.DataDir = abs(fc.DataDir)
 	cfg.Listen = fc.Listen
 	cfg.RaftAddr = fc.RaftAddr

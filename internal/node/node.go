@@ -1,6 +1,6 @@
 // Package node wires one custosd node together: the HSM (PKCS#11), the
-// decision ledger, the replicated state, Raft, the kms service and the gRPC
-// server. cmd/custosd and the test harness (node/nodetest) both start nodes
+// decision ledger, the replicated state, Raft, the kms service, the gRPC
+// server and, while the node leads, the checkpointer and the notifier. cmd/custosd and the test harness (node/nodetest) both start nodes
 // through Start, so the wiring lives in one place.
 package node
 
@@ -23,6 +23,7 @@ import (
 	"github.com/custos-kms/custos/kms"
 	"github.com/custos-kms/custos/kms/governance"
 	"github.com/custos-kms/custos/kms/ledger"
+	"github.com/custos-kms/custos/kms/notify"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 	"github.com/custos-kms/custos/raft"
 )
@@ -36,6 +37,14 @@ const (
 	DefaultLeaderTimeout = 30 * time.Second
 	// gracefulTimeout bounds how long Close lets in-flight RPCs finish.
 	gracefulTimeout = 10 * time.Second
+	// DefaultCheckpointEvery and DefaultCheckpointInterval: the leader
+	// signs the chain head after this many records, or after this long
+	// when anything was recorded.
+	DefaultCheckpointEvery    = 1000
+	DefaultCheckpointInterval = 30 * time.Second
+	// leaderPoll is how often the node checks whether it leads, to start
+	// or stop the leader's background work (checkpoints, notifications).
+	leaderPoll = 250 * time.Millisecond
 )
 
 // InstallHint tells an operator how to get SoftHSM2 when the module is
@@ -73,6 +82,20 @@ type Config struct {
 	// RaftLocalTimeouts selects short Raft election timeouts, suited to
 	// single-node and loopback clusters (dev, tests).
 	RaftLocalTimeouts bool
+	// Auditors are the principals (client certificate common names) that
+	// may read the ledger through the AuditService. Empty: nobody.
+	Auditors []string
+	// NoNotifier leaves notification delivery off on this node: no
+	// delivery loop, and keys that require notification before release
+	// release nothing. For tests that drive their own notify.Notifier;
+	// production nodes leave it false.
+	NoNotifier bool
+	// CheckpointEvery and CheckpointInterval: while this node leads, it
+	// records a signed checkpoint of the chain head after CheckpointEvery
+	// new records, or CheckpointInterval after the last one when anything
+	// was recorded since. Defaults 1000 and 30s.
+	CheckpointEvery    uint64
+	CheckpointInterval time.Duration
 	// Logger; slog.Default() if nil.
 	Logger *slog.Logger
 }
@@ -88,7 +111,11 @@ type Node struct {
 	grpc    *grpc.Server
 	lis     net.Listener
 	serveCh chan error
-	cancel  context.CancelFunc // stops the health poller
+	cancel  context.CancelFunc // stops the health poller and the leader work
+	bgDone  chan struct{}      // closed when the leader work has stopped
+	// notifier delivers notify records to the sinks (Run on the leader)
+	// and before release (installed on every node); nil with NoNotifier.
+	notifier *notify.Notifier
 
 	closeOnce sync.Once
 	closeErr  error
@@ -109,6 +136,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.CheckpointEvery == 0 {
+		cfg.CheckpointEvery = DefaultCheckpointEvery
+	}
+	if cfg.CheckpointInterval <= 0 {
+		cfg.CheckpointInterval = DefaultCheckpointInterval
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, serveCh: make(chan error, 1)}
 	defer func() {
@@ -152,11 +185,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 
 	n.svc, err = kms.NewService(kms.Config{
-		NodeID: cfg.ID,
-		HSM:    n.hsm,
-		Log:    n.raft,
-		State:  state,
-		Logger: cfg.Logger.With("component", "kms"),
+		NodeID:   cfg.ID,
+		HSM:      n.hsm,
+		Log:      n.raft,
+		State:    state,
+		Logger:   cfg.Logger.With("component", "kms"),
+		Auditors: cfg.Auditors,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: kms: %w", err)
@@ -167,9 +201,23 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 		return nil, fmt.Errorf("node: initialise cluster: %w", err)
 	}
+	// This node's HSM-resident checkpoint key, registered through the log
+	// so that every node (and every auditor) knows its public key.
+	if err := n.svc.EnsureCheckpointKey(ctx); err != nil {
+		return nil, fmt.Errorf("node: checkpoint signing key: %w", err)
+	}
+
+	if !cfg.NoNotifier {
+		// Any node may serve a decrypt, so every node delivers before
+		// release; only the leader runs the delivery loop (leaderWork).
+		n.notifier = notify.New(notify.Config{State: state, Service: n.svc, Logger: cfg.Logger})
+		n.notifier.Install()
+	}
 
 	healthCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
+	n.bgDone = make(chan struct{})
+	go n.leaderWork(healthCtx)
 	n.grpc, err = api.NewServer(api.Options{
 		Service: n.svc,
 		TLS:     tlsCfg,
@@ -257,6 +305,59 @@ func (n *Node) waitReady(ctx context.Context) error {
 	return nil
 }
 
+// leaderWork runs the leader's background work while this node leads: the
+// checkpointer and the notification delivery loop. It polls the Raft state,
+// starts the work on gaining leadership and stops it on losing it, and
+// returns, with the work stopped, when ctx ends.
+func (n *Node) leaderWork(ctx context.Context) {
+	defer close(n.bgDone)
+	var (
+		stop context.CancelFunc
+		wg   sync.WaitGroup
+	)
+	halt := func() {
+		if stop != nil {
+			stop()
+			wg.Wait()
+			stop = nil
+		}
+	}
+	defer halt()
+	t := time.NewTicker(leaderPoll)
+	defer t.Stop()
+	for {
+		leads := n.raft.IsLeader()
+		switch {
+		case leads && stop == nil:
+			lctx, cancel := context.WithCancel(ctx)
+			stop = cancel
+			n.log.Debug("leading: starting the checkpointer and the notifier", "every", n.cfg.CheckpointEvery, "interval", n.cfg.CheckpointInterval)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				n.svc.RunCheckpointer(lctx, n.cfg.CheckpointEvery, n.cfg.CheckpointInterval)
+			}()
+			if n.notifier != nil {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if err := n.notifier.Run(lctx); err != nil && lctx.Err() == nil {
+						n.log.Error("notification delivery stopped", "err", err)
+					}
+				}()
+			}
+		case !leads && stop != nil:
+			n.log.Debug("no longer leading: stopping the checkpointer and the notifier")
+			halt()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // health is the node's readiness: a Raft leader is known, and the kms
 // service says the HSM answers and the ledger is sound.
 func (n *Node) health(ctx context.Context) error {
@@ -305,6 +406,9 @@ func (n *Node) Close() error {
 		var errs []error
 		if n.cancel != nil {
 			n.cancel()
+		}
+		if n.bgDone != nil {
+			<-n.bgDone // the checkpointer stops before Raft closes
 		}
 		if n.grpc != nil {
 			done := make(chan struct{})

@@ -78,7 +78,9 @@ func Logger() *slog.Logger {
 
 // Config returns the configuration of a fresh single node in dir on token
 // tok, creating the dev PKI in dir/pki. The node bootstraps and listens on
-// 127.0.0.1:0. It has no officers: add them with SetOfficers.
+// 127.0.0.1:0. It has no officers: add them with SetOfficers. Its auditor
+// is Auditor; it checkpoints every CheckpointEvery records or
+// CheckpointInterval. Its own notifier is off (NoNotifier).
 func Config(tb testing.TB, dir string, tok *softhsm.Token) node.Config {
 	tb.Helper()
 	pkiDir := filepath.Join(dir, "pki")
@@ -97,9 +99,27 @@ func Config(tb testing.TB, dir string, tok *softhsm.Token) node.Config {
 	cfg.TLS.Key = filepath.Join(pkiDir, pki.ServerKeyFile)
 	cfg.Bootstrap = true
 	cfg.RaftLocalTimeouts = true
+	cfg.Auditors = []string{Auditor}
+	// Tests of notification delivery drive their own notify.Notifier; a
+	// second one in the node would deliver everything twice. StartWith
+	// can turn the node's own back on.
+	cfg.NoNotifier = true
+	cfg.CheckpointEvery = CheckpointEvery
+	cfg.CheckpointInterval = CheckpointInterval
 	cfg.Logger = Logger()
 	return cfg
 }
+
+// Auditor is the principal configured as the nodes' auditor: Conn(t,
+// Auditor) may call the AuditService.
+const Auditor = "auditor"
+
+// CheckpointEvery and CheckpointInterval are the test nodes' checkpoint
+// cadence: small, so that tests see several checkpoints.
+const (
+	CheckpointEvery    = 20
+	CheckpointInterval = time.Second
+)
 
 // Officer is a test security officer.
 type Officer struct {
@@ -186,10 +206,20 @@ func SignStatement(tb testing.TB, clusterID string, officers []Officer, setOp fu
 // directory. t.Cleanup closes it (and the connections made by Conn).
 func Start(tb testing.TB) *Harness {
 	tb.Helper()
+	return StartWith(tb, nil)
+}
+
+// StartWith is Start with the node configuration changed by mod (if not
+// nil) before the node starts, e.g. to turn its notifier on.
+func StartWith(tb testing.TB, mod func(*node.Config)) *Harness {
+	tb.Helper()
 	tok := softhsm.TestToken(tb)
 	dir := tb.TempDir()
 	cfg := Config(tb, dir, tok)
 	officers := SetOfficers(tb, &cfg, dir)
+	if mod != nil {
+		mod(&cfg)
+	}
 	h := &Harness{Dir: dir, CAFile: cfg.TLS.CA, Token: tok, Config: cfg, Officers: officers}
 	h.start(tb)
 	tb.Cleanup(func() { h.close(tb) })

@@ -1,0 +1,280 @@
+package audit
+
+import (
+	"cmp"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
+)
+
+// Disclosure is the report a customer hands its supervisors: over a period
+// (and optionally one key), who used which key for what reason, what was
+// refused, what waited for the officers, what the officers did, which
+// releases were blocked because a notification failed, and which records
+// the notify rules selected. Build it with Summarize from records that were
+// verified first (Verify); render it with Text or encoding/json.
+type Disclosure struct {
+	// Since and Until bound the period (zero: unbounded); Key limits the
+	// report to one key ("" = every key).
+	Since time.Time `json:"since,omitzero"`
+	Until time.Time `json:"until,omitzero"`
+	Key   string    `json:"key,omitempty"`
+	// FirstSeq and LastSeq are the first and last record in the period;
+	// Records counts the records in it.
+	FirstSeq uint64 `json:"first_seq"`
+	LastSeq  uint64 `json:"last_seq"`
+	Records  int    `json:"records"`
+
+	// Allowed counts allowed key uses (decrypt, data key decrypt,
+	// re-encrypt) by principal, key, reason and operation.
+	Allowed []UseCount `json:"allowed"`
+	// ThirdPartyRequests counts the allowed uses with reason
+	// THIRD_PARTY_DATA_REQUEST (also in Allowed).
+	ThirdPartyRequests int `json:"third_party_requests"`
+	// Denied and Pending list every refused and every waiting attempt.
+	Denied  []Event `json:"denied"`
+	Pending []Event `json:"pending"`
+	// Governance lists the officers' statements, applied or refused.
+	Governance []Event `json:"governance"`
+	// BlockedReleases lists allowed uses that released nothing because the
+	// required notification could not be delivered.
+	BlockedReleases []Event `json:"blocked_releases"`
+	// Notified lists the records the notify rules selected.
+	Notified []uint64 `json:"notified"`
+	// Checkpoints counts signed checkpoints recorded in the period.
+	Checkpoints int `json:"checkpoints"`
+}
+
+// UseCount is one row of Disclosure.Allowed.
+type UseCount struct {
+	Principal string `json:"principal"`
+	Key       string `json:"key"`
+	Reason    string `json:"reason"`
+	Operation string `json:"operation"`
+	Count     int    `json:"count"`
+	FirstSeq  uint64 `json:"first_seq"`
+	LastSeq   uint64 `json:"last_seq"`
+}
+
+// Event is one listed record.
+type Event struct {
+	Seq           uint64    `json:"seq"`
+	Time          time.Time `json:"time"`
+	Principal     string    `json:"principal"`
+	Key           string    `json:"key,omitempty"`
+	Operation     string    `json:"operation"`
+	Outcome       string    `json:"outcome"`
+	Reason        string    `json:"reason,omitempty"`
+	Justification string    `json:"justification,omitempty"`
+	Ticket        string    `json:"ticket,omitempty"`
+	RequestID     string    `json:"request_id,omitempty"`
+	Rule          string    `json:"rule,omitempty"`
+	Signers       []string  `json:"signers,omitempty"`
+	Detail        string    `json:"detail,omitempty"`
+}
+
+func enumName(s string, prefix string) string { return strings.TrimPrefix(s, prefix) }
+
+func reasonName(r custosv1.Reason) string {
+	return enumName(r.String(), "REASON_")
+}
+
+func opName(o custosv1.Operation) string { return enumName(o.String(), "OPERATION_") }
+
+func outcomeName(o custosv1.Outcome) string { return enumName(o.String(), "OUTCOME_") }
+
+func event(r *custosv1.DecisionRecord) Event {
+	e := Event{
+		Seq: r.Seq, Time: time.Unix(0, r.TimeUnixNano).UTC(), Principal: r.Principal, Key: r.Key,
+		Operation: opName(r.Operation), Outcome: outcomeName(r.Outcome), Justification: r.JustificationText,
+		Ticket: r.Ticket, RequestID: r.RequestId, Rule: r.MatchedRule, Signers: r.Signers, Detail: r.Detail,
+	}
+	if r.Reason != custosv1.Reason_REASON_UNSPECIFIED {
+		e.Reason = reasonName(r.Reason)
+	}
+	return e
+}
+
+func isUse(op custosv1.Operation) bool {
+	switch op {
+	case custosv1.Operation_OPERATION_DECRYPT, custosv1.Operation_OPERATION_DECRYPT_DATA_KEY, custosv1.Operation_OPERATION_REENCRYPT:
+		return true
+	}
+	return false
+}
+
+// Summarize builds the disclosure for the records with since <= time <
+// until (a zero bound is open) and, if key is not "", about that key.
+// records must be in ledger order.
+func Summarize(records []*custosv1.DecisionRecord, since, until time.Time, key string) *Disclosure {
+	d := &Disclosure{Since: since, Until: until, Key: key,
+		Allowed: []UseCount{}, Denied: []Event{}, Pending: []Event{}, Governance: []Event{}, BlockedReleases: []Event{}, Notified: []uint64{}}
+	type useKey struct{ principal, key, reason, op string }
+	uses := map[useKey]*UseCount{}
+	for _, r := range records {
+		t := time.Unix(0, r.TimeUnixNano)
+		if (!since.IsZero() && t.Before(since)) || (!until.IsZero() && !t.Before(until)) {
+			continue
+		}
+		if key != "" && r.Key != key {
+			continue
+		}
+		if d.Records == 0 {
+			d.FirstSeq = r.Seq
+		}
+		d.Records++
+		d.LastSeq = r.Seq
+		if r.Notify {
+			d.Notified = append(d.Notified, r.Seq)
+		}
+		switch {
+		case r.Operation == custosv1.Operation_OPERATION_CHECKPOINT:
+			d.Checkpoints++
+		case r.Operation == custosv1.Operation_OPERATION_GOVERNANCE:
+			d.Governance = append(d.Governance, event(r))
+		case r.Operation == custosv1.Operation_OPERATION_RELEASE_BLOCKED:
+			d.BlockedReleases = append(d.BlockedReleases, event(r))
+		case isUse(r.Operation) && r.Outcome == custosv1.Outcome_OUTCOME_ALLOW:
+			k := useKey{r.Principal, r.Key, reasonName(r.Reason), opName(r.Operation)}
+			u := uses[k]
+			if u == nil {
+				u = &UseCount{Principal: k.principal, Key: k.key, Reason: k.reason, Operation: k.op, FirstSeq: r.Seq}
+				uses[k] = u
+			}
+			u.Count++
+			u.LastSeq = r.Seq
+			if r.Reason == custosv1.Reason_REASON_THIRD_PARTY_DATA_REQUEST {
+				d.ThirdPartyRequests++
+			}
+		case r.Outcome == custosv1.Outcome_OUTCOME_DENY:
+			d.Denied = append(d.Denied, event(r))
+		case r.Outcome == custosv1.Outcome_OUTCOME_PENDING:
+			d.Pending = append(d.Pending, event(r))
+		}
+	}
+	for _, u := range uses {
+		d.Allowed = append(d.Allowed, *u)
+	}
+	slices.SortFunc(d.Allowed, func(a, b UseCount) int {
+		return cmp.Or(cmp.Compare(a.Principal, b.Principal), cmp.Compare(a.Key, b.Key),
+			cmp.Compare(a.Reason, b.Reason), cmp.Compare(a.Operation, b.Operation))
+	})
+	return d
+}
+
+// JSON returns the disclosure as indented JSON.
+func (d *Disclosure) JSON() ([]byte, error) { return json.MarshalIndent(d, "", "  ") }
+
+// Text renders the disclosure as plain text for people.
+func (d *Disclosure) Text() string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	bound := func(t time.Time, open string) string {
+		if t.IsZero() {
+			return open
+		}
+		return t.UTC().Format(time.RFC3339)
+	}
+	p("custos key-use disclosure\n")
+	p("period:  %s to %s\n", bound(d.Since, "the beginning"), bound(d.Until, "the end of the export"))
+	if d.Key != "" {
+		p("key:     %s\n", d.Key)
+	} else {
+		p("keys:    all\n")
+	}
+	if d.Records == 0 {
+		p("records: none in the period\n")
+	} else {
+		p("records: %d (ledger seq %d to %d), %d signed checkpoints\n", d.Records, d.FirstSeq, d.LastSeq, d.Checkpoints)
+	}
+	total := 0
+	for _, u := range d.Allowed {
+		total += u.Count
+	}
+	p("\nAllowed key uses: %d (third-party data requests: %d)\n", total, d.ThirdPartyRequests)
+	if len(d.Allowed) > 0 {
+		p("  %-20s %-20s %-26s %-18s %6s  %s\n", "principal", "key", "reason", "operation", "count", "seq")
+		for _, u := range d.Allowed {
+			p("  %-20s %-20s %-26s %-18s %6d  %d-%d\n", u.Principal, u.Key, u.Reason, u.Operation, u.Count, u.FirstSeq, u.LastSeq)
+		}
+	}
+	list := func(title string, es []Event) {
+		p("\n%s: %d\n", title, len(es))
+		for _, e := range es {
+			p("  #%d %s %s", e.Seq, e.Time.Format(time.RFC3339), e.Principal)
+			if e.Key != "" {
+				p(" key=%s", e.Key)
+			}
+			if e.Operation != "" && e.Operation != "GOVERNANCE" {
+				p(" op=%s", e.Operation)
+			}
+			if e.Reason != "" {
+				p(" reason=%s", e.Reason)
+			}
+			if e.Operation == "GOVERNANCE" {
+				p(" %s", e.Outcome)
+			}
+			if e.RequestID != "" {
+				p(" request=%s", e.RequestID)
+			}
+			if e.Ticket != "" {
+				p(" ticket=%q", e.Ticket)
+			}
+			if e.Rule != "" {
+				p(" rule=%s", e.Rule)
+			}
+			if len(e.Signers) > 0 {
+				p(" signers=%s", strings.Join(e.Signers, ","))
+			}
+			if e.Justification != "" {
+				p(" text=%q", e.Justification)
+			}
+			if e.Detail != "" {
+				p(" detail=%q", e.Detail)
+			}
+			p("\n")
+		}
+	}
+	list("Denied attempts", d.Denied)
+	list("Pending (awaiting officer approval)", d.Pending)
+	list("Governance actions", d.Governance)
+	list("Blocked releases (notification failed, nothing released)", d.BlockedReleases)
+	p("\nRecords selected by the notify rules: %d", len(d.Notified))
+	if len(d.Notified) > 0 {
+		s := make([]string, 0, len(d.Notified))
+		for _, q := range d.Notified {
+			s = append(s, fmt.Sprint(q))
+		}
+		p(" (seq %s)", strings.Join(s, ", "))
+	}
+	p("\n")
+	return b.String()
+}
+
+// ReadRecords reads an export file and returns its decoded records, for
+// Summarize. Verify the file first: ReadRecords checks only the framing.
+func ReadRecords(r *Reader) ([]*custosv1.DecisionRecord, error) {
+	var out []*custosv1.DecisionRecord
+	for {
+		it, err := r.Next()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return out, nil
+			}
+			return out, err
+		}
+		if data := it.GetRecord(); data != nil {
+			rec, err := decode(data)
+			if err != nil {
+				return out, fmt.Errorf("%w: record after seq %d does not decode: %v", ErrFormat, len(out), err)
+			}
+			out = append(out, rec)
+		}
+	}
+}
