@@ -40,8 +40,9 @@ type Client struct {
 	conns  []*grpc.ClientConn // lazily created, one per address
 	closed bool
 
-	keys custosv1.KeyServiceClient
-	gov  custosv1.GovernanceServiceClient
+	keys  custosv1.KeyServiceClient
+	gov   custosv1.GovernanceServiceClient
+	audit custosv1.AuditServiceClient
 }
 
 // Dial checks cfg, loads its TLS material and returns a Client. It does not
@@ -82,6 +83,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	c.keys = custosv1.NewKeyServiceClient(failoverConn{c})
 	c.gov = custosv1.NewGovernanceServiceClient(failoverConn{c})
+	c.audit = custosv1.NewAuditServiceClient(failoverConn{c})
 	return c, nil
 }
 
@@ -164,6 +166,9 @@ var retryable = map[string]bool{
 	custosv1.GovernanceService_GetRequest_FullMethodName:    true,
 	custosv1.GovernanceService_ListGrants_FullMethodName:    true,
 	custosv1.GovernanceService_GetPolicy_FullMethodName:     true,
+	// Audit reads (the streams reconnect in Watch).
+	custosv1.AuditService_ListDecisions_FullMethodName: true,
+	custosv1.AuditService_GetCheckpoint_FullMethodName: true,
 }
 
 // failoverConn implements grpc.ClientConnInterface over the Client's

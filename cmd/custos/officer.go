@@ -41,6 +41,9 @@ type opFlags struct {
 	key, principal, reason, file string
 	uses                         uint
 	ttl                          time.Duration
+	// Sinks (officer sink add, officer propose sink-add).
+	sinkName, webhook, hmacKeyFile, sinkPath string
+	requiredForRelease                       bool
 }
 
 // grantLimits converts --uses and --ttl.
@@ -140,6 +143,8 @@ func buildOp(op string, f *opFlags, pos []string) (func(*custosv1.Statement), er
 		return func(st *custosv1.Statement) {
 			st.Operation = &custosv1.Statement_SetOfficers{SetOfficers: so}
 		}, nil
+	case "sink-add", "sink-remove", "notify-rules":
+		return buildSinkOp(op, f, pos)
 	}
 	return nil, usagef("unknown operation %q", op)
 }
@@ -306,6 +311,18 @@ func (a *app) showState(ctx context.Context, c *custos.Client, st *custosv1.Stat
 			return err
 		}
 		printGovernance(a.stdout, g)
+	case *custosv1.Statement_AddSink, *custosv1.Statement_RemoveSink:
+		g, err := c.GetGovernance(ctx)
+		if err != nil {
+			return err
+		}
+		return printSinks(a.stdout, g, asJSON)
+	case *custosv1.Statement_SetNotifyRules:
+		g, err := c.GetGovernance(ctx)
+		if err != nil {
+			return err
+		}
+		return printNotifyRules(a.stdout, g.GetNotifyRules(), asJSON)
 	}
 	return nil
 }
@@ -610,6 +627,18 @@ func proposeArgs(op string, f *opFlags, pos []string) string {
 	}
 	if f.ttl != 0 {
 		parts = append(parts, "--ttl", f.ttl.String())
+	}
+	if f.sinkName != "" {
+		parts = append(parts, "--name", f.sinkName)
+	}
+	if f.webhook != "" {
+		parts = append(parts, "--webhook", f.webhook, "--hmac-key-file", f.hmacKeyFile)
+	}
+	if f.sinkPath != "" {
+		parts = append(parts, "--file", f.sinkPath)
+	}
+	if f.requiredForRelease {
+		parts = append(parts, "--required-for-release")
 	}
 	return strings.Join(parts, " ")
 }

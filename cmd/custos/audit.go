@@ -1,0 +1,654 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	custos "github.com/custos-kms/custos/clients/go"
+	"github.com/custos-kms/custos/kms/audit"
+	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
+)
+
+// Audit commands: the customer's auditors read, export, verify and follow
+// the decision ledger (docs/audit.md). Every command but `audit verify`
+// needs a client certificate the cluster lists as an auditor; `audit
+// verify` works offline on an export file.
+
+// filterFlags are the record filter flags of list, report and watch.
+type filterFlags struct {
+	key, principal, reason, outcome, operation string
+	since, until                               string
+	notifyOnly                                 bool
+}
+
+func (f *filterFlags) register(fs *flag.FlagSet, full bool) {
+	fs.StringVar(&f.key, "key", "", "only records about this key")
+	if !full {
+		return
+	}
+	fs.StringVar(&f.principal, "principal", "", "only records of this principal")
+	fs.StringVar(&f.reason, "reason", "", "only these justification reasons, comma-separated: "+strings.Join(custos.ReasonNames(), ", "))
+	fs.StringVar(&f.outcome, "outcome", "", "only these outcomes, comma-separated: ALLOW, DENY, PENDING")
+	fs.StringVar(&f.operation, "operation", "", "only these operations, comma-separated: "+strings.Join(operationNames(), ", "))
+	fs.BoolVar(&f.notifyOnly, "notify-only", false, "only records the notify rules select")
+}
+
+func registerTimeFlags(fs *flag.FlagSet, since, until *string) {
+	fs.StringVar(since, "since", "", "only records at or after `T`: RFC 3339 time, or a duration such as 24h or 7d meaning that long ago")
+	fs.StringVar(until, "until", "", "only records before `T` (RFC 3339 or a duration ago)")
+}
+
+func operationNames() []string {
+	var out []string
+	for v := int32(1); ; v++ {
+		n, ok := custosv1.Operation_name[v]
+		if !ok {
+			return out
+		}
+		out = append(out, strings.TrimPrefix(n, "OPERATION_"))
+	}
+}
+
+// build returns the DecisionFilter the flags describe.
+func (f *filterFlags) build(now time.Time) (*custosv1.DecisionFilter, error) {
+	df := &custosv1.DecisionFilter{Key: f.key, Principal: f.principal, NotifyOnly: f.notifyOnly}
+	for _, s := range splitList(f.reason) {
+		r, err := custos.ParseReason(s)
+		if err != nil {
+			return nil, usagef("--reason: %s", strings.TrimPrefix(err.Error(), "custos: "))
+		}
+		df.Reasons = append(df.Reasons, r)
+	}
+	for _, s := range splitList(f.outcome) {
+		o, err := custos.ParseOutcome(s)
+		if err != nil {
+			return nil, usagef("--outcome: %s", strings.TrimPrefix(err.Error(), "custos: "))
+		}
+		df.Outcomes = append(df.Outcomes, o)
+	}
+	for _, s := range splitList(f.operation) {
+		name := strings.ToUpper(strings.ReplaceAll(s, "-", "_"))
+		v, ok := custosv1.Operation_value["OPERATION_"+strings.TrimPrefix(name, "OPERATION_")]
+		if !ok || v == 0 {
+			return nil, usagef("--operation: unknown operation %q (want one of %s)", s, strings.Join(operationNames(), ", "))
+		}
+		df.Operations = append(df.Operations, custosv1.Operation(v))
+	}
+	since, until, err := parseRange(f.since, f.until, now)
+	if err != nil {
+		return nil, err
+	}
+	if !since.IsZero() {
+		df.SinceUnixNano = since.UnixNano()
+	}
+	if !until.IsZero() {
+		df.UntilUnixNano = until.UnixNano()
+	}
+	return df, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for p := range strings.SplitSeq(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// parseRange parses --since and --until and checks their order.
+func parseRange(sinceFlag, untilFlag string, now time.Time) (since, until time.Time, err error) {
+	if sinceFlag != "" {
+		if since, err = parseTime(sinceFlag, now); err != nil {
+			return since, until, usagef("--since: %v", err)
+		}
+	}
+	if untilFlag != "" {
+		if until, err = parseTime(untilFlag, now); err != nil {
+			return since, until, usagef("--until: %v", err)
+		}
+	}
+	if !since.IsZero() && !until.IsZero() && !since.Before(until) {
+		return since, until, usagef("--since %s is not before --until %s", since.Format(time.RFC3339), until.Format(time.RFC3339))
+	}
+	return since, until, nil
+}
+
+// parseTime parses an RFC 3339 time, or a duration (Go syntax, plus a
+// whole number of days such as "7d") meaning that long before now.
+func parseTime(s string, now time.Time) (time.Time, error) {
+	s = strings.TrimSpace(s)
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	var d time.Duration
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.ParseUint(days, 10, 32)
+		if err != nil || n > 100*365 {
+			return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time nor a duration such as 24h or 7d", s)
+		}
+		d = time.Duration(n) * 24 * time.Hour
+	} else {
+		var err error
+		if d, err = time.ParseDuration(s); err != nil {
+			return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time nor a duration such as 24h or 7d", s)
+		}
+	}
+	if d < 0 {
+		return time.Time{}, fmt.Errorf("%q: a duration means that long ago and must not be negative", s)
+	}
+	return now.Add(-d), nil
+}
+
+// auditHint explains a PermissionDenied from the AuditService.
+const auditHint = "custos: only the principals the cluster lists as auditors (the \"auditors\" of the custosd configuration) may read the ledger; connect with an auditor's client certificate (--cert/--key or CUSTOS_CERT/CUSTOS_KEY)"
+
+// auditErr adds the auditor hint to a PermissionDenied.
+func auditErr(err error) error {
+	if err != nil && status.Code(err) == codes.PermissionDenied {
+		return &hintError{err, auditHint}
+	}
+	return err
+}
+
+var recordJSON = protojson.MarshalOptions{UseProtoNames: true}
+
+// printRecord prints one record on one line, or as one JSON object.
+func printRecord(w io.Writer, r *custosv1.DecisionRecord, asJSON bool) error {
+	if asJSON {
+		b, err := recordJSON.Marshal(r)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(w, "%s\n", b)
+		return err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "#%d %s %s %s", r.GetSeq(), unixNanoRFC(r.GetTimeUnixNano()), custos.OperationString(r.GetOperation()), outcomeOrDash(r.GetOutcome()))
+	if k := r.GetKey(); k != "" {
+		fmt.Fprintf(&b, " key=%s", k)
+		if v := r.GetKeyVersion(); v != 0 {
+			fmt.Fprintf(&b, " v%d", v)
+		}
+	}
+	fmt.Fprintf(&b, " principal=%q", r.GetPrincipal())
+	if r.GetReason() != custosv1.Reason_REASON_UNSPECIFIED {
+		fmt.Fprintf(&b, " reason=%s", custos.ReasonString(r.GetReason()))
+	}
+	if t := r.GetJustificationText(); t != "" {
+		fmt.Fprintf(&b, " text=%q", t)
+	}
+	if t := r.GetTicket(); t != "" {
+		fmt.Fprintf(&b, " ticket=%q", t)
+	}
+	if m := r.GetMatchedRule(); m != "" {
+		fmt.Fprintf(&b, " rule=%s", m)
+	}
+	if id := r.GetRequestId(); id != "" {
+		fmt.Fprintf(&b, " request=%s", id)
+	}
+	if s := r.GetSigners(); len(s) > 0 {
+		fmt.Fprintf(&b, " signers=%s", strings.Join(s, ","))
+	}
+	if d := r.GetDetail(); d != "" {
+		fmt.Fprintf(&b, " detail=%q", d)
+	}
+	if cp := r.GetCheckpoint(); cp != nil {
+		fmt.Fprintf(&b, " checkpoint=seq:%d,node:%s", cp.GetSeq(), cp.GetNode())
+	}
+	fmt.Fprintf(&b, " node=%s", r.GetNode())
+	if r.GetNotify() {
+		b.WriteString(" notify")
+	}
+	b.WriteByte('\n')
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func outcomeOrDash(o custosv1.Outcome) string {
+	if o == custosv1.Outcome_OUTCOME_UNSPECIFIED {
+		return "-"
+	}
+	return custos.OutcomeString(o)
+}
+
+func unixNanoRFC(n int64) string {
+	if n == 0 {
+		return "-"
+	}
+	return time.Unix(0, n).UTC().Format(time.RFC3339Nano)
+}
+
+func runAuditList(ctx context.Context, a *app, args []string) error {
+	fs := a.flags("audit list")
+	var f filterFlags
+	f.register(fs, true)
+	registerTimeFlags(fs, &f.since, &f.until)
+	from := fs.Uint64("from", 0, "start at ledger sequence number `SEQ` (default 1)")
+	limit := fs.Int("limit", 100, "print at most `N` records (0 for all)")
+	asJSON := fs.Bool("json", false, "print one JSON object per record")
+	if _, err := a.parse("audit list", fs, args, 0, 0); err != nil {
+		return err
+	}
+	if *limit < 0 {
+		return usagef("--limit %d: want 0 or more", *limit)
+	}
+	df, err := f.build(time.Now())
+	if err != nil {
+		return err
+	}
+	c, err := a.client(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	n := 0
+	next := uint64(0)
+	for r, err := range c.Decisions(ctx, df, *from) {
+		if err != nil {
+			return auditErr(err)
+		}
+		if *limit > 0 && n == *limit {
+			next = r.GetSeq()
+			break
+		}
+		if err := printRecord(a.stdout, r, *asJSON); err != nil {
+			return err
+		}
+		n++
+	}
+	if !*asJSON {
+		switch {
+		case next != 0:
+			fmt.Fprintf(a.stderr, "custos: %d records shown; more from --from %d\n", n, next)
+		case n == 0:
+			fmt.Fprintln(a.stderr, "custos: no matching records")
+		}
+	}
+	return nil
+}
+
+func runAuditPubkey(ctx context.Context, a *app, args []string) error {
+	fs := a.flags("audit pubkey")
+	if _, err := a.parse("audit pubkey", fs, args, 0, 0); err != nil {
+		return err
+	}
+	c, err := a.client(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	cp, err := c.GetCheckpoint(ctx)
+	if err != nil {
+		return auditErr(err)
+	}
+	if len(cp.GetPublicKeys()) == 0 {
+		return fmt.Errorf("cluster %s has registered no checkpoint signing key yet", cp.GetClusterId())
+	}
+	if _, err := audit.ParseKeys(cp.GetPublicKeys()); err != nil {
+		return fmt.Errorf("the cluster returned a bad checkpoint key: %v", err)
+	}
+	_, err = a.stdout.Write(custos.CheckpointKeysPEM(cp.GetPublicKeys()))
+	return err
+}
+
+func runAuditExport(ctx context.Context, a *app, args []string) error {
+	fs := a.flags("audit export")
+	from := fs.Uint64("from", 0, "first ledger sequence number `SEQ` to export (default 1; verification needs a full export)")
+	pos, err := a.parse("audit export", fs, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	c, err := a.client(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	out := pos[0]
+	info := a.stdout
+	var st custos.ExportStats
+	if out == "-" {
+		info = a.stderr
+		bw := bufio.NewWriterSize(a.stdout, 256<<10)
+		st, err = c.ExportToStats(ctx, bw, *from)
+		if err != nil {
+			return auditErr(err)
+		}
+		if err := bw.Flush(); err != nil {
+			return err
+		}
+	} else {
+		st, err = writeAtomic(out, func(w io.Writer) (custos.ExportStats, error) { return c.ExportToStats(ctx, w, *from) })
+		if err != nil {
+			return auditErr(err)
+		}
+	}
+	if st.Records == 0 {
+		fmt.Fprintf(info, "exported 0 records to %s (the ledger is empty)\n", out)
+		return nil
+	}
+	fmt.Fprintf(info, "exported %d records (seq %d to %d) to %s, with a trailer checkpoint over seq %d\n",
+		st.Records, st.FirstSeq, st.FirstSeq+uint64(st.Records)-1, out, st.LastSeq)
+	return nil
+}
+
+// writeAtomic writes path through a temporary file in the same directory,
+// synced and renamed over path only when fill succeeded.
+func writeAtomic[T any](path string, fill func(io.Writer) (T, error)) (res T, err error) {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return res, err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	bw := bufio.NewWriterSize(f, 256<<10)
+	if res, err = fill(bw); err != nil {
+		return res, err
+	}
+	if err = bw.Flush(); err != nil {
+		return res, err
+	}
+	if err = f.Sync(); err != nil {
+		return res, err
+	}
+	if err = f.Close(); err != nil {
+		return res, err
+	}
+	if err = os.Chmod(f.Name(), 0o644); err != nil {
+		return res, err
+	}
+	err = os.Rename(f.Name(), path)
+	return res, err
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(s string) error { *l = append(*l, s); return nil }
+
+// readPublicKeys reads every PUBLIC KEY PEM block of the files.
+func readPublicKeys(files []string) ([][]byte, error) {
+	var ders [][]byte
+	for _, path := range files {
+		b, err := readSmall(path)
+		if err != nil {
+			return nil, err
+		}
+		n := 0
+		for {
+			var blk *pem.Block
+			blk, b = pem.Decode(b)
+			if blk == nil {
+				break
+			}
+			if blk.Type != "PUBLIC KEY" {
+				continue
+			}
+			ders = append(ders, blk.Bytes)
+			n++
+		}
+		if n == 0 {
+			return nil, fmt.Errorf("%s holds no PUBLIC KEY PEM block (write it with 'custos audit pubkey > %s')", path, path)
+		}
+	}
+	return ders, nil
+}
+
+func runAuditVerify(ctx context.Context, a *app, args []string) error {
+	fs := a.flags("audit verify")
+	var pubs stringList
+	fs.Var(&pubs, "pubkey", "PEM `FILE` of trusted checkpoint public keys, as written by 'custos audit pubkey' (repeatable; required)")
+	asJSON := fs.Bool("json", false, "print the verification report as JSON")
+	pos, err := a.parse("audit verify", fs, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	if len(pubs) == 0 {
+		return usagef("--pubkey is required: verification trusts only keys you obtained yourself (custos audit pubkey > ledger.pem)")
+	}
+	ders, err := readPublicKeys(pubs)
+	if err != nil {
+		return err
+	}
+	keys, err := audit.ParseKeys(ders)
+	if err != nil {
+		return err
+	}
+	var in io.Reader = a.stdin
+	if pos[0] != "-" {
+		f, err := os.Open(pos[0])
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		in = f
+	}
+	rep, verr := audit.Verify(in, keys)
+	if verr != nil && !errors.Is(verr, audit.ErrBroken) {
+		return fmt.Errorf("read %s: %w", pos[0], verr)
+	}
+	if *asJSON {
+		b, err := json.MarshalIndent(rep, "", "  ")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "%s\n", b)
+	}
+	if verr != nil {
+		return fmt.Errorf("%s does NOT verify: first broken link at seq %d: %s: %s (verified %d records before it)",
+			pos[0], rep.ProblemSeq, rep.Kind, rep.Problem, rep.Records)
+	}
+	if !*asJSON {
+		fmt.Fprintf(a.stdout, "verified %d records through seq %d, %d checkpoints", rep.Records, rep.LastSeq, rep.Checkpoints)
+		if rep.Trailer {
+			fmt.Fprint(a.stdout, " and the export trailer")
+		}
+		fmt.Fprintf(a.stdout, " (cluster %s)\n", rep.ClusterID)
+		if rep.Partial {
+			fmt.Fprintf(a.stdout, "note: the export starts at seq %d, so its link to earlier records was not checked; export from seq 1 for a full proof\n", rep.FirstSeq)
+		}
+	}
+	return nil
+}
+
+func runAuditReport(ctx context.Context, a *app, args []string) error {
+	fs := a.flags("audit report")
+	var since, until string
+	registerTimeFlags(fs, &since, &until)
+	key := fs.String("key", "", "only records about this key")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	exportFile := fs.String("export", "", "report offline on export `FILE`, verified first with the --pubkey keys (no connection)")
+	var pubs stringList
+	fs.Var(&pubs, "pubkey", "with --export: PEM `FILE` of trusted checkpoint public keys (repeatable)")
+	if _, err := a.parse("audit report", fs, args, 0, 0); err != nil {
+		return err
+	}
+	s, u, err := parseRange(since, until, time.Now())
+	if err != nil {
+		return err
+	}
+	if *exportFile != "" || len(pubs) > 0 {
+		if *exportFile == "" || len(pubs) == 0 {
+			return usagef("--export and --pubkey go together: the export is verified before it is reported on")
+		}
+		recs, err := verifiedRecords(*exportFile, pubs)
+		if err != nil {
+			return err
+		}
+		return printDisclosure(a.stdout, audit.Summarize(recs, s, u, *key), *asJSON)
+	}
+	// The time bounds go to the server; the key is applied by Summarize so
+	// that the report still counts the period's checkpoints.
+	df := &custosv1.DecisionFilter{}
+	if !s.IsZero() {
+		df.SinceUnixNano = s.UnixNano()
+	}
+	if !u.IsZero() {
+		df.UntilUnixNano = u.UnixNano()
+	}
+	c, err := a.client(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	var recs []*custosv1.DecisionRecord
+	for r, err := range c.Decisions(ctx, df, 0) {
+		if err != nil {
+			return auditErr(err)
+		}
+		recs = append(recs, r)
+	}
+	return printDisclosure(a.stdout, audit.Summarize(recs, s, u, *key), *asJSON)
+}
+
+func printDisclosure(w io.Writer, d *audit.Disclosure, asJSON bool) error {
+	if asJSON {
+		b, err := d.JSON()
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(w, "%s\n", b)
+		return err
+	}
+	_, err := io.WriteString(w, d.Text())
+	return err
+}
+
+// verifiedRecords verifies the export file with the keys in the PEM files
+// and returns its records; a file that does not verify is an error naming
+// the first broken link.
+func verifiedRecords(path string, pemFiles []string) ([]*custosv1.DecisionRecord, error) {
+	ders, err := readPublicKeys(pemFiles)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := audit.ParseKeys(ders)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	rep, err := audit.Verify(f, keys)
+	if err != nil {
+		if errors.Is(err, audit.ErrBroken) {
+			return nil, fmt.Errorf("%s does NOT verify: first broken link at seq %d: %s: %s; not reporting on it", path, rep.ProblemSeq, rep.Kind, rep.Problem)
+		}
+		return nil, err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	return audit.ReadRecords(audit.NewReader(f))
+}
+
+func runAuditWatch(ctx context.Context, a *app, args []string) error {
+	fs := a.flags("audit watch")
+	var f filterFlags
+	f.register(fs, false)
+	fs.BoolVar(&f.notifyOnly, "notify-only", false, "only records the notify rules select")
+	from := fs.Uint64("from", 0, "start at ledger sequence number `SEQ` (default: only new records)")
+	asJSON := fs.Bool("json", false, "print one JSON object per record")
+	if _, err := a.parse("audit watch", fs, args, 0, 0); err != nil {
+		return err
+	}
+	df, err := f.build(time.Now())
+	if err != nil {
+		return err
+	}
+	c, err := a.client(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	start := *from
+	if start == 0 {
+		cp, err := c.GetCheckpoint(ctx)
+		if err != nil {
+			return auditErr(err)
+		}
+		start = cp.GetHeadSeq() + 1
+	}
+	if !*asJSON {
+		fmt.Fprintf(a.stderr, "custos: watching the ledger from seq %d (interrupt to stop)\n", start)
+	}
+	err = c.Watch(ctx, start, df, func(r *custosv1.DecisionRecord) error {
+		return printRecord(a.stdout, r, *asJSON)
+	})
+	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		return nil // interrupted: the normal end
+	}
+	return auditErr(err)
+}
+
+func init() {
+	longHelp["audit list"] = `Records are printed in ledger order, one per line: seq, time, operation,
+outcome, key, principal, reason, justification, matched rule, request id
+and, for governance records, the signers. Filters combine with AND; a
+comma-separated --reason, --outcome or --operation matches any of its
+values. --since and --until take an RFC 3339 time or a duration meaning
+that long ago (24h, 90m, 7d). At most --limit records are printed; the
+next --from is then printed to standard error. Only principals the
+cluster lists as auditors may read the ledger.`
+	longHelp["audit export"] = `The export holds a header, the exact stored bytes of every record from
+--from (default 1) to the ledger head, and a trailer checkpoint signed by
+the node's HSM key over the last record, so a truncated file is detected.
+A file OUT is written to a temporary file next to it and renamed only on
+success. Keep the export and verify it offline with 'custos audit verify'.`
+	longHelp["audit verify"] = `Verification is offline: no connection, no credentials. It checks the
+file's framing, that records carry contiguous sequence numbers, that each
+record's prev_hash is the SHA-256 of the previous record's bytes, that
+every checkpoint in the ledger and the export trailer is signed by one of
+the trusted keys over the chain head at its seq, and it reports the first
+broken link (a removed, altered, reordered or inserted record, a bad or
+unknown signature, a truncated file) with exit code 1.
+
+Only the keys given with --pubkey are trusted, never the keys in the
+export's own header: fetch them once with 'custos audit pubkey >
+ledger.pem' and keep them with your records.`
+	longHelp["audit report"] = `The disclosure report covers the records in [--since, --until): allowed
+key uses counted by principal, key, reason and operation; third-party
+data requests; every denied and every pending attempt; the officers'
+governance actions; releases blocked because a notification failed; and
+the records the notify rules selected. For a report on evidence you have
+verified yourself, 'audit report --export FILE --pubkey ledger.pem'
+verifies the export offline and reports on it only if it verifies.`
+	longHelp["audit watch"] = `Without --from, watching starts after the current ledger head. With
+--from, the records from SEQ on are printed first (SEQ may be at most the
+head plus one). If the connection breaks, custos reconnects and resumes
+after the last record printed: nothing is skipped or repeated.`
+	longHelp["officer sink add"] = `A webhook sink receives an HTTPS POST of each notified record as JSON,
+signed with HMAC-SHA-256 under the key in --hmac-key-file (at least 32
+bytes: raw, or hex or base64 text). A file sink appends JSON lines to an
+absolute path on the leader. Adding a sink needs one officer; removing it
+needs the quorum. The HMAC key is never printed and never returned by the
+cluster.`
+	longHelp["officer notify-rules set"] = `RULES.json is a NotifyRules message in JSON, for example
+  {"reasons": ["REASON_THIRD_PARTY_DATA_REQUEST"], "outcomes": ["OUTCOME_DENY", "OUTCOME_PENDING"],
+   "customer_principals": ["payroll-app"], "governance": true}
+Print the rules in force with 'custos officer notify-rules get --json'.`
+}
