@@ -61,7 +61,9 @@ const (
 	// UsageWrap: CKA_WRAP and CKA_UNWRAP (the domain key: AES-KWP on KEKs).
 	// Such a key is created with CKA_EXTRACTABLE=true and
 	// CKA_WRAP_WITH_TRUSTED=true so that it can later be wrapped to another
-	// node's HSM by a trusted key only (cluster admission), never in the clear.
+	// node's HSM by a trusted key only (cluster admission), never in the
+	// clear; with a CKA_UNWRAP_TEMPLATE so that what it unwraps is sensitive
+	// and non-extractable; unmodifiable and uncopyable.
 	UsageWrap
 )
 
@@ -95,9 +97,11 @@ type Backend interface {
 	GenerateWrappedKey(ctx context.Context, wrapID []byte) ([]byte, error)
 
 	// UnwrapKey unwraps a GenerateWrappedKey result under wrapID into a
-	// persistent key as spec says, with CKA_SENSITIVE=true and
-	// CKA_EXTRACTABLE=false. ErrKeyExists if spec.ID is taken; ErrDecrypt if
-	// the wrapped bytes do not unwrap under wrapID.
+	// persistent UsageEncrypt key as spec says, with CKA_SENSITIVE=true and
+	// CKA_EXTRACTABLE=false (the wrapping key's CKA_UNWRAP_TEMPLATE allows
+	// nothing else, whoever calls C_UnwrapKey). ErrKeyExists if spec.ID is
+	// taken; ErrDecrypt if the wrapped bytes do not unwrap under wrapID;
+	// ErrInvalidInput for any other usage.
 	UnwrapKey(ctx context.Context, wrapID, wrapped []byte, spec KeySpec) error
 
 	// EncryptGCM encrypts plaintext with AES-256-GCM under key id with the

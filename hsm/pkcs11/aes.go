@@ -17,19 +17,28 @@ const maxWrappedLen = 1024
 func usageAttrs(u hsm.KeyUsage, extractableWrap bool) ([]*p11.Attribute, error) {
 	switch u {
 	case hsm.UsageEncrypt:
+		// Unmodifiable: no one can later grant it wrap or unwrap. It stays
+		// copyable (a session copy inherits non-extractability).
 		return []*p11.Attribute{
 			p11.NewAttribute(p11.CKA_ENCRYPT, true),
 			p11.NewAttribute(p11.CKA_DECRYPT, true),
 			p11.NewAttribute(p11.CKA_WRAP, false),
 			p11.NewAttribute(p11.CKA_UNWRAP, false),
 			p11.NewAttribute(p11.CKA_EXTRACTABLE, false),
+			p11.NewAttribute(p11.CKA_MODIFIABLE, false),
 		}, nil
 	case hsm.UsageWrap:
+		// What it unwraps must stay sensitive and non-extractable
+		// (CKA_UNWRAP_TEMPLATE), and the key itself can be neither changed
+		// (e.g. given CKA_DECRYPT) nor copied with other attributes.
 		attrs := []*p11.Attribute{
 			p11.NewAttribute(p11.CKA_ENCRYPT, false),
 			p11.NewAttribute(p11.CKA_DECRYPT, false),
 			p11.NewAttribute(p11.CKA_WRAP, true),
 			p11.NewAttribute(p11.CKA_UNWRAP, true),
+			p11.NewAttribute(p11.CKA_UNWRAP_TEMPLATE, unwrapTemplate()),
+			p11.NewAttribute(p11.CKA_MODIFIABLE, false),
+			p11.NewAttribute(p11.CKA_COPYABLE, false),
 		}
 		if extractableWrap {
 			// Extractable only by a trusted wrapping key (cluster admission).
@@ -160,6 +169,9 @@ func (b *Backend) UnwrapKey(ctx context.Context, wrapID, wrapped []byte, spec hs
 	}
 	if len(wrapped) < 16 || len(wrapped)%8 != 0 || len(wrapped) > maxWrappedLen {
 		return fmt.Errorf("%w: wrapped key of %d bytes", hsm.ErrInvalidInput, len(wrapped))
+	}
+	if spec.Usage != hsm.UsageEncrypt {
+		return fmt.Errorf("%w: only encryption keys are unwrapped; a wrapping key is generated in the HSM", hsm.ErrInvalidInput)
 	}
 	usage, err := usageAttrs(spec.Usage, false)
 	if err != nil {

@@ -115,3 +115,67 @@ func moduleRefs(path string) int {
 	}
 	return 0
 }
+
+// Attacks a holder of the user PIN could try with raw PKCS#11 calls.
+var (
+	UnwrapReadableForTest = (*Backend).unwrapReadableForTest
+	SetAttrForTest        = (*Backend).setAttrForTest
+	CopyWithForTest       = (*Backend).copyWithForTest
+)
+
+// unwrapReadableForTest unwraps a blob under wrapID as a session key that
+// is not sensitive and is extractable, then reads its value.
+func (b *Backend) unwrapReadableForTest(ctx context.Context, wrapID, blob []byte) ([]byte, error) {
+	var value []byte
+	err := b.do(ctx, "C_UnwrapKey", func(s p11.SessionHandle) error {
+		wh, err := b.lookup(s, wrapID, p11.CKO_SECRET_KEY)
+		if err != nil {
+			return err
+		}
+		h, err := b.ctx.UnwrapKey(s, []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_KEY_WRAP_PAD, nil)}, wh, blob, []*p11.Attribute{
+			p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
+			p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_AES),
+			p11.NewAttribute(p11.CKA_TOKEN, false),
+			p11.NewAttribute(p11.CKA_SENSITIVE, false),
+			p11.NewAttribute(p11.CKA_EXTRACTABLE, true),
+		})
+		if err != nil {
+			return err
+		}
+		defer func() { _ = b.ctx.DestroyObject(s, h) }()
+		a, err := b.ctx.GetAttributeValue(s, h, []*p11.Attribute{p11.NewAttribute(p11.CKA_VALUE, nil)})
+		if err == nil {
+			value = a[0].Value
+		}
+		return err
+	})
+	return value, err
+}
+
+// setAttrForTest sets one boolean attribute on the secret key id.
+func (b *Backend) setAttrForTest(ctx context.Context, id []byte, attr uint, v bool) error {
+	return b.do(ctx, "C_SetAttributeValue", func(s p11.SessionHandle) error {
+		h, err := b.lookup(s, id, p11.CKO_SECRET_KEY)
+		if err != nil {
+			return err
+		}
+		return b.ctx.SetAttributeValue(s, h, []*p11.Attribute{p11.NewAttribute(attr, v)})
+	})
+}
+
+// copyWithForTest copies the secret key id as a session object with one
+// boolean attribute changed, then destroys the copy.
+func (b *Backend) copyWithForTest(ctx context.Context, id []byte, attr uint, v bool) error {
+	return b.do(ctx, "C_CopyObject", func(s p11.SessionHandle) error {
+		h, err := b.lookup(s, id, p11.CKO_SECRET_KEY)
+		if err != nil {
+			return err
+		}
+		c, err := b.ctx.CopyObject(s, h, []*p11.Attribute{
+			p11.NewAttribute(p11.CKA_TOKEN, false), p11.NewAttribute(attr, v)})
+		if err == nil {
+			_ = b.ctx.DestroyObject(s, c)
+		}
+		return err
+	})
+}

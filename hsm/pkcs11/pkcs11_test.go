@@ -291,3 +291,49 @@ func TestSoftHSMBehaviour(t *testing.T) {
 		t.Errorf("EncryptGCM under a wrapping key: err = %v, want ErrInvalidInput", err)
 	}
 }
+
+// Invariant 1 against the operator: someone holding the user PIN, with the
+// Raft log's wrapped KEK blobs in hand, cannot read a KEK. The domain
+// (wrapping) key only unwraps into sensitive, non-extractable keys
+// (CKA_UNWRAP_TEMPLATE), cannot be changed or copied, and KEKs cannot be
+// made extractable.
+func TestKeyMaterialResistsPINHolder(t *testing.T) {
+	b, _ := open(t)
+	c := testCtx(t)
+	domain, kek := []byte("domain"), []byte("kek")
+	if err := b.GenerateKey(c, hsm.KeySpec{ID: domain, Usage: hsm.UsageWrap}); err != nil {
+		t.Fatal(err)
+	}
+	blob, err := b.GenerateWrappedKey(c, domain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := pkcs11.UnwrapReadableForTest(b, c, domain, blob); err == nil {
+		t.Fatalf("a KEK blob was unwrapped as a readable key (%d bytes read)", len(v))
+	} else {
+		t.Logf("unwrap as a readable key: %v", err)
+	}
+	// The legitimate unwrap still works.
+	if err := b.UnwrapKey(c, domain, blob, hsm.KeySpec{ID: kek, Usage: hsm.UsageEncrypt}); err != nil {
+		t.Fatalf("UnwrapKey: %v", err)
+	}
+	for _, attr := range []uint{p11.CKA_DECRYPT, p11.CKA_ENCRYPT} {
+		if err := pkcs11.SetAttrForTest(b, c, domain, attr, true); err == nil {
+			t.Fatalf("attribute 0x%x could be switched on for the domain key", attr)
+		}
+		if err := pkcs11.CopyWithForTest(b, c, domain, attr, true); err == nil {
+			t.Fatalf("the domain key could be copied with attribute 0x%x", attr)
+		}
+	}
+	for _, attr := range []uint{p11.CKA_EXTRACTABLE, p11.CKA_WRAP} {
+		if err := pkcs11.SetAttrForTest(b, c, kek, attr, true); err == nil {
+			t.Fatalf("attribute 0x%x could be switched on for a KEK", attr)
+		}
+	}
+	if err := pkcs11.CopyWithForTest(b, c, kek, p11.CKA_EXTRACTABLE, true); err == nil {
+		t.Fatalf("a KEK could be copied as extractable")
+	}
+	if err := pkcs11.CopyWithForTest(b, c, kek, p11.CKA_SENSITIVE, false); err == nil {
+		t.Fatalf("a KEK could be copied as not sensitive")
+	}
+}
