@@ -21,6 +21,7 @@ type Node struct {
 	raft  *hraft.Raft
 	wal   *wal.WAL
 	meta  *metadb.BoltMetaDB
+	snaps hraft.SnapshotStore
 	trans hraft.Transport
 	// ownTrans is the transport Open created (closed by Close).
 	ownTrans *hraft.NetworkTransport
@@ -117,6 +118,7 @@ func Open(cfg Config, sm StateMachine) (*Node, error) {
 		return fail(fmt.Errorf("raft: inspect state in %s: %w", cfg.Dir, err))
 	}
 
+	n.snaps = snaps
 	r, err := hraft.NewRaft(cfg.raftConfig(logger), &fsm{sm: sm}, w, w, snaps, n.trans)
 	if err != nil {
 		return fail(fmt.Errorf("raft: start: %w", err))
