@@ -40,7 +40,9 @@ func (s *State) applyGovern(index uint64, c *raftlogv1.Command, op *raftlogv1.Go
 			err = fmt.Errorf("%w: statement already applied (replayed nonce)", ErrFailedPrecondition)
 		}
 	}
+	var key string
 	if err == nil {
+		key = s.statementKey(st) // before applying: revoke_grant deletes what names the key
 		d.Result, d.GrantID, err = s.applyStatement(c, st)
 	}
 	rec := &custosv1.DecisionRecord{
@@ -62,8 +64,11 @@ func (s *State) applyGovern(index uint64, c *raftlogv1.Command, op *raftlogv1.Go
 		st, _ = governance.Parse(op.Statement.Statement)
 	}
 	if st != nil {
+		if key == "" {
+			key = s.statementKey(st)
+		}
 		rec.MatchedRule = "governance:" + governance.OperationName(st)
-		rec.Key = statementKey(st)
+		rec.Key = key
 		rec.JustificationText = st.Comment
 	}
 	if err != nil {
@@ -244,9 +249,22 @@ func grantBounds(uses uint32, ttlSeconds int64) (uint32, time.Duration, error) {
 	return uses, ttl, nil
 }
 
-// statementKey returns the key a statement is about, if any.
-func statementKey(st *custosv1.Statement) string {
+// statementKey returns the key a statement is about, if any (for requests,
+// the key of the request), so per-key reports include it.
+func (s *State) statementKey(st *custosv1.Statement) string {
 	switch op := st.Operation.(type) {
+	case *custosv1.Statement_ApproveRequest:
+		if r := s.requests[op.ApproveRequest.RequestId]; r != nil {
+			return r.Key
+		}
+	case *custosv1.Statement_DenyRequest:
+		if r := s.requests[op.DenyRequest.RequestId]; r != nil {
+			return r.Key
+		}
+	case *custosv1.Statement_RevokeGrant:
+		if g := s.grants[op.RevokeGrant.GrantId]; g != nil {
+			return g.Key
+		}
 	case *custosv1.Statement_RevokeKey:
 		return op.RevokeKey.Key
 	case *custosv1.Statement_DisableKey:

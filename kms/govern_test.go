@@ -237,6 +237,9 @@ func TestPolicyApprovalsAndGrants(t *testing.T) {
 	if _, err := e.govern(deny(id1), 1); err != nil {
 		t.Fatalf("deny: %v", err)
 	}
+	if rec := lastRecord(t, e); rec.Key != "k" || rec.MatchedRule != "governance:deny_request" {
+		t.Fatalf("deny record = %v: want it to name the request's key", rec)
+	}
 	if _, err := e.govern(approve(id1, 1), 0, 1); !errors.Is(err, kms.ErrFailedPrecondition) {
 		t.Fatalf("approve a denied request: got %v, want ErrFailedPrecondition", err)
 	}
