@@ -17,15 +17,18 @@ const maxWrappedLen = 1024
 func usageAttrs(u hsm.KeyUsage, extractableWrap bool) ([]*p11.Attribute, error) {
 	switch u {
 	case hsm.UsageEncrypt:
-		// Unmodifiable: no one can later grant it wrap or unwrap. It stays
-		// copyable (a session copy inherits non-extractability).
+		// Copyable and modifiable, so each session can hold a session copy
+		// (about twice as fast in SoftHSM; SoftHSM refuses to copy an
+		// unmodifiable key into a session object). PKCS#11 still forbids
+		// the changes that matter: CKA_EXTRACTABLE cannot become true nor
+		// CKA_SENSITIVE false, on the key or on a copy
+		// (TestKeyMaterialResistsPINHolder).
 		return []*p11.Attribute{
 			p11.NewAttribute(p11.CKA_ENCRYPT, true),
 			p11.NewAttribute(p11.CKA_DECRYPT, true),
 			p11.NewAttribute(p11.CKA_WRAP, false),
 			p11.NewAttribute(p11.CKA_UNWRAP, false),
 			p11.NewAttribute(p11.CKA_EXTRACTABLE, false),
-			p11.NewAttribute(p11.CKA_MODIFIABLE, false),
 		}, nil
 	case hsm.UsageWrap:
 		// What it unwraps must stay sensitive and non-extractable
@@ -214,7 +217,7 @@ func (b *Backend) EncryptGCM(ctx context.Context, id, iv, plaintext, aad []byte)
 	defer params.Free()
 	mech := []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_GCM, params)}
 	var out []byte
-	err := b.withKey(ctx, "C_Encrypt", id, p11.CKO_SECRET_KEY, func(s p11.SessionHandle, h p11.ObjectHandle) error {
+	err := b.withKeyCopy(ctx, "C_Encrypt", id, func(s p11.SessionHandle, h p11.ObjectHandle) error {
 		if err := b.ctx.EncryptInit(s, mech, h); err != nil {
 			return errFunction(err)
 		}
@@ -247,7 +250,7 @@ func (b *Backend) DecryptGCM(ctx context.Context, id, iv, ciphertext, aad []byte
 	defer params.Free()
 	mech := []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_GCM, params)}
 	var out []byte
-	err := b.withKey(ctx, "C_Decrypt", id, p11.CKO_SECRET_KEY, func(s p11.SessionHandle, h p11.ObjectHandle) error {
+	err := b.withKeyCopy(ctx, "C_Decrypt", id, func(s p11.SessionHandle, h p11.ObjectHandle) error {
 		if err := b.ctx.DecryptInit(s, mech, h); err != nil {
 			return errFunction(err)
 		}

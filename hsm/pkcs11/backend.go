@@ -79,7 +79,8 @@ type Backend struct {
 	// (shared by all Backends on it); see serialize.
 	tokenMu *sync.Mutex
 
-	cache objectCache
+	cache  objectCache
+	copies sessionCopies
 	// createMu serialises "check the id is free, then create" sequences.
 	createMu sync.Mutex
 }

@@ -11,7 +11,7 @@ import (
 )
 
 // open opens a Backend on a fresh SoftHSM token and closes it after the test.
-func open(t *testing.T) (*pkcs11.Backend, *softhsm.Token) {
+func open(t testing.TB) (*pkcs11.Backend, *softhsm.Token) {
 	t.Helper()
 	tok := softhsm.TestToken(t)
 	b, err := pkcs11.Open(context.Background(), pkcs11.Config{Module: tok.Module, TokenLabel: tok.Label, PIN: tok.PIN})
@@ -22,7 +22,7 @@ func open(t *testing.T) (*pkcs11.Backend, *softhsm.Token) {
 	return b, tok
 }
 
-func testCtx(t *testing.T) context.Context {
+func testCtx(t testing.TB) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return c

@@ -179,3 +179,16 @@ func (b *Backend) copyWithForTest(ctx context.Context, id []byte, attr uint, v b
 		return err
 	})
 }
+
+// CopiesForTest reports how many session copies of id exist and whether
+// the module refused to copy it.
+func CopiesForTest(b *Backend, id []byte) (n int, refused bool) {
+	b.copies.mu.Lock()
+	defer b.copies.mu.Unlock()
+	for _, m := range b.copies.bySess {
+		if _, ok := m[string(id)]; ok {
+			n++
+		}
+	}
+	return n, b.copies.refused[string(id)]
+}

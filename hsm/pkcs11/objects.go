@@ -106,6 +106,7 @@ func (b *Backend) lookup(s p11.SessionHandle, id []byte, class uint) (p11.Object
 	hs, err := b.findObjects(s, []*p11.Attribute{
 		p11.NewAttribute(p11.CKA_ID, id),
 		p11.NewAttribute(p11.CKA_CLASS, class),
+		p11.NewAttribute(p11.CKA_TOKEN, true), // never a session copy
 	}, 1)
 	if err != nil {
 		return 0, err
@@ -240,6 +241,12 @@ func (b *Backend) DestroyKey(ctx context.Context, id []byte) error {
 	defer b.createMu.Unlock()
 	err := b.do(ctx, "C_DestroyObject", func(s p11.SessionHandle) error {
 		b.cache.evictID(id)
+		// Session copies first: a destroyed key must not stay usable.
+		for _, h := range b.copies.takeID(id) {
+			if err := b.ctx.DestroyObject(s, h); err != nil && !isCode(err, p11.CKR_OBJECT_HANDLE_INVALID) {
+				return err
+			}
+		}
 		hs, err := b.findObjects(s, []*p11.Attribute{p11.NewAttribute(p11.CKA_ID, id)}, 1<<16)
 		if err != nil {
 			return err

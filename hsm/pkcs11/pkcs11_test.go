@@ -295,8 +295,8 @@ func TestSoftHSMBehaviour(t *testing.T) {
 // Invariant 1 against the operator: someone holding the user PIN, with the
 // Raft log's wrapped KEK blobs in hand, cannot read a KEK. The domain
 // (wrapping) key only unwraps into sensitive, non-extractable keys
-// (CKA_UNWRAP_TEMPLATE), cannot be changed or copied, and KEKs cannot be
-// made extractable.
+// (CKA_UNWRAP_TEMPLATE), cannot be changed or copied, and KEKs (and their
+// session copies) cannot be made extractable or readable.
 func TestKeyMaterialResistsPINHolder(t *testing.T) {
 	b, _ := open(t)
 	c := testCtx(t)
@@ -325,15 +325,57 @@ func TestKeyMaterialResistsPINHolder(t *testing.T) {
 			t.Fatalf("the domain key could be copied with attribute 0x%x", attr)
 		}
 	}
-	for _, attr := range []uint{p11.CKA_EXTRACTABLE, p11.CKA_WRAP} {
-		if err := pkcs11.SetAttrForTest(b, c, kek, attr, true); err == nil {
-			t.Fatalf("attribute 0x%x could be switched on for a KEK", attr)
-		}
+	if err := pkcs11.SetAttrForTest(b, c, kek, p11.CKA_EXTRACTABLE, true); err == nil {
+		t.Fatalf("a KEK could be made extractable")
+	}
+	if err := pkcs11.SetAttrForTest(b, c, kek, p11.CKA_SENSITIVE, false); err == nil {
+		t.Fatalf("a KEK could be made not sensitive")
 	}
 	if err := pkcs11.CopyWithForTest(b, c, kek, p11.CKA_EXTRACTABLE, true); err == nil {
 		t.Fatalf("a KEK could be copied as extractable")
 	}
 	if err := pkcs11.CopyWithForTest(b, c, kek, p11.CKA_SENSITIVE, false); err == nil {
 		t.Fatalf("a KEK could be copied as not sensitive")
+	}
+}
+
+// GCM runs on per-session copies of the key, which are destroyed with it.
+func TestSessionCopies(t *testing.T) {
+	b, _ := open(t)
+	c := testCtx(t)
+	id := []byte("kek-copies")
+	if err := b.GenerateKey(c, hsm.KeySpec{ID: id, Usage: hsm.UsageEncrypt}); err != nil {
+		t.Fatal(err)
+	}
+	iv := make([]byte, hsm.GCMIVSize)
+	ct, err := b.EncryptGCM(c, id, iv, []byte("data key"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, refused := pkcs11.CopiesForTest(b, id); n == 0 || refused {
+		t.Fatalf("no session copy made (copies %d, refused %v)", n, refused)
+	}
+	if a, err := b.KeyAttributes(c, id); err != nil || !a.Token || !a.Sensitive || a.Extractable {
+		t.Fatalf("token key attributes = %+v, %v", a, err)
+	}
+	if err := b.DestroyKey(c, id); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := pkcs11.CopiesForTest(b, id); n != 0 {
+		t.Fatalf("%d session copies survived DestroyKey", n)
+	}
+	if _, err := b.DecryptGCM(c, id, iv, ct, nil); !errors.Is(err, hsm.ErrKeyNotFound) {
+		t.Fatalf("decrypt with a destroyed key: got %v, want ErrKeyNotFound", err)
+	}
+	// Losing every session (and so every copy) is survived too.
+	if err := b.GenerateKey(c, hsm.KeySpec{ID: id, Usage: hsm.UsageEncrypt}); err != nil {
+		t.Fatal(err)
+	}
+	ct, _ = b.EncryptGCM(c, id, iv, []byte("x"), nil)
+	if err := pkcs11.CloseAllSessionsForTest(b); err != nil {
+		t.Fatal(err)
+	}
+	if pt, err := b.DecryptGCM(c, id, iv, ct, nil); err != nil || string(pt) != "x" {
+		t.Fatalf("decrypt after losing all sessions: %q, %v", pt, err)
 	}
 }

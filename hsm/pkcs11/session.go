@@ -110,6 +110,7 @@ func (b *Backend) discard(s p11.SessionHandle) {
 		b.closeSession(s)
 	}
 	b.cache.clear()
+	b.copies.dropSession(s) // the module destroyed them with the session
 }
 
 // openSession opens a R/W session on the token and makes sure the token is
