@@ -1,8 +1,21 @@
 #!/bin/sh
-# install.sh: make sure SoftHSM2 (libsofthsm2.so, softhsm2-util) and OpenSC
-# (pkcs11-tool) are installed. Idempotent: does nothing when all are present.
-# Debian/Ubuntu only (apt-get); runs as root or through sudo.
+# install.sh: make sure SoftHSM2 (libsofthsm2.so, softhsm2-util), OpenSC
+# (pkcs11-tool) and the Debian Python packages of the Python client
+# (clients/python: python3-grpcio, python3-protobuf, python3-cryptography,
+# for /usr/bin/python3) are installed (python3-grpc-tools, needed only to
+# regenerate the Python stubs, is left to clients/python/gen.sh). Idempotent: does
+# nothing when all are present. Debian/Ubuntu only (apt-get); runs as root or
+# through sudo.
 set -eu
+
+# The Python client tests (go test ./clients/python/) use the system
+# interpreter, whatever python3 is first on PATH.
+PYTHON=/usr/bin/python3
+PY_PACKAGES="python3-grpcio python3-protobuf python3-cryptography"
+
+have_python() {
+	[ -x "$PYTHON" ] && "$PYTHON" -c 'import grpc, google.protobuf, cryptography' >/dev/null 2>&1
+}
 
 have_module() {
 	if [ -n "${CUSTOS_PKCS11_MODULE:-}" ] && [ -f "$CUSTOS_PKCS11_MODULE" ]; then
@@ -17,18 +30,24 @@ have_module() {
 }
 
 missing=""
+packages=""
 have_module || missing="$missing libsofthsm2.so"
 command -v softhsm2-util >/dev/null 2>&1 || missing="$missing softhsm2-util"
 command -v pkcs11-tool >/dev/null 2>&1 || missing="$missing pkcs11-tool"
+[ -n "$missing" ] && packages="softhsm2 opensc"
+if ! have_python; then
+	missing="$missing python3-modules(grpc,google.protobuf,cryptography)"
+	packages="${packages:+$packages }python3 $PY_PACKAGES"
+fi
 
 if [ -z "$missing" ]; then
-	echo "softhsm/install.sh: SoftHSM2 and OpenSC already installed"
+	echo "softhsm/install.sh: SoftHSM2, OpenSC and the Python client packages already installed"
 	exit 0
 fi
 
-echo "softhsm/install.sh: missing:$missing; installing softhsm2 and opensc"
+echo "softhsm/install.sh: missing:$missing; installing $packages"
 if ! command -v apt-get >/dev/null 2>&1; then
-	echo "softhsm/install.sh: apt-get not found; install SoftHSM2 (softhsm2) and OpenSC (opensc) with your package manager" >&2
+	echo "softhsm/install.sh: apt-get not found; install $packages with your package manager" >&2
 	exit 1
 fi
 
@@ -37,7 +56,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	if command -v sudo >/dev/null 2>&1; then
 		SUDO="sudo"
 	else
-		echo "softhsm/install.sh: not root and sudo not found; run as root: apt-get update && apt-get install -y softhsm2 opensc" >&2
+		echo "softhsm/install.sh: not root and sudo not found; run as root: apt-get update && apt-get install -y $packages" >&2
 		exit 1
 	fi
 fi
@@ -47,9 +66,11 @@ if ! $SUDO apt-get update; then
 	echo "softhsm/install.sh: apt-get update failed" >&2
 	exit 1
 fi
-echo "+ ${SUDO:+$SUDO }apt-get install -y softhsm2 opensc"
-if ! DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y softhsm2 opensc; then
-	echo "softhsm/install.sh: apt-get install -y softhsm2 opensc failed" >&2
+echo "+ ${SUDO:+$SUDO }apt-get install -y $packages"
+# $packages is a list of package names: split it.
+# shellcheck disable=SC2086
+if ! DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y $packages; then
+	echo "softhsm/install.sh: apt-get install -y $packages failed" >&2
 	exit 1
 fi
 
@@ -57,6 +78,9 @@ missing=""
 have_module || missing="$missing libsofthsm2.so"
 command -v softhsm2-util >/dev/null 2>&1 || missing="$missing softhsm2-util"
 command -v pkcs11-tool >/dev/null 2>&1 || missing="$missing pkcs11-tool"
+if ! have_python; then
+	missing="$missing python3-modules(grpc,google.protobuf,cryptography; $PYTHON -c 'import grpc, google.protobuf, cryptography' fails)"
+fi
 if [ -n "$missing" ]; then
 	echo "softhsm/install.sh: still missing after install:$missing" >&2
 	exit 1

@@ -1,0 +1,43 @@
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+OPERATION_CHECKPOINT: Operation
+OPERATION_DECRYPT: Operation
+OPERATION_DECRYPT_DATA_KEY: Operation
+OPERATION_GOVERNANCE: Operation
+OPERATION_REENCRYPT: Operation
+OPERATION_RELEASE_BLOCKED: Operation
+OPERATION_UNSPECIFIED: Operation
+OUTCOME_ALLOW: Outcome
+OUTCOME_DENY: Outcome
+OUTCOME_PENDING: Outcome
+OUTCOME_UNSPECIFIED: Outcome
+REASON_CUSTOMER_INITIATED: Reason
+REASON_CUSTOMER_WORKFLOW: Reason
+REASON_EMERGENCY: Reason
+REASON_PROVIDER_SERVICE: Reason
+REASON_PROVIDER_SUPPORT: Reason
+REASON_THIRD_PARTY_DATA_REQUEST: Reason
+REASON_UNSPECIFIED: Reason
+
+class Justification(_message.Message):
+    __slots__ = ["reason", "text", "ticket"]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    reason: Reason
+    text: str
+    ticket: str
+    def __init__(self, reason: _Optional[_Union[Reason, str]] = ..., text: _Optional[str] = ..., ticket: _Optional[str] = ...) -> None: ...
+
+class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = []
+
+class Operation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = []
+
+class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = []

@@ -1,0 +1,367 @@
+from . import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
+
+ACTION_ALLOW: Action
+ACTION_DENY: Action
+ACTION_REQUIRE_APPROVAL: Action
+ACTION_UNSPECIFIED: Action
+DESCRIPTOR: _descriptor.FileDescriptor
+REQUEST_STATE_APPROVED: RequestState
+REQUEST_STATE_DENIED: RequestState
+REQUEST_STATE_EXPIRED: RequestState
+REQUEST_STATE_PENDING: RequestState
+REQUEST_STATE_UNSPECIFIED: RequestState
+SINK_TYPE_FILE: SinkType
+SINK_TYPE_UNSPECIFIED: SinkType
+SINK_TYPE_WEBHOOK: SinkType
+
+class AddSink(_message.Message):
+    __slots__ = ["sink"]
+    SINK_FIELD_NUMBER: _ClassVar[int]
+    sink: Sink
+    def __init__(self, sink: _Optional[_Union[Sink, _Mapping]] = ...) -> None: ...
+
+class ApprovalRequest(_message.Message):
+    __slots__ = ["context_digest", "create_time_unix_nano", "decision_seq", "expire_time_unix_nano", "grant_id", "justification_text", "key", "key_version", "principal", "reason", "request_id", "state", "ticket"]
+    CONTEXT_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    DECISION_SEQ_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    GRANT_ID_FIELD_NUMBER: _ClassVar[int]
+    JUSTIFICATION_TEXT_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    KEY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    context_digest: bytes
+    create_time_unix_nano: int
+    decision_seq: int
+    expire_time_unix_nano: int
+    grant_id: str
+    justification_text: str
+    key: str
+    key_version: int
+    principal: str
+    reason: _common_pb2.Reason
+    request_id: str
+    state: RequestState
+    ticket: str
+    def __init__(self, request_id: _Optional[str] = ..., principal: _Optional[str] = ..., key: _Optional[str] = ..., key_version: _Optional[int] = ..., reason: _Optional[_Union[_common_pb2.Reason, str]] = ..., justification_text: _Optional[str] = ..., ticket: _Optional[str] = ..., context_digest: _Optional[bytes] = ..., create_time_unix_nano: _Optional[int] = ..., expire_time_unix_nano: _Optional[int] = ..., state: _Optional[_Union[RequestState, str]] = ..., grant_id: _Optional[str] = ..., decision_seq: _Optional[int] = ...) -> None: ...
+
+class ApproveRequest(_message.Message):
+    __slots__ = ["request_id", "ttl_seconds", "uses"]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    USES_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    ttl_seconds: int
+    uses: int
+    def __init__(self, request_id: _Optional[str] = ..., uses: _Optional[int] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
+
+class CreateGrant(_message.Message):
+    __slots__ = ["context_digest", "key", "principal", "reason", "ttl_seconds", "uses"]
+    CONTEXT_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    USES_FIELD_NUMBER: _ClassVar[int]
+    context_digest: bytes
+    key: str
+    principal: str
+    reason: _common_pb2.Reason
+    ttl_seconds: int
+    uses: int
+    def __init__(self, principal: _Optional[str] = ..., key: _Optional[str] = ..., reason: _Optional[_Union[_common_pb2.Reason, str]] = ..., context_digest: _Optional[bytes] = ..., uses: _Optional[int] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
+
+class DenyRequest(_message.Message):
+    __slots__ = ["request_id"]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    def __init__(self, request_id: _Optional[str] = ...) -> None: ...
+
+class DisableKey(_message.Message):
+    __slots__ = ["key"]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    def __init__(self, key: _Optional[str] = ...) -> None: ...
+
+class EnableKey(_message.Message):
+    __slots__ = ["key"]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    def __init__(self, key: _Optional[str] = ...) -> None: ...
+
+class GetGovernanceRequest(_message.Message):
+    __slots__ = []
+    def __init__(self) -> None: ...
+
+class GetPolicyRequest(_message.Message):
+    __slots__ = ["key"]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    def __init__(self, key: _Optional[str] = ...) -> None: ...
+
+class GetRequestRequest(_message.Message):
+    __slots__ = ["request_id"]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    def __init__(self, request_id: _Optional[str] = ...) -> None: ...
+
+class Governance(_message.Message):
+    __slots__ = ["cluster_id", "notify_rules", "officers", "quorum", "sinks", "version"]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    NOTIFY_RULES_FIELD_NUMBER: _ClassVar[int]
+    OFFICERS_FIELD_NUMBER: _ClassVar[int]
+    QUORUM_FIELD_NUMBER: _ClassVar[int]
+    SINKS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    cluster_id: str
+    notify_rules: NotifyRules
+    officers: _containers.RepeatedCompositeFieldContainer[Officer]
+    quorum: int
+    sinks: _containers.RepeatedCompositeFieldContainer[Sink]
+    version: int
+    def __init__(self, cluster_id: _Optional[str] = ..., officers: _Optional[_Iterable[_Union[Officer, _Mapping]]] = ..., quorum: _Optional[int] = ..., version: _Optional[int] = ..., sinks: _Optional[_Iterable[_Union[Sink, _Mapping]]] = ..., notify_rules: _Optional[_Union[NotifyRules, _Mapping]] = ...) -> None: ...
+
+class Grant(_message.Message):
+    __slots__ = ["context_digest", "expire_time_unix_nano", "grant_id", "key", "principal", "reason", "request_id", "uses_left"]
+    CONTEXT_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    GRANT_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    USES_LEFT_FIELD_NUMBER: _ClassVar[int]
+    context_digest: bytes
+    expire_time_unix_nano: int
+    grant_id: str
+    key: str
+    principal: str
+    reason: _common_pb2.Reason
+    request_id: str
+    uses_left: int
+    def __init__(self, grant_id: _Optional[str] = ..., principal: _Optional[str] = ..., key: _Optional[str] = ..., reason: _Optional[_Union[_common_pb2.Reason, str]] = ..., context_digest: _Optional[bytes] = ..., uses_left: _Optional[int] = ..., expire_time_unix_nano: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class KeyPolicy(_message.Message):
+    __slots__ = ["decrypt_principals", "encrypt_principals", "max_decrypts_per_principal_per_hour", "notify_all", "notify_before_release", "reasons", "version", "windows"]
+    DECRYPT_PRINCIPALS_FIELD_NUMBER: _ClassVar[int]
+    ENCRYPT_PRINCIPALS_FIELD_NUMBER: _ClassVar[int]
+    MAX_DECRYPTS_PER_PRINCIPAL_PER_HOUR_FIELD_NUMBER: _ClassVar[int]
+    NOTIFY_ALL_FIELD_NUMBER: _ClassVar[int]
+    NOTIFY_BEFORE_RELEASE_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    decrypt_principals: _containers.RepeatedScalarFieldContainer[str]
+    encrypt_principals: _containers.RepeatedScalarFieldContainer[str]
+    max_decrypts_per_principal_per_hour: int
+    notify_all: bool
+    notify_before_release: bool
+    reasons: _containers.RepeatedCompositeFieldContainer[ReasonRule]
+    version: int
+    windows: _containers.RepeatedCompositeFieldContainer[TimeWindow]
+    def __init__(self, version: _Optional[int] = ..., encrypt_principals: _Optional[_Iterable[str]] = ..., decrypt_principals: _Optional[_Iterable[str]] = ..., reasons: _Optional[_Iterable[_Union[ReasonRule, _Mapping]]] = ..., max_decrypts_per_principal_per_hour: _Optional[int] = ..., windows: _Optional[_Iterable[_Union[TimeWindow, _Mapping]]] = ..., notify_all: bool = ..., notify_before_release: bool = ...) -> None: ...
+
+class ListGrantsRequest(_message.Message):
+    __slots__ = ["key"]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    def __init__(self, key: _Optional[str] = ...) -> None: ...
+
+class ListGrantsResponse(_message.Message):
+    __slots__ = ["grants"]
+    GRANTS_FIELD_NUMBER: _ClassVar[int]
+    grants: _containers.RepeatedCompositeFieldContainer[Grant]
+    def __init__(self, grants: _Optional[_Iterable[_Union[Grant, _Mapping]]] = ...) -> None: ...
+
+class ListPendingRequest(_message.Message):
+    __slots__ = ["key"]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    def __init__(self, key: _Optional[str] = ...) -> None: ...
+
+class ListPendingResponse(_message.Message):
+    __slots__ = ["requests"]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[ApprovalRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[ApprovalRequest, _Mapping]]] = ...) -> None: ...
+
+class NotifyRules(_message.Message):
+    __slots__ = ["all", "customer_principals", "governance", "outcomes", "reasons"]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_PRINCIPALS_FIELD_NUMBER: _ClassVar[int]
+    GOVERNANCE_FIELD_NUMBER: _ClassVar[int]
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    all: bool
+    customer_principals: _containers.RepeatedScalarFieldContainer[str]
+    governance: bool
+    outcomes: _containers.RepeatedScalarFieldContainer[_common_pb2.Outcome]
+    reasons: _containers.RepeatedScalarFieldContainer[_common_pb2.Reason]
+    def __init__(self, reasons: _Optional[_Iterable[_Union[_common_pb2.Reason, str]]] = ..., outcomes: _Optional[_Iterable[_Union[_common_pb2.Outcome, str]]] = ..., customer_principals: _Optional[_Iterable[str]] = ..., governance: bool = ..., all: bool = ...) -> None: ...
+
+class Officer(_message.Message):
+    __slots__ = ["name", "public_key"]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    public_key: bytes
+    def __init__(self, name: _Optional[str] = ..., public_key: _Optional[bytes] = ...) -> None: ...
+
+class OfficerSignature(_message.Message):
+    __slots__ = ["officer", "signature"]
+    OFFICER_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    officer: str
+    signature: bytes
+    def __init__(self, officer: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class ReasonRule(_message.Message):
+    __slots__ = ["action", "reason"]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    action: Action
+    reason: _common_pb2.Reason
+    def __init__(self, reason: _Optional[_Union[_common_pb2.Reason, str]] = ..., action: _Optional[_Union[Action, str]] = ...) -> None: ...
+
+class RemoveSink(_message.Message):
+    __slots__ = ["name"]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class RevokeGrant(_message.Message):
+    __slots__ = ["grant_id"]
+    GRANT_ID_FIELD_NUMBER: _ClassVar[int]
+    grant_id: str
+    def __init__(self, grant_id: _Optional[str] = ...) -> None: ...
+
+class RevokeKey(_message.Message):
+    __slots__ = ["key"]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    def __init__(self, key: _Optional[str] = ...) -> None: ...
+
+class SetNotifyRules(_message.Message):
+    __slots__ = ["rules"]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    rules: NotifyRules
+    def __init__(self, rules: _Optional[_Union[NotifyRules, _Mapping]] = ...) -> None: ...
+
+class SetOfficers(_message.Message):
+    __slots__ = ["officers", "quorum"]
+    OFFICERS_FIELD_NUMBER: _ClassVar[int]
+    QUORUM_FIELD_NUMBER: _ClassVar[int]
+    officers: _containers.RepeatedCompositeFieldContainer[Officer]
+    quorum: int
+    def __init__(self, officers: _Optional[_Iterable[_Union[Officer, _Mapping]]] = ..., quorum: _Optional[int] = ...) -> None: ...
+
+class SetPolicy(_message.Message):
+    __slots__ = ["key", "policy"]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    policy: KeyPolicy
+    def __init__(self, key: _Optional[str] = ..., policy: _Optional[_Union[KeyPolicy, _Mapping]] = ...) -> None: ...
+
+class SignedStatement(_message.Message):
+    __slots__ = ["signatures", "statement"]
+    SIGNATURES_FIELD_NUMBER: _ClassVar[int]
+    STATEMENT_FIELD_NUMBER: _ClassVar[int]
+    signatures: _containers.RepeatedCompositeFieldContainer[OfficerSignature]
+    statement: bytes
+    def __init__(self, statement: _Optional[bytes] = ..., signatures: _Optional[_Iterable[_Union[OfficerSignature, _Mapping]]] = ...) -> None: ...
+
+class Sink(_message.Message):
+    __slots__ = ["delivered_seq", "hmac_key", "name", "path", "required_for_release", "type", "url"]
+    DELIVERED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    HMAC_KEY_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_FOR_RELEASE_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    delivered_seq: int
+    hmac_key: bytes
+    name: str
+    path: str
+    required_for_release: bool
+    type: SinkType
+    url: str
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[SinkType, str]] = ..., url: _Optional[str] = ..., hmac_key: _Optional[bytes] = ..., path: _Optional[str] = ..., required_for_release: bool = ..., delivered_seq: _Optional[int] = ...) -> None: ...
+
+class Statement(_message.Message):
+    __slots__ = ["add_sink", "approve_request", "cluster_id", "comment", "create_grant", "deny_request", "disable_key", "enable_key", "nonce", "not_after_unix", "remove_sink", "revoke_grant", "revoke_key", "set_notify_rules", "set_officers", "set_policy"]
+    ADD_SINK_FIELD_NUMBER: _ClassVar[int]
+    APPROVE_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    CREATE_GRANT_FIELD_NUMBER: _ClassVar[int]
+    DENY_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    DISABLE_KEY_FIELD_NUMBER: _ClassVar[int]
+    ENABLE_KEY_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    NOT_AFTER_UNIX_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_SINK_FIELD_NUMBER: _ClassVar[int]
+    REVOKE_GRANT_FIELD_NUMBER: _ClassVar[int]
+    REVOKE_KEY_FIELD_NUMBER: _ClassVar[int]
+    SET_NOTIFY_RULES_FIELD_NUMBER: _ClassVar[int]
+    SET_OFFICERS_FIELD_NUMBER: _ClassVar[int]
+    SET_POLICY_FIELD_NUMBER: _ClassVar[int]
+    add_sink: AddSink
+    approve_request: ApproveRequest
+    cluster_id: str
+    comment: str
+    create_grant: CreateGrant
+    deny_request: DenyRequest
+    disable_key: DisableKey
+    enable_key: EnableKey
+    nonce: bytes
+    not_after_unix: int
+    remove_sink: RemoveSink
+    revoke_grant: RevokeGrant
+    revoke_key: RevokeKey
+    set_notify_rules: SetNotifyRules
+    set_officers: SetOfficers
+    set_policy: SetPolicy
+    def __init__(self, cluster_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., comment: _Optional[str] = ..., revoke_key: _Optional[_Union[RevokeKey, _Mapping]] = ..., disable_key: _Optional[_Union[DisableKey, _Mapping]] = ..., enable_key: _Optional[_Union[EnableKey, _Mapping]] = ..., set_policy: _Optional[_Union[SetPolicy, _Mapping]] = ..., approve_request: _Optional[_Union[ApproveRequest, _Mapping]] = ..., deny_request: _Optional[_Union[DenyRequest, _Mapping]] = ..., create_grant: _Optional[_Union[CreateGrant, _Mapping]] = ..., revoke_grant: _Optional[_Union[RevokeGrant, _Mapping]] = ..., set_officers: _Optional[_Union[SetOfficers, _Mapping]] = ..., add_sink: _Optional[_Union[AddSink, _Mapping]] = ..., remove_sink: _Optional[_Union[RemoveSink, _Mapping]] = ..., set_notify_rules: _Optional[_Union[SetNotifyRules, _Mapping]] = ...) -> None: ...
+
+class SubmitResponse(_message.Message):
+    __slots__ = ["grant_id", "ledger_seq", "result", "signers"]
+    GRANT_ID_FIELD_NUMBER: _ClassVar[int]
+    LEDGER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    SIGNERS_FIELD_NUMBER: _ClassVar[int]
+    grant_id: str
+    ledger_seq: int
+    result: str
+    signers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, result: _Optional[str] = ..., signers: _Optional[_Iterable[str]] = ..., ledger_seq: _Optional[int] = ..., grant_id: _Optional[str] = ...) -> None: ...
+
+class TimeWindow(_message.Message):
+    __slots__ = ["end_minute", "start_minute", "weekdays"]
+    END_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    START_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    WEEKDAYS_FIELD_NUMBER: _ClassVar[int]
+    end_minute: int
+    start_minute: int
+    weekdays: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, weekdays: _Optional[_Iterable[int]] = ..., start_minute: _Optional[int] = ..., end_minute: _Optional[int] = ...) -> None: ...
+
+class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = []
+
+class SinkType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = []
+
+class RequestState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = []

@@ -1,0 +1,71 @@
+from . import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Checkpoint(_message.Message):
+    __slots__ = ["cluster_id", "head", "key_id", "node", "seq", "signature", "time_unix_nano"]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    cluster_id: str
+    head: bytes
+    key_id: bytes
+    node: str
+    seq: int
+    signature: bytes
+    time_unix_nano: int
+    def __init__(self, cluster_id: _Optional[str] = ..., seq: _Optional[int] = ..., head: _Optional[bytes] = ..., time_unix_nano: _Optional[int] = ..., node: _Optional[str] = ..., key_id: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class DecisionRecord(_message.Message):
+    __slots__ = ["checkpoint", "context_digest", "detail", "justification_text", "key", "key_version", "matched_rule", "node", "notify", "operation", "outcome", "prev_hash", "principal", "raft_index", "reason", "request_id", "seq", "signers", "statement_hash", "ticket", "time_unix_nano"]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    JUSTIFICATION_TEXT_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    KEY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_RULE_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    NOTIFY_FIELD_NUMBER: _ClassVar[int]
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    PREV_HASH_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    RAFT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    SIGNERS_FIELD_NUMBER: _ClassVar[int]
+    STATEMENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    checkpoint: Checkpoint
+    context_digest: bytes
+    detail: str
+    justification_text: str
+    key: str
+    key_version: int
+    matched_rule: str
+    node: str
+    notify: bool
+    operation: _common_pb2.Operation
+    outcome: _common_pb2.Outcome
+    prev_hash: bytes
+    principal: str
+    raft_index: int
+    reason: _common_pb2.Reason
+    request_id: str
+    seq: int
+    signers: _containers.RepeatedScalarFieldContainer[str]
+    statement_hash: bytes
+    ticket: str
+    time_unix_nano: int
+    def __init__(self, seq: _Optional[int] = ..., time_unix_nano: _Optional[int] = ..., node: _Optional[str] = ..., principal: _Optional[str] = ..., key: _Optional[str] = ..., key_version: _Optional[int] = ..., operation: _Optional[_Union[_common_pb2.Operation, str]] = ..., reason: _Optional[_Union[_common_pb2.Reason, str]] = ..., justification_text: _Optional[str] = ..., ticket: _Optional[str] = ..., context_digest: _Optional[bytes] = ..., outcome: _Optional[_Union[_common_pb2.Outcome, str]] = ..., matched_rule: _Optional[str] = ..., request_id: _Optional[str] = ..., prev_hash: _Optional[bytes] = ..., raft_index: _Optional[int] = ..., signers: _Optional[_Iterable[str]] = ..., statement_hash: _Optional[bytes] = ..., detail: _Optional[str] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., notify: bool = ...) -> None: ...

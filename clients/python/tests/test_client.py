@@ -1,0 +1,51 @@
+"""Offline tests of the client helpers: configuration and reasons."""
+
+import unittest
+
+import _path  # noqa: F401  (sets sys.path)
+
+import custos
+
+
+class ConfigTest(unittest.TestCase):
+    def test_from_env(self):
+        cfg = custos.Config.from_env({"CUSTOS_ADDR": " a:1, ,b:2 ", "CUSTOS_CA": "ca.pem",
+                                      "CUSTOS_CERT": "c.pem", "CUSTOS_KEY": "k.pem"})
+        self.assertEqual(cfg.addrs, ["a:1", "b:2"])
+        self.assertEqual((cfg.ca_file, cfg.cert_file, cfg.key_file), ("ca.pem", "c.pem", "k.pem"))
+
+    def test_from_env_missing(self):
+        with self.assertRaises(custos.ConfigError) as cm:
+            custos.Config.from_env({"CUSTOS_ADDR": "a:1", "CUSTOS_CA": " "})
+        self.assertIn("CUSTOS_CA, CUSTOS_CERT, CUSTOS_KEY are not set", str(cm.exception))
+        with self.assertRaises(custos.ConfigError):
+            custos.Config.from_env({"CUSTOS_ADDR": ",", "CUSTOS_CA": "x", "CUSTOS_CERT": "y", "CUSTOS_KEY": "z"})
+
+    def test_unreadable_files(self):
+        with self.assertRaises(custos.ConfigError):
+            custos.Client(custos.Config(addrs=["a:1"], ca_file="/nonexistent", cert_file="x", key_file="y"))
+
+
+class ReasonTest(unittest.TestCase):
+    def test_parse(self):
+        for s in ("CUSTOMER_INITIATED", "customer-initiated", "REASON_CUSTOMER_INITIATED", " Customer_Initiated "):
+            self.assertEqual(custos.parse_reason(s), 1)
+        self.assertEqual(custos.parse_reason("emergency"), 6)
+        self.assertEqual(custos.parse_reason(3), 3)
+        for bad in ("UNSPECIFIED", "REASON_UNSPECIFIED", "nope", 0, 99):
+            with self.assertRaises(ValueError):
+                custos.parse_reason(bad)
+        self.assertEqual(custos.reason_names()[0], "CUSTOMER_INITIATED")
+        self.assertEqual(custos.reason_string(6), "EMERGENCY")
+
+    def test_justification(self):
+        j = custos.Justification("third-party-data-request", "why", "T-1")
+        self.assertEqual(j.reason, 5)
+        p = j.to_proto()
+        self.assertEqual((p.reason, p.text, p.ticket), (5, "why", "T-1"))
+        with self.assertRaises(ValueError):
+            custos.Justification("bogus")
+
+
+if __name__ == "__main__":
+    unittest.main()
