@@ -38,6 +38,9 @@ func (s *Service) Submit(ctx context.Context, p Principal, ss *custosv1.SignedSt
 	if !ok || d.Record == nil {
 		return nil, fmt.Errorf("%w: unexpected governance result %T", ErrInternal, res)
 	}
+	if err := s.caughtUp(ctx, d); err != nil {
+		return nil, err
+	}
 	if d.Err != nil {
 		return nil, fmt.Errorf("%w (ledger %d)", d.Err, d.Record.Seq)
 	}

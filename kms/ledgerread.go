@@ -54,6 +54,25 @@ func (s *State) WaitBeyond(ctx context.Context, seq uint64) error {
 	}
 }
 
+// WaitApplied blocks until this node's state has applied the log up to
+// index, or ctx ends. A follower acting on a decision the leader committed
+// waits here, so it never reads state older than the decision.
+func (s *State) WaitApplied(ctx context.Context, index uint64) error {
+	for {
+		s.mu.RLock()
+		applied, ch := s.applied, s.advanced
+		s.mu.RUnlock()
+		if applied >= index {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
 // Checkpoint returns the newest checkpoint (nil before the first), the
 // ledger position of its record, and the registered signing keys.
 func (s *State) Checkpoint() (*custosv1.Checkpoint, uint64, []*raftlogv1.NodeKey) {

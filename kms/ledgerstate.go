@@ -101,9 +101,18 @@ func (s *State) applyCheckpoint(index uint64, c *raftlogv1.Command, op *raftlogv
 	if s.lastCheckpoint != nil && cp.Seq <= s.lastCheckpoint.Seq {
 		return fmt.Errorf("%w: checkpoint at %d is not after the last one at %d", ErrFailedPrecondition, cp.Seq, s.lastCheckpoint.Seq)
 	}
-	data, err := s.ledger.Get(cp.Seq)
-	if err != nil {
-		return fmt.Errorf("%w: checkpoint: read record %d: %v", ErrUnavailable, cp.Seq, err)
+	// The covered record may belong to this very batch (a follower catching
+	// up applies many entries at once): look there before the store, so
+	// every replica reaches the same verdict.
+	data, ok := s.pending[cp.Seq]
+	if !ok {
+		var err error
+		if data, err = s.ledger.Get(cp.Seq); err != nil {
+			// This replica cannot read its own ledger: it must stop
+			// deciding rather than diverge.
+			s.broken = fmt.Errorf("ledger store failed reading record %d: %w", cp.Seq, err)
+			return fmt.Errorf("%w: checkpoint: read record %d: %v", ErrUnavailable, cp.Seq, err)
+		}
 	}
 	if h := ledger.Hash(data); !bytes.Equal(h[:], cp.Head) {
 		return fmt.Errorf("%w: checkpoint head is not the chain hash at %d", ErrInvalidArgument, cp.Seq)

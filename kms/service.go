@@ -441,6 +441,9 @@ func (s *Service) decide(ctx context.Context, p Principal, ct []byte, encCtx map
 	if !ok {
 		return nil, nil, fmt.Errorf("%w: unexpected decision result %T", ErrInternal, res)
 	}
+	if err := s.caughtUp(ctx, d); err != nil {
+		return nil, nil, err
+	}
 	if d.Err != nil {
 		return nil, nil, d.Err
 	}
@@ -448,6 +451,19 @@ func (s *Service) decide(ctx context.Context, p Principal, ct []byte, encCtx map
 		return nil, nil, fmt.Errorf("%w: decision is not ALLOW", ErrInternal)
 	}
 	return w, d, nil
+}
+
+// caughtUp waits until this node's state has applied the log up to a
+// decision the leader committed (on a follower), so the node acts on it —
+// and shows it in its own ledger — only with state at least that recent.
+func (s *Service) caughtUp(ctx context.Context, d *Decision) error {
+	if d.Record == nil {
+		return nil
+	}
+	if err := s.state.WaitApplied(ctx, d.Record.RaftIndex); err != nil {
+		return fmt.Errorf("%w: this node has not caught up with decision %d: %v", ErrUnavailable, d.Record.Seq, err)
+	}
+	return nil
 }
 
 // open decrypts w in the HSM. Call only after an ALLOW decision committed.

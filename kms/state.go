@@ -42,8 +42,13 @@ type State struct {
 	nodeKeys             []*raftlogv1.NodeKey // checkpoint signing keys
 	lastCheckpoint       *custosv1.Checkpoint
 	lastCheckpointRecord uint64
-	// grown is closed (and replaced) whenever records are appended.
-	grown chan struct{}
+	// grown is closed (and replaced) whenever records are appended;
+	// advanced whenever entries are applied.
+	grown    chan struct{}
+	advanced chan struct{}
+	// pending holds the records appended by the batch being applied, not
+	// yet in the ledger store (a checkpoint may cover them).
+	pending map[uint64][]byte
 }
 
 var _ raft.StateMachine = (*State)(nil)
@@ -67,6 +72,7 @@ func (s *State) reset() {
 	s.nodeKeys, s.lastCheckpoint, s.lastCheckpointRecord = nil, nil, 0
 	if s.grown == nil {
 		s.grown = make(chan struct{})
+		s.advanced = make(chan struct{})
 	}
 }
 
@@ -89,6 +95,8 @@ func (s *State) ApplyBatch(entries []raft.AppliedEntry) [][]any {
 	out := make([][]any, len(entries))
 	var recs []ledger.Record
 	var decisions []*Decision
+	s.pending = map[uint64][]byte{}
+	defer func() { s.pending = nil }()
 	for i, e := range entries {
 		res := make([]any, len(e.Commands))
 		for j, c := range e.Commands {
@@ -100,6 +108,7 @@ func (s *State) ApplyBatch(entries []raft.AppliedEntry) [][]any {
 					panic(fmt.Sprintf("kms: marshal decision record: %v", err))
 				}
 				recs = append(recs, ledger.Record{Seq: d.Record.Seq, Data: data})
+				s.pending[d.Record.Seq] = data
 				s.head = ledger.Hash(data)
 				decisions = append(decisions, d)
 			}
@@ -122,6 +131,8 @@ func (s *State) ApplyBatch(entries []raft.AppliedEntry) [][]any {
 		close(s.grown)
 		s.grown = make(chan struct{})
 	}
+	close(s.advanced)
+	s.advanced = make(chan struct{})
 	return out
 }
 
