@@ -127,6 +127,11 @@ func init() {
 		{"audit pubkey", "", "Print the cluster's checkpoint public keys as PEM (for audit verify --pubkey).", runAuditPubkey},
 		{"audit report", "[--since T] [--until T] [--key K] [--export FILE --pubkey PEM...] [--json]", "Print the key-use disclosure report for a period.", runAuditReport},
 		{"audit watch", "[--from SEQ] [--key K] [--notify-only] [--json]", "Print ledger records as they are committed, until interrupted.", runAuditWatch},
+		{"cluster status", "[--json]", "Show every configured node's view (Raft state, leader, indexes, ledger, HSM) and the members.", runClusterStatus},
+		{"cluster add-voter", "[--json] ID RAFT_ADDR", "Add a voting member (operators; sent to the leader).", runClusterAddVoter},
+		{"cluster remove", "[--json] ID", "Remove a member (operators; sent to the leader).", runClusterRemove},
+		{"cluster transfer-leadership", "[--json] [ID]", "Ask the leader to hand over, to ID or any other voter (operators).", runClusterTransfer},
+		{"cluster snapshot save", "[--json] FILE", "Save a checked snapshot of the replicated state, ledger included, to FILE (operators).", runClusterSnapshotSave},
 		{"version", "", "Print the version of this program.", runVersion},
 	}
 }

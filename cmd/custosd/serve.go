@@ -54,6 +54,23 @@ type fileConfig struct {
 	Auditors           []string `json:"auditors"`
 	CheckpointEvery    uint64   `json:"checkpoint_every"`
 	CheckpointInterval string   `json:"checkpoint_interval"`
+	// Cluster membership (docs/config.md): raft over mutual TLS with the
+	// node certificate in tls.cert, the other nodes, whether this node
+	// joins an existing cluster, the expected cluster id, whether the
+	// leader adds the configured peers itself, and the operators.
+	RaftTLS   *bool      `json:"raft_tls"`
+	Peers     []filePeer `json:"peers"`
+	Join      bool       `json:"join"`
+	ClusterID string     `json:"cluster_id"`
+	AddPeers  bool       `json:"add_peers"`
+	Operators []string   `json:"operators"`
+}
+
+// filePeer is another node of the cluster.
+type filePeer struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	APIAddr  string `json:"api_addr"`
 }
 
 // fileOfficer is one security officer in the configuration.
@@ -208,6 +225,42 @@ func loadConfig(path string, getenv func(string) string) (node.Config, error) {
 		}
 	}
 
+	ids := map[string]int{fc.ID: -1}
+	for i, p := range fc.Peers {
+		field := func(f string) string { return fmt.Sprintf("peers[%d].%s", i, f) }
+		if strings.TrimSpace(p.ID) == "" || strings.ContainsAny(p.ID, " \t:") {
+			return cfg, bad(field("id"), "must be a node id (no spaces or colons)")
+		}
+		if j, dup := ids[p.ID]; dup {
+			if j < 0 {
+				return cfg, bad(field("id"), "is this node's own id")
+			}
+			return cfg, bad(field("id"), fmt.Sprintf("repeats peers[%d]", j))
+		}
+		ids[p.ID] = i
+		if p.RaftAddr == "" || p.APIAddr == "" {
+			return cfg, bad(field("raft_addr"), "and api_addr are required (host:port)")
+		}
+		cfg.Peers = append(cfg.Peers, node.Peer{ID: p.ID, RaftAddr: p.RaftAddr, APIAddr: p.APIAddr})
+	}
+	if fc.Join && fc.Bootstrap {
+		return cfg, bad("join", "and bootstrap exclude each other: one node bootstraps, the others join")
+	}
+	// Raft over mutual TLS is on by default in cluster configurations
+	// (peers or join), off for a single node unless asked for.
+	cfg.RaftTLS = len(fc.Peers) > 0 || fc.Join
+	if fc.RaftTLS != nil {
+		cfg.RaftTLS = *fc.RaftTLS
+	}
+	if !cfg.RaftTLS && (len(fc.Peers) > 0 || fc.Join) {
+		return cfg, bad("raft_tls", "cannot be false in a cluster (peers or join): Raft traffic runs over mutual TLS")
+	}
+	for i, o := range fc.Operators {
+		if strings.TrimSpace(o) == "" || o != strings.TrimSpace(o) {
+			return cfg, bad(fmt.Sprintf("operators[%d]", i), "must be a client certificate common name")
+		}
+	}
+	cfg.Join, cfg.ClusterID, cfg.AddPeers, cfg.Operators = fc.Join, fc.ClusterID, fc.AddPeers, fc.Operators
 	cfg.ID = fc.ID
 	cfg.Officers, cfg.Quorum = officers, fc.Quorum
 	cfg.Auditors = fc.Auditors

@@ -8,11 +8,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -98,6 +100,41 @@ type Config struct {
 	CheckpointInterval time.Duration
 	// Logger; slog.Default() if nil.
 	Logger *slog.Logger
+
+	// RaftTLS runs Raft over mutual TLS (raft.NewTLSTransport) with the
+	// certificate in TLS.Cert, which must then be a node certificate (CN
+	// custos-node:<ID>, serverAuth and clientAuth: pki.IssueNodeCert); the
+	// node also forwards commands to the leader's gRPC server with it.
+	// Cluster configurations turn it on; without it Raft uses plain TCP,
+	// which suits a single node only.
+	RaftTLS bool
+	// Peers are the other nodes of the cluster. The Raft transport talks
+	// to the ids in the current Raft configuration and to these; commands
+	// are forwarded to the leader's APIAddr found here (or registered
+	// through the log).
+	Peers []Peer
+	// Join starts a node that is to be added to an existing cluster: it
+	// does not bootstrap and waits for the leader to add it (ClusterService
+	// AddVoter, or AddPeers on the leader). Once it has replayed the log it
+	// serves everything, but without the cluster's domain key in its HSM
+	// (admission by the officers is not implemented yet) it refuses key
+	// crypto with FailedPrecondition.
+	Join bool
+	// ClusterID, if set, is the cluster this node belongs to: a node whose
+	// state (its own or the one it learns when joining) names another
+	// cluster refuses to start.
+	ClusterID string
+	// AddPeers makes the leader add configured Peers that are missing from
+	// the Raft configuration as voters, once their Raft port answers. The
+	// configuration is then the admission: used by `custosd dev`.
+	AddPeers bool
+	// Operators are the principals (client certificate common names)
+	// allowed to call the ClusterService's mutations.
+	Operators []string
+	// Isolate, if set and true, cuts the node off from every other node:
+	// the Raft transport allows nobody and nothing is forwarded. For fault
+	// tests (a network partition).
+	Isolate *atomic.Bool
 }
 
 // Node is a running custosd node.
@@ -116,6 +153,13 @@ type Node struct {
 	// notifier delivers notify records to the sinks (Run on the leader)
 	// and before release (installed on every node); nil with NoNotifier.
 	notifier *notify.Notifier
+
+	trans   io.Closer // Raft TLS transport (closed after Raft)
+	allowed *allowedSet
+	fwd     *forwarder
+	admit   *admission // nil: the node holds the domain key
+	memStop context.CancelFunc
+	memDone chan struct{}
 
 	closeOnce sync.Once
 	closeErr  error
@@ -169,25 +213,59 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	state := kms.NewState(n.ledger)
 
-	n.raft, err = raft.Open(raft.Config{
+	rc := raft.Config{
 		ID:            cfg.ID,
 		Dir:           filepath.Join(cfg.DataDir, "raft"),
 		Addr:          cfg.RaftAddr,
-		Bootstrap:     cfg.Bootstrap,
+		Bootstrap:     cfg.Bootstrap && !cfg.Join,
 		Logger:        cfg.Logger.With("component", "raft"),
 		LocalTimeouts: cfg.RaftLocalTimeouts,
-	}, state)
+	}
+	var log kms.Log
+	if cfg.RaftTLS {
+		nt, err := loadNodeTLS(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("node: node certificate: %w", err)
+		}
+		n.allowed = newAllowedSet(cfg.ID, cfg.Peers, cfg.Isolate)
+		trans, err := raft.NewTLSTransport(raft.TLSTransportConfig{
+			BindAddr:    cfg.RaftAddr,
+			CAPool:      nt.pool,
+			Certificate: nt.cert.Current,
+			Allowed:     n.allowed.Allowed,
+			Logger:      cfg.Logger.With("component", "raft-transport"),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("node: raft transport on %s: %w", cfg.RaftAddr, err)
+		}
+		n.trans = trans
+		rc.Transport = trans
+		peers := map[string]string{}
+		for _, p := range cfg.Peers {
+			peers[p.ID] = p.APIAddr
+		}
+		n.fwd = &forwarder{tls: nt, peers: peers, state: state, isolate: cfg.Isolate, conns: map[string]*grpc.ClientConn{}}
+	}
+	n.raft, err = raft.Open(rc, state)
 	if err != nil {
 		return nil, fmt.Errorf("node: open raft in %s: %w", filepath.Join(cfg.DataDir, "raft"), err)
 	}
-	if err := n.waitReady(ctx); err != nil {
-		return nil, err
+	log = n.raft
+	if n.fwd != nil {
+		log = &kms.ForwardingLog{Local: n.raft, Forward: n.fwd.Forward}
 	}
+	// A restarted node knows its cluster from its snapshot at once.
+	if id := state.ClusterID(); cfg.ClusterID != "" && id != "" && id != cfg.ClusterID {
+		return nil, fmt.Errorf("node: data dir %s belongs to cluster %s, not to the configured cluster %s", cfg.DataDir, id, cfg.ClusterID)
+	}
+	memCtx, memStop := context.WithCancel(context.Background())
+	n.memStop, n.memDone = memStop, make(chan struct{})
+	go func() { defer close(n.memDone); n.followMembership(memCtx) }()
 
 	n.svc, err = kms.NewService(kms.Config{
 		NodeID:   cfg.ID,
 		HSM:      n.hsm,
-		Log:      n.raft,
+		Log:      log,
 		State:    state,
 		Logger:   cfg.Logger.With("component", "kms"),
 		Auditors: cfg.Auditors,
@@ -195,7 +273,23 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: kms: %w", err)
 	}
-	if err := n.svc.InitCluster(ctx, cfg.Officers, cfg.Quorum); err != nil {
+	if err := n.waitReady(ctx); err != nil {
+		return nil, err
+	}
+	if err := n.waitCaughtUp(ctx); err != nil {
+		return nil, err
+	}
+	if id := state.ClusterID(); cfg.ClusterID != "" && id != "" && id != cfg.ClusterID {
+		return nil, fmt.Errorf("node: refusing to join cluster %s: this node is configured for cluster %s", id, cfg.ClusterID)
+	}
+	if cfg.Join && state.ClusterID() != "" {
+		// A joined node: no InitCluster (its HSM has no domain key unless
+		// officers admitted it); it refuses crypto until it has one.
+		n.admit = &admission{n: n}
+		if n.admit.check(ctx) != nil {
+			n.log.Warn("this node's HSM does not hold the cluster's domain key: serving without key crypto until the node is admitted", "cluster", state.ClusterID())
+		}
+	} else if err := n.svc.InitCluster(ctx, cfg.Officers, cfg.Quorum); err != nil {
 		if len(cfg.Officers) == 0 && errors.Is(err, kms.ErrInvalidArgument) {
 			return nil, fmt.Errorf("node: initialise cluster: a new cluster needs its security officers and quorum (configuration fields officers and quorum): %w", err)
 		}
@@ -203,6 +297,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	// This node's HSM-resident checkpoint key, registered through the log
 	// so that every node (and every auditor) knows its public key.
+	// TODO(kms): register the node's gRPC address with it (api_addr), so
+	// that nodes missing from Peers can be forwarded to.
 	if err := n.svc.EnsureCheckpointKey(ctx); err != nil {
 		return nil, fmt.Errorf("node: checkpoint signing key: %w", err)
 	}
@@ -218,13 +314,26 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.cancel = cancel
 	n.bgDone = make(chan struct{})
 	go n.leaderWork(healthCtx)
-	n.grpc, err = api.NewServer(api.Options{
+	opts := api.Options{
 		Service: n.svc,
 		TLS:     tlsCfg,
 		Logger:  cfg.Logger.With("component", "api"),
 		Health:  n.health,
 		Context: healthCtx,
-	})
+	}
+	if n.fwd != nil {
+		opts.Replication = n.raft
+	}
+	if n.admit != nil {
+		opts.Admitted = n.admit.check
+	}
+	operators := map[string]bool{}
+	for _, o := range cfg.Operators {
+		operators[o] = true
+	}
+	opts.Cluster = &api.ClusterDeps{Raft: n.raft, Service: n.svc, HSM: n.hsm,
+		IsOperator: func(p string) bool { return operators[p] }, Logger: cfg.Logger.With("component", "cluster")}
+	n.grpc, err = api.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("node: gRPC server: %w", err)
 	}
@@ -292,7 +401,7 @@ func (n *Node) waitReady(ctx context.Context) error {
 	}
 	if err := n.raft.WaitLeader(ctx); err != nil {
 		hint := ""
-		if !n.cfg.Bootstrap {
+		if !n.cfg.Bootstrap || n.cfg.Join {
 			hint = " (a new single node needs Bootstrap; a joining node needs the cluster to admit it)"
 		}
 		return fmt.Errorf("node: no Raft leader%s: %w", hint, err)
@@ -427,9 +536,21 @@ func (n *Node) Close() error {
 		} else if n.lis != nil {
 			_ = n.lis.Close()
 		}
+		if n.memStop != nil {
+			n.memStop()
+			<-n.memDone
+		}
+		if n.fwd != nil {
+			n.fwd.close()
+		}
 		if n.raft != nil {
 			if err := n.raft.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("raft: %w", err))
+			}
+		}
+		if n.trans != nil {
+			if err := n.trans.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("raft transport: %w", err))
 			}
 		}
 		if n.ledger != nil {

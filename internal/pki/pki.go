@@ -296,3 +296,48 @@ func PrincipalFromCert(c *x509.Certificate) string {
 }
 
 var errNoCerts = errors.New("no certificates")
+
+// nodeIDRE limits the node ids IssueNodeCert accepts, so that the id can
+// name files: a subset of what raft.NodeIDFromCert accepts.
+var nodeIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+
+// NodeCNPrefix starts the common name of a node certificate; it equals
+// raft.NodeCNPrefix (docs/cluster-transport.md).
+const NodeCNPrefix = "custos-node:"
+
+// NodeFiles returns the certificate and key paths of node id in dir.
+func NodeFiles(dir, id string) (certFile, keyFile string) {
+	return filepath.Join(dir, "node-"+id+".pem"), filepath.Join(dir, "node-"+id+"-key.pem")
+}
+
+// IssueNodeCert issues (or keeps, when valid) the certificate of the node
+// with Raft id id under the CA in dir (created if missing): subject common
+// name "custos-node:<id>" (raft.NodeCommonName), extended key usages
+// serverAuth and clientAuth, and SANs for hosts (DNS names or IP addresses;
+// DefaultServerHosts if empty). A node uses it for its gRPC server, for its
+// connections to other nodes and for the Raft transport. The files are
+// NodeFiles(dir, id).
+func IssueNodeCert(dir, id string, hosts []string) (certFile, keyFile string, err error) {
+	if !nodeIDRE.MatchString(id) {
+		return "", "", fmt.Errorf("pki: invalid node id %q: want 1-64 characters of [A-Za-z0-9_.-] starting with a letter or digit", id)
+	}
+	if len(hosts) == 0 {
+		hosts = DefaultServerHosts
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", "", fmt.Errorf("pki: %w", err)
+	}
+	ca, caKey, err := loadOrCreateCA(dir)
+	if err != nil {
+		return "", "", err
+	}
+	certFile, keyFile = NodeFiles(dir, id)
+	tmpl := leafTemplate(NodeCNPrefix+id, hosts, x509.ExtKeyUsageServerAuth)
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+	if err := ensureLeaf(ca, caKey, certFile, keyFile, tmpl); err != nil {
+		return "", "", err
+	}
+	return certFile, keyFile, nil
+}

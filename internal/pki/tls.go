@@ -126,3 +126,23 @@ func (r *reloader) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error
 	}
 	return r.cert, nil
 }
+
+// LoadPool reads a PEM CA bundle into a certificate pool.
+func LoadPool(caFile string) (*x509.CertPool, error) { return loadPool(caFile) }
+
+// CertSource serves a certificate pair from files and reloads it when the
+// files change (checked at most once a second), for callbacks such as the
+// Raft transport's Certificate.
+type CertSource struct{ r *reloader }
+
+// NewCertSource loads the pair once and returns a source for it.
+func NewCertSource(certFile, keyFile string) (*CertSource, error) {
+	r := &reloader{certFile: certFile, keyFile: keyFile}
+	if err := r.load(); err != nil {
+		return nil, err
+	}
+	return &CertSource{r: r}, nil
+}
+
+// Current returns the current pair.
+func (c *CertSource) Current() (*tls.Certificate, error) { return c.r.getCertificate(nil) }

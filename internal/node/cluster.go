@@ -1,0 +1,316 @@
+package node
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/custos-kms/custos/api"
+	"github.com/custos-kms/custos/internal/pki"
+	"github.com/custos-kms/custos/kms"
+	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
+	"github.com/custos-kms/custos/raft"
+)
+
+// Peer is another member (or future member) of the cluster.
+type Peer struct {
+	// ID is the peer's Raft id (its certificate's CN is custos-node:<ID>).
+	ID string
+	// RaftAddr is the peer's Raft transport address.
+	RaftAddr string
+	// APIAddr is the peer's gRPC address, where this node forwards
+	// commands while the peer leads.
+	APIAddr string
+}
+
+// membershipPoll is how often the allowed set follows the Raft
+// configuration, and how often the leader looks for peers to add.
+const membershipPoll = 250 * time.Millisecond
+
+// admissionRecheck is how often a node that is not admitted looks again
+// for the domain key in its HSM.
+const admissionRecheck = 2 * time.Second
+
+// allowedSet is the set of node ids the Raft transport talks to: the ids
+// in the current Raft configuration plus the configured peers. Reads are
+// lock-free.
+type allowedSet struct {
+	self  string
+	peers map[string]bool
+	cur   atomic.Pointer[map[string]bool]
+	// isolate cuts this node off (fault tests): nobody is allowed.
+	isolate *atomic.Bool
+}
+
+func newAllowedSet(self string, peers []Peer, isolate *atomic.Bool) *allowedSet {
+	a := &allowedSet{self: self, peers: map[string]bool{}, isolate: isolate}
+	for _, p := range peers {
+		a.peers[p.ID] = true
+	}
+	m := map[string]bool{}
+	a.cur.Store(&m)
+	return a
+}
+
+func (a *allowedSet) Allowed(id string) bool {
+	if a.isolate != nil && a.isolate.Load() {
+		return false
+	}
+	if a.peers[id] {
+		return true
+	}
+	return (*a.cur.Load())[id]
+}
+
+func (a *allowedSet) update(servers []raft.Server) {
+	m := make(map[string]bool, len(servers))
+	for _, s := range servers {
+		m[s.ID] = true
+	}
+	a.cur.Store(&m)
+}
+
+// nodeTLS is this node's identity towards other nodes.
+type nodeTLS struct {
+	id   string
+	pool *x509.CertPool
+	cert *pki.CertSource
+}
+
+func loadNodeTLS(cfg Config) (*nodeTLS, error) {
+	pool, err := pki.LoadPool(cfg.TLS.CA)
+	if err != nil {
+		return nil, err
+	}
+	src, err := pki.NewCertSource(cfg.TLS.Cert, cfg.TLS.Key)
+	if err != nil {
+		return nil, err
+	}
+	c, err := src.Current()
+	if err != nil {
+		return nil, err
+	}
+	leaf, err := x509.ParseCertificate(c.Certificate[0])
+	if err != nil {
+		return nil, err
+	}
+	if id, ok := raft.NodeIDFromCert(leaf); !ok || id != cfg.ID {
+		return nil, fmt.Errorf("certificate %s has CN %q; a cluster node needs a node certificate with CN %q (pki.IssueNodeCert)",
+			cfg.TLS.Cert, leaf.Subject.CommonName, raft.NodeCommonName(cfg.ID))
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return nil, fmt.Errorf("certificate %s is not a client certificate of CA %s: %w", cfg.TLS.Cert, cfg.TLS.CA, err)
+	}
+	return &nodeTLS{id: cfg.ID, pool: pool, cert: src}, nil
+}
+
+// clientConfig is the TLS configuration for dialing node peerID's gRPC
+// server: TLS 1.3, our node certificate, and a server that must present
+// the node certificate of peerID under the cluster CA (the address is not
+// the identity).
+func (t *nodeTLS) clientConfig(peerID string) *tls.Config {
+	return &tls.Config{
+		MinVersion:           tls.VersionTLS13,
+		InsecureSkipVerify:   true, // replaced by VerifyConnection
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return t.cert.Current() },
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("peer presented no certificate")
+			}
+			leaf := cs.PeerCertificates[0]
+			inter := x509.NewCertPool()
+			for _, c := range cs.PeerCertificates[1:] {
+				inter.AddCert(c)
+			}
+			if _, err := leaf.Verify(x509.VerifyOptions{Roots: t.pool, Intermediates: inter,
+				KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+				return fmt.Errorf("node %s: certificate not valid under the cluster CA: %w", peerID, err)
+			}
+			if id, ok := raft.NodeIDFromCert(leaf); !ok || id != peerID {
+				return fmt.Errorf("node %s presented certificate CN %q", peerID, leaf.Subject.CommonName)
+			}
+			return nil
+		},
+	}
+}
+
+// forwarder proposes commands on the leader through its Replication
+// service, reusing one connection per peer.
+type forwarder struct {
+	tls     *nodeTLS
+	peers   map[string]string // id -> API address from the configuration
+	state   *kms.State
+	isolate *atomic.Bool
+
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn // id+"|"+addr
+}
+
+func (f *forwarder) apiAddr(id string) string {
+	if a := f.peers[id]; a != "" {
+		return a
+	}
+	// Addresses registered through the log with the node keys.
+	_, _, keys := f.state.Checkpoint()
+	for i := len(keys) - 1; i >= 0; i-- {
+		if keys[i].GetNode() == id && keys[i].GetApiAddr() != "" {
+			return keys[i].GetApiAddr()
+		}
+	}
+	return ""
+}
+
+func (f *forwarder) conn(id, addr string) (*grpc.ClientConn, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	key := id + "|" + addr
+	if cc := f.conns[key]; cc != nil {
+		return cc, nil
+	}
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(f.tls.clientConfig(id))))
+	if err != nil {
+		return nil, err
+	}
+	f.conns[key] = cc
+	return cc, nil
+}
+
+// Forward implements kms.Forwarder.
+func (f *forwarder) Forward(ctx context.Context, leaderID string, cmd *raftlogv1.Command) (*raftlogv1.ApplyResult, error) {
+	if f.isolate != nil && f.isolate.Load() {
+		return nil, errors.New("node isolated (fault injection)")
+	}
+	addr := f.apiAddr(leaderID)
+	if addr == "" {
+		return nil, fmt.Errorf("no gRPC address known for leader %s (add it to peers)", leaderID)
+	}
+	cc, err := f.conn(leaderID, addr)
+	if err != nil {
+		return nil, err
+	}
+	return raftlogv1.NewReplicationClient(cc).Apply(ctx, cmd)
+}
+
+func (f *forwarder) close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for k, cc := range f.conns {
+		_ = cc.Close()
+		delete(f.conns, k)
+	}
+}
+
+// admission caches whether this node's HSM holds the cluster's domain key.
+type admission struct {
+	n       *Node
+	ok      atomic.Bool
+	mu      sync.Mutex
+	checked time.Time
+}
+
+func (a *admission) check(ctx context.Context) error {
+	if a.ok.Load() {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if time.Since(a.checked) >= admissionRecheck {
+		a.checked = time.Now()
+		if id := a.n.svc.State().DomainKeyID(); len(id) > 0 {
+			if has, err := a.n.hsm.HasKey(ctx, id); err == nil && has {
+				a.ok.Store(true)
+				a.n.log.Info("this node's HSM holds the cluster's domain key: admitted")
+				return nil
+			}
+		}
+	}
+	return errors.New(api.ErrNotAdmitted)
+}
+
+// Admitted reports whether this node's HSM holds the cluster's domain key,
+// so that it can do key crypto. A node that joined a cluster without being
+// admitted replicates everything and forwards commands, but refuses crypto.
+func (n *Node) Admitted(ctx context.Context) bool {
+	return n.admit == nil || n.admit.check(ctx) == nil
+}
+
+// followMembership keeps the allowed set equal to the Raft configuration
+// (plus the configured peers) and, with AddPeers, adds configured peers
+// that are missing from the configuration while this node leads.
+func (n *Node) followMembership(ctx context.Context) {
+	t := time.NewTicker(membershipPoll)
+	defer t.Stop()
+	for {
+		if servers, err := n.raft.Servers(); err == nil {
+			if n.allowed != nil {
+				n.allowed.update(servers)
+			}
+			if n.cfg.AddPeers && n.raft.IsLeader() {
+				n.addMissingPeers(ctx, servers)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (n *Node) addMissingPeers(ctx context.Context, servers []raft.Server) {
+	have := map[string]bool{}
+	for _, s := range servers {
+		have[s.ID] = true
+	}
+	for _, p := range n.cfg.Peers {
+		if have[p.ID] || p.ID == n.cfg.ID || p.RaftAddr == "" {
+			continue
+		}
+		// Only once its Raft port answers: adding a voter that is not
+		// running would cost the cluster its quorum.
+		c, err := net.DialTimeout("tcp", p.RaftAddr, time.Second)
+		if err != nil {
+			continue
+		}
+		_ = c.Close()
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err = n.raft.AddVoter(actx, p.ID, p.RaftAddr)
+		cancel()
+		if err != nil {
+			n.log.Warn("could not add configured peer", "peer", p.ID, "raft", p.RaftAddr, "err", err)
+			continue
+		}
+		n.log.Info("added configured peer as a voter", "peer", p.ID, "raft", p.RaftAddr)
+	}
+}
+
+// waitCaughtUp waits, on a node that does not lead, until it has applied
+// everything the leader told it is committed, so that it reads the
+// cluster's state (cluster id, keys) before deciding how to start.
+func (n *Node) waitCaughtUp(ctx context.Context) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if n.raft.IsLeader() {
+			return n.raft.Barrier(ctx)
+		}
+		st := n.raft.Stats()
+		if st.CommitIndex > 0 && st.AppliedIndex >= st.CommitIndex && (!n.cfg.Join || n.svc.ClusterID() != "") {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("node: catch up with the leader's log: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+}
