@@ -1,0 +1,281 @@
+package kms
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/custos-kms/custos/hsm"
+	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
+	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
+)
+
+// AWS KMS External Key Store (XKS) support, below the HTTP layer (package
+// xks). An XKS key id is a custos key name; AWS KMS sends the plaintext
+// (a data key, at most XKSMaxPlaintext bytes) and gets back the AES-256-GCM
+// ciphertext, IV and tag computed in the HSM under the key's primary KEK.
+//
+// ciphertextMetadata, format 1 (docs/xks.md), 5 bytes:
+//
+//	offset  size  field
+//	0       1     format, 0x01
+//	1       4     key version, big-endian, >= 1
+//
+// The AES-GCM additional data given to the HSM is, as the XKS specification
+// requires,
+//
+//	uint16 BE len(aad) || aad || uint8 len(metadata) || metadata
+//
+// where aad is the request's additionalAuthenticatedData (empty if absent),
+// so the tag covers the AAD, the key version and the format.
+const (
+	// XKSMaxPlaintext is the largest plaintext (and so ciphertext) accepted:
+	// the specification's minimum, 4300 bytes.
+	XKSMaxPlaintext = 4300
+	// XKSMaxAAD is the largest additionalAuthenticatedData: the
+	// specification's minimum, 8192 bytes.
+	XKSMaxAAD = 8192
+	// XKSMetadataLen is the length of custos's ciphertextMetadata.
+	XKSMetadataLen = 5
+
+	xksMetadataFormat1 = 0x01
+)
+
+// XKSCiphertext is the result of XKSEncrypt.
+type XKSCiphertext struct {
+	KeyVersion uint32
+	Metadata   []byte // ciphertextMetadata
+	IV         []byte // 12 bytes, from the HSM's RNG
+	Ciphertext []byte // same length as the plaintext
+	Tag        []byte // 16 bytes
+	// CDIV is the XKS ciphertextDataIntegrityValue (SHA-256 over AAD,
+	// metadata, IV, ciphertext and tag), set when XKSEncrypt was asked to
+	// verify. It is computed before the verifying decryption, as the
+	// specification recommends.
+	CDIV []byte
+}
+
+// XKSKeyInfo is what GetKeyMetadata reports about a key.
+type XKSKeyInfo struct {
+	// Enabled is false for a disabled or revoked key.
+	Enabled bool
+	// Revoked says the key was revoked by a security officer.
+	Revoked bool
+	// Encrypt and Decrypt say whether the principal is named in the key's
+	// policy for that use.
+	Encrypt, Decrypt bool
+}
+
+// XKSMetadata returns the ciphertextMetadata for a key version.
+func XKSMetadata(version uint32) []byte {
+	return binary.BigEndian.AppendUint32([]byte{xksMetadataFormat1}, version)
+}
+
+// ParseXKSMetadata returns the key version in a ciphertextMetadata. Any
+// other format or length is ErrDecryptionFailed: custos never produced it.
+func ParseXKSMetadata(b []byte) (uint32, error) {
+	if len(b) != XKSMetadataLen || b[0] != xksMetadataFormat1 {
+		return 0, fmt.Errorf("%w: ciphertextMetadata was not produced by custos", ErrDecryptionFailed)
+	}
+	v := binary.BigEndian.Uint32(b[1:])
+	if v == 0 {
+		return 0, fmt.Errorf("%w: ciphertextMetadata names key version 0", ErrDecryptionFailed)
+	}
+	return v, nil
+}
+
+// XKSAAD returns the additional data given to the HSM for a request AAD and
+// a ciphertextMetadata, as the XKS specification defines it.
+func XKSAAD(aad, metadata []byte) []byte {
+	b := make([]byte, 0, 2+len(aad)+1+len(metadata))
+	b = binary.BigEndian.AppendUint16(b, uint16(len(aad)))
+	b = append(b, aad...)
+	b = append(b, byte(len(metadata)))
+	return append(b, metadata...)
+}
+
+// XKSContextDigest is the context digest written in the decision record of
+// an XKS decrypt: SHA-256 of the request's additionalAuthenticatedData.
+func XKSContextDigest(aad []byte) [32]byte { return sha256.Sum256(aad) }
+
+func checkXKSSizes(plaintextOrCT, aad []byte) error {
+	switch {
+	case len(plaintextOrCT) == 0:
+		return fmt.Errorf("%w: plaintext or ciphertext is empty", ErrInvalidArgument)
+	case len(plaintextOrCT) > XKSMaxPlaintext:
+		return fmt.Errorf("%w: %d bytes, at most %d", ErrXKSTooLarge, len(plaintextOrCT), XKSMaxPlaintext)
+	case len(aad) > XKSMaxAAD:
+		return fmt.Errorf("%w: additionalAuthenticatedData has %d bytes, at most %d", ErrXKSTooLarge, len(aad), XKSMaxAAD)
+	}
+	return nil
+}
+
+// ErrXKSTooLarge: a plaintext, ciphertext or AAD is larger than custos
+// supports (the XKS specification's minimum sizes). It matches
+// ErrInvalidArgument too.
+var ErrXKSTooLarge = fmt.Errorf("%w: larger than supported", ErrInvalidArgument)
+
+// XKSKeyMetadata reports a key's state and what principal p may do with it
+// (a key whose policy names p for neither reports neither). ErrNotFound if
+// there is no such key.
+func (s *Service) XKSKeyMetadata(ctx context.Context, p Principal, key string) (*XKSKeyInfo, error) {
+	if err := validateName("key id", key); err != nil {
+		return nil, err
+	}
+	k, err := s.state.Key(key)
+	if err != nil {
+		return nil, err
+	}
+	info := &XKSKeyInfo{
+		Enabled: k.Enabled && !k.Revoked, Revoked: k.Revoked,
+		Encrypt: slices.Contains(k.Policy.GetEncryptPrincipals(), p.Name),
+		Decrypt: slices.Contains(k.Policy.GetDecryptPrincipals(), p.Name),
+	}
+	return info, nil
+}
+
+// XKSEncrypt encrypts plaintext with AES-256-GCM in the HSM under the
+// primary version of key, for a principal the key's policy allows to
+// encrypt, with a fresh 12-byte IV from the HSM. A disabled or revoked key
+// is ErrFailedPrecondition. With verify, it also computes the CDIV and then
+// decrypts the result in the HSM and compares it with the plaintext (the
+// result is not returned, so no decision is needed); a mismatch is
+// ErrInternal.
+func (s *Service) XKSEncrypt(ctx context.Context, p Principal, key string, plaintext, aad []byte, verify bool) (*XKSCiphertext, error) {
+	if err := validateName("key id", key); err != nil {
+		return nil, err
+	}
+	if err := checkXKSSizes(plaintext, aad); err != nil {
+		return nil, err
+	}
+	k, err := s.state.Key(key)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case k.Revoked:
+		return nil, fmt.Errorf("%w: key %q is revoked by a security officer", ErrFailedPrecondition, key)
+	case !k.Enabled:
+		return nil, fmt.Errorf("%w: key %q is disabled", ErrFailedPrecondition, key)
+	case !slices.Contains(k.Policy.GetEncryptPrincipals(), p.Name):
+		return nil, fmt.Errorf("%w: principal %q may not encrypt with key %q", ErrPermissionDenied, p.Name, key)
+	}
+	kv := k.Versions[k.PrimaryVersion-1]
+	id, err := s.kek(ctx, key, kv)
+	if err != nil {
+		return nil, err
+	}
+	iv, err := s.hsm.Random(ctx, hsm.GCMIVSize)
+	if err != nil {
+		return nil, hsmError("random", err)
+	}
+	meta := XKSMetadata(kv.Version)
+	out, err := s.hsm.EncryptGCM(ctx, id, iv, plaintext, XKSAAD(aad, meta))
+	if err != nil {
+		return nil, hsmError("encrypt", err)
+	}
+	if len(out) != len(plaintext)+hsm.GCMTagSize {
+		return nil, fmt.Errorf("%w: hsm returned %d bytes for %d of plaintext", ErrInternal, len(out), len(plaintext))
+	}
+	n := len(plaintext)
+	c := &XKSCiphertext{KeyVersion: kv.Version, Metadata: meta, IV: iv, Ciphertext: out[:n:n], Tag: out[n:]}
+	if !verify {
+		return c, nil
+	}
+	h := sha256.New()
+	for _, b := range [][]byte{aad, c.Metadata, c.IV, c.Ciphertext, c.Tag} {
+		h.Write(b)
+	}
+	c.CDIV = h.Sum(nil)
+	back, err := s.hsm.DecryptGCM(ctx, id, iv, out, XKSAAD(aad, meta))
+	if err != nil {
+		return nil, fmt.Errorf("%w: verifying decryption failed: %v", ErrInternal, err)
+	}
+	defer clear(back)
+	if subtle.ConstantTimeCompare(back, plaintext) != 1 {
+		return nil, fmt.Errorf("%w: verifying decryption returned different bytes", ErrInternal)
+	}
+	return c, nil
+}
+
+// XKSDecrypt is Decrypt for AWS KMS: it proposes a Decide command through
+// the log exactly as Decrypt does (principal p, the key and version, the
+// justification j, the context digest of the request AAD), so the decision
+// is evaluated against the policy at its log position and recorded in the
+// ledger before anything is released; then, for a key with
+// notify_before_release, it notifies; then the HSM decrypts. It returns the
+// committed ALLOW record with the plaintext. A PENDING decision is a
+// *PendingError; DENY is the policy's error (the record is committed all the
+// same). An authentication failure (wrong AAD, IV, tag, ciphertext or
+// metadata) is ErrDecryptionFailed, after an ALLOW record.
+func (s *Service) XKSDecrypt(ctx context.Context, p Principal, key string, version uint32, iv, ct, tag, aad []byte,
+	j *custosv1.Justification) ([]byte, *custosv1.DecisionRecord, error) {
+	if err := validateName("key id", key); err != nil {
+		return nil, nil, err
+	}
+	if err := checkXKSSizes(ct, aad); err != nil {
+		return nil, nil, err
+	}
+	if len(iv) != hsm.GCMIVSize || len(tag) != hsm.GCMTagSize {
+		// custos only ever produces 12-byte IVs and 16-byte tags.
+		return nil, nil, fmt.Errorf("%w: IV or tag length", ErrDecryptionFailed)
+	}
+	if version == 0 {
+		return nil, nil, fmt.Errorf("%w: key version 0", ErrDecryptionFailed)
+	}
+	if err := validateJustification(j); err != nil {
+		return nil, nil, err
+	}
+	digest := XKSContextDigest(aad)
+	res, err := s.apply(ctx, p, &raftlogv1.Command{Op: &raftlogv1.Command_Decide{Decide: &raftlogv1.Decide{
+		Key: key, KeyVersion: version, Operation: custosv1.Operation_OPERATION_DECRYPT,
+		Reason: j.GetReason(), JustificationText: j.GetText(), Ticket: j.GetTicket(),
+		ContextDigest: digest[:], RequestId: newRequestID(),
+	}}})
+	if err != nil {
+		return nil, nil, err
+	}
+	d, ok := res.(*Decision)
+	if !ok {
+		return nil, nil, fmt.Errorf("%w: unexpected decision result %T", ErrInternal, res)
+	}
+	if d.Err != nil {
+		if d.Record != nil && d.Record.MatchedRule == "key-version:not-found" {
+			// The key exists but not the version the metadata names: to
+			// AWS KMS that is a ciphertext custos did not produce.
+			return nil, d.Record, fmt.Errorf("%w: %v", ErrDecryptionFailed, d.Err)
+		}
+		return nil, d.Record, d.Err
+	}
+	if d.Record == nil || d.Record.Outcome != custosv1.Outcome_OUTCOME_ALLOW {
+		return nil, d.Record, fmt.Errorf("%w: decision is not ALLOW", ErrInternal)
+	}
+	if err := s.notifyBeforeRelease(ctx, p, d.Record); err != nil {
+		return nil, d.Record, err
+	}
+	k, err := s.state.Key(key)
+	if err != nil {
+		return nil, d.Record, err
+	}
+	if int(version) > len(k.Versions) {
+		return nil, d.Record, fmt.Errorf("%w: key %q has no version %d", ErrNotFound, key, version)
+	}
+	id, err := s.kek(ctx, key, k.Versions[version-1])
+	if err != nil {
+		return nil, d.Record, err
+	}
+	in := make([]byte, 0, len(ct)+len(tag))
+	in = append(append(in, ct...), tag...)
+	pt, err := s.hsm.DecryptGCM(ctx, id, iv, in, XKSAAD(aad, XKSMetadata(version)))
+	if err != nil {
+		if errors.Is(err, hsm.ErrDecrypt) {
+			return nil, d.Record, ErrDecryptionFailed
+		}
+		return nil, d.Record, hsmError("decrypt", err)
+	}
+	return pt, d.Record, nil
+}

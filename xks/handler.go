@@ -1,0 +1,748 @@
+// Package xks serves the AWS KMS External Key Store (XKS) proxy API,
+// version 1, over custos: AWS KMS calls it to encrypt and decrypt its data
+// keys with a custos key, and every decrypt goes through custos's decision
+// path (policy in the Raft log, a ledger record, approvals, notification)
+// exactly like a gRPC Decrypt. See docs/xks.md.
+//
+// The handler serves, under each configured URI path prefix,
+//
+//	POST {prefix}/kms/xks/v1/health
+//	POST {prefix}/kms/xks/v1/keys/{keyName}/metadata
+//	POST {prefix}/kms/xks/v1/keys/{keyName}/encrypt
+//	POST {prefix}/kms/xks/v1/keys/{keyName}/decrypt
+//
+// authenticated with SigV4 (service kms-xks-proxy) by one of the prefix's
+// credentials. TLS (and optionally mTLS, see MTLSConfig) is the listener's.
+package xks
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/custos-kms/custos/kms"
+	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
+)
+
+// Service is the SigV4 service name the XKS specification uses.
+const Service = "kms-xks-proxy"
+
+// apiPath is what follows a prefix in every XKS URI.
+const apiPath = "/kms/xks/v1"
+
+// Defaults and limits.
+const (
+	// DefaultMaxBody bounds a request body: room for the largest
+	// plaintext (4300 bytes) and AAD (8192 bytes) in Base64 and two 2048
+	// character ARNs.
+	DefaultMaxBody = 64 << 10
+	// MaxPathLen is the specification's bound on XksProxyUriPath
+	// ({prefix}/kms/xks/v1).
+	MaxPathLen = 128
+	// maxMetadataLen is the specification's bound on ciphertextMetadata.
+	maxMetadataLen = 20
+	// minSecretLen is the shortest secret access key AWS KMS accepts.
+	minSecretLen = 43
+)
+
+// Config configures the handler.
+type Config struct {
+	// Prefixes are the logical key stores served, each under its own URI
+	// path prefix with its own credentials.
+	Prefixes []PrefixConfig
+	// MaxBody bounds a request body; DefaultMaxBody if zero.
+	MaxBody int
+	// MaxSkew bounds the SigV4 clock skew; DefaultMaxSkew (5 min) if zero.
+	MaxSkew time.Duration
+	// Now is the clock for SigV4; time.Now if nil.
+	Now func() time.Time
+	// Logger; slog.Default() if nil. Never given plaintext or secrets.
+	Logger *slog.Logger
+	// EKMID names this node in the health response (ekmFleetDetails.id);
+	// "custos" if empty.
+	EKMID string
+}
+
+// PrefixConfig is one logical key store.
+type PrefixConfig struct {
+	// Path is the URI path prefix before /kms/xks/v1, e.g.
+	// "/keystores/acme" (or "" for none). Letters, digits, '/', '-', '_'.
+	Path string
+	// Region is the AWS region in the SigV4 credential scope.
+	Region string
+	// Credentials are the SigV4 credentials accepted for this prefix; at
+	// least one, two during a rotation.
+	Credentials []Credential
+	// ReasonMap maps request metadata to a custos justification reason for
+	// decrypts. Keys are "kmsViaService=<service>" or
+	// "kmsOperation=<operation>"; values are reason names such as
+	// "CUSTOMER_INITIATED" or "REASON_PROVIDER_SERVICE". kmsViaService is
+	// looked up first, then kmsOperation, then DefaultReason.
+	ReasonMap map[string]string
+	// DefaultReason is the reason when ReasonMap has no match;
+	// PROVIDER_SERVICE if empty.
+	DefaultReason string
+}
+
+// Credential is a SigV4 access key id and secret, and the custos principal
+// whose name requests signed with it act as (in key policies and in the
+// ledger).
+type Credential struct {
+	AccessKeyID string
+	Secret      string
+	Principal   string
+}
+
+// Handler is the XKS HTTP handler. Reload swaps its configuration (e.g. to
+// add or remove a credential) without dropping connections.
+type Handler struct {
+	svc    *kms.Service
+	health func(context.Context) error
+	cfg    atomic.Pointer[compiled]
+}
+
+type compiled struct {
+	prefixes []*prefix
+	maxBody  int
+	lg       *slog.Logger
+	ekmID    string
+}
+
+type prefix struct {
+	path     string
+	verifier *Verifier
+	creds    map[string]Credential
+	reasons  map[string]custosv1.Reason
+	dflt     custosv1.Reason
+}
+
+// NewHandler returns the XKS handler for svc. health, if not nil, is the
+// node's own readiness check; the health API reports it together with
+// svc.Health.
+func NewHandler(cfg Config, svc *kms.Service, health func(context.Context) error) (*Handler, error) {
+	if svc == nil {
+		return nil, errors.New("xks: NewHandler needs a kms.Service")
+	}
+	h := &Handler{svc: svc, health: health}
+	if err := h.Reload(cfg); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// Reload checks cfg and makes it the handler's configuration for the next
+// requests.
+func (h *Handler) Reload(cfg Config) error {
+	c, err := compile(cfg)
+	if err != nil {
+		return err
+	}
+	h.cfg.Store(c)
+	return nil
+}
+
+func compile(cfg Config) (*compiled, error) {
+	c := &compiled{maxBody: cfg.MaxBody, lg: cfg.Logger, ekmID: cfg.EKMID}
+	if c.maxBody <= 0 {
+		c.maxBody = DefaultMaxBody
+	}
+	if c.lg == nil {
+		c.lg = slog.Default()
+	}
+	if c.ekmID == "" {
+		c.ekmID = "custos"
+	}
+	if len(cfg.Prefixes) == 0 {
+		return nil, errors.New("xks: no prefixes configured")
+	}
+	seen := map[string]bool{}
+	for i, pc := range cfg.Prefixes {
+		p := strings.TrimRight(pc.Path, "/")
+		if p != "" && !strings.HasPrefix(p, "/") {
+			p = "/" + p
+		}
+		where := fmt.Sprintf("xks: prefix %d (%q)", i, p)
+		if len(p)+len(apiPath) > MaxPathLen {
+			return nil, fmt.Errorf("%s: %s%s is longer than %d characters", where, p, apiPath, MaxPathLen)
+		}
+		for _, r := range p {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '/' || r == '-' || r == '_') {
+				return nil, fmt.Errorf("%s: path may hold only letters, digits, '/', '-' and '_'", where)
+			}
+		}
+		if strings.Contains(p, "//") {
+			return nil, fmt.Errorf("%s: path has an empty segment", where)
+		}
+		if seen[p] {
+			return nil, fmt.Errorf("%s: configured twice", where)
+		}
+		seen[p] = true
+		if pc.Region == "" {
+			return nil, fmt.Errorf("%s: region is empty", where)
+		}
+		if len(pc.Credentials) == 0 {
+			return nil, fmt.Errorf("%s: no credentials", where)
+		}
+		px := &prefix{path: p, creds: map[string]Credential{}, reasons: map[string]custosv1.Reason{}}
+		for _, cr := range pc.Credentials {
+			switch {
+			case cr.AccessKeyID == "":
+				return nil, fmt.Errorf("%s: a credential has no access key id", where)
+			case len(cr.Secret) < minSecretLen:
+				return nil, fmt.Errorf("%s: the secret of access key %s is shorter than %d characters", where, cr.AccessKeyID, minSecretLen)
+			case cr.Principal == "":
+				return nil, fmt.Errorf("%s: access key %s names no principal", where, cr.AccessKeyID)
+			}
+			if _, dup := px.creds[cr.AccessKeyID]; dup {
+				return nil, fmt.Errorf("%s: access key %s configured twice", where, cr.AccessKeyID)
+			}
+			px.creds[cr.AccessKeyID] = cr
+		}
+		px.verifier = &Verifier{Service: Service, Region: pc.Region, Now: cfg.Now, MaxSkew: cfg.MaxSkew,
+			Secret: func(ak string) (string, bool) { cr, ok := px.creds[ak]; return cr.Secret, ok }}
+		var err error
+		if px.dflt, err = parseReason(pc.DefaultReason, custosv1.Reason_REASON_PROVIDER_SERVICE); err != nil {
+			return nil, fmt.Errorf("%s: default reason: %w", where, err)
+		}
+		for k, v := range pc.ReasonMap {
+			field, val, ok := strings.Cut(k, "=")
+			if !ok || val == "" || field != "kmsViaService" && field != "kmsOperation" {
+				return nil, fmt.Errorf("%s: reason map key %q: want kmsViaService=<service> or kmsOperation=<operation>", where, k)
+			}
+			if px.reasons[k], err = parseReason(v, 0); err != nil {
+				return nil, fmt.Errorf("%s: reason map %q: %w", where, k, err)
+			}
+		}
+		c.prefixes = append(c.prefixes, px)
+	}
+	return c, nil
+}
+
+func parseReason(name string, dflt custosv1.Reason) (custosv1.Reason, error) {
+	if name == "" && dflt != 0 {
+		return dflt, nil
+	}
+	n := strings.ToUpper(name)
+	if !strings.HasPrefix(n, "REASON_") {
+		n = "REASON_" + n
+	}
+	r, ok := custosv1.Reason_value[n]
+	if !ok || r == 0 {
+		return 0, fmt.Errorf("unknown reason %q", name)
+	}
+	return custosv1.Reason(r), nil
+}
+
+// Error names and codes from the specification's error table.
+const (
+	errValidation      = "ValidationException"
+	errInvalidState    = "InvalidStateException"
+	errInvalidCT       = "InvalidCiphertextException"
+	errInvalidKeyUsage = "InvalidKeyUsageException"
+	errAuthFailed      = "AuthenticationFailedException"
+	errAccessDenied    = "AccessDeniedException"
+	errKeyNotFound     = "KeyNotFoundException"
+	errInvalidURI      = "InvalidUriPathException"
+	errThrottling      = "ThrottlingException"
+	errUnsupported     = "UnsupportedOperationException"
+	errTimeout         = "DependencyTimeoutException"
+	errInternal        = "InternalException"
+)
+
+var errStatus = map[string]int{
+	errValidation: 400, errInvalidState: 400, errInvalidCT: 400, errInvalidKeyUsage: 400,
+	errAuthFailed: 401, errAccessDenied: 403, errKeyNotFound: 404, errInvalidURI: 404,
+	errThrottling: 429, errUnsupported: 501, errTimeout: 503, errInternal: 500,
+}
+
+// apiError is an XKS error response.
+type apiError struct {
+	name, msg string
+}
+
+func (e *apiError) Error() string { return e.name + ": " + e.msg }
+
+func fail(name, format string, args ...any) *apiError {
+	return &apiError{name: name, msg: fmt.Sprintf(format, args...)}
+}
+
+// fromDomain maps a kms error to the XKS error table.
+func fromDomain(err error) *apiError {
+	var pe *kms.PendingError
+	switch {
+	case errors.As(err, &pe):
+		return fail(errAccessDenied, "approval required: custos request %s is waiting for the security officers", pe.RequestID)
+	case errors.Is(err, kms.ErrXKSTooLarge):
+		return fail(errUnsupported, "%v", err)
+	case errors.Is(err, kms.ErrDecryptionFailed):
+		return fail(errInvalidCT, "the ciphertext, IV, tag, AAD or ciphertextMetadata is corrupted or does not match")
+	case errors.Is(err, kms.ErrInvalidArgument):
+		return fail(errValidation, "%v", err)
+	case errors.Is(err, kms.ErrNotFound):
+		return fail(errKeyNotFound, "%v", err)
+	case errors.Is(err, kms.ErrPermissionDenied):
+		return fail(errAccessDenied, "%v", err)
+	case errors.Is(err, kms.ErrResourceExhausted):
+		return fail(errThrottling, "%v", err)
+	case errors.Is(err, kms.ErrFailedPrecondition):
+		return fail(errInvalidState, "%v", err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fail(errTimeout, "custos did not answer in time")
+	default:
+		return fail(errInternal, "custos could not complete the request")
+	}
+}
+
+// usageError maps err like fromDomain, except that a principal that the
+// key's policy does not name for this operation gets
+// InvalidKeyUsageException: to this key store the key is decrypt-only,
+// encrypt-only or usable for neither, in the specification's terms.
+func (h *Handler) usageError(ctx context.Context, p kms.Principal, key string, encrypt bool, err error) *apiError {
+	var pe *kms.PendingError
+	if errors.Is(err, kms.ErrPermissionDenied) && !errors.As(err, &pe) {
+		if info, merr := h.svc.XKSKeyMetadata(ctx, p, key); merr == nil && (encrypt && !info.Encrypt || !encrypt && !info.Decrypt) {
+			return fail(errInvalidKeyUsage, "%v", err)
+		}
+	}
+	return fromDomain(err)
+}
+
+// requestMetadata is the specification's requestMetadata object. Unknown
+// fields are ignored: AWS KMS may add more.
+type requestMetadata struct {
+	AWSPrincipalARN string `json:"awsPrincipalArn"`
+	AWSSourceVPC    string `json:"awsSourceVpc"`
+	AWSSourceVPCE   string `json:"awsSourceVpce"`
+	KMSKeyARN       string `json:"kmsKeyArn"`
+	KMSOperation    string `json:"kmsOperation"`
+	KMSRequestID    string `json:"kmsRequestId"`
+	KMSViaService   string `json:"kmsViaService"`
+}
+
+type request struct {
+	RequestMetadata *requestMetadata `json:"requestMetadata"`
+	Plaintext       *string          `json:"plaintext"`
+	Ciphertext      *string          `json:"ciphertext"`
+	CiphertextMeta  *string          `json:"ciphertextMetadata"`
+	EncryptionAlg   *string          `json:"encryptionAlgorithm"`
+	AAD             *string          `json:"additionalAuthenticatedData"`
+	IV              *string          `json:"initializationVector"`
+	Tag             *string          `json:"authenticationTag"`
+	CDIVAlg         *string          `json:"ciphertextDataIntegrityValueAlgorithm"`
+}
+
+// call is one request being served; its fields feed the log line.
+type call struct {
+	start     time.Time
+	prefix    string
+	op        string
+	key       string
+	accessKey string
+	principal string
+	md        *requestMetadata
+	seq       uint64 // decision record, for decrypts
+	reqID     string // custos request id of the decision
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c := h.cfg.Load()
+	cl := &call{start: time.Now()}
+	resp, aerr := h.serve(c, cl, r)
+	status := http.StatusOK
+	if aerr != nil {
+		status = errStatus[aerr.name]
+		if status == 0 {
+			status = http.StatusMethodNotAllowed
+		}
+		resp = map[string]string{"errorName": aerr.name, "errorMessage": printable(aerr.msg)}
+		if status == http.StatusMethodNotAllowed {
+			w.Header().Set("Allow", http.MethodPost)
+		}
+	}
+	body, err := json.Marshal(resp)
+	if err != nil {
+		status, body = 500, []byte(`{"errorName":"InternalException"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if cl.seq != 0 {
+		// The ledger position of the decision, for operators correlating
+		// AWS CloudTrail with the custos ledger.
+		w.Header().Set("X-Custos-Decision-Seq", strconv.FormatUint(cl.seq, 10))
+		w.Header().Set("X-Custos-Request-Id", cl.reqID)
+	}
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+	h.log(c, cl, r, status, aerr)
+}
+
+func (h *Handler) log(c *compiled, cl *call, r *http.Request, status int, aerr *apiError) {
+	attrs := []any{"prefix", cl.prefix, "op", cl.op, "status", status,
+		"duration_ms", float64(time.Since(cl.start).Microseconds()) / 1000}
+	if cl.key != "" {
+		attrs = append(attrs, "key", cl.key)
+	}
+	if cl.accessKey != "" {
+		attrs = append(attrs, "access_key_id", cl.accessKey)
+	}
+	if cl.principal != "" {
+		attrs = append(attrs, "principal", cl.principal)
+	}
+	if md := cl.md; md != nil {
+		attrs = append(attrs, "kms_request_id", md.KMSRequestID, "kms_operation", md.KMSOperation)
+		if md.KMSViaService != "" {
+			attrs = append(attrs, "kms_via_service", md.KMSViaService)
+		}
+		if md.AWSPrincipalARN != "" {
+			attrs = append(attrs, "aws_principal_arn", md.AWSPrincipalARN)
+		}
+	}
+	if cl.seq != 0 {
+		attrs = append(attrs, "decision_seq", cl.seq, "request_id", cl.reqID)
+	}
+	if aerr != nil {
+		attrs = append(attrs, "error", aerr.name, "detail", aerr.msg)
+		c.lg.Warn("xks request failed", attrs...)
+		return
+	}
+	c.lg.Info("xks request", attrs...)
+}
+
+// route finds the prefix and operation of a path.
+func (c *compiled) route(path string) (*prefix, string, string, bool) {
+	for _, p := range c.prefixes {
+		rest, ok := strings.CutPrefix(path, p.path+apiPath+"/")
+		if !ok {
+			continue
+		}
+		if rest == "health" {
+			return p, "health", "", true
+		}
+		parts := strings.Split(rest, "/")
+		if len(parts) == 3 && parts[0] == "keys" && parts[1] != "" {
+			switch parts[2] {
+			case "metadata", "encrypt", "decrypt":
+				return p, parts[2], parts[1], true
+			}
+		}
+		return p, "", "", false
+	}
+	return nil, "", "", false
+}
+
+func (h *Handler) serve(c *compiled, cl *call, r *http.Request) (any, *apiError) {
+	p, op, key, ok := c.route(r.URL.EscapedPath())
+	if !ok {
+		return nil, fail(errInvalidURI, "no XKS API at this URI path")
+	}
+	cl.prefix, cl.op, cl.key = p.path, op, key
+	if key != "" && kms.ValidateKeyName(key) != nil {
+		// A valid XKS key id that cannot be a custos key name.
+		return nil, fail(errKeyNotFound, "no custos key has this name")
+	}
+	if r.Method != http.MethodPost {
+		return nil, &apiError{name: "MethodNotAllowed", msg: "the XKS API takes POST only"}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, int64(c.maxBody)))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, fail(errValidation, "request body is larger than %d bytes", c.maxBody)
+		}
+		return nil, fail(errValidation, "could not read the request body")
+	}
+	ak, err := p.verifier.Verify(r, body)
+	cl.accessKey = ak
+	if err != nil {
+		c.lg.Debug("xks sigv4 verification failed", "prefix", p.path, "access_key_id", ak, "err", err)
+		return nil, fail(errAuthFailed, "SigV4 signature verification failed")
+	}
+	cred := p.creds[ak]
+	cl.principal = cred.Principal
+	var req request
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(&req); err != nil {
+		return nil, fail(errValidation, "request body is not a JSON object")
+	}
+	if dec.More() {
+		return nil, fail(errValidation, "request body has data after the JSON object")
+	}
+	cl.md = req.RequestMetadata
+	if err := checkMetadata(op, req.RequestMetadata); err != nil {
+		return nil, err
+	}
+	ctx := r.Context()
+	principal := kms.Principal{Name: cred.Principal}
+	switch op {
+	case "health":
+		return h.healthResponse(ctx, c), nil
+	case "metadata":
+		info, err := h.svc.XKSKeyMetadata(ctx, principal, key)
+		if err != nil {
+			return nil, fromDomain(err)
+		}
+		resp := metadataResponse{KeySpec: "AES_256", KeyUsage: []string{}, KeyStatus: "DISABLED"}
+		if info.Encrypt {
+			resp.KeyUsage = append(resp.KeyUsage, "ENCRYPT")
+		}
+		if info.Decrypt {
+			resp.KeyUsage = append(resp.KeyUsage, "DECRYPT")
+		}
+		if info.Enabled {
+			resp.KeyStatus = "ENABLED"
+		}
+		return resp, nil
+	case "encrypt":
+		return h.encrypt(ctx, principal, key, &req)
+	default:
+		return h.decrypt(ctx, cl, p, principal, key, &req)
+	}
+}
+
+// checkMetadata checks the requestMetadata fields the specification
+// requires for op. Their values are opaque.
+func checkMetadata(op string, md *requestMetadata) *apiError {
+	if md == nil {
+		return fail(errValidation, "requestMetadata is missing")
+	}
+	need := map[string]string{"kmsRequestId": md.KMSRequestID, "kmsOperation": md.KMSOperation}
+	if op != "health" {
+		need["awsPrincipalArn"] = md.AWSPrincipalARN
+	}
+	if op == "encrypt" || op == "decrypt" {
+		need["kmsKeyArn"] = md.KMSKeyARN
+	}
+	for _, f := range []string{"awsPrincipalArn", "kmsKeyArn", "kmsOperation", "kmsRequestId"} {
+		if v, ok := need[f]; ok && v == "" {
+			return fail(errValidation, "requestMetadata.%s is missing", f)
+		}
+	}
+	return nil
+}
+
+type metadataResponse struct {
+	KeySpec   string   `json:"keySpec"`
+	KeyUsage  []string `json:"keyUsage"`
+	KeyStatus string   `json:"keyStatus"`
+}
+
+type healthResponse struct {
+	FleetSize  int          `json:"xksProxyFleetSize"`
+	Vendor     string       `json:"xksProxyVendor"`
+	Model      string       `json:"xksProxyModel"`
+	EKMVendor  string       `json:"ekmVendor"`
+	EKMDetails []ekmDetails `json:"ekmFleetDetails"`
+}
+
+type ekmDetails struct {
+	ID           string `json:"id"`
+	Model        string `json:"model"`
+	HealthStatus string `json:"healthStatus"`
+}
+
+// healthResponse reports this node: ACTIVE when its HSM answers, its ledger
+// is sound and the node's own check passes; UNAVAILABLE otherwise.
+func (h *Handler) healthResponse(ctx context.Context, c *compiled) healthResponse {
+	status := "ACTIVE"
+	err := h.svc.Health(ctx)
+	if err == nil && h.health != nil {
+		err = h.health(ctx)
+	}
+	if err != nil {
+		status = "UNAVAILABLE"
+		c.lg.Warn("xks health: unavailable", "err", err)
+	}
+	return healthResponse{FleetSize: 1, Vendor: "custos", Model: "custos XKS proxy API v1", EKMVendor: "custos",
+		EKMDetails: []ekmDetails{{ID: c.ekmID, Model: "custos cluster over PKCS#11 HSMs", HealthStatus: status}}}
+}
+
+// field decodes an optional Base64 field; name is for the error message.
+func field(name string, v *string) ([]byte, *apiError) {
+	if v == nil {
+		return nil, nil
+	}
+	b, err := base64.StdEncoding.DecodeString(*v)
+	if err != nil {
+		return nil, fail(errValidation, "%s is not valid Base64", name)
+	}
+	return b, nil
+}
+
+func required(name string, v *string) ([]byte, *apiError) {
+	if v == nil {
+		return nil, fail(errValidation, "%s is missing", name)
+	}
+	return field(name, v)
+}
+
+func checkAlgorithm(v *string) *apiError {
+	switch {
+	case v == nil:
+		return fail(errValidation, "encryptionAlgorithm is missing")
+	case *v != "AES_GCM":
+		return fail(errUnsupported, "encryptionAlgorithm must be AES_GCM")
+	}
+	return nil
+}
+
+type encryptResponse struct {
+	Ciphertext     string `json:"ciphertext"`
+	CiphertextMeta string `json:"ciphertextMetadata"`
+	IV             string `json:"initializationVector"`
+	Tag            string `json:"authenticationTag"`
+	CDIV           string `json:"ciphertextDataIntegrityValue,omitempty"`
+}
+
+func (h *Handler) encrypt(ctx context.Context, p kms.Principal, key string, req *request) (any, *apiError) {
+	if err := checkAlgorithm(req.EncryptionAlg); err != nil {
+		return nil, err
+	}
+	pt, aerr := required("plaintext", req.Plaintext)
+	if aerr != nil {
+		return nil, aerr
+	}
+	defer clear(pt)
+	aad, aerr := field("additionalAuthenticatedData", req.AAD)
+	if aerr != nil {
+		return nil, aerr
+	}
+	cdiv := false
+	if req.CDIVAlg != nil {
+		if *req.CDIVAlg != "SHA_256" {
+			return nil, fail(errUnsupported, "ciphertextDataIntegrityValueAlgorithm must be SHA_256")
+		}
+		cdiv = true
+		// The CDIV is only given after a verifying decryption, which an
+		// encrypt-only key does not allow (as the AWS test client expects).
+		if info, err := h.svc.XKSKeyMetadata(ctx, p, key); err == nil && info.Encrypt && !info.Decrypt {
+			return nil, fail(errInvalidKeyUsage, "key %q is encrypt-only for this key store: no CDIV (it needs a verifying decrypt)", key)
+		}
+	}
+	out, err := h.svc.XKSEncrypt(ctx, p, key, pt, aad, cdiv)
+	if err != nil {
+		return nil, h.usageError(ctx, p, key, true, err)
+	}
+	enc := base64.StdEncoding.EncodeToString
+	resp := encryptResponse{Ciphertext: enc(out.Ciphertext), CiphertextMeta: enc(out.Metadata),
+		IV: enc(out.IV), Tag: enc(out.Tag)}
+	if cdiv {
+		resp.CDIV = enc(out.CDIV)
+	}
+	return resp, nil
+}
+
+func (h *Handler) decrypt(ctx context.Context, cl *call, px *prefix, p kms.Principal, key string, req *request) (any, *apiError) {
+	if err := checkAlgorithm(req.EncryptionAlg); err != nil {
+		return nil, err
+	}
+	ct, aerr := required("ciphertext", req.Ciphertext)
+	if aerr != nil {
+		return nil, aerr
+	}
+	iv, aerr := required("initializationVector", req.IV)
+	if aerr != nil {
+		return nil, aerr
+	}
+	tag, aerr := required("authenticationTag", req.Tag)
+	if aerr != nil {
+		return nil, aerr
+	}
+	aad, aerr := field("additionalAuthenticatedData", req.AAD)
+	if aerr != nil {
+		return nil, aerr
+	}
+	meta, aerr := field("ciphertextMetadata", req.CiphertextMeta)
+	if aerr != nil {
+		return nil, aerr
+	}
+	switch {
+	case len(iv) != 12 && len(iv) != 16:
+		return nil, fail(errValidation, "initializationVector must be 12 or 16 bytes")
+	case len(tag) != 16:
+		return nil, fail(errValidation, "authenticationTag must be 16 bytes")
+	case len(meta) > maxMetadataLen:
+		return nil, fail(errValidation, "ciphertextMetadata is longer than %d bytes", maxMetadataLen)
+	case req.CiphertextMeta == nil:
+		return nil, fail(errInvalidCT, "ciphertextMetadata is missing: custos always returns it from encrypt")
+	}
+	version, err := kms.ParseXKSMetadata(meta)
+	if err != nil {
+		return nil, fromDomain(err)
+	}
+	pt, rec, err := h.svc.XKSDecrypt(ctx, p, key, version, iv, ct, tag, aad, justification(px, cl.md))
+	if rec != nil {
+		cl.seq, cl.reqID = rec.Seq, rec.RequestId
+	}
+	if err != nil {
+		aerr := h.usageError(ctx, p, key, false, err)
+		var pe *kms.PendingError
+		if errors.As(err, &pe) {
+			aerr.msg += " (kmsRequestId " + cl.md.KMSRequestID + ")"
+		}
+		return nil, aerr
+	}
+	defer clear(pt)
+	return map[string]string{"plaintext": base64.StdEncoding.EncodeToString(pt)}, nil
+}
+
+// justification maps a decrypt's requestMetadata to a custos justification:
+// the reason from the prefix's ReasonMap, the kmsRequestId as the ticket,
+// and the metadata as the text, so the ledger record carries them.
+func justification(p *prefix, md *requestMetadata) *custosv1.Justification {
+	reason, ok := p.reasons["kmsViaService="+md.KMSViaService]
+	if !ok || md.KMSViaService == "" {
+		if reason, ok = p.reasons["kmsOperation="+md.KMSOperation]; !ok {
+			reason = p.dflt
+		}
+	}
+	var b strings.Builder
+	b.WriteString("AWS KMS XKS decrypt")
+	for _, kv := range [][2]string{{"kmsOperation", md.KMSOperation}, {"kmsRequestId", md.KMSRequestID},
+		{"kmsViaService", md.KMSViaService}, {"awsPrincipalArn", md.AWSPrincipalARN}, {"kmsKeyArn", md.KMSKeyARN},
+		{"awsSourceVpc", md.AWSSourceVPC}, {"awsSourceVpce", md.AWSSourceVPCE}} {
+		if kv[1] != "" {
+			b.WriteString(" " + kv[0] + "=" + kv[1])
+		}
+	}
+	return &custosv1.Justification{Reason: reason, Text: truncate(b.String(), kms.MaxJustificationText),
+		Ticket: truncate(md.KMSRequestID, kms.MaxTicket)}
+}
+
+// truncate cuts s to at most n bytes of valid UTF-8.
+func truncate(s string, n int) string {
+	s = strings.ToValidUTF8(s, "?")
+	if len(s) <= n {
+		return s
+	}
+	s = s[:n]
+	for len(s) > 0 && !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// printable makes an errorMessage as the specification requires: printable
+// ASCII, fewer than 512 characters.
+func printable(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c < 0x20 || c > 0x7e {
+			b[i] = '?'
+		}
+	}
+	if len(b) > 511 {
+		b = b[:511]
+	}
+	return string(b)
+}
