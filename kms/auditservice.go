@@ -167,6 +167,31 @@ func (s *Service) EnsureCheckpointKey(ctx context.Context) error {
 	return err
 }
 
+// AdvertiseAPIAddr records this node's gRPC address with its checkpoint
+// key (EnsureCheckpointKey first), so followers can forward to it when it
+// leads.
+func (s *Service) AdvertiseAPIAddr(ctx context.Context, addr string) error {
+	pub, err := s.hsm.PublicKey(ctx, s.checkpointKeyID())
+	if err != nil {
+		return hsmError("checkpoint key", err)
+	}
+	_, err = s.apply(ctx, Principal{Name: "custosd"}, &raftlogv1.Command{Op: &raftlogv1.Command_RegisterNodeKey{
+		RegisterNodeKey: &raftlogv1.RegisterNodeKey{Node: s.node, PublicKey: governance.MarshalPublicKey(pub), ApiAddr: addr}}})
+	return err
+}
+
+// NodeAPIAddr returns the gRPC address a node advertised, or "".
+func (s *State) NodeAPIAddr(node string) string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, k := range s.nodeKeys {
+		if k.Node == node && k.ApiAddr != "" {
+			return k.ApiAddr
+		}
+	}
+	return ""
+}
+
 // signCheckpoint signs (seq, head) with this node's HSM key.
 func (s *Service) signCheckpoint(ctx context.Context, seq uint64, head []byte) (*custosv1.Checkpoint, error) {
 	pub, err := s.hsm.PublicKey(ctx, s.checkpointKeyID())

@@ -76,10 +76,13 @@ func (s *State) applyRegisterNodeKey(op *raftlogv1.RegisterNodeKey) any {
 	}
 	for _, k := range s.nodeKeys {
 		if k.Node == op.Node && bytes.Equal(k.PublicKey, op.PublicKey) {
+			if op.ApiAddr != "" {
+				k.ApiAddr = op.ApiAddr // the node moved: followers forward to the new address
+			}
 			return nil
 		}
 	}
-	s.nodeKeys = append(s.nodeKeys, &raftlogv1.NodeKey{Node: op.Node, PublicKey: op.PublicKey})
+	s.nodeKeys = append(s.nodeKeys, &raftlogv1.NodeKey{Node: op.Node, PublicKey: op.PublicKey, ApiAddr: op.ApiAddr})
 	return nil
 }
 

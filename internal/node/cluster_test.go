@@ -56,6 +56,17 @@ func TestClusterFaults(t *testing.T) {
 	if l := c.Leader(); l != 0 {
 		t.Fatalf("leader is member %d, want the bootstrapping node", l)
 	}
+	// Every member learns, through the log, where the others serve gRPC.
+	for i := range c.Members {
+		st := c.Members[i].Node.Service().State()
+		waitFor := time.Now().Add(30 * time.Second)
+		for st.NodeAPIAddr(c.Members[0].Config.ID) != c.Members[0].Node.Addr() {
+			if time.Now().After(waitFor) {
+				t.Fatalf("member %d does not know node1's gRPC address (%q)", i, st.NodeAPIAddr(c.Members[0].Config.ID))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 	keys := make([]custosv1.KeyServiceClient, 3)
 	for i := range keys {
 		keys[i] = custosv1.NewKeyServiceClient(c.Conn(t, i, clusterApp))

@@ -341,6 +341,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("node: listen on %s (change the listen address or stop what uses it): %w", cfg.Listen, err)
 	}
 	go func() { n.serveCh <- n.grpc.Serve(n.lis) }()
+	// Publish where this node serves, so followers can forward to it when
+	// it leads (a failure only costs forwarding: peers may be configured).
+	if err := n.svc.AdvertiseAPIAddr(ctx, n.Addr()); err != nil {
+		n.log.Warn("could not advertise the gRPC address", "err", err)
+	}
 	n.log.Info("custos node started", "id", cfg.ID, "addr", n.Addr(), "raft", n.raft.Addr(), "cluster", n.svc.ClusterID())
 	return n, nil
 }
