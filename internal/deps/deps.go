@@ -8,6 +8,8 @@ import (
 	_ "github.com/hashicorp/raft"
 	_ "github.com/hashicorp/raft-wal"
 	_ "github.com/miekg/pkcs11"
+	_ "github.com/prometheus/client_golang/prometheus"
+	_ "github.com/prometheus/client_golang/prometheus/promhttp"
 	_ "go.etcd.io/bbolt"
 	_ "google.golang.org/grpc/health"
 	_ "google.golang.org/grpc/reflection"
