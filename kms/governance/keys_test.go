@@ -129,7 +129,9 @@ func TestKeyFileEncrypted(t *testing.T) {
 		tampered := strings.Replace(string(data), "KDF-Iterations: 600000", "KDF-Iterations: 600001", 1)
 		tp := filepath.Join(dir, "tampered.pem")
 		os.WriteFile(tp, []byte(tampered), 0o600)
-		if _, err := governance.LoadKeyFile(tp, func() ([]byte, error) { return pass, nil }); !errors.Is(err, governance.ErrWrongPassphrase) {
+		// LoadKeyFile zeroes the passphrase it is given: hand it a copy, not
+		// the slice the parallel subtests share.
+		if _, err := governance.LoadKeyFile(tp, func() ([]byte, error) { return bytes.Clone(pass), nil }); !errors.Is(err, governance.ErrWrongPassphrase) {
 			t.Errorf("tampered iterations: %v", err)
 		}
 	})
