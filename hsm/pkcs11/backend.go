@@ -202,9 +202,14 @@ func (b *Backend) Random(ctx context.Context, n int) ([]byte, error) {
 	return out, nil
 }
 
-// Health checks that a pooled session is still open and logged in, and
-// returns an error wrapping hsm.ErrUnavailable when it is not and cannot be
-// replaced.
+// Health checks that a pooled session is still open and logged in and that
+// the token itself still answers, and returns an error wrapping
+// hsm.ErrUnavailable when it is not and cannot be replaced.
+//
+// C_GetSessionInfo alone is not enough: SoftHSM answers it from memory even
+// when the token's object store has gone (its directory removed), while every
+// object lookup then finds nothing; C_GetTokenInfo reads the token and fails
+// (CKR_GENERAL_ERROR) — measured in internal/security TestHSMFault.
 func (b *Backend) Health(ctx context.Context) error {
 	err := b.do(ctx, "C_GetSessionInfo", func(s p11.SessionHandle) error {
 		info, err := b.ctx.GetSessionInfo(s)
@@ -214,14 +219,30 @@ func (b *Backend) Health(ctx context.Context) error {
 		if info.State != p11.CKS_RW_USER_FUNCTIONS {
 			return p11.Error(p11.CKR_USER_NOT_LOGGED_IN)
 		}
+		ti, err := b.ctx.GetTokenInfo(info.SlotID)
+		if err != nil {
+			return fmt.Errorf("%w: %w: C_GetTokenInfo: %v", hsm.ErrUnavailable, errTokenGone, err)
+		}
+		if ti.Flags&p11.CKF_TOKEN_INITIALIZED == 0 || strings.TrimRight(ti.Label, " \x00") != b.label {
+			return fmt.Errorf("%w: %w: C_GetTokenInfo: slot %d no longer holds initialised token %q", hsm.ErrUnavailable, errTokenGone, info.SlotID, b.label)
+		}
 		return nil
 	})
+	if errors.Is(err, errTokenGone) {
+		// Session copies of keys live in memory and would keep working
+		// without the token: stop using them until the token answers.
+		b.dropCopies()
+	}
 	if err != nil && !errors.Is(err, hsm.ErrUnavailable) && !errors.Is(err, hsm.ErrClosed) &&
 		!errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%w: Health: %v", hsm.ErrUnavailable, err)
 	}
 	return err
 }
+
+// errTokenGone marks a Health failure of the token itself (not of a
+// session).
+var errTokenGone = errors.New("token not answering")
 
 // wrap prefixes an error with the operation name, keeping it matchable.
 func wrap(op string, err error) error {

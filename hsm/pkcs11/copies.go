@@ -62,6 +62,24 @@ func (c *sessionCopies) dropSession(s p11.SessionHandle) {
 	delete(c.bySess, s)
 }
 
+// takeAll removes and returns every session's copies.
+func (c *sessionCopies) takeAll() map[p11.SessionHandle]map[string]p11.ObjectHandle {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := c.bySess
+	c.bySess = nil
+	return out
+}
+
+// dropCopies forgets every session copy and the object handle cache, so
+// that the next use of a key goes to the token object again. The copies are
+// not destroyed here (their sessions may be in use on other goroutines);
+// they die with their sessions.
+func (b *Backend) dropCopies() {
+	b.cache.clear()
+	b.copies.takeAll()
+}
+
 // takeID removes and returns every session's copy of a key.
 func (c *sessionCopies) takeID(id []byte) map[p11.SessionHandle]p11.ObjectHandle {
 	c.mu.Lock()
