@@ -29,6 +29,13 @@ deps:
 run: deps build
 	./$(BIN)/custosd dev --data-dir $(DATA_DIR) --listen $(LISTEN)
 
+# cluster: a local three-node cluster, one custosd serve process per node
+# with its own SoftHSM2 token (docs/cluster.md); gRPC 127.0.0.1:7401-7403.
+CLUSTER_DIR ?= .cluster
+.PHONY: cluster
+cluster: deps build
+	./$(BIN)/custosd dev --nodes 3 --data-dir $(CLUSTER_DIR)
+
 dev: run
 
 # The whole suite runs against real SoftHSM tokens; keep it well under 20 min

@@ -53,7 +53,8 @@ DIR/pki (client certificate CN "dev-admin"), one security officer
 "officer-1" with an unencrypted key in DIR/officers/officer-1.pem (quorum 1),
 Raft and ledger in DIR. It writes DIR/client.env with the CUSTOS_* variables
 the custos CLI reads. Restarting on the same DIR keeps keys, officer and
-ledger. Stop it with Ctrl-C.
+ledger. Stop it with Ctrl-C. For a local cluster of N nodes, see
+custosd dev --nodes N --help.
 
 Flags:
 `)

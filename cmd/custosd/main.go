@@ -1,6 +1,7 @@
 // Command custosd runs a custos node.
 //
 //	custosd dev   [--data-dir DIR] [--listen ADDR]   single node on an embedded SoftHSM token
+//	custosd dev   --nodes N [--data-dir DIR] [--base-port P]   local cluster, one process per node
 //	custosd serve --config FILE                      a node from a JSON configuration
 //	custosd version
 //
@@ -30,6 +31,8 @@ const usage = `custosd runs a custos key-custody node.
 
 Usage:
   custosd dev   [--data-dir DIR] [--listen ADDR]   start a single development node
+  custosd dev   --nodes N [--data-dir DIR] [--base-port P]
+                                                   start a local N-node development cluster
   custosd serve --config FILE                      start a node from a JSON config
   custosd version                                  print the version
 
@@ -51,7 +54,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var err error
 	switch args[0] {
 	case "dev":
-		err = cmdDev(ctx, args[1:], stdout, stderr)
+		if wantsDevCluster(args[1:]) {
+			err = cmdDevCluster(ctx, args[1:], stdout, stderr)
+		} else {
+			err = cmdDev(ctx, args[1:], stdout, stderr)
+		}
 	case "serve":
 		err = cmdServe(ctx, args[1:], stderr)
 	case "version", "--version", "-version":

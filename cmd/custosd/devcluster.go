@@ -1,0 +1,633 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	custos "github.com/custos-kms/custos/clients/go"
+	"github.com/custos-kms/custos/internal/pki"
+	"github.com/custos-kms/custos/kms/governance"
+	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
+	"github.com/custos-kms/custos/softhsm"
+)
+
+// The local cluster of `custosd dev --nodes N` (docs/cluster.md): node i
+// (1-based) serves gRPC on 127.0.0.1:BASE+i-1 and Raft on
+// 127.0.0.1:BASE+clusterRaftOffset+i-1.
+const (
+	clusterDefaultDir      = ".cluster"
+	clusterDefaultBasePort = 7401
+	clusterRaftOffset      = 10
+	clusterMinNodes        = 2
+	clusterMaxNodes        = clusterRaftOffset - 1
+	clusterHost            = "127.0.0.1"
+	// clusterReadyTimeout bounds how long the parent waits for every node
+	// to answer and node1 to report N voters.
+	clusterReadyTimeout = 90 * time.Second
+	// clusterStopTimeout bounds how long the children get to stop after
+	// SIGINT/SIGTERM before they are killed (a node's Close gives in-flight
+	// RPCs up to 10 s).
+	clusterStopTimeout = 30 * time.Second
+	clusterLayoutFile  = "cluster.json"
+)
+
+// clusterLayout is DIR/cluster.json: what the cluster was created with, so
+// that a restart on DIR reuses the same nodes and ports.
+type clusterLayout struct {
+	Nodes    int `json:"nodes"`
+	BasePort int `json:"base_port"`
+}
+
+func (l clusterLayout) nodeID(i int) string   { return fmt.Sprintf("node%d", i+1) }
+func (l clusterLayout) apiAddr(i int) string  { return hostPort(l.BasePort + i) }
+func (l clusterLayout) raftAddr(i int) string { return hostPort(l.BasePort + clusterRaftOffset + i) }
+
+func hostPort(port int) string { return clusterHost + ":" + strconv.Itoa(port) }
+
+// wantsDevCluster reports whether `custosd dev` args ask for a local
+// cluster (a --nodes flag before any "--").
+func wantsDevCluster(args []string) bool {
+	for _, a := range args {
+		if a == "--" {
+			return false
+		}
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if strings.HasPrefix(a, "-") && name == "nodes" {
+			return true
+		}
+	}
+	return false
+}
+
+// cmdDevCluster is `custosd dev --nodes N`: it prepares DIR (PKI, one
+// SoftHSM2 token and one serve configuration per node, the dev officer),
+// runs `custosd serve` once per node as child processes and waits for them.
+func cmdDevCluster(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fl := flag.NewFlagSet("custosd dev --nodes", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	nodes := fl.Int("nodes", 3, fmt.Sprintf("number of nodes (%d to %d)", clusterMinNodes, clusterMaxNodes))
+	dataDir := fl.String("data-dir", clusterDefaultDir, "directory for the PKI, the officer and one directory per node (kept across restarts)")
+	basePort := fl.Int("base-port", clusterDefaultBasePort,
+		fmt.Sprintf("gRPC port of node1; node i serves gRPC on BASE+i-1 and Raft on BASE+%d+i-1, all on %s", clusterRaftOffset, clusterHost))
+	fl.Usage = func() {
+		fmt.Fprintf(fl.Output(), `Usage: custosd dev --nodes N [--data-dir DIR] [--base-port PORT]
+
+Starts a local cluster of N custos nodes for development, each one a child
+process "custosd serve --config DIR/nodeI/config.json" with its own SoftHSM2
+token (DIR/nodeI/softhsm), all with node certificates of one dev CA
+(DIR/pki, client certificate CN "dev-admin") and Raft over mutual TLS on
+%s. node1 bootstraps the cluster with one security officer "officer-1"
+(key DIR/officers/officer-1.pem, quorum 1) and adds the other nodes as
+voters once they answer; the others join. When node1 reports N voters it
+writes DIR/client.env (CUSTOS_ADDR lists every node). Only node1 holds the
+domain key (node admission is not implemented), so key crypto runs on node1;
+see docs/cluster.md. Restarting on the same DIR keeps everything. Stop it
+with Ctrl-C.
+
+Flags:
+`, clusterHost)
+		fl.PrintDefaults()
+	}
+	if err := fl.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if fl.NArg() > 0 {
+		fmt.Fprintf(stderr, "custosd dev: unexpected argument %q\n", fl.Arg(0))
+		fl.Usage()
+		return errUsage
+	}
+	if *nodes == 1 {
+		fmt.Fprintln(stderr, "custosd dev: --nodes 1 is the single development node: run custosd dev without --nodes")
+		return errUsage
+	}
+	if *nodes < clusterMinNodes || *nodes > clusterMaxNodes {
+		fmt.Fprintf(stderr, "custosd dev: --nodes must be between %d and %d\n", clusterMinNodes, clusterMaxNodes)
+		return errUsage
+	}
+	if *basePort < 1 || *basePort+clusterRaftOffset+*nodes-1 > 65535 {
+		fmt.Fprintf(stderr, "custosd dev: --base-port %d leaves no room for %d gRPC and Raft ports\n", *basePort, *nodes)
+		return errUsage
+	}
+	setFlags := map[string]bool{}
+	fl.Visit(func(f *flag.Flag) { setFlags[f.Name] = true })
+
+	dir, err := filepath.Abs(*dataDir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	layout, err := clusterLoadLayout(dir, clusterLayout{Nodes: *nodes, BasePort: *basePort}, setFlags["base-port"])
+	if err != nil {
+		return err
+	}
+	module, err := softhsm.ModulePath()
+	if err != nil {
+		return err
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find the custosd executable: %w", err)
+	}
+
+	// One dev CA: node certificates (gRPC server, forwarding, Raft) and the
+	// dev-admin client certificate.
+	pkiDir := filepath.Join(dir, "pki")
+	hosts := []string{clusterHost, "localhost"}
+	if err := pki.CreateDevPKI(pkiDir, hosts, devClientName); err != nil {
+		return fmt.Errorf("dev PKI: %w", err)
+	}
+	for i := range layout.Nodes {
+		if _, _, err := pki.IssueNodeCert(pkiDir, layout.nodeID(i), hosts); err != nil {
+			return fmt.Errorf("dev PKI: %w", err)
+		}
+	}
+	officersDir := filepath.Join(dir, "officers")
+	officerFile, officer, err := devOfficer(officersDir)
+	if err != nil {
+		return err
+	}
+	officerPub := filepath.Join(officersDir, devOfficerName+".pub.pem")
+	if err := clusterWritePublicKey(officerPub, officer); err != nil {
+		return err
+	}
+
+	children := make([]*clusterChild, layout.Nodes)
+	for i := range layout.Nodes {
+		c, err := clusterPrepareNode(dir, layout, i, module)
+		if err != nil {
+			return err
+		}
+		children[i] = c
+	}
+
+	var mu sync.Mutex
+	out := &lockedWriter{mu: &mu, w: stdout}
+	errw := &lockedWriter{mu: &mu, w: stderr}
+	exits := make(chan clusterExit, len(children))
+	running := 0
+	stop := func(sig os.Signal) {
+		clusterStop(children, exits, &running, sig, errw)
+	}
+	for i, c := range children {
+		if err := c.start(exe, out, errw, exits, i); err != nil {
+			stop(os.Interrupt)
+			return err
+		}
+		running++
+		fmt.Fprintf(errw, "custosd dev: %s started, pid %d (gRPC %s, Raft %s)\n", c.id, c.cmd.Process.Pid, layout.apiAddr(i), layout.raftAddr(i))
+	}
+
+	addrs := make([]string, layout.Nodes)
+	for i := range addrs {
+		addrs[i] = layout.apiAddr(i)
+	}
+	caFile := filepath.Join(pkiDir, pki.CAFile)
+	certFile, keyFile := pki.ClientFiles(pkiDir, devClientName)
+	st, err := clusterWaitReady(ctx, custos.Config{Addrs: addrs, CAFile: caFile, CertFile: certFile, KeyFile: keyFile},
+		layout.Nodes, exits, children, &running)
+	if err != nil {
+		if ctx.Err() != nil {
+			fmt.Fprintln(errw, "custosd dev: signal received, stopping the nodes")
+			stop(os.Interrupt)
+			return nil
+		}
+		stop(os.Interrupt)
+		return err
+	}
+
+	envFile := filepath.Join(dir, "client.env")
+	env := fmt.Sprintf("# written by custosd dev --nodes %d; load with: source %s\n"+
+		"export CUSTOS_ADDR=%s\nexport CUSTOS_CA=%s\nexport CUSTOS_CERT=%s\nexport CUSTOS_KEY=%s\n"+
+		"export CUSTOS_OFFICER_KEY=%s\nexport CUSTOS_OFFICER_NAME=%s\n",
+		layout.Nodes, shellQuote(envFile), shellQuote(strings.Join(addrs, ",")), shellQuote(caFile), shellQuote(certFile), shellQuote(keyFile),
+		shellQuote(officerFile), shellQuote(devOfficerName))
+	if err := os.WriteFile(envFile, []byte(env), 0o600); err != nil {
+		stop(os.Interrupt)
+		return fmt.Errorf("write %s: %w", envFile, err)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\ncustos dev cluster of %d nodes is running (leader %s).\n", layout.Nodes, st.GetLeaderId())
+	for i, c := range children {
+		fmt.Fprintf(&b, "  %-6s gRPC %s  Raft %s  pid %d  config %s\n", c.id, layout.apiAddr(i), layout.raftAddr(i), c.cmd.Process.Pid, c.config)
+	}
+	fmt.Fprintf(&b, `  cluster id: %s
+  data dir:   %s
+  client env: %s
+  officer:    %s (quorum 1), key %s
+
+Only node1 holds the cluster's domain key: the nodes that joined have not
+been admitted (admission is not implemented yet), so they replicate, vote
+and forward decisions, but refuse key crypto. Key crypto runs on node1,
+which CUSTOS_ADDR lists first; see docs/cluster.md.
+
+In another shell:
+  source %s
+  custos cluster status
+  custos key create payroll
+
+Stop with Ctrl-C; restarting on the same data dir keeps keys, officer and ledger.
+`, st.GetClusterId(), dir, envFile, devOfficerName, officerFile, shellQuote(envFile))
+	fmt.Fprint(out, b.String())
+
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(errw, "custosd dev: signal received, stopping the nodes")
+		stop(os.Interrupt)
+		return nil
+	case e := <-exits:
+		running--
+		children[e.i].exited = true
+		fmt.Fprintf(errw, "custosd dev: %s exited (%s); stopping the other nodes\n", children[e.i].id, exitText(e.err))
+		stop(os.Interrupt)
+		return fmt.Errorf("%s exited (%s)", children[e.i].id, exitText(e.err))
+	}
+}
+
+// clusterLoadLayout reads DIR/cluster.json, or writes it on first start.
+// A restart must ask for the same number of nodes; the base port is taken
+// from the file unless --base-port names another one (then it refuses:
+// the Raft configuration holds the old addresses).
+func clusterLoadLayout(dir string, want clusterLayout, basePortSet bool) (clusterLayout, error) {
+	file := filepath.Join(dir, clusterLayoutFile)
+	b, err := os.ReadFile(file)
+	switch {
+	case err == nil:
+		var have clusterLayout
+		if err := json.Unmarshal(b, &have); err != nil || have.Nodes < clusterMinNodes || have.BasePort < 1 {
+			return have, fmt.Errorf("%s is damaged; remove %s to start a fresh dev cluster", file, dir)
+		}
+		if have.Nodes != want.Nodes {
+			return have, fmt.Errorf("%s holds a cluster of %d nodes, not %d: use --nodes %d, or remove it to start over", dir, have.Nodes, want.Nodes, have.Nodes)
+		}
+		if basePortSet && have.BasePort != want.BasePort {
+			return have, fmt.Errorf("%s was created with --base-port %d; its nodes keep their addresses: use --base-port %d, or remove it to start over", dir, have.BasePort, have.BasePort)
+		}
+		return have, nil
+	case errors.Is(err, fs.ErrNotExist):
+		b, _ := json.MarshalIndent(want, "", "  ")
+		if err := os.WriteFile(file, append(b, '\n'), 0o600); err != nil {
+			return want, fmt.Errorf("write %s: %w", file, err)
+		}
+		return want, nil
+	default:
+		return want, fmt.Errorf("read %s: %w", file, err)
+	}
+}
+
+// clusterWritePublicKey writes the officer's public key as PEM, for the
+// officers field of node1's configuration.
+func clusterWritePublicKey(file string, o *custosv1.Officer) error {
+	pub, err := governance.ParsePublicKey(o.GetPublicKey())
+	if err != nil {
+		return fmt.Errorf("dev officer: %w", err)
+	}
+	if err := os.WriteFile(file, governance.PublicKeyPEM(pub), 0o644); err != nil {
+		return fmt.Errorf("dev officer: %w", err)
+	}
+	return nil
+}
+
+// clusterChild is one node's child process.
+type clusterChild struct {
+	id      string
+	config  string // DIR/nodeI/config.json
+	hsmConf string // the node's SOFTHSM2_CONF
+	cmd     *exec.Cmd
+	outs    []*prefixWriter
+	exited  bool
+}
+
+type clusterExit struct {
+	i   int
+	err error
+}
+
+// clusterPrepareNode creates (first start) or reuses node i's directory:
+// its SoftHSM2 token with random PINs and its serve configuration.
+func clusterPrepareNode(dir string, layout clusterLayout, i int, module string) (*clusterChild, error) {
+	id := layout.nodeID(i)
+	nodeDir := filepath.Join(dir, id)
+	if err := os.MkdirAll(nodeDir, 0o700); err != nil {
+		return nil, fmt.Errorf("%s: %w", id, err)
+	}
+	hsmDir, err := clusterToken(filepath.Join(nodeDir, "softhsm"), "custos-dev-"+id)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", id, err)
+	}
+	c := &clusterChild{id: id, config: filepath.Join(nodeDir, "config.json"), hsmConf: hsmDir.ConfPath()}
+	if _, err := os.Stat(c.config); err == nil {
+		return c, nil // reuse (it may have been edited, e.g. the log level)
+	}
+	cfg := clusterNodeConfig(layout, i, module)
+	b, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(c.config, append(b, '\n'), 0o600); err != nil {
+		return nil, fmt.Errorf("%s: write %s: %w", id, c.config, err)
+	}
+	return c, nil
+}
+
+// clusterServeConfig is the part of `custosd serve`'s configuration
+// (fileConfig, docs/config.md) that the dev cluster writes, without the
+// fields it leaves at their defaults.
+type clusterServeConfig struct {
+	ID        string `json:"id"`
+	DataDir   string `json:"data_dir"`
+	Listen    string `json:"listen"`
+	RaftAddr  string `json:"raft_addr"`
+	Bootstrap bool   `json:"bootstrap,omitempty"`
+	Join      bool   `json:"join,omitempty"`
+	AddPeers  bool   `json:"add_peers,omitempty"`
+	PKCS11    struct {
+		Module     string `json:"module"`
+		TokenLabel string `json:"token_label"`
+		PINFile    string `json:"pin_file"`
+	} `json:"pkcs11"`
+	TLS struct {
+		CA   string `json:"ca"`
+		Cert string `json:"cert"`
+		Key  string `json:"key"`
+	} `json:"tls"`
+	RaftTLS   bool          `json:"raft_tls"`
+	Peers     []filePeer    `json:"peers"`
+	Officers  []fileOfficer `json:"officers,omitempty"`
+	Quorum    uint32        `json:"quorum,omitempty"`
+	Operators []string      `json:"operators"`
+	Auditors  []string      `json:"auditors"`
+}
+
+// clusterNodeConfig is node i's `custosd serve` configuration. Paths are
+// relative to DIR/nodeI, so DIR can be moved.
+func clusterNodeConfig(layout clusterLayout, i int, module string) *clusterServeConfig {
+	id := layout.nodeID(i)
+	var fc clusterServeConfig
+	fc.ID = id
+	fc.DataDir = "."
+	fc.Listen = layout.apiAddr(i)
+	fc.RaftAddr = layout.raftAddr(i)
+	fc.PKCS11.Module = module
+	fc.PKCS11.TokenLabel = "custos-dev-" + id
+	fc.PKCS11.PINFile = filepath.Join("softhsm", "user.pin")
+	fc.TLS.CA = filepath.Join("..", "pki", pki.CAFile)
+	fc.TLS.Cert, fc.TLS.Key = pki.NodeFiles(filepath.Join("..", "pki"), id)
+	fc.RaftTLS = true
+	for j := range layout.Nodes {
+		if j != i {
+			fc.Peers = append(fc.Peers, filePeer{ID: layout.nodeID(j), RaftAddr: layout.raftAddr(j), APIAddr: layout.apiAddr(j)})
+		}
+	}
+	fc.Operators = []string{devClientName}
+	fc.Auditors = []string{devClientName}
+	if i == 0 {
+		fc.Bootstrap = true
+		fc.AddPeers = true
+		fc.Officers = []fileOfficer{{Name: devOfficerName, PublicKeyFile: filepath.Join("..", "officers", devOfficerName+".pub.pem")}}
+		fc.Quorum = 1
+	} else {
+		fc.Join = true
+	}
+	return &fc
+}
+
+// clusterToken creates (or reuses) a SoftHSM2 token labelled label in its
+// own configuration in dir, with random PINs kept in dir/pins.json and the
+// user PIN alone in dir/user.pin (the node's pkcs11.pin_file), both 0600.
+// Unlike devToken it leaves this process's SOFTHSM2_CONF alone: the token
+// is used by a child process, which gets it in its environment.
+func clusterToken(dir, label string) (*softhsm.Dir, error) {
+	d, err := softhsm.OpenDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	pinsFile := filepath.Join(dir, "pins.json")
+	var pins devPINs
+	b, err := os.ReadFile(pinsFile)
+	switch {
+	case err == nil:
+		if err := json.Unmarshal(b, &pins); err != nil || pins.UserPIN == "" || pins.SOPIN == "" {
+			return nil, fmt.Errorf("%s is damaged; remove the data dir to start a fresh dev cluster", pinsFile)
+		}
+	case errors.Is(err, fs.ErrNotExist):
+		labels, err := d.Labels()
+		if err != nil {
+			return nil, err
+		}
+		for _, l := range labels {
+			if l == label {
+				return nil, fmt.Errorf("%s is missing but token %q exists in %s; remove the data dir to start a fresh dev cluster", pinsFile, label, dir)
+			}
+		}
+		pins = devPINs{UserPIN: randomPIN(), SOPIN: randomPIN()}
+		b, _ := json.MarshalIndent(pins, "", "  ")
+		if err := os.WriteFile(pinsFile, append(b, '\n'), 0o600); err != nil {
+			return nil, fmt.Errorf("write %s: %w", pinsFile, err)
+		}
+	default:
+		return nil, fmt.Errorf("read %s: %w", pinsFile, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "user.pin"), []byte(pins.UserPIN+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("write the PIN file: %w", err)
+	}
+	if _, err := d.InitToken(label, pins.SOPIN, pins.UserPIN); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// start runs `custosd serve --config` for the node, with its own
+// SOFTHSM2_CONF and its output prefixed "[nodeI] ".
+func (c *clusterChild) start(exe string, stdout, stderr io.Writer, exits chan<- clusterExit, i int) error {
+	cmd := exec.Command(exe, "serve", "--config", c.config)
+	cmd.Dir = filepath.Dir(c.config)
+	env := []string{softhsm.ConfEnv + "=" + c.hsmConf}
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); k != softhsm.ConfEnv && k != PINEnv {
+			env = append(env, kv)
+		}
+	}
+	cmd.Env = env
+	prefix := "[" + c.id + "] "
+	c.outs = []*prefixWriter{{w: stdout, prefix: prefix}, {w: stderr, prefix: prefix}}
+	cmd.Stdout, cmd.Stderr = c.outs[0], c.outs[1]
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", c.id, err)
+	}
+	c.cmd = cmd
+	go func() {
+		err := cmd.Wait()
+		for _, o := range c.outs {
+			o.flush()
+		}
+		exits <- clusterExit{i: i, err: err}
+	}()
+	return nil
+}
+
+// clusterWaitReady waits until every node answers ClusterService.Status
+// and node1 sees n voters and a leader. It returns node1's status, or an
+// error when a child exits, ctx ends or clusterReadyTimeout passes.
+func clusterWaitReady(ctx context.Context, cfg custos.Config, n int, exits <-chan clusterExit, children []*clusterChild, running *int) (*custosv1.ClusterStatus, error) {
+	cfg.ConnectTimeout = 2 * time.Second
+	cfg.CallTimeout = 2 * time.Second
+	cl, err := custos.Dial(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	deadline := time.NewTimer(clusterReadyTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	var last string
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case e := <-exits:
+			*running--
+			children[e.i].exited = true
+			return nil, fmt.Errorf("%s exited before the cluster formed (%s); see its output above", children[e.i].id, exitText(e.err))
+		case <-deadline.C:
+			return nil, fmt.Errorf("the cluster did not form within %v (%s); see the nodes' output above", clusterReadyTimeout, last)
+		case <-tick.C:
+		}
+		sts, errs := cl.ClusterStatusAll(ctx)
+		ready := true
+		for i, err := range errs {
+			if err != nil {
+				ready, last = false, fmt.Sprintf("%s does not answer yet", children[i].id)
+				break
+			}
+		}
+		if !ready {
+			continue
+		}
+		st := sts[0]
+		voters := 0
+		for _, s := range st.GetServers() {
+			if s.GetSuffrage() == "VOTER" {
+				voters++
+			}
+		}
+		if voters == n && st.GetLeaderId() != "" {
+			return st, nil
+		}
+		last = fmt.Sprintf("node1 sees %d of %d voters, leader %q", voters, n, st.GetLeaderId())
+	}
+}
+
+// clusterStop sends sig to every running child and waits for them,
+// killing those still running after clusterStopTimeout.
+func clusterStop(children []*clusterChild, exits <-chan clusterExit, running *int, sig os.Signal, errw io.Writer) {
+	for _, c := range children {
+		if c.cmd != nil && !c.exited {
+			_ = c.cmd.Process.Signal(sig)
+		}
+	}
+	timeout := time.NewTimer(clusterStopTimeout)
+	defer timeout.Stop()
+	for *running > 0 {
+		select {
+		case e := <-exits:
+			*running--
+			children[e.i].exited = true
+			if e.err != nil {
+				fmt.Fprintf(errw, "custosd dev: %s exited (%s)\n", children[e.i].id, exitText(e.err))
+			}
+		case <-timeout.C:
+			for _, c := range children {
+				if c.cmd != nil && !c.exited {
+					fmt.Fprintf(errw, "custosd dev: %s did not stop within %v; killing it\n", c.id, clusterStopTimeout)
+					_ = c.cmd.Process.Kill()
+				}
+			}
+			timeout.Reset(clusterStopTimeout)
+		}
+	}
+}
+
+func exitText(err error) string {
+	if err == nil {
+		return "exit status 0"
+	}
+	return err.Error()
+}
+
+// lockedWriter serialises writes to w with the other writers sharing mu.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// prefixWriter writes each complete line with a prefix to w. exec.Cmd
+// copies a child's output into it from one goroutine.
+type prefixWriter struct {
+	w      io.Writer
+	prefix string
+	mu     sync.Mutex
+	buf    []byte
+}
+
+// prefixMaxLine is how long a line may grow before it is written anyway.
+const prefixMaxLine = 64 << 10
+
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.buf = append(p.buf, b...)
+	for {
+		i := bytes.IndexByte(p.buf, '\n')
+		if i < 0 {
+			if len(p.buf) >= prefixMaxLine {
+				p.emit(append(p.buf, '\n'))
+				p.buf = p.buf[:0]
+			}
+			return len(b), nil
+		}
+		p.emit(p.buf[:i+1])
+		p.buf = p.buf[i+1:]
+	}
+}
+
+// flush writes what remains of an unfinished last line.
+func (p *prefixWriter) flush() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.buf) > 0 {
+		p.emit(append(p.buf, '\n'))
+		p.buf = nil
+	}
+}
+
+func (p *prefixWriter) emit(line []byte) {
+	out := make([]byte, 0, len(p.prefix)+len(line))
+	out = append(append(out, p.prefix...), line...)
+	_, _ = p.w.Write(out) // one Write per line, so lines do not interleave
+}

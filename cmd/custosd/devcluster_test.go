@@ -1,0 +1,325 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/custos-kms/custos/api"
+	custos "github.com/custos-kms/custos/clients/go"
+	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
+)
+
+func TestWantsDevCluster(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want bool
+	}{
+		{nil, false},
+		{[]string{"--data-dir", "x"}, false},
+		{[]string{"--nodes", "3"}, true},
+		{[]string{"-nodes=3"}, true},
+		{[]string{"--data-dir", "x", "--nodes=3"}, true},
+		{[]string{"--", "--nodes", "3"}, false},
+		{[]string{"--nodesx", "3"}, false},
+	} {
+		if got := wantsDevCluster(tt.args); got != tt.want {
+			t.Errorf("wantsDevCluster(%q) = %v, want %v", tt.args, got, tt.want)
+		}
+	}
+}
+
+func TestPrefixWriter(t *testing.T) {
+	var b bytes.Buffer
+	p := &prefixWriter{w: &b, prefix: "[node1] "}
+	for _, s := range []string{"one\ntw", "o\n", "three"} {
+		if _, err := p.Write([]byte(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.flush()
+	if want := "[node1] one\n[node1] two\n[node1] three\n"; b.String() != want {
+		t.Errorf("got %q, want %q", b.String(), want)
+	}
+}
+
+func TestDevClusterFlags(t *testing.T) {
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"dev", "--nodes", "1", "--data-dir", dir},
+		{"dev", "--nodes", "10", "--data-dir", dir},
+		{"dev", "--nodes", "3", "--base-port", "65530", "--data-dir", dir},
+	} {
+		var out, errb bytes.Buffer
+		if code := run(args, &out, &errb); code != 2 {
+			t.Errorf("%q: code %d, want 2 (stderr %q)", args, code, errb.String())
+		}
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"dev", "--nodes", "3", "--help"}, &out, &errb); code != 0 || !strings.Contains(errb.String(), "--base-port") {
+		t.Errorf("dev --nodes 3 --help: code %d, stderr %q", code, errb.String())
+	}
+	// A restart must keep the layout it was created with.
+	if _, err := clusterLoadLayout(dir, clusterLayout{Nodes: 3, BasePort: 7401}, false); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := clusterLoadLayout(dir, clusterLayout{Nodes: 3, BasePort: 9000}, false); err != nil || l.BasePort != 7401 {
+		t.Errorf("restart without --base-port: %+v, %v; want base port 7401", l, err)
+	}
+	if _, err := clusterLoadLayout(dir, clusterLayout{Nodes: 3, BasePort: 9000}, true); err == nil {
+		t.Error("restart with another --base-port: no error")
+	}
+	if _, err := clusterLoadLayout(dir, clusterLayout{Nodes: 5, BasePort: 7401}, false); err == nil {
+		t.Error("restart with another --nodes: no error")
+	}
+}
+
+// freeBasePort returns a port P such that P..P+n-1 (gRPC) and
+// P+clusterRaftOffset.. (Raft) were all free just now.
+func freeBasePort(t *testing.T, n int) int {
+	t.Helper()
+	for range 50 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := l.Addr().(*net.TCPAddr).Port
+		ls := []net.Listener{l}
+		ok := base+clusterRaftOffset+n-1 <= 65535
+		for i := 0; ok && i < n; i++ {
+			for _, port := range []int{base + i, base + clusterRaftOffset + i} {
+				if port == base {
+					continue
+				}
+				l, err := net.Listen("tcp", hostPort(port))
+				if err != nil {
+					ok = false
+					break
+				}
+				ls = append(ls, l)
+			}
+		}
+		for _, l := range ls {
+			l.Close()
+		}
+		if ok {
+			return base
+		}
+	}
+	t.Fatal("no free port range")
+	return 0
+}
+
+// TestDevCluster runs `custosd dev --nodes 3` as a real process with three
+// `custosd serve` children and uses the cluster through clients/go.
+func TestDevCluster(t *testing.T) {
+	tmp := t.TempDir()
+	bin := filepath.Join(tmp, "custosd")
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("go tool: %v", err)
+	}
+	if out, err := exec.Command(goTool, "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+
+	dir := filepath.Join(tmp, "cluster")
+	base := freeBasePort(t, 3)
+	logFile, err := os.Create(filepath.Join(tmp, "custosd.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	parent := exec.Command(bin, "dev", "--nodes", "3", "--data-dir", dir, "--base-port", strconv.Itoa(base))
+	parent.Stdout, parent.Stderr = logFile, logFile
+	if err := parent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- parent.Wait() }()
+	logText := func() string { b, _ := os.ReadFile(logFile.Name()); return string(b) }
+	childPIDs := func() map[string]int {
+		pids := map[string]int{}
+		for _, m := range regexp.MustCompile(`custosd dev: (node\d) started, pid (\d+)`).FindAllStringSubmatch(logText(), -1) {
+			pids[m[1]], _ = strconv.Atoi(m[2])
+		}
+		return pids
+	}
+	parentDone := false
+	t.Cleanup(func() {
+		// On failure, leave no process behind.
+		if !parentDone {
+			_ = parent.Process.Kill()
+			<-exited
+		}
+		for _, pid := range childPIDs() {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		if t.Failed() {
+			t.Logf("custosd dev output:\n%s", logText())
+		}
+	})
+
+	envFile := filepath.Join(dir, "client.env")
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		if _, err := os.Stat(envFile); err == nil {
+			break
+		}
+		select {
+		case err := <-exited:
+			parentDone = true
+			t.Fatalf("custosd dev exited before writing client.env: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("custosd dev did not write client.env within 45s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	pids := childPIDs()
+	if len(pids) != 3 {
+		t.Fatalf("child pids %v, want node1..node3", pids)
+	}
+
+	env := readEnv(t, envFile)
+	addrs := []string{hostPort(base), hostPort(base + 1), hostPort(base + 2)}
+	if got := env["CUSTOS_ADDR"]; got != strings.Join(addrs, ",") {
+		t.Errorf("CUSTOS_ADDR = %q, want %q", got, strings.Join(addrs, ","))
+	}
+	if env["CUSTOS_OFFICER_KEY"] != filepath.Join(dir, "officers", "officer-1.pem") || env["CUSTOS_OFFICER_NAME"] != "officer-1" {
+		t.Errorf("officer in client.env: %q, %q", env["CUSTOS_OFFICER_KEY"], env["CUSTOS_OFFICER_NAME"])
+	}
+	for i := 1; i <= 3; i++ {
+		for _, f := range []string{"softhsm/pins.json", "softhsm/user.pin", "config.json"} {
+			p := filepath.Join(dir, fmt.Sprintf("node%d", i), f)
+			if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != 0o600 {
+				t.Errorf("%s: %v (want mode 0600)", p, err)
+			}
+		}
+	}
+
+	// The client configuration as ConfigFromEnv builds it from client.env.
+	cfg := custos.Config{Addrs: custos.SplitAddrs(env["CUSTOS_ADDR"]), CAFile: env["CUSTOS_CA"], CertFile: env["CUSTOS_CERT"], KeyFile: env["CUSTOS_KEY"],
+		CallTimeout: 15 * time.Second}
+	dial := func(addrs ...string) *custos.Client {
+		c := cfg
+		if len(addrs) > 0 {
+			c.Addrs = addrs
+		}
+		cl, err := custos.Dial(context.Background(), c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cl.Close() })
+		return cl
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	all := dial()
+	sts, errs := all.ClusterStatusAll(ctx)
+	var leader, clusterID string
+	for i, st := range sts {
+		if errs[i] != nil {
+			t.Fatalf("status from %s: %v", addrs[i], errs[i])
+		}
+		if want := fmt.Sprintf("node%d", i+1); st.GetNodeId() != want {
+			t.Errorf("%s answers as %q, want %q", addrs[i], st.GetNodeId(), want)
+		}
+		leaders := 0
+		for _, s := range st.GetServers() {
+			if s.GetSuffrage() != "VOTER" {
+				t.Errorf("%s: member %s is %s", st.GetNodeId(), s.GetId(), s.GetSuffrage())
+			}
+			if s.GetLeader() {
+				leaders++
+			}
+		}
+		if len(st.GetServers()) != 3 || leaders != 1 {
+			t.Errorf("%s sees %d members with %d leaders: %v", st.GetNodeId(), len(st.GetServers()), leaders, st.GetServers())
+		}
+		if i == 0 {
+			leader, clusterID = st.GetLeaderId(), st.GetClusterId()
+		} else if st.GetLeaderId() != leader || st.GetClusterId() != clusterID {
+			t.Errorf("%s: leader %q cluster %q; node1 says %q, %q", st.GetNodeId(), st.GetLeaderId(), st.GetClusterId(), leader, clusterID)
+		}
+		if st.GetHasDomainKey() != (i == 0) {
+			t.Errorf("%s: has domain key %v", st.GetNodeId(), st.GetHasDomainKey())
+		}
+	}
+
+	// Key crypto through node1, which holds the domain key.
+	node1 := dial(addrs[0])
+	if _, err := node1.CreateKey(ctx, "payroll", ""); err != nil {
+		t.Fatal(err)
+	}
+	ct, err := node1.Encrypt(ctx, "payroll", []byte("hello cluster"), map[string]string{"dept": "hr"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := custos.Justification{Reason: custosv1.Reason_REASON_CUSTOMER_INITIATED, Text: "dev cluster test"}
+	pt, err := node1.Decrypt(ctx, ct, map[string]string{"dept": "hr"}, j)
+	if err != nil || string(pt) != "hello cluster" {
+		t.Fatalf("decrypt on node1: %q, %v", pt, err)
+	}
+
+	// node2 decides (the decision goes through the leader) and fails
+	// closed: its HSM has no domain key.
+	node2 := dial(addrs[1])
+	_, err = node2.Decrypt(ctx, ct, map[string]string{"dept": "hr"}, j)
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), api.ErrNotAdmitted) {
+		t.Fatalf("decrypt on node2: %v, want FailedPrecondition %q", err, api.ErrNotAdmitted)
+	}
+	decided := false
+	for rec, err := range node1.Decisions(ctx, &custosv1.DecisionFilter{Key: "payroll"}, 0) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec.GetNode() == "node2" && rec.GetOperation() == custosv1.Operation_OPERATION_DECRYPT {
+			decided = true
+		}
+	}
+	if !decided {
+		t.Error("the ledger has no decrypt decision proposed by node2")
+	}
+	for _, cl := range []*custos.Client{all, node1, node2} {
+		cl.Close()
+	}
+
+	// SIGINT stops the parent and, through it, every child.
+	if err := parent.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		parentDone = true
+		if err != nil {
+			t.Errorf("custosd dev after SIGINT: %v", err)
+		}
+	case <-time.After(40 * time.Second):
+		t.Fatal("custosd dev did not stop within 40s of SIGINT")
+	}
+	for id, pid := range pids {
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("%s (pid %d) still exists after the parent stopped: kill 0: %v", id, pid, err)
+		}
+		if !strings.Contains(logText(), fmt.Sprintf(`msg="custos node stopped" id=%s`, id)) {
+			t.Errorf("%s did not log a clean stop", id)
+		}
+	}
+}
