@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -138,9 +139,35 @@ func streamRecover(log *slog.Logger) grpc.StreamServerInterceptor {
 	}
 }
 
-// logRPC writes one line per call: method, principal, code and duration.
+// decisionRef is what a response that a ledger decision authorised
+// (DecryptResponse, ReEncryptResponse) tells about that decision.
+type decisionRef interface {
+	GetDecisionSeq() uint64
+	GetRequestId() string
+}
+
+// decisionAttrs returns the ledger position and request id of the decision
+// behind a call, from the response (ALLOW) or from the APPROVAL_REQUIRED
+// error detail (PENDING), so that the log line matches the ledger record.
+func decisionAttrs(resp any, err error) []slog.Attr {
+	if d, ok := resp.(decisionRef); ok && err == nil && d.GetDecisionSeq() != 0 {
+		return []slog.Attr{slog.Uint64("decision_seq", d.GetDecisionSeq()), slog.String("request_id", d.GetRequestId())}
+	}
+	if err == nil {
+		return nil
+	}
+	for _, det := range status.Convert(err).Details() {
+		if ei, ok := det.(*errdetails.ErrorInfo); ok && ei.GetReason() == ReasonApprovalRequired {
+			return []slog.Attr{slog.String("decision_seq", ei.GetMetadata()["decision_seq"]), slog.String("request_id", ei.GetMetadata()["request_id"])}
+		}
+	}
+	return nil
+}
+
+// logRPC writes one line per call: method, principal, code and duration,
+// and for decisions the ledger position and request id (decisionAttrs).
 // Never request or response payloads. Health checks log at debug level.
-func logRPC(ctx context.Context, log *slog.Logger, method string, start time.Time, err error) {
+func logRPC(ctx context.Context, log *slog.Logger, method string, start time.Time, resp any, err error) {
 	level := slog.LevelInfo
 	if strings.HasPrefix(method, "/grpc.health.v1.Health/") {
 		level = slog.LevelDebug
@@ -162,6 +189,7 @@ func logRPC(ctx context.Context, log *slog.Logger, method string, start time.Tim
 	if pr, ok := peer.FromContext(ctx); ok && pr.Addr != nil {
 		attrs = append(attrs, slog.String("peer", pr.Addr.String()))
 	}
+	attrs = append(attrs, decisionAttrs(resp, err)...)
 	log.LogAttrs(ctx, level, "rpc", attrs...)
 }
 
@@ -169,7 +197,7 @@ func unaryLogging(log *slog.Logger) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		start := time.Now()
 		resp, err := handler(ctx, req)
-		logRPC(ctx, log, info.FullMethod, start, err)
+		logRPC(ctx, log, info.FullMethod, start, resp, err)
 		return resp, err
 	}
 }
@@ -178,7 +206,7 @@ func streamLogging(log *slog.Logger) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		start := time.Now()
 		err := handler(srv, ss)
-		logRPC(ss.Context(), log, info.FullMethod, start, err)
+		logRPC(ss.Context(), log, info.FullMethod, start, nil, err)
 		return err
 	}
 }

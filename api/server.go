@@ -70,6 +70,8 @@ type Options struct {
 	// Cluster, if set, serves the ClusterService (membership, status,
 	// snapshots) with these dependencies.
 	Cluster *ClusterDeps
+	// Metrics, if set (NewMetrics), times every call by method and code.
+	Metrics *Metrics
 }
 
 // ErrNotAdmitted is the message a node that does not hold the cluster's
@@ -114,20 +116,27 @@ func NewServer(opts Options) (*grpc.Server, error) {
 	}
 	log := opts.Logger
 
+	unary := []grpc.UnaryServerInterceptor{
+		unaryLogging(log),
+		unaryRecover(log),
+		unaryAuthn(),
+		unaryAdmission(opts.Admitted),
+	}
+	stream := []grpc.StreamServerInterceptor{
+		streamLogging(log),
+		streamRecover(log),
+		streamAuthn(),
+	}
+	if opts.Metrics != nil {
+		// Outermost: the latency covers everything the server does.
+		unary = append([]grpc.UnaryServerInterceptor{opts.Metrics.UnaryInterceptor()}, unary...)
+		stream = append([]grpc.StreamServerInterceptor{opts.Metrics.StreamInterceptor()}, stream...)
+	}
 	srv := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(opts.TLS)),
 		grpc.MaxRecvMsgSize(opts.MaxRecvMsgSize),
-		grpc.ChainUnaryInterceptor(
-			unaryLogging(log),
-			unaryRecover(log),
-			unaryAuthn(),
-			unaryAdmission(opts.Admitted),
-		),
-		grpc.ChainStreamInterceptor(
-			streamLogging(log),
-			streamRecover(log),
-			streamAuthn(),
-		),
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
 	)
 
 	base := server{svc: opts.Service, log: log}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/custos-kms/custos/internal/node"
 	"github.com/custos-kms/custos/kms/governance"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
+	"github.com/custos-kms/custos/xks"
 )
 
 // PINEnv is the environment variable holding the PKCS#11 user PIN when the
@@ -64,7 +66,44 @@ type fileConfig struct {
 	ClusterID string     `json:"cluster_id"`
 	AddPeers  bool       `json:"add_peers"`
 	Operators []string   `json:"operators"`
+	// MetricsListen serves Prometheus /metrics over plain HTTP; XKS
+	// serves the AWS KMS External Key Store proxy API (docs/xks.md).
+	MetricsListen string   `json:"metrics_listen"`
+	XKS           *fileXKS `json:"xks"`
 }
+
+// fileXKS is the xks section: the XKS listener, its TLS and the key
+// stores (prefixes) with their SigV4 credentials. Secrets are never inline:
+// each credential names a file or an environment variable.
+type fileXKS struct {
+	Listen     string          `json:"listen"`
+	Cert       string          `json:"cert"`
+	Key        string          `json:"key"`
+	ClientCA   string          `json:"client_ca"`
+	AllowedCNs []string        `json:"allowed_cns"`
+	EKMID      string          `json:"ekm_id"`
+	Prefixes   []fileXKSPrefix `json:"prefixes"`
+}
+
+type fileXKSPrefix struct {
+	Path          string              `json:"path"`
+	Region        string              `json:"region"`
+	DefaultReason string              `json:"default_reason"`
+	ReasonMap     map[string]string   `json:"reason_map"`
+	Credentials   []fileXKSCredential `json:"credentials"`
+}
+
+type fileXKSCredential struct {
+	AccessKeyID string `json:"access_key_id"`
+	SecretFile  string `json:"secret_file"`
+	SecretEnv   string `json:"secret_env"`
+	Principal   string `json:"principal"`
+	// Secret is refused: it is here to say so clearly.
+	Secret json.RawMessage `json:"secret"`
+}
+
+// xksMinSecret is the shortest SigV4 secret AWS KMS accepts.
+const xksMinSecret = 43
 
 // filePeer is another node of the cluster.
 type filePeer struct {
@@ -83,8 +122,10 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	fl := flag.NewFlagSet("custosd serve", flag.ContinueOnError)
 	fl.SetOutput(stderr)
 	configFile := fl.String("config", "", "JSON configuration file (see docs/config.md)")
+	logFormat := fl.String("log-format", "", `log format, "text" or "json" (overrides log.format)`)
+	logLevel := fl.String("log-level", "", "debug, info, warn or error (overrides log.level)")
 	fl.Usage = func() {
-		fmt.Fprint(fl.Output(), `Usage: custosd serve --config FILE
+		fmt.Fprint(fl.Output(), `Usage: custosd serve --config FILE [--log-format text|json] [--log-level LEVEL]
 
 Starts a custos node from a JSON configuration (docs/config.md). The PKCS#11
 PIN is read from the file named by pkcs11.pin_file or, without one, from the
@@ -105,7 +146,20 @@ Flags:
 		fl.Usage()
 		return errUsage
 	}
-	cfg, err := loadConfig(*configFile, os.Getenv)
+	switch *logFormat {
+	case "", "text", "json":
+	default:
+		fmt.Fprintf(stderr, "custosd serve: --log-format must be text or json, not %q\n", *logFormat)
+		return errUsage
+	}
+	if *logLevel != "" {
+		var l slog.Level
+		if err := l.UnmarshalText([]byte(*logLevel)); err != nil {
+			fmt.Fprintf(stderr, "custosd serve: --log-level must be debug, info, warn or error, not %q\n", *logLevel)
+			return errUsage
+		}
+	}
+	cfg, err := loadConfigLog(*configFile, os.Getenv, *logLevel, *logFormat)
 	if err != nil {
 		return err
 	}
@@ -120,6 +174,12 @@ Flags:
 // loadConfig reads and checks a configuration file. Errors name the file
 // and the bad field. Relative paths in it are relative to its directory.
 func loadConfig(path string, getenv func(string) string) (node.Config, error) {
+	return loadConfigLog(path, getenv, "", "")
+}
+
+// loadConfigLog is loadConfig with the log level and format, when not
+// empty, taken from the command line instead of the file.
+func loadConfigLog(path string, getenv func(string) string, logLevel, logFormat string) (node.Config, error) {
 	var cfg node.Config
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -137,6 +197,12 @@ func loadConfig(path string, getenv func(string) string) (node.Config, error) {
 	}
 	if dec.More() {
 		return cfg, fmt.Errorf("config %s: trailing data after the JSON object", path)
+	}
+	if logLevel != "" {
+		fc.Log.Level = logLevel
+	}
+	if logFormat != "" {
+		fc.Log.Format = logFormat
 	}
 	bad := func(field, why string) error {
 		return fmt.Errorf("config %s: field %q %s", path, field, why)
@@ -260,6 +326,17 @@ func loadConfig(path string, getenv func(string) string) (node.Config, error) {
 			return cfg, bad(fmt.Sprintf("operators[%d]", i), "must be a client certificate common name")
 		}
 	}
+	if fc.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(fc.MetricsListen); err != nil {
+			return cfg, bad("metrics_listen", "must be host:port, e.g. 127.0.0.1:7490")
+		}
+		cfg.MetricsListen = fc.MetricsListen
+	}
+	if fc.XKS != nil {
+		if cfg.XKS, err = loadXKS(fc.XKS, abs, getenv, bad); err != nil {
+			return cfg, err
+		}
+	}
 	cfg.Join, cfg.ClusterID, cfg.AddPeers, cfg.Operators = fc.Join, fc.ClusterID, fc.AddPeers, fc.Operators
 	cfg.ID = fc.ID
 	cfg.Officers, cfg.Quorum = officers, fc.Quorum
@@ -327,4 +404,114 @@ func loadOfficers(fos []fileOfficer, quorum uint32, abs func(string) string, bad
 		return nil, bad("officers", err.Error())
 	}
 	return out, nil
+}
+
+// loadXKS checks the xks section and reads the credentials' secrets.
+func loadXKS(fx *fileXKS, abs func(string) string, getenv func(string) string, bad func(field, why string) error) (*node.XKSConfig, error) {
+	if fx.Listen == "" {
+		return nil, bad("xks.listen", "is required (host:port, e.g. :8443)")
+	}
+	if _, _, err := net.SplitHostPort(fx.Listen); err != nil {
+		return nil, bad("xks.listen", "must be host:port, e.g. :8443")
+	}
+	files := []struct{ field, value string }{{"xks.cert", fx.Cert}, {"xks.key", fx.Key}}
+	if fx.ClientCA != "" {
+		files = append(files, struct{ field, value string }{"xks.client_ca", fx.ClientCA})
+	}
+	for _, f := range files {
+		if strings.TrimSpace(f.value) == "" {
+			return nil, bad(f.field, "is required")
+		}
+		if _, err := os.Stat(abs(f.value)); err != nil {
+			return nil, bad(f.field, fmt.Sprintf("names a file that cannot be read: %v", err))
+		}
+	}
+	switch {
+	case fx.ClientCA != "" && len(fx.AllowedCNs) == 0:
+		return nil, bad("xks.allowed_cns", "is required with xks.client_ca (for AWS: cks.kms.<region>.amazonaws.com)")
+	case fx.ClientCA == "" && len(fx.AllowedCNs) > 0:
+		return nil, bad("xks.client_ca", "is required with xks.allowed_cns")
+	case len(fx.Prefixes) == 0:
+		return nil, bad("xks.prefixes", "needs at least one key store")
+	}
+	for i, cn := range fx.AllowedCNs {
+		if strings.TrimSpace(cn) == "" {
+			return nil, bad(fmt.Sprintf("xks.allowed_cns[%d]", i), "is empty")
+		}
+	}
+	out := &node.XKSConfig{Listen: fx.Listen, CertFile: abs(fx.Cert), KeyFile: abs(fx.Key), AllowedCNs: fx.AllowedCNs, EKMID: fx.EKMID}
+	if fx.ClientCA != "" {
+		out.ClientCAFile = abs(fx.ClientCA)
+	}
+	keyIDs := map[string]string{}
+	for i, fp := range fx.Prefixes {
+		pf := func(f string) string { return fmt.Sprintf("xks.prefixes[%d].%s", i, f) }
+		if strings.TrimSpace(fp.Region) == "" {
+			return nil, bad(pf("region"), "is required (the AWS region of the external key store)")
+		}
+		if fp.DefaultReason != "" && !validReason(fp.DefaultReason) {
+			return nil, bad(pf("default_reason"), "is not a justification reason (e.g. CUSTOMER_WORKFLOW)")
+		}
+		for k, v := range fp.ReasonMap {
+			if !strings.HasPrefix(k, "kmsViaService=") && !strings.HasPrefix(k, "kmsOperation=") {
+				return nil, bad(pf("reason_map"), fmt.Sprintf("key %q must start with kmsViaService= or kmsOperation=", k))
+			}
+			if !validReason(v) {
+				return nil, bad(pf("reason_map"), fmt.Sprintf("value %q for %q is not a justification reason", v, k))
+			}
+		}
+		if len(fp.Credentials) == 0 {
+			return nil, bad(pf("credentials"), "needs at least one credential")
+		}
+		p := xks.PrefixConfig{Path: fp.Path, Region: fp.Region, DefaultReason: fp.DefaultReason, ReasonMap: fp.ReasonMap}
+		for j, fc := range fp.Credentials {
+			cf := func(f string) string { return fmt.Sprintf("xks.prefixes[%d].credentials[%d].%s", i, j, f) }
+			if fc.Secret != nil {
+				return nil, bad(cf("secret"), "is not allowed: secrets stay out of the configuration; use secret_file or secret_env")
+			}
+			if strings.TrimSpace(fc.AccessKeyID) == "" {
+				return nil, bad(cf("access_key_id"), "is required")
+			}
+			if where, dup := keyIDs[fc.AccessKeyID]; dup {
+				return nil, bad(cf("access_key_id"), "repeats "+where)
+			}
+			keyIDs[fc.AccessKeyID] = cf("access_key_id")
+			if strings.TrimSpace(fc.Principal) == "" {
+				return nil, bad(cf("principal"), "is required (the custos principal key policies name)")
+			}
+			var secret string
+			switch {
+			case fc.SecretFile != "" && fc.SecretEnv != "":
+				return nil, bad(cf("secret_file"), "and secret_env exclude each other")
+			case fc.SecretFile != "":
+				b, err := os.ReadFile(abs(fc.SecretFile))
+				if err != nil {
+					return nil, bad(cf("secret_file"), fmt.Sprintf("cannot be read: %v", err))
+				}
+				secret = strings.TrimRight(string(b), "\r\n")
+			case fc.SecretEnv != "":
+				if secret = getenv(fc.SecretEnv); secret == "" {
+					return nil, bad(cf("secret_env"), fmt.Sprintf("names %s, which is not set", fc.SecretEnv))
+				}
+			default:
+				return nil, bad(cf("secret_file"), "or secret_env is required")
+			}
+			if len(secret) < xksMinSecret {
+				return nil, bad(cf("secret_file"), fmt.Sprintf("holds a secret shorter than %d characters (AWS KMS requires 43 to 64)", xksMinSecret))
+			}
+			p.Credentials = append(p.Credentials, xks.Credential{AccessKeyID: fc.AccessKeyID, Secret: secret, Principal: fc.Principal})
+		}
+		out.Prefixes = append(out.Prefixes, p)
+	}
+	return out, nil
+}
+
+// validReason reports whether s names a justification reason, with or
+// without its REASON_ prefix.
+func validReason(s string) bool {
+	if !strings.HasPrefix(s, "REASON_") {
+		s = "REASON_" + s
+	}
+	v, ok := custosv1.Reason_value[s]
+	return ok && v != 0
 }

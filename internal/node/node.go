@@ -6,6 +6,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/custos-kms/custos/api"
+	"github.com/custos-kms/custos/hsm"
 	"github.com/custos-kms/custos/hsm/pkcs11"
 	"github.com/custos-kms/custos/internal/pki"
 	"github.com/custos-kms/custos/kms"
@@ -135,6 +137,14 @@ type Config struct {
 	// the Raft transport allows nobody and nothing is forwarded. For fault
 	// tests (a network partition).
 	Isolate *atomic.Bool
+
+	// XKS, if set, serves the AWS KMS External Key Store proxy API on its
+	// own HTTPS listener (xks.go, docs/xks.md).
+	XKS *XKSConfig
+	// MetricsListen, if set, serves Prometheus metrics at /metrics over
+	// plain HTTP on this address (e.g. 127.0.0.1:7490; metrics.go,
+	// docs/operations.md). Empty: no metrics are collected.
+	MetricsListen string
 }
 
 // Node is a running custosd node.
@@ -160,6 +170,8 @@ type Node struct {
 	admit   *admission // nil: the node holds the domain key
 	memStop context.CancelFunc
 	memDone chan struct{}
+	metrics *nodeMetrics // nil without MetricsListen
+	xks     *xksServer   // nil without XKS
 
 	closeOnce sync.Once
 	closeErr  error
@@ -200,8 +212,23 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("node: TLS (ca %s, cert %s, key %s): %w", cfg.TLS.CA, cfg.TLS.Cert, cfg.TLS.Key, err)
 	}
 
+	if cfg.MetricsListen != "" {
+		if n.metrics, err = newNodeMetrics(); err != nil {
+			return nil, fmt.Errorf("node: metrics: %w", err)
+		}
+	}
+	var xksTLS *tls.Config
+	if cfg.XKS != nil {
+		if xksTLS, err = xksTLSConfig(cfg.XKS); err != nil {
+			return nil, fmt.Errorf("node: XKS TLS: %w", err)
+		}
+	}
 	if n.hsm, err = openHSM(ctx, cfg); err != nil {
 		return nil, err
+	}
+	var backend hsm.Backend = n.hsm
+	if n.metrics != nil {
+		backend = newInstrumentedHSM(n.hsm, n.metrics)
 	}
 
 	ledgerPath := filepath.Join(cfg.DataDir, "ledger", "ledger.db")
@@ -264,7 +291,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 
 	n.svc, err = kms.NewService(kms.Config{
 		NodeID:   cfg.ID,
-		HSM:      n.hsm,
+		HSM:      backend,
 		Log:      log,
 		State:    state,
 		Logger:   cfg.Logger.With("component", "kms"),
@@ -331,7 +358,13 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	for _, o := range cfg.Operators {
 		operators[o] = true
 	}
-	opts.Cluster = &api.ClusterDeps{Raft: n.raft, Service: n.svc, HSM: n.hsm,
+	if n.metrics != nil {
+		opts.Metrics = n.metrics.grpc
+		if err := n.metrics.start(cfg.MetricsListen, n.raft, state, cfg.Logger.With("component", "metrics")); err != nil {
+			return nil, err
+		}
+	}
+	opts.Cluster = &api.ClusterDeps{Raft: n.raft, Service: n.svc, HSM: backend,
 		IsOperator: func(p string) bool { return operators[p] }, Logger: cfg.Logger.With("component", "cluster")}
 	n.grpc, err = api.NewServer(opts)
 	if err != nil {
@@ -341,12 +374,18 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("node: listen on %s (change the listen address or stop what uses it): %w", cfg.Listen, err)
 	}
 	go func() { n.serveCh <- n.grpc.Serve(n.lis) }()
+	if cfg.XKS != nil {
+		if n.xks, err = n.startXKS(cfg.XKS, xksTLS, n.health); err != nil {
+			return nil, err
+		}
+	}
 	// Publish where this node serves, so followers can forward to it when
 	// it leads (a failure only costs forwarding: peers may be configured).
 	if err := n.svc.AdvertiseAPIAddr(ctx, n.Addr()); err != nil {
 		n.log.Warn("could not advertise the gRPC address", "err", err)
 	}
-	n.log.Info("custos node started", "id", cfg.ID, "addr", n.Addr(), "raft", n.raft.Addr(), "cluster", n.svc.ClusterID())
+	n.log.Info("custos node started", "id", cfg.ID, "addr", n.Addr(), "raft", n.raft.Addr(), "cluster", n.svc.ClusterID(),
+		"xks", n.XKSAddr(), "metrics", n.MetricsAddr())
 	return n, nil
 }
 
@@ -364,6 +403,11 @@ func (c Config) check() error {
 		return errors.New("node: config: TLS CA, certificate and key files are required")
 	case len(c.Officers) == 0 && c.Quorum != 0:
 		return errors.New("node: config: Quorum is set but there are no Officers")
+	}
+	if c.XKS != nil {
+		if err := c.XKS.check(); err != nil {
+			return err
+		}
 	}
 	if len(c.Officers) > 0 {
 		if _, err := governance.NewOfficerSet(c.Officers, c.Quorum); err != nil {
@@ -518,6 +562,12 @@ func (n *Node) Raft() *raft.Node { return n.raft }
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		var errs []error
+		// XKS first: AWS's in-flight requests finish while the node can
+		// still answer them.
+		if err := n.xks.close(); err != nil {
+			errs = append(errs, fmt.Errorf("xks: %w", err))
+		}
+		n.metrics.close()
 		if n.cancel != nil {
 			n.cancel()
 		}
