@@ -396,6 +396,29 @@ func TestOperatorCannotLoosen(t *testing.T) {
 		{"KeyService/Decrypt", "decrypt app's data key", decrypt(openDK.GetWrappedDataKey(), customer), denied},
 		{"KeyService/Decrypt", "decrypt app's data key with a provider reason", decrypt(openDK.GetWrappedDataKey(), provider), denied},
 		{"KeyService/Decrypt", "decrypt under the disabled key", decrypt(lockedV1.GetWrappedDataKey(), customer), []codes.Code{codes.FailedPrecondition}},
+		{"KeyService/BatchDecrypt", "decrypt app's data keys in a batch (each item refused on its own)", func() error {
+			items := []*custosv1.DecryptRequest{
+				{Ciphertext: openDK.GetWrappedDataKey(), EncryptionContext: ec, Justification: customer},
+				{Ciphertext: openDK.GetWrappedDataKey(), EncryptionContext: ec, Justification: provider},
+			}
+			resp, err := kc.BatchDecrypt(ctx(t), &custosv1.BatchDecryptRequest{Requests: items})
+			if err != nil {
+				return err
+			}
+			var first error
+			for i, r := range resp.GetResults() {
+				if r.GetResponse() != nil {
+					return fmt.Errorf("item %d released a data key to the operator", i)
+				}
+				if e := r.GetError(); first == nil || codes.Code(e.GetCode()) != codes.PermissionDenied {
+					first = status.Error(codes.Code(e.GetCode()), e.GetMessage())
+				}
+			}
+			if len(resp.GetResults()) != len(items) {
+				return fmt.Errorf("%d results for %d items", len(resp.GetResults()), len(items))
+			}
+			return first
+		}, denied},
 		{"KeyService/ReEncrypt", "rewrap app's data key", func() error {
 			_, err := kc.ReEncrypt(ctx(t), &custosv1.ReEncryptRequest{Ciphertext: openDK.GetWrappedDataKey(), EncryptionContext: ec, Justification: customer})
 			return err

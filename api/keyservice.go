@@ -188,3 +188,28 @@ func (s *keyServer) Decrypt(ctx context.Context, req *custosv1.DecryptRequest) (
 func (s *keyServer) ReEncrypt(ctx context.Context, req *custosv1.ReEncryptRequest) (*custosv1.ReEncryptResponse, error) {
 	return call(ctx, &s.server, "ReEncrypt", req, s.svc.ReEncrypt)
 }
+
+// BatchDecrypt runs kms.BatchDecrypt and reports each item's error as the
+// status a Decrypt of that item alone would have returned (toStatus).
+func (s *keyServer) BatchDecrypt(ctx context.Context, req *custosv1.BatchDecryptRequest) (*custosv1.BatchDecryptResponse, error) {
+	return call(ctx, &s.server, "BatchDecrypt", req, func(ctx context.Context, p kms.Principal, req *custosv1.BatchDecryptRequest) (*custosv1.BatchDecryptResponse, error) {
+		items, err := s.svc.BatchDecrypt(ctx, p, req)
+		if err != nil {
+			return nil, err
+		}
+		resp := &custosv1.BatchDecryptResponse{Results: make([]*custosv1.BatchDecryptResult, len(items))}
+		for i, it := range items {
+			if it.Err == nil {
+				resp.Results[i] = &custosv1.BatchDecryptResult{Result: &custosv1.BatchDecryptResult_Response{Response: it.Response}}
+				continue
+			}
+			st := status.Convert(s.fail(ctx, "BatchDecrypt", it.Err))
+			ie := &custosv1.ItemError{Code: int32(st.Code()), Message: st.Message()}
+			if it.Decision != nil {
+				ie.DecisionSeq, ie.RequestId = it.Decision.GetSeq(), it.Decision.GetRequestId()
+			}
+			resp.Results[i] = &custosv1.BatchDecryptResult{Result: &custosv1.BatchDecryptResult_Error{Error: ie}}
+		}
+		return resp, nil
+	})
+}

@@ -208,7 +208,7 @@ func startHealth(opts Options, hs *health.Server) {
 var cryptoMethods = map[string]bool{"CreateKey": true, "RotateKey": true, "GenerateDataKey": true, "Encrypt": true}
 
 // decideMethods record a decision through the log before the HSM work.
-var decideMethods = map[string]bool{"Decrypt": true, "ReEncrypt": true}
+var decideMethods = map[string]bool{"Decrypt": true, "ReEncrypt": true, "BatchDecrypt": true}
 
 // unaryAdmission makes a node whose HSM lacks the domain key fail closed on
 // key crypto with a message that says why (Options.Admitted).

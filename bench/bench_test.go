@@ -16,12 +16,18 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
+	"github.com/custos-kms/custos/bench/ceiling"
 	"github.com/custos-kms/custos/bench/loadgen"
 	"github.com/custos-kms/custos/hsm"
 	"github.com/custos-kms/custos/hsm/pkcs11"
+	"github.com/custos-kms/custos/internal/node"
 	"github.com/custos-kms/custos/internal/node/nodetest"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 	"github.com/custos-kms/custos/softhsm"
@@ -87,6 +93,30 @@ func (f *fixture) decrypt(ctx context.Context) error {
 	return nil
 }
 
+// batchSize is the number of wrapped data keys in one BatchDecrypt of the
+// benchmarks (the figure).
+const batchSize = 100
+
+func (f *fixture) batchDecrypt(ctx context.Context) error {
+	req := &custosv1.BatchDecryptRequest{Requests: make([]*custosv1.DecryptRequest, batchSize)}
+	for i := range req.Requests {
+		req.Requests[i] = &custosv1.DecryptRequest{Ciphertext: f.wrapped, EncryptionContext: encCtx, Justification: justification}
+	}
+	resp, err := f.kc.BatchDecrypt(ctx, req)
+	if err != nil {
+		return err
+	}
+	if len(resp.GetResults()) != batchSize {
+		return fmt.Errorf("%d results for %d items", len(resp.GetResults()), batchSize)
+	}
+	for i, r := range resp.GetResults() {
+		if !bytes.Equal(r.GetResponse().GetPlaintext(), f.plain) {
+			return fmt.Errorf("item %d: %v", i, r.GetError())
+		}
+	}
+	return nil
+}
+
 // hsmFixture is a raw SoftHSM AES-256 key and a 32-byte data key encrypted
 // under it, on a fresh test token.
 type hsmFixture struct {
@@ -128,8 +158,8 @@ func (f *hsmFixture) decrypt(ctx context.Context) error {
 }
 
 // runBench runs op serially and in parallel (parallelism × GOMAXPROCS
-// callers) as sub-benchmarks.
-func runBench(b *testing.B, op func(context.Context) error) {
+// callers) as sub-benchmarks, and with 64 callers as "c64" when c64 is set.
+func runBench(b *testing.B, op func(context.Context) error, c64 ...bool) {
 	ctx := context.Background()
 	b.Run("serial", func(b *testing.B) {
 		b.ReportAllocs()
@@ -151,6 +181,20 @@ func runBench(b *testing.B, op func(context.Context) error) {
 			}
 		})
 	})
+	if len(c64) > 0 && c64[0] {
+		b.Run("c64", func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetParallelism(max(1, 64/runtime.GOMAXPROCS(0)))
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := op(ctx); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
 }
 
 // Each benchmark starts its own node once: the function itself runs a
@@ -163,7 +207,50 @@ func BenchmarkGenerateDataKey(b *testing.B) {
 
 func BenchmarkDecrypt(b *testing.B) {
 	f := newFixture(b)
-	runBench(b, f.decrypt)
+	runBench(b, f.decrypt, true)
+}
+
+// BenchmarkBatchDecrypt: one op is a BatchDecrypt of batchSize wrapped data
+// keys (each its own decision record); "keys/s" is the data-key rate.
+func BenchmarkBatchDecrypt(b *testing.B) {
+	f := newFixture(b)
+	for _, name := range []string{"serial", "parallel"} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			start := time.Now()
+			ctx := context.Background()
+			if name == "serial" {
+				for b.Loop() {
+					if err := f.batchDecrypt(ctx); err != nil {
+						b.Fatal(err)
+					}
+				}
+			} else {
+				b.SetParallelism(2) // 2 × GOMAXPROCS batches in flight
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if err := f.batchDecrypt(ctx); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			b.ReportMetric(float64(b.N*batchSize)/time.Since(start).Seconds(), "keys/s")
+		})
+	}
+}
+
+// BenchmarkRaftApply is the raw Raft ceiling: raft.Node.Apply of small
+// commands on a single node with raft-wal and a state machine that does
+// nothing.
+func BenchmarkRaftApply(b *testing.B) {
+	r, err := ceiling.OpenRaftApply(context.Background(), b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	runBench(b, r.Apply, true)
 }
 
 func BenchmarkSoftHSMDecryptGCM(b *testing.B) {
@@ -185,7 +272,7 @@ func TestGenerateDataKeyAndDecrypt(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for name, op := range map[string]loadgen.Op{"gdk": f.generateDataKey, "decrypt": f.decrypt} {
+	for name, op := range map[string]loadgen.Op{"gdk": f.generateDataKey, "decrypt": f.decrypt, "batch": f.batchDecrypt} {
 		res, err := loadgen.Run(ctx, loadgen.Config{Concurrency: 4, Ops: 40}, op)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
@@ -217,4 +304,38 @@ func TestSoftHSMDecryptGCM(t *testing.T) {
 	if _, err := f.b.DecryptGCM(ctx, f.id, f.iv, f.ct, []byte("other aad")); !errors.Is(err, hsm.ErrDecrypt) {
 		t.Errorf("decrypt with other AAD: %v, want hsm.ErrDecrypt", err)
 	}
+}
+
+func TestRaftApplyCeiling(t *testing.T) {
+	r, err := ceiling.OpenRaftApply(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	res, err := loadgen.Run(context.Background(), loadgen.Config{Concurrency: 8, Ops: 200}, r.Apply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Ops != 200 || res.Errors != 0 {
+		t.Errorf("%d ops, %d errors (first: %s)", res.Ops, res.Errors, res.FirstError)
+	}
+}
+
+// BenchmarkGenerateDataKeyLogged is BenchmarkGenerateDataKey with the node
+// logging at info level to a file, as custosd does to stderr (one line per
+// KeyService call): the difference is the cost of the RPC log line.
+func BenchmarkGenerateDataKeyLogged(b *testing.B) {
+	out, err := os.Create(filepath.Join(b.TempDir(), "node.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer out.Close()
+	h := nodetest.StartWith(b, func(cfg *node.Config) {
+		cfg.Logger = slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	})
+	f := &fixture{kc: custosv1.NewKeyServiceClient(h.Conn(b, "bench")), key: "bench"}
+	if _, err := f.kc.CreateKey(context.Background(), &custosv1.CreateKeyRequest{Name: f.key}); err != nil {
+		b.Fatal(err)
+	}
+	runBench(b, f.generateDataKey)
 }

@@ -127,10 +127,20 @@ func (s *Service) ClusterID() string { return s.state.ClusterID() }
 // apply proposes a command and returns its result; a result that is an
 // error comes back as the error. Failures to commit are ErrUnavailable.
 func (s *Service) apply(ctx context.Context, p Principal, cmd *raftlogv1.Command) (any, error) {
+	s.stamp(p, cmd)
+	res, err := s.log.Apply(ctx, cmd)
+	return applyResult(ctx, res, err)
+}
+
+// stamp fills in what every command carries: time, node and principal.
+func (s *Service) stamp(p Principal, cmd *raftlogv1.Command) {
 	cmd.TimeUnixNano = s.now().UnixNano()
 	cmd.Node = s.node
 	cmd.Principal = p.Name
-	res, err := s.log.Apply(ctx, cmd)
+}
+
+// applyResult maps what Log.Apply returned the way apply documents.
+func applyResult(ctx context.Context, res any, err error) (any, error) {
 	if err != nil {
 		if isDomainError(err) {
 			return nil, err
@@ -408,6 +418,21 @@ func (s *Service) ReEncrypt(ctx context.Context, p Principal, req *custosv1.ReEn
 // when the decision could not be committed (nothing is released).
 func (s *Service) decide(ctx context.Context, p Principal, ct []byte, encCtx map[string]string,
 	j *custosv1.Justification, reencrypt bool) (*Wrapped, *Decision, error) {
+	w, cmd, err := decideCommand(ct, encCtx, j, reencrypt)
+	if err != nil {
+		return nil, nil, err
+	}
+	res, err := s.apply(ctx, p, cmd)
+	d, err := s.decided(ctx, res, err)
+	if err != nil {
+		return nil, nil, err
+	}
+	return w, d, nil
+}
+
+// decideCommand validates a decrypt-type request and returns the parsed
+// ciphertext and the Decide command to propose for it.
+func decideCommand(ct []byte, encCtx map[string]string, j *custosv1.Justification, reencrypt bool) (*Wrapped, *raftlogv1.Command, error) {
 	if len(ct) == 0 {
 		return nil, nil, fmt.Errorf("%w: ciphertext is empty", ErrInvalidArgument)
 	}
@@ -429,28 +454,34 @@ func (s *Service) decide(ctx context.Context, p Principal, ct []byte, encCtx map
 		op = custosv1.Operation_OPERATION_DECRYPT_DATA_KEY
 	}
 	digest := ContextDigest(encCtx)
-	res, err := s.apply(ctx, p, &raftlogv1.Command{Op: &raftlogv1.Command_Decide{Decide: &raftlogv1.Decide{
+	return w, &raftlogv1.Command{Op: &raftlogv1.Command_Decide{Decide: &raftlogv1.Decide{
 		Key: w.Key, KeyVersion: w.KeyVersion, Operation: op,
 		Reason: j.GetReason(), JustificationText: j.GetText(), Ticket: j.GetTicket(),
 		ContextDigest: digest[:], RequestId: newRequestID(),
-	}}})
+	}}}, nil
+}
+
+// decided checks the result of proposing a Decide command (as s.apply
+// returned it): the decision, once this node has caught up with it, if it
+// is ALLOW; an error otherwise.
+func (s *Service) decided(ctx context.Context, res any, err error) (*Decision, error) {
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	d, ok := res.(*Decision)
 	if !ok {
-		return nil, nil, fmt.Errorf("%w: unexpected decision result %T", ErrInternal, res)
+		return nil, fmt.Errorf("%w: unexpected decision result %T", ErrInternal, res)
 	}
 	if err := s.caughtUp(ctx, d); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if d.Err != nil {
-		return nil, nil, d.Err
+		return nil, d.Err
 	}
 	if d.Record == nil || d.Record.Outcome != custosv1.Outcome_OUTCOME_ALLOW {
-		return nil, nil, fmt.Errorf("%w: decision is not ALLOW", ErrInternal)
+		return nil, fmt.Errorf("%w: decision is not ALLOW", ErrInternal)
 	}
-	return w, d, nil
+	return d, nil
 }
 
 // caughtUp waits until this node's state has applied the log up to a

@@ -199,3 +199,60 @@ func (n *Node) failQueued() {
 		}
 	}
 }
+
+// ApplyAll proposes cmds together and waits for all of them. They are
+// queued back to back, so the dispatcher packs them into as few entries as
+// MaxBatch allows (other callers' commands may share those entries). It
+// returns, at each command's position, what Apply would have returned for
+// it. A command that could not be queued (ctx ended, node closing) gets
+// that error; the ones queued before it are still proposed.
+func (n *Node) ApplyAll(ctx context.Context, cmds []*raftlogv1.Command) ([]any, []error) {
+	vals := make([]any, len(cmds))
+	errs := make([]error, len(cmds))
+	reqs := make([]*request, len(cmds))
+	var stop error
+	for i, cmd := range cmds {
+		switch {
+		case stop != nil:
+		case cmd == nil:
+			errs[i] = errors.New("raft: nil command")
+			continue
+		default:
+			stop = ctx.Err()
+		}
+		if stop != nil {
+			errs[i] = stop
+			continue
+		}
+		req := &request{ctx: ctx, cmd: cmd, done: make(chan result, 1)}
+		select {
+		case <-n.closing:
+			stop = ErrClosed
+		case <-ctx.Done():
+			stop = ctx.Err()
+		case n.queue <- req:
+			reqs[i] = req
+			continue
+		}
+		errs[i] = stop
+	}
+	for i, req := range reqs {
+		if req == nil {
+			continue
+		}
+		select {
+		case r := <-req.done:
+			vals[i], errs[i] = r.val, r.err
+		case <-ctx.Done():
+			errs[i] = ctx.Err()
+		case <-n.stopped:
+			select {
+			case r := <-req.done:
+				vals[i], errs[i] = r.val, r.err
+			default:
+				errs[i] = ErrClosed
+			}
+		}
+	}
+	return vals, errs
+}

@@ -226,6 +226,33 @@ func TestClient(t *testing.T) {
 		if _, err := c.DecryptDataKey(ctx, dk.Wrapped, map[string]string{"dept": "it", "app": "payroll"}, just); err == nil {
 			t.Error("DecryptDataKey with the wrong context succeeded")
 		}
+		// BatchDecrypt: chunks of 1000, per-item errors, results in order.
+		items := make([]custos.DecryptItem, 1003)
+		for i := range items {
+			items[i] = custos.DecryptItem{Ciphertext: dk.Wrapped, EncryptionContext: ec, Justification: just}
+		}
+		items[1] = custos.DecryptItem{Ciphertext: []byte("garbage"), EncryptionContext: ec, Justification: just}
+		items[1001] = custos.DecryptItem{Ciphertext: dk.Wrapped, EncryptionContext: map[string]string{"dept": "it"}, Justification: just}
+		res, err := c.BatchDecrypt(ctx, items)
+		if err != nil || len(res) != len(items) {
+			t.Fatalf("BatchDecrypt: %d results, %v", len(res), err)
+		}
+		for i, r := range res {
+			switch i {
+			case 1:
+				if status.Code(r.Err) != codes.InvalidArgument || r.DecisionSeq != 0 || r.Plaintext != nil {
+					t.Errorf("malformed item: %+v", r)
+				}
+			case 1001:
+				if status.Code(r.Err) != codes.InvalidArgument || r.DecisionSeq == 0 || r.Plaintext != nil {
+					t.Errorf("item under the wrong context: %+v", r)
+				}
+			default:
+				if r.Err != nil || !bytes.Equal(r.Plaintext, want) || r.DecisionSeq == 0 || r.Key != "dk" {
+					t.Fatalf("item %d: %+v", i, r)
+				}
+			}
+		}
 	})
 
 	t.Run("small payload Encrypt/Decrypt", func(t *testing.T) {

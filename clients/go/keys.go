@@ -7,6 +7,9 @@ import (
 	"iter"
 	"strings"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 )
 
@@ -237,4 +240,66 @@ func ReasonNames() []string {
 // ReasonString returns r without the REASON_ prefix, e.g. "EMERGENCY".
 func ReasonString(r custosv1.Reason) string {
 	return strings.TrimPrefix(r.String(), "REASON_")
+}
+
+// DecryptItem is one item of a BatchDecrypt: a wrapped data key (or an
+// Encrypt ciphertext), the encryption context it was made under, and the
+// justification recorded with its decision.
+type DecryptItem struct {
+	Ciphertext        []byte
+	EncryptionContext map[string]string
+	Justification     Justification
+}
+
+// DecryptResult is the outcome of one DecryptItem: Plaintext, or Err (a
+// gRPC status error: status.Code(Err) is the code a Decrypt of the item
+// alone would have returned). DecisionSeq and RequestID name the item's
+// ledger record (0 and "" if it was never decided).
+type DecryptResult struct {
+	Plaintext   []byte
+	Key         string
+	Version     uint32
+	DecisionSeq uint64
+	RequestID   string
+	Err         error
+}
+
+// MaxBatchDecrypt is the most items one BatchDecrypt call carries; the
+// helper splits longer slices into calls of this size.
+const MaxBatchDecrypt = 1000
+
+// BatchDecrypt unwraps many data keys in few calls: each item is still a
+// decision of its own, recorded in the ledger before its plaintext is
+// released, but the records share Raft log entries. Results are in item
+// order; one item's failure does not fail the others. The error is
+// non-nil only when a call as a whole failed; the results returned with it
+// are those of the calls before (items in chunks of MaxBatchDecrypt).
+func (c *Client) BatchDecrypt(ctx context.Context, items []DecryptItem) ([]DecryptResult, error) {
+	out := make([]DecryptResult, 0, len(items))
+	for start := 0; start < len(items); start += MaxBatchDecrypt {
+		chunk := items[start:min(start+MaxBatchDecrypt, len(items))]
+		req := &custosv1.BatchDecryptRequest{Requests: make([]*custosv1.DecryptRequest, len(chunk))}
+		for i, it := range chunk {
+			req.Requests[i] = &custosv1.DecryptRequest{Ciphertext: it.Ciphertext,
+				EncryptionContext: it.EncryptionContext, Justification: it.Justification.proto()}
+		}
+		resp, err := c.keys.BatchDecrypt(ctx, req)
+		if err != nil {
+			return out, fmt.Errorf("custos: batch decrypt: %w", err)
+		}
+		if len(resp.GetResults()) != len(chunk) {
+			return out, fmt.Errorf("custos: batch decrypt: %d results for %d items", len(resp.GetResults()), len(chunk))
+		}
+		for _, r := range resp.GetResults() {
+			if ok := r.GetResponse(); ok != nil {
+				out = append(out, DecryptResult{Plaintext: ok.GetPlaintext(), Key: ok.GetKey(), Version: ok.GetKeyVersion(),
+					DecisionSeq: ok.GetDecisionSeq(), RequestID: ok.GetRequestId()})
+				continue
+			}
+			e := r.GetError()
+			out = append(out, DecryptResult{DecisionSeq: e.GetDecisionSeq(), RequestID: e.GetRequestId(),
+				Err: status.Error(codes.Code(e.GetCode()), e.GetMessage())})
+		}
+	}
+	return out, nil
 }

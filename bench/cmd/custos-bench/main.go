@@ -41,6 +41,7 @@ import (
 
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/custos-kms/custos/bench/ceiling"
 	"github.com/custos-kms/custos/bench/loadgen"
 	custos "github.com/custos-kms/custos/clients/go"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
@@ -74,6 +75,7 @@ type options struct {
 	ceilingConc []int
 	ops         []string
 	grpcCeiling bool
+	raftCeiling bool
 	jsonOut     string
 	mdOut       string
 	short       bool
@@ -81,7 +83,10 @@ type options struct {
 }
 
 // Operations custos-bench knows.
-var knownOps = []string{"gdk", "decrypt"}
+var knownOps = []string{"gdk", "decrypt", "batch-decrypt"}
+
+// batchItems is the number of wrapped data keys in one batch-decrypt call.
+const batchItems = 100
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var o options
@@ -96,6 +101,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	ceil := fl.String("ceiling-concurrency", "1,16", "comma-separated concurrencies of the SoftHSM ceiling")
 	ops := fl.String("ops", strings.Join(knownOps, ","), "comma-separated operations: "+strings.Join(knownOps, ", "))
 	fl.BoolVar(&o.grpcCeiling, "grpc-ceiling", true, "measure a gRPC health check against the node at each concurrency")
+	fl.BoolVar(&o.raftCeiling, "raft-ceiling", true, "measure a raw raft.Node.Apply of small commands (single node, raft-wal, no-op state machine, in this process) at each concurrency")
 	fl.StringVar(&o.jsonOut, "json", "", "write the results as JSON to this file")
 	fl.StringVar(&o.mdOut, "markdown", "", "write the results as Markdown to this file (the part between the custos-bench markers, if the file has them)")
 	fl.BoolVar(&o.short, "short", false, "smoke run: 1s per point, 200ms warm-up, concurrency 1,4 (flags given explicitly win)")
@@ -216,6 +222,25 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	hc.close()
 
+	// 1b. The Raft ceiling, in this process, before the node starts.
+	if o.raftCeiling {
+		logf("Raft ceiling: single node, raft-wal, Apply of small commands, no-op state machine")
+		rc, err := ceiling.OpenRaftApply(ctx, "")
+		if err != nil {
+			return fmt.Errorf("Raft ceiling: %w", err)
+		}
+		for _, c := range o.concurrency {
+			p, err := measure(ctx, o, "raft-apply", kindCeiling, c, nil, rc.Apply)
+			if err != nil {
+				rc.Close()
+				return err
+			}
+			rep.Ceilings = append(rep.Ceilings, p)
+			logf("  %s", p.line())
+		}
+		rc.Close()
+	}
+
 	// 2. The node.
 	var (
 		cfg custos.Config
@@ -274,6 +299,25 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			}
 			return nil
 		},
+		"batch-decrypt": func(ctx context.Context) error {
+			items := make([]custos.DecryptItem, batchItems)
+			for i := range items {
+				items[i] = custos.DecryptItem{Ciphertext: dk.Wrapped, EncryptionContext: encCtx, Justification: just}
+			}
+			res, err := cl.BatchDecrypt(ctx, items)
+			if err != nil {
+				return err
+			}
+			for i, r := range res {
+				if r.Err != nil {
+					return fmt.Errorf("item %d: %w", i, r.Err)
+				}
+				if !bytes.Equal(r.Plaintext, dk.Plaintext) {
+					return fmt.Errorf("item %d: decrypted data key differs", i)
+				}
+			}
+			return nil
+		},
 	}
 
 	// 4. The gRPC ceiling, against the node.
@@ -305,6 +349,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			p, err := measure(ctx, o, name, kindCustos, c, ch, opFuncs[name])
 			if err != nil {
 				return err
+			}
+			if name == "batch-decrypt" {
+				p.ItemsPerOp = batchItems
 			}
 			rep.Scenarios = append(rep.Scenarios, p)
 			logf("  %s", p.line())

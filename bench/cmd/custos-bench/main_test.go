@@ -83,7 +83,7 @@ func TestParseFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.duration != time.Second || len(o.concurrency) != 2 || o.concurrency[1] != 4 || len(o.ops) != 2 {
+	if o.duration != time.Second || len(o.concurrency) != 2 || o.concurrency[1] != 4 || len(o.ops) != len(knownOps) {
 		t.Errorf("short options = %+v", o)
 	}
 	o, err = parseFlags([]string{"--start", "--short", "--duration", "3s", "--concurrency", "2", "--ops", "decrypt"}, io.Discard)

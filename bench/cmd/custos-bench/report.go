@@ -79,7 +79,18 @@ type point struct {
 	// at the same concurrency.
 	PctHSM  *float64 `json:"pct_of_softhsm_ceiling,omitempty"`
 	PctGRPC *float64 `json:"pct_of_grpc_ceiling,omitempty"`
+	// PctRaft is the rate as a percentage of the raw Raft apply at the same
+	// concurrency; PctSlowest as a percentage of the slowest of the three
+	// ceilings (best SoftHSM, gRPC and Raft at the same concurrency).
+	PctRaft    *float64 `json:"pct_of_raft_ceiling,omitempty"`
+	PctSlowest *float64 `json:"pct_of_slowest_ceiling,omitempty"`
+	// ItemsPerOp is the number of data keys one operation handles (a
+	// BatchDecrypt call); 0 means 1. Ratios compare ItemsPerOp × ops/s.
+	ItemsPerOp int `json:"items_per_op,omitempty"`
 }
+
+// rate is the number of data keys (items) a second.
+func (p point) rate() float64 { return p.OpsPerSec * float64(max(p.ItemsPerOp, 1)) }
 
 func (p point) line() string {
 	s := fmt.Sprintf("%-20s c=%-3d %9.0f ops/s  p50 %-9s p99 %-9s p99.9 %-9s errors %d",
@@ -90,28 +101,40 @@ func (p point) line() string {
 	return s
 }
 
-// ratios fills PctHSM and PctGRPC.
+// ratios fills PctHSM, PctGRPC, PctRaft and PctSlowest.
 func (r *report) ratios() {
 	var hsmBest float64
 	grpc := map[int]float64{}
+	rft := map[int]float64{}
 	for _, c := range r.Ceilings {
 		switch c.Name {
 		case "softhsm-gcm-decrypt":
 			hsmBest = max(hsmBest, c.OpsPerSec)
 		case "grpc-health":
 			grpc[c.Concurrency] = c.OpsPerSec
+		case "raft-apply":
+			rft[c.Concurrency] = c.OpsPerSec
 		}
+	}
+	pct := func(v, of float64) *float64 {
+		if of <= 0 {
+			return nil
+		}
+		x := 100 * v / of
+		return &x
 	}
 	for i := range r.Scenarios {
 		p := &r.Scenarios[i]
-		if hsmBest > 0 {
-			v := 100 * p.OpsPerSec / hsmBest
-			p.PctHSM = &v
+		p.PctHSM = pct(p.rate(), hsmBest)
+		p.PctGRPC = pct(p.rate(), grpc[p.Concurrency])
+		p.PctRaft = pct(p.rate(), rft[p.Concurrency])
+		slowest := 0.0
+		for _, c := range []float64{hsmBest, grpc[p.Concurrency], rft[p.Concurrency]} {
+			if c > 0 && (slowest == 0 || c < slowest) {
+				slowest = c
+			}
 		}
-		if g := grpc[p.Concurrency]; g > 0 {
-			v := 100 * p.OpsPerSec / g
-			p.PctGRPC = &v
-		}
+		p.PctSlowest = pct(p.rate(), slowest)
 	}
 }
 
@@ -237,6 +260,8 @@ var opTitles = map[string]string{
 	"grpc-health":         "gRPC health check over mTLS to the node (no work)",
 	"gdk":                 "GenerateDataKey",
 	"decrypt":             "Decrypt (data key, CUSTOMER_INITIATED, decision recorded)",
+	"raft-apply":          "Raft apply of a small command (single node, raft-wal fsync, no-op FSM, in process)",
+	"batch-decrypt":       "BatchDecrypt, 100 data keys a call (rates count data keys)",
 }
 
 // markdownBlock renders the generated part of RESULTS.md.
@@ -266,12 +291,13 @@ func (r *report) markdownBlock() string {
 			p.Errors, optCPU(p.NodeCPUPerOp), fmtCPU(p.BenchCPUPerOp))
 	}
 	w("\n### custos\n\n")
-	w("| operation | C | ops/s | p50 | p99 | p99.9 | errors | node CPU µs/op | bench CPU µs/op | node RSS / peak MiB | %% of SoftHSM ceiling | %% of gRPC no-op |\n")
-	w("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	w("| operation | C | ops/s | p50 | p99 | p99.9 | errors | node CPU µs/op | bench CPU µs/op | node RSS / peak MiB | %% of SoftHSM ceiling | %% of gRPC no-op | %% of Raft apply | %% of slowest ceiling |\n")
+	w("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, p := range r.Scenarios {
-		w("| %s | %d | %.0f | %s | %s | %s | %d | %s | %s | %s | %s | %s |\n",
-			opTitles[p.Name], p.Concurrency, p.OpsPerSec, fmtDur(p.P50), fmtDur(p.P99), fmtDur(p.P999),
-			p.Errors, optCPU(p.NodeCPUPerOp), fmtCPU(p.BenchCPUPerOp), fmtMem(p.NodeMem), fmtPct(p.PctHSM), fmtPct(p.PctGRPC))
+		w("| %s | %d | %.0f | %s | %s | %s | %d | %s | %s | %s | %s | %s | %s | %s |\n",
+			opTitles[p.Name], p.Concurrency, p.rate(), fmtDur(p.P50), fmtDur(p.P99), fmtDur(p.P999),
+			p.Errors, optCPU(p.NodeCPUPerOp), fmtCPU(p.BenchCPUPerOp), fmtMem(p.NodeMem), fmtPct(p.PctHSM), fmtPct(p.PctGRPC),
+			fmtPct(p.PctRaft), fmtPct(p.PctSlowest))
 	}
 	w("\nC is the number of concurrent callers. \"%% of SoftHSM ceiling\" divides by the best SoftHSM figure above (every call on a SoftHSM token is serialised, so more callers do not raise it); \"%% of gRPC no-op\" by the health check at the same C. CPU per op is user+system time over the measured window divided by the operations in it (node: /proc/PID/stat, 10 ms ticks). Node RSS is VmRSS at the end of the point / VmHWM (peak since start).\n")
 	for _, p := range append(append([]point(nil), r.Ceilings...), r.Scenarios...) {

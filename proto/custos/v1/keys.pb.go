@@ -1120,6 +1120,251 @@ func (x *ReEncryptResponse) GetRequestId() string {
 	return ""
 }
 
+type BatchDecryptRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most 1000 items.
+	Requests      []*DecryptRequest `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchDecryptRequest) Reset() {
+	*x = BatchDecryptRequest{}
+	mi := &file_custos_v1_keys_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchDecryptRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchDecryptRequest) ProtoMessage() {}
+
+func (x *BatchDecryptRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_keys_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchDecryptRequest.ProtoReflect.Descriptor instead.
+func (*BatchDecryptRequest) Descriptor() ([]byte, []int) {
+	return file_custos_v1_keys_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *BatchDecryptRequest) GetRequests() []*DecryptRequest {
+	if x != nil {
+		return x.Requests
+	}
+	return nil
+}
+
+type BatchDecryptResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One result per request, in request order.
+	Results       []*BatchDecryptResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchDecryptResponse) Reset() {
+	*x = BatchDecryptResponse{}
+	mi := &file_custos_v1_keys_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchDecryptResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchDecryptResponse) ProtoMessage() {}
+
+func (x *BatchDecryptResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_keys_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchDecryptResponse.ProtoReflect.Descriptor instead.
+func (*BatchDecryptResponse) Descriptor() ([]byte, []int) {
+	return file_custos_v1_keys_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *BatchDecryptResponse) GetResults() []*BatchDecryptResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+type BatchDecryptResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Result:
+	//
+	//	*BatchDecryptResult_Response
+	//	*BatchDecryptResult_Error
+	Result        isBatchDecryptResult_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchDecryptResult) Reset() {
+	*x = BatchDecryptResult{}
+	mi := &file_custos_v1_keys_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchDecryptResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchDecryptResult) ProtoMessage() {}
+
+func (x *BatchDecryptResult) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_keys_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchDecryptResult.ProtoReflect.Descriptor instead.
+func (*BatchDecryptResult) Descriptor() ([]byte, []int) {
+	return file_custos_v1_keys_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *BatchDecryptResult) GetResult() isBatchDecryptResult_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *BatchDecryptResult) GetResponse() *DecryptResponse {
+	if x != nil {
+		if x, ok := x.Result.(*BatchDecryptResult_Response); ok {
+			return x.Response
+		}
+	}
+	return nil
+}
+
+func (x *BatchDecryptResult) GetError() *ItemError {
+	if x != nil {
+		if x, ok := x.Result.(*BatchDecryptResult_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+type isBatchDecryptResult_Result interface {
+	isBatchDecryptResult_Result()
+}
+
+type BatchDecryptResult_Response struct {
+	Response *DecryptResponse `protobuf:"bytes,1,opt,name=response,proto3,oneof"`
+}
+
+type BatchDecryptResult_Error struct {
+	Error *ItemError `protobuf:"bytes,2,opt,name=error,proto3,oneof"`
+}
+
+func (*BatchDecryptResult_Response) isBatchDecryptResult_Result() {}
+
+func (*BatchDecryptResult_Error) isBatchDecryptResult_Result() {}
+
+// ItemError is a google.rpc.Status-like error for one item of a batch: code
+// is a google.rpc.Code (the one a Decrypt of that item alone would return),
+// message its text. decision_seq and request_id name the item's decision
+// record in the ledger (DENY, PENDING, or an ALLOW whose decryption then
+// failed); 0 and "" if the item was never decided.
+type ItemError struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          int32                  `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	DecisionSeq   uint64                 `protobuf:"varint,3,opt,name=decision_seq,json=decisionSeq,proto3" json:"decision_seq,omitempty"`
+	RequestId     string                 `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ItemError) Reset() {
+	*x = ItemError{}
+	mi := &file_custos_v1_keys_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ItemError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ItemError) ProtoMessage() {}
+
+func (x *ItemError) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_keys_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ItemError.ProtoReflect.Descriptor instead.
+func (*ItemError) Descriptor() ([]byte, []int) {
+	return file_custos_v1_keys_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ItemError) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *ItemError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *ItemError) GetDecisionSeq() uint64 {
+	if x != nil {
+		return x.DecisionSeq
+	}
+	return 0
+}
+
+func (x *ItemError) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
 var File_custos_v1_keys_proto protoreflect.FileDescriptor
 
 const file_custos_v1_keys_proto_rawDesc = "" +
@@ -1221,12 +1466,26 @@ const file_custos_v1_keys_proto_rawDesc = "" +
 	"ciphertext\x12!\n" +
 	"\fdecision_seq\x18\x05 \x01(\x04R\vdecisionSeq\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x06 \x01(\tR\trequestId*k\n" +
+	"request_id\x18\x06 \x01(\tR\trequestId\"L\n" +
+	"\x13BatchDecryptRequest\x125\n" +
+	"\brequests\x18\x01 \x03(\v2\x19.custos.v1.DecryptRequestR\brequests\"O\n" +
+	"\x14BatchDecryptResponse\x127\n" +
+	"\aresults\x18\x01 \x03(\v2\x1d.custos.v1.BatchDecryptResultR\aresults\"\x86\x01\n" +
+	"\x12BatchDecryptResult\x128\n" +
+	"\bresponse\x18\x01 \x01(\v2\x1a.custos.v1.DecryptResponseH\x00R\bresponse\x12,\n" +
+	"\x05error\x18\x02 \x01(\v2\x14.custos.v1.ItemErrorH\x00R\x05errorB\b\n" +
+	"\x06result\"{\n" +
+	"\tItemError\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12!\n" +
+	"\fdecision_seq\x18\x03 \x01(\x04R\vdecisionSeq\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId*k\n" +
 	"\bKeyState\x12\x19\n" +
 	"\x15KEY_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11KEY_STATE_ENABLED\x10\x01\x12\x16\n" +
 	"\x12KEY_STATE_DISABLED\x10\x02\x12\x15\n" +
-	"\x11KEY_STATE_REVOKED\x10\x032\xb3\x05\n" +
+	"\x11KEY_STATE_REVOKED\x10\x032\x84\x06\n" +
 	"\n" +
 	"KeyService\x128\n" +
 	"\tCreateKey\x12\x1b.custos.v1.CreateKeyRequest\x1a\x0e.custos.v1.Key\x122\n" +
@@ -1238,7 +1497,8 @@ const file_custos_v1_keys_proto_rawDesc = "" +
 	"\x0fGenerateDataKey\x12!.custos.v1.GenerateDataKeyRequest\x1a\".custos.v1.GenerateDataKeyResponse\x12@\n" +
 	"\aEncrypt\x12\x19.custos.v1.EncryptRequest\x1a\x1a.custos.v1.EncryptResponse\x12@\n" +
 	"\aDecrypt\x12\x19.custos.v1.DecryptRequest\x1a\x1a.custos.v1.DecryptResponse\x12F\n" +
-	"\tReEncrypt\x12\x1b.custos.v1.ReEncryptRequest\x1a\x1c.custos.v1.ReEncryptResponseB7Z5github.com/custos-kms/custos/proto/custos/v1;custosv1b\x06proto3"
+	"\tReEncrypt\x12\x1b.custos.v1.ReEncryptRequest\x1a\x1c.custos.v1.ReEncryptResponse\x12O\n" +
+	"\fBatchDecrypt\x12\x1e.custos.v1.BatchDecryptRequest\x1a\x1f.custos.v1.BatchDecryptResponseB7Z5github.com/custos-kms/custos/proto/custos/v1;custosv1b\x06proto3"
 
 var (
 	file_custos_v1_keys_proto_rawDescOnce sync.Once
@@ -1253,7 +1513,7 @@ func file_custos_v1_keys_proto_rawDescGZIP() []byte {
 }
 
 var file_custos_v1_keys_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_custos_v1_keys_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_custos_v1_keys_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_custos_v1_keys_proto_goTypes = []any{
 	(KeyState)(0),                          // 0: custos.v1.KeyState
 	(*KeyVersion)(nil),                     // 1: custos.v1.KeyVersion
@@ -1273,48 +1533,58 @@ var file_custos_v1_keys_proto_goTypes = []any{
 	(*DecryptResponse)(nil),                // 15: custos.v1.DecryptResponse
 	(*ReEncryptRequest)(nil),               // 16: custos.v1.ReEncryptRequest
 	(*ReEncryptResponse)(nil),              // 17: custos.v1.ReEncryptResponse
-	nil,                                    // 18: custos.v1.GenerateDataKeyRequest.EncryptionContextEntry
-	nil,                                    // 19: custos.v1.EncryptRequest.EncryptionContextEntry
-	nil,                                    // 20: custos.v1.DecryptRequest.EncryptionContextEntry
-	nil,                                    // 21: custos.v1.ReEncryptRequest.EncryptionContextEntry
-	(*Justification)(nil),                  // 22: custos.v1.Justification
+	(*BatchDecryptRequest)(nil),            // 18: custos.v1.BatchDecryptRequest
+	(*BatchDecryptResponse)(nil),           // 19: custos.v1.BatchDecryptResponse
+	(*BatchDecryptResult)(nil),             // 20: custos.v1.BatchDecryptResult
+	(*ItemError)(nil),                      // 21: custos.v1.ItemError
+	nil,                                    // 22: custos.v1.GenerateDataKeyRequest.EncryptionContextEntry
+	nil,                                    // 23: custos.v1.EncryptRequest.EncryptionContextEntry
+	nil,                                    // 24: custos.v1.DecryptRequest.EncryptionContextEntry
+	nil,                                    // 25: custos.v1.ReEncryptRequest.EncryptionContextEntry
+	(*Justification)(nil),                  // 26: custos.v1.Justification
 }
 var file_custos_v1_keys_proto_depIdxs = []int32{
 	0,  // 0: custos.v1.Key.state:type_name -> custos.v1.KeyState
 	1,  // 1: custos.v1.Key.versions:type_name -> custos.v1.KeyVersion
 	2,  // 2: custos.v1.ListKeysResponse.keys:type_name -> custos.v1.Key
 	0,  // 3: custos.v1.SetKeyStateRequest.state:type_name -> custos.v1.KeyState
-	18, // 4: custos.v1.GenerateDataKeyRequest.encryption_context:type_name -> custos.v1.GenerateDataKeyRequest.EncryptionContextEntry
-	19, // 5: custos.v1.EncryptRequest.encryption_context:type_name -> custos.v1.EncryptRequest.EncryptionContextEntry
-	20, // 6: custos.v1.DecryptRequest.encryption_context:type_name -> custos.v1.DecryptRequest.EncryptionContextEntry
-	22, // 7: custos.v1.DecryptRequest.justification:type_name -> custos.v1.Justification
-	21, // 8: custos.v1.ReEncryptRequest.encryption_context:type_name -> custos.v1.ReEncryptRequest.EncryptionContextEntry
-	22, // 9: custos.v1.ReEncryptRequest.justification:type_name -> custos.v1.Justification
-	3,  // 10: custos.v1.KeyService.CreateKey:input_type -> custos.v1.CreateKeyRequest
-	4,  // 11: custos.v1.KeyService.GetKey:input_type -> custos.v1.GetKeyRequest
-	5,  // 12: custos.v1.KeyService.ListKeys:input_type -> custos.v1.ListKeysRequest
-	7,  // 13: custos.v1.KeyService.RotateKey:input_type -> custos.v1.RotateKeyRequest
-	8,  // 14: custos.v1.KeyService.SetKeyState:input_type -> custos.v1.SetKeyStateRequest
-	9,  // 15: custos.v1.KeyService.SetMinDecryptionVersion:input_type -> custos.v1.SetMinDecryptionVersionRequest
-	10, // 16: custos.v1.KeyService.GenerateDataKey:input_type -> custos.v1.GenerateDataKeyRequest
-	12, // 17: custos.v1.KeyService.Encrypt:input_type -> custos.v1.EncryptRequest
-	14, // 18: custos.v1.KeyService.Decrypt:input_type -> custos.v1.DecryptRequest
-	16, // 19: custos.v1.KeyService.ReEncrypt:input_type -> custos.v1.ReEncryptRequest
-	2,  // 20: custos.v1.KeyService.CreateKey:output_type -> custos.v1.Key
-	2,  // 21: custos.v1.KeyService.GetKey:output_type -> custos.v1.Key
-	6,  // 22: custos.v1.KeyService.ListKeys:output_type -> custos.v1.ListKeysResponse
-	2,  // 23: custos.v1.KeyService.RotateKey:output_type -> custos.v1.Key
-	2,  // 24: custos.v1.KeyService.SetKeyState:output_type -> custos.v1.Key
-	2,  // 25: custos.v1.KeyService.SetMinDecryptionVersion:output_type -> custos.v1.Key
-	11, // 26: custos.v1.KeyService.GenerateDataKey:output_type -> custos.v1.GenerateDataKeyResponse
-	13, // 27: custos.v1.KeyService.Encrypt:output_type -> custos.v1.EncryptResponse
-	15, // 28: custos.v1.KeyService.Decrypt:output_type -> custos.v1.DecryptResponse
-	17, // 29: custos.v1.KeyService.ReEncrypt:output_type -> custos.v1.ReEncryptResponse
-	20, // [20:30] is the sub-list for method output_type
-	10, // [10:20] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	22, // 4: custos.v1.GenerateDataKeyRequest.encryption_context:type_name -> custos.v1.GenerateDataKeyRequest.EncryptionContextEntry
+	23, // 5: custos.v1.EncryptRequest.encryption_context:type_name -> custos.v1.EncryptRequest.EncryptionContextEntry
+	24, // 6: custos.v1.DecryptRequest.encryption_context:type_name -> custos.v1.DecryptRequest.EncryptionContextEntry
+	26, // 7: custos.v1.DecryptRequest.justification:type_name -> custos.v1.Justification
+	25, // 8: custos.v1.ReEncryptRequest.encryption_context:type_name -> custos.v1.ReEncryptRequest.EncryptionContextEntry
+	26, // 9: custos.v1.ReEncryptRequest.justification:type_name -> custos.v1.Justification
+	14, // 10: custos.v1.BatchDecryptRequest.requests:type_name -> custos.v1.DecryptRequest
+	20, // 11: custos.v1.BatchDecryptResponse.results:type_name -> custos.v1.BatchDecryptResult
+	15, // 12: custos.v1.BatchDecryptResult.response:type_name -> custos.v1.DecryptResponse
+	21, // 13: custos.v1.BatchDecryptResult.error:type_name -> custos.v1.ItemError
+	3,  // 14: custos.v1.KeyService.CreateKey:input_type -> custos.v1.CreateKeyRequest
+	4,  // 15: custos.v1.KeyService.GetKey:input_type -> custos.v1.GetKeyRequest
+	5,  // 16: custos.v1.KeyService.ListKeys:input_type -> custos.v1.ListKeysRequest
+	7,  // 17: custos.v1.KeyService.RotateKey:input_type -> custos.v1.RotateKeyRequest
+	8,  // 18: custos.v1.KeyService.SetKeyState:input_type -> custos.v1.SetKeyStateRequest
+	9,  // 19: custos.v1.KeyService.SetMinDecryptionVersion:input_type -> custos.v1.SetMinDecryptionVersionRequest
+	10, // 20: custos.v1.KeyService.GenerateDataKey:input_type -> custos.v1.GenerateDataKeyRequest
+	12, // 21: custos.v1.KeyService.Encrypt:input_type -> custos.v1.EncryptRequest
+	14, // 22: custos.v1.KeyService.Decrypt:input_type -> custos.v1.DecryptRequest
+	16, // 23: custos.v1.KeyService.ReEncrypt:input_type -> custos.v1.ReEncryptRequest
+	18, // 24: custos.v1.KeyService.BatchDecrypt:input_type -> custos.v1.BatchDecryptRequest
+	2,  // 25: custos.v1.KeyService.CreateKey:output_type -> custos.v1.Key
+	2,  // 26: custos.v1.KeyService.GetKey:output_type -> custos.v1.Key
+	6,  // 27: custos.v1.KeyService.ListKeys:output_type -> custos.v1.ListKeysResponse
+	2,  // 28: custos.v1.KeyService.RotateKey:output_type -> custos.v1.Key
+	2,  // 29: custos.v1.KeyService.SetKeyState:output_type -> custos.v1.Key
+	2,  // 30: custos.v1.KeyService.SetMinDecryptionVersion:output_type -> custos.v1.Key
+	11, // 31: custos.v1.KeyService.GenerateDataKey:output_type -> custos.v1.GenerateDataKeyResponse
+	13, // 32: custos.v1.KeyService.Encrypt:output_type -> custos.v1.EncryptResponse
+	15, // 33: custos.v1.KeyService.Decrypt:output_type -> custos.v1.DecryptResponse
+	17, // 34: custos.v1.KeyService.ReEncrypt:output_type -> custos.v1.ReEncryptResponse
+	19, // 35: custos.v1.KeyService.BatchDecrypt:output_type -> custos.v1.BatchDecryptResponse
+	25, // [25:36] is the sub-list for method output_type
+	14, // [14:25] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_custos_v1_keys_proto_init() }
@@ -1323,13 +1593,17 @@ func file_custos_v1_keys_proto_init() {
 		return
 	}
 	file_custos_v1_common_proto_init()
+	file_custos_v1_keys_proto_msgTypes[19].OneofWrappers = []any{
+		(*BatchDecryptResult_Response)(nil),
+		(*BatchDecryptResult_Error)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custos_v1_keys_proto_rawDesc), len(file_custos_v1_keys_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   21,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -31,6 +31,7 @@ const (
 	KeyService_Encrypt_FullMethodName                 = "/custos.v1.KeyService/Encrypt"
 	KeyService_Decrypt_FullMethodName                 = "/custos.v1.KeyService/Decrypt"
 	KeyService_ReEncrypt_FullMethodName               = "/custos.v1.KeyService/ReEncrypt"
+	KeyService_BatchDecrypt_FullMethodName            = "/custos.v1.KeyService/BatchDecrypt"
 )
 
 // KeyServiceClient is the client API for KeyService service.
@@ -62,6 +63,12 @@ type KeyServiceClient interface {
 	// ReEncrypt rewraps a ciphertext under the key's primary version without
 	// returning the plaintext. It is a decision like Decrypt.
 	ReEncrypt(ctx context.Context, in *ReEncryptRequest, opts ...grpc.CallOption) (*ReEncryptResponse, error)
+	// BatchDecrypt decrypts up to 1000 ciphertexts in one call. Every item is
+	// a decision of its own, recorded in the ledger like a Decrypt (the
+	// records are proposed together and share log entries); each plaintext is
+	// released only after its own ALLOW record committed. An item's failure
+	// is reported in its result and never fails the batch.
+	BatchDecrypt(ctx context.Context, in *BatchDecryptRequest, opts ...grpc.CallOption) (*BatchDecryptResponse, error)
 }
 
 type keyServiceClient struct {
@@ -172,6 +179,16 @@ func (c *keyServiceClient) ReEncrypt(ctx context.Context, in *ReEncryptRequest, 
 	return out, nil
 }
 
+func (c *keyServiceClient) BatchDecrypt(ctx context.Context, in *BatchDecryptRequest, opts ...grpc.CallOption) (*BatchDecryptResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BatchDecryptResponse)
+	err := c.cc.Invoke(ctx, KeyService_BatchDecrypt_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // KeyServiceServer is the server API for KeyService service.
 // All implementations must embed UnimplementedKeyServiceServer
 // for forward compatibility.
@@ -201,6 +218,12 @@ type KeyServiceServer interface {
 	// ReEncrypt rewraps a ciphertext under the key's primary version without
 	// returning the plaintext. It is a decision like Decrypt.
 	ReEncrypt(context.Context, *ReEncryptRequest) (*ReEncryptResponse, error)
+	// BatchDecrypt decrypts up to 1000 ciphertexts in one call. Every item is
+	// a decision of its own, recorded in the ledger like a Decrypt (the
+	// records are proposed together and share log entries); each plaintext is
+	// released only after its own ALLOW record committed. An item's failure
+	// is reported in its result and never fails the batch.
+	BatchDecrypt(context.Context, *BatchDecryptRequest) (*BatchDecryptResponse, error)
 	mustEmbedUnimplementedKeyServiceServer()
 }
 
@@ -240,6 +263,9 @@ func (UnimplementedKeyServiceServer) Decrypt(context.Context, *DecryptRequest) (
 }
 func (UnimplementedKeyServiceServer) ReEncrypt(context.Context, *ReEncryptRequest) (*ReEncryptResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReEncrypt not implemented")
+}
+func (UnimplementedKeyServiceServer) BatchDecrypt(context.Context, *BatchDecryptRequest) (*BatchDecryptResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BatchDecrypt not implemented")
 }
 func (UnimplementedKeyServiceServer) mustEmbedUnimplementedKeyServiceServer() {}
 func (UnimplementedKeyServiceServer) testEmbeddedByValue()                    {}
@@ -442,6 +468,24 @@ func _KeyService_ReEncrypt_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KeyService_BatchDecrypt_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BatchDecryptRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).BatchDecrypt(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_BatchDecrypt_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).BatchDecrypt(ctx, req.(*BatchDecryptRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // KeyService_ServiceDesc is the grpc.ServiceDesc for KeyService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -488,6 +532,10 @@ var KeyService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReEncrypt",
 			Handler:    _KeyService_ReEncrypt_Handler,
+		},
+		{
+			MethodName: "BatchDecrypt",
+			Handler:    _KeyService_BatchDecrypt_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
