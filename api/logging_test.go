@@ -39,7 +39,8 @@ func (s *syncBuffer) String() string {
 func TestRPCLogCarriesDecision(t *testing.T) {
 	var buf syncBuffer
 	h := nodetest.StartWith(t, func(cfg *node.Config) {
-		cfg.Logger = slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+		// Successful data-path calls log at debug level.
+		cfg.Logger = slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})
 	kc := custosv1.NewKeyServiceClient(h.Conn(t, "app"))
 	if _, err := kc.CreateKey(ctx(t), &custosv1.CreateKeyRequest{Name: "logs"}); err != nil {
