@@ -23,7 +23,7 @@ const (
 type Config struct {
 	// ID is this server's Raft id; it must be unique and stable. Required.
 	ID string
-	// Dir holds the Raft state: Dir/wal (log and stable store, raft-wal) and
+	// Dir holds the Raft state: Dir/raft.db (log and stable store, bbolt) and
 	// Dir/snapshots (file snapshots, two retained). Required.
 	Dir string
 	// Addr is the TCP bind address of the Raft transport, e.g.
@@ -67,9 +67,6 @@ type Config struct {
 	// LocalTimeouts selects short heartbeat/election timeouts suited to
 	// loopback clusters in tests. Production keeps hashicorp's defaults (1s).
 	LocalTimeouts bool
-	// WALSegmentSize is the raft-wal segment file size in bytes. Default
-	// raft-wal's (64 MiB).
-	WALSegmentSize int
 }
 
 func (c Config) withDefaults() (Config, error) {

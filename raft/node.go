@@ -11,16 +11,13 @@ import (
 	"time"
 
 	hraft "github.com/hashicorp/raft"
-	wal "github.com/hashicorp/raft-wal"
-	"github.com/hashicorp/raft-wal/metadb"
 )
 
 // Node is one member of a custos Raft cluster.
 type Node struct {
 	cfg   Config
 	raft  *hraft.Raft
-	wal   *wal.WAL
-	meta  *metadb.BoltMetaDB
+	store *LogStore
 	snaps hraft.SnapshotStore
 	trans hraft.Transport
 	// ownTrans is the transport Open created (closed by Close).
@@ -49,27 +46,16 @@ func Open(cfg Config, sm StateMachine) (*Node, error) {
 	}
 	logger := newHCLogAdapter(cfg.Logger, "raft")
 
-	walDir := filepath.Join(cfg.Dir, "wal")
-	if err := os.MkdirAll(walDir, 0o700); err != nil {
-		return nil, fmt.Errorf("raft: create wal dir: %w", err)
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("raft: create dir: %w", err)
 	}
-	// raft-wal's Close does not close its meta database (and so keeps its
-	// file lock): own it and close it after the WAL.
-	meta := &metadb.BoltMetaDB{}
-	var w *wal.WAL
-	if cfg.WALSegmentSize > 0 {
-		w, err = wal.Open(walDir, wal.WithMetaStore(meta), wal.WithLogger(logger.Named("wal")), wal.WithSegmentSize(cfg.WALSegmentSize))
-	} else {
-		w, err = wal.Open(walDir, wal.WithMetaStore(meta), wal.WithLogger(logger.Named("wal")))
-	}
+	store, err := OpenLogStore(filepath.Join(cfg.Dir, "raft.db"))
 	if err != nil {
-		_ = meta.Close()
-		return nil, fmt.Errorf("raft: open wal %s: %w", walDir, err)
+		return nil, err
 	}
 	n := &Node{
 		cfg:      cfg,
-		wal:      w,
-		meta:     meta,
+		store:    store,
 		queue:    make(chan *request, cfg.MaxBatch*cfg.MaxInFlight),
 		closing:  make(chan struct{}),
 		raftDown: make(chan struct{}),
@@ -80,8 +66,7 @@ func Open(cfg Config, sm StateMachine) (*Node, error) {
 		if n.ownTrans != nil {
 			_ = n.ownTrans.Close()
 		}
-		_ = w.Close()
-		_ = meta.Close()
+		_ = store.Close()
 		return nil, err
 	}
 
@@ -113,13 +98,13 @@ func Open(cfg Config, sm StateMachine) (*Node, error) {
 		n.trans = t
 	}
 
-	existing, err := hraft.HasExistingState(w, w, snaps)
+	existing, err := hraft.HasExistingState(store, store, snaps)
 	if err != nil {
 		return fail(fmt.Errorf("raft: inspect state in %s: %w", cfg.Dir, err))
 	}
 
 	n.snaps = snaps
-	r, err := hraft.NewRaft(cfg.raftConfig(logger), &fsm{sm: sm}, w, w, snaps, n.trans)
+	r, err := hraft.NewRaft(cfg.raftConfig(logger), &fsm{sm: sm}, store, store, snaps, n.trans)
 	if err != nil {
 		return fail(fmt.Errorf("raft: start: %w", err))
 	}
@@ -277,11 +262,8 @@ func (n *Node) Close() error {
 				errs = append(errs, fmt.Errorf("close transport: %w", err))
 			}
 		}
-		if err := n.wal.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("close wal: %w", err))
-		}
-		if err := n.meta.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("close wal meta: %w", err))
+		if err := n.store.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close log store: %w", err))
 		}
 		n.closeErr = errors.Join(errs...)
 	})

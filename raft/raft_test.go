@@ -18,13 +18,12 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 
 func testConfig(id, dir string) raft.Config {
 	return raft.Config{
-		ID:             id,
-		Dir:            dir,
-		Addr:           "127.0.0.1:0",
-		Logger:         quietLogger(),
-		LocalTimeouts:  true,
-		WALSegmentSize: 4 << 20,
-		ApplyTimeout:   5 * time.Second,
+		ID:            id,
+		Dir:           dir,
+		Addr:          "127.0.0.1:0",
+		Logger:        quietLogger(),
+		LocalTimeouts: true,
+		ApplyTimeout:  5 * time.Second,
 	}
 }
 

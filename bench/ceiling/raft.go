@@ -15,10 +15,10 @@ import (
 	"github.com/custos-kms/custos/raft"
 )
 
-// RaftApply is a single-node custos raft.Node (raft-wal log, custos's group
+// RaftApply is a single-node custos raft.Node (bbolt log store, custos's group
 // commit with its default MaxBatch and MaxInFlight) over a state machine
 // that does nothing: Apply measures the commit path a decision record takes
-// (queue, marshal, raft-wal append with its fsync, FSM dispatch), without
+// (queue, marshal, log append with its fsync, FSM dispatch), without
 // the ledger, policy, HSM or gRPC.
 type RaftApply struct {
 	node *raft.Node

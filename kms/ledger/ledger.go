@@ -17,7 +17,7 @@
 // safe here because the ledger is not the source of truth, the Raft log is:
 //
 //   - every record is derived deterministically from a committed log entry,
-//     which raft-wal fsynced before the entry counted as committed;
+//     which the Raft log store fsynced before the entry counted as committed;
 //   - on restart Raft replays the log entries after the last snapshot into
 //     the state machine, which writes their records again. Rewriting a
 //     sequence number with identical bytes is accepted, so replay is
