@@ -1,0 +1,74 @@
+package robustness
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
+)
+
+// TestCheckFindsViolations feeds the checker a small history and ledger with
+// one instance of each violation, so that a passing run means something.
+func TestCheckFindsViolations(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	stmt := sha256.Sum256([]byte("revoke k0"))
+	lost := sha256.Sum256([]byte("set policy k1"))
+	allow, deny := custosv1.Outcome_OUTCOME_ALLOW, custosv1.Outcome_OUTCOME_DENY
+	dk := custosv1.Operation_OPERATION_DECRYPT_DATA_KEY
+	gov := custosv1.Operation_OPERATION_GOVERNANCE
+	records := []*custosv1.DecisionRecord{
+		{Seq: 1, Operation: gov, Outcome: allow, StatementHash: []byte("sink")},
+		{Seq: 2, Operation: dk, Outcome: allow, Key: "k0", Principal: "app", RequestId: "r1", Notify: true},
+		{Seq: 3, Operation: gov, Outcome: allow, StatementHash: stmt[:]},
+		{Seq: 4, Operation: dk, Outcome: allow, Key: "k0", Principal: "app", RequestId: "r2"}, // (b) after the revoke
+		{Seq: 5, Operation: dk, Outcome: deny, Key: "k0", Principal: "app", RequestId: "r3", Notify: true},
+	}
+	ops := []*Op{
+		{ID: 0, Kind: OpGenerateDataKey, Key: "k0", Start: at(0), End: at(0), DataKeyHash: "aa"},
+		{ID: 1, Kind: OpDecrypt, Key: "k0", Principal: "app", Start: at(1), End: at(1), DecisionSeq: 2, RequestID: "r1", DataKeyHash: "aa", Wrapped: 0},
+		{ID: 2, Kind: OpRevoke, Key: "k0", Start: at(2), End: at(3), LedgerSeq: 3, StmtHash: hex.EncodeToString(stmt[:])},
+		{ID: 3, Kind: OpGenerateDataKey, Key: "k0", Start: at(4), End: at(4), DataKeyHash: "bb"},                                            // (b) KI-2
+		{ID: 4, Kind: OpDecrypt, Key: "k0", Principal: "app", Start: at(5), End: at(5), DecisionSeq: 9, RequestID: "r9", DataKeyHash: "aa"}, // (a) no record
+		{ID: 5, Kind: OpDecrypt, Key: "k0", Principal: "app", Start: at(1), End: at(1), DecisionSeq: 2, RequestID: "r1", DataKeyHash: "cc"}, // (a) wrong key
+		{ID: 6, Kind: OpSetPolicy, Key: "k1", Start: at(6), End: at(6), LedgerSeq: 4, StmtHash: hex.EncodeToString(lost[:])},                // (e)
+	}
+	ops[5].Wrapped = 0
+	for _, o := range ops {
+		o.Code = codes.OK
+	}
+	v := Check(Input{Ops: ops, Records: records, SinkFrom: 1, Delivered: map[uint64]bool{2: true},
+		KeyStates: []map[string]string{{"k0": "ENABLED"}}})
+	want := map[string][]string{
+		"a": {"no ledger record 9", "returned data key cc"},
+		"b": {"ledger record 4 ALLOWs", "GenerateDataKey returned a data key"},
+		"d": {"1 notify records never reached"},
+		"e": {"ledger 4 holds", "key k0 is ENABLED"},
+	}
+	for check, subs := range want {
+		for _, sub := range subs {
+			found := false
+			for _, x := range v {
+				if x.Check == check && strings.Contains(x.Detail, sub) {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("(%s) %q not reported; got:\n%v", check, sub, v)
+			}
+		}
+	}
+	for _, x := range v {
+		if strings.Contains(x.Detail, "GenerateDataKey returned") && x.Known != KnownStaleDataKey {
+			t.Errorf("stale data key not marked %s: %v", KnownStaleDataKey, x)
+		}
+	}
+	if len(v) != 8 { // Decrypt #4 also broke (b) in real time
+		t.Errorf("%d violations, want 8:\n%v", len(v), v)
+	}
+}
