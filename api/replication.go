@@ -14,10 +14,16 @@ import (
 )
 
 // ReplicationLeader is what the Replication service needs of the local Raft
-// node: whether it leads, and proposing a command (raft.Node implements it).
+// node: whether it leads, proposing a command, and the leader's side of a
+// read index (internal/node implements it on raft.Node).
 type ReplicationLeader interface {
 	IsLeader() bool
 	Apply(ctx context.Context, cmd *raftlogv1.Command) (any, error)
+	// LeaderReadIndex confirms with a quorum that this node leads and
+	// returns a committed index at least as new as every entry committed
+	// before the call (kms.ReadIndexFunc, leader side only: it never asks
+	// another node).
+	LeaderReadIndex(ctx context.Context) (uint64, error)
 }
 
 // replicationServer implements raftlogv1.ReplicationServer: a follower
@@ -37,9 +43,13 @@ func NewReplicationServer(leader ReplicationLeader) raftlogv1.ReplicationServer 
 	return &replicationServer{leader: leader}
 }
 
-func (s *replicationServer) Apply(ctx context.Context, cmd *raftlogv1.Command) (*raftlogv1.ApplyResult, error) {
+func isNode(ctx context.Context) bool {
 	p, ok := PrincipalFrom(ctx)
-	if !ok || !strings.HasPrefix(p.Name, raft.NodeCNPrefix) || len(p.Name) == len(raft.NodeCNPrefix) {
+	return ok && strings.HasPrefix(p.Name, raft.NodeCNPrefix) && len(p.Name) > len(raft.NodeCNPrefix)
+}
+
+func (s *replicationServer) Apply(ctx context.Context, cmd *raftlogv1.Command) (*raftlogv1.ApplyResult, error) {
+	if !isNode(ctx) {
 		return nil, status.Error(codes.PermissionDenied, "only cluster nodes (certificate custos-node:<id>) may propose commands")
 	}
 	if cmd == nil || cmd.Op == nil {
@@ -58,6 +68,26 @@ func (s *replicationServer) Apply(ctx context.Context, cmd *raftlogv1.Command) (
 		return nil, status.Errorf(codes.Unavailable, "not committed: %v", err)
 	}
 	return kms.EncodeResult(res, err), nil
+}
+
+// ReadIndex answers a follower's read index (kms.ReadIndexFunc): the
+// leader's own, never forwarded. A node that is not the leader answers
+// FailedPrecondition; one that cannot confirm its leadership, Unavailable.
+func (s *replicationServer) ReadIndex(ctx context.Context, _ *raftlogv1.ReadIndexRequest) (*raftlogv1.ReadIndexResponse, error) {
+	if !isNode(ctx) {
+		return nil, status.Error(codes.PermissionDenied, "only cluster nodes (certificate custos-node:<id>) may ask for a read index")
+	}
+	if !s.leader.IsLeader() {
+		return nil, status.Error(codes.FailedPrecondition, "this node is not the Raft leader")
+	}
+	idx, err := s.leader.LeaderReadIndex(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+		return nil, status.Errorf(codes.Unavailable, "leadership not confirmed: %v", err)
+	}
+	return &raftlogv1.ReadIndexResponse{Index: idx}, nil
 }
 
 func isDomainErr(err error) bool {

@@ -39,6 +39,15 @@ type Config struct {
 	Logger *slog.Logger
 	// Auditors are the principals that may read the ledger (AuditService).
 	Auditors []string
+	// ReadIndex, if set, makes Encrypt and GenerateDataKey linearizable:
+	// before reading the key's state they wait until this node has applied
+	// the index it returns, and fail with ErrUnavailable if it fails
+	// (readindex.go). Nil keeps the local read — right only for a single
+	// node whose log is the State's only writer.
+	ReadIndex ReadIndexFunc
+	// ReadIndexTimeout bounds a read index when the request's context has
+	// no earlier deadline (DefaultReadIndexTimeout if 0).
+	ReadIndexTimeout time.Duration
 }
 
 // Service implements custos's key operations. It validates requests, puts
@@ -58,6 +67,9 @@ type Service struct {
 
 	auditors        map[string]bool
 	releaseNotifier ReleaseNotifier
+
+	readIndex        ReadIndexFunc
+	readIndexTimeout time.Duration
 }
 
 // NewService checks cfg and returns a Service.
@@ -66,7 +78,11 @@ func NewService(cfg Config) (*Service, error) {
 		return nil, errors.New("kms: NewService needs HSM, Log, State and NodeID")
 	}
 	s := &Service{hsm: cfg.HSM, log: cfg.Log, state: cfg.State, node: cfg.NodeID,
-		now: cfg.Now, lg: cfg.Logger, keks: map[string]bool{}}
+		now: cfg.Now, lg: cfg.Logger, keks: map[string]bool{},
+		readIndex: cfg.ReadIndex, readIndexTimeout: cfg.ReadIndexTimeout}
+	if s.readIndexTimeout <= 0 {
+		s.readIndexTimeout = DefaultReadIndexTimeout
+	}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -344,6 +360,21 @@ func (s *Service) seal(ctx context.Context, p Principal, field, key string, kind
 	if err := ValidateContext(encCtx); err != nil {
 		return nil, err
 	}
+	// Nothing is committed for a seal, so the key's state read below must
+	// be at least as new as everything committed before this request
+	// (invariant 3: no seal after an acknowledged revoke or disable, on
+	// any node): a read index first, or nothing is issued.
+	if err := s.linearize(ctx); err != nil {
+		return nil, err
+	}
+	return s.sealApplied(ctx, p, key, kind, plaintext, encCtx)
+}
+
+// sealApplied is seal on this node's applied state as it is now. Call it
+// only when that state is known to be recent enough: after linearize, or
+// after this node caught up with a decision committed for the request
+// (ReEncrypt).
+func (s *Service) sealApplied(ctx context.Context, p Principal, key string, kind Kind, plaintext []byte, encCtx map[string]string) (*Wrapped, error) {
 	k, err := s.state.Key(key)
 	if err != nil {
 		return nil, err
@@ -405,7 +436,16 @@ func (s *Service) ReEncrypt(ctx context.Context, p Principal, req *custosv1.ReEn
 		return nil, err
 	}
 	defer clear(pt)
-	nw, err := s.seal(ctx, p, "key", w.Key, w.Kind, pt, req.GetEncryptionContext())
+	// The decision was committed after this request arrived and decide
+	// waited until this node applied it: the state is recent enough
+	// without another read index.
+	if err := validateName("key", w.Key); err != nil {
+		return nil, err
+	}
+	if err := ValidateContext(req.GetEncryptionContext()); err != nil {
+		return nil, err
+	}
+	nw, err := s.sealApplied(ctx, p, w.Key, w.Kind, pt, req.GetEncryptionContext())
 	if err != nil {
 		return nil, err
 	}

@@ -152,6 +152,11 @@ func (s *Service) XKSEncrypt(ctx context.Context, p Principal, key string, plain
 	if err := checkXKSSizes(plaintext, aad); err != nil {
 		return nil, err
 	}
+	// Like seal: read the key's state only once this node has caught up with
+	// everything acknowledged before the request (KI-2).
+	if err := s.linearize(ctx); err != nil {
+		return nil, err
+	}
 	k, err := s.state.Key(key)
 	if err != nil {
 		return nil, err

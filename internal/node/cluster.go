@@ -200,6 +200,26 @@ func (f *forwarder) Forward(ctx context.Context, leaderID string, cmd *raftlogv1
 	return raftlogv1.NewReplicationClient(cc).Apply(ctx, cmd)
 }
 
+// ReadIndex asks the leader for a read index (Replication.ReadIndex).
+func (f *forwarder) ReadIndex(ctx context.Context, leaderID string) (uint64, error) {
+	if f.isolate != nil && f.isolate.Load() {
+		return 0, errors.New("node isolated (fault injection)")
+	}
+	addr := f.apiAddr(leaderID)
+	if addr == "" {
+		return 0, fmt.Errorf("no gRPC address known for leader %s (add it to peers)", leaderID)
+	}
+	cc, err := f.conn(leaderID, addr)
+	if err != nil {
+		return 0, err
+	}
+	r, err := raftlogv1.NewReplicationClient(cc).ReadIndex(ctx, &raftlogv1.ReadIndexRequest{})
+	if err != nil {
+		return 0, err
+	}
+	return r.GetIndex(), nil
+}
+
 func (f *forwarder) close() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -313,4 +333,111 @@ func (n *Node) waitCaughtUp(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// Read indexes (kms/readindex.go): Encrypt and GenerateDataKey on any node
+// first make sure the node has applied everything committed before the
+// request, so that no node seals under a key whose revoke or disable the
+// cluster has acknowledged (DESIGN.md invariant 3, robustness KI-2).
+
+// readIndexRetry is the pause between attempts while no leader is known
+// or the leader changes; readIndexAttempts bounds them.
+const (
+	readIndexRetry    = 50 * time.Millisecond
+	readIndexAttempts = 20
+)
+
+// readIndexes holds a node's read-index functions, both coalesced
+// (kms.CoalesceReadIndex): concurrent requests share a round.
+type readIndexes struct {
+	n     *Node
+	state *kms.State
+	// leader is the leader's side: a barrier through the log, which
+	// commits only with a quorum in this node's term — proof that it still
+	// leads — and returns once everything before it is applied here.
+	leader kms.ReadIndexFunc
+	// any is this node's: the leader's side on the leader, else the
+	// leader's answer over Replication.ReadIndex.
+	any kms.ReadIndexFunc
+}
+
+func newReadIndexes(n *Node, state *kms.State, timeout time.Duration) *readIndexes {
+	r := &readIndexes{n: n, state: state}
+	r.leader = kms.CoalesceReadIndex(r.leaderOnce, timeout)
+	r.any = kms.CoalesceReadIndex(r.anyOnce, timeout)
+	return r
+}
+
+// leaderOnce is one leader-side round.
+// TODO(raft): with raft.Node.VerifyLeader (a heartbeat round, no log
+// write) this becomes: i := commit index in this term; VerifyLeader; wait
+// applied ≥ i — cheaper than a barrier entry per round.
+func (r *readIndexes) leaderOnce(ctx context.Context) (uint64, error) {
+	if r.soleVoter() {
+		// No other node can commit anything, and what this node
+		// acknowledged it applied first: its state is the newest.
+		return r.state.AppliedIndex(), nil
+	}
+	if err := r.n.raft.Barrier(ctx); err != nil {
+		return 0, err
+	}
+	// The State's applied index, not Raft's: it counts only the entries
+	// the State applies, so a follower waiting for it does reach it.
+	return r.state.AppliedIndex(), nil
+}
+
+// soleVoter reports whether this node leads a configuration (the latest,
+// committed or not, as Raft counts quorums) in which it is the only voter.
+func (r *readIndexes) soleVoter() bool {
+	servers, err := r.n.raft.Servers()
+	if err != nil {
+		return false
+	}
+	voters := 0
+	for _, s := range servers {
+		if s.Suffrage != "Nonvoter" {
+			if s.ID != r.n.cfg.ID {
+				return false
+			}
+			voters++
+		}
+	}
+	return voters == 1 && r.n.raft.IsLeader()
+}
+
+// anyOnce is one round on any node, retrying across a leader change.
+func (r *readIndexes) anyOnce(ctx context.Context) (uint64, error) {
+	last := errors.New("no leader is known")
+	for i := 0; i < readIndexAttempts; i++ {
+		if r.n.raft.IsLeader() {
+			idx, err := r.leader(ctx)
+			if err == nil || !errors.Is(err, raft.ErrNotLeader) {
+				return idx, err
+			}
+			last = err
+		} else if _, id := r.n.raft.Leader(); id != "" && id != r.n.cfg.ID && r.n.fwd != nil {
+			idx, err := r.n.fwd.ReadIndex(ctx, id)
+			if err == nil {
+				return idx, nil
+			}
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("%v (last attempt: %v)", ctx.Err(), last)
+		case <-time.After(readIndexRetry):
+		}
+	}
+	return 0, fmt.Errorf("no leader confirmed a read index: %v", last)
+}
+
+// replicationLeader is what the Replication service serves from: the Raft
+// node plus the leader side of a read index.
+type replicationLeader struct {
+	*raft.Node
+	ri *readIndexes
+}
+
+func (l replicationLeader) LeaderReadIndex(ctx context.Context) (uint64, error) {
+	return l.ri.leader(ctx)
 }

@@ -167,6 +167,7 @@ type Node struct {
 	trans   io.Closer // Raft TLS transport (closed after Raft)
 	allowed *allowedSet
 	fwd     *forwarder
+	ri      *readIndexes
 	admit   *admission // nil: the node holds the domain key
 	memStop context.CancelFunc
 	memDone chan struct{}
@@ -289,13 +290,15 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.memStop, n.memDone = memStop, make(chan struct{})
 	go func() { defer close(n.memDone); n.followMembership(memCtx) }()
 
+	n.ri = newReadIndexes(n, state, kms.DefaultReadIndexTimeout)
 	n.svc, err = kms.NewService(kms.Config{
-		NodeID:   cfg.ID,
-		HSM:      backend,
-		Log:      log,
-		State:    state,
-		Logger:   cfg.Logger.With("component", "kms"),
-		Auditors: cfg.Auditors,
+		NodeID:    cfg.ID,
+		HSM:       backend,
+		Log:       log,
+		State:     state,
+		Logger:    cfg.Logger.With("component", "kms"),
+		Auditors:  cfg.Auditors,
+		ReadIndex: n.ri.any,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: kms: %w", err)
@@ -349,7 +352,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Context: healthCtx,
 	}
 	if n.fwd != nil {
-		opts.Replication = n.raft
+		opts.Replication = replicationLeader{Node: n.raft, ri: n.ri}
 	}
 	if n.admit != nil {
 		opts.Admitted = n.admit.check

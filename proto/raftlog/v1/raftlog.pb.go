@@ -1508,6 +1508,86 @@ func (x *KeyVersionRecord) GetCreateTimeUnixNano() int64 {
 	return 0
 }
 
+type ReadIndexRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadIndexRequest) Reset() {
+	*x = ReadIndexRequest{}
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadIndexRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadIndexRequest) ProtoMessage() {}
+
+func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
+func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{19}
+}
+
+type ReadIndexResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadIndexResponse) Reset() {
+	*x = ReadIndexResponse{}
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadIndexResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadIndexResponse) ProtoMessage() {}
+
+func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
+func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ReadIndexResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 // ApplyResult is a command's result as it crosses between nodes.
 type ApplyResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1524,7 +1604,7 @@ type ApplyResult struct {
 
 func (x *ApplyResult) Reset() {
 	*x = ApplyResult{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1536,7 +1616,7 @@ func (x *ApplyResult) String() string {
 func (*ApplyResult) ProtoMessage() {}
 
 func (x *ApplyResult) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1549,7 +1629,7 @@ func (x *ApplyResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResult.ProtoReflect.Descriptor instead.
 func (*ApplyResult) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{19}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ApplyResult) GetResult() isApplyResult_Result {
@@ -1614,7 +1694,7 @@ type DecisionResult struct {
 
 func (x *DecisionResult) Reset() {
 	*x = DecisionResult{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1626,7 +1706,7 @@ func (x *DecisionResult) String() string {
 func (*DecisionResult) ProtoMessage() {}
 
 func (x *DecisionResult) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1639,7 +1719,7 @@ func (x *DecisionResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecisionResult.ProtoReflect.Descriptor instead.
 func (*DecisionResult) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{20}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DecisionResult) GetRecord() *v1.DecisionRecord {
@@ -1684,7 +1764,7 @@ type ResultError struct {
 
 func (x *ResultError) Reset() {
 	*x = ResultError{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1696,7 +1776,7 @@ func (x *ResultError) String() string {
 func (*ResultError) ProtoMessage() {}
 
 func (x *ResultError) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1709,7 +1789,7 @@ func (x *ResultError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResultError.ProtoReflect.Descriptor instead.
 func (*ResultError) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{21}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ResultError) GetKind() string {
@@ -1868,7 +1948,10 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1f\n" +
 	"\vwrapped_kek\x18\x02 \x01(\fR\n" +
 	"wrappedKek\x121\n" +
-	"\x15create_time_unix_nano\x18\x03 \x01(\x03R\x12createTimeUnixNano\"\xab\x01\n" +
+	"\x15create_time_unix_nano\x18\x03 \x01(\x03R\x12createTimeUnixNano\"\x12\n" +
+	"\x10ReadIndexRequest\")\n" +
+	"\x11ReadIndexResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"\xab\x01\n" +
 	"\vApplyResult\x12)\n" +
 	"\x03key\x18\x01 \x01(\v2\x15.raftlog.v1.KeyRecordH\x00R\x03key\x128\n" +
 	"\bdecision\x18\x02 \x01(\v2\x1a.raftlog.v1.DecisionResultH\x00R\bdecision\x12-\n" +
@@ -1885,9 +1968,10 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12,\n" +
 	"\x12pending_request_id\x18\x03 \x01(\tR\x10pendingRequestId\x12\x1f\n" +
 	"\vpending_seq\x18\x04 \x01(\x04R\n" +
-	"pendingSeq2D\n" +
+	"pendingSeq2\x8e\x01\n" +
 	"\vReplication\x125\n" +
-	"\x05Apply\x12\x13.raftlog.v1.Command\x1a\x17.raftlog.v1.ApplyResultB9Z7github.com/custos-kms/custos/proto/raftlog/v1;raftlogv1b\x06proto3"
+	"\x05Apply\x12\x13.raftlog.v1.Command\x1a\x17.raftlog.v1.ApplyResult\x12H\n" +
+	"\tReadIndex\x12\x1c.raftlog.v1.ReadIndexRequest\x1a\x1d.raftlog.v1.ReadIndexResponseB9Z7github.com/custos-kms/custos/proto/raftlog/v1;raftlogv1b\x06proto3"
 
 var (
 	file_raftlog_v1_raftlog_proto_rawDescOnce sync.Once
@@ -1901,7 +1985,7 @@ func file_raftlog_v1_raftlog_proto_rawDescGZIP() []byte {
 	return file_raftlog_v1_raftlog_proto_rawDescData
 }
 
-var file_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_raftlog_v1_raftlog_proto_goTypes = []any{
 	(*Entry)(nil),                   // 0: raftlog.v1.Entry
 	(*Command)(nil),                 // 1: raftlog.v1.Command
@@ -1922,19 +2006,21 @@ var file_raftlog_v1_raftlog_proto_goTypes = []any{
 	(*RateCounter)(nil),             // 16: raftlog.v1.RateCounter
 	(*KeyRecord)(nil),               // 17: raftlog.v1.KeyRecord
 	(*KeyVersionRecord)(nil),        // 18: raftlog.v1.KeyVersionRecord
-	(*ApplyResult)(nil),             // 19: raftlog.v1.ApplyResult
-	(*DecisionResult)(nil),          // 20: raftlog.v1.DecisionResult
-	(*ResultError)(nil),             // 21: raftlog.v1.ResultError
-	(*v1.Officer)(nil),              // 22: custos.v1.Officer
-	(*v1.Checkpoint)(nil),           // 23: custos.v1.Checkpoint
-	(*v1.SignedStatement)(nil),      // 24: custos.v1.SignedStatement
-	(v1.Operation)(0),               // 25: custos.v1.Operation
-	(v1.Reason)(0),                  // 26: custos.v1.Reason
-	(*v1.Governance)(nil),           // 27: custos.v1.Governance
-	(*v1.ApprovalRequest)(nil),      // 28: custos.v1.ApprovalRequest
-	(*v1.Grant)(nil),                // 29: custos.v1.Grant
-	(*v1.KeyPolicy)(nil),            // 30: custos.v1.KeyPolicy
-	(*v1.DecisionRecord)(nil),       // 31: custos.v1.DecisionRecord
+	(*ReadIndexRequest)(nil),        // 19: raftlog.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),       // 20: raftlog.v1.ReadIndexResponse
+	(*ApplyResult)(nil),             // 21: raftlog.v1.ApplyResult
+	(*DecisionResult)(nil),          // 22: raftlog.v1.DecisionResult
+	(*ResultError)(nil),             // 23: raftlog.v1.ResultError
+	(*v1.Officer)(nil),              // 24: custos.v1.Officer
+	(*v1.Checkpoint)(nil),           // 25: custos.v1.Checkpoint
+	(*v1.SignedStatement)(nil),      // 26: custos.v1.SignedStatement
+	(v1.Operation)(0),               // 27: custos.v1.Operation
+	(v1.Reason)(0),                  // 28: custos.v1.Reason
+	(*v1.Governance)(nil),           // 29: custos.v1.Governance
+	(*v1.ApprovalRequest)(nil),      // 30: custos.v1.ApprovalRequest
+	(*v1.Grant)(nil),                // 31: custos.v1.Grant
+	(*v1.KeyPolicy)(nil),            // 32: custos.v1.KeyPolicy
+	(*v1.DecisionRecord)(nil),       // 33: custos.v1.DecisionRecord
 }
 var file_raftlog_v1_raftlog_proto_depIdxs = []int32{
 	1,  // 0: raftlog.v1.Entry.commands:type_name -> raftlog.v1.Command
@@ -1949,30 +2035,32 @@ var file_raftlog_v1_raftlog_proto_depIdxs = []int32{
 	4,  // 9: raftlog.v1.Command.advance_cursor:type_name -> raftlog.v1.AdvanceCursor
 	5,  // 10: raftlog.v1.Command.block_release:type_name -> raftlog.v1.BlockRelease
 	6,  // 11: raftlog.v1.Command.register_node_key:type_name -> raftlog.v1.RegisterNodeKey
-	22, // 12: raftlog.v1.InitCluster.officers:type_name -> custos.v1.Officer
-	23, // 13: raftlog.v1.RecordCheckpoint.checkpoint:type_name -> custos.v1.Checkpoint
-	24, // 14: raftlog.v1.Govern.statement:type_name -> custos.v1.SignedStatement
-	25, // 15: raftlog.v1.Decide.operation:type_name -> custos.v1.Operation
-	26, // 16: raftlog.v1.Decide.reason:type_name -> custos.v1.Reason
+	24, // 12: raftlog.v1.InitCluster.officers:type_name -> custos.v1.Officer
+	25, // 13: raftlog.v1.RecordCheckpoint.checkpoint:type_name -> custos.v1.Checkpoint
+	26, // 14: raftlog.v1.Govern.statement:type_name -> custos.v1.SignedStatement
+	27, // 15: raftlog.v1.Decide.operation:type_name -> custos.v1.Operation
+	28, // 16: raftlog.v1.Decide.reason:type_name -> custos.v1.Reason
 	17, // 17: raftlog.v1.State.keys:type_name -> raftlog.v1.KeyRecord
-	27, // 18: raftlog.v1.State.governance:type_name -> custos.v1.Governance
+	29, // 18: raftlog.v1.State.governance:type_name -> custos.v1.Governance
 	15, // 19: raftlog.v1.State.nonces:type_name -> raftlog.v1.UsedNonce
-	28, // 20: raftlog.v1.State.requests:type_name -> custos.v1.ApprovalRequest
-	29, // 21: raftlog.v1.State.grants:type_name -> custos.v1.Grant
+	30, // 20: raftlog.v1.State.requests:type_name -> custos.v1.ApprovalRequest
+	31, // 21: raftlog.v1.State.grants:type_name -> custos.v1.Grant
 	16, // 22: raftlog.v1.State.counters:type_name -> raftlog.v1.RateCounter
 	14, // 23: raftlog.v1.State.node_keys:type_name -> raftlog.v1.NodeKey
-	23, // 24: raftlog.v1.State.last_checkpoint:type_name -> custos.v1.Checkpoint
+	25, // 24: raftlog.v1.State.last_checkpoint:type_name -> custos.v1.Checkpoint
 	18, // 25: raftlog.v1.KeyRecord.versions:type_name -> raftlog.v1.KeyVersionRecord
-	30, // 26: raftlog.v1.KeyRecord.policy:type_name -> custos.v1.KeyPolicy
+	32, // 26: raftlog.v1.KeyRecord.policy:type_name -> custos.v1.KeyPolicy
 	17, // 27: raftlog.v1.ApplyResult.key:type_name -> raftlog.v1.KeyRecord
-	20, // 28: raftlog.v1.ApplyResult.decision:type_name -> raftlog.v1.DecisionResult
-	21, // 29: raftlog.v1.ApplyResult.error:type_name -> raftlog.v1.ResultError
-	31, // 30: raftlog.v1.DecisionResult.record:type_name -> custos.v1.DecisionRecord
-	21, // 31: raftlog.v1.DecisionResult.error:type_name -> raftlog.v1.ResultError
+	22, // 28: raftlog.v1.ApplyResult.decision:type_name -> raftlog.v1.DecisionResult
+	23, // 29: raftlog.v1.ApplyResult.error:type_name -> raftlog.v1.ResultError
+	33, // 30: raftlog.v1.DecisionResult.record:type_name -> custos.v1.DecisionRecord
+	23, // 31: raftlog.v1.DecisionResult.error:type_name -> raftlog.v1.ResultError
 	1,  // 32: raftlog.v1.Replication.Apply:input_type -> raftlog.v1.Command
-	19, // 33: raftlog.v1.Replication.Apply:output_type -> raftlog.v1.ApplyResult
-	33, // [33:34] is the sub-list for method output_type
-	32, // [32:33] is the sub-list for method input_type
+	19, // 33: raftlog.v1.Replication.ReadIndex:input_type -> raftlog.v1.ReadIndexRequest
+	21, // 34: raftlog.v1.Replication.Apply:output_type -> raftlog.v1.ApplyResult
+	20, // 35: raftlog.v1.Replication.ReadIndex:output_type -> raftlog.v1.ReadIndexResponse
+	34, // [34:36] is the sub-list for method output_type
+	32, // [32:34] is the sub-list for method input_type
 	32, // [32:32] is the sub-list for extension type_name
 	32, // [32:32] is the sub-list for extension extendee
 	0,  // [0:32] is the sub-list for field type_name
@@ -1996,7 +2084,7 @@ func file_raftlog_v1_raftlog_proto_init() {
 		(*Command_BlockRelease)(nil),
 		(*Command_RegisterNodeKey)(nil),
 	}
-	file_raftlog_v1_raftlog_proto_msgTypes[19].OneofWrappers = []any{
+	file_raftlog_v1_raftlog_proto_msgTypes[21].OneofWrappers = []any{
 		(*ApplyResult_Key)(nil),
 		(*ApplyResult_Decision)(nil),
 	}
@@ -2006,7 +2094,7 @@ func file_raftlog_v1_raftlog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raftlog_v1_raftlog_proto_rawDesc), len(file_raftlog_v1_raftlog_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,7 +22,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Replication_Apply_FullMethodName = "/raftlog.v1.Replication/Apply"
+	Replication_Apply_FullMethodName     = "/raftlog.v1.Replication/Apply"
+	Replication_ReadIndex_FullMethodName = "/raftlog.v1.Replication/ReadIndex"
 )
 
 // ReplicationClient is the client API for Replication service.
@@ -35,6 +36,13 @@ type ReplicationClient interface {
 	// Apply proposes cmd on the leader and returns its result. A node that is
 	// not the leader answers FAILED_PRECONDITION and never forwards again.
 	Apply(ctx context.Context, in *Command, opts ...grpc.CallOption) (*ApplyResult, error)
+	// ReadIndex returns a log index that is committed and at least as new as
+	// every entry committed before the call: the leader confirms with a
+	// quorum that it still leads (a barrier through the log) first. A
+	// follower waits until it has applied that index before it answers from
+	// its own state (a linearizable read). A node that is not the leader
+	// answers FAILED_PRECONDITION and never forwards again.
+	ReadIndex(ctx context.Context, in *ReadIndexRequest, opts ...grpc.CallOption) (*ReadIndexResponse, error)
 }
 
 type replicationClient struct {
@@ -55,6 +63,16 @@ func (c *replicationClient) Apply(ctx context.Context, in *Command, opts ...grpc
 	return out, nil
 }
 
+func (c *replicationClient) ReadIndex(ctx context.Context, in *ReadIndexRequest, opts ...grpc.CallOption) (*ReadIndexResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReadIndexResponse)
+	err := c.cc.Invoke(ctx, Replication_ReadIndex_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ReplicationServer is the server API for Replication service.
 // All implementations must embed UnimplementedReplicationServer
 // for forward compatibility.
@@ -65,6 +83,13 @@ type ReplicationServer interface {
 	// Apply proposes cmd on the leader and returns its result. A node that is
 	// not the leader answers FAILED_PRECONDITION and never forwards again.
 	Apply(context.Context, *Command) (*ApplyResult, error)
+	// ReadIndex returns a log index that is committed and at least as new as
+	// every entry committed before the call: the leader confirms with a
+	// quorum that it still leads (a barrier through the log) first. A
+	// follower waits until it has applied that index before it answers from
+	// its own state (a linearizable read). A node that is not the leader
+	// answers FAILED_PRECONDITION and never forwards again.
+	ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error)
 	mustEmbedUnimplementedReplicationServer()
 }
 
@@ -77,6 +102,9 @@ type UnimplementedReplicationServer struct{}
 
 func (UnimplementedReplicationServer) Apply(context.Context, *Command) (*ApplyResult, error) {
 	return nil, status.Error(codes.Unimplemented, "method Apply not implemented")
+}
+func (UnimplementedReplicationServer) ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReadIndex not implemented")
 }
 func (UnimplementedReplicationServer) mustEmbedUnimplementedReplicationServer() {}
 func (UnimplementedReplicationServer) testEmbeddedByValue()                     {}
@@ -117,6 +145,24 @@ func _Replication_Apply_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Replication_ReadIndex_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReadIndexRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReplicationServer).ReadIndex(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Replication_ReadIndex_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReplicationServer).ReadIndex(ctx, req.(*ReadIndexRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Replication_ServiceDesc is the grpc.ServiceDesc for Replication service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -127,6 +173,10 @@ var Replication_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Apply",
 			Handler:    _Replication_Apply_Handler,
+		},
+		{
+			MethodName: "ReadIndex",
+			Handler:    _Replication_ReadIndex_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
