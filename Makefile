@@ -20,6 +20,9 @@ help:
 	@echo "make proto    regenerate proto/*/v1/*.pb.go (installs protoc if missing)"
 	@echo "make fmt      gofmt -w"
 	@echo "make vet      go vet ./..."
+	@echo "make cluster  start a local 3-node cluster (three processes, three SoftHSM tokens)"
+	@echo "make bench    run the benchmark suite, write bench/RESULTS.md (bench-short: smoke run)"
+	@echo "make robustness  randomized fault injection against a 3-node cluster (10 min, strict)"
 	@echo "make clean    remove bin/ (the dev data dir $(DATA_DIR) is kept; rm -rf it to start over)"
 
 # deps installs SoftHSM2 and OpenSC when missing (idempotent).
