@@ -242,7 +242,7 @@ func BenchmarkBatchDecrypt(b *testing.B) {
 }
 
 // BenchmarkRaftApply is the raw Raft ceiling: raft.Node.Apply of small
-// commands on a single node with raft-wal and a state machine that does
+// commands on a single node (bbolt log store) and a state machine that does
 // nothing.
 func BenchmarkRaftApply(b *testing.B) {
 	r, err := ceiling.OpenRaftApply(context.Background(), b.TempDir())

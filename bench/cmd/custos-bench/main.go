@@ -101,7 +101,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	ceil := fl.String("ceiling-concurrency", "1,16", "comma-separated concurrencies of the SoftHSM ceiling")
 	ops := fl.String("ops", strings.Join(knownOps, ","), "comma-separated operations: "+strings.Join(knownOps, ", "))
 	fl.BoolVar(&o.grpcCeiling, "grpc-ceiling", true, "measure a gRPC health check against the node at each concurrency")
-	fl.BoolVar(&o.raftCeiling, "raft-ceiling", true, "measure a raw raft.Node.Apply of small commands (single node, raft-wal, no-op state machine, in this process) at each concurrency")
+	fl.BoolVar(&o.raftCeiling, "raft-ceiling", true, "measure a raw raft.Node.Apply of small commands (single node, bbolt log store, no-op state machine, in this process) at each concurrency")
 	fl.StringVar(&o.jsonOut, "json", "", "write the results as JSON to this file")
 	fl.StringVar(&o.mdOut, "markdown", "", "write the results as Markdown to this file (the part between the custos-bench markers, if the file has them)")
 	fl.BoolVar(&o.short, "short", false, "smoke run: 1s per point, 200ms warm-up, concurrency 1,4 (flags given explicitly win)")
@@ -224,7 +224,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 
 	// 1b. The Raft ceiling, in this process, before the node starts.
 	if o.raftCeiling {
-		logf("Raft ceiling: single node, raft-wal, Apply of small commands, no-op state machine")
+		logf("Raft ceiling: single node, bbolt log store, Apply of small commands, no-op state machine")
 		rc, err := ceiling.OpenRaftApply(ctx, "")
 		if err != nil {
 			return fmt.Errorf("Raft ceiling: %w", err)

@@ -260,7 +260,7 @@ var opTitles = map[string]string{
 	"grpc-health":         "gRPC health check over mTLS to the node (no work)",
 	"gdk":                 "GenerateDataKey",
 	"decrypt":             "Decrypt (data key, CUSTOMER_INITIATED, decision recorded)",
-	"raft-apply":          "Raft apply of a small command (single node, raft-wal fsync, no-op FSM, in process)",
+	"raft-apply":          "Raft apply of a small command (single node, bbolt log store with fsync, no-op FSM, in process)",
 	"batch-decrypt":       "BatchDecrypt, 100 data keys a call (rates count data keys)",
 }
 
