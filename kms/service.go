@@ -375,26 +375,9 @@ func (s *Service) seal(ctx context.Context, p Principal, field, key string, kind
 // after this node caught up with a decision committed for the request
 // (ReEncrypt).
 func (s *Service) sealApplied(ctx context.Context, p Principal, key string, kind Kind, plaintext []byte, encCtx map[string]string) (*Wrapped, error) {
-	k, err := s.state.Key(key)
+	kv, id, iv, err := s.encryptingVersion(ctx, p, key)
 	if err != nil {
 		return nil, err
-	}
-	switch {
-	case k.Revoked:
-		return nil, fmt.Errorf("%w: key %q is revoked by a security officer", ErrFailedPrecondition, key)
-	case !k.Enabled:
-		return nil, fmt.Errorf("%w: key %q is disabled", ErrFailedPrecondition, key)
-	case !slices.Contains(k.Policy.GetEncryptPrincipals(), p.Name):
-		return nil, fmt.Errorf("%w: principal %q may not encrypt with key %q", ErrPermissionDenied, p.Name, key)
-	}
-	kv := k.Versions[k.PrimaryVersion-1]
-	id, err := s.kek(ctx, key, kv)
-	if err != nil {
-		return nil, err
-	}
-	iv, err := s.hsm.Random(ctx, hsm.GCMIVSize)
-	if err != nil {
-		return nil, hsmError("random", err)
 	}
 	w := &Wrapped{Kind: kind, Key: key, KeyVersion: kv.Version, IV: iv}
 	w.Ciphertext, err = s.hsm.EncryptGCM(ctx, id, iv, plaintext, w.AAD(ContextDigest(encCtx)))
@@ -402,6 +385,35 @@ func (s *Service) sealApplied(ctx context.Context, p Principal, key string, kind
 		return nil, hsmError("encrypt", err)
 	}
 	return w, nil
+}
+
+// encryptingVersion checks, on this node's applied state, that p may
+// encrypt with key now (not revoked, enabled, named by the policy) and
+// returns its primary version, that version's KEK id in this HSM and a fresh
+// IV from the HSM. Every encrypting path (seal, XKS encrypt) goes through it.
+func (s *Service) encryptingVersion(ctx context.Context, p Principal, key string) (*raftlogv1.KeyVersionRecord, []byte, []byte, error) {
+	k, err := s.state.Key(key)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	switch {
+	case k.Revoked:
+		return nil, nil, nil, fmt.Errorf("%w: key %q is revoked by a security officer", ErrFailedPrecondition, key)
+	case !k.Enabled:
+		return nil, nil, nil, fmt.Errorf("%w: key %q is disabled", ErrFailedPrecondition, key)
+	case !slices.Contains(k.Policy.GetEncryptPrincipals(), p.Name):
+		return nil, nil, nil, fmt.Errorf("%w: principal %q may not encrypt with key %q", ErrPermissionDenied, p.Name, key)
+	}
+	kv := k.Versions[k.PrimaryVersion-1]
+	id, err := s.kek(ctx, key, kv)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	iv, err := s.hsm.Random(ctx, hsm.GCMIVSize)
+	if err != nil {
+		return nil, nil, nil, hsmError("random", err)
+	}
+	return kv, id, iv, nil
 }
 
 // Decrypt commits a decision record, then, if it allows, decrypts.

@@ -157,26 +157,9 @@ func (s *Service) XKSEncrypt(ctx context.Context, p Principal, key string, plain
 	if err := s.linearize(ctx); err != nil {
 		return nil, err
 	}
-	k, err := s.state.Key(key)
+	kv, id, iv, err := s.encryptingVersion(ctx, p, key)
 	if err != nil {
 		return nil, err
-	}
-	switch {
-	case k.Revoked:
-		return nil, fmt.Errorf("%w: key %q is revoked by a security officer", ErrFailedPrecondition, key)
-	case !k.Enabled:
-		return nil, fmt.Errorf("%w: key %q is disabled", ErrFailedPrecondition, key)
-	case !slices.Contains(k.Policy.GetEncryptPrincipals(), p.Name):
-		return nil, fmt.Errorf("%w: principal %q may not encrypt with key %q", ErrPermissionDenied, p.Name, key)
-	}
-	kv := k.Versions[k.PrimaryVersion-1]
-	id, err := s.kek(ctx, key, kv)
-	if err != nil {
-		return nil, err
-	}
-	iv, err := s.hsm.Random(ctx, hsm.GCMIVSize)
-	if err != nil {
-		return nil, hsmError("random", err)
 	}
 	meta := XKSMetadata(kv.Version)
 	out, err := s.hsm.EncryptGCM(ctx, id, iv, plaintext, XKSAAD(aad, meta))
