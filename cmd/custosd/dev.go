@@ -198,6 +198,41 @@ func isOfficer(gov *custosv1.Governance, o *custosv1.Officer) bool {
 	return false
 }
 
+// tokenPINs returns the PINs of the dev token label in d, kept in
+// dir/pins.json (0600): read on a restart, made at random on first use. A
+// token without its PIN file (or a damaged file) is refused: the data dir
+// must then be removed.
+func tokenPINs(d *softhsm.Dir, dir, label string) (devPINs, error) {
+	pinsFile := filepath.Join(dir, "pins.json")
+	var pins devPINs
+	b, err := os.ReadFile(pinsFile)
+	switch {
+	case err == nil:
+		if err := json.Unmarshal(b, &pins); err != nil || pins.UserPIN == "" || pins.SOPIN == "" {
+			return devPINs{}, fmt.Errorf("%s is damaged; remove the data dir to start afresh", pinsFile)
+		}
+		return pins, nil
+	case errors.Is(err, fs.ErrNotExist):
+		labels, err := d.Labels()
+		if err != nil {
+			return devPINs{}, err
+		}
+		for _, l := range labels {
+			if l == label {
+				return devPINs{}, fmt.Errorf("%s is missing but token %q exists in %s; remove the data dir to start afresh", pinsFile, label, dir)
+			}
+		}
+		pins = devPINs{UserPIN: randomPIN(), SOPIN: randomPIN()}
+		b, _ := json.MarshalIndent(pins, "", "  ")
+		if err := os.WriteFile(pinsFile, append(b, '\n'), 0o600); err != nil {
+			return devPINs{}, fmt.Errorf("write %s: %w", pinsFile, err)
+		}
+		return pins, nil
+	default:
+		return devPINs{}, fmt.Errorf("read %s: %w", pinsFile, err)
+	}
+}
+
 // devToken returns the dev SoftHSM2 token in dir, creating the token and its
 // random PINs on first use, and points this process's SoftHSM at dir.
 func devToken(dir string) (*softhsm.Token, error) {
@@ -208,31 +243,9 @@ func devToken(dir string) (*softhsm.Token, error) {
 	if err := d.Activate(); err != nil {
 		return nil, err
 	}
-	pinsFile := filepath.Join(dir, "pins.json")
-	var pins devPINs
-	b, err := os.ReadFile(pinsFile)
-	switch {
-	case err == nil:
-		if err := json.Unmarshal(b, &pins); err != nil || pins.UserPIN == "" || pins.SOPIN == "" {
-			return nil, fmt.Errorf("%s is damaged; remove the data dir to start a fresh dev node", pinsFile)
-		}
-	case errors.Is(err, fs.ErrNotExist):
-		labels, lerr := d.Labels()
-		if lerr != nil {
-			return nil, lerr
-		}
-		for _, l := range labels {
-			if l == devTokenLabel {
-				return nil, fmt.Errorf("%s is missing but token %q exists in %s; remove the data dir to start a fresh dev node", pinsFile, devTokenLabel, dir)
-			}
-		}
-		pins = devPINs{UserPIN: randomPIN(), SOPIN: randomPIN()}
-		b, _ := json.MarshalIndent(pins, "", "  ")
-		if err := os.WriteFile(pinsFile, append(b, '\n'), 0o600); err != nil {
-			return nil, fmt.Errorf("write %s: %w", pinsFile, err)
-		}
-	default:
-		return nil, fmt.Errorf("read %s: %w", pinsFile, err)
+	pins, err := tokenPINs(d, dir, devTokenLabel)
+	if err != nil {
+		return nil, err
 	}
 	tok, err := d.InitToken(devTokenLabel, pins.SOPIN, pins.UserPIN)
 	if err != nil {

@@ -419,31 +419,9 @@ func clusterToken(dir, label string) (*softhsm.Dir, error) {
 	if err != nil {
 		return nil, err
 	}
-	pinsFile := filepath.Join(dir, "pins.json")
-	var pins devPINs
-	b, err := os.ReadFile(pinsFile)
-	switch {
-	case err == nil:
-		if err := json.Unmarshal(b, &pins); err != nil || pins.UserPIN == "" || pins.SOPIN == "" {
-			return nil, fmt.Errorf("%s is damaged; remove the data dir to start a fresh dev cluster", pinsFile)
-		}
-	case errors.Is(err, fs.ErrNotExist):
-		labels, err := d.Labels()
-		if err != nil {
-			return nil, err
-		}
-		for _, l := range labels {
-			if l == label {
-				return nil, fmt.Errorf("%s is missing but token %q exists in %s; remove the data dir to start a fresh dev cluster", pinsFile, label, dir)
-			}
-		}
-		pins = devPINs{UserPIN: randomPIN(), SOPIN: randomPIN()}
-		b, _ := json.MarshalIndent(pins, "", "  ")
-		if err := os.WriteFile(pinsFile, append(b, '\n'), 0o600); err != nil {
-			return nil, fmt.Errorf("write %s: %w", pinsFile, err)
-		}
-	default:
-		return nil, fmt.Errorf("read %s: %w", pinsFile, err)
+	pins, err := tokenPINs(d, dir, label)
+	if err != nil {
+		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "user.pin"), []byte(pins.UserPIN+"\n"), 0o600); err != nil {
 		return nil, fmt.Errorf("write the PIN file: %w", err)
