@@ -70,13 +70,9 @@ func (s *Service) BatchDecrypt(ctx context.Context, p Principal, req *custosv1.B
 			continue
 		}
 		r := reqs[i]
-		if err := s.notifyBeforeRelease(ctx, p, d.Record); err != nil {
-			items[i].Err = err
-			continue
-		}
 		// The HSM serialises calls on a token anyway: one goroutine doing
 		// them in turn avoids handing the token lock around.
-		pt, err := s.open(ctx, wrapped[i], r.GetEncryptionContext())
+		pt, err := s.release(ctx, p, wrapped[i], d.Record, r.GetEncryptionContext())
 		if err != nil {
 			items[i].Err = err
 			continue

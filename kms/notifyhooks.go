@@ -24,18 +24,14 @@ func (s *Service) SetReleaseNotifier(n ReleaseNotifier) {
 // unwraps: for a key with notify_before_release it delivers the record to
 // the required sinks; if that fails it records a RELEASE_BLOCKED record and
 // fails closed.
-func (s *Service) notifyBeforeRelease(ctx context.Context, p Principal, rec *custosv1.DecisionRecord) error {
-	k, err := s.state.Key(rec.Key)
-	if err != nil {
-		return err
-	}
-	if !k.Policy.GetNotifyBeforeRelease() {
+func (s *Service) notifyBeforeRelease(ctx context.Context, p Principal, rec *custosv1.DecisionRecord, policy *custosv1.KeyPolicy) error {
+	if !policy.GetNotifyBeforeRelease() {
 		return nil
 	}
 	s.kekMu.Lock()
 	n := s.releaseNotifier
 	s.kekMu.Unlock()
-	err = fmt.Errorf("no notifier is configured on this node")
+	err := fmt.Errorf("no notifier is configured on this node")
 	if n != nil {
 		err = n(ctx, rec)
 	}

@@ -422,10 +422,7 @@ func (s *Service) Decrypt(ctx context.Context, p Principal, req *custosv1.Decryp
 	if err != nil {
 		return nil, err
 	}
-	if err := s.notifyBeforeRelease(ctx, p, d.Record); err != nil {
-		return nil, err
-	}
-	pt, err := s.open(ctx, w, req.GetEncryptionContext())
+	pt, err := s.release(ctx, p, w, d.Record, req.GetEncryptionContext())
 	if err != nil {
 		return nil, err
 	}
@@ -440,10 +437,7 @@ func (s *Service) ReEncrypt(ctx context.Context, p Principal, req *custosv1.ReEn
 	if err != nil {
 		return nil, err
 	}
-	if err := s.notifyBeforeRelease(ctx, p, d.Record); err != nil {
-		return nil, err
-	}
-	pt, err := s.open(ctx, w, req.GetEncryptionContext())
+	pt, err := s.release(ctx, p, w, d.Record, req.GetEncryptionContext())
 	if err != nil {
 		return nil, err
 	}
@@ -549,16 +543,26 @@ func (s *Service) caughtUp(ctx context.Context, d *Decision) error {
 	return nil
 }
 
-// open decrypts w in the HSM. Call only after an ALLOW decision committed.
-func (s *Service) open(ctx context.Context, w *Wrapped, encCtx map[string]string) ([]byte, error) {
-	k, err := s.state.Key(w.Key)
+// releaseKEK is the step between an ALLOW decision (rec) and the HSM work:
+// one read of the key, the notify-before-release delivery if its policy asks
+// for it, and the id of the KEK of version in this HSM.
+func (s *Service) releaseKEK(ctx context.Context, p Principal, rec *custosv1.DecisionRecord, key string, version uint32) ([]byte, error) {
+	k, err := s.state.Key(key)
 	if err != nil {
 		return nil, err
 	}
-	if int(w.KeyVersion) > len(k.Versions) {
-		return nil, fmt.Errorf("%w: key %q has no version %d", ErrNotFound, w.Key, w.KeyVersion)
+	if version == 0 || int(version) > len(k.Versions) {
+		return nil, fmt.Errorf("%w: key %q has no version %d", ErrNotFound, key, version)
 	}
-	id, err := s.kek(ctx, w.Key, k.Versions[w.KeyVersion-1])
+	if err := s.notifyBeforeRelease(ctx, p, rec, k.Policy); err != nil {
+		return nil, err
+	}
+	return s.kek(ctx, key, k.Versions[version-1])
+}
+
+// release decrypts w in the HSM after an ALLOW decision rec committed.
+func (s *Service) release(ctx context.Context, p Principal, w *Wrapped, rec *custosv1.DecisionRecord, encCtx map[string]string) ([]byte, error) {
+	id, err := s.releaseKEK(ctx, p, rec, w.Key, w.KeyVersion)
 	if err != nil {
 		return nil, err
 	}

@@ -242,17 +242,7 @@ func (s *Service) XKSDecrypt(ctx context.Context, p Principal, key string, versi
 	if d.Record == nil || d.Record.Outcome != custosv1.Outcome_OUTCOME_ALLOW {
 		return nil, d.Record, fmt.Errorf("%w: decision is not ALLOW", ErrInternal)
 	}
-	if err := s.notifyBeforeRelease(ctx, p, d.Record); err != nil {
-		return nil, d.Record, err
-	}
-	k, err := s.state.Key(key)
-	if err != nil {
-		return nil, d.Record, err
-	}
-	if int(version) > len(k.Versions) {
-		return nil, d.Record, fmt.Errorf("%w: key %q has no version %d", ErrNotFound, key, version)
-	}
-	id, err := s.kek(ctx, key, k.Versions[version-1])
+	id, err := s.releaseKEK(ctx, p, d.Record, key, version)
 	if err != nil {
 		return nil, d.Record, err
 	}
