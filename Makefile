@@ -20,6 +20,7 @@ help:
 	@echo "make proto    regenerate proto/*/v1/*.pb.go (installs protoc if missing)"
 	@echo "make fmt      gofmt -w"
 	@echo "make vet      go vet ./..."
+	@echo "make lint     staticcheck ./... (pinned, from the Go module proxy); govulncheck when vuln.go.dev answers"
 	@echo "make cluster  start a local 3-node cluster (three processes, three SoftHSM tokens)"
 	@echo "make bench    run the benchmark suite, write bench/RESULTS.md (bench-short: smoke run)"
 	@echo "make robustness  randomized fault injection against a 3-node cluster (10 min, strict)"
@@ -74,6 +75,26 @@ fmt:
 
 vet:
 	$(GO) vet ./...
+
+# lint runs staticcheck at a pinned version (fetched through the Go module
+# proxy, not recorded in go.mod) with the checks in staticcheck.conf (all of them), then
+# govulncheck. govulncheck needs its database at vuln.go.dev; where that
+# host does not resolve (this project's CI network) it says so and is
+# skipped rather than failing the build: docs/security.md.
+STATICCHECK_VERSION ?= v0.8.2
+GOVULNCHECK_VERSION ?= v1.9.0
+.PHONY: lint vulncheck
+lint:
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+	@$(MAKE) --no-print-directory vulncheck
+
+vulncheck:
+	@if getent hosts vuln.go.dev >/dev/null 2>&1; then \
+		echo "+ govulncheck ./..."; \
+		$(GO) run golang.org/x/vuln/cmd/govulncheck@$(GOVULNCHECK_VERSION) ./...; \
+	else \
+		echo "govulncheck SKIPPED: vuln.go.dev does not resolve from this machine (no vulnerability database)"; \
+	fi
 
 clean:
 	rm -rf $(BIN)

@@ -45,10 +45,9 @@ func (s *auditServer) WatchDecisions(req *custosv1.WatchDecisionsRequest, stream
 	if err != nil {
 		return err
 	}
-	if err := s.svc.WatchDecisions(ctx, p, req, stream.Send); err != nil {
-		return s.streamFail(ctx, "WatchDecisions", err)
-	}
-	return nil
+	// WatchDecisions follows the ledger until the stream's context ends, so
+	// it always returns an error (the context's, at the least).
+	return s.streamFail(ctx, "WatchDecisions", s.svc.WatchDecisions(ctx, p, req, stream.Send))
 }
 
 // streamFail is fail for a streaming method, whose error may come from

@@ -30,7 +30,7 @@ var (
 	ErrInternal = errors.New("internal error")
 )
 
-// ErrResourceExhausted: a policy limit was reached (decrypts per hour,
+// ErrResourceExhausted means a policy limit was reached (decrypts per hour,
 // requests waiting for approval).
 var ErrResourceExhausted = errors.New("resource exhausted")
 

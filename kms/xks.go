@@ -114,7 +114,7 @@ func checkXKSSizes(plaintextOrCT, aad []byte) error {
 	return nil
 }
 
-// ErrXKSTooLarge: a plaintext, ciphertext or AAD is larger than custos
+// ErrXKSTooLarge means a plaintext, ciphertext or AAD is larger than custos
 // supports (the XKS specification's minimum sizes). It matches
 // ErrInvalidArgument too.
 var ErrXKSTooLarge = fmt.Errorf("%w: larger than supported", ErrInvalidArgument)

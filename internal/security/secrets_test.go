@@ -122,7 +122,11 @@ func TestSecretsStayOut(t *testing.T) {
 		if blk == nil {
 			t.Fatalf("%s: no PEM block", o.KeyFile)
 		}
-		s := secret{name: o.Name + "'s private key", forms: forms(o.Key.D.Bytes())}
+		scalar, err := o.Key.Bytes()
+		if err != nil {
+			t.Fatalf("%s: %v", o.Name, err)
+		}
+		s := secret{name: o.Name + "'s private key", forms: forms(scalar)}
 		s.forms = append(s.forms, blk.Bytes, []byte(base64.StdEncoding.EncodeToString(blk.Bytes))[:64])
 		secrets = append(secrets, s)
 	}

@@ -74,11 +74,10 @@ func encode(t *testing.T, r *custosv1.DecisionRecord) []byte {
 }
 
 type traffic struct {
-	allowed  []*custosv1.DecryptResponse
-	pending  int
-	denied   int
-	tickets  []string
-	provider int
+	allowed []*custosv1.DecryptResponse
+	pending int
+	denied  int
+	tickets []string
 }
 
 // realExport starts a node, makes decisions of every kind with a couple of
