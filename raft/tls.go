@@ -87,6 +87,10 @@ type TLSTransportConfig struct {
 	// CAPool holds the cluster CA certificate(s). Peers in both directions
 	// must present a certificate chaining to it. Required.
 	CAPool *x509.CertPool
+	// CAPools, if set, returns the current cluster CA bundle and replaces
+	// CAPool at every handshake, so a CA can be rotated without a restart
+	// (pki.PoolSource.Current). It must be fast and safe for concurrent use.
+	CAPools func() *x509.CertPool
 	// Certificate returns this node's certificate and key (CN
 	// NodeCommonName(id), extended key usages serverAuth and clientAuth).
 	// It is called on every handshake, so a rotated certificate takes effect
@@ -149,13 +153,16 @@ func NewTLSTransport(cfg TLSTransportConfig) (*hraft.NetworkTransport, error) {
 type TLSStreamLayer struct {
 	ln        net.Listener // tls.NewListener over TCP
 	addr      net.Addr
-	pool      *x509.CertPool
+	pools     func() *x509.CertPool
 	cert      func() (*tls.Certificate, error)
 	allowed   func(string) bool
 	log       *slog.Logger
 	hsTimeout time.Duration
 	serverCfg *tls.Config
 	clientCfg *tls.Config
+
+	cfgMu sync.Mutex
+	hsCfg *tls.Config // serverCfg with the current CA bundle
 
 	pending chan struct{} // semaphore of inbound handshakes
 	conns   chan net.Conn // accepted, verified connections
@@ -173,7 +180,7 @@ func NewTLSStreamLayer(cfg TLSTransportConfig) (*TLSStreamLayer, error) {
 	switch {
 	case cfg.BindAddr == "":
 		return nil, errors.New("raft: TLSTransportConfig.BindAddr is required")
-	case cfg.CAPool == nil:
+	case cfg.CAPool == nil && cfg.CAPools == nil:
 		return nil, errors.New("raft: TLSTransportConfig.CAPool is required")
 	case cfg.Certificate == nil:
 		return nil, errors.New("raft: TLSTransportConfig.Certificate is required")
@@ -197,8 +204,13 @@ func NewTLSStreamLayer(cfg TLSTransportConfig) (*TLSStreamLayer, error) {
 		}
 		adv = a
 	}
+	pools := cfg.CAPools
+	if pools == nil {
+		pool := cfg.CAPool
+		pools = func() *x509.CertPool { return pool }
+	}
 	s := &TLSStreamLayer{
-		pool:      cfg.CAPool,
+		pools:     pools,
 		cert:      cfg.Certificate,
 		allowed:   cfg.Allowed,
 		log:       cfg.Logger,
@@ -210,7 +222,7 @@ func NewTLSStreamLayer(cfg TLSTransportConfig) (*TLSStreamLayer, error) {
 		MinVersion:       tls.VersionTLS13,
 		CurvePreferences: curves,
 		ClientAuth:       tls.RequireAndVerifyClientCert,
-		ClientCAs:        cfg.CAPool,
+		ClientCAs:        pools(),
 		GetCertificate:   func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.ownCert() },
 		// Every connection runs the full check against the current CA pool
 		// and Allowed set; no resumption of an older decision.
@@ -227,6 +239,9 @@ func NewTLSStreamLayer(cfg TLSTransportConfig) (*TLSStreamLayer, error) {
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return s.ownCert() },
 		VerifyConnection:     func(cs tls.ConnectionState) error { return s.verifyPeer(cs, true) },
 	}
+
+	// Each inbound handshake verifies the client against the current bundle.
+	s.serverCfg.GetConfigForClient = s.serverConfig
 
 	tcp, err := net.Listen("tcp", cfg.BindAddr)
 	if err != nil {
@@ -245,6 +260,22 @@ func NewTLSStreamLayer(cfg TLSTransportConfig) (*TLSStreamLayer, error) {
 	s.wg.Add(1)
 	go s.acceptLoop()
 	return s, nil
+}
+
+// serverConfig is the server configuration of one inbound handshake: the
+// static one with ClientCAs set to the current CA bundle (a copy is made
+// only when the bundle changed).
+func (s *TLSStreamLayer) serverConfig(*tls.ClientHelloInfo) (*tls.Config, error) {
+	pool := s.pools()
+	s.cfgMu.Lock()
+	defer s.cfgMu.Unlock()
+	if s.hsCfg == nil || s.hsCfg.ClientCAs != pool {
+		cfg := s.serverCfg.Clone()
+		cfg.GetConfigForClient = nil
+		cfg.ClientCAs = pool
+		s.hsCfg = cfg
+	}
+	return s.hsCfg, nil
 }
 
 func (s *TLSStreamLayer) ownCert() (*tls.Certificate, error) {
@@ -272,7 +303,7 @@ func (s *TLSStreamLayer) verifyPeer(cs tls.ConnectionState, dialing bool) error 
 			inter.AddCert(c)
 		}
 		if _, err := leaf.Verify(x509.VerifyOptions{
-			Roots:         s.pool,
+			Roots:         s.pools(),
 			Intermediates: inter,
 			KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		}); err != nil {

@@ -81,16 +81,17 @@ func (a *allowedSet) update(servers []raft.Server) {
 
 // nodeTLS is this node's identity towards other nodes.
 type nodeTLS struct {
-	id   string
-	pool *x509.CertPool
-	cert *pki.CertSource
+	id    string
+	pools *pki.PoolSource // the cluster CA bundle, reloaded when its file changes
+	cert  *pki.CertSource
 }
 
 func loadNodeTLS(cfg Config) (*nodeTLS, error) {
-	pool, err := pki.LoadPool(cfg.TLS.CA)
+	pools, err := pki.NewPoolSource(cfg.TLS.CA)
 	if err != nil {
 		return nil, err
 	}
+	pool := pools.Current()
 	src, err := pki.NewCertSource(cfg.TLS.Cert, cfg.TLS.Key)
 	if err != nil {
 		return nil, err
@@ -110,7 +111,7 @@ func loadNodeTLS(cfg Config) (*nodeTLS, error) {
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		return nil, fmt.Errorf("certificate %s is not a client certificate of CA %s: %w", cfg.TLS.Cert, cfg.TLS.CA, err)
 	}
-	return &nodeTLS{id: cfg.ID, pool: pool, cert: src}, nil
+	return &nodeTLS{id: cfg.ID, pools: pools, cert: src}, nil
 }
 
 // clientConfig is the TLS configuration for dialing node peerID's gRPC
@@ -131,7 +132,7 @@ func (t *nodeTLS) clientConfig(peerID string) *tls.Config {
 			for _, c := range cs.PeerCertificates[1:] {
 				inter.AddCert(c)
 			}
-			if _, err := leaf.Verify(x509.VerifyOptions{Roots: t.pool, Intermediates: inter,
+			if _, err := leaf.Verify(x509.VerifyOptions{Roots: t.pools.Current(), Intermediates: inter,
 				KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
 				return fmt.Errorf("node %s: certificate not valid under the cluster CA: %w", peerID, err)
 			}

@@ -258,7 +258,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		n.allowed = newAllowedSet(cfg.ID, cfg.Peers, cfg.Isolate)
 		trans, err := raft.NewTLSTransport(raft.TLSTransportConfig{
 			BindAddr:    cfg.RaftAddr,
-			CAPool:      nt.pool,
+			CAPools:     nt.pools.Current,
 			Certificate: nt.cert.Current,
 			Allowed:     n.allowed.Allowed,
 			Logger:      cfg.Logger.With("component", "raft-transport"),

@@ -261,3 +261,76 @@ func TestServerCertReload(t *testing.T) {
 		t.Fatal("a broken certificate file replaced the working pair")
 	}
 }
+
+// TestCABundleReload changes the server's CA file under a running
+// configuration: a client of a new CA is refused until its CA is appended,
+// accepted after, and a client of a removed CA refused; a file that does
+// not parse leaves the previous bundle in force.
+func TestCABundleReload(t *testing.T) {
+	dir, newDir := t.TempDir(), t.TempDir()
+	if err := CreateDevPKI(dir, []string{"127.0.0.1"}, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if err := CreateDevPKI(newDir, nil, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(dir, CAFile)
+	srvCfg, err := ServerTLSConfig(caFile, filepath.Join(dir, ServerFile), filepath.Join(dir, ServerKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := func(certDir, name string) *tls.Config {
+		c, k := ClientFiles(certDir, name)
+		cfg, err := ClientTLSConfig(caFile, c, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The server certificate stays under the old CA; pin the trust to
+		// it so that rewriting caFile changes only what the server accepts.
+		cfg.RootCAs, err = LoadPool(filepath.Join(dir, CAFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	alice, bob := client(dir, "alice"), client(newDir, "bob")
+	oldPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newPEM, err := os.ReadFile(filepath.Join(newDir, CAFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// rewrite replaces caFile and waits out the once-a-second check.
+	rewrite := func(b []byte) {
+		t.Helper()
+		if err := os.WriteFile(caFile+".tmp", b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(caFile+".tmp", caFile); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(1100 * time.Millisecond)
+	}
+	accepted := func(cfg *tls.Config) bool {
+		st, err := handshake(t, srvCfg, cfg)
+		return err == nil && len(st.PeerCertificates) > 0
+	}
+
+	if !accepted(alice) || accepted(bob) {
+		t.Fatal("before rotation: want alice accepted and bob (new CA) refused")
+	}
+	rewrite(append(append([]byte{}, oldPEM...), newPEM...))
+	if !accepted(alice) || !accepted(bob) {
+		t.Fatal("with both CAs in the bundle: want both accepted")
+	}
+	rewrite([]byte("not PEM"))
+	if !accepted(alice) || !accepted(bob) {
+		t.Fatal("a CA file that does not parse replaced the working bundle")
+	}
+	rewrite(newPEM)
+	if accepted(alice) || !accepted(bob) {
+		t.Fatal("after the old CA left the bundle: want alice refused and bob accepted")
+	}
+}

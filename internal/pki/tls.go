@@ -20,11 +20,11 @@ import (
 // not chain to caFile fails the handshake.
 //
 // The server certificate is reloaded when certFile or keyFile change on
-// disk (checked at most once a second, at handshakes), so certificates can be
-// rotated without a restart; if the new pair does not load, the old one stays
-// in use.
+// disk, and the CA bundle when caFile changes (each checked at most once a
+// second, at handshakes), so certificates and CAs can be rotated without a
+// restart; if a new file does not load, the old one stays in use.
 func ServerTLSConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
-	pool, err := loadPool(caFile)
+	pools, err := NewPoolSource(caFile)
 	if err != nil {
 		return nil, err
 	}
@@ -32,12 +32,39 @@ func ServerTLSConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
 	if err := r.load(); err != nil {
 		return nil, err
 	}
-	return &tls.Config{
+	s := &serverConfigs{pools: pools, base: &tls.Config{
 		MinVersion:     tls.VersionTLS13,
 		ClientAuth:     tls.VerifyClientCertIfGiven,
-		ClientCAs:      pool,
 		GetCertificate: r.getCertificate,
-	}, nil
+	}}
+	cfg := s.base.Clone()
+	cfg.ClientCAs = pools.Current()
+	cfg.GetConfigForClient = s.forClient
+	return cfg, nil
+}
+
+// serverConfigs derives the configuration of each handshake from the
+// current CA bundle, so clients of a CA added to caFile are accepted (and
+// those of a removed one refused) without a restart.
+type serverConfigs struct {
+	pools *PoolSource
+	base  *tls.Config
+
+	mu   sync.Mutex
+	pool *x509.CertPool
+	cfg  *tls.Config
+}
+
+func (s *serverConfigs) forClient(*tls.ClientHelloInfo) (*tls.Config, error) {
+	pool := s.pools.Current()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cfg == nil || s.pool != pool {
+		cfg := s.base.Clone()
+		cfg.ClientCAs = pool
+		s.cfg, s.pool = cfg, pool
+	}
+	return s.cfg, nil
 }
 
 // ClientTLSConfig returns the TLS configuration of a custos client: TLS 1.3
@@ -146,3 +173,49 @@ func NewCertSource(certFile, keyFile string) (*CertSource, error) {
 
 // Current returns the current pair.
 func (c *CertSource) Current() (*tls.Certificate, error) { return c.r.getCertificate(nil) }
+
+// PoolSource serves a CA bundle from a PEM file and reloads it when the
+// file changes (checked at most once a second), so a CA can be added to or
+// removed from the bundle without a restart. If the changed file does not
+// parse, the previous bundle stays in use.
+type PoolSource struct {
+	file string
+
+	mu        sync.Mutex
+	pool      *x509.CertPool
+	stamp     []byte
+	lastCheck time.Time
+}
+
+// NewPoolSource loads caFile once and returns a source for it.
+func NewPoolSource(caFile string) (*PoolSource, error) {
+	p := &PoolSource{file: caFile}
+	if caFile == "" {
+		return nil, fmt.Errorf("pki: no CA file given")
+	}
+	stamp, err := fileStamp(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("pki: CA file: %w", err)
+	}
+	if p.pool, err = loadPool(caFile); err != nil {
+		return nil, err
+	}
+	p.stamp = stamp
+	return p, nil
+}
+
+// Current returns the current bundle. The pool returned is never modified;
+// a reload makes a new one, so callers may compare pools by identity.
+func (p *PoolSource) Current() *x509.CertPool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if now := time.Now(); now.Sub(p.lastCheck) >= time.Second {
+		p.lastCheck = now
+		if stamp, err := fileStamp(p.file); err == nil && !bytes.Equal(stamp, p.stamp) {
+			if pool, err := loadPool(p.file); err == nil {
+				p.pool, p.stamp = pool, stamp
+			}
+		}
+	}
+	return p.pool
+}
