@@ -204,13 +204,20 @@ func (b *Backend) Random(ctx context.Context, n int) ([]byte, error) {
 
 // Health checks that a pooled session is still open and logged in and that
 // the token itself still answers, and returns an error wrapping
-// hsm.ErrUnavailable when it is not and cannot be replaced.
+// hsm.ErrUnavailable when it is not and cannot be replaced. When the token
+// does not answer, Health re-initialises the module (reinitialize: only when
+// this Backend is its only user in the process) so the token is served
+// again as soon as it is back, without a restart.
 //
 // C_GetSessionInfo alone is not enough: SoftHSM answers it from memory even
 // when the token's object store has gone (its directory removed), while every
 // object lookup then finds nothing; C_GetTokenInfo reads the token and fails
 // (CKR_GENERAL_ERROR) — measured in internal/security TestHSMFault.
-func (b *Backend) Health(ctx context.Context) error {
+func (b *Backend) Health(ctx context.Context) error { return b.health(ctx, true) }
+
+// health is Health; mayRecover says whether a failure may re-initialise the
+// module (once per call).
+func (b *Backend) health(ctx context.Context, mayRecover bool) error {
 	err := b.do(ctx, "C_GetSessionInfo", func(s p11.SessionHandle) error {
 		info, err := b.ctx.GetSessionInfo(s)
 		if err != nil {
@@ -232,6 +239,15 @@ func (b *Backend) Health(ctx context.Context) error {
 		// Session copies of keys live in memory and would keep working
 		// without the token: stop using them until the token answers.
 		b.dropCopies()
+	}
+	if mayRecover && errors.Is(err, hsm.ErrUnavailable) && !b.closed.Load() && ctx.Err() == nil {
+		// Sessions could not be replaced: re-initialise the module (the
+		// only way some modules serve a lost token again), then check once
+		// more. While the token stays away, every health check tries again.
+		if rerr := b.reinitialize(ctx); rerr != nil {
+			return fmt.Errorf("%w (recovery: %v)", err, rerr)
+		}
+		return b.health(ctx, false)
 	}
 	if err != nil && !errors.Is(err, hsm.ErrUnavailable) && !errors.Is(err, hsm.ErrClosed) &&
 		!errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
