@@ -24,6 +24,10 @@ type ReplicationLeader interface {
 	// before the call (kms.ReadIndexFunc, leader side only: it never asks
 	// another node).
 	LeaderReadIndex(ctx context.Context) (uint64, error)
+	// IsMember reports whether the node with this Raft id belongs to the
+	// cluster: the ids the Raft transport accepts (the current Raft
+	// configuration plus the configured peers).
+	IsMember(id string) bool
 }
 
 // replicationServer implements raftlogv1.ReplicationServer: a follower
@@ -34,26 +38,47 @@ type replicationServer struct {
 }
 
 // NewReplicationServer returns the Replication service of a node. Only
-// other nodes may call it: the caller's principal must be a node
-// certificate's common name (custos-node:<id>); anyone else gets
-// PermissionDenied. A node that is not the leader answers
+// the cluster's other nodes may call it: the caller's principal must be a
+// node certificate's common name (custos-node:<id>) whose id is a member
+// (ReplicationLeader.IsMember), and a command must name that node as its
+// proposer (and, for RegisterNodeKey, as the node whose key it registers);
+// anyone else gets PermissionDenied. A member node is trusted to have
+// authenticated the principal it proposes for, as it is trusted to run
+// custos; a certificate of a node outside the cluster (removed, or never
+// added) is not. A node that is not the leader answers
 // FailedPrecondition and never forwards again, so there is no forwarding
 // loop. The result is kms.EncodeResult of the local Apply.
 func NewReplicationServer(leader ReplicationLeader) raftlogv1.ReplicationServer {
 	return &replicationServer{leader: leader}
 }
 
-func isNode(ctx context.Context) bool {
+// member returns the Raft id of the calling node if it is a member of the
+// cluster, or a PermissionDenied error saying what it may not do.
+func (s *replicationServer) member(ctx context.Context, what string) (string, error) {
 	p, ok := PrincipalFrom(ctx)
-	return ok && strings.HasPrefix(p.Name, raft.NodeCNPrefix) && len(p.Name) > len(raft.NodeCNPrefix)
+	if !ok || !strings.HasPrefix(p.Name, raft.NodeCNPrefix) || len(p.Name) == len(raft.NodeCNPrefix) {
+		return "", status.Errorf(codes.PermissionDenied, "only cluster nodes (certificate custos-node:<id>) may %s", what)
+	}
+	id := strings.TrimPrefix(p.Name, raft.NodeCNPrefix)
+	if !s.leader.IsMember(id) {
+		return "", status.Errorf(codes.PermissionDenied, "node %q is not a member of this cluster and may not %s", id, what)
+	}
+	return id, nil
 }
 
 func (s *replicationServer) Apply(ctx context.Context, cmd *raftlogv1.Command) (*raftlogv1.ApplyResult, error) {
-	if !isNode(ctx) {
-		return nil, status.Error(codes.PermissionDenied, "only cluster nodes (certificate custos-node:<id>) may propose commands")
+	id, err := s.member(ctx, "propose commands")
+	if err != nil {
+		return nil, err
 	}
 	if cmd == nil || cmd.Op == nil {
 		return nil, status.Error(codes.InvalidArgument, "empty command")
+	}
+	if cmd.GetNode() != id {
+		return nil, status.Errorf(codes.PermissionDenied, "node %q may propose commands only as itself, not as %q", id, cmd.GetNode())
+	}
+	if rk := cmd.GetRegisterNodeKey(); rk != nil && rk.GetNode() != id {
+		return nil, status.Errorf(codes.PermissionDenied, "node %q may register only its own checkpoint key, not %q's", id, rk.GetNode())
 	}
 	if !s.leader.IsLeader() {
 		return nil, status.Error(codes.FailedPrecondition, "this node is not the Raft leader")
@@ -74,8 +99,8 @@ func (s *replicationServer) Apply(ctx context.Context, cmd *raftlogv1.Command) (
 // leader's own, never forwarded. A node that is not the leader answers
 // FailedPrecondition; one that cannot confirm its leadership, Unavailable.
 func (s *replicationServer) ReadIndex(ctx context.Context, _ *raftlogv1.ReadIndexRequest) (*raftlogv1.ReadIndexResponse, error) {
-	if !isNode(ctx) {
-		return nil, status.Error(codes.PermissionDenied, "only cluster nodes (certificate custos-node:<id>) may ask for a read index")
+	if _, err := s.member(ctx, "ask for a read index"); err != nil {
+		return nil, err
 	}
 	if !s.leader.IsLeader() {
 		return nil, status.Error(codes.FailedPrecondition, "this node is not the Raft leader")

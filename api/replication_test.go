@@ -13,15 +13,20 @@ import (
 )
 
 type fakeLeader struct {
-	leader bool
-	idx    uint64
-	err    error
-	calls  int
+	leader  bool
+	idx     uint64
+	err     error
+	calls   int
+	applied int
 }
+
+// IsMember: node2 and node3 are the cluster's other members.
+func (f *fakeLeader) IsMember(id string) bool { return id == "node2" || id == "node3" }
 
 func (f *fakeLeader) IsLeader() bool { return f.leader }
 func (f *fakeLeader) Apply(context.Context, *raftlogv1.Command) (any, error) {
-	return nil, errors.New("unused")
+	f.applied++
+	return nil, nil
 }
 func (f *fakeLeader) LeaderReadIndex(context.Context) (uint64, error) {
 	f.calls++
@@ -36,7 +41,7 @@ func TestReplicationReadIndex(t *testing.T) {
 	}
 	f := &fakeLeader{leader: true, idx: 42}
 	srv := NewReplicationServer(f)
-	for _, ctx := range []context.Context{context.Background(), as("app"), as("custos-node:")} {
+	for _, ctx := range []context.Context{context.Background(), as("app"), as("custos-node:"), as("custos-node:node9")} {
 		if _, err := srv.ReadIndex(ctx, &raftlogv1.ReadIndexRequest{}); status.Code(err) != codes.PermissionDenied {
 			t.Fatalf("ReadIndex by a non-node: %v", err)
 		}
@@ -52,5 +57,53 @@ func TestReplicationReadIndex(t *testing.T) {
 	f.leader, f.calls = false, 0
 	if _, err := srv.ReadIndex(as("custos-node:node2"), &raftlogv1.ReadIndexRequest{}); status.Code(err) != codes.FailedPrecondition || f.calls != 0 {
 		t.Fatalf("ReadIndex on a follower: %v (%d leader rounds)", err, f.calls)
+	}
+}
+
+// TestReplicationApplyOnlyMembersAsThemselves: a node certificate outside
+// the cluster, or a member proposing as another node (or registering
+// another node's checkpoint key), is refused before anything is proposed.
+func TestReplicationApplyOnlyMembersAsThemselves(t *testing.T) {
+	as := func(name string) context.Context {
+		return context.WithValue(context.Background(), principalKey{}, kms.Principal{Name: name})
+	}
+	f := &fakeLeader{leader: true}
+	srv := NewReplicationServer(f)
+	decide := func(node string) *raftlogv1.Command {
+		return &raftlogv1.Command{Node: node, Principal: "app", Op: &raftlogv1.Command_SetKeyState{SetKeyState: &raftlogv1.SetKeyState{}}}
+	}
+	register := func(node, of string) *raftlogv1.Command {
+		return &raftlogv1.Command{Node: node, Op: &raftlogv1.Command_RegisterNodeKey{RegisterNodeKey: &raftlogv1.RegisterNodeKey{Node: of}}}
+	}
+	for _, tc := range []struct {
+		name   string
+		caller string
+		cmd    *raftlogv1.Command
+	}{
+		{"no principal", "", decide("node2")},
+		{"an application", "app", decide("node2")},
+		{"a node outside the cluster", "custos-node:node9", decide("node9")},
+		{"a member as another node", "custos-node:node2", decide("node3")},
+		{"a member as no node", "custos-node:node2", decide("")},
+		{"a member registering another node's key", "custos-node:node2", register("node2", "node3")},
+	} {
+		ctx := context.Background()
+		if tc.caller != "" {
+			ctx = as(tc.caller)
+		}
+		if _, err := srv.Apply(ctx, tc.cmd); status.Code(err) != codes.PermissionDenied {
+			t.Errorf("%s: Apply = %v, want PermissionDenied", tc.name, err)
+		}
+	}
+	if f.applied != 0 {
+		t.Fatalf("%d refused commands reached the log", f.applied)
+	}
+	for _, cmd := range []*raftlogv1.Command{decide("node2"), register("node2", "node2")} {
+		if _, err := srv.Apply(as("custos-node:node2"), cmd); err != nil {
+			t.Fatalf("a member proposing as itself: %v", err)
+		}
+	}
+	if f.applied != 2 {
+		t.Fatalf("applied %d commands, want 2", f.applied)
 	}
 }

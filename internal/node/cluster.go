@@ -433,11 +433,16 @@ func (r *readIndexes) anyOnce(ctx context.Context) (uint64, error) {
 }
 
 // replicationLeader is what the Replication service serves from: the Raft
-// node plus the leader side of a read index.
+// node, the leader side of a read index, and the set of member ids.
 type replicationLeader struct {
 	*raft.Node
-	ri *readIndexes
+	ri      *readIndexes
+	members *allowedSet
 }
+
+// IsMember reports whether id is in the Raft configuration or a configured
+// peer (what the Raft transport accepts; an isolated node accepts no one).
+func (l replicationLeader) IsMember(id string) bool { return l.members.Allowed(id) }
 
 func (l replicationLeader) LeaderReadIndex(ctx context.Context) (uint64, error) {
 	return l.ri.leader(ctx)

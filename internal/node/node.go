@@ -352,7 +352,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Context: healthCtx,
 	}
 	if n.fwd != nil {
-		opts.Replication = replicationLeader{Node: n.raft, ri: n.ri}
+		opts.Replication = replicationLeader{Node: n.raft, ri: n.ri, members: n.allowed}
 	}
 	if n.admit != nil {
 		opts.Admitted = n.admit.check
