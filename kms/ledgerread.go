@@ -13,10 +13,24 @@ import (
 // errStop ends a ledger scan early.
 var errStop = errors.New("stop")
 
+// Bounds of one page of ScanRecords: records read in one ledger read
+// transaction before fn sees them.
+const (
+	scanPageRecords = 256
+	scanPageBytes   = 1 << 20
+)
+
 // ScanRecords calls fn with the stored bytes of every record from `from` up
 // to the ledger head at the time of the call, in order, until fn returns an
-// error (errStop-like sentinels are the caller's). data is valid only
-// during fn.
+// error (errStop-like sentinels are the caller's). data is fn's to keep.
+//
+// fn runs outside any ledger transaction: records are read in pages
+// (scanPageRecords, scanPageBytes) and copied first. fn is often a gRPC
+// Send to an audit client, which blocks when that client stops reading; a
+// bbolt read transaction held that long would stop every writer the next
+// time the file must grow (bbolt remaps only with no reader), so one stuck
+// auditor stream would stall every decision of the node
+// (TestStuckClientsCannotStarveOthers).
 func (s *State) ScanRecords(from uint64, fn func(seq uint64, data []byte) error) error {
 	if from == 0 {
 		from = 1
@@ -25,16 +39,35 @@ func (s *State) ScanRecords(from uint64, fn func(seq uint64, data []byte) error)
 	if from > head {
 		return nil
 	}
-	err := s.ledger.Scan(from, func(seq uint64, data []byte) error {
-		if seq > head {
-			return errStop
-		}
-		return fn(seq, data)
-	})
-	if errors.Is(err, errStop) {
-		return nil
+	type record struct {
+		seq  uint64
+		data []byte
 	}
-	return err
+	page := make([]record, 0, scanPageRecords)
+	for from <= head {
+		page, size := page[:0], 0
+		err := s.ledger.Scan(from, func(seq uint64, data []byte) error {
+			if seq > head || len(page) == scanPageRecords || size >= scanPageBytes {
+				return errStop
+			}
+			page = append(page, record{seq, append([]byte(nil), data...)})
+			size += len(data)
+			return nil
+		})
+		if err != nil && !errors.Is(err, errStop) {
+			return err
+		}
+		if len(page) == 0 {
+			return nil
+		}
+		for _, r := range page {
+			if err := fn(r.seq, r.data); err != nil {
+				return err
+			}
+		}
+		from = page[len(page)-1].seq + 1
+	}
+	return nil
 }
 
 // WaitBeyond blocks until the ledger head passes seq or ctx ends.
