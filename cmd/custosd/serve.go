@@ -130,6 +130,8 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 Starts a custos node from a JSON configuration (docs/config.md). The PKCS#11
 PIN is read from the file named by pkcs11.pin_file or, without one, from the
 CUSTOS_PKCS11_PIN environment variable. Stop it with SIGINT or SIGTERM.
+SIGHUP re-reads the configuration and applies the XKS key stores and
+credentials (docs/xks.md); TLS files reload by themselves when they change.
 
 Flags:
 `)
@@ -168,6 +170,7 @@ Flags:
 	if err != nil {
 		return err
 	}
+	reloadOnHangup(ctx, func() error { return reloadConfig(n, *configFile, os.Getenv, cfg, log) }, log)
 	return serveUntilSignal(ctx, n, log)
 }
 

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -111,12 +112,9 @@ func xksTLSConfig(c *XKSConfig) (*tls.Config, error) {
 // (xksTLSConfig); health is the node's
 // readiness (a Raft leader known, the HSM answers, the ledger is sound).
 func (n *Node) startXKS(c *XKSConfig, tc *tls.Config, health func(context.Context) error) (*xksServer, error) {
-	ekm := c.EKMID
-	if ekm == "" {
-		ekm = n.cfg.ID
-	}
-	lg := n.log.With("component", "xks")
-	h, err := xks.NewHandler(xks.Config{Prefixes: c.Prefixes, EKMID: ekm, Logger: lg}, n.svc, health)
+	hc := n.xksHandlerConfig(c)
+	lg := hc.Logger
+	h, err := xks.NewHandler(hc, n.svc, health)
 	if err != nil {
 		return nil, fmt.Errorf("node: XKS: %w", err)
 	}
@@ -175,8 +173,43 @@ func (n *Node) XKSAddr() string {
 	return n.xks.lis.Addr().String()
 }
 
-// XKSHandler returns the XKS handler (nil when XKS is off), e.g. to Reload
-// its credentials.
+// xksHandlerConfig is the handler configuration of c.
+func (n *Node) xksHandlerConfig(c *XKSConfig) xks.Config {
+	ekm := c.EKMID
+	if ekm == "" {
+		ekm = n.cfg.ID
+	}
+	return xks.Config{Prefixes: c.Prefixes, EKMID: ekm, Logger: n.log.With("component", "xks")}
+}
+
+// ReloadXKS makes c's key stores (prefixes, regions, reason mapping), SigV4
+// credentials and EKM id those of the running XKS listener for the next
+// requests, e.g. to add a new credential and later remove the old one
+// during a rotation (docs/xks.md). The listener's address, TLS files
+// (reloaded when they change on disk anyway), client CA and allowed CNs
+// are fixed at start: a c that changes them is refused, as are turning XKS
+// on or off, and an invalid c; the running configuration then stays.
+func (n *Node) ReloadXKS(c *XKSConfig) error {
+	switch {
+	case n.xks == nil && c == nil:
+		return nil
+	case n.xks == nil:
+		return errors.New("node: XKS is off in the running node; turning it on needs a restart")
+	case c == nil:
+		return errors.New("node: XKS is on in the running node; turning it off needs a restart")
+	}
+	run := n.cfg.XKS
+	if c.Listen != run.Listen || c.CertFile != run.CertFile || c.KeyFile != run.KeyFile ||
+		c.ClientCAFile != run.ClientCAFile || !slices.Equal(c.AllowedCNs, run.AllowedCNs) {
+		return errors.New("node: XKS listen, cert, key, client_ca and allowed_cns are fixed at start; changing them needs a restart")
+	}
+	if err := n.xks.handler.Reload(n.xksHandlerConfig(c)); err != nil {
+		return fmt.Errorf("node: XKS reload: %w", err)
+	}
+	return nil
+}
+
+// XKSHandler returns the XKS handler (nil when XKS is off).
 func (n *Node) XKSHandler() *xks.Handler {
 	if n.xks == nil {
 		return nil
