@@ -102,13 +102,18 @@ clean:
 # ---------------------------------------------------------------------------
 # Benchmarks: `bench` and `bench-short` targets go here (owned by bench/).
 # ---------------------------------------------------------------------------
-# bench: builds bin/custosd and bin/custos-bench, which starts a custosd dev
-# node as a child process and drives it over gRPC+mTLS at concurrency
-# 1,16,64 for 10 s a point, with the SoftHSM and gRPC ceilings measured in
-# the same run; writes bench/RESULTS.md (between its markers) and
-# bench/results.json. About 2.5 minutes.
-# bench-short: the same as a smoke run (1 s a point, concurrency 1,4) into
-# bench/out/ (gitignored); well under a minute. Extra flags: BENCHFLAGS=...
+# bench: builds bin/custosd and bin/custos-bench, which starts a 1-node
+# cluster (custosd dev) and then a 3-node one (custosd dev --nodes 3: three
+# custosd serve processes, each with its own SoftHSM token) as child
+# processes and drives each over gRPC+mTLS at concurrency 1,16,64,256 for
+# 10 s a point (GenerateDataKey, Decrypt, ReEncrypt, BatchDecrypt of 100
+# keys), with the SoftHSM, Raft and gRPC ceilings measured in the same run;
+# CPU per op and RSS of every node process. Writes bench/RESULTS.md
+# (between its markers), bench/results.json and bench/results.svg (ops/s
+# and p99 against concurrency). About 9 minutes.
+# bench-short: the same as a smoke run (1 s a point, concurrency 1,16, both
+# cluster sizes) into bench/out/ (gitignored); about 40 s.
+# Extra flags: BENCHFLAGS=... (e.g. BENCHFLAGS='--nodes 3 --ops decrypt').
 BENCHFLAGS ?=
 
 .PHONY: bench bench-short bench-bin
@@ -118,13 +123,13 @@ bench-bin: deps
 	$(GO) build -o $(BIN)/custos-bench ./bench/cmd/custos-bench
 
 bench: bench-bin
-	./$(BIN)/custos-bench --start --custosd $(BIN)/custosd \
-		--concurrency 1,16,64 --ceiling-concurrency 1,16 --duration 10s --warmup 1s \
-		--markdown bench/RESULTS.md --json bench/results.json $(BENCHFLAGS)
+	./$(BIN)/custos-bench --start --custosd $(BIN)/custosd --nodes 1,3 \
+		--concurrency 1,16,64,256 --ceiling-concurrency 1,16 --duration 10s --warmup 1s \
+		--markdown bench/RESULTS.md --json bench/results.json --plot bench/results.svg $(BENCHFLAGS)
 
 bench-short: bench-bin
 	./$(BIN)/custos-bench --start --custosd $(BIN)/custosd --short \
-		--markdown bench/out/RESULTS.md --json bench/out/results.json $(BENCHFLAGS)
+		--markdown bench/out/RESULTS.md --json bench/out/results.json --plot bench/out/results.svg $(BENCHFLAGS)
 
 # ---------------------------------------------------------------------------
 # robustness: a 3-node cluster under a mixed workload while nodes are killed,

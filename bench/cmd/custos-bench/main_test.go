@@ -1,15 +1,25 @@
 package main
 
 import (
+	"encoding/xml"
 	"errors"
+	"fmt"
 	"io"
+	"math"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/custos-kms/custos/bench/loadgen"
+	custos "github.com/custos-kms/custos/clients/go"
+	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 )
 
 func TestParseStatCPU(t *testing.T) {
@@ -83,7 +93,7 @@ func TestParseFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.duration != time.Second || len(o.concurrency) != 2 || o.concurrency[1] != 4 || len(o.ops) != len(knownOps) {
+	if o.duration != time.Second || len(o.concurrency) != 2 || o.concurrency[1] != 16 || len(o.nodes) != 2 || o.nodes[1] != 3 || len(o.ops) != len(knownOps) {
 		t.Errorf("short options = %+v", o)
 	}
 	o, err = parseFlags([]string{"--start", "--short", "--duration", "3s", "--concurrency", "2", "--ops", "decrypt"}, io.Discard)
@@ -119,7 +129,7 @@ func testReport() *report {
 	}
 	r := &report{
 		Date: "2026-01-01T00:00:00Z", Command: "custos-bench --start", Machine: machine{NumCPU: 2},
-		Node: &nodeInfo{Mode: "start", Binary: "bin/custosd"},
+		Clusters: []clusterInfo{{Nodes: 1, Mode: "start", Binary: "bin/custosd"}},
 		Ceilings: []point{
 			mk("softhsm-gcm-decrypt", kindCeiling, 1, 40000),
 			mk("softhsm-gcm-decrypt", kindCeiling, 16, 30000),
@@ -196,5 +206,304 @@ func TestFmtDur(t *testing.T) {
 func TestCommandLine(t *testing.T) {
 	if got := commandLine([]string{"bin/custos-bench", "--start", "--markdown", "a b.md", "--x=it's"}); got != `bin/custos-bench --start --markdown 'a b.md' '--x=it'\''s'` {
 		t.Errorf("commandLine = %s", got)
+	}
+}
+
+func TestParseStartLines(t *testing.T) {
+	log := []byte(`custosd dev: node1 started, pid 101 (gRPC 127.0.0.1:27401, Raft 127.0.0.1:27411)
+[node1] time=... level=INFO msg="custos node started"
+custosd dev: node2 started, pid 102 (gRPC 127.0.0.1:27402, Raft 127.0.0.1:27412)
+custosd dev: node3 started, pid 103 (gRPC 127.0.0.1:27403, Raft 127.0.0.1:27413)
+`)
+	nodes, err := parseStartLines(log, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []nodeProc{{"node1", 101, "127.0.0.1:27401"}, {"node2", 102, "127.0.0.1:27402"}, {"node3", 103, "127.0.0.1:27403"}}
+	if !slices.Equal(nodes, want) {
+		t.Errorf("nodes = %+v, want %+v", nodes, want)
+	}
+	if _, err := parseStartLines(log, 5); err == nil {
+		t.Error("3 start lines accepted for 5 nodes")
+	}
+}
+
+func TestFormed(t *testing.T) {
+	st := func(id, leader string, voters int) *custosv1.ClusterStatus {
+		s := &custosv1.ClusterStatus{NodeId: id, LeaderId: leader}
+		for i := range voters {
+			s.Servers = append(s.Servers, &custosv1.Server{Id: fmt.Sprintf("node%d", i+1), Suffrage: "VOTER"})
+		}
+		return s
+	}
+	ok := []*custosv1.ClusterStatus{st("node1", "node1", 3), st("node2", "node1", 3), st("node3", "node1", 3)}
+	if err := formed(ok, make([]error, 3), 3); err != nil {
+		t.Errorf("formed cluster: %v", err)
+	}
+	for name, tc := range map[string]struct {
+		sts  []*custosv1.ClusterStatus
+		errs []error
+	}{
+		"silent node":   {ok, []error{nil, errors.New("refused"), nil}},
+		"missing voter": {[]*custosv1.ClusterStatus{st("node1", "node1", 3), st("node2", "node1", 2), st("node3", "node1", 3)}, make([]error, 3)},
+		"no leader":     {[]*custosv1.ClusterStatus{st("node1", "", 3), st("node2", "", 3), st("node3", "", 3)}, make([]error, 3)},
+		"two leaders":   {[]*custosv1.ClusterStatus{st("node1", "node1", 3), st("node2", "node2", 3), st("node3", "node1", 3)}, make([]error, 3)},
+	} {
+		if err := formed(tc.sts, tc.errs, 3); err == nil {
+			t.Errorf("%s: formed", name)
+		}
+	}
+}
+
+func TestParseFlagsNodes(t *testing.T) {
+	o, err := parseFlags([]string{"--start"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(o.nodes, []int{1, 3}) || !slices.Equal(o.concurrency, []int{1, 16, 64, 256}) || !slices.Contains(o.ops, "reencrypt") {
+		t.Errorf("defaults: nodes %v, concurrency %v, ops %v", o.nodes, o.concurrency, o.ops)
+	}
+	if o, err = parseFlags([]string{"--start", "--nodes", "3"}, io.Discard); err != nil || !slices.Equal(o.nodes, []int{3}) {
+		t.Errorf("--nodes 3: %v, %v", o.nodes, err)
+	}
+	for _, args := range [][]string{
+		{"--env", "x", "--nodes", "3"},  // --nodes without --start
+		{"--start", "--nodes", "10"},    // more than custosd dev starts
+		{"--start", "--nodes", "0"},     // no node
+		{"--from-json", "r", "--start"}, // measures nothing
+	} {
+		if _, err := parseFlags(args, io.Discard); err == nil {
+			t.Errorf("parseFlags(%q) succeeded", args)
+		}
+	}
+	if _, err := parseFlags([]string{"--from-json", "r.json", "--markdown", "x.md"}, io.Discard); err != nil {
+		t.Errorf("--from-json: %v", err)
+	}
+}
+
+// clusterReport is a report of a 1-node and a 3-node cluster.
+func clusterReport() *report {
+	r := testReport()
+	mk := func(name string, nodes, c int, opsPerSec float64, p99 time.Duration) point {
+		h := loadgen.NewHistogram()
+		h.Record(p99)
+		res := loadgen.Summarize(c, h, time.Second)
+		res.OpsPerSec = opsPerSec
+		cpu := func(v float64) *float64 { return &v }
+		p := point{Name: name, Kind: kindCustos, Nodes: nodes, Result: res, NodeCPUPerOp: cpu(300)}
+		for i := range nodes {
+			p.PerNode = append(p.PerNode, nodeSample{ID: fmt.Sprintf("node%d", i+1), CPUPerOp: cpu(100), Mem: &memInfo{RSSKiB: 40 << 10, HWMKiB: 50 << 10}})
+		}
+		if name == "batch-decrypt" {
+			p.ItemsPerOp = batchItems
+		}
+		return p
+	}
+	for i := range r.Scenarios {
+		r.Scenarios[i].Nodes = 1
+	}
+	r.Clusters = append(r.Clusters, clusterInfo{Nodes: 3, Mode: "start", Binary: "bin/custosd", Leader: "node1", LoadNode: "node1",
+		FollowerDecrypt: `node2 answered FailedPrecondition: "not admitted"`})
+	r.Scenarios = append(r.Scenarios,
+		mk("decrypt", 3, 1, 800, 2*time.Millisecond), mk("decrypt", 3, 64, 21000, 12*time.Millisecond),
+		mk("batch-decrypt", 3, 16, 300, 90*time.Millisecond), mk("reencrypt", 3, 64, 5000, 30*time.Millisecond))
+	r.ratios()
+	return r
+}
+
+func TestMarkdownClusters(t *testing.T) {
+	r := clusterReport()
+	r.Plot = "results.svg"
+	md := r.markdownBlock()
+	for _, want := range []string{
+		"| nodes |",
+		"- 3 nodes: `bin/custosd dev --nodes 3`",
+		"| Decrypt (data key, CUSTOMER_INITIATED, decision recorded) | 3 | 64 | 21000 | ",
+		"| 100 · 100 · 100 |",
+		"| 40 · 40 · 40 | 50 · 50 · 50 |",
+		"| 21000 ops/s, p99 12.0 ms | met |",
+		"| 30000 data keys/s (best, at C=16) | not met |",
+		"node2 answered FailedPrecondition",
+		"](results.svg)",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+	// The rows of one operation on 1 and 3 nodes are next to each other.
+	i1 := strings.Index(md, "| Decrypt (data key, CUSTOMER_INITIATED, decision recorded) | 1 | 16 |")
+	i3 := strings.Index(md, "| Decrypt (data key, CUSTOMER_INITIATED, decision recorded) | 3 | 1 |")
+	ir := strings.Index(md, "| ReEncrypt")
+	if i1 < 0 || i3 < i1 || ir < i3 {
+		t.Errorf("rows out of order (%d, %d, %d):\n%s", i1, i3, ir, md)
+	}
+	// The 3-node rows divide by the 3-node gRPC ceiling: there is none.
+	for _, p := range r.Scenarios {
+		if p.Nodes == 3 && p.PctGRPC != nil {
+			t.Errorf("%s n=3 c=%d: gRPC ratio %v against another cluster's ceiling", p.Name, p.Concurrency, *p.PctGRPC)
+		}
+	}
+}
+
+func TestPlotSVG(t *testing.T) {
+	svg := plotSVG(clusterReport())
+	dec := xml.NewDecoder(strings.NewReader(svg))
+	lines := 0
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("SVG is not well-formed XML: %v\n%s", err, svg)
+		}
+		if se, ok := tok.(xml.StartElement); ok && se.Name.Local == "polyline" {
+			lines++
+		}
+	}
+	// 2 panels × (decrypt, batch-decrypt, reencrypt on 3 nodes + decrypt on 1).
+	if lines != 8 {
+		t.Errorf("%d polylines, want 8", lines)
+	}
+	if !strings.Contains(svg, "Decrypt — 3 nodes") || !strings.Contains(svg, `stroke-dasharray`) {
+		t.Errorf("legend or dashes missing:\n%s", svg)
+	}
+	if s := plotSVG(&report{}); !strings.Contains(s, "no custos operation") {
+		t.Errorf("empty plot: %s", s)
+	}
+}
+
+func TestLogAxis(t *testing.T) {
+	a := newLogAxis(900, 35000)
+	if a.lo != 100 || a.hi != 100000 {
+		t.Errorf("axis = %+v", a)
+	}
+	if f := a.frac(1000); math.Abs(f-1.0/3) > 1e-9 {
+		t.Errorf("frac(1000) = %v", f)
+	}
+	if got := a.ticks(); !slices.Equal(got, []float64{100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000}) {
+		t.Errorf("ticks = %v", got)
+	}
+	if got := fmtMillis(0.5) + " " + fmtMillis(20) + " " + fmtMillis(1500); got != "500 µs 20 ms 1.5 s" {
+		t.Errorf("fmtMillis: %s", got)
+	}
+}
+
+func TestJSONRoundTrip(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "results.json")
+	r := clusterReport()
+	r.Schema = 2
+	if err := writeJSON(path, r); err != nil {
+		t.Fatal(err)
+	}
+	back, err := readJSON(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.markdownBlock() != r.markdownBlock() {
+		t.Errorf("markdown differs after a JSON round trip:\n%s\n---\n%s", back.markdownBlock(), r.markdownBlock())
+	}
+	r.Schema = 1
+	if err := writeJSON(path, r); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readJSON(path); err == nil {
+		t.Error("schema 1 accepted")
+	}
+}
+
+func TestFreeBasePort(t *testing.T) {
+	base, err := freeBasePort(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []int{base, base + 2, base + 10, base + 12} {
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err != nil {
+			t.Errorf("port %d: %v", p, err)
+			continue
+		}
+		l.Close()
+	}
+}
+
+// TestStartCluster builds custosd, starts a 3-node cluster the way --start
+// does, measures a short decrypt point on it and stops it.
+func TestStartCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	tmp := t.TempDir()
+	bin := filepath.Join(tmp, "custosd")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/custos-kms/custos/cmd/custosd").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	ctx := t.Context()
+	cl, err := startCluster(ctx, bin, 3, 60*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			cl.stop()
+		}
+	})
+	if len(cl.nodes) != 3 || cl.supervisor == 0 || cl.leader == "" || cl.loadNode != "node1" || len(cl.load.Addrs) != 1 || cl.load.Addrs[0] != cl.nodes[0].Addr {
+		t.Fatalf("cluster: nodes %+v, supervisor %d, leader %q, load to %q at %v", cl.nodes, cl.supervisor, cl.leader, cl.loadNode, cl.load.Addrs)
+	}
+	for i, n := range cl.nodes {
+		if want := fmt.Sprintf("node%d", i+1); n.ID != want || n.PID <= 0 {
+			t.Errorf("node %d = %+v", i, n)
+		}
+	}
+
+	c, err := custos.Dial(ctx, cl.load)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.CreateKey(ctx, "bench-test", ""); err != nil {
+		t.Fatal(err)
+	}
+	encCtx := map[string]string{"a": "b"}
+	dk, err := c.GenerateDataKey(ctx, "bench-test", encCtx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	just := custos.Justification{Reason: custosv1.Reason_REASON_CUSTOMER_INITIATED, Text: "test"}
+	if got := followerDecrypt(ctx, c, cl, dk.Wrapped, encCtx, just); !strings.Contains(got, "node2 answered FailedPrecondition") {
+		t.Errorf("follower decrypt: %s", got)
+	}
+	ops := operations(c, "bench-test", dk, encCtx, just)
+	o := options{duration: 300 * time.Millisecond}
+	for _, name := range knownOps {
+		p, err := measure(ctx, o, name, kindCustos, 2, cl, ops[name])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Ops == 0 || p.Errors > 0 {
+			t.Errorf("%s: %d ops, %d errors (%s)", name, p.Ops, p.Errors, p.FirstError)
+		}
+		if len(p.PerNode) != 3 || p.NodeCPUPerOp == nil {
+			t.Fatalf("%s: per node %+v, all nodes %v", name, p.PerNode, p.NodeCPUPerOp)
+		}
+		for _, s := range p.PerNode {
+			if s.CPUPerOp == nil || s.Mem == nil || s.Mem.RSSKiB <= 0 {
+				t.Errorf("%s: %s: CPU %v, mem %v", name, s.ID, s.CPUPerOp, s.Mem)
+			}
+		}
+	}
+
+	pids := cl.pids()
+	cl.stop()
+	stopped = true
+	for _, pid := range append(pids, cl.supervisor) {
+		if err := syscall.Kill(pid, 0); err == nil {
+			t.Errorf("pid %d still running after stop", pid)
+		}
+	}
+	if _, err := os.Stat(cl.dir); err == nil {
+		t.Errorf("%s left behind", cl.dir)
 	}
 }

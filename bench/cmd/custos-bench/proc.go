@@ -3,12 +3,9 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -194,103 +191,4 @@ func configFromEnv(env map[string]string, path string) (custos.Config, error) {
 		return cfg, fmt.Errorf("%s: missing %s", path, strings.Join(missing, ", "))
 	}
 	return cfg, nil
-}
-
-// child is a custosd dev node started as a separate process.
-type child struct {
-	cmd     *exec.Cmd
-	dir     string // temporary data dir (removed by stop)
-	logPath string
-	exited  chan struct{}
-	waitErr error
-}
-
-// startChild runs `custosd dev --data-dir <tmp> --listen 127.0.0.1:0` and
-// waits until it has written <tmp>/client.env.
-func startChild(ctx context.Context, custosd string, timeout time.Duration) (*child, custos.Config, error) {
-	if _, err := os.Stat(custosd); err != nil {
-		return nil, custos.Config{}, fmt.Errorf("custosd binary: %w (build it with `make build`, or pass --custosd)", err)
-	}
-	dir, err := os.MkdirTemp("", "custos-bench-node-")
-	if err != nil {
-		return nil, custos.Config{}, err
-	}
-	c := &child{dir: dir, logPath: filepath.Join(dir, "custosd.log"), exited: make(chan struct{})}
-	logf, err := os.Create(c.logPath)
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, custos.Config{}, err
-	}
-	dataDir := filepath.Join(dir, "data")
-	c.cmd = exec.Command(custosd, "dev", "--data-dir", dataDir, "--listen", "127.0.0.1:0")
-	c.cmd.Stdout, c.cmd.Stderr = logf, logf
-	// Own process group: a Ctrl-C on the benchmark reaches the child only
-	// through stop, which waits for it.
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := c.cmd.Start(); err != nil {
-		logf.Close()
-		os.RemoveAll(dir)
-		return nil, custos.Config{}, fmt.Errorf("start %s: %w", custosd, err)
-	}
-	go func() {
-		c.waitErr = c.cmd.Wait()
-		logf.Close()
-		close(c.exited)
-	}()
-
-	envPath := filepath.Join(dataDir, "client.env")
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if b, err := os.ReadFile(envPath); err == nil {
-			// The file may be caught half written: retry until complete.
-			if cfg, err := configFromEnv(parseEnvFile(b), envPath); err == nil {
-				return c, cfg, nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			c.stop()
-			return nil, custos.Config{}, ctx.Err()
-		case <-c.exited:
-			err := fmt.Errorf("custosd exited before writing client.env (%v); its log:\n%s", c.waitErr, c.tail())
-			c.stop()
-			return nil, custos.Config{}, err
-		case <-deadline.C:
-			err := fmt.Errorf("custosd wrote no %s within %v; its log:\n%s", envPath, timeout, c.tail())
-			c.stop()
-			return nil, custos.Config{}, err
-		case <-tick.C:
-		}
-	}
-}
-
-func (c *child) pid() int { return c.cmd.Process.Pid }
-
-// tail returns the end of the child's log.
-func (c *child) tail() string {
-	b, _ := os.ReadFile(c.logPath)
-	if len(b) > 4000 {
-		b = b[len(b)-4000:]
-	}
-	return string(b)
-}
-
-// stop interrupts the child (custosd shuts down cleanly on SIGINT), kills it
-// if it has not exited after 10 s, and removes its data dir.
-func (c *child) stop() {
-	select {
-	case <-c.exited:
-	default:
-		_ = c.cmd.Process.Signal(syscall.SIGINT)
-		select {
-		case <-c.exited:
-		case <-time.After(10 * time.Second):
-			_ = c.cmd.Process.Kill()
-			<-c.exited
-		}
-	}
-	_ = os.RemoveAll(c.dir)
 }

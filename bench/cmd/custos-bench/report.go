@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,14 +27,18 @@ const (
 
 // report is everything one run measured; it is written as JSON as is.
 type report struct {
-	Schema    int       `json:"schema"`
-	Date      string    `json:"date"`
-	Command   string    `json:"command"`
-	Machine   machine   `json:"machine"`
-	Settings  settings  `json:"settings"`
-	Node      *nodeInfo `json:"node,omitempty"`
-	Ceilings  []point   `json:"ceilings"`
-	Scenarios []point   `json:"scenarios"`
+	Schema   int      `json:"schema"`
+	Date     string   `json:"date"`
+	Command  string   `json:"command"`
+	Machine  machine  `json:"machine"`
+	Settings settings `json:"settings"`
+	// Clusters are the clusters the load was driven at, in run order.
+	Clusters  []clusterInfo `json:"clusters"`
+	Ceilings  []point       `json:"ceilings"`
+	Scenarios []point       `json:"scenarios"`
+	// Plot is the SVG written with --plot, relative to the Markdown file
+	// (empty without --plot or --markdown).
+	Plot string `json:"-"`
 }
 
 type machine struct {
@@ -46,37 +53,74 @@ type machine struct {
 type settings struct {
 	Duration           string   `json:"duration"`
 	Warmup             string   `json:"warmup"`
+	Nodes              []int    `json:"nodes,omitempty"`
 	Concurrency        []int    `json:"concurrency"`
 	CeilingConcurrency []int    `json:"ceiling_concurrency"`
 	Ops                []string `json:"ops"`
 	Short              bool     `json:"short"`
 }
 
-type nodeInfo struct {
-	Mode     string   `json:"mode"` // start or env
-	Binary   string   `json:"binary,omitempty"`
-	EnvFile  string   `json:"env_file,omitempty"`
-	PID      int      `json:"pid,omitempty"`
-	Addr     string   `json:"addr"`
-	FinalMem *memInfo `json:"final_mem,omitempty"`
+// clusterInfo describes one cluster under test.
+type clusterInfo struct {
+	// Nodes is the cluster size; 0 for a cluster of unknown size (--env).
+	Nodes   int    `json:"nodes"`
+	Mode    string `json:"mode"` // start or env
+	Binary  string `json:"binary,omitempty"`
+	EnvFile string `json:"env_file,omitempty"`
+	// Addr is the address the load was sent to; Principal the client
+	// certificate's name it ran as (empty: client.env's, with --env).
+	Addr      string `json:"addr"`
+	Principal string `json:"principal,omitempty"`
+	// Leader is the Raft leader when the cluster had formed; LoadNode the
+	// node the load was sent to (the one holding the domain key).
+	Leader   string `json:"leader,omitempty"`
+	LoadNode string `json:"load_node,omitempty"`
+	// Processes are the node processes (pid, gRPC address), in node order;
+	// SupervisorPID the custosd dev --nodes process that started them.
+	Processes     []nodeProc `json:"processes,omitempty"`
+	SupervisorPID int        `json:"supervisor_pid,omitempty"`
+	// FinalMem is every node's memory at the end, in node order.
+	FinalMem []nodeSample `json:"final_mem,omitempty"`
+	// FollowerDecrypt is the outcome of one Decrypt sent to a node that
+	// does not hold the domain key (empty when every node holds it).
+	FollowerDecrypt string `json:"follower_decrypt,omitempty"`
 }
 
-// point is one measured (operation, concurrency).
+// nodeSample is one node's share of a point.
+type nodeSample struct {
+	ID string `json:"id"`
+	// CPUPerOp is the node's CPU time (user+system, all threads) per
+	// operation, in µs; nil if it could not be read.
+	CPUPerOp *float64 `json:"cpu_us_per_op,omitempty"`
+	// Mem is the node's memory at the end of the point.
+	Mem *memInfo `json:"mem,omitempty"`
+}
+
+// point is one measured (operation, cluster size, concurrency).
 type point struct {
 	Name string `json:"name"`
 	Kind string `json:"kind"`
+	// Nodes is the size of the cluster the point ran against; 0 for the
+	// in-process ceilings and for a cluster of unknown size (--env).
+	Nodes int `json:"nodes"`
 	loadgen.Result
-	// NodeCPUPerOp is the node's CPU time (user+system, all threads) per
-	// operation, in µs; nil when the node is not our child.
-	NodeCPUPerOp *float64 `json:"node_cpu_us_per_op,omitempty"`
+	// NodeCPUPerOp is the CPU time (user+system, all threads) of all the
+	// cluster's node processes together per operation, in µs; nil when
+	// the nodes are not our children. PerNode has each node's share and
+	// memory, in node order.
+	NodeCPUPerOp *float64     `json:"node_cpu_us_per_op,omitempty"`
+	PerNode      []nodeSample `json:"per_node,omitempty"`
+	// SupervisorCPUPerOp is the CPU time per operation of custosd dev
+	// --nodes, which starts the nodes and relays their log output (not
+	// counted in NodeCPUPerOp).
+	SupervisorCPUPerOp *float64 `json:"supervisor_cpu_us_per_op,omitempty"`
 	// BenchCPUPerOp is this process's CPU time per operation, in µs: the
 	// load generator and gRPC client, or the whole operation for the
 	// in-process SoftHSM ceiling.
-	BenchCPUPerOp float64  `json:"bench_cpu_us_per_op"`
-	NodeMem       *memInfo `json:"node_mem,omitempty"`
-	// PctHSM is ops/s as a percentage of the best SoftHSM ceiling (over
-	// its concurrencies); PctGRPC as a percentage of the gRPC health check
-	// at the same concurrency.
+	BenchCPUPerOp float64 `json:"bench_cpu_us_per_op"`
+	// PctHSM is the rate as a percentage of the best SoftHSM ceiling
+	// (over its concurrencies); PctGRPC as a percentage of the gRPC health
+	// check against the same cluster at the same concurrency.
 	PctHSM  *float64 `json:"pct_of_softhsm_ceiling,omitempty"`
 	PctGRPC *float64 `json:"pct_of_grpc_ceiling,omitempty"`
 	// PctRaft is the rate as a percentage of the raw Raft apply at the same
@@ -93,8 +137,15 @@ type point struct {
 func (p point) rate() float64 { return p.OpsPerSec * float64(max(p.ItemsPerOp, 1)) }
 
 func (p point) line() string {
-	s := fmt.Sprintf("%-20s c=%-3d %9.0f ops/s  p50 %-9s p99 %-9s p99.9 %-9s errors %d",
-		p.Name, p.Concurrency, p.OpsPerSec, fmtDur(p.P50), fmtDur(p.P99), fmtDur(p.P999), p.Errors)
+	nodes := "   "
+	if p.Nodes > 0 {
+		nodes = fmt.Sprintf("n=%d", p.Nodes)
+	}
+	s := fmt.Sprintf("%-20s %s c=%-3d %9.0f ops/s  p50 %-9s p99 %-9s p99.9 %-9s errors %d",
+		p.Name, nodes, p.Concurrency, p.OpsPerSec, fmtDur(p.P50), fmtDur(p.P99), fmtDur(p.P999), p.Errors)
+	if p.ItemsPerOp > 1 {
+		s += fmt.Sprintf(" (%.0f items/s)", p.rate())
+	}
 	if p.FirstError != "" {
 		s += " (first: " + p.FirstError + ")"
 	}
@@ -104,14 +155,15 @@ func (p point) line() string {
 // ratios fills PctHSM, PctGRPC, PctRaft and PctSlowest.
 func (r *report) ratios() {
 	var hsmBest float64
-	grpc := map[int]float64{}
+	type at struct{ nodes, conc int }
+	grpc := map[at]float64{}
 	rft := map[int]float64{}
 	for _, c := range r.Ceilings {
 		switch c.Name {
 		case "softhsm-gcm-decrypt":
 			hsmBest = max(hsmBest, c.OpsPerSec)
 		case "grpc-health":
-			grpc[c.Concurrency] = c.OpsPerSec
+			grpc[at{c.Nodes, c.Concurrency}] = c.OpsPerSec
 		case "raft-apply":
 			rft[c.Concurrency] = c.OpsPerSec
 		}
@@ -126,10 +178,11 @@ func (r *report) ratios() {
 	for i := range r.Scenarios {
 		p := &r.Scenarios[i]
 		p.PctHSM = pct(p.rate(), hsmBest)
-		p.PctGRPC = pct(p.rate(), grpc[p.Concurrency])
+		g := grpc[at{p.Nodes, p.Concurrency}]
+		p.PctGRPC = pct(p.rate(), g)
 		p.PctRaft = pct(p.rate(), rft[p.Concurrency])
 		slowest := 0.0
-		for _, c := range []float64{hsmBest, grpc[p.Concurrency], rft[p.Concurrency]} {
+		for _, c := range []float64{hsmBest, g, rft[p.Concurrency]} {
 			if c > 0 && (slowest == 0 || c < slowest) {
 				slowest = c
 			}
@@ -144,12 +197,20 @@ func (r *report) failures() []string {
 	for _, p := range append(append([]point(nil), r.Ceilings...), r.Scenarios...) {
 		switch {
 		case p.Errors > 0:
-			bad = append(bad, fmt.Sprintf("%s c=%d: %d of %d failed, first: %s", p.Name, p.Concurrency, p.Errors, p.Ops, p.FirstError))
+			bad = append(bad, fmt.Sprintf("%s%s c=%d: %d of %d failed, first: %s", p.Name, p.nodesTag(), p.Concurrency, p.Errors, p.Ops, p.FirstError))
 		case p.Ops == 0:
-			bad = append(bad, fmt.Sprintf("%s c=%d: no operation completed", p.Name, p.Concurrency))
+			bad = append(bad, fmt.Sprintf("%s%s c=%d: no operation completed", p.Name, p.nodesTag(), p.Concurrency))
 		}
 	}
 	return bad
+}
+
+// nodesTag is " n=N" for a point measured against a cluster of N nodes.
+func (p point) nodesTag() string {
+	if p.Nodes == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" n=%d", p.Nodes)
 }
 
 func machineInfo() machine {
@@ -241,13 +302,6 @@ func fmtCPU(us float64) string {
 	return fmt.Sprintf("%.0f", us)
 }
 
-func fmtMem(m *memInfo) string {
-	if m == nil {
-		return "–"
-	}
-	return fmt.Sprintf("%.0f / %.0f", float64(m.RSSKiB)/1024, float64(m.HWMKiB)/1024)
-}
-
 // Markers delimiting the generated part of the Markdown file; text outside
 // them (hand-written analysis) is kept when the file is rewritten.
 const (
@@ -260,8 +314,36 @@ var opTitles = map[string]string{
 	"grpc-health":         "gRPC health check over mTLS to the node (no work)",
 	"gdk":                 "GenerateDataKey",
 	"decrypt":             "Decrypt (data key, CUSTOMER_INITIATED, decision recorded)",
+	"reencrypt":           "ReEncrypt (data key, CUSTOMER_INITIATED, decision recorded)",
 	"raft-apply":          "Raft apply of a small command (single node, bbolt log store with fsync, no-op FSM, in process)",
 	"batch-decrypt":       "BatchDecrypt, 100 data keys a call (rates count data keys)",
+}
+
+// The issue's targets for a 3-node cluster (figures to compare, not
+// assertions).
+const (
+	targetNodes          = 3
+	targetDecryptConc    = 64
+	targetDecryptOps     = 20000
+	targetDecryptP99     = 15 * time.Millisecond
+	targetBatchKeysPerOp = 60000
+)
+
+// sortedScenarios returns the scenarios by operation (in knownOps order),
+// cluster size and concurrency, so that the rows of one operation on 1 and
+// 3 nodes are next to each other.
+func (r *report) sortedScenarios() []point {
+	order := func(name string) int {
+		if i := slices.Index(knownOps, name); i >= 0 {
+			return i
+		}
+		return len(knownOps)
+	}
+	out := slices.Clone(r.Scenarios)
+	slices.SortStableFunc(out, func(a, b point) int {
+		return cmp.Or(cmp.Compare(order(a.Name), order(b.Name)), cmp.Compare(a.Nodes, b.Nodes), cmp.Compare(a.Concurrency, b.Concurrency))
+	})
+	return out
 }
 
 // markdownBlock renders the generated part of RESULTS.md.
@@ -274,38 +356,137 @@ func (r *report) markdownBlock() string {
 		r.Machine.NumCPU, r.Machine.CPUModel, r.Machine.MemTotal, r.Machine.Kernel, r.Machine.GoVer, r.Machine.SoftHSM)
 	w("- Each point: %s warm-up (not counted), then %s measured; closed loop (each of the C workers sends its next call when the previous returns).\n",
 		r.Settings.Warmup, r.Settings.Duration)
-	if r.Node != nil {
-		switch r.Node.Mode {
-		case "start":
-			w("- Node: one `%s dev` child process (single-node Raft, its own SoftHSM token, gRPC with mTLS on loopback); load from a separate process over one gRPC connection. The node and the load generator share the machine's CPUs.\n", r.Node.Binary)
+	for _, c := range r.Clusters {
+		switch {
+		case c.Mode != "start":
+			w("- Cluster: already running, from `%s`; load sent to %s; its CPU and memory were not measured.\n", c.EnvFile, c.Addr)
+		case c.Nodes == 1:
+			w("- 1 node: one `%s dev` child process (single-node Raft, its own SoftHSM token, gRPC with mTLS on loopback).\n", c.Binary)
 		default:
-			w("- Node: already running, from `%s` (%s); its CPU and memory were not measured.\n", r.Node.EnvFile, r.Node.Addr)
+			w("- %d nodes: `%s dev --nodes %d` (%d `custosd serve` processes, each with its own SoftHSM token, Raft over mTLS on loopback); leader %s; load sent to %s, the node holding the domain key.\n",
+				c.Nodes, c.Binary, c.Nodes, c.Nodes, c.Leader, c.LoadNode)
 		}
 	}
+	w("- Load from a separate process over one gRPC connection (mTLS) to one node")
+	if len(r.Clusters) > 0 && r.Clusters[0].Principal != "" {
+		w(", as the application identity `%s` (a client certificate of the cluster's dev CA)", r.Clusters[0].Principal)
+	}
+	w(". The nodes and the load generator share the machine's CPUs.\n")
 	w("\n### Ceilings\n\n")
-	w("| ceiling | C | ops/s | p50 | p99 | p99.9 | max | errors | node CPU µs/op | bench CPU µs/op |\n")
-	w("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	w("| ceiling | nodes | C | ops/s | p50 | p99 | p99.9 | max | errors | node CPU µs/op | bench CPU µs/op |\n")
+	w("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, p := range r.Ceilings {
-		w("| %s | %d | %.0f | %s | %s | %s | %s | %d | %s | %s |\n",
-			opTitles[p.Name], p.Concurrency, p.OpsPerSec, fmtDur(p.P50), fmtDur(p.P99), fmtDur(p.P999), fmtDur(p.Max),
+		w("| %s | %s | %d | %.0f | %s | %s | %s | %s | %d | %s | %s |\n",
+			opTitles[p.Name], fmtNodes(p.Nodes), p.Concurrency, p.OpsPerSec, fmtDur(p.P50), fmtDur(p.P99), fmtDur(p.P999), fmtDur(p.Max),
 			p.Errors, optCPU(p.NodeCPUPerOp), fmtCPU(p.BenchCPUPerOp))
 	}
 	w("\n### custos\n\n")
-	w("| operation | C | ops/s | p50 | p99 | p99.9 | errors | node CPU µs/op | bench CPU µs/op | node RSS / peak MiB | %% of SoftHSM ceiling | %% of gRPC no-op | %% of Raft apply | %% of slowest ceiling |\n")
-	w("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
-	for _, p := range r.Scenarios {
-		w("| %s | %d | %.0f | %s | %s | %s | %d | %s | %s | %s | %s | %s | %s | %s |\n",
-			opTitles[p.Name], p.Concurrency, p.rate(), fmtDur(p.P50), fmtDur(p.P99), fmtDur(p.P999),
-			p.Errors, optCPU(p.NodeCPUPerOp), fmtCPU(p.BenchCPUPerOp), fmtMem(p.NodeMem), fmtPct(p.PctHSM), fmtPct(p.PctGRPC),
-			fmtPct(p.PctRaft), fmtPct(p.PctSlowest))
+	w("| operation | nodes | C | ops/s | p50 | p99 | p99.9 | errors | node CPU µs/op, all nodes | per node | bench CPU µs/op | RSS MiB per node | peak RSS MiB per node | %% of SoftHSM ceiling | %% of gRPC no-op | %% of Raft apply | %% of slowest ceiling |\n")
+	w("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, p := range r.sortedScenarios() {
+		w("| %s | %s | %d | %.0f | %s | %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			opTitles[p.Name], fmtNodes(p.Nodes), p.Concurrency, p.rate(), fmtDur(p.P50), fmtDur(p.P99), fmtDur(p.P999),
+			p.Errors, optCPU(p.NodeCPUPerOp), perNode(p.PerNode, func(s nodeSample) string { return optCPU(s.CPUPerOp) }),
+			fmtCPU(p.BenchCPUPerOp),
+			perNode(p.PerNode, func(s nodeSample) string { return fmtMiB(s.Mem, false) }),
+			perNode(p.PerNode, func(s nodeSample) string { return fmtMiB(s.Mem, true) }),
+			fmtPct(p.PctHSM), fmtPct(p.PctGRPC), fmtPct(p.PctRaft), fmtPct(p.PctSlowest))
 	}
-	w("\nC is the number of concurrent callers. \"%% of SoftHSM ceiling\" divides by the best SoftHSM figure above (every call on a SoftHSM token is serialised, so more callers do not raise it); \"%% of gRPC no-op\" by the health check at the same C. CPU per op is user+system time over the measured window divided by the operations in it (node: /proc/PID/stat, 10 ms ticks). Node RSS is VmRSS at the end of the point / VmHWM (peak since start).\n")
+	w("\nC is the number of concurrent callers. \"%% of SoftHSM ceiling\" divides by the best SoftHSM figure above (every call on a SoftHSM token is serialised, so more callers do not raise it); \"%% of gRPC no-op\" by the health check against the same cluster at the same C; \"%% of Raft apply\" by the single-node in-process Raft ceiling at the same C. CPU per op is user+system time over the measured window divided by the operations in it (nodes: /proc/PID/stat of every node process, 10 ms ticks; \"all nodes\" is their sum, \"per node\" lists node1 · node2 · …). RSS is VmRSS at the end of the point, peak VmHWM since the node started (/proc/PID/status).\n")
+	r.targetsBlock(w)
+	for _, c := range r.Clusters {
+		if c.FollowerDecrypt != "" {
+			w("\nOn %d nodes, one Decrypt sent to a node without the domain key (not measured): %s\n", c.Nodes, c.FollowerDecrypt)
+		}
+	}
+	if r.Plot != "" {
+		w("\n![ops/s and p99 against concurrency, 1 and 3 nodes](%s)\n", r.Plot)
+	}
 	for _, p := range append(append([]point(nil), r.Ceilings...), r.Scenarios...) {
 		if p.Errors > 0 {
-			w("\n**%s at C=%d: %d of %d operations failed**; first error: `%s`\n", p.Name, p.Concurrency, p.Errors, p.Ops, p.FirstError)
+			w("\n**%s%s at C=%d: %d of %d operations failed**; first error: `%s`\n", p.Name, p.nodesTag(), p.Concurrency, p.Errors, p.Ops, p.FirstError)
 		}
 	}
 	return b.String()
+}
+
+// targetsBlock writes the issue's 3-node targets against what was measured,
+// when the run measured the operations they are about.
+func (r *report) targetsBlock(w func(string, ...any)) {
+	var dec, batch *point
+	for i := range r.Scenarios {
+		p := &r.Scenarios[i]
+		if p.Nodes != targetNodes {
+			continue
+		}
+		switch {
+		case p.Name == "decrypt" && p.Concurrency == targetDecryptConc:
+			dec = p
+		case p.Name == "batch-decrypt" && (batch == nil || p.rate() > batch.rate()):
+			batch = p
+		}
+	}
+	measured := false
+	for _, p := range r.Scenarios {
+		measured = measured || p.Nodes == targetNodes
+	}
+	if !measured {
+		return
+	}
+	met := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "not met"
+	}
+	w("\n### Against the targets (%d nodes)\n\n", targetNodes)
+	w("Figures to compare, not assertions.\n\n")
+	w("| target | measured | |\n|---|---|---|\n")
+	decTitle := fmt.Sprintf("Decrypt with a durable ALLOW record ≥ %dk ops/s at C=%d, p99 ≤ %d ms",
+		targetDecryptOps/1000, targetDecryptConc, targetDecryptP99/time.Millisecond)
+	if dec != nil {
+		w("| %s | %.0f ops/s, p99 %s | %s |\n", decTitle, dec.OpsPerSec, fmtDur(dec.P99),
+			met(dec.OpsPerSec >= targetDecryptOps && dec.P99 <= targetDecryptP99))
+	} else {
+		w("| %s | not measured (no %d-node decrypt point at C=%d) | |\n", decTitle, targetNodes, targetDecryptConc)
+	}
+	batchTitle := fmt.Sprintf("BatchDecrypt (100 keys a call) ≥ %dk data keys/s", targetBatchKeysPerOp/1000)
+	if batch != nil {
+		w("| %s | %.0f data keys/s (best, at C=%d) | %s |\n", batchTitle, batch.rate(), batch.Concurrency, met(batch.rate() >= targetBatchKeysPerOp))
+	} else {
+		w("| %s | not measured | |\n", batchTitle)
+	}
+}
+
+func fmtNodes(n int) string {
+	if n == 0 {
+		return "–"
+	}
+	return strconv.Itoa(n)
+}
+
+// perNode joins f of every node sample with " · "; "–" if there is none.
+func perNode(s []nodeSample, f func(nodeSample) string) string {
+	if len(s) == 0 {
+		return "–"
+	}
+	parts := make([]string, len(s))
+	for i, x := range s {
+		parts[i] = f(x)
+	}
+	return strings.Join(parts, " · ")
+}
+
+// fmtMiB formats VmRSS (or VmHWM, peak) in MiB.
+func fmtMiB(m *memInfo, peak bool) string {
+	if m == nil {
+		return "–"
+	}
+	v := m.RSSKiB
+	if peak {
+		v = m.HWMKiB
+	}
+	return fmt.Sprintf("%.0f", float64(v)/1024)
 }
 
 func optCPU(v *float64) string {
@@ -346,6 +527,22 @@ func replaceBlock(doc, block string) (string, bool) {
 		j++
 	}
 	return doc[:i] + block + doc[j:], true
+}
+
+// readJSON reads a report written by writeJSON.
+func readJSON(path string) (*report, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var r report
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if r.Schema != 2 {
+		return nil, fmt.Errorf("%s: results of schema %d, this custos-bench reads schema 2", path, r.Schema)
+	}
+	return &r, nil
 }
 
 func writeJSON(path string, r *report) error {
