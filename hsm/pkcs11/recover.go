@@ -10,7 +10,7 @@ import (
 	"github.com/custos-kms/custos/hsm"
 )
 
-// ErrSharedModule: the module cannot be re-initialised to recover a token
+// ErrSharedModule means the module cannot be re-initialised to recover a token
 // because other Backends in the process (or code outside custos that
 // initialised it first) use it too; only a restart of the process recovers.
 var ErrSharedModule = errors.New("pkcs11: module shared in this process")

@@ -280,7 +280,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		logf("Raft ceiling: single node, bbolt log store, Apply of small commands, no-op state machine")
 		rc, err := ceiling.OpenRaftApply(ctx, "")
 		if err != nil {
-			return fmt.Errorf("Raft ceiling: %w", err)
+			return fmt.Errorf("raft ceiling: %w", err)
 		}
 		for _, c := range o.concurrency {
 			p, err := measure(ctx, o, "raft-apply", kindCeiling, c, nil, rc.Apply)
