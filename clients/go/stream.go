@@ -48,7 +48,9 @@ func collect(opts []Option) *options {
 
 // WithSegmentSize sets the plaintext bytes per envelope segment when
 // encrypting (envelope.MinSegmentSize..envelope.MaxSegmentSize; default
-// envelope.DefaultSegmentSize). Memory use is about two segments.
+// envelope.DefaultSegmentSize). Memory: the envelope writer gathers segments
+// into batches of up to 1 MiB and the reader holds up to two batches (for
+// segments over 512 KiB, two and four segments; docs/envelope-format.md).
 func WithSegmentSize(n int) Option { return func(o *options) { o.segmentSize = n } }
 
 // WithExpectedContext makes decryption refuse an envelope whose encryption
@@ -277,31 +279,59 @@ func writeOutput(path string, o *options, fill func(io.Writer) error) (err error
 	return nil
 }
 
-// copyCtx copies src to dst in 64 KiB steps, stopping when ctx is done.
+// copyCtx copies src to dst until src ends, checking ctx before every read
+// of src and every write to dst. With the envelope on one side it adds no
+// copy of its own: the envelope writer reads plaintext straight into its
+// batches (io.ReaderFrom, preferred when dst has it: encrypting) and the
+// envelope reader writes authenticated plaintext straight from them
+// (io.WriterTo: decrypting). Otherwise it copies through a buffer that it
+// clears afterwards, since it may have held plaintext.
 func copyCtx(ctx context.Context, dst io.Writer, src io.Reader) (int64, error) {
-	buf := make([]byte, 64<<10)
-	defer clear(buf) // it may have held plaintext
-	var n int64
-	for {
-		if err := ctx.Err(); err != nil {
-			return n, err
-		}
-		r, rerr := src.Read(buf)
-		if r > 0 {
-			w, werr := dst.Write(buf[:r])
-			n += int64(w)
-			if werr != nil {
-				return n, werr
-			}
-			if w != r {
-				return n, io.ErrShortWrite
-			}
-		}
-		if rerr == io.EOF {
-			return n, nil
-		}
-		if rerr != nil {
-			return n, rerr
-		}
+	cr, cw := ctxReader{ctx, src}, ctxWriter{ctx, dst}
+	if rf, ok := dst.(envelopeReaderFrom); ok {
+		return rf.ReadFrom(cr)
 	}
+	if wt, ok := src.(io.WriterTo); ok {
+		return wt.WriteTo(cw)
+	}
+	buf := make([]byte, 64<<10)
+	defer clear(buf)
+	return io.CopyBuffer(cw, cr, buf)
+}
+
+// envelopeReaderFrom is what the envelope writer implements besides
+// io.WriteCloser. (*os.File has ReadFrom too, but its generic path would
+// read through an extra buffer, so the decrypting side — src the envelope
+// reader, dst a file — goes through the reader's WriteTo instead.)
+type envelopeReaderFrom interface {
+	io.ReaderFrom
+	io.Closer
+}
+
+// ctxReader is a reader that fails with ctx's error once ctx is done. It
+// has no WriteTo, so io.CopyBuffer uses the buffer given.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// ctxWriter is a writer that fails with ctx's error once ctx is done. It
+// has no ReadFrom.
+type ctxWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (c ctxWriter) Write(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.w.Write(p)
 }

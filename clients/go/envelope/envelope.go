@@ -59,10 +59,19 @@
 // segment: there is no length field, and the reader recognises the final
 // segment by reaching the end of its input. At most 2^32 segments are allowed.
 //
-// Read releases a segment's plaintext as soon as that segment is
-// authenticated, so when a later segment fails the caller has already seen
-// an authentic prefix of the plaintext; callers that must not act on partial
-// data buffer it until io.EOF.
+// Read releases a segment's plaintext once that segment is authenticated
+// (segments are read and authenticated in batches of up to 1 MiB, on
+// several goroutines, and released in order), so when a later segment fails
+// the caller has already seen an authentic prefix of the plaintext; callers
+// that must not act on partial data buffer it until io.EOF.
+//
+// The writer and the reader batch segments (up to 1 MiB of plaintext) and
+// seal or open the segments of a batch on up to GOMAXPROCS goroutines (at
+// most 8); see NewWriter and NewReader. This changes neither the format nor
+// what is released (authenticated segments only, in order), only the
+// granularity: ciphertext is written and plaintext released a batch at a
+// time. Memory stays constant: about 1 MiB for a writer and 2 MiB for a
+// reader with the default segment size.
 //
 // docs/envelope-format.md describes the format in more detail, and
 // testdata/vectors.json pins it with golden vectors.
