@@ -21,13 +21,10 @@ func (s *Service) SetReleaseNotifier(n ReleaseNotifier) {
 }
 
 // notifyBeforeRelease runs after an ALLOW decision and before the HSM
-// unwraps: for a key with notify_before_release it delivers the record to
+// unwraps, for a key with notify_before_release: it delivers the record to
 // the required sinks; if that fails it records a RELEASE_BLOCKED record and
 // fails closed.
-func (s *Service) notifyBeforeRelease(ctx context.Context, p Principal, rec *custosv1.DecisionRecord, policy *custosv1.KeyPolicy) error {
-	if !policy.GetNotifyBeforeRelease() {
-		return nil
-	}
+func (s *Service) notifyBeforeRelease(ctx context.Context, p Principal, rec *custosv1.DecisionRecord) error {
 	s.kekMu.Lock()
 	n := s.releaseNotifier
 	s.kekMu.Unlock()

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -63,7 +62,7 @@ type Service struct {
 	lg    *slog.Logger
 
 	kekMu sync.Mutex
-	keks  map[string]bool // KEK ids known to be in this node's HSM
+	keks  map[kekRef][]byte // KEK ids known to be in this node's HSM
 
 	auditors        map[string]bool
 	releaseNotifier ReleaseNotifier
@@ -78,7 +77,7 @@ func NewService(cfg Config) (*Service, error) {
 		return nil, errors.New("kms: NewService needs HSM, Log, State and NodeID")
 	}
 	s := &Service{hsm: cfg.HSM, log: cfg.Log, state: cfg.State, node: cfg.NodeID,
-		now: cfg.Now, lg: cfg.Logger, keks: map[string]bool{},
+		now: cfg.Now, lg: cfg.Logger, keks: map[kekRef][]byte{},
 		readIndex: cfg.ReadIndex, readIndexTimeout: cfg.ReadIndexTimeout}
 	if s.readIndexTimeout <= 0 {
 		s.readIndexTimeout = DefaultReadIndexTimeout
@@ -392,19 +391,10 @@ func (s *Service) sealApplied(ctx context.Context, p Principal, key string, kind
 // returns its primary version, that version's KEK id in this HSM and a fresh
 // IV from the HSM. Every encrypting path (seal, XKS encrypt) goes through it.
 func (s *Service) encryptingVersion(ctx context.Context, p Principal, key string) (*raftlogv1.KeyVersionRecord, []byte, []byte, error) {
-	k, err := s.state.Key(key)
+	kv, err := s.state.encryptVersion(key, p.Name)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	switch {
-	case k.Revoked:
-		return nil, nil, nil, fmt.Errorf("%w: key %q is revoked by a security officer", ErrFailedPrecondition, key)
-	case !k.Enabled:
-		return nil, nil, nil, fmt.Errorf("%w: key %q is disabled", ErrFailedPrecondition, key)
-	case !slices.Contains(k.Policy.GetEncryptPrincipals(), p.Name):
-		return nil, nil, nil, fmt.Errorf("%w: principal %q may not encrypt with key %q", ErrPermissionDenied, p.Name, key)
-	}
-	kv := k.Versions[k.PrimaryVersion-1]
 	id, err := s.kek(ctx, key, kv)
 	if err != nil {
 		return nil, nil, nil, err
@@ -547,17 +537,16 @@ func (s *Service) caughtUp(ctx context.Context, d *Decision) error {
 // one read of the key, the notify-before-release delivery if its policy asks
 // for it, and the id of the KEK of version in this HSM.
 func (s *Service) releaseKEK(ctx context.Context, p Principal, rec *custosv1.DecisionRecord, key string, version uint32) ([]byte, error) {
-	k, err := s.state.Key(key)
+	kv, notify, err := s.state.releaseVersion(key, version)
 	if err != nil {
 		return nil, err
 	}
-	if version == 0 || int(version) > len(k.Versions) {
-		return nil, fmt.Errorf("%w: key %q has no version %d", ErrNotFound, key, version)
+	if notify {
+		if err := s.notifyBeforeRelease(ctx, p, rec); err != nil {
+			return nil, err
+		}
 	}
-	if err := s.notifyBeforeRelease(ctx, p, rec, k.Policy); err != nil {
-		return nil, err
-	}
-	return s.kek(ctx, key, k.Versions[version-1])
+	return s.kek(ctx, key, kv)
 }
 
 // release decrypts w in the HSM after an ALLOW decision rec committed.
@@ -594,16 +583,24 @@ func KEKID(key string, version uint32) []byte {
 	return []byte("custos/kek/" + key + "/" + strconv.FormatUint(uint64(version), 10))
 }
 
+// kekRef names a key version whose KEK is known to be in this node's HSM.
+type kekRef struct {
+	key     string
+	version uint32
+}
+
 // kek returns the HSM id of a key version, unwrapping it into this node's
-// HSM from the replicated wrapped form if it is not there yet.
+// HSM from the replicated wrapped form if it is not there yet. The id of a
+// known KEK is shared between callers: read-only.
 func (s *Service) kek(ctx context.Context, key string, kv *raftlogv1.KeyVersionRecord) ([]byte, error) {
-	id := KEKID(key, kv.Version)
+	ref := kekRef{key: key, version: kv.Version}
 	s.kekMu.Lock()
-	known := s.keks[string(id)]
+	known, ok := s.keks[ref]
 	s.kekMu.Unlock()
-	if known {
-		return id, nil
+	if ok {
+		return known, nil
 	}
+	id := KEKID(key, kv.Version)
 	ok, err := s.hsm.HasKey(ctx, id)
 	if err != nil {
 		return nil, hsmError("find key", err)
@@ -616,7 +613,7 @@ func (s *Service) kek(ctx context.Context, key string, kv *raftlogv1.KeyVersionR
 		}
 	}
 	s.kekMu.Lock()
-	s.keks[string(id)] = true
+	s.keks[ref] = id
 	s.kekMu.Unlock()
 	return id, nil
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -316,7 +317,9 @@ func (s *State) evaluate(c *raftlogv1.Command, op *raftlogv1.Decide) (custosv1.O
 			ErrFailedPrecondition, op.Key, op.KeyVersion, k.MinDecryptionVersion)
 	}
 	p := k.Policy
-	rule := func(r string) string { return fmt.Sprintf("policy/v%d:%s", p.Version, r) }
+	// "policy/v<version>:<rule>", built without fmt on the decide path.
+	prefix := "policy/v" + strconv.FormatUint(p.GetVersion(), 10) + ":"
+	rule := func(r string) string { return prefix + r }
 	now := time.Unix(0, c.TimeUnixNano)
 	switch {
 	case !slices.Contains(p.DecryptPrincipals, c.Principal):
@@ -381,6 +384,49 @@ func (s *State) Key(name string) (*raftlogv1.KeyRecord, error) {
 		return nil, fmt.Errorf("%w: key %q", ErrNotFound, name)
 	}
 	return proto.Clone(k).(*raftlogv1.KeyRecord), nil
+}
+
+// A key record in the state is changed in place by the commands that apply
+// to it, but its version records (raftlogv1.KeyVersionRecord) and its policy
+// are never modified once applied: a new version is appended, a new policy
+// replaces the old one. The hot paths below therefore hand out the version
+// record itself, read-only, instead of cloning the whole key record as Key
+// does (a clone per Decrypt was ~12 allocations and ~3 % of the node's CPU).
+
+// releaseVersion returns, under one read lock, the record of a key version
+// to decrypt with (read-only: it is shared with the state) and whether the
+// key's policy requires notification before release.
+func (s *State) releaseVersion(name string, version uint32) (*raftlogv1.KeyVersionRecord, bool, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	k, ok := s.keys[name]
+	if !ok {
+		return nil, false, fmt.Errorf("%w: key %q", ErrNotFound, name)
+	}
+	if version == 0 || int(version) > len(k.Versions) {
+		return nil, false, fmt.Errorf("%w: key %q has no version %d", ErrNotFound, name, version)
+	}
+	return k.Versions[version-1], k.Policy.GetNotifyBeforeRelease(), nil
+}
+
+// encryptVersion checks, under one read lock, that principal may encrypt
+// with key now (not revoked, enabled, named by the policy) and returns the
+// record of its primary version (read-only: it is shared with the state).
+func (s *State) encryptVersion(name, principal string) (*raftlogv1.KeyVersionRecord, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	k, ok := s.keys[name]
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("%w: key %q", ErrNotFound, name)
+	case k.Revoked:
+		return nil, fmt.Errorf("%w: key %q is revoked by a security officer", ErrFailedPrecondition, name)
+	case !k.Enabled:
+		return nil, fmt.Errorf("%w: key %q is disabled", ErrFailedPrecondition, name)
+	case !slices.Contains(k.Policy.GetEncryptPrincipals(), principal):
+		return nil, fmt.Errorf("%w: principal %q may not encrypt with key %q", ErrPermissionDenied, principal, name)
+	}
+	return k.Versions[k.PrimaryVersion-1], nil
 }
 
 // KeyNames returns the key names after `after`, in order, at most limit.

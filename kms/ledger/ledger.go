@@ -128,12 +128,21 @@ func (s *Store) PutBatch(recs []Record) error {
 	return wrap("put", s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketName)
 		b.FillPercent = 1.0
+		// Records normally extend the ledger: a sequence number above the
+		// highest one stored cannot be there yet, so only the others (log
+		// replay) are looked up.
+		var last uint64
+		if k, _ := b.Cursor().Last(); k != nil {
+			last = binary.BigEndian.Uint64(k)
+		}
 		for _, r := range recs {
 			if r.Seq == 0 {
 				return errors.New("sequence number 0 is invalid")
 			}
 			k := key(r.Seq)
-			if old := b.Get(k); old != nil {
+			if r.Seq > last {
+				last = r.Seq
+			} else if old := b.Get(k); old != nil {
 				if !bytes.Equal(old, r.Data) {
 					return fmt.Errorf("%w: seq %d", ErrConflict, r.Seq)
 				}
