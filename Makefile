@@ -23,7 +23,7 @@ help:
 	@echo "make lint     staticcheck ./... (pinned, from the Go module proxy); govulncheck when vuln.go.dev answers"
 	@echo "make cluster  start a local 3-node cluster (three processes, three SoftHSM tokens)"
 	@echo "make bench    run the benchmark suite, write bench/RESULTS.md (bench-short: smoke run)"
-	@echo "make robustness  randomized fault injection against a 3-node cluster (10 min, strict)"
+	@echo "make robustness  randomized fault injection against a 3-node cluster: in-process, then custosd processes (10 min each, strict)"
 	@echo "make clean    remove bin/ (the dev data dir $(DATA_DIR) is kept; rm -rf it to start over)"
 
 # deps installs SoftHSM2 and OpenSC when missing (idempotent).
@@ -134,13 +134,20 @@ bench-short: bench-bin
 # ---------------------------------------------------------------------------
 # robustness: a 3-node cluster under a mixed workload while nodes are killed,
 # restarted and isolated; the history is checked against the final ledgers
-# (docs/robustness.md). Long run, strict (known issues fail too). Override:
+# (docs/robustness.md). Two modes, one after the other: in-process nodes
+# (TestRobustness), then custosd processes with SIGKILL, SIGSTOP/SIGCONT and
+# link faults through a proxy (TestRobustnessProcesses). Long runs, strict
+# (known issues fail too). Override:
 # make robustness ROBUSTNESS_DURATION=30m ROBUSTNESSFLAGS='-robustness.seed=42'
-# The bounded run (45 s of faults, not strict) is a line of .ci/run; plain
+# make robustness ROBUSTNESS_TESTS=TestRobustnessProcesses   # one mode
+# The bounded runs (not strict) are lines of .ci/run; plain
 # `go test ./...` (make test) skips the suite.
 ROBUSTNESS_DURATION ?= 10m
+ROBUSTNESS_TESTS ?= TestRobustness TestRobustnessProcesses
 ROBUSTNESSFLAGS ?=
 .PHONY: robustness
 robustness: deps
-	$(GO) test -count=1 -timeout 60m -v -run TestRobustness ./internal/robustness/ \
-		-robustness.duration=$(ROBUSTNESS_DURATION) -robustness.strict $(ROBUSTNESSFLAGS)
+	set -e; for t in $(ROBUSTNESS_TESTS); do \
+		$(GO) test -count=1 -timeout 60m -v -run "^$$t$$" ./internal/robustness/ \
+			-robustness.duration=$(ROBUSTNESS_DURATION) -robustness.strict $(ROBUSTNESSFLAGS); \
+	done

@@ -70,6 +70,9 @@ type fileConfig struct {
 	// serves the AWS KMS External Key Store proxy API (docs/xks.md).
 	MetricsListen string   `json:"metrics_listen"`
 	XKS           *fileXKS `json:"xks"`
+	// RaftAdvertise is the Raft address given to the other nodes when it
+	// differs from the bind address raft_addr (a proxy, NAT).
+	RaftAdvertise string `json:"raft_advertise"`
 }
 
 // fileXKS is the xks section: the XKS listener, its TLS and the key
@@ -328,6 +331,12 @@ func loadConfigLog(path string, getenv func(string) string, logLevel, logFormat 
 		if strings.TrimSpace(o) == "" || o != strings.TrimSpace(o) {
 			return cfg, bad(fmt.Sprintf("operators[%d]", i), "must be a client certificate common name")
 		}
+	}
+	if fc.RaftAdvertise != "" {
+		if h, p, err := net.SplitHostPort(fc.RaftAdvertise); err != nil || h == "" || p == "" || p == "0" {
+			return cfg, bad("raft_advertise", "must be host:port with a fixed port, e.g. 10.0.0.5:7401")
+		}
+		cfg.RaftAdvertise = fc.RaftAdvertise
 	}
 	if fc.MetricsListen != "" {
 		if _, _, err := net.SplitHostPort(fc.MetricsListen); err != nil {

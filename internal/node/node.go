@@ -74,6 +74,10 @@ type Config struct {
 	Listen string
 	// RaftAddr is the Raft transport bind address. Default 127.0.0.1:0.
 	RaftAddr string
+	// RaftAdvertise, if set, is the Raft address this node gives the other
+	// nodes (its address in the Raft configuration) when it differs from
+	// RaftAddr, e.g. behind a proxy or NAT. Default: the bound RaftAddr.
+	RaftAdvertise string
 	// PKCS11 names the HSM token: the module's path, the token label and the
 	// user PIN (never logged).
 	PKCS11 struct{ Module, TokenLabel, PIN string }
@@ -245,6 +249,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		ID:            cfg.ID,
 		Dir:           filepath.Join(cfg.DataDir, "raft"),
 		Addr:          cfg.RaftAddr,
+		Advertise:     cfg.RaftAdvertise,
 		Bootstrap:     cfg.Bootstrap && !cfg.Join,
 		Logger:        cfg.Logger.With("component", "raft"),
 		LocalTimeouts: cfg.RaftLocalTimeouts,
@@ -258,6 +263,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		n.allowed = newAllowedSet(cfg.ID, cfg.Peers, cfg.Isolate)
 		trans, err := raft.NewTLSTransport(raft.TLSTransportConfig{
 			BindAddr:    cfg.RaftAddr,
+			Advertise:   cfg.RaftAdvertise,
 			CAPools:     nt.pools.Current,
 			Certificate: nt.cert.Current,
 			Allowed:     n.allowed.Allowed,
@@ -537,7 +543,8 @@ func (n *Node) Addr() string {
 	return n.lis.Addr().String()
 }
 
-// RaftAddr returns the bound Raft transport address.
+// RaftAddr returns the Raft transport address other nodes dial: the
+// bound address, or Config.RaftAdvertise when set.
 func (n *Node) RaftAddr() string {
 	if n.raft == nil {
 		return ""

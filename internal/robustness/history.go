@@ -1,11 +1,13 @@
 // Package robustness runs a three-node custos cluster under a mixed
-// workload while a seeded fault injector kills, restarts and isolates
-// nodes, records every client operation in a History, and checks the
+// workload while a seeded fault injector kills, restarts, pauses and cuts
+// off nodes, records every client operation in a History, and checks the
 // history against the final ledgers (docs/robustness.md).
 //
-// The cluster, workload and fault injector live in the test
-// (robustness_test.go, TestRobustness); this file and check.go hold the
-// history and the checker, which need no cluster.
+// The cluster, workload and fault injector live in the tests:
+// robustness_test.go (TestRobustness, in-process nodes) and
+// processes_test.go (TestRobustnessProcesses, custosd processes). This
+// file and check.go hold the history and the checker, which need no
+// cluster; proxy.go the link Proxy the process mode cuts links with.
 package robustness
 
 import (

@@ -179,15 +179,22 @@ type wrappedKey struct {
 type run struct {
 	t         *testing.T
 	seed      uint64
-	c         *nodetest.Cluster
+	c         *nodetest.Cluster // in-process mode (TestRobustness)
+	pc        *procCluster      // process mode (TestRobustnessProcesses)
 	clusterID string
 	h         *History
+	// officerKeys sign the officers' statements; test names the test in
+	// the replay command.
+	officerKeys []nodetest.Officer
+	test        string
 
 	// keys[node][principal]; keys[failover] is a clients/go client over
 	// all three addresses (failover on Unavailable).
 	keys  [numNodes + 1]map[string]custosv1.KeyServiceClient
 	gov   [numNodes]custosv1.GovernanceServiceClient
 	audit [numNodes]custosv1.AuditServiceClient
+	// cluster: ClusterService clients (process mode).
+	cluster [numNodes]custosv1.ClusterServiceClient
 
 	poolMu sync.Mutex
 	pool   []wrappedKey
@@ -218,8 +225,8 @@ func TestRobustness(t *testing.T) {
 		t.Skip("run with -run TestRobustness (or CUSTOS_ROBUSTNESS=1): a minute or more with three nodes")
 	}
 	d := duration(t)
-	r := &run{t: t, seed: seed(t), h: &History{}, pending: make(chan string, 256)}
-	t.Logf("robustness: seed %d, duration %s, %d clients; replay: go test -run TestRobustness -count=1 ./internal/robustness/ -robustness.seed=%d -robustness.duration=%s",
+	r := &run{t: t, seed: seed(t), h: &History{}, pending: make(chan string, 256), test: "TestRobustness$"}
+	t.Logf("robustness: seed %d, duration %s, %d clients; replay: go test -run 'TestRobustness$' -count=1 ./internal/robustness/ -robustness.seed=%d -robustness.duration=%s",
 		r.seed, d, *flagClients, r.seed, d)
 	fmt.Fprintf(os.Stderr, "robustness: seed %d duration %s\n", r.seed, d)
 
@@ -268,6 +275,7 @@ func (r *run) setup() {
 	t := r.t
 	c := nodetest.StartClusterOf(t, numNodes, 1)
 	r.c = c
+	r.officerKeys = c.Officers
 	// nodetest turns the nodes' notifiers off; this suite needs them on
 	// (check (d)). Member configs are reused by Restart and Join.
 	for _, m := range c.Members {
@@ -335,7 +343,7 @@ func (r *run) setupGovernance(url string, hmacKey []byte) uint64 {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	submit := func(op func(*custosv1.Statement), signers ...int) *custosv1.SubmitResponse {
-		ss, err := sign(r.clusterID, r.c.Officers, op, signers...)
+		ss, err := sign(r.clusterID, r.officerKeys, op, signers...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -537,7 +545,7 @@ func (r *run) officers(ctx context.Context) {
 				}
 			}
 		}
-		ss, err := sign(r.clusterID, r.c.Officers, setOp, signers...)
+		ss, err := sign(r.clusterID, r.officerKeys, setOp, signers...)
 		if err != nil {
 			r.t.Errorf("sign: %v", err)
 			return
@@ -806,6 +814,9 @@ func (r *run) live() int {
 
 // sameHead waits until every member has the same ledger head, up to d.
 func (r *run) sameHead(d time.Duration) (uint64, bool) {
+	if r.pc != nil {
+		return r.sameHeadProcs(d)
+	}
 	deadline := time.Now().Add(d)
 	for {
 		var seqs []uint64
@@ -920,6 +931,14 @@ func parseRecords(file []byte) ([][]byte, error) {
 
 // first returns the first running member.
 func (r *run) first() int {
+	if r.pc != nil {
+		for i := range numNodes {
+			if r.lost[i] == "" {
+				return i
+			}
+		}
+		return 0
+	}
 	for i, m := range r.c.Members {
 		if m.Node != nil {
 			return i
@@ -957,6 +976,9 @@ func (r *run) verifyLedgers(records []*custosv1.DecisionRecord) []Violation {
 	for i := range numNodes {
 		for _, b := range r.broken[i] {
 			v := Violation{Check: "c", Detail: fmt.Sprintf("node%d did not restart after a kill (rebuilt from the leader): %s", i+1, b)}
+			if r.pc != nil {
+				v.Detail = fmt.Sprintf("node%d: %s", i+1, b)
+			}
 			if strings.Contains(b, "sealed segment has no index block") {
 				v.Known = KnownWALRestart
 			}
@@ -1041,8 +1063,15 @@ func (r *run) report(d time.Duration, records []*custosv1.DecisionRecord, viol [
 		}
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "seed %d, workload %s, %d clients + 1 officer goroutine, %d nodes\n\n", r.seed, d, *flagClients, numNodes)
+	mode := "in-process nodes"
+	if r.pc != nil {
+		mode = "custosd processes"
+	}
+	fmt.Fprintf(&b, "seed %d, workload %s, %d clients + 1 officer goroutine, %d nodes (%s)\n\n", r.seed, d, *flagClients, numNodes, mode)
 	b.WriteString(r.h.Summary())
+	if r.pc != nil {
+		b.WriteString(r.pc.proxySummary())
+	}
 	fmt.Fprintf(&b, "final ledger: %d records (decisions: ALLOW %d, DENY %d, PENDING %d; governance %d; checkpoints %d; %d with notify)\n",
 		len(records), allow, deny, pending, gov, ckpt, notif)
 	strict := *flagStrict || os.Getenv("CUSTOS_ROBUSTNESS_STRICT") == "1"
@@ -1092,12 +1121,17 @@ func (r *run) report(d time.Duration, records []*custosv1.DecisionRecord, viol [
 		}
 		_ = os.WriteFile(hist, []byte(hb.String()), 0o644)
 	}
+	if r.pc != nil && hist != "" {
+		if dir := r.pc.keepLogs(r.seed); dir != "" {
+			t.Logf("node logs kept in %s", dir)
+		}
+	}
 	if len(failing) > 0 || decided == 0 {
 		if decided == 0 {
 			t.Fatalf("seed %d: no Decrypt released a data key: the run checked nothing (history: %s)", r.seed, hist)
 		}
-		t.Fatalf("seed %d: %d violations (history: %s); replay: go test -run TestRobustness -count=1 ./internal/robustness/ -robustness.seed=%d -robustness.duration=%s\nfirst: %v",
-			r.seed, len(failing), hist, r.seed, d, failing[0])
+		t.Fatalf("seed %d: %d violations (history: %s); replay: go test -run '%s' -count=1 ./internal/robustness/ -robustness.seed=%d -robustness.duration=%s\nfirst: %v",
+			r.seed, len(failing), hist, r.test, r.seed, d, failing[0])
 	}
 	if len(viol) > 0 {
 		t.Logf("seed %d: %d violations, all of known issues (history: %s); -robustness.strict fails on them", r.seed, len(viol), hist)

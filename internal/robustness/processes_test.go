@@ -1,0 +1,879 @@
+package robustness
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"net"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	custos "github.com/custos-kms/custos/clients/go"
+	"github.com/custos-kms/custos/internal/node/nodetest"
+	"github.com/custos-kms/custos/internal/pki"
+	"github.com/custos-kms/custos/kms/governance"
+	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
+	"github.com/custos-kms/custos/softhsm"
+)
+
+// The process mode of the suite (docs/robustness.md, "Process mode"): three
+// `custosd serve` processes, each with its own SoftHSM2 token, Raft over
+// mutual TLS through a link Proxy in front of every node's Raft and gRPC
+// ports; faults are SIGKILL (and restart), SIGSTOP/SIGCONT and link
+// faults (drop, blackhole, delay).
+
+const (
+	procLoopback = "127.0.0.1"
+	// procServeTimeout bounds how long the suite waits for a (re)started
+	// process to answer, after the run.
+	procServeTimeout = 90 * time.Second
+)
+
+// procDuration is the workload duration of the process mode: the
+// -robustness.duration flag or CUSTOS_ROBUSTNESS_DURATION, else 40s (30s
+// with -short), which keeps the bounded run within 90 s on 2 cores.
+func procDuration(t *testing.T) time.Duration {
+	if *flagDuration > 0 || os.Getenv("CUSTOS_ROBUSTNESS_DURATION") != "" {
+		return duration(t)
+	}
+	if testing.Short() {
+		return 30 * time.Second
+	}
+	return 40 * time.Second
+}
+
+// TestRobustnessProcesses is the process mode: the workload and the checks
+// of TestRobustness against real custosd processes, with SIGKILL, SIGSTOP
+// and link faults.
+func TestRobustnessProcesses(t *testing.T) {
+	if !requested() {
+		t.Skip("run with -run TestRobustnessProcesses (or CUSTOS_ROBUSTNESS=1): a minute or more with three custosd processes")
+	}
+	if _, err := softhsm.ModulePath(); err != nil {
+		t.Fatalf("SoftHSM2: %v (%s)", err, softhsm.InstallHint) // never skipped, as softhsm.TestToken
+	}
+	d := procDuration(t)
+	r := &run{t: t, seed: seed(t), h: &History{}, pending: make(chan string, 256), test: "TestRobustnessProcesses"}
+	t.Logf("robustness (processes): seed %d, duration %s, %d clients; replay: go test -run TestRobustnessProcesses -count=1 ./internal/robustness/ -robustness.seed=%d -robustness.duration=%s",
+		r.seed, d, *flagClients, r.seed, d)
+	fmt.Fprintf(os.Stderr, "robustness (processes): seed %d duration %s\n", r.seed, d)
+
+	r.setupProcs()
+	snk := &sink{key: bytes.Repeat([]byte{0x5a}, 32), got: map[uint64]bool{}}
+	srv := httptest.NewServer(snk)
+	t.Cleanup(srv.Close)
+	sinkSeq := r.setupGovernance(srv.URL, snk.key)
+
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := 0; i < *flagClients; i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); r.client(ctx, i) }()
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); r.officers(ctx) }()
+	faultsDone := make(chan struct{})
+	go func() { defer close(faultsDone); r.procFaults(ctx, d) }()
+	wg.Wait()
+	<-faultsDone
+
+	r.healProcs()
+	records := r.converge(snk, sinkSeq)
+
+	in := Input{Ops: r.h.Ops(), Records: records, SinkFrom: sinkSeq, Delivered: snk.delivered()}
+	for i := range numNodes {
+		if r.lost[i] == "" {
+			in.KeyStates = append(in.KeyStates, r.keyStates(i))
+		} else {
+			in.KeyStates = append(in.KeyStates, nil)
+		}
+	}
+	viol := r.verifyLedgers(records)
+	viol = append(viol, Check(in)...)
+	if snk.bad > 0 {
+		viol = append(viol, Violation{Check: "d", Detail: fmt.Sprintf("%d webhook deliveries with a bad signature", snk.bad)})
+	}
+	r.report(d, records, viol)
+}
+
+// procCluster is the three custosd processes and their proxies.
+type procCluster struct {
+	t      *testing.T
+	h      *History
+	bin    string
+	dir    string
+	pkiDir string
+	nodes  [numNodes]*procNode
+
+	mu       sync.Mutex
+	stopping bool // after the test: exits are expected
+}
+
+// procNode is one custosd process, restarted on the same configuration,
+// data directory and token.
+type procNode struct {
+	i         int
+	id        string
+	dir       string
+	config    string
+	hsmConf   string
+	api, raft string // the addresses the process binds
+	// raftProxy and apiProxy stand in front of raft and api: the other
+	// nodes dial them (the Raft configuration holds raftProxy's address,
+	// raft_advertise; peers name both).
+	raftProxy, apiProxy *Proxy
+	logPath             string
+
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	done    chan struct{} // closed when the process has exited
+	killing bool          // the exit in progress was asked for
+	paused  bool
+}
+
+// buildCustosd builds cmd/custosd into a temporary directory once per run,
+// or returns CUSTOS_ROBUSTNESS_CUSTOSD (a prebuilt binary) when set.
+func buildCustosd(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("CUSTOS_ROBUSTNESS_CUSTOSD"); p != "" {
+		return p
+	}
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("building custosd: no go command in PATH (or set CUSTOS_ROBUSTNESS_CUSTOSD to a custosd binary): %v", err)
+	}
+	out := filepath.Join(t.TempDir(), "custosd")
+	start := time.Now()
+	cmd := exec.Command(gobin, "build", "-o", out, "github.com/custos-kms/custos/cmd/custosd")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build custosd: %v\n%s", err, b)
+	}
+	t.Logf("built custosd in %s", time.Since(start).Round(100*time.Millisecond))
+	return out
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", procLoopback+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// procConfig is the part of `custosd serve`'s configuration file
+// (docs/config.md) the suite writes.
+type procConfig struct {
+	ID            string `json:"id"`
+	DataDir       string `json:"data_dir"`
+	Listen        string `json:"listen"`
+	RaftAddr      string `json:"raft_addr"`
+	RaftAdvertise string `json:"raft_advertise"`
+	Bootstrap     bool   `json:"bootstrap,omitempty"`
+	Join          bool   `json:"join,omitempty"`
+	AddPeers      bool   `json:"add_peers,omitempty"`
+	PKCS11        struct {
+		Module     string `json:"module"`
+		TokenLabel string `json:"token_label"`
+		PINFile    string `json:"pin_file"`
+	} `json:"pkcs11"`
+	TLS struct {
+		CA   string `json:"ca"`
+		Cert string `json:"cert"`
+		Key  string `json:"key"`
+	} `json:"tls"`
+	Log struct {
+		Level string `json:"level"`
+	} `json:"log"`
+	RaftTLS bool `json:"raft_tls"`
+	Peers   []struct {
+		ID       string `json:"id"`
+		RaftAddr string `json:"raft_addr"`
+		APIAddr  string `json:"api_addr"`
+	} `json:"peers"`
+	Officers []struct {
+		Name          string `json:"name"`
+		PublicKeyFile string `json:"public_key_file"`
+	} `json:"officers,omitempty"`
+	Quorum             uint32   `json:"quorum,omitempty"`
+	Operators          []string `json:"operators"`
+	Auditors           []string `json:"auditors"`
+	CheckpointEvery    uint64   `json:"checkpoint_every"`
+	CheckpointInterval string   `json:"checkpoint_interval"`
+}
+
+// newProcCluster prepares the PKI, the officers, one SoftHSM2 token and
+// one configuration per node, and the proxies; it starts nothing.
+func newProcCluster(t *testing.T, h *History) (*procCluster, []nodetest.Officer) {
+	t.Helper()
+	pc := &procCluster{t: t, h: h, bin: buildCustosd(t), dir: t.TempDir()}
+	pc.pkiDir = filepath.Join(pc.dir, "pki")
+	hosts := []string{procLoopback, "localhost"}
+	if err := pki.CreateDevPKI(pc.pkiDir, hosts, appCN, provCN, officerCN, nodetest.Auditor); err != nil {
+		t.Fatal(err)
+	}
+	officers, _ := nodetest.NewOfficers(t, pc.dir)
+	for _, o := range officers {
+		if err := os.WriteFile(o.KeyFile+".pub", governance.PublicKeyPEM(&o.Key.PublicKey), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	module, err := softhsm.ModulePath()
+	if err != nil {
+		t.Fatal(err)
+	}
+	source := ProcSource(pc.pids)
+	for i := range numNodes {
+		n := &procNode{i: i, id: fmt.Sprintf("node%d", i+1), api: freePort(t), raft: freePort(t)}
+		n.dir = filepath.Join(pc.dir, n.id)
+		n.config = filepath.Join(n.dir, "config.json")
+		n.logPath = filepath.Join(n.dir, "custosd.log")
+		if n.raftProxy, err = NewProxy(procLoopback+":0", n.raft, source); err != nil {
+			t.Fatal(err)
+		}
+		if n.apiProxy, err = NewProxy(procLoopback+":0", n.api, source); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = n.raftProxy.Close(); _ = n.apiProxy.Close() })
+		hsm, err := softhsm.OpenDir(filepath.Join(n.dir, "softhsm"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pin := fmt.Sprintf("user-%d-%d", i, time.Now().UnixNano())
+		if _, err := hsm.InitToken("custos-rob-"+n.id, "so-"+pin, pin); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(n.dir, "softhsm", "user.pin"), []byte(pin+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		n.hsmConf = hsm.ConfPath()
+		pc.nodes[i] = n
+	}
+	for i, n := range pc.nodes {
+		var c procConfig
+		c.ID, c.DataDir, c.Listen, c.RaftAddr, c.RaftAdvertise = n.id, ".", n.api, n.raft, n.raftProxy.Addr()
+		c.PKCS11.Module, c.PKCS11.TokenLabel, c.PKCS11.PINFile = module, "custos-rob-"+n.id, filepath.Join("softhsm", "user.pin")
+		c.TLS.CA = filepath.Join(pc.pkiDir, pki.CAFile)
+		if c.TLS.Cert, c.TLS.Key, err = pki.IssueNodeCert(pc.pkiDir, n.id, hosts); err != nil {
+			t.Fatal(err)
+		}
+		c.Log.Level = "info"
+		if lv := os.Getenv("CUSTOS_TEST_LOG"); lv != "" {
+			c.Log.Level = strings.ToLower(lv)
+		}
+		c.RaftTLS = true
+		for j, p := range pc.nodes {
+			if j != i {
+				c.Peers = append(c.Peers, struct {
+					ID       string `json:"id"`
+					RaftAddr string `json:"raft_addr"`
+					APIAddr  string `json:"api_addr"`
+				}{p.id, p.raftProxy.Addr(), p.apiProxy.Addr()})
+			}
+		}
+		c.Operators, c.Auditors = []string{"operator"}, []string{nodetest.Auditor}
+		c.CheckpointEvery, c.CheckpointInterval = nodetest.CheckpointEvery, "1s"
+		if i == 0 {
+			c.Bootstrap, c.AddPeers, c.Quorum = true, true, nodetest.Quorum
+			for _, o := range officers {
+				c.Officers = append(c.Officers, struct {
+					Name          string `json:"name"`
+					PublicKeyFile string `json:"public_key_file"`
+				}{o.Name, o.KeyFile + ".pub"})
+			}
+		} else {
+			c.Join = true
+		}
+		b, err := json.MarshalIndent(&c, "", "  ")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(n.config, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(pc.stopAll)
+	return pc, officers
+}
+
+// pids maps the running processes' pids to their node ids (ProcSource).
+func (pc *procCluster) pids() map[int]string {
+	out := map[int]string{}
+	for _, n := range pc.nodes {
+		n.mu.Lock()
+		if n.cmd != nil && n.cmd.Process != nil {
+			out[n.cmd.Process.Pid] = n.id
+		}
+		n.mu.Unlock()
+	}
+	return out
+}
+
+// running reports whether node i's process is alive (paused or not).
+func (n *procNode) running() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.done == nil {
+		return false
+	}
+	select {
+	case <-n.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// start runs `custosd serve --config` for node i, appending its output to
+// its log file. It does not wait for the node to serve.
+func (pc *procCluster) start(i int) error {
+	n := pc.nodes[i]
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.done != nil {
+		select {
+		case <-n.done:
+		default:
+			return nil // running
+		}
+	}
+	logf, err := os.OpenFile(n.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("%s log: %w", n.id, err)
+	}
+	cmd := exec.Command(pc.bin, "serve", "--config", n.config)
+	cmd.Dir = n.dir
+	env := []string{softhsm.ConfEnv + "=" + n.hsmConf}
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); k != softhsm.ConfEnv && k != "CUSTOS_PKCS11_PIN" {
+			env = append(env, kv)
+		}
+	}
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = childProcAttr()
+	if err := cmd.Start(); err != nil {
+		_ = logf.Close()
+		return fmt.Errorf("start %s: %w", n.id, err)
+	}
+	n.cmd, n.done, n.killing, n.paused = cmd, make(chan struct{}), false, false
+	done := n.done
+	go func() {
+		werr := cmd.Wait()
+		_ = logf.Close()
+		n.mu.Lock()
+		expected := n.killing
+		n.mu.Unlock()
+		pc.mu.Lock()
+		stopping := pc.stopping
+		pc.mu.Unlock()
+		if !expected && !stopping {
+			last := lastLine(n.logPath)
+			kind := "crashed"
+			var ee *exec.ExitError
+			if errors.As(werr, &ee) && ee.ExitCode() == 1 && strings.HasPrefix(last, "custosd: node: ") {
+				kind = "start-failed" // node.Start returned an error: custosd exits 1
+			}
+			pc.h.AddFault(Fault{Kind: kind, Node: i, Note: fmt.Sprintf("%v: %s", werr, last)})
+		}
+		close(done)
+	}()
+	return nil
+}
+
+// lastLine returns the last line of file that is not empty, shortened.
+func lastLine(file string) string {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	l := lines[len(lines)-1]
+	if len(l) > 300 {
+		l = l[:300] + "…"
+	}
+	return l
+}
+
+// kill sends SIGKILL to node i (running or paused) and waits for it.
+func (pc *procCluster) kill(i int) bool {
+	n := pc.nodes[i]
+	n.mu.Lock()
+	if n.cmd == nil || n.done == nil {
+		n.mu.Unlock()
+		return false
+	}
+	select {
+	case <-n.done:
+		n.mu.Unlock()
+		return false
+	default:
+	}
+	n.killing = true
+	p, done := n.cmd.Process, n.done
+	n.mu.Unlock()
+	_ = p.Signal(syscall.SIGKILL)
+	<-done
+	return true
+}
+
+// signal sends SIGSTOP or SIGCONT to node i's process; it reports
+// whether it did (SIGCONT only to a paused process).
+func (pc *procCluster) signal(i int, sig syscall.Signal) bool {
+	n := pc.nodes[i]
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd == nil || n.done == nil {
+		return false
+	}
+	select {
+	case <-n.done:
+		return false
+	default:
+	}
+	if sig == syscall.SIGCONT && !n.paused {
+		return false
+	}
+	if err := n.cmd.Process.Signal(sig); err != nil {
+		return false
+	}
+	n.paused = sig == syscall.SIGSTOP
+	return true
+}
+
+func (pc *procCluster) stopAll() {
+	pc.mu.Lock()
+	pc.stopping = true
+	pc.mu.Unlock()
+	for i := range pc.nodes {
+		pc.kill(i) // SIGKILL ends a stopped process too
+	}
+}
+
+// link sets the rule of the link between nodes i and j, both ways, on
+// both the Raft and the gRPC (forwarding) proxies.
+func (pc *procCluster) link(i, j int, r Rule) {
+	a, b := pc.nodes[i], pc.nodes[j]
+	for _, p := range []*Proxy{b.raftProxy, b.apiProxy} {
+		p.Set(a.id, r)
+	}
+	for _, p := range []*Proxy{a.raftProxy, a.apiProxy} {
+		p.Set(b.id, r)
+	}
+}
+
+// cut sets r on every link of node i.
+func (pc *procCluster) cut(i int, r Rule) {
+	for j := range numNodes {
+		if j != i {
+			pc.link(i, j, r)
+		}
+	}
+}
+
+func (pc *procCluster) clearLinks() {
+	for _, n := range pc.nodes {
+		n.raftProxy.Clear()
+		n.apiProxy.Clear()
+	}
+}
+
+func (pc *procCluster) proxySummary() string {
+	var parts []string
+	for _, n := range pc.nodes {
+		r, a := n.raftProxy.Stats(), n.apiProxy.Stats()
+		parts = append(parts, fmt.Sprintf("%s raft %d/%d/%d/%d, grpc %d/%d/%d/%d", n.id,
+			r.Accepted, r.Dropped, r.Unknown, r.DialFailed, a.Accepted, a.Dropped, a.Unknown, a.DialFailed))
+	}
+	return "link proxies (connections accepted/dropped/unidentified/target down): " + strings.Join(parts, "; ") + "\n" +
+		startFailures(pc.h.Faults())
+}
+
+// startFailures summarises the start-failed faults by cause: the error
+// node.Start returned, up to its first detail.
+func startFailures(faults []Fault) string {
+	causes := map[string]int{}
+	for _, f := range faults {
+		if f.Kind != "start-failed" {
+			continue
+		}
+		_, msg, _ := strings.Cut(f.Note, "custosd: node: ")
+		if i := strings.Index(msg, ": rpc error"); i > 0 {
+			msg = msg[:i]
+		} else if len(msg) > 80 {
+			msg = msg[:80] + "…"
+		}
+		causes[msg]++
+	}
+	if len(causes) == 0 {
+		return ""
+	}
+	var out []string
+	for c, n := range causes {
+		out = append(out, fmt.Sprintf("%d× %q", n, c))
+	}
+	sort.Strings(out)
+	return "start failures (custosd exited 1, restarted): " + strings.Join(out, ", ") + "\n"
+}
+
+// keepLogs copies the nodes' logs to $TMPDIR/custos-robustness-<seed>-logs.
+func (pc *procCluster) keepLogs(seed uint64) string {
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("custos-robustness-%d-logs", seed))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return ""
+	}
+	for _, n := range pc.nodes {
+		if b, err := os.ReadFile(n.logPath); err == nil {
+			_ = os.WriteFile(filepath.Join(dir, n.id+".log"), b, 0o644)
+		}
+	}
+	return dir
+}
+
+// status asks node i for its ClusterStatus within d.
+func (r *run) status(i int, d time.Duration) (*custosv1.ClusterStatus, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	return r.cluster[i].Status(ctx, &custosv1.ClusterStatusRequest{})
+}
+
+// setupProcs starts the processes, waits for a three-voter cluster and
+// connects the workload.
+func (r *run) setupProcs() {
+	t := r.t
+	pc, officers := newProcCluster(t, r.h)
+	r.pc, r.officerKeys = pc, officers
+	tlsFor := func(cn string) *tls.Config {
+		certFile, keyFile := pki.ClientFiles(pc.pkiDir, cn)
+		cfg, err := pki.ClientTLSConfig(filepath.Join(pc.pkiDir, pki.CAFile), certFile, keyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	conn := func(i int, cn string) *grpc.ClientConn {
+		cc, err := grpc.NewClient(pc.nodes[i].api, grpc.WithTransportCredentials(credentials.NewTLS(tlsFor(cn))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cc.Close() })
+		return cc
+	}
+	for i := range numNodes {
+		r.keys[i] = map[string]custosv1.KeyServiceClient{
+			appCN:  custosv1.NewKeyServiceClient(conn(i, appCN)),
+			provCN: custosv1.NewKeyServiceClient(conn(i, provCN)),
+		}
+		r.gov[i] = custosv1.NewGovernanceServiceClient(conn(i, officerCN))
+		r.audit[i] = custosv1.NewAuditServiceClient(conn(i, nodetest.Auditor))
+		r.cluster[i] = custosv1.NewClusterServiceClient(conn(i, nodetest.Auditor))
+	}
+	start := time.Now()
+	for i := range numNodes {
+		if err := pc.start(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Every node answers and node1 sees three voters and a leader.
+	deadline := time.Now().Add(procServeTimeout)
+	for {
+		ready, last := true, ""
+		for i := range numNodes {
+			st, err := r.status(i, 2*time.Second)
+			if err != nil {
+				ready, last = false, fmt.Sprintf("node%d: %v", i+1, err)
+				break
+			}
+			voters := 0
+			for _, s := range st.GetServers() {
+				if s.GetSuffrage() == "VOTER" {
+					voters++
+				}
+			}
+			if voters != numNodes || st.GetLeaderId() == "" {
+				ready, last = false, fmt.Sprintf("node%d sees %d voters, leader %q", i+1, voters, st.GetLeaderId())
+				break
+			}
+			r.clusterID = st.GetClusterId()
+		}
+		if ready {
+			break
+		}
+		for i, n := range pc.nodes {
+			if !n.running() {
+				t.Fatalf("node%d exited during setup: %s (log %s)", i+1, lastLine(n.logPath), n.logPath)
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the cluster did not form within %s: %s", procServeTimeout, last)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("three custosd processes formed cluster %s in %s", r.clusterID, time.Since(start).Round(100*time.Millisecond))
+	var addrs []string
+	for _, n := range pc.nodes {
+		addrs = append(addrs, n.api)
+	}
+	r.keys[failover] = map[string]custosv1.KeyServiceClient{}
+	for _, cn := range []string{appCN, provCN} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		cl, err := custos.Dial(ctx, custos.Config{Addrs: addrs, TLS: tlsFor(cn), ConnectTimeout: time.Second})
+		cancel()
+		if err != nil {
+			t.Fatalf("clients/go Dial: %v", err)
+		}
+		t.Cleanup(func() { _ = cl.Close() })
+		r.keys[failover][cn] = cl.Keys()
+	}
+}
+
+// procFault is one entry of the process mode's fault schedule.
+type procFault struct {
+	at     time.Duration
+	kind   string // kill, leader-kill, pause, leader-pause, partition, link-cut, blackhole, delay, kill+partition
+	node   int
+	second int // link-cut: the other end; kill+partition: the node cut off
+	dur    time.Duration
+	delay  time.Duration // delay: the added latency each way
+}
+
+// procSchedule is the process mode's fault plan for a run of length d: a
+// pure function of the seed. From 2 s in until 3 s before the end, one
+// fault at a time, each lasting 0.5–3 s, 0.3–1.5 s apart.
+func procSchedule(seed uint64, d time.Duration) []procFault {
+	rng := mrand.New(mrand.NewPCG(seed, 11))
+	var out []procFault
+	at := 2 * time.Second
+	for at < d-3*time.Second {
+		f := procFault{at: at, node: rng.IntN(numNodes), dur: time.Duration(500+rng.IntN(2500)) * time.Millisecond}
+		switch x := rng.IntN(100); {
+		case x < 15:
+			f.kind = "kill"
+		case x < 25:
+			f.kind = "leader-kill"
+		case x < 37:
+			f.kind = "pause"
+		case x < 47:
+			f.kind = "leader-pause"
+		case x < 62:
+			f.kind = "partition"
+		case x < 72:
+			f.kind = "link-cut"
+			f.second = (f.node + 1 + rng.IntN(numNodes-1)) % numNodes
+		case x < 82:
+			f.kind = "blackhole"
+		case x < 94:
+			f.kind = "delay"
+			f.delay = time.Duration(20+rng.IntN(280)) * time.Millisecond
+		default:
+			f.kind = "kill+partition"
+			f.second = (f.node + 1 + rng.IntN(numNodes-1)) % numNodes
+		}
+		out = append(out, f)
+		at += f.dur + time.Duration(300+rng.IntN(1200))*time.Millisecond
+	}
+	return out
+}
+
+// procLeader returns the index of the node the running, unpaused nodes
+// name as leader, or -1.
+func (r *run) procLeader() int {
+	for i, n := range r.pc.nodes {
+		n.mu.Lock()
+		paused := n.paused
+		n.mu.Unlock()
+		if paused || !n.running() {
+			continue
+		}
+		st, err := r.status(i, time.Second)
+		if err != nil || st.GetLeaderId() == "" {
+			continue
+		}
+		for j, m := range r.pc.nodes {
+			if m.id == st.GetLeaderId() {
+				return j
+			}
+		}
+	}
+	return -1
+}
+
+func (r *run) procKill(i int, note string) {
+	if r.pc.kill(i) {
+		r.h.AddFault(Fault{Kind: "kill", Node: i, Note: note})
+	}
+}
+
+func (r *run) procRestart(i int) {
+	if r.pc.nodes[i].running() {
+		return
+	}
+	if err := r.pc.start(i); err != nil {
+		r.h.AddFault(Fault{Kind: "restart-failed", Node: i, Note: err.Error()})
+		return
+	}
+	r.h.AddFault(Fault{Kind: "restart", Node: i})
+}
+
+// procFaults runs the seeded schedule until ctx ends. A node whose
+// process exited by itself (e.g. its start found no leader within 30 s)
+// is restarted before the next fault, as a supervisor would.
+func (r *run) procFaults(ctx context.Context, d time.Duration) {
+	pc := r.pc
+	start := time.Now()
+	for _, f := range procSchedule(r.seed, d) {
+		if !sleepCtx(ctx, time.Until(start.Add(f.at))) {
+			return
+		}
+		for i := range numNodes {
+			r.procRestart(i)
+		}
+		switch f.kind {
+		case "leader-kill", "leader-pause":
+			if l := r.procLeader(); l >= 0 {
+				f.node = l
+			}
+		}
+		switch f.kind {
+		case "kill", "leader-kill":
+			r.procKill(f.node, strings.TrimSuffix(f.kind, "kill"))
+		case "pause", "leader-pause":
+			if pc.signal(f.node, syscall.SIGSTOP) {
+				r.h.AddFault(Fault{Kind: "pause", Node: f.node, Note: fmt.Sprintf("SIGSTOP %s %s", strings.TrimSuffix(f.kind, "pause"), f.dur.Round(time.Millisecond))})
+			}
+		case "partition":
+			pc.cut(f.node, Rule{Mode: Drop})
+			r.h.AddFault(Fault{Kind: "partition", Node: f.node, Note: "links to both other nodes dropped"})
+		case "link-cut":
+			pc.link(f.node, f.second, Rule{Mode: Drop})
+			r.h.AddFault(Fault{Kind: "link-cut", Node: f.node, Note: fmt.Sprintf("link to node%d dropped", f.second+1)})
+		case "blackhole":
+			pc.cut(f.node, Rule{Mode: Blackhole})
+			r.h.AddFault(Fault{Kind: "blackhole", Node: f.node, Note: "links to both other nodes stalled"})
+		case "delay":
+			pc.cut(f.node, Rule{Mode: Delay, Delay: f.delay})
+			r.h.AddFault(Fault{Kind: "delay", Node: f.node, Note: fmt.Sprintf("links delayed %s each way", f.delay)})
+		case "kill+partition":
+			r.procKill(f.node, fmt.Sprintf("with partition of node%d", f.second+1))
+			pc.cut(f.second, Rule{Mode: Drop})
+			r.h.AddFault(Fault{Kind: "partition", Node: f.second, Note: "links to both other nodes dropped"})
+		}
+		sleepCtx(ctx, f.dur)
+		switch f.kind {
+		case "kill", "leader-kill":
+			r.procRestart(f.node)
+		case "pause", "leader-pause":
+			if pc.signal(f.node, syscall.SIGCONT) {
+				r.h.AddFault(Fault{Kind: "resume", Node: f.node, Note: "SIGCONT"})
+			}
+		case "partition", "link-cut", "blackhole", "delay":
+			pc.clearLinks()
+			r.h.AddFault(Fault{Kind: "heal", Node: f.node})
+		case "kill+partition":
+			pc.clearLinks()
+			r.h.AddFault(Fault{Kind: "heal", Node: f.second})
+			r.procRestart(f.node)
+		}
+	}
+}
+
+// healProcs resumes paused nodes, lifts every link fault, restarts dead
+// nodes and waits until every node answers. A node that cannot be
+// started again is recorded (lost) and left out of the checks that need
+// it; check (c) reports it.
+func (r *run) healProcs() {
+	pc := r.pc
+	for i := range numNodes {
+		if pc.signal(i, syscall.SIGCONT) {
+			r.h.AddFault(Fault{Kind: "resume", Node: i, Note: "SIGCONT (heal)"})
+		}
+	}
+	pc.clearLinks()
+	deadline := time.Now().Add(procServeTimeout)
+	for i := range numNodes {
+		for {
+			r.procRestart(i)
+			if _, err := r.status(i, 2*time.Second); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				r.lost[i] = fmt.Sprintf("does not answer %s after the run: %s", procServeTimeout, lastLine(pc.nodes[i].logPath))
+				break
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
+	// A process that ended by itself other than by a start error
+	// (node.Start failed: custosd exits 1 saying why, and is restarted, as
+	// the in-process mode retries a failed start) is a violation of (c):
+	// a crash, a panic, a signal.
+	for _, f := range r.h.Faults() {
+		if f.Kind == "crashed" {
+			r.broken[f.Node] = append(r.broken[f.Node], "process crashed: "+f.Note)
+		}
+	}
+	live := 0
+	for i := range numNodes {
+		if r.lost[i] == "" {
+			live++
+		}
+	}
+	if live < 2 {
+		r.t.Fatalf("seed %d: fewer than two nodes answer after the run: %q", r.seed, r.lost)
+	}
+}
+
+// sameHeadProcs waits until every answering node reports the same ledger
+// sequence, up to d (check (c) later compares the exported records byte
+// for byte).
+func (r *run) sameHeadProcs(d time.Duration) (uint64, bool) {
+	deadline := time.Now().Add(d)
+	for {
+		var seqs []uint64
+		for i := range numNodes {
+			if r.lost[i] != "" {
+				continue
+			}
+			st, err := r.status(i, 2*time.Second)
+			if err != nil {
+				seqs = append(seqs, 0)
+				continue
+			}
+			seqs = append(seqs, st.GetLedgerSeq())
+		}
+		same := len(seqs) > 0 && seqs[0] != 0
+		for i := 1; i < len(seqs); i++ {
+			if seqs[i] != seqs[0] {
+				same = false
+			}
+		}
+		if same {
+			return seqs[0], true
+		}
+		if time.Now().After(deadline) {
+			r.t.Logf("ledger heads differ: %v", seqs)
+			if len(seqs) == 0 {
+				return 0, false
+			}
+			return seqs[0], false
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
