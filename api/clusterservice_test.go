@@ -239,7 +239,7 @@ func TestClusterServiceRealNode(t *testing.T) {
 			t.Errorf("header %+v", hdr)
 		}
 		payload := data[len(data)-32-int(hdr.PayloadSize) : len(data)-32]
-		if !bytes.HasPrefix(payload, []byte("custos-snapshot-v1\n")) {
+		if !bytes.HasPrefix(payload, []byte("custos-snapshot-v2\n")) {
 			t.Errorf("payload starts %q, want the kms snapshot magic", payload[:min(len(payload), 20)])
 		}
 		// One flipped bit anywhere is detected.

@@ -115,6 +115,32 @@ func (s *replicationServer) ReadIndex(ctx context.Context, _ *raftlogv1.ReadInde
 	return &raftlogv1.ReadIndexResponse{Index: idx}, nil
 }
 
+// RecordSource is implemented by a ReplicationLeader that also serves
+// ReadRecords: the stored decision records a peer copies into its ledger
+// after restoring a snapshot without them (kms.State.PeerRecords).
+type RecordSource interface {
+	PeerRecords(from, to uint64) ([][]byte, error)
+}
+
+// ReadRecords serves a member's backfill (docs/ledger.md, "Storage"): the
+// records from from_seq on, whether or not this node leads. The caller
+// checks every record against the hash chain; a node that does not hold
+// from_seq answers Unavailable, and the caller asks another.
+func (s *replicationServer) ReadRecords(ctx context.Context, req *raftlogv1.ReadRecordsRequest) (*raftlogv1.ReadRecordsResponse, error) {
+	if _, err := s.member(ctx, "read ledger records"); err != nil {
+		return nil, err
+	}
+	src, ok := s.leader.(RecordSource)
+	if !ok {
+		return nil, status.Error(codes.Unimplemented, "this node does not serve ledger records")
+	}
+	recs, err := src.PeerRecords(req.GetFromSeq(), req.GetToSeq())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &raftlogv1.ReadRecordsResponse{Records: recs}, nil
+}
+
 func isDomainErr(err error) bool {
 	for _, e := range []error{kms.ErrInvalidArgument, kms.ErrNotFound, kms.ErrAlreadyExists, kms.ErrFailedPrecondition,
 		kms.ErrPermissionDenied, kms.ErrDecryptionFailed, kms.ErrUnavailable, kms.ErrInternal, kms.ErrResourceExhausted} {

@@ -39,6 +39,9 @@ func (s *State) ScanRecords(from uint64, fn func(seq uint64, data []byte) error)
 	if from > head {
 		return nil
 	}
+	if err := s.ledgerHeld(from); err != nil {
+		return err
+	}
 	type record struct {
 		seq  uint64
 		data []byte

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 
 	"github.com/custos-kms/custos/kms/governance"
 	"github.com/custos-kms/custos/kms/ledger"
@@ -16,28 +17,56 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// Snapshot format (docs/raft-log.md):
+// Snapshot formats (docs/raft-log.md, "Snapshots and restart"):
 //
-//	"custos-snapshot-v1\n"
-//	uvarint n, n bytes: raftlogv1.State (deterministic protobuf)
-//	for seq = 1 .. State.ledger_seq: uvarint n, n bytes: the stored record
+//	v2 (written): "custos-snapshot-v2\n"
+//	  uvarint n, n bytes: raftlogv1.State (deterministic protobuf), which
+//	    carries the ledger head (ledger_seq, ledger_head)
+//	  uvarint t: the number of tail records (t <= snapshotTail, t <= ledger_seq)
+//	  for seq = ledger_seq-t+1 .. ledger_seq: uvarint n, n bytes: the record
 //
-// The records let a node that has no ledger (a new or wiped node) rebuild it
-// and check its hash chain; a node whose ledger already holds the snapshot's
-// head skips them, so a restart does not rewrite the ledger.
-const snapshotMagic = "custos-snapshot-v1\n"
+//	v1 (still restored): "custos-snapshot-v1\n"
+//	  uvarint n, n bytes: raftlogv1.State
+//	  for seq = 1 .. State.ledger_seq: uvarint n, n bytes: the stored record
+//
+// A v2 snapshot carries only the newest records (the tail), not the whole
+// ledger: its size does not grow with the number of decisions. The records
+// are on every node's own ledger, fsynced up to the head before the
+// snapshot completes (Persist). A node without them (a new or wiped node
+// that installs the snapshot) stores the tail, checked link by link
+// against the head, records the gap below it, and copies the gap's records
+// from its peers, checking each against the chain (backfill.go). The tail
+// lets such a node check at once a checkpoint that covers a record just
+// before the snapshot (one signed before the snapshot, applied after it).
+const (
+	snapshotMagic   = "custos-snapshot-v2\n"
+	snapshotMagicV1 = "custos-snapshot-v1\n"
+)
 
-// maxSnapshotItem bounds one length-prefixed item in a snapshot.
-const maxSnapshotItem = 64 << 20
+// maxSnapshotItem bounds one length-prefixed item in a snapshot, and
+// maxTailBytes the records of a v2 snapshot's tail together.
+const (
+	maxSnapshotItem = 64 << 20
+	maxTailBytes    = 64 << 20
+)
+
+// defaultSnapshotTail is how many of the newest records a v2 snapshot
+// carries (about 4 MiB of ~250-byte records); tests lower snapshotTail.
+const defaultSnapshotTail = 16384
+
+var snapshotTail atomic.Uint64
+
+func init() { snapshotTail.Store(defaultSnapshotTail) }
 
 type snapshot struct {
 	state  []byte
 	seq    uint64
+	head   [32]byte
 	ledger *ledger.Store
 }
 
 // Snapshot implements raft.StateMachine: it captures the key state under
-// the lock; Persist streams the ledger records up to the captured sequence.
+// the lock; Persist syncs the ledger and writes the state and the tail.
 func (s *State) Snapshot() (raft.Snapshot, error) {
 	s.mu.RLock()
 	st := &raftlogv1.State{
@@ -66,6 +95,7 @@ func (s *State) Snapshot() (raft.Snapshot, error) {
 	st.LastCheckpoint, st.LastCheckpointRecord = s.lastCheckpoint, s.lastCheckpointRecord
 	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(st)
 	broken := s.broken
+	sn := &snapshot{state: data, seq: s.seq, head: s.head, ledger: s.ledger}
 	s.mu.RUnlock()
 	if err != nil {
 		return nil, fmt.Errorf("kms: marshal snapshot: %w", err)
@@ -73,35 +103,79 @@ func (s *State) Snapshot() (raft.Snapshot, error) {
 	if broken != nil {
 		return nil, fmt.Errorf("kms: no snapshot while the ledger store is failed: %w", broken)
 	}
-	return &snapshot{state: data, seq: st.LedgerSeq, ledger: s.ledger}, nil
+	return sn, nil
 }
 
 // Persist implements raft.Snapshot.
 func (sn *snapshot) Persist(w io.Writer) error {
-	// Raft compacts its log after a snapshot: the ledger must be on disk
+	// Raft compacts its log after a snapshot, and the snapshot does not
+	// carry the whole ledger: the ledger must be on disk up to the head
 	// first, since it is written without fsync.
 	if err := sn.ledger.Sync(); err != nil {
 		return fmt.Errorf("kms: sync ledger before snapshot: %w", err)
 	}
-	bw := bufio.NewWriterSize(w, 256<<10)
+	tail, err := sn.tail()
+	if err != nil {
+		return fmt.Errorf("kms: snapshot ledger tail: %w", err)
+	}
+	bw := bufio.NewWriterSize(w, 64<<10)
 	if _, err := bw.WriteString(snapshotMagic); err != nil {
-		return err
+		return fmt.Errorf("kms: write snapshot: %w", err)
 	}
 	if err := writeItem(bw, sn.state); err != nil {
-		return err
+		return fmt.Errorf("kms: write snapshot: %w", err)
 	}
-	if sn.seq > 0 {
-		err := sn.ledger.Scan(1, func(seq uint64, data []byte) error {
-			if seq > sn.seq {
-				return errStopScan
-			}
-			return writeItem(bw, data)
-		})
-		if err != nil && !errors.Is(err, errStopScan) {
-			return fmt.Errorf("kms: snapshot ledger: %w", err)
+	var n [binary.MaxVarintLen64]byte
+	if _, err := bw.Write(n[:binary.PutUvarint(n[:], uint64(len(tail)))]); err != nil {
+		return fmt.Errorf("kms: write snapshot: %w", err)
+	}
+	for _, rec := range tail {
+		if err := writeItem(bw, rec); err != nil {
+			return fmt.Errorf("kms: write snapshot: %w", err)
 		}
 	}
-	return bw.Flush()
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("kms: write snapshot: %w", err)
+	}
+	return nil
+}
+
+// tail returns the newest records up to the snapshot's head, at most
+// snapshotTail: the longest run of consecutive stored records that ends at
+// the head (all of them, unless this node is itself filling a gap that
+// reaches that far).
+func (sn *snapshot) tail() ([][]byte, error) {
+	if sn.seq == 0 {
+		return nil, nil
+	}
+	first := uint64(1)
+	if n := snapshotTail.Load(); sn.seq > n {
+		first = sn.seq - n + 1
+	}
+	if g := sn.ledger.Missing(); g != nil && g.Hi >= first {
+		first = g.Hi + 1
+	}
+	var out [][]byte
+	err := sn.ledger.Scan(first, func(seq uint64, data []byte) error {
+		if seq > sn.seq {
+			return errStopScan
+		}
+		if seq != first+uint64(len(out)) {
+			out = out[:0] // a hole: keep only what follows it
+			first = seq
+		}
+		out = append(out, bytes.Clone(data))
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStopScan) {
+		return nil, err
+	}
+	if len(out) == 0 || first+uint64(len(out))-1 != sn.seq || ledger.Hash(out[len(out)-1]) != sn.head {
+		// The ledger does not end at the state's head: carry no tail
+		// rather than records that do not match it.
+		return nil, nil
+	}
+	return out, nil
 }
 
 // Release implements raft.Snapshot.
@@ -109,13 +183,14 @@ func (sn *snapshot) Release() {}
 
 var errStopScan = errors.New("stop")
 
-// Restore implements raft.StateMachine.
+// Restore implements raft.StateMachine. It reads both formats.
 func (s *State) Restore(r io.Reader) error {
-	br := bufio.NewReaderSize(r, 256<<10)
+	br := bufio.NewReaderSize(r, 64<<10)
 	magic := make([]byte, len(snapshotMagic))
-	if _, err := io.ReadFull(br, magic); err != nil || string(magic) != snapshotMagic {
+	if _, err := io.ReadFull(br, magic); err != nil || (string(magic) != snapshotMagic && string(magic) != snapshotMagicV1) {
 		return fmt.Errorf("kms: restore: not a custos snapshot")
 	}
+	v1 := string(magic) == snapshotMagicV1
 	data, err := readItem(br)
 	if err != nil {
 		return fmt.Errorf("kms: restore: state: %w", err)
@@ -129,9 +204,10 @@ func (s *State) Restore(r io.Reader) error {
 	}
 	var head [32]byte
 	copy(head[:], st.LedgerHead)
-
-	if !s.ledgerHolds(st.LedgerSeq, head) {
-		if err := s.importLedger(br, st.LedgerSeq, head); err != nil {
+	var tail []ledger.Record
+	var below [32]byte // the prev_hash of the tail's first record
+	if !v1 {
+		if tail, below, err = readTail(br, st.LedgerSeq, head); err != nil {
 			return fmt.Errorf("kms: restore: %w", err)
 		}
 	}
@@ -140,6 +216,26 @@ func (s *State) Restore(r io.Reader) error {
 	if st.Governance != nil {
 		if officers, err = governance.NewOfficerSetFromGovernance(st.Governance); err != nil {
 			return fmt.Errorf("kms: restore: officers: %w", err)
+		}
+	}
+
+	switch {
+	case s.ledgerHolds(st.LedgerSeq, head):
+		// A restart, or a node that already has the chain up to the head
+		// (or is filling a recorded gap below it): keep the ledger.
+		// Records after the head come from entries after the snapshot,
+		// which the log replays with identical bytes (PutBatch refuses
+		// different ones).
+	case v1:
+		if err := s.importLedger(br, st.LedgerSeq, head); err != nil {
+			return fmt.Errorf("kms: restore: %w", err)
+		}
+	default:
+		// A new, wiped or far-behind node: store the tail and record the
+		// gap below it (it survives restarts); the node serves at once and
+		// backfill copies the gap's records from the other nodes.
+		if err := s.installTail(st.LedgerSeq, tail, below); err != nil {
+			return fmt.Errorf("kms: restore: %w", err)
 		}
 	}
 
@@ -171,8 +267,107 @@ func (s *State) Restore(r io.Reader) error {
 	return nil
 }
 
+// readTail reads a v2 snapshot's tail records and checks that they chain
+// up to the head. It returns them and the prev_hash of the first.
+func readTail(r *bufio.Reader, seq uint64, head [32]byte) ([]ledger.Record, [32]byte, error) {
+	var below [32]byte
+	n, err := binary.ReadUvarint(r)
+	if err != nil {
+		return nil, below, fmt.Errorf("ledger tail: %w", err)
+	}
+	if n > max(snapshotTail.Load(), defaultSnapshotTail) || n > seq {
+		return nil, below, fmt.Errorf("ledger tail of %d records for a head at %d", n, seq)
+	}
+	tail := make([]ledger.Record, n)
+	first := seq - n + 1
+	size := 0
+	for i := range tail {
+		data, err := readItem(r)
+		if err != nil {
+			return nil, below, fmt.Errorf("ledger record %d: %w", first+uint64(i), err)
+		}
+		if size += len(data); size > maxTailBytes {
+			return nil, below, fmt.Errorf("ledger tail exceeds %d bytes", maxTailBytes)
+		}
+		tail[i] = ledger.Record{Seq: first + uint64(i), Data: data}
+	}
+	anchor := head
+	for i := len(tail) - 1; i >= 0; i-- {
+		if ledger.Hash(tail[i].Data) != anchor {
+			return nil, below, fmt.Errorf("ledger record %d: broken hash chain", tail[i].Seq)
+		}
+		rec := &custosv1.DecisionRecord{}
+		if err := proto.Unmarshal(tail[i].Data, rec); err != nil {
+			return nil, below, fmt.Errorf("ledger record %d: %w", tail[i].Seq, err)
+		}
+		if rec.Seq != tail[i].Seq || len(rec.PrevHash) != 32 {
+			return nil, below, fmt.Errorf("ledger record %d: broken hash chain", tail[i].Seq)
+		}
+		copy(anchor[:], rec.PrevHash)
+	}
+	if n > 0 && first == 1 && anchor != ledger.ZeroHash {
+		return nil, below, fmt.Errorf("ledger record 1: broken hash chain")
+	}
+	return tail, anchor, nil
+}
+
+// installTail installs a v2 snapshot's tail on a ledger that does not
+// hold the head, and records what is missing below the tail. A ledger
+// whose own records end just below the tail, or overlap it with the same
+// records, is kept (a follower that fell behind); one whose records end
+// further below keeps them and records only the range between as missing
+// (backfill checks at the end that they link to it); anything else (a new
+// or wiped node, a ledger already filling a gap, records that do not
+// match the tail) is replaced by the tail, with [1, below the tail]
+// missing.
+func (s *State) installTail(seq uint64, tail []ledger.Record, below [32]byte) error {
+	if seq == 0 {
+		return s.ledger.Reset()
+	}
+	first := seq - uint64(len(tail)) + 1 // first > seq: no tail
+	last, lastData, err := s.ledger.Last()
+	if err != nil {
+		return fmt.Errorf("read ledger: %w", err)
+	}
+	if s.ledger.Missing() == nil && last > 0 && last < seq {
+		lastHash := ledger.Hash(lastData)
+		switch {
+		case last >= first:
+			// Overlap: the tail must hold the same record at last.
+			if ledger.Hash(tail[last-first].Data) == lastHash {
+				if err := s.ledger.Extend(tail[last-first+1:], nil); err != nil {
+					return fmt.Errorf("install ledger tail: %w", err)
+				}
+				return nil
+			}
+		case last == first-1:
+			if below == lastHash {
+				if err := s.ledger.Extend(tail, nil); err != nil {
+					return fmt.Errorf("install ledger tail: %w", err)
+				}
+				return nil
+			}
+		default:
+			gap := &ledger.Gap{Lo: last + 1, Hi: first - 1, Anchor: below}
+			if err := s.ledger.Extend(tail, gap); err != nil {
+				return fmt.Errorf("install ledger tail: %w", err)
+			}
+			return nil
+		}
+	}
+	var gap *ledger.Gap
+	if first > 1 {
+		gap = &ledger.Gap{Lo: 1, Hi: first - 1, Anchor: below}
+	}
+	if err := s.ledger.Replace(tail, gap); err != nil {
+		return fmt.Errorf("install ledger tail: %w", err)
+	}
+	return nil
+}
+
 // ledgerHolds reports whether the local ledger already has the record at seq
-// with the given hash (then it holds the whole chain up to it).
+// with the given hash (then it holds the whole chain up to it, or is filling
+// in a recorded gap below it).
 func (s *State) ledgerHolds(seq uint64, head [32]byte) bool {
 	if seq == 0 {
 		return true
@@ -181,7 +376,7 @@ func (s *State) ledgerHolds(seq uint64, head [32]byte) bool {
 	return err == nil && ledger.Hash(data) == head
 }
 
-// importLedger replaces the local ledger with the snapshot's records,
+// importLedger replaces the local ledger with a v1 snapshot's records,
 // checking the hash chain as it goes.
 func (s *State) importLedger(r *bufio.Reader, seq uint64, head [32]byte) error {
 	if err := s.ledger.Reset(); err != nil {
@@ -205,7 +400,7 @@ func (s *State) importLedger(r *bufio.Reader, seq uint64, head [32]byte) error {
 		batch = append(batch, ledger.Record{Seq: i, Data: data})
 		if len(batch) == cap(batch) {
 			if err := s.ledger.PutBatch(batch); err != nil {
-				return err
+				return fmt.Errorf("store ledger records: %w", err)
 			}
 			batch = batch[:0]
 		}
@@ -214,9 +409,12 @@ func (s *State) importLedger(r *bufio.Reader, seq uint64, head [32]byte) error {
 		return fmt.Errorf("ledger head does not match the snapshot")
 	}
 	if err := s.ledger.PutBatch(batch); err != nil {
-		return err
+		return fmt.Errorf("store ledger records: %w", err)
 	}
-	return s.ledger.Sync()
+	if err := s.ledger.Sync(); err != nil {
+		return fmt.Errorf("sync ledger: %w", err)
+	}
+	return nil
 }
 
 func writeItem(w *bufio.Writer, b []byte) error {

@@ -294,7 +294,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	memCtx, memStop := context.WithCancel(context.Background())
 	n.memStop, n.memDone = memStop, make(chan struct{})
-	go func() { defer close(n.memDone); n.followMembership(memCtx) }()
+	go func() { defer close(n.memDone); n.followMembershipAndBackfill(memCtx) }()
 
 	n.ri = newReadIndexes(n, state, kms.DefaultReadIndexTimeout)
 	n.svc, err = kms.NewService(kms.Config{

@@ -397,6 +397,12 @@ func (e *authzEnv) rows(t *testing.T) map[string]row {
 			},
 			want: onlyFor(idNode),
 		},
+		"/raftlog.v1.Replication/ReadRecords": {
+			call: func(t *testing.T, _ identity, cc *grpc.ClientConn) error {
+				return errOf(raftlogv1.NewReplicationClient(cc).ReadRecords(ctx(t), &raftlogv1.ReadRecordsRequest{FromSeq: 1, ToSeq: 1}))
+			},
+			want: onlyFor(idNode),
+		},
 		"/raftlog.v1.Replication/ReadIndex": {
 			call: func(t *testing.T, _ identity, cc *grpc.ClientConn) error {
 				return errOf(raftlogv1.NewReplicationClient(cc).ReadIndex(ctx(t), &raftlogv1.ReadIndexRequest{}))
@@ -443,6 +449,7 @@ func (e *authzEnv) rows(t *testing.T) map[string]row {
 				if err != nil {
 					return err
 				}
+				//lint:ignore SA1019 the server still serves v1alpha reflection (reflection.Register), so the matrix covers it
 				if err := st.Send(&reflectionv1alpha.ServerReflectionRequest{MessageRequest: &reflectionv1alpha.ServerReflectionRequest_ListServices{}}); err != nil {
 					return err
 				}

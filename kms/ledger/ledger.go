@@ -29,9 +29,21 @@
 // A process crash loses nothing (the kernel holds the written pages). A
 // machine crash or power loss in NoSync mode may lose the transactions since
 // the last Sync and, because bbolt then cannot order its page writes, may
-// leave the file inconsistent. The recovery route is the one above: discard
-// the file (or Reset), restore the latest snapshot (which carries the
-// ledger) and let Raft replay the log after it.
+// leave the file inconsistent. The recovery route is: discard the file
+// (or Reset) and restart; the node restores the latest snapshot, which
+// carries the ledger head and its newest records (the tail), records the
+// range below the tail as missing (Gap, kept in the file's meta bucket)
+// and copies it from the other nodes, checking every record against the
+// hash chain; Raft replays the log after the snapshot.
+//
+// # Missing ranges
+//
+// A store may lack the records [Gap.Lo, Gap.Hi] (Missing): a new or wiped
+// node restored a snapshot without them (Replace), or a node far behind
+// kept its own records [1, Lo-1] and the snapshot's tail above the range
+// (Extend). FillGap stores verified records at the top of the range and
+// shrinks it in one transaction, so it only ever shrinks from the top and
+// a crash leaves no hole.
 package ledger
 
 import (
@@ -40,6 +52,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -56,7 +69,16 @@ var (
 	ErrClosed = errors.New("ledger: store closed")
 )
 
-var bucketName = []byte("records")
+var (
+	bucketName = []byte("records")
+	// metaBucket holds the store's own state: metaMissing.
+	metaBucket = []byte("meta")
+	// metaMissing records a range of sequence numbers [lo, hi] that the
+	// store does not hold yet (a snapshot without records was restored):
+	// 8 bytes lo || 8 bytes hi (big-endian) || 32 bytes anchor, the hash
+	// of record hi.
+	metaMissing = []byte("missing")
+)
 
 // Record is one decision record at its sequence number.
 type Record struct {
@@ -75,27 +97,219 @@ type Options struct {
 // Store is an open ledger. It is safe for concurrent use.
 type Store struct {
 	db *bolt.DB
+	// missing caches the metaMissing entry (nil: nothing missing).
+	missing atomic.Pointer[Gap]
+}
+
+// Gap is a range of records [Lo, Hi] that the store does not hold: a node
+// restored a snapshot that carries only the ledger head and its newest
+// records, and fills the range in from its peers (backfill). Anchor is the
+// hash record Hi must have; it is known from the chain (the prev_hash of
+// record Hi+1), so every record fetched into the gap is checked against
+// it. Records below Lo, if any, are the node's own.
+type Gap struct {
+	Lo, Hi uint64
+	Anchor [32]byte
 }
 
 // Open opens or creates the ledger file at path.
 func Open(path string, opts Options) (*Store, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:        5 * time.Second, // another process holds the file lock
-		NoSync:         opts.NoSync,
-		NoFreelistSync: true,
-		FreelistType:   bolt.FreelistMapType,
+		Timeout: 5 * time.Second, // another process holds the file lock
+		NoSync:  opts.NoSync,
+		// The freelist is written with each transaction: without it bbolt
+		// rebuilds it at open by walking every page of the file, which
+		// makes a restart read (and map into the process) the whole
+		// ledger, O(records). An append-only tree frees only the few pages
+		// its copy-on-write path replaces, so the freelist stays small.
+		FreelistType: bolt.FreelistMapType,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ledger: open %s: %w", path, err)
 	}
+	s := &Store{db: db}
 	if err := db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(bucketName)
+		if _, err := tx.CreateBucketIfNotExists(bucketName); err != nil {
+			return err
+		}
+		m, err := tx.CreateBucketIfNotExists(metaBucket)
+		if err != nil {
+			return err
+		}
+		g, err := decodeGap(m.Get(metaMissing))
+		s.missing.Store(g)
 		return err
 	}); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("ledger: init %s: %w", path, err)
 	}
-	return &Store{db: db}, nil
+	return s, nil
+}
+
+func decodeGap(v []byte) (*Gap, error) {
+	if v == nil {
+		return nil, nil
+	}
+	if len(v) != 8+8+32 {
+		return nil, fmt.Errorf("bad %q entry of %d bytes", metaMissing, len(v))
+	}
+	g := &Gap{Lo: binary.BigEndian.Uint64(v), Hi: binary.BigEndian.Uint64(v[8:])}
+	copy(g.Anchor[:], v[16:])
+	if g.Lo == 0 || g.Hi < g.Lo {
+		return nil, fmt.Errorf("bad %q entry: range %d..%d", metaMissing, g.Lo, g.Hi)
+	}
+	return g, nil
+}
+
+// normGap returns nil for an empty range, and Lo at least 1.
+func normGap(g *Gap) *Gap {
+	if g == nil || g.Hi == 0 {
+		return nil
+	}
+	c := *g
+	c.Lo = max(c.Lo, 1)
+	if c.Hi < c.Lo {
+		return nil
+	}
+	return &c
+}
+
+func putGap(tx *bolt.Tx, g *Gap) error {
+	m := tx.Bucket(metaBucket)
+	if g == nil {
+		return m.Delete(metaMissing)
+	}
+	v := binary.BigEndian.AppendUint64(make([]byte, 0, 48), g.Lo)
+	v = binary.BigEndian.AppendUint64(v, g.Hi)
+	return m.Put(metaMissing, append(v, g.Anchor[:]...))
+}
+
+// Missing returns the range of records the store does not hold yet, or
+// nil when it holds every record up to its highest one.
+func (s *Store) Missing() *Gap {
+	if g := s.missing.Load(); g != nil {
+		c := *g
+		return &c
+	}
+	return nil
+}
+
+// Replace deletes every record, stores recs and records gap (nil:
+// nothing missing) as the range the store does not hold, in one
+// transaction: a node installing a snapshot's tail.
+func (s *Store) Replace(recs []Record, gap *Gap) error {
+	gap = normGap(gap)
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket(bucketName); err != nil {
+			return err
+		}
+		b, err := tx.CreateBucket(bucketName)
+		if err != nil {
+			return err
+		}
+		return putRange(tx, b, recs, gap)
+	})
+	if err == nil {
+		s.missing.Store(gap)
+	}
+	return wrap("replace", err)
+}
+
+// Extend keeps the records, stores recs above them and records gap as the
+// range between, in one transaction: a node far behind installing a
+// snapshot's tail. It fails if a range is already missing.
+func (s *Store) Extend(recs []Record, gap *Gap) error {
+	gap = normGap(gap)
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if cur, err := decodeGap(tx.Bucket(metaBucket).Get(metaMissing)); err != nil || cur != nil {
+			return errors.Join(err, ErrGapChanged)
+		}
+		return putRange(tx, tx.Bucket(bucketName), recs, gap)
+	})
+	if err == nil {
+		s.missing.Store(gap)
+	}
+	return wrap("extend", err)
+}
+
+// putRange puts recs, none of which may lie in gap, and records gap.
+func putRange(tx *bolt.Tx, b *bolt.Bucket, recs []Record, gap *Gap) error {
+	b.FillPercent = 1.0
+	for _, r := range recs {
+		if r.Seq == 0 || (gap != nil && r.Seq >= gap.Lo && r.Seq <= gap.Hi) {
+			return fmt.Errorf("record %d is inside the missing range", r.Seq)
+		}
+		if err := b.Put(key(r.Seq), r.Data); err != nil {
+			return fmt.Errorf("seq %d: %w", r.Seq, err)
+		}
+	}
+	return putGap(tx, gap)
+}
+
+// ErrGapChanged is returned by FillGap when the missing range is no longer
+// the one the records were checked against (a snapshot was restored
+// meanwhile).
+var ErrGapChanged = errors.New("ledger: the missing range changed")
+
+// FillGap stores recs, which the caller has verified against expect (the
+// missing range as Missing returned it), and shrinks the missing range to
+// next, in one transaction. If the range is no longer expect it fails with
+// ErrGapChanged. Every record must lie in expect, and next must be expect
+// with a lower Hi below every record (nil: the range is filled). The range
+// only shrinks from the top, so a crash never leaves a hole.
+//
+// With dropBelow, the records below expect.Lo are deleted too and next
+// must be [1, expect.Lo-1]: the caller found that they do not link to the
+// record at expect.Lo (they are not this chain's), so they become missing.
+func (s *Store) FillGap(expect *Gap, recs []Record, next *Gap, dropBelow bool) error {
+	next = normGap(next)
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		cur, err := decodeGap(tx.Bucket(metaBucket).Get(metaMissing))
+		if err != nil {
+			return err
+		}
+		if cur == nil || expect == nil || *cur != *expect {
+			return ErrGapChanged
+		}
+		low := cur.Hi + 1
+		for _, r := range recs {
+			if r.Seq < cur.Lo || r.Seq > cur.Hi {
+				return fmt.Errorf("record %d is outside the range being filled", r.Seq)
+			}
+			low = min(low, r.Seq)
+		}
+		switch {
+		case dropBelow && (next == nil || next.Lo != 1 || next.Hi != cur.Lo-1 || low != cur.Lo):
+			return fmt.Errorf("dropping the records below %d needs the range filled to there and the next range [1, %d]", cur.Lo, cur.Lo-1)
+		case !dropBelow && next == nil && low != cur.Lo:
+			return fmt.Errorf("the range %d..%d is not filled", cur.Lo, cur.Hi)
+		case !dropBelow && next != nil && (next.Lo != cur.Lo || next.Hi >= low):
+			return fmt.Errorf("missing range %d..%d does not shrink from the top to %d..%d", cur.Lo, cur.Hi, next.Lo, next.Hi)
+		}
+		b := tx.Bucket(bucketName)
+		// Each fill inserts a run of keys below all the ones above it:
+		// full pages, as for appends (the default half-full split would
+		// double a backfilled ledger's size).
+		b.FillPercent = 1.0
+		if dropBelow {
+			c := b.Cursor()
+			for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) < cur.Lo; k, _ = c.First() {
+				if err := c.Delete(); err != nil {
+					return err
+				}
+			}
+		}
+		for _, r := range recs {
+			if err := b.Put(key(r.Seq), r.Data); err != nil {
+				return fmt.Errorf("seq %d: %w", r.Seq, err)
+			}
+		}
+		return putGap(tx, next)
+	})
+	if err == nil {
+		s.missing.Store(next)
+	}
+	return wrap("fill gap", err)
 }
 
 func key(seq uint64) []byte {
@@ -111,7 +325,7 @@ func wrap(op string, err error) error {
 	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
 		return ErrClosed
 	}
-	if errors.Is(err, ErrConflict) || errors.Is(err, ErrNotFound) {
+	if errors.Is(err, ErrConflict) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrGapChanged) {
 		return err
 	}
 	return fmt.Errorf("ledger: %s: %w", op, err)
@@ -241,15 +455,10 @@ func (s *Store) TruncateAfter(seq uint64) error {
 	}))
 }
 
-// Reset deletes every record (e.g. before restoring a snapshot).
+// Reset deletes every record (e.g. before restoring a snapshot) and
+// forgets any missing range.
 func (s *Store) Reset() error {
-	return wrap("reset", s.db.Update(func(tx *bolt.Tx) error {
-		if err := tx.DeleteBucket(bucketName); err != nil {
-			return err
-		}
-		_, err := tx.CreateBucket(bucketName)
-		return err
-	}))
+	return s.Replace(nil, nil)
 }
 
 // Sync fsyncs the file. With NoSync, call it before the Raft log entries

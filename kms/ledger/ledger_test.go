@@ -289,3 +289,123 @@ func BenchmarkPutBatch256(b *testing.B) {
 		})
 	}
 }
+
+// Replace stores a snapshot's tail and the gap below it; the gap survives
+// a reopen, FillGap shrinks it from the top only while it is still the
+// range the caller checked against, and Reset forgets it.
+func TestGapReplaceFill(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "l.db")
+	s := open(t, path)
+	if err := s.PutBatch(recs(1, 5)); err != nil {
+		t.Fatal(err)
+	}
+	anchor := [32]byte{7}
+	if err := s.Replace(recs(11, 3), &ledger.Gap{Lo: 1, Hi: 10, Anchor: anchor}); err != nil {
+		t.Fatalf("Replace: %v", err)
+	}
+	if _, err := s.Get(1); !errors.Is(err, ledger.ErrNotFound) {
+		t.Fatalf("Replace kept record 1: %v", err)
+	}
+	if g := s.Missing(); g == nil || g.Lo != 1 || g.Hi != 10 || g.Anchor != anchor {
+		t.Fatalf("Missing = %+v", g)
+	}
+	if err := s.Replace(recs(5, 3), &ledger.Gap{Lo: 1, Hi: 6}); err == nil {
+		t.Fatal("Replace accepted a record inside the gap")
+	}
+	if g := s.Missing(); g == nil || g.Hi != 10 {
+		t.Fatalf("a failed Replace changed the gap to %+v", g)
+	}
+	s.Close()
+	s = open(t, path)
+	g := s.Missing()
+	if g == nil || g.Hi != 10 || g.Anchor != anchor || count(t, s) != 3 {
+		t.Fatalf("after reopen: gap %+v, %d records", g, count(t, s))
+	}
+
+	// Compare-and-swap on the gap, and the range checks.
+	if err := s.FillGap(&ledger.Gap{Lo: 1, Hi: 9}, recs(8, 3), &ledger.Gap{Lo: 1, Hi: 7}, false); !errors.Is(err, ledger.ErrGapChanged) {
+		t.Fatalf("FillGap against a stale gap: %v", err)
+	}
+	if err := s.FillGap(g, recs(8, 4), &ledger.Gap{Lo: 1, Hi: 7}, false); err == nil {
+		t.Fatal("FillGap stored a record above the gap")
+	}
+	if err := s.FillGap(g, recs(8, 3), &ledger.Gap{Lo: 1, Hi: 8}, false); err == nil {
+		t.Fatal("FillGap stored a record in the gap that remains")
+	}
+	if err := s.FillGap(g, recs(8, 3), nil, false); err == nil {
+		t.Fatal("FillGap closed a gap it did not fill")
+	}
+	next := &ledger.Gap{Lo: 1, Hi: 7, Anchor: [32]byte{8}}
+	if err := s.FillGap(g, recs(8, 3), next, false); err != nil {
+		t.Fatalf("FillGap: %v", err)
+	}
+	if g2 := s.Missing(); g2 == nil || *g2 != *next || count(t, s) != 6 {
+		t.Fatalf("after FillGap: gap %+v, %d records", g2, count(t, s))
+	}
+	if err := s.FillGap(next, recs(1, 7), nil, false); err != nil {
+		t.Fatalf("FillGap to the end: %v", err)
+	}
+	if g2 := s.Missing(); g2 != nil || count(t, s) != 13 {
+		t.Fatalf("after the last FillGap: gap %+v, %d records", g2, count(t, s))
+	}
+	if err := s.FillGap(next, recs(1, 1), nil, false); !errors.Is(err, ledger.ErrGapChanged) {
+		t.Fatalf("FillGap with no gap: %v", err)
+	}
+	s.Close()
+	s = open(t, path)
+	if g2 := s.Missing(); g2 != nil || count(t, s) != 13 {
+		t.Fatalf("after reopen: gap %+v, %d records", g2, count(t, s))
+	}
+	if err := s.Replace(nil, &ledger.Gap{Lo: 1, Hi: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reset(); err != nil {
+		t.Fatal(err)
+	}
+	if g2 := s.Missing(); g2 != nil || count(t, s) != 0 {
+		t.Fatalf("after Reset: gap %+v, %d records", g2, count(t, s))
+	}
+}
+
+// Extend keeps a node's own records below a gap; filling the gap to its
+// bottom either closes it or, with dropBelow, turns the own records into
+// the new gap.
+func TestGapExtendDropBelow(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "l.db"))
+	if err := s.PutBatch(recs(1, 4)); err != nil {
+		t.Fatal(err)
+	}
+	gap := &ledger.Gap{Lo: 5, Hi: 8, Anchor: [32]byte{1}}
+	if err := s.Extend(recs(9, 2), gap); err != nil {
+		t.Fatalf("Extend: %v", err)
+	}
+	if g := s.Missing(); g == nil || *g != *gap || count(t, s) != 6 {
+		t.Fatalf("after Extend: gap %+v, %d records", g, count(t, s))
+	}
+	if err := s.Extend(recs(11, 1), nil); !errors.Is(err, ledger.ErrGapChanged) {
+		t.Fatalf("Extend with a gap open: %v", err)
+	}
+	if err := s.FillGap(gap, recs(3, 6), &ledger.Gap{Lo: 5, Hi: 2}, false); err == nil {
+		t.Fatal("FillGap stored records below the gap")
+	}
+	// dropBelow needs the gap filled to its bottom and the next gap [1, 4].
+	if err := s.FillGap(gap, recs(6, 3), &ledger.Gap{Lo: 1, Hi: 4}, true); err == nil {
+		t.Fatal("FillGap dropped records before filling to the bottom")
+	}
+	drop := &ledger.Gap{Lo: 1, Hi: 4, Anchor: [32]byte{2}}
+	if err := s.FillGap(gap, recs(5, 4), drop, true); err != nil {
+		t.Fatalf("FillGap dropBelow: %v", err)
+	}
+	if g := s.Missing(); g == nil || *g != *drop || count(t, s) != 6 {
+		t.Fatalf("after dropBelow: gap %+v, %d records", g, count(t, s))
+	}
+	if _, err := s.Get(4); !errors.Is(err, ledger.ErrNotFound) {
+		t.Fatalf("record 4 kept after dropBelow: %v", err)
+	}
+	if err := s.FillGap(drop, recs(1, 4), nil, false); err != nil {
+		t.Fatal(err)
+	}
+	if g := s.Missing(); g != nil || count(t, s) != 10 {
+		t.Fatalf("at the end: gap %+v, %d records", g, count(t, s))
+	}
+}

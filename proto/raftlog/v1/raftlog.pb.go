@@ -1544,6 +1544,106 @@ func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
 	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{19}
 }
 
+type ReadRecordsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// First sequence number wanted (>= 1).
+	FromSeq uint64 `protobuf:"varint,1,opt,name=from_seq,json=fromSeq,proto3" json:"from_seq,omitempty"`
+	// Last sequence number wanted (>= from_seq). The answer may stop earlier
+	// (size limits, the answering node's ledger head) but is never empty.
+	ToSeq         uint64 `protobuf:"varint,2,opt,name=to_seq,json=toSeq,proto3" json:"to_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadRecordsRequest) Reset() {
+	*x = ReadRecordsRequest{}
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadRecordsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadRecordsRequest) ProtoMessage() {}
+
+func (x *ReadRecordsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadRecordsRequest.ProtoReflect.Descriptor instead.
+func (*ReadRecordsRequest) Descriptor() ([]byte, []int) {
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ReadRecordsRequest) GetFromSeq() uint64 {
+	if x != nil {
+		return x.FromSeq
+	}
+	return 0
+}
+
+func (x *ReadRecordsRequest) GetToSeq() uint64 {
+	if x != nil {
+		return x.ToSeq
+	}
+	return 0
+}
+
+type ReadRecordsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The stored bytes of records from_seq, from_seq+1, ... in order.
+	Records       [][]byte `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadRecordsResponse) Reset() {
+	*x = ReadRecordsResponse{}
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadRecordsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadRecordsResponse) ProtoMessage() {}
+
+func (x *ReadRecordsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadRecordsResponse.ProtoReflect.Descriptor instead.
+func (*ReadRecordsResponse) Descriptor() ([]byte, []int) {
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ReadRecordsResponse) GetRecords() [][]byte {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
 type ReadIndexResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
@@ -1553,7 +1653,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1565,7 +1665,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1578,7 +1678,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{20}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -1604,7 +1704,7 @@ type ApplyResult struct {
 
 func (x *ApplyResult) Reset() {
 	*x = ApplyResult{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1616,7 +1716,7 @@ func (x *ApplyResult) String() string {
 func (*ApplyResult) ProtoMessage() {}
 
 func (x *ApplyResult) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1629,7 +1729,7 @@ func (x *ApplyResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResult.ProtoReflect.Descriptor instead.
 func (*ApplyResult) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{21}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ApplyResult) GetResult() isApplyResult_Result {
@@ -1694,7 +1794,7 @@ type DecisionResult struct {
 
 func (x *DecisionResult) Reset() {
 	*x = DecisionResult{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1706,7 +1806,7 @@ func (x *DecisionResult) String() string {
 func (*DecisionResult) ProtoMessage() {}
 
 func (x *DecisionResult) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1719,7 +1819,7 @@ func (x *DecisionResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecisionResult.ProtoReflect.Descriptor instead.
 func (*DecisionResult) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{22}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DecisionResult) GetRecord() *v1.DecisionRecord {
@@ -1764,7 +1864,7 @@ type ResultError struct {
 
 func (x *ResultError) Reset() {
 	*x = ResultError{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1776,7 +1876,7 @@ func (x *ResultError) String() string {
 func (*ResultError) ProtoMessage() {}
 
 func (x *ResultError) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1789,7 +1889,7 @@ func (x *ResultError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResultError.ProtoReflect.Descriptor instead.
 func (*ResultError) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{23}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ResultError) GetKind() string {
@@ -1949,7 +2049,12 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\vwrapped_kek\x18\x02 \x01(\fR\n" +
 	"wrappedKek\x121\n" +
 	"\x15create_time_unix_nano\x18\x03 \x01(\x03R\x12createTimeUnixNano\"\x12\n" +
-	"\x10ReadIndexRequest\")\n" +
+	"\x10ReadIndexRequest\"F\n" +
+	"\x12ReadRecordsRequest\x12\x19\n" +
+	"\bfrom_seq\x18\x01 \x01(\x04R\afromSeq\x12\x15\n" +
+	"\x06to_seq\x18\x02 \x01(\x04R\x05toSeq\"/\n" +
+	"\x13ReadRecordsResponse\x12\x18\n" +
+	"\arecords\x18\x01 \x03(\fR\arecords\")\n" +
 	"\x11ReadIndexResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\"\xab\x01\n" +
 	"\vApplyResult\x12)\n" +
@@ -1968,10 +2073,11 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12,\n" +
 	"\x12pending_request_id\x18\x03 \x01(\tR\x10pendingRequestId\x12\x1f\n" +
 	"\vpending_seq\x18\x04 \x01(\x04R\n" +
-	"pendingSeq2\x8e\x01\n" +
+	"pendingSeq2\xde\x01\n" +
 	"\vReplication\x125\n" +
 	"\x05Apply\x12\x13.raftlog.v1.Command\x1a\x17.raftlog.v1.ApplyResult\x12H\n" +
-	"\tReadIndex\x12\x1c.raftlog.v1.ReadIndexRequest\x1a\x1d.raftlog.v1.ReadIndexResponseB9Z7github.com/custos-kms/custos/proto/raftlog/v1;raftlogv1b\x06proto3"
+	"\tReadIndex\x12\x1c.raftlog.v1.ReadIndexRequest\x1a\x1d.raftlog.v1.ReadIndexResponse\x12N\n" +
+	"\vReadRecords\x12\x1e.raftlog.v1.ReadRecordsRequest\x1a\x1f.raftlog.v1.ReadRecordsResponseB9Z7github.com/custos-kms/custos/proto/raftlog/v1;raftlogv1b\x06proto3"
 
 var (
 	file_raftlog_v1_raftlog_proto_rawDescOnce sync.Once
@@ -1985,7 +2091,7 @@ func file_raftlog_v1_raftlog_proto_rawDescGZIP() []byte {
 	return file_raftlog_v1_raftlog_proto_rawDescData
 }
 
-var file_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_raftlog_v1_raftlog_proto_goTypes = []any{
 	(*Entry)(nil),                   // 0: raftlog.v1.Entry
 	(*Command)(nil),                 // 1: raftlog.v1.Command
@@ -2007,20 +2113,22 @@ var file_raftlog_v1_raftlog_proto_goTypes = []any{
 	(*KeyRecord)(nil),               // 17: raftlog.v1.KeyRecord
 	(*KeyVersionRecord)(nil),        // 18: raftlog.v1.KeyVersionRecord
 	(*ReadIndexRequest)(nil),        // 19: raftlog.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),       // 20: raftlog.v1.ReadIndexResponse
-	(*ApplyResult)(nil),             // 21: raftlog.v1.ApplyResult
-	(*DecisionResult)(nil),          // 22: raftlog.v1.DecisionResult
-	(*ResultError)(nil),             // 23: raftlog.v1.ResultError
-	(*v1.Officer)(nil),              // 24: custos.v1.Officer
-	(*v1.Checkpoint)(nil),           // 25: custos.v1.Checkpoint
-	(*v1.SignedStatement)(nil),      // 26: custos.v1.SignedStatement
-	(v1.Operation)(0),               // 27: custos.v1.Operation
-	(v1.Reason)(0),                  // 28: custos.v1.Reason
-	(*v1.Governance)(nil),           // 29: custos.v1.Governance
-	(*v1.ApprovalRequest)(nil),      // 30: custos.v1.ApprovalRequest
-	(*v1.Grant)(nil),                // 31: custos.v1.Grant
-	(*v1.KeyPolicy)(nil),            // 32: custos.v1.KeyPolicy
-	(*v1.DecisionRecord)(nil),       // 33: custos.v1.DecisionRecord
+	(*ReadRecordsRequest)(nil),      // 20: raftlog.v1.ReadRecordsRequest
+	(*ReadRecordsResponse)(nil),     // 21: raftlog.v1.ReadRecordsResponse
+	(*ReadIndexResponse)(nil),       // 22: raftlog.v1.ReadIndexResponse
+	(*ApplyResult)(nil),             // 23: raftlog.v1.ApplyResult
+	(*DecisionResult)(nil),          // 24: raftlog.v1.DecisionResult
+	(*ResultError)(nil),             // 25: raftlog.v1.ResultError
+	(*v1.Officer)(nil),              // 26: custos.v1.Officer
+	(*v1.Checkpoint)(nil),           // 27: custos.v1.Checkpoint
+	(*v1.SignedStatement)(nil),      // 28: custos.v1.SignedStatement
+	(v1.Operation)(0),               // 29: custos.v1.Operation
+	(v1.Reason)(0),                  // 30: custos.v1.Reason
+	(*v1.Governance)(nil),           // 31: custos.v1.Governance
+	(*v1.ApprovalRequest)(nil),      // 32: custos.v1.ApprovalRequest
+	(*v1.Grant)(nil),                // 33: custos.v1.Grant
+	(*v1.KeyPolicy)(nil),            // 34: custos.v1.KeyPolicy
+	(*v1.DecisionRecord)(nil),       // 35: custos.v1.DecisionRecord
 }
 var file_raftlog_v1_raftlog_proto_depIdxs = []int32{
 	1,  // 0: raftlog.v1.Entry.commands:type_name -> raftlog.v1.Command
@@ -2035,32 +2143,34 @@ var file_raftlog_v1_raftlog_proto_depIdxs = []int32{
 	4,  // 9: raftlog.v1.Command.advance_cursor:type_name -> raftlog.v1.AdvanceCursor
 	5,  // 10: raftlog.v1.Command.block_release:type_name -> raftlog.v1.BlockRelease
 	6,  // 11: raftlog.v1.Command.register_node_key:type_name -> raftlog.v1.RegisterNodeKey
-	24, // 12: raftlog.v1.InitCluster.officers:type_name -> custos.v1.Officer
-	25, // 13: raftlog.v1.RecordCheckpoint.checkpoint:type_name -> custos.v1.Checkpoint
-	26, // 14: raftlog.v1.Govern.statement:type_name -> custos.v1.SignedStatement
-	27, // 15: raftlog.v1.Decide.operation:type_name -> custos.v1.Operation
-	28, // 16: raftlog.v1.Decide.reason:type_name -> custos.v1.Reason
+	26, // 12: raftlog.v1.InitCluster.officers:type_name -> custos.v1.Officer
+	27, // 13: raftlog.v1.RecordCheckpoint.checkpoint:type_name -> custos.v1.Checkpoint
+	28, // 14: raftlog.v1.Govern.statement:type_name -> custos.v1.SignedStatement
+	29, // 15: raftlog.v1.Decide.operation:type_name -> custos.v1.Operation
+	30, // 16: raftlog.v1.Decide.reason:type_name -> custos.v1.Reason
 	17, // 17: raftlog.v1.State.keys:type_name -> raftlog.v1.KeyRecord
-	29, // 18: raftlog.v1.State.governance:type_name -> custos.v1.Governance
+	31, // 18: raftlog.v1.State.governance:type_name -> custos.v1.Governance
 	15, // 19: raftlog.v1.State.nonces:type_name -> raftlog.v1.UsedNonce
-	30, // 20: raftlog.v1.State.requests:type_name -> custos.v1.ApprovalRequest
-	31, // 21: raftlog.v1.State.grants:type_name -> custos.v1.Grant
+	32, // 20: raftlog.v1.State.requests:type_name -> custos.v1.ApprovalRequest
+	33, // 21: raftlog.v1.State.grants:type_name -> custos.v1.Grant
 	16, // 22: raftlog.v1.State.counters:type_name -> raftlog.v1.RateCounter
 	14, // 23: raftlog.v1.State.node_keys:type_name -> raftlog.v1.NodeKey
-	25, // 24: raftlog.v1.State.last_checkpoint:type_name -> custos.v1.Checkpoint
+	27, // 24: raftlog.v1.State.last_checkpoint:type_name -> custos.v1.Checkpoint
 	18, // 25: raftlog.v1.KeyRecord.versions:type_name -> raftlog.v1.KeyVersionRecord
-	32, // 26: raftlog.v1.KeyRecord.policy:type_name -> custos.v1.KeyPolicy
+	34, // 26: raftlog.v1.KeyRecord.policy:type_name -> custos.v1.KeyPolicy
 	17, // 27: raftlog.v1.ApplyResult.key:type_name -> raftlog.v1.KeyRecord
-	22, // 28: raftlog.v1.ApplyResult.decision:type_name -> raftlog.v1.DecisionResult
-	23, // 29: raftlog.v1.ApplyResult.error:type_name -> raftlog.v1.ResultError
-	33, // 30: raftlog.v1.DecisionResult.record:type_name -> custos.v1.DecisionRecord
-	23, // 31: raftlog.v1.DecisionResult.error:type_name -> raftlog.v1.ResultError
+	24, // 28: raftlog.v1.ApplyResult.decision:type_name -> raftlog.v1.DecisionResult
+	25, // 29: raftlog.v1.ApplyResult.error:type_name -> raftlog.v1.ResultError
+	35, // 30: raftlog.v1.DecisionResult.record:type_name -> custos.v1.DecisionRecord
+	25, // 31: raftlog.v1.DecisionResult.error:type_name -> raftlog.v1.ResultError
 	1,  // 32: raftlog.v1.Replication.Apply:input_type -> raftlog.v1.Command
 	19, // 33: raftlog.v1.Replication.ReadIndex:input_type -> raftlog.v1.ReadIndexRequest
-	21, // 34: raftlog.v1.Replication.Apply:output_type -> raftlog.v1.ApplyResult
-	20, // 35: raftlog.v1.Replication.ReadIndex:output_type -> raftlog.v1.ReadIndexResponse
-	34, // [34:36] is the sub-list for method output_type
-	32, // [32:34] is the sub-list for method input_type
+	20, // 34: raftlog.v1.Replication.ReadRecords:input_type -> raftlog.v1.ReadRecordsRequest
+	23, // 35: raftlog.v1.Replication.Apply:output_type -> raftlog.v1.ApplyResult
+	22, // 36: raftlog.v1.Replication.ReadIndex:output_type -> raftlog.v1.ReadIndexResponse
+	21, // 37: raftlog.v1.Replication.ReadRecords:output_type -> raftlog.v1.ReadRecordsResponse
+	35, // [35:38] is the sub-list for method output_type
+	32, // [32:35] is the sub-list for method input_type
 	32, // [32:32] is the sub-list for extension type_name
 	32, // [32:32] is the sub-list for extension extendee
 	0,  // [0:32] is the sub-list for field type_name
@@ -2084,7 +2194,7 @@ func file_raftlog_v1_raftlog_proto_init() {
 		(*Command_BlockRelease)(nil),
 		(*Command_RegisterNodeKey)(nil),
 	}
-	file_raftlog_v1_raftlog_proto_msgTypes[21].OneofWrappers = []any{
+	file_raftlog_v1_raftlog_proto_msgTypes[23].OneofWrappers = []any{
 		(*ApplyResult_Key)(nil),
 		(*ApplyResult_Decision)(nil),
 	}
@@ -2094,7 +2204,7 @@ func file_raftlog_v1_raftlog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raftlog_v1_raftlog_proto_rawDesc), len(file_raftlog_v1_raftlog_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,8 +22,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Replication_Apply_FullMethodName     = "/raftlog.v1.Replication/Apply"
-	Replication_ReadIndex_FullMethodName = "/raftlog.v1.Replication/ReadIndex"
+	Replication_Apply_FullMethodName       = "/raftlog.v1.Replication/Apply"
+	Replication_ReadIndex_FullMethodName   = "/raftlog.v1.Replication/ReadIndex"
+	Replication_ReadRecords_FullMethodName = "/raftlog.v1.Replication/ReadRecords"
 )
 
 // ReplicationClient is the client API for Replication service.
@@ -43,6 +44,13 @@ type ReplicationClient interface {
 	// its own state (a linearizable read). A node that is not the leader
 	// answers FAILED_PRECONDITION and never forwards again.
 	ReadIndex(ctx context.Context, in *ReadIndexRequest, opts ...grpc.CallOption) (*ReadIndexResponse, error)
+	// ReadRecords returns stored decision records, consecutive from from_seq
+	// up to at most to_seq, for a node that restored a snapshot without its
+	// ledger records and fills them in (backfill, docs/ledger.md). Any member
+	// answers, leader or not. The caller verifies every record against the
+	// hash chain it already knows; it trusts nothing in the answer. A node
+	// that does not hold from_seq answers UNAVAILABLE.
+	ReadRecords(ctx context.Context, in *ReadRecordsRequest, opts ...grpc.CallOption) (*ReadRecordsResponse, error)
 }
 
 type replicationClient struct {
@@ -73,6 +81,16 @@ func (c *replicationClient) ReadIndex(ctx context.Context, in *ReadIndexRequest,
 	return out, nil
 }
 
+func (c *replicationClient) ReadRecords(ctx context.Context, in *ReadRecordsRequest, opts ...grpc.CallOption) (*ReadRecordsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReadRecordsResponse)
+	err := c.cc.Invoke(ctx, Replication_ReadRecords_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ReplicationServer is the server API for Replication service.
 // All implementations must embed UnimplementedReplicationServer
 // for forward compatibility.
@@ -90,6 +108,13 @@ type ReplicationServer interface {
 	// its own state (a linearizable read). A node that is not the leader
 	// answers FAILED_PRECONDITION and never forwards again.
 	ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error)
+	// ReadRecords returns stored decision records, consecutive from from_seq
+	// up to at most to_seq, for a node that restored a snapshot without its
+	// ledger records and fills them in (backfill, docs/ledger.md). Any member
+	// answers, leader or not. The caller verifies every record against the
+	// hash chain it already knows; it trusts nothing in the answer. A node
+	// that does not hold from_seq answers UNAVAILABLE.
+	ReadRecords(context.Context, *ReadRecordsRequest) (*ReadRecordsResponse, error)
 	mustEmbedUnimplementedReplicationServer()
 }
 
@@ -105,6 +130,9 @@ func (UnimplementedReplicationServer) Apply(context.Context, *Command) (*ApplyRe
 }
 func (UnimplementedReplicationServer) ReadIndex(context.Context, *ReadIndexRequest) (*ReadIndexResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReadIndex not implemented")
+}
+func (UnimplementedReplicationServer) ReadRecords(context.Context, *ReadRecordsRequest) (*ReadRecordsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReadRecords not implemented")
 }
 func (UnimplementedReplicationServer) mustEmbedUnimplementedReplicationServer() {}
 func (UnimplementedReplicationServer) testEmbeddedByValue()                     {}
@@ -163,6 +191,24 @@ func _Replication_ReadIndex_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Replication_ReadRecords_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReadRecordsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReplicationServer).ReadRecords(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Replication_ReadRecords_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReplicationServer).ReadRecords(ctx, req.(*ReadRecordsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Replication_ServiceDesc is the grpc.ServiceDesc for Replication service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -177,6 +223,10 @@ var Replication_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReadIndex",
 			Handler:    _Replication_ReadIndex_Handler,
+		},
+		{
+			MethodName: "ReadRecords",
+			Handler:    _Replication_ReadRecords_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
