@@ -1,6 +1,7 @@
 package kms
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -162,8 +163,14 @@ func (s *Service) EnsureCheckpointKey(ctx context.Context) error {
 	if err != nil {
 		return hsmError("checkpoint key", err)
 	}
+	der := governance.MarshalPublicKey(pub)
+	if s.state.hasNodeKey(s.node, der, "") {
+		// Registered before (every restart but the first): nothing to
+		// propose, so a restart does not need the leader to be reachable.
+		return nil
+	}
 	_, err = s.apply(ctx, Principal{Name: "custosd"}, &raftlogv1.Command{Op: &raftlogv1.Command_RegisterNodeKey{
-		RegisterNodeKey: &raftlogv1.RegisterNodeKey{Node: s.node, PublicKey: governance.MarshalPublicKey(pub)}}})
+		RegisterNodeKey: &raftlogv1.RegisterNodeKey{Node: s.node, PublicKey: der}}})
 	return err
 }
 
@@ -175,9 +182,26 @@ func (s *Service) AdvertiseAPIAddr(ctx context.Context, addr string) error {
 	if err != nil {
 		return hsmError("checkpoint key", err)
 	}
+	der := governance.MarshalPublicKey(pub)
+	if s.state.hasNodeKey(s.node, der, addr) {
+		return nil // already advertised at this address
+	}
 	_, err = s.apply(ctx, Principal{Name: "custosd"}, &raftlogv1.Command{Op: &raftlogv1.Command_RegisterNodeKey{
-		RegisterNodeKey: &raftlogv1.RegisterNodeKey{Node: s.node, PublicKey: governance.MarshalPublicKey(pub), ApiAddr: addr}}})
+		RegisterNodeKey: &raftlogv1.RegisterNodeKey{Node: s.node, PublicKey: der, ApiAddr: addr}}})
 	return err
+}
+
+// hasNodeKey reports whether node's checkpoint key pkix is registered, with
+// the gRPC address addr unless addr is "".
+func (s *State) hasNodeKey(node string, pkix []byte, addr string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, k := range s.nodeKeys {
+		if k.Node == node && bytes.Equal(k.PublicKey, pkix) {
+			return addr == "" || k.ApiAddr == addr
+		}
+	}
+	return false
 }
 
 // NodeAPIAddr returns the gRPC address a node advertised, or "".

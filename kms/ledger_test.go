@@ -211,3 +211,32 @@ func TestAuditReads(t *testing.T) {
 		}
 	}
 }
+
+// TestNodeKeyRegistrationNeedsNoLeaderOnRestart: a node registers its
+// checkpoint key (and advertises its address) through the log once; on
+// later starts, with the same key and address already in the state, it
+// proposes nothing, so a node restarting while the leader is unreachable
+// still starts (robustness KI-3). A new address is proposed.
+func TestNodeKeyRegistrationNeedsNoLeaderOnRestart(t *testing.T) {
+	e := newEnv(t)
+	if err := e.svc.EnsureCheckpointKey(bg); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.AdvertiseAPIAddr(bg, "127.0.0.1:7401"); err != nil {
+		t.Fatal(err)
+	}
+	// The same node, its leader now unreachable: every proposal fails.
+	unreachable := e.newService(failingLog{err: errors.New("could not reach the leader")})
+	if err := unreachable.EnsureCheckpointKey(bg); err != nil {
+		t.Fatalf("EnsureCheckpointKey with the key registered and no leader: %v", err)
+	}
+	if err := unreachable.AdvertiseAPIAddr(bg, "127.0.0.1:7401"); err != nil {
+		t.Fatalf("AdvertiseAPIAddr of the registered address with no leader: %v", err)
+	}
+	if err := unreachable.AdvertiseAPIAddr(bg, "127.0.0.1:7402"); err == nil {
+		t.Fatal("a new address was not proposed (it needs the log)")
+	}
+	if got := e.state.NodeAPIAddr("node-1"); got != "127.0.0.1:7401" {
+		t.Fatalf("NodeAPIAddr = %q", got)
+	}
+}

@@ -12,8 +12,8 @@ import (
 const (
 	DefaultAddr              = "127.0.0.1:0"
 	DefaultSnapshotThreshold = 8192
-	DefaultSnapshotInterval  = 2 * time.Minute
-	DefaultTrailingLogs      = 10240
+	DefaultSnapshotInterval  = 15 * time.Second
+	DefaultTrailingLogs      = 4096
 	DefaultApplyTimeout      = 10 * time.Second
 	DefaultMaxBatch          = 256
 	DefaultMaxInFlight       = 4
@@ -48,10 +48,16 @@ type Config struct {
 	// SnapshotThreshold is how many applied entries trigger an automatic
 	// snapshot (checked every SnapshotInterval). Default 8192.
 	SnapshotThreshold uint64
-	// SnapshotInterval is how often raft checks whether to snapshot. Default 2m.
+	// SnapshotInterval is how often raft checks whether to snapshot. Default
+	// 15s: custos snapshots are small (the state and the ledger's head and
+	// tail, not every record: docs/raft-log.md), so checking often keeps the
+	// log — and the Raft log store's file, which is mapped in memory — short
+	// under load.
 	SnapshotInterval time.Duration
 	// TrailingLogs is how many entries are kept in the log after a snapshot
-	// (so slow followers catch up without a snapshot). Default 10240.
+	// (so slow followers catch up without a snapshot). Default 4096; a
+	// follower further behind installs a snapshot and backfills the ledger
+	// records below it from its peers.
 	TrailingLogs uint64
 	// ApplyTimeout bounds how long a proposal may wait to be accepted by the
 	// raft leader loop (hashicorp's enqueue timeout), and is the default

@@ -22,6 +22,8 @@ type Node struct {
 	trans hraft.Transport
 	// ownTrans is the transport Open created (closed by Close).
 	ownTrans *hraft.NetworkTransport
+	// existing: Open found Raft state in cfg.Dir (a restart).
+	existing bool
 
 	queue    chan *request // proposals waiting for the dispatcher
 	closing  chan struct{} // closed when Close starts
@@ -103,7 +105,7 @@ func Open(cfg Config, sm StateMachine) (*Node, error) {
 		return fail(fmt.Errorf("raft: inspect state in %s: %w", cfg.Dir, err))
 	}
 
-	n.snaps = snaps
+	n.snaps, n.existing = snaps, existing
 	r, err := hraft.NewRaft(cfg.raftConfig(logger), &fsm{sm: sm}, store, store, snaps, n.trans)
 	if err != nil {
 		return fail(fmt.Errorf("raft: start: %w", err))
@@ -125,6 +127,10 @@ func Open(cfg Config, sm StateMachine) (*Node, error) {
 	go n.dispatch()
 	return n, nil
 }
+
+// HadState reports whether Open found Raft state (a log or a snapshot) in
+// the data directory: the node restarted rather than started empty.
+func (n *Node) HadState() bool { return n.existing }
 
 // ID returns this server's Raft id.
 func (n *Node) ID() string { return n.cfg.ID }

@@ -324,8 +324,15 @@ func (n *Node) waitCaughtUp(ctx context.Context) error {
 		if n.raft.IsLeader() {
 			return n.raft.Barrier(ctx)
 		}
+		// Raft's AppliedIndex counts entries handed to the state machine,
+		// not yet applied; so a node that has a cluster to find in its log
+		// (one joining, or one restarting) also waits for the cluster id —
+		// a bootstrap node restarting as a follower that read its state too
+		// early found none and tried to initialise the cluster again
+		// (robustness KI-4).
 		st := n.raft.Stats()
-		if st.CommitIndex > 0 && st.AppliedIndex >= st.CommitIndex && (!n.cfg.Join || n.svc.ClusterID() != "") {
+		needID := n.cfg.Join || n.raft.HadState()
+		if st.CommitIndex > 0 && st.AppliedIndex >= st.CommitIndex && (!needID || n.svc.ClusterID() != "") {
 			return nil
 		}
 		select {
