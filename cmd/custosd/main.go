@@ -40,7 +40,29 @@ Run "custosd <command> --help" for a command's flags.
 `
 
 func main() {
+	tuneGC(os.Getenv)
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// Garbage collector settings of custosd unless GOGC / GOMEMLIMIT are set
+// (docs/performance.md): the node's live heap is small (tens of MiB, the
+// ledger lives in bbolt files) and every Decrypt allocates, so collecting
+// at 400 % growth instead of 100 % saves ~15 % of the node's CPU per
+// decrypt; the soft limit makes the collector work harder before the heap
+// could grow past it.
+const (
+	defaultGCPercent   = 400
+	defaultMemoryLimit = 1 << 30
+)
+
+// tuneGC applies the defaults above where the environment sets nothing.
+func tuneGC(getenv func(string) string) {
+	if getenv("GOGC") == "" {
+		debug.SetGCPercent(defaultGCPercent)
+	}
+	if getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(defaultMemoryLimit)
+	}
 }
 
 // run runs custosd with args and returns the exit code.
