@@ -9,16 +9,13 @@ import (
 	"crypto/tls"
 	"errors"
 	"log/slog"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
-	"google.golang.org/grpc/status"
 
 	"github.com/custos-kms/custos/kms"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
@@ -68,14 +65,6 @@ type Options struct {
 	// Replication, if set, serves raftlogv1.Replication (NewReplicationServer):
 	// the endpoint followers forward their commands to. Cluster nodes set it.
 	Replication ReplicationLeader
-	// Admitted, if set, reports whether this node's HSM holds the cluster's
-	// domain key (nil error) and so may do key crypto. While it fails, the
-	// KeyService refuses CreateKey, RotateKey, GenerateDataKey and Encrypt
-	// with FailedPrecondition (ErrNotAdmitted) before touching anything,
-	// and Decrypt and ReEncrypt, which still record their decision through
-	// the log (every attempt is recorded), fail closed with the same
-	// message instead of the HSM's.
-	Admitted func(ctx context.Context) error
 	// Cluster, if set, serves the ClusterService (membership, status,
 	// snapshots) with these dependencies.
 	Cluster *ClusterDeps
@@ -84,8 +73,9 @@ type Options struct {
 }
 
 // ErrNotAdmitted is the message a node that does not hold the cluster's
-// domain key answers key crypto with.
-const ErrNotAdmitted = "this node's HSM does not hold the cluster's domain key: the node has not been admitted"
+// domain key answers key crypto with (kms.ErrNotAdmitted, FailedPrecondition;
+// checked in kms, so gRPC and XKS alike).
+const ErrNotAdmitted = kms.NotAdmittedMessage
 
 // HealthServices are the service names the health service reports on: the
 // whole server ("") and each custos service.
@@ -129,7 +119,6 @@ func NewServer(opts Options) (*grpc.Server, error) {
 		unaryLogging(log),
 		unaryRecover(log),
 		unaryAuthn(),
-		unaryAdmission(opts.Admitted),
 	}
 	stream := []grpc.StreamServerInterceptor{
 		streamLogging(log),
@@ -213,38 +202,3 @@ func startHealth(opts Options, hs *health.Server) {
 	}()
 }
 
-// cryptoMethods are the KeyService methods that need the domain key (and
-// no decision): a node that is not admitted refuses them up front.
-var cryptoMethods = map[string]bool{"CreateKey": true, "RotateKey": true, "GenerateDataKey": true, "Encrypt": true}
-
-// decideMethods record a decision through the log before the HSM work.
-var decideMethods = map[string]bool{"Decrypt": true, "ReEncrypt": true, "BatchDecrypt": true}
-
-// unaryAdmission makes a node whose HSM lacks the domain key fail closed on
-// key crypto with a message that says why (Options.Admitted).
-func unaryAdmission(admitted func(context.Context) error) grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		svc, method, ok := strings.Cut(strings.TrimPrefix(info.FullMethod, "/"), "/")
-		if admitted == nil || !ok || svc != custosv1.KeyService_ServiceDesc.ServiceName || !(cryptoMethods[method] || decideMethods[method]) {
-			return handler(ctx, req)
-		}
-		if admitted(ctx) == nil {
-			return handler(ctx, req)
-		}
-		if cryptoMethods[method] {
-			return nil, status.Error(codes.FailedPrecondition, ErrNotAdmitted)
-		}
-		resp, err := handler(ctx, req)
-		if err == nil {
-			// Unreachable without the domain key; refuse all the same.
-			return nil, status.Error(codes.FailedPrecondition, ErrNotAdmitted)
-		}
-		if c := status.Code(err); c == codes.FailedPrecondition || c == codes.Unavailable {
-			if strings.Contains(status.Convert(err).Message(), "hsm") {
-				return nil, status.Error(codes.FailedPrecondition, ErrNotAdmitted)
-			}
-		}
-		_ = resp
-		return nil, err
-	}
-}

@@ -47,6 +47,10 @@ type Config struct {
 	// ReadIndexTimeout bounds a read index when the request's context has
 	// no earlier deadline (DefaultReadIndexTimeout if 0).
 	ReadIndexTimeout time.Duration
+	// RequireAdmission makes key crypto wait for this node's HSM to hold the
+	// cluster's domain key (a node that joined a cluster): until it does,
+	// every use of a key fails closed with ErrNotAdmitted (admission.go).
+	RequireAdmission bool
 }
 
 // Service implements custos's key operations. It validates requests, puts
@@ -69,6 +73,8 @@ type Service struct {
 
 	readIndex        ReadIndexFunc
 	readIndexTimeout time.Duration
+
+	admission *admission // nil unless Config.RequireAdmission
 }
 
 // NewService checks cfg and returns a Service.
@@ -81,6 +87,9 @@ func NewService(cfg Config) (*Service, error) {
 		readIndex: cfg.ReadIndex, readIndexTimeout: cfg.ReadIndexTimeout}
 	if s.readIndexTimeout <= 0 {
 		s.readIndexTimeout = DefaultReadIndexTimeout
+	}
+	if cfg.RequireAdmission {
+		s.admission = &admission{}
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -210,6 +219,9 @@ func (s *Service) CreateKey(ctx context.Context, p Principal, req *custosv1.Crea
 	if _, err := s.state.Key(req.Name); err == nil {
 		return nil, fmt.Errorf("%w: key %q", ErrAlreadyExists, req.Name)
 	}
+	if err := s.admitted(ctx); err != nil {
+		return nil, err
+	}
 	blob, err := s.hsm.GenerateWrappedKey(ctx, s.state.DomainKeyID())
 	if err != nil {
 		return nil, hsmError("generate key", err)
@@ -272,6 +284,9 @@ func (s *Service) RotateKey(ctx context.Context, p Principal, req *custosv1.Rota
 	}
 	k, err := s.state.Key(req.Name)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.admitted(ctx); err != nil {
 		return nil, err
 	}
 	blob, err := s.hsm.GenerateWrappedKey(ctx, s.state.DomainKeyID())
@@ -537,6 +552,9 @@ func (s *Service) caughtUp(ctx context.Context, d *Decision) error {
 // one read of the key, the notify-before-release delivery if its policy asks
 // for it, and the id of the KEK of version in this HSM.
 func (s *Service) releaseKEK(ctx context.Context, p Principal, rec *custosv1.DecisionRecord, key string, version uint32) ([]byte, error) {
+	if err := s.admitted(ctx); err != nil {
+		return nil, err // before any notify-before-release delivery
+	}
 	kv, notify, err := s.state.releaseVersion(key, version)
 	if err != nil {
 		return nil, err
@@ -593,6 +611,9 @@ type kekRef struct {
 // HSM from the replicated wrapped form if it is not there yet. The id of a
 // known KEK is shared between callers: read-only.
 func (s *Service) kek(ctx context.Context, key string, kv *raftlogv1.KeyVersionRecord) ([]byte, error) {
+	if err := s.admitted(ctx); err != nil {
+		return nil, err
+	}
 	ref := kekRef{key: key, version: kv.Version}
 	s.kekMu.Lock()
 	known, ok := s.keks[ref]

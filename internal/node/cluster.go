@@ -14,7 +14,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
-	"github.com/custos-kms/custos/api"
 	"github.com/custos-kms/custos/internal/pki"
 	"github.com/custos-kms/custos/kms"
 	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
@@ -36,9 +35,6 @@ type Peer struct {
 // configuration, and how often the leader looks for peers to add.
 const membershipPoll = 250 * time.Millisecond
 
-// admissionRecheck is how often a node that is not admitted looks again
-// for the domain key in its HSM.
-const admissionRecheck = 2 * time.Second
 
 // allowedSet is the set of node ids the Raft transport talks to: the ids
 // in the current Raft configuration plus the configured peers. Reads are
@@ -230,38 +226,11 @@ func (f *forwarder) close() {
 	}
 }
 
-// admission caches whether this node's HSM holds the cluster's domain key.
-type admission struct {
-	n       *Node
-	ok      atomic.Bool
-	mu      sync.Mutex
-	checked time.Time
-}
-
-func (a *admission) check(ctx context.Context) error {
-	if a.ok.Load() {
-		return nil
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if time.Since(a.checked) >= admissionRecheck {
-		a.checked = time.Now()
-		if id := a.n.svc.State().DomainKeyID(); len(id) > 0 {
-			if has, err := a.n.hsm.HasKey(ctx, id); err == nil && has {
-				a.ok.Store(true)
-				a.n.log.Info("this node's HSM holds the cluster's domain key: admitted")
-				return nil
-			}
-		}
-	}
-	return errors.New(api.ErrNotAdmitted)
-}
-
 // Admitted reports whether this node's HSM holds the cluster's domain key,
 // so that it can do key crypto. A node that joined a cluster without being
 // admitted replicates everything and forwards commands, but refuses crypto.
 func (n *Node) Admitted(ctx context.Context) bool {
-	return n.admit == nil || n.admit.check(ctx) == nil
+	return n.svc.Admitted(ctx)
 }
 
 // followMembership keeps the allowed set equal to the Raft configuration

@@ -172,7 +172,6 @@ type Node struct {
 	allowed *allowedSet
 	fwd     *forwarder
 	ri      *readIndexes
-	admit   *admission // nil: the node holds the domain key
 	memStop context.CancelFunc
 	memDone chan struct{}
 	metrics *nodeMetrics // nil without MetricsListen
@@ -305,6 +304,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Logger:    cfg.Logger.With("component", "kms"),
 		Auditors:  cfg.Auditors,
 		ReadIndex: n.ri.any,
+		// A node that joined waits for officers to admit it (its HSM to
+		// hold the domain key) before any key crypto, on every front door.
+		RequireAdmission: cfg.Join,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: kms: %w", err)
@@ -321,8 +323,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.Join && state.ClusterID() != "" {
 		// A joined node: no InitCluster (its HSM has no domain key unless
 		// officers admitted it); it refuses crypto until it has one.
-		n.admit = &admission{n: n}
-		if n.admit.check(ctx) != nil {
+		if !n.svc.Admitted(ctx) {
 			n.log.Warn("this node's HSM does not hold the cluster's domain key: serving without key crypto until the node is admitted", "cluster", state.ClusterID())
 		}
 	} else if err := n.svc.InitCluster(ctx, cfg.Officers, cfg.Quorum); err != nil {
@@ -359,9 +360,6 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	if n.fwd != nil {
 		opts.Replication = replicationLeader{Node: n.raft, ri: n.ri, members: n.allowed}
-	}
-	if n.admit != nil {
-		opts.Admitted = n.admit.check
 	}
 	operators := map[string]bool{}
 	for _, o := range cfg.Operators {

@@ -1,0 +1,60 @@
+package kms
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// NotAdmittedMessage says why a node refuses key crypto: it joined a
+// cluster, but its HSM does not hold the cluster's domain key (officers
+// have not admitted it; docs/cluster.md).
+const NotAdmittedMessage = "this node's HSM does not hold the cluster's domain key: the node has not been admitted"
+
+// ErrNotAdmitted is returned, matching ErrFailedPrecondition, by every
+// path that would use a key in this node's HSM (CreateKey, RotateKey, every
+// seal and every release after an ALLOW: gRPC and XKS alike) while the node
+// is not admitted. A decrypt still records its decision first.
+var ErrNotAdmitted = fmt.Errorf("%w: %s", ErrFailedPrecondition, NotAdmittedMessage)
+
+// admissionRecheck is how often a node that is not admitted looks for the
+// domain key in its HSM again.
+const admissionRecheck = 2 * time.Second
+
+// admission caches whether this node's HSM holds the cluster's domain key:
+// once it does, it always will (the key is not destroyed).
+type admission struct {
+	ok      atomic.Bool
+	mu      sync.Mutex
+	checked time.Time
+}
+
+// admitted returns nil when this node may do key crypto, ErrNotAdmitted
+// when its HSM does not (yet) hold the domain key. Without
+// Config.RequireAdmission it is always nil.
+func (s *Service) admitted(ctx context.Context) error {
+	a := s.admission
+	if a == nil || a.ok.Load() {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if time.Since(a.checked) >= admissionRecheck {
+		a.checked = time.Now()
+		if id := s.state.DomainKeyID(); len(id) > 0 {
+			if has, err := s.hsm.HasKey(ctx, id); err == nil && has {
+				a.ok.Store(true)
+				s.lg.Info("this node's HSM holds the cluster's domain key: admitted")
+				return nil
+			}
+		}
+	}
+	return ErrNotAdmitted
+}
+
+// Admitted reports whether this node may do key crypto: always, unless
+// Config.RequireAdmission is set and its HSM does not hold the cluster's
+// domain key.
+func (s *Service) Admitted(ctx context.Context) bool { return s.admitted(ctx) == nil }
