@@ -201,4 +201,3 @@ func startHealth(opts Options, hs *health.Server) {
 		}
 	}()
 }
-

@@ -35,7 +35,6 @@ type Peer struct {
 // configuration, and how often the leader looks for peers to add.
 const membershipPoll = 250 * time.Millisecond
 
-
 // allowedSet is the set of node ids the Raft transport talks to: the ids
 // in the current Raft configuration plus the configured peers. Reads are
 // lock-free.
