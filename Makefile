@@ -76,7 +76,7 @@ fmt:
 vet:
 	$(GO) vet ./...
 
-# lint runs staticcheck at a pinned version (fetched through the Go module
+# lint checks gofmt, then runs staticcheck at a pinned version (fetched through the Go module
 # proxy, not recorded in go.mod) with the checks in staticcheck.conf (all of them), then
 # govulncheck. govulncheck needs its database at vuln.go.dev; where that
 # host does not resolve (this project's CI network) it says so and is
@@ -85,6 +85,8 @@ STATICCHECK_VERSION ?= v0.8.2
 GOVULNCHECK_VERSION ?= v1.9.0
 .PHONY: lint vulncheck
 lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.git/*')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 	@$(MAKE) --no-print-directory vulncheck
 
