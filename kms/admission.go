@@ -44,7 +44,12 @@ func (s *Service) admitted(ctx context.Context) error {
 	if time.Since(a.checked) >= admissionRecheck {
 		a.checked = time.Now()
 		if id := s.state.DomainKeyID(); len(id) > 0 {
-			if has, err := s.hsm.HasKey(ctx, id); err == nil && has {
+			// Not the caller's context: a cancelled caller must not make
+			// every other one wait for the next recheck.
+			hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			has, err := s.hsm.HasKey(hctx, id)
+			cancel()
+			if err == nil && has {
 				a.ok.Store(true)
 				s.lg.Info("this node's HSM holds the cluster's domain key: admitted")
 				return nil

@@ -134,7 +134,13 @@ func (s *State) FillLedgerGap(from uint64, records [][]byte) (*ledger.Gap, error
 		// below it must be the one the chain names. If it is not (its
 		// records are not this chain's), they are dropped and fetched too.
 		next = nil
-		if own, err := s.ledger.Get(from - 1); err != nil || ledger.Hash(own) != anchor {
+		own, err := s.ledger.Get(from - 1)
+		if err != nil && !errors.Is(err, ledger.ErrNotFound) {
+			// A read failure says nothing about whose records they are:
+			// drop nothing, try again later.
+			return g, fmt.Errorf("%w: read record %d: %v", ErrUnavailable, from-1, err)
+		}
+		if err != nil || ledger.Hash(own) != anchor {
 			next, dropBelow = &ledger.Gap{Lo: 1, Hi: from - 1, Anchor: anchor}, true
 		}
 	}
@@ -148,7 +154,7 @@ func (s *State) FillLedgerGap(from uint64, records [][]byte) (*ledger.Gap, error
 }
 
 // SetSnapshotTail changes how many of the newest records a snapshot
-// carries (default 16384) and returns a function that restores the old
+// carries (default 65536) and returns a function that restores the old
 // value. For tests that need a gap below the tail with few records;
 // production code never calls it.
 func SetSnapshotTail(n uint64) (restore func()) {

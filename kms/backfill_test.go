@@ -429,3 +429,67 @@ func TestRestoreBehindKeepsOwnRecords(t *testing.T) {
 		verifyChain(t, s, l)
 	})
 }
+
+// TestCheckpointVerdictIndependentOfBackfill: a checkpoint of a record
+// older than the snapshot tail is refused by every replica alike, before
+// any looks for the record — a node restored from a snapshot, still
+// missing that record, does not break or diverge (it used to stop deciding
+// for good) — and a checkpoint of a recent record is applied by both.
+func TestCheckpointVerdictIndependentOfBackfill(t *testing.T) {
+	defer kms.SetSnapshotTail(4)()
+	e := newEnv(t)
+	if err := e.svc.EnsureCheckpointKey(bg); err != nil {
+		t.Fatal(err)
+	}
+	createKey(t, e, "k")
+	dk := dataKey(t, e, "k", nil)
+	decisions(t, e, dk.WrappedDataKey, 40)
+	s, _ := emptyState(t)
+	if err := s.Restore(bytes.NewReader(snapshotBytes(t, e.state))); err != nil {
+		t.Fatal(err)
+	}
+	applyBoth := func(cp *custosv1.Checkpoint) (full, restored any) {
+		cmd := &raftlogv1.Command{TimeUnixNano: time.Now().UnixNano(), Node: "node-1", Principal: "custosd",
+			Op: &raftlogv1.Command_RecordCheckpoint{RecordCheckpoint: &raftlogv1.RecordCheckpoint{Checkpoint: cp}}}
+		full, err := e.log.Apply(bg, cmd)
+		if err != nil {
+			full = err
+		}
+		// The same entry, at the same index, on the restored replica.
+		res := s.ApplyBatch([]raft.AppliedEntry{{Index: e.state.AppliedIndex(), Commands: []*raftlogv1.Command{cmd}}})
+		return full, res[0][0]
+	}
+
+	data, err := e.led.Get(20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := ledger.Hash(data)
+	old := &custosv1.Checkpoint{ClusterId: e.state.ClusterID(), Seq: 20, Head: h[:], KeyId: []byte("k"), Signature: []byte("s")}
+	full, restored := applyBoth(old)
+	rerr, _ := restored.(error)
+	ferr, _ := full.(error)
+	if !errors.Is(ferr, kms.ErrFailedPrecondition) || !errors.Is(rerr, kms.ErrFailedPrecondition) {
+		t.Fatalf("checkpoint below the tail: full replica %v, restored replica %v; want FailedPrecondition on both", full, restored)
+	}
+	if err := s.Health(); err != nil {
+		t.Fatalf("the restored replica broke on a checkpoint below its tail: %v", err)
+	}
+
+	head, hash := e.state.LedgerHead()
+	cp, err := e.svc.SignCheckpointForTest(bg, head, hash[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	full, restored = applyBoth(cp)
+	if d, ok := full.(*kms.Decision); !ok || d.Err != nil {
+		t.Fatalf("recent checkpoint on the full replica: %#v", full)
+	}
+	if d, ok := restored.(*kms.Decision); !ok || d.Err != nil {
+		t.Fatalf("recent checkpoint on the restored replica: %#v", restored)
+	}
+	fullHead, fullHash := e.state.LedgerHead()
+	if head, hash := s.LedgerHead(); head != fullHead || hash != fullHash {
+		t.Fatalf("restored replica head %d, full replica %d: the chains differ", head, fullHead)
+	}
+}

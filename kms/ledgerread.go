@@ -48,7 +48,8 @@ func (s *State) ScanRecords(from uint64, fn func(seq uint64, data []byte) error)
 	}
 	page := make([]record, 0, scanPageRecords)
 	for from <= head {
-		page, size := page[:0], 0
+		page = page[:0]
+		size := 0
 		err := s.ledger.Scan(from, func(seq uint64, data []byte) error {
 			if seq > head || len(page) == scanPageRecords || size >= scanPageBytes {
 				return errStop
@@ -60,8 +61,17 @@ func (s *State) ScanRecords(from uint64, fn func(seq uint64, data []byte) error)
 		if err != nil && !errors.Is(err, errStop) {
 			return err
 		}
+		// Records are never removed below the head except by a snapshot
+		// restore replacing the ledger: a hole or an early end means that
+		// happened during the scan, and a caller must not take what it got
+		// for the whole range.
 		if len(page) == 0 {
-			return nil
+			return fmt.Errorf("%w: the ledger changed during the read (a snapshot was installed): record %d is missing; retry", ErrUnavailable, from)
+		}
+		for i, r := range page {
+			if r.seq != from+uint64(i) {
+				return fmt.Errorf("%w: the ledger changed during the read (a snapshot was installed): record %d is missing; retry", ErrUnavailable, from+uint64(i))
+			}
 		}
 		for _, r := range page {
 			if err := fn(r.seq, r.data); err != nil {

@@ -104,6 +104,14 @@ func (s *State) applyCheckpoint(index uint64, c *raftlogv1.Command, op *raftlogv
 	if s.lastCheckpoint != nil && cp.Seq <= s.lastCheckpoint.Seq {
 		return fmt.Errorf("%w: checkpoint at %d is not after the last one at %d", ErrFailedPrecondition, cp.Seq, s.lastCheckpoint.Seq)
 	}
+	// Every replica holds the newest snapshotTail records — a node restored
+	// from a snapshot gets them in its tail and backfills the older ones
+	// later — so a checkpoint of an older record is refused by all alike,
+	// before any replica looks for it: a node still backfilling must not
+	// reach another verdict than the others, nor stop deciding.
+	if tail := snapshotTail.Load(); s.seq-cp.Seq >= tail {
+		return fmt.Errorf("%w: checkpoint at %d is %d records behind the head %d (at most %d)", ErrFailedPrecondition, cp.Seq, s.seq-cp.Seq, s.seq, tail-1)
+	}
 	// The covered record may belong to this very batch (a follower catching
 	// up applies many entries at once): look there before the store, so
 	// every replica reaches the same verdict.

@@ -83,6 +83,8 @@ type Backend struct {
 	copies sessionCopies
 	// createMu serialises "check the id is free, then create" sequences.
 	createMu sync.Mutex
+	// recoverMu: one reinitialize at a time.
+	recoverMu sync.Mutex
 }
 
 var _ hsm.Backend = (*Backend)(nil)

@@ -31,10 +31,13 @@ var ErrSharedModule = errors.New("pkcs11: module shared in this process")
 // holds every pooled session, so no other call of b is in the module; it
 // waits for calls in flight to return them, until ctx ends.
 func (b *Backend) reinitialize(ctx context.Context) error {
-	modulesMu.Lock()
-	shared := b.mod.refs != 1 || !b.mod.owned
-	modulesMu.Unlock()
-	if shared {
+	// One recovery at a time: two would each hold part of the pool and
+	// wait for the rest until their deadlines, stalling every HSM call.
+	if !b.recoverMu.TryLock() {
+		return fmt.Errorf("%w: a recovery of token %q is already running", hsm.ErrUnavailable, b.label)
+	}
+	defer b.recoverMu.Unlock()
+	if b.sharedModule() {
 		return fmt.Errorf("%w: cannot re-initialise %s to recover token %q; restart the process", ErrSharedModule, b.mod.path, b.label)
 	}
 	// Take every session out of the pool.
@@ -55,6 +58,14 @@ func (b *Backend) reinitialize(ctx context.Context) error {
 			giveBack()
 			return hsm.ErrClosed
 		}
+	}
+	// No other Backend may open on the module between the check and the
+	// re-initialisation (it would lose its sessions): hold the module table.
+	modulesMu.Lock()
+	defer modulesMu.Unlock()
+	if b.mod.refs != 1 || !b.mod.owned {
+		giveBack()
+		return fmt.Errorf("%w: cannot re-initialise %s to recover token %q; restart the process", ErrSharedModule, b.mod.path, b.label)
 	}
 	sessions := append([]p11.SessionHandle(nil), held...)
 	for i := range held {
@@ -94,4 +105,12 @@ func (b *Backend) reinitialize(ctx context.Context) error {
 	}
 	held[0] = s
 	return nil
+}
+
+// sharedModule reports whether another Backend (or code outside custos)
+// uses b's module.
+func (b *Backend) sharedModule() bool {
+	modulesMu.Lock()
+	defer modulesMu.Unlock()
+	return b.mod.refs != 1 || !b.mod.owned
 }

@@ -85,15 +85,26 @@ func (n *Node) backfill(ctx context.Context, st *kms.State) {
 		id := peers[turn%len(peers)]
 		from := g.Hi - min(window, g.Hi-g.Lo+1) + 1
 		recs, err := n.readRecords(ctx, id, from, g.Hi)
-		if err == nil && from+uint64(len(recs))-1 != g.Hi {
-			// The peer's size limit cut the answer short: ask for less.
-			window = max(1, uint64(len(recs)))
-			continue
+		if requested := g.Hi - from + 1; err == nil && uint64(len(recs)) != requested {
+			if len(recs) == 0 || uint64(len(recs)) > requested {
+				err = fmt.Errorf("peer answered %d records for the %d asked", len(recs), requested)
+			} else {
+				// The peer's size limit cut the answer short: ask for as
+				// many as it sent (and grow again after each fill).
+				window = uint64(len(recs))
+				continue
+			}
 		}
 		if err == nil {
 			_, err = st.FillLedgerGap(from, recs)
 			if errors.Is(err, ledger.ErrGapChanged) {
-				continue // a snapshot was restored meanwhile: start over
+				// A snapshot was restored meanwhile: start over on the
+				// new range (after a breath, should it keep changing).
+				select {
+				case <-ctx.Done():
+				case <-time.After(10 * time.Millisecond):
+				}
+				continue
 			}
 		}
 		if err != nil {
@@ -105,6 +116,7 @@ func (n *Node) backfill(ctx context.Context, st *kms.State) {
 			continue
 		}
 		failed = 0
+		window = min(2*window, backfillWindow)
 	}
 }
 

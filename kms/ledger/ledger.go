@@ -52,6 +52,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -99,6 +100,10 @@ type Store struct {
 	db *bolt.DB
 	// missing caches the metaMissing entry (nil: nothing missing).
 	missing atomic.Pointer[Gap]
+	// gapMu orders the transactions that change the missing range with
+	// the updates of its cache, so the cache never goes back to a range
+	// the file no longer has.
+	gapMu sync.Mutex
 }
 
 // Gap is a range of records [Lo, Hi] that the store does not hold: a node
@@ -199,6 +204,8 @@ func (s *Store) Missing() *Gap {
 // transaction: a node installing a snapshot's tail.
 func (s *Store) Replace(recs []Record, gap *Gap) error {
 	gap = normGap(gap)
+	s.gapMu.Lock()
+	defer s.gapMu.Unlock()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		if err := tx.DeleteBucket(bucketName); err != nil {
 			return err
@@ -220,6 +227,8 @@ func (s *Store) Replace(recs []Record, gap *Gap) error {
 // snapshot's tail. It fails if a range is already missing.
 func (s *Store) Extend(recs []Record, gap *Gap) error {
 	gap = normGap(gap)
+	s.gapMu.Lock()
+	defer s.gapMu.Unlock()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		if cur, err := decodeGap(tx.Bucket(metaBucket).Get(metaMissing)); err != nil || cur != nil {
 			return errors.Join(err, ErrGapChanged)
@@ -263,6 +272,8 @@ var ErrGapChanged = errors.New("ledger: the missing range changed")
 // record at expect.Lo (they are not this chain's), so they become missing.
 func (s *Store) FillGap(expect *Gap, recs []Record, next *Gap, dropBelow bool) error {
 	next = normGap(next)
+	s.gapMu.Lock()
+	defer s.gapMu.Unlock()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		cur, err := decodeGap(tx.Bucket(metaBucket).Get(metaMissing))
 		if err != nil {

@@ -1,0 +1,14 @@
+package kms
+
+import (
+	"context"
+
+	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
+)
+
+// SignCheckpointForTest signs (seq, head) with this node's HSM checkpoint
+// key without proposing it, so a test can apply the same command to two
+// replicas.
+func (s *Service) SignCheckpointForTest(ctx context.Context, seq uint64, head []byte) (*custosv1.Checkpoint, error) {
+	return s.signCheckpoint(ctx, seq, head)
+}
