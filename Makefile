@@ -109,12 +109,16 @@ clean:
 # custosd serve processes, each with its own SoftHSM token) as child
 # processes and drives each over gRPC+mTLS at concurrency 1,16,64,256 for
 # 10 s a point (GenerateDataKey, Decrypt, ReEncrypt, BatchDecrypt of 100
-# keys), with the SoftHSM, Raft and gRPC ceilings measured in the same run;
-# CPU per op and RSS of every node process. Writes bench/RESULTS.md
-# (between its markers), bench/results.json and bench/results.svg (ops/s
-# and p99 against concurrency). About 9 minutes.
-# bench-short: the same as a smoke run (1 s a point, concurrency 1,16, both
-# cluster sizes) into bench/out/ (gitignored); about 40 s.
+# keys, and envelope-1mib: 1 MiB through clients/go's EncryptStream and
+# DecryptStream), then envelope-1gib twice (a generated 1 GiB stream
+# through EncryptStream and DecryptStream: MB/s and the bench process's
+# peak memory), with the SoftHSM, Raft, gRPC and Go AES-256-GCM ceilings
+# measured in the same run; CPU per op and RSS of every node process.
+# Writes bench/RESULTS.md (between its markers), bench/results.json and
+# bench/results.svg (ops/s and p99 against concurrency). About 11 minutes.
+# bench-short: the same as a smoke run (1 s a point, concurrency 1,16,
+# envelope-1mib at 1, envelope-1gib of 64 MiB once, both cluster sizes)
+# into bench/out/ (gitignored); under a minute.
 # Extra flags: BENCHFLAGS=... (e.g. BENCHFLAGS='--nodes 3 --ops decrypt').
 BENCHFLAGS ?=
 

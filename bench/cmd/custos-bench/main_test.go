@@ -96,6 +96,16 @@ func TestParseFlags(t *testing.T) {
 	if o.duration != time.Second || len(o.concurrency) != 2 || o.concurrency[1] != 16 || len(o.nodes) != 2 || o.nodes[1] != 3 || len(o.ops) != len(knownOps) {
 		t.Errorf("short options = %+v", o)
 	}
+	if !slices.Equal(o.envConc, []int{1}) || o.envSize != 64<<20 || o.envRuns != 1 {
+		t.Errorf("short envelope options: concurrency %v, size %d, runs %d", o.envConc, o.envSize, o.envRuns)
+	}
+	o, err = parseFlags([]string{"--start", "--concurrency", "2,4"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(o.envConc, []int{2, 4}) || o.envSize != 1<<30 || o.envRuns != 2 || !slices.Contains(o.ops, opEnvelopeStream) {
+		t.Errorf("envelope options: concurrency %v, size %d, runs %d, ops %v", o.envConc, o.envSize, o.envRuns, o.ops)
+	}
 	o, err = parseFlags([]string{"--start", "--short", "--duration", "3s", "--concurrency", "2", "--ops", "decrypt"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -110,6 +120,8 @@ func TestParseFlags(t *testing.T) {
 		{"--start", "--concurrency", "0"},   // bad concurrency
 		{"--start", "--concurrency", "a,1"}, // bad concurrency
 		{"--start", "extra"},                // argument
+		{"--start", "--envelope-size", "1TB"},
+		{"--start", "--envelope-runs", "0"},
 	} {
 		if _, err := parseFlags(args, io.Discard); err == nil {
 			t.Errorf("parseFlags(%q) succeeded", args)
@@ -478,6 +490,17 @@ func TestStartCluster(t *testing.T) {
 	ops := operations(c, "bench-test", dk, encCtx, just)
 	o := options{duration: 300 * time.Millisecond}
 	for _, name := range knownOps {
+		if name == opEnvelopeStream {
+			s := runStream(ctx, c, "bench-test", encCtx, just, 8<<20)
+			if s.Error != "" || s.Encrypt.MBps <= 0 || s.RoundTrip.MBps <= 0 || s.CiphertextBytes <= 8<<20 {
+				t.Errorf("%s: %+v", name, s)
+			}
+			if s.Encrypt.HeapInusePeak == 0 || s.RoundTrip.SysPeak == 0 || s.Encrypt.RSSBeforeKiB == 0 || s.Encrypt.HWMKiB == 0 {
+				t.Errorf("%s: memory not sampled: %+v %+v", name, s.Encrypt.memPeak, s.RoundTrip.memPeak)
+			}
+			t.Logf("%s", s.line())
+			continue
+		}
 		p, err := measure(ctx, o, name, kindCustos, 2, cl, ops[name])
 		if err != nil {
 			t.Fatal(err)
@@ -505,5 +528,84 @@ func TestStartCluster(t *testing.T) {
 	}
 	if _, err := os.Stat(cl.dir); err == nil {
 		t.Errorf("%s left behind", cl.dir)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"1GiB": 1 << 30, "64MiB": 64 << 20, "512 KiB": 512 << 10, "3M": 3 << 20, "4096": 4096} {
+		if got, err := parseSize(in); err != nil || got != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "0", "-1MiB", "1.5GiB", "x"} {
+		if _, err := parseSize(in); err == nil {
+			t.Errorf("parseSize(%q) succeeded", in)
+		}
+	}
+}
+
+func TestPattern(t *testing.T) {
+	const size = 3*patternBlock + 1000
+	var buf strings.Builder
+	if n, err := io.CopyBuffer(&buf, &patternReader{size: size}, make([]byte, 7777)); err != nil || n != size {
+		t.Fatalf("copy: %d, %v", n, err)
+	}
+	b := []byte(buf.String())
+	if string(b[:patternBlock]) == string(b[patternBlock:2*patternBlock]) {
+		t.Error("blocks repeat")
+	}
+	c := &patternChecker{}
+	if _, err := c.Write(b[:1234]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(b[1234:]); err != nil {
+		t.Fatal(err)
+	}
+	b[2*patternBlock+3] ^= 1
+	if _, err := (&patternChecker{}).Write(b); err == nil {
+		t.Error("a flipped bit went unnoticed")
+	}
+}
+
+func TestEnvelopeMarkdown(t *testing.T) {
+	r := clusterReport()
+	mk := func(name string, kind string, nodes, c int, opsPerSec float64, bytes int64) point {
+		h := loadgen.NewHistogram()
+		h.Record(time.Millisecond)
+		res := loadgen.Summarize(c, h, time.Second)
+		res.OpsPerSec = opsPerSec
+		return point{Name: name, Kind: kind, Nodes: nodes, Result: res, BytesPerOp: bytes}
+	}
+	r.Ceilings = append(r.Ceilings, mk(gcmCeilingName, kindCeiling, 0, 1, 20000, gcmCeilingBytes)) // 1310.72 MB/s
+	r.Scenarios = append(r.Scenarios, mk(opEnvelope1MiB, kindCustos, 3, 1, 100, envelopeMsgSize))
+	phase := func(mbps float64, heapMiB uint64) streamPhase {
+		return streamPhase{Elapsed: time.Second, MBps: mbps, memPeak: memPeak{HeapInuseBefore: 4 << 20, HeapInusePeak: (4 + heapMiB) << 20,
+			SysPeak: 40 << 20, RSSBeforeKiB: 30 << 10, HWMKiB: (30 + 5) << 10, HWMReset: true}}
+	}
+	r.Streams = []streamResult{
+		{Name: opEnvelopeStream, Nodes: 3, Run: 1, Bytes: 1 << 30, Encrypt: phase(1200, 3), RoundTrip: phase(600, 4), DecryptMBps: 1100},
+		{Name: opEnvelopeStream, Nodes: 3, Run: 2, Bytes: 1 << 30, Error: "boom"},
+	}
+	r.Settings.Ops = knownOps
+	r.ratios()
+	if s := r.Streams[0]; s.PctEncrypt == nil || math.Abs(*s.PctEncrypt-100*1200/1310.72) > 1e-9 || s.PctDecrypt == nil {
+		t.Errorf("stream ratios: %+v", s)
+	}
+	md := r.markdownBlock()
+	for _, want := range []string{
+		"### Envelope encryption through clients/go",
+		"Seal of a 64 KiB buffer in place, 1311 MB/s",
+		"| 3 | 1 | 100 | 105 | 1.00 ms |",
+		"| 3 | 1 | 1 GiB | 1200 | 1100 | 600 | 92 % | 84 % | 4.0 | 40.0 | 5.0 | 0.00 · 0.00 |",
+		"| 3 | 2 | 1 GiB | failed: boom |",
+		"| encrypt 92 %, decrypt 84 % of the ceiling; peak memory +5.0 MiB, 3 nodes | met |",
+		"| Go crypto/cipher AES-256-GCM Seal of 64 KiB, one goroutine (in process) | – | 1 | 20000 |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+	if bad := r.failures(); len(bad) != 1 || !strings.Contains(bad[0], "envelope-1gib n=3 run 2: boom") {
+		t.Errorf("failures = %v", bad)
 	}
 }

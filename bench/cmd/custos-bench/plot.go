@@ -30,6 +30,7 @@ var plotLabels = map[string]string{
 	"decrypt":       "Decrypt",
 	"reencrypt":     "ReEncrypt",
 	"batch-decrypt": "BatchDecrypt, 100 keys a call (data keys/s)",
+	opEnvelope1MiB:  "Envelope 1 MiB encrypt+decrypt (clients/go)",
 }
 
 // plotSeries is one line: an operation on one cluster size.

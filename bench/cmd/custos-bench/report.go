@@ -36,6 +36,8 @@ type report struct {
 	Clusters  []clusterInfo `json:"clusters"`
 	Ceilings  []point       `json:"ceilings"`
 	Scenarios []point       `json:"scenarios"`
+	// Streams are the envelope-1gib runs, by cluster in run order.
+	Streams []streamResult `json:"streams,omitempty"`
 	// Plot is the SVG written with --plot, relative to the Markdown file
 	// (empty without --plot or --markdown).
 	Plot string `json:"-"`
@@ -58,6 +60,12 @@ type settings struct {
 	CeilingConcurrency []int    `json:"ceiling_concurrency"`
 	Ops                []string `json:"ops"`
 	Short              bool     `json:"short"`
+	// EnvelopeConcurrency are the concurrencies of envelope-1mib;
+	// EnvelopeSize and EnvelopeRuns the size and the runs per cluster of
+	// envelope-1gib.
+	EnvelopeConcurrency []int `json:"envelope_concurrency,omitempty"`
+	EnvelopeSize        int64 `json:"envelope_size,omitempty"`
+	EnvelopeRuns        int   `json:"envelope_runs,omitempty"`
 }
 
 // clusterInfo describes one cluster under test.
@@ -131,7 +139,15 @@ type point struct {
 	// ItemsPerOp is the number of data keys one operation handles (a
 	// BatchDecrypt call); 0 means 1. Ratios compare ItemsPerOp × ops/s.
 	ItemsPerOp int `json:"items_per_op,omitempty"`
+	// BytesPerOp is the plaintext bytes one operation handles (envelope,
+	// AES-GCM ceiling); MBps is then BytesPerOp × ops/s in MB/s (10^6
+	// bytes).
+	BytesPerOp int64   `json:"bytes_per_op,omitempty"`
+	MBps       float64 `json:"mb_per_sec,omitempty"`
 }
+
+// mbps is the plaintext rate in MB/s (10^6 bytes); 0 without BytesPerOp.
+func (p point) mbps() float64 { return p.OpsPerSec * float64(p.BytesPerOp) / 1e6 }
 
 // rate is the number of data keys (items) a second.
 func (p point) rate() float64 { return p.OpsPerSec * float64(max(p.ItemsPerOp, 1)) }
@@ -146,13 +162,17 @@ func (p point) line() string {
 	if p.ItemsPerOp > 1 {
 		s += fmt.Sprintf(" (%.0f items/s)", p.rate())
 	}
+	if p.BytesPerOp > 0 {
+		s += fmt.Sprintf(" (%.0f MB/s)", p.mbps())
+	}
 	if p.FirstError != "" {
 		s += " (first: " + p.FirstError + ")"
 	}
 	return s
 }
 
-// ratios fills PctHSM, PctGRPC, PctRaft and PctSlowest.
+// ratios fills PctHSM, PctGRPC, PctRaft and PctSlowest, MBps, and the
+// streams' ratios to the AES-GCM ceiling.
 func (r *report) ratios() {
 	var hsmBest float64
 	type at struct{ nodes, conc int }
@@ -189,9 +209,16 @@ func (r *report) ratios() {
 		}
 		p.PctSlowest = pct(p.rate(), slowest)
 	}
+	for _, ps := range [][]point{r.Ceilings, r.Scenarios} {
+		for i := range ps {
+			ps[i].MBps = ps[i].mbps()
+		}
+	}
+	r.streamRatios()
 }
 
-// failures lists the points with failed operations or none at all.
+// failures lists the points with failed operations or none at all, and
+// the failed streams.
 func (r *report) failures() []string {
 	var bad []string
 	for _, p := range append(append([]point(nil), r.Ceilings...), r.Scenarios...) {
@@ -200,6 +227,11 @@ func (r *report) failures() []string {
 			bad = append(bad, fmt.Sprintf("%s%s c=%d: %d of %d failed, first: %s", p.Name, p.nodesTag(), p.Concurrency, p.Errors, p.Ops, p.FirstError))
 		case p.Ops == 0:
 			bad = append(bad, fmt.Sprintf("%s%s c=%d: no operation completed", p.Name, p.nodesTag(), p.Concurrency))
+		}
+	}
+	for _, st := range r.Streams {
+		if st.Error != "" {
+			bad = append(bad, fmt.Sprintf("%s n=%d run %d: %s", st.Name, st.Nodes, st.Run, st.Error))
 		}
 	}
 	return bad
@@ -317,6 +349,8 @@ var opTitles = map[string]string{
 	"reencrypt":           "ReEncrypt (data key, CUSTOMER_INITIATED, decision recorded)",
 	"raft-apply":          "Raft apply of a small command (single node, bbolt log store with fsync, no-op FSM, in process)",
 	"batch-decrypt":       "BatchDecrypt, 100 data keys a call (rates count data keys)",
+	opEnvelope1MiB:        "Envelope 1 MiB through clients/go: EncryptStream + DecryptStream (a GenerateDataKey and a Decrypt)",
+	gcmCeilingName:        "Go crypto/cipher AES-256-GCM Seal of 64 KiB, one goroutine (in process)",
 }
 
 // The issue's targets for a 3-node cluster (figures to compare, not
@@ -393,6 +427,7 @@ func (r *report) markdownBlock() string {
 			fmtPct(p.PctHSM), fmtPct(p.PctGRPC), fmtPct(p.PctRaft), fmtPct(p.PctSlowest))
 	}
 	w("\nC is the number of concurrent callers. \"%% of SoftHSM ceiling\" divides by the best SoftHSM figure above (every call on a SoftHSM token is serialised, so more callers do not raise it); \"%% of gRPC no-op\" by the health check against the same cluster at the same C; \"%% of Raft apply\" by the single-node in-process Raft ceiling at the same C. CPU per op is user+system time over the measured window divided by the operations in it (nodes: /proc/PID/stat of every node process, 10 ms ticks; \"all nodes\" is their sum, \"per node\" lists node1 · node2 · …). RSS is VmRSS at the end of the point, peak VmHWM since the node started (/proc/PID/status).\n")
+	r.envelopeBlock(w)
 	r.targetsBlock(w)
 	for _, c := range r.Clusters {
 		if c.FollowerDecrypt != "" {
@@ -426,7 +461,7 @@ func (r *report) targetsBlock(w func(string, ...any)) {
 			batch = p
 		}
 	}
-	measured := false
+	measured := len(r.Streams) > 0
 	for _, p := range r.Scenarios {
 		measured = measured || p.Nodes == targetNodes
 	}
@@ -456,6 +491,7 @@ func (r *report) targetsBlock(w func(string, ...any)) {
 	} else {
 		w("| %s | not measured | |\n", batchTitle)
 	}
+	r.envelopeTarget(w, met)
 }
 
 func fmtNodes(n int) string {
