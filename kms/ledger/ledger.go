@@ -450,22 +450,6 @@ func (s *Store) Count() (int, error) {
 	return n, wrap("count", err)
 }
 
-// TruncateAfter deletes every record with a sequence number > seq.
-func (s *Store) TruncateAfter(seq uint64) error {
-	if seq == ^uint64(0) {
-		return nil
-	}
-	return wrap("truncate", s.db.Update(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketName).Cursor()
-		for k, _ := c.Seek(key(seq + 1)); k != nil; k, _ = c.Seek(key(seq + 1)) {
-			if err := c.Delete(); err != nil {
-				return err
-			}
-		}
-		return nil
-	}))
-}
-
 // Reset deletes every record (e.g. before restoring a snapshot) and
 // forgets any missing range.
 func (s *Store) Reset() error {

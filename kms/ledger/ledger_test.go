@@ -190,23 +190,10 @@ func TestReopenDurability(t *testing.T) {
 	}
 }
 
-func TestTruncateAndReset(t *testing.T) {
+func TestReset(t *testing.T) {
 	s := open(t, filepath.Join(t.TempDir(), "ledger.db"))
 	if err := s.PutBatch(recs(1, 20)); err != nil {
 		t.Fatal(err)
-	}
-	if err := s.TruncateAfter(12); err != nil {
-		t.Fatalf("TruncateAfter: %v", err)
-	}
-	if seq, _, _ := s.Last(); seq != 12 || count(t, s) != 12 {
-		t.Fatalf("after TruncateAfter(12): last %d count %d", seq, count(t, s))
-	}
-	// After truncation the tail may be rewritten with different bytes.
-	if err := s.PutBatch([]ledger.Record{{Seq: 13, Data: []byte("new-13")}}); err != nil {
-		t.Fatalf("PutBatch after truncate: %v", err)
-	}
-	if err := s.TruncateAfter(^uint64(0)); err != nil || count(t, s) != 13 {
-		t.Fatalf("TruncateAfter(max): %v, count %d", err, count(t, s))
 	}
 	if err := s.Reset(); err != nil {
 		t.Fatalf("Reset: %v", err)
