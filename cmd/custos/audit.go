@@ -253,35 +253,32 @@ func runAuditList(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	c, err := a.client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	n := 0
-	next := uint64(0)
-	for r, err := range c.Decisions(ctx, df, *from) {
-		if err != nil {
-			return auditErr(err)
+	return a.withClient(ctx, func(c *custos.Client) error {
+		n := 0
+		next := uint64(0)
+		for r, err := range c.Decisions(ctx, df, *from) {
+			if err != nil {
+				return auditErr(err)
+			}
+			if *limit > 0 && n == *limit {
+				next = r.GetSeq()
+				break
+			}
+			if err := printRecord(a.stdout, r, *asJSON); err != nil {
+				return err
+			}
+			n++
 		}
-		if *limit > 0 && n == *limit {
-			next = r.GetSeq()
-			break
+		if !*asJSON {
+			switch {
+			case next != 0:
+				fmt.Fprintf(a.stderr, "custos: %d records shown; more from --from %d\n", n, next)
+			case n == 0:
+				fmt.Fprintln(a.stderr, "custos: no matching records")
+			}
 		}
-		if err := printRecord(a.stdout, r, *asJSON); err != nil {
-			return err
-		}
-		n++
-	}
-	if !*asJSON {
-		switch {
-		case next != 0:
-			fmt.Fprintf(a.stderr, "custos: %d records shown; more from --from %d\n", n, next)
-		case n == 0:
-			fmt.Fprintln(a.stderr, "custos: no matching records")
-		}
-	}
-	return nil
+		return nil
+	})
 }
 
 func runAuditPubkey(ctx context.Context, a *app, args []string) error {
@@ -289,23 +286,20 @@ func runAuditPubkey(ctx context.Context, a *app, args []string) error {
 	if _, err := a.parse("audit pubkey", fs, args, 0, 0); err != nil {
 		return err
 	}
-	c, err := a.client(ctx)
-	if err != nil {
+	return a.withClient(ctx, func(c *custos.Client) error {
+		cp, err := c.GetCheckpoint(ctx)
+		if err != nil {
+			return auditErr(err)
+		}
+		if len(cp.GetPublicKeys()) == 0 {
+			return fmt.Errorf("cluster %s has registered no checkpoint signing key yet", cp.GetClusterId())
+		}
+		if _, err := audit.ParseKeys(cp.GetPublicKeys()); err != nil {
+			return fmt.Errorf("the cluster returned a bad checkpoint key: %v", err)
+		}
+		_, err = a.stdout.Write(custos.CheckpointKeysPEM(cp.GetPublicKeys()))
 		return err
-	}
-	defer c.Close()
-	cp, err := c.GetCheckpoint(ctx)
-	if err != nil {
-		return auditErr(err)
-	}
-	if len(cp.GetPublicKeys()) == 0 {
-		return fmt.Errorf("cluster %s has registered no checkpoint signing key yet", cp.GetClusterId())
-	}
-	if _, err := audit.ParseKeys(cp.GetPublicKeys()); err != nil {
-		return fmt.Errorf("the cluster returned a bad checkpoint key: %v", err)
-	}
-	_, err = a.stdout.Write(custos.CheckpointKeysPEM(cp.GetPublicKeys()))
-	return err
+	})
 }
 
 func runAuditExport(ctx context.Context, a *app, args []string) error {
@@ -315,37 +309,34 @@ func runAuditExport(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	c, err := a.client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	out := pos[0]
-	info := a.stdout
-	var st custos.ExportStats
-	if out == "-" {
-		info = a.stderr
-		bw := bufio.NewWriterSize(a.stdout, 256<<10)
-		st, err = c.ExportToStats(ctx, bw, *from)
-		if err != nil {
-			return auditErr(err)
+	return a.withClient(ctx, func(c *custos.Client) error {
+		out := pos[0]
+		info := a.stdout
+		var st custos.ExportStats
+		if out == "-" {
+			info = a.stderr
+			bw := bufio.NewWriterSize(a.stdout, 256<<10)
+			st, err = c.ExportToStats(ctx, bw, *from)
+			if err != nil {
+				return auditErr(err)
+			}
+			if err := bw.Flush(); err != nil {
+				return err
+			}
+		} else {
+			st, err = writeAtomic(out, func(w io.Writer) (custos.ExportStats, error) { return c.ExportToStats(ctx, w, *from) })
+			if err != nil {
+				return auditErr(err)
+			}
 		}
-		if err := bw.Flush(); err != nil {
-			return err
+		if st.Records == 0 {
+			fmt.Fprintf(info, "exported 0 records to %s (the ledger is empty)\n", out)
+			return nil
 		}
-	} else {
-		st, err = writeAtomic(out, func(w io.Writer) (custos.ExportStats, error) { return c.ExportToStats(ctx, w, *from) })
-		if err != nil {
-			return auditErr(err)
-		}
-	}
-	if st.Records == 0 {
-		fmt.Fprintf(info, "exported 0 records to %s (the ledger is empty)\n", out)
+		fmt.Fprintf(info, "exported %d records (seq %d to %d) to %s, with a trailer checkpoint over seq %d\n",
+			st.Records, st.FirstSeq, st.FirstSeq+uint64(st.Records)-1, out, st.LastSeq)
 		return nil
-	}
-	fmt.Fprintf(info, "exported %d records (seq %d to %d) to %s, with a trailer checkpoint over seq %d\n",
-		st.Records, st.FirstSeq, st.FirstSeq+uint64(st.Records)-1, out, st.LastSeq)
-	return nil
+	})
 }
 
 // writeAtomic writes path through a temporary file in the same directory,
@@ -508,19 +499,16 @@ func runAuditReport(ctx context.Context, a *app, args []string) error {
 	if !u.IsZero() {
 		df.UntilUnixNano = u.UnixNano()
 	}
-	c, err := a.client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	var recs []*custosv1.DecisionRecord
-	for r, err := range c.Decisions(ctx, df, 0) {
-		if err != nil {
-			return auditErr(err)
+	return a.withClient(ctx, func(c *custos.Client) error {
+		var recs []*custosv1.DecisionRecord
+		for r, err := range c.Decisions(ctx, df, 0) {
+			if err != nil {
+				return auditErr(err)
+			}
+			recs = append(recs, r)
 		}
-		recs = append(recs, r)
-	}
-	return printDisclosure(a.stdout, audit.Summarize(recs, s, u, *key), *asJSON)
+		return printDisclosure(a.stdout, audit.Summarize(recs, s, u, *key), *asJSON)
+	})
 }
 
 func printDisclosure(w io.Writer, d *audit.Disclosure, asJSON bool) error {
@@ -580,29 +568,26 @@ func runAuditWatch(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	c, err := a.client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	start := *from
-	if start == 0 {
-		cp, err := c.GetCheckpoint(ctx)
-		if err != nil {
-			return auditErr(err)
+	return a.withClient(ctx, func(c *custos.Client) error {
+		start := *from
+		if start == 0 {
+			cp, err := c.GetCheckpoint(ctx)
+			if err != nil {
+				return auditErr(err)
+			}
+			start = cp.GetHeadSeq() + 1
 		}
-		start = cp.GetHeadSeq() + 1
-	}
-	if !*asJSON {
-		fmt.Fprintf(a.stderr, "custos: watching the ledger from seq %d (interrupt to stop)\n", start)
-	}
-	err = c.Watch(ctx, start, df, func(r *custosv1.DecisionRecord) error {
-		return printRecord(a.stdout, r, *asJSON)
+		if !*asJSON {
+			fmt.Fprintf(a.stderr, "custos: watching the ledger from seq %d (interrupt to stop)\n", start)
+		}
+		err = c.Watch(ctx, start, df, func(r *custosv1.DecisionRecord) error {
+			return printRecord(a.stdout, r, *asJSON)
+		})
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			return nil // interrupted: the normal end
+		}
+		return auditErr(err)
 	})
-	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
-		return nil // interrupted: the normal end
-	}
-	return auditErr(err)
 }
 
 func init() {

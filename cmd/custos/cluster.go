@@ -51,44 +51,41 @@ func runClusterStatus(ctx context.Context, a *app, args []string) error {
 	if _, err := a.parse("cluster status", fs, args, 0, 0); err != nil {
 		return err
 	}
-	c, err := a.client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	addrs := c.Addrs()
-	sts, errs := c.ClusterStatusAll(ctx)
-	answered := 0
-	for _, st := range sts {
-		if st != nil {
-			answered++
+	return a.withClient(ctx, func(c *custos.Client) error {
+		addrs := c.Addrs()
+		sts, errs := c.ClusterStatusAll(ctx)
+		answered := 0
+		for _, st := range sts {
+			if st != nil {
+				answered++
+			}
 		}
-	}
-	if *asJSON {
-		for i, addr := range addrs {
-			v := nodeView{Addr: addr}
-			if sts[i] != nil {
-				b, err := statusJSON.Marshal(sts[i])
+		if *asJSON {
+			for i, addr := range addrs {
+				v := nodeView{Addr: addr}
+				if sts[i] != nil {
+					b, err := statusJSON.Marshal(sts[i])
+					if err != nil {
+						return err
+					}
+					v.Status = b
+				} else {
+					v.Error = errorLine(errs[i])
+				}
+				b, err := json.Marshal(v)
 				if err != nil {
 					return err
 				}
-				v.Status = b
-			} else {
-				v.Error = errorLine(errs[i])
+				fmt.Fprintf(a.stdout, "%s\n", b)
 			}
-			b, err := json.Marshal(v)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(a.stdout, "%s\n", b)
+		} else {
+			printClusterTable(a.stdout, addrs, sts, errs)
 		}
-	} else {
-		printClusterTable(a.stdout, addrs, sts, errs)
-	}
-	if answered == 0 {
-		return fmt.Errorf("no node answered: %s", errorLine(errs[0]))
-	}
-	return nil
+		if answered == 0 {
+			return fmt.Errorf("no node answered: %s", errorLine(errs[0]))
+		}
+		return nil
+	})
 }
 
 // printClusterTable prints one row per address, then the members as the
@@ -160,25 +157,22 @@ func clusterChange(ctx context.Context, a *app, name string, args []string, min,
 	if err != nil {
 		return err
 	}
-	c, err := a.client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	st, err := call(c, ctx, pos)
-	if err != nil {
-		return clusterErr(err)
-	}
-	if *asJSON {
-		b, err := statusJSON.Marshal(st)
+	return a.withClient(ctx, func(c *custos.Client) error {
+		st, err := call(c, ctx, pos)
 		if err != nil {
-			return err
+			return clusterErr(err)
 		}
-		fmt.Fprintf(a.stdout, "%s\n", b)
+		if *asJSON {
+			b, err := statusJSON.Marshal(st)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "%s\n", b)
+			return nil
+		}
+		printClusterTable(a.stdout, []string{"(leader)"}, []*custosv1.ClusterStatus{st}, []error{nil})
 		return nil
-	}
-	printClusterTable(a.stdout, []string{"(leader)"}, []*custosv1.ClusterStatus{st}, []error{nil})
-	return nil
+	})
 }
 
 func runClusterAddVoter(ctx context.Context, a *app, args []string) error {
@@ -210,31 +204,28 @@ func runClusterSnapshotSave(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	c, err := a.client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	// A snapshot can be large: --timeout does not bound the transfer
-	// (interrupt to stop it; FILE is then left as it was).
-	hdr, err := writeAtomicPrivate(pos[0], func(w io.Writer) (*custos.SnapshotHeader, error) {
-		return c.SaveSnapshotHeader(ctx, w)
-	})
-	if err != nil {
-		return clusterErr(err)
-	}
-	if *asJSON {
-		b, err := json.Marshal(hdr)
+	return a.withClient(ctx, func(c *custos.Client) error {
+		// A snapshot can be large: --timeout does not bound the transfer
+		// (interrupt to stop it; FILE is then left as it was).
+		hdr, err := writeAtomicPrivate(pos[0], func(w io.Writer) (*custos.SnapshotHeader, error) {
+			return c.SaveSnapshotHeader(ctx, w)
+		})
 		if err != nil {
-			return err
+			return clusterErr(err)
 		}
-		fmt.Fprintf(a.stdout, "%s\n", b)
+		if *asJSON {
+			b, err := json.Marshal(hdr)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "%s\n", b)
+			return nil
+		}
+		fmt.Fprintf(a.stdout, "snapshot of cluster %s from node %s at raft index %d (term %d), %s payload bytes, created %s: %s\n",
+			hdr.ClusterID, hdr.NodeID, hdr.RaftIndex, hdr.RaftTerm, strconv.FormatInt(hdr.PayloadSize, 10),
+			hdr.Created.UTC().Format(time.RFC3339), pos[0])
 		return nil
-	}
-	fmt.Fprintf(a.stdout, "snapshot of cluster %s from node %s at raft index %d (term %d), %s payload bytes, created %s: %s\n",
-		hdr.ClusterID, hdr.NodeID, hdr.RaftIndex, hdr.RaftTerm, strconv.FormatInt(hdr.PayloadSize, 10),
-		hdr.Created.UTC().Format(time.RFC3339), pos[0])
-	return nil
+	})
 }
 
 // writeAtomicPrivate writes path (mode 0600: a snapshot holds the whole

@@ -107,23 +107,20 @@ func runEncrypt(ctx context.Context, a *app, args []string) error {
 	if *key == "" {
 		return usagef("--key is required")
 	}
-	c, err := a.client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	opts := []custos.Option{custos.WithStdio(a.stdin, a.stdout)}
-	if *seg != 0 {
-		opts = append(opts, custos.WithSegmentSize(*seg))
-	}
-	h, err := c.EncryptFile(ctx, pos[0], pos[1], *key, encCtx.orNil(), opts...)
-	if err != nil {
-		return err
-	}
-	if pos[1] != "-" {
-		fmt.Fprintf(a.stdout, "encrypted %s to %s with key %s version %d\n", pos[0], pos[1], h.Key, h.KeyVersion)
-	}
-	return nil
+	return a.withClient(ctx, func(c *custos.Client) error {
+		opts := []custos.Option{custos.WithStdio(a.stdin, a.stdout)}
+		if *seg != 0 {
+			opts = append(opts, custos.WithSegmentSize(*seg))
+		}
+		h, err := c.EncryptFile(ctx, pos[0], pos[1], *key, encCtx.orNil(), opts...)
+		if err != nil {
+			return err
+		}
+		if pos[1] != "-" {
+			fmt.Fprintf(a.stdout, "encrypted %s to %s with key %s version %d\n", pos[0], pos[1], h.Key, h.KeyVersion)
+		}
+		return nil
+	})
 }
 
 func runDecrypt(ctx context.Context, a *app, args []string) error {
@@ -147,56 +144,53 @@ func runDecrypt(ctx context.Context, a *app, args []string) error {
 	if *wait && (*waitTimeout <= 0 || *poll <= 0) {
 		return usagef("--wait-timeout and --poll-interval must be positive")
 	}
-	c, err := a.client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	opts := []custos.Option{}
-	if len(expect) > 0 {
-		opts = append(opts, custos.WithExpectedContext(expect))
-	}
-	j := custos.Justification{Reason: r, Text: *text, Ticket: *ticket}
-	// Standard input can be read only once: with --wait, keep what the
-	// first attempt read (the envelope header) to replay it on the retry.
-	var rec *recorder
-	stdin := a.stdin
-	if *wait && pos[0] == "-" {
-		rec = &recorder{r: a.stdin}
-		stdin = rec
-	}
-	h, err := c.DecryptFile(ctx, pos[0], pos[1], j, append(opts, custos.WithStdio(stdin, a.stdout))...)
-	if id, pending := custos.PendingRequestID(err); pending && *wait {
-		fmt.Fprintf(a.stderr, "waiting for approval of request %s...\n", id)
-		wctx, cancel := context.WithTimeout(ctx, *waitTimeout)
-		req, werr := c.WaitForApproval(wctx, id, custos.WithPollInterval(*poll))
-		cancel()
-		switch {
-		case errors.Is(werr, custos.ErrRequestDenied):
-			return fmt.Errorf("request %s was denied by a security officer: nothing was decrypted", id)
-		case errors.Is(werr, custos.ErrRequestExpired):
-			return fmt.Errorf("request %s expired without a decision: nothing was decrypted", id)
-		case errors.Is(werr, context.DeadlineExceeded) && ctx.Err() == nil:
-			return fmt.Errorf("request %s is still pending after %s (--wait-timeout): nothing was decrypted; the officers can still approve it, then run decrypt again", id, *waitTimeout)
-		case werr != nil:
-			return werr
+	return a.withClient(ctx, func(c *custos.Client) error {
+		opts := []custos.Option{}
+		if len(expect) > 0 {
+			opts = append(opts, custos.WithExpectedContext(expect))
 		}
-		fmt.Fprintf(a.stderr, "request %s approved (grant %s); decrypting\n", id, req.GetGrantId())
-		if rec != nil {
-			stdin = io.MultiReader(bytes.NewReader(rec.buf.Bytes()), a.stdin)
+		j := custos.Justification{Reason: r, Text: *text, Ticket: *ticket}
+		// Standard input can be read only once: with --wait, keep what the
+		// first attempt read (the envelope header) to replay it on the retry.
+		var rec *recorder
+		stdin := a.stdin
+		if *wait && pos[0] == "-" {
+			rec = &recorder{r: a.stdin}
+			stdin = rec
 		}
-		h, err = c.DecryptFile(ctx, pos[0], pos[1], j, append(opts, custos.WithStdio(stdin, a.stdout))...)
-	}
-	if err != nil {
-		if id, pending := custos.PendingRequestID(err); pending && !*wait {
-			return &hintError{err, fmt.Sprintf("custos: the officers must approve request %s (custos officer approve %s); run again with --wait to wait for it", id, id)}
+		h, err := c.DecryptFile(ctx, pos[0], pos[1], j, append(opts, custos.WithStdio(stdin, a.stdout))...)
+		if id, pending := custos.PendingRequestID(err); pending && *wait {
+			fmt.Fprintf(a.stderr, "waiting for approval of request %s...\n", id)
+			wctx, cancel := context.WithTimeout(ctx, *waitTimeout)
+			req, werr := c.WaitForApproval(wctx, id, custos.WithPollInterval(*poll))
+			cancel()
+			switch {
+			case errors.Is(werr, custos.ErrRequestDenied):
+				return fmt.Errorf("request %s was denied by a security officer: nothing was decrypted", id)
+			case errors.Is(werr, custos.ErrRequestExpired):
+				return fmt.Errorf("request %s expired without a decision: nothing was decrypted", id)
+			case errors.Is(werr, context.DeadlineExceeded) && ctx.Err() == nil:
+				return fmt.Errorf("request %s is still pending after %s (--wait-timeout): nothing was decrypted; the officers can still approve it, then run decrypt again", id, *waitTimeout)
+			case werr != nil:
+				return werr
+			}
+			fmt.Fprintf(a.stderr, "request %s approved (grant %s); decrypting\n", id, req.GetGrantId())
+			if rec != nil {
+				stdin = io.MultiReader(bytes.NewReader(rec.buf.Bytes()), a.stdin)
+			}
+			h, err = c.DecryptFile(ctx, pos[0], pos[1], j, append(opts, custos.WithStdio(stdin, a.stdout))...)
 		}
-		return err
-	}
-	if pos[1] != "-" {
-		fmt.Fprintf(a.stdout, "decrypted %s to %s with key %s version %d\n", pos[0], pos[1], h.Key, h.KeyVersion)
-	}
-	return nil
+		if err != nil {
+			if id, pending := custos.PendingRequestID(err); pending && !*wait {
+				return &hintError{err, fmt.Sprintf("custos: the officers must approve request %s (custos officer approve %s); run again with --wait to wait for it", id, id)}
+			}
+			return err
+		}
+		if pos[1] != "-" {
+			fmt.Fprintf(a.stdout, "decrypted %s to %s with key %s version %d\n", pos[0], pos[1], h.Key, h.KeyVersion)
+		}
+		return nil
+	})
 }
 
 // recorder keeps a copy of everything read through it.
@@ -224,35 +218,32 @@ func runDataKey(ctx context.Context, a *app, args []string) error {
 	if *key == "" {
 		return usagef("--key is required")
 	}
-	c, err := a.client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	dk, err := c.GenerateDataKey(ctx, *key, encCtx.orNil())
-	if err != nil {
-		return err
-	}
-	defer dk.Zero()
-	b64 := base64.StdEncoding.EncodeToString
-	if *asJSON {
-		out := map[string]any{"key": dk.Key, "version": dk.Version, "wrapped": b64(dk.Wrapped)}
-		if *show {
-			out["plaintext"] = b64(dk.Plaintext)
-		}
-		b, err := json.Marshal(out)
+	return a.withClient(ctx, func(c *custos.Client) error {
+		dk, err := c.GenerateDataKey(ctx, *key, encCtx.orNil())
 		if err != nil {
 			return err
 		}
-		_, err = fmt.Fprintf(a.stdout, "%s\n", b)
+		defer dk.Zero()
+		b64 := base64.StdEncoding.EncodeToString
+		if *asJSON {
+			out := map[string]any{"key": dk.Key, "version": dk.Version, "wrapped": b64(dk.Wrapped)}
+			if *show {
+				out["plaintext"] = b64(dk.Plaintext)
+			}
+			b, err := json.Marshal(out)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(a.stdout, "%s\n", b)
+			return err
+		}
+		line := fmt.Sprintf("key=%s version=%d wrapped=%s", dk.Key, dk.Version, b64(dk.Wrapped))
+		if *show {
+			line += " plaintext=" + b64(dk.Plaintext)
+		}
+		_, err = fmt.Fprintln(a.stdout, line)
 		return err
-	}
-	line := fmt.Sprintf("key=%s version=%d wrapped=%s", dk.Key, dk.Version, b64(dk.Wrapped))
-	if *show {
-		line += " plaintext=" + b64(dk.Plaintext)
-	}
-	_, err = fmt.Fprintln(a.stdout, line)
-	return err
+	})
 }
 
 func runVersion(_ context.Context, a *app, args []string) error {

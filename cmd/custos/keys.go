@@ -22,16 +22,13 @@ func keyOp(ctx context.Context, a *app, name string, args []string, call func(*c
 	if err != nil {
 		return err
 	}
-	c, err := a.client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	k, err := call(c, ctx, pos[0])
-	if err != nil {
-		return err
-	}
-	return printKey(a.stdout, k, *asJSON)
+	return a.withClient(ctx, func(c *custos.Client) error {
+		k, err := call(c, ctx, pos[0])
+		if err != nil {
+			return err
+		}
+		return printKey(a.stdout, k, *asJSON)
+	})
 }
 
 func runKeyCreate(ctx context.Context, a *app, args []string) error {
@@ -42,16 +39,13 @@ func runKeyCreate(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	c, err := a.client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	k, err := c.CreateKey(ctx, pos[0], *desc)
-	if err != nil {
-		return err
-	}
-	return printKey(a.stdout, k, *asJSON)
+	return a.withClient(ctx, func(c *custos.Client) error {
+		k, err := c.CreateKey(ctx, pos[0], *desc)
+		if err != nil {
+			return err
+		}
+		return printKey(a.stdout, k, *asJSON)
+	})
 }
 
 func runKeyList(ctx context.Context, a *app, args []string) error {
@@ -60,20 +54,17 @@ func runKeyList(ctx context.Context, a *app, args []string) error {
 	if _, err := a.parse("key list", fs, args, 0, 0); err != nil {
 		return err
 	}
-	c, err := a.client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	for k, err := range c.AllKeys(ctx) {
-		if err != nil {
-			return err
+	return a.withClient(ctx, func(c *custos.Client) error {
+		for k, err := range c.AllKeys(ctx) {
+			if err != nil {
+				return err
+			}
+			if err := printKey(a.stdout, k, *asJSON); err != nil {
+				return err
+			}
 		}
-		if err := printKey(a.stdout, k, *asJSON); err != nil {
-			return err
-		}
-	}
-	return nil
+		return nil
+	})
 }
 
 func runKeyGet(ctx context.Context, a *app, args []string) error {
@@ -95,16 +86,13 @@ func runKeyMinVersion(ctx context.Context, a *app, args []string) error {
 	if err != nil || v == 0 {
 		return usagef("VERSION %q: want a positive integer", pos[1])
 	}
-	c, err := a.client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	k, err := c.SetMinDecryptionVersion(ctx, pos[0], uint32(v))
-	if err != nil {
-		return err
-	}
-	return printKey(a.stdout, k, *asJSON)
+	return a.withClient(ctx, func(c *custos.Client) error {
+		k, err := c.SetMinDecryptionVersion(ctx, pos[0], uint32(v))
+		if err != nil {
+			return err
+		}
+		return printKey(a.stdout, k, *asJSON)
+	})
 }
 
 // keyJSON is the --json form of a key. Field names are stable.

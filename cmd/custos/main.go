@@ -365,6 +365,18 @@ func (a *app) commandUsage(name string, fs *flag.FlagSet) {
 }
 
 // client dials custos with the environment and the connection flags.
+// withClient connects as the flags and environment say (client), runs f
+// with the client and closes it: the shape of every command that talks to
+// a node.
+func (a *app) withClient(ctx context.Context, f func(c *custos.Client) error) error {
+	c, err := a.client(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return f(c)
+}
+
 func (a *app) client(ctx context.Context) (*custos.Client, error) {
 	cfg := custos.Config{CallTimeout: a.timeout}
 	var missing []string

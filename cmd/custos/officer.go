@@ -472,25 +472,22 @@ func runOfficerList(ctx context.Context, a *app, args []string) error {
 	if _, err := a.parse("officer list", fs, args, 0, 0); err != nil {
 		return err
 	}
-	c, err := a.client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	g, err := c.GetGovernance(ctx)
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		b, err := protoJSON.Marshal(g)
+	return a.withClient(ctx, func(c *custos.Client) error {
+		g, err := c.GetGovernance(ctx)
 		if err != nil {
 			return err
 		}
-		_, err = fmt.Fprintf(a.stdout, "%s\n", b)
-		return err
-	}
-	printGovernance(a.stdout, g)
-	return nil
+		if *asJSON {
+			b, err := protoJSON.Marshal(g)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(a.stdout, "%s\n", b)
+			return err
+		}
+		printGovernance(a.stdout, g)
+		return nil
+	})
 }
 
 func runOfficerPending(ctx context.Context, a *app, args []string) error {
@@ -499,22 +496,19 @@ func runOfficerPending(ctx context.Context, a *app, args []string) error {
 	if _, err := a.parse("officer pending", fs, args, 0, 0); err != nil {
 		return err
 	}
-	c, err := a.client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	reqs, err := c.ListPending(ctx, *key)
-	if err != nil {
-		return err
-	}
-	if len(reqs) == 0 {
-		fmt.Fprintln(a.stdout, "no pending requests")
-	}
-	for _, r := range reqs {
-		printRequest(a.stdout, r)
-	}
-	return nil
+	return a.withClient(ctx, func(c *custos.Client) error {
+		reqs, err := c.ListPending(ctx, *key)
+		if err != nil {
+			return err
+		}
+		if len(reqs) == 0 {
+			fmt.Fprintln(a.stdout, "no pending requests")
+		}
+		for _, r := range reqs {
+			printRequest(a.stdout, r)
+		}
+		return nil
+	})
 }
 
 func runOfficerGrants(ctx context.Context, a *app, args []string) error {
@@ -523,22 +517,19 @@ func runOfficerGrants(ctx context.Context, a *app, args []string) error {
 	if _, err := a.parse("officer grants", fs, args, 0, 0); err != nil {
 		return err
 	}
-	c, err := a.client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	gs, err := c.ListGrants(ctx, *key)
-	if err != nil {
-		return err
-	}
-	if len(gs) == 0 {
-		fmt.Fprintln(a.stdout, "no grants in force")
-	}
-	for _, g := range gs {
-		printGrant(a.stdout, g)
-	}
-	return nil
+	return a.withClient(ctx, func(c *custos.Client) error {
+		gs, err := c.ListGrants(ctx, *key)
+		if err != nil {
+			return err
+		}
+		if len(gs) == 0 {
+			fmt.Fprintln(a.stdout, "no grants in force")
+		}
+		for _, g := range gs {
+			printGrant(a.stdout, g)
+		}
+		return nil
+	})
 }
 
 // onlineCmd is a parsed online signing command.
@@ -584,16 +575,13 @@ func (a *app) execOnline(ctx context.Context, cmdName, op string, oc *onlineCmd)
 	if err != nil {
 		return err
 	}
-	c, err := a.client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	st, res, err := a.govern(ctx, c, &oc.of, &oc.sf, setOp, proposeArgs(op, &oc.f, pos))
-	if err != nil {
-		return err
-	}
-	return a.showState(ctx, c, st, res, oc.asJSON)
+	return a.withClient(ctx, func(c *custos.Client) error {
+		st, res, err := a.govern(ctx, c, &oc.of, &oc.sf, setOp, proposeArgs(op, &oc.f, pos))
+		if err != nil {
+			return err
+		}
+		return a.showState(ctx, c, st, res, oc.asJSON)
+	})
 }
 
 // onlineOp parses and runs one online signing command.
@@ -746,21 +734,18 @@ func runOfficerSubmit(ctx context.Context, a *app, args []string) error {
 	if len(f.Signatures) == 0 {
 		return fmt.Errorf("%s has no signature: each officer runs 'custos officer sign %s' first", pos[0], pos[0])
 	}
-	c, err := a.client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	fmt.Fprintf(a.stdout, "statement: %s\n", governance.Describe(st))
-	res, err := c.Submit(ctx, f.Signed())
-	if err != nil {
-		if status.Code(err) == codes.PermissionDenied && governance.Need(st) == governance.Quorum {
-			return &hintError{err, fmt.Sprintf("custos: more officers must sign it first: custos officer sign %s", pos[0])}
+	return a.withClient(ctx, func(c *custos.Client) error {
+		fmt.Fprintf(a.stdout, "statement: %s\n", governance.Describe(st))
+		res, err := c.Submit(ctx, f.Signed())
+		if err != nil {
+			if status.Code(err) == codes.PermissionDenied && governance.Need(st) == governance.Quorum {
+				return &hintError{err, fmt.Sprintf("custos: more officers must sign it first: custos officer sign %s", pos[0])}
+			}
+			return err
 		}
-		return err
-	}
-	printSubmit(a.stdout, res)
-	return a.showState(ctx, c, st, res, *asJSON)
+		printSubmit(a.stdout, res)
+		return a.showState(ctx, c, st, res, *asJSON)
+	})
 }
 
 // runOfficerPropose returns the run function of `officer propose OP`.
@@ -846,17 +831,14 @@ func runKeyDisable(ctx context.Context, a *app, args []string) error {
 	}
 	// No officer key: SetKeyState, which principals named in the key's
 	// policy may call.
-	c, err := a.client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	k, err := c.DisableKey(ctx, oc.pos[0])
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(a.stdout, "key %s disabled (by SetKeyState; re-enabling needs the officer quorum)\n", k.GetName())
-	return printKey(a.stdout, k, oc.asJSON)
+	return a.withClient(ctx, func(c *custos.Client) error {
+		k, err := c.DisableKey(ctx, oc.pos[0])
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "key %s disabled (by SetKeyState; re-enabling needs the officer quorum)\n", k.GetName())
+		return printKey(a.stdout, k, oc.asJSON)
+	})
 }
 
 func runKeyPolicyGet(ctx context.Context, a *app, args []string) error {
@@ -866,16 +848,13 @@ func runKeyPolicyGet(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	c, err := a.client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	p, err := c.GetPolicy(ctx, pos[0])
-	if err != nil {
-		return err
-	}
-	return printPolicy(a.stdout, pos[0], p, *asJSON)
+	return a.withClient(ctx, func(c *custos.Client) error {
+		p, err := c.GetPolicy(ctx, pos[0])
+		if err != nil {
+			return err
+		}
+		return printPolicy(a.stdout, pos[0], p, *asJSON)
+	})
 }
 
 func runKeyPolicySet(ctx context.Context, a *app, args []string) error {

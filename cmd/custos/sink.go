@@ -206,16 +206,13 @@ func runOfficerSinkList(ctx context.Context, a *app, args []string) error {
 	if _, err := a.parse("officer sink list", fs, args, 0, 0); err != nil {
 		return err
 	}
-	c, err := a.client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	g, err := c.GetGovernance(ctx)
-	if err != nil {
-		return err
-	}
-	return printSinks(a.stdout, g, *asJSON)
+	return a.withClient(ctx, func(c *custos.Client) error {
+		g, err := c.GetGovernance(ctx)
+		if err != nil {
+			return err
+		}
+		return printSinks(a.stdout, g, *asJSON)
+	})
 }
 
 func runOfficerNotifyRulesGet(ctx context.Context, a *app, args []string) error {
@@ -224,14 +221,11 @@ func runOfficerNotifyRulesGet(ctx context.Context, a *app, args []string) error 
 	if _, err := a.parse("officer notify-rules get", fs, args, 0, 0); err != nil {
 		return err
 	}
-	c, err := a.client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	g, err := c.GetGovernance(ctx)
-	if err != nil {
-		return err
-	}
-	return printNotifyRules(a.stdout, g.GetNotifyRules(), *asJSON)
+	return a.withClient(ctx, func(c *custos.Client) error {
+		g, err := c.GetGovernance(ctx)
+		if err != nil {
+			return err
+		}
+		return printNotifyRules(a.stdout, g.GetNotifyRules(), *asJSON)
+	})
 }
