@@ -1,14 +1,12 @@
 package robustness
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -72,43 +70,7 @@ func TestRobustnessProcesses(t *testing.T) {
 		r.seed, d, *flagClients, r.seed, d)
 	fmt.Fprintf(os.Stderr, "robustness (processes): seed %d duration %s\n", r.seed, d)
 
-	r.setupProcs()
-	snk := &sink{key: bytes.Repeat([]byte{0x5a}, 32), got: map[uint64]bool{}}
-	srv := httptest.NewServer(snk)
-	t.Cleanup(srv.Close)
-	sinkSeq := r.setupGovernance(srv.URL, snk.key)
-
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	var wg sync.WaitGroup
-	for i := 0; i < *flagClients; i++ {
-		wg.Add(1)
-		go func() { defer wg.Done(); r.client(ctx, i) }()
-	}
-	wg.Add(1)
-	go func() { defer wg.Done(); r.officers(ctx) }()
-	faultsDone := make(chan struct{})
-	go func() { defer close(faultsDone); r.procFaults(ctx, d) }()
-	wg.Wait()
-	<-faultsDone
-
-	r.healProcs()
-	records := r.converge(snk, sinkSeq)
-
-	in := Input{Ops: r.h.Ops(), Records: records, SinkFrom: sinkSeq, Delivered: snk.delivered()}
-	for i := range numNodes {
-		if r.lost[i] == "" {
-			in.KeyStates = append(in.KeyStates, r.keyStates(i))
-		} else {
-			in.KeyStates = append(in.KeyStates, nil)
-		}
-	}
-	viol := r.verifyLedgers(records)
-	viol = append(viol, Check(in)...)
-	if snk.bad > 0 {
-		viol = append(viol, Violation{Check: "d", Detail: fmt.Sprintf("%d webhook deliveries with a bad signature", snk.bad)})
-	}
-	r.report(d, records, viol)
+	r.execute(d, r.setupProcs, r.procFaults, r.healProcs)
 }
 
 // procCluster is the three custosd processes and their proxies.

@@ -226,10 +226,18 @@ func TestRobustness(t *testing.T) {
 		r.seed, d, *flagClients, r.seed, d)
 	fmt.Fprintf(os.Stderr, "robustness: seed %d duration %s\n", r.seed, d)
 
-	r.setup()
+	r.execute(d, r.setup, r.faults, r.heal)
+}
+
+// execute is one run of either mode: setup starts the cluster, then the
+// workload runs for d while faults injects its schedule; heal ends every
+// fault, and the history is checked against every node's ledger and
+// reported.
+func (r *run) execute(d time.Duration, setup func(), faults func(context.Context, time.Duration), heal func()) {
+	setup()
 	snk := &sink{key: bytes.Repeat([]byte{0x5a}, 32), got: map[uint64]bool{}}
 	srv := httptest.NewServer(snk)
-	t.Cleanup(srv.Close)
+	r.t.Cleanup(srv.Close)
 	sinkSeq := r.setupGovernance(srv.URL, snk.key)
 
 	ctx, cancel := context.WithTimeout(context.Background(), d)
@@ -242,12 +250,12 @@ func TestRobustness(t *testing.T) {
 	wg.Add(1)
 	go func() { defer wg.Done(); r.officers(ctx) }()
 	faultsDone := make(chan struct{})
-	go func() { defer close(faultsDone); r.faults(ctx, d) }()
+	go func() { defer close(faultsDone); faults(ctx, d) }()
 	wg.Wait()
 	<-faultsDone
 
 	// Heal everything and wait for one ledger.
-	r.heal()
+	heal()
 	records := r.converge(snk, sinkSeq)
 
 	in := Input{Ops: r.h.Ops(), Records: records, SinkFrom: sinkSeq, Delivered: snk.delivered()}
