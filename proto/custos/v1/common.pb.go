@@ -99,29 +99,54 @@ const (
 	Operation_OPERATION_GOVERNANCE Operation = 4
 	// A signed checkpoint of the chain head.
 	Operation_OPERATION_CHECKPOINT Operation = 5
-	// A notification could not be delivered before release; nothing released.
+	// An ALLOW decision whose data key was not released: a required
+	// notification could not be delivered, the HSM failed, the node holds no
+	// domain key, or the HSM object was rejected. detail says which.
 	Operation_OPERATION_RELEASE_BLOCKED Operation = 6
+	// Key administration: every change to a key's state is a record.
+	Operation_OPERATION_CREATE_KEY Operation = 7
+	Operation_OPERATION_ROTATE_KEY Operation = 8
+	// A key user disabled a key (enabling is a governance statement).
+	Operation_OPERATION_DISABLE_KEY                Operation = 9
+	Operation_OPERATION_SET_MIN_DECRYPTION_VERSION Operation = 10
+	// A change of the Raft membership (a node added, removed, demoted).
+	Operation_OPERATION_MEMBERSHIP Operation = 11
+	// A node found an HSM object that is not the one the log records (wrong
+	// key check value, wrong attributes, more than one match) and refused it.
+	Operation_OPERATION_HSM_OBJECT_REJECTED Operation = 12
 )
 
 // Enum value maps for Operation.
 var (
 	Operation_name = map[int32]string{
-		0: "OPERATION_UNSPECIFIED",
-		1: "OPERATION_DECRYPT",
-		2: "OPERATION_DECRYPT_DATA_KEY",
-		3: "OPERATION_REENCRYPT",
-		4: "OPERATION_GOVERNANCE",
-		5: "OPERATION_CHECKPOINT",
-		6: "OPERATION_RELEASE_BLOCKED",
+		0:  "OPERATION_UNSPECIFIED",
+		1:  "OPERATION_DECRYPT",
+		2:  "OPERATION_DECRYPT_DATA_KEY",
+		3:  "OPERATION_REENCRYPT",
+		4:  "OPERATION_GOVERNANCE",
+		5:  "OPERATION_CHECKPOINT",
+		6:  "OPERATION_RELEASE_BLOCKED",
+		7:  "OPERATION_CREATE_KEY",
+		8:  "OPERATION_ROTATE_KEY",
+		9:  "OPERATION_DISABLE_KEY",
+		10: "OPERATION_SET_MIN_DECRYPTION_VERSION",
+		11: "OPERATION_MEMBERSHIP",
+		12: "OPERATION_HSM_OBJECT_REJECTED",
 	}
 	Operation_value = map[string]int32{
-		"OPERATION_UNSPECIFIED":      0,
-		"OPERATION_DECRYPT":          1,
-		"OPERATION_DECRYPT_DATA_KEY": 2,
-		"OPERATION_REENCRYPT":        3,
-		"OPERATION_GOVERNANCE":       4,
-		"OPERATION_CHECKPOINT":       5,
-		"OPERATION_RELEASE_BLOCKED":  6,
+		"OPERATION_UNSPECIFIED":                0,
+		"OPERATION_DECRYPT":                    1,
+		"OPERATION_DECRYPT_DATA_KEY":           2,
+		"OPERATION_REENCRYPT":                  3,
+		"OPERATION_GOVERNANCE":                 4,
+		"OPERATION_CHECKPOINT":                 5,
+		"OPERATION_RELEASE_BLOCKED":            6,
+		"OPERATION_CREATE_KEY":                 7,
+		"OPERATION_ROTATE_KEY":                 8,
+		"OPERATION_DISABLE_KEY":                9,
+		"OPERATION_SET_MIN_DECRYPTION_VERSION": 10,
+		"OPERATION_MEMBERSHIP":                 11,
+		"OPERATION_HSM_OBJECT_REJECTED":        12,
 	}
 )
 
@@ -285,7 +310,7 @@ const file_custos_v1_common_proto_rawDesc = "" +
 	"\x17REASON_PROVIDER_SERVICE\x10\x03\x12\x1b\n" +
 	"\x17REASON_PROVIDER_SUPPORT\x10\x04\x12#\n" +
 	"\x1fREASON_THIRD_PARTY_DATA_REQUEST\x10\x05\x12\x14\n" +
-	"\x10REASON_EMERGENCY\x10\x06*\xc9\x01\n" +
+	"\x10REASON_EMERGENCY\x10\x06*\xff\x02\n" +
 	"\tOperation\x12\x19\n" +
 	"\x15OPERATION_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11OPERATION_DECRYPT\x10\x01\x12\x1e\n" +
@@ -293,7 +318,14 @@ const file_custos_v1_common_proto_rawDesc = "" +
 	"\x13OPERATION_REENCRYPT\x10\x03\x12\x18\n" +
 	"\x14OPERATION_GOVERNANCE\x10\x04\x12\x18\n" +
 	"\x14OPERATION_CHECKPOINT\x10\x05\x12\x1d\n" +
-	"\x19OPERATION_RELEASE_BLOCKED\x10\x06*\\\n" +
+	"\x19OPERATION_RELEASE_BLOCKED\x10\x06\x12\x18\n" +
+	"\x14OPERATION_CREATE_KEY\x10\a\x12\x18\n" +
+	"\x14OPERATION_ROTATE_KEY\x10\b\x12\x19\n" +
+	"\x15OPERATION_DISABLE_KEY\x10\t\x12(\n" +
+	"$OPERATION_SET_MIN_DECRYPTION_VERSION\x10\n" +
+	"\x12\x18\n" +
+	"\x14OPERATION_MEMBERSHIP\x10\v\x12!\n" +
+	"\x1dOPERATION_HSM_OBJECT_REJECTED\x10\f*\\\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rOUTCOME_ALLOW\x10\x01\x12\x10\n" +

@@ -95,6 +95,8 @@ type Command struct {
 	//	*Command_AdvanceCursor
 	//	*Command_BlockRelease
 	//	*Command_RegisterNodeKey
+	//	*Command_RejectHsmObject
+	//	*Command_RecordMembership
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -257,6 +259,24 @@ func (x *Command) GetRegisterNodeKey() *RegisterNodeKey {
 	return nil
 }
 
+func (x *Command) GetRejectHsmObject() *RejectHSMObject {
+	if x != nil {
+		if x, ok := x.Op.(*Command_RejectHsmObject); ok {
+			return x.RejectHsmObject
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRecordMembership() *RecordMembership {
+	if x != nil {
+		if x, ok := x.Op.(*Command_RecordMembership); ok {
+			return x.RecordMembership
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -305,6 +325,14 @@ type Command_RegisterNodeKey struct {
 	RegisterNodeKey *RegisterNodeKey `protobuf:"bytes,20,opt,name=register_node_key,json=registerNodeKey,proto3,oneof"`
 }
 
+type Command_RejectHsmObject struct {
+	RejectHsmObject *RejectHSMObject `protobuf:"bytes,21,opt,name=reject_hsm_object,json=rejectHsmObject,proto3,oneof"`
+}
+
+type Command_RecordMembership struct {
+	RecordMembership *RecordMembership `protobuf:"bytes,22,opt,name=record_membership,json=recordMembership,proto3,oneof"`
+}
+
 func (*Command_InitCluster) isCommand_Op() {}
 
 func (*Command_CreateKey) isCommand_Op() {}
@@ -327,6 +355,10 @@ func (*Command_BlockRelease) isCommand_Op() {}
 
 func (*Command_RegisterNodeKey) isCommand_Op() {}
 
+func (*Command_RejectHsmObject) isCommand_Op() {}
+
+func (*Command_RecordMembership) isCommand_Op() {}
+
 // InitCluster is the first command of a cluster.
 type InitCluster struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -334,10 +366,13 @@ type InitCluster struct {
 	// CKA_ID of the HSM-resident domain key that wraps KEKs.
 	DomainKeyId []byte `protobuf:"bytes,2,opt,name=domain_key_id,json=domainKeyId,proto3" json:"domain_key_id,omitempty"`
 	// The customer's security officers and the quorum M of N.
-	Officers      []*v1.Officer `protobuf:"bytes,3,rep,name=officers,proto3" json:"officers,omitempty"`
-	Quorum        uint32        `protobuf:"varint,4,opt,name=quorum,proto3" json:"quorum,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Officers []*v1.Officer `protobuf:"bytes,3,rep,name=officers,proto3" json:"officers,omitempty"`
+	Quorum   uint32        `protobuf:"varint,4,opt,name=quorum,proto3" json:"quorum,omitempty"`
+	// Key check value of the domain key (docs/hsm-objects.md), computed in the
+	// HSM that generated it; every node checks it whenever it loads the key.
+	DomainKeyCheckValue []byte `protobuf:"bytes,5,opt,name=domain_key_check_value,json=domainKeyCheckValue,proto3" json:"domain_key_check_value,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *InitCluster) Reset() {
@@ -396,6 +431,13 @@ func (x *InitCluster) GetQuorum() uint32 {
 		return x.Quorum
 	}
 	return 0
+}
+
+func (x *InitCluster) GetDomainKeyCheckValue() []byte {
+	if x != nil {
+		return x.DomainKeyCheckValue
+	}
+	return nil
 }
 
 // RecordCheckpoint appends a checkpoint record; Apply checks that head is
@@ -501,11 +543,14 @@ func (x *AdvanceCursor) GetSeq() uint64 {
 // BlockRelease records that an ALLOW decision's data key was not released
 // because a required notification could not be delivered.
 type BlockRelease struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	DecisionSeq   uint64                 `protobuf:"varint,1,opt,name=decision_seq,json=decisionSeq,proto3" json:"decision_seq,omitempty"`
-	RequestId     string                 `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	Key           string                 `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
-	Detail        string                 `protobuf:"bytes,4,opt,name=detail,proto3" json:"detail,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	DecisionSeq uint64                 `protobuf:"varint,1,opt,name=decision_seq,json=decisionSeq,proto3" json:"decision_seq,omitempty"`
+	RequestId   string                 `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Key         string                 `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	Detail      string                 `protobuf:"bytes,4,opt,name=detail,proto3" json:"detail,omitempty"`
+	// What stopped the release: "notify", "hsm", "not-admitted",
+	// "hsm-object" (kms.BlockCause*).
+	Cause         string `protobuf:"bytes,5,opt,name=cause,proto3" json:"cause,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -568,6 +613,147 @@ func (x *BlockRelease) GetDetail() string {
 	return ""
 }
 
+func (x *BlockRelease) GetCause() string {
+	if x != nil {
+		return x.Cause
+	}
+	return ""
+}
+
+// RejectHSMObject records that a node refused an HSM object it looked up for
+// a key version (or the domain key, key ""): its key check value, attributes
+// or uniqueness did not match what the log records. Nothing was done with it.
+type RejectHSMObject struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Key        string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	KeyVersion uint32                 `protobuf:"varint,2,opt,name=key_version,json=keyVersion,proto3" json:"key_version,omitempty"`
+	// The CKA_ID that was looked up.
+	ObjectId      []byte `protobuf:"bytes,3,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	Detail        string `protobuf:"bytes,4,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RejectHSMObject) Reset() {
+	*x = RejectHSMObject{}
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RejectHSMObject) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RejectHSMObject) ProtoMessage() {}
+
+func (x *RejectHSMObject) ProtoReflect() protoreflect.Message {
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RejectHSMObject.ProtoReflect.Descriptor instead.
+func (*RejectHSMObject) Descriptor() ([]byte, []int) {
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RejectHSMObject) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *RejectHSMObject) GetKeyVersion() uint32 {
+	if x != nil {
+		return x.KeyVersion
+	}
+	return 0
+}
+
+func (x *RejectHSMObject) GetObjectId() []byte {
+	if x != nil {
+		return x.ObjectId
+	}
+	return nil
+}
+
+func (x *RejectHSMObject) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+// RecordMembership records a change of the Raft configuration.
+type RecordMembership struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "add-voter", "add-nonvoter", "remove", "demote".
+	Action        string `protobuf:"bytes,1,opt,name=action,proto3" json:"action,omitempty"`
+	ServerId      string `protobuf:"bytes,2,opt,name=server_id,json=serverId,proto3" json:"server_id,omitempty"`
+	Address       string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordMembership) Reset() {
+	*x = RecordMembership{}
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordMembership) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordMembership) ProtoMessage() {}
+
+func (x *RecordMembership) ProtoReflect() protoreflect.Message {
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordMembership.ProtoReflect.Descriptor instead.
+func (*RecordMembership) Descriptor() ([]byte, []int) {
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *RecordMembership) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *RecordMembership) GetServerId() string {
+	if x != nil {
+		return x.ServerId
+	}
+	return ""
+}
+
+func (x *RecordMembership) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
 // RegisterNodeKey publishes a node's HSM-resident checkpoint signing key.
 type RegisterNodeKey struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -582,7 +768,7 @@ type RegisterNodeKey struct {
 
 func (x *RegisterNodeKey) Reset() {
 	*x = RegisterNodeKey{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[6]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -594,7 +780,7 @@ func (x *RegisterNodeKey) String() string {
 func (*RegisterNodeKey) ProtoMessage() {}
 
 func (x *RegisterNodeKey) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[6]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -607,7 +793,7 @@ func (x *RegisterNodeKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterNodeKey.ProtoReflect.Descriptor instead.
 func (*RegisterNodeKey) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{6}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RegisterNodeKey) GetNode() string {
@@ -642,7 +828,7 @@ type Govern struct {
 
 func (x *Govern) Reset() {
 	*x = Govern{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[7]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -654,7 +840,7 @@ func (x *Govern) String() string {
 func (*Govern) ProtoMessage() {}
 
 func (x *Govern) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[7]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -667,7 +853,7 @@ func (x *Govern) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Govern.ProtoReflect.Descriptor instead.
 func (*Govern) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{7}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Govern) GetStatement() *v1.SignedStatement {
@@ -682,14 +868,19 @@ type CreateKey struct {
 	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Description string                 `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
 	// Version 1's key material, wrapped under the domain key (AES-KWP).
-	WrappedKek    []byte `protobuf:"bytes,3,opt,name=wrapped_kek,json=wrappedKek,proto3" json:"wrapped_kek,omitempty"`
+	WrappedKek []byte `protobuf:"bytes,3,opt,name=wrapped_kek,json=wrappedKek,proto3" json:"wrapped_kek,omitempty"`
+	// CKA_ID of this version's KEK on every node's token: random, chosen by
+	// the proposer (docs/hsm-objects.md).
+	KekId []byte `protobuf:"bytes,4,opt,name=kek_id,json=kekId,proto3" json:"kek_id,omitempty"`
+	// Key check value of the KEK, computed in the proposer's HSM.
+	KekCheckValue []byte `protobuf:"bytes,5,opt,name=kek_check_value,json=kekCheckValue,proto3" json:"kek_check_value,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateKey) Reset() {
 	*x = CreateKey{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[8]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -701,7 +892,7 @@ func (x *CreateKey) String() string {
 func (*CreateKey) ProtoMessage() {}
 
 func (x *CreateKey) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[8]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -714,7 +905,7 @@ func (x *CreateKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKey.ProtoReflect.Descriptor instead.
 func (*CreateKey) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{8}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CreateKey) GetName() string {
@@ -738,20 +929,39 @@ func (x *CreateKey) GetWrappedKek() []byte {
 	return nil
 }
 
+func (x *CreateKey) GetKekId() []byte {
+	if x != nil {
+		return x.KekId
+	}
+	return nil
+}
+
+func (x *CreateKey) GetKekCheckValue() []byte {
+	if x != nil {
+		return x.KekCheckValue
+	}
+	return nil
+}
+
 type AddKeyVersion struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// The version the proposer expects to create; Apply refuses a mismatch so
 	// two concurrent rotations cannot both succeed with the same material.
-	Version       uint32 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
-	WrappedKek    []byte `protobuf:"bytes,3,opt,name=wrapped_kek,json=wrappedKek,proto3" json:"wrapped_kek,omitempty"`
+	Version    uint32 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	WrappedKek []byte `protobuf:"bytes,3,opt,name=wrapped_kek,json=wrappedKek,proto3" json:"wrapped_kek,omitempty"`
+	// CKA_ID of this version's KEK on every node's token: random, chosen by
+	// the proposer (docs/hsm-objects.md).
+	KekId []byte `protobuf:"bytes,4,opt,name=kek_id,json=kekId,proto3" json:"kek_id,omitempty"`
+	// Key check value of the KEK, computed in the proposer's HSM.
+	KekCheckValue []byte `protobuf:"bytes,5,opt,name=kek_check_value,json=kekCheckValue,proto3" json:"kek_check_value,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AddKeyVersion) Reset() {
 	*x = AddKeyVersion{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[9]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -763,7 +973,7 @@ func (x *AddKeyVersion) String() string {
 func (*AddKeyVersion) ProtoMessage() {}
 
 func (x *AddKeyVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[9]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -776,7 +986,7 @@ func (x *AddKeyVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddKeyVersion.ProtoReflect.Descriptor instead.
 func (*AddKeyVersion) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{9}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AddKeyVersion) GetName() string {
@@ -800,6 +1010,20 @@ func (x *AddKeyVersion) GetWrappedKek() []byte {
 	return nil
 }
 
+func (x *AddKeyVersion) GetKekId() []byte {
+	if x != nil {
+		return x.KekId
+	}
+	return nil
+}
+
+func (x *AddKeyVersion) GetKekCheckValue() []byte {
+	if x != nil {
+		return x.KekCheckValue
+	}
+	return nil
+}
+
 type SetKeyState struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -810,7 +1034,7 @@ type SetKeyState struct {
 
 func (x *SetKeyState) Reset() {
 	*x = SetKeyState{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[10]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -822,7 +1046,7 @@ func (x *SetKeyState) String() string {
 func (*SetKeyState) ProtoMessage() {}
 
 func (x *SetKeyState) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[10]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -835,7 +1059,7 @@ func (x *SetKeyState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetKeyState.ProtoReflect.Descriptor instead.
 func (*SetKeyState) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{10}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SetKeyState) GetName() string {
@@ -862,7 +1086,7 @@ type SetMinDecryptionVersion struct {
 
 func (x *SetMinDecryptionVersion) Reset() {
 	*x = SetMinDecryptionVersion{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[11]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -874,7 +1098,7 @@ func (x *SetMinDecryptionVersion) String() string {
 func (*SetMinDecryptionVersion) ProtoMessage() {}
 
 func (x *SetMinDecryptionVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[11]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -887,7 +1111,7 @@ func (x *SetMinDecryptionVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMinDecryptionVersion.ProtoReflect.Descriptor instead.
 func (*SetMinDecryptionVersion) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{11}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SetMinDecryptionVersion) GetName() string {
@@ -922,7 +1146,7 @@ type Decide struct {
 
 func (x *Decide) Reset() {
 	*x = Decide{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[12]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +1158,7 @@ func (x *Decide) String() string {
 func (*Decide) ProtoMessage() {}
 
 func (x *Decide) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[12]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +1171,7 @@ func (x *Decide) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decide.ProtoReflect.Descriptor instead.
 func (*Decide) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{12}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Decide) GetKey() string {
@@ -1023,13 +1247,17 @@ type State struct {
 	NodeKeys             []*NodeKey             `protobuf:"bytes,11,rep,name=node_keys,json=nodeKeys,proto3" json:"node_keys,omitempty"`
 	LastCheckpoint       *v1.Checkpoint         `protobuf:"bytes,12,opt,name=last_checkpoint,json=lastCheckpoint,proto3" json:"last_checkpoint,omitempty"`
 	LastCheckpointRecord uint64                 `protobuf:"varint,13,opt,name=last_checkpoint_record,json=lastCheckpointRecord,proto3" json:"last_checkpoint_record,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	DomainKeyCheckValue  []byte                 `protobuf:"bytes,14,opt,name=domain_key_check_value,json=domainKeyCheckValue,proto3" json:"domain_key_check_value,omitempty"`
+	// The state's clock: the largest command time applied so far (monotonic;
+	// docs/raft-log.md).
+	TimeUnixNano  int64 `protobuf:"varint,15,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *State) Reset() {
 	*x = State{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[13]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1041,7 +1269,7 @@ func (x *State) String() string {
 func (*State) ProtoMessage() {}
 
 func (x *State) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[13]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1054,7 +1282,7 @@ func (x *State) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use State.ProtoReflect.Descriptor instead.
 func (*State) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{13}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *State) GetClusterId() string {
@@ -1148,6 +1376,20 @@ func (x *State) GetLastCheckpointRecord() uint64 {
 	return 0
 }
 
+func (x *State) GetDomainKeyCheckValue() []byte {
+	if x != nil {
+		return x.DomainKeyCheckValue
+	}
+	return nil
+}
+
+func (x *State) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
+}
+
 // NodeKey is a registered checkpoint signing key.
 type NodeKey struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1160,7 +1402,7 @@ type NodeKey struct {
 
 func (x *NodeKey) Reset() {
 	*x = NodeKey{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[14]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1172,7 +1414,7 @@ func (x *NodeKey) String() string {
 func (*NodeKey) ProtoMessage() {}
 
 func (x *NodeKey) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[14]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1185,7 +1427,7 @@ func (x *NodeKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeKey.ProtoReflect.Descriptor instead.
 func (*NodeKey) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{14}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *NodeKey) GetNode() string {
@@ -1220,7 +1462,7 @@ type UsedNonce struct {
 
 func (x *UsedNonce) Reset() {
 	*x = UsedNonce{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[15]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1232,7 +1474,7 @@ func (x *UsedNonce) String() string {
 func (*UsedNonce) ProtoMessage() {}
 
 func (x *UsedNonce) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[15]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1245,7 +1487,7 @@ func (x *UsedNonce) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsedNonce.ProtoReflect.Descriptor instead.
 func (*UsedNonce) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{15}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *UsedNonce) GetNonce() []byte {
@@ -1275,7 +1517,7 @@ type RateCounter struct {
 
 func (x *RateCounter) Reset() {
 	*x = RateCounter{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[16]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1287,7 +1529,7 @@ func (x *RateCounter) String() string {
 func (*RateCounter) ProtoMessage() {}
 
 func (x *RateCounter) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[16]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1300,7 +1542,7 @@ func (x *RateCounter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateCounter.ProtoReflect.Descriptor instead.
 func (*RateCounter) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{16}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RateCounter) GetKey() string {
@@ -1350,7 +1592,7 @@ type KeyRecord struct {
 
 func (x *KeyRecord) Reset() {
 	*x = KeyRecord{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[17]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1362,7 +1604,7 @@ func (x *KeyRecord) String() string {
 func (*KeyRecord) ProtoMessage() {}
 
 func (x *KeyRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[17]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1375,7 +1617,7 @@ func (x *KeyRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyRecord.ProtoReflect.Descriptor instead.
 func (*KeyRecord) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{17}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *KeyRecord) GetName() string {
@@ -1453,13 +1695,18 @@ type KeyVersionRecord struct {
 	Version            uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
 	WrappedKek         []byte                 `protobuf:"bytes,2,opt,name=wrapped_kek,json=wrappedKek,proto3" json:"wrapped_kek,omitempty"`
 	CreateTimeUnixNano int64                  `protobuf:"varint,3,opt,name=create_time_unix_nano,json=createTimeUnixNano,proto3" json:"create_time_unix_nano,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// CKA_ID of this version's KEK on every node's token: random, chosen by
+	// the proposer (docs/hsm-objects.md).
+	KekId []byte `protobuf:"bytes,4,opt,name=kek_id,json=kekId,proto3" json:"kek_id,omitempty"`
+	// Key check value of the KEK, computed in the proposer's HSM.
+	KekCheckValue []byte `protobuf:"bytes,5,opt,name=kek_check_value,json=kekCheckValue,proto3" json:"kek_check_value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *KeyVersionRecord) Reset() {
 	*x = KeyVersionRecord{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[18]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1471,7 +1718,7 @@ func (x *KeyVersionRecord) String() string {
 func (*KeyVersionRecord) ProtoMessage() {}
 
 func (x *KeyVersionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[18]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1484,7 +1731,7 @@ func (x *KeyVersionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyVersionRecord.ProtoReflect.Descriptor instead.
 func (*KeyVersionRecord) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{18}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *KeyVersionRecord) GetVersion() uint32 {
@@ -1508,6 +1755,20 @@ func (x *KeyVersionRecord) GetCreateTimeUnixNano() int64 {
 	return 0
 }
 
+func (x *KeyVersionRecord) GetKekId() []byte {
+	if x != nil {
+		return x.KekId
+	}
+	return nil
+}
+
+func (x *KeyVersionRecord) GetKekCheckValue() []byte {
+	if x != nil {
+		return x.KekCheckValue
+	}
+	return nil
+}
+
 type ReadIndexRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1516,7 +1777,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1528,7 +1789,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1541,7 +1802,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{19}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{21}
 }
 
 type ReadRecordsRequest struct {
@@ -1557,7 +1818,7 @@ type ReadRecordsRequest struct {
 
 func (x *ReadRecordsRequest) Reset() {
 	*x = ReadRecordsRequest{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1569,7 +1830,7 @@ func (x *ReadRecordsRequest) String() string {
 func (*ReadRecordsRequest) ProtoMessage() {}
 
 func (x *ReadRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1582,7 +1843,7 @@ func (x *ReadRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRecordsRequest.ProtoReflect.Descriptor instead.
 func (*ReadRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{20}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ReadRecordsRequest) GetFromSeq() uint64 {
@@ -1609,7 +1870,7 @@ type ReadRecordsResponse struct {
 
 func (x *ReadRecordsResponse) Reset() {
 	*x = ReadRecordsResponse{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1621,7 +1882,7 @@ func (x *ReadRecordsResponse) String() string {
 func (*ReadRecordsResponse) ProtoMessage() {}
 
 func (x *ReadRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1634,7 +1895,7 @@ func (x *ReadRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRecordsResponse.ProtoReflect.Descriptor instead.
 func (*ReadRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{21}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ReadRecordsResponse) GetRecords() [][]byte {
@@ -1653,7 +1914,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1665,7 +1926,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1678,7 +1939,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{22}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -1704,7 +1965,7 @@ type ApplyResult struct {
 
 func (x *ApplyResult) Reset() {
 	*x = ApplyResult{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1716,7 +1977,7 @@ func (x *ApplyResult) String() string {
 func (*ApplyResult) ProtoMessage() {}
 
 func (x *ApplyResult) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1729,7 +1990,7 @@ func (x *ApplyResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResult.ProtoReflect.Descriptor instead.
 func (*ApplyResult) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{23}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ApplyResult) GetResult() isApplyResult_Result {
@@ -1794,7 +2055,7 @@ type DecisionResult struct {
 
 func (x *DecisionResult) Reset() {
 	*x = DecisionResult{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1806,7 +2067,7 @@ func (x *DecisionResult) String() string {
 func (*DecisionResult) ProtoMessage() {}
 
 func (x *DecisionResult) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1819,7 +2080,7 @@ func (x *DecisionResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecisionResult.ProtoReflect.Descriptor instead.
 func (*DecisionResult) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{24}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DecisionResult) GetRecord() *v1.DecisionRecord {
@@ -1864,7 +2125,7 @@ type ResultError struct {
 
 func (x *ResultError) Reset() {
 	*x = ResultError{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1876,7 +2137,7 @@ func (x *ResultError) String() string {
 func (*ResultError) ProtoMessage() {}
 
 func (x *ResultError) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1889,7 +2150,7 @@ func (x *ResultError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResultError.ProtoReflect.Descriptor instead.
 func (*ResultError) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{25}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ResultError) GetKind() string {
@@ -1927,7 +2188,7 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x18raftlog/v1/raftlog.proto\x12\n" +
 	"raftlog.v1\x1a\x16custos/v1/common.proto\x1a\x1acustos/v1/governance.proto\x1a\x16custos/v1/ledger.proto\"8\n" +
 	"\x05Entry\x12/\n" +
-	"\bcommands\x18\x01 \x03(\v2\x13.raftlog.v1.CommandR\bcommands\"\xbe\x06\n" +
+	"\bcommands\x18\x01 \x03(\v2\x13.raftlog.v1.CommandR\bcommands\"\xd6\a\n" +
 	"\aCommand\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x1c\n" +
@@ -1944,44 +2205,62 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x11record_checkpoint\x18\x11 \x01(\v2\x1c.raftlog.v1.RecordCheckpointH\x00R\x10recordCheckpoint\x12B\n" +
 	"\x0eadvance_cursor\x18\x12 \x01(\v2\x19.raftlog.v1.AdvanceCursorH\x00R\radvanceCursor\x12?\n" +
 	"\rblock_release\x18\x13 \x01(\v2\x18.raftlog.v1.BlockReleaseH\x00R\fblockRelease\x12I\n" +
-	"\x11register_node_key\x18\x14 \x01(\v2\x1b.raftlog.v1.RegisterNodeKeyH\x00R\x0fregisterNodeKeyB\x04\n" +
-	"\x02op\"\x98\x01\n" +
+	"\x11register_node_key\x18\x14 \x01(\v2\x1b.raftlog.v1.RegisterNodeKeyH\x00R\x0fregisterNodeKey\x12I\n" +
+	"\x11reject_hsm_object\x18\x15 \x01(\v2\x1b.raftlog.v1.RejectHSMObjectH\x00R\x0frejectHsmObject\x12K\n" +
+	"\x11record_membership\x18\x16 \x01(\v2\x1c.raftlog.v1.RecordMembershipH\x00R\x10recordMembershipB\x04\n" +
+	"\x02op\"\xcd\x01\n" +
 	"\vInitCluster\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\"\n" +
 	"\rdomain_key_id\x18\x02 \x01(\fR\vdomainKeyId\x12.\n" +
 	"\bofficers\x18\x03 \x03(\v2\x12.custos.v1.OfficerR\bofficers\x12\x16\n" +
-	"\x06quorum\x18\x04 \x01(\rR\x06quorum\"I\n" +
+	"\x06quorum\x18\x04 \x01(\rR\x06quorum\x123\n" +
+	"\x16domain_key_check_value\x18\x05 \x01(\fR\x13domainKeyCheckValue\"I\n" +
 	"\x10RecordCheckpoint\x125\n" +
 	"\n" +
 	"checkpoint\x18\x01 \x01(\v2\x15.custos.v1.CheckpointR\n" +
 	"checkpoint\"5\n" +
 	"\rAdvanceCursor\x12\x12\n" +
 	"\x04sink\x18\x01 \x01(\tR\x04sink\x12\x10\n" +
-	"\x03seq\x18\x02 \x01(\x04R\x03seq\"z\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\x90\x01\n" +
 	"\fBlockRelease\x12!\n" +
 	"\fdecision_seq\x18\x01 \x01(\x04R\vdecisionSeq\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x02 \x01(\tR\trequestId\x12\x10\n" +
 	"\x03key\x18\x03 \x01(\tR\x03key\x12\x16\n" +
-	"\x06detail\x18\x04 \x01(\tR\x06detail\"_\n" +
+	"\x06detail\x18\x04 \x01(\tR\x06detail\x12\x14\n" +
+	"\x05cause\x18\x05 \x01(\tR\x05cause\"y\n" +
+	"\x0fRejectHSMObject\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1f\n" +
+	"\vkey_version\x18\x02 \x01(\rR\n" +
+	"keyVersion\x12\x1b\n" +
+	"\tobject_id\x18\x03 \x01(\fR\bobjectId\x12\x16\n" +
+	"\x06detail\x18\x04 \x01(\tR\x06detail\"a\n" +
+	"\x10RecordMembership\x12\x16\n" +
+	"\x06action\x18\x01 \x01(\tR\x06action\x12\x1b\n" +
+	"\tserver_id\x18\x02 \x01(\tR\bserverId\x12\x18\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\"_\n" +
 	"\x0fRegisterNodeKey\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1d\n" +
 	"\n" +
 	"public_key\x18\x02 \x01(\fR\tpublicKey\x12\x19\n" +
 	"\bapi_addr\x18\x03 \x01(\tR\aapiAddr\"B\n" +
 	"\x06Govern\x128\n" +
-	"\tstatement\x18\x01 \x01(\v2\x1a.custos.v1.SignedStatementR\tstatement\"b\n" +
+	"\tstatement\x18\x01 \x01(\v2\x1a.custos.v1.SignedStatementR\tstatement\"\xa1\x01\n" +
 	"\tCreateKey\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x1f\n" +
 	"\vwrapped_kek\x18\x03 \x01(\fR\n" +
-	"wrappedKek\"^\n" +
+	"wrappedKek\x12\x15\n" +
+	"\x06kek_id\x18\x04 \x01(\fR\x05kekId\x12&\n" +
+	"\x0fkek_check_value\x18\x05 \x01(\fR\rkekCheckValue\"\x9d\x01\n" +
 	"\rAddKeyVersion\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\rR\aversion\x12\x1f\n" +
 	"\vwrapped_kek\x18\x03 \x01(\fR\n" +
-	"wrappedKek\";\n" +
+	"wrappedKek\x12\x15\n" +
+	"\x06kek_id\x18\x04 \x01(\fR\x05kekId\x12&\n" +
+	"\x0fkek_check_value\x18\x05 \x01(\fR\rkekCheckValue\";\n" +
 	"\vSetKeyState\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aenabled\x18\x02 \x01(\bR\aenabled\"c\n" +
@@ -1998,7 +2277,7 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x06ticket\x18\x06 \x01(\tR\x06ticket\x12%\n" +
 	"\x0econtext_digest\x18\a \x01(\fR\rcontextDigest\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\b \x01(\tR\trequestId\"\xda\x04\n" +
+	"request_id\x18\b \x01(\tR\trequestId\"\xb5\x05\n" +
 	"\x05State\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\"\n" +
@@ -2018,7 +2297,9 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	" \x03(\v2\x17.raftlog.v1.RateCounterR\bcounters\x120\n" +
 	"\tnode_keys\x18\v \x03(\v2\x13.raftlog.v1.NodeKeyR\bnodeKeys\x12>\n" +
 	"\x0flast_checkpoint\x18\f \x01(\v2\x15.custos.v1.CheckpointR\x0elastCheckpoint\x124\n" +
-	"\x16last_checkpoint_record\x18\r \x01(\x04R\x14lastCheckpointRecord\"W\n" +
+	"\x16last_checkpoint_record\x18\r \x01(\x04R\x14lastCheckpointRecord\x123\n" +
+	"\x16domain_key_check_value\x18\x0e \x01(\fR\x13domainKeyCheckValue\x12$\n" +
+	"\x0etime_unix_nano\x18\x0f \x01(\x03R\ftimeUnixNano\"W\n" +
 	"\aNodeKey\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1d\n" +
 	"\n" +
@@ -2043,12 +2324,14 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x15update_time_unix_nano\x18\b \x01(\x03R\x12updateTimeUnixNano\x12,\n" +
 	"\x06policy\x18\t \x01(\v2\x14.custos.v1.KeyPolicyR\x06policy\x12\x18\n" +
 	"\arevoked\x18\n" +
-	" \x01(\bR\arevoked\"\x80\x01\n" +
+	" \x01(\bR\arevoked\"\xbf\x01\n" +
 	"\x10KeyVersionRecord\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1f\n" +
 	"\vwrapped_kek\x18\x02 \x01(\fR\n" +
 	"wrappedKek\x121\n" +
-	"\x15create_time_unix_nano\x18\x03 \x01(\x03R\x12createTimeUnixNano\"\x12\n" +
+	"\x15create_time_unix_nano\x18\x03 \x01(\x03R\x12createTimeUnixNano\x12\x15\n" +
+	"\x06kek_id\x18\x04 \x01(\fR\x05kekId\x12&\n" +
+	"\x0fkek_check_value\x18\x05 \x01(\fR\rkekCheckValue\"\x12\n" +
 	"\x10ReadIndexRequest\"F\n" +
 	"\x12ReadRecordsRequest\x12\x19\n" +
 	"\bfrom_seq\x18\x01 \x01(\x04R\afromSeq\x12\x15\n" +
@@ -2091,7 +2374,7 @@ func file_raftlog_v1_raftlog_proto_rawDescGZIP() []byte {
 	return file_raftlog_v1_raftlog_proto_rawDescData
 }
 
-var file_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_raftlog_v1_raftlog_proto_goTypes = []any{
 	(*Entry)(nil),                   // 0: raftlog.v1.Entry
 	(*Command)(nil),                 // 1: raftlog.v1.Command
@@ -2099,81 +2382,85 @@ var file_raftlog_v1_raftlog_proto_goTypes = []any{
 	(*RecordCheckpoint)(nil),        // 3: raftlog.v1.RecordCheckpoint
 	(*AdvanceCursor)(nil),           // 4: raftlog.v1.AdvanceCursor
 	(*BlockRelease)(nil),            // 5: raftlog.v1.BlockRelease
-	(*RegisterNodeKey)(nil),         // 6: raftlog.v1.RegisterNodeKey
-	(*Govern)(nil),                  // 7: raftlog.v1.Govern
-	(*CreateKey)(nil),               // 8: raftlog.v1.CreateKey
-	(*AddKeyVersion)(nil),           // 9: raftlog.v1.AddKeyVersion
-	(*SetKeyState)(nil),             // 10: raftlog.v1.SetKeyState
-	(*SetMinDecryptionVersion)(nil), // 11: raftlog.v1.SetMinDecryptionVersion
-	(*Decide)(nil),                  // 12: raftlog.v1.Decide
-	(*State)(nil),                   // 13: raftlog.v1.State
-	(*NodeKey)(nil),                 // 14: raftlog.v1.NodeKey
-	(*UsedNonce)(nil),               // 15: raftlog.v1.UsedNonce
-	(*RateCounter)(nil),             // 16: raftlog.v1.RateCounter
-	(*KeyRecord)(nil),               // 17: raftlog.v1.KeyRecord
-	(*KeyVersionRecord)(nil),        // 18: raftlog.v1.KeyVersionRecord
-	(*ReadIndexRequest)(nil),        // 19: raftlog.v1.ReadIndexRequest
-	(*ReadRecordsRequest)(nil),      // 20: raftlog.v1.ReadRecordsRequest
-	(*ReadRecordsResponse)(nil),     // 21: raftlog.v1.ReadRecordsResponse
-	(*ReadIndexResponse)(nil),       // 22: raftlog.v1.ReadIndexResponse
-	(*ApplyResult)(nil),             // 23: raftlog.v1.ApplyResult
-	(*DecisionResult)(nil),          // 24: raftlog.v1.DecisionResult
-	(*ResultError)(nil),             // 25: raftlog.v1.ResultError
-	(*v1.Officer)(nil),              // 26: custos.v1.Officer
-	(*v1.Checkpoint)(nil),           // 27: custos.v1.Checkpoint
-	(*v1.SignedStatement)(nil),      // 28: custos.v1.SignedStatement
-	(v1.Operation)(0),               // 29: custos.v1.Operation
-	(v1.Reason)(0),                  // 30: custos.v1.Reason
-	(*v1.Governance)(nil),           // 31: custos.v1.Governance
-	(*v1.ApprovalRequest)(nil),      // 32: custos.v1.ApprovalRequest
-	(*v1.Grant)(nil),                // 33: custos.v1.Grant
-	(*v1.KeyPolicy)(nil),            // 34: custos.v1.KeyPolicy
-	(*v1.DecisionRecord)(nil),       // 35: custos.v1.DecisionRecord
+	(*RejectHSMObject)(nil),         // 6: raftlog.v1.RejectHSMObject
+	(*RecordMembership)(nil),        // 7: raftlog.v1.RecordMembership
+	(*RegisterNodeKey)(nil),         // 8: raftlog.v1.RegisterNodeKey
+	(*Govern)(nil),                  // 9: raftlog.v1.Govern
+	(*CreateKey)(nil),               // 10: raftlog.v1.CreateKey
+	(*AddKeyVersion)(nil),           // 11: raftlog.v1.AddKeyVersion
+	(*SetKeyState)(nil),             // 12: raftlog.v1.SetKeyState
+	(*SetMinDecryptionVersion)(nil), // 13: raftlog.v1.SetMinDecryptionVersion
+	(*Decide)(nil),                  // 14: raftlog.v1.Decide
+	(*State)(nil),                   // 15: raftlog.v1.State
+	(*NodeKey)(nil),                 // 16: raftlog.v1.NodeKey
+	(*UsedNonce)(nil),               // 17: raftlog.v1.UsedNonce
+	(*RateCounter)(nil),             // 18: raftlog.v1.RateCounter
+	(*KeyRecord)(nil),               // 19: raftlog.v1.KeyRecord
+	(*KeyVersionRecord)(nil),        // 20: raftlog.v1.KeyVersionRecord
+	(*ReadIndexRequest)(nil),        // 21: raftlog.v1.ReadIndexRequest
+	(*ReadRecordsRequest)(nil),      // 22: raftlog.v1.ReadRecordsRequest
+	(*ReadRecordsResponse)(nil),     // 23: raftlog.v1.ReadRecordsResponse
+	(*ReadIndexResponse)(nil),       // 24: raftlog.v1.ReadIndexResponse
+	(*ApplyResult)(nil),             // 25: raftlog.v1.ApplyResult
+	(*DecisionResult)(nil),          // 26: raftlog.v1.DecisionResult
+	(*ResultError)(nil),             // 27: raftlog.v1.ResultError
+	(*v1.Officer)(nil),              // 28: custos.v1.Officer
+	(*v1.Checkpoint)(nil),           // 29: custos.v1.Checkpoint
+	(*v1.SignedStatement)(nil),      // 30: custos.v1.SignedStatement
+	(v1.Operation)(0),               // 31: custos.v1.Operation
+	(v1.Reason)(0),                  // 32: custos.v1.Reason
+	(*v1.Governance)(nil),           // 33: custos.v1.Governance
+	(*v1.ApprovalRequest)(nil),      // 34: custos.v1.ApprovalRequest
+	(*v1.Grant)(nil),                // 35: custos.v1.Grant
+	(*v1.KeyPolicy)(nil),            // 36: custos.v1.KeyPolicy
+	(*v1.DecisionRecord)(nil),       // 37: custos.v1.DecisionRecord
 }
 var file_raftlog_v1_raftlog_proto_depIdxs = []int32{
 	1,  // 0: raftlog.v1.Entry.commands:type_name -> raftlog.v1.Command
 	2,  // 1: raftlog.v1.Command.init_cluster:type_name -> raftlog.v1.InitCluster
-	8,  // 2: raftlog.v1.Command.create_key:type_name -> raftlog.v1.CreateKey
-	9,  // 3: raftlog.v1.Command.add_key_version:type_name -> raftlog.v1.AddKeyVersion
-	10, // 4: raftlog.v1.Command.set_key_state:type_name -> raftlog.v1.SetKeyState
-	11, // 5: raftlog.v1.Command.set_min_decryption_version:type_name -> raftlog.v1.SetMinDecryptionVersion
-	12, // 6: raftlog.v1.Command.decide:type_name -> raftlog.v1.Decide
-	7,  // 7: raftlog.v1.Command.govern:type_name -> raftlog.v1.Govern
+	10, // 2: raftlog.v1.Command.create_key:type_name -> raftlog.v1.CreateKey
+	11, // 3: raftlog.v1.Command.add_key_version:type_name -> raftlog.v1.AddKeyVersion
+	12, // 4: raftlog.v1.Command.set_key_state:type_name -> raftlog.v1.SetKeyState
+	13, // 5: raftlog.v1.Command.set_min_decryption_version:type_name -> raftlog.v1.SetMinDecryptionVersion
+	14, // 6: raftlog.v1.Command.decide:type_name -> raftlog.v1.Decide
+	9,  // 7: raftlog.v1.Command.govern:type_name -> raftlog.v1.Govern
 	3,  // 8: raftlog.v1.Command.record_checkpoint:type_name -> raftlog.v1.RecordCheckpoint
 	4,  // 9: raftlog.v1.Command.advance_cursor:type_name -> raftlog.v1.AdvanceCursor
 	5,  // 10: raftlog.v1.Command.block_release:type_name -> raftlog.v1.BlockRelease
-	6,  // 11: raftlog.v1.Command.register_node_key:type_name -> raftlog.v1.RegisterNodeKey
-	26, // 12: raftlog.v1.InitCluster.officers:type_name -> custos.v1.Officer
-	27, // 13: raftlog.v1.RecordCheckpoint.checkpoint:type_name -> custos.v1.Checkpoint
-	28, // 14: raftlog.v1.Govern.statement:type_name -> custos.v1.SignedStatement
-	29, // 15: raftlog.v1.Decide.operation:type_name -> custos.v1.Operation
-	30, // 16: raftlog.v1.Decide.reason:type_name -> custos.v1.Reason
-	17, // 17: raftlog.v1.State.keys:type_name -> raftlog.v1.KeyRecord
-	31, // 18: raftlog.v1.State.governance:type_name -> custos.v1.Governance
-	15, // 19: raftlog.v1.State.nonces:type_name -> raftlog.v1.UsedNonce
-	32, // 20: raftlog.v1.State.requests:type_name -> custos.v1.ApprovalRequest
-	33, // 21: raftlog.v1.State.grants:type_name -> custos.v1.Grant
-	16, // 22: raftlog.v1.State.counters:type_name -> raftlog.v1.RateCounter
-	14, // 23: raftlog.v1.State.node_keys:type_name -> raftlog.v1.NodeKey
-	27, // 24: raftlog.v1.State.last_checkpoint:type_name -> custos.v1.Checkpoint
-	18, // 25: raftlog.v1.KeyRecord.versions:type_name -> raftlog.v1.KeyVersionRecord
-	34, // 26: raftlog.v1.KeyRecord.policy:type_name -> custos.v1.KeyPolicy
-	17, // 27: raftlog.v1.ApplyResult.key:type_name -> raftlog.v1.KeyRecord
-	24, // 28: raftlog.v1.ApplyResult.decision:type_name -> raftlog.v1.DecisionResult
-	25, // 29: raftlog.v1.ApplyResult.error:type_name -> raftlog.v1.ResultError
-	35, // 30: raftlog.v1.DecisionResult.record:type_name -> custos.v1.DecisionRecord
-	25, // 31: raftlog.v1.DecisionResult.error:type_name -> raftlog.v1.ResultError
-	1,  // 32: raftlog.v1.Replication.Apply:input_type -> raftlog.v1.Command
-	19, // 33: raftlog.v1.Replication.ReadIndex:input_type -> raftlog.v1.ReadIndexRequest
-	20, // 34: raftlog.v1.Replication.ReadRecords:input_type -> raftlog.v1.ReadRecordsRequest
-	23, // 35: raftlog.v1.Replication.Apply:output_type -> raftlog.v1.ApplyResult
-	22, // 36: raftlog.v1.Replication.ReadIndex:output_type -> raftlog.v1.ReadIndexResponse
-	21, // 37: raftlog.v1.Replication.ReadRecords:output_type -> raftlog.v1.ReadRecordsResponse
-	35, // [35:38] is the sub-list for method output_type
-	32, // [32:35] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	8,  // 11: raftlog.v1.Command.register_node_key:type_name -> raftlog.v1.RegisterNodeKey
+	6,  // 12: raftlog.v1.Command.reject_hsm_object:type_name -> raftlog.v1.RejectHSMObject
+	7,  // 13: raftlog.v1.Command.record_membership:type_name -> raftlog.v1.RecordMembership
+	28, // 14: raftlog.v1.InitCluster.officers:type_name -> custos.v1.Officer
+	29, // 15: raftlog.v1.RecordCheckpoint.checkpoint:type_name -> custos.v1.Checkpoint
+	30, // 16: raftlog.v1.Govern.statement:type_name -> custos.v1.SignedStatement
+	31, // 17: raftlog.v1.Decide.operation:type_name -> custos.v1.Operation
+	32, // 18: raftlog.v1.Decide.reason:type_name -> custos.v1.Reason
+	19, // 19: raftlog.v1.State.keys:type_name -> raftlog.v1.KeyRecord
+	33, // 20: raftlog.v1.State.governance:type_name -> custos.v1.Governance
+	17, // 21: raftlog.v1.State.nonces:type_name -> raftlog.v1.UsedNonce
+	34, // 22: raftlog.v1.State.requests:type_name -> custos.v1.ApprovalRequest
+	35, // 23: raftlog.v1.State.grants:type_name -> custos.v1.Grant
+	18, // 24: raftlog.v1.State.counters:type_name -> raftlog.v1.RateCounter
+	16, // 25: raftlog.v1.State.node_keys:type_name -> raftlog.v1.NodeKey
+	29, // 26: raftlog.v1.State.last_checkpoint:type_name -> custos.v1.Checkpoint
+	20, // 27: raftlog.v1.KeyRecord.versions:type_name -> raftlog.v1.KeyVersionRecord
+	36, // 28: raftlog.v1.KeyRecord.policy:type_name -> custos.v1.KeyPolicy
+	19, // 29: raftlog.v1.ApplyResult.key:type_name -> raftlog.v1.KeyRecord
+	26, // 30: raftlog.v1.ApplyResult.decision:type_name -> raftlog.v1.DecisionResult
+	27, // 31: raftlog.v1.ApplyResult.error:type_name -> raftlog.v1.ResultError
+	37, // 32: raftlog.v1.DecisionResult.record:type_name -> custos.v1.DecisionRecord
+	27, // 33: raftlog.v1.DecisionResult.error:type_name -> raftlog.v1.ResultError
+	1,  // 34: raftlog.v1.Replication.Apply:input_type -> raftlog.v1.Command
+	21, // 35: raftlog.v1.Replication.ReadIndex:input_type -> raftlog.v1.ReadIndexRequest
+	22, // 36: raftlog.v1.Replication.ReadRecords:input_type -> raftlog.v1.ReadRecordsRequest
+	25, // 37: raftlog.v1.Replication.Apply:output_type -> raftlog.v1.ApplyResult
+	24, // 38: raftlog.v1.Replication.ReadIndex:output_type -> raftlog.v1.ReadIndexResponse
+	23, // 39: raftlog.v1.Replication.ReadRecords:output_type -> raftlog.v1.ReadRecordsResponse
+	37, // [37:40] is the sub-list for method output_type
+	34, // [34:37] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_raftlog_v1_raftlog_proto_init() }
@@ -2193,8 +2480,10 @@ func file_raftlog_v1_raftlog_proto_init() {
 		(*Command_AdvanceCursor)(nil),
 		(*Command_BlockRelease)(nil),
 		(*Command_RegisterNodeKey)(nil),
+		(*Command_RejectHsmObject)(nil),
+		(*Command_RecordMembership)(nil),
 	}
-	file_raftlog_v1_raftlog_proto_msgTypes[23].OneofWrappers = []any{
+	file_raftlog_v1_raftlog_proto_msgTypes[25].OneofWrappers = []any{
 		(*ApplyResult_Key)(nil),
 		(*ApplyResult_Decision)(nil),
 	}
@@ -2204,7 +2493,7 @@ func file_raftlog_v1_raftlog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raftlog_v1_raftlog_proto_rawDesc), len(file_raftlog_v1_raftlog_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
