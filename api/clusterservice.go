@@ -171,13 +171,13 @@ func (s *clusterServer) status(ctx context.Context) *custosv1.ClusterStatus {
 			Leader:   leaderID != "" && sv.ID == leaderID,
 		})
 	}
-	var domainKey []byte
+	var domainKey hsm.KeyRef
 	if s.d.Service != nil {
 		state := s.d.Service.State()
 		out.ClusterId = state.ClusterID()
 		out.LedgerSeq, _ = state.LedgerHead()
 		if out.ClusterId != "" {
-			domainKey = state.DomainKeyID()
+			domainKey = state.DomainKey()
 		}
 	}
 	if s.d.HSM == nil {
@@ -194,17 +194,19 @@ func (s *clusterServer) status(ctx context.Context) *custosv1.ClusterStatus {
 	switch {
 	case out.ClusterId == "":
 		out.HsmDetail = "cluster not initialised"
-	case len(domainKey) == 0:
+	case len(domainKey.ID) == 0:
 		out.HsmDetail = "no domain key recorded"
 	default:
-		ok, err := s.d.HSM.HasKey(hctx, domainKey)
+		err := s.d.HSM.VerifyKey(hctx, domainKey, hsm.UsageWrap)
 		switch {
-		case err != nil:
-			out.HsmDetail = "domain key lookup failed: " + err.Error()
-		case ok:
+		case err == nil:
 			out.HasDomainKey = true
-		default:
+		case errors.Is(err, hsm.ErrKeyNotFound):
 			out.HsmDetail = "this HSM does not hold the domain key: the node serves no cryptographic requests (docs/cluster.md)"
+		case errors.Is(err, hsm.ErrObjectMismatch):
+			out.HsmDetail = "the domain key object in this HSM is not the one the log records: refused (" + err.Error() + ")"
+		default:
+			out.HsmDetail = "domain key lookup failed: " + err.Error()
 		}
 	}
 	return out

@@ -307,15 +307,20 @@ func (f *fakeRaft) OpenSnapshot(context.Context) (raft.SnapshotMeta, io.ReadClos
 	return f.snapMeta, io.NopCloser(bytes.NewReader(f.payload)), nil
 }
 
-// fakeHSM answers Health and HasKey; nothing else is called.
+// fakeHSM answers Health and VerifyKey; nothing else is called.
 type fakeHSM struct {
 	hsm.Backend
 	health error
 	has    bool
 }
 
-func (f *fakeHSM) Health(context.Context) error                 { return f.health }
-func (f *fakeHSM) HasKey(context.Context, []byte) (bool, error) { return f.has, nil }
+func (f *fakeHSM) Health(context.Context) error { return f.health }
+func (f *fakeHSM) VerifyKey(context.Context, hsm.KeyRef, hsm.KeyUsage) error {
+	if f.has {
+		return nil
+	}
+	return hsm.ErrKeyNotFound
+}
 
 func TestClusterServiceFakes(t *testing.T) {
 	h := nodetest.Start(t)

@@ -120,8 +120,9 @@ func (f *fixture) batchDecrypt(ctx context.Context) error {
 // hsmFixture is a raw SoftHSM AES-256 key and a 32-byte data key encrypted
 // under it, on a fresh test token.
 type hsmFixture struct {
-	b                   *pkcs11.Backend
-	id, iv, ct, aad, pt []byte
+	b               *pkcs11.Backend
+	key             hsm.KeyRef
+	iv, ct, aad, pt []byte
 }
 
 func newHSMFixture(tb testing.TB) *hsmFixture {
@@ -133,21 +134,21 @@ func newHSMFixture(tb testing.TB) *hsmFixture {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = b.Close() })
-	f := &hsmFixture{b: b, id: []byte("kek"), aad: []byte("aad"),
+	f := &hsmFixture{b: b, key: hsm.KeyRef{ID: []byte("kek")}, aad: []byte("aad"),
 		iv: make([]byte, hsm.GCMIVSize), pt: make([]byte, hsm.AESKeySize)}
 	rand.Read(f.iv)
 	rand.Read(f.pt)
-	if err := b.GenerateKey(ctx, hsm.KeySpec{ID: f.id, Label: "kek", Usage: hsm.UsageEncrypt}); err != nil {
+	if f.key.CheckValue, err = b.GenerateKey(ctx, hsm.KeySpec{ID: f.key.ID, Label: "kek", Usage: hsm.UsageEncrypt}); err != nil {
 		tb.Fatal(err)
 	}
-	if f.ct, err = b.EncryptGCM(ctx, f.id, f.iv, f.pt, f.aad); err != nil {
+	if f.ct, err = b.EncryptGCM(ctx, f.key, f.iv, f.pt, f.aad); err != nil {
 		tb.Fatal(err)
 	}
 	return f
 }
 
 func (f *hsmFixture) decrypt(ctx context.Context) error {
-	out, err := f.b.DecryptGCM(ctx, f.id, f.iv, f.ct, f.aad)
+	out, err := f.b.DecryptGCM(ctx, f.key, f.iv, f.ct, f.aad)
 	if err != nil {
 		return err
 	}
@@ -301,7 +302,7 @@ func TestSoftHSMDecryptGCM(t *testing.T) {
 	if res.Ops != 200 || res.Errors != 0 {
 		t.Errorf("%d ops, %d errors (first: %s)", res.Ops, res.Errors, res.FirstError)
 	}
-	if _, err := f.b.DecryptGCM(ctx, f.id, f.iv, f.ct, []byte("other aad")); !errors.Is(err, hsm.ErrDecrypt) {
+	if _, err := f.b.DecryptGCM(ctx, f.key, f.iv, f.ct, []byte("other aad")); !errors.Is(err, hsm.ErrDecrypt) {
 		t.Errorf("decrypt with other AAD: %v, want hsm.ErrDecrypt", err)
 	}
 }

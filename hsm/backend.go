@@ -2,10 +2,15 @@
 // module: the Backend interface. Package hsm/pkcs11 implements it over
 // PKCS#11 (SoftHSM2 in development and tests, any PKCS#11 HSM in production).
 //
-// Keys are addressed by their CKA_ID. Every method takes a context: a call
-// waiting for a session gives up when the context ends. Key material never
-// crosses this interface in the clear except data keys and payloads that the
-// caller asked to encrypt or decrypt.
+// Secret keys are addressed by a KeyRef: their CKA_ID and the key check value
+// recorded when they were made (docs/hsm-objects.md). A backend uses an object
+// only if it is the one such object with the attributes custos gives that kind
+// of key, and its check value, computed in the HSM, is the recorded one: an
+// object planted under a known id (invariant 9 of docs/architecture.md) is
+// never used. Every method takes a context: a call waiting for a session gives
+// up when the context ends. Key material never crosses this interface in the
+// clear except data keys and payloads that the caller asked to encrypt or
+// decrypt.
 package hsm
 
 import (
@@ -20,7 +25,17 @@ const (
 	AESKeySize = 32
 	GCMIVSize  = 12
 	GCMTagSize = 16
+	// CheckValueSize is the size of a key check value.
+	CheckValueSize = 16
 )
+
+// KeyRef names a secret key object custos relies on: its CKA_ID and its key
+// check value, a fingerprint computed inside the HSM from the key's value
+// (docs/hsm-objects.md). Both come from the replicated log.
+type KeyRef struct {
+	ID         []byte
+	CheckValue []byte
+}
 
 // Errors returned by a Backend, matched with errors.Is.
 var (
@@ -39,6 +54,11 @@ var (
 	ErrUnavailable = errors.New("hsm: unavailable")
 	// ErrClosed: the backend was closed.
 	ErrClosed = errors.New("hsm: closed")
+	// ErrObjectMismatch: an object with the id is on the token but is not
+	// the recorded key: its check value differs, it lacks the attributes
+	// custos sets, more than one object matches, or an object custos did not
+	// make holds the id. The object was not used.
+	ErrObjectMismatch = errors.New("hsm: object is not the recorded key")
 )
 
 // KeySpec describes a persistent AES-256 key to create or to unwrap into
@@ -50,6 +70,10 @@ type KeySpec struct {
 	Label string
 	// Usage says what the key may do.
 	Usage KeyUsage
+	// CheckValue is the key check value the key must have: required by
+	// UnwrapKey, which destroys what it unwrapped and fails with
+	// ErrObjectMismatch if the value differs; ignored by GenerateKey.
+	CheckValue []byte
 }
 
 // KeyUsage is the set of operations a key allows.
@@ -84,49 +108,66 @@ type Backend interface {
 	// Random returns n bytes from the HSM's random number generator.
 	Random(ctx context.Context, n int) ([]byte, error)
 
-	// GenerateKey creates a persistent AES-256 key with CKA_SENSITIVE=true.
-	// UsageEncrypt keys are CKA_EXTRACTABLE=false. ErrKeyExists if the id is
-	// taken.
-	GenerateKey(ctx context.Context, spec KeySpec) error
+	// GenerateKey creates a persistent AES-256 key with CKA_SENSITIVE=true
+	// and returns its key check value. UsageEncrypt keys are
+	// CKA_EXTRACTABLE=false. The key must read back CKA_ALWAYS_SENSITIVE (and,
+	// if not extractable, CKA_NEVER_EXTRACTABLE), or it is destroyed and the
+	// call fails. ErrKeyExists if the id is taken.
+	GenerateKey(ctx context.Context, spec KeySpec) ([]byte, error)
 
 	// GenerateWrappedKey creates a fresh AES-256 key as a temporary,
-	// extractable session object, wraps it under the wrapping key wrapID with
-	// AES key wrap with padding (CKM_AES_KEY_WRAP_PAD, SP 800-38F KWP),
-	// destroys the session object and returns the wrapped bytes. The clear key
-	// never leaves the HSM.
-	GenerateWrappedKey(ctx context.Context, wrapID []byte) ([]byte, error)
+	// extractable session object, computes its key check value, wraps it
+	// under the wrapping key wrap with AES key wrap with padding
+	// (CKM_AES_KEY_WRAP_PAD, SP 800-38F KWP), destroys the session object and
+	// returns the wrapped bytes and the check value. The clear key never
+	// leaves the HSM.
+	GenerateWrappedKey(ctx context.Context, wrap KeyRef) (wrapped, checkValue []byte, err error)
 
-	// UnwrapKey unwraps a GenerateWrappedKey result under wrapID into a
+	// UnwrapKey unwraps a GenerateWrappedKey result under wrap into a
 	// persistent UsageEncrypt key as spec says, with CKA_SENSITIVE=true and
 	// CKA_EXTRACTABLE=false (the wrapping key's CKA_UNWRAP_TEMPLATE allows
-	// nothing else, whoever calls C_UnwrapKey). ErrKeyExists if spec.ID is
-	// taken; ErrDecrypt if the wrapped bytes do not unwrap under wrapID;
-	// ErrInvalidInput for any other usage.
-	UnwrapKey(ctx context.Context, wrapID, wrapped []byte, spec KeySpec) error
+	// nothing else, whoever calls C_UnwrapKey), and checks its key check
+	// value against spec.CheckValue. ErrKeyExists if an object already holds
+	// spec.ID; ErrDecrypt if the wrapped bytes do not unwrap under wrap;
+	// ErrObjectMismatch if the check value differs (the new object is
+	// destroyed); ErrInvalidInput for any other usage.
+	UnwrapKey(ctx context.Context, wrap KeyRef, wrapped []byte, spec KeySpec) error
 
-	// EncryptGCM encrypts plaintext with AES-256-GCM under key id with the
+	// EncryptGCM encrypts plaintext with AES-256-GCM under key with the
 	// given 12-byte IV and additional data; it returns ciphertext||tag.
-	EncryptGCM(ctx context.Context, id, iv, plaintext, aad []byte) ([]byte, error)
+	EncryptGCM(ctx context.Context, key KeyRef, iv, plaintext, aad []byte) ([]byte, error)
 
 	// DecryptGCM reverses EncryptGCM. ErrDecrypt on any authentication failure.
-	DecryptGCM(ctx context.Context, id, iv, ciphertext, aad []byte) ([]byte, error)
+	DecryptGCM(ctx context.Context, key KeyRef, iv, ciphertext, aad []byte) ([]byte, error)
+
+	// VerifyKey checks that key is on the token as recorded: exactly one
+	// object with its id and the attributes of usage, whose check value is
+	// key.CheckValue. ErrKeyNotFound if no object of the key's class holds
+	// the id; ErrObjectMismatch otherwise. When it fails, no copy of the key
+	// the backend made for its sessions stays usable.
+	VerifyKey(ctx context.Context, key KeyRef, usage KeyUsage) error
 
 	// GenerateECKey creates a persistent ECDSA P-256 key pair (private key
-	// sensitive and non-extractable) and returns the public key.
+	// sensitive and non-extractable, read back CKA_ALWAYS_SENSITIVE and
+	// CKA_NEVER_EXTRACTABLE) and returns the public key.
 	GenerateECKey(ctx context.Context, id []byte, label string) (*ecdsa.PublicKey, error)
 
-	// PublicKey returns the public key of the ECDSA P-256 pair with that id.
+	// PublicKey returns the public key of the ECDSA P-256 pair with that id
+	// (exactly one public key object with that id; ErrObjectMismatch if more).
 	PublicKey(ctx context.Context, id []byte) (*ecdsa.PublicKey, error)
 
 	// SignECDSA signs a SHA-256 digest with the P-256 private key id and
-	// returns an ASN.1 DER signature.
+	// returns an ASN.1 DER signature. The key must be the one private,
+	// sensitive, non-extractable signing key with that id.
 	SignECDSA(ctx context.Context, id, digest []byte) ([]byte, error)
 
 	// KeyAttributes reads back the attributes of the secret or private key
-	// with that id.
+	// with that id (ErrObjectMismatch if more than one has it).
 	KeyAttributes(ctx context.Context, id []byte) (Attributes, error)
 
-	// HasKey reports whether a key (secret or private) with that id exists.
+	// HasKey reports whether a key (secret or private) with that id exists,
+	// whatever its attributes. It says nothing about whether the object is
+	// one custos may use: VerifyKey does.
 	HasKey(ctx context.Context, id []byte) (bool, error)
 
 	// DestroyKey destroys every object with that id (crypto-shredding).

@@ -2,10 +2,13 @@ package kms
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/custos-kms/custos/hsm"
 )
 
 // NotAdmittedMessage says why a node refuses key crypto: it joined a
@@ -43,16 +46,19 @@ func (s *Service) admitted(ctx context.Context) error {
 	defer a.mu.Unlock()
 	if time.Since(a.checked) >= admissionRecheck {
 		a.checked = time.Now()
-		if id := s.state.DomainKeyID(); len(id) > 0 {
+		if dk := s.state.DomainKey(); len(dk.ID) > 0 {
 			// Not the caller's context: a cancelled caller must not make
 			// every other one wait for the next recheck.
 			hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			has, err := s.hsm.HasKey(hctx, id)
+			err := s.hsm.VerifyKey(hctx, dk, hsm.UsageWrap)
 			cancel()
-			if err == nil && has {
+			if err == nil {
 				a.ok.Store(true)
 				s.lg.Info("this node's HSM holds the cluster's domain key: admitted")
 				return nil
+			}
+			if errors.Is(err, hsm.ErrObjectMismatch) {
+				return s.rejectObject(ctx, "", 0, dk.ID, err)
 			}
 		}
 	}

@@ -134,7 +134,7 @@ type countingHSM struct {
 	decrypts atomic.Int64
 }
 
-func (c *countingHSM) DecryptGCM(ctx context.Context, id, iv, ct, aad []byte) ([]byte, error) {
+func (c *countingHSM) DecryptGCM(ctx context.Context, id hsm.KeyRef, iv, ct, aad []byte) ([]byte, error) {
 	c.decrypts.Add(1)
 	return c.Backend.DecryptGCM(ctx, id, iv, ct, aad)
 }

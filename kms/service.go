@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"time"
 
@@ -66,7 +65,10 @@ type Service struct {
 	lg    *slog.Logger
 
 	kekMu sync.Mutex
-	keks  map[kekRef][]byte // KEK ids known to be in this node's HSM
+	keks  map[kekRef]hsm.KeyRef // KEKs verified in this node's HSM
+
+	rejectMu       sync.Mutex
+	rejectReported map[string]time.Time // object id → last RejectHSMObject proposed
 
 	auditors        map[string]bool
 	releaseNotifier ReleaseNotifier
@@ -83,7 +85,7 @@ func NewService(cfg Config) (*Service, error) {
 		return nil, errors.New("kms: NewService needs HSM, Log, State and NodeID")
 	}
 	s := &Service{hsm: cfg.HSM, log: cfg.Log, state: cfg.State, node: cfg.NodeID,
-		now: cfg.Now, lg: cfg.Logger, keks: map[kekRef][]byte{},
+		now: cfg.Now, lg: cfg.Logger, keks: map[kekRef]hsm.KeyRef{}, rejectReported: map[string]time.Time{},
 		readIndex: cfg.ReadIndex, readIndexTimeout: cfg.ReadIndexTimeout}
 	if s.readIndexTimeout <= 0 {
 		s.readIndexTimeout = DefaultReadIndexTimeout
@@ -109,18 +111,23 @@ func (s *Service) State() *State { return s.state }
 
 // InitCluster makes the cluster's domain key and records the cluster id,
 // the customer's officers and their quorum on first start; on later starts
-// it checks the domain key is in this HSM (officers then change only by a
-// quorum-signed statement, and the arguments are ignored).
+// it checks that this HSM holds the domain key the log records (its object
+// id, attributes and key check value: invariant 9 of docs/architecture.md).
+// Officers then change only by a quorum-signed statement, and the arguments
+// are ignored.
 func (s *Service) InitCluster(ctx context.Context, officers []*custosv1.Officer, quorum uint32) error {
 	if id := s.state.ClusterID(); id != "" {
-		ok, err := s.hsm.HasKey(ctx, s.state.DomainKeyID())
-		if err != nil {
+		err := s.hsm.VerifyKey(ctx, s.state.DomainKey(), hsm.UsageWrap)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, hsm.ErrKeyNotFound):
+			return fmt.Errorf("%w: this node's HSM token does not hold the domain key of cluster %s", ErrFailedPrecondition, id)
+		case errors.Is(err, hsm.ErrObjectMismatch):
+			return s.rejectObject(ctx, "", 0, s.state.DomainKeyID(), err)
+		default:
 			return fmt.Errorf("%w: check domain key: %w", ErrUnavailable, err)
 		}
-		if !ok {
-			return fmt.Errorf("%w: this node's HSM token does not hold the domain key of cluster %s", ErrFailedPrecondition, id)
-		}
-		return nil
 	}
 	if len(officers) == 0 || quorum < 1 || int(quorum) > len(officers) {
 		return fmt.Errorf("%w: a cluster needs at least one officer and a quorum between 1 and the number of officers", ErrInvalidArgument)
@@ -130,13 +137,17 @@ func (s *Service) InitCluster(ctx context.Context, officers []*custosv1.Officer,
 		return fmt.Errorf("%w: random cluster id: %w", ErrUnavailable, err)
 	}
 	clusterID := hex.EncodeToString(raw)
-	domainID := []byte("custos/domain/" + clusterID)
-	err = s.hsm.GenerateKey(ctx, hsm.KeySpec{ID: domainID, Label: "custos domain key " + clusterID, Usage: hsm.UsageWrap})
+	domainID, err := s.newObjectID(ctx, "custos/domain/"+clusterID)
+	if err != nil {
+		return err
+	}
+	kcv, err := s.hsm.GenerateKey(ctx, hsm.KeySpec{ID: domainID, Label: "custos domain key " + clusterID, Usage: hsm.UsageWrap})
 	if err != nil {
 		return fmt.Errorf("%w: generate domain key: %w", ErrUnavailable, err)
 	}
 	_, err = s.apply(ctx, Principal{Name: "custosd"}, &raftlogv1.Command{Op: &raftlogv1.Command_InitCluster{
-		InitCluster: &raftlogv1.InitCluster{ClusterId: clusterID, DomainKeyId: domainID, Officers: officers, Quorum: quorum}}})
+		InitCluster: &raftlogv1.InitCluster{ClusterId: clusterID, DomainKeyId: domainID, Officers: officers, Quorum: quorum,
+			DomainKeyCheckValue: kcv}}})
 	if err != nil {
 		_ = s.hsm.DestroyKey(context.WithoutCancel(ctx), domainID)
 		return err
@@ -219,19 +230,16 @@ func (s *Service) CreateKey(ctx context.Context, p Principal, req *custosv1.Crea
 	if _, err := s.state.Key(req.Name); err == nil {
 		return nil, fmt.Errorf("%w: key %q", ErrAlreadyExists, req.Name)
 	}
-	if err := s.admitted(ctx); err != nil {
-		return nil, err
-	}
-	blob, err := s.hsm.GenerateWrappedKey(ctx, s.state.DomainKeyID())
+	kv, err := s.newKEK(ctx, req.Name, 1)
 	if err != nil {
-		return nil, hsmError("generate key", err)
+		return nil, err
 	}
 	k, err := s.applyKey(ctx, p, &raftlogv1.Command{Op: &raftlogv1.Command_CreateKey{CreateKey: &raftlogv1.CreateKey{
-		Name: req.Name, Description: req.Description, WrappedKek: blob}}})
+		Name: req.Name, Description: req.Description, WrappedKek: kv.WrappedKek, KekId: kv.KekId, KekCheckValue: kv.KekCheckValue}}})
 	if err != nil {
 		return nil, err
 	}
-	s.materialise(ctx, req.Name, 1, blob)
+	s.materialise(ctx, req.Name, kv)
 	s.lg.Info("key created", "key", req.Name, "principal", p.Name)
 	return k, nil
 }
@@ -286,20 +294,17 @@ func (s *Service) RotateKey(ctx context.Context, p Principal, req *custosv1.Rota
 	if err != nil {
 		return nil, err
 	}
-	if err := s.admitted(ctx); err != nil {
-		return nil, err
-	}
-	blob, err := s.hsm.GenerateWrappedKey(ctx, s.state.DomainKeyID())
-	if err != nil {
-		return nil, hsmError("generate key version", err)
-	}
 	next := uint32(len(k.Versions)) + 1
-	key, err := s.applyKey(ctx, p, &raftlogv1.Command{Op: &raftlogv1.Command_AddKeyVersion{AddKeyVersion: &raftlogv1.AddKeyVersion{
-		Name: req.Name, Version: next, WrappedKek: blob}}})
+	kv, err := s.newKEK(ctx, req.Name, next)
 	if err != nil {
 		return nil, err
 	}
-	s.materialise(ctx, req.Name, next, blob)
+	key, err := s.applyKey(ctx, p, &raftlogv1.Command{Op: &raftlogv1.Command_AddKeyVersion{AddKeyVersion: &raftlogv1.AddKeyVersion{
+		Name: req.Name, Version: next, WrappedKek: kv.WrappedKek, KekId: kv.KekId, KekCheckValue: kv.KekCheckValue}}})
+	if err != nil {
+		return nil, err
+	}
+	s.materialise(ctx, req.Name, kv)
 	s.lg.Info("key rotated", "key", req.Name, "version", next, "principal", p.Name)
 	return key, nil
 }
@@ -405,18 +410,18 @@ func (s *Service) sealApplied(ctx context.Context, p Principal, key string, kind
 // encrypt with key now (not revoked, enabled, named by the policy) and
 // returns its primary version, that version's KEK id in this HSM and a fresh
 // IV from the HSM. Every encrypting path (seal, XKS encrypt) goes through it.
-func (s *Service) encryptingVersion(ctx context.Context, p Principal, key string) (*raftlogv1.KeyVersionRecord, []byte, []byte, error) {
+func (s *Service) encryptingVersion(ctx context.Context, p Principal, key string) (*raftlogv1.KeyVersionRecord, hsm.KeyRef, []byte, error) {
 	kv, err := s.state.encryptVersion(key, p.Name)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, hsm.KeyRef{}, nil, err
 	}
 	id, err := s.kek(ctx, key, kv)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, hsm.KeyRef{}, nil, err
 	}
 	iv, err := s.hsm.Random(ctx, hsm.GCMIVSize)
 	if err != nil {
-		return nil, nil, nil, hsmError("random", err)
+		return nil, hsm.KeyRef{}, nil, hsmError("random", err)
 	}
 	return kv, id, iv, nil
 }
@@ -551,17 +556,17 @@ func (s *Service) caughtUp(ctx context.Context, d *Decision) error {
 // releaseKEK is the step between an ALLOW decision (rec) and the HSM work:
 // one read of the key, the notify-before-release delivery if its policy asks
 // for it, and the id of the KEK of version in this HSM.
-func (s *Service) releaseKEK(ctx context.Context, p Principal, rec *custosv1.DecisionRecord, key string, version uint32) ([]byte, error) {
+func (s *Service) releaseKEK(ctx context.Context, p Principal, rec *custosv1.DecisionRecord, key string, version uint32) (hsm.KeyRef, error) {
 	if err := s.admitted(ctx); err != nil {
-		return nil, err // before any notify-before-release delivery
+		return hsm.KeyRef{}, err // before any notify-before-release delivery
 	}
 	kv, notify, err := s.state.releaseVersion(key, version)
 	if err != nil {
-		return nil, err
+		return hsm.KeyRef{}, err
 	}
 	if notify {
 		if err := s.notifyBeforeRelease(ctx, p, rec); err != nil {
-			return nil, err
+			return hsm.KeyRef{}, err
 		}
 	}
 	return s.kek(ctx, key, kv)
@@ -594,57 +599,6 @@ func validateJustification(j *custosv1.Justification) error {
 		return fmt.Errorf("%w: justification.reason %d is not a known reason", ErrInvalidArgument, j.GetReason())
 	}
 	return nil
-}
-
-// KEKID is the CKA_ID of a key version's KEK on every node's HSM.
-func KEKID(key string, version uint32) []byte {
-	return []byte("custos/kek/" + key + "/" + strconv.FormatUint(uint64(version), 10))
-}
-
-// kekRef names a key version whose KEK is known to be in this node's HSM.
-type kekRef struct {
-	key     string
-	version uint32
-}
-
-// kek returns the HSM id of a key version, unwrapping it into this node's
-// HSM from the replicated wrapped form if it is not there yet. The id of a
-// known KEK is shared between callers: read-only.
-func (s *Service) kek(ctx context.Context, key string, kv *raftlogv1.KeyVersionRecord) ([]byte, error) {
-	if err := s.admitted(ctx); err != nil {
-		return nil, err
-	}
-	ref := kekRef{key: key, version: kv.Version}
-	s.kekMu.Lock()
-	known, ok := s.keks[ref]
-	s.kekMu.Unlock()
-	if ok {
-		return known, nil
-	}
-	id := KEKID(key, kv.Version)
-	ok, err := s.hsm.HasKey(ctx, id)
-	if err != nil {
-		return nil, hsmError("find key", err)
-	}
-	if !ok {
-		err = s.hsm.UnwrapKey(ctx, s.state.DomainKeyID(), kv.WrappedKek, hsm.KeySpec{
-			ID: id, Label: fmt.Sprintf("custos kek %s v%d", key, kv.Version), Usage: hsm.UsageEncrypt})
-		if err != nil && !errors.Is(err, hsm.ErrKeyExists) {
-			return nil, hsmError("unwrap key", err)
-		}
-	}
-	s.kekMu.Lock()
-	s.keks[ref] = id
-	s.kekMu.Unlock()
-	return id, nil
-}
-
-// materialise puts a new key version into this node's HSM right away; a
-// failure is logged and retried on first use.
-func (s *Service) materialise(ctx context.Context, key string, version uint32, blob []byte) {
-	if _, err := s.kek(ctx, key, &raftlogv1.KeyVersionRecord{Version: version, WrappedKek: blob}); err != nil {
-		s.lg.Warn("key version not yet in this HSM; will retry on use", "key", key, "version", version, "err", err)
-	}
 }
 
 // ready fails until the cluster has been initialised.

@@ -426,8 +426,12 @@ func TestKEKsAreNotExtractable(t *testing.T) {
 	if _, err := e.svc.RotateKey(bg, app, &custosv1.RotateKeyRequest{Name: "k"}); err != nil {
 		t.Fatal(err)
 	}
+	k, err := e.state.Key("k")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for v := uint32(1); v <= 2; v++ {
-		a, err := e.hsm.KeyAttributes(bg, kms.KEKID("k", v))
+		a, err := e.hsm.KeyAttributes(bg, k.Versions[v-1].KekId)
 		if err != nil {
 			t.Fatalf("KeyAttributes v%d: %v", v, err)
 		}

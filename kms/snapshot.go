@@ -73,10 +73,11 @@ type snapshot struct {
 func (s *State) Snapshot() (raft.Snapshot, error) {
 	s.mu.RLock()
 	st := &raftlogv1.State{
-		ClusterId:   s.clusterID,
-		DomainKeyId: s.domainKeyID,
-		LedgerSeq:   s.seq,
-		LedgerHead:  append([]byte(nil), s.head[:]...),
+		ClusterId:           s.clusterID,
+		DomainKeyId:         s.domainKeyID,
+		DomainKeyCheckValue: s.domainKCV,
+		LedgerSeq:           s.seq,
+		LedgerHead:          append([]byte(nil), s.head[:]...),
 	}
 	for _, n := range sortedKeys(s.keys) {
 		st.Keys = append(st.Keys, s.keys[n])
@@ -249,6 +250,7 @@ func (s *State) Restore(r io.Reader) error {
 	s.reset()
 	s.clusterID = st.ClusterId
 	s.domainKeyID = st.DomainKeyId
+	s.domainKCV = st.DomainKeyCheckValue
 	for _, k := range st.Keys {
 		s.keys[k.Name] = k
 	}

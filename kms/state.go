@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/custos-kms/custos/hsm"
 	"github.com/custos-kms/custos/kms/governance"
 	"github.com/custos-kms/custos/kms/ledger"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
@@ -26,6 +27,7 @@ type State struct {
 	mu          sync.RWMutex
 	clusterID   string
 	domainKeyID []byte
+	domainKCV   []byte // the domain key's check value (docs/hsm-objects.md)
 	keys        map[string]*raftlogv1.KeyRecord
 	ledger      *ledger.Store
 	seq         uint64   // last ledger sequence number
@@ -63,7 +65,7 @@ func NewState(l *ledger.Store) *State {
 
 // reset empties the in-memory state (before a restore).
 func (s *State) reset() {
-	s.clusterID, s.domainKeyID = "", nil
+	s.clusterID, s.domainKeyID, s.domainKCV = "", nil, nil
 	s.keys = map[string]*raftlogv1.KeyRecord{}
 	s.gov, s.officers = nil, nil
 	s.nonces = map[string]int64{}
@@ -163,6 +165,8 @@ func (s *State) apply(index uint64, c *raftlogv1.Command) any {
 		return s.applyBlockRelease(index, c, op.BlockRelease)
 	case *raftlogv1.Command_RegisterNodeKey:
 		return s.applyRegisterNodeKey(op.RegisterNodeKey)
+	case *raftlogv1.Command_RejectHsmObject:
+		return s.applyRejectHSMObject(index, c, op.RejectHsmObject)
 	default:
 		// A command this version does not know: refuse it the same way on
 		// every replica.
@@ -174,6 +178,9 @@ func (s *State) applyInit(op *raftlogv1.InitCluster) any {
 	if s.clusterID != "" {
 		return fmt.Errorf("%w: cluster already initialised as %s", ErrFailedPrecondition, s.clusterID)
 	}
+	if len(op.DomainKeyId) == 0 || len(op.DomainKeyCheckValue) != hsm.CheckValueSize {
+		return fmt.Errorf("%w: the domain key needs an object id and a %d-byte key check value", ErrInvalidArgument, hsm.CheckValueSize)
+	}
 	gov := &custosv1.Governance{ClusterId: op.ClusterId, Officers: op.Officers, Quorum: op.Quorum, Version: 1,
 		NotifyRules: DefaultNotifyRules()}
 	set, err := governance.NewOfficerSetFromGovernance(gov)
@@ -183,6 +190,7 @@ func (s *State) applyInit(op *raftlogv1.InitCluster) any {
 	s.gov, s.officers = gov, set
 	s.clusterID = op.ClusterId
 	s.domainKeyID = append([]byte(nil), op.DomainKeyId...)
+	s.domainKCV = append([]byte(nil), op.DomainKeyCheckValue...)
 	return nil
 }
 
@@ -193,6 +201,9 @@ func (s *State) applyCreateKey(c *raftlogv1.Command, op *raftlogv1.CreateKey) an
 	if _, ok := s.keys[op.Name]; ok {
 		return fmt.Errorf("%w: key %q", ErrAlreadyExists, op.Name)
 	}
+	if err := checkKEKObject(op.KekId, op.KekCheckValue); err != nil {
+		return err
+	}
 	k := &raftlogv1.KeyRecord{
 		Name:                 op.Name,
 		Description:          op.Description,
@@ -201,6 +212,7 @@ func (s *State) applyCreateKey(c *raftlogv1.Command, op *raftlogv1.CreateKey) an
 		MinDecryptionVersion: 1,
 		Versions: []*raftlogv1.KeyVersionRecord{{
 			Version: 1, WrappedKek: op.WrappedKek, CreateTimeUnixNano: c.TimeUnixNano,
+			KekId: op.KekId, KekCheckValue: op.KekCheckValue,
 		}},
 		CreateTimeUnixNano: c.TimeUnixNano,
 		UpdateTimeUnixNano: c.TimeUnixNano,
@@ -218,12 +230,27 @@ func (s *State) applyAddVersion(c *raftlogv1.Command, op *raftlogv1.AddKeyVersio
 	if want := uint32(len(k.Versions)) + 1; op.Version != want {
 		return fmt.Errorf("%w: key %q: a concurrent rotation created version %d first", ErrFailedPrecondition, op.Name, want-1)
 	}
+	if err := checkKEKObject(op.KekId, op.KekCheckValue); err != nil {
+		return err
+	}
 	k.Versions = append(k.Versions, &raftlogv1.KeyVersionRecord{
 		Version: op.Version, WrappedKek: op.WrappedKek, CreateTimeUnixNano: c.TimeUnixNano,
+		KekId: op.KekId, KekCheckValue: op.KekCheckValue,
 	})
 	k.PrimaryVersion = op.Version
 	k.UpdateTimeUnixNano = c.TimeUnixNano
 	return proto.Clone(k)
+}
+
+// checkKEKObject refuses a new key version without the random object id and
+// the key check value that authenticate its KEK in every node's HSM
+// (docs/hsm-objects.md).
+func checkKEKObject(id, kcv []byte) error {
+	if len(id) == 0 || len(id) > MaxObjectIDLen || len(kcv) != hsm.CheckValueSize {
+		return fmt.Errorf("%w: a key version needs an object id of 1 to %d bytes and a %d-byte key check value",
+			ErrInvalidArgument, MaxObjectIDLen, hsm.CheckValueSize)
+	}
+	return nil
 }
 
 // applySetState disables a key on behalf of one of its users (tightening).
@@ -373,6 +400,14 @@ func (s *State) DomainKeyID() []byte {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return append([]byte(nil), s.domainKeyID...)
+}
+
+// DomainKey returns the domain key's object id and key check value, as the
+// log recorded them at initialisation.
+func (s *State) DomainKey() hsm.KeyRef {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return hsm.KeyRef{ID: append([]byte(nil), s.domainKeyID...), CheckValue: append([]byte(nil), s.domainKCV...)}
 }
 
 // Key returns a copy of a key's record.

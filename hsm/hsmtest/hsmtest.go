@@ -31,6 +31,9 @@ func Run(t *testing.T, b hsm.Backend) {
 	t.Run("KeyNotFound", s.testKeyNotFound)
 	t.Run("WrongUsage", s.testWrongUsage)
 	t.Run("WrapUnwrap", s.testWrapUnwrap)
+	t.Run("CheckValue", s.testCheckValue)
+	t.Run("VerifyKey", s.testVerifyKey)
+	t.Run("UnwrapCheckValue", s.testUnwrapCheckValue)
 	t.Run("Attributes", s.testAttributes)
 	t.Run("ECDSA", s.testECDSA)
 	t.Run("Destroy", s.testDestroy)
@@ -74,16 +77,42 @@ func (s *suite) id(name string) []byte {
 	return fmt.Appendf(nil, "hsmtest-%s-%s-%d", s.prefix, name, s.n)
 }
 
-// newKey creates a key of that usage and registers its destruction.
-func (s *suite) newKey(t *testing.T, name string, usage hsm.KeyUsage) []byte {
+// newKey creates a key of that usage, registers its destruction and
+// returns its reference (id and the check value GenerateKey returned).
+func (s *suite) newKey(t *testing.T, name string, usage hsm.KeyUsage) hsm.KeyRef {
 	t.Helper()
 	id := s.id(name)
-	if err := s.b.GenerateKey(ctx(t), hsm.KeySpec{ID: id, Label: name, Usage: usage}); err != nil {
+	kcv, err := s.b.GenerateKey(ctx(t), hsm.KeySpec{ID: id, Label: name, Usage: usage})
+	if err != nil {
 		t.Fatalf("GenerateKey(%s): %v", id, err)
 	}
+	if len(kcv) != hsm.CheckValueSize {
+		t.Fatalf("GenerateKey(%s) returned a %d-byte check value, want %d", id, len(kcv), hsm.CheckValueSize)
+	}
 	s.cleanup(t, id)
-	return id
+	return hsm.KeyRef{ID: id, CheckValue: kcv}
 }
+
+// wrappedKey returns a fresh wrapped key under wk and its check value.
+func (s *suite) wrappedKey(t *testing.T, wk hsm.KeyRef) (wrapped, kcv []byte) {
+	t.Helper()
+	wrapped, kcv, err := s.b.GenerateWrappedKey(ctx(t), wk)
+	if err != nil {
+		t.Fatalf("GenerateWrappedKey: %v", err)
+	}
+	if len(kcv) != hsm.CheckValueSize {
+		t.Fatalf("GenerateWrappedKey returned a %d-byte check value, want %d", len(kcv), hsm.CheckValueSize)
+	}
+	return wrapped, kcv
+}
+
+// kekSpec is the spec of a KEK unwrapped into id with check value kcv.
+func kekSpec(id, kcv []byte) hsm.KeySpec {
+	return hsm.KeySpec{ID: id, Usage: hsm.UsageEncrypt, CheckValue: kcv}
+}
+
+// someCheckValue is a well-formed check value no key has.
+func someCheckValue(t *testing.T) []byte { return randomBytes(t, hsm.CheckValueSize) }
 
 func (s *suite) cleanup(t *testing.T, id []byte) {
 	t.Cleanup(func() { _ = s.b.DestroyKey(context.Background(), id) })
@@ -121,20 +150,20 @@ func (s *suite) testInvalidInput(t *testing.T) {
 	digest := make([]byte, 32)
 	kek := s.newKey(t, "kek", hsm.UsageEncrypt)
 	wk := s.newKey(t, "wrap", hsm.UsageWrap)
-	wrapped, err := s.b.GenerateWrappedKey(c, wk)
-	if err != nil {
-		t.Fatalf("GenerateWrappedKey: %v", err)
-	}
+	wrapped, kcv := s.wrappedKey(t, wk)
 	for _, id := range [][]byte{nil, {}} {
-		wantErr(t, "GenerateKey(empty id)", s.b.GenerateKey(c, hsm.KeySpec{ID: id, Usage: hsm.UsageEncrypt}), hsm.ErrInvalidInput)
-		_, err := s.b.GenerateWrappedKey(c, id)
+		ref := hsm.KeyRef{ID: id, CheckValue: kek.CheckValue}
+		_, err := s.b.GenerateKey(c, hsm.KeySpec{ID: id, Usage: hsm.UsageEncrypt})
+		wantErr(t, "GenerateKey(empty id)", err, hsm.ErrInvalidInput)
+		_, _, err = s.b.GenerateWrappedKey(c, hsm.KeyRef{ID: id, CheckValue: wk.CheckValue})
 		wantErr(t, "GenerateWrappedKey(empty id)", err, hsm.ErrInvalidInput)
-		wantErr(t, "UnwrapKey(empty wrap id)", s.b.UnwrapKey(c, id, wrapped, hsm.KeySpec{ID: s.id("x"), Usage: hsm.UsageEncrypt}), hsm.ErrInvalidInput)
-		wantErr(t, "UnwrapKey(empty spec id)", s.b.UnwrapKey(c, wk, wrapped, hsm.KeySpec{ID: id, Usage: hsm.UsageEncrypt}), hsm.ErrInvalidInput)
-		_, err = s.b.EncryptGCM(c, id, iv, []byte("x"), nil)
+		wantErr(t, "UnwrapKey(empty wrap id)", s.b.UnwrapKey(c, hsm.KeyRef{ID: id, CheckValue: wk.CheckValue}, wrapped, kekSpec(s.id("x"), kcv)), hsm.ErrInvalidInput)
+		wantErr(t, "UnwrapKey(empty spec id)", s.b.UnwrapKey(c, wk, wrapped, kekSpec(id, kcv)), hsm.ErrInvalidInput)
+		_, err = s.b.EncryptGCM(c, ref, iv, []byte("x"), nil)
 		wantErr(t, "EncryptGCM(empty id)", err, hsm.ErrInvalidInput)
-		_, err = s.b.DecryptGCM(c, id, iv, ct, nil)
+		_, err = s.b.DecryptGCM(c, ref, iv, ct, nil)
 		wantErr(t, "DecryptGCM(empty id)", err, hsm.ErrInvalidInput)
+		wantErr(t, "VerifyKey(empty id)", s.b.VerifyKey(c, ref, hsm.UsageEncrypt), hsm.ErrInvalidInput)
 		_, err = s.b.GenerateECKey(c, id, "x")
 		wantErr(t, "GenerateECKey(empty id)", err, hsm.ErrInvalidInput)
 		_, err = s.b.PublicKey(c, id)
@@ -149,19 +178,50 @@ func (s *suite) testInvalidInput(t *testing.T) {
 	}
 	for _, u := range []hsm.KeyUsage{0, 3, -1} {
 		id := s.id("usage")
-		wantErr(t, fmt.Sprintf("GenerateKey(usage %d)", u), s.b.GenerateKey(c, hsm.KeySpec{ID: id, Usage: u}), hsm.ErrInvalidInput)
-		wantErr(t, fmt.Sprintf("UnwrapKey(usage %d)", u), s.b.UnwrapKey(c, wk, wrapped, hsm.KeySpec{ID: id, Usage: u}), hsm.ErrInvalidInput)
+		_, err := s.b.GenerateKey(c, hsm.KeySpec{ID: id, Usage: u})
+		wantErr(t, fmt.Sprintf("GenerateKey(usage %d)", u), err, hsm.ErrInvalidInput)
+		wantErr(t, fmt.Sprintf("UnwrapKey(usage %d)", u), s.b.UnwrapKey(c, wk, wrapped, hsm.KeySpec{ID: id, Usage: u, CheckValue: kcv}), hsm.ErrInvalidInput)
+		wantErr(t, fmt.Sprintf("VerifyKey(usage %d)", u), s.b.VerifyKey(c, kek, u), hsm.ErrInvalidInput)
 		if ok, _ := s.b.HasKey(c, id); ok {
 			t.Errorf("a key with usage %d was created", u)
 		}
 	}
 	for _, w := range [][]byte{nil, {}, wrapped[:7], wrapped[:len(wrapped)-1]} {
-		err := s.b.UnwrapKey(c, wk, w, hsm.KeySpec{ID: s.id("u"), Usage: hsm.UsageEncrypt})
+		err := s.b.UnwrapKey(c, wk, w, kekSpec(s.id("u"), kcv))
 		if !errors.Is(err, hsm.ErrInvalidInput) && !errors.Is(err, hsm.ErrDecrypt) {
 			t.Errorf("UnwrapKey(%d wrapped bytes): err = %v, want ErrInvalidInput or ErrDecrypt", len(w), err)
 		}
 	}
-	_ = kek
+	// UnwrapKey requires the check value of the key it unwraps.
+	for _, bad := range [][]byte{nil, {}, kcv[:8], append(bytes.Clone(kcv), 0)} {
+		id := s.id("no-kcv")
+		wantErr(t, fmt.Sprintf("UnwrapKey(%d-byte check value)", len(bad)), s.b.UnwrapKey(c, wk, wrapped, kekSpec(id, bad)), hsm.ErrInvalidInput)
+		if ok, _ := s.b.HasKey(c, id); ok {
+			t.Errorf("UnwrapKey with a %d-byte check value created a key", len(bad))
+			_ = s.b.DestroyKey(c, id)
+		}
+	}
+	// A reference without a well-formed check value names no key: it is
+	// refused, never used.
+	for _, bad := range [][]byte{nil, {}, kek.CheckValue[:8]} {
+		ref := hsm.KeyRef{ID: kek.ID, CheckValue: bad}
+		_, err := s.b.EncryptGCM(c, ref, iv, []byte("x"), nil)
+		wantRefused(t, fmt.Sprintf("EncryptGCM(%d-byte check value)", len(bad)), err)
+		_, err = s.b.DecryptGCM(c, ref, iv, ct, nil)
+		wantRefused(t, fmt.Sprintf("DecryptGCM(%d-byte check value)", len(bad)), err)
+		wantRefused(t, fmt.Sprintf("VerifyKey(%d-byte check value)", len(bad)), s.b.VerifyKey(c, ref, hsm.UsageEncrypt))
+		_, _, err = s.b.GenerateWrappedKey(c, hsm.KeyRef{ID: wk.ID, CheckValue: bad})
+		wantRefused(t, fmt.Sprintf("GenerateWrappedKey(%d-byte check value)", len(bad)), err)
+	}
+}
+
+// wantRefused checks that a call with a malformed key reference failed with
+// ErrInvalidInput or ErrObjectMismatch.
+func wantRefused(t *testing.T, what string, err error) {
+	t.Helper()
+	if !errors.Is(err, hsm.ErrInvalidInput) && !errors.Is(err, hsm.ErrObjectMismatch) {
+		t.Errorf("%s: err = %v, want ErrInvalidInput or ErrObjectMismatch", what, err)
+	}
 }
 
 func (s *suite) testGCMRoundTrip(t *testing.T) {
@@ -217,9 +277,10 @@ func (s *suite) testGCMTamper(t *testing.T) {
 		return b
 	}
 	cases := []struct {
-		name        string
-		key, iv, ct []byte
-		aad         []byte
+		name   string
+		key    hsm.KeyRef
+		iv, ct []byte
+		aad    []byte
 	}{
 		{"ciphertext bit", kek, iv, flip(ct, 0), aad},
 		{"last ciphertext byte", kek, iv, flip(ct, len(pt)-1), aad},
@@ -288,17 +349,24 @@ func (s *suite) testKeyExists(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.cleanup(t, ec)
-	wrapped, err := s.b.GenerateWrappedKey(c, wk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, id := range [][]byte{kek, wk, ec} {
+	wrapped, kcv := s.wrappedKey(t, wk)
+	for _, id := range [][]byte{kek.ID, wk.ID, ec} {
 		for _, u := range []hsm.KeyUsage{hsm.UsageEncrypt, hsm.UsageWrap} {
-			wantErr(t, fmt.Sprintf("GenerateKey(%s, usage %d)", id, u), s.b.GenerateKey(c, hsm.KeySpec{ID: id, Usage: u}), hsm.ErrKeyExists)
+			_, err := s.b.GenerateKey(c, hsm.KeySpec{ID: id, Usage: u})
+			wantErr(t, fmt.Sprintf("GenerateKey(%s, usage %d)", id, u), err, hsm.ErrKeyExists)
 		}
 		_, err := s.b.GenerateECKey(c, id, "again")
 		wantErr(t, fmt.Sprintf("GenerateECKey(%s)", id), err, hsm.ErrKeyExists)
-		wantErr(t, fmt.Sprintf("UnwrapKey(into %s)", id), s.b.UnwrapKey(c, wk, wrapped, hsm.KeySpec{ID: id, Usage: hsm.UsageEncrypt}), hsm.ErrKeyExists)
+		wantErr(t, fmt.Sprintf("UnwrapKey(into %s)", id), s.b.UnwrapKey(c, wk, wrapped, kekSpec(id, kcv)), hsm.ErrKeyExists)
+	}
+	// ... and still the recorded keys.
+	for _, k := range []struct {
+		ref   hsm.KeyRef
+		usage hsm.KeyUsage
+	}{{kek, hsm.UsageEncrypt}, {wk, hsm.UsageWrap}} {
+		if err := s.b.VerifyKey(c, k.ref, k.usage); err != nil {
+			t.Errorf("VerifyKey(%s) after the refused creations: %v", k.ref.ID, err)
+		}
 	}
 	// The original key is untouched.
 	iv := make([]byte, hsm.GCMIVSize)
@@ -314,19 +382,24 @@ func (s *suite) testKeyExists(t *testing.T) {
 func (s *suite) testKeyNotFound(t *testing.T) {
 	c := ctx(t)
 	missing := s.id("missing")
+	missingRef := hsm.KeyRef{ID: missing, CheckValue: someCheckValue(t)}
 	wk := s.newKey(t, "wrap", hsm.UsageWrap)
-	wrapped, err := s.b.GenerateWrappedKey(c, wk)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wrapped, kcv := s.wrappedKey(t, wk)
 	iv := make([]byte, hsm.GCMIVSize)
-	_, err = s.b.EncryptGCM(c, missing, iv, []byte("x"), nil)
+	_, err := s.b.EncryptGCM(c, missingRef, iv, []byte("x"), nil)
 	wantErr(t, "EncryptGCM", err, hsm.ErrKeyNotFound)
-	_, err = s.b.DecryptGCM(c, missing, iv, make([]byte, 32), nil)
+	_, err = s.b.DecryptGCM(c, missingRef, iv, make([]byte, 32), nil)
 	wantErr(t, "DecryptGCM", err, hsm.ErrKeyNotFound)
-	_, err = s.b.GenerateWrappedKey(c, missing)
+	_, _, err = s.b.GenerateWrappedKey(c, missingRef)
 	wantErr(t, "GenerateWrappedKey", err, hsm.ErrKeyNotFound)
-	wantErr(t, "UnwrapKey", s.b.UnwrapKey(c, missing, wrapped, hsm.KeySpec{ID: s.id("u"), Usage: hsm.UsageEncrypt}), hsm.ErrKeyNotFound)
+	u := s.id("u")
+	wantErr(t, "UnwrapKey", s.b.UnwrapKey(c, missingRef, wrapped, kekSpec(u, kcv)), hsm.ErrKeyNotFound)
+	if ok, _ := s.b.HasKey(c, u); ok {
+		t.Error("UnwrapKey under a missing wrapping key created a key")
+	}
+	for _, usage := range []hsm.KeyUsage{hsm.UsageEncrypt, hsm.UsageWrap} {
+		wantErr(t, fmt.Sprintf("VerifyKey(usage %d)", usage), s.b.VerifyKey(c, missingRef, usage), hsm.ErrKeyNotFound)
+	}
 	_, err = s.b.PublicKey(c, missing)
 	wantErr(t, "PublicKey", err, hsm.ErrKeyNotFound)
 	_, err = s.b.SignECDSA(c, missing, make([]byte, 32))
@@ -350,10 +423,23 @@ func (s *suite) testWrongUsage(t *testing.T) {
 	if _, err := s.b.EncryptGCM(c, wk, iv, []byte("x"), nil); err == nil {
 		t.Error("EncryptGCM under a wrapping key succeeded")
 	}
-	if _, err := s.b.GenerateWrappedKey(c, kek); err == nil {
+	if _, err := s.b.DecryptGCM(c, wk, iv, make([]byte, 32), nil); err == nil || errors.Is(err, hsm.ErrDecrypt) {
+		t.Errorf("DecryptGCM under a wrapping key: err = %v, want a refusal before decryption", err)
+	}
+	if _, _, err := s.b.GenerateWrappedKey(c, kek); err == nil {
 		t.Error("GenerateWrappedKey under an encryption key succeeded")
 	}
+	wrapped, kcv := s.wrappedKey(t, wk)
+	u := s.id("u")
+	s.cleanup(t, u)
+	if err := s.b.UnwrapKey(c, kek, wrapped, kekSpec(u, kcv)); err == nil {
+		t.Error("UnwrapKey under an encryption key succeeded")
+	}
+	// A key is not the recorded key of the other usage, whatever its
+	// check value.
+	wantErr(t, "VerifyKey(KEK as a wrapping key)", s.b.VerifyKey(c, kek, hsm.UsageWrap), hsm.ErrObjectMismatch)
+	wantErr(t, "VerifyKey(wrapping key as a KEK)", s.b.VerifyKey(c, wk, hsm.UsageEncrypt), hsm.ErrObjectMismatch)
 	// An AES key has no private key: signing with it finds nothing.
-	_, err := s.b.SignECDSA(c, kek, make([]byte, 32))
+	_, err := s.b.SignECDSA(c, kek.ID, make([]byte, 32))
 	wantErr(t, "SignECDSA(AES key id)", err, hsm.ErrKeyNotFound)
 }

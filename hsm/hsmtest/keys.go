@@ -17,27 +17,26 @@ func (s *suite) testWrapUnwrap(t *testing.T) {
 	c := ctx(t)
 	wk := s.newKey(t, "wrap", hsm.UsageWrap)
 	otherWK := s.newKey(t, "wrap2", hsm.UsageWrap)
-	wrapped, err := s.b.GenerateWrappedKey(c, wk)
-	if err != nil {
-		t.Fatalf("GenerateWrappedKey: %v", err)
-	}
+	wrapped, kcv := s.wrappedKey(t, wk)
 	if len(wrapped) < hsm.AESKeySize {
 		t.Fatalf("wrapped key is %d bytes", len(wrapped))
 	}
-	again, err := s.b.GenerateWrappedKey(c, wk)
-	if err != nil {
-		t.Fatal(err)
-	}
+	again, againKCV := s.wrappedKey(t, wk)
 	if bytes.Equal(wrapped, again) {
 		t.Fatal("two GenerateWrappedKey calls returned the same bytes")
 	}
+	if bytes.Equal(kcv, againKCV) {
+		t.Fatal("two GenerateWrappedKey calls returned the same check value")
+	}
 
-	// Two unwraps of one wrapped key are the same key.
-	a, b := s.id("kek-a"), s.id("kek-b")
-	s.cleanup(t, a)
-	s.cleanup(t, b)
-	for _, id := range [][]byte{a, b} {
-		if err := s.b.UnwrapKey(c, wk, wrapped, hsm.KeySpec{ID: id, Label: "unwrapped", Usage: hsm.UsageEncrypt}); err != nil {
+	// Two unwraps of one wrapped key are the same key, with the check value
+	// GenerateWrappedKey returned.
+	a := hsm.KeyRef{ID: s.id("kek-a"), CheckValue: kcv}
+	b := hsm.KeyRef{ID: s.id("kek-b"), CheckValue: kcv}
+	s.cleanup(t, a.ID)
+	s.cleanup(t, b.ID)
+	for _, ref := range []hsm.KeyRef{a, b} {
+		if err := s.b.UnwrapKey(c, wk, wrapped, hsm.KeySpec{ID: ref.ID, Label: "unwrapped", Usage: hsm.UsageEncrypt, CheckValue: kcv}); err != nil {
 			t.Fatalf("UnwrapKey: %v", err)
 		}
 	}
@@ -50,9 +49,9 @@ func (s *suite) testWrapUnwrap(t *testing.T) {
 		t.Fatalf("decrypt under a second unwrap of the same key: %q, %v", pt, err)
 	}
 	// A different wrapped key is a different key.
-	d := s.id("kek-d")
-	s.cleanup(t, d)
-	if err := s.b.UnwrapKey(c, wk, again, hsm.KeySpec{ID: d, Usage: hsm.UsageEncrypt}); err != nil {
+	d := hsm.KeyRef{ID: s.id("kek-d"), CheckValue: againKCV}
+	s.cleanup(t, d.ID)
+	if err := s.b.UnwrapKey(c, wk, again, kekSpec(d.ID, againKCV)); err != nil {
 		t.Fatal(err)
 	}
 	_, err = s.b.DecryptGCM(c, d, iv, ct, []byte("aad"))
@@ -71,7 +70,7 @@ func (s *suite) testWrapUnwrap(t *testing.T) {
 			under = otherWK
 		}
 		id := s.id("bad")
-		err := s.b.UnwrapKey(c, under, w, hsm.KeySpec{ID: id, Usage: hsm.UsageEncrypt})
+		err := s.b.UnwrapKey(c, under, w, kekSpec(id, kcv))
 		wantErr(t, "UnwrapKey("+name+")", err, hsm.ErrDecrypt)
 		if ok, _ := s.b.HasKey(c, id); ok {
 			t.Errorf("UnwrapKey(%s) left a key behind", name)
@@ -83,7 +82,7 @@ func (s *suite) testWrapUnwrap(t *testing.T) {
 	// is generated in the HSM and never comes out of a blob.
 	w2 := s.id("wrap-unwrapped")
 	s.cleanup(t, w2)
-	err = s.b.UnwrapKey(c, wk, wrapped, hsm.KeySpec{ID: w2, Usage: hsm.UsageWrap})
+	err = s.b.UnwrapKey(c, wk, wrapped, hsm.KeySpec{ID: w2, Usage: hsm.UsageWrap, CheckValue: kcv})
 	wantErr(t, "UnwrapKey(UsageWrap)", err, hsm.ErrInvalidInput)
 }
 
@@ -96,7 +95,7 @@ func flipByte(b []byte, i int) []byte {
 func (s *suite) testAttributes(t *testing.T) {
 	c := ctx(t)
 	kek := s.newKey(t, "kek", hsm.UsageEncrypt)
-	a, err := s.b.KeyAttributes(c, kek)
+	a, err := s.b.KeyAttributes(c, kek.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +105,7 @@ func (s *suite) testAttributes(t *testing.T) {
 	}
 
 	wk := s.newKey(t, "wrap", hsm.UsageWrap)
-	a, err = s.b.KeyAttributes(c, wk)
+	a, err = s.b.KeyAttributes(c, wk.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,13 +113,10 @@ func (s *suite) testAttributes(t *testing.T) {
 		t.Errorf("wrapping key attributes = %+v, want token, sensitive, extractable only with trusted", a)
 	}
 
-	wrapped, err := s.b.GenerateWrappedKey(c, wk)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wrapped, kcv := s.wrappedKey(t, wk)
 	u := s.id("unwrapped")
 	s.cleanup(t, u)
-	if err := s.b.UnwrapKey(c, wk, wrapped, hsm.KeySpec{ID: u, Label: "u", Usage: hsm.UsageEncrypt}); err != nil {
+	if err := s.b.UnwrapKey(c, wk, wrapped, hsm.KeySpec{ID: u, Label: "u", Usage: hsm.UsageEncrypt, CheckValue: kcv}); err != nil {
 		t.Fatal(err)
 	}
 	a, err = s.b.KeyAttributes(c, u)
@@ -193,45 +189,55 @@ func (s *suite) testECDSA(t *testing.T) {
 		t.Fatalf("HasKey(EC key) = %v, %v", ok, err)
 	}
 	// An EC key cannot do AES-GCM.
-	if _, err := s.b.EncryptGCM(c, id, make([]byte, hsm.GCMIVSize), []byte("x"), nil); err == nil {
+	if _, err := s.b.EncryptGCM(c, hsm.KeyRef{ID: id, CheckValue: someCheckValue(t)}, make([]byte, hsm.GCMIVSize), []byte("x"), nil); err == nil {
 		t.Fatal("EncryptGCM under an EC key id succeeded")
 	}
 }
 
 func (s *suite) testDestroy(t *testing.T) {
 	c := ctx(t)
-	kek := s.id("kek")
-	if err := s.b.GenerateKey(c, hsm.KeySpec{ID: kek, Usage: hsm.UsageEncrypt}); err != nil {
+	id := s.id("kek")
+	kcv, err := s.b.GenerateKey(c, hsm.KeySpec{ID: id, Usage: hsm.UsageEncrypt})
+	if err != nil {
 		t.Fatal(err)
 	}
+	kek := hsm.KeyRef{ID: id, CheckValue: kcv}
 	iv := make([]byte, hsm.GCMIVSize)
 	ct, err := s.b.EncryptGCM(c, kek, iv, []byte("shred me"), nil) // caches the handle
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := s.b.HasKey(c, kek); !ok || err != nil {
+	if ok, err := s.b.HasKey(c, id); !ok || err != nil {
 		t.Fatalf("HasKey before destroy = %v, %v", ok, err)
 	}
-	if err := s.b.DestroyKey(c, kek); err != nil {
+	if err := s.b.DestroyKey(c, id); err != nil {
 		t.Fatalf("DestroyKey: %v", err)
 	}
-	if ok, err := s.b.HasKey(c, kek); ok || err != nil {
+	if ok, err := s.b.HasKey(c, id); ok || err != nil {
 		t.Fatalf("HasKey after destroy = %v, %v", ok, err)
 	}
 	_, err = s.b.DecryptGCM(c, kek, iv, ct, nil)
 	wantErr(t, "DecryptGCM after destroy", err, hsm.ErrKeyNotFound)
-	_, err = s.b.KeyAttributes(c, kek)
+	_, err = s.b.KeyAttributes(c, id)
 	wantErr(t, "KeyAttributes after destroy", err, hsm.ErrKeyNotFound)
-	if err := s.b.DestroyKey(c, kek); err != nil {
+	wantErr(t, "VerifyKey after destroy", s.b.VerifyKey(c, kek, hsm.UsageEncrypt), hsm.ErrKeyNotFound)
+	if err := s.b.DestroyKey(c, id); err != nil {
 		t.Fatalf("second DestroyKey: %v", err)
 	}
-	// The id can be reused; the new key is a new key.
-	if err := s.b.GenerateKey(c, hsm.KeySpec{ID: kek, Usage: hsm.UsageEncrypt}); err != nil {
+	// The id can be reused; the new key is a new key, with a new check
+	// value: under the old reference it is not the recorded key.
+	kcv2, err := s.b.GenerateKey(c, hsm.KeySpec{ID: id, Usage: hsm.UsageEncrypt})
+	if err != nil {
 		t.Fatalf("GenerateKey after destroy: %v", err)
 	}
+	if bytes.Equal(kcv, kcv2) {
+		t.Fatal("the re-created key has the destroyed key's check value")
+	}
 	_, err = s.b.DecryptGCM(c, kek, iv, ct, nil)
+	wantErr(t, "DecryptGCM under the re-created key with the old check value", err, hsm.ErrObjectMismatch)
+	_, err = s.b.DecryptGCM(c, hsm.KeyRef{ID: id, CheckValue: kcv2}, iv, ct, nil)
 	wantErr(t, "DecryptGCM under the re-created key", err, hsm.ErrDecrypt)
-	if err := s.b.DestroyKey(c, kek); err != nil {
+	if err := s.b.DestroyKey(c, id); err != nil {
 		t.Fatal(err)
 	}
 
@@ -276,7 +282,7 @@ func (s *suite) testConcurrent(t *testing.T) {
 	}
 	s.cleanup(t, ec)
 	const workers, rounds = 16, 20
-	ids := make([][]byte, workers)
+	ids := make([][]byte, workers) // ids of the keys each worker unwraps
 	for w := range workers {
 		ids[w] = s.id(fmt.Sprintf("worker%d", w))
 		s.cleanup(t, ids[w])
@@ -316,17 +322,21 @@ func (s *suite) testConcurrent(t *testing.T) {
 					return
 				}
 				if r%5 == 0 {
-					wrapped, err := s.b.GenerateWrappedKey(c, wk)
+					wrapped, kcv, err := s.b.GenerateWrappedKey(c, wk)
 					if err != nil {
 						fail("GenerateWrappedKey: %v", err)
 						return
 					}
-					if err := s.b.UnwrapKey(c, wk, wrapped, hsm.KeySpec{ID: ids[w], Usage: hsm.UsageEncrypt}); err != nil {
+					if err := s.b.UnwrapKey(c, wk, wrapped, kekSpec(ids[w], kcv)); err != nil {
 						fail("UnwrapKey: %v", err)
 						return
 					}
-					if _, err := s.b.EncryptGCM(c, ids[w], iv, pt, nil); err != nil {
+					if _, err := s.b.EncryptGCM(c, hsm.KeyRef{ID: ids[w], CheckValue: kcv}, iv, pt, nil); err != nil {
 						fail("EncryptGCM under unwrapped key: %v", err)
+						return
+					}
+					if err := s.b.VerifyKey(c, hsm.KeyRef{ID: ids[w], CheckValue: kcv}, hsm.UsageEncrypt); err != nil {
+						fail("VerifyKey of the unwrapped key: %v", err)
 						return
 					}
 					if err := s.b.DestroyKey(c, ids[w]); err != nil {
@@ -342,4 +352,196 @@ func (s *suite) testConcurrent(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
+}
+
+// testCheckValue checks the key check values the backend returns: 16 bytes,
+// one per key, and the one that key verifies against, before and after use.
+func (s *suite) testCheckValue(t *testing.T) {
+	c := ctx(t)
+	kek := s.newKey(t, "kek", hsm.UsageEncrypt)
+	kek2 := s.newKey(t, "kek2", hsm.UsageEncrypt)
+	wk := s.newKey(t, "wrap", hsm.UsageWrap)
+	wk2 := s.newKey(t, "wrap2", hsm.UsageWrap)
+	wrapped, kcv := s.wrappedKey(t, wk)
+	wrapped2, kcv2 := s.wrappedKey(t, wk2)
+	seen := map[string]string{}
+	for name, v := range map[string][]byte{"kek": kek.CheckValue, "kek2": kek2.CheckValue, "wrap": wk.CheckValue,
+		"wrap2": wk2.CheckValue, "wrapped": kcv, "wrapped2": kcv2} {
+		if other, ok := seen[string(v)]; ok {
+			t.Errorf("%s and %s have the same check value %x", name, other, v)
+		}
+		seen[string(v)] = name
+	}
+
+	// GenerateWrappedKey's check value is the unwrapped key's, whichever
+	// wrapping key and however many times it is unwrapped.
+	var refs []hsm.KeyRef
+	for i, w := range []struct {
+		wk      hsm.KeyRef
+		wrapped []byte
+		kcv     []byte
+	}{{wk, wrapped, kcv}, {wk, wrapped, kcv}, {wk2, wrapped2, kcv2}} {
+		ref := hsm.KeyRef{ID: s.id(fmt.Sprintf("unwrapped%d", i)), CheckValue: w.kcv}
+		s.cleanup(t, ref.ID)
+		if err := s.b.UnwrapKey(c, w.wk, w.wrapped, kekSpec(ref.ID, w.kcv)); err != nil {
+			t.Fatalf("UnwrapKey %d with GenerateWrappedKey's check value: %v", i, err)
+		}
+		refs = append(refs, ref)
+	}
+
+	// Each check value keeps naming its key, after any amount of use.
+	all := []struct {
+		ref   hsm.KeyRef
+		usage hsm.KeyUsage
+	}{{kek, hsm.UsageEncrypt}, {kek2, hsm.UsageEncrypt}, {wk, hsm.UsageWrap}, {wk2, hsm.UsageWrap},
+		{refs[0], hsm.UsageEncrypt}, {refs[1], hsm.UsageEncrypt}, {refs[2], hsm.UsageEncrypt}}
+	for round := range 3 {
+		for _, k := range all {
+			if err := s.b.VerifyKey(c, k.ref, k.usage); err != nil {
+				t.Fatalf("round %d: VerifyKey(%s): %v", round, k.ref.ID, err)
+			}
+		}
+		// Use every key on every session the backend may hold.
+		for range 24 {
+			iv := randomBytes(t, hsm.GCMIVSize)
+			for _, k := range all {
+				if k.usage == hsm.UsageEncrypt {
+					ct, err := s.b.EncryptGCM(c, k.ref, iv, []byte("x"), nil)
+					if err != nil {
+						t.Fatalf("round %d: EncryptGCM(%s): %v", round, k.ref.ID, err)
+					}
+					if _, err := s.b.DecryptGCM(c, k.ref, iv, ct, nil); err != nil {
+						t.Fatalf("round %d: DecryptGCM(%s): %v", round, k.ref.ID, err)
+					}
+				}
+			}
+		}
+		if _, _, err := s.b.GenerateWrappedKey(c, wk); err != nil {
+			t.Fatalf("round %d: GenerateWrappedKey: %v", round, err)
+		}
+	}
+	// The two unwraps of one wrapped key are one key.
+	iv := randomBytes(t, hsm.GCMIVSize)
+	ct, err := s.b.EncryptGCM(c, refs[0], iv, []byte("data key"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pt, err := s.b.DecryptGCM(c, refs[1], iv, ct, nil); err != nil || string(pt) != "data key" {
+		t.Fatalf("DecryptGCM under the second unwrap: %q, %v", pt, err)
+	}
+}
+
+// testVerifyKey checks VerifyKey's three answers, and that every method
+// refuses a key whose check value is not the recorded one.
+func (s *suite) testVerifyKey(t *testing.T) {
+	c := ctx(t)
+	kek := s.newKey(t, "kek", hsm.UsageEncrypt)
+	other := s.newKey(t, "other", hsm.UsageEncrypt)
+	wk := s.newKey(t, "wrap", hsm.UsageWrap)
+	wk2 := s.newKey(t, "wrap2", hsm.UsageWrap)
+	for _, k := range []struct {
+		ref   hsm.KeyRef
+		usage hsm.KeyUsage
+	}{{kek, hsm.UsageEncrypt}, {other, hsm.UsageEncrypt}, {wk, hsm.UsageWrap}, {wk2, hsm.UsageWrap}} {
+		if err := s.b.VerifyKey(c, k.ref, k.usage); err != nil {
+			t.Errorf("VerifyKey(%s): %v", k.ref.ID, err)
+		}
+	}
+
+	missing := hsm.KeyRef{ID: s.id("missing"), CheckValue: kek.CheckValue}
+	wantErr(t, "VerifyKey(missing KEK)", s.b.VerifyKey(c, missing, hsm.UsageEncrypt), hsm.ErrKeyNotFound)
+	missing.CheckValue = wk.CheckValue
+	wantErr(t, "VerifyKey(missing wrapping key)", s.b.VerifyKey(c, missing, hsm.UsageWrap), hsm.ErrKeyNotFound)
+
+	// A wrong check value: random, or another key's.
+	iv := make([]byte, hsm.GCMIVSize)
+	good, err := s.b.EncryptGCM(c, kek, iv, []byte("data key"), nil) // caches kek
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrapped, kcv := s.wrappedKey(t, wk) // caches wk
+	for _, wrong := range [][]byte{someCheckValue(t), other.CheckValue, wk.CheckValue} {
+		bad := hsm.KeyRef{ID: kek.ID, CheckValue: wrong}
+		wantErr(t, "VerifyKey(KEK, wrong check value)", s.b.VerifyKey(c, bad, hsm.UsageEncrypt), hsm.ErrObjectMismatch)
+		_, err := s.b.EncryptGCM(c, bad, iv, []byte("x"), nil)
+		wantErr(t, "EncryptGCM(wrong check value)", err, hsm.ErrObjectMismatch)
+		_, err = s.b.DecryptGCM(c, bad, iv, good, nil)
+		wantErr(t, "DecryptGCM(wrong check value)", err, hsm.ErrObjectMismatch)
+	}
+	for _, wrong := range [][]byte{someCheckValue(t), wk2.CheckValue, kek.CheckValue} {
+		bad := hsm.KeyRef{ID: wk.ID, CheckValue: wrong}
+		wantErr(t, "VerifyKey(wrapping key, wrong check value)", s.b.VerifyKey(c, bad, hsm.UsageWrap), hsm.ErrObjectMismatch)
+		_, _, err := s.b.GenerateWrappedKey(c, bad)
+		wantErr(t, "GenerateWrappedKey(wrong check value)", err, hsm.ErrObjectMismatch)
+		u := s.id("u")
+		wantErr(t, "UnwrapKey(wrapping key with a wrong check value)", s.b.UnwrapKey(c, bad, wrapped, kekSpec(u, kcv)), hsm.ErrObjectMismatch)
+		if ok, _ := s.b.HasKey(c, u); ok {
+			t.Error("UnwrapKey under a wrapping key with a wrong check value created a key")
+			_ = s.b.DestroyKey(c, u)
+		}
+	}
+	// The keys still verify and work after the refusals.
+	if pt, err := s.b.DecryptGCM(c, kek, iv, good, nil); err != nil || string(pt) != "data key" {
+		t.Fatalf("DecryptGCM after refusals: %q, %v", pt, err)
+	}
+	if err := s.b.VerifyKey(c, wk, hsm.UsageWrap); err != nil {
+		t.Fatalf("VerifyKey(wrapping key) after refusals: %v", err)
+	}
+}
+
+// testUnwrapCheckValue checks that UnwrapKey keeps a key only if it has the
+// check value the caller recorded.
+func (s *suite) testUnwrapCheckValue(t *testing.T) {
+	c := ctx(t)
+	wk := s.newKey(t, "wrap", hsm.UsageWrap)
+	wrapped, kcv := s.wrappedKey(t, wk)
+	_, otherKCV := s.wrappedKey(t, wk)
+	id := s.id("kek")
+	s.cleanup(t, id)
+	for name, wrong := range map[string][]byte{
+		"random":                 someCheckValue(t),
+		"another wrapped key's":  otherKCV,
+		"the wrapping key's":     wk.CheckValue,
+		"one bit off":            flipByte(kcv, hsm.CheckValueSize-1),
+		"the right one reversed": reversed(kcv),
+	} {
+		err := s.b.UnwrapKey(c, wk, wrapped, kekSpec(id, wrong))
+		wantErr(t, "UnwrapKey("+name+" check value)", err, hsm.ErrObjectMismatch)
+		if ok, err := s.b.HasKey(c, id); ok || err != nil {
+			t.Fatalf("UnwrapKey with %s check value left a key behind (HasKey = %v, %v)", name, ok, err)
+		}
+		wantErr(t, "VerifyKey after a refused unwrap", s.b.VerifyKey(c, hsm.KeyRef{ID: id, CheckValue: kcv}, hsm.UsageEncrypt), hsm.ErrKeyNotFound)
+	}
+	// The id is free again, and the right check value unwraps into it.
+	if err := s.b.UnwrapKey(c, wk, wrapped, kekSpec(id, kcv)); err != nil {
+		t.Fatalf("UnwrapKey with the right check value after refusals: %v", err)
+	}
+	ref := hsm.KeyRef{ID: id, CheckValue: kcv}
+	if err := s.b.VerifyKey(c, ref, hsm.UsageEncrypt); err != nil {
+		t.Fatal(err)
+	}
+	iv := make([]byte, hsm.GCMIVSize)
+	ct, err := s.b.EncryptGCM(c, ref, iv, []byte("x"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.b.DecryptGCM(c, ref, iv, ct, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Unwrapping again into the taken id: ErrKeyExists, whatever the check
+	// value, and the key is untouched.
+	for _, v := range [][]byte{kcv, otherKCV} {
+		wantErr(t, "UnwrapKey(into a taken id)", s.b.UnwrapKey(c, wk, wrapped, kekSpec(id, v)), hsm.ErrKeyExists)
+	}
+	if err := s.b.VerifyKey(c, ref, hsm.UsageEncrypt); err != nil {
+		t.Fatalf("VerifyKey after refused unwraps into its id: %v", err)
+	}
+}
+
+func reversed(b []byte) []byte {
+	out := make([]byte, len(b))
+	for i, v := range b {
+		out[len(b)-1-i] = v
+	}
+	return out
 }

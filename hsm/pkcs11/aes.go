@@ -97,17 +97,25 @@ func errFunction(err error) error {
 
 // GenerateKey creates a persistent AES-256 key (CKM_AES_KEY_GEN) as spec
 // says: token, private, sensitive; UsageEncrypt keys non-extractable,
-// UsageWrap keys extractable only with a trusted key.
-func (b *Backend) GenerateKey(ctx context.Context, spec hsm.KeySpec) error {
+// UsageWrap keys extractable only with a trusted key. It reads back
+// CKA_ALWAYS_SENSITIVE (and CKA_NEVER_EXTRACTABLE for a non-extractable key)
+// and returns the key check value; a key that fails the read-back is
+// destroyed.
+func (b *Backend) GenerateKey(ctx context.Context, spec hsm.KeySpec) ([]byte, error) {
 	if err := checkSpec(spec); err != nil {
-		return err
+		return nil, err
+	}
+	kind, err := secretKind(spec.Usage)
+	if err != nil {
+		return nil, err
 	}
 	usage, err := usageAttrs(spec.Usage, true)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	tmpl := append(keyTemplate(spec), p11.NewAttribute(p11.CKA_VALUE_LEN, hsm.AESKeySize))
 	tmpl = append(tmpl, usage...)
+	var kcv []byte
 	b.createMu.Lock()
 	defer b.createMu.Unlock()
 	err = b.do(ctx, "C_GenerateKey", func(s p11.SessionHandle) error {
@@ -117,19 +125,39 @@ func (b *Backend) GenerateKey(ctx context.Context, spec hsm.KeySpec) error {
 			}
 			return err
 		}
-		return b.createWithRetry(s, spec.ID, func() error {
-			_, err := b.ctx.GenerateKey(s, []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_KEY_GEN, nil)}, tmpl)
+		var h p11.ObjectHandle
+		err := b.createWithRetry(s, spec.ID, func() error {
+			var err error
+			h, err = b.ctx.GenerateKey(s, []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_KEY_GEN, nil)}, tmpl)
 			return err
 		})
+		if err != nil {
+			return err
+		}
+		if err = b.checkGenerated(s, h, kind == kindKEK); err == nil {
+			if kcv, err = b.checkValue(s, h, kind); err == nil {
+				// Found and verified like any later use of the key would.
+				_, err = b.lookup(s, spec.ID, kind, kcv)
+			}
+		}
+		if err != nil && !isSessionLoss(err) {
+			_ = b.ctx.DestroyObject(s, h)
+			b.cache.evictID(spec.ID)
+		}
+		return err
 	})
-	return wrap("GenerateKey", err)
+	if err != nil {
+		return nil, wrap("GenerateKey", err)
+	}
+	return kcv, nil
 }
 
 // GenerateWrappedKey creates a temporary, extractable AES-256 session key,
-// wraps it under wrapID with CKM_AES_KEY_WRAP_PAD and destroys it.
-func (b *Backend) GenerateWrappedKey(ctx context.Context, wrapID []byte) ([]byte, error) {
-	if err := checkID(wrapID); err != nil {
-		return nil, err
+// computes its check value, wraps it under the wrapping key wrapKey with
+// CKM_AES_KEY_WRAP_PAD and destroys it.
+func (b *Backend) GenerateWrappedKey(ctx context.Context, wrapKey hsm.KeyRef) ([]byte, []byte, error) {
+	if err := checkID(wrapKey.ID); err != nil {
+		return nil, nil, err
 	}
 	tmpl := []*p11.Attribute{
 		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
@@ -139,9 +167,10 @@ func (b *Backend) GenerateWrappedKey(ctx context.Context, wrapID []byte) ([]byte
 		p11.NewAttribute(p11.CKA_PRIVATE, true),
 		p11.NewAttribute(p11.CKA_SENSITIVE, true),
 		p11.NewAttribute(p11.CKA_EXTRACTABLE, true),
+		p11.NewAttribute(p11.CKA_ENCRYPT, true), // for its check value
 	}
-	var out []byte
-	err := b.withKey(ctx, "C_WrapKey", wrapID, p11.CKO_SECRET_KEY, func(s p11.SessionHandle, wh p11.ObjectHandle) error {
+	var out, kcv []byte
+	err := b.withKey(ctx, "C_WrapKey", wrapKey.ID, kindWrap, wrapKey.CheckValue, func(s p11.SessionHandle, wh p11.ObjectHandle) error {
 		var tmp p11.ObjectHandle
 		err := b.createWithRetry(s, nil, func() error {
 			var err error
@@ -152,19 +181,24 @@ func (b *Backend) GenerateWrappedKey(ctx context.Context, wrapID []byte) ([]byte
 			return err
 		}
 		defer func() { _ = b.ctx.DestroyObject(s, tmp) }()
+		if kcv, err = b.checkValue(s, tmp, kindKEK); err != nil {
+			return err
+		}
 		out, err = b.ctx.WrapKey(s, []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_KEY_WRAP_PAD, nil)}, wh, tmp)
 		return errFunction(err)
 	})
 	if err != nil {
-		return nil, wrap("GenerateWrappedKey", err)
+		return nil, nil, wrap("GenerateWrappedKey", err)
 	}
-	return out, nil
+	return out, kcv, nil
 }
 
-// UnwrapKey unwraps a GenerateWrappedKey result under wrapID
-// (CKM_AES_KEY_WRAP_PAD) into a persistent, sensitive, non-extractable key.
-func (b *Backend) UnwrapKey(ctx context.Context, wrapID, wrapped []byte, spec hsm.KeySpec) error {
-	if err := checkID(wrapID); err != nil {
+// UnwrapKey unwraps a GenerateWrappedKey result under wrapKey
+// (CKM_AES_KEY_WRAP_PAD) into a persistent, sensitive, non-extractable key
+// and checks that it is the key spec.CheckValue names; if it is not, the new
+// object is destroyed and the error is hsm.ErrObjectMismatch.
+func (b *Backend) UnwrapKey(ctx context.Context, wrapKey hsm.KeyRef, wrapped []byte, spec hsm.KeySpec) error {
+	if err := checkID(wrapKey.ID); err != nil {
 		return err
 	}
 	if err := checkSpec(spec); err != nil {
@@ -176,6 +210,9 @@ func (b *Backend) UnwrapKey(ctx context.Context, wrapID, wrapped []byte, spec hs
 	if spec.Usage != hsm.UsageEncrypt {
 		return fmt.Errorf("%w: only encryption keys are unwrapped; a wrapping key is generated in the HSM", hsm.ErrInvalidInput)
 	}
+	if len(spec.CheckValue) != hsm.CheckValueSize {
+		return fmt.Errorf("%w: key check value of %d bytes (want %d)", hsm.ErrInvalidInput, len(spec.CheckValue), hsm.CheckValueSize)
+	}
 	usage, err := usageAttrs(spec.Usage, false)
 	if err != nil {
 		return err
@@ -183,15 +220,17 @@ func (b *Backend) UnwrapKey(ctx context.Context, wrapID, wrapped []byte, spec hs
 	tmpl := append(keyTemplate(spec), usage...)
 	b.createMu.Lock()
 	defer b.createMu.Unlock()
-	err = b.withKey(ctx, "C_UnwrapKey", wrapID, p11.CKO_SECRET_KEY, func(s p11.SessionHandle, wh p11.ObjectHandle) error {
+	err = b.withKey(ctx, "C_UnwrapKey", wrapKey.ID, kindWrap, wrapKey.CheckValue, func(s p11.SessionHandle, wh p11.ObjectHandle) error {
 		if ok, err := b.exists(s, spec.ID); err != nil || ok {
 			if ok {
 				return fmt.Errorf("%w: id %x", hsm.ErrKeyExists, spec.ID)
 			}
 			return err
 		}
+		var h p11.ObjectHandle
 		err := b.createWithRetry(s, spec.ID, func() error {
-			_, err := b.ctx.UnwrapKey(s, []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_KEY_WRAP_PAD, nil)}, wh, wrapped, tmpl)
+			var err error
+			h, err = b.ctx.UnwrapKey(s, []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_KEY_WRAP_PAD, nil)}, wh, wrapped, tmpl)
 			return err
 		})
 		if isCode(err, p11.CKR_WRAPPED_KEY_INVALID, p11.CKR_WRAPPED_KEY_LEN_RANGE,
@@ -199,15 +238,24 @@ func (b *Backend) UnwrapKey(ctx context.Context, wrapID, wrapped []byte, spec hs
 			p11.CKR_DATA_INVALID, p11.CKR_DATA_LEN_RANGE, p11.CKR_KEY_SIZE_RANGE, p11.CKR_GENERAL_ERROR) {
 			return hsm.ErrDecrypt
 		}
-		return errFunction(err)
+		if err != nil {
+			return errFunction(err)
+		}
+		// The object just made is the only one with the id (checked free
+		// above, under createMu); verify finds it and checks its value.
+		if _, err = b.lookup(s, spec.ID, kindKEK, spec.CheckValue); err != nil && !isSessionLoss(err) {
+			_ = b.ctx.DestroyObject(s, h)
+			b.cache.evictID(spec.ID)
+		}
+		return err
 	})
 	return wrap("UnwrapKey", err)
 }
 
 // EncryptGCM encrypts plaintext with AES-256-GCM (CKM_AES_GCM, 128-bit tag)
-// under key id and returns ciphertext||tag.
-func (b *Backend) EncryptGCM(ctx context.Context, id, iv, plaintext, aad []byte) ([]byte, error) {
-	if err := checkID(id); err != nil {
+// under the verified KEK key and returns ciphertext||tag.
+func (b *Backend) EncryptGCM(ctx context.Context, key hsm.KeyRef, iv, plaintext, aad []byte) ([]byte, error) {
+	if err := checkID(key.ID); err != nil {
 		return nil, err
 	}
 	if len(iv) != hsm.GCMIVSize {
@@ -217,7 +265,7 @@ func (b *Backend) EncryptGCM(ctx context.Context, id, iv, plaintext, aad []byte)
 	defer params.Free()
 	mech := []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_GCM, params)}
 	var out []byte
-	err := b.withKeyCopy(ctx, "C_Encrypt", id, func(s p11.SessionHandle, h p11.ObjectHandle) error {
+	err := b.withKeyCopy(ctx, "C_Encrypt", key, func(s p11.SessionHandle, h p11.ObjectHandle) error {
 		if err := b.ctx.EncryptInit(s, mech, h); err != nil {
 			return errFunction(err)
 		}
@@ -234,10 +282,11 @@ func (b *Backend) EncryptGCM(ctx context.Context, id, iv, plaintext, aad []byte)
 	return out, nil
 }
 
-// DecryptGCM decrypts ciphertext||tag with AES-256-GCM under key id. Any
+// DecryptGCM decrypts ciphertext||tag with AES-256-GCM under the verified
+// KEK key. Any
 // authentication failure is hsm.ErrDecrypt, with no detail.
-func (b *Backend) DecryptGCM(ctx context.Context, id, iv, ciphertext, aad []byte) ([]byte, error) {
-	if err := checkID(id); err != nil {
+func (b *Backend) DecryptGCM(ctx context.Context, key hsm.KeyRef, iv, ciphertext, aad []byte) ([]byte, error) {
+	if err := checkID(key.ID); err != nil {
 		return nil, err
 	}
 	if len(iv) != hsm.GCMIVSize {
@@ -250,7 +299,7 @@ func (b *Backend) DecryptGCM(ctx context.Context, id, iv, ciphertext, aad []byte
 	defer params.Free()
 	mech := []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_GCM, params)}
 	var out []byte
-	err := b.withKeyCopy(ctx, "C_Decrypt", id, func(s p11.SessionHandle, h p11.ObjectHandle) error {
+	err := b.withKeyCopy(ctx, "C_Decrypt", key, func(s p11.SessionHandle, h p11.ObjectHandle) error {
 		if err := b.ctx.DecryptInit(s, mech, h); err != nil {
 			return errFunction(err)
 		}

@@ -13,17 +13,19 @@ import (
 func BenchmarkDecryptGCM32(b *testing.B) {
 	be, _ := open(b)
 	c := testCtx(b)
-	if err := be.GenerateKey(c, hsm.KeySpec{ID: []byte("bench-kek"), Usage: hsm.UsageEncrypt}); err != nil {
+	kcv, err := be.GenerateKey(c, hsm.KeySpec{ID: []byte("bench-kek"), Usage: hsm.UsageEncrypt})
+	if err != nil {
 		b.Fatal(err)
 	}
+	key := hsm.KeyRef{ID: []byte("bench-kek"), CheckValue: kcv}
 	iv := make([]byte, hsm.GCMIVSize)
-	ct, err := be.EncryptGCM(c, []byte("bench-kek"), iv, make([]byte, 32), []byte("aad"))
+	ct, err := be.EncryptGCM(c, key, iv, make([]byte, 32), []byte("aad"))
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := be.DecryptGCM(c, []byte("bench-kek"), iv, ct, []byte("aad")); err != nil {
+		if _, err := be.DecryptGCM(c, key, iv, ct, []byte("aad")); err != nil {
 			b.Fatal(err)
 		}
 	}

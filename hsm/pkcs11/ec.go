@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/sha256"
 	"encoding/asn1"
 	"fmt"
 	"math/big"
@@ -60,17 +61,23 @@ func (b *Backend) GenerateECKey(ctx context.Context, id []byte, label string) (*
 			}
 			return err
 		}
-		var ph p11.ObjectHandle
+		var ph, kh p11.ObjectHandle
 		err := b.createWithRetry(s, id, func() error {
 			var err error
-			ph, _, err = b.ctx.GenerateKeyPair(s,
+			ph, kh, err = b.ctx.GenerateKeyPair(s,
 				[]*p11.Mechanism{p11.NewMechanism(p11.CKM_EC_KEY_PAIR_GEN, nil)}, pubT, privT)
 			return err
 		})
 		if err != nil {
 			return err
 		}
-		pub, err = b.readPublic(s, ph)
+		if err = b.checkGenerated(s, kh, true); err == nil {
+			pub, err = b.readPublic(s, ph)
+		}
+		if err != nil && !isSessionLoss(err) {
+			_ = b.ctx.DestroyObject(s, kh)
+			_ = b.ctx.DestroyObject(s, ph)
+		}
 		return err
 	})
 	if err != nil {
@@ -111,19 +118,30 @@ func parseECPoint(v []byte) (*ecdsa.PublicKey, error) {
 	return pub, nil
 }
 
-// PublicKey returns the public key of the P-256 pair with that id.
+// PublicKey returns the public key of the P-256 pair with that id. A public
+// object can be replaced without the user PIN, so the key read is proved to
+// be the private key's other half: the private key signs a fixed digest and
+// the signature must verify under it.
 func (b *Backend) PublicKey(ctx context.Context, id []byte) (*ecdsa.PublicKey, error) {
 	if err := checkID(id); err != nil {
 		return nil, err
 	}
 	var pub *ecdsa.PublicKey
-	err := b.withKey(ctx, "C_GetAttributeValue", id, p11.CKO_PUBLIC_KEY, func(s p11.SessionHandle, h p11.ObjectHandle) error {
+	err := b.withKey(ctx, "C_GetAttributeValue", id, kindECPublic, nil, func(s p11.SessionHandle, h p11.ObjectHandle) error {
 		var err error
 		pub, err = b.readPublic(s, h)
 		return err
 	})
 	if err != nil {
 		return nil, wrap("PublicKey", err)
+	}
+	digest := sha256.Sum256([]byte("custos/kcv/1 ec pair"))
+	sig, err := b.SignECDSA(ctx, id, digest[:])
+	if err != nil {
+		return nil, err
+	}
+	if !ecdsa.VerifyASN1(pub, digest[:], sig) {
+		return nil, fmt.Errorf("pkcs11: PublicKey: %w: the public key with id %x is not the private key's pair", hsm.ErrObjectMismatch, id)
 	}
 	return pub, nil
 }
@@ -138,7 +156,7 @@ func (b *Backend) SignECDSA(ctx context.Context, id, digest []byte) ([]byte, err
 		return nil, fmt.Errorf("%w: digest of %d bytes (want 32)", hsm.ErrInvalidInput, len(digest))
 	}
 	var raw []byte
-	err := b.withKey(ctx, "C_Sign", id, p11.CKO_PRIVATE_KEY, func(s p11.SessionHandle, h p11.ObjectHandle) error {
+	err := b.withKey(ctx, "C_Sign", id, kindECPrivate, nil, func(s p11.SessionHandle, h p11.ObjectHandle) error {
 		if err := b.ctx.SignInit(s, []*p11.Mechanism{p11.NewMechanism(p11.CKM_ECDSA, nil)}, h); err != nil {
 			return errFunction(err)
 		}

@@ -2,8 +2,11 @@ package pkcs11
 
 import (
 	"context"
+	"fmt"
 
 	p11 "github.com/miekg/pkcs11"
+
+	"github.com/custos-kms/custos/hsm"
 )
 
 // Test-only hooks, exported to the external test package.
@@ -17,11 +20,15 @@ var (
 	SerializedForTest       = func(b *Backend) bool { return b.tokenMu != nil }
 )
 
-// importAESKeyForTest creates a token AES key with a known value (for
-// known-answer tests only: real keys are generated or unwrapped in the HSM).
-func (b *Backend) importAESKeyForTest(ctx context.Context, id, value []byte) error {
-	return b.do(ctx, "C_CreateObject", func(s p11.SessionHandle) error {
-		_, err := b.ctx.CreateObject(s, []*p11.Attribute{
+// importAESKeyForTest creates a token AES key with a known value and every
+// attribute of a KEK, and returns its reference (the check value computed
+// in the HSM). For known-answer tests, and to play a holder of the user PIN
+// planting a key whose value they know: real keys are generated or
+// unwrapped in the HSM.
+func (b *Backend) importAESKeyForTest(ctx context.Context, id, value []byte) (hsm.KeyRef, error) {
+	var kcv []byte
+	err := b.do(ctx, "C_CreateObject", func(s p11.SessionHandle) error {
+		h, err := b.ctx.CreateObject(s, []*p11.Attribute{
 			p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
 			p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_AES),
 			p11.NewAttribute(p11.CKA_TOKEN, true),
@@ -30,11 +37,39 @@ func (b *Backend) importAESKeyForTest(ctx context.Context, id, value []byte) err
 			p11.NewAttribute(p11.CKA_EXTRACTABLE, false),
 			p11.NewAttribute(p11.CKA_ENCRYPT, true),
 			p11.NewAttribute(p11.CKA_DECRYPT, true),
+			p11.NewAttribute(p11.CKA_WRAP, false),
+			p11.NewAttribute(p11.CKA_UNWRAP, false),
 			p11.NewAttribute(p11.CKA_ID, id),
 			p11.NewAttribute(p11.CKA_VALUE, value),
 		})
+		if err != nil {
+			return err
+		}
+		kcv, err = b.checkValue(s, h, kindKEK)
 		return err
 	})
+	return hsm.KeyRef{ID: id, CheckValue: kcv}, err
+}
+
+// rawFind returns the one token object of that class with that id,
+// whatever its attributes (test hooks play an attacker, who does not verify
+// objects). Session copies of the key share its id and class, hence
+// CKA_TOKEN.
+func (b *Backend) rawFind(s p11.SessionHandle, id []byte, class uint) (p11.ObjectHandle, error) {
+	hs, err := b.findObjects(s, []*p11.Attribute{
+		p11.NewAttribute(p11.CKA_ID, id),
+		p11.NewAttribute(p11.CKA_CLASS, class),
+		p11.NewAttribute(p11.CKA_TOKEN, true),
+	}, 2)
+	switch {
+	case err != nil:
+		return 0, err
+	case len(hs) == 0:
+		return 0, fmt.Errorf("%w: id %x", hsm.ErrKeyNotFound, id)
+	case len(hs) > 1:
+		return 0, fmt.Errorf("%w: %d objects of class %d with id %x", hsm.ErrObjectMismatch, len(hs), class, id)
+	}
+	return hs[0], nil
 }
 
 // closeAllSessionsForTest closes every session of this application on the
@@ -51,11 +86,11 @@ func (b *Backend) closeAllSessionsForTest() error {
 func (b *Backend) wrapTokenKeyForTest(ctx context.Context, wrapID, keyID []byte) ([]byte, error) {
 	var out []byte
 	err := b.do(ctx, "C_WrapKey", func(s p11.SessionHandle) error {
-		wh, err := b.lookup(s, wrapID, p11.CKO_SECRET_KEY)
+		wh, err := b.rawFind(s, wrapID, p11.CKO_SECRET_KEY)
 		if err != nil {
 			return err
 		}
-		kh, err := b.lookup(s, keyID, p11.CKO_SECRET_KEY)
+		kh, err := b.rawFind(s, keyID, p11.CKO_SECRET_KEY)
 		if err != nil {
 			return err
 		}
@@ -72,7 +107,7 @@ func (b *Backend) rawDecryptGCMForTest(ctx context.Context, id, iv, ct, aad []by
 	defer params.Free()
 	var out []byte
 	err := b.do(ctx, "C_Decrypt", func(s p11.SessionHandle) error {
-		h, err := b.lookup(s, id, p11.CKO_SECRET_KEY)
+		h, err := b.rawFind(s, id, p11.CKO_SECRET_KEY)
 		if err != nil {
 			return err
 		}
@@ -89,7 +124,7 @@ func (b *Backend) rawDecryptGCMForTest(ctx context.Context, id, iv, ct, aad []by
 // error.
 func (b *Backend) rawUnwrapForTest(ctx context.Context, wrapID, wrapped []byte) error {
 	return b.do(ctx, "C_UnwrapKey", func(s p11.SessionHandle) error {
-		wh, err := b.lookup(s, wrapID, p11.CKO_SECRET_KEY)
+		wh, err := b.rawFind(s, wrapID, p11.CKO_SECRET_KEY)
 		if err != nil {
 			return err
 		}
@@ -128,7 +163,7 @@ var (
 func (b *Backend) unwrapReadableForTest(ctx context.Context, wrapID, blob []byte) ([]byte, error) {
 	var value []byte
 	err := b.do(ctx, "C_UnwrapKey", func(s p11.SessionHandle) error {
-		wh, err := b.lookup(s, wrapID, p11.CKO_SECRET_KEY)
+		wh, err := b.rawFind(s, wrapID, p11.CKO_SECRET_KEY)
 		if err != nil {
 			return err
 		}
@@ -155,7 +190,7 @@ func (b *Backend) unwrapReadableForTest(ctx context.Context, wrapID, blob []byte
 // setAttrForTest sets one boolean attribute on the secret key id.
 func (b *Backend) setAttrForTest(ctx context.Context, id []byte, attr uint, v bool) error {
 	return b.do(ctx, "C_SetAttributeValue", func(s p11.SessionHandle) error {
-		h, err := b.lookup(s, id, p11.CKO_SECRET_KEY)
+		h, err := b.rawFind(s, id, p11.CKO_SECRET_KEY)
 		if err != nil {
 			return err
 		}
@@ -167,7 +202,7 @@ func (b *Backend) setAttrForTest(ctx context.Context, id []byte, attr uint, v bo
 // boolean attribute changed, then destroys the copy.
 func (b *Backend) copyWithForTest(ctx context.Context, id []byte, attr uint, v bool) error {
 	return b.do(ctx, "C_CopyObject", func(s p11.SessionHandle) error {
-		h, err := b.lookup(s, id, p11.CKO_SECRET_KEY)
+		h, err := b.rawFind(s, id, p11.CKO_SECRET_KEY)
 		if err != nil {
 			return err
 		}
@@ -191,4 +226,95 @@ func CopiesForTest(b *Backend, id []byte) (n int, refused bool) {
 		}
 	}
 	return n, b.copies.refused[string(id)]
+}
+
+// Planting: what someone who can write to the token could do behind the
+// backend's back (invariant 9 of docs/architecture.md).
+var (
+	CreateObjectForTest        = (*Backend).createObjectForTest
+	DestroyTokenObjectsForTest = (*Backend).destroyTokenObjectsForTest
+	RawCheckValueForTest       = (*Backend).rawCheckValueForTest
+)
+
+// createObjectForTest runs C_CreateObject with that template on a pooled
+// (so logged-in: the holder of the user PIN) session.
+func (b *Backend) createObjectForTest(ctx context.Context, tmpl []*p11.Attribute) (p11.ObjectHandle, error) {
+	var h p11.ObjectHandle
+	err := b.do(ctx, "C_CreateObject", func(s p11.SessionHandle) error {
+		var err error
+		h, err = b.ctx.CreateObject(s, tmpl)
+		return err
+	})
+	return h, err
+}
+
+// destroyTokenObjectsForTest destroys every token object of that class with
+// that id with raw C_DestroyObject calls, leaving the backend's handle cache
+// and session copies alone, and returns the handles it destroyed.
+func (b *Backend) destroyTokenObjectsForTest(ctx context.Context, id []byte, class uint) ([]p11.ObjectHandle, error) {
+	var hs []p11.ObjectHandle
+	err := b.do(ctx, "C_DestroyObject", func(s p11.SessionHandle) error {
+		var err error
+		hs, err = b.findObjects(s, []*p11.Attribute{
+			p11.NewAttribute(p11.CKA_ID, id),
+			p11.NewAttribute(p11.CKA_CLASS, class),
+			p11.NewAttribute(p11.CKA_TOKEN, true),
+		}, 16)
+		if err != nil {
+			return err
+		}
+		for _, h := range hs {
+			if err := b.ctx.DestroyObject(s, h); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return hs, err
+}
+
+// rawCheckValueForTest computes the key check value of the one token secret
+// key with that id, as a key of that usage, whatever its attributes.
+func (b *Backend) rawCheckValueForTest(ctx context.Context, id []byte, usage hsm.KeyUsage) ([]byte, error) {
+	kind, err := secretKind(usage)
+	if err != nil {
+		return nil, err
+	}
+	var kcv []byte
+	err = b.do(ctx, "C_Encrypt", func(s p11.SessionHandle) error {
+		hs, err := b.findObjects(s, []*p11.Attribute{
+			p11.NewAttribute(p11.CKA_ID, id),
+			p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
+			p11.NewAttribute(p11.CKA_TOKEN, true),
+		}, 2)
+		if err != nil {
+			return err
+		}
+		if len(hs) != 1 {
+			return fmt.Errorf("%d token secret keys with id %x", len(hs), id)
+		}
+		kcv, err = b.checkValue(s, hs[0], kind)
+		return err
+	})
+	return kcv, err
+}
+
+// CachedHandlesForTest returns the object handles cached for id, any kind.
+func CachedHandlesForTest(b *Backend, id []byte) []p11.ObjectHandle {
+	b.cache.mu.RLock()
+	defer b.cache.mu.RUnlock()
+	var out []p11.ObjectHandle
+	for k, h := range b.cache.m {
+		if k.id == string(id) {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// SlotForTest returns the slot of the backend's token.
+func SlotForTest(b *Backend) uint {
+	b.slotMu.Lock()
+	defer b.slotMu.Unlock()
+	return b.slot
 }

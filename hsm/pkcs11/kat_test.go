@@ -121,17 +121,22 @@ func TestGCMKnownAnswers(t *testing.T) {
 			}
 
 			id := fmt.Appendf(nil, "kat-%d", i)
-			if err := pkcs11.ImportAESKeyForTest(b, c, id, key); err != nil {
+			ref, err := pkcs11.ImportAESKeyForTest(b, c, id, key)
+			if err != nil {
 				t.Fatalf("import key: %v", err)
 			}
-			got, err := b.EncryptGCM(c, id, iv, pt, aad)
+			// The check value computed in the HSM is the documented one.
+			if want := kekCheckValue(t, key); !bytes.Equal(ref.CheckValue, want) {
+				t.Fatalf("key check value = %x, want %x", ref.CheckValue, want)
+			}
+			got, err := b.EncryptGCM(c, ref, iv, pt, aad)
 			if err != nil {
 				t.Fatalf("EncryptGCM: %v", err)
 			}
 			if !bytes.Equal(got, want) {
 				t.Fatalf("EncryptGCM = %x, want %x", got, want)
 			}
-			dec, err := b.DecryptGCM(c, id, iv, want, aad)
+			dec, err := b.DecryptGCM(c, ref, iv, want, aad)
 			if err != nil {
 				t.Fatalf("DecryptGCM: %v", err)
 			}
@@ -155,7 +160,7 @@ func TestGCMKnownAnswers(t *testing.T) {
 				bad = append(bad, append(bytes.Clone(want[:ctLen]), want[:hsm.GCMTagSize]...))
 			}
 			for _, m := range bad {
-				if _, err := b.DecryptGCM(c, id, iv, m, aad); !errors.Is(err, hsm.ErrDecrypt) {
+				if _, err := b.DecryptGCM(c, ref, iv, m, aad); !errors.Is(err, hsm.ErrDecrypt) {
 					t.Fatalf("DecryptGCM with tag %x: err = %v, want ErrDecrypt", m[ctLen:], err)
 				}
 			}

@@ -2,6 +2,7 @@ package pkcs11
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"sync"
@@ -22,14 +23,19 @@ func checkID(id []byte) error {
 	return nil
 }
 
-// cacheKey addresses a cached object handle.
+// cacheKey addresses a cached object handle: the id, the kind of object and
+// the check value it was verified against (empty for kinds without one).
 type cacheKey struct {
-	id    string
-	class uint
+	id   string
+	kind objKind
+	kcv  string
 }
 
-// objectCache maps (CKA_ID, CKA_CLASS) to object handles, because
-// C_FindObjects slows down with the number of objects on the token.
+// objectCache maps verified objects to their handles, because
+// C_FindObjects slows down with the number of objects on the token and a
+// check value costs an HSM operation. A handle is cached only after its
+// object passed verify; a stale handle is evicted and the object found and
+// verified again.
 type objectCache struct {
 	mu sync.RWMutex
 	m  map[cacheKey]p11.ObjectHandle
@@ -37,26 +43,26 @@ type objectCache struct {
 
 func (c *objectCache) init() { c.m = map[cacheKey]p11.ObjectHandle{} }
 
-func (c *objectCache) get(id []byte, class uint) (p11.ObjectHandle, bool) {
+func (c *objectCache) get(k cacheKey) (p11.ObjectHandle, bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	h, ok := c.m[cacheKey{string(id), class}]
+	h, ok := c.m[k]
 	return h, ok
 }
 
-func (c *objectCache) put(id []byte, class uint, h p11.ObjectHandle) {
+func (c *objectCache) put(k cacheKey, h p11.ObjectHandle) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.m[cacheKey{string(id), class}] = h
+	c.m[k] = h
 }
 
-func (c *objectCache) evict(id []byte, class uint) {
+func (c *objectCache) evict(k cacheKey) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	delete(c.m, cacheKey{string(id), class})
+	delete(c.m, k)
 }
 
-// evictID drops every class cached for id.
+// evictID drops every entry cached for id.
 func (c *objectCache) evictID(id []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -97,25 +103,74 @@ func (b *Backend) findObjects(s p11.SessionHandle, tmpl []*p11.Attribute, max in
 	return all, nil
 }
 
-// lookup returns the handle of the object with that id and class, from the
-// cache or from the token. hsm.ErrKeyNotFound if there is none.
-func (b *Backend) lookup(s p11.SessionHandle, id []byte, class uint) (p11.ObjectHandle, error) {
-	if h, ok := b.cache.get(id, class); ok {
+// lookup returns the handle of the one object of kind with id whose check
+// value (for kinds that have one) is kcv, from the cache or from the token
+// (verify). hsm.ErrKeyNotFound if no object of that class holds the id;
+// hsm.ErrObjectMismatch if one does but it is not the recorded key.
+func (b *Backend) lookup(s p11.SessionHandle, id []byte, kind objKind, kcv []byte) (p11.ObjectHandle, error) {
+	k := cacheKey{id: string(id), kind: kind, kcv: string(kcv)}
+	if h, ok := b.cache.get(k); ok {
 		return h, nil
 	}
-	hs, err := b.findObjects(s, []*p11.Attribute{
-		p11.NewAttribute(p11.CKA_ID, id),
-		p11.NewAttribute(p11.CKA_CLASS, class),
-		p11.NewAttribute(p11.CKA_TOKEN, true), // never a session copy
-	}, 1)
+	h, err := b.verify(s, id, kind, kcv)
 	if err != nil {
 		return 0, err
 	}
-	if len(hs) == 0 {
-		return 0, fmt.Errorf("%w: id %x", hsm.ErrKeyNotFound, id)
+	b.cache.put(k, h)
+	return h, nil
+}
+
+// verify finds the object of kind with id on the token and proves it is the
+// recorded key: exactly one object carries the id in that class, it has every
+// attribute custos gives that kind (kind.template), and its check value,
+// computed now in the HSM, equals kcv. A planted object — public, or made
+// with a value its planter knows, or a second object under the same id — is
+// never returned (invariant 9 of docs/architecture.md).
+func (b *Backend) verify(s p11.SessionHandle, id []byte, kind objKind, kcv []byte) (p11.ObjectHandle, error) {
+	if kind.hasCheckValue() && len(kcv) != hsm.CheckValueSize {
+		return 0, fmt.Errorf("%w: key check value of %d bytes (want %d)", hsm.ErrInvalidInput, len(kcv), hsm.CheckValueSize)
 	}
-	b.cache.put(id, class, hs[0])
-	return hs[0], nil
+	// Every token object of the class under this id: more than the one
+	// custos made means someone else made one (C_FindObjects with a partial
+	// template would silently pick). Token objects only: the session copies
+	// of a KEK (copies.go) share its id and class and are visible to every
+	// session of this process; session objects of other processes are not.
+	all, err := b.findObjects(s, []*p11.Attribute{
+		p11.NewAttribute(p11.CKA_ID, id),
+		p11.NewAttribute(p11.CKA_CLASS, kind.class()),
+		p11.NewAttribute(p11.CKA_TOKEN, true),
+	}, 2)
+	if err != nil {
+		return 0, err
+	}
+	switch len(all) {
+	case 0:
+		return 0, fmt.Errorf("%w: id %x", hsm.ErrKeyNotFound, id)
+	case 1:
+	default:
+		return 0, fmt.Errorf("%w: more than one %s object has id %x", hsm.ErrObjectMismatch, kind, id)
+	}
+	strict, err := b.findObjects(s, kind.template(id), 2)
+	if err != nil {
+		return 0, err
+	}
+	if len(strict) != 1 || strict[0] != all[0] {
+		return 0, fmt.Errorf("%w: the %s object with id %x lacks the attributes custos sets", hsm.ErrObjectMismatch, kind, id)
+	}
+	if !kind.hasCheckValue() {
+		return all[0], nil
+	}
+	got, err := b.checkValue(s, all[0], kind)
+	if err != nil {
+		if isSessionLoss(err) {
+			return 0, err
+		}
+		return 0, fmt.Errorf("%w: key check value of %x: %v", hsm.ErrObjectMismatch, id, err)
+	}
+	if subtle.ConstantTimeCompare(got, kcv) != 1 {
+		return 0, fmt.Errorf("%w: the key check value of %x is not the recorded one", hsm.ErrObjectMismatch, id)
+	}
+	return all[0], nil
 }
 
 // exists reports whether any object (any class) has that id.
@@ -124,19 +179,29 @@ func (b *Backend) exists(s p11.SessionHandle, id []byte) (bool, error) {
 	return len(hs) > 0, err
 }
 
-// withKey runs f on a session with the handle of the object (id, class). A
-// stale cached handle is evicted and looked up once more.
-func (b *Backend) withKey(ctx context.Context, op string, id []byte, class uint,
+// withKey runs f on a session with the handle of the verified object (see
+// lookup). A stale cached handle is evicted, and the object found and
+// verified once more.
+func (b *Backend) withKey(ctx context.Context, op string, id []byte, kind objKind, kcv []byte,
 	f func(s p11.SessionHandle, h p11.ObjectHandle) error) error {
 	return b.do(ctx, op, func(s p11.SessionHandle) error {
-		h, err := b.lookup(s, id, class)
+		if kind == kindWrap {
+			// The wrapping key is used rarely (a new key version, a KEK's
+			// first load on this node): verify it on every use, so no
+			// cached handle is trusted on a module that reuses handles.
+			b.cache.evict(cacheKey{id: string(id), kind: kind, kcv: string(kcv)})
+		}
+		h, err := b.lookup(s, id, kind, kcv)
 		if err != nil {
 			return err
 		}
 		err = f(s, h)
-		if isCode(err, p11.CKR_OBJECT_HANDLE_INVALID, p11.CKR_KEY_HANDLE_INVALID) {
-			b.cache.evict(id, class)
-			if h, err = b.lookup(s, id, class); err != nil {
+		// C_WrapKey and C_UnwrapKey name a stale wrapping key with their own
+		// return values.
+		if isCode(err, p11.CKR_OBJECT_HANDLE_INVALID, p11.CKR_KEY_HANDLE_INVALID,
+			p11.CKR_WRAPPING_KEY_HANDLE_INVALID, p11.CKR_UNWRAPPING_KEY_HANDLE_INVALID) {
+			b.cache.evict(cacheKey{id: string(id), kind: kind, kcv: string(kcv)})
+			if h, err = b.lookup(s, id, kind, kcv); err != nil {
 				return err
 			}
 			err = f(s, h)
@@ -145,18 +210,50 @@ func (b *Backend) withKey(ctx context.Context, op string, id []byte, class uint,
 	})
 }
 
+// VerifyKey implements hsm.Backend: the object is found and verified on the
+// token, never taken from the cache.
+func (b *Backend) VerifyKey(ctx context.Context, key hsm.KeyRef, usage hsm.KeyUsage) error {
+	if err := checkID(key.ID); err != nil {
+		return err
+	}
+	kind, err := secretKind(usage)
+	if err != nil {
+		return err
+	}
+	err = b.do(ctx, "C_FindObjects", func(s p11.SessionHandle) error {
+		b.cache.evict(cacheKey{id: string(key.ID), kind: kind, kcv: string(key.CheckValue)})
+		_, err := b.lookup(s, key.ID, kind, key.CheckValue)
+		if err != nil && !isSessionLoss(err) {
+			// The token object is gone or is not the recorded key: no
+			// session copy may keep the key usable.
+			b.destroyCopies(s, key.ID)
+		}
+		return err
+	})
+	return wrap("VerifyKey", err)
+}
+
 // keyObject returns the handle and class of the secret key, or else the
-// private key, with that id.
+// private key, with that id, whatever its attributes (KeyAttributes and
+// HasKey report on what is there). hsm.ErrObjectMismatch if more than one
+// object of the class has the id.
 func (b *Backend) keyObject(s p11.SessionHandle, id []byte) (p11.ObjectHandle, uint, error) {
-	h, err := b.lookup(s, id, p11.CKO_SECRET_KEY)
-	if err == nil {
-		return h, p11.CKO_SECRET_KEY, nil
+	for _, class := range []uint{p11.CKO_SECRET_KEY, p11.CKO_PRIVATE_KEY} {
+		hs, err := b.findObjects(s, []*p11.Attribute{
+			p11.NewAttribute(p11.CKA_ID, id),
+			p11.NewAttribute(p11.CKA_CLASS, class),
+			p11.NewAttribute(p11.CKA_TOKEN, true),
+		}, 2)
+		switch {
+		case err != nil:
+			return 0, 0, err
+		case len(hs) > 1:
+			return 0, 0, fmt.Errorf("%w: more than one key has id %x", hsm.ErrObjectMismatch, id)
+		case len(hs) == 1:
+			return hs[0], class, nil
+		}
 	}
-	if !errors.Is(err, hsm.ErrKeyNotFound) {
-		return 0, 0, err
-	}
-	h, err = b.lookup(s, id, p11.CKO_PRIVATE_KEY)
-	return h, p11.CKO_PRIVATE_KEY, err
+	return 0, 0, fmt.Errorf("%w: id %x", hsm.ErrKeyNotFound, id)
 }
 
 // KeyAttributes reads back the security attributes of the secret key, or
@@ -168,7 +265,7 @@ func (b *Backend) KeyAttributes(ctx context.Context, id []byte) (hsm.Attributes,
 	var out hsm.Attributes
 	err := b.do(ctx, "C_GetAttributeValue", func(s p11.SessionHandle) error {
 		for attempt := 0; ; attempt++ {
-			h, class, err := b.keyObject(s, id)
+			h, _, err := b.keyObject(s, id)
 			if err != nil {
 				return err
 			}
@@ -182,7 +279,6 @@ func (b *Backend) KeyAttributes(ctx context.Context, id []byte) (hsm.Attributes,
 				p11.NewAttribute(p11.CKA_LABEL, nil),
 			})
 			if attempt == 0 && isCode(err, p11.CKR_OBJECT_HANDLE_INVALID) {
-				b.cache.evict(id, class)
 				continue
 			}
 			if err != nil {

@@ -84,18 +84,29 @@ func TestTwoBackendsTwoTokens(t *testing.T) {
 	}
 	c := testCtx(t)
 	id := []byte("same-id")
+	var keys []hsm.KeyRef
 	for _, b := range []*pkcs11.Backend{b1, b2} {
-		if err := b.GenerateKey(c, hsm.KeySpec{ID: id, Usage: hsm.UsageEncrypt}); err != nil {
+		kcv, err := b.GenerateKey(c, hsm.KeySpec{ID: id, Usage: hsm.UsageEncrypt})
+		if err != nil {
 			t.Fatal(err)
 		}
+		keys = append(keys, hsm.KeyRef{ID: id, CheckValue: kcv})
+	}
+	ref1, ref2 := keys[0], keys[1]
+	if bytes.Equal(ref1.CheckValue, ref2.CheckValue) {
+		t.Fatal("two generated keys have the same check value")
 	}
 	iv := make([]byte, hsm.GCMIVSize)
-	ct, err := b1.EncryptGCM(c, id, iv, []byte("token one"), nil)
+	ct, err := b1.EncryptGCM(c, ref1, iv, []byte("token one"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Same id, different token, different key.
-	if _, err := b2.DecryptGCM(c, id, iv, ct, nil); !errors.Is(err, hsm.ErrDecrypt) {
+	// Same id, different token, different key: the other token's object is
+	// not the recorded key, and its own key does not open the ciphertext.
+	if _, err := b2.DecryptGCM(c, ref1, iv, ct, nil); !errors.Is(err, hsm.ErrObjectMismatch) {
+		t.Fatalf("decrypt on the other token with the first key's check value: err = %v, want ErrObjectMismatch", err)
+	}
+	if _, err := b2.DecryptGCM(c, ref2, iv, ct, nil); !errors.Is(err, hsm.ErrDecrypt) {
 		t.Fatalf("decrypt on the other token: err = %v, want ErrDecrypt", err)
 	}
 	// Closing one leaves the other working.
@@ -106,7 +117,7 @@ func TestTwoBackendsTwoTokens(t *testing.T) {
 	if got := pkcs11.ModuleRefsForTest(tok1.Module); got != refs-1 {
 		t.Fatalf("module references after Close = %d, want %d", got, refs-1)
 	}
-	if _, err := b2.EncryptGCM(c, id, iv, []byte("still fine"), nil); err != nil {
+	if _, err := b2.EncryptGCM(c, ref2, iv, []byte("still fine"), nil); err != nil {
 		t.Fatalf("second backend after the first closed: %v", err)
 	}
 	if err := b2.Health(c); err != nil {
@@ -134,10 +145,11 @@ func TestSessionLossRecovery(t *testing.T) {
 	}
 	defer b.Close()
 	c := testCtx(t)
-	id := []byte("kek")
-	if err := b.GenerateKey(c, hsm.KeySpec{ID: id, Usage: hsm.UsageEncrypt}); err != nil {
+	kcv, err := b.GenerateKey(c, hsm.KeySpec{ID: []byte("kek"), Usage: hsm.UsageEncrypt})
+	if err != nil {
 		t.Fatal(err)
 	}
+	id := hsm.KeyRef{ID: []byte("kek"), CheckValue: kcv}
 	iv := make([]byte, hsm.GCMIVSize)
 	ct, err := b.EncryptGCM(c, id, iv, []byte("before"), nil) // caches the handle
 	if err != nil {
@@ -192,13 +204,19 @@ func TestClose(t *testing.T) {
 		t.Fatalf("second Close: %v", err)
 	}
 	id := []byte("k")
+	ref := hsm.KeyRef{ID: id, CheckValue: make([]byte, hsm.CheckValueSize)}
 	checks := map[string]error{
-		"Health":      b.Health(c),
-		"GenerateKey": b.GenerateKey(c, hsm.KeySpec{ID: id, Usage: hsm.UsageEncrypt}),
-		"DestroyKey":  b.DestroyKey(c, id),
+		"Health":     b.Health(c),
+		"DestroyKey": b.DestroyKey(c, id),
+		"VerifyKey":  b.VerifyKey(c, ref, hsm.UsageEncrypt),
+		"UnwrapKey": b.UnwrapKey(c, ref, make([]byte, 40), hsm.KeySpec{ID: []byte("u"), Usage: hsm.UsageEncrypt,
+			CheckValue: make([]byte, hsm.CheckValueSize)}),
 	}
+	_, checks["GenerateKey"] = b.GenerateKey(c, hsm.KeySpec{ID: id, Usage: hsm.UsageEncrypt})
+	_, _, checks["GenerateWrappedKey"] = b.GenerateWrappedKey(c, ref)
 	_, checks["Random"] = b.Random(c, 8)
-	_, checks["EncryptGCM"] = b.EncryptGCM(c, id, make([]byte, 12), nil, nil)
+	_, checks["EncryptGCM"] = b.EncryptGCM(c, ref, make([]byte, 12), nil, nil)
+	_, checks["DecryptGCM"] = b.DecryptGCM(c, ref, make([]byte, 12), make([]byte, 16), nil)
 	_, checks["HasKey"] = b.HasKey(c, id)
 	_, checks["SignECDSA"] = b.SignECDSA(c, id, make([]byte, 32))
 	for name, err := range checks {
@@ -228,12 +246,15 @@ func TestSoftHSMBehaviour(t *testing.T) {
 	if !pkcs11.SerializedForTest(b) {
 		t.Fatal("calls on a SoftHSM token are not serialised (its SecureDataManager is not thread-safe)")
 	}
-	kek, wrapA, wrapB := []byte("kek"), []byte("wrap-a"), []byte("wrap-b")
+	refs := map[string]hsm.KeyRef{}
 	for id, u := range map[string]hsm.KeyUsage{"kek": hsm.UsageEncrypt, "wrap-a": hsm.UsageWrap, "wrap-b": hsm.UsageWrap} {
-		if err := b.GenerateKey(c, hsm.KeySpec{ID: []byte(id), Usage: u}); err != nil {
+		kcv, err := b.GenerateKey(c, hsm.KeySpec{ID: []byte(id), Usage: u})
+		if err != nil {
 			t.Fatal(err)
 		}
+		refs[id] = hsm.KeyRef{ID: []byte(id), CheckValue: kcv}
 	}
+	kek, wrapA, wrapB := refs["kek"], refs["wrap-a"], refs["wrap-b"]
 	iv := make([]byte, hsm.GCMIVSize)
 	ct, err := b.EncryptGCM(c, kek, iv, []byte("payload"), []byte("aad"))
 	if err != nil {
@@ -241,22 +262,22 @@ func TestSoftHSMBehaviour(t *testing.T) {
 	}
 	bad := bytes.Clone(ct)
 	bad[len(bad)-1] ^= 1
-	_, err = pkcs11.RawDecryptGCMForTest(b, c, kek, iv, bad, []byte("aad"), 128)
+	_, err = pkcs11.RawDecryptGCMForTest(b, c, kek.ID, iv, bad, []byte("aad"), 128)
 	t.Logf("GCM tag failure: %v", err)
 	if err == nil {
 		t.Fatal("SoftHSM accepted a bad tag")
 	}
 	// Sizes SoftHSM accepts although we refuse them (hence our own checks).
-	_, err = pkcs11.RawDecryptGCMForTest(b, c, kek, make([]byte, 8), ct, []byte("aad"), 128)
+	_, err = pkcs11.RawDecryptGCMForTest(b, c, kek.ID, make([]byte, 8), ct, []byte("aad"), 128)
 	t.Logf("GCM decrypt with an 8-byte IV: %v", err)
-	_, err = pkcs11.RawDecryptGCMForTest(b, c, kek, iv, ct[:len(ct)-8], []byte("aad"), 64)
+	_, err = pkcs11.RawDecryptGCMForTest(b, c, kek.ID, iv, ct[:len(ct)-8], []byte("aad"), 64)
 	t.Logf("GCM decrypt with a 64-bit tag (truncated from a 128-bit one): %v", err)
 
-	wrapped, err := b.GenerateWrappedKey(c, wrapA)
+	wrapped, _, err := b.GenerateWrappedKey(c, wrapA)
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = pkcs11.RawUnwrapForTest(b, c, wrapB, wrapped)
+	err = pkcs11.RawUnwrapForTest(b, c, wrapB.ID, wrapped)
 	t.Logf("KWP unwrap under the wrong key: %v", err)
 	if err == nil {
 		t.Fatal("unwrap under the wrong key succeeded")
@@ -264,7 +285,7 @@ func TestSoftHSMBehaviour(t *testing.T) {
 
 	// A wrapping key is CKA_WRAP_WITH_TRUSTED: an untrusted key cannot
 	// wrap it (only an SO can mark a key CKA_TRUSTED).
-	_, err = pkcs11.WrapTokenKeyForTest(b, c, wrapB, wrapA)
+	_, err = pkcs11.WrapTokenKeyForTest(b, c, wrapB.ID, wrapA.ID)
 	t.Logf("wrap a CKA_WRAP_WITH_TRUSTED key under an untrusted key: %v", err)
 	if err == nil {
 		t.Fatal("CKA_WRAP_WITH_TRUSTED is not enforced: a wrapping key left the HSM under an untrusted key")
@@ -274,21 +295,23 @@ func TestSoftHSMBehaviour(t *testing.T) {
 		t.Logf("  (CKR code 0x%x)", uint(code))
 	}
 	// A KEK is non-extractable: nothing can wrap it.
-	if err := b.GenerateKey(c, hsm.KeySpec{ID: []byte("kek2"), Usage: hsm.UsageEncrypt}); err != nil {
+	if _, err := b.GenerateKey(c, hsm.KeySpec{ID: []byte("kek2"), Usage: hsm.UsageEncrypt}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = pkcs11.WrapTokenKeyForTest(b, c, wrapB, []byte("kek2"))
+	_, err = pkcs11.WrapTokenKeyForTest(b, c, wrapB.ID, []byte("kek2"))
 	t.Logf("wrap a non-extractable KEK: %v", err)
 	if err == nil {
 		t.Fatal("a non-extractable KEK was wrapped")
 	}
 
-	// Our mapping of the same situations.
-	if _, err := b.GenerateWrappedKey(c, kek); !errors.Is(err, hsm.ErrInvalidInput) {
-		t.Errorf("GenerateWrappedKey under an encryption key: err = %v, want ErrInvalidInput", err)
+	// Our mapping of the same situations: a key named for the other usage
+	// lacks that usage's attributes, so the backend refuses it before the
+	// module is asked.
+	if _, _, err := b.GenerateWrappedKey(c, kek); !errors.Is(err, hsm.ErrObjectMismatch) {
+		t.Errorf("GenerateWrappedKey under an encryption key: err = %v, want ErrObjectMismatch", err)
 	}
-	if _, err := b.EncryptGCM(c, wrapA, iv, []byte("x"), nil); !errors.Is(err, hsm.ErrInvalidInput) {
-		t.Errorf("EncryptGCM under a wrapping key: err = %v, want ErrInvalidInput", err)
+	if _, err := b.EncryptGCM(c, wrapA, iv, []byte("x"), nil); !errors.Is(err, hsm.ErrObjectMismatch) {
+		t.Errorf("EncryptGCM under a wrapping key: err = %v, want ErrObjectMismatch", err)
 	}
 }
 
@@ -301,10 +324,11 @@ func TestKeyMaterialResistsPINHolder(t *testing.T) {
 	b, _ := open(t)
 	c := testCtx(t)
 	domain, kek := []byte("domain"), []byte("kek")
-	if err := b.GenerateKey(c, hsm.KeySpec{ID: domain, Usage: hsm.UsageWrap}); err != nil {
+	dkcv, err := b.GenerateKey(c, hsm.KeySpec{ID: domain, Usage: hsm.UsageWrap})
+	if err != nil {
 		t.Fatal(err)
 	}
-	blob, err := b.GenerateWrappedKey(c, domain)
+	blob, kcv, err := b.GenerateWrappedKey(c, hsm.KeyRef{ID: domain, CheckValue: dkcv})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,7 +338,7 @@ func TestKeyMaterialResistsPINHolder(t *testing.T) {
 		t.Logf("unwrap as a readable key: %v", err)
 	}
 	// The legitimate unwrap still works.
-	if err := b.UnwrapKey(c, domain, blob, hsm.KeySpec{ID: kek, Usage: hsm.UsageEncrypt}); err != nil {
+	if err := b.UnwrapKey(c, hsm.KeyRef{ID: domain, CheckValue: dkcv}, blob, hsm.KeySpec{ID: kek, Usage: hsm.UsageEncrypt, CheckValue: kcv}); err != nil {
 		t.Fatalf("UnwrapKey: %v", err)
 	}
 	for _, attr := range []uint{p11.CKA_DECRYPT, p11.CKA_ENCRYPT} {
@@ -344,11 +368,13 @@ func TestSessionCopies(t *testing.T) {
 	b, _ := open(t)
 	c := testCtx(t)
 	id := []byte("kek-copies")
-	if err := b.GenerateKey(c, hsm.KeySpec{ID: id, Usage: hsm.UsageEncrypt}); err != nil {
+	kcv, err := b.GenerateKey(c, hsm.KeySpec{ID: id, Usage: hsm.UsageEncrypt})
+	if err != nil {
 		t.Fatal(err)
 	}
+	ref := hsm.KeyRef{ID: id, CheckValue: kcv}
 	iv := make([]byte, hsm.GCMIVSize)
-	ct, err := b.EncryptGCM(c, id, iv, []byte("data key"), nil)
+	ct, err := b.EncryptGCM(c, ref, iv, []byte("data key"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,18 +390,18 @@ func TestSessionCopies(t *testing.T) {
 	if n, _ := pkcs11.CopiesForTest(b, id); n != 0 {
 		t.Fatalf("%d session copies survived DestroyKey", n)
 	}
-	if _, err := b.DecryptGCM(c, id, iv, ct, nil); !errors.Is(err, hsm.ErrKeyNotFound) {
+	if _, err := b.DecryptGCM(c, ref, iv, ct, nil); !errors.Is(err, hsm.ErrKeyNotFound) {
 		t.Fatalf("decrypt with a destroyed key: got %v, want ErrKeyNotFound", err)
 	}
 	// Losing every session (and so every copy) is survived too.
-	if err := b.GenerateKey(c, hsm.KeySpec{ID: id, Usage: hsm.UsageEncrypt}); err != nil {
+	if ref.CheckValue, err = b.GenerateKey(c, hsm.KeySpec{ID: id, Usage: hsm.UsageEncrypt}); err != nil {
 		t.Fatal(err)
 	}
-	ct, _ = b.EncryptGCM(c, id, iv, []byte("x"), nil)
+	ct, _ = b.EncryptGCM(c, ref, iv, []byte("x"), nil)
 	if err := pkcs11.CloseAllSessionsForTest(b); err != nil {
 		t.Fatal(err)
 	}
-	if pt, err := b.DecryptGCM(c, id, iv, ct, nil); err != nil || string(pt) != "x" {
+	if pt, err := b.DecryptGCM(c, ref, iv, ct, nil); err != nil || string(pt) != "x" {
 		t.Fatalf("decrypt after losing all sessions: %q, %v", pt, err)
 	}
 }

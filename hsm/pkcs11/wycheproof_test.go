@@ -107,24 +107,26 @@ func TestWycheproofAESGCMBackend(t *testing.T) {
 
 	b, _ := open(t)
 	c := testCtx(t)
-	ids := map[string][]byte{} // key (hex) -> token key id
-	keyID := func(t *testing.T, key []byte) []byte {
+	ids := map[string]hsm.KeyRef{} // key (hex) -> token key
+	keyRef := func(t *testing.T, key []byte) hsm.KeyRef {
 		t.Helper()
-		if id, ok := ids[string(key)]; ok {
-			return id
+		if ref, ok := ids[string(key)]; ok {
+			return ref
 		}
 		id := fmt.Appendf(nil, "wycheproof-%d", len(ids))
-		if err := pkcs11.ImportAESKeyForTest(b, c, id, key); err != nil {
+		ref, err := pkcs11.ImportAESKeyForTest(b, c, id, key)
+		if err != nil {
 			t.Fatalf("import key: %v", err)
 		}
-		ids[string(key)] = id
-		return id
+		ids[string(key)] = ref
+		return ref
 	}
 
 	wrapper, module := tally{}, tally{}
 	n, valid, invalid := 0, 0, 0
 	type sample struct {
-		id, iv, ct, tag, aad, msg []byte
+		key                   hsm.KeyRef
+		iv, ct, tag, aad, msg []byte
 	}
 	var usual []sample // valid vectors with a 12-byte IV, for the tag truncation below
 	for _, g := range f.TestGroups {
@@ -149,11 +151,11 @@ func TestWycheproofAESGCMBackend(t *testing.T) {
 			default:
 				t.Fatalf("%s: result %q not used in this file", name, tc.Result)
 			}
-			id := keyID(t, key)
+			ref := keyRef(t, key)
 			sealed := append(bytes.Clone(ct), tag...)
 
 			// The backend's decrypt entry point.
-			got, err := b.DecryptGCM(c, id, iv, sealed, aad)
+			got, err := b.DecryptGCM(c, ref, iv, sealed, aad)
 			switch {
 			case err == nil:
 				wrapper.add(class, "accepted")
@@ -169,18 +171,18 @@ func TestWycheproofAESGCMBackend(t *testing.T) {
 				if !errors.Is(err, hsm.ErrInvalidInput) {
 					t.Errorf("%s: DecryptGCM err = %v, want ErrInvalidInput before the module", name, err)
 				}
-				if _, err := b.EncryptGCM(c, id, iv, msg, aad); !errors.Is(err, hsm.ErrInvalidInput) {
+				if _, err := b.EncryptGCM(c, ref, iv, msg, aad); !errors.Is(err, hsm.ErrInvalidInput) {
 					t.Errorf("%s: EncryptGCM err = %v, want ErrInvalidInput", name, err)
 				}
 			case tc.Result == "valid":
 				if err != nil || !bytes.Equal(got, msg) {
 					t.Errorf("%s: DecryptGCM = %x, %v; want %x", name, got, err, msg)
 				}
-				enc, err := b.EncryptGCM(c, id, iv, msg, aad)
+				enc, err := b.EncryptGCM(c, ref, iv, msg, aad)
 				if err != nil || !bytes.Equal(enc, sealed) {
 					t.Errorf("%s: EncryptGCM = %x, %v; want %x", name, enc, err, sealed)
 				}
-				usual = append(usual, sample{id, iv, ct, tag, aad, msg})
+				usual = append(usual, sample{ref, iv, ct, tag, aad, msg})
 			default:
 				if !errors.Is(err, hsm.ErrDecrypt) {
 					t.Errorf("%s: DecryptGCM err = %v, want ErrDecrypt", name, err)
@@ -188,7 +190,7 @@ func TestWycheproofAESGCMBackend(t *testing.T) {
 			}
 
 			// What SoftHSM itself does with the vector as given.
-			raw, rerr := pkcs11.RawDecryptGCMForTest(b, c, id, iv, sealed, aad, 8*len(tag))
+			raw, rerr := pkcs11.RawDecryptGCMForTest(b, c, ref.ID, iv, sealed, aad, 8*len(tag))
 			switch {
 			case rerr != nil:
 				module.add(class, "refused")
@@ -221,7 +223,7 @@ func TestWycheproofAESGCMBackend(t *testing.T) {
 		for _, tl := range []int{4, 8, 12, 13, 14, 15} {
 			class := fmt.Sprintf("iv=96 tag=%d derived: valid tag truncated", 8*tl)
 			short := append(bytes.Clone(s.ct), s.tag[:tl]...)
-			got, err := b.DecryptGCM(c, s.id, s.iv, short, s.aad)
+			got, err := b.DecryptGCM(c, s.key, s.iv, short, s.aad)
 			switch {
 			case err == nil:
 				wrapper.add(class, "accepted")
@@ -236,7 +238,7 @@ func TestWycheproofAESGCMBackend(t *testing.T) {
 			default:
 				t.Fatalf("DecryptGCM with a %d-byte tag: unexpected error %v", tl, err)
 			}
-			raw, rerr := pkcs11.RawDecryptGCMForTest(b, c, s.id, s.iv, short, s.aad, 8*tl)
+			raw, rerr := pkcs11.RawDecryptGCMForTest(b, c, s.key.ID, s.iv, short, s.aad, 8*tl)
 			switch {
 			case rerr != nil:
 				module.add(class, "refused")

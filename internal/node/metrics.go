@@ -269,7 +269,7 @@ var _ hsm.Backend = (*instrumentedHSM)(nil)
 // hsmMethods are the method labels, created at start so that zero counts
 // show.
 var hsmMethods = []string{"Random", "GenerateKey", "GenerateWrappedKey", "UnwrapKey", "EncryptGCM", "DecryptGCM",
-	"GenerateECKey", "PublicKey", "SignECDSA", "KeyAttributes", "HasKey", "DestroyKey", "Health", "Close"}
+	"VerifyKey", "GenerateECKey", "PublicKey", "SignECDSA", "KeyAttributes", "HasKey", "DestroyKey", "Health", "Close"}
 
 func newInstrumentedHSM(b hsm.Backend, m *nodeMetrics) *instrumentedHSM {
 	for _, meth := range hsmMethods {
@@ -290,29 +290,34 @@ func (h *instrumentedHSM) Random(ctx context.Context, n int) (_ []byte, err erro
 	return h.b.Random(ctx, n)
 }
 
-func (h *instrumentedHSM) GenerateKey(ctx context.Context, spec hsm.KeySpec) (err error) {
+func (h *instrumentedHSM) GenerateKey(ctx context.Context, spec hsm.KeySpec) (_ []byte, err error) {
 	defer func(t time.Time) { h.done("GenerateKey", t, err) }(time.Now())
 	return h.b.GenerateKey(ctx, spec)
 }
 
-func (h *instrumentedHSM) GenerateWrappedKey(ctx context.Context, wrapID []byte) (_ []byte, err error) {
+func (h *instrumentedHSM) GenerateWrappedKey(ctx context.Context, wrap hsm.KeyRef) (_, _ []byte, err error) {
 	defer func(t time.Time) { h.done("GenerateWrappedKey", t, err) }(time.Now())
-	return h.b.GenerateWrappedKey(ctx, wrapID)
+	return h.b.GenerateWrappedKey(ctx, wrap)
 }
 
-func (h *instrumentedHSM) UnwrapKey(ctx context.Context, wrapID, wrapped []byte, spec hsm.KeySpec) (err error) {
+func (h *instrumentedHSM) UnwrapKey(ctx context.Context, wrap hsm.KeyRef, wrapped []byte, spec hsm.KeySpec) (err error) {
 	defer func(t time.Time) { h.done("UnwrapKey", t, err) }(time.Now())
-	return h.b.UnwrapKey(ctx, wrapID, wrapped, spec)
+	return h.b.UnwrapKey(ctx, wrap, wrapped, spec)
 }
 
-func (h *instrumentedHSM) EncryptGCM(ctx context.Context, id, iv, plaintext, aad []byte) (_ []byte, err error) {
+func (h *instrumentedHSM) EncryptGCM(ctx context.Context, key hsm.KeyRef, iv, plaintext, aad []byte) (_ []byte, err error) {
 	defer func(t time.Time) { h.done("EncryptGCM", t, err) }(time.Now())
-	return h.b.EncryptGCM(ctx, id, iv, plaintext, aad)
+	return h.b.EncryptGCM(ctx, key, iv, plaintext, aad)
 }
 
-func (h *instrumentedHSM) DecryptGCM(ctx context.Context, id, iv, ciphertext, aad []byte) (_ []byte, err error) {
+func (h *instrumentedHSM) DecryptGCM(ctx context.Context, key hsm.KeyRef, iv, ciphertext, aad []byte) (_ []byte, err error) {
 	defer func(t time.Time) { h.done("DecryptGCM", t, err) }(time.Now())
-	return h.b.DecryptGCM(ctx, id, iv, ciphertext, aad)
+	return h.b.DecryptGCM(ctx, key, iv, ciphertext, aad)
+}
+
+func (h *instrumentedHSM) VerifyKey(ctx context.Context, key hsm.KeyRef, usage hsm.KeyUsage) (err error) {
+	defer func(t time.Time) { h.done("VerifyKey", t, err) }(time.Now())
+	return h.b.VerifyKey(ctx, key, usage)
 }
 
 func (h *instrumentedHSM) GenerateECKey(ctx context.Context, id []byte, label string) (_ *ecdsa.PublicKey, err error) {

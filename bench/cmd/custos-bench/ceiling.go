@@ -19,8 +19,8 @@ import (
 type hsmCeiling struct {
 	dir     string
 	backend *pkcs11.Backend
-	keyID   []byte
-	// One 32-byte data key encrypted under keyID, decrypted repeatedly.
+	key     hsm.KeyRef
+	// One 32-byte data key encrypted under key, decrypted repeatedly.
 	iv, ct, aad, plain []byte
 }
 
@@ -56,8 +56,8 @@ func openHSMCeiling(ctx context.Context) (_ *hsmCeiling, err error) {
 	if err != nil {
 		return nil, err
 	}
-	c.keyID = []byte("bench-kek")
-	if err := c.backend.GenerateKey(ctx, hsm.KeySpec{ID: c.keyID, Label: "bench-kek", Usage: hsm.UsageEncrypt}); err != nil {
+	c.key.ID = []byte("bench-kek")
+	if c.key.CheckValue, err = c.backend.GenerateKey(ctx, hsm.KeySpec{ID: c.key.ID, Label: "bench-kek", Usage: hsm.UsageEncrypt}); err != nil {
 		return nil, err
 	}
 	c.plain = make([]byte, hsm.AESKeySize)
@@ -65,7 +65,7 @@ func openHSMCeiling(ctx context.Context) (_ *hsmCeiling, err error) {
 	rand.Read(c.plain)
 	rand.Read(c.iv)
 	c.aad = []byte("custos-bench ceiling aad")
-	if c.ct, err = c.backend.EncryptGCM(ctx, c.keyID, c.iv, c.plain, c.aad); err != nil {
+	if c.ct, err = c.backend.EncryptGCM(ctx, c.key, c.iv, c.plain, c.aad); err != nil {
 		return nil, err
 	}
 	if err := c.decrypt(ctx); err != nil {
@@ -77,7 +77,7 @@ func openHSMCeiling(ctx context.Context) (_ *hsmCeiling, err error) {
 // decrypt is the ceiling operation: one AES-256-GCM decrypt of the 32-byte
 // data key, checked.
 func (c *hsmCeiling) decrypt(ctx context.Context) error {
-	out, err := c.backend.DecryptGCM(ctx, c.keyID, c.iv, c.ct, c.aad)
+	out, err := c.backend.DecryptGCM(ctx, c.key, c.iv, c.ct, c.aad)
 	if err != nil {
 		return err
 	}
