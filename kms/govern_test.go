@@ -175,7 +175,7 @@ func TestStatementBadInput(t *testing.T) {
 	}
 }
 
-// The customer-control walk-through of the issue, at the service level.
+// The customer-control walk-through of docs/governance.md (policies, approvals, grants), at the service level.
 func TestPolicyApprovalsAndGrants(t *testing.T) {
 	e := newEnv(t)
 	createKey(t, e, "k")
