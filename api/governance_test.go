@@ -226,7 +226,7 @@ func TestGovernanceService(t *testing.T) {
 	})
 }
 
-// TestOperatorCannotLoosen is issue 3's "operator can loosen nothing": an
+// TestOperatorCannotLoosen is "the operator can loosen nothing" (docs/architecture.md, invariant 4): an
 // mTLS identity that is neither the key's user nor an officer tries every
 // RPC on keys created by "app", and nothing about them loosens. The table
 // must cover every method of KeyService, GovernanceService and

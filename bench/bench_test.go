@@ -94,7 +94,7 @@ func (f *fixture) decrypt(ctx context.Context) error {
 }
 
 // batchSize is the number of wrapped data keys in one BatchDecrypt of the
-// benchmarks (the figure).
+// benchmarks (the figure of the targets in docs/performance.md).
 const batchSize = 100
 
 func (f *fixture) batchDecrypt(ctx context.Context) error {

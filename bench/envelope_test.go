@@ -20,7 +20,7 @@ import (
 )
 
 // envelopeSize is the stream size of BenchmarkEnvelope1GiB; set
-// CUSTOS_BENCH_ENVELOPE_MIB to change it (the figure is 1 GiB).
+// CUSTOS_BENCH_ENVELOPE_MIB to change it (docs/performance.md's target is 1 GiB).
 func envelopeSize() int64 {
 	if v, err := strconv.Atoi(os.Getenv("CUSTOS_BENCH_ENVELOPE_MIB")); err == nil && v > 0 {
 		return int64(v) << 20

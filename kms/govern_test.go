@@ -38,7 +38,7 @@ func lastRecord(t *testing.T, e *env) *custosv1.DecisionRecord {
 	return rec
 }
 
-// Invariant 4: one officer tightens, loosening needs the quorum, and the
+// Invariant 4 (docs/architecture.md): one officer tightens, loosening needs the quorum, and the
 // key's own users cannot loosen either.
 func TestTighteningNeedsOneLooseningNeedsQuorum(t *testing.T) {
 	e := newEnv(t)
@@ -175,7 +175,7 @@ func TestStatementBadInput(t *testing.T) {
 	}
 }
 
-// The customer-control walk-through of the issue, at the service level.
+// The customer-control walk-through of docs/governance.md (policies, approvals, grants), at the service level.
 func TestPolicyApprovalsAndGrants(t *testing.T) {
 	e := newEnv(t)
 	createKey(t, e, "k")
@@ -343,7 +343,7 @@ func TestPolicyLimits(t *testing.T) {
 	}
 }
 
-// Invariant 3: once a revoke is acknowledged, no later decision allows the
+// Invariant 3 (docs/architecture.md): once a revoke is acknowledged, no later decision allows the
 // key. Decrypts hammer the key from 16 goroutines while an officer revokes.
 func TestRevokeIsInLogOrderUnderLoad(t *testing.T) {
 	e := newEnv(t)

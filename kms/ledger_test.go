@@ -216,7 +216,7 @@ func TestAuditReads(t *testing.T) {
 // checkpoint key (and advertises its address) through the log once; on
 // later starts, with the same key and address already in the state, it
 // proposes nothing, so a node restarting while the leader is unreachable
-// still starts (robustness KI-3). A new address is proposed.
+// still starts (docs/robustness.md, KI-3). A new address is proposed.
 func TestNodeKeyRegistrationNeedsNoLeaderOnRestart(t *testing.T) {
 	e := newEnv(t)
 	if err := e.svc.EnsureCheckpointKey(bg); err != nil {

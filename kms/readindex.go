@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// Linearizable reads (DESIGN.md invariant 3). Encrypt and GenerateDataKey
+// Linearizable reads (invariant 3 of docs/architecture.md). Encrypt and GenerateDataKey
 // commit nothing: they decide on the key's state as this node has applied
 // it. A node that is partitioned or lags would otherwise go on sealing
 // under a key whose revoke or disable the cluster has already

@@ -14,7 +14,7 @@ import (
 
 // TestSealReadIndex: Encrypt and GenerateDataKey read the key's state only
 // after the node has applied its read index, and issue nothing when the
-// read index fails or is not reached (robustness KI-2).
+// read index fails or is not reached (docs/robustness.md, KI-2).
 func TestSealReadIndex(t *testing.T) {
 	e := newEnv(t)
 	createKey(t, e, "k")

@@ -54,7 +54,7 @@ type Config struct {
 
 // Service implements custos's key operations. It validates requests, puts
 // every state change and every decision through the Log, and does the HSM
-// work on this node. Decrypt follows invariant 2 of DESIGN.md: the decision
+// work on this node. Decrypt follows invariant 2 of docs/architecture.md: the decision
 // record is committed through the Log before the HSM unwraps anything.
 type Service struct {
 	hsm   hsm.Backend
@@ -381,7 +381,7 @@ func (s *Service) seal(ctx context.Context, p Principal, field, key string, kind
 	}
 	// Nothing is committed for a seal, so the key's state read below must
 	// be at least as new as everything committed before this request
-	// (invariant 3: no seal after an acknowledged revoke or disable, on
+	// (invariant 3 of docs/architecture.md: no seal after an acknowledged revoke or disable, on
 	// any node): a read index first, or nothing is issued.
 	if err := s.linearize(ctx); err != nil {
 		return nil, err

@@ -177,7 +177,7 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
-// Invariant 2: the ALLOW record is committed before the data key is
+// Invariant 2 (docs/architecture.md): the ALLOW record is committed before the data key is
 // released, and it carries who, what, why.
 func TestDecryptRecordsDecisionBeforeRelease(t *testing.T) {
 	e := newEnv(t)
@@ -214,7 +214,7 @@ func TestDecryptRecordsDecisionBeforeRelease(t *testing.T) {
 	}
 }
 
-// Invariant 2, fail closed: when the ledger store fails, the decision is
+// Invariant 2 (docs/architecture.md), fail closed: when the ledger store fails, the decision is
 // not recorded, nothing is released, and the node reports unhealthy.
 func TestLedgerFailureFailsClosed(t *testing.T) {
 	e := newEnv(t)
@@ -339,7 +339,7 @@ func TestTamperedAndWrongContext(t *testing.T) {
 	}
 }
 
-// Invariant 3 (single node): decisions follow log order. While decrypts run
+// Invariant 3 of docs/architecture.md (single node): decisions follow log order. While decrypts run
 // from many goroutines a key is disabled; every ALLOW precedes, in the log,
 // every decision made after the disable, and nothing started after the
 // disable was acknowledged is released.
@@ -419,7 +419,7 @@ func TestDisableIsInLogOrder(t *testing.T) {
 	}
 }
 
-// Invariant 1: KEKs on the token are sensitive and never extractable.
+// Invariant 1 (docs/architecture.md): KEKs on the token are sensitive and never extractable.
 func TestKEKsAreNotExtractable(t *testing.T) {
 	e := newEnv(t)
 	createKey(t, e, "k")

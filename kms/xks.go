@@ -153,7 +153,7 @@ func (s *Service) XKSEncrypt(ctx context.Context, p Principal, key string, plain
 		return nil, err
 	}
 	// Like seal: read the key's state only once this node has caught up with
-	// everything acknowledged before the request (KI-2).
+	// everything acknowledged before the request (docs/robustness.md, KI-2).
 	if err := s.linearize(ctx); err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-// Package scale measures a node with a large decision ledger (issue #6:
+// Package scale measures a node with a large decision ledger (docs/performance.md's target:
 // "10 million decision records in the ledger: node RSS ≤ 300 MiB, restart
 // to serving ≤ 10 s, disk ≤ 400 bytes per record").
 //

@@ -315,7 +315,7 @@ func TestSoftHSMBehaviour(t *testing.T) {
 	}
 }
 
-// Invariant 1 against the operator: someone holding the user PIN, with the
+// Invariant 1 (docs/architecture.md) against the operator: someone holding the user PIN, with the
 // Raft log's wrapped KEK blobs in hand, cannot read a KEK. The domain
 // (wrapping) key only unwraps into sensitive, non-extractable keys
 // (CKA_UNWRAP_TEMPLATE), cannot be changed or copied, and KEKs (and their

@@ -1,5 +1,7 @@
 // Package compliance checks that the evidence named in docs/compliance.md
 // exists: every test it cites is defined somewhere in the repository.
+// citations_test.go checks that code and docs cite only what users have:
+// docs/architecture.md's invariants 1–9, never internal files or issue numbers.
 package compliance_test
 
 import (

@@ -297,7 +297,7 @@ func (n *Node) waitCaughtUp(ctx context.Context) error {
 		// (one joining, or one restarting) also waits for the cluster id —
 		// a bootstrap node restarting as a follower that read its state too
 		// early found none and tried to initialise the cluster again
-		// (robustness KI-4).
+		// (docs/robustness.md, KI-4).
 		st := n.raft.Stats()
 		needID := n.cfg.Join || n.raft.HadState()
 		if st.CommitIndex > 0 && st.AppliedIndex >= st.CommitIndex && (!needID || n.svc.ClusterID() != "") {
@@ -314,7 +314,7 @@ func (n *Node) waitCaughtUp(ctx context.Context) error {
 // Read indexes (kms/readindex.go): Encrypt and GenerateDataKey on any node
 // first make sure the node has applied everything committed before the
 // request, so that no node seals under a key whose revoke or disable the
-// cluster has acknowledged (DESIGN.md invariant 3, robustness KI-2).
+// cluster has acknowledged (docs/architecture.md, invariant 3; docs/robustness.md, KI-2).
 
 // readIndexRetry is the pause between attempts while no leader is known
 // or the leader changes; readIndexAttempts bounds them.

@@ -21,12 +21,12 @@ import (
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 )
 
-// TestReleasedKeysAreRecorded is invariant 2 end to end over gRPC: every
+// TestReleasedKeysAreRecorded is invariant 2 of docs/architecture.md end to end over gRPC: every
 // Decrypt that returned a data key has an ALLOW record (its decision_seq,
 // request id, principal, key and operation) in an Export of the ledger, and
 // that export verifies offline with kms/audit.Verify under the checkpoint
 // keys GetCheckpoint publishes. It also checks that the node's checkpointer
-// signs the chain head on its own (invariant 5).
+// signs the chain head on its own (docs/architecture.md, invariant 5).
 func TestReleasedKeysAreRecorded(t *testing.T) {
 	h := nodetest.Start(t)
 	kc := custosv1.NewKeyServiceClient(h.Conn(t, "app"))

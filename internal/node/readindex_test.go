@@ -29,9 +29,9 @@ func waitNewLeader(t *testing.T, c *nodetest.Cluster, skip int) int {
 	return -1
 }
 
-// TestSealAfterRevokeOnIsolatedNode is robustness KI-2: a node cut off from
+// TestSealAfterRevokeOnIsolatedNode is KI-2 of docs/robustness.md: a node cut off from
 // the cluster must not issue data keys (or encrypt) under a key whose
-// revoke the cluster has acknowledged meanwhile (DESIGN.md invariant 3).
+// revoke the cluster has acknowledged meanwhile (docs/architecture.md, invariant 3).
 // Encrypt and GenerateDataKey take a read index first; on an isolated node
 // that fails, so they fail closed.
 func TestSealAfterRevokeOnIsolatedNode(t *testing.T) {

@@ -12,7 +12,7 @@ import (
 // walUnreadable opens a stopped node's Raft log (DataDir/raft/raft.db) the
 // way raft.Open does and reads every entry, as hashicorp/raft.NewRaft does
 // on start. It returns the first read error: a node with one could not
-// start again. (With raft-wal v0.4.0 this caught KI-1; the bbolt log store
+// start again. (With raft-wal v0.4.0 this caught KI-1 of docs/robustness.md; the bbolt log store
 // that replaced it is checked the same way.)
 func walUnreadable(dataDir string) error {
 	s, err := raft.OpenLogStore(filepath.Join(dataDir, "raft", "raft.db"))

@@ -73,7 +73,7 @@ type variant struct {
 	after func(t *testing.T, err error, since uint64)
 }
 
-// TestAuthzMatrix is issue #7's authorization matrix: every method of every
+// TestAuthzMatrix is the authorization matrix of docs/security.md: every method of every
 // service the node serves (and of every custos proto service), enumerated
 // from the protobuf descriptors, times every identity (no certificate, the
 // key's app, another app, the operator, the auditor, this node's

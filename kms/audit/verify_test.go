@@ -167,7 +167,7 @@ func realExport(t *testing.T) (*export, *traffic) {
 	return e, &tr
 }
 
-// TestVerifyRealExport tampers with a real export in every way invariant 5
+// TestVerifyRealExport tampers with a real export in every way invariant 5 of docs/architecture.md
 // names and checks that Verify finds each, naming the right record.
 func TestVerifyRealExport(t *testing.T) {
 	e, tr := realExport(t)

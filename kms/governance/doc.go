@@ -1,7 +1,7 @@
 // Package governance implements the customer's security officers' signed
 // statements: their canonical bytes, the officers' ECDSA P-256 keys (PEM key
 // files and PKCS#11 tokens), signing, and verification against the officer set
-// and quorum (DESIGN.md invariant 4: loosening needs a quorum, tightening needs
+// and quorum (invariant 4 of docs/architecture.md: loosening needs a quorum, tightening needs
 // one). docs/governance-statements.md describes every format.
 //
 // The package holds no cluster state. Verification is deterministic given its

@@ -52,7 +52,7 @@ const (
 	longEnvelopeSize  = 1 << 30
 )
 
-// The envelope targets: a 1 GiB stream through clients/go at no
+// The envelope targets of docs/performance.md: a 1 GiB stream through clients/go at no
 // less than this share of Go's single-core AES-256-GCM, in at most this
 // much memory.
 const (

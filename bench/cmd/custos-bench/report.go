@@ -353,7 +353,7 @@ var opTitles = map[string]string{
 	gcmCeilingName:        "Go crypto/cipher AES-256-GCM Seal of 64 KiB, one goroutine (in process)",
 }
 
-// The targets for a 3-node cluster (figures to compare, not
+// The targets of docs/performance.md for a 3-node cluster (figures to compare, not
 // assertions).
 const (
 	targetNodes          = 3
@@ -445,7 +445,7 @@ func (r *report) markdownBlock() string {
 	return b.String()
 }
 
-// targetsBlock writes the 3-node targets against what was measured,
+// targetsBlock writes the 3-node targets of docs/performance.md against what was measured,
 // when the run measured the operations they are about.
 func (r *report) targetsBlock(w func(string, ...any)) {
 	var dec, batch *point

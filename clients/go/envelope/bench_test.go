@@ -73,7 +73,7 @@ func BenchmarkDecrypt(b *testing.B) {
 // alternation with it: after every 64 iterations the timer stops and the
 // ceiling seals (and opens) 64 MiB. The machine is shared, so only the
 // ratio of figures measured side by side is meaningful. %-of-seal is the
-// issue's figure: envelope throughput over single-core Seal throughput.
+// figure of docs/performance.md's targets: envelope throughput over single-core Seal throughput.
 type ceiling struct {
 	aead       cipher.AEAD
 	buf, ct    []byte

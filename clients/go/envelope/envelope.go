@@ -11,7 +11,7 @@
 // presents Header.WrappedKey and Header.Context to custos (Decrypt) to get the
 // data key back, then calls NewReader.
 //
-// Only CRYPTREC-listed primitives are used (DESIGN.md invariant 7):
+// Only CRYPTREC-listed primitives are used (docs/architecture.md, invariant 7):
 // AES-256-GCM, HMAC-SHA-256 and SHA-256.
 //
 // # Wire format, version 1
