@@ -335,6 +335,8 @@ func (s *State) evaluate(c *raftlogv1.Command, op *raftlogv1.Decide) (custosv1.O
 	// "policy/v<version>:<rule>", built without fmt on the decide path.
 	prefix := "policy/v" + strconv.FormatUint(p.GetVersion(), 10) + ":"
 	rule := func(r string) string { return prefix + r }
+	// The command's effective time (advanceClock): time windows, the rate
+	// limit's hour and grant expiry never go back with a proposer's clock.
 	now := time.Unix(0, c.TimeUnixNano)
 	switch {
 	case !slices.Contains(p.DecryptPrincipals, c.Principal):
