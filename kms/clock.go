@@ -74,8 +74,7 @@ func (s *State) advanceClock(c *raftlogv1.Command) error {
 func (s *State) refuseRegressed(index uint64, c *raftlogv1.Command, err error) any {
 	switch op := c.Op.(type) {
 	case *raftlogv1.Command_Decide:
-		rule := RuleClockRegressed
-		return s.decide(index, c, op.Decide, custosv1.Outcome_OUTCOME_DENY, rule, err)
+		return s.decide(index, c, op.Decide, custosv1.Outcome_OUTCOME_DENY, RuleClockRegressed, err)
 	case *raftlogv1.Command_Govern:
 		return s.applyGovern(index, c, op.Govern, err)
 	}
