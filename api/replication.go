@@ -3,7 +3,9 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -30,11 +32,19 @@ type ReplicationLeader interface {
 	IsMember(id string) bool
 }
 
+// ReplicationClock is implemented by a ReplicationLeader whose clock is not
+// time.Now (tests inject one): the Replication service checks forwarded
+// commands' stamps against it.
+type ReplicationClock interface {
+	Now() time.Time
+}
+
 // replicationServer implements raftlogv1.ReplicationServer: a follower
 // proposes its commands on the leader through it (kms.ForwardingLog).
 type replicationServer struct {
 	raftlogv1.UnimplementedReplicationServer
 	leader ReplicationLeader
+	now    func() time.Time
 }
 
 // NewReplicationServer returns the Replication service of a node. Only
@@ -48,8 +58,40 @@ type replicationServer struct {
 // added) is not. A node that is not the leader answers
 // FailedPrecondition and never forwards again, so there is no forwarding
 // loop. The result is kms.EncodeResult of the local Apply.
+//
+// The leader also refuses a command whose stamp differs from its own clock
+// (ReplicationClock, time.Now otherwise) by more than
+// kms.MaxClockRegression, with a FailedPrecondition result (a domain error,
+// so the follower's caller gets it at once). This check is defence in
+// depth, outside the replicated rules (it reads a clock): the state machine
+// itself refuses, on every replica, a stamp too far behind the state's
+// clock (docs/raft-log.md, "Time"); this one also stops a member whose
+// clock runs far ahead from pushing the state's clock forward, and reports
+// a skewed node's clock where it can be fixed.
 func NewReplicationServer(leader ReplicationLeader) raftlogv1.ReplicationServer {
-	return &replicationServer{leader: leader}
+	now := time.Now
+	if c, ok := leader.(ReplicationClock); ok {
+		now = c.Now
+	}
+	return &replicationServer{leader: leader, now: now}
+}
+
+// checkStamp refuses a forwarded command whose stamp is further than
+// kms.MaxClockRegression from the leader's clock.
+func (s *replicationServer) checkStamp(cmd *raftlogv1.Command) error {
+	now := s.now()
+	stamp := time.Unix(0, cmd.GetTimeUnixNano())
+	skew := stamp.Sub(now)
+	if skew >= -kms.MaxClockRegression && skew <= kms.MaxClockRegression {
+		return nil
+	}
+	dir := "ahead of"
+	if skew < 0 {
+		dir, skew = "behind", -skew
+	}
+	return fmt.Errorf("%w: command from node %q is stamped %s, %s %s the leader's clock %s (at most %s either way): "+
+		"check the nodes' time synchronisation", kms.ErrFailedPrecondition, cmd.GetNode(),
+		stamp.UTC().Format(time.RFC3339Nano), skew, dir, now.UTC().Format(time.RFC3339Nano), kms.MaxClockRegression)
 }
 
 // member returns the Raft id of the calling node if it is a member of the
@@ -82,6 +124,9 @@ func (s *replicationServer) Apply(ctx context.Context, cmd *raftlogv1.Command) (
 	}
 	if !s.leader.IsLeader() {
 		return nil, status.Error(codes.FailedPrecondition, "this node is not the Raft leader")
+	}
+	if err := s.checkStamp(cmd); err != nil {
+		return kms.EncodeResult(nil, err), nil
 	}
 	res, err := s.leader.Apply(ctx, cmd)
 	if err != nil && !isDomainErr(err) {

@@ -3,7 +3,9 @@ package api
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -19,6 +21,11 @@ type fakeLeader struct {
 	calls   int
 	applied int
 }
+
+// leaderNow is the fake leader's clock (ReplicationClock).
+var leaderNow = time.Date(2030, 1, 7, 9, 0, 0, 0, time.UTC)
+
+func (f *fakeLeader) Now() time.Time { return leaderNow }
 
 // IsMember: node2 and node3 are the cluster's other members.
 func (f *fakeLeader) IsMember(id string) bool { return id == "node2" || id == "node3" }
@@ -70,10 +77,12 @@ func TestReplicationApplyOnlyMembersAsThemselves(t *testing.T) {
 	f := &fakeLeader{leader: true}
 	srv := NewReplicationServer(f)
 	decide := func(node string) *raftlogv1.Command {
-		return &raftlogv1.Command{Node: node, Principal: "app", Op: &raftlogv1.Command_SetKeyState{SetKeyState: &raftlogv1.SetKeyState{}}}
+		return &raftlogv1.Command{TimeUnixNano: leaderNow.UnixNano(), Node: node, Principal: "app",
+			Op: &raftlogv1.Command_SetKeyState{SetKeyState: &raftlogv1.SetKeyState{}}}
 	}
 	register := func(node, of string) *raftlogv1.Command {
-		return &raftlogv1.Command{Node: node, Op: &raftlogv1.Command_RegisterNodeKey{RegisterNodeKey: &raftlogv1.RegisterNodeKey{Node: of}}}
+		return &raftlogv1.Command{TimeUnixNano: leaderNow.UnixNano(), Node: node,
+			Op: &raftlogv1.Command_RegisterNodeKey{RegisterNodeKey: &raftlogv1.RegisterNodeKey{Node: of}}}
 	}
 	for _, tc := range []struct {
 		name   string
@@ -105,5 +114,41 @@ func TestReplicationApplyOnlyMembersAsThemselves(t *testing.T) {
 	}
 	if f.applied != 2 {
 		t.Fatalf("applied %d commands, want 2", f.applied)
+	}
+}
+
+// TestReplicationRefusesSkewedStamps: the leader refuses a forwarded
+// command stamped further than kms.MaxClockRegression from its own clock,
+// either way, with a FailedPrecondition domain error (the follower's caller
+// gets it at once) and proposes nothing; within the allowance it proposes.
+func TestReplicationRefusesSkewedStamps(t *testing.T) {
+	ctx := context.WithValue(context.Background(), principalKey{}, kms.Principal{Name: "custos-node:node2"})
+	f := &fakeLeader{leader: true}
+	srv := NewReplicationServer(f)
+	at := func(d time.Duration) *raftlogv1.Command {
+		return &raftlogv1.Command{TimeUnixNano: leaderNow.Add(d).UnixNano(), Node: "node2", Principal: "app",
+			Op: &raftlogv1.Command_SetKeyState{SetKeyState: &raftlogv1.SetKeyState{Name: "k"}}}
+	}
+	for _, d := range []time.Duration{-kms.MaxClockRegression - time.Nanosecond, kms.MaxClockRegression + time.Nanosecond, -time.Hour, 24 * time.Hour} {
+		r, err := srv.Apply(ctx, at(d))
+		if err != nil {
+			t.Fatalf("stamp %s from the leader's clock: transport error %v, want a result", d, err)
+		}
+		_, derr := kms.DecodeResult(r)
+		if !errors.Is(derr, kms.ErrFailedPrecondition) || !strings.Contains(derr.Error(), "time synchronisation") {
+			t.Fatalf("stamp %s from the leader's clock: %v, want FailedPrecondition naming the clocks", d, derr)
+		}
+	}
+	if f.applied != 0 {
+		t.Fatalf("%d commands with skewed stamps reached the log", f.applied)
+	}
+	for _, d := range []time.Duration{-kms.MaxClockRegression, 0, kms.MaxClockRegression} {
+		r, err := srv.Apply(ctx, at(d))
+		if _, derr := kms.DecodeResult(r); err != nil || derr != nil {
+			t.Fatalf("stamp %s from the leader's clock: %v, %v", d, err, derr)
+		}
+	}
+	if f.applied != 3 {
+		t.Fatalf("applied %d commands, want 3", f.applied)
 	}
 }

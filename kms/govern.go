@@ -17,9 +17,18 @@ import (
 
 // applyGovern verifies an officer-signed statement against the officer set
 // at this log position and applies it. Applied or refused, it becomes a
-// ledger record naming the signers and the statement's hash.
-func (s *State) applyGovern(index uint64, c *raftlogv1.Command, op *raftlogv1.Govern) any {
-	now := time.Unix(0, c.TimeUnixNano)
+// ledger record naming the signers and the statement's hash. refused, if
+// not nil, refuses the statement before it is verified (its command's stamp
+// is too far behind the state's clock: refuseRegressed).
+//
+// The statement is verified at the state's clock, which is the command's
+// effective time (advanceClock), never at a stamp behind it: a statement
+// whose not_after is behind the clock can never apply again, and its nonce
+// is kept until then (pruneNonces). So a statement applies at most once,
+// however old the copy that is replayed and whatever time its proposer
+// claims (invariants 4 and 8, docs/architecture.md).
+func (s *State) applyGovern(index uint64, c *raftlogv1.Command, op *raftlogv1.Govern, refused error) any {
+	now := time.Unix(0, s.clock)
 	var stmtHash [32]byte
 	if op.Statement != nil {
 		stmtHash = sha256.Sum256(op.Statement.Statement)
@@ -29,6 +38,8 @@ func (s *State) applyGovern(index uint64, c *raftlogv1.Command, op *raftlogv1.Go
 	var signers []string
 	var err error
 	switch {
+	case refused != nil:
+		err = refused
 	case s.officers == nil:
 		err = fmt.Errorf("%w: cluster not initialised", ErrFailedPrecondition)
 	default:
@@ -47,7 +58,7 @@ func (s *State) applyGovern(index uint64, c *raftlogv1.Command, op *raftlogv1.Go
 	}
 	rec := &custosv1.DecisionRecord{
 		Seq:           s.seq + 1,
-		TimeUnixNano:  c.TimeUnixNano,
+		TimeUnixNano:  s.clock,
 		Node:          c.Node,
 		Principal:     c.Principal,
 		Operation:     custosv1.Operation_OPERATION_GOVERNANCE,
@@ -77,7 +88,7 @@ func (s *State) applyGovern(index uint64, c *raftlogv1.Command, op *raftlogv1.Go
 		d.Err = err
 	} else {
 		s.nonces[string(st.Nonce)] = st.NotAfterUnix
-		s.pruneNonces(now)
+		s.pruneNonces()
 	}
 	s.seq++
 	d.Record = rec
@@ -369,7 +380,8 @@ func (s *State) countUse(c *raftlogv1.Command, op *raftlogv1.Decide) {
 }
 
 // usesThisHour returns the principal's allowed decrypts of the key in the
-// current hour (a fixed window, in the proposer's clock).
+// current hour (a fixed window, in the command's effective time: the
+// state's clock, so the hours never go back).
 func (s *State) usesThisHour(c *raftlogv1.Command, op *raftlogv1.Decide) uint32 {
 	rc := s.counters[op.Key+"\x00"+c.Principal]
 	if rc == nil || rc.Hour != c.TimeUnixNano/int64(time.Hour) {
@@ -378,14 +390,27 @@ func (s *State) usesThisHour(c *raftlogv1.Command, op *raftlogv1.Decide) uint32 
 	return rc.Count
 }
 
-// pruneNonces forgets nonces of statements that have expired: they are
-// refused as expired anyway.
-func (s *State) pruneNonces(now time.Time) {
+// pruneNonces forgets the nonces of statements whose not_after is behind
+// the state's clock. Only then: the clock never goes back and a statement
+// is verified at the command's effective time, which is never behind it, so
+// such a statement is refused as expired whenever it comes back, while one
+// whose not_after is not yet behind the clock could still verify and is
+// refused only by its nonce. Pruning against a command's own stamp instead
+// (as before the clock existed) let a later, back-dated command apply the
+// statement again.
+func (s *State) pruneNonces() {
 	for n, na := range s.nonces {
-		if na < now.Unix() {
+		if nonceExpired(na, s.clock) {
 			delete(s.nonces, n)
 		}
 	}
+}
+
+// nonceExpired reports whether a statement with this not_after (Unix
+// seconds) can no longer verify at clock (Unix nanoseconds) or later:
+// governance.OfficerSet.Verify refuses it when the time is after not_after.
+func nonceExpired(notAfterUnix, clock int64) bool {
+	return time.Unix(0, clock).After(time.Unix(notAfterUnix, 0))
 }
 
 func reasonName(r custosv1.Reason) string {

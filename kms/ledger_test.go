@@ -62,7 +62,8 @@ func TestCheckpointsAreSignedInTheHSMAndChained(t *testing.T) {
 	d := sha256.Sum256(ledger.CheckpointMessage(cp.ClusterId, head, hash[:]))
 	sig, _ := other.Sign(nil, d[:], nil)
 	bad := &custosv1.Checkpoint{ClusterId: cp.ClusterId, Seq: head, Head: hash[:], KeyId: cp.KeyId, Signature: sig}
-	_, err = e.log.Apply(bg, &raftlogv1.Command{Op: &raftlogv1.Command_RecordCheckpoint{RecordCheckpoint: &raftlogv1.RecordCheckpoint{Checkpoint: bad}}})
+	_, err = e.log.Apply(bg, &raftlogv1.Command{TimeUnixNano: time.Now().UnixNano(),
+		Op: &raftlogv1.Command_RecordCheckpoint{RecordCheckpoint: &raftlogv1.RecordCheckpoint{Checkpoint: bad}}})
 	if !errors.Is(err, kms.ErrPermissionDenied) {
 		t.Fatalf("checkpoint signed by an unregistered key: got %v, want ErrPermissionDenied", err)
 	}

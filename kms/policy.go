@@ -115,7 +115,8 @@ func actionFor(p *custosv1.KeyPolicy, r custosv1.Reason) custosv1.Action {
 }
 
 // inWindows reports whether t (UTC) falls in one of the policy's windows;
-// no windows means always.
+// no windows means always. Apply passes the command's effective time, which
+// never goes back (clock.go), so a back-dated stamp cannot reopen a window.
 func inWindows(p *custosv1.KeyPolicy, t time.Time) bool {
 	if len(p.Windows) == 0 {
 		return true

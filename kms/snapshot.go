@@ -78,6 +78,10 @@ func (s *State) Snapshot() (raft.Snapshot, error) {
 		DomainKeyCheckValue: s.domainKCV,
 		LedgerSeq:           s.seq,
 		LedgerHead:          append([]byte(nil), s.head[:]...),
+		// The clock is replicated state: a restored replica must clamp
+		// commands as the others do, and keeps exactly the nonces whose
+		// not_after is not behind it (clock.go).
+		TimeUnixNano: s.clock,
 	}
 	for _, n := range sortedKeys(s.keys) {
 		st.Keys = append(st.Keys, s.keys[n])
@@ -270,6 +274,9 @@ func (s *State) Restore(r io.Reader) error {
 		s.counters[c.Key+"\x00"+c.Principal] = c
 	}
 	s.seq, s.head = st.LedgerSeq, head
+	// A snapshot written before the state had a clock restores it as 0:
+	// the first command applied after it sets it.
+	s.clock = st.TimeUnixNano
 	s.broken = nil
 	return nil
 }

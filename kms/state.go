@@ -34,10 +34,13 @@ type State struct {
 	head        [32]byte // hash of the record at seq
 	applied     uint64   // last applied Raft index
 	broken      error    // set when the ledger store failed: fail closed
+	// clock is the state's time: the largest command time applied so far,
+	// in Unix nanoseconds. It only moves forward (advanceClock).
+	clock int64
 
 	gov      *custosv1.Governance   // officers and quorum
 	officers *governance.OfficerSet // parsed gov, for signature checks
-	nonces   map[string]int64       // applied statements' nonces → not_after
+	nonces   map[string]int64       // applied statements' nonces → not_after, until it is behind clock
 	requests map[string]*custosv1.ApprovalRequest
 	grants   map[string]*custosv1.Grant
 	counters map[string]*raftlogv1.RateCounter // key\x00principal → hourly count
@@ -66,6 +69,7 @@ func NewState(l *ledger.Store) *State {
 // reset empties the in-memory state (before a restore).
 func (s *State) reset() {
 	s.clusterID, s.domainKeyID, s.domainKCV = "", nil, nil
+	s.clock = 0
 	s.keys = map[string]*raftlogv1.KeyRecord{}
 	s.gov, s.officers = nil, nil
 	s.nonces = map[string]int64{}
@@ -140,8 +144,13 @@ func (s *State) ApplyBatch(entries []raft.AppliedEntry) [][]any {
 }
 
 // apply dispatches one command. It returns a *Decision, a key record clone,
-// nil, or an error; it never fails the node.
+// nil, or an error; it never fails the node. Every command first goes
+// through the state's clock (advanceClock): past it, c.TimeUnixNano is the
+// command's effective time, which is all that the command's handler reads.
 func (s *State) apply(index uint64, c *raftlogv1.Command) any {
+	if err := s.advanceClock(c); err != nil {
+		return s.refuseRegressed(index, c, err)
+	}
 	switch op := c.Op.(type) {
 	case *raftlogv1.Command_InitCluster:
 		return s.applyInit(op.InitCluster)
@@ -156,7 +165,7 @@ func (s *State) apply(index uint64, c *raftlogv1.Command) any {
 	case *raftlogv1.Command_Decide:
 		return s.applyDecide(index, c, op.Decide)
 	case *raftlogv1.Command_Govern:
-		return s.applyGovern(index, c, op.Govern)
+		return s.applyGovern(index, c, op.Govern, nil)
 	case *raftlogv1.Command_RecordCheckpoint:
 		return s.applyCheckpoint(index, c, op.RecordCheckpoint)
 	case *raftlogv1.Command_AdvanceCursor:
@@ -292,9 +301,15 @@ func (s *State) applySetMin(c *raftlogv1.Command, op *raftlogv1.SetMinDecryption
 // and builds the decision record. The caller (ApplyBatch) persists it.
 func (s *State) applyDecide(index uint64, c *raftlogv1.Command, op *raftlogv1.Decide) any {
 	outcome, rule, derr := s.evaluate(c, op)
+	return s.decide(index, c, op, outcome, rule, derr)
+}
+
+// decide builds the decision record of a Decide command with the given
+// verdict, at the state's clock, and applies the verdict's effects.
+func (s *State) decide(index uint64, c *raftlogv1.Command, op *raftlogv1.Decide, outcome custosv1.Outcome, rule string, derr error) *Decision {
 	rec := &custosv1.DecisionRecord{
 		Seq:               s.seq + 1,
-		TimeUnixNano:      c.TimeUnixNano,
+		TimeUnixNano:      s.clock,
 		Node:              c.Node,
 		Principal:         c.Principal,
 		Key:               op.Key,
@@ -347,6 +362,8 @@ func (s *State) evaluate(c *raftlogv1.Command, op *raftlogv1.Decide) (custosv1.O
 	// "policy/v<version>:<rule>", built without fmt on the decide path.
 	prefix := "policy/v" + strconv.FormatUint(p.GetVersion(), 10) + ":"
 	rule := func(r string) string { return prefix + r }
+	// The command's effective time (advanceClock): time windows, the rate
+	// limit's hour and grant expiry never go back with a proposer's clock.
 	now := time.Unix(0, c.TimeUnixNano)
 	switch {
 	case !slices.Contains(p.DecryptPrincipals, c.Principal):

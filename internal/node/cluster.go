@@ -413,6 +413,16 @@ type replicationLeader struct {
 	*raft.Node
 	ri      *readIndexes
 	members *allowedSet
+	now     func() time.Time // Config.Now; time.Now if nil
+}
+
+// Now is the node's clock (api.ReplicationClock): the leader checks
+// forwarded commands' stamps against it.
+func (l replicationLeader) Now() time.Time {
+	if l.now != nil {
+		return l.now()
+	}
+	return time.Now()
 }
 
 // IsMember reports whether id is in the Raft configuration or a configured

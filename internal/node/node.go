@@ -149,6 +149,11 @@ type Config struct {
 	// plain HTTP on this address (e.g. 127.0.0.1:7490; metrics.go,
 	// docs/operations.md). Empty: no metrics are collected.
 	MetricsListen string
+	// Now, if set, is the node's clock: the time stamped into the commands
+	// it proposes, and, while it leads, the clock forwarded commands'
+	// stamps are checked against (api.NewReplicationServer). time.Now if
+	// nil; tests set it to move a node's clock.
+	Now func() time.Time
 }
 
 // Node is a running custosd node.
@@ -303,6 +308,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		State:     state,
 		Logger:    cfg.Logger.With("component", "kms"),
 		Auditors:  cfg.Auditors,
+		Now:       cfg.Now,
 		ReadIndex: n.ri.any,
 		// A node that joined waits for officers to admit it (its HSM to
 		// hold the domain key) before any key crypto, on every front door.
@@ -359,7 +365,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Context: healthCtx,
 	}
 	if n.fwd != nil {
-		opts.Replication = replicationLeader{Node: n.raft, ri: n.ri, members: n.allowed}
+		opts.Replication = replicationLeader{Node: n.raft, ri: n.ri, members: n.allowed, now: cfg.Now}
 	}
 	operators := map[string]bool{}
 	for _, o := range cfg.Operators {

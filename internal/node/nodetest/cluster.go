@@ -124,8 +124,20 @@ func StartCluster(tb testing.TB, n int) *Cluster {
 // (the others can be started with Join after changing their Config).
 func StartClusterOf(tb testing.TB, n, start int) *Cluster {
 	tb.Helper()
+	return StartClusterWith(tb, n, start, nil)
+}
+
+// StartClusterWith is StartClusterOf with mod, if not nil, changing each
+// node's configuration (mod(i, &cfg)) before any node starts.
+func StartClusterWith(tb testing.TB, n, start int, mod func(i int, cfg *node.Config)) *Cluster {
+	tb.Helper()
 	dir := tb.TempDir()
 	cfgs, officers := ClusterConfigs(tb, dir, n)
+	if mod != nil {
+		for i := range cfgs {
+			mod(i, &cfgs[i])
+		}
+	}
 	c := &Cluster{Dir: dir, CAFile: cfgs[0].TLS.CA, Officers: officers}
 	for i := range cfgs {
 		c.Members = append(c.Members, &Member{Config: cfgs[i], Addr: cfgs[i].Listen, Isolated: cfgs[i].Isolate})
