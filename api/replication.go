@@ -59,15 +59,15 @@ type replicationServer struct {
 // FailedPrecondition and never forwards again, so there is no forwarding
 // loop. The result is kms.EncodeResult of the local Apply.
 //
-// The leader also refuses a command whose stamp differs from its own clock
-// (ReplicationClock, time.Now otherwise) by more than
-// kms.MaxClockRegression, with a FailedPrecondition result (a domain error,
-// so the follower's caller gets it at once). This check is defence in
-// depth, outside the replicated rules (it reads a clock): the state machine
-// itself refuses, on every replica, a stamp too far behind the state's
-// clock (docs/raft-log.md, "Time"); this one also stops a member whose
-// clock runs far ahead from pushing the state's clock forward, and reports
-// a skewed node's clock where it can be fixed.
+// The leader also refuses a command stamped more than kms.MaxClockSkew
+// ahead of its own clock (ReplicationClock, time.Now otherwise), with a
+// FailedPrecondition result (a domain error, so the follower's caller gets
+// it at once). This check is outside the replicated rules (it reads a
+// clock): it stops a member whose clock runs ahead from pushing the state's
+// clock forward (which would expire statements and grants early, and move
+// policy time windows). A stamp behind is let through: the state machine
+// clamps it to the state's clock on every replica (docs/raft-log.md,
+// "Time").
 func NewReplicationServer(leader ReplicationLeader) raftlogv1.ReplicationServer {
 	now := time.Now
 	if c, ok := leader.(ReplicationClock); ok {
@@ -76,22 +76,18 @@ func NewReplicationServer(leader ReplicationLeader) raftlogv1.ReplicationServer 
 	return &replicationServer{leader: leader, now: now}
 }
 
-// checkStamp refuses a forwarded command whose stamp is further than
-// kms.MaxClockRegression from the leader's clock.
+// checkStamp refuses a forwarded command stamped more than
+// kms.MaxClockSkew ahead of the leader's clock.
 func (s *replicationServer) checkStamp(cmd *raftlogv1.Command) error {
 	now := s.now()
 	stamp := time.Unix(0, cmd.GetTimeUnixNano())
-	skew := stamp.Sub(now)
-	if skew >= -kms.MaxClockRegression && skew <= kms.MaxClockRegression {
+	ahead := stamp.Sub(now)
+	if ahead <= kms.MaxClockSkew {
 		return nil
 	}
-	dir := "ahead of"
-	if skew < 0 {
-		dir, skew = "behind", -skew
-	}
-	return fmt.Errorf("%w: command from node %q is stamped %s, %s %s the leader's clock %s (at most %s either way): "+
+	return fmt.Errorf("%w: command from node %q is stamped %s, %s ahead of the leader's clock %s (at most %s): "+
 		"check the nodes' time synchronisation", kms.ErrFailedPrecondition, cmd.GetNode(),
-		stamp.UTC().Format(time.RFC3339Nano), skew, dir, now.UTC().Format(time.RFC3339Nano), kms.MaxClockRegression)
+		stamp.UTC().Format(time.RFC3339Nano), ahead, now.UTC().Format(time.RFC3339Nano), kms.MaxClockSkew)
 }
 
 // member returns the Raft id of the calling node if it is a member of the

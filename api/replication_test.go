@@ -118,9 +118,10 @@ func TestReplicationApplyOnlyMembersAsThemselves(t *testing.T) {
 }
 
 // TestReplicationRefusesSkewedStamps: the leader refuses a forwarded
-// command stamped further than kms.MaxClockRegression from its own clock,
-// either way, with a FailedPrecondition domain error (the follower's caller
-// gets it at once) and proposes nothing; within the allowance it proposes.
+// command stamped further than kms.MaxClockSkew ahead of its own clock with
+// a FailedPrecondition domain error (the follower's caller gets it at once)
+// and proposes nothing; a stamp behind, or ahead within the allowance, is
+// proposed (the state machine clamps stamps behind its clock).
 func TestReplicationRefusesSkewedStamps(t *testing.T) {
 	ctx := context.WithValue(context.Background(), principalKey{}, kms.Principal{Name: "custos-node:node2"})
 	f := &fakeLeader{leader: true}
@@ -129,7 +130,7 @@ func TestReplicationRefusesSkewedStamps(t *testing.T) {
 		return &raftlogv1.Command{TimeUnixNano: leaderNow.Add(d).UnixNano(), Node: "node2", Principal: "app",
 			Op: &raftlogv1.Command_SetKeyState{SetKeyState: &raftlogv1.SetKeyState{Name: "k"}}}
 	}
-	for _, d := range []time.Duration{-kms.MaxClockRegression - time.Nanosecond, kms.MaxClockRegression + time.Nanosecond, -time.Hour, 24 * time.Hour} {
+	for _, d := range []time.Duration{kms.MaxClockSkew + time.Nanosecond, 24 * time.Hour} {
 		r, err := srv.Apply(ctx, at(d))
 		if err != nil {
 			t.Fatalf("stamp %s from the leader's clock: transport error %v, want a result", d, err)
@@ -142,13 +143,13 @@ func TestReplicationRefusesSkewedStamps(t *testing.T) {
 	if f.applied != 0 {
 		t.Fatalf("%d commands with skewed stamps reached the log", f.applied)
 	}
-	for _, d := range []time.Duration{-kms.MaxClockRegression, 0, kms.MaxClockRegression} {
+	for _, d := range []time.Duration{-time.Hour, -kms.MaxClockSkew - time.Nanosecond, 0, kms.MaxClockSkew} {
 		r, err := srv.Apply(ctx, at(d))
 		if _, derr := kms.DecodeResult(r); err != nil || derr != nil {
 			t.Fatalf("stamp %s from the leader's clock: %v, %v", d, err, derr)
 		}
 	}
-	if f.applied != 3 {
-		t.Fatalf("applied %d commands, want 3", f.applied)
+	if f.applied != 4 {
+		t.Fatalf("applied %d commands, want 4", f.applied)
 	}
 }

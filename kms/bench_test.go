@@ -113,12 +113,14 @@ func BenchmarkStateApplyBatch(b *testing.B) {
 	officers := []*custosv1.Officer{{Name: "officer-1", PublicKey: governance.MarshalPublicKey(&ok.PublicKey)}}
 	res := apply(&raftlogv1.Command{TimeUnixNano: now, Node: "n1", Principal: "custosd",
 		Op: &raftlogv1.Command_InitCluster{InitCluster: &raftlogv1.InitCluster{
-			ClusterId: "bench", DomainKeyId: []byte("d"), Officers: officers, Quorum: 1}}})
+			ClusterId: "bench", DomainKeyId: []byte("d"), Officers: officers, Quorum: 1,
+			DomainKeyCheckValue: make([]byte, 16)}}})
 	if err, ok := res[0][0].(error); ok {
 		b.Fatal(err)
 	}
 	res = apply(&raftlogv1.Command{TimeUnixNano: now, Node: "n1", Principal: app.Name,
-		Op: &raftlogv1.Command_CreateKey{CreateKey: &raftlogv1.CreateKey{Name: "bench", WrappedKek: []byte("kek")}}})
+		Op: &raftlogv1.Command_CreateKey{CreateKey: &raftlogv1.CreateKey{Name: "bench", WrappedKek: []byte("kek"),
+			KekId: []byte("kek-id"), KekCheckValue: make([]byte, 16)}}})
 	if err, ok := res[0][0].(error); ok {
 		b.Fatal(err)
 	}

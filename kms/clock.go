@@ -1,10 +1,8 @@
 package kms
 
 import (
-	"fmt"
 	"time"
 
-	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
 )
 
@@ -22,63 +20,40 @@ import (
 //
 // So time in the replicated state is monotonic. The state keeps a clock,
 // the largest command time applied so far, and a command's effective time
-// is max(its stamp, the clock). Commands are proposed concurrently by
-// several nodes and group-committed, so a stamp a little behind the clock is
-// normal (skew between nodes, reordering inside a batch) and is clamped;
-// one more than MaxClockRegression behind is refused, the same way on every
-// replica (invariant 3: decisions follow the log, not a node's clock). With
-// the effective time monotonic, a statement whose not_after is behind the
-// clock can never verify again, so its nonce is kept exactly until then
-// (pruneNonces): a statement applies at most once, ever.
+// is max(its stamp, the clock): a stamp behind the clock — skew between
+// nodes, reordering inside a group-committed batch, or a clock set back on
+// purpose — is clamped to the clock, the same way on every replica
+// (invariant 3: decisions follow the log, not a node's clock). With the
+// effective time monotonic, a statement whose not_after is behind the clock
+// can never verify again, so its nonce is kept exactly until then
+// (pruneNonces): a statement applies at most once, ever; a grant, a request
+// or a policy window cannot be used at a time the state has already passed.
+//
+// Stamps behind the clock are clamped rather than refused on purpose. A
+// refusal would let one node whose clock jumped ahead (an NTP glitch of a
+// day) stop every correctly clocked node's commands — revocations and
+// decisions included — until real time caught up. Clamping keeps the cluster
+// serving and loosens nothing: a back-dated command is simply applied now.
+// The leader refuses forwarded commands stamped more than MaxClockSkew
+// *ahead* of its own clock (api.NewReplicationServer), so a member cannot
+// push the clock forward; docs/security.md says what a leader whose clock
+// runs ahead can still do.
 
-// MaxClockRegression is how far behind the state's clock a command's stamp
-// may be and still apply (at the clock's time). A command stamped earlier
-// than that is refused with ErrFailedPrecondition on every replica. It is
-// part of the replicated rules: changing it changes how the log applies.
-// The leader also refuses forwarded commands whose stamp is further than
-// this from its own clock (api.NewReplicationServer).
-const MaxClockRegression = 30 * time.Second
+// MaxClockSkew is how far ahead of the leader's clock a forwarded command
+// may be stamped (api.NewReplicationServer). It is not part of the
+// replicated rules.
+const MaxClockSkew = 30 * time.Second
 
-// RuleClockRegressed is the matched rule of the DENY record a Decide
-// command gets when its stamp is too far behind the state's clock.
-const RuleClockRegressed = "clock:regressed"
-
-// advanceClock checks c's stamp against the state's clock. A stamp more
-// than MaxClockRegression behind it is an error, and nothing changes.
-// Otherwise c.TimeUnixNano becomes the command's effective time, max(stamp,
-// clock), and the clock moves to it. The command is the FSM adapter's own
+// advanceClock makes c.TimeUnixNano the command's effective time, max(stamp,
+// clock), and moves the clock there. The command is the FSM adapter's own
 // decoded copy of the entry (raft/fsm.go), so setting its time touches no
 // proposer's data; a replica given the same command twice computes the
 // same effective time.
-func (s *State) advanceClock(c *raftlogv1.Command) error {
-	if c.TimeUnixNano < s.clock-int64(MaxClockRegression) {
-		return fmt.Errorf("%w: command from node %q is stamped %s, %s before the cluster's clock %s (at most %s is allowed): "+
-			"the node's clock is behind, check its time synchronisation",
-			ErrFailedPrecondition, c.Node, formatNanos(c.TimeUnixNano),
-			time.Duration(s.clock-c.TimeUnixNano), formatNanos(s.clock), MaxClockRegression)
-	}
+func (s *State) advanceClock(c *raftlogv1.Command) {
 	if c.TimeUnixNano < s.clock {
 		c.TimeUnixNano = s.clock
 	}
 	s.clock = c.TimeUnixNano
-	return nil
-}
-
-// refuseRegressed is the result of a command whose stamp is too far behind
-// the clock. Nothing in the state changes, but a Decide still gets its DENY
-// record (rule RuleClockRegressed: no decision goes unrecorded) and a
-// Govern statement its refused governance record, as any refused use or
-// statement does, so the attempt and the node that proposed it are in the
-// ledger. Both records carry the state's clock as their time. Any other
-// command just fails.
-func (s *State) refuseRegressed(index uint64, c *raftlogv1.Command, err error) any {
-	switch op := c.Op.(type) {
-	case *raftlogv1.Command_Decide:
-		return s.decide(index, c, op.Decide, custosv1.Outcome_OUTCOME_DENY, RuleClockRegressed, err)
-	case *raftlogv1.Command_Govern:
-		return s.applyGovern(index, c, op.Govern, err)
-	}
-	return err
 }
 
 // Clock returns the state's clock: the largest command time applied so
@@ -88,5 +63,3 @@ func (s *State) Clock() time.Time {
 	defer s.mu.RUnlock()
 	return time.Unix(0, s.clock)
 }
-
-func formatNanos(ns int64) string { return time.Unix(0, ns).UTC().Format(time.RFC3339Nano) }

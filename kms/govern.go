@@ -17,9 +17,7 @@ import (
 
 // applyGovern verifies an officer-signed statement against the officer set
 // at this log position and applies it. Applied or refused, it becomes a
-// ledger record naming the signers and the statement's hash. refused, if
-// not nil, refuses the statement before it is verified (its command's stamp
-// is too far behind the state's clock: refuseRegressed).
+// ledger record naming the signers and the statement's hash.
 //
 // The statement is verified at the state's clock, which is the command's
 // effective time (advanceClock), never at a stamp behind it: a statement
@@ -27,7 +25,7 @@ import (
 // is kept until then (pruneNonces). So a statement applies at most once,
 // however old the copy that is replayed and whatever time its proposer
 // claims (invariants 4 and 8, docs/architecture.md).
-func (s *State) applyGovern(index uint64, c *raftlogv1.Command, op *raftlogv1.Govern, refused error) any {
+func (s *State) applyGovern(index uint64, c *raftlogv1.Command, op *raftlogv1.Govern) any {
 	now := time.Unix(0, s.clock)
 	var stmtHash [32]byte
 	if op.Statement != nil {
@@ -38,8 +36,6 @@ func (s *State) applyGovern(index uint64, c *raftlogv1.Command, op *raftlogv1.Go
 	var signers []string
 	var err error
 	switch {
-	case refused != nil:
-		err = refused
 	case s.officers == nil:
 		err = fmt.Errorf("%w: cluster not initialised", ErrFailedPrecondition)
 	default:

@@ -148,9 +148,7 @@ func (s *State) ApplyBatch(entries []raft.AppliedEntry) [][]any {
 // through the state's clock (advanceClock): past it, c.TimeUnixNano is the
 // command's effective time, which is all that the command's handler reads.
 func (s *State) apply(index uint64, c *raftlogv1.Command) any {
-	if err := s.advanceClock(c); err != nil {
-		return s.refuseRegressed(index, c, err)
-	}
+	s.advanceClock(c)
 	switch op := c.Op.(type) {
 	case *raftlogv1.Command_InitCluster:
 		return s.applyInit(op.InitCluster)
@@ -165,7 +163,7 @@ func (s *State) apply(index uint64, c *raftlogv1.Command) any {
 	case *raftlogv1.Command_Decide:
 		return s.applyDecide(index, c, op.Decide)
 	case *raftlogv1.Command_Govern:
-		return s.applyGovern(index, c, op.Govern, nil)
+		return s.applyGovern(index, c, op.Govern)
 	case *raftlogv1.Command_RecordCheckpoint:
 		return s.applyCheckpoint(index, c, op.RecordCheckpoint)
 	case *raftlogv1.Command_AdvanceCursor:

@@ -61,8 +61,10 @@ func replicatedState(t *testing.T, c *nodetest.Cluster, i int) *raftlogv1.State 
 // pruned, with a time inside its validity — by a member node through the
 // Replication service (a hand-built command, as one copied out of raft.db),
 // by a member whose clock is set back, and by the leader with its clock set
-// back. Each attempt is refused with FailedPrecondition and changes nothing
-// on any of the 3 nodes: the key stays revoked. Before the state had a
+// back. Each attempt is applied at the state's clock (a stamp behind it is
+// clamped), where the statement has expired: it is refused with
+// FailedPrecondition, recorded as a refused statement, and changes nothing
+// else on any of the 3 nodes: the key stays revoked. Before the state had a
 // clock (docs/raft-log.md, "Time"), the first replay re-enabled the key.
 func TestBackdatedStatementReplayRefusedOnCluster(t *testing.T) {
 	t0 := time.Now().Truncate(time.Second)
@@ -145,25 +147,25 @@ func TestBackdatedStatementReplayRefusedOnCluster(t *testing.T) {
 	if d, ok := res.(*kms.Decision); ok && rerr == nil {
 		rerr = d.Err
 	}
-	if !errors.Is(rerr, kms.ErrFailedPrecondition) || !strings.Contains(rerr.Error(), "clock") {
-		t.Fatalf("back-dated replay by a member: %v, want FailedPrecondition about its clock", rerr)
+	if !errors.Is(rerr, kms.ErrFailedPrecondition) || !strings.Contains(rerr.Error(), "expired") {
+		t.Fatalf("back-dated replay by a member: %v, want FailedPrecondition: expired", rerr)
 	}
 
 	// 2. The member's clock is set back, and the statement submitted to it
-	// (forwarded to the leader, which refuses the stamp).
+	// (forwarded to the leader, clamped to the state's clock).
 	setClock(m, backdated)
 	_, err = custosv1.NewGovernanceServiceClient(c.Conn(t, m, "officer-cli")).Submit(ctx, enableOnce)
-	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "clock") {
-		t.Fatalf("replay through a member whose clock is set back: %v, want FailedPrecondition", err)
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("replay through a member whose clock is set back: %v, want FailedPrecondition: expired", err)
 	}
 	setClock(m, later)
 
 	// 3. The leader's clock is set back: its own command reaches the log,
-	// and every replica refuses it by the state's clock, recording the
-	// refusal.
+	// and every replica applies it at the state's clock, where the
+	// statement has expired, recording the refusal.
 	setClock(l, backdated)
 	_, err = gov.Submit(ctx, enableOnce)
-	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "before the cluster's clock") {
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "expired") {
 		t.Fatalf("replay through the leader whose clock is set back: %v, want FailedPrecondition", err)
 	}
 	setClock(l, later)
