@@ -43,6 +43,7 @@ func TestBatchDecrypt(t *testing.T) {
 		code    codes.Code // item error code when plain is nil
 		decided bool       // a decision record exists for the item
 		outcome custosv1.Outcome
+		blocked bool // an ALLOW followed by a RELEASE_BLOCKED record
 	}
 	items := []*custosv1.DecryptRequest{
 		item(dk1.GetWrappedDataKey(), ec),
@@ -57,7 +58,7 @@ func TestBatchDecrypt(t *testing.T) {
 		{plain: dk1.GetPlaintext(), decided: true, outcome: custosv1.Outcome_OUTCOME_ALLOW},
 		{code: codes.FailedPrecondition, decided: true, outcome: custosv1.Outcome_OUTCOME_DENY},
 		{code: codes.InvalidArgument},
-		{code: codes.InvalidArgument, decided: true, outcome: custosv1.Outcome_OUTCOME_ALLOW},
+		{code: codes.InvalidArgument, decided: true, outcome: custosv1.Outcome_OUTCOME_ALLOW, blocked: true},
 		{code: codes.InvalidArgument},
 		{code: codes.InvalidArgument},
 		{plain: dk2.GetPlaintext(), decided: true, outcome: custosv1.Outcome_OUTCOME_ALLOW},
@@ -93,6 +94,9 @@ func TestBatchDecrypt(t *testing.T) {
 			continue
 		}
 		decided++
+		if w.blocked {
+			decided++
+		}
 		rec := decision(t, ac, seq)
 		if rec.GetOutcome() != w.outcome || rec.GetPrincipal() != "app" {
 			t.Errorf("item %d: record %v, want outcome %v by app", i, rec, w.outcome)
@@ -102,7 +106,7 @@ func TestBatchDecrypt(t *testing.T) {
 		}
 	}
 	if after := ledgerHead(t, ac); after-before != uint64(decided) {
-		t.Errorf("the batch added %d ledger records, want %d (one per decided item)", after-before, decided)
+		t.Errorf("the batch added %d ledger records, want %d (one per decided item, one per ALLOW that released nothing)", after-before, decided)
 	}
 
 	t.Run("another principal gets nothing, each item recorded as DENY", func(t *testing.T) {

@@ -31,86 +31,71 @@ type keyServer struct {
 var _ custosv1.KeyServiceServer = (*keyServer)(nil)
 
 // Reasons and domain of the google.rpc.ErrorInfo details custos attaches.
+// The reasons of domain errors come from kms.ErrorKinds.
 const (
 	ErrorDomain = "custos"
 	// ReasonApprovalRequired: the decrypt was recorded as PENDING; metadata
 	// "request_id" names the approval request and "decision_seq" the
 	// ledger position of the PENDING decision.
 	ReasonApprovalRequired = "APPROVAL_REQUIRED"
+	// ReasonNotAdmitted: this node's HSM does not hold the cluster's domain
+	// key (FailedPrecondition); another node may serve the request.
+	ReasonNotAdmitted = "NOT_ADMITTED"
+	// ReasonHSMObjectRejected: an HSM object is not the one the log records
+	// and nothing was done with it (Unavailable); another node may serve
+	// the request.
+	ReasonHSMObjectRejected = "HSM_OBJECT_REJECTED"
 )
 
-// userErrors are the kms sentinels whose messages the caller sees, with the
-// gRPC code each maps to.
-var userErrors = []struct {
-	err  error
-	code codes.Code
-}{
-	{kms.ErrInvalidArgument, codes.InvalidArgument},
-	{kms.ErrNotFound, codes.NotFound},
-	{kms.ErrAlreadyExists, codes.AlreadyExists},
-	{kms.ErrFailedPrecondition, codes.FailedPrecondition},
-	{kms.ErrPermissionDenied, codes.PermissionDenied},
-	{kms.ErrResourceExhausted, codes.ResourceExhausted},
-	{kms.ErrUnavailable, codes.Unavailable},
-}
-
 // toStatus maps an error from package kms (or a context error) to the gRPC
-// status the caller sees. It is the only place that does so.
+// status the caller sees, by its kind (kms.ErrorKinds). It is the only
+// place that does so.
 //
-// User errors carry err.Error(), which kms promises holds no secrets, less
-// a leading sentinel text ("failed precondition: ") that only repeats the
-// code; a *kms.PendingError is FailedPrecondition with an ErrorInfo detail
-// (reason APPROVAL_REQUIRED) naming the request; ErrDecryptionFailed says
-// "decryption failed" and nothing more; anything unexpected becomes Internal
-// with a generic message (the caller logs the details, see server.fail).
+// Errors of a public kind carry err.Error(), which kms promises holds no
+// secrets, less a leading sentinel text ("failed precondition: ") that only
+// repeats the code; a kind with a reason adds an ErrorInfo detail (a
+// *kms.PendingError's names the request); the others (ErrDecryptionFailed,
+// ErrInternal, any unexpected error, context errors) say only their fixed
+// text (the caller logs the details, see server.fail).
 func toStatus(err error) error {
 	if err == nil {
 		return nil
 	}
+	k := kms.ErrorKindOf(err)
+	msg := k.Text
+	if k.Public {
+		msg = userMessage(err, k.Err)
+	}
+	if k.Reason == "" {
+		return status.Error(k.Code, msg)
+	}
+	md := map[string]string{}
 	var pending *kms.PendingError
-	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		return status.Error(codes.DeadlineExceeded, "deadline exceeded")
-	case errors.Is(err, context.Canceled):
-		return status.Error(codes.Canceled, "canceled")
-	case errors.Is(err, kms.ErrDecryptionFailed):
-		return status.Error(codes.InvalidArgument, "decryption failed")
-	case errors.As(err, &pending):
-		return pendingStatus(err, pending)
+	if errors.As(err, &pending) {
+		md["request_id"], md["decision_seq"] = pending.RequestID, strconv.FormatUint(pending.Seq, 10)
 	}
-	for _, u := range userErrors {
-		if errors.Is(err, u.err) {
-			return status.Error(u.code, userMessage(err, u.err))
-		}
-	}
-	return status.Error(codes.Internal, "internal error")
+	return withErrorInfo(status.New(k.Code, msg), k.Reason, md)
 }
 
-// userMessage is err's message without a leading "<sentinel>: ".
-func userMessage(err, sentinel error) string {
-	msg := err.Error()
-	if rest, ok := strings.CutPrefix(msg, sentinel.Error()+": "); ok && rest != "" {
-		return rest
-	}
-	return msg
-}
-
-// pendingStatus is FailedPrecondition for a decrypt waiting for approval,
-// with the request id and decision position as an ErrorInfo detail.
-func pendingStatus(err error, p *kms.PendingError) error {
-	st := status.New(codes.FailedPrecondition, userMessage(err, kms.ErrFailedPrecondition))
-	withInfo, derr := st.WithDetails(&errdetails.ErrorInfo{
-		Reason: ReasonApprovalRequired,
-		Domain: ErrorDomain,
-		Metadata: map[string]string{
-			"request_id":   p.RequestID,
-			"decision_seq": strconv.FormatUint(p.Seq, 10),
-		},
-	})
+// withErrorInfo adds an ErrorInfo detail (domain "custos") to st.
+func withErrorInfo(st *status.Status, reason string, md map[string]string) error {
+	withInfo, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain, Metadata: md})
 	if derr != nil {
 		return st.Err()
 	}
 	return withInfo.Err()
+}
+
+// userMessage is err's message without a leading "<sentinel>: ", for the
+// kind's sentinel or any sentinel it wraps.
+func userMessage(err, sentinel error) string {
+	msg := err.Error()
+	for s := sentinel; s != nil; s = errors.Unwrap(s) {
+		if rest, ok := strings.CutPrefix(msg, s.Error()+": "); ok && rest != "" {
+			return rest
+		}
+	}
+	return msg
 }
 
 // fail maps err with toStatus and logs what the caller is not told.

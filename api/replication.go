@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -182,12 +181,4 @@ func (s *replicationServer) ReadRecords(ctx context.Context, req *raftlogv1.Read
 	return &raftlogv1.ReadRecordsResponse{Records: recs}, nil
 }
 
-func isDomainErr(err error) bool {
-	for _, e := range []error{kms.ErrInvalidArgument, kms.ErrNotFound, kms.ErrAlreadyExists, kms.ErrFailedPrecondition,
-		kms.ErrPermissionDenied, kms.ErrDecryptionFailed, kms.ErrUnavailable, kms.ErrInternal, kms.ErrResourceExhausted} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
-}
+func isDomainErr(err error) bool { return kms.IsDomainError(err) }

@@ -242,3 +242,41 @@ func TestAuthnAndLoggingWithCertificate(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+// TestToStatusCoversEveryKind: every kind of the kms error table has its
+// own gRPC status (never Unknown), with its ErrorInfo reason if it has one.
+func TestToStatusCoversEveryKind(t *testing.T) {
+	if kms.ErrorKindPending.Reason != ReasonApprovalRequired || kms.ErrorKindNotAdmitted.Reason != ReasonNotAdmitted ||
+		kms.ErrorKindHSMObjectRejected.Reason != ReasonHSMObjectRejected {
+		t.Fatal("api's reasons differ from the kms error table")
+	}
+	for _, k := range kms.ErrorKinds {
+		err := fmt.Errorf("%w: key %q", k.Err, "k")
+		if k == kms.ErrorKindPending {
+			err = &kms.PendingError{RequestID: "r1", Seq: 3}
+		}
+		st := status.Convert(toStatus(err))
+		if st.Code() != k.Code || st.Code() == codes.Unknown || st.Code() == codes.OK {
+			t.Errorf("kind %q: %v, want %v", k.Name, st.Code(), k.Code)
+		}
+		if k.Reason == "" {
+			if len(st.Details()) != 0 {
+				t.Errorf("kind %q: details %v", k.Name, st.Details())
+			}
+			continue
+		}
+		if info := errorInfo(t, st); info.GetReason() != k.Reason || info.GetDomain() != ErrorDomain {
+			t.Errorf("kind %q: ErrorInfo %v", k.Name, info)
+		}
+	}
+	// A node that is not admitted says so, with the reason a client can
+	// act on (try another node).
+	st := status.Convert(toStatus(fmt.Errorf("decrypt: %w", kms.ErrNotAdmitted)))
+	if st.Code() != codes.FailedPrecondition || !strings.HasPrefix(st.Message(), "decrypt: ") || !strings.Contains(st.Message(), ErrNotAdmitted) {
+		t.Errorf("not admitted: %v", st)
+	}
+	st = status.Convert(toStatus(kms.ErrNotAdmitted))
+	if st.Message() != ErrNotAdmitted {
+		t.Errorf("not admitted message %q, want %q", st.Message(), ErrNotAdmitted)
+	}
+}

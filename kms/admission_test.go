@@ -66,9 +66,25 @@ func TestNotAdmittedFailsClosedOnEveryFrontDoor(t *testing.T) {
 			t.Errorf("%s on a node not admitted: %v, want ErrNotAdmitted", name, err)
 		}
 	}
-	// The two decrypts were decided and recorded before failing closed.
-	if head, _ := e.state.LedgerHead(); head != headBefore+2 {
-		t.Errorf("ledger head %d → %d, want the two decrypt decisions recorded", headBefore, head)
+	// The two decrypts were decided and recorded before failing closed, and
+	// each ALLOW is followed by a RELEASE_BLOCKED record saying why nothing
+	// was released.
+	if head, _ := e.state.LedgerHead(); head != headBefore+4 {
+		t.Errorf("ledger head %d → %d, want the two decrypt decisions and their RELEASE_BLOCKED records", headBefore, head)
+	}
+	for seq := headBefore + 1; seq <= headBefore+4; seq += 2 {
+		allow, err := e.state.DecisionRecord(seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blocked, err := e.state.DecisionRecord(seq + 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if allow.Outcome != custosv1.Outcome_OUTCOME_ALLOW || blocked.Operation != custosv1.Operation_OPERATION_RELEASE_BLOCKED ||
+			blocked.RequestId != allow.RequestId || blocked.MatchedRule != kms.BlockReleaseRule(kms.BlockCauseNotAdmitted, allow.Seq) {
+			t.Errorf("records %d, %d: %v / %v, want an ALLOW and its RELEASE_BLOCKED (not-admitted)", seq, seq+1, allow, blocked)
+		}
 	}
 	if _, err := e.state.Key("k2"); err == nil {
 		t.Error("CreateKey on a node not admitted created the key")

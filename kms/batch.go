@@ -35,8 +35,9 @@ type BatchItem struct {
 // well-formed item gets its own decision record; the Decide commands are
 // proposed together (so they share log entries and fsyncs) and evaluated in
 // log order like any others. An item's plaintext is released only after its
-// own ALLOW record committed (and after its notification, if its key's
-// policy asks for one). Errors of one item never fail the others: the only
+// own ALLOW record committed, through the same pipeline as Decrypt
+// (decideRelease: this node caught up with the decision, then the
+// notification if its key's policy asks for one). Errors of one item never fail the others: the only
 // error of the call itself is a batch that is too large.
 func (s *Service) BatchDecrypt(ctx context.Context, p Principal, req *custosv1.BatchDecryptRequest) ([]BatchItem, error) {
 	reqs := req.GetRequests()
@@ -60,25 +61,17 @@ func (s *Service) BatchDecrypt(ctx context.Context, p Principal, req *custosv1.B
 	}
 	vals, errs := s.applyAll(ctx, cmds)
 	for k, i := range pos {
-		res, err := applyResult(ctx, vals[k], errs[k])
-		if d, ok := res.(*Decision); ok {
-			items[i].Decision = d.Record
-		}
-		d, err := s.decided(ctx, res, err)
-		if err != nil {
-			items[i].Err = err
-			continue
-		}
-		r := reqs[i]
 		// The HSM serialises calls on a token anyway: one goroutine doing
 		// them in turn avoids handing the token lock around.
-		pt, err := s.release(ctx, p, wrapped[i], d.Record, r.GetEncryptionContext())
+		propose := func() (any, error) { return applyResult(ctx, vals[k], errs[k]) }
+		rec, pt, err := s.decideRelease(ctx, p, propose, s.wrappedRelease(wrapped[i], reqs[i].GetEncryptionContext()))
+		items[i].Decision = rec
 		if err != nil {
 			items[i].Err = err
 			continue
 		}
 		items[i].Response = &custosv1.DecryptResponse{Key: wrapped[i].Key, KeyVersion: wrapped[i].KeyVersion, Plaintext: pt,
-			DecisionSeq: d.Record.Seq, RequestId: d.Record.RequestId}
+			DecisionSeq: rec.Seq, RequestId: rec.RequestId}
 	}
 	return items, nil
 }

@@ -15,21 +15,8 @@ import (
 // complete when it leaves (principal, time, node, request id are stamped by
 // the follower), and the HSM work of the request stays on the follower.
 
-// errorKinds names the sentinels that cross between nodes.
-var errorKinds = map[string]error{
-	"invalid_argument":    ErrInvalidArgument,
-	"not_found":           ErrNotFound,
-	"already_exists":      ErrAlreadyExists,
-	"failed_precondition": ErrFailedPrecondition,
-	"permission_denied":   ErrPermissionDenied,
-	"decryption_failed":   ErrDecryptionFailed,
-	"unavailable":         ErrUnavailable,
-	"resource_exhausted":  ErrResourceExhausted,
-	"internal":            ErrInternal,
-}
-
 // remoteError is a domain error decoded from another node: its message is
-// the original one and errors.Is matches the original sentinel.
+// the original one and errors.Is matches the original kind's sentinel.
 type remoteError struct {
 	kind error
 	msg  string
@@ -38,34 +25,34 @@ type remoteError struct {
 func (e *remoteError) Error() string { return e.msg }
 func (e *remoteError) Unwrap() error { return e.kind }
 
+// encodeError puts err on the wire as its kind's name (ErrorKinds) and message;
+// a *PendingError also carries its request id and ledger position.
 func encodeError(err error) *raftlogv1.ResultError {
 	if err == nil {
 		return nil
 	}
+	out := &raftlogv1.ResultError{Kind: ErrorKindOf(err).Name, Message: err.Error()}
 	var pe *PendingError
 	if errors.As(err, &pe) {
-		return &raftlogv1.ResultError{Kind: "pending", Message: err.Error(), PendingRequestId: pe.RequestID, PendingSeq: pe.Seq}
+		out.Kind, out.PendingRequestId, out.PendingSeq = ErrorKindPending.Name, pe.RequestID, pe.Seq
 	}
-	for kind, sentinel := range errorKinds {
-		if errors.Is(err, sentinel) {
-			return &raftlogv1.ResultError{Kind: kind, Message: err.Error()}
-		}
-	}
-	return &raftlogv1.ResultError{Kind: "internal", Message: err.Error()}
+	return out
 }
 
+// decodeError is the inverse of encodeError; an unknown kind (from a newer
+// node) is ErrInternal.
 func decodeError(e *raftlogv1.ResultError) error {
 	if e == nil {
 		return nil
 	}
-	if e.Kind == "pending" {
+	if e.Kind == ErrorKindPending.Name {
 		return &PendingError{RequestID: e.PendingRequestId, Seq: e.PendingSeq}
 	}
-	kind, ok := errorKinds[e.Kind]
-	if !ok {
-		kind = ErrInternal
+	kind := ErrorKindNamed(e.Kind)
+	if kind == nil {
+		kind = ErrorKindInternal
 	}
-	return &remoteError{kind: kind, msg: e.Message}
+	return &remoteError{kind: kind.Err, msg: e.Message}
 }
 
 // EncodeResult turns a command's result (as the state machine returned it,

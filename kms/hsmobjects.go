@@ -26,12 +26,6 @@ import (
 // MaxObjectIDLen bounds the object ids the log accepts (CKA_ID values).
 const MaxObjectIDLen = 255
 
-// ErrHSMObjectRejected means an HSM object is not the one the log records
-// (wrong key check value, wrong attributes, more than one match, or an object
-// custos did not make holds the id); nothing was done with it. It matches
-// ErrUnavailable: another node's HSM may serve the request.
-var ErrHSMObjectRejected = fmt.Errorf("%w: HSM object rejected", ErrUnavailable)
-
 // rejectReportInterval bounds the RejectHSMObject records one node writes for
 // one object id: a planted object would otherwise add a record per request.
 const rejectReportInterval = 5 * time.Minute

@@ -160,14 +160,26 @@ func (s *State) applyAdvanceCursor(op *raftlogv1.AdvanceCursor) any {
 	return nil
 }
 
-// applyBlockRelease records that an allowed key was not released because a
-// required notification failed.
+// applyBlockRelease records that an ALLOW decision released nothing
+// (docs/architecture.md, invariant 2). The matched rule names the cause and
+// the decision: "notify-before-release:decision-<seq>" for a notification
+// that failed (and for records from before causes were recorded),
+// "release-blocked:<cause>:decision-<seq>" otherwise (BlockReleaseRule).
 func (s *State) applyBlockRelease(index uint64, c *raftlogv1.Command, op *raftlogv1.BlockRelease) any {
 	rec := s.newRecord(index, c, custosv1.Operation_OPERATION_RELEASE_BLOCKED)
 	rec.Outcome = custosv1.Outcome_OUTCOME_DENY
 	rec.Key, rec.RequestId, rec.Detail = op.Key, op.RequestId, op.Detail
-	rec.MatchedRule = fmt.Sprintf("notify-before-release:decision-%d", op.DecisionSeq)
+	rec.MatchedRule = BlockReleaseRule(op.Cause, op.DecisionSeq)
 	return &Decision{Record: rec}
+}
+
+// BlockReleaseRule is the matched rule of a RELEASE_BLOCKED record for a
+// cause (BlockCause*) and the ALLOW decision's ledger position.
+func BlockReleaseRule(cause string, decisionSeq uint64) string {
+	if cause == "" || cause == BlockCauseNotify {
+		return fmt.Sprintf("notify-before-release:decision-%d", decisionSeq)
+	}
+	return fmt.Sprintf("release-blocked:%s:decision-%d", cause, decisionSeq)
 }
 
 func (s *State) sink(name string) *custosv1.Sink {

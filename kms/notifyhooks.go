@@ -20,11 +20,23 @@ func (s *Service) SetReleaseNotifier(n ReleaseNotifier) {
 	s.releaseNotifier = n
 }
 
+// notifyError is a failed notification before release: Error is what the
+// caller is told, detail (the sinks' errors, which name no secret) goes into
+// the RELEASE_BLOCKED record.
+type notifyError struct {
+	msg, detail string
+}
+
+func (e *notifyError) Error() string { return e.msg }
+func (e *notifyError) Unwrap() error { return ErrNotificationFailed }
+
 // notifyBeforeRelease runs after an ALLOW decision and before the HSM
-// unwraps, for a key with notify_before_release: it delivers the record to
-// the required sinks; if that fails it records a RELEASE_BLOCKED record and
-// fails closed.
-func (s *Service) notifyBeforeRelease(ctx context.Context, p Principal, rec *custosv1.DecisionRecord) error {
+// unwraps, for a key with notify_before_release (docs/architecture.md,
+// invariant 6): it delivers the record to the required sinks and returns
+// nil only when they acknowledged it. A failure matches
+// ErrNotificationFailed; decideRelease then records a RELEASE_BLOCKED
+// record (cause BlockCauseNotify) and fails closed.
+func (s *Service) notifyBeforeRelease(ctx context.Context, rec *custosv1.DecisionRecord) error {
 	s.kekMu.Lock()
 	n := s.releaseNotifier
 	s.kekMu.Unlock()
@@ -35,13 +47,11 @@ func (s *Service) notifyBeforeRelease(ctx context.Context, p Principal, rec *cus
 	if err == nil {
 		return nil
 	}
-	detail := fmt.Sprintf("notification before release failed: %v", err)
-	if _, aerr := s.apply(context.WithoutCancel(ctx), p, &raftlogv1.Command{Op: &raftlogv1.Command_BlockRelease{BlockRelease: &raftlogv1.BlockRelease{
-		DecisionSeq: rec.Seq, RequestId: rec.RequestId, Key: rec.Key, Detail: detail}}}); aerr != nil {
-		s.lg.Error("could not record a blocked release", "decision", rec.Seq, "err", aerr)
+	return &notifyError{
+		msg: fmt.Sprintf("%v: key %q requires notification before release and it could not be delivered; nothing released (decision %d)",
+			ErrUnavailable, rec.Key, rec.Seq),
+		detail: fmt.Sprintf("notification before release failed: %v", err),
 	}
-	return fmt.Errorf("%w: key %q requires notification before release and it could not be delivered; nothing released (decision %d)",
-		ErrUnavailable, rec.Key, rec.Seq)
 }
 
 // AdvanceCursor records, through the log, that a sink acknowledged every

@@ -54,8 +54,9 @@ type Config struct {
 
 // Service implements custos's key operations. It validates requests, puts
 // every state change and every decision through the Log, and does the HSM
-// work on this node. Decrypt follows invariant 2 of docs/architecture.md: the decision
-// record is committed through the Log before the HSM unwraps anything.
+// work on this node. Decrypt follows docs/architecture.md, invariant 2: the
+// decision record is committed through the Log before the HSM unwraps
+// anything (decideRelease).
 type Service struct {
 	hsm   hsm.Backend
 	log   Log
@@ -191,15 +192,9 @@ func applyResult(ctx context.Context, res any, err error) (any, error) {
 	return res, nil
 }
 
-func isDomainError(err error) bool {
-	for _, e := range []error{ErrInvalidArgument, ErrNotFound, ErrAlreadyExists, ErrFailedPrecondition,
-		ErrPermissionDenied, ErrDecryptionFailed, ErrUnavailable, ErrInternal, ErrResourceExhausted} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
-}
+// isDomainError reports whether err is an outcome to pass on as it is
+// (one of the kinds of errors.go) rather than a failure to commit.
+func isDomainError(err error) bool { return IsDomainError(err) }
 
 // applyKey proposes a key command and returns the resulting key.
 func (s *Service) applyKey(ctx context.Context, p Principal, cmd *raftlogv1.Command) (*custosv1.Key, error) {
@@ -428,62 +423,47 @@ func (s *Service) encryptingVersion(ctx context.Context, p Principal, key string
 
 // Decrypt commits a decision record, then, if it allows, decrypts.
 func (s *Service) Decrypt(ctx context.Context, p Principal, req *custosv1.DecryptRequest) (*custosv1.DecryptResponse, error) {
-	w, d, err := s.decide(ctx, p, req.GetCiphertext(), req.GetEncryptionContext(), req.GetJustification(), false)
+	w, cmd, err := decideCommand(req.GetCiphertext(), req.GetEncryptionContext(), req.GetJustification(), false)
 	if err != nil {
 		return nil, err
 	}
-	pt, err := s.release(ctx, p, w, d.Record, req.GetEncryptionContext())
+	rec, pt, err := s.decideRelease(ctx, p, s.proposer(ctx, p, cmd), s.wrappedRelease(w, req.GetEncryptionContext()))
 	if err != nil {
 		return nil, err
 	}
 	return &custosv1.DecryptResponse{Key: w.Key, KeyVersion: w.KeyVersion, Plaintext: pt,
-		DecisionSeq: d.Record.Seq, RequestId: d.Record.RequestId}, nil
+		DecisionSeq: rec.Seq, RequestId: rec.RequestId}, nil
 }
 
 // ReEncrypt commits a decision record, then rewraps under the primary
 // version inside this node; the plaintext is never returned.
 func (s *Service) ReEncrypt(ctx context.Context, p Principal, req *custosv1.ReEncryptRequest) (*custosv1.ReEncryptResponse, error) {
-	w, d, err := s.decide(ctx, p, req.GetCiphertext(), req.GetEncryptionContext(), req.GetJustification(), true)
+	w, cmd, err := decideCommand(req.GetCiphertext(), req.GetEncryptionContext(), req.GetJustification(), true)
 	if err != nil {
 		return nil, err
 	}
-	pt, err := s.release(ctx, p, w, d.Record, req.GetEncryptionContext())
-	if err != nil {
-		return nil, err
+	rel := s.wrappedRelease(w, req.GetEncryptionContext())
+	var nw *Wrapped
+	rel.deliver = func(ctx context.Context, pt []byte) error {
+		defer clear(pt)
+		// The decision was committed after this request arrived and the
+		// pipeline waited until this node applied it: the state is recent
+		// enough without another read index.
+		if err := validateName("key", w.Key); err != nil {
+			return err
+		}
+		if err := ValidateContext(req.GetEncryptionContext()); err != nil {
+			return err
+		}
+		nw, err = s.sealApplied(ctx, p, w.Key, w.Kind, pt, req.GetEncryptionContext())
+		return err
 	}
-	defer clear(pt)
-	// The decision was committed after this request arrived and decide
-	// waited until this node applied it: the state is recent enough
-	// without another read index.
-	if err := validateName("key", w.Key); err != nil {
-		return nil, err
-	}
-	if err := ValidateContext(req.GetEncryptionContext()); err != nil {
-		return nil, err
-	}
-	nw, err := s.sealApplied(ctx, p, w.Key, w.Kind, pt, req.GetEncryptionContext())
+	rec, _, err := s.decideRelease(ctx, p, s.proposer(ctx, p, cmd), rel)
 	if err != nil {
 		return nil, err
 	}
 	return &custosv1.ReEncryptResponse{Key: nw.Key, KeyVersion: nw.KeyVersion, SourceKeyVersion: w.KeyVersion,
-		Ciphertext: nw.Marshal(), DecisionSeq: d.Record.Seq, RequestId: d.Record.RequestId}, nil
-}
-
-// decide validates a decrypt-type request and commits its decision record.
-// It returns an error for DENY (the record is committed all the same) and
-// when the decision could not be committed (nothing is released).
-func (s *Service) decide(ctx context.Context, p Principal, ct []byte, encCtx map[string]string,
-	j *custosv1.Justification, reencrypt bool) (*Wrapped, *Decision, error) {
-	w, cmd, err := decideCommand(ct, encCtx, j, reencrypt)
-	if err != nil {
-		return nil, nil, err
-	}
-	res, err := s.apply(ctx, p, cmd)
-	d, err := s.decided(ctx, res, err)
-	if err != nil {
-		return nil, nil, err
-	}
-	return w, d, nil
+		Ciphertext: nw.Marshal(), DecisionSeq: rec.Seq, RequestId: rec.RequestId}, nil
 }
 
 // decideCommand validates a decrypt-type request and returns the parsed
@@ -517,27 +497,93 @@ func decideCommand(ct []byte, encCtx map[string]string, j *custosv1.Justificatio
 	}}}, nil
 }
 
-// decided checks the result of proposing a Decide command (as s.apply
-// returned it): the decision, once this node has caught up with it, if it
-// is ALLOW; an error otherwise.
-func (s *Service) decided(ctx context.Context, res any, err error) (*Decision, error) {
+// proposer returns the proposal of one Decide command through the log, for
+// decideRelease.
+func (s *Service) proposer(ctx context.Context, p Principal, cmd *raftlogv1.Command) func() (any, error) {
+	return func() (any, error) { return s.apply(ctx, p, cmd) }
+}
+
+// releasing is what one front door hands decideRelease about the key
+// version an ALLOW decision covers: how to decrypt under its KEK in this
+// node's HSM, in the front door's own format, and what to finish with the
+// plaintext inside this node.
+type releasing struct {
+	key     string
+	version uint32
+	// open decrypts under the KEK id in this node's HSM; an authentication
+	// failure is ErrDecryptionFailed.
+	open func(ctx context.Context, kek hsm.KeyRef) ([]byte, error)
+	// deliver, if set, finishes the request inside this node with the
+	// plaintext (ReEncrypt seals it again) and owns it; decideRelease then
+	// returns no plaintext.
+	deliver func(ctx context.Context, pt []byte) error
+}
+
+// wrappedRelease opens a custos ciphertext (Decrypt, ReEncrypt,
+// BatchDecrypt) under the encryption context of the request.
+func (s *Service) wrappedRelease(w *Wrapped, encCtx map[string]string) releasing {
+	return releasing{key: w.Key, version: w.KeyVersion, open: func(ctx context.Context, kek hsm.KeyRef) ([]byte, error) {
+		return s.openGCM(ctx, kek, w.IV, w.Ciphertext, w.AAD(ContextDigest(encCtx)))
+	}}
+}
+
+// openGCM decrypts AES-256-GCM in this node's HSM.
+func (s *Service) openGCM(ctx context.Context, kek hsm.KeyRef, iv, ct, aad []byte) ([]byte, error) {
+	pt, err := s.hsm.DecryptGCM(ctx, kek, iv, ct, aad)
 	if err != nil {
-		return nil, err
+		if errors.Is(err, hsm.ErrDecrypt) {
+			return nil, ErrDecryptionFailed
+		}
+		return nil, hsmError("decrypt", err)
+	}
+	return pt, nil
+}
+
+// decideRelease is the one decrypt pipeline: gRPC Decrypt, ReEncrypt,
+// BatchDecrypt and XKS decrypt all go through it. propose commits the
+// Decide command (the caller builds it in its own wire format) and returns
+// what the log returned for it; then this node waits until it has applied
+// the log up to the decision (docs/architecture.md, invariant 3: it acts on
+// the decision only with state at least as new as what the leader decided
+// under, so a notify-before-release policy the decision saw is seen here
+// too); then, for an ALLOW only, it releases (invariant 2: decide, record,
+// then release): admission, the key version, the notification before
+// release if the policy asks for it (invariant 6), the HSM.
+//
+// It returns the committed decision record (also for DENY and PENDING; nil
+// if nothing was committed), the plaintext (nil when rel.deliver took it)
+// and an error for anything but a release. Every failure after an ALLOW,
+// the caller's cancellation included, is followed by a RELEASE_BLOCKED
+// record (blockRelease), so the ledger says the ALLOW released nothing.
+func (s *Service) decideRelease(ctx context.Context, p Principal, propose func() (any, error), rel releasing) (*custosv1.DecisionRecord, []byte, error) {
+	res, err := propose()
+	if err != nil {
+		return nil, nil, err
 	}
 	d, ok := res.(*Decision)
 	if !ok {
-		return nil, fmt.Errorf("%w: unexpected decision result %T", ErrInternal, res)
+		return nil, nil, fmt.Errorf("%w: unexpected decision result %T", ErrInternal, res)
 	}
+	rec := d.Record
+	allowed := d.Err == nil && rec != nil && rec.Outcome == custosv1.Outcome_OUTCOME_ALLOW
 	if err := s.caughtUp(ctx, d); err != nil {
-		return nil, err
+		if allowed {
+			s.blockRelease(ctx, p, rec, blockCause(ctx, err, BlockCauseError), err)
+		}
+		return rec, nil, err
 	}
 	if d.Err != nil {
-		return nil, d.Err
+		return rec, nil, d.Err
 	}
-	if d.Record == nil || d.Record.Outcome != custosv1.Outcome_OUTCOME_ALLOW {
-		return nil, fmt.Errorf("%w: decision is not ALLOW", ErrInternal)
+	if !allowed {
+		return rec, nil, fmt.Errorf("%w: decision is not ALLOW", ErrInternal)
 	}
-	return d, nil
+	pt, cause, err := s.release(ctx, p, rec, rel)
+	if err != nil {
+		s.blockRelease(ctx, p, rec, cause, err)
+		return rec, nil, err
+	}
+	return rec, pt, nil
 }
 
 // caughtUp waits until this node's state has applied the log up to a
@@ -553,39 +599,82 @@ func (s *Service) caughtUp(ctx context.Context, d *Decision) error {
 	return nil
 }
 
-// releaseKEK is the step between an ALLOW decision (rec) and the HSM work:
-// one read of the key, the notify-before-release delivery if its policy asks
-// for it, and the id of the KEK of version in this HSM.
-func (s *Service) releaseKEK(ctx context.Context, p Principal, rec *custosv1.DecisionRecord, key string, version uint32) (hsm.KeyRef, error) {
+// release is the step of decideRelease after an ALLOW decision rec: one
+// read of the key, the notification before release if its policy asks for
+// it, the KEK of the version in this HSM, the decryption, and rel.deliver.
+// On failure it also returns the cause for the RELEASE_BLOCKED record.
+func (s *Service) release(ctx context.Context, p Principal, rec *custosv1.DecisionRecord, rel releasing) ([]byte, string, error) {
+	fail := func(step string, err error) ([]byte, string, error) { return nil, blockCause(ctx, err, step), err }
 	if err := s.admitted(ctx); err != nil {
-		return hsm.KeyRef{}, err // before any notify-before-release delivery
+		return fail(BlockCauseError, err) // before any notify-before-release delivery
 	}
-	kv, notify, err := s.state.releaseVersion(key, version)
+	kv, notify, err := s.state.releaseVersion(rel.key, rel.version)
 	if err != nil {
-		return hsm.KeyRef{}, err
+		return fail(BlockCauseError, err)
 	}
 	if notify {
-		if err := s.notifyBeforeRelease(ctx, p, rec); err != nil {
-			return hsm.KeyRef{}, err
+		if err := s.notifyBeforeRelease(ctx, rec); err != nil {
+			return fail(BlockCauseNotify, err)
 		}
 	}
-	return s.kek(ctx, key, kv)
+	id, err := s.kek(ctx, rel.key, kv)
+	if err != nil {
+		return fail(BlockCauseHSM, err)
+	}
+	pt, err := rel.open(ctx, id)
+	if err != nil {
+		return fail(BlockCauseHSM, err)
+	}
+	// Released means handed back to a caller that still waits for it: one
+	// that gave up gets nothing, and the ledger says so.
+	if err := ctx.Err(); err != nil {
+		clear(pt)
+		return fail(BlockCauseCancelled, err)
+	}
+	if rel.deliver != nil {
+		if err := rel.deliver(ctx, pt); err != nil {
+			return fail(BlockCauseError, err)
+		}
+		return nil, "", nil
+	}
+	return pt, "", nil
 }
 
-// release decrypts w in the HSM after an ALLOW decision rec committed.
-func (s *Service) release(ctx context.Context, p Principal, w *Wrapped, rec *custosv1.DecisionRecord, encCtx map[string]string) ([]byte, error) {
-	id, err := s.releaseKEK(ctx, p, rec, w.Key, w.KeyVersion)
-	if err != nil {
-		return nil, err
+// blockCause is the cause recorded when err stopped a release at a step
+// whose own cause is step: the kind's cause if it has one, "cancelled" if
+// the caller's context ended, else step.
+func blockCause(ctx context.Context, err error, step string) string {
+	if c := ErrorKindOf(err).BlockCause; c != "" {
+		return c
 	}
-	pt, err := s.hsm.DecryptGCM(ctx, id, w.IV, w.Ciphertext, w.AAD(ContextDigest(encCtx)))
-	if err != nil {
-		if errors.Is(err, hsm.ErrDecrypt) {
-			return nil, ErrDecryptionFailed
-		}
-		return nil, hsmError("decrypt", err)
+	if ctx.Err() != nil {
+		return BlockCauseCancelled
 	}
-	return pt, nil
+	return step
+}
+
+// blockReleaseTimeout bounds the commit of a RELEASE_BLOCKED record, which
+// does not end with the caller's context.
+const blockReleaseTimeout = 30 * time.Second
+
+// blockRelease commits a RELEASE_BLOCKED record after an ALLOW decision rec
+// that released nothing, so the ledger (and the disclosure report) does not
+// count it as a key use. Best effort: the caller's cancellation does not
+// stop it, and a failure to commit is logged — the ALLOW then stands alone
+// and is counted as a release (docs/audit.md).
+func (s *Service) blockRelease(ctx context.Context, p Principal, rec *custosv1.DecisionRecord, cause string, err error) {
+	detail := "nothing released: " + err.Error()
+	var ne *notifyError
+	if errors.As(err, &ne) {
+		detail = ne.detail
+	}
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), blockReleaseTimeout)
+	defer cancel()
+	if _, aerr := s.apply(bctx, p, &raftlogv1.Command{Op: &raftlogv1.Command_BlockRelease{BlockRelease: &raftlogv1.BlockRelease{
+		DecisionSeq: rec.Seq, RequestId: rec.RequestId, Key: rec.Key, Detail: detail, Cause: cause}}}); aerr != nil {
+		s.lg.Error("could not record a blocked release: the ALLOW decision will count as a release",
+			"decision", rec.Seq, "request_id", rec.RequestId, "cause", cause, "err", aerr)
+	}
 }
 
 func validateJustification(j *custosv1.Justification) error {

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"slices"
 
@@ -190,16 +189,19 @@ func (s *Service) XKSEncrypt(ctx context.Context, p Principal, key string, plain
 	return c, nil
 }
 
-// XKSDecrypt is Decrypt for AWS KMS: it proposes a Decide command through
-// the log exactly as Decrypt does (principal p, the key and version, the
-// justification j, the context digest of the request AAD), so the decision
-// is evaluated against the policy at its log position and recorded in the
-// ledger before anything is released; then, for a key with
-// notify_before_release, it notifies; then the HSM decrypts. It returns the
-// committed ALLOW record with the plaintext. A PENDING decision is a
-// *PendingError; DENY is the policy's error (the record is committed all the
-// same). An authentication failure (wrong AAD, IV, tag, ciphertext or
-// metadata) is ErrDecryptionFailed, after an ALLOW record.
+// XKSDecrypt is Decrypt for AWS KMS: it builds the Decide command from the
+// XKS request (principal p, the key and version, the justification j, the
+// context digest of the request AAD) and hands it to the same pipeline as
+// Decrypt (decideRelease): the decision is evaluated against the policy at
+// its log position and recorded in the ledger, this node catches up with
+// it, and only then, for an ALLOW, come the notification before release
+// the key's policy may ask for and the HSM decryption (docs/architecture.md,
+// invariants 2, 3 and 6). It returns the committed record with the
+// plaintext. A PENDING decision is a *PendingError; DENY is the policy's
+// error (the record is committed all the same). An authentication failure
+// (wrong AAD, IV, tag, ciphertext or metadata) is ErrDecryptionFailed,
+// after an ALLOW record and its RELEASE_BLOCKED record; so is a key version
+// that does not exist (to AWS KMS, a ciphertext custos did not produce).
 func (s *Service) XKSDecrypt(ctx context.Context, p Principal, key string, version uint32, iv, ct, tag, aad []byte,
 	j *custosv1.Justification) ([]byte, *custosv1.DecisionRecord, error) {
 	if err := validateName("key id", key); err != nil {
@@ -219,41 +221,21 @@ func (s *Service) XKSDecrypt(ctx context.Context, p Principal, key string, versi
 		return nil, nil, err
 	}
 	digest := XKSContextDigest(aad)
-	res, err := s.apply(ctx, p, &raftlogv1.Command{Op: &raftlogv1.Command_Decide{Decide: &raftlogv1.Decide{
+	cmd := &raftlogv1.Command{Op: &raftlogv1.Command_Decide{Decide: &raftlogv1.Decide{
 		Key: key, KeyVersion: version, Operation: custosv1.Operation_OPERATION_DECRYPT,
 		Reason: j.GetReason(), JustificationText: j.GetText(), Ticket: j.GetTicket(),
 		ContextDigest: digest[:], RequestId: newRequestID(),
-	}}})
-	if err != nil {
-		return nil, nil, err
-	}
-	d, ok := res.(*Decision)
-	if !ok {
-		return nil, nil, fmt.Errorf("%w: unexpected decision result %T", ErrInternal, res)
-	}
-	if d.Err != nil {
-		if d.Record != nil && d.Record.MatchedRule == "key-version:not-found" {
-			// The key exists but not the version the metadata names: to
-			// AWS KMS that is a ciphertext custos did not produce.
-			return nil, d.Record, fmt.Errorf("%w: %v", ErrDecryptionFailed, d.Err)
-		}
-		return nil, d.Record, d.Err
-	}
-	if d.Record == nil || d.Record.Outcome != custosv1.Outcome_OUTCOME_ALLOW {
-		return nil, d.Record, fmt.Errorf("%w: decision is not ALLOW", ErrInternal)
-	}
-	id, err := s.releaseKEK(ctx, p, d.Record, key, version)
-	if err != nil {
-		return nil, d.Record, err
-	}
+	}}}
 	in := make([]byte, 0, len(ct)+len(tag))
 	in = append(append(in, ct...), tag...)
-	pt, err := s.hsm.DecryptGCM(ctx, id, iv, in, XKSAAD(aad, XKSMetadata(version)))
-	if err != nil {
-		if errors.Is(err, hsm.ErrDecrypt) {
-			return nil, d.Record, ErrDecryptionFailed
-		}
-		return nil, d.Record, hsmError("decrypt", err)
+	rel := releasing{key: key, version: version, open: func(ctx context.Context, kek hsm.KeyRef) ([]byte, error) {
+		return s.openGCM(ctx, kek, iv, in, XKSAAD(aad, XKSMetadata(version)))
+	}}
+	rec, pt, err := s.decideRelease(ctx, p, s.proposer(ctx, p, cmd), rel)
+	if err != nil && rec != nil && rec.Outcome != custosv1.Outcome_OUTCOME_ALLOW && rec.MatchedRule == "key-version:not-found" {
+		// The key exists but not the version the metadata names: to AWS
+		// KMS that is a ciphertext custos did not produce.
+		return nil, rec, fmt.Errorf("%w: %v", ErrDecryptionFailed, err)
 	}
-	return pt, d.Record, nil
+	return pt, rec, err
 }

@@ -277,30 +277,33 @@ func fail(name, format string, args ...any) *apiError {
 	return &apiError{name: name, msg: fmt.Sprintf(format, args...)}
 }
 
-// fromDomain maps a kms error to the XKS error table.
+// privateMessages are what the XKS caller is told for the kinds whose own
+// messages are not shown (kms.ErrorKind.Public false).
+var privateMessages = map[*kms.ErrorKind]string{
+	kms.ErrorKindDecryptionFailed: "the ciphertext, IV, tag, AAD or ciphertextMetadata is corrupted or does not match",
+	kms.ErrorKindDeadlineExceeded: "custos did not answer in time",
+	kms.ErrorKindCanceled:         "the request was cancelled before custos answered",
+	kms.ErrorKindInternal:         "custos could not complete the request",
+}
+
+// fromDomain maps a kms error to the XKS error table by its kind
+// (kms.ErrorKinds): a fail-closed ErrUnavailable (not committed, HSM down,
+// notification not delivered, node not admitted, HSM object rejected) is
+// DependencyTimeoutException (503), which AWS KMS may retry.
 func fromDomain(err error) *apiError {
+	k := kms.ErrorKindOf(err)
 	var pe *kms.PendingError
 	switch {
 	case errors.As(err, &pe):
-		return fail(errAccessDenied, "approval required: custos request %s is waiting for the security officers", pe.RequestID)
-	case errors.Is(err, kms.ErrXKSTooLarge):
-		return fail(errUnsupported, "%v", err)
-	case errors.Is(err, kms.ErrDecryptionFailed):
-		return fail(errInvalidCT, "the ciphertext, IV, tag, AAD or ciphertextMetadata is corrupted or does not match")
-	case errors.Is(err, kms.ErrInvalidArgument):
-		return fail(errValidation, "%v", err)
-	case errors.Is(err, kms.ErrNotFound):
-		return fail(errKeyNotFound, "%v", err)
-	case errors.Is(err, kms.ErrPermissionDenied):
-		return fail(errAccessDenied, "%v", err)
-	case errors.Is(err, kms.ErrResourceExhausted):
-		return fail(errThrottling, "%v", err)
-	case errors.Is(err, kms.ErrFailedPrecondition):
-		return fail(errInvalidState, "%v", err)
-	case errors.Is(err, context.DeadlineExceeded):
-		return fail(errTimeout, "custos did not answer in time")
+		return fail(k.XKS, "approval required: custos request %s is waiting for the security officers", pe.RequestID)
+	case k.Public:
+		return fail(k.XKS, "%v", err)
 	default:
-		return fail(errInternal, "custos could not complete the request")
+		msg, ok := privateMessages[k]
+		if !ok {
+			msg = privateMessages[kms.ErrorKindInternal]
+		}
+		return fail(k.XKS, "%s", msg)
 	}
 }
 

@@ -16,8 +16,8 @@ import (
 // Disclosure is the report a customer hands its supervisors: over a period
 // (and optionally one key), who used which key for what reason, what was
 // refused, what waited for the officers, what the officers did, which
-// releases were blocked because a notification failed, and which records
-// the notify rules selected. Build it with Summarize from records that were
+// allowed uses released nothing (and why), and which records the notify
+// rules selected. Build it with Summarize from records that were
 // verified first (Verify); render it with Text or encoding/json.
 type Disclosure struct {
 	// Since and Until bound the period (zero: unbounded); Key limits the
@@ -31,8 +31,12 @@ type Disclosure struct {
 	LastSeq  uint64 `json:"last_seq"`
 	Records  int    `json:"records"`
 
+	// Uses totals the allowed key uses and how many of them released
+	// their key.
+	Uses UseTotals `json:"uses"`
 	// Allowed counts allowed key uses (decrypt, data key decrypt,
-	// re-encrypt) by principal, key, reason and operation.
+	// re-encrypt) by principal, key, reason and operation, and how many of
+	// them released the key.
 	Allowed []UseCount `json:"allowed"`
 	// ThirdPartyRequests counts the allowed uses with reason
 	// THIRD_PARTY_DATA_REQUEST (also in Allowed).
@@ -42,13 +46,30 @@ type Disclosure struct {
 	Pending []Event `json:"pending"`
 	// Governance lists the officers' statements, applied or refused.
 	Governance []Event `json:"governance"`
-	// BlockedReleases lists allowed uses that released nothing because the
-	// required notification could not be delivered.
+	// BlockedReleases lists the RELEASE_BLOCKED records: allowed uses that
+	// released nothing, each with its cause (Event.Cause).
 	BlockedReleases []Event `json:"blocked_releases"`
 	// Notified lists the records the notify rules selected.
 	Notified []uint64 `json:"notified"`
 	// Checkpoints counts signed checkpoints recorded in the period.
 	Checkpoints int `json:"checkpoints"`
+}
+
+// UseTotals counts the allowed key uses of a Disclosure. An ALLOW decision
+// followed by a RELEASE_BLOCKED record for the same request id released
+// nothing; every other ALLOW counts as released — also one whose node
+// crashed between the decision and the release, which leaves no follow-up
+// record (conservative: the report may overstate use, never understate it).
+type UseTotals struct {
+	// Allowed counts the ALLOW decisions for key uses.
+	Allowed int `json:"allowed"`
+	// Released counts those not followed by a RELEASE_BLOCKED record.
+	Released int `json:"released"`
+	// NotReleased counts those followed by one; NotReleasedByCause splits
+	// them by the record's cause ("notify", "hsm", "not-admitted",
+	// "hsm-object", "decryption-failed", "cancelled", "error").
+	NotReleased        int            `json:"not_released"`
+	NotReleasedByCause map[string]int `json:"not_released_by_cause"`
 }
 
 // UseCount is one row of Disclosure.Allowed.
@@ -57,9 +78,13 @@ type UseCount struct {
 	Key       string `json:"key"`
 	Reason    string `json:"reason"`
 	Operation string `json:"operation"`
-	Count     int    `json:"count"`
-	FirstSeq  uint64 `json:"first_seq"`
-	LastSeq   uint64 `json:"last_seq"`
+	// Allowed counts the ALLOW decisions of the row, Released those that
+	// released the key, NotReleased the others (UseTotals).
+	Allowed     int    `json:"allowed"`
+	Released    int    `json:"released"`
+	NotReleased int    `json:"not_released"`
+	FirstSeq    uint64 `json:"first_seq"`
+	LastSeq     uint64 `json:"last_seq"`
 }
 
 // Event is one listed record.
@@ -77,6 +102,8 @@ type Event struct {
 	Rule          string    `json:"rule,omitempty"`
 	Signers       []string  `json:"signers,omitempty"`
 	Detail        string    `json:"detail,omitempty"`
+	// Cause is why a RELEASE_BLOCKED record's decision released nothing.
+	Cause string `json:"cause,omitempty"`
 }
 
 func enumName(s string, prefix string) string { return strings.TrimPrefix(s, prefix) }
@@ -98,7 +125,25 @@ func event(r *custosv1.DecisionRecord) Event {
 	if r.Reason != custosv1.Reason_REASON_UNSPECIFIED {
 		e.Reason = reasonName(r.Reason)
 	}
+	if r.Operation == custosv1.Operation_OPERATION_RELEASE_BLOCKED {
+		e.Cause = BlockCause(r.MatchedRule)
+	}
 	return e
+}
+
+// BlockCause returns the cause a RELEASE_BLOCKED record's matched rule
+// names: "notify" for "notify-before-release:decision-<seq>", <cause> for
+// "release-blocked:<cause>:decision-<seq>", "unknown" otherwise.
+func BlockCause(rule string) string {
+	if strings.HasPrefix(rule, "notify-before-release:") {
+		return "notify"
+	}
+	if rest, ok := strings.CutPrefix(rule, "release-blocked:"); ok {
+		if cause, _, ok := strings.Cut(rest, ":"); ok && cause != "" {
+			return cause
+		}
+	}
+	return "unknown"
 }
 
 func isUse(op custosv1.Operation) bool {
@@ -111,10 +156,18 @@ func isUse(op custosv1.Operation) bool {
 
 // Summarize builds the disclosure for the records with since <= time <
 // until (a zero bound is open) and, if key is not "", about that key.
-// records must be in ledger order.
+// records must be in ledger order. An ALLOW counts as released unless a
+// RELEASE_BLOCKED record among records (in the period or after it) names
+// its request id.
 func Summarize(records []*custosv1.DecisionRecord, since, until time.Time, key string) *Disclosure {
-	d := &Disclosure{Since: since, Until: until, Key: key,
+	d := &Disclosure{Since: since, Until: until, Key: key, Uses: UseTotals{NotReleasedByCause: map[string]int{}},
 		Allowed: []UseCount{}, Denied: []Event{}, Pending: []Event{}, Governance: []Event{}, BlockedReleases: []Event{}, Notified: []uint64{}}
+	blocked := map[string]string{} // request id of an ALLOW → cause of its RELEASE_BLOCKED record
+	for _, r := range records {
+		if r.Operation == custosv1.Operation_OPERATION_RELEASE_BLOCKED && r.RequestId != "" {
+			blocked[r.RequestId] = BlockCause(r.MatchedRule)
+		}
+	}
 	type useKey struct{ principal, key, reason, op string }
 	uses := map[useKey]*UseCount{}
 	for _, r := range records {
@@ -147,8 +200,17 @@ func Summarize(records []*custosv1.DecisionRecord, since, until time.Time, key s
 				u = &UseCount{Principal: k.principal, Key: k.key, Reason: k.reason, Operation: k.op, FirstSeq: r.Seq}
 				uses[k] = u
 			}
-			u.Count++
+			u.Allowed++
 			u.LastSeq = r.Seq
+			d.Uses.Allowed++
+			if cause, ok := blocked[r.RequestId]; ok && r.RequestId != "" {
+				u.NotReleased++
+				d.Uses.NotReleased++
+				d.Uses.NotReleasedByCause[cause]++
+			} else {
+				u.Released++
+				d.Uses.Released++
+			}
 			if r.Reason == custosv1.Reason_REASON_THIRD_PARTY_DATA_REQUEST {
 				d.ThirdPartyRequests++
 			}
@@ -193,15 +255,23 @@ func (d *Disclosure) Text() string {
 	} else {
 		p("records: %d (ledger seq %d to %d), %d signed checkpoints\n", d.Records, d.FirstSeq, d.LastSeq, d.Checkpoints)
 	}
-	total := 0
-	for _, u := range d.Allowed {
-		total += u.Count
+	p("\nAllowed key uses: %d (third-party data requests: %d)\n", d.Uses.Allowed, d.ThirdPartyRequests)
+	p("  released:     %d\n", d.Uses.Released)
+	p("  not released: %d", d.Uses.NotReleased)
+	if len(d.Uses.NotReleasedByCause) > 0 {
+		causes := make([]string, 0, len(d.Uses.NotReleasedByCause))
+		for c, n := range d.Uses.NotReleasedByCause {
+			causes = append(causes, fmt.Sprintf("%s %d", c, n))
+		}
+		slices.Sort(causes)
+		p(" (%s)", strings.Join(causes, ", "))
 	}
-	p("\nAllowed key uses: %d (third-party data requests: %d)\n", total, d.ThirdPartyRequests)
+	p("\n")
 	if len(d.Allowed) > 0 {
-		p("  %-20s %-20s %-26s %-18s %6s  %s\n", "principal", "key", "reason", "operation", "count", "seq")
+		p("  %-20s %-20s %-26s %-18s %7s %8s %12s  %s\n", "principal", "key", "reason", "operation", "allowed", "released", "not released", "seq")
 		for _, u := range d.Allowed {
-			p("  %-20s %-20s %-26s %-18s %6d  %d-%d\n", u.Principal, u.Key, u.Reason, u.Operation, u.Count, u.FirstSeq, u.LastSeq)
+			p("  %-20s %-20s %-26s %-18s %7d %8d %12d  %d-%d\n", u.Principal, u.Key, u.Reason, u.Operation,
+				u.Allowed, u.Released, u.NotReleased, u.FirstSeq, u.LastSeq)
 		}
 	}
 	list := func(title string, es []Event) {
@@ -226,6 +296,9 @@ func (d *Disclosure) Text() string {
 			if e.Ticket != "" {
 				p(" ticket=%q", e.Ticket)
 			}
+			if e.Cause != "" {
+				p(" cause=%s", e.Cause)
+			}
 			if e.Rule != "" {
 				p(" rule=%s", e.Rule)
 			}
@@ -244,7 +317,7 @@ func (d *Disclosure) Text() string {
 	list("Denied attempts", d.Denied)
 	list("Pending (awaiting officer approval)", d.Pending)
 	list("Governance actions", d.Governance)
-	list("Blocked releases (notification failed, nothing released)", d.BlockedReleases)
+	list("Blocked releases (allowed, nothing released)", d.BlockedReleases)
 	p("\nRecords selected by the notify rules: %d", len(d.Notified))
 	if len(d.Notified) > 0 {
 		s := make([]string, 0, len(d.Notified))

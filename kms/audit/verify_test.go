@@ -479,7 +479,7 @@ func TestVerifyRealExport(t *testing.T) {
 			if u.Principal != "app" || u.Key != "payroll" || u.Reason != "CUSTOMER_INITIATED" {
 				t.Errorf("allowed row %+v", u)
 			}
-			total += u.Count
+			total += u.Allowed
 		}
 		if total != len(tr.allowed) || len(d.Denied) != tr.denied || len(d.Pending) != tr.pending || d.ThirdPartyRequests != 0 {
 			t.Errorf("disclosure: %d allowed, %d denied, %d pending; want %d, %d, %d",
