@@ -137,8 +137,11 @@ func NewTLSTransport(cfg TLSTransportConfig) (*hraft.NetworkTransport, error) {
 	return hraft.NewNetworkTransportWithConfig(&hraft.NetworkTransportConfig{
 		Stream:  sl,
 		MaxPool: cfg.MaxPool,
-		Timeout: cfg.Timeout,
-		Logger:  newHCLogAdapter(sl.log, "raft").Named("transport"),
+		// No pipelined replication (nopipeline.go); Open refuses it
+		// anyway, this keeps the transport safe on its own.
+		MaxRPCsInFlight: maxRPCsInFlight,
+		Timeout:         cfg.Timeout,
+		Logger:          newHCLogAdapter(sl.log, "raft").Named("transport"),
 	}), nil
 }
 
