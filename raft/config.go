@@ -36,6 +36,7 @@ type Config struct {
 	Advertise string
 	// Transport, if set, is used instead of a plain TCP transport (e.g. an
 	// mTLS stream layer). The caller owns it: Close does not close it.
+	// Open never replicates over its AppendEntriesPipeline (nopipeline.go).
 	Transport hraft.Transport
 	// Bootstrap forms a single-voter cluster of this server when Dir has no
 	// Raft state yet. It is ignored when state exists, so it is safe to leave

@@ -89,9 +89,10 @@ func Open(cfg Config, sm StateMachine) (*Node, error) {
 			adv = a
 		}
 		t, err := hraft.NewTCPTransportWithConfig(cfg.Addr, adv, &hraft.NetworkTransportConfig{
-			MaxPool: 3,
-			Timeout: 10 * time.Second,
-			Logger:  logger.Named("transport"),
+			MaxPool:         3,
+			MaxRPCsInFlight: maxRPCsInFlight,
+			Timeout:         10 * time.Second,
+			Logger:          logger.Named("transport"),
 		})
 		if err != nil {
 			return fail(fmt.Errorf("raft: listen on %s: %w", cfg.Addr, err))
@@ -99,6 +100,9 @@ func Open(cfg Config, sm StateMachine) (*Node, error) {
 		n.ownTrans = t
 		n.trans = t
 	}
+
+	// Never pipelined replication: nopipeline.go says why.
+	n.trans = withoutPipelining(n.trans)
 
 	existing, err := hraft.HasExistingState(store, store, snaps)
 	if err != nil {

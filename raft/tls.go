@@ -79,8 +79,15 @@ func validNodeID(id string) bool {
 // TLSTransportConfig configures NewTLSTransport and NewTLSStreamLayer.
 type TLSTransportConfig struct {
 	// BindAddr is the TCP address to listen on, e.g. "10.0.0.5:7000".
-	// Required.
+	// Required unless Listener is set.
 	BindAddr string
+	// Listener, if set, is an open TCP listener the transport serves on
+	// instead of listening on BindAddr; the transport closes it. A caller
+	// that must know the address before the node starts (a test harness
+	// writing every node's peers) listens on port 0 itself and passes the
+	// listener in, so no other process can take the port in between
+	// (docs/architecture.md, "Listeners").
+	Listener net.Listener
 	// Advertise is the address other nodes dial, if it differs from the
 	// bound one (required when BindAddr binds an unspecified IP).
 	Advertise string
@@ -137,8 +144,11 @@ func NewTLSTransport(cfg TLSTransportConfig) (*hraft.NetworkTransport, error) {
 	return hraft.NewNetworkTransportWithConfig(&hraft.NetworkTransportConfig{
 		Stream:  sl,
 		MaxPool: cfg.MaxPool,
-		Timeout: cfg.Timeout,
-		Logger:  newHCLogAdapter(sl.log, "raft").Named("transport"),
+		// No pipelined replication (nopipeline.go); Open refuses it
+		// anyway, this keeps the transport safe on its own.
+		MaxRPCsInFlight: maxRPCsInFlight,
+		Timeout:         cfg.Timeout,
+		Logger:          newHCLogAdapter(sl.log, "raft").Named("transport"),
 	}), nil
 }
 
@@ -174,18 +184,24 @@ type TLSStreamLayer struct {
 
 var _ hraft.StreamLayer = (*TLSStreamLayer)(nil)
 
-// NewTLSStreamLayer listens on cfg.BindAddr. MaxPool and Timeout are
-// ignored. Most callers want NewTLSTransport.
+// NewTLSStreamLayer listens on cfg.BindAddr (or serves on cfg.Listener).
+// MaxPool and Timeout are ignored. Most callers want NewTLSTransport.
 func NewTLSStreamLayer(cfg TLSTransportConfig) (*TLSStreamLayer, error) {
+	fail := func(err error) (*TLSStreamLayer, error) {
+		if cfg.Listener != nil {
+			_ = cfg.Listener.Close()
+		}
+		return nil, err
+	}
 	switch {
-	case cfg.BindAddr == "":
-		return nil, errors.New("raft: TLSTransportConfig.BindAddr is required")
+	case cfg.BindAddr == "" && cfg.Listener == nil:
+		return fail(errors.New("raft: TLSTransportConfig.BindAddr is required"))
 	case cfg.CAPool == nil && cfg.CAPools == nil:
-		return nil, errors.New("raft: TLSTransportConfig.CAPool is required")
+		return fail(errors.New("raft: TLSTransportConfig.CAPool is required"))
 	case cfg.Certificate == nil:
-		return nil, errors.New("raft: TLSTransportConfig.Certificate is required")
+		return fail(errors.New("raft: TLSTransportConfig.Certificate is required"))
 	case cfg.Allowed == nil:
-		return nil, errors.New("raft: TLSTransportConfig.Allowed is required")
+		return fail(errors.New("raft: TLSTransportConfig.Allowed is required"))
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -200,7 +216,7 @@ func NewTLSStreamLayer(cfg TLSTransportConfig) (*TLSStreamLayer, error) {
 	if cfg.Advertise != "" {
 		a, err := net.ResolveTCPAddr("tcp", cfg.Advertise)
 		if err != nil {
-			return nil, fmt.Errorf("raft: advertise address %q: %w", cfg.Advertise, err)
+			return fail(fmt.Errorf("raft: advertise address %q: %w", cfg.Advertise, err))
 		}
 		adv = a
 	}
@@ -243,9 +259,12 @@ func NewTLSStreamLayer(cfg TLSTransportConfig) (*TLSStreamLayer, error) {
 	// Each inbound handshake verifies the client against the current bundle.
 	s.serverCfg.GetConfigForClient = s.serverConfig
 
-	tcp, err := net.Listen("tcp", cfg.BindAddr)
-	if err != nil {
-		return nil, fmt.Errorf("raft: listen on %s: %w", cfg.BindAddr, err)
+	tcp := cfg.Listener
+	if tcp == nil {
+		var err error
+		if tcp, err = net.Listen("tcp", cfg.BindAddr); err != nil {
+			return nil, fmt.Errorf("raft: listen on %s: %w", cfg.BindAddr, err)
+		}
 	}
 	if adv == nil {
 		adv = tcp.Addr()

@@ -24,8 +24,9 @@ func decryptReq(ct []byte) *custosv1.DecryptRequest {
 		Justification: &custosv1.Justification{Reason: custosv1.Reason_REASON_CUSTOMER_INITIATED, Text: "cluster test"}}
 }
 
-// waitSameHead waits until member i has the same ledger head as member j.
-func waitSameHead(t *testing.T, c *nodetest.Cluster, i, j int) {
+// waitSameHead waits until members i and j hold the same ledger head and
+// returns it: both hold records 1..seq from then on, whatever is appended.
+func waitSameHead(t *testing.T, c *nodetest.Cluster, i, j int) (seq uint64, hash [32]byte) {
 	t.Helper()
 	// hashicorp/raft backs off replication to an unreachable follower
 	// exponentially (up to ~40s), so healing may take a while.
@@ -34,7 +35,7 @@ func waitSameHead(t *testing.T, c *nodetest.Cluster, i, j int) {
 		si, hi := c.Members[i].Node.Service().State().LedgerHead()
 		sj, hj := c.Members[j].Node.Service().State().LedgerHead()
 		if si == sj && hi == hj {
-			return
+			return si, hi
 		}
 		// hashicorp heartbeats carry no commit index: a follower learns
 		// that the last entry committed only with the next append.

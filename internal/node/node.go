@@ -74,6 +74,14 @@ type Config struct {
 	Listen string
 	// RaftAddr is the Raft transport bind address. Default 127.0.0.1:0.
 	RaftAddr string
+	// Listener and RaftListener, if set, are open TCP listeners the gRPC
+	// server and the Raft transport (RaftTLS only) serve on instead of
+	// listening on Listen and RaftAddr; Listen and RaftAddr must still name
+	// their addresses (peers are configured with them). Start takes them
+	// over: Close, or a failed Start, closes them. For a harness that
+	// listens on port 0 and writes the ports into the other nodes'
+	// configurations before they start (docs/architecture.md, "Listeners").
+	Listener, RaftListener net.Listener
 	// RaftAdvertise, if set, is the Raft address this node gives the other
 	// nodes (its address in the Raft configuration) when it differs from
 	// RaftAddr, e.g. behind a proxy or NAT. Default: the bound RaftAddr.
@@ -191,6 +199,11 @@ type Node struct {
 // error says what to fix.
 func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := cfg.check(); err != nil {
+		for _, l := range []net.Listener{cfg.Listener, cfg.RaftListener} {
+			if l != nil {
+				_ = l.Close()
+			}
+		}
 		return nil, err
 	}
 	if cfg.Listen == "" {
@@ -212,6 +225,13 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	defer func() {
 		if err != nil {
 			_ = n.Close()
+			// Listeners handed in are ours, used or not (closing one
+			// twice is harmless).
+			for _, l := range []net.Listener{cfg.Listener, cfg.RaftListener} {
+				if l != nil {
+					_ = l.Close()
+				}
+			}
 		}
 	}()
 
@@ -267,6 +287,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		n.allowed = newAllowedSet(cfg.ID, cfg.Peers, cfg.Isolate)
 		trans, err := raft.NewTLSTransport(raft.TLSTransportConfig{
 			BindAddr:    cfg.RaftAddr,
+			Listener:    cfg.RaftListener,
 			Advertise:   cfg.RaftAdvertise,
 			CAPools:     nt.pools.Current,
 			Certificate: nt.cert.Current,
@@ -383,7 +404,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: gRPC server: %w", err)
 	}
-	if n.lis, err = net.Listen("tcp", cfg.Listen); err != nil {
+	if cfg.Listener != nil {
+		n.lis = cfg.Listener
+	} else if n.lis, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("node: listen on %s (change the listen address or stop what uses it): %w", cfg.Listen, err)
 	}
 	go func() { n.serveCh <- n.grpc.Serve(n.lis) }()
@@ -408,6 +431,8 @@ func (c Config) check() error {
 		return errors.New("node: config: ID is required")
 	case c.DataDir == "":
 		return errors.New("node: config: DataDir is required")
+	case c.RaftListener != nil && !c.RaftTLS:
+		return errors.New("node: config: RaftListener needs RaftTLS (the plain-TCP Raft transport listens itself)")
 	case c.PKCS11.Module == "":
 		return fmt.Errorf("node: config: PKCS#11 module path is required; %s", InstallHint)
 	case c.PKCS11.TokenLabel == "":

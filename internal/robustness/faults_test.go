@@ -101,7 +101,9 @@ func (r *run) restart(i int) error {
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
 		var nd *node.Node
-		nd, err = startNode(m.Config)
+		if err = m.Listen(); err == nil {
+			nd, err = startNode(m.Config)
+		}
 		var p *startPanic
 		if errors.As(err, &p) {
 			// The node's stored state cannot be opened again (a violation,
@@ -140,6 +142,9 @@ func (r *run) rebuild(i int) (*node.Node, error) {
 		}
 	}
 	m.Config.Join = true
+	if err := m.Listen(); err != nil {
+		return nil, err
+	}
 	nd, err := startNode(m.Config)
 	if err != nil {
 		r.h.AddFault(Fault{Kind: "rebuild-failed", Node: i, Note: err.Error()})

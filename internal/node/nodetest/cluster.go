@@ -52,20 +52,67 @@ type Cluster struct {
 	conns []*grpc.ClientConn
 }
 
-// freeAddr returns a loopback address with a port that was free just now.
-func freeAddr(tb testing.TB) string {
+// heldListener is a loopback listener the harness opened on port 0 and
+// hands to a node (node.Config.Listener, RaftListener), which closes it.
+type heldListener struct {
+	net.Listener
+	closed atomic.Bool
+}
+
+func (l *heldListener) Close() error {
+	l.closed.Store(true)
+	return l.Listener.Close()
+}
+
+// listenLoopback listens on a port of 127.0.0.1 the kernel picks. The port
+// is held from here on, so no other process can take it before the node
+// serves on it (docs/architecture.md, "Listeners"); the listener is closed
+// when the test ends unless a node has closed it before.
+func listenLoopback(tb testing.TB) *heldListener {
 	tb.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	h := &heldListener{Listener: l}
+	tb.Cleanup(func() { _ = h.Close() })
+	return h
+}
+
+// Listen gives m.Config open listeners on the member's addresses, for a
+// test that starts m.Config itself (node.Start) after the member was
+// killed; Restart and Join call it. See relisten.
+func (m *Member) Listen() error { return m.relisten() }
+
+// relisten gives m.Config open listeners on the member's addresses: the
+// ones ClusterConfigs opened until a node has used and closed them, then
+// new ones on the same ports. A restarted node must keep its addresses
+// (they are in the other nodes' configurations and in the Raft
+// configuration), so a restart binds its old ports again; between Kill and
+// Restart another process could take one, a window of one node restart
+// rather than of the whole cluster set-up.
+func (m *Member) relisten() error {
+	for _, p := range []struct {
+		l    *net.Listener
+		addr string
+	}{{&m.Config.Listener, m.Config.Listen}, {&m.Config.RaftListener, m.Config.RaftAddr}} {
+		if h, ok := (*p.l).(*heldListener); ok && !h.closed.Load() {
+			continue
+		}
+		l, err := net.Listen("tcp", p.addr)
+		if err != nil {
+			return fmt.Errorf("nodetest: listen again on %s: %w", p.addr, err)
+		}
+		*p.l = &heldListener{Listener: l}
+	}
+	return nil
 }
 
 // ClusterConfigs returns the configurations of an n-node cluster in dir,
 // with node certificates issued by the CA in dir/pki, and the officers (set
-// on node 0, which bootstraps; the others join).
+// on node 0, which bootstraps; the others join). Each configuration carries
+// listeners already open on its addresses (Listener, RaftListener), which
+// the node started with it takes over.
 func ClusterConfigs(tb testing.TB, dir string, n int) ([]node.Config, []Officer) {
 	tb.Helper()
 	pkiDir := filepath.Join(dir, "pki")
@@ -73,8 +120,11 @@ func ClusterConfigs(tb testing.TB, dir string, n int) ([]node.Config, []Officer)
 		tb.Fatal(err)
 	}
 	var peers []node.Peer
+	var apiLis, raftLis []*heldListener
 	for i := 0; i < n; i++ {
-		peers = append(peers, node.Peer{ID: fmt.Sprintf("node%d", i+1), RaftAddr: freeAddr(tb), APIAddr: freeAddr(tb)})
+		apiLis, raftLis = append(apiLis, listenLoopback(tb)), append(raftLis, listenLoopback(tb))
+		peers = append(peers, node.Peer{ID: fmt.Sprintf("node%d", i+1),
+			RaftAddr: raftLis[i].Addr().String(), APIAddr: apiLis[i].Addr().String()})
 	}
 	officers, pub := NewOfficers(tb, dir)
 	var cfgs []node.Config
@@ -83,8 +133,8 @@ func ClusterConfigs(tb testing.TB, dir string, n int) ([]node.Config, []Officer)
 		var cfg node.Config
 		cfg.ID = peers[i].ID
 		cfg.DataDir = filepath.Join(dir, cfg.ID)
-		cfg.Listen = peers[i].APIAddr
-		cfg.RaftAddr = peers[i].RaftAddr
+		cfg.Listen, cfg.Listener = peers[i].APIAddr, apiLis[i]
+		cfg.RaftAddr, cfg.RaftListener = peers[i].RaftAddr, raftLis[i]
 		cfg.PKCS11.Module, cfg.PKCS11.TokenLabel, cfg.PKCS11.PIN = tok.Module, tok.Label, tok.PIN
 		certFile, keyFile, err := pki.IssueNodeCert(pkiDir, cfg.ID, []string{"127.0.0.1", "localhost"})
 		if err != nil {
@@ -152,6 +202,9 @@ func StartClusterWith(tb testing.TB, n, start int, mod func(i int, cfg *node.Con
 
 func (c *Cluster) start(tb testing.TB, i int) {
 	tb.Helper()
+	if err := c.Members[i].relisten(); err != nil {
+		tb.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), StartTimeout)
 	defer cancel()
 	nd, err := node.Start(ctx, c.Members[i].Config)
@@ -176,6 +229,9 @@ func (c *Cluster) TryJoin(i int) error { return c.TryJoinWithin(i, StartTimeout)
 // TryJoinWithin is TryJoin bounded by d.
 func (c *Cluster) TryJoinWithin(i int, d time.Duration) error {
 	m := c.Members[i]
+	if err := m.relisten(); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	done := make(chan error, 1)
