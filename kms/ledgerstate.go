@@ -50,8 +50,10 @@ func (s *State) notifies(rec *custosv1.DecisionRecord) bool {
 	if k := s.keys[rec.Key]; k != nil && k.Policy.GetNotifyAll() {
 		return true
 	}
-	if slices.Contains(r.GetReasons(), rec.Reason) || slices.Contains(r.GetReasons(), effectiveReason(rec.Reason)) {
-		return true
+	for _, reason := range notifyReasons(rec.Reason) {
+		if slices.Contains(r.GetReasons(), reason) {
+			return true
+		}
 	}
 	if slices.Contains(r.GetOutcomes(), rec.Outcome) {
 		return true

@@ -330,23 +330,22 @@ func (s *State) evaluate(c *raftlogv1.Command, op *raftlogv1.Decide) (custosv1.O
 		return deny, rule("rate-limit"), fmt.Errorf("%w: principal %q reached %d decrypts per hour with key %q",
 			ErrResourceExhausted, c.Principal, p.MaxDecryptsPerPrincipalPerHour, op.Key)
 	}
-	reason := effectiveReason(op.Reason)
-	action := actionFor(p, reason)
+	action, reason := policyAction(p, op.Reason)
 	if action == custosv1.Action_ACTION_ALLOW {
-		return custosv1.Outcome_OUTCOME_ALLOW, rule("reason=" + reasonName(reason) + ":allow"), nil
+		return custosv1.Outcome_OUTCOME_ALLOW, rule("reason=" + reason + ":allow"), nil
 	}
 	if g := s.matchGrant(c, op); g != nil {
 		return custosv1.Outcome_OUTCOME_ALLOW, "grant:" + g.GrantId, nil
 	}
 	if action == custosv1.Action_ACTION_DENY {
-		return deny, rule("reason=" + reasonName(reason) + ":deny"), fmt.Errorf("%w: policy of key %q denies reason %s",
-			ErrPermissionDenied, op.Key, reasonName(reason))
+		return deny, rule("reason=" + reason + ":deny"), fmt.Errorf("%w: policy of key %q denies reason %s",
+			ErrPermissionDenied, op.Key, reason)
 	}
 	if s.pendingOf(c.Principal) >= maxPendingPerPrincipal {
 		return deny, "approval:too-many-pending", fmt.Errorf("%w: principal %q has %d requests waiting for approval",
 			ErrResourceExhausted, c.Principal, maxPendingPerPrincipal)
 	}
-	return custosv1.Outcome_OUTCOME_PENDING, rule("reason=" + reasonName(reason) + ":require-approval"), nil
+	return custosv1.Outcome_OUTCOME_PENDING, rule("reason=" + reason + ":require-approval"), nil
 }
 
 // userKey returns a key for a tightening operation by one of its users.

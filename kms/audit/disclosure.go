@@ -95,7 +95,8 @@ func event(r *custosv1.DecisionRecord) Event {
 		Operation: opName(r.Operation), Outcome: outcomeName(r.Outcome), Justification: r.JustificationText,
 		Ticket: r.Ticket, RequestID: r.RequestId, Rule: r.MatchedRule, Signers: r.Signers, Detail: r.Detail,
 	}
-	if r.Reason != custosv1.Reason_REASON_UNSPECIFIED {
+	// A key use names its reason, UNSPECIFIED when the caller gave none.
+	if r.Reason != custosv1.Reason_REASON_UNSPECIFIED || isUse(r.Operation) {
 		e.Reason = reasonName(r.Reason)
 	}
 	return e
