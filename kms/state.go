@@ -50,6 +50,10 @@ type State struct {
 	// pending holds the records appended by the batch being applied, not
 	// yet in the ledger store (a checkpoint may cover them).
 	pending map[uint64][]byte
+	// extra holds the records the command being applied appended besides
+	// a Decision's (key administration, membership): its result to the
+	// caller is something else, a key record for instance.
+	extra []*custosv1.DecisionRecord
 }
 
 var _ raft.StateMachine = (*State)(nil)
@@ -98,21 +102,29 @@ func (s *State) ApplyBatch(entries []raft.AppliedEntry) [][]any {
 	var decisions []*Decision
 	s.pending = map[uint64][]byte{}
 	defer func() { s.pending = nil }()
+	// add appends one record to the chain, in log order.
+	add := func(rec *custosv1.DecisionRecord) {
+		rec.Notify = s.notifies(rec)
+		data, err := proto.MarshalOptions{Deterministic: true}.Marshal(rec)
+		if err != nil {
+			panic(fmt.Sprintf("kms: marshal decision record: %v", err))
+		}
+		recs = append(recs, ledger.Record{Seq: rec.Seq, Data: data})
+		s.pending[rec.Seq] = data
+		s.head = ledger.Hash(data)
+	}
 	for i, e := range entries {
 		res := make([]any, len(e.Commands))
 		for j, c := range e.Commands {
 			r := s.apply(e.Index, c)
 			if d, ok := r.(*Decision); ok && d.Record != nil {
-				d.Record.Notify = s.notifies(d.Record)
-				data, err := proto.MarshalOptions{Deterministic: true}.Marshal(d.Record)
-				if err != nil {
-					panic(fmt.Sprintf("kms: marshal decision record: %v", err))
-				}
-				recs = append(recs, ledger.Record{Seq: d.Record.Seq, Data: data})
-				s.pending[d.Record.Seq] = data
-				s.head = ledger.Hash(data)
+				add(d.Record)
 				decisions = append(decisions, d)
 			}
+			for _, rec := range s.extra {
+				add(rec)
+			}
+			s.extra = s.extra[:0]
 			res[j] = r
 		}
 		out[i] = res
@@ -144,13 +156,20 @@ func (s *State) apply(index uint64, c *raftlogv1.Command) any {
 	case *raftlogv1.Command_InitCluster:
 		return s.applyInit(op.InitCluster)
 	case *raftlogv1.Command_CreateKey:
-		return s.applyCreateKey(c, op.CreateKey)
+		return s.recordKeyAdmin(index, c, custosv1.Operation_OPERATION_CREATE_KEY, op.CreateKey.Name, 1,
+			s.applyCreateKey(c, op.CreateKey))
 	case *raftlogv1.Command_AddKeyVersion:
-		return s.applyAddVersion(c, op.AddKeyVersion)
+		return s.recordKeyAdmin(index, c, custosv1.Operation_OPERATION_ROTATE_KEY, op.AddKeyVersion.Name, op.AddKeyVersion.Version,
+			s.applyAddVersion(c, op.AddKeyVersion))
 	case *raftlogv1.Command_SetKeyState:
-		return s.applySetState(c, op.SetKeyState)
+		r := s.applySetState(c, op.SetKeyState)
+		if op.SetKeyState.Enabled {
+			return r // always refused: enabling is a governance statement
+		}
+		return s.recordKeyAdmin(index, c, custosv1.Operation_OPERATION_DISABLE_KEY, op.SetKeyState.Name, 0, r)
 	case *raftlogv1.Command_SetMinDecryptionVersion:
-		return s.applySetMin(c, op.SetMinDecryptionVersion)
+		return s.recordKeyAdmin(index, c, custosv1.Operation_OPERATION_SET_MIN_DECRYPTION_VERSION, op.SetMinDecryptionVersion.Name,
+			op.SetMinDecryptionVersion.MinDecryptionVersion, s.applySetMin(c, op.SetMinDecryptionVersion))
 	case *raftlogv1.Command_Decide:
 		return s.applyDecide(index, c, op.Decide)
 	case *raftlogv1.Command_Govern:
