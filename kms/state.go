@@ -43,6 +43,10 @@ type State struct {
 	nodeKeys             []*raftlogv1.NodeKey // checkpoint signing keys
 	lastCheckpoint       *custosv1.Checkpoint
 	lastCheckpointRecord uint64
+
+	// members is the Raft configuration of the last configuration entry
+	// applied (replaced whole, never modified in place).
+	members []*raftlogv1.RaftServer
 	// grown is closed (and replaced) whenever records are appended;
 	// advanced whenever entries are applied.
 	grown    chan struct{}
@@ -56,7 +60,7 @@ type State struct {
 	extra []*custosv1.DecisionRecord
 }
 
-var _ raft.StateMachine = (*State)(nil)
+var _ raft.ConfigurationObserver = (*State)(nil)
 
 // NewState returns an empty State writing decision records to l.
 func NewState(l *ledger.Store) *State {
@@ -75,6 +79,7 @@ func (s *State) reset() {
 	s.grants = map[string]*custosv1.Grant{}
 	s.counters = map[string]*raftlogv1.RateCounter{}
 	s.nodeKeys, s.lastCheckpoint, s.lastCheckpointRecord = nil, nil, 0
+	s.members = nil
 	if s.grown == nil {
 		s.grown = make(chan struct{})
 		s.advanced = make(chan struct{})
@@ -102,8 +107,11 @@ func (s *State) ApplyBatch(entries []raft.AppliedEntry) [][]any {
 	var decisions []*Decision
 	s.pending = map[uint64][]byte{}
 	defer func() { s.pending = nil }()
-	// add appends one record to the chain, in log order.
+	// add appends one record to the chain, in log order. It links the
+	// record to the head here, since one command may append several
+	// (a configuration entry that changes several servers).
 	add := func(rec *custosv1.DecisionRecord) {
+		rec.PrevHash = append(rec.PrevHash[:0], s.head[:]...)
 		rec.Notify = s.notifies(rec)
 		data, err := proto.MarshalOptions{Deterministic: true}.Marshal(rec)
 		if err != nil {
@@ -113,7 +121,17 @@ func (s *State) ApplyBatch(entries []raft.AppliedEntry) [][]any {
 		s.pending[rec.Seq] = data
 		s.head = ledger.Hash(data)
 	}
+	addExtra := func() {
+		for _, rec := range s.extra {
+			add(rec)
+		}
+		s.extra = s.extra[:0]
+	}
 	for i, e := range entries {
+		if e.Configuration != nil {
+			s.applyConfiguration(e.Index, e.Configuration)
+			addExtra()
+		}
 		res := make([]any, len(e.Commands))
 		for j, c := range e.Commands {
 			r := s.apply(e.Index, c)
@@ -121,10 +139,7 @@ func (s *State) ApplyBatch(entries []raft.AppliedEntry) [][]any {
 				add(d.Record)
 				decisions = append(decisions, d)
 			}
-			for _, rec := range s.extra {
-				add(rec)
-			}
-			s.extra = s.extra[:0]
+			addExtra()
 			res[j] = r
 		}
 		out[i] = res
