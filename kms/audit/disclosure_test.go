@@ -14,7 +14,9 @@ import (
 // administration and membership changes have sections of their own instead
 // of being counted as uses, refusals or nothing.
 func TestDisclosureListsUnspecifiedKeyAdministrationAndMembership(t *testing.T) {
-	at := func(s int64) int64 { return time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(s) * time.Second).UnixNano() }
+	at := func(s int64) int64 {
+		return time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(s) * time.Second).UnixNano()
+	}
 	allow, deny, pending := custosv1.Outcome_OUTCOME_ALLOW, custosv1.Outcome_OUTCOME_DENY, custosv1.Outcome_OUTCOME_PENDING
 	recs := []*custosv1.DecisionRecord{
 		{Seq: 1, TimeUnixNano: at(1), Principal: "app", Key: "k", KeyVersion: 1, Operation: custosv1.Operation_OPERATION_CREATE_KEY,
