@@ -126,3 +126,21 @@ func TestPolicyMayNameUnspecified(t *testing.T) {
 		t.Fatalf("unknown reason: %v, want ErrInvalidArgument", err)
 	}
 }
+
+// A ledger filter's UNSPECIFIED selects the key uses that gave no reason,
+// not the records that carry none (key administration, membership, ...).
+func TestReasonFilterUnspecifiedSelectsKeyUses(t *testing.T) {
+	f := &custosv1.DecisionFilter{Reasons: []custosv1.Reason{custosv1.Reason_REASON_UNSPECIFIED}}
+	for op, want := range map[custosv1.Operation]bool{
+		custosv1.Operation_OPERATION_DECRYPT:          true,
+		custosv1.Operation_OPERATION_DECRYPT_DATA_KEY: true,
+		custosv1.Operation_OPERATION_REENCRYPT:        true,
+		custosv1.Operation_OPERATION_CREATE_KEY:       false,
+		custosv1.Operation_OPERATION_MEMBERSHIP:       false,
+		custosv1.Operation_OPERATION_GOVERNANCE:       false,
+	} {
+		if got := kms.Matches(f, &custosv1.DecisionRecord{Operation: op}); got != want {
+			t.Errorf("reason filter UNSPECIFIED on a %v record: %v, want %v", op, got, want)
+		}
+	}
+}
