@@ -354,7 +354,7 @@ func (s *State) countUse(c *raftlogv1.Command, op *raftlogv1.Decide) {
 	if k == nil {
 		return
 	}
-	if actionFor(k.Policy, effectiveReason(op.Reason)) != custosv1.Action_ACTION_ALLOW {
+	if a, _ := policyAction(k.Policy, op.Reason); a != custosv1.Action_ACTION_ALLOW {
 		if g := s.matchGrant(c, op); g != nil {
 			g.UsesLeft--
 			if g.UsesLeft == 0 {

@@ -155,12 +155,24 @@ func Matches(f *custosv1.DecisionFilter, r *custosv1.DecisionRecord) bool {
 	has := func(n int, ok bool) bool { return n == 0 || ok }
 	return (f.Key == "" || f.Key == r.Key) &&
 		(f.Principal == "" || f.Principal == r.Principal) &&
-		has(len(f.Reasons), containsReason(f.Reasons, r.Reason)) &&
+		has(len(f.Reasons), containsReason(f.Reasons, r.Reason) && (r.Reason != custosv1.Reason_REASON_UNSPECIFIED || isKeyUse(r.Operation))) &&
 		has(len(f.Outcomes), containsOutcome(f.Outcomes, r.Outcome)) &&
 		has(len(f.Operations), containsOperation(f.Operations, r.Operation)) &&
 		(f.SinceUnixNano == 0 || r.TimeUnixNano >= f.SinceUnixNano) &&
 		(f.UntilUnixNano == 0 || r.TimeUnixNano < f.UntilUnixNano) &&
 		(!f.NotifyOnly || r.Notify)
+}
+
+// isKeyUse reports whether op is a key use, whose record carries the
+// caller's justification: a reason filter's UNSPECIFIED selects the key
+// uses that gave no reason, not the records that have none (governance,
+// key administration, membership, checkpoints).
+func isKeyUse(op custosv1.Operation) bool {
+	switch op {
+	case custosv1.Operation_OPERATION_DECRYPT, custosv1.Operation_OPERATION_DECRYPT_DATA_KEY, custosv1.Operation_OPERATION_REENCRYPT:
+		return true
+	}
+	return false
 }
 
 func containsReason(l []custosv1.Reason, x custosv1.Reason) bool {

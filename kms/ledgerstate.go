@@ -23,7 +23,8 @@ const (
 )
 
 // DefaultNotifyRules are the rules of a new cluster: third-party data
-// requests, every DENY and PENDING, and every governance record.
+// requests (and decrypts that give no reason), every DENY and PENDING, and
+// every governance and membership record.
 func DefaultNotifyRules() *custosv1.NotifyRules {
 	return &custosv1.NotifyRules{
 		Reasons:    []custosv1.Reason{custosv1.Reason_REASON_THIRD_PARTY_DATA_REQUEST},
@@ -41,8 +42,18 @@ func (s *State) notifies(rec *custosv1.DecisionRecord) bool {
 		return false
 	case custosv1.Operation_OPERATION_RELEASE_BLOCKED:
 		return true
-	case custosv1.Operation_OPERATION_GOVERNANCE:
+	case custosv1.Operation_OPERATION_GOVERNANCE, custosv1.Operation_OPERATION_MEMBERSHIP:
+		// A change of the cluster's membership is as much the officers'
+		// concern as their own statements (docs/notifications.md).
 		return r.GetAll() || r.GetGovernance()
+	case custosv1.Operation_OPERATION_CREATE_KEY, custosv1.Operation_OPERATION_ROTATE_KEY,
+		custosv1.Operation_OPERATION_DISABLE_KEY, custosv1.Operation_OPERATION_SET_MIN_DECRYPTION_VERSION:
+		// A key user's own administration notifies only when everything
+		// does, the key's policy says notify_all, or its outcome is
+		// selected (by default DENY: a refused attempt on someone else's
+		// key). It carries no reason and is no key use.
+		k := s.keys[rec.Key]
+		return r.GetAll() || (k != nil && k.Policy.GetNotifyAll()) || slices.Contains(r.GetOutcomes(), rec.Outcome)
 	}
 	if r.GetAll() {
 		return true
@@ -50,8 +61,10 @@ func (s *State) notifies(rec *custosv1.DecisionRecord) bool {
 	if k := s.keys[rec.Key]; k != nil && k.Policy.GetNotifyAll() {
 		return true
 	}
-	if slices.Contains(r.GetReasons(), rec.Reason) || slices.Contains(r.GetReasons(), effectiveReason(rec.Reason)) {
-		return true
+	for _, reason := range notifyReasons(rec.Reason) {
+		if slices.Contains(r.GetReasons(), reason) {
+			return true
+		}
 	}
 	if slices.Contains(r.GetOutcomes(), rec.Outcome) {
 		return true

@@ -28,7 +28,7 @@ const (
 
 // DefaultPolicy is the policy of a new key: only its creator may use it;
 // the customer's own reasons are allowed, every other reason (and a missing
-// one) needs the officers' approval.
+// one, REASON_UNSPECIFIED) needs the officers' approval.
 func DefaultPolicy(creator string) *custosv1.KeyPolicy {
 	ra := custosv1.Action_ACTION_REQUIRE_APPROVAL
 	return &custosv1.KeyPolicy{
@@ -36,6 +36,7 @@ func DefaultPolicy(creator string) *custosv1.KeyPolicy {
 		EncryptPrincipals: []string{creator},
 		DecryptPrincipals: []string{creator},
 		Reasons: []*custosv1.ReasonRule{
+			{Reason: custosv1.Reason_REASON_UNSPECIFIED, Action: ra},
 			{Reason: custosv1.Reason_REASON_CUSTOMER_INITIATED, Action: custosv1.Action_ACTION_ALLOW},
 			{Reason: custosv1.Reason_REASON_CUSTOMER_WORKFLOW, Action: custosv1.Action_ACTION_ALLOW},
 			{Reason: custosv1.Reason_REASON_PROVIDER_SERVICE, Action: ra},
@@ -68,7 +69,8 @@ func ValidatePolicy(p *custosv1.KeyPolicy) error {
 	}
 	seen := map[custosv1.Reason]bool{}
 	for _, r := range p.Reasons {
-		if _, ok := custosv1.Reason_name[int32(r.GetReason())]; !ok || r.GetReason() == custosv1.Reason_REASON_UNSPECIFIED {
+		// REASON_UNSPECIFIED is a reason of its own: a rule may name it.
+		if _, ok := custosv1.Reason_name[int32(r.GetReason())]; !ok {
 			return fmt.Errorf("%w: policy.reasons has an unknown reason %d", ErrInvalidArgument, r.GetReason())
 		}
 		if r.GetAction() < custosv1.Action_ACTION_ALLOW || r.GetAction() > custosv1.Action_ACTION_DENY {
@@ -95,12 +97,37 @@ func ValidatePolicy(p *custosv1.KeyPolicy) error {
 	return nil
 }
 
-// effectiveReason treats a missing or unknown reason as the strictest one.
-func effectiveReason(r custosv1.Reason) custosv1.Reason {
-	if _, ok := custosv1.Reason_name[int32(r)]; !ok || r == custosv1.Reason_REASON_UNSPECIFIED {
-		return custosv1.Reason_REASON_THIRD_PARTY_DATA_REQUEST
+// policyAction returns the policy's action for a decision's reason and the
+// reason's name for the matched rule. A missing reason (REASON_UNSPECIFIED)
+// is a reason of its own, recorded as given: a policy that names it decides
+// it; one that does not (every policy written before it could be named)
+// gives it the action of the strictest reason, THIRD_PARTY_DATA_REQUEST, so
+// leaving the reason out never gets more than naming the strictest one. A
+// reason this version does not know is THIRD_PARTY_DATA_REQUEST.
+func policyAction(p *custosv1.KeyPolicy, r custosv1.Reason) (custosv1.Action, string) {
+	const strictest = custosv1.Reason_REASON_THIRD_PARTY_DATA_REQUEST
+	switch _, known := custosv1.Reason_name[int32(r)]; {
+	case !known:
+		return actionFor(p, strictest), reasonName(strictest)
+	case r != custosv1.Reason_REASON_UNSPECIFIED:
+		return actionFor(p, r), reasonName(r)
 	}
-	return r
+	for _, rr := range p.GetReasons() {
+		if rr.Reason == custosv1.Reason_REASON_UNSPECIFIED {
+			return rr.Action, reasonName(r)
+		}
+	}
+	return actionFor(p, strictest), reasonName(r) + "(as " + reasonName(strictest) + ")"
+}
+
+// notifyReasons returns the reasons a decision counts as for the notify
+// rules: a missing reason is selected by a rule naming it or, like an
+// unknown one, by a rule naming THIRD_PARTY_DATA_REQUEST.
+func notifyReasons(r custosv1.Reason) []custosv1.Reason {
+	if _, known := custosv1.Reason_name[int32(r)]; known && r != custosv1.Reason_REASON_UNSPECIFIED {
+		return []custosv1.Reason{r}
+	}
+	return []custosv1.Reason{r, custosv1.Reason_REASON_THIRD_PARTY_DATA_REQUEST}
 }
 
 // actionFor returns the policy's action for a reason; unlisted reasons need

@@ -101,6 +101,7 @@ func (s *State) Snapshot() (raft.Snapshot, error) {
 	}
 	st.NodeKeys = s.nodeKeys
 	st.LastCheckpoint, st.LastCheckpointRecord = s.lastCheckpoint, s.lastCheckpointRecord
+	st.Members = s.members
 	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(st)
 	broken := s.broken
 	sn := &snapshot{state: data, seq: s.seq, head: s.head, ledger: s.ledger}
@@ -270,6 +271,7 @@ func (s *State) Restore(r io.Reader) error {
 	}
 	s.nodeKeys = st.NodeKeys
 	s.lastCheckpoint, s.lastCheckpointRecord = st.LastCheckpoint, st.LastCheckpointRecord
+	s.members = st.Members
 	for _, c := range st.Counters {
 		s.counters[c.Key+"\x00"+c.Principal] = c
 	}

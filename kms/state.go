@@ -48,6 +48,10 @@ type State struct {
 	nodeKeys             []*raftlogv1.NodeKey // checkpoint signing keys
 	lastCheckpoint       *custosv1.Checkpoint
 	lastCheckpointRecord uint64
+
+	// members is the Raft configuration of the last configuration entry
+	// applied (replaced whole, never modified in place).
+	members []*raftlogv1.RaftServer
 	// grown is closed (and replaced) whenever records are appended;
 	// advanced whenever entries are applied.
 	grown    chan struct{}
@@ -55,9 +59,13 @@ type State struct {
 	// pending holds the records appended by the batch being applied, not
 	// yet in the ledger store (a checkpoint may cover them).
 	pending map[uint64][]byte
+	// extra holds the records the command being applied appended besides
+	// a Decision's (key administration, membership): its result to the
+	// caller is something else, a key record for instance.
+	extra []*custosv1.DecisionRecord
 }
 
-var _ raft.StateMachine = (*State)(nil)
+var _ raft.ConfigurationObserver = (*State)(nil)
 
 // NewState returns an empty State writing decision records to l.
 func NewState(l *ledger.Store) *State {
@@ -77,6 +85,7 @@ func (s *State) reset() {
 	s.grants = map[string]*custosv1.Grant{}
 	s.counters = map[string]*raftlogv1.RateCounter{}
 	s.nodeKeys, s.lastCheckpoint, s.lastCheckpointRecord = nil, nil, 0
+	s.members = nil
 	if s.grown == nil {
 		s.grown = make(chan struct{})
 		s.advanced = make(chan struct{})
@@ -104,21 +113,39 @@ func (s *State) ApplyBatch(entries []raft.AppliedEntry) [][]any {
 	var decisions []*Decision
 	s.pending = map[uint64][]byte{}
 	defer func() { s.pending = nil }()
+	// add appends one record to the chain, in log order. It links the
+	// record to the head here, since one command may append several
+	// (a configuration entry that changes several servers).
+	add := func(rec *custosv1.DecisionRecord) {
+		rec.PrevHash = append(rec.PrevHash[:0], s.head[:]...)
+		rec.Notify = s.notifies(rec)
+		data, err := proto.MarshalOptions{Deterministic: true}.Marshal(rec)
+		if err != nil {
+			panic(fmt.Sprintf("kms: marshal decision record: %v", err))
+		}
+		recs = append(recs, ledger.Record{Seq: rec.Seq, Data: data})
+		s.pending[rec.Seq] = data
+		s.head = ledger.Hash(data)
+	}
+	addExtra := func() {
+		for _, rec := range s.extra {
+			add(rec)
+		}
+		s.extra = s.extra[:0]
+	}
 	for i, e := range entries {
+		if e.Configuration != nil {
+			s.applyConfiguration(e.Index, e.Configuration)
+			addExtra()
+		}
 		res := make([]any, len(e.Commands))
 		for j, c := range e.Commands {
 			r := s.apply(e.Index, c)
 			if d, ok := r.(*Decision); ok && d.Record != nil {
-				d.Record.Notify = s.notifies(d.Record)
-				data, err := proto.MarshalOptions{Deterministic: true}.Marshal(d.Record)
-				if err != nil {
-					panic(fmt.Sprintf("kms: marshal decision record: %v", err))
-				}
-				recs = append(recs, ledger.Record{Seq: d.Record.Seq, Data: data})
-				s.pending[d.Record.Seq] = data
-				s.head = ledger.Hash(data)
+				add(d.Record)
 				decisions = append(decisions, d)
 			}
+			addExtra()
 			res[j] = r
 		}
 		out[i] = res
@@ -153,13 +180,20 @@ func (s *State) apply(index uint64, c *raftlogv1.Command) any {
 	case *raftlogv1.Command_InitCluster:
 		return s.applyInit(op.InitCluster)
 	case *raftlogv1.Command_CreateKey:
-		return s.applyCreateKey(c, op.CreateKey)
+		return s.recordKeyAdmin(index, c, custosv1.Operation_OPERATION_CREATE_KEY, op.CreateKey.Name, 1,
+			s.applyCreateKey(c, op.CreateKey))
 	case *raftlogv1.Command_AddKeyVersion:
-		return s.applyAddVersion(c, op.AddKeyVersion)
+		return s.recordKeyAdmin(index, c, custosv1.Operation_OPERATION_ROTATE_KEY, op.AddKeyVersion.Name, op.AddKeyVersion.Version,
+			s.applyAddVersion(c, op.AddKeyVersion))
 	case *raftlogv1.Command_SetKeyState:
-		return s.applySetState(c, op.SetKeyState)
+		r := s.applySetState(c, op.SetKeyState)
+		if op.SetKeyState.Enabled {
+			return r // always refused: enabling is a governance statement
+		}
+		return s.recordKeyAdmin(index, c, custosv1.Operation_OPERATION_DISABLE_KEY, op.SetKeyState.Name, 0, r)
 	case *raftlogv1.Command_SetMinDecryptionVersion:
-		return s.applySetMin(c, op.SetMinDecryptionVersion)
+		return s.recordKeyAdmin(index, c, custosv1.Operation_OPERATION_SET_MIN_DECRYPTION_VERSION, op.SetMinDecryptionVersion.Name,
+			op.SetMinDecryptionVersion.MinDecryptionVersion, s.applySetMin(c, op.SetMinDecryptionVersion))
 	case *raftlogv1.Command_Decide:
 		return s.applyDecide(index, c, op.Decide)
 	case *raftlogv1.Command_Govern:
@@ -372,23 +406,22 @@ func (s *State) evaluate(c *raftlogv1.Command, op *raftlogv1.Decide) (custosv1.O
 		return deny, rule("rate-limit"), fmt.Errorf("%w: principal %q reached %d decrypts per hour with key %q",
 			ErrResourceExhausted, c.Principal, p.MaxDecryptsPerPrincipalPerHour, op.Key)
 	}
-	reason := effectiveReason(op.Reason)
-	action := actionFor(p, reason)
+	action, reason := policyAction(p, op.Reason)
 	if action == custosv1.Action_ACTION_ALLOW {
-		return custosv1.Outcome_OUTCOME_ALLOW, rule("reason=" + reasonName(reason) + ":allow"), nil
+		return custosv1.Outcome_OUTCOME_ALLOW, rule("reason=" + reason + ":allow"), nil
 	}
 	if g := s.matchGrant(c, op); g != nil {
 		return custosv1.Outcome_OUTCOME_ALLOW, "grant:" + g.GrantId, nil
 	}
 	if action == custosv1.Action_ACTION_DENY {
-		return deny, rule("reason=" + reasonName(reason) + ":deny"), fmt.Errorf("%w: policy of key %q denies reason %s",
-			ErrPermissionDenied, op.Key, reasonName(reason))
+		return deny, rule("reason=" + reason + ":deny"), fmt.Errorf("%w: policy of key %q denies reason %s",
+			ErrPermissionDenied, op.Key, reason)
 	}
 	if s.pendingOf(c.Principal) >= maxPendingPerPrincipal {
 		return deny, "approval:too-many-pending", fmt.Errorf("%w: principal %q has %d requests waiting for approval",
 			ErrResourceExhausted, c.Principal, maxPendingPerPrincipal)
 	}
-	return custosv1.Outcome_OUTCOME_PENDING, rule("reason=" + reasonName(reason) + ":require-approval"), nil
+	return custosv1.Outcome_OUTCOME_PENDING, rule("reason=" + reason + ":require-approval"), nil
 }
 
 // userKey returns a key for a tightening operation by one of its users.

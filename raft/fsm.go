@@ -34,17 +34,24 @@ func decodeEntry(l *hraft.Log) *raftlogv1.Entry {
 }
 
 // ApplyBatch implements hraft.BatchingFSM: all command entries of the batch
-// go to the StateMachine in one ApplyBatch call.
+// go to the StateMachine in one ApplyBatch call, and so do the
+// configuration entries if it is a ConfigurationObserver (their response
+// stays nil).
 func (f *fsm) ApplyBatch(logs []*hraft.Log) []any {
 	resp := make([]any, len(logs))
 	entries := make([]AppliedEntry, 0, len(logs))
 	pos := make([]int, 0, len(logs))
+	_, observer := f.sm.(ConfigurationObserver)
 	for i, l := range logs {
-		if l.Type != hraft.LogCommand {
+		switch {
+		case l.Type == hraft.LogCommand:
+			e := decodeEntry(l)
+			entries = append(entries, AppliedEntry{Index: l.Index, Commands: e.GetCommands()})
+		case l.Type == hraft.LogConfiguration && observer:
+			entries = append(entries, AppliedEntry{Index: l.Index, Configuration: decodeConfiguration(l)})
+		default:
 			continue
 		}
-		e := decodeEntry(l)
-		entries = append(entries, AppliedEntry{Index: l.Index, Commands: e.GetCommands()})
 		pos = append(pos, i)
 	}
 	if len(entries) == 0 {
@@ -56,9 +63,25 @@ func (f *fsm) ApplyBatch(logs []*hraft.Log) []any {
 			len(results), len(entries), entries[0].Index, entries[len(entries)-1].Index))
 	}
 	for i, p := range pos {
-		resp[p] = results[i]
+		if entries[i].Configuration == nil {
+			resp[p] = results[i]
+		}
 	}
 	return resp
+}
+
+// decodeConfiguration decodes a configuration entry. hashicorp/raft decoded
+// (and panicked on) the same bytes before committing them.
+func decodeConfiguration(l *hraft.Log) *Configuration {
+	c := hraft.DecodeConfiguration(l.Data)
+	out := &Configuration{Servers: make([]Server, 0, len(c.Servers))}
+	for _, s := range c.Servers {
+		out.Servers = append(out.Servers, Server{ID: string(s.ID), Addr: string(s.Address), Suffrage: s.Suffrage.String()})
+	}
+	if !l.AppendedAt.IsZero() {
+		out.AppendedAtUnixNano = l.AppendedAt.UnixNano()
+	}
+	return out
 }
 
 // Apply implements hraft.FSM (raft uses ApplyBatch when available).

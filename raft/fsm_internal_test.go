@@ -2,8 +2,10 @@ package raft
 
 import (
 	"io"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	hraft "github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
@@ -76,4 +78,44 @@ func TestFSMDecodeFailurePanics(t *testing.T) {
 	}()
 	f.ApplyBatch([]*hraft.Log{{Index: 9, Term: 2, Type: hraft.LogCommand, Data: []byte{0xff, 0xff, 0xff}}})
 	t.Fatal("ApplyBatch did not panic")
+}
+
+// observerSM is a countSM that also receives configuration entries.
+type observerSM struct{ countSM }
+
+func (*observerSM) ObservesConfiguration() {}
+
+func TestFSMHandsConfigurationEntriesToObservers(t *testing.T) {
+	sm := &observerSM{}
+	f := &fsm{sm: sm}
+	at := time.Unix(1700000000, 123456789)
+	conf := hraft.Configuration{Servers: []hraft.Server{
+		{Suffrage: hraft.Voter, ID: "n1", Address: "a1"},
+		{Suffrage: hraft.Nonvoter, ID: "n2", Address: "a2"},
+	}}
+	logs := []*hraft.Log{
+		entryLog(t, 5, 1),
+		{Index: 6, Term: 1, Type: hraft.LogConfiguration, Data: hraft.EncodeConfiguration(conf), AppendedAt: at},
+		{Index: 7, Term: 1, Type: hraft.LogConfiguration, Data: hraft.EncodeConfiguration(conf)},
+		entryLog(t, 8, 1),
+	}
+	resp := f.ApplyBatch(logs)
+	if len(sm.batches) != 1 || len(sm.batches[0]) != 4 {
+		t.Fatalf("state machine saw batches %v, want one batch of 4 entries", sm.batches)
+	}
+	got := sm.batches[0][1]
+	want := &Configuration{Servers: []Server{{ID: "n1", Addr: "a1", Suffrage: "Voter"}, {ID: "n2", Addr: "a2", Suffrage: "Nonvoter"}},
+		AppendedAtUnixNano: at.UnixNano()}
+	if got.Index != 6 || len(got.Commands) != 0 || !reflect.DeepEqual(got.Configuration, want) {
+		t.Fatalf("configuration entry = %+v %+v, want index 6 with %+v", got, got.Configuration, want)
+	}
+	if c := sm.batches[0][2].Configuration; c == nil || c.AppendedAtUnixNano != 0 {
+		t.Fatalf("entry without AppendedAt: %+v", c)
+	}
+	if sm.batches[0][0].Configuration != nil || sm.batches[0][3].Configuration != nil {
+		t.Fatalf("command entries carry a configuration")
+	}
+	if len(resp) != 4 || resp[1] != nil || resp[2] != nil || resp[0] == nil || resp[3] == nil {
+		t.Fatalf("responses %v, want nil for the configuration logs only", resp)
+	}
 }

@@ -18,6 +18,32 @@ type AppliedEntry struct {
 	Index uint64
 	// Commands are the entry's commands, in proposal order.
 	Commands []*raftlogv1.Command
+	// Configuration is set for a Raft configuration entry (a membership
+	// change), which only a ConfigurationObserver receives; such an entry
+	// has no Commands.
+	Configuration *Configuration
+}
+
+// Configuration is the content of a Raft configuration entry: the whole
+// configuration it commits. Every replica decodes it from the same log
+// entry, so it is the same on all of them, on replay too.
+type Configuration struct {
+	// Servers are the members, in the entry's order.
+	Servers []Server
+	// AppendedAtUnixNano is the time the leader appended the entry, by its
+	// clock (hashicorp's Log.AppendedAt, replicated and stored with the
+	// entry); 0 when the entry has none (the bootstrap configuration).
+	AppendedAtUnixNano int64
+}
+
+// ConfigurationObserver is a StateMachine that also receives the Raft
+// configuration entries in ApplyBatch, in log order among the command
+// entries, so that it can record membership changes at their log
+// positions. The result it returns for such an entry is discarded.
+type ConfigurationObserver interface {
+	StateMachine
+	// ObservesConfiguration marks the implementation; it is never called.
+	ObservesConfiguration()
 }
 
 // StateMachine is the deterministic state that the log drives. Apply must be

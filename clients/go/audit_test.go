@@ -53,6 +53,10 @@ func scenario(t *testing.T, app, intruder *custos.Client, key string) {
 	}
 }
 
+// keyUses filters the records of key uses (not the key's administration).
+var keyUses = []custosv1.Operation{custosv1.Operation_OPERATION_DECRYPT, custosv1.Operation_OPERATION_DECRYPT_DATA_KEY,
+	custosv1.Operation_OPERATION_REENCRYPT}
+
 func TestAudit(t *testing.T) {
 	h := nodetest.Start(t)
 	app := dial(t, h)
@@ -63,7 +67,8 @@ func TestAudit(t *testing.T) {
 
 	t.Run("list filters and pages", func(t *testing.T) {
 		ctx := testCtx(t)
-		f := &custosv1.DecisionFilter{Key: "audit-a"}
+		// The key's decisions (its creation is a CREATE_KEY record).
+		f := &custosv1.DecisionFilter{Key: "audit-a", Operations: keyUses}
 		var paged []*custosv1.DecisionRecord
 		from := uint64(0)
 		for pages := 0; ; pages++ {
@@ -188,7 +193,7 @@ func TestAudit(t *testing.T) {
 		var got []*custosv1.DecisionRecord
 		done := make(chan error, 1)
 		go func() {
-			done <- aud.Watch(ctx, cp.GetHeadSeq()+1, &custosv1.DecisionFilter{Key: "watch-k"}, func(r *custosv1.DecisionRecord) error {
+			done <- aud.Watch(ctx, cp.GetHeadSeq()+1, &custosv1.DecisionFilter{Key: "watch-k", Operations: keyUses}, func(r *custosv1.DecisionRecord) error {
 				got = append(got, r)
 				if len(got) == 3 {
 					return stop

@@ -83,6 +83,20 @@ func TestParseReason(t *testing.T) {
 	if got := custos.ReasonNames(); len(got) != 6 || got[0] != "CUSTOMER_INITIATED" || got[5] != "EMERGENCY" {
 		t.Errorf("ReasonNames() = %q", got)
 	}
+	// Policies, grants and ledger filters may name the missing reason.
+	for _, in := range []string{"UNSPECIFIED", "reason-unspecified", " Unspecified "} {
+		if got, err := custos.ParseReasonOrUnspecified(in); err != nil || got != custosv1.Reason_REASON_UNSPECIFIED {
+			t.Errorf("ParseReasonOrUnspecified(%q) = %v, %v", in, got, err)
+		}
+	}
+	if got, err := custos.ParseReasonOrUnspecified("emergency"); err != nil || got != custosv1.Reason_REASON_EMERGENCY {
+		t.Errorf("ParseReasonOrUnspecified(emergency) = %v, %v", got, err)
+	}
+	for _, in := range []string{"", "because"} {
+		if _, err := custos.ParseReasonOrUnspecified(in); err == nil || !strings.Contains(err.Error(), "or UNSPECIFIED") {
+			t.Errorf("ParseReasonOrUnspecified(%q): %v, want an error naming UNSPECIFIED", in, err)
+		}
+	}
 }
 
 func TestDataKeyZero(t *testing.T) {

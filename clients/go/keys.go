@@ -196,7 +196,9 @@ func (c *Client) Decrypt(ctx context.Context, ciphertext []byte, encCtx map[stri
 }
 
 // Justification says why a decryption is requested. It is written to the
-// ledger and matched against the key's policy.
+// ledger and matched against the key's policy. A zero Reason is recorded as
+// REASON_UNSPECIFIED, as given: the key's policy decides it as a reason of
+// its own (by default as strictly as THIRD_PARTY_DATA_REQUEST).
 type Justification struct {
 	Reason custosv1.Reason
 	// Text is shown to the customer's officers; at most 1024 bytes.
@@ -222,6 +224,22 @@ func ParseReason(s string) (custosv1.Reason, error) {
 		return 0, fmt.Errorf("custos: unknown justification reason %q (want one of %s)", s, strings.Join(ReasonNames(), ", "))
 	}
 	return custosv1.Reason(v), nil
+}
+
+// ParseReasonOrUnspecified is ParseReason that also accepts UNSPECIFIED
+// (or REASON_UNSPECIFIED): the reason recorded for a decrypt whose
+// Justification names none. Policies, grants and ledger filters can name it
+// as a reason of its own.
+func ParseReasonOrUnspecified(s string) (custosv1.Reason, error) {
+	name := strings.ToUpper(strings.ReplaceAll(strings.TrimSpace(s), "-", "_"))
+	if name == "UNSPECIFIED" || name == "REASON_UNSPECIFIED" {
+		return custosv1.Reason_REASON_UNSPECIFIED, nil
+	}
+	r, err := ParseReason(s)
+	if err != nil {
+		return 0, fmt.Errorf("%w (or UNSPECIFIED)", err)
+	}
+	return r, nil
 }
 
 // ReasonNames returns the reason codes ParseReason accepts, without the

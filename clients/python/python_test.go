@@ -98,13 +98,40 @@ func TestPythonClient(t *testing.T) {
 	}
 	t.Logf("python tests:\n%s", out)
 	// The node tests skip themselves without a node: make sure they ran.
-	for _, name := range []string{"decrypt_go_file", "encrypt_for_go", "data_key_round_trip"} {
+	for _, name := range []string{"decrypt_go_file", "encrypt_for_go", "data_key_round_trip", "unspecified_reason"} {
 		if _, err := os.Stat(filepath.Join(work, "ok-"+name)); err != nil {
 			t.Errorf("python test %s did not pass (skipped?):\n%s", name, out)
 		}
 	}
 	if strings.Contains(string(out), "skipped") {
 		t.Errorf("python tests were skipped:\n%s", out)
+	}
+
+	// test_unspecified_reason: the decrypt without a reason is recorded as
+	// REASON_UNSPECIFIED and decided as its own reason, not as
+	// CUSTOMER_INITIATED.
+	aud, err := custos.Dial(ctx, custos.Config{Addrs: []string{h.Addr}, TLS: h.ClientTLS(t, nodetest.Auditor)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer aud.Close()
+	var found bool
+	for r, err := range aud.Decisions(ctx, &custosv1.DecisionFilter{Key: key}, 0) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.GetJustificationText() != "no reason given" {
+			continue
+		}
+		found = true
+		if r.GetReason() != custosv1.Reason_REASON_UNSPECIFIED || r.GetOutcome() != custosv1.Outcome_OUTCOME_PENDING ||
+			r.GetMatchedRule() != "policy/v1:reason=UNSPECIFIED:require-approval" {
+			t.Errorf("Python decrypt without a reason recorded as %v %v rule %q, want UNSPECIFIED PENDING by the default policy's UNSPECIFIED rule",
+				r.GetReason(), r.GetOutcome(), r.GetMatchedRule())
+		}
+	}
+	if !found {
+		t.Errorf("no ledger record of the Python decrypt without a reason")
 	}
 
 	// (1) The Python plaintext matches.

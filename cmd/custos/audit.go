@@ -42,7 +42,7 @@ func (f *filterFlags) register(fs *flag.FlagSet, full bool) {
 		return
 	}
 	fs.StringVar(&f.principal, "principal", "", "only records of this principal")
-	fs.StringVar(&f.reason, "reason", "", "only these justification reasons, comma-separated: "+strings.Join(custos.ReasonNames(), ", "))
+	fs.StringVar(&f.reason, "reason", "", "only these justification reasons, comma-separated: "+strings.Join(custos.ReasonNames(), ", ")+", UNSPECIFIED (none given)")
 	fs.StringVar(&f.outcome, "outcome", "", "only these outcomes, comma-separated: ALLOW, DENY, PENDING")
 	fs.StringVar(&f.operation, "operation", "", "only these operations, comma-separated: "+strings.Join(operationNames(), ", "))
 	fs.BoolVar(&f.notifyOnly, "notify-only", false, "only records the notify rules select")
@@ -68,7 +68,7 @@ func operationNames() []string {
 func (f *filterFlags) build(now time.Time) (*custosv1.DecisionFilter, error) {
 	df := &custosv1.DecisionFilter{Key: f.key, Principal: f.principal, NotifyOnly: f.notifyOnly}
 	for _, s := range splitList(f.reason) {
-		r, err := custos.ParseReason(s)
+		r, err := custos.ParseReasonOrUnspecified(s)
 		if err != nil {
 			return nil, usagef("--reason: %s", strings.TrimPrefix(err.Error(), "custos: "))
 		}
@@ -188,7 +188,9 @@ func printRecord(w io.Writer, r *custosv1.DecisionRecord, asJSON bool) error {
 		}
 	}
 	fmt.Fprintf(&b, " principal=%q", r.GetPrincipal())
-	if r.GetReason() != custosv1.Reason_REASON_UNSPECIFIED {
+	// A key use always shows its reason, UNSPECIFIED when none was given;
+	// other records have none.
+	if r.GetReason() != custosv1.Reason_REASON_UNSPECIFIED || isKeyUse(r.GetOperation()) {
 		fmt.Fprintf(&b, " reason=%s", custos.ReasonString(r.GetReason()))
 	}
 	if t := r.GetJustificationText(); t != "" {
@@ -219,6 +221,16 @@ func printRecord(w io.Writer, r *custosv1.DecisionRecord, asJSON bool) error {
 	b.WriteByte('\n')
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// isKeyUse reports whether op is a decision on a key use (it carries the
+// caller's justification).
+func isKeyUse(op custosv1.Operation) bool {
+	switch op {
+	case custosv1.Operation_OPERATION_DECRYPT, custosv1.Operation_OPERATION_DECRYPT_DATA_KEY, custosv1.Operation_OPERATION_REENCRYPT:
+		return true
+	}
+	return false
 }
 
 func outcomeOrDash(o custosv1.Outcome) string {

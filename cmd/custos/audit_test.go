@@ -151,9 +151,11 @@ func TestAuditCLI(t *testing.T) {
 
 	t.Run("list filters", func(t *testing.T) {
 		r := runCLI(t, "", "audit", "list", "--key", "payroll")
-		r.want(t, 0, "DECRYPT ALLOW key=payroll", "DECRYPT PENDING key=payroll", "DECRYPT DENY key=payroll", `principal="intruder"`, `text="court order 12-345"`, `ticket="MLIT-1"`)
-		if n := len(lines(r.stdout)); n != 3 {
-			t.Errorf("list --key payroll: %d lines, want 3:\n%s", n, r.stdout)
+		// The key's creation is on record before its uses.
+		r.want(t, 0, "#1 ", "CREATE_KEY ALLOW key=payroll v1", "rule=key-admin:create",
+			"DECRYPT ALLOW key=payroll", "DECRYPT PENDING key=payroll", "DECRYPT DENY key=payroll", `principal="intruder"`, `text="court order 12-345"`, `ticket="MLIT-1"`)
+		if n := len(lines(r.stdout)); n != 4 {
+			t.Errorf("list --key payroll: %d lines, want 4:\n%s", n, r.stdout)
 		}
 		r = runCLI(t, "", "audit", "list", "--key", "payroll", "--outcome", "deny")
 		r.want(t, 0, `principal="intruder"`)
@@ -173,8 +175,8 @@ func TestAuditCLI(t *testing.T) {
 		// The --from printed continues the listing.
 		next := strings.TrimSpace(strings.TrimSuffix(r.stderr[strings.Index(r.stderr, "--from ")+len("--from "):], "\n"))
 		r = runCLI(t, "", "audit", "list", "--principal", "app", "--key", "payroll", "--from", next)
-		r.want(t, 0, "PENDING")
-		if n := len(lines(r.stdout)); n != 1 {
+		r.want(t, 0, "DECRYPT ALLOW", "PENDING")
+		if n := len(lines(r.stdout)); n != 2 {
 			t.Errorf("--from %s: %d lines", next, n)
 		}
 		r = runCLI(t, "", "audit", "list", "--key", "payroll", "--json", "--since", "1h")
@@ -184,7 +186,7 @@ func TestAuditCLI(t *testing.T) {
 				t.Errorf("--json line %q: %v", l, err)
 			}
 		}
-		if n := len(lines(r.stdout)); n != 3 {
+		if n := len(lines(r.stdout)); n != 4 {
 			t.Errorf("--since 1h --json: %d lines", n)
 		}
 		r = runCLI(t, "", "audit", "list", "--until", "1h")
@@ -330,7 +332,7 @@ func TestAuditCLI(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 		auditScenario(t, h, "watched")
-		for len(lines(out.String())) < 3 && time.Now().Before(deadline) {
+		for len(lines(out.String())) < 4 && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}
 		cancel()
@@ -338,7 +340,8 @@ func TestAuditCLI(t *testing.T) {
 			t.Errorf("watch exit code %d: %s", code, errOut.String())
 		}
 		got := lines(out.String())
-		if len(got) != 3 || !strings.Contains(got[0], "ALLOW") || !strings.Contains(got[1], "PENDING") || !strings.Contains(got[2], "DENY") {
+		if len(got) != 4 || !strings.Contains(got[0], "CREATE_KEY ALLOW") || !strings.Contains(got[1], "DECRYPT ALLOW") ||
+			!strings.Contains(got[2], "PENDING") || !strings.Contains(got[3], "DENY") {
 			t.Errorf("watch printed %q", got)
 		}
 	})

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	custos "github.com/custos-kms/custos/clients/go"
+	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 )
 
 // contextFlag collects repeated --context k=v flags.
@@ -125,7 +126,8 @@ func runEncrypt(ctx context.Context, a *app, args []string) error {
 
 func runDecrypt(ctx context.Context, a *app, args []string) error {
 	fs := a.flags("decrypt")
-	reason := fs.String("justification", "CUSTOMER_INITIATED", "reason code: "+strings.Join(custos.ReasonNames(), ", "))
+	reason := fs.String("justification", "", "reason code: "+strings.Join(custos.ReasonNames(), ", ")+
+		" (default none: recorded as UNSPECIFIED, which the key's policy treats as its own reason)")
 	text := fs.String("text", "", "justification text shown to the customer's officers")
 	ticket := fs.String("ticket", "", "ticket or case reference")
 	expect := contextFlag{}
@@ -137,9 +139,13 @@ func runDecrypt(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	r, err := custos.ParseReason(*reason)
-	if err != nil {
-		return usagef("--justification: %s", strings.TrimPrefix(err.Error(), "custos: "))
+	// Without --justification the reason is recorded as not given
+	// (REASON_UNSPECIFIED), never as one the caller did not state.
+	var r custosv1.Reason
+	if *reason != "" {
+		if r, err = custos.ParseReasonOrUnspecified(*reason); err != nil {
+			return usagef("--justification: %s", strings.TrimPrefix(err.Error(), "custos: "))
+		}
 	}
 	if *wait && (*waitTimeout <= 0 || *poll <= 0) {
 		return usagef("--wait-timeout and --poll-interval must be positive")

@@ -182,16 +182,28 @@ func TestQuickstart(t *testing.T) {
 	if got, _ := os.ReadFile(out); string(got) != content {
 		t.Errorf("decrypted file = %q, want %q", got, content)
 	}
-	// stdin to stdout, default reason.
+	// stdin to stdout.
 	ct, err := os.ReadFile(enc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r = runCLI(t, string(ct), "decrypt", "-", "-")
+	r = runCLI(t, string(ct), "decrypt", "--justification", "CUSTOMER_INITIATED", "-", "-")
 	r.want(t, 0)
 	if r.stdout != content {
 		t.Errorf("decrypt - - wrote %q, want %q", r.stdout, content)
 	}
+	// Without --justification the reason is recorded as not given
+	// (UNSPECIFIED), which the default policy holds for the officers; it is
+	// never recorded as a reason the caller did not state.
+	runCLI(t, "", "decrypt", enc, filepath.Join(dir, "noreason.out")).want(t, 1, "approval required", "officer approve")
+	usePrincipal(t, h, nodetest.Auditor)
+	r = runCLI(t, "", "audit", "list", "--reason", "UNSPECIFIED")
+	r.want(t, 0, "PENDING key=payroll v1", "reason=UNSPECIFIED", "rule=policy/v1:reason=UNSPECIFIED:require-approval")
+	if n := len(lines(r.stdout)); n != 1 {
+		t.Errorf("audit list --reason UNSPECIFIED printed %d records, want 1:\n%s", n, r.stdout)
+	}
+	runCLI(t, "", "audit", "list", "--reason", "CUSTOMER_INITIATED").want(t, 0, "reason=CUSTOMER_INITIATED")
+	usePrincipal(t, h, "app")
 	r = runCLI(t, content, "encrypt", "--key", "payroll", "-", "-")
 	r.want(t, 0)
 	if !strings.HasPrefix(r.stdout, "CSTE") {
@@ -211,7 +223,7 @@ func TestQuickstart(t *testing.T) {
 	runCLI(t, "", "key", "rotate", "payroll").want(t, 0, "payroll state=ENABLED primary=2")
 	enc2 := filepath.Join(dir, "v2.cst")
 	runCLI(t, "", "encrypt", "--key", "payroll", plain, enc2).want(t, 0, "version 2")
-	runCLI(t, "", "decrypt", enc, filepath.Join(dir, "old.out")).want(t, 0, "version 1")
+	runCLI(t, "", "decrypt", "--justification", "CUSTOMER_INITIATED", enc, filepath.Join(dir, "old.out")).want(t, 0, "version 1")
 
 	runCLI(t, "", "key", "disable", "payroll").want(t, 0, "payroll state=DISABLED")
 	gone := filepath.Join(dir, "disabled.out")
@@ -226,6 +238,6 @@ func TestQuickstart(t *testing.T) {
 	// Re-enabling needs the officer quorum (2 of 3).
 	enableByQuorum(t, h, "payroll")
 	runCLI(t, "", "key", "min-version", "payroll", "2").want(t, 0, "min_decryption=2")
-	runCLI(t, "", "decrypt", enc, gone).want(t, 1, "(FailedPrecondition)")
-	runCLI(t, "", "decrypt", enc2, filepath.Join(dir, "v2.out")).want(t, 0, "version 2")
+	runCLI(t, "", "decrypt", "--justification", "CUSTOMER_INITIATED", enc, gone).want(t, 1, "(FailedPrecondition)")
+	runCLI(t, "", "decrypt", "--justification", "CUSTOMER_INITIATED", enc2, filepath.Join(dir, "v2.out")).want(t, 0, "version 2")
 }

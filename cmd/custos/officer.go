@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -115,7 +116,7 @@ func buildOp(op string, f *opFlags, pos []string) (func(*custosv1.Statement), er
 		if f.principal == "" || f.key == "" || f.reason == "" {
 			return nil, usagef("--principal, --key and --reason are required")
 		}
-		r, err := custos.ParseReason(f.reason)
+		r, err := custos.ParseReasonOrUnspecified(f.reason)
 		if err != nil {
 			return nil, usagef("--reason: %s", strings.TrimPrefix(err.Error(), "custos: "))
 		}
@@ -382,6 +383,9 @@ func printPolicy(w io.Writer, key string, p *custosv1.KeyPolicy, asJSON bool) er
 	for _, r := range p.GetReasons() {
 		fmt.Fprintf(w, "  reason %s: %s\n", custos.ReasonString(r.GetReason()), strings.TrimPrefix(r.GetAction().String(), "ACTION_"))
 	}
+	if !slices.ContainsFunc(p.GetReasons(), func(r *custosv1.ReasonRule) bool { return r.GetReason() == custosv1.Reason_REASON_UNSPECIFIED }) {
+		fmt.Fprintln(w, "  reason UNSPECIFIED (none given): as THIRD_PARTY_DATA_REQUEST")
+	}
 	fmt.Fprintln(w, "  other reasons: REQUIRE_APPROVAL")
 	if n := p.GetMaxDecryptsPerPrincipalPerHour(); n > 0 {
 		fmt.Fprintf(w, "  at most %d decrypts per principal per hour\n", n)
@@ -639,7 +643,7 @@ func limitFlags(fs *flag.FlagSet, f *opFlags) {
 func grantFlags(fs *flag.FlagSet, f *opFlags) {
 	fs.StringVar(&f.principal, "principal", "", "principal (certificate identity) the grant is for (required)")
 	fs.StringVar(&f.key, "key", "", "key the grant is for (required)")
-	fs.StringVar(&f.reason, "reason", "", "justification reason the grant covers (required): "+strings.Join(custos.ReasonNames(), ", "))
+	fs.StringVar(&f.reason, "reason", "", "justification reason the grant covers (required): "+strings.Join(custos.ReasonNames(), ", ")+", UNSPECIFIED")
 	limitFlags(fs, f)
 }
 

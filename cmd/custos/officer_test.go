@@ -205,7 +205,7 @@ func TestGovernanceCLI(t *testing.T) {
 
 		runCLI(t, "", args("key", "revoke", asOfficer(h, 2), "--comment", "incident 7", "payroll")...).
 			want(t, 0, `statement: revoke_key key="payroll" (needs one)`, "applied: key payroll revoked (signed by officer-3; ledger ", "payroll state=REVOKED")
-		runCLI(t, "", "decrypt", enc, filepath.Join(dir, "x")).want(t, 1, "revoked", "(FailedPrecondition)")
+		runCLI(t, "", "decrypt", "--justification", "CUSTOMER_INITIATED", enc, filepath.Join(dir, "x")).want(t, 1, "revoked", "(FailedPrecondition)")
 
 		// One local officer is not the quorum: the server's refusal, and
 		// advice to gather signatures offline.
@@ -238,7 +238,7 @@ func TestGovernanceCLI(t *testing.T) {
 		// A replay is refused.
 		runCLI(t, "", "officer", "submit", file).want(t, 1, "custos: officer submit:")
 		usePrincipal(t, h, "app")
-		runCLI(t, "", "decrypt", enc, filepath.Join(dir, "p.out")).want(t, 0, "decrypted")
+		runCLI(t, "", "decrypt", "--justification", "CUSTOMER_INITIATED", enc, filepath.Join(dir, "p.out")).want(t, 0, "decrypted")
 
 		// key disable: a statement with an officer key, SetKeyState without.
 		runCLI(t, "", args("key", "disable", asOfficer(h, 2), "payroll")...).want(t, 0, "applied: key payroll disabled", "payroll state=DISABLED")

@@ -121,7 +121,7 @@ func (b *Backend) GenerateKey(ctx context.Context, spec hsm.KeySpec) ([]byte, er
 	err = b.do(ctx, "C_GenerateKey", func(s p11.SessionHandle) error {
 		if ok, err := b.exists(s, spec.ID); err != nil || ok {
 			if ok {
-				return fmt.Errorf("%w: id %x", hsm.ErrKeyExists, spec.ID)
+				return fmt.Errorf("%w: id %q", hsm.ErrKeyExists, spec.ID)
 			}
 			return err
 		}
@@ -223,7 +223,7 @@ func (b *Backend) UnwrapKey(ctx context.Context, wrapKey hsm.KeyRef, wrapped []b
 	err = b.withKey(ctx, "C_UnwrapKey", wrapKey.ID, kindWrap, wrapKey.CheckValue, func(s p11.SessionHandle, wh p11.ObjectHandle) error {
 		if ok, err := b.exists(s, spec.ID); err != nil || ok {
 			if ok {
-				return fmt.Errorf("%w: id %x", hsm.ErrKeyExists, spec.ID)
+				return fmt.Errorf("%w: id %q", hsm.ErrKeyExists, spec.ID)
 			}
 			return err
 		}

@@ -139,7 +139,7 @@ func (b *Backend) keyFor(s p11.SessionHandle, key hsm.KeyRef) (p11.ObjectHandle,
 		if err != nil && isSessionLoss(err) {
 			return 0, err
 		}
-		return 0, fmt.Errorf("%w: the copy of %x does not have the recorded key check value", hsm.ErrObjectMismatch, id)
+		return 0, fmt.Errorf("%w: the copy of %q does not have the recorded key check value", hsm.ErrObjectMismatch, id)
 	}
 	b.copies.put(s, id, key.CheckValue, ch)
 	return ch, nil

@@ -57,7 +57,7 @@ func (b *Backend) GenerateECKey(ctx context.Context, id []byte, label string) (*
 	err := b.do(ctx, "C_GenerateKeyPair", func(s p11.SessionHandle) error {
 		if ok, err := b.exists(s, id); err != nil || ok {
 			if ok {
-				return fmt.Errorf("%w: id %x", hsm.ErrKeyExists, id)
+				return fmt.Errorf("%w: id %q", hsm.ErrKeyExists, id)
 			}
 			return err
 		}
@@ -141,7 +141,7 @@ func (b *Backend) PublicKey(ctx context.Context, id []byte) (*ecdsa.PublicKey, e
 		return nil, err
 	}
 	if !ecdsa.VerifyASN1(pub, digest[:], sig) {
-		return nil, fmt.Errorf("pkcs11: PublicKey: %w: the public key with id %x is not the private key's pair", hsm.ErrObjectMismatch, id)
+		return nil, fmt.Errorf("pkcs11: PublicKey: %w: the public key with id %q is not the private key's pair", hsm.ErrObjectMismatch, id)
 	}
 	return pub, nil
 }

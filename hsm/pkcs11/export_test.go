@@ -65,9 +65,9 @@ func (b *Backend) rawFind(s p11.SessionHandle, id []byte, class uint) (p11.Objec
 	case err != nil:
 		return 0, err
 	case len(hs) == 0:
-		return 0, fmt.Errorf("%w: id %x", hsm.ErrKeyNotFound, id)
+		return 0, fmt.Errorf("%w: id %q", hsm.ErrKeyNotFound, id)
 	case len(hs) > 1:
-		return 0, fmt.Errorf("%w: %d objects of class %d with id %x", hsm.ErrObjectMismatch, len(hs), class, id)
+		return 0, fmt.Errorf("%w: %d objects of class %d with id %q", hsm.ErrObjectMismatch, len(hs), class, id)
 	}
 	return hs[0], nil
 }
@@ -291,7 +291,7 @@ func (b *Backend) rawCheckValueForTest(ctx context.Context, id []byte, usage hsm
 			return err
 		}
 		if len(hs) != 1 {
-			return fmt.Errorf("%d token secret keys with id %x", len(hs), id)
+			return fmt.Errorf("%d token secret keys with id %q", len(hs), id)
 		}
 		kcv, err = b.checkValue(s, hs[0], kind)
 		return err

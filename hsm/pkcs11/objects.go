@@ -145,17 +145,17 @@ func (b *Backend) verify(s p11.SessionHandle, id []byte, kind objKind, kcv []byt
 	}
 	switch len(all) {
 	case 0:
-		return 0, fmt.Errorf("%w: id %x", hsm.ErrKeyNotFound, id)
+		return 0, fmt.Errorf("%w: id %q", hsm.ErrKeyNotFound, id)
 	case 1:
 	default:
-		return 0, fmt.Errorf("%w: more than one %s object has id %x", hsm.ErrObjectMismatch, kind, id)
+		return 0, fmt.Errorf("%w: more than one %s object has id %q", hsm.ErrObjectMismatch, kind, id)
 	}
 	strict, err := b.findObjects(s, kind.template(id), 2)
 	if err != nil {
 		return 0, err
 	}
 	if len(strict) != 1 || strict[0] != all[0] {
-		return 0, fmt.Errorf("%w: the %s object with id %x lacks the attributes custos sets", hsm.ErrObjectMismatch, kind, id)
+		return 0, fmt.Errorf("%w: the %s object with id %q lacks the attributes custos sets", hsm.ErrObjectMismatch, kind, id)
 	}
 	if !kind.hasCheckValue() {
 		return all[0], nil
@@ -165,10 +165,10 @@ func (b *Backend) verify(s p11.SessionHandle, id []byte, kind objKind, kcv []byt
 		if isSessionLoss(err) {
 			return 0, err
 		}
-		return 0, fmt.Errorf("%w: key check value of %x: %v", hsm.ErrObjectMismatch, id, err)
+		return 0, fmt.Errorf("%w: key check value of %q: %v", hsm.ErrObjectMismatch, id, err)
 	}
 	if subtle.ConstantTimeCompare(got, kcv) != 1 {
-		return 0, fmt.Errorf("%w: the key check value of %x is not the recorded one", hsm.ErrObjectMismatch, id)
+		return 0, fmt.Errorf("%w: the key check value of %q is not the recorded one", hsm.ErrObjectMismatch, id)
 	}
 	return all[0], nil
 }
@@ -248,12 +248,12 @@ func (b *Backend) keyObject(s p11.SessionHandle, id []byte) (p11.ObjectHandle, u
 		case err != nil:
 			return 0, 0, err
 		case len(hs) > 1:
-			return 0, 0, fmt.Errorf("%w: more than one key has id %x", hsm.ErrObjectMismatch, id)
+			return 0, 0, fmt.Errorf("%w: more than one key has id %q", hsm.ErrObjectMismatch, id)
 		case len(hs) == 1:
 			return hs[0], class, nil
 		}
 	}
-	return 0, 0, fmt.Errorf("%w: id %x", hsm.ErrKeyNotFound, id)
+	return 0, 0, fmt.Errorf("%w: id %q", hsm.ErrKeyNotFound, id)
 }
 
 // KeyAttributes reads back the security attributes of the secret key, or

@@ -44,6 +44,7 @@ type nodeMetrics struct {
 	grpc *api.Metrics
 
 	decisions     *prometheus.CounterVec
+	admin         *prometheus.CounterVec
 	hsmLatency    *prometheus.HistogramVec
 	hsmErrors     *prometheus.CounterVec
 	leaderChanges prometheus.Counter
@@ -58,8 +59,12 @@ func newNodeMetrics() (*nodeMetrics, error) {
 	m := &nodeMetrics{reg: prometheus.NewRegistry()}
 	m.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "custos_decisions_total",
-		Help: "Decision records applied on this node since it started, by operation, outcome, reason and key (checkpoints excluded).",
+		Help: "Decision records applied on this node since it started, by operation, outcome, reason and key (checkpoints, key administration and membership records excluded).",
 	}, []string{"operation", "outcome", "reason", "key"})
+	m.admin = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "custos_admin_records_total",
+		Help: "Key administration (create, rotate, disable, minimum version) and membership records applied on this node since it started, by operation and outcome.",
+	}, []string{"operation", "outcome"})
 	m.hsmLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "custos_hsm_call_duration_seconds",
 		Help:    "Duration of calls to this node's HSM (PKCS#11), by backend method, errors included.",
@@ -73,7 +78,7 @@ func newNodeMetrics() (*nodeMetrics, error) {
 		Name: "custos_raft_leader_changes_total",
 		Help: "Changes of the Raft leader seen by this node (sampled every second), the first leader included.",
 	})
-	for _, c := range []prometheus.Collector{m.decisions, m.hsmLatency, m.hsmErrors, m.leaderChanges,
+	for _, c := range []prometheus.Collector{m.decisions, m.admin, m.hsmLatency, m.hsmErrors, m.leaderChanges,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		if err := m.reg.Register(c); err != nil {
 			return nil, err
@@ -206,8 +211,8 @@ func (m *nodeMetrics) close() {
 	m.wg.Wait()
 }
 
-// followLedger counts the decision records applied after position from,
-// in order, as they are applied.
+// followLedger counts the ledger records applied after position from, in
+// order, as they are applied.
 func (m *nodeMetrics) followLedger(ctx context.Context, st *kms.State, from uint64, log *slog.Logger) {
 	pos := from
 	for {
@@ -220,7 +225,16 @@ func (m *nodeMetrics) followLedger(ctx context.Context, st *kms.State, from uint
 			if err := proto.Unmarshal(data, rec); err != nil {
 				return fmt.Errorf("decode ledger record %d: %w", seq, err)
 			}
-			if rec.GetOperation() == custosv1.Operation_OPERATION_CHECKPOINT {
+			switch rec.GetOperation() {
+			case custosv1.Operation_OPERATION_CHECKPOINT:
+				return nil
+			case custosv1.Operation_OPERATION_CREATE_KEY, custosv1.Operation_OPERATION_ROTATE_KEY,
+				custosv1.Operation_OPERATION_DISABLE_KEY, custosv1.Operation_OPERATION_SET_MIN_DECRYPTION_VERSION,
+				custosv1.Operation_OPERATION_MEMBERSHIP:
+				// No key use and no reason: counted apart, and without a
+				// key label (the decisions' key label is already bounded
+				// by the keys in use).
+				m.admin.WithLabelValues(rec.GetOperation().String(), rec.GetOutcome().String()).Inc()
 				return nil
 			}
 			m.decisions.WithLabelValues(rec.GetOperation().String(), rec.GetOutcome().String(),

@@ -103,6 +103,14 @@ func TestMetrics(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 
+	// The key's creation is an administration record, not a decision.
+	if s := series(mf, "custos_admin_records_total", map[string]string{"operation": "OPERATION_CREATE_KEY", "outcome": "OUTCOME_ALLOW"}); len(s) != 1 || s[0].GetCounter().GetValue() != 1 {
+		t.Errorf("custos_admin_records_total{CREATE_KEY, ALLOW} = %v", s)
+	}
+	if s := series(mf, "custos_decisions_total", map[string]string{"operation": "OPERATION_CREATE_KEY"}); len(s) != 0 {
+		t.Errorf("key creation counted as a decision: %v", s)
+	}
+
 	// gRPC latency: a histogram for Decrypt with at least the decrypts made.
 	dec := series(mf, "custos_grpc_server_handling_seconds", map[string]string{"method": "/custos.v1.KeyService/Decrypt", "code": "OK"})
 	if len(dec) != 1 || dec[0].GetHistogram().GetSampleCount() < decrypts || len(dec[0].GetHistogram().GetBucket()) == 0 {

@@ -132,6 +132,18 @@ func Check(in Input) []Violation {
 			case o.Kind == OpEnable:
 				ledgerState[o.Key] = "ENABLED"
 			}
+		case custosv1.Operation_OPERATION_DISABLE_KEY:
+			// A key user's own disable stops the key like the officers'
+			// (until their enable); a refused one changes nothing.
+			if r.Outcome != custosv1.Outcome_OUTCOME_ALLOW {
+				continue
+			}
+			if _, ok := stopped[r.Key]; !ok {
+				stopped[r.Key] = r.Seq
+			}
+			if ledgerState[r.Key] != "REVOKED" {
+				ledgerState[r.Key] = "DISABLED"
+			}
 		case custosv1.Operation_OPERATION_DECRYPT, custosv1.Operation_OPERATION_DECRYPT_DATA_KEY, custosv1.Operation_OPERATION_REENCRYPT:
 			if s, ok := stopped[r.Key]; ok && r.Outcome == custosv1.Outcome_OUTCOME_ALLOW {
 				add("b", "ledger record %d ALLOWs %v of key %s for %s (rule %s) after the key was stopped at record %d",
@@ -225,6 +237,17 @@ func Check(in Input) []Violation {
 		}
 	}
 	return out
+}
+
+// isKeyAdmin reports whether op is a key user's change to a key (a ledger
+// record that is neither a key use nor a governance statement).
+func isKeyAdmin(op custosv1.Operation) bool {
+	switch op {
+	case custosv1.Operation_OPERATION_CREATE_KEY, custosv1.Operation_OPERATION_ROTATE_KEY,
+		custosv1.Operation_OPERATION_DISABLE_KEY, custosv1.Operation_OPERATION_SET_MIN_DECRYPTION_VERSION:
+		return true
+	}
+	return false
 }
 
 func head(s []uint64, n int) []uint64 {

@@ -72,3 +72,37 @@ func TestCheckFindsViolations(t *testing.T) {
 		t.Errorf("%d violations, want 8:\n%v", len(v), v)
 	}
 }
+
+// Key-administration and membership records are neither key uses nor
+// statements: a ledger full of them passes the checks, and a key user's
+// own disable stops the key like the officers' (check (b) over the ledger,
+// and the final state of check (e)).
+func TestCheckKnowsKeyAdministrationAndMembership(t *testing.T) {
+	allow, deny := custosv1.Outcome_OUTCOME_ALLOW, custosv1.Outcome_OUTCOME_DENY
+	dk := custosv1.Operation_OPERATION_DECRYPT_DATA_KEY
+	records := []*custosv1.DecisionRecord{
+		{Seq: 1, Operation: custosv1.Operation_OPERATION_MEMBERSHIP, Outcome: allow, MatchedRule: "raft-configuration:add-voter", Notify: true},
+		{Seq: 2, Operation: custosv1.Operation_OPERATION_CREATE_KEY, Outcome: allow, Key: "k0", Principal: "app", KeyVersion: 1},
+		{Seq: 3, Operation: custosv1.Operation_OPERATION_ROTATE_KEY, Outcome: deny, Key: "k0", Principal: "intruder", KeyVersion: 2, Notify: true},
+		{Seq: 4, Operation: custosv1.Operation_OPERATION_SET_MIN_DECRYPTION_VERSION, Outcome: allow, Key: "k0", Principal: "app", KeyVersion: 1},
+		{Seq: 5, Operation: dk, Outcome: allow, Key: "k0", Principal: "app", RequestId: "r1"},
+		{Seq: 6, Operation: custosv1.Operation_OPERATION_DISABLE_KEY, Outcome: deny, Key: "k0", Principal: "intruder"},
+		{Seq: 7, Operation: dk, Outcome: allow, Key: "k0", Principal: "app", RequestId: "r2"},
+	}
+	in := Input{Records: records, Delivered: map[uint64]bool{1: true, 3: true}, KeyStates: []map[string]string{{"k0": "ENABLED"}}}
+	if v := Check(in); len(v) != 0 {
+		t.Fatalf("violations on a clean ledger: %v", v)
+	}
+	in.Records = append(records,
+		&custosv1.DecisionRecord{Seq: 8, Operation: custosv1.Operation_OPERATION_DISABLE_KEY, Outcome: allow, Key: "k0", Principal: "app"},
+		&custosv1.DecisionRecord{Seq: 9, Operation: dk, Outcome: allow, Key: "k0", Principal: "app", RequestId: "r3"})
+	v := Check(in)
+	var b, e bool
+	for _, x := range v {
+		b = b || (x.Check == "b" && strings.Contains(x.Detail, "ledger record 9 ALLOWs") && strings.Contains(x.Detail, "stopped at record 8"))
+		e = e || (x.Check == "e" && strings.Contains(x.Detail, "key k0 is ENABLED") && strings.Contains(x.Detail, "DISABLED"))
+	}
+	if !b || !e || len(v) != 2 {
+		t.Fatalf("after a key user's disable: %v, want (b) at record 9 and (e) for k0", v)
+	}
+}

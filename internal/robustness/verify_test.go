@@ -253,13 +253,17 @@ func (r *run) keyStates(i int) map[string]string {
 func (r *run) report(d time.Duration, records []*custosv1.DecisionRecord, viol []Violation) {
 	t := r.t
 	ops := r.h.Ops()
-	var allow, deny, pending, gov, ckpt, notif int
+	var allow, deny, pending, gov, ckpt, keyAdmin, members, notif int
 	for _, rec := range records {
 		switch {
 		case rec.Operation == custosv1.Operation_OPERATION_GOVERNANCE:
 			gov++
 		case rec.Operation == custosv1.Operation_OPERATION_CHECKPOINT:
 			ckpt++
+		case isKeyAdmin(rec.Operation):
+			keyAdmin++
+		case rec.Operation == custosv1.Operation_OPERATION_MEMBERSHIP:
+			members++
 		case rec.Outcome == custosv1.Outcome_OUTCOME_ALLOW:
 			allow++
 		case rec.Outcome == custosv1.Outcome_OUTCOME_DENY:
@@ -281,8 +285,8 @@ func (r *run) report(d time.Duration, records []*custosv1.DecisionRecord, viol [
 	if r.pc != nil {
 		b.WriteString(r.pc.proxySummary())
 	}
-	fmt.Fprintf(&b, "final ledger: %d records (decisions: ALLOW %d, DENY %d, PENDING %d; governance %d; checkpoints %d; %d with notify)\n",
-		len(records), allow, deny, pending, gov, ckpt, notif)
+	fmt.Fprintf(&b, "final ledger: %d records (decisions: ALLOW %d, DENY %d, PENDING %d; governance %d; key administration %d; membership %d; checkpoints %d; %d with notify)\n",
+		len(records), allow, deny, pending, gov, keyAdmin, members, ckpt, notif)
 	strict := *flagStrict || os.Getenv("CUSTOS_ROBUSTNESS_STRICT") == "1"
 	var failing []Violation
 	known := map[string]int{}

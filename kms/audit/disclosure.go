@@ -16,8 +16,9 @@ import (
 // Disclosure is the report a customer hands its supervisors: over a period
 // (and optionally one key), who used which key for what reason, what was
 // refused, what waited for the officers, what the officers did, which
-// allowed uses released nothing (and why), and which records the notify
-// rules selected. Build it with Summarize from records that were
+// allowed uses released nothing (and why), how keys were administered, how
+// the cluster's membership changed, and which records the notify rules
+// selected. Build it with Summarize from records that were
 // verified first (Verify); render it with Text or encoding/json.
 type Disclosure struct {
 	// Since and Until bound the period (zero: unbounded); Key limits the
@@ -49,6 +50,11 @@ type Disclosure struct {
 	// BlockedReleases lists the RELEASE_BLOCKED records: allowed uses that
 	// released nothing, each with its cause (Event.Cause).
 	BlockedReleases []Event `json:"blocked_releases"`
+	// KeyAdministration lists the key users' own changes to keys (create,
+	// rotate, disable, minimum decryption version), made or refused.
+	KeyAdministration []Event `json:"key_administration"`
+	// Membership lists the changes of the cluster's Raft membership.
+	Membership []Event `json:"membership"`
 	// Notified lists the records the notify rules selected.
 	Notified []uint64 `json:"notified"`
 	// Checkpoints counts signed checkpoints recorded in the period.
@@ -98,6 +104,7 @@ type Event struct {
 	Reason        string    `json:"reason,omitempty"`
 	Justification string    `json:"justification,omitempty"`
 	Ticket        string    `json:"ticket,omitempty"`
+	KeyVersion    uint32    `json:"key_version,omitempty"`
 	RequestID     string    `json:"request_id,omitempty"`
 	Rule          string    `json:"rule,omitempty"`
 	Signers       []string  `json:"signers,omitempty"`
@@ -114,6 +121,12 @@ func reasonName(r custosv1.Reason) string {
 
 func opName(o custosv1.Operation) string { return enumName(o.String(), "OPERATION_") }
 
+// isKeyAdminName is isKeyAdmin for an Event's operation name.
+func isKeyAdminName(name string) bool {
+	v, ok := custosv1.Operation_value["OPERATION_"+name]
+	return ok && isKeyAdmin(custosv1.Operation(v))
+}
+
 func outcomeName(o custosv1.Outcome) string { return enumName(o.String(), "OUTCOME_") }
 
 func event(r *custosv1.DecisionRecord) Event {
@@ -122,7 +135,11 @@ func event(r *custosv1.DecisionRecord) Event {
 		Operation: opName(r.Operation), Outcome: outcomeName(r.Outcome), Justification: r.JustificationText,
 		Ticket: r.Ticket, RequestID: r.RequestId, Rule: r.MatchedRule, Signers: r.Signers, Detail: r.Detail,
 	}
-	if r.Reason != custosv1.Reason_REASON_UNSPECIFIED {
+	if isKeyAdmin(r.Operation) {
+		e.KeyVersion = r.KeyVersion
+	}
+	// A key use names its reason, UNSPECIFIED when the caller gave none.
+	if r.Reason != custosv1.Reason_REASON_UNSPECIFIED || isUse(r.Operation) {
 		e.Reason = reasonName(r.Reason)
 	}
 	if r.Operation == custosv1.Operation_OPERATION_RELEASE_BLOCKED {
@@ -146,6 +163,16 @@ func BlockCause(rule string) string {
 	return "unknown"
 }
 
+// isKeyAdmin reports whether op is a key user's change to a key.
+func isKeyAdmin(op custosv1.Operation) bool {
+	switch op {
+	case custosv1.Operation_OPERATION_CREATE_KEY, custosv1.Operation_OPERATION_ROTATE_KEY,
+		custosv1.Operation_OPERATION_DISABLE_KEY, custosv1.Operation_OPERATION_SET_MIN_DECRYPTION_VERSION:
+		return true
+	}
+	return false
+}
+
 func isUse(op custosv1.Operation) bool {
 	switch op {
 	case custosv1.Operation_OPERATION_DECRYPT, custosv1.Operation_OPERATION_DECRYPT_DATA_KEY, custosv1.Operation_OPERATION_REENCRYPT:
@@ -161,7 +188,8 @@ func isUse(op custosv1.Operation) bool {
 // its request id.
 func Summarize(records []*custosv1.DecisionRecord, since, until time.Time, key string) *Disclosure {
 	d := &Disclosure{Since: since, Until: until, Key: key, Uses: UseTotals{NotReleasedByCause: map[string]int{}},
-		Allowed: []UseCount{}, Denied: []Event{}, Pending: []Event{}, Governance: []Event{}, BlockedReleases: []Event{}, Notified: []uint64{}}
+		Allowed: []UseCount{}, Denied: []Event{}, Pending: []Event{}, Governance: []Event{}, BlockedReleases: []Event{},
+		KeyAdministration: []Event{}, Membership: []Event{}, Notified: []uint64{}}
 	blocked := map[string]string{} // request id of an ALLOW → cause of its RELEASE_BLOCKED record
 	for _, r := range records {
 		if r.Operation == custosv1.Operation_OPERATION_RELEASE_BLOCKED && r.RequestId != "" {
@@ -193,6 +221,10 @@ func Summarize(records []*custosv1.DecisionRecord, since, until time.Time, key s
 			d.Governance = append(d.Governance, event(r))
 		case r.Operation == custosv1.Operation_OPERATION_RELEASE_BLOCKED:
 			d.BlockedReleases = append(d.BlockedReleases, event(r))
+		case isKeyAdmin(r.Operation):
+			d.KeyAdministration = append(d.KeyAdministration, event(r))
+		case r.Operation == custosv1.Operation_OPERATION_MEMBERSHIP:
+			d.Membership = append(d.Membership, event(r))
 		case isUse(r.Operation) && r.Outcome == custosv1.Outcome_OUTCOME_ALLOW:
 			k := useKey{r.Principal, r.Key, reasonName(r.Reason), opName(r.Operation)}
 			u := uses[k]
@@ -277,17 +309,23 @@ func (d *Disclosure) Text() string {
 	list := func(title string, es []Event) {
 		p("\n%s: %d\n", title, len(es))
 		for _, e := range es {
-			p("  #%d %s %s", e.Seq, e.Time.Format(time.RFC3339), e.Principal)
+			p("  #%d %s", e.Seq, e.Time.Format(time.RFC3339))
+			if e.Principal != "" { // membership records have none
+				p(" %s", e.Principal)
+			}
 			if e.Key != "" {
 				p(" key=%s", e.Key)
 			}
-			if e.Operation != "" && e.Operation != "GOVERNANCE" {
+			if e.Operation != "" && e.Operation != "GOVERNANCE" && e.Operation != "MEMBERSHIP" {
 				p(" op=%s", e.Operation)
+			}
+			if e.KeyVersion != 0 {
+				p(" version=%d", e.KeyVersion)
 			}
 			if e.Reason != "" {
 				p(" reason=%s", e.Reason)
 			}
-			if e.Operation == "GOVERNANCE" {
+			if e.Operation == "GOVERNANCE" || isKeyAdminName(e.Operation) {
 				p(" %s", e.Outcome)
 			}
 			if e.RequestID != "" {
@@ -318,6 +356,8 @@ func (d *Disclosure) Text() string {
 	list("Pending (awaiting officer approval)", d.Pending)
 	list("Governance actions", d.Governance)
 	list("Blocked releases (allowed, nothing released)", d.BlockedReleases)
+	list("Key administration (by key users; refused attempts DENY)", d.KeyAdministration)
+	list("Membership changes (Raft configuration)", d.Membership)
 	p("\nRecords selected by the notify rules: %d", len(d.Notified))
 	if len(d.Notified) > 0 {
 		s := make([]string, 0, len(d.Notified))

@@ -162,16 +162,22 @@ class Justification:
     """Why a decryption is requested; written to the cluster's decision
     ledger and matched against the key's policy. reason is a name accepted
     by parse_reason ("customer-initiated", "EMERGENCY", ...) or a
-    custos.v1.Reason number; text is shown to the customer's officers (at
-    most 1024 bytes); ticket is an optional case reference (at most 256
+    custos.v1.Reason number; None (the default) gives no reason, recorded
+    as REASON_UNSPECIFIED, which the key's policy decides as a reason of its
+    own (by default as strictly as THIRD_PARTY_DATA_REQUEST), as the Go
+    client does for a zero Reason. text is shown to the customer's officers
+    (at most 1024 bytes); ticket is an optional case reference (at most 256
     bytes)."""
 
-    reason: Union[str, int]
+    reason: Union[str, int, None] = None
     text: str = ""
     ticket: str = ""
 
     def __post_init__(self):
-        object.__setattr__(self, "reason", parse_reason(self.reason))
+        if self.reason is None:
+            object.__setattr__(self, "reason", common_pb2.REASON_UNSPECIFIED)
+        else:
+            object.__setattr__(self, "reason", parse_reason(self.reason))
 
     def to_proto(self) -> common_pb2.Justification:
         return common_pb2.Justification(reason=self.reason, text=self.text, ticket=self.ticket)

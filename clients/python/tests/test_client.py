@@ -46,6 +46,14 @@ class ReasonTest(unittest.TestCase):
         with self.assertRaises(ValueError):
             custos.Justification("bogus")
 
+    def test_justification_without_reason(self):
+        """No reason is sent as REASON_UNSPECIFIED, never as a reason the
+        caller did not give (the Go client's zero Reason does the same)."""
+        for j in (custos.Justification(), custos.Justification(None, "why")):
+            self.assertEqual(j.reason, 0)
+            self.assertEqual(j.to_proto().reason, 0)
+        self.assertEqual(custos.Justification(text="t").to_proto().text, "t")
+
 
 if __name__ == "__main__":
     unittest.main()

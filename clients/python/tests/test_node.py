@@ -100,6 +100,18 @@ class NodeTest(unittest.TestCase):
         self.assertIn("NOT_FOUND", str(cm.exception))
         self.ok("data_key_round_trip")
 
+    def test_unspecified_reason(self):
+        """A decrypt without a reason is recorded as UNSPECIFIED, which the
+        default policy sends to the officers like THIRD_PARTY_DATA_REQUEST:
+        it is not allowed as if it were CUSTOMER_INITIATED. The Go side
+        reads the record."""
+        with self.client.generate_data_key(KEY) as dk:
+            with self.assertRaises(custos.RPCError) as cm:
+                self.client.decrypt_data_key(dk.wrapped, None, custos.Justification(text="no reason given"))
+        self.assertEqual(cm.exception.code_name, "FAILED_PRECONDITION")
+        self.assertIn("approv", cm.exception.details)
+        self.ok("unspecified_reason")
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -24,8 +24,10 @@ const (
 )
 
 // Reason says why a caller wants to use a key. The codes follow Google Cloud's
-// Key Access Justifications. A missing or unknown reason is treated as the
-// strictest one (THIRD_PARTY_DATA_REQUEST) by policy evaluation.
+// Key Access Justifications. A missing reason is recorded as
+// REASON_UNSPECIFIED, a reason of its own that a policy may name; a policy
+// that does not name it gives it the action of the strictest reason
+// (THIRD_PARTY_DATA_REQUEST), as it does to an unknown reason.
 type Reason int32
 
 const (

@@ -1250,7 +1250,10 @@ type State struct {
 	DomainKeyCheckValue  []byte                 `protobuf:"bytes,14,opt,name=domain_key_check_value,json=domainKeyCheckValue,proto3" json:"domain_key_check_value,omitempty"`
 	// The state's clock: the largest command time applied so far (monotonic;
 	// docs/raft-log.md).
-	TimeUnixNano  int64 `protobuf:"varint,15,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	TimeUnixNano int64 `protobuf:"varint,15,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	// The Raft configuration as of the last configuration entry applied:
+	// membership records are the differences from it (docs/ledger.md).
+	Members       []*RaftServer `protobuf:"bytes,16,rep,name=members,proto3" json:"members,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1390,6 +1393,75 @@ func (x *State) GetTimeUnixNano() int64 {
 	return 0
 }
 
+func (x *State) GetMembers() []*RaftServer {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+// RaftServer is one server of a Raft configuration entry.
+type RaftServer struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Id      string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Address string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// "Voter", "Nonvoter" or "Staging".
+	Suffrage      string `protobuf:"bytes,3,opt,name=suffrage,proto3" json:"suffrage,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RaftServer) Reset() {
+	*x = RaftServer{}
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RaftServer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RaftServer) ProtoMessage() {}
+
+func (x *RaftServer) ProtoReflect() protoreflect.Message {
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RaftServer.ProtoReflect.Descriptor instead.
+func (*RaftServer) Descriptor() ([]byte, []int) {
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RaftServer) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RaftServer) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *RaftServer) GetSuffrage() string {
+	if x != nil {
+		return x.Suffrage
+	}
+	return ""
+}
+
 // NodeKey is a registered checkpoint signing key.
 type NodeKey struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1402,7 +1474,7 @@ type NodeKey struct {
 
 func (x *NodeKey) Reset() {
 	*x = NodeKey{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[16]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1414,7 +1486,7 @@ func (x *NodeKey) String() string {
 func (*NodeKey) ProtoMessage() {}
 
 func (x *NodeKey) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[16]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1427,7 +1499,7 @@ func (x *NodeKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeKey.ProtoReflect.Descriptor instead.
 func (*NodeKey) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{16}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *NodeKey) GetNode() string {
@@ -1462,7 +1534,7 @@ type UsedNonce struct {
 
 func (x *UsedNonce) Reset() {
 	*x = UsedNonce{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[17]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1474,7 +1546,7 @@ func (x *UsedNonce) String() string {
 func (*UsedNonce) ProtoMessage() {}
 
 func (x *UsedNonce) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[17]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1487,7 +1559,7 @@ func (x *UsedNonce) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsedNonce.ProtoReflect.Descriptor instead.
 func (*UsedNonce) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{17}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *UsedNonce) GetNonce() []byte {
@@ -1517,7 +1589,7 @@ type RateCounter struct {
 
 func (x *RateCounter) Reset() {
 	*x = RateCounter{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[18]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1529,7 +1601,7 @@ func (x *RateCounter) String() string {
 func (*RateCounter) ProtoMessage() {}
 
 func (x *RateCounter) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[18]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1542,7 +1614,7 @@ func (x *RateCounter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateCounter.ProtoReflect.Descriptor instead.
 func (*RateCounter) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{18}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RateCounter) GetKey() string {
@@ -1592,7 +1664,7 @@ type KeyRecord struct {
 
 func (x *KeyRecord) Reset() {
 	*x = KeyRecord{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1604,7 +1676,7 @@ func (x *KeyRecord) String() string {
 func (*KeyRecord) ProtoMessage() {}
 
 func (x *KeyRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1617,7 +1689,7 @@ func (x *KeyRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyRecord.ProtoReflect.Descriptor instead.
 func (*KeyRecord) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{19}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *KeyRecord) GetName() string {
@@ -1706,7 +1778,7 @@ type KeyVersionRecord struct {
 
 func (x *KeyVersionRecord) Reset() {
 	*x = KeyVersionRecord{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1718,7 +1790,7 @@ func (x *KeyVersionRecord) String() string {
 func (*KeyVersionRecord) ProtoMessage() {}
 
 func (x *KeyVersionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1731,7 +1803,7 @@ func (x *KeyVersionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyVersionRecord.ProtoReflect.Descriptor instead.
 func (*KeyVersionRecord) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{20}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *KeyVersionRecord) GetVersion() uint32 {
@@ -1777,7 +1849,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1789,7 +1861,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1802,7 +1874,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{21}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{22}
 }
 
 type ReadRecordsRequest struct {
@@ -1818,7 +1890,7 @@ type ReadRecordsRequest struct {
 
 func (x *ReadRecordsRequest) Reset() {
 	*x = ReadRecordsRequest{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1830,7 +1902,7 @@ func (x *ReadRecordsRequest) String() string {
 func (*ReadRecordsRequest) ProtoMessage() {}
 
 func (x *ReadRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1843,7 +1915,7 @@ func (x *ReadRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRecordsRequest.ProtoReflect.Descriptor instead.
 func (*ReadRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{22}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ReadRecordsRequest) GetFromSeq() uint64 {
@@ -1870,7 +1942,7 @@ type ReadRecordsResponse struct {
 
 func (x *ReadRecordsResponse) Reset() {
 	*x = ReadRecordsResponse{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1882,7 +1954,7 @@ func (x *ReadRecordsResponse) String() string {
 func (*ReadRecordsResponse) ProtoMessage() {}
 
 func (x *ReadRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1895,7 +1967,7 @@ func (x *ReadRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRecordsResponse.ProtoReflect.Descriptor instead.
 func (*ReadRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{23}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ReadRecordsResponse) GetRecords() [][]byte {
@@ -1914,7 +1986,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1926,7 +1998,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1939,7 +2011,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{24}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -1965,7 +2037,7 @@ type ApplyResult struct {
 
 func (x *ApplyResult) Reset() {
 	*x = ApplyResult{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1977,7 +2049,7 @@ func (x *ApplyResult) String() string {
 func (*ApplyResult) ProtoMessage() {}
 
 func (x *ApplyResult) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1990,7 +2062,7 @@ func (x *ApplyResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResult.ProtoReflect.Descriptor instead.
 func (*ApplyResult) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{25}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ApplyResult) GetResult() isApplyResult_Result {
@@ -2055,7 +2127,7 @@ type DecisionResult struct {
 
 func (x *DecisionResult) Reset() {
 	*x = DecisionResult{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2067,7 +2139,7 @@ func (x *DecisionResult) String() string {
 func (*DecisionResult) ProtoMessage() {}
 
 func (x *DecisionResult) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2080,7 +2152,7 @@ func (x *DecisionResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecisionResult.ProtoReflect.Descriptor instead.
 func (*DecisionResult) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{26}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DecisionResult) GetRecord() *v1.DecisionRecord {
@@ -2125,7 +2197,7 @@ type ResultError struct {
 
 func (x *ResultError) Reset() {
 	*x = ResultError{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2137,7 +2209,7 @@ func (x *ResultError) String() string {
 func (*ResultError) ProtoMessage() {}
 
 func (x *ResultError) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2150,7 +2222,7 @@ func (x *ResultError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResultError.ProtoReflect.Descriptor instead.
 func (*ResultError) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{27}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ResultError) GetKind() string {
@@ -2277,7 +2349,7 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x06ticket\x18\x06 \x01(\tR\x06ticket\x12%\n" +
 	"\x0econtext_digest\x18\a \x01(\fR\rcontextDigest\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\b \x01(\tR\trequestId\"\xb5\x05\n" +
+	"request_id\x18\b \x01(\tR\trequestId\"\xe7\x05\n" +
 	"\x05State\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\"\n" +
@@ -2299,7 +2371,13 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x0flast_checkpoint\x18\f \x01(\v2\x15.custos.v1.CheckpointR\x0elastCheckpoint\x124\n" +
 	"\x16last_checkpoint_record\x18\r \x01(\x04R\x14lastCheckpointRecord\x123\n" +
 	"\x16domain_key_check_value\x18\x0e \x01(\fR\x13domainKeyCheckValue\x12$\n" +
-	"\x0etime_unix_nano\x18\x0f \x01(\x03R\ftimeUnixNano\"W\n" +
+	"\x0etime_unix_nano\x18\x0f \x01(\x03R\ftimeUnixNano\x120\n" +
+	"\amembers\x18\x10 \x03(\v2\x16.raftlog.v1.RaftServerR\amembers\"R\n" +
+	"\n" +
+	"RaftServer\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1a\n" +
+	"\bsuffrage\x18\x03 \x01(\tR\bsuffrage\"W\n" +
 	"\aNodeKey\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1d\n" +
 	"\n" +
@@ -2374,7 +2452,7 @@ func file_raftlog_v1_raftlog_proto_rawDescGZIP() []byte {
 	return file_raftlog_v1_raftlog_proto_rawDescData
 }
 
-var file_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_raftlog_v1_raftlog_proto_goTypes = []any{
 	(*Entry)(nil),                   // 0: raftlog.v1.Entry
 	(*Command)(nil),                 // 1: raftlog.v1.Command
@@ -2392,28 +2470,29 @@ var file_raftlog_v1_raftlog_proto_goTypes = []any{
 	(*SetMinDecryptionVersion)(nil), // 13: raftlog.v1.SetMinDecryptionVersion
 	(*Decide)(nil),                  // 14: raftlog.v1.Decide
 	(*State)(nil),                   // 15: raftlog.v1.State
-	(*NodeKey)(nil),                 // 16: raftlog.v1.NodeKey
-	(*UsedNonce)(nil),               // 17: raftlog.v1.UsedNonce
-	(*RateCounter)(nil),             // 18: raftlog.v1.RateCounter
-	(*KeyRecord)(nil),               // 19: raftlog.v1.KeyRecord
-	(*KeyVersionRecord)(nil),        // 20: raftlog.v1.KeyVersionRecord
-	(*ReadIndexRequest)(nil),        // 21: raftlog.v1.ReadIndexRequest
-	(*ReadRecordsRequest)(nil),      // 22: raftlog.v1.ReadRecordsRequest
-	(*ReadRecordsResponse)(nil),     // 23: raftlog.v1.ReadRecordsResponse
-	(*ReadIndexResponse)(nil),       // 24: raftlog.v1.ReadIndexResponse
-	(*ApplyResult)(nil),             // 25: raftlog.v1.ApplyResult
-	(*DecisionResult)(nil),          // 26: raftlog.v1.DecisionResult
-	(*ResultError)(nil),             // 27: raftlog.v1.ResultError
-	(*v1.Officer)(nil),              // 28: custos.v1.Officer
-	(*v1.Checkpoint)(nil),           // 29: custos.v1.Checkpoint
-	(*v1.SignedStatement)(nil),      // 30: custos.v1.SignedStatement
-	(v1.Operation)(0),               // 31: custos.v1.Operation
-	(v1.Reason)(0),                  // 32: custos.v1.Reason
-	(*v1.Governance)(nil),           // 33: custos.v1.Governance
-	(*v1.ApprovalRequest)(nil),      // 34: custos.v1.ApprovalRequest
-	(*v1.Grant)(nil),                // 35: custos.v1.Grant
-	(*v1.KeyPolicy)(nil),            // 36: custos.v1.KeyPolicy
-	(*v1.DecisionRecord)(nil),       // 37: custos.v1.DecisionRecord
+	(*RaftServer)(nil),              // 16: raftlog.v1.RaftServer
+	(*NodeKey)(nil),                 // 17: raftlog.v1.NodeKey
+	(*UsedNonce)(nil),               // 18: raftlog.v1.UsedNonce
+	(*RateCounter)(nil),             // 19: raftlog.v1.RateCounter
+	(*KeyRecord)(nil),               // 20: raftlog.v1.KeyRecord
+	(*KeyVersionRecord)(nil),        // 21: raftlog.v1.KeyVersionRecord
+	(*ReadIndexRequest)(nil),        // 22: raftlog.v1.ReadIndexRequest
+	(*ReadRecordsRequest)(nil),      // 23: raftlog.v1.ReadRecordsRequest
+	(*ReadRecordsResponse)(nil),     // 24: raftlog.v1.ReadRecordsResponse
+	(*ReadIndexResponse)(nil),       // 25: raftlog.v1.ReadIndexResponse
+	(*ApplyResult)(nil),             // 26: raftlog.v1.ApplyResult
+	(*DecisionResult)(nil),          // 27: raftlog.v1.DecisionResult
+	(*ResultError)(nil),             // 28: raftlog.v1.ResultError
+	(*v1.Officer)(nil),              // 29: custos.v1.Officer
+	(*v1.Checkpoint)(nil),           // 30: custos.v1.Checkpoint
+	(*v1.SignedStatement)(nil),      // 31: custos.v1.SignedStatement
+	(v1.Operation)(0),               // 32: custos.v1.Operation
+	(v1.Reason)(0),                  // 33: custos.v1.Reason
+	(*v1.Governance)(nil),           // 34: custos.v1.Governance
+	(*v1.ApprovalRequest)(nil),      // 35: custos.v1.ApprovalRequest
+	(*v1.Grant)(nil),                // 36: custos.v1.Grant
+	(*v1.KeyPolicy)(nil),            // 37: custos.v1.KeyPolicy
+	(*v1.DecisionRecord)(nil),       // 38: custos.v1.DecisionRecord
 }
 var file_raftlog_v1_raftlog_proto_depIdxs = []int32{
 	1,  // 0: raftlog.v1.Entry.commands:type_name -> raftlog.v1.Command
@@ -2430,37 +2509,38 @@ var file_raftlog_v1_raftlog_proto_depIdxs = []int32{
 	8,  // 11: raftlog.v1.Command.register_node_key:type_name -> raftlog.v1.RegisterNodeKey
 	6,  // 12: raftlog.v1.Command.reject_hsm_object:type_name -> raftlog.v1.RejectHSMObject
 	7,  // 13: raftlog.v1.Command.record_membership:type_name -> raftlog.v1.RecordMembership
-	28, // 14: raftlog.v1.InitCluster.officers:type_name -> custos.v1.Officer
-	29, // 15: raftlog.v1.RecordCheckpoint.checkpoint:type_name -> custos.v1.Checkpoint
-	30, // 16: raftlog.v1.Govern.statement:type_name -> custos.v1.SignedStatement
-	31, // 17: raftlog.v1.Decide.operation:type_name -> custos.v1.Operation
-	32, // 18: raftlog.v1.Decide.reason:type_name -> custos.v1.Reason
-	19, // 19: raftlog.v1.State.keys:type_name -> raftlog.v1.KeyRecord
-	33, // 20: raftlog.v1.State.governance:type_name -> custos.v1.Governance
-	17, // 21: raftlog.v1.State.nonces:type_name -> raftlog.v1.UsedNonce
-	34, // 22: raftlog.v1.State.requests:type_name -> custos.v1.ApprovalRequest
-	35, // 23: raftlog.v1.State.grants:type_name -> custos.v1.Grant
-	18, // 24: raftlog.v1.State.counters:type_name -> raftlog.v1.RateCounter
-	16, // 25: raftlog.v1.State.node_keys:type_name -> raftlog.v1.NodeKey
-	29, // 26: raftlog.v1.State.last_checkpoint:type_name -> custos.v1.Checkpoint
-	20, // 27: raftlog.v1.KeyRecord.versions:type_name -> raftlog.v1.KeyVersionRecord
-	36, // 28: raftlog.v1.KeyRecord.policy:type_name -> custos.v1.KeyPolicy
-	19, // 29: raftlog.v1.ApplyResult.key:type_name -> raftlog.v1.KeyRecord
-	26, // 30: raftlog.v1.ApplyResult.decision:type_name -> raftlog.v1.DecisionResult
-	27, // 31: raftlog.v1.ApplyResult.error:type_name -> raftlog.v1.ResultError
-	37, // 32: raftlog.v1.DecisionResult.record:type_name -> custos.v1.DecisionRecord
-	27, // 33: raftlog.v1.DecisionResult.error:type_name -> raftlog.v1.ResultError
-	1,  // 34: raftlog.v1.Replication.Apply:input_type -> raftlog.v1.Command
-	21, // 35: raftlog.v1.Replication.ReadIndex:input_type -> raftlog.v1.ReadIndexRequest
-	22, // 36: raftlog.v1.Replication.ReadRecords:input_type -> raftlog.v1.ReadRecordsRequest
-	25, // 37: raftlog.v1.Replication.Apply:output_type -> raftlog.v1.ApplyResult
-	24, // 38: raftlog.v1.Replication.ReadIndex:output_type -> raftlog.v1.ReadIndexResponse
-	23, // 39: raftlog.v1.Replication.ReadRecords:output_type -> raftlog.v1.ReadRecordsResponse
-	37, // [37:40] is the sub-list for method output_type
-	34, // [34:37] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	29, // 14: raftlog.v1.InitCluster.officers:type_name -> custos.v1.Officer
+	30, // 15: raftlog.v1.RecordCheckpoint.checkpoint:type_name -> custos.v1.Checkpoint
+	31, // 16: raftlog.v1.Govern.statement:type_name -> custos.v1.SignedStatement
+	32, // 17: raftlog.v1.Decide.operation:type_name -> custos.v1.Operation
+	33, // 18: raftlog.v1.Decide.reason:type_name -> custos.v1.Reason
+	20, // 19: raftlog.v1.State.keys:type_name -> raftlog.v1.KeyRecord
+	34, // 20: raftlog.v1.State.governance:type_name -> custos.v1.Governance
+	18, // 21: raftlog.v1.State.nonces:type_name -> raftlog.v1.UsedNonce
+	35, // 22: raftlog.v1.State.requests:type_name -> custos.v1.ApprovalRequest
+	36, // 23: raftlog.v1.State.grants:type_name -> custos.v1.Grant
+	19, // 24: raftlog.v1.State.counters:type_name -> raftlog.v1.RateCounter
+	17, // 25: raftlog.v1.State.node_keys:type_name -> raftlog.v1.NodeKey
+	30, // 26: raftlog.v1.State.last_checkpoint:type_name -> custos.v1.Checkpoint
+	16, // 27: raftlog.v1.State.members:type_name -> raftlog.v1.RaftServer
+	21, // 28: raftlog.v1.KeyRecord.versions:type_name -> raftlog.v1.KeyVersionRecord
+	37, // 29: raftlog.v1.KeyRecord.policy:type_name -> custos.v1.KeyPolicy
+	20, // 30: raftlog.v1.ApplyResult.key:type_name -> raftlog.v1.KeyRecord
+	27, // 31: raftlog.v1.ApplyResult.decision:type_name -> raftlog.v1.DecisionResult
+	28, // 32: raftlog.v1.ApplyResult.error:type_name -> raftlog.v1.ResultError
+	38, // 33: raftlog.v1.DecisionResult.record:type_name -> custos.v1.DecisionRecord
+	28, // 34: raftlog.v1.DecisionResult.error:type_name -> raftlog.v1.ResultError
+	1,  // 35: raftlog.v1.Replication.Apply:input_type -> raftlog.v1.Command
+	22, // 36: raftlog.v1.Replication.ReadIndex:input_type -> raftlog.v1.ReadIndexRequest
+	23, // 37: raftlog.v1.Replication.ReadRecords:input_type -> raftlog.v1.ReadRecordsRequest
+	26, // 38: raftlog.v1.Replication.Apply:output_type -> raftlog.v1.ApplyResult
+	25, // 39: raftlog.v1.Replication.ReadIndex:output_type -> raftlog.v1.ReadIndexResponse
+	24, // 40: raftlog.v1.Replication.ReadRecords:output_type -> raftlog.v1.ReadRecordsResponse
+	38, // [38:41] is the sub-list for method output_type
+	35, // [35:38] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_raftlog_v1_raftlog_proto_init() }
@@ -2483,7 +2563,7 @@ func file_raftlog_v1_raftlog_proto_init() {
 		(*Command_RejectHsmObject)(nil),
 		(*Command_RecordMembership)(nil),
 	}
-	file_raftlog_v1_raftlog_proto_msgTypes[25].OneofWrappers = []any{
+	file_raftlog_v1_raftlog_proto_msgTypes[26].OneofWrappers = []any{
 		(*ApplyResult_Key)(nil),
 		(*ApplyResult_Decision)(nil),
 	}
@@ -2493,7 +2573,7 @@ func file_raftlog_v1_raftlog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raftlog_v1_raftlog_proto_rawDesc), len(file_raftlog_v1_raftlog_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
