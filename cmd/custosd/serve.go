@@ -188,6 +188,14 @@ Flags:
 		return err
 	}
 	log := cfg.Logger
+	if len(passed) > 0 {
+		var names []string
+		for name, l := range passed {
+			names = append(names, name+"="+l.Addr().String())
+		}
+		sort.Strings(names)
+		log.Info("socket activation: serving on passed sockets", "sockets", strings.Join(names, ","))
+	}
 	n, err := node.Start(ctx, cfg)
 	if err != nil {
 		return err
