@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -107,16 +106,6 @@ func wantNoFile(t *testing.T, path string) {
 			t.Errorf("temporary file %s left behind", e.Name())
 		}
 	}
-}
-
-func deadAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
 }
 
 // One node serves every subtest: starting a node costs a SoftHSM token and
@@ -491,7 +480,7 @@ func TestClient(t *testing.T) {
 
 	t.Run("failover past a dead address", func(t *testing.T) {
 		ctx := testCtx(t)
-		fc := dial(t, h, deadAddr(t), h.Addr)
+		fc := dial(t, h, nodetest.RefusedAddr(t), h.Addr)
 		// CreateKey is not repeated after Unavailable, but the dead
 		// address is skipped before anything is sent.
 		if _, err := fc.CreateKey(ctx, "failover", ""); err != nil {
@@ -507,7 +496,7 @@ func TestClient(t *testing.T) {
 
 	t.Run("no address reachable is Unavailable", func(t *testing.T) {
 		ctx := testCtx(t)
-		a, b := deadAddr(t), deadAddr(t)
+		a, b := nodetest.RefusedAddr(t), nodetest.RefusedAddr(t)
 		dc := dial(t, h, a, b)
 		_, err := dc.GetKey(ctx, "x")
 		wantCode(t, "GetKey", err, codes.Unavailable)

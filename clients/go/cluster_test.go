@@ -118,7 +118,7 @@ func TestCluster(t *testing.T) {
 	}
 
 	t.Run("status from every address", func(t *testing.T) {
-		dead := deadAddr(t)
+		dead := nodetest.RefusedAddr(t)
 		c := dialCN("app", dead, real)
 		sts, errs := c.ClusterStatusAll(testCtx(t))
 		if len(sts) != 2 || len(errs) != 2 {

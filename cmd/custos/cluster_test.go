@@ -70,7 +70,7 @@ func TestClusterCommands(t *testing.T) {
 	})
 
 	t.Run("status with an unreachable node", func(t *testing.T) {
-		dead := deadAddrCLI(t)
+		dead := nodetest.RefusedAddr(t)
 		r := runCLI(t, "", "--addr", addr+","+dead, "cluster", "status")
 		t.Log("\n" + r.stdout)
 		r.want(t, 0, addr, dead, "UNREACHABLE", "Notes:")
@@ -169,16 +169,6 @@ func TestClusterCommands(t *testing.T) {
 			t.Errorf("temporary file left behind: %d entries", len(ents))
 		}
 	})
-}
-
-func deadAddrCLI(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := l.Addr().String()
-	l.Close()
-	return a
 }
 
 // TestClusterCommandsThreeNodes drives a real three-node cluster (Raft over

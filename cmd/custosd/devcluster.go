@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	custos "github.com/custos-kms/custos/clients/go"
+	"github.com/custos-kms/custos/internal/activation"
 	"github.com/custos-kms/custos/internal/pki"
 	"github.com/custos-kms/custos/kms/governance"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
@@ -26,7 +28,11 @@ import (
 
 // The local cluster of `custosd dev --nodes N` (docs/cluster.md): node i
 // (1-based) serves gRPC on 127.0.0.1:BASE+i-1 and Raft on
-// 127.0.0.1:BASE+clusterRaftOffset+i-1.
+// 127.0.0.1:BASE+clusterRaftOffset+i-1, or, with --base-port 0, on ports
+// the system picks, recorded in DIR/cluster.json. The parent binds every
+// address before it starts any node and passes each node its two
+// listeners (socket activation, internal/activation): no port is picked,
+// released and bound again (docs/architecture.md, "Listeners").
 const (
 	clusterDefaultDir      = ".cluster"
 	clusterDefaultBasePort = 7401
@@ -45,15 +51,35 @@ const (
 )
 
 // clusterLayout is DIR/cluster.json: what the cluster was created with, so
-// that a restart on DIR reuses the same nodes and ports.
+// that a restart on DIR reuses the same nodes and ports. BasePort 0: the
+// ports were picked by the system at the first start and are listed in
+// APIPorts and RaftPorts.
 type clusterLayout struct {
-	Nodes    int `json:"nodes"`
-	BasePort int `json:"base_port"`
+	Nodes     int   `json:"nodes"`
+	BasePort  int   `json:"base_port"`
+	APIPorts  []int `json:"api_ports,omitempty"`
+	RaftPorts []int `json:"raft_ports,omitempty"`
 }
 
-func (l clusterLayout) nodeID(i int) string   { return fmt.Sprintf("node%d", i+1) }
-func (l clusterLayout) apiAddr(i int) string  { return hostPort(l.BasePort + i) }
-func (l clusterLayout) raftAddr(i int) string { return hostPort(l.BasePort + clusterRaftOffset + i) }
+func (l clusterLayout) nodeID(i int) string { return fmt.Sprintf("node%d", i+1) }
+
+func (l clusterLayout) apiAddr(i int) string {
+	if l.BasePort == 0 {
+		return hostPort(l.APIPorts[i])
+	}
+	return hostPort(l.BasePort + i)
+}
+
+func (l clusterLayout) raftAddr(i int) string {
+	if l.BasePort == 0 {
+		return hostPort(l.RaftPorts[i])
+	}
+	return hostPort(l.BasePort + clusterRaftOffset + i)
+}
+
+// ephemeral reports whether the layout asks for system-picked ports that
+// are not known yet (a first start with --base-port 0).
+func (l clusterLayout) ephemeral() bool { return l.BasePort == 0 && len(l.APIPorts) == 0 }
 
 func hostPort(port int) string { return clusterHost + ":" + strconv.Itoa(port) }
 
@@ -81,7 +107,7 @@ func cmdDevCluster(ctx context.Context, args []string, stdout, stderr io.Writer)
 	nodes := fl.Int("nodes", 3, fmt.Sprintf("number of nodes (%d to %d)", clusterMinNodes, clusterMaxNodes))
 	dataDir := fl.String("data-dir", clusterDefaultDir, "directory for the PKI, the officer and one directory per node (kept across restarts)")
 	basePort := fl.Int("base-port", clusterDefaultBasePort,
-		fmt.Sprintf("gRPC port of node1; node i serves gRPC on BASE+i-1 and Raft on BASE+%d+i-1, all on %s", clusterRaftOffset, clusterHost))
+		fmt.Sprintf("gRPC port of node1; node i serves gRPC on BASE+i-1 and Raft on BASE+%d+i-1, all on %s; 0: ports the system picks (kept for restarts)", clusterRaftOffset, clusterHost))
 	fl.Usage = func() {
 		fmt.Fprintf(fl.Output(), `Usage: custosd dev --nodes N [--data-dir DIR] [--base-port PORT]
 
@@ -92,7 +118,11 @@ token (DIR/nodeI/softhsm), all with node certificates of one dev CA
 %s. node1 bootstraps the cluster with one security officer "officer-1"
 (key DIR/officers/officer-1.pem, quorum 1) and adds the other nodes as
 voters once they answer; the others join. When node1 reports N voters it
-writes DIR/client.env (CUSTOS_ADDR lists every node). Only node1 holds the
+writes DIR/client.env (CUSTOS_ADDR lists every node). With --base-port 0
+the system picks free ports at the first start; they are printed, written
+to client.env and kept in DIR/cluster.json for restarts. The parent binds
+every address before starting the nodes and passes each node its
+listeners (socket activation, docs/config.md). Only node1 holds the
 domain key (node admission is not implemented), so key crypto runs on node1;
 see docs/cluster.md. Restarting on the same DIR keeps everything. Stop it
 with Ctrl-C.
@@ -120,7 +150,7 @@ Flags:
 		fmt.Fprintf(stderr, "custosd dev: --nodes must be between %d and %d\n", clusterMinNodes, clusterMaxNodes)
 		return errUsage
 	}
-	if *basePort < 1 || *basePort+clusterRaftOffset+*nodes-1 > 65535 {
+	if *basePort < 0 || *basePort+clusterRaftOffset+*nodes-1 > 65535 {
 		fmt.Fprintf(stderr, "custosd dev: --base-port %d leaves no room for %d gRPC and Raft ports\n", *basePort, *nodes)
 		return errUsage
 	}
@@ -134,9 +164,26 @@ Flags:
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	layout, err := clusterLoadLayout(dir, clusterLayout{Nodes: *nodes, BasePort: *basePort}, setFlags["base-port"])
+	layout, fresh, err := clusterLoadLayout(dir, clusterLayout{Nodes: *nodes, BasePort: *basePort}, setFlags["base-port"])
 	if err != nil {
 		return err
+	}
+	// Every node's addresses are bound here, before any node starts, and
+	// handed to the node: a busy port is reported now, and no other
+	// process can take one in between.
+	lis, err := clusterListen(&layout)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, l := range lis {
+			l.close()
+		}
+	}()
+	if fresh {
+		if err := clusterSaveLayout(dir, layout); err != nil {
+			return err
+		}
 	}
 	module, err := softhsm.ModulePath()
 	if err != nil {
@@ -187,7 +234,7 @@ Flags:
 		clusterStop(children, exits, &running, sig, errw)
 	}
 	for i, c := range children {
-		if err := c.start(exe, out, errw, exits, i); err != nil {
+		if err := c.start(exe, out, errw, exits, i, lis[i]); err != nil {
 			stop(os.Interrupt)
 			return err
 		}
@@ -261,35 +308,104 @@ Stop with Ctrl-C; restarting on the same data dir keeps keys, officer and ledger
 	}
 }
 
-// clusterLoadLayout reads DIR/cluster.json, or writes it on first start.
-// A restart must ask for the same number of nodes; the base port is taken
-// from the file unless --base-port names another one (then it refuses:
-// the Raft configuration holds the old addresses).
-func clusterLoadLayout(dir string, want clusterLayout, basePortSet bool) (clusterLayout, error) {
+// clusterLoadLayout reads DIR/cluster.json, or returns want with fresh
+// set when there is none (clusterSaveLayout writes it once the ports are
+// bound). A restart must ask for the same number of nodes; the base port
+// is taken from the file unless --base-port names another one (then it
+// refuses: the Raft configuration holds the old addresses).
+func clusterLoadLayout(dir string, want clusterLayout, basePortSet bool) (_ clusterLayout, fresh bool, _ error) {
 	file := filepath.Join(dir, clusterLayoutFile)
 	b, err := os.ReadFile(file)
 	switch {
 	case err == nil:
 		var have clusterLayout
-		if err := json.Unmarshal(b, &have); err != nil || have.Nodes < clusterMinNodes || have.BasePort < 1 {
-			return have, fmt.Errorf("%s is damaged; remove %s to start a fresh dev cluster", file, dir)
+		if err := json.Unmarshal(b, &have); err != nil || have.Nodes < clusterMinNodes || have.BasePort < 0 ||
+			(have.BasePort == 0 && (len(have.APIPorts) != have.Nodes || len(have.RaftPorts) != have.Nodes)) {
+			return have, false, fmt.Errorf("%s is damaged; remove %s to start a fresh dev cluster", file, dir)
 		}
 		if have.Nodes != want.Nodes {
-			return have, fmt.Errorf("%s holds a cluster of %d nodes, not %d: use --nodes %d, or remove it to start over", dir, have.Nodes, want.Nodes, have.Nodes)
+			return have, false, fmt.Errorf("%s holds a cluster of %d nodes, not %d: use --nodes %d, or remove it to start over", dir, have.Nodes, want.Nodes, have.Nodes)
 		}
 		if basePortSet && have.BasePort != want.BasePort {
-			return have, fmt.Errorf("%s was created with --base-port %d; its nodes keep their addresses: use --base-port %d, or remove it to start over", dir, have.BasePort, have.BasePort)
+			return have, false, fmt.Errorf("%s was created with --base-port %d; its nodes keep their addresses: use --base-port %d, or remove it to start over", dir, have.BasePort, have.BasePort)
 		}
-		return have, nil
+		return have, false, nil
 	case errors.Is(err, fs.ErrNotExist):
-		b, _ := json.MarshalIndent(want, "", "  ")
-		if err := os.WriteFile(file, append(b, '\n'), 0o600); err != nil {
-			return want, fmt.Errorf("write %s: %w", file, err)
-		}
-		return want, nil
+		return want, true, nil
 	default:
-		return want, fmt.Errorf("read %s: %w", file, err)
+		return want, false, fmt.Errorf("read %s: %w", file, err)
 	}
+}
+
+// clusterSaveLayout writes DIR/cluster.json.
+func clusterSaveLayout(dir string, l clusterLayout) error {
+	file := filepath.Join(dir, clusterLayoutFile)
+	b, err := json.MarshalIndent(l, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(file, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", file, err)
+	}
+	return nil
+}
+
+// clusterListeners are one node's gRPC and Raft listeners, bound by the
+// parent and passed to the node's process.
+type clusterListeners struct {
+	api, raft net.Listener
+}
+
+func (c *clusterListeners) close() {
+	for _, l := range []net.Listener{c.api, c.raft} {
+		if l != nil {
+			_ = l.Close()
+		}
+	}
+}
+
+// clusterListen binds every node's gRPC and Raft address. On a first start
+// with --base-port 0 it listens on port 0 and records the ports the
+// system picked in layout.
+func clusterListen(layout *clusterLayout) ([]*clusterListeners, error) {
+	pick := layout.ephemeral()
+	out := make([]*clusterListeners, layout.Nodes)
+	fail := func(err error) ([]*clusterListeners, error) {
+		for _, l := range out {
+			if l != nil {
+				l.close()
+			}
+		}
+		return nil, err
+	}
+	listen := func(i int, what, addr string) (net.Listener, error) {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			hint := "stop what uses it, or start a fresh --data-dir with another --base-port (or --base-port 0)"
+			return nil, fmt.Errorf("%s %s address %s: %w (%s)", layout.nodeID(i), what, addr, err, hint)
+		}
+		return l, nil
+	}
+	for i := range layout.Nodes {
+		apiAddr, raftAddr := hostPort(0), hostPort(0)
+		if !pick {
+			apiAddr, raftAddr = layout.apiAddr(i), layout.raftAddr(i)
+		}
+		c := &clusterListeners{}
+		out[i] = c
+		var err error
+		if c.api, err = listen(i, "gRPC", apiAddr); err != nil {
+			return fail(err)
+		}
+		if c.raft, err = listen(i, "Raft", raftAddr); err != nil {
+			return fail(err)
+		}
+		if pick {
+			layout.APIPorts = append(layout.APIPorts, c.api.Addr().(*net.TCPAddr).Port)
+			layout.RaftPorts = append(layout.RaftPorts, c.raft.Addr().(*net.TCPAddr).Port)
+		}
+	}
+	return out, nil
 }
 
 // clusterWritePublicKey writes the officer's public key as PEM, for the
@@ -433,8 +549,11 @@ func clusterToken(dir, label string) (*softhsm.Dir, error) {
 }
 
 // start runs `custosd serve --config` for the node, with its own
-// SOFTHSM2_CONF and its output prefixed "[nodeI] ".
-func (c *clusterChild) start(exe string, stdout, stderr io.Writer, exits chan<- clusterExit, i int) error {
+// SOFTHSM2_CONF, its output prefixed "[nodeI] " and its listeners passed
+// as the sockets "grpc" and "raft" (socket activation). Once the child has
+// started, the parent closes its own copies of the listeners.
+func (c *clusterChild) start(exe string, stdout, stderr io.Writer, exits chan<- clusterExit, i int, lis *clusterListeners) error {
+	defer lis.close()
 	cmd := exec.Command(exe, "serve", "--config", c.config)
 	cmd.Dir = filepath.Dir(c.config)
 	env := []string{softhsm.ConfEnv + "=" + c.hsmConf}
@@ -444,6 +563,21 @@ func (c *clusterChild) start(exe string, stdout, stderr io.Writer, exits chan<- 
 		}
 	}
 	cmd.Env = env
+	var files []activation.Named
+	for _, s := range []struct {
+		name string
+		l    net.Listener
+	}{{socketGRPC, lis.api}, {socketRaft, lis.raft}} {
+		f, err := activation.File(s.l)
+		if err != nil {
+			return fmt.Errorf("%s: %w", c.id, err)
+		}
+		defer f.Close()
+		files = append(files, activation.Named{Name: s.name, File: f})
+	}
+	if err := activation.Pass(cmd, files...); err != nil {
+		return fmt.Errorf("%s: %w", c.id, err)
+	}
 	prefix := "[" + c.id + "] "
 	c.outs = []*prefixWriter{{w: stdout, prefix: prefix}, {w: stderr, prefix: prefix}}
 	cmd.Stdout, cmd.Stderr = c.outs[0], c.outs[1]

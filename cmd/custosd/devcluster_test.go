@@ -73,55 +73,71 @@ func TestDevClusterFlags(t *testing.T) {
 	if code := run([]string{"dev", "--nodes", "3", "--help"}, &out, &errb); code != 0 || !strings.Contains(errb.String(), "--base-port") {
 		t.Errorf("dev --nodes 3 --help: code %d, stderr %q", code, errb.String())
 	}
+	if code := run([]string{"dev", "--nodes", "3", "--base-port", "-1", "--data-dir", dir}, &out, &errb); code != 2 {
+		t.Errorf("--base-port -1: code %d, want 2", code)
+	}
 	// A restart must keep the layout it was created with.
-	if _, err := clusterLoadLayout(dir, clusterLayout{Nodes: 3, BasePort: 7401}, false); err != nil {
+	l, fresh, err := clusterLoadLayout(dir, clusterLayout{Nodes: 3, BasePort: 7401}, false)
+	if err != nil || !fresh {
+		t.Fatalf("first start: %+v, fresh %v, %v", l, fresh, err)
+	}
+	if err := clusterSaveLayout(dir, l); err != nil {
 		t.Fatal(err)
 	}
-	if l, err := clusterLoadLayout(dir, clusterLayout{Nodes: 3, BasePort: 9000}, false); err != nil || l.BasePort != 7401 {
-		t.Errorf("restart without --base-port: %+v, %v; want base port 7401", l, err)
+	if l, fresh, err := clusterLoadLayout(dir, clusterLayout{Nodes: 3, BasePort: 9000}, false); err != nil || fresh || l.BasePort != 7401 {
+		t.Errorf("restart without --base-port: %+v, fresh %v, %v; want base port 7401", l, fresh, err)
 	}
-	if _, err := clusterLoadLayout(dir, clusterLayout{Nodes: 3, BasePort: 9000}, true); err == nil {
+	if _, _, err := clusterLoadLayout(dir, clusterLayout{Nodes: 3, BasePort: 9000}, true); err == nil {
 		t.Error("restart with another --base-port: no error")
 	}
-	if _, err := clusterLoadLayout(dir, clusterLayout{Nodes: 5, BasePort: 7401}, false); err == nil {
+	if _, _, err := clusterLoadLayout(dir, clusterLayout{Nodes: 5, BasePort: 7401}, false); err == nil {
 		t.Error("restart with another --nodes: no error")
+	}
+	// --base-port 0: the ports picked at the first start are kept.
+	eph := clusterLayout{Nodes: 3, APIPorts: []int{40001, 40002, 40003}, RaftPorts: []int{40011, 40012, 40013}}
+	dir0 := t.TempDir()
+	if err := clusterSaveLayout(dir0, eph); err != nil {
+		t.Fatal(err)
+	}
+	l, fresh, err = clusterLoadLayout(dir0, clusterLayout{Nodes: 3}, true)
+	if err != nil || fresh || l.ephemeral() || l.apiAddr(1) != "127.0.0.1:40002" || l.raftAddr(2) != "127.0.0.1:40013" {
+		t.Errorf("restart of a --base-port 0 cluster: %+v, fresh %v, %v", l, fresh, err)
+	}
+	if err := clusterSaveLayout(dir0, clusterLayout{Nodes: 3, APIPorts: []int{40001}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := clusterLoadLayout(dir0, clusterLayout{Nodes: 3}, false); err == nil || !strings.Contains(err.Error(), "is damaged") {
+		t.Errorf("base port 0 without every port: %v", err)
 	}
 }
 
-// freeBasePort returns a port P such that P..P+n-1 (gRPC) and
-// P+clusterRaftOffset.. (Raft) were all free just now.
-func freeBasePort(t *testing.T, n int) int {
-	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+// TestClusterListen: every address is bound before any node starts; with
+// --base-port 0 the ports the system picked are recorded, and a busy
+// address is refused with the node and the address named.
+func TestClusterListen(t *testing.T) {
+	layout := clusterLayout{Nodes: 3}
+	lis, err := clusterListen(&layout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		for _, l := range lis {
+			l.close()
 		}
-		base := l.Addr().(*net.TCPAddr).Port
-		ls := []net.Listener{l}
-		ok := base+clusterRaftOffset+n-1 <= 65535
-		for i := 0; ok && i < n; i++ {
-			for _, port := range []int{base + i, base + clusterRaftOffset + i} {
-				if port == base {
-					continue
-				}
-				l, err := net.Listen("tcp", hostPort(port))
-				if err != nil {
-					ok = false
-					break
-				}
-				ls = append(ls, l)
-			}
-		}
-		for _, l := range ls {
-			l.Close()
-		}
-		if ok {
-			return base
+	}()
+	if len(layout.APIPorts) != 3 || len(layout.RaftPorts) != 3 {
+		t.Fatalf("layout %+v", layout)
+	}
+	for i, l := range lis {
+		if l.api.Addr().String() != layout.apiAddr(i) || l.raft.Addr().String() != layout.raftAddr(i) {
+			t.Errorf("node%d: listening on %s and %s, layout says %s and %s", i+1, l.api.Addr(), l.raft.Addr(), layout.apiAddr(i), layout.raftAddr(i))
 		}
 	}
-	t.Fatal("no free port range")
-	return 0
+	// The same layout again: node1's gRPC port is held by lis.
+	again := layout
+	if _, err := clusterListen(&again); err == nil || !strings.Contains(err.Error(), "node1 gRPC address "+layout.apiAddr(0)) {
+		t.Errorf("busy address: %v", err)
+	}
 }
 
 // TestDevCluster runs `custosd dev --nodes 3` as a real process with three
@@ -138,13 +154,12 @@ func TestDevCluster(t *testing.T) {
 	}
 
 	dir := filepath.Join(tmp, "cluster")
-	base := freeBasePort(t, 3)
 	logFile, err := os.Create(filepath.Join(tmp, "custosd.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer logFile.Close()
-	parent := exec.Command(bin, "dev", "--nodes", "3", "--data-dir", dir, "--base-port", strconv.Itoa(base))
+	parent := exec.Command(bin, "dev", "--nodes", "3", "--data-dir", dir, "--base-port", "0")
 	parent.Stdout, parent.Stderr = logFile, logFile
 	if err := parent.Start(); err != nil {
 		t.Fatal(err)
@@ -152,9 +167,10 @@ func TestDevCluster(t *testing.T) {
 	exited := make(chan error, 1)
 	go func() { exited <- parent.Wait() }()
 	logText := func() string { b, _ := os.ReadFile(logFile.Name()); return string(b) }
+	startLines := regexp.MustCompile(`custosd dev: (node\d) started, pid (\d+) \(gRPC (\S+), Raft (\S+)\)`)
 	childPIDs := func() map[string]int {
 		pids := map[string]int{}
-		for _, m := range regexp.MustCompile(`custosd dev: (node\d) started, pid (\d+)`).FindAllStringSubmatch(logText(), -1) {
+		for _, m := range startLines.FindAllStringSubmatch(logText(), -1) {
 			pids[m[1]], _ = strconv.Atoi(m[2])
 		}
 		return pids
@@ -197,7 +213,17 @@ func TestDevCluster(t *testing.T) {
 	}
 
 	env := readEnv(t, envFile)
-	addrs := []string{hostPort(base), hostPort(base + 1), hostPort(base + 2)}
+	// The addresses the parent bound (--base-port 0) and printed.
+	var addrs []string
+	for _, m := range startLines.FindAllStringSubmatch(logText(), -1) {
+		addrs = append(addrs, m[3])
+		if _, p, _ := net.SplitHostPort(m[3]); p == "0" || p == "" {
+			t.Errorf("%s: gRPC address %s", m[1], m[3])
+		}
+		if _, p, _ := net.SplitHostPort(m[4]); p == "0" || p == "" {
+			t.Errorf("%s: Raft address %s", m[1], m[4])
+		}
+	}
 	if got := env["CUSTOS_ADDR"]; got != strings.Join(addrs, ",") {
 		t.Errorf("CUSTOS_ADDR = %q, want %q", got, strings.Join(addrs, ","))
 	}
@@ -317,6 +343,9 @@ func TestDevCluster(t *testing.T) {
 	for id, pid := range pids {
 		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
 			t.Errorf("%s (pid %d) still exists after the parent stopped: kill 0: %v", id, pid, err)
+		}
+		if !regexp.MustCompile(`\[` + id + `\] .*msg="socket activation: serving on passed sockets" sockets="grpc=127\.0\.0\.1:\d+,raft=127\.0\.0\.1:\d+"`).MatchString(logText()) {
+			t.Errorf("%s did not serve on the sockets the parent passed", id)
 		}
 		if !strings.Contains(logText(), fmt.Sprintf(`msg="custos node stopped" id=%s`, id)) {
 			t.Errorf("%s did not log a clean stop", id)

@@ -12,9 +12,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/custos-kms/custos/internal/activation"
 	"github.com/custos-kms/custos/internal/node"
 	"github.com/custos-kms/custos/kms/governance"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
@@ -135,6 +138,9 @@ PIN is read from the file named by pkcs11.pin_file or, without one, from the
 CUSTOS_PKCS11_PIN environment variable. Stop it with SIGINT or SIGTERM.
 SIGHUP re-reads the configuration and applies the XKS key stores and
 credentials (docs/xks.md); TLS files reload by themselves when they change.
+Listening sockets passed by systemd socket activation (LISTEN_FDS, named
+grpc, raft, xks or metrics in LISTEN_FDNAMES) are served on instead of
+binding the configured addresses (docs/config.md, "Socket activation").
 
 Flags:
 `)
@@ -164,17 +170,117 @@ Flags:
 			return errUsage
 		}
 	}
-	cfg, err := loadConfigLog(*configFile, os.Getenv, *logLevel, *logFormat)
+	// Listening sockets passed by systemd or a parent process (socket
+	// activation, docs/config.md): taken over, and the LISTEN_* variables
+	// unset, before anything else.
+	passed, err := activation.Listeners()
 	if err != nil {
 		return err
 	}
+	cfg, err := loadConfigLog(*configFile, os.Getenv, *logLevel, *logFormat)
+	if err == nil {
+		err = useListeners(&cfg, passed)
+	}
+	if err != nil {
+		for _, l := range passed {
+			_ = l.Close()
+		}
+		return err
+	}
 	log := cfg.Logger
+	if len(passed) > 0 {
+		var names []string
+		for name, l := range passed {
+			names = append(names, name+"="+l.Addr().String())
+		}
+		sort.Strings(names)
+		log.Info("socket activation: serving on passed sockets", "sockets", strings.Join(names, ","))
+	}
 	n, err := node.Start(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	reloadOnHangup(ctx, func() error { return reloadConfig(n, *configFile, os.Getenv, cfg, log) }, log)
 	return serveUntilSignal(ctx, n, log)
+}
+
+// Names of the sockets `custosd serve` takes from socket activation
+// (LISTEN_FDNAMES; systemd: FileDescriptorName=).
+const (
+	socketGRPC    = "grpc"
+	socketRaft    = "raft"
+	socketXKS     = "xks"
+	socketMetrics = "metrics"
+)
+
+// useListeners puts the passed sockets into cfg in place of binding the
+// configured addresses, which stay what the node tells its peers. Every
+// socket must have a use: a name custosd does not know, a socket for a
+// listener the configuration does not turn on (raft without raft_tls, xks
+// without an xks section, metrics without metrics_listen), or a socket on
+// another port than the configured one is refused.
+func useListeners(cfg *node.Config, passed map[string]net.Listener) error {
+	names := make([]string, 0, len(passed))
+	for name := range passed {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		l := passed[name]
+		var field, addr string
+		switch name {
+		case socketGRPC:
+			field, addr = "listen", cfg.Listen
+			cfg.Listener = l
+		case socketRaft:
+			if !cfg.RaftTLS {
+				return fmt.Errorf("socket activation: a %q socket was passed but raft_tls is off (Raft without TLS, on a single node, binds raft_addr itself)", name)
+			}
+			field, addr = "raft_addr", cfg.RaftAddr
+			cfg.RaftListener = l
+		case socketXKS:
+			if cfg.XKS == nil {
+				return fmt.Errorf("socket activation: a %q socket was passed but the configuration has no xks section", name)
+			}
+			field, addr = "xks.listen", cfg.XKS.Listen
+			cfg.XKS.Listener = l
+		case socketMetrics:
+			if cfg.MetricsListen == "" {
+				return fmt.Errorf("socket activation: a %q socket was passed but metrics_listen is not set", name)
+			}
+			field, addr = "metrics_listen", cfg.MetricsListen
+			cfg.MetricsListener = l
+		default:
+			return fmt.Errorf("socket activation: %s names a socket %q; custosd serve takes %s, %s, %s and %s",
+				activation.EnvFDNames, name, socketGRPC, socketRaft, socketXKS, socketMetrics)
+		}
+		if err := samePort(addr, l.Addr()); err != nil {
+			return fmt.Errorf("socket activation: the %q socket listens on %s but %s is %q: %w", name, l.Addr(), field, addr, err)
+		}
+	}
+	return nil
+}
+
+// samePort checks that a passed socket bound at got serves the configured
+// address want: the same port, unless want leaves the port to the system
+// (port 0) or is empty (a default; Raft then advertises the socket's
+// address).
+func samePort(want string, got net.Addr) error {
+	if want == "" {
+		return nil
+	}
+	_, wp, err := net.SplitHostPort(want)
+	if err != nil {
+		return fmt.Errorf("not host:port: %w", err)
+	}
+	ta, ok := got.(*net.TCPAddr)
+	if !ok {
+		return errors.New("the socket is not a TCP socket")
+	}
+	if wp != "0" && wp != strconv.Itoa(ta.Port) {
+		return errors.New("make them the same port: the configured address is the one peers and clients are told")
+	}
+	return nil
 }
 
 // loadConfig reads and checks a configuration file. Errors name the file

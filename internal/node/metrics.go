@@ -147,8 +147,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // start registers the state collector and starts the ledger follower and
-// the Raft poller; then, if addr is set, serves /metrics on it.
-func (m *nodeMetrics) start(addr string, r *raft.Node, st *kms.State, log *slog.Logger) error {
+// the Raft poller; then, if addr is set, serves /metrics on it, or on lis
+// when lis is not nil (a listener handed in, Config.MetricsListener).
+func (m *nodeMetrics) start(addr string, lis net.Listener, r *raft.Node, st *kms.State, log *slog.Logger) error {
 	if err := m.reg.Register(newStateCollector(r, st)); err != nil {
 		return err
 	}
@@ -161,9 +162,11 @@ func (m *nodeMetrics) start(addr string, r *raft.Node, st *kms.State, log *slog.
 	if addr == "" {
 		return nil
 	}
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("node: metrics listen on %s: %w", addr, err)
+	if lis == nil {
+		var err error
+		if lis, err = net.Listen("tcp", addr); err != nil {
+			return fmt.Errorf("node: metrics listen on %s: %w", addr, err)
+		}
 	}
 	m.lis = lis
 	mux := http.NewServeMux()

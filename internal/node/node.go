@@ -157,6 +157,10 @@ type Config struct {
 	// plain HTTP on this address (e.g. 127.0.0.1:7490; metrics.go,
 	// docs/operations.md). Empty: no metrics are collected.
 	MetricsListen string
+	// MetricsListener, if set (with MetricsListen), is an open listener
+	// the metrics are served on instead of listening on MetricsListen;
+	// Start takes it over as it does Listener.
+	MetricsListener net.Listener
 	// Now, if set, is the node's clock: the time stamped into the commands
 	// it proposes, and, while it leads, the clock forwarded commands'
 	// stamps are checked against (api.NewReplicationServer). time.Now if
@@ -199,11 +203,7 @@ type Node struct {
 // error says what to fix.
 func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := cfg.check(); err != nil {
-		for _, l := range []net.Listener{cfg.Listener, cfg.RaftListener} {
-			if l != nil {
-				_ = l.Close()
-			}
-		}
+		cfg.closeListeners()
 		return nil, err
 	}
 	if cfg.Listen == "" {
@@ -227,11 +227,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			_ = n.Close()
 			// Listeners handed in are ours, used or not (closing one
 			// twice is harmless).
-			for _, l := range []net.Listener{cfg.Listener, cfg.RaftListener} {
-				if l != nil {
-					_ = l.Close()
-				}
-			}
+			cfg.closeListeners()
 		}
 	}()
 
@@ -394,7 +390,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	if n.metrics != nil {
 		opts.Metrics = n.metrics.grpc
-		if err := n.metrics.start(cfg.MetricsListen, n.raft, state, cfg.Logger.With("component", "metrics")); err != nil {
+		if err := n.metrics.start(cfg.MetricsListen, cfg.MetricsListener, n.raft, state, cfg.Logger.With("component", "metrics")); err != nil {
 			return nil, err
 		}
 	}
@@ -425,6 +421,19 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	return n, nil
 }
 
+// closeListeners closes the listeners handed in with c.
+func (c Config) closeListeners() {
+	ls := []net.Listener{c.Listener, c.RaftListener, c.MetricsListener}
+	if c.XKS != nil {
+		ls = append(ls, c.XKS.Listener)
+	}
+	for _, l := range ls {
+		if l != nil {
+			_ = l.Close()
+		}
+	}
+}
+
 func (c Config) check() error {
 	switch {
 	case c.ID == "":
@@ -433,6 +442,8 @@ func (c Config) check() error {
 		return errors.New("node: config: DataDir is required")
 	case c.RaftListener != nil && !c.RaftTLS:
 		return errors.New("node: config: RaftListener needs RaftTLS (the plain-TCP Raft transport listens itself)")
+	case c.MetricsListener != nil && c.MetricsListen == "":
+		return errors.New("node: config: MetricsListener needs MetricsListen (metrics are collected only then)")
 	case c.PKCS11.Module == "":
 		return fmt.Errorf("node: config: PKCS#11 module path is required; %s", InstallHint)
 	case c.PKCS11.TokenLabel == "":

@@ -23,6 +23,10 @@ type XKSConfig struct {
 	// Listen is the HTTPS listen address, e.g. ":8443" or "127.0.0.1:0".
 	// Required.
 	Listen string
+	// Listener, if set, is an open listener the XKS API is served on
+	// instead of listening on Listen (which must still name its address);
+	// Start takes it over as it does Config.Listener.
+	Listener net.Listener
 	// CertFile and KeyFile are the PEM server certificate (with chain) and
 	// key. AWS KMS requires a certificate from a public CA for the DNS name
 	// of the XksProxyUriEndpoint. They are reloaded when they change on
@@ -118,9 +122,11 @@ func (n *Node) startXKS(c *XKSConfig, tc *tls.Config, health func(context.Contex
 	if err != nil {
 		return nil, fmt.Errorf("node: XKS: %w", err)
 	}
-	lis, err := net.Listen("tcp", c.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("node: XKS listen on %s (change xks.listen or stop what uses it): %w", c.Listen, err)
+	lis := c.Listener
+	if lis == nil {
+		if lis, err = net.Listen("tcp", c.Listen); err != nil {
+			return nil, fmt.Errorf("node: XKS listen on %s (change xks.listen or stop what uses it): %w", c.Listen, err)
+		}
 	}
 	s := &xksServer{handler: h, lis: lis, done: make(chan struct{})}
 	s.srv = &http.Server{

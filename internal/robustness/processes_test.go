@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	custos "github.com/custos-kms/custos/clients/go"
+	"github.com/custos-kms/custos/internal/activation"
 	"github.com/custos-kms/custos/internal/node/nodetest"
 	"github.com/custos-kms/custos/internal/pki"
 	"github.com/custos-kms/custos/kms/governance"
@@ -94,7 +95,15 @@ type procNode struct {
 	dir       string
 	config    string
 	hsmConf   string
-	api, raft string // the addresses the process binds
+	api, raft string // the addresses the process serves on
+	// apiFile and raftFile are the listening sockets on api and raft,
+	// opened once by the suite and passed to every process of the node
+	// (socket activation, as `custosd dev` does): the ports stay held
+	// across kills and restarts, so no other process can take them.
+	apiFile, raftFile *os.File
+	// refusers close the connections made to api and raft while the
+	// node's process is down (nil while it runs).
+	refusers []*refuser
 	// raftProxy and apiProxy stand in front of raft and api: the other
 	// nodes dial them (the Raft configuration holds raftProxy's address,
 	// raft_advertise; peers name both).
@@ -129,14 +138,69 @@ func buildCustosd(t *testing.T) string {
 	return out
 }
 
-func freePort(t *testing.T) string {
+// holdPort listens on a loopback port the kernel picks and returns its
+// address and the listening socket as a file, for activation.Pass; the
+// socket stays open (the port held) until the test ends
+// (docs/architecture.md, "Listeners").
+func holdPort(t *testing.T) (string, *os.File) {
 	t.Helper()
 	l, err := net.Listen("tcp", procLoopback+":0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	defer l.Close() // the file holds a duplicate of the socket
+	f, err := activation.File(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	return l.Addr().String(), f
+}
+
+// refuser accepts the connections made to a held listening socket while
+// no process serves on it and resets each at once, so that a killed node
+// refuses connections as a process that is gone does (with the socket
+// merely held, they would wait in its backlog like those to a stopped
+// process).
+type refuser struct {
+	l    net.Listener
+	done chan struct{}
+}
+
+func startRefuser(f *os.File) (*refuser, error) {
+	l, err := net.FileListener(f) // a duplicate: stop closes it, not f
+	if err != nil {
+		return nil, fmt.Errorf("refuser: %w", err)
+	}
+	r := &refuser{l: l, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return // stopped
+			}
+			if tc, ok := c.(*net.TCPConn); ok {
+				_ = tc.SetLinger(0) // reset, not an orderly close
+			}
+			_ = c.Close()
+		}
+	}()
+	return r, nil
+}
+
+// stop stops accepting; the socket stays open through the file.
+func (r *refuser) stop() {
+	_ = r.l.Close()
+	<-r.done
+}
+
+// stopRefusers stops n's refusers; n.mu is held.
+func (n *procNode) stopRefusers() {
+	for _, r := range n.refusers {
+		r.stop()
+	}
+	n.refusers = nil
 }
 
 // procConfig is the part of `custosd serve`'s configuration file
@@ -202,7 +266,10 @@ func newProcCluster(t *testing.T, h *History) (*procCluster, []nodetest.Officer)
 	}
 	source := ProcSource(pc.pids)
 	for i := range numNodes {
-		n := &procNode{i: i, id: fmt.Sprintf("node%d", i+1), api: freePort(t), raft: freePort(t)}
+		n := &procNode{i: i, id: fmt.Sprintf("node%d", i+1)}
+		n.api, n.apiFile = holdPort(t)
+		n.raft, n.raftFile = holdPort(t)
+		t.Cleanup(func() { n.mu.Lock(); n.stopRefusers(); n.mu.Unlock() })
 		n.dir = filepath.Join(pc.dir, n.id)
 		n.config = filepath.Join(n.dir, "config.json")
 		n.logPath = filepath.Join(n.dir, "custosd.log")
@@ -303,7 +370,8 @@ func (n *procNode) running() bool {
 }
 
 // start runs `custosd serve --config` for node i, appending its output to
-// its log file. It does not wait for the node to serve.
+// its log file, with the node's held sockets passed as "grpc" and "raft".
+// It does not wait for the node to serve.
 func (pc *procCluster) start(i int) error {
 	n := pc.nodes[i]
 	n.mu.Lock()
@@ -328,10 +396,16 @@ func (pc *procCluster) start(i int) error {
 		}
 	}
 	cmd.Env = env
+	if err := activation.Pass(cmd, activation.Named{Name: "grpc", File: n.apiFile}, activation.Named{Name: "raft", File: n.raftFile}); err != nil {
+		_ = logf.Close()
+		return fmt.Errorf("start %s: %w", n.id, err)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = childProcAttr()
+	n.stopRefusers()
 	if err := cmd.Start(); err != nil {
 		_ = logf.Close()
+		n.startRefusers()
 		return fmt.Errorf("start %s: %w", n.id, err)
 	}
 	n.cmd, n.done, n.killing, n.paused = cmd, make(chan struct{}), false, false
@@ -339,12 +413,15 @@ func (pc *procCluster) start(i int) error {
 	go func() {
 		werr := cmd.Wait()
 		_ = logf.Close()
-		n.mu.Lock()
-		expected := n.killing
-		n.mu.Unlock()
 		pc.mu.Lock()
 		stopping := pc.stopping
 		pc.mu.Unlock()
+		n.mu.Lock()
+		expected := n.killing
+		if !stopping {
+			n.startRefusers() // before done closes: a restart stops them
+		}
+		n.mu.Unlock()
 		if !expected && !stopping {
 			last := lastLine(n.logPath)
 			kind := "crashed"
@@ -357,6 +434,17 @@ func (pc *procCluster) start(i int) error {
 		close(done)
 	}()
 	return nil
+}
+
+// startRefusers makes the node's ports refuse connections while its
+// process is down; n.mu is held. A failure only costs that: connections
+// then wait in the backlog until the restart.
+func (n *procNode) startRefusers() {
+	for _, f := range []*os.File{n.apiFile, n.raftFile} {
+		if r, err := startRefuser(f); err == nil {
+			n.refusers = append(n.refusers, r)
+		}
+	}
 }
 
 // lastLine returns the last line of file that is not empty, shortened.

@@ -65,15 +65,18 @@ func (id identity) cn(h *nodetest.Harness) string {
 	return string(id)
 }
 
-// authzFreeAddr returns a loopback address whose port was free just now.
-func authzFreeAddr(t *testing.T) string {
+// authzRaftListener listens on a loopback port the kernel picks, for the
+// node's Raft transport (node.Config.RaftListener): the port stays held
+// until the node serves on it (docs/architecture.md, "Listeners"). The
+// node closes it; so does the end of the test if the node never started.
+func authzRaftListener(t *testing.T) net.Listener {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Cleanup(func() { _ = l.Close() })
+	return l
 }
 
 // startAuthzNode starts the matrix's one node: the nodetest single node
@@ -91,7 +94,8 @@ func startAuthzNode(t *testing.T) *nodetest.Harness {
 		}
 		c.TLS.Cert, c.TLS.Key = cert, key
 		c.RaftTLS = true
-		c.RaftAddr = authzFreeAddr(t)
+		c.RaftListener = authzRaftListener(t)
+		c.RaftAddr = c.RaftListener.Addr().String()
 		c.Operators = []string{string(idOperator)}
 	})
 }

@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -91,13 +89,11 @@ func startCluster(ctx context.Context, custosd string, n int, timeout time.Durat
 	dataDir := filepath.Join(dir, "data")
 	args := []string{"dev", "--data-dir", dataDir, "--listen", "127.0.0.1:0"}
 	if n > 1 {
-		base, err := freeBasePort(n)
-		if err != nil {
-			logf.Close()
-			os.RemoveAll(dir)
-			return nil, err
-		}
-		args = []string{"dev", "--nodes", strconv.Itoa(n), "--data-dir", dataDir, "--base-port", strconv.Itoa(base)}
+		// --base-port 0: custosd dev binds ports the system picks and
+		// passes them to its nodes (socket activation), so no port is
+		// picked here and bound again later by another process; the
+		// addresses come back in its start lines and client.env.
+		args = []string{"dev", "--nodes", strconv.Itoa(n), "--data-dir", dataDir, "--base-port", "0"}
 	}
 	c.cmd = exec.Command(custosd, args...)
 	c.cmd.Stdout, c.cmd.Stderr = logf, logf
@@ -272,38 +268,6 @@ func (c *cluster) waitFor(ctx context.Context, deadline time.Time, what string, 
 		case <-tick.C:
 		}
 	}
-}
-
-// freeBasePort returns a base port P for custosd dev --nodes n such that
-// the gRPC ports P..P+n-1 and the Raft ports P+10..P+10+n-1 on 127.0.0.1
-// are free now (another process may still take one before the nodes bind).
-func freeBasePort(n int) (int, error) {
-	const raftOffset = 10 // cmd/custosd: clusterRaftOffset
-	for range 100 {
-		base := 20000 + rand.IntN(30000)
-		var ls []net.Listener
-		ok := true
-		for i := range n {
-			for _, p := range []int{base + i, base + raftOffset + i} {
-				l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
-				if err != nil {
-					ok = false
-					break
-				}
-				ls = append(ls, l)
-			}
-			if !ok {
-				break
-			}
-		}
-		for _, l := range ls {
-			l.Close()
-		}
-		if ok {
-			return base, nil
-		}
-	}
-	return 0, errors.New("no free range of ports for the cluster on 127.0.0.1")
 }
 
 // pids returns the pids of the node processes.

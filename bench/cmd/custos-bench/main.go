@@ -12,9 +12,9 @@
 // With --start it starts, for each size in --nodes, a fresh cluster as
 // child processes in a temporary directory (the binary is not built here:
 // `make bench` builds bin/custosd first): `custosd dev --listen
-// 127.0.0.1:0` for one node, `custosd dev --nodes N --base-port P` (N
+// 127.0.0.1:0` for one node, `custosd dev --nodes N --base-port 0` (N
 // `custosd serve` processes, each with its own SoftHSM token, Raft over
-// mTLS; P a free range of loopback ports) for more. It waits until every
+// mTLS, on loopback ports custosd dev binds and passes to them) for more. It waits until every
 // node answers, agrees on the leader and counts N voters, sends the load
 // to the node that holds the domain key (only the initialising node does:
 // HSM-to-HSM admission is not built, so the others refuse key crypto),

@@ -6,12 +6,10 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -421,21 +419,6 @@ func TestJSONRoundTrip(t *testing.T) {
 	}
 	if _, err := readJSON(path); err == nil {
 		t.Error("schema 1 accepted")
-	}
-}
-
-func TestFreeBasePort(t *testing.T) {
-	base, err := freeBasePort(3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range []int{base, base + 2, base + 10, base + 12} {
-		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
-		if err != nil {
-			t.Errorf("port %d: %v", p, err)
-			continue
-		}
-		l.Close()
 	}
 }
 
