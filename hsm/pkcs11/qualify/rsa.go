@@ -15,10 +15,10 @@ import (
 
 // oaepVariant is RSA-OAEP with one hash (and MGF1 with the same hash).
 type oaepVariant struct {
-	name string
-	hash uint
-	mgf  uint
-	goHash  crypto.Hash
+	name   string
+	hash   uint
+	mgf    uint
+	goHash crypto.Hash
 }
 
 var (

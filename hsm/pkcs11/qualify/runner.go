@@ -35,15 +35,15 @@ type runner struct {
 	sessionObjs []p11.ObjectHandle
 
 	// Made by earlier checks for later ones (zero when they failed).
-	aesKey   p11.ObjectHandle // generated AES-256, encrypt/decrypt
-	gcmOK    bool             // the GCM round trip passed
-	kwpKey   p11.ObjectHandle // generated AES-256 wrap/unwrap key, KWP
-	kwpOK    bool
-	rsaPub   p11.ObjectHandle // RSA-3072 session key pair
-	rsaPriv  p11.ObjectHandle
-	rsaGo    *rsa.PublicKey
-	oaep     *oaepVariant // the best RSA-OAEP variant that works, or nil
-	goRSA    *rsa.PrivateKey
+	aesKey  p11.ObjectHandle // generated AES-256, encrypt/decrypt
+	gcmOK   bool             // the GCM round trip passed
+	kwpKey  p11.ObjectHandle // generated AES-256 wrap/unwrap key, KWP
+	kwpOK   bool
+	rsaPub  p11.ObjectHandle // RSA-3072 session key pair
+	rsaPriv p11.ObjectHandle
+	rsaGo   *rsa.PublicKey
+	oaep    *oaepVariant // the best RSA-OAEP variant that works, or nil
+	goRSA   *rsa.PrivateKey
 	// unwrapped is the key checkModifiable unwrapped with custos's
 	// template, of value unwrappedValue.
 	unwrapped      p11.ObjectHandle
