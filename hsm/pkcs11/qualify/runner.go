@@ -140,9 +140,12 @@ func (r *runner) findToken() error {
 		if err != nil {
 			continue
 		}
+		if ti.Flags&p11.CKF_TOKEN_INITIALIZED == 0 {
+			continue
+		}
 		label := strings.TrimRight(ti.Label, " \x00")
 		labels = append(labels, fmt.Sprintf("%q", label))
-		if label != r.cfg.Token || ti.Flags&p11.CKF_TOKEN_INITIALIZED == 0 {
+		if label != r.cfg.Token {
 			continue
 		}
 		r.slot = sl
