@@ -120,7 +120,7 @@ func checkOAEP(v *oaepVariant) func(r *runner) Result {
 	}
 }
 
-// wrapAttempt wraps src under the untrusted RSA public key with the OAEP
+// wrapUntrusted wraps src under the untrusted RSA public key with the OAEP
 // variant that works, or under the KWP key; it names what it used.
 func (r *runner) wrapUntrusted(src p11.ObjectHandle) (string, error) {
 	if r.oaep != nil {

@@ -225,7 +225,7 @@ func (r *runner) findByPrefix() ([]p11.ObjectHandle, error) {
 
 // labelSuffixes are the suffixes of every label a run gives a token
 // object (after r.prefix).
-var labelSuffixes = []string{"-trusted", "-junk"}
+var labelSuffixes = []string{"-trusted"}
 
 // find runs C_FindObjects with tmpl.
 func (r *runner) find(tmpl []*p11.Attribute) ([]p11.ObjectHandle, error) {
