@@ -1,6 +1,7 @@
 #!/bin/sh
 # install.sh: make sure SoftHSM2 (libsofthsm2.so, softhsm2-util), OpenSC
-# (pkcs11-tool) and the Debian Python packages of the Python client
+# (pkcs11-tool), NSS's certutil (libnss3-tools: .ci/run makes an NSS key
+# database for `custos hsm check`, docs/operations.md) and the Debian Python packages of the Python client
 # (clients/python: python3-grpcio, python3-protobuf, python3-cryptography,
 # for /usr/bin/python3) are installed (python3-grpc-tools, needed only to
 # regenerate the Python stubs, is left to clients/python/gen.sh). Idempotent: does
@@ -35,13 +36,17 @@ have_module || missing="$missing libsofthsm2.so"
 command -v softhsm2-util >/dev/null 2>&1 || missing="$missing softhsm2-util"
 command -v pkcs11-tool >/dev/null 2>&1 || missing="$missing pkcs11-tool"
 [ -n "$missing" ] && packages="softhsm2 opensc"
+if ! command -v certutil >/dev/null 2>&1; then
+	missing="$missing certutil"
+	packages="${packages:+$packages }libnss3-tools"
+fi
 if ! have_python; then
 	missing="$missing python3-modules(grpc,google.protobuf,cryptography)"
 	packages="${packages:+$packages }python3 $PY_PACKAGES"
 fi
 
 if [ -z "$missing" ]; then
-	echo "softhsm/install.sh: SoftHSM2, OpenSC and the Python client packages already installed"
+	echo "softhsm/install.sh: SoftHSM2, OpenSC, certutil and the Python client packages already installed"
 	exit 0
 fi
 
@@ -78,6 +83,7 @@ missing=""
 have_module || missing="$missing libsofthsm2.so"
 command -v softhsm2-util >/dev/null 2>&1 || missing="$missing softhsm2-util"
 command -v pkcs11-tool >/dev/null 2>&1 || missing="$missing pkcs11-tool"
+command -v certutil >/dev/null 2>&1 || missing="$missing certutil"
 if ! have_python; then
 	missing="$missing python3-modules(grpc,google.protobuf,cryptography; $PYTHON -c 'import grpc, google.protobuf, cryptography' fails)"
 fi

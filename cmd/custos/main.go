@@ -29,12 +29,16 @@ import (
 	"google.golang.org/grpc/status"
 
 	custos "github.com/custos-kms/custos/clients/go"
+	"github.com/custos-kms/custos/hsm/pkcs11/qualify"
 )
 
 // version is set with -ldflags "-X main.version=...".
 var version = ""
 
 func main() {
+	// hsm check runs this program again as its second process (session
+	// isolation, SO login): serve that and exit.
+	qualify.MaybeChild()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
@@ -132,6 +136,7 @@ func init() {
 		{"cluster remove", "[--json] ID", "Remove a member (operators; sent to the leader).", runClusterRemove},
 		{"cluster transfer-leadership", "[--json] [ID]", "Ask the leader to hand over, to ID or any other voter (operators).", runClusterTransfer},
 		{"cluster snapshot save", "[--json] FILE", "Save a checked snapshot of the replicated state, ledger included, to FILE (operators).", runClusterSnapshotSave},
+		{"hsm check", "--module PATH --token LABEL [--pin-file F | --pin-env VAR] [--so-pin-file F] [--nss-config S] [--require PROFILE] [--json]", "Qualify a PKCS#11 module for custos: a table of checks with return codes, and a verdict (no connection).", runHSMCheck},
 		{"version", "", "Print the version of this program.", runVersion},
 	}
 }
