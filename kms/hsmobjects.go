@@ -109,6 +109,28 @@ func (s *Service) kek(ctx context.Context, key string, kv *raftlogv1.KeyVersionR
 	return kr, nil
 }
 
+// kekError maps an HSM error of an operation under a verified KEK. A KEK
+// that no longer verifies — its token object was replaced or doubled while
+// this node runs, and the backend found it again — is forgotten here,
+// reported like any rejected object (a log line and an HSM_OBJECT_REJECTED
+// record) and fails the request with ErrHSMObjectRejected; anything else is
+// hsmError.
+func (s *Service) kekError(ctx context.Context, kr hsm.KeyRef, op string, err error) error {
+	if !errors.Is(err, hsm.ErrObjectMismatch) {
+		return hsmError(op, err)
+	}
+	key, version := "", uint32(0)
+	s.kekMu.Lock()
+	for ref, known := range s.keks {
+		if string(known.ID) == string(kr.ID) {
+			key, version = ref.key, ref.version
+			delete(s.keks, ref)
+		}
+	}
+	s.kekMu.Unlock()
+	return s.rejectObject(ctx, key, version, kr.ID, err)
+}
+
 // materialise puts a new key version into this node's HSM right away; a
 // failure is logged and retried on first use.
 func (s *Service) materialise(ctx context.Context, key string, kv *raftlogv1.KeyVersionRecord) {

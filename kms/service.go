@@ -396,7 +396,7 @@ func (s *Service) sealApplied(ctx context.Context, p Principal, key string, kind
 	w := &Wrapped{Kind: kind, Key: key, KeyVersion: kv.Version, IV: iv}
 	w.Ciphertext, err = s.hsm.EncryptGCM(ctx, id, iv, plaintext, w.AAD(ContextDigest(encCtx)))
 	if err != nil {
-		return nil, hsmError("encrypt", err)
+		return nil, s.kekError(ctx, id, "encrypt", err)
 	}
 	return w, nil
 }
@@ -534,7 +534,7 @@ func (s *Service) openGCM(ctx context.Context, kek hsm.KeyRef, iv, ct, aad []byt
 		if errors.Is(err, hsm.ErrDecrypt) {
 			return nil, ErrDecryptionFailed
 		}
-		return nil, hsmError("decrypt", err)
+		return nil, s.kekError(ctx, kek, "decrypt", err)
 	}
 	return pt, nil
 }

@@ -163,7 +163,7 @@ func (s *Service) XKSEncrypt(ctx context.Context, p Principal, key string, plain
 	meta := XKSMetadata(kv.Version)
 	out, err := s.hsm.EncryptGCM(ctx, id, iv, plaintext, XKSAAD(aad, meta))
 	if err != nil {
-		return nil, hsmError("encrypt", err)
+		return nil, s.kekError(ctx, id, "encrypt", err)
 	}
 	if len(out) != len(plaintext)+hsm.GCMTagSize {
 		return nil, fmt.Errorf("%w: hsm returned %d bytes for %d of plaintext", ErrInternal, len(out), len(plaintext))
