@@ -139,10 +139,7 @@ func TestListenersDescriptors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			first := placeFDs(t, good, tt.file)
 			_, err := listeners("", "2", "grpc:raft", self, first)
-			want := tt.want
-			if strings.Contains(want, "%d") {
-				want = strings.Replace(want, "%d", strconv.Itoa(first+1), 1)
-			}
+			want := strings.Replace(tt.want, "%d", strconv.Itoa(first+1), 1)
 			if err == nil || !strings.Contains(err.Error(), want) {
 				t.Fatalf("error %v, want one containing %q", err, want)
 			}
