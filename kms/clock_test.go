@@ -387,3 +387,65 @@ func TestNoncesSurviveSnapshotUntilExpired(t *testing.T) {
 		t.Fatal("a replayed revoke applied twice")
 	}
 }
+
+// TestRefusedSignedStatementIsSpent: a statement that carries its
+// signatures is decided once. Refused for an expiry too far ahead, or
+// because the key it names did not exist yet, its nonce is spent, and the
+// same copy submitted later — when it would apply — is refused as a replay
+// and changes nothing. A statement refused for want of signatures leaves no
+// nonce: the same statement with the quorum's signatures applies.
+func TestRefusedSignedStatementIsSpent(t *testing.T) {
+	r := newReplicas(t, 3)
+
+	// Expiry more than MaxLifetime ahead: refused, spent.
+	farEnable := r.sign(t0.Add(governance.MaxLifetime+time.Hour), enable)
+	r.mustApply(governAt(t0, r.sign(t0.Add(time.Hour), revoke)))
+	res := r.apply(governAt(t0.Add(time.Minute), farEnable))[0].(*kms.Decision)
+	if !errors.Is(res.Err, kms.ErrFailedPrecondition) && !errors.Is(res.Err, kms.ErrInvalidArgument) {
+		t.Fatalf("enable with a far expiry: %v", res.Err)
+	}
+	if !hasNonce(snapshotState(t, r.states[0]), farEnable) {
+		t.Fatal("a fully signed statement refused for its expiry left no nonce")
+	}
+	later := t0.Add(2 * time.Hour) // not_after now within MaxLifetime
+	res = r.apply(governAt(later, farEnable))[0].(*kms.Decision)
+	if res.Err == nil || !strings.Contains(res.Err.Error(), "replayed nonce") {
+		t.Fatalf("the refused far-expiry statement submitted again: %v", res.Err)
+	}
+	for i, s := range r.states {
+		if k := keyRecord(t, s); !k.Revoked {
+			t.Fatalf("replica %d: a copy of a refused statement re-enabled the revoked key", i)
+		}
+	}
+
+	// Names a key that does not exist yet: refused, spent; after the key
+	// is created the copy still does nothing.
+	revokeK2 := r.sign(later.Add(time.Hour), func(st *custosv1.Statement) {
+		st.Operation = &custosv1.Statement_RevokeKey{RevokeKey: &custosv1.RevokeKey{Key: "k2"}}
+	})
+	if res := r.apply(governAt(later, revokeK2))[0].(*kms.Decision); !errors.Is(res.Err, kms.ErrNotFound) {
+		t.Fatalf("revoke of a missing key: %v", res.Err)
+	}
+	r.mustApply(cmd(later, &raftlogv1.Command_CreateKey{CreateKey: &raftlogv1.CreateKey{Name: "k2", WrappedKek: []byte("kek"),
+		KekId: []byte("kek-id-2"), KekCheckValue: make([]byte, 16)}}))
+	if res := r.apply(governAt(later.Add(time.Minute), revokeK2))[0].(*kms.Decision); res.Err == nil || res.Record.Outcome != custosv1.Outcome_OUTCOME_DENY {
+		t.Fatalf("the refused revoke submitted again after the key exists: %v", res.Err)
+	}
+	if k, err := r.states[0].Key("k2"); err != nil || k.Revoked {
+		t.Fatalf("k2 after the replayed revoke: %v, %v", k, err)
+	}
+
+	// Short of signatures: refused, not spent; with the quorum it applies.
+	full := r.sign(later.Add(time.Hour), enable)
+	short := &custosv1.SignedStatement{Statement: full.Statement, Signatures: full.Signatures[:1]}
+	if res := r.apply(governAt(later.Add(2*time.Minute), short))[0].(*kms.Decision); !errors.Is(res.Err, kms.ErrPermissionDenied) {
+		t.Fatalf("enable with one signature: %v", res.Err)
+	}
+	if hasNonce(snapshotState(t, r.states[0]), full) {
+		t.Fatal("a statement short of signatures spent its nonce")
+	}
+	r.mustApply(governAt(later.Add(3*time.Minute), full))
+	if k := keyRecord(t, r.states[0]); k.Revoked || !k.Enabled {
+		t.Fatalf("key after the enable with the quorum: %v", k)
+	}
+}

@@ -42,9 +42,13 @@ func (s *State) applyGovern(index uint64, c *raftlogv1.Command, op *raftlogv1.Go
 		st, signers, err = s.officers.Verify(op.Statement, s.clusterID, now)
 		err = governanceError(err)
 	}
-	if err == nil {
+	// signed: the statement carries the signatures it needs, so this
+	// decision is its only one (spendNonce below), applied or refused.
+	signed := st != nil
+	if signed {
 		if _, used := s.nonces[string(st.Nonce)]; used {
-			err = fmt.Errorf("%w: statement already applied (replayed nonce)", ErrFailedPrecondition)
+			err = fmt.Errorf("%w: statement already decided (replayed nonce)", ErrFailedPrecondition)
+			signed = false // its first decision spent the nonce
 		}
 	}
 	var key string
@@ -82,7 +86,14 @@ func (s *State) applyGovern(index uint64, c *raftlogv1.Command, op *raftlogv1.Go
 		rec.Outcome = custosv1.Outcome_OUTCOME_DENY
 		rec.Detail = err.Error()
 		d.Err = err
-	} else {
+	}
+	if signed {
+		// Spent whether it applied or was refused (a key it names did not
+		// exist yet, its lifetime was too long): a signed statement is
+		// decided once, so a copy cannot be replayed later when it would
+		// apply. Only a statement short of signatures, or already past
+		// not_after, leaves no nonce (signatures may still be added; an
+		// expired one can never verify again).
 		s.nonces[string(st.Nonce)] = st.NotAfterUnix
 		s.pruneNonces()
 	}

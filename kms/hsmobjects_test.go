@@ -147,6 +147,33 @@ func TestReplacedKEKIsRefused(t *testing.T) {
 	}
 }
 
+// The KEK is replaced while the node runs, after the node verified it and
+// before any session holds a copy of it: the next use finds the planted
+// object, and the node forgets the KEK, fails the request with
+// ErrHSMObjectRejected and records why; a retry does not fall through to
+// the planted object either.
+func TestKEKReplacedWhileRunningIsForgotten(t *testing.T) {
+	e := newEnv(t)
+	createKey(t, e, "k")
+	id := kekID(t, e, "k", 1)
+	destroy(t, e, id)
+	plant(t, e, e.tok.PIN, id, value(6), pkcs11test.KindKEK)
+	ctx := map[string]string{"file": "a"}
+	for i := 0; i < 2; i++ {
+		dk, err := e.svc.GenerateDataKey(bg, app, &custosv1.GenerateDataKeyRequest{Key: "k", EncryptionContext: ctx})
+		if !errors.Is(err, kms.ErrHSMObjectRejected) {
+			if err == nil && openedUnder(t, value(6), dk.WrappedDataKey, ctx) {
+				t.Fatalf("attempt %d: a data key was protected by the planted value", i)
+			}
+			t.Fatalf("attempt %d: GenerateDataKey after the KEK was replaced: %v, want ErrHSMObjectRejected", i, err)
+		}
+	}
+	recs := rejections(t, e)
+	if len(recs) == 0 || recs[0].Key != "k" || recs[0].KeyVersion != 1 || !bytes.Contains([]byte(recs[0].Detail), id) {
+		t.Fatalf("rejection records = %v", recs)
+	}
+}
+
 // An object planted beside the real KEK — public, with no login — makes two
 // objects under the id: a node that loads the key refuses both.
 func TestSecondObjectBesideKEKIsRefused(t *testing.T) {

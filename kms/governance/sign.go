@@ -131,11 +131,14 @@ func (s *OfficerSet) PublicKey(name string) *ecdsa.PublicKey { return s.keys[nam
 // returns the parsed statement and the names (sorted) of the officers whose
 // signatures counted. In order, it refuses: bytes that do not Parse
 // (ErrMalformed); another cluster (ErrWrongCluster); now after not_after
-// (ErrExpired); not_after more than MaxLifetime after now (ErrTooFarAhead);
-// then, signature by signature, an unknown officer (ErrUnknownOfficer), an
+// (ErrExpired); then, signature by signature, an unknown officer (ErrUnknownOfficer), an
 // officer who already signed (ErrDuplicateSigner), an invalid signature
-// (ErrBadSignature); finally fewer signers than Need(st) asks for
-// (ErrInsufficientSignatures). One bad signature refuses the whole statement.
+// (ErrBadSignature); fewer signers than Need(st) asks for
+// (ErrInsufficientSignatures); finally not_after more than MaxLifetime
+// after now (ErrTooFarAhead). One bad signature refuses the whole statement.
+// Only with ErrTooFarAhead are the statement and its signers returned along
+// with the error: the statement carries a quorum, and whoever keeps used
+// nonces must spend its nonce so that no copy applies later.
 //
 // Verify is deterministic given its arguments; it does not check replays.
 func (s *OfficerSet) Verify(ss *custosv1.SignedStatement, clusterID string, now time.Time) (*custosv1.Statement, []string, error) {
@@ -157,10 +160,7 @@ func (s *OfficerSet) Verify(ss *custosv1.SignedStatement, clusterID string, now 
 		return nil, nil, fmt.Errorf("%w: not_after %s is before %s", ErrExpired,
 			notAfter.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
-	if notAfter.Sub(now) > MaxLifetime {
-		return nil, nil, fmt.Errorf("%w: not_after %s is more than %s after %s", ErrTooFarAhead,
-			notAfter.UTC().Format(time.RFC3339), MaxLifetime, now.UTC().Format(time.RFC3339))
-	}
+	tooFar := notAfter.Sub(now) > MaxLifetime
 	// At most len(s.keys)+1 signatures are checked before an unknown or
 	// repeated officer stops the loop, however many are attached.
 	d := digest(ss.GetStatement())
@@ -192,6 +192,13 @@ func (s *OfficerSet) Verify(ss *custosv1.SignedStatement, clusterID string, now 
 	if len(signers) < need {
 		return nil, nil, fmt.Errorf("%w: %s needs %d officer signature(s) (%s), has %d",
 			ErrInsufficientSignatures, OperationName(st), need, Need(st), len(signers))
+	}
+	if tooFar {
+		// Fully signed, refused for its lifetime only: returned with the
+		// error so that the caller can spend its nonce (a copy must not
+		// apply later, once not_after has come within MaxLifetime).
+		return st, signers, fmt.Errorf("%w: not_after %s is more than %s after %s", ErrTooFarAhead,
+			notAfter.UTC().Format(time.RFC3339), MaxLifetime, now.UTC().Format(time.RFC3339))
 	}
 	return st, signers, nil
 }

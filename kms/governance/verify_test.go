@@ -154,7 +154,14 @@ func TestVerifyRefusals(t *testing.T) {
 	if _, _, err := set.Verify(ok, testCluster, notAfter); err != nil {
 		t.Errorf("at not_after exactly: %v", err)
 	}
-	check("too far ahead", ok, notAfter.Add(-governance.MaxLifetime-time.Second), governance.ErrTooFarAhead, "")
+	// Too far ahead: refused, but the signed statement comes back with the
+	// error so that its nonce can be spent; with a bad signature it does not.
+	if st, signers, err := set.Verify(ok, testCluster, notAfter.Add(-governance.MaxLifetime-time.Second)); !errors.Is(err, governance.ErrTooFarAhead) || st == nil || len(signers) != 2 {
+		t.Errorf("too far ahead: statement %v, signers %v, error %v; want the statement, 2 signers and ErrTooFarAhead", st != nil, signers, err)
+	}
+	check("too far ahead, flipped bit", flipped, notAfter.Add(-governance.MaxLifetime-time.Second), governance.ErrBadSignature, "bob")
+	short := signAll(t, enable, offs[0])
+	check("too far ahead, short of signatures", short, notAfter.Add(-governance.MaxLifetime-time.Second), governance.ErrInsufficientSignatures, "")
 	if _, _, err := set.Verify(ok, testCluster, notAfter.Add(-governance.MaxLifetime)); err != nil {
 		t.Errorf("exactly MaxLifetime ahead: %v", err)
 	}
