@@ -16,6 +16,7 @@ package hsm
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/rsa"
 	"errors"
 )
 
@@ -160,6 +161,34 @@ type Backend interface {
 	// returns an ASN.1 DER signature. The key must be the one private,
 	// sensitive, non-extractable signing key with that id.
 	SignECDSA(ctx context.Context, id, digest []byte) ([]byte, error)
+
+	// GenerateTransportKey creates an RSA-3072 key pair to receive a
+	// wrapping key (transport.go) and returns its public half. The private
+	// half, named id, is a session object of this process: unwrap only,
+	// sensitive, non-extractable, invisible to any other process (even one
+	// with the user PIN), gone when the backend closes.
+	GenerateTransportKey(ctx context.Context, id []byte) (*rsa.PublicKey, error)
+
+	// WrapForTransport wraps the wrapping key key (the domain key, verified
+	// as by VerifyKey) with RSA-OAEP (hash) under the token public key with
+	// id trusted. That object must be the only one with the id, an RSA
+	// public key marked CKA_TRUSTED (which only the HSM's security officer
+	// can set) and allowed to wrap, and equal pub, the key the officers
+	// approved; otherwise ErrObjectMismatch, or ErrKeyNotFound if there is
+	// none.
+	WrapForTransport(ctx context.Context, key KeyRef, trusted []byte, pub *rsa.PublicKey, hash OAEPHash) ([]byte, error)
+
+	// ReceiveWrappingKey unwraps a WrapForTransport result with the
+	// transport key named transport into a persistent wrapping key with
+	// spec's id and the full template of a UsageWrap key, and checks that
+	// its check value is spec.CheckValue; if not, what was unwrapped is
+	// destroyed and the error is ErrObjectMismatch. A wrong or tampered
+	// blob is ErrDecrypt. On success the transport key is destroyed.
+	ReceiveWrappingKey(ctx context.Context, transport, wrapped []byte, hash OAEPHash, spec KeySpec) error
+
+	// DestroyTransportKey destroys the transport key id; a missing one is
+	// not an error.
+	DestroyTransportKey(ctx context.Context, id []byte) error
 
 	// KeyAttributes reads back the attributes of the secret or private key
 	// with that id (ErrObjectMismatch if more than one has it).

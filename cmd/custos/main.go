@@ -136,6 +136,7 @@ func init() {
 		{"cluster remove", "[--json] ID", "Remove a member (operators; sent to the leader).", runClusterRemove},
 		{"cluster transfer-leadership", "[--json] [ID]", "Ask the leader to hand over, to ID or any other voter (operators).", runClusterTransfer},
 		{"cluster snapshot save", "[--json] FILE", "Save a checked snapshot of the replicated state, ledger included, to FILE (operators).", runClusterSnapshotSave},
+		{"hsm trust", "--module PATH --token LABEL --public-key FILE --fingerprint HEX [--so-pin-file F] [--id ID]", "Security officer: mark an approved node transport key trusted on this HSM (key transport; no connection).", runHSMTrust},
 		{"hsm check", "--module PATH --token LABEL [--pin-file F | --pin-env VAR] [--so-pin-file F] [--nss-config S] [--require PROFILE] [--json]", "Qualify a PKCS#11 module for custos: a table of checks with return codes, and a verdict (no connection).", runHSMCheck},
 		{"version", "", "Print the version of this program.", runVersion},
 	}

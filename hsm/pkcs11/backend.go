@@ -139,25 +139,29 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 }
 
 // findSlot returns the slot of the initialised token labelled b.label.
-func (b *Backend) findSlot() (uint, error) {
-	slots, err := b.ctx.GetSlotList(true)
+func (b *Backend) findSlot() (uint, error) { return findTokenSlot(b.ctx, b.mod.path, b.label) }
+
+// findTokenSlot returns the slot of the initialised token labelled label in
+// the module at path.
+func findTokenSlot(c *p11.Ctx, path, label string) (uint, error) {
+	slots, err := c.GetSlotList(true)
 	if err != nil {
 		return 0, fmt.Errorf("%w: C_GetSlotList: %v", hsm.ErrUnavailable, err)
 	}
 	var labels []string
 	for _, slot := range slots {
-		ti, err := b.ctx.GetTokenInfo(slot)
+		ti, err := c.GetTokenInfo(slot)
 		if err != nil || ti.Flags&p11.CKF_TOKEN_INITIALIZED == 0 {
 			continue
 		}
-		label := strings.TrimRight(ti.Label, " \x00")
-		if label == b.label {
+		l := strings.TrimRight(ti.Label, " \x00")
+		if l == label {
 			return slot, nil
 		}
-		labels = append(labels, fmt.Sprintf("%q", label))
+		labels = append(labels, fmt.Sprintf("%q", l))
 	}
 	return 0, fmt.Errorf("%w: no token labelled %q in %s (tokens present: [%s])",
-		ErrTokenNotFound, b.label, b.mod.path, strings.Join(labels, ", "))
+		ErrTokenNotFound, label, path, strings.Join(labels, ", "))
 }
 
 // Close closes every session (waiting for calls in flight to finish) and

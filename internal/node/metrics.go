@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/rsa"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -286,7 +287,7 @@ var _ hsm.Backend = (*instrumentedHSM)(nil)
 // hsmMethods are the method labels, created at start so that zero counts
 // show.
 var hsmMethods = []string{"Random", "GenerateKey", "GenerateWrappedKey", "UnwrapKey", "EncryptGCM", "DecryptGCM",
-	"VerifyKey", "GenerateECKey", "PublicKey", "SignECDSA", "KeyAttributes", "HasKey", "DestroyKey", "Health", "Close"}
+	"VerifyKey", "GenerateTransportKey", "WrapForTransport", "ReceiveWrappingKey", "DestroyTransportKey", "GenerateECKey", "PublicKey", "SignECDSA", "KeyAttributes", "HasKey", "DestroyKey", "Health", "Close"}
 
 func newInstrumentedHSM(b hsm.Backend, m *nodeMetrics) *instrumentedHSM {
 	for _, meth := range hsmMethods {
@@ -335,6 +336,26 @@ func (h *instrumentedHSM) DecryptGCM(ctx context.Context, key hsm.KeyRef, iv, ci
 func (h *instrumentedHSM) VerifyKey(ctx context.Context, key hsm.KeyRef, usage hsm.KeyUsage) (err error) {
 	defer func(t time.Time) { h.done("VerifyKey", t, err) }(time.Now())
 	return h.b.VerifyKey(ctx, key, usage)
+}
+
+func (h *instrumentedHSM) GenerateTransportKey(ctx context.Context, id []byte) (_ *rsa.PublicKey, err error) {
+	defer func(t time.Time) { h.done("GenerateTransportKey", t, err) }(time.Now())
+	return h.b.GenerateTransportKey(ctx, id)
+}
+
+func (h *instrumentedHSM) WrapForTransport(ctx context.Context, key hsm.KeyRef, trusted []byte, pub *rsa.PublicKey, hash hsm.OAEPHash) (_ []byte, err error) {
+	defer func(t time.Time) { h.done("WrapForTransport", t, err) }(time.Now())
+	return h.b.WrapForTransport(ctx, key, trusted, pub, hash)
+}
+
+func (h *instrumentedHSM) ReceiveWrappingKey(ctx context.Context, transport, wrapped []byte, hash hsm.OAEPHash, spec hsm.KeySpec) (err error) {
+	defer func(t time.Time) { h.done("ReceiveWrappingKey", t, err) }(time.Now())
+	return h.b.ReceiveWrappingKey(ctx, transport, wrapped, hash, spec)
+}
+
+func (h *instrumentedHSM) DestroyTransportKey(ctx context.Context, id []byte) (err error) {
+	defer func(t time.Time) { h.done("DestroyTransportKey", t, err) }(time.Now())
+	return h.b.DestroyTransportKey(ctx, id)
 }
 
 func (h *instrumentedHSM) GenerateECKey(ctx context.Context, id []byte, label string) (_ *ecdsa.PublicKey, err error) {

@@ -11,15 +11,20 @@
 package pkcs11test
 
 import (
+	"context"
+	"crypto/rsa"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
 	"os"
 	"os/exec"
 	"strings"
 	"testing"
 
 	p11 "github.com/miekg/pkcs11"
+
+	"github.com/custos-kms/custos/hsm/pkcs11"
 )
 
 // Kind says which attributes a planted key gets: those custos gives a KEK,
@@ -46,6 +51,18 @@ type Op struct {
 	ID      []byte
 	Value   []byte
 	Kind    Kind
+	// PlantRSAPublic creates a token RSA public key with ID, Modulus and
+	// Exponent that may wrap, as a user (or public session) can: not
+	// CKA_TRUSTED, unless ClaimTrusted asks for it (which the token must
+	// refuse to anyone but its security officer).
+	PlantRSAPublic bool
+	ClaimTrusted   bool
+	// Trust plays the token's security officer (SOPIN) marking the RSA
+	// public key Modulus/Exponent trusted under ID (pkcs11.TrustPublicKey).
+	Trust    bool
+	SOPIN    string
+	Modulus  []byte
+	Exponent int
 }
 
 const childEnv = "CUSTOS_PKCS11TEST_OP"
@@ -96,6 +113,11 @@ func RunErr(op Op) error {
 // Do performs op in this process. Use it only in a process that has no
 // other session on the module (MaybeChild does).
 func Do(op Op) (err error) {
+	if op.Trust {
+		pub := &rsa.PublicKey{N: new(big.Int).SetBytes(op.Modulus), E: op.Exponent}
+		return pkcs11.TrustPublicKey(context.Background(), pkcs11.SOConfig{Module: op.Module, TokenLabel: op.Label, SOPIN: op.SOPIN},
+			op.ID, "trusted by the test SO", pub)
+	}
 	ctx := p11.New(op.Module)
 	if ctx == nil {
 		return fmt.Errorf("cannot load %s", op.Module)
@@ -146,6 +168,22 @@ func Do(op Op) (err error) {
 			}
 		}
 		return nil
+	case op.PlantRSAPublic:
+		a := p11.NewAttribute
+		t := []*p11.Attribute{
+			a(p11.CKA_CLASS, p11.CKO_PUBLIC_KEY), a(p11.CKA_KEY_TYPE, p11.CKK_RSA),
+			a(p11.CKA_TOKEN, true), a(p11.CKA_PRIVATE, false), a(p11.CKA_ID, op.ID),
+			a(p11.CKA_MODULUS, op.Modulus), a(p11.CKA_PUBLIC_EXPONENT, big.NewInt(int64(op.Exponent)).Bytes()),
+			a(p11.CKA_WRAP, true), a(p11.CKA_ENCRYPT, true), a(p11.CKA_LABEL, "planted"),
+		}
+		if op.ClaimTrusted {
+			t = append(t, a(p11.CKA_TRUSTED, true))
+		}
+		_, err := ctx.CreateObject(s, t)
+		if err != nil {
+			return fmt.Errorf("C_CreateObject: %w", err)
+		}
+		return nil
 	case op.Plant:
 		_, err := ctx.CreateObject(s, template(op))
 		if err != nil {
@@ -153,7 +191,7 @@ func Do(op Op) (err error) {
 		}
 		return nil
 	}
-	return errors.New("op says neither Plant nor Destroy")
+	return errors.New("op says none of Plant, PlantRSAPublic, Trust, Destroy")
 }
 
 // template is the planted key: custos's attributes for Kind, the planter's
