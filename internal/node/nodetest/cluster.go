@@ -52,58 +52,35 @@ type Cluster struct {
 	conns []*grpc.ClientConn
 }
 
-// heldListener is a loopback listener the harness opened on port 0 and
-// hands to a node (node.Config.Listener, RaftListener), which closes it.
-type heldListener struct {
-	net.Listener
-	closed atomic.Bool
-}
-
-func (l *heldListener) Close() error {
-	l.closed.Store(true)
-	return l.Listener.Close()
-}
-
-// listenLoopback listens on a port of 127.0.0.1 the kernel picks. The port
-// is held from here on, so no other process can take it before the node
-// serves on it (docs/architecture.md, "Listeners"); the listener is closed
-// when the test ends unless a node has closed it before.
-func listenLoopback(tb testing.TB) *heldListener {
-	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	h := &heldListener{Listener: l}
-	tb.Cleanup(func() { _ = h.Close() })
-	return h
-}
-
 // Listen gives m.Config open listeners on the member's addresses, for a
 // test that starts m.Config itself (node.Start) after the member was
 // killed; Restart and Join call it. See relisten.
 func (m *Member) Listen() error { return m.relisten() }
 
-// relisten gives m.Config open listeners on the member's addresses: the
-// ones ClusterConfigs opened until a node has used and closed them, then
-// new ones on the same ports. A restarted node must keep its addresses
-// (they are in the other nodes' configurations and in the Raft
-// configuration), so a restart binds its old ports again; between Kill and
-// Restart another process could take one, a window of one node restart
-// rather than of the whole cluster set-up.
+// relisten gives m.Config listeners on the member's addresses. The ports
+// are held by the harness for the whole test (keptPort): a node that was
+// killed closed its lease, and the restarted one gets a new lease on the
+// same port, never binding it again. A listener the test supplied itself
+// is left alone; with none, one is opened on the address.
 func (m *Member) relisten() error {
 	for _, p := range []struct {
 		l    *net.Listener
 		addr string
 	}{{&m.Config.Listener, m.Config.Listen}, {&m.Config.RaftListener, m.Config.RaftAddr}} {
-		if h, ok := (*p.l).(*heldListener); ok && !h.closed.Load() {
+		if ls, ok := (*p.l).(*lease); ok {
+			if ls.closed() {
+				*p.l = ls.k.lend()
+			}
 			continue
+		}
+		if *p.l != nil {
+			continue // the test's own listener: its business
 		}
 		l, err := net.Listen("tcp", p.addr)
 		if err != nil {
-			return fmt.Errorf("nodetest: listen again on %s: %w", p.addr, err)
+			return fmt.Errorf("nodetest: listen on %s: %w", p.addr, err)
 		}
-		*p.l = &heldListener{Listener: l}
+		*p.l = l
 	}
 	return nil
 }
@@ -120,9 +97,9 @@ func ClusterConfigs(tb testing.TB, dir string, n int) ([]node.Config, []Officer)
 		tb.Fatal(err)
 	}
 	var peers []node.Peer
-	var apiLis, raftLis []*heldListener
+	var apiLis, raftLis []net.Listener
 	for i := 0; i < n; i++ {
-		apiLis, raftLis = append(apiLis, listenLoopback(tb)), append(raftLis, listenLoopback(tb))
+		apiLis, raftLis = append(apiLis, keepPort(tb).lend()), append(raftLis, keepPort(tb).lend())
 		peers = append(peers, node.Peer{ID: fmt.Sprintf("node%d", i+1),
 			RaftAddr: raftLis[i].Addr().String(), APIAddr: apiLis[i].Addr().String()})
 	}

@@ -61,6 +61,9 @@ type Harness struct {
 
 	mu    sync.Mutex // serialises certificate issuance
 	conns []*grpc.ClientConn
+	// port holds the gRPC port across restarts (keptPort), unless the
+	// test gave the node a listener of its own.
+	port *keptPort
 }
 
 // Logger returns the logger nodes started by this package use.
@@ -230,6 +233,13 @@ func (h *Harness) start(tb testing.TB) {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), StartTimeout)
 	defer cancel()
+	if h.port == nil && h.Config.Listener == nil {
+		h.port = keepPort(tb)
+		h.Config.Listen = h.port.l.Addr().String()
+	}
+	if h.port != nil {
+		h.Config.Listener = h.port.lend()
+	}
 	n, err := node.Start(ctx, h.Config)
 	if err != nil {
 		tb.Fatalf("nodetest: start node: %v", err)
@@ -253,7 +263,8 @@ func (h *Harness) close(tb testing.TB) {
 }
 
 // Restart closes the node and starts it again on the same data directory
-// and token, listening on the same address. Connections made by Conn
+// and token, on the same port, which the harness held meanwhile (a
+// connection attempt in between is reset). Connections made by Conn
 // reconnect by themselves.
 func (h *Harness) Restart(tb testing.TB) {
 	tb.Helper()
