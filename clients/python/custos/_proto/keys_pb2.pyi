@@ -11,6 +11,26 @@ KEY_STATE_ENABLED: KeyState
 KEY_STATE_REVOKED: KeyState
 KEY_STATE_UNSPECIFIED: KeyState
 
+class BatchDecryptRequest(_message.Message):
+    __slots__ = ["requests"]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[DecryptRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[DecryptRequest, _Mapping]]] = ...) -> None: ...
+
+class BatchDecryptResponse(_message.Message):
+    __slots__ = ["results"]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[BatchDecryptResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[BatchDecryptResult, _Mapping]]] = ...) -> None: ...
+
+class BatchDecryptResult(_message.Message):
+    __slots__ = ["error", "response"]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    error: ItemError
+    response: DecryptResponse
+    def __init__(self, response: _Optional[_Union[DecryptResponse, _Mapping]] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ...) -> None: ...
+
 class CreateKeyRequest(_message.Message):
     __slots__ = ["description", "name"]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +129,18 @@ class GetKeyRequest(_message.Message):
     NAME_FIELD_NUMBER: _ClassVar[int]
     name: str
     def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ItemError(_message.Message):
+    __slots__ = ["code", "decision_seq", "message", "request_id"]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    DECISION_SEQ_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    decision_seq: int
+    message: str
+    request_id: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., decision_seq: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class Key(_message.Message):
     __slots__ = ["algorithm", "create_time_unix_nano", "description", "min_decryption_version", "name", "primary_version", "state", "update_time_unix_nano", "versions"]

@@ -66,6 +66,11 @@ class KeyServiceStub(object):
         request_serializer=custos_dot_v1_dot_keys__pb2.ReEncryptRequest.SerializeToString,
         response_deserializer=custos_dot_v1_dot_keys__pb2.ReEncryptResponse.FromString,
         )
+    self.BatchDecrypt = channel.unary_unary(
+        '/custos.v1.KeyService/BatchDecrypt',
+        request_serializer=custos_dot_v1_dot_keys__pb2.BatchDecryptRequest.SerializeToString,
+        response_deserializer=custos_dot_v1_dot_keys__pb2.BatchDecryptResponse.FromString,
+        )
 
 
 class KeyServiceServicer(object):
@@ -145,6 +150,17 @@ class KeyServiceServicer(object):
     context.set_details('Method not implemented!')
     raise NotImplementedError('Method not implemented!')
 
+  def BatchDecrypt(self, request, context):
+    """BatchDecrypt decrypts up to 1000 ciphertexts in one call. Every item is
+    a decision of its own, recorded in the ledger like a Decrypt (the
+    records are proposed together and share log entries); each plaintext is
+    released only after its own ALLOW record committed. An item's failure
+    is reported in its result and never fails the batch.
+    """
+    context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+    context.set_details('Method not implemented!')
+    raise NotImplementedError('Method not implemented!')
+
 
 def add_KeyServiceServicer_to_server(servicer, server):
   rpc_method_handlers = {
@@ -197,6 +213,11 @@ def add_KeyServiceServicer_to_server(servicer, server):
           servicer.ReEncrypt,
           request_deserializer=custos_dot_v1_dot_keys__pb2.ReEncryptRequest.FromString,
           response_serializer=custos_dot_v1_dot_keys__pb2.ReEncryptResponse.SerializeToString,
+      ),
+      'BatchDecrypt': grpc.unary_unary_rpc_method_handler(
+          servicer.BatchDecrypt,
+          request_deserializer=custos_dot_v1_dot_keys__pb2.BatchDecryptRequest.FromString,
+          response_serializer=custos_dot_v1_dot_keys__pb2.BatchDecryptResponse.SerializeToString,
       ),
   }
   generic_handler = grpc.method_handlers_generic_handler(
