@@ -54,7 +54,8 @@ build:
 
 # proto builds the code generators at the versions pinned in go.mod's tool
 # block, installs protoc if it is missing, and regenerates the Go code next
-# to the .proto files.
+# to the .proto files, then the Python client's (clients/python/gen.sh;
+# python3-grpc-tools is installed if missing).
 proto:
 	$(GO) build -o $(BIN)/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
 	$(GO) build -o $(BIN)/protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc
@@ -69,6 +70,12 @@ proto:
 		--go_out=paths=source_relative:proto \
 		--go-grpc_out=paths=source_relative:proto \
 		proto/custos/v1/*.proto proto/raftlog/v1/*.proto
+	@if ! /usr/bin/python3 -c "import grpc_tools" >/dev/null 2>&1; then \
+		SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+		echo "+ $$SUDO apt-get install -y python3-grpc-tools"; \
+		$$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y python3-grpc-tools; \
+	fi
+	sh clients/python/gen.sh
 
 fmt:
 	gofmt -l -w .
