@@ -51,6 +51,9 @@ func TestToStatus(t *testing.T) {
 		{kms.ErrPermissionDenied, codes.PermissionDenied, ""},
 		{fmt.Errorf("%w: tag mismatch %s", kms.ErrDecryptionFailed, secret), codes.InvalidArgument, "decryption failed"},
 		{fmt.Errorf("%w: %s", kms.ErrInternal, secret), codes.Internal, "internal error"},
+		// An HSM failure names no PKCS#11 function, return value or object.
+		{fmt.Errorf("%w: hsm decrypt: pkcs11: DecryptGCM: C_Decrypt: CKR_DEVICE_ERROR %s", kms.ErrHSMFailed, secret), codes.Unavailable,
+			"this node's HSM failed the request; another node may serve it (the node's log says why)"},
 		{errors.New(secret), codes.Internal, "internal error"},
 		{fmt.Errorf("apply: %w", context.DeadlineExceeded), codes.DeadlineExceeded, "deadline exceeded"},
 		{fmt.Errorf("apply: %w", context.Canceled), codes.Canceled, "canceled"},
@@ -128,6 +131,20 @@ func TestFailLogsInternalDetails(t *testing.T) {
 	}
 	if !strings.Contains(buf.String(), "disk on fire") {
 		t.Errorf("internal error detail not logged: %q", buf.String())
+	}
+}
+
+// TestFailLogsHSMDetails: what an HSM failure hides from the caller is in
+// the node's log.
+func TestFailLogsHSMDetails(t *testing.T) {
+	var buf bytes.Buffer
+	s := &server{log: slog.New(slog.NewTextHandler(&buf, nil))}
+	err := s.fail(context.Background(), "Decrypt", fmt.Errorf("%w: hsm decrypt: C_Decrypt: CKR_DEVICE_ERROR", kms.ErrHSMFailed))
+	if status.Code(err) != codes.Unavailable || strings.Contains(err.Error(), "C_Decrypt") {
+		t.Errorf("fail = %v", err)
+	}
+	if !strings.Contains(buf.String(), "CKR_DEVICE_ERROR") {
+		t.Errorf("HSM failure detail not logged: %q", buf.String())
 	}
 }
 

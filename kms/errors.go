@@ -51,6 +51,12 @@ var ErrApprovalRequired = fmt.Errorf("%w: approval required", ErrFailedPrecondit
 // closed and may succeed on another node.
 var ErrHSMObjectRejected = fmt.Errorf("%w: an HSM object is not the one the log records; nothing was done with it", ErrUnavailable)
 
+// ErrHSMFailed means this node's HSM failed a call (device or session
+// error, token gone, login lost). It matches ErrUnavailable: the request
+// fails closed and may succeed on another node. Callers see only this
+// sentence; the PKCS#11 function and return value go to the node's log.
+var ErrHSMFailed = fmt.Errorf("%w: this node's HSM failed the request", ErrUnavailable)
+
 // ErrNotificationFailed means a key's policy requires notification before
 // release (docs/architecture.md, invariant 6) and the notification could
 // not be delivered: nothing was released. It matches ErrUnavailable.
@@ -142,6 +148,7 @@ var (
 	ErrorKindPending            = &ErrorKind{Name: "pending", Err: ErrApprovalRequired, Code: codes.FailedPrecondition, Reason: "APPROVAL_REQUIRED", XKS: "AccessDeniedException", Public: true}
 	ErrorKindNotAdmitted        = &ErrorKind{Name: "not_admitted", Err: ErrNotAdmitted, Code: codes.FailedPrecondition, Reason: "NOT_ADMITTED", XKS: "DependencyTimeoutException", Public: true, BlockCause: BlockCauseNotAdmitted}
 	ErrorKindHSMObjectRejected  = &ErrorKind{Name: "hsm_object_rejected", Err: ErrHSMObjectRejected, Code: codes.Unavailable, Reason: "HSM_OBJECT_REJECTED", XKS: "DependencyTimeoutException", Public: true, BlockCause: BlockCauseHSMObject}
+	ErrorKindHSMFailed          = &ErrorKind{Name: "hsm_failed", Err: ErrHSMFailed, Code: codes.Unavailable, XKS: "DependencyTimeoutException", Text: "this node's HSM failed the request; another node may serve it (the node's log says why)", BlockCause: BlockCauseHSM}
 	ErrorKindNotificationFailed = &ErrorKind{Name: "notification_failed", Err: ErrNotificationFailed, Code: codes.Unavailable, XKS: "DependencyTimeoutException", Public: true, BlockCause: BlockCauseNotify}
 	ErrorKindTooLarge           = &ErrorKind{Name: "too_large", Err: ErrXKSTooLarge, Code: codes.InvalidArgument, XKS: "UnsupportedOperationException", Public: true}
 	ErrorKindDecryptionFailed   = &ErrorKind{Name: "decryption_failed", Err: ErrDecryptionFailed, Code: codes.InvalidArgument, Text: "decryption failed", XKS: "InvalidCiphertextException", BlockCause: BlockCauseDecryptionFailed}
@@ -159,7 +166,7 @@ var (
 // their mapping from it; a test checks that each covers every kind.
 var ErrorKinds = []*ErrorKind{
 	ErrorKindCanceled, ErrorKindDeadlineExceeded,
-	ErrorKindPending, ErrorKindNotAdmitted, ErrorKindHSMObjectRejected, ErrorKindNotificationFailed, ErrorKindTooLarge,
+	ErrorKindPending, ErrorKindNotAdmitted, ErrorKindHSMObjectRejected, ErrorKindHSMFailed, ErrorKindNotificationFailed, ErrorKindTooLarge,
 	ErrorKindDecryptionFailed, ErrorKindInvalidArgument, ErrorKindNotFound, ErrorKindAlreadyExists, ErrorKindFailedPrecondition,
 	ErrorKindPermissionDenied, ErrorKindResourceExhausted, ErrorKindUnavailable, ErrorKindInternal,
 }

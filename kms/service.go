@@ -715,7 +715,7 @@ func hsmError(op string, err error) error {
 	case errors.Is(err, hsm.ErrKeyNotFound):
 		return fmt.Errorf("%w: hsm %s: key material missing on this node", ErrFailedPrecondition, op)
 	default:
-		return fmt.Errorf("%w: hsm %s: %v", ErrUnavailable, op, err)
+		return fmt.Errorf("%w: hsm %s: %v", ErrHSMFailed, op, err)
 	}
 }
 
