@@ -186,6 +186,17 @@ type Backend interface {
 	// blob is ErrDecrypt. On success the transport key is destroyed.
 	ReceiveWrappingKey(ctx context.Context, transport, wrapped []byte, hash OAEPHash, spec KeySpec) error
 
+	// ImportWrappedKey unwraps customer key material (an AES-256 key)
+	// wrapped in format under the import key named importKey (made by
+	// GenerateTransportKey) into a temporary session key, computes its key
+	// check value and wraps it under the wrapping key wrap, like
+	// GenerateWrappedKey does for a generated key; the temporary key is
+	// destroyed, and so is the import key once it succeeded (one import per
+	// import key). The key is never in the clear outside the HSM. Material
+	// that does not unwrap is ErrDecrypt; a key of another length, a wrong
+	// size or an unknown format or hash is ErrInvalidInput.
+	ImportWrappedKey(ctx context.Context, importKey, material []byte, format ImportFormat, hash OAEPHash, wrap KeyRef) (wrapped, checkValue []byte, err error)
+
 	// DestroyTransportKey destroys the transport key id; a missing one is
 	// not an error.
 	DestroyTransportKey(ctx context.Context, id []byte) error

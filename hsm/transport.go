@@ -76,3 +76,40 @@ func CheckTransportKey(pub *rsa.PublicKey) error {
 	}
 	return nil
 }
+
+// ImportFormat says how imported key material is wrapped under an import
+// key (a key made by GenerateTransportKey), as AWS KMS's ImportKeyMaterial
+// names it (clients/go/keyimport builds both).
+type ImportFormat uint8
+
+const (
+	// ImportRSAOAEP: RSA-OAEP of the 32-byte key (RSAES_OAEP_SHA_*).
+	ImportRSAOAEP ImportFormat = iota + 1
+	// ImportRSAAESKeyWrap: RSA-OAEP of an ephemeral AES-256 key, then
+	// AES key wrap with padding of the key under it
+	// (RSA_AES_KEY_WRAP_SHA_*): 384 + 40 bytes.
+	ImportRSAAESKeyWrap
+)
+
+// String names the format.
+func (f ImportFormat) String() string {
+	switch f {
+	case ImportRSAOAEP:
+		return "RSAES_OAEP"
+	case ImportRSAAESKeyWrap:
+		return "RSA_AES_KEY_WRAP"
+	}
+	return fmt.Sprintf("ImportFormat(%d)", uint8(f))
+}
+
+// ImportSize is the size of imported material in format f, or 0 for an
+// unknown format.
+func ImportSize(f ImportFormat) int {
+	switch f {
+	case ImportRSAOAEP:
+		return TransportKeyBits / 8
+	case ImportRSAAESKeyWrap:
+		return TransportKeyBits/8 + AESKeySize + 8
+	}
+	return 0
+}

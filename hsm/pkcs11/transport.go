@@ -140,7 +140,7 @@ func (b *Backend) trustedKey(s p11.SessionHandle, trusted []byte, pub *rsa.Publi
 	if err != nil {
 		return 0, err
 	}
-	if keyType := new(big.Int).SetBytes(reverseIfLittle(as[0].Value)); keyType.Uint64() != p11.CKK_RSA {
+	if ulongValue(as[0].Value) != p11.CKK_RSA {
 		return 0, fmt.Errorf("%w: public key %q is not an RSA key", hsm.ErrObjectMismatch, trusted)
 	}
 	if !attrTrue(as[1]) {
@@ -161,16 +161,6 @@ func (b *Backend) trustedKey(s p11.SessionHandle, trusted []byte, pub *rsa.Publi
 
 // attrTrue reads a CK_BBOOL attribute.
 func attrTrue(a *p11.Attribute) bool { return len(a.Value) > 0 && a.Value[0] != 0 }
-
-// reverseIfLittle turns a CK_ULONG attribute value (native byte order,
-// little-endian on the platforms custos runs on) into big-endian bytes.
-func reverseIfLittle(v []byte) []byte {
-	out := make([]byte, len(v))
-	for i := range v {
-		out[len(v)-1-i] = v[i]
-	}
-	return out
-}
 
 // WrapForTransport implements hsm.Backend.
 func (b *Backend) WrapForTransport(ctx context.Context, key hsm.KeyRef, trusted []byte, pub *rsa.PublicKey, hash hsm.OAEPHash) ([]byte, error) {

@@ -287,7 +287,7 @@ var _ hsm.Backend = (*instrumentedHSM)(nil)
 // hsmMethods are the method labels, created at start so that zero counts
 // show.
 var hsmMethods = []string{"Random", "GenerateKey", "GenerateWrappedKey", "UnwrapKey", "EncryptGCM", "DecryptGCM",
-	"VerifyKey", "GenerateTransportKey", "WrapForTransport", "ReceiveWrappingKey", "DestroyTransportKey", "GenerateECKey", "PublicKey", "SignECDSA", "KeyAttributes", "HasKey", "DestroyKey", "Health", "Close"}
+	"VerifyKey", "GenerateTransportKey", "WrapForTransport", "ReceiveWrappingKey", "ImportWrappedKey", "DestroyTransportKey", "GenerateECKey", "PublicKey", "SignECDSA", "KeyAttributes", "HasKey", "DestroyKey", "Health", "Close"}
 
 func newInstrumentedHSM(b hsm.Backend, m *nodeMetrics) *instrumentedHSM {
 	for _, meth := range hsmMethods {
@@ -351,6 +351,11 @@ func (h *instrumentedHSM) WrapForTransport(ctx context.Context, key hsm.KeyRef, 
 func (h *instrumentedHSM) ReceiveWrappingKey(ctx context.Context, transport, wrapped []byte, hash hsm.OAEPHash, spec hsm.KeySpec) (err error) {
 	defer func(t time.Time) { h.done("ReceiveWrappingKey", t, err) }(time.Now())
 	return h.b.ReceiveWrappingKey(ctx, transport, wrapped, hash, spec)
+}
+
+func (h *instrumentedHSM) ImportWrappedKey(ctx context.Context, importKey, material []byte, format hsm.ImportFormat, hash hsm.OAEPHash, wrap hsm.KeyRef) (_, _ []byte, err error) {
+	defer func(t time.Time) { h.done("ImportWrappedKey", t, err) }(time.Now())
+	return h.b.ImportWrappedKey(ctx, importKey, material, format, hash, wrap)
 }
 
 func (h *instrumentedHSM) DestroyTransportKey(ctx context.Context, id []byte) (err error) {

@@ -8,6 +8,8 @@ import (
 	"sync"
 
 	p11 "github.com/miekg/pkcs11"
+
+	"github.com/custos-kms/custos/clients/go/keyimport"
 )
 
 // checkAESKeygen generates the AES-256 session key the GCM checks use:
@@ -169,7 +171,7 @@ func checkKWPRFC5649(r *runner) Result {
 	if err != nil {
 		return failErr(err, "C_WrapKey(CKM_AES_KEY_WRAP_PAD)")
 	}
-	want, err := wrapRFC5649(kek, value)
+	want, err := keyimport.WrapPad(kek, value)
 	if err != nil {
 		return fail("", "reference wrap: %v", err)
 	}

@@ -1,4 +1,4 @@
-package qualify
+package keyimport
 
 import (
 	"bytes"
@@ -15,7 +15,7 @@ func TestWrapRFC5649(t *testing.T) {
 	} {
 		key, _ := hex.DecodeString(c.key)
 		want, _ := hex.DecodeString(c.want)
-		got, err := wrapRFC5649(kek, key)
+		got, err := WrapPad(kek, key)
 		if err != nil || !bytes.Equal(got, want) {
 			t.Errorf("wrap %s: %x, %v; want %x", c.key, got, err, want)
 		}
