@@ -82,4 +82,3 @@ func normalise(fd *descriptorpb.FileDescriptorProto) *descriptorpb.FileDescripto
 	msgs(fd.MessageType)
 	return fd
 }
-
