@@ -10,6 +10,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/custos-kms/custos/internal/atomicfile"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -125,7 +126,7 @@ Flags:
 		"export CUSTOS_OFFICER_KEY=%s\nexport CUSTOS_OFFICER_NAME=%s\n",
 		shellQuote(envFile), shellQuote(dialAddr(n.Addr())), shellQuote(cfg.TLS.CA), shellQuote(certFile), shellQuote(keyFile),
 		shellQuote(officerFile), shellQuote(devOfficerName))
-	if err := os.WriteFile(envFile, []byte(env), 0o600); err != nil {
+	if err := atomicfile.Write(envFile, []byte(env), 0o600, true); err != nil {
 		n.Close()
 		return fmt.Errorf("write %s: %w", envFile, err)
 	}
@@ -224,7 +225,7 @@ func tokenPINs(d *softhsm.Dir, dir, label string) (devPINs, error) {
 		}
 		pins = devPINs{UserPIN: randomPIN(), SOPIN: randomPIN()}
 		b, _ := json.MarshalIndent(pins, "", "  ")
-		if err := os.WriteFile(pinsFile, append(b, '\n'), 0o600); err != nil {
+		if err := atomicfile.Write(pinsFile, append(b, '\n'), 0o600, true); err != nil {
 			return devPINs{}, fmt.Errorf("write %s: %w", pinsFile, err)
 		}
 		return pins, nil

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/custos-kms/custos/internal/atomicfile"
 	"io"
 	"io/fs"
 	"net"
@@ -266,7 +267,7 @@ Flags:
 		"export CUSTOS_OFFICER_KEY=%s\nexport CUSTOS_OFFICER_NAME=%s\n",
 		layout.Nodes, shellQuote(envFile), shellQuote(strings.Join(addrs, ",")), shellQuote(caFile), shellQuote(certFile), shellQuote(keyFile),
 		shellQuote(officerFile), shellQuote(devOfficerName))
-	if err := os.WriteFile(envFile, []byte(env), 0o600); err != nil {
+	if err := atomicfile.Write(envFile, []byte(env), 0o600, true); err != nil {
 		stop(os.Interrupt)
 		return fmt.Errorf("write %s: %w", envFile, err)
 	}
@@ -344,7 +345,7 @@ func clusterSaveLayout(dir string, l clusterLayout) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(file, append(b, '\n'), 0o600); err != nil {
+	if err := atomicfile.Write(file, append(b, '\n'), 0o600, true); err != nil {
 		return fmt.Errorf("write %s: %w", file, err)
 	}
 	return nil
@@ -457,7 +458,7 @@ func clusterPrepareNode(dir string, layout clusterLayout, i int, module string) 
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(c.config, append(b, '\n'), 0o600); err != nil {
+	if err := atomicfile.Write(c.config, append(b, '\n'), 0o600, true); err != nil {
 		return nil, fmt.Errorf("%s: write %s: %w", id, c.config, err)
 	}
 	return c, nil

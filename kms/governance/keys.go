@@ -19,8 +19,9 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strconv"
+
+	"github.com/custos-kms/custos/internal/atomicfile"
 )
 
 // Officer key file formats (docs/governance-statements.md).
@@ -205,59 +206,15 @@ func WriteKeyFile(path string, key *ecdsa.PrivateKey, passphrase []byte) error {
 	return writeAtomic(path, data, 0o600, false)
 }
 
-// writeAtomic writes data to a temporary file next to path, syncs it, and
-// moves it to path: with a hard link (never replacing path) unless overwrite,
-// with rename if overwrite.
-func writeAtomic(path string, data []byte, mode fs.FileMode, overwrite bool) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("governance: writing %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if f != nil {
-			f.Close()
-		}
-		os.Remove(tmp)
-	}()
-	if err := f.Chmod(mode); err != nil {
-		return fmt.Errorf("governance: writing %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("governance: writing %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("governance: writing %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		f = nil
-		return fmt.Errorf("governance: writing %s: %w", path, err)
-	}
-	f = nil
-	if overwrite {
-		err = os.Rename(tmp, path)
-	} else {
-		err = os.Link(tmp, path)
-		if err != nil && !errors.Is(err, fs.ErrExist) {
-			// No hard links here (some file systems): fall back to rename
-			// after checking again.
-			if _, serr := os.Lstat(path); serr == nil {
-				err = fs.ErrExist
-			} else {
-				err = os.Rename(tmp, path)
-			}
-		}
+// writeAtomic writes a file all at once (atomicfile.Write), never
+// replacing path unless overwrite.
+func writeAtomic(path string, data []byte, mode fs.FileMode, overwrite bool) error {
+	err := atomicfile.Write(path, data, mode, overwrite)
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("governance: %s exists; not overwriting: %w", path, fs.ErrExist)
 	}
 	if err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("governance: %s exists; not overwriting: %w", path, fs.ErrExist)
-		}
-		return fmt.Errorf("governance: writing %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
+		return fmt.Errorf("governance: %w", err)
 	}
 	return nil
 }
