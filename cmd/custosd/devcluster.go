@@ -13,10 +13,12 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	custos "github.com/custos-kms/custos/clients/go"
@@ -125,8 +127,10 @@ to client.env and kept in DIR/cluster.json for restarts. The parent binds
 every address before starting the nodes and passes each node its
 listeners (socket activation, docs/config.md). Only node1 holds the
 domain key (node admission is not implemented), so key crypto runs on node1;
-see docs/cluster.md. Restarting on the same DIR keeps everything. Stop it
-with Ctrl-C.
+see docs/cluster.md. A node that dies leaves the others running; SIGHUP to
+this process (kill -HUP PID; the PID is printed) starts every dead node again
+on its sockets. Restarting on the same DIR keeps everything. Stop it with
+Ctrl-C.
 
 Flags:
 `, clusterHost)
@@ -291,21 +295,53 @@ In another shell:
   custos cluster status
   custos key create payroll
 
+A node that dies leaves the others running; start it again with:
+  kill -HUP %d
 Stop with Ctrl-C; restarting on the same data dir keeps keys, officer and ledger.
-`, st.GetClusterId(), dir, envFile, devOfficerName, officerFile, shellQuote(envFile))
+`, st.GetClusterId(), dir, envFile, devOfficerName, officerFile, shellQuote(envFile), os.Getpid())
 	fmt.Fprint(out, b.String())
 
-	select {
-	case <-ctx.Done():
-		fmt.Fprintln(errw, "custosd dev: signal received, stopping the nodes")
-		stop(os.Interrupt)
-		return nil
-	case e := <-exits:
-		running--
-		children[e.i].exited = true
-		fmt.Fprintf(errw, "custosd dev: %s exited (%s); stopping the other nodes\n", children[e.i].id, exitText(e.err))
-		stop(os.Interrupt)
-		return fmt.Errorf("%s exited (%s)", children[e.i].id, exitText(e.err))
+	// A node that dies leaves the others running (a cluster survives the
+	// loss of one node); SIGHUP starts every dead node again on its own
+	// sockets, which this process kept.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			fmt.Fprintln(errw, "custosd dev: signal received, stopping the nodes")
+			stop(os.Interrupt)
+			return nil
+		case e := <-exits:
+			running--
+			children[e.i].exited = true
+			if running == 0 {
+				fmt.Fprintf(errw, "custosd dev: %s exited (%s); no node is left\n", children[e.i].id, exitText(e.err))
+				return fmt.Errorf("every node exited (last %s: %s)", children[e.i].id, exitText(e.err))
+			}
+			lis[e.i].down()
+			fmt.Fprintf(errw, "custosd dev: %s exited (%s); the other %d keep running. Start it again with: kill -HUP %d\n",
+				children[e.i].id, exitText(e.err), running, os.Getpid())
+		case <-hup:
+			restarted := 0
+			for i, c := range children {
+				if !c.exited {
+					continue
+				}
+				if err := c.start(exe, out, errw, exits, i, lis[i]); err != nil {
+					fmt.Fprintf(errw, "custosd dev: restart %s: %v\n", c.id, err)
+					continue
+				}
+				c.exited = false
+				running++
+				restarted++
+				fmt.Fprintf(errw, "custosd dev: %s started, pid %d (gRPC %s, Raft %s)\n", c.id, c.cmd.Process.Pid, layout.apiAddr(i), layout.raftAddr(i))
+			}
+			if restarted == 0 {
+				fmt.Fprintln(errw, "custosd dev: SIGHUP: every node is running")
+			}
+		}
 	}
 }
 
@@ -352,9 +388,66 @@ func clusterSaveLayout(dir string, l clusterLayout) error {
 }
 
 // clusterListeners are one node's gRPC and Raft listeners, bound by the
-// parent and passed to the node's process.
+// parent and passed to the node's process. The parent keeps them for its
+// whole run, so a node started again serves on the same sockets, and
+// never accepts on them while the node runs; while the node is down it
+// accepts and resets every connection (downWhile), so the node's addresses
+// refuse at once, as those of a process that is gone, instead of letting
+// connections wait in the backlog.
 type clusterListeners struct {
 	api, raft net.Listener
+	resetting sync.WaitGroup
+	stopReset chan struct{}
+}
+
+// down starts resetting connections to the node's addresses.
+func (c *clusterListeners) down() {
+	c.stopReset = make(chan struct{})
+	for _, l := range []net.Listener{c.api, c.raft} {
+		c.resetting.Add(1)
+		go func(l net.Listener, stop <-chan struct{}) {
+			defer c.resetting.Done()
+			for {
+				conn, err := l.Accept()
+				if err != nil {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					var ne net.Error
+					if errors.As(err, &ne) && ne.Timeout() {
+						continue
+					}
+					return // closed: the parent is stopping
+				}
+				if tc, ok := conn.(*net.TCPConn); ok {
+					_ = tc.SetLinger(0)
+				}
+				_ = conn.Close()
+			}
+		}(l, c.stopReset)
+	}
+}
+
+// up stops resetting connections, before the sockets go to a node again.
+func (c *clusterListeners) up() {
+	if c.stopReset == nil {
+		return
+	}
+	close(c.stopReset)
+	for _, l := range []net.Listener{c.api, c.raft} {
+		if d, ok := l.(interface{ SetDeadline(time.Time) error }); ok {
+			_ = d.SetDeadline(time.Now()) // unblocks Accept
+		}
+	}
+	c.resetting.Wait()
+	for _, l := range []net.Listener{c.api, c.raft} {
+		if d, ok := l.(interface{ SetDeadline(time.Time) error }); ok {
+			_ = d.SetDeadline(time.Time{})
+		}
+	}
+	c.stopReset = nil
 }
 
 func (c *clusterListeners) close() {
@@ -551,10 +644,10 @@ func clusterToken(dir, label string) (*softhsm.Dir, error) {
 
 // start runs `custosd serve --config` for the node, with its own
 // SOFTHSM2_CONF, its output prefixed "[nodeI] " and its listeners passed
-// as the sockets "grpc" and "raft" (socket activation). Once the child has
-// started, the parent closes its own copies of the listeners.
+// as the sockets "grpc" and "raft" (socket activation). The parent keeps
+// its own copies (clusterListeners) to start the node again.
 func (c *clusterChild) start(exe string, stdout, stderr io.Writer, exits chan<- clusterExit, i int, lis *clusterListeners) error {
-	defer lis.close()
+	lis.up()
 	cmd := exec.Command(exe, "serve", "--config", c.config)
 	cmd.Dir = filepath.Dir(c.config)
 	env := []string{softhsm.ConfEnv + "=" + c.hsmConf}

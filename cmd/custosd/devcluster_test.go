@@ -327,6 +327,47 @@ func TestDevCluster(t *testing.T) {
 		cl.Close()
 	}
 
+	// A node that dies leaves the others running; SIGHUP starts it again
+	// on the same sockets.
+	waitLog := func(what string, re *regexp.Regexp) []string {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			if m := re.FindStringSubmatch(logText()); m != nil {
+				return m
+			}
+			select {
+			case err := <-exited:
+				parentDone = true
+				t.Fatalf("custosd dev exited while waiting for %s: %v", what, err)
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("custosd dev did not report %s within 60s", what)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if err := syscall.Kill(pids["node3"], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitLog("node3's death", regexp.MustCompile(`custosd dev: node3 exited \(signal: killed\); the other 2 keep running\. Start it again with: kill -HUP \d+`))
+	node1 = dial(addrs[0])
+	if _, err := node1.Encrypt(ctx, "payroll", []byte("two of three"), nil); err != nil {
+		t.Fatalf("encrypt on node1 with node3 down: %v", err)
+	}
+	if err := parent.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	restarted := waitLog("node3's restart", regexp.MustCompile(`(?s)node3 exited.*custosd dev: node3 started, pid (\d+)`))
+	pids["node3"], _ = strconv.Atoi(restarted[1])
+	node3 := dial(addrs[2])
+	if st, err := node3.ClusterStatus(ctx); err != nil || st.GetNodeId() != "node3" {
+		t.Fatalf("node3 after the restart: %v, %v", st, err)
+	}
+	node1.Close()
+	node3.Close()
+
 	// SIGINT stops the parent and, through it, every child.
 	if err := parent.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)
