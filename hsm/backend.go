@@ -101,6 +101,7 @@ type Attributes struct {
 	AlwaysSensitive  bool // CKA_ALWAYS_SENSITIVE
 	NeverExtractable bool // CKA_NEVER_EXTRACTABLE
 	WrapWithTrusted  bool // CKA_WRAP_WITH_TRUSTED
+	Sign             bool // CKA_SIGN (a MAC under the key); custos sets it only on signing keys
 	Label            string
 }
 

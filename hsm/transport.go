@@ -69,6 +69,8 @@ func CheckTransportKey(pub *rsa.PublicKey) error {
 	switch {
 	case pub == nil || pub.N == nil:
 		return fmt.Errorf("%w: no transport public key", ErrInvalidInput)
+	case pub.N.Sign() <= 0 || pub.N.Bit(0) == 0:
+		return fmt.Errorf("%w: transport key modulus is not a positive odd number", ErrInvalidInput)
 	case pub.N.BitLen() != TransportKeyBits:
 		return fmt.Errorf("%w: transport key of %d bits (want %d)", ErrInvalidInput, pub.N.BitLen(), TransportKeyBits)
 	case pub.E != 65537:

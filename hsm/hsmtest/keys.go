@@ -109,8 +109,8 @@ func (s *suite) testAttributes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !a.Token || !a.Sensitive || !a.AlwaysSensitive || !a.Extractable || !a.WrapWithTrusted || a.NeverExtractable {
-		t.Errorf("wrapping key attributes = %+v, want token, sensitive, extractable only with trusted", a)
+	if !a.Token || !a.Sensitive || !a.AlwaysSensitive || !a.Extractable || !a.WrapWithTrusted || a.NeverExtractable || a.Sign {
+		t.Errorf("wrapping key attributes = %+v, want token, sensitive, extractable only with trusted, no CKA_SIGN", a)
 	}
 
 	wrapped, kcv := s.wrappedKey(t, wk)
@@ -141,7 +141,7 @@ func (s *suite) testAttributes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want = hsm.Attributes{Token: true, Sensitive: true, AlwaysSensitive: true, NeverExtractable: true, Label: "signer"}
+	want = hsm.Attributes{Token: true, Sensitive: true, AlwaysSensitive: true, NeverExtractable: true, Sign: true, Label: "signer"}
 	if a != want {
 		t.Errorf("EC private key attributes = %+v, want %+v", a, want)
 	}

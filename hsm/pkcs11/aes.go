@@ -28,6 +28,9 @@ func usageAttrs(u hsm.KeyUsage, extractableWrap bool) ([]*p11.Attribute, error) 
 			p11.NewAttribute(p11.CKA_DECRYPT, true),
 			p11.NewAttribute(p11.CKA_WRAP, false),
 			p11.NewAttribute(p11.CKA_UNWRAP, false),
+			p11.NewAttribute(p11.CKA_SIGN, false),
+			p11.NewAttribute(p11.CKA_VERIFY, false),
+			p11.NewAttribute(p11.CKA_DERIVE, false),
 			p11.NewAttribute(p11.CKA_EXTRACTABLE, false),
 		}, nil
 	case hsm.UsageWrap:
@@ -39,6 +42,10 @@ func usageAttrs(u hsm.KeyUsage, extractableWrap bool) ([]*p11.Attribute, error) 
 			p11.NewAttribute(p11.CKA_DECRYPT, false),
 			p11.NewAttribute(p11.CKA_WRAP, true),
 			p11.NewAttribute(p11.CKA_UNWRAP, true),
+			// SoftHSM defaults SIGN/VERIFY to true: no CMAC under it.
+			p11.NewAttribute(p11.CKA_SIGN, false),
+			p11.NewAttribute(p11.CKA_VERIFY, false),
+			p11.NewAttribute(p11.CKA_DERIVE, false),
 			p11.NewAttribute(p11.CKA_UNWRAP_TEMPLATE, unwrapTemplate()),
 			p11.NewAttribute(p11.CKA_MODIFIABLE, false),
 			p11.NewAttribute(p11.CKA_COPYABLE, false),

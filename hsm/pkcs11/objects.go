@@ -276,6 +276,7 @@ func (b *Backend) KeyAttributes(ctx context.Context, id []byte) (hsm.Attributes,
 				p11.NewAttribute(p11.CKA_ALWAYS_SENSITIVE, nil),
 				p11.NewAttribute(p11.CKA_NEVER_EXTRACTABLE, nil),
 				p11.NewAttribute(p11.CKA_WRAP_WITH_TRUSTED, nil),
+				p11.NewAttribute(p11.CKA_SIGN, nil),
 				p11.NewAttribute(p11.CKA_LABEL, nil),
 			})
 			if attempt == 0 && isCode(err, p11.CKR_OBJECT_HANDLE_INVALID) {
@@ -300,6 +301,8 @@ func (b *Backend) KeyAttributes(ctx context.Context, id []byte) (hsm.Attributes,
 					out.NeverExtractable = v
 				case p11.CKA_WRAP_WITH_TRUSTED:
 					out.WrapWithTrusted = v
+				case p11.CKA_SIGN:
+					out.Sign = v
 				case p11.CKA_LABEL:
 					out.Label = string(a.Value)
 				}

@@ -127,8 +127,11 @@ func TestDomainKeyTransport(t *testing.T) {
 	if err := recv.VerifyKey(ctx, got, hsm.UsageWrap); err != nil {
 		t.Fatalf("received domain key: %v", err)
 	}
-	if a, err := recv.KeyAttributes(ctx, spec.ID); err != nil || !a.Token || !a.Sensitive || !a.WrapWithTrusted {
+	if a, err := recv.KeyAttributes(ctx, spec.ID); err != nil || !a.Token || !a.Sensitive || !a.WrapWithTrusted || a.Sign {
 		t.Fatalf("received domain key attributes %+v, %v", a, err)
+	}
+	if a, err := holder.KeyAttributes(ctx, dk.ID); err != nil || a.Sign {
+		t.Fatalf("generated domain key attributes %+v, %v (no CKA_SIGN: no CMAC oracle)", a, err)
 	}
 	// One transport per transport key.
 	if err := recv.ReceiveWrappingKey(ctx, tid, blob, hsm.OAEPSHA1, hsm.KeySpec{ID: []byte("custos/domain/transport-test/03"),
@@ -148,6 +151,9 @@ func TestDomainKeyTransport(t *testing.T) {
 	}
 	if err := recv.UnwrapKey(ctx, got, wrapped, kekSpec); err != nil {
 		t.Fatalf("KEK under the received domain key: %v", err)
+	}
+	if a, err := recv.KeyAttributes(ctx, kekSpec.ID); err != nil || a.Sign {
+		t.Fatalf("KEK attributes %+v, %v", a, err)
 	}
 	iv := make([]byte, hsm.GCMIVSize)
 	ct, err := holder.EncryptGCM(ctx, hsm.KeyRef{ID: kekSpec.ID, CheckValue: kekKCV}, iv, []byte("data key"), nil)
