@@ -194,8 +194,8 @@ func (c *Client) Watch(ctx context.Context, from uint64, filter *custosv1.Decisi
 		if ce, ok := errors.AsType[*callbackError](err); ok {
 			return ce.err
 		}
-		if ctx.Err() != nil {
-			return ctx.Err()
+		if cerr := callerDeadline(ctx, err); cerr != nil {
+			return cerr
 		}
 		if err != nil && status.Code(err) != codes.Unavailable {
 			return fmt.Errorf("custos: watch decisions: %w", err)

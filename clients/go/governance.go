@@ -291,8 +291,8 @@ func (c *Client) WaitForApproval(ctx context.Context, requestID string, opts ...
 		}
 		r, err := c.GetRequest(ctx, requestID)
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil, fmt.Errorf("custos: waiting for approval of request %s: %w", requestID, ctx.Err())
+			if cerr := callerDeadline(ctx, err); cerr != nil {
+				return nil, fmt.Errorf("custos: waiting for approval of request %s: %w", requestID, cerr)
 			}
 			// A node without a leader, or a failover in progress, is
 			// retried; anything else ends the wait.
@@ -311,4 +311,19 @@ func (c *Client) WaitForApproval(ctx context.Context, requestID string, opts ...
 		}
 		t.Reset(interval)
 	}
+}
+
+// callerDeadline returns the caller's context error if err ended a call
+// because of it: ctx.Err(), or context.DeadlineExceeded for a
+// DeadlineExceeded status once ctx's deadline is past. gRPC refuses a call
+// whose deadline has passed before the context's own timer has fired, so
+// under load ctx.Err() can still be nil then.
+func callerDeadline(ctx context.Context, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) && status.Code(err) == codes.DeadlineExceeded {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
