@@ -178,6 +178,8 @@ func (s *clusterServer) status(ctx context.Context) *custosv1.ClusterStatus {
 		out.LedgerSeq, _ = state.LedgerHead()
 		if out.ClusterId != "" {
 			domainKey = state.DomainKey()
+			out.Admissions = state.Admissions(false)
+			out.Profile = state.Profile()
 		}
 	}
 	if s.d.HSM == nil {
@@ -202,7 +204,7 @@ func (s *clusterServer) status(ctx context.Context) *custosv1.ClusterStatus {
 		case err == nil:
 			out.HasDomainKey = true
 		case errors.Is(err, hsm.ErrKeyNotFound):
-			out.HsmDetail = "this HSM does not hold the domain key: the node serves no cryptographic requests (docs/cluster.md)"
+			out.HsmDetail = "this HSM does not hold the domain key: the node serves no cryptographic requests until officers admit it (docs/key-transport.md)"
 		case errors.Is(err, hsm.ErrObjectMismatch):
 			out.HsmDetail = "the domain key object in this HSM is not the one the log records: refused (" + err.Error() + ")"
 		default:

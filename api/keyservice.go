@@ -150,6 +150,14 @@ func (s *keyServer) RotateKey(ctx context.Context, req *custosv1.RotateKeyReques
 	return call(ctx, &s.server, "RotateKey", req, s.svc.RotateKey)
 }
 
+func (s *keyServer) GetParametersForImport(ctx context.Context, req *custosv1.GetParametersForImportRequest) (*custosv1.ImportParameters, error) {
+	return call(ctx, &s.server, "GetParametersForImport", req, s.svc.GetParametersForImport)
+}
+
+func (s *keyServer) ImportKeyMaterial(ctx context.Context, req *custosv1.ImportKeyMaterialRequest) (*custosv1.Key, error) {
+	return call(ctx, &s.server, "ImportKeyMaterial", req, s.svc.ImportKeyMaterial)
+}
+
 func (s *keyServer) SetKeyState(ctx context.Context, req *custosv1.SetKeyStateRequest) (*custosv1.Key, error) {
 	return call(ctx, &s.server, "SetKeyState", req, s.svc.SetKeyState)
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/custos-kms/custos/hsm"
+	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 )
 
 // NotAdmittedMessage says why a node refuses key crypto: it joined a
@@ -21,6 +22,11 @@ const NotAdmittedMessage = "this node's HSM does not hold the cluster's domain k
 // seal and every release after an ALLOW: gRPC and XKS alike) while the node
 // is not admitted. A decrypt still records its decision first.
 var ErrNotAdmitted = fmt.Errorf("%w: %s", ErrFailedPrecondition, NotAdmittedMessage)
+
+// ErrAdmissionRevoked is returned, matching ErrFailedPrecondition, by every
+// path that would use a key in this node's HSM once officers revoked the
+// node's admission or it left the Raft configuration.
+var ErrAdmissionRevoked = fmt.Errorf("%w (its admission as a custodian of the domain key was revoked)", ErrNotAdmitted)
 
 // admissionRecheck is how often a node that is not admitted looks for the
 // domain key in its HSM again.
@@ -38,6 +44,9 @@ type admission struct {
 // when its HSM does not (yet) hold the domain key. Without
 // Config.RequireAdmission it is always nil.
 func (s *Service) admitted(ctx context.Context) error {
+	if s.state.admissionState(s.node) == custosv1.AdmissionState_ADMISSION_STATE_REVOKED {
+		return ErrAdmissionRevoked
+	}
 	a := s.admission
 	if a == nil || a.ok.Load() {
 		return nil

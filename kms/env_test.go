@@ -36,6 +36,7 @@ type env struct {
 	svc      *kms.Service
 	log      kms.Log // what the service proposes through (node, or a wrapper)
 	closed   bool
+	profile  string // recorded at InitCluster
 }
 
 var app = kms.Principal{Name: "app-1"}
@@ -45,7 +46,13 @@ var quiet = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: 
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	e := &env{t: t, dir: t.TempDir(), tok: softhsm.TestToken(t)}
+	return newEnvProfile(t, "")
+}
+
+// newEnvProfile is newEnv for a cluster with the genesis profile.
+func newEnvProfile(t testing.TB, profile string) *env {
+	t.Helper()
+	e := &env{t: t, dir: t.TempDir(), tok: softhsm.TestToken(t), profile: profile}
 	var pub []*custosv1.Officer
 	for i := 1; i <= 3; i++ {
 		k, err := governance.GenerateKey()
@@ -99,7 +106,7 @@ func (e *env) open() {
 func (e *env) newService(l kms.Log) *kms.Service {
 	e.t.Helper()
 	svc, err := kms.NewService(kms.Config{NodeID: "node-1", HSM: e.hsm, Log: l, State: e.state, Logger: quiet,
-		Auditors: []string{"auditor"}})
+		Auditors: []string{"auditor"}, Profile: e.profile})
 	if err != nil {
 		e.t.Fatalf("NewService: %v", err)
 	}

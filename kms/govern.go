@@ -212,7 +212,7 @@ func (s *State) applyStatement(c *raftlogv1.Command, st *custosv1.Statement) (re
 	case *custosv1.Statement_SetOfficers:
 		gov := &custosv1.Governance{ClusterId: s.clusterID, Officers: op.SetOfficers.Officers,
 			Quorum: op.SetOfficers.Quorum, Version: s.gov.GetVersion() + 1,
-			Sinks: s.gov.GetSinks(), NotifyRules: s.gov.GetNotifyRules()}
+			Sinks: s.gov.GetSinks(), NotifyRules: s.gov.GetNotifyRules(), Profile: s.gov.GetProfile()}
 		set, err := governance.NewOfficerSetFromGovernance(gov)
 		if err != nil {
 			return "", "", fmt.Errorf("%w: set_officers: %v", ErrInvalidArgument, err)
@@ -247,6 +247,12 @@ func (s *State) applyStatement(c *raftlogv1.Command, st *custosv1.Statement) (re
 		}
 		s.gov.NotifyRules = proto.Clone(op.SetNotifyRules.Rules).(*custosv1.NotifyRules)
 		return "notify rules set", "", nil
+	case *custosv1.Statement_AdmitNode:
+		r, err := s.applyAdmitNode(c, op.AdmitNode)
+		return r, "", err
+	case *custosv1.Statement_RevokeAdmission:
+		r, err := s.applyRevokeAdmission(c, op.RevokeAdmission)
+		return r, "", err
 	default:
 		return "", "", fmt.Errorf("%w: unknown statement operation", ErrInvalidArgument)
 	}

@@ -35,9 +35,11 @@ func (s *State) recordKeyAdmin(index uint64, c *raftlogv1.Command, op custosv1.O
 		case custosv1.Operation_OPERATION_CREATE_KEY:
 			rec.KeyVersion = r.PrimaryVersion
 			rec.Detail = "key created with version 1; its policy names the creator only"
+			rec.Detail += originDetail(r.Versions[len(r.Versions)-1])
 		case custosv1.Operation_OPERATION_ROTATE_KEY:
 			rec.KeyVersion = r.PrimaryVersion
 			rec.Detail = "version " + strconv.FormatUint(uint64(r.PrimaryVersion), 10) + " created and made primary"
+			rec.Detail += originDetail(r.Versions[len(r.Versions)-1])
 		case custosv1.Operation_OPERATION_DISABLE_KEY:
 			rec.Detail = "key disabled"
 		case custosv1.Operation_OPERATION_SET_MIN_DECRYPTION_VERSION:
@@ -75,4 +77,14 @@ func keyAdminRule(op custosv1.Operation, what string) string {
 		return "key-admin:" + name
 	}
 	return "key-admin:" + name + ":" + what
+}
+
+// originDetail is what a key administration record says of a version
+// whose material was imported: its origin and key check value, which the
+// customer can compute from the key they imported and compare.
+func originDetail(v *raftlogv1.KeyVersionRecord) string {
+	if v.GetOrigin() != custosv1.KeyOrigin_KEY_ORIGIN_EXTERNAL {
+		return ""
+	}
+	return fmt.Sprintf("; origin EXTERNAL (imported), key check value %x", v.KekCheckValue)
 }

@@ -42,9 +42,10 @@ func (s *State) notifies(rec *custosv1.DecisionRecord) bool {
 		return false
 	case custosv1.Operation_OPERATION_RELEASE_BLOCKED:
 		return true
-	case custosv1.Operation_OPERATION_GOVERNANCE, custosv1.Operation_OPERATION_MEMBERSHIP:
-		// A change of the cluster's membership is as much the officers'
-		// concern as their own statements (docs/notifications.md).
+	case custosv1.Operation_OPERATION_GOVERNANCE, custosv1.Operation_OPERATION_MEMBERSHIP, custosv1.Operation_OPERATION_ADMISSION:
+		// A change of the cluster's membership, or of who holds the
+		// domain key, is as much the officers' concern as their own
+		// statements (docs/notifications.md).
 		return r.GetAll() || r.GetGovernance()
 	case custosv1.Operation_OPERATION_CREATE_KEY, custosv1.Operation_OPERATION_ROTATE_KEY,
 		custosv1.Operation_OPERATION_DISABLE_KEY, custosv1.Operation_OPERATION_SET_MIN_DECRYPTION_VERSION:

@@ -47,6 +47,9 @@ func (s *State) applyConfiguration(index uint64, cfg *raft.Configuration) {
 			rec.Detail = ch.detail + "; configuration now: " + describeMembers(next)
 			s.extra = append(s.extra, rec)
 		}
+		if len(s.members) > 0 {
+			s.revokeRemoved(index, stamp, next)
+		}
 	}
 	s.members = next
 }

@@ -50,6 +50,9 @@ type Config struct {
 	// cluster's domain key (a node that joined a cluster): until it does,
 	// every use of a key fails closed with ErrNotAdmitted (admission.go).
 	RequireAdmission bool
+	// Profile is the genesis profile InitCluster records: "" (production)
+	// or ProfileDevelopment.
+	Profile string
 }
 
 // Service implements custos's key operations. It validates requests, puts
@@ -78,6 +81,9 @@ type Service struct {
 	readIndexTimeout time.Duration
 
 	admission *admission // nil unless Config.RequireAdmission
+	profile   string     // for InitCluster
+	custody   custody    // the admission worker's memory (admissionwork.go)
+	imports   imports    // import parameters this node handed out (keyimport.go)
 }
 
 // NewService checks cfg and returns a Service.
@@ -87,7 +93,9 @@ func NewService(cfg Config) (*Service, error) {
 	}
 	s := &Service{hsm: cfg.HSM, log: cfg.Log, state: cfg.State, node: cfg.NodeID,
 		now: cfg.Now, lg: cfg.Logger, keks: map[kekRef]hsm.KeyRef{}, rejectReported: map[string]time.Time{},
-		readIndex: cfg.ReadIndex, readIndexTimeout: cfg.ReadIndexTimeout}
+		readIndex: cfg.ReadIndex, readIndexTimeout: cfg.ReadIndexTimeout,
+		custody: custody{noted: map[string]bool{}}, profile: cfg.Profile,
+		imports: imports{pending: map[string]*pendingImport{}}}
 	if s.readIndexTimeout <= 0 {
 		s.readIndexTimeout = DefaultReadIndexTimeout
 	}
@@ -148,12 +156,15 @@ func (s *Service) InitCluster(ctx context.Context, officers []*custosv1.Officer,
 	}
 	_, err = s.apply(ctx, Principal{Name: "custosd"}, &raftlogv1.Command{Op: &raftlogv1.Command_InitCluster{
 		InitCluster: &raftlogv1.InitCluster{ClusterId: clusterID, DomainKeyId: domainID, Officers: officers, Quorum: quorum,
-			DomainKeyCheckValue: kcv}}})
+			DomainKeyCheckValue: kcv, Profile: s.profile}}})
 	if err != nil {
 		_ = s.hsm.DestroyKey(context.WithoutCancel(ctx), domainID)
 		return err
 	}
-	s.lg.Info("cluster initialised", "cluster_id", clusterID)
+	s.lg.Info("cluster initialised", "cluster_id", clusterID, "profile", s.profile)
+	if s.profile == ProfileDevelopment {
+		s.lg.Warn("this cluster has the development profile: it may move its domain key with RSA-OAEP-SHA1 and is not CRYPTREC-compliant")
+	}
 	return nil
 }
 
@@ -738,7 +749,12 @@ func keyProto(k *raftlogv1.KeyRecord) *custosv1.Key {
 		out.State = custosv1.KeyState_KEY_STATE_ENABLED
 	}
 	for _, v := range k.Versions {
-		out.Versions = append(out.Versions, &custosv1.KeyVersion{Version: v.Version, CreateTimeUnixNano: v.CreateTimeUnixNano})
+		origin := v.Origin
+		if origin == custosv1.KeyOrigin_KEY_ORIGIN_UNSPECIFIED {
+			origin = custosv1.KeyOrigin_KEY_ORIGIN_HSM
+		}
+		out.Versions = append(out.Versions, &custosv1.KeyVersion{Version: v.Version, CreateTimeUnixNano: v.CreateTimeUnixNano,
+			Origin: origin, KeyCheckValue: v.KekCheckValue})
 	}
 	return out
 }

@@ -102,6 +102,9 @@ func (s *State) Snapshot() (raft.Snapshot, error) {
 	st.NodeKeys = s.nodeKeys
 	st.LastCheckpoint, st.LastCheckpointRecord = s.lastCheckpoint, s.lastCheckpointRecord
 	st.Members = s.members
+	for _, n := range sortedKeys(s.admissions) {
+		st.Admissions = append(st.Admissions, s.admissions[n])
+	}
 	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(st)
 	broken := s.broken
 	sn := &snapshot{state: data, seq: s.seq, head: s.head, ledger: s.ledger}
@@ -272,6 +275,9 @@ func (s *State) Restore(r io.Reader) error {
 	s.nodeKeys = st.NodeKeys
 	s.lastCheckpoint, s.lastCheckpointRecord = st.LastCheckpoint, st.LastCheckpointRecord
 	s.members = st.Members
+	for _, a := range st.Admissions {
+		s.admissions[a.Node] = a
+	}
 	for _, c := range st.Counters {
 		s.counters[c.Key+"\x00"+c.Principal] = c
 	}

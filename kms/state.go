@@ -49,6 +49,10 @@ type State struct {
 	lastCheckpoint       *custosv1.Checkpoint
 	lastCheckpointRecord uint64
 
+	// admissions holds every node's admission (admissionstate.go).
+	admissions map[string]*custosv1.NodeAdmission
+	// admissionsVersion changes whenever an admission does.
+	admissionsVersion uint64
 	// members is the Raft configuration of the last configuration entry
 	// applied (replaced whole, never modified in place).
 	members []*raftlogv1.RaftServer
@@ -86,6 +90,8 @@ func (s *State) reset() {
 	s.counters = map[string]*raftlogv1.RateCounter{}
 	s.nodeKeys, s.lastCheckpoint, s.lastCheckpointRecord = nil, nil, 0
 	s.members = nil
+	s.admissions = map[string]*custosv1.NodeAdmission{}
+	s.admissionsVersion++
 	if s.grown == nil {
 		s.grown = make(chan struct{})
 		s.advanced = make(chan struct{})
@@ -178,7 +184,7 @@ func (s *State) apply(index uint64, c *raftlogv1.Command) any {
 	s.advanceClock(c)
 	switch op := c.Op.(type) {
 	case *raftlogv1.Command_InitCluster:
-		return s.applyInit(op.InitCluster)
+		return s.applyInit(c, op.InitCluster)
 	case *raftlogv1.Command_CreateKey:
 		return s.recordKeyAdmin(index, c, custosv1.Operation_OPERATION_CREATE_KEY, op.CreateKey.Name, 1,
 			s.applyCreateKey(c, op.CreateKey))
@@ -208,6 +214,12 @@ func (s *State) apply(index uint64, c *raftlogv1.Command) any {
 		return s.applyRegisterNodeKey(op.RegisterNodeKey)
 	case *raftlogv1.Command_RejectHsmObject:
 		return s.applyRejectHSMObject(index, c, op.RejectHsmObject)
+	case *raftlogv1.Command_OfferTransportKey:
+		return s.applyOfferTransportKey(c, op.OfferTransportKey)
+	case *raftlogv1.Command_TransportDomainKey:
+		return s.applyTransportDomainKey(index, c, op.TransportDomainKey)
+	case *raftlogv1.Command_ConfirmAdmission:
+		return s.applyConfirmAdmission(index, c, op.ConfirmAdmission)
 	default:
 		// A command this version does not know: refuse it the same way on
 		// every replica.
@@ -215,15 +227,18 @@ func (s *State) apply(index uint64, c *raftlogv1.Command) any {
 	}
 }
 
-func (s *State) applyInit(op *raftlogv1.InitCluster) any {
+func (s *State) applyInit(c *raftlogv1.Command, op *raftlogv1.InitCluster) any {
 	if s.clusterID != "" {
 		return fmt.Errorf("%w: cluster already initialised as %s", ErrFailedPrecondition, s.clusterID)
 	}
 	if len(op.DomainKeyId) == 0 || len(op.DomainKeyCheckValue) != hsm.CheckValueSize {
 		return fmt.Errorf("%w: the domain key needs an object id and a %d-byte key check value", ErrInvalidArgument, hsm.CheckValueSize)
 	}
+	if op.Profile != "" && op.Profile != ProfileDevelopment {
+		return fmt.Errorf("%w: unknown profile %q", ErrInvalidArgument, op.Profile)
+	}
 	gov := &custosv1.Governance{ClusterId: op.ClusterId, Officers: op.Officers, Quorum: op.Quorum, Version: 1,
-		NotifyRules: DefaultNotifyRules()}
+		NotifyRules: DefaultNotifyRules(), Profile: op.Profile}
 	set, err := governance.NewOfficerSetFromGovernance(gov)
 	if err != nil {
 		return fmt.Errorf("%w: officers: %v", ErrInvalidArgument, err)
@@ -232,6 +247,10 @@ func (s *State) applyInit(op *raftlogv1.InitCluster) any {
 	s.clusterID = op.ClusterId
 	s.domainKeyID = append([]byte(nil), op.DomainKeyId...)
 	s.domainKCV = append([]byte(nil), op.DomainKeyCheckValue...)
+	// The node that made the domain key is its first custodian.
+	s.admissionsVersion++
+	s.admissions[c.Node] = &custosv1.NodeAdmission{Node: c.Node, State: custosv1.AdmissionState_ADMISSION_STATE_ADMITTED,
+		UpdateTimeUnixNano: c.TimeUnixNano}
 	return nil
 }
 
@@ -253,7 +272,7 @@ func (s *State) applyCreateKey(c *raftlogv1.Command, op *raftlogv1.CreateKey) an
 		MinDecryptionVersion: 1,
 		Versions: []*raftlogv1.KeyVersionRecord{{
 			Version: 1, WrappedKek: op.WrappedKek, CreateTimeUnixNano: c.TimeUnixNano,
-			KekId: op.KekId, KekCheckValue: op.KekCheckValue,
+			KekId: op.KekId, KekCheckValue: op.KekCheckValue, Origin: op.Origin,
 		}},
 		CreateTimeUnixNano: c.TimeUnixNano,
 		UpdateTimeUnixNano: c.TimeUnixNano,
@@ -276,7 +295,7 @@ func (s *State) applyAddVersion(c *raftlogv1.Command, op *raftlogv1.AddKeyVersio
 	}
 	k.Versions = append(k.Versions, &raftlogv1.KeyVersionRecord{
 		Version: op.Version, WrappedKek: op.WrappedKek, CreateTimeUnixNano: c.TimeUnixNano,
-		KekId: op.KekId, KekCheckValue: op.KekCheckValue,
+		KekId: op.KekId, KekCheckValue: op.KekCheckValue, Origin: op.Origin,
 	})
 	k.PrimaryVersion = op.Version
 	k.UpdateTimeUnixNano = c.TimeUnixNano

@@ -1,7 +1,10 @@
 package custos
 
 import (
+	"bytes"
 	"context"
+	"crypto/rsa"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"iter"
@@ -10,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/custos-kms/custos/clients/go/keyimport"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 )
 
@@ -320,4 +324,71 @@ func (c *Client) BatchDecrypt(ctx context.Context, items []DecryptItem) ([]Decry
 		}
 	}
 	return out, nil
+}
+
+// GetParametersForImport asks the node that answers for import parameters
+// for key (bring your own key): a one-time RSA-3072 import public key in
+// that node's HSM and a token, valid for 24 hours on that node only. Wrap
+// the key with keyimport.Wrap, then call ImportKeyMaterial through the same
+// Client (it keeps to the node that answered while that node is up).
+func (c *Client) GetParametersForImport(ctx context.Context, key string, alg keyimport.Algorithm) (*custosv1.ImportParameters, *rsa.PublicKey, error) {
+	a, ok := custosv1.ImportWrappingAlgorithm_value[string(alg)]
+	if !ok || a == 0 {
+		return nil, nil, fmt.Errorf("custos: import parameters: %w: algorithm %q", keyimport.ErrInvalid, alg)
+	}
+	p, err := c.keys.GetParametersForImport(ctx, &custosv1.GetParametersForImportRequest{Key: key, Algorithm: custosv1.ImportWrappingAlgorithm(a)})
+	if err != nil {
+		return nil, nil, fmt.Errorf("custos: import parameters for %q: %w", key, err)
+	}
+	k, err := x509.ParsePKIXPublicKey(p.GetPublicKey())
+	if err != nil {
+		return nil, nil, fmt.Errorf("custos: import public key: %w", err)
+	}
+	pub, ok := k.(*rsa.PublicKey)
+	if !ok {
+		return nil, nil, fmt.Errorf("custos: import public key is a %T, not RSA", k)
+	}
+	return p, pub, nil
+}
+
+// ImportKeyMaterial imports key material wrapped under the import key of
+// token as a new version (origin EXTERNAL) of key, creating the key if it
+// does not exist (with description).
+func (c *Client) ImportKeyMaterial(ctx context.Context, key, token string, wrapped []byte, description string) (*custosv1.Key, error) {
+	k, err := c.keys.ImportKeyMaterial(ctx, &custosv1.ImportKeyMaterialRequest{Key: key, ImportToken: token,
+		EncryptedKeyMaterial: wrapped, Description: description})
+	if err != nil {
+		return nil, fmt.Errorf("custos: import key material into %q: %w", key, err)
+	}
+	return k, nil
+}
+
+// ImportKey imports the AES-256 key raw into key in one go: import
+// parameters, wrapping in this process (keyimport.Wrap with alg), import.
+// It checks that the new version's key check value is raw's
+// (keyimport.CheckValue) and returns the key. raw never leaves this process
+// unwrapped; clear it when done.
+func (c *Client) ImportKey(ctx context.Context, key string, raw []byte, alg keyimport.Algorithm, description string) (*custosv1.Key, error) {
+	want, err := keyimport.CheckValue(raw)
+	if err != nil {
+		return nil, fmt.Errorf("custos: import key %q: %w", key, err)
+	}
+	p, pub, err := c.GetParametersForImport(ctx, key, alg)
+	if err != nil {
+		return nil, err
+	}
+	wrapped, err := keyimport.Wrap(pub, alg, raw)
+	if err != nil {
+		return nil, fmt.Errorf("custos: import key %q: %w", key, err)
+	}
+	k, err := c.ImportKeyMaterial(ctx, key, p.GetImportToken(), wrapped, description)
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range k.GetVersions() {
+		if v.GetVersion() == k.GetPrimaryVersion() && !bytes.Equal(v.GetKeyCheckValue(), want) {
+			return k, fmt.Errorf("custos: import key %q: version %d's key check value %x is not your key's %x", key, v.GetVersion(), v.GetKeyCheckValue(), want)
+		}
+	}
+	return k, nil
 }

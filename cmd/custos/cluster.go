@@ -132,6 +132,7 @@ func printClusterTable(w io.Writer, addrs []string, sts []*custosv1.ClusterStatu
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", s.GetId(), s.GetRaftAddr(), s.GetSuffrage(), l)
 		}
 		tw.Flush()
+		printAdmissions(w, best)
 	}
 	if len(notes) > 0 {
 		fmt.Fprintln(w, "\nNotes:")

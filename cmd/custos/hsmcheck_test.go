@@ -14,6 +14,7 @@ import (
 func TestMain(m *testing.M) {
 	// hsm check runs this binary again as its second process.
 	qualify.MaybeChild()
+	maybeCLIChild()
 	os.Exit(m.Run())
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -109,8 +110,10 @@ type keyJSON struct {
 }
 
 type versionJSON struct {
-	Version    uint32 `json:"version"`
-	CreateTime string `json:"create_time,omitempty"`
+	Version       uint32 `json:"version"`
+	CreateTime    string `json:"create_time,omitempty"`
+	Origin        string `json:"origin,omitempty"`
+	KeyCheckValue string `json:"key_check_value,omitempty"`
 }
 
 func unixNano(n int64) string {
@@ -139,7 +142,8 @@ func printKey(w io.Writer, k *custosv1.Key, asJSON bool) error {
 			UpdateTime:           unixNano(k.GetUpdateTimeUnixNano()),
 		}
 		for _, v := range k.GetVersions() {
-			j.Versions = append(j.Versions, versionJSON{Version: v.GetVersion(), CreateTime: unixNano(v.GetCreateTimeUnixNano())})
+			j.Versions = append(j.Versions, versionJSON{Version: v.GetVersion(), CreateTime: unixNano(v.GetCreateTimeUnixNano()),
+				Origin: strings.TrimPrefix(v.GetOrigin().String(), "KEY_ORIGIN_"), KeyCheckValue: hex.EncodeToString(v.GetKeyCheckValue())})
 		}
 		b, err := json.Marshal(j)
 		if err != nil {

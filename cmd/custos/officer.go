@@ -45,6 +45,8 @@ type opFlags struct {
 	// Sinks (officer sink add, officer propose sink-add).
 	sinkName, webhook, hmacKeyFile, sinkPath string
 	requiredForRelease                       bool
+	// Admission (cluster admit, officer propose admit).
+	transportKey, identityKey, oaep string
 }
 
 // grantLimits converts --uses and --ttl.
@@ -146,6 +148,8 @@ func buildOp(op string, f *opFlags, pos []string) (func(*custosv1.Statement), er
 		}, nil
 	case "sink-add", "sink-remove", "notify-rules":
 		return buildSinkOp(op, f, pos)
+	case "admit", "revoke-admission":
+		return buildAdmissionOp(op, f, pos)
 	}
 	return nil, usagef("unknown operation %q", op)
 }
@@ -324,6 +328,13 @@ func (a *app) showState(ctx context.Context, c *custos.Client, st *custosv1.Stat
 			return err
 		}
 		return printNotifyRules(a.stdout, g.GetNotifyRules(), asJSON)
+	case *custosv1.Statement_AdmitNode, *custosv1.Statement_RevokeAdmission:
+		node := st.GetAdmitNode().GetNode() + st.GetRevokeAdmission().GetNode()
+		cs, err := c.ClusterStatus(ctx)
+		if err != nil {
+			return err
+		}
+		return printAdmission(a.stdout, cs, node, asJSON)
 	}
 	return nil
 }
@@ -631,6 +642,15 @@ func proposeArgs(op string, f *opFlags, pos []string) string {
 	}
 	if f.requiredForRelease {
 		parts = append(parts, "--required-for-release")
+	}
+	if f.transportKey != "" {
+		parts = append(parts, "--transport-key", f.transportKey)
+	}
+	if f.identityKey != "" {
+		parts = append(parts, "--identity-key", f.identityKey)
+	}
+	if f.oaep != "" {
+		parts = append(parts, "--oaep", f.oaep)
 	}
 	return strings.Join(parts, " ")
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/custos-kms/custos/internal/node"
 	"github.com/custos-kms/custos/internal/pki"
+	"github.com/custos-kms/custos/kms"
 	"github.com/custos-kms/custos/kms/governance"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 	"github.com/custos-kms/custos/softhsm"
@@ -107,6 +108,7 @@ Flags:
 	cfg.Bootstrap = true
 	cfg.RaftLocalTimeouts = true
 	cfg.Officers, cfg.Quorum = []*custosv1.Officer{officer}, 1
+	cfg.Profile = kms.ProfileDevelopment
 	// The dev client may read and export the ledger (AuditService).
 	cfg.Auditors = []string{devClientName}
 	cfg.Logger = log

@@ -24,6 +24,7 @@ import (
 	custos "github.com/custos-kms/custos/clients/go"
 	"github.com/custos-kms/custos/internal/activation"
 	"github.com/custos-kms/custos/internal/pki"
+	"github.com/custos-kms/custos/kms"
 	"github.com/custos-kms/custos/kms/governance"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 	"github.com/custos-kms/custos/softhsm"
@@ -46,6 +47,9 @@ const (
 	// clusterReadyTimeout bounds how long the parent waits for every node
 	// to answer and node1 to report N voters.
 	clusterReadyTimeout = 90 * time.Second
+	// clusterAdmitTimeout bounds the wait for every node to be admitted
+	// before client.env is written.
+	clusterAdmitTimeout = 90 * time.Second
 	// clusterStopTimeout bounds how long the children get to stop after
 	// SIGINT/SIGTERM before they are killed (a node's Close gives in-flight
 	// RPCs up to 10 s).
@@ -125,9 +129,11 @@ writes DIR/client.env (CUSTOS_ADDR lists every node). With --base-port 0
 the system picks free ports at the first start; they are printed, written
 to client.env and kept in DIR/cluster.json for restarts. The parent binds
 every address before starting the nodes and passes each node its
-listeners (socket activation, docs/config.md). Only node1 holds the
-domain key (node admission is not implemented), so key crypto runs on node1;
-see docs/cluster.md. A node that dies leaves the others running; SIGHUP to
+listeners (socket activation, docs/config.md). The cluster has the
+development profile; this process plays the officer and each token's
+security officer and admits every node as a custodian of the domain key
+(RSA-OAEP-SHA1 key transport), so every node serves key crypto; see
+docs/key-transport.md. A node that dies leaves the others running; SIGHUP to
 this process (kill -HUP PID; the PID is printed) starts every dead node again
 on its sockets. Restarting on the same DIR keeps everything. Stop it with
 Ctrl-C.
@@ -265,6 +271,25 @@ Flags:
 		return err
 	}
 
+	// The parent plays the customer's officer and SOs: every node becomes
+	// a custodian of the domain key (devadmit.go), before client.env is
+	// written, and again whenever a node comes back without it.
+	admitter, err := newDevAdmitter(custos.Config{Addrs: addrs, CAFile: caFile, CertFile: certFile, KeyFile: keyFile},
+		officerFile, exe, dir, children, errw)
+	if err != nil {
+		stop(os.Interrupt)
+		return err
+	}
+	custodians := "every node is a custodian of the domain key"
+	if !admitter.waitAll(ctx, layout.Nodes, clusterAdmitTimeout) {
+		custodians = "not every node is a custodian of the domain key yet (custos cluster status shows which)"
+		fmt.Fprintf(errw, "custosd dev: %s after %s; the admission goes on in the background\n", custodians, clusterAdmitTimeout)
+	}
+	admitCtx, admitStop := context.WithCancel(ctx)
+	admitDone := make(chan struct{})
+	go func() { defer close(admitDone); admitter.run(admitCtx) }()
+	defer func() { admitStop(); <-admitDone }()
+
 	envFile := filepath.Join(dir, "client.env")
 	env := fmt.Sprintf("# written by custosd dev --nodes %d; load with: source %s\n"+
 		"export CUSTOS_ADDR=%s\nexport CUSTOS_CA=%s\nexport CUSTOS_CERT=%s\nexport CUSTOS_KEY=%s\n"+
@@ -285,10 +310,10 @@ Flags:
   client env: %s
   officer:    %s (quorum 1), key %s
 
-Only node1 holds the cluster's domain key: the nodes that joined have not
-been admitted (admission is not implemented yet), so they replicate, vote
-and forward decisions, but refuse key crypto. Key crypto runs on node1,
-which CUSTOS_ADDR lists first; see docs/cluster.md.
+The dev officer and each token's security officer admitted the nodes
+(RSA-OAEP-SHA1 key transport: the development profile, NOT CRYPTREC-compliant):
+%s, so any node serves key crypto and the cluster
+survives the loss of any one node; see docs/key-transport.md.
 
 In another shell:
   source %s
@@ -298,7 +323,7 @@ In another shell:
 A node that dies leaves the others running; start it again with:
   kill -HUP %d
 Stop with Ctrl-C; restarting on the same data dir keeps keys, officer and ledger.
-`, st.GetClusterId(), dir, envFile, devOfficerName, officerFile, shellQuote(envFile), os.Getpid())
+`, st.GetClusterId(), dir, envFile, devOfficerName, officerFile, custodians, shellQuote(envFile), os.Getpid())
 	fmt.Fprint(out, b.String())
 
 	// A node that dies leaves the others running (a cluster survives the
@@ -582,6 +607,7 @@ type clusterServeConfig struct {
 	Peers     []filePeer    `json:"peers"`
 	Officers  []fileOfficer `json:"officers,omitempty"`
 	Quorum    uint32        `json:"quorum,omitempty"`
+	Profile   string        `json:"profile,omitempty"`
 	Operators []string      `json:"operators"`
 	Auditors  []string      `json:"auditors"`
 }
@@ -613,6 +639,7 @@ func clusterNodeConfig(layout clusterLayout, i int, module string) *clusterServe
 		fc.AddPeers = true
 		fc.Officers = []fileOfficer{{Name: devOfficerName, PublicKeyFile: filepath.Join("..", "officers", devOfficerName+".pub.pem")}}
 		fc.Quorum = 1
+		fc.Profile = kms.ProfileDevelopment
 	} else {
 		fc.Join = true
 	}

@@ -83,6 +83,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	case "serve":
 		err = cmdServe(ctx, args[1:], stderr)
+	case "dev-trust":
+		// Internal: custosd dev runs it as a dev token's security officer.
+		err = cmdDevTrust(ctx, args[1:], stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "custosd %s\n", versionString())
 		return 0

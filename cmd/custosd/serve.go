@@ -19,6 +19,7 @@ import (
 
 	"github.com/custos-kms/custos/internal/activation"
 	"github.com/custos-kms/custos/internal/node"
+	"github.com/custos-kms/custos/kms"
 	"github.com/custos-kms/custos/kms/governance"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 	"github.com/custos-kms/custos/xks"
@@ -54,6 +55,9 @@ type fileConfig struct {
 	// cluster only; afterwards officer statements change them.
 	Officers []fileOfficer `json:"officers"`
 	Quorum   uint32        `json:"quorum"`
+	// Profile, with officers, is recorded when the node initialises a
+	// cluster: "development" or "" (production).
+	Profile string `json:"profile"`
 	// Auditors may read the ledger (AuditService); checkpoint_* set how
 	// often the leader signs the chain head.
 	Auditors           []string `json:"auditors"`
@@ -458,6 +462,10 @@ func loadConfigLog(path string, getenv func(string) string, logLevel, logFormat 
 	cfg.Join, cfg.ClusterID, cfg.AddPeers, cfg.Operators = fc.Join, fc.ClusterID, fc.AddPeers, fc.Operators
 	cfg.ID = fc.ID
 	cfg.Officers, cfg.Quorum = officers, fc.Quorum
+	if fc.Profile != "" && fc.Profile != kms.ProfileDevelopment {
+		return cfg, bad("profile", fmt.Sprintf("%q is not a profile: \"development\" or leave it out (production)", fc.Profile))
+	}
+	cfg.Profile = fc.Profile
 	cfg.Auditors = fc.Auditors
 	cfg.CheckpointEvery = fc.CheckpointEvery
 	cfg.CheckpointInterval = cpInterval

@@ -66,6 +66,11 @@ type Config struct {
 	// ignore them (and may leave them empty).
 	Officers []*custosv1.Officer
 	Quorum   uint32
+	// Profile is recorded when the cluster is initialised, like Officers:
+	// kms.ProfileDevelopment lets the cluster move its domain key between
+	// HSMs with RSA-OAEP-SHA1, which is not CRYPTREC-listed (SoftHSM does no
+	// other); "" is production (docs/key-transport.md).
+	Profile string
 	// DataDir holds the node's state: DataDir/raft and
 	// DataDir/ledger/ledger.db. Required.
 	DataDir string
@@ -130,9 +135,10 @@ type Config struct {
 	// Join starts a node that is to be added to an existing cluster: it
 	// does not bootstrap and waits for the leader to add it (ClusterService
 	// AddVoter, or AddPeers on the leader). Once it has replayed the log it
-	// serves everything, but without the cluster's domain key in its HSM
-	// (admission by the officers is not implemented yet) it refuses key
-	// crypto with FailedPrecondition.
+	// serves everything, but until officers admit it and its HSM holds the
+	// cluster's domain key (docs/key-transport.md, *Admission*; it offers
+	// a transport key by itself) it refuses key crypto with
+	// FailedPrecondition.
 	Join bool
 	// ClusterID, if set, is the cluster this node belongs to: a node whose
 	// state (its own or the one it learns when joining) names another
@@ -181,6 +187,8 @@ type Node struct {
 	serveCh chan error
 	cancel  context.CancelFunc // stops the health poller and the leader work
 	bgDone  chan struct{}      // closed when the leader work has stopped
+	// custodyDone is closed when the admission worker has stopped.
+	custodyDone chan struct{}
 	// notifier delivers notify records to the sinks (Run on the leader)
 	// and before release (installed on every node); nil with NoNotifier.
 	notifier *notify.Notifier
@@ -330,6 +338,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		// A node that joined waits for officers to admit it (its HSM to
 		// hold the domain key) before any key crypto, on every front door.
 		RequireAdmission: cfg.Join,
+		Profile:          cfg.Profile,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: kms: %w", err)
@@ -374,6 +383,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.cancel = cancel
 	n.bgDone = make(chan struct{})
 	go n.leaderWork(healthCtx)
+	n.custodyDone = make(chan struct{})
+	go func() { defer close(n.custodyDone); n.svc.RunAdmission(healthCtx) }()
 	opts := api.Options{
 		Service: n.svc,
 		TLS:     tlsCfg,
@@ -623,6 +634,9 @@ func (n *Node) Close() error {
 		}
 		if n.bgDone != nil {
 			<-n.bgDone // the checkpointer stops before Raft closes
+		}
+		if n.custodyDone != nil {
+			<-n.custodyDone
 		}
 		if n.grpc != nil {
 			done := make(chan struct{})

@@ -211,6 +211,30 @@ func (e *authzEnv) rows(t *testing.T) map[string]row {
 			want:  onlyFor(app),
 			after: keyUnchanged(keyRotate, func(k *custosv1.Key) bool { return k.GetPrimaryVersion() != 1 }),
 		},
+		"/custos.v1.KeyService/GetParametersForImport": {
+			call: func(t *testing.T, who identity, cc *grpc.ClientConn) error {
+				p, err := ks(cc).GetParametersForImport(ctx(t), &custosv1.GetParametersForImportRequest{Key: keyRotate,
+					Algorithm: custosv1.ImportWrappingAlgorithm_RSA_AES_KEY_WRAP_SHA_256})
+				if err == nil && (len(p.GetPublicKey()) == 0 || p.GetImportToken() == "") {
+					t.Errorf("import parameters for %s: %v", who, p)
+				}
+				return err
+			},
+			want: onlyFor(app), // an existing key: its users only (a new key: anyone, as CreateKey)
+		},
+		"/custos.v1.KeyService/ImportKeyMaterial": {
+			call: func(t *testing.T, _ identity, cc *grpc.ClientConn) error {
+				return errOf(ks(cc).ImportKeyMaterial(ctx(t), &custosv1.ImportKeyMaterialRequest{Key: keyRotate,
+					ImportToken: "node1.00", EncryptedKeyMaterial: make([]byte, 424)}))
+			},
+			// The key's users get as far as the token, which is unknown.
+			want: with(onlyFor(), app, codes.NotFound),
+			after: func(t *testing.T, who identity, err error, _ uint64) {
+				if n := len(e.key(t, keyRotate).GetVersions()); n != 1 { // RotateKey's row runs later
+					t.Errorf("after %s's import (%v), key %s has %d versions, want 1", who, err, keyRotate, n)
+				}
+			},
+		},
 		"/custos.v1.KeyService/SetKeyState": {
 			call: func(t *testing.T, _ identity, cc *grpc.ClientConn) error {
 				return errOf(ks(cc).SetKeyState(ctx(t), &custosv1.SetKeyStateRequest{Name: keyState, State: custosv1.KeyState_KEY_STATE_DISABLED}))

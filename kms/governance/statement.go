@@ -286,6 +286,24 @@ func validate(st *custosv1.Statement) error {
 			return fmt.Errorf("%w: set_notify_rules.rules is not set", ErrMalformed)
 		}
 		return nil
+	case *custosv1.Statement_AdmitNode:
+		a := op.AdmitNode
+		if err := checkIdent("admit_node.node", a.GetNode()); err != nil {
+			return err
+		}
+		if !isLowerHex(a.GetTransportKeyFingerprint(), 64) {
+			return fmt.Errorf("%w: admit_node.transport_key_fingerprint is not 64 lower-case hex digits", ErrMalformed)
+		}
+		if !isLowerHex(a.GetIdentityKeyFingerprint(), 32) {
+			return fmt.Errorf("%w: admit_node.identity_key_fingerprint is not 32 lower-case hex digits", ErrMalformed)
+		}
+		switch a.GetHash() {
+		case custosv1.KeyTransportHash_KEY_TRANSPORT_HASH_SHA256, custosv1.KeyTransportHash_KEY_TRANSPORT_HASH_SHA1:
+			return nil
+		}
+		return fmt.Errorf("%w: admit_node.hash is not SHA256 or SHA1", ErrMalformed)
+	case *custosv1.Statement_RevokeAdmission:
+		return checkIdent("revoke_admission.node", op.RevokeAdmission.GetNode())
 	default:
 		return fmt.Errorf("%w: unknown operation %T", ErrMalformed, op)
 	}
@@ -311,16 +329,31 @@ func checkIdent(field, s string) error {
 	return nil
 }
 
+// isLowerHex reports whether s is n lower-case hex digits.
+func isLowerHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for _, r := range s {
+		if (r < '0' || r > '9') && (r < 'a' || r > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 // Need returns how many signatures the statement's operation needs:
-// One for RevokeKey, DisableKey, DenyRequest, RevokeGrant (tightening) and
-// AddSink (it only adds who is told), Quorum for everything else (loosening,
-// removing a sink or changing notify rules, and anything unknown).
+// One for RevokeKey, DisableKey, DenyRequest, RevokeGrant, RevokeAdmission
+// (tightening) and AddSink (it only adds who is told), Quorum for everything
+// else (loosening, admitting a node, removing a sink or changing notify
+// rules, and anything unknown).
 func Need(st *custosv1.Statement) Requirement {
 	switch st.GetOperation().(type) {
 	case *custosv1.Statement_RevokeKey,
 		*custosv1.Statement_DisableKey,
 		*custosv1.Statement_DenyRequest,
 		*custosv1.Statement_RevokeGrant,
+		*custosv1.Statement_RevokeAdmission,
 		*custosv1.Statement_AddSink:
 		return One
 	}
@@ -409,6 +442,15 @@ func Describe(st *custosv1.Statement) string {
 		r := op.SetNotifyRules.GetRules()
 		fmt.Fprintf(&b, " reasons=%v outcomes=%v customer_principals=%q governance=%t all=%t",
 			r.GetReasons(), r.GetOutcomes(), r.GetCustomerPrincipals(), r.GetGovernance(), r.GetAll())
+	case *custosv1.Statement_AdmitNode:
+		a := op.AdmitNode
+		fmt.Fprintf(&b, " node=%s transport_key=%s identity_key=%s oaep=%s", q(a.GetNode()),
+			a.GetTransportKeyFingerprint(), a.GetIdentityKeyFingerprint(), a.GetHash())
+		if a.GetHash() == custosv1.KeyTransportHash_KEY_TRANSPORT_HASH_SHA1 {
+			b.WriteString(" (NOT CRYPTREC: development profile only)")
+		}
+	case *custosv1.Statement_RevokeAdmission:
+		fmt.Fprintf(&b, " node=%s", q(op.RevokeAdmission.GetNode()))
 	}
 	fmt.Fprintf(&b, " (needs %s) cluster=%s not_after=%s", Need(st), q(st.GetClusterId()),
 		time.Unix(st.GetNotAfterUnix(), 0).UTC().Format(time.RFC3339))

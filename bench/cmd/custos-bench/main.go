@@ -16,9 +16,8 @@
 // `custosd serve` processes, each with its own SoftHSM token, Raft over
 // mTLS, on loopback ports custosd dev binds and passes to them) for more. It waits until every
 // node answers, agrees on the leader and counts N voters, sends the load
-// to the node that holds the domain key (only the initialising node does:
-// HSM-to-HSM admission is not built, so the others refuse key crypto),
-// samples every node process's CPU time and resident memory around every
+// to the initialising node (custosd dev admits every node, so any could
+// serve it; spreading the load over all nodes is not done yet), samples every node process's CPU time and resident memory around every
 // measured window (/proc/PID/stat and status), and stops the cluster
 // before starting the next. With --env it uses the client.env of a cluster
 // that is already running (its CPU and memory are then not measured).
@@ -593,10 +592,11 @@ func operations(c *custos.Client, keyName string, dk *custos.DataKey, encCtx map
 	}
 }
 
-// followerDecrypt sends one Decrypt to the first node that does not hold
-// the domain key and says what happened: such a node records the decision
-// through the leader, then fails closed (it cannot unwrap). The ledger's
-// length is read from the load node (c) before and after.
+// followerDecrypt sends one Decrypt to the first node the load does not go
+// to and says what happened: an admitted node records the decision through
+// the leader and releases with its own HSM; one without the domain key
+// fails closed. The ledger's length is read from the load node (c) before
+// and after.
 func followerDecrypt(ctx context.Context, c *custos.Client, cl *cluster, wrapped []byte, encCtx map[string]string, just custos.Justification) string {
 	var target nodeProc
 	for _, p := range cl.nodes {
@@ -627,7 +627,8 @@ func followerDecrypt(ctx context.Context, c *custos.Client, cl *cluster, wrapped
 	r, err := fc.Keys().Decrypt(ctx, &custosv1.DecryptRequest{Ciphertext: wrapped, EncryptionContext: encCtx,
 		Justification: &custosv1.Justification{Reason: just.Reason, Text: just.Text}})
 	if err == nil {
-		return fmt.Sprintf("%s released the data key (decision %d): it holds the domain key after all", target.ID, r.GetDecisionSeq())
+		return fmt.Sprintf("%s released the data key with its own HSM (decision %d, ledger length on %s %s before, %s after)",
+			target.ID, r.GetDecisionSeq(), cl.loadNode, before, ledger())
 	}
 	st, _ := status.FromError(err)
 	return fmt.Sprintf("%s answered %s: %q; ledger length on %s %s before, %s after", target.ID, st.Code(), st.Message(), cl.loadNode, before, ledger())

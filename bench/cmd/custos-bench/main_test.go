@@ -467,7 +467,7 @@ func TestStartCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	just := custos.Justification{Reason: custosv1.Reason_REASON_CUSTOMER_INITIATED, Text: "test"}
-	if got := followerDecrypt(ctx, c, cl, dk.Wrapped, encCtx, just); !strings.Contains(got, "node2 answered FailedPrecondition") {
+	if got := followerDecrypt(ctx, c, cl, dk.Wrapped, encCtx, just); !strings.Contains(got, "node2 released the data key with its own HSM") {
 		t.Errorf("follower decrypt: %s", got)
 	}
 	ops := operations(c, "bench-test", dk, encCtx, just)

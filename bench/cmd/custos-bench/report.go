@@ -89,8 +89,8 @@ type clusterInfo struct {
 	SupervisorPID int        `json:"supervisor_pid,omitempty"`
 	// FinalMem is every node's memory at the end, in node order.
 	FinalMem []nodeSample `json:"final_mem,omitempty"`
-	// FollowerDecrypt is the outcome of one Decrypt sent to a node that
-	// does not hold the domain key (empty when every node holds it).
+	// FollowerDecrypt is the outcome of one Decrypt sent to a node the
+	// load does not go to (empty on one node).
 	FollowerDecrypt string `json:"follower_decrypt,omitempty"`
 }
 
@@ -431,7 +431,7 @@ func (r *report) markdownBlock() string {
 	r.targetsBlock(w)
 	for _, c := range r.Clusters {
 		if c.FollowerDecrypt != "" {
-			w("\nOn %d nodes, one Decrypt sent to a node without the domain key (not measured): %s\n", c.Nodes, c.FollowerDecrypt)
+			w("\nOn %d nodes, one Decrypt sent to another node than the load's (not measured): %s\n", c.Nodes, c.FollowerDecrypt)
 		}
 	}
 	if r.Plot != "" {

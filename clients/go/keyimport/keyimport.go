@@ -16,10 +16,11 @@ package keyimport
 import (
 	"crypto"
 	"crypto/aes"
+	"crypto/cipher"
 	"crypto/rand"
 	"crypto/rsa"
 	_ "crypto/sha1" // the development profile's OAEP hash
-	_ "crypto/sha256"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -141,4 +142,34 @@ func WrappedSize(a Algorithm) int {
 		return importKeyBits/8 + keySize + kwpOverhead
 	}
 	return importKeyBits / 8
+}
+
+// CheckValueSize is the size of a key check value.
+const CheckValueSize = 16
+
+// kcvLabel is the check value's domain separator and GCM nonce
+// (docs/hsm-objects.md, key check value version 1).
+var kcvLabel = []byte("custos/kcv/1")
+
+// CheckValue computes the key check value custos records for an imported
+// key (version 1, docs/hsm-objects.md): SHA-256("custos/kcv/1" ||
+// AES-256-GCM(key, nonce "custos/kcv/1", 16 zero bytes))[:16]. Compare it
+// with the key version's key_check_value to confirm custos holds your key.
+func CheckValue(key []byte) ([]byte, error) {
+	if len(key) != keySize {
+		return nil, fmt.Errorf("%w: key of %d bytes (custos imports AES-256 keys, 32 bytes)", ErrInvalid, len(key))
+	}
+	b, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	g, err := cipher.NewGCM(b)
+	if err != nil {
+		return nil, err
+	}
+	ct := g.Seal(nil, kcvLabel, make([]byte, 16), nil)
+	h := sha256.New()
+	h.Write(kcvLabel)
+	h.Write(ct)
+	return h.Sum(nil)[:CheckValueSize], nil
 }

@@ -146,10 +146,13 @@ type ClusterStatus struct {
 	LastLogIndex   uint64    `protobuf:"varint,9,opt,name=last_log_index,json=lastLogIndex,proto3" json:"last_log_index,omitempty"`
 	Servers        []*Server `protobuf:"bytes,10,rep,name=servers,proto3" json:"servers,omitempty"`
 	// The answering node's HSM answers and holds the domain key.
-	HsmHealthy    bool   `protobuf:"varint,11,opt,name=hsm_healthy,json=hsmHealthy,proto3" json:"hsm_healthy,omitempty"`
-	HsmDetail     string `protobuf:"bytes,12,opt,name=hsm_detail,json=hsmDetail,proto3" json:"hsm_detail,omitempty"`
-	HasDomainKey  bool   `protobuf:"varint,13,opt,name=has_domain_key,json=hasDomainKey,proto3" json:"has_domain_key,omitempty"`
-	LedgerSeq     uint64 `protobuf:"varint,14,opt,name=ledger_seq,json=ledgerSeq,proto3" json:"ledger_seq,omitempty"`
+	HsmHealthy   bool   `protobuf:"varint,11,opt,name=hsm_healthy,json=hsmHealthy,proto3" json:"hsm_healthy,omitempty"`
+	HsmDetail    string `protobuf:"bytes,12,opt,name=hsm_detail,json=hsmDetail,proto3" json:"hsm_detail,omitempty"`
+	HasDomainKey bool   `protobuf:"varint,13,opt,name=has_domain_key,json=hasDomainKey,proto3" json:"has_domain_key,omitempty"`
+	LedgerSeq    uint64 `protobuf:"varint,14,opt,name=ledger_seq,json=ledgerSeq,proto3" json:"ledger_seq,omitempty"`
+	// Every node's admission (wrapped keys blanked), and the genesis profile.
+	Admissions    []*NodeAdmission `protobuf:"bytes,15,rep,name=admissions,proto3" json:"admissions,omitempty"`
+	Profile       string           `protobuf:"bytes,16,opt,name=profile,proto3" json:"profile,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -280,6 +283,20 @@ func (x *ClusterStatus) GetLedgerSeq() uint64 {
 		return x.LedgerSeq
 	}
 	return 0
+}
+
+func (x *ClusterStatus) GetAdmissions() []*NodeAdmission {
+	if x != nil {
+		return x.Admissions
+	}
+	return nil
+}
+
+func (x *ClusterStatus) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
 }
 
 type AddVoterRequest struct {
@@ -508,13 +525,13 @@ var File_custos_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_custos_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x17custos/v1/cluster.proto\x12\tcustos.v1\"\x16\n" +
+	"\x17custos/v1/cluster.proto\x12\tcustos.v1\x1a\x1acustos/v1/governance.proto\"\x16\n" +
 	"\x14ClusterStatusRequest\"i\n" +
 	"\x06Server\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1a\n" +
 	"\bsuffrage\x18\x03 \x01(\tR\bsuffrage\x12\x16\n" +
-	"\x06leader\x18\x04 \x01(\bR\x06leader\"\xe1\x03\n" +
+	"\x06leader\x18\x04 \x01(\bR\x06leader\"\xb5\x04\n" +
 	"\rClusterStatus\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x17\n" +
@@ -535,7 +552,11 @@ const file_custos_v1_cluster_proto_rawDesc = "" +
 	"hsm_detail\x18\f \x01(\tR\thsmDetail\x12$\n" +
 	"\x0ehas_domain_key\x18\r \x01(\bR\fhasDomainKey\x12\x1d\n" +
 	"\n" +
-	"ledger_seq\x18\x0e \x01(\x04R\tledgerSeq\">\n" +
+	"ledger_seq\x18\x0e \x01(\x04R\tledgerSeq\x128\n" +
+	"\n" +
+	"admissions\x18\x0f \x03(\v2\x18.custos.v1.NodeAdmissionR\n" +
+	"admissions\x12\x18\n" +
+	"\aprofile\x18\x10 \x01(\tR\aprofile\">\n" +
 	"\x0fAddVoterRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\"%\n" +
@@ -575,24 +596,26 @@ var file_custos_v1_cluster_proto_goTypes = []any{
 	(*TransferLeadershipRequest)(nil), // 5: custos.v1.TransferLeadershipRequest
 	(*SaveSnapshotRequest)(nil),       // 6: custos.v1.SaveSnapshotRequest
 	(*SnapshotChunk)(nil),             // 7: custos.v1.SnapshotChunk
+	(*NodeAdmission)(nil),             // 8: custos.v1.NodeAdmission
 }
 var file_custos_v1_cluster_proto_depIdxs = []int32{
 	1, // 0: custos.v1.ClusterStatus.servers:type_name -> custos.v1.Server
-	0, // 1: custos.v1.ClusterService.Status:input_type -> custos.v1.ClusterStatusRequest
-	3, // 2: custos.v1.ClusterService.AddVoter:input_type -> custos.v1.AddVoterRequest
-	4, // 3: custos.v1.ClusterService.RemoveServer:input_type -> custos.v1.RemoveServerRequest
-	5, // 4: custos.v1.ClusterService.TransferLeadership:input_type -> custos.v1.TransferLeadershipRequest
-	6, // 5: custos.v1.ClusterService.SaveSnapshot:input_type -> custos.v1.SaveSnapshotRequest
-	2, // 6: custos.v1.ClusterService.Status:output_type -> custos.v1.ClusterStatus
-	2, // 7: custos.v1.ClusterService.AddVoter:output_type -> custos.v1.ClusterStatus
-	2, // 8: custos.v1.ClusterService.RemoveServer:output_type -> custos.v1.ClusterStatus
-	2, // 9: custos.v1.ClusterService.TransferLeadership:output_type -> custos.v1.ClusterStatus
-	7, // 10: custos.v1.ClusterService.SaveSnapshot:output_type -> custos.v1.SnapshotChunk
-	6, // [6:11] is the sub-list for method output_type
-	1, // [1:6] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	8, // 1: custos.v1.ClusterStatus.admissions:type_name -> custos.v1.NodeAdmission
+	0, // 2: custos.v1.ClusterService.Status:input_type -> custos.v1.ClusterStatusRequest
+	3, // 3: custos.v1.ClusterService.AddVoter:input_type -> custos.v1.AddVoterRequest
+	4, // 4: custos.v1.ClusterService.RemoveServer:input_type -> custos.v1.RemoveServerRequest
+	5, // 5: custos.v1.ClusterService.TransferLeadership:input_type -> custos.v1.TransferLeadershipRequest
+	6, // 6: custos.v1.ClusterService.SaveSnapshot:input_type -> custos.v1.SaveSnapshotRequest
+	2, // 7: custos.v1.ClusterService.Status:output_type -> custos.v1.ClusterStatus
+	2, // 8: custos.v1.ClusterService.AddVoter:output_type -> custos.v1.ClusterStatus
+	2, // 9: custos.v1.ClusterService.RemoveServer:output_type -> custos.v1.ClusterStatus
+	2, // 10: custos.v1.ClusterService.TransferLeadership:output_type -> custos.v1.ClusterStatus
+	7, // 11: custos.v1.ClusterService.SaveSnapshot:output_type -> custos.v1.SnapshotChunk
+	7, // [7:12] is the sub-list for method output_type
+	2, // [2:7] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_custos_v1_cluster_proto_init() }
@@ -600,6 +623,7 @@ func file_custos_v1_cluster_proto_init() {
 	if File_custos_v1_cluster_proto != nil {
 		return
 	}
+	file_custos_v1_governance_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -116,6 +116,9 @@ const (
 	// A node found an HSM object that is not the one the log records (wrong
 	// key check value, wrong attributes, more than one match) and refused it.
 	Operation_OPERATION_HSM_OBJECT_REJECTED Operation = 12
+	// A node's admission as a custodian of the domain key: the key sent to
+	// it, the node confirming it holds it, the admission revoked.
+	Operation_OPERATION_ADMISSION Operation = 13
 )
 
 // Enum value maps for Operation.
@@ -134,6 +137,7 @@ var (
 		10: "OPERATION_SET_MIN_DECRYPTION_VERSION",
 		11: "OPERATION_MEMBERSHIP",
 		12: "OPERATION_HSM_OBJECT_REJECTED",
+		13: "OPERATION_ADMISSION",
 	}
 	Operation_value = map[string]int32{
 		"OPERATION_UNSPECIFIED":                0,
@@ -149,6 +153,7 @@ var (
 		"OPERATION_SET_MIN_DECRYPTION_VERSION": 10,
 		"OPERATION_MEMBERSHIP":                 11,
 		"OPERATION_HSM_OBJECT_REJECTED":        12,
+		"OPERATION_ADMISSION":                  13,
 	}
 )
 
@@ -312,7 +317,7 @@ const file_custos_v1_common_proto_rawDesc = "" +
 	"\x17REASON_PROVIDER_SERVICE\x10\x03\x12\x1b\n" +
 	"\x17REASON_PROVIDER_SUPPORT\x10\x04\x12#\n" +
 	"\x1fREASON_THIRD_PARTY_DATA_REQUEST\x10\x05\x12\x14\n" +
-	"\x10REASON_EMERGENCY\x10\x06*\xff\x02\n" +
+	"\x10REASON_EMERGENCY\x10\x06*\x98\x03\n" +
 	"\tOperation\x12\x19\n" +
 	"\x15OPERATION_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11OPERATION_DECRYPT\x10\x01\x12\x1e\n" +
@@ -327,7 +332,8 @@ const file_custos_v1_common_proto_rawDesc = "" +
 	"$OPERATION_SET_MIN_DECRYPTION_VERSION\x10\n" +
 	"\x12\x18\n" +
 	"\x14OPERATION_MEMBERSHIP\x10\v\x12!\n" +
-	"\x1dOPERATION_HSM_OBJECT_REJECTED\x10\f*\\\n" +
+	"\x1dOPERATION_HSM_OBJECT_REJECTED\x10\f\x12\x17\n" +
+	"\x13OPERATION_ADMISSION\x10\r*\\\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rOUTCOME_ALLOW\x10\x01\x12\x10\n" +

@@ -77,6 +77,126 @@ func (Action) EnumDescriptor() ([]byte, []int) {
 	return file_custos_v1_governance_proto_rawDescGZIP(), []int{0}
 }
 
+// KeyTransportHash is the hash (and MGF1 hash) of the RSA-OAEP that carries
+// the domain key from one node's HSM to another's (docs/key-transport.md).
+type KeyTransportHash int32
+
+const (
+	KeyTransportHash_KEY_TRANSPORT_HASH_UNSPECIFIED KeyTransportHash = 0
+	// RSA-OAEP with SHA-256 and MGF1-SHA-256: CRYPTREC, the production choice.
+	KeyTransportHash_KEY_TRANSPORT_HASH_SHA256 KeyTransportHash = 1
+	// RSA-OAEP with SHA-1 and MGF1-SHA-1: not CRYPTREC-listed for new
+	// systems; only a cluster with the development profile accepts it
+	// (SoftHSM 2.6.1 does OAEP wrap and unwrap only with SHA-1).
+	KeyTransportHash_KEY_TRANSPORT_HASH_SHA1 KeyTransportHash = 2
+)
+
+// Enum value maps for KeyTransportHash.
+var (
+	KeyTransportHash_name = map[int32]string{
+		0: "KEY_TRANSPORT_HASH_UNSPECIFIED",
+		1: "KEY_TRANSPORT_HASH_SHA256",
+		2: "KEY_TRANSPORT_HASH_SHA1",
+	}
+	KeyTransportHash_value = map[string]int32{
+		"KEY_TRANSPORT_HASH_UNSPECIFIED": 0,
+		"KEY_TRANSPORT_HASH_SHA256":      1,
+		"KEY_TRANSPORT_HASH_SHA1":        2,
+	}
+)
+
+func (x KeyTransportHash) Enum() *KeyTransportHash {
+	p := new(KeyTransportHash)
+	*p = x
+	return p
+}
+
+func (x KeyTransportHash) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (KeyTransportHash) Descriptor() protoreflect.EnumDescriptor {
+	return file_custos_v1_governance_proto_enumTypes[1].Descriptor()
+}
+
+func (KeyTransportHash) Type() protoreflect.EnumType {
+	return &file_custos_v1_governance_proto_enumTypes[1]
+}
+
+func (x KeyTransportHash) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use KeyTransportHash.Descriptor instead.
+func (KeyTransportHash) EnumDescriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{1}
+}
+
+// AdmissionState is where a node is in its admission.
+type AdmissionState int32
+
+const (
+	AdmissionState_ADMISSION_STATE_UNSPECIFIED AdmissionState = 0
+	// The node published a transport key; officers have not approved it.
+	AdmissionState_ADMISSION_STATE_OFFERED AdmissionState = 1
+	// Officers approved the transport key; waiting for a holder node whose
+	// HSM security officer trusted it.
+	AdmissionState_ADMISSION_STATE_APPROVED AdmissionState = 2
+	// A holder wrapped the domain key to it; the node has not confirmed.
+	AdmissionState_ADMISSION_STATE_SENT AdmissionState = 3
+	// The node's HSM holds the domain key with the recorded check value.
+	AdmissionState_ADMISSION_STATE_ADMITTED AdmissionState = 4
+	// Officers revoked it, or the node left the Raft configuration.
+	AdmissionState_ADMISSION_STATE_REVOKED AdmissionState = 5
+)
+
+// Enum value maps for AdmissionState.
+var (
+	AdmissionState_name = map[int32]string{
+		0: "ADMISSION_STATE_UNSPECIFIED",
+		1: "ADMISSION_STATE_OFFERED",
+		2: "ADMISSION_STATE_APPROVED",
+		3: "ADMISSION_STATE_SENT",
+		4: "ADMISSION_STATE_ADMITTED",
+		5: "ADMISSION_STATE_REVOKED",
+	}
+	AdmissionState_value = map[string]int32{
+		"ADMISSION_STATE_UNSPECIFIED": 0,
+		"ADMISSION_STATE_OFFERED":     1,
+		"ADMISSION_STATE_APPROVED":    2,
+		"ADMISSION_STATE_SENT":        3,
+		"ADMISSION_STATE_ADMITTED":    4,
+		"ADMISSION_STATE_REVOKED":     5,
+	}
+)
+
+func (x AdmissionState) Enum() *AdmissionState {
+	p := new(AdmissionState)
+	*p = x
+	return p
+}
+
+func (x AdmissionState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AdmissionState) Descriptor() protoreflect.EnumDescriptor {
+	return file_custos_v1_governance_proto_enumTypes[2].Descriptor()
+}
+
+func (AdmissionState) Type() protoreflect.EnumType {
+	return &file_custos_v1_governance_proto_enumTypes[2]
+}
+
+func (x AdmissionState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AdmissionState.Descriptor instead.
+func (AdmissionState) EnumDescriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{2}
+}
+
 // SinkType says how notifications are delivered.
 type SinkType int32
 
@@ -113,11 +233,11 @@ func (x SinkType) String() string {
 }
 
 func (SinkType) Descriptor() protoreflect.EnumDescriptor {
-	return file_custos_v1_governance_proto_enumTypes[1].Descriptor()
+	return file_custos_v1_governance_proto_enumTypes[3].Descriptor()
 }
 
 func (SinkType) Type() protoreflect.EnumType {
-	return &file_custos_v1_governance_proto_enumTypes[1]
+	return &file_custos_v1_governance_proto_enumTypes[3]
 }
 
 func (x SinkType) Number() protoreflect.EnumNumber {
@@ -126,7 +246,7 @@ func (x SinkType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SinkType.Descriptor instead.
 func (SinkType) EnumDescriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{1}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{3}
 }
 
 // RequestState is the state of an approval request.
@@ -169,11 +289,11 @@ func (x RequestState) String() string {
 }
 
 func (RequestState) Descriptor() protoreflect.EnumDescriptor {
-	return file_custos_v1_governance_proto_enumTypes[2].Descriptor()
+	return file_custos_v1_governance_proto_enumTypes[4].Descriptor()
 }
 
 func (RequestState) Type() protoreflect.EnumType {
-	return &file_custos_v1_governance_proto_enumTypes[2]
+	return &file_custos_v1_governance_proto_enumTypes[4]
 }
 
 func (x RequestState) Number() protoreflect.EnumNumber {
@@ -182,7 +302,7 @@ func (x RequestState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RequestState.Descriptor instead.
 func (RequestState) EnumDescriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{2}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{4}
 }
 
 // ReasonRule maps one justification reason to an action.
@@ -472,8 +592,12 @@ type Governance struct {
 	Quorum    uint32                 `protobuf:"varint,3,opt,name=quorum,proto3" json:"quorum,omitempty"`
 	Version   uint64                 `protobuf:"varint,4,opt,name=version,proto3" json:"version,omitempty"`
 	// Notification sinks (hmac keys blanked) and rules.
-	Sinks         []*Sink      `protobuf:"bytes,5,rep,name=sinks,proto3" json:"sinks,omitempty"`
-	NotifyRules   *NotifyRules `protobuf:"bytes,6,opt,name=notify_rules,json=notifyRules,proto3" json:"notify_rules,omitempty"`
+	Sinks       []*Sink      `protobuf:"bytes,5,rep,name=sinks,proto3" json:"sinks,omitempty"`
+	NotifyRules *NotifyRules `protobuf:"bytes,6,opt,name=notify_rules,json=notifyRules,proto3" json:"notify_rules,omitempty"`
+	// "development" for a cluster whose genesis named the development
+	// profile (not CRYPTREC-compliant: RSA-OAEP-SHA1 key transport), "" for
+	// production.
+	Profile       string `protobuf:"bytes,7,opt,name=profile,proto3" json:"profile,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -550,6 +674,13 @@ func (x *Governance) GetNotifyRules() *NotifyRules {
 	return nil
 }
 
+func (x *Governance) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
 // Statement is what officers sign. Its serialized bytes are signed and
 // transported verbatim (SignedStatement.statement), so the cluster verifies
 // exactly what the officers saw; unknown fields are refused.
@@ -577,6 +708,8 @@ type Statement struct {
 	//	*Statement_AddSink
 	//	*Statement_RemoveSink
 	//	*Statement_SetNotifyRules
+	//	*Statement_AdmitNode
+	//	*Statement_RevokeAdmission
 	Operation     isStatement_Operation `protobuf_oneof:"operation"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -755,6 +888,24 @@ func (x *Statement) GetSetNotifyRules() *SetNotifyRules {
 	return nil
 }
 
+func (x *Statement) GetAdmitNode() *AdmitNode {
+	if x != nil {
+		if x, ok := x.Operation.(*Statement_AdmitNode); ok {
+			return x.AdmitNode
+		}
+	}
+	return nil
+}
+
+func (x *Statement) GetRevokeAdmission() *RevokeAdmission {
+	if x != nil {
+		if x, ok := x.Operation.(*Statement_RevokeAdmission); ok {
+			return x.RevokeAdmission
+		}
+	}
+	return nil
+}
+
 type isStatement_Operation interface {
 	isStatement_Operation()
 }
@@ -807,6 +958,14 @@ type Statement_SetNotifyRules struct {
 	SetNotifyRules *SetNotifyRules `protobuf:"bytes,21,opt,name=set_notify_rules,json=setNotifyRules,proto3,oneof"`
 }
 
+type Statement_AdmitNode struct {
+	AdmitNode *AdmitNode `protobuf:"bytes,22,opt,name=admit_node,json=admitNode,proto3,oneof"`
+}
+
+type Statement_RevokeAdmission struct {
+	RevokeAdmission *RevokeAdmission `protobuf:"bytes,23,opt,name=revoke_admission,json=revokeAdmission,proto3,oneof"`
+}
+
 func (*Statement_RevokeKey) isStatement_Operation() {}
 
 func (*Statement_DisableKey) isStatement_Operation() {}
@@ -831,6 +990,255 @@ func (*Statement_RemoveSink) isStatement_Operation() {}
 
 func (*Statement_SetNotifyRules) isStatement_Operation() {}
 
+func (*Statement_AdmitNode) isStatement_Operation() {}
+
+func (*Statement_RevokeAdmission) isStatement_Operation() {}
+
+// AdmitNode (quorum) admits a node as a custodian: a node that holds the
+// domain key wraps it to the node's transport key, once the HSM security
+// officer of the holder trusted that key (`custos hsm trust`). The
+// fingerprints are what the officers checked: the transport key's (hex
+// SHA-256 of its PKIX DER, 64 digits) and the node's HSM identity key's
+// (its checkpoint signing key, 32 hex digits as officer keys are shown).
+type AdmitNode struct {
+	state                   protoimpl.MessageState `protogen:"open.v1"`
+	Node                    string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	TransportKeyFingerprint string                 `protobuf:"bytes,2,opt,name=transport_key_fingerprint,json=transportKeyFingerprint,proto3" json:"transport_key_fingerprint,omitempty"`
+	IdentityKeyFingerprint  string                 `protobuf:"bytes,3,opt,name=identity_key_fingerprint,json=identityKeyFingerprint,proto3" json:"identity_key_fingerprint,omitempty"`
+	Hash                    KeyTransportHash       `protobuf:"varint,4,opt,name=hash,proto3,enum=custos.v1.KeyTransportHash" json:"hash,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
+}
+
+func (x *AdmitNode) Reset() {
+	*x = AdmitNode{}
+	mi := &file_custos_v1_governance_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdmitNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdmitNode) ProtoMessage() {}
+
+func (x *AdmitNode) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_governance_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdmitNode.ProtoReflect.Descriptor instead.
+func (*AdmitNode) Descriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *AdmitNode) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *AdmitNode) GetTransportKeyFingerprint() string {
+	if x != nil {
+		return x.TransportKeyFingerprint
+	}
+	return ""
+}
+
+func (x *AdmitNode) GetIdentityKeyFingerprint() string {
+	if x != nil {
+		return x.IdentityKeyFingerprint
+	}
+	return ""
+}
+
+func (x *AdmitNode) GetHash() KeyTransportHash {
+	if x != nil {
+		return x.Hash
+	}
+	return KeyTransportHash_KEY_TRANSPORT_HASH_UNSPECIFIED
+}
+
+// RevokeAdmission (one officer: it only takes a custodian away) ends a
+// node's admission: it refuses key crypto from then on and destroys its
+// copies of the domain key and KEKs. The last admitted node cannot be
+// revoked.
+type RevokeAdmission struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeAdmission) Reset() {
+	*x = RevokeAdmission{}
+	mi := &file_custos_v1_governance_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeAdmission) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeAdmission) ProtoMessage() {}
+
+func (x *RevokeAdmission) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_governance_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeAdmission.ProtoReflect.Descriptor instead.
+func (*RevokeAdmission) Descriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *RevokeAdmission) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+// NodeAdmission is one node's admission as the replicated state holds it.
+type NodeAdmission struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	State AdmissionState         `protobuf:"varint,2,opt,name=state,proto3,enum=custos.v1.AdmissionState" json:"state,omitempty"`
+	// The node's current transport public key (PKIX DER, RSA-3072) and its
+	// fingerprint (hex SHA-256 of the DER).
+	TransportPublicKey      []byte `protobuf:"bytes,3,opt,name=transport_public_key,json=transportPublicKey,proto3" json:"transport_public_key,omitempty"`
+	TransportKeyFingerprint string `protobuf:"bytes,4,opt,name=transport_key_fingerprint,json=transportKeyFingerprint,proto3" json:"transport_key_fingerprint,omitempty"`
+	// What the officers approved.
+	ApprovedFingerprint    string           `protobuf:"bytes,5,opt,name=approved_fingerprint,json=approvedFingerprint,proto3" json:"approved_fingerprint,omitempty"`
+	IdentityKeyFingerprint string           `protobuf:"bytes,6,opt,name=identity_key_fingerprint,json=identityKeyFingerprint,proto3" json:"identity_key_fingerprint,omitempty"`
+	Hash                   KeyTransportHash `protobuf:"varint,7,opt,name=hash,proto3,enum=custos.v1.KeyTransportHash" json:"hash,omitempty"`
+	// The domain key wrapped to the transport key (state SENT only; never in
+	// client answers).
+	WrappedDomainKey []byte `protobuf:"bytes,8,opt,name=wrapped_domain_key,json=wrappedDomainKey,proto3" json:"wrapped_domain_key,omitempty"`
+	// The holder node that sent it.
+	SentBy             string `protobuf:"bytes,9,opt,name=sent_by,json=sentBy,proto3" json:"sent_by,omitempty"`
+	UpdateTimeUnixNano int64  `protobuf:"varint,10,opt,name=update_time_unix_nano,json=updateTimeUnixNano,proto3" json:"update_time_unix_nano,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *NodeAdmission) Reset() {
+	*x = NodeAdmission{}
+	mi := &file_custos_v1_governance_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeAdmission) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeAdmission) ProtoMessage() {}
+
+func (x *NodeAdmission) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_governance_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeAdmission.ProtoReflect.Descriptor instead.
+func (*NodeAdmission) Descriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *NodeAdmission) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *NodeAdmission) GetState() AdmissionState {
+	if x != nil {
+		return x.State
+	}
+	return AdmissionState_ADMISSION_STATE_UNSPECIFIED
+}
+
+func (x *NodeAdmission) GetTransportPublicKey() []byte {
+	if x != nil {
+		return x.TransportPublicKey
+	}
+	return nil
+}
+
+func (x *NodeAdmission) GetTransportKeyFingerprint() string {
+	if x != nil {
+		return x.TransportKeyFingerprint
+	}
+	return ""
+}
+
+func (x *NodeAdmission) GetApprovedFingerprint() string {
+	if x != nil {
+		return x.ApprovedFingerprint
+	}
+	return ""
+}
+
+func (x *NodeAdmission) GetIdentityKeyFingerprint() string {
+	if x != nil {
+		return x.IdentityKeyFingerprint
+	}
+	return ""
+}
+
+func (x *NodeAdmission) GetHash() KeyTransportHash {
+	if x != nil {
+		return x.Hash
+	}
+	return KeyTransportHash_KEY_TRANSPORT_HASH_UNSPECIFIED
+}
+
+func (x *NodeAdmission) GetWrappedDomainKey() []byte {
+	if x != nil {
+		return x.WrappedDomainKey
+	}
+	return nil
+}
+
+func (x *NodeAdmission) GetSentBy() string {
+	if x != nil {
+		return x.SentBy
+	}
+	return ""
+}
+
+func (x *NodeAdmission) GetUpdateTimeUnixNano() int64 {
+	if x != nil {
+		return x.UpdateTimeUnixNano
+	}
+	return 0
+}
+
 // Sink is a notification destination configured by the officers.
 type Sink struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -852,7 +1260,7 @@ type Sink struct {
 
 func (x *Sink) Reset() {
 	*x = Sink{}
-	mi := &file_custos_v1_governance_proto_msgTypes[6]
+	mi := &file_custos_v1_governance_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -864,7 +1272,7 @@ func (x *Sink) String() string {
 func (*Sink) ProtoMessage() {}
 
 func (x *Sink) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[6]
+	mi := &file_custos_v1_governance_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -877,7 +1285,7 @@ func (x *Sink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sink.ProtoReflect.Descriptor instead.
 func (*Sink) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{6}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Sink) GetName() string {
@@ -939,7 +1347,7 @@ type AddSink struct {
 
 func (x *AddSink) Reset() {
 	*x = AddSink{}
-	mi := &file_custos_v1_governance_proto_msgTypes[7]
+	mi := &file_custos_v1_governance_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -951,7 +1359,7 @@ func (x *AddSink) String() string {
 func (*AddSink) ProtoMessage() {}
 
 func (x *AddSink) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[7]
+	mi := &file_custos_v1_governance_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -964,7 +1372,7 @@ func (x *AddSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddSink.ProtoReflect.Descriptor instead.
 func (*AddSink) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{7}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AddSink) GetSink() *Sink {
@@ -984,7 +1392,7 @@ type RemoveSink struct {
 
 func (x *RemoveSink) Reset() {
 	*x = RemoveSink{}
-	mi := &file_custos_v1_governance_proto_msgTypes[8]
+	mi := &file_custos_v1_governance_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -996,7 +1404,7 @@ func (x *RemoveSink) String() string {
 func (*RemoveSink) ProtoMessage() {}
 
 func (x *RemoveSink) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[8]
+	mi := &file_custos_v1_governance_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1009,7 +1417,7 @@ func (x *RemoveSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSink.ProtoReflect.Descriptor instead.
 func (*RemoveSink) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{8}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RemoveSink) GetName() string {
@@ -1035,7 +1443,7 @@ type NotifyRules struct {
 
 func (x *NotifyRules) Reset() {
 	*x = NotifyRules{}
-	mi := &file_custos_v1_governance_proto_msgTypes[9]
+	mi := &file_custos_v1_governance_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1047,7 +1455,7 @@ func (x *NotifyRules) String() string {
 func (*NotifyRules) ProtoMessage() {}
 
 func (x *NotifyRules) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[9]
+	mi := &file_custos_v1_governance_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1060,7 +1468,7 @@ func (x *NotifyRules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifyRules.ProtoReflect.Descriptor instead.
 func (*NotifyRules) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{9}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *NotifyRules) GetReasons() []Reason {
@@ -1108,7 +1516,7 @@ type SetNotifyRules struct {
 
 func (x *SetNotifyRules) Reset() {
 	*x = SetNotifyRules{}
-	mi := &file_custos_v1_governance_proto_msgTypes[10]
+	mi := &file_custos_v1_governance_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1120,7 +1528,7 @@ func (x *SetNotifyRules) String() string {
 func (*SetNotifyRules) ProtoMessage() {}
 
 func (x *SetNotifyRules) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[10]
+	mi := &file_custos_v1_governance_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1133,7 +1541,7 @@ func (x *SetNotifyRules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNotifyRules.ProtoReflect.Descriptor instead.
 func (*SetNotifyRules) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{10}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SetNotifyRules) GetRules() *NotifyRules {
@@ -1154,7 +1562,7 @@ type RevokeKey struct {
 
 func (x *RevokeKey) Reset() {
 	*x = RevokeKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[11]
+	mi := &file_custos_v1_governance_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1166,7 +1574,7 @@ func (x *RevokeKey) String() string {
 func (*RevokeKey) ProtoMessage() {}
 
 func (x *RevokeKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[11]
+	mi := &file_custos_v1_governance_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1179,7 +1587,7 @@ func (x *RevokeKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeKey.ProtoReflect.Descriptor instead.
 func (*RevokeKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{11}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RevokeKey) GetKey() string {
@@ -1199,7 +1607,7 @@ type DisableKey struct {
 
 func (x *DisableKey) Reset() {
 	*x = DisableKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[12]
+	mi := &file_custos_v1_governance_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1211,7 +1619,7 @@ func (x *DisableKey) String() string {
 func (*DisableKey) ProtoMessage() {}
 
 func (x *DisableKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[12]
+	mi := &file_custos_v1_governance_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1224,7 +1632,7 @@ func (x *DisableKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableKey.ProtoReflect.Descriptor instead.
 func (*DisableKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{12}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DisableKey) GetKey() string {
@@ -1244,7 +1652,7 @@ type EnableKey struct {
 
 func (x *EnableKey) Reset() {
 	*x = EnableKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[13]
+	mi := &file_custos_v1_governance_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1256,7 +1664,7 @@ func (x *EnableKey) String() string {
 func (*EnableKey) ProtoMessage() {}
 
 func (x *EnableKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[13]
+	mi := &file_custos_v1_governance_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1269,7 +1677,7 @@ func (x *EnableKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableKey.ProtoReflect.Descriptor instead.
 func (*EnableKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{13}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *EnableKey) GetKey() string {
@@ -1290,7 +1698,7 @@ type SetPolicy struct {
 
 func (x *SetPolicy) Reset() {
 	*x = SetPolicy{}
-	mi := &file_custos_v1_governance_proto_msgTypes[14]
+	mi := &file_custos_v1_governance_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1302,7 +1710,7 @@ func (x *SetPolicy) String() string {
 func (*SetPolicy) ProtoMessage() {}
 
 func (x *SetPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[14]
+	mi := &file_custos_v1_governance_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1315,7 +1723,7 @@ func (x *SetPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicy.ProtoReflect.Descriptor instead.
 func (*SetPolicy) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{14}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SetPolicy) GetKey() string {
@@ -1345,7 +1753,7 @@ type ApproveRequest struct {
 
 func (x *ApproveRequest) Reset() {
 	*x = ApproveRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[15]
+	mi := &file_custos_v1_governance_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1357,7 +1765,7 @@ func (x *ApproveRequest) String() string {
 func (*ApproveRequest) ProtoMessage() {}
 
 func (x *ApproveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[15]
+	mi := &file_custos_v1_governance_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1370,7 +1778,7 @@ func (x *ApproveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveRequest.ProtoReflect.Descriptor instead.
 func (*ApproveRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{15}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ApproveRequest) GetRequestId() string {
@@ -1404,7 +1812,7 @@ type DenyRequest struct {
 
 func (x *DenyRequest) Reset() {
 	*x = DenyRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[16]
+	mi := &file_custos_v1_governance_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1416,7 +1824,7 @@ func (x *DenyRequest) String() string {
 func (*DenyRequest) ProtoMessage() {}
 
 func (x *DenyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[16]
+	mi := &file_custos_v1_governance_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1429,7 +1837,7 @@ func (x *DenyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DenyRequest.ProtoReflect.Descriptor instead.
 func (*DenyRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{16}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DenyRequest) GetRequestId() string {
@@ -1455,7 +1863,7 @@ type CreateGrant struct {
 
 func (x *CreateGrant) Reset() {
 	*x = CreateGrant{}
-	mi := &file_custos_v1_governance_proto_msgTypes[17]
+	mi := &file_custos_v1_governance_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1467,7 +1875,7 @@ func (x *CreateGrant) String() string {
 func (*CreateGrant) ProtoMessage() {}
 
 func (x *CreateGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[17]
+	mi := &file_custos_v1_governance_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1480,7 +1888,7 @@ func (x *CreateGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGrant.ProtoReflect.Descriptor instead.
 func (*CreateGrant) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{17}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CreateGrant) GetPrincipal() string {
@@ -1535,7 +1943,7 @@ type RevokeGrant struct {
 
 func (x *RevokeGrant) Reset() {
 	*x = RevokeGrant{}
-	mi := &file_custos_v1_governance_proto_msgTypes[18]
+	mi := &file_custos_v1_governance_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1547,7 +1955,7 @@ func (x *RevokeGrant) String() string {
 func (*RevokeGrant) ProtoMessage() {}
 
 func (x *RevokeGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[18]
+	mi := &file_custos_v1_governance_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1560,7 +1968,7 @@ func (x *RevokeGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeGrant.ProtoReflect.Descriptor instead.
 func (*RevokeGrant) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{18}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RevokeGrant) GetGrantId() string {
@@ -1581,7 +1989,7 @@ type SetOfficers struct {
 
 func (x *SetOfficers) Reset() {
 	*x = SetOfficers{}
-	mi := &file_custos_v1_governance_proto_msgTypes[19]
+	mi := &file_custos_v1_governance_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1593,7 +2001,7 @@ func (x *SetOfficers) String() string {
 func (*SetOfficers) ProtoMessage() {}
 
 func (x *SetOfficers) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[19]
+	mi := &file_custos_v1_governance_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1606,7 +2014,7 @@ func (x *SetOfficers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetOfficers.ProtoReflect.Descriptor instead.
 func (*SetOfficers) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{19}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SetOfficers) GetOfficers() []*Officer {
@@ -1635,7 +2043,7 @@ type OfficerSignature struct {
 
 func (x *OfficerSignature) Reset() {
 	*x = OfficerSignature{}
-	mi := &file_custos_v1_governance_proto_msgTypes[20]
+	mi := &file_custos_v1_governance_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1647,7 +2055,7 @@ func (x *OfficerSignature) String() string {
 func (*OfficerSignature) ProtoMessage() {}
 
 func (x *OfficerSignature) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[20]
+	mi := &file_custos_v1_governance_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1660,7 +2068,7 @@ func (x *OfficerSignature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OfficerSignature.ProtoReflect.Descriptor instead.
 func (*OfficerSignature) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{20}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *OfficerSignature) GetOfficer() string {
@@ -1688,7 +2096,7 @@ type SignedStatement struct {
 
 func (x *SignedStatement) Reset() {
 	*x = SignedStatement{}
-	mi := &file_custos_v1_governance_proto_msgTypes[21]
+	mi := &file_custos_v1_governance_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1700,7 +2108,7 @@ func (x *SignedStatement) String() string {
 func (*SignedStatement) ProtoMessage() {}
 
 func (x *SignedStatement) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[21]
+	mi := &file_custos_v1_governance_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1713,7 +2121,7 @@ func (x *SignedStatement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedStatement.ProtoReflect.Descriptor instead.
 func (*SignedStatement) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{21}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SignedStatement) GetStatement() []byte {
@@ -1746,7 +2154,7 @@ type SubmitResponse struct {
 
 func (x *SubmitResponse) Reset() {
 	*x = SubmitResponse{}
-	mi := &file_custos_v1_governance_proto_msgTypes[22]
+	mi := &file_custos_v1_governance_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1758,7 +2166,7 @@ func (x *SubmitResponse) String() string {
 func (*SubmitResponse) ProtoMessage() {}
 
 func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[22]
+	mi := &file_custos_v1_governance_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1771,7 +2179,7 @@ func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
 func (*SubmitResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{22}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SubmitResponse) GetResult() string {
@@ -1810,7 +2218,7 @@ type GetGovernanceRequest struct {
 
 func (x *GetGovernanceRequest) Reset() {
 	*x = GetGovernanceRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[23]
+	mi := &file_custos_v1_governance_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1822,7 +2230,7 @@ func (x *GetGovernanceRequest) String() string {
 func (*GetGovernanceRequest) ProtoMessage() {}
 
 func (x *GetGovernanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[23]
+	mi := &file_custos_v1_governance_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1835,7 +2243,7 @@ func (x *GetGovernanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGovernanceRequest.ProtoReflect.Descriptor instead.
 func (*GetGovernanceRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{23}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{26}
 }
 
 // ApprovalRequest is a decrypt that policy sent to the officers.
@@ -1862,7 +2270,7 @@ type ApprovalRequest struct {
 
 func (x *ApprovalRequest) Reset() {
 	*x = ApprovalRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[24]
+	mi := &file_custos_v1_governance_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1874,7 +2282,7 @@ func (x *ApprovalRequest) String() string {
 func (*ApprovalRequest) ProtoMessage() {}
 
 func (x *ApprovalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[24]
+	mi := &file_custos_v1_governance_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1887,7 +2295,7 @@ func (x *ApprovalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApprovalRequest.ProtoReflect.Descriptor instead.
 func (*ApprovalRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{24}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ApprovalRequest) GetRequestId() string {
@@ -1990,7 +2398,7 @@ type ListPendingRequest struct {
 
 func (x *ListPendingRequest) Reset() {
 	*x = ListPendingRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[25]
+	mi := &file_custos_v1_governance_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2002,7 +2410,7 @@ func (x *ListPendingRequest) String() string {
 func (*ListPendingRequest) ProtoMessage() {}
 
 func (x *ListPendingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[25]
+	mi := &file_custos_v1_governance_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2015,7 +2423,7 @@ func (x *ListPendingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPendingRequest.ProtoReflect.Descriptor instead.
 func (*ListPendingRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{25}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListPendingRequest) GetKey() string {
@@ -2034,7 +2442,7 @@ type ListPendingResponse struct {
 
 func (x *ListPendingResponse) Reset() {
 	*x = ListPendingResponse{}
-	mi := &file_custos_v1_governance_proto_msgTypes[26]
+	mi := &file_custos_v1_governance_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2046,7 +2454,7 @@ func (x *ListPendingResponse) String() string {
 func (*ListPendingResponse) ProtoMessage() {}
 
 func (x *ListPendingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[26]
+	mi := &file_custos_v1_governance_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2059,7 +2467,7 @@ func (x *ListPendingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPendingResponse.ProtoReflect.Descriptor instead.
 func (*ListPendingResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{26}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListPendingResponse) GetRequests() []*ApprovalRequest {
@@ -2078,7 +2486,7 @@ type GetRequestRequest struct {
 
 func (x *GetRequestRequest) Reset() {
 	*x = GetRequestRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[27]
+	mi := &file_custos_v1_governance_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2090,7 +2498,7 @@ func (x *GetRequestRequest) String() string {
 func (*GetRequestRequest) ProtoMessage() {}
 
 func (x *GetRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[27]
+	mi := &file_custos_v1_governance_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2103,7 +2511,7 @@ func (x *GetRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequestRequest.ProtoReflect.Descriptor instead.
 func (*GetRequestRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{27}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetRequestRequest) GetRequestId() string {
@@ -2131,7 +2539,7 @@ type Grant struct {
 
 func (x *Grant) Reset() {
 	*x = Grant{}
-	mi := &file_custos_v1_governance_proto_msgTypes[28]
+	mi := &file_custos_v1_governance_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2143,7 +2551,7 @@ func (x *Grant) String() string {
 func (*Grant) ProtoMessage() {}
 
 func (x *Grant) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[28]
+	mi := &file_custos_v1_governance_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2156,7 +2564,7 @@ func (x *Grant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Grant.ProtoReflect.Descriptor instead.
 func (*Grant) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{28}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Grant) GetGrantId() string {
@@ -2224,7 +2632,7 @@ type ListGrantsRequest struct {
 
 func (x *ListGrantsRequest) Reset() {
 	*x = ListGrantsRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[29]
+	mi := &file_custos_v1_governance_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2236,7 +2644,7 @@ func (x *ListGrantsRequest) String() string {
 func (*ListGrantsRequest) ProtoMessage() {}
 
 func (x *ListGrantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[29]
+	mi := &file_custos_v1_governance_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2249,7 +2657,7 @@ func (x *ListGrantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGrantsRequest.ProtoReflect.Descriptor instead.
 func (*ListGrantsRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{29}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListGrantsRequest) GetKey() string {
@@ -2268,7 +2676,7 @@ type ListGrantsResponse struct {
 
 func (x *ListGrantsResponse) Reset() {
 	*x = ListGrantsResponse{}
-	mi := &file_custos_v1_governance_proto_msgTypes[30]
+	mi := &file_custos_v1_governance_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2280,7 +2688,7 @@ func (x *ListGrantsResponse) String() string {
 func (*ListGrantsResponse) ProtoMessage() {}
 
 func (x *ListGrantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[30]
+	mi := &file_custos_v1_governance_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2293,7 +2701,7 @@ func (x *ListGrantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGrantsResponse.ProtoReflect.Descriptor instead.
 func (*ListGrantsResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{30}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListGrantsResponse) GetGrants() []*Grant {
@@ -2312,7 +2720,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[31]
+	mi := &file_custos_v1_governance_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2324,7 +2732,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[31]
+	mi := &file_custos_v1_governance_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2337,7 +2745,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{31}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetPolicyRequest) GetKey() string {
@@ -2375,7 +2783,7 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\aOfficer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
-	"public_key\x18\x02 \x01(\fR\tpublicKey\"\xef\x01\n" +
+	"public_key\x18\x02 \x01(\fR\tpublicKey\"\x89\x02\n" +
 	"\n" +
 	"Governance\x12\x1d\n" +
 	"\n" +
@@ -2384,7 +2792,8 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\x06quorum\x18\x03 \x01(\rR\x06quorum\x12\x18\n" +
 	"\aversion\x18\x04 \x01(\x04R\aversion\x12%\n" +
 	"\x05sinks\x18\x05 \x03(\v2\x0f.custos.v1.SinkR\x05sinks\x129\n" +
-	"\fnotify_rules\x18\x06 \x01(\v2\x16.custos.v1.NotifyRulesR\vnotifyRules\"\xd8\x06\n" +
+	"\fnotify_rules\x18\x06 \x01(\v2\x16.custos.v1.NotifyRulesR\vnotifyRules\x12\x18\n" +
+	"\aprofile\x18\a \x01(\tR\aprofile\"\xd8\a\n" +
 	"\tStatement\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x14\n" +
@@ -2408,8 +2817,30 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\badd_sink\x18\x13 \x01(\v2\x12.custos.v1.AddSinkH\x00R\aaddSink\x128\n" +
 	"\vremove_sink\x18\x14 \x01(\v2\x15.custos.v1.RemoveSinkH\x00R\n" +
 	"removeSink\x12E\n" +
-	"\x10set_notify_rules\x18\x15 \x01(\v2\x19.custos.v1.SetNotifyRulesH\x00R\x0esetNotifyRulesB\v\n" +
-	"\toperation\"\xdb\x01\n" +
+	"\x10set_notify_rules\x18\x15 \x01(\v2\x19.custos.v1.SetNotifyRulesH\x00R\x0esetNotifyRules\x125\n" +
+	"\n" +
+	"admit_node\x18\x16 \x01(\v2\x14.custos.v1.AdmitNodeH\x00R\tadmitNode\x12G\n" +
+	"\x10revoke_admission\x18\x17 \x01(\v2\x1a.custos.v1.RevokeAdmissionH\x00R\x0frevokeAdmissionB\v\n" +
+	"\toperation\"\xc6\x01\n" +
+	"\tAdmitNode\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12:\n" +
+	"\x19transport_key_fingerprint\x18\x02 \x01(\tR\x17transportKeyFingerprint\x128\n" +
+	"\x18identity_key_fingerprint\x18\x03 \x01(\tR\x16identityKeyFingerprint\x12/\n" +
+	"\x04hash\x18\x04 \x01(\x0e2\x1b.custos.v1.KeyTransportHashR\x04hash\"%\n" +
+	"\x0fRevokeAdmission\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\"\xda\x03\n" +
+	"\rNodeAdmission\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12/\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x19.custos.v1.AdmissionStateR\x05state\x120\n" +
+	"\x14transport_public_key\x18\x03 \x01(\fR\x12transportPublicKey\x12:\n" +
+	"\x19transport_key_fingerprint\x18\x04 \x01(\tR\x17transportKeyFingerprint\x121\n" +
+	"\x14approved_fingerprint\x18\x05 \x01(\tR\x13approvedFingerprint\x128\n" +
+	"\x18identity_key_fingerprint\x18\x06 \x01(\tR\x16identityKeyFingerprint\x12/\n" +
+	"\x04hash\x18\a \x01(\x0e2\x1b.custos.v1.KeyTransportHashR\x04hash\x12,\n" +
+	"\x12wrapped_domain_key\x18\b \x01(\fR\x10wrappedDomainKey\x12\x17\n" +
+	"\asent_by\x18\t \x01(\tR\x06sentBy\x121\n" +
+	"\x15update_time_unix_nano\x18\n" +
+	" \x01(\x03R\x12updateTimeUnixNano\"\xdb\x01\n" +
 	"\x04Sink\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x13.custos.v1.SinkTypeR\x04type\x12\x10\n" +
@@ -2524,7 +2955,18 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\x12ACTION_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fACTION_ALLOW\x10\x01\x12\x1b\n" +
 	"\x17ACTION_REQUIRE_APPROVAL\x10\x02\x12\x0f\n" +
-	"\vACTION_DENY\x10\x03*P\n" +
+	"\vACTION_DENY\x10\x03*r\n" +
+	"\x10KeyTransportHash\x12\"\n" +
+	"\x1eKEY_TRANSPORT_HASH_UNSPECIFIED\x10\x00\x12\x1d\n" +
+	"\x19KEY_TRANSPORT_HASH_SHA256\x10\x01\x12\x1b\n" +
+	"\x17KEY_TRANSPORT_HASH_SHA1\x10\x02*\xc1\x01\n" +
+	"\x0eAdmissionState\x12\x1f\n" +
+	"\x1bADMISSION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17ADMISSION_STATE_OFFERED\x10\x01\x12\x1c\n" +
+	"\x18ADMISSION_STATE_APPROVED\x10\x02\x12\x18\n" +
+	"\x14ADMISSION_STATE_SENT\x10\x03\x12\x1c\n" +
+	"\x18ADMISSION_STATE_ADMITTED\x10\x04\x12\x1b\n" +
+	"\x17ADMISSION_STATE_REVOKED\x10\x05*P\n" +
 	"\bSinkType\x12\x19\n" +
 	"\x15SINK_TYPE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11SINK_TYPE_WEBHOOK\x10\x01\x12\x12\n" +
@@ -2557,98 +2999,108 @@ func file_custos_v1_governance_proto_rawDescGZIP() []byte {
 	return file_custos_v1_governance_proto_rawDescData
 }
 
-var file_custos_v1_governance_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_custos_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_custos_v1_governance_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_custos_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_custos_v1_governance_proto_goTypes = []any{
 	(Action)(0),                  // 0: custos.v1.Action
-	(SinkType)(0),                // 1: custos.v1.SinkType
-	(RequestState)(0),            // 2: custos.v1.RequestState
-	(*ReasonRule)(nil),           // 3: custos.v1.ReasonRule
-	(*TimeWindow)(nil),           // 4: custos.v1.TimeWindow
-	(*KeyPolicy)(nil),            // 5: custos.v1.KeyPolicy
-	(*Officer)(nil),              // 6: custos.v1.Officer
-	(*Governance)(nil),           // 7: custos.v1.Governance
-	(*Statement)(nil),            // 8: custos.v1.Statement
-	(*Sink)(nil),                 // 9: custos.v1.Sink
-	(*AddSink)(nil),              // 10: custos.v1.AddSink
-	(*RemoveSink)(nil),           // 11: custos.v1.RemoveSink
-	(*NotifyRules)(nil),          // 12: custos.v1.NotifyRules
-	(*SetNotifyRules)(nil),       // 13: custos.v1.SetNotifyRules
-	(*RevokeKey)(nil),            // 14: custos.v1.RevokeKey
-	(*DisableKey)(nil),           // 15: custos.v1.DisableKey
-	(*EnableKey)(nil),            // 16: custos.v1.EnableKey
-	(*SetPolicy)(nil),            // 17: custos.v1.SetPolicy
-	(*ApproveRequest)(nil),       // 18: custos.v1.ApproveRequest
-	(*DenyRequest)(nil),          // 19: custos.v1.DenyRequest
-	(*CreateGrant)(nil),          // 20: custos.v1.CreateGrant
-	(*RevokeGrant)(nil),          // 21: custos.v1.RevokeGrant
-	(*SetOfficers)(nil),          // 22: custos.v1.SetOfficers
-	(*OfficerSignature)(nil),     // 23: custos.v1.OfficerSignature
-	(*SignedStatement)(nil),      // 24: custos.v1.SignedStatement
-	(*SubmitResponse)(nil),       // 25: custos.v1.SubmitResponse
-	(*GetGovernanceRequest)(nil), // 26: custos.v1.GetGovernanceRequest
-	(*ApprovalRequest)(nil),      // 27: custos.v1.ApprovalRequest
-	(*ListPendingRequest)(nil),   // 28: custos.v1.ListPendingRequest
-	(*ListPendingResponse)(nil),  // 29: custos.v1.ListPendingResponse
-	(*GetRequestRequest)(nil),    // 30: custos.v1.GetRequestRequest
-	(*Grant)(nil),                // 31: custos.v1.Grant
-	(*ListGrantsRequest)(nil),    // 32: custos.v1.ListGrantsRequest
-	(*ListGrantsResponse)(nil),   // 33: custos.v1.ListGrantsResponse
-	(*GetPolicyRequest)(nil),     // 34: custos.v1.GetPolicyRequest
-	(Reason)(0),                  // 35: custos.v1.Reason
-	(Outcome)(0),                 // 36: custos.v1.Outcome
+	(KeyTransportHash)(0),        // 1: custos.v1.KeyTransportHash
+	(AdmissionState)(0),          // 2: custos.v1.AdmissionState
+	(SinkType)(0),                // 3: custos.v1.SinkType
+	(RequestState)(0),            // 4: custos.v1.RequestState
+	(*ReasonRule)(nil),           // 5: custos.v1.ReasonRule
+	(*TimeWindow)(nil),           // 6: custos.v1.TimeWindow
+	(*KeyPolicy)(nil),            // 7: custos.v1.KeyPolicy
+	(*Officer)(nil),              // 8: custos.v1.Officer
+	(*Governance)(nil),           // 9: custos.v1.Governance
+	(*Statement)(nil),            // 10: custos.v1.Statement
+	(*AdmitNode)(nil),            // 11: custos.v1.AdmitNode
+	(*RevokeAdmission)(nil),      // 12: custos.v1.RevokeAdmission
+	(*NodeAdmission)(nil),        // 13: custos.v1.NodeAdmission
+	(*Sink)(nil),                 // 14: custos.v1.Sink
+	(*AddSink)(nil),              // 15: custos.v1.AddSink
+	(*RemoveSink)(nil),           // 16: custos.v1.RemoveSink
+	(*NotifyRules)(nil),          // 17: custos.v1.NotifyRules
+	(*SetNotifyRules)(nil),       // 18: custos.v1.SetNotifyRules
+	(*RevokeKey)(nil),            // 19: custos.v1.RevokeKey
+	(*DisableKey)(nil),           // 20: custos.v1.DisableKey
+	(*EnableKey)(nil),            // 21: custos.v1.EnableKey
+	(*SetPolicy)(nil),            // 22: custos.v1.SetPolicy
+	(*ApproveRequest)(nil),       // 23: custos.v1.ApproveRequest
+	(*DenyRequest)(nil),          // 24: custos.v1.DenyRequest
+	(*CreateGrant)(nil),          // 25: custos.v1.CreateGrant
+	(*RevokeGrant)(nil),          // 26: custos.v1.RevokeGrant
+	(*SetOfficers)(nil),          // 27: custos.v1.SetOfficers
+	(*OfficerSignature)(nil),     // 28: custos.v1.OfficerSignature
+	(*SignedStatement)(nil),      // 29: custos.v1.SignedStatement
+	(*SubmitResponse)(nil),       // 30: custos.v1.SubmitResponse
+	(*GetGovernanceRequest)(nil), // 31: custos.v1.GetGovernanceRequest
+	(*ApprovalRequest)(nil),      // 32: custos.v1.ApprovalRequest
+	(*ListPendingRequest)(nil),   // 33: custos.v1.ListPendingRequest
+	(*ListPendingResponse)(nil),  // 34: custos.v1.ListPendingResponse
+	(*GetRequestRequest)(nil),    // 35: custos.v1.GetRequestRequest
+	(*Grant)(nil),                // 36: custos.v1.Grant
+	(*ListGrantsRequest)(nil),    // 37: custos.v1.ListGrantsRequest
+	(*ListGrantsResponse)(nil),   // 38: custos.v1.ListGrantsResponse
+	(*GetPolicyRequest)(nil),     // 39: custos.v1.GetPolicyRequest
+	(Reason)(0),                  // 40: custos.v1.Reason
+	(Outcome)(0),                 // 41: custos.v1.Outcome
 }
 var file_custos_v1_governance_proto_depIdxs = []int32{
-	35, // 0: custos.v1.ReasonRule.reason:type_name -> custos.v1.Reason
+	40, // 0: custos.v1.ReasonRule.reason:type_name -> custos.v1.Reason
 	0,  // 1: custos.v1.ReasonRule.action:type_name -> custos.v1.Action
-	3,  // 2: custos.v1.KeyPolicy.reasons:type_name -> custos.v1.ReasonRule
-	4,  // 3: custos.v1.KeyPolicy.windows:type_name -> custos.v1.TimeWindow
-	6,  // 4: custos.v1.Governance.officers:type_name -> custos.v1.Officer
-	9,  // 5: custos.v1.Governance.sinks:type_name -> custos.v1.Sink
-	12, // 6: custos.v1.Governance.notify_rules:type_name -> custos.v1.NotifyRules
-	14, // 7: custos.v1.Statement.revoke_key:type_name -> custos.v1.RevokeKey
-	15, // 8: custos.v1.Statement.disable_key:type_name -> custos.v1.DisableKey
-	16, // 9: custos.v1.Statement.enable_key:type_name -> custos.v1.EnableKey
-	17, // 10: custos.v1.Statement.set_policy:type_name -> custos.v1.SetPolicy
-	18, // 11: custos.v1.Statement.approve_request:type_name -> custos.v1.ApproveRequest
-	19, // 12: custos.v1.Statement.deny_request:type_name -> custos.v1.DenyRequest
-	20, // 13: custos.v1.Statement.create_grant:type_name -> custos.v1.CreateGrant
-	21, // 14: custos.v1.Statement.revoke_grant:type_name -> custos.v1.RevokeGrant
-	22, // 15: custos.v1.Statement.set_officers:type_name -> custos.v1.SetOfficers
-	10, // 16: custos.v1.Statement.add_sink:type_name -> custos.v1.AddSink
-	11, // 17: custos.v1.Statement.remove_sink:type_name -> custos.v1.RemoveSink
-	13, // 18: custos.v1.Statement.set_notify_rules:type_name -> custos.v1.SetNotifyRules
-	1,  // 19: custos.v1.Sink.type:type_name -> custos.v1.SinkType
-	9,  // 20: custos.v1.AddSink.sink:type_name -> custos.v1.Sink
-	35, // 21: custos.v1.NotifyRules.reasons:type_name -> custos.v1.Reason
-	36, // 22: custos.v1.NotifyRules.outcomes:type_name -> custos.v1.Outcome
-	12, // 23: custos.v1.SetNotifyRules.rules:type_name -> custos.v1.NotifyRules
-	5,  // 24: custos.v1.SetPolicy.policy:type_name -> custos.v1.KeyPolicy
-	35, // 25: custos.v1.CreateGrant.reason:type_name -> custos.v1.Reason
-	6,  // 26: custos.v1.SetOfficers.officers:type_name -> custos.v1.Officer
-	23, // 27: custos.v1.SignedStatement.signatures:type_name -> custos.v1.OfficerSignature
-	35, // 28: custos.v1.ApprovalRequest.reason:type_name -> custos.v1.Reason
-	2,  // 29: custos.v1.ApprovalRequest.state:type_name -> custos.v1.RequestState
-	27, // 30: custos.v1.ListPendingResponse.requests:type_name -> custos.v1.ApprovalRequest
-	35, // 31: custos.v1.Grant.reason:type_name -> custos.v1.Reason
-	31, // 32: custos.v1.ListGrantsResponse.grants:type_name -> custos.v1.Grant
-	24, // 33: custos.v1.GovernanceService.Submit:input_type -> custos.v1.SignedStatement
-	26, // 34: custos.v1.GovernanceService.GetGovernance:input_type -> custos.v1.GetGovernanceRequest
-	28, // 35: custos.v1.GovernanceService.ListPending:input_type -> custos.v1.ListPendingRequest
-	30, // 36: custos.v1.GovernanceService.GetRequest:input_type -> custos.v1.GetRequestRequest
-	32, // 37: custos.v1.GovernanceService.ListGrants:input_type -> custos.v1.ListGrantsRequest
-	34, // 38: custos.v1.GovernanceService.GetPolicy:input_type -> custos.v1.GetPolicyRequest
-	25, // 39: custos.v1.GovernanceService.Submit:output_type -> custos.v1.SubmitResponse
-	7,  // 40: custos.v1.GovernanceService.GetGovernance:output_type -> custos.v1.Governance
-	29, // 41: custos.v1.GovernanceService.ListPending:output_type -> custos.v1.ListPendingResponse
-	27, // 42: custos.v1.GovernanceService.GetRequest:output_type -> custos.v1.ApprovalRequest
-	33, // 43: custos.v1.GovernanceService.ListGrants:output_type -> custos.v1.ListGrantsResponse
-	5,  // 44: custos.v1.GovernanceService.GetPolicy:output_type -> custos.v1.KeyPolicy
-	39, // [39:45] is the sub-list for method output_type
-	33, // [33:39] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	5,  // 2: custos.v1.KeyPolicy.reasons:type_name -> custos.v1.ReasonRule
+	6,  // 3: custos.v1.KeyPolicy.windows:type_name -> custos.v1.TimeWindow
+	8,  // 4: custos.v1.Governance.officers:type_name -> custos.v1.Officer
+	14, // 5: custos.v1.Governance.sinks:type_name -> custos.v1.Sink
+	17, // 6: custos.v1.Governance.notify_rules:type_name -> custos.v1.NotifyRules
+	19, // 7: custos.v1.Statement.revoke_key:type_name -> custos.v1.RevokeKey
+	20, // 8: custos.v1.Statement.disable_key:type_name -> custos.v1.DisableKey
+	21, // 9: custos.v1.Statement.enable_key:type_name -> custos.v1.EnableKey
+	22, // 10: custos.v1.Statement.set_policy:type_name -> custos.v1.SetPolicy
+	23, // 11: custos.v1.Statement.approve_request:type_name -> custos.v1.ApproveRequest
+	24, // 12: custos.v1.Statement.deny_request:type_name -> custos.v1.DenyRequest
+	25, // 13: custos.v1.Statement.create_grant:type_name -> custos.v1.CreateGrant
+	26, // 14: custos.v1.Statement.revoke_grant:type_name -> custos.v1.RevokeGrant
+	27, // 15: custos.v1.Statement.set_officers:type_name -> custos.v1.SetOfficers
+	15, // 16: custos.v1.Statement.add_sink:type_name -> custos.v1.AddSink
+	16, // 17: custos.v1.Statement.remove_sink:type_name -> custos.v1.RemoveSink
+	18, // 18: custos.v1.Statement.set_notify_rules:type_name -> custos.v1.SetNotifyRules
+	11, // 19: custos.v1.Statement.admit_node:type_name -> custos.v1.AdmitNode
+	12, // 20: custos.v1.Statement.revoke_admission:type_name -> custos.v1.RevokeAdmission
+	1,  // 21: custos.v1.AdmitNode.hash:type_name -> custos.v1.KeyTransportHash
+	2,  // 22: custos.v1.NodeAdmission.state:type_name -> custos.v1.AdmissionState
+	1,  // 23: custos.v1.NodeAdmission.hash:type_name -> custos.v1.KeyTransportHash
+	3,  // 24: custos.v1.Sink.type:type_name -> custos.v1.SinkType
+	14, // 25: custos.v1.AddSink.sink:type_name -> custos.v1.Sink
+	40, // 26: custos.v1.NotifyRules.reasons:type_name -> custos.v1.Reason
+	41, // 27: custos.v1.NotifyRules.outcomes:type_name -> custos.v1.Outcome
+	17, // 28: custos.v1.SetNotifyRules.rules:type_name -> custos.v1.NotifyRules
+	7,  // 29: custos.v1.SetPolicy.policy:type_name -> custos.v1.KeyPolicy
+	40, // 30: custos.v1.CreateGrant.reason:type_name -> custos.v1.Reason
+	8,  // 31: custos.v1.SetOfficers.officers:type_name -> custos.v1.Officer
+	28, // 32: custos.v1.SignedStatement.signatures:type_name -> custos.v1.OfficerSignature
+	40, // 33: custos.v1.ApprovalRequest.reason:type_name -> custos.v1.Reason
+	4,  // 34: custos.v1.ApprovalRequest.state:type_name -> custos.v1.RequestState
+	32, // 35: custos.v1.ListPendingResponse.requests:type_name -> custos.v1.ApprovalRequest
+	40, // 36: custos.v1.Grant.reason:type_name -> custos.v1.Reason
+	36, // 37: custos.v1.ListGrantsResponse.grants:type_name -> custos.v1.Grant
+	29, // 38: custos.v1.GovernanceService.Submit:input_type -> custos.v1.SignedStatement
+	31, // 39: custos.v1.GovernanceService.GetGovernance:input_type -> custos.v1.GetGovernanceRequest
+	33, // 40: custos.v1.GovernanceService.ListPending:input_type -> custos.v1.ListPendingRequest
+	35, // 41: custos.v1.GovernanceService.GetRequest:input_type -> custos.v1.GetRequestRequest
+	37, // 42: custos.v1.GovernanceService.ListGrants:input_type -> custos.v1.ListGrantsRequest
+	39, // 43: custos.v1.GovernanceService.GetPolicy:input_type -> custos.v1.GetPolicyRequest
+	30, // 44: custos.v1.GovernanceService.Submit:output_type -> custos.v1.SubmitResponse
+	9,  // 45: custos.v1.GovernanceService.GetGovernance:output_type -> custos.v1.Governance
+	34, // 46: custos.v1.GovernanceService.ListPending:output_type -> custos.v1.ListPendingResponse
+	32, // 47: custos.v1.GovernanceService.GetRequest:output_type -> custos.v1.ApprovalRequest
+	38, // 48: custos.v1.GovernanceService.ListGrants:output_type -> custos.v1.ListGrantsResponse
+	7,  // 49: custos.v1.GovernanceService.GetPolicy:output_type -> custos.v1.KeyPolicy
+	44, // [44:50] is the sub-list for method output_type
+	38, // [38:44] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_custos_v1_governance_proto_init() }
@@ -2670,14 +3122,16 @@ func file_custos_v1_governance_proto_init() {
 		(*Statement_AddSink)(nil),
 		(*Statement_RemoveSink)(nil),
 		(*Statement_SetNotifyRules)(nil),
+		(*Statement_AdmitNode)(nil),
+		(*Statement_RevokeAdmission)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custos_v1_governance_proto_rawDesc), len(file_custos_v1_governance_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   32,
+			NumEnums:      5,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

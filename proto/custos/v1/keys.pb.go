@@ -23,6 +23,116 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// KeyOrigin says where a key version's material comes from.
+type KeyOrigin int32
+
+const (
+	KeyOrigin_KEY_ORIGIN_UNSPECIFIED KeyOrigin = 0
+	// Generated in a custos node's HSM.
+	KeyOrigin_KEY_ORIGIN_HSM KeyOrigin = 1
+	// Imported by the customer (ImportKeyMaterial).
+	KeyOrigin_KEY_ORIGIN_EXTERNAL KeyOrigin = 2
+)
+
+// Enum value maps for KeyOrigin.
+var (
+	KeyOrigin_name = map[int32]string{
+		0: "KEY_ORIGIN_UNSPECIFIED",
+		1: "KEY_ORIGIN_HSM",
+		2: "KEY_ORIGIN_EXTERNAL",
+	}
+	KeyOrigin_value = map[string]int32{
+		"KEY_ORIGIN_UNSPECIFIED": 0,
+		"KEY_ORIGIN_HSM":         1,
+		"KEY_ORIGIN_EXTERNAL":    2,
+	}
+)
+
+func (x KeyOrigin) Enum() *KeyOrigin {
+	p := new(KeyOrigin)
+	*p = x
+	return p
+}
+
+func (x KeyOrigin) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (KeyOrigin) Descriptor() protoreflect.EnumDescriptor {
+	return file_custos_v1_keys_proto_enumTypes[0].Descriptor()
+}
+
+func (KeyOrigin) Type() protoreflect.EnumType {
+	return &file_custos_v1_keys_proto_enumTypes[0]
+}
+
+func (x KeyOrigin) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use KeyOrigin.Descriptor instead.
+func (KeyOrigin) EnumDescriptor() ([]byte, []int) {
+	return file_custos_v1_keys_proto_rawDescGZIP(), []int{0}
+}
+
+// ImportWrappingAlgorithm names how imported material is wrapped, as AWS
+// KMS's ImportKeyMaterial names it. The SHA_1 variants are accepted only by
+// a cluster with the development profile (not CRYPTREC).
+type ImportWrappingAlgorithm int32
+
+const (
+	ImportWrappingAlgorithm_IMPORT_WRAPPING_ALGORITHM_UNSPECIFIED ImportWrappingAlgorithm = 0
+	ImportWrappingAlgorithm_RSAES_OAEP_SHA_256                    ImportWrappingAlgorithm = 1
+	ImportWrappingAlgorithm_RSA_AES_KEY_WRAP_SHA_256              ImportWrappingAlgorithm = 2
+	ImportWrappingAlgorithm_RSAES_OAEP_SHA_1                      ImportWrappingAlgorithm = 3
+	ImportWrappingAlgorithm_RSA_AES_KEY_WRAP_SHA_1                ImportWrappingAlgorithm = 4
+)
+
+// Enum value maps for ImportWrappingAlgorithm.
+var (
+	ImportWrappingAlgorithm_name = map[int32]string{
+		0: "IMPORT_WRAPPING_ALGORITHM_UNSPECIFIED",
+		1: "RSAES_OAEP_SHA_256",
+		2: "RSA_AES_KEY_WRAP_SHA_256",
+		3: "RSAES_OAEP_SHA_1",
+		4: "RSA_AES_KEY_WRAP_SHA_1",
+	}
+	ImportWrappingAlgorithm_value = map[string]int32{
+		"IMPORT_WRAPPING_ALGORITHM_UNSPECIFIED": 0,
+		"RSAES_OAEP_SHA_256":                    1,
+		"RSA_AES_KEY_WRAP_SHA_256":              2,
+		"RSAES_OAEP_SHA_1":                      3,
+		"RSA_AES_KEY_WRAP_SHA_1":                4,
+	}
+)
+
+func (x ImportWrappingAlgorithm) Enum() *ImportWrappingAlgorithm {
+	p := new(ImportWrappingAlgorithm)
+	*p = x
+	return p
+}
+
+func (x ImportWrappingAlgorithm) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ImportWrappingAlgorithm) Descriptor() protoreflect.EnumDescriptor {
+	return file_custos_v1_keys_proto_enumTypes[1].Descriptor()
+}
+
+func (ImportWrappingAlgorithm) Type() protoreflect.EnumType {
+	return &file_custos_v1_keys_proto_enumTypes[1]
+}
+
+func (x ImportWrappingAlgorithm) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ImportWrappingAlgorithm.Descriptor instead.
+func (ImportWrappingAlgorithm) EnumDescriptor() ([]byte, []int) {
+	return file_custos_v1_keys_proto_rawDescGZIP(), []int{1}
+}
+
 // KeyState is the lifecycle state of a key.
 type KeyState int32
 
@@ -61,11 +171,11 @@ func (x KeyState) String() string {
 }
 
 func (KeyState) Descriptor() protoreflect.EnumDescriptor {
-	return file_custos_v1_keys_proto_enumTypes[0].Descriptor()
+	return file_custos_v1_keys_proto_enumTypes[2].Descriptor()
 }
 
 func (KeyState) Type() protoreflect.EnumType {
-	return &file_custos_v1_keys_proto_enumTypes[0]
+	return &file_custos_v1_keys_proto_enumTypes[2]
 }
 
 func (x KeyState) Number() protoreflect.EnumNumber {
@@ -74,7 +184,217 @@ func (x KeyState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use KeyState.Descriptor instead.
 func (KeyState) EnumDescriptor() ([]byte, []int) {
+	return file_custos_v1_keys_proto_rawDescGZIP(), []int{2}
+}
+
+type GetParametersForImportRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key to import into (it may not exist yet).
+	Key           string                  `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Algorithm     ImportWrappingAlgorithm `protobuf:"varint,2,opt,name=algorithm,proto3,enum=custos.v1.ImportWrappingAlgorithm" json:"algorithm,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetParametersForImportRequest) Reset() {
+	*x = GetParametersForImportRequest{}
+	mi := &file_custos_v1_keys_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetParametersForImportRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetParametersForImportRequest) ProtoMessage() {}
+
+func (x *GetParametersForImportRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_keys_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetParametersForImportRequest.ProtoReflect.Descriptor instead.
+func (*GetParametersForImportRequest) Descriptor() ([]byte, []int) {
 	return file_custos_v1_keys_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *GetParametersForImportRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *GetParametersForImportRequest) GetAlgorithm() ImportWrappingAlgorithm {
+	if x != nil {
+		return x.Algorithm
+	}
+	return ImportWrappingAlgorithm_IMPORT_WRAPPING_ALGORITHM_UNSPECIFIED
+}
+
+type ImportParameters struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Opaque; names the import key on node_id.
+	ImportToken string `protobuf:"bytes,1,opt,name=import_token,json=importToken,proto3" json:"import_token,omitempty"`
+	// The import public key, PKIX DER (RSA-3072, exponent 65537).
+	PublicKey          []byte                  `protobuf:"bytes,2,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	Algorithm          ImportWrappingAlgorithm `protobuf:"varint,3,opt,name=algorithm,proto3,enum=custos.v1.ImportWrappingAlgorithm" json:"algorithm,omitempty"`
+	ExpireTimeUnixNano int64                   `protobuf:"varint,4,opt,name=expire_time_unix_nano,json=expireTimeUnixNano,proto3" json:"expire_time_unix_nano,omitempty"`
+	// The node whose HSM holds the import key: import there.
+	NodeId        string `protobuf:"bytes,5,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Key           string `protobuf:"bytes,6,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportParameters) Reset() {
+	*x = ImportParameters{}
+	mi := &file_custos_v1_keys_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportParameters) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportParameters) ProtoMessage() {}
+
+func (x *ImportParameters) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_keys_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportParameters.ProtoReflect.Descriptor instead.
+func (*ImportParameters) Descriptor() ([]byte, []int) {
+	return file_custos_v1_keys_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ImportParameters) GetImportToken() string {
+	if x != nil {
+		return x.ImportToken
+	}
+	return ""
+}
+
+func (x *ImportParameters) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+func (x *ImportParameters) GetAlgorithm() ImportWrappingAlgorithm {
+	if x != nil {
+		return x.Algorithm
+	}
+	return ImportWrappingAlgorithm_IMPORT_WRAPPING_ALGORITHM_UNSPECIFIED
+}
+
+func (x *ImportParameters) GetExpireTimeUnixNano() int64 {
+	if x != nil {
+		return x.ExpireTimeUnixNano
+	}
+	return 0
+}
+
+func (x *ImportParameters) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *ImportParameters) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+type ImportKeyMaterialRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Key         string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	ImportToken string                 `protobuf:"bytes,2,opt,name=import_token,json=importToken,proto3" json:"import_token,omitempty"`
+	// The wrapped key: 384 bytes (RSAES_OAEP_*) or 424 (RSA_AES_KEY_WRAP_*).
+	EncryptedKeyMaterial []byte `protobuf:"bytes,3,opt,name=encrypted_key_material,json=encryptedKeyMaterial,proto3" json:"encrypted_key_material,omitempty"`
+	// Used when the import creates the key; at most 256 bytes.
+	Description   string `protobuf:"bytes,4,opt,name=description,proto3" json:"description,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportKeyMaterialRequest) Reset() {
+	*x = ImportKeyMaterialRequest{}
+	mi := &file_custos_v1_keys_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportKeyMaterialRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportKeyMaterialRequest) ProtoMessage() {}
+
+func (x *ImportKeyMaterialRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_keys_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportKeyMaterialRequest.ProtoReflect.Descriptor instead.
+func (*ImportKeyMaterialRequest) Descriptor() ([]byte, []int) {
+	return file_custos_v1_keys_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ImportKeyMaterialRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *ImportKeyMaterialRequest) GetImportToken() string {
+	if x != nil {
+		return x.ImportToken
+	}
+	return ""
+}
+
+func (x *ImportKeyMaterialRequest) GetEncryptedKeyMaterial() []byte {
+	if x != nil {
+		return x.EncryptedKeyMaterial
+	}
+	return nil
+}
+
+func (x *ImportKeyMaterialRequest) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
 }
 
 // KeyVersion is one generation of key material.
@@ -82,13 +402,18 @@ type KeyVersion struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
 	Version            uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
 	CreateTimeUnixNano int64                  `protobuf:"varint,2,opt,name=create_time_unix_nano,json=createTimeUnixNano,proto3" json:"create_time_unix_nano,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	Origin             KeyOrigin              `protobuf:"varint,3,opt,name=origin,proto3,enum=custos.v1.KeyOrigin" json:"origin,omitempty"`
+	// The version's key check value (docs/hsm-objects.md): for an imported
+	// key, the customer can compute it from their key and compare
+	// (clients/go/keyimport CheckValue).
+	KeyCheckValue []byte `protobuf:"bytes,4,opt,name=key_check_value,json=keyCheckValue,proto3" json:"key_check_value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *KeyVersion) Reset() {
 	*x = KeyVersion{}
-	mi := &file_custos_v1_keys_proto_msgTypes[0]
+	mi := &file_custos_v1_keys_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -100,7 +425,7 @@ func (x *KeyVersion) String() string {
 func (*KeyVersion) ProtoMessage() {}
 
 func (x *KeyVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_keys_proto_msgTypes[0]
+	mi := &file_custos_v1_keys_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -113,7 +438,7 @@ func (x *KeyVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyVersion.ProtoReflect.Descriptor instead.
 func (*KeyVersion) Descriptor() ([]byte, []int) {
-	return file_custos_v1_keys_proto_rawDescGZIP(), []int{0}
+	return file_custos_v1_keys_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *KeyVersion) GetVersion() uint32 {
@@ -128,6 +453,20 @@ func (x *KeyVersion) GetCreateTimeUnixNano() int64 {
 		return x.CreateTimeUnixNano
 	}
 	return 0
+}
+
+func (x *KeyVersion) GetOrigin() KeyOrigin {
+	if x != nil {
+		return x.Origin
+	}
+	return KeyOrigin_KEY_ORIGIN_UNSPECIFIED
+}
+
+func (x *KeyVersion) GetKeyCheckValue() []byte {
+	if x != nil {
+		return x.KeyCheckValue
+	}
+	return nil
 }
 
 // Key is a key's metadata. It never contains key material.
@@ -151,7 +490,7 @@ type Key struct {
 
 func (x *Key) Reset() {
 	*x = Key{}
-	mi := &file_custos_v1_keys_proto_msgTypes[1]
+	mi := &file_custos_v1_keys_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -163,7 +502,7 @@ func (x *Key) String() string {
 func (*Key) ProtoMessage() {}
 
 func (x *Key) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_keys_proto_msgTypes[1]
+	mi := &file_custos_v1_keys_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -176,7 +515,7 @@ func (x *Key) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Key.ProtoReflect.Descriptor instead.
 func (*Key) Descriptor() ([]byte, []int) {
-	return file_custos_v1_keys_proto_rawDescGZIP(), []int{1}
+	return file_custos_v1_keys_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Key) GetName() string {
@@ -254,7 +593,7 @@ type CreateKeyRequest struct {
 
 func (x *CreateKeyRequest) Reset() {
 	*x = CreateKeyRequest{}
-	mi := &file_custos_v1_keys_proto_msgTypes[2]
+	mi := &file_custos_v1_keys_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -266,7 +605,7 @@ func (x *CreateKeyRequest) String() string {
 func (*CreateKeyRequest) ProtoMessage() {}
 
 func (x *CreateKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_keys_proto_msgTypes[2]
+	mi := &file_custos_v1_keys_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -279,7 +618,7 @@ func (x *CreateKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKeyRequest.ProtoReflect.Descriptor instead.
 func (*CreateKeyRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_keys_proto_rawDescGZIP(), []int{2}
+	return file_custos_v1_keys_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreateKeyRequest) GetName() string {
@@ -305,7 +644,7 @@ type GetKeyRequest struct {
 
 func (x *GetKeyRequest) Reset() {
 	*x = GetKeyRequest{}
-	mi := &file_custos_v1_keys_proto_msgTypes[3]
+	mi := &file_custos_v1_keys_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -317,7 +656,7 @@ func (x *GetKeyRequest) String() string {
 func (*GetKeyRequest) ProtoMessage() {}
 
 func (x *GetKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_keys_proto_msgTypes[3]
+	mi := &file_custos_v1_keys_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -330,7 +669,7 @@ func (x *GetKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetKeyRequest.ProtoReflect.Descriptor instead.
 func (*GetKeyRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_keys_proto_rawDescGZIP(), []int{3}
+	return file_custos_v1_keys_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetKeyRequest) GetName() string {
@@ -351,7 +690,7 @@ type ListKeysRequest struct {
 
 func (x *ListKeysRequest) Reset() {
 	*x = ListKeysRequest{}
-	mi := &file_custos_v1_keys_proto_msgTypes[4]
+	mi := &file_custos_v1_keys_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -363,7 +702,7 @@ func (x *ListKeysRequest) String() string {
 func (*ListKeysRequest) ProtoMessage() {}
 
 func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_keys_proto_msgTypes[4]
+	mi := &file_custos_v1_keys_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -376,7 +715,7 @@ func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListKeysRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_keys_proto_rawDescGZIP(), []int{4}
+	return file_custos_v1_keys_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListKeysRequest) GetPageSize() int32 {
@@ -403,7 +742,7 @@ type ListKeysResponse struct {
 
 func (x *ListKeysResponse) Reset() {
 	*x = ListKeysResponse{}
-	mi := &file_custos_v1_keys_proto_msgTypes[5]
+	mi := &file_custos_v1_keys_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -415,7 +754,7 @@ func (x *ListKeysResponse) String() string {
 func (*ListKeysResponse) ProtoMessage() {}
 
 func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_keys_proto_msgTypes[5]
+	mi := &file_custos_v1_keys_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -428,7 +767,7 @@ func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListKeysResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_keys_proto_rawDescGZIP(), []int{5}
+	return file_custos_v1_keys_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListKeysResponse) GetKeys() []*Key {
@@ -454,7 +793,7 @@ type RotateKeyRequest struct {
 
 func (x *RotateKeyRequest) Reset() {
 	*x = RotateKeyRequest{}
-	mi := &file_custos_v1_keys_proto_msgTypes[6]
+	mi := &file_custos_v1_keys_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -466,7 +805,7 @@ func (x *RotateKeyRequest) String() string {
 func (*RotateKeyRequest) ProtoMessage() {}
 
 func (x *RotateKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_keys_proto_msgTypes[6]
+	mi := &file_custos_v1_keys_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -479,7 +818,7 @@ func (x *RotateKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateKeyRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_keys_proto_rawDescGZIP(), []int{6}
+	return file_custos_v1_keys_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RotateKeyRequest) GetName() string {
@@ -499,7 +838,7 @@ type SetKeyStateRequest struct {
 
 func (x *SetKeyStateRequest) Reset() {
 	*x = SetKeyStateRequest{}
-	mi := &file_custos_v1_keys_proto_msgTypes[7]
+	mi := &file_custos_v1_keys_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -511,7 +850,7 @@ func (x *SetKeyStateRequest) String() string {
 func (*SetKeyStateRequest) ProtoMessage() {}
 
 func (x *SetKeyStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_keys_proto_msgTypes[7]
+	mi := &file_custos_v1_keys_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -524,7 +863,7 @@ func (x *SetKeyStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetKeyStateRequest.ProtoReflect.Descriptor instead.
 func (*SetKeyStateRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_keys_proto_rawDescGZIP(), []int{7}
+	return file_custos_v1_keys_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SetKeyStateRequest) GetName() string {
@@ -551,7 +890,7 @@ type SetMinDecryptionVersionRequest struct {
 
 func (x *SetMinDecryptionVersionRequest) Reset() {
 	*x = SetMinDecryptionVersionRequest{}
-	mi := &file_custos_v1_keys_proto_msgTypes[8]
+	mi := &file_custos_v1_keys_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -563,7 +902,7 @@ func (x *SetMinDecryptionVersionRequest) String() string {
 func (*SetMinDecryptionVersionRequest) ProtoMessage() {}
 
 func (x *SetMinDecryptionVersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_keys_proto_msgTypes[8]
+	mi := &file_custos_v1_keys_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -576,7 +915,7 @@ func (x *SetMinDecryptionVersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMinDecryptionVersionRequest.ProtoReflect.Descriptor instead.
 func (*SetMinDecryptionVersionRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_keys_proto_rawDescGZIP(), []int{8}
+	return file_custos_v1_keys_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SetMinDecryptionVersionRequest) GetName() string {
@@ -605,7 +944,7 @@ type GenerateDataKeyRequest struct {
 
 func (x *GenerateDataKeyRequest) Reset() {
 	*x = GenerateDataKeyRequest{}
-	mi := &file_custos_v1_keys_proto_msgTypes[9]
+	mi := &file_custos_v1_keys_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -617,7 +956,7 @@ func (x *GenerateDataKeyRequest) String() string {
 func (*GenerateDataKeyRequest) ProtoMessage() {}
 
 func (x *GenerateDataKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_keys_proto_msgTypes[9]
+	mi := &file_custos_v1_keys_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -630,7 +969,7 @@ func (x *GenerateDataKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateDataKeyRequest.ProtoReflect.Descriptor instead.
 func (*GenerateDataKeyRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_keys_proto_rawDescGZIP(), []int{9}
+	return file_custos_v1_keys_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GenerateDataKeyRequest) GetKey() string {
@@ -661,7 +1000,7 @@ type GenerateDataKeyResponse struct {
 
 func (x *GenerateDataKeyResponse) Reset() {
 	*x = GenerateDataKeyResponse{}
-	mi := &file_custos_v1_keys_proto_msgTypes[10]
+	mi := &file_custos_v1_keys_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -673,7 +1012,7 @@ func (x *GenerateDataKeyResponse) String() string {
 func (*GenerateDataKeyResponse) ProtoMessage() {}
 
 func (x *GenerateDataKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_keys_proto_msgTypes[10]
+	mi := &file_custos_v1_keys_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -686,7 +1025,7 @@ func (x *GenerateDataKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateDataKeyResponse.ProtoReflect.Descriptor instead.
 func (*GenerateDataKeyResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_keys_proto_rawDescGZIP(), []int{10}
+	return file_custos_v1_keys_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GenerateDataKeyResponse) GetKey() string {
@@ -729,7 +1068,7 @@ type EncryptRequest struct {
 
 func (x *EncryptRequest) Reset() {
 	*x = EncryptRequest{}
-	mi := &file_custos_v1_keys_proto_msgTypes[11]
+	mi := &file_custos_v1_keys_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -741,7 +1080,7 @@ func (x *EncryptRequest) String() string {
 func (*EncryptRequest) ProtoMessage() {}
 
 func (x *EncryptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_keys_proto_msgTypes[11]
+	mi := &file_custos_v1_keys_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -754,7 +1093,7 @@ func (x *EncryptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EncryptRequest.ProtoReflect.Descriptor instead.
 func (*EncryptRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_keys_proto_rawDescGZIP(), []int{11}
+	return file_custos_v1_keys_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *EncryptRequest) GetKey() string {
@@ -789,7 +1128,7 @@ type EncryptResponse struct {
 
 func (x *EncryptResponse) Reset() {
 	*x = EncryptResponse{}
-	mi := &file_custos_v1_keys_proto_msgTypes[12]
+	mi := &file_custos_v1_keys_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -801,7 +1140,7 @@ func (x *EncryptResponse) String() string {
 func (*EncryptResponse) ProtoMessage() {}
 
 func (x *EncryptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_keys_proto_msgTypes[12]
+	mi := &file_custos_v1_keys_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -814,7 +1153,7 @@ func (x *EncryptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EncryptResponse.ProtoReflect.Descriptor instead.
 func (*EncryptResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_keys_proto_rawDescGZIP(), []int{12}
+	return file_custos_v1_keys_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *EncryptResponse) GetKey() string {
@@ -850,7 +1189,7 @@ type DecryptRequest struct {
 
 func (x *DecryptRequest) Reset() {
 	*x = DecryptRequest{}
-	mi := &file_custos_v1_keys_proto_msgTypes[13]
+	mi := &file_custos_v1_keys_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -862,7 +1201,7 @@ func (x *DecryptRequest) String() string {
 func (*DecryptRequest) ProtoMessage() {}
 
 func (x *DecryptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_keys_proto_msgTypes[13]
+	mi := &file_custos_v1_keys_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -875,7 +1214,7 @@ func (x *DecryptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecryptRequest.ProtoReflect.Descriptor instead.
 func (*DecryptRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_keys_proto_rawDescGZIP(), []int{13}
+	return file_custos_v1_keys_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DecryptRequest) GetCiphertext() []byte {
@@ -913,7 +1252,7 @@ type DecryptResponse struct {
 
 func (x *DecryptResponse) Reset() {
 	*x = DecryptResponse{}
-	mi := &file_custos_v1_keys_proto_msgTypes[14]
+	mi := &file_custos_v1_keys_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -925,7 +1264,7 @@ func (x *DecryptResponse) String() string {
 func (*DecryptResponse) ProtoMessage() {}
 
 func (x *DecryptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_keys_proto_msgTypes[14]
+	mi := &file_custos_v1_keys_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -938,7 +1277,7 @@ func (x *DecryptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecryptResponse.ProtoReflect.Descriptor instead.
 func (*DecryptResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_keys_proto_rawDescGZIP(), []int{14}
+	return file_custos_v1_keys_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DecryptResponse) GetKey() string {
@@ -987,7 +1326,7 @@ type ReEncryptRequest struct {
 
 func (x *ReEncryptRequest) Reset() {
 	*x = ReEncryptRequest{}
-	mi := &file_custos_v1_keys_proto_msgTypes[15]
+	mi := &file_custos_v1_keys_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -999,7 +1338,7 @@ func (x *ReEncryptRequest) String() string {
 func (*ReEncryptRequest) ProtoMessage() {}
 
 func (x *ReEncryptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_keys_proto_msgTypes[15]
+	mi := &file_custos_v1_keys_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1012,7 +1351,7 @@ func (x *ReEncryptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReEncryptRequest.ProtoReflect.Descriptor instead.
 func (*ReEncryptRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_keys_proto_rawDescGZIP(), []int{15}
+	return file_custos_v1_keys_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ReEncryptRequest) GetCiphertext() []byte {
@@ -1050,7 +1389,7 @@ type ReEncryptResponse struct {
 
 func (x *ReEncryptResponse) Reset() {
 	*x = ReEncryptResponse{}
-	mi := &file_custos_v1_keys_proto_msgTypes[16]
+	mi := &file_custos_v1_keys_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1062,7 +1401,7 @@ func (x *ReEncryptResponse) String() string {
 func (*ReEncryptResponse) ProtoMessage() {}
 
 func (x *ReEncryptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_keys_proto_msgTypes[16]
+	mi := &file_custos_v1_keys_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1075,7 +1414,7 @@ func (x *ReEncryptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReEncryptResponse.ProtoReflect.Descriptor instead.
 func (*ReEncryptResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_keys_proto_rawDescGZIP(), []int{16}
+	return file_custos_v1_keys_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ReEncryptResponse) GetKey() string {
@@ -1130,7 +1469,7 @@ type BatchDecryptRequest struct {
 
 func (x *BatchDecryptRequest) Reset() {
 	*x = BatchDecryptRequest{}
-	mi := &file_custos_v1_keys_proto_msgTypes[17]
+	mi := &file_custos_v1_keys_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1142,7 +1481,7 @@ func (x *BatchDecryptRequest) String() string {
 func (*BatchDecryptRequest) ProtoMessage() {}
 
 func (x *BatchDecryptRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_keys_proto_msgTypes[17]
+	mi := &file_custos_v1_keys_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1155,7 +1494,7 @@ func (x *BatchDecryptRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchDecryptRequest.ProtoReflect.Descriptor instead.
 func (*BatchDecryptRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_keys_proto_rawDescGZIP(), []int{17}
+	return file_custos_v1_keys_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *BatchDecryptRequest) GetRequests() []*DecryptRequest {
@@ -1175,7 +1514,7 @@ type BatchDecryptResponse struct {
 
 func (x *BatchDecryptResponse) Reset() {
 	*x = BatchDecryptResponse{}
-	mi := &file_custos_v1_keys_proto_msgTypes[18]
+	mi := &file_custos_v1_keys_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1187,7 +1526,7 @@ func (x *BatchDecryptResponse) String() string {
 func (*BatchDecryptResponse) ProtoMessage() {}
 
 func (x *BatchDecryptResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_keys_proto_msgTypes[18]
+	mi := &file_custos_v1_keys_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1200,7 +1539,7 @@ func (x *BatchDecryptResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchDecryptResponse.ProtoReflect.Descriptor instead.
 func (*BatchDecryptResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_keys_proto_rawDescGZIP(), []int{18}
+	return file_custos_v1_keys_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *BatchDecryptResponse) GetResults() []*BatchDecryptResult {
@@ -1223,7 +1562,7 @@ type BatchDecryptResult struct {
 
 func (x *BatchDecryptResult) Reset() {
 	*x = BatchDecryptResult{}
-	mi := &file_custos_v1_keys_proto_msgTypes[19]
+	mi := &file_custos_v1_keys_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1235,7 +1574,7 @@ func (x *BatchDecryptResult) String() string {
 func (*BatchDecryptResult) ProtoMessage() {}
 
 func (x *BatchDecryptResult) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_keys_proto_msgTypes[19]
+	mi := &file_custos_v1_keys_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1248,7 +1587,7 @@ func (x *BatchDecryptResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchDecryptResult.ProtoReflect.Descriptor instead.
 func (*BatchDecryptResult) Descriptor() ([]byte, []int) {
-	return file_custos_v1_keys_proto_rawDescGZIP(), []int{19}
+	return file_custos_v1_keys_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *BatchDecryptResult) GetResult() isBatchDecryptResult_Result {
@@ -1309,7 +1648,7 @@ type ItemError struct {
 
 func (x *ItemError) Reset() {
 	*x = ItemError{}
-	mi := &file_custos_v1_keys_proto_msgTypes[20]
+	mi := &file_custos_v1_keys_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1321,7 +1660,7 @@ func (x *ItemError) String() string {
 func (*ItemError) ProtoMessage() {}
 
 func (x *ItemError) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_keys_proto_msgTypes[20]
+	mi := &file_custos_v1_keys_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1334,7 +1673,7 @@ func (x *ItemError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ItemError.ProtoReflect.Descriptor instead.
 func (*ItemError) Descriptor() ([]byte, []int) {
-	return file_custos_v1_keys_proto_rawDescGZIP(), []int{20}
+	return file_custos_v1_keys_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ItemError) GetCode() int32 {
@@ -1369,11 +1708,29 @@ var File_custos_v1_keys_proto protoreflect.FileDescriptor
 
 const file_custos_v1_keys_proto_rawDesc = "" +
 	"\n" +
-	"\x14custos/v1/keys.proto\x12\tcustos.v1\x1a\x16custos/v1/common.proto\"Y\n" +
+	"\x14custos/v1/keys.proto\x12\tcustos.v1\x1a\x16custos/v1/common.proto\"s\n" +
+	"\x1dGetParametersForImportRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12@\n" +
+	"\talgorithm\x18\x02 \x01(\x0e2\".custos.v1.ImportWrappingAlgorithmR\talgorithm\"\xf4\x01\n" +
+	"\x10ImportParameters\x12!\n" +
+	"\fimport_token\x18\x01 \x01(\tR\vimportToken\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x02 \x01(\fR\tpublicKey\x12@\n" +
+	"\talgorithm\x18\x03 \x01(\x0e2\".custos.v1.ImportWrappingAlgorithmR\talgorithm\x121\n" +
+	"\x15expire_time_unix_nano\x18\x04 \x01(\x03R\x12expireTimeUnixNano\x12\x17\n" +
+	"\anode_id\x18\x05 \x01(\tR\x06nodeId\x12\x10\n" +
+	"\x03key\x18\x06 \x01(\tR\x03key\"\xa7\x01\n" +
+	"\x18ImportKeyMaterialRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12!\n" +
+	"\fimport_token\x18\x02 \x01(\tR\vimportToken\x124\n" +
+	"\x16encrypted_key_material\x18\x03 \x01(\fR\x14encryptedKeyMaterial\x12 \n" +
+	"\vdescription\x18\x04 \x01(\tR\vdescription\"\xaf\x01\n" +
 	"\n" +
 	"KeyVersion\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x121\n" +
-	"\x15create_time_unix_nano\x18\x02 \x01(\x03R\x12createTimeUnixNano\"\xfc\x02\n" +
+	"\x15create_time_unix_nano\x18\x02 \x01(\x03R\x12createTimeUnixNano\x12,\n" +
+	"\x06origin\x18\x03 \x01(\x0e2\x14.custos.v1.KeyOriginR\x06origin\x12&\n" +
+	"\x0fkey_check_value\x18\x04 \x01(\fR\rkeyCheckValue\"\xfc\x02\n" +
 	"\x03Key\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12)\n" +
@@ -1480,12 +1837,22 @@ const file_custos_v1_keys_proto_rawDesc = "" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12!\n" +
 	"\fdecision_seq\x18\x03 \x01(\x04R\vdecisionSeq\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x04 \x01(\tR\trequestId*k\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId*T\n" +
+	"\tKeyOrigin\x12\x1a\n" +
+	"\x16KEY_ORIGIN_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eKEY_ORIGIN_HSM\x10\x01\x12\x17\n" +
+	"\x13KEY_ORIGIN_EXTERNAL\x10\x02*\xac\x01\n" +
+	"\x17ImportWrappingAlgorithm\x12)\n" +
+	"%IMPORT_WRAPPING_ALGORITHM_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12RSAES_OAEP_SHA_256\x10\x01\x12\x1c\n" +
+	"\x18RSA_AES_KEY_WRAP_SHA_256\x10\x02\x12\x14\n" +
+	"\x10RSAES_OAEP_SHA_1\x10\x03\x12\x1a\n" +
+	"\x16RSA_AES_KEY_WRAP_SHA_1\x10\x04*k\n" +
 	"\bKeyState\x12\x19\n" +
 	"\x15KEY_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11KEY_STATE_ENABLED\x10\x01\x12\x16\n" +
 	"\x12KEY_STATE_DISABLED\x10\x02\x12\x15\n" +
-	"\x11KEY_STATE_REVOKED\x10\x032\x84\x06\n" +
+	"\x11KEY_STATE_REVOKED\x10\x032\xaf\a\n" +
 	"\n" +
 	"KeyService\x128\n" +
 	"\tCreateKey\x12\x1b.custos.v1.CreateKeyRequest\x1a\x0e.custos.v1.Key\x122\n" +
@@ -1498,7 +1865,9 @@ const file_custos_v1_keys_proto_rawDesc = "" +
 	"\aEncrypt\x12\x19.custos.v1.EncryptRequest\x1a\x1a.custos.v1.EncryptResponse\x12@\n" +
 	"\aDecrypt\x12\x19.custos.v1.DecryptRequest\x1a\x1a.custos.v1.DecryptResponse\x12F\n" +
 	"\tReEncrypt\x12\x1b.custos.v1.ReEncryptRequest\x1a\x1c.custos.v1.ReEncryptResponse\x12O\n" +
-	"\fBatchDecrypt\x12\x1e.custos.v1.BatchDecryptRequest\x1a\x1f.custos.v1.BatchDecryptResponseB7Z5github.com/custos-kms/custos/proto/custos/v1;custosv1b\x06proto3"
+	"\fBatchDecrypt\x12\x1e.custos.v1.BatchDecryptRequest\x1a\x1f.custos.v1.BatchDecryptResponse\x12_\n" +
+	"\x16GetParametersForImport\x12(.custos.v1.GetParametersForImportRequest\x1a\x1b.custos.v1.ImportParameters\x12H\n" +
+	"\x11ImportKeyMaterial\x12#.custos.v1.ImportKeyMaterialRequest\x1a\x0e.custos.v1.KeyB7Z5github.com/custos-kms/custos/proto/custos/v1;custosv1b\x06proto3"
 
 var (
 	file_custos_v1_keys_proto_rawDescOnce sync.Once
@@ -1512,79 +1881,91 @@ func file_custos_v1_keys_proto_rawDescGZIP() []byte {
 	return file_custos_v1_keys_proto_rawDescData
 }
 
-var file_custos_v1_keys_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_custos_v1_keys_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_custos_v1_keys_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_custos_v1_keys_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_custos_v1_keys_proto_goTypes = []any{
-	(KeyState)(0),                          // 0: custos.v1.KeyState
-	(*KeyVersion)(nil),                     // 1: custos.v1.KeyVersion
-	(*Key)(nil),                            // 2: custos.v1.Key
-	(*CreateKeyRequest)(nil),               // 3: custos.v1.CreateKeyRequest
-	(*GetKeyRequest)(nil),                  // 4: custos.v1.GetKeyRequest
-	(*ListKeysRequest)(nil),                // 5: custos.v1.ListKeysRequest
-	(*ListKeysResponse)(nil),               // 6: custos.v1.ListKeysResponse
-	(*RotateKeyRequest)(nil),               // 7: custos.v1.RotateKeyRequest
-	(*SetKeyStateRequest)(nil),             // 8: custos.v1.SetKeyStateRequest
-	(*SetMinDecryptionVersionRequest)(nil), // 9: custos.v1.SetMinDecryptionVersionRequest
-	(*GenerateDataKeyRequest)(nil),         // 10: custos.v1.GenerateDataKeyRequest
-	(*GenerateDataKeyResponse)(nil),        // 11: custos.v1.GenerateDataKeyResponse
-	(*EncryptRequest)(nil),                 // 12: custos.v1.EncryptRequest
-	(*EncryptResponse)(nil),                // 13: custos.v1.EncryptResponse
-	(*DecryptRequest)(nil),                 // 14: custos.v1.DecryptRequest
-	(*DecryptResponse)(nil),                // 15: custos.v1.DecryptResponse
-	(*ReEncryptRequest)(nil),               // 16: custos.v1.ReEncryptRequest
-	(*ReEncryptResponse)(nil),              // 17: custos.v1.ReEncryptResponse
-	(*BatchDecryptRequest)(nil),            // 18: custos.v1.BatchDecryptRequest
-	(*BatchDecryptResponse)(nil),           // 19: custos.v1.BatchDecryptResponse
-	(*BatchDecryptResult)(nil),             // 20: custos.v1.BatchDecryptResult
-	(*ItemError)(nil),                      // 21: custos.v1.ItemError
-	nil,                                    // 22: custos.v1.GenerateDataKeyRequest.EncryptionContextEntry
-	nil,                                    // 23: custos.v1.EncryptRequest.EncryptionContextEntry
-	nil,                                    // 24: custos.v1.DecryptRequest.EncryptionContextEntry
-	nil,                                    // 25: custos.v1.ReEncryptRequest.EncryptionContextEntry
-	(*Justification)(nil),                  // 26: custos.v1.Justification
+	(KeyOrigin)(0),                         // 0: custos.v1.KeyOrigin
+	(ImportWrappingAlgorithm)(0),           // 1: custos.v1.ImportWrappingAlgorithm
+	(KeyState)(0),                          // 2: custos.v1.KeyState
+	(*GetParametersForImportRequest)(nil),  // 3: custos.v1.GetParametersForImportRequest
+	(*ImportParameters)(nil),               // 4: custos.v1.ImportParameters
+	(*ImportKeyMaterialRequest)(nil),       // 5: custos.v1.ImportKeyMaterialRequest
+	(*KeyVersion)(nil),                     // 6: custos.v1.KeyVersion
+	(*Key)(nil),                            // 7: custos.v1.Key
+	(*CreateKeyRequest)(nil),               // 8: custos.v1.CreateKeyRequest
+	(*GetKeyRequest)(nil),                  // 9: custos.v1.GetKeyRequest
+	(*ListKeysRequest)(nil),                // 10: custos.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),               // 11: custos.v1.ListKeysResponse
+	(*RotateKeyRequest)(nil),               // 12: custos.v1.RotateKeyRequest
+	(*SetKeyStateRequest)(nil),             // 13: custos.v1.SetKeyStateRequest
+	(*SetMinDecryptionVersionRequest)(nil), // 14: custos.v1.SetMinDecryptionVersionRequest
+	(*GenerateDataKeyRequest)(nil),         // 15: custos.v1.GenerateDataKeyRequest
+	(*GenerateDataKeyResponse)(nil),        // 16: custos.v1.GenerateDataKeyResponse
+	(*EncryptRequest)(nil),                 // 17: custos.v1.EncryptRequest
+	(*EncryptResponse)(nil),                // 18: custos.v1.EncryptResponse
+	(*DecryptRequest)(nil),                 // 19: custos.v1.DecryptRequest
+	(*DecryptResponse)(nil),                // 20: custos.v1.DecryptResponse
+	(*ReEncryptRequest)(nil),               // 21: custos.v1.ReEncryptRequest
+	(*ReEncryptResponse)(nil),              // 22: custos.v1.ReEncryptResponse
+	(*BatchDecryptRequest)(nil),            // 23: custos.v1.BatchDecryptRequest
+	(*BatchDecryptResponse)(nil),           // 24: custos.v1.BatchDecryptResponse
+	(*BatchDecryptResult)(nil),             // 25: custos.v1.BatchDecryptResult
+	(*ItemError)(nil),                      // 26: custos.v1.ItemError
+	nil,                                    // 27: custos.v1.GenerateDataKeyRequest.EncryptionContextEntry
+	nil,                                    // 28: custos.v1.EncryptRequest.EncryptionContextEntry
+	nil,                                    // 29: custos.v1.DecryptRequest.EncryptionContextEntry
+	nil,                                    // 30: custos.v1.ReEncryptRequest.EncryptionContextEntry
+	(*Justification)(nil),                  // 31: custos.v1.Justification
 }
 var file_custos_v1_keys_proto_depIdxs = []int32{
-	0,  // 0: custos.v1.Key.state:type_name -> custos.v1.KeyState
-	1,  // 1: custos.v1.Key.versions:type_name -> custos.v1.KeyVersion
-	2,  // 2: custos.v1.ListKeysResponse.keys:type_name -> custos.v1.Key
-	0,  // 3: custos.v1.SetKeyStateRequest.state:type_name -> custos.v1.KeyState
-	22, // 4: custos.v1.GenerateDataKeyRequest.encryption_context:type_name -> custos.v1.GenerateDataKeyRequest.EncryptionContextEntry
-	23, // 5: custos.v1.EncryptRequest.encryption_context:type_name -> custos.v1.EncryptRequest.EncryptionContextEntry
-	24, // 6: custos.v1.DecryptRequest.encryption_context:type_name -> custos.v1.DecryptRequest.EncryptionContextEntry
-	26, // 7: custos.v1.DecryptRequest.justification:type_name -> custos.v1.Justification
-	25, // 8: custos.v1.ReEncryptRequest.encryption_context:type_name -> custos.v1.ReEncryptRequest.EncryptionContextEntry
-	26, // 9: custos.v1.ReEncryptRequest.justification:type_name -> custos.v1.Justification
-	14, // 10: custos.v1.BatchDecryptRequest.requests:type_name -> custos.v1.DecryptRequest
-	20, // 11: custos.v1.BatchDecryptResponse.results:type_name -> custos.v1.BatchDecryptResult
-	15, // 12: custos.v1.BatchDecryptResult.response:type_name -> custos.v1.DecryptResponse
-	21, // 13: custos.v1.BatchDecryptResult.error:type_name -> custos.v1.ItemError
-	3,  // 14: custos.v1.KeyService.CreateKey:input_type -> custos.v1.CreateKeyRequest
-	4,  // 15: custos.v1.KeyService.GetKey:input_type -> custos.v1.GetKeyRequest
-	5,  // 16: custos.v1.KeyService.ListKeys:input_type -> custos.v1.ListKeysRequest
-	7,  // 17: custos.v1.KeyService.RotateKey:input_type -> custos.v1.RotateKeyRequest
-	8,  // 18: custos.v1.KeyService.SetKeyState:input_type -> custos.v1.SetKeyStateRequest
-	9,  // 19: custos.v1.KeyService.SetMinDecryptionVersion:input_type -> custos.v1.SetMinDecryptionVersionRequest
-	10, // 20: custos.v1.KeyService.GenerateDataKey:input_type -> custos.v1.GenerateDataKeyRequest
-	12, // 21: custos.v1.KeyService.Encrypt:input_type -> custos.v1.EncryptRequest
-	14, // 22: custos.v1.KeyService.Decrypt:input_type -> custos.v1.DecryptRequest
-	16, // 23: custos.v1.KeyService.ReEncrypt:input_type -> custos.v1.ReEncryptRequest
-	18, // 24: custos.v1.KeyService.BatchDecrypt:input_type -> custos.v1.BatchDecryptRequest
-	2,  // 25: custos.v1.KeyService.CreateKey:output_type -> custos.v1.Key
-	2,  // 26: custos.v1.KeyService.GetKey:output_type -> custos.v1.Key
-	6,  // 27: custos.v1.KeyService.ListKeys:output_type -> custos.v1.ListKeysResponse
-	2,  // 28: custos.v1.KeyService.RotateKey:output_type -> custos.v1.Key
-	2,  // 29: custos.v1.KeyService.SetKeyState:output_type -> custos.v1.Key
-	2,  // 30: custos.v1.KeyService.SetMinDecryptionVersion:output_type -> custos.v1.Key
-	11, // 31: custos.v1.KeyService.GenerateDataKey:output_type -> custos.v1.GenerateDataKeyResponse
-	13, // 32: custos.v1.KeyService.Encrypt:output_type -> custos.v1.EncryptResponse
-	15, // 33: custos.v1.KeyService.Decrypt:output_type -> custos.v1.DecryptResponse
-	17, // 34: custos.v1.KeyService.ReEncrypt:output_type -> custos.v1.ReEncryptResponse
-	19, // 35: custos.v1.KeyService.BatchDecrypt:output_type -> custos.v1.BatchDecryptResponse
-	25, // [25:36] is the sub-list for method output_type
-	14, // [14:25] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	1,  // 0: custos.v1.GetParametersForImportRequest.algorithm:type_name -> custos.v1.ImportWrappingAlgorithm
+	1,  // 1: custos.v1.ImportParameters.algorithm:type_name -> custos.v1.ImportWrappingAlgorithm
+	0,  // 2: custos.v1.KeyVersion.origin:type_name -> custos.v1.KeyOrigin
+	2,  // 3: custos.v1.Key.state:type_name -> custos.v1.KeyState
+	6,  // 4: custos.v1.Key.versions:type_name -> custos.v1.KeyVersion
+	7,  // 5: custos.v1.ListKeysResponse.keys:type_name -> custos.v1.Key
+	2,  // 6: custos.v1.SetKeyStateRequest.state:type_name -> custos.v1.KeyState
+	27, // 7: custos.v1.GenerateDataKeyRequest.encryption_context:type_name -> custos.v1.GenerateDataKeyRequest.EncryptionContextEntry
+	28, // 8: custos.v1.EncryptRequest.encryption_context:type_name -> custos.v1.EncryptRequest.EncryptionContextEntry
+	29, // 9: custos.v1.DecryptRequest.encryption_context:type_name -> custos.v1.DecryptRequest.EncryptionContextEntry
+	31, // 10: custos.v1.DecryptRequest.justification:type_name -> custos.v1.Justification
+	30, // 11: custos.v1.ReEncryptRequest.encryption_context:type_name -> custos.v1.ReEncryptRequest.EncryptionContextEntry
+	31, // 12: custos.v1.ReEncryptRequest.justification:type_name -> custos.v1.Justification
+	19, // 13: custos.v1.BatchDecryptRequest.requests:type_name -> custos.v1.DecryptRequest
+	25, // 14: custos.v1.BatchDecryptResponse.results:type_name -> custos.v1.BatchDecryptResult
+	20, // 15: custos.v1.BatchDecryptResult.response:type_name -> custos.v1.DecryptResponse
+	26, // 16: custos.v1.BatchDecryptResult.error:type_name -> custos.v1.ItemError
+	8,  // 17: custos.v1.KeyService.CreateKey:input_type -> custos.v1.CreateKeyRequest
+	9,  // 18: custos.v1.KeyService.GetKey:input_type -> custos.v1.GetKeyRequest
+	10, // 19: custos.v1.KeyService.ListKeys:input_type -> custos.v1.ListKeysRequest
+	12, // 20: custos.v1.KeyService.RotateKey:input_type -> custos.v1.RotateKeyRequest
+	13, // 21: custos.v1.KeyService.SetKeyState:input_type -> custos.v1.SetKeyStateRequest
+	14, // 22: custos.v1.KeyService.SetMinDecryptionVersion:input_type -> custos.v1.SetMinDecryptionVersionRequest
+	15, // 23: custos.v1.KeyService.GenerateDataKey:input_type -> custos.v1.GenerateDataKeyRequest
+	17, // 24: custos.v1.KeyService.Encrypt:input_type -> custos.v1.EncryptRequest
+	19, // 25: custos.v1.KeyService.Decrypt:input_type -> custos.v1.DecryptRequest
+	21, // 26: custos.v1.KeyService.ReEncrypt:input_type -> custos.v1.ReEncryptRequest
+	23, // 27: custos.v1.KeyService.BatchDecrypt:input_type -> custos.v1.BatchDecryptRequest
+	3,  // 28: custos.v1.KeyService.GetParametersForImport:input_type -> custos.v1.GetParametersForImportRequest
+	5,  // 29: custos.v1.KeyService.ImportKeyMaterial:input_type -> custos.v1.ImportKeyMaterialRequest
+	7,  // 30: custos.v1.KeyService.CreateKey:output_type -> custos.v1.Key
+	7,  // 31: custos.v1.KeyService.GetKey:output_type -> custos.v1.Key
+	11, // 32: custos.v1.KeyService.ListKeys:output_type -> custos.v1.ListKeysResponse
+	7,  // 33: custos.v1.KeyService.RotateKey:output_type -> custos.v1.Key
+	7,  // 34: custos.v1.KeyService.SetKeyState:output_type -> custos.v1.Key
+	7,  // 35: custos.v1.KeyService.SetMinDecryptionVersion:output_type -> custos.v1.Key
+	16, // 36: custos.v1.KeyService.GenerateDataKey:output_type -> custos.v1.GenerateDataKeyResponse
+	18, // 37: custos.v1.KeyService.Encrypt:output_type -> custos.v1.EncryptResponse
+	20, // 38: custos.v1.KeyService.Decrypt:output_type -> custos.v1.DecryptResponse
+	22, // 39: custos.v1.KeyService.ReEncrypt:output_type -> custos.v1.ReEncryptResponse
+	24, // 40: custos.v1.KeyService.BatchDecrypt:output_type -> custos.v1.BatchDecryptResponse
+	4,  // 41: custos.v1.KeyService.GetParametersForImport:output_type -> custos.v1.ImportParameters
+	7,  // 42: custos.v1.KeyService.ImportKeyMaterial:output_type -> custos.v1.Key
+	30, // [30:43] is the sub-list for method output_type
+	17, // [17:30] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_custos_v1_keys_proto_init() }
@@ -1593,7 +1974,7 @@ func file_custos_v1_keys_proto_init() {
 		return
 	}
 	file_custos_v1_common_proto_init()
-	file_custos_v1_keys_proto_msgTypes[19].OneofWrappers = []any{
+	file_custos_v1_keys_proto_msgTypes[22].OneofWrappers = []any{
 		(*BatchDecryptResult_Response)(nil),
 		(*BatchDecryptResult_Error)(nil),
 	}
@@ -1602,8 +1983,8 @@ func file_custos_v1_keys_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custos_v1_keys_proto_rawDesc), len(file_custos_v1_keys_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   25,
+			NumEnums:      3,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

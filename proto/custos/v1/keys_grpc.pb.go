@@ -32,6 +32,8 @@ const (
 	KeyService_Decrypt_FullMethodName                 = "/custos.v1.KeyService/Decrypt"
 	KeyService_ReEncrypt_FullMethodName               = "/custos.v1.KeyService/ReEncrypt"
 	KeyService_BatchDecrypt_FullMethodName            = "/custos.v1.KeyService/BatchDecrypt"
+	KeyService_GetParametersForImport_FullMethodName  = "/custos.v1.KeyService/GetParametersForImport"
+	KeyService_ImportKeyMaterial_FullMethodName       = "/custos.v1.KeyService/ImportKeyMaterial"
 )
 
 // KeyServiceClient is the client API for KeyService service.
@@ -69,6 +71,15 @@ type KeyServiceClient interface {
 	// released only after its own ALLOW record committed. An item's failure
 	// is reported in its result and never fails the batch.
 	BatchDecrypt(ctx context.Context, in *BatchDecryptRequest, opts ...grpc.CallOption) (*BatchDecryptResponse, error)
+	// GetParametersForImport makes a one-time import key in the HSM of the
+	// node that answers (bring your own key, docs/key-transport.md): an
+	// RSA-3072 public key and a token, valid until expire_time, on that node
+	// only.
+	GetParametersForImport(ctx context.Context, in *GetParametersForImportRequest, opts ...grpc.CallOption) (*ImportParameters, error)
+	// ImportKeyMaterial imports an AES-256 key wrapped under the import key
+	// as a new version (origin EXTERNAL) of the key, creating it if needed.
+	// Only the node's HSM unwraps it.
+	ImportKeyMaterial(ctx context.Context, in *ImportKeyMaterialRequest, opts ...grpc.CallOption) (*Key, error)
 }
 
 type keyServiceClient struct {
@@ -189,6 +200,26 @@ func (c *keyServiceClient) BatchDecrypt(ctx context.Context, in *BatchDecryptReq
 	return out, nil
 }
 
+func (c *keyServiceClient) GetParametersForImport(ctx context.Context, in *GetParametersForImportRequest, opts ...grpc.CallOption) (*ImportParameters, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ImportParameters)
+	err := c.cc.Invoke(ctx, KeyService_GetParametersForImport_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyServiceClient) ImportKeyMaterial(ctx context.Context, in *ImportKeyMaterialRequest, opts ...grpc.CallOption) (*Key, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Key)
+	err := c.cc.Invoke(ctx, KeyService_ImportKeyMaterial_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // KeyServiceServer is the server API for KeyService service.
 // All implementations must embed UnimplementedKeyServiceServer
 // for forward compatibility.
@@ -224,6 +255,15 @@ type KeyServiceServer interface {
 	// released only after its own ALLOW record committed. An item's failure
 	// is reported in its result and never fails the batch.
 	BatchDecrypt(context.Context, *BatchDecryptRequest) (*BatchDecryptResponse, error)
+	// GetParametersForImport makes a one-time import key in the HSM of the
+	// node that answers (bring your own key, docs/key-transport.md): an
+	// RSA-3072 public key and a token, valid until expire_time, on that node
+	// only.
+	GetParametersForImport(context.Context, *GetParametersForImportRequest) (*ImportParameters, error)
+	// ImportKeyMaterial imports an AES-256 key wrapped under the import key
+	// as a new version (origin EXTERNAL) of the key, creating it if needed.
+	// Only the node's HSM unwraps it.
+	ImportKeyMaterial(context.Context, *ImportKeyMaterialRequest) (*Key, error)
 	mustEmbedUnimplementedKeyServiceServer()
 }
 
@@ -266,6 +306,12 @@ func (UnimplementedKeyServiceServer) ReEncrypt(context.Context, *ReEncryptReques
 }
 func (UnimplementedKeyServiceServer) BatchDecrypt(context.Context, *BatchDecryptRequest) (*BatchDecryptResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method BatchDecrypt not implemented")
+}
+func (UnimplementedKeyServiceServer) GetParametersForImport(context.Context, *GetParametersForImportRequest) (*ImportParameters, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetParametersForImport not implemented")
+}
+func (UnimplementedKeyServiceServer) ImportKeyMaterial(context.Context, *ImportKeyMaterialRequest) (*Key, error) {
+	return nil, status.Error(codes.Unimplemented, "method ImportKeyMaterial not implemented")
 }
 func (UnimplementedKeyServiceServer) mustEmbedUnimplementedKeyServiceServer() {}
 func (UnimplementedKeyServiceServer) testEmbeddedByValue()                    {}
@@ -486,6 +532,42 @@ func _KeyService_BatchDecrypt_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KeyService_GetParametersForImport_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetParametersForImportRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).GetParametersForImport(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_GetParametersForImport_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).GetParametersForImport(ctx, req.(*GetParametersForImportRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyService_ImportKeyMaterial_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ImportKeyMaterialRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).ImportKeyMaterial(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_ImportKeyMaterial_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).ImportKeyMaterial(ctx, req.(*ImportKeyMaterialRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // KeyService_ServiceDesc is the grpc.ServiceDesc for KeyService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -536,6 +618,14 @@ var KeyService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "BatchDecrypt",
 			Handler:    _KeyService_BatchDecrypt_Handler,
+		},
+		{
+			MethodName: "GetParametersForImport",
+			Handler:    _KeyService_GetParametersForImport_Handler,
+		},
+		{
+			MethodName: "ImportKeyMaterial",
+			Handler:    _KeyService_ImportKeyMaterial_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -97,6 +97,9 @@ type Command struct {
 	//	*Command_RegisterNodeKey
 	//	*Command_RejectHsmObject
 	//	*Command_RecordMembership
+	//	*Command_OfferTransportKey
+	//	*Command_TransportDomainKey
+	//	*Command_ConfirmAdmission
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -277,6 +280,33 @@ func (x *Command) GetRecordMembership() *RecordMembership {
 	return nil
 }
 
+func (x *Command) GetOfferTransportKey() *OfferTransportKey {
+	if x != nil {
+		if x, ok := x.Op.(*Command_OfferTransportKey); ok {
+			return x.OfferTransportKey
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetTransportDomainKey() *TransportDomainKey {
+	if x != nil {
+		if x, ok := x.Op.(*Command_TransportDomainKey); ok {
+			return x.TransportDomainKey
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetConfirmAdmission() *ConfirmAdmission {
+	if x != nil {
+		if x, ok := x.Op.(*Command_ConfirmAdmission); ok {
+			return x.ConfirmAdmission
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -333,6 +363,18 @@ type Command_RecordMembership struct {
 	RecordMembership *RecordMembership `protobuf:"bytes,22,opt,name=record_membership,json=recordMembership,proto3,oneof"`
 }
 
+type Command_OfferTransportKey struct {
+	OfferTransportKey *OfferTransportKey `protobuf:"bytes,23,opt,name=offer_transport_key,json=offerTransportKey,proto3,oneof"`
+}
+
+type Command_TransportDomainKey struct {
+	TransportDomainKey *TransportDomainKey `protobuf:"bytes,24,opt,name=transport_domain_key,json=transportDomainKey,proto3,oneof"`
+}
+
+type Command_ConfirmAdmission struct {
+	ConfirmAdmission *ConfirmAdmission `protobuf:"bytes,25,opt,name=confirm_admission,json=confirmAdmission,proto3,oneof"`
+}
+
 func (*Command_InitCluster) isCommand_Op() {}
 
 func (*Command_CreateKey) isCommand_Op() {}
@@ -359,6 +401,12 @@ func (*Command_RejectHsmObject) isCommand_Op() {}
 
 func (*Command_RecordMembership) isCommand_Op() {}
 
+func (*Command_OfferTransportKey) isCommand_Op() {}
+
+func (*Command_TransportDomainKey) isCommand_Op() {}
+
+func (*Command_ConfirmAdmission) isCommand_Op() {}
+
 // InitCluster is the first command of a cluster.
 type InitCluster struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -371,8 +419,11 @@ type InitCluster struct {
 	// Key check value of the domain key (docs/hsm-objects.md), computed in the
 	// HSM that generated it; every node checks it whenever it loads the key.
 	DomainKeyCheckValue []byte `protobuf:"bytes,5,opt,name=domain_key_check_value,json=domainKeyCheckValue,proto3" json:"domain_key_check_value,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// "development" names the non-CRYPTREC development profile
+	// (docs/key-transport.md); "" is production.
+	Profile       string `protobuf:"bytes,6,opt,name=profile,proto3" json:"profile,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InitCluster) Reset() {
@@ -440,6 +491,184 @@ func (x *InitCluster) GetDomainKeyCheckValue() []byte {
 	return nil
 }
 
+func (x *InitCluster) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
+// OfferTransportKey publishes the proposing node's transport public key
+// (PKIX DER, RSA-3072), a session key of its custosd, for officers to
+// approve (docs/key-transport.md, *Admission*).
+type OfferTransportKey struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	PublicKey     []byte                 `protobuf:"bytes,2,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OfferTransportKey) Reset() {
+	*x = OfferTransportKey{}
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OfferTransportKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OfferTransportKey) ProtoMessage() {}
+
+func (x *OfferTransportKey) ProtoReflect() protoreflect.Message {
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OfferTransportKey.ProtoReflect.Descriptor instead.
+func (*OfferTransportKey) Descriptor() ([]byte, []int) {
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *OfferTransportKey) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *OfferTransportKey) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+// TransportDomainKey carries the domain key, wrapped by the proposing
+// (admitted) node's HSM to an approved transport key.
+type TransportDomainKey struct {
+	state                   protoimpl.MessageState `protogen:"open.v1"`
+	Node                    string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	TransportKeyFingerprint string                 `protobuf:"bytes,2,opt,name=transport_key_fingerprint,json=transportKeyFingerprint,proto3" json:"transport_key_fingerprint,omitempty"`
+	WrappedDomainKey        []byte                 `protobuf:"bytes,3,opt,name=wrapped_domain_key,json=wrappedDomainKey,proto3" json:"wrapped_domain_key,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
+}
+
+func (x *TransportDomainKey) Reset() {
+	*x = TransportDomainKey{}
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransportDomainKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransportDomainKey) ProtoMessage() {}
+
+func (x *TransportDomainKey) ProtoReflect() protoreflect.Message {
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransportDomainKey.ProtoReflect.Descriptor instead.
+func (*TransportDomainKey) Descriptor() ([]byte, []int) {
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *TransportDomainKey) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *TransportDomainKey) GetTransportKeyFingerprint() string {
+	if x != nil {
+		return x.TransportKeyFingerprint
+	}
+	return ""
+}
+
+func (x *TransportDomainKey) GetWrappedDomainKey() []byte {
+	if x != nil {
+		return x.WrappedDomainKey
+	}
+	return nil
+}
+
+// ConfirmAdmission: the proposing node's HSM now holds the domain key, with
+// the check value recorded at genesis.
+type ConfirmAdmission struct {
+	state                   protoimpl.MessageState `protogen:"open.v1"`
+	Node                    string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	TransportKeyFingerprint string                 `protobuf:"bytes,2,opt,name=transport_key_fingerprint,json=transportKeyFingerprint,proto3" json:"transport_key_fingerprint,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
+}
+
+func (x *ConfirmAdmission) Reset() {
+	*x = ConfirmAdmission{}
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfirmAdmission) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfirmAdmission) ProtoMessage() {}
+
+func (x *ConfirmAdmission) ProtoReflect() protoreflect.Message {
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfirmAdmission.ProtoReflect.Descriptor instead.
+func (*ConfirmAdmission) Descriptor() ([]byte, []int) {
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ConfirmAdmission) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ConfirmAdmission) GetTransportKeyFingerprint() string {
+	if x != nil {
+		return x.TransportKeyFingerprint
+	}
+	return ""
+}
+
 // RecordCheckpoint appends a checkpoint record; Apply checks that head is
 // the chain hash at seq and that the key is registered.
 type RecordCheckpoint struct {
@@ -451,7 +680,7 @@ type RecordCheckpoint struct {
 
 func (x *RecordCheckpoint) Reset() {
 	*x = RecordCheckpoint{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[3]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -463,7 +692,7 @@ func (x *RecordCheckpoint) String() string {
 func (*RecordCheckpoint) ProtoMessage() {}
 
 func (x *RecordCheckpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[3]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -476,7 +705,7 @@ func (x *RecordCheckpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordCheckpoint.ProtoReflect.Descriptor instead.
 func (*RecordCheckpoint) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{3}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RecordCheckpoint) GetCheckpoint() *v1.Checkpoint {
@@ -498,7 +727,7 @@ type AdvanceCursor struct {
 
 func (x *AdvanceCursor) Reset() {
 	*x = AdvanceCursor{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[4]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -510,7 +739,7 @@ func (x *AdvanceCursor) String() string {
 func (*AdvanceCursor) ProtoMessage() {}
 
 func (x *AdvanceCursor) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[4]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -523,7 +752,7 @@ func (x *AdvanceCursor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdvanceCursor.ProtoReflect.Descriptor instead.
 func (*AdvanceCursor) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{4}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AdvanceCursor) GetSink() string {
@@ -557,7 +786,7 @@ type BlockRelease struct {
 
 func (x *BlockRelease) Reset() {
 	*x = BlockRelease{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[5]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -569,7 +798,7 @@ func (x *BlockRelease) String() string {
 func (*BlockRelease) ProtoMessage() {}
 
 func (x *BlockRelease) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[5]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -582,7 +811,7 @@ func (x *BlockRelease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockRelease.ProtoReflect.Descriptor instead.
 func (*BlockRelease) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{5}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BlockRelease) GetDecisionSeq() uint64 {
@@ -636,7 +865,7 @@ type RejectHSMObject struct {
 
 func (x *RejectHSMObject) Reset() {
 	*x = RejectHSMObject{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[6]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -648,7 +877,7 @@ func (x *RejectHSMObject) String() string {
 func (*RejectHSMObject) ProtoMessage() {}
 
 func (x *RejectHSMObject) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[6]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -661,7 +890,7 @@ func (x *RejectHSMObject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectHSMObject.ProtoReflect.Descriptor instead.
 func (*RejectHSMObject) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{6}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RejectHSMObject) GetKey() string {
@@ -705,7 +934,7 @@ type RecordMembership struct {
 
 func (x *RecordMembership) Reset() {
 	*x = RecordMembership{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[7]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -717,7 +946,7 @@ func (x *RecordMembership) String() string {
 func (*RecordMembership) ProtoMessage() {}
 
 func (x *RecordMembership) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[7]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -730,7 +959,7 @@ func (x *RecordMembership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordMembership.ProtoReflect.Descriptor instead.
 func (*RecordMembership) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{7}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RecordMembership) GetAction() string {
@@ -768,7 +997,7 @@ type RegisterNodeKey struct {
 
 func (x *RegisterNodeKey) Reset() {
 	*x = RegisterNodeKey{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[8]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -780,7 +1009,7 @@ func (x *RegisterNodeKey) String() string {
 func (*RegisterNodeKey) ProtoMessage() {}
 
 func (x *RegisterNodeKey) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[8]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -793,7 +1022,7 @@ func (x *RegisterNodeKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterNodeKey.ProtoReflect.Descriptor instead.
 func (*RegisterNodeKey) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{8}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RegisterNodeKey) GetNode() string {
@@ -828,7 +1057,7 @@ type Govern struct {
 
 func (x *Govern) Reset() {
 	*x = Govern{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[9]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -840,7 +1069,7 @@ func (x *Govern) String() string {
 func (*Govern) ProtoMessage() {}
 
 func (x *Govern) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[9]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -853,7 +1082,7 @@ func (x *Govern) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Govern.ProtoReflect.Descriptor instead.
 func (*Govern) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{9}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Govern) GetStatement() *v1.SignedStatement {
@@ -874,13 +1103,15 @@ type CreateKey struct {
 	KekId []byte `protobuf:"bytes,4,opt,name=kek_id,json=kekId,proto3" json:"kek_id,omitempty"`
 	// Key check value of the KEK, computed in the proposer's HSM.
 	KekCheckValue []byte `protobuf:"bytes,5,opt,name=kek_check_value,json=kekCheckValue,proto3" json:"kek_check_value,omitempty"`
+	// Where the KEK comes from (EXTERNAL: imported); unset is HSM.
+	Origin        v1.KeyOrigin `protobuf:"varint,6,opt,name=origin,proto3,enum=custos.v1.KeyOrigin" json:"origin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateKey) Reset() {
 	*x = CreateKey{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[10]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -892,7 +1123,7 @@ func (x *CreateKey) String() string {
 func (*CreateKey) ProtoMessage() {}
 
 func (x *CreateKey) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[10]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -905,7 +1136,7 @@ func (x *CreateKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKey.ProtoReflect.Descriptor instead.
 func (*CreateKey) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{10}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CreateKey) GetName() string {
@@ -943,6 +1174,13 @@ func (x *CreateKey) GetKekCheckValue() []byte {
 	return nil
 }
 
+func (x *CreateKey) GetOrigin() v1.KeyOrigin {
+	if x != nil {
+		return x.Origin
+	}
+	return v1.KeyOrigin(0)
+}
+
 type AddKeyVersion struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -955,13 +1193,15 @@ type AddKeyVersion struct {
 	KekId []byte `protobuf:"bytes,4,opt,name=kek_id,json=kekId,proto3" json:"kek_id,omitempty"`
 	// Key check value of the KEK, computed in the proposer's HSM.
 	KekCheckValue []byte `protobuf:"bytes,5,opt,name=kek_check_value,json=kekCheckValue,proto3" json:"kek_check_value,omitempty"`
+	// Where the KEK comes from (EXTERNAL: imported); unset is HSM.
+	Origin        v1.KeyOrigin `protobuf:"varint,6,opt,name=origin,proto3,enum=custos.v1.KeyOrigin" json:"origin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AddKeyVersion) Reset() {
 	*x = AddKeyVersion{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[11]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -973,7 +1213,7 @@ func (x *AddKeyVersion) String() string {
 func (*AddKeyVersion) ProtoMessage() {}
 
 func (x *AddKeyVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[11]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -986,7 +1226,7 @@ func (x *AddKeyVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddKeyVersion.ProtoReflect.Descriptor instead.
 func (*AddKeyVersion) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{11}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AddKeyVersion) GetName() string {
@@ -1024,6 +1264,13 @@ func (x *AddKeyVersion) GetKekCheckValue() []byte {
 	return nil
 }
 
+func (x *AddKeyVersion) GetOrigin() v1.KeyOrigin {
+	if x != nil {
+		return x.Origin
+	}
+	return v1.KeyOrigin(0)
+}
+
 type SetKeyState struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1034,7 +1281,7 @@ type SetKeyState struct {
 
 func (x *SetKeyState) Reset() {
 	*x = SetKeyState{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[12]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1046,7 +1293,7 @@ func (x *SetKeyState) String() string {
 func (*SetKeyState) ProtoMessage() {}
 
 func (x *SetKeyState) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[12]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1059,7 +1306,7 @@ func (x *SetKeyState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetKeyState.ProtoReflect.Descriptor instead.
 func (*SetKeyState) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{12}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SetKeyState) GetName() string {
@@ -1086,7 +1333,7 @@ type SetMinDecryptionVersion struct {
 
 func (x *SetMinDecryptionVersion) Reset() {
 	*x = SetMinDecryptionVersion{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[13]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1098,7 +1345,7 @@ func (x *SetMinDecryptionVersion) String() string {
 func (*SetMinDecryptionVersion) ProtoMessage() {}
 
 func (x *SetMinDecryptionVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[13]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1111,7 +1358,7 @@ func (x *SetMinDecryptionVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMinDecryptionVersion.ProtoReflect.Descriptor instead.
 func (*SetMinDecryptionVersion) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{13}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SetMinDecryptionVersion) GetName() string {
@@ -1146,7 +1393,7 @@ type Decide struct {
 
 func (x *Decide) Reset() {
 	*x = Decide{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[14]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1158,7 +1405,7 @@ func (x *Decide) String() string {
 func (*Decide) ProtoMessage() {}
 
 func (x *Decide) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[14]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1171,7 +1418,7 @@ func (x *Decide) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decide.ProtoReflect.Descriptor instead.
 func (*Decide) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{14}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Decide) GetKey() string {
@@ -1253,14 +1500,16 @@ type State struct {
 	TimeUnixNano int64 `protobuf:"varint,15,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
 	// The Raft configuration as of the last configuration entry applied:
 	// membership records are the differences from it (docs/ledger.md).
-	Members       []*RaftServer `protobuf:"bytes,16,rep,name=members,proto3" json:"members,omitempty"`
+	Members []*RaftServer `protobuf:"bytes,16,rep,name=members,proto3" json:"members,omitempty"`
+	// Node admissions (custodians of the domain key), by node id.
+	Admissions    []*v1.NodeAdmission `protobuf:"bytes,17,rep,name=admissions,proto3" json:"admissions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *State) Reset() {
 	*x = State{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[15]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1272,7 +1521,7 @@ func (x *State) String() string {
 func (*State) ProtoMessage() {}
 
 func (x *State) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[15]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1285,7 +1534,7 @@ func (x *State) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use State.ProtoReflect.Descriptor instead.
 func (*State) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{15}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *State) GetClusterId() string {
@@ -1400,6 +1649,13 @@ func (x *State) GetMembers() []*RaftServer {
 	return nil
 }
 
+func (x *State) GetAdmissions() []*v1.NodeAdmission {
+	if x != nil {
+		return x.Admissions
+	}
+	return nil
+}
+
 // RaftServer is one server of a Raft configuration entry.
 type RaftServer struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -1413,7 +1669,7 @@ type RaftServer struct {
 
 func (x *RaftServer) Reset() {
 	*x = RaftServer{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[16]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1425,7 +1681,7 @@ func (x *RaftServer) String() string {
 func (*RaftServer) ProtoMessage() {}
 
 func (x *RaftServer) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[16]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1438,7 +1694,7 @@ func (x *RaftServer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftServer.ProtoReflect.Descriptor instead.
 func (*RaftServer) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{16}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RaftServer) GetId() string {
@@ -1474,7 +1730,7 @@ type NodeKey struct {
 
 func (x *NodeKey) Reset() {
 	*x = NodeKey{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[17]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1486,7 +1742,7 @@ func (x *NodeKey) String() string {
 func (*NodeKey) ProtoMessage() {}
 
 func (x *NodeKey) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[17]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1499,7 +1755,7 @@ func (x *NodeKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeKey.ProtoReflect.Descriptor instead.
 func (*NodeKey) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{17}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *NodeKey) GetNode() string {
@@ -1534,7 +1790,7 @@ type UsedNonce struct {
 
 func (x *UsedNonce) Reset() {
 	*x = UsedNonce{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[18]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1546,7 +1802,7 @@ func (x *UsedNonce) String() string {
 func (*UsedNonce) ProtoMessage() {}
 
 func (x *UsedNonce) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[18]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1559,7 +1815,7 @@ func (x *UsedNonce) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsedNonce.ProtoReflect.Descriptor instead.
 func (*UsedNonce) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{18}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UsedNonce) GetNonce() []byte {
@@ -1589,7 +1845,7 @@ type RateCounter struct {
 
 func (x *RateCounter) Reset() {
 	*x = RateCounter{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1601,7 +1857,7 @@ func (x *RateCounter) String() string {
 func (*RateCounter) ProtoMessage() {}
 
 func (x *RateCounter) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1614,7 +1870,7 @@ func (x *RateCounter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateCounter.ProtoReflect.Descriptor instead.
 func (*RateCounter) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{19}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RateCounter) GetKey() string {
@@ -1664,7 +1920,7 @@ type KeyRecord struct {
 
 func (x *KeyRecord) Reset() {
 	*x = KeyRecord{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1676,7 +1932,7 @@ func (x *KeyRecord) String() string {
 func (*KeyRecord) ProtoMessage() {}
 
 func (x *KeyRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1689,7 +1945,7 @@ func (x *KeyRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyRecord.ProtoReflect.Descriptor instead.
 func (*KeyRecord) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{20}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *KeyRecord) GetName() string {
@@ -1771,14 +2027,15 @@ type KeyVersionRecord struct {
 	// the proposer (docs/hsm-objects.md).
 	KekId []byte `protobuf:"bytes,4,opt,name=kek_id,json=kekId,proto3" json:"kek_id,omitempty"`
 	// Key check value of the KEK, computed in the proposer's HSM.
-	KekCheckValue []byte `protobuf:"bytes,5,opt,name=kek_check_value,json=kekCheckValue,proto3" json:"kek_check_value,omitempty"`
+	KekCheckValue []byte       `protobuf:"bytes,5,opt,name=kek_check_value,json=kekCheckValue,proto3" json:"kek_check_value,omitempty"`
+	Origin        v1.KeyOrigin `protobuf:"varint,6,opt,name=origin,proto3,enum=custos.v1.KeyOrigin" json:"origin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *KeyVersionRecord) Reset() {
 	*x = KeyVersionRecord{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1790,7 +2047,7 @@ func (x *KeyVersionRecord) String() string {
 func (*KeyVersionRecord) ProtoMessage() {}
 
 func (x *KeyVersionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1803,7 +2060,7 @@ func (x *KeyVersionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyVersionRecord.ProtoReflect.Descriptor instead.
 func (*KeyVersionRecord) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{21}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *KeyVersionRecord) GetVersion() uint32 {
@@ -1841,6 +2098,13 @@ func (x *KeyVersionRecord) GetKekCheckValue() []byte {
 	return nil
 }
 
+func (x *KeyVersionRecord) GetOrigin() v1.KeyOrigin {
+	if x != nil {
+		return x.Origin
+	}
+	return v1.KeyOrigin(0)
+}
+
 type ReadIndexRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1849,7 +2113,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1861,7 +2125,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1874,7 +2138,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{22}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{25}
 }
 
 type ReadRecordsRequest struct {
@@ -1890,7 +2154,7 @@ type ReadRecordsRequest struct {
 
 func (x *ReadRecordsRequest) Reset() {
 	*x = ReadRecordsRequest{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1902,7 +2166,7 @@ func (x *ReadRecordsRequest) String() string {
 func (*ReadRecordsRequest) ProtoMessage() {}
 
 func (x *ReadRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1915,7 +2179,7 @@ func (x *ReadRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRecordsRequest.ProtoReflect.Descriptor instead.
 func (*ReadRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{23}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReadRecordsRequest) GetFromSeq() uint64 {
@@ -1942,7 +2206,7 @@ type ReadRecordsResponse struct {
 
 func (x *ReadRecordsResponse) Reset() {
 	*x = ReadRecordsResponse{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1954,7 +2218,7 @@ func (x *ReadRecordsResponse) String() string {
 func (*ReadRecordsResponse) ProtoMessage() {}
 
 func (x *ReadRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1967,7 +2231,7 @@ func (x *ReadRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRecordsResponse.ProtoReflect.Descriptor instead.
 func (*ReadRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{24}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReadRecordsResponse) GetRecords() [][]byte {
@@ -1986,7 +2250,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1998,7 +2262,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2011,7 +2275,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{25}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -2037,7 +2301,7 @@ type ApplyResult struct {
 
 func (x *ApplyResult) Reset() {
 	*x = ApplyResult{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2049,7 +2313,7 @@ func (x *ApplyResult) String() string {
 func (*ApplyResult) ProtoMessage() {}
 
 func (x *ApplyResult) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2062,7 +2326,7 @@ func (x *ApplyResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResult.ProtoReflect.Descriptor instead.
 func (*ApplyResult) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{26}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ApplyResult) GetResult() isApplyResult_Result {
@@ -2127,7 +2391,7 @@ type DecisionResult struct {
 
 func (x *DecisionResult) Reset() {
 	*x = DecisionResult{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2139,7 +2403,7 @@ func (x *DecisionResult) String() string {
 func (*DecisionResult) ProtoMessage() {}
 
 func (x *DecisionResult) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2152,7 +2416,7 @@ func (x *DecisionResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecisionResult.ProtoReflect.Descriptor instead.
 func (*DecisionResult) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{27}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DecisionResult) GetRecord() *v1.DecisionRecord {
@@ -2197,7 +2461,7 @@ type ResultError struct {
 
 func (x *ResultError) Reset() {
 	*x = ResultError{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[28]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2209,7 +2473,7 @@ func (x *ResultError) String() string {
 func (*ResultError) ProtoMessage() {}
 
 func (x *ResultError) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[28]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2222,7 +2486,7 @@ func (x *ResultError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResultError.ProtoReflect.Descriptor instead.
 func (*ResultError) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{28}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ResultError) GetKind() string {
@@ -2258,9 +2522,9 @@ var File_raftlog_v1_raftlog_proto protoreflect.FileDescriptor
 const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\n" +
 	"\x18raftlog/v1/raftlog.proto\x12\n" +
-	"raftlog.v1\x1a\x16custos/v1/common.proto\x1a\x1acustos/v1/governance.proto\x1a\x16custos/v1/ledger.proto\"8\n" +
+	"raftlog.v1\x1a\x16custos/v1/common.proto\x1a\x1acustos/v1/governance.proto\x1a\x14custos/v1/keys.proto\x1a\x16custos/v1/ledger.proto\"8\n" +
 	"\x05Entry\x12/\n" +
-	"\bcommands\x18\x01 \x03(\v2\x13.raftlog.v1.CommandR\bcommands\"\xd6\a\n" +
+	"\bcommands\x18\x01 \x03(\v2\x13.raftlog.v1.CommandR\bcommands\"\xc8\t\n" +
 	"\aCommand\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x1c\n" +
@@ -2279,15 +2543,30 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\rblock_release\x18\x13 \x01(\v2\x18.raftlog.v1.BlockReleaseH\x00R\fblockRelease\x12I\n" +
 	"\x11register_node_key\x18\x14 \x01(\v2\x1b.raftlog.v1.RegisterNodeKeyH\x00R\x0fregisterNodeKey\x12I\n" +
 	"\x11reject_hsm_object\x18\x15 \x01(\v2\x1b.raftlog.v1.RejectHSMObjectH\x00R\x0frejectHsmObject\x12K\n" +
-	"\x11record_membership\x18\x16 \x01(\v2\x1c.raftlog.v1.RecordMembershipH\x00R\x10recordMembershipB\x04\n" +
-	"\x02op\"\xcd\x01\n" +
+	"\x11record_membership\x18\x16 \x01(\v2\x1c.raftlog.v1.RecordMembershipH\x00R\x10recordMembership\x12O\n" +
+	"\x13offer_transport_key\x18\x17 \x01(\v2\x1d.raftlog.v1.OfferTransportKeyH\x00R\x11offerTransportKey\x12R\n" +
+	"\x14transport_domain_key\x18\x18 \x01(\v2\x1e.raftlog.v1.TransportDomainKeyH\x00R\x12transportDomainKey\x12K\n" +
+	"\x11confirm_admission\x18\x19 \x01(\v2\x1c.raftlog.v1.ConfirmAdmissionH\x00R\x10confirmAdmissionB\x04\n" +
+	"\x02op\"\xe7\x01\n" +
 	"\vInitCluster\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\"\n" +
 	"\rdomain_key_id\x18\x02 \x01(\fR\vdomainKeyId\x12.\n" +
 	"\bofficers\x18\x03 \x03(\v2\x12.custos.v1.OfficerR\bofficers\x12\x16\n" +
 	"\x06quorum\x18\x04 \x01(\rR\x06quorum\x123\n" +
-	"\x16domain_key_check_value\x18\x05 \x01(\fR\x13domainKeyCheckValue\"I\n" +
+	"\x16domain_key_check_value\x18\x05 \x01(\fR\x13domainKeyCheckValue\x12\x18\n" +
+	"\aprofile\x18\x06 \x01(\tR\aprofile\"F\n" +
+	"\x11OfferTransportKey\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x02 \x01(\fR\tpublicKey\"\x92\x01\n" +
+	"\x12TransportDomainKey\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12:\n" +
+	"\x19transport_key_fingerprint\x18\x02 \x01(\tR\x17transportKeyFingerprint\x12,\n" +
+	"\x12wrapped_domain_key\x18\x03 \x01(\fR\x10wrappedDomainKey\"b\n" +
+	"\x10ConfirmAdmission\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12:\n" +
+	"\x19transport_key_fingerprint\x18\x02 \x01(\tR\x17transportKeyFingerprint\"I\n" +
 	"\x10RecordCheckpoint\x125\n" +
 	"\n" +
 	"checkpoint\x18\x01 \x01(\v2\x15.custos.v1.CheckpointR\n" +
@@ -2318,21 +2597,23 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"public_key\x18\x02 \x01(\fR\tpublicKey\x12\x19\n" +
 	"\bapi_addr\x18\x03 \x01(\tR\aapiAddr\"B\n" +
 	"\x06Govern\x128\n" +
-	"\tstatement\x18\x01 \x01(\v2\x1a.custos.v1.SignedStatementR\tstatement\"\xa1\x01\n" +
+	"\tstatement\x18\x01 \x01(\v2\x1a.custos.v1.SignedStatementR\tstatement\"\xcf\x01\n" +
 	"\tCreateKey\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x1f\n" +
 	"\vwrapped_kek\x18\x03 \x01(\fR\n" +
 	"wrappedKek\x12\x15\n" +
 	"\x06kek_id\x18\x04 \x01(\fR\x05kekId\x12&\n" +
-	"\x0fkek_check_value\x18\x05 \x01(\fR\rkekCheckValue\"\x9d\x01\n" +
+	"\x0fkek_check_value\x18\x05 \x01(\fR\rkekCheckValue\x12,\n" +
+	"\x06origin\x18\x06 \x01(\x0e2\x14.custos.v1.KeyOriginR\x06origin\"\xcb\x01\n" +
 	"\rAddKeyVersion\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\rR\aversion\x12\x1f\n" +
 	"\vwrapped_kek\x18\x03 \x01(\fR\n" +
 	"wrappedKek\x12\x15\n" +
 	"\x06kek_id\x18\x04 \x01(\fR\x05kekId\x12&\n" +
-	"\x0fkek_check_value\x18\x05 \x01(\fR\rkekCheckValue\";\n" +
+	"\x0fkek_check_value\x18\x05 \x01(\fR\rkekCheckValue\x12,\n" +
+	"\x06origin\x18\x06 \x01(\x0e2\x14.custos.v1.KeyOriginR\x06origin\";\n" +
 	"\vSetKeyState\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aenabled\x18\x02 \x01(\bR\aenabled\"c\n" +
@@ -2349,7 +2630,7 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x06ticket\x18\x06 \x01(\tR\x06ticket\x12%\n" +
 	"\x0econtext_digest\x18\a \x01(\fR\rcontextDigest\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\b \x01(\tR\trequestId\"\xe7\x05\n" +
+	"request_id\x18\b \x01(\tR\trequestId\"\xa1\x06\n" +
 	"\x05State\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\"\n" +
@@ -2372,7 +2653,10 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x16last_checkpoint_record\x18\r \x01(\x04R\x14lastCheckpointRecord\x123\n" +
 	"\x16domain_key_check_value\x18\x0e \x01(\fR\x13domainKeyCheckValue\x12$\n" +
 	"\x0etime_unix_nano\x18\x0f \x01(\x03R\ftimeUnixNano\x120\n" +
-	"\amembers\x18\x10 \x03(\v2\x16.raftlog.v1.RaftServerR\amembers\"R\n" +
+	"\amembers\x18\x10 \x03(\v2\x16.raftlog.v1.RaftServerR\amembers\x128\n" +
+	"\n" +
+	"admissions\x18\x11 \x03(\v2\x18.custos.v1.NodeAdmissionR\n" +
+	"admissions\"R\n" +
 	"\n" +
 	"RaftServer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
@@ -2402,14 +2686,15 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x15update_time_unix_nano\x18\b \x01(\x03R\x12updateTimeUnixNano\x12,\n" +
 	"\x06policy\x18\t \x01(\v2\x14.custos.v1.KeyPolicyR\x06policy\x12\x18\n" +
 	"\arevoked\x18\n" +
-	" \x01(\bR\arevoked\"\xbf\x01\n" +
+	" \x01(\bR\arevoked\"\xed\x01\n" +
 	"\x10KeyVersionRecord\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1f\n" +
 	"\vwrapped_kek\x18\x02 \x01(\fR\n" +
 	"wrappedKek\x121\n" +
 	"\x15create_time_unix_nano\x18\x03 \x01(\x03R\x12createTimeUnixNano\x12\x15\n" +
 	"\x06kek_id\x18\x04 \x01(\fR\x05kekId\x12&\n" +
-	"\x0fkek_check_value\x18\x05 \x01(\fR\rkekCheckValue\"\x12\n" +
+	"\x0fkek_check_value\x18\x05 \x01(\fR\rkekCheckValue\x12,\n" +
+	"\x06origin\x18\x06 \x01(\x0e2\x14.custos.v1.KeyOriginR\x06origin\"\x12\n" +
 	"\x10ReadIndexRequest\"F\n" +
 	"\x12ReadRecordsRequest\x12\x19\n" +
 	"\bfrom_seq\x18\x01 \x01(\x04R\afromSeq\x12\x15\n" +
@@ -2452,95 +2737,107 @@ func file_raftlog_v1_raftlog_proto_rawDescGZIP() []byte {
 	return file_raftlog_v1_raftlog_proto_rawDescData
 }
 
-var file_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_raftlog_v1_raftlog_proto_goTypes = []any{
 	(*Entry)(nil),                   // 0: raftlog.v1.Entry
 	(*Command)(nil),                 // 1: raftlog.v1.Command
 	(*InitCluster)(nil),             // 2: raftlog.v1.InitCluster
-	(*RecordCheckpoint)(nil),        // 3: raftlog.v1.RecordCheckpoint
-	(*AdvanceCursor)(nil),           // 4: raftlog.v1.AdvanceCursor
-	(*BlockRelease)(nil),            // 5: raftlog.v1.BlockRelease
-	(*RejectHSMObject)(nil),         // 6: raftlog.v1.RejectHSMObject
-	(*RecordMembership)(nil),        // 7: raftlog.v1.RecordMembership
-	(*RegisterNodeKey)(nil),         // 8: raftlog.v1.RegisterNodeKey
-	(*Govern)(nil),                  // 9: raftlog.v1.Govern
-	(*CreateKey)(nil),               // 10: raftlog.v1.CreateKey
-	(*AddKeyVersion)(nil),           // 11: raftlog.v1.AddKeyVersion
-	(*SetKeyState)(nil),             // 12: raftlog.v1.SetKeyState
-	(*SetMinDecryptionVersion)(nil), // 13: raftlog.v1.SetMinDecryptionVersion
-	(*Decide)(nil),                  // 14: raftlog.v1.Decide
-	(*State)(nil),                   // 15: raftlog.v1.State
-	(*RaftServer)(nil),              // 16: raftlog.v1.RaftServer
-	(*NodeKey)(nil),                 // 17: raftlog.v1.NodeKey
-	(*UsedNonce)(nil),               // 18: raftlog.v1.UsedNonce
-	(*RateCounter)(nil),             // 19: raftlog.v1.RateCounter
-	(*KeyRecord)(nil),               // 20: raftlog.v1.KeyRecord
-	(*KeyVersionRecord)(nil),        // 21: raftlog.v1.KeyVersionRecord
-	(*ReadIndexRequest)(nil),        // 22: raftlog.v1.ReadIndexRequest
-	(*ReadRecordsRequest)(nil),      // 23: raftlog.v1.ReadRecordsRequest
-	(*ReadRecordsResponse)(nil),     // 24: raftlog.v1.ReadRecordsResponse
-	(*ReadIndexResponse)(nil),       // 25: raftlog.v1.ReadIndexResponse
-	(*ApplyResult)(nil),             // 26: raftlog.v1.ApplyResult
-	(*DecisionResult)(nil),          // 27: raftlog.v1.DecisionResult
-	(*ResultError)(nil),             // 28: raftlog.v1.ResultError
-	(*v1.Officer)(nil),              // 29: custos.v1.Officer
-	(*v1.Checkpoint)(nil),           // 30: custos.v1.Checkpoint
-	(*v1.SignedStatement)(nil),      // 31: custos.v1.SignedStatement
-	(v1.Operation)(0),               // 32: custos.v1.Operation
-	(v1.Reason)(0),                  // 33: custos.v1.Reason
-	(*v1.Governance)(nil),           // 34: custos.v1.Governance
-	(*v1.ApprovalRequest)(nil),      // 35: custos.v1.ApprovalRequest
-	(*v1.Grant)(nil),                // 36: custos.v1.Grant
-	(*v1.KeyPolicy)(nil),            // 37: custos.v1.KeyPolicy
-	(*v1.DecisionRecord)(nil),       // 38: custos.v1.DecisionRecord
+	(*OfferTransportKey)(nil),       // 3: raftlog.v1.OfferTransportKey
+	(*TransportDomainKey)(nil),      // 4: raftlog.v1.TransportDomainKey
+	(*ConfirmAdmission)(nil),        // 5: raftlog.v1.ConfirmAdmission
+	(*RecordCheckpoint)(nil),        // 6: raftlog.v1.RecordCheckpoint
+	(*AdvanceCursor)(nil),           // 7: raftlog.v1.AdvanceCursor
+	(*BlockRelease)(nil),            // 8: raftlog.v1.BlockRelease
+	(*RejectHSMObject)(nil),         // 9: raftlog.v1.RejectHSMObject
+	(*RecordMembership)(nil),        // 10: raftlog.v1.RecordMembership
+	(*RegisterNodeKey)(nil),         // 11: raftlog.v1.RegisterNodeKey
+	(*Govern)(nil),                  // 12: raftlog.v1.Govern
+	(*CreateKey)(nil),               // 13: raftlog.v1.CreateKey
+	(*AddKeyVersion)(nil),           // 14: raftlog.v1.AddKeyVersion
+	(*SetKeyState)(nil),             // 15: raftlog.v1.SetKeyState
+	(*SetMinDecryptionVersion)(nil), // 16: raftlog.v1.SetMinDecryptionVersion
+	(*Decide)(nil),                  // 17: raftlog.v1.Decide
+	(*State)(nil),                   // 18: raftlog.v1.State
+	(*RaftServer)(nil),              // 19: raftlog.v1.RaftServer
+	(*NodeKey)(nil),                 // 20: raftlog.v1.NodeKey
+	(*UsedNonce)(nil),               // 21: raftlog.v1.UsedNonce
+	(*RateCounter)(nil),             // 22: raftlog.v1.RateCounter
+	(*KeyRecord)(nil),               // 23: raftlog.v1.KeyRecord
+	(*KeyVersionRecord)(nil),        // 24: raftlog.v1.KeyVersionRecord
+	(*ReadIndexRequest)(nil),        // 25: raftlog.v1.ReadIndexRequest
+	(*ReadRecordsRequest)(nil),      // 26: raftlog.v1.ReadRecordsRequest
+	(*ReadRecordsResponse)(nil),     // 27: raftlog.v1.ReadRecordsResponse
+	(*ReadIndexResponse)(nil),       // 28: raftlog.v1.ReadIndexResponse
+	(*ApplyResult)(nil),             // 29: raftlog.v1.ApplyResult
+	(*DecisionResult)(nil),          // 30: raftlog.v1.DecisionResult
+	(*ResultError)(nil),             // 31: raftlog.v1.ResultError
+	(*v1.Officer)(nil),              // 32: custos.v1.Officer
+	(*v1.Checkpoint)(nil),           // 33: custos.v1.Checkpoint
+	(*v1.SignedStatement)(nil),      // 34: custos.v1.SignedStatement
+	(v1.KeyOrigin)(0),               // 35: custos.v1.KeyOrigin
+	(v1.Operation)(0),               // 36: custos.v1.Operation
+	(v1.Reason)(0),                  // 37: custos.v1.Reason
+	(*v1.Governance)(nil),           // 38: custos.v1.Governance
+	(*v1.ApprovalRequest)(nil),      // 39: custos.v1.ApprovalRequest
+	(*v1.Grant)(nil),                // 40: custos.v1.Grant
+	(*v1.NodeAdmission)(nil),        // 41: custos.v1.NodeAdmission
+	(*v1.KeyPolicy)(nil),            // 42: custos.v1.KeyPolicy
+	(*v1.DecisionRecord)(nil),       // 43: custos.v1.DecisionRecord
 }
 var file_raftlog_v1_raftlog_proto_depIdxs = []int32{
 	1,  // 0: raftlog.v1.Entry.commands:type_name -> raftlog.v1.Command
 	2,  // 1: raftlog.v1.Command.init_cluster:type_name -> raftlog.v1.InitCluster
-	10, // 2: raftlog.v1.Command.create_key:type_name -> raftlog.v1.CreateKey
-	11, // 3: raftlog.v1.Command.add_key_version:type_name -> raftlog.v1.AddKeyVersion
-	12, // 4: raftlog.v1.Command.set_key_state:type_name -> raftlog.v1.SetKeyState
-	13, // 5: raftlog.v1.Command.set_min_decryption_version:type_name -> raftlog.v1.SetMinDecryptionVersion
-	14, // 6: raftlog.v1.Command.decide:type_name -> raftlog.v1.Decide
-	9,  // 7: raftlog.v1.Command.govern:type_name -> raftlog.v1.Govern
-	3,  // 8: raftlog.v1.Command.record_checkpoint:type_name -> raftlog.v1.RecordCheckpoint
-	4,  // 9: raftlog.v1.Command.advance_cursor:type_name -> raftlog.v1.AdvanceCursor
-	5,  // 10: raftlog.v1.Command.block_release:type_name -> raftlog.v1.BlockRelease
-	8,  // 11: raftlog.v1.Command.register_node_key:type_name -> raftlog.v1.RegisterNodeKey
-	6,  // 12: raftlog.v1.Command.reject_hsm_object:type_name -> raftlog.v1.RejectHSMObject
-	7,  // 13: raftlog.v1.Command.record_membership:type_name -> raftlog.v1.RecordMembership
-	29, // 14: raftlog.v1.InitCluster.officers:type_name -> custos.v1.Officer
-	30, // 15: raftlog.v1.RecordCheckpoint.checkpoint:type_name -> custos.v1.Checkpoint
-	31, // 16: raftlog.v1.Govern.statement:type_name -> custos.v1.SignedStatement
-	32, // 17: raftlog.v1.Decide.operation:type_name -> custos.v1.Operation
-	33, // 18: raftlog.v1.Decide.reason:type_name -> custos.v1.Reason
-	20, // 19: raftlog.v1.State.keys:type_name -> raftlog.v1.KeyRecord
-	34, // 20: raftlog.v1.State.governance:type_name -> custos.v1.Governance
-	18, // 21: raftlog.v1.State.nonces:type_name -> raftlog.v1.UsedNonce
-	35, // 22: raftlog.v1.State.requests:type_name -> custos.v1.ApprovalRequest
-	36, // 23: raftlog.v1.State.grants:type_name -> custos.v1.Grant
-	19, // 24: raftlog.v1.State.counters:type_name -> raftlog.v1.RateCounter
-	17, // 25: raftlog.v1.State.node_keys:type_name -> raftlog.v1.NodeKey
-	30, // 26: raftlog.v1.State.last_checkpoint:type_name -> custos.v1.Checkpoint
-	16, // 27: raftlog.v1.State.members:type_name -> raftlog.v1.RaftServer
-	21, // 28: raftlog.v1.KeyRecord.versions:type_name -> raftlog.v1.KeyVersionRecord
-	37, // 29: raftlog.v1.KeyRecord.policy:type_name -> custos.v1.KeyPolicy
-	20, // 30: raftlog.v1.ApplyResult.key:type_name -> raftlog.v1.KeyRecord
-	27, // 31: raftlog.v1.ApplyResult.decision:type_name -> raftlog.v1.DecisionResult
-	28, // 32: raftlog.v1.ApplyResult.error:type_name -> raftlog.v1.ResultError
-	38, // 33: raftlog.v1.DecisionResult.record:type_name -> custos.v1.DecisionRecord
-	28, // 34: raftlog.v1.DecisionResult.error:type_name -> raftlog.v1.ResultError
-	1,  // 35: raftlog.v1.Replication.Apply:input_type -> raftlog.v1.Command
-	22, // 36: raftlog.v1.Replication.ReadIndex:input_type -> raftlog.v1.ReadIndexRequest
-	23, // 37: raftlog.v1.Replication.ReadRecords:input_type -> raftlog.v1.ReadRecordsRequest
-	26, // 38: raftlog.v1.Replication.Apply:output_type -> raftlog.v1.ApplyResult
-	25, // 39: raftlog.v1.Replication.ReadIndex:output_type -> raftlog.v1.ReadIndexResponse
-	24, // 40: raftlog.v1.Replication.ReadRecords:output_type -> raftlog.v1.ReadRecordsResponse
-	38, // [38:41] is the sub-list for method output_type
-	35, // [35:38] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	13, // 2: raftlog.v1.Command.create_key:type_name -> raftlog.v1.CreateKey
+	14, // 3: raftlog.v1.Command.add_key_version:type_name -> raftlog.v1.AddKeyVersion
+	15, // 4: raftlog.v1.Command.set_key_state:type_name -> raftlog.v1.SetKeyState
+	16, // 5: raftlog.v1.Command.set_min_decryption_version:type_name -> raftlog.v1.SetMinDecryptionVersion
+	17, // 6: raftlog.v1.Command.decide:type_name -> raftlog.v1.Decide
+	12, // 7: raftlog.v1.Command.govern:type_name -> raftlog.v1.Govern
+	6,  // 8: raftlog.v1.Command.record_checkpoint:type_name -> raftlog.v1.RecordCheckpoint
+	7,  // 9: raftlog.v1.Command.advance_cursor:type_name -> raftlog.v1.AdvanceCursor
+	8,  // 10: raftlog.v1.Command.block_release:type_name -> raftlog.v1.BlockRelease
+	11, // 11: raftlog.v1.Command.register_node_key:type_name -> raftlog.v1.RegisterNodeKey
+	9,  // 12: raftlog.v1.Command.reject_hsm_object:type_name -> raftlog.v1.RejectHSMObject
+	10, // 13: raftlog.v1.Command.record_membership:type_name -> raftlog.v1.RecordMembership
+	3,  // 14: raftlog.v1.Command.offer_transport_key:type_name -> raftlog.v1.OfferTransportKey
+	4,  // 15: raftlog.v1.Command.transport_domain_key:type_name -> raftlog.v1.TransportDomainKey
+	5,  // 16: raftlog.v1.Command.confirm_admission:type_name -> raftlog.v1.ConfirmAdmission
+	32, // 17: raftlog.v1.InitCluster.officers:type_name -> custos.v1.Officer
+	33, // 18: raftlog.v1.RecordCheckpoint.checkpoint:type_name -> custos.v1.Checkpoint
+	34, // 19: raftlog.v1.Govern.statement:type_name -> custos.v1.SignedStatement
+	35, // 20: raftlog.v1.CreateKey.origin:type_name -> custos.v1.KeyOrigin
+	35, // 21: raftlog.v1.AddKeyVersion.origin:type_name -> custos.v1.KeyOrigin
+	36, // 22: raftlog.v1.Decide.operation:type_name -> custos.v1.Operation
+	37, // 23: raftlog.v1.Decide.reason:type_name -> custos.v1.Reason
+	23, // 24: raftlog.v1.State.keys:type_name -> raftlog.v1.KeyRecord
+	38, // 25: raftlog.v1.State.governance:type_name -> custos.v1.Governance
+	21, // 26: raftlog.v1.State.nonces:type_name -> raftlog.v1.UsedNonce
+	39, // 27: raftlog.v1.State.requests:type_name -> custos.v1.ApprovalRequest
+	40, // 28: raftlog.v1.State.grants:type_name -> custos.v1.Grant
+	22, // 29: raftlog.v1.State.counters:type_name -> raftlog.v1.RateCounter
+	20, // 30: raftlog.v1.State.node_keys:type_name -> raftlog.v1.NodeKey
+	33, // 31: raftlog.v1.State.last_checkpoint:type_name -> custos.v1.Checkpoint
+	19, // 32: raftlog.v1.State.members:type_name -> raftlog.v1.RaftServer
+	41, // 33: raftlog.v1.State.admissions:type_name -> custos.v1.NodeAdmission
+	24, // 34: raftlog.v1.KeyRecord.versions:type_name -> raftlog.v1.KeyVersionRecord
+	42, // 35: raftlog.v1.KeyRecord.policy:type_name -> custos.v1.KeyPolicy
+	35, // 36: raftlog.v1.KeyVersionRecord.origin:type_name -> custos.v1.KeyOrigin
+	23, // 37: raftlog.v1.ApplyResult.key:type_name -> raftlog.v1.KeyRecord
+	30, // 38: raftlog.v1.ApplyResult.decision:type_name -> raftlog.v1.DecisionResult
+	31, // 39: raftlog.v1.ApplyResult.error:type_name -> raftlog.v1.ResultError
+	43, // 40: raftlog.v1.DecisionResult.record:type_name -> custos.v1.DecisionRecord
+	31, // 41: raftlog.v1.DecisionResult.error:type_name -> raftlog.v1.ResultError
+	1,  // 42: raftlog.v1.Replication.Apply:input_type -> raftlog.v1.Command
+	25, // 43: raftlog.v1.Replication.ReadIndex:input_type -> raftlog.v1.ReadIndexRequest
+	26, // 44: raftlog.v1.Replication.ReadRecords:input_type -> raftlog.v1.ReadRecordsRequest
+	29, // 45: raftlog.v1.Replication.Apply:output_type -> raftlog.v1.ApplyResult
+	28, // 46: raftlog.v1.Replication.ReadIndex:output_type -> raftlog.v1.ReadIndexResponse
+	27, // 47: raftlog.v1.Replication.ReadRecords:output_type -> raftlog.v1.ReadRecordsResponse
+	45, // [45:48] is the sub-list for method output_type
+	42, // [42:45] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_raftlog_v1_raftlog_proto_init() }
@@ -2562,8 +2859,11 @@ func file_raftlog_v1_raftlog_proto_init() {
 		(*Command_RegisterNodeKey)(nil),
 		(*Command_RejectHsmObject)(nil),
 		(*Command_RecordMembership)(nil),
+		(*Command_OfferTransportKey)(nil),
+		(*Command_TransportDomainKey)(nil),
+		(*Command_ConfirmAdmission)(nil),
 	}
-	file_raftlog_v1_raftlog_proto_msgTypes[26].OneofWrappers = []any{
+	file_raftlog_v1_raftlog_proto_msgTypes[29].OneofWrappers = []any{
 		(*ApplyResult_Key)(nil),
 		(*ApplyResult_Decision)(nil),
 	}
@@ -2573,7 +2873,7 @@ func file_raftlog_v1_raftlog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raftlog_v1_raftlog_proto_rawDesc), len(file_raftlog_v1_raftlog_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   29,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -4,6 +4,7 @@ from google.protobuf import message as _message
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+OPERATION_ADMISSION: Operation
 OPERATION_CHECKPOINT: Operation
 OPERATION_CREATE_KEY: Operation
 OPERATION_DECRYPT: Operation

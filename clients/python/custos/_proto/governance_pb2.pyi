@@ -9,7 +9,16 @@ ACTION_ALLOW: Action
 ACTION_DENY: Action
 ACTION_REQUIRE_APPROVAL: Action
 ACTION_UNSPECIFIED: Action
+ADMISSION_STATE_ADMITTED: AdmissionState
+ADMISSION_STATE_APPROVED: AdmissionState
+ADMISSION_STATE_OFFERED: AdmissionState
+ADMISSION_STATE_REVOKED: AdmissionState
+ADMISSION_STATE_SENT: AdmissionState
+ADMISSION_STATE_UNSPECIFIED: AdmissionState
 DESCRIPTOR: _descriptor.FileDescriptor
+KEY_TRANSPORT_HASH_SHA1: KeyTransportHash
+KEY_TRANSPORT_HASH_SHA256: KeyTransportHash
+KEY_TRANSPORT_HASH_UNSPECIFIED: KeyTransportHash
 REQUEST_STATE_APPROVED: RequestState
 REQUEST_STATE_DENIED: RequestState
 REQUEST_STATE_EXPIRED: RequestState
@@ -24,6 +33,18 @@ class AddSink(_message.Message):
     SINK_FIELD_NUMBER: _ClassVar[int]
     sink: Sink
     def __init__(self, sink: _Optional[_Union[Sink, _Mapping]] = ...) -> None: ...
+
+class AdmitNode(_message.Message):
+    __slots__ = ["hash", "identity_key_fingerprint", "node", "transport_key_fingerprint"]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_KEY_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    TRANSPORT_KEY_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    hash: KeyTransportHash
+    identity_key_fingerprint: str
+    node: str
+    transport_key_fingerprint: str
+    def __init__(self, node: _Optional[str] = ..., transport_key_fingerprint: _Optional[str] = ..., identity_key_fingerprint: _Optional[str] = ..., hash: _Optional[_Union[KeyTransportHash, str]] = ...) -> None: ...
 
 class ApprovalRequest(_message.Message):
     __slots__ = ["context_digest", "create_time_unix_nano", "decision_seq", "expire_time_unix_nano", "grant_id", "justification_text", "key", "key_version", "principal", "reason", "request_id", "state", "ticket"]
@@ -116,20 +137,22 @@ class GetRequestRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ...) -> None: ...
 
 class Governance(_message.Message):
-    __slots__ = ["cluster_id", "notify_rules", "officers", "quorum", "sinks", "version"]
+    __slots__ = ["cluster_id", "notify_rules", "officers", "profile", "quorum", "sinks", "version"]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     NOTIFY_RULES_FIELD_NUMBER: _ClassVar[int]
     OFFICERS_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
     QUORUM_FIELD_NUMBER: _ClassVar[int]
     SINKS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     cluster_id: str
     notify_rules: NotifyRules
     officers: _containers.RepeatedCompositeFieldContainer[Officer]
+    profile: str
     quorum: int
     sinks: _containers.RepeatedCompositeFieldContainer[Sink]
     version: int
-    def __init__(self, cluster_id: _Optional[str] = ..., officers: _Optional[_Iterable[_Union[Officer, _Mapping]]] = ..., quorum: _Optional[int] = ..., version: _Optional[int] = ..., sinks: _Optional[_Iterable[_Union[Sink, _Mapping]]] = ..., notify_rules: _Optional[_Union[NotifyRules, _Mapping]] = ...) -> None: ...
+    def __init__(self, cluster_id: _Optional[str] = ..., officers: _Optional[_Iterable[_Union[Officer, _Mapping]]] = ..., quorum: _Optional[int] = ..., version: _Optional[int] = ..., sinks: _Optional[_Iterable[_Union[Sink, _Mapping]]] = ..., notify_rules: _Optional[_Union[NotifyRules, _Mapping]] = ..., profile: _Optional[str] = ...) -> None: ...
 
 class Grant(_message.Message):
     __slots__ = ["context_digest", "expire_time_unix_nano", "grant_id", "key", "principal", "reason", "request_id", "uses_left"]
@@ -195,6 +218,30 @@ class ListPendingResponse(_message.Message):
     requests: _containers.RepeatedCompositeFieldContainer[ApprovalRequest]
     def __init__(self, requests: _Optional[_Iterable[_Union[ApprovalRequest, _Mapping]]] = ...) -> None: ...
 
+class NodeAdmission(_message.Message):
+    __slots__ = ["approved_fingerprint", "hash", "identity_key_fingerprint", "node", "sent_by", "state", "transport_key_fingerprint", "transport_public_key", "update_time_unix_nano", "wrapped_domain_key"]
+    APPROVED_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_KEY_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    SENT_BY_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    TRANSPORT_KEY_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    TRANSPORT_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    WRAPPED_DOMAIN_KEY_FIELD_NUMBER: _ClassVar[int]
+    approved_fingerprint: str
+    hash: KeyTransportHash
+    identity_key_fingerprint: str
+    node: str
+    sent_by: str
+    state: AdmissionState
+    transport_key_fingerprint: str
+    transport_public_key: bytes
+    update_time_unix_nano: int
+    wrapped_domain_key: bytes
+    def __init__(self, node: _Optional[str] = ..., state: _Optional[_Union[AdmissionState, str]] = ..., transport_public_key: _Optional[bytes] = ..., transport_key_fingerprint: _Optional[str] = ..., approved_fingerprint: _Optional[str] = ..., identity_key_fingerprint: _Optional[str] = ..., hash: _Optional[_Union[KeyTransportHash, str]] = ..., wrapped_domain_key: _Optional[bytes] = ..., sent_by: _Optional[str] = ..., update_time_unix_nano: _Optional[int] = ...) -> None: ...
+
 class NotifyRules(_message.Message):
     __slots__ = ["all", "customer_principals", "governance", "outcomes", "reasons"]
     ALL_FIELD_NUMBER: _ClassVar[int]
@@ -238,6 +285,12 @@ class RemoveSink(_message.Message):
     NAME_FIELD_NUMBER: _ClassVar[int]
     name: str
     def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class RevokeAdmission(_message.Message):
+    __slots__ = ["node"]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    def __init__(self, node: _Optional[str] = ...) -> None: ...
 
 class RevokeGrant(_message.Message):
     __slots__ = ["grant_id"]
@@ -300,8 +353,9 @@ class Sink(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[SinkType, str]] = ..., url: _Optional[str] = ..., hmac_key: _Optional[bytes] = ..., path: _Optional[str] = ..., required_for_release: bool = ..., delivered_seq: _Optional[int] = ...) -> None: ...
 
 class Statement(_message.Message):
-    __slots__ = ["add_sink", "approve_request", "cluster_id", "comment", "create_grant", "deny_request", "disable_key", "enable_key", "nonce", "not_after_unix", "remove_sink", "revoke_grant", "revoke_key", "set_notify_rules", "set_officers", "set_policy"]
+    __slots__ = ["add_sink", "admit_node", "approve_request", "cluster_id", "comment", "create_grant", "deny_request", "disable_key", "enable_key", "nonce", "not_after_unix", "remove_sink", "revoke_admission", "revoke_grant", "revoke_key", "set_notify_rules", "set_officers", "set_policy"]
     ADD_SINK_FIELD_NUMBER: _ClassVar[int]
+    ADMIT_NODE_FIELD_NUMBER: _ClassVar[int]
     APPROVE_REQUEST_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     COMMENT_FIELD_NUMBER: _ClassVar[int]
@@ -312,12 +366,14 @@ class Statement(_message.Message):
     NONCE_FIELD_NUMBER: _ClassVar[int]
     NOT_AFTER_UNIX_FIELD_NUMBER: _ClassVar[int]
     REMOVE_SINK_FIELD_NUMBER: _ClassVar[int]
+    REVOKE_ADMISSION_FIELD_NUMBER: _ClassVar[int]
     REVOKE_GRANT_FIELD_NUMBER: _ClassVar[int]
     REVOKE_KEY_FIELD_NUMBER: _ClassVar[int]
     SET_NOTIFY_RULES_FIELD_NUMBER: _ClassVar[int]
     SET_OFFICERS_FIELD_NUMBER: _ClassVar[int]
     SET_POLICY_FIELD_NUMBER: _ClassVar[int]
     add_sink: AddSink
+    admit_node: AdmitNode
     approve_request: ApproveRequest
     cluster_id: str
     comment: str
@@ -328,12 +384,13 @@ class Statement(_message.Message):
     nonce: bytes
     not_after_unix: int
     remove_sink: RemoveSink
+    revoke_admission: RevokeAdmission
     revoke_grant: RevokeGrant
     revoke_key: RevokeKey
     set_notify_rules: SetNotifyRules
     set_officers: SetOfficers
     set_policy: SetPolicy
-    def __init__(self, cluster_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., comment: _Optional[str] = ..., revoke_key: _Optional[_Union[RevokeKey, _Mapping]] = ..., disable_key: _Optional[_Union[DisableKey, _Mapping]] = ..., enable_key: _Optional[_Union[EnableKey, _Mapping]] = ..., set_policy: _Optional[_Union[SetPolicy, _Mapping]] = ..., approve_request: _Optional[_Union[ApproveRequest, _Mapping]] = ..., deny_request: _Optional[_Union[DenyRequest, _Mapping]] = ..., create_grant: _Optional[_Union[CreateGrant, _Mapping]] = ..., revoke_grant: _Optional[_Union[RevokeGrant, _Mapping]] = ..., set_officers: _Optional[_Union[SetOfficers, _Mapping]] = ..., add_sink: _Optional[_Union[AddSink, _Mapping]] = ..., remove_sink: _Optional[_Union[RemoveSink, _Mapping]] = ..., set_notify_rules: _Optional[_Union[SetNotifyRules, _Mapping]] = ...) -> None: ...
+    def __init__(self, cluster_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., comment: _Optional[str] = ..., revoke_key: _Optional[_Union[RevokeKey, _Mapping]] = ..., disable_key: _Optional[_Union[DisableKey, _Mapping]] = ..., enable_key: _Optional[_Union[EnableKey, _Mapping]] = ..., set_policy: _Optional[_Union[SetPolicy, _Mapping]] = ..., approve_request: _Optional[_Union[ApproveRequest, _Mapping]] = ..., deny_request: _Optional[_Union[DenyRequest, _Mapping]] = ..., create_grant: _Optional[_Union[CreateGrant, _Mapping]] = ..., revoke_grant: _Optional[_Union[RevokeGrant, _Mapping]] = ..., set_officers: _Optional[_Union[SetOfficers, _Mapping]] = ..., add_sink: _Optional[_Union[AddSink, _Mapping]] = ..., remove_sink: _Optional[_Union[RemoveSink, _Mapping]] = ..., set_notify_rules: _Optional[_Union[SetNotifyRules, _Mapping]] = ..., admit_node: _Optional[_Union[AdmitNode, _Mapping]] = ..., revoke_admission: _Optional[_Union[RevokeAdmission, _Mapping]] = ...) -> None: ...
 
 class SubmitResponse(_message.Message):
     __slots__ = ["grant_id", "ledger_seq", "result", "signers"]
@@ -358,6 +415,12 @@ class TimeWindow(_message.Message):
     def __init__(self, weekdays: _Optional[_Iterable[int]] = ..., start_minute: _Optional[int] = ..., end_minute: _Optional[int] = ...) -> None: ...
 
 class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = []
+
+class KeyTransportHash(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = []
+
+class AdmissionState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = []
 
 class SinkType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):

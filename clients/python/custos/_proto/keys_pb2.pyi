@@ -6,10 +6,18 @@ from google.protobuf import message as _message
 from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+IMPORT_WRAPPING_ALGORITHM_UNSPECIFIED: ImportWrappingAlgorithm
+KEY_ORIGIN_EXTERNAL: KeyOrigin
+KEY_ORIGIN_HSM: KeyOrigin
+KEY_ORIGIN_UNSPECIFIED: KeyOrigin
 KEY_STATE_DISABLED: KeyState
 KEY_STATE_ENABLED: KeyState
 KEY_STATE_REVOKED: KeyState
 KEY_STATE_UNSPECIFIED: KeyState
+RSAES_OAEP_SHA_1: ImportWrappingAlgorithm
+RSAES_OAEP_SHA_256: ImportWrappingAlgorithm
+RSA_AES_KEY_WRAP_SHA_1: ImportWrappingAlgorithm
+RSA_AES_KEY_WRAP_SHA_256: ImportWrappingAlgorithm
 
 class BatchDecryptRequest(_message.Message):
     __slots__ = ["requests"]
@@ -130,6 +138,42 @@ class GetKeyRequest(_message.Message):
     name: str
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
+class GetParametersForImportRequest(_message.Message):
+    __slots__ = ["algorithm", "key"]
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    algorithm: ImportWrappingAlgorithm
+    key: str
+    def __init__(self, key: _Optional[str] = ..., algorithm: _Optional[_Union[ImportWrappingAlgorithm, str]] = ...) -> None: ...
+
+class ImportKeyMaterialRequest(_message.Message):
+    __slots__ = ["description", "encrypted_key_material", "import_token", "key"]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    ENCRYPTED_KEY_MATERIAL_FIELD_NUMBER: _ClassVar[int]
+    IMPORT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    description: str
+    encrypted_key_material: bytes
+    import_token: str
+    key: str
+    def __init__(self, key: _Optional[str] = ..., import_token: _Optional[str] = ..., encrypted_key_material: _Optional[bytes] = ..., description: _Optional[str] = ...) -> None: ...
+
+class ImportParameters(_message.Message):
+    __slots__ = ["algorithm", "expire_time_unix_nano", "import_token", "key", "node_id", "public_key"]
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    IMPORT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    algorithm: ImportWrappingAlgorithm
+    expire_time_unix_nano: int
+    import_token: str
+    key: str
+    node_id: str
+    public_key: bytes
+    def __init__(self, import_token: _Optional[str] = ..., public_key: _Optional[bytes] = ..., algorithm: _Optional[_Union[ImportWrappingAlgorithm, str]] = ..., expire_time_unix_nano: _Optional[int] = ..., node_id: _Optional[str] = ..., key: _Optional[str] = ...) -> None: ...
+
 class ItemError(_message.Message):
     __slots__ = ["code", "decision_seq", "message", "request_id"]
     CODE_FIELD_NUMBER: _ClassVar[int]
@@ -165,12 +209,16 @@ class Key(_message.Message):
     def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., state: _Optional[_Union[KeyState, str]] = ..., primary_version: _Optional[int] = ..., min_decryption_version: _Optional[int] = ..., versions: _Optional[_Iterable[_Union[KeyVersion, _Mapping]]] = ..., algorithm: _Optional[str] = ..., create_time_unix_nano: _Optional[int] = ..., update_time_unix_nano: _Optional[int] = ...) -> None: ...
 
 class KeyVersion(_message.Message):
-    __slots__ = ["create_time_unix_nano", "version"]
+    __slots__ = ["create_time_unix_nano", "key_check_value", "origin", "version"]
     CREATE_TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    KEY_CHECK_VALUE_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     create_time_unix_nano: int
+    key_check_value: bytes
+    origin: KeyOrigin
     version: int
-    def __init__(self, version: _Optional[int] = ..., create_time_unix_nano: _Optional[int] = ...) -> None: ...
+    def __init__(self, version: _Optional[int] = ..., create_time_unix_nano: _Optional[int] = ..., origin: _Optional[_Union[KeyOrigin, str]] = ..., key_check_value: _Optional[bytes] = ...) -> None: ...
 
 class ListKeysRequest(_message.Message):
     __slots__ = ["page_size", "page_token"]
@@ -242,6 +290,12 @@ class SetMinDecryptionVersionRequest(_message.Message):
     min_decryption_version: int
     name: str
     def __init__(self, name: _Optional[str] = ..., min_decryption_version: _Optional[int] = ...) -> None: ...
+
+class KeyOrigin(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = []
+
+class ImportWrappingAlgorithm(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = []
 
 class KeyState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = []

@@ -71,6 +71,16 @@ class KeyServiceStub(object):
         request_serializer=custos_dot_v1_dot_keys__pb2.BatchDecryptRequest.SerializeToString,
         response_deserializer=custos_dot_v1_dot_keys__pb2.BatchDecryptResponse.FromString,
         )
+    self.GetParametersForImport = channel.unary_unary(
+        '/custos.v1.KeyService/GetParametersForImport',
+        request_serializer=custos_dot_v1_dot_keys__pb2.GetParametersForImportRequest.SerializeToString,
+        response_deserializer=custos_dot_v1_dot_keys__pb2.ImportParameters.FromString,
+        )
+    self.ImportKeyMaterial = channel.unary_unary(
+        '/custos.v1.KeyService/ImportKeyMaterial',
+        request_serializer=custos_dot_v1_dot_keys__pb2.ImportKeyMaterialRequest.SerializeToString,
+        response_deserializer=custos_dot_v1_dot_keys__pb2.Key.FromString,
+        )
 
 
 class KeyServiceServicer(object):
@@ -161,6 +171,25 @@ class KeyServiceServicer(object):
     context.set_details('Method not implemented!')
     raise NotImplementedError('Method not implemented!')
 
+  def GetParametersForImport(self, request, context):
+    """GetParametersForImport makes a one-time import key in the HSM of the
+    node that answers (bring your own key, docs/key-transport.md): an
+    RSA-3072 public key and a token, valid until expire_time, on that node
+    only.
+    """
+    context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+    context.set_details('Method not implemented!')
+    raise NotImplementedError('Method not implemented!')
+
+  def ImportKeyMaterial(self, request, context):
+    """ImportKeyMaterial imports an AES-256 key wrapped under the import key
+    as a new version (origin EXTERNAL) of the key, creating it if needed.
+    Only the node's HSM unwraps it.
+    """
+    context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+    context.set_details('Method not implemented!')
+    raise NotImplementedError('Method not implemented!')
+
 
 def add_KeyServiceServicer_to_server(servicer, server):
   rpc_method_handlers = {
@@ -218,6 +247,16 @@ def add_KeyServiceServicer_to_server(servicer, server):
           servicer.BatchDecrypt,
           request_deserializer=custos_dot_v1_dot_keys__pb2.BatchDecryptRequest.FromString,
           response_serializer=custos_dot_v1_dot_keys__pb2.BatchDecryptResponse.SerializeToString,
+      ),
+      'GetParametersForImport': grpc.unary_unary_rpc_method_handler(
+          servicer.GetParametersForImport,
+          request_deserializer=custos_dot_v1_dot_keys__pb2.GetParametersForImportRequest.FromString,
+          response_serializer=custos_dot_v1_dot_keys__pb2.ImportParameters.SerializeToString,
+      ),
+      'ImportKeyMaterial': grpc.unary_unary_rpc_method_handler(
+          servicer.ImportKeyMaterial,
+          request_deserializer=custos_dot_v1_dot_keys__pb2.ImportKeyMaterialRequest.FromString,
+          response_serializer=custos_dot_v1_dot_keys__pb2.Key.SerializeToString,
       ),
   }
   generic_handler = grpc.method_handlers_generic_handler(
