@@ -121,6 +121,12 @@ clean:
 # through EncryptStream and DecryptStream: MB/s and the bench process's
 # peak memory), with the SoftHSM, Raft, gRPC and Go AES-256-GCM ceilings
 # measured in the same run; CPU per op and RSS of every node process.
+# On 3 nodes the load is spread (worker w to node (w mod 3)+1, one client
+# per node; every node is admitted and releases with its own HSM), and the
+# report adds the 3-node cost model: each node's CPU per operation, their
+# sum against one node's, and the rate projected to 3 machines of this
+# size. BENCHFLAGS='--load node1' sends it all to node1 as runs before
+# node admission did ('--load spread,node1': both, in the same run).
 # Writes bench/RESULTS.md (between its markers), bench/results.json and
 # bench/results.svg (ops/s and p99 against concurrency). About 11 minutes.
 # bench-short: the same as a smoke run (1 s a point, concurrency 1,16,

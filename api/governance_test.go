@@ -377,6 +377,16 @@ func TestOperatorCannotLoosen(t *testing.T) {
 			_, err := app.SetKeyState(ctx(t), &custosv1.SetKeyStateRequest{Name: "locked", State: custosv1.KeyState_KEY_STATE_ENABLED})
 			return err
 		}, denied},
+		{"KeyService/GetParametersForImport", "import parameters for app's key", func() error {
+			_, err := kc.GetParametersForImport(ctx(t), &custosv1.GetParametersForImportRequest{Key: "open",
+				Algorithm: custosv1.ImportWrappingAlgorithm_RSA_AES_KEY_WRAP_SHA_256})
+			return err
+		}, denied},
+		{"KeyService/ImportKeyMaterial", "import material of its choice into app's key", func() error {
+			_, err := kc.ImportKeyMaterial(ctx(t), &custosv1.ImportKeyMaterialRequest{Key: "open", ImportToken: "node1.00",
+				EncryptedKeyMaterial: make([]byte, 424)})
+			return err
+		}, denied},
 		{"KeyService/SetMinDecryptionVersion", "lower the minimum", func() error {
 			_, err := kc.SetMinDecryptionVersion(ctx(t), &custosv1.SetMinDecryptionVersionRequest{Name: "locked", MinDecryptionVersion: 1})
 			return err

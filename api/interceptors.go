@@ -174,6 +174,11 @@ var dataPath = map[string]bool{
 	"/custos.v1.KeyService/Decrypt":         true,
 	"/custos.v1.KeyService/ReEncrypt":       true,
 	"/custos.v1.KeyService/BatchDecrypt":    true,
+	// A follower forwards each decision it serves, and asks for a read
+	// index before each data key it issues: one node-to-node call per
+	// client call, which the ledger records already.
+	"/raftlog.v1.Replication/Apply":     true,
+	"/raftlog.v1.Replication/ReadIndex": true,
 }
 
 // logRPC writes one line per call: method, principal, code and duration,

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/custos-kms/custos/hsm"
-	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 )
 
 // NotAdmittedMessage says why a node refuses key crypto: it joined a
@@ -44,8 +43,10 @@ type admission struct {
 // when its HSM does not (yet) hold the domain key. Without
 // Config.RequireAdmission it is always nil.
 func (s *Service) admitted(ctx context.Context) error {
-	if s.state.admissionState(s.node) == custosv1.AdmissionState_ADMISSION_STATE_REVOKED {
-		return ErrAdmissionRevoked
+	// The replicated state first: what its HSM holds does not make a node
+	// a custodian the officers did not admit, or undo a revocation.
+	if err := s.state.mayServe(s.node); err != nil {
+		return err
 	}
 	a := s.admission
 	if a == nil || a.ok.Load() {

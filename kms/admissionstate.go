@@ -82,9 +82,15 @@ func (s *State) applyOfferTransportKey(c *raftlogv1.Command, op *raftlogv1.Offer
 		return fmt.Errorf("%w: node %s is already admitted", ErrFailedPrecondition, op.Node)
 	}
 	// A new key replaces the old one (the node restarted: its session
-	// key is gone) and needs the officers' approval again.
+	// key is gone) and needs the officers' approval again. A revoked node
+	// stays revoked until officers admit it again: an offer alone undoes
+	// nothing.
+	state := custosv1.AdmissionState_ADMISSION_STATE_OFFERED
+	if a.State == custosv1.AdmissionState_ADMISSION_STATE_REVOKED {
+		state = a.State
+	}
 	s.admissionsVersion++
-	*a = custosv1.NodeAdmission{Node: op.Node, State: custosv1.AdmissionState_ADMISSION_STATE_OFFERED,
+	*a = custosv1.NodeAdmission{Node: op.Node, State: state,
 		TransportPublicKey: slices.Clone(op.PublicKey), TransportKeyFingerprint: fp, UpdateTimeUnixNano: c.TimeUnixNano}
 	return nil
 }
@@ -99,8 +105,8 @@ func (s *State) applyAdmitNode(c *raftlogv1.Command, op *custosv1.AdmitNode) (st
 		return "", fmt.Errorf("%w: node %s has offered no transport key (is it running and a member?)", ErrFailedPrecondition, op.Node)
 	case a.State == custosv1.AdmissionState_ADMISSION_STATE_ADMITTED:
 		return "", fmt.Errorf("%w: node %s is already admitted", ErrFailedPrecondition, op.Node)
-	case a.State == custosv1.AdmissionState_ADMISSION_STATE_REVOKED:
-		return "", fmt.Errorf("%w: node %s's admission was revoked: it must offer a new transport key (restart it)", ErrFailedPrecondition, op.Node)
+	case a.State == custosv1.AdmissionState_ADMISSION_STATE_SENT:
+		return "", fmt.Errorf("%w: the domain key was already sent to node %s", ErrFailedPrecondition, op.Node)
 	case a.TransportKeyFingerprint != op.TransportKeyFingerprint:
 		return "", fmt.Errorf("%w: node %s's transport key is %s, not the approved %s (did it restart? approve its current key)",
 			ErrFailedPrecondition, op.Node, a.TransportKeyFingerprint, op.TransportKeyFingerprint)
@@ -184,7 +190,7 @@ func (s *State) applyTransportDomainKey(index uint64, c *raftlogv1.Command, op *
 	rec := s.newRecord(index, c, custosv1.Operation_OPERATION_ADMISSION)
 	rec.Outcome = custosv1.Outcome_OUTCOME_ALLOW
 	rec.MatchedRule = "admission:domain-key-sent"
-	rec.Detail = fmt.Sprintf("node %s's HSM wrapped the domain key for node %s under its approved transport key %s (%s)",
+	rec.Detail = fmt.Sprintf("node %s reports that its HSM wrapped the domain key for node %s under the approved transport key %s (%s); the receiver checks it against the genesis check value",
 		c.Node, op.Node, op.TransportKeyFingerprint, a.Hash)
 	return &Decision{Record: rec}
 }
@@ -218,7 +224,7 @@ func (s *State) applyConfirmAdmission(index uint64, c *raftlogv1.Command, op *ra
 	rec := s.newRecord(index, c, custosv1.Operation_OPERATION_ADMISSION)
 	rec.Outcome = custosv1.Outcome_OUTCOME_ALLOW
 	rec.MatchedRule = "admission:admitted"
-	rec.Detail = fmt.Sprintf("node %s's HSM holds the domain key with the check value recorded at genesis (sent by %s)", op.Node, a.SentBy)
+	rec.Detail = fmt.Sprintf("node %s reports that its HSM holds the domain key with the check value recorded at genesis (sent by %s)", op.Node, a.SentBy)
 	return &Decision{Record: rec}
 }
 
@@ -301,4 +307,24 @@ func transportHash(h custosv1.KeyTransportHash) hsm.OAEPHash {
 		return hsm.OAEPSHA1
 	}
 	return hsm.OAEPSHA256
+}
+
+// mayServe says whether node may do key crypto by the replicated state: nil
+// when it is admitted (or the domain key was sent to it: its own HSM then
+// tells), ErrAdmissionRevoked when officers revoked it, ErrNotAdmitted
+// otherwise. A cluster without any recorded custodian (initialised before
+// admission existed) is not held to it.
+func (s *State) mayServe(node string) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	a, ok := s.admissions[node]
+	switch {
+	case ok && (a.State == custosv1.AdmissionState_ADMISSION_STATE_ADMITTED || a.State == custosv1.AdmissionState_ADMISSION_STATE_SENT):
+		return nil
+	case ok && a.State == custosv1.AdmissionState_ADMISSION_STATE_REVOKED:
+		return ErrAdmissionRevoked
+	case s.clusterID == "" || s.admittedCount() == 0:
+		return nil
+	}
+	return ErrNotAdmitted
 }

@@ -205,10 +205,18 @@ func TestAdmissionStateMachine(t *testing.T) {
 	wantErr(t, "a node confirms what was never sent", r.apply(from("node-2", at, &raftlogv1.ConfirmAdmission{Node: "node-2"}))[0],
 		kms.ErrFailedPrecondition, "no domain key was sent")
 
-	// A revoked node may offer again, to be approved again.
+	// A revoked node may offer again; it stays revoked until officers
+	// admit it again.
 	r.mustApply(from("node-2", at, &raftlogv1.OfferTransportKey{Node: "node-2", PublicKey: otherDER}))
-	if a := st.Admission("node-2"); a.GetState() != custosv1.AdmissionState_ADMISSION_STATE_OFFERED {
+	if a := st.Admission("node-2"); a.GetState() != custosv1.AdmissionState_ADMISSION_STATE_REVOKED || a.TransportKeyFingerprint != otherFP {
 		t.Fatalf("revoked node's new offer: %v", a)
+	}
+	id2, _ := governance.GenerateKey()
+	r.mustApply(from("node-2", at, &raftlogv1.RegisterNodeKey{Node: "node-2", PublicKey: governance.MarshalPublicKey(&id2.PublicKey)}))
+	r.mustApply(governAt(at, r.sign(at.Add(time.Hour), admitStatement("node-2", otherFP, governance.Fingerprint(&id2.PublicKey),
+		custosv1.KeyTransportHash_KEY_TRANSPORT_HASH_SHA256))))
+	if a := st.Admission("node-2"); a.GetState() != custosv1.AdmissionState_ADMISSION_STATE_APPROVED {
+		t.Fatalf("revoked node approved again: %v", a)
 	}
 
 	// Leaving the Raft configuration revokes, but never the last custodian.

@@ -53,6 +53,9 @@ type custody struct {
 	noted map[string]bool
 	// shredded is set once a revoked node destroyed its copies.
 	shredded bool
+	// destroyedSeen is the state's destroyedVersion whose KEKs this node
+	// destroyed (destroy.go).
+	destroyedSeen uint64
 }
 
 // transportKey is a session transport key of this process.
@@ -93,6 +96,8 @@ func (s *Service) AdmissionStep(ctx context.Context) {
 	if s.state.ClusterID() == "" {
 		return
 	}
+	s.shredDestroyed(ctx)
+	s.pruneImports(ctx, s.now()) // expired import keys leave the HSM
 	self := s.state.Admission(s.node)
 	if self.GetState() == custosv1.AdmissionState_ADMISSION_STATE_REVOKED {
 		if !s.shred(ctx) {

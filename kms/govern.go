@@ -253,6 +253,12 @@ func (s *State) applyStatement(c *raftlogv1.Command, st *custosv1.Statement) (re
 	case *custosv1.Statement_RevokeAdmission:
 		r, err := s.applyRevokeAdmission(c, op.RevokeAdmission)
 		return r, "", err
+	case *custosv1.Statement_ScheduleKeyDestruction:
+		r, err := s.applyScheduleDestruction(c, op.ScheduleKeyDestruction)
+		return r, "", err
+	case *custosv1.Statement_CancelKeyDestruction:
+		r, err := s.applyCancelDestruction(c, op.CancelKeyDestruction)
+		return r, "", err
 	default:
 		return "", "", fmt.Errorf("%w: unknown statement operation", ErrInvalidArgument)
 	}
@@ -299,6 +305,10 @@ func (s *State) statementKey(st *custosv1.Statement) string {
 		return op.SetPolicy.Key
 	case *custosv1.Statement_CreateGrant:
 		return op.CreateGrant.Key
+	case *custosv1.Statement_ScheduleKeyDestruction:
+		return op.ScheduleKeyDestruction.Key
+	case *custosv1.Statement_CancelKeyDestruction:
+		return op.CancelKeyDestruction.Key
 	}
 	return ""
 }

@@ -2,6 +2,7 @@ package kms
 
 import (
 	"context"
+	"crypto/rsa"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
@@ -27,9 +28,11 @@ import (
 const (
 	// ImportTokenTTL is how long import parameters stay valid.
 	ImportTokenTTL = 24 * time.Hour
-	// maxPendingImports bounds the import keys one node holds at a time:
-	// each is an RSA-3072 key in its HSM.
-	maxPendingImports = 16
+	// maxPendingImports bounds the import keys one node holds at a time,
+	// maxImportsPerPrincipal those one principal holds: each is an
+	// RSA-3072 key in the node's HSM.
+	maxPendingImports      = 16
+	maxImportsPerPrincipal = 2
 )
 
 // pendingImport is import parameters handed out by this node.
@@ -86,38 +89,61 @@ func (s *Service) GetParametersForImport(ctx context.Context, p Principal, req *
 	}
 	now := s.now()
 	s.pruneImports(ctx, now)
-	s.imports.mu.Lock()
-	full := len(s.imports.pending) >= maxPendingImports
-	s.imports.mu.Unlock()
-	if full {
-		return nil, fmt.Errorf("%w: this node holds %d pending imports; use or let them expire (%s)", ErrResourceExhausted, maxPendingImports, ImportTokenTTL)
-	}
-	id, err := s.newObjectID(ctx, "custos/import/"+req.GetKey())
-	if err != nil {
-		return nil, err
-	}
-	pub, err := s.hsm.GenerateTransportKey(ctx, id)
-	if err != nil {
-		return nil, hsmError("import key", err)
-	}
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		_ = s.hsm.DestroyTransportKey(ctx, id)
-		return nil, fmt.Errorf("%w: import public key: %v", ErrInternal, err)
-	}
 	raw, err := s.hsm.Random(ctx, 16)
 	if err != nil {
-		_ = s.hsm.DestroyTransportKey(ctx, id)
 		return nil, hsmError("random", err)
 	}
 	token := s.node + "." + hex.EncodeToString(raw)
-	pi := &pendingImport{keyID: id, key: req.GetKey(), principal: p.Name, algorithm: req.GetAlgorithm(), expires: now.Add(ImportTokenTTL)}
+	pi := &pendingImport{key: req.GetKey(), principal: p.Name, algorithm: req.GetAlgorithm(), expires: now.Add(ImportTokenTTL)}
+	// The slot is taken before the HSM works, so concurrent calls cannot
+	// pass the bounds together.
+	if err := s.reserveImport(token, pi); err != nil {
+		return nil, err
+	}
+	id, err := s.newObjectID(ctx, "custos/import/"+req.GetKey())
+	var der []byte
+	if err == nil {
+		var pub *rsa.PublicKey
+		if pub, err = s.hsm.GenerateTransportKey(ctx, id); err != nil {
+			err = hsmError("import key", err)
+		} else if der, err = x509.MarshalPKIXPublicKey(pub); err != nil {
+			_ = s.hsm.DestroyTransportKey(ctx, id)
+			err = fmt.Errorf("%w: import public key: %v", ErrInternal, err)
+		}
+	}
 	s.imports.mu.Lock()
-	s.imports.pending[token] = pi
+	if err != nil {
+		delete(s.imports.pending, token)
+	} else {
+		pi.keyID = id
+	}
 	s.imports.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
 	s.lg.Info("import parameters made", "key", req.GetKey(), "principal", p.Name, "algorithm", req.GetAlgorithm().String(), "expires", pi.expires)
 	return &custosv1.ImportParameters{ImportToken: token, PublicKey: der, Algorithm: req.GetAlgorithm(),
 		ExpireTimeUnixNano: pi.expires.UnixNano(), NodeId: s.node, Key: req.GetKey()}, nil
+}
+
+// reserveImport records pi under token unless a bound is reached.
+func (s *Service) reserveImport(token string, pi *pendingImport) error {
+	s.imports.mu.Lock()
+	defer s.imports.mu.Unlock()
+	mine := 0
+	for _, o := range s.imports.pending {
+		if o.principal == pi.principal {
+			mine++
+		}
+	}
+	switch {
+	case mine >= maxImportsPerPrincipal:
+		return fmt.Errorf("%w: %s holds %d pending imports on this node; use them or let them expire (%s)", ErrResourceExhausted, pi.principal, mine, ImportTokenTTL)
+	case len(s.imports.pending) >= maxPendingImports:
+		return fmt.Errorf("%w: this node holds %d pending imports; try another node or later", ErrResourceExhausted, maxPendingImports)
+	}
+	s.imports.pending[token] = pi
+	return nil
 }
 
 // pruneImports destroys the import keys of expired parameters.
@@ -125,7 +151,7 @@ func (s *Service) pruneImports(ctx context.Context, now time.Time) {
 	s.imports.mu.Lock()
 	var gone [][]byte
 	for t, pi := range s.imports.pending {
-		if !now.Before(pi.expires) {
+		if !now.Before(pi.expires) && pi.keyID != nil {
 			gone = append(gone, pi.keyID)
 			delete(s.imports.pending, t)
 		}
@@ -144,6 +170,9 @@ func (s *Service) takeImport(ctx context.Context, p Principal, token, key string
 	now := s.now()
 	s.imports.mu.Lock()
 	pi, ok := s.imports.pending[token]
+	if ok && pi.keyID == nil {
+		ok = false // still being made
+	}
 	if ok && pi.key == key && pi.principal == p.Name {
 		delete(s.imports.pending, token)
 	}
@@ -175,8 +204,9 @@ func cutToken(token string) (node, rest string, ok bool) {
 	return "", "", false
 }
 
-// ImportKeyMaterial imports a wrapped AES-256 key as a new version, origin
-// EXTERNAL, of req.Key (its first version if the key does not exist). The
+// ImportKeyMaterial imports a wrapped AES-256 key as version 1, origin
+// EXTERNAL, of a new key req.Key (mayImport says why not into one that
+// exists). The
 // import parameters are used up whatever the outcome, except when the token
 // is refused outright; nothing is created unless the key imports.
 func (s *Service) ImportKeyMaterial(ctx context.Context, p Principal, req *custosv1.ImportKeyMaterialRequest) (*custosv1.Key, error) {
@@ -228,28 +258,17 @@ func (s *Service) ImportKeyMaterial(ctx context.Context, p Principal, req *custo
 	return k, nil
 }
 
-// addImportedVersion proposes the imported KEK as the key's next version,
-// or creates the key with it.
+// addImportedVersion creates the key with the imported KEK as version 1
+// (CreateKey refuses a name that exists meanwhile).
 func (s *Service) addImportedVersion(ctx context.Context, p Principal, req *custosv1.ImportKeyMaterialRequest, blob, kcv []byte) (*custosv1.Key, error) {
-	var version uint32 = 1
-	existing, err := s.state.Key(req.GetKey())
-	if err == nil {
-		version = uint32(len(existing.Versions)) + 1
-	}
-	id, err := s.newObjectID(ctx, fmt.Sprintf("custos/kek/%s/%d", req.GetKey(), version))
+	id, err := s.newObjectID(ctx, fmt.Sprintf("custos/kek/%s/%d", req.GetKey(), 1))
 	if err != nil {
 		return nil, err
 	}
-	kv := &raftlogv1.KeyVersionRecord{Version: version, WrappedKek: blob, KekId: id, KekCheckValue: kcv,
+	kv := &raftlogv1.KeyVersionRecord{Version: 1, WrappedKek: blob, KekId: id, KekCheckValue: kcv,
 		Origin: custosv1.KeyOrigin_KEY_ORIGIN_EXTERNAL}
-	var cmd *raftlogv1.Command
-	if existing == nil {
-		cmd = &raftlogv1.Command{Op: &raftlogv1.Command_CreateKey{CreateKey: &raftlogv1.CreateKey{Name: req.GetKey(),
-			Description: req.GetDescription(), WrappedKek: blob, KekId: id, KekCheckValue: kcv, Origin: kv.Origin}}}
-	} else {
-		cmd = &raftlogv1.Command{Op: &raftlogv1.Command_AddKeyVersion{AddKeyVersion: &raftlogv1.AddKeyVersion{Name: req.GetKey(),
-			Version: version, WrappedKek: blob, KekId: id, KekCheckValue: kcv, Origin: kv.Origin}}}
-	}
+	cmd := &raftlogv1.Command{Op: &raftlogv1.Command_CreateKey{CreateKey: &raftlogv1.CreateKey{Name: req.GetKey(),
+		Description: req.GetDescription(), WrappedKek: blob, KekId: id, KekCheckValue: kcv, Origin: kv.Origin}}}
 	k, err := s.applyKey(ctx, p, cmd)
 	if err != nil {
 		return nil, err
@@ -258,15 +277,21 @@ func (s *Service) addImportedVersion(ctx context.Context, p Principal, req *cust
 	return k, nil
 }
 
-// mayImport refuses principal an import into an existing key it may not
-// use (the key's policy names its users); anyone may import a new key, as
-// anyone may create one.
+// mayImport refuses an import into a key that exists: an import creates a
+// new key (anyone may, as anyone may create one), whose policy names the
+// importer only. Adding material someone knows to an existing key would let
+// any of its users — an encrypt-only one, or one whose decrypts need the
+// officers' approval — read every data key made under it from then on,
+// outside custos; the existing key's users get PermissionDenied, as for any
+// change to someone else's key, the others FailedPrecondition.
 func (s *State) mayImport(name, principal string) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if _, ok := s.keys[name]; !ok {
 		return nil
 	}
-	_, err := s.userKey(name, principal, "import into")
-	return err
+	if _, err := s.userKey(name, principal, "import into"); err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: key %q exists: an import creates a new key (import under another name)", ErrFailedPrecondition, name)
 }

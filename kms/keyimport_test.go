@@ -16,6 +16,7 @@ import (
 	"github.com/custos-kms/custos/clients/go/keyimport"
 	"github.com/custos-kms/custos/kms"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
+	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
 )
 
 // importParams gets import parameters for key as p and the public key.
@@ -144,19 +145,83 @@ func TestImportKeyMaterial(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A second import is the next version, and the first still decrypts.
-	params, pub = importParams(t, e.svc, app, "byok", custosv1.ImportWrappingAlgorithm_RSAES_OAEP_SHA_1)
-	w, err := keyimport.Wrap(pub, keyimport.RSAESOAEPSHA1, raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if k, err = imp(app, "byok", params.ImportToken, w); err != nil || k.PrimaryVersion != 2 || k.Versions[1].Origin != custosv1.KeyOrigin_KEY_ORIGIN_EXTERNAL {
-		t.Fatalf("second import: %v, %v", k, err)
-	}
 	out, err := e.svc.Decrypt(ctx, app, &custosv1.DecryptRequest{Ciphertext: ct.Ciphertext,
 		Justification: &custosv1.Justification{Reason: custosv1.Reason_REASON_CUSTOMER_INITIATED}})
 	if err != nil || string(out.Plaintext) != "under the customer's key" {
-		t.Fatalf("decrypt under the imported version 1: %v", err)
+		t.Fatalf("decrypt under the imported key: %v", err)
+	}
+
+	// An import never adds material to a key that exists — neither an
+	// imported one nor a generated one — whoever asks: its users would
+	// read what others encrypt under it.
+	if _, err := e.svc.CreateKey(ctx, app, &custosv1.CreateKeyRequest{Name: "generated"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"byok", "generated"} {
+		_, err := e.svc.GetParametersForImport(ctx, app, &custosv1.GetParametersForImportRequest{Key: name, Algorithm: alg})
+		if !errors.Is(err, kms.ErrFailedPrecondition) || !strings.Contains(err.Error(), "creates a new key") {
+			t.Fatalf("import parameters for existing key %s as its user: %v", name, err)
+		}
+		if _, err := e.svc.GetParametersForImport(ctx, kms.Principal{Name: "other"}, &custosv1.GetParametersForImportRequest{Key: name, Algorithm: alg}); !errors.Is(err, kms.ErrPermissionDenied) {
+			t.Fatalf("import parameters for existing key %s as a stranger: %v", name, err)
+		}
+	}
+	// Parameters made for a new name cannot be used once the name exists.
+	params, pub = importParams(t, e.svc, app, "late", alg)
+	if _, err := e.svc.CreateKey(ctx, app, &custosv1.CreateKeyRequest{Name: "late"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := imp(app, "late", params.ImportToken, wrap(pub)); !errors.Is(err, kms.ErrFailedPrecondition) {
+		t.Fatalf("import into a key created meanwhile: %v", err)
+	}
+	if k, _ := e.svc.GetKey(ctx, app, &custosv1.GetKeyRequest{Name: "late"}); len(k.GetVersions()) != 1 || k.Versions[0].Origin != custosv1.KeyOrigin_KEY_ORIGIN_HSM {
+		t.Fatalf("key late after the refused import: %v", k)
+	}
+	// The apply refuses it too (a proposer that skips the service's check).
+	res, err := e.node.Apply(ctx, &raftlogv1.Command{TimeUnixNano: time.Now().UnixNano(), Node: "node-1", Principal: app.Name,
+		Op: &raftlogv1.Command_AddKeyVersion{AddKeyVersion: &raftlogv1.AddKeyVersion{Name: "generated", Version: 2,
+			WrappedKek: make([]byte, 40), KekId: []byte("custos/kek/generated/2/x"), KekCheckValue: make([]byte, 16),
+			Origin: custosv1.KeyOrigin_KEY_ORIGIN_EXTERNAL}}})
+	if err == nil {
+		err = resultErr(res)
+	}
+	if !errors.Is(err, kms.ErrPermissionDenied) {
+		t.Fatalf("an EXTERNAL version proposed for an existing key: %v", err)
+	}
+}
+
+// TestImportPendingBounds: one principal holds at most two pending imports
+// on a node, even when it asks for many at once.
+func TestImportPendingBounds(t *testing.T) {
+	e := newEnvProfile(t, kms.ProfileDevelopment)
+	ctx := context.Background()
+	var ok, exhausted atomic.Int32
+	done := make(chan struct{})
+	for i := 0; i < 6; i++ {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			_, err := e.svc.GetParametersForImport(ctx, app, &custosv1.GetParametersForImportRequest{Key: "n" + strings.Repeat("x", i+1),
+				Algorithm: custosv1.ImportWrappingAlgorithm_RSAES_OAEP_SHA_1})
+			switch {
+			case err == nil:
+				ok.Add(1)
+			case errors.Is(err, kms.ErrResourceExhausted):
+				exhausted.Add(1)
+			default:
+				t.Error(err)
+			}
+		}()
+	}
+	for i := 0; i < 6; i++ {
+		<-done
+	}
+	if ok.Load() != 2 || exhausted.Load() != 4 {
+		t.Fatalf("%d parameters made, %d refused; want 2 and 4", ok.Load(), exhausted.Load())
+	}
+	// Another principal is not blocked by it.
+	if _, err := e.svc.GetParametersForImport(ctx, kms.Principal{Name: "other"}, &custosv1.GetParametersForImportRequest{Key: "mine",
+		Algorithm: custosv1.ImportWrappingAlgorithm_RSAES_OAEP_SHA_1}); err != nil {
+		t.Fatal(err)
 	}
 }
 

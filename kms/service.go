@@ -743,6 +743,10 @@ func keyProto(k *raftlogv1.KeyRecord) *custosv1.Key {
 		Algorithm: "AES_256_GCM", CreateTimeUnixNano: k.CreateTimeUnixNano, UpdateTimeUnixNano: k.UpdateTimeUnixNano,
 	}
 	switch {
+	case k.Destroyed:
+		out.State = custosv1.KeyState_KEY_STATE_DESTROYED
+	case k.DestroyAfterUnixNano != 0:
+		out.State = custosv1.KeyState_KEY_STATE_PENDING_DESTRUCTION
 	case k.Revoked:
 		out.State = custosv1.KeyState_KEY_STATE_REVOKED
 	case k.Enabled:
@@ -754,7 +758,7 @@ func keyProto(k *raftlogv1.KeyRecord) *custosv1.Key {
 			origin = custosv1.KeyOrigin_KEY_ORIGIN_HSM
 		}
 		out.Versions = append(out.Versions, &custosv1.KeyVersion{Version: v.Version, CreateTimeUnixNano: v.CreateTimeUnixNano,
-			Origin: origin, KeyCheckValue: v.KekCheckValue})
+			Origin: origin, KeyCheckValue: v.KekCheckValue, DestroyTimeUnixNano: v.DestroyAfterUnixNano, Destroyed: v.Destroyed})
 	}
 	return out
 }

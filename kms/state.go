@@ -53,6 +53,9 @@ type State struct {
 	admissions map[string]*custosv1.NodeAdmission
 	// admissionsVersion changes whenever an admission does.
 	admissionsVersion uint64
+	// destroyedVersion changes whenever a key version is destroyed (and
+	// on a restore).
+	destroyedVersion uint64
 	// members is the Raft configuration of the last configuration entry
 	// applied (replaced whole, never modified in place).
 	members []*raftlogv1.RaftServer
@@ -92,6 +95,7 @@ func (s *State) reset() {
 	s.members = nil
 	s.admissions = map[string]*custosv1.NodeAdmission{}
 	s.admissionsVersion++
+	s.destroyedVersion++
 	if s.grown == nil {
 		s.grown = make(chan struct{})
 		s.advanced = make(chan struct{})
@@ -220,6 +224,8 @@ func (s *State) apply(index uint64, c *raftlogv1.Command) any {
 		return s.applyTransportDomainKey(index, c, op.TransportDomainKey)
 	case *raftlogv1.Command_ConfirmAdmission:
 		return s.applyConfirmAdmission(index, c, op.ConfirmAdmission)
+	case *raftlogv1.Command_CompleteKeyDestruction:
+		return s.applyCompleteDestruction(index, c, op.CompleteKeyDestruction)
 	default:
 		// A command this version does not know: refuse it the same way on
 		// every replica.
@@ -286,6 +292,14 @@ func (s *State) applyAddVersion(c *raftlogv1.Command, op *raftlogv1.AddKeyVersio
 	k, err := s.userKey(op.Name, c.Principal, "rotate")
 	if err != nil {
 		return err
+	}
+	if k.Destroyed || k.DestroyAfterUnixNano != 0 {
+		return fmt.Errorf("%w: key %q is destroyed or scheduled for destruction", ErrFailedPrecondition, op.Name)
+	}
+	if op.Origin == custosv1.KeyOrigin_KEY_ORIGIN_EXTERNAL {
+		// Imported material creates a key; it is never added to one (its
+		// users would read what others encrypt under it: keyimport.go).
+		return fmt.Errorf("%w: imported material is never added to an existing key", ErrPermissionDenied)
 	}
 	if want := uint32(len(k.Versions)) + 1; op.Version != want {
 		return fmt.Errorf("%w: key %q: a concurrent rotation created version %d first", ErrFailedPrecondition, op.Name, want-1)
@@ -409,6 +423,9 @@ func (s *State) evaluate(c *raftlogv1.Command, op *raftlogv1.Decide) (custosv1.O
 		return deny, "key-version:below-minimum", fmt.Errorf("%w: key %q version %d is below the minimum decryption version %d",
 			ErrFailedPrecondition, op.Key, op.KeyVersion, k.MinDecryptionVersion)
 	}
+	if rule, err := destructionState(k, k.Versions[op.KeyVersion-1]); err != nil {
+		return deny, rule, err
+	}
 	p := k.Policy
 	// "policy/v<version>:<rule>", built without fmt on the decide path.
 	prefix := "policy/v" + strconv.FormatUint(p.GetVersion(), 10) + ":"
@@ -528,7 +545,11 @@ func (s *State) encryptVersion(name, principal string) (*raftlogv1.KeyVersionRec
 	case !slices.Contains(k.Policy.GetEncryptPrincipals(), principal):
 		return nil, fmt.Errorf("%w: principal %q may not encrypt with key %q", ErrPermissionDenied, principal, name)
 	}
-	return k.Versions[k.PrimaryVersion-1], nil
+	v := k.Versions[k.PrimaryVersion-1]
+	if _, err := destructionState(k, v); err != nil {
+		return nil, fmt.Errorf("%w (rotate the key to encrypt again)", err)
+	}
+	return v, nil
 }
 
 // KeyNames returns the key names after `after`, in order, at most limit.

@@ -73,6 +73,14 @@ type Result struct {
 // only for a bad Config, or when ctx ends before the measured window closes
 // (the partial Result is returned with it).
 func Run(ctx context.Context, cfg Config, op Op) (Result, error) {
+	return RunWorkers(ctx, cfg, func(int) Op { return op })
+}
+
+// RunWorkers is Run with an operation of each worker's own: worker w (0 to
+// Concurrency−1) runs opFor(w), which is called once, before the worker
+// starts. It lets workers be spread over targets, e.g. worker w on node
+// w mod N.
+func RunWorkers(ctx context.Context, cfg Config, opFor func(worker int) Op) (Result, error) {
 	if cfg.Concurrency < 1 {
 		return Result{}, fmt.Errorf("loadgen: concurrency %d < 1", cfg.Concurrency)
 	}
@@ -81,6 +89,12 @@ func Run(ctx context.Context, cfg Config, op Op) (Result, error) {
 	}
 	if cfg.Warmup < 0 {
 		return Result{}, fmt.Errorf("loadgen: negative warm-up %v", cfg.Warmup)
+	}
+	ops := make([]Op, cfg.Concurrency)
+	for w := range ops {
+		if ops[w] = opFor(w); ops[w] == nil {
+			return Result{}, fmt.Errorf("loadgen: no operation for worker %d", w)
+		}
 	}
 
 	const (
@@ -118,6 +132,7 @@ func Run(ctx context.Context, cfg Config, op Op) (Result, error) {
 	for w := range cfg.Concurrency {
 		h := NewHistogram()
 		hists[w] = h
+		op := ops[w]
 		wg.Go(func() {
 			for {
 				p := phase.Load()

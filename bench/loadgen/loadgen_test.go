@@ -234,3 +234,38 @@ func TestRunBadConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestRunWorkers(t *testing.T) {
+	// Worker w runs target w mod 3: with 7 workers, targets 0, 1 and 2 get
+	// 3, 2 and 2 workers, and every target runs operations.
+	var calls [3]atomic.Int64
+	workers := map[int]bool{}
+	res, err := RunWorkers(context.Background(), Config{Concurrency: 7, Ops: 700}, func(w int) Op {
+		workers[w] = true // called before the workers start: no race
+		target := &calls[w%3]
+		return func(context.Context) error {
+			target.Add(1)
+			time.Sleep(50 * time.Microsecond)
+			return nil
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(workers) != 7 || res.Ops != 700 {
+		t.Errorf("workers %v, ops %d", workers, res.Ops)
+	}
+	var sum int64
+	for i := range calls {
+		if calls[i].Load() == 0 {
+			t.Errorf("target %d ran no operation", i)
+		}
+		sum += calls[i].Load()
+	}
+	if sum != 700 {
+		t.Errorf("%d calls, want 700", sum)
+	}
+	if _, err := RunWorkers(context.Background(), Config{Concurrency: 2, Ops: 1}, func(w int) Op { return nil }); err == nil {
+		t.Error("nil operation accepted")
+	}
+}

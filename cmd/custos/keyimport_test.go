@@ -50,7 +50,8 @@ func TestKeyImportCommands(t *testing.T) {
 
 	// Parameters, wrapping by another tool, import of the material.
 	pubFile := filepath.Join(dir, "import.pem")
-	r := runCLI(t, "", "key", "import-params", "--public-key", pubFile, "byok")
+	runCLI(t, "", "key", "import-params", "byok").want(t, 1, "FailedPrecondition", "creates a new key")
+	r := runCLI(t, "", "key", "import-params", "--public-key", pubFile, "byok2")
 	r.want(t, 0, "algorithm:    RSA_AES_KEY_WRAP_SHA_1", "node:         node1")
 	token := regexp.MustCompile(`import token: (\S+)`).FindStringSubmatch(r.stdout)
 	if token == nil {
@@ -75,11 +76,11 @@ func TestKeyImportCommands(t *testing.T) {
 	if err := os.WriteFile(material, tampered, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	runCLI(t, "", "key", "import", "--token", token[1], "--material", material, "byok").want(t, 1, "InvalidArgument", "does not unwrap")
-	runCLI(t, "", "key", "import", "--token", token[1], "--material", material, "byok").want(t, 1, "NotFound", "get new import parameters")
-	runCLI(t, "", "key", "get", "byok").want(t, 0, "versions=1")
+	runCLI(t, "", "key", "import", "--token", token[1], "--material", material, "byok2").want(t, 1, "InvalidArgument", "does not unwrap")
+	runCLI(t, "", "key", "import", "--token", token[1], "--material", material, "byok2").want(t, 1, "NotFound", "get new import parameters")
+	runCLI(t, "", "key", "get", "byok2").want(t, 1, "NotFound")
 
-	r = runCLI(t, "", "key", "import-params", "--public-key", filepath.Join(dir, "import2.pem"), "byok")
+	r = runCLI(t, "", "key", "import-params", "--public-key", filepath.Join(dir, "import2.pem"), "byok2")
 	token = regexp.MustCompile(`import token: (\S+)`).FindStringSubmatch(r.stdout)
 	b, _ = os.ReadFile(filepath.Join(dir, "import2.pem"))
 	blk, _ = pem.Decode(b)
@@ -90,6 +91,6 @@ func TestKeyImportCommands(t *testing.T) {
 	if err := os.WriteFile(material, wrapped, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	runCLI(t, "", "key", "import", "--token", token[1], "--material", material, "byok").want(t, 0,
-		"imported version 2 of byok (origin EXTERNAL); key check value "+hex.EncodeToString(kcv))
+	runCLI(t, "", "key", "import", "--token", token[1], "--material", material, "byok2").want(t, 0,
+		"imported version 1 of byok2 (origin EXTERNAL); key check value "+hex.EncodeToString(kcv))
 }

@@ -47,6 +47,9 @@ type opFlags struct {
 	requiredForRelease                       bool
 	// Admission (cluster admit, officer propose admit).
 	transportKey, identityKey, oaep string
+	// Key destruction (key destroy, key cancel-destroy).
+	version uint
+	wait    time.Duration
 }
 
 // grantLimits converts --uses and --ttl.
@@ -150,6 +153,8 @@ func buildOp(op string, f *opFlags, pos []string) (func(*custosv1.Statement), er
 		return buildSinkOp(op, f, pos)
 	case "admit", "revoke-admission":
 		return buildAdmissionOp(op, f, pos)
+	case "destroy", "cancel-destroy":
+		return buildDestroyOp(op, f)
 	}
 	return nil, usagef("unknown operation %q", op)
 }
@@ -328,6 +333,12 @@ func (a *app) showState(ctx context.Context, c *custos.Client, st *custosv1.Stat
 			return err
 		}
 		return printNotifyRules(a.stdout, g.GetNotifyRules(), asJSON)
+	case *custosv1.Statement_ScheduleKeyDestruction, *custosv1.Statement_CancelKeyDestruction:
+		k, err := c.GetKey(ctx, st.GetScheduleKeyDestruction().GetKey()+st.GetCancelKeyDestruction().GetKey())
+		if err != nil {
+			return err
+		}
+		return printKey(a.stdout, k, asJSON)
 	case *custosv1.Statement_AdmitNode, *custosv1.Statement_RevokeAdmission:
 		node := st.GetAdmitNode().GetNode() + st.GetRevokeAdmission().GetNode()
 		cs, err := c.ClusterStatus(ctx)
@@ -651,6 +662,12 @@ func proposeArgs(op string, f *opFlags, pos []string) string {
 	}
 	if f.oaep != "" {
 		parts = append(parts, "--oaep", f.oaep)
+	}
+	if f.version != 0 {
+		parts = append(parts, "--version", fmt.Sprint(f.version))
+	}
+	if f.wait != 0 {
+		parts = append(parts, "--wait", f.wait.String())
 	}
 	return strings.Join(parts, " ")
 }

@@ -353,6 +353,18 @@ func TestDevCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitLog("node1's death", regexp.MustCompile(`custosd dev: node1 exited \(signal: killed\); the other 2 keep running\. Start it again with: kill -HUP \d+`))
+	// The survivors elect a leader (until then they answer Unavailable:
+	// nothing is issued without one).
+	node2 = dial(addrs[1])
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if st, err := node2.ClusterStatus(ctx); err == nil && st.GetLeaderId() != "" && st.GetLeaderId() != "node1" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no leader among node2 and node3 within 30s of node1's death")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	survivors := dial(addrs...)
 	ct2, err := survivors.Encrypt(ctx, "payroll", []byte("two of three"), nil)
 	if err != nil {
@@ -371,7 +383,7 @@ func TestDevCluster(t *testing.T) {
 	if st, err := node1.ClusterStatus(ctx); err != nil || st.GetNodeId() != "node1" || !st.GetHasDomainKey() {
 		t.Fatalf("node1 after the restart: %v, %v", st, err)
 	}
-	for _, cl := range []*custos.Client{node1, node3, survivors} {
+	for _, cl := range []*custos.Client{node1, node2, node3, survivors} {
 		cl.Close()
 	}
 

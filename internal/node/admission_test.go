@@ -181,9 +181,22 @@ func TestAdmissionEveryNodeIsACustodian(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	// With its copies gone, node3 offers a new transport key: officers
-	// may admit it again (here they do not).
-	if again := c.WaitAdmission(t, 1, 2, custosv1.AdmissionState_ADMISSION_STATE_OFFERED); again.TransportKeyFingerprint == offer.TransportKeyFingerprint {
-		t.Fatal("node3 offered an old transport key again")
+	// With its copies gone, node3 offers a new transport key; it stays
+	// revoked (and refuses key crypto) until officers admit it again.
+	for deadline := time.Now().Add(nodetest.AdmissionTimeout); ; {
+		a := c.Members[1].Node.Service().State().Admission(id3)
+		if a.GetState() != custosv1.AdmissionState_ADMISSION_STATE_REVOKED {
+			t.Fatalf("node3's offer changed its revoked admission: %v", a)
+		}
+		if len(a.GetTransportPublicKey()) > 0 { // revocation cleared the old one
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("node3 offered no new transport key after its revocation")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := keys[2].Decrypt(ctx, decryptReq(dk.WrappedDataKey)); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("decrypt on node3 after its new offer: %v", err)
 	}
 }

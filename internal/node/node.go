@@ -555,6 +555,11 @@ func (n *Node) leaderWork(ctx context.Context) {
 				defer wg.Done()
 				n.svc.RunCheckpointer(lctx, n.cfg.CheckpointEvery, n.cfg.CheckpointInterval)
 			}()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				n.svc.RunDestructions(lctx) // key destructions whose waiting period is over
+			}()
 			if n.notifier != nil {
 				wg.Add(1)
 				go func() {

@@ -220,15 +220,18 @@ func (e *authzEnv) rows(t *testing.T) map[string]row {
 				}
 				return err
 			},
-			want: onlyFor(app), // an existing key: its users only (a new key: anyone, as CreateKey)
+			// An existing key: PermissionDenied to strangers, FailedPrecondition
+			// to its users (an import only creates a key; a new name: anyone).
+			want: with(onlyFor(), app, codes.FailedPrecondition),
 		},
 		"/custos.v1.KeyService/ImportKeyMaterial": {
 			call: func(t *testing.T, _ identity, cc *grpc.ClientConn) error {
 				return errOf(ks(cc).ImportKeyMaterial(ctx(t), &custosv1.ImportKeyMaterialRequest{Key: keyRotate,
 					ImportToken: "node1.00", EncryptedKeyMaterial: make([]byte, 424)}))
 			},
-			// The key's users get as far as the token, which is unknown.
-			want: with(onlyFor(), app, codes.NotFound),
+			// The key exists: strangers are refused, its users told that an
+			// import only creates a key.
+			want: with(onlyFor(), app, codes.FailedPrecondition),
 			after: func(t *testing.T, who identity, err error, _ uint64) {
 				if n := len(e.key(t, keyRotate).GetVersions()); n != 1 { // RotateKey's row runs later
 					t.Errorf("after %s's import (%v), key %s has %d versions, want 1", who, err, keyRotate, n)

@@ -304,6 +304,13 @@ func validate(st *custosv1.Statement) error {
 		return fmt.Errorf("%w: admit_node.hash is not SHA256 or SHA1", ErrMalformed)
 	case *custosv1.Statement_RevokeAdmission:
 		return checkIdent("revoke_admission.node", op.RevokeAdmission.GetNode())
+	case *custosv1.Statement_ScheduleKeyDestruction:
+		if op.ScheduleKeyDestruction.GetWaitingSeconds() < 0 {
+			return fmt.Errorf("%w: schedule_key_destruction.waiting_seconds is negative", ErrMalformed)
+		}
+		return checkIdent("schedule_key_destruction.key", op.ScheduleKeyDestruction.GetKey())
+	case *custosv1.Statement_CancelKeyDestruction:
+		return checkIdent("cancel_key_destruction.key", op.CancelKeyDestruction.GetKey())
 	default:
 		return fmt.Errorf("%w: unknown operation %T", ErrMalformed, op)
 	}
@@ -344,7 +351,7 @@ func isLowerHex(s string, n int) bool {
 
 // Need returns how many signatures the statement's operation needs:
 // One for RevokeKey, DisableKey, DenyRequest, RevokeGrant, RevokeAdmission
-// (tightening) and AddSink (it only adds who is told), Quorum for everything
+// (tightening), CancelKeyDestruction (it keeps a key) and AddSink (it only adds who is told), Quorum for everything
 // else (loosening, admitting a node, removing a sink or changing notify
 // rules, and anything unknown).
 func Need(st *custosv1.Statement) Requirement {
@@ -354,6 +361,7 @@ func Need(st *custosv1.Statement) Requirement {
 		*custosv1.Statement_DenyRequest,
 		*custosv1.Statement_RevokeGrant,
 		*custosv1.Statement_RevokeAdmission,
+		*custosv1.Statement_CancelKeyDestruction,
 		*custosv1.Statement_AddSink:
 		return One
 	}
@@ -451,6 +459,12 @@ func Describe(st *custosv1.Statement) string {
 		}
 	case *custosv1.Statement_RevokeAdmission:
 		fmt.Fprintf(&b, " node=%s", q(op.RevokeAdmission.GetNode()))
+	case *custosv1.Statement_ScheduleKeyDestruction:
+		d := op.ScheduleKeyDestruction
+		fmt.Fprintf(&b, " key=%s version=%s waiting=%s", q(d.GetKey()), versionOrAll(d.GetVersion()), waitString(d.GetWaitingSeconds()))
+	case *custosv1.Statement_CancelKeyDestruction:
+		d := op.CancelKeyDestruction
+		fmt.Fprintf(&b, " key=%s version=%s", q(d.GetKey()), versionOrAll(d.GetVersion()))
 	}
 	fmt.Fprintf(&b, " (needs %s) cluster=%s not_after=%s", Need(st), q(st.GetClusterId()),
 		time.Unix(st.GetNotAfterUnix(), 0).UTC().Format(time.RFC3339))
@@ -470,6 +484,25 @@ func orDefault(v int64, def string) string {
 func ttlString(s int64) string {
 	if s == 0 {
 		return "1h0m0s (default)"
+	}
+	if s < 0 || s > int64(1<<62)/int64(time.Second) {
+		return strconv.FormatInt(s, 10) + "s"
+	}
+	return (time.Duration(s) * time.Second).String()
+}
+
+// versionOrAll describes a destruction's version (0: the whole key).
+func versionOrAll(v uint32) string {
+	if v == 0 {
+		return "all (the whole key)"
+	}
+	return strconv.FormatUint(uint64(v), 10)
+}
+
+// waitString describes a destruction's waiting period.
+func waitString(s int64) string {
+	if s == 0 {
+		return "168h0m0s (default)"
 	}
 	if s < 0 || s > int64(1<<62)/int64(time.Second) {
 		return strconv.FormatInt(s, 10) + "s"

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -44,11 +43,13 @@ type cluster struct {
 	// supervisor is the pid of `custosd dev --nodes N`; 0 for one node.
 	supervisor int
 	// leader is the Raft leader's id once the cluster formed; loadNode the
-	// id of the node the load is sent to (the one holding the domain key).
+	// id of node1, the first node in client.env (it initialised the
+	// cluster): the node of the set-up and of the node1 load.
 	leader, loadNode string
 	// all is the client configuration of client.env (the dev-admin
 	// identity), listing every node; load the one of the load (the
-	// benchPrincipal identity), listing only loadNode.
+	// benchPrincipal identity), listing only loadNode (see nodeConfig for
+	// the others).
 	all, load custos.Config
 }
 
@@ -67,8 +68,9 @@ var startPattern = regexp.MustCompile(`custosd dev: (\S+) started, pid (\d+) \(g
 
 // startCluster starts a cluster of n nodes under custosd in a fresh
 // temporary directory, waits until custosd dev has written client.env and
-// until every node answers, agrees on a leader and counts n voters, and
-// picks the node that holds the domain key as the target of the load.
+// until every node answers, agrees on a leader, counts n voters and holds
+// the domain key (custosd dev admits every node before it writes
+// client.env), and issues the benchmark's client certificate.
 func startCluster(ctx context.Context, custosd string, n int, timeout time.Duration) (*cluster, error) {
 	if _, err := os.Stat(custosd); err != nil {
 		return nil, fmt.Errorf("custosd binary: %w (build it with `make build`, or pass --custosd)", err)
@@ -158,17 +160,22 @@ func startCluster(ctx context.Context, custosd string, n int, timeout time.Durat
 	}
 	defer cl.Close()
 	var sts []*custosv1.ClusterStatus
-	if err := c.waitFor(ctx, deadline, "form (every node answering, one leader, all voters)", func() (bool, error) {
+	ready := func(sts []*custosv1.ClusterStatus, errs []error) error {
+		if err := formed(sts, errs, n); err != nil {
+			return err
+		}
+		return admitted(sts)
+	}
+	if err := c.waitFor(ctx, deadline, "form (every node answering, one leader, all voters, every node holding the domain key)", func() (bool, error) {
 		var errs []error
 		sts, errs = cl.ClusterStatusAll(ctx)
-		return formed(sts, errs, n) == nil, nil
+		return ready(sts, errs) == nil, nil
 	}); err != nil {
 		var errs []error
 		sts, errs = cl.ClusterStatusAll(ctx)
-		return fail(fmt.Errorf("%w: %w", err, formed(sts, errs, n)))
+		return fail(fmt.Errorf("%w: %w", err, ready(sts, errs)))
 	}
 	c.leader = sts[0].GetLeaderId()
-	load := -1
 	for i, st := range sts {
 		// Status answers from the node at address i; dev --nodes lists
 		// the addresses in node order, like its start lines.
@@ -176,14 +183,8 @@ func startCluster(ctx context.Context, custosd string, n int, timeout time.Durat
 			return fail(fmt.Errorf("%s at %s answers as %s: the processes measured would not be the nodes", c.nodes[i].ID, c.all.Addrs[i], st.GetNodeId()))
 		}
 		c.nodes[i].ID = st.GetNodeId()
-		if load < 0 && st.GetHasDomainKey() {
-			load = i
-		}
 	}
-	if load < 0 {
-		return fail(errors.New("no node holds the domain key"))
-	}
-	c.loadNode = c.nodes[load].ID
+	c.loadNode = c.nodes[0].ID
 	// custosd dev keeps its CA, with its key, next to ca.pem.
 	pkiDir := filepath.Dir(c.all.CAFile)
 	if err := pki.CreateDevPKI(pkiDir, nil, benchPrincipal); err != nil {
@@ -191,8 +192,26 @@ func startCluster(ctx context.Context, custosd string, n int, timeout time.Durat
 	}
 	c.load = c.all
 	c.load.CertFile, c.load.KeyFile = pki.ClientFiles(pkiDir, benchPrincipal)
-	c.load.Addrs = []string{c.all.Addrs[load]}
+	c.load.Addrs = []string{c.all.Addrs[0]}
 	return c, nil
+}
+
+// nodeConfig is the load's client configuration pinned to node i (in node
+// order): the benchPrincipal identity and that node's address only.
+func (c *cluster) nodeConfig(i int) custos.Config {
+	cfg := c.load
+	cfg.Addrs = []string{c.nodes[i].Addr}
+	return cfg
+}
+
+// admitted reports the first node that does not hold the domain key, or nil.
+func admitted(sts []*custosv1.ClusterStatus) error {
+	for _, st := range sts {
+		if !st.GetHasDomainKey() {
+			return fmt.Errorf("%s does not hold the domain key (not admitted)", st.GetNodeId())
+		}
+	}
+	return nil
 }
 
 // formed reports why the statuses (one per node) do not yet show a formed

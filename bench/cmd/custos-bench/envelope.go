@@ -559,7 +559,7 @@ func (r *report) envelopeBlock(w func(string, ...any)) {
 		w("`%s`: one operation is EncryptStream of 1 MiB into memory (a GenerateDataKey call) and DecryptStream of it back into memory (a Decrypt call, CUSTOMER_INITIATED, decision recorded); MB/s counts plaintext bytes of whole operations (each byte encrypted and decrypted), 1 MB = 10^6 bytes.\n\n", opEnvelope1MiB)
 		w("| nodes | C | ops/s | MB/s | p50 | p99 | p99.9 | errors | bench CPU µs/op |\n|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 		for _, p := range small {
-			w("| %s | %d | %.0f | %.0f | %s | %s | %s | %d | %s |\n", fmtNodes(p.Nodes), p.Concurrency, p.OpsPerSec, p.mbps(),
+			w("| %s | %d | %.0f | %.0f | %s | %s | %s | %d | %s |\n", fmtNodes(p.Nodes)+loadTag(p), p.Concurrency, p.OpsPerSec, p.mbps(),
 				fmtDur(p.P50), fmtDur(p.P99), fmtDur(p.P999), p.Errors, fmtCPU(p.BenchCPUPerOp))
 		}
 		w("\n")

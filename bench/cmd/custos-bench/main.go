@@ -3,7 +3,7 @@
 // are bounded by.
 //
 //	custos-bench [--env FILE | --start [--custosd PATH] [--nodes 1,3]]
-//	    [--duration 10s] [--warmup 1s] [--concurrency 1,16,64,256]
+//	    [--load spread,node1] [--duration 10s] [--warmup 1s] [--concurrency 1,16,64,256]
 //	    [--ops gdk,decrypt,reencrypt,batch-decrypt,envelope-1mib,envelope-1gib]
 //	    [--envelope-concurrency 1,16,64,256] [--envelope-size 1GiB]
 //	    [--envelope-runs 2] [--ceiling-concurrency 1,16] [--json OUT]
@@ -15,12 +15,25 @@
 // 127.0.0.1:0` for one node, `custosd dev --nodes N --base-port 0` (N
 // `custosd serve` processes, each with its own SoftHSM token, Raft over
 // mTLS, on loopback ports custosd dev binds and passes to them) for more. It waits until every
-// node answers, agrees on the leader and counts N voters, sends the load
-// to the initialising node (custosd dev admits every node, so any could
-// serve it; spreading the load over all nodes is not done yet), samples every node process's CPU time and resident memory around every
-// measured window (/proc/PID/stat and status), and stops the cluster
-// before starting the next. With --env it uses the client.env of a cluster
-// that is already running (its CPU and memory are then not measured).
+// node answers, agrees on the leader, counts N voters and holds the domain
+// key (custosd dev admits every node), samples every node process's CPU
+// time and resident memory around every measured window (/proc/PID/stat
+// and status), and stops the cluster before starting the next. With --env
+// it uses the client.env of a cluster that is already running (its CPU and
+// memory are then not measured).
+//
+// On more than one node the load runs in each mode of --load: spread (the
+// default) dials one client per node, each pinned to that node's address,
+// and gives worker w the client of node (w mod N)+1, so every node receives
+// calls and serves them with its own HSM (a follower decides through the
+// leader); node1 sends every worker's calls over one connection to node1,
+// the initialising node, as every run before node admission did (with
+// --env, spread uses one client per address of client.env, node1 the
+// first address). For every multi-node point whose nodes' CPU was measured
+// the report adds a cost model (costmodel.go): each node's CPU µs per
+// operation of the whole cluster, their sum against one node's, and the
+// throughput N separate machines of this size would reach (each node's
+// cores ÷ its CPU per operation, the smallest wins).
 //
 // Operations: gdk (GenerateDataKey under one key); decrypt (one data key,
 // generated once, decrypted repeatedly with justification
@@ -115,7 +128,21 @@ type options struct {
 	envConc []int
 	envSize int64
 	envRuns int
+	// load are the load modes run on a cluster of more than one node
+	// (loadSpread, loadNode1), in order.
+	load []string
 }
+
+// Load modes on a cluster of more than one node.
+const (
+	// loadSpread: one client per node, pinned to its address; worker w
+	// uses node (w mod N)+1.
+	loadSpread = "spread"
+	// loadNode1: every worker on one client of node1 (the first address).
+	loadNode1 = "node1"
+)
+
+var knownLoads = []string{loadSpread, loadNode1}
 
 // Operations custos-bench knows.
 var knownOps = []string{"gdk", "decrypt", "reencrypt", "batch-decrypt", opEnvelope1MiB, opEnvelopeStream}
@@ -139,7 +166,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	conc := fl.String("concurrency", "1,16,64,256", "comma-separated concurrencies of the custos operations")
 	ceil := fl.String("ceiling-concurrency", "1,16", "comma-separated concurrencies of the SoftHSM ceiling")
 	ops := fl.String("ops", strings.Join(knownOps, ","), "comma-separated operations: "+strings.Join(knownOps, ", "))
-	fl.BoolVar(&o.grpcCeiling, "grpc-ceiling", true, "measure a gRPC health check against the node the load goes to, at each concurrency")
+	load := fl.String("load", loadSpread, "comma-separated load modes run on a cluster of more than one node: spread (worker w to node (w mod N)+1, one client per node) and node1 (every worker to node1, the first address)")
+	fl.BoolVar(&o.grpcCeiling, "grpc-ceiling", true, "measure a gRPC health check against the nodes the load goes to (in each load mode), at each concurrency")
 	fl.BoolVar(&o.raftCeiling, "raft-ceiling", true, "measure a raw raft.Node.Apply of small commands (single node, bbolt log store, no-op state machine, in this process) at each concurrency")
 	fl.StringVar(&o.jsonOut, "json", "", "write the results as JSON to this file")
 	fl.StringVar(&o.plotOut, "plot", "", "write an SVG plot of ops/s and p99 against concurrency to this file (linked from --markdown)")
@@ -148,7 +176,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	envSize := fl.String("envelope-size", "1GiB", "plaintext size of the envelope-1gib stream (suffix KiB, MiB, GiB)")
 	fl.IntVar(&o.envRuns, "envelope-runs", 2, "runs of envelope-1gib per cluster")
 	fl.BoolVar(&o.short, "short", false, "smoke run: 1s per point, 200ms warm-up, concurrency 1,16, ceiling concurrency 1,4, envelope-1mib at concurrency 1, envelope-1gib of 64 MiB once (flags given explicitly win)")
-	fl.StringVar(&o.fromJSON, "from-json", "", "measure nothing: read the results of an earlier run from this JSON file and write --markdown and --plot from them")
+	fl.StringVar(&o.fromJSON, "from-json", "", "measure nothing: read the results of an earlier run from this JSON file and write --markdown, --plot and --json (with the derived figures, such as the cost model, recomputed) from them")
 	fl.DurationVar(&o.startWait, "start-timeout", 60*time.Second, "how long --start waits for each cluster to form")
 	fl.Usage = func() {
 		fmt.Fprint(fl.Output(), "Usage: custos-bench [--env FILE | --start [--nodes 1,3] | --from-json FILE] [flags]\n\nFlags:\n")
@@ -224,6 +252,21 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if len(o.ops) == 0 {
 		return o, errors.New("--ops: no operation")
 	}
+	for m := range strings.SplitSeq(*load, ",") {
+		m = strings.TrimSpace(m)
+		if m == "" {
+			continue
+		}
+		if !slices.Contains(knownLoads, m) {
+			return o, fmt.Errorf("--load: unknown mode %q (want %s)", m, strings.Join(knownLoads, ", "))
+		}
+		if !slices.Contains(o.load, m) {
+			o.load = append(o.load, m)
+		}
+	}
+	if len(o.load) == 0 {
+		return o, errors.New("--load: no mode")
+	}
 	if o.fromJSON != "" {
 		if o.start || o.envFile != "" {
 			fmt.Fprintln(stderr, "custos-bench: --from-json measures nothing: give neither --start nor --env")
@@ -280,6 +323,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
+		// Derived from the points: also for a report written before the
+		// cost model, or before a column of it.
+		rep.CostModel = rep.costModel()
+		if o.jsonOut != "" {
+			if err := writeJSON(o.jsonOut, rep); err != nil {
+				return err
+			}
+			logf("wrote %s", o.jsonOut)
+		}
 		return writeOutputs(o, rep, logf)
 	}
 
@@ -291,7 +343,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		Settings: settings{
 			Duration: o.duration.String(), Warmup: o.warmup.String(),
 			Concurrency: o.concurrency, CeilingConcurrency: o.ceilingConc,
-			Ops: o.ops, Short: o.short,
+			Ops: o.ops, Load: o.load, Short: o.short,
 		},
 	}
 	if slices.Contains(o.ops, opEnvelope1MiB) {
@@ -411,14 +463,16 @@ func writeOutputs(o options, rep *report, logf func(string, ...any)) error {
 }
 
 // runCluster starts a cluster of n nodes (with --start; n is 0 with --env,
-// whose cluster is already running), drives the gRPC ceiling and the
-// operations at it, and stops it.
+// whose cluster is already running), drives it (see drive) and stops it.
 func runCluster(ctx context.Context, o options, rep *report, n int, logf func(string, ...any)) error {
 	var (
 		cfg  custos.Config
 		cl   *cluster
 		info clusterInfo
 		err  error
+		// targets are one client configuration per node (per address with
+		// --env), each with that node's address only: the spread load.
+		targets []custos.Config
 	)
 	if o.start {
 		logf("starting %s dev, %d node(s)", o.custosd, n)
@@ -429,16 +483,40 @@ func runCluster(ctx context.Context, o options, rep *report, n int, logf func(st
 		cfg = cl.load
 		info = clusterInfo{Nodes: n, Mode: "start", Binary: o.custosd, Addr: cfg.Addrs[0], Principal: benchPrincipal, Leader: cl.leader,
 			LoadNode: cl.loadNode, Processes: cl.nodes, SupervisorPID: cl.supervisor}
-		for _, p := range cl.nodes {
+		for i, p := range cl.nodes {
 			logf("  %s pid %d at %s", p.ID, p.PID, p.Addr)
+			targets = append(targets, cl.nodeConfig(i))
 		}
-		logf("  leader %s; load to %s (holds the domain key)", cl.leader, cl.loadNode)
+		if n > 1 {
+			logf("  leader %s; every node holds the domain key; supervisor pid %d (not a node)", cl.leader, cl.supervisor)
+		}
 	} else {
 		if cfg, err = configFromEnvFile(o.envFile); err != nil {
 			return err
 		}
 		info = clusterInfo{Mode: "env", EnvFile: o.envFile, Addr: strings.Join(cfg.Addrs, ",")}
+		for _, a := range cfg.Addrs {
+			t := cfg
+			t.Addrs = []string{a}
+			targets = append(targets, t)
+		}
 	}
+	return drive(ctx, o, rep, n, cl, cfg, targets, info, logf)
+}
+
+// drive measures the gRPC ceiling and the operations against a cluster of n
+// nodes (cl, nil with --env), in each load mode of o on more than one target
+// (one mode, unnamed, on one), and adds the points and info to rep. cfg is
+// the client configuration of node1 (with --env, of client.env); targets
+// have one configuration per node, each with that node's address only.
+func drive(ctx context.Context, o options, rep *report, n int, cl *cluster, cfg custos.Config, targets []custos.Config, info clusterInfo, logf func(string, ...any)) error {
+	modes := []string{""}
+	if len(targets) > 1 {
+		modes = o.load
+		info.Loads = modes
+	}
+	// c talks to node1 (the first address): the set-up, the node1 load,
+	// envelope-1gib and the leader's id after each point.
 	c, err := custos.Dial(ctx, cfg)
 	if err != nil {
 		return err
@@ -460,64 +538,105 @@ func runCluster(ctx context.Context, o options, rep *report, n int, logf func(st
 		info.FollowerDecrypt = followerDecrypt(ctx, c, cl, dk.Wrapped, encCtx, just)
 		logf("  %s", info.FollowerDecrypt)
 	}
-	opFuncs := operations(c, keyName, dk, encCtx, just)
-
-	// The gRPC ceiling, against the node the load goes to.
-	if o.grpcCeiling {
-		hs := healthpb.NewHealthClient(c.Conn())
-		op := func(ctx context.Context) error {
-			r, err := hs.Check(ctx, &healthpb.HealthCheckRequest{})
-			if err != nil {
-				return err
-			}
-			if r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-				return fmt.Errorf("health: %v", r.GetStatus())
-			}
-			return nil
+	leader := func() string {
+		if cl == nil || n < 2 {
+			return ""
 		}
-		for _, conc := range o.concurrency {
-			p, err := measure(ctx, o, "grpc-health", kindCeiling, conc, cl, op)
-			if err != nil {
-				return err
-			}
-			p.Nodes = n
-			rep.Ceilings = append(rep.Ceilings, p)
-			logf("  %s", p.line())
+		st, err := c.ClusterStatus(ctx)
+		if err != nil {
+			return ""
 		}
+		return st.GetLeaderId()
 	}
 
-	// custos.
-	for _, name := range o.ops {
-		if name == opEnvelopeStream {
-			for run := 1; run <= o.envRuns; run++ {
-				s := runStream(ctx, c, keyName, encCtx, just, o.envSize)
-				s.Nodes, s.Run = n, run
-				rep.Streams = append(rep.Streams, s)
-				logf("  %s", s.line())
-				if err := ctx.Err(); err != nil {
-					return err
-				}
-			}
-			continue
-		}
-		concs := o.concurrency
-		if name == opEnvelope1MiB {
-			concs = o.envConc
-		}
-		for _, conc := range concs {
-			p, err := measure(ctx, o, name, kindCustos, conc, cl, opFuncs[name])
-			if err != nil {
+	for mi, mode := range modes {
+		clients := []*custos.Client{c}
+		if mode == loadSpread {
+			if clients, err = dialEach(ctx, targets); err != nil {
 				return err
 			}
-			p.Nodes = n
-			switch name {
-			case "batch-decrypt":
-				p.ItemsPerOp = batchItems
-			case opEnvelope1MiB:
-				p.BytesPerOp = envelopeMsgSize
+			defer closeAll(clients)
+			logf("  load spread over %d nodes: worker w to node (w mod %d)+1, one client per node", len(clients), len(clients))
+		} else if mode == loadNode1 {
+			logf("  load to node1 only (%s)", targets[0].Addrs[0])
+		}
+		perClient := make([]map[string]loadgen.Op, len(clients))
+		for i, x := range clients {
+			perClient[i] = operations(x, keyName, dk, encCtx, just)
+		}
+		opsOf := func(name string) []loadgen.Op {
+			out := make([]loadgen.Op, len(perClient))
+			for i, m := range perClient {
+				out[i] = m[name]
 			}
-			rep.Scenarios = append(rep.Scenarios, p)
-			logf("  %s", p.line())
+			return out
+		}
+
+		// The gRPC ceiling, against the nodes the load goes to.
+		if o.grpcCeiling {
+			var health []loadgen.Op
+			for _, x := range clients {
+				hs := healthpb.NewHealthClient(x.Conn())
+				health = append(health, func(ctx context.Context) error {
+					r, err := hs.Check(ctx, &healthpb.HealthCheckRequest{})
+					if err != nil {
+						return err
+					}
+					if r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+						return fmt.Errorf("health: %v", r.GetStatus())
+					}
+					return nil
+				})
+			}
+			for _, conc := range o.concurrency {
+				p, err := measure(ctx, o, "grpc-health", kindCeiling, conc, cl, health...)
+				if err != nil {
+					return err
+				}
+				p.Nodes, p.Load, p.Leader = n, mode, leader()
+				rep.Ceilings = append(rep.Ceilings, p)
+				logf("  %s", p.line())
+			}
+		}
+
+		// custos.
+		for _, name := range o.ops {
+			if name == opEnvelopeStream {
+				// One stream through one client: once per cluster, to
+				// node1, whatever the load mode.
+				if mi > 0 {
+					continue
+				}
+				for run := 1; run <= o.envRuns; run++ {
+					s := runStream(ctx, c, keyName, encCtx, just, o.envSize)
+					s.Nodes, s.Run = n, run
+					rep.Streams = append(rep.Streams, s)
+					logf("  %s", s.line())
+					if err := ctx.Err(); err != nil {
+						return err
+					}
+				}
+				continue
+			}
+			concs := o.concurrency
+			if name == opEnvelope1MiB {
+				concs = o.envConc
+			}
+			for _, conc := range concs {
+				p, err := measure(ctx, o, name, kindCustos, conc, cl, opsOf(name)...)
+				if err != nil {
+					return err
+				}
+				p.Nodes, p.Load, p.Leader = n, mode, leader()
+				switch name {
+				case "batch-decrypt":
+					p.ItemsPerOp = batchItems
+				case opEnvelope1MiB:
+					p.BytesPerOp = envelopeMsgSize
+				}
+				rep.Scenarios = append(rep.Scenarios, p)
+				logf("  %s", p.line())
+			}
 		}
 	}
 	if cl != nil {
@@ -531,6 +650,26 @@ func runCluster(ctx context.Context, o options, rep *report, n int, logf func(st
 	}
 	rep.Clusters = append(rep.Clusters, info)
 	return nil
+}
+
+// dialEach dials one client per configuration, in order.
+func dialEach(ctx context.Context, cfgs []custos.Config) ([]*custos.Client, error) {
+	var out []*custos.Client
+	for _, cfg := range cfgs {
+		x, err := custos.Dial(ctx, cfg)
+		if err != nil {
+			closeAll(out)
+			return nil, fmt.Errorf("dial %s: %w", strings.Join(cfg.Addrs, ","), err)
+		}
+		out = append(out, x)
+	}
+	return out, nil
+}
+
+func closeAll(cs []*custos.Client) {
+	for _, x := range cs {
+		x.Close()
+	}
 }
 
 // operations returns the measured loadgen operations against the key
@@ -592,8 +731,9 @@ func operations(c *custos.Client, keyName string, dk *custos.DataKey, encCtx map
 	}
 }
 
-// followerDecrypt sends one Decrypt to the first node the load does not go
-// to and says what happened: an admitted node records the decision through
+// followerDecrypt sends one Decrypt to the first node other than node1
+// (the node of the set-up and of the node1 load), before any load, and says
+// what happened: an admitted node records the decision through
 // the leader and releases with its own HSM; one without the domain key
 // fails closed. The ledger's length is read from the load node (c) before
 // and after.
@@ -636,7 +776,12 @@ func followerDecrypt(ctx context.Context, c *custos.Client, cl *cluster, wrapped
 
 // measure runs one point and samples every node's CPU time and memory (when
 // cl is not nil) and this process's CPU time around its measured window.
-func measure(ctx context.Context, o options, name, kind string, conc int, cl *cluster, op loadgen.Op) (point, error) {
+// Worker w runs ops[w mod len(ops)]: one op per node spreads the workers
+// round-robin over the nodes.
+func measure(ctx context.Context, o options, name, kind string, conc int, cl *cluster, ops ...loadgen.Op) (point, error) {
+	if len(ops) == 0 {
+		return point{}, fmt.Errorf("%s: no operation", name)
+	}
 	var (
 		pids       []int
 		cpu0, cpu1 []time.Duration
@@ -675,7 +820,7 @@ func measure(ctx context.Context, o options, name, kind string, conc int, cl *cl
 			}
 		},
 	}
-	res, err := loadgen.Run(ctx, cfg, op)
+	res, err := loadgen.RunWorkers(ctx, cfg, func(w int) loadgen.Op { return ops[w%len(ops)] })
 	if err != nil {
 		return point{}, fmt.Errorf("%s at concurrency %d: %w", name, conc, err)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -9,8 +10,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -291,32 +294,47 @@ func TestParseFlagsNodes(t *testing.T) {
 	}
 }
 
-// clusterReport is a report of a 1-node and a 3-node cluster.
+// mkPoint is a custos point on a cluster of nodes nodes in load mode load,
+// each node spending cpu µs per operation (node1 first; 100 each if none
+// given).
+func mkPoint(name string, nodes int, load string, c int, opsPerSec float64, p99 time.Duration, cpu ...float64) point {
+	h := loadgen.NewHistogram()
+	h.Record(p99)
+	res := loadgen.Summarize(c, h, time.Second)
+	res.OpsPerSec = opsPerSec
+	p := point{Name: name, Kind: kindCustos, Nodes: nodes, Load: load, Result: res}
+	if nodes > 1 {
+		p.Leader = "node1"
+	}
+	sum := 0.0
+	for i := range nodes {
+		v := 100.0
+		if i < len(cpu) {
+			v = cpu[i]
+		}
+		sum += v
+		p.PerNode = append(p.PerNode, nodeSample{ID: fmt.Sprintf("node%d", i+1), CPUPerOp: &v, Mem: &memInfo{RSSKiB: 40 << 10, HWMKiB: 50 << 10}})
+	}
+	p.NodeCPUPerOp = &sum
+	if name == "batch-decrypt" {
+		p.ItemsPerOp = batchItems
+	}
+	return p
+}
+
+// clusterReport is a report of a 1-node and a 3-node cluster, the latter
+// with the load to node1 and spread.
 func clusterReport() *report {
 	r := testReport()
-	mk := func(name string, nodes, c int, opsPerSec float64, p99 time.Duration) point {
-		h := loadgen.NewHistogram()
-		h.Record(p99)
-		res := loadgen.Summarize(c, h, time.Second)
-		res.OpsPerSec = opsPerSec
-		cpu := func(v float64) *float64 { return &v }
-		p := point{Name: name, Kind: kindCustos, Nodes: nodes, Result: res, NodeCPUPerOp: cpu(300)}
-		for i := range nodes {
-			p.PerNode = append(p.PerNode, nodeSample{ID: fmt.Sprintf("node%d", i+1), CPUPerOp: cpu(100), Mem: &memInfo{RSSKiB: 40 << 10, HWMKiB: 50 << 10}})
-		}
-		if name == "batch-decrypt" {
-			p.ItemsPerOp = batchItems
-		}
-		return p
-	}
 	for i := range r.Scenarios {
 		r.Scenarios[i].Nodes = 1
 	}
 	r.Clusters = append(r.Clusters, clusterInfo{Nodes: 3, Mode: "start", Binary: "bin/custosd", Leader: "node1", LoadNode: "node1",
-		FollowerDecrypt: `node2 answered FailedPrecondition: "not admitted"`})
+		Loads: []string{loadSpread, loadNode1}, FollowerDecrypt: `node2 released the data key with its own HSM`})
 	r.Scenarios = append(r.Scenarios,
-		mk("decrypt", 3, 1, 800, 2*time.Millisecond), mk("decrypt", 3, 64, 21000, 12*time.Millisecond),
-		mk("batch-decrypt", 3, 16, 300, 90*time.Millisecond), mk("reencrypt", 3, 64, 5000, 30*time.Millisecond))
+		mkPoint("decrypt", 3, loadSpread, 1, 800, 2*time.Millisecond), mkPoint("decrypt", 3, loadSpread, 64, 21000, 12*time.Millisecond),
+		mkPoint("decrypt", 3, loadNode1, 64, 25000, 10*time.Millisecond),
+		mkPoint("batch-decrypt", 3, loadSpread, 16, 300, 90*time.Millisecond), mkPoint("reencrypt", 3, loadSpread, 64, 5000, 30*time.Millisecond))
 	r.ratios()
 	return r
 }
@@ -326,26 +344,32 @@ func TestMarkdownClusters(t *testing.T) {
 	r.Plot = "results.svg"
 	md := r.markdownBlock()
 	for _, want := range []string{
-		"| nodes |",
+		"| nodes | load |",
 		"- 3 nodes: `bin/custosd dev --nodes 3`",
-		"| Decrypt (data key, CUSTOMER_INITIATED, decision recorded) | 3 | 64 | 21000 | ",
+		"load spread over all 3 nodes (rows *spread*), then load sent to node1 only (rows *node1*)",
+		"| Decrypt (data key, CUSTOMER_INITIATED, decision recorded) | 3 | spread | 64 | 21000 | ",
+		"| Decrypt (data key, CUSTOMER_INITIATED, decision recorded) | 3 | node1 | 64 | 25000 | ",
+		"| Decrypt (data key, CUSTOMER_INITIATED, decision recorded) | 1 | – | 16 | 4000 | ",
 		"| 100 · 100 · 100 |",
 		"| 40 · 40 · 40 | 50 · 50 · 50 |",
-		"| 21000 ops/s, p99 12.0 ms | met |",
-		"| 30000 data keys/s (best, at C=16) | not met |",
-		"node2 answered FailedPrecondition",
+		// The spread point, not the faster node1 one.
+		"| 21000 ops/s, p99 12.0 ms (load spread) | met |",
+		"| 30000 data keys/s (best, at C=16, load spread) | not met |",
+		"node2 released the data key with its own HSM",
 		"](results.svg)",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
 		}
 	}
-	// The rows of one operation on 1 and 3 nodes are next to each other.
-	i1 := strings.Index(md, "| Decrypt (data key, CUSTOMER_INITIATED, decision recorded) | 1 | 16 |")
-	i3 := strings.Index(md, "| Decrypt (data key, CUSTOMER_INITIATED, decision recorded) | 3 | 1 |")
+	// The rows of one operation on 1 and 3 nodes are next to each other,
+	// node1 before spread.
+	i1 := strings.Index(md, "| Decrypt (data key, CUSTOMER_INITIATED, decision recorded) | 1 | – | 16 |")
+	in := strings.Index(md, "| Decrypt (data key, CUSTOMER_INITIATED, decision recorded) | 3 | node1 | 64 |")
+	i3 := strings.Index(md, "| Decrypt (data key, CUSTOMER_INITIATED, decision recorded) | 3 | spread | 1 |")
 	ir := strings.Index(md, "| ReEncrypt")
-	if i1 < 0 || i3 < i1 || ir < i3 {
-		t.Errorf("rows out of order (%d, %d, %d):\n%s", i1, i3, ir, md)
+	if i1 < 0 || in < i1 || i3 < in || ir < i3 {
+		t.Errorf("rows out of order (%d, %d, %d, %d):\n%s", i1, in, i3, ir, md)
 	}
 	// The 3-node rows divide by the 3-node gRPC ceiling: there is none.
 	for _, p := range r.Scenarios {
@@ -371,12 +395,15 @@ func TestPlotSVG(t *testing.T) {
 			lines++
 		}
 	}
-	// 2 panels × (decrypt, batch-decrypt, reencrypt on 3 nodes + decrypt on 1).
-	if lines != 8 {
-		t.Errorf("%d polylines, want 8", lines)
+	// 2 panels × (decrypt spread and node1, batch-decrypt, reencrypt on 3
+	// nodes + decrypt on 1).
+	if lines != 10 {
+		t.Errorf("%d polylines, want 10", lines)
 	}
-	if !strings.Contains(svg, "Decrypt — 3 nodes") || !strings.Contains(svg, `stroke-dasharray`) {
-		t.Errorf("legend or dashes missing:\n%s", svg)
+	for _, want := range []string{"Decrypt — 3 nodes, load spread", "Decrypt — 3 nodes, load to node1", `stroke-dasharray="7,4"`, `stroke-dasharray="2,3"`} {
+		if !strings.Contains(svg, want) {
+			t.Errorf("plot lacks %q:\n%s", want, svg)
+		}
 	}
 	if s := plotSVG(&report{}); !strings.Contains(s, "no custos operation") {
 		t.Errorf("empty plot: %s", s)
@@ -501,6 +528,90 @@ func TestStartCluster(t *testing.T) {
 		}
 	}
 
+	// Spread: one client per node, worker w on node (w mod 3)+1; every
+	// node serves calls.
+	var targets []custos.Config
+	for i := range cl.nodes {
+		targets = append(targets, cl.nodeConfig(i))
+		if got := targets[i].Addrs; len(got) != 1 || got[0] != cl.nodes[i].Addr {
+			t.Errorf("node %d config addresses %v", i+1, got)
+		}
+	}
+	clients, err := dialEach(ctx, targets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAll(clients)
+	var served [3]atomic.Int64
+	var spread []loadgen.Op
+	for i, x := range clients {
+		dec := operations(x, "bench-test", dk, encCtx, just)["decrypt"]
+		spread = append(spread, func(ctx context.Context) error { served[i].Add(1); return dec(ctx) })
+	}
+	p, err := measure(ctx, o, "decrypt", kindCustos, 3, cl, spread...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Ops == 0 || p.Errors > 0 || len(p.PerNode) != 3 || p.NodeCPUPerOp == nil {
+		t.Fatalf("spread decrypt: %d ops, %d errors (%s), per node %+v", p.Ops, p.Errors, p.FirstError, p.PerNode)
+	}
+	for i := range served {
+		if served[i].Load() == 0 {
+			t.Errorf("spread decrypt: node%d served no call", i+1)
+		}
+	}
+	t.Logf("spread decrypt: calls per node %d · %d · %d; %s", served[0].Load(), served[1].Load(), served[2].Load(), p.line())
+
+	// drive in both load modes, as runCluster does after startCluster.
+	rep := &report{Machine: machine{NumCPU: runtime.NumCPU()}}
+	do := options{duration: 300 * time.Millisecond, concurrency: []int{3}, ops: []string{"decrypt", "batch-decrypt"},
+		load: []string{loadSpread, loadNode1}, grpcCeiling: true}
+	info := clusterInfo{Nodes: 3, Mode: "start", Leader: cl.leader, LoadNode: cl.loadNode, Processes: cl.nodes}
+	if err := drive(ctx, do, rep, 3, cl, cl.load, targets, info, t.Logf); err != nil {
+		t.Fatal(err)
+	}
+	// A single-node figure to project against (made up: this test starts
+	// no single node).
+	rep.Scenarios = append(rep.Scenarios, mkPoint("decrypt", 1, "", 3, 1000, time.Millisecond, 500))
+	rep.ratios()
+	if bad := rep.failures(); len(bad) > 0 {
+		t.Errorf("failures: %v", bad)
+	}
+	if len(rep.Clusters) != 1 || !slices.Equal(rep.Clusters[0].Loads, []string{loadSpread, loadNode1}) {
+		t.Errorf("clusters %+v", rep.Clusters)
+	}
+	modes := map[string]int{}
+	for _, p := range append(slices.Clone(rep.Ceilings), rep.Scenarios...) {
+		if p.Nodes == 3 {
+			modes[p.Name+" "+p.Load]++
+			if p.Leader == "" {
+				t.Errorf("%s: no leader recorded", p.Name)
+			}
+		}
+	}
+	for _, k := range []string{"grpc-health spread", "grpc-health node1", "decrypt spread", "decrypt node1", "batch-decrypt spread", "batch-decrypt node1"} {
+		if modes[k] != 1 {
+			t.Errorf("%d points %q, want 1 (all: %v)", modes[k], k, modes)
+		}
+	}
+	var spreadDecrypt *costRow
+	for i, c := range rep.CostModel {
+		if len(c.PerNode) != 3 || c.ProjectedRate <= 0 || c.BoundBy == "" || c.Cores != runtime.NumCPU() {
+			t.Errorf("cost row %+v", c)
+		}
+		if c.Name == "decrypt" && c.Load == loadSpread {
+			spreadDecrypt = &rep.CostModel[i]
+		}
+	}
+	if len(rep.CostModel) != 4 || spreadDecrypt == nil || spreadDecrypt.SumOverSingle == nil || spreadDecrypt.ProjectedOverSingle == nil {
+		t.Fatalf("cost model %+v", rep.CostModel)
+	}
+	t.Logf("cost model, spread decrypt: %s µs/op (sum %.0f), projected %.0f ops/s on %d machines, bound by %s",
+		spreadDecrypt.perNodeCPU(), spreadDecrypt.SumCPUPerOp, spreadDecrypt.ProjectedRate, spreadDecrypt.Nodes, spreadDecrypt.BoundBy)
+	if md := rep.markdownBlock(); !strings.Contains(md, "### Cost model") || !strings.Contains(md, "load spread: summed node CPU per Decrypt") {
+		t.Errorf("markdown lacks the cost model:\n%s", md)
+	}
+
 	pids := cl.pids()
 	cl.stop()
 	stopped = true
@@ -560,7 +671,9 @@ func TestEnvelopeMarkdown(t *testing.T) {
 		return point{Name: name, Kind: kind, Nodes: nodes, Result: res, BytesPerOp: bytes}
 	}
 	r.Ceilings = append(r.Ceilings, mk(gcmCeilingName, kindCeiling, 0, 1, 20000, gcmCeilingBytes)) // 1310.72 MB/s
-	r.Scenarios = append(r.Scenarios, mk(opEnvelope1MiB, kindCustos, 3, 1, 100, envelopeMsgSize))
+	env := mk(opEnvelope1MiB, kindCustos, 3, 1, 100, envelopeMsgSize)
+	env.Load = loadSpread
+	r.Scenarios = append(r.Scenarios, env)
 	phase := func(mbps float64, heapMiB uint64) streamPhase {
 		return streamPhase{Elapsed: time.Second, MBps: mbps, memPeak: memPeak{HeapInuseBefore: 4 << 20, HeapInusePeak: (4 + heapMiB) << 20,
 			SysPeak: 40 << 20, RSSBeforeKiB: 30 << 10, HWMKiB: (30 + 5) << 10, HWMReset: true}}
@@ -578,11 +691,11 @@ func TestEnvelopeMarkdown(t *testing.T) {
 	for _, want := range []string{
 		"### Envelope encryption through clients/go",
 		"Seal of a 64 KiB buffer in place, 1311 MB/s",
-		"| 3 | 1 | 100 | 105 | 1.00 ms |",
+		"| 3 (load spread) | 1 | 100 | 105 | 1.00 ms |",
 		"| 3 | 1 | 1 GiB | 1200 | 1100 | 600 | 92 % | 84 % | 4.0 | 40.0 | 5.0 | 0.00 · 0.00 |",
 		"| 3 | 2 | 1 GiB | failed: boom |",
 		"| encrypt 92 %, decrypt 84 % of the ceiling; peak memory +5.0 MiB, 3 nodes | met |",
-		"| Go crypto/cipher AES-256-GCM Seal of 64 KiB, one goroutine (in process) | – | 1 | 20000 |",
+		"| Go crypto/cipher AES-256-GCM Seal of 64 KiB, one goroutine (in process) | – | – | 1 | 20000 |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
@@ -590,5 +703,170 @@ func TestEnvelopeMarkdown(t *testing.T) {
 	}
 	if bad := r.failures(); len(bad) != 1 || !strings.Contains(bad[0], "envelope-1gib n=3 run 2: boom") {
 		t.Errorf("failures = %v", bad)
+	}
+}
+
+func TestProjectThroughput(t *testing.T) {
+	for _, tc := range []struct {
+		cores int
+		cpu   []float64
+		ops   float64
+		bound int
+	}{
+		// The leader at 133 µs/op bounds 2 cores to 2e6/133 ops/s.
+		{2, []float64{133, 49, 49}, 2e6 / 133, 0},
+		{4, []float64{50, 200, 100}, 4e6 / 200, 1},
+		{2, []float64{100}, 20000, 0},
+		// A node with no CPU measured bounds nothing.
+		{2, []float64{0, 50, 40}, 2e6 / 50, 1},
+		{2, []float64{0, 0}, 0, -1},
+		{2, nil, 0, -1},
+		{0, []float64{100}, 0, -1},
+	} {
+		ops, bound := projectThroughput(tc.cores, tc.cpu)
+		if math.Abs(ops-tc.ops) > 1e-9 || bound != tc.bound {
+			t.Errorf("projectThroughput(%d, %v) = %v, %d; want %v, %d", tc.cores, tc.cpu, ops, bound, tc.ops, tc.bound)
+		}
+	}
+}
+
+// costReport has 1- and 3-node Decrypt and BatchDecrypt points with the CPU
+// figures of the 3-node model before load spreading (133 · 49 · 49 µs/op
+// against 118), on 2 cores.
+func costReport() *report {
+	r := &report{Date: "2026-01-01T00:00:00Z", Machine: machine{NumCPU: 2}, Settings: settings{Ops: []string{"decrypt", "batch-decrypt"}}}
+	sup := 20.0
+	dec3 := mkPoint("decrypt", 3, loadSpread, 64, 6000, 20*time.Millisecond, 133, 49, 49)
+	dec3.SupervisorCPUPerOp = &sup // not a node: counted nowhere
+	noCPU := mkPoint("decrypt", 3, loadSpread, 16, 3000, 10*time.Millisecond, 300, 140, 140)
+	noCPU.PerNode[2].CPUPerOp = nil // node3 unreadable: no row
+	r.Scenarios = []point{
+		mkPoint("decrypt", 1, "", 64, 8947, 14*time.Millisecond, 118),
+		dec3, noCPU,
+		mkPoint("decrypt", 3, loadSpread, 256, 11000, 40*time.Millisecond, 75, 20, 20), // no 1-node point at C=256
+		mkPoint("decrypt", 3, loadNode1, 64, 5700, 20*time.Millisecond, 133, 49, 49),
+		mkPoint("batch-decrypt", 1, "", 64, 373.33, 170*time.Millisecond, 3664),
+		mkPoint("batch-decrypt", 3, loadSpread, 64, 250, 250*time.Millisecond, 2000, 1500, 1500),
+	}
+	r.ratios()
+	return r
+}
+
+func TestCostModel(t *testing.T) {
+	r := costReport()
+	if len(r.CostModel) != 4 {
+		t.Fatalf("%d rows, want 4: %+v", len(r.CostModel), r.CostModel)
+	}
+	near := func(v *float64, want float64) bool { return v != nil && math.Abs(*v-want) < 1e-6 }
+	// Rows in sortedScenarios order: decrypt node1 64, spread 64, spread
+	// 256; batch-decrypt spread 64.
+	n1, dec, dec256, batch := r.CostModel[0], r.CostModel[1], r.CostModel[2], r.CostModel[3]
+	if n1.Load != loadNode1 || dec.Load != loadSpread || dec.Concurrency != 64 || dec256.Concurrency != 256 || batch.Name != "batch-decrypt" {
+		t.Fatalf("rows %+v", r.CostModel)
+	}
+	if dec.SumCPUPerOp != 231 || !near(dec.SingleCPUPerOp, 118) || !near(dec.SumOverSingle, 231.0/118) {
+		t.Errorf("decrypt sum %v, single %v, ratio %v", dec.SumCPUPerOp, dec.SingleCPUPerOp, dec.SumOverSingle)
+	}
+	if math.Abs(dec.ProjectedOpsPerSec-2e6/133) > 1e-6 || dec.ProjectedRate != dec.ProjectedOpsPerSec || dec.BoundBy != "node1" ||
+		!near(dec.SingleRate, 8947) || !near(dec.ProjectedOverSingle, 2e6/133/8947) || dec.MeasuredRate != 6000 {
+		t.Errorf("decrypt projection %+v", dec)
+	}
+	if dec.SupervisorCPUPerOp == nil || *dec.SupervisorCPUPerOp != 20 {
+		t.Errorf("supervisor %v", dec.SupervisorCPUPerOp)
+	}
+	if !near(dec.SingleProjectedRate, 2e6/118) || !near(dec.ProjectedOverSingleProjected, 118.0/133) ||
+		!near(batch.SingleProjectedRate, 2e6/3664*100) || !near(batch.ProjectedOverSingleProjected, 100000/(2e6/3664*100)) {
+		t.Errorf("like-for-like projections: decrypt %v %v, batch %v %v", dec.SingleProjectedRate, dec.ProjectedOverSingleProjected,
+			batch.SingleProjectedRate, batch.ProjectedOverSingleProjected)
+	}
+	if dec256.SingleCPUPerOp != nil || dec256.SumOverSingle != nil || dec256.ProjectedOverSingle != nil || math.Abs(dec256.ProjectedOpsPerSec-2e6/75) > 1e-6 {
+		t.Errorf("row without a 1-node point %+v", dec256)
+	}
+	// BatchDecrypt: CPU per call, rates in data keys.
+	if batch.SumCPUPerOp != 5000 || !near(batch.SumOverSingle, 5000.0/3664) ||
+		math.Abs(batch.ProjectedOpsPerSec-1000) > 1e-6 || batch.ProjectedRate != 100000 || !near(batch.SingleRate, 37333) ||
+		!near(batch.ProjectedOverSingle, 100000/37333.0) {
+		t.Errorf("batch row %+v", batch)
+	}
+
+	md := r.markdownBlock()
+	for _, want := range []string{
+		"### Cost model: CPU per operation on each node, projected to one machine per node",
+		"(2 cores each)",
+		"| Decrypt (data key, CUSTOMER_INITIATED, decision recorded) | 3 | spread | 64 | 133* · 49.0 · 49.0 | 231 | 118 | 1.96× | 20.0 | 6000 | 15038 (node1) | 8947 | 1.68× | 16949 | 0.89× |",
+		"| 3 | spread | 256 | 75.0* · 20.0 · 20.0 | 115 | – | – | – | 11000 | 26667 (node1) | – | – | – | – |",
+		"| 3 nodes, load spread: summed node CPU per Decrypt ≤ 1.5× one node's | 231 µs (133* · 49.0 · 49.0) vs 118 µs at C=64: 1.96× | not met |",
+		"| 3 nodes, load spread: Decrypt rate projected to 3 machines of 2 cores ≥ 2× one node's measured | 15038 ops/s (bound by node1) vs 8947 ops/s at C=64: 1.68× (one node on a machine of its own: 16949 ops/s, 0.89×) | not met |",
+		"| 3 nodes, load spread: summed node CPU per BatchDecrypt ≤ 1.5× one node's | 5000 µs (2000* · 1500 · 1500) vs 3664 µs at C=64: 1.36× | met |",
+		"| 3 nodes, load spread: BatchDecrypt rate projected to 3 machines of 2 cores ≥ 2× one node's measured | 100000 data keys/s (bound by node1) vs 37333 data keys/s at C=64: 2.68× (one node on a machine of its own: 54585 data keys/s, 1.83×) | met |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+
+	// The JSON has the model; a report from before it gets it derived.
+	path := filepath.Join(t.TempDir(), "r.json")
+	r.Schema = 2
+	if err := writeJSON(path, r); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(path)
+	for _, want := range []string{`"cost_model": [`, `"projected_rate": 15037.59`, `"sum_over_single_cpu": 1.957`, `"bound_by": "node1"`, `"load": "spread"`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("JSON lacks %s", want)
+		}
+	}
+	r.CostModel = nil
+	if err := writeJSON(path, r); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "r.md")
+	if err := run(t.Context(), []string{"--from-json", path, "--markdown", out}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(out); !strings.Contains(string(b), "| 231 | 118 | 1.96× |") {
+		t.Errorf("--from-json without a cost model:\n%s", b)
+	}
+}
+
+func TestCostGoalRow(t *testing.T) {
+	r := costReport()
+	if c := r.costGoalRow("decrypt"); c == nil || c.Concurrency != 64 || c.Load != loadSpread {
+		t.Errorf("decrypt goal row %+v", c)
+	}
+	// Without C=64, the highest C with a 1-node figure.
+	var keep []point
+	for _, p := range r.Scenarios {
+		if p.Name != "decrypt" || p.Concurrency != 64 {
+			keep = append(keep, p)
+		}
+	}
+	keep = append(keep, mkPoint("decrypt", 1, "", 256, 17000, 30*time.Millisecond, 63), mkPoint("decrypt", 1, "", 16, 4000, 8*time.Millisecond, 225),
+		mkPoint("decrypt", 3, loadSpread, 1, 400, 3*time.Millisecond, 1300, 600, 600))
+	keep = append(keep, mkPoint("decrypt", 1, "", 1, 800, 2*time.Millisecond, 1000))
+	r.Scenarios = keep
+	r.ratios()
+	if c := r.costGoalRow("decrypt"); c == nil || c.Concurrency != 256 {
+		t.Errorf("decrypt goal row without C=64: %+v", c)
+	}
+	if c := r.costGoalRow("reencrypt"); c != nil {
+		t.Errorf("reencrypt goal row %+v", c)
+	}
+}
+
+func TestParseFlagsLoad(t *testing.T) {
+	o, err := parseFlags([]string{"--start"}, io.Discard)
+	if err != nil || !slices.Equal(o.load, []string{loadSpread}) {
+		t.Errorf("default load %v, %v", o.load, err)
+	}
+	o, err = parseFlags([]string{"--start", "--load", "node1, spread,node1"}, io.Discard)
+	if err != nil || !slices.Equal(o.load, []string{loadNode1, loadSpread}) {
+		t.Errorf("--load node1,spread: %v, %v", o.load, err)
+	}
+	for _, l := range []string{"", "leader", "spread,x"} {
+		if _, err := parseFlags([]string{"--start", "--load", l}, io.Discard); err == nil {
+			t.Errorf("--load %q accepted", l)
+		}
 	}
 }

@@ -33,16 +33,19 @@ var plotLabels = map[string]string{
 	opEnvelope1MiB:  "Envelope 1 MiB encrypt+decrypt (clients/go)",
 }
 
-// plotSeries is one line: an operation on one cluster size.
+// plotSeries is one line: an operation on one cluster size, in one load
+// mode.
 type plotSeries struct {
 	name  string
 	nodes int
+	load  string
 	pts   []point // by concurrency
 }
 
 // plotSVG draws the custos operations' rate (data keys/s for BatchDecrypt)
 // and p99 latency against concurrency, both on log scales, one line per
-// operation and cluster size (solid: 1 node, dashed: more), as a
+// operation, cluster size and load mode (solid: 1 node, dashed: more with
+// the load spread, dotted: more with the load to node1), as a
 // self-contained SVG document.
 func plotSVG(r *report) string {
 	var series []*plotSeries
@@ -50,11 +53,11 @@ func plotSVG(r *report) string {
 		if p.Ops == 0 {
 			continue
 		}
-		if n := len(series); n > 0 && series[n-1].name == p.Name && series[n-1].nodes == p.Nodes {
+		if n := len(series); n > 0 && series[n-1].name == p.Name && series[n-1].nodes == p.Nodes && series[n-1].load == p.loadMode() {
 			series[n-1].pts = append(series[n-1].pts, p)
 			continue
 		}
-		series = append(series, &plotSeries{name: p.Name, nodes: p.Nodes, pts: []point{p}})
+		series = append(series, &plotSeries{name: p.Name, nodes: p.Nodes, load: p.loadMode(), pts: []point{p}})
 	}
 	var concs []int
 	var rates, p99s []float64
@@ -139,35 +142,46 @@ func plotSVG(r *report) string {
 		if label == "" {
 			label = s.name
 		}
-		w(`<text x="%d" y="%d" dominant-baseline="middle">%s — %s</text>`+"\n", lx+38, yy, html.EscapeString(label), nodesLabel(s.nodes))
+		w(`<text x="%d" y="%d" dominant-baseline="middle">%s — %s</text>`+"\n", lx+38, yy, html.EscapeString(label), html.EscapeString(nodesLabel(s.nodes, s.load)))
 	}
 	w("</svg>\n")
 	return b.String()
 }
 
 // style returns the series' colour (by operation) and dash attribute (by
-// cluster size).
+// cluster size and load mode).
 func (s *plotSeries) style() (color, dash string) {
 	i := slices.Index(knownOps, s.name)
 	if i < 0 {
 		i = len(knownOps)
 	}
 	color = plotColors[i%len(plotColors)]
-	if s.nodes > 1 {
+	switch {
+	case s.load == loadNode1:
+		dash = ` stroke-dasharray="2,3"`
+	case s.nodes > 1 || s.load != "":
 		dash = ` stroke-dasharray="7,4"`
 	}
 	return color, dash
 }
 
-func nodesLabel(n int) string {
+func nodesLabel(n int, load string) string {
+	var s string
 	switch n {
 	case 0:
-		return "external cluster"
+		s = "external cluster"
 	case 1:
-		return "1 node"
+		s = "1 node"
 	default:
-		return fmt.Sprintf("%d nodes", n)
+		s = fmt.Sprintf("%d nodes", n)
 	}
+	switch load {
+	case loadSpread:
+		s += ", load spread"
+	case loadNode1:
+		s += ", load to node1"
+	}
+	return s
 }
 
 // logAxis maps [lo, hi] (lo > 0) to [0, 1] logarithmically.

@@ -38,6 +38,11 @@ type report struct {
 	Scenarios []point       `json:"scenarios"`
 	// Streams are the envelope-1gib runs, by cluster in run order.
 	Streams []streamResult `json:"streams,omitempty"`
+	// CostModel has, for every multi-node point whose nodes' CPU was
+	// measured, each node's CPU per operation, their sum against one
+	// node's, and the throughput projected to one machine per node
+	// (costmodel.go); derived by ratios.
+	CostModel []costRow `json:"cost_model,omitempty"`
 	// Plot is the SVG written with --plot, relative to the Markdown file
 	// (empty without --plot or --markdown).
 	Plot string `json:"-"`
@@ -59,7 +64,9 @@ type settings struct {
 	Concurrency        []int    `json:"concurrency"`
 	CeilingConcurrency []int    `json:"ceiling_concurrency"`
 	Ops                []string `json:"ops"`
-	Short              bool     `json:"short"`
+	// Load are the load modes run on clusters of more than one node.
+	Load  []string `json:"load,omitempty"`
+	Short bool     `json:"short"`
 	// EnvelopeConcurrency are the concurrencies of envelope-1mib;
 	// EnvelopeSize and EnvelopeRuns the size and the runs per cluster of
 	// envelope-1gib.
@@ -75,22 +82,25 @@ type clusterInfo struct {
 	Mode    string `json:"mode"` // start or env
 	Binary  string `json:"binary,omitempty"`
 	EnvFile string `json:"env_file,omitempty"`
-	// Addr is the address the load was sent to; Principal the client
-	// certificate's name it ran as (empty: client.env's, with --env).
+	// Addr is the address of the set-up and the node1 load (with --env,
+	// the addresses of client.env); Principal the client certificate's
+	// name the load ran as (empty: client.env's, with --env).
 	Addr      string `json:"addr"`
 	Principal string `json:"principal,omitempty"`
 	// Leader is the Raft leader when the cluster had formed; LoadNode the
-	// node the load was sent to (the one holding the domain key).
-	Leader   string `json:"leader,omitempty"`
-	LoadNode string `json:"load_node,omitempty"`
+	// node at Addr (node1). Loads are the load modes run on it (none on
+	// one node).
+	Leader   string   `json:"leader,omitempty"`
+	LoadNode string   `json:"load_node,omitempty"`
+	Loads    []string `json:"loads,omitempty"`
 	// Processes are the node processes (pid, gRPC address), in node order;
 	// SupervisorPID the custosd dev --nodes process that started them.
 	Processes     []nodeProc `json:"processes,omitempty"`
 	SupervisorPID int        `json:"supervisor_pid,omitempty"`
 	// FinalMem is every node's memory at the end, in node order.
 	FinalMem []nodeSample `json:"final_mem,omitempty"`
-	// FollowerDecrypt is the outcome of one Decrypt sent to a node the
-	// load does not go to (empty on one node).
+	// FollowerDecrypt is the outcome of one Decrypt sent to the first node
+	// other than node1, before the load (empty on one node).
 	FollowerDecrypt string `json:"follower_decrypt,omitempty"`
 }
 
@@ -111,11 +121,17 @@ type point struct {
 	// Nodes is the size of the cluster the point ran against; 0 for the
 	// in-process ceilings and for a cluster of unknown size (--env).
 	Nodes int `json:"nodes"`
+	// Load is the load mode (loadSpread, loadNode1) on a cluster of more
+	// than one node (or addresses, --env); empty otherwise. Leader is the
+	// Raft leader after the point (multi-node clusters of --start).
+	Load   string `json:"load,omitempty"`
+	Leader string `json:"leader,omitempty"`
 	loadgen.Result
 	// NodeCPUPerOp is the CPU time (user+system, all threads) of all the
 	// cluster's node processes together per operation, in µs; nil when
-	// the nodes are not our children. PerNode has each node's share and
-	// memory, in node order.
+	// the nodes are not our children. PerNode has each node's share (its
+	// CPU time over all the cluster's operations of the point, whichever
+	// node received them) and memory, in node order.
 	NodeCPUPerOp *float64     `json:"node_cpu_us_per_op,omitempty"`
 	PerNode      []nodeSample `json:"per_node,omitempty"`
 	// SupervisorCPUPerOp is the CPU time per operation of custosd dev
@@ -152,10 +168,30 @@ func (p point) mbps() float64 { return p.OpsPerSec * float64(p.BytesPerOp) / 1e6
 // rate is the number of data keys (items) a second.
 func (p point) rate() float64 { return p.OpsPerSec * float64(max(p.ItemsPerOp, 1)) }
 
+// loadMode is Load, or node1 for a multi-node point of a report written
+// before there were load modes (all its load went to node1).
+func (p point) loadMode() string {
+	if p.Load == "" && p.Nodes > 1 {
+		return loadNode1
+	}
+	return p.Load
+}
+
+// fmtLoad is the load mode of a point for a table cell.
+func fmtLoad(p point) string {
+	if m := p.loadMode(); m != "" {
+		return m
+	}
+	return "–"
+}
+
 func (p point) line() string {
 	nodes := "   "
 	if p.Nodes > 0 {
 		nodes = fmt.Sprintf("n=%d", p.Nodes)
+	}
+	if m := p.loadMode(); m != "" {
+		nodes += " " + m
 	}
 	s := fmt.Sprintf("%-20s %s c=%-3d %9.0f ops/s  p50 %-9s p99 %-9s p99.9 %-9s errors %d",
 		p.Name, nodes, p.Concurrency, p.OpsPerSec, fmtDur(p.P50), fmtDur(p.P99), fmtDur(p.P999), p.Errors)
@@ -165,17 +201,24 @@ func (p point) line() string {
 	if p.BytesPerOp > 0 {
 		s += fmt.Sprintf(" (%.0f MB/s)", p.mbps())
 	}
+	if p.NodeCPUPerOp != nil && len(p.PerNode) > 1 {
+		s += fmt.Sprintf(" node CPU µs/op %s = %s", perNode(p.PerNode, func(s nodeSample) string { return optCPU(s.CPUPerOp) }), fmtCPU(*p.NodeCPUPerOp))
+	}
 	if p.FirstError != "" {
 		s += " (first: " + p.FirstError + ")"
 	}
 	return s
 }
 
-// ratios fills PctHSM, PctGRPC, PctRaft and PctSlowest, MBps, and the
-// streams' ratios to the AES-GCM ceiling.
+// ratios fills PctHSM, PctGRPC, PctRaft and PctSlowest, MBps, the
+// streams' ratios to the AES-GCM ceiling and the cost model.
 func (r *report) ratios() {
 	var hsmBest float64
-	type at struct{ nodes, conc int }
+	type at struct {
+		nodes int
+		load  string
+		conc  int
+	}
 	grpc := map[at]float64{}
 	rft := map[int]float64{}
 	for _, c := range r.Ceilings {
@@ -183,7 +226,7 @@ func (r *report) ratios() {
 		case "softhsm-gcm-decrypt":
 			hsmBest = max(hsmBest, c.OpsPerSec)
 		case "grpc-health":
-			grpc[at{c.Nodes, c.Concurrency}] = c.OpsPerSec
+			grpc[at{c.Nodes, c.loadMode(), c.Concurrency}] = c.OpsPerSec
 		case "raft-apply":
 			rft[c.Concurrency] = c.OpsPerSec
 		}
@@ -198,7 +241,7 @@ func (r *report) ratios() {
 	for i := range r.Scenarios {
 		p := &r.Scenarios[i]
 		p.PctHSM = pct(p.rate(), hsmBest)
-		g := grpc[at{p.Nodes, p.Concurrency}]
+		g := grpc[at{p.Nodes, p.loadMode(), p.Concurrency}]
 		p.PctGRPC = pct(p.rate(), g)
 		p.PctRaft = pct(p.rate(), rft[p.Concurrency])
 		slowest := 0.0
@@ -215,6 +258,7 @@ func (r *report) ratios() {
 		}
 	}
 	r.streamRatios()
+	r.CostModel = r.costModel()
 }
 
 // failures lists the points with failed operations or none at all, and
@@ -237,12 +281,17 @@ func (r *report) failures() []string {
 	return bad
 }
 
-// nodesTag is " n=N" for a point measured against a cluster of N nodes.
+// nodesTag is " n=N" for a point measured against a cluster of N nodes,
+// with its load mode.
 func (p point) nodesTag() string {
-	if p.Nodes == 0 {
-		return ""
+	s := ""
+	if p.Nodes > 0 {
+		s = fmt.Sprintf(" n=%d", p.Nodes)
 	}
-	return fmt.Sprintf(" n=%d", p.Nodes)
+	if m := p.loadMode(); m != "" {
+		s += " load " + m
+	}
+	return s
 }
 
 func machineInfo() machine {
@@ -363,9 +412,22 @@ const (
 	targetBatchKeysPerOp = 60000
 )
 
+// loadOrder sorts the load modes: none, node1 (as before load modes), spread.
+func loadOrder(m string) int {
+	switch m {
+	case "":
+		return 0
+	case loadNode1:
+		return 1
+	case loadSpread:
+		return 2
+	}
+	return 3
+}
+
 // sortedScenarios returns the scenarios by operation (in knownOps order),
-// cluster size and concurrency, so that the rows of one operation on 1 and
-// 3 nodes are next to each other.
+// cluster size, load mode and concurrency, so that the rows of one
+// operation on 1 and 3 nodes are next to each other.
 func (r *report) sortedScenarios() []point {
 	order := func(name string) int {
 		if i := slices.Index(knownOps, name); i >= 0 {
@@ -375,7 +437,8 @@ func (r *report) sortedScenarios() []point {
 	}
 	out := slices.Clone(r.Scenarios)
 	slices.SortStableFunc(out, func(a, b point) int {
-		return cmp.Or(cmp.Compare(order(a.Name), order(b.Name)), cmp.Compare(a.Nodes, b.Nodes), cmp.Compare(a.Concurrency, b.Concurrency))
+		return cmp.Or(cmp.Compare(order(a.Name), order(b.Name)), cmp.Compare(a.Nodes, b.Nodes),
+			cmp.Compare(loadOrder(a.loadMode()), loadOrder(b.loadMode())), cmp.Compare(a.Concurrency, b.Concurrency))
 	})
 	return out
 }
@@ -397,41 +460,42 @@ func (r *report) markdownBlock() string {
 		case c.Nodes == 1:
 			w("- 1 node: one `%s dev` child process (single-node Raft, its own SoftHSM token, gRPC with mTLS on loopback).\n", c.Binary)
 		default:
-			w("- %d nodes: `%s dev --nodes %d` (%d `custosd serve` processes, each with its own SoftHSM token, Raft over mTLS on loopback); leader %s; load sent to %s, the node holding the domain key.\n",
-				c.Nodes, c.Binary, c.Nodes, c.Nodes, c.Leader, c.LoadNode)
+			w("- %d nodes: `%s dev --nodes %d` (%d `custosd serve` processes, each with its own SoftHSM token, Raft over mTLS on loopback; the `custosd dev` supervisor that starts them and relays their output is not a node and not counted); leader %s; %s.\n",
+				c.Nodes, c.Binary, c.Nodes, c.Nodes, c.Leader, loadsText(c))
 		}
 	}
-	w("- Load from a separate process over one gRPC connection (mTLS) to one node")
+	w("- Load from a separate process over gRPC with mTLS, one connection per node it is sent to")
 	if len(r.Clusters) > 0 && r.Clusters[0].Principal != "" {
 		w(", as the application identity `%s` (a client certificate of the cluster's dev CA)", r.Clusters[0].Principal)
 	}
 	w(". The nodes and the load generator share the machine's CPUs.\n")
 	w("\n### Ceilings\n\n")
-	w("| ceiling | nodes | C | ops/s | p50 | p99 | p99.9 | max | errors | node CPU µs/op | bench CPU µs/op |\n")
-	w("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	w("| ceiling | nodes | load | C | ops/s | p50 | p99 | p99.9 | max | errors | node CPU µs/op | bench CPU µs/op |\n")
+	w("|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, p := range r.Ceilings {
-		w("| %s | %s | %d | %.0f | %s | %s | %s | %s | %d | %s | %s |\n",
-			opTitles[p.Name], fmtNodes(p.Nodes), p.Concurrency, p.OpsPerSec, fmtDur(p.P50), fmtDur(p.P99), fmtDur(p.P999), fmtDur(p.Max),
+		w("| %s | %s | %s | %d | %.0f | %s | %s | %s | %s | %d | %s | %s |\n",
+			opTitles[p.Name], fmtNodes(p.Nodes), fmtLoad(p), p.Concurrency, p.OpsPerSec, fmtDur(p.P50), fmtDur(p.P99), fmtDur(p.P999), fmtDur(p.Max),
 			p.Errors, optCPU(p.NodeCPUPerOp), fmtCPU(p.BenchCPUPerOp))
 	}
 	w("\n### custos\n\n")
-	w("| operation | nodes | C | ops/s | p50 | p99 | p99.9 | errors | node CPU µs/op, all nodes | per node | bench CPU µs/op | RSS MiB per node | peak RSS MiB per node | %% of SoftHSM ceiling | %% of gRPC no-op | %% of Raft apply | %% of slowest ceiling |\n")
-	w("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	w("| operation | nodes | load | C | ops/s | p50 | p99 | p99.9 | errors | node CPU µs/op, all nodes | per node | bench CPU µs/op | RSS MiB per node | peak RSS MiB per node | %% of SoftHSM ceiling | %% of gRPC no-op | %% of Raft apply | %% of slowest ceiling |\n")
+	w("|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, p := range r.sortedScenarios() {
-		w("| %s | %s | %d | %.0f | %s | %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
-			opTitles[p.Name], fmtNodes(p.Nodes), p.Concurrency, p.rate(), fmtDur(p.P50), fmtDur(p.P99), fmtDur(p.P999),
+		w("| %s | %s | %s | %d | %.0f | %s | %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			opTitles[p.Name], fmtNodes(p.Nodes), fmtLoad(p), p.Concurrency, p.rate(), fmtDur(p.P50), fmtDur(p.P99), fmtDur(p.P999),
 			p.Errors, optCPU(p.NodeCPUPerOp), perNode(p.PerNode, func(s nodeSample) string { return optCPU(s.CPUPerOp) }),
 			fmtCPU(p.BenchCPUPerOp),
 			perNode(p.PerNode, func(s nodeSample) string { return fmtMiB(s.Mem, false) }),
 			perNode(p.PerNode, func(s nodeSample) string { return fmtMiB(s.Mem, true) }),
 			fmtPct(p.PctHSM), fmtPct(p.PctGRPC), fmtPct(p.PctRaft), fmtPct(p.PctSlowest))
 	}
-	w("\nC is the number of concurrent callers. \"%% of SoftHSM ceiling\" divides by the best SoftHSM figure above (every call on a SoftHSM token is serialised, so more callers do not raise it); \"%% of gRPC no-op\" by the health check against the same cluster at the same C; \"%% of Raft apply\" by the single-node in-process Raft ceiling at the same C. CPU per op is user+system time over the measured window divided by the operations in it (nodes: /proc/PID/stat of every node process, 10 ms ticks; \"all nodes\" is their sum, \"per node\" lists node1 · node2 · …). RSS is VmRSS at the end of the point, peak VmHWM since the node started (/proc/PID/status).\n")
+	w("\nC is the number of concurrent callers. Load (clusters of more than one node): *spread* gives caller w a client pinned to node (w mod N)+1, so every node receives calls and releases data keys with its own HSM (a follower records the decision through the leader); *node1* sends every call to node1, as all runs before node admission did. \"%% of SoftHSM ceiling\" divides by the best SoftHSM figure above (every call on a SoftHSM token is serialised, so more callers do not raise it); \"%% of gRPC no-op\" by the health check against the same cluster at the same C; \"%% of Raft apply\" by the single-node in-process Raft ceiling at the same C. CPU per op is user+system time over the measured window divided by the operations in it, all the cluster's operations whichever node received them (nodes: /proc/PID/stat of every node process, 10 ms ticks; \"all nodes\" is their sum, \"per node\" lists node1 · node2 · …). RSS is VmRSS at the end of the point, peak VmHWM since the node started (/proc/PID/status).\n")
+	r.costBlock(w)
 	r.envelopeBlock(w)
 	r.targetsBlock(w)
 	for _, c := range r.Clusters {
 		if c.FollowerDecrypt != "" {
-			w("\nOn %d nodes, one Decrypt sent to another node than the load's (not measured): %s\n", c.Nodes, c.FollowerDecrypt)
+			w("\nOn %d nodes, one Decrypt sent to a node other than node1 before the load (not measured): %s\n", c.Nodes, c.FollowerDecrypt)
 		}
 	}
 	if r.Plot != "" {
@@ -448,16 +512,21 @@ func (r *report) markdownBlock() string {
 // targetsBlock writes the 3-node targets of docs/performance.md against what was measured,
 // when the run measured the operations they are about.
 func (r *report) targetsBlock(w func(string, ...any)) {
+	// Spread load when it was measured (every node serving), else node1.
 	var dec, batch *point
+	better := func(p, than *point) bool {
+		return than == nil || loadOrder(p.loadMode()) > loadOrder(than.loadMode()) ||
+			(p.loadMode() == than.loadMode() && p.rate() > than.rate())
+	}
 	for i := range r.Scenarios {
 		p := &r.Scenarios[i]
 		if p.Nodes != targetNodes {
 			continue
 		}
 		switch {
-		case p.Name == "decrypt" && p.Concurrency == targetDecryptConc:
+		case p.Name == "decrypt" && p.Concurrency == targetDecryptConc && better(p, dec):
 			dec = p
-		case p.Name == "batch-decrypt" && (batch == nil || p.rate() > batch.rate()):
+		case p.Name == "batch-decrypt" && better(p, batch):
 			batch = p
 		}
 	}
@@ -480,18 +549,55 @@ func (r *report) targetsBlock(w func(string, ...any)) {
 	decTitle := fmt.Sprintf("Decrypt with a durable ALLOW record ≥ %dk ops/s at C=%d, p99 ≤ %d ms",
 		targetDecryptOps/1000, targetDecryptConc, targetDecryptP99/time.Millisecond)
 	if dec != nil {
-		w("| %s | %.0f ops/s, p99 %s | %s |\n", decTitle, dec.OpsPerSec, fmtDur(dec.P99),
+		w("| %s | %.0f ops/s, p99 %s%s | %s |\n", decTitle, dec.OpsPerSec, fmtDur(dec.P99), loadTag(*dec),
 			met(dec.OpsPerSec >= targetDecryptOps && dec.P99 <= targetDecryptP99))
 	} else {
 		w("| %s | not measured (no %d-node decrypt point at C=%d) | |\n", decTitle, targetNodes, targetDecryptConc)
 	}
 	batchTitle := fmt.Sprintf("BatchDecrypt (100 keys a call) ≥ %dk data keys/s", targetBatchKeysPerOp/1000)
 	if batch != nil {
-		w("| %s | %.0f data keys/s (best, at C=%d) | %s |\n", batchTitle, batch.rate(), batch.Concurrency, met(batch.rate() >= targetBatchKeysPerOp))
+		w("| %s | %.0f data keys/s (best, at C=%d%s) | %s |\n", batchTitle, batch.rate(), batch.Concurrency, loadSuffix(*batch), met(batch.rate() >= targetBatchKeysPerOp))
 	} else {
 		w("| %s | not measured | |\n", batchTitle)
 	}
 	r.envelopeTarget(w, met)
+	r.costTargets(w, met)
+}
+
+// loadTag is " (load spread)" or " (load node1)" for a multi-node point,
+// "" otherwise.
+func loadTag(p point) string {
+	if m := p.loadMode(); m != "" {
+		return " (load " + m + ")"
+	}
+	return ""
+}
+
+// loadSuffix is ", load spread" or ", load node1" for a multi-node point,
+// "" otherwise.
+func loadSuffix(p point) string {
+	if m := p.loadMode(); m != "" {
+		return ", load " + m
+	}
+	return ""
+}
+
+// loadsText says where the load went on a multi-node cluster.
+func loadsText(c clusterInfo) string {
+	if len(c.Loads) == 0 {
+		// A report from before load modes.
+		return fmt.Sprintf("load sent to %s", c.LoadNode)
+	}
+	var parts []string
+	for _, m := range c.Loads {
+		switch m {
+		case loadSpread:
+			parts = append(parts, fmt.Sprintf("load spread over all %d nodes (rows *spread*)", c.Nodes))
+		case loadNode1:
+			parts = append(parts, fmt.Sprintf("load sent to %s only (rows *node1*)", c.LoadNode))
+		}
+	}
+	return strings.Join(parts, ", then ")
 }
 
 func fmtNodes(n int) string {

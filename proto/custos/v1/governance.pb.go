@@ -710,6 +710,8 @@ type Statement struct {
 	//	*Statement_SetNotifyRules
 	//	*Statement_AdmitNode
 	//	*Statement_RevokeAdmission
+	//	*Statement_ScheduleKeyDestruction
+	//	*Statement_CancelKeyDestruction
 	Operation     isStatement_Operation `protobuf_oneof:"operation"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -906,6 +908,24 @@ func (x *Statement) GetRevokeAdmission() *RevokeAdmission {
 	return nil
 }
 
+func (x *Statement) GetScheduleKeyDestruction() *ScheduleKeyDestruction {
+	if x != nil {
+		if x, ok := x.Operation.(*Statement_ScheduleKeyDestruction); ok {
+			return x.ScheduleKeyDestruction
+		}
+	}
+	return nil
+}
+
+func (x *Statement) GetCancelKeyDestruction() *CancelKeyDestruction {
+	if x != nil {
+		if x, ok := x.Operation.(*Statement_CancelKeyDestruction); ok {
+			return x.CancelKeyDestruction
+		}
+	}
+	return nil
+}
+
 type isStatement_Operation interface {
 	isStatement_Operation()
 }
@@ -966,6 +986,14 @@ type Statement_RevokeAdmission struct {
 	RevokeAdmission *RevokeAdmission `protobuf:"bytes,23,opt,name=revoke_admission,json=revokeAdmission,proto3,oneof"`
 }
 
+type Statement_ScheduleKeyDestruction struct {
+	ScheduleKeyDestruction *ScheduleKeyDestruction `protobuf:"bytes,24,opt,name=schedule_key_destruction,json=scheduleKeyDestruction,proto3,oneof"`
+}
+
+type Statement_CancelKeyDestruction struct {
+	CancelKeyDestruction *CancelKeyDestruction `protobuf:"bytes,25,opt,name=cancel_key_destruction,json=cancelKeyDestruction,proto3,oneof"`
+}
+
 func (*Statement_RevokeKey) isStatement_Operation() {}
 
 func (*Statement_DisableKey) isStatement_Operation() {}
@@ -994,6 +1022,131 @@ func (*Statement_AdmitNode) isStatement_Operation() {}
 
 func (*Statement_RevokeAdmission) isStatement_Operation() {}
 
+func (*Statement_ScheduleKeyDestruction) isStatement_Operation() {}
+
+func (*Statement_CancelKeyDestruction) isStatement_Operation() {}
+
+// ScheduleKeyDestruction (quorum) destroys a key version — or, with
+// version 0, every version of the key — once waiting_seconds have passed
+// (0: 7 days; at least 1 hour, at most 30 days; a development cluster
+// accepts from 1 second). Until then the version refuses every use and one
+// officer can cancel (CancelKeyDestruction). Then every node destroys its
+// HSM copy and the replicated state forgets the wrapped KEK
+// (docs/key-destruction.md).
+type ScheduleKeyDestruction struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Key            string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Version        uint32                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	WaitingSeconds int64                  `protobuf:"varint,3,opt,name=waiting_seconds,json=waitingSeconds,proto3" json:"waiting_seconds,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ScheduleKeyDestruction) Reset() {
+	*x = ScheduleKeyDestruction{}
+	mi := &file_custos_v1_governance_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScheduleKeyDestruction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScheduleKeyDestruction) ProtoMessage() {}
+
+func (x *ScheduleKeyDestruction) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_governance_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScheduleKeyDestruction.ProtoReflect.Descriptor instead.
+func (*ScheduleKeyDestruction) Descriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ScheduleKeyDestruction) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *ScheduleKeyDestruction) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *ScheduleKeyDestruction) GetWaitingSeconds() int64 {
+	if x != nil {
+		return x.WaitingSeconds
+	}
+	return 0
+}
+
+// CancelKeyDestruction (one officer: it keeps a key) cancels a scheduled
+// destruction that has not completed.
+type CancelKeyDestruction struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Version       uint32                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelKeyDestruction) Reset() {
+	*x = CancelKeyDestruction{}
+	mi := &file_custos_v1_governance_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelKeyDestruction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelKeyDestruction) ProtoMessage() {}
+
+func (x *CancelKeyDestruction) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_governance_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelKeyDestruction.ProtoReflect.Descriptor instead.
+func (*CancelKeyDestruction) Descriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *CancelKeyDestruction) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *CancelKeyDestruction) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
 // AdmitNode (quorum) admits a node as a custodian: a node that holds the
 // domain key wraps it to the node's transport key, once the HSM security
 // officer of the holder trusted that key (`custos hsm trust`). The
@@ -1012,7 +1165,7 @@ type AdmitNode struct {
 
 func (x *AdmitNode) Reset() {
 	*x = AdmitNode{}
-	mi := &file_custos_v1_governance_proto_msgTypes[6]
+	mi := &file_custos_v1_governance_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1024,7 +1177,7 @@ func (x *AdmitNode) String() string {
 func (*AdmitNode) ProtoMessage() {}
 
 func (x *AdmitNode) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[6]
+	mi := &file_custos_v1_governance_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1037,7 +1190,7 @@ func (x *AdmitNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdmitNode.ProtoReflect.Descriptor instead.
 func (*AdmitNode) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{6}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AdmitNode) GetNode() string {
@@ -1081,7 +1234,7 @@ type RevokeAdmission struct {
 
 func (x *RevokeAdmission) Reset() {
 	*x = RevokeAdmission{}
-	mi := &file_custos_v1_governance_proto_msgTypes[7]
+	mi := &file_custos_v1_governance_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1093,7 +1246,7 @@ func (x *RevokeAdmission) String() string {
 func (*RevokeAdmission) ProtoMessage() {}
 
 func (x *RevokeAdmission) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[7]
+	mi := &file_custos_v1_governance_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1106,7 +1259,7 @@ func (x *RevokeAdmission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdmission.ProtoReflect.Descriptor instead.
 func (*RevokeAdmission) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{7}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RevokeAdmission) GetNode() string {
@@ -1141,7 +1294,7 @@ type NodeAdmission struct {
 
 func (x *NodeAdmission) Reset() {
 	*x = NodeAdmission{}
-	mi := &file_custos_v1_governance_proto_msgTypes[8]
+	mi := &file_custos_v1_governance_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1153,7 +1306,7 @@ func (x *NodeAdmission) String() string {
 func (*NodeAdmission) ProtoMessage() {}
 
 func (x *NodeAdmission) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[8]
+	mi := &file_custos_v1_governance_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1166,7 +1319,7 @@ func (x *NodeAdmission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeAdmission.ProtoReflect.Descriptor instead.
 func (*NodeAdmission) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{8}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *NodeAdmission) GetNode() string {
@@ -1260,7 +1413,7 @@ type Sink struct {
 
 func (x *Sink) Reset() {
 	*x = Sink{}
-	mi := &file_custos_v1_governance_proto_msgTypes[9]
+	mi := &file_custos_v1_governance_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1272,7 +1425,7 @@ func (x *Sink) String() string {
 func (*Sink) ProtoMessage() {}
 
 func (x *Sink) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[9]
+	mi := &file_custos_v1_governance_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1285,7 +1438,7 @@ func (x *Sink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sink.ProtoReflect.Descriptor instead.
 func (*Sink) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{9}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Sink) GetName() string {
@@ -1347,7 +1500,7 @@ type AddSink struct {
 
 func (x *AddSink) Reset() {
 	*x = AddSink{}
-	mi := &file_custos_v1_governance_proto_msgTypes[10]
+	mi := &file_custos_v1_governance_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1359,7 +1512,7 @@ func (x *AddSink) String() string {
 func (*AddSink) ProtoMessage() {}
 
 func (x *AddSink) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[10]
+	mi := &file_custos_v1_governance_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1372,7 +1525,7 @@ func (x *AddSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddSink.ProtoReflect.Descriptor instead.
 func (*AddSink) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{10}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AddSink) GetSink() *Sink {
@@ -1392,7 +1545,7 @@ type RemoveSink struct {
 
 func (x *RemoveSink) Reset() {
 	*x = RemoveSink{}
-	mi := &file_custos_v1_governance_proto_msgTypes[11]
+	mi := &file_custos_v1_governance_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1404,7 +1557,7 @@ func (x *RemoveSink) String() string {
 func (*RemoveSink) ProtoMessage() {}
 
 func (x *RemoveSink) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[11]
+	mi := &file_custos_v1_governance_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1417,7 +1570,7 @@ func (x *RemoveSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSink.ProtoReflect.Descriptor instead.
 func (*RemoveSink) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{11}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RemoveSink) GetName() string {
@@ -1443,7 +1596,7 @@ type NotifyRules struct {
 
 func (x *NotifyRules) Reset() {
 	*x = NotifyRules{}
-	mi := &file_custos_v1_governance_proto_msgTypes[12]
+	mi := &file_custos_v1_governance_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1455,7 +1608,7 @@ func (x *NotifyRules) String() string {
 func (*NotifyRules) ProtoMessage() {}
 
 func (x *NotifyRules) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[12]
+	mi := &file_custos_v1_governance_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1468,7 +1621,7 @@ func (x *NotifyRules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifyRules.ProtoReflect.Descriptor instead.
 func (*NotifyRules) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{12}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *NotifyRules) GetReasons() []Reason {
@@ -1516,7 +1669,7 @@ type SetNotifyRules struct {
 
 func (x *SetNotifyRules) Reset() {
 	*x = SetNotifyRules{}
-	mi := &file_custos_v1_governance_proto_msgTypes[13]
+	mi := &file_custos_v1_governance_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1528,7 +1681,7 @@ func (x *SetNotifyRules) String() string {
 func (*SetNotifyRules) ProtoMessage() {}
 
 func (x *SetNotifyRules) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[13]
+	mi := &file_custos_v1_governance_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1541,7 +1694,7 @@ func (x *SetNotifyRules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNotifyRules.ProtoReflect.Descriptor instead.
 func (*SetNotifyRules) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{13}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SetNotifyRules) GetRules() *NotifyRules {
@@ -1562,7 +1715,7 @@ type RevokeKey struct {
 
 func (x *RevokeKey) Reset() {
 	*x = RevokeKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[14]
+	mi := &file_custos_v1_governance_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1574,7 +1727,7 @@ func (x *RevokeKey) String() string {
 func (*RevokeKey) ProtoMessage() {}
 
 func (x *RevokeKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[14]
+	mi := &file_custos_v1_governance_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1587,7 +1740,7 @@ func (x *RevokeKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeKey.ProtoReflect.Descriptor instead.
 func (*RevokeKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{14}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RevokeKey) GetKey() string {
@@ -1607,7 +1760,7 @@ type DisableKey struct {
 
 func (x *DisableKey) Reset() {
 	*x = DisableKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[15]
+	mi := &file_custos_v1_governance_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1619,7 +1772,7 @@ func (x *DisableKey) String() string {
 func (*DisableKey) ProtoMessage() {}
 
 func (x *DisableKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[15]
+	mi := &file_custos_v1_governance_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1632,7 +1785,7 @@ func (x *DisableKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableKey.ProtoReflect.Descriptor instead.
 func (*DisableKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{15}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DisableKey) GetKey() string {
@@ -1652,7 +1805,7 @@ type EnableKey struct {
 
 func (x *EnableKey) Reset() {
 	*x = EnableKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[16]
+	mi := &file_custos_v1_governance_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1664,7 +1817,7 @@ func (x *EnableKey) String() string {
 func (*EnableKey) ProtoMessage() {}
 
 func (x *EnableKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[16]
+	mi := &file_custos_v1_governance_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1677,7 +1830,7 @@ func (x *EnableKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableKey.ProtoReflect.Descriptor instead.
 func (*EnableKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{16}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *EnableKey) GetKey() string {
@@ -1698,7 +1851,7 @@ type SetPolicy struct {
 
 func (x *SetPolicy) Reset() {
 	*x = SetPolicy{}
-	mi := &file_custos_v1_governance_proto_msgTypes[17]
+	mi := &file_custos_v1_governance_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1710,7 +1863,7 @@ func (x *SetPolicy) String() string {
 func (*SetPolicy) ProtoMessage() {}
 
 func (x *SetPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[17]
+	mi := &file_custos_v1_governance_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1723,7 +1876,7 @@ func (x *SetPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicy.ProtoReflect.Descriptor instead.
 func (*SetPolicy) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{17}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SetPolicy) GetKey() string {
@@ -1753,7 +1906,7 @@ type ApproveRequest struct {
 
 func (x *ApproveRequest) Reset() {
 	*x = ApproveRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[18]
+	mi := &file_custos_v1_governance_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1765,7 +1918,7 @@ func (x *ApproveRequest) String() string {
 func (*ApproveRequest) ProtoMessage() {}
 
 func (x *ApproveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[18]
+	mi := &file_custos_v1_governance_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1778,7 +1931,7 @@ func (x *ApproveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveRequest.ProtoReflect.Descriptor instead.
 func (*ApproveRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{18}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ApproveRequest) GetRequestId() string {
@@ -1812,7 +1965,7 @@ type DenyRequest struct {
 
 func (x *DenyRequest) Reset() {
 	*x = DenyRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[19]
+	mi := &file_custos_v1_governance_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1824,7 +1977,7 @@ func (x *DenyRequest) String() string {
 func (*DenyRequest) ProtoMessage() {}
 
 func (x *DenyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[19]
+	mi := &file_custos_v1_governance_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1837,7 +1990,7 @@ func (x *DenyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DenyRequest.ProtoReflect.Descriptor instead.
 func (*DenyRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{19}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DenyRequest) GetRequestId() string {
@@ -1863,7 +2016,7 @@ type CreateGrant struct {
 
 func (x *CreateGrant) Reset() {
 	*x = CreateGrant{}
-	mi := &file_custos_v1_governance_proto_msgTypes[20]
+	mi := &file_custos_v1_governance_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1875,7 +2028,7 @@ func (x *CreateGrant) String() string {
 func (*CreateGrant) ProtoMessage() {}
 
 func (x *CreateGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[20]
+	mi := &file_custos_v1_governance_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1888,7 +2041,7 @@ func (x *CreateGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGrant.ProtoReflect.Descriptor instead.
 func (*CreateGrant) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{20}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CreateGrant) GetPrincipal() string {
@@ -1943,7 +2096,7 @@ type RevokeGrant struct {
 
 func (x *RevokeGrant) Reset() {
 	*x = RevokeGrant{}
-	mi := &file_custos_v1_governance_proto_msgTypes[21]
+	mi := &file_custos_v1_governance_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1955,7 +2108,7 @@ func (x *RevokeGrant) String() string {
 func (*RevokeGrant) ProtoMessage() {}
 
 func (x *RevokeGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[21]
+	mi := &file_custos_v1_governance_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1968,7 +2121,7 @@ func (x *RevokeGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeGrant.ProtoReflect.Descriptor instead.
 func (*RevokeGrant) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{21}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RevokeGrant) GetGrantId() string {
@@ -1989,7 +2142,7 @@ type SetOfficers struct {
 
 func (x *SetOfficers) Reset() {
 	*x = SetOfficers{}
-	mi := &file_custos_v1_governance_proto_msgTypes[22]
+	mi := &file_custos_v1_governance_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2001,7 +2154,7 @@ func (x *SetOfficers) String() string {
 func (*SetOfficers) ProtoMessage() {}
 
 func (x *SetOfficers) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[22]
+	mi := &file_custos_v1_governance_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2014,7 +2167,7 @@ func (x *SetOfficers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetOfficers.ProtoReflect.Descriptor instead.
 func (*SetOfficers) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{22}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SetOfficers) GetOfficers() []*Officer {
@@ -2043,7 +2196,7 @@ type OfficerSignature struct {
 
 func (x *OfficerSignature) Reset() {
 	*x = OfficerSignature{}
-	mi := &file_custos_v1_governance_proto_msgTypes[23]
+	mi := &file_custos_v1_governance_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2055,7 +2208,7 @@ func (x *OfficerSignature) String() string {
 func (*OfficerSignature) ProtoMessage() {}
 
 func (x *OfficerSignature) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[23]
+	mi := &file_custos_v1_governance_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2068,7 +2221,7 @@ func (x *OfficerSignature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OfficerSignature.ProtoReflect.Descriptor instead.
 func (*OfficerSignature) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{23}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *OfficerSignature) GetOfficer() string {
@@ -2096,7 +2249,7 @@ type SignedStatement struct {
 
 func (x *SignedStatement) Reset() {
 	*x = SignedStatement{}
-	mi := &file_custos_v1_governance_proto_msgTypes[24]
+	mi := &file_custos_v1_governance_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2108,7 +2261,7 @@ func (x *SignedStatement) String() string {
 func (*SignedStatement) ProtoMessage() {}
 
 func (x *SignedStatement) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[24]
+	mi := &file_custos_v1_governance_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2121,7 +2274,7 @@ func (x *SignedStatement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedStatement.ProtoReflect.Descriptor instead.
 func (*SignedStatement) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{24}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SignedStatement) GetStatement() []byte {
@@ -2154,7 +2307,7 @@ type SubmitResponse struct {
 
 func (x *SubmitResponse) Reset() {
 	*x = SubmitResponse{}
-	mi := &file_custos_v1_governance_proto_msgTypes[25]
+	mi := &file_custos_v1_governance_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2166,7 +2319,7 @@ func (x *SubmitResponse) String() string {
 func (*SubmitResponse) ProtoMessage() {}
 
 func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[25]
+	mi := &file_custos_v1_governance_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2179,7 +2332,7 @@ func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
 func (*SubmitResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{25}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SubmitResponse) GetResult() string {
@@ -2218,7 +2371,7 @@ type GetGovernanceRequest struct {
 
 func (x *GetGovernanceRequest) Reset() {
 	*x = GetGovernanceRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[26]
+	mi := &file_custos_v1_governance_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2230,7 +2383,7 @@ func (x *GetGovernanceRequest) String() string {
 func (*GetGovernanceRequest) ProtoMessage() {}
 
 func (x *GetGovernanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[26]
+	mi := &file_custos_v1_governance_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2243,7 +2396,7 @@ func (x *GetGovernanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGovernanceRequest.ProtoReflect.Descriptor instead.
 func (*GetGovernanceRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{26}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{28}
 }
 
 // ApprovalRequest is a decrypt that policy sent to the officers.
@@ -2270,7 +2423,7 @@ type ApprovalRequest struct {
 
 func (x *ApprovalRequest) Reset() {
 	*x = ApprovalRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[27]
+	mi := &file_custos_v1_governance_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2282,7 +2435,7 @@ func (x *ApprovalRequest) String() string {
 func (*ApprovalRequest) ProtoMessage() {}
 
 func (x *ApprovalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[27]
+	mi := &file_custos_v1_governance_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2295,7 +2448,7 @@ func (x *ApprovalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApprovalRequest.ProtoReflect.Descriptor instead.
 func (*ApprovalRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{27}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ApprovalRequest) GetRequestId() string {
@@ -2398,7 +2551,7 @@ type ListPendingRequest struct {
 
 func (x *ListPendingRequest) Reset() {
 	*x = ListPendingRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[28]
+	mi := &file_custos_v1_governance_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2410,7 +2563,7 @@ func (x *ListPendingRequest) String() string {
 func (*ListPendingRequest) ProtoMessage() {}
 
 func (x *ListPendingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[28]
+	mi := &file_custos_v1_governance_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2423,7 +2576,7 @@ func (x *ListPendingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPendingRequest.ProtoReflect.Descriptor instead.
 func (*ListPendingRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{28}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListPendingRequest) GetKey() string {
@@ -2442,7 +2595,7 @@ type ListPendingResponse struct {
 
 func (x *ListPendingResponse) Reset() {
 	*x = ListPendingResponse{}
-	mi := &file_custos_v1_governance_proto_msgTypes[29]
+	mi := &file_custos_v1_governance_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2454,7 +2607,7 @@ func (x *ListPendingResponse) String() string {
 func (*ListPendingResponse) ProtoMessage() {}
 
 func (x *ListPendingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[29]
+	mi := &file_custos_v1_governance_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2467,7 +2620,7 @@ func (x *ListPendingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPendingResponse.ProtoReflect.Descriptor instead.
 func (*ListPendingResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{29}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListPendingResponse) GetRequests() []*ApprovalRequest {
@@ -2486,7 +2639,7 @@ type GetRequestRequest struct {
 
 func (x *GetRequestRequest) Reset() {
 	*x = GetRequestRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[30]
+	mi := &file_custos_v1_governance_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2498,7 +2651,7 @@ func (x *GetRequestRequest) String() string {
 func (*GetRequestRequest) ProtoMessage() {}
 
 func (x *GetRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[30]
+	mi := &file_custos_v1_governance_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2511,7 +2664,7 @@ func (x *GetRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequestRequest.ProtoReflect.Descriptor instead.
 func (*GetRequestRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{30}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetRequestRequest) GetRequestId() string {
@@ -2539,7 +2692,7 @@ type Grant struct {
 
 func (x *Grant) Reset() {
 	*x = Grant{}
-	mi := &file_custos_v1_governance_proto_msgTypes[31]
+	mi := &file_custos_v1_governance_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2551,7 +2704,7 @@ func (x *Grant) String() string {
 func (*Grant) ProtoMessage() {}
 
 func (x *Grant) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[31]
+	mi := &file_custos_v1_governance_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2564,7 +2717,7 @@ func (x *Grant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Grant.ProtoReflect.Descriptor instead.
 func (*Grant) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{31}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Grant) GetGrantId() string {
@@ -2632,7 +2785,7 @@ type ListGrantsRequest struct {
 
 func (x *ListGrantsRequest) Reset() {
 	*x = ListGrantsRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[32]
+	mi := &file_custos_v1_governance_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2644,7 +2797,7 @@ func (x *ListGrantsRequest) String() string {
 func (*ListGrantsRequest) ProtoMessage() {}
 
 func (x *ListGrantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[32]
+	mi := &file_custos_v1_governance_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2657,7 +2810,7 @@ func (x *ListGrantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGrantsRequest.ProtoReflect.Descriptor instead.
 func (*ListGrantsRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{32}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListGrantsRequest) GetKey() string {
@@ -2676,7 +2829,7 @@ type ListGrantsResponse struct {
 
 func (x *ListGrantsResponse) Reset() {
 	*x = ListGrantsResponse{}
-	mi := &file_custos_v1_governance_proto_msgTypes[33]
+	mi := &file_custos_v1_governance_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2688,7 +2841,7 @@ func (x *ListGrantsResponse) String() string {
 func (*ListGrantsResponse) ProtoMessage() {}
 
 func (x *ListGrantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[33]
+	mi := &file_custos_v1_governance_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2701,7 +2854,7 @@ func (x *ListGrantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGrantsResponse.ProtoReflect.Descriptor instead.
 func (*ListGrantsResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{33}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListGrantsResponse) GetGrants() []*Grant {
@@ -2720,7 +2873,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[34]
+	mi := &file_custos_v1_governance_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2732,7 +2885,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[34]
+	mi := &file_custos_v1_governance_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2745,7 +2898,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{34}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetPolicyRequest) GetKey() string {
@@ -2793,7 +2946,7 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\aversion\x18\x04 \x01(\x04R\aversion\x12%\n" +
 	"\x05sinks\x18\x05 \x03(\v2\x0f.custos.v1.SinkR\x05sinks\x129\n" +
 	"\fnotify_rules\x18\x06 \x01(\v2\x16.custos.v1.NotifyRulesR\vnotifyRules\x12\x18\n" +
-	"\aprofile\x18\a \x01(\tR\aprofile\"\xd8\a\n" +
+	"\aprofile\x18\a \x01(\tR\aprofile\"\x90\t\n" +
 	"\tStatement\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x14\n" +
@@ -2820,8 +2973,17 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\x10set_notify_rules\x18\x15 \x01(\v2\x19.custos.v1.SetNotifyRulesH\x00R\x0esetNotifyRules\x125\n" +
 	"\n" +
 	"admit_node\x18\x16 \x01(\v2\x14.custos.v1.AdmitNodeH\x00R\tadmitNode\x12G\n" +
-	"\x10revoke_admission\x18\x17 \x01(\v2\x1a.custos.v1.RevokeAdmissionH\x00R\x0frevokeAdmissionB\v\n" +
-	"\toperation\"\xc6\x01\n" +
+	"\x10revoke_admission\x18\x17 \x01(\v2\x1a.custos.v1.RevokeAdmissionH\x00R\x0frevokeAdmission\x12]\n" +
+	"\x18schedule_key_destruction\x18\x18 \x01(\v2!.custos.v1.ScheduleKeyDestructionH\x00R\x16scheduleKeyDestruction\x12W\n" +
+	"\x16cancel_key_destruction\x18\x19 \x01(\v2\x1f.custos.v1.CancelKeyDestructionH\x00R\x14cancelKeyDestructionB\v\n" +
+	"\toperation\"m\n" +
+	"\x16ScheduleKeyDestruction\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\rR\aversion\x12'\n" +
+	"\x0fwaiting_seconds\x18\x03 \x01(\x03R\x0ewaitingSeconds\"B\n" +
+	"\x14CancelKeyDestruction\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\rR\aversion\"\xc6\x01\n" +
 	"\tAdmitNode\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12:\n" +
 	"\x19transport_key_fingerprint\x18\x02 \x01(\tR\x17transportKeyFingerprint\x128\n" +
@@ -3000,107 +3162,111 @@ func file_custos_v1_governance_proto_rawDescGZIP() []byte {
 }
 
 var file_custos_v1_governance_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_custos_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_custos_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_custos_v1_governance_proto_goTypes = []any{
-	(Action)(0),                  // 0: custos.v1.Action
-	(KeyTransportHash)(0),        // 1: custos.v1.KeyTransportHash
-	(AdmissionState)(0),          // 2: custos.v1.AdmissionState
-	(SinkType)(0),                // 3: custos.v1.SinkType
-	(RequestState)(0),            // 4: custos.v1.RequestState
-	(*ReasonRule)(nil),           // 5: custos.v1.ReasonRule
-	(*TimeWindow)(nil),           // 6: custos.v1.TimeWindow
-	(*KeyPolicy)(nil),            // 7: custos.v1.KeyPolicy
-	(*Officer)(nil),              // 8: custos.v1.Officer
-	(*Governance)(nil),           // 9: custos.v1.Governance
-	(*Statement)(nil),            // 10: custos.v1.Statement
-	(*AdmitNode)(nil),            // 11: custos.v1.AdmitNode
-	(*RevokeAdmission)(nil),      // 12: custos.v1.RevokeAdmission
-	(*NodeAdmission)(nil),        // 13: custos.v1.NodeAdmission
-	(*Sink)(nil),                 // 14: custos.v1.Sink
-	(*AddSink)(nil),              // 15: custos.v1.AddSink
-	(*RemoveSink)(nil),           // 16: custos.v1.RemoveSink
-	(*NotifyRules)(nil),          // 17: custos.v1.NotifyRules
-	(*SetNotifyRules)(nil),       // 18: custos.v1.SetNotifyRules
-	(*RevokeKey)(nil),            // 19: custos.v1.RevokeKey
-	(*DisableKey)(nil),           // 20: custos.v1.DisableKey
-	(*EnableKey)(nil),            // 21: custos.v1.EnableKey
-	(*SetPolicy)(nil),            // 22: custos.v1.SetPolicy
-	(*ApproveRequest)(nil),       // 23: custos.v1.ApproveRequest
-	(*DenyRequest)(nil),          // 24: custos.v1.DenyRequest
-	(*CreateGrant)(nil),          // 25: custos.v1.CreateGrant
-	(*RevokeGrant)(nil),          // 26: custos.v1.RevokeGrant
-	(*SetOfficers)(nil),          // 27: custos.v1.SetOfficers
-	(*OfficerSignature)(nil),     // 28: custos.v1.OfficerSignature
-	(*SignedStatement)(nil),      // 29: custos.v1.SignedStatement
-	(*SubmitResponse)(nil),       // 30: custos.v1.SubmitResponse
-	(*GetGovernanceRequest)(nil), // 31: custos.v1.GetGovernanceRequest
-	(*ApprovalRequest)(nil),      // 32: custos.v1.ApprovalRequest
-	(*ListPendingRequest)(nil),   // 33: custos.v1.ListPendingRequest
-	(*ListPendingResponse)(nil),  // 34: custos.v1.ListPendingResponse
-	(*GetRequestRequest)(nil),    // 35: custos.v1.GetRequestRequest
-	(*Grant)(nil),                // 36: custos.v1.Grant
-	(*ListGrantsRequest)(nil),    // 37: custos.v1.ListGrantsRequest
-	(*ListGrantsResponse)(nil),   // 38: custos.v1.ListGrantsResponse
-	(*GetPolicyRequest)(nil),     // 39: custos.v1.GetPolicyRequest
-	(Reason)(0),                  // 40: custos.v1.Reason
-	(Outcome)(0),                 // 41: custos.v1.Outcome
+	(Action)(0),                    // 0: custos.v1.Action
+	(KeyTransportHash)(0),          // 1: custos.v1.KeyTransportHash
+	(AdmissionState)(0),            // 2: custos.v1.AdmissionState
+	(SinkType)(0),                  // 3: custos.v1.SinkType
+	(RequestState)(0),              // 4: custos.v1.RequestState
+	(*ReasonRule)(nil),             // 5: custos.v1.ReasonRule
+	(*TimeWindow)(nil),             // 6: custos.v1.TimeWindow
+	(*KeyPolicy)(nil),              // 7: custos.v1.KeyPolicy
+	(*Officer)(nil),                // 8: custos.v1.Officer
+	(*Governance)(nil),             // 9: custos.v1.Governance
+	(*Statement)(nil),              // 10: custos.v1.Statement
+	(*ScheduleKeyDestruction)(nil), // 11: custos.v1.ScheduleKeyDestruction
+	(*CancelKeyDestruction)(nil),   // 12: custos.v1.CancelKeyDestruction
+	(*AdmitNode)(nil),              // 13: custos.v1.AdmitNode
+	(*RevokeAdmission)(nil),        // 14: custos.v1.RevokeAdmission
+	(*NodeAdmission)(nil),          // 15: custos.v1.NodeAdmission
+	(*Sink)(nil),                   // 16: custos.v1.Sink
+	(*AddSink)(nil),                // 17: custos.v1.AddSink
+	(*RemoveSink)(nil),             // 18: custos.v1.RemoveSink
+	(*NotifyRules)(nil),            // 19: custos.v1.NotifyRules
+	(*SetNotifyRules)(nil),         // 20: custos.v1.SetNotifyRules
+	(*RevokeKey)(nil),              // 21: custos.v1.RevokeKey
+	(*DisableKey)(nil),             // 22: custos.v1.DisableKey
+	(*EnableKey)(nil),              // 23: custos.v1.EnableKey
+	(*SetPolicy)(nil),              // 24: custos.v1.SetPolicy
+	(*ApproveRequest)(nil),         // 25: custos.v1.ApproveRequest
+	(*DenyRequest)(nil),            // 26: custos.v1.DenyRequest
+	(*CreateGrant)(nil),            // 27: custos.v1.CreateGrant
+	(*RevokeGrant)(nil),            // 28: custos.v1.RevokeGrant
+	(*SetOfficers)(nil),            // 29: custos.v1.SetOfficers
+	(*OfficerSignature)(nil),       // 30: custos.v1.OfficerSignature
+	(*SignedStatement)(nil),        // 31: custos.v1.SignedStatement
+	(*SubmitResponse)(nil),         // 32: custos.v1.SubmitResponse
+	(*GetGovernanceRequest)(nil),   // 33: custos.v1.GetGovernanceRequest
+	(*ApprovalRequest)(nil),        // 34: custos.v1.ApprovalRequest
+	(*ListPendingRequest)(nil),     // 35: custos.v1.ListPendingRequest
+	(*ListPendingResponse)(nil),    // 36: custos.v1.ListPendingResponse
+	(*GetRequestRequest)(nil),      // 37: custos.v1.GetRequestRequest
+	(*Grant)(nil),                  // 38: custos.v1.Grant
+	(*ListGrantsRequest)(nil),      // 39: custos.v1.ListGrantsRequest
+	(*ListGrantsResponse)(nil),     // 40: custos.v1.ListGrantsResponse
+	(*GetPolicyRequest)(nil),       // 41: custos.v1.GetPolicyRequest
+	(Reason)(0),                    // 42: custos.v1.Reason
+	(Outcome)(0),                   // 43: custos.v1.Outcome
 }
 var file_custos_v1_governance_proto_depIdxs = []int32{
-	40, // 0: custos.v1.ReasonRule.reason:type_name -> custos.v1.Reason
+	42, // 0: custos.v1.ReasonRule.reason:type_name -> custos.v1.Reason
 	0,  // 1: custos.v1.ReasonRule.action:type_name -> custos.v1.Action
 	5,  // 2: custos.v1.KeyPolicy.reasons:type_name -> custos.v1.ReasonRule
 	6,  // 3: custos.v1.KeyPolicy.windows:type_name -> custos.v1.TimeWindow
 	8,  // 4: custos.v1.Governance.officers:type_name -> custos.v1.Officer
-	14, // 5: custos.v1.Governance.sinks:type_name -> custos.v1.Sink
-	17, // 6: custos.v1.Governance.notify_rules:type_name -> custos.v1.NotifyRules
-	19, // 7: custos.v1.Statement.revoke_key:type_name -> custos.v1.RevokeKey
-	20, // 8: custos.v1.Statement.disable_key:type_name -> custos.v1.DisableKey
-	21, // 9: custos.v1.Statement.enable_key:type_name -> custos.v1.EnableKey
-	22, // 10: custos.v1.Statement.set_policy:type_name -> custos.v1.SetPolicy
-	23, // 11: custos.v1.Statement.approve_request:type_name -> custos.v1.ApproveRequest
-	24, // 12: custos.v1.Statement.deny_request:type_name -> custos.v1.DenyRequest
-	25, // 13: custos.v1.Statement.create_grant:type_name -> custos.v1.CreateGrant
-	26, // 14: custos.v1.Statement.revoke_grant:type_name -> custos.v1.RevokeGrant
-	27, // 15: custos.v1.Statement.set_officers:type_name -> custos.v1.SetOfficers
-	15, // 16: custos.v1.Statement.add_sink:type_name -> custos.v1.AddSink
-	16, // 17: custos.v1.Statement.remove_sink:type_name -> custos.v1.RemoveSink
-	18, // 18: custos.v1.Statement.set_notify_rules:type_name -> custos.v1.SetNotifyRules
-	11, // 19: custos.v1.Statement.admit_node:type_name -> custos.v1.AdmitNode
-	12, // 20: custos.v1.Statement.revoke_admission:type_name -> custos.v1.RevokeAdmission
-	1,  // 21: custos.v1.AdmitNode.hash:type_name -> custos.v1.KeyTransportHash
-	2,  // 22: custos.v1.NodeAdmission.state:type_name -> custos.v1.AdmissionState
-	1,  // 23: custos.v1.NodeAdmission.hash:type_name -> custos.v1.KeyTransportHash
-	3,  // 24: custos.v1.Sink.type:type_name -> custos.v1.SinkType
-	14, // 25: custos.v1.AddSink.sink:type_name -> custos.v1.Sink
-	40, // 26: custos.v1.NotifyRules.reasons:type_name -> custos.v1.Reason
-	41, // 27: custos.v1.NotifyRules.outcomes:type_name -> custos.v1.Outcome
-	17, // 28: custos.v1.SetNotifyRules.rules:type_name -> custos.v1.NotifyRules
-	7,  // 29: custos.v1.SetPolicy.policy:type_name -> custos.v1.KeyPolicy
-	40, // 30: custos.v1.CreateGrant.reason:type_name -> custos.v1.Reason
-	8,  // 31: custos.v1.SetOfficers.officers:type_name -> custos.v1.Officer
-	28, // 32: custos.v1.SignedStatement.signatures:type_name -> custos.v1.OfficerSignature
-	40, // 33: custos.v1.ApprovalRequest.reason:type_name -> custos.v1.Reason
-	4,  // 34: custos.v1.ApprovalRequest.state:type_name -> custos.v1.RequestState
-	32, // 35: custos.v1.ListPendingResponse.requests:type_name -> custos.v1.ApprovalRequest
-	40, // 36: custos.v1.Grant.reason:type_name -> custos.v1.Reason
-	36, // 37: custos.v1.ListGrantsResponse.grants:type_name -> custos.v1.Grant
-	29, // 38: custos.v1.GovernanceService.Submit:input_type -> custos.v1.SignedStatement
-	31, // 39: custos.v1.GovernanceService.GetGovernance:input_type -> custos.v1.GetGovernanceRequest
-	33, // 40: custos.v1.GovernanceService.ListPending:input_type -> custos.v1.ListPendingRequest
-	35, // 41: custos.v1.GovernanceService.GetRequest:input_type -> custos.v1.GetRequestRequest
-	37, // 42: custos.v1.GovernanceService.ListGrants:input_type -> custos.v1.ListGrantsRequest
-	39, // 43: custos.v1.GovernanceService.GetPolicy:input_type -> custos.v1.GetPolicyRequest
-	30, // 44: custos.v1.GovernanceService.Submit:output_type -> custos.v1.SubmitResponse
-	9,  // 45: custos.v1.GovernanceService.GetGovernance:output_type -> custos.v1.Governance
-	34, // 46: custos.v1.GovernanceService.ListPending:output_type -> custos.v1.ListPendingResponse
-	32, // 47: custos.v1.GovernanceService.GetRequest:output_type -> custos.v1.ApprovalRequest
-	38, // 48: custos.v1.GovernanceService.ListGrants:output_type -> custos.v1.ListGrantsResponse
-	7,  // 49: custos.v1.GovernanceService.GetPolicy:output_type -> custos.v1.KeyPolicy
-	44, // [44:50] is the sub-list for method output_type
-	38, // [38:44] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	16, // 5: custos.v1.Governance.sinks:type_name -> custos.v1.Sink
+	19, // 6: custos.v1.Governance.notify_rules:type_name -> custos.v1.NotifyRules
+	21, // 7: custos.v1.Statement.revoke_key:type_name -> custos.v1.RevokeKey
+	22, // 8: custos.v1.Statement.disable_key:type_name -> custos.v1.DisableKey
+	23, // 9: custos.v1.Statement.enable_key:type_name -> custos.v1.EnableKey
+	24, // 10: custos.v1.Statement.set_policy:type_name -> custos.v1.SetPolicy
+	25, // 11: custos.v1.Statement.approve_request:type_name -> custos.v1.ApproveRequest
+	26, // 12: custos.v1.Statement.deny_request:type_name -> custos.v1.DenyRequest
+	27, // 13: custos.v1.Statement.create_grant:type_name -> custos.v1.CreateGrant
+	28, // 14: custos.v1.Statement.revoke_grant:type_name -> custos.v1.RevokeGrant
+	29, // 15: custos.v1.Statement.set_officers:type_name -> custos.v1.SetOfficers
+	17, // 16: custos.v1.Statement.add_sink:type_name -> custos.v1.AddSink
+	18, // 17: custos.v1.Statement.remove_sink:type_name -> custos.v1.RemoveSink
+	20, // 18: custos.v1.Statement.set_notify_rules:type_name -> custos.v1.SetNotifyRules
+	13, // 19: custos.v1.Statement.admit_node:type_name -> custos.v1.AdmitNode
+	14, // 20: custos.v1.Statement.revoke_admission:type_name -> custos.v1.RevokeAdmission
+	11, // 21: custos.v1.Statement.schedule_key_destruction:type_name -> custos.v1.ScheduleKeyDestruction
+	12, // 22: custos.v1.Statement.cancel_key_destruction:type_name -> custos.v1.CancelKeyDestruction
+	1,  // 23: custos.v1.AdmitNode.hash:type_name -> custos.v1.KeyTransportHash
+	2,  // 24: custos.v1.NodeAdmission.state:type_name -> custos.v1.AdmissionState
+	1,  // 25: custos.v1.NodeAdmission.hash:type_name -> custos.v1.KeyTransportHash
+	3,  // 26: custos.v1.Sink.type:type_name -> custos.v1.SinkType
+	16, // 27: custos.v1.AddSink.sink:type_name -> custos.v1.Sink
+	42, // 28: custos.v1.NotifyRules.reasons:type_name -> custos.v1.Reason
+	43, // 29: custos.v1.NotifyRules.outcomes:type_name -> custos.v1.Outcome
+	19, // 30: custos.v1.SetNotifyRules.rules:type_name -> custos.v1.NotifyRules
+	7,  // 31: custos.v1.SetPolicy.policy:type_name -> custos.v1.KeyPolicy
+	42, // 32: custos.v1.CreateGrant.reason:type_name -> custos.v1.Reason
+	8,  // 33: custos.v1.SetOfficers.officers:type_name -> custos.v1.Officer
+	30, // 34: custos.v1.SignedStatement.signatures:type_name -> custos.v1.OfficerSignature
+	42, // 35: custos.v1.ApprovalRequest.reason:type_name -> custos.v1.Reason
+	4,  // 36: custos.v1.ApprovalRequest.state:type_name -> custos.v1.RequestState
+	34, // 37: custos.v1.ListPendingResponse.requests:type_name -> custos.v1.ApprovalRequest
+	42, // 38: custos.v1.Grant.reason:type_name -> custos.v1.Reason
+	38, // 39: custos.v1.ListGrantsResponse.grants:type_name -> custos.v1.Grant
+	31, // 40: custos.v1.GovernanceService.Submit:input_type -> custos.v1.SignedStatement
+	33, // 41: custos.v1.GovernanceService.GetGovernance:input_type -> custos.v1.GetGovernanceRequest
+	35, // 42: custos.v1.GovernanceService.ListPending:input_type -> custos.v1.ListPendingRequest
+	37, // 43: custos.v1.GovernanceService.GetRequest:input_type -> custos.v1.GetRequestRequest
+	39, // 44: custos.v1.GovernanceService.ListGrants:input_type -> custos.v1.ListGrantsRequest
+	41, // 45: custos.v1.GovernanceService.GetPolicy:input_type -> custos.v1.GetPolicyRequest
+	32, // 46: custos.v1.GovernanceService.Submit:output_type -> custos.v1.SubmitResponse
+	9,  // 47: custos.v1.GovernanceService.GetGovernance:output_type -> custos.v1.Governance
+	36, // 48: custos.v1.GovernanceService.ListPending:output_type -> custos.v1.ListPendingResponse
+	34, // 49: custos.v1.GovernanceService.GetRequest:output_type -> custos.v1.ApprovalRequest
+	40, // 50: custos.v1.GovernanceService.ListGrants:output_type -> custos.v1.ListGrantsResponse
+	7,  // 51: custos.v1.GovernanceService.GetPolicy:output_type -> custos.v1.KeyPolicy
+	46, // [46:52] is the sub-list for method output_type
+	40, // [40:46] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_custos_v1_governance_proto_init() }
@@ -3124,6 +3290,8 @@ func file_custos_v1_governance_proto_init() {
 		(*Statement_SetNotifyRules)(nil),
 		(*Statement_AdmitNode)(nil),
 		(*Statement_RevokeAdmission)(nil),
+		(*Statement_ScheduleKeyDestruction)(nil),
+		(*Statement_CancelKeyDestruction)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3131,7 +3299,7 @@ func file_custos_v1_governance_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custos_v1_governance_proto_rawDesc), len(file_custos_v1_governance_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   35,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -142,6 +142,11 @@ const (
 	KeyState_KEY_STATE_DISABLED    KeyState = 2
 	// Revoked by a security officer: only the officer quorum can re-enable.
 	KeyState_KEY_STATE_REVOKED KeyState = 3
+	// Officers scheduled the whole key's destruction: it refuses every use;
+	// one officer can still cancel.
+	KeyState_KEY_STATE_PENDING_DESTRUCTION KeyState = 4
+	// Every version was destroyed.
+	KeyState_KEY_STATE_DESTROYED KeyState = 5
 )
 
 // Enum value maps for KeyState.
@@ -151,12 +156,16 @@ var (
 		1: "KEY_STATE_ENABLED",
 		2: "KEY_STATE_DISABLED",
 		3: "KEY_STATE_REVOKED",
+		4: "KEY_STATE_PENDING_DESTRUCTION",
+		5: "KEY_STATE_DESTROYED",
 	}
 	KeyState_value = map[string]int32{
-		"KEY_STATE_UNSPECIFIED": 0,
-		"KEY_STATE_ENABLED":     1,
-		"KEY_STATE_DISABLED":    2,
-		"KEY_STATE_REVOKED":     3,
+		"KEY_STATE_UNSPECIFIED":         0,
+		"KEY_STATE_ENABLED":             1,
+		"KEY_STATE_DISABLED":            2,
+		"KEY_STATE_REVOKED":             3,
+		"KEY_STATE_PENDING_DESTRUCTION": 4,
+		"KEY_STATE_DESTROYED":           5,
 	}
 )
 
@@ -407,8 +416,12 @@ type KeyVersion struct {
 	// key, the customer can compute it from their key and compare
 	// (clients/go/keyimport CheckValue).
 	KeyCheckValue []byte `protobuf:"bytes,4,opt,name=key_check_value,json=keyCheckValue,proto3" json:"key_check_value,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Set while the version is scheduled for destruction (it refuses every
+	// use), and after it was destroyed.
+	DestroyTimeUnixNano int64 `protobuf:"varint,5,opt,name=destroy_time_unix_nano,json=destroyTimeUnixNano,proto3" json:"destroy_time_unix_nano,omitempty"`
+	Destroyed           bool  `protobuf:"varint,6,opt,name=destroyed,proto3" json:"destroyed,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *KeyVersion) Reset() {
@@ -467,6 +480,20 @@ func (x *KeyVersion) GetKeyCheckValue() []byte {
 		return x.KeyCheckValue
 	}
 	return nil
+}
+
+func (x *KeyVersion) GetDestroyTimeUnixNano() int64 {
+	if x != nil {
+		return x.DestroyTimeUnixNano
+	}
+	return 0
+}
+
+func (x *KeyVersion) GetDestroyed() bool {
+	if x != nil {
+		return x.Destroyed
+	}
+	return false
 }
 
 // Key is a key's metadata. It never contains key material.
@@ -1724,13 +1751,15 @@ const file_custos_v1_keys_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12!\n" +
 	"\fimport_token\x18\x02 \x01(\tR\vimportToken\x124\n" +
 	"\x16encrypted_key_material\x18\x03 \x01(\fR\x14encryptedKeyMaterial\x12 \n" +
-	"\vdescription\x18\x04 \x01(\tR\vdescription\"\xaf\x01\n" +
+	"\vdescription\x18\x04 \x01(\tR\vdescription\"\x82\x02\n" +
 	"\n" +
 	"KeyVersion\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x121\n" +
 	"\x15create_time_unix_nano\x18\x02 \x01(\x03R\x12createTimeUnixNano\x12,\n" +
 	"\x06origin\x18\x03 \x01(\x0e2\x14.custos.v1.KeyOriginR\x06origin\x12&\n" +
-	"\x0fkey_check_value\x18\x04 \x01(\fR\rkeyCheckValue\"\xfc\x02\n" +
+	"\x0fkey_check_value\x18\x04 \x01(\fR\rkeyCheckValue\x123\n" +
+	"\x16destroy_time_unix_nano\x18\x05 \x01(\x03R\x13destroyTimeUnixNano\x12\x1c\n" +
+	"\tdestroyed\x18\x06 \x01(\bR\tdestroyed\"\xfc\x02\n" +
 	"\x03Key\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12)\n" +
@@ -1847,12 +1876,14 @@ const file_custos_v1_keys_proto_rawDesc = "" +
 	"\x12RSAES_OAEP_SHA_256\x10\x01\x12\x1c\n" +
 	"\x18RSA_AES_KEY_WRAP_SHA_256\x10\x02\x12\x14\n" +
 	"\x10RSAES_OAEP_SHA_1\x10\x03\x12\x1a\n" +
-	"\x16RSA_AES_KEY_WRAP_SHA_1\x10\x04*k\n" +
+	"\x16RSA_AES_KEY_WRAP_SHA_1\x10\x04*\xa7\x01\n" +
 	"\bKeyState\x12\x19\n" +
 	"\x15KEY_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11KEY_STATE_ENABLED\x10\x01\x12\x16\n" +
 	"\x12KEY_STATE_DISABLED\x10\x02\x12\x15\n" +
-	"\x11KEY_STATE_REVOKED\x10\x032\xaf\a\n" +
+	"\x11KEY_STATE_REVOKED\x10\x03\x12!\n" +
+	"\x1dKEY_STATE_PENDING_DESTRUCTION\x10\x04\x12\x17\n" +
+	"\x13KEY_STATE_DESTROYED\x10\x052\xaf\a\n" +
 	"\n" +
 	"KeyService\x128\n" +
 	"\tCreateKey\x12\x1b.custos.v1.CreateKeyRequest\x1a\x0e.custos.v1.Key\x122\n" +

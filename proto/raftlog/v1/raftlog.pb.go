@@ -100,6 +100,7 @@ type Command struct {
 	//	*Command_OfferTransportKey
 	//	*Command_TransportDomainKey
 	//	*Command_ConfirmAdmission
+	//	*Command_CompleteKeyDestruction
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -307,6 +308,15 @@ func (x *Command) GetConfirmAdmission() *ConfirmAdmission {
 	return nil
 }
 
+func (x *Command) GetCompleteKeyDestruction() *CompleteKeyDestruction {
+	if x != nil {
+		if x, ok := x.Op.(*Command_CompleteKeyDestruction); ok {
+			return x.CompleteKeyDestruction
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -375,6 +385,10 @@ type Command_ConfirmAdmission struct {
 	ConfirmAdmission *ConfirmAdmission `protobuf:"bytes,25,opt,name=confirm_admission,json=confirmAdmission,proto3,oneof"`
 }
 
+type Command_CompleteKeyDestruction struct {
+	CompleteKeyDestruction *CompleteKeyDestruction `protobuf:"bytes,26,opt,name=complete_key_destruction,json=completeKeyDestruction,proto3,oneof"`
+}
+
 func (*Command_InitCluster) isCommand_Op() {}
 
 func (*Command_CreateKey) isCommand_Op() {}
@@ -406,6 +420,8 @@ func (*Command_OfferTransportKey) isCommand_Op() {}
 func (*Command_TransportDomainKey) isCommand_Op() {}
 
 func (*Command_ConfirmAdmission) isCommand_Op() {}
+
+func (*Command_CompleteKeyDestruction) isCommand_Op() {}
 
 // InitCluster is the first command of a cluster.
 type InitCluster struct {
@@ -615,6 +631,60 @@ func (x *TransportDomainKey) GetWrappedDomainKey() []byte {
 	return nil
 }
 
+// CompleteKeyDestruction completes a scheduled destruction whose waiting
+// period is over (proposed by the leader; version 0: the whole key).
+type CompleteKeyDestruction struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Version       uint32                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompleteKeyDestruction) Reset() {
+	*x = CompleteKeyDestruction{}
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompleteKeyDestruction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompleteKeyDestruction) ProtoMessage() {}
+
+func (x *CompleteKeyDestruction) ProtoReflect() protoreflect.Message {
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompleteKeyDestruction.ProtoReflect.Descriptor instead.
+func (*CompleteKeyDestruction) Descriptor() ([]byte, []int) {
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *CompleteKeyDestruction) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *CompleteKeyDestruction) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
 // ConfirmAdmission: the proposing node's HSM now holds the domain key, with
 // the check value recorded at genesis.
 type ConfirmAdmission struct {
@@ -627,7 +697,7 @@ type ConfirmAdmission struct {
 
 func (x *ConfirmAdmission) Reset() {
 	*x = ConfirmAdmission{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[5]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -639,7 +709,7 @@ func (x *ConfirmAdmission) String() string {
 func (*ConfirmAdmission) ProtoMessage() {}
 
 func (x *ConfirmAdmission) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[5]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -652,7 +722,7 @@ func (x *ConfirmAdmission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmAdmission.ProtoReflect.Descriptor instead.
 func (*ConfirmAdmission) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{5}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ConfirmAdmission) GetNode() string {
@@ -680,7 +750,7 @@ type RecordCheckpoint struct {
 
 func (x *RecordCheckpoint) Reset() {
 	*x = RecordCheckpoint{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[6]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -692,7 +762,7 @@ func (x *RecordCheckpoint) String() string {
 func (*RecordCheckpoint) ProtoMessage() {}
 
 func (x *RecordCheckpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[6]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -705,7 +775,7 @@ func (x *RecordCheckpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordCheckpoint.ProtoReflect.Descriptor instead.
 func (*RecordCheckpoint) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{6}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RecordCheckpoint) GetCheckpoint() *v1.Checkpoint {
@@ -727,7 +797,7 @@ type AdvanceCursor struct {
 
 func (x *AdvanceCursor) Reset() {
 	*x = AdvanceCursor{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[7]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -739,7 +809,7 @@ func (x *AdvanceCursor) String() string {
 func (*AdvanceCursor) ProtoMessage() {}
 
 func (x *AdvanceCursor) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[7]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -752,7 +822,7 @@ func (x *AdvanceCursor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdvanceCursor.ProtoReflect.Descriptor instead.
 func (*AdvanceCursor) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{7}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AdvanceCursor) GetSink() string {
@@ -786,7 +856,7 @@ type BlockRelease struct {
 
 func (x *BlockRelease) Reset() {
 	*x = BlockRelease{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[8]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -798,7 +868,7 @@ func (x *BlockRelease) String() string {
 func (*BlockRelease) ProtoMessage() {}
 
 func (x *BlockRelease) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[8]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -811,7 +881,7 @@ func (x *BlockRelease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockRelease.ProtoReflect.Descriptor instead.
 func (*BlockRelease) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{8}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *BlockRelease) GetDecisionSeq() uint64 {
@@ -865,7 +935,7 @@ type RejectHSMObject struct {
 
 func (x *RejectHSMObject) Reset() {
 	*x = RejectHSMObject{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[9]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -877,7 +947,7 @@ func (x *RejectHSMObject) String() string {
 func (*RejectHSMObject) ProtoMessage() {}
 
 func (x *RejectHSMObject) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[9]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -890,7 +960,7 @@ func (x *RejectHSMObject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectHSMObject.ProtoReflect.Descriptor instead.
 func (*RejectHSMObject) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{9}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RejectHSMObject) GetKey() string {
@@ -934,7 +1004,7 @@ type RecordMembership struct {
 
 func (x *RecordMembership) Reset() {
 	*x = RecordMembership{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[10]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -946,7 +1016,7 @@ func (x *RecordMembership) String() string {
 func (*RecordMembership) ProtoMessage() {}
 
 func (x *RecordMembership) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[10]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -959,7 +1029,7 @@ func (x *RecordMembership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordMembership.ProtoReflect.Descriptor instead.
 func (*RecordMembership) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{10}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RecordMembership) GetAction() string {
@@ -997,7 +1067,7 @@ type RegisterNodeKey struct {
 
 func (x *RegisterNodeKey) Reset() {
 	*x = RegisterNodeKey{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[11]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1009,7 +1079,7 @@ func (x *RegisterNodeKey) String() string {
 func (*RegisterNodeKey) ProtoMessage() {}
 
 func (x *RegisterNodeKey) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[11]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1022,7 +1092,7 @@ func (x *RegisterNodeKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterNodeKey.ProtoReflect.Descriptor instead.
 func (*RegisterNodeKey) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{11}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RegisterNodeKey) GetNode() string {
@@ -1057,7 +1127,7 @@ type Govern struct {
 
 func (x *Govern) Reset() {
 	*x = Govern{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[12]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1069,7 +1139,7 @@ func (x *Govern) String() string {
 func (*Govern) ProtoMessage() {}
 
 func (x *Govern) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[12]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1082,7 +1152,7 @@ func (x *Govern) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Govern.ProtoReflect.Descriptor instead.
 func (*Govern) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{12}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Govern) GetStatement() *v1.SignedStatement {
@@ -1111,7 +1181,7 @@ type CreateKey struct {
 
 func (x *CreateKey) Reset() {
 	*x = CreateKey{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[13]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1123,7 +1193,7 @@ func (x *CreateKey) String() string {
 func (*CreateKey) ProtoMessage() {}
 
 func (x *CreateKey) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[13]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1136,7 +1206,7 @@ func (x *CreateKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKey.ProtoReflect.Descriptor instead.
 func (*CreateKey) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{13}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateKey) GetName() string {
@@ -1201,7 +1271,7 @@ type AddKeyVersion struct {
 
 func (x *AddKeyVersion) Reset() {
 	*x = AddKeyVersion{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[14]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1213,7 +1283,7 @@ func (x *AddKeyVersion) String() string {
 func (*AddKeyVersion) ProtoMessage() {}
 
 func (x *AddKeyVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[14]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1226,7 +1296,7 @@ func (x *AddKeyVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddKeyVersion.ProtoReflect.Descriptor instead.
 func (*AddKeyVersion) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{14}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AddKeyVersion) GetName() string {
@@ -1281,7 +1351,7 @@ type SetKeyState struct {
 
 func (x *SetKeyState) Reset() {
 	*x = SetKeyState{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[15]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1293,7 +1363,7 @@ func (x *SetKeyState) String() string {
 func (*SetKeyState) ProtoMessage() {}
 
 func (x *SetKeyState) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[15]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1306,7 +1376,7 @@ func (x *SetKeyState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetKeyState.ProtoReflect.Descriptor instead.
 func (*SetKeyState) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{15}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SetKeyState) GetName() string {
@@ -1333,7 +1403,7 @@ type SetMinDecryptionVersion struct {
 
 func (x *SetMinDecryptionVersion) Reset() {
 	*x = SetMinDecryptionVersion{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[16]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1345,7 +1415,7 @@ func (x *SetMinDecryptionVersion) String() string {
 func (*SetMinDecryptionVersion) ProtoMessage() {}
 
 func (x *SetMinDecryptionVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[16]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1358,7 +1428,7 @@ func (x *SetMinDecryptionVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMinDecryptionVersion.ProtoReflect.Descriptor instead.
 func (*SetMinDecryptionVersion) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{16}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SetMinDecryptionVersion) GetName() string {
@@ -1393,7 +1463,7 @@ type Decide struct {
 
 func (x *Decide) Reset() {
 	*x = Decide{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[17]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1405,7 +1475,7 @@ func (x *Decide) String() string {
 func (*Decide) ProtoMessage() {}
 
 func (x *Decide) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[17]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1418,7 +1488,7 @@ func (x *Decide) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decide.ProtoReflect.Descriptor instead.
 func (*Decide) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{17}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Decide) GetKey() string {
@@ -1509,7 +1579,7 @@ type State struct {
 
 func (x *State) Reset() {
 	*x = State{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[18]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1521,7 +1591,7 @@ func (x *State) String() string {
 func (*State) ProtoMessage() {}
 
 func (x *State) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[18]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1534,7 +1604,7 @@ func (x *State) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use State.ProtoReflect.Descriptor instead.
 func (*State) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{18}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *State) GetClusterId() string {
@@ -1669,7 +1739,7 @@ type RaftServer struct {
 
 func (x *RaftServer) Reset() {
 	*x = RaftServer{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1681,7 +1751,7 @@ func (x *RaftServer) String() string {
 func (*RaftServer) ProtoMessage() {}
 
 func (x *RaftServer) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1694,7 +1764,7 @@ func (x *RaftServer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftServer.ProtoReflect.Descriptor instead.
 func (*RaftServer) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{19}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RaftServer) GetId() string {
@@ -1730,7 +1800,7 @@ type NodeKey struct {
 
 func (x *NodeKey) Reset() {
 	*x = NodeKey{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1742,7 +1812,7 @@ func (x *NodeKey) String() string {
 func (*NodeKey) ProtoMessage() {}
 
 func (x *NodeKey) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1755,7 +1825,7 @@ func (x *NodeKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeKey.ProtoReflect.Descriptor instead.
 func (*NodeKey) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{20}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *NodeKey) GetNode() string {
@@ -1790,7 +1860,7 @@ type UsedNonce struct {
 
 func (x *UsedNonce) Reset() {
 	*x = UsedNonce{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1802,7 +1872,7 @@ func (x *UsedNonce) String() string {
 func (*UsedNonce) ProtoMessage() {}
 
 func (x *UsedNonce) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1815,7 +1885,7 @@ func (x *UsedNonce) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsedNonce.ProtoReflect.Descriptor instead.
 func (*UsedNonce) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{21}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UsedNonce) GetNonce() []byte {
@@ -1845,7 +1915,7 @@ type RateCounter struct {
 
 func (x *RateCounter) Reset() {
 	*x = RateCounter{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1857,7 +1927,7 @@ func (x *RateCounter) String() string {
 func (*RateCounter) ProtoMessage() {}
 
 func (x *RateCounter) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1870,7 +1940,7 @@ func (x *RateCounter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateCounter.ProtoReflect.Descriptor instead.
 func (*RateCounter) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{22}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RateCounter) GetKey() string {
@@ -1913,14 +1983,18 @@ type KeyRecord struct {
 	UpdateTimeUnixNano   int64                  `protobuf:"varint,8,opt,name=update_time_unix_nano,json=updateTimeUnixNano,proto3" json:"update_time_unix_nano,omitempty"`
 	Policy               *v1.KeyPolicy          `protobuf:"bytes,9,opt,name=policy,proto3" json:"policy,omitempty"`
 	// Revoked by an officer: no use at all until the quorum re-enables it.
-	Revoked       bool `protobuf:"varint,10,opt,name=revoked,proto3" json:"revoked,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Revoked bool `protobuf:"varint,10,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	// The whole key's scheduled destruction (0 if none), and whether it
+	// completed.
+	DestroyAfterUnixNano int64 `protobuf:"varint,11,opt,name=destroy_after_unix_nano,json=destroyAfterUnixNano,proto3" json:"destroy_after_unix_nano,omitempty"`
+	Destroyed            bool  `protobuf:"varint,12,opt,name=destroyed,proto3" json:"destroyed,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *KeyRecord) Reset() {
 	*x = KeyRecord{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1932,7 +2006,7 @@ func (x *KeyRecord) String() string {
 func (*KeyRecord) ProtoMessage() {}
 
 func (x *KeyRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1945,7 +2019,7 @@ func (x *KeyRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyRecord.ProtoReflect.Descriptor instead.
 func (*KeyRecord) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{23}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *KeyRecord) GetName() string {
@@ -2018,6 +2092,20 @@ func (x *KeyRecord) GetRevoked() bool {
 	return false
 }
 
+func (x *KeyRecord) GetDestroyAfterUnixNano() int64 {
+	if x != nil {
+		return x.DestroyAfterUnixNano
+	}
+	return 0
+}
+
+func (x *KeyRecord) GetDestroyed() bool {
+	if x != nil {
+		return x.Destroyed
+	}
+	return false
+}
+
 type KeyVersionRecord struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
 	Version            uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
@@ -2029,13 +2117,17 @@ type KeyVersionRecord struct {
 	// Key check value of the KEK, computed in the proposer's HSM.
 	KekCheckValue []byte       `protobuf:"bytes,5,opt,name=kek_check_value,json=kekCheckValue,proto3" json:"kek_check_value,omitempty"`
 	Origin        v1.KeyOrigin `protobuf:"varint,6,opt,name=origin,proto3,enum=custos.v1.KeyOrigin" json:"origin,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Scheduled destruction time (the state's clock), 0 if none; destroyed
+	// once it completed (wrapped_kek is then empty).
+	DestroyAfterUnixNano int64 `protobuf:"varint,7,opt,name=destroy_after_unix_nano,json=destroyAfterUnixNano,proto3" json:"destroy_after_unix_nano,omitempty"`
+	Destroyed            bool  `protobuf:"varint,8,opt,name=destroyed,proto3" json:"destroyed,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *KeyVersionRecord) Reset() {
 	*x = KeyVersionRecord{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2047,7 +2139,7 @@ func (x *KeyVersionRecord) String() string {
 func (*KeyVersionRecord) ProtoMessage() {}
 
 func (x *KeyVersionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2060,7 +2152,7 @@ func (x *KeyVersionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyVersionRecord.ProtoReflect.Descriptor instead.
 func (*KeyVersionRecord) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{24}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *KeyVersionRecord) GetVersion() uint32 {
@@ -2105,6 +2197,20 @@ func (x *KeyVersionRecord) GetOrigin() v1.KeyOrigin {
 	return v1.KeyOrigin(0)
 }
 
+func (x *KeyVersionRecord) GetDestroyAfterUnixNano() int64 {
+	if x != nil {
+		return x.DestroyAfterUnixNano
+	}
+	return 0
+}
+
+func (x *KeyVersionRecord) GetDestroyed() bool {
+	if x != nil {
+		return x.Destroyed
+	}
+	return false
+}
+
 type ReadIndexRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2113,7 +2219,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2125,7 +2231,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2138,7 +2244,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{25}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{26}
 }
 
 type ReadRecordsRequest struct {
@@ -2154,7 +2260,7 @@ type ReadRecordsRequest struct {
 
 func (x *ReadRecordsRequest) Reset() {
 	*x = ReadRecordsRequest{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2166,7 +2272,7 @@ func (x *ReadRecordsRequest) String() string {
 func (*ReadRecordsRequest) ProtoMessage() {}
 
 func (x *ReadRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2179,7 +2285,7 @@ func (x *ReadRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRecordsRequest.ProtoReflect.Descriptor instead.
 func (*ReadRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{26}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReadRecordsRequest) GetFromSeq() uint64 {
@@ -2206,7 +2312,7 @@ type ReadRecordsResponse struct {
 
 func (x *ReadRecordsResponse) Reset() {
 	*x = ReadRecordsResponse{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2218,7 +2324,7 @@ func (x *ReadRecordsResponse) String() string {
 func (*ReadRecordsResponse) ProtoMessage() {}
 
 func (x *ReadRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2231,7 +2337,7 @@ func (x *ReadRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRecordsResponse.ProtoReflect.Descriptor instead.
 func (*ReadRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{27}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ReadRecordsResponse) GetRecords() [][]byte {
@@ -2250,7 +2356,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[28]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2262,7 +2368,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[28]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2275,7 +2381,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{28}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -2301,7 +2407,7 @@ type ApplyResult struct {
 
 func (x *ApplyResult) Reset() {
 	*x = ApplyResult{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[29]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2313,7 +2419,7 @@ func (x *ApplyResult) String() string {
 func (*ApplyResult) ProtoMessage() {}
 
 func (x *ApplyResult) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[29]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2326,7 +2432,7 @@ func (x *ApplyResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResult.ProtoReflect.Descriptor instead.
 func (*ApplyResult) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{29}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ApplyResult) GetResult() isApplyResult_Result {
@@ -2391,7 +2497,7 @@ type DecisionResult struct {
 
 func (x *DecisionResult) Reset() {
 	*x = DecisionResult{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[30]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2403,7 +2509,7 @@ func (x *DecisionResult) String() string {
 func (*DecisionResult) ProtoMessage() {}
 
 func (x *DecisionResult) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[30]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2416,7 +2522,7 @@ func (x *DecisionResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecisionResult.ProtoReflect.Descriptor instead.
 func (*DecisionResult) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{30}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DecisionResult) GetRecord() *v1.DecisionRecord {
@@ -2461,7 +2567,7 @@ type ResultError struct {
 
 func (x *ResultError) Reset() {
 	*x = ResultError{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[31]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2473,7 +2579,7 @@ func (x *ResultError) String() string {
 func (*ResultError) ProtoMessage() {}
 
 func (x *ResultError) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[31]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2486,7 +2592,7 @@ func (x *ResultError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResultError.ProtoReflect.Descriptor instead.
 func (*ResultError) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{31}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ResultError) GetKind() string {
@@ -2524,7 +2630,8 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x18raftlog/v1/raftlog.proto\x12\n" +
 	"raftlog.v1\x1a\x16custos/v1/common.proto\x1a\x1acustos/v1/governance.proto\x1a\x14custos/v1/keys.proto\x1a\x16custos/v1/ledger.proto\"8\n" +
 	"\x05Entry\x12/\n" +
-	"\bcommands\x18\x01 \x03(\v2\x13.raftlog.v1.CommandR\bcommands\"\xc8\t\n" +
+	"\bcommands\x18\x01 \x03(\v2\x13.raftlog.v1.CommandR\bcommands\"\xa8\n" +
+	"\n" +
 	"\aCommand\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x1c\n" +
@@ -2546,7 +2653,8 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x11record_membership\x18\x16 \x01(\v2\x1c.raftlog.v1.RecordMembershipH\x00R\x10recordMembership\x12O\n" +
 	"\x13offer_transport_key\x18\x17 \x01(\v2\x1d.raftlog.v1.OfferTransportKeyH\x00R\x11offerTransportKey\x12R\n" +
 	"\x14transport_domain_key\x18\x18 \x01(\v2\x1e.raftlog.v1.TransportDomainKeyH\x00R\x12transportDomainKey\x12K\n" +
-	"\x11confirm_admission\x18\x19 \x01(\v2\x1c.raftlog.v1.ConfirmAdmissionH\x00R\x10confirmAdmissionB\x04\n" +
+	"\x11confirm_admission\x18\x19 \x01(\v2\x1c.raftlog.v1.ConfirmAdmissionH\x00R\x10confirmAdmission\x12^\n" +
+	"\x18complete_key_destruction\x18\x1a \x01(\v2\".raftlog.v1.CompleteKeyDestructionH\x00R\x16completeKeyDestructionB\x04\n" +
 	"\x02op\"\xe7\x01\n" +
 	"\vInitCluster\x12\x1d\n" +
 	"\n" +
@@ -2563,7 +2671,10 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x12TransportDomainKey\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12:\n" +
 	"\x19transport_key_fingerprint\x18\x02 \x01(\tR\x17transportKeyFingerprint\x12,\n" +
-	"\x12wrapped_domain_key\x18\x03 \x01(\fR\x10wrappedDomainKey\"b\n" +
+	"\x12wrapped_domain_key\x18\x03 \x01(\fR\x10wrappedDomainKey\"D\n" +
+	"\x16CompleteKeyDestruction\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\rR\aversion\"b\n" +
 	"\x10ConfirmAdmission\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12:\n" +
 	"\x19transport_key_fingerprint\x18\x02 \x01(\tR\x17transportKeyFingerprint\"I\n" +
@@ -2674,7 +2785,7 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1c\n" +
 	"\tprincipal\x18\x02 \x01(\tR\tprincipal\x12\x12\n" +
 	"\x04hour\x18\x03 \x01(\x03R\x04hour\x12\x14\n" +
-	"\x05count\x18\x04 \x01(\rR\x05count\"\xa2\x03\n" +
+	"\x05count\x18\x04 \x01(\rR\x05count\"\xf7\x03\n" +
 	"\tKeyRecord\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x18\n" +
@@ -2686,7 +2797,9 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x15update_time_unix_nano\x18\b \x01(\x03R\x12updateTimeUnixNano\x12,\n" +
 	"\x06policy\x18\t \x01(\v2\x14.custos.v1.KeyPolicyR\x06policy\x12\x18\n" +
 	"\arevoked\x18\n" +
-	" \x01(\bR\arevoked\"\xed\x01\n" +
+	" \x01(\bR\arevoked\x125\n" +
+	"\x17destroy_after_unix_nano\x18\v \x01(\x03R\x14destroyAfterUnixNano\x12\x1c\n" +
+	"\tdestroyed\x18\f \x01(\bR\tdestroyed\"\xc2\x02\n" +
 	"\x10KeyVersionRecord\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1f\n" +
 	"\vwrapped_kek\x18\x02 \x01(\fR\n" +
@@ -2694,7 +2807,9 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x15create_time_unix_nano\x18\x03 \x01(\x03R\x12createTimeUnixNano\x12\x15\n" +
 	"\x06kek_id\x18\x04 \x01(\fR\x05kekId\x12&\n" +
 	"\x0fkek_check_value\x18\x05 \x01(\fR\rkekCheckValue\x12,\n" +
-	"\x06origin\x18\x06 \x01(\x0e2\x14.custos.v1.KeyOriginR\x06origin\"\x12\n" +
+	"\x06origin\x18\x06 \x01(\x0e2\x14.custos.v1.KeyOriginR\x06origin\x125\n" +
+	"\x17destroy_after_unix_nano\x18\a \x01(\x03R\x14destroyAfterUnixNano\x12\x1c\n" +
+	"\tdestroyed\x18\b \x01(\bR\tdestroyed\"\x12\n" +
 	"\x10ReadIndexRequest\"F\n" +
 	"\x12ReadRecordsRequest\x12\x19\n" +
 	"\bfrom_seq\x18\x01 \x01(\x04R\afromSeq\x12\x15\n" +
@@ -2737,107 +2852,109 @@ func file_raftlog_v1_raftlog_proto_rawDescGZIP() []byte {
 	return file_raftlog_v1_raftlog_proto_rawDescData
 }
 
-var file_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_raftlog_v1_raftlog_proto_goTypes = []any{
 	(*Entry)(nil),                   // 0: raftlog.v1.Entry
 	(*Command)(nil),                 // 1: raftlog.v1.Command
 	(*InitCluster)(nil),             // 2: raftlog.v1.InitCluster
 	(*OfferTransportKey)(nil),       // 3: raftlog.v1.OfferTransportKey
 	(*TransportDomainKey)(nil),      // 4: raftlog.v1.TransportDomainKey
-	(*ConfirmAdmission)(nil),        // 5: raftlog.v1.ConfirmAdmission
-	(*RecordCheckpoint)(nil),        // 6: raftlog.v1.RecordCheckpoint
-	(*AdvanceCursor)(nil),           // 7: raftlog.v1.AdvanceCursor
-	(*BlockRelease)(nil),            // 8: raftlog.v1.BlockRelease
-	(*RejectHSMObject)(nil),         // 9: raftlog.v1.RejectHSMObject
-	(*RecordMembership)(nil),        // 10: raftlog.v1.RecordMembership
-	(*RegisterNodeKey)(nil),         // 11: raftlog.v1.RegisterNodeKey
-	(*Govern)(nil),                  // 12: raftlog.v1.Govern
-	(*CreateKey)(nil),               // 13: raftlog.v1.CreateKey
-	(*AddKeyVersion)(nil),           // 14: raftlog.v1.AddKeyVersion
-	(*SetKeyState)(nil),             // 15: raftlog.v1.SetKeyState
-	(*SetMinDecryptionVersion)(nil), // 16: raftlog.v1.SetMinDecryptionVersion
-	(*Decide)(nil),                  // 17: raftlog.v1.Decide
-	(*State)(nil),                   // 18: raftlog.v1.State
-	(*RaftServer)(nil),              // 19: raftlog.v1.RaftServer
-	(*NodeKey)(nil),                 // 20: raftlog.v1.NodeKey
-	(*UsedNonce)(nil),               // 21: raftlog.v1.UsedNonce
-	(*RateCounter)(nil),             // 22: raftlog.v1.RateCounter
-	(*KeyRecord)(nil),               // 23: raftlog.v1.KeyRecord
-	(*KeyVersionRecord)(nil),        // 24: raftlog.v1.KeyVersionRecord
-	(*ReadIndexRequest)(nil),        // 25: raftlog.v1.ReadIndexRequest
-	(*ReadRecordsRequest)(nil),      // 26: raftlog.v1.ReadRecordsRequest
-	(*ReadRecordsResponse)(nil),     // 27: raftlog.v1.ReadRecordsResponse
-	(*ReadIndexResponse)(nil),       // 28: raftlog.v1.ReadIndexResponse
-	(*ApplyResult)(nil),             // 29: raftlog.v1.ApplyResult
-	(*DecisionResult)(nil),          // 30: raftlog.v1.DecisionResult
-	(*ResultError)(nil),             // 31: raftlog.v1.ResultError
-	(*v1.Officer)(nil),              // 32: custos.v1.Officer
-	(*v1.Checkpoint)(nil),           // 33: custos.v1.Checkpoint
-	(*v1.SignedStatement)(nil),      // 34: custos.v1.SignedStatement
-	(v1.KeyOrigin)(0),               // 35: custos.v1.KeyOrigin
-	(v1.Operation)(0),               // 36: custos.v1.Operation
-	(v1.Reason)(0),                  // 37: custos.v1.Reason
-	(*v1.Governance)(nil),           // 38: custos.v1.Governance
-	(*v1.ApprovalRequest)(nil),      // 39: custos.v1.ApprovalRequest
-	(*v1.Grant)(nil),                // 40: custos.v1.Grant
-	(*v1.NodeAdmission)(nil),        // 41: custos.v1.NodeAdmission
-	(*v1.KeyPolicy)(nil),            // 42: custos.v1.KeyPolicy
-	(*v1.DecisionRecord)(nil),       // 43: custos.v1.DecisionRecord
+	(*CompleteKeyDestruction)(nil),  // 5: raftlog.v1.CompleteKeyDestruction
+	(*ConfirmAdmission)(nil),        // 6: raftlog.v1.ConfirmAdmission
+	(*RecordCheckpoint)(nil),        // 7: raftlog.v1.RecordCheckpoint
+	(*AdvanceCursor)(nil),           // 8: raftlog.v1.AdvanceCursor
+	(*BlockRelease)(nil),            // 9: raftlog.v1.BlockRelease
+	(*RejectHSMObject)(nil),         // 10: raftlog.v1.RejectHSMObject
+	(*RecordMembership)(nil),        // 11: raftlog.v1.RecordMembership
+	(*RegisterNodeKey)(nil),         // 12: raftlog.v1.RegisterNodeKey
+	(*Govern)(nil),                  // 13: raftlog.v1.Govern
+	(*CreateKey)(nil),               // 14: raftlog.v1.CreateKey
+	(*AddKeyVersion)(nil),           // 15: raftlog.v1.AddKeyVersion
+	(*SetKeyState)(nil),             // 16: raftlog.v1.SetKeyState
+	(*SetMinDecryptionVersion)(nil), // 17: raftlog.v1.SetMinDecryptionVersion
+	(*Decide)(nil),                  // 18: raftlog.v1.Decide
+	(*State)(nil),                   // 19: raftlog.v1.State
+	(*RaftServer)(nil),              // 20: raftlog.v1.RaftServer
+	(*NodeKey)(nil),                 // 21: raftlog.v1.NodeKey
+	(*UsedNonce)(nil),               // 22: raftlog.v1.UsedNonce
+	(*RateCounter)(nil),             // 23: raftlog.v1.RateCounter
+	(*KeyRecord)(nil),               // 24: raftlog.v1.KeyRecord
+	(*KeyVersionRecord)(nil),        // 25: raftlog.v1.KeyVersionRecord
+	(*ReadIndexRequest)(nil),        // 26: raftlog.v1.ReadIndexRequest
+	(*ReadRecordsRequest)(nil),      // 27: raftlog.v1.ReadRecordsRequest
+	(*ReadRecordsResponse)(nil),     // 28: raftlog.v1.ReadRecordsResponse
+	(*ReadIndexResponse)(nil),       // 29: raftlog.v1.ReadIndexResponse
+	(*ApplyResult)(nil),             // 30: raftlog.v1.ApplyResult
+	(*DecisionResult)(nil),          // 31: raftlog.v1.DecisionResult
+	(*ResultError)(nil),             // 32: raftlog.v1.ResultError
+	(*v1.Officer)(nil),              // 33: custos.v1.Officer
+	(*v1.Checkpoint)(nil),           // 34: custos.v1.Checkpoint
+	(*v1.SignedStatement)(nil),      // 35: custos.v1.SignedStatement
+	(v1.KeyOrigin)(0),               // 36: custos.v1.KeyOrigin
+	(v1.Operation)(0),               // 37: custos.v1.Operation
+	(v1.Reason)(0),                  // 38: custos.v1.Reason
+	(*v1.Governance)(nil),           // 39: custos.v1.Governance
+	(*v1.ApprovalRequest)(nil),      // 40: custos.v1.ApprovalRequest
+	(*v1.Grant)(nil),                // 41: custos.v1.Grant
+	(*v1.NodeAdmission)(nil),        // 42: custos.v1.NodeAdmission
+	(*v1.KeyPolicy)(nil),            // 43: custos.v1.KeyPolicy
+	(*v1.DecisionRecord)(nil),       // 44: custos.v1.DecisionRecord
 }
 var file_raftlog_v1_raftlog_proto_depIdxs = []int32{
 	1,  // 0: raftlog.v1.Entry.commands:type_name -> raftlog.v1.Command
 	2,  // 1: raftlog.v1.Command.init_cluster:type_name -> raftlog.v1.InitCluster
-	13, // 2: raftlog.v1.Command.create_key:type_name -> raftlog.v1.CreateKey
-	14, // 3: raftlog.v1.Command.add_key_version:type_name -> raftlog.v1.AddKeyVersion
-	15, // 4: raftlog.v1.Command.set_key_state:type_name -> raftlog.v1.SetKeyState
-	16, // 5: raftlog.v1.Command.set_min_decryption_version:type_name -> raftlog.v1.SetMinDecryptionVersion
-	17, // 6: raftlog.v1.Command.decide:type_name -> raftlog.v1.Decide
-	12, // 7: raftlog.v1.Command.govern:type_name -> raftlog.v1.Govern
-	6,  // 8: raftlog.v1.Command.record_checkpoint:type_name -> raftlog.v1.RecordCheckpoint
-	7,  // 9: raftlog.v1.Command.advance_cursor:type_name -> raftlog.v1.AdvanceCursor
-	8,  // 10: raftlog.v1.Command.block_release:type_name -> raftlog.v1.BlockRelease
-	11, // 11: raftlog.v1.Command.register_node_key:type_name -> raftlog.v1.RegisterNodeKey
-	9,  // 12: raftlog.v1.Command.reject_hsm_object:type_name -> raftlog.v1.RejectHSMObject
-	10, // 13: raftlog.v1.Command.record_membership:type_name -> raftlog.v1.RecordMembership
+	14, // 2: raftlog.v1.Command.create_key:type_name -> raftlog.v1.CreateKey
+	15, // 3: raftlog.v1.Command.add_key_version:type_name -> raftlog.v1.AddKeyVersion
+	16, // 4: raftlog.v1.Command.set_key_state:type_name -> raftlog.v1.SetKeyState
+	17, // 5: raftlog.v1.Command.set_min_decryption_version:type_name -> raftlog.v1.SetMinDecryptionVersion
+	18, // 6: raftlog.v1.Command.decide:type_name -> raftlog.v1.Decide
+	13, // 7: raftlog.v1.Command.govern:type_name -> raftlog.v1.Govern
+	7,  // 8: raftlog.v1.Command.record_checkpoint:type_name -> raftlog.v1.RecordCheckpoint
+	8,  // 9: raftlog.v1.Command.advance_cursor:type_name -> raftlog.v1.AdvanceCursor
+	9,  // 10: raftlog.v1.Command.block_release:type_name -> raftlog.v1.BlockRelease
+	12, // 11: raftlog.v1.Command.register_node_key:type_name -> raftlog.v1.RegisterNodeKey
+	10, // 12: raftlog.v1.Command.reject_hsm_object:type_name -> raftlog.v1.RejectHSMObject
+	11, // 13: raftlog.v1.Command.record_membership:type_name -> raftlog.v1.RecordMembership
 	3,  // 14: raftlog.v1.Command.offer_transport_key:type_name -> raftlog.v1.OfferTransportKey
 	4,  // 15: raftlog.v1.Command.transport_domain_key:type_name -> raftlog.v1.TransportDomainKey
-	5,  // 16: raftlog.v1.Command.confirm_admission:type_name -> raftlog.v1.ConfirmAdmission
-	32, // 17: raftlog.v1.InitCluster.officers:type_name -> custos.v1.Officer
-	33, // 18: raftlog.v1.RecordCheckpoint.checkpoint:type_name -> custos.v1.Checkpoint
-	34, // 19: raftlog.v1.Govern.statement:type_name -> custos.v1.SignedStatement
-	35, // 20: raftlog.v1.CreateKey.origin:type_name -> custos.v1.KeyOrigin
-	35, // 21: raftlog.v1.AddKeyVersion.origin:type_name -> custos.v1.KeyOrigin
-	36, // 22: raftlog.v1.Decide.operation:type_name -> custos.v1.Operation
-	37, // 23: raftlog.v1.Decide.reason:type_name -> custos.v1.Reason
-	23, // 24: raftlog.v1.State.keys:type_name -> raftlog.v1.KeyRecord
-	38, // 25: raftlog.v1.State.governance:type_name -> custos.v1.Governance
-	21, // 26: raftlog.v1.State.nonces:type_name -> raftlog.v1.UsedNonce
-	39, // 27: raftlog.v1.State.requests:type_name -> custos.v1.ApprovalRequest
-	40, // 28: raftlog.v1.State.grants:type_name -> custos.v1.Grant
-	22, // 29: raftlog.v1.State.counters:type_name -> raftlog.v1.RateCounter
-	20, // 30: raftlog.v1.State.node_keys:type_name -> raftlog.v1.NodeKey
-	33, // 31: raftlog.v1.State.last_checkpoint:type_name -> custos.v1.Checkpoint
-	19, // 32: raftlog.v1.State.members:type_name -> raftlog.v1.RaftServer
-	41, // 33: raftlog.v1.State.admissions:type_name -> custos.v1.NodeAdmission
-	24, // 34: raftlog.v1.KeyRecord.versions:type_name -> raftlog.v1.KeyVersionRecord
-	42, // 35: raftlog.v1.KeyRecord.policy:type_name -> custos.v1.KeyPolicy
-	35, // 36: raftlog.v1.KeyVersionRecord.origin:type_name -> custos.v1.KeyOrigin
-	23, // 37: raftlog.v1.ApplyResult.key:type_name -> raftlog.v1.KeyRecord
-	30, // 38: raftlog.v1.ApplyResult.decision:type_name -> raftlog.v1.DecisionResult
-	31, // 39: raftlog.v1.ApplyResult.error:type_name -> raftlog.v1.ResultError
-	43, // 40: raftlog.v1.DecisionResult.record:type_name -> custos.v1.DecisionRecord
-	31, // 41: raftlog.v1.DecisionResult.error:type_name -> raftlog.v1.ResultError
-	1,  // 42: raftlog.v1.Replication.Apply:input_type -> raftlog.v1.Command
-	25, // 43: raftlog.v1.Replication.ReadIndex:input_type -> raftlog.v1.ReadIndexRequest
-	26, // 44: raftlog.v1.Replication.ReadRecords:input_type -> raftlog.v1.ReadRecordsRequest
-	29, // 45: raftlog.v1.Replication.Apply:output_type -> raftlog.v1.ApplyResult
-	28, // 46: raftlog.v1.Replication.ReadIndex:output_type -> raftlog.v1.ReadIndexResponse
-	27, // 47: raftlog.v1.Replication.ReadRecords:output_type -> raftlog.v1.ReadRecordsResponse
-	45, // [45:48] is the sub-list for method output_type
-	42, // [42:45] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	6,  // 16: raftlog.v1.Command.confirm_admission:type_name -> raftlog.v1.ConfirmAdmission
+	5,  // 17: raftlog.v1.Command.complete_key_destruction:type_name -> raftlog.v1.CompleteKeyDestruction
+	33, // 18: raftlog.v1.InitCluster.officers:type_name -> custos.v1.Officer
+	34, // 19: raftlog.v1.RecordCheckpoint.checkpoint:type_name -> custos.v1.Checkpoint
+	35, // 20: raftlog.v1.Govern.statement:type_name -> custos.v1.SignedStatement
+	36, // 21: raftlog.v1.CreateKey.origin:type_name -> custos.v1.KeyOrigin
+	36, // 22: raftlog.v1.AddKeyVersion.origin:type_name -> custos.v1.KeyOrigin
+	37, // 23: raftlog.v1.Decide.operation:type_name -> custos.v1.Operation
+	38, // 24: raftlog.v1.Decide.reason:type_name -> custos.v1.Reason
+	24, // 25: raftlog.v1.State.keys:type_name -> raftlog.v1.KeyRecord
+	39, // 26: raftlog.v1.State.governance:type_name -> custos.v1.Governance
+	22, // 27: raftlog.v1.State.nonces:type_name -> raftlog.v1.UsedNonce
+	40, // 28: raftlog.v1.State.requests:type_name -> custos.v1.ApprovalRequest
+	41, // 29: raftlog.v1.State.grants:type_name -> custos.v1.Grant
+	23, // 30: raftlog.v1.State.counters:type_name -> raftlog.v1.RateCounter
+	21, // 31: raftlog.v1.State.node_keys:type_name -> raftlog.v1.NodeKey
+	34, // 32: raftlog.v1.State.last_checkpoint:type_name -> custos.v1.Checkpoint
+	20, // 33: raftlog.v1.State.members:type_name -> raftlog.v1.RaftServer
+	42, // 34: raftlog.v1.State.admissions:type_name -> custos.v1.NodeAdmission
+	25, // 35: raftlog.v1.KeyRecord.versions:type_name -> raftlog.v1.KeyVersionRecord
+	43, // 36: raftlog.v1.KeyRecord.policy:type_name -> custos.v1.KeyPolicy
+	36, // 37: raftlog.v1.KeyVersionRecord.origin:type_name -> custos.v1.KeyOrigin
+	24, // 38: raftlog.v1.ApplyResult.key:type_name -> raftlog.v1.KeyRecord
+	31, // 39: raftlog.v1.ApplyResult.decision:type_name -> raftlog.v1.DecisionResult
+	32, // 40: raftlog.v1.ApplyResult.error:type_name -> raftlog.v1.ResultError
+	44, // 41: raftlog.v1.DecisionResult.record:type_name -> custos.v1.DecisionRecord
+	32, // 42: raftlog.v1.DecisionResult.error:type_name -> raftlog.v1.ResultError
+	1,  // 43: raftlog.v1.Replication.Apply:input_type -> raftlog.v1.Command
+	26, // 44: raftlog.v1.Replication.ReadIndex:input_type -> raftlog.v1.ReadIndexRequest
+	27, // 45: raftlog.v1.Replication.ReadRecords:input_type -> raftlog.v1.ReadRecordsRequest
+	30, // 46: raftlog.v1.Replication.Apply:output_type -> raftlog.v1.ApplyResult
+	29, // 47: raftlog.v1.Replication.ReadIndex:output_type -> raftlog.v1.ReadIndexResponse
+	28, // 48: raftlog.v1.Replication.ReadRecords:output_type -> raftlog.v1.ReadRecordsResponse
+	46, // [46:49] is the sub-list for method output_type
+	43, // [43:46] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_raftlog_v1_raftlog_proto_init() }
@@ -2862,8 +2979,9 @@ func file_raftlog_v1_raftlog_proto_init() {
 		(*Command_OfferTransportKey)(nil),
 		(*Command_TransportDomainKey)(nil),
 		(*Command_ConfirmAdmission)(nil),
+		(*Command_CompleteKeyDestruction)(nil),
 	}
-	file_raftlog_v1_raftlog_proto_msgTypes[29].OneofWrappers = []any{
+	file_raftlog_v1_raftlog_proto_msgTypes[30].OneofWrappers = []any{
 		(*ApplyResult_Key)(nil),
 		(*ApplyResult_Decision)(nil),
 	}
@@ -2873,7 +2991,7 @@ func file_raftlog_v1_raftlog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raftlog_v1_raftlog_proto_rawDesc), len(file_raftlog_v1_raftlog_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   32,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

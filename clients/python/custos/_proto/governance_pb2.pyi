@@ -86,6 +86,14 @@ class ApproveRequest(_message.Message):
     uses: int
     def __init__(self, request_id: _Optional[str] = ..., uses: _Optional[int] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
 
+class CancelKeyDestruction(_message.Message):
+    __slots__ = ["key", "version"]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    version: int
+    def __init__(self, key: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
 class CreateGrant(_message.Message):
     __slots__ = ["context_digest", "key", "principal", "reason", "ttl_seconds", "uses"]
     CONTEXT_DIGEST_FIELD_NUMBER: _ClassVar[int]
@@ -304,6 +312,16 @@ class RevokeKey(_message.Message):
     key: str
     def __init__(self, key: _Optional[str] = ...) -> None: ...
 
+class ScheduleKeyDestruction(_message.Message):
+    __slots__ = ["key", "version", "waiting_seconds"]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    WAITING_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    version: int
+    waiting_seconds: int
+    def __init__(self, key: _Optional[str] = ..., version: _Optional[int] = ..., waiting_seconds: _Optional[int] = ...) -> None: ...
+
 class SetNotifyRules(_message.Message):
     __slots__ = ["rules"]
     RULES_FIELD_NUMBER: _ClassVar[int]
@@ -353,10 +371,11 @@ class Sink(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[SinkType, str]] = ..., url: _Optional[str] = ..., hmac_key: _Optional[bytes] = ..., path: _Optional[str] = ..., required_for_release: bool = ..., delivered_seq: _Optional[int] = ...) -> None: ...
 
 class Statement(_message.Message):
-    __slots__ = ["add_sink", "admit_node", "approve_request", "cluster_id", "comment", "create_grant", "deny_request", "disable_key", "enable_key", "nonce", "not_after_unix", "remove_sink", "revoke_admission", "revoke_grant", "revoke_key", "set_notify_rules", "set_officers", "set_policy"]
+    __slots__ = ["add_sink", "admit_node", "approve_request", "cancel_key_destruction", "cluster_id", "comment", "create_grant", "deny_request", "disable_key", "enable_key", "nonce", "not_after_unix", "remove_sink", "revoke_admission", "revoke_grant", "revoke_key", "schedule_key_destruction", "set_notify_rules", "set_officers", "set_policy"]
     ADD_SINK_FIELD_NUMBER: _ClassVar[int]
     ADMIT_NODE_FIELD_NUMBER: _ClassVar[int]
     APPROVE_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_KEY_DESTRUCTION_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     COMMENT_FIELD_NUMBER: _ClassVar[int]
     CREATE_GRANT_FIELD_NUMBER: _ClassVar[int]
@@ -369,12 +388,14 @@ class Statement(_message.Message):
     REVOKE_ADMISSION_FIELD_NUMBER: _ClassVar[int]
     REVOKE_GRANT_FIELD_NUMBER: _ClassVar[int]
     REVOKE_KEY_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULE_KEY_DESTRUCTION_FIELD_NUMBER: _ClassVar[int]
     SET_NOTIFY_RULES_FIELD_NUMBER: _ClassVar[int]
     SET_OFFICERS_FIELD_NUMBER: _ClassVar[int]
     SET_POLICY_FIELD_NUMBER: _ClassVar[int]
     add_sink: AddSink
     admit_node: AdmitNode
     approve_request: ApproveRequest
+    cancel_key_destruction: CancelKeyDestruction
     cluster_id: str
     comment: str
     create_grant: CreateGrant
@@ -387,10 +408,11 @@ class Statement(_message.Message):
     revoke_admission: RevokeAdmission
     revoke_grant: RevokeGrant
     revoke_key: RevokeKey
+    schedule_key_destruction: ScheduleKeyDestruction
     set_notify_rules: SetNotifyRules
     set_officers: SetOfficers
     set_policy: SetPolicy
-    def __init__(self, cluster_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., comment: _Optional[str] = ..., revoke_key: _Optional[_Union[RevokeKey, _Mapping]] = ..., disable_key: _Optional[_Union[DisableKey, _Mapping]] = ..., enable_key: _Optional[_Union[EnableKey, _Mapping]] = ..., set_policy: _Optional[_Union[SetPolicy, _Mapping]] = ..., approve_request: _Optional[_Union[ApproveRequest, _Mapping]] = ..., deny_request: _Optional[_Union[DenyRequest, _Mapping]] = ..., create_grant: _Optional[_Union[CreateGrant, _Mapping]] = ..., revoke_grant: _Optional[_Union[RevokeGrant, _Mapping]] = ..., set_officers: _Optional[_Union[SetOfficers, _Mapping]] = ..., add_sink: _Optional[_Union[AddSink, _Mapping]] = ..., remove_sink: _Optional[_Union[RemoveSink, _Mapping]] = ..., set_notify_rules: _Optional[_Union[SetNotifyRules, _Mapping]] = ..., admit_node: _Optional[_Union[AdmitNode, _Mapping]] = ..., revoke_admission: _Optional[_Union[RevokeAdmission, _Mapping]] = ...) -> None: ...
+    def __init__(self, cluster_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., comment: _Optional[str] = ..., revoke_key: _Optional[_Union[RevokeKey, _Mapping]] = ..., disable_key: _Optional[_Union[DisableKey, _Mapping]] = ..., enable_key: _Optional[_Union[EnableKey, _Mapping]] = ..., set_policy: _Optional[_Union[SetPolicy, _Mapping]] = ..., approve_request: _Optional[_Union[ApproveRequest, _Mapping]] = ..., deny_request: _Optional[_Union[DenyRequest, _Mapping]] = ..., create_grant: _Optional[_Union[CreateGrant, _Mapping]] = ..., revoke_grant: _Optional[_Union[RevokeGrant, _Mapping]] = ..., set_officers: _Optional[_Union[SetOfficers, _Mapping]] = ..., add_sink: _Optional[_Union[AddSink, _Mapping]] = ..., remove_sink: _Optional[_Union[RemoveSink, _Mapping]] = ..., set_notify_rules: _Optional[_Union[SetNotifyRules, _Mapping]] = ..., admit_node: _Optional[_Union[AdmitNode, _Mapping]] = ..., revoke_admission: _Optional[_Union[RevokeAdmission, _Mapping]] = ..., schedule_key_destruction: _Optional[_Union[ScheduleKeyDestruction, _Mapping]] = ..., cancel_key_destruction: _Optional[_Union[CancelKeyDestruction, _Mapping]] = ...) -> None: ...
 
 class SubmitResponse(_message.Message):
     __slots__ = ["grant_id", "ledger_seq", "result", "signers"]

@@ -10,8 +10,10 @@ IMPORT_WRAPPING_ALGORITHM_UNSPECIFIED: ImportWrappingAlgorithm
 KEY_ORIGIN_EXTERNAL: KeyOrigin
 KEY_ORIGIN_HSM: KeyOrigin
 KEY_ORIGIN_UNSPECIFIED: KeyOrigin
+KEY_STATE_DESTROYED: KeyState
 KEY_STATE_DISABLED: KeyState
 KEY_STATE_ENABLED: KeyState
+KEY_STATE_PENDING_DESTRUCTION: KeyState
 KEY_STATE_REVOKED: KeyState
 KEY_STATE_UNSPECIFIED: KeyState
 RSAES_OAEP_SHA_1: ImportWrappingAlgorithm
@@ -209,16 +211,20 @@ class Key(_message.Message):
     def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., state: _Optional[_Union[KeyState, str]] = ..., primary_version: _Optional[int] = ..., min_decryption_version: _Optional[int] = ..., versions: _Optional[_Iterable[_Union[KeyVersion, _Mapping]]] = ..., algorithm: _Optional[str] = ..., create_time_unix_nano: _Optional[int] = ..., update_time_unix_nano: _Optional[int] = ...) -> None: ...
 
 class KeyVersion(_message.Message):
-    __slots__ = ["create_time_unix_nano", "key_check_value", "origin", "version"]
+    __slots__ = ["create_time_unix_nano", "destroy_time_unix_nano", "destroyed", "key_check_value", "origin", "version"]
     CREATE_TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    DESTROYED_FIELD_NUMBER: _ClassVar[int]
+    DESTROY_TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
     KEY_CHECK_VALUE_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     create_time_unix_nano: int
+    destroy_time_unix_nano: int
+    destroyed: bool
     key_check_value: bytes
     origin: KeyOrigin
     version: int
-    def __init__(self, version: _Optional[int] = ..., create_time_unix_nano: _Optional[int] = ..., origin: _Optional[_Union[KeyOrigin, str]] = ..., key_check_value: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, version: _Optional[int] = ..., create_time_unix_nano: _Optional[int] = ..., origin: _Optional[_Union[KeyOrigin, str]] = ..., key_check_value: _Optional[bytes] = ..., destroy_time_unix_nano: _Optional[int] = ..., destroyed: bool = ...) -> None: ...
 
 class ListKeysRequest(_message.Message):
     __slots__ = ["page_size", "page_token"]
