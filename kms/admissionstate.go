@@ -263,16 +263,6 @@ func (s *State) Admission(node string) *custosv1.NodeAdmission {
 	return nil
 }
 
-// admissionState returns node's admission state without copying.
-func (s *State) admissionState(node string) custosv1.AdmissionState {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if a, ok := s.admissions[node]; ok {
-		return a.State
-	}
-	return custosv1.AdmissionState_ADMISSION_STATE_UNSPECIFIED
-}
-
 // Admissions returns every node's admission, sorted by node; with
 // withWrapped false (client answers) the wrapped domain keys are left out
 // and an admission not approved yet shows the identity key the node

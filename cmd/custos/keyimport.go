@@ -160,10 +160,10 @@ func runKeyImportParams(ctx context.Context, a *app, args []string) error {
 }
 
 func init() {
-	longHelp["key import"] = `Imports your own AES-256 key into NAME as a new version with origin
-EXTERNAL (the key's first version if NAME does not exist; otherwise it
-becomes the primary version, like a rotation, and only the key's users may
-do it). With --key-file, custos gets one-time import parameters from the
+	longHelp["key import"] = `Imports your own AES-256 key as a new key NAME: version 1, origin
+EXTERNAL, its policy naming you only. An import never adds material to a
+key that exists (its users could then read what others encrypt under it):
+import new material under a new name. With --key-file, custos gets one-time import parameters from the
 node that answers, wraps the key in this process under the import public key
 (AWS KMS's formats: RSA_AES_KEY_WRAP_SHA_256 by default, RSAES_OAEP_SHA_256;
 the _SHA_1 variants only in a development cluster) and imports it; only that

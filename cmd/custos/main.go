@@ -91,7 +91,7 @@ func init() {
 		{"key rotate", "[--json] NAME", "Add a key version and make it the primary (encrypting) one.", runKeyRotate},
 		{"key destroy", "[--version N] [--wait D] [officer flags] [--json] NAME", "Schedule a key version's destruction, or the whole key's (ScheduleKeyDestruction statement; needs the officer quorum).", runKeyDestroy},
 		{"key cancel-destroy", "[--version N] [officer flags] [--json] NAME", "Cancel a scheduled destruction (CancelKeyDestruction statement, one officer).", runKeyCancelDestroy},
-		{"key import", "(--key-file FILE | --token T --material FILE) [--algorithm A] [--description D] [--json] NAME", "Import your own AES-256 key as a new version (origin EXTERNAL), creating the key if needed (BYOK).", runKeyImport},
+		{"key import", "(--key-file FILE | --token T --material FILE) [--algorithm A] [--description D] [--json] NAME", "Import your own AES-256 key as a new key (version 1, origin EXTERNAL; BYOK).", runKeyImport},
 		{"key import-params", "[--algorithm A] [--public-key FILE] [--json] NAME", "Get one-time import parameters: an import public key and a token (24 h, on the node that answered).", runKeyImportParams},
 		{"key enable", "[officer flags] [--json] NAME", "Re-enable a disabled or revoked key (EnableKey statement; needs the officer quorum).", runKeyEnable},
 		{"key disable", "[officer flags] [--json] NAME", "Disable a key (DisableKey statement with an officer key, else SetKeyState).", runKeyDisable},
