@@ -60,7 +60,8 @@ type XKSCiphertext struct {
 
 // XKSKeyInfo is what GetKeyMetadata reports about a key.
 type XKSKeyInfo struct {
-	// Enabled is false for a disabled or revoked key.
+	// Enabled is false for a disabled or revoked key, and for one that is
+	// destroyed or scheduled for destruction as a whole.
 	Enabled bool
 	// Revoked says the key was revoked by a security officer.
 	Revoked bool
@@ -130,7 +131,7 @@ func (s *Service) XKSKeyMetadata(ctx context.Context, p Principal, key string) (
 		return nil, err
 	}
 	info := &XKSKeyInfo{
-		Enabled: k.Enabled && !k.Revoked, Revoked: k.Revoked,
+		Enabled: k.Enabled && !k.Revoked && !k.Destroyed && k.DestroyAfterUnixNano == 0, Revoked: k.Revoked,
 		Encrypt: slices.Contains(k.Policy.GetEncryptPrincipals(), p.Name),
 		Decrypt: slices.Contains(k.Policy.GetDecryptPrincipals(), p.Name),
 	}
