@@ -180,6 +180,7 @@ func (s *clusterServer) status(ctx context.Context) *custosv1.ClusterStatus {
 			domainKey = state.DomainKey()
 			out.Admissions = state.Admissions(false)
 			out.Profile = state.Profile()
+			out.Restore = state.RestoreInfo()
 		}
 	}
 	if s.d.HSM == nil {

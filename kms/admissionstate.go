@@ -302,11 +302,14 @@ func transportHash(h custosv1.KeyTransportHash) hsm.OAEPHash {
 // mayServe says whether node may do key crypto by the replicated state: nil
 // when it is admitted (or the domain key was sent to it: its own HSM then
 // tells), ErrAdmissionRevoked when officers revoked it, ErrNotAdmitted
-// otherwise. A cluster without any recorded custodian (initialised before
+// otherwise, ErrRestorePending while a restore waits for the officers. A cluster without any recorded custodian (initialised before
 // admission existed) is not held to it.
 func (s *State) mayServe(node string) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	if s.restorePending() {
+		return ErrRestorePending
+	}
 	a, ok := s.admissions[node]
 	switch {
 	case ok && (a.State == custosv1.AdmissionState_ADMISSION_STATE_ADMITTED || a.State == custosv1.AdmissionState_ADMISSION_STATE_SENT):

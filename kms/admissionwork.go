@@ -96,6 +96,7 @@ func (s *Service) AdmissionStep(ctx context.Context) {
 	if s.state.ClusterID() == "" {
 		return
 	}
+	s.reportRestore(ctx)
 	s.shredDestroyed(ctx)
 	s.pruneImports(ctx, s.now()) // expired import keys leave the HSM
 	self := s.state.Admission(s.node)

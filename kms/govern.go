@@ -259,6 +259,9 @@ func (s *State) applyStatement(c *raftlogv1.Command, st *custosv1.Statement) (re
 	case *custosv1.Statement_CancelKeyDestruction:
 		r, err := s.applyCancelDestruction(c, op.CancelKeyDestruction)
 		return r, "", err
+	case *custosv1.Statement_AcceptRestore:
+		r, err := s.applyAcceptRestore(c, op.AcceptRestore)
+		return r, "", err
 	default:
 		return "", "", fmt.Errorf("%w: unknown statement operation", ErrInvalidArgument)
 	}

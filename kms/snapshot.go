@@ -102,6 +102,7 @@ func (s *State) Snapshot() (raft.Snapshot, error) {
 	st.NodeKeys = s.nodeKeys
 	st.LastCheckpoint, st.LastCheckpointRecord = s.lastCheckpoint, s.lastCheckpointRecord
 	st.Members = s.members
+	st.Restore = s.restore
 	for _, n := range sortedKeys(s.admissions) {
 		st.Admissions = append(st.Admissions, s.admissions[n])
 	}
@@ -275,6 +276,7 @@ func (s *State) Restore(r io.Reader) error {
 	s.nodeKeys = st.NodeKeys
 	s.lastCheckpoint, s.lastCheckpointRecord = st.LastCheckpoint, st.LastCheckpointRecord
 	s.members = st.Members
+	s.restore = st.Restore
 	for _, a := range st.Admissions {
 		s.admissions[a.Node] = a
 	}

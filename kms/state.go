@@ -59,6 +59,9 @@ type State struct {
 	// members is the Raft configuration of the last configuration entry
 	// applied (replaced whole, never modified in place).
 	members []*raftlogv1.RaftServer
+	// restore is set when the cluster was restored from a snapshot file
+	// (restore.go); nil otherwise.
+	restore *custosv1.ClusterRestore
 	// grown is closed (and replaced) whenever records are appended;
 	// advanced whenever entries are applied.
 	grown    chan struct{}
@@ -93,6 +96,7 @@ func (s *State) reset() {
 	s.counters = map[string]*raftlogv1.RateCounter{}
 	s.nodeKeys, s.lastCheckpoint, s.lastCheckpointRecord = nil, nil, 0
 	s.members = nil
+	s.restore = nil
 	s.admissions = map[string]*custosv1.NodeAdmission{}
 	s.admissionsVersion++
 	s.destroyedVersion++
@@ -226,6 +230,8 @@ func (s *State) apply(index uint64, c *raftlogv1.Command) any {
 		return s.applyConfirmAdmission(index, c, op.ConfirmAdmission)
 	case *raftlogv1.Command_CompleteKeyDestruction:
 		return s.applyCompleteDestruction(index, c, op.CompleteKeyDestruction)
+	case *raftlogv1.Command_ReportRestore:
+		return s.applyReportRestore(index, c, op.ReportRestore)
 	default:
 		// A command this version does not know: refuse it the same way on
 		// every replica.

@@ -1,7 +1,8 @@
 #!/bin/sh
 # install.sh: make sure SoftHSM2 (libsofthsm2.so, softhsm2-util), OpenSC
 # (pkcs11-tool), NSS's certutil (libnss3-tools: .ci/run makes an NSS key
-# database for `custos hsm check`, docs/operations.md) and the Debian Python packages of the Python client
+# database for `custos hsm check`, docs/operations.md), NSS softokn (libnss3:
+# the OAEP-SHA256 transport test) and the Debian Python packages of the Python client
 # (clients/python: python3-grpcio, python3-protobuf, python3-cryptography,
 # for /usr/bin/python3) are installed (python3-grpc-tools, needed only to
 # regenerate the Python stubs, is left to clients/python/gen.sh). Idempotent: does
@@ -30,6 +31,9 @@ have_module() {
 	return 1
 }
 
+# Where Debian's libnss3 puts NSS softokn (hsm/pkcs11/qualify's tests).
+NSS_SOFTOKN=/usr/lib/x86_64-linux-gnu/libsoftokn3.so
+
 missing=""
 packages=""
 have_module || missing="$missing libsofthsm2.so"
@@ -39,6 +43,12 @@ command -v pkcs11-tool >/dev/null 2>&1 || missing="$missing pkcs11-tool"
 if ! command -v certutil >/dev/null 2>&1; then
 	missing="$missing certutil"
 	packages="${packages:+$packages }libnss3-tools"
+fi
+# NSS softokn (package libnss3): the tests run the RSA-OAEP-SHA256 key
+# transport between two of its tokens (SoftHSM has no OAEP-SHA256 wrap).
+if [ "$(uname -m)" = x86_64 ] && [ ! -f "$NSS_SOFTOKN" ]; then
+	missing="$missing libsoftokn3.so"
+	packages="${packages:+$packages }libnss3"
 fi
 if ! have_python; then
 	missing="$missing python3-modules(grpc,google.protobuf,cryptography)"
@@ -84,6 +94,9 @@ have_module || missing="$missing libsofthsm2.so"
 command -v softhsm2-util >/dev/null 2>&1 || missing="$missing softhsm2-util"
 command -v pkcs11-tool >/dev/null 2>&1 || missing="$missing pkcs11-tool"
 command -v certutil >/dev/null 2>&1 || missing="$missing certutil"
+if [ "$(uname -m)" = x86_64 ] && [ ! -f "$NSS_SOFTOKN" ]; then
+	missing="$missing libsoftokn3.so"
+fi
 if ! have_python; then
 	missing="$missing python3-modules(grpc,google.protobuf,cryptography; $PYTHON -c 'import grpc, google.protobuf, cryptography' fails)"
 fi

@@ -155,6 +155,8 @@ func buildOp(op string, f *opFlags, pos []string) (func(*custosv1.Statement), er
 		return buildAdmissionOp(op, f, pos)
 	case "destroy", "cancel-destroy":
 		return buildDestroyOp(op, f)
+	case "accept-restore":
+		return buildAcceptRestoreOp(pos)
 	}
 	return nil, usagef("unknown operation %q", op)
 }
@@ -346,6 +348,20 @@ func (a *app) showState(ctx context.Context, c *custos.Client, st *custosv1.Stat
 			return err
 		}
 		return printAdmission(a.stdout, cs, node, asJSON)
+	case *custosv1.Statement_AcceptRestore:
+		cs, err := c.ClusterStatus(ctx)
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			b, err := statusJSON.Marshal(cs.GetRestore())
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(a.stdout, string(b))
+			return err
+		}
+		printRestore(a.stdout, cs.GetRestore())
 	}
 	return nil
 }

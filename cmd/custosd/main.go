@@ -3,6 +3,7 @@
 //	custosd dev   [--data-dir DIR] [--listen ADDR]   single node on an embedded SoftHSM token
 //	custosd dev   --nodes N [--data-dir DIR] [--base-port P]   local cluster, one process per node
 //	custosd serve --config FILE                      a node from a JSON configuration
+//	custosd restore --config FILE --snapshot FILE    rebuild a node from a snapshot file
 //	custosd version
 //
 // The logic lives in internal/node; this file only turns flags into a
@@ -34,6 +35,7 @@ Usage:
   custosd dev   --nodes N [--data-dir DIR] [--base-port P]
                                                    start a local N-node development cluster
   custosd serve --config FILE                      start a node from a JSON config
+  custosd restore --config FILE --snapshot FILE    rebuild a lost cluster's node from a snapshot file
   custosd version                                  print the version
 
 Run "custosd <command> --help" for a command's flags.
@@ -83,6 +85,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	case "serve":
 		err = cmdServe(ctx, args[1:], stderr)
+	case "restore":
+		err = cmdRestore(ctx, args[1:], stdout, stderr)
 	case "dev-trust":
 		// Internal: custosd dev runs it as a dev token's security officer.
 		err = cmdDevTrust(ctx, args[1:], stderr)

@@ -158,6 +158,16 @@ func TestRunUsage(t *testing.T) {
 		strings.Count(errb.String(), "\n") != 1 {
 		t.Errorf("serve with a missing config: code %d, stderr %q; want 1 and one line", code, errb.String())
 	}
+	errb.Reset()
+	if code := run([]string{"restore", "--config", filepath.Join(t.TempDir(), "none.json")}, &out, &errb); code != 2 ||
+		!strings.Contains(errb.String(), "--snapshot FILE") {
+		t.Errorf("restore without --snapshot: code %d, stderr %q; want 2", code, errb.String())
+	}
+	errb.Reset()
+	if code := run([]string{"restore", "--config", filepath.Join(t.TempDir(), "none.json"), "--snapshot", "x"}, &out, &errb); code != 1 ||
+		strings.Count(errb.String(), "\n") != 1 {
+		t.Errorf("restore with a missing config: code %d, stderr %q; want 1 and one line", code, errb.String())
+	}
 }
 
 // readEnv parses client.env.

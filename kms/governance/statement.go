@@ -311,6 +311,11 @@ func validate(st *custosv1.Statement) error {
 		return checkIdent("schedule_key_destruction.key", op.ScheduleKeyDestruction.GetKey())
 	case *custosv1.Statement_CancelKeyDestruction:
 		return checkIdent("cancel_key_destruction.key", op.CancelKeyDestruction.GetKey())
+	case *custosv1.Statement_AcceptRestore:
+		if !isLowerHex(op.AcceptRestore.GetSnapshotSha256(), 64) {
+			return fmt.Errorf("%w: accept_restore.snapshot_sha256 is not 64 lower-case hex digits", ErrMalformed)
+		}
+		return nil
 	default:
 		return fmt.Errorf("%w: unknown operation %T", ErrMalformed, op)
 	}
@@ -465,6 +470,8 @@ func Describe(st *custosv1.Statement) string {
 	case *custosv1.Statement_CancelKeyDestruction:
 		d := op.CancelKeyDestruction
 		fmt.Fprintf(&b, " key=%s version=%s", q(d.GetKey()), versionOrAll(d.GetVersion()))
+	case *custosv1.Statement_AcceptRestore:
+		fmt.Fprintf(&b, " snapshot_sha256=%s", op.AcceptRestore.GetSnapshotSha256())
 	}
 	fmt.Fprintf(&b, " (needs %s) cluster=%s not_after=%s", Need(st), q(st.GetClusterId()),
 		time.Unix(st.GetNotAfterUnix(), 0).UTC().Format(time.RFC3339))

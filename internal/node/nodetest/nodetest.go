@@ -268,8 +268,19 @@ func (h *Harness) close(tb testing.TB) {
 // reconnect by themselves.
 func (h *Harness) Restart(tb testing.TB) {
 	tb.Helper()
+	h.RestartWith(tb, nil)
+}
+
+// RestartWith is Restart with between(&h.Config), if not nil, called
+// while the node is stopped (e.g. to restore its data directory).
+func (h *Harness) RestartWith(tb testing.TB, between func(cfg *node.Config)) {
+	tb.Helper()
 	if err := h.Node.Close(); err != nil {
 		tb.Fatalf("nodetest: close node: %v", err)
+	}
+	h.Node = nil
+	if between != nil {
+		between(&h.Config)
 	}
 	h.Config.Listen = h.Addr
 	h.start(tb)

@@ -151,8 +151,11 @@ type ClusterStatus struct {
 	HasDomainKey bool   `protobuf:"varint,13,opt,name=has_domain_key,json=hasDomainKey,proto3" json:"has_domain_key,omitempty"`
 	LedgerSeq    uint64 `protobuf:"varint,14,opt,name=ledger_seq,json=ledgerSeq,proto3" json:"ledger_seq,omitempty"`
 	// Every node's admission (wrapped keys blanked), and the genesis profile.
-	Admissions    []*NodeAdmission `protobuf:"bytes,15,rep,name=admissions,proto3" json:"admissions,omitempty"`
-	Profile       string           `protobuf:"bytes,16,opt,name=profile,proto3" json:"profile,omitempty"`
+	Admissions []*NodeAdmission `protobuf:"bytes,15,rep,name=admissions,proto3" json:"admissions,omitempty"`
+	Profile    string           `protobuf:"bytes,16,opt,name=profile,proto3" json:"profile,omitempty"`
+	// Set when the cluster was restored from a snapshot file; until officers
+	// accept it, no node serves key crypto.
+	Restore       *ClusterRestore `protobuf:"bytes,17,opt,name=restore,proto3" json:"restore,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -297,6 +300,13 @@ func (x *ClusterStatus) GetProfile() string {
 		return x.Profile
 	}
 	return ""
+}
+
+func (x *ClusterStatus) GetRestore() *ClusterRestore {
+	if x != nil {
+		return x.Restore
+	}
+	return nil
 }
 
 type AddVoterRequest struct {
@@ -531,7 +541,7 @@ const file_custos_v1_cluster_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1a\n" +
 	"\bsuffrage\x18\x03 \x01(\tR\bsuffrage\x12\x16\n" +
-	"\x06leader\x18\x04 \x01(\bR\x06leader\"\xb5\x04\n" +
+	"\x06leader\x18\x04 \x01(\bR\x06leader\"\xea\x04\n" +
 	"\rClusterStatus\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x17\n" +
@@ -556,7 +566,8 @@ const file_custos_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"admissions\x18\x0f \x03(\v2\x18.custos.v1.NodeAdmissionR\n" +
 	"admissions\x12\x18\n" +
-	"\aprofile\x18\x10 \x01(\tR\aprofile\">\n" +
+	"\aprofile\x18\x10 \x01(\tR\aprofile\x123\n" +
+	"\arestore\x18\x11 \x01(\v2\x19.custos.v1.ClusterRestoreR\arestore\">\n" +
 	"\x0fAddVoterRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\"%\n" +
@@ -597,25 +608,27 @@ var file_custos_v1_cluster_proto_goTypes = []any{
 	(*SaveSnapshotRequest)(nil),       // 6: custos.v1.SaveSnapshotRequest
 	(*SnapshotChunk)(nil),             // 7: custos.v1.SnapshotChunk
 	(*NodeAdmission)(nil),             // 8: custos.v1.NodeAdmission
+	(*ClusterRestore)(nil),            // 9: custos.v1.ClusterRestore
 }
 var file_custos_v1_cluster_proto_depIdxs = []int32{
 	1, // 0: custos.v1.ClusterStatus.servers:type_name -> custos.v1.Server
 	8, // 1: custos.v1.ClusterStatus.admissions:type_name -> custos.v1.NodeAdmission
-	0, // 2: custos.v1.ClusterService.Status:input_type -> custos.v1.ClusterStatusRequest
-	3, // 3: custos.v1.ClusterService.AddVoter:input_type -> custos.v1.AddVoterRequest
-	4, // 4: custos.v1.ClusterService.RemoveServer:input_type -> custos.v1.RemoveServerRequest
-	5, // 5: custos.v1.ClusterService.TransferLeadership:input_type -> custos.v1.TransferLeadershipRequest
-	6, // 6: custos.v1.ClusterService.SaveSnapshot:input_type -> custos.v1.SaveSnapshotRequest
-	2, // 7: custos.v1.ClusterService.Status:output_type -> custos.v1.ClusterStatus
-	2, // 8: custos.v1.ClusterService.AddVoter:output_type -> custos.v1.ClusterStatus
-	2, // 9: custos.v1.ClusterService.RemoveServer:output_type -> custos.v1.ClusterStatus
-	2, // 10: custos.v1.ClusterService.TransferLeadership:output_type -> custos.v1.ClusterStatus
-	7, // 11: custos.v1.ClusterService.SaveSnapshot:output_type -> custos.v1.SnapshotChunk
-	7, // [7:12] is the sub-list for method output_type
-	2, // [2:7] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	9, // 2: custos.v1.ClusterStatus.restore:type_name -> custos.v1.ClusterRestore
+	0, // 3: custos.v1.ClusterService.Status:input_type -> custos.v1.ClusterStatusRequest
+	3, // 4: custos.v1.ClusterService.AddVoter:input_type -> custos.v1.AddVoterRequest
+	4, // 5: custos.v1.ClusterService.RemoveServer:input_type -> custos.v1.RemoveServerRequest
+	5, // 6: custos.v1.ClusterService.TransferLeadership:input_type -> custos.v1.TransferLeadershipRequest
+	6, // 7: custos.v1.ClusterService.SaveSnapshot:input_type -> custos.v1.SaveSnapshotRequest
+	2, // 8: custos.v1.ClusterService.Status:output_type -> custos.v1.ClusterStatus
+	2, // 9: custos.v1.ClusterService.AddVoter:output_type -> custos.v1.ClusterStatus
+	2, // 10: custos.v1.ClusterService.RemoveServer:output_type -> custos.v1.ClusterStatus
+	2, // 11: custos.v1.ClusterService.TransferLeadership:output_type -> custos.v1.ClusterStatus
+	7, // 12: custos.v1.ClusterService.SaveSnapshot:output_type -> custos.v1.SnapshotChunk
+	8, // [8:13] is the sub-list for method output_type
+	3, // [3:8] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_custos_v1_cluster_proto_init() }

@@ -712,6 +712,7 @@ type Statement struct {
 	//	*Statement_RevokeAdmission
 	//	*Statement_ScheduleKeyDestruction
 	//	*Statement_CancelKeyDestruction
+	//	*Statement_AcceptRestore
 	Operation     isStatement_Operation `protobuf_oneof:"operation"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -926,6 +927,15 @@ func (x *Statement) GetCancelKeyDestruction() *CancelKeyDestruction {
 	return nil
 }
 
+func (x *Statement) GetAcceptRestore() *AcceptRestore {
+	if x != nil {
+		if x, ok := x.Operation.(*Statement_AcceptRestore); ok {
+			return x.AcceptRestore
+		}
+	}
+	return nil
+}
+
 type isStatement_Operation interface {
 	isStatement_Operation()
 }
@@ -994,6 +1004,10 @@ type Statement_CancelKeyDestruction struct {
 	CancelKeyDestruction *CancelKeyDestruction `protobuf:"bytes,25,opt,name=cancel_key_destruction,json=cancelKeyDestruction,proto3,oneof"`
 }
 
+type Statement_AcceptRestore struct {
+	AcceptRestore *AcceptRestore `protobuf:"bytes,26,opt,name=accept_restore,json=acceptRestore,proto3,oneof"`
+}
+
 func (*Statement_RevokeKey) isStatement_Operation() {}
 
 func (*Statement_DisableKey) isStatement_Operation() {}
@@ -1025,6 +1039,8 @@ func (*Statement_RevokeAdmission) isStatement_Operation() {}
 func (*Statement_ScheduleKeyDestruction) isStatement_Operation() {}
 
 func (*Statement_CancelKeyDestruction) isStatement_Operation() {}
+
+func (*Statement_AcceptRestore) isStatement_Operation() {}
 
 // ScheduleKeyDestruction (quorum) destroys a key version — or, with
 // version 0, every version of the key — once waiting_seconds have passed
@@ -1093,6 +1109,180 @@ func (x *ScheduleKeyDestruction) GetWaitingSeconds() int64 {
 	return 0
 }
 
+// AcceptRestore (quorum) lets a cluster restored from a snapshot file
+// (`custosd restore`, docs/operations.md) serve key crypto again. The
+// restored state may be older than what the officers decided since (a
+// revocation, a destruction): they check it, tighten what they must, and
+// accept it by the SHA-256 of the file's trailer, which the restore
+// recorded. Until then every node refuses key crypto.
+type AcceptRestore struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Hex SHA-256 of the snapshot file (ClusterRestore.snapshot_sha256).
+	SnapshotSha256 string `protobuf:"bytes,1,opt,name=snapshot_sha256,json=snapshotSha256,proto3" json:"snapshot_sha256,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *AcceptRestore) Reset() {
+	*x = AcceptRestore{}
+	mi := &file_custos_v1_governance_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcceptRestore) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcceptRestore) ProtoMessage() {}
+
+func (x *AcceptRestore) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_governance_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcceptRestore.ProtoReflect.Descriptor instead.
+func (*AcceptRestore) Descriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *AcceptRestore) GetSnapshotSha256() string {
+	if x != nil {
+		return x.SnapshotSha256
+	}
+	return ""
+}
+
+// ClusterRestore is the replicated record of a restore from a snapshot
+// file.
+type ClusterRestore struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Hex SHA-256 of everything in the file before its trailer (the trailer).
+	SnapshotSha256 string `protobuf:"bytes,1,opt,name=snapshot_sha256,json=snapshotSha256,proto3" json:"snapshot_sha256,omitempty"`
+	// The node that produced the file, and the Raft position of its state.
+	SourceNode      string `protobuf:"bytes,2,opt,name=source_node,json=sourceNode,proto3" json:"source_node,omitempty"`
+	SourceRaftIndex uint64 `protobuf:"varint,3,opt,name=source_raft_index,json=sourceRaftIndex,proto3" json:"source_raft_index,omitempty"`
+	SourceRaftTerm  uint64 `protobuf:"varint,4,opt,name=source_raft_term,json=sourceRaftTerm,proto3" json:"source_raft_term,omitempty"`
+	CreatedUnixNano int64  `protobuf:"varint,5,opt,name=created_unix_nano,json=createdUnixNano,proto3" json:"created_unix_nano,omitempty"`
+	// The node restored from it, and when (that machine's clock).
+	Node                string `protobuf:"bytes,6,opt,name=node,proto3" json:"node,omitempty"`
+	RestoreTimeUnixNano int64  `protobuf:"varint,7,opt,name=restore_time_unix_nano,json=restoreTimeUnixNano,proto3" json:"restore_time_unix_nano,omitempty"`
+	// The restored node wrote the restore's ledger record.
+	Reported bool `protobuf:"varint,8,opt,name=reported,proto3" json:"reported,omitempty"`
+	// Officers accepted it (AcceptRestore); until then no key crypto.
+	Accepted           bool  `protobuf:"varint,9,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	AcceptTimeUnixNano int64 `protobuf:"varint,10,opt,name=accept_time_unix_nano,json=acceptTimeUnixNano,proto3" json:"accept_time_unix_nano,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *ClusterRestore) Reset() {
+	*x = ClusterRestore{}
+	mi := &file_custos_v1_governance_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterRestore) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterRestore) ProtoMessage() {}
+
+func (x *ClusterRestore) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_governance_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterRestore.ProtoReflect.Descriptor instead.
+func (*ClusterRestore) Descriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ClusterRestore) GetSnapshotSha256() string {
+	if x != nil {
+		return x.SnapshotSha256
+	}
+	return ""
+}
+
+func (x *ClusterRestore) GetSourceNode() string {
+	if x != nil {
+		return x.SourceNode
+	}
+	return ""
+}
+
+func (x *ClusterRestore) GetSourceRaftIndex() uint64 {
+	if x != nil {
+		return x.SourceRaftIndex
+	}
+	return 0
+}
+
+func (x *ClusterRestore) GetSourceRaftTerm() uint64 {
+	if x != nil {
+		return x.SourceRaftTerm
+	}
+	return 0
+}
+
+func (x *ClusterRestore) GetCreatedUnixNano() int64 {
+	if x != nil {
+		return x.CreatedUnixNano
+	}
+	return 0
+}
+
+func (x *ClusterRestore) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ClusterRestore) GetRestoreTimeUnixNano() int64 {
+	if x != nil {
+		return x.RestoreTimeUnixNano
+	}
+	return 0
+}
+
+func (x *ClusterRestore) GetReported() bool {
+	if x != nil {
+		return x.Reported
+	}
+	return false
+}
+
+func (x *ClusterRestore) GetAccepted() bool {
+	if x != nil {
+		return x.Accepted
+	}
+	return false
+}
+
+func (x *ClusterRestore) GetAcceptTimeUnixNano() int64 {
+	if x != nil {
+		return x.AcceptTimeUnixNano
+	}
+	return 0
+}
+
 // CancelKeyDestruction (one officer: it keeps a key) cancels a scheduled
 // destruction that has not completed.
 type CancelKeyDestruction struct {
@@ -1105,7 +1295,7 @@ type CancelKeyDestruction struct {
 
 func (x *CancelKeyDestruction) Reset() {
 	*x = CancelKeyDestruction{}
-	mi := &file_custos_v1_governance_proto_msgTypes[7]
+	mi := &file_custos_v1_governance_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1117,7 +1307,7 @@ func (x *CancelKeyDestruction) String() string {
 func (*CancelKeyDestruction) ProtoMessage() {}
 
 func (x *CancelKeyDestruction) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[7]
+	mi := &file_custos_v1_governance_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1130,7 +1320,7 @@ func (x *CancelKeyDestruction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelKeyDestruction.ProtoReflect.Descriptor instead.
 func (*CancelKeyDestruction) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{7}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CancelKeyDestruction) GetKey() string {
@@ -1165,7 +1355,7 @@ type AdmitNode struct {
 
 func (x *AdmitNode) Reset() {
 	*x = AdmitNode{}
-	mi := &file_custos_v1_governance_proto_msgTypes[8]
+	mi := &file_custos_v1_governance_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1177,7 +1367,7 @@ func (x *AdmitNode) String() string {
 func (*AdmitNode) ProtoMessage() {}
 
 func (x *AdmitNode) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[8]
+	mi := &file_custos_v1_governance_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1190,7 +1380,7 @@ func (x *AdmitNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdmitNode.ProtoReflect.Descriptor instead.
 func (*AdmitNode) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{8}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AdmitNode) GetNode() string {
@@ -1234,7 +1424,7 @@ type RevokeAdmission struct {
 
 func (x *RevokeAdmission) Reset() {
 	*x = RevokeAdmission{}
-	mi := &file_custos_v1_governance_proto_msgTypes[9]
+	mi := &file_custos_v1_governance_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1246,7 +1436,7 @@ func (x *RevokeAdmission) String() string {
 func (*RevokeAdmission) ProtoMessage() {}
 
 func (x *RevokeAdmission) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[9]
+	mi := &file_custos_v1_governance_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1259,7 +1449,7 @@ func (x *RevokeAdmission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdmission.ProtoReflect.Descriptor instead.
 func (*RevokeAdmission) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{9}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RevokeAdmission) GetNode() string {
@@ -1294,7 +1484,7 @@ type NodeAdmission struct {
 
 func (x *NodeAdmission) Reset() {
 	*x = NodeAdmission{}
-	mi := &file_custos_v1_governance_proto_msgTypes[10]
+	mi := &file_custos_v1_governance_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1306,7 +1496,7 @@ func (x *NodeAdmission) String() string {
 func (*NodeAdmission) ProtoMessage() {}
 
 func (x *NodeAdmission) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[10]
+	mi := &file_custos_v1_governance_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1319,7 +1509,7 @@ func (x *NodeAdmission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeAdmission.ProtoReflect.Descriptor instead.
 func (*NodeAdmission) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{10}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *NodeAdmission) GetNode() string {
@@ -1413,7 +1603,7 @@ type Sink struct {
 
 func (x *Sink) Reset() {
 	*x = Sink{}
-	mi := &file_custos_v1_governance_proto_msgTypes[11]
+	mi := &file_custos_v1_governance_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1425,7 +1615,7 @@ func (x *Sink) String() string {
 func (*Sink) ProtoMessage() {}
 
 func (x *Sink) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[11]
+	mi := &file_custos_v1_governance_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1438,7 +1628,7 @@ func (x *Sink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sink.ProtoReflect.Descriptor instead.
 func (*Sink) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{11}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Sink) GetName() string {
@@ -1500,7 +1690,7 @@ type AddSink struct {
 
 func (x *AddSink) Reset() {
 	*x = AddSink{}
-	mi := &file_custos_v1_governance_proto_msgTypes[12]
+	mi := &file_custos_v1_governance_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1512,7 +1702,7 @@ func (x *AddSink) String() string {
 func (*AddSink) ProtoMessage() {}
 
 func (x *AddSink) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[12]
+	mi := &file_custos_v1_governance_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1525,7 +1715,7 @@ func (x *AddSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddSink.ProtoReflect.Descriptor instead.
 func (*AddSink) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{12}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AddSink) GetSink() *Sink {
@@ -1545,7 +1735,7 @@ type RemoveSink struct {
 
 func (x *RemoveSink) Reset() {
 	*x = RemoveSink{}
-	mi := &file_custos_v1_governance_proto_msgTypes[13]
+	mi := &file_custos_v1_governance_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1557,7 +1747,7 @@ func (x *RemoveSink) String() string {
 func (*RemoveSink) ProtoMessage() {}
 
 func (x *RemoveSink) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[13]
+	mi := &file_custos_v1_governance_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1570,7 +1760,7 @@ func (x *RemoveSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSink.ProtoReflect.Descriptor instead.
 func (*RemoveSink) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{13}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RemoveSink) GetName() string {
@@ -1596,7 +1786,7 @@ type NotifyRules struct {
 
 func (x *NotifyRules) Reset() {
 	*x = NotifyRules{}
-	mi := &file_custos_v1_governance_proto_msgTypes[14]
+	mi := &file_custos_v1_governance_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1608,7 +1798,7 @@ func (x *NotifyRules) String() string {
 func (*NotifyRules) ProtoMessage() {}
 
 func (x *NotifyRules) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[14]
+	mi := &file_custos_v1_governance_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1621,7 +1811,7 @@ func (x *NotifyRules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifyRules.ProtoReflect.Descriptor instead.
 func (*NotifyRules) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{14}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *NotifyRules) GetReasons() []Reason {
@@ -1669,7 +1859,7 @@ type SetNotifyRules struct {
 
 func (x *SetNotifyRules) Reset() {
 	*x = SetNotifyRules{}
-	mi := &file_custos_v1_governance_proto_msgTypes[15]
+	mi := &file_custos_v1_governance_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1681,7 +1871,7 @@ func (x *SetNotifyRules) String() string {
 func (*SetNotifyRules) ProtoMessage() {}
 
 func (x *SetNotifyRules) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[15]
+	mi := &file_custos_v1_governance_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1694,7 +1884,7 @@ func (x *SetNotifyRules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNotifyRules.ProtoReflect.Descriptor instead.
 func (*SetNotifyRules) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{15}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SetNotifyRules) GetRules() *NotifyRules {
@@ -1715,7 +1905,7 @@ type RevokeKey struct {
 
 func (x *RevokeKey) Reset() {
 	*x = RevokeKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[16]
+	mi := &file_custos_v1_governance_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1727,7 +1917,7 @@ func (x *RevokeKey) String() string {
 func (*RevokeKey) ProtoMessage() {}
 
 func (x *RevokeKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[16]
+	mi := &file_custos_v1_governance_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1740,7 +1930,7 @@ func (x *RevokeKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeKey.ProtoReflect.Descriptor instead.
 func (*RevokeKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{16}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RevokeKey) GetKey() string {
@@ -1760,7 +1950,7 @@ type DisableKey struct {
 
 func (x *DisableKey) Reset() {
 	*x = DisableKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[17]
+	mi := &file_custos_v1_governance_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1772,7 +1962,7 @@ func (x *DisableKey) String() string {
 func (*DisableKey) ProtoMessage() {}
 
 func (x *DisableKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[17]
+	mi := &file_custos_v1_governance_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1785,7 +1975,7 @@ func (x *DisableKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableKey.ProtoReflect.Descriptor instead.
 func (*DisableKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{17}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DisableKey) GetKey() string {
@@ -1805,7 +1995,7 @@ type EnableKey struct {
 
 func (x *EnableKey) Reset() {
 	*x = EnableKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[18]
+	mi := &file_custos_v1_governance_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1817,7 +2007,7 @@ func (x *EnableKey) String() string {
 func (*EnableKey) ProtoMessage() {}
 
 func (x *EnableKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[18]
+	mi := &file_custos_v1_governance_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1830,7 +2020,7 @@ func (x *EnableKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableKey.ProtoReflect.Descriptor instead.
 func (*EnableKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{18}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *EnableKey) GetKey() string {
@@ -1851,7 +2041,7 @@ type SetPolicy struct {
 
 func (x *SetPolicy) Reset() {
 	*x = SetPolicy{}
-	mi := &file_custos_v1_governance_proto_msgTypes[19]
+	mi := &file_custos_v1_governance_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1863,7 +2053,7 @@ func (x *SetPolicy) String() string {
 func (*SetPolicy) ProtoMessage() {}
 
 func (x *SetPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[19]
+	mi := &file_custos_v1_governance_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1876,7 +2066,7 @@ func (x *SetPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicy.ProtoReflect.Descriptor instead.
 func (*SetPolicy) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{19}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SetPolicy) GetKey() string {
@@ -1906,7 +2096,7 @@ type ApproveRequest struct {
 
 func (x *ApproveRequest) Reset() {
 	*x = ApproveRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[20]
+	mi := &file_custos_v1_governance_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1918,7 +2108,7 @@ func (x *ApproveRequest) String() string {
 func (*ApproveRequest) ProtoMessage() {}
 
 func (x *ApproveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[20]
+	mi := &file_custos_v1_governance_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1931,7 +2121,7 @@ func (x *ApproveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveRequest.ProtoReflect.Descriptor instead.
 func (*ApproveRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{20}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ApproveRequest) GetRequestId() string {
@@ -1965,7 +2155,7 @@ type DenyRequest struct {
 
 func (x *DenyRequest) Reset() {
 	*x = DenyRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[21]
+	mi := &file_custos_v1_governance_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1977,7 +2167,7 @@ func (x *DenyRequest) String() string {
 func (*DenyRequest) ProtoMessage() {}
 
 func (x *DenyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[21]
+	mi := &file_custos_v1_governance_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1990,7 +2180,7 @@ func (x *DenyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DenyRequest.ProtoReflect.Descriptor instead.
 func (*DenyRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{21}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DenyRequest) GetRequestId() string {
@@ -2016,7 +2206,7 @@ type CreateGrant struct {
 
 func (x *CreateGrant) Reset() {
 	*x = CreateGrant{}
-	mi := &file_custos_v1_governance_proto_msgTypes[22]
+	mi := &file_custos_v1_governance_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2028,7 +2218,7 @@ func (x *CreateGrant) String() string {
 func (*CreateGrant) ProtoMessage() {}
 
 func (x *CreateGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[22]
+	mi := &file_custos_v1_governance_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2041,7 +2231,7 @@ func (x *CreateGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGrant.ProtoReflect.Descriptor instead.
 func (*CreateGrant) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{22}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CreateGrant) GetPrincipal() string {
@@ -2096,7 +2286,7 @@ type RevokeGrant struct {
 
 func (x *RevokeGrant) Reset() {
 	*x = RevokeGrant{}
-	mi := &file_custos_v1_governance_proto_msgTypes[23]
+	mi := &file_custos_v1_governance_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2108,7 +2298,7 @@ func (x *RevokeGrant) String() string {
 func (*RevokeGrant) ProtoMessage() {}
 
 func (x *RevokeGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[23]
+	mi := &file_custos_v1_governance_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2121,7 +2311,7 @@ func (x *RevokeGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeGrant.ProtoReflect.Descriptor instead.
 func (*RevokeGrant) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{23}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RevokeGrant) GetGrantId() string {
@@ -2142,7 +2332,7 @@ type SetOfficers struct {
 
 func (x *SetOfficers) Reset() {
 	*x = SetOfficers{}
-	mi := &file_custos_v1_governance_proto_msgTypes[24]
+	mi := &file_custos_v1_governance_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2154,7 +2344,7 @@ func (x *SetOfficers) String() string {
 func (*SetOfficers) ProtoMessage() {}
 
 func (x *SetOfficers) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[24]
+	mi := &file_custos_v1_governance_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2167,7 +2357,7 @@ func (x *SetOfficers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetOfficers.ProtoReflect.Descriptor instead.
 func (*SetOfficers) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{24}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SetOfficers) GetOfficers() []*Officer {
@@ -2196,7 +2386,7 @@ type OfficerSignature struct {
 
 func (x *OfficerSignature) Reset() {
 	*x = OfficerSignature{}
-	mi := &file_custos_v1_governance_proto_msgTypes[25]
+	mi := &file_custos_v1_governance_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2208,7 +2398,7 @@ func (x *OfficerSignature) String() string {
 func (*OfficerSignature) ProtoMessage() {}
 
 func (x *OfficerSignature) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[25]
+	mi := &file_custos_v1_governance_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2221,7 +2411,7 @@ func (x *OfficerSignature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OfficerSignature.ProtoReflect.Descriptor instead.
 func (*OfficerSignature) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{25}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *OfficerSignature) GetOfficer() string {
@@ -2249,7 +2439,7 @@ type SignedStatement struct {
 
 func (x *SignedStatement) Reset() {
 	*x = SignedStatement{}
-	mi := &file_custos_v1_governance_proto_msgTypes[26]
+	mi := &file_custos_v1_governance_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2261,7 +2451,7 @@ func (x *SignedStatement) String() string {
 func (*SignedStatement) ProtoMessage() {}
 
 func (x *SignedStatement) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[26]
+	mi := &file_custos_v1_governance_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2274,7 +2464,7 @@ func (x *SignedStatement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedStatement.ProtoReflect.Descriptor instead.
 func (*SignedStatement) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{26}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SignedStatement) GetStatement() []byte {
@@ -2307,7 +2497,7 @@ type SubmitResponse struct {
 
 func (x *SubmitResponse) Reset() {
 	*x = SubmitResponse{}
-	mi := &file_custos_v1_governance_proto_msgTypes[27]
+	mi := &file_custos_v1_governance_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2319,7 +2509,7 @@ func (x *SubmitResponse) String() string {
 func (*SubmitResponse) ProtoMessage() {}
 
 func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[27]
+	mi := &file_custos_v1_governance_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2332,7 +2522,7 @@ func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
 func (*SubmitResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{27}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SubmitResponse) GetResult() string {
@@ -2371,7 +2561,7 @@ type GetGovernanceRequest struct {
 
 func (x *GetGovernanceRequest) Reset() {
 	*x = GetGovernanceRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[28]
+	mi := &file_custos_v1_governance_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2383,7 +2573,7 @@ func (x *GetGovernanceRequest) String() string {
 func (*GetGovernanceRequest) ProtoMessage() {}
 
 func (x *GetGovernanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[28]
+	mi := &file_custos_v1_governance_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2396,7 +2586,7 @@ func (x *GetGovernanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGovernanceRequest.ProtoReflect.Descriptor instead.
 func (*GetGovernanceRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{28}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{30}
 }
 
 // ApprovalRequest is a decrypt that policy sent to the officers.
@@ -2423,7 +2613,7 @@ type ApprovalRequest struct {
 
 func (x *ApprovalRequest) Reset() {
 	*x = ApprovalRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[29]
+	mi := &file_custos_v1_governance_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2435,7 +2625,7 @@ func (x *ApprovalRequest) String() string {
 func (*ApprovalRequest) ProtoMessage() {}
 
 func (x *ApprovalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[29]
+	mi := &file_custos_v1_governance_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2448,7 +2638,7 @@ func (x *ApprovalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApprovalRequest.ProtoReflect.Descriptor instead.
 func (*ApprovalRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{29}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ApprovalRequest) GetRequestId() string {
@@ -2551,7 +2741,7 @@ type ListPendingRequest struct {
 
 func (x *ListPendingRequest) Reset() {
 	*x = ListPendingRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[30]
+	mi := &file_custos_v1_governance_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2563,7 +2753,7 @@ func (x *ListPendingRequest) String() string {
 func (*ListPendingRequest) ProtoMessage() {}
 
 func (x *ListPendingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[30]
+	mi := &file_custos_v1_governance_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2576,7 +2766,7 @@ func (x *ListPendingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPendingRequest.ProtoReflect.Descriptor instead.
 func (*ListPendingRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{30}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListPendingRequest) GetKey() string {
@@ -2595,7 +2785,7 @@ type ListPendingResponse struct {
 
 func (x *ListPendingResponse) Reset() {
 	*x = ListPendingResponse{}
-	mi := &file_custos_v1_governance_proto_msgTypes[31]
+	mi := &file_custos_v1_governance_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2607,7 +2797,7 @@ func (x *ListPendingResponse) String() string {
 func (*ListPendingResponse) ProtoMessage() {}
 
 func (x *ListPendingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[31]
+	mi := &file_custos_v1_governance_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2620,7 +2810,7 @@ func (x *ListPendingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPendingResponse.ProtoReflect.Descriptor instead.
 func (*ListPendingResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{31}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListPendingResponse) GetRequests() []*ApprovalRequest {
@@ -2639,7 +2829,7 @@ type GetRequestRequest struct {
 
 func (x *GetRequestRequest) Reset() {
 	*x = GetRequestRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[32]
+	mi := &file_custos_v1_governance_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2651,7 +2841,7 @@ func (x *GetRequestRequest) String() string {
 func (*GetRequestRequest) ProtoMessage() {}
 
 func (x *GetRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[32]
+	mi := &file_custos_v1_governance_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2664,7 +2854,7 @@ func (x *GetRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequestRequest.ProtoReflect.Descriptor instead.
 func (*GetRequestRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{32}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetRequestRequest) GetRequestId() string {
@@ -2692,7 +2882,7 @@ type Grant struct {
 
 func (x *Grant) Reset() {
 	*x = Grant{}
-	mi := &file_custos_v1_governance_proto_msgTypes[33]
+	mi := &file_custos_v1_governance_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2704,7 +2894,7 @@ func (x *Grant) String() string {
 func (*Grant) ProtoMessage() {}
 
 func (x *Grant) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[33]
+	mi := &file_custos_v1_governance_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2717,7 +2907,7 @@ func (x *Grant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Grant.ProtoReflect.Descriptor instead.
 func (*Grant) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{33}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Grant) GetGrantId() string {
@@ -2785,7 +2975,7 @@ type ListGrantsRequest struct {
 
 func (x *ListGrantsRequest) Reset() {
 	*x = ListGrantsRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[34]
+	mi := &file_custos_v1_governance_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2797,7 +2987,7 @@ func (x *ListGrantsRequest) String() string {
 func (*ListGrantsRequest) ProtoMessage() {}
 
 func (x *ListGrantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[34]
+	mi := &file_custos_v1_governance_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2810,7 +3000,7 @@ func (x *ListGrantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGrantsRequest.ProtoReflect.Descriptor instead.
 func (*ListGrantsRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{34}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListGrantsRequest) GetKey() string {
@@ -2829,7 +3019,7 @@ type ListGrantsResponse struct {
 
 func (x *ListGrantsResponse) Reset() {
 	*x = ListGrantsResponse{}
-	mi := &file_custos_v1_governance_proto_msgTypes[35]
+	mi := &file_custos_v1_governance_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2841,7 +3031,7 @@ func (x *ListGrantsResponse) String() string {
 func (*ListGrantsResponse) ProtoMessage() {}
 
 func (x *ListGrantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[35]
+	mi := &file_custos_v1_governance_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2854,7 +3044,7 @@ func (x *ListGrantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGrantsResponse.ProtoReflect.Descriptor instead.
 func (*ListGrantsResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{35}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListGrantsResponse) GetGrants() []*Grant {
@@ -2873,7 +3063,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[36]
+	mi := &file_custos_v1_governance_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2885,7 +3075,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[36]
+	mi := &file_custos_v1_governance_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2898,7 +3088,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{36}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetPolicyRequest) GetKey() string {
@@ -2946,7 +3136,7 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\aversion\x18\x04 \x01(\x04R\aversion\x12%\n" +
 	"\x05sinks\x18\x05 \x03(\v2\x0f.custos.v1.SinkR\x05sinks\x129\n" +
 	"\fnotify_rules\x18\x06 \x01(\v2\x16.custos.v1.NotifyRulesR\vnotifyRules\x12\x18\n" +
-	"\aprofile\x18\a \x01(\tR\aprofile\"\x90\t\n" +
+	"\aprofile\x18\a \x01(\tR\aprofile\"\xd3\t\n" +
 	"\tStatement\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x14\n" +
@@ -2975,12 +3165,28 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"admit_node\x18\x16 \x01(\v2\x14.custos.v1.AdmitNodeH\x00R\tadmitNode\x12G\n" +
 	"\x10revoke_admission\x18\x17 \x01(\v2\x1a.custos.v1.RevokeAdmissionH\x00R\x0frevokeAdmission\x12]\n" +
 	"\x18schedule_key_destruction\x18\x18 \x01(\v2!.custos.v1.ScheduleKeyDestructionH\x00R\x16scheduleKeyDestruction\x12W\n" +
-	"\x16cancel_key_destruction\x18\x19 \x01(\v2\x1f.custos.v1.CancelKeyDestructionH\x00R\x14cancelKeyDestructionB\v\n" +
+	"\x16cancel_key_destruction\x18\x19 \x01(\v2\x1f.custos.v1.CancelKeyDestructionH\x00R\x14cancelKeyDestruction\x12A\n" +
+	"\x0eaccept_restore\x18\x1a \x01(\v2\x18.custos.v1.AcceptRestoreH\x00R\racceptRestoreB\v\n" +
 	"\toperation\"m\n" +
 	"\x16ScheduleKeyDestruction\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\rR\aversion\x12'\n" +
-	"\x0fwaiting_seconds\x18\x03 \x01(\x03R\x0ewaitingSeconds\"B\n" +
+	"\x0fwaiting_seconds\x18\x03 \x01(\x03R\x0ewaitingSeconds\"8\n" +
+	"\rAcceptRestore\x12'\n" +
+	"\x0fsnapshot_sha256\x18\x01 \x01(\tR\x0esnapshotSha256\"\x90\x03\n" +
+	"\x0eClusterRestore\x12'\n" +
+	"\x0fsnapshot_sha256\x18\x01 \x01(\tR\x0esnapshotSha256\x12\x1f\n" +
+	"\vsource_node\x18\x02 \x01(\tR\n" +
+	"sourceNode\x12*\n" +
+	"\x11source_raft_index\x18\x03 \x01(\x04R\x0fsourceRaftIndex\x12(\n" +
+	"\x10source_raft_term\x18\x04 \x01(\x04R\x0esourceRaftTerm\x12*\n" +
+	"\x11created_unix_nano\x18\x05 \x01(\x03R\x0fcreatedUnixNano\x12\x12\n" +
+	"\x04node\x18\x06 \x01(\tR\x04node\x123\n" +
+	"\x16restore_time_unix_nano\x18\a \x01(\x03R\x13restoreTimeUnixNano\x12\x1a\n" +
+	"\breported\x18\b \x01(\bR\breported\x12\x1a\n" +
+	"\baccepted\x18\t \x01(\bR\baccepted\x121\n" +
+	"\x15accept_time_unix_nano\x18\n" +
+	" \x01(\x03R\x12acceptTimeUnixNano\"B\n" +
 	"\x14CancelKeyDestruction\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\rR\aversion\"\xc6\x01\n" +
@@ -3162,7 +3368,7 @@ func file_custos_v1_governance_proto_rawDescGZIP() []byte {
 }
 
 var file_custos_v1_governance_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_custos_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_custos_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_custos_v1_governance_proto_goTypes = []any{
 	(Action)(0),                    // 0: custos.v1.Action
 	(KeyTransportHash)(0),          // 1: custos.v1.KeyTransportHash
@@ -3176,97 +3382,100 @@ var file_custos_v1_governance_proto_goTypes = []any{
 	(*Governance)(nil),             // 9: custos.v1.Governance
 	(*Statement)(nil),              // 10: custos.v1.Statement
 	(*ScheduleKeyDestruction)(nil), // 11: custos.v1.ScheduleKeyDestruction
-	(*CancelKeyDestruction)(nil),   // 12: custos.v1.CancelKeyDestruction
-	(*AdmitNode)(nil),              // 13: custos.v1.AdmitNode
-	(*RevokeAdmission)(nil),        // 14: custos.v1.RevokeAdmission
-	(*NodeAdmission)(nil),          // 15: custos.v1.NodeAdmission
-	(*Sink)(nil),                   // 16: custos.v1.Sink
-	(*AddSink)(nil),                // 17: custos.v1.AddSink
-	(*RemoveSink)(nil),             // 18: custos.v1.RemoveSink
-	(*NotifyRules)(nil),            // 19: custos.v1.NotifyRules
-	(*SetNotifyRules)(nil),         // 20: custos.v1.SetNotifyRules
-	(*RevokeKey)(nil),              // 21: custos.v1.RevokeKey
-	(*DisableKey)(nil),             // 22: custos.v1.DisableKey
-	(*EnableKey)(nil),              // 23: custos.v1.EnableKey
-	(*SetPolicy)(nil),              // 24: custos.v1.SetPolicy
-	(*ApproveRequest)(nil),         // 25: custos.v1.ApproveRequest
-	(*DenyRequest)(nil),            // 26: custos.v1.DenyRequest
-	(*CreateGrant)(nil),            // 27: custos.v1.CreateGrant
-	(*RevokeGrant)(nil),            // 28: custos.v1.RevokeGrant
-	(*SetOfficers)(nil),            // 29: custos.v1.SetOfficers
-	(*OfficerSignature)(nil),       // 30: custos.v1.OfficerSignature
-	(*SignedStatement)(nil),        // 31: custos.v1.SignedStatement
-	(*SubmitResponse)(nil),         // 32: custos.v1.SubmitResponse
-	(*GetGovernanceRequest)(nil),   // 33: custos.v1.GetGovernanceRequest
-	(*ApprovalRequest)(nil),        // 34: custos.v1.ApprovalRequest
-	(*ListPendingRequest)(nil),     // 35: custos.v1.ListPendingRequest
-	(*ListPendingResponse)(nil),    // 36: custos.v1.ListPendingResponse
-	(*GetRequestRequest)(nil),      // 37: custos.v1.GetRequestRequest
-	(*Grant)(nil),                  // 38: custos.v1.Grant
-	(*ListGrantsRequest)(nil),      // 39: custos.v1.ListGrantsRequest
-	(*ListGrantsResponse)(nil),     // 40: custos.v1.ListGrantsResponse
-	(*GetPolicyRequest)(nil),       // 41: custos.v1.GetPolicyRequest
-	(Reason)(0),                    // 42: custos.v1.Reason
-	(Outcome)(0),                   // 43: custos.v1.Outcome
+	(*AcceptRestore)(nil),          // 12: custos.v1.AcceptRestore
+	(*ClusterRestore)(nil),         // 13: custos.v1.ClusterRestore
+	(*CancelKeyDestruction)(nil),   // 14: custos.v1.CancelKeyDestruction
+	(*AdmitNode)(nil),              // 15: custos.v1.AdmitNode
+	(*RevokeAdmission)(nil),        // 16: custos.v1.RevokeAdmission
+	(*NodeAdmission)(nil),          // 17: custos.v1.NodeAdmission
+	(*Sink)(nil),                   // 18: custos.v1.Sink
+	(*AddSink)(nil),                // 19: custos.v1.AddSink
+	(*RemoveSink)(nil),             // 20: custos.v1.RemoveSink
+	(*NotifyRules)(nil),            // 21: custos.v1.NotifyRules
+	(*SetNotifyRules)(nil),         // 22: custos.v1.SetNotifyRules
+	(*RevokeKey)(nil),              // 23: custos.v1.RevokeKey
+	(*DisableKey)(nil),             // 24: custos.v1.DisableKey
+	(*EnableKey)(nil),              // 25: custos.v1.EnableKey
+	(*SetPolicy)(nil),              // 26: custos.v1.SetPolicy
+	(*ApproveRequest)(nil),         // 27: custos.v1.ApproveRequest
+	(*DenyRequest)(nil),            // 28: custos.v1.DenyRequest
+	(*CreateGrant)(nil),            // 29: custos.v1.CreateGrant
+	(*RevokeGrant)(nil),            // 30: custos.v1.RevokeGrant
+	(*SetOfficers)(nil),            // 31: custos.v1.SetOfficers
+	(*OfficerSignature)(nil),       // 32: custos.v1.OfficerSignature
+	(*SignedStatement)(nil),        // 33: custos.v1.SignedStatement
+	(*SubmitResponse)(nil),         // 34: custos.v1.SubmitResponse
+	(*GetGovernanceRequest)(nil),   // 35: custos.v1.GetGovernanceRequest
+	(*ApprovalRequest)(nil),        // 36: custos.v1.ApprovalRequest
+	(*ListPendingRequest)(nil),     // 37: custos.v1.ListPendingRequest
+	(*ListPendingResponse)(nil),    // 38: custos.v1.ListPendingResponse
+	(*GetRequestRequest)(nil),      // 39: custos.v1.GetRequestRequest
+	(*Grant)(nil),                  // 40: custos.v1.Grant
+	(*ListGrantsRequest)(nil),      // 41: custos.v1.ListGrantsRequest
+	(*ListGrantsResponse)(nil),     // 42: custos.v1.ListGrantsResponse
+	(*GetPolicyRequest)(nil),       // 43: custos.v1.GetPolicyRequest
+	(Reason)(0),                    // 44: custos.v1.Reason
+	(Outcome)(0),                   // 45: custos.v1.Outcome
 }
 var file_custos_v1_governance_proto_depIdxs = []int32{
-	42, // 0: custos.v1.ReasonRule.reason:type_name -> custos.v1.Reason
+	44, // 0: custos.v1.ReasonRule.reason:type_name -> custos.v1.Reason
 	0,  // 1: custos.v1.ReasonRule.action:type_name -> custos.v1.Action
 	5,  // 2: custos.v1.KeyPolicy.reasons:type_name -> custos.v1.ReasonRule
 	6,  // 3: custos.v1.KeyPolicy.windows:type_name -> custos.v1.TimeWindow
 	8,  // 4: custos.v1.Governance.officers:type_name -> custos.v1.Officer
-	16, // 5: custos.v1.Governance.sinks:type_name -> custos.v1.Sink
-	19, // 6: custos.v1.Governance.notify_rules:type_name -> custos.v1.NotifyRules
-	21, // 7: custos.v1.Statement.revoke_key:type_name -> custos.v1.RevokeKey
-	22, // 8: custos.v1.Statement.disable_key:type_name -> custos.v1.DisableKey
-	23, // 9: custos.v1.Statement.enable_key:type_name -> custos.v1.EnableKey
-	24, // 10: custos.v1.Statement.set_policy:type_name -> custos.v1.SetPolicy
-	25, // 11: custos.v1.Statement.approve_request:type_name -> custos.v1.ApproveRequest
-	26, // 12: custos.v1.Statement.deny_request:type_name -> custos.v1.DenyRequest
-	27, // 13: custos.v1.Statement.create_grant:type_name -> custos.v1.CreateGrant
-	28, // 14: custos.v1.Statement.revoke_grant:type_name -> custos.v1.RevokeGrant
-	29, // 15: custos.v1.Statement.set_officers:type_name -> custos.v1.SetOfficers
-	17, // 16: custos.v1.Statement.add_sink:type_name -> custos.v1.AddSink
-	18, // 17: custos.v1.Statement.remove_sink:type_name -> custos.v1.RemoveSink
-	20, // 18: custos.v1.Statement.set_notify_rules:type_name -> custos.v1.SetNotifyRules
-	13, // 19: custos.v1.Statement.admit_node:type_name -> custos.v1.AdmitNode
-	14, // 20: custos.v1.Statement.revoke_admission:type_name -> custos.v1.RevokeAdmission
+	18, // 5: custos.v1.Governance.sinks:type_name -> custos.v1.Sink
+	21, // 6: custos.v1.Governance.notify_rules:type_name -> custos.v1.NotifyRules
+	23, // 7: custos.v1.Statement.revoke_key:type_name -> custos.v1.RevokeKey
+	24, // 8: custos.v1.Statement.disable_key:type_name -> custos.v1.DisableKey
+	25, // 9: custos.v1.Statement.enable_key:type_name -> custos.v1.EnableKey
+	26, // 10: custos.v1.Statement.set_policy:type_name -> custos.v1.SetPolicy
+	27, // 11: custos.v1.Statement.approve_request:type_name -> custos.v1.ApproveRequest
+	28, // 12: custos.v1.Statement.deny_request:type_name -> custos.v1.DenyRequest
+	29, // 13: custos.v1.Statement.create_grant:type_name -> custos.v1.CreateGrant
+	30, // 14: custos.v1.Statement.revoke_grant:type_name -> custos.v1.RevokeGrant
+	31, // 15: custos.v1.Statement.set_officers:type_name -> custos.v1.SetOfficers
+	19, // 16: custos.v1.Statement.add_sink:type_name -> custos.v1.AddSink
+	20, // 17: custos.v1.Statement.remove_sink:type_name -> custos.v1.RemoveSink
+	22, // 18: custos.v1.Statement.set_notify_rules:type_name -> custos.v1.SetNotifyRules
+	15, // 19: custos.v1.Statement.admit_node:type_name -> custos.v1.AdmitNode
+	16, // 20: custos.v1.Statement.revoke_admission:type_name -> custos.v1.RevokeAdmission
 	11, // 21: custos.v1.Statement.schedule_key_destruction:type_name -> custos.v1.ScheduleKeyDestruction
-	12, // 22: custos.v1.Statement.cancel_key_destruction:type_name -> custos.v1.CancelKeyDestruction
-	1,  // 23: custos.v1.AdmitNode.hash:type_name -> custos.v1.KeyTransportHash
-	2,  // 24: custos.v1.NodeAdmission.state:type_name -> custos.v1.AdmissionState
-	1,  // 25: custos.v1.NodeAdmission.hash:type_name -> custos.v1.KeyTransportHash
-	3,  // 26: custos.v1.Sink.type:type_name -> custos.v1.SinkType
-	16, // 27: custos.v1.AddSink.sink:type_name -> custos.v1.Sink
-	42, // 28: custos.v1.NotifyRules.reasons:type_name -> custos.v1.Reason
-	43, // 29: custos.v1.NotifyRules.outcomes:type_name -> custos.v1.Outcome
-	19, // 30: custos.v1.SetNotifyRules.rules:type_name -> custos.v1.NotifyRules
-	7,  // 31: custos.v1.SetPolicy.policy:type_name -> custos.v1.KeyPolicy
-	42, // 32: custos.v1.CreateGrant.reason:type_name -> custos.v1.Reason
-	8,  // 33: custos.v1.SetOfficers.officers:type_name -> custos.v1.Officer
-	30, // 34: custos.v1.SignedStatement.signatures:type_name -> custos.v1.OfficerSignature
-	42, // 35: custos.v1.ApprovalRequest.reason:type_name -> custos.v1.Reason
-	4,  // 36: custos.v1.ApprovalRequest.state:type_name -> custos.v1.RequestState
-	34, // 37: custos.v1.ListPendingResponse.requests:type_name -> custos.v1.ApprovalRequest
-	42, // 38: custos.v1.Grant.reason:type_name -> custos.v1.Reason
-	38, // 39: custos.v1.ListGrantsResponse.grants:type_name -> custos.v1.Grant
-	31, // 40: custos.v1.GovernanceService.Submit:input_type -> custos.v1.SignedStatement
-	33, // 41: custos.v1.GovernanceService.GetGovernance:input_type -> custos.v1.GetGovernanceRequest
-	35, // 42: custos.v1.GovernanceService.ListPending:input_type -> custos.v1.ListPendingRequest
-	37, // 43: custos.v1.GovernanceService.GetRequest:input_type -> custos.v1.GetRequestRequest
-	39, // 44: custos.v1.GovernanceService.ListGrants:input_type -> custos.v1.ListGrantsRequest
-	41, // 45: custos.v1.GovernanceService.GetPolicy:input_type -> custos.v1.GetPolicyRequest
-	32, // 46: custos.v1.GovernanceService.Submit:output_type -> custos.v1.SubmitResponse
-	9,  // 47: custos.v1.GovernanceService.GetGovernance:output_type -> custos.v1.Governance
-	36, // 48: custos.v1.GovernanceService.ListPending:output_type -> custos.v1.ListPendingResponse
-	34, // 49: custos.v1.GovernanceService.GetRequest:output_type -> custos.v1.ApprovalRequest
-	40, // 50: custos.v1.GovernanceService.ListGrants:output_type -> custos.v1.ListGrantsResponse
-	7,  // 51: custos.v1.GovernanceService.GetPolicy:output_type -> custos.v1.KeyPolicy
-	46, // [46:52] is the sub-list for method output_type
-	40, // [40:46] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	14, // 22: custos.v1.Statement.cancel_key_destruction:type_name -> custos.v1.CancelKeyDestruction
+	12, // 23: custos.v1.Statement.accept_restore:type_name -> custos.v1.AcceptRestore
+	1,  // 24: custos.v1.AdmitNode.hash:type_name -> custos.v1.KeyTransportHash
+	2,  // 25: custos.v1.NodeAdmission.state:type_name -> custos.v1.AdmissionState
+	1,  // 26: custos.v1.NodeAdmission.hash:type_name -> custos.v1.KeyTransportHash
+	3,  // 27: custos.v1.Sink.type:type_name -> custos.v1.SinkType
+	18, // 28: custos.v1.AddSink.sink:type_name -> custos.v1.Sink
+	44, // 29: custos.v1.NotifyRules.reasons:type_name -> custos.v1.Reason
+	45, // 30: custos.v1.NotifyRules.outcomes:type_name -> custos.v1.Outcome
+	21, // 31: custos.v1.SetNotifyRules.rules:type_name -> custos.v1.NotifyRules
+	7,  // 32: custos.v1.SetPolicy.policy:type_name -> custos.v1.KeyPolicy
+	44, // 33: custos.v1.CreateGrant.reason:type_name -> custos.v1.Reason
+	8,  // 34: custos.v1.SetOfficers.officers:type_name -> custos.v1.Officer
+	32, // 35: custos.v1.SignedStatement.signatures:type_name -> custos.v1.OfficerSignature
+	44, // 36: custos.v1.ApprovalRequest.reason:type_name -> custos.v1.Reason
+	4,  // 37: custos.v1.ApprovalRequest.state:type_name -> custos.v1.RequestState
+	36, // 38: custos.v1.ListPendingResponse.requests:type_name -> custos.v1.ApprovalRequest
+	44, // 39: custos.v1.Grant.reason:type_name -> custos.v1.Reason
+	40, // 40: custos.v1.ListGrantsResponse.grants:type_name -> custos.v1.Grant
+	33, // 41: custos.v1.GovernanceService.Submit:input_type -> custos.v1.SignedStatement
+	35, // 42: custos.v1.GovernanceService.GetGovernance:input_type -> custos.v1.GetGovernanceRequest
+	37, // 43: custos.v1.GovernanceService.ListPending:input_type -> custos.v1.ListPendingRequest
+	39, // 44: custos.v1.GovernanceService.GetRequest:input_type -> custos.v1.GetRequestRequest
+	41, // 45: custos.v1.GovernanceService.ListGrants:input_type -> custos.v1.ListGrantsRequest
+	43, // 46: custos.v1.GovernanceService.GetPolicy:input_type -> custos.v1.GetPolicyRequest
+	34, // 47: custos.v1.GovernanceService.Submit:output_type -> custos.v1.SubmitResponse
+	9,  // 48: custos.v1.GovernanceService.GetGovernance:output_type -> custos.v1.Governance
+	38, // 49: custos.v1.GovernanceService.ListPending:output_type -> custos.v1.ListPendingResponse
+	36, // 50: custos.v1.GovernanceService.GetRequest:output_type -> custos.v1.ApprovalRequest
+	42, // 51: custos.v1.GovernanceService.ListGrants:output_type -> custos.v1.ListGrantsResponse
+	7,  // 52: custos.v1.GovernanceService.GetPolicy:output_type -> custos.v1.KeyPolicy
+	47, // [47:53] is the sub-list for method output_type
+	41, // [41:47] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_custos_v1_governance_proto_init() }
@@ -3292,6 +3501,7 @@ func file_custos_v1_governance_proto_init() {
 		(*Statement_RevokeAdmission)(nil),
 		(*Statement_ScheduleKeyDestruction)(nil),
 		(*Statement_CancelKeyDestruction)(nil),
+		(*Statement_AcceptRestore)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3299,7 +3509,7 @@ func file_custos_v1_governance_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custos_v1_governance_proto_rawDesc), len(file_custos_v1_governance_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   37,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -101,6 +101,7 @@ type Command struct {
 	//	*Command_TransportDomainKey
 	//	*Command_ConfirmAdmission
 	//	*Command_CompleteKeyDestruction
+	//	*Command_ReportRestore
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -317,6 +318,15 @@ func (x *Command) GetCompleteKeyDestruction() *CompleteKeyDestruction {
 	return nil
 }
 
+func (x *Command) GetReportRestore() *ReportRestore {
+	if x != nil {
+		if x, ok := x.Op.(*Command_ReportRestore); ok {
+			return x.ReportRestore
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -389,6 +399,10 @@ type Command_CompleteKeyDestruction struct {
 	CompleteKeyDestruction *CompleteKeyDestruction `protobuf:"bytes,26,opt,name=complete_key_destruction,json=completeKeyDestruction,proto3,oneof"`
 }
 
+type Command_ReportRestore struct {
+	ReportRestore *ReportRestore `protobuf:"bytes,27,opt,name=report_restore,json=reportRestore,proto3,oneof"`
+}
+
 func (*Command_InitCluster) isCommand_Op() {}
 
 func (*Command_CreateKey) isCommand_Op() {}
@@ -422,6 +436,8 @@ func (*Command_TransportDomainKey) isCommand_Op() {}
 func (*Command_ConfirmAdmission) isCommand_Op() {}
 
 func (*Command_CompleteKeyDestruction) isCommand_Op() {}
+
+func (*Command_ReportRestore) isCommand_Op() {}
 
 // InitCluster is the first command of a cluster.
 type InitCluster struct {
@@ -685,6 +701,52 @@ func (x *CompleteKeyDestruction) GetVersion() uint32 {
 	return 0
 }
 
+// ReportRestore: the proposing node was restored from a snapshot file
+// (State.restore names it) and records that in the ledger; applied once.
+type ReportRestore struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	SnapshotSha256 string                 `protobuf:"bytes,1,opt,name=snapshot_sha256,json=snapshotSha256,proto3" json:"snapshot_sha256,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ReportRestore) Reset() {
+	*x = ReportRestore{}
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportRestore) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportRestore) ProtoMessage() {}
+
+func (x *ReportRestore) ProtoReflect() protoreflect.Message {
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportRestore.ProtoReflect.Descriptor instead.
+func (*ReportRestore) Descriptor() ([]byte, []int) {
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ReportRestore) GetSnapshotSha256() string {
+	if x != nil {
+		return x.SnapshotSha256
+	}
+	return ""
+}
+
 // ConfirmAdmission: the proposing node's HSM now holds the domain key, with
 // the check value recorded at genesis.
 type ConfirmAdmission struct {
@@ -697,7 +759,7 @@ type ConfirmAdmission struct {
 
 func (x *ConfirmAdmission) Reset() {
 	*x = ConfirmAdmission{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[6]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -709,7 +771,7 @@ func (x *ConfirmAdmission) String() string {
 func (*ConfirmAdmission) ProtoMessage() {}
 
 func (x *ConfirmAdmission) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[6]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -722,7 +784,7 @@ func (x *ConfirmAdmission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmAdmission.ProtoReflect.Descriptor instead.
 func (*ConfirmAdmission) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{6}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ConfirmAdmission) GetNode() string {
@@ -750,7 +812,7 @@ type RecordCheckpoint struct {
 
 func (x *RecordCheckpoint) Reset() {
 	*x = RecordCheckpoint{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[7]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -762,7 +824,7 @@ func (x *RecordCheckpoint) String() string {
 func (*RecordCheckpoint) ProtoMessage() {}
 
 func (x *RecordCheckpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[7]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -775,7 +837,7 @@ func (x *RecordCheckpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordCheckpoint.ProtoReflect.Descriptor instead.
 func (*RecordCheckpoint) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{7}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RecordCheckpoint) GetCheckpoint() *v1.Checkpoint {
@@ -797,7 +859,7 @@ type AdvanceCursor struct {
 
 func (x *AdvanceCursor) Reset() {
 	*x = AdvanceCursor{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[8]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -809,7 +871,7 @@ func (x *AdvanceCursor) String() string {
 func (*AdvanceCursor) ProtoMessage() {}
 
 func (x *AdvanceCursor) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[8]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -822,7 +884,7 @@ func (x *AdvanceCursor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdvanceCursor.ProtoReflect.Descriptor instead.
 func (*AdvanceCursor) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{8}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AdvanceCursor) GetSink() string {
@@ -856,7 +918,7 @@ type BlockRelease struct {
 
 func (x *BlockRelease) Reset() {
 	*x = BlockRelease{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[9]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -868,7 +930,7 @@ func (x *BlockRelease) String() string {
 func (*BlockRelease) ProtoMessage() {}
 
 func (x *BlockRelease) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[9]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -881,7 +943,7 @@ func (x *BlockRelease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockRelease.ProtoReflect.Descriptor instead.
 func (*BlockRelease) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{9}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *BlockRelease) GetDecisionSeq() uint64 {
@@ -935,7 +997,7 @@ type RejectHSMObject struct {
 
 func (x *RejectHSMObject) Reset() {
 	*x = RejectHSMObject{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[10]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -947,7 +1009,7 @@ func (x *RejectHSMObject) String() string {
 func (*RejectHSMObject) ProtoMessage() {}
 
 func (x *RejectHSMObject) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[10]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -960,7 +1022,7 @@ func (x *RejectHSMObject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectHSMObject.ProtoReflect.Descriptor instead.
 func (*RejectHSMObject) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{10}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RejectHSMObject) GetKey() string {
@@ -1004,7 +1066,7 @@ type RecordMembership struct {
 
 func (x *RecordMembership) Reset() {
 	*x = RecordMembership{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[11]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1016,7 +1078,7 @@ func (x *RecordMembership) String() string {
 func (*RecordMembership) ProtoMessage() {}
 
 func (x *RecordMembership) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[11]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1029,7 +1091,7 @@ func (x *RecordMembership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordMembership.ProtoReflect.Descriptor instead.
 func (*RecordMembership) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{11}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RecordMembership) GetAction() string {
@@ -1067,7 +1129,7 @@ type RegisterNodeKey struct {
 
 func (x *RegisterNodeKey) Reset() {
 	*x = RegisterNodeKey{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[12]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1079,7 +1141,7 @@ func (x *RegisterNodeKey) String() string {
 func (*RegisterNodeKey) ProtoMessage() {}
 
 func (x *RegisterNodeKey) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[12]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1092,7 +1154,7 @@ func (x *RegisterNodeKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterNodeKey.ProtoReflect.Descriptor instead.
 func (*RegisterNodeKey) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{12}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RegisterNodeKey) GetNode() string {
@@ -1127,7 +1189,7 @@ type Govern struct {
 
 func (x *Govern) Reset() {
 	*x = Govern{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[13]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1139,7 +1201,7 @@ func (x *Govern) String() string {
 func (*Govern) ProtoMessage() {}
 
 func (x *Govern) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[13]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1152,7 +1214,7 @@ func (x *Govern) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Govern.ProtoReflect.Descriptor instead.
 func (*Govern) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{13}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Govern) GetStatement() *v1.SignedStatement {
@@ -1181,7 +1243,7 @@ type CreateKey struct {
 
 func (x *CreateKey) Reset() {
 	*x = CreateKey{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[14]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1193,7 +1255,7 @@ func (x *CreateKey) String() string {
 func (*CreateKey) ProtoMessage() {}
 
 func (x *CreateKey) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[14]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1206,7 +1268,7 @@ func (x *CreateKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKey.ProtoReflect.Descriptor instead.
 func (*CreateKey) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{14}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CreateKey) GetName() string {
@@ -1271,7 +1333,7 @@ type AddKeyVersion struct {
 
 func (x *AddKeyVersion) Reset() {
 	*x = AddKeyVersion{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[15]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1283,7 +1345,7 @@ func (x *AddKeyVersion) String() string {
 func (*AddKeyVersion) ProtoMessage() {}
 
 func (x *AddKeyVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[15]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1296,7 +1358,7 @@ func (x *AddKeyVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddKeyVersion.ProtoReflect.Descriptor instead.
 func (*AddKeyVersion) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{15}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AddKeyVersion) GetName() string {
@@ -1351,7 +1413,7 @@ type SetKeyState struct {
 
 func (x *SetKeyState) Reset() {
 	*x = SetKeyState{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[16]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1363,7 +1425,7 @@ func (x *SetKeyState) String() string {
 func (*SetKeyState) ProtoMessage() {}
 
 func (x *SetKeyState) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[16]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1376,7 +1438,7 @@ func (x *SetKeyState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetKeyState.ProtoReflect.Descriptor instead.
 func (*SetKeyState) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{16}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SetKeyState) GetName() string {
@@ -1403,7 +1465,7 @@ type SetMinDecryptionVersion struct {
 
 func (x *SetMinDecryptionVersion) Reset() {
 	*x = SetMinDecryptionVersion{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[17]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1415,7 +1477,7 @@ func (x *SetMinDecryptionVersion) String() string {
 func (*SetMinDecryptionVersion) ProtoMessage() {}
 
 func (x *SetMinDecryptionVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[17]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1428,7 +1490,7 @@ func (x *SetMinDecryptionVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMinDecryptionVersion.ProtoReflect.Descriptor instead.
 func (*SetMinDecryptionVersion) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{17}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SetMinDecryptionVersion) GetName() string {
@@ -1463,7 +1525,7 @@ type Decide struct {
 
 func (x *Decide) Reset() {
 	*x = Decide{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[18]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1475,7 +1537,7 @@ func (x *Decide) String() string {
 func (*Decide) ProtoMessage() {}
 
 func (x *Decide) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[18]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1488,7 +1550,7 @@ func (x *Decide) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decide.ProtoReflect.Descriptor instead.
 func (*Decide) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{18}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Decide) GetKey() string {
@@ -1572,14 +1634,17 @@ type State struct {
 	// membership records are the differences from it (docs/ledger.md).
 	Members []*RaftServer `protobuf:"bytes,16,rep,name=members,proto3" json:"members,omitempty"`
 	// Node admissions (custodians of the domain key), by node id.
-	Admissions    []*v1.NodeAdmission `protobuf:"bytes,17,rep,name=admissions,proto3" json:"admissions,omitempty"`
+	Admissions []*v1.NodeAdmission `protobuf:"bytes,17,rep,name=admissions,proto3" json:"admissions,omitempty"`
+	// Set by `custosd restore` (kms.PrepareRestore): the cluster was restored
+	// from a snapshot file and serves no key crypto until officers accept it.
+	Restore       *v1.ClusterRestore `protobuf:"bytes,18,opt,name=restore,proto3" json:"restore,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *State) Reset() {
 	*x = State{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1591,7 +1656,7 @@ func (x *State) String() string {
 func (*State) ProtoMessage() {}
 
 func (x *State) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1604,7 +1669,7 @@ func (x *State) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use State.ProtoReflect.Descriptor instead.
 func (*State) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{19}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *State) GetClusterId() string {
@@ -1726,6 +1791,13 @@ func (x *State) GetAdmissions() []*v1.NodeAdmission {
 	return nil
 }
 
+func (x *State) GetRestore() *v1.ClusterRestore {
+	if x != nil {
+		return x.Restore
+	}
+	return nil
+}
+
 // RaftServer is one server of a Raft configuration entry.
 type RaftServer struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -1739,7 +1811,7 @@ type RaftServer struct {
 
 func (x *RaftServer) Reset() {
 	*x = RaftServer{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1751,7 +1823,7 @@ func (x *RaftServer) String() string {
 func (*RaftServer) ProtoMessage() {}
 
 func (x *RaftServer) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1764,7 +1836,7 @@ func (x *RaftServer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftServer.ProtoReflect.Descriptor instead.
 func (*RaftServer) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{20}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RaftServer) GetId() string {
@@ -1800,7 +1872,7 @@ type NodeKey struct {
 
 func (x *NodeKey) Reset() {
 	*x = NodeKey{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1812,7 +1884,7 @@ func (x *NodeKey) String() string {
 func (*NodeKey) ProtoMessage() {}
 
 func (x *NodeKey) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1825,7 +1897,7 @@ func (x *NodeKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeKey.ProtoReflect.Descriptor instead.
 func (*NodeKey) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{21}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *NodeKey) GetNode() string {
@@ -1860,7 +1932,7 @@ type UsedNonce struct {
 
 func (x *UsedNonce) Reset() {
 	*x = UsedNonce{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1872,7 +1944,7 @@ func (x *UsedNonce) String() string {
 func (*UsedNonce) ProtoMessage() {}
 
 func (x *UsedNonce) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1885,7 +1957,7 @@ func (x *UsedNonce) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsedNonce.ProtoReflect.Descriptor instead.
 func (*UsedNonce) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{22}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *UsedNonce) GetNonce() []byte {
@@ -1915,7 +1987,7 @@ type RateCounter struct {
 
 func (x *RateCounter) Reset() {
 	*x = RateCounter{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1927,7 +1999,7 @@ func (x *RateCounter) String() string {
 func (*RateCounter) ProtoMessage() {}
 
 func (x *RateCounter) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1940,7 +2012,7 @@ func (x *RateCounter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateCounter.ProtoReflect.Descriptor instead.
 func (*RateCounter) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{23}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RateCounter) GetKey() string {
@@ -1994,7 +2066,7 @@ type KeyRecord struct {
 
 func (x *KeyRecord) Reset() {
 	*x = KeyRecord{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2006,7 +2078,7 @@ func (x *KeyRecord) String() string {
 func (*KeyRecord) ProtoMessage() {}
 
 func (x *KeyRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2019,7 +2091,7 @@ func (x *KeyRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyRecord.ProtoReflect.Descriptor instead.
 func (*KeyRecord) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{24}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *KeyRecord) GetName() string {
@@ -2127,7 +2199,7 @@ type KeyVersionRecord struct {
 
 func (x *KeyVersionRecord) Reset() {
 	*x = KeyVersionRecord{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2139,7 +2211,7 @@ func (x *KeyVersionRecord) String() string {
 func (*KeyVersionRecord) ProtoMessage() {}
 
 func (x *KeyVersionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2152,7 +2224,7 @@ func (x *KeyVersionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyVersionRecord.ProtoReflect.Descriptor instead.
 func (*KeyVersionRecord) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{25}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *KeyVersionRecord) GetVersion() uint32 {
@@ -2219,7 +2291,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2231,7 +2303,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2244,7 +2316,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{26}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{27}
 }
 
 type ReadRecordsRequest struct {
@@ -2260,7 +2332,7 @@ type ReadRecordsRequest struct {
 
 func (x *ReadRecordsRequest) Reset() {
 	*x = ReadRecordsRequest{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2272,7 +2344,7 @@ func (x *ReadRecordsRequest) String() string {
 func (*ReadRecordsRequest) ProtoMessage() {}
 
 func (x *ReadRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2285,7 +2357,7 @@ func (x *ReadRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRecordsRequest.ProtoReflect.Descriptor instead.
 func (*ReadRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{27}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ReadRecordsRequest) GetFromSeq() uint64 {
@@ -2312,7 +2384,7 @@ type ReadRecordsResponse struct {
 
 func (x *ReadRecordsResponse) Reset() {
 	*x = ReadRecordsResponse{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[28]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2324,7 +2396,7 @@ func (x *ReadRecordsResponse) String() string {
 func (*ReadRecordsResponse) ProtoMessage() {}
 
 func (x *ReadRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[28]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2337,7 +2409,7 @@ func (x *ReadRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRecordsResponse.ProtoReflect.Descriptor instead.
 func (*ReadRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{28}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ReadRecordsResponse) GetRecords() [][]byte {
@@ -2356,7 +2428,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[29]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2368,7 +2440,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[29]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2381,7 +2453,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{29}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -2407,7 +2479,7 @@ type ApplyResult struct {
 
 func (x *ApplyResult) Reset() {
 	*x = ApplyResult{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[30]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2419,7 +2491,7 @@ func (x *ApplyResult) String() string {
 func (*ApplyResult) ProtoMessage() {}
 
 func (x *ApplyResult) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[30]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2432,7 +2504,7 @@ func (x *ApplyResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResult.ProtoReflect.Descriptor instead.
 func (*ApplyResult) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{30}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ApplyResult) GetResult() isApplyResult_Result {
@@ -2497,7 +2569,7 @@ type DecisionResult struct {
 
 func (x *DecisionResult) Reset() {
 	*x = DecisionResult{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[31]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2509,7 +2581,7 @@ func (x *DecisionResult) String() string {
 func (*DecisionResult) ProtoMessage() {}
 
 func (x *DecisionResult) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[31]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2522,7 +2594,7 @@ func (x *DecisionResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecisionResult.ProtoReflect.Descriptor instead.
 func (*DecisionResult) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{31}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DecisionResult) GetRecord() *v1.DecisionRecord {
@@ -2567,7 +2639,7 @@ type ResultError struct {
 
 func (x *ResultError) Reset() {
 	*x = ResultError{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[32]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2579,7 +2651,7 @@ func (x *ResultError) String() string {
 func (*ResultError) ProtoMessage() {}
 
 func (x *ResultError) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[32]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2592,7 +2664,7 @@ func (x *ResultError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResultError.ProtoReflect.Descriptor instead.
 func (*ResultError) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{32}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ResultError) GetKind() string {
@@ -2630,7 +2702,7 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x18raftlog/v1/raftlog.proto\x12\n" +
 	"raftlog.v1\x1a\x16custos/v1/common.proto\x1a\x1acustos/v1/governance.proto\x1a\x14custos/v1/keys.proto\x1a\x16custos/v1/ledger.proto\"8\n" +
 	"\x05Entry\x12/\n" +
-	"\bcommands\x18\x01 \x03(\v2\x13.raftlog.v1.CommandR\bcommands\"\xa8\n" +
+	"\bcommands\x18\x01 \x03(\v2\x13.raftlog.v1.CommandR\bcommands\"\xec\n" +
 	"\n" +
 	"\aCommand\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12\x12\n" +
@@ -2654,7 +2726,8 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x13offer_transport_key\x18\x17 \x01(\v2\x1d.raftlog.v1.OfferTransportKeyH\x00R\x11offerTransportKey\x12R\n" +
 	"\x14transport_domain_key\x18\x18 \x01(\v2\x1e.raftlog.v1.TransportDomainKeyH\x00R\x12transportDomainKey\x12K\n" +
 	"\x11confirm_admission\x18\x19 \x01(\v2\x1c.raftlog.v1.ConfirmAdmissionH\x00R\x10confirmAdmission\x12^\n" +
-	"\x18complete_key_destruction\x18\x1a \x01(\v2\".raftlog.v1.CompleteKeyDestructionH\x00R\x16completeKeyDestructionB\x04\n" +
+	"\x18complete_key_destruction\x18\x1a \x01(\v2\".raftlog.v1.CompleteKeyDestructionH\x00R\x16completeKeyDestruction\x12B\n" +
+	"\x0ereport_restore\x18\x1b \x01(\v2\x19.raftlog.v1.ReportRestoreH\x00R\rreportRestoreB\x04\n" +
 	"\x02op\"\xe7\x01\n" +
 	"\vInitCluster\x12\x1d\n" +
 	"\n" +
@@ -2674,7 +2747,9 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x12wrapped_domain_key\x18\x03 \x01(\fR\x10wrappedDomainKey\"D\n" +
 	"\x16CompleteKeyDestruction\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\rR\aversion\"b\n" +
+	"\aversion\x18\x02 \x01(\rR\aversion\"8\n" +
+	"\rReportRestore\x12'\n" +
+	"\x0fsnapshot_sha256\x18\x01 \x01(\tR\x0esnapshotSha256\"b\n" +
 	"\x10ConfirmAdmission\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12:\n" +
 	"\x19transport_key_fingerprint\x18\x02 \x01(\tR\x17transportKeyFingerprint\"I\n" +
@@ -2741,7 +2816,7 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x06ticket\x18\x06 \x01(\tR\x06ticket\x12%\n" +
 	"\x0econtext_digest\x18\a \x01(\fR\rcontextDigest\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\b \x01(\tR\trequestId\"\xa1\x06\n" +
+	"request_id\x18\b \x01(\tR\trequestId\"\xd6\x06\n" +
 	"\x05State\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\"\n" +
@@ -2767,7 +2842,8 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\amembers\x18\x10 \x03(\v2\x16.raftlog.v1.RaftServerR\amembers\x128\n" +
 	"\n" +
 	"admissions\x18\x11 \x03(\v2\x18.custos.v1.NodeAdmissionR\n" +
-	"admissions\"R\n" +
+	"admissions\x123\n" +
+	"\arestore\x18\x12 \x01(\v2\x19.custos.v1.ClusterRestoreR\arestore\"R\n" +
 	"\n" +
 	"RaftServer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
@@ -2852,7 +2928,7 @@ func file_raftlog_v1_raftlog_proto_rawDescGZIP() []byte {
 	return file_raftlog_v1_raftlog_proto_rawDescData
 }
 
-var file_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_raftlog_v1_raftlog_proto_goTypes = []any{
 	(*Entry)(nil),                   // 0: raftlog.v1.Entry
 	(*Command)(nil),                 // 1: raftlog.v1.Command
@@ -2860,101 +2936,105 @@ var file_raftlog_v1_raftlog_proto_goTypes = []any{
 	(*OfferTransportKey)(nil),       // 3: raftlog.v1.OfferTransportKey
 	(*TransportDomainKey)(nil),      // 4: raftlog.v1.TransportDomainKey
 	(*CompleteKeyDestruction)(nil),  // 5: raftlog.v1.CompleteKeyDestruction
-	(*ConfirmAdmission)(nil),        // 6: raftlog.v1.ConfirmAdmission
-	(*RecordCheckpoint)(nil),        // 7: raftlog.v1.RecordCheckpoint
-	(*AdvanceCursor)(nil),           // 8: raftlog.v1.AdvanceCursor
-	(*BlockRelease)(nil),            // 9: raftlog.v1.BlockRelease
-	(*RejectHSMObject)(nil),         // 10: raftlog.v1.RejectHSMObject
-	(*RecordMembership)(nil),        // 11: raftlog.v1.RecordMembership
-	(*RegisterNodeKey)(nil),         // 12: raftlog.v1.RegisterNodeKey
-	(*Govern)(nil),                  // 13: raftlog.v1.Govern
-	(*CreateKey)(nil),               // 14: raftlog.v1.CreateKey
-	(*AddKeyVersion)(nil),           // 15: raftlog.v1.AddKeyVersion
-	(*SetKeyState)(nil),             // 16: raftlog.v1.SetKeyState
-	(*SetMinDecryptionVersion)(nil), // 17: raftlog.v1.SetMinDecryptionVersion
-	(*Decide)(nil),                  // 18: raftlog.v1.Decide
-	(*State)(nil),                   // 19: raftlog.v1.State
-	(*RaftServer)(nil),              // 20: raftlog.v1.RaftServer
-	(*NodeKey)(nil),                 // 21: raftlog.v1.NodeKey
-	(*UsedNonce)(nil),               // 22: raftlog.v1.UsedNonce
-	(*RateCounter)(nil),             // 23: raftlog.v1.RateCounter
-	(*KeyRecord)(nil),               // 24: raftlog.v1.KeyRecord
-	(*KeyVersionRecord)(nil),        // 25: raftlog.v1.KeyVersionRecord
-	(*ReadIndexRequest)(nil),        // 26: raftlog.v1.ReadIndexRequest
-	(*ReadRecordsRequest)(nil),      // 27: raftlog.v1.ReadRecordsRequest
-	(*ReadRecordsResponse)(nil),     // 28: raftlog.v1.ReadRecordsResponse
-	(*ReadIndexResponse)(nil),       // 29: raftlog.v1.ReadIndexResponse
-	(*ApplyResult)(nil),             // 30: raftlog.v1.ApplyResult
-	(*DecisionResult)(nil),          // 31: raftlog.v1.DecisionResult
-	(*ResultError)(nil),             // 32: raftlog.v1.ResultError
-	(*v1.Officer)(nil),              // 33: custos.v1.Officer
-	(*v1.Checkpoint)(nil),           // 34: custos.v1.Checkpoint
-	(*v1.SignedStatement)(nil),      // 35: custos.v1.SignedStatement
-	(v1.KeyOrigin)(0),               // 36: custos.v1.KeyOrigin
-	(v1.Operation)(0),               // 37: custos.v1.Operation
-	(v1.Reason)(0),                  // 38: custos.v1.Reason
-	(*v1.Governance)(nil),           // 39: custos.v1.Governance
-	(*v1.ApprovalRequest)(nil),      // 40: custos.v1.ApprovalRequest
-	(*v1.Grant)(nil),                // 41: custos.v1.Grant
-	(*v1.NodeAdmission)(nil),        // 42: custos.v1.NodeAdmission
-	(*v1.KeyPolicy)(nil),            // 43: custos.v1.KeyPolicy
-	(*v1.DecisionRecord)(nil),       // 44: custos.v1.DecisionRecord
+	(*ReportRestore)(nil),           // 6: raftlog.v1.ReportRestore
+	(*ConfirmAdmission)(nil),        // 7: raftlog.v1.ConfirmAdmission
+	(*RecordCheckpoint)(nil),        // 8: raftlog.v1.RecordCheckpoint
+	(*AdvanceCursor)(nil),           // 9: raftlog.v1.AdvanceCursor
+	(*BlockRelease)(nil),            // 10: raftlog.v1.BlockRelease
+	(*RejectHSMObject)(nil),         // 11: raftlog.v1.RejectHSMObject
+	(*RecordMembership)(nil),        // 12: raftlog.v1.RecordMembership
+	(*RegisterNodeKey)(nil),         // 13: raftlog.v1.RegisterNodeKey
+	(*Govern)(nil),                  // 14: raftlog.v1.Govern
+	(*CreateKey)(nil),               // 15: raftlog.v1.CreateKey
+	(*AddKeyVersion)(nil),           // 16: raftlog.v1.AddKeyVersion
+	(*SetKeyState)(nil),             // 17: raftlog.v1.SetKeyState
+	(*SetMinDecryptionVersion)(nil), // 18: raftlog.v1.SetMinDecryptionVersion
+	(*Decide)(nil),                  // 19: raftlog.v1.Decide
+	(*State)(nil),                   // 20: raftlog.v1.State
+	(*RaftServer)(nil),              // 21: raftlog.v1.RaftServer
+	(*NodeKey)(nil),                 // 22: raftlog.v1.NodeKey
+	(*UsedNonce)(nil),               // 23: raftlog.v1.UsedNonce
+	(*RateCounter)(nil),             // 24: raftlog.v1.RateCounter
+	(*KeyRecord)(nil),               // 25: raftlog.v1.KeyRecord
+	(*KeyVersionRecord)(nil),        // 26: raftlog.v1.KeyVersionRecord
+	(*ReadIndexRequest)(nil),        // 27: raftlog.v1.ReadIndexRequest
+	(*ReadRecordsRequest)(nil),      // 28: raftlog.v1.ReadRecordsRequest
+	(*ReadRecordsResponse)(nil),     // 29: raftlog.v1.ReadRecordsResponse
+	(*ReadIndexResponse)(nil),       // 30: raftlog.v1.ReadIndexResponse
+	(*ApplyResult)(nil),             // 31: raftlog.v1.ApplyResult
+	(*DecisionResult)(nil),          // 32: raftlog.v1.DecisionResult
+	(*ResultError)(nil),             // 33: raftlog.v1.ResultError
+	(*v1.Officer)(nil),              // 34: custos.v1.Officer
+	(*v1.Checkpoint)(nil),           // 35: custos.v1.Checkpoint
+	(*v1.SignedStatement)(nil),      // 36: custos.v1.SignedStatement
+	(v1.KeyOrigin)(0),               // 37: custos.v1.KeyOrigin
+	(v1.Operation)(0),               // 38: custos.v1.Operation
+	(v1.Reason)(0),                  // 39: custos.v1.Reason
+	(*v1.Governance)(nil),           // 40: custos.v1.Governance
+	(*v1.ApprovalRequest)(nil),      // 41: custos.v1.ApprovalRequest
+	(*v1.Grant)(nil),                // 42: custos.v1.Grant
+	(*v1.NodeAdmission)(nil),        // 43: custos.v1.NodeAdmission
+	(*v1.ClusterRestore)(nil),       // 44: custos.v1.ClusterRestore
+	(*v1.KeyPolicy)(nil),            // 45: custos.v1.KeyPolicy
+	(*v1.DecisionRecord)(nil),       // 46: custos.v1.DecisionRecord
 }
 var file_raftlog_v1_raftlog_proto_depIdxs = []int32{
 	1,  // 0: raftlog.v1.Entry.commands:type_name -> raftlog.v1.Command
 	2,  // 1: raftlog.v1.Command.init_cluster:type_name -> raftlog.v1.InitCluster
-	14, // 2: raftlog.v1.Command.create_key:type_name -> raftlog.v1.CreateKey
-	15, // 3: raftlog.v1.Command.add_key_version:type_name -> raftlog.v1.AddKeyVersion
-	16, // 4: raftlog.v1.Command.set_key_state:type_name -> raftlog.v1.SetKeyState
-	17, // 5: raftlog.v1.Command.set_min_decryption_version:type_name -> raftlog.v1.SetMinDecryptionVersion
-	18, // 6: raftlog.v1.Command.decide:type_name -> raftlog.v1.Decide
-	13, // 7: raftlog.v1.Command.govern:type_name -> raftlog.v1.Govern
-	7,  // 8: raftlog.v1.Command.record_checkpoint:type_name -> raftlog.v1.RecordCheckpoint
-	8,  // 9: raftlog.v1.Command.advance_cursor:type_name -> raftlog.v1.AdvanceCursor
-	9,  // 10: raftlog.v1.Command.block_release:type_name -> raftlog.v1.BlockRelease
-	12, // 11: raftlog.v1.Command.register_node_key:type_name -> raftlog.v1.RegisterNodeKey
-	10, // 12: raftlog.v1.Command.reject_hsm_object:type_name -> raftlog.v1.RejectHSMObject
-	11, // 13: raftlog.v1.Command.record_membership:type_name -> raftlog.v1.RecordMembership
+	15, // 2: raftlog.v1.Command.create_key:type_name -> raftlog.v1.CreateKey
+	16, // 3: raftlog.v1.Command.add_key_version:type_name -> raftlog.v1.AddKeyVersion
+	17, // 4: raftlog.v1.Command.set_key_state:type_name -> raftlog.v1.SetKeyState
+	18, // 5: raftlog.v1.Command.set_min_decryption_version:type_name -> raftlog.v1.SetMinDecryptionVersion
+	19, // 6: raftlog.v1.Command.decide:type_name -> raftlog.v1.Decide
+	14, // 7: raftlog.v1.Command.govern:type_name -> raftlog.v1.Govern
+	8,  // 8: raftlog.v1.Command.record_checkpoint:type_name -> raftlog.v1.RecordCheckpoint
+	9,  // 9: raftlog.v1.Command.advance_cursor:type_name -> raftlog.v1.AdvanceCursor
+	10, // 10: raftlog.v1.Command.block_release:type_name -> raftlog.v1.BlockRelease
+	13, // 11: raftlog.v1.Command.register_node_key:type_name -> raftlog.v1.RegisterNodeKey
+	11, // 12: raftlog.v1.Command.reject_hsm_object:type_name -> raftlog.v1.RejectHSMObject
+	12, // 13: raftlog.v1.Command.record_membership:type_name -> raftlog.v1.RecordMembership
 	3,  // 14: raftlog.v1.Command.offer_transport_key:type_name -> raftlog.v1.OfferTransportKey
 	4,  // 15: raftlog.v1.Command.transport_domain_key:type_name -> raftlog.v1.TransportDomainKey
-	6,  // 16: raftlog.v1.Command.confirm_admission:type_name -> raftlog.v1.ConfirmAdmission
+	7,  // 16: raftlog.v1.Command.confirm_admission:type_name -> raftlog.v1.ConfirmAdmission
 	5,  // 17: raftlog.v1.Command.complete_key_destruction:type_name -> raftlog.v1.CompleteKeyDestruction
-	33, // 18: raftlog.v1.InitCluster.officers:type_name -> custos.v1.Officer
-	34, // 19: raftlog.v1.RecordCheckpoint.checkpoint:type_name -> custos.v1.Checkpoint
-	35, // 20: raftlog.v1.Govern.statement:type_name -> custos.v1.SignedStatement
-	36, // 21: raftlog.v1.CreateKey.origin:type_name -> custos.v1.KeyOrigin
-	36, // 22: raftlog.v1.AddKeyVersion.origin:type_name -> custos.v1.KeyOrigin
-	37, // 23: raftlog.v1.Decide.operation:type_name -> custos.v1.Operation
-	38, // 24: raftlog.v1.Decide.reason:type_name -> custos.v1.Reason
-	24, // 25: raftlog.v1.State.keys:type_name -> raftlog.v1.KeyRecord
-	39, // 26: raftlog.v1.State.governance:type_name -> custos.v1.Governance
-	22, // 27: raftlog.v1.State.nonces:type_name -> raftlog.v1.UsedNonce
-	40, // 28: raftlog.v1.State.requests:type_name -> custos.v1.ApprovalRequest
-	41, // 29: raftlog.v1.State.grants:type_name -> custos.v1.Grant
-	23, // 30: raftlog.v1.State.counters:type_name -> raftlog.v1.RateCounter
-	21, // 31: raftlog.v1.State.node_keys:type_name -> raftlog.v1.NodeKey
-	34, // 32: raftlog.v1.State.last_checkpoint:type_name -> custos.v1.Checkpoint
-	20, // 33: raftlog.v1.State.members:type_name -> raftlog.v1.RaftServer
-	42, // 34: raftlog.v1.State.admissions:type_name -> custos.v1.NodeAdmission
-	25, // 35: raftlog.v1.KeyRecord.versions:type_name -> raftlog.v1.KeyVersionRecord
-	43, // 36: raftlog.v1.KeyRecord.policy:type_name -> custos.v1.KeyPolicy
-	36, // 37: raftlog.v1.KeyVersionRecord.origin:type_name -> custos.v1.KeyOrigin
-	24, // 38: raftlog.v1.ApplyResult.key:type_name -> raftlog.v1.KeyRecord
-	31, // 39: raftlog.v1.ApplyResult.decision:type_name -> raftlog.v1.DecisionResult
-	32, // 40: raftlog.v1.ApplyResult.error:type_name -> raftlog.v1.ResultError
-	44, // 41: raftlog.v1.DecisionResult.record:type_name -> custos.v1.DecisionRecord
-	32, // 42: raftlog.v1.DecisionResult.error:type_name -> raftlog.v1.ResultError
-	1,  // 43: raftlog.v1.Replication.Apply:input_type -> raftlog.v1.Command
-	26, // 44: raftlog.v1.Replication.ReadIndex:input_type -> raftlog.v1.ReadIndexRequest
-	27, // 45: raftlog.v1.Replication.ReadRecords:input_type -> raftlog.v1.ReadRecordsRequest
-	30, // 46: raftlog.v1.Replication.Apply:output_type -> raftlog.v1.ApplyResult
-	29, // 47: raftlog.v1.Replication.ReadIndex:output_type -> raftlog.v1.ReadIndexResponse
-	28, // 48: raftlog.v1.Replication.ReadRecords:output_type -> raftlog.v1.ReadRecordsResponse
-	46, // [46:49] is the sub-list for method output_type
-	43, // [43:46] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	6,  // 18: raftlog.v1.Command.report_restore:type_name -> raftlog.v1.ReportRestore
+	34, // 19: raftlog.v1.InitCluster.officers:type_name -> custos.v1.Officer
+	35, // 20: raftlog.v1.RecordCheckpoint.checkpoint:type_name -> custos.v1.Checkpoint
+	36, // 21: raftlog.v1.Govern.statement:type_name -> custos.v1.SignedStatement
+	37, // 22: raftlog.v1.CreateKey.origin:type_name -> custos.v1.KeyOrigin
+	37, // 23: raftlog.v1.AddKeyVersion.origin:type_name -> custos.v1.KeyOrigin
+	38, // 24: raftlog.v1.Decide.operation:type_name -> custos.v1.Operation
+	39, // 25: raftlog.v1.Decide.reason:type_name -> custos.v1.Reason
+	25, // 26: raftlog.v1.State.keys:type_name -> raftlog.v1.KeyRecord
+	40, // 27: raftlog.v1.State.governance:type_name -> custos.v1.Governance
+	23, // 28: raftlog.v1.State.nonces:type_name -> raftlog.v1.UsedNonce
+	41, // 29: raftlog.v1.State.requests:type_name -> custos.v1.ApprovalRequest
+	42, // 30: raftlog.v1.State.grants:type_name -> custos.v1.Grant
+	24, // 31: raftlog.v1.State.counters:type_name -> raftlog.v1.RateCounter
+	22, // 32: raftlog.v1.State.node_keys:type_name -> raftlog.v1.NodeKey
+	35, // 33: raftlog.v1.State.last_checkpoint:type_name -> custos.v1.Checkpoint
+	21, // 34: raftlog.v1.State.members:type_name -> raftlog.v1.RaftServer
+	43, // 35: raftlog.v1.State.admissions:type_name -> custos.v1.NodeAdmission
+	44, // 36: raftlog.v1.State.restore:type_name -> custos.v1.ClusterRestore
+	26, // 37: raftlog.v1.KeyRecord.versions:type_name -> raftlog.v1.KeyVersionRecord
+	45, // 38: raftlog.v1.KeyRecord.policy:type_name -> custos.v1.KeyPolicy
+	37, // 39: raftlog.v1.KeyVersionRecord.origin:type_name -> custos.v1.KeyOrigin
+	25, // 40: raftlog.v1.ApplyResult.key:type_name -> raftlog.v1.KeyRecord
+	32, // 41: raftlog.v1.ApplyResult.decision:type_name -> raftlog.v1.DecisionResult
+	33, // 42: raftlog.v1.ApplyResult.error:type_name -> raftlog.v1.ResultError
+	46, // 43: raftlog.v1.DecisionResult.record:type_name -> custos.v1.DecisionRecord
+	33, // 44: raftlog.v1.DecisionResult.error:type_name -> raftlog.v1.ResultError
+	1,  // 45: raftlog.v1.Replication.Apply:input_type -> raftlog.v1.Command
+	27, // 46: raftlog.v1.Replication.ReadIndex:input_type -> raftlog.v1.ReadIndexRequest
+	28, // 47: raftlog.v1.Replication.ReadRecords:input_type -> raftlog.v1.ReadRecordsRequest
+	31, // 48: raftlog.v1.Replication.Apply:output_type -> raftlog.v1.ApplyResult
+	30, // 49: raftlog.v1.Replication.ReadIndex:output_type -> raftlog.v1.ReadIndexResponse
+	29, // 50: raftlog.v1.Replication.ReadRecords:output_type -> raftlog.v1.ReadRecordsResponse
+	48, // [48:51] is the sub-list for method output_type
+	45, // [45:48] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_raftlog_v1_raftlog_proto_init() }
@@ -2980,8 +3060,9 @@ func file_raftlog_v1_raftlog_proto_init() {
 		(*Command_TransportDomainKey)(nil),
 		(*Command_ConfirmAdmission)(nil),
 		(*Command_CompleteKeyDestruction)(nil),
+		(*Command_ReportRestore)(nil),
 	}
-	file_raftlog_v1_raftlog_proto_msgTypes[30].OneofWrappers = []any{
+	file_raftlog_v1_raftlog_proto_msgTypes[31].OneofWrappers = []any{
 		(*ApplyResult_Key)(nil),
 		(*ApplyResult_Decision)(nil),
 	}
@@ -2991,7 +3072,7 @@ func file_raftlog_v1_raftlog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raftlog_v1_raftlog_proto_rawDesc), len(file_raftlog_v1_raftlog_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   33,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

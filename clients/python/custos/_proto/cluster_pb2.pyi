@@ -15,7 +15,7 @@ class AddVoterRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ..., raft_addr: _Optional[str] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
-    __slots__ = ["admissions", "applied_index", "cluster_id", "commit_index", "has_domain_key", "hsm_detail", "hsm_healthy", "last_log_index", "leader_id", "leader_raft_addr", "ledger_seq", "node_id", "profile", "raft_state", "servers", "term"]
+    __slots__ = ["admissions", "applied_index", "cluster_id", "commit_index", "has_domain_key", "hsm_detail", "hsm_healthy", "last_log_index", "leader_id", "leader_raft_addr", "ledger_seq", "node_id", "profile", "raft_state", "restore", "servers", "term"]
     ADMISSIONS_FIELD_NUMBER: _ClassVar[int]
     APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +30,7 @@ class ClusterStatus(_message.Message):
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     RAFT_STATE_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_FIELD_NUMBER: _ClassVar[int]
     SERVERS_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
     admissions: _containers.RepeatedCompositeFieldContainer[_governance_pb2.NodeAdmission]
@@ -46,9 +47,10 @@ class ClusterStatus(_message.Message):
     node_id: str
     profile: str
     raft_state: str
+    restore: _governance_pb2.ClusterRestore
     servers: _containers.RepeatedCompositeFieldContainer[Server]
     term: int
-    def __init__(self, cluster_id: _Optional[str] = ..., node_id: _Optional[str] = ..., raft_state: _Optional[str] = ..., leader_id: _Optional[str] = ..., leader_raft_addr: _Optional[str] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., last_log_index: _Optional[int] = ..., servers: _Optional[_Iterable[_Union[Server, _Mapping]]] = ..., hsm_healthy: bool = ..., hsm_detail: _Optional[str] = ..., has_domain_key: bool = ..., ledger_seq: _Optional[int] = ..., admissions: _Optional[_Iterable[_Union[_governance_pb2.NodeAdmission, _Mapping]]] = ..., profile: _Optional[str] = ...) -> None: ...
+    def __init__(self, cluster_id: _Optional[str] = ..., node_id: _Optional[str] = ..., raft_state: _Optional[str] = ..., leader_id: _Optional[str] = ..., leader_raft_addr: _Optional[str] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., last_log_index: _Optional[int] = ..., servers: _Optional[_Iterable[_Union[Server, _Mapping]]] = ..., hsm_healthy: bool = ..., hsm_detail: _Optional[str] = ..., has_domain_key: bool = ..., ledger_seq: _Optional[int] = ..., admissions: _Optional[_Iterable[_Union[_governance_pb2.NodeAdmission, _Mapping]]] = ..., profile: _Optional[str] = ..., restore: _Optional[_Union[_governance_pb2.ClusterRestore, _Mapping]] = ...) -> None: ...
 
 class ClusterStatusRequest(_message.Message):
     __slots__ = []

@@ -13,7 +13,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63ustos/v1/common.proto\x12\tcustos.v1\"P\n\rJustification\x12!\n\x06reason\x18\x01 \x01(\x0e\x32\x11.custos.v1.Reason\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0e\n\x06ticket\x18\x03 \x01(\t*\xd2\x01\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x1d\n\x19REASON_CUSTOMER_INITIATED\x10\x01\x12\x1c\n\x18REASON_CUSTOMER_WORKFLOW\x10\x02\x12\x1b\n\x17REASON_PROVIDER_SERVICE\x10\x03\x12\x1b\n\x17REASON_PROVIDER_SUPPORT\x10\x04\x12#\n\x1fREASON_THIRD_PARTY_DATA_REQUEST\x10\x05\x12\x14\n\x10REASON_EMERGENCY\x10\x06*\xb3\x03\n\tOperation\x12\x19\n\x15OPERATION_UNSPECIFIED\x10\x00\x12\x15\n\x11OPERATION_DECRYPT\x10\x01\x12\x1e\n\x1aOPERATION_DECRYPT_DATA_KEY\x10\x02\x12\x17\n\x13OPERATION_REENCRYPT\x10\x03\x12\x18\n\x14OPERATION_GOVERNANCE\x10\x04\x12\x18\n\x14OPERATION_CHECKPOINT\x10\x05\x12\x1d\n\x19OPERATION_RELEASE_BLOCKED\x10\x06\x12\x18\n\x14OPERATION_CREATE_KEY\x10\x07\x12\x18\n\x14OPERATION_ROTATE_KEY\x10\x08\x12\x19\n\x15OPERATION_DISABLE_KEY\x10\t\x12(\n$OPERATION_SET_MIN_DECRYPTION_VERSION\x10\n\x12\x18\n\x14OPERATION_MEMBERSHIP\x10\x0b\x12!\n\x1dOPERATION_HSM_OBJECT_REJECTED\x10\x0c\x12\x17\n\x13OPERATION_ADMISSION\x10\r\x12\x19\n\x15OPERATION_DESTROY_KEY\x10\x0e*\\\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x11\n\rOUTCOME_ALLOW\x10\x01\x12\x10\n\x0cOUTCOME_DENY\x10\x02\x12\x13\n\x0fOUTCOME_PENDING\x10\x03\x42\x37Z5github.com/custos-kms/custos/proto/custos/v1;custosv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63ustos/v1/common.proto\x12\tcustos.v1\"P\n\rJustification\x12!\n\x06reason\x18\x01 \x01(\x0e\x32\x11.custos.v1.Reason\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0e\n\x06ticket\x18\x03 \x01(\t*\xd2\x01\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x1d\n\x19REASON_CUSTOMER_INITIATED\x10\x01\x12\x1c\n\x18REASON_CUSTOMER_WORKFLOW\x10\x02\x12\x1b\n\x17REASON_PROVIDER_SERVICE\x10\x03\x12\x1b\n\x17REASON_PROVIDER_SUPPORT\x10\x04\x12#\n\x1fREASON_THIRD_PARTY_DATA_REQUEST\x10\x05\x12\x14\n\x10REASON_EMERGENCY\x10\x06*\xca\x03\n\tOperation\x12\x19\n\x15OPERATION_UNSPECIFIED\x10\x00\x12\x15\n\x11OPERATION_DECRYPT\x10\x01\x12\x1e\n\x1aOPERATION_DECRYPT_DATA_KEY\x10\x02\x12\x17\n\x13OPERATION_REENCRYPT\x10\x03\x12\x18\n\x14OPERATION_GOVERNANCE\x10\x04\x12\x18\n\x14OPERATION_CHECKPOINT\x10\x05\x12\x1d\n\x19OPERATION_RELEASE_BLOCKED\x10\x06\x12\x18\n\x14OPERATION_CREATE_KEY\x10\x07\x12\x18\n\x14OPERATION_ROTATE_KEY\x10\x08\x12\x19\n\x15OPERATION_DISABLE_KEY\x10\t\x12(\n$OPERATION_SET_MIN_DECRYPTION_VERSION\x10\n\x12\x18\n\x14OPERATION_MEMBERSHIP\x10\x0b\x12!\n\x1dOPERATION_HSM_OBJECT_REJECTED\x10\x0c\x12\x17\n\x13OPERATION_ADMISSION\x10\r\x12\x19\n\x15OPERATION_DESTROY_KEY\x10\x0e\x12\x15\n\x11OPERATION_RESTORE\x10\x0f*\\\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x11\n\rOUTCOME_ALLOW\x10\x01\x12\x10\n\x0cOUTCOME_DENY\x10\x02\x12\x13\n\x0fOUTCOME_PENDING\x10\x03\x42\x37Z5github.com/custos-kms/custos/proto/custos/v1;custosv1b\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'custos._proto.common_pb2', globals())
@@ -24,9 +24,9 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _REASON._serialized_start=120
   _REASON._serialized_end=330
   _OPERATION._serialized_start=333
-  _OPERATION._serialized_end=768
-  _OUTCOME._serialized_start=770
-  _OUTCOME._serialized_end=862
+  _OPERATION._serialized_end=791
+  _OUTCOME._serialized_start=793
+  _OUTCOME._serialized_end=885
   _JUSTIFICATION._serialized_start=37
   _JUSTIFICATION._serialized_end=117
 # @@protoc_insertion_point(module_scope)

@@ -28,6 +28,12 @@ SINK_TYPE_FILE: SinkType
 SINK_TYPE_UNSPECIFIED: SinkType
 SINK_TYPE_WEBHOOK: SinkType
 
+class AcceptRestore(_message.Message):
+    __slots__ = ["snapshot_sha256"]
+    SNAPSHOT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    snapshot_sha256: str
+    def __init__(self, snapshot_sha256: _Optional[str] = ...) -> None: ...
+
 class AddSink(_message.Message):
     __slots__ = ["sink"]
     SINK_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +99,30 @@ class CancelKeyDestruction(_message.Message):
     key: str
     version: int
     def __init__(self, key: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class ClusterRestore(_message.Message):
+    __slots__ = ["accept_time_unix_nano", "accepted", "created_unix_nano", "node", "reported", "restore_time_unix_nano", "snapshot_sha256", "source_node", "source_raft_index", "source_raft_term"]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    ACCEPT_TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    REPORTED_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_NODE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_RAFT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_RAFT_TERM_FIELD_NUMBER: _ClassVar[int]
+    accept_time_unix_nano: int
+    accepted: bool
+    created_unix_nano: int
+    node: str
+    reported: bool
+    restore_time_unix_nano: int
+    snapshot_sha256: str
+    source_node: str
+    source_raft_index: int
+    source_raft_term: int
+    def __init__(self, snapshot_sha256: _Optional[str] = ..., source_node: _Optional[str] = ..., source_raft_index: _Optional[int] = ..., source_raft_term: _Optional[int] = ..., created_unix_nano: _Optional[int] = ..., node: _Optional[str] = ..., restore_time_unix_nano: _Optional[int] = ..., reported: bool = ..., accepted: bool = ..., accept_time_unix_nano: _Optional[int] = ...) -> None: ...
 
 class CreateGrant(_message.Message):
     __slots__ = ["context_digest", "key", "principal", "reason", "ttl_seconds", "uses"]
@@ -371,7 +401,8 @@ class Sink(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[SinkType, str]] = ..., url: _Optional[str] = ..., hmac_key: _Optional[bytes] = ..., path: _Optional[str] = ..., required_for_release: bool = ..., delivered_seq: _Optional[int] = ...) -> None: ...
 
 class Statement(_message.Message):
-    __slots__ = ["add_sink", "admit_node", "approve_request", "cancel_key_destruction", "cluster_id", "comment", "create_grant", "deny_request", "disable_key", "enable_key", "nonce", "not_after_unix", "remove_sink", "revoke_admission", "revoke_grant", "revoke_key", "schedule_key_destruction", "set_notify_rules", "set_officers", "set_policy"]
+    __slots__ = ["accept_restore", "add_sink", "admit_node", "approve_request", "cancel_key_destruction", "cluster_id", "comment", "create_grant", "deny_request", "disable_key", "enable_key", "nonce", "not_after_unix", "remove_sink", "revoke_admission", "revoke_grant", "revoke_key", "schedule_key_destruction", "set_notify_rules", "set_officers", "set_policy"]
+    ACCEPT_RESTORE_FIELD_NUMBER: _ClassVar[int]
     ADD_SINK_FIELD_NUMBER: _ClassVar[int]
     ADMIT_NODE_FIELD_NUMBER: _ClassVar[int]
     APPROVE_REQUEST_FIELD_NUMBER: _ClassVar[int]
@@ -392,6 +423,7 @@ class Statement(_message.Message):
     SET_NOTIFY_RULES_FIELD_NUMBER: _ClassVar[int]
     SET_OFFICERS_FIELD_NUMBER: _ClassVar[int]
     SET_POLICY_FIELD_NUMBER: _ClassVar[int]
+    accept_restore: AcceptRestore
     add_sink: AddSink
     admit_node: AdmitNode
     approve_request: ApproveRequest
@@ -412,7 +444,7 @@ class Statement(_message.Message):
     set_notify_rules: SetNotifyRules
     set_officers: SetOfficers
     set_policy: SetPolicy
-    def __init__(self, cluster_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., comment: _Optional[str] = ..., revoke_key: _Optional[_Union[RevokeKey, _Mapping]] = ..., disable_key: _Optional[_Union[DisableKey, _Mapping]] = ..., enable_key: _Optional[_Union[EnableKey, _Mapping]] = ..., set_policy: _Optional[_Union[SetPolicy, _Mapping]] = ..., approve_request: _Optional[_Union[ApproveRequest, _Mapping]] = ..., deny_request: _Optional[_Union[DenyRequest, _Mapping]] = ..., create_grant: _Optional[_Union[CreateGrant, _Mapping]] = ..., revoke_grant: _Optional[_Union[RevokeGrant, _Mapping]] = ..., set_officers: _Optional[_Union[SetOfficers, _Mapping]] = ..., add_sink: _Optional[_Union[AddSink, _Mapping]] = ..., remove_sink: _Optional[_Union[RemoveSink, _Mapping]] = ..., set_notify_rules: _Optional[_Union[SetNotifyRules, _Mapping]] = ..., admit_node: _Optional[_Union[AdmitNode, _Mapping]] = ..., revoke_admission: _Optional[_Union[RevokeAdmission, _Mapping]] = ..., schedule_key_destruction: _Optional[_Union[ScheduleKeyDestruction, _Mapping]] = ..., cancel_key_destruction: _Optional[_Union[CancelKeyDestruction, _Mapping]] = ...) -> None: ...
+    def __init__(self, cluster_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., comment: _Optional[str] = ..., revoke_key: _Optional[_Union[RevokeKey, _Mapping]] = ..., disable_key: _Optional[_Union[DisableKey, _Mapping]] = ..., enable_key: _Optional[_Union[EnableKey, _Mapping]] = ..., set_policy: _Optional[_Union[SetPolicy, _Mapping]] = ..., approve_request: _Optional[_Union[ApproveRequest, _Mapping]] = ..., deny_request: _Optional[_Union[DenyRequest, _Mapping]] = ..., create_grant: _Optional[_Union[CreateGrant, _Mapping]] = ..., revoke_grant: _Optional[_Union[RevokeGrant, _Mapping]] = ..., set_officers: _Optional[_Union[SetOfficers, _Mapping]] = ..., add_sink: _Optional[_Union[AddSink, _Mapping]] = ..., remove_sink: _Optional[_Union[RemoveSink, _Mapping]] = ..., set_notify_rules: _Optional[_Union[SetNotifyRules, _Mapping]] = ..., admit_node: _Optional[_Union[AdmitNode, _Mapping]] = ..., revoke_admission: _Optional[_Union[RevokeAdmission, _Mapping]] = ..., schedule_key_destruction: _Optional[_Union[ScheduleKeyDestruction, _Mapping]] = ..., cancel_key_destruction: _Optional[_Union[CancelKeyDestruction, _Mapping]] = ..., accept_restore: _Optional[_Union[AcceptRestore, _Mapping]] = ...) -> None: ...
 
 class SubmitResponse(_message.Message):
     __slots__ = ["grant_id", "ledger_seq", "result", "signers"]
