@@ -181,6 +181,7 @@ func (s *clusterServer) status(ctx context.Context) *custosv1.ClusterStatus {
 			out.Admissions = state.Admissions(false)
 			out.Profile = state.Profile()
 			out.Restore = state.RestoreInfo()
+			out.DomainKeyEpoch, out.Rotation = state.DomainKeyEpoch(false)
 		}
 	}
 	if s.d.HSM == nil {

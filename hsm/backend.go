@@ -198,8 +198,32 @@ type Backend interface {
 	// size or an unknown format or hash is ErrInvalidInput.
 	ImportWrappedKey(ctx context.Context, importKey, material []byte, format ImportFormat, hash OAEPHash, wrap KeyRef) (wrapped, checkValue []byte, err error)
 
-	// DestroyTransportKey destroys the transport key id; a missing one is
-	// not an error.
+	// ReceiveRewrapKey unwraps a WrapForTransport result — the cluster's
+	// current domain key, wrapped to this process's transport key named
+	// transport — into a session object of this process named id: unwrap
+	// only, sensitive, non-extractable, unmodifiable, whose own
+	// CKA_UNWRAP_TEMPLATE makes whatever it unwraps a session AES key that is
+	// sensitive and extractable without CKA_WRAP_WITH_TRUSTED and allows no
+	// operation. It exists only for RewrapKey during a domain-key rotation
+	// (docs/key-destruction.md); no other process sees it, and it is gone
+	// with DestroyTransportKey(id) or when the backend closes. On success the
+	// transport key is destroyed. A wrong or tampered blob is ErrDecrypt.
+	ReceiveRewrapKey(ctx context.Context, transport, wrapped []byte, hash OAEPHash, id []byte) error
+
+	// RewrapKey re-wraps a KEK blob (a GenerateWrappedKey or ImportWrappedKey
+	// result, wrapped under the old domain key) under the wrapping key to (the
+	// new domain key, verified as by VerifyKey): it unwraps wrapped with the
+	// session key from (made by ReceiveRewrapKey) into a temporary session
+	// key, wraps that with AES-KWP under to, destroys it, and checks that the
+	// new blob unwraps under to into a key whose check value is checkValue
+	// (the KEK's recorded one) before returning the new blob. The KEK is never
+	// in the clear outside the HSM. ErrDecrypt if wrapped does not unwrap
+	// under from; ErrObjectMismatch if the check value differs; ErrKeyNotFound
+	// if from is not a session key of this process.
+	RewrapKey(ctx context.Context, from, wrapped []byte, to KeyRef, checkValue []byte) ([]byte, error)
+
+	// DestroyTransportKey destroys the transport key id, or the rewrap key
+	// id (ReceiveRewrapKey), of this process; a missing one is not an error.
 	DestroyTransportKey(ctx context.Context, id []byte) error
 
 	// KeyAttributes reads back the attributes of the secret or private key

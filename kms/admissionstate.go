@@ -70,6 +70,9 @@ func (s *State) applyOfferTransportKey(c *raftlogv1.Command, op *raftlogv1.Offer
 	if s.clusterID == "" {
 		return fmt.Errorf("%w: cluster not initialised", ErrFailedPrecondition)
 	}
+	if op.Rotation {
+		return s.applyRotationOffer(c, op)
+	}
 	if op.Node == "" || op.Node != c.Node {
 		return fmt.Errorf("%w: a node offers only its own transport key", ErrPermissionDenied)
 	}
@@ -97,8 +100,13 @@ func (s *State) applyOfferTransportKey(c *raftlogv1.Command, op *raftlogv1.Offer
 
 // applyAdmitNode carries out an AdmitNode statement.
 func (s *State) applyAdmitNode(c *raftlogv1.Command, op *custosv1.AdmitNode) (string, error) {
+	if op.DomainKeyRotation {
+		return s.applyRotationApproval(c, op)
+	}
 	a, ok := s.admissions[op.Node]
 	switch {
+	case s.rotation != nil:
+		return "", ErrRotating
 	case op.Hash == custosv1.KeyTransportHash_KEY_TRANSPORT_HASH_SHA1 && s.gov.GetProfile() != ProfileDevelopment:
 		return "", fmt.Errorf("%w: RSA-OAEP-SHA1 key transport is not CRYPTREC-listed: only a cluster with the development profile accepts it (use SHA256)", ErrFailedPrecondition)
 	case !ok || a.TransportKeyFingerprint == "":
@@ -150,6 +158,11 @@ func (s *State) applyRevokeAdmission(c *raftlogv1.Command, op *custosv1.RevokeAd
 
 // revokeAdmission marks a revoked and forgets its keys.
 func (s *State) revokeAdmission(a *custosv1.NodeAdmission, now int64) {
+	if s.rotation != nil && s.rotation.Generator == a.Node {
+		// Only the generator's HSM holds the new key for sure: the
+		// rotation cannot go on without it.
+		s.abandonRotation()
+	}
 	s.admissionsVersion++
 	*a = custosv1.NodeAdmission{Node: a.Node, State: custosv1.AdmissionState_ADMISSION_STATE_REVOKED,
 		TransportKeyFingerprint: a.TransportKeyFingerprint, UpdateTimeUnixNano: now}
@@ -171,6 +184,12 @@ func (s *State) admittedCount() int {
 func (s *State) applyTransportDomainKey(index uint64, c *raftlogv1.Command, op *raftlogv1.TransportDomainKey) any {
 	if s.clusterID == "" {
 		return fmt.Errorf("%w: cluster not initialised", ErrFailedPrecondition)
+	}
+	if op.Rotation {
+		return s.applyRotationSend(index, c, op)
+	}
+	if s.rotation != nil {
+		return ErrRotating
 	}
 	if h, ok := s.admissions[c.Node]; !ok || h.State != custosv1.AdmissionState_ADMISSION_STATE_ADMITTED {
 		return fmt.Errorf("%w: node %s is not a custodian of the domain key", ErrPermissionDenied, c.Node)
@@ -197,6 +216,9 @@ func (s *State) applyTransportDomainKey(index uint64, c *raftlogv1.Command, op *
 
 // applyConfirmAdmission records that a node's HSM holds the domain key.
 func (s *State) applyConfirmAdmission(index uint64, c *raftlogv1.Command, op *raftlogv1.ConfirmAdmission) any {
+	if op.Rotation {
+		return s.applyRotationConfirm(index, c, op)
+	}
 	if op.Node == "" || op.Node != c.Node {
 		return fmt.Errorf("%w: a node confirms only its own admission", ErrPermissionDenied)
 	}

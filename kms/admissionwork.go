@@ -56,6 +56,8 @@ type custody struct {
 	// destroyedSeen is the state's destroyedVersion whose KEKs this node
 	// destroyed (destroy.go).
 	destroyedSeen uint64
+	// rotation is the domain-key rotation's (rotationwork.go).
+	rotation rotationCustody
 }
 
 // transportKey is a session transport key of this process.
@@ -72,6 +74,7 @@ func (s *Service) RunAdmission(ctx context.Context) {
 	t := time.NewTicker(admissionPoll)
 	defer t.Stop()
 	defer s.dropTransportKey(context.WithoutCancel(ctx))
+	defer s.dropRotationKeys(context.WithoutCancel(ctx))
 	seen := ^uint64(0)
 	for {
 		ch, version := s.state.admissionsChanged()
@@ -98,6 +101,7 @@ func (s *Service) AdmissionStep(ctx context.Context) {
 	}
 	s.reportRestore(ctx)
 	s.shredDestroyed(ctx)
+	s.rotationStep(ctx)
 	s.pruneImports(ctx, s.now()) // expired import keys leave the HSM
 	self := s.state.Admission(s.node)
 	if self.GetState() == custosv1.AdmissionState_ADMISSION_STATE_REVOKED {
@@ -191,6 +195,18 @@ func (s *Service) newTransportKey(ctx context.Context) (*transportKey, error) {
 	if err != nil {
 		return nil, err
 	}
+	tk, err := s.makeTransportKey(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	s.custody.mu.Lock()
+	s.custody.transport = tk
+	s.custody.mu.Unlock()
+	return tk, nil
+}
+
+// makeTransportKey makes a session transport key named id.
+func (s *Service) makeTransportKey(ctx context.Context, id []byte) (*transportKey, error) {
 	pub, err := s.hsm.GenerateTransportKey(ctx, id)
 	if err != nil {
 		return nil, hsmError("transport key", err)
@@ -204,11 +220,7 @@ func (s *Service) newTransportKey(ctx context.Context) (*transportKey, error) {
 		_ = s.hsm.DestroyTransportKey(ctx, id)
 		return nil, err
 	}
-	tk := &transportKey{id: id, fp: fp, der: der}
-	s.custody.mu.Lock()
-	s.custody.transport = tk
-	s.custody.mu.Unlock()
-	return tk, nil
+	return &transportKey{id: id, fp: fp, der: der}, nil
 }
 
 // dropTransportKey destroys this process's transport key, if any.
@@ -325,6 +337,9 @@ func (s *Service) shred(ctx context.Context) bool {
 	}
 	s.dropTransportKey(ctx)
 	ids := append([][]byte{s.state.DomainKeyID()}, s.state.kekIDs()...)
+	if _, r := s.state.DomainKeyEpoch(false); r != nil && len(r.NewDomainKeyId) > 0 {
+		ids = append(ids, r.NewDomainKeyId) // a running rotation's new key
+	}
 	var failed int
 	for _, id := range ids {
 		if err := s.hsm.DestroyKey(ctx, id); err != nil {

@@ -156,7 +156,7 @@ func (s *State) applyCompleteDestruction(index uint64, c *raftlogv1.Command, op 
 		return fmt.Errorf("%w: %s is already destroyed", ErrFailedPrecondition, describeTarget(op.Key, op.Version))
 	}
 	for _, v := range due {
-		v.Destroyed, v.WrappedKek = true, nil
+		v.Destroyed, v.WrappedKek, v.RotatedWrappedKek = true, nil, nil
 	}
 	if op.Version == 0 {
 		k.Destroyed = true

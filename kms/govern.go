@@ -262,6 +262,12 @@ func (s *State) applyStatement(c *raftlogv1.Command, st *custosv1.Statement) (re
 	case *custosv1.Statement_AcceptRestore:
 		r, err := s.applyAcceptRestore(c, op.AcceptRestore)
 		return r, "", err
+	case *custosv1.Statement_RotateDomainKey:
+		r, err := s.applyRotateDomainKey(c)
+		return r, "", err
+	case *custosv1.Statement_CancelDomainKeyRotation:
+		r, err := s.applyCancelRotation()
+		return r, "", err
 	default:
 		return "", "", fmt.Errorf("%w: unknown statement operation", ErrInvalidArgument)
 	}

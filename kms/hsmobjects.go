@@ -47,6 +47,9 @@ func (s *Service) newKEK(ctx context.Context, key string, version uint32) (*raft
 	if err := s.admitted(ctx); err != nil {
 		return nil, err
 	}
+	if s.state.rotating() {
+		return nil, ErrRotating
+	}
 	id, err := s.newObjectID(ctx, fmt.Sprintf("custos/kek/%s/%d", key, version))
 	if err != nil {
 		return nil, err

@@ -43,7 +43,8 @@ func (s *State) notifies(rec *custosv1.DecisionRecord) bool {
 	case custosv1.Operation_OPERATION_RELEASE_BLOCKED:
 		return true
 	case custosv1.Operation_OPERATION_GOVERNANCE, custosv1.Operation_OPERATION_MEMBERSHIP, custosv1.Operation_OPERATION_ADMISSION,
-		custosv1.Operation_OPERATION_DESTROY_KEY, custosv1.Operation_OPERATION_RESTORE:
+		custosv1.Operation_OPERATION_DESTROY_KEY, custosv1.Operation_OPERATION_RESTORE,
+		custosv1.Operation_OPERATION_DOMAIN_KEY_ROTATION:
 		// A change of the cluster's membership, of who holds the domain
 		// key, a key's destruction or a restore from a snapshot file is as much the officers' concern as their own
 		// statements (docs/notifications.md).

@@ -128,6 +128,20 @@ func PrepareRestore(r io.Reader, w io.Writer, src SnapshotSource, t RestoreTarge
 	// still gates every use.
 	*self = custosv1.NodeAdmission{Node: t.Node, State: custosv1.AdmissionState_ADMISSION_STATE_ADMITTED, UpdateTimeUnixNano: now}
 	st.Members = []*raftlogv1.RaftServer{{Id: t.Node, Address: t.RaftAddr, Suffrage: "Voter"}}
+	if r := st.Rotation; r != nil {
+		// A running domain-key rotation cannot go on: its session keys
+		// died with the old nodes. Its new key is destroyed wherever it
+		// is; the officers start a new rotation if they want one.
+		if len(r.NewDomainKeyId) > 0 {
+			st.RetiredDomainKeyIds = append(st.RetiredDomainKeyIds, r.NewDomainKeyId)
+		}
+		for _, k := range st.Keys {
+			for _, v := range k.Versions {
+				v.RotatedWrappedKek = nil
+			}
+		}
+		st.Rotation = nil
+	}
 	info := &custosv1.ClusterRestore{
 		SnapshotSha256: src.SHA256, SourceNode: src.Node, SourceRaftIndex: src.Index, SourceRaftTerm: src.Term,
 		CreatedUnixNano: src.Created.UnixNano(), Node: t.Node, RestoreTimeUnixNano: now,

@@ -103,6 +103,7 @@ func (s *State) Snapshot() (raft.Snapshot, error) {
 	st.LastCheckpoint, st.LastCheckpointRecord = s.lastCheckpoint, s.lastCheckpointRecord
 	st.Members = s.members
 	st.Restore = s.restore
+	st.DomainKeyEpoch, st.Rotation, st.RetiredDomainKeyIds = s.epoch, s.rotation, s.retired
 	for _, n := range sortedKeys(s.admissions) {
 		st.Admissions = append(st.Admissions, s.admissions[n])
 	}
@@ -277,6 +278,7 @@ func (s *State) Restore(r io.Reader) error {
 	s.lastCheckpoint, s.lastCheckpointRecord = st.LastCheckpoint, st.LastCheckpointRecord
 	s.members = st.Members
 	s.restore = st.Restore
+	s.epoch, s.rotation, s.retired = st.DomainKeyEpoch, st.Rotation, st.RetiredDomainKeyIds
 	for _, a := range st.Admissions {
 		s.admissions[a.Node] = a
 	}

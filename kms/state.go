@@ -62,6 +62,11 @@ type State struct {
 	// restore is set when the cluster was restored from a snapshot file
 	// (restore.go); nil otherwise.
 	restore *custosv1.ClusterRestore
+	// epoch is the domain key's (rotation.go); rotation a running
+	// rotation; retired the CKA_IDs of domain keys every node destroys.
+	epoch    uint32
+	rotation *custosv1.DomainKeyRotation
+	retired  [][]byte
 	// grown is closed (and replaced) whenever records are appended;
 	// advanced whenever entries are applied.
 	grown    chan struct{}
@@ -97,6 +102,7 @@ func (s *State) reset() {
 	s.nodeKeys, s.lastCheckpoint, s.lastCheckpointRecord = nil, nil, 0
 	s.members = nil
 	s.restore = nil
+	s.epoch, s.rotation, s.retired = 0, nil, nil
 	s.admissions = map[string]*custosv1.NodeAdmission{}
 	s.admissionsVersion++
 	s.destroyedVersion++
@@ -232,6 +238,12 @@ func (s *State) apply(index uint64, c *raftlogv1.Command) any {
 		return s.applyCompleteDestruction(index, c, op.CompleteKeyDestruction)
 	case *raftlogv1.Command_ReportRestore:
 		return s.applyReportRestore(index, c, op.ReportRestore)
+	case *raftlogv1.Command_BeginDomainKeyRotation:
+		return s.applyBeginRotation(index, c, op.BeginDomainKeyRotation)
+	case *raftlogv1.Command_RewrapKeks:
+		return s.applyRewrapKeks(index, c, op.RewrapKeks)
+	case *raftlogv1.Command_CompleteDomainKeyRotation:
+		return s.applyCompleteRotation(index, c, op.CompleteDomainKeyRotation)
 	default:
 		// A command this version does not know: refuse it the same way on
 		// every replica.
@@ -273,6 +285,9 @@ func (s *State) applyCreateKey(c *raftlogv1.Command, op *raftlogv1.CreateKey) an
 	if _, ok := s.keys[op.Name]; ok {
 		return fmt.Errorf("%w: key %q", ErrAlreadyExists, op.Name)
 	}
+	if s.rotation != nil {
+		return ErrRotating
+	}
 	if err := checkKEKObject(op.KekId, op.KekCheckValue); err != nil {
 		return err
 	}
@@ -301,6 +316,9 @@ func (s *State) applyAddVersion(c *raftlogv1.Command, op *raftlogv1.AddKeyVersio
 	}
 	if k.Destroyed || k.DestroyAfterUnixNano != 0 {
 		return fmt.Errorf("%w: key %q is destroyed or scheduled for destruction", ErrFailedPrecondition, op.Name)
+	}
+	if s.rotation != nil {
+		return ErrRotating
 	}
 	if op.Origin == custosv1.KeyOrigin_KEY_ORIGIN_EXTERNAL {
 		// Imported material creates a key; it is never added to one (its

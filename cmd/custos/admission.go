@@ -28,6 +28,7 @@ import (
 func admitFlags(fs *flag.FlagSet, f *opFlags) {
 	fs.StringVar(&f.transportKey, "transport-key", "", "the node's transport key fingerprint the officers checked (64 hex digits; `custos cluster admission NODE`)")
 	fs.StringVar(&f.identityKey, "identity-key", "", "the node's HSM identity key fingerprint the officers checked (32 hex digits)")
+	fs.BoolVar(&f.rotation, "rotation", false, "approve the node's transport key for the running domain-key rotation (`custos cluster admission --rotation NODE`), not its admission")
 	fs.StringVar(&f.oaep, "oaep", "sha256", "RSA-OAEP hash of the key transport: sha256 (CRYPTREC), or sha1 (development profile only: SoftHSM does no other)")
 }
 
@@ -55,7 +56,7 @@ func buildAdmissionOp(op string, f *opFlags, pos []string) (func(*custosv1.State
 	}
 	return func(st *custosv1.Statement) {
 		st.Operation = &custosv1.Statement_AdmitNode{AdmitNode: &custosv1.AdmitNode{Node: node,
-			TransportKeyFingerprint: tk, IdentityKeyFingerprint: ik, Hash: h}}
+			TransportKeyFingerprint: tk, IdentityKeyFingerprint: ik, Hash: h, DomainKeyRotation: f.rotation}}
 	}, nil
 }
 
@@ -73,6 +74,7 @@ func runClusterAdmission(ctx context.Context, a *app, args []string) error {
 	fs := a.flags("cluster admission")
 	asJSON := fs.Bool("json", false, "print the admission as one JSON object")
 	pubOut := fs.String("public-key", "", "write the node's transport public key to `FILE` (PEM), for custos hsm trust")
+	rotation := fs.Bool("rotation", false, "show the node's part in the running domain-key rotation instead of its admission")
 	pos, err := a.parse("cluster admission", fs, args, 1, 1)
 	if err != nil {
 		return err
@@ -81,6 +83,16 @@ func runClusterAdmission(ctx context.Context, a *app, args []string) error {
 		cs, err := c.ClusterStatus(ctx)
 		if err != nil {
 			return err
+		}
+		if *rotation {
+			r := cs.GetRotation()
+			if r == nil {
+				return fmt.Errorf("no domain-key rotation is running")
+			}
+			if !*asJSON {
+				fmt.Fprintf(a.stdout, "domain-key rotation to epoch %d, generator %s\n", r.GetEpoch(), orDash(r.GetGenerator()))
+			}
+			cs = &custosv1.ClusterStatus{Admissions: r.GetNodes(), Profile: cs.GetProfile(), Rotation: r}
 		}
 		if *pubOut != "" {
 			ad := findAdmission(cs, pos[0])

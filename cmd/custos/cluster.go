@@ -134,6 +134,7 @@ func printClusterTable(w io.Writer, addrs []string, sts []*custosv1.ClusterStatu
 		tw.Flush()
 		printAdmissions(w, best)
 		printRestore(w, best.GetRestore())
+		printRotation(w, best)
 	}
 	if len(notes) > 0 {
 		fmt.Fprintln(w, "\nNotes:")

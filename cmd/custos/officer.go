@@ -47,6 +47,9 @@ type opFlags struct {
 	requiredForRelease                       bool
 	// Admission (cluster admit, officer propose admit).
 	transportKey, identityKey, oaep string
+	// rotation: approve the node's transport key for the running
+	// domain-key rotation (cluster admit --rotation).
+	rotation bool
 	// Key destruction (key destroy, key cancel-destroy).
 	version uint
 	wait    time.Duration
@@ -157,6 +160,8 @@ func buildOp(op string, f *opFlags, pos []string) (func(*custosv1.Statement), er
 		return buildDestroyOp(op, f)
 	case "accept-restore":
 		return buildAcceptRestoreOp(pos)
+	case "rotate-domain-key", "cancel-rotation":
+		return buildRotationOp(op), nil
 	}
 	return nil, usagef("unknown operation %q", op)
 }
@@ -348,6 +353,20 @@ func (a *app) showState(ctx context.Context, c *custos.Client, st *custosv1.Stat
 			return err
 		}
 		return printAdmission(a.stdout, cs, node, asJSON)
+	case *custosv1.Statement_RotateDomainKey, *custosv1.Statement_CancelDomainKeyRotation:
+		cs, err := c.ClusterStatus(ctx)
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			b, err := statusJSON.Marshal(cs.GetRotation())
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(a.stdout, string(b))
+			return err
+		}
+		printRotation(a.stdout, cs)
 	case *custosv1.Statement_AcceptRestore:
 		cs, err := c.ClusterStatus(ctx)
 		if err != nil {
@@ -678,6 +697,9 @@ func proposeArgs(op string, f *opFlags, pos []string) string {
 	}
 	if f.oaep != "" {
 		parts = append(parts, "--oaep", f.oaep)
+	}
+	if f.rotation {
+		parts = append(parts, "--rotation")
 	}
 	if f.version != 0 {
 		parts = append(parts, "--version", fmt.Sprint(f.version))

@@ -318,3 +318,20 @@ func SlotForTest(b *Backend) uint {
 	defer b.slotMu.Unlock()
 	return b.slot
 }
+
+// RewrapUnwrapForTest unwraps blob under this process's rewrap key from
+// with the template RewrapKey uses, changed by edit, and returns the raw
+// module error (what it unwrapped is destroyed).
+func RewrapUnwrapForTest(b *Backend, ctx context.Context, from, blob []byte, edit func([]*p11.Attribute) []*p11.Attribute) error {
+	return b.do(ctx, "C_UnwrapKey", func(s p11.SessionHandle) error {
+		rks, err := b.findObjects(s, rewrapKeyTemplate(from), 2)
+		if err != nil || len(rks) != 1 {
+			return fmt.Errorf("rewrap key %q: %d found, %v", from, len(rks), err)
+		}
+		h, err := b.ctx.UnwrapKey(s, []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_KEY_WRAP_PAD, nil)}, rks[0], blob, edit(inFlightTemplate()))
+		if err == nil {
+			_ = b.ctx.DestroyObject(s, h)
+		}
+		return err
+	})
+}

@@ -307,7 +307,8 @@ func (b *Backend) destroyID(s p11.SessionHandle, id []byte) {
 	b.cache.evictID(id)
 }
 
-// DestroyTransportKey implements hsm.Backend.
+// DestroyTransportKey implements hsm.Backend: the transport (or import)
+// private key id, and the rewrap key id, of this process.
 func (b *Backend) DestroyTransportKey(ctx context.Context, id []byte) error {
 	if err := checkID(id); err != nil {
 		return err
@@ -317,7 +318,12 @@ func (b *Backend) DestroyTransportKey(ctx context.Context, id []byte) error {
 		if err != nil {
 			return err
 		}
-		for _, h := range hs {
+		// ... and a rewrap key (rewrap.go) with the id.
+		rks, err := b.findObjects(s, rewrapKeyFind(id), 16)
+		if err != nil {
+			return err
+		}
+		for _, h := range append(hs, rks...) {
 			if err := b.ctx.DestroyObject(s, h); err != nil && !isCode(err, p11.CKR_OBJECT_HANDLE_INVALID) {
 				return err
 			}

@@ -287,7 +287,7 @@ var _ hsm.Backend = (*instrumentedHSM)(nil)
 // hsmMethods are the method labels, created at start so that zero counts
 // show.
 var hsmMethods = []string{"Random", "GenerateKey", "GenerateWrappedKey", "UnwrapKey", "EncryptGCM", "DecryptGCM",
-	"VerifyKey", "GenerateTransportKey", "WrapForTransport", "ReceiveWrappingKey", "ImportWrappedKey", "DestroyTransportKey", "GenerateECKey", "PublicKey", "SignECDSA", "KeyAttributes", "HasKey", "DestroyKey", "Health", "Close"}
+	"VerifyKey", "GenerateTransportKey", "WrapForTransport", "ReceiveWrappingKey", "ImportWrappedKey", "ReceiveRewrapKey", "RewrapKey", "DestroyTransportKey", "GenerateECKey", "PublicKey", "SignECDSA", "KeyAttributes", "HasKey", "DestroyKey", "Health", "Close"}
 
 func newInstrumentedHSM(b hsm.Backend, m *nodeMetrics) *instrumentedHSM {
 	for _, meth := range hsmMethods {
@@ -356,6 +356,16 @@ func (h *instrumentedHSM) ReceiveWrappingKey(ctx context.Context, transport, wra
 func (h *instrumentedHSM) ImportWrappedKey(ctx context.Context, importKey, material []byte, format hsm.ImportFormat, hash hsm.OAEPHash, wrap hsm.KeyRef) (_, _ []byte, err error) {
 	defer func(t time.Time) { h.done("ImportWrappedKey", t, err) }(time.Now())
 	return h.b.ImportWrappedKey(ctx, importKey, material, format, hash, wrap)
+}
+
+func (h *instrumentedHSM) ReceiveRewrapKey(ctx context.Context, transport, wrapped []byte, hash hsm.OAEPHash, id []byte) (err error) {
+	defer func(t time.Time) { h.done("ReceiveRewrapKey", t, err) }(time.Now())
+	return h.b.ReceiveRewrapKey(ctx, transport, wrapped, hash, id)
+}
+
+func (h *instrumentedHSM) RewrapKey(ctx context.Context, from, wrapped []byte, to hsm.KeyRef, checkValue []byte) (_ []byte, err error) {
+	defer func(t time.Time) { h.done("RewrapKey", t, err) }(time.Now())
+	return h.b.RewrapKey(ctx, from, wrapped, to, checkValue)
 }
 
 func (h *instrumentedHSM) DestroyTransportKey(ctx context.Context, id []byte) (err error) {

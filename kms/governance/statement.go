@@ -311,6 +311,8 @@ func validate(st *custosv1.Statement) error {
 		return checkIdent("schedule_key_destruction.key", op.ScheduleKeyDestruction.GetKey())
 	case *custosv1.Statement_CancelKeyDestruction:
 		return checkIdent("cancel_key_destruction.key", op.CancelKeyDestruction.GetKey())
+	case *custosv1.Statement_RotateDomainKey, *custosv1.Statement_CancelDomainKeyRotation:
+		return nil
 	case *custosv1.Statement_AcceptRestore:
 		if !isLowerHex(op.AcceptRestore.GetSnapshotSha256(), 64) {
 			return fmt.Errorf("%w: accept_restore.snapshot_sha256 is not 64 lower-case hex digits", ErrMalformed)
@@ -367,6 +369,8 @@ func Need(st *custosv1.Statement) Requirement {
 		*custosv1.Statement_RevokeGrant,
 		*custosv1.Statement_RevokeAdmission,
 		*custosv1.Statement_CancelKeyDestruction,
+		*custosv1.Statement_RotateDomainKey,
+		*custosv1.Statement_CancelDomainKeyRotation,
 		*custosv1.Statement_AddSink:
 		return One
 	}
@@ -461,6 +465,9 @@ func Describe(st *custosv1.Statement) string {
 			a.GetTransportKeyFingerprint(), a.GetIdentityKeyFingerprint(), a.GetHash())
 		if a.GetHash() == custosv1.KeyTransportHash_KEY_TRANSPORT_HASH_SHA1 {
 			b.WriteString(" (NOT CRYPTREC: development profile only)")
+		}
+		if a.GetDomainKeyRotation() {
+			b.WriteString(" for the domain-key rotation")
 		}
 	case *custosv1.Statement_RevokeAdmission:
 		fmt.Fprintf(&b, " node=%s", q(op.RevokeAdmission.GetNode()))

@@ -63,6 +63,10 @@ type Op struct {
 	SOPIN    string
 	Modulus  []byte
 	Exponent int
+	// Probe, Blob and WrapID: see RunProbe.
+	Probe  string
+	Blob   []byte
+	WrapID []byte
 }
 
 const childEnv = "CUSTOS_PKCS11TEST_OP"
@@ -97,17 +101,23 @@ func Run(tb testing.TB, op Op) {
 
 // RunErr is Run returning the error.
 func RunErr(op Op) error {
+	_, err := runChild(op)
+	return err
+}
+
+// runChild performs op in a child process and returns its output.
+func runChild(op Op) (string, error) {
 	raw, err := json.Marshal(op)
 	if err != nil {
-		return err
+		return "", err
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+string(raw))
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("pkcs11test child: %v: %s", err, strings.TrimSpace(string(out)))
+		return "", fmt.Errorf("pkcs11test child: %v: %s", err, strings.TrimSpace(string(out)))
 	}
-	return nil
+	return string(out), nil
 }
 
 // Do performs op in this process. Use it only in a process that has no
@@ -153,6 +163,9 @@ func Do(op Op) (err error) {
 		defer func() { _ = ctx.Logout(s) }()
 	}
 	switch {
+	case op.Probe != "":
+		fmt.Println(probePrefix + probe(ctx, s, op))
+		return nil
 	case op.Destroy:
 		if err := ctx.FindObjectsInit(s, []*p11.Attribute{p11.NewAttribute(p11.CKA_ID, op.ID)}); err != nil {
 			return err
@@ -191,7 +204,7 @@ func Do(op Op) (err error) {
 		}
 		return nil
 	}
-	return errors.New("op says none of Plant, PlantRSAPublic, Trust, Destroy")
+	return errors.New("op says none of Plant, PlantRSAPublic, Trust, Destroy, Probe")
 }
 
 // template is the planted key: custos's attributes for Kind, the planter's

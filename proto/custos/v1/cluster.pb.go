@@ -155,9 +155,13 @@ type ClusterStatus struct {
 	Profile    string           `protobuf:"bytes,16,opt,name=profile,proto3" json:"profile,omitempty"`
 	// Set when the cluster was restored from a snapshot file; until officers
 	// accept it, no node serves key crypto.
-	Restore       *ClusterRestore `protobuf:"bytes,17,opt,name=restore,proto3" json:"restore,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Restore *ClusterRestore `protobuf:"bytes,17,opt,name=restore,proto3" json:"restore,omitempty"`
+	// The domain key's epoch (0: the genesis key; each completed rotation
+	// adds one) and a running rotation, if any (wrapped keys blanked).
+	DomainKeyEpoch uint32             `protobuf:"varint,18,opt,name=domain_key_epoch,json=domainKeyEpoch,proto3" json:"domain_key_epoch,omitempty"`
+	Rotation       *DomainKeyRotation `protobuf:"bytes,19,opt,name=rotation,proto3" json:"rotation,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ClusterStatus) Reset() {
@@ -305,6 +309,20 @@ func (x *ClusterStatus) GetProfile() string {
 func (x *ClusterStatus) GetRestore() *ClusterRestore {
 	if x != nil {
 		return x.Restore
+	}
+	return nil
+}
+
+func (x *ClusterStatus) GetDomainKeyEpoch() uint32 {
+	if x != nil {
+		return x.DomainKeyEpoch
+	}
+	return 0
+}
+
+func (x *ClusterStatus) GetRotation() *DomainKeyRotation {
+	if x != nil {
+		return x.Rotation
 	}
 	return nil
 }
@@ -541,7 +559,7 @@ const file_custos_v1_cluster_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1a\n" +
 	"\bsuffrage\x18\x03 \x01(\tR\bsuffrage\x12\x16\n" +
-	"\x06leader\x18\x04 \x01(\bR\x06leader\"\xea\x04\n" +
+	"\x06leader\x18\x04 \x01(\bR\x06leader\"\xce\x05\n" +
 	"\rClusterStatus\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x17\n" +
@@ -567,7 +585,9 @@ const file_custos_v1_cluster_proto_rawDesc = "" +
 	"admissions\x18\x0f \x03(\v2\x18.custos.v1.NodeAdmissionR\n" +
 	"admissions\x12\x18\n" +
 	"\aprofile\x18\x10 \x01(\tR\aprofile\x123\n" +
-	"\arestore\x18\x11 \x01(\v2\x19.custos.v1.ClusterRestoreR\arestore\">\n" +
+	"\arestore\x18\x11 \x01(\v2\x19.custos.v1.ClusterRestoreR\arestore\x12(\n" +
+	"\x10domain_key_epoch\x18\x12 \x01(\rR\x0edomainKeyEpoch\x128\n" +
+	"\brotation\x18\x13 \x01(\v2\x1c.custos.v1.DomainKeyRotationR\brotation\">\n" +
 	"\x0fAddVoterRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\"%\n" +
@@ -609,26 +629,28 @@ var file_custos_v1_cluster_proto_goTypes = []any{
 	(*SnapshotChunk)(nil),             // 7: custos.v1.SnapshotChunk
 	(*NodeAdmission)(nil),             // 8: custos.v1.NodeAdmission
 	(*ClusterRestore)(nil),            // 9: custos.v1.ClusterRestore
+	(*DomainKeyRotation)(nil),         // 10: custos.v1.DomainKeyRotation
 }
 var file_custos_v1_cluster_proto_depIdxs = []int32{
-	1, // 0: custos.v1.ClusterStatus.servers:type_name -> custos.v1.Server
-	8, // 1: custos.v1.ClusterStatus.admissions:type_name -> custos.v1.NodeAdmission
-	9, // 2: custos.v1.ClusterStatus.restore:type_name -> custos.v1.ClusterRestore
-	0, // 3: custos.v1.ClusterService.Status:input_type -> custos.v1.ClusterStatusRequest
-	3, // 4: custos.v1.ClusterService.AddVoter:input_type -> custos.v1.AddVoterRequest
-	4, // 5: custos.v1.ClusterService.RemoveServer:input_type -> custos.v1.RemoveServerRequest
-	5, // 6: custos.v1.ClusterService.TransferLeadership:input_type -> custos.v1.TransferLeadershipRequest
-	6, // 7: custos.v1.ClusterService.SaveSnapshot:input_type -> custos.v1.SaveSnapshotRequest
-	2, // 8: custos.v1.ClusterService.Status:output_type -> custos.v1.ClusterStatus
-	2, // 9: custos.v1.ClusterService.AddVoter:output_type -> custos.v1.ClusterStatus
-	2, // 10: custos.v1.ClusterService.RemoveServer:output_type -> custos.v1.ClusterStatus
-	2, // 11: custos.v1.ClusterService.TransferLeadership:output_type -> custos.v1.ClusterStatus
-	7, // 12: custos.v1.ClusterService.SaveSnapshot:output_type -> custos.v1.SnapshotChunk
-	8, // [8:13] is the sub-list for method output_type
-	3, // [3:8] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	1,  // 0: custos.v1.ClusterStatus.servers:type_name -> custos.v1.Server
+	8,  // 1: custos.v1.ClusterStatus.admissions:type_name -> custos.v1.NodeAdmission
+	9,  // 2: custos.v1.ClusterStatus.restore:type_name -> custos.v1.ClusterRestore
+	10, // 3: custos.v1.ClusterStatus.rotation:type_name -> custos.v1.DomainKeyRotation
+	0,  // 4: custos.v1.ClusterService.Status:input_type -> custos.v1.ClusterStatusRequest
+	3,  // 5: custos.v1.ClusterService.AddVoter:input_type -> custos.v1.AddVoterRequest
+	4,  // 6: custos.v1.ClusterService.RemoveServer:input_type -> custos.v1.RemoveServerRequest
+	5,  // 7: custos.v1.ClusterService.TransferLeadership:input_type -> custos.v1.TransferLeadershipRequest
+	6,  // 8: custos.v1.ClusterService.SaveSnapshot:input_type -> custos.v1.SaveSnapshotRequest
+	2,  // 9: custos.v1.ClusterService.Status:output_type -> custos.v1.ClusterStatus
+	2,  // 10: custos.v1.ClusterService.AddVoter:output_type -> custos.v1.ClusterStatus
+	2,  // 11: custos.v1.ClusterService.RemoveServer:output_type -> custos.v1.ClusterStatus
+	2,  // 12: custos.v1.ClusterService.TransferLeadership:output_type -> custos.v1.ClusterStatus
+	7,  // 13: custos.v1.ClusterService.SaveSnapshot:output_type -> custos.v1.SnapshotChunk
+	9,  // [9:14] is the sub-list for method output_type
+	4,  // [4:9] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_custos_v1_cluster_proto_init() }

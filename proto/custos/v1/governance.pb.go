@@ -713,6 +713,8 @@ type Statement struct {
 	//	*Statement_ScheduleKeyDestruction
 	//	*Statement_CancelKeyDestruction
 	//	*Statement_AcceptRestore
+	//	*Statement_RotateDomainKey
+	//	*Statement_CancelDomainKeyRotation
 	Operation     isStatement_Operation `protobuf_oneof:"operation"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -936,6 +938,24 @@ func (x *Statement) GetAcceptRestore() *AcceptRestore {
 	return nil
 }
 
+func (x *Statement) GetRotateDomainKey() *RotateDomainKey {
+	if x != nil {
+		if x, ok := x.Operation.(*Statement_RotateDomainKey); ok {
+			return x.RotateDomainKey
+		}
+	}
+	return nil
+}
+
+func (x *Statement) GetCancelDomainKeyRotation() *CancelDomainKeyRotation {
+	if x != nil {
+		if x, ok := x.Operation.(*Statement_CancelDomainKeyRotation); ok {
+			return x.CancelDomainKeyRotation
+		}
+	}
+	return nil
+}
+
 type isStatement_Operation interface {
 	isStatement_Operation()
 }
@@ -1008,6 +1028,14 @@ type Statement_AcceptRestore struct {
 	AcceptRestore *AcceptRestore `protobuf:"bytes,26,opt,name=accept_restore,json=acceptRestore,proto3,oneof"`
 }
 
+type Statement_RotateDomainKey struct {
+	RotateDomainKey *RotateDomainKey `protobuf:"bytes,27,opt,name=rotate_domain_key,json=rotateDomainKey,proto3,oneof"`
+}
+
+type Statement_CancelDomainKeyRotation struct {
+	CancelDomainKeyRotation *CancelDomainKeyRotation `protobuf:"bytes,28,opt,name=cancel_domain_key_rotation,json=cancelDomainKeyRotation,proto3,oneof"`
+}
+
 func (*Statement_RevokeKey) isStatement_Operation() {}
 
 func (*Statement_DisableKey) isStatement_Operation() {}
@@ -1041,6 +1069,10 @@ func (*Statement_ScheduleKeyDestruction) isStatement_Operation() {}
 func (*Statement_CancelKeyDestruction) isStatement_Operation() {}
 
 func (*Statement_AcceptRestore) isStatement_Operation() {}
+
+func (*Statement_RotateDomainKey) isStatement_Operation() {}
+
+func (*Statement_CancelDomainKeyRotation) isStatement_Operation() {}
 
 // ScheduleKeyDestruction (quorum) destroys a key version — or, with
 // version 0, every version of the key — once waiting_seconds have passed
@@ -1349,8 +1381,13 @@ type AdmitNode struct {
 	TransportKeyFingerprint string                 `protobuf:"bytes,2,opt,name=transport_key_fingerprint,json=transportKeyFingerprint,proto3" json:"transport_key_fingerprint,omitempty"`
 	IdentityKeyFingerprint  string                 `protobuf:"bytes,3,opt,name=identity_key_fingerprint,json=identityKeyFingerprint,proto3" json:"identity_key_fingerprint,omitempty"`
 	Hash                    KeyTransportHash       `protobuf:"varint,4,opt,name=hash,proto3,enum=custos.v1.KeyTransportHash" json:"hash,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// Approves the node's transport key for the running domain-key rotation
+	// (docs/key-destruction.md, *Domain-key rotation*) instead of admitting
+	// the node: the new domain key (to the generating node: the old one, for
+	// re-wrapping) may move to it.
+	DomainKeyRotation bool `protobuf:"varint,5,opt,name=domain_key_rotation,json=domainKeyRotation,proto3" json:"domain_key_rotation,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *AdmitNode) Reset() {
@@ -1411,6 +1448,203 @@ func (x *AdmitNode) GetHash() KeyTransportHash {
 	return KeyTransportHash_KEY_TRANSPORT_HASH_UNSPECIFIED
 }
 
+func (x *AdmitNode) GetDomainKeyRotation() bool {
+	if x != nil {
+		return x.DomainKeyRotation
+	}
+	return false
+}
+
+// RotateDomainKey (one officer: it only takes the old domain key away)
+// starts a rotation of the cluster's domain key: a custodian generates a new
+// one, re-wraps every KEK under it, every custodian receives it, and then
+// every node destroys the old one, so that no KEK blob written before —
+// in old Raft log segments, snapshots, backups — can be unwrapped again
+// (docs/key-destruction.md). Key creation, rotation and import wait until
+// it completes.
+type RotateDomainKey struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateDomainKey) Reset() {
+	*x = RotateDomainKey{}
+	mi := &file_custos_v1_governance_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateDomainKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateDomainKey) ProtoMessage() {}
+
+func (x *RotateDomainKey) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_governance_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateDomainKey.ProtoReflect.Descriptor instead.
+func (*RotateDomainKey) Descriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{11}
+}
+
+// CancelDomainKeyRotation (one officer) abandons a running rotation: the
+// new domain key is destroyed everywhere and the old one stays.
+type CancelDomainKeyRotation struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelDomainKeyRotation) Reset() {
+	*x = CancelDomainKeyRotation{}
+	mi := &file_custos_v1_governance_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelDomainKeyRotation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelDomainKeyRotation) ProtoMessage() {}
+
+func (x *CancelDomainKeyRotation) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_governance_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelDomainKeyRotation.ProtoReflect.Descriptor instead.
+func (*CancelDomainKeyRotation) Descriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{12}
+}
+
+// DomainKeyRotation is a running domain-key rotation as the replicated
+// state holds it.
+type DomainKeyRotation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The epoch the cluster's domain key will have (genesis: 0).
+	Epoch               uint32 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	RequestTimeUnixNano int64  `protobuf:"varint,2,opt,name=request_time_unix_nano,json=requestTimeUnixNano,proto3" json:"request_time_unix_nano,omitempty"`
+	// The custodian that generated the new key, its CKA_ID and check value
+	// (empty until one did).
+	Generator              string `protobuf:"bytes,3,opt,name=generator,proto3" json:"generator,omitempty"`
+	NewDomainKeyId         []byte `protobuf:"bytes,4,opt,name=new_domain_key_id,json=newDomainKeyId,proto3" json:"new_domain_key_id,omitempty"`
+	NewDomainKeyCheckValue []byte `protobuf:"bytes,5,opt,name=new_domain_key_check_value,json=newDomainKeyCheckValue,proto3" json:"new_domain_key_check_value,omitempty"`
+	// Each custodian's way to the new key (the generator's: to the old key's
+	// session copy that re-wraps the KEKs): OFFERED, APPROVED, SENT, then
+	// ADMITTED once it holds what it needs. By node.
+	Nodes []*NodeAdmission `protobuf:"bytes,6,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// Key versions whose KEK is re-wrapped under the new key, of how many.
+	Rewrapped     uint32 `protobuf:"varint,7,opt,name=rewrapped,proto3" json:"rewrapped,omitempty"`
+	ToRewrap      uint32 `protobuf:"varint,8,opt,name=to_rewrap,json=toRewrap,proto3" json:"to_rewrap,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DomainKeyRotation) Reset() {
+	*x = DomainKeyRotation{}
+	mi := &file_custos_v1_governance_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DomainKeyRotation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DomainKeyRotation) ProtoMessage() {}
+
+func (x *DomainKeyRotation) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_governance_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DomainKeyRotation.ProtoReflect.Descriptor instead.
+func (*DomainKeyRotation) Descriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *DomainKeyRotation) GetEpoch() uint32 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *DomainKeyRotation) GetRequestTimeUnixNano() int64 {
+	if x != nil {
+		return x.RequestTimeUnixNano
+	}
+	return 0
+}
+
+func (x *DomainKeyRotation) GetGenerator() string {
+	if x != nil {
+		return x.Generator
+	}
+	return ""
+}
+
+func (x *DomainKeyRotation) GetNewDomainKeyId() []byte {
+	if x != nil {
+		return x.NewDomainKeyId
+	}
+	return nil
+}
+
+func (x *DomainKeyRotation) GetNewDomainKeyCheckValue() []byte {
+	if x != nil {
+		return x.NewDomainKeyCheckValue
+	}
+	return nil
+}
+
+func (x *DomainKeyRotation) GetNodes() []*NodeAdmission {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *DomainKeyRotation) GetRewrapped() uint32 {
+	if x != nil {
+		return x.Rewrapped
+	}
+	return 0
+}
+
+func (x *DomainKeyRotation) GetToRewrap() uint32 {
+	if x != nil {
+		return x.ToRewrap
+	}
+	return 0
+}
+
 // RevokeAdmission (one officer: it only takes a custodian away) ends a
 // node's admission: it refuses key crypto from then on and destroys its
 // copies of the domain key and KEKs. The last admitted node cannot be
@@ -1424,7 +1658,7 @@ type RevokeAdmission struct {
 
 func (x *RevokeAdmission) Reset() {
 	*x = RevokeAdmission{}
-	mi := &file_custos_v1_governance_proto_msgTypes[11]
+	mi := &file_custos_v1_governance_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1436,7 +1670,7 @@ func (x *RevokeAdmission) String() string {
 func (*RevokeAdmission) ProtoMessage() {}
 
 func (x *RevokeAdmission) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[11]
+	mi := &file_custos_v1_governance_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1449,7 +1683,7 @@ func (x *RevokeAdmission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdmission.ProtoReflect.Descriptor instead.
 func (*RevokeAdmission) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{11}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RevokeAdmission) GetNode() string {
@@ -1484,7 +1718,7 @@ type NodeAdmission struct {
 
 func (x *NodeAdmission) Reset() {
 	*x = NodeAdmission{}
-	mi := &file_custos_v1_governance_proto_msgTypes[12]
+	mi := &file_custos_v1_governance_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1496,7 +1730,7 @@ func (x *NodeAdmission) String() string {
 func (*NodeAdmission) ProtoMessage() {}
 
 func (x *NodeAdmission) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[12]
+	mi := &file_custos_v1_governance_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1509,7 +1743,7 @@ func (x *NodeAdmission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeAdmission.ProtoReflect.Descriptor instead.
 func (*NodeAdmission) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{12}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *NodeAdmission) GetNode() string {
@@ -1603,7 +1837,7 @@ type Sink struct {
 
 func (x *Sink) Reset() {
 	*x = Sink{}
-	mi := &file_custos_v1_governance_proto_msgTypes[13]
+	mi := &file_custos_v1_governance_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1615,7 +1849,7 @@ func (x *Sink) String() string {
 func (*Sink) ProtoMessage() {}
 
 func (x *Sink) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[13]
+	mi := &file_custos_v1_governance_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1628,7 +1862,7 @@ func (x *Sink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sink.ProtoReflect.Descriptor instead.
 func (*Sink) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{13}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Sink) GetName() string {
@@ -1690,7 +1924,7 @@ type AddSink struct {
 
 func (x *AddSink) Reset() {
 	*x = AddSink{}
-	mi := &file_custos_v1_governance_proto_msgTypes[14]
+	mi := &file_custos_v1_governance_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1702,7 +1936,7 @@ func (x *AddSink) String() string {
 func (*AddSink) ProtoMessage() {}
 
 func (x *AddSink) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[14]
+	mi := &file_custos_v1_governance_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1715,7 +1949,7 @@ func (x *AddSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddSink.ProtoReflect.Descriptor instead.
 func (*AddSink) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{14}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *AddSink) GetSink() *Sink {
@@ -1735,7 +1969,7 @@ type RemoveSink struct {
 
 func (x *RemoveSink) Reset() {
 	*x = RemoveSink{}
-	mi := &file_custos_v1_governance_proto_msgTypes[15]
+	mi := &file_custos_v1_governance_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1747,7 +1981,7 @@ func (x *RemoveSink) String() string {
 func (*RemoveSink) ProtoMessage() {}
 
 func (x *RemoveSink) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[15]
+	mi := &file_custos_v1_governance_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1760,7 +1994,7 @@ func (x *RemoveSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSink.ProtoReflect.Descriptor instead.
 func (*RemoveSink) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{15}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RemoveSink) GetName() string {
@@ -1786,7 +2020,7 @@ type NotifyRules struct {
 
 func (x *NotifyRules) Reset() {
 	*x = NotifyRules{}
-	mi := &file_custos_v1_governance_proto_msgTypes[16]
+	mi := &file_custos_v1_governance_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1798,7 +2032,7 @@ func (x *NotifyRules) String() string {
 func (*NotifyRules) ProtoMessage() {}
 
 func (x *NotifyRules) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[16]
+	mi := &file_custos_v1_governance_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1811,7 +2045,7 @@ func (x *NotifyRules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifyRules.ProtoReflect.Descriptor instead.
 func (*NotifyRules) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{16}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *NotifyRules) GetReasons() []Reason {
@@ -1859,7 +2093,7 @@ type SetNotifyRules struct {
 
 func (x *SetNotifyRules) Reset() {
 	*x = SetNotifyRules{}
-	mi := &file_custos_v1_governance_proto_msgTypes[17]
+	mi := &file_custos_v1_governance_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1871,7 +2105,7 @@ func (x *SetNotifyRules) String() string {
 func (*SetNotifyRules) ProtoMessage() {}
 
 func (x *SetNotifyRules) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[17]
+	mi := &file_custos_v1_governance_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1884,7 +2118,7 @@ func (x *SetNotifyRules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNotifyRules.ProtoReflect.Descriptor instead.
 func (*SetNotifyRules) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{17}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SetNotifyRules) GetRules() *NotifyRules {
@@ -1905,7 +2139,7 @@ type RevokeKey struct {
 
 func (x *RevokeKey) Reset() {
 	*x = RevokeKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[18]
+	mi := &file_custos_v1_governance_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1917,7 +2151,7 @@ func (x *RevokeKey) String() string {
 func (*RevokeKey) ProtoMessage() {}
 
 func (x *RevokeKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[18]
+	mi := &file_custos_v1_governance_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1930,7 +2164,7 @@ func (x *RevokeKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeKey.ProtoReflect.Descriptor instead.
 func (*RevokeKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{18}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RevokeKey) GetKey() string {
@@ -1950,7 +2184,7 @@ type DisableKey struct {
 
 func (x *DisableKey) Reset() {
 	*x = DisableKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[19]
+	mi := &file_custos_v1_governance_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1962,7 +2196,7 @@ func (x *DisableKey) String() string {
 func (*DisableKey) ProtoMessage() {}
 
 func (x *DisableKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[19]
+	mi := &file_custos_v1_governance_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1975,7 +2209,7 @@ func (x *DisableKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableKey.ProtoReflect.Descriptor instead.
 func (*DisableKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{19}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DisableKey) GetKey() string {
@@ -1995,7 +2229,7 @@ type EnableKey struct {
 
 func (x *EnableKey) Reset() {
 	*x = EnableKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[20]
+	mi := &file_custos_v1_governance_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2007,7 +2241,7 @@ func (x *EnableKey) String() string {
 func (*EnableKey) ProtoMessage() {}
 
 func (x *EnableKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[20]
+	mi := &file_custos_v1_governance_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2020,7 +2254,7 @@ func (x *EnableKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableKey.ProtoReflect.Descriptor instead.
 func (*EnableKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{20}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *EnableKey) GetKey() string {
@@ -2041,7 +2275,7 @@ type SetPolicy struct {
 
 func (x *SetPolicy) Reset() {
 	*x = SetPolicy{}
-	mi := &file_custos_v1_governance_proto_msgTypes[21]
+	mi := &file_custos_v1_governance_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2053,7 +2287,7 @@ func (x *SetPolicy) String() string {
 func (*SetPolicy) ProtoMessage() {}
 
 func (x *SetPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[21]
+	mi := &file_custos_v1_governance_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2066,7 +2300,7 @@ func (x *SetPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicy.ProtoReflect.Descriptor instead.
 func (*SetPolicy) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{21}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SetPolicy) GetKey() string {
@@ -2096,7 +2330,7 @@ type ApproveRequest struct {
 
 func (x *ApproveRequest) Reset() {
 	*x = ApproveRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[22]
+	mi := &file_custos_v1_governance_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2108,7 +2342,7 @@ func (x *ApproveRequest) String() string {
 func (*ApproveRequest) ProtoMessage() {}
 
 func (x *ApproveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[22]
+	mi := &file_custos_v1_governance_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2121,7 +2355,7 @@ func (x *ApproveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveRequest.ProtoReflect.Descriptor instead.
 func (*ApproveRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{22}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ApproveRequest) GetRequestId() string {
@@ -2155,7 +2389,7 @@ type DenyRequest struct {
 
 func (x *DenyRequest) Reset() {
 	*x = DenyRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[23]
+	mi := &file_custos_v1_governance_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2167,7 +2401,7 @@ func (x *DenyRequest) String() string {
 func (*DenyRequest) ProtoMessage() {}
 
 func (x *DenyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[23]
+	mi := &file_custos_v1_governance_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2180,7 +2414,7 @@ func (x *DenyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DenyRequest.ProtoReflect.Descriptor instead.
 func (*DenyRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{23}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DenyRequest) GetRequestId() string {
@@ -2206,7 +2440,7 @@ type CreateGrant struct {
 
 func (x *CreateGrant) Reset() {
 	*x = CreateGrant{}
-	mi := &file_custos_v1_governance_proto_msgTypes[24]
+	mi := &file_custos_v1_governance_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2218,7 +2452,7 @@ func (x *CreateGrant) String() string {
 func (*CreateGrant) ProtoMessage() {}
 
 func (x *CreateGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[24]
+	mi := &file_custos_v1_governance_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2231,7 +2465,7 @@ func (x *CreateGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGrant.ProtoReflect.Descriptor instead.
 func (*CreateGrant) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{24}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CreateGrant) GetPrincipal() string {
@@ -2286,7 +2520,7 @@ type RevokeGrant struct {
 
 func (x *RevokeGrant) Reset() {
 	*x = RevokeGrant{}
-	mi := &file_custos_v1_governance_proto_msgTypes[25]
+	mi := &file_custos_v1_governance_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2298,7 +2532,7 @@ func (x *RevokeGrant) String() string {
 func (*RevokeGrant) ProtoMessage() {}
 
 func (x *RevokeGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[25]
+	mi := &file_custos_v1_governance_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2311,7 +2545,7 @@ func (x *RevokeGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeGrant.ProtoReflect.Descriptor instead.
 func (*RevokeGrant) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{25}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RevokeGrant) GetGrantId() string {
@@ -2332,7 +2566,7 @@ type SetOfficers struct {
 
 func (x *SetOfficers) Reset() {
 	*x = SetOfficers{}
-	mi := &file_custos_v1_governance_proto_msgTypes[26]
+	mi := &file_custos_v1_governance_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2344,7 +2578,7 @@ func (x *SetOfficers) String() string {
 func (*SetOfficers) ProtoMessage() {}
 
 func (x *SetOfficers) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[26]
+	mi := &file_custos_v1_governance_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2357,7 +2591,7 @@ func (x *SetOfficers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetOfficers.ProtoReflect.Descriptor instead.
 func (*SetOfficers) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{26}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SetOfficers) GetOfficers() []*Officer {
@@ -2386,7 +2620,7 @@ type OfficerSignature struct {
 
 func (x *OfficerSignature) Reset() {
 	*x = OfficerSignature{}
-	mi := &file_custos_v1_governance_proto_msgTypes[27]
+	mi := &file_custos_v1_governance_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2398,7 +2632,7 @@ func (x *OfficerSignature) String() string {
 func (*OfficerSignature) ProtoMessage() {}
 
 func (x *OfficerSignature) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[27]
+	mi := &file_custos_v1_governance_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2411,7 +2645,7 @@ func (x *OfficerSignature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OfficerSignature.ProtoReflect.Descriptor instead.
 func (*OfficerSignature) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{27}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *OfficerSignature) GetOfficer() string {
@@ -2439,7 +2673,7 @@ type SignedStatement struct {
 
 func (x *SignedStatement) Reset() {
 	*x = SignedStatement{}
-	mi := &file_custos_v1_governance_proto_msgTypes[28]
+	mi := &file_custos_v1_governance_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2451,7 +2685,7 @@ func (x *SignedStatement) String() string {
 func (*SignedStatement) ProtoMessage() {}
 
 func (x *SignedStatement) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[28]
+	mi := &file_custos_v1_governance_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2464,7 +2698,7 @@ func (x *SignedStatement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedStatement.ProtoReflect.Descriptor instead.
 func (*SignedStatement) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{28}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SignedStatement) GetStatement() []byte {
@@ -2497,7 +2731,7 @@ type SubmitResponse struct {
 
 func (x *SubmitResponse) Reset() {
 	*x = SubmitResponse{}
-	mi := &file_custos_v1_governance_proto_msgTypes[29]
+	mi := &file_custos_v1_governance_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2509,7 +2743,7 @@ func (x *SubmitResponse) String() string {
 func (*SubmitResponse) ProtoMessage() {}
 
 func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[29]
+	mi := &file_custos_v1_governance_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2522,7 +2756,7 @@ func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
 func (*SubmitResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{29}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SubmitResponse) GetResult() string {
@@ -2561,7 +2795,7 @@ type GetGovernanceRequest struct {
 
 func (x *GetGovernanceRequest) Reset() {
 	*x = GetGovernanceRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[30]
+	mi := &file_custos_v1_governance_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2573,7 +2807,7 @@ func (x *GetGovernanceRequest) String() string {
 func (*GetGovernanceRequest) ProtoMessage() {}
 
 func (x *GetGovernanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[30]
+	mi := &file_custos_v1_governance_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2586,7 +2820,7 @@ func (x *GetGovernanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGovernanceRequest.ProtoReflect.Descriptor instead.
 func (*GetGovernanceRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{30}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{33}
 }
 
 // ApprovalRequest is a decrypt that policy sent to the officers.
@@ -2613,7 +2847,7 @@ type ApprovalRequest struct {
 
 func (x *ApprovalRequest) Reset() {
 	*x = ApprovalRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[31]
+	mi := &file_custos_v1_governance_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2625,7 +2859,7 @@ func (x *ApprovalRequest) String() string {
 func (*ApprovalRequest) ProtoMessage() {}
 
 func (x *ApprovalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[31]
+	mi := &file_custos_v1_governance_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2638,7 +2872,7 @@ func (x *ApprovalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApprovalRequest.ProtoReflect.Descriptor instead.
 func (*ApprovalRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{31}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ApprovalRequest) GetRequestId() string {
@@ -2741,7 +2975,7 @@ type ListPendingRequest struct {
 
 func (x *ListPendingRequest) Reset() {
 	*x = ListPendingRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[32]
+	mi := &file_custos_v1_governance_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2753,7 +2987,7 @@ func (x *ListPendingRequest) String() string {
 func (*ListPendingRequest) ProtoMessage() {}
 
 func (x *ListPendingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[32]
+	mi := &file_custos_v1_governance_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2766,7 +3000,7 @@ func (x *ListPendingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPendingRequest.ProtoReflect.Descriptor instead.
 func (*ListPendingRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{32}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListPendingRequest) GetKey() string {
@@ -2785,7 +3019,7 @@ type ListPendingResponse struct {
 
 func (x *ListPendingResponse) Reset() {
 	*x = ListPendingResponse{}
-	mi := &file_custos_v1_governance_proto_msgTypes[33]
+	mi := &file_custos_v1_governance_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2797,7 +3031,7 @@ func (x *ListPendingResponse) String() string {
 func (*ListPendingResponse) ProtoMessage() {}
 
 func (x *ListPendingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[33]
+	mi := &file_custos_v1_governance_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2810,7 +3044,7 @@ func (x *ListPendingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPendingResponse.ProtoReflect.Descriptor instead.
 func (*ListPendingResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{33}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListPendingResponse) GetRequests() []*ApprovalRequest {
@@ -2829,7 +3063,7 @@ type GetRequestRequest struct {
 
 func (x *GetRequestRequest) Reset() {
 	*x = GetRequestRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[34]
+	mi := &file_custos_v1_governance_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2841,7 +3075,7 @@ func (x *GetRequestRequest) String() string {
 func (*GetRequestRequest) ProtoMessage() {}
 
 func (x *GetRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[34]
+	mi := &file_custos_v1_governance_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2854,7 +3088,7 @@ func (x *GetRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequestRequest.ProtoReflect.Descriptor instead.
 func (*GetRequestRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{34}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetRequestRequest) GetRequestId() string {
@@ -2882,7 +3116,7 @@ type Grant struct {
 
 func (x *Grant) Reset() {
 	*x = Grant{}
-	mi := &file_custos_v1_governance_proto_msgTypes[35]
+	mi := &file_custos_v1_governance_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2894,7 +3128,7 @@ func (x *Grant) String() string {
 func (*Grant) ProtoMessage() {}
 
 func (x *Grant) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[35]
+	mi := &file_custos_v1_governance_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2907,7 +3141,7 @@ func (x *Grant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Grant.ProtoReflect.Descriptor instead.
 func (*Grant) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{35}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Grant) GetGrantId() string {
@@ -2975,7 +3209,7 @@ type ListGrantsRequest struct {
 
 func (x *ListGrantsRequest) Reset() {
 	*x = ListGrantsRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[36]
+	mi := &file_custos_v1_governance_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2987,7 +3221,7 @@ func (x *ListGrantsRequest) String() string {
 func (*ListGrantsRequest) ProtoMessage() {}
 
 func (x *ListGrantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[36]
+	mi := &file_custos_v1_governance_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3000,7 +3234,7 @@ func (x *ListGrantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGrantsRequest.ProtoReflect.Descriptor instead.
 func (*ListGrantsRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{36}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListGrantsRequest) GetKey() string {
@@ -3019,7 +3253,7 @@ type ListGrantsResponse struct {
 
 func (x *ListGrantsResponse) Reset() {
 	*x = ListGrantsResponse{}
-	mi := &file_custos_v1_governance_proto_msgTypes[37]
+	mi := &file_custos_v1_governance_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3031,7 +3265,7 @@ func (x *ListGrantsResponse) String() string {
 func (*ListGrantsResponse) ProtoMessage() {}
 
 func (x *ListGrantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[37]
+	mi := &file_custos_v1_governance_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3044,7 +3278,7 @@ func (x *ListGrantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGrantsResponse.ProtoReflect.Descriptor instead.
 func (*ListGrantsResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{37}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListGrantsResponse) GetGrants() []*Grant {
@@ -3063,7 +3297,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[38]
+	mi := &file_custos_v1_governance_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3075,7 +3309,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[38]
+	mi := &file_custos_v1_governance_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3088,7 +3322,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{38}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetPolicyRequest) GetKey() string {
@@ -3136,7 +3370,7 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\aversion\x18\x04 \x01(\x04R\aversion\x12%\n" +
 	"\x05sinks\x18\x05 \x03(\v2\x0f.custos.v1.SinkR\x05sinks\x129\n" +
 	"\fnotify_rules\x18\x06 \x01(\v2\x16.custos.v1.NotifyRulesR\vnotifyRules\x12\x18\n" +
-	"\aprofile\x18\a \x01(\tR\aprofile\"\xd3\t\n" +
+	"\aprofile\x18\a \x01(\tR\aprofile\"\x80\v\n" +
 	"\tStatement\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x14\n" +
@@ -3166,7 +3400,9 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\x10revoke_admission\x18\x17 \x01(\v2\x1a.custos.v1.RevokeAdmissionH\x00R\x0frevokeAdmission\x12]\n" +
 	"\x18schedule_key_destruction\x18\x18 \x01(\v2!.custos.v1.ScheduleKeyDestructionH\x00R\x16scheduleKeyDestruction\x12W\n" +
 	"\x16cancel_key_destruction\x18\x19 \x01(\v2\x1f.custos.v1.CancelKeyDestructionH\x00R\x14cancelKeyDestruction\x12A\n" +
-	"\x0eaccept_restore\x18\x1a \x01(\v2\x18.custos.v1.AcceptRestoreH\x00R\racceptRestoreB\v\n" +
+	"\x0eaccept_restore\x18\x1a \x01(\v2\x18.custos.v1.AcceptRestoreH\x00R\racceptRestore\x12H\n" +
+	"\x11rotate_domain_key\x18\x1b \x01(\v2\x1a.custos.v1.RotateDomainKeyH\x00R\x0frotateDomainKey\x12a\n" +
+	"\x1acancel_domain_key_rotation\x18\x1c \x01(\v2\".custos.v1.CancelDomainKeyRotationH\x00R\x17cancelDomainKeyRotationB\v\n" +
 	"\toperation\"m\n" +
 	"\x16ScheduleKeyDestruction\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
@@ -3189,12 +3425,24 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	" \x01(\x03R\x12acceptTimeUnixNano\"B\n" +
 	"\x14CancelKeyDestruction\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\rR\aversion\"\xc6\x01\n" +
+	"\aversion\x18\x02 \x01(\rR\aversion\"\xf6\x01\n" +
 	"\tAdmitNode\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12:\n" +
 	"\x19transport_key_fingerprint\x18\x02 \x01(\tR\x17transportKeyFingerprint\x128\n" +
 	"\x18identity_key_fingerprint\x18\x03 \x01(\tR\x16identityKeyFingerprint\x12/\n" +
-	"\x04hash\x18\x04 \x01(\x0e2\x1b.custos.v1.KeyTransportHashR\x04hash\"%\n" +
+	"\x04hash\x18\x04 \x01(\x0e2\x1b.custos.v1.KeyTransportHashR\x04hash\x12.\n" +
+	"\x13domain_key_rotation\x18\x05 \x01(\bR\x11domainKeyRotation\"\x11\n" +
+	"\x0fRotateDomainKey\"\x19\n" +
+	"\x17CancelDomainKeyRotation\"\xce\x02\n" +
+	"\x11DomainKeyRotation\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\rR\x05epoch\x123\n" +
+	"\x16request_time_unix_nano\x18\x02 \x01(\x03R\x13requestTimeUnixNano\x12\x1c\n" +
+	"\tgenerator\x18\x03 \x01(\tR\tgenerator\x12)\n" +
+	"\x11new_domain_key_id\x18\x04 \x01(\fR\x0enewDomainKeyId\x12:\n" +
+	"\x1anew_domain_key_check_value\x18\x05 \x01(\fR\x16newDomainKeyCheckValue\x12.\n" +
+	"\x05nodes\x18\x06 \x03(\v2\x18.custos.v1.NodeAdmissionR\x05nodes\x12\x1c\n" +
+	"\trewrapped\x18\a \x01(\rR\trewrapped\x12\x1b\n" +
+	"\tto_rewrap\x18\b \x01(\rR\btoRewrap\"%\n" +
 	"\x0fRevokeAdmission\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\"\xda\x03\n" +
 	"\rNodeAdmission\x12\x12\n" +
@@ -3368,114 +3616,120 @@ func file_custos_v1_governance_proto_rawDescGZIP() []byte {
 }
 
 var file_custos_v1_governance_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_custos_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_custos_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_custos_v1_governance_proto_goTypes = []any{
-	(Action)(0),                    // 0: custos.v1.Action
-	(KeyTransportHash)(0),          // 1: custos.v1.KeyTransportHash
-	(AdmissionState)(0),            // 2: custos.v1.AdmissionState
-	(SinkType)(0),                  // 3: custos.v1.SinkType
-	(RequestState)(0),              // 4: custos.v1.RequestState
-	(*ReasonRule)(nil),             // 5: custos.v1.ReasonRule
-	(*TimeWindow)(nil),             // 6: custos.v1.TimeWindow
-	(*KeyPolicy)(nil),              // 7: custos.v1.KeyPolicy
-	(*Officer)(nil),                // 8: custos.v1.Officer
-	(*Governance)(nil),             // 9: custos.v1.Governance
-	(*Statement)(nil),              // 10: custos.v1.Statement
-	(*ScheduleKeyDestruction)(nil), // 11: custos.v1.ScheduleKeyDestruction
-	(*AcceptRestore)(nil),          // 12: custos.v1.AcceptRestore
-	(*ClusterRestore)(nil),         // 13: custos.v1.ClusterRestore
-	(*CancelKeyDestruction)(nil),   // 14: custos.v1.CancelKeyDestruction
-	(*AdmitNode)(nil),              // 15: custos.v1.AdmitNode
-	(*RevokeAdmission)(nil),        // 16: custos.v1.RevokeAdmission
-	(*NodeAdmission)(nil),          // 17: custos.v1.NodeAdmission
-	(*Sink)(nil),                   // 18: custos.v1.Sink
-	(*AddSink)(nil),                // 19: custos.v1.AddSink
-	(*RemoveSink)(nil),             // 20: custos.v1.RemoveSink
-	(*NotifyRules)(nil),            // 21: custos.v1.NotifyRules
-	(*SetNotifyRules)(nil),         // 22: custos.v1.SetNotifyRules
-	(*RevokeKey)(nil),              // 23: custos.v1.RevokeKey
-	(*DisableKey)(nil),             // 24: custos.v1.DisableKey
-	(*EnableKey)(nil),              // 25: custos.v1.EnableKey
-	(*SetPolicy)(nil),              // 26: custos.v1.SetPolicy
-	(*ApproveRequest)(nil),         // 27: custos.v1.ApproveRequest
-	(*DenyRequest)(nil),            // 28: custos.v1.DenyRequest
-	(*CreateGrant)(nil),            // 29: custos.v1.CreateGrant
-	(*RevokeGrant)(nil),            // 30: custos.v1.RevokeGrant
-	(*SetOfficers)(nil),            // 31: custos.v1.SetOfficers
-	(*OfficerSignature)(nil),       // 32: custos.v1.OfficerSignature
-	(*SignedStatement)(nil),        // 33: custos.v1.SignedStatement
-	(*SubmitResponse)(nil),         // 34: custos.v1.SubmitResponse
-	(*GetGovernanceRequest)(nil),   // 35: custos.v1.GetGovernanceRequest
-	(*ApprovalRequest)(nil),        // 36: custos.v1.ApprovalRequest
-	(*ListPendingRequest)(nil),     // 37: custos.v1.ListPendingRequest
-	(*ListPendingResponse)(nil),    // 38: custos.v1.ListPendingResponse
-	(*GetRequestRequest)(nil),      // 39: custos.v1.GetRequestRequest
-	(*Grant)(nil),                  // 40: custos.v1.Grant
-	(*ListGrantsRequest)(nil),      // 41: custos.v1.ListGrantsRequest
-	(*ListGrantsResponse)(nil),     // 42: custos.v1.ListGrantsResponse
-	(*GetPolicyRequest)(nil),       // 43: custos.v1.GetPolicyRequest
-	(Reason)(0),                    // 44: custos.v1.Reason
-	(Outcome)(0),                   // 45: custos.v1.Outcome
+	(Action)(0),                     // 0: custos.v1.Action
+	(KeyTransportHash)(0),           // 1: custos.v1.KeyTransportHash
+	(AdmissionState)(0),             // 2: custos.v1.AdmissionState
+	(SinkType)(0),                   // 3: custos.v1.SinkType
+	(RequestState)(0),               // 4: custos.v1.RequestState
+	(*ReasonRule)(nil),              // 5: custos.v1.ReasonRule
+	(*TimeWindow)(nil),              // 6: custos.v1.TimeWindow
+	(*KeyPolicy)(nil),               // 7: custos.v1.KeyPolicy
+	(*Officer)(nil),                 // 8: custos.v1.Officer
+	(*Governance)(nil),              // 9: custos.v1.Governance
+	(*Statement)(nil),               // 10: custos.v1.Statement
+	(*ScheduleKeyDestruction)(nil),  // 11: custos.v1.ScheduleKeyDestruction
+	(*AcceptRestore)(nil),           // 12: custos.v1.AcceptRestore
+	(*ClusterRestore)(nil),          // 13: custos.v1.ClusterRestore
+	(*CancelKeyDestruction)(nil),    // 14: custos.v1.CancelKeyDestruction
+	(*AdmitNode)(nil),               // 15: custos.v1.AdmitNode
+	(*RotateDomainKey)(nil),         // 16: custos.v1.RotateDomainKey
+	(*CancelDomainKeyRotation)(nil), // 17: custos.v1.CancelDomainKeyRotation
+	(*DomainKeyRotation)(nil),       // 18: custos.v1.DomainKeyRotation
+	(*RevokeAdmission)(nil),         // 19: custos.v1.RevokeAdmission
+	(*NodeAdmission)(nil),           // 20: custos.v1.NodeAdmission
+	(*Sink)(nil),                    // 21: custos.v1.Sink
+	(*AddSink)(nil),                 // 22: custos.v1.AddSink
+	(*RemoveSink)(nil),              // 23: custos.v1.RemoveSink
+	(*NotifyRules)(nil),             // 24: custos.v1.NotifyRules
+	(*SetNotifyRules)(nil),          // 25: custos.v1.SetNotifyRules
+	(*RevokeKey)(nil),               // 26: custos.v1.RevokeKey
+	(*DisableKey)(nil),              // 27: custos.v1.DisableKey
+	(*EnableKey)(nil),               // 28: custos.v1.EnableKey
+	(*SetPolicy)(nil),               // 29: custos.v1.SetPolicy
+	(*ApproveRequest)(nil),          // 30: custos.v1.ApproveRequest
+	(*DenyRequest)(nil),             // 31: custos.v1.DenyRequest
+	(*CreateGrant)(nil),             // 32: custos.v1.CreateGrant
+	(*RevokeGrant)(nil),             // 33: custos.v1.RevokeGrant
+	(*SetOfficers)(nil),             // 34: custos.v1.SetOfficers
+	(*OfficerSignature)(nil),        // 35: custos.v1.OfficerSignature
+	(*SignedStatement)(nil),         // 36: custos.v1.SignedStatement
+	(*SubmitResponse)(nil),          // 37: custos.v1.SubmitResponse
+	(*GetGovernanceRequest)(nil),    // 38: custos.v1.GetGovernanceRequest
+	(*ApprovalRequest)(nil),         // 39: custos.v1.ApprovalRequest
+	(*ListPendingRequest)(nil),      // 40: custos.v1.ListPendingRequest
+	(*ListPendingResponse)(nil),     // 41: custos.v1.ListPendingResponse
+	(*GetRequestRequest)(nil),       // 42: custos.v1.GetRequestRequest
+	(*Grant)(nil),                   // 43: custos.v1.Grant
+	(*ListGrantsRequest)(nil),       // 44: custos.v1.ListGrantsRequest
+	(*ListGrantsResponse)(nil),      // 45: custos.v1.ListGrantsResponse
+	(*GetPolicyRequest)(nil),        // 46: custos.v1.GetPolicyRequest
+	(Reason)(0),                     // 47: custos.v1.Reason
+	(Outcome)(0),                    // 48: custos.v1.Outcome
 }
 var file_custos_v1_governance_proto_depIdxs = []int32{
-	44, // 0: custos.v1.ReasonRule.reason:type_name -> custos.v1.Reason
+	47, // 0: custos.v1.ReasonRule.reason:type_name -> custos.v1.Reason
 	0,  // 1: custos.v1.ReasonRule.action:type_name -> custos.v1.Action
 	5,  // 2: custos.v1.KeyPolicy.reasons:type_name -> custos.v1.ReasonRule
 	6,  // 3: custos.v1.KeyPolicy.windows:type_name -> custos.v1.TimeWindow
 	8,  // 4: custos.v1.Governance.officers:type_name -> custos.v1.Officer
-	18, // 5: custos.v1.Governance.sinks:type_name -> custos.v1.Sink
-	21, // 6: custos.v1.Governance.notify_rules:type_name -> custos.v1.NotifyRules
-	23, // 7: custos.v1.Statement.revoke_key:type_name -> custos.v1.RevokeKey
-	24, // 8: custos.v1.Statement.disable_key:type_name -> custos.v1.DisableKey
-	25, // 9: custos.v1.Statement.enable_key:type_name -> custos.v1.EnableKey
-	26, // 10: custos.v1.Statement.set_policy:type_name -> custos.v1.SetPolicy
-	27, // 11: custos.v1.Statement.approve_request:type_name -> custos.v1.ApproveRequest
-	28, // 12: custos.v1.Statement.deny_request:type_name -> custos.v1.DenyRequest
-	29, // 13: custos.v1.Statement.create_grant:type_name -> custos.v1.CreateGrant
-	30, // 14: custos.v1.Statement.revoke_grant:type_name -> custos.v1.RevokeGrant
-	31, // 15: custos.v1.Statement.set_officers:type_name -> custos.v1.SetOfficers
-	19, // 16: custos.v1.Statement.add_sink:type_name -> custos.v1.AddSink
-	20, // 17: custos.v1.Statement.remove_sink:type_name -> custos.v1.RemoveSink
-	22, // 18: custos.v1.Statement.set_notify_rules:type_name -> custos.v1.SetNotifyRules
+	21, // 5: custos.v1.Governance.sinks:type_name -> custos.v1.Sink
+	24, // 6: custos.v1.Governance.notify_rules:type_name -> custos.v1.NotifyRules
+	26, // 7: custos.v1.Statement.revoke_key:type_name -> custos.v1.RevokeKey
+	27, // 8: custos.v1.Statement.disable_key:type_name -> custos.v1.DisableKey
+	28, // 9: custos.v1.Statement.enable_key:type_name -> custos.v1.EnableKey
+	29, // 10: custos.v1.Statement.set_policy:type_name -> custos.v1.SetPolicy
+	30, // 11: custos.v1.Statement.approve_request:type_name -> custos.v1.ApproveRequest
+	31, // 12: custos.v1.Statement.deny_request:type_name -> custos.v1.DenyRequest
+	32, // 13: custos.v1.Statement.create_grant:type_name -> custos.v1.CreateGrant
+	33, // 14: custos.v1.Statement.revoke_grant:type_name -> custos.v1.RevokeGrant
+	34, // 15: custos.v1.Statement.set_officers:type_name -> custos.v1.SetOfficers
+	22, // 16: custos.v1.Statement.add_sink:type_name -> custos.v1.AddSink
+	23, // 17: custos.v1.Statement.remove_sink:type_name -> custos.v1.RemoveSink
+	25, // 18: custos.v1.Statement.set_notify_rules:type_name -> custos.v1.SetNotifyRules
 	15, // 19: custos.v1.Statement.admit_node:type_name -> custos.v1.AdmitNode
-	16, // 20: custos.v1.Statement.revoke_admission:type_name -> custos.v1.RevokeAdmission
+	19, // 20: custos.v1.Statement.revoke_admission:type_name -> custos.v1.RevokeAdmission
 	11, // 21: custos.v1.Statement.schedule_key_destruction:type_name -> custos.v1.ScheduleKeyDestruction
 	14, // 22: custos.v1.Statement.cancel_key_destruction:type_name -> custos.v1.CancelKeyDestruction
 	12, // 23: custos.v1.Statement.accept_restore:type_name -> custos.v1.AcceptRestore
-	1,  // 24: custos.v1.AdmitNode.hash:type_name -> custos.v1.KeyTransportHash
-	2,  // 25: custos.v1.NodeAdmission.state:type_name -> custos.v1.AdmissionState
-	1,  // 26: custos.v1.NodeAdmission.hash:type_name -> custos.v1.KeyTransportHash
-	3,  // 27: custos.v1.Sink.type:type_name -> custos.v1.SinkType
-	18, // 28: custos.v1.AddSink.sink:type_name -> custos.v1.Sink
-	44, // 29: custos.v1.NotifyRules.reasons:type_name -> custos.v1.Reason
-	45, // 30: custos.v1.NotifyRules.outcomes:type_name -> custos.v1.Outcome
-	21, // 31: custos.v1.SetNotifyRules.rules:type_name -> custos.v1.NotifyRules
-	7,  // 32: custos.v1.SetPolicy.policy:type_name -> custos.v1.KeyPolicy
-	44, // 33: custos.v1.CreateGrant.reason:type_name -> custos.v1.Reason
-	8,  // 34: custos.v1.SetOfficers.officers:type_name -> custos.v1.Officer
-	32, // 35: custos.v1.SignedStatement.signatures:type_name -> custos.v1.OfficerSignature
-	44, // 36: custos.v1.ApprovalRequest.reason:type_name -> custos.v1.Reason
-	4,  // 37: custos.v1.ApprovalRequest.state:type_name -> custos.v1.RequestState
-	36, // 38: custos.v1.ListPendingResponse.requests:type_name -> custos.v1.ApprovalRequest
-	44, // 39: custos.v1.Grant.reason:type_name -> custos.v1.Reason
-	40, // 40: custos.v1.ListGrantsResponse.grants:type_name -> custos.v1.Grant
-	33, // 41: custos.v1.GovernanceService.Submit:input_type -> custos.v1.SignedStatement
-	35, // 42: custos.v1.GovernanceService.GetGovernance:input_type -> custos.v1.GetGovernanceRequest
-	37, // 43: custos.v1.GovernanceService.ListPending:input_type -> custos.v1.ListPendingRequest
-	39, // 44: custos.v1.GovernanceService.GetRequest:input_type -> custos.v1.GetRequestRequest
-	41, // 45: custos.v1.GovernanceService.ListGrants:input_type -> custos.v1.ListGrantsRequest
-	43, // 46: custos.v1.GovernanceService.GetPolicy:input_type -> custos.v1.GetPolicyRequest
-	34, // 47: custos.v1.GovernanceService.Submit:output_type -> custos.v1.SubmitResponse
-	9,  // 48: custos.v1.GovernanceService.GetGovernance:output_type -> custos.v1.Governance
-	38, // 49: custos.v1.GovernanceService.ListPending:output_type -> custos.v1.ListPendingResponse
-	36, // 50: custos.v1.GovernanceService.GetRequest:output_type -> custos.v1.ApprovalRequest
-	42, // 51: custos.v1.GovernanceService.ListGrants:output_type -> custos.v1.ListGrantsResponse
-	7,  // 52: custos.v1.GovernanceService.GetPolicy:output_type -> custos.v1.KeyPolicy
-	47, // [47:53] is the sub-list for method output_type
-	41, // [41:47] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	16, // 24: custos.v1.Statement.rotate_domain_key:type_name -> custos.v1.RotateDomainKey
+	17, // 25: custos.v1.Statement.cancel_domain_key_rotation:type_name -> custos.v1.CancelDomainKeyRotation
+	1,  // 26: custos.v1.AdmitNode.hash:type_name -> custos.v1.KeyTransportHash
+	20, // 27: custos.v1.DomainKeyRotation.nodes:type_name -> custos.v1.NodeAdmission
+	2,  // 28: custos.v1.NodeAdmission.state:type_name -> custos.v1.AdmissionState
+	1,  // 29: custos.v1.NodeAdmission.hash:type_name -> custos.v1.KeyTransportHash
+	3,  // 30: custos.v1.Sink.type:type_name -> custos.v1.SinkType
+	21, // 31: custos.v1.AddSink.sink:type_name -> custos.v1.Sink
+	47, // 32: custos.v1.NotifyRules.reasons:type_name -> custos.v1.Reason
+	48, // 33: custos.v1.NotifyRules.outcomes:type_name -> custos.v1.Outcome
+	24, // 34: custos.v1.SetNotifyRules.rules:type_name -> custos.v1.NotifyRules
+	7,  // 35: custos.v1.SetPolicy.policy:type_name -> custos.v1.KeyPolicy
+	47, // 36: custos.v1.CreateGrant.reason:type_name -> custos.v1.Reason
+	8,  // 37: custos.v1.SetOfficers.officers:type_name -> custos.v1.Officer
+	35, // 38: custos.v1.SignedStatement.signatures:type_name -> custos.v1.OfficerSignature
+	47, // 39: custos.v1.ApprovalRequest.reason:type_name -> custos.v1.Reason
+	4,  // 40: custos.v1.ApprovalRequest.state:type_name -> custos.v1.RequestState
+	39, // 41: custos.v1.ListPendingResponse.requests:type_name -> custos.v1.ApprovalRequest
+	47, // 42: custos.v1.Grant.reason:type_name -> custos.v1.Reason
+	43, // 43: custos.v1.ListGrantsResponse.grants:type_name -> custos.v1.Grant
+	36, // 44: custos.v1.GovernanceService.Submit:input_type -> custos.v1.SignedStatement
+	38, // 45: custos.v1.GovernanceService.GetGovernance:input_type -> custos.v1.GetGovernanceRequest
+	40, // 46: custos.v1.GovernanceService.ListPending:input_type -> custos.v1.ListPendingRequest
+	42, // 47: custos.v1.GovernanceService.GetRequest:input_type -> custos.v1.GetRequestRequest
+	44, // 48: custos.v1.GovernanceService.ListGrants:input_type -> custos.v1.ListGrantsRequest
+	46, // 49: custos.v1.GovernanceService.GetPolicy:input_type -> custos.v1.GetPolicyRequest
+	37, // 50: custos.v1.GovernanceService.Submit:output_type -> custos.v1.SubmitResponse
+	9,  // 51: custos.v1.GovernanceService.GetGovernance:output_type -> custos.v1.Governance
+	41, // 52: custos.v1.GovernanceService.ListPending:output_type -> custos.v1.ListPendingResponse
+	39, // 53: custos.v1.GovernanceService.GetRequest:output_type -> custos.v1.ApprovalRequest
+	45, // 54: custos.v1.GovernanceService.ListGrants:output_type -> custos.v1.ListGrantsResponse
+	7,  // 55: custos.v1.GovernanceService.GetPolicy:output_type -> custos.v1.KeyPolicy
+	50, // [50:56] is the sub-list for method output_type
+	44, // [44:50] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_custos_v1_governance_proto_init() }
@@ -3502,6 +3756,8 @@ func file_custos_v1_governance_proto_init() {
 		(*Statement_ScheduleKeyDestruction)(nil),
 		(*Statement_CancelKeyDestruction)(nil),
 		(*Statement_AcceptRestore)(nil),
+		(*Statement_RotateDomainKey)(nil),
+		(*Statement_CancelDomainKeyRotation)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3509,7 +3765,7 @@ func file_custos_v1_governance_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custos_v1_governance_proto_rawDesc), len(file_custos_v1_governance_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   39,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -102,6 +102,9 @@ type Command struct {
 	//	*Command_ConfirmAdmission
 	//	*Command_CompleteKeyDestruction
 	//	*Command_ReportRestore
+	//	*Command_BeginDomainKeyRotation
+	//	*Command_RewrapKeks
+	//	*Command_CompleteDomainKeyRotation
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -327,6 +330,33 @@ func (x *Command) GetReportRestore() *ReportRestore {
 	return nil
 }
 
+func (x *Command) GetBeginDomainKeyRotation() *BeginDomainKeyRotation {
+	if x != nil {
+		if x, ok := x.Op.(*Command_BeginDomainKeyRotation); ok {
+			return x.BeginDomainKeyRotation
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRewrapKeks() *RewrapKeks {
+	if x != nil {
+		if x, ok := x.Op.(*Command_RewrapKeks); ok {
+			return x.RewrapKeks
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetCompleteDomainKeyRotation() *CompleteDomainKeyRotation {
+	if x != nil {
+		if x, ok := x.Op.(*Command_CompleteDomainKeyRotation); ok {
+			return x.CompleteDomainKeyRotation
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -403,6 +433,18 @@ type Command_ReportRestore struct {
 	ReportRestore *ReportRestore `protobuf:"bytes,27,opt,name=report_restore,json=reportRestore,proto3,oneof"`
 }
 
+type Command_BeginDomainKeyRotation struct {
+	BeginDomainKeyRotation *BeginDomainKeyRotation `protobuf:"bytes,28,opt,name=begin_domain_key_rotation,json=beginDomainKeyRotation,proto3,oneof"`
+}
+
+type Command_RewrapKeks struct {
+	RewrapKeks *RewrapKeks `protobuf:"bytes,29,opt,name=rewrap_keks,json=rewrapKeks,proto3,oneof"`
+}
+
+type Command_CompleteDomainKeyRotation struct {
+	CompleteDomainKeyRotation *CompleteDomainKeyRotation `protobuf:"bytes,30,opt,name=complete_domain_key_rotation,json=completeDomainKeyRotation,proto3,oneof"`
+}
+
 func (*Command_InitCluster) isCommand_Op() {}
 
 func (*Command_CreateKey) isCommand_Op() {}
@@ -438,6 +480,12 @@ func (*Command_ConfirmAdmission) isCommand_Op() {}
 func (*Command_CompleteKeyDestruction) isCommand_Op() {}
 
 func (*Command_ReportRestore) isCommand_Op() {}
+
+func (*Command_BeginDomainKeyRotation) isCommand_Op() {}
+
+func (*Command_RewrapKeks) isCommand_Op() {}
+
+func (*Command_CompleteDomainKeyRotation) isCommand_Op() {}
 
 // InitCluster is the first command of a cluster.
 type InitCluster struct {
@@ -534,9 +582,11 @@ func (x *InitCluster) GetProfile() string {
 // (PKIX DER, RSA-3072), a session key of its custosd, for officers to
 // approve (docs/key-transport.md, *Admission*).
 type OfferTransportKey struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
-	PublicKey     []byte                 `protobuf:"bytes,2,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Node      string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	PublicKey []byte                 `protobuf:"bytes,2,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	// For the running domain-key rotation, not for admission.
+	Rotation      bool `protobuf:"varint,3,opt,name=rotation,proto3" json:"rotation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -585,6 +635,237 @@ func (x *OfferTransportKey) GetPublicKey() []byte {
 	return nil
 }
 
+func (x *OfferTransportKey) GetRotation() bool {
+	if x != nil {
+		return x.Rotation
+	}
+	return false
+}
+
+// BeginDomainKeyRotation: the proposing custodian generated the new domain
+// key of a requested rotation (epoch) in its HSM.
+type BeginDomainKeyRotation struct {
+	state                  protoimpl.MessageState `protogen:"open.v1"`
+	Epoch                  uint32                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	NewDomainKeyId         []byte                 `protobuf:"bytes,2,opt,name=new_domain_key_id,json=newDomainKeyId,proto3" json:"new_domain_key_id,omitempty"`
+	NewDomainKeyCheckValue []byte                 `protobuf:"bytes,3,opt,name=new_domain_key_check_value,json=newDomainKeyCheckValue,proto3" json:"new_domain_key_check_value,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
+}
+
+func (x *BeginDomainKeyRotation) Reset() {
+	*x = BeginDomainKeyRotation{}
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BeginDomainKeyRotation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BeginDomainKeyRotation) ProtoMessage() {}
+
+func (x *BeginDomainKeyRotation) ProtoReflect() protoreflect.Message {
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BeginDomainKeyRotation.ProtoReflect.Descriptor instead.
+func (*BeginDomainKeyRotation) Descriptor() ([]byte, []int) {
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *BeginDomainKeyRotation) GetEpoch() uint32 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *BeginDomainKeyRotation) GetNewDomainKeyId() []byte {
+	if x != nil {
+		return x.NewDomainKeyId
+	}
+	return nil
+}
+
+func (x *BeginDomainKeyRotation) GetNewDomainKeyCheckValue() []byte {
+	if x != nil {
+		return x.NewDomainKeyCheckValue
+	}
+	return nil
+}
+
+// RewrapKeks carries KEK blobs the rotation's generator re-wrapped under
+// the new domain key (its HSM checked each against the KEK's check value).
+type RewrapKeks struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         uint32                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Keks          []*RewrappedKek        `protobuf:"bytes,2,rep,name=keks,proto3" json:"keks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RewrapKeks) Reset() {
+	*x = RewrapKeks{}
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RewrapKeks) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RewrapKeks) ProtoMessage() {}
+
+func (x *RewrapKeks) ProtoReflect() protoreflect.Message {
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RewrapKeks.ProtoReflect.Descriptor instead.
+func (*RewrapKeks) Descriptor() ([]byte, []int) {
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RewrapKeks) GetEpoch() uint32 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *RewrapKeks) GetKeks() []*RewrappedKek {
+	if x != nil {
+		return x.Keks
+	}
+	return nil
+}
+
+// CompleteDomainKeyRotation: the generator asks for the running rotation
+// to complete (refused until every KEK is re-wrapped and every custodian
+// holds the new key).
+type CompleteDomainKeyRotation struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         uint32                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompleteDomainKeyRotation) Reset() {
+	*x = CompleteDomainKeyRotation{}
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompleteDomainKeyRotation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompleteDomainKeyRotation) ProtoMessage() {}
+
+func (x *CompleteDomainKeyRotation) ProtoReflect() protoreflect.Message {
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompleteDomainKeyRotation.ProtoReflect.Descriptor instead.
+func (*CompleteDomainKeyRotation) Descriptor() ([]byte, []int) {
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *CompleteDomainKeyRotation) GetEpoch() uint32 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+// RewrappedKek is one key version's KEK wrapped under the new domain key.
+type RewrappedKek struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Version       uint32                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	WrappedKek    []byte                 `protobuf:"bytes,3,opt,name=wrapped_kek,json=wrappedKek,proto3" json:"wrapped_kek,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RewrappedKek) Reset() {
+	*x = RewrappedKek{}
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RewrappedKek) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RewrappedKek) ProtoMessage() {}
+
+func (x *RewrappedKek) ProtoReflect() protoreflect.Message {
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RewrappedKek.ProtoReflect.Descriptor instead.
+func (*RewrappedKek) Descriptor() ([]byte, []int) {
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *RewrappedKek) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *RewrappedKek) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *RewrappedKek) GetWrappedKek() []byte {
+	if x != nil {
+		return x.WrappedKek
+	}
+	return nil
+}
+
 // TransportDomainKey carries the domain key, wrapped by the proposing
 // (admitted) node's HSM to an approved transport key.
 type TransportDomainKey struct {
@@ -592,13 +873,15 @@ type TransportDomainKey struct {
 	Node                    string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
 	TransportKeyFingerprint string                 `protobuf:"bytes,2,opt,name=transport_key_fingerprint,json=transportKeyFingerprint,proto3" json:"transport_key_fingerprint,omitempty"`
 	WrappedDomainKey        []byte                 `protobuf:"bytes,3,opt,name=wrapped_domain_key,json=wrappedDomainKey,proto3" json:"wrapped_domain_key,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// The rotation's new domain key, not the current one.
+	Rotation      bool `protobuf:"varint,4,opt,name=rotation,proto3" json:"rotation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TransportDomainKey) Reset() {
 	*x = TransportDomainKey{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[4]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -610,7 +893,7 @@ func (x *TransportDomainKey) String() string {
 func (*TransportDomainKey) ProtoMessage() {}
 
 func (x *TransportDomainKey) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[4]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -623,7 +906,7 @@ func (x *TransportDomainKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransportDomainKey.ProtoReflect.Descriptor instead.
 func (*TransportDomainKey) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{4}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TransportDomainKey) GetNode() string {
@@ -647,6 +930,13 @@ func (x *TransportDomainKey) GetWrappedDomainKey() []byte {
 	return nil
 }
 
+func (x *TransportDomainKey) GetRotation() bool {
+	if x != nil {
+		return x.Rotation
+	}
+	return false
+}
+
 // CompleteKeyDestruction completes a scheduled destruction whose waiting
 // period is over (proposed by the leader; version 0: the whole key).
 type CompleteKeyDestruction struct {
@@ -659,7 +949,7 @@ type CompleteKeyDestruction struct {
 
 func (x *CompleteKeyDestruction) Reset() {
 	*x = CompleteKeyDestruction{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[5]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -671,7 +961,7 @@ func (x *CompleteKeyDestruction) String() string {
 func (*CompleteKeyDestruction) ProtoMessage() {}
 
 func (x *CompleteKeyDestruction) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[5]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -684,7 +974,7 @@ func (x *CompleteKeyDestruction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteKeyDestruction.ProtoReflect.Descriptor instead.
 func (*CompleteKeyDestruction) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{5}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CompleteKeyDestruction) GetKey() string {
@@ -712,7 +1002,7 @@ type ReportRestore struct {
 
 func (x *ReportRestore) Reset() {
 	*x = ReportRestore{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[6]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -724,7 +1014,7 @@ func (x *ReportRestore) String() string {
 func (*ReportRestore) ProtoMessage() {}
 
 func (x *ReportRestore) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[6]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -737,7 +1027,7 @@ func (x *ReportRestore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportRestore.ProtoReflect.Descriptor instead.
 func (*ReportRestore) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{6}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ReportRestore) GetSnapshotSha256() string {
@@ -753,13 +1043,16 @@ type ConfirmAdmission struct {
 	state                   protoimpl.MessageState `protogen:"open.v1"`
 	Node                    string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
 	TransportKeyFingerprint string                 `protobuf:"bytes,2,opt,name=transport_key_fingerprint,json=transportKeyFingerprint,proto3" json:"transport_key_fingerprint,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// The node holds what the running rotation needs of it (the new domain
+	// key; the generator: every KEK re-wrapped).
+	Rotation      bool `protobuf:"varint,3,opt,name=rotation,proto3" json:"rotation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConfirmAdmission) Reset() {
 	*x = ConfirmAdmission{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[7]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -771,7 +1064,7 @@ func (x *ConfirmAdmission) String() string {
 func (*ConfirmAdmission) ProtoMessage() {}
 
 func (x *ConfirmAdmission) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[7]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -784,7 +1077,7 @@ func (x *ConfirmAdmission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfirmAdmission.ProtoReflect.Descriptor instead.
 func (*ConfirmAdmission) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{7}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ConfirmAdmission) GetNode() string {
@@ -801,6 +1094,13 @@ func (x *ConfirmAdmission) GetTransportKeyFingerprint() string {
 	return ""
 }
 
+func (x *ConfirmAdmission) GetRotation() bool {
+	if x != nil {
+		return x.Rotation
+	}
+	return false
+}
+
 // RecordCheckpoint appends a checkpoint record; Apply checks that head is
 // the chain hash at seq and that the key is registered.
 type RecordCheckpoint struct {
@@ -812,7 +1112,7 @@ type RecordCheckpoint struct {
 
 func (x *RecordCheckpoint) Reset() {
 	*x = RecordCheckpoint{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[8]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -824,7 +1124,7 @@ func (x *RecordCheckpoint) String() string {
 func (*RecordCheckpoint) ProtoMessage() {}
 
 func (x *RecordCheckpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[8]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -837,7 +1137,7 @@ func (x *RecordCheckpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordCheckpoint.ProtoReflect.Descriptor instead.
 func (*RecordCheckpoint) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{8}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RecordCheckpoint) GetCheckpoint() *v1.Checkpoint {
@@ -859,7 +1159,7 @@ type AdvanceCursor struct {
 
 func (x *AdvanceCursor) Reset() {
 	*x = AdvanceCursor{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[9]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -871,7 +1171,7 @@ func (x *AdvanceCursor) String() string {
 func (*AdvanceCursor) ProtoMessage() {}
 
 func (x *AdvanceCursor) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[9]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -884,7 +1184,7 @@ func (x *AdvanceCursor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdvanceCursor.ProtoReflect.Descriptor instead.
 func (*AdvanceCursor) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{9}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AdvanceCursor) GetSink() string {
@@ -918,7 +1218,7 @@ type BlockRelease struct {
 
 func (x *BlockRelease) Reset() {
 	*x = BlockRelease{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[10]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -930,7 +1230,7 @@ func (x *BlockRelease) String() string {
 func (*BlockRelease) ProtoMessage() {}
 
 func (x *BlockRelease) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[10]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -943,7 +1243,7 @@ func (x *BlockRelease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockRelease.ProtoReflect.Descriptor instead.
 func (*BlockRelease) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{10}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *BlockRelease) GetDecisionSeq() uint64 {
@@ -997,7 +1297,7 @@ type RejectHSMObject struct {
 
 func (x *RejectHSMObject) Reset() {
 	*x = RejectHSMObject{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[11]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1009,7 +1309,7 @@ func (x *RejectHSMObject) String() string {
 func (*RejectHSMObject) ProtoMessage() {}
 
 func (x *RejectHSMObject) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[11]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1022,7 +1322,7 @@ func (x *RejectHSMObject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectHSMObject.ProtoReflect.Descriptor instead.
 func (*RejectHSMObject) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{11}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RejectHSMObject) GetKey() string {
@@ -1066,7 +1366,7 @@ type RecordMembership struct {
 
 func (x *RecordMembership) Reset() {
 	*x = RecordMembership{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[12]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1078,7 +1378,7 @@ func (x *RecordMembership) String() string {
 func (*RecordMembership) ProtoMessage() {}
 
 func (x *RecordMembership) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[12]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1091,7 +1391,7 @@ func (x *RecordMembership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordMembership.ProtoReflect.Descriptor instead.
 func (*RecordMembership) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{12}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RecordMembership) GetAction() string {
@@ -1129,7 +1429,7 @@ type RegisterNodeKey struct {
 
 func (x *RegisterNodeKey) Reset() {
 	*x = RegisterNodeKey{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[13]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1141,7 +1441,7 @@ func (x *RegisterNodeKey) String() string {
 func (*RegisterNodeKey) ProtoMessage() {}
 
 func (x *RegisterNodeKey) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[13]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1154,7 +1454,7 @@ func (x *RegisterNodeKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterNodeKey.ProtoReflect.Descriptor instead.
 func (*RegisterNodeKey) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{13}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RegisterNodeKey) GetNode() string {
@@ -1189,7 +1489,7 @@ type Govern struct {
 
 func (x *Govern) Reset() {
 	*x = Govern{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[14]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1201,7 +1501,7 @@ func (x *Govern) String() string {
 func (*Govern) ProtoMessage() {}
 
 func (x *Govern) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[14]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1214,7 +1514,7 @@ func (x *Govern) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Govern.ProtoReflect.Descriptor instead.
 func (*Govern) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{14}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Govern) GetStatement() *v1.SignedStatement {
@@ -1243,7 +1543,7 @@ type CreateKey struct {
 
 func (x *CreateKey) Reset() {
 	*x = CreateKey{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[15]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1255,7 +1555,7 @@ func (x *CreateKey) String() string {
 func (*CreateKey) ProtoMessage() {}
 
 func (x *CreateKey) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[15]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1268,7 +1568,7 @@ func (x *CreateKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKey.ProtoReflect.Descriptor instead.
 func (*CreateKey) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{15}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CreateKey) GetName() string {
@@ -1333,7 +1633,7 @@ type AddKeyVersion struct {
 
 func (x *AddKeyVersion) Reset() {
 	*x = AddKeyVersion{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[16]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1345,7 +1645,7 @@ func (x *AddKeyVersion) String() string {
 func (*AddKeyVersion) ProtoMessage() {}
 
 func (x *AddKeyVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[16]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1358,7 +1658,7 @@ func (x *AddKeyVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddKeyVersion.ProtoReflect.Descriptor instead.
 func (*AddKeyVersion) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{16}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *AddKeyVersion) GetName() string {
@@ -1413,7 +1713,7 @@ type SetKeyState struct {
 
 func (x *SetKeyState) Reset() {
 	*x = SetKeyState{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[17]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1425,7 +1725,7 @@ func (x *SetKeyState) String() string {
 func (*SetKeyState) ProtoMessage() {}
 
 func (x *SetKeyState) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[17]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1438,7 +1738,7 @@ func (x *SetKeyState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetKeyState.ProtoReflect.Descriptor instead.
 func (*SetKeyState) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{17}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SetKeyState) GetName() string {
@@ -1465,7 +1765,7 @@ type SetMinDecryptionVersion struct {
 
 func (x *SetMinDecryptionVersion) Reset() {
 	*x = SetMinDecryptionVersion{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[18]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1477,7 +1777,7 @@ func (x *SetMinDecryptionVersion) String() string {
 func (*SetMinDecryptionVersion) ProtoMessage() {}
 
 func (x *SetMinDecryptionVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[18]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1490,7 +1790,7 @@ func (x *SetMinDecryptionVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMinDecryptionVersion.ProtoReflect.Descriptor instead.
 func (*SetMinDecryptionVersion) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{18}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SetMinDecryptionVersion) GetName() string {
@@ -1525,7 +1825,7 @@ type Decide struct {
 
 func (x *Decide) Reset() {
 	*x = Decide{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1537,7 +1837,7 @@ func (x *Decide) String() string {
 func (*Decide) ProtoMessage() {}
 
 func (x *Decide) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1550,7 +1850,7 @@ func (x *Decide) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decide.ProtoReflect.Descriptor instead.
 func (*Decide) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{19}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Decide) GetKey() string {
@@ -1637,14 +1937,20 @@ type State struct {
 	Admissions []*v1.NodeAdmission `protobuf:"bytes,17,rep,name=admissions,proto3" json:"admissions,omitempty"`
 	// Set by `custosd restore` (kms.PrepareRestore): the cluster was restored
 	// from a snapshot file and serves no key crypto until officers accept it.
-	Restore       *v1.ClusterRestore `protobuf:"bytes,18,opt,name=restore,proto3" json:"restore,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Restore *v1.ClusterRestore `protobuf:"bytes,18,opt,name=restore,proto3" json:"restore,omitempty"`
+	// The domain key's epoch, a running rotation, and the CKA_IDs of domain
+	// keys every node destroys (retired by a rotation, or a cancelled
+	// rotation's new key).
+	DomainKeyEpoch      uint32                `protobuf:"varint,19,opt,name=domain_key_epoch,json=domainKeyEpoch,proto3" json:"domain_key_epoch,omitempty"`
+	Rotation            *v1.DomainKeyRotation `protobuf:"bytes,20,opt,name=rotation,proto3" json:"rotation,omitempty"`
+	RetiredDomainKeyIds [][]byte              `protobuf:"bytes,21,rep,name=retired_domain_key_ids,json=retiredDomainKeyIds,proto3" json:"retired_domain_key_ids,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *State) Reset() {
 	*x = State{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1656,7 +1962,7 @@ func (x *State) String() string {
 func (*State) ProtoMessage() {}
 
 func (x *State) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1669,7 +1975,7 @@ func (x *State) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use State.ProtoReflect.Descriptor instead.
 func (*State) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{20}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *State) GetClusterId() string {
@@ -1798,6 +2104,27 @@ func (x *State) GetRestore() *v1.ClusterRestore {
 	return nil
 }
 
+func (x *State) GetDomainKeyEpoch() uint32 {
+	if x != nil {
+		return x.DomainKeyEpoch
+	}
+	return 0
+}
+
+func (x *State) GetRotation() *v1.DomainKeyRotation {
+	if x != nil {
+		return x.Rotation
+	}
+	return nil
+}
+
+func (x *State) GetRetiredDomainKeyIds() [][]byte {
+	if x != nil {
+		return x.RetiredDomainKeyIds
+	}
+	return nil
+}
+
 // RaftServer is one server of a Raft configuration entry.
 type RaftServer struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -1811,7 +2138,7 @@ type RaftServer struct {
 
 func (x *RaftServer) Reset() {
 	*x = RaftServer{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1823,7 +2150,7 @@ func (x *RaftServer) String() string {
 func (*RaftServer) ProtoMessage() {}
 
 func (x *RaftServer) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1836,7 +2163,7 @@ func (x *RaftServer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftServer.ProtoReflect.Descriptor instead.
 func (*RaftServer) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{21}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RaftServer) GetId() string {
@@ -1872,7 +2199,7 @@ type NodeKey struct {
 
 func (x *NodeKey) Reset() {
 	*x = NodeKey{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1884,7 +2211,7 @@ func (x *NodeKey) String() string {
 func (*NodeKey) ProtoMessage() {}
 
 func (x *NodeKey) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1897,7 +2224,7 @@ func (x *NodeKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeKey.ProtoReflect.Descriptor instead.
 func (*NodeKey) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{22}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *NodeKey) GetNode() string {
@@ -1932,7 +2259,7 @@ type UsedNonce struct {
 
 func (x *UsedNonce) Reset() {
 	*x = UsedNonce{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1944,7 +2271,7 @@ func (x *UsedNonce) String() string {
 func (*UsedNonce) ProtoMessage() {}
 
 func (x *UsedNonce) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1957,7 +2284,7 @@ func (x *UsedNonce) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsedNonce.ProtoReflect.Descriptor instead.
 func (*UsedNonce) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{23}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *UsedNonce) GetNonce() []byte {
@@ -1987,7 +2314,7 @@ type RateCounter struct {
 
 func (x *RateCounter) Reset() {
 	*x = RateCounter{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1999,7 +2326,7 @@ func (x *RateCounter) String() string {
 func (*RateCounter) ProtoMessage() {}
 
 func (x *RateCounter) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2012,7 +2339,7 @@ func (x *RateCounter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateCounter.ProtoReflect.Descriptor instead.
 func (*RateCounter) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{24}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RateCounter) GetKey() string {
@@ -2066,7 +2393,7 @@ type KeyRecord struct {
 
 func (x *KeyRecord) Reset() {
 	*x = KeyRecord{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2078,7 +2405,7 @@ func (x *KeyRecord) String() string {
 func (*KeyRecord) ProtoMessage() {}
 
 func (x *KeyRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2091,7 +2418,7 @@ func (x *KeyRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyRecord.ProtoReflect.Descriptor instead.
 func (*KeyRecord) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{25}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *KeyRecord) GetName() string {
@@ -2193,13 +2520,16 @@ type KeyVersionRecord struct {
 	// once it completed (wrapped_kek is then empty).
 	DestroyAfterUnixNano int64 `protobuf:"varint,7,opt,name=destroy_after_unix_nano,json=destroyAfterUnixNano,proto3" json:"destroy_after_unix_nano,omitempty"`
 	Destroyed            bool  `protobuf:"varint,8,opt,name=destroyed,proto3" json:"destroyed,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// The KEK wrapped under a running rotation's new domain key; it replaces
+	// wrapped_kek when the rotation completes.
+	RotatedWrappedKek []byte `protobuf:"bytes,9,opt,name=rotated_wrapped_kek,json=rotatedWrappedKek,proto3" json:"rotated_wrapped_kek,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *KeyVersionRecord) Reset() {
 	*x = KeyVersionRecord{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2211,7 +2541,7 @@ func (x *KeyVersionRecord) String() string {
 func (*KeyVersionRecord) ProtoMessage() {}
 
 func (x *KeyVersionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2224,7 +2554,7 @@ func (x *KeyVersionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyVersionRecord.ProtoReflect.Descriptor instead.
 func (*KeyVersionRecord) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{26}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *KeyVersionRecord) GetVersion() uint32 {
@@ -2283,6 +2613,13 @@ func (x *KeyVersionRecord) GetDestroyed() bool {
 	return false
 }
 
+func (x *KeyVersionRecord) GetRotatedWrappedKek() []byte {
+	if x != nil {
+		return x.RotatedWrappedKek
+	}
+	return nil
+}
+
 type ReadIndexRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2291,7 +2628,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2303,7 +2640,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2316,7 +2653,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{27}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{31}
 }
 
 type ReadRecordsRequest struct {
@@ -2332,7 +2669,7 @@ type ReadRecordsRequest struct {
 
 func (x *ReadRecordsRequest) Reset() {
 	*x = ReadRecordsRequest{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[28]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2344,7 +2681,7 @@ func (x *ReadRecordsRequest) String() string {
 func (*ReadRecordsRequest) ProtoMessage() {}
 
 func (x *ReadRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[28]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2357,7 +2694,7 @@ func (x *ReadRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRecordsRequest.ProtoReflect.Descriptor instead.
 func (*ReadRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{28}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ReadRecordsRequest) GetFromSeq() uint64 {
@@ -2384,7 +2721,7 @@ type ReadRecordsResponse struct {
 
 func (x *ReadRecordsResponse) Reset() {
 	*x = ReadRecordsResponse{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[29]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2396,7 +2733,7 @@ func (x *ReadRecordsResponse) String() string {
 func (*ReadRecordsResponse) ProtoMessage() {}
 
 func (x *ReadRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[29]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2409,7 +2746,7 @@ func (x *ReadRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRecordsResponse.ProtoReflect.Descriptor instead.
 func (*ReadRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{29}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ReadRecordsResponse) GetRecords() [][]byte {
@@ -2428,7 +2765,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[30]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2440,7 +2777,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[30]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2453,7 +2790,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{30}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -2479,7 +2816,7 @@ type ApplyResult struct {
 
 func (x *ApplyResult) Reset() {
 	*x = ApplyResult{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[31]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2491,7 +2828,7 @@ func (x *ApplyResult) String() string {
 func (*ApplyResult) ProtoMessage() {}
 
 func (x *ApplyResult) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[31]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2504,7 +2841,7 @@ func (x *ApplyResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResult.ProtoReflect.Descriptor instead.
 func (*ApplyResult) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{31}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ApplyResult) GetResult() isApplyResult_Result {
@@ -2569,7 +2906,7 @@ type DecisionResult struct {
 
 func (x *DecisionResult) Reset() {
 	*x = DecisionResult{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[32]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2581,7 +2918,7 @@ func (x *DecisionResult) String() string {
 func (*DecisionResult) ProtoMessage() {}
 
 func (x *DecisionResult) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[32]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2594,7 +2931,7 @@ func (x *DecisionResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecisionResult.ProtoReflect.Descriptor instead.
 func (*DecisionResult) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{32}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *DecisionResult) GetRecord() *v1.DecisionRecord {
@@ -2639,7 +2976,7 @@ type ResultError struct {
 
 func (x *ResultError) Reset() {
 	*x = ResultError{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[33]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2651,7 +2988,7 @@ func (x *ResultError) String() string {
 func (*ResultError) ProtoMessage() {}
 
 func (x *ResultError) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[33]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2664,7 +3001,7 @@ func (x *ResultError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResultError.ProtoReflect.Descriptor instead.
 func (*ResultError) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{33}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ResultError) GetKind() string {
@@ -2702,8 +3039,7 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x18raftlog/v1/raftlog.proto\x12\n" +
 	"raftlog.v1\x1a\x16custos/v1/common.proto\x1a\x1acustos/v1/governance.proto\x1a\x14custos/v1/keys.proto\x1a\x16custos/v1/ledger.proto\"8\n" +
 	"\x05Entry\x12/\n" +
-	"\bcommands\x18\x01 \x03(\v2\x13.raftlog.v1.CommandR\bcommands\"\xec\n" +
-	"\n" +
+	"\bcommands\x18\x01 \x03(\v2\x13.raftlog.v1.CommandR\bcommands\"\xf2\f\n" +
 	"\aCommand\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x1c\n" +
@@ -2727,7 +3063,11 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x14transport_domain_key\x18\x18 \x01(\v2\x1e.raftlog.v1.TransportDomainKeyH\x00R\x12transportDomainKey\x12K\n" +
 	"\x11confirm_admission\x18\x19 \x01(\v2\x1c.raftlog.v1.ConfirmAdmissionH\x00R\x10confirmAdmission\x12^\n" +
 	"\x18complete_key_destruction\x18\x1a \x01(\v2\".raftlog.v1.CompleteKeyDestructionH\x00R\x16completeKeyDestruction\x12B\n" +
-	"\x0ereport_restore\x18\x1b \x01(\v2\x19.raftlog.v1.ReportRestoreH\x00R\rreportRestoreB\x04\n" +
+	"\x0ereport_restore\x18\x1b \x01(\v2\x19.raftlog.v1.ReportRestoreH\x00R\rreportRestore\x12_\n" +
+	"\x19begin_domain_key_rotation\x18\x1c \x01(\v2\".raftlog.v1.BeginDomainKeyRotationH\x00R\x16beginDomainKeyRotation\x129\n" +
+	"\vrewrap_keks\x18\x1d \x01(\v2\x16.raftlog.v1.RewrapKeksH\x00R\n" +
+	"rewrapKeks\x12h\n" +
+	"\x1ccomplete_domain_key_rotation\x18\x1e \x01(\v2%.raftlog.v1.CompleteDomainKeyRotationH\x00R\x19completeDomainKeyRotationB\x04\n" +
 	"\x02op\"\xe7\x01\n" +
 	"\vInitCluster\x12\x1d\n" +
 	"\n" +
@@ -2736,23 +3076,41 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\bofficers\x18\x03 \x03(\v2\x12.custos.v1.OfficerR\bofficers\x12\x16\n" +
 	"\x06quorum\x18\x04 \x01(\rR\x06quorum\x123\n" +
 	"\x16domain_key_check_value\x18\x05 \x01(\fR\x13domainKeyCheckValue\x12\x18\n" +
-	"\aprofile\x18\x06 \x01(\tR\aprofile\"F\n" +
+	"\aprofile\x18\x06 \x01(\tR\aprofile\"b\n" +
 	"\x11OfferTransportKey\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1d\n" +
 	"\n" +
-	"public_key\x18\x02 \x01(\fR\tpublicKey\"\x92\x01\n" +
+	"public_key\x18\x02 \x01(\fR\tpublicKey\x12\x1a\n" +
+	"\brotation\x18\x03 \x01(\bR\brotation\"\x95\x01\n" +
+	"\x16BeginDomainKeyRotation\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\rR\x05epoch\x12)\n" +
+	"\x11new_domain_key_id\x18\x02 \x01(\fR\x0enewDomainKeyId\x12:\n" +
+	"\x1anew_domain_key_check_value\x18\x03 \x01(\fR\x16newDomainKeyCheckValue\"P\n" +
+	"\n" +
+	"RewrapKeks\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\rR\x05epoch\x12,\n" +
+	"\x04keks\x18\x02 \x03(\v2\x18.raftlog.v1.RewrappedKekR\x04keks\"1\n" +
+	"\x19CompleteDomainKeyRotation\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\rR\x05epoch\"[\n" +
+	"\fRewrappedKek\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\rR\aversion\x12\x1f\n" +
+	"\vwrapped_kek\x18\x03 \x01(\fR\n" +
+	"wrappedKek\"\xae\x01\n" +
 	"\x12TransportDomainKey\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12:\n" +
 	"\x19transport_key_fingerprint\x18\x02 \x01(\tR\x17transportKeyFingerprint\x12,\n" +
-	"\x12wrapped_domain_key\x18\x03 \x01(\fR\x10wrappedDomainKey\"D\n" +
+	"\x12wrapped_domain_key\x18\x03 \x01(\fR\x10wrappedDomainKey\x12\x1a\n" +
+	"\brotation\x18\x04 \x01(\bR\brotation\"D\n" +
 	"\x16CompleteKeyDestruction\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\rR\aversion\"8\n" +
 	"\rReportRestore\x12'\n" +
-	"\x0fsnapshot_sha256\x18\x01 \x01(\tR\x0esnapshotSha256\"b\n" +
+	"\x0fsnapshot_sha256\x18\x01 \x01(\tR\x0esnapshotSha256\"~\n" +
 	"\x10ConfirmAdmission\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12:\n" +
-	"\x19transport_key_fingerprint\x18\x02 \x01(\tR\x17transportKeyFingerprint\"I\n" +
+	"\x19transport_key_fingerprint\x18\x02 \x01(\tR\x17transportKeyFingerprint\x12\x1a\n" +
+	"\brotation\x18\x03 \x01(\bR\brotation\"I\n" +
 	"\x10RecordCheckpoint\x125\n" +
 	"\n" +
 	"checkpoint\x18\x01 \x01(\v2\x15.custos.v1.CheckpointR\n" +
@@ -2816,7 +3174,7 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x06ticket\x18\x06 \x01(\tR\x06ticket\x12%\n" +
 	"\x0econtext_digest\x18\a \x01(\fR\rcontextDigest\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\b \x01(\tR\trequestId\"\xd6\x06\n" +
+	"request_id\x18\b \x01(\tR\trequestId\"\xef\a\n" +
 	"\x05State\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\"\n" +
@@ -2843,7 +3201,10 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\n" +
 	"admissions\x18\x11 \x03(\v2\x18.custos.v1.NodeAdmissionR\n" +
 	"admissions\x123\n" +
-	"\arestore\x18\x12 \x01(\v2\x19.custos.v1.ClusterRestoreR\arestore\"R\n" +
+	"\arestore\x18\x12 \x01(\v2\x19.custos.v1.ClusterRestoreR\arestore\x12(\n" +
+	"\x10domain_key_epoch\x18\x13 \x01(\rR\x0edomainKeyEpoch\x128\n" +
+	"\brotation\x18\x14 \x01(\v2\x1c.custos.v1.DomainKeyRotationR\brotation\x123\n" +
+	"\x16retired_domain_key_ids\x18\x15 \x03(\fR\x13retiredDomainKeyIds\"R\n" +
 	"\n" +
 	"RaftServer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
@@ -2875,7 +3236,7 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\arevoked\x18\n" +
 	" \x01(\bR\arevoked\x125\n" +
 	"\x17destroy_after_unix_nano\x18\v \x01(\x03R\x14destroyAfterUnixNano\x12\x1c\n" +
-	"\tdestroyed\x18\f \x01(\bR\tdestroyed\"\xc2\x02\n" +
+	"\tdestroyed\x18\f \x01(\bR\tdestroyed\"\xf2\x02\n" +
 	"\x10KeyVersionRecord\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1f\n" +
 	"\vwrapped_kek\x18\x02 \x01(\fR\n" +
@@ -2885,7 +3246,8 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x0fkek_check_value\x18\x05 \x01(\fR\rkekCheckValue\x12,\n" +
 	"\x06origin\x18\x06 \x01(\x0e2\x14.custos.v1.KeyOriginR\x06origin\x125\n" +
 	"\x17destroy_after_unix_nano\x18\a \x01(\x03R\x14destroyAfterUnixNano\x12\x1c\n" +
-	"\tdestroyed\x18\b \x01(\bR\tdestroyed\"\x12\n" +
+	"\tdestroyed\x18\b \x01(\bR\tdestroyed\x12.\n" +
+	"\x13rotated_wrapped_kek\x18\t \x01(\fR\x11rotatedWrappedKek\"\x12\n" +
 	"\x10ReadIndexRequest\"F\n" +
 	"\x12ReadRecordsRequest\x12\x19\n" +
 	"\bfrom_seq\x18\x01 \x01(\x04R\afromSeq\x12\x15\n" +
@@ -2928,113 +3290,123 @@ func file_raftlog_v1_raftlog_proto_rawDescGZIP() []byte {
 	return file_raftlog_v1_raftlog_proto_rawDescData
 }
 
-var file_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_raftlog_v1_raftlog_proto_goTypes = []any{
-	(*Entry)(nil),                   // 0: raftlog.v1.Entry
-	(*Command)(nil),                 // 1: raftlog.v1.Command
-	(*InitCluster)(nil),             // 2: raftlog.v1.InitCluster
-	(*OfferTransportKey)(nil),       // 3: raftlog.v1.OfferTransportKey
-	(*TransportDomainKey)(nil),      // 4: raftlog.v1.TransportDomainKey
-	(*CompleteKeyDestruction)(nil),  // 5: raftlog.v1.CompleteKeyDestruction
-	(*ReportRestore)(nil),           // 6: raftlog.v1.ReportRestore
-	(*ConfirmAdmission)(nil),        // 7: raftlog.v1.ConfirmAdmission
-	(*RecordCheckpoint)(nil),        // 8: raftlog.v1.RecordCheckpoint
-	(*AdvanceCursor)(nil),           // 9: raftlog.v1.AdvanceCursor
-	(*BlockRelease)(nil),            // 10: raftlog.v1.BlockRelease
-	(*RejectHSMObject)(nil),         // 11: raftlog.v1.RejectHSMObject
-	(*RecordMembership)(nil),        // 12: raftlog.v1.RecordMembership
-	(*RegisterNodeKey)(nil),         // 13: raftlog.v1.RegisterNodeKey
-	(*Govern)(nil),                  // 14: raftlog.v1.Govern
-	(*CreateKey)(nil),               // 15: raftlog.v1.CreateKey
-	(*AddKeyVersion)(nil),           // 16: raftlog.v1.AddKeyVersion
-	(*SetKeyState)(nil),             // 17: raftlog.v1.SetKeyState
-	(*SetMinDecryptionVersion)(nil), // 18: raftlog.v1.SetMinDecryptionVersion
-	(*Decide)(nil),                  // 19: raftlog.v1.Decide
-	(*State)(nil),                   // 20: raftlog.v1.State
-	(*RaftServer)(nil),              // 21: raftlog.v1.RaftServer
-	(*NodeKey)(nil),                 // 22: raftlog.v1.NodeKey
-	(*UsedNonce)(nil),               // 23: raftlog.v1.UsedNonce
-	(*RateCounter)(nil),             // 24: raftlog.v1.RateCounter
-	(*KeyRecord)(nil),               // 25: raftlog.v1.KeyRecord
-	(*KeyVersionRecord)(nil),        // 26: raftlog.v1.KeyVersionRecord
-	(*ReadIndexRequest)(nil),        // 27: raftlog.v1.ReadIndexRequest
-	(*ReadRecordsRequest)(nil),      // 28: raftlog.v1.ReadRecordsRequest
-	(*ReadRecordsResponse)(nil),     // 29: raftlog.v1.ReadRecordsResponse
-	(*ReadIndexResponse)(nil),       // 30: raftlog.v1.ReadIndexResponse
-	(*ApplyResult)(nil),             // 31: raftlog.v1.ApplyResult
-	(*DecisionResult)(nil),          // 32: raftlog.v1.DecisionResult
-	(*ResultError)(nil),             // 33: raftlog.v1.ResultError
-	(*v1.Officer)(nil),              // 34: custos.v1.Officer
-	(*v1.Checkpoint)(nil),           // 35: custos.v1.Checkpoint
-	(*v1.SignedStatement)(nil),      // 36: custos.v1.SignedStatement
-	(v1.KeyOrigin)(0),               // 37: custos.v1.KeyOrigin
-	(v1.Operation)(0),               // 38: custos.v1.Operation
-	(v1.Reason)(0),                  // 39: custos.v1.Reason
-	(*v1.Governance)(nil),           // 40: custos.v1.Governance
-	(*v1.ApprovalRequest)(nil),      // 41: custos.v1.ApprovalRequest
-	(*v1.Grant)(nil),                // 42: custos.v1.Grant
-	(*v1.NodeAdmission)(nil),        // 43: custos.v1.NodeAdmission
-	(*v1.ClusterRestore)(nil),       // 44: custos.v1.ClusterRestore
-	(*v1.KeyPolicy)(nil),            // 45: custos.v1.KeyPolicy
-	(*v1.DecisionRecord)(nil),       // 46: custos.v1.DecisionRecord
+	(*Entry)(nil),                     // 0: raftlog.v1.Entry
+	(*Command)(nil),                   // 1: raftlog.v1.Command
+	(*InitCluster)(nil),               // 2: raftlog.v1.InitCluster
+	(*OfferTransportKey)(nil),         // 3: raftlog.v1.OfferTransportKey
+	(*BeginDomainKeyRotation)(nil),    // 4: raftlog.v1.BeginDomainKeyRotation
+	(*RewrapKeks)(nil),                // 5: raftlog.v1.RewrapKeks
+	(*CompleteDomainKeyRotation)(nil), // 6: raftlog.v1.CompleteDomainKeyRotation
+	(*RewrappedKek)(nil),              // 7: raftlog.v1.RewrappedKek
+	(*TransportDomainKey)(nil),        // 8: raftlog.v1.TransportDomainKey
+	(*CompleteKeyDestruction)(nil),    // 9: raftlog.v1.CompleteKeyDestruction
+	(*ReportRestore)(nil),             // 10: raftlog.v1.ReportRestore
+	(*ConfirmAdmission)(nil),          // 11: raftlog.v1.ConfirmAdmission
+	(*RecordCheckpoint)(nil),          // 12: raftlog.v1.RecordCheckpoint
+	(*AdvanceCursor)(nil),             // 13: raftlog.v1.AdvanceCursor
+	(*BlockRelease)(nil),              // 14: raftlog.v1.BlockRelease
+	(*RejectHSMObject)(nil),           // 15: raftlog.v1.RejectHSMObject
+	(*RecordMembership)(nil),          // 16: raftlog.v1.RecordMembership
+	(*RegisterNodeKey)(nil),           // 17: raftlog.v1.RegisterNodeKey
+	(*Govern)(nil),                    // 18: raftlog.v1.Govern
+	(*CreateKey)(nil),                 // 19: raftlog.v1.CreateKey
+	(*AddKeyVersion)(nil),             // 20: raftlog.v1.AddKeyVersion
+	(*SetKeyState)(nil),               // 21: raftlog.v1.SetKeyState
+	(*SetMinDecryptionVersion)(nil),   // 22: raftlog.v1.SetMinDecryptionVersion
+	(*Decide)(nil),                    // 23: raftlog.v1.Decide
+	(*State)(nil),                     // 24: raftlog.v1.State
+	(*RaftServer)(nil),                // 25: raftlog.v1.RaftServer
+	(*NodeKey)(nil),                   // 26: raftlog.v1.NodeKey
+	(*UsedNonce)(nil),                 // 27: raftlog.v1.UsedNonce
+	(*RateCounter)(nil),               // 28: raftlog.v1.RateCounter
+	(*KeyRecord)(nil),                 // 29: raftlog.v1.KeyRecord
+	(*KeyVersionRecord)(nil),          // 30: raftlog.v1.KeyVersionRecord
+	(*ReadIndexRequest)(nil),          // 31: raftlog.v1.ReadIndexRequest
+	(*ReadRecordsRequest)(nil),        // 32: raftlog.v1.ReadRecordsRequest
+	(*ReadRecordsResponse)(nil),       // 33: raftlog.v1.ReadRecordsResponse
+	(*ReadIndexResponse)(nil),         // 34: raftlog.v1.ReadIndexResponse
+	(*ApplyResult)(nil),               // 35: raftlog.v1.ApplyResult
+	(*DecisionResult)(nil),            // 36: raftlog.v1.DecisionResult
+	(*ResultError)(nil),               // 37: raftlog.v1.ResultError
+	(*v1.Officer)(nil),                // 38: custos.v1.Officer
+	(*v1.Checkpoint)(nil),             // 39: custos.v1.Checkpoint
+	(*v1.SignedStatement)(nil),        // 40: custos.v1.SignedStatement
+	(v1.KeyOrigin)(0),                 // 41: custos.v1.KeyOrigin
+	(v1.Operation)(0),                 // 42: custos.v1.Operation
+	(v1.Reason)(0),                    // 43: custos.v1.Reason
+	(*v1.Governance)(nil),             // 44: custos.v1.Governance
+	(*v1.ApprovalRequest)(nil),        // 45: custos.v1.ApprovalRequest
+	(*v1.Grant)(nil),                  // 46: custos.v1.Grant
+	(*v1.NodeAdmission)(nil),          // 47: custos.v1.NodeAdmission
+	(*v1.ClusterRestore)(nil),         // 48: custos.v1.ClusterRestore
+	(*v1.DomainKeyRotation)(nil),      // 49: custos.v1.DomainKeyRotation
+	(*v1.KeyPolicy)(nil),              // 50: custos.v1.KeyPolicy
+	(*v1.DecisionRecord)(nil),         // 51: custos.v1.DecisionRecord
 }
 var file_raftlog_v1_raftlog_proto_depIdxs = []int32{
 	1,  // 0: raftlog.v1.Entry.commands:type_name -> raftlog.v1.Command
 	2,  // 1: raftlog.v1.Command.init_cluster:type_name -> raftlog.v1.InitCluster
-	15, // 2: raftlog.v1.Command.create_key:type_name -> raftlog.v1.CreateKey
-	16, // 3: raftlog.v1.Command.add_key_version:type_name -> raftlog.v1.AddKeyVersion
-	17, // 4: raftlog.v1.Command.set_key_state:type_name -> raftlog.v1.SetKeyState
-	18, // 5: raftlog.v1.Command.set_min_decryption_version:type_name -> raftlog.v1.SetMinDecryptionVersion
-	19, // 6: raftlog.v1.Command.decide:type_name -> raftlog.v1.Decide
-	14, // 7: raftlog.v1.Command.govern:type_name -> raftlog.v1.Govern
-	8,  // 8: raftlog.v1.Command.record_checkpoint:type_name -> raftlog.v1.RecordCheckpoint
-	9,  // 9: raftlog.v1.Command.advance_cursor:type_name -> raftlog.v1.AdvanceCursor
-	10, // 10: raftlog.v1.Command.block_release:type_name -> raftlog.v1.BlockRelease
-	13, // 11: raftlog.v1.Command.register_node_key:type_name -> raftlog.v1.RegisterNodeKey
-	11, // 12: raftlog.v1.Command.reject_hsm_object:type_name -> raftlog.v1.RejectHSMObject
-	12, // 13: raftlog.v1.Command.record_membership:type_name -> raftlog.v1.RecordMembership
+	19, // 2: raftlog.v1.Command.create_key:type_name -> raftlog.v1.CreateKey
+	20, // 3: raftlog.v1.Command.add_key_version:type_name -> raftlog.v1.AddKeyVersion
+	21, // 4: raftlog.v1.Command.set_key_state:type_name -> raftlog.v1.SetKeyState
+	22, // 5: raftlog.v1.Command.set_min_decryption_version:type_name -> raftlog.v1.SetMinDecryptionVersion
+	23, // 6: raftlog.v1.Command.decide:type_name -> raftlog.v1.Decide
+	18, // 7: raftlog.v1.Command.govern:type_name -> raftlog.v1.Govern
+	12, // 8: raftlog.v1.Command.record_checkpoint:type_name -> raftlog.v1.RecordCheckpoint
+	13, // 9: raftlog.v1.Command.advance_cursor:type_name -> raftlog.v1.AdvanceCursor
+	14, // 10: raftlog.v1.Command.block_release:type_name -> raftlog.v1.BlockRelease
+	17, // 11: raftlog.v1.Command.register_node_key:type_name -> raftlog.v1.RegisterNodeKey
+	15, // 12: raftlog.v1.Command.reject_hsm_object:type_name -> raftlog.v1.RejectHSMObject
+	16, // 13: raftlog.v1.Command.record_membership:type_name -> raftlog.v1.RecordMembership
 	3,  // 14: raftlog.v1.Command.offer_transport_key:type_name -> raftlog.v1.OfferTransportKey
-	4,  // 15: raftlog.v1.Command.transport_domain_key:type_name -> raftlog.v1.TransportDomainKey
-	7,  // 16: raftlog.v1.Command.confirm_admission:type_name -> raftlog.v1.ConfirmAdmission
-	5,  // 17: raftlog.v1.Command.complete_key_destruction:type_name -> raftlog.v1.CompleteKeyDestruction
-	6,  // 18: raftlog.v1.Command.report_restore:type_name -> raftlog.v1.ReportRestore
-	34, // 19: raftlog.v1.InitCluster.officers:type_name -> custos.v1.Officer
-	35, // 20: raftlog.v1.RecordCheckpoint.checkpoint:type_name -> custos.v1.Checkpoint
-	36, // 21: raftlog.v1.Govern.statement:type_name -> custos.v1.SignedStatement
-	37, // 22: raftlog.v1.CreateKey.origin:type_name -> custos.v1.KeyOrigin
-	37, // 23: raftlog.v1.AddKeyVersion.origin:type_name -> custos.v1.KeyOrigin
-	38, // 24: raftlog.v1.Decide.operation:type_name -> custos.v1.Operation
-	39, // 25: raftlog.v1.Decide.reason:type_name -> custos.v1.Reason
-	25, // 26: raftlog.v1.State.keys:type_name -> raftlog.v1.KeyRecord
-	40, // 27: raftlog.v1.State.governance:type_name -> custos.v1.Governance
-	23, // 28: raftlog.v1.State.nonces:type_name -> raftlog.v1.UsedNonce
-	41, // 29: raftlog.v1.State.requests:type_name -> custos.v1.ApprovalRequest
-	42, // 30: raftlog.v1.State.grants:type_name -> custos.v1.Grant
-	24, // 31: raftlog.v1.State.counters:type_name -> raftlog.v1.RateCounter
-	22, // 32: raftlog.v1.State.node_keys:type_name -> raftlog.v1.NodeKey
-	35, // 33: raftlog.v1.State.last_checkpoint:type_name -> custos.v1.Checkpoint
-	21, // 34: raftlog.v1.State.members:type_name -> raftlog.v1.RaftServer
-	43, // 35: raftlog.v1.State.admissions:type_name -> custos.v1.NodeAdmission
-	44, // 36: raftlog.v1.State.restore:type_name -> custos.v1.ClusterRestore
-	26, // 37: raftlog.v1.KeyRecord.versions:type_name -> raftlog.v1.KeyVersionRecord
-	45, // 38: raftlog.v1.KeyRecord.policy:type_name -> custos.v1.KeyPolicy
-	37, // 39: raftlog.v1.KeyVersionRecord.origin:type_name -> custos.v1.KeyOrigin
-	25, // 40: raftlog.v1.ApplyResult.key:type_name -> raftlog.v1.KeyRecord
-	32, // 41: raftlog.v1.ApplyResult.decision:type_name -> raftlog.v1.DecisionResult
-	33, // 42: raftlog.v1.ApplyResult.error:type_name -> raftlog.v1.ResultError
-	46, // 43: raftlog.v1.DecisionResult.record:type_name -> custos.v1.DecisionRecord
-	33, // 44: raftlog.v1.DecisionResult.error:type_name -> raftlog.v1.ResultError
-	1,  // 45: raftlog.v1.Replication.Apply:input_type -> raftlog.v1.Command
-	27, // 46: raftlog.v1.Replication.ReadIndex:input_type -> raftlog.v1.ReadIndexRequest
-	28, // 47: raftlog.v1.Replication.ReadRecords:input_type -> raftlog.v1.ReadRecordsRequest
-	31, // 48: raftlog.v1.Replication.Apply:output_type -> raftlog.v1.ApplyResult
-	30, // 49: raftlog.v1.Replication.ReadIndex:output_type -> raftlog.v1.ReadIndexResponse
-	29, // 50: raftlog.v1.Replication.ReadRecords:output_type -> raftlog.v1.ReadRecordsResponse
-	48, // [48:51] is the sub-list for method output_type
-	45, // [45:48] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	8,  // 15: raftlog.v1.Command.transport_domain_key:type_name -> raftlog.v1.TransportDomainKey
+	11, // 16: raftlog.v1.Command.confirm_admission:type_name -> raftlog.v1.ConfirmAdmission
+	9,  // 17: raftlog.v1.Command.complete_key_destruction:type_name -> raftlog.v1.CompleteKeyDestruction
+	10, // 18: raftlog.v1.Command.report_restore:type_name -> raftlog.v1.ReportRestore
+	4,  // 19: raftlog.v1.Command.begin_domain_key_rotation:type_name -> raftlog.v1.BeginDomainKeyRotation
+	5,  // 20: raftlog.v1.Command.rewrap_keks:type_name -> raftlog.v1.RewrapKeks
+	6,  // 21: raftlog.v1.Command.complete_domain_key_rotation:type_name -> raftlog.v1.CompleteDomainKeyRotation
+	38, // 22: raftlog.v1.InitCluster.officers:type_name -> custos.v1.Officer
+	7,  // 23: raftlog.v1.RewrapKeks.keks:type_name -> raftlog.v1.RewrappedKek
+	39, // 24: raftlog.v1.RecordCheckpoint.checkpoint:type_name -> custos.v1.Checkpoint
+	40, // 25: raftlog.v1.Govern.statement:type_name -> custos.v1.SignedStatement
+	41, // 26: raftlog.v1.CreateKey.origin:type_name -> custos.v1.KeyOrigin
+	41, // 27: raftlog.v1.AddKeyVersion.origin:type_name -> custos.v1.KeyOrigin
+	42, // 28: raftlog.v1.Decide.operation:type_name -> custos.v1.Operation
+	43, // 29: raftlog.v1.Decide.reason:type_name -> custos.v1.Reason
+	29, // 30: raftlog.v1.State.keys:type_name -> raftlog.v1.KeyRecord
+	44, // 31: raftlog.v1.State.governance:type_name -> custos.v1.Governance
+	27, // 32: raftlog.v1.State.nonces:type_name -> raftlog.v1.UsedNonce
+	45, // 33: raftlog.v1.State.requests:type_name -> custos.v1.ApprovalRequest
+	46, // 34: raftlog.v1.State.grants:type_name -> custos.v1.Grant
+	28, // 35: raftlog.v1.State.counters:type_name -> raftlog.v1.RateCounter
+	26, // 36: raftlog.v1.State.node_keys:type_name -> raftlog.v1.NodeKey
+	39, // 37: raftlog.v1.State.last_checkpoint:type_name -> custos.v1.Checkpoint
+	25, // 38: raftlog.v1.State.members:type_name -> raftlog.v1.RaftServer
+	47, // 39: raftlog.v1.State.admissions:type_name -> custos.v1.NodeAdmission
+	48, // 40: raftlog.v1.State.restore:type_name -> custos.v1.ClusterRestore
+	49, // 41: raftlog.v1.State.rotation:type_name -> custos.v1.DomainKeyRotation
+	30, // 42: raftlog.v1.KeyRecord.versions:type_name -> raftlog.v1.KeyVersionRecord
+	50, // 43: raftlog.v1.KeyRecord.policy:type_name -> custos.v1.KeyPolicy
+	41, // 44: raftlog.v1.KeyVersionRecord.origin:type_name -> custos.v1.KeyOrigin
+	29, // 45: raftlog.v1.ApplyResult.key:type_name -> raftlog.v1.KeyRecord
+	36, // 46: raftlog.v1.ApplyResult.decision:type_name -> raftlog.v1.DecisionResult
+	37, // 47: raftlog.v1.ApplyResult.error:type_name -> raftlog.v1.ResultError
+	51, // 48: raftlog.v1.DecisionResult.record:type_name -> custos.v1.DecisionRecord
+	37, // 49: raftlog.v1.DecisionResult.error:type_name -> raftlog.v1.ResultError
+	1,  // 50: raftlog.v1.Replication.Apply:input_type -> raftlog.v1.Command
+	31, // 51: raftlog.v1.Replication.ReadIndex:input_type -> raftlog.v1.ReadIndexRequest
+	32, // 52: raftlog.v1.Replication.ReadRecords:input_type -> raftlog.v1.ReadRecordsRequest
+	35, // 53: raftlog.v1.Replication.Apply:output_type -> raftlog.v1.ApplyResult
+	34, // 54: raftlog.v1.Replication.ReadIndex:output_type -> raftlog.v1.ReadIndexResponse
+	33, // 55: raftlog.v1.Replication.ReadRecords:output_type -> raftlog.v1.ReadRecordsResponse
+	53, // [53:56] is the sub-list for method output_type
+	50, // [50:53] is the sub-list for method input_type
+	50, // [50:50] is the sub-list for extension type_name
+	50, // [50:50] is the sub-list for extension extendee
+	0,  // [0:50] is the sub-list for field type_name
 }
 
 func init() { file_raftlog_v1_raftlog_proto_init() }
@@ -3061,8 +3433,11 @@ func file_raftlog_v1_raftlog_proto_init() {
 		(*Command_ConfirmAdmission)(nil),
 		(*Command_CompleteKeyDestruction)(nil),
 		(*Command_ReportRestore)(nil),
+		(*Command_BeginDomainKeyRotation)(nil),
+		(*Command_RewrapKeks)(nil),
+		(*Command_CompleteDomainKeyRotation)(nil),
 	}
-	file_raftlog_v1_raftlog_proto_msgTypes[31].OneofWrappers = []any{
+	file_raftlog_v1_raftlog_proto_msgTypes[35].OneofWrappers = []any{
 		(*ApplyResult_Key)(nil),
 		(*ApplyResult_Decision)(nil),
 	}
@@ -3072,7 +3447,7 @@ func file_raftlog_v1_raftlog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raftlog_v1_raftlog_proto_rawDesc), len(file_raftlog_v1_raftlog_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   34,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -14,7 +14,7 @@ _sym_db = _symbol_database.Default()
 from . import governance_pb2 as custos_dot_v1_dot_governance__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63ustos/v1/cluster.proto\x12\tcustos.v1\x1a\x1a\x63ustos/v1/governance.proto\"\x16\n\x14\x43lusterStatusRequest\"I\n\x06Server\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\traft_addr\x18\x02 \x01(\t\x12\x10\n\x08suffrage\x18\x03 \x01(\t\x12\x0e\n\x06leader\x18\x04 \x01(\x08\"\xac\x03\n\rClusterStatus\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x12\n\nraft_state\x18\x03 \x01(\t\x12\x11\n\tleader_id\x18\x04 \x01(\t\x12\x18\n\x10leader_raft_addr\x18\x05 \x01(\t\x12\x0c\n\x04term\x18\x06 \x01(\x04\x12\x14\n\x0c\x63ommit_index\x18\x07 \x01(\x04\x12\x15\n\rapplied_index\x18\x08 \x01(\x04\x12\x16\n\x0elast_log_index\x18\t \x01(\x04\x12\"\n\x07servers\x18\n \x03(\x0b\x32\x11.custos.v1.Server\x12\x13\n\x0bhsm_healthy\x18\x0b \x01(\x08\x12\x12\n\nhsm_detail\x18\x0c \x01(\t\x12\x16\n\x0ehas_domain_key\x18\r \x01(\x08\x12\x12\n\nledger_seq\x18\x0e \x01(\x04\x12,\n\nadmissions\x18\x0f \x03(\x0b\x32\x18.custos.v1.NodeAdmission\x12\x0f\n\x07profile\x18\x10 \x01(\t\x12*\n\x07restore\x18\x11 \x01(\x0b\x32\x19.custos.v1.ClusterRestore\"0\n\x0f\x41\x64\x64VoterRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\traft_addr\x18\x02 \x01(\t\"!\n\x13RemoveServerRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\'\n\x19TransferLeadershipRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x15\n\x13SaveSnapshotRequest\"\x1d\n\rSnapshotChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x32\x83\x03\n\x0e\x43lusterService\x12\x43\n\x06Status\x12\x1f.custos.v1.ClusterStatusRequest\x1a\x18.custos.v1.ClusterStatus\x12@\n\x08\x41\x64\x64Voter\x12\x1a.custos.v1.AddVoterRequest\x1a\x18.custos.v1.ClusterStatus\x12H\n\x0cRemoveServer\x12\x1e.custos.v1.RemoveServerRequest\x1a\x18.custos.v1.ClusterStatus\x12T\n\x12TransferLeadership\x12$.custos.v1.TransferLeadershipRequest\x1a\x18.custos.v1.ClusterStatus\x12J\n\x0cSaveSnapshot\x12\x1e.custos.v1.SaveSnapshotRequest\x1a\x18.custos.v1.SnapshotChunk0\x01\x42\x37Z5github.com/custos-kms/custos/proto/custos/v1;custosv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63ustos/v1/cluster.proto\x12\tcustos.v1\x1a\x1a\x63ustos/v1/governance.proto\"\x16\n\x14\x43lusterStatusRequest\"I\n\x06Server\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\traft_addr\x18\x02 \x01(\t\x12\x10\n\x08suffrage\x18\x03 \x01(\t\x12\x0e\n\x06leader\x18\x04 \x01(\x08\"\xf6\x03\n\rClusterStatus\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x12\n\nraft_state\x18\x03 \x01(\t\x12\x11\n\tleader_id\x18\x04 \x01(\t\x12\x18\n\x10leader_raft_addr\x18\x05 \x01(\t\x12\x0c\n\x04term\x18\x06 \x01(\x04\x12\x14\n\x0c\x63ommit_index\x18\x07 \x01(\x04\x12\x15\n\rapplied_index\x18\x08 \x01(\x04\x12\x16\n\x0elast_log_index\x18\t \x01(\x04\x12\"\n\x07servers\x18\n \x03(\x0b\x32\x11.custos.v1.Server\x12\x13\n\x0bhsm_healthy\x18\x0b \x01(\x08\x12\x12\n\nhsm_detail\x18\x0c \x01(\t\x12\x16\n\x0ehas_domain_key\x18\r \x01(\x08\x12\x12\n\nledger_seq\x18\x0e \x01(\x04\x12,\n\nadmissions\x18\x0f \x03(\x0b\x32\x18.custos.v1.NodeAdmission\x12\x0f\n\x07profile\x18\x10 \x01(\t\x12*\n\x07restore\x18\x11 \x01(\x0b\x32\x19.custos.v1.ClusterRestore\x12\x18\n\x10\x64omain_key_epoch\x18\x12 \x01(\r\x12.\n\x08rotation\x18\x13 \x01(\x0b\x32\x1c.custos.v1.DomainKeyRotation\"0\n\x0f\x41\x64\x64VoterRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\traft_addr\x18\x02 \x01(\t\"!\n\x13RemoveServerRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\'\n\x19TransferLeadershipRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x15\n\x13SaveSnapshotRequest\"\x1d\n\rSnapshotChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x32\x83\x03\n\x0e\x43lusterService\x12\x43\n\x06Status\x12\x1f.custos.v1.ClusterStatusRequest\x1a\x18.custos.v1.ClusterStatus\x12@\n\x08\x41\x64\x64Voter\x12\x1a.custos.v1.AddVoterRequest\x1a\x18.custos.v1.ClusterStatus\x12H\n\x0cRemoveServer\x12\x1e.custos.v1.RemoveServerRequest\x1a\x18.custos.v1.ClusterStatus\x12T\n\x12TransferLeadership\x12$.custos.v1.TransferLeadershipRequest\x1a\x18.custos.v1.ClusterStatus\x12J\n\x0cSaveSnapshot\x12\x1e.custos.v1.SaveSnapshotRequest\x1a\x18.custos.v1.SnapshotChunk0\x01\x42\x37Z5github.com/custos-kms/custos/proto/custos/v1;custosv1b\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'custos._proto.cluster_pb2', globals())
@@ -27,17 +27,17 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _SERVER._serialized_start=90
   _SERVER._serialized_end=163
   _CLUSTERSTATUS._serialized_start=166
-  _CLUSTERSTATUS._serialized_end=594
-  _ADDVOTERREQUEST._serialized_start=596
-  _ADDVOTERREQUEST._serialized_end=644
-  _REMOVESERVERREQUEST._serialized_start=646
-  _REMOVESERVERREQUEST._serialized_end=679
-  _TRANSFERLEADERSHIPREQUEST._serialized_start=681
-  _TRANSFERLEADERSHIPREQUEST._serialized_end=720
-  _SAVESNAPSHOTREQUEST._serialized_start=722
-  _SAVESNAPSHOTREQUEST._serialized_end=743
-  _SNAPSHOTCHUNK._serialized_start=745
-  _SNAPSHOTCHUNK._serialized_end=774
-  _CLUSTERSERVICE._serialized_start=777
-  _CLUSTERSERVICE._serialized_end=1164
+  _CLUSTERSTATUS._serialized_end=668
+  _ADDVOTERREQUEST._serialized_start=670
+  _ADDVOTERREQUEST._serialized_end=718
+  _REMOVESERVERREQUEST._serialized_start=720
+  _REMOVESERVERREQUEST._serialized_end=753
+  _TRANSFERLEADERSHIPREQUEST._serialized_start=755
+  _TRANSFERLEADERSHIPREQUEST._serialized_end=794
+  _SAVESNAPSHOTREQUEST._serialized_start=796
+  _SAVESNAPSHOTREQUEST._serialized_end=817
+  _SNAPSHOTCHUNK._serialized_start=819
+  _SNAPSHOTCHUNK._serialized_end=848
+  _CLUSTERSERVICE._serialized_start=851
+  _CLUSTERSERVICE._serialized_end=1238
 # @@protoc_insertion_point(module_scope)

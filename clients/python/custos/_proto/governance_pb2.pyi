@@ -41,16 +41,18 @@ class AddSink(_message.Message):
     def __init__(self, sink: _Optional[_Union[Sink, _Mapping]] = ...) -> None: ...
 
 class AdmitNode(_message.Message):
-    __slots__ = ["hash", "identity_key_fingerprint", "node", "transport_key_fingerprint"]
+    __slots__ = ["domain_key_rotation", "hash", "identity_key_fingerprint", "node", "transport_key_fingerprint"]
+    DOMAIN_KEY_ROTATION_FIELD_NUMBER: _ClassVar[int]
     HASH_FIELD_NUMBER: _ClassVar[int]
     IDENTITY_KEY_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     TRANSPORT_KEY_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    domain_key_rotation: bool
     hash: KeyTransportHash
     identity_key_fingerprint: str
     node: str
     transport_key_fingerprint: str
-    def __init__(self, node: _Optional[str] = ..., transport_key_fingerprint: _Optional[str] = ..., identity_key_fingerprint: _Optional[str] = ..., hash: _Optional[_Union[KeyTransportHash, str]] = ...) -> None: ...
+    def __init__(self, node: _Optional[str] = ..., transport_key_fingerprint: _Optional[str] = ..., identity_key_fingerprint: _Optional[str] = ..., hash: _Optional[_Union[KeyTransportHash, str]] = ..., domain_key_rotation: bool = ...) -> None: ...
 
 class ApprovalRequest(_message.Message):
     __slots__ = ["context_digest", "create_time_unix_nano", "decision_seq", "expire_time_unix_nano", "grant_id", "justification_text", "key", "key_version", "principal", "reason", "request_id", "state", "ticket"]
@@ -91,6 +93,10 @@ class ApproveRequest(_message.Message):
     ttl_seconds: int
     uses: int
     def __init__(self, request_id: _Optional[str] = ..., uses: _Optional[int] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
+
+class CancelDomainKeyRotation(_message.Message):
+    __slots__ = []
+    def __init__(self) -> None: ...
 
 class CancelKeyDestruction(_message.Message):
     __slots__ = ["key", "version"]
@@ -151,6 +157,26 @@ class DisableKey(_message.Message):
     KEY_FIELD_NUMBER: _ClassVar[int]
     key: str
     def __init__(self, key: _Optional[str] = ...) -> None: ...
+
+class DomainKeyRotation(_message.Message):
+    __slots__ = ["epoch", "generator", "new_domain_key_check_value", "new_domain_key_id", "nodes", "request_time_unix_nano", "rewrapped", "to_rewrap"]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    GENERATOR_FIELD_NUMBER: _ClassVar[int]
+    NEW_DOMAIN_KEY_CHECK_VALUE_FIELD_NUMBER: _ClassVar[int]
+    NEW_DOMAIN_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    REWRAPPED_FIELD_NUMBER: _ClassVar[int]
+    TO_REWRAP_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    generator: str
+    new_domain_key_check_value: bytes
+    new_domain_key_id: bytes
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeAdmission]
+    request_time_unix_nano: int
+    rewrapped: int
+    to_rewrap: int
+    def __init__(self, epoch: _Optional[int] = ..., request_time_unix_nano: _Optional[int] = ..., generator: _Optional[str] = ..., new_domain_key_id: _Optional[bytes] = ..., new_domain_key_check_value: _Optional[bytes] = ..., nodes: _Optional[_Iterable[_Union[NodeAdmission, _Mapping]]] = ..., rewrapped: _Optional[int] = ..., to_rewrap: _Optional[int] = ...) -> None: ...
 
 class EnableKey(_message.Message):
     __slots__ = ["key"]
@@ -342,6 +368,10 @@ class RevokeKey(_message.Message):
     key: str
     def __init__(self, key: _Optional[str] = ...) -> None: ...
 
+class RotateDomainKey(_message.Message):
+    __slots__ = []
+    def __init__(self) -> None: ...
+
 class ScheduleKeyDestruction(_message.Message):
     __slots__ = ["key", "version", "waiting_seconds"]
     KEY_FIELD_NUMBER: _ClassVar[int]
@@ -401,11 +431,12 @@ class Sink(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[SinkType, str]] = ..., url: _Optional[str] = ..., hmac_key: _Optional[bytes] = ..., path: _Optional[str] = ..., required_for_release: bool = ..., delivered_seq: _Optional[int] = ...) -> None: ...
 
 class Statement(_message.Message):
-    __slots__ = ["accept_restore", "add_sink", "admit_node", "approve_request", "cancel_key_destruction", "cluster_id", "comment", "create_grant", "deny_request", "disable_key", "enable_key", "nonce", "not_after_unix", "remove_sink", "revoke_admission", "revoke_grant", "revoke_key", "schedule_key_destruction", "set_notify_rules", "set_officers", "set_policy"]
+    __slots__ = ["accept_restore", "add_sink", "admit_node", "approve_request", "cancel_domain_key_rotation", "cancel_key_destruction", "cluster_id", "comment", "create_grant", "deny_request", "disable_key", "enable_key", "nonce", "not_after_unix", "remove_sink", "revoke_admission", "revoke_grant", "revoke_key", "rotate_domain_key", "schedule_key_destruction", "set_notify_rules", "set_officers", "set_policy"]
     ACCEPT_RESTORE_FIELD_NUMBER: _ClassVar[int]
     ADD_SINK_FIELD_NUMBER: _ClassVar[int]
     ADMIT_NODE_FIELD_NUMBER: _ClassVar[int]
     APPROVE_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_DOMAIN_KEY_ROTATION_FIELD_NUMBER: _ClassVar[int]
     CANCEL_KEY_DESTRUCTION_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     COMMENT_FIELD_NUMBER: _ClassVar[int]
@@ -419,6 +450,7 @@ class Statement(_message.Message):
     REVOKE_ADMISSION_FIELD_NUMBER: _ClassVar[int]
     REVOKE_GRANT_FIELD_NUMBER: _ClassVar[int]
     REVOKE_KEY_FIELD_NUMBER: _ClassVar[int]
+    ROTATE_DOMAIN_KEY_FIELD_NUMBER: _ClassVar[int]
     SCHEDULE_KEY_DESTRUCTION_FIELD_NUMBER: _ClassVar[int]
     SET_NOTIFY_RULES_FIELD_NUMBER: _ClassVar[int]
     SET_OFFICERS_FIELD_NUMBER: _ClassVar[int]
@@ -427,6 +459,7 @@ class Statement(_message.Message):
     add_sink: AddSink
     admit_node: AdmitNode
     approve_request: ApproveRequest
+    cancel_domain_key_rotation: CancelDomainKeyRotation
     cancel_key_destruction: CancelKeyDestruction
     cluster_id: str
     comment: str
@@ -440,11 +473,12 @@ class Statement(_message.Message):
     revoke_admission: RevokeAdmission
     revoke_grant: RevokeGrant
     revoke_key: RevokeKey
+    rotate_domain_key: RotateDomainKey
     schedule_key_destruction: ScheduleKeyDestruction
     set_notify_rules: SetNotifyRules
     set_officers: SetOfficers
     set_policy: SetPolicy
-    def __init__(self, cluster_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., comment: _Optional[str] = ..., revoke_key: _Optional[_Union[RevokeKey, _Mapping]] = ..., disable_key: _Optional[_Union[DisableKey, _Mapping]] = ..., enable_key: _Optional[_Union[EnableKey, _Mapping]] = ..., set_policy: _Optional[_Union[SetPolicy, _Mapping]] = ..., approve_request: _Optional[_Union[ApproveRequest, _Mapping]] = ..., deny_request: _Optional[_Union[DenyRequest, _Mapping]] = ..., create_grant: _Optional[_Union[CreateGrant, _Mapping]] = ..., revoke_grant: _Optional[_Union[RevokeGrant, _Mapping]] = ..., set_officers: _Optional[_Union[SetOfficers, _Mapping]] = ..., add_sink: _Optional[_Union[AddSink, _Mapping]] = ..., remove_sink: _Optional[_Union[RemoveSink, _Mapping]] = ..., set_notify_rules: _Optional[_Union[SetNotifyRules, _Mapping]] = ..., admit_node: _Optional[_Union[AdmitNode, _Mapping]] = ..., revoke_admission: _Optional[_Union[RevokeAdmission, _Mapping]] = ..., schedule_key_destruction: _Optional[_Union[ScheduleKeyDestruction, _Mapping]] = ..., cancel_key_destruction: _Optional[_Union[CancelKeyDestruction, _Mapping]] = ..., accept_restore: _Optional[_Union[AcceptRestore, _Mapping]] = ...) -> None: ...
+    def __init__(self, cluster_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., comment: _Optional[str] = ..., revoke_key: _Optional[_Union[RevokeKey, _Mapping]] = ..., disable_key: _Optional[_Union[DisableKey, _Mapping]] = ..., enable_key: _Optional[_Union[EnableKey, _Mapping]] = ..., set_policy: _Optional[_Union[SetPolicy, _Mapping]] = ..., approve_request: _Optional[_Union[ApproveRequest, _Mapping]] = ..., deny_request: _Optional[_Union[DenyRequest, _Mapping]] = ..., create_grant: _Optional[_Union[CreateGrant, _Mapping]] = ..., revoke_grant: _Optional[_Union[RevokeGrant, _Mapping]] = ..., set_officers: _Optional[_Union[SetOfficers, _Mapping]] = ..., add_sink: _Optional[_Union[AddSink, _Mapping]] = ..., remove_sink: _Optional[_Union[RemoveSink, _Mapping]] = ..., set_notify_rules: _Optional[_Union[SetNotifyRules, _Mapping]] = ..., admit_node: _Optional[_Union[AdmitNode, _Mapping]] = ..., revoke_admission: _Optional[_Union[RevokeAdmission, _Mapping]] = ..., schedule_key_destruction: _Optional[_Union[ScheduleKeyDestruction, _Mapping]] = ..., cancel_key_destruction: _Optional[_Union[CancelKeyDestruction, _Mapping]] = ..., accept_restore: _Optional[_Union[AcceptRestore, _Mapping]] = ..., rotate_domain_key: _Optional[_Union[RotateDomainKey, _Mapping]] = ..., cancel_domain_key_rotation: _Optional[_Union[CancelDomainKeyRotation, _Mapping]] = ...) -> None: ...
 
 class SubmitResponse(_message.Message):
     __slots__ = ["grant_id", "ledger_seq", "result", "signers"]
