@@ -373,6 +373,9 @@ func (s *State) DomainKeyEpoch(withWrapped bool) (uint32, *custosv1.DomainKeyRot
 	if !withWrapped {
 		for _, a := range r.Nodes {
 			a.WrappedDomainKey = nil
+			if a.IdentityKeyFingerprint == "" {
+				a.IdentityKeyFingerprint = s.identityFingerprint(a.Node)
+			}
 		}
 	}
 	return s.epoch, r

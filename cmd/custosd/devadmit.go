@@ -126,10 +126,29 @@ func (d *devAdmitter) step(ctx context.Context) int {
 			}
 		}
 	}
+	// A domain-key rotation (custos cluster rotate-domain-key): the same
+	// two steps for each custodian's rotation transport key, the SO step
+	// on the generator's token.
+	if r := cs.GetRotation(); r != nil && r.GetGenerator() != "" {
+		for _, ad := range r.GetNodes() {
+			switch ad.GetState() {
+			case custosv1.AdmissionState_ADMISSION_STATE_OFFERED:
+				if err := d.approve(ctx, ad, true); err != nil {
+					d.note(fmt.Sprintf("approve %s's rotation transport key: %v", ad.GetNode(), err))
+				}
+			case custosv1.AdmissionState_ADMISSION_STATE_APPROVED:
+				if g := d.child(r.GetGenerator()); g >= 0 {
+					if err := d.trust(ctx, g, ad); err != nil {
+						d.note(fmt.Sprintf("%s's SO: trust %s's rotation transport key: %v", r.GetGenerator(), ad.GetNode(), err))
+					}
+				}
+			}
+		}
+	}
 	for _, ad := range cs.GetAdmissions() {
 		switch ad.GetState() {
 		case custosv1.AdmissionState_ADMISSION_STATE_OFFERED:
-			if err := d.approve(ctx, ad); err != nil {
+			if err := d.approve(ctx, ad, false); err != nil {
 				d.note(fmt.Sprintf("admit %s: %v", ad.GetNode(), err))
 			}
 		case custosv1.AdmissionState_ADMISSION_STATE_APPROVED:
@@ -153,16 +172,17 @@ func (d *devAdmitter) child(id string) int {
 	return -1
 }
 
-// approve signs and submits the AdmitNode statement for ad's offer, as the
-// dev officer (quorum 1) — RSA-OAEP-SHA1: the development profile.
-func (d *devAdmitter) approve(ctx context.Context, ad *custosv1.NodeAdmission) error {
+// approve signs and submits the AdmitNode statement for ad's offer (for
+// the running domain-key rotation if rotation), as the dev officer (quorum
+// 1) — RSA-OAEP-SHA1: the development profile.
+func (d *devAdmitter) approve(ctx context.Context, ad *custosv1.NodeAdmission, rotation bool) error {
 	st, err := d.client.NewStatement(ctx, "custosd dev admits "+ad.GetNode(), time.Hour)
 	if err != nil {
 		return err
 	}
 	st.Operation = &custosv1.Statement_AdmitNode{AdmitNode: &custosv1.AdmitNode{Node: ad.GetNode(),
 		TransportKeyFingerprint: ad.GetTransportKeyFingerprint(), IdentityKeyFingerprint: ad.GetIdentityKeyFingerprint(),
-		Hash: custosv1.KeyTransportHash_KEY_TRANSPORT_HASH_SHA1}}
+		Hash: custosv1.KeyTransportHash_KEY_TRANSPORT_HASH_SHA1, DomainKeyRotation: rotation}}
 	b, err := governance.Marshal(st)
 	if err != nil {
 		return err
@@ -174,8 +194,12 @@ func (d *devAdmitter) approve(ctx context.Context, ad *custosv1.NodeAdmission) e
 	if _, err := d.client.Submit(ctx, &custosv1.SignedStatement{Statement: b, Signatures: []*custosv1.OfficerSignature{sig}}); err != nil {
 		return err
 	}
-	fmt.Fprintf(d.errw, "custosd dev: %s admitted %s (transport key %s…, RSA-OAEP-SHA1: development profile)\n",
-		devOfficerName, ad.GetNode(), ad.GetTransportKeyFingerprint()[:16])
+	what := "admitted"
+	if rotation {
+		what = "approved the domain-key rotation's transport key of"
+	}
+	fmt.Fprintf(d.errw, "custosd dev: %s %s %s (transport key %s…, RSA-OAEP-SHA1: development profile)\n",
+		devOfficerName, what, ad.GetNode(), ad.GetTransportKeyFingerprint()[:16])
 	return nil
 }
 

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	custos "github.com/custos-kms/custos/clients/go"
+	"github.com/custos-kms/custos/kms/governance"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 )
 
@@ -383,6 +384,64 @@ func TestDevCluster(t *testing.T) {
 	if st, err := node1.ClusterStatus(ctx); err != nil || st.GetNodeId() != "node1" || !st.GetHasDomainKey() {
 		t.Fatalf("node1 after the restart: %v, %v", st, err)
 	}
+
+	// The dev officer rotates the domain key; the parent plays the
+	// officers and the generator's HSM security officer for each node's
+	// rotation transport key, as it does for admissions. Afterwards every
+	// node holds the new key and the old data still decrypts everywhere.
+	officer, err := governance.LoadKeyFile(env["CUSTOS_OFFICER_KEY"], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer rcancel()
+	rot, err := node1.NewStatement(rctx, "rotate", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rot.Operation = &custosv1.Statement_RotateDomainKey{RotateDomainKey: &custosv1.RotateDomainKey{}}
+	rb, err := governance.Marshal(rot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := governance.Sign(officer, env["CUSTOS_OFFICER_NAME"], rb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := node1.Submit(rctx, &custosv1.SignedStatement{Statement: rb, Signatures: []*custosv1.OfficerSignature{sig}}); err != nil {
+		t.Fatal(err)
+	}
+	all = dial()
+	for deadline := time.Now().Add(90 * time.Second); ; {
+		sts, errs := all.ClusterStatusAll(rctx)
+		done := 0
+		for i, st := range sts {
+			if errs[i] == nil && st.GetDomainKeyEpoch() == 1 && st.GetRotation() == nil && st.GetHasDomainKey() {
+				done++
+			}
+		}
+		if done == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the domain-key rotation did not complete on every node within 90s: %v %v", sts, errs)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, a := range addrs {
+		cl := dial(a)
+		for _, c := range []struct {
+			ct   []byte
+			ec   map[string]string
+			want string
+		}{{ct, map[string]string{"dept": "hr"}, "hello cluster"}, {ct2, nil, "two of three"}} {
+			if pt, err := cl.Decrypt(rctx, c.ct, c.ec, j); err != nil || string(pt) != c.want {
+				t.Fatalf("decrypt on %s after the rotation: %q, %v", a, pt, err)
+			}
+		}
+		cl.Close()
+	}
+	all.Close()
 	for _, cl := range []*custos.Client{node1, node2, node3, survivors} {
 		cl.Close()
 	}
