@@ -12,9 +12,9 @@ import (
 )
 
 // NotAdmittedMessage says why a node refuses key crypto: it joined a
-// cluster, but its HSM does not hold the cluster's domain key (officers
-// have not admitted it; docs/cluster.md).
-const NotAdmittedMessage = "this node's HSM does not hold the cluster's domain key: the node has not been admitted"
+// cluster, but the replicated state does not record it as a custodian of
+// the domain key, or its HSM does not hold the key yet (docs/cluster.md).
+const NotAdmittedMessage = "this node is not an admitted custodian of the cluster's domain key: the officers have not admitted it, or its HSM does not hold the key yet (custos cluster admission NODE)"
 
 // ErrNotAdmitted is returned, matching ErrFailedPrecondition, by every
 // path that would use a key in this node's HSM (CreateKey, RotateKey, every

@@ -28,6 +28,8 @@ func TestKeyDestroyCommands(t *testing.T) {
 	runCLI(t, "", args("officer", "sign", asOfficer(h, 0), file)...).want(t, 0, "schedule_key_destruction", "version=1", "waiting=1h0m0s")
 	runCLI(t, "", args("officer", "sign", asOfficer(h, 1), file)...).want(t, 0)
 	runCLI(t, "", "officer", "submit", file).want(t, 0, "version 1 of key k scheduled for destruction at")
+	runCLI(t, "", "key", "get", "k").want(t, 0, "destruction=v1:20")
+	runCLI(t, "", "key", "get", "--json", "k").want(t, 0, `"destroy_time":"20`)
 	runCLI(t, "", args("key", "cancel-destroy", "--version", "1", asOfficer(h, 2), "k")...).want(t, 0, "destruction of version 1 of key k cancelled")
 	runCLI(t, "", args("key", "cancel-destroy", "--version", "1", asOfficer(h, 2), "k")...).want(t, 1, "FailedPrecondition")
 
@@ -39,7 +41,7 @@ func TestKeyDestroyCommands(t *testing.T) {
 	runCLI(t, "", "officer", "submit", file).want(t, 0, "key k (every version) scheduled for destruction")
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		r := runCLI(t, "", "key", "get", "k")
-		if strings.Contains(r.stdout, "state=DESTROYED") {
+		if strings.Contains(r.stdout, "state=DESTROYED") && strings.Contains(r.stdout, "destruction=v1:destroyed,v2:destroyed") {
 			break
 		}
 		if time.Now().After(deadline) {

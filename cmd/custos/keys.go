@@ -114,6 +114,10 @@ type versionJSON struct {
 	CreateTime    string `json:"create_time,omitempty"`
 	Origin        string `json:"origin,omitempty"`
 	KeyCheckValue string `json:"key_check_value,omitempty"`
+	// DestroyTime is set while the version is scheduled for destruction
+	// and after it was destroyed (Destroyed).
+	DestroyTime string `json:"destroy_time,omitempty"`
+	Destroyed   bool   `json:"destroyed,omitempty"`
 }
 
 func unixNano(n int64) string {
@@ -143,7 +147,8 @@ func printKey(w io.Writer, k *custosv1.Key, asJSON bool) error {
 		}
 		for _, v := range k.GetVersions() {
 			j.Versions = append(j.Versions, versionJSON{Version: v.GetVersion(), CreateTime: unixNano(v.GetCreateTimeUnixNano()),
-				Origin: strings.TrimPrefix(v.GetOrigin().String(), "KEY_ORIGIN_"), KeyCheckValue: hex.EncodeToString(v.GetKeyCheckValue())})
+				Origin: strings.TrimPrefix(v.GetOrigin().String(), "KEY_ORIGIN_"), KeyCheckValue: hex.EncodeToString(v.GetKeyCheckValue()),
+				DestroyTime: unixNano(v.GetDestroyTimeUnixNano()), Destroyed: v.GetDestroyed()})
 		}
 		b, err := json.Marshal(j)
 		if err != nil {
@@ -152,7 +157,20 @@ func printKey(w io.Writer, k *custosv1.Key, asJSON bool) error {
 		_, err = fmt.Fprintf(w, "%s\n", b)
 		return err
 	}
-	_, err := fmt.Fprintf(w, "%s state=%s primary=%d min_decryption=%d versions=%d description=%q\n",
+	var destroy []string
+	for _, v := range k.GetVersions() {
+		switch {
+		case v.GetDestroyed():
+			destroy = append(destroy, fmt.Sprintf("v%d:destroyed", v.GetVersion()))
+		case v.GetDestroyTimeUnixNano() != 0:
+			destroy = append(destroy, fmt.Sprintf("v%d:%s", v.GetVersion(), unixNano(v.GetDestroyTimeUnixNano())))
+		}
+	}
+	line := fmt.Sprintf("%s state=%s primary=%d min_decryption=%d versions=%d description=%q",
 		k.GetName(), stateName(k.GetState()), k.GetPrimaryVersion(), k.GetMinDecryptionVersion(), len(k.GetVersions()), k.GetDescription())
+	if len(destroy) > 0 {
+		line += " destruction=" + strings.Join(destroy, ",")
+	}
+	_, err := fmt.Fprintln(w, line)
 	return err
 }
