@@ -321,7 +321,18 @@ func (s *Service) send(ctx context.Context, a *custosv1.NodeAdmission) error {
 	if err == nil {
 		s.lg.Info("admission: sent the domain key", "node", a.Node, "fingerprint", fp, "oaep", transportHash(a.Hash))
 	}
+	s.dropTrusted(ctx, fp)
 	return nil
+}
+
+// dropTrusted destroys the trusted copy of transport key fp on this
+// node's token once it served: its private half dies with the receiving
+// process, and a trusted key the domain key may be wrapped to should not
+// outlive its use.
+func (s *Service) dropTrusted(ctx context.Context, fp string) {
+	if err := s.hsm.DestroyKey(ctx, TrustedKeyID(fp)); err != nil {
+		s.lg.Warn("could not destroy a trusted transport key that served (harmless: its private half is gone)", "fingerprint", fp, "err", err)
+	}
 }
 
 // shred destroys this node's copies of the domain key and every KEK once

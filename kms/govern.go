@@ -51,6 +51,9 @@ func (s *State) applyGovern(index uint64, c *raftlogv1.Command, op *raftlogv1.Go
 			signed = false // its first decision spent the nonce
 		}
 	}
+	if err == nil {
+		err = s.checkRestoreID(st)
+	}
 	var key string
 	if err == nil {
 		key = s.statementKey(st) // before applying: revoke_grant deletes what names the key
@@ -461,6 +464,7 @@ func (s *State) Governance() *custosv1.Governance {
 		return &custosv1.Governance{}
 	}
 	g := proto.Clone(s.gov).(*custosv1.Governance)
+	g.RestoreId = s.restore.GetRestoreId()
 	for _, sk := range g.Sinks {
 		sk.HmacKey = nil // a secret: never read back
 	}

@@ -50,6 +50,9 @@ func (restorePendingError) Is(target error) bool {
 type RestoreTarget struct {
 	// Node is its Raft id; RaftAddr the address its peers will dial.
 	Node, RaftAddr string
+	// ID is the restore's id: 32 lower-case hex digits, random (the
+	// restoring node's HSM makes it), named by every statement from then on.
+	ID string
 	// VerifyDomainKey checks that the node's HSM holds the domain key the
 	// snapshot names (an hsm.Backend's VerifyKey with hsm.UsageWrap).
 	VerifyDomainKey func(hsm.KeyRef) error
@@ -95,8 +98,8 @@ func PrepareRestore(r io.Reader, w io.Writer, src SnapshotSource, t RestoreTarge
 		return nil, fmt.Errorf("%w: the snapshot's state has no initialised cluster", ErrInvalidArgument)
 	case st.ClusterId != src.ClusterID:
 		return nil, fmt.Errorf("%w: the file's header names cluster %s, its state cluster %s", ErrInvalidArgument, src.ClusterID, st.ClusterId)
-	case t.Node == "" || t.RaftAddr == "":
-		return nil, fmt.Errorf("%w: restore target needs a node id and a Raft address", ErrInvalidArgument)
+	case t.Node == "" || t.RaftAddr == "" || !isHex32(t.ID):
+		return nil, fmt.Errorf("%w: restore target needs a node id, a Raft address and a restore id of 32 hex digits", ErrInvalidArgument)
 	}
 	dk := hsm.KeyRef{ID: st.DomainKeyId, CheckValue: st.DomainKeyCheckValue}
 	if err := t.VerifyDomainKey(dk); err != nil {
@@ -144,7 +147,7 @@ func PrepareRestore(r io.Reader, w io.Writer, src SnapshotSource, t RestoreTarge
 	}
 	info := &custosv1.ClusterRestore{
 		SnapshotSha256: src.SHA256, SourceNode: src.Node, SourceRaftIndex: src.Index, SourceRaftTerm: src.Term,
-		CreatedUnixNano: src.Created.UnixNano(), Node: t.Node, RestoreTimeUnixNano: now,
+		CreatedUnixNano: src.Created.UnixNano(), Node: t.Node, RestoreTimeUnixNano: now, RestoreId: t.ID,
 	}
 	st.Restore = info
 	out, err := proto.MarshalOptions{Deterministic: true}.Marshal(st)
@@ -167,6 +170,37 @@ func PrepareRestore(r io.Reader, w io.Writer, src SnapshotSource, t RestoreTarge
 		return nil, fmt.Errorf("kms: write restored payload: %w", err)
 	}
 	return proto.Clone(info).(*custosv1.ClusterRestore), nil
+}
+
+// isHex32 reports whether s is 32 lower-case hex digits.
+func isHex32(s string) bool {
+	if len(s) != 32 {
+		return false
+	}
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// checkRestoreID refuses a statement that does not name the cluster's
+// latest restore, or names one of a cluster that was never restored
+// (caller holds s.mu): after a restore, nothing signed before it — an
+// acceptance of another restore of the same file, a loosening the officers
+// later undid — can be replayed into the rolled-back state.
+func (s *State) checkRestoreID(st *custosv1.Statement) error {
+	want := s.restore.GetRestoreId()
+	switch {
+	case st.RestoreId == want:
+		return nil
+	case want == "":
+		return fmt.Errorf("%w: the statement names restore %s, but this cluster was not restored from a snapshot file", ErrFailedPrecondition, st.RestoreId)
+	case st.RestoreId == "":
+		return fmt.Errorf("%w: this cluster was restored from a snapshot file (restore %s): a statement must name it (restore_id); statements signed before the restore are refused", ErrFailedPrecondition, want)
+	}
+	return fmt.Errorf("%w: the statement names restore %s, this cluster's latest restore is %s", ErrFailedPrecondition, st.RestoreId, want)
 }
 
 // RestoreInfo returns a copy of the cluster's restore record, or nil when it
@@ -203,9 +237,9 @@ func (s *State) applyReportRestore(index uint64, c *raftlogv1.Command, op *raftl
 	rec := s.newRecord(index, c, custosv1.Operation_OPERATION_RESTORE)
 	rec.Outcome = custosv1.Outcome_OUTCOME_ALLOW
 	rec.MatchedRule = "restore:restored"
-	rec.Detail = fmt.Sprintf("node %s was restored from a snapshot file (SHA-256 %s) that node %s wrote at Raft index %d, term %d, created %s; "+
-		"records after that point are not in this ledger; every other node's admission is revoked; no key crypto until the officers accept the restore (AcceptRestore)",
-		r.Node, r.SnapshotSha256, r.SourceNode, r.SourceRaftIndex, r.SourceRaftTerm, time.Unix(0, r.CreatedUnixNano).UTC().Format(time.RFC3339))
+	rec.Detail = fmt.Sprintf("node %s was restored from a snapshot file (SHA-256 %s) that node %s wrote at Raft index %d, term %d, created %s; restore id %s; "+
+		"records after that point are not in this ledger (sequence numbers from %d on are used again); every other node's admission is revoked; statements must name the restore id; no key crypto until the officers accept the restore (AcceptRestore)",
+		r.Node, r.SnapshotSha256, r.SourceNode, r.SourceRaftIndex, r.SourceRaftTerm, time.Unix(0, r.CreatedUnixNano).UTC().Format(time.RFC3339), r.RestoreId, rec.Seq)
 	return &Decision{Record: rec}
 }
 

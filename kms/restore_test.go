@@ -18,8 +18,12 @@ func reportRestore(node, sum string, at time.Time) *raftlogv1.Command {
 		Op: &raftlogv1.Command_ReportRestore{ReportRestore: &raftlogv1.ReportRestore{SnapshotSha256: sum}}}
 }
 
+// restoreID is the restore id the test restores with.
+var restoreID = strings.Repeat("5e", 16)
+
 func acceptRestore(sum string) func(*custosv1.Statement) {
 	return func(st *custosv1.Statement) {
+		st.RestoreId = restoreID
 		st.Operation = &custosv1.Statement_AcceptRestore{AcceptRestore: &custosv1.AcceptRestore{SnapshotSha256: sum}}
 	}
 }
@@ -34,7 +38,7 @@ func TestPrepareRestore(t *testing.T) {
 	payload := snapshotBytes(t, r.states[0])
 	sum := strings.Repeat("ab", 32)
 	src := kms.SnapshotSource{SHA256: sum, ClusterID: clockCluster, Node: "node-2", Index: 7, Term: 2, Created: at}
-	target := kms.RestoreTarget{Node: "node-2", RaftAddr: "10.0.0.2:7000", Now: at,
+	target := kms.RestoreTarget{Node: "node-2", RaftAddr: "10.0.0.2:7000", Now: at, ID: restoreID,
 		VerifyDomainKey: func(k hsm.KeyRef) error {
 			if string(k.ID) != "dk" {
 				t.Errorf("verified domain key %q", k.ID)
@@ -105,10 +109,50 @@ func TestPrepareRestore(t *testing.T) {
 		t.Fatalf("after acceptance: %v", got)
 	}
 	wantErr(t, "accept twice", r.apply(governAt(at, r.sign(at.Add(time.Hour), acceptRestore(sum))))[0], kms.ErrFailedPrecondition, "already accepted")
+	if g := st.Governance(); g.RestoreId != restoreID {
+		t.Fatalf("governance restore id %q", g.RestoreId)
+	}
+	// Statements must name the restore: one signed before it (without the
+	// id) or for another restore is refused, so nothing can be replayed
+	// into the rolled-back state.
+	revoke := func(id string) *raftlogv1.Command {
+		return governAt(at, oneOfficer(r.sign(at.Add(time.Hour), func(s *custosv1.Statement) {
+			s.RestoreId = id
+			s.Operation = &custosv1.Statement_RevokeKey{RevokeKey: &custosv1.RevokeKey{Key: "k"}}
+		})))
+	}
+	wantErr(t, "a statement without the restore id", r.apply(revoke(""))[0], kms.ErrFailedPrecondition, "must name it")
+	wantErr(t, "a statement for another restore", r.apply(revoke(strings.Repeat("ab", 16)))[0], kms.ErrFailedPrecondition, "latest restore is")
+	r.mustApply(revoke(restoreID))
+
+	// The same file restored again: a new restore id, and the acceptance
+	// of the first restore, replayed, is refused.
+	replay := governAt(at, r.sign(at.Add(time.Hour), acceptRestore(sum)))
+	again := target
+	again.ID = strings.Repeat("77", 16)
+	out.Reset()
+	if _, err := kms.PrepareRestore(bytes.NewReader(payload), &out, src, again); err != nil {
+		t.Fatal(err)
+	}
+	r2 := &replicas{t: t, officers: r.officers, index: r.index}
+	for range 2 {
+		s, _ := emptyState(t)
+		if err := s.Restore(bytes.NewReader(out.Bytes())); err != nil {
+			t.Fatal(err)
+		}
+		r2.states = append(r2.states, s)
+	}
+	wantErr(t, "the first restore's acceptance replayed", r2.apply(replay)[0], kms.ErrFailedPrecondition, "latest restore is")
+	if r2.states[0].RestoreInfo().GetAccepted() {
+		t.Fatal("a replayed acceptance accepted the second restore")
+	}
 
 	// A cluster that was never restored has nothing to report or accept.
 	fresh := newReplicas(t, 1)
-	wantErr(t, "accept without a restore", fresh.apply(governAt(at, fresh.sign(at.Add(time.Hour), acceptRestore(sum))))[0],
-		kms.ErrFailedPrecondition, "not restored")
+	wantErr(t, "accept without a restore", fresh.apply(governAt(at, fresh.sign(at.Add(time.Hour), func(st *custosv1.Statement) {
+		st.Operation = &custosv1.Statement_AcceptRestore{AcceptRestore: &custosv1.AcceptRestore{SnapshotSha256: sum}}
+	})))[0], kms.ErrFailedPrecondition, "not restored")
+	wantErr(t, "a restore id on a cluster never restored", fresh.apply(governAt(at, fresh.sign(at.Add(time.Hour), acceptRestore(sum))))[0],
+		kms.ErrFailedPrecondition, "was not restored")
 	wantErr(t, "report without a restore", fresh.apply(reportRestore("node-2", sum, at))[0], kms.ErrFailedPrecondition, "not restored")
 }

@@ -222,6 +222,7 @@ func (s *Service) sendRotation(ctx context.Context, r *custosv1.DomainKeyRotatio
 			continue
 		}
 		s.lg.Info("domain-key rotation: sent the new domain key", "node", a.Node, "fingerprint", fp)
+		s.dropTrusted(ctx, fp)
 	}
 }
 
@@ -267,6 +268,7 @@ func (s *Service) rewrapAll(ctx context.Context, r *custosv1.DomainKeyRotation, 
 		}
 		// ReceiveRewrapKey destroyed the transport key; the fingerprint
 		// stays this node's entry until the rotation ends.
+		s.dropTrusted(ctx, tk.fp)
 		s.custody.mu.Lock()
 		s.custody.rotation.rewrap = id
 		s.custody.mu.Unlock()

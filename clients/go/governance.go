@@ -149,6 +149,8 @@ func (c *Client) NewStatement(ctx context.Context, comment string, lifetime time
 		Nonce:        nonce,
 		NotAfterUnix: time.Now().Add(lifetime).Unix(),
 		Comment:      comment,
+		// A restored cluster takes only statements naming its restore.
+		RestoreId: g.GetRestoreId(),
 	}, nil
 }
 

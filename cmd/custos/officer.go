@@ -839,6 +839,7 @@ func runOfficerPropose(op string, npos int, setup func(*flag.FlagSet, *opFlags))
 		}
 		out := fs.String("out", "", "statement `FILE` to write (required; not overwritten)")
 		cluster := fs.String("cluster-id", "", "cluster id, to propose without connecting (default: asked from the cluster)")
+		restoreID := fs.String("restore-id", "", "with --cluster-id: the restore id of a cluster restored from a snapshot file (custos cluster status shows it)")
 		sf.register(fs)
 		pos, err := a.parse(name, fs, args, npos, npos)
 		if err != nil {
@@ -860,6 +861,11 @@ func runOfficerPropose(op string, npos int, setup func(*flag.FlagSet, *opFlags))
 		var st *custosv1.Statement
 		if *cluster != "" {
 			st, err = governance.NewStatement(*cluster, sf.lifetime, sf.comment)
+			if st != nil {
+				st.RestoreId = strings.ToLower(*restoreID)
+			}
+		} else if *restoreID != "" {
+			return usagef("--restore-id goes with --cluster-id (without it, the cluster tells)")
 		} else {
 			c, cerr := a.client(ctx)
 			if cerr != nil {

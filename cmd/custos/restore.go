@@ -42,6 +42,7 @@ func printRestore(w io.Writer, r *custosv1.ClusterRestore) {
 	fmt.Fprintf(w, "  written by:        %s at Raft index %d, term %d, %s\n", r.GetSourceNode(), r.GetSourceRaftIndex(),
 		r.GetSourceRaftTerm(), time.Unix(0, r.GetCreatedUnixNano()).UTC().Format(time.RFC3339))
 	fmt.Fprintf(w, "  restored into:     %s at %s\n", r.GetNode(), unixNano(r.GetRestoreTimeUnixNano()))
+	fmt.Fprintf(w, "  restore id:        %s (every statement names it from now on; `officer propose --cluster-id` needs --restore-id)\n", r.GetRestoreId())
 }
 
 // buildRotationOp builds a RotateDomainKey or CancelDomainKeyRotation

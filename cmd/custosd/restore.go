@@ -57,6 +57,7 @@ Flags:
 	}
 	fmt.Fprintf(stdout, "restored node %s of cluster from %s\n", cfg.ID, *snapshot)
 	fmt.Fprintf(stdout, "  snapshot SHA-256: %s (written by %s at Raft index %d)\n", info.GetSnapshotSha256(), info.GetSourceNode(), info.GetSourceRaftIndex())
+	fmt.Fprintf(stdout, "  restore id:       %s (statements must name it; the custos CLI adds it by itself)\n", info.GetRestoreId())
 	fmt.Fprintf(stdout, "next: start it (custosd serve --config %s); it serves no key crypto until the officers accept the restore:\n", *configFile)
 	fmt.Fprintf(stdout, "      custos cluster accept-restore %s (officer quorum; check the restored state first)\n", info.GetSnapshotSha256())
 	return nil

@@ -66,6 +66,13 @@ func (a *allowedSet) Allowed(id string) bool {
 	return (*a.cur.Load())[id]
 }
 
+// inConfiguration reports whether id was in the Raft configuration when
+// it was last polled.
+func (a *allowedSet) inConfiguration(id string) bool { return (*a.cur.Load())[id] }
+
+// isolated reports whether fault injection cut this node off.
+func (a *allowedSet) isolated() bool { return a.isolate != nil && a.isolate.Load() }
+
 func (a *allowedSet) update(servers []raft.Server) {
 	m := make(map[string]bool, len(servers))
 	for _, s := range servers {
@@ -425,9 +432,20 @@ func (l replicationLeader) Now() time.Time {
 	return time.Now()
 }
 
-// IsMember reports whether id is in the Raft configuration or a configured
-// peer (what the Raft transport accepts; an isolated node accepts no one).
-func (l replicationLeader) IsMember(id string) bool { return l.members.Allowed(id) }
+// IsMember reports whether id is in the Raft configuration now (an
+// isolated node accepts no one). A configured peer that is not in it — a
+// node removed, or the old nodes of a cluster restored from a snapshot
+// file, whose configuration lists them still — proposes nothing and reads
+// nothing through the Replication service, though the Raft transport
+// accepts its connections.
+func (l replicationLeader) IsMember(id string) bool {
+	if l.members.isolated() {
+		return false
+	}
+	// The configuration as last polled (every membershipPoll), and the
+	// current one for a node added since.
+	return l.members.inConfiguration(id) || l.Node.HasServer(id)
+}
 
 func (l replicationLeader) LeaderReadIndex(ctx context.Context) (uint64, error) {
 	return l.ri.leader(ctx)

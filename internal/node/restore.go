@@ -14,6 +14,7 @@ import (
 	custos "github.com/custos-kms/custos/clients/go"
 	"github.com/custos-kms/custos/hsm"
 	"github.com/custos-kms/custos/kms"
+	"github.com/custos-kms/custos/kms/ledger"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 	"github.com/custos-kms/custos/raft"
 )
@@ -71,6 +72,10 @@ func Restore(ctx context.Context, cfg Config, path string) (*custosv1.ClusterRes
 		return nil, err
 	}
 	defer b.Close()
+	rid, err := b.Random(ctx, 16)
+	if err != nil {
+		return nil, fmt.Errorf("node: restore id from the HSM: %w", err)
+	}
 
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("node: data dir: %w", err)
@@ -83,11 +88,17 @@ func Restore(ctx context.Context, cfg Config, path string) (*custosv1.ClusterRes
 	defer tmp.Close()
 	info, err := kms.PrepareRestore(io.NewSectionReader(f, payloadAt, hdr.PayloadSize), tmp,
 		kms.SnapshotSource{SHA256: digest, ClusterID: hdr.ClusterID, Node: hdr.NodeID, Index: hdr.RaftIndex, Term: hdr.RaftTerm, Created: hdr.Created},
-		kms.RestoreTarget{Node: cfg.ID, RaftAddr: addr, Now: time.Now(), VerifyDomainKey: func(k hsm.KeyRef) error {
+		kms.RestoreTarget{Node: cfg.ID, RaftAddr: addr, ID: hex.EncodeToString(rid), Now: time.Now(), VerifyDomainKey: func(k hsm.KeyRef) error {
 			return b.VerifyKey(ctx, k, hsm.UsageWrap)
 		}})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrRestore, err)
+	}
+	// The node must be able to start from it: load it into a scratch
+	// state, as Raft will (the ledger tail's chain up to the head, every
+	// record), before anything is written where the node looks.
+	if err := checkPayload(cfg.DataDir, tmp); err != nil {
+		return nil, fmt.Errorf("%w: the snapshot's state does not load: %w", ErrRestore, err)
 	}
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 		return nil, fmt.Errorf("node: restore: %w", err)
@@ -107,6 +118,25 @@ func Restore(ctx context.Context, cfg Config, path string) (*custosv1.ClusterRes
 		return nil, fmt.Errorf("node: restore: %w", err)
 	}
 	return info, nil
+}
+
+// checkPayload restores the payload in f into a scratch state whose
+// ledger lives in a temporary directory under dir.
+func checkPayload(dir string, f *os.File) error {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	scratch, err := os.MkdirTemp(dir, ".restore-check-*")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(scratch)
+	l, err := ledger.Open(filepath.Join(scratch, "ledger.db"), ledger.Options{NoSync: true})
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	return kms.NewState(l).Restore(f)
 }
 
 // snapshotLayout returns where a verified snapshot file's payload starts

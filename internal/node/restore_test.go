@@ -3,6 +3,7 @@ package node_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"io"
 	"os"
@@ -11,14 +12,18 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
 	custos "github.com/custos-kms/custos/clients/go"
 	"github.com/custos-kms/custos/internal/node"
 	"github.com/custos-kms/custos/internal/node/nodetest"
+	"github.com/custos-kms/custos/internal/pki"
 	"github.com/custos-kms/custos/kms"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
+	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
 )
 
 // saveSnapshot writes member i's snapshot file (ClusterService.SaveSnapshot
@@ -134,6 +139,19 @@ func TestRestoreClusterFromSnapshot(t *testing.T) {
 	if _, err := node.Restore(ctx, cfg, badFile); !errors.Is(err, custos.ErrBadSnapshot) {
 		t.Fatalf("restore from a truncated file: %v", err)
 	}
+	// A file whose trailer is right but whose ledger tail was altered (an
+	// attacker can compute SHA-256): refused before anything is written.
+	crafted := bytes.Clone(good)
+	crafted[len(crafted)-32-5] ^= 1
+	sum := sha256.Sum256(crafted[:len(crafted)-32])
+	copy(crafted[len(crafted)-32:], sum[:])
+	if err := os.WriteFile(badFile, crafted, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := node.Restore(ctx, cfg, badFile); !errors.Is(err, node.ErrRestore) || !strings.Contains(err.Error(), "does not load") {
+		t.Fatalf("restore from a file with an altered ledger tail: %v", err)
+	}
+	noRaftState(t, cfg.DataDir)
 	foreign := cfg
 	foreign.ClusterID = "0123456789abcdef0123456789abcdef"
 	if _, err := node.Restore(ctx, foreign, file); !errors.Is(err, node.ErrRestore) || !strings.Contains(err.Error(), clusterID) {
@@ -176,6 +194,24 @@ func TestRestoreClusterFromSnapshot(t *testing.T) {
 		t.Fatalf("the restored node's admission: %v", a)
 	}
 
+	// The old initialiser is still a configured peer, but not in the
+	// restored Raft configuration: its node certificate proposes nothing
+	// (it could move a sink's cursor past the RESTORE record, for one).
+	oldTLS, err := pki.ClientTLSConfig(c.CAFile, c.Members[0].Config.TLS.Cert, c.Members[0].Config.TLS.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldConn, err := grpc.NewClient(m.Addr, grpc.WithTransportCredentials(credentials.NewTLS(oldTLS)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oldConn.Close()
+	_, err = raftlogv1.NewReplicationClient(oldConn).Apply(ctx, &raftlogv1.Command{Node: c.Members[0].Config.ID,
+		Op: &raftlogv1.Command_ReportRestore{ReportRestore: &raftlogv1.ReportRestore{SnapshotSha256: info.SnapshotSha256}}})
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "not a member") {
+		t.Fatalf("a command from a node outside the restored configuration: %v", err)
+	}
+
 	kc = custosv1.NewKeyServiceClient(c.Conn(t, 1, clusterApp))
 	_, err = kc.Decrypt(ctx, decryptReq(dk.WrappedDataKey))
 	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "restored from a snapshot") {
@@ -192,6 +228,7 @@ func TestRestoreClusterFromSnapshot(t *testing.T) {
 	gov = custosv1.NewGovernanceServiceClient(c.Conn(t, 1, "officer-cli"))
 	accept := func(sum string) func(*custosv1.Statement) {
 		return func(st *custosv1.Statement) {
+			st.RestoreId = info.RestoreId
 			st.Operation = &custosv1.Statement_AcceptRestore{AcceptRestore: &custosv1.AcceptRestore{SnapshotSha256: sum}}
 		}
 	}
@@ -202,7 +239,8 @@ func TestRestoreClusterFromSnapshot(t *testing.T) {
 	if _, err := gov.Submit(ctx, nodetest.SignStatement(t, clusterID, c.Officers, accept(other), 0, 1)); status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("officers accept another file: %v", err)
 	}
-	if _, err := gov.Submit(ctx, nodetest.SignStatement(t, clusterID, c.Officers, accept(info.SnapshotSha256), 0, 2)); err != nil {
+	acceptSS := nodetest.SignStatement(t, clusterID, c.Officers, accept(info.SnapshotSha256), 0, 2)
+	if _, err := gov.Submit(ctx, acceptSS); err != nil {
 		t.Fatal(err)
 	}
 	out, err := kc.Decrypt(ctx, decryptReq(dk.WrappedDataKey))
@@ -222,6 +260,30 @@ func TestRestoreClusterFromSnapshot(t *testing.T) {
 	kc2 := custosv1.NewKeyServiceClient(c.Conn(t, 2, clusterApp))
 	if out, err := kc2.Decrypt(ctx, decryptReq(dk.WrappedDataKey)); err != nil || !bytes.Equal(out.Plaintext, dk.Plaintext) {
 		t.Fatalf("decrypt on the node admitted after the restore: %v", err)
+	}
+
+	// The operator restores the same file once more and replays the
+	// officers' acceptance of the first restore: refused (the new restore
+	// has a new id), and the cluster stays without key crypto.
+	c.Kill(t, 2)
+	c.Kill(t, 1)
+	again := fresh()
+	info2, err := node.Restore(ctx, again, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info2.RestoreId == info.RestoreId {
+		t.Fatalf("two restores with the same id %s", info.RestoreId)
+	}
+	m.Config.DataDir = again.DataDir
+	c.Restart(t, 1)
+	gov = custosv1.NewGovernanceServiceClient(c.Conn(t, 1, "officer-cli"))
+	if _, err := gov.Submit(ctx, acceptSS); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "latest restore is") {
+		t.Fatalf("the first restore's acceptance replayed into the second: %v", err)
+	}
+	kc = custosv1.NewKeyServiceClient(c.Conn(t, 1, clusterApp))
+	if _, err := kc.Decrypt(ctx, decryptReq(dk.WrappedDataKey)); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("decrypt after a replayed acceptance: %v", err)
 	}
 }
 

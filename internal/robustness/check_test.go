@@ -106,3 +106,42 @@ func TestCheckKnowsKeyAdministrationAndMembership(t *testing.T) {
 		t.Fatalf("after a key user's disable: %v, want (b) at record 9 and (e) for k0", v)
 	}
 }
+
+// TestCryptoByNode: key crypto is counted per node, and what the other
+// nodes served while node1 was down (kill to restart) is counted apart.
+func TestCryptoByNode(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	faults := []Fault{
+		{At: at(10), Kind: "kill", Node: 0},
+		{At: at(11), Kind: "isolate", Node: 1},
+		{At: at(20), Kind: "restart", Node: 0},
+		{At: at(30), Kind: "crashed", Node: 0},
+		{At: at(31), Kind: "start-failed", Node: 0},
+		{At: at(40), Kind: "rebuild", Node: 0},
+		{At: at(50), Kind: "kill", Node: 0},
+	}
+	downs := DownTimes(faults, 0, at(60))
+	if len(downs) != 3 || !downs[0].From.Equal(at(10)) || !downs[0].To.Equal(at(20)) ||
+		!downs[1].From.Equal(at(30)) || !downs[1].To.Equal(at(40)) || !downs[2].To.Equal(at(60)) {
+		t.Fatalf("downs %v", downs)
+	}
+	ops := []*Op{
+		{Kind: OpGenerateDataKey, Node: 1, Start: at(12), End: at(13)},                  // while down
+		{Kind: OpDecrypt, Node: 2, Start: at(32), End: at(33)},                          // while down
+		{Kind: OpDecrypt, Node: 2, Start: at(19), End: at(21)},                          // ends after the restart
+		{Kind: OpDecrypt, Node: 0, Start: at(12), End: at(13), Code: codes.Unavailable}, // node1 itself
+		{Kind: OpDecrypt, Node: FailoverNode, Start: at(12), End: at(13)},               // not a node
+		{Kind: OpDecrypt, Node: 1, Start: at(14), End: at(15), Code: codes.Unavailable}, // failed
+		{Kind: OpRevoke, Node: 1, Start: at(14), End: at(15)},                           // not key crypto
+		{Kind: OpGenerateDataKey, Node: 0, Start: at(1), End: at(2)},
+	}
+	if g, r := ServedWhileDown(ops, downs, 0); g != 1 || r != 1 {
+		t.Errorf("served while node1 was down: %d generated, %d released; want 1, 1", g, r)
+	}
+	by := CryptoByNode(ops)
+	if by[0] != (NodeCrypto{Calls: 2, OK: 1, Generated: 1}) || by[1] != (NodeCrypto{Calls: 2, OK: 1, Generated: 1}) ||
+		by[2] != (NodeCrypto{Calls: 2, OK: 2, Released: 2}) || by[FailoverNode] != (NodeCrypto{Calls: 1, OK: 1, Released: 1}) {
+		t.Errorf("by node %+v", by)
+	}
+}

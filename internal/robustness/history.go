@@ -239,3 +239,123 @@ func (h *History) Summary() string {
 	fmt.Fprintf(&b, "\nfaults injected: %d (%s)\n", len(faults), strings.Join(fk, ", "))
 	return b.String()
 }
+
+// keyCrypto reports whether k is a key-crypto call (one that needs the
+// domain key on the node that serves it).
+func keyCrypto(k OpKind) bool { return k == OpGenerateDataKey || k == OpDecrypt }
+
+// NodeCrypto counts the key-crypto calls (GenerateDataKey, Decrypt) made
+// to one node, or through the failover client.
+type NodeCrypto struct {
+	Calls, OK int
+	// Generated and Released count the successful GenerateDataKey and
+	// Decrypt calls.
+	Generated, Released int
+}
+
+// CryptoByNode counts key-crypto calls per node (index FailoverNode: the
+// failover client).
+func CryptoByNode(ops []*Op) [FailoverNode + 1]NodeCrypto {
+	var out [FailoverNode + 1]NodeCrypto
+	for _, o := range ops {
+		if !keyCrypto(o.Kind) || o.Node < 0 || o.Node > FailoverNode {
+			continue
+		}
+		c := &out[o.Node]
+		c.Calls++
+		if o.OK() {
+			c.OK++
+			if o.Kind == OpGenerateDataKey {
+				c.Generated++
+			} else {
+				c.Released++
+			}
+		}
+	}
+	return out
+}
+
+// Down is a time a node was down: from its kill (or crash) to its next
+// restart (or rebuild).
+type Down struct{ From, To time.Time }
+
+// DownTimes returns node n's down times in faults; one still open at the
+// end ends at end.
+func DownTimes(faults []Fault, n int, end time.Time) []Down {
+	var out []Down
+	var from time.Time
+	for _, f := range faults {
+		if f.Node != n {
+			continue
+		}
+		switch f.Kind {
+		case "kill", "crashed", "start-failed":
+			if from.IsZero() {
+				from = f.At
+			}
+		case "restart", "rebuild":
+			if !from.IsZero() {
+				out = append(out, Down{from, f.At})
+				from = time.Time{}
+			}
+		}
+	}
+	if !from.IsZero() {
+		out = append(out, Down{from, end})
+	}
+	return out
+}
+
+// ServedWhileDown counts the successful key-crypto calls made directly to
+// another node than n that began and ended while n was down.
+func ServedWhileDown(ops []*Op, downs []Down, n int) (generated, released int) {
+	for _, o := range ops {
+		if !keyCrypto(o.Kind) || !o.OK() || o.Node == n || o.Node == FailoverNode {
+			continue
+		}
+		for _, d := range downs {
+			if !o.Start.Before(d.From) && !o.End.After(d.To) {
+				if o.Kind == OpGenerateDataKey {
+					generated++
+				} else {
+					released++
+				}
+				break
+			}
+		}
+	}
+	return generated, released
+}
+
+// CryptoSummary reports key crypto per node and what nodes 2 and 3 served
+// while node 1 (index 0), which initialised the cluster, was down.
+func (h *History) CryptoSummary() string {
+	ops, faults := h.Ops(), h.Faults()
+	var b strings.Builder
+	b.WriteString("key crypto by node (GenerateDataKey + Decrypt: ok/calls, data keys generated, released):")
+	for i, c := range CryptoByNode(ops) {
+		name := fmt.Sprintf("node%d", i+1)
+		if i == FailoverNode {
+			name = "failover"
+		}
+		sep := ","
+		if i == 0 {
+			sep = ""
+		}
+		fmt.Fprintf(&b, "%s %s %d/%d, %d, %d", sep, name, c.OK, c.Calls, c.Generated, c.Released)
+	}
+	b.WriteString("\n")
+	var end time.Time
+	if len(ops) > 0 {
+		end = ops[len(ops)-1].End
+	}
+	downs := DownTimes(faults, 0, end)
+	var total time.Duration
+	for _, d := range downs {
+		total += d.To.Sub(d.From)
+	}
+	g, r := ServedWhileDown(ops, downs, 0)
+	fmt.Fprintf(&b, "while node1 was down (%d times, %s in all): nodes 2 and 3 generated %d data keys and released %d\n",
+		len(downs), total.Round(100*time.Millisecond), g, r)
+	return b.String()
+}

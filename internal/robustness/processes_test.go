@@ -3,6 +3,7 @@ package robustness
 import (
 	"context"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 	"github.com/custos-kms/custos/internal/activation"
 	"github.com/custos-kms/custos/internal/node/nodetest"
 	"github.com/custos-kms/custos/internal/pki"
+	"github.com/custos-kms/custos/kms"
 	"github.com/custos-kms/custos/kms/governance"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 	"github.com/custos-kms/custos/softhsm"
@@ -90,12 +92,16 @@ type procCluster struct {
 // procNode is one custosd process, restarted on the same configuration,
 // data directory and token.
 type procNode struct {
-	i         int
-	id        string
-	dir       string
-	config    string
-	hsmConf   string
-	api, raft string // the addresses the process serves on
+	i       int
+	id      string
+	dir     string
+	config  string
+	hsmConf string
+	// pinsFile holds the token's user and SO PINs (JSON, 0600), for the
+	// SO's trust step of admission (custosd dev-trust).
+	pinsFile   string
+	tokenLabel string
+	api, raft  string // the addresses the process serves on
 	// apiFile and raftFile are the listening sockets on api and raft,
 	// opened once by the suite and passed to every process of the node
 	// (socket activation, as `custosd dev` does): the ports stay held
@@ -214,7 +220,10 @@ type procConfig struct {
 	Bootstrap     bool   `json:"bootstrap,omitempty"`
 	Join          bool   `json:"join,omitempty"`
 	AddPeers      bool   `json:"add_peers,omitempty"`
-	PKCS11        struct {
+	// Profile: "development" on node1, which initialises the cluster
+	// (admission with RSA-OAEP-SHA1, all SoftHSM has).
+	Profile string `json:"profile,omitempty"`
+	PKCS11  struct {
 		Module     string `json:"module"`
 		TokenLabel string `json:"token_label"`
 		PINFile    string `json:"pin_file"`
@@ -285,10 +294,19 @@ func newProcCluster(t *testing.T, h *History) (*procCluster, []nodetest.Officer)
 			t.Fatal(err)
 		}
 		pin := fmt.Sprintf("user-%d-%d", i, time.Now().UnixNano())
-		if _, err := hsm.InitToken("custos-rob-"+n.id, "so-"+pin, pin); err != nil {
+		n.tokenLabel = "custos-rob-" + n.id
+		if _, err := hsm.InitToken(n.tokenLabel, "so-"+pin, pin); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.WriteFile(filepath.Join(n.dir, "softhsm", "user.pin"), []byte(pin+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		pins, err := json.Marshal(map[string]string{"user_pin": pin, "so_pin": "so-" + pin})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.pinsFile = filepath.Join(n.dir, "softhsm", "pins.json")
+		if err := os.WriteFile(n.pinsFile, pins, 0o600); err != nil {
 			t.Fatal(err)
 		}
 		n.hsmConf = hsm.ConfPath()
@@ -297,7 +315,7 @@ func newProcCluster(t *testing.T, h *History) (*procCluster, []nodetest.Officer)
 	for i, n := range pc.nodes {
 		var c procConfig
 		c.ID, c.DataDir, c.Listen, c.RaftAddr, c.RaftAdvertise = n.id, ".", n.api, n.raft, n.raftProxy.Addr()
-		c.PKCS11.Module, c.PKCS11.TokenLabel, c.PKCS11.PINFile = module, "custos-rob-"+n.id, filepath.Join("softhsm", "user.pin")
+		c.PKCS11.Module, c.PKCS11.TokenLabel, c.PKCS11.PINFile = module, n.tokenLabel, filepath.Join("softhsm", "user.pin")
 		c.TLS.CA = filepath.Join(pc.pkiDir, pki.CAFile)
 		if c.TLS.Cert, c.TLS.Key, err = pki.IssueNodeCert(pc.pkiDir, n.id, hosts); err != nil {
 			t.Fatal(err)
@@ -320,6 +338,7 @@ func newProcCluster(t *testing.T, h *History) (*procCluster, []nodetest.Officer)
 		c.CheckpointEvery, c.CheckpointInterval = nodetest.CheckpointEvery, "1s"
 		if i == 0 {
 			c.Bootstrap, c.AddPeers, c.Quorum = true, true, nodetest.Quorum
+			c.Profile = kms.ProfileDevelopment
 			for _, o := range officers {
 				c.Officers = append(c.Officers, struct {
 					Name          string `json:"name"`
@@ -676,6 +695,9 @@ func (r *run) setupProcs() {
 		time.Sleep(200 * time.Millisecond)
 	}
 	t.Logf("three custosd processes formed cluster %s in %s", r.clusterID, time.Since(start).Round(100*time.Millisecond))
+	start = time.Now()
+	r.admitProcs()
+	t.Logf("node2 and node3 admitted as custodians in %s", time.Since(start).Round(100*time.Millisecond))
 	var addrs []string
 	for _, n := range pc.nodes {
 		addrs = append(addrs, n.api)
@@ -691,4 +713,101 @@ func (r *run) setupProcs() {
 		t.Cleanup(func() { _ = cl.Close() })
 		r.keys[failover][cn] = cl.Keys()
 	}
+}
+
+// procAdmitTimeout bounds the admission of nodes 2 and 3 in setupProcs.
+const procAdmitTimeout = 2 * time.Minute
+
+// admitProcs admits node2 and node3 as custodians of the domain key
+// (docs/key-transport.md, "Admission"), as `custosd dev` does for its
+// nodes (cmd/custosd/devadmit.go): for each node's transport key offer
+// (ClusterStatus), the officers' quorum signs and submits AdmitNode
+// (RSA-OAEP-SHA1: a development cluster), and node1's HSM security
+// officer marks the approved key trusted with `custosd dev-trust` in a
+// child process on node1's token; node1 then sends the domain key and the
+// node confirms. It returns when both are ADMITTED.
+func (r *run) admitProcs() {
+	t := r.t
+	pc := r.pc
+	holder := pc.nodes[0]
+	approved := map[string]bool{} // node/transport fingerprint submitted
+	trusted := map[string]bool{}  // node/approved fingerprint trusted
+	deadline := time.Now().Add(procAdmitTimeout)
+	var last []string
+	for {
+		st, err := r.status(0, 5*time.Second)
+		admitted := 0
+		last = last[:0]
+		if err != nil {
+			last = append(last, err.Error())
+		}
+		for _, ad := range st.GetAdmissions() {
+			node := ad.GetNode()
+			if node == holder.id {
+				continue
+			}
+			last = append(last, fmt.Sprintf("%s %v", node, ad.GetState()))
+			switch ad.GetState() {
+			case custosv1.AdmissionState_ADMISSION_STATE_OFFERED:
+				key := node + "/" + ad.GetTransportKeyFingerprint()
+				if approved[key] || ad.GetTransportKeyFingerprint() == "" || ad.GetIdentityKeyFingerprint() == "" {
+					continue
+				}
+				ss, err := sign(r.clusterID, r.officerKeys, func(st *custosv1.Statement) {
+					st.Operation = &custosv1.Statement_AdmitNode{AdmitNode: &custosv1.AdmitNode{Node: node,
+						TransportKeyFingerprint: ad.GetTransportKeyFingerprint(), IdentityKeyFingerprint: ad.GetIdentityKeyFingerprint(),
+						Hash: custosv1.KeyTransportHash_KEY_TRANSPORT_HASH_SHA1}}
+				}, 0, 1)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				_, err = r.gov[0].Submit(ctx, ss)
+				cancel()
+				if err != nil {
+					last = append(last, fmt.Sprintf("officers admit %s: %v", node, err))
+					continue
+				}
+				approved[key] = true
+			case custosv1.AdmissionState_ADMISSION_STATE_APPROVED:
+				key := node + "/" + ad.GetApprovedFingerprint()
+				if trusted[key] {
+					continue
+				}
+				cmd := exec.Command(pc.bin, "dev-trust", "--pins", holder.pinsFile, "--token", holder.tokenLabel,
+					"--fingerprint", ad.GetApprovedFingerprint(), "--public-key-hex", hex.EncodeToString(ad.GetTransportPublicKey()))
+				cmd.Env = append(envWithout(os.Environ(), softhsm.ConfEnv), softhsm.ConfEnv+"="+holder.hsmConf)
+				if out, err := cmd.CombinedOutput(); err != nil {
+					last = append(last, fmt.Sprintf("%s's SO: trust %s's transport key: %v: %s", holder.id, node, err, strings.TrimSpace(string(out))))
+					continue
+				}
+				trusted[key] = true
+			case custosv1.AdmissionState_ADMISSION_STATE_ADMITTED:
+				admitted++
+			}
+		}
+		if admitted == numNodes-1 {
+			return
+		}
+		for i, n := range pc.nodes {
+			if !n.running() {
+				t.Fatalf("node%d exited during admission: %s (log %s)", i+1, lastLine(n.logPath), n.logPath)
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node2 and node3 were not admitted within %s: %s", procAdmitTimeout, strings.Join(last, "; "))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// envWithout returns env without the variable name.
+func envWithout(env []string, name string) []string {
+	var out []string
+	for _, kv := range env {
+		if k, _, _ := strings.Cut(kv, "="); k != name {
+			out = append(out, kv)
+		}
+	}
+	return out
 }

@@ -282,6 +282,7 @@ func (r *run) report(d time.Duration, records []*custosv1.DecisionRecord, viol [
 	}
 	fmt.Fprintf(&b, "seed %d, workload %s, %d clients + 1 officer goroutine, %d nodes (%s)\n\n", r.seed, d, *flagClients, numNodes, mode)
 	b.WriteString(r.h.Summary())
+	b.WriteString(r.h.CryptoSummary())
 	if r.pc != nil {
 		b.WriteString(r.pc.proxySummary())
 	}
@@ -321,7 +322,16 @@ func (r *run) report(d time.Duration, records []*custosv1.DecisionRecord, viol [
 		}
 	}
 	hist := os.Getenv("CUSTOS_ROBUSTNESS_HISTORY")
-	if hist == "" && (len(viol) > 0 || decided == 0) {
+	// Every node is a custodian of the domain key: each must have served
+	// key crypto itself, or admission did not take.
+	var idle []string
+	byNode := CryptoByNode(ops)
+	for i := range numNodes {
+		if byNode[i].OK == 0 {
+			idle = append(idle, fmt.Sprintf("node%d", i+1))
+		}
+	}
+	if hist == "" && (len(viol) > 0 || decided == 0 || len(idle) > 0) {
 		hist = filepath.Join(os.TempDir(), fmt.Sprintf("custos-robustness-%d.history", r.seed))
 	}
 	if hist != "" {
@@ -339,9 +349,13 @@ func (r *run) report(d time.Duration, records []*custosv1.DecisionRecord, viol [
 			t.Logf("node logs kept in %s", dir)
 		}
 	}
-	if len(failing) > 0 || decided == 0 {
+	if len(failing) > 0 || decided == 0 || len(idle) > 0 {
 		if decided == 0 {
 			t.Fatalf("seed %d: no Decrypt released a data key: the run checked nothing (history: %s)", r.seed, hist)
+		}
+		if len(failing) == 0 {
+			t.Fatalf("seed %d: %s served no key crypto (GenerateDataKey, Decrypt), though every node is an admitted custodian (history: %s)",
+				r.seed, strings.Join(idle, ", "), hist)
 		}
 		t.Fatalf("seed %d: %d violations (history: %s); replay: go test -run '%s' -count=1 ./internal/robustness/ -robustness.seed=%d -robustness.duration=%s\nfirst: %v",
 			r.seed, len(failing), hist, r.test, r.seed, d, failing[0])

@@ -227,6 +227,9 @@ func validate(st *custosv1.Statement) error {
 	if !utf8.ValidString(st.GetComment()) {
 		return fmt.Errorf("%w: comment is not UTF-8", ErrMalformed)
 	}
+	if r := st.GetRestoreId(); r != "" && !isLowerHex(r, 32) {
+		return fmt.Errorf("%w: restore_id is not 32 lower-case hex digits", ErrMalformed)
+	}
 	switch op := st.GetOperation().(type) {
 	case nil:
 		return fmt.Errorf("%w: no operation", ErrMalformed)
@@ -482,6 +485,9 @@ func Describe(st *custosv1.Statement) string {
 	}
 	fmt.Fprintf(&b, " (needs %s) cluster=%s not_after=%s", Need(st), q(st.GetClusterId()),
 		time.Unix(st.GetNotAfterUnix(), 0).UTC().Format(time.RFC3339))
+	if r := st.GetRestoreId(); r != "" {
+		fmt.Fprintf(&b, " restore=%s", r)
+	}
 	if st.GetComment() != "" {
 		fmt.Fprintf(&b, " comment=%s", q(st.GetComment()))
 	}

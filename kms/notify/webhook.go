@@ -28,6 +28,11 @@ const (
 	HeaderFirstSeq  = "X-Custos-First-Seq"
 	HeaderLastSeq   = "X-Custos-Last-Seq"
 	HeaderSink      = "X-Custos-Sink"
+	// HeaderRestore carries the restore id of a cluster restored from a
+	// snapshot file (absent otherwise): its ledger reuses the sequence
+	// numbers after the file's head (docs/notifications.md). Not signed:
+	// a receiver detects the fork from the signed records' hashes.
+	HeaderRestore = "X-Custos-Restore"
 	// HeaderPurpose is "stream" for the ordered delivery loop and "release"
 	// for a synchronous notify-before-release delivery.
 	HeaderPurpose = "X-Custos-Purpose"
@@ -163,6 +168,9 @@ func (n *Notifier) postWebhook(ctx context.Context, sk *custosv1.Sink, items []i
 	req.Header.Set(HeaderLastSeq, strconv.FormatUint(items[len(items)-1].seq, 10))
 	req.Header.Set(HeaderSink, sk.Name)
 	req.Header.Set(HeaderPurpose, purpose)
+	if r := n.cfg.State.RestoreInfo().GetRestoreId(); r != "" {
+		req.Header.Set(HeaderRestore, r)
+	}
 	resp, err := n.client.Do(req)
 	if err != nil {
 		return fmt.Errorf("sink %q: %v", sk.Name, unwrapURL(err))

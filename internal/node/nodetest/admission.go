@@ -48,7 +48,9 @@ func (c *Cluster) Admit(tb testing.TB, holder, i int, hash custosv1.KeyTransport
 	ctx, cancel := context.WithTimeout(context.Background(), AdmissionTimeout)
 	defer cancel()
 	gov := custosv1.NewGovernanceServiceClient(c.Conn(tb, holder, "officer-cli"))
+	restore := c.Members[holder].Node.Service().State().RestoreInfo().GetRestoreId()
 	ss := SignStatement(tb, c.ClusterID(), c.Officers, func(st *custosv1.Statement) {
+		st.RestoreId = restore
 		st.Operation = &custosv1.Statement_AdmitNode{AdmitNode: &custosv1.AdmitNode{Node: id,
 			TransportKeyFingerprint: offer.TransportKeyFingerprint, IdentityKeyFingerprint: identity, Hash: hash}}
 	}, 0, 1)

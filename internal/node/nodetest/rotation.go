@@ -62,7 +62,9 @@ func (c *Cluster) ApproveRotation(tb testing.TB, i int, hash custosv1.KeyTranspo
 	ctx, cancel := context.WithTimeout(context.Background(), AdmissionTimeout)
 	defer cancel()
 	gov := custosv1.NewGovernanceServiceClient(c.Conn(tb, 0, "officer-cli"))
+	restore := c.Members[0].Node.Service().State().RestoreInfo().GetRestoreId()
 	ss := SignStatement(tb, c.ClusterID(), c.Officers, func(st *custosv1.Statement) {
+		st.RestoreId = restore
 		st.Operation = &custosv1.Statement_AdmitNode{AdmitNode: &custosv1.AdmitNode{Node: id,
 			TransportKeyFingerprint: offer.TransportKeyFingerprint, IdentityKeyFingerprint: identity, Hash: hash, DomainKeyRotation: true}}
 	}, 0, 1)

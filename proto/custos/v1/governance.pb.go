@@ -597,7 +597,11 @@ type Governance struct {
 	// "development" for a cluster whose genesis named the development
 	// profile (not CRYPTREC-compliant: RSA-OAEP-SHA1 key transport), "" for
 	// production.
-	Profile       string `protobuf:"bytes,7,opt,name=profile,proto3" json:"profile,omitempty"`
+	Profile string `protobuf:"bytes,7,opt,name=profile,proto3" json:"profile,omitempty"`
+	// The id of the restore the cluster's state comes from (ClusterRestore),
+	// if it was restored from a snapshot file: every statement must name it
+	// (Statement.restore_id).
+	RestoreId     string `protobuf:"bytes,8,opt,name=restore_id,json=restoreId,proto3" json:"restore_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -681,6 +685,13 @@ func (x *Governance) GetProfile() string {
 	return ""
 }
 
+func (x *Governance) GetRestoreId() string {
+	if x != nil {
+		return x.RestoreId
+	}
+	return ""
+}
+
 // Statement is what officers sign. Its serialized bytes are signed and
 // transported verbatim (SignedStatement.statement), so the cluster verifies
 // exactly what the officers saw; unknown fields are refused.
@@ -694,6 +705,12 @@ type Statement struct {
 	NotAfterUnix int64 `protobuf:"varint,3,opt,name=not_after_unix,json=notAfterUnix,proto3" json:"not_after_unix,omitempty"`
 	// Free text for the record: why the officers did this.
 	Comment string `protobuf:"bytes,4,opt,name=comment,proto3" json:"comment,omitempty"`
+	// The restore id of a cluster restored from a snapshot file
+	// (Governance.restore_id): a restored cluster refuses statements that do
+	// not name its latest restore — anything signed before it, which could
+	// otherwise be replayed into the rolled-back state — and a cluster that
+	// was not restored refuses statements that name one.
+	RestoreId string `protobuf:"bytes,5,opt,name=restore_id,json=restoreId,proto3" json:"restore_id,omitempty"`
 	// Types that are valid to be assigned to Operation:
 	//
 	//	*Statement_RevokeKey
@@ -774,6 +791,13 @@ func (x *Statement) GetNotAfterUnix() int64 {
 func (x *Statement) GetComment() string {
 	if x != nil {
 		return x.Comment
+	}
+	return ""
+}
+
+func (x *Statement) GetRestoreId() string {
+	if x != nil {
+		return x.RestoreId
 	}
 	return ""
 }
@@ -1211,8 +1235,12 @@ type ClusterRestore struct {
 	// Officers accepted it (AcceptRestore); until then no key crypto.
 	Accepted           bool  `protobuf:"varint,9,opt,name=accepted,proto3" json:"accepted,omitempty"`
 	AcceptTimeUnixNano int64 `protobuf:"varint,10,opt,name=accept_time_unix_nano,json=acceptTimeUnixNano,proto3" json:"accept_time_unix_nano,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Random, made by the restoring node's HSM: what statements name after
+	// the restore (Statement.restore_id), so that a statement for one restore
+	// — an AcceptRestore included — is refused by any other.
+	RestoreId     string `protobuf:"bytes,11,opt,name=restore_id,json=restoreId,proto3" json:"restore_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ClusterRestore) Reset() {
@@ -1313,6 +1341,13 @@ func (x *ClusterRestore) GetAcceptTimeUnixNano() int64 {
 		return x.AcceptTimeUnixNano
 	}
 	return 0
+}
+
+func (x *ClusterRestore) GetRestoreId() string {
+	if x != nil {
+		return x.RestoreId
+	}
+	return ""
 }
 
 // CancelKeyDestruction (one officer: it keeps a key) cancels a scheduled
@@ -3360,7 +3395,7 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\aOfficer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
-	"public_key\x18\x02 \x01(\fR\tpublicKey\"\x89\x02\n" +
+	"public_key\x18\x02 \x01(\fR\tpublicKey\"\xa8\x02\n" +
 	"\n" +
 	"Governance\x12\x1d\n" +
 	"\n" +
@@ -3370,13 +3405,17 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\aversion\x18\x04 \x01(\x04R\aversion\x12%\n" +
 	"\x05sinks\x18\x05 \x03(\v2\x0f.custos.v1.SinkR\x05sinks\x129\n" +
 	"\fnotify_rules\x18\x06 \x01(\v2\x16.custos.v1.NotifyRulesR\vnotifyRules\x12\x18\n" +
-	"\aprofile\x18\a \x01(\tR\aprofile\"\x80\v\n" +
+	"\aprofile\x18\a \x01(\tR\aprofile\x12\x1d\n" +
+	"\n" +
+	"restore_id\x18\b \x01(\tR\trestoreId\"\x9f\v\n" +
 	"\tStatement\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x14\n" +
 	"\x05nonce\x18\x02 \x01(\fR\x05nonce\x12$\n" +
 	"\x0enot_after_unix\x18\x03 \x01(\x03R\fnotAfterUnix\x12\x18\n" +
-	"\acomment\x18\x04 \x01(\tR\acomment\x125\n" +
+	"\acomment\x18\x04 \x01(\tR\acomment\x12\x1d\n" +
+	"\n" +
+	"restore_id\x18\x05 \x01(\tR\trestoreId\x125\n" +
 	"\n" +
 	"revoke_key\x18\n" +
 	" \x01(\v2\x14.custos.v1.RevokeKeyH\x00R\trevokeKey\x128\n" +
@@ -3409,7 +3448,7 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\aversion\x18\x02 \x01(\rR\aversion\x12'\n" +
 	"\x0fwaiting_seconds\x18\x03 \x01(\x03R\x0ewaitingSeconds\"8\n" +
 	"\rAcceptRestore\x12'\n" +
-	"\x0fsnapshot_sha256\x18\x01 \x01(\tR\x0esnapshotSha256\"\x90\x03\n" +
+	"\x0fsnapshot_sha256\x18\x01 \x01(\tR\x0esnapshotSha256\"\xaf\x03\n" +
 	"\x0eClusterRestore\x12'\n" +
 	"\x0fsnapshot_sha256\x18\x01 \x01(\tR\x0esnapshotSha256\x12\x1f\n" +
 	"\vsource_node\x18\x02 \x01(\tR\n" +
@@ -3422,7 +3461,9 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\breported\x18\b \x01(\bR\breported\x12\x1a\n" +
 	"\baccepted\x18\t \x01(\bR\baccepted\x121\n" +
 	"\x15accept_time_unix_nano\x18\n" +
-	" \x01(\x03R\x12acceptTimeUnixNano\"B\n" +
+	" \x01(\x03R\x12acceptTimeUnixNano\x12\x1d\n" +
+	"\n" +
+	"restore_id\x18\v \x01(\tR\trestoreId\"B\n" +
 	"\x14CancelKeyDestruction\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\rR\aversion\"\xf6\x01\n" +

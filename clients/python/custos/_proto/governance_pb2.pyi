@@ -107,12 +107,13 @@ class CancelKeyDestruction(_message.Message):
     def __init__(self, key: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class ClusterRestore(_message.Message):
-    __slots__ = ["accept_time_unix_nano", "accepted", "created_unix_nano", "node", "reported", "restore_time_unix_nano", "snapshot_sha256", "source_node", "source_raft_index", "source_raft_term"]
+    __slots__ = ["accept_time_unix_nano", "accepted", "created_unix_nano", "node", "reported", "restore_id", "restore_time_unix_nano", "snapshot_sha256", "source_node", "source_raft_index", "source_raft_term"]
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     ACCEPT_TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
     CREATED_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     REPORTED_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_ID_FIELD_NUMBER: _ClassVar[int]
     RESTORE_TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_SHA256_FIELD_NUMBER: _ClassVar[int]
     SOURCE_NODE_FIELD_NUMBER: _ClassVar[int]
@@ -123,12 +124,13 @@ class ClusterRestore(_message.Message):
     created_unix_nano: int
     node: str
     reported: bool
+    restore_id: str
     restore_time_unix_nano: int
     snapshot_sha256: str
     source_node: str
     source_raft_index: int
     source_raft_term: int
-    def __init__(self, snapshot_sha256: _Optional[str] = ..., source_node: _Optional[str] = ..., source_raft_index: _Optional[int] = ..., source_raft_term: _Optional[int] = ..., created_unix_nano: _Optional[int] = ..., node: _Optional[str] = ..., restore_time_unix_nano: _Optional[int] = ..., reported: bool = ..., accepted: bool = ..., accept_time_unix_nano: _Optional[int] = ...) -> None: ...
+    def __init__(self, snapshot_sha256: _Optional[str] = ..., source_node: _Optional[str] = ..., source_raft_index: _Optional[int] = ..., source_raft_term: _Optional[int] = ..., created_unix_nano: _Optional[int] = ..., node: _Optional[str] = ..., restore_time_unix_nano: _Optional[int] = ..., reported: bool = ..., accepted: bool = ..., accept_time_unix_nano: _Optional[int] = ..., restore_id: _Optional[str] = ...) -> None: ...
 
 class CreateGrant(_message.Message):
     __slots__ = ["context_digest", "key", "principal", "reason", "ttl_seconds", "uses"]
@@ -201,12 +203,13 @@ class GetRequestRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ...) -> None: ...
 
 class Governance(_message.Message):
-    __slots__ = ["cluster_id", "notify_rules", "officers", "profile", "quorum", "sinks", "version"]
+    __slots__ = ["cluster_id", "notify_rules", "officers", "profile", "quorum", "restore_id", "sinks", "version"]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     NOTIFY_RULES_FIELD_NUMBER: _ClassVar[int]
     OFFICERS_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     QUORUM_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_ID_FIELD_NUMBER: _ClassVar[int]
     SINKS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     cluster_id: str
@@ -214,9 +217,10 @@ class Governance(_message.Message):
     officers: _containers.RepeatedCompositeFieldContainer[Officer]
     profile: str
     quorum: int
+    restore_id: str
     sinks: _containers.RepeatedCompositeFieldContainer[Sink]
     version: int
-    def __init__(self, cluster_id: _Optional[str] = ..., officers: _Optional[_Iterable[_Union[Officer, _Mapping]]] = ..., quorum: _Optional[int] = ..., version: _Optional[int] = ..., sinks: _Optional[_Iterable[_Union[Sink, _Mapping]]] = ..., notify_rules: _Optional[_Union[NotifyRules, _Mapping]] = ..., profile: _Optional[str] = ...) -> None: ...
+    def __init__(self, cluster_id: _Optional[str] = ..., officers: _Optional[_Iterable[_Union[Officer, _Mapping]]] = ..., quorum: _Optional[int] = ..., version: _Optional[int] = ..., sinks: _Optional[_Iterable[_Union[Sink, _Mapping]]] = ..., notify_rules: _Optional[_Union[NotifyRules, _Mapping]] = ..., profile: _Optional[str] = ..., restore_id: _Optional[str] = ...) -> None: ...
 
 class Grant(_message.Message):
     __slots__ = ["context_digest", "expire_time_unix_nano", "grant_id", "key", "principal", "reason", "request_id", "uses_left"]
@@ -431,7 +435,7 @@ class Sink(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[SinkType, str]] = ..., url: _Optional[str] = ..., hmac_key: _Optional[bytes] = ..., path: _Optional[str] = ..., required_for_release: bool = ..., delivered_seq: _Optional[int] = ...) -> None: ...
 
 class Statement(_message.Message):
-    __slots__ = ["accept_restore", "add_sink", "admit_node", "approve_request", "cancel_domain_key_rotation", "cancel_key_destruction", "cluster_id", "comment", "create_grant", "deny_request", "disable_key", "enable_key", "nonce", "not_after_unix", "remove_sink", "revoke_admission", "revoke_grant", "revoke_key", "rotate_domain_key", "schedule_key_destruction", "set_notify_rules", "set_officers", "set_policy"]
+    __slots__ = ["accept_restore", "add_sink", "admit_node", "approve_request", "cancel_domain_key_rotation", "cancel_key_destruction", "cluster_id", "comment", "create_grant", "deny_request", "disable_key", "enable_key", "nonce", "not_after_unix", "remove_sink", "restore_id", "revoke_admission", "revoke_grant", "revoke_key", "rotate_domain_key", "schedule_key_destruction", "set_notify_rules", "set_officers", "set_policy"]
     ACCEPT_RESTORE_FIELD_NUMBER: _ClassVar[int]
     ADD_SINK_FIELD_NUMBER: _ClassVar[int]
     ADMIT_NODE_FIELD_NUMBER: _ClassVar[int]
@@ -447,6 +451,7 @@ class Statement(_message.Message):
     NONCE_FIELD_NUMBER: _ClassVar[int]
     NOT_AFTER_UNIX_FIELD_NUMBER: _ClassVar[int]
     REMOVE_SINK_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_ID_FIELD_NUMBER: _ClassVar[int]
     REVOKE_ADMISSION_FIELD_NUMBER: _ClassVar[int]
     REVOKE_GRANT_FIELD_NUMBER: _ClassVar[int]
     REVOKE_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -470,6 +475,7 @@ class Statement(_message.Message):
     nonce: bytes
     not_after_unix: int
     remove_sink: RemoveSink
+    restore_id: str
     revoke_admission: RevokeAdmission
     revoke_grant: RevokeGrant
     revoke_key: RevokeKey
@@ -478,7 +484,7 @@ class Statement(_message.Message):
     set_notify_rules: SetNotifyRules
     set_officers: SetOfficers
     set_policy: SetPolicy
-    def __init__(self, cluster_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., comment: _Optional[str] = ..., revoke_key: _Optional[_Union[RevokeKey, _Mapping]] = ..., disable_key: _Optional[_Union[DisableKey, _Mapping]] = ..., enable_key: _Optional[_Union[EnableKey, _Mapping]] = ..., set_policy: _Optional[_Union[SetPolicy, _Mapping]] = ..., approve_request: _Optional[_Union[ApproveRequest, _Mapping]] = ..., deny_request: _Optional[_Union[DenyRequest, _Mapping]] = ..., create_grant: _Optional[_Union[CreateGrant, _Mapping]] = ..., revoke_grant: _Optional[_Union[RevokeGrant, _Mapping]] = ..., set_officers: _Optional[_Union[SetOfficers, _Mapping]] = ..., add_sink: _Optional[_Union[AddSink, _Mapping]] = ..., remove_sink: _Optional[_Union[RemoveSink, _Mapping]] = ..., set_notify_rules: _Optional[_Union[SetNotifyRules, _Mapping]] = ..., admit_node: _Optional[_Union[AdmitNode, _Mapping]] = ..., revoke_admission: _Optional[_Union[RevokeAdmission, _Mapping]] = ..., schedule_key_destruction: _Optional[_Union[ScheduleKeyDestruction, _Mapping]] = ..., cancel_key_destruction: _Optional[_Union[CancelKeyDestruction, _Mapping]] = ..., accept_restore: _Optional[_Union[AcceptRestore, _Mapping]] = ..., rotate_domain_key: _Optional[_Union[RotateDomainKey, _Mapping]] = ..., cancel_domain_key_rotation: _Optional[_Union[CancelDomainKeyRotation, _Mapping]] = ...) -> None: ...
+    def __init__(self, cluster_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., comment: _Optional[str] = ..., restore_id: _Optional[str] = ..., revoke_key: _Optional[_Union[RevokeKey, _Mapping]] = ..., disable_key: _Optional[_Union[DisableKey, _Mapping]] = ..., enable_key: _Optional[_Union[EnableKey, _Mapping]] = ..., set_policy: _Optional[_Union[SetPolicy, _Mapping]] = ..., approve_request: _Optional[_Union[ApproveRequest, _Mapping]] = ..., deny_request: _Optional[_Union[DenyRequest, _Mapping]] = ..., create_grant: _Optional[_Union[CreateGrant, _Mapping]] = ..., revoke_grant: _Optional[_Union[RevokeGrant, _Mapping]] = ..., set_officers: _Optional[_Union[SetOfficers, _Mapping]] = ..., add_sink: _Optional[_Union[AddSink, _Mapping]] = ..., remove_sink: _Optional[_Union[RemoveSink, _Mapping]] = ..., set_notify_rules: _Optional[_Union[SetNotifyRules, _Mapping]] = ..., admit_node: _Optional[_Union[AdmitNode, _Mapping]] = ..., revoke_admission: _Optional[_Union[RevokeAdmission, _Mapping]] = ..., schedule_key_destruction: _Optional[_Union[ScheduleKeyDestruction, _Mapping]] = ..., cancel_key_destruction: _Optional[_Union[CancelKeyDestruction, _Mapping]] = ..., accept_restore: _Optional[_Union[AcceptRestore, _Mapping]] = ..., rotate_domain_key: _Optional[_Union[RotateDomainKey, _Mapping]] = ..., cancel_domain_key_rotation: _Optional[_Union[CancelDomainKeyRotation, _Mapping]] = ...) -> None: ...
 
 class SubmitResponse(_message.Message):
     __slots__ = ["grant_id", "ledger_seq", "result", "signers"]
