@@ -10,7 +10,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/custos-kms/custos/internal/atomicfile"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -18,6 +17,8 @@ import (
 	"os"
 	"path/filepath"
 
+	custos "github.com/custos-kms/custos/clients/go"
+	"github.com/custos-kms/custos/internal/atomicfile"
 	"github.com/custos-kms/custos/internal/node"
 	"github.com/custos-kms/custos/internal/pki"
 	"github.com/custos-kms/custos/kms"
@@ -132,6 +133,14 @@ Flags:
 		n.Close()
 		return fmt.Errorf("write %s: %w", envFile, err)
 	}
+	// As in a dev cluster, custosd dev plays the officer and the token's
+	// SO for what needs them outside the log: the transport key of a
+	// domain-key rotation (devadmit.go).
+	if stop, err := startDevAdmitter(ctx, n, dir, officerFile, certFile, keyFile, cfg.TLS.CA, stderr); err != nil {
+		log.Warn("custosd dev will not approve domain-key rotations by itself", "err", err)
+	} else {
+		defer stop()
+	}
 	fmt.Fprintf(stdout, `
 custos dev node is running.
   listening:  %s
@@ -152,6 +161,29 @@ In another shell:
 Stop with Ctrl-C; restarting on the same data dir keeps keys, officer and ledger.
 `, dialAddr(n.Addr()), n.ClusterID(), dir, envFile, devOfficerName, officerFile, shellQuote(envFile))
 	return serveUntilSignal(ctx, n, log)
+}
+
+// startDevAdmitter runs a dev admitter for the single dev node until the
+// returned stop is called.
+func startDevAdmitter(ctx context.Context, n *node.Node, dir, officerFile, certFile, keyFile, caFile string, errw io.Writer) (func(), error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	hsmDir, err := softhsm.OpenDir(filepath.Join(dir, "softhsm"))
+	if err != nil {
+		return nil, err
+	}
+	self := &clusterChild{id: devNodeID, hsmConf: hsmDir.ConfPath(), pins: filepath.Join(dir, "softhsm", "pins.json"), label: devTokenLabel}
+	admitter, err := newDevAdmitter(custos.Config{Addrs: []string{dialAddr(n.Addr())}, CAFile: caFile, CertFile: certFile, KeyFile: keyFile},
+		officerFile, exe, dir, []*clusterChild{self}, errw)
+	if err != nil {
+		return nil, err
+	}
+	actx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); admitter.run(actx) }()
+	return func() { cancel(); <-done }, nil
 }
 
 // devOfficer returns the dev node's officer, "officer-1", and its key file

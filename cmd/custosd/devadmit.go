@@ -212,9 +212,13 @@ func (d *devAdmitter) trust(ctx context.Context, h int, ad *custosv1.NodeAdmissi
 		return nil
 	}
 	holder := d.children[h]
+	pins, label := holder.pins, holder.label
+	if pins == "" {
+		pins, label = filepath.Join(d.dir, holder.id, "softhsm", "pins.json"), "custos-dev-"+holder.id
+	}
 	cmd := exec.CommandContext(ctx, d.exe, "dev-trust",
-		"--pins", filepath.Join(d.dir, holder.id, "softhsm", "pins.json"),
-		"--token", "custos-dev-"+holder.id,
+		"--pins", pins,
+		"--token", label,
 		"--fingerprint", ad.GetApprovedFingerprint(),
 		"--public-key-hex", hex.EncodeToString(ad.GetTransportPublicKey()))
 	cmd.Env = append(withoutEnv(os.Environ(), softhsm.ConfEnv), softhsm.ConfEnv+"="+holder.hsmConf)

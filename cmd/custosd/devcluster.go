@@ -545,9 +545,12 @@ type clusterChild struct {
 	id      string
 	config  string // DIR/nodeI/config.json
 	hsmConf string // the node's SOFTHSM2_CONF
-	cmd     *exec.Cmd
-	outs    []*prefixWriter
-	exited  bool
+	// pins and label name the node's token for its SO step (devadmit.go);
+	// empty: DIR/<id>/softhsm/pins.json and custos-dev-<id>.
+	pins, label string
+	cmd         *exec.Cmd
+	outs        []*prefixWriter
+	exited      bool
 }
 
 type clusterExit struct {
