@@ -102,6 +102,9 @@ type Attributes struct {
 	NeverExtractable bool // CKA_NEVER_EXTRACTABLE
 	WrapWithTrusted  bool // CKA_WRAP_WITH_TRUSTED
 	Sign             bool // CKA_SIGN (a MAC under the key); custos sets it only on signing keys
+	// Local is CKA_LOCAL: the key was generated in this token (not created
+	// from a value, not unwrapped).
+	Local bool
 	Label            string
 }
 

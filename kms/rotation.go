@@ -2,6 +2,8 @@ package kms
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"strings"
@@ -103,6 +105,11 @@ func (s *State) applyBeginRotation(index uint64, c *raftlogv1.Command, op *raftl
 		return fmt.Errorf("%w: a new domain key needs an object id of 1 to %d bytes and a %d-byte check value", ErrInvalidArgument, MaxObjectIDLen, hsm.CheckValueSize)
 	case bytes.Equal(op.NewDomainKeyId, s.domainKeyID) || slices.ContainsFunc(s.retired, func(id []byte) bool { return bytes.Equal(id, op.NewDomainKeyId) }):
 		return fmt.Errorf("%w: object id %q is or was a domain key's", ErrInvalidArgument, op.NewDomainKeyId)
+	case !bytes.HasPrefix(op.NewDomainKeyId, []byte(RotationKeyPrefix(s.clusterID, op.Epoch))):
+		// Only ids of this form are ever destroyed as retired keys: a
+		// rotation cannot name another object (a checkpoint key, a KEK)
+		// for every node to destroy when it is cancelled.
+		return fmt.Errorf("%w: a new domain key's object id starts with %q", ErrInvalidArgument, RotationKeyPrefix(s.clusterID, op.Epoch))
 	}
 	r.Generator, r.NewDomainKeyId, r.NewDomainKeyCheckValue = c.Node, slices.Clone(op.NewDomainKeyId), slices.Clone(op.NewDomainKeyCheckValue)
 	s.admissionsVersion++
@@ -111,6 +118,12 @@ func (s *State) applyBeginRotation(index uint64, c *raftlogv1.Command, op *raftl
 	rec.MatchedRule = "domain-key-rotation:begun"
 	rec.Detail = fmt.Sprintf("node %s reports that its HSM generated the new domain key %q (check value %x) for epoch %d", c.Node, op.NewDomainKeyId, op.NewDomainKeyCheckValue, op.Epoch)
 	return &Decision{Record: rec}
+}
+
+// RotationKeyPrefix is how the object id of the new domain key of a
+// rotation to epoch begins; a random suffix follows.
+func RotationKeyPrefix(clusterID string, epoch uint32) string {
+	return fmt.Sprintf("custos/domain/%s/e%d/", clusterID, epoch)
 }
 
 // isCustodian reports whether node is admitted (caller holds s.mu).
@@ -222,6 +235,8 @@ func (s *State) applyRewrapKeks(index uint64, c *raftlogv1.Command, op *raftlogv
 		return fmt.Errorf("%w: no domain-key rotation to epoch %d is running", ErrFailedPrecondition, op.Epoch)
 	case c.Node != r.Generator:
 		return fmt.Errorf("%w: only the rotation's generator re-wraps KEKs", ErrPermissionDenied)
+	case rotationEntryOf(r, r.Generator).GetState() == custosv1.AdmissionState_ADMISSION_STATE_ADMITTED:
+		return fmt.Errorf("%w: the re-wrapped KEKs are final once the generator confirmed them", ErrFailedPrecondition)
 	case len(op.Keks) == 0 || len(op.Keks) > maxRewrapBatch:
 		return fmt.Errorf("%w: 1 to %d re-wrapped KEKs per command", ErrInvalidArgument, maxRewrapBatch)
 	}
@@ -262,6 +277,10 @@ func (s *State) applyRotationConfirm(index uint64, c *raftlogv1.Command, op *raf
 		return fmt.Errorf("%w: %d KEKs are not re-wrapped yet", ErrFailedPrecondition, s.toRewrap())
 	case op.Node != r.Generator && a.State != custosv1.AdmissionState_ADMISSION_STATE_SENT:
 		return fmt.Errorf("%w: the new domain key was not sent to node %s", ErrFailedPrecondition, op.Node)
+	case op.Node != r.Generator && rotationEntryOf(r, r.Generator).GetState() != custosv1.AdmissionState_ADMISSION_STATE_ADMITTED:
+		return fmt.Errorf("%w: the generator has not confirmed the re-wrapped KEKs yet", ErrFailedPrecondition)
+	case !bytes.Equal(op.RotatedDigest, s.rotatedDigest()):
+		return fmt.Errorf("%w: node %s checked other re-wrapped KEKs than the state holds", ErrFailedPrecondition, op.Node)
 	}
 	s.admissionsVersion++
 	a.State, a.WrappedDomainKey, a.TransportPublicKey, a.UpdateTimeUnixNano = custosv1.AdmissionState_ADMISSION_STATE_ADMITTED, nil, nil, c.TimeUnixNano
@@ -273,6 +292,55 @@ func (s *State) applyRotationConfirm(index uint64, c *raftlogv1.Command, op *raf
 		rec.Detail = fmt.Sprintf("node %s (the generator) reports that every KEK is re-wrapped under the new domain key of epoch %d, each checked against its check value", op.Node, r.Epoch)
 	}
 	return &Decision{Record: rec}
+}
+
+// RotatedKEK is a re-wrapped KEK of the running rotation, with the check
+// value its KEK must have.
+type RotatedKEK struct {
+	Key        string
+	Version    uint32
+	Wrapped    []byte
+	CheckValue []byte
+}
+
+// rotatedSet returns every re-wrapped KEK of the running rotation, sorted,
+// and their digest (what ConfirmAdmission names).
+func (s *State) rotatedSet() ([]RotatedKEK, []byte) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.rotatedList(), s.rotatedDigest()
+}
+
+// rotatedList lists the re-wrapped KEKs by key and version (caller holds
+// s.mu).
+func (s *State) rotatedList() []RotatedKEK {
+	var out []RotatedKEK
+	for _, name := range sortedKeys(s.keys) {
+		for _, v := range s.keys[name].Versions {
+			if len(v.RotatedWrappedKek) > 0 {
+				out = append(out, RotatedKEK{Key: name, Version: v.Version, Wrapped: slices.Clone(v.RotatedWrappedKek), CheckValue: slices.Clone(v.KekCheckValue)})
+			}
+		}
+	}
+	return out
+}
+
+// rotatedDigest is SHA-256 over every re-wrapped KEK with its key and
+// version, in order (caller holds s.mu).
+func (s *State) rotatedDigest() []byte {
+	h := sha256.New()
+	var n [4]byte
+	for _, k := range s.rotatedList() {
+		binary.BigEndian.PutUint32(n[:], uint32(len(k.Key)))
+		h.Write(n[:])
+		h.Write([]byte(k.Key))
+		binary.BigEndian.PutUint32(n[:], k.Version)
+		h.Write(n[:])
+		binary.BigEndian.PutUint32(n[:], uint32(len(k.Wrapped)))
+		h.Write(n[:])
+		h.Write(k.Wrapped)
+	}
+	return h.Sum(nil)
 }
 
 // toRewrap counts the surviving key versions whose KEK has no blob under
@@ -347,7 +415,8 @@ func (s *State) applyCompleteRotation(index uint64, c *raftlogv1.Command, op *ra
 	rec := s.newRecord(index, c, custosv1.Operation_OPERATION_DOMAIN_KEY_ROTATION)
 	rec.Outcome = custosv1.Outcome_OUTCOME_ALLOW
 	rec.MatchedRule = "domain-key-rotation:completed"
-	rec.Detail = fmt.Sprintf("the domain key is now %q (epoch %d), generated by node %s; every KEK is wrapped under it; the old domain key %q is retired: every node destroys it, after which no KEK blob written before (old log segments, snapshots, backups) can be unwrapped",
+	rec.Detail = fmt.Sprintf("the domain key is now %q (epoch %d), generated by node %s; every KEK is wrapped under it, checked by every custodian; the old domain key %q is retired: each node destroys it as it applies this (a node that is down, when it starts again). "+
+		"KEK blobs written before (old log segments, snapshots, backups) then unwrap on no token that destroyed it; not reached: copies of a token made before, and a KEK a PIN holder unwrapped into an HSM before",
 		s.domainKeyID, s.epoch, r.Generator, old)
 	return &Decision{Record: rec}
 }
@@ -416,4 +485,15 @@ func (s *State) kekCheckValue(key string, version uint32) []byte {
 		return nil
 	}
 	return slices.Clone(k.Versions[version-1].KekCheckValue)
+}
+
+// wrappedKEK returns the current blob of key's version.
+func (s *State) wrappedKEK(key string, version uint32) []byte {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	k, ok := s.keys[key]
+	if !ok || version == 0 || int(version) > len(k.Versions) {
+		return nil
+	}
+	return slices.Clone(k.Versions[version-1].WrappedKek)
 }

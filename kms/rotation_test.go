@@ -2,6 +2,10 @@ package kms_test
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -26,6 +30,35 @@ func rotationCmd(node string, at time.Time, op any) *raftlogv1.Command {
 		return from(node, at, op)
 	}
 	return c
+}
+
+// rotatedDigest is the digest a confirmation names for blobs by
+// "key/version" (one key, versions in order).
+func rotatedDigest(blobs map[string][]byte) []byte {
+	h := sha256.New()
+	var n [4]byte
+	for _, kv := range sortedStrings(blobs) {
+		key, v, _ := strings.Cut(kv, "/")
+		ver, _ := strconv.Atoi(v)
+		binary.BigEndian.PutUint32(n[:], uint32(len(key)))
+		h.Write(n[:])
+		h.Write([]byte(key))
+		binary.BigEndian.PutUint32(n[:], uint32(ver))
+		h.Write(n[:])
+		binary.BigEndian.PutUint32(n[:], uint32(len(blobs[kv])))
+		h.Write(n[:])
+		h.Write(blobs[kv])
+	}
+	return h.Sum(nil)
+}
+
+func sortedStrings(m map[string][]byte) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // oneOfficer keeps only the first signature of ss.
@@ -74,13 +107,15 @@ func TestDomainKeyRotationStateMachine(t *testing.T) {
 	wantErr(t, "key creation meanwhile", r.apply(cmd(at, &raftlogv1.Command_CreateKey{CreateKey: &raftlogv1.CreateKey{Name: "new",
 		WrappedKek: []byte("kek"), KekId: []byte("kek-2"), KekCheckValue: make([]byte, 16)}}))[0], kms.ErrFailedPrecondition, "being rotated")
 
-	newID, newKCV := []byte("custos/domain/new"), bytes.Repeat([]byte{7}, 16)
+	newID, newKCV := []byte(kms.RotationKeyPrefix(clockCluster, 1) + "new"), bytes.Repeat([]byte{7}, 16)
 	begin := &raftlogv1.BeginDomainKeyRotation{Epoch: 1, NewDomainKeyId: newID, NewDomainKeyCheckValue: newKCV}
 	wantErr(t, "begun by a node that is no custodian", r.apply(rotationCmd("node-4", at, begin))[0], kms.ErrPermissionDenied, "not a custodian")
 	wantErr(t, "begun for another epoch", r.apply(rotationCmd("node-2", at, &raftlogv1.BeginDomainKeyRotation{Epoch: 2,
 		NewDomainKeyId: newID, NewDomainKeyCheckValue: newKCV}))[0], kms.ErrFailedPrecondition, "epoch 2")
 	wantErr(t, "the old key's id again", r.apply(rotationCmd("node-2", at, &raftlogv1.BeginDomainKeyRotation{Epoch: 1,
 		NewDomainKeyId: oldDK.ID, NewDomainKeyCheckValue: newKCV}))[0], kms.ErrInvalidArgument, "was a domain key")
+	wantErr(t, "another object's id", r.apply(rotationCmd("node-2", at, &raftlogv1.BeginDomainKeyRotation{Epoch: 1,
+		NewDomainKeyId: []byte("custos/checkpoint/node-2"), NewDomainKeyCheckValue: newKCV}))[0], kms.ErrInvalidArgument, "starts with")
 	r.mustApply(rotationCmd("node-2", at, begin))
 	wantErr(t, "begun twice", r.apply(rotationCmd("node-3", at, begin))[0], kms.ErrFailedPrecondition, "already generated")
 
@@ -121,16 +156,26 @@ func TestDomainKeyRotationStateMachine(t *testing.T) {
 	// The generator re-wraps, then confirms; node-3 confirms.
 	confirm2 := &raftlogv1.ConfirmAdmission{Node: "node-2", TransportKeyFingerprint: fp2, Rotation: true}
 	wantErr(t, "generator confirms before re-wrapping", r.apply(from("node-2", at, confirm2))[0], kms.ErrFailedPrecondition, "not re-wrapped")
+	confirm3 := &raftlogv1.ConfirmAdmission{Node: "node-3", TransportKeyFingerprint: fp3, Rotation: true}
 	newBlob := bytes.Repeat([]byte{9}, 40)
 	rewrap := &raftlogv1.RewrapKeks{Epoch: 1, Keks: []*raftlogv1.RewrappedKek{{Key: "k", Version: 1, WrappedKek: newBlob}}}
 	wantErr(t, "re-wrapped by another node", r.apply(rotationCmd("node-3", at, rewrap))[0], kms.ErrPermissionDenied, "generator")
 	wantErr(t, "re-wrapped unknown version", r.apply(rotationCmd("node-2", at, &raftlogv1.RewrapKeks{Epoch: 1,
 		Keks: []*raftlogv1.RewrappedKek{{Key: "k", Version: 9, WrappedKek: newBlob}}}))[0], kms.ErrNotFound, "version 9")
 	r.mustApply(rotationCmd("node-2", at, rewrap))
+	// A confirmation names the blobs the node checked: another set is
+	// refused (a blob changed after the check).
+	confirm2.RotatedDigest = bytes.Repeat([]byte{1}, 32)
+	wantErr(t, "generator confirms other blobs", r.apply(from("node-2", at, confirm2))[0], kms.ErrFailedPrecondition, "other re-wrapped KEKs")
+	digest := rotatedDigest(map[string][]byte{"k/1": newBlob})
+	confirm3.RotatedDigest = digest
+	wantErr(t, "a custodian confirms before the generator", r.apply(from("node-3", at, confirm3))[0], kms.ErrFailedPrecondition, "generator has not confirmed")
+	confirm2.RotatedDigest = digest
 	r.mustApply(from("node-2", at, confirm2))
+	wantErr(t, "re-wrapped after the generator confirmed", r.apply(rotationCmd("node-2", at, rewrap))[0], kms.ErrFailedPrecondition, "final")
 	complete := rotationCmd("node-2", at, &raftlogv1.CompleteDomainKeyRotation{Epoch: 1})
 	wantErr(t, "completed before node-3 holds the key", r.apply(complete)[0], kms.ErrFailedPrecondition, "node-3")
-	r.mustApply(from("node-3", at, &raftlogv1.ConfirmAdmission{Node: "node-3", TransportKeyFingerprint: fp3, Rotation: true}))
+	r.mustApply(from("node-3", at, confirm3))
 	wantErr(t, "completed by another node", r.apply(rotationCmd("node-3", at, &raftlogv1.CompleteDomainKeyRotation{Epoch: 1}))[0],
 		kms.ErrPermissionDenied, "generator")
 	seq, _ := st.LedgerHead()
@@ -163,15 +208,15 @@ func TestDomainKeyRotationStateMachine(t *testing.T) {
 	// A second rotation, cancelled by one officer: the new key is retired
 	// and the re-wrapped blobs forgotten; the domain key stays.
 	r.mustApply(rotate(start))
-	r.mustApply(rotationCmd("node-3", at, &raftlogv1.BeginDomainKeyRotation{Epoch: 2, NewDomainKeyId: []byte("custos/domain/third"), NewDomainKeyCheckValue: newKCV}))
+	r.mustApply(rotationCmd("node-3", at, &raftlogv1.BeginDomainKeyRotation{Epoch: 2, NewDomainKeyId: []byte(kms.RotationKeyPrefix(clockCluster, 2) + "third"), NewDomainKeyCheckValue: newKCV}))
 	r.mustApply(rotate(cancel))
 	if epoch, running := st.DomainKeyEpoch(false); epoch != 1 || running != nil || !bytes.Equal(st.DomainKey().ID, newID) {
 		t.Fatalf("after the cancellation: epoch %d, rotation %v, key %q", epoch, running, st.DomainKey().ID)
 	}
 	wantErr(t, "the cancelled key's id again", r.apply(rotate(start), rotationCmd("node-3", at, &raftlogv1.BeginDomainKeyRotation{Epoch: 2,
-		NewDomainKeyId: []byte("custos/domain/third"), NewDomainKeyCheckValue: newKCV}))[1], kms.ErrInvalidArgument, "was a domain key")
+		NewDomainKeyId: []byte(kms.RotationKeyPrefix(clockCluster, 2) + "third"), NewDomainKeyCheckValue: newKCV}))[1], kms.ErrInvalidArgument, "was a domain key")
 	// Revoking the generator abandons the rotation.
-	r.mustApply(rotationCmd("node-3", at, &raftlogv1.BeginDomainKeyRotation{Epoch: 2, NewDomainKeyId: []byte("custos/domain/fourth"), NewDomainKeyCheckValue: newKCV}))
+	r.mustApply(rotationCmd("node-3", at, &raftlogv1.BeginDomainKeyRotation{Epoch: 2, NewDomainKeyId: []byte(kms.RotationKeyPrefix(clockCluster, 2) + "fourth"), NewDomainKeyCheckValue: newKCV}))
 	r.mustApply(governAt(at, oneOfficer(r.sign(at.Add(time.Hour), func(s *custosv1.Statement) {
 		s.Operation = &custosv1.Statement_RevokeAdmission{RevokeAdmission: &custosv1.RevokeAdmission{Node: "node-3"}}
 	}))))

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/custos-kms/custos/hsm"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
@@ -27,6 +28,7 @@ import (
 // rotationCustody is the worker's memory of the running rotation.
 type rotationCustody struct {
 	epoch     uint32
+	generated []byte        // the new domain key this process generated and recorded
 	transport *transportKey // this process's rotation transport key
 	rewrap    []byte        // the generator's session copy of the old key
 	retired   map[string]bool
@@ -56,6 +58,13 @@ func (s *Service) rotationStep(ctx context.Context) {
 	}
 	self := rotationEntryOf(r, s.node)
 	if s.node == r.Generator {
+		// The log names this node as the generator; its custosd acts as
+		// one only for a key it generated itself (a node certificate
+		// could have recorded a key the PIN holder created from a value
+		// they know).
+		if !s.ownRotationKey(ctx, r) {
+			return
+		}
 		s.sendRotation(ctx, r)
 	}
 	if self.GetState() == custosv1.AdmissionState_ADMISSION_STATE_ADMITTED {
@@ -136,7 +145,7 @@ func (s *Service) destroyRetired(ctx context.Context) {
 // generateRotationKey makes the new domain key of a requested rotation and
 // proposes this node as its generator.
 func (s *Service) generateRotationKey(ctx context.Context, epoch uint32) {
-	id, err := s.newObjectID(ctx, fmt.Sprintf("custos/domain/%s/e%d", s.state.ClusterID(), epoch))
+	id, err := s.newObjectID(ctx, strings.TrimSuffix(RotationKeyPrefix(s.state.ClusterID(), epoch), "/"))
 	if err != nil {
 		s.lg.Warn("rotation: could not make an object id", "err", err)
 		return
@@ -147,6 +156,9 @@ func (s *Service) generateRotationKey(ctx context.Context, epoch uint32) {
 		s.lg.Warn("rotation: could not generate the new domain key; will retry", "err", hsmError("generate domain key", err))
 		return
 	}
+	s.custody.mu.Lock()
+	s.custody.rotation.generated = id
+	s.custody.mu.Unlock()
 	_, err = s.apply(ctx, Principal{Name: "custosd"}, &raftlogv1.Command{Op: &raftlogv1.Command_BeginDomainKeyRotation{
 		BeginDomainKeyRotation: &raftlogv1.BeginDomainKeyRotation{Epoch: epoch, NewDomainKeyId: id, NewDomainKeyCheckValue: kcv}}})
 	if err != nil {
@@ -161,6 +173,43 @@ func (s *Service) generateRotationKey(ctx context.Context, epoch uint32) {
 	}
 	s.lg.Warn("domain-key rotation: this node generated the new domain key; each custodian's rotation transport key needs the officers' approval and this HSM's security officer's trust",
 		"epoch", epoch, "object_id", string(id))
+}
+
+// ownRotationKey reports whether the rotation's new key is one this
+// node's HSM generated: the one this process recorded, or — after a
+// restart — a key the token reads back as generated inside it (CKA_LOCAL)
+// and always sensitive, which no key created from a value or unwrapped is.
+// Anything else is an HSM object custos did not make: refused and recorded.
+func (s *Service) ownRotationKey(ctx context.Context, r *custosv1.DomainKeyRotation) bool {
+	s.custody.mu.Lock()
+	mine := bytes.Equal(s.custody.rotation.generated, r.NewDomainKeyId)
+	s.custody.mu.Unlock()
+	if mine {
+		return true
+	}
+	ref := hsm.KeyRef{ID: r.NewDomainKeyId, CheckValue: r.NewDomainKeyCheckValue}
+	err := s.hsm.VerifyKey(ctx, ref, hsm.UsageWrap)
+	if err == nil {
+		var a hsm.Attributes
+		a, err = s.hsm.KeyAttributes(ctx, ref.ID)
+		if err == nil && (!a.Local || !a.AlwaysSensitive) {
+			err = fmt.Errorf("%w: the key was not generated in this HSM (CKA_LOCAL %t, CKA_ALWAYS_SENSITIVE %t)", hsm.ErrObjectMismatch, a.Local, a.AlwaysSensitive)
+		}
+	}
+	if err == nil {
+		s.custody.mu.Lock()
+		s.custody.rotation.generated = ref.ID
+		s.custody.mu.Unlock()
+		return true
+	}
+	s.note("rotation-own:"+string(ref.ID), func() {
+		s.lg.Error("domain-key rotation: the log names this node the generator of a new domain key its HSM did not generate: refusing to use it (officers: cancel the rotation)",
+			"object_id", string(ref.ID), "err", err)
+		if errors.Is(err, hsm.ErrObjectMismatch) {
+			_ = s.rejectObject(ctx, "", 0, ref.ID, err)
+		}
+	})
+	return false
 }
 
 // rotationTransport returns this process's rotation transport key, making
@@ -301,29 +350,78 @@ func (s *Service) rewrapAll(ctx context.Context, r *custosv1.DomainKeyRotation, 
 			return
 		}
 	}
+	// Every blob the state holds, whoever proposed it, must unwrap under
+	// the new key to its KEK: one that does not is re-wrapped again.
+	set, digest := s.state.rotatedSet()
+	if bad := s.checkRotated(ctx, to, set); bad != nil {
+		blob, err := s.hsm.RewrapKey(ctx, from, s.state.wrappedKEK(bad.Key, bad.Version), to, bad.CheckValue)
+		if err == nil {
+			_, err = s.apply(ctx, Principal{Name: "custosd"}, &raftlogv1.Command{Op: &raftlogv1.Command_RewrapKeks{
+				RewrapKeks: &raftlogv1.RewrapKeks{Epoch: r.Epoch, Keks: []*raftlogv1.RewrappedKek{{Key: bad.Key, Version: bad.Version, WrappedKek: blob}}}}})
+		}
+		if err != nil {
+			s.lg.Warn("domain-key rotation: could not re-wrap a KEK again; will retry", "key", bad.Key, "version", bad.Version, "err", err)
+		}
+		return
+	}
 	if _, err := s.apply(ctx, Principal{Name: "custosd"}, &raftlogv1.Command{Op: &raftlogv1.Command_ConfirmAdmission{
-		ConfirmAdmission: &raftlogv1.ConfirmAdmission{Node: s.node, TransportKeyFingerprint: tk.fp, Rotation: true}}}); err != nil {
+		ConfirmAdmission: &raftlogv1.ConfirmAdmission{Node: s.node, TransportKeyFingerprint: tk.fp, Rotation: true, RotatedDigest: digest}}}); err != nil {
 		s.lg.Warn("domain-key rotation: could not confirm the re-wrapping; will retry", "err", err)
 		return
 	}
 	s.lg.Info("domain-key rotation: every KEK is re-wrapped under the new domain key", "epoch", r.Epoch)
 }
 
+// checkRotated unwraps each re-wrapped KEK under the new key to (into a
+// temporary object, destroyed again) and compares its check value with the
+// KEK's; it returns the first that fails, or nil. A blob that does not
+// unwrap to its KEK would lose the key version once the rotation completes.
+func (s *Service) checkRotated(ctx context.Context, to hsm.KeyRef, set []RotatedKEK) *RotatedKEK {
+	for i := range set {
+		k := &set[i]
+		id, err := s.newObjectID(ctx, "custos/rotation-check/"+s.node)
+		if err == nil {
+			err = s.hsm.UnwrapKey(ctx, to, k.Wrapped, hsm.KeySpec{ID: id, Label: "custos rotation check", Usage: hsm.UsageEncrypt, CheckValue: k.CheckValue})
+			if derr := s.hsm.DestroyKey(context.WithoutCancel(ctx), id); derr != nil {
+				s.lg.Warn("domain-key rotation: could not destroy a check object", "object_id", string(id), "err", derr)
+			}
+		}
+		if err != nil {
+			s.note("rotation-check:"+k.Key+fmt.Sprint(k.Version)+err.Error(), func() {
+				s.lg.Error("domain-key rotation: a re-wrapped KEK does not unwrap to its key under the new domain key", "key", k.Key, "version", k.Version, "err", err)
+			})
+			return k
+		}
+	}
+	return nil
+}
+
 // receiveRotation installs the new domain key the generator sent.
 func (s *Service) receiveRotation(ctx context.Context, r *custosv1.DomainKeyRotation, tk *transportKey, self *custosv1.NodeAdmission) {
 	spec := hsm.KeySpec{ID: r.NewDomainKeyId, Label: fmt.Sprintf("custos domain key %s epoch %d", s.state.ClusterID(), r.Epoch),
 		Usage: hsm.UsageWrap, CheckValue: r.NewDomainKeyCheckValue}
-	err := s.hsm.ReceiveWrappingKey(ctx, tk.id, self.WrappedDomainKey, transportHash(self.Hash), spec)
-	if errors.Is(err, hsm.ErrKeyExists) {
-		// Received before a restart of this step: it must be the key.
-		err = s.hsm.VerifyKey(ctx, hsm.KeyRef{ID: spec.ID, CheckValue: spec.CheckValue}, hsm.UsageWrap)
+	newKey := hsm.KeyRef{ID: spec.ID, CheckValue: spec.CheckValue}
+	// Received at an earlier step (the generator had not confirmed yet):
+	// the token holds it, with the check value the state records.
+	err := s.hsm.VerifyKey(ctx, newKey, hsm.UsageWrap)
+	if err != nil {
+		err = s.hsm.ReceiveWrappingKey(ctx, tk.id, self.WrappedDomainKey, transportHash(self.Hash), spec)
 	}
 	if err != nil {
 		s.lg.Error("domain-key rotation: the new domain key sent to this node did not unwrap; will retry", "err", err)
 		return
 	}
+	// The re-wrapped KEKs are final once the generator confirmed them; this
+	// node checks every one against its KEK before it confirms.
+	if rotationEntryOf(r, r.Generator).GetState() != custosv1.AdmissionState_ADMISSION_STATE_ADMITTED {
+		return
+	}
+	set, digest := s.state.rotatedSet()
+	if bad := s.checkRotated(ctx, newKey, set); bad != nil {
+		return
+	}
 	if _, err := s.apply(ctx, Principal{Name: "custosd"}, &raftlogv1.Command{Op: &raftlogv1.Command_ConfirmAdmission{
-		ConfirmAdmission: &raftlogv1.ConfirmAdmission{Node: s.node, TransportKeyFingerprint: tk.fp, Rotation: true}}}); err != nil {
+		ConfirmAdmission: &raftlogv1.ConfirmAdmission{Node: s.node, TransportKeyFingerprint: tk.fp, Rotation: true, RotatedDigest: digest}}}); err != nil {
 		s.lg.Warn("domain-key rotation: could not confirm; will retry", "err", err)
 		return
 	}

@@ -278,6 +278,7 @@ func (b *Backend) KeyAttributes(ctx context.Context, id []byte) (hsm.Attributes,
 				p11.NewAttribute(p11.CKA_WRAP_WITH_TRUSTED, nil),
 				p11.NewAttribute(p11.CKA_SIGN, nil),
 				p11.NewAttribute(p11.CKA_LABEL, nil),
+				p11.NewAttribute(p11.CKA_LOCAL, nil),
 			})
 			if attempt == 0 && isCode(err, p11.CKR_OBJECT_HANDLE_INVALID) {
 				continue
@@ -297,6 +298,8 @@ func (b *Backend) KeyAttributes(ctx context.Context, id []byte) (hsm.Attributes,
 					out.Extractable = v
 				case p11.CKA_ALWAYS_SENSITIVE:
 					out.AlwaysSensitive = v
+				case p11.CKA_LOCAL:
+					out.Local = v
 				case p11.CKA_NEVER_EXTRACTABLE:
 					out.NeverExtractable = v
 				case p11.CKA_WRAP_WITH_TRUSTED:

@@ -1045,7 +1045,11 @@ type ConfirmAdmission struct {
 	TransportKeyFingerprint string                 `protobuf:"bytes,2,opt,name=transport_key_fingerprint,json=transportKeyFingerprint,proto3" json:"transport_key_fingerprint,omitempty"`
 	// The node holds what the running rotation needs of it (the new domain
 	// key; the generator: every KEK re-wrapped).
-	Rotation      bool `protobuf:"varint,3,opt,name=rotation,proto3" json:"rotation,omitempty"`
+	Rotation bool `protobuf:"varint,3,opt,name=rotation,proto3" json:"rotation,omitempty"`
+	// With rotation: the digest of the re-wrapped KEK blobs this node's HSM
+	// checked (each unwraps under the new key to its KEK's check value); the
+	// confirmation is refused unless it is the state's.
+	RotatedDigest []byte `protobuf:"bytes,4,opt,name=rotated_digest,json=rotatedDigest,proto3" json:"rotated_digest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1099,6 +1103,13 @@ func (x *ConfirmAdmission) GetRotation() bool {
 		return x.Rotation
 	}
 	return false
+}
+
+func (x *ConfirmAdmission) GetRotatedDigest() []byte {
+	if x != nil {
+		return x.RotatedDigest
+	}
+	return nil
 }
 
 // RecordCheckpoint appends a checkpoint record; Apply checks that head is
@@ -3106,11 +3117,12 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\rR\aversion\"8\n" +
 	"\rReportRestore\x12'\n" +
-	"\x0fsnapshot_sha256\x18\x01 \x01(\tR\x0esnapshotSha256\"~\n" +
+	"\x0fsnapshot_sha256\x18\x01 \x01(\tR\x0esnapshotSha256\"\xa5\x01\n" +
 	"\x10ConfirmAdmission\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12:\n" +
 	"\x19transport_key_fingerprint\x18\x02 \x01(\tR\x17transportKeyFingerprint\x12\x1a\n" +
-	"\brotation\x18\x03 \x01(\bR\brotation\"I\n" +
+	"\brotation\x18\x03 \x01(\bR\brotation\x12%\n" +
+	"\x0erotated_digest\x18\x04 \x01(\fR\rrotatedDigest\"I\n" +
 	"\x10RecordCheckpoint\x125\n" +
 	"\n" +
 	"checkpoint\x18\x01 \x01(\v2\x15.custos.v1.CheckpointR\n" +
