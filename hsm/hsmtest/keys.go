@@ -99,7 +99,7 @@ func (s *suite) testAttributes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := hsm.Attributes{Token: true, Sensitive: true, AlwaysSensitive: true, NeverExtractable: true, Label: "kek"}
+	want := hsm.Attributes{Token: true, Sensitive: true, AlwaysSensitive: true, NeverExtractable: true, Local: true, Label: "kek"}
 	if a != want {
 		t.Errorf("generated KEK attributes = %+v, want %+v", a, want)
 	}
@@ -109,8 +109,8 @@ func (s *suite) testAttributes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !a.Token || !a.Sensitive || !a.AlwaysSensitive || !a.Extractable || !a.WrapWithTrusted || a.NeverExtractable || a.Sign {
-		t.Errorf("wrapping key attributes = %+v, want token, sensitive, extractable only with trusted, no CKA_SIGN", a)
+	if !a.Token || !a.Sensitive || !a.AlwaysSensitive || !a.Extractable || !a.WrapWithTrusted || a.NeverExtractable || a.Sign || !a.Local {
+		t.Errorf("wrapping key attributes = %+v, want token, sensitive, extractable only with trusted, no CKA_SIGN, generated here (CKA_LOCAL)", a)
 	}
 
 	wrapped, kcv := s.wrappedKey(t, wk)
@@ -131,6 +131,11 @@ func (s *suite) testAttributes(t *testing.T) {
 	if a.NeverExtractable {
 		t.Errorf("unwrapped KEK claims CKA_NEVER_EXTRACTABLE: %+v", a)
 	}
+	// Nor was it generated in this token: a domain-key rotation's
+	// generator relies on CKA_LOCAL telling them apart (kms/rotationwork.go).
+	if a.Local {
+		t.Errorf("unwrapped KEK claims CKA_LOCAL: %+v", a)
+	}
 
 	ec := s.id("ec")
 	if _, err := s.b.GenerateECKey(c, ec, "signer"); err != nil {
@@ -141,7 +146,7 @@ func (s *suite) testAttributes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want = hsm.Attributes{Token: true, Sensitive: true, AlwaysSensitive: true, NeverExtractable: true, Sign: true, Label: "signer"}
+	want = hsm.Attributes{Token: true, Sensitive: true, AlwaysSensitive: true, NeverExtractable: true, Sign: true, Local: true, Label: "signer"}
 	if a != want {
 		t.Errorf("EC private key attributes = %+v, want %+v", a, want)
 	}
