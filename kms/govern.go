@@ -1,6 +1,7 @@
 package kms
 
 import (
+	"bytes"
 	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
@@ -176,6 +177,11 @@ func (s *State) applyStatement(c *raftlogv1.Command, st *custosv1.Statement) (re
 		}
 		g := &custosv1.Grant{GrantId: "g-" + r.RequestId, Principal: r.Principal, Key: r.Key, Reason: r.Reason,
 			ContextDigest: r.ContextDigest, UsesLeft: uses, ExpireTimeUnixNano: now + ttl.Nanoseconds(), RequestId: r.RequestId}
+		if len(r.DataDigest) > 0 {
+			// The approval covers the ciphertext the request was for, not
+			// every other one under the same key and context.
+			g.DataDigests = [][]byte{slices.Clone(r.DataDigest)}
+		}
 		s.grants[g.GrantId] = g
 		r.State, r.GrantId = custosv1.RequestState_REQUEST_STATE_APPROVED, g.GrantId
 		return fmt.Sprintf("request %s approved as grant %s (%d uses, until %s)", r.RequestId, g.GrantId, uses,
@@ -198,13 +204,16 @@ func (s *State) applyStatement(c *raftlogv1.Command, st *custosv1.Statement) (re
 		if len(g.ContextDigest) != 0 && len(g.ContextDigest) != sha256.Size {
 			return "", "", fmt.Errorf("%w: create_grant.context_digest must be 32 bytes", ErrInvalidArgument)
 		}
+		if len(g.DataDigests) > maxGrantDataDigests || slices.ContainsFunc(g.DataDigests, func(d []byte) bool { return len(d) != sha256.Size }) {
+			return "", "", fmt.Errorf("%w: create_grant.data_digests: at most %d, each 32 bytes", ErrInvalidArgument, maxGrantDataDigests)
+		}
 		uses, ttl, err := grantBounds(g.Uses, g.TtlSeconds)
 		if err != nil {
 			return "", "", err
 		}
 		id := "g-" + hex.EncodeToString(st.Nonce[:8])
 		s.grants[id] = &custosv1.Grant{GrantId: id, Principal: g.Principal, Key: g.Key, Reason: g.Reason,
-			ContextDigest: g.ContextDigest, UsesLeft: uses, ExpireTimeUnixNano: now + ttl.Nanoseconds()}
+			ContextDigest: g.ContextDigest, UsesLeft: uses, ExpireTimeUnixNano: now + ttl.Nanoseconds(), DataDigests: g.DataDigests}
 		return fmt.Sprintf("grant %s created for %s on key %s (%d uses)", id, g.Principal, g.Key, uses), id, nil
 	case *custosv1.Statement_RevokeGrant:
 		if _, ok := s.grants[op.RevokeGrant.GrantId]; !ok {
@@ -351,7 +360,7 @@ func (s *State) addRequest(c *raftlogv1.Command, op *raftlogv1.Decide, seq uint6
 	s.requests[op.RequestId] = &custosv1.ApprovalRequest{
 		RequestId: op.RequestId, Principal: c.Principal, Key: op.Key, KeyVersion: op.KeyVersion,
 		Reason: op.Reason, JustificationText: op.JustificationText, Ticket: op.Ticket,
-		ContextDigest: op.ContextDigest, CreateTimeUnixNano: c.TimeUnixNano,
+		ContextDigest: op.ContextDigest, DataDigest: op.DataDigest, CreateTimeUnixNano: c.TimeUnixNano,
 		ExpireTimeUnixNano: c.TimeUnixNano + requestLifetime.Nanoseconds(),
 		State:              custosv1.RequestState_REQUEST_STATE_PENDING, DecisionSeq: seq,
 	}
@@ -378,6 +387,9 @@ func (s *State) matchGrant(c *raftlogv1.Command, op *raftlogv1.Decide) *custosv1
 			continue
 		}
 		if len(g.ContextDigest) > 0 && string(g.ContextDigest) != string(op.ContextDigest) {
+			continue
+		}
+		if len(g.DataDigests) > 0 && !slices.ContainsFunc(g.DataDigests, func(d []byte) bool { return bytes.Equal(d, op.DataDigest) }) {
 			continue
 		}
 		if best == nil || g.GrantId < best.GrantId {

@@ -22,8 +22,10 @@ const (
 	// Grant defaults and bounds.
 	defaultGrantUses = 1
 	maxGrantUses     = 1_000_000
-	defaultGrantTTL  = time.Hour
-	maxGrantTTL      = 30 * 24 * time.Hour
+	// maxGrantDataDigests bounds the ciphertexts one grant names.
+	maxGrantDataDigests = 64
+	defaultGrantTTL     = time.Hour
+	maxGrantTTL         = 30 * 24 * time.Hour
 )
 
 // DefaultPolicy is the policy of a new key: only its creator may use it;

@@ -107,7 +107,7 @@ func TestDomainKeyRotationStateMachine(t *testing.T) {
 	wantErr(t, "key creation meanwhile", r.apply(cmd(at, &raftlogv1.Command_CreateKey{CreateKey: &raftlogv1.CreateKey{Name: "new",
 		WrappedKek: []byte("kek"), KekId: []byte("kek-2"), KekCheckValue: make([]byte, 16)}}))[0], kms.ErrFailedPrecondition, "being rotated")
 
-	newID, newKCV := []byte(kms.RotationKeyPrefix(clockCluster, 1) + "new"), bytes.Repeat([]byte{7}, 16)
+	newID, newKCV := []byte(kms.RotationKeyPrefix(clockCluster, 1)+"new"), bytes.Repeat([]byte{7}, 16)
 	begin := &raftlogv1.BeginDomainKeyRotation{Epoch: 1, NewDomainKeyId: newID, NewDomainKeyCheckValue: newKCV}
 	wantErr(t, "begun by a node that is no custodian", r.apply(rotationCmd("node-4", at, begin))[0], kms.ErrPermissionDenied, "not a custodian")
 	wantErr(t, "begun for another epoch", r.apply(rotationCmd("node-2", at, &raftlogv1.BeginDomainKeyRotation{Epoch: 2,

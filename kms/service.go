@@ -3,6 +3,7 @@ package kms
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -501,10 +502,11 @@ func decideCommand(ct []byte, encCtx map[string]string, j *custosv1.Justificatio
 		op = custosv1.Operation_OPERATION_DECRYPT_DATA_KEY
 	}
 	digest := ContextDigest(encCtx)
+	data := sha256.Sum256(ct)
 	return w, &raftlogv1.Command{Op: &raftlogv1.Command_Decide{Decide: &raftlogv1.Decide{
 		Key: w.Key, KeyVersion: w.KeyVersion, Operation: op,
 		Reason: j.GetReason(), JustificationText: j.GetText(), Ticket: j.GetTicket(),
-		ContextDigest: digest[:], RequestId: newRequestID(),
+		ContextDigest: digest[:], RequestId: newRequestID(), DataDigest: data[:],
 	}}}, nil
 }
 

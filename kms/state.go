@@ -1,6 +1,7 @@
 package kms
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"slices"
@@ -389,6 +390,10 @@ func (s *State) applySetMin(c *raftlogv1.Command, op *raftlogv1.SetMinDecryption
 // applyDecide evaluates a key use against the state at this log position
 // and builds the decision record. The caller (ApplyBatch) persists it.
 func (s *State) applyDecide(index uint64, c *raftlogv1.Command, op *raftlogv1.Decide) any {
+	if n := len(op.DataDigest); n != 0 && n != sha256.Size {
+		// What a grant scoped to ciphertexts compares: 32 bytes or none.
+		op.DataDigest = nil
+	}
 	outcome, rule, derr := s.evaluate(c, op)
 	return s.decide(index, c, op, outcome, rule, derr)
 }
@@ -408,6 +413,7 @@ func (s *State) decide(index uint64, c *raftlogv1.Command, op *raftlogv1.Decide,
 		JustificationText: op.JustificationText,
 		Ticket:            op.Ticket,
 		ContextDigest:     op.ContextDigest,
+		DataDigest:        op.DataDigest,
 		Outcome:           outcome,
 		MatchedRule:       rule,
 		RequestId:         op.RequestId,

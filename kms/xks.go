@@ -102,6 +102,18 @@ func XKSAAD(aad, metadata []byte) []byte {
 // an XKS decrypt: SHA-256 of the request's additionalAuthenticatedData.
 func XKSContextDigest(aad []byte) [32]byte { return sha256.Sum256(aad) }
 
+// XKSDataDigest is the data digest written in the decision record of an
+// XKS decrypt: SHA-256 of IV || ciphertext || tag.
+func XKSDataDigest(iv, ct, tag []byte) [32]byte {
+	h := sha256.New()
+	h.Write(iv)
+	h.Write(ct)
+	h.Write(tag)
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
+}
+
 func checkXKSSizes(plaintextOrCT, aad []byte) error {
 	switch {
 	case len(plaintextOrCT) == 0:
@@ -222,10 +234,11 @@ func (s *Service) XKSDecrypt(ctx context.Context, p Principal, key string, versi
 		return nil, nil, err
 	}
 	digest := XKSContextDigest(aad)
+	data := XKSDataDigest(iv, ct, tag)
 	cmd := &raftlogv1.Command{Op: &raftlogv1.Command_Decide{Decide: &raftlogv1.Decide{
 		Key: key, KeyVersion: version, Operation: custosv1.Operation_OPERATION_DECRYPT,
 		Reason: j.GetReason(), JustificationText: j.GetText(), Ticket: j.GetTicket(),
-		ContextDigest: digest[:], RequestId: newRequestID(),
+		ContextDigest: digest[:], RequestId: newRequestID(), DataDigest: data[:],
 	}}}
 	in := make([]byte, 0, len(ct)+len(tag))
 	in = append(append(in, ct...), tag...)

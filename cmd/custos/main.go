@@ -99,6 +99,7 @@ func init() {
 		{"key policy get", "[--json] NAME", "Show a key's policy.", runKeyPolicyGet},
 		{"key policy set", "--file POLICY.json [officer flags] NAME", "Replace a key's policy (SetPolicy statement; needs the officer quorum).", runKeyPolicySet},
 		{"key min-version", "[--json] NAME VERSION", "Refuse decryption under versions of the key below VERSION.", runKeyMinVersion},
+		{"digest", "FILE", "Print the data digest a decrypt of FILE records; officers scope a grant to it (grant --data-digest).", runDigest},
 		{"encrypt", "--key K [--context k=v]... [--segment-size N] IN OUT", "Encrypt file IN into envelope file OUT ('-' for stdin/stdout).", runEncrypt},
 		{"decrypt", "[--justification REASON] [--text T] [--ticket T] [--expect-context k=v]... [--wait [--wait-timeout D]] IN OUT", "Decrypt envelope file IN into OUT ('-' for stdin/stdout).", runDecrypt},
 		{"datakey", "--key K [--context k=v]... [--show-plaintext] [--json]", "Generate a data key and print it wrapped (base64).", runDataKey},

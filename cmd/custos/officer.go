@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -47,6 +49,8 @@ type opFlags struct {
 	requiredForRelease                       bool
 	// Admission (cluster admit, officer propose admit).
 	transportKey, identityKey, oaep string
+	// dataDigests scope a grant to ciphertexts (officer grant --data-digest).
+	dataDigests [][]byte
 	// rotation: approve the node's transport key for the running
 	// domain-key rotation (cluster admit --rotation).
 	rotation bool
@@ -132,7 +136,7 @@ func buildOp(op string, f *opFlags, pos []string) (func(*custosv1.Statement), er
 		if err != nil {
 			return nil, err
 		}
-		g := &custosv1.CreateGrant{Principal: f.principal, Key: f.key, Reason: r, Uses: uses, TtlSeconds: ttl}
+		g := &custosv1.CreateGrant{Principal: f.principal, Key: f.key, Reason: r, Uses: uses, TtlSeconds: ttl, DataDigests: f.dataDigests}
 		return func(st *custosv1.Statement) {
 			st.Operation = &custosv1.Statement_CreateGrant{CreateGrant: g}
 		}, nil
@@ -390,6 +394,9 @@ func printRequest(w io.Writer, r *custosv1.ApprovalRequest) {
 		r.GetRequestId(), strings.TrimPrefix(r.GetState().String(), "REQUEST_STATE_"), r.GetKey(), r.GetKeyVersion(),
 		r.GetPrincipal(), custos.ReasonString(r.GetReason()), r.GetJustificationText(), r.GetTicket(),
 		unixNano(r.GetCreateTimeUnixNano()), unixNano(r.GetExpireTimeUnixNano()))
+	if d := r.GetDataDigest(); len(d) > 0 {
+		fmt.Fprintf(w, " data=%x", d)
+	}
 	if g := r.GetGrantId(); g != "" {
 		fmt.Fprintf(w, " grant=%s", g)
 	}
@@ -406,7 +413,15 @@ func printGrant(w io.Writer, g *custosv1.Grant) {
 	if r := g.GetRequestId(); r != "" {
 		fmt.Fprintf(w, " request=%s", r)
 	}
-	fmt.Fprintln(w)
+	data := "any"
+	if ds := g.GetDataDigests(); len(ds) > 0 {
+		hexes := make([]string, len(ds))
+		for i, d := range ds {
+			hexes[i] = fmt.Sprintf("%x", d)
+		}
+		data = strings.Join(hexes, ",")
+	}
+	fmt.Fprintf(w, " data=%s\n", data)
 }
 
 func printGovernance(w io.Writer, g *custosv1.Governance) {
@@ -701,6 +716,9 @@ func proposeArgs(op string, f *opFlags, pos []string) string {
 	if f.rotation {
 		parts = append(parts, "--rotation")
 	}
+	for _, d := range f.dataDigests {
+		parts = append(parts, "--data-digest", hex.EncodeToString(d))
+	}
 	if f.version != 0 {
 		parts = append(parts, "--version", fmt.Sprint(f.version))
 	}
@@ -719,6 +737,14 @@ func grantFlags(fs *flag.FlagSet, f *opFlags) {
 	fs.StringVar(&f.principal, "principal", "", "principal (certificate identity) the grant is for (required)")
 	fs.StringVar(&f.key, "key", "", "key the grant is for (required)")
 	fs.StringVar(&f.reason, "reason", "", "justification reason the grant covers (required): "+strings.Join(custos.ReasonNames(), ", ")+", UNSPECIFIED")
+	fs.Func("data-digest", "cover only this ciphertext: `HEX` SHA-256 as `custos digest FILE` prints it (repeatable; default: any)", func(s string) error {
+		d, err := hex.DecodeString(strings.TrimSpace(s))
+		if err != nil || len(d) != sha256.Size {
+			return fmt.Errorf("want 64 hex digits")
+		}
+		f.dataDigests = append(f.dataDigests, d)
+		return nil
+	})
 	limitFlags(fs, f)
 }
 

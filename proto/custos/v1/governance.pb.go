@@ -2469,6 +2469,10 @@ type CreateGrant struct {
 	ContextDigest []byte `protobuf:"bytes,4,opt,name=context_digest,json=contextDigest,proto3" json:"context_digest,omitempty"`
 	Uses          uint32 `protobuf:"varint,5,opt,name=uses,proto3" json:"uses,omitempty"`
 	TtlSeconds    int64  `protobuf:"varint,6,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	// If set (at most 64), the grant covers only these ciphertexts: SHA-256
+	// of the wrapped data key or ciphertext a decrypt sends
+	// (DecisionRecord.data_digest; `custos digest FILE`).
+	DataDigests   [][]byte `protobuf:"bytes,7,rep,name=data_digests,json=dataDigests,proto3" json:"data_digests,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2543,6 +2547,13 @@ func (x *CreateGrant) GetTtlSeconds() int64 {
 		return x.TtlSeconds
 	}
 	return 0
+}
+
+func (x *CreateGrant) GetDataDigests() [][]byte {
+	if x != nil {
+		return x.DataDigests
+	}
+	return nil
 }
 
 // RevokeGrant ends a grant (one officer).
@@ -2875,7 +2886,10 @@ type ApprovalRequest struct {
 	// Set once approved.
 	GrantId string `protobuf:"bytes,12,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
 	// Ledger position of the PENDING decision.
-	DecisionSeq   uint64 `protobuf:"varint,13,opt,name=decision_seq,json=decisionSeq,proto3" json:"decision_seq,omitempty"`
+	DecisionSeq uint64 `protobuf:"varint,13,opt,name=decision_seq,json=decisionSeq,proto3" json:"decision_seq,omitempty"`
+	// SHA-256 of the wrapped data key or ciphertext the request is for: an
+	// approval covers that one only.
+	DataDigest    []byte `protobuf:"bytes,14,opt,name=data_digest,json=dataDigest,proto3" json:"data_digest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2999,6 +3013,13 @@ func (x *ApprovalRequest) GetDecisionSeq() uint64 {
 		return x.DecisionSeq
 	}
 	return 0
+}
+
+func (x *ApprovalRequest) GetDataDigest() []byte {
+	if x != nil {
+		return x.DataDigest
+	}
+	return nil
 }
 
 type ListPendingRequest struct {
@@ -3144,7 +3165,11 @@ type Grant struct {
 	UsesLeft           uint32                 `protobuf:"varint,6,opt,name=uses_left,json=usesLeft,proto3" json:"uses_left,omitempty"`
 	ExpireTimeUnixNano int64                  `protobuf:"varint,7,opt,name=expire_time_unix_nano,json=expireTimeUnixNano,proto3" json:"expire_time_unix_nano,omitempty"`
 	// The approval request it came from, if any.
-	RequestId     string `protobuf:"bytes,8,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	RequestId string `protobuf:"bytes,8,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// If set, the grant covers only these ciphertexts (SHA-256 of the
+	// wrapped data key or ciphertext sent): an approved request's grant
+	// covers exactly the one the request was for.
+	DataDigests   [][]byte `protobuf:"bytes,9,rep,name=data_digests,json=dataDigests,proto3" json:"data_digests,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3233,6 +3258,13 @@ func (x *Grant) GetRequestId() string {
 		return x.RequestId
 	}
 	return ""
+}
+
+func (x *Grant) GetDataDigests() [][]byte {
+	if x != nil {
+		return x.DataDigests
+	}
+	return nil
 }
 
 type ListGrantsRequest struct {
@@ -3539,7 +3571,7 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"ttlSeconds\",\n" +
 	"\vDenyRequest\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x01 \x01(\tR\trequestId\"\xc4\x01\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\"\xe7\x01\n" +
 	"\vCreateGrant\x12\x1c\n" +
 	"\tprincipal\x18\x01 \x01(\tR\tprincipal\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12)\n" +
@@ -3547,7 +3579,8 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\x0econtext_digest\x18\x04 \x01(\fR\rcontextDigest\x12\x12\n" +
 	"\x04uses\x18\x05 \x01(\rR\x04uses\x12\x1f\n" +
 	"\vttl_seconds\x18\x06 \x01(\x03R\n" +
-	"ttlSeconds\"(\n" +
+	"ttlSeconds\x12!\n" +
+	"\fdata_digests\x18\a \x03(\fR\vdataDigests\"(\n" +
 	"\vRevokeGrant\x12\x19\n" +
 	"\bgrant_id\x18\x01 \x01(\tR\agrantId\"U\n" +
 	"\vSetOfficers\x12.\n" +
@@ -3567,7 +3600,7 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\n" +
 	"ledger_seq\x18\x03 \x01(\x04R\tledgerSeq\x12\x19\n" +
 	"\bgrant_id\x18\x04 \x01(\tR\agrantId\"\x16\n" +
-	"\x14GetGovernanceRequest\"\xed\x03\n" +
+	"\x14GetGovernanceRequest\"\x8e\x04\n" +
 	"\x0fApprovalRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x1c\n" +
@@ -3584,14 +3617,16 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	" \x01(\x03R\x12expireTimeUnixNano\x12-\n" +
 	"\x05state\x18\v \x01(\x0e2\x17.custos.v1.RequestStateR\x05state\x12\x19\n" +
 	"\bgrant_id\x18\f \x01(\tR\agrantId\x12!\n" +
-	"\fdecision_seq\x18\r \x01(\x04R\vdecisionSeq\"&\n" +
+	"\fdecision_seq\x18\r \x01(\x04R\vdecisionSeq\x12\x1f\n" +
+	"\vdata_digest\x18\x0e \x01(\fR\n" +
+	"dataDigest\"&\n" +
 	"\x12ListPendingRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\"M\n" +
 	"\x13ListPendingResponse\x126\n" +
 	"\brequests\x18\x01 \x03(\v2\x1a.custos.v1.ApprovalRequestR\brequests\"2\n" +
 	"\x11GetRequestRequest\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x01 \x01(\tR\trequestId\"\x93\x02\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\"\xb6\x02\n" +
 	"\x05Grant\x12\x19\n" +
 	"\bgrant_id\x18\x01 \x01(\tR\agrantId\x12\x1c\n" +
 	"\tprincipal\x18\x02 \x01(\tR\tprincipal\x12\x10\n" +
@@ -3601,7 +3636,8 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\tuses_left\x18\x06 \x01(\rR\busesLeft\x121\n" +
 	"\x15expire_time_unix_nano\x18\a \x01(\x03R\x12expireTimeUnixNano\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\b \x01(\tR\trequestId\"%\n" +
+	"request_id\x18\b \x01(\tR\trequestId\x12!\n" +
+	"\fdata_digests\x18\t \x03(\fR\vdataDigests\"%\n" +
 	"\x11ListGrantsRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\">\n" +
 	"\x12ListGrantsResponse\x12(\n" +

@@ -63,7 +63,11 @@ type DecisionRecord struct {
 	// Checkpoint records: the signed (seq, head) they cover.
 	Checkpoint *Checkpoint `protobuf:"bytes,20,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
 	// True if the cluster's notify rules (or the key's) select this record.
-	Notify        bool `protobuf:"varint,21,opt,name=notify,proto3" json:"notify,omitempty"`
+	Notify bool `protobuf:"varint,21,opt,name=notify,proto3" json:"notify,omitempty"`
+	// Decrypt-type decisions: SHA-256 of the wrapped data key or ciphertext
+	// the caller sent, so the ledger says which data key was released (and
+	// an approval is bound to it).
+	DataDigest    []byte `protobuf:"bytes,22,opt,name=data_digest,json=dataDigest,proto3" json:"data_digest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -245,6 +249,13 @@ func (x *DecisionRecord) GetNotify() bool {
 	return false
 }
 
+func (x *DecisionRecord) GetDataDigest() []byte {
+	if x != nil {
+		return x.DataDigest
+	}
+	return nil
+}
+
 // Checkpoint is a signature by an HSM-resident ECDSA P-256 key over the
 // chain head at seq (docs/ledger.md gives the signed bytes).
 type Checkpoint struct {
@@ -345,7 +356,7 @@ var File_custos_v1_ledger_proto protoreflect.FileDescriptor
 
 const file_custos_v1_ledger_proto_rawDesc = "" +
 	"\n" +
-	"\x16custos/v1/ledger.proto\x12\tcustos.v1\x1a\x16custos/v1/common.proto\"\xce\x05\n" +
+	"\x16custos/v1/ledger.proto\x12\tcustos.v1\x1a\x16custos/v1/common.proto\"\xef\x05\n" +
 	"\x0eDecisionRecord\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\x12\x12\n" +
@@ -373,7 +384,9 @@ const file_custos_v1_ledger_proto_rawDesc = "" +
 	"\n" +
 	"checkpoint\x18\x14 \x01(\v2\x15.custos.v1.CheckpointR\n" +
 	"checkpoint\x12\x16\n" +
-	"\x06notify\x18\x15 \x01(\bR\x06notify\"\xc0\x01\n" +
+	"\x06notify\x18\x15 \x01(\bR\x06notify\x12\x1f\n" +
+	"\vdata_digest\x18\x16 \x01(\fR\n" +
+	"dataDigest\"\xc0\x01\n" +
 	"\n" +
 	"Checkpoint\x12\x1d\n" +
 	"\n" +

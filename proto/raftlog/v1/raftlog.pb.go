@@ -1830,8 +1830,10 @@ type Decide struct {
 	Ticket            string                 `protobuf:"bytes,6,opt,name=ticket,proto3" json:"ticket,omitempty"`
 	ContextDigest     []byte                 `protobuf:"bytes,7,opt,name=context_digest,json=contextDigest,proto3" json:"context_digest,omitempty"`
 	RequestId         string                 `protobuf:"bytes,8,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// SHA-256 of the wrapped data key or ciphertext sent (empty: none).
+	DataDigest    []byte `protobuf:"bytes,9,opt,name=data_digest,json=dataDigest,proto3" json:"data_digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Decide) Reset() {
@@ -1918,6 +1920,13 @@ func (x *Decide) GetRequestId() string {
 		return x.RequestId
 	}
 	return ""
+}
+
+func (x *Decide) GetDataDigest() []byte {
+	if x != nil {
+		return x.DataDigest
+	}
+	return nil
 }
 
 // State is the snapshot form of the key state (the ledger is streamed after
@@ -3175,7 +3184,7 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\aenabled\x18\x02 \x01(\bR\aenabled\"c\n" +
 	"\x17SetMinDecryptionVersion\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
-	"\x16min_decryption_version\x18\x02 \x01(\rR\x14minDecryptionVersion\"\xa7\x02\n" +
+	"\x16min_decryption_version\x18\x02 \x01(\rR\x14minDecryptionVersion\"\xc8\x02\n" +
 	"\x06Decide\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1f\n" +
 	"\vkey_version\x18\x02 \x01(\rR\n" +
@@ -3186,7 +3195,9 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x06ticket\x18\x06 \x01(\tR\x06ticket\x12%\n" +
 	"\x0econtext_digest\x18\a \x01(\fR\rcontextDigest\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\b \x01(\tR\trequestId\"\xef\a\n" +
+	"request_id\x18\b \x01(\tR\trequestId\x12\x1f\n" +
+	"\vdata_digest\x18\t \x01(\fR\n" +
+	"dataDigest\"\xef\a\n" +
 	"\x05State\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\"\n" +

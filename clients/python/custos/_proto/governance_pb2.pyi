@@ -55,9 +55,10 @@ class AdmitNode(_message.Message):
     def __init__(self, node: _Optional[str] = ..., transport_key_fingerprint: _Optional[str] = ..., identity_key_fingerprint: _Optional[str] = ..., hash: _Optional[_Union[KeyTransportHash, str]] = ..., domain_key_rotation: bool = ...) -> None: ...
 
 class ApprovalRequest(_message.Message):
-    __slots__ = ["context_digest", "create_time_unix_nano", "decision_seq", "expire_time_unix_nano", "grant_id", "justification_text", "key", "key_version", "principal", "reason", "request_id", "state", "ticket"]
+    __slots__ = ["context_digest", "create_time_unix_nano", "data_digest", "decision_seq", "expire_time_unix_nano", "grant_id", "justification_text", "key", "key_version", "principal", "reason", "request_id", "state", "ticket"]
     CONTEXT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    DATA_DIGEST_FIELD_NUMBER: _ClassVar[int]
     DECISION_SEQ_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
     GRANT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +72,7 @@ class ApprovalRequest(_message.Message):
     TICKET_FIELD_NUMBER: _ClassVar[int]
     context_digest: bytes
     create_time_unix_nano: int
+    data_digest: bytes
     decision_seq: int
     expire_time_unix_nano: int
     grant_id: str
@@ -82,7 +84,7 @@ class ApprovalRequest(_message.Message):
     request_id: str
     state: RequestState
     ticket: str
-    def __init__(self, request_id: _Optional[str] = ..., principal: _Optional[str] = ..., key: _Optional[str] = ..., key_version: _Optional[int] = ..., reason: _Optional[_Union[_common_pb2.Reason, str]] = ..., justification_text: _Optional[str] = ..., ticket: _Optional[str] = ..., context_digest: _Optional[bytes] = ..., create_time_unix_nano: _Optional[int] = ..., expire_time_unix_nano: _Optional[int] = ..., state: _Optional[_Union[RequestState, str]] = ..., grant_id: _Optional[str] = ..., decision_seq: _Optional[int] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., principal: _Optional[str] = ..., key: _Optional[str] = ..., key_version: _Optional[int] = ..., reason: _Optional[_Union[_common_pb2.Reason, str]] = ..., justification_text: _Optional[str] = ..., ticket: _Optional[str] = ..., context_digest: _Optional[bytes] = ..., create_time_unix_nano: _Optional[int] = ..., expire_time_unix_nano: _Optional[int] = ..., state: _Optional[_Union[RequestState, str]] = ..., grant_id: _Optional[str] = ..., decision_seq: _Optional[int] = ..., data_digest: _Optional[bytes] = ...) -> None: ...
 
 class ApproveRequest(_message.Message):
     __slots__ = ["request_id", "ttl_seconds", "uses"]
@@ -133,20 +135,22 @@ class ClusterRestore(_message.Message):
     def __init__(self, snapshot_sha256: _Optional[str] = ..., source_node: _Optional[str] = ..., source_raft_index: _Optional[int] = ..., source_raft_term: _Optional[int] = ..., created_unix_nano: _Optional[int] = ..., node: _Optional[str] = ..., restore_time_unix_nano: _Optional[int] = ..., reported: bool = ..., accepted: bool = ..., accept_time_unix_nano: _Optional[int] = ..., restore_id: _Optional[str] = ...) -> None: ...
 
 class CreateGrant(_message.Message):
-    __slots__ = ["context_digest", "key", "principal", "reason", "ttl_seconds", "uses"]
+    __slots__ = ["context_digest", "data_digests", "key", "principal", "reason", "ttl_seconds", "uses"]
     CONTEXT_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    DATA_DIGESTS_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     USES_FIELD_NUMBER: _ClassVar[int]
     context_digest: bytes
+    data_digests: _containers.RepeatedScalarFieldContainer[bytes]
     key: str
     principal: str
     reason: _common_pb2.Reason
     ttl_seconds: int
     uses: int
-    def __init__(self, principal: _Optional[str] = ..., key: _Optional[str] = ..., reason: _Optional[_Union[_common_pb2.Reason, str]] = ..., context_digest: _Optional[bytes] = ..., uses: _Optional[int] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
+    def __init__(self, principal: _Optional[str] = ..., key: _Optional[str] = ..., reason: _Optional[_Union[_common_pb2.Reason, str]] = ..., context_digest: _Optional[bytes] = ..., uses: _Optional[int] = ..., ttl_seconds: _Optional[int] = ..., data_digests: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class DenyRequest(_message.Message):
     __slots__ = ["request_id"]
@@ -223,8 +227,9 @@ class Governance(_message.Message):
     def __init__(self, cluster_id: _Optional[str] = ..., officers: _Optional[_Iterable[_Union[Officer, _Mapping]]] = ..., quorum: _Optional[int] = ..., version: _Optional[int] = ..., sinks: _Optional[_Iterable[_Union[Sink, _Mapping]]] = ..., notify_rules: _Optional[_Union[NotifyRules, _Mapping]] = ..., profile: _Optional[str] = ..., restore_id: _Optional[str] = ...) -> None: ...
 
 class Grant(_message.Message):
-    __slots__ = ["context_digest", "expire_time_unix_nano", "grant_id", "key", "principal", "reason", "request_id", "uses_left"]
+    __slots__ = ["context_digest", "data_digests", "expire_time_unix_nano", "grant_id", "key", "principal", "reason", "request_id", "uses_left"]
     CONTEXT_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    DATA_DIGESTS_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
     GRANT_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
@@ -233,6 +238,7 @@ class Grant(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     USES_LEFT_FIELD_NUMBER: _ClassVar[int]
     context_digest: bytes
+    data_digests: _containers.RepeatedScalarFieldContainer[bytes]
     expire_time_unix_nano: int
     grant_id: str
     key: str
@@ -240,7 +246,7 @@ class Grant(_message.Message):
     reason: _common_pb2.Reason
     request_id: str
     uses_left: int
-    def __init__(self, grant_id: _Optional[str] = ..., principal: _Optional[str] = ..., key: _Optional[str] = ..., reason: _Optional[_Union[_common_pb2.Reason, str]] = ..., context_digest: _Optional[bytes] = ..., uses_left: _Optional[int] = ..., expire_time_unix_nano: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, grant_id: _Optional[str] = ..., principal: _Optional[str] = ..., key: _Optional[str] = ..., reason: _Optional[_Union[_common_pb2.Reason, str]] = ..., context_digest: _Optional[bytes] = ..., uses_left: _Optional[int] = ..., expire_time_unix_nano: _Optional[int] = ..., request_id: _Optional[str] = ..., data_digests: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class KeyPolicy(_message.Message):
     __slots__ = ["decrypt_principals", "encrypt_principals", "max_decrypts_per_principal_per_hour", "notify_all", "notify_before_release", "reasons", "version", "windows"]
