@@ -43,6 +43,10 @@ Run "custosd <command> --help" for a command's flags.
 
 func main() {
 	tuneGC(os.Getenv)
+	// Everything custosd writes — Raft snapshots (wrapped KEKs), the
+	// ledger, sink files, configuration it generates — is for its own
+	// user only: files 0600, directories 0700 (docs/operations.md).
+	restrictUmask()
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

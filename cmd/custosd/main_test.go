@@ -122,6 +122,18 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"tiny checkpoint interval", strings.Replace(good, `"id":"n1",`, `"id":"n1","checkpoint_interval":"10ms",`, 1), `"checkpoint_interval"`, ""},
 		{"negative checkpoint_every", strings.Replace(good, `"id":"n1",`, `"id":"n1","checkpoint_every":-1,`, 1), `"checkpoint_every"`, ""},
 	}
+	// A PIN file other users may read is refused (the group may: 0640).
+	openPIN := filepath.Join(dir, "open.pin")
+	if err := os.WriteFile(openPIN, []byte("1234\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(openPIN, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests = append(tests, struct {
+		name, json, want string
+		env              string
+	}{"world-readable PIN file", strings.Replace(good, `"pin_file":"pin"`, `"pin_file":"open.pin"`, 1), `"pkcs11.pin_file" is open to other users (mode 0644)`, ""})
 	for _, tt := range tests {
 		_, err := loadConfig(write(tt.json), noenv)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {

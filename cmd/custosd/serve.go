@@ -358,6 +358,9 @@ func loadConfigLog(path string, getenv func(string) string, logLevel, logFormat 
 
 	var pin string
 	if fc.PKCS11.PINFile != "" {
+		if fi, err := os.Stat(abs(fc.PKCS11.PINFile)); err == nil && fi.Mode().Perm()&0o007 != 0 {
+			return cfg, bad("pkcs11.pin_file", fmt.Sprintf("is open to other users (mode %04o): chmod o-rwx it (0600, or 0640 with the custos group)", fi.Mode().Perm()))
+		}
 		pb, err := os.ReadFile(abs(fc.PKCS11.PINFile))
 		if err != nil {
 			return cfg, bad("pkcs11.pin_file", fmt.Sprintf("cannot be read: %v", err))

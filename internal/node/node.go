@@ -268,6 +268,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := os.MkdirAll(filepath.Dir(ledgerPath), 0o700); err != nil {
 		return nil, fmt.Errorf("node: data dir: %w", err)
 	}
+	if err := os.Chmod(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("node: data dir: %w", err)
+	}
+	tightenDataDir(cfg.DataDir, cfg.Logger)
 	if n.ledger, err = ledger.Open(ledgerPath, ledger.Options{NoSync: true}); err != nil {
 		return nil, fmt.Errorf("node: open ledger %s: %w", ledgerPath, err)
 	}
