@@ -105,7 +105,7 @@ type Attributes struct {
 	// Local is CKA_LOCAL: the key was generated in this token (not created
 	// from a value, not unwrapped).
 	Local bool
-	Label            string
+	Label string
 }
 
 // Backend is an HSM. Implementations are safe for concurrent use.
