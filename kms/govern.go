@@ -274,6 +274,18 @@ func (s *State) applyStatement(c *raftlogv1.Command, st *custosv1.Statement) (re
 	case *custosv1.Statement_AcceptRestore:
 		r, err := s.applyAcceptRestore(c, op.AcceptRestore)
 		return r, "", err
+	case *custosv1.Statement_SetKeyMinVersion:
+		k, err := key(op.SetKeyMinVersion.Key)
+		if err != nil {
+			return "", "", err
+		}
+		v := op.SetKeyMinVersion.MinDecryptionVersion
+		if v < 1 || v > k.PrimaryVersion {
+			return "", "", fmt.Errorf("%w: min_decryption_version %d: must be between 1 and the primary version %d", ErrInvalidArgument, v, k.PrimaryVersion)
+		}
+		was := k.MinDecryptionVersion
+		k.MinDecryptionVersion, k.UpdateTimeUnixNano = v, now
+		return fmt.Sprintf("key %s minimum decryption version set from %d to %d", k.Name, was, v), "", nil
 	case *custosv1.Statement_RotateDomainKey:
 		r, err := s.applyRotateDomainKey(c)
 		return r, "", err
@@ -328,6 +340,8 @@ func (s *State) statementKey(st *custosv1.Statement) string {
 		return op.CreateGrant.Key
 	case *custosv1.Statement_ScheduleKeyDestruction:
 		return op.ScheduleKeyDestruction.Key
+	case *custosv1.Statement_SetKeyMinVersion:
+		return op.SetKeyMinVersion.Key
 	case *custosv1.Statement_CancelKeyDestruction:
 		return op.CancelKeyDestruction.Key
 	}

@@ -37,6 +37,7 @@ func DefaultPolicy(creator string) *custosv1.KeyPolicy {
 		Version:           1,
 		EncryptPrincipals: []string{creator},
 		DecryptPrincipals: []string{creator},
+		AdminPrincipals:   []string{creator},
 		Reasons: []*custosv1.ReasonRule{
 			{Reason: custosv1.Reason_REASON_UNSPECIFIED, Action: ra},
 			{Reason: custosv1.Reason_REASON_CUSTOMER_INITIATED, Action: custosv1.Action_ACTION_ALLOW},
@@ -54,7 +55,8 @@ func ValidatePolicy(p *custosv1.KeyPolicy) error {
 	if p == nil {
 		return fmt.Errorf("%w: policy is missing", ErrInvalidArgument)
 	}
-	for field, list := range map[string][]string{"encrypt_principals": p.EncryptPrincipals, "decrypt_principals": p.DecryptPrincipals} {
+	for field, list := range map[string][]string{"encrypt_principals": p.EncryptPrincipals, "decrypt_principals": p.DecryptPrincipals,
+		"admin_principals": p.AdminPrincipals} {
 		if len(list) > maxPolicyPrincipals {
 			return fmt.Errorf("%w: policy.%s has more than %d entries", ErrInvalidArgument, field, maxPolicyPrincipals)
 		}
@@ -166,4 +168,15 @@ func inWindows(p *custosv1.KeyPolicy, t time.Time) bool {
 // isKeyUser reports whether principal is named by the key's policy.
 func isKeyUser(p *custosv1.KeyPolicy, principal string) bool {
 	return slices.Contains(p.EncryptPrincipals, principal) || slices.Contains(p.DecryptPrincipals, principal)
+}
+
+// isKeyAdmin reports whether principal may administer the key (rotate,
+// raise the minimum version, disable): one of its admin_principals, or —
+// for a policy written before admin_principals existed, which names none —
+// any principal the policy names, as then.
+func isKeyAdmin(p *custosv1.KeyPolicy, principal string) bool {
+	if len(p.AdminPrincipals) == 0 {
+		return isKeyUser(p, principal)
+	}
+	return slices.Contains(p.AdminPrincipals, principal)
 }

@@ -311,7 +311,7 @@ func (s *State) applyCreateKey(c *raftlogv1.Command, op *raftlogv1.CreateKey) an
 }
 
 func (s *State) applyAddVersion(c *raftlogv1.Command, op *raftlogv1.AddKeyVersion) any {
-	k, err := s.userKey(op.Name, c.Principal, "rotate")
+	k, err := s.adminKey(op.Name, c.Principal, "rotate")
 	if err != nil {
 		return err
 	}
@@ -359,7 +359,7 @@ func (s *State) applySetState(c *raftlogv1.Command, op *raftlogv1.SetKeyState) a
 	if op.Enabled {
 		return fmt.Errorf("%w: enabling key %q loosens access: submit an EnableKey statement signed by the officer quorum", ErrPermissionDenied, op.Name)
 	}
-	k, err := s.userKey(op.Name, c.Principal, "disable")
+	k, err := s.adminKey(op.Name, c.Principal, "disable")
 	if err != nil {
 		return err
 	}
@@ -371,7 +371,7 @@ func (s *State) applySetState(c *raftlogv1.Command, op *raftlogv1.SetKeyState) a
 // applySetMin raises the minimum decryption version (tightening, by a key
 // user); lowering it would loosen access and is refused.
 func (s *State) applySetMin(c *raftlogv1.Command, op *raftlogv1.SetMinDecryptionVersion) any {
-	k, err := s.userKey(op.Name, c.Principal, "change the minimum decryption version of")
+	k, err := s.adminKey(op.Name, c.Principal, "change the minimum decryption version of")
 	if err != nil {
 		return err
 	}
@@ -498,6 +498,19 @@ func (s *State) userKey(name, principal, what string) (*raftlogv1.KeyRecord, err
 	}
 	if !isKeyUser(k.Policy, principal) {
 		return nil, fmt.Errorf("%w: principal %q may not %s key %q", ErrPermissionDenied, principal, what, name)
+	}
+	return k, nil
+}
+
+// adminKey returns the key name if principal may administer it (rotate,
+// raise its minimum version, disable: isKeyAdmin), else an error.
+func (s *State) adminKey(name, principal, what string) (*raftlogv1.KeyRecord, error) {
+	k, ok := s.keys[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: key %q", ErrNotFound, name)
+	}
+	if !isKeyAdmin(k.Policy, principal) {
+		return nil, fmt.Errorf("%w: principal %q may not %s key %q: it is not one of the key's administrators (policy admin_principals)", ErrPermissionDenied, principal, what, name)
 	}
 	return k, nil
 }

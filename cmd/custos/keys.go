@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -173,4 +175,26 @@ func printKey(w io.Writer, k *custosv1.Key, asJSON bool) error {
 	}
 	_, err := fmt.Fprintln(w, line)
 	return err
+}
+
+// setMinVersionFlags registers the flags of `officer propose set-min-version`.
+func setMinVersionFlags(fs *flag.FlagSet, f *opFlags) {
+	fs.StringVar(&f.key, "key", "", "the key (required)")
+	fs.UintVar(&f.version, "version", 0, "the minimum decryption version to set, 1 to the primary version (required)")
+}
+
+// buildSetMinVersionOp builds a SetKeyMinVersion operation: the officers'
+// way to lower a key's minimum decryption version.
+func buildSetMinVersionOp(f *opFlags) (func(*custosv1.Statement), error) {
+	if f.key == "" || f.version == 0 || f.version > math.MaxUint32 {
+		return nil, usagef("--key and --version (1 or more) are required")
+	}
+	k, v := f.key, uint32(f.version)
+	return func(st *custosv1.Statement) {
+		st.Operation = &custosv1.Statement_SetKeyMinVersion{SetKeyMinVersion: &custosv1.SetKeyMinVersion{Key: k, MinDecryptionVersion: v}}
+	}, nil
+}
+
+func runKeySetMinVersionOfficers(ctx context.Context, a *app, args []string) error {
+	return onlineOp(ctx, a, "officer set-min-version", "set-min-version", args, 0, setMinVersionFlags)
 }

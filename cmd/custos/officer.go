@@ -164,6 +164,8 @@ func buildOp(op string, f *opFlags, pos []string) (func(*custosv1.Statement), er
 		return buildDestroyOp(op, f)
 	case "accept-restore":
 		return buildAcceptRestoreOp(pos)
+	case "set-min-version":
+		return buildSetMinVersionOp(f)
 	case "rotate-domain-key", "cancel-rotation":
 		return buildRotationOp(op), nil
 	}
@@ -344,8 +346,8 @@ func (a *app) showState(ctx context.Context, c *custos.Client, st *custosv1.Stat
 			return err
 		}
 		return printNotifyRules(a.stdout, g.GetNotifyRules(), asJSON)
-	case *custosv1.Statement_ScheduleKeyDestruction, *custosv1.Statement_CancelKeyDestruction:
-		k, err := c.GetKey(ctx, st.GetScheduleKeyDestruction().GetKey()+st.GetCancelKeyDestruction().GetKey())
+	case *custosv1.Statement_ScheduleKeyDestruction, *custosv1.Statement_CancelKeyDestruction, *custosv1.Statement_SetKeyMinVersion:
+		k, err := c.GetKey(ctx, st.GetScheduleKeyDestruction().GetKey()+st.GetCancelKeyDestruction().GetKey()+st.GetSetKeyMinVersion().GetKey())
 		if err != nil {
 			return err
 		}

@@ -316,6 +316,11 @@ func validate(st *custosv1.Statement) error {
 		return checkIdent("cancel_key_destruction.key", op.CancelKeyDestruction.GetKey())
 	case *custosv1.Statement_RotateDomainKey, *custosv1.Statement_CancelDomainKeyRotation:
 		return nil
+	case *custosv1.Statement_SetKeyMinVersion:
+		if op.SetKeyMinVersion.GetMinDecryptionVersion() == 0 {
+			return fmt.Errorf("%w: set_key_min_version.min_decryption_version is 0", ErrMalformed)
+		}
+		return checkIdent("set_key_min_version.key", op.SetKeyMinVersion.GetKey())
 	case *custosv1.Statement_AcceptRestore:
 		if !isLowerHex(op.AcceptRestore.GetSnapshotSha256(), 64) {
 			return fmt.Errorf("%w: accept_restore.snapshot_sha256 is not 64 lower-case hex digits", ErrMalformed)
@@ -482,6 +487,8 @@ func Describe(st *custosv1.Statement) string {
 		fmt.Fprintf(&b, " key=%s version=%s", q(d.GetKey()), versionOrAll(d.GetVersion()))
 	case *custosv1.Statement_AcceptRestore:
 		fmt.Fprintf(&b, " snapshot_sha256=%s", op.AcceptRestore.GetSnapshotSha256())
+	case *custosv1.Statement_SetKeyMinVersion:
+		fmt.Fprintf(&b, " key=%s min_decryption_version=%d", q(op.SetKeyMinVersion.GetKey()), op.SetKeyMinVersion.GetMinDecryptionVersion())
 	}
 	fmt.Fprintf(&b, " (needs %s) cluster=%s not_after=%s", Need(st), q(st.GetClusterId()),
 		time.Unix(st.GetNotAfterUnix(), 0).UTC().Format(time.RFC3339))

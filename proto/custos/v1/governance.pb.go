@@ -440,8 +440,14 @@ type KeyPolicy struct {
 	NotifyAll bool `protobuf:"varint,7,opt,name=notify_all,json=notifyAll,proto3" json:"notify_all,omitempty"`
 	// Release only after the notification sinks acknowledged (ledger issue).
 	NotifyBeforeRelease bool `protobuf:"varint,8,opt,name=notify_before_release,json=notifyBeforeRelease,proto3" json:"notify_before_release,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Principals allowed to administer the key: rotate it, raise its minimum
+	// decryption version, disable it. Using a key does not make one its
+	// administrator. A new key's creator is its administrator; a policy
+	// written before this field existed has it empty, and then every
+	// principal the policy names may administer the key, as before.
+	AdminPrincipals []string `protobuf:"bytes,9,rep,name=admin_principals,json=adminPrincipals,proto3" json:"admin_principals,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *KeyPolicy) Reset() {
@@ -528,6 +534,13 @@ func (x *KeyPolicy) GetNotifyBeforeRelease() bool {
 		return x.NotifyBeforeRelease
 	}
 	return false
+}
+
+func (x *KeyPolicy) GetAdminPrincipals() []string {
+	if x != nil {
+		return x.AdminPrincipals
+	}
+	return nil
 }
 
 // Officer is one of the customer's security officers.
@@ -732,6 +745,7 @@ type Statement struct {
 	//	*Statement_AcceptRestore
 	//	*Statement_RotateDomainKey
 	//	*Statement_CancelDomainKeyRotation
+	//	*Statement_SetKeyMinVersion
 	Operation     isStatement_Operation `protobuf_oneof:"operation"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -980,6 +994,15 @@ func (x *Statement) GetCancelDomainKeyRotation() *CancelDomainKeyRotation {
 	return nil
 }
 
+func (x *Statement) GetSetKeyMinVersion() *SetKeyMinVersion {
+	if x != nil {
+		if x, ok := x.Operation.(*Statement_SetKeyMinVersion); ok {
+			return x.SetKeyMinVersion
+		}
+	}
+	return nil
+}
+
 type isStatement_Operation interface {
 	isStatement_Operation()
 }
@@ -1060,6 +1083,10 @@ type Statement_CancelDomainKeyRotation struct {
 	CancelDomainKeyRotation *CancelDomainKeyRotation `protobuf:"bytes,28,opt,name=cancel_domain_key_rotation,json=cancelDomainKeyRotation,proto3,oneof"`
 }
 
+type Statement_SetKeyMinVersion struct {
+	SetKeyMinVersion *SetKeyMinVersion `protobuf:"bytes,29,opt,name=set_key_min_version,json=setKeyMinVersion,proto3,oneof"`
+}
+
 func (*Statement_RevokeKey) isStatement_Operation() {}
 
 func (*Statement_DisableKey) isStatement_Operation() {}
@@ -1097,6 +1124,8 @@ func (*Statement_AcceptRestore) isStatement_Operation() {}
 func (*Statement_RotateDomainKey) isStatement_Operation() {}
 
 func (*Statement_CancelDomainKeyRotation) isStatement_Operation() {}
+
+func (*Statement_SetKeyMinVersion) isStatement_Operation() {}
 
 // ScheduleKeyDestruction (quorum) destroys a key version — or, with
 // version 0, every version of the key — once waiting_seconds have passed
@@ -1490,6 +1519,62 @@ func (x *AdmitNode) GetDomainKeyRotation() bool {
 	return false
 }
 
+// SetKeyMinVersion (quorum) sets a key's minimum decryption version to any
+// version from 1 to its primary: the officers' way to lower it again (a
+// key's administrators may only raise it), e.g. after a key user raised it
+// to lock its owner out.
+type SetKeyMinVersion struct {
+	state                protoimpl.MessageState `protogen:"open.v1"`
+	Key                  string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	MinDecryptionVersion uint32                 `protobuf:"varint,2,opt,name=min_decryption_version,json=minDecryptionVersion,proto3" json:"min_decryption_version,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *SetKeyMinVersion) Reset() {
+	*x = SetKeyMinVersion{}
+	mi := &file_custos_v1_governance_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetKeyMinVersion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetKeyMinVersion) ProtoMessage() {}
+
+func (x *SetKeyMinVersion) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_governance_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetKeyMinVersion.ProtoReflect.Descriptor instead.
+func (*SetKeyMinVersion) Descriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *SetKeyMinVersion) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *SetKeyMinVersion) GetMinDecryptionVersion() uint32 {
+	if x != nil {
+		return x.MinDecryptionVersion
+	}
+	return 0
+}
+
 // RotateDomainKey (one officer: it only takes the old domain key away)
 // starts a rotation of the cluster's domain key: a custodian generates a new
 // one, re-wraps every KEK under it, every custodian receives it, and then
@@ -1505,7 +1590,7 @@ type RotateDomainKey struct {
 
 func (x *RotateDomainKey) Reset() {
 	*x = RotateDomainKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[11]
+	mi := &file_custos_v1_governance_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1517,7 +1602,7 @@ func (x *RotateDomainKey) String() string {
 func (*RotateDomainKey) ProtoMessage() {}
 
 func (x *RotateDomainKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[11]
+	mi := &file_custos_v1_governance_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1530,7 +1615,7 @@ func (x *RotateDomainKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateDomainKey.ProtoReflect.Descriptor instead.
 func (*RotateDomainKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{11}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{12}
 }
 
 // CancelDomainKeyRotation (one officer) abandons a running rotation: the
@@ -1543,7 +1628,7 @@ type CancelDomainKeyRotation struct {
 
 func (x *CancelDomainKeyRotation) Reset() {
 	*x = CancelDomainKeyRotation{}
-	mi := &file_custos_v1_governance_proto_msgTypes[12]
+	mi := &file_custos_v1_governance_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1555,7 +1640,7 @@ func (x *CancelDomainKeyRotation) String() string {
 func (*CancelDomainKeyRotation) ProtoMessage() {}
 
 func (x *CancelDomainKeyRotation) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[12]
+	mi := &file_custos_v1_governance_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1568,7 +1653,7 @@ func (x *CancelDomainKeyRotation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelDomainKeyRotation.ProtoReflect.Descriptor instead.
 func (*CancelDomainKeyRotation) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{12}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{13}
 }
 
 // DomainKeyRotation is a running domain-key rotation as the replicated
@@ -1596,7 +1681,7 @@ type DomainKeyRotation struct {
 
 func (x *DomainKeyRotation) Reset() {
 	*x = DomainKeyRotation{}
-	mi := &file_custos_v1_governance_proto_msgTypes[13]
+	mi := &file_custos_v1_governance_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1608,7 +1693,7 @@ func (x *DomainKeyRotation) String() string {
 func (*DomainKeyRotation) ProtoMessage() {}
 
 func (x *DomainKeyRotation) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[13]
+	mi := &file_custos_v1_governance_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1621,7 +1706,7 @@ func (x *DomainKeyRotation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DomainKeyRotation.ProtoReflect.Descriptor instead.
 func (*DomainKeyRotation) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{13}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DomainKeyRotation) GetEpoch() uint32 {
@@ -1693,7 +1778,7 @@ type RevokeAdmission struct {
 
 func (x *RevokeAdmission) Reset() {
 	*x = RevokeAdmission{}
-	mi := &file_custos_v1_governance_proto_msgTypes[14]
+	mi := &file_custos_v1_governance_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1705,7 +1790,7 @@ func (x *RevokeAdmission) String() string {
 func (*RevokeAdmission) ProtoMessage() {}
 
 func (x *RevokeAdmission) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[14]
+	mi := &file_custos_v1_governance_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1718,7 +1803,7 @@ func (x *RevokeAdmission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdmission.ProtoReflect.Descriptor instead.
 func (*RevokeAdmission) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{14}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RevokeAdmission) GetNode() string {
@@ -1753,7 +1838,7 @@ type NodeAdmission struct {
 
 func (x *NodeAdmission) Reset() {
 	*x = NodeAdmission{}
-	mi := &file_custos_v1_governance_proto_msgTypes[15]
+	mi := &file_custos_v1_governance_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1765,7 +1850,7 @@ func (x *NodeAdmission) String() string {
 func (*NodeAdmission) ProtoMessage() {}
 
 func (x *NodeAdmission) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[15]
+	mi := &file_custos_v1_governance_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1778,7 +1863,7 @@ func (x *NodeAdmission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeAdmission.ProtoReflect.Descriptor instead.
 func (*NodeAdmission) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{15}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *NodeAdmission) GetNode() string {
@@ -1872,7 +1957,7 @@ type Sink struct {
 
 func (x *Sink) Reset() {
 	*x = Sink{}
-	mi := &file_custos_v1_governance_proto_msgTypes[16]
+	mi := &file_custos_v1_governance_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1884,7 +1969,7 @@ func (x *Sink) String() string {
 func (*Sink) ProtoMessage() {}
 
 func (x *Sink) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[16]
+	mi := &file_custos_v1_governance_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1897,7 +1982,7 @@ func (x *Sink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sink.ProtoReflect.Descriptor instead.
 func (*Sink) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{16}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Sink) GetName() string {
@@ -1959,7 +2044,7 @@ type AddSink struct {
 
 func (x *AddSink) Reset() {
 	*x = AddSink{}
-	mi := &file_custos_v1_governance_proto_msgTypes[17]
+	mi := &file_custos_v1_governance_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1971,7 +2056,7 @@ func (x *AddSink) String() string {
 func (*AddSink) ProtoMessage() {}
 
 func (x *AddSink) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[17]
+	mi := &file_custos_v1_governance_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1984,7 +2069,7 @@ func (x *AddSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddSink.ProtoReflect.Descriptor instead.
 func (*AddSink) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{17}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AddSink) GetSink() *Sink {
@@ -2004,7 +2089,7 @@ type RemoveSink struct {
 
 func (x *RemoveSink) Reset() {
 	*x = RemoveSink{}
-	mi := &file_custos_v1_governance_proto_msgTypes[18]
+	mi := &file_custos_v1_governance_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2016,7 +2101,7 @@ func (x *RemoveSink) String() string {
 func (*RemoveSink) ProtoMessage() {}
 
 func (x *RemoveSink) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[18]
+	mi := &file_custos_v1_governance_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2029,7 +2114,7 @@ func (x *RemoveSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSink.ProtoReflect.Descriptor instead.
 func (*RemoveSink) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{18}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RemoveSink) GetName() string {
@@ -2055,7 +2140,7 @@ type NotifyRules struct {
 
 func (x *NotifyRules) Reset() {
 	*x = NotifyRules{}
-	mi := &file_custos_v1_governance_proto_msgTypes[19]
+	mi := &file_custos_v1_governance_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2067,7 +2152,7 @@ func (x *NotifyRules) String() string {
 func (*NotifyRules) ProtoMessage() {}
 
 func (x *NotifyRules) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[19]
+	mi := &file_custos_v1_governance_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2080,7 +2165,7 @@ func (x *NotifyRules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifyRules.ProtoReflect.Descriptor instead.
 func (*NotifyRules) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{19}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *NotifyRules) GetReasons() []Reason {
@@ -2128,7 +2213,7 @@ type SetNotifyRules struct {
 
 func (x *SetNotifyRules) Reset() {
 	*x = SetNotifyRules{}
-	mi := &file_custos_v1_governance_proto_msgTypes[20]
+	mi := &file_custos_v1_governance_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2140,7 +2225,7 @@ func (x *SetNotifyRules) String() string {
 func (*SetNotifyRules) ProtoMessage() {}
 
 func (x *SetNotifyRules) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[20]
+	mi := &file_custos_v1_governance_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2153,7 +2238,7 @@ func (x *SetNotifyRules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNotifyRules.ProtoReflect.Descriptor instead.
 func (*SetNotifyRules) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{20}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SetNotifyRules) GetRules() *NotifyRules {
@@ -2174,7 +2259,7 @@ type RevokeKey struct {
 
 func (x *RevokeKey) Reset() {
 	*x = RevokeKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[21]
+	mi := &file_custos_v1_governance_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2186,7 +2271,7 @@ func (x *RevokeKey) String() string {
 func (*RevokeKey) ProtoMessage() {}
 
 func (x *RevokeKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[21]
+	mi := &file_custos_v1_governance_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2199,7 +2284,7 @@ func (x *RevokeKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeKey.ProtoReflect.Descriptor instead.
 func (*RevokeKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{21}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RevokeKey) GetKey() string {
@@ -2219,7 +2304,7 @@ type DisableKey struct {
 
 func (x *DisableKey) Reset() {
 	*x = DisableKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[22]
+	mi := &file_custos_v1_governance_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2231,7 +2316,7 @@ func (x *DisableKey) String() string {
 func (*DisableKey) ProtoMessage() {}
 
 func (x *DisableKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[22]
+	mi := &file_custos_v1_governance_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2244,7 +2329,7 @@ func (x *DisableKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableKey.ProtoReflect.Descriptor instead.
 func (*DisableKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{22}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DisableKey) GetKey() string {
@@ -2264,7 +2349,7 @@ type EnableKey struct {
 
 func (x *EnableKey) Reset() {
 	*x = EnableKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[23]
+	mi := &file_custos_v1_governance_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2276,7 +2361,7 @@ func (x *EnableKey) String() string {
 func (*EnableKey) ProtoMessage() {}
 
 func (x *EnableKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[23]
+	mi := &file_custos_v1_governance_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2289,7 +2374,7 @@ func (x *EnableKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableKey.ProtoReflect.Descriptor instead.
 func (*EnableKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{23}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *EnableKey) GetKey() string {
@@ -2310,7 +2395,7 @@ type SetPolicy struct {
 
 func (x *SetPolicy) Reset() {
 	*x = SetPolicy{}
-	mi := &file_custos_v1_governance_proto_msgTypes[24]
+	mi := &file_custos_v1_governance_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2322,7 +2407,7 @@ func (x *SetPolicy) String() string {
 func (*SetPolicy) ProtoMessage() {}
 
 func (x *SetPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[24]
+	mi := &file_custos_v1_governance_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2335,7 +2420,7 @@ func (x *SetPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicy.ProtoReflect.Descriptor instead.
 func (*SetPolicy) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{24}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SetPolicy) GetKey() string {
@@ -2365,7 +2450,7 @@ type ApproveRequest struct {
 
 func (x *ApproveRequest) Reset() {
 	*x = ApproveRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[25]
+	mi := &file_custos_v1_governance_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2377,7 +2462,7 @@ func (x *ApproveRequest) String() string {
 func (*ApproveRequest) ProtoMessage() {}
 
 func (x *ApproveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[25]
+	mi := &file_custos_v1_governance_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2390,7 +2475,7 @@ func (x *ApproveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveRequest.ProtoReflect.Descriptor instead.
 func (*ApproveRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{25}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ApproveRequest) GetRequestId() string {
@@ -2424,7 +2509,7 @@ type DenyRequest struct {
 
 func (x *DenyRequest) Reset() {
 	*x = DenyRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[26]
+	mi := &file_custos_v1_governance_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2436,7 +2521,7 @@ func (x *DenyRequest) String() string {
 func (*DenyRequest) ProtoMessage() {}
 
 func (x *DenyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[26]
+	mi := &file_custos_v1_governance_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2449,7 +2534,7 @@ func (x *DenyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DenyRequest.ProtoReflect.Descriptor instead.
 func (*DenyRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{26}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DenyRequest) GetRequestId() string {
@@ -2479,7 +2564,7 @@ type CreateGrant struct {
 
 func (x *CreateGrant) Reset() {
 	*x = CreateGrant{}
-	mi := &file_custos_v1_governance_proto_msgTypes[27]
+	mi := &file_custos_v1_governance_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2491,7 +2576,7 @@ func (x *CreateGrant) String() string {
 func (*CreateGrant) ProtoMessage() {}
 
 func (x *CreateGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[27]
+	mi := &file_custos_v1_governance_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2504,7 +2589,7 @@ func (x *CreateGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGrant.ProtoReflect.Descriptor instead.
 func (*CreateGrant) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{27}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CreateGrant) GetPrincipal() string {
@@ -2566,7 +2651,7 @@ type RevokeGrant struct {
 
 func (x *RevokeGrant) Reset() {
 	*x = RevokeGrant{}
-	mi := &file_custos_v1_governance_proto_msgTypes[28]
+	mi := &file_custos_v1_governance_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2578,7 +2663,7 @@ func (x *RevokeGrant) String() string {
 func (*RevokeGrant) ProtoMessage() {}
 
 func (x *RevokeGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[28]
+	mi := &file_custos_v1_governance_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2591,7 +2676,7 @@ func (x *RevokeGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeGrant.ProtoReflect.Descriptor instead.
 func (*RevokeGrant) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{28}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RevokeGrant) GetGrantId() string {
@@ -2612,7 +2697,7 @@ type SetOfficers struct {
 
 func (x *SetOfficers) Reset() {
 	*x = SetOfficers{}
-	mi := &file_custos_v1_governance_proto_msgTypes[29]
+	mi := &file_custos_v1_governance_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2624,7 +2709,7 @@ func (x *SetOfficers) String() string {
 func (*SetOfficers) ProtoMessage() {}
 
 func (x *SetOfficers) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[29]
+	mi := &file_custos_v1_governance_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2637,7 +2722,7 @@ func (x *SetOfficers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetOfficers.ProtoReflect.Descriptor instead.
 func (*SetOfficers) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{29}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SetOfficers) GetOfficers() []*Officer {
@@ -2666,7 +2751,7 @@ type OfficerSignature struct {
 
 func (x *OfficerSignature) Reset() {
 	*x = OfficerSignature{}
-	mi := &file_custos_v1_governance_proto_msgTypes[30]
+	mi := &file_custos_v1_governance_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2678,7 +2763,7 @@ func (x *OfficerSignature) String() string {
 func (*OfficerSignature) ProtoMessage() {}
 
 func (x *OfficerSignature) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[30]
+	mi := &file_custos_v1_governance_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2691,7 +2776,7 @@ func (x *OfficerSignature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OfficerSignature.ProtoReflect.Descriptor instead.
 func (*OfficerSignature) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{30}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *OfficerSignature) GetOfficer() string {
@@ -2719,7 +2804,7 @@ type SignedStatement struct {
 
 func (x *SignedStatement) Reset() {
 	*x = SignedStatement{}
-	mi := &file_custos_v1_governance_proto_msgTypes[31]
+	mi := &file_custos_v1_governance_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2731,7 +2816,7 @@ func (x *SignedStatement) String() string {
 func (*SignedStatement) ProtoMessage() {}
 
 func (x *SignedStatement) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[31]
+	mi := &file_custos_v1_governance_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2744,7 +2829,7 @@ func (x *SignedStatement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedStatement.ProtoReflect.Descriptor instead.
 func (*SignedStatement) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{31}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SignedStatement) GetStatement() []byte {
@@ -2777,7 +2862,7 @@ type SubmitResponse struct {
 
 func (x *SubmitResponse) Reset() {
 	*x = SubmitResponse{}
-	mi := &file_custos_v1_governance_proto_msgTypes[32]
+	mi := &file_custos_v1_governance_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2789,7 +2874,7 @@ func (x *SubmitResponse) String() string {
 func (*SubmitResponse) ProtoMessage() {}
 
 func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[32]
+	mi := &file_custos_v1_governance_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2802,7 +2887,7 @@ func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
 func (*SubmitResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{32}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SubmitResponse) GetResult() string {
@@ -2841,7 +2926,7 @@ type GetGovernanceRequest struct {
 
 func (x *GetGovernanceRequest) Reset() {
 	*x = GetGovernanceRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[33]
+	mi := &file_custos_v1_governance_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2853,7 +2938,7 @@ func (x *GetGovernanceRequest) String() string {
 func (*GetGovernanceRequest) ProtoMessage() {}
 
 func (x *GetGovernanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[33]
+	mi := &file_custos_v1_governance_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2866,7 +2951,7 @@ func (x *GetGovernanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGovernanceRequest.ProtoReflect.Descriptor instead.
 func (*GetGovernanceRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{33}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{34}
 }
 
 // ApprovalRequest is a decrypt that policy sent to the officers.
@@ -2896,7 +2981,7 @@ type ApprovalRequest struct {
 
 func (x *ApprovalRequest) Reset() {
 	*x = ApprovalRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[34]
+	mi := &file_custos_v1_governance_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2908,7 +2993,7 @@ func (x *ApprovalRequest) String() string {
 func (*ApprovalRequest) ProtoMessage() {}
 
 func (x *ApprovalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[34]
+	mi := &file_custos_v1_governance_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2921,7 +3006,7 @@ func (x *ApprovalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApprovalRequest.ProtoReflect.Descriptor instead.
 func (*ApprovalRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{34}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ApprovalRequest) GetRequestId() string {
@@ -3031,7 +3116,7 @@ type ListPendingRequest struct {
 
 func (x *ListPendingRequest) Reset() {
 	*x = ListPendingRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[35]
+	mi := &file_custos_v1_governance_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3043,7 +3128,7 @@ func (x *ListPendingRequest) String() string {
 func (*ListPendingRequest) ProtoMessage() {}
 
 func (x *ListPendingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[35]
+	mi := &file_custos_v1_governance_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3056,7 +3141,7 @@ func (x *ListPendingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPendingRequest.ProtoReflect.Descriptor instead.
 func (*ListPendingRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{35}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListPendingRequest) GetKey() string {
@@ -3075,7 +3160,7 @@ type ListPendingResponse struct {
 
 func (x *ListPendingResponse) Reset() {
 	*x = ListPendingResponse{}
-	mi := &file_custos_v1_governance_proto_msgTypes[36]
+	mi := &file_custos_v1_governance_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3087,7 +3172,7 @@ func (x *ListPendingResponse) String() string {
 func (*ListPendingResponse) ProtoMessage() {}
 
 func (x *ListPendingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[36]
+	mi := &file_custos_v1_governance_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3100,7 +3185,7 @@ func (x *ListPendingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPendingResponse.ProtoReflect.Descriptor instead.
 func (*ListPendingResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{36}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListPendingResponse) GetRequests() []*ApprovalRequest {
@@ -3119,7 +3204,7 @@ type GetRequestRequest struct {
 
 func (x *GetRequestRequest) Reset() {
 	*x = GetRequestRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[37]
+	mi := &file_custos_v1_governance_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3131,7 +3216,7 @@ func (x *GetRequestRequest) String() string {
 func (*GetRequestRequest) ProtoMessage() {}
 
 func (x *GetRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[37]
+	mi := &file_custos_v1_governance_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3144,7 +3229,7 @@ func (x *GetRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequestRequest.ProtoReflect.Descriptor instead.
 func (*GetRequestRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{37}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetRequestRequest) GetRequestId() string {
@@ -3176,7 +3261,7 @@ type Grant struct {
 
 func (x *Grant) Reset() {
 	*x = Grant{}
-	mi := &file_custos_v1_governance_proto_msgTypes[38]
+	mi := &file_custos_v1_governance_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3188,7 +3273,7 @@ func (x *Grant) String() string {
 func (*Grant) ProtoMessage() {}
 
 func (x *Grant) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[38]
+	mi := &file_custos_v1_governance_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3201,7 +3286,7 @@ func (x *Grant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Grant.ProtoReflect.Descriptor instead.
 func (*Grant) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{38}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Grant) GetGrantId() string {
@@ -3276,7 +3361,7 @@ type ListGrantsRequest struct {
 
 func (x *ListGrantsRequest) Reset() {
 	*x = ListGrantsRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[39]
+	mi := &file_custos_v1_governance_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3288,7 +3373,7 @@ func (x *ListGrantsRequest) String() string {
 func (*ListGrantsRequest) ProtoMessage() {}
 
 func (x *ListGrantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[39]
+	mi := &file_custos_v1_governance_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3301,7 +3386,7 @@ func (x *ListGrantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGrantsRequest.ProtoReflect.Descriptor instead.
 func (*ListGrantsRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{39}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListGrantsRequest) GetKey() string {
@@ -3320,7 +3405,7 @@ type ListGrantsResponse struct {
 
 func (x *ListGrantsResponse) Reset() {
 	*x = ListGrantsResponse{}
-	mi := &file_custos_v1_governance_proto_msgTypes[40]
+	mi := &file_custos_v1_governance_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3332,7 +3417,7 @@ func (x *ListGrantsResponse) String() string {
 func (*ListGrantsResponse) ProtoMessage() {}
 
 func (x *ListGrantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[40]
+	mi := &file_custos_v1_governance_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3345,7 +3430,7 @@ func (x *ListGrantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGrantsResponse.ProtoReflect.Descriptor instead.
 func (*ListGrantsResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{40}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListGrantsResponse) GetGrants() []*Grant {
@@ -3364,7 +3449,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[41]
+	mi := &file_custos_v1_governance_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3376,7 +3461,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[41]
+	mi := &file_custos_v1_governance_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3389,7 +3474,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{41}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *GetPolicyRequest) GetKey() string {
@@ -3413,7 +3498,7 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\bweekdays\x18\x01 \x03(\x05R\bweekdays\x12!\n" +
 	"\fstart_minute\x18\x02 \x01(\x05R\vstartMinute\x12\x1d\n" +
 	"\n" +
-	"end_minute\x18\x03 \x01(\x05R\tendMinute\"\x85\x03\n" +
+	"end_minute\x18\x03 \x01(\x05R\tendMinute\"\xb0\x03\n" +
 	"\tKeyPolicy\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12-\n" +
 	"\x12encrypt_principals\x18\x02 \x03(\tR\x11encryptPrincipals\x12-\n" +
@@ -3423,7 +3508,8 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\awindows\x18\x06 \x03(\v2\x15.custos.v1.TimeWindowR\awindows\x12\x1d\n" +
 	"\n" +
 	"notify_all\x18\a \x01(\bR\tnotifyAll\x122\n" +
-	"\x15notify_before_release\x18\b \x01(\bR\x13notifyBeforeRelease\"<\n" +
+	"\x15notify_before_release\x18\b \x01(\bR\x13notifyBeforeRelease\x12)\n" +
+	"\x10admin_principals\x18\t \x03(\tR\x0fadminPrincipals\"<\n" +
 	"\aOfficer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -3439,7 +3525,7 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\fnotify_rules\x18\x06 \x01(\v2\x16.custos.v1.NotifyRulesR\vnotifyRules\x12\x18\n" +
 	"\aprofile\x18\a \x01(\tR\aprofile\x12\x1d\n" +
 	"\n" +
-	"restore_id\x18\b \x01(\tR\trestoreId\"\x9f\v\n" +
+	"restore_id\x18\b \x01(\tR\trestoreId\"\xed\v\n" +
 	"\tStatement\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x14\n" +
@@ -3473,7 +3559,8 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\x16cancel_key_destruction\x18\x19 \x01(\v2\x1f.custos.v1.CancelKeyDestructionH\x00R\x14cancelKeyDestruction\x12A\n" +
 	"\x0eaccept_restore\x18\x1a \x01(\v2\x18.custos.v1.AcceptRestoreH\x00R\racceptRestore\x12H\n" +
 	"\x11rotate_domain_key\x18\x1b \x01(\v2\x1a.custos.v1.RotateDomainKeyH\x00R\x0frotateDomainKey\x12a\n" +
-	"\x1acancel_domain_key_rotation\x18\x1c \x01(\v2\".custos.v1.CancelDomainKeyRotationH\x00R\x17cancelDomainKeyRotationB\v\n" +
+	"\x1acancel_domain_key_rotation\x18\x1c \x01(\v2\".custos.v1.CancelDomainKeyRotationH\x00R\x17cancelDomainKeyRotation\x12L\n" +
+	"\x13set_key_min_version\x18\x1d \x01(\v2\x1b.custos.v1.SetKeyMinVersionH\x00R\x10setKeyMinVersionB\v\n" +
 	"\toperation\"m\n" +
 	"\x16ScheduleKeyDestruction\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
@@ -3504,7 +3591,10 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\x19transport_key_fingerprint\x18\x02 \x01(\tR\x17transportKeyFingerprint\x128\n" +
 	"\x18identity_key_fingerprint\x18\x03 \x01(\tR\x16identityKeyFingerprint\x12/\n" +
 	"\x04hash\x18\x04 \x01(\x0e2\x1b.custos.v1.KeyTransportHashR\x04hash\x12.\n" +
-	"\x13domain_key_rotation\x18\x05 \x01(\bR\x11domainKeyRotation\"\x11\n" +
+	"\x13domain_key_rotation\x18\x05 \x01(\bR\x11domainKeyRotation\"Z\n" +
+	"\x10SetKeyMinVersion\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x124\n" +
+	"\x16min_decryption_version\x18\x02 \x01(\rR\x14minDecryptionVersion\"\x11\n" +
 	"\x0fRotateDomainKey\"\x19\n" +
 	"\x17CancelDomainKeyRotation\"\xce\x02\n" +
 	"\x11DomainKeyRotation\x12\x14\n" +
@@ -3693,7 +3783,7 @@ func file_custos_v1_governance_proto_rawDescGZIP() []byte {
 }
 
 var file_custos_v1_governance_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_custos_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_custos_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_custos_v1_governance_proto_goTypes = []any{
 	(Action)(0),                     // 0: custos.v1.Action
 	(KeyTransportHash)(0),           // 1: custos.v1.KeyTransportHash
@@ -3711,102 +3801,104 @@ var file_custos_v1_governance_proto_goTypes = []any{
 	(*ClusterRestore)(nil),          // 13: custos.v1.ClusterRestore
 	(*CancelKeyDestruction)(nil),    // 14: custos.v1.CancelKeyDestruction
 	(*AdmitNode)(nil),               // 15: custos.v1.AdmitNode
-	(*RotateDomainKey)(nil),         // 16: custos.v1.RotateDomainKey
-	(*CancelDomainKeyRotation)(nil), // 17: custos.v1.CancelDomainKeyRotation
-	(*DomainKeyRotation)(nil),       // 18: custos.v1.DomainKeyRotation
-	(*RevokeAdmission)(nil),         // 19: custos.v1.RevokeAdmission
-	(*NodeAdmission)(nil),           // 20: custos.v1.NodeAdmission
-	(*Sink)(nil),                    // 21: custos.v1.Sink
-	(*AddSink)(nil),                 // 22: custos.v1.AddSink
-	(*RemoveSink)(nil),              // 23: custos.v1.RemoveSink
-	(*NotifyRules)(nil),             // 24: custos.v1.NotifyRules
-	(*SetNotifyRules)(nil),          // 25: custos.v1.SetNotifyRules
-	(*RevokeKey)(nil),               // 26: custos.v1.RevokeKey
-	(*DisableKey)(nil),              // 27: custos.v1.DisableKey
-	(*EnableKey)(nil),               // 28: custos.v1.EnableKey
-	(*SetPolicy)(nil),               // 29: custos.v1.SetPolicy
-	(*ApproveRequest)(nil),          // 30: custos.v1.ApproveRequest
-	(*DenyRequest)(nil),             // 31: custos.v1.DenyRequest
-	(*CreateGrant)(nil),             // 32: custos.v1.CreateGrant
-	(*RevokeGrant)(nil),             // 33: custos.v1.RevokeGrant
-	(*SetOfficers)(nil),             // 34: custos.v1.SetOfficers
-	(*OfficerSignature)(nil),        // 35: custos.v1.OfficerSignature
-	(*SignedStatement)(nil),         // 36: custos.v1.SignedStatement
-	(*SubmitResponse)(nil),          // 37: custos.v1.SubmitResponse
-	(*GetGovernanceRequest)(nil),    // 38: custos.v1.GetGovernanceRequest
-	(*ApprovalRequest)(nil),         // 39: custos.v1.ApprovalRequest
-	(*ListPendingRequest)(nil),      // 40: custos.v1.ListPendingRequest
-	(*ListPendingResponse)(nil),     // 41: custos.v1.ListPendingResponse
-	(*GetRequestRequest)(nil),       // 42: custos.v1.GetRequestRequest
-	(*Grant)(nil),                   // 43: custos.v1.Grant
-	(*ListGrantsRequest)(nil),       // 44: custos.v1.ListGrantsRequest
-	(*ListGrantsResponse)(nil),      // 45: custos.v1.ListGrantsResponse
-	(*GetPolicyRequest)(nil),        // 46: custos.v1.GetPolicyRequest
-	(Reason)(0),                     // 47: custos.v1.Reason
-	(Outcome)(0),                    // 48: custos.v1.Outcome
+	(*SetKeyMinVersion)(nil),        // 16: custos.v1.SetKeyMinVersion
+	(*RotateDomainKey)(nil),         // 17: custos.v1.RotateDomainKey
+	(*CancelDomainKeyRotation)(nil), // 18: custos.v1.CancelDomainKeyRotation
+	(*DomainKeyRotation)(nil),       // 19: custos.v1.DomainKeyRotation
+	(*RevokeAdmission)(nil),         // 20: custos.v1.RevokeAdmission
+	(*NodeAdmission)(nil),           // 21: custos.v1.NodeAdmission
+	(*Sink)(nil),                    // 22: custos.v1.Sink
+	(*AddSink)(nil),                 // 23: custos.v1.AddSink
+	(*RemoveSink)(nil),              // 24: custos.v1.RemoveSink
+	(*NotifyRules)(nil),             // 25: custos.v1.NotifyRules
+	(*SetNotifyRules)(nil),          // 26: custos.v1.SetNotifyRules
+	(*RevokeKey)(nil),               // 27: custos.v1.RevokeKey
+	(*DisableKey)(nil),              // 28: custos.v1.DisableKey
+	(*EnableKey)(nil),               // 29: custos.v1.EnableKey
+	(*SetPolicy)(nil),               // 30: custos.v1.SetPolicy
+	(*ApproveRequest)(nil),          // 31: custos.v1.ApproveRequest
+	(*DenyRequest)(nil),             // 32: custos.v1.DenyRequest
+	(*CreateGrant)(nil),             // 33: custos.v1.CreateGrant
+	(*RevokeGrant)(nil),             // 34: custos.v1.RevokeGrant
+	(*SetOfficers)(nil),             // 35: custos.v1.SetOfficers
+	(*OfficerSignature)(nil),        // 36: custos.v1.OfficerSignature
+	(*SignedStatement)(nil),         // 37: custos.v1.SignedStatement
+	(*SubmitResponse)(nil),          // 38: custos.v1.SubmitResponse
+	(*GetGovernanceRequest)(nil),    // 39: custos.v1.GetGovernanceRequest
+	(*ApprovalRequest)(nil),         // 40: custos.v1.ApprovalRequest
+	(*ListPendingRequest)(nil),      // 41: custos.v1.ListPendingRequest
+	(*ListPendingResponse)(nil),     // 42: custos.v1.ListPendingResponse
+	(*GetRequestRequest)(nil),       // 43: custos.v1.GetRequestRequest
+	(*Grant)(nil),                   // 44: custos.v1.Grant
+	(*ListGrantsRequest)(nil),       // 45: custos.v1.ListGrantsRequest
+	(*ListGrantsResponse)(nil),      // 46: custos.v1.ListGrantsResponse
+	(*GetPolicyRequest)(nil),        // 47: custos.v1.GetPolicyRequest
+	(Reason)(0),                     // 48: custos.v1.Reason
+	(Outcome)(0),                    // 49: custos.v1.Outcome
 }
 var file_custos_v1_governance_proto_depIdxs = []int32{
-	47, // 0: custos.v1.ReasonRule.reason:type_name -> custos.v1.Reason
+	48, // 0: custos.v1.ReasonRule.reason:type_name -> custos.v1.Reason
 	0,  // 1: custos.v1.ReasonRule.action:type_name -> custos.v1.Action
 	5,  // 2: custos.v1.KeyPolicy.reasons:type_name -> custos.v1.ReasonRule
 	6,  // 3: custos.v1.KeyPolicy.windows:type_name -> custos.v1.TimeWindow
 	8,  // 4: custos.v1.Governance.officers:type_name -> custos.v1.Officer
-	21, // 5: custos.v1.Governance.sinks:type_name -> custos.v1.Sink
-	24, // 6: custos.v1.Governance.notify_rules:type_name -> custos.v1.NotifyRules
-	26, // 7: custos.v1.Statement.revoke_key:type_name -> custos.v1.RevokeKey
-	27, // 8: custos.v1.Statement.disable_key:type_name -> custos.v1.DisableKey
-	28, // 9: custos.v1.Statement.enable_key:type_name -> custos.v1.EnableKey
-	29, // 10: custos.v1.Statement.set_policy:type_name -> custos.v1.SetPolicy
-	30, // 11: custos.v1.Statement.approve_request:type_name -> custos.v1.ApproveRequest
-	31, // 12: custos.v1.Statement.deny_request:type_name -> custos.v1.DenyRequest
-	32, // 13: custos.v1.Statement.create_grant:type_name -> custos.v1.CreateGrant
-	33, // 14: custos.v1.Statement.revoke_grant:type_name -> custos.v1.RevokeGrant
-	34, // 15: custos.v1.Statement.set_officers:type_name -> custos.v1.SetOfficers
-	22, // 16: custos.v1.Statement.add_sink:type_name -> custos.v1.AddSink
-	23, // 17: custos.v1.Statement.remove_sink:type_name -> custos.v1.RemoveSink
-	25, // 18: custos.v1.Statement.set_notify_rules:type_name -> custos.v1.SetNotifyRules
+	22, // 5: custos.v1.Governance.sinks:type_name -> custos.v1.Sink
+	25, // 6: custos.v1.Governance.notify_rules:type_name -> custos.v1.NotifyRules
+	27, // 7: custos.v1.Statement.revoke_key:type_name -> custos.v1.RevokeKey
+	28, // 8: custos.v1.Statement.disable_key:type_name -> custos.v1.DisableKey
+	29, // 9: custos.v1.Statement.enable_key:type_name -> custos.v1.EnableKey
+	30, // 10: custos.v1.Statement.set_policy:type_name -> custos.v1.SetPolicy
+	31, // 11: custos.v1.Statement.approve_request:type_name -> custos.v1.ApproveRequest
+	32, // 12: custos.v1.Statement.deny_request:type_name -> custos.v1.DenyRequest
+	33, // 13: custos.v1.Statement.create_grant:type_name -> custos.v1.CreateGrant
+	34, // 14: custos.v1.Statement.revoke_grant:type_name -> custos.v1.RevokeGrant
+	35, // 15: custos.v1.Statement.set_officers:type_name -> custos.v1.SetOfficers
+	23, // 16: custos.v1.Statement.add_sink:type_name -> custos.v1.AddSink
+	24, // 17: custos.v1.Statement.remove_sink:type_name -> custos.v1.RemoveSink
+	26, // 18: custos.v1.Statement.set_notify_rules:type_name -> custos.v1.SetNotifyRules
 	15, // 19: custos.v1.Statement.admit_node:type_name -> custos.v1.AdmitNode
-	19, // 20: custos.v1.Statement.revoke_admission:type_name -> custos.v1.RevokeAdmission
+	20, // 20: custos.v1.Statement.revoke_admission:type_name -> custos.v1.RevokeAdmission
 	11, // 21: custos.v1.Statement.schedule_key_destruction:type_name -> custos.v1.ScheduleKeyDestruction
 	14, // 22: custos.v1.Statement.cancel_key_destruction:type_name -> custos.v1.CancelKeyDestruction
 	12, // 23: custos.v1.Statement.accept_restore:type_name -> custos.v1.AcceptRestore
-	16, // 24: custos.v1.Statement.rotate_domain_key:type_name -> custos.v1.RotateDomainKey
-	17, // 25: custos.v1.Statement.cancel_domain_key_rotation:type_name -> custos.v1.CancelDomainKeyRotation
-	1,  // 26: custos.v1.AdmitNode.hash:type_name -> custos.v1.KeyTransportHash
-	20, // 27: custos.v1.DomainKeyRotation.nodes:type_name -> custos.v1.NodeAdmission
-	2,  // 28: custos.v1.NodeAdmission.state:type_name -> custos.v1.AdmissionState
-	1,  // 29: custos.v1.NodeAdmission.hash:type_name -> custos.v1.KeyTransportHash
-	3,  // 30: custos.v1.Sink.type:type_name -> custos.v1.SinkType
-	21, // 31: custos.v1.AddSink.sink:type_name -> custos.v1.Sink
-	47, // 32: custos.v1.NotifyRules.reasons:type_name -> custos.v1.Reason
-	48, // 33: custos.v1.NotifyRules.outcomes:type_name -> custos.v1.Outcome
-	24, // 34: custos.v1.SetNotifyRules.rules:type_name -> custos.v1.NotifyRules
-	7,  // 35: custos.v1.SetPolicy.policy:type_name -> custos.v1.KeyPolicy
-	47, // 36: custos.v1.CreateGrant.reason:type_name -> custos.v1.Reason
-	8,  // 37: custos.v1.SetOfficers.officers:type_name -> custos.v1.Officer
-	35, // 38: custos.v1.SignedStatement.signatures:type_name -> custos.v1.OfficerSignature
-	47, // 39: custos.v1.ApprovalRequest.reason:type_name -> custos.v1.Reason
-	4,  // 40: custos.v1.ApprovalRequest.state:type_name -> custos.v1.RequestState
-	39, // 41: custos.v1.ListPendingResponse.requests:type_name -> custos.v1.ApprovalRequest
-	47, // 42: custos.v1.Grant.reason:type_name -> custos.v1.Reason
-	43, // 43: custos.v1.ListGrantsResponse.grants:type_name -> custos.v1.Grant
-	36, // 44: custos.v1.GovernanceService.Submit:input_type -> custos.v1.SignedStatement
-	38, // 45: custos.v1.GovernanceService.GetGovernance:input_type -> custos.v1.GetGovernanceRequest
-	40, // 46: custos.v1.GovernanceService.ListPending:input_type -> custos.v1.ListPendingRequest
-	42, // 47: custos.v1.GovernanceService.GetRequest:input_type -> custos.v1.GetRequestRequest
-	44, // 48: custos.v1.GovernanceService.ListGrants:input_type -> custos.v1.ListGrantsRequest
-	46, // 49: custos.v1.GovernanceService.GetPolicy:input_type -> custos.v1.GetPolicyRequest
-	37, // 50: custos.v1.GovernanceService.Submit:output_type -> custos.v1.SubmitResponse
-	9,  // 51: custos.v1.GovernanceService.GetGovernance:output_type -> custos.v1.Governance
-	41, // 52: custos.v1.GovernanceService.ListPending:output_type -> custos.v1.ListPendingResponse
-	39, // 53: custos.v1.GovernanceService.GetRequest:output_type -> custos.v1.ApprovalRequest
-	45, // 54: custos.v1.GovernanceService.ListGrants:output_type -> custos.v1.ListGrantsResponse
-	7,  // 55: custos.v1.GovernanceService.GetPolicy:output_type -> custos.v1.KeyPolicy
-	50, // [50:56] is the sub-list for method output_type
-	44, // [44:50] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	17, // 24: custos.v1.Statement.rotate_domain_key:type_name -> custos.v1.RotateDomainKey
+	18, // 25: custos.v1.Statement.cancel_domain_key_rotation:type_name -> custos.v1.CancelDomainKeyRotation
+	16, // 26: custos.v1.Statement.set_key_min_version:type_name -> custos.v1.SetKeyMinVersion
+	1,  // 27: custos.v1.AdmitNode.hash:type_name -> custos.v1.KeyTransportHash
+	21, // 28: custos.v1.DomainKeyRotation.nodes:type_name -> custos.v1.NodeAdmission
+	2,  // 29: custos.v1.NodeAdmission.state:type_name -> custos.v1.AdmissionState
+	1,  // 30: custos.v1.NodeAdmission.hash:type_name -> custos.v1.KeyTransportHash
+	3,  // 31: custos.v1.Sink.type:type_name -> custos.v1.SinkType
+	22, // 32: custos.v1.AddSink.sink:type_name -> custos.v1.Sink
+	48, // 33: custos.v1.NotifyRules.reasons:type_name -> custos.v1.Reason
+	49, // 34: custos.v1.NotifyRules.outcomes:type_name -> custos.v1.Outcome
+	25, // 35: custos.v1.SetNotifyRules.rules:type_name -> custos.v1.NotifyRules
+	7,  // 36: custos.v1.SetPolicy.policy:type_name -> custos.v1.KeyPolicy
+	48, // 37: custos.v1.CreateGrant.reason:type_name -> custos.v1.Reason
+	8,  // 38: custos.v1.SetOfficers.officers:type_name -> custos.v1.Officer
+	36, // 39: custos.v1.SignedStatement.signatures:type_name -> custos.v1.OfficerSignature
+	48, // 40: custos.v1.ApprovalRequest.reason:type_name -> custos.v1.Reason
+	4,  // 41: custos.v1.ApprovalRequest.state:type_name -> custos.v1.RequestState
+	40, // 42: custos.v1.ListPendingResponse.requests:type_name -> custos.v1.ApprovalRequest
+	48, // 43: custos.v1.Grant.reason:type_name -> custos.v1.Reason
+	44, // 44: custos.v1.ListGrantsResponse.grants:type_name -> custos.v1.Grant
+	37, // 45: custos.v1.GovernanceService.Submit:input_type -> custos.v1.SignedStatement
+	39, // 46: custos.v1.GovernanceService.GetGovernance:input_type -> custos.v1.GetGovernanceRequest
+	41, // 47: custos.v1.GovernanceService.ListPending:input_type -> custos.v1.ListPendingRequest
+	43, // 48: custos.v1.GovernanceService.GetRequest:input_type -> custos.v1.GetRequestRequest
+	45, // 49: custos.v1.GovernanceService.ListGrants:input_type -> custos.v1.ListGrantsRequest
+	47, // 50: custos.v1.GovernanceService.GetPolicy:input_type -> custos.v1.GetPolicyRequest
+	38, // 51: custos.v1.GovernanceService.Submit:output_type -> custos.v1.SubmitResponse
+	9,  // 52: custos.v1.GovernanceService.GetGovernance:output_type -> custos.v1.Governance
+	42, // 53: custos.v1.GovernanceService.ListPending:output_type -> custos.v1.ListPendingResponse
+	40, // 54: custos.v1.GovernanceService.GetRequest:output_type -> custos.v1.ApprovalRequest
+	46, // 55: custos.v1.GovernanceService.ListGrants:output_type -> custos.v1.ListGrantsResponse
+	7,  // 56: custos.v1.GovernanceService.GetPolicy:output_type -> custos.v1.KeyPolicy
+	51, // [51:57] is the sub-list for method output_type
+	45, // [45:51] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_custos_v1_governance_proto_init() }
@@ -3835,6 +3927,7 @@ func file_custos_v1_governance_proto_init() {
 		(*Statement_AcceptRestore)(nil),
 		(*Statement_RotateDomainKey)(nil),
 		(*Statement_CancelDomainKeyRotation)(nil),
+		(*Statement_SetKeyMinVersion)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3842,7 +3935,7 @@ func file_custos_v1_governance_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custos_v1_governance_proto_rawDesc), len(file_custos_v1_governance_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   42,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
