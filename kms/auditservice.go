@@ -86,6 +86,11 @@ func (s *Service) Export(ctx context.Context, p Principal, req *custosv1.ExportR
 	if err := s.canAudit(p); err != nil {
 		return err
 	}
+	release, err := s.streams.acquire(p.Name)
+	if err != nil {
+		return err
+	}
+	defer release()
 	head, headHash := s.state.LedgerHead()
 	from := max(req.GetFromSeq(), 1)
 	if head > 0 && from > head {
@@ -99,7 +104,7 @@ func (s *Service) Export(ctx context.Context, p Principal, req *custosv1.ExportR
 	if err := send(&custosv1.ExportItem{Item: &custosv1.ExportItem_Header{Header: hdr}}); err != nil {
 		return err
 	}
-	err := s.state.ScanRecords(from, func(seq uint64, data []byte) error {
+	err = s.state.ScanRecords(from, func(seq uint64, data []byte) error {
 		if seq > head {
 			return errStop
 		}
@@ -124,6 +129,11 @@ func (s *Service) WatchDecisions(ctx context.Context, p Principal, req *custosv1
 	if err := s.canAudit(p); err != nil {
 		return err
 	}
+	release, err := s.streams.acquire(p.Name)
+	if err != nil {
+		return err
+	}
+	defer release()
 	next := max(req.GetFromSeq(), 1)
 	if head, _ := s.state.LedgerHead(); next > head+1 {
 		return fmt.Errorf("%w: from_seq %d is beyond the ledger head %d (the next record will be %d)", ErrInvalidArgument, next, head, head+1)

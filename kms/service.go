@@ -1,6 +1,7 @@
 package kms
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -54,6 +55,10 @@ type Config struct {
 	// Profile is the genesis profile InitCluster records: "" (production)
 	// or ProfileDevelopment.
 	Profile string
+	// MaxStreamsPerPrincipal bounds the audit streams (WatchDecisions,
+	// Export) one principal keeps open on this node at once
+	// (DefaultMaxStreamsPerPrincipal if 0).
+	MaxStreamsPerPrincipal int
 }
 
 // Service implements custos's key operations. It validates requests, puts
@@ -78,6 +83,8 @@ type Service struct {
 	auditors        map[string]bool
 	releaseNotifier ReleaseNotifier
 
+	streams streamSlots
+
 	readIndex        ReadIndexFunc
 	readIndexTimeout time.Duration
 
@@ -96,6 +103,7 @@ func NewService(cfg Config) (*Service, error) {
 		now: cfg.Now, lg: cfg.Logger, keks: map[kekRef]hsm.KeyRef{}, rejectReported: map[string]time.Time{},
 		readIndex: cfg.ReadIndex, readIndexTimeout: cfg.ReadIndexTimeout,
 		custody: custody{noted: map[string]bool{}}, profile: cfg.Profile,
+		streams: streamSlots{max: cmp.Or(cfg.MaxStreamsPerPrincipal, DefaultMaxStreamsPerPrincipal), open: map[string]int{}},
 		imports: imports{pending: map[string]*pendingImport{}}}
 	if s.readIndexTimeout <= 0 {
 		s.readIndexTimeout = DefaultReadIndexTimeout

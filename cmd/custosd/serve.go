@@ -63,6 +63,8 @@ type fileConfig struct {
 	Auditors           []string `json:"auditors"`
 	CheckpointEvery    uint64   `json:"checkpoint_every"`
 	CheckpointInterval string   `json:"checkpoint_interval"`
+	// MaxStreamsPerPrincipal bounds one principal's open audit streams.
+	MaxStreamsPerPrincipal int `json:"max_streams_per_principal"`
 	// Cluster membership (docs/config.md): raft over mutual TLS with the
 	// node certificate in tls.cert, the other nodes, whether this node
 	// joins an existing cluster, the expected cluster id, whether the
@@ -472,6 +474,10 @@ func loadConfigLog(path string, getenv func(string) string, logLevel, logFormat 
 	cfg.Auditors = fc.Auditors
 	cfg.CheckpointEvery = fc.CheckpointEvery
 	cfg.CheckpointInterval = cpInterval
+	if fc.MaxStreamsPerPrincipal < 0 || fc.MaxStreamsPerPrincipal > 10000 {
+		return cfg, bad("max_streams_per_principal", "must be between 1 and 10000 (0 or absent: the default)")
+	}
+	cfg.MaxStreamsPerPrincipal = fc.MaxStreamsPerPrincipal
 	cfg.DataDir = abs(fc.DataDir)
 	cfg.Listen = fc.Listen
 	cfg.RaftAddr = fc.RaftAddr

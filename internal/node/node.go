@@ -117,6 +117,9 @@ type Config struct {
 	// was recorded since. Defaults 1000 and 30s.
 	CheckpointEvery    uint64
 	CheckpointInterval time.Duration
+	// MaxStreamsPerPrincipal bounds the audit streams one principal keeps
+	// open on this node (kms.DefaultMaxStreamsPerPrincipal if 0).
+	MaxStreamsPerPrincipal int
 	// Logger; slog.Default() if nil.
 	Logger *slog.Logger
 
@@ -341,8 +344,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		ReadIndex: n.ri.any,
 		// A node that joined waits for officers to admit it (its HSM to
 		// hold the domain key) before any key crypto, on every front door.
-		RequireAdmission: cfg.Join,
-		Profile:          cfg.Profile,
+		RequireAdmission:       cfg.Join,
+		Profile:                cfg.Profile,
+		MaxStreamsPerPrincipal: cfg.MaxStreamsPerPrincipal,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: kms: %w", err)

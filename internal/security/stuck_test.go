@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/custos-kms/custos/internal/node"
 	"github.com/custos-kms/custos/internal/node/nodetest"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 )
@@ -20,7 +21,9 @@ import (
 // hold pins one of the HSM sessions (the pool has 2×CPUs of them) or the
 // state, and abandoned calls release what they took.
 func TestStuckClientsCannotStarveOthers(t *testing.T) {
-	h := nodetest.Start(t)
+	// Room for all 16 stuck streams of one auditor (the default is 8:
+	// TestAuditStreamsPerPrincipalBounded).
+	h := nodetest.StartWith(t, func(cfg *node.Config) { cfg.MaxStreamsPerPrincipal = 16 })
 	app := custosv1.NewKeyServiceClient(h.Conn(t, "app"))
 	if _, err := app.CreateKey(ctx(t), &custosv1.CreateKeyRequest{Name: "stuck"}); err != nil {
 		t.Fatal(err)
