@@ -492,25 +492,24 @@ func (s *State) evaluate(c *raftlogv1.Command, op *raftlogv1.Decide) (custosv1.O
 
 // userKey returns a key for a tightening operation by one of its users.
 func (s *State) userKey(name, principal, what string) (*raftlogv1.KeyRecord, error) {
-	k, ok := s.keys[name]
-	if !ok {
-		return nil, fmt.Errorf("%w: key %q", ErrNotFound, name)
-	}
-	if !isKeyUser(k.Policy, principal) {
-		return nil, fmt.Errorf("%w: principal %q may not %s key %q", ErrPermissionDenied, principal, what, name)
-	}
-	return k, nil
+	return s.keyFor(name, principal, what, isKeyUser, "")
 }
 
-// adminKey returns the key name if principal may administer it (rotate,
-// raise its minimum version, disable: isKeyAdmin), else an error.
+// adminKey returns a key principal may administer (rotate, raise its
+// minimum version, disable: isKeyAdmin), else an error.
 func (s *State) adminKey(name, principal, what string) (*raftlogv1.KeyRecord, error) {
+	return s.keyFor(name, principal, what, isKeyAdmin, ": it is not one of the key's administrators (policy admin_principals)")
+}
+
+// keyFor returns key name if its policy lets principal do what (may), else
+// NotFound or PermissionDenied (with why appended).
+func (s *State) keyFor(name, principal, what string, may func(*custosv1.KeyPolicy, string) bool, why string) (*raftlogv1.KeyRecord, error) {
 	k, ok := s.keys[name]
 	if !ok {
 		return nil, fmt.Errorf("%w: key %q", ErrNotFound, name)
 	}
-	if !isKeyAdmin(k.Policy, principal) {
-		return nil, fmt.Errorf("%w: principal %q may not %s key %q: it is not one of the key's administrators (policy admin_principals)", ErrPermissionDenied, principal, what, name)
+	if !may(k.Policy, principal) {
+		return nil, fmt.Errorf("%w: principal %q may not %s key %q%s", ErrPermissionDenied, principal, what, name, why)
 	}
 	return k, nil
 }

@@ -141,14 +141,7 @@ func TestClusterListen(t *testing.T) {
 // `custosd serve` children and uses the cluster through clients/go.
 func TestDevCluster(t *testing.T) {
 	tmp := t.TempDir()
-	bin := filepath.Join(tmp, "custosd")
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatalf("go tool: %v", err)
-	}
-	if out, err := exec.Command(goTool, "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildCustosd(t, tmp)
 
 	dir := filepath.Join(tmp, "cluster")
 	logFile, err := os.Create(filepath.Join(tmp, "custosd.log"))

@@ -20,14 +20,7 @@ import (
 // `make run`'s node, and data encrypted before decrypts after.
 func TestDevNodeRotatesDomainKey(t *testing.T) {
 	tmp := t.TempDir()
-	bin := filepath.Join(tmp, "custosd")
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatalf("go tool: %v", err)
-	}
-	if out, err := exec.Command(goTool, "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildCustosd(t, tmp)
 	dir := filepath.Join(tmp, "dev")
 	logFile := filepath.Join(tmp, "custosd.log")
 	lf, err := os.Create(logFile)
@@ -120,4 +113,18 @@ func TestDevNodeRotatesDomainKey(t *testing.T) {
 	if pt, err := c.Decrypt(ctx, ct, nil, j); err != nil || string(pt) != "before the rotation" {
 		t.Fatalf("decrypt after the rotation: %q, %v", pt, err)
 	}
+}
+
+// buildCustosd builds this command into dir and returns the binary's path.
+func buildCustosd(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "custosd")
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("go tool: %v", err)
+	}
+	if out, err := exec.Command(goTool, "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
 }

@@ -10,9 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/custos-kms/custos/hsm/pkcs11"
-	"github.com/custos-kms/custos/internal/node"
 	"github.com/custos-kms/custos/internal/node/nodetest"
-	"github.com/custos-kms/custos/kms"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 )
 
@@ -22,13 +20,7 @@ import (
 // replicated state of every node; the other versions keep working
 // everywhere.
 func TestKeyDestructionOnEveryNode(t *testing.T) {
-	c := nodetest.StartClusterWith(t, 3, 3, func(i int, cfg *node.Config) {
-		if i == 0 {
-			cfg.Profile = kms.ProfileDevelopment
-		}
-	})
-	c.Admit(t, 0, 1, custosv1.KeyTransportHash_KEY_TRANSPORT_HASH_SHA1)
-	c.Admit(t, 0, 2, custosv1.KeyTransportHash_KEY_TRANSPORT_HASH_SHA1)
+	c := nodetest.StartCustodians(t, 3, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	keys := make([]custosv1.KeyServiceClient, 3)

@@ -17,7 +17,6 @@ import (
 	"github.com/custos-kms/custos/clients/go/keyimport"
 	"github.com/custos-kms/custos/hsm"
 	"github.com/custos-kms/custos/hsm/pkcs11/pkcs11test"
-	"github.com/custos-kms/custos/internal/node"
 	"github.com/custos-kms/custos/internal/node/nodetest"
 	"github.com/custos-kms/custos/internal/pki"
 	"github.com/custos-kms/custos/kms"
@@ -49,13 +48,8 @@ func wrapKeyCheckValue(t *testing.T, value []byte) []byte {
 // generator (an HSM_OBJECT_REJECTED record), sends it to nobody, and the
 // officers cancel; otherwise the rotation completes with a generated key.
 func TestRotationRefusesPlantedKey(t *testing.T) {
-	c := nodetest.StartClusterWith(t, 2, 2, func(i int, cfg *node.Config) {
-		if i == 0 {
-			cfg.Profile = kms.ProfileDevelopment
-		}
-	})
+	c := nodetest.StartCustodians(t, 2, nil)
 	sha1 := custosv1.KeyTransportHash_KEY_TRANSPORT_HASH_SHA1
-	c.Admit(t, 0, 1, sha1)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	kc := custosv1.NewKeyServiceClient(c.Conn(t, 0, clusterApp))

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/custos-kms/custos/hsm/pkcs11/pkcs11test"
+	"github.com/custos-kms/custos/internal/node"
 	"github.com/custos-kms/custos/kms"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 	"github.com/custos-kms/custos/softhsm"
@@ -73,4 +74,25 @@ func (c *Cluster) TrustTransportKey(tb testing.TB, holder int, a *custosv1.NodeA
 	cfg := c.Members[holder].Config
 	pkcs11test.Run(tb, pkcs11test.Op{Module: cfg.PKCS11.Module, Label: cfg.PKCS11.TokenLabel, SOPIN: softhsm.TestSOPIN,
 		Trust: true, ID: kms.TrustedKeyID(a.TransportKeyFingerprint), Modulus: pub.N.Bytes(), Exponent: pub.E})
+}
+
+// StartCustodians starts an n-node cluster whose genesis has the
+// development profile (SoftHSM transports the domain key with
+// RSA-OAEP-SHA1 only) and admits every node as a custodian, node 0 sending
+// the domain key; mod, if not nil, changes each configuration first, as
+// for StartClusterWith.
+func StartCustodians(tb testing.TB, n int, mod func(i int, cfg *node.Config)) *Cluster {
+	tb.Helper()
+	c := StartClusterWith(tb, n, n, func(i int, cfg *node.Config) {
+		if i == 0 {
+			cfg.Profile = kms.ProfileDevelopment
+		}
+		if mod != nil {
+			mod(i, cfg)
+		}
+	})
+	for i := 1; i < n; i++ {
+		c.Admit(tb, 0, i, custosv1.KeyTransportHash_KEY_TRANSPORT_HASH_SHA1)
+	}
+	return c
 }
