@@ -2,6 +2,8 @@ package api
 
 import (
 	"context"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
@@ -50,41 +52,65 @@ func PrincipalFrom(ctx context.Context) (kms.Principal, bool) {
 // peerPrincipal returns the principal of the verified client certificate of
 // the connection ctx belongs to, or an error saying why there is none.
 func peerPrincipal(ctx context.Context) (kms.Principal, error) {
+	p, _, err := peerCertificate(ctx)
+	return p, err
+}
+
+// peerCertificate is peerPrincipal with the verified chains.
+func peerCertificate(ctx context.Context) (kms.Principal, [][]*x509.Certificate, error) {
 	pr, ok := peer.FromContext(ctx)
 	if !ok || pr.AuthInfo == nil {
-		return kms.Principal{}, fmt.Errorf("no transport security information")
+		return kms.Principal{}, nil, fmt.Errorf("no transport security information")
 	}
 	ti, ok := pr.AuthInfo.(credentials.TLSInfo)
 	if !ok {
-		return kms.Principal{}, fmt.Errorf("connection is not TLS")
+		return kms.Principal{}, nil, fmt.Errorf("connection is not TLS")
 	}
 	if len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 {
-		return kms.Principal{}, fmt.Errorf("no verified client certificate")
+		return kms.Principal{}, nil, fmt.Errorf("no verified client certificate")
 	}
 	name := pki.PrincipalFromCert(ti.State.VerifiedChains[0][0])
 	if name == "" {
-		return kms.Principal{}, fmt.Errorf("client certificate has no subject common name")
+		return kms.Principal{}, nil, fmt.Errorf("client certificate has no subject common name")
 	}
-	return kms.Principal{Name: name}, nil
+	return kms.Principal{Name: name}, ti.State.VerifiedChains, nil
 }
+
+// TrustFunc returns the officers' client authorities now (nil before the
+// cluster is initialised: the node's CA bundle alone decides).
+type TrustFunc func() *kms.ClientTrust
 
 // authenticate returns ctx carrying the caller's principal, or an
 // Unauthenticated status. Public methods pass with a principal when the
-// caller has a certificate and without one otherwise.
-func authenticate(ctx context.Context, fullMethod string) (context.Context, error) {
-	p, err := peerPrincipal(ctx)
+// caller has a certificate and without one otherwise. The principal's
+// certificate must chain to a client authority the officers trust once
+// they are pinned (docs/identities.md); the principal carries the digests
+// of both, and its certificate, for the records.
+func authenticate(ctx context.Context, fullMethod string, trust TrustFunc) (context.Context, error) {
+	p, chains, err := peerCertificate(ctx)
+	if err == nil {
+		var t *kms.ClientTrust
+		if trust != nil {
+			t = trust()
+		}
+		p.IssuerSHA256, p.CertSHA256, err = t.Identify(chains)
+		p.Certificate = chains[0][0].Raw
+	}
 	if err != nil {
 		if isPublic(fullMethod) {
 			return ctx, nil
+		}
+		if errors.Is(err, kms.ErrUntrustedIssuer) {
+			return nil, status.Errorf(codes.Unauthenticated, "%v: the security officers have not approved the CA that issued this certificate", err)
 		}
 		return nil, status.Errorf(codes.Unauthenticated, "a client certificate issued by the cluster CA is required: %v", err)
 	}
 	return context.WithValue(ctx, principalKey{}, p), nil
 }
 
-func unaryAuthn() grpc.UnaryServerInterceptor {
+func unaryAuthn(trust TrustFunc) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		ctx, err := authenticate(ctx, info.FullMethod)
+		ctx, err := authenticate(ctx, info.FullMethod, trust)
 		if err != nil {
 			return nil, err
 		}
@@ -92,9 +118,9 @@ func unaryAuthn() grpc.UnaryServerInterceptor {
 	}
 }
 
-func streamAuthn() grpc.StreamServerInterceptor {
+func streamAuthn(trust TrustFunc) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		ctx, err := authenticate(ss.Context(), info.FullMethod)
+		ctx, err := authenticate(ss.Context(), info.FullMethod, trust)
 		if err != nil {
 			return err
 		}

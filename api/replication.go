@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/custos-kms/custos/internal/pki"
 	"github.com/custos-kms/custos/kms"
 	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
 	"github.com/custos-kms/custos/raft"
@@ -44,6 +45,9 @@ type replicationServer struct {
 	raftlogv1.UnimplementedReplicationServer
 	leader ReplicationLeader
 	now    func() time.Time
+	// trust is the officers' client authorities, against which the
+	// certificate a follower forwards with a command is checked.
+	trust TrustFunc
 }
 
 // NewReplicationServer returns the Replication service of a node. Only
@@ -89,6 +93,30 @@ func (s *replicationServer) checkStamp(cmd *raftlogv1.Command) error {
 		stamp.UTC().Format(time.RFC3339Nano), ahead, now.UTC().Format(time.RFC3339Nano), kms.MaxClockSkew)
 }
 
+// checkPrincipalCertificate checks the certificate a follower forwards
+// with a command that names one (kms.ClientTrust.VerifyForwarded) and
+// removes it, so that it never enters the log: a member node cannot name a
+// principal's certificate, or a client authority, it does not hold a
+// certificate for.
+func (s *replicationServer) checkPrincipalCertificate(cmd *raftlogv1.Command) error {
+	named := len(cmd.GetPrincipalIssuerSha256()) > 0 || len(cmd.GetPrincipalCertSha256()) > 0
+	if !named && len(cmd.GetPrincipalCertificate()) == 0 {
+		return nil
+	}
+	if !named || len(cmd.GetPrincipalCertificate()) == 0 {
+		return status.Errorf(codes.PermissionDenied, "a forwarded command that names a principal's certificate must carry it, and one that carries it must name it")
+	}
+	var t *kms.ClientTrust
+	if s.trust != nil {
+		t = s.trust()
+	}
+	if err := t.VerifyForwarded(cmd, pki.PrincipalFromCert); err != nil {
+		return status.Error(codes.PermissionDenied, err.Error())
+	}
+	cmd.PrincipalCertificate = nil
+	return nil
+}
+
 // member returns the Raft id of the calling node if it is a member of the
 // cluster, or a PermissionDenied error saying what it may not do.
 func (s *replicationServer) member(ctx context.Context, what string) (string, error) {
@@ -119,6 +147,9 @@ func (s *replicationServer) Apply(ctx context.Context, cmd *raftlogv1.Command) (
 	}
 	if !s.leader.IsLeader() {
 		return nil, status.Error(codes.FailedPrecondition, "this node is not the Raft leader")
+	}
+	if err := s.checkPrincipalCertificate(cmd); err != nil {
+		return nil, err
 	}
 	if err := s.checkStamp(cmd); err != nil {
 		return kms.EncodeResult(nil, err), nil

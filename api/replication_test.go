@@ -15,6 +15,7 @@ import (
 )
 
 type fakeLeader struct {
+	last    *raftlogv1.Command
 	leader  bool
 	idx     uint64
 	err     error
@@ -31,8 +32,9 @@ func (f *fakeLeader) Now() time.Time { return leaderNow }
 func (f *fakeLeader) IsMember(id string) bool { return id == "node2" || id == "node3" }
 
 func (f *fakeLeader) IsLeader() bool { return f.leader }
-func (f *fakeLeader) Apply(context.Context, *raftlogv1.Command) (any, error) {
+func (f *fakeLeader) Apply(_ context.Context, cmd *raftlogv1.Command) (any, error) {
 	f.applied++
+	f.last = cmd
 	return nil, nil
 }
 func (f *fakeLeader) LeaderReadIndex(context.Context) (uint64, error) {

@@ -114,16 +114,20 @@ func NewServer(opts Options) (*grpc.Server, error) {
 		opts.MaxRecvMsgSize = DefaultMaxRecvMsgSize
 	}
 	log := opts.Logger
+	var trust TrustFunc
+	if opts.Service != nil {
+		trust = opts.Service.State().ClientTrust
+	}
 
 	unary := []grpc.UnaryServerInterceptor{
 		unaryLogging(log),
 		unaryRecover(log),
-		unaryAuthn(),
+		unaryAuthn(trust),
 	}
 	stream := []grpc.StreamServerInterceptor{
 		streamLogging(log),
 		streamRecover(log),
-		streamAuthn(),
+		streamAuthn(trust),
 	}
 	if opts.Metrics != nil {
 		// Outermost: the latency covers everything the server does.
@@ -143,7 +147,9 @@ func NewServer(opts Options) (*grpc.Server, error) {
 	custosv1.RegisterGovernanceServiceServer(srv, &governServer{server: base})
 	custosv1.RegisterAuditServiceServer(srv, &auditServer{server: base})
 	if opts.Replication != nil {
-		raftlogv1.RegisterReplicationServer(srv, NewReplicationServer(opts.Replication))
+		rs := NewReplicationServer(opts.Replication).(*replicationServer)
+		rs.trust = trust
+		raftlogv1.RegisterReplicationServer(srv, rs)
 	}
 	if opts.Cluster != nil {
 		d := *opts.Cluster

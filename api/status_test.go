@@ -163,7 +163,7 @@ func TestRecoverInterceptor(t *testing.T) {
 }
 
 func TestAuthnWithoutPeer(t *testing.T) {
-	ic := unaryAuthn()
+	ic := unaryAuthn(nil)
 	called := false
 	h := func(ctx context.Context, _ any) (any, error) { called = true; return nil, nil }
 	_, err := ic(context.Background(), nil, &grpc.UnaryServerInfo{FullMethod: "/custos.v1.KeyService/GetKey"}, h)
@@ -235,7 +235,7 @@ func TestAuthnAndLoggingWithCertificate(t *testing.T) {
 	chain := func(ctx context.Context, req any, h grpc.UnaryHandler) (any, error) {
 		info := &grpc.UnaryServerInfo{FullMethod: "/custos.v1.KeyService/Encrypt"}
 		return unaryLogging(log)(ctx, req, info, func(ctx context.Context, req any) (any, error) {
-			return unaryAuthn()(ctx, req, info, h)
+			return unaryAuthn(nil)(ctx, req, info, h)
 		})
 	}
 	var got kms.Principal

@@ -59,7 +59,11 @@ func (s *Service) BatchDecrypt(ctx context.Context, p Principal, req *custosv1.B
 		cmds = append(cmds, cmd)
 		pos = append(pos, i)
 	}
-	vals, errs := s.applyAll(ctx, cmds)
+	actx := ctx
+	if len(p.Certificate) > 0 {
+		actx = withPrincipalCertificate(ctx, p.Certificate)
+	}
+	vals, errs := s.applyAll(actx, cmds)
 	for k, i := range pos {
 		// The HSM serialises calls on a token anyway: one goroutine doing
 		// them in turn avoids handing the token lock around.

@@ -130,7 +130,12 @@ func (f *ForwardingLog) Apply(ctx context.Context, cmd *raftlogv1.Command) (any,
 			}
 			last = err
 		} else if _, id := f.Local.Leader(); id != "" {
+			// The principal's certificate goes with the command to the
+			// leader, which checks it (docs/identities.md) and removes
+			// it; a command applied here never carries it.
+			cmd.PrincipalCertificate = principalCertificate(ctx)
 			r, err := f.Forward(ctx, id, cmd)
+			cmd.PrincipalCertificate = nil
 			if err == nil {
 				return DecodeResult(r)
 			}
@@ -143,4 +148,17 @@ func (f *ForwardingLog) Apply(ctx context.Context, cmd *raftlogv1.Command) (any,
 		}
 	}
 	return nil, fmt.Errorf("%w: could not reach the leader: %v", ErrUnavailable, last)
+}
+
+type principalCertKey struct{}
+
+// withPrincipalCertificate returns ctx carrying the certificate (DER) of
+// the principal a command is proposed for, for ForwardingLog to forward.
+func withPrincipalCertificate(ctx context.Context, der []byte) context.Context {
+	return context.WithValue(ctx, principalCertKey{}, der)
+}
+
+func principalCertificate(ctx context.Context) []byte {
+	der, _ := ctx.Value(principalCertKey{}).([]byte)
+	return der
 }

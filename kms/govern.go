@@ -61,18 +61,20 @@ func (s *State) applyGovern(index uint64, c *raftlogv1.Command, op *raftlogv1.Go
 		d.Result, d.GrantID, err = s.applyStatement(c, st)
 	}
 	rec := &custosv1.DecisionRecord{
-		Seq:           s.seq + 1,
-		TimeUnixNano:  s.clock,
-		Node:          c.Node,
-		Principal:     c.Principal,
-		Operation:     custosv1.Operation_OPERATION_GOVERNANCE,
-		Outcome:       custosv1.Outcome_OUTCOME_ALLOW,
-		RequestId:     hex.EncodeToString(stmtHash[:8]),
-		PrevHash:      append([]byte(nil), s.head[:]...),
-		RaftIndex:     index,
-		Signers:       signers,
-		StatementHash: stmtHash[:],
-		Detail:        d.Result,
+		Seq:                   s.seq + 1,
+		TimeUnixNano:          s.clock,
+		Node:                  c.Node,
+		Principal:             c.Principal,
+		PrincipalIssuerSha256: c.PrincipalIssuerSha256,
+		PrincipalCertSha256:   c.PrincipalCertSha256,
+		Operation:             custosv1.Operation_OPERATION_GOVERNANCE,
+		Outcome:               custosv1.Outcome_OUTCOME_ALLOW,
+		RequestId:             hex.EncodeToString(stmtHash[:8]),
+		PrevHash:              append([]byte(nil), s.head[:]...),
+		RaftIndex:             index,
+		Signers:               signers,
+		StatementHash:         stmtHash[:],
+		Detail:                d.Result,
 	}
 	if st == nil && op.Statement != nil {
 		// Refused before it was accepted: still name what it asked for.
@@ -222,9 +224,10 @@ func (s *State) applyStatement(c *raftlogv1.Command, st *custosv1.Statement) (re
 		delete(s.grants, op.RevokeGrant.GrantId)
 		return fmt.Sprintf("grant %s revoked", op.RevokeGrant.GrantId), "", nil
 	case *custosv1.Statement_SetOfficers:
-		gov := &custosv1.Governance{ClusterId: s.clusterID, Officers: op.SetOfficers.Officers,
-			Quorum: op.SetOfficers.Quorum, Version: s.gov.GetVersion() + 1,
-			Sinks: s.gov.GetSinks(), NotifyRules: s.gov.GetNotifyRules(), Profile: s.gov.GetProfile()}
+		// Everything else (sinks, rules, profile, client authorities)
+		// stays as it is.
+		gov := proto.Clone(s.gov).(*custosv1.Governance)
+		gov.ClusterId, gov.Officers, gov.Quorum, gov.Version = s.clusterID, op.SetOfficers.Officers, op.SetOfficers.Quorum, s.gov.GetVersion()+1
 		set, err := governance.NewOfficerSetFromGovernance(gov)
 		if err != nil {
 			return "", "", fmt.Errorf("%w: set_officers: %v", ErrInvalidArgument, err)
@@ -286,6 +289,12 @@ func (s *State) applyStatement(c *raftlogv1.Command, st *custosv1.Statement) (re
 		was := k.MinDecryptionVersion
 		k.MinDecryptionVersion, k.UpdateTimeUnixNano = v, now
 		return fmt.Sprintf("key %s minimum decryption version set from %d to %d", k.Name, was, v), "", nil
+	case *custosv1.Statement_AddClientAuthority:
+		r, err := s.applyAddClientAuthority(op.AddClientAuthority)
+		return r, "", err
+	case *custosv1.Statement_RemoveClientAuthority:
+		r, err := s.applyRemoveClientAuthority(op.RemoveClientAuthority)
+		return r, "", err
 	case *custosv1.Statement_RotateDomainKey:
 		r, err := s.applyRotateDomainKey(c)
 		return r, "", err

@@ -81,6 +81,7 @@ func (s *State) newRecord(index uint64, c *raftlogv1.Command, op custosv1.Operat
 	s.seq++
 	return &custosv1.DecisionRecord{
 		Seq: s.seq, TimeUnixNano: c.TimeUnixNano, Node: c.Node, Principal: c.Principal,
+		PrincipalIssuerSha256: c.PrincipalIssuerSha256, PrincipalCertSha256: c.PrincipalCertSha256,
 		Operation: op, PrevHash: append([]byte(nil), s.head[:]...), RaftIndex: index,
 	}
 }

@@ -5,4 +5,14 @@ package kms
 type Principal struct {
 	// Name is the certificate's identity (its subject common name).
 	Name string
+	// IssuerSHA256 and CertSHA256 are the SHA-256 of the issuing client
+	// authority's certificate and of the caller's certificate (DER), as
+	// the API layer verified them (ClientTrust.Identify); empty for a
+	// principal authenticated otherwise (XKS SigV4) and for the nodes.
+	IssuerSHA256 []byte
+	CertSHA256   []byte
+	// Certificate is the caller's certificate (DER): a follower forwards
+	// it with the command so that the leader can check the two digests
+	// (docs/identities.md). It never enters the log.
+	Certificate []byte
 }

@@ -55,6 +55,9 @@ type Config struct {
 	// Profile is the genesis profile InitCluster records: "" (production)
 	// or ProfileDevelopment.
 	Profile string
+	// ClientAuthorities are the CA certificates (DER) InitCluster pins as
+	// the officers' client authorities (authorities.go); none: not pinned.
+	ClientAuthorities [][]byte
 	// MaxStreamsPerPrincipal bounds the audit streams (WatchDecisions,
 	// Export) one principal keeps open on this node at once
 	// (DefaultMaxStreamsPerPrincipal if 0).
@@ -88,10 +91,11 @@ type Service struct {
 	readIndex        ReadIndexFunc
 	readIndexTimeout time.Duration
 
-	admission *admission // nil unless Config.RequireAdmission
-	profile   string     // for InitCluster
-	custody   custody    // the admission worker's memory (admissionwork.go)
-	imports   imports    // import parameters this node handed out (keyimport.go)
+	admission   *admission // nil unless Config.RequireAdmission
+	profile     string     // for InitCluster
+	authorities [][]byte   // for InitCluster
+	custody     custody    // the admission worker's memory (admissionwork.go)
+	imports     imports    // import parameters this node handed out (keyimport.go)
 }
 
 // NewService checks cfg and returns a Service.
@@ -102,7 +106,7 @@ func NewService(cfg Config) (*Service, error) {
 	s := &Service{hsm: cfg.HSM, log: cfg.Log, state: cfg.State, node: cfg.NodeID,
 		now: cfg.Now, lg: cfg.Logger, keks: map[kekRef]hsm.KeyRef{}, rejectReported: map[string]time.Time{},
 		readIndex: cfg.ReadIndex, readIndexTimeout: cfg.ReadIndexTimeout,
-		custody: custody{noted: map[string]bool{}}, profile: cfg.Profile,
+		custody: custody{noted: map[string]bool{}}, profile: cfg.Profile, authorities: cfg.ClientAuthorities,
 		streams: streamSlots{max: cmp.Or(cfg.MaxStreamsPerPrincipal, DefaultMaxStreamsPerPrincipal), open: map[string]int{}},
 		imports: imports{pending: map[string]*pendingImport{}}}
 	if s.readIndexTimeout <= 0 {
@@ -165,12 +169,12 @@ func (s *Service) InitCluster(ctx context.Context, officers []*custosv1.Officer,
 	}
 	_, err = s.apply(ctx, Principal{Name: "custosd"}, &raftlogv1.Command{Op: &raftlogv1.Command_InitCluster{
 		InitCluster: &raftlogv1.InitCluster{ClusterId: clusterID, DomainKeyId: domainID, Officers: officers, Quorum: quorum,
-			DomainKeyCheckValue: kcv, Profile: s.profile}}})
+			DomainKeyCheckValue: kcv, Profile: s.profile, ClientAuthorities: s.authorities}}})
 	if err != nil {
 		_ = s.hsm.DestroyKey(context.WithoutCancel(ctx), domainID)
 		return err
 	}
-	s.lg.Info("cluster initialised", "cluster_id", clusterID, "profile", s.profile)
+	s.lg.Info("cluster initialised", "cluster_id", clusterID, "profile", s.profile, "client_authorities", len(s.authorities))
 	if s.profile == ProfileDevelopment {
 		s.lg.Warn("this cluster has the development profile: it may move its domain key with RSA-OAEP-SHA1 and is not CRYPTREC-compliant")
 	}
@@ -184,6 +188,9 @@ func (s *Service) ClusterID() string { return s.state.ClusterID() }
 // error comes back as the error. Failures to commit are ErrUnavailable.
 func (s *Service) apply(ctx context.Context, p Principal, cmd *raftlogv1.Command) (any, error) {
 	s.stamp(p, cmd)
+	if len(p.Certificate) > 0 {
+		ctx = withPrincipalCertificate(ctx, p.Certificate)
+	}
 	res, err := s.log.Apply(ctx, cmd)
 	return applyResult(ctx, res, err)
 }
@@ -193,6 +200,7 @@ func (s *Service) stamp(p Principal, cmd *raftlogv1.Command) {
 	cmd.TimeUnixNano = s.now().UnixNano()
 	cmd.Node = s.node
 	cmd.Principal = p.Name
+	cmd.PrincipalIssuerSha256, cmd.PrincipalCertSha256 = p.IssuerSHA256, p.CertSHA256
 }
 
 // applyResult maps what Log.Apply returned the way apply documents.

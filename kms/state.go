@@ -57,6 +57,11 @@ type State struct {
 	// destroyedVersion changes whenever a key version is destroyed (and
 	// on a restore).
 	destroyedVersion uint64
+	// authoritiesVersion changes whenever the client authorities may have
+	// (authorities.go); trust caches what it built from them.
+	authoritiesVersion uint64
+	trust              *ClientTrust
+	trustVersion       uint64
 	// members is the Raft configuration of the last configuration entry
 	// applied (replaced whole, never modified in place).
 	members []*raftlogv1.RaftServer
@@ -107,6 +112,7 @@ func (s *State) reset() {
 	s.admissions = map[string]*custosv1.NodeAdmission{}
 	s.admissionsVersion++
 	s.destroyedVersion++
+	s.authoritiesVersion++
 	if s.grown == nil {
 		s.grown = make(chan struct{})
 		s.advanced = make(chan struct{})
@@ -197,24 +203,33 @@ func (s *State) ApplyBatch(entries []raft.AppliedEntry) [][]any {
 // command's effective time, which is all that the command's handler reads.
 func (s *State) apply(index uint64, c *raftlogv1.Command) any {
 	s.advanceClock(c)
+	// A key administrator identified by a certificate that the officers'
+	// client authorities did not issue changes nothing (authorities.go).
+	issuer := s.checkIssuer(c)
+	admin := func(f func() any) any {
+		if issuer != nil {
+			return issuer
+		}
+		return f()
+	}
 	switch op := c.Op.(type) {
 	case *raftlogv1.Command_InitCluster:
 		return s.applyInit(c, op.InitCluster)
 	case *raftlogv1.Command_CreateKey:
 		return s.recordKeyAdmin(index, c, custosv1.Operation_OPERATION_CREATE_KEY, op.CreateKey.Name, 1,
-			s.applyCreateKey(c, op.CreateKey))
+			admin(func() any { return s.applyCreateKey(c, op.CreateKey) }))
 	case *raftlogv1.Command_AddKeyVersion:
 		return s.recordKeyAdmin(index, c, custosv1.Operation_OPERATION_ROTATE_KEY, op.AddKeyVersion.Name, op.AddKeyVersion.Version,
-			s.applyAddVersion(c, op.AddKeyVersion))
+			admin(func() any { return s.applyAddVersion(c, op.AddKeyVersion) }))
 	case *raftlogv1.Command_SetKeyState:
-		r := s.applySetState(c, op.SetKeyState)
+		r := admin(func() any { return s.applySetState(c, op.SetKeyState) })
 		if op.SetKeyState.Enabled {
 			return r // always refused: enabling is a governance statement
 		}
 		return s.recordKeyAdmin(index, c, custosv1.Operation_OPERATION_DISABLE_KEY, op.SetKeyState.Name, 0, r)
 	case *raftlogv1.Command_SetMinDecryptionVersion:
 		return s.recordKeyAdmin(index, c, custosv1.Operation_OPERATION_SET_MIN_DECRYPTION_VERSION, op.SetMinDecryptionVersion.Name,
-			op.SetMinDecryptionVersion.MinDecryptionVersion, s.applySetMin(c, op.SetMinDecryptionVersion))
+			op.SetMinDecryptionVersion.MinDecryptionVersion, admin(func() any { return s.applySetMin(c, op.SetMinDecryptionVersion) }))
 	case *raftlogv1.Command_Decide:
 		return s.applyDecide(index, c, op.Decide)
 	case *raftlogv1.Command_Govern:
@@ -264,11 +279,17 @@ func (s *State) applyInit(c *raftlogv1.Command, op *raftlogv1.InitCluster) any {
 	}
 	gov := &custosv1.Governance{ClusterId: op.ClusterId, Officers: op.Officers, Quorum: op.Quorum, Version: 1,
 		NotifyRules: DefaultNotifyRules(), Profile: op.Profile}
+	cas, err := genesisAuthorities(op.ClientAuthorities)
+	if err != nil {
+		return err
+	}
+	gov.ClientAuthorities, gov.ClientAuthoritiesPinned = cas, len(cas) > 0
 	set, err := governance.NewOfficerSetFromGovernance(gov)
 	if err != nil {
 		return fmt.Errorf("%w: officers: %v", ErrInvalidArgument, err)
 	}
 	s.gov, s.officers = gov, set
+	s.authoritiesVersion++
 	s.clusterID = op.ClusterId
 	s.domainKeyID = append([]byte(nil), op.DomainKeyId...)
 	s.domainKCV = append([]byte(nil), op.DomainKeyCheckValue...)
@@ -394,6 +415,9 @@ func (s *State) applyDecide(index uint64, c *raftlogv1.Command, op *raftlogv1.De
 		// What a grant scoped to ciphertexts compares: 32 bytes or none.
 		op.DataDigest = nil
 	}
+	if err := s.checkIssuer(c); err != nil {
+		return s.decide(index, c, op, custosv1.Outcome_OUTCOME_DENY, "principal:issuer", err)
+	}
 	outcome, rule, derr := s.evaluate(c, op)
 	return s.decide(index, c, op, outcome, rule, derr)
 }
@@ -402,23 +426,25 @@ func (s *State) applyDecide(index uint64, c *raftlogv1.Command, op *raftlogv1.De
 // verdict, at the state's clock, and applies the verdict's effects.
 func (s *State) decide(index uint64, c *raftlogv1.Command, op *raftlogv1.Decide, outcome custosv1.Outcome, rule string, derr error) *Decision {
 	rec := &custosv1.DecisionRecord{
-		Seq:               s.seq + 1,
-		TimeUnixNano:      s.clock,
-		Node:              c.Node,
-		Principal:         c.Principal,
-		Key:               op.Key,
-		KeyVersion:        op.KeyVersion,
-		Operation:         op.Operation,
-		Reason:            op.Reason,
-		JustificationText: op.JustificationText,
-		Ticket:            op.Ticket,
-		ContextDigest:     op.ContextDigest,
-		DataDigest:        op.DataDigest,
-		Outcome:           outcome,
-		MatchedRule:       rule,
-		RequestId:         op.RequestId,
-		PrevHash:          append([]byte(nil), s.head[:]...),
-		RaftIndex:         index,
+		Seq:                   s.seq + 1,
+		TimeUnixNano:          s.clock,
+		Node:                  c.Node,
+		Principal:             c.Principal,
+		PrincipalIssuerSha256: c.PrincipalIssuerSha256,
+		PrincipalCertSha256:   c.PrincipalCertSha256,
+		Key:                   op.Key,
+		KeyVersion:            op.KeyVersion,
+		Operation:             op.Operation,
+		Reason:                op.Reason,
+		JustificationText:     op.JustificationText,
+		Ticket:                op.Ticket,
+		ContextDigest:         op.ContextDigest,
+		DataDigest:            op.DataDigest,
+		Outcome:               outcome,
+		MatchedRule:           rule,
+		RequestId:             op.RequestId,
+		PrevHash:              append([]byte(nil), s.head[:]...),
+		RaftIndex:             index,
 	}
 	s.seq++
 	switch outcome {

@@ -188,6 +188,11 @@ func printRecord(w io.Writer, r *custosv1.DecisionRecord, asJSON bool) error {
 		}
 	}
 	fmt.Fprintf(&b, " principal=%q", r.GetPrincipal())
+	if iss := r.GetPrincipalIssuerSha256(); len(iss) > 0 {
+		// The client authority that issued the caller's certificate
+		// (custos officer ca list names the trusted ones).
+		fmt.Fprintf(&b, " issuer=%x", iss)
+	}
 	// A key use always shows its reason, UNSPECIFIED when none was given;
 	// other records have none.
 	if r.GetReason() != custosv1.Reason_REASON_UNSPECIFIED || isKeyUse(r.GetOperation()) {

@@ -164,6 +164,8 @@ func buildOp(op string, f *opFlags, pos []string) (func(*custosv1.Statement), er
 		return buildDestroyOp(op, f)
 	case "accept-restore":
 		return buildAcceptRestoreOp(pos)
+	case "ca-add", "ca-remove":
+		return buildClientAuthorityOp(op, pos)
 	case "set-min-version":
 		return buildSetMinVersionOp(f)
 	case "rotate-domain-key", "cancel-rotation":
@@ -334,6 +336,12 @@ func (a *app) showState(ctx context.Context, c *custos.Client, st *custosv1.Stat
 			return err
 		}
 		printGovernance(a.stdout, g)
+	case *custosv1.Statement_AddClientAuthority, *custosv1.Statement_RemoveClientAuthority:
+		g, err := c.GetGovernance(ctx)
+		if err != nil {
+			return err
+		}
+		return printClientAuthorities(a.stdout, g, asJSON)
 	case *custosv1.Statement_AddSink, *custosv1.Statement_RemoveSink:
 		g, err := c.GetGovernance(ctx)
 		if err != nil {

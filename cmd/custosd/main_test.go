@@ -66,6 +66,11 @@ func TestLoadConfigErrors(t *testing.T) {
 		t.Errorf("no officers configured: cfg.Officers = %v, Quorum = %d", cfg.Officers, cfg.Quorum)
 	}
 
+	withCAs := strings.Replace(good, `"id":"n1",`, `"id":"n1","client_authorities":"pki/ca.pem",`, 1)
+	if cfg, err = loadConfig(write(withCAs), noenv); err != nil || len(cfg.ClientAuthorities) != 1 {
+		t.Fatalf("client_authorities: %d certificates, %v; want the one CA", len(cfg.ClientAuthorities), err)
+	}
+
 	withAudit := strings.Replace(good, `"id":"n1",`, `"id":"n1","auditors":["carol-audit"],"checkpoint_every":50,"checkpoint_interval":"2m",`, 1)
 	cfg, err = loadConfig(write(withAudit), noenv)
 	if err != nil {
@@ -121,6 +126,8 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"bad checkpoint interval", strings.Replace(good, `"id":"n1",`, `"id":"n1","checkpoint_interval":"soon",`, 1), `"checkpoint_interval"`, ""},
 		{"tiny checkpoint interval", strings.Replace(good, `"id":"n1",`, `"id":"n1","checkpoint_interval":"10ms",`, 1), `"checkpoint_interval"`, ""},
 		{"negative checkpoint_every", strings.Replace(good, `"id":"n1",`, `"id":"n1","checkpoint_every":-1,`, 1), `"checkpoint_every"`, ""},
+		{"client authorities not certificates", strings.Replace(good, `"id":"n1",`, `"id":"n1","client_authorities":"junk.pem",`, 1), `"client_authorities"`, ""},
+		{"client authorities: a leaf only", strings.Replace(good, `"id":"n1",`, `"id":"n1","client_authorities":"pki/server.pem",`, 1), `no CA certificate`, ""},
 	}
 	// A PIN file other users may read is refused (the group may: 0640).
 	openPIN := filepath.Join(dir, "open.pin")

@@ -19,6 +19,7 @@ import (
 
 	"github.com/custos-kms/custos/internal/activation"
 	"github.com/custos-kms/custos/internal/node"
+	"github.com/custos-kms/custos/internal/pki"
 	"github.com/custos-kms/custos/kms"
 	"github.com/custos-kms/custos/kms/governance"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
@@ -58,6 +59,10 @@ type fileConfig struct {
 	// Profile, with officers, is recorded when the node initialises a
 	// cluster: "development" or "" (production).
 	Profile string `json:"profile"`
+	// ClientAuthorities, a PEM file of CA certificates, is what a new
+	// cluster pins as the CAs that identify principals
+	// (docs/identities.md); absent: the CA certificates of tls.ca.
+	ClientAuthorities string `json:"client_authorities"`
 	// Auditors may read the ledger (AuditService); checkpoint_* set how
 	// often the leader signs the chain head.
 	Auditors           []string `json:"auditors"`
@@ -471,6 +476,11 @@ func loadConfigLog(path string, getenv func(string) string, logLevel, logFormat 
 		return cfg, bad("profile", fmt.Sprintf("%q is not a profile: \"development\" or leave it out (production)", fc.Profile))
 	}
 	cfg.Profile = fc.Profile
+	if fc.ClientAuthorities != "" {
+		if cfg.ClientAuthorities, err = pki.LoadCACerts(abs(fc.ClientAuthorities)); err != nil {
+			return cfg, bad("client_authorities", err.Error())
+		}
+	}
 	cfg.Auditors = fc.Auditors
 	cfg.CheckpointEvery = fc.CheckpointEvery
 	cfg.CheckpointInterval = cpInterval

@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"crypto/tls"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"testing"
@@ -21,8 +22,9 @@ import (
 // its gRPC server certificate and then the CA bundle it verifies clients
 // against, as an operator would (new files on disk; no restart, no signal):
 // new connections see the new server certificate, a client of a new CA is
-// refused until that CA is in the bundle and is then served as the
-// principal its certificate names, clients of a CA removed from the bundle
+// refused until that CA is in the bundle, identifies nobody until the
+// officers trust it too, and is then served as the principal its
+// certificate names, clients of a CA removed from the bundle
 // are refused, and connections opened before each change keep working.
 func TestCertificateRotationWithoutRestart(t *testing.T) {
 	h := nodetest.Start(t)
@@ -122,8 +124,20 @@ func TestCertificateRotationWithoutRestart(t *testing.T) {
 	refused("new-CA client before its CA is in the bundle", generate(newClient(newDir)))
 
 	replace(h.CAFile, append(append([]byte{}, oldPEM...), newPEM...))
+	// The bundle lets its certificates through TLS; they identify nobody
+	// until the officers trust the CA (docs/identities.md).
+	if err := generate(newClient(newDir)); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("new-CA client once its CA is in the bundle, before the officers trust it: %v, want Unauthenticated", err)
+	}
+	blk, _ := pem.Decode(newPEM)
+	gc := custosv1.NewGovernanceServiceClient(h.Conn(t, "officer-desk"))
+	if _, err := gc.Submit(ctx(t), h.Sign(t, func(st *custosv1.Statement) {
+		st.Operation = &custosv1.Statement_AddClientAuthority{AddClientAuthority: &custosv1.AddClientAuthority{Certificate: blk.Bytes}}
+	}, 0, 1)); err != nil {
+		t.Fatalf("AddClientAuthority: %v", err)
+	}
 	if err := generate(newClient(newDir)); err != nil {
-		t.Fatalf("new-CA client once its CA is in the bundle: %v", err)
+		t.Fatalf("new-CA client once its CA is in the bundle and trusted by the officers: %v", err)
 	}
 	if err := generate(newClient(pkiDir)); err != nil {
 		t.Fatalf("old-CA client while both CAs are in the bundle: %v", err)

@@ -71,6 +71,10 @@ type Config struct {
 	// HSMs with RSA-OAEP-SHA1, which is not CRYPTREC-listed (SoftHSM does no
 	// other); "" is production (docs/key-transport.md).
 	Profile string
+	// ClientAuthorities are the CA certificates (DER) that a new cluster
+	// pins as the officers' client authorities (docs/identities.md),
+	// recorded like Officers; nil: the CA certificates of TLS.CA.
+	ClientAuthorities [][]byte
 	// DataDir holds the node's state: DataDir/raft and
 	// DataDir/ledger/ledger.db. Required.
 	DataDir string
@@ -333,6 +337,13 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	go func() { defer close(n.memDone); n.followMembershipAndBackfill(memCtx) }()
 
 	n.ri = newReadIndexes(n, state, kms.DefaultReadIndexTimeout)
+	authorities := cfg.ClientAuthorities
+	if authorities == nil && state.ClusterID() == "" && !cfg.Join {
+		// A new cluster pins the CAs of its bundle as they are now.
+		if authorities, err = pki.LoadCACerts(cfg.TLS.CA); err != nil {
+			return nil, fmt.Errorf("node: client authorities: %w", err)
+		}
+	}
 	n.svc, err = kms.NewService(kms.Config{
 		NodeID:    cfg.ID,
 		HSM:       backend,
@@ -346,6 +357,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		// hold the domain key) before any key crypto, on every front door.
 		RequireAdmission:       cfg.Join,
 		Profile:                cfg.Profile,
+		ClientAuthorities:      authorities,
 		MaxStreamsPerPrincipal: cfg.MaxStreamsPerPrincipal,
 	})
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"sync"
@@ -218,4 +219,36 @@ func (p *PoolSource) Current() *x509.CertPool {
 		}
 	}
 	return p.pool
+}
+
+// LoadCACerts returns the DER of every CA certificate (basic constraints
+// CA) in a PEM bundle: what a new cluster pins as its client authorities
+// (docs/identities.md).
+func LoadCACerts(file string) ([][]byte, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("pki: CA file: %w", err)
+	}
+	var out [][]byte
+	for {
+		var blk *pem.Block
+		blk, b = pem.Decode(b)
+		if blk == nil {
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("pki: CA file %s: %w", file, err)
+		}
+		if c.BasicConstraintsValid && c.IsCA {
+			out = append(out, blk.Bytes)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("pki: CA file %s: no CA certificate in PEM", file)
+	}
+	return out, nil
 }

@@ -321,6 +321,14 @@ func validate(st *custosv1.Statement) error {
 			return fmt.Errorf("%w: set_key_min_version.min_decryption_version is 0", ErrMalformed)
 		}
 		return checkIdent("set_key_min_version.key", op.SetKeyMinVersion.GetKey())
+	case *custosv1.Statement_AddClientAuthority:
+		_, err := ParseClientAuthority(op.AddClientAuthority.GetCertificate())
+		return err
+	case *custosv1.Statement_RemoveClientAuthority:
+		if !isLowerHex(op.RemoveClientAuthority.GetSha256(), 64) {
+			return fmt.Errorf("%w: remove_client_authority.sha256 is not 64 lower-case hex digits", ErrMalformed)
+		}
+		return nil
 	case *custosv1.Statement_AcceptRestore:
 		if !isLowerHex(op.AcceptRestore.GetSnapshotSha256(), 64) {
 			return fmt.Errorf("%w: accept_restore.snapshot_sha256 is not 64 lower-case hex digits", ErrMalformed)
@@ -365,8 +373,8 @@ func isLowerHex(s string, n int) bool {
 }
 
 // Need returns how many signatures the statement's operation needs:
-// One for RevokeKey, DisableKey, DenyRequest, RevokeGrant, RevokeAdmission
-// (tightening), CancelKeyDestruction (it keeps a key) and AddSink (it only adds who is told), Quorum for everything
+// One for RevokeKey, DisableKey, DenyRequest, RevokeGrant, RevokeAdmission,
+// RemoveClientAuthority (tightening), CancelKeyDestruction (it keeps a key) and AddSink (it only adds who is told), Quorum for everything
 // else (loosening, admitting a node, removing a sink or changing notify
 // rules, and anything unknown).
 func Need(st *custosv1.Statement) Requirement {
@@ -376,6 +384,7 @@ func Need(st *custosv1.Statement) Requirement {
 		*custosv1.Statement_DenyRequest,
 		*custosv1.Statement_RevokeGrant,
 		*custosv1.Statement_RevokeAdmission,
+		*custosv1.Statement_RemoveClientAuthority,
 		*custosv1.Statement_CancelKeyDestruction,
 		*custosv1.Statement_RotateDomainKey,
 		*custosv1.Statement_CancelDomainKeyRotation,
@@ -487,6 +496,14 @@ func Describe(st *custosv1.Statement) string {
 		fmt.Fprintf(&b, " key=%s version=%s", q(d.GetKey()), versionOrAll(d.GetVersion()))
 	case *custosv1.Statement_AcceptRestore:
 		fmt.Fprintf(&b, " snapshot_sha256=%s", op.AcceptRestore.GetSnapshotSha256())
+	case *custosv1.Statement_AddClientAuthority:
+		if ca, err := ParseClientAuthority(op.AddClientAuthority.GetCertificate()); err == nil {
+			fmt.Fprintf(&b, " sha256=%s subject=%s", ca.Sha256, q(ca.Subject))
+		} else {
+			b.WriteString(" certificate=invalid")
+		}
+	case *custosv1.Statement_RemoveClientAuthority:
+		fmt.Fprintf(&b, " sha256=%s", op.RemoveClientAuthority.GetSha256())
 	case *custosv1.Statement_SetKeyMinVersion:
 		fmt.Fprintf(&b, " key=%s min_decryption_version=%d", q(op.SetKeyMinVersion.GetKey()), op.SetKeyMinVersion.GetMinDecryptionVersion())
 	}

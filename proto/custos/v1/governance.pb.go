@@ -614,9 +614,15 @@ type Governance struct {
 	// The id of the restore the cluster's state comes from (ClusterRestore),
 	// if it was restored from a snapshot file: every statement must name it
 	// (Statement.restore_id).
-	RestoreId     string `protobuf:"bytes,8,opt,name=restore_id,json=restoreId,proto3" json:"restore_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RestoreId string `protobuf:"bytes,8,opt,name=restore_id,json=restoreId,proto3" json:"restore_id,omitempty"`
+	// The certificate authorities whose certificates identify principals
+	// (docs/identities.md). Once pinned (at genesis, or by the first
+	// AddClientAuthority), a certificate that does not chain to one of them
+	// authenticates nobody, whatever CA file the node reads.
+	ClientAuthorities       []*ClientAuthority `protobuf:"bytes,9,rep,name=client_authorities,json=clientAuthorities,proto3" json:"client_authorities,omitempty"`
+	ClientAuthoritiesPinned bool               `protobuf:"varint,10,opt,name=client_authorities_pinned,json=clientAuthoritiesPinned,proto3" json:"client_authorities_pinned,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *Governance) Reset() {
@@ -705,6 +711,178 @@ func (x *Governance) GetRestoreId() string {
 	return ""
 }
 
+func (x *Governance) GetClientAuthorities() []*ClientAuthority {
+	if x != nil {
+		return x.ClientAuthorities
+	}
+	return nil
+}
+
+func (x *Governance) GetClientAuthoritiesPinned() bool {
+	if x != nil {
+		return x.ClientAuthoritiesPinned
+	}
+	return false
+}
+
+// ClientAuthority is a CA certificate the officers trust to identify
+// principals (applications, operators, auditors and nodes).
+type ClientAuthority struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// SHA-256 of the certificate's DER, lower-case hex.
+	Sha256 string `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// The certificate's subject, for people.
+	Subject string `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
+	// The X.509 certificate, DER.
+	Certificate   []byte `protobuf:"bytes,3,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClientAuthority) Reset() {
+	*x = ClientAuthority{}
+	mi := &file_custos_v1_governance_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientAuthority) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientAuthority) ProtoMessage() {}
+
+func (x *ClientAuthority) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_governance_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientAuthority.ProtoReflect.Descriptor instead.
+func (*ClientAuthority) Descriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ClientAuthority) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *ClientAuthority) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *ClientAuthority) GetCertificate() []byte {
+	if x != nil {
+		return x.Certificate
+	}
+	return nil
+}
+
+// AddClientAuthority trusts a CA certificate to identify principals
+// (quorum).
+type AddClientAuthority struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The X.509 CA certificate, DER.
+	Certificate   []byte `protobuf:"bytes,1,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddClientAuthority) Reset() {
+	*x = AddClientAuthority{}
+	mi := &file_custos_v1_governance_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddClientAuthority) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddClientAuthority) ProtoMessage() {}
+
+func (x *AddClientAuthority) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_governance_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddClientAuthority.ProtoReflect.Descriptor instead.
+func (*AddClientAuthority) Descriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *AddClientAuthority) GetCertificate() []byte {
+	if x != nil {
+		return x.Certificate
+	}
+	return nil
+}
+
+// RemoveClientAuthority stops trusting a CA certificate (one officer).
+type RemoveClientAuthority struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// SHA-256 of the certificate's DER, lower-case hex.
+	Sha256        string `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveClientAuthority) Reset() {
+	*x = RemoveClientAuthority{}
+	mi := &file_custos_v1_governance_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveClientAuthority) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveClientAuthority) ProtoMessage() {}
+
+func (x *RemoveClientAuthority) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_governance_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveClientAuthority.ProtoReflect.Descriptor instead.
+func (*RemoveClientAuthority) Descriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *RemoveClientAuthority) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
 // Statement is what officers sign. Its serialized bytes are signed and
 // transported verbatim (SignedStatement.statement), so the cluster verifies
 // exactly what the officers saw; unknown fields are refused.
@@ -746,6 +924,8 @@ type Statement struct {
 	//	*Statement_RotateDomainKey
 	//	*Statement_CancelDomainKeyRotation
 	//	*Statement_SetKeyMinVersion
+	//	*Statement_AddClientAuthority
+	//	*Statement_RemoveClientAuthority
 	Operation     isStatement_Operation `protobuf_oneof:"operation"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -753,7 +933,7 @@ type Statement struct {
 
 func (x *Statement) Reset() {
 	*x = Statement{}
-	mi := &file_custos_v1_governance_proto_msgTypes[5]
+	mi := &file_custos_v1_governance_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -765,7 +945,7 @@ func (x *Statement) String() string {
 func (*Statement) ProtoMessage() {}
 
 func (x *Statement) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[5]
+	mi := &file_custos_v1_governance_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -778,7 +958,7 @@ func (x *Statement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Statement.ProtoReflect.Descriptor instead.
 func (*Statement) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{5}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Statement) GetClusterId() string {
@@ -1003,6 +1183,24 @@ func (x *Statement) GetSetKeyMinVersion() *SetKeyMinVersion {
 	return nil
 }
 
+func (x *Statement) GetAddClientAuthority() *AddClientAuthority {
+	if x != nil {
+		if x, ok := x.Operation.(*Statement_AddClientAuthority); ok {
+			return x.AddClientAuthority
+		}
+	}
+	return nil
+}
+
+func (x *Statement) GetRemoveClientAuthority() *RemoveClientAuthority {
+	if x != nil {
+		if x, ok := x.Operation.(*Statement_RemoveClientAuthority); ok {
+			return x.RemoveClientAuthority
+		}
+	}
+	return nil
+}
+
 type isStatement_Operation interface {
 	isStatement_Operation()
 }
@@ -1087,6 +1285,14 @@ type Statement_SetKeyMinVersion struct {
 	SetKeyMinVersion *SetKeyMinVersion `protobuf:"bytes,29,opt,name=set_key_min_version,json=setKeyMinVersion,proto3,oneof"`
 }
 
+type Statement_AddClientAuthority struct {
+	AddClientAuthority *AddClientAuthority `protobuf:"bytes,30,opt,name=add_client_authority,json=addClientAuthority,proto3,oneof"`
+}
+
+type Statement_RemoveClientAuthority struct {
+	RemoveClientAuthority *RemoveClientAuthority `protobuf:"bytes,31,opt,name=remove_client_authority,json=removeClientAuthority,proto3,oneof"`
+}
+
 func (*Statement_RevokeKey) isStatement_Operation() {}
 
 func (*Statement_DisableKey) isStatement_Operation() {}
@@ -1127,6 +1333,10 @@ func (*Statement_CancelDomainKeyRotation) isStatement_Operation() {}
 
 func (*Statement_SetKeyMinVersion) isStatement_Operation() {}
 
+func (*Statement_AddClientAuthority) isStatement_Operation() {}
+
+func (*Statement_RemoveClientAuthority) isStatement_Operation() {}
+
 // ScheduleKeyDestruction (quorum) destroys a key version — or, with
 // version 0, every version of the key — once waiting_seconds have passed
 // (0: 7 days; at least 1 hour, at most 30 days; a development cluster
@@ -1145,7 +1355,7 @@ type ScheduleKeyDestruction struct {
 
 func (x *ScheduleKeyDestruction) Reset() {
 	*x = ScheduleKeyDestruction{}
-	mi := &file_custos_v1_governance_proto_msgTypes[6]
+	mi := &file_custos_v1_governance_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1157,7 +1367,7 @@ func (x *ScheduleKeyDestruction) String() string {
 func (*ScheduleKeyDestruction) ProtoMessage() {}
 
 func (x *ScheduleKeyDestruction) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[6]
+	mi := &file_custos_v1_governance_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1170,7 +1380,7 @@ func (x *ScheduleKeyDestruction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScheduleKeyDestruction.ProtoReflect.Descriptor instead.
 func (*ScheduleKeyDestruction) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{6}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ScheduleKeyDestruction) GetKey() string {
@@ -1210,7 +1420,7 @@ type AcceptRestore struct {
 
 func (x *AcceptRestore) Reset() {
 	*x = AcceptRestore{}
-	mi := &file_custos_v1_governance_proto_msgTypes[7]
+	mi := &file_custos_v1_governance_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1222,7 +1432,7 @@ func (x *AcceptRestore) String() string {
 func (*AcceptRestore) ProtoMessage() {}
 
 func (x *AcceptRestore) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[7]
+	mi := &file_custos_v1_governance_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1235,7 +1445,7 @@ func (x *AcceptRestore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcceptRestore.ProtoReflect.Descriptor instead.
 func (*AcceptRestore) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{7}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AcceptRestore) GetSnapshotSha256() string {
@@ -1274,7 +1484,7 @@ type ClusterRestore struct {
 
 func (x *ClusterRestore) Reset() {
 	*x = ClusterRestore{}
-	mi := &file_custos_v1_governance_proto_msgTypes[8]
+	mi := &file_custos_v1_governance_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1286,7 +1496,7 @@ func (x *ClusterRestore) String() string {
 func (*ClusterRestore) ProtoMessage() {}
 
 func (x *ClusterRestore) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[8]
+	mi := &file_custos_v1_governance_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1299,7 +1509,7 @@ func (x *ClusterRestore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterRestore.ProtoReflect.Descriptor instead.
 func (*ClusterRestore) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{8}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ClusterRestore) GetSnapshotSha256() string {
@@ -1391,7 +1601,7 @@ type CancelKeyDestruction struct {
 
 func (x *CancelKeyDestruction) Reset() {
 	*x = CancelKeyDestruction{}
-	mi := &file_custos_v1_governance_proto_msgTypes[9]
+	mi := &file_custos_v1_governance_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1403,7 +1613,7 @@ func (x *CancelKeyDestruction) String() string {
 func (*CancelKeyDestruction) ProtoMessage() {}
 
 func (x *CancelKeyDestruction) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[9]
+	mi := &file_custos_v1_governance_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1416,7 +1626,7 @@ func (x *CancelKeyDestruction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelKeyDestruction.ProtoReflect.Descriptor instead.
 func (*CancelKeyDestruction) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{9}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CancelKeyDestruction) GetKey() string {
@@ -1456,7 +1666,7 @@ type AdmitNode struct {
 
 func (x *AdmitNode) Reset() {
 	*x = AdmitNode{}
-	mi := &file_custos_v1_governance_proto_msgTypes[10]
+	mi := &file_custos_v1_governance_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1468,7 +1678,7 @@ func (x *AdmitNode) String() string {
 func (*AdmitNode) ProtoMessage() {}
 
 func (x *AdmitNode) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[10]
+	mi := &file_custos_v1_governance_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1481,7 +1691,7 @@ func (x *AdmitNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdmitNode.ProtoReflect.Descriptor instead.
 func (*AdmitNode) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{10}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AdmitNode) GetNode() string {
@@ -1533,7 +1743,7 @@ type SetKeyMinVersion struct {
 
 func (x *SetKeyMinVersion) Reset() {
 	*x = SetKeyMinVersion{}
-	mi := &file_custos_v1_governance_proto_msgTypes[11]
+	mi := &file_custos_v1_governance_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1545,7 +1755,7 @@ func (x *SetKeyMinVersion) String() string {
 func (*SetKeyMinVersion) ProtoMessage() {}
 
 func (x *SetKeyMinVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[11]
+	mi := &file_custos_v1_governance_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1558,7 +1768,7 @@ func (x *SetKeyMinVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetKeyMinVersion.ProtoReflect.Descriptor instead.
 func (*SetKeyMinVersion) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{11}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SetKeyMinVersion) GetKey() string {
@@ -1590,7 +1800,7 @@ type RotateDomainKey struct {
 
 func (x *RotateDomainKey) Reset() {
 	*x = RotateDomainKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[12]
+	mi := &file_custos_v1_governance_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1602,7 +1812,7 @@ func (x *RotateDomainKey) String() string {
 func (*RotateDomainKey) ProtoMessage() {}
 
 func (x *RotateDomainKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[12]
+	mi := &file_custos_v1_governance_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1615,7 +1825,7 @@ func (x *RotateDomainKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateDomainKey.ProtoReflect.Descriptor instead.
 func (*RotateDomainKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{12}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{15}
 }
 
 // CancelDomainKeyRotation (one officer) abandons a running rotation: the
@@ -1628,7 +1838,7 @@ type CancelDomainKeyRotation struct {
 
 func (x *CancelDomainKeyRotation) Reset() {
 	*x = CancelDomainKeyRotation{}
-	mi := &file_custos_v1_governance_proto_msgTypes[13]
+	mi := &file_custos_v1_governance_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1640,7 +1850,7 @@ func (x *CancelDomainKeyRotation) String() string {
 func (*CancelDomainKeyRotation) ProtoMessage() {}
 
 func (x *CancelDomainKeyRotation) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[13]
+	mi := &file_custos_v1_governance_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1653,7 +1863,7 @@ func (x *CancelDomainKeyRotation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelDomainKeyRotation.ProtoReflect.Descriptor instead.
 func (*CancelDomainKeyRotation) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{13}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{16}
 }
 
 // DomainKeyRotation is a running domain-key rotation as the replicated
@@ -1681,7 +1891,7 @@ type DomainKeyRotation struct {
 
 func (x *DomainKeyRotation) Reset() {
 	*x = DomainKeyRotation{}
-	mi := &file_custos_v1_governance_proto_msgTypes[14]
+	mi := &file_custos_v1_governance_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1693,7 +1903,7 @@ func (x *DomainKeyRotation) String() string {
 func (*DomainKeyRotation) ProtoMessage() {}
 
 func (x *DomainKeyRotation) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[14]
+	mi := &file_custos_v1_governance_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1706,7 +1916,7 @@ func (x *DomainKeyRotation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DomainKeyRotation.ProtoReflect.Descriptor instead.
 func (*DomainKeyRotation) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{14}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DomainKeyRotation) GetEpoch() uint32 {
@@ -1778,7 +1988,7 @@ type RevokeAdmission struct {
 
 func (x *RevokeAdmission) Reset() {
 	*x = RevokeAdmission{}
-	mi := &file_custos_v1_governance_proto_msgTypes[15]
+	mi := &file_custos_v1_governance_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1790,7 +2000,7 @@ func (x *RevokeAdmission) String() string {
 func (*RevokeAdmission) ProtoMessage() {}
 
 func (x *RevokeAdmission) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[15]
+	mi := &file_custos_v1_governance_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1803,7 +2013,7 @@ func (x *RevokeAdmission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdmission.ProtoReflect.Descriptor instead.
 func (*RevokeAdmission) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{15}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RevokeAdmission) GetNode() string {
@@ -1838,7 +2048,7 @@ type NodeAdmission struct {
 
 func (x *NodeAdmission) Reset() {
 	*x = NodeAdmission{}
-	mi := &file_custos_v1_governance_proto_msgTypes[16]
+	mi := &file_custos_v1_governance_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1850,7 +2060,7 @@ func (x *NodeAdmission) String() string {
 func (*NodeAdmission) ProtoMessage() {}
 
 func (x *NodeAdmission) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[16]
+	mi := &file_custos_v1_governance_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1863,7 +2073,7 @@ func (x *NodeAdmission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeAdmission.ProtoReflect.Descriptor instead.
 func (*NodeAdmission) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{16}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *NodeAdmission) GetNode() string {
@@ -1957,7 +2167,7 @@ type Sink struct {
 
 func (x *Sink) Reset() {
 	*x = Sink{}
-	mi := &file_custos_v1_governance_proto_msgTypes[17]
+	mi := &file_custos_v1_governance_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1969,7 +2179,7 @@ func (x *Sink) String() string {
 func (*Sink) ProtoMessage() {}
 
 func (x *Sink) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[17]
+	mi := &file_custos_v1_governance_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1982,7 +2192,7 @@ func (x *Sink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sink.ProtoReflect.Descriptor instead.
 func (*Sink) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{17}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Sink) GetName() string {
@@ -2044,7 +2254,7 @@ type AddSink struct {
 
 func (x *AddSink) Reset() {
 	*x = AddSink{}
-	mi := &file_custos_v1_governance_proto_msgTypes[18]
+	mi := &file_custos_v1_governance_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2056,7 +2266,7 @@ func (x *AddSink) String() string {
 func (*AddSink) ProtoMessage() {}
 
 func (x *AddSink) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[18]
+	mi := &file_custos_v1_governance_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2069,7 +2279,7 @@ func (x *AddSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddSink.ProtoReflect.Descriptor instead.
 func (*AddSink) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{18}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AddSink) GetSink() *Sink {
@@ -2089,7 +2299,7 @@ type RemoveSink struct {
 
 func (x *RemoveSink) Reset() {
 	*x = RemoveSink{}
-	mi := &file_custos_v1_governance_proto_msgTypes[19]
+	mi := &file_custos_v1_governance_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2101,7 +2311,7 @@ func (x *RemoveSink) String() string {
 func (*RemoveSink) ProtoMessage() {}
 
 func (x *RemoveSink) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[19]
+	mi := &file_custos_v1_governance_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2114,7 +2324,7 @@ func (x *RemoveSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSink.ProtoReflect.Descriptor instead.
 func (*RemoveSink) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{19}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RemoveSink) GetName() string {
@@ -2140,7 +2350,7 @@ type NotifyRules struct {
 
 func (x *NotifyRules) Reset() {
 	*x = NotifyRules{}
-	mi := &file_custos_v1_governance_proto_msgTypes[20]
+	mi := &file_custos_v1_governance_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2152,7 +2362,7 @@ func (x *NotifyRules) String() string {
 func (*NotifyRules) ProtoMessage() {}
 
 func (x *NotifyRules) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[20]
+	mi := &file_custos_v1_governance_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2165,7 +2375,7 @@ func (x *NotifyRules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifyRules.ProtoReflect.Descriptor instead.
 func (*NotifyRules) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{20}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *NotifyRules) GetReasons() []Reason {
@@ -2213,7 +2423,7 @@ type SetNotifyRules struct {
 
 func (x *SetNotifyRules) Reset() {
 	*x = SetNotifyRules{}
-	mi := &file_custos_v1_governance_proto_msgTypes[21]
+	mi := &file_custos_v1_governance_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2225,7 +2435,7 @@ func (x *SetNotifyRules) String() string {
 func (*SetNotifyRules) ProtoMessage() {}
 
 func (x *SetNotifyRules) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[21]
+	mi := &file_custos_v1_governance_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2238,7 +2448,7 @@ func (x *SetNotifyRules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNotifyRules.ProtoReflect.Descriptor instead.
 func (*SetNotifyRules) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{21}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SetNotifyRules) GetRules() *NotifyRules {
@@ -2259,7 +2469,7 @@ type RevokeKey struct {
 
 func (x *RevokeKey) Reset() {
 	*x = RevokeKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[22]
+	mi := &file_custos_v1_governance_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2271,7 +2481,7 @@ func (x *RevokeKey) String() string {
 func (*RevokeKey) ProtoMessage() {}
 
 func (x *RevokeKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[22]
+	mi := &file_custos_v1_governance_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2284,7 +2494,7 @@ func (x *RevokeKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeKey.ProtoReflect.Descriptor instead.
 func (*RevokeKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{22}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RevokeKey) GetKey() string {
@@ -2304,7 +2514,7 @@ type DisableKey struct {
 
 func (x *DisableKey) Reset() {
 	*x = DisableKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[23]
+	mi := &file_custos_v1_governance_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2316,7 +2526,7 @@ func (x *DisableKey) String() string {
 func (*DisableKey) ProtoMessage() {}
 
 func (x *DisableKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[23]
+	mi := &file_custos_v1_governance_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2329,7 +2539,7 @@ func (x *DisableKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableKey.ProtoReflect.Descriptor instead.
 func (*DisableKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{23}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DisableKey) GetKey() string {
@@ -2349,7 +2559,7 @@ type EnableKey struct {
 
 func (x *EnableKey) Reset() {
 	*x = EnableKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[24]
+	mi := &file_custos_v1_governance_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2361,7 +2571,7 @@ func (x *EnableKey) String() string {
 func (*EnableKey) ProtoMessage() {}
 
 func (x *EnableKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[24]
+	mi := &file_custos_v1_governance_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2374,7 +2584,7 @@ func (x *EnableKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableKey.ProtoReflect.Descriptor instead.
 func (*EnableKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{24}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *EnableKey) GetKey() string {
@@ -2395,7 +2605,7 @@ type SetPolicy struct {
 
 func (x *SetPolicy) Reset() {
 	*x = SetPolicy{}
-	mi := &file_custos_v1_governance_proto_msgTypes[25]
+	mi := &file_custos_v1_governance_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2407,7 +2617,7 @@ func (x *SetPolicy) String() string {
 func (*SetPolicy) ProtoMessage() {}
 
 func (x *SetPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[25]
+	mi := &file_custos_v1_governance_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2420,7 +2630,7 @@ func (x *SetPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicy.ProtoReflect.Descriptor instead.
 func (*SetPolicy) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{25}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SetPolicy) GetKey() string {
@@ -2450,7 +2660,7 @@ type ApproveRequest struct {
 
 func (x *ApproveRequest) Reset() {
 	*x = ApproveRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[26]
+	mi := &file_custos_v1_governance_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2462,7 +2672,7 @@ func (x *ApproveRequest) String() string {
 func (*ApproveRequest) ProtoMessage() {}
 
 func (x *ApproveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[26]
+	mi := &file_custos_v1_governance_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2475,7 +2685,7 @@ func (x *ApproveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveRequest.ProtoReflect.Descriptor instead.
 func (*ApproveRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{26}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ApproveRequest) GetRequestId() string {
@@ -2509,7 +2719,7 @@ type DenyRequest struct {
 
 func (x *DenyRequest) Reset() {
 	*x = DenyRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[27]
+	mi := &file_custos_v1_governance_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2521,7 +2731,7 @@ func (x *DenyRequest) String() string {
 func (*DenyRequest) ProtoMessage() {}
 
 func (x *DenyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[27]
+	mi := &file_custos_v1_governance_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2534,7 +2744,7 @@ func (x *DenyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DenyRequest.ProtoReflect.Descriptor instead.
 func (*DenyRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{27}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DenyRequest) GetRequestId() string {
@@ -2564,7 +2774,7 @@ type CreateGrant struct {
 
 func (x *CreateGrant) Reset() {
 	*x = CreateGrant{}
-	mi := &file_custos_v1_governance_proto_msgTypes[28]
+	mi := &file_custos_v1_governance_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2576,7 +2786,7 @@ func (x *CreateGrant) String() string {
 func (*CreateGrant) ProtoMessage() {}
 
 func (x *CreateGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[28]
+	mi := &file_custos_v1_governance_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2589,7 +2799,7 @@ func (x *CreateGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGrant.ProtoReflect.Descriptor instead.
 func (*CreateGrant) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{28}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CreateGrant) GetPrincipal() string {
@@ -2651,7 +2861,7 @@ type RevokeGrant struct {
 
 func (x *RevokeGrant) Reset() {
 	*x = RevokeGrant{}
-	mi := &file_custos_v1_governance_proto_msgTypes[29]
+	mi := &file_custos_v1_governance_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2663,7 +2873,7 @@ func (x *RevokeGrant) String() string {
 func (*RevokeGrant) ProtoMessage() {}
 
 func (x *RevokeGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[29]
+	mi := &file_custos_v1_governance_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2676,7 +2886,7 @@ func (x *RevokeGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeGrant.ProtoReflect.Descriptor instead.
 func (*RevokeGrant) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{29}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RevokeGrant) GetGrantId() string {
@@ -2697,7 +2907,7 @@ type SetOfficers struct {
 
 func (x *SetOfficers) Reset() {
 	*x = SetOfficers{}
-	mi := &file_custos_v1_governance_proto_msgTypes[30]
+	mi := &file_custos_v1_governance_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2709,7 +2919,7 @@ func (x *SetOfficers) String() string {
 func (*SetOfficers) ProtoMessage() {}
 
 func (x *SetOfficers) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[30]
+	mi := &file_custos_v1_governance_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2722,7 +2932,7 @@ func (x *SetOfficers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetOfficers.ProtoReflect.Descriptor instead.
 func (*SetOfficers) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{30}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SetOfficers) GetOfficers() []*Officer {
@@ -2751,7 +2961,7 @@ type OfficerSignature struct {
 
 func (x *OfficerSignature) Reset() {
 	*x = OfficerSignature{}
-	mi := &file_custos_v1_governance_proto_msgTypes[31]
+	mi := &file_custos_v1_governance_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2763,7 +2973,7 @@ func (x *OfficerSignature) String() string {
 func (*OfficerSignature) ProtoMessage() {}
 
 func (x *OfficerSignature) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[31]
+	mi := &file_custos_v1_governance_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2776,7 +2986,7 @@ func (x *OfficerSignature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OfficerSignature.ProtoReflect.Descriptor instead.
 func (*OfficerSignature) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{31}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *OfficerSignature) GetOfficer() string {
@@ -2804,7 +3014,7 @@ type SignedStatement struct {
 
 func (x *SignedStatement) Reset() {
 	*x = SignedStatement{}
-	mi := &file_custos_v1_governance_proto_msgTypes[32]
+	mi := &file_custos_v1_governance_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2816,7 +3026,7 @@ func (x *SignedStatement) String() string {
 func (*SignedStatement) ProtoMessage() {}
 
 func (x *SignedStatement) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[32]
+	mi := &file_custos_v1_governance_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2829,7 +3039,7 @@ func (x *SignedStatement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedStatement.ProtoReflect.Descriptor instead.
 func (*SignedStatement) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{32}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SignedStatement) GetStatement() []byte {
@@ -2862,7 +3072,7 @@ type SubmitResponse struct {
 
 func (x *SubmitResponse) Reset() {
 	*x = SubmitResponse{}
-	mi := &file_custos_v1_governance_proto_msgTypes[33]
+	mi := &file_custos_v1_governance_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2874,7 +3084,7 @@ func (x *SubmitResponse) String() string {
 func (*SubmitResponse) ProtoMessage() {}
 
 func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[33]
+	mi := &file_custos_v1_governance_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2887,7 +3097,7 @@ func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
 func (*SubmitResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{33}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SubmitResponse) GetResult() string {
@@ -2926,7 +3136,7 @@ type GetGovernanceRequest struct {
 
 func (x *GetGovernanceRequest) Reset() {
 	*x = GetGovernanceRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[34]
+	mi := &file_custos_v1_governance_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2938,7 +3148,7 @@ func (x *GetGovernanceRequest) String() string {
 func (*GetGovernanceRequest) ProtoMessage() {}
 
 func (x *GetGovernanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[34]
+	mi := &file_custos_v1_governance_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2951,7 +3161,7 @@ func (x *GetGovernanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGovernanceRequest.ProtoReflect.Descriptor instead.
 func (*GetGovernanceRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{34}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{37}
 }
 
 // ApprovalRequest is a decrypt that policy sent to the officers.
@@ -2981,7 +3191,7 @@ type ApprovalRequest struct {
 
 func (x *ApprovalRequest) Reset() {
 	*x = ApprovalRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[35]
+	mi := &file_custos_v1_governance_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2993,7 +3203,7 @@ func (x *ApprovalRequest) String() string {
 func (*ApprovalRequest) ProtoMessage() {}
 
 func (x *ApprovalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[35]
+	mi := &file_custos_v1_governance_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3006,7 +3216,7 @@ func (x *ApprovalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApprovalRequest.ProtoReflect.Descriptor instead.
 func (*ApprovalRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{35}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ApprovalRequest) GetRequestId() string {
@@ -3116,7 +3326,7 @@ type ListPendingRequest struct {
 
 func (x *ListPendingRequest) Reset() {
 	*x = ListPendingRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[36]
+	mi := &file_custos_v1_governance_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3128,7 +3338,7 @@ func (x *ListPendingRequest) String() string {
 func (*ListPendingRequest) ProtoMessage() {}
 
 func (x *ListPendingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[36]
+	mi := &file_custos_v1_governance_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3141,7 +3351,7 @@ func (x *ListPendingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPendingRequest.ProtoReflect.Descriptor instead.
 func (*ListPendingRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{36}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListPendingRequest) GetKey() string {
@@ -3160,7 +3370,7 @@ type ListPendingResponse struct {
 
 func (x *ListPendingResponse) Reset() {
 	*x = ListPendingResponse{}
-	mi := &file_custos_v1_governance_proto_msgTypes[37]
+	mi := &file_custos_v1_governance_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3172,7 +3382,7 @@ func (x *ListPendingResponse) String() string {
 func (*ListPendingResponse) ProtoMessage() {}
 
 func (x *ListPendingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[37]
+	mi := &file_custos_v1_governance_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3185,7 +3395,7 @@ func (x *ListPendingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPendingResponse.ProtoReflect.Descriptor instead.
 func (*ListPendingResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{37}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListPendingResponse) GetRequests() []*ApprovalRequest {
@@ -3204,7 +3414,7 @@ type GetRequestRequest struct {
 
 func (x *GetRequestRequest) Reset() {
 	*x = GetRequestRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[38]
+	mi := &file_custos_v1_governance_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3216,7 +3426,7 @@ func (x *GetRequestRequest) String() string {
 func (*GetRequestRequest) ProtoMessage() {}
 
 func (x *GetRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[38]
+	mi := &file_custos_v1_governance_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3229,7 +3439,7 @@ func (x *GetRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequestRequest.ProtoReflect.Descriptor instead.
 func (*GetRequestRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{38}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetRequestRequest) GetRequestId() string {
@@ -3261,7 +3471,7 @@ type Grant struct {
 
 func (x *Grant) Reset() {
 	*x = Grant{}
-	mi := &file_custos_v1_governance_proto_msgTypes[39]
+	mi := &file_custos_v1_governance_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3273,7 +3483,7 @@ func (x *Grant) String() string {
 func (*Grant) ProtoMessage() {}
 
 func (x *Grant) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[39]
+	mi := &file_custos_v1_governance_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3286,7 +3496,7 @@ func (x *Grant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Grant.ProtoReflect.Descriptor instead.
 func (*Grant) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{39}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *Grant) GetGrantId() string {
@@ -3361,7 +3571,7 @@ type ListGrantsRequest struct {
 
 func (x *ListGrantsRequest) Reset() {
 	*x = ListGrantsRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[40]
+	mi := &file_custos_v1_governance_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3373,7 +3583,7 @@ func (x *ListGrantsRequest) String() string {
 func (*ListGrantsRequest) ProtoMessage() {}
 
 func (x *ListGrantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[40]
+	mi := &file_custos_v1_governance_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3386,7 +3596,7 @@ func (x *ListGrantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGrantsRequest.ProtoReflect.Descriptor instead.
 func (*ListGrantsRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{40}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListGrantsRequest) GetKey() string {
@@ -3405,7 +3615,7 @@ type ListGrantsResponse struct {
 
 func (x *ListGrantsResponse) Reset() {
 	*x = ListGrantsResponse{}
-	mi := &file_custos_v1_governance_proto_msgTypes[41]
+	mi := &file_custos_v1_governance_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3417,7 +3627,7 @@ func (x *ListGrantsResponse) String() string {
 func (*ListGrantsResponse) ProtoMessage() {}
 
 func (x *ListGrantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[41]
+	mi := &file_custos_v1_governance_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3430,7 +3640,7 @@ func (x *ListGrantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGrantsResponse.ProtoReflect.Descriptor instead.
 func (*ListGrantsResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{41}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListGrantsResponse) GetGrants() []*Grant {
@@ -3449,7 +3659,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[42]
+	mi := &file_custos_v1_governance_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3461,7 +3671,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[42]
+	mi := &file_custos_v1_governance_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3474,7 +3684,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{42}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *GetPolicyRequest) GetKey() string {
@@ -3513,7 +3723,7 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\aOfficer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
-	"public_key\x18\x02 \x01(\fR\tpublicKey\"\xa8\x02\n" +
+	"public_key\x18\x02 \x01(\fR\tpublicKey\"\xaf\x03\n" +
 	"\n" +
 	"Governance\x12\x1d\n" +
 	"\n" +
@@ -3525,7 +3735,18 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\fnotify_rules\x18\x06 \x01(\v2\x16.custos.v1.NotifyRulesR\vnotifyRules\x12\x18\n" +
 	"\aprofile\x18\a \x01(\tR\aprofile\x12\x1d\n" +
 	"\n" +
-	"restore_id\x18\b \x01(\tR\trestoreId\"\xed\v\n" +
+	"restore_id\x18\b \x01(\tR\trestoreId\x12I\n" +
+	"\x12client_authorities\x18\t \x03(\v2\x1a.custos.v1.ClientAuthorityR\x11clientAuthorities\x12:\n" +
+	"\x19client_authorities_pinned\x18\n" +
+	" \x01(\bR\x17clientAuthoritiesPinned\"e\n" +
+	"\x0fClientAuthority\x12\x16\n" +
+	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x18\n" +
+	"\asubject\x18\x02 \x01(\tR\asubject\x12 \n" +
+	"\vcertificate\x18\x03 \x01(\fR\vcertificate\"6\n" +
+	"\x12AddClientAuthority\x12 \n" +
+	"\vcertificate\x18\x01 \x01(\fR\vcertificate\"/\n" +
+	"\x15RemoveClientAuthority\x12\x16\n" +
+	"\x06sha256\x18\x01 \x01(\tR\x06sha256\"\x9c\r\n" +
 	"\tStatement\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x14\n" +
@@ -3560,7 +3781,9 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\x0eaccept_restore\x18\x1a \x01(\v2\x18.custos.v1.AcceptRestoreH\x00R\racceptRestore\x12H\n" +
 	"\x11rotate_domain_key\x18\x1b \x01(\v2\x1a.custos.v1.RotateDomainKeyH\x00R\x0frotateDomainKey\x12a\n" +
 	"\x1acancel_domain_key_rotation\x18\x1c \x01(\v2\".custos.v1.CancelDomainKeyRotationH\x00R\x17cancelDomainKeyRotation\x12L\n" +
-	"\x13set_key_min_version\x18\x1d \x01(\v2\x1b.custos.v1.SetKeyMinVersionH\x00R\x10setKeyMinVersionB\v\n" +
+	"\x13set_key_min_version\x18\x1d \x01(\v2\x1b.custos.v1.SetKeyMinVersionH\x00R\x10setKeyMinVersion\x12Q\n" +
+	"\x14add_client_authority\x18\x1e \x01(\v2\x1d.custos.v1.AddClientAuthorityH\x00R\x12addClientAuthority\x12Z\n" +
+	"\x17remove_client_authority\x18\x1f \x01(\v2 .custos.v1.RemoveClientAuthorityH\x00R\x15removeClientAuthorityB\v\n" +
 	"\toperation\"m\n" +
 	"\x16ScheduleKeyDestruction\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
@@ -3783,7 +4006,7 @@ func file_custos_v1_governance_proto_rawDescGZIP() []byte {
 }
 
 var file_custos_v1_governance_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_custos_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_custos_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_custos_v1_governance_proto_goTypes = []any{
 	(Action)(0),                     // 0: custos.v1.Action
 	(KeyTransportHash)(0),           // 1: custos.v1.KeyTransportHash
@@ -3795,110 +4018,116 @@ var file_custos_v1_governance_proto_goTypes = []any{
 	(*KeyPolicy)(nil),               // 7: custos.v1.KeyPolicy
 	(*Officer)(nil),                 // 8: custos.v1.Officer
 	(*Governance)(nil),              // 9: custos.v1.Governance
-	(*Statement)(nil),               // 10: custos.v1.Statement
-	(*ScheduleKeyDestruction)(nil),  // 11: custos.v1.ScheduleKeyDestruction
-	(*AcceptRestore)(nil),           // 12: custos.v1.AcceptRestore
-	(*ClusterRestore)(nil),          // 13: custos.v1.ClusterRestore
-	(*CancelKeyDestruction)(nil),    // 14: custos.v1.CancelKeyDestruction
-	(*AdmitNode)(nil),               // 15: custos.v1.AdmitNode
-	(*SetKeyMinVersion)(nil),        // 16: custos.v1.SetKeyMinVersion
-	(*RotateDomainKey)(nil),         // 17: custos.v1.RotateDomainKey
-	(*CancelDomainKeyRotation)(nil), // 18: custos.v1.CancelDomainKeyRotation
-	(*DomainKeyRotation)(nil),       // 19: custos.v1.DomainKeyRotation
-	(*RevokeAdmission)(nil),         // 20: custos.v1.RevokeAdmission
-	(*NodeAdmission)(nil),           // 21: custos.v1.NodeAdmission
-	(*Sink)(nil),                    // 22: custos.v1.Sink
-	(*AddSink)(nil),                 // 23: custos.v1.AddSink
-	(*RemoveSink)(nil),              // 24: custos.v1.RemoveSink
-	(*NotifyRules)(nil),             // 25: custos.v1.NotifyRules
-	(*SetNotifyRules)(nil),          // 26: custos.v1.SetNotifyRules
-	(*RevokeKey)(nil),               // 27: custos.v1.RevokeKey
-	(*DisableKey)(nil),              // 28: custos.v1.DisableKey
-	(*EnableKey)(nil),               // 29: custos.v1.EnableKey
-	(*SetPolicy)(nil),               // 30: custos.v1.SetPolicy
-	(*ApproveRequest)(nil),          // 31: custos.v1.ApproveRequest
-	(*DenyRequest)(nil),             // 32: custos.v1.DenyRequest
-	(*CreateGrant)(nil),             // 33: custos.v1.CreateGrant
-	(*RevokeGrant)(nil),             // 34: custos.v1.RevokeGrant
-	(*SetOfficers)(nil),             // 35: custos.v1.SetOfficers
-	(*OfficerSignature)(nil),        // 36: custos.v1.OfficerSignature
-	(*SignedStatement)(nil),         // 37: custos.v1.SignedStatement
-	(*SubmitResponse)(nil),          // 38: custos.v1.SubmitResponse
-	(*GetGovernanceRequest)(nil),    // 39: custos.v1.GetGovernanceRequest
-	(*ApprovalRequest)(nil),         // 40: custos.v1.ApprovalRequest
-	(*ListPendingRequest)(nil),      // 41: custos.v1.ListPendingRequest
-	(*ListPendingResponse)(nil),     // 42: custos.v1.ListPendingResponse
-	(*GetRequestRequest)(nil),       // 43: custos.v1.GetRequestRequest
-	(*Grant)(nil),                   // 44: custos.v1.Grant
-	(*ListGrantsRequest)(nil),       // 45: custos.v1.ListGrantsRequest
-	(*ListGrantsResponse)(nil),      // 46: custos.v1.ListGrantsResponse
-	(*GetPolicyRequest)(nil),        // 47: custos.v1.GetPolicyRequest
-	(Reason)(0),                     // 48: custos.v1.Reason
-	(Outcome)(0),                    // 49: custos.v1.Outcome
+	(*ClientAuthority)(nil),         // 10: custos.v1.ClientAuthority
+	(*AddClientAuthority)(nil),      // 11: custos.v1.AddClientAuthority
+	(*RemoveClientAuthority)(nil),   // 12: custos.v1.RemoveClientAuthority
+	(*Statement)(nil),               // 13: custos.v1.Statement
+	(*ScheduleKeyDestruction)(nil),  // 14: custos.v1.ScheduleKeyDestruction
+	(*AcceptRestore)(nil),           // 15: custos.v1.AcceptRestore
+	(*ClusterRestore)(nil),          // 16: custos.v1.ClusterRestore
+	(*CancelKeyDestruction)(nil),    // 17: custos.v1.CancelKeyDestruction
+	(*AdmitNode)(nil),               // 18: custos.v1.AdmitNode
+	(*SetKeyMinVersion)(nil),        // 19: custos.v1.SetKeyMinVersion
+	(*RotateDomainKey)(nil),         // 20: custos.v1.RotateDomainKey
+	(*CancelDomainKeyRotation)(nil), // 21: custos.v1.CancelDomainKeyRotation
+	(*DomainKeyRotation)(nil),       // 22: custos.v1.DomainKeyRotation
+	(*RevokeAdmission)(nil),         // 23: custos.v1.RevokeAdmission
+	(*NodeAdmission)(nil),           // 24: custos.v1.NodeAdmission
+	(*Sink)(nil),                    // 25: custos.v1.Sink
+	(*AddSink)(nil),                 // 26: custos.v1.AddSink
+	(*RemoveSink)(nil),              // 27: custos.v1.RemoveSink
+	(*NotifyRules)(nil),             // 28: custos.v1.NotifyRules
+	(*SetNotifyRules)(nil),          // 29: custos.v1.SetNotifyRules
+	(*RevokeKey)(nil),               // 30: custos.v1.RevokeKey
+	(*DisableKey)(nil),              // 31: custos.v1.DisableKey
+	(*EnableKey)(nil),               // 32: custos.v1.EnableKey
+	(*SetPolicy)(nil),               // 33: custos.v1.SetPolicy
+	(*ApproveRequest)(nil),          // 34: custos.v1.ApproveRequest
+	(*DenyRequest)(nil),             // 35: custos.v1.DenyRequest
+	(*CreateGrant)(nil),             // 36: custos.v1.CreateGrant
+	(*RevokeGrant)(nil),             // 37: custos.v1.RevokeGrant
+	(*SetOfficers)(nil),             // 38: custos.v1.SetOfficers
+	(*OfficerSignature)(nil),        // 39: custos.v1.OfficerSignature
+	(*SignedStatement)(nil),         // 40: custos.v1.SignedStatement
+	(*SubmitResponse)(nil),          // 41: custos.v1.SubmitResponse
+	(*GetGovernanceRequest)(nil),    // 42: custos.v1.GetGovernanceRequest
+	(*ApprovalRequest)(nil),         // 43: custos.v1.ApprovalRequest
+	(*ListPendingRequest)(nil),      // 44: custos.v1.ListPendingRequest
+	(*ListPendingResponse)(nil),     // 45: custos.v1.ListPendingResponse
+	(*GetRequestRequest)(nil),       // 46: custos.v1.GetRequestRequest
+	(*Grant)(nil),                   // 47: custos.v1.Grant
+	(*ListGrantsRequest)(nil),       // 48: custos.v1.ListGrantsRequest
+	(*ListGrantsResponse)(nil),      // 49: custos.v1.ListGrantsResponse
+	(*GetPolicyRequest)(nil),        // 50: custos.v1.GetPolicyRequest
+	(Reason)(0),                     // 51: custos.v1.Reason
+	(Outcome)(0),                    // 52: custos.v1.Outcome
 }
 var file_custos_v1_governance_proto_depIdxs = []int32{
-	48, // 0: custos.v1.ReasonRule.reason:type_name -> custos.v1.Reason
+	51, // 0: custos.v1.ReasonRule.reason:type_name -> custos.v1.Reason
 	0,  // 1: custos.v1.ReasonRule.action:type_name -> custos.v1.Action
 	5,  // 2: custos.v1.KeyPolicy.reasons:type_name -> custos.v1.ReasonRule
 	6,  // 3: custos.v1.KeyPolicy.windows:type_name -> custos.v1.TimeWindow
 	8,  // 4: custos.v1.Governance.officers:type_name -> custos.v1.Officer
-	22, // 5: custos.v1.Governance.sinks:type_name -> custos.v1.Sink
-	25, // 6: custos.v1.Governance.notify_rules:type_name -> custos.v1.NotifyRules
-	27, // 7: custos.v1.Statement.revoke_key:type_name -> custos.v1.RevokeKey
-	28, // 8: custos.v1.Statement.disable_key:type_name -> custos.v1.DisableKey
-	29, // 9: custos.v1.Statement.enable_key:type_name -> custos.v1.EnableKey
-	30, // 10: custos.v1.Statement.set_policy:type_name -> custos.v1.SetPolicy
-	31, // 11: custos.v1.Statement.approve_request:type_name -> custos.v1.ApproveRequest
-	32, // 12: custos.v1.Statement.deny_request:type_name -> custos.v1.DenyRequest
-	33, // 13: custos.v1.Statement.create_grant:type_name -> custos.v1.CreateGrant
-	34, // 14: custos.v1.Statement.revoke_grant:type_name -> custos.v1.RevokeGrant
-	35, // 15: custos.v1.Statement.set_officers:type_name -> custos.v1.SetOfficers
-	23, // 16: custos.v1.Statement.add_sink:type_name -> custos.v1.AddSink
-	24, // 17: custos.v1.Statement.remove_sink:type_name -> custos.v1.RemoveSink
-	26, // 18: custos.v1.Statement.set_notify_rules:type_name -> custos.v1.SetNotifyRules
-	15, // 19: custos.v1.Statement.admit_node:type_name -> custos.v1.AdmitNode
-	20, // 20: custos.v1.Statement.revoke_admission:type_name -> custos.v1.RevokeAdmission
-	11, // 21: custos.v1.Statement.schedule_key_destruction:type_name -> custos.v1.ScheduleKeyDestruction
-	14, // 22: custos.v1.Statement.cancel_key_destruction:type_name -> custos.v1.CancelKeyDestruction
-	12, // 23: custos.v1.Statement.accept_restore:type_name -> custos.v1.AcceptRestore
-	17, // 24: custos.v1.Statement.rotate_domain_key:type_name -> custos.v1.RotateDomainKey
-	18, // 25: custos.v1.Statement.cancel_domain_key_rotation:type_name -> custos.v1.CancelDomainKeyRotation
-	16, // 26: custos.v1.Statement.set_key_min_version:type_name -> custos.v1.SetKeyMinVersion
-	1,  // 27: custos.v1.AdmitNode.hash:type_name -> custos.v1.KeyTransportHash
-	21, // 28: custos.v1.DomainKeyRotation.nodes:type_name -> custos.v1.NodeAdmission
-	2,  // 29: custos.v1.NodeAdmission.state:type_name -> custos.v1.AdmissionState
-	1,  // 30: custos.v1.NodeAdmission.hash:type_name -> custos.v1.KeyTransportHash
-	3,  // 31: custos.v1.Sink.type:type_name -> custos.v1.SinkType
-	22, // 32: custos.v1.AddSink.sink:type_name -> custos.v1.Sink
-	48, // 33: custos.v1.NotifyRules.reasons:type_name -> custos.v1.Reason
-	49, // 34: custos.v1.NotifyRules.outcomes:type_name -> custos.v1.Outcome
-	25, // 35: custos.v1.SetNotifyRules.rules:type_name -> custos.v1.NotifyRules
-	7,  // 36: custos.v1.SetPolicy.policy:type_name -> custos.v1.KeyPolicy
-	48, // 37: custos.v1.CreateGrant.reason:type_name -> custos.v1.Reason
-	8,  // 38: custos.v1.SetOfficers.officers:type_name -> custos.v1.Officer
-	36, // 39: custos.v1.SignedStatement.signatures:type_name -> custos.v1.OfficerSignature
-	48, // 40: custos.v1.ApprovalRequest.reason:type_name -> custos.v1.Reason
-	4,  // 41: custos.v1.ApprovalRequest.state:type_name -> custos.v1.RequestState
-	40, // 42: custos.v1.ListPendingResponse.requests:type_name -> custos.v1.ApprovalRequest
-	48, // 43: custos.v1.Grant.reason:type_name -> custos.v1.Reason
-	44, // 44: custos.v1.ListGrantsResponse.grants:type_name -> custos.v1.Grant
-	37, // 45: custos.v1.GovernanceService.Submit:input_type -> custos.v1.SignedStatement
-	39, // 46: custos.v1.GovernanceService.GetGovernance:input_type -> custos.v1.GetGovernanceRequest
-	41, // 47: custos.v1.GovernanceService.ListPending:input_type -> custos.v1.ListPendingRequest
-	43, // 48: custos.v1.GovernanceService.GetRequest:input_type -> custos.v1.GetRequestRequest
-	45, // 49: custos.v1.GovernanceService.ListGrants:input_type -> custos.v1.ListGrantsRequest
-	47, // 50: custos.v1.GovernanceService.GetPolicy:input_type -> custos.v1.GetPolicyRequest
-	38, // 51: custos.v1.GovernanceService.Submit:output_type -> custos.v1.SubmitResponse
-	9,  // 52: custos.v1.GovernanceService.GetGovernance:output_type -> custos.v1.Governance
-	42, // 53: custos.v1.GovernanceService.ListPending:output_type -> custos.v1.ListPendingResponse
-	40, // 54: custos.v1.GovernanceService.GetRequest:output_type -> custos.v1.ApprovalRequest
-	46, // 55: custos.v1.GovernanceService.ListGrants:output_type -> custos.v1.ListGrantsResponse
-	7,  // 56: custos.v1.GovernanceService.GetPolicy:output_type -> custos.v1.KeyPolicy
-	51, // [51:57] is the sub-list for method output_type
-	45, // [45:51] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	25, // 5: custos.v1.Governance.sinks:type_name -> custos.v1.Sink
+	28, // 6: custos.v1.Governance.notify_rules:type_name -> custos.v1.NotifyRules
+	10, // 7: custos.v1.Governance.client_authorities:type_name -> custos.v1.ClientAuthority
+	30, // 8: custos.v1.Statement.revoke_key:type_name -> custos.v1.RevokeKey
+	31, // 9: custos.v1.Statement.disable_key:type_name -> custos.v1.DisableKey
+	32, // 10: custos.v1.Statement.enable_key:type_name -> custos.v1.EnableKey
+	33, // 11: custos.v1.Statement.set_policy:type_name -> custos.v1.SetPolicy
+	34, // 12: custos.v1.Statement.approve_request:type_name -> custos.v1.ApproveRequest
+	35, // 13: custos.v1.Statement.deny_request:type_name -> custos.v1.DenyRequest
+	36, // 14: custos.v1.Statement.create_grant:type_name -> custos.v1.CreateGrant
+	37, // 15: custos.v1.Statement.revoke_grant:type_name -> custos.v1.RevokeGrant
+	38, // 16: custos.v1.Statement.set_officers:type_name -> custos.v1.SetOfficers
+	26, // 17: custos.v1.Statement.add_sink:type_name -> custos.v1.AddSink
+	27, // 18: custos.v1.Statement.remove_sink:type_name -> custos.v1.RemoveSink
+	29, // 19: custos.v1.Statement.set_notify_rules:type_name -> custos.v1.SetNotifyRules
+	18, // 20: custos.v1.Statement.admit_node:type_name -> custos.v1.AdmitNode
+	23, // 21: custos.v1.Statement.revoke_admission:type_name -> custos.v1.RevokeAdmission
+	14, // 22: custos.v1.Statement.schedule_key_destruction:type_name -> custos.v1.ScheduleKeyDestruction
+	17, // 23: custos.v1.Statement.cancel_key_destruction:type_name -> custos.v1.CancelKeyDestruction
+	15, // 24: custos.v1.Statement.accept_restore:type_name -> custos.v1.AcceptRestore
+	20, // 25: custos.v1.Statement.rotate_domain_key:type_name -> custos.v1.RotateDomainKey
+	21, // 26: custos.v1.Statement.cancel_domain_key_rotation:type_name -> custos.v1.CancelDomainKeyRotation
+	19, // 27: custos.v1.Statement.set_key_min_version:type_name -> custos.v1.SetKeyMinVersion
+	11, // 28: custos.v1.Statement.add_client_authority:type_name -> custos.v1.AddClientAuthority
+	12, // 29: custos.v1.Statement.remove_client_authority:type_name -> custos.v1.RemoveClientAuthority
+	1,  // 30: custos.v1.AdmitNode.hash:type_name -> custos.v1.KeyTransportHash
+	24, // 31: custos.v1.DomainKeyRotation.nodes:type_name -> custos.v1.NodeAdmission
+	2,  // 32: custos.v1.NodeAdmission.state:type_name -> custos.v1.AdmissionState
+	1,  // 33: custos.v1.NodeAdmission.hash:type_name -> custos.v1.KeyTransportHash
+	3,  // 34: custos.v1.Sink.type:type_name -> custos.v1.SinkType
+	25, // 35: custos.v1.AddSink.sink:type_name -> custos.v1.Sink
+	51, // 36: custos.v1.NotifyRules.reasons:type_name -> custos.v1.Reason
+	52, // 37: custos.v1.NotifyRules.outcomes:type_name -> custos.v1.Outcome
+	28, // 38: custos.v1.SetNotifyRules.rules:type_name -> custos.v1.NotifyRules
+	7,  // 39: custos.v1.SetPolicy.policy:type_name -> custos.v1.KeyPolicy
+	51, // 40: custos.v1.CreateGrant.reason:type_name -> custos.v1.Reason
+	8,  // 41: custos.v1.SetOfficers.officers:type_name -> custos.v1.Officer
+	39, // 42: custos.v1.SignedStatement.signatures:type_name -> custos.v1.OfficerSignature
+	51, // 43: custos.v1.ApprovalRequest.reason:type_name -> custos.v1.Reason
+	4,  // 44: custos.v1.ApprovalRequest.state:type_name -> custos.v1.RequestState
+	43, // 45: custos.v1.ListPendingResponse.requests:type_name -> custos.v1.ApprovalRequest
+	51, // 46: custos.v1.Grant.reason:type_name -> custos.v1.Reason
+	47, // 47: custos.v1.ListGrantsResponse.grants:type_name -> custos.v1.Grant
+	40, // 48: custos.v1.GovernanceService.Submit:input_type -> custos.v1.SignedStatement
+	42, // 49: custos.v1.GovernanceService.GetGovernance:input_type -> custos.v1.GetGovernanceRequest
+	44, // 50: custos.v1.GovernanceService.ListPending:input_type -> custos.v1.ListPendingRequest
+	46, // 51: custos.v1.GovernanceService.GetRequest:input_type -> custos.v1.GetRequestRequest
+	48, // 52: custos.v1.GovernanceService.ListGrants:input_type -> custos.v1.ListGrantsRequest
+	50, // 53: custos.v1.GovernanceService.GetPolicy:input_type -> custos.v1.GetPolicyRequest
+	41, // 54: custos.v1.GovernanceService.Submit:output_type -> custos.v1.SubmitResponse
+	9,  // 55: custos.v1.GovernanceService.GetGovernance:output_type -> custos.v1.Governance
+	45, // 56: custos.v1.GovernanceService.ListPending:output_type -> custos.v1.ListPendingResponse
+	43, // 57: custos.v1.GovernanceService.GetRequest:output_type -> custos.v1.ApprovalRequest
+	49, // 58: custos.v1.GovernanceService.ListGrants:output_type -> custos.v1.ListGrantsResponse
+	7,  // 59: custos.v1.GovernanceService.GetPolicy:output_type -> custos.v1.KeyPolicy
+	54, // [54:60] is the sub-list for method output_type
+	48, // [48:54] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_custos_v1_governance_proto_init() }
@@ -3907,7 +4136,7 @@ func file_custos_v1_governance_proto_init() {
 		return
 	}
 	file_custos_v1_common_proto_init()
-	file_custos_v1_governance_proto_msgTypes[5].OneofWrappers = []any{
+	file_custos_v1_governance_proto_msgTypes[8].OneofWrappers = []any{
 		(*Statement_RevokeKey)(nil),
 		(*Statement_DisableKey)(nil),
 		(*Statement_EnableKey)(nil),
@@ -3928,6 +4157,8 @@ func file_custos_v1_governance_proto_init() {
 		(*Statement_RotateDomainKey)(nil),
 		(*Statement_CancelDomainKeyRotation)(nil),
 		(*Statement_SetKeyMinVersion)(nil),
+		(*Statement_AddClientAuthority)(nil),
+		(*Statement_RemoveClientAuthority)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3935,7 +4166,7 @@ func file_custos_v1_governance_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custos_v1_governance_proto_rawDesc), len(file_custos_v1_governance_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   43,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -67,9 +67,15 @@ type DecisionRecord struct {
 	// Decrypt-type decisions: SHA-256 of the wrapped data key or ciphertext
 	// the caller sent, so the ledger says which data key was released (and
 	// an approval is bound to it).
-	DataDigest    []byte `protobuf:"bytes,22,opt,name=data_digest,json=dataDigest,proto3" json:"data_digest,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	DataDigest []byte `protobuf:"bytes,22,opt,name=data_digest,json=dataDigest,proto3" json:"data_digest,omitempty"`
+	// Principals identified by a certificate: SHA-256 (DER) of the CA
+	// certificate that issued it, as the node verified it, and of the
+	// certificate itself (docs/identities.md). Empty for principals
+	// authenticated otherwise (XKS SigV4) and for the nodes' own commands.
+	PrincipalIssuerSha256 []byte `protobuf:"bytes,23,opt,name=principal_issuer_sha256,json=principalIssuerSha256,proto3" json:"principal_issuer_sha256,omitempty"`
+	PrincipalCertSha256   []byte `protobuf:"bytes,24,opt,name=principal_cert_sha256,json=principalCertSha256,proto3" json:"principal_cert_sha256,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *DecisionRecord) Reset() {
@@ -256,6 +262,20 @@ func (x *DecisionRecord) GetDataDigest() []byte {
 	return nil
 }
 
+func (x *DecisionRecord) GetPrincipalIssuerSha256() []byte {
+	if x != nil {
+		return x.PrincipalIssuerSha256
+	}
+	return nil
+}
+
+func (x *DecisionRecord) GetPrincipalCertSha256() []byte {
+	if x != nil {
+		return x.PrincipalCertSha256
+	}
+	return nil
+}
+
 // Checkpoint is a signature by an HSM-resident ECDSA P-256 key over the
 // chain head at seq (docs/ledger.md gives the signed bytes).
 type Checkpoint struct {
@@ -356,7 +376,7 @@ var File_custos_v1_ledger_proto protoreflect.FileDescriptor
 
 const file_custos_v1_ledger_proto_rawDesc = "" +
 	"\n" +
-	"\x16custos/v1/ledger.proto\x12\tcustos.v1\x1a\x16custos/v1/common.proto\"\xef\x05\n" +
+	"\x16custos/v1/ledger.proto\x12\tcustos.v1\x1a\x16custos/v1/common.proto\"\xdb\x06\n" +
 	"\x0eDecisionRecord\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\x12\x12\n" +
@@ -386,7 +406,9 @@ const file_custos_v1_ledger_proto_rawDesc = "" +
 	"checkpoint\x12\x16\n" +
 	"\x06notify\x18\x15 \x01(\bR\x06notify\x12\x1f\n" +
 	"\vdata_digest\x18\x16 \x01(\fR\n" +
-	"dataDigest\"\xc0\x01\n" +
+	"dataDigest\x126\n" +
+	"\x17principal_issuer_sha256\x18\x17 \x01(\fR\x15principalIssuerSha256\x122\n" +
+	"\x15principal_cert_sha256\x18\x18 \x01(\fR\x13principalCertSha256\"\xc0\x01\n" +
 	"\n" +
 	"Checkpoint\x12\x1d\n" +
 	"\n" +

@@ -82,6 +82,14 @@ type Command struct {
 	Node string `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
 	// Principal on whose behalf the command was proposed.
 	Principal string `protobuf:"bytes,3,opt,name=principal,proto3" json:"principal,omitempty"`
+	// The principal's certificate, when one identified it: SHA-256 of the
+	// issuing CA certificate and of the certificate (DER), as recorded.
+	PrincipalIssuerSha256 []byte `protobuf:"bytes,4,opt,name=principal_issuer_sha256,json=principalIssuerSha256,proto3" json:"principal_issuer_sha256,omitempty"`
+	PrincipalCertSha256   []byte `protobuf:"bytes,5,opt,name=principal_cert_sha256,json=principalCertSha256,proto3" json:"principal_cert_sha256,omitempty"`
+	// The certificate itself (DER), carried only from a follower to the
+	// leader, which checks it against the two digests and the officers'
+	// client authorities and removes it before the command enters the log.
+	PrincipalCertificate []byte `protobuf:"bytes,6,opt,name=principal_certificate,json=principalCertificate,proto3" json:"principal_certificate,omitempty"`
 	// Types that are valid to be assigned to Op:
 	//
 	//	*Command_InitCluster
@@ -159,6 +167,27 @@ func (x *Command) GetPrincipal() string {
 		return x.Principal
 	}
 	return ""
+}
+
+func (x *Command) GetPrincipalIssuerSha256() []byte {
+	if x != nil {
+		return x.PrincipalIssuerSha256
+	}
+	return nil
+}
+
+func (x *Command) GetPrincipalCertSha256() []byte {
+	if x != nil {
+		return x.PrincipalCertSha256
+	}
+	return nil
+}
+
+func (x *Command) GetPrincipalCertificate() []byte {
+	if x != nil {
+		return x.PrincipalCertificate
+	}
+	return nil
 }
 
 func (x *Command) GetOp() isCommand_Op {
@@ -501,9 +530,12 @@ type InitCluster struct {
 	DomainKeyCheckValue []byte `protobuf:"bytes,5,opt,name=domain_key_check_value,json=domainKeyCheckValue,proto3" json:"domain_key_check_value,omitempty"`
 	// "development" names the non-CRYPTREC development profile
 	// (docs/key-transport.md); "" is production.
-	Profile       string `protobuf:"bytes,6,opt,name=profile,proto3" json:"profile,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Profile string `protobuf:"bytes,6,opt,name=profile,proto3" json:"profile,omitempty"`
+	// The CA certificates (DER) the genesis trusts to identify principals
+	// (custos.v1.Governance.client_authorities); none: not pinned.
+	ClientAuthorities [][]byte `protobuf:"bytes,7,rep,name=client_authorities,json=clientAuthorities,proto3" json:"client_authorities,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *InitCluster) Reset() {
@@ -576,6 +608,13 @@ func (x *InitCluster) GetProfile() string {
 		return x.Profile
 	}
 	return ""
+}
+
+func (x *InitCluster) GetClientAuthorities() [][]byte {
+	if x != nil {
+		return x.ClientAuthorities
+	}
+	return nil
 }
 
 // OfferTransportKey publishes the proposing node's transport public key
@@ -3059,11 +3098,14 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x18raftlog/v1/raftlog.proto\x12\n" +
 	"raftlog.v1\x1a\x16custos/v1/common.proto\x1a\x1acustos/v1/governance.proto\x1a\x14custos/v1/keys.proto\x1a\x16custos/v1/ledger.proto\"8\n" +
 	"\x05Entry\x12/\n" +
-	"\bcommands\x18\x01 \x03(\v2\x13.raftlog.v1.CommandR\bcommands\"\xf2\f\n" +
+	"\bcommands\x18\x01 \x03(\v2\x13.raftlog.v1.CommandR\bcommands\"\x93\x0e\n" +
 	"\aCommand\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x1c\n" +
-	"\tprincipal\x18\x03 \x01(\tR\tprincipal\x12<\n" +
+	"\tprincipal\x18\x03 \x01(\tR\tprincipal\x126\n" +
+	"\x17principal_issuer_sha256\x18\x04 \x01(\fR\x15principalIssuerSha256\x122\n" +
+	"\x15principal_cert_sha256\x18\x05 \x01(\fR\x13principalCertSha256\x123\n" +
+	"\x15principal_certificate\x18\x06 \x01(\fR\x14principalCertificate\x12<\n" +
 	"\finit_cluster\x18\n" +
 	" \x01(\v2\x17.raftlog.v1.InitClusterH\x00R\vinitCluster\x126\n" +
 	"\n" +
@@ -3088,7 +3130,7 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\vrewrap_keks\x18\x1d \x01(\v2\x16.raftlog.v1.RewrapKeksH\x00R\n" +
 	"rewrapKeks\x12h\n" +
 	"\x1ccomplete_domain_key_rotation\x18\x1e \x01(\v2%.raftlog.v1.CompleteDomainKeyRotationH\x00R\x19completeDomainKeyRotationB\x04\n" +
-	"\x02op\"\xe7\x01\n" +
+	"\x02op\"\x96\x02\n" +
 	"\vInitCluster\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\"\n" +
@@ -3096,7 +3138,8 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\bofficers\x18\x03 \x03(\v2\x12.custos.v1.OfficerR\bofficers\x12\x16\n" +
 	"\x06quorum\x18\x04 \x01(\rR\x06quorum\x123\n" +
 	"\x16domain_key_check_value\x18\x05 \x01(\fR\x13domainKeyCheckValue\x12\x18\n" +
-	"\aprofile\x18\x06 \x01(\tR\aprofile\"b\n" +
+	"\aprofile\x18\x06 \x01(\tR\aprofile\x12-\n" +
+	"\x12client_authorities\x18\a \x03(\fR\x11clientAuthorities\"b\n" +
 	"\x11OfferTransportKey\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1d\n" +
 	"\n" +

@@ -34,6 +34,12 @@ class AcceptRestore(_message.Message):
     snapshot_sha256: str
     def __init__(self, snapshot_sha256: _Optional[str] = ...) -> None: ...
 
+class AddClientAuthority(_message.Message):
+    __slots__ = ["certificate"]
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    certificate: bytes
+    def __init__(self, certificate: _Optional[bytes] = ...) -> None: ...
+
 class AddSink(_message.Message):
     __slots__ = ["sink"]
     SINK_FIELD_NUMBER: _ClassVar[int]
@@ -107,6 +113,16 @@ class CancelKeyDestruction(_message.Message):
     key: str
     version: int
     def __init__(self, key: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class ClientAuthority(_message.Message):
+    __slots__ = ["certificate", "sha256", "subject"]
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    certificate: bytes
+    sha256: str
+    subject: str
+    def __init__(self, sha256: _Optional[str] = ..., subject: _Optional[str] = ..., certificate: _Optional[bytes] = ...) -> None: ...
 
 class ClusterRestore(_message.Message):
     __slots__ = ["accept_time_unix_nano", "accepted", "created_unix_nano", "node", "reported", "restore_id", "restore_time_unix_nano", "snapshot_sha256", "source_node", "source_raft_index", "source_raft_term"]
@@ -207,7 +223,9 @@ class GetRequestRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ...) -> None: ...
 
 class Governance(_message.Message):
-    __slots__ = ["cluster_id", "notify_rules", "officers", "profile", "quorum", "restore_id", "sinks", "version"]
+    __slots__ = ["client_authorities", "client_authorities_pinned", "cluster_id", "notify_rules", "officers", "profile", "quorum", "restore_id", "sinks", "version"]
+    CLIENT_AUTHORITIES_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_AUTHORITIES_PINNED_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     NOTIFY_RULES_FIELD_NUMBER: _ClassVar[int]
     OFFICERS_FIELD_NUMBER: _ClassVar[int]
@@ -216,6 +234,8 @@ class Governance(_message.Message):
     RESTORE_ID_FIELD_NUMBER: _ClassVar[int]
     SINKS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    client_authorities: _containers.RepeatedCompositeFieldContainer[ClientAuthority]
+    client_authorities_pinned: bool
     cluster_id: str
     notify_rules: NotifyRules
     officers: _containers.RepeatedCompositeFieldContainer[Officer]
@@ -224,7 +244,7 @@ class Governance(_message.Message):
     restore_id: str
     sinks: _containers.RepeatedCompositeFieldContainer[Sink]
     version: int
-    def __init__(self, cluster_id: _Optional[str] = ..., officers: _Optional[_Iterable[_Union[Officer, _Mapping]]] = ..., quorum: _Optional[int] = ..., version: _Optional[int] = ..., sinks: _Optional[_Iterable[_Union[Sink, _Mapping]]] = ..., notify_rules: _Optional[_Union[NotifyRules, _Mapping]] = ..., profile: _Optional[str] = ..., restore_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, cluster_id: _Optional[str] = ..., officers: _Optional[_Iterable[_Union[Officer, _Mapping]]] = ..., quorum: _Optional[int] = ..., version: _Optional[int] = ..., sinks: _Optional[_Iterable[_Union[Sink, _Mapping]]] = ..., notify_rules: _Optional[_Union[NotifyRules, _Mapping]] = ..., profile: _Optional[str] = ..., restore_id: _Optional[str] = ..., client_authorities: _Optional[_Iterable[_Union[ClientAuthority, _Mapping]]] = ..., client_authorities_pinned: bool = ...) -> None: ...
 
 class Grant(_message.Message):
     __slots__ = ["context_digest", "data_digests", "expire_time_unix_nano", "grant_id", "key", "principal", "reason", "request_id", "uses_left"]
@@ -356,6 +376,12 @@ class ReasonRule(_message.Message):
     reason: _common_pb2.Reason
     def __init__(self, reason: _Optional[_Union[_common_pb2.Reason, str]] = ..., action: _Optional[_Union[Action, str]] = ...) -> None: ...
 
+class RemoveClientAuthority(_message.Message):
+    __slots__ = ["sha256"]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    def __init__(self, sha256: _Optional[str] = ...) -> None: ...
+
 class RemoveSink(_message.Message):
     __slots__ = ["name"]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -451,8 +477,9 @@ class Sink(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[SinkType, str]] = ..., url: _Optional[str] = ..., hmac_key: _Optional[bytes] = ..., path: _Optional[str] = ..., required_for_release: bool = ..., delivered_seq: _Optional[int] = ...) -> None: ...
 
 class Statement(_message.Message):
-    __slots__ = ["accept_restore", "add_sink", "admit_node", "approve_request", "cancel_domain_key_rotation", "cancel_key_destruction", "cluster_id", "comment", "create_grant", "deny_request", "disable_key", "enable_key", "nonce", "not_after_unix", "remove_sink", "restore_id", "revoke_admission", "revoke_grant", "revoke_key", "rotate_domain_key", "schedule_key_destruction", "set_key_min_version", "set_notify_rules", "set_officers", "set_policy"]
+    __slots__ = ["accept_restore", "add_client_authority", "add_sink", "admit_node", "approve_request", "cancel_domain_key_rotation", "cancel_key_destruction", "cluster_id", "comment", "create_grant", "deny_request", "disable_key", "enable_key", "nonce", "not_after_unix", "remove_client_authority", "remove_sink", "restore_id", "revoke_admission", "revoke_grant", "revoke_key", "rotate_domain_key", "schedule_key_destruction", "set_key_min_version", "set_notify_rules", "set_officers", "set_policy"]
     ACCEPT_RESTORE_FIELD_NUMBER: _ClassVar[int]
+    ADD_CLIENT_AUTHORITY_FIELD_NUMBER: _ClassVar[int]
     ADD_SINK_FIELD_NUMBER: _ClassVar[int]
     ADMIT_NODE_FIELD_NUMBER: _ClassVar[int]
     APPROVE_REQUEST_FIELD_NUMBER: _ClassVar[int]
@@ -466,6 +493,7 @@ class Statement(_message.Message):
     ENABLE_KEY_FIELD_NUMBER: _ClassVar[int]
     NONCE_FIELD_NUMBER: _ClassVar[int]
     NOT_AFTER_UNIX_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_CLIENT_AUTHORITY_FIELD_NUMBER: _ClassVar[int]
     REMOVE_SINK_FIELD_NUMBER: _ClassVar[int]
     RESTORE_ID_FIELD_NUMBER: _ClassVar[int]
     REVOKE_ADMISSION_FIELD_NUMBER: _ClassVar[int]
@@ -478,6 +506,7 @@ class Statement(_message.Message):
     SET_OFFICERS_FIELD_NUMBER: _ClassVar[int]
     SET_POLICY_FIELD_NUMBER: _ClassVar[int]
     accept_restore: AcceptRestore
+    add_client_authority: AddClientAuthority
     add_sink: AddSink
     admit_node: AdmitNode
     approve_request: ApproveRequest
@@ -491,6 +520,7 @@ class Statement(_message.Message):
     enable_key: EnableKey
     nonce: bytes
     not_after_unix: int
+    remove_client_authority: RemoveClientAuthority
     remove_sink: RemoveSink
     restore_id: str
     revoke_admission: RevokeAdmission
@@ -502,7 +532,7 @@ class Statement(_message.Message):
     set_notify_rules: SetNotifyRules
     set_officers: SetOfficers
     set_policy: SetPolicy
-    def __init__(self, cluster_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., comment: _Optional[str] = ..., restore_id: _Optional[str] = ..., revoke_key: _Optional[_Union[RevokeKey, _Mapping]] = ..., disable_key: _Optional[_Union[DisableKey, _Mapping]] = ..., enable_key: _Optional[_Union[EnableKey, _Mapping]] = ..., set_policy: _Optional[_Union[SetPolicy, _Mapping]] = ..., approve_request: _Optional[_Union[ApproveRequest, _Mapping]] = ..., deny_request: _Optional[_Union[DenyRequest, _Mapping]] = ..., create_grant: _Optional[_Union[CreateGrant, _Mapping]] = ..., revoke_grant: _Optional[_Union[RevokeGrant, _Mapping]] = ..., set_officers: _Optional[_Union[SetOfficers, _Mapping]] = ..., add_sink: _Optional[_Union[AddSink, _Mapping]] = ..., remove_sink: _Optional[_Union[RemoveSink, _Mapping]] = ..., set_notify_rules: _Optional[_Union[SetNotifyRules, _Mapping]] = ..., admit_node: _Optional[_Union[AdmitNode, _Mapping]] = ..., revoke_admission: _Optional[_Union[RevokeAdmission, _Mapping]] = ..., schedule_key_destruction: _Optional[_Union[ScheduleKeyDestruction, _Mapping]] = ..., cancel_key_destruction: _Optional[_Union[CancelKeyDestruction, _Mapping]] = ..., accept_restore: _Optional[_Union[AcceptRestore, _Mapping]] = ..., rotate_domain_key: _Optional[_Union[RotateDomainKey, _Mapping]] = ..., cancel_domain_key_rotation: _Optional[_Union[CancelDomainKeyRotation, _Mapping]] = ..., set_key_min_version: _Optional[_Union[SetKeyMinVersion, _Mapping]] = ...) -> None: ...
+    def __init__(self, cluster_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., comment: _Optional[str] = ..., restore_id: _Optional[str] = ..., revoke_key: _Optional[_Union[RevokeKey, _Mapping]] = ..., disable_key: _Optional[_Union[DisableKey, _Mapping]] = ..., enable_key: _Optional[_Union[EnableKey, _Mapping]] = ..., set_policy: _Optional[_Union[SetPolicy, _Mapping]] = ..., approve_request: _Optional[_Union[ApproveRequest, _Mapping]] = ..., deny_request: _Optional[_Union[DenyRequest, _Mapping]] = ..., create_grant: _Optional[_Union[CreateGrant, _Mapping]] = ..., revoke_grant: _Optional[_Union[RevokeGrant, _Mapping]] = ..., set_officers: _Optional[_Union[SetOfficers, _Mapping]] = ..., add_sink: _Optional[_Union[AddSink, _Mapping]] = ..., remove_sink: _Optional[_Union[RemoveSink, _Mapping]] = ..., set_notify_rules: _Optional[_Union[SetNotifyRules, _Mapping]] = ..., admit_node: _Optional[_Union[AdmitNode, _Mapping]] = ..., revoke_admission: _Optional[_Union[RevokeAdmission, _Mapping]] = ..., schedule_key_destruction: _Optional[_Union[ScheduleKeyDestruction, _Mapping]] = ..., cancel_key_destruction: _Optional[_Union[CancelKeyDestruction, _Mapping]] = ..., accept_restore: _Optional[_Union[AcceptRestore, _Mapping]] = ..., rotate_domain_key: _Optional[_Union[RotateDomainKey, _Mapping]] = ..., cancel_domain_key_rotation: _Optional[_Union[CancelDomainKeyRotation, _Mapping]] = ..., set_key_min_version: _Optional[_Union[SetKeyMinVersion, _Mapping]] = ..., add_client_authority: _Optional[_Union[AddClientAuthority, _Mapping]] = ..., remove_client_authority: _Optional[_Union[RemoveClientAuthority, _Mapping]] = ...) -> None: ...
 
 class SubmitResponse(_message.Message):
     __slots__ = ["grant_id", "ledger_seq", "result", "signers"]
