@@ -2,11 +2,18 @@ package api_test
 
 import (
 	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"fmt"
+	"math/big"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -17,6 +24,7 @@ import (
 	"github.com/custos-kms/custos/api"
 	"github.com/custos-kms/custos/internal/node/nodetest"
 	"github.com/custos-kms/custos/kms/governance"
+	"github.com/custos-kms/custos/kms/ledger"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 )
 
@@ -452,6 +460,24 @@ func TestOperatorCannotLoosen(t *testing.T) {
 		}, read},
 		{"GovernanceService/ListGrants", "read", func() error { _, err := gc.ListGrants(ctx(t), &custosv1.ListGrantsRequest{}); return err }, read},
 		{"GovernanceService/GetPolicy", "read", func() error { _, err := gc.GetPolicy(ctx(t), &custosv1.GetPolicyRequest{Key: "open"}); return err }, read},
+		{"GovernanceService/SubmitCosignature", "a cosignature by a witness the officers did not register", func() error {
+			head := make([]byte, 32)
+			d := sha256.Sum256(ledger.CosignatureMessage(h.Node.ClusterID(), "operator", 1, head, time.Now().UnixNano()))
+			sig, err := ecdsa.SignASN1(rand.Reader, opKey, d[:])
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = gc.SubmitCosignature(ctx(t), &custosv1.Cosignature{ClusterId: h.Node.ClusterID(), Witness: "operator", Seq: 1, Head: head,
+				TimeUnixNano: time.Now().UnixNano(), Signature: sig})
+			return err
+		}, []codes.Code{codes.PermissionDenied, codes.FailedPrecondition}},
+		{"GovernanceService/Submit", "AddWitness (the operator's key) with one officer signature", submit(h.Sign(t, func(st *custosv1.Statement) {
+			st.Operation = &custosv1.Statement_AddWitness{AddWitness: &custosv1.AddWitness{Witness: &custosv1.Witness{
+				Name: "operator", PublicKey: governance.MarshalPublicKey(&opKey.PublicKey)}}}
+		}, 1)), denied},
+		{"GovernanceService/Submit", "AddClientAuthority with one officer signature", submit(h.Sign(t, func(st *custosv1.Statement) {
+			st.Operation = &custosv1.Statement_AddClientAuthority{AddClientAuthority: &custosv1.AddClientAuthority{Certificate: operatorCA(t)}}
+		}, 2)), denied},
 		{"GovernanceService/Submit", "RemoveSink with one officer signature", submit(h.Sign(t, removeSink("siem"), 1)), denied},
 		{"GovernanceService/Submit", "SetNotifyRules (notify nothing) with one officer signature", submit(h.Sign(t, quiet, 2)), denied},
 		// One officer may add a sink: the customer is told more, nothing
@@ -596,4 +622,21 @@ func snapshot(t *testing.T, gc custosv1.GovernanceServiceClient, kc custosv1.Key
 		t.Fatal(err)
 	}
 	return &s
+}
+
+// operatorCA returns a CA certificate (DER) the operator made.
+func operatorCA(t *testing.T) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "operator CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
 }

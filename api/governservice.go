@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 
+	"github.com/custos-kms/custos/kms"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 )
 
@@ -38,4 +39,14 @@ func (s *governServer) ListGrants(ctx context.Context, req *custosv1.ListGrantsR
 
 func (s *governServer) GetPolicy(ctx context.Context, req *custosv1.GetPolicyRequest) (*custosv1.KeyPolicy, error) {
 	return call(ctx, &s.server, "GetPolicy", req, s.svc.GetPolicy)
+}
+
+func (s *governServer) SubmitCosignature(ctx context.Context, req *custosv1.Cosignature) (*custosv1.SubmitCosignatureResponse, error) {
+	return call(ctx, &s.server, "SubmitCosignature", req, func(ctx context.Context, p kms.Principal, cs *custosv1.Cosignature) (*custosv1.SubmitCosignatureResponse, error) {
+		seq, err := s.svc.SubmitCosignature(ctx, p, cs)
+		if err != nil {
+			return nil, err
+		}
+		return &custosv1.SubmitCosignatureResponse{LedgerSeq: seq}, nil
+	})
 }

@@ -260,6 +260,8 @@ func (s *State) apply(index uint64, c *raftlogv1.Command) any {
 		return s.applyRewrapKeks(index, c, op.RewrapKeks)
 	case *raftlogv1.Command_CompleteDomainKeyRotation:
 		return s.applyCompleteRotation(index, c, op.CompleteDomainKeyRotation)
+	case *raftlogv1.Command_RecordCosignature:
+		return s.applyRecordCosignature(index, c, op.RecordCosignature)
 	default:
 		// A command this version does not know: refuse it the same way on
 		// every replica.
@@ -494,6 +496,9 @@ func (s *State) evaluate(c *raftlogv1.Command, op *raftlogv1.Decide) (custosv1.O
 		return deny, rule("principal"), fmt.Errorf("%w: principal %q may not decrypt with key %q", ErrPermissionDenied, c.Principal, op.Key)
 	case !inWindows(p, now):
 		return deny, rule("time-window"), fmt.Errorf("%w: key %q may not be used at this time", ErrPermissionDenied, op.Key)
+	case p.WitnessMaxAgeSeconds > 0 && !s.witnessFresh(time.Duration(p.WitnessMaxAgeSeconds)*time.Second):
+		return deny, rule("witness"), fmt.Errorf("%w: key %q releases only while a witness has cosigned the ledger in the last %ds, and none has",
+			ErrFailedPrecondition, op.Key, p.WitnessMaxAgeSeconds)
 	case p.MaxDecryptsPerPrincipalPerHour > 0 && s.usesThisHour(c, op) >= p.MaxDecryptsPerPrincipalPerHour:
 		return deny, rule("rate-limit"), fmt.Errorf("%w: principal %q reached %d decrypts per hour with key %q",
 			ErrResourceExhausted, c.Principal, p.MaxDecryptsPerPrincipalPerHour, op.Key)

@@ -216,6 +216,9 @@ func printRecord(w io.Writer, r *custosv1.DecisionRecord, asJSON bool) error {
 	if d := r.GetDetail(); d != "" {
 		fmt.Fprintf(&b, " detail=%q", d)
 	}
+	if cs := r.GetCosignature(); cs != nil {
+		fmt.Fprintf(&b, " cosignature=seq:%d,witness:%s", cs.GetSeq(), cs.GetWitness())
+	}
 	if cp := r.GetCheckpoint(); cp != nil {
 		fmt.Fprintf(&b, " checkpoint=seq:%d,node:%s", cp.GetSeq(), cp.GetNode())
 	}
@@ -429,6 +432,7 @@ func runAuditVerify(ctx context.Context, a *app, args []string) error {
 	var pubs stringList
 	fs.Var(&pubs, "pubkey", "PEM `FILE` of trusted checkpoint public keys, as written by 'custos audit pubkey' (repeatable; required)")
 	asJSON := fs.Bool("json", false, "print the verification report as JSON")
+	witnessState := fs.String("witness-state", "", "a witness's state `FILE` (custos audit witness --state): the export must hold the head it cosigned")
 	pos, err := a.parse("audit verify", fs, args, 1, 1)
 	if err != nil {
 		return err
@@ -445,13 +449,33 @@ func runAuditVerify(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	var in io.Reader = a.stdin
+	var f *os.File
 	if pos[0] != "-" {
-		f, err := os.Open(pos[0])
-		if err != nil {
+		if f, err = os.Open(pos[0]); err != nil {
 			return err
 		}
 		defer f.Close()
 		in = f
+	}
+	var witnessed *audit.Head
+	if *witnessState != "" {
+		if f == nil {
+			return usagef("--witness-state needs an export FILE, not '-'")
+		}
+		h, err := readWitnessState(*witnessState)
+		if err != nil {
+			return err
+		}
+		if h.Seq == 0 {
+			return fmt.Errorf("witness state %s holds no head", *witnessState)
+		}
+		if err := audit.CheckHead(f, h); err != nil {
+			return fmt.Errorf("%s does NOT hold the head the witness cosigned: %w", pos[0], err)
+		}
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		witnessed = &h
 	}
 	rep, verr := audit.Verify(in, keys)
 	if verr != nil && !errors.Is(verr, audit.ErrBroken) {
@@ -474,6 +498,9 @@ func runAuditVerify(ctx context.Context, a *app, args []string) error {
 			fmt.Fprint(a.stdout, " and the export trailer")
 		}
 		fmt.Fprintf(a.stdout, " (cluster %s)\n", rep.ClusterID)
+		if witnessed != nil {
+			fmt.Fprintf(a.stdout, "the export holds the head the witness cosigned at seq %d\n", witnessed.Seq)
+		}
 		if rep.Partial {
 			fmt.Fprintf(a.stdout, "note: the export starts at seq %d, so its link to earlier records was not checked; export from seq 1 for a full proof\n", rep.FirstSeq)
 		}

@@ -166,6 +166,8 @@ func buildOp(op string, f *opFlags, pos []string) (func(*custosv1.Statement), er
 		return buildAcceptRestoreOp(pos)
 	case "ca-add", "ca-remove":
 		return buildClientAuthorityOp(op, pos)
+	case "witness-add", "witness-remove":
+		return buildWitnessOp(op, pos)
 	case "set-min-version":
 		return buildSetMinVersionOp(f)
 	case "rotate-domain-key", "cancel-rotation":
@@ -336,6 +338,12 @@ func (a *app) showState(ctx context.Context, c *custos.Client, st *custosv1.Stat
 			return err
 		}
 		printGovernance(a.stdout, g)
+	case *custosv1.Statement_AddWitness, *custosv1.Statement_RemoveWitness:
+		g, err := c.GetGovernance(ctx)
+		if err != nil {
+			return err
+		}
+		printWitnesses(a.stdout, g)
 	case *custosv1.Statement_AddClientAuthority, *custosv1.Statement_RemoveClientAuthority:
 		g, err := c.GetGovernance(ctx)
 		if err != nil {

@@ -312,6 +312,15 @@ func (e *authzEnv) rows(t *testing.T) map[string]row {
 		// ---- GovernanceService: reads for every certificate; statements
 		// authorised by their signatures, whoever carries them.
 		"/custos.v1.GovernanceService/Submit": e.submitRow(t),
+		// A cosignature by a witness the officers did not register counts
+		// for nobody, whoever carries it (docs/witness.md).
+		"/custos.v1.GovernanceService/SubmitCosignature": {
+			call: func(t *testing.T, _ identity, cc *grpc.ClientConn) error {
+				return errOf(gs(cc).SubmitCosignature(ctx(t), &custosv1.Cosignature{ClusterId: e.h.Node.ClusterID(), Witness: "mallory",
+					Seq: 1, Head: make([]byte, 32), TimeUnixNano: time.Now().UnixNano(), Signature: []byte{0x30, 0x00}}))
+			},
+			want: want(codes.PermissionDenied),
+		},
 		"/custos.v1.GovernanceService/GetGovernance": {
 			call: func(t *testing.T, _ identity, cc *grpc.ClientConn) error {
 				return errOf(gs(cc).GetGovernance(ctx(t), &custosv1.GetGovernanceRequest{}))

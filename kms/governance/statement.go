@@ -321,6 +321,23 @@ func validate(st *custosv1.Statement) error {
 			return fmt.Errorf("%w: set_key_min_version.min_decryption_version is 0", ErrMalformed)
 		}
 		return checkIdent("set_key_min_version.key", op.SetKeyMinVersion.GetKey())
+	case *custosv1.Statement_AddWitness:
+		w := op.AddWitness.GetWitness()
+		if w == nil {
+			return fmt.Errorf("%w: add_witness.witness is not set", ErrMalformed)
+		}
+		if err := checkIdent("add_witness.witness.name", w.GetName()); err != nil {
+			return err
+		}
+		if _, err := ParsePublicKey(w.GetPublicKey()); err != nil {
+			return fmt.Errorf("%w: add_witness.witness.public_key: %v", ErrMalformed, err)
+		}
+		if w.GetLast() != nil {
+			return fmt.Errorf("%w: add_witness.witness.last is set by the cluster", ErrMalformed)
+		}
+		return nil
+	case *custosv1.Statement_RemoveWitness:
+		return checkIdent("remove_witness.name", op.RemoveWitness.GetName())
 	case *custosv1.Statement_AddClientAuthority:
 		_, err := ParseClientAuthority(op.AddClientAuthority.GetCertificate())
 		return err
@@ -504,6 +521,14 @@ func Describe(st *custosv1.Statement) string {
 		}
 	case *custosv1.Statement_RemoveClientAuthority:
 		fmt.Fprintf(&b, " sha256=%s", op.RemoveClientAuthority.GetSha256())
+	case *custosv1.Statement_AddWitness:
+		fp := "invalid-key"
+		if pub, err := ParsePublicKey(op.AddWitness.GetWitness().GetPublicKey()); err == nil {
+			fp = Fingerprint(pub)
+		}
+		fmt.Fprintf(&b, " name=%s key=%s", q(op.AddWitness.GetWitness().GetName()), fp)
+	case *custosv1.Statement_RemoveWitness:
+		fmt.Fprintf(&b, " name=%s", q(op.RemoveWitness.GetName()))
 	case *custosv1.Statement_SetKeyMinVersion:
 		fmt.Fprintf(&b, " key=%s min_decryption_version=%d", q(op.SetKeyMinVersion.GetKey()), op.SetKeyMinVersion.GetMinDecryptionVersion())
 	}

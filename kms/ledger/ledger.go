@@ -494,3 +494,24 @@ func CheckpointMessage(clusterID string, seq uint64, head []byte) []byte {
 	b = binary.BigEndian.AppendUint64(b, seq)
 	return append(b, head...)
 }
+
+// cosignatureLabel separates witness cosignatures from every other use of
+// the witness's key.
+const cosignatureLabel = "custos-witness-cosignature-v1\x00"
+
+// CosignatureMessage returns the bytes a witness cosignature signs (ECDSA
+// P-256 over their SHA-256, docs/witness.md):
+// "custos-witness-cosignature-v1\x00" || cluster id || 0x00 || witness name
+// || 0x00 || uint64 seq || head (32 bytes) || int64 time (Unix nanoseconds),
+// integers big-endian.
+func CosignatureMessage(clusterID, witness string, seq uint64, head []byte, timeUnixNano int64) []byte {
+	b := make([]byte, 0, len(cosignatureLabel)+len(clusterID)+1+len(witness)+1+8+len(head)+8)
+	b = append(b, cosignatureLabel...)
+	b = append(b, clusterID...)
+	b = append(b, 0)
+	b = append(b, witness...)
+	b = append(b, 0)
+	b = binary.BigEndian.AppendUint64(b, seq)
+	b = append(b, head...)
+	return binary.BigEndian.AppendUint64(b, uint64(timeUnixNano))
+}

@@ -129,6 +129,8 @@ const (
 	// A domain-key rotation began, was cancelled or completed (the old domain
 	// key retired: every node destroys it).
 	Operation_OPERATION_DOMAIN_KEY_ROTATION Operation = 16
+	// A witness cosigned a ledger head (docs/witness.md).
+	Operation_OPERATION_WITNESS_COSIGNATURE Operation = 17
 )
 
 // Enum value maps for Operation.
@@ -151,6 +153,7 @@ var (
 		14: "OPERATION_DESTROY_KEY",
 		15: "OPERATION_RESTORE",
 		16: "OPERATION_DOMAIN_KEY_ROTATION",
+		17: "OPERATION_WITNESS_COSIGNATURE",
 	}
 	Operation_value = map[string]int32{
 		"OPERATION_UNSPECIFIED":                0,
@@ -170,6 +173,7 @@ var (
 		"OPERATION_DESTROY_KEY":                14,
 		"OPERATION_RESTORE":                    15,
 		"OPERATION_DOMAIN_KEY_ROTATION":        16,
+		"OPERATION_WITNESS_COSIGNATURE":        17,
 	}
 )
 
@@ -333,7 +337,7 @@ const file_custos_v1_common_proto_rawDesc = "" +
 	"\x17REASON_PROVIDER_SERVICE\x10\x03\x12\x1b\n" +
 	"\x17REASON_PROVIDER_SUPPORT\x10\x04\x12#\n" +
 	"\x1fREASON_THIRD_PARTY_DATA_REQUEST\x10\x05\x12\x14\n" +
-	"\x10REASON_EMERGENCY\x10\x06*\xed\x03\n" +
+	"\x10REASON_EMERGENCY\x10\x06*\x90\x04\n" +
 	"\tOperation\x12\x19\n" +
 	"\x15OPERATION_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11OPERATION_DECRYPT\x10\x01\x12\x1e\n" +
@@ -352,7 +356,8 @@ const file_custos_v1_common_proto_rawDesc = "" +
 	"\x13OPERATION_ADMISSION\x10\r\x12\x19\n" +
 	"\x15OPERATION_DESTROY_KEY\x10\x0e\x12\x15\n" +
 	"\x11OPERATION_RESTORE\x10\x0f\x12!\n" +
-	"\x1dOPERATION_DOMAIN_KEY_ROTATION\x10\x10*\\\n" +
+	"\x1dOPERATION_DOMAIN_KEY_ROTATION\x10\x10\x12!\n" +
+	"\x1dOPERATION_WITNESS_COSIGNATURE\x10\x11*\\\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rOUTCOME_ALLOW\x10\x01\x12\x10\n" +

@@ -305,6 +305,296 @@ func (RequestState) EnumDescriptor() ([]byte, []int) {
 	return file_custos_v1_governance_proto_rawDescGZIP(), []int{4}
 }
 
+// Cosignature is a witness's signature over a ledger head it checked
+// extends every head it cosigned before (docs/witness.md gives the signed
+// bytes).
+type Cosignature struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// The witness's name, as the officers registered it.
+	Witness string `protobuf:"bytes,2,opt,name=witness,proto3" json:"witness,omitempty"`
+	// The ledger position and the hash of the record there.
+	Seq  uint64 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
+	Head []byte `protobuf:"bytes,4,opt,name=head,proto3" json:"head,omitempty"`
+	// When the witness cosigned, Unix nanoseconds (its clock).
+	TimeUnixNano int64 `protobuf:"varint,5,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	// ASN.1 DER ECDSA P-256 signature over SHA-256 of the signed bytes.
+	Signature     []byte `protobuf:"bytes,6,opt,name=signature,proto3" json:"signature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Cosignature) Reset() {
+	*x = Cosignature{}
+	mi := &file_custos_v1_governance_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Cosignature) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Cosignature) ProtoMessage() {}
+
+func (x *Cosignature) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_governance_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Cosignature.ProtoReflect.Descriptor instead.
+func (*Cosignature) Descriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Cosignature) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *Cosignature) GetWitness() string {
+	if x != nil {
+		return x.Witness
+	}
+	return ""
+}
+
+func (x *Cosignature) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Cosignature) GetHead() []byte {
+	if x != nil {
+		return x.Head
+	}
+	return nil
+}
+
+func (x *Cosignature) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
+}
+
+func (x *Cosignature) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+type SubmitCosignatureResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The ledger record of the cosignature.
+	LedgerSeq     uint64 `protobuf:"varint,1,opt,name=ledger_seq,json=ledgerSeq,proto3" json:"ledger_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitCosignatureResponse) Reset() {
+	*x = SubmitCosignatureResponse{}
+	mi := &file_custos_v1_governance_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitCosignatureResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitCosignatureResponse) ProtoMessage() {}
+
+func (x *SubmitCosignatureResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_governance_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitCosignatureResponse.ProtoReflect.Descriptor instead.
+func (*SubmitCosignatureResponse) Descriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SubmitCosignatureResponse) GetLedgerSeq() uint64 {
+	if x != nil {
+		return x.LedgerSeq
+	}
+	return 0
+}
+
+// Witness is a customer-run witness the officers registered.
+type Witness struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// PKIX (SubjectPublicKeyInfo) DER of an ECDSA P-256 public key.
+	PublicKey []byte `protobuf:"bytes,2,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	// The newest cosignature recorded from it (set by the cluster).
+	Last          *Cosignature `protobuf:"bytes,3,opt,name=last,proto3" json:"last,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Witness) Reset() {
+	*x = Witness{}
+	mi := &file_custos_v1_governance_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Witness) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Witness) ProtoMessage() {}
+
+func (x *Witness) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_governance_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Witness.ProtoReflect.Descriptor instead.
+func (*Witness) Descriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Witness) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Witness) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+func (x *Witness) GetLast() *Cosignature {
+	if x != nil {
+		return x.Last
+	}
+	return nil
+}
+
+// AddWitness registers a witness (quorum).
+type AddWitness struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Witness       *Witness               `protobuf:"bytes,1,opt,name=witness,proto3" json:"witness,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddWitness) Reset() {
+	*x = AddWitness{}
+	mi := &file_custos_v1_governance_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddWitness) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddWitness) ProtoMessage() {}
+
+func (x *AddWitness) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_governance_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddWitness.ProtoReflect.Descriptor instead.
+func (*AddWitness) Descriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *AddWitness) GetWitness() *Witness {
+	if x != nil {
+		return x.Witness
+	}
+	return nil
+}
+
+// RemoveWitness removes a witness (quorum: keys whose policy requires
+// witnessing would stop, or stop being witnessed).
+type RemoveWitness struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveWitness) Reset() {
+	*x = RemoveWitness{}
+	mi := &file_custos_v1_governance_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveWitness) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveWitness) ProtoMessage() {}
+
+func (x *RemoveWitness) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_governance_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveWitness.ProtoReflect.Descriptor instead.
+func (*RemoveWitness) Descriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RemoveWitness) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 // ReasonRule maps one justification reason to an action.
 type ReasonRule struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -316,7 +606,7 @@ type ReasonRule struct {
 
 func (x *ReasonRule) Reset() {
 	*x = ReasonRule{}
-	mi := &file_custos_v1_governance_proto_msgTypes[0]
+	mi := &file_custos_v1_governance_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -328,7 +618,7 @@ func (x *ReasonRule) String() string {
 func (*ReasonRule) ProtoMessage() {}
 
 func (x *ReasonRule) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[0]
+	mi := &file_custos_v1_governance_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -341,7 +631,7 @@ func (x *ReasonRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReasonRule.ProtoReflect.Descriptor instead.
 func (*ReasonRule) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{0}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ReasonRule) GetReason() Reason {
@@ -371,7 +661,7 @@ type TimeWindow struct {
 
 func (x *TimeWindow) Reset() {
 	*x = TimeWindow{}
-	mi := &file_custos_v1_governance_proto_msgTypes[1]
+	mi := &file_custos_v1_governance_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -383,7 +673,7 @@ func (x *TimeWindow) String() string {
 func (*TimeWindow) ProtoMessage() {}
 
 func (x *TimeWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[1]
+	mi := &file_custos_v1_governance_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -396,7 +686,7 @@ func (x *TimeWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeWindow.ProtoReflect.Descriptor instead.
 func (*TimeWindow) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{1}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TimeWindow) GetWeekdays() []int32 {
@@ -446,13 +736,17 @@ type KeyPolicy struct {
 	// written before this field existed has it empty, and then every
 	// principal the policy names may administer the key, as before.
 	AdminPrincipals []string `protobuf:"bytes,9,rep,name=admin_principals,json=adminPrincipals,proto3" json:"admin_principals,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Release only while a registered witness has cosigned a ledger head no
+	// older than this many seconds (0: no witness needed). Fails closed when
+	// every witness is silent (docs/witness.md).
+	WitnessMaxAgeSeconds uint32 `protobuf:"varint,10,opt,name=witness_max_age_seconds,json=witnessMaxAgeSeconds,proto3" json:"witness_max_age_seconds,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *KeyPolicy) Reset() {
 	*x = KeyPolicy{}
-	mi := &file_custos_v1_governance_proto_msgTypes[2]
+	mi := &file_custos_v1_governance_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -464,7 +758,7 @@ func (x *KeyPolicy) String() string {
 func (*KeyPolicy) ProtoMessage() {}
 
 func (x *KeyPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[2]
+	mi := &file_custos_v1_governance_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -477,7 +771,7 @@ func (x *KeyPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyPolicy.ProtoReflect.Descriptor instead.
 func (*KeyPolicy) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{2}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *KeyPolicy) GetVersion() uint64 {
@@ -543,6 +837,13 @@ func (x *KeyPolicy) GetAdminPrincipals() []string {
 	return nil
 }
 
+func (x *KeyPolicy) GetWitnessMaxAgeSeconds() uint32 {
+	if x != nil {
+		return x.WitnessMaxAgeSeconds
+	}
+	return 0
+}
+
 // Officer is one of the customer's security officers.
 type Officer struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -555,7 +856,7 @@ type Officer struct {
 
 func (x *Officer) Reset() {
 	*x = Officer{}
-	mi := &file_custos_v1_governance_proto_msgTypes[3]
+	mi := &file_custos_v1_governance_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -567,7 +868,7 @@ func (x *Officer) String() string {
 func (*Officer) ProtoMessage() {}
 
 func (x *Officer) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[3]
+	mi := &file_custos_v1_governance_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -580,7 +881,7 @@ func (x *Officer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Officer.ProtoReflect.Descriptor instead.
 func (*Officer) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{3}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Officer) GetName() string {
@@ -621,13 +922,15 @@ type Governance struct {
 	// authenticates nobody, whatever CA file the node reads.
 	ClientAuthorities       []*ClientAuthority `protobuf:"bytes,9,rep,name=client_authorities,json=clientAuthorities,proto3" json:"client_authorities,omitempty"`
 	ClientAuthoritiesPinned bool               `protobuf:"varint,10,opt,name=client_authorities_pinned,json=clientAuthoritiesPinned,proto3" json:"client_authorities_pinned,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// The customer's witnesses (docs/witness.md).
+	Witnesses     []*Witness `protobuf:"bytes,11,rep,name=witnesses,proto3" json:"witnesses,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Governance) Reset() {
 	*x = Governance{}
-	mi := &file_custos_v1_governance_proto_msgTypes[4]
+	mi := &file_custos_v1_governance_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -639,7 +942,7 @@ func (x *Governance) String() string {
 func (*Governance) ProtoMessage() {}
 
 func (x *Governance) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[4]
+	mi := &file_custos_v1_governance_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -652,7 +955,7 @@ func (x *Governance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Governance.ProtoReflect.Descriptor instead.
 func (*Governance) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{4}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Governance) GetClusterId() string {
@@ -725,6 +1028,13 @@ func (x *Governance) GetClientAuthoritiesPinned() bool {
 	return false
 }
 
+func (x *Governance) GetWitnesses() []*Witness {
+	if x != nil {
+		return x.Witnesses
+	}
+	return nil
+}
+
 // ClientAuthority is a CA certificate the officers trust to identify
 // principals (applications, operators, auditors and nodes).
 type ClientAuthority struct {
@@ -741,7 +1051,7 @@ type ClientAuthority struct {
 
 func (x *ClientAuthority) Reset() {
 	*x = ClientAuthority{}
-	mi := &file_custos_v1_governance_proto_msgTypes[5]
+	mi := &file_custos_v1_governance_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -753,7 +1063,7 @@ func (x *ClientAuthority) String() string {
 func (*ClientAuthority) ProtoMessage() {}
 
 func (x *ClientAuthority) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[5]
+	mi := &file_custos_v1_governance_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -766,7 +1076,7 @@ func (x *ClientAuthority) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientAuthority.ProtoReflect.Descriptor instead.
 func (*ClientAuthority) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{5}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ClientAuthority) GetSha256() string {
@@ -802,7 +1112,7 @@ type AddClientAuthority struct {
 
 func (x *AddClientAuthority) Reset() {
 	*x = AddClientAuthority{}
-	mi := &file_custos_v1_governance_proto_msgTypes[6]
+	mi := &file_custos_v1_governance_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -814,7 +1124,7 @@ func (x *AddClientAuthority) String() string {
 func (*AddClientAuthority) ProtoMessage() {}
 
 func (x *AddClientAuthority) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[6]
+	mi := &file_custos_v1_governance_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -827,7 +1137,7 @@ func (x *AddClientAuthority) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddClientAuthority.ProtoReflect.Descriptor instead.
 func (*AddClientAuthority) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{6}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AddClientAuthority) GetCertificate() []byte {
@@ -848,7 +1158,7 @@ type RemoveClientAuthority struct {
 
 func (x *RemoveClientAuthority) Reset() {
 	*x = RemoveClientAuthority{}
-	mi := &file_custos_v1_governance_proto_msgTypes[7]
+	mi := &file_custos_v1_governance_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -860,7 +1170,7 @@ func (x *RemoveClientAuthority) String() string {
 func (*RemoveClientAuthority) ProtoMessage() {}
 
 func (x *RemoveClientAuthority) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[7]
+	mi := &file_custos_v1_governance_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -873,7 +1183,7 @@ func (x *RemoveClientAuthority) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveClientAuthority.ProtoReflect.Descriptor instead.
 func (*RemoveClientAuthority) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{7}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RemoveClientAuthority) GetSha256() string {
@@ -926,6 +1236,8 @@ type Statement struct {
 	//	*Statement_SetKeyMinVersion
 	//	*Statement_AddClientAuthority
 	//	*Statement_RemoveClientAuthority
+	//	*Statement_AddWitness
+	//	*Statement_RemoveWitness
 	Operation     isStatement_Operation `protobuf_oneof:"operation"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -933,7 +1245,7 @@ type Statement struct {
 
 func (x *Statement) Reset() {
 	*x = Statement{}
-	mi := &file_custos_v1_governance_proto_msgTypes[8]
+	mi := &file_custos_v1_governance_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -945,7 +1257,7 @@ func (x *Statement) String() string {
 func (*Statement) ProtoMessage() {}
 
 func (x *Statement) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[8]
+	mi := &file_custos_v1_governance_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -958,7 +1270,7 @@ func (x *Statement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Statement.ProtoReflect.Descriptor instead.
 func (*Statement) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{8}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Statement) GetClusterId() string {
@@ -1201,6 +1513,24 @@ func (x *Statement) GetRemoveClientAuthority() *RemoveClientAuthority {
 	return nil
 }
 
+func (x *Statement) GetAddWitness() *AddWitness {
+	if x != nil {
+		if x, ok := x.Operation.(*Statement_AddWitness); ok {
+			return x.AddWitness
+		}
+	}
+	return nil
+}
+
+func (x *Statement) GetRemoveWitness() *RemoveWitness {
+	if x != nil {
+		if x, ok := x.Operation.(*Statement_RemoveWitness); ok {
+			return x.RemoveWitness
+		}
+	}
+	return nil
+}
+
 type isStatement_Operation interface {
 	isStatement_Operation()
 }
@@ -1293,6 +1623,14 @@ type Statement_RemoveClientAuthority struct {
 	RemoveClientAuthority *RemoveClientAuthority `protobuf:"bytes,31,opt,name=remove_client_authority,json=removeClientAuthority,proto3,oneof"`
 }
 
+type Statement_AddWitness struct {
+	AddWitness *AddWitness `protobuf:"bytes,32,opt,name=add_witness,json=addWitness,proto3,oneof"`
+}
+
+type Statement_RemoveWitness struct {
+	RemoveWitness *RemoveWitness `protobuf:"bytes,33,opt,name=remove_witness,json=removeWitness,proto3,oneof"`
+}
+
 func (*Statement_RevokeKey) isStatement_Operation() {}
 
 func (*Statement_DisableKey) isStatement_Operation() {}
@@ -1337,6 +1675,10 @@ func (*Statement_AddClientAuthority) isStatement_Operation() {}
 
 func (*Statement_RemoveClientAuthority) isStatement_Operation() {}
 
+func (*Statement_AddWitness) isStatement_Operation() {}
+
+func (*Statement_RemoveWitness) isStatement_Operation() {}
+
 // ScheduleKeyDestruction (quorum) destroys a key version — or, with
 // version 0, every version of the key — once waiting_seconds have passed
 // (0: 7 days; at least 1 hour, at most 30 days; a development cluster
@@ -1355,7 +1697,7 @@ type ScheduleKeyDestruction struct {
 
 func (x *ScheduleKeyDestruction) Reset() {
 	*x = ScheduleKeyDestruction{}
-	mi := &file_custos_v1_governance_proto_msgTypes[9]
+	mi := &file_custos_v1_governance_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1367,7 +1709,7 @@ func (x *ScheduleKeyDestruction) String() string {
 func (*ScheduleKeyDestruction) ProtoMessage() {}
 
 func (x *ScheduleKeyDestruction) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[9]
+	mi := &file_custos_v1_governance_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1380,7 +1722,7 @@ func (x *ScheduleKeyDestruction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScheduleKeyDestruction.ProtoReflect.Descriptor instead.
 func (*ScheduleKeyDestruction) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{9}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ScheduleKeyDestruction) GetKey() string {
@@ -1420,7 +1762,7 @@ type AcceptRestore struct {
 
 func (x *AcceptRestore) Reset() {
 	*x = AcceptRestore{}
-	mi := &file_custos_v1_governance_proto_msgTypes[10]
+	mi := &file_custos_v1_governance_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1432,7 +1774,7 @@ func (x *AcceptRestore) String() string {
 func (*AcceptRestore) ProtoMessage() {}
 
 func (x *AcceptRestore) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[10]
+	mi := &file_custos_v1_governance_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1445,7 +1787,7 @@ func (x *AcceptRestore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcceptRestore.ProtoReflect.Descriptor instead.
 func (*AcceptRestore) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{10}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AcceptRestore) GetSnapshotSha256() string {
@@ -1484,7 +1826,7 @@ type ClusterRestore struct {
 
 func (x *ClusterRestore) Reset() {
 	*x = ClusterRestore{}
-	mi := &file_custos_v1_governance_proto_msgTypes[11]
+	mi := &file_custos_v1_governance_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1496,7 +1838,7 @@ func (x *ClusterRestore) String() string {
 func (*ClusterRestore) ProtoMessage() {}
 
 func (x *ClusterRestore) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[11]
+	mi := &file_custos_v1_governance_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1509,7 +1851,7 @@ func (x *ClusterRestore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterRestore.ProtoReflect.Descriptor instead.
 func (*ClusterRestore) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{11}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ClusterRestore) GetSnapshotSha256() string {
@@ -1601,7 +1943,7 @@ type CancelKeyDestruction struct {
 
 func (x *CancelKeyDestruction) Reset() {
 	*x = CancelKeyDestruction{}
-	mi := &file_custos_v1_governance_proto_msgTypes[12]
+	mi := &file_custos_v1_governance_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1613,7 +1955,7 @@ func (x *CancelKeyDestruction) String() string {
 func (*CancelKeyDestruction) ProtoMessage() {}
 
 func (x *CancelKeyDestruction) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[12]
+	mi := &file_custos_v1_governance_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1626,7 +1968,7 @@ func (x *CancelKeyDestruction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelKeyDestruction.ProtoReflect.Descriptor instead.
 func (*CancelKeyDestruction) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{12}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CancelKeyDestruction) GetKey() string {
@@ -1666,7 +2008,7 @@ type AdmitNode struct {
 
 func (x *AdmitNode) Reset() {
 	*x = AdmitNode{}
-	mi := &file_custos_v1_governance_proto_msgTypes[13]
+	mi := &file_custos_v1_governance_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1678,7 +2020,7 @@ func (x *AdmitNode) String() string {
 func (*AdmitNode) ProtoMessage() {}
 
 func (x *AdmitNode) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[13]
+	mi := &file_custos_v1_governance_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1691,7 +2033,7 @@ func (x *AdmitNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdmitNode.ProtoReflect.Descriptor instead.
 func (*AdmitNode) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{13}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AdmitNode) GetNode() string {
@@ -1743,7 +2085,7 @@ type SetKeyMinVersion struct {
 
 func (x *SetKeyMinVersion) Reset() {
 	*x = SetKeyMinVersion{}
-	mi := &file_custos_v1_governance_proto_msgTypes[14]
+	mi := &file_custos_v1_governance_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1755,7 +2097,7 @@ func (x *SetKeyMinVersion) String() string {
 func (*SetKeyMinVersion) ProtoMessage() {}
 
 func (x *SetKeyMinVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[14]
+	mi := &file_custos_v1_governance_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1768,7 +2110,7 @@ func (x *SetKeyMinVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetKeyMinVersion.ProtoReflect.Descriptor instead.
 func (*SetKeyMinVersion) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{14}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SetKeyMinVersion) GetKey() string {
@@ -1800,7 +2142,7 @@ type RotateDomainKey struct {
 
 func (x *RotateDomainKey) Reset() {
 	*x = RotateDomainKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[15]
+	mi := &file_custos_v1_governance_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1812,7 +2154,7 @@ func (x *RotateDomainKey) String() string {
 func (*RotateDomainKey) ProtoMessage() {}
 
 func (x *RotateDomainKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[15]
+	mi := &file_custos_v1_governance_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1825,7 +2167,7 @@ func (x *RotateDomainKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateDomainKey.ProtoReflect.Descriptor instead.
 func (*RotateDomainKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{15}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{20}
 }
 
 // CancelDomainKeyRotation (one officer) abandons a running rotation: the
@@ -1838,7 +2180,7 @@ type CancelDomainKeyRotation struct {
 
 func (x *CancelDomainKeyRotation) Reset() {
 	*x = CancelDomainKeyRotation{}
-	mi := &file_custos_v1_governance_proto_msgTypes[16]
+	mi := &file_custos_v1_governance_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1850,7 +2192,7 @@ func (x *CancelDomainKeyRotation) String() string {
 func (*CancelDomainKeyRotation) ProtoMessage() {}
 
 func (x *CancelDomainKeyRotation) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[16]
+	mi := &file_custos_v1_governance_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1863,7 +2205,7 @@ func (x *CancelDomainKeyRotation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelDomainKeyRotation.ProtoReflect.Descriptor instead.
 func (*CancelDomainKeyRotation) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{16}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{21}
 }
 
 // DomainKeyRotation is a running domain-key rotation as the replicated
@@ -1891,7 +2233,7 @@ type DomainKeyRotation struct {
 
 func (x *DomainKeyRotation) Reset() {
 	*x = DomainKeyRotation{}
-	mi := &file_custos_v1_governance_proto_msgTypes[17]
+	mi := &file_custos_v1_governance_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1903,7 +2245,7 @@ func (x *DomainKeyRotation) String() string {
 func (*DomainKeyRotation) ProtoMessage() {}
 
 func (x *DomainKeyRotation) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[17]
+	mi := &file_custos_v1_governance_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1916,7 +2258,7 @@ func (x *DomainKeyRotation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DomainKeyRotation.ProtoReflect.Descriptor instead.
 func (*DomainKeyRotation) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{17}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DomainKeyRotation) GetEpoch() uint32 {
@@ -1988,7 +2330,7 @@ type RevokeAdmission struct {
 
 func (x *RevokeAdmission) Reset() {
 	*x = RevokeAdmission{}
-	mi := &file_custos_v1_governance_proto_msgTypes[18]
+	mi := &file_custos_v1_governance_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2000,7 +2342,7 @@ func (x *RevokeAdmission) String() string {
 func (*RevokeAdmission) ProtoMessage() {}
 
 func (x *RevokeAdmission) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[18]
+	mi := &file_custos_v1_governance_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2013,7 +2355,7 @@ func (x *RevokeAdmission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdmission.ProtoReflect.Descriptor instead.
 func (*RevokeAdmission) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{18}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RevokeAdmission) GetNode() string {
@@ -2048,7 +2390,7 @@ type NodeAdmission struct {
 
 func (x *NodeAdmission) Reset() {
 	*x = NodeAdmission{}
-	mi := &file_custos_v1_governance_proto_msgTypes[19]
+	mi := &file_custos_v1_governance_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2060,7 +2402,7 @@ func (x *NodeAdmission) String() string {
 func (*NodeAdmission) ProtoMessage() {}
 
 func (x *NodeAdmission) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[19]
+	mi := &file_custos_v1_governance_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2073,7 +2415,7 @@ func (x *NodeAdmission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeAdmission.ProtoReflect.Descriptor instead.
 func (*NodeAdmission) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{19}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *NodeAdmission) GetNode() string {
@@ -2167,7 +2509,7 @@ type Sink struct {
 
 func (x *Sink) Reset() {
 	*x = Sink{}
-	mi := &file_custos_v1_governance_proto_msgTypes[20]
+	mi := &file_custos_v1_governance_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2179,7 +2521,7 @@ func (x *Sink) String() string {
 func (*Sink) ProtoMessage() {}
 
 func (x *Sink) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[20]
+	mi := &file_custos_v1_governance_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2192,7 +2534,7 @@ func (x *Sink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sink.ProtoReflect.Descriptor instead.
 func (*Sink) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{20}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Sink) GetName() string {
@@ -2254,7 +2596,7 @@ type AddSink struct {
 
 func (x *AddSink) Reset() {
 	*x = AddSink{}
-	mi := &file_custos_v1_governance_proto_msgTypes[21]
+	mi := &file_custos_v1_governance_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2266,7 +2608,7 @@ func (x *AddSink) String() string {
 func (*AddSink) ProtoMessage() {}
 
 func (x *AddSink) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[21]
+	mi := &file_custos_v1_governance_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2279,7 +2621,7 @@ func (x *AddSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddSink.ProtoReflect.Descriptor instead.
 func (*AddSink) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{21}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *AddSink) GetSink() *Sink {
@@ -2299,7 +2641,7 @@ type RemoveSink struct {
 
 func (x *RemoveSink) Reset() {
 	*x = RemoveSink{}
-	mi := &file_custos_v1_governance_proto_msgTypes[22]
+	mi := &file_custos_v1_governance_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2311,7 +2653,7 @@ func (x *RemoveSink) String() string {
 func (*RemoveSink) ProtoMessage() {}
 
 func (x *RemoveSink) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[22]
+	mi := &file_custos_v1_governance_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2324,7 +2666,7 @@ func (x *RemoveSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSink.ProtoReflect.Descriptor instead.
 func (*RemoveSink) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{22}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RemoveSink) GetName() string {
@@ -2350,7 +2692,7 @@ type NotifyRules struct {
 
 func (x *NotifyRules) Reset() {
 	*x = NotifyRules{}
-	mi := &file_custos_v1_governance_proto_msgTypes[23]
+	mi := &file_custos_v1_governance_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2362,7 +2704,7 @@ func (x *NotifyRules) String() string {
 func (*NotifyRules) ProtoMessage() {}
 
 func (x *NotifyRules) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[23]
+	mi := &file_custos_v1_governance_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2375,7 +2717,7 @@ func (x *NotifyRules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifyRules.ProtoReflect.Descriptor instead.
 func (*NotifyRules) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{23}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *NotifyRules) GetReasons() []Reason {
@@ -2423,7 +2765,7 @@ type SetNotifyRules struct {
 
 func (x *SetNotifyRules) Reset() {
 	*x = SetNotifyRules{}
-	mi := &file_custos_v1_governance_proto_msgTypes[24]
+	mi := &file_custos_v1_governance_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2435,7 +2777,7 @@ func (x *SetNotifyRules) String() string {
 func (*SetNotifyRules) ProtoMessage() {}
 
 func (x *SetNotifyRules) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[24]
+	mi := &file_custos_v1_governance_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2448,7 +2790,7 @@ func (x *SetNotifyRules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNotifyRules.ProtoReflect.Descriptor instead.
 func (*SetNotifyRules) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{24}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SetNotifyRules) GetRules() *NotifyRules {
@@ -2469,7 +2811,7 @@ type RevokeKey struct {
 
 func (x *RevokeKey) Reset() {
 	*x = RevokeKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[25]
+	mi := &file_custos_v1_governance_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2481,7 +2823,7 @@ func (x *RevokeKey) String() string {
 func (*RevokeKey) ProtoMessage() {}
 
 func (x *RevokeKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[25]
+	mi := &file_custos_v1_governance_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2494,7 +2836,7 @@ func (x *RevokeKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeKey.ProtoReflect.Descriptor instead.
 func (*RevokeKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{25}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RevokeKey) GetKey() string {
@@ -2514,7 +2856,7 @@ type DisableKey struct {
 
 func (x *DisableKey) Reset() {
 	*x = DisableKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[26]
+	mi := &file_custos_v1_governance_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2526,7 +2868,7 @@ func (x *DisableKey) String() string {
 func (*DisableKey) ProtoMessage() {}
 
 func (x *DisableKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[26]
+	mi := &file_custos_v1_governance_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2539,7 +2881,7 @@ func (x *DisableKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableKey.ProtoReflect.Descriptor instead.
 func (*DisableKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{26}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DisableKey) GetKey() string {
@@ -2559,7 +2901,7 @@ type EnableKey struct {
 
 func (x *EnableKey) Reset() {
 	*x = EnableKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[27]
+	mi := &file_custos_v1_governance_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2571,7 +2913,7 @@ func (x *EnableKey) String() string {
 func (*EnableKey) ProtoMessage() {}
 
 func (x *EnableKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[27]
+	mi := &file_custos_v1_governance_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2584,7 +2926,7 @@ func (x *EnableKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableKey.ProtoReflect.Descriptor instead.
 func (*EnableKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{27}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *EnableKey) GetKey() string {
@@ -2605,7 +2947,7 @@ type SetPolicy struct {
 
 func (x *SetPolicy) Reset() {
 	*x = SetPolicy{}
-	mi := &file_custos_v1_governance_proto_msgTypes[28]
+	mi := &file_custos_v1_governance_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2617,7 +2959,7 @@ func (x *SetPolicy) String() string {
 func (*SetPolicy) ProtoMessage() {}
 
 func (x *SetPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[28]
+	mi := &file_custos_v1_governance_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2630,7 +2972,7 @@ func (x *SetPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicy.ProtoReflect.Descriptor instead.
 func (*SetPolicy) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{28}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SetPolicy) GetKey() string {
@@ -2660,7 +3002,7 @@ type ApproveRequest struct {
 
 func (x *ApproveRequest) Reset() {
 	*x = ApproveRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[29]
+	mi := &file_custos_v1_governance_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2672,7 +3014,7 @@ func (x *ApproveRequest) String() string {
 func (*ApproveRequest) ProtoMessage() {}
 
 func (x *ApproveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[29]
+	mi := &file_custos_v1_governance_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2685,7 +3027,7 @@ func (x *ApproveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveRequest.ProtoReflect.Descriptor instead.
 func (*ApproveRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{29}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ApproveRequest) GetRequestId() string {
@@ -2719,7 +3061,7 @@ type DenyRequest struct {
 
 func (x *DenyRequest) Reset() {
 	*x = DenyRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[30]
+	mi := &file_custos_v1_governance_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2731,7 +3073,7 @@ func (x *DenyRequest) String() string {
 func (*DenyRequest) ProtoMessage() {}
 
 func (x *DenyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[30]
+	mi := &file_custos_v1_governance_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2744,7 +3086,7 @@ func (x *DenyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DenyRequest.ProtoReflect.Descriptor instead.
 func (*DenyRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{30}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *DenyRequest) GetRequestId() string {
@@ -2774,7 +3116,7 @@ type CreateGrant struct {
 
 func (x *CreateGrant) Reset() {
 	*x = CreateGrant{}
-	mi := &file_custos_v1_governance_proto_msgTypes[31]
+	mi := &file_custos_v1_governance_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2786,7 +3128,7 @@ func (x *CreateGrant) String() string {
 func (*CreateGrant) ProtoMessage() {}
 
 func (x *CreateGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[31]
+	mi := &file_custos_v1_governance_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2799,7 +3141,7 @@ func (x *CreateGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGrant.ProtoReflect.Descriptor instead.
 func (*CreateGrant) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{31}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CreateGrant) GetPrincipal() string {
@@ -2861,7 +3203,7 @@ type RevokeGrant struct {
 
 func (x *RevokeGrant) Reset() {
 	*x = RevokeGrant{}
-	mi := &file_custos_v1_governance_proto_msgTypes[32]
+	mi := &file_custos_v1_governance_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2873,7 +3215,7 @@ func (x *RevokeGrant) String() string {
 func (*RevokeGrant) ProtoMessage() {}
 
 func (x *RevokeGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[32]
+	mi := &file_custos_v1_governance_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2886,7 +3228,7 @@ func (x *RevokeGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeGrant.ProtoReflect.Descriptor instead.
 func (*RevokeGrant) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{32}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RevokeGrant) GetGrantId() string {
@@ -2907,7 +3249,7 @@ type SetOfficers struct {
 
 func (x *SetOfficers) Reset() {
 	*x = SetOfficers{}
-	mi := &file_custos_v1_governance_proto_msgTypes[33]
+	mi := &file_custos_v1_governance_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2919,7 +3261,7 @@ func (x *SetOfficers) String() string {
 func (*SetOfficers) ProtoMessage() {}
 
 func (x *SetOfficers) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[33]
+	mi := &file_custos_v1_governance_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2932,7 +3274,7 @@ func (x *SetOfficers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetOfficers.ProtoReflect.Descriptor instead.
 func (*SetOfficers) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{33}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SetOfficers) GetOfficers() []*Officer {
@@ -2961,7 +3303,7 @@ type OfficerSignature struct {
 
 func (x *OfficerSignature) Reset() {
 	*x = OfficerSignature{}
-	mi := &file_custos_v1_governance_proto_msgTypes[34]
+	mi := &file_custos_v1_governance_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2973,7 +3315,7 @@ func (x *OfficerSignature) String() string {
 func (*OfficerSignature) ProtoMessage() {}
 
 func (x *OfficerSignature) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[34]
+	mi := &file_custos_v1_governance_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2986,7 +3328,7 @@ func (x *OfficerSignature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OfficerSignature.ProtoReflect.Descriptor instead.
 func (*OfficerSignature) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{34}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *OfficerSignature) GetOfficer() string {
@@ -3014,7 +3356,7 @@ type SignedStatement struct {
 
 func (x *SignedStatement) Reset() {
 	*x = SignedStatement{}
-	mi := &file_custos_v1_governance_proto_msgTypes[35]
+	mi := &file_custos_v1_governance_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3026,7 +3368,7 @@ func (x *SignedStatement) String() string {
 func (*SignedStatement) ProtoMessage() {}
 
 func (x *SignedStatement) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[35]
+	mi := &file_custos_v1_governance_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3039,7 +3381,7 @@ func (x *SignedStatement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedStatement.ProtoReflect.Descriptor instead.
 func (*SignedStatement) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{35}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SignedStatement) GetStatement() []byte {
@@ -3072,7 +3414,7 @@ type SubmitResponse struct {
 
 func (x *SubmitResponse) Reset() {
 	*x = SubmitResponse{}
-	mi := &file_custos_v1_governance_proto_msgTypes[36]
+	mi := &file_custos_v1_governance_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3084,7 +3426,7 @@ func (x *SubmitResponse) String() string {
 func (*SubmitResponse) ProtoMessage() {}
 
 func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[36]
+	mi := &file_custos_v1_governance_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3097,7 +3439,7 @@ func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
 func (*SubmitResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{36}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SubmitResponse) GetResult() string {
@@ -3136,7 +3478,7 @@ type GetGovernanceRequest struct {
 
 func (x *GetGovernanceRequest) Reset() {
 	*x = GetGovernanceRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[37]
+	mi := &file_custos_v1_governance_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3148,7 +3490,7 @@ func (x *GetGovernanceRequest) String() string {
 func (*GetGovernanceRequest) ProtoMessage() {}
 
 func (x *GetGovernanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[37]
+	mi := &file_custos_v1_governance_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3161,7 +3503,7 @@ func (x *GetGovernanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGovernanceRequest.ProtoReflect.Descriptor instead.
 func (*GetGovernanceRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{37}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{42}
 }
 
 // ApprovalRequest is a decrypt that policy sent to the officers.
@@ -3191,7 +3533,7 @@ type ApprovalRequest struct {
 
 func (x *ApprovalRequest) Reset() {
 	*x = ApprovalRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[38]
+	mi := &file_custos_v1_governance_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3203,7 +3545,7 @@ func (x *ApprovalRequest) String() string {
 func (*ApprovalRequest) ProtoMessage() {}
 
 func (x *ApprovalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[38]
+	mi := &file_custos_v1_governance_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3216,7 +3558,7 @@ func (x *ApprovalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApprovalRequest.ProtoReflect.Descriptor instead.
 func (*ApprovalRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{38}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ApprovalRequest) GetRequestId() string {
@@ -3326,7 +3668,7 @@ type ListPendingRequest struct {
 
 func (x *ListPendingRequest) Reset() {
 	*x = ListPendingRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[39]
+	mi := &file_custos_v1_governance_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3338,7 +3680,7 @@ func (x *ListPendingRequest) String() string {
 func (*ListPendingRequest) ProtoMessage() {}
 
 func (x *ListPendingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[39]
+	mi := &file_custos_v1_governance_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3351,7 +3693,7 @@ func (x *ListPendingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPendingRequest.ProtoReflect.Descriptor instead.
 func (*ListPendingRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{39}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListPendingRequest) GetKey() string {
@@ -3370,7 +3712,7 @@ type ListPendingResponse struct {
 
 func (x *ListPendingResponse) Reset() {
 	*x = ListPendingResponse{}
-	mi := &file_custos_v1_governance_proto_msgTypes[40]
+	mi := &file_custos_v1_governance_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3382,7 +3724,7 @@ func (x *ListPendingResponse) String() string {
 func (*ListPendingResponse) ProtoMessage() {}
 
 func (x *ListPendingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[40]
+	mi := &file_custos_v1_governance_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3395,7 +3737,7 @@ func (x *ListPendingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPendingResponse.ProtoReflect.Descriptor instead.
 func (*ListPendingResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{40}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListPendingResponse) GetRequests() []*ApprovalRequest {
@@ -3414,7 +3756,7 @@ type GetRequestRequest struct {
 
 func (x *GetRequestRequest) Reset() {
 	*x = GetRequestRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[41]
+	mi := &file_custos_v1_governance_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3426,7 +3768,7 @@ func (x *GetRequestRequest) String() string {
 func (*GetRequestRequest) ProtoMessage() {}
 
 func (x *GetRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[41]
+	mi := &file_custos_v1_governance_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3439,7 +3781,7 @@ func (x *GetRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequestRequest.ProtoReflect.Descriptor instead.
 func (*GetRequestRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{41}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *GetRequestRequest) GetRequestId() string {
@@ -3471,7 +3813,7 @@ type Grant struct {
 
 func (x *Grant) Reset() {
 	*x = Grant{}
-	mi := &file_custos_v1_governance_proto_msgTypes[42]
+	mi := &file_custos_v1_governance_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3483,7 +3825,7 @@ func (x *Grant) String() string {
 func (*Grant) ProtoMessage() {}
 
 func (x *Grant) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[42]
+	mi := &file_custos_v1_governance_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3496,7 +3838,7 @@ func (x *Grant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Grant.ProtoReflect.Descriptor instead.
 func (*Grant) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{42}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *Grant) GetGrantId() string {
@@ -3571,7 +3913,7 @@ type ListGrantsRequest struct {
 
 func (x *ListGrantsRequest) Reset() {
 	*x = ListGrantsRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[43]
+	mi := &file_custos_v1_governance_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3583,7 +3925,7 @@ func (x *ListGrantsRequest) String() string {
 func (*ListGrantsRequest) ProtoMessage() {}
 
 func (x *ListGrantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[43]
+	mi := &file_custos_v1_governance_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3596,7 +3938,7 @@ func (x *ListGrantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGrantsRequest.ProtoReflect.Descriptor instead.
 func (*ListGrantsRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{43}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListGrantsRequest) GetKey() string {
@@ -3615,7 +3957,7 @@ type ListGrantsResponse struct {
 
 func (x *ListGrantsResponse) Reset() {
 	*x = ListGrantsResponse{}
-	mi := &file_custos_v1_governance_proto_msgTypes[44]
+	mi := &file_custos_v1_governance_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3627,7 +3969,7 @@ func (x *ListGrantsResponse) String() string {
 func (*ListGrantsResponse) ProtoMessage() {}
 
 func (x *ListGrantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[44]
+	mi := &file_custos_v1_governance_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3640,7 +3982,7 @@ func (x *ListGrantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGrantsResponse.ProtoReflect.Descriptor instead.
 func (*ListGrantsResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{44}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ListGrantsResponse) GetGrants() []*Grant {
@@ -3659,7 +4001,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[45]
+	mi := &file_custos_v1_governance_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3671,7 +4013,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[45]
+	mi := &file_custos_v1_governance_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3684,7 +4026,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{45}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *GetPolicyRequest) GetKey() string {
@@ -3698,7 +4040,28 @@ var File_custos_v1_governance_proto protoreflect.FileDescriptor
 
 const file_custos_v1_governance_proto_rawDesc = "" +
 	"\n" +
-	"\x1acustos/v1/governance.proto\x12\tcustos.v1\x1a\x16custos/v1/common.proto\"b\n" +
+	"\x1acustos/v1/governance.proto\x12\tcustos.v1\x1a\x16custos/v1/common.proto\"\xb0\x01\n" +
+	"\vCosignature\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x18\n" +
+	"\awitness\x18\x02 \x01(\tR\awitness\x12\x10\n" +
+	"\x03seq\x18\x03 \x01(\x04R\x03seq\x12\x12\n" +
+	"\x04head\x18\x04 \x01(\fR\x04head\x12$\n" +
+	"\x0etime_unix_nano\x18\x05 \x01(\x03R\ftimeUnixNano\x12\x1c\n" +
+	"\tsignature\x18\x06 \x01(\fR\tsignature\":\n" +
+	"\x19SubmitCosignatureResponse\x12\x1d\n" +
+	"\n" +
+	"ledger_seq\x18\x01 \x01(\x04R\tledgerSeq\"h\n" +
+	"\aWitness\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x02 \x01(\fR\tpublicKey\x12*\n" +
+	"\x04last\x18\x03 \x01(\v2\x16.custos.v1.CosignatureR\x04last\":\n" +
+	"\n" +
+	"AddWitness\x12,\n" +
+	"\awitness\x18\x01 \x01(\v2\x12.custos.v1.WitnessR\awitness\"#\n" +
+	"\rRemoveWitness\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"b\n" +
 	"\n" +
 	"ReasonRule\x12)\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x11.custos.v1.ReasonR\x06reason\x12)\n" +
@@ -3708,7 +4071,7 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\bweekdays\x18\x01 \x03(\x05R\bweekdays\x12!\n" +
 	"\fstart_minute\x18\x02 \x01(\x05R\vstartMinute\x12\x1d\n" +
 	"\n" +
-	"end_minute\x18\x03 \x01(\x05R\tendMinute\"\xb0\x03\n" +
+	"end_minute\x18\x03 \x01(\x05R\tendMinute\"\xe7\x03\n" +
 	"\tKeyPolicy\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12-\n" +
 	"\x12encrypt_principals\x18\x02 \x03(\tR\x11encryptPrincipals\x12-\n" +
@@ -3719,11 +4082,13 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\n" +
 	"notify_all\x18\a \x01(\bR\tnotifyAll\x122\n" +
 	"\x15notify_before_release\x18\b \x01(\bR\x13notifyBeforeRelease\x12)\n" +
-	"\x10admin_principals\x18\t \x03(\tR\x0fadminPrincipals\"<\n" +
+	"\x10admin_principals\x18\t \x03(\tR\x0fadminPrincipals\x125\n" +
+	"\x17witness_max_age_seconds\x18\n" +
+	" \x01(\rR\x14witnessMaxAgeSeconds\"<\n" +
 	"\aOfficer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
-	"public_key\x18\x02 \x01(\fR\tpublicKey\"\xaf\x03\n" +
+	"public_key\x18\x02 \x01(\fR\tpublicKey\"\xe1\x03\n" +
 	"\n" +
 	"Governance\x12\x1d\n" +
 	"\n" +
@@ -3738,7 +4103,8 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"restore_id\x18\b \x01(\tR\trestoreId\x12I\n" +
 	"\x12client_authorities\x18\t \x03(\v2\x1a.custos.v1.ClientAuthorityR\x11clientAuthorities\x12:\n" +
 	"\x19client_authorities_pinned\x18\n" +
-	" \x01(\bR\x17clientAuthoritiesPinned\"e\n" +
+	" \x01(\bR\x17clientAuthoritiesPinned\x120\n" +
+	"\twitnesses\x18\v \x03(\v2\x12.custos.v1.WitnessR\twitnesses\"e\n" +
 	"\x0fClientAuthority\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x18\n" +
 	"\asubject\x18\x02 \x01(\tR\asubject\x12 \n" +
@@ -3746,7 +4112,7 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\x12AddClientAuthority\x12 \n" +
 	"\vcertificate\x18\x01 \x01(\fR\vcertificate\"/\n" +
 	"\x15RemoveClientAuthority\x12\x16\n" +
-	"\x06sha256\x18\x01 \x01(\tR\x06sha256\"\x9c\r\n" +
+	"\x06sha256\x18\x01 \x01(\tR\x06sha256\"\x99\x0e\n" +
 	"\tStatement\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x14\n" +
@@ -3783,7 +4149,10 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\x1acancel_domain_key_rotation\x18\x1c \x01(\v2\".custos.v1.CancelDomainKeyRotationH\x00R\x17cancelDomainKeyRotation\x12L\n" +
 	"\x13set_key_min_version\x18\x1d \x01(\v2\x1b.custos.v1.SetKeyMinVersionH\x00R\x10setKeyMinVersion\x12Q\n" +
 	"\x14add_client_authority\x18\x1e \x01(\v2\x1d.custos.v1.AddClientAuthorityH\x00R\x12addClientAuthority\x12Z\n" +
-	"\x17remove_client_authority\x18\x1f \x01(\v2 .custos.v1.RemoveClientAuthorityH\x00R\x15removeClientAuthorityB\v\n" +
+	"\x17remove_client_authority\x18\x1f \x01(\v2 .custos.v1.RemoveClientAuthorityH\x00R\x15removeClientAuthority\x128\n" +
+	"\vadd_witness\x18  \x01(\v2\x15.custos.v1.AddWitnessH\x00R\n" +
+	"addWitness\x12A\n" +
+	"\x0eremove_witness\x18! \x01(\v2\x18.custos.v1.RemoveWitnessH\x00R\rremoveWitnessB\v\n" +
 	"\toperation\"m\n" +
 	"\x16ScheduleKeyDestruction\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
@@ -3982,7 +4351,7 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\x15REQUEST_STATE_PENDING\x10\x01\x12\x1a\n" +
 	"\x16REQUEST_STATE_APPROVED\x10\x02\x12\x18\n" +
 	"\x14REQUEST_STATE_DENIED\x10\x03\x12\x19\n" +
-	"\x15REQUEST_STATE_EXPIRED\x10\x042\xbe\x03\n" +
+	"\x15REQUEST_STATE_EXPIRED\x10\x042\x91\x04\n" +
 	"\x11GovernanceService\x12?\n" +
 	"\x06Submit\x12\x1a.custos.v1.SignedStatement\x1a\x19.custos.v1.SubmitResponse\x12G\n" +
 	"\rGetGovernance\x12\x1f.custos.v1.GetGovernanceRequest\x1a\x15.custos.v1.Governance\x12L\n" +
@@ -3991,7 +4360,8 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"GetRequest\x12\x1c.custos.v1.GetRequestRequest\x1a\x1a.custos.v1.ApprovalRequest\x12I\n" +
 	"\n" +
 	"ListGrants\x12\x1c.custos.v1.ListGrantsRequest\x1a\x1d.custos.v1.ListGrantsResponse\x12>\n" +
-	"\tGetPolicy\x12\x1b.custos.v1.GetPolicyRequest\x1a\x14.custos.v1.KeyPolicyB7Z5github.com/custos-kms/custos/proto/custos/v1;custosv1b\x06proto3"
+	"\tGetPolicy\x12\x1b.custos.v1.GetPolicyRequest\x1a\x14.custos.v1.KeyPolicy\x12Q\n" +
+	"\x11SubmitCosignature\x12\x16.custos.v1.Cosignature\x1a$.custos.v1.SubmitCosignatureResponseB7Z5github.com/custos-kms/custos/proto/custos/v1;custosv1b\x06proto3"
 
 var (
 	file_custos_v1_governance_proto_rawDescOnce sync.Once
@@ -4006,128 +4376,140 @@ func file_custos_v1_governance_proto_rawDescGZIP() []byte {
 }
 
 var file_custos_v1_governance_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_custos_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
+var file_custos_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_custos_v1_governance_proto_goTypes = []any{
-	(Action)(0),                     // 0: custos.v1.Action
-	(KeyTransportHash)(0),           // 1: custos.v1.KeyTransportHash
-	(AdmissionState)(0),             // 2: custos.v1.AdmissionState
-	(SinkType)(0),                   // 3: custos.v1.SinkType
-	(RequestState)(0),               // 4: custos.v1.RequestState
-	(*ReasonRule)(nil),              // 5: custos.v1.ReasonRule
-	(*TimeWindow)(nil),              // 6: custos.v1.TimeWindow
-	(*KeyPolicy)(nil),               // 7: custos.v1.KeyPolicy
-	(*Officer)(nil),                 // 8: custos.v1.Officer
-	(*Governance)(nil),              // 9: custos.v1.Governance
-	(*ClientAuthority)(nil),         // 10: custos.v1.ClientAuthority
-	(*AddClientAuthority)(nil),      // 11: custos.v1.AddClientAuthority
-	(*RemoveClientAuthority)(nil),   // 12: custos.v1.RemoveClientAuthority
-	(*Statement)(nil),               // 13: custos.v1.Statement
-	(*ScheduleKeyDestruction)(nil),  // 14: custos.v1.ScheduleKeyDestruction
-	(*AcceptRestore)(nil),           // 15: custos.v1.AcceptRestore
-	(*ClusterRestore)(nil),          // 16: custos.v1.ClusterRestore
-	(*CancelKeyDestruction)(nil),    // 17: custos.v1.CancelKeyDestruction
-	(*AdmitNode)(nil),               // 18: custos.v1.AdmitNode
-	(*SetKeyMinVersion)(nil),        // 19: custos.v1.SetKeyMinVersion
-	(*RotateDomainKey)(nil),         // 20: custos.v1.RotateDomainKey
-	(*CancelDomainKeyRotation)(nil), // 21: custos.v1.CancelDomainKeyRotation
-	(*DomainKeyRotation)(nil),       // 22: custos.v1.DomainKeyRotation
-	(*RevokeAdmission)(nil),         // 23: custos.v1.RevokeAdmission
-	(*NodeAdmission)(nil),           // 24: custos.v1.NodeAdmission
-	(*Sink)(nil),                    // 25: custos.v1.Sink
-	(*AddSink)(nil),                 // 26: custos.v1.AddSink
-	(*RemoveSink)(nil),              // 27: custos.v1.RemoveSink
-	(*NotifyRules)(nil),             // 28: custos.v1.NotifyRules
-	(*SetNotifyRules)(nil),          // 29: custos.v1.SetNotifyRules
-	(*RevokeKey)(nil),               // 30: custos.v1.RevokeKey
-	(*DisableKey)(nil),              // 31: custos.v1.DisableKey
-	(*EnableKey)(nil),               // 32: custos.v1.EnableKey
-	(*SetPolicy)(nil),               // 33: custos.v1.SetPolicy
-	(*ApproveRequest)(nil),          // 34: custos.v1.ApproveRequest
-	(*DenyRequest)(nil),             // 35: custos.v1.DenyRequest
-	(*CreateGrant)(nil),             // 36: custos.v1.CreateGrant
-	(*RevokeGrant)(nil),             // 37: custos.v1.RevokeGrant
-	(*SetOfficers)(nil),             // 38: custos.v1.SetOfficers
-	(*OfficerSignature)(nil),        // 39: custos.v1.OfficerSignature
-	(*SignedStatement)(nil),         // 40: custos.v1.SignedStatement
-	(*SubmitResponse)(nil),          // 41: custos.v1.SubmitResponse
-	(*GetGovernanceRequest)(nil),    // 42: custos.v1.GetGovernanceRequest
-	(*ApprovalRequest)(nil),         // 43: custos.v1.ApprovalRequest
-	(*ListPendingRequest)(nil),      // 44: custos.v1.ListPendingRequest
-	(*ListPendingResponse)(nil),     // 45: custos.v1.ListPendingResponse
-	(*GetRequestRequest)(nil),       // 46: custos.v1.GetRequestRequest
-	(*Grant)(nil),                   // 47: custos.v1.Grant
-	(*ListGrantsRequest)(nil),       // 48: custos.v1.ListGrantsRequest
-	(*ListGrantsResponse)(nil),      // 49: custos.v1.ListGrantsResponse
-	(*GetPolicyRequest)(nil),        // 50: custos.v1.GetPolicyRequest
-	(Reason)(0),                     // 51: custos.v1.Reason
-	(Outcome)(0),                    // 52: custos.v1.Outcome
+	(Action)(0),                       // 0: custos.v1.Action
+	(KeyTransportHash)(0),             // 1: custos.v1.KeyTransportHash
+	(AdmissionState)(0),               // 2: custos.v1.AdmissionState
+	(SinkType)(0),                     // 3: custos.v1.SinkType
+	(RequestState)(0),                 // 4: custos.v1.RequestState
+	(*Cosignature)(nil),               // 5: custos.v1.Cosignature
+	(*SubmitCosignatureResponse)(nil), // 6: custos.v1.SubmitCosignatureResponse
+	(*Witness)(nil),                   // 7: custos.v1.Witness
+	(*AddWitness)(nil),                // 8: custos.v1.AddWitness
+	(*RemoveWitness)(nil),             // 9: custos.v1.RemoveWitness
+	(*ReasonRule)(nil),                // 10: custos.v1.ReasonRule
+	(*TimeWindow)(nil),                // 11: custos.v1.TimeWindow
+	(*KeyPolicy)(nil),                 // 12: custos.v1.KeyPolicy
+	(*Officer)(nil),                   // 13: custos.v1.Officer
+	(*Governance)(nil),                // 14: custos.v1.Governance
+	(*ClientAuthority)(nil),           // 15: custos.v1.ClientAuthority
+	(*AddClientAuthority)(nil),        // 16: custos.v1.AddClientAuthority
+	(*RemoveClientAuthority)(nil),     // 17: custos.v1.RemoveClientAuthority
+	(*Statement)(nil),                 // 18: custos.v1.Statement
+	(*ScheduleKeyDestruction)(nil),    // 19: custos.v1.ScheduleKeyDestruction
+	(*AcceptRestore)(nil),             // 20: custos.v1.AcceptRestore
+	(*ClusterRestore)(nil),            // 21: custos.v1.ClusterRestore
+	(*CancelKeyDestruction)(nil),      // 22: custos.v1.CancelKeyDestruction
+	(*AdmitNode)(nil),                 // 23: custos.v1.AdmitNode
+	(*SetKeyMinVersion)(nil),          // 24: custos.v1.SetKeyMinVersion
+	(*RotateDomainKey)(nil),           // 25: custos.v1.RotateDomainKey
+	(*CancelDomainKeyRotation)(nil),   // 26: custos.v1.CancelDomainKeyRotation
+	(*DomainKeyRotation)(nil),         // 27: custos.v1.DomainKeyRotation
+	(*RevokeAdmission)(nil),           // 28: custos.v1.RevokeAdmission
+	(*NodeAdmission)(nil),             // 29: custos.v1.NodeAdmission
+	(*Sink)(nil),                      // 30: custos.v1.Sink
+	(*AddSink)(nil),                   // 31: custos.v1.AddSink
+	(*RemoveSink)(nil),                // 32: custos.v1.RemoveSink
+	(*NotifyRules)(nil),               // 33: custos.v1.NotifyRules
+	(*SetNotifyRules)(nil),            // 34: custos.v1.SetNotifyRules
+	(*RevokeKey)(nil),                 // 35: custos.v1.RevokeKey
+	(*DisableKey)(nil),                // 36: custos.v1.DisableKey
+	(*EnableKey)(nil),                 // 37: custos.v1.EnableKey
+	(*SetPolicy)(nil),                 // 38: custos.v1.SetPolicy
+	(*ApproveRequest)(nil),            // 39: custos.v1.ApproveRequest
+	(*DenyRequest)(nil),               // 40: custos.v1.DenyRequest
+	(*CreateGrant)(nil),               // 41: custos.v1.CreateGrant
+	(*RevokeGrant)(nil),               // 42: custos.v1.RevokeGrant
+	(*SetOfficers)(nil),               // 43: custos.v1.SetOfficers
+	(*OfficerSignature)(nil),          // 44: custos.v1.OfficerSignature
+	(*SignedStatement)(nil),           // 45: custos.v1.SignedStatement
+	(*SubmitResponse)(nil),            // 46: custos.v1.SubmitResponse
+	(*GetGovernanceRequest)(nil),      // 47: custos.v1.GetGovernanceRequest
+	(*ApprovalRequest)(nil),           // 48: custos.v1.ApprovalRequest
+	(*ListPendingRequest)(nil),        // 49: custos.v1.ListPendingRequest
+	(*ListPendingResponse)(nil),       // 50: custos.v1.ListPendingResponse
+	(*GetRequestRequest)(nil),         // 51: custos.v1.GetRequestRequest
+	(*Grant)(nil),                     // 52: custos.v1.Grant
+	(*ListGrantsRequest)(nil),         // 53: custos.v1.ListGrantsRequest
+	(*ListGrantsResponse)(nil),        // 54: custos.v1.ListGrantsResponse
+	(*GetPolicyRequest)(nil),          // 55: custos.v1.GetPolicyRequest
+	(Reason)(0),                       // 56: custos.v1.Reason
+	(Outcome)(0),                      // 57: custos.v1.Outcome
 }
 var file_custos_v1_governance_proto_depIdxs = []int32{
-	51, // 0: custos.v1.ReasonRule.reason:type_name -> custos.v1.Reason
-	0,  // 1: custos.v1.ReasonRule.action:type_name -> custos.v1.Action
-	5,  // 2: custos.v1.KeyPolicy.reasons:type_name -> custos.v1.ReasonRule
-	6,  // 3: custos.v1.KeyPolicy.windows:type_name -> custos.v1.TimeWindow
-	8,  // 4: custos.v1.Governance.officers:type_name -> custos.v1.Officer
-	25, // 5: custos.v1.Governance.sinks:type_name -> custos.v1.Sink
-	28, // 6: custos.v1.Governance.notify_rules:type_name -> custos.v1.NotifyRules
-	10, // 7: custos.v1.Governance.client_authorities:type_name -> custos.v1.ClientAuthority
-	30, // 8: custos.v1.Statement.revoke_key:type_name -> custos.v1.RevokeKey
-	31, // 9: custos.v1.Statement.disable_key:type_name -> custos.v1.DisableKey
-	32, // 10: custos.v1.Statement.enable_key:type_name -> custos.v1.EnableKey
-	33, // 11: custos.v1.Statement.set_policy:type_name -> custos.v1.SetPolicy
-	34, // 12: custos.v1.Statement.approve_request:type_name -> custos.v1.ApproveRequest
-	35, // 13: custos.v1.Statement.deny_request:type_name -> custos.v1.DenyRequest
-	36, // 14: custos.v1.Statement.create_grant:type_name -> custos.v1.CreateGrant
-	37, // 15: custos.v1.Statement.revoke_grant:type_name -> custos.v1.RevokeGrant
-	38, // 16: custos.v1.Statement.set_officers:type_name -> custos.v1.SetOfficers
-	26, // 17: custos.v1.Statement.add_sink:type_name -> custos.v1.AddSink
-	27, // 18: custos.v1.Statement.remove_sink:type_name -> custos.v1.RemoveSink
-	29, // 19: custos.v1.Statement.set_notify_rules:type_name -> custos.v1.SetNotifyRules
-	18, // 20: custos.v1.Statement.admit_node:type_name -> custos.v1.AdmitNode
-	23, // 21: custos.v1.Statement.revoke_admission:type_name -> custos.v1.RevokeAdmission
-	14, // 22: custos.v1.Statement.schedule_key_destruction:type_name -> custos.v1.ScheduleKeyDestruction
-	17, // 23: custos.v1.Statement.cancel_key_destruction:type_name -> custos.v1.CancelKeyDestruction
-	15, // 24: custos.v1.Statement.accept_restore:type_name -> custos.v1.AcceptRestore
-	20, // 25: custos.v1.Statement.rotate_domain_key:type_name -> custos.v1.RotateDomainKey
-	21, // 26: custos.v1.Statement.cancel_domain_key_rotation:type_name -> custos.v1.CancelDomainKeyRotation
-	19, // 27: custos.v1.Statement.set_key_min_version:type_name -> custos.v1.SetKeyMinVersion
-	11, // 28: custos.v1.Statement.add_client_authority:type_name -> custos.v1.AddClientAuthority
-	12, // 29: custos.v1.Statement.remove_client_authority:type_name -> custos.v1.RemoveClientAuthority
-	1,  // 30: custos.v1.AdmitNode.hash:type_name -> custos.v1.KeyTransportHash
-	24, // 31: custos.v1.DomainKeyRotation.nodes:type_name -> custos.v1.NodeAdmission
-	2,  // 32: custos.v1.NodeAdmission.state:type_name -> custos.v1.AdmissionState
-	1,  // 33: custos.v1.NodeAdmission.hash:type_name -> custos.v1.KeyTransportHash
-	3,  // 34: custos.v1.Sink.type:type_name -> custos.v1.SinkType
-	25, // 35: custos.v1.AddSink.sink:type_name -> custos.v1.Sink
-	51, // 36: custos.v1.NotifyRules.reasons:type_name -> custos.v1.Reason
-	52, // 37: custos.v1.NotifyRules.outcomes:type_name -> custos.v1.Outcome
-	28, // 38: custos.v1.SetNotifyRules.rules:type_name -> custos.v1.NotifyRules
-	7,  // 39: custos.v1.SetPolicy.policy:type_name -> custos.v1.KeyPolicy
-	51, // 40: custos.v1.CreateGrant.reason:type_name -> custos.v1.Reason
-	8,  // 41: custos.v1.SetOfficers.officers:type_name -> custos.v1.Officer
-	39, // 42: custos.v1.SignedStatement.signatures:type_name -> custos.v1.OfficerSignature
-	51, // 43: custos.v1.ApprovalRequest.reason:type_name -> custos.v1.Reason
-	4,  // 44: custos.v1.ApprovalRequest.state:type_name -> custos.v1.RequestState
-	43, // 45: custos.v1.ListPendingResponse.requests:type_name -> custos.v1.ApprovalRequest
-	51, // 46: custos.v1.Grant.reason:type_name -> custos.v1.Reason
-	47, // 47: custos.v1.ListGrantsResponse.grants:type_name -> custos.v1.Grant
-	40, // 48: custos.v1.GovernanceService.Submit:input_type -> custos.v1.SignedStatement
-	42, // 49: custos.v1.GovernanceService.GetGovernance:input_type -> custos.v1.GetGovernanceRequest
-	44, // 50: custos.v1.GovernanceService.ListPending:input_type -> custos.v1.ListPendingRequest
-	46, // 51: custos.v1.GovernanceService.GetRequest:input_type -> custos.v1.GetRequestRequest
-	48, // 52: custos.v1.GovernanceService.ListGrants:input_type -> custos.v1.ListGrantsRequest
-	50, // 53: custos.v1.GovernanceService.GetPolicy:input_type -> custos.v1.GetPolicyRequest
-	41, // 54: custos.v1.GovernanceService.Submit:output_type -> custos.v1.SubmitResponse
-	9,  // 55: custos.v1.GovernanceService.GetGovernance:output_type -> custos.v1.Governance
-	45, // 56: custos.v1.GovernanceService.ListPending:output_type -> custos.v1.ListPendingResponse
-	43, // 57: custos.v1.GovernanceService.GetRequest:output_type -> custos.v1.ApprovalRequest
-	49, // 58: custos.v1.GovernanceService.ListGrants:output_type -> custos.v1.ListGrantsResponse
-	7,  // 59: custos.v1.GovernanceService.GetPolicy:output_type -> custos.v1.KeyPolicy
-	54, // [54:60] is the sub-list for method output_type
-	48, // [48:54] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	5,  // 0: custos.v1.Witness.last:type_name -> custos.v1.Cosignature
+	7,  // 1: custos.v1.AddWitness.witness:type_name -> custos.v1.Witness
+	56, // 2: custos.v1.ReasonRule.reason:type_name -> custos.v1.Reason
+	0,  // 3: custos.v1.ReasonRule.action:type_name -> custos.v1.Action
+	10, // 4: custos.v1.KeyPolicy.reasons:type_name -> custos.v1.ReasonRule
+	11, // 5: custos.v1.KeyPolicy.windows:type_name -> custos.v1.TimeWindow
+	13, // 6: custos.v1.Governance.officers:type_name -> custos.v1.Officer
+	30, // 7: custos.v1.Governance.sinks:type_name -> custos.v1.Sink
+	33, // 8: custos.v1.Governance.notify_rules:type_name -> custos.v1.NotifyRules
+	15, // 9: custos.v1.Governance.client_authorities:type_name -> custos.v1.ClientAuthority
+	7,  // 10: custos.v1.Governance.witnesses:type_name -> custos.v1.Witness
+	35, // 11: custos.v1.Statement.revoke_key:type_name -> custos.v1.RevokeKey
+	36, // 12: custos.v1.Statement.disable_key:type_name -> custos.v1.DisableKey
+	37, // 13: custos.v1.Statement.enable_key:type_name -> custos.v1.EnableKey
+	38, // 14: custos.v1.Statement.set_policy:type_name -> custos.v1.SetPolicy
+	39, // 15: custos.v1.Statement.approve_request:type_name -> custos.v1.ApproveRequest
+	40, // 16: custos.v1.Statement.deny_request:type_name -> custos.v1.DenyRequest
+	41, // 17: custos.v1.Statement.create_grant:type_name -> custos.v1.CreateGrant
+	42, // 18: custos.v1.Statement.revoke_grant:type_name -> custos.v1.RevokeGrant
+	43, // 19: custos.v1.Statement.set_officers:type_name -> custos.v1.SetOfficers
+	31, // 20: custos.v1.Statement.add_sink:type_name -> custos.v1.AddSink
+	32, // 21: custos.v1.Statement.remove_sink:type_name -> custos.v1.RemoveSink
+	34, // 22: custos.v1.Statement.set_notify_rules:type_name -> custos.v1.SetNotifyRules
+	23, // 23: custos.v1.Statement.admit_node:type_name -> custos.v1.AdmitNode
+	28, // 24: custos.v1.Statement.revoke_admission:type_name -> custos.v1.RevokeAdmission
+	19, // 25: custos.v1.Statement.schedule_key_destruction:type_name -> custos.v1.ScheduleKeyDestruction
+	22, // 26: custos.v1.Statement.cancel_key_destruction:type_name -> custos.v1.CancelKeyDestruction
+	20, // 27: custos.v1.Statement.accept_restore:type_name -> custos.v1.AcceptRestore
+	25, // 28: custos.v1.Statement.rotate_domain_key:type_name -> custos.v1.RotateDomainKey
+	26, // 29: custos.v1.Statement.cancel_domain_key_rotation:type_name -> custos.v1.CancelDomainKeyRotation
+	24, // 30: custos.v1.Statement.set_key_min_version:type_name -> custos.v1.SetKeyMinVersion
+	16, // 31: custos.v1.Statement.add_client_authority:type_name -> custos.v1.AddClientAuthority
+	17, // 32: custos.v1.Statement.remove_client_authority:type_name -> custos.v1.RemoveClientAuthority
+	8,  // 33: custos.v1.Statement.add_witness:type_name -> custos.v1.AddWitness
+	9,  // 34: custos.v1.Statement.remove_witness:type_name -> custos.v1.RemoveWitness
+	1,  // 35: custos.v1.AdmitNode.hash:type_name -> custos.v1.KeyTransportHash
+	29, // 36: custos.v1.DomainKeyRotation.nodes:type_name -> custos.v1.NodeAdmission
+	2,  // 37: custos.v1.NodeAdmission.state:type_name -> custos.v1.AdmissionState
+	1,  // 38: custos.v1.NodeAdmission.hash:type_name -> custos.v1.KeyTransportHash
+	3,  // 39: custos.v1.Sink.type:type_name -> custos.v1.SinkType
+	30, // 40: custos.v1.AddSink.sink:type_name -> custos.v1.Sink
+	56, // 41: custos.v1.NotifyRules.reasons:type_name -> custos.v1.Reason
+	57, // 42: custos.v1.NotifyRules.outcomes:type_name -> custos.v1.Outcome
+	33, // 43: custos.v1.SetNotifyRules.rules:type_name -> custos.v1.NotifyRules
+	12, // 44: custos.v1.SetPolicy.policy:type_name -> custos.v1.KeyPolicy
+	56, // 45: custos.v1.CreateGrant.reason:type_name -> custos.v1.Reason
+	13, // 46: custos.v1.SetOfficers.officers:type_name -> custos.v1.Officer
+	44, // 47: custos.v1.SignedStatement.signatures:type_name -> custos.v1.OfficerSignature
+	56, // 48: custos.v1.ApprovalRequest.reason:type_name -> custos.v1.Reason
+	4,  // 49: custos.v1.ApprovalRequest.state:type_name -> custos.v1.RequestState
+	48, // 50: custos.v1.ListPendingResponse.requests:type_name -> custos.v1.ApprovalRequest
+	56, // 51: custos.v1.Grant.reason:type_name -> custos.v1.Reason
+	52, // 52: custos.v1.ListGrantsResponse.grants:type_name -> custos.v1.Grant
+	45, // 53: custos.v1.GovernanceService.Submit:input_type -> custos.v1.SignedStatement
+	47, // 54: custos.v1.GovernanceService.GetGovernance:input_type -> custos.v1.GetGovernanceRequest
+	49, // 55: custos.v1.GovernanceService.ListPending:input_type -> custos.v1.ListPendingRequest
+	51, // 56: custos.v1.GovernanceService.GetRequest:input_type -> custos.v1.GetRequestRequest
+	53, // 57: custos.v1.GovernanceService.ListGrants:input_type -> custos.v1.ListGrantsRequest
+	55, // 58: custos.v1.GovernanceService.GetPolicy:input_type -> custos.v1.GetPolicyRequest
+	5,  // 59: custos.v1.GovernanceService.SubmitCosignature:input_type -> custos.v1.Cosignature
+	46, // 60: custos.v1.GovernanceService.Submit:output_type -> custos.v1.SubmitResponse
+	14, // 61: custos.v1.GovernanceService.GetGovernance:output_type -> custos.v1.Governance
+	50, // 62: custos.v1.GovernanceService.ListPending:output_type -> custos.v1.ListPendingResponse
+	48, // 63: custos.v1.GovernanceService.GetRequest:output_type -> custos.v1.ApprovalRequest
+	54, // 64: custos.v1.GovernanceService.ListGrants:output_type -> custos.v1.ListGrantsResponse
+	12, // 65: custos.v1.GovernanceService.GetPolicy:output_type -> custos.v1.KeyPolicy
+	6,  // 66: custos.v1.GovernanceService.SubmitCosignature:output_type -> custos.v1.SubmitCosignatureResponse
+	60, // [60:67] is the sub-list for method output_type
+	53, // [53:60] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_custos_v1_governance_proto_init() }
@@ -4136,7 +4518,7 @@ func file_custos_v1_governance_proto_init() {
 		return
 	}
 	file_custos_v1_common_proto_init()
-	file_custos_v1_governance_proto_msgTypes[8].OneofWrappers = []any{
+	file_custos_v1_governance_proto_msgTypes[13].OneofWrappers = []any{
 		(*Statement_RevokeKey)(nil),
 		(*Statement_DisableKey)(nil),
 		(*Statement_EnableKey)(nil),
@@ -4159,6 +4541,8 @@ func file_custos_v1_governance_proto_init() {
 		(*Statement_SetKeyMinVersion)(nil),
 		(*Statement_AddClientAuthority)(nil),
 		(*Statement_RemoveClientAuthority)(nil),
+		(*Statement_AddWitness)(nil),
+		(*Statement_RemoveWitness)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -4166,7 +4550,7 @@ func file_custos_v1_governance_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custos_v1_governance_proto_rawDesc), len(file_custos_v1_governance_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   46,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,12 +22,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	GovernanceService_Submit_FullMethodName        = "/custos.v1.GovernanceService/Submit"
-	GovernanceService_GetGovernance_FullMethodName = "/custos.v1.GovernanceService/GetGovernance"
-	GovernanceService_ListPending_FullMethodName   = "/custos.v1.GovernanceService/ListPending"
-	GovernanceService_GetRequest_FullMethodName    = "/custos.v1.GovernanceService/GetRequest"
-	GovernanceService_ListGrants_FullMethodName    = "/custos.v1.GovernanceService/ListGrants"
-	GovernanceService_GetPolicy_FullMethodName     = "/custos.v1.GovernanceService/GetPolicy"
+	GovernanceService_Submit_FullMethodName            = "/custos.v1.GovernanceService/Submit"
+	GovernanceService_GetGovernance_FullMethodName     = "/custos.v1.GovernanceService/GetGovernance"
+	GovernanceService_ListPending_FullMethodName       = "/custos.v1.GovernanceService/ListPending"
+	GovernanceService_GetRequest_FullMethodName        = "/custos.v1.GovernanceService/GetRequest"
+	GovernanceService_ListGrants_FullMethodName        = "/custos.v1.GovernanceService/ListGrants"
+	GovernanceService_GetPolicy_FullMethodName         = "/custos.v1.GovernanceService/GetPolicy"
+	GovernanceService_SubmitCosignature_FullMethodName = "/custos.v1.GovernanceService/SubmitCosignature"
 )
 
 // GovernanceServiceClient is the client API for GovernanceService service.
@@ -50,6 +51,10 @@ type GovernanceServiceClient interface {
 	ListGrants(ctx context.Context, in *ListGrantsRequest, opts ...grpc.CallOption) (*ListGrantsResponse, error)
 	// GetPolicy returns a key's policy.
 	GetPolicy(ctx context.Context, in *GetPolicyRequest, opts ...grpc.CallOption) (*KeyPolicy, error)
+	// SubmitCosignature records a witness's cosignature of a ledger head
+	// (docs/witness.md). Anyone may submit one: the witness's signature, by
+	// a key the officers registered, is what counts.
+	SubmitCosignature(ctx context.Context, in *Cosignature, opts ...grpc.CallOption) (*SubmitCosignatureResponse, error)
 }
 
 type governanceServiceClient struct {
@@ -120,6 +125,16 @@ func (c *governanceServiceClient) GetPolicy(ctx context.Context, in *GetPolicyRe
 	return out, nil
 }
 
+func (c *governanceServiceClient) SubmitCosignature(ctx context.Context, in *Cosignature, opts ...grpc.CallOption) (*SubmitCosignatureResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SubmitCosignatureResponse)
+	err := c.cc.Invoke(ctx, GovernanceService_SubmitCosignature_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // GovernanceServiceServer is the server API for GovernanceService service.
 // All implementations must embed UnimplementedGovernanceServiceServer
 // for forward compatibility.
@@ -140,6 +155,10 @@ type GovernanceServiceServer interface {
 	ListGrants(context.Context, *ListGrantsRequest) (*ListGrantsResponse, error)
 	// GetPolicy returns a key's policy.
 	GetPolicy(context.Context, *GetPolicyRequest) (*KeyPolicy, error)
+	// SubmitCosignature records a witness's cosignature of a ledger head
+	// (docs/witness.md). Anyone may submit one: the witness's signature, by
+	// a key the officers registered, is what counts.
+	SubmitCosignature(context.Context, *Cosignature) (*SubmitCosignatureResponse, error)
 	mustEmbedUnimplementedGovernanceServiceServer()
 }
 
@@ -167,6 +186,9 @@ func (UnimplementedGovernanceServiceServer) ListGrants(context.Context, *ListGra
 }
 func (UnimplementedGovernanceServiceServer) GetPolicy(context.Context, *GetPolicyRequest) (*KeyPolicy, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetPolicy not implemented")
+}
+func (UnimplementedGovernanceServiceServer) SubmitCosignature(context.Context, *Cosignature) (*SubmitCosignatureResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SubmitCosignature not implemented")
 }
 func (UnimplementedGovernanceServiceServer) mustEmbedUnimplementedGovernanceServiceServer() {}
 func (UnimplementedGovernanceServiceServer) testEmbeddedByValue()                           {}
@@ -297,6 +319,24 @@ func _GovernanceService_GetPolicy_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _GovernanceService_SubmitCosignature_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(Cosignature)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GovernanceServiceServer).SubmitCosignature(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GovernanceService_SubmitCosignature_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GovernanceServiceServer).SubmitCosignature(ctx, req.(*Cosignature))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // GovernanceService_ServiceDesc is the grpc.ServiceDesc for GovernanceService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -327,6 +367,10 @@ var GovernanceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetPolicy",
 			Handler:    _GovernanceService_GetPolicy_Handler,
+		},
+		{
+			MethodName: "SubmitCosignature",
+			Handler:    _GovernanceService_SubmitCosignature_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

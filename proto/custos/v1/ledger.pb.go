@@ -74,8 +74,10 @@ type DecisionRecord struct {
 	// authenticated otherwise (XKS SigV4) and for the nodes' own commands.
 	PrincipalIssuerSha256 []byte `protobuf:"bytes,23,opt,name=principal_issuer_sha256,json=principalIssuerSha256,proto3" json:"principal_issuer_sha256,omitempty"`
 	PrincipalCertSha256   []byte `protobuf:"bytes,24,opt,name=principal_cert_sha256,json=principalCertSha256,proto3" json:"principal_cert_sha256,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// Witness cosignature records: the cosignature.
+	Cosignature   *Cosignature `protobuf:"bytes,25,opt,name=cosignature,proto3" json:"cosignature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DecisionRecord) Reset() {
@@ -276,6 +278,13 @@ func (x *DecisionRecord) GetPrincipalCertSha256() []byte {
 	return nil
 }
 
+func (x *DecisionRecord) GetCosignature() *Cosignature {
+	if x != nil {
+		return x.Cosignature
+	}
+	return nil
+}
+
 // Checkpoint is a signature by an HSM-resident ECDSA P-256 key over the
 // chain head at seq (docs/ledger.md gives the signed bytes).
 type Checkpoint struct {
@@ -376,7 +385,7 @@ var File_custos_v1_ledger_proto protoreflect.FileDescriptor
 
 const file_custos_v1_ledger_proto_rawDesc = "" +
 	"\n" +
-	"\x16custos/v1/ledger.proto\x12\tcustos.v1\x1a\x16custos/v1/common.proto\"\xdb\x06\n" +
+	"\x16custos/v1/ledger.proto\x12\tcustos.v1\x1a\x16custos/v1/common.proto\x1a\x1acustos/v1/governance.proto\"\x95\a\n" +
 	"\x0eDecisionRecord\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\x12\x12\n" +
@@ -408,7 +417,8 @@ const file_custos_v1_ledger_proto_rawDesc = "" +
 	"\vdata_digest\x18\x16 \x01(\fR\n" +
 	"dataDigest\x126\n" +
 	"\x17principal_issuer_sha256\x18\x17 \x01(\fR\x15principalIssuerSha256\x122\n" +
-	"\x15principal_cert_sha256\x18\x18 \x01(\fR\x13principalCertSha256\"\xc0\x01\n" +
+	"\x15principal_cert_sha256\x18\x18 \x01(\fR\x13principalCertSha256\x128\n" +
+	"\vcosignature\x18\x19 \x01(\v2\x16.custos.v1.CosignatureR\vcosignature\"\xc0\x01\n" +
 	"\n" +
 	"Checkpoint\x12\x1d\n" +
 	"\n" +
@@ -439,17 +449,19 @@ var file_custos_v1_ledger_proto_goTypes = []any{
 	(Operation)(0),         // 2: custos.v1.Operation
 	(Reason)(0),            // 3: custos.v1.Reason
 	(Outcome)(0),           // 4: custos.v1.Outcome
+	(*Cosignature)(nil),    // 5: custos.v1.Cosignature
 }
 var file_custos_v1_ledger_proto_depIdxs = []int32{
 	2, // 0: custos.v1.DecisionRecord.operation:type_name -> custos.v1.Operation
 	3, // 1: custos.v1.DecisionRecord.reason:type_name -> custos.v1.Reason
 	4, // 2: custos.v1.DecisionRecord.outcome:type_name -> custos.v1.Outcome
 	1, // 3: custos.v1.DecisionRecord.checkpoint:type_name -> custos.v1.Checkpoint
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	5, // 4: custos.v1.DecisionRecord.cosignature:type_name -> custos.v1.Cosignature
+	5, // [5:5] is the sub-list for method output_type
+	5, // [5:5] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_custos_v1_ledger_proto_init() }
@@ -458,6 +470,7 @@ func file_custos_v1_ledger_proto_init() {
 		return
 	}
 	file_custos_v1_common_proto_init()
+	file_custos_v1_governance_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

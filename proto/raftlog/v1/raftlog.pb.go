@@ -113,6 +113,7 @@ type Command struct {
 	//	*Command_BeginDomainKeyRotation
 	//	*Command_RewrapKeks
 	//	*Command_CompleteDomainKeyRotation
+	//	*Command_RecordCosignature
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -386,6 +387,15 @@ func (x *Command) GetCompleteDomainKeyRotation() *CompleteDomainKeyRotation {
 	return nil
 }
 
+func (x *Command) GetRecordCosignature() *RecordCosignature {
+	if x != nil {
+		if x, ok := x.Op.(*Command_RecordCosignature); ok {
+			return x.RecordCosignature
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -474,6 +484,10 @@ type Command_CompleteDomainKeyRotation struct {
 	CompleteDomainKeyRotation *CompleteDomainKeyRotation `protobuf:"bytes,30,opt,name=complete_domain_key_rotation,json=completeDomainKeyRotation,proto3,oneof"`
 }
 
+type Command_RecordCosignature struct {
+	RecordCosignature *RecordCosignature `protobuf:"bytes,31,opt,name=record_cosignature,json=recordCosignature,proto3,oneof"`
+}
+
 func (*Command_InitCluster) isCommand_Op() {}
 
 func (*Command_CreateKey) isCommand_Op() {}
@@ -515,6 +529,8 @@ func (*Command_BeginDomainKeyRotation) isCommand_Op() {}
 func (*Command_RewrapKeks) isCommand_Op() {}
 
 func (*Command_CompleteDomainKeyRotation) isCommand_Op() {}
+
+func (*Command_RecordCosignature) isCommand_Op() {}
 
 // InitCluster is the first command of a cluster.
 type InitCluster struct {
@@ -1197,6 +1213,52 @@ func (x *RecordCheckpoint) GetCheckpoint() *v1.Checkpoint {
 	return nil
 }
 
+// RecordCosignature appends a witness cosignature record; Apply checks the
+// witness, its signature, and that head is the chain hash at seq.
+type RecordCosignature struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cosignature   *v1.Cosignature        `protobuf:"bytes,1,opt,name=cosignature,proto3" json:"cosignature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordCosignature) Reset() {
+	*x = RecordCosignature{}
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordCosignature) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordCosignature) ProtoMessage() {}
+
+func (x *RecordCosignature) ProtoReflect() protoreflect.Message {
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordCosignature.ProtoReflect.Descriptor instead.
+func (*RecordCosignature) Descriptor() ([]byte, []int) {
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *RecordCosignature) GetCosignature() *v1.Cosignature {
+	if x != nil {
+		return x.Cosignature
+	}
+	return nil
+}
+
 // AdvanceCursor records that a sink acknowledged every notify record up to
 // seq (cursors only move forward).
 type AdvanceCursor struct {
@@ -1209,7 +1271,7 @@ type AdvanceCursor struct {
 
 func (x *AdvanceCursor) Reset() {
 	*x = AdvanceCursor{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[13]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1221,7 +1283,7 @@ func (x *AdvanceCursor) String() string {
 func (*AdvanceCursor) ProtoMessage() {}
 
 func (x *AdvanceCursor) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[13]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1234,7 +1296,7 @@ func (x *AdvanceCursor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdvanceCursor.ProtoReflect.Descriptor instead.
 func (*AdvanceCursor) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{13}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AdvanceCursor) GetSink() string {
@@ -1268,7 +1330,7 @@ type BlockRelease struct {
 
 func (x *BlockRelease) Reset() {
 	*x = BlockRelease{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[14]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1280,7 +1342,7 @@ func (x *BlockRelease) String() string {
 func (*BlockRelease) ProtoMessage() {}
 
 func (x *BlockRelease) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[14]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1293,7 +1355,7 @@ func (x *BlockRelease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockRelease.ProtoReflect.Descriptor instead.
 func (*BlockRelease) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{14}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *BlockRelease) GetDecisionSeq() uint64 {
@@ -1347,7 +1409,7 @@ type RejectHSMObject struct {
 
 func (x *RejectHSMObject) Reset() {
 	*x = RejectHSMObject{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[15]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1359,7 +1421,7 @@ func (x *RejectHSMObject) String() string {
 func (*RejectHSMObject) ProtoMessage() {}
 
 func (x *RejectHSMObject) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[15]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1372,7 +1434,7 @@ func (x *RejectHSMObject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectHSMObject.ProtoReflect.Descriptor instead.
 func (*RejectHSMObject) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{15}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RejectHSMObject) GetKey() string {
@@ -1416,7 +1478,7 @@ type RecordMembership struct {
 
 func (x *RecordMembership) Reset() {
 	*x = RecordMembership{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[16]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1428,7 +1490,7 @@ func (x *RecordMembership) String() string {
 func (*RecordMembership) ProtoMessage() {}
 
 func (x *RecordMembership) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[16]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1441,7 +1503,7 @@ func (x *RecordMembership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordMembership.ProtoReflect.Descriptor instead.
 func (*RecordMembership) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{16}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RecordMembership) GetAction() string {
@@ -1479,7 +1541,7 @@ type RegisterNodeKey struct {
 
 func (x *RegisterNodeKey) Reset() {
 	*x = RegisterNodeKey{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[17]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1491,7 +1553,7 @@ func (x *RegisterNodeKey) String() string {
 func (*RegisterNodeKey) ProtoMessage() {}
 
 func (x *RegisterNodeKey) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[17]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1504,7 +1566,7 @@ func (x *RegisterNodeKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterNodeKey.ProtoReflect.Descriptor instead.
 func (*RegisterNodeKey) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{17}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RegisterNodeKey) GetNode() string {
@@ -1539,7 +1601,7 @@ type Govern struct {
 
 func (x *Govern) Reset() {
 	*x = Govern{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[18]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1551,7 +1613,7 @@ func (x *Govern) String() string {
 func (*Govern) ProtoMessage() {}
 
 func (x *Govern) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[18]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1564,7 +1626,7 @@ func (x *Govern) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Govern.ProtoReflect.Descriptor instead.
 func (*Govern) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{18}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Govern) GetStatement() *v1.SignedStatement {
@@ -1593,7 +1655,7 @@ type CreateKey struct {
 
 func (x *CreateKey) Reset() {
 	*x = CreateKey{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1605,7 +1667,7 @@ func (x *CreateKey) String() string {
 func (*CreateKey) ProtoMessage() {}
 
 func (x *CreateKey) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1618,7 +1680,7 @@ func (x *CreateKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKey.ProtoReflect.Descriptor instead.
 func (*CreateKey) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{19}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CreateKey) GetName() string {
@@ -1683,7 +1745,7 @@ type AddKeyVersion struct {
 
 func (x *AddKeyVersion) Reset() {
 	*x = AddKeyVersion{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1695,7 +1757,7 @@ func (x *AddKeyVersion) String() string {
 func (*AddKeyVersion) ProtoMessage() {}
 
 func (x *AddKeyVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1708,7 +1770,7 @@ func (x *AddKeyVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddKeyVersion.ProtoReflect.Descriptor instead.
 func (*AddKeyVersion) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{20}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AddKeyVersion) GetName() string {
@@ -1763,7 +1825,7 @@ type SetKeyState struct {
 
 func (x *SetKeyState) Reset() {
 	*x = SetKeyState{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1775,7 +1837,7 @@ func (x *SetKeyState) String() string {
 func (*SetKeyState) ProtoMessage() {}
 
 func (x *SetKeyState) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1788,7 +1850,7 @@ func (x *SetKeyState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetKeyState.ProtoReflect.Descriptor instead.
 func (*SetKeyState) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{21}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SetKeyState) GetName() string {
@@ -1815,7 +1877,7 @@ type SetMinDecryptionVersion struct {
 
 func (x *SetMinDecryptionVersion) Reset() {
 	*x = SetMinDecryptionVersion{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1827,7 +1889,7 @@ func (x *SetMinDecryptionVersion) String() string {
 func (*SetMinDecryptionVersion) ProtoMessage() {}
 
 func (x *SetMinDecryptionVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1840,7 +1902,7 @@ func (x *SetMinDecryptionVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMinDecryptionVersion.ProtoReflect.Descriptor instead.
 func (*SetMinDecryptionVersion) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{22}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SetMinDecryptionVersion) GetName() string {
@@ -1877,7 +1939,7 @@ type Decide struct {
 
 func (x *Decide) Reset() {
 	*x = Decide{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1889,7 +1951,7 @@ func (x *Decide) String() string {
 func (*Decide) ProtoMessage() {}
 
 func (x *Decide) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1902,7 +1964,7 @@ func (x *Decide) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decide.ProtoReflect.Descriptor instead.
 func (*Decide) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{23}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Decide) GetKey() string {
@@ -2009,7 +2071,7 @@ type State struct {
 
 func (x *State) Reset() {
 	*x = State{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2021,7 +2083,7 @@ func (x *State) String() string {
 func (*State) ProtoMessage() {}
 
 func (x *State) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2034,7 +2096,7 @@ func (x *State) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use State.ProtoReflect.Descriptor instead.
 func (*State) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{24}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *State) GetClusterId() string {
@@ -2197,7 +2259,7 @@ type RaftServer struct {
 
 func (x *RaftServer) Reset() {
 	*x = RaftServer{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2209,7 +2271,7 @@ func (x *RaftServer) String() string {
 func (*RaftServer) ProtoMessage() {}
 
 func (x *RaftServer) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2222,7 +2284,7 @@ func (x *RaftServer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftServer.ProtoReflect.Descriptor instead.
 func (*RaftServer) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{25}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RaftServer) GetId() string {
@@ -2258,7 +2320,7 @@ type NodeKey struct {
 
 func (x *NodeKey) Reset() {
 	*x = NodeKey{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2270,7 +2332,7 @@ func (x *NodeKey) String() string {
 func (*NodeKey) ProtoMessage() {}
 
 func (x *NodeKey) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2283,7 +2345,7 @@ func (x *NodeKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeKey.ProtoReflect.Descriptor instead.
 func (*NodeKey) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{26}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *NodeKey) GetNode() string {
@@ -2318,7 +2380,7 @@ type UsedNonce struct {
 
 func (x *UsedNonce) Reset() {
 	*x = UsedNonce{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2330,7 +2392,7 @@ func (x *UsedNonce) String() string {
 func (*UsedNonce) ProtoMessage() {}
 
 func (x *UsedNonce) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2343,7 +2405,7 @@ func (x *UsedNonce) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsedNonce.ProtoReflect.Descriptor instead.
 func (*UsedNonce) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{27}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *UsedNonce) GetNonce() []byte {
@@ -2373,7 +2435,7 @@ type RateCounter struct {
 
 func (x *RateCounter) Reset() {
 	*x = RateCounter{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[28]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2385,7 +2447,7 @@ func (x *RateCounter) String() string {
 func (*RateCounter) ProtoMessage() {}
 
 func (x *RateCounter) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[28]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2398,7 +2460,7 @@ func (x *RateCounter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateCounter.ProtoReflect.Descriptor instead.
 func (*RateCounter) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{28}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RateCounter) GetKey() string {
@@ -2452,7 +2514,7 @@ type KeyRecord struct {
 
 func (x *KeyRecord) Reset() {
 	*x = KeyRecord{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[29]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2464,7 +2526,7 @@ func (x *KeyRecord) String() string {
 func (*KeyRecord) ProtoMessage() {}
 
 func (x *KeyRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[29]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2477,7 +2539,7 @@ func (x *KeyRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyRecord.ProtoReflect.Descriptor instead.
 func (*KeyRecord) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{29}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *KeyRecord) GetName() string {
@@ -2588,7 +2650,7 @@ type KeyVersionRecord struct {
 
 func (x *KeyVersionRecord) Reset() {
 	*x = KeyVersionRecord{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[30]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2600,7 +2662,7 @@ func (x *KeyVersionRecord) String() string {
 func (*KeyVersionRecord) ProtoMessage() {}
 
 func (x *KeyVersionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[30]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2613,7 +2675,7 @@ func (x *KeyVersionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyVersionRecord.ProtoReflect.Descriptor instead.
 func (*KeyVersionRecord) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{30}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *KeyVersionRecord) GetVersion() uint32 {
@@ -2687,7 +2749,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[31]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2699,7 +2761,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[31]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2712,7 +2774,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{31}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{32}
 }
 
 type ReadRecordsRequest struct {
@@ -2728,7 +2790,7 @@ type ReadRecordsRequest struct {
 
 func (x *ReadRecordsRequest) Reset() {
 	*x = ReadRecordsRequest{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[32]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2740,7 +2802,7 @@ func (x *ReadRecordsRequest) String() string {
 func (*ReadRecordsRequest) ProtoMessage() {}
 
 func (x *ReadRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[32]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2753,7 +2815,7 @@ func (x *ReadRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRecordsRequest.ProtoReflect.Descriptor instead.
 func (*ReadRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{32}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ReadRecordsRequest) GetFromSeq() uint64 {
@@ -2780,7 +2842,7 @@ type ReadRecordsResponse struct {
 
 func (x *ReadRecordsResponse) Reset() {
 	*x = ReadRecordsResponse{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[33]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2792,7 +2854,7 @@ func (x *ReadRecordsResponse) String() string {
 func (*ReadRecordsResponse) ProtoMessage() {}
 
 func (x *ReadRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[33]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2805,7 +2867,7 @@ func (x *ReadRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRecordsResponse.ProtoReflect.Descriptor instead.
 func (*ReadRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{33}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ReadRecordsResponse) GetRecords() [][]byte {
@@ -2824,7 +2886,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[34]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2836,7 +2898,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[34]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2849,7 +2911,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{34}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -2875,7 +2937,7 @@ type ApplyResult struct {
 
 func (x *ApplyResult) Reset() {
 	*x = ApplyResult{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[35]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2887,7 +2949,7 @@ func (x *ApplyResult) String() string {
 func (*ApplyResult) ProtoMessage() {}
 
 func (x *ApplyResult) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[35]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2900,7 +2962,7 @@ func (x *ApplyResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResult.ProtoReflect.Descriptor instead.
 func (*ApplyResult) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{35}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ApplyResult) GetResult() isApplyResult_Result {
@@ -2965,7 +3027,7 @@ type DecisionResult struct {
 
 func (x *DecisionResult) Reset() {
 	*x = DecisionResult{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[36]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2977,7 +3039,7 @@ func (x *DecisionResult) String() string {
 func (*DecisionResult) ProtoMessage() {}
 
 func (x *DecisionResult) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[36]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2990,7 +3052,7 @@ func (x *DecisionResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecisionResult.ProtoReflect.Descriptor instead.
 func (*DecisionResult) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{36}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *DecisionResult) GetRecord() *v1.DecisionRecord {
@@ -3035,7 +3097,7 @@ type ResultError struct {
 
 func (x *ResultError) Reset() {
 	*x = ResultError{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[37]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3047,7 +3109,7 @@ func (x *ResultError) String() string {
 func (*ResultError) ProtoMessage() {}
 
 func (x *ResultError) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[37]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3060,7 +3122,7 @@ func (x *ResultError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResultError.ProtoReflect.Descriptor instead.
 func (*ResultError) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{37}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ResultError) GetKind() string {
@@ -3098,7 +3160,7 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x18raftlog/v1/raftlog.proto\x12\n" +
 	"raftlog.v1\x1a\x16custos/v1/common.proto\x1a\x1acustos/v1/governance.proto\x1a\x14custos/v1/keys.proto\x1a\x16custos/v1/ledger.proto\"8\n" +
 	"\x05Entry\x12/\n" +
-	"\bcommands\x18\x01 \x03(\v2\x13.raftlog.v1.CommandR\bcommands\"\x93\x0e\n" +
+	"\bcommands\x18\x01 \x03(\v2\x13.raftlog.v1.CommandR\bcommands\"\xe3\x0e\n" +
 	"\aCommand\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x1c\n" +
@@ -3129,7 +3191,8 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x19begin_domain_key_rotation\x18\x1c \x01(\v2\".raftlog.v1.BeginDomainKeyRotationH\x00R\x16beginDomainKeyRotation\x129\n" +
 	"\vrewrap_keks\x18\x1d \x01(\v2\x16.raftlog.v1.RewrapKeksH\x00R\n" +
 	"rewrapKeks\x12h\n" +
-	"\x1ccomplete_domain_key_rotation\x18\x1e \x01(\v2%.raftlog.v1.CompleteDomainKeyRotationH\x00R\x19completeDomainKeyRotationB\x04\n" +
+	"\x1ccomplete_domain_key_rotation\x18\x1e \x01(\v2%.raftlog.v1.CompleteDomainKeyRotationH\x00R\x19completeDomainKeyRotation\x12N\n" +
+	"\x12record_cosignature\x18\x1f \x01(\v2\x1d.raftlog.v1.RecordCosignatureH\x00R\x11recordCosignatureB\x04\n" +
 	"\x02op\"\x96\x02\n" +
 	"\vInitCluster\x12\x1d\n" +
 	"\n" +
@@ -3178,7 +3241,9 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x10RecordCheckpoint\x125\n" +
 	"\n" +
 	"checkpoint\x18\x01 \x01(\v2\x15.custos.v1.CheckpointR\n" +
-	"checkpoint\"5\n" +
+	"checkpoint\"M\n" +
+	"\x11RecordCosignature\x128\n" +
+	"\vcosignature\x18\x01 \x01(\v2\x16.custos.v1.CosignatureR\vcosignature\"5\n" +
 	"\rAdvanceCursor\x12\x12\n" +
 	"\x04sink\x18\x01 \x01(\tR\x04sink\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\x90\x01\n" +
@@ -3356,7 +3421,7 @@ func file_raftlog_v1_raftlog_proto_rawDescGZIP() []byte {
 	return file_raftlog_v1_raftlog_proto_rawDescData
 }
 
-var file_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_raftlog_v1_raftlog_proto_goTypes = []any{
 	(*Entry)(nil),                     // 0: raftlog.v1.Entry
 	(*Command)(nil),                   // 1: raftlog.v1.Command
@@ -3371,61 +3436,63 @@ var file_raftlog_v1_raftlog_proto_goTypes = []any{
 	(*ReportRestore)(nil),             // 10: raftlog.v1.ReportRestore
 	(*ConfirmAdmission)(nil),          // 11: raftlog.v1.ConfirmAdmission
 	(*RecordCheckpoint)(nil),          // 12: raftlog.v1.RecordCheckpoint
-	(*AdvanceCursor)(nil),             // 13: raftlog.v1.AdvanceCursor
-	(*BlockRelease)(nil),              // 14: raftlog.v1.BlockRelease
-	(*RejectHSMObject)(nil),           // 15: raftlog.v1.RejectHSMObject
-	(*RecordMembership)(nil),          // 16: raftlog.v1.RecordMembership
-	(*RegisterNodeKey)(nil),           // 17: raftlog.v1.RegisterNodeKey
-	(*Govern)(nil),                    // 18: raftlog.v1.Govern
-	(*CreateKey)(nil),                 // 19: raftlog.v1.CreateKey
-	(*AddKeyVersion)(nil),             // 20: raftlog.v1.AddKeyVersion
-	(*SetKeyState)(nil),               // 21: raftlog.v1.SetKeyState
-	(*SetMinDecryptionVersion)(nil),   // 22: raftlog.v1.SetMinDecryptionVersion
-	(*Decide)(nil),                    // 23: raftlog.v1.Decide
-	(*State)(nil),                     // 24: raftlog.v1.State
-	(*RaftServer)(nil),                // 25: raftlog.v1.RaftServer
-	(*NodeKey)(nil),                   // 26: raftlog.v1.NodeKey
-	(*UsedNonce)(nil),                 // 27: raftlog.v1.UsedNonce
-	(*RateCounter)(nil),               // 28: raftlog.v1.RateCounter
-	(*KeyRecord)(nil),                 // 29: raftlog.v1.KeyRecord
-	(*KeyVersionRecord)(nil),          // 30: raftlog.v1.KeyVersionRecord
-	(*ReadIndexRequest)(nil),          // 31: raftlog.v1.ReadIndexRequest
-	(*ReadRecordsRequest)(nil),        // 32: raftlog.v1.ReadRecordsRequest
-	(*ReadRecordsResponse)(nil),       // 33: raftlog.v1.ReadRecordsResponse
-	(*ReadIndexResponse)(nil),         // 34: raftlog.v1.ReadIndexResponse
-	(*ApplyResult)(nil),               // 35: raftlog.v1.ApplyResult
-	(*DecisionResult)(nil),            // 36: raftlog.v1.DecisionResult
-	(*ResultError)(nil),               // 37: raftlog.v1.ResultError
-	(*v1.Officer)(nil),                // 38: custos.v1.Officer
-	(*v1.Checkpoint)(nil),             // 39: custos.v1.Checkpoint
-	(*v1.SignedStatement)(nil),        // 40: custos.v1.SignedStatement
-	(v1.KeyOrigin)(0),                 // 41: custos.v1.KeyOrigin
-	(v1.Operation)(0),                 // 42: custos.v1.Operation
-	(v1.Reason)(0),                    // 43: custos.v1.Reason
-	(*v1.Governance)(nil),             // 44: custos.v1.Governance
-	(*v1.ApprovalRequest)(nil),        // 45: custos.v1.ApprovalRequest
-	(*v1.Grant)(nil),                  // 46: custos.v1.Grant
-	(*v1.NodeAdmission)(nil),          // 47: custos.v1.NodeAdmission
-	(*v1.ClusterRestore)(nil),         // 48: custos.v1.ClusterRestore
-	(*v1.DomainKeyRotation)(nil),      // 49: custos.v1.DomainKeyRotation
-	(*v1.KeyPolicy)(nil),              // 50: custos.v1.KeyPolicy
-	(*v1.DecisionRecord)(nil),         // 51: custos.v1.DecisionRecord
+	(*RecordCosignature)(nil),         // 13: raftlog.v1.RecordCosignature
+	(*AdvanceCursor)(nil),             // 14: raftlog.v1.AdvanceCursor
+	(*BlockRelease)(nil),              // 15: raftlog.v1.BlockRelease
+	(*RejectHSMObject)(nil),           // 16: raftlog.v1.RejectHSMObject
+	(*RecordMembership)(nil),          // 17: raftlog.v1.RecordMembership
+	(*RegisterNodeKey)(nil),           // 18: raftlog.v1.RegisterNodeKey
+	(*Govern)(nil),                    // 19: raftlog.v1.Govern
+	(*CreateKey)(nil),                 // 20: raftlog.v1.CreateKey
+	(*AddKeyVersion)(nil),             // 21: raftlog.v1.AddKeyVersion
+	(*SetKeyState)(nil),               // 22: raftlog.v1.SetKeyState
+	(*SetMinDecryptionVersion)(nil),   // 23: raftlog.v1.SetMinDecryptionVersion
+	(*Decide)(nil),                    // 24: raftlog.v1.Decide
+	(*State)(nil),                     // 25: raftlog.v1.State
+	(*RaftServer)(nil),                // 26: raftlog.v1.RaftServer
+	(*NodeKey)(nil),                   // 27: raftlog.v1.NodeKey
+	(*UsedNonce)(nil),                 // 28: raftlog.v1.UsedNonce
+	(*RateCounter)(nil),               // 29: raftlog.v1.RateCounter
+	(*KeyRecord)(nil),                 // 30: raftlog.v1.KeyRecord
+	(*KeyVersionRecord)(nil),          // 31: raftlog.v1.KeyVersionRecord
+	(*ReadIndexRequest)(nil),          // 32: raftlog.v1.ReadIndexRequest
+	(*ReadRecordsRequest)(nil),        // 33: raftlog.v1.ReadRecordsRequest
+	(*ReadRecordsResponse)(nil),       // 34: raftlog.v1.ReadRecordsResponse
+	(*ReadIndexResponse)(nil),         // 35: raftlog.v1.ReadIndexResponse
+	(*ApplyResult)(nil),               // 36: raftlog.v1.ApplyResult
+	(*DecisionResult)(nil),            // 37: raftlog.v1.DecisionResult
+	(*ResultError)(nil),               // 38: raftlog.v1.ResultError
+	(*v1.Officer)(nil),                // 39: custos.v1.Officer
+	(*v1.Checkpoint)(nil),             // 40: custos.v1.Checkpoint
+	(*v1.Cosignature)(nil),            // 41: custos.v1.Cosignature
+	(*v1.SignedStatement)(nil),        // 42: custos.v1.SignedStatement
+	(v1.KeyOrigin)(0),                 // 43: custos.v1.KeyOrigin
+	(v1.Operation)(0),                 // 44: custos.v1.Operation
+	(v1.Reason)(0),                    // 45: custos.v1.Reason
+	(*v1.Governance)(nil),             // 46: custos.v1.Governance
+	(*v1.ApprovalRequest)(nil),        // 47: custos.v1.ApprovalRequest
+	(*v1.Grant)(nil),                  // 48: custos.v1.Grant
+	(*v1.NodeAdmission)(nil),          // 49: custos.v1.NodeAdmission
+	(*v1.ClusterRestore)(nil),         // 50: custos.v1.ClusterRestore
+	(*v1.DomainKeyRotation)(nil),      // 51: custos.v1.DomainKeyRotation
+	(*v1.KeyPolicy)(nil),              // 52: custos.v1.KeyPolicy
+	(*v1.DecisionRecord)(nil),         // 53: custos.v1.DecisionRecord
 }
 var file_raftlog_v1_raftlog_proto_depIdxs = []int32{
 	1,  // 0: raftlog.v1.Entry.commands:type_name -> raftlog.v1.Command
 	2,  // 1: raftlog.v1.Command.init_cluster:type_name -> raftlog.v1.InitCluster
-	19, // 2: raftlog.v1.Command.create_key:type_name -> raftlog.v1.CreateKey
-	20, // 3: raftlog.v1.Command.add_key_version:type_name -> raftlog.v1.AddKeyVersion
-	21, // 4: raftlog.v1.Command.set_key_state:type_name -> raftlog.v1.SetKeyState
-	22, // 5: raftlog.v1.Command.set_min_decryption_version:type_name -> raftlog.v1.SetMinDecryptionVersion
-	23, // 6: raftlog.v1.Command.decide:type_name -> raftlog.v1.Decide
-	18, // 7: raftlog.v1.Command.govern:type_name -> raftlog.v1.Govern
+	20, // 2: raftlog.v1.Command.create_key:type_name -> raftlog.v1.CreateKey
+	21, // 3: raftlog.v1.Command.add_key_version:type_name -> raftlog.v1.AddKeyVersion
+	22, // 4: raftlog.v1.Command.set_key_state:type_name -> raftlog.v1.SetKeyState
+	23, // 5: raftlog.v1.Command.set_min_decryption_version:type_name -> raftlog.v1.SetMinDecryptionVersion
+	24, // 6: raftlog.v1.Command.decide:type_name -> raftlog.v1.Decide
+	19, // 7: raftlog.v1.Command.govern:type_name -> raftlog.v1.Govern
 	12, // 8: raftlog.v1.Command.record_checkpoint:type_name -> raftlog.v1.RecordCheckpoint
-	13, // 9: raftlog.v1.Command.advance_cursor:type_name -> raftlog.v1.AdvanceCursor
-	14, // 10: raftlog.v1.Command.block_release:type_name -> raftlog.v1.BlockRelease
-	17, // 11: raftlog.v1.Command.register_node_key:type_name -> raftlog.v1.RegisterNodeKey
-	15, // 12: raftlog.v1.Command.reject_hsm_object:type_name -> raftlog.v1.RejectHSMObject
-	16, // 13: raftlog.v1.Command.record_membership:type_name -> raftlog.v1.RecordMembership
+	14, // 9: raftlog.v1.Command.advance_cursor:type_name -> raftlog.v1.AdvanceCursor
+	15, // 10: raftlog.v1.Command.block_release:type_name -> raftlog.v1.BlockRelease
+	18, // 11: raftlog.v1.Command.register_node_key:type_name -> raftlog.v1.RegisterNodeKey
+	16, // 12: raftlog.v1.Command.reject_hsm_object:type_name -> raftlog.v1.RejectHSMObject
+	17, // 13: raftlog.v1.Command.record_membership:type_name -> raftlog.v1.RecordMembership
 	3,  // 14: raftlog.v1.Command.offer_transport_key:type_name -> raftlog.v1.OfferTransportKey
 	8,  // 15: raftlog.v1.Command.transport_domain_key:type_name -> raftlog.v1.TransportDomainKey
 	11, // 16: raftlog.v1.Command.confirm_admission:type_name -> raftlog.v1.ConfirmAdmission
@@ -3434,45 +3501,47 @@ var file_raftlog_v1_raftlog_proto_depIdxs = []int32{
 	4,  // 19: raftlog.v1.Command.begin_domain_key_rotation:type_name -> raftlog.v1.BeginDomainKeyRotation
 	5,  // 20: raftlog.v1.Command.rewrap_keks:type_name -> raftlog.v1.RewrapKeks
 	6,  // 21: raftlog.v1.Command.complete_domain_key_rotation:type_name -> raftlog.v1.CompleteDomainKeyRotation
-	38, // 22: raftlog.v1.InitCluster.officers:type_name -> custos.v1.Officer
-	7,  // 23: raftlog.v1.RewrapKeks.keks:type_name -> raftlog.v1.RewrappedKek
-	39, // 24: raftlog.v1.RecordCheckpoint.checkpoint:type_name -> custos.v1.Checkpoint
-	40, // 25: raftlog.v1.Govern.statement:type_name -> custos.v1.SignedStatement
-	41, // 26: raftlog.v1.CreateKey.origin:type_name -> custos.v1.KeyOrigin
-	41, // 27: raftlog.v1.AddKeyVersion.origin:type_name -> custos.v1.KeyOrigin
-	42, // 28: raftlog.v1.Decide.operation:type_name -> custos.v1.Operation
-	43, // 29: raftlog.v1.Decide.reason:type_name -> custos.v1.Reason
-	29, // 30: raftlog.v1.State.keys:type_name -> raftlog.v1.KeyRecord
-	44, // 31: raftlog.v1.State.governance:type_name -> custos.v1.Governance
-	27, // 32: raftlog.v1.State.nonces:type_name -> raftlog.v1.UsedNonce
-	45, // 33: raftlog.v1.State.requests:type_name -> custos.v1.ApprovalRequest
-	46, // 34: raftlog.v1.State.grants:type_name -> custos.v1.Grant
-	28, // 35: raftlog.v1.State.counters:type_name -> raftlog.v1.RateCounter
-	26, // 36: raftlog.v1.State.node_keys:type_name -> raftlog.v1.NodeKey
-	39, // 37: raftlog.v1.State.last_checkpoint:type_name -> custos.v1.Checkpoint
-	25, // 38: raftlog.v1.State.members:type_name -> raftlog.v1.RaftServer
-	47, // 39: raftlog.v1.State.admissions:type_name -> custos.v1.NodeAdmission
-	48, // 40: raftlog.v1.State.restore:type_name -> custos.v1.ClusterRestore
-	49, // 41: raftlog.v1.State.rotation:type_name -> custos.v1.DomainKeyRotation
-	30, // 42: raftlog.v1.KeyRecord.versions:type_name -> raftlog.v1.KeyVersionRecord
-	50, // 43: raftlog.v1.KeyRecord.policy:type_name -> custos.v1.KeyPolicy
-	41, // 44: raftlog.v1.KeyVersionRecord.origin:type_name -> custos.v1.KeyOrigin
-	29, // 45: raftlog.v1.ApplyResult.key:type_name -> raftlog.v1.KeyRecord
-	36, // 46: raftlog.v1.ApplyResult.decision:type_name -> raftlog.v1.DecisionResult
-	37, // 47: raftlog.v1.ApplyResult.error:type_name -> raftlog.v1.ResultError
-	51, // 48: raftlog.v1.DecisionResult.record:type_name -> custos.v1.DecisionRecord
-	37, // 49: raftlog.v1.DecisionResult.error:type_name -> raftlog.v1.ResultError
-	1,  // 50: raftlog.v1.Replication.Apply:input_type -> raftlog.v1.Command
-	31, // 51: raftlog.v1.Replication.ReadIndex:input_type -> raftlog.v1.ReadIndexRequest
-	32, // 52: raftlog.v1.Replication.ReadRecords:input_type -> raftlog.v1.ReadRecordsRequest
-	35, // 53: raftlog.v1.Replication.Apply:output_type -> raftlog.v1.ApplyResult
-	34, // 54: raftlog.v1.Replication.ReadIndex:output_type -> raftlog.v1.ReadIndexResponse
-	33, // 55: raftlog.v1.Replication.ReadRecords:output_type -> raftlog.v1.ReadRecordsResponse
-	53, // [53:56] is the sub-list for method output_type
-	50, // [50:53] is the sub-list for method input_type
-	50, // [50:50] is the sub-list for extension type_name
-	50, // [50:50] is the sub-list for extension extendee
-	0,  // [0:50] is the sub-list for field type_name
+	13, // 22: raftlog.v1.Command.record_cosignature:type_name -> raftlog.v1.RecordCosignature
+	39, // 23: raftlog.v1.InitCluster.officers:type_name -> custos.v1.Officer
+	7,  // 24: raftlog.v1.RewrapKeks.keks:type_name -> raftlog.v1.RewrappedKek
+	40, // 25: raftlog.v1.RecordCheckpoint.checkpoint:type_name -> custos.v1.Checkpoint
+	41, // 26: raftlog.v1.RecordCosignature.cosignature:type_name -> custos.v1.Cosignature
+	42, // 27: raftlog.v1.Govern.statement:type_name -> custos.v1.SignedStatement
+	43, // 28: raftlog.v1.CreateKey.origin:type_name -> custos.v1.KeyOrigin
+	43, // 29: raftlog.v1.AddKeyVersion.origin:type_name -> custos.v1.KeyOrigin
+	44, // 30: raftlog.v1.Decide.operation:type_name -> custos.v1.Operation
+	45, // 31: raftlog.v1.Decide.reason:type_name -> custos.v1.Reason
+	30, // 32: raftlog.v1.State.keys:type_name -> raftlog.v1.KeyRecord
+	46, // 33: raftlog.v1.State.governance:type_name -> custos.v1.Governance
+	28, // 34: raftlog.v1.State.nonces:type_name -> raftlog.v1.UsedNonce
+	47, // 35: raftlog.v1.State.requests:type_name -> custos.v1.ApprovalRequest
+	48, // 36: raftlog.v1.State.grants:type_name -> custos.v1.Grant
+	29, // 37: raftlog.v1.State.counters:type_name -> raftlog.v1.RateCounter
+	27, // 38: raftlog.v1.State.node_keys:type_name -> raftlog.v1.NodeKey
+	40, // 39: raftlog.v1.State.last_checkpoint:type_name -> custos.v1.Checkpoint
+	26, // 40: raftlog.v1.State.members:type_name -> raftlog.v1.RaftServer
+	49, // 41: raftlog.v1.State.admissions:type_name -> custos.v1.NodeAdmission
+	50, // 42: raftlog.v1.State.restore:type_name -> custos.v1.ClusterRestore
+	51, // 43: raftlog.v1.State.rotation:type_name -> custos.v1.DomainKeyRotation
+	31, // 44: raftlog.v1.KeyRecord.versions:type_name -> raftlog.v1.KeyVersionRecord
+	52, // 45: raftlog.v1.KeyRecord.policy:type_name -> custos.v1.KeyPolicy
+	43, // 46: raftlog.v1.KeyVersionRecord.origin:type_name -> custos.v1.KeyOrigin
+	30, // 47: raftlog.v1.ApplyResult.key:type_name -> raftlog.v1.KeyRecord
+	37, // 48: raftlog.v1.ApplyResult.decision:type_name -> raftlog.v1.DecisionResult
+	38, // 49: raftlog.v1.ApplyResult.error:type_name -> raftlog.v1.ResultError
+	53, // 50: raftlog.v1.DecisionResult.record:type_name -> custos.v1.DecisionRecord
+	38, // 51: raftlog.v1.DecisionResult.error:type_name -> raftlog.v1.ResultError
+	1,  // 52: raftlog.v1.Replication.Apply:input_type -> raftlog.v1.Command
+	32, // 53: raftlog.v1.Replication.ReadIndex:input_type -> raftlog.v1.ReadIndexRequest
+	33, // 54: raftlog.v1.Replication.ReadRecords:input_type -> raftlog.v1.ReadRecordsRequest
+	36, // 55: raftlog.v1.Replication.Apply:output_type -> raftlog.v1.ApplyResult
+	35, // 56: raftlog.v1.Replication.ReadIndex:output_type -> raftlog.v1.ReadIndexResponse
+	34, // 57: raftlog.v1.Replication.ReadRecords:output_type -> raftlog.v1.ReadRecordsResponse
+	55, // [55:58] is the sub-list for method output_type
+	52, // [52:55] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_raftlog_v1_raftlog_proto_init() }
@@ -3502,8 +3571,9 @@ func file_raftlog_v1_raftlog_proto_init() {
 		(*Command_BeginDomainKeyRotation)(nil),
 		(*Command_RewrapKeks)(nil),
 		(*Command_CompleteDomainKeyRotation)(nil),
+		(*Command_RecordCosignature)(nil),
 	}
-	file_raftlog_v1_raftlog_proto_msgTypes[35].OneofWrappers = []any{
+	file_raftlog_v1_raftlog_proto_msgTypes[36].OneofWrappers = []any{
 		(*ApplyResult_Key)(nil),
 		(*ApplyResult_Decision)(nil),
 	}
@@ -3513,7 +3583,7 @@ func file_raftlog_v1_raftlog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raftlog_v1_raftlog_proto_rawDesc), len(file_raftlog_v1_raftlog_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   38,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

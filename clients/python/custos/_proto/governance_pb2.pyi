@@ -46,6 +46,12 @@ class AddSink(_message.Message):
     sink: Sink
     def __init__(self, sink: _Optional[_Union[Sink, _Mapping]] = ...) -> None: ...
 
+class AddWitness(_message.Message):
+    __slots__ = ["witness"]
+    WITNESS_FIELD_NUMBER: _ClassVar[int]
+    witness: Witness
+    def __init__(self, witness: _Optional[_Union[Witness, _Mapping]] = ...) -> None: ...
+
 class AdmitNode(_message.Message):
     __slots__ = ["domain_key_rotation", "hash", "identity_key_fingerprint", "node", "transport_key_fingerprint"]
     DOMAIN_KEY_ROTATION_FIELD_NUMBER: _ClassVar[int]
@@ -150,6 +156,22 @@ class ClusterRestore(_message.Message):
     source_raft_term: int
     def __init__(self, snapshot_sha256: _Optional[str] = ..., source_node: _Optional[str] = ..., source_raft_index: _Optional[int] = ..., source_raft_term: _Optional[int] = ..., created_unix_nano: _Optional[int] = ..., node: _Optional[str] = ..., restore_time_unix_nano: _Optional[int] = ..., reported: bool = ..., accepted: bool = ..., accept_time_unix_nano: _Optional[int] = ..., restore_id: _Optional[str] = ...) -> None: ...
 
+class Cosignature(_message.Message):
+    __slots__ = ["cluster_id", "head", "seq", "signature", "time_unix_nano", "witness"]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    WITNESS_FIELD_NUMBER: _ClassVar[int]
+    cluster_id: str
+    head: bytes
+    seq: int
+    signature: bytes
+    time_unix_nano: int
+    witness: str
+    def __init__(self, cluster_id: _Optional[str] = ..., witness: _Optional[str] = ..., seq: _Optional[int] = ..., head: _Optional[bytes] = ..., time_unix_nano: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
 class CreateGrant(_message.Message):
     __slots__ = ["context_digest", "data_digests", "key", "principal", "reason", "ttl_seconds", "uses"]
     CONTEXT_DIGEST_FIELD_NUMBER: _ClassVar[int]
@@ -223,7 +245,7 @@ class GetRequestRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ...) -> None: ...
 
 class Governance(_message.Message):
-    __slots__ = ["client_authorities", "client_authorities_pinned", "cluster_id", "notify_rules", "officers", "profile", "quorum", "restore_id", "sinks", "version"]
+    __slots__ = ["client_authorities", "client_authorities_pinned", "cluster_id", "notify_rules", "officers", "profile", "quorum", "restore_id", "sinks", "version", "witnesses"]
     CLIENT_AUTHORITIES_FIELD_NUMBER: _ClassVar[int]
     CLIENT_AUTHORITIES_PINNED_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -234,6 +256,7 @@ class Governance(_message.Message):
     RESTORE_ID_FIELD_NUMBER: _ClassVar[int]
     SINKS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    WITNESSES_FIELD_NUMBER: _ClassVar[int]
     client_authorities: _containers.RepeatedCompositeFieldContainer[ClientAuthority]
     client_authorities_pinned: bool
     cluster_id: str
@@ -244,7 +267,8 @@ class Governance(_message.Message):
     restore_id: str
     sinks: _containers.RepeatedCompositeFieldContainer[Sink]
     version: int
-    def __init__(self, cluster_id: _Optional[str] = ..., officers: _Optional[_Iterable[_Union[Officer, _Mapping]]] = ..., quorum: _Optional[int] = ..., version: _Optional[int] = ..., sinks: _Optional[_Iterable[_Union[Sink, _Mapping]]] = ..., notify_rules: _Optional[_Union[NotifyRules, _Mapping]] = ..., profile: _Optional[str] = ..., restore_id: _Optional[str] = ..., client_authorities: _Optional[_Iterable[_Union[ClientAuthority, _Mapping]]] = ..., client_authorities_pinned: bool = ...) -> None: ...
+    witnesses: _containers.RepeatedCompositeFieldContainer[Witness]
+    def __init__(self, cluster_id: _Optional[str] = ..., officers: _Optional[_Iterable[_Union[Officer, _Mapping]]] = ..., quorum: _Optional[int] = ..., version: _Optional[int] = ..., sinks: _Optional[_Iterable[_Union[Sink, _Mapping]]] = ..., notify_rules: _Optional[_Union[NotifyRules, _Mapping]] = ..., profile: _Optional[str] = ..., restore_id: _Optional[str] = ..., client_authorities: _Optional[_Iterable[_Union[ClientAuthority, _Mapping]]] = ..., client_authorities_pinned: bool = ..., witnesses: _Optional[_Iterable[_Union[Witness, _Mapping]]] = ...) -> None: ...
 
 class Grant(_message.Message):
     __slots__ = ["context_digest", "data_digests", "expire_time_unix_nano", "grant_id", "key", "principal", "reason", "request_id", "uses_left"]
@@ -269,7 +293,7 @@ class Grant(_message.Message):
     def __init__(self, grant_id: _Optional[str] = ..., principal: _Optional[str] = ..., key: _Optional[str] = ..., reason: _Optional[_Union[_common_pb2.Reason, str]] = ..., context_digest: _Optional[bytes] = ..., uses_left: _Optional[int] = ..., expire_time_unix_nano: _Optional[int] = ..., request_id: _Optional[str] = ..., data_digests: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class KeyPolicy(_message.Message):
-    __slots__ = ["admin_principals", "decrypt_principals", "encrypt_principals", "max_decrypts_per_principal_per_hour", "notify_all", "notify_before_release", "reasons", "version", "windows"]
+    __slots__ = ["admin_principals", "decrypt_principals", "encrypt_principals", "max_decrypts_per_principal_per_hour", "notify_all", "notify_before_release", "reasons", "version", "windows", "witness_max_age_seconds"]
     ADMIN_PRINCIPALS_FIELD_NUMBER: _ClassVar[int]
     DECRYPT_PRINCIPALS_FIELD_NUMBER: _ClassVar[int]
     ENCRYPT_PRINCIPALS_FIELD_NUMBER: _ClassVar[int]
@@ -279,6 +303,7 @@ class KeyPolicy(_message.Message):
     REASONS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    WITNESS_MAX_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     admin_principals: _containers.RepeatedScalarFieldContainer[str]
     decrypt_principals: _containers.RepeatedScalarFieldContainer[str]
     encrypt_principals: _containers.RepeatedScalarFieldContainer[str]
@@ -288,7 +313,8 @@ class KeyPolicy(_message.Message):
     reasons: _containers.RepeatedCompositeFieldContainer[ReasonRule]
     version: int
     windows: _containers.RepeatedCompositeFieldContainer[TimeWindow]
-    def __init__(self, version: _Optional[int] = ..., encrypt_principals: _Optional[_Iterable[str]] = ..., decrypt_principals: _Optional[_Iterable[str]] = ..., reasons: _Optional[_Iterable[_Union[ReasonRule, _Mapping]]] = ..., max_decrypts_per_principal_per_hour: _Optional[int] = ..., windows: _Optional[_Iterable[_Union[TimeWindow, _Mapping]]] = ..., notify_all: bool = ..., notify_before_release: bool = ..., admin_principals: _Optional[_Iterable[str]] = ...) -> None: ...
+    witness_max_age_seconds: int
+    def __init__(self, version: _Optional[int] = ..., encrypt_principals: _Optional[_Iterable[str]] = ..., decrypt_principals: _Optional[_Iterable[str]] = ..., reasons: _Optional[_Iterable[_Union[ReasonRule, _Mapping]]] = ..., max_decrypts_per_principal_per_hour: _Optional[int] = ..., windows: _Optional[_Iterable[_Union[TimeWindow, _Mapping]]] = ..., notify_all: bool = ..., notify_before_release: bool = ..., admin_principals: _Optional[_Iterable[str]] = ..., witness_max_age_seconds: _Optional[int] = ...) -> None: ...
 
 class ListGrantsRequest(_message.Message):
     __slots__ = ["key"]
@@ -388,6 +414,12 @@ class RemoveSink(_message.Message):
     name: str
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
+class RemoveWitness(_message.Message):
+    __slots__ = ["name"]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
 class RevokeAdmission(_message.Message):
     __slots__ = ["node"]
     NODE_FIELD_NUMBER: _ClassVar[int]
@@ -477,10 +509,11 @@ class Sink(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[SinkType, str]] = ..., url: _Optional[str] = ..., hmac_key: _Optional[bytes] = ..., path: _Optional[str] = ..., required_for_release: bool = ..., delivered_seq: _Optional[int] = ...) -> None: ...
 
 class Statement(_message.Message):
-    __slots__ = ["accept_restore", "add_client_authority", "add_sink", "admit_node", "approve_request", "cancel_domain_key_rotation", "cancel_key_destruction", "cluster_id", "comment", "create_grant", "deny_request", "disable_key", "enable_key", "nonce", "not_after_unix", "remove_client_authority", "remove_sink", "restore_id", "revoke_admission", "revoke_grant", "revoke_key", "rotate_domain_key", "schedule_key_destruction", "set_key_min_version", "set_notify_rules", "set_officers", "set_policy"]
+    __slots__ = ["accept_restore", "add_client_authority", "add_sink", "add_witness", "admit_node", "approve_request", "cancel_domain_key_rotation", "cancel_key_destruction", "cluster_id", "comment", "create_grant", "deny_request", "disable_key", "enable_key", "nonce", "not_after_unix", "remove_client_authority", "remove_sink", "remove_witness", "restore_id", "revoke_admission", "revoke_grant", "revoke_key", "rotate_domain_key", "schedule_key_destruction", "set_key_min_version", "set_notify_rules", "set_officers", "set_policy"]
     ACCEPT_RESTORE_FIELD_NUMBER: _ClassVar[int]
     ADD_CLIENT_AUTHORITY_FIELD_NUMBER: _ClassVar[int]
     ADD_SINK_FIELD_NUMBER: _ClassVar[int]
+    ADD_WITNESS_FIELD_NUMBER: _ClassVar[int]
     ADMIT_NODE_FIELD_NUMBER: _ClassVar[int]
     APPROVE_REQUEST_FIELD_NUMBER: _ClassVar[int]
     CANCEL_DOMAIN_KEY_ROTATION_FIELD_NUMBER: _ClassVar[int]
@@ -495,6 +528,7 @@ class Statement(_message.Message):
     NOT_AFTER_UNIX_FIELD_NUMBER: _ClassVar[int]
     REMOVE_CLIENT_AUTHORITY_FIELD_NUMBER: _ClassVar[int]
     REMOVE_SINK_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_WITNESS_FIELD_NUMBER: _ClassVar[int]
     RESTORE_ID_FIELD_NUMBER: _ClassVar[int]
     REVOKE_ADMISSION_FIELD_NUMBER: _ClassVar[int]
     REVOKE_GRANT_FIELD_NUMBER: _ClassVar[int]
@@ -508,6 +542,7 @@ class Statement(_message.Message):
     accept_restore: AcceptRestore
     add_client_authority: AddClientAuthority
     add_sink: AddSink
+    add_witness: AddWitness
     admit_node: AdmitNode
     approve_request: ApproveRequest
     cancel_domain_key_rotation: CancelDomainKeyRotation
@@ -522,6 +557,7 @@ class Statement(_message.Message):
     not_after_unix: int
     remove_client_authority: RemoveClientAuthority
     remove_sink: RemoveSink
+    remove_witness: RemoveWitness
     restore_id: str
     revoke_admission: RevokeAdmission
     revoke_grant: RevokeGrant
@@ -532,7 +568,13 @@ class Statement(_message.Message):
     set_notify_rules: SetNotifyRules
     set_officers: SetOfficers
     set_policy: SetPolicy
-    def __init__(self, cluster_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., comment: _Optional[str] = ..., restore_id: _Optional[str] = ..., revoke_key: _Optional[_Union[RevokeKey, _Mapping]] = ..., disable_key: _Optional[_Union[DisableKey, _Mapping]] = ..., enable_key: _Optional[_Union[EnableKey, _Mapping]] = ..., set_policy: _Optional[_Union[SetPolicy, _Mapping]] = ..., approve_request: _Optional[_Union[ApproveRequest, _Mapping]] = ..., deny_request: _Optional[_Union[DenyRequest, _Mapping]] = ..., create_grant: _Optional[_Union[CreateGrant, _Mapping]] = ..., revoke_grant: _Optional[_Union[RevokeGrant, _Mapping]] = ..., set_officers: _Optional[_Union[SetOfficers, _Mapping]] = ..., add_sink: _Optional[_Union[AddSink, _Mapping]] = ..., remove_sink: _Optional[_Union[RemoveSink, _Mapping]] = ..., set_notify_rules: _Optional[_Union[SetNotifyRules, _Mapping]] = ..., admit_node: _Optional[_Union[AdmitNode, _Mapping]] = ..., revoke_admission: _Optional[_Union[RevokeAdmission, _Mapping]] = ..., schedule_key_destruction: _Optional[_Union[ScheduleKeyDestruction, _Mapping]] = ..., cancel_key_destruction: _Optional[_Union[CancelKeyDestruction, _Mapping]] = ..., accept_restore: _Optional[_Union[AcceptRestore, _Mapping]] = ..., rotate_domain_key: _Optional[_Union[RotateDomainKey, _Mapping]] = ..., cancel_domain_key_rotation: _Optional[_Union[CancelDomainKeyRotation, _Mapping]] = ..., set_key_min_version: _Optional[_Union[SetKeyMinVersion, _Mapping]] = ..., add_client_authority: _Optional[_Union[AddClientAuthority, _Mapping]] = ..., remove_client_authority: _Optional[_Union[RemoveClientAuthority, _Mapping]] = ...) -> None: ...
+    def __init__(self, cluster_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., comment: _Optional[str] = ..., restore_id: _Optional[str] = ..., revoke_key: _Optional[_Union[RevokeKey, _Mapping]] = ..., disable_key: _Optional[_Union[DisableKey, _Mapping]] = ..., enable_key: _Optional[_Union[EnableKey, _Mapping]] = ..., set_policy: _Optional[_Union[SetPolicy, _Mapping]] = ..., approve_request: _Optional[_Union[ApproveRequest, _Mapping]] = ..., deny_request: _Optional[_Union[DenyRequest, _Mapping]] = ..., create_grant: _Optional[_Union[CreateGrant, _Mapping]] = ..., revoke_grant: _Optional[_Union[RevokeGrant, _Mapping]] = ..., set_officers: _Optional[_Union[SetOfficers, _Mapping]] = ..., add_sink: _Optional[_Union[AddSink, _Mapping]] = ..., remove_sink: _Optional[_Union[RemoveSink, _Mapping]] = ..., set_notify_rules: _Optional[_Union[SetNotifyRules, _Mapping]] = ..., admit_node: _Optional[_Union[AdmitNode, _Mapping]] = ..., revoke_admission: _Optional[_Union[RevokeAdmission, _Mapping]] = ..., schedule_key_destruction: _Optional[_Union[ScheduleKeyDestruction, _Mapping]] = ..., cancel_key_destruction: _Optional[_Union[CancelKeyDestruction, _Mapping]] = ..., accept_restore: _Optional[_Union[AcceptRestore, _Mapping]] = ..., rotate_domain_key: _Optional[_Union[RotateDomainKey, _Mapping]] = ..., cancel_domain_key_rotation: _Optional[_Union[CancelDomainKeyRotation, _Mapping]] = ..., set_key_min_version: _Optional[_Union[SetKeyMinVersion, _Mapping]] = ..., add_client_authority: _Optional[_Union[AddClientAuthority, _Mapping]] = ..., remove_client_authority: _Optional[_Union[RemoveClientAuthority, _Mapping]] = ..., add_witness: _Optional[_Union[AddWitness, _Mapping]] = ..., remove_witness: _Optional[_Union[RemoveWitness, _Mapping]] = ...) -> None: ...
+
+class SubmitCosignatureResponse(_message.Message):
+    __slots__ = ["ledger_seq"]
+    LEDGER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    ledger_seq: int
+    def __init__(self, ledger_seq: _Optional[int] = ...) -> None: ...
 
 class SubmitResponse(_message.Message):
     __slots__ = ["grant_id", "ledger_seq", "result", "signers"]
@@ -555,6 +597,16 @@ class TimeWindow(_message.Message):
     start_minute: int
     weekdays: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, weekdays: _Optional[_Iterable[int]] = ..., start_minute: _Optional[int] = ..., end_minute: _Optional[int] = ...) -> None: ...
+
+class Witness(_message.Message):
+    __slots__ = ["last", "name", "public_key"]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    last: Cosignature
+    name: str
+    public_key: bytes
+    def __init__(self, name: _Optional[str] = ..., public_key: _Optional[bytes] = ..., last: _Optional[_Union[Cosignature, _Mapping]] = ...) -> None: ...
 
 class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = []

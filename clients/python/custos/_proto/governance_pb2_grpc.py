@@ -45,6 +45,11 @@ class GovernanceServiceStub(object):
         request_serializer=custos_dot_v1_dot_governance__pb2.GetPolicyRequest.SerializeToString,
         response_deserializer=custos_dot_v1_dot_governance__pb2.KeyPolicy.FromString,
         )
+    self.SubmitCosignature = channel.unary_unary(
+        '/custos.v1.GovernanceService/SubmitCosignature',
+        request_serializer=custos_dot_v1_dot_governance__pb2.Cosignature.SerializeToString,
+        response_deserializer=custos_dot_v1_dot_governance__pb2.SubmitCosignatureResponse.FromString,
+        )
 
 
 class GovernanceServiceServicer(object):
@@ -95,6 +100,15 @@ class GovernanceServiceServicer(object):
     context.set_details('Method not implemented!')
     raise NotImplementedError('Method not implemented!')
 
+  def SubmitCosignature(self, request, context):
+    """SubmitCosignature records a witness's cosignature of a ledger head
+    (docs/witness.md). Anyone may submit one: the witness's signature, by
+    a key the officers registered, is what counts.
+    """
+    context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+    context.set_details('Method not implemented!')
+    raise NotImplementedError('Method not implemented!')
+
 
 def add_GovernanceServiceServicer_to_server(servicer, server):
   rpc_method_handlers = {
@@ -127,6 +141,11 @@ def add_GovernanceServiceServicer_to_server(servicer, server):
           servicer.GetPolicy,
           request_deserializer=custos_dot_v1_dot_governance__pb2.GetPolicyRequest.FromString,
           response_serializer=custos_dot_v1_dot_governance__pb2.KeyPolicy.SerializeToString,
+      ),
+      'SubmitCosignature': grpc.unary_unary_rpc_method_handler(
+          servicer.SubmitCosignature,
+          request_deserializer=custos_dot_v1_dot_governance__pb2.Cosignature.FromString,
+          response_serializer=custos_dot_v1_dot_governance__pb2.SubmitCosignatureResponse.SerializeToString,
       ),
   }
   generic_handler = grpc.method_handlers_generic_handler(
