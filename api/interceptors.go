@@ -76,6 +76,26 @@ func peerCertificate(ctx context.Context) (kms.Principal, [][]*x509.Certificate,
 	return kms.Principal{Name: name}, ti.State.VerifiedChains, nil
 }
 
+// unpinnedMethods accept a certificate that the node's CA bundle verified
+// whatever the officers' client authorities say (docs/identities.md):
+// officer statements and witness cosignatures are authorised by their
+// signatures, not by the caller, so that officers who removed every
+// authority can still add one back, and can read the governance they
+// act on; and node-to-node replication, whose callers are identified by
+// node certificates the operator issues and by Raft membership, not by
+// client authorities. The records these make still name the caller's
+// issuer.
+var unpinnedMethods = map[string]bool{
+	"/custos.v1.GovernanceService/Submit":            true,
+	"/custos.v1.GovernanceService/SubmitCosignature": true,
+	"/custos.v1.GovernanceService/GetGovernance":     true,
+}
+
+// unpinned reports whether fullMethod accepts any verified certificate.
+func unpinned(fullMethod string) bool {
+	return unpinnedMethods[fullMethod] || strings.HasPrefix(fullMethod, "/raftlog.v1.Replication/")
+}
+
 // TrustFunc returns the officers' client authorities now (nil before the
 // cluster is initialised: the node's CA bundle alone decides).
 type TrustFunc func() *kms.ClientTrust
@@ -90,7 +110,7 @@ func authenticate(ctx context.Context, fullMethod string, trust TrustFunc) (cont
 	p, chains, err := peerCertificate(ctx)
 	if err == nil {
 		var t *kms.ClientTrust
-		if trust != nil {
+		if trust != nil && !unpinned(fullMethod) {
 			t = trust()
 		}
 		p.IssuerSHA256, p.CertSHA256, err = t.Identify(chains)

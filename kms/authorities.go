@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/custos-kms/custos/kms/governance"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
@@ -188,10 +189,17 @@ func (t *ClientTrust) VerifyForwarded(cmd *raftlogv1.Command, commonName func(*x
 		return fmt.Errorf("%w: forwarded principal's issuer %s is not a client authority the officers trust",
 			ErrPermissionDenied, hex.EncodeToString(cmd.GetPrincipalIssuerSha256()))
 	}
-	// The leaf must chain to that authority (intermediates are not
-	// forwarded: an authority pinned by the officers issues leaves).
-	if err := c.CheckSignatureFrom(ca); err != nil {
-		return fmt.Errorf("%w: forwarded principal certificate was not issued by client authority %s: %v",
+	// The leaf must be a client certificate that authority issued, valid
+	// at the command's time (intermediates are not forwarded: the
+	// officers pin the CA that issues leaves).
+	if c.IsCA {
+		return fmt.Errorf("%w: forwarded principal certificate is a CA certificate", ErrPermissionDenied)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+	if _, err := c.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: time.Unix(0, cmd.GetTimeUnixNano()),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return fmt.Errorf("%w: forwarded principal certificate is not a client certificate client authority %s issued, valid now: %v",
 			ErrPermissionDenied, hex.EncodeToString(h[:]), err)
 	}
 	return nil

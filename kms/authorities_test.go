@@ -181,16 +181,22 @@ func TestVerifyForwardedCertificate(t *testing.T) {
 	tr := e.state.ClientTrust()
 	cn := func(c *x509.Certificate) string { return c.Subject.CommonName }
 	cmdFor := func(p kms.Principal) *raftlogv1.Command {
-		return &raftlogv1.Command{Principal: p.Name, PrincipalIssuerSha256: p.IssuerSHA256, PrincipalCertSha256: p.CertSHA256, PrincipalCertificate: p.Certificate}
+		return &raftlogv1.Command{TimeUnixNano: time.Now().UnixNano(), Principal: p.Name, PrincipalIssuerSha256: p.IssuerSHA256,
+			PrincipalCertSha256: p.CertSHA256, PrincipalCertificate: p.Certificate}
 	}
 	ok := principalOf(good.issue(t, "hr-app"), good)
 	if err := tr.VerifyForwarded(cmdFor(ok), cn); err != nil {
 		t.Fatalf("a good forwarded certificate: %v", err)
 	}
 	for name, mod := range map[string]func(*raftlogv1.Command){
-		"another principal's name":    func(c *raftlogv1.Command) { c.Principal = "payroll" },
-		"another certificate":         func(c *raftlogv1.Command) { c.PrincipalCertificate = good.issue(t, "hr-app").Raw },
-		"garbage":                     func(c *raftlogv1.Command) { c.PrincipalCertificate = []byte("x") },
+		"another principal's name":      func(c *raftlogv1.Command) { c.Principal = "payroll" },
+		"another certificate":           func(c *raftlogv1.Command) { c.PrincipalCertificate = good.issue(t, "hr-app").Raw },
+		"garbage":                       func(c *raftlogv1.Command) { c.PrincipalCertificate = []byte("x") },
+		"expired at the command's time": func(c *raftlogv1.Command) { c.TimeUnixNano = time.Now().Add(48 * time.Hour).UnixNano() },
+		"the authority's own certificate": func(c *raftlogv1.Command) {
+			p := principalOf(good.cert, good)
+			c.Principal, c.PrincipalCertificate, c.PrincipalCertSha256 = p.Name, p.Certificate, p.CertSHA256
+		},
 		"issuer claimed, not trusted": func(c *raftlogv1.Command) { s := sha256.Sum256(other.cert.Raw); c.PrincipalIssuerSha256 = s[:] },
 		"issued by the operator's CA, issuer claimed trusted": func(c *raftlogv1.Command) {
 			p := principalOf(other.issue(t, "hr-app"), other)

@@ -165,6 +165,29 @@ func TestAppendedCAIdentifiesNobody(t *testing.T) {
 		t.Fatalf("hr-app from the cluster CA after the removal: %v", err)
 	}
 
+	// One officer removes the last authority: nobody is identified, yet
+	// the officers can still read governance and submit statements (their
+	// signatures authorise them, not the caller's certificate), so the
+	// quorum can trust a CA again.
+	if _, err := gc.Submit(ctx(t), h.Sign(t, func(st *custosv1.Statement) {
+		st.Operation = &custosv1.Statement_RemoveClientAuthority{RemoveClientAuthority: &custosv1.RemoveClientAuthority{Sha256: g.ClientAuthorities[0].Sha256}}
+	}, 0)); err != nil {
+		t.Fatalf("removing the last authority: %v", err)
+	}
+	_, err = kc.Decrypt(ctx(t), &custosv1.DecryptRequest{Ciphertext: dk.WrappedDataKey, Justification: customer})
+	wantCode(t, "decrypt with no client authority left", err, codes.Unauthenticated)
+	if g, err := gc.GetGovernance(ctx(t), &custosv1.GetGovernanceRequest{}); err != nil || !g.ClientAuthoritiesPinned || len(g.ClientAuthorities) != 0 {
+		t.Fatalf("governance with no authority left: %v, %v", g, err)
+	}
+	if _, err := gc.Submit(ctx(t), h.Sign(t, func(st *custosv1.Statement) {
+		st.Operation = &custosv1.Statement_AddClientAuthority{AddClientAuthority: &custosv1.AddClientAuthority{Certificate: legitCA}}
+	}, 0, 1)); err != nil {
+		t.Fatalf("the quorum trusting the cluster CA again: %v", err)
+	}
+	if _, err := kc.Decrypt(ctx(t), &custosv1.DecryptRequest{Ciphertext: dk.WrappedDataKey, Justification: customer}); err != nil {
+		t.Fatalf("hr-app once the cluster CA is trusted again: %v", err)
+	}
+
 	// A restart keeps the officers' authorities, not the file's.
 	h.Restart(t)
 	rogue2, err := grpc.NewClient(h.Addr, grpc.WithTransportCredentials(credentials.NewTLS(rogueTLS)))
