@@ -8,12 +8,10 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"math/big"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/custos-kms/custos/kms"
 	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
@@ -61,8 +59,13 @@ func TestReplicationChecksForwardedCertificate(t *testing.T) {
 		"another principal's name":          func(c *raftlogv1.Command) { c.Principal = "payroll" },
 		"a certificate that is not the one": func(c *raftlogv1.Command) { c.PrincipalCertSha256 = make([]byte, 32) },
 	} {
-		if _, err := srv.Apply(node2, cmd(mod)); status.Code(err) != codes.PermissionDenied {
-			t.Errorf("%s: %v, want PermissionDenied", name, err)
+		// Refused as a domain result, which the follower does not retry.
+		r, err := srv.Apply(node2, cmd(mod))
+		if err != nil {
+			t.Fatalf("%s: a gRPC error (%v), want the refusal as the command's result", name, err)
+		}
+		if _, derr := kms.DecodeResult(r); !errors.Is(derr, kms.ErrPermissionDenied) {
+			t.Errorf("%s: %v, want ErrPermissionDenied", name, derr)
 		}
 	}
 	if f.applied != 1 {

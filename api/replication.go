@@ -104,14 +104,14 @@ func (s *replicationServer) checkPrincipalCertificate(cmd *raftlogv1.Command) er
 		return nil
 	}
 	if !named || len(cmd.GetPrincipalCertificate()) == 0 {
-		return status.Errorf(codes.PermissionDenied, "a forwarded command that names a principal's certificate must carry it, and one that carries it must name it")
+		return fmt.Errorf("%w: a forwarded command that names a principal's certificate must carry it, and one that carries it must name it", kms.ErrPermissionDenied)
 	}
 	var t *kms.ClientTrust
 	if s.trust != nil {
 		t = s.trust()
 	}
 	if err := t.VerifyForwarded(cmd, pki.PrincipalFromCert); err != nil {
-		return status.Error(codes.PermissionDenied, err.Error())
+		return err
 	}
 	cmd.PrincipalCertificate = nil
 	return nil
@@ -149,7 +149,9 @@ func (s *replicationServer) Apply(ctx context.Context, cmd *raftlogv1.Command) (
 		return nil, status.Error(codes.FailedPrecondition, "this node is not the Raft leader")
 	}
 	if err := s.checkPrincipalCertificate(cmd); err != nil {
-		return nil, err
+		// A domain result, like a stamp refusal: the follower's caller
+		// gets it at once, where a gRPC error would be retried.
+		return kms.EncodeResult(nil, err), nil
 	}
 	if err := s.checkStamp(cmd); err != nil {
 		return kms.EncodeResult(nil, err), nil

@@ -50,6 +50,9 @@ func (s *Service) BatchDecrypt(ctx context.Context, p Principal, req *custosv1.B
 	pos := make([]int, 0, len(reqs))
 	for i, r := range reqs {
 		w, cmd, err := decideCommand(r.GetCiphertext(), r.GetEncryptionContext(), r.GetJustification(), false)
+		if err == nil {
+			err = s.throttle(p, w.Key, 1)
+		}
 		if err != nil {
 			items[i].Err = err
 			continue

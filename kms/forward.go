@@ -6,9 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
 	"github.com/custos-kms/custos/raft"
 )
@@ -142,9 +139,6 @@ func (f *ForwardingLog) Apply(ctx context.Context, cmd *raftlogv1.Command) (any,
 			if err == nil {
 				return DecodeResult(r)
 			}
-			if refused := leaderRefusal(err); refused != nil {
-				return nil, refused // permanent: retrying changes nothing
-			}
 			last = err
 		}
 		select {
@@ -167,21 +161,4 @@ func withPrincipalCertificate(ctx context.Context, der []byte) context.Context {
 func principalCertificate(ctx context.Context) []byte {
 	der, _ := ctx.Value(principalCertKey{}).([]byte)
 	return der
-}
-
-// leaderRefusal maps the leader's refusal of a forwarded command (the
-// caller's certificate, the proposing node, a malformed command) to the
-// domain error the caller gets; nil for anything worth retrying.
-func leaderRefusal(err error) error {
-	st, ok := status.FromError(err)
-	if !ok {
-		return nil
-	}
-	switch st.Code() {
-	case codes.PermissionDenied, codes.Unauthenticated:
-		return fmt.Errorf("%w: the leader refused the forwarded command: %s", ErrPermissionDenied, st.Message())
-	case codes.InvalidArgument:
-		return fmt.Errorf("%w: the leader refused the forwarded command: %s", ErrInvalidArgument, st.Message())
-	}
-	return nil
 }

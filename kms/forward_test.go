@@ -1,19 +1,13 @@
 package kms_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"testing"
-	"time"
-
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/custos-kms/custos/kms"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
-	"github.com/custos-kms/custos/raft"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -54,41 +48,5 @@ func TestResultRoundTrip(t *testing.T) {
 	}
 	if res, err := wire(nil, nil); res != nil || err != nil {
 		t.Fatalf("nil came back as %v, %v", res, err)
-	}
-}
-
-// follower is a Leader that never leads and knows leader "n1".
-type follower struct{}
-
-func (follower) Apply(context.Context, *raftlogv1.Command) (any, error) {
-	return nil, raft.ErrNotLeader
-}
-func (follower) IsLeader() bool           { return false }
-func (follower) Leader() (string, string) { return "127.0.0.1:1", "n1" }
-
-// A follower does not retry what the leader refused for good (the caller's
-// certificate, a malformed command): the caller gets the refusal at once,
-// with its kind; a leader that was unreachable is retried.
-func TestForwardingStopsOnRefusal(t *testing.T) {
-	for _, tc := range []struct {
-		code  codes.Code
-		want  error
-		calls int
-	}{
-		{codes.PermissionDenied, kms.ErrPermissionDenied, 1},
-		{codes.Unauthenticated, kms.ErrPermissionDenied, 1},
-		{codes.InvalidArgument, kms.ErrInvalidArgument, 1},
-		{codes.Unavailable, kms.ErrUnavailable, 3},
-	} {
-		calls := 0
-		f := &kms.ForwardingLog{Local: follower{}, Retry: time.Millisecond, Attempts: 3,
-			Forward: func(context.Context, string, *raftlogv1.Command) (*raftlogv1.ApplyResult, error) {
-				calls++
-				return nil, status.Error(tc.code, "refused")
-			}}
-		_, err := f.Apply(context.Background(), &raftlogv1.Command{})
-		if !errors.Is(err, tc.want) || calls != tc.calls {
-			t.Errorf("leader answers %s: %v after %d calls; want %v after %d", tc.code, err, calls, tc.want, tc.calls)
-		}
 	}
 }

@@ -289,6 +289,9 @@ func (s *State) applyStatement(c *raftlogv1.Command, st *custosv1.Statement) (re
 		was := k.MinDecryptionVersion
 		k.MinDecryptionVersion, k.UpdateTimeUnixNano = v, now
 		return fmt.Sprintf("key %s minimum decryption version set from %d to %d", k.Name, was, v), "", nil
+	case *custosv1.Statement_SetQuotas:
+		r, err := s.applySetQuotas(op.SetQuotas)
+		return r, "", err
 	case *custosv1.Statement_AddWitness:
 		r, err := s.applyAddWitness(op.AddWitness)
 		return r, "", err

@@ -38,8 +38,14 @@ func DefaultNotifyRules() *custosv1.NotifyRules {
 func (s *State) notifies(rec *custosv1.DecisionRecord) bool {
 	r := s.gov.GetNotifyRules()
 	switch rec.Operation {
-	case custosv1.Operation_OPERATION_CHECKPOINT:
-		return false
+	case custosv1.Operation_OPERATION_CHECKPOINT, custosv1.Operation_OPERATION_WITNESS_COSIGNATURE:
+		// The evidence's own upkeep, every few seconds: never pushed
+		// unless everything is.
+		return r.GetAll()
+	case custosv1.Operation_OPERATION_THROTTLED:
+		// A refusal, but no key use: no reason to match (an unspecified
+		// one would read as a third-party request).
+		return r.GetAll() || slices.Contains(r.GetOutcomes(), rec.Outcome)
 	case custosv1.Operation_OPERATION_RELEASE_BLOCKED:
 		return true
 	case custosv1.Operation_OPERATION_GOVERNANCE, custosv1.Operation_OPERATION_MEMBERSHIP, custosv1.Operation_OPERATION_ADMISSION,

@@ -62,6 +62,11 @@ type Config struct {
 	// Export) one principal keeps open on this node at once
 	// (DefaultMaxStreamsPerPrincipal if 0).
 	MaxStreamsPerPrincipal int
+	// DecisionsPerSecond and RefusalsPerSecond are this node's
+	// per-principal rate quotas (quota.go; DefaultDecisionsPerSecond and
+	// DefaultRefusalsPerSecond if 0).
+	DecisionsPerSecond float64
+	RefusalsPerSecond  float64
 }
 
 // Service implements custos's key operations. It validates requests, puts
@@ -96,6 +101,7 @@ type Service struct {
 	authorities [][]byte   // for InitCluster
 	custody     custody    // the admission worker's memory (admissionwork.go)
 	imports     imports    // import parameters this node handed out (keyimport.go)
+	rates       *rateQuotas
 }
 
 // NewService checks cfg and returns a Service.
@@ -107,6 +113,7 @@ func NewService(cfg Config) (*Service, error) {
 		now: cfg.Now, lg: cfg.Logger, keks: map[kekRef]hsm.KeyRef{}, rejectReported: map[string]time.Time{},
 		readIndex: cfg.ReadIndex, readIndexTimeout: cfg.ReadIndexTimeout,
 		custody: custody{noted: map[string]bool{}}, profile: cfg.Profile, authorities: cfg.ClientAuthorities,
+		rates:   newRateQuotas(cfg.DecisionsPerSecond, cfg.RefusalsPerSecond),
 		streams: streamSlots{max: cmp.Or(cfg.MaxStreamsPerPrincipal, DefaultMaxStreamsPerPrincipal), open: map[string]int{}},
 		imports: imports{pending: map[string]*pendingImport{}}}
 	if s.readIndexTimeout <= 0 {
@@ -529,7 +536,12 @@ func decideCommand(ct []byte, encCtx map[string]string, j *custosv1.Justificatio
 // proposer returns the proposal of one Decide command through the log, for
 // decideRelease.
 func (s *Service) proposer(ctx context.Context, p Principal, cmd *raftlogv1.Command) func() (any, error) {
-	return func() (any, error) { return s.apply(ctx, p, cmd) }
+	return func() (any, error) {
+		if err := s.throttle(p, cmd.GetDecide().GetKey(), 1); err != nil {
+			return nil, err
+		}
+		return s.apply(ctx, p, cmd)
+	}
 }
 
 // releasing is what one front door hands decideRelease about the key

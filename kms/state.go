@@ -262,6 +262,8 @@ func (s *State) apply(index uint64, c *raftlogv1.Command) any {
 		return s.applyCompleteRotation(index, c, op.CompleteDomainKeyRotation)
 	case *raftlogv1.Command_RecordCosignature:
 		return s.applyRecordCosignature(index, c, op.RecordCosignature)
+	case *raftlogv1.Command_RecordThrottled:
+		return s.applyRecordThrottled(index, c, op.RecordThrottled)
 	default:
 		// A command this version does not know: refuse it the same way on
 		// every replica.
@@ -315,7 +317,11 @@ func (s *State) applyCreateKey(c *raftlogv1.Command, op *raftlogv1.CreateKey) an
 	if err := checkKEKObject(op.KekId, op.KekCheckValue); err != nil {
 		return err
 	}
+	if err := s.checkKeyQuota(c.Principal); err != nil {
+		return err
+	}
 	k := &raftlogv1.KeyRecord{
+		Creator:              c.Principal,
 		Name:                 op.Name,
 		Description:          op.Description,
 		Enabled:              true,
@@ -496,9 +502,9 @@ func (s *State) evaluate(c *raftlogv1.Command, op *raftlogv1.Decide) (custosv1.O
 		return deny, rule("principal"), fmt.Errorf("%w: principal %q may not decrypt with key %q", ErrPermissionDenied, c.Principal, op.Key)
 	case !inWindows(p, now):
 		return deny, rule("time-window"), fmt.Errorf("%w: key %q may not be used at this time", ErrPermissionDenied, op.Key)
-	case p.WitnessMaxAgeSeconds > 0 && !s.witnessFresh(time.Duration(p.WitnessMaxAgeSeconds)*time.Second):
-		return deny, rule("witness"), fmt.Errorf("%w: key %q releases only while a witness has cosigned the ledger in the last %ds, and none has",
-			ErrFailedPrecondition, op.Key, p.WitnessMaxAgeSeconds)
+	case p.WitnessMaxAgeSeconds > 0 && !s.witnessFresh(time.Duration(p.WitnessMaxAgeSeconds)*time.Second, witnessMaxRecords(p)):
+		return deny, rule("witness"), fmt.Errorf("%w: key %q releases only while a witness has cosigned the ledger in the last %ds and %d records, and none has",
+			ErrFailedPrecondition, op.Key, p.WitnessMaxAgeSeconds, witnessMaxRecords(p))
 	case p.MaxDecryptsPerPrincipalPerHour > 0 && s.usesThisHour(c, op) >= p.MaxDecryptsPerPrincipalPerHour:
 		return deny, rule("rate-limit"), fmt.Errorf("%w: principal %q reached %d decrypts per hour with key %q",
 			ErrResourceExhausted, c.Principal, p.MaxDecryptsPerPrincipalPerHour, op.Key)
@@ -514,9 +520,9 @@ func (s *State) evaluate(c *raftlogv1.Command, op *raftlogv1.Decide) (custosv1.O
 		return deny, rule("reason=" + reason + ":deny"), fmt.Errorf("%w: policy of key %q denies reason %s",
 			ErrPermissionDenied, op.Key, reason)
 	}
-	if s.pendingOf(c.Principal) >= maxPendingPerPrincipal {
+	if max := s.maxPendingPerPrincipal(); s.pendingOf(c.Principal) >= max {
 		return deny, "approval:too-many-pending", fmt.Errorf("%w: principal %q has %d requests waiting for approval",
-			ErrResourceExhausted, c.Principal, maxPendingPerPrincipal)
+			ErrResourceExhausted, c.Principal, max)
 	}
 	return custosv1.Outcome_OUTCOME_PENDING, rule("reason=" + reason + ":require-approval"), nil
 }

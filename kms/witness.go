@@ -11,7 +11,6 @@ import (
 	"github.com/custos-kms/custos/kms/ledger"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
-	"google.golang.org/protobuf/proto"
 )
 
 // Witnesses (docs/witness.md): programs the customer runs with keys of its
@@ -24,8 +23,18 @@ import (
 // recently: the operator cannot both rewrite the ledger and keep using
 // such keys through custos.
 
-// maxWitnesses bounds the officers' witnesses.
-const maxWitnesses = 8
+// Witness bounds.
+const (
+	// maxWitnesses bounds the officers' witnesses.
+	maxWitnesses = 8
+	// maxCosignatureAhead bounds how far ahead of the cluster's clock a
+	// cosignature may be: the witness's clock moves the cluster's forward
+	// (nodes set back are caught up), but a witness clock years off is
+	// refused.
+	maxCosignatureAhead = 24 * time.Hour
+	// DefaultWitnessMaxRecords is KeyPolicy.witness_max_records's default.
+	DefaultWitnessMaxRecords = 100_000
+)
 
 func (s *State) applyAddWitness(op *custosv1.AddWitness) (string, error) {
 	w := op.GetWitness()
@@ -91,8 +100,8 @@ func (s *State) applyRecordCosignature(index uint64, c *raftlogv1.Command, op *r
 		return fmt.Errorf("%w: witness %s already cosigned seq %d at %s: a cosignature must be newer", ErrFailedPrecondition,
 			w.Name, last.Seq, time.Unix(0, last.TimeUnixNano).UTC().Format(time.RFC3339Nano))
 	}
-	if ahead := time.Duration(cs.TimeUnixNano - s.clock); ahead > MaxClockSkew {
-		return fmt.Errorf("%w: cosignature time is %s ahead of the cluster's clock (at most %s)", ErrFailedPrecondition, ahead, MaxClockSkew)
+	if ahead := time.Duration(cs.TimeUnixNano - s.clock); ahead > maxCosignatureAhead {
+		return fmt.Errorf("%w: cosignature time is %s ahead of the cluster's clock (at most %s)", ErrFailedPrecondition, ahead, maxCosignatureAhead)
 	}
 	// As for checkpoints (applyCheckpoint): every replica holds the
 	// newest snapshotTail records and decides alike.
@@ -116,20 +125,39 @@ func (s *State) applyRecordCosignature(index uint64, c *raftlogv1.Command, op *r
 	if err != nil || !governance.VerifyECDSA(key, ledger.CosignatureMessage(cs.ClusterId, cs.Witness, cs.Seq, cs.Head, cs.TimeUnixNano), cs.Signature) {
 		return fmt.Errorf("%w: cosignature does not verify under witness %s's key", ErrPermissionDenied, w.Name)
 	}
+	// The witness's clock is the customer's: a valid cosignature moves the
+	// state's clock forward to its time, so nodes whose clocks were set
+	// back cannot hold time still (nor keep an old cosignature fresh).
+	if cs.TimeUnixNano > s.clock {
+		s.clock = cs.TimeUnixNano
+		c.TimeUnixNano = s.clock
+	}
 	rec := s.newRecord(index, c, custosv1.Operation_OPERATION_WITNESS_COSIGNATURE)
 	rec.Outcome = custosv1.Outcome_OUTCOME_ALLOW
 	rec.MatchedRule = "witness:" + w.Name
-	rec.Cosignature = proto.Clone(cs).(*custosv1.Cosignature)
+	// Only the fields the signature covers (and the signature): nothing
+	// unsigned is stored.
+	rec.Cosignature = &custosv1.Cosignature{ClusterId: cs.ClusterId, Witness: cs.Witness, Seq: cs.Seq,
+		Head: append([]byte(nil), cs.Head...), TimeUnixNano: cs.TimeUnixNano, Signature: append([]byte(nil), cs.Signature...)}
 	rec.Detail = fmt.Sprintf("witness %s cosigned the ledger head at %d", w.Name, cs.Seq)
 	w.Last = rec.Cosignature
 	return &Decision{Record: rec}
 }
 
 // witnessFresh reports whether some registered witness cosigned a head no
-// more than maxAge before the state's clock.
-func (s *State) witnessFresh(maxAge time.Duration) bool {
+// more than maxAge before the state's clock and no more than maxBehind
+// records behind the ledger head. The record bound holds whatever the
+// nodes' clocks say: an operator who holds the clock still can release at
+// most maxBehind more records' worth before the witness must cosign again.
+// A cosignature time ahead of the clock (which a valid one never is: it
+// moves the clock) is not fresh.
+func (s *State) witnessFresh(maxAge time.Duration, maxBehind uint64) bool {
 	for _, w := range s.gov.GetWitnesses() {
-		if w.Last != nil && time.Duration(s.clock-w.Last.TimeUnixNano) <= maxAge {
+		if w.Last == nil {
+			continue
+		}
+		age := time.Duration(s.clock - w.Last.TimeUnixNano)
+		if age >= 0 && age <= maxAge && s.seq-w.Last.Seq <= maxBehind {
 			return true
 		}
 	}
@@ -153,4 +181,13 @@ func (s *Service) SubmitCosignature(ctx context.Context, p Principal, cs *custos
 		return 0, fmt.Errorf("%w: cosignature: unexpected result %T", ErrInternal, res)
 	}
 	return d.Record.Seq, nil
+}
+
+// witnessMaxRecords is a policy's bound on how many records a witness's
+// last cosignature may be behind the head.
+func witnessMaxRecords(p *custosv1.KeyPolicy) uint64 {
+	if n := p.GetWitnessMaxRecords(); n > 0 {
+		return uint64(n)
+	}
+	return DefaultWitnessMaxRecords
 }

@@ -80,7 +80,7 @@ func TestWitnessCosignaturesGateRelease(t *testing.T) {
 	for name, cs := range map[string]*custosv1.Cosignature{
 		"unregistered witness":  cosign(t, e, wkey, "mallory", seq, now),
 		"signed by another key": cosign(t, e, other, "customer-witness", seq, now),
-		"from the future":       cosign(t, e, wkey, "customer-witness", seq, now.Add(time.Hour)),
+		"two days ahead":        cosign(t, e, wkey, "customer-witness", seq, now.Add(48*time.Hour)),
 		"a position not written": func() *custosv1.Cosignature {
 			c := cosign(t, e, wkey, "customer-witness", seq, now)
 			c.Seq = seq + 100
@@ -120,6 +120,9 @@ func TestWitnessCosignaturesGateRelease(t *testing.T) {
 	if err := decrypt(); err != nil {
 		t.Fatalf("decrypt after a fresh cosignature: %v", err)
 	}
+	if rec.Notify {
+		t.Error("a cosignature record is pushed to the sinks under the default rules")
+	}
 	// Replaying it, or an older one, is refused.
 	if _, err := e.svc.SubmitCosignature(bg, app, rec.Cosignature); !errors.Is(err, kms.ErrFailedPrecondition) {
 		t.Fatalf("the same cosignature again: %v, want ErrFailedPrecondition", err)
@@ -129,5 +132,69 @@ func TestWitnessCosignaturesGateRelease(t *testing.T) {
 	g := e.state.Governance()
 	if len(g.Witnesses) != 1 || g.Witnesses[0].Last.GetSeq() != seq {
 		t.Fatalf("after a restart: witnesses %v", g.Witnesses)
+	}
+}
+
+// Nodes whose clocks were set back cannot keep an old cosignature fresh:
+// a cosignature moves the cluster's clock forward to the witness's time,
+// and the policy's record bound ends the release after a number of
+// records whatever the clocks say; nothing unsigned is stored.
+func TestWitnessFreshnessResistsClocks(t *testing.T) {
+	e := newEnv(t)
+	wkey, err := governance.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.govern(func(st *custosv1.Statement) {
+		st.Operation = &custosv1.Statement_AddWitness{AddWitness: &custosv1.AddWitness{Witness: &custosv1.Witness{
+			Name: "w", PublicKey: governance.MarshalPublicKey(&wkey.PublicKey)}}}
+	}, 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	createKey(t, e, "k")
+	if _, err := e.govern(func(st *custosv1.Statement) {
+		p := kms.DefaultPolicy(app.Name)
+		p.WitnessMaxAgeSeconds, p.WitnessMaxRecords = 3600, 3
+		st.Operation = &custosv1.Statement_SetPolicy{SetPolicy: &custosv1.SetPolicy{Key: "k", Policy: p}}
+	}, 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	dk := dataKey(t, e, "k", nil)
+
+	// A witness whose clock is ten minutes ahead of the nodes': accepted,
+	// and the cluster's clock follows it.
+	seq, _ := e.state.LedgerHead()
+	ahead := time.Now().Add(10 * time.Minute)
+	cs := cosign(t, e, wkey, "w", seq, ahead)
+	cs.ProtoReflect().SetUnknown([]byte{0xfa, 0x3e, 0x03, 'x', 'y', 'z'}) // field 1007, unsigned padding
+	at, err := e.svc.SubmitCosignature(bg, app, cs)
+	if err != nil {
+		t.Fatalf("a cosignature ten minutes ahead: %v", err)
+	}
+	if got := e.state.Clock(); got.Before(ahead) {
+		t.Fatalf("cluster clock %s, want it moved to the cosignature's %s", got, ahead)
+	}
+	rec, err := e.state.DecisionRecord(at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.Cosignature.ProtoReflect().GetUnknown()) != 0 || len(e.state.Governance().Witnesses[0].Last.ProtoReflect().GetUnknown()) != 0 {
+		t.Fatal("unsigned fields of a cosignature were stored")
+	}
+	// Fresh by time for an hour, whatever the nodes' clocks say; but only
+	// for 3 more records.
+	for i := 0; ; i++ {
+		_, err := decryptAs(e, app.Name, dk.WrappedDataKey, custosv1.Reason_REASON_CUSTOMER_INITIATED)
+		head, _ := e.state.LedgerHead()
+		if head-1-at < 3 {
+			if err != nil {
+				t.Fatalf("decrypt %d, %d records after the cosignature: %v", i, head-1-at, err)
+			}
+			continue
+		}
+		if !errors.Is(err, kms.ErrFailedPrecondition) {
+			t.Fatalf("decrypt %d records after the cosignature (bound 3): %v, want ErrFailedPrecondition", head-1-at, err)
+		}
+		break
 	}
 }

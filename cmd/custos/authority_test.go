@@ -51,3 +51,14 @@ func TestOfficerClientAuthorityCommands(t *testing.T) {
 	usePrincipal(t, h, nodetest.Auditor)
 	runCLI(t, "", "audit", "list", "--key", "k").want(t, 0, `principal="app" issuer=`+hex.EncodeToString(genesis[:]))
 }
+
+// TestOfficerQuotaCommands: quotas read as defaults until the quorum sets
+// them; one officer cannot.
+func TestOfficerQuotaCommands(t *testing.T) {
+	clearEnv(t)
+	h := nodetest.Start(t)
+	usePrincipal(t, h, "app")
+	runCLI(t, "", "officer", "quotas", "get").want(t, 0, "max_keys_per_principal=1000 (default)", "max_pending_per_principal=16 (default)")
+	runCLI(t, "", args("officer", "quotas", "set", "--keys", "5", asOfficer(h, 0))...).want(t, 1, "PermissionDenied", "officer propose quotas")
+	offlineQuorum(t, h, "quotas", "--keys", "5", "--pending", "2").want(t, 0, "quotas set: 5 keys and 2 pending", "max_keys_per_principal=5 max_pending_per_principal=2")
+}

@@ -57,6 +57,8 @@ type opFlags struct {
 	// Key destruction (key destroy, key cancel-destroy).
 	version uint
 	wait    time.Duration
+	// Quotas (officer quotas set).
+	quotaKeys, quotaPending uint
 }
 
 // grantLimits converts --uses and --ttl.
@@ -168,6 +170,8 @@ func buildOp(op string, f *opFlags, pos []string) (func(*custosv1.Statement), er
 		return buildClientAuthorityOp(op, pos)
 	case "witness-add", "witness-remove":
 		return buildWitnessOp(op, pos)
+	case "quotas":
+		return buildQuotasOp(f)
 	case "set-min-version":
 		return buildSetMinVersionOp(f)
 	case "rotate-domain-key", "cancel-rotation":
@@ -338,6 +342,12 @@ func (a *app) showState(ctx context.Context, c *custos.Client, st *custosv1.Stat
 			return err
 		}
 		printGovernance(a.stdout, g)
+	case *custosv1.Statement_SetQuotas:
+		g, err := c.GetGovernance(ctx)
+		if err != nil {
+			return err
+		}
+		printQuotas(a.stdout, g)
 	case *custosv1.Statement_AddWitness, *custosv1.Statement_RemoveWitness:
 		g, err := c.GetGovernance(ctx)
 		if err != nil {

@@ -158,6 +158,19 @@ func witnessRound(ctx context.Context, a *app, c *custos.Client, name string, si
 	if err != nil {
 		return err
 	}
+	// A ledger that now ends before the head this witness cosigned was cut
+	// or rolled back: a fork, not a failed export.
+	cp, err := c.GetCheckpoint(ctx)
+	if err != nil {
+		return auditErr(err)
+	}
+	if last.Seq > 0 && cp.GetHeadSeq() < last.Seq {
+		return fmt.Errorf("FORK: %w: the cluster's ledger ends at seq %d, before seq %d this witness cosigned (%s); not cosigning: keep %s as evidence",
+			audit.ErrFork, cp.GetHeadSeq(), last.Seq, last.Hash, stateFile)
+	}
+	if last.ClusterID != "" && cp.GetClusterId() != last.ClusterID {
+		return fmt.Errorf("FORK: %w: the node serves cluster %s, this witness follows %s", audit.ErrFork, cp.GetClusterId(), last.ClusterID)
+	}
 	var buf bytes.Buffer
 	if _, err := c.ExportToStats(ctx, &buf, max(last.Seq, 1)); err != nil {
 		return auditErr(err)

@@ -94,4 +94,13 @@ func TestWitnessCLI(t *testing.T) {
 		t.Fatalf("a forked witness cosigned:\n%s", after)
 	}
 	runCLI(t, "", "audit", "verify", "--pubkey", pem, "--witness-state", state, export).want(t, 1, "does NOT hold the head the witness cosigned")
+
+	// A ledger that ends before the witnessed head (cut, or rolled back by
+	// a restore) is a fork too, not an export error.
+	head.Seq = 1_000_000
+	b, _ = json.Marshal(head)
+	if err := os.WriteFile(state, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	runCLI(t, "", "audit", "witness", "--name", "w1", "--key", wkey, "--state", state, "--once").want(t, 1, "FORK", "before seq 1000000")
 }

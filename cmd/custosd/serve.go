@@ -70,6 +70,9 @@ type fileConfig struct {
 	CheckpointInterval string   `json:"checkpoint_interval"`
 	// MaxStreamsPerPrincipal bounds one principal's open audit streams.
 	MaxStreamsPerPrincipal int `json:"max_streams_per_principal"`
+	// Per-principal rate quotas of this node (docs/quotas.md).
+	MaxDecisionsPerSecond float64 `json:"max_decisions_per_second_per_principal"`
+	MaxRefusalsPerSecond  float64 `json:"max_refusals_per_second_per_principal"`
 	// Cluster membership (docs/config.md): raft over mutual TLS with the
 	// node certificate in tls.cert, the other nodes, whether this node
 	// joins an existing cluster, the expected cluster id, whether the
@@ -488,6 +491,13 @@ func loadConfigLog(path string, getenv func(string) string, logLevel, logFormat 
 		return cfg, bad("max_streams_per_principal", "must be between 1 and 10000 (0 or absent: the default)")
 	}
 	cfg.MaxStreamsPerPrincipal = fc.MaxStreamsPerPrincipal
+	if fc.MaxDecisionsPerSecond < 0 || fc.MaxDecisionsPerSecond > 1e7 {
+		return cfg, bad("max_decisions_per_second_per_principal", "must be between 1 and 10000000 (0 or absent: the default)")
+	}
+	if fc.MaxRefusalsPerSecond < 0 || fc.MaxRefusalsPerSecond > 1e7 {
+		return cfg, bad("max_refusals_per_second_per_principal", "must be between 1 and 10000000 (0 or absent: the default)")
+	}
+	cfg.DecisionsPerSecond, cfg.RefusalsPerSecond = fc.MaxDecisionsPerSecond, fc.MaxRefusalsPerSecond
 	cfg.DataDir = abs(fc.DataDir)
 	cfg.Listen = fc.Listen
 	cfg.RaftAddr = fc.RaftAddr

@@ -124,6 +124,12 @@ type Config struct {
 	// MaxStreamsPerPrincipal bounds the audit streams one principal keeps
 	// open on this node (kms.DefaultMaxStreamsPerPrincipal if 0).
 	MaxStreamsPerPrincipal int
+	// DecisionsPerSecond and RefusalsPerSecond are this node's
+	// per-principal rate quotas (docs/quotas.md; kms defaults if 0), and
+	// ThrottleSummaryInterval how often it records what it throttled.
+	DecisionsPerSecond      float64
+	RefusalsPerSecond       float64
+	ThrottleSummaryInterval time.Duration
 	// Logger; slog.Default() if nil.
 	Logger *slog.Logger
 
@@ -196,6 +202,8 @@ type Node struct {
 	bgDone  chan struct{}      // closed when the leader work has stopped
 	// custodyDone is closed when the admission worker has stopped.
 	custodyDone chan struct{}
+	// throttleDone is closed when the throttle summaries have stopped.
+	throttleDone chan struct{}
 	// notifier delivers notify records to the sinks (Run on the leader)
 	// and before release (installed on every node); nil with NoNotifier.
 	notifier *notify.Notifier
@@ -359,6 +367,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Profile:                cfg.Profile,
 		ClientAuthorities:      authorities,
 		MaxStreamsPerPrincipal: cfg.MaxStreamsPerPrincipal,
+		DecisionsPerSecond:     cfg.DecisionsPerSecond,
+		RefusalsPerSecond:      cfg.RefusalsPerSecond,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: kms: %w", err)
@@ -405,6 +415,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	go n.leaderWork(healthCtx)
 	n.custodyDone = make(chan struct{})
 	go func() { defer close(n.custodyDone); n.svc.RunAdmission(healthCtx) }()
+	n.throttleDone = make(chan struct{})
+	go func() {
+		defer close(n.throttleDone)
+		n.svc.RunThrottleSummaries(healthCtx, cfg.ThrottleSummaryInterval)
+	}()
 	opts := api.Options{
 		Service: n.svc,
 		TLS:     tlsCfg,
@@ -662,6 +677,9 @@ func (n *Node) Close() error {
 		}
 		if n.custodyDone != nil {
 			<-n.custodyDone
+		}
+		if n.throttleDone != nil {
+			<-n.throttleDone
 		}
 		if n.grpc != nil {
 			done := make(chan struct{})

@@ -338,6 +338,11 @@ func validate(st *custosv1.Statement) error {
 		return nil
 	case *custosv1.Statement_RemoveWitness:
 		return checkIdent("remove_witness.name", op.RemoveWitness.GetName())
+	case *custosv1.Statement_SetQuotas:
+		if op.SetQuotas.GetQuotas() == nil {
+			return fmt.Errorf("%w: set_quotas.quotas is not set", ErrMalformed)
+		}
+		return nil
 	case *custosv1.Statement_AddClientAuthority:
 		_, err := ParseClientAuthority(op.AddClientAuthority.GetCertificate())
 		return err
@@ -529,6 +534,10 @@ func Describe(st *custosv1.Statement) string {
 		fmt.Fprintf(&b, " name=%s key=%s", q(op.AddWitness.GetWitness().GetName()), fp)
 	case *custosv1.Statement_RemoveWitness:
 		fmt.Fprintf(&b, " name=%s", q(op.RemoveWitness.GetName()))
+	case *custosv1.Statement_SetQuotas:
+		qs := op.SetQuotas.GetQuotas()
+		fmt.Fprintf(&b, " max_keys_per_principal=%s max_pending_per_principal=%s",
+			orDefault(int64(qs.GetMaxKeysPerPrincipal()), "1000"), orDefault(int64(qs.GetMaxPendingPerPrincipal()), "16"))
 	case *custosv1.Statement_SetKeyMinVersion:
 		fmt.Fprintf(&b, " key=%s min_decryption_version=%d", q(op.SetKeyMinVersion.GetKey()), op.SetKeyMinVersion.GetMinDecryptionVersion())
 	}

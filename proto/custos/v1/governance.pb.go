@@ -740,8 +740,12 @@ type KeyPolicy struct {
 	// older than this many seconds (0: no witness needed). Fails closed when
 	// every witness is silent (docs/witness.md).
 	WitnessMaxAgeSeconds uint32 `protobuf:"varint,10,opt,name=witness_max_age_seconds,json=witnessMaxAgeSeconds,proto3" json:"witness_max_age_seconds,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// With witness_max_age_seconds: release only while that cosignature is
+	// also at most this many records behind the ledger head (0: 100000), a
+	// bound the nodes' clocks do not move.
+	WitnessMaxRecords uint32 `protobuf:"varint,11,opt,name=witness_max_records,json=witnessMaxRecords,proto3" json:"witness_max_records,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *KeyPolicy) Reset() {
@@ -844,6 +848,13 @@ func (x *KeyPolicy) GetWitnessMaxAgeSeconds() uint32 {
 	return 0
 }
 
+func (x *KeyPolicy) GetWitnessMaxRecords() uint32 {
+	if x != nil {
+		return x.WitnessMaxRecords
+	}
+	return 0
+}
+
 // Officer is one of the customer's security officers.
 type Officer struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -923,7 +934,9 @@ type Governance struct {
 	ClientAuthorities       []*ClientAuthority `protobuf:"bytes,9,rep,name=client_authorities,json=clientAuthorities,proto3" json:"client_authorities,omitempty"`
 	ClientAuthoritiesPinned bool               `protobuf:"varint,10,opt,name=client_authorities_pinned,json=clientAuthoritiesPinned,proto3" json:"client_authorities_pinned,omitempty"`
 	// The customer's witnesses (docs/witness.md).
-	Witnesses     []*Witness `protobuf:"bytes,11,rep,name=witnesses,proto3" json:"witnesses,omitempty"`
+	Witnesses []*Witness `protobuf:"bytes,11,rep,name=witnesses,proto3" json:"witnesses,omitempty"`
+	// Per-principal limits the cluster enforces (docs/quotas.md).
+	Quotas        *Quotas `protobuf:"bytes,12,opt,name=quotas,proto3" json:"quotas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1035,6 +1048,116 @@ func (x *Governance) GetWitnesses() []*Witness {
 	return nil
 }
 
+func (x *Governance) GetQuotas() *Quotas {
+	if x != nil {
+		return x.Quotas
+	}
+	return nil
+}
+
+// Quotas are per-principal limits, the same on every node; 0 is the
+// default.
+type Quotas struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Keys one principal may create (not counting destroyed ones); default
+	// 1000.
+	MaxKeysPerPrincipal uint32 `protobuf:"varint,1,opt,name=max_keys_per_principal,json=maxKeysPerPrincipal,proto3" json:"max_keys_per_principal,omitempty"`
+	// Decrypt requests one principal may have waiting for approval; default
+	// 16.
+	MaxPendingPerPrincipal uint32 `protobuf:"varint,2,opt,name=max_pending_per_principal,json=maxPendingPerPrincipal,proto3" json:"max_pending_per_principal,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
+}
+
+func (x *Quotas) Reset() {
+	*x = Quotas{}
+	mi := &file_custos_v1_governance_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Quotas) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Quotas) ProtoMessage() {}
+
+func (x *Quotas) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_governance_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Quotas.ProtoReflect.Descriptor instead.
+func (*Quotas) Descriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Quotas) GetMaxKeysPerPrincipal() uint32 {
+	if x != nil {
+		return x.MaxKeysPerPrincipal
+	}
+	return 0
+}
+
+func (x *Quotas) GetMaxPendingPerPrincipal() uint32 {
+	if x != nil {
+		return x.MaxPendingPerPrincipal
+	}
+	return 0
+}
+
+// SetQuotas replaces the quotas (quorum).
+type SetQuotas struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Quotas        *Quotas                `protobuf:"bytes,1,opt,name=quotas,proto3" json:"quotas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetQuotas) Reset() {
+	*x = SetQuotas{}
+	mi := &file_custos_v1_governance_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetQuotas) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetQuotas) ProtoMessage() {}
+
+func (x *SetQuotas) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_governance_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetQuotas.ProtoReflect.Descriptor instead.
+func (*SetQuotas) Descriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *SetQuotas) GetQuotas() *Quotas {
+	if x != nil {
+		return x.Quotas
+	}
+	return nil
+}
+
 // ClientAuthority is a CA certificate the officers trust to identify
 // principals (applications, operators, auditors and nodes).
 type ClientAuthority struct {
@@ -1051,7 +1174,7 @@ type ClientAuthority struct {
 
 func (x *ClientAuthority) Reset() {
 	*x = ClientAuthority{}
-	mi := &file_custos_v1_governance_proto_msgTypes[10]
+	mi := &file_custos_v1_governance_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1063,7 +1186,7 @@ func (x *ClientAuthority) String() string {
 func (*ClientAuthority) ProtoMessage() {}
 
 func (x *ClientAuthority) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[10]
+	mi := &file_custos_v1_governance_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1076,7 +1199,7 @@ func (x *ClientAuthority) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientAuthority.ProtoReflect.Descriptor instead.
 func (*ClientAuthority) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{10}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ClientAuthority) GetSha256() string {
@@ -1112,7 +1235,7 @@ type AddClientAuthority struct {
 
 func (x *AddClientAuthority) Reset() {
 	*x = AddClientAuthority{}
-	mi := &file_custos_v1_governance_proto_msgTypes[11]
+	mi := &file_custos_v1_governance_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1124,7 +1247,7 @@ func (x *AddClientAuthority) String() string {
 func (*AddClientAuthority) ProtoMessage() {}
 
 func (x *AddClientAuthority) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[11]
+	mi := &file_custos_v1_governance_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1137,7 +1260,7 @@ func (x *AddClientAuthority) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddClientAuthority.ProtoReflect.Descriptor instead.
 func (*AddClientAuthority) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{11}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AddClientAuthority) GetCertificate() []byte {
@@ -1158,7 +1281,7 @@ type RemoveClientAuthority struct {
 
 func (x *RemoveClientAuthority) Reset() {
 	*x = RemoveClientAuthority{}
-	mi := &file_custos_v1_governance_proto_msgTypes[12]
+	mi := &file_custos_v1_governance_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1170,7 +1293,7 @@ func (x *RemoveClientAuthority) String() string {
 func (*RemoveClientAuthority) ProtoMessage() {}
 
 func (x *RemoveClientAuthority) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[12]
+	mi := &file_custos_v1_governance_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1183,7 +1306,7 @@ func (x *RemoveClientAuthority) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveClientAuthority.ProtoReflect.Descriptor instead.
 func (*RemoveClientAuthority) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{12}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RemoveClientAuthority) GetSha256() string {
@@ -1238,6 +1361,7 @@ type Statement struct {
 	//	*Statement_RemoveClientAuthority
 	//	*Statement_AddWitness
 	//	*Statement_RemoveWitness
+	//	*Statement_SetQuotas
 	Operation     isStatement_Operation `protobuf_oneof:"operation"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1245,7 +1369,7 @@ type Statement struct {
 
 func (x *Statement) Reset() {
 	*x = Statement{}
-	mi := &file_custos_v1_governance_proto_msgTypes[13]
+	mi := &file_custos_v1_governance_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1257,7 +1381,7 @@ func (x *Statement) String() string {
 func (*Statement) ProtoMessage() {}
 
 func (x *Statement) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[13]
+	mi := &file_custos_v1_governance_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1270,7 +1394,7 @@ func (x *Statement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Statement.ProtoReflect.Descriptor instead.
 func (*Statement) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{13}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Statement) GetClusterId() string {
@@ -1531,6 +1655,15 @@ func (x *Statement) GetRemoveWitness() *RemoveWitness {
 	return nil
 }
 
+func (x *Statement) GetSetQuotas() *SetQuotas {
+	if x != nil {
+		if x, ok := x.Operation.(*Statement_SetQuotas); ok {
+			return x.SetQuotas
+		}
+	}
+	return nil
+}
+
 type isStatement_Operation interface {
 	isStatement_Operation()
 }
@@ -1631,6 +1764,10 @@ type Statement_RemoveWitness struct {
 	RemoveWitness *RemoveWitness `protobuf:"bytes,33,opt,name=remove_witness,json=removeWitness,proto3,oneof"`
 }
 
+type Statement_SetQuotas struct {
+	SetQuotas *SetQuotas `protobuf:"bytes,34,opt,name=set_quotas,json=setQuotas,proto3,oneof"`
+}
+
 func (*Statement_RevokeKey) isStatement_Operation() {}
 
 func (*Statement_DisableKey) isStatement_Operation() {}
@@ -1679,6 +1816,8 @@ func (*Statement_AddWitness) isStatement_Operation() {}
 
 func (*Statement_RemoveWitness) isStatement_Operation() {}
 
+func (*Statement_SetQuotas) isStatement_Operation() {}
+
 // ScheduleKeyDestruction (quorum) destroys a key version — or, with
 // version 0, every version of the key — once waiting_seconds have passed
 // (0: 7 days; at least 1 hour, at most 30 days; a development cluster
@@ -1697,7 +1836,7 @@ type ScheduleKeyDestruction struct {
 
 func (x *ScheduleKeyDestruction) Reset() {
 	*x = ScheduleKeyDestruction{}
-	mi := &file_custos_v1_governance_proto_msgTypes[14]
+	mi := &file_custos_v1_governance_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1709,7 +1848,7 @@ func (x *ScheduleKeyDestruction) String() string {
 func (*ScheduleKeyDestruction) ProtoMessage() {}
 
 func (x *ScheduleKeyDestruction) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[14]
+	mi := &file_custos_v1_governance_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1722,7 +1861,7 @@ func (x *ScheduleKeyDestruction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScheduleKeyDestruction.ProtoReflect.Descriptor instead.
 func (*ScheduleKeyDestruction) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{14}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ScheduleKeyDestruction) GetKey() string {
@@ -1762,7 +1901,7 @@ type AcceptRestore struct {
 
 func (x *AcceptRestore) Reset() {
 	*x = AcceptRestore{}
-	mi := &file_custos_v1_governance_proto_msgTypes[15]
+	mi := &file_custos_v1_governance_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1774,7 +1913,7 @@ func (x *AcceptRestore) String() string {
 func (*AcceptRestore) ProtoMessage() {}
 
 func (x *AcceptRestore) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[15]
+	mi := &file_custos_v1_governance_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1787,7 +1926,7 @@ func (x *AcceptRestore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcceptRestore.ProtoReflect.Descriptor instead.
 func (*AcceptRestore) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{15}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *AcceptRestore) GetSnapshotSha256() string {
@@ -1826,7 +1965,7 @@ type ClusterRestore struct {
 
 func (x *ClusterRestore) Reset() {
 	*x = ClusterRestore{}
-	mi := &file_custos_v1_governance_proto_msgTypes[16]
+	mi := &file_custos_v1_governance_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1838,7 +1977,7 @@ func (x *ClusterRestore) String() string {
 func (*ClusterRestore) ProtoMessage() {}
 
 func (x *ClusterRestore) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[16]
+	mi := &file_custos_v1_governance_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1851,7 +1990,7 @@ func (x *ClusterRestore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterRestore.ProtoReflect.Descriptor instead.
 func (*ClusterRestore) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{16}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ClusterRestore) GetSnapshotSha256() string {
@@ -1943,7 +2082,7 @@ type CancelKeyDestruction struct {
 
 func (x *CancelKeyDestruction) Reset() {
 	*x = CancelKeyDestruction{}
-	mi := &file_custos_v1_governance_proto_msgTypes[17]
+	mi := &file_custos_v1_governance_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1955,7 +2094,7 @@ func (x *CancelKeyDestruction) String() string {
 func (*CancelKeyDestruction) ProtoMessage() {}
 
 func (x *CancelKeyDestruction) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[17]
+	mi := &file_custos_v1_governance_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1968,7 +2107,7 @@ func (x *CancelKeyDestruction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelKeyDestruction.ProtoReflect.Descriptor instead.
 func (*CancelKeyDestruction) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{17}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CancelKeyDestruction) GetKey() string {
@@ -2008,7 +2147,7 @@ type AdmitNode struct {
 
 func (x *AdmitNode) Reset() {
 	*x = AdmitNode{}
-	mi := &file_custos_v1_governance_proto_msgTypes[18]
+	mi := &file_custos_v1_governance_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2020,7 +2159,7 @@ func (x *AdmitNode) String() string {
 func (*AdmitNode) ProtoMessage() {}
 
 func (x *AdmitNode) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[18]
+	mi := &file_custos_v1_governance_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2033,7 +2172,7 @@ func (x *AdmitNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdmitNode.ProtoReflect.Descriptor instead.
 func (*AdmitNode) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{18}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *AdmitNode) GetNode() string {
@@ -2085,7 +2224,7 @@ type SetKeyMinVersion struct {
 
 func (x *SetKeyMinVersion) Reset() {
 	*x = SetKeyMinVersion{}
-	mi := &file_custos_v1_governance_proto_msgTypes[19]
+	mi := &file_custos_v1_governance_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2097,7 +2236,7 @@ func (x *SetKeyMinVersion) String() string {
 func (*SetKeyMinVersion) ProtoMessage() {}
 
 func (x *SetKeyMinVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[19]
+	mi := &file_custos_v1_governance_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2110,7 +2249,7 @@ func (x *SetKeyMinVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetKeyMinVersion.ProtoReflect.Descriptor instead.
 func (*SetKeyMinVersion) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{19}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SetKeyMinVersion) GetKey() string {
@@ -2142,7 +2281,7 @@ type RotateDomainKey struct {
 
 func (x *RotateDomainKey) Reset() {
 	*x = RotateDomainKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[20]
+	mi := &file_custos_v1_governance_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2154,7 +2293,7 @@ func (x *RotateDomainKey) String() string {
 func (*RotateDomainKey) ProtoMessage() {}
 
 func (x *RotateDomainKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[20]
+	mi := &file_custos_v1_governance_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2167,7 +2306,7 @@ func (x *RotateDomainKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateDomainKey.ProtoReflect.Descriptor instead.
 func (*RotateDomainKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{20}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{22}
 }
 
 // CancelDomainKeyRotation (one officer) abandons a running rotation: the
@@ -2180,7 +2319,7 @@ type CancelDomainKeyRotation struct {
 
 func (x *CancelDomainKeyRotation) Reset() {
 	*x = CancelDomainKeyRotation{}
-	mi := &file_custos_v1_governance_proto_msgTypes[21]
+	mi := &file_custos_v1_governance_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2192,7 +2331,7 @@ func (x *CancelDomainKeyRotation) String() string {
 func (*CancelDomainKeyRotation) ProtoMessage() {}
 
 func (x *CancelDomainKeyRotation) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[21]
+	mi := &file_custos_v1_governance_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2205,7 +2344,7 @@ func (x *CancelDomainKeyRotation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelDomainKeyRotation.ProtoReflect.Descriptor instead.
 func (*CancelDomainKeyRotation) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{21}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{23}
 }
 
 // DomainKeyRotation is a running domain-key rotation as the replicated
@@ -2233,7 +2372,7 @@ type DomainKeyRotation struct {
 
 func (x *DomainKeyRotation) Reset() {
 	*x = DomainKeyRotation{}
-	mi := &file_custos_v1_governance_proto_msgTypes[22]
+	mi := &file_custos_v1_governance_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2245,7 +2384,7 @@ func (x *DomainKeyRotation) String() string {
 func (*DomainKeyRotation) ProtoMessage() {}
 
 func (x *DomainKeyRotation) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[22]
+	mi := &file_custos_v1_governance_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2258,7 +2397,7 @@ func (x *DomainKeyRotation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DomainKeyRotation.ProtoReflect.Descriptor instead.
 func (*DomainKeyRotation) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{22}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DomainKeyRotation) GetEpoch() uint32 {
@@ -2330,7 +2469,7 @@ type RevokeAdmission struct {
 
 func (x *RevokeAdmission) Reset() {
 	*x = RevokeAdmission{}
-	mi := &file_custos_v1_governance_proto_msgTypes[23]
+	mi := &file_custos_v1_governance_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2342,7 +2481,7 @@ func (x *RevokeAdmission) String() string {
 func (*RevokeAdmission) ProtoMessage() {}
 
 func (x *RevokeAdmission) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[23]
+	mi := &file_custos_v1_governance_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2355,7 +2494,7 @@ func (x *RevokeAdmission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdmission.ProtoReflect.Descriptor instead.
 func (*RevokeAdmission) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{23}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RevokeAdmission) GetNode() string {
@@ -2390,7 +2529,7 @@ type NodeAdmission struct {
 
 func (x *NodeAdmission) Reset() {
 	*x = NodeAdmission{}
-	mi := &file_custos_v1_governance_proto_msgTypes[24]
+	mi := &file_custos_v1_governance_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2402,7 +2541,7 @@ func (x *NodeAdmission) String() string {
 func (*NodeAdmission) ProtoMessage() {}
 
 func (x *NodeAdmission) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[24]
+	mi := &file_custos_v1_governance_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2415,7 +2554,7 @@ func (x *NodeAdmission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeAdmission.ProtoReflect.Descriptor instead.
 func (*NodeAdmission) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{24}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *NodeAdmission) GetNode() string {
@@ -2509,7 +2648,7 @@ type Sink struct {
 
 func (x *Sink) Reset() {
 	*x = Sink{}
-	mi := &file_custos_v1_governance_proto_msgTypes[25]
+	mi := &file_custos_v1_governance_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2521,7 +2660,7 @@ func (x *Sink) String() string {
 func (*Sink) ProtoMessage() {}
 
 func (x *Sink) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[25]
+	mi := &file_custos_v1_governance_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2534,7 +2673,7 @@ func (x *Sink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sink.ProtoReflect.Descriptor instead.
 func (*Sink) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{25}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Sink) GetName() string {
@@ -2596,7 +2735,7 @@ type AddSink struct {
 
 func (x *AddSink) Reset() {
 	*x = AddSink{}
-	mi := &file_custos_v1_governance_proto_msgTypes[26]
+	mi := &file_custos_v1_governance_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2608,7 +2747,7 @@ func (x *AddSink) String() string {
 func (*AddSink) ProtoMessage() {}
 
 func (x *AddSink) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[26]
+	mi := &file_custos_v1_governance_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2621,7 +2760,7 @@ func (x *AddSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddSink.ProtoReflect.Descriptor instead.
 func (*AddSink) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{26}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *AddSink) GetSink() *Sink {
@@ -2641,7 +2780,7 @@ type RemoveSink struct {
 
 func (x *RemoveSink) Reset() {
 	*x = RemoveSink{}
-	mi := &file_custos_v1_governance_proto_msgTypes[27]
+	mi := &file_custos_v1_governance_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2653,7 +2792,7 @@ func (x *RemoveSink) String() string {
 func (*RemoveSink) ProtoMessage() {}
 
 func (x *RemoveSink) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[27]
+	mi := &file_custos_v1_governance_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2666,7 +2805,7 @@ func (x *RemoveSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSink.ProtoReflect.Descriptor instead.
 func (*RemoveSink) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{27}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RemoveSink) GetName() string {
@@ -2692,7 +2831,7 @@ type NotifyRules struct {
 
 func (x *NotifyRules) Reset() {
 	*x = NotifyRules{}
-	mi := &file_custos_v1_governance_proto_msgTypes[28]
+	mi := &file_custos_v1_governance_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2704,7 +2843,7 @@ func (x *NotifyRules) String() string {
 func (*NotifyRules) ProtoMessage() {}
 
 func (x *NotifyRules) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[28]
+	mi := &file_custos_v1_governance_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2717,7 +2856,7 @@ func (x *NotifyRules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifyRules.ProtoReflect.Descriptor instead.
 func (*NotifyRules) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{28}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *NotifyRules) GetReasons() []Reason {
@@ -2765,7 +2904,7 @@ type SetNotifyRules struct {
 
 func (x *SetNotifyRules) Reset() {
 	*x = SetNotifyRules{}
-	mi := &file_custos_v1_governance_proto_msgTypes[29]
+	mi := &file_custos_v1_governance_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2777,7 +2916,7 @@ func (x *SetNotifyRules) String() string {
 func (*SetNotifyRules) ProtoMessage() {}
 
 func (x *SetNotifyRules) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[29]
+	mi := &file_custos_v1_governance_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2790,7 +2929,7 @@ func (x *SetNotifyRules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNotifyRules.ProtoReflect.Descriptor instead.
 func (*SetNotifyRules) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{29}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SetNotifyRules) GetRules() *NotifyRules {
@@ -2811,7 +2950,7 @@ type RevokeKey struct {
 
 func (x *RevokeKey) Reset() {
 	*x = RevokeKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[30]
+	mi := &file_custos_v1_governance_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2823,7 +2962,7 @@ func (x *RevokeKey) String() string {
 func (*RevokeKey) ProtoMessage() {}
 
 func (x *RevokeKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[30]
+	mi := &file_custos_v1_governance_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2836,7 +2975,7 @@ func (x *RevokeKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeKey.ProtoReflect.Descriptor instead.
 func (*RevokeKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{30}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RevokeKey) GetKey() string {
@@ -2856,7 +2995,7 @@ type DisableKey struct {
 
 func (x *DisableKey) Reset() {
 	*x = DisableKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[31]
+	mi := &file_custos_v1_governance_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2868,7 +3007,7 @@ func (x *DisableKey) String() string {
 func (*DisableKey) ProtoMessage() {}
 
 func (x *DisableKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[31]
+	mi := &file_custos_v1_governance_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2881,7 +3020,7 @@ func (x *DisableKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableKey.ProtoReflect.Descriptor instead.
 func (*DisableKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{31}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DisableKey) GetKey() string {
@@ -2901,7 +3040,7 @@ type EnableKey struct {
 
 func (x *EnableKey) Reset() {
 	*x = EnableKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[32]
+	mi := &file_custos_v1_governance_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2913,7 +3052,7 @@ func (x *EnableKey) String() string {
 func (*EnableKey) ProtoMessage() {}
 
 func (x *EnableKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[32]
+	mi := &file_custos_v1_governance_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2926,7 +3065,7 @@ func (x *EnableKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableKey.ProtoReflect.Descriptor instead.
 func (*EnableKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{32}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *EnableKey) GetKey() string {
@@ -2947,7 +3086,7 @@ type SetPolicy struct {
 
 func (x *SetPolicy) Reset() {
 	*x = SetPolicy{}
-	mi := &file_custos_v1_governance_proto_msgTypes[33]
+	mi := &file_custos_v1_governance_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2959,7 +3098,7 @@ func (x *SetPolicy) String() string {
 func (*SetPolicy) ProtoMessage() {}
 
 func (x *SetPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[33]
+	mi := &file_custos_v1_governance_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2972,7 +3111,7 @@ func (x *SetPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicy.ProtoReflect.Descriptor instead.
 func (*SetPolicy) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{33}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SetPolicy) GetKey() string {
@@ -3002,7 +3141,7 @@ type ApproveRequest struct {
 
 func (x *ApproveRequest) Reset() {
 	*x = ApproveRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[34]
+	mi := &file_custos_v1_governance_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3014,7 +3153,7 @@ func (x *ApproveRequest) String() string {
 func (*ApproveRequest) ProtoMessage() {}
 
 func (x *ApproveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[34]
+	mi := &file_custos_v1_governance_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3027,7 +3166,7 @@ func (x *ApproveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveRequest.ProtoReflect.Descriptor instead.
 func (*ApproveRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{34}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ApproveRequest) GetRequestId() string {
@@ -3061,7 +3200,7 @@ type DenyRequest struct {
 
 func (x *DenyRequest) Reset() {
 	*x = DenyRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[35]
+	mi := &file_custos_v1_governance_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3073,7 +3212,7 @@ func (x *DenyRequest) String() string {
 func (*DenyRequest) ProtoMessage() {}
 
 func (x *DenyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[35]
+	mi := &file_custos_v1_governance_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3086,7 +3225,7 @@ func (x *DenyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DenyRequest.ProtoReflect.Descriptor instead.
 func (*DenyRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{35}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *DenyRequest) GetRequestId() string {
@@ -3116,7 +3255,7 @@ type CreateGrant struct {
 
 func (x *CreateGrant) Reset() {
 	*x = CreateGrant{}
-	mi := &file_custos_v1_governance_proto_msgTypes[36]
+	mi := &file_custos_v1_governance_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3128,7 +3267,7 @@ func (x *CreateGrant) String() string {
 func (*CreateGrant) ProtoMessage() {}
 
 func (x *CreateGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[36]
+	mi := &file_custos_v1_governance_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3141,7 +3280,7 @@ func (x *CreateGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGrant.ProtoReflect.Descriptor instead.
 func (*CreateGrant) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{36}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CreateGrant) GetPrincipal() string {
@@ -3203,7 +3342,7 @@ type RevokeGrant struct {
 
 func (x *RevokeGrant) Reset() {
 	*x = RevokeGrant{}
-	mi := &file_custos_v1_governance_proto_msgTypes[37]
+	mi := &file_custos_v1_governance_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3215,7 +3354,7 @@ func (x *RevokeGrant) String() string {
 func (*RevokeGrant) ProtoMessage() {}
 
 func (x *RevokeGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[37]
+	mi := &file_custos_v1_governance_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3228,7 +3367,7 @@ func (x *RevokeGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeGrant.ProtoReflect.Descriptor instead.
 func (*RevokeGrant) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{37}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RevokeGrant) GetGrantId() string {
@@ -3249,7 +3388,7 @@ type SetOfficers struct {
 
 func (x *SetOfficers) Reset() {
 	*x = SetOfficers{}
-	mi := &file_custos_v1_governance_proto_msgTypes[38]
+	mi := &file_custos_v1_governance_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3261,7 +3400,7 @@ func (x *SetOfficers) String() string {
 func (*SetOfficers) ProtoMessage() {}
 
 func (x *SetOfficers) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[38]
+	mi := &file_custos_v1_governance_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3274,7 +3413,7 @@ func (x *SetOfficers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetOfficers.ProtoReflect.Descriptor instead.
 func (*SetOfficers) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{38}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SetOfficers) GetOfficers() []*Officer {
@@ -3303,7 +3442,7 @@ type OfficerSignature struct {
 
 func (x *OfficerSignature) Reset() {
 	*x = OfficerSignature{}
-	mi := &file_custos_v1_governance_proto_msgTypes[39]
+	mi := &file_custos_v1_governance_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3315,7 +3454,7 @@ func (x *OfficerSignature) String() string {
 func (*OfficerSignature) ProtoMessage() {}
 
 func (x *OfficerSignature) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[39]
+	mi := &file_custos_v1_governance_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3328,7 +3467,7 @@ func (x *OfficerSignature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OfficerSignature.ProtoReflect.Descriptor instead.
 func (*OfficerSignature) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{39}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *OfficerSignature) GetOfficer() string {
@@ -3356,7 +3495,7 @@ type SignedStatement struct {
 
 func (x *SignedStatement) Reset() {
 	*x = SignedStatement{}
-	mi := &file_custos_v1_governance_proto_msgTypes[40]
+	mi := &file_custos_v1_governance_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3368,7 +3507,7 @@ func (x *SignedStatement) String() string {
 func (*SignedStatement) ProtoMessage() {}
 
 func (x *SignedStatement) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[40]
+	mi := &file_custos_v1_governance_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3381,7 +3520,7 @@ func (x *SignedStatement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedStatement.ProtoReflect.Descriptor instead.
 func (*SignedStatement) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{40}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *SignedStatement) GetStatement() []byte {
@@ -3414,7 +3553,7 @@ type SubmitResponse struct {
 
 func (x *SubmitResponse) Reset() {
 	*x = SubmitResponse{}
-	mi := &file_custos_v1_governance_proto_msgTypes[41]
+	mi := &file_custos_v1_governance_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3426,7 +3565,7 @@ func (x *SubmitResponse) String() string {
 func (*SubmitResponse) ProtoMessage() {}
 
 func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[41]
+	mi := &file_custos_v1_governance_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3439,7 +3578,7 @@ func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
 func (*SubmitResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{41}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *SubmitResponse) GetResult() string {
@@ -3478,7 +3617,7 @@ type GetGovernanceRequest struct {
 
 func (x *GetGovernanceRequest) Reset() {
 	*x = GetGovernanceRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[42]
+	mi := &file_custos_v1_governance_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3490,7 +3629,7 @@ func (x *GetGovernanceRequest) String() string {
 func (*GetGovernanceRequest) ProtoMessage() {}
 
 func (x *GetGovernanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[42]
+	mi := &file_custos_v1_governance_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3503,7 +3642,7 @@ func (x *GetGovernanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGovernanceRequest.ProtoReflect.Descriptor instead.
 func (*GetGovernanceRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{42}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{44}
 }
 
 // ApprovalRequest is a decrypt that policy sent to the officers.
@@ -3533,7 +3672,7 @@ type ApprovalRequest struct {
 
 func (x *ApprovalRequest) Reset() {
 	*x = ApprovalRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[43]
+	mi := &file_custos_v1_governance_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3545,7 +3684,7 @@ func (x *ApprovalRequest) String() string {
 func (*ApprovalRequest) ProtoMessage() {}
 
 func (x *ApprovalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[43]
+	mi := &file_custos_v1_governance_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3558,7 +3697,7 @@ func (x *ApprovalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApprovalRequest.ProtoReflect.Descriptor instead.
 func (*ApprovalRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{43}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ApprovalRequest) GetRequestId() string {
@@ -3668,7 +3807,7 @@ type ListPendingRequest struct {
 
 func (x *ListPendingRequest) Reset() {
 	*x = ListPendingRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[44]
+	mi := &file_custos_v1_governance_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3680,7 +3819,7 @@ func (x *ListPendingRequest) String() string {
 func (*ListPendingRequest) ProtoMessage() {}
 
 func (x *ListPendingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[44]
+	mi := &file_custos_v1_governance_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3693,7 +3832,7 @@ func (x *ListPendingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPendingRequest.ProtoReflect.Descriptor instead.
 func (*ListPendingRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{44}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListPendingRequest) GetKey() string {
@@ -3712,7 +3851,7 @@ type ListPendingResponse struct {
 
 func (x *ListPendingResponse) Reset() {
 	*x = ListPendingResponse{}
-	mi := &file_custos_v1_governance_proto_msgTypes[45]
+	mi := &file_custos_v1_governance_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3724,7 +3863,7 @@ func (x *ListPendingResponse) String() string {
 func (*ListPendingResponse) ProtoMessage() {}
 
 func (x *ListPendingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[45]
+	mi := &file_custos_v1_governance_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3737,7 +3876,7 @@ func (x *ListPendingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPendingResponse.ProtoReflect.Descriptor instead.
 func (*ListPendingResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{45}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ListPendingResponse) GetRequests() []*ApprovalRequest {
@@ -3756,7 +3895,7 @@ type GetRequestRequest struct {
 
 func (x *GetRequestRequest) Reset() {
 	*x = GetRequestRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[46]
+	mi := &file_custos_v1_governance_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3768,7 +3907,7 @@ func (x *GetRequestRequest) String() string {
 func (*GetRequestRequest) ProtoMessage() {}
 
 func (x *GetRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[46]
+	mi := &file_custos_v1_governance_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3781,7 +3920,7 @@ func (x *GetRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequestRequest.ProtoReflect.Descriptor instead.
 func (*GetRequestRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{46}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *GetRequestRequest) GetRequestId() string {
@@ -3813,7 +3952,7 @@ type Grant struct {
 
 func (x *Grant) Reset() {
 	*x = Grant{}
-	mi := &file_custos_v1_governance_proto_msgTypes[47]
+	mi := &file_custos_v1_governance_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3825,7 +3964,7 @@ func (x *Grant) String() string {
 func (*Grant) ProtoMessage() {}
 
 func (x *Grant) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[47]
+	mi := &file_custos_v1_governance_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3838,7 +3977,7 @@ func (x *Grant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Grant.ProtoReflect.Descriptor instead.
 func (*Grant) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{47}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *Grant) GetGrantId() string {
@@ -3913,7 +4052,7 @@ type ListGrantsRequest struct {
 
 func (x *ListGrantsRequest) Reset() {
 	*x = ListGrantsRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[48]
+	mi := &file_custos_v1_governance_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3925,7 +4064,7 @@ func (x *ListGrantsRequest) String() string {
 func (*ListGrantsRequest) ProtoMessage() {}
 
 func (x *ListGrantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[48]
+	mi := &file_custos_v1_governance_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3938,7 +4077,7 @@ func (x *ListGrantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGrantsRequest.ProtoReflect.Descriptor instead.
 func (*ListGrantsRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{48}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListGrantsRequest) GetKey() string {
@@ -3957,7 +4096,7 @@ type ListGrantsResponse struct {
 
 func (x *ListGrantsResponse) Reset() {
 	*x = ListGrantsResponse{}
-	mi := &file_custos_v1_governance_proto_msgTypes[49]
+	mi := &file_custos_v1_governance_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3969,7 +4108,7 @@ func (x *ListGrantsResponse) String() string {
 func (*ListGrantsResponse) ProtoMessage() {}
 
 func (x *ListGrantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[49]
+	mi := &file_custos_v1_governance_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3982,7 +4121,7 @@ func (x *ListGrantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGrantsResponse.ProtoReflect.Descriptor instead.
 func (*ListGrantsResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{49}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListGrantsResponse) GetGrants() []*Grant {
@@ -4001,7 +4140,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[50]
+	mi := &file_custos_v1_governance_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4013,7 +4152,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[50]
+	mi := &file_custos_v1_governance_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4026,7 +4165,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{50}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *GetPolicyRequest) GetKey() string {
@@ -4071,7 +4210,7 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\bweekdays\x18\x01 \x03(\x05R\bweekdays\x12!\n" +
 	"\fstart_minute\x18\x02 \x01(\x05R\vstartMinute\x12\x1d\n" +
 	"\n" +
-	"end_minute\x18\x03 \x01(\x05R\tendMinute\"\xe7\x03\n" +
+	"end_minute\x18\x03 \x01(\x05R\tendMinute\"\x97\x04\n" +
 	"\tKeyPolicy\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12-\n" +
 	"\x12encrypt_principals\x18\x02 \x03(\tR\x11encryptPrincipals\x12-\n" +
@@ -4084,11 +4223,12 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\x15notify_before_release\x18\b \x01(\bR\x13notifyBeforeRelease\x12)\n" +
 	"\x10admin_principals\x18\t \x03(\tR\x0fadminPrincipals\x125\n" +
 	"\x17witness_max_age_seconds\x18\n" +
-	" \x01(\rR\x14witnessMaxAgeSeconds\"<\n" +
+	" \x01(\rR\x14witnessMaxAgeSeconds\x12.\n" +
+	"\x13witness_max_records\x18\v \x01(\rR\x11witnessMaxRecords\"<\n" +
 	"\aOfficer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
-	"public_key\x18\x02 \x01(\fR\tpublicKey\"\xe1\x03\n" +
+	"public_key\x18\x02 \x01(\fR\tpublicKey\"\x8c\x04\n" +
 	"\n" +
 	"Governance\x12\x1d\n" +
 	"\n" +
@@ -4104,7 +4244,13 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\x12client_authorities\x18\t \x03(\v2\x1a.custos.v1.ClientAuthorityR\x11clientAuthorities\x12:\n" +
 	"\x19client_authorities_pinned\x18\n" +
 	" \x01(\bR\x17clientAuthoritiesPinned\x120\n" +
-	"\twitnesses\x18\v \x03(\v2\x12.custos.v1.WitnessR\twitnesses\"e\n" +
+	"\twitnesses\x18\v \x03(\v2\x12.custos.v1.WitnessR\twitnesses\x12)\n" +
+	"\x06quotas\x18\f \x01(\v2\x11.custos.v1.QuotasR\x06quotas\"x\n" +
+	"\x06Quotas\x123\n" +
+	"\x16max_keys_per_principal\x18\x01 \x01(\rR\x13maxKeysPerPrincipal\x129\n" +
+	"\x19max_pending_per_principal\x18\x02 \x01(\rR\x16maxPendingPerPrincipal\"6\n" +
+	"\tSetQuotas\x12)\n" +
+	"\x06quotas\x18\x01 \x01(\v2\x11.custos.v1.QuotasR\x06quotas\"e\n" +
 	"\x0fClientAuthority\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x18\n" +
 	"\asubject\x18\x02 \x01(\tR\asubject\x12 \n" +
@@ -4112,7 +4258,7 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\x12AddClientAuthority\x12 \n" +
 	"\vcertificate\x18\x01 \x01(\fR\vcertificate\"/\n" +
 	"\x15RemoveClientAuthority\x12\x16\n" +
-	"\x06sha256\x18\x01 \x01(\tR\x06sha256\"\x99\x0e\n" +
+	"\x06sha256\x18\x01 \x01(\tR\x06sha256\"\xd0\x0e\n" +
 	"\tStatement\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x14\n" +
@@ -4152,7 +4298,9 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\x17remove_client_authority\x18\x1f \x01(\v2 .custos.v1.RemoveClientAuthorityH\x00R\x15removeClientAuthority\x128\n" +
 	"\vadd_witness\x18  \x01(\v2\x15.custos.v1.AddWitnessH\x00R\n" +
 	"addWitness\x12A\n" +
-	"\x0eremove_witness\x18! \x01(\v2\x18.custos.v1.RemoveWitnessH\x00R\rremoveWitnessB\v\n" +
+	"\x0eremove_witness\x18! \x01(\v2\x18.custos.v1.RemoveWitnessH\x00R\rremoveWitness\x125\n" +
+	"\n" +
+	"set_quotas\x18\" \x01(\v2\x14.custos.v1.SetQuotasH\x00R\tsetQuotasB\v\n" +
 	"\toperation\"m\n" +
 	"\x16ScheduleKeyDestruction\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
@@ -4376,7 +4524,7 @@ func file_custos_v1_governance_proto_rawDescGZIP() []byte {
 }
 
 var file_custos_v1_governance_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_custos_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
+var file_custos_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_custos_v1_governance_proto_goTypes = []any{
 	(Action)(0),                       // 0: custos.v1.Action
 	(KeyTransportHash)(0),             // 1: custos.v1.KeyTransportHash
@@ -4393,123 +4541,128 @@ var file_custos_v1_governance_proto_goTypes = []any{
 	(*KeyPolicy)(nil),                 // 12: custos.v1.KeyPolicy
 	(*Officer)(nil),                   // 13: custos.v1.Officer
 	(*Governance)(nil),                // 14: custos.v1.Governance
-	(*ClientAuthority)(nil),           // 15: custos.v1.ClientAuthority
-	(*AddClientAuthority)(nil),        // 16: custos.v1.AddClientAuthority
-	(*RemoveClientAuthority)(nil),     // 17: custos.v1.RemoveClientAuthority
-	(*Statement)(nil),                 // 18: custos.v1.Statement
-	(*ScheduleKeyDestruction)(nil),    // 19: custos.v1.ScheduleKeyDestruction
-	(*AcceptRestore)(nil),             // 20: custos.v1.AcceptRestore
-	(*ClusterRestore)(nil),            // 21: custos.v1.ClusterRestore
-	(*CancelKeyDestruction)(nil),      // 22: custos.v1.CancelKeyDestruction
-	(*AdmitNode)(nil),                 // 23: custos.v1.AdmitNode
-	(*SetKeyMinVersion)(nil),          // 24: custos.v1.SetKeyMinVersion
-	(*RotateDomainKey)(nil),           // 25: custos.v1.RotateDomainKey
-	(*CancelDomainKeyRotation)(nil),   // 26: custos.v1.CancelDomainKeyRotation
-	(*DomainKeyRotation)(nil),         // 27: custos.v1.DomainKeyRotation
-	(*RevokeAdmission)(nil),           // 28: custos.v1.RevokeAdmission
-	(*NodeAdmission)(nil),             // 29: custos.v1.NodeAdmission
-	(*Sink)(nil),                      // 30: custos.v1.Sink
-	(*AddSink)(nil),                   // 31: custos.v1.AddSink
-	(*RemoveSink)(nil),                // 32: custos.v1.RemoveSink
-	(*NotifyRules)(nil),               // 33: custos.v1.NotifyRules
-	(*SetNotifyRules)(nil),            // 34: custos.v1.SetNotifyRules
-	(*RevokeKey)(nil),                 // 35: custos.v1.RevokeKey
-	(*DisableKey)(nil),                // 36: custos.v1.DisableKey
-	(*EnableKey)(nil),                 // 37: custos.v1.EnableKey
-	(*SetPolicy)(nil),                 // 38: custos.v1.SetPolicy
-	(*ApproveRequest)(nil),            // 39: custos.v1.ApproveRequest
-	(*DenyRequest)(nil),               // 40: custos.v1.DenyRequest
-	(*CreateGrant)(nil),               // 41: custos.v1.CreateGrant
-	(*RevokeGrant)(nil),               // 42: custos.v1.RevokeGrant
-	(*SetOfficers)(nil),               // 43: custos.v1.SetOfficers
-	(*OfficerSignature)(nil),          // 44: custos.v1.OfficerSignature
-	(*SignedStatement)(nil),           // 45: custos.v1.SignedStatement
-	(*SubmitResponse)(nil),            // 46: custos.v1.SubmitResponse
-	(*GetGovernanceRequest)(nil),      // 47: custos.v1.GetGovernanceRequest
-	(*ApprovalRequest)(nil),           // 48: custos.v1.ApprovalRequest
-	(*ListPendingRequest)(nil),        // 49: custos.v1.ListPendingRequest
-	(*ListPendingResponse)(nil),       // 50: custos.v1.ListPendingResponse
-	(*GetRequestRequest)(nil),         // 51: custos.v1.GetRequestRequest
-	(*Grant)(nil),                     // 52: custos.v1.Grant
-	(*ListGrantsRequest)(nil),         // 53: custos.v1.ListGrantsRequest
-	(*ListGrantsResponse)(nil),        // 54: custos.v1.ListGrantsResponse
-	(*GetPolicyRequest)(nil),          // 55: custos.v1.GetPolicyRequest
-	(Reason)(0),                       // 56: custos.v1.Reason
-	(Outcome)(0),                      // 57: custos.v1.Outcome
+	(*Quotas)(nil),                    // 15: custos.v1.Quotas
+	(*SetQuotas)(nil),                 // 16: custos.v1.SetQuotas
+	(*ClientAuthority)(nil),           // 17: custos.v1.ClientAuthority
+	(*AddClientAuthority)(nil),        // 18: custos.v1.AddClientAuthority
+	(*RemoveClientAuthority)(nil),     // 19: custos.v1.RemoveClientAuthority
+	(*Statement)(nil),                 // 20: custos.v1.Statement
+	(*ScheduleKeyDestruction)(nil),    // 21: custos.v1.ScheduleKeyDestruction
+	(*AcceptRestore)(nil),             // 22: custos.v1.AcceptRestore
+	(*ClusterRestore)(nil),            // 23: custos.v1.ClusterRestore
+	(*CancelKeyDestruction)(nil),      // 24: custos.v1.CancelKeyDestruction
+	(*AdmitNode)(nil),                 // 25: custos.v1.AdmitNode
+	(*SetKeyMinVersion)(nil),          // 26: custos.v1.SetKeyMinVersion
+	(*RotateDomainKey)(nil),           // 27: custos.v1.RotateDomainKey
+	(*CancelDomainKeyRotation)(nil),   // 28: custos.v1.CancelDomainKeyRotation
+	(*DomainKeyRotation)(nil),         // 29: custos.v1.DomainKeyRotation
+	(*RevokeAdmission)(nil),           // 30: custos.v1.RevokeAdmission
+	(*NodeAdmission)(nil),             // 31: custos.v1.NodeAdmission
+	(*Sink)(nil),                      // 32: custos.v1.Sink
+	(*AddSink)(nil),                   // 33: custos.v1.AddSink
+	(*RemoveSink)(nil),                // 34: custos.v1.RemoveSink
+	(*NotifyRules)(nil),               // 35: custos.v1.NotifyRules
+	(*SetNotifyRules)(nil),            // 36: custos.v1.SetNotifyRules
+	(*RevokeKey)(nil),                 // 37: custos.v1.RevokeKey
+	(*DisableKey)(nil),                // 38: custos.v1.DisableKey
+	(*EnableKey)(nil),                 // 39: custos.v1.EnableKey
+	(*SetPolicy)(nil),                 // 40: custos.v1.SetPolicy
+	(*ApproveRequest)(nil),            // 41: custos.v1.ApproveRequest
+	(*DenyRequest)(nil),               // 42: custos.v1.DenyRequest
+	(*CreateGrant)(nil),               // 43: custos.v1.CreateGrant
+	(*RevokeGrant)(nil),               // 44: custos.v1.RevokeGrant
+	(*SetOfficers)(nil),               // 45: custos.v1.SetOfficers
+	(*OfficerSignature)(nil),          // 46: custos.v1.OfficerSignature
+	(*SignedStatement)(nil),           // 47: custos.v1.SignedStatement
+	(*SubmitResponse)(nil),            // 48: custos.v1.SubmitResponse
+	(*GetGovernanceRequest)(nil),      // 49: custos.v1.GetGovernanceRequest
+	(*ApprovalRequest)(nil),           // 50: custos.v1.ApprovalRequest
+	(*ListPendingRequest)(nil),        // 51: custos.v1.ListPendingRequest
+	(*ListPendingResponse)(nil),       // 52: custos.v1.ListPendingResponse
+	(*GetRequestRequest)(nil),         // 53: custos.v1.GetRequestRequest
+	(*Grant)(nil),                     // 54: custos.v1.Grant
+	(*ListGrantsRequest)(nil),         // 55: custos.v1.ListGrantsRequest
+	(*ListGrantsResponse)(nil),        // 56: custos.v1.ListGrantsResponse
+	(*GetPolicyRequest)(nil),          // 57: custos.v1.GetPolicyRequest
+	(Reason)(0),                       // 58: custos.v1.Reason
+	(Outcome)(0),                      // 59: custos.v1.Outcome
 }
 var file_custos_v1_governance_proto_depIdxs = []int32{
 	5,  // 0: custos.v1.Witness.last:type_name -> custos.v1.Cosignature
 	7,  // 1: custos.v1.AddWitness.witness:type_name -> custos.v1.Witness
-	56, // 2: custos.v1.ReasonRule.reason:type_name -> custos.v1.Reason
+	58, // 2: custos.v1.ReasonRule.reason:type_name -> custos.v1.Reason
 	0,  // 3: custos.v1.ReasonRule.action:type_name -> custos.v1.Action
 	10, // 4: custos.v1.KeyPolicy.reasons:type_name -> custos.v1.ReasonRule
 	11, // 5: custos.v1.KeyPolicy.windows:type_name -> custos.v1.TimeWindow
 	13, // 6: custos.v1.Governance.officers:type_name -> custos.v1.Officer
-	30, // 7: custos.v1.Governance.sinks:type_name -> custos.v1.Sink
-	33, // 8: custos.v1.Governance.notify_rules:type_name -> custos.v1.NotifyRules
-	15, // 9: custos.v1.Governance.client_authorities:type_name -> custos.v1.ClientAuthority
+	32, // 7: custos.v1.Governance.sinks:type_name -> custos.v1.Sink
+	35, // 8: custos.v1.Governance.notify_rules:type_name -> custos.v1.NotifyRules
+	17, // 9: custos.v1.Governance.client_authorities:type_name -> custos.v1.ClientAuthority
 	7,  // 10: custos.v1.Governance.witnesses:type_name -> custos.v1.Witness
-	35, // 11: custos.v1.Statement.revoke_key:type_name -> custos.v1.RevokeKey
-	36, // 12: custos.v1.Statement.disable_key:type_name -> custos.v1.DisableKey
-	37, // 13: custos.v1.Statement.enable_key:type_name -> custos.v1.EnableKey
-	38, // 14: custos.v1.Statement.set_policy:type_name -> custos.v1.SetPolicy
-	39, // 15: custos.v1.Statement.approve_request:type_name -> custos.v1.ApproveRequest
-	40, // 16: custos.v1.Statement.deny_request:type_name -> custos.v1.DenyRequest
-	41, // 17: custos.v1.Statement.create_grant:type_name -> custos.v1.CreateGrant
-	42, // 18: custos.v1.Statement.revoke_grant:type_name -> custos.v1.RevokeGrant
-	43, // 19: custos.v1.Statement.set_officers:type_name -> custos.v1.SetOfficers
-	31, // 20: custos.v1.Statement.add_sink:type_name -> custos.v1.AddSink
-	32, // 21: custos.v1.Statement.remove_sink:type_name -> custos.v1.RemoveSink
-	34, // 22: custos.v1.Statement.set_notify_rules:type_name -> custos.v1.SetNotifyRules
-	23, // 23: custos.v1.Statement.admit_node:type_name -> custos.v1.AdmitNode
-	28, // 24: custos.v1.Statement.revoke_admission:type_name -> custos.v1.RevokeAdmission
-	19, // 25: custos.v1.Statement.schedule_key_destruction:type_name -> custos.v1.ScheduleKeyDestruction
-	22, // 26: custos.v1.Statement.cancel_key_destruction:type_name -> custos.v1.CancelKeyDestruction
-	20, // 27: custos.v1.Statement.accept_restore:type_name -> custos.v1.AcceptRestore
-	25, // 28: custos.v1.Statement.rotate_domain_key:type_name -> custos.v1.RotateDomainKey
-	26, // 29: custos.v1.Statement.cancel_domain_key_rotation:type_name -> custos.v1.CancelDomainKeyRotation
-	24, // 30: custos.v1.Statement.set_key_min_version:type_name -> custos.v1.SetKeyMinVersion
-	16, // 31: custos.v1.Statement.add_client_authority:type_name -> custos.v1.AddClientAuthority
-	17, // 32: custos.v1.Statement.remove_client_authority:type_name -> custos.v1.RemoveClientAuthority
-	8,  // 33: custos.v1.Statement.add_witness:type_name -> custos.v1.AddWitness
-	9,  // 34: custos.v1.Statement.remove_witness:type_name -> custos.v1.RemoveWitness
-	1,  // 35: custos.v1.AdmitNode.hash:type_name -> custos.v1.KeyTransportHash
-	29, // 36: custos.v1.DomainKeyRotation.nodes:type_name -> custos.v1.NodeAdmission
-	2,  // 37: custos.v1.NodeAdmission.state:type_name -> custos.v1.AdmissionState
-	1,  // 38: custos.v1.NodeAdmission.hash:type_name -> custos.v1.KeyTransportHash
-	3,  // 39: custos.v1.Sink.type:type_name -> custos.v1.SinkType
-	30, // 40: custos.v1.AddSink.sink:type_name -> custos.v1.Sink
-	56, // 41: custos.v1.NotifyRules.reasons:type_name -> custos.v1.Reason
-	57, // 42: custos.v1.NotifyRules.outcomes:type_name -> custos.v1.Outcome
-	33, // 43: custos.v1.SetNotifyRules.rules:type_name -> custos.v1.NotifyRules
-	12, // 44: custos.v1.SetPolicy.policy:type_name -> custos.v1.KeyPolicy
-	56, // 45: custos.v1.CreateGrant.reason:type_name -> custos.v1.Reason
-	13, // 46: custos.v1.SetOfficers.officers:type_name -> custos.v1.Officer
-	44, // 47: custos.v1.SignedStatement.signatures:type_name -> custos.v1.OfficerSignature
-	56, // 48: custos.v1.ApprovalRequest.reason:type_name -> custos.v1.Reason
-	4,  // 49: custos.v1.ApprovalRequest.state:type_name -> custos.v1.RequestState
-	48, // 50: custos.v1.ListPendingResponse.requests:type_name -> custos.v1.ApprovalRequest
-	56, // 51: custos.v1.Grant.reason:type_name -> custos.v1.Reason
-	52, // 52: custos.v1.ListGrantsResponse.grants:type_name -> custos.v1.Grant
-	45, // 53: custos.v1.GovernanceService.Submit:input_type -> custos.v1.SignedStatement
-	47, // 54: custos.v1.GovernanceService.GetGovernance:input_type -> custos.v1.GetGovernanceRequest
-	49, // 55: custos.v1.GovernanceService.ListPending:input_type -> custos.v1.ListPendingRequest
-	51, // 56: custos.v1.GovernanceService.GetRequest:input_type -> custos.v1.GetRequestRequest
-	53, // 57: custos.v1.GovernanceService.ListGrants:input_type -> custos.v1.ListGrantsRequest
-	55, // 58: custos.v1.GovernanceService.GetPolicy:input_type -> custos.v1.GetPolicyRequest
-	5,  // 59: custos.v1.GovernanceService.SubmitCosignature:input_type -> custos.v1.Cosignature
-	46, // 60: custos.v1.GovernanceService.Submit:output_type -> custos.v1.SubmitResponse
-	14, // 61: custos.v1.GovernanceService.GetGovernance:output_type -> custos.v1.Governance
-	50, // 62: custos.v1.GovernanceService.ListPending:output_type -> custos.v1.ListPendingResponse
-	48, // 63: custos.v1.GovernanceService.GetRequest:output_type -> custos.v1.ApprovalRequest
-	54, // 64: custos.v1.GovernanceService.ListGrants:output_type -> custos.v1.ListGrantsResponse
-	12, // 65: custos.v1.GovernanceService.GetPolicy:output_type -> custos.v1.KeyPolicy
-	6,  // 66: custos.v1.GovernanceService.SubmitCosignature:output_type -> custos.v1.SubmitCosignatureResponse
-	60, // [60:67] is the sub-list for method output_type
-	53, // [53:60] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	15, // 11: custos.v1.Governance.quotas:type_name -> custos.v1.Quotas
+	15, // 12: custos.v1.SetQuotas.quotas:type_name -> custos.v1.Quotas
+	37, // 13: custos.v1.Statement.revoke_key:type_name -> custos.v1.RevokeKey
+	38, // 14: custos.v1.Statement.disable_key:type_name -> custos.v1.DisableKey
+	39, // 15: custos.v1.Statement.enable_key:type_name -> custos.v1.EnableKey
+	40, // 16: custos.v1.Statement.set_policy:type_name -> custos.v1.SetPolicy
+	41, // 17: custos.v1.Statement.approve_request:type_name -> custos.v1.ApproveRequest
+	42, // 18: custos.v1.Statement.deny_request:type_name -> custos.v1.DenyRequest
+	43, // 19: custos.v1.Statement.create_grant:type_name -> custos.v1.CreateGrant
+	44, // 20: custos.v1.Statement.revoke_grant:type_name -> custos.v1.RevokeGrant
+	45, // 21: custos.v1.Statement.set_officers:type_name -> custos.v1.SetOfficers
+	33, // 22: custos.v1.Statement.add_sink:type_name -> custos.v1.AddSink
+	34, // 23: custos.v1.Statement.remove_sink:type_name -> custos.v1.RemoveSink
+	36, // 24: custos.v1.Statement.set_notify_rules:type_name -> custos.v1.SetNotifyRules
+	25, // 25: custos.v1.Statement.admit_node:type_name -> custos.v1.AdmitNode
+	30, // 26: custos.v1.Statement.revoke_admission:type_name -> custos.v1.RevokeAdmission
+	21, // 27: custos.v1.Statement.schedule_key_destruction:type_name -> custos.v1.ScheduleKeyDestruction
+	24, // 28: custos.v1.Statement.cancel_key_destruction:type_name -> custos.v1.CancelKeyDestruction
+	22, // 29: custos.v1.Statement.accept_restore:type_name -> custos.v1.AcceptRestore
+	27, // 30: custos.v1.Statement.rotate_domain_key:type_name -> custos.v1.RotateDomainKey
+	28, // 31: custos.v1.Statement.cancel_domain_key_rotation:type_name -> custos.v1.CancelDomainKeyRotation
+	26, // 32: custos.v1.Statement.set_key_min_version:type_name -> custos.v1.SetKeyMinVersion
+	18, // 33: custos.v1.Statement.add_client_authority:type_name -> custos.v1.AddClientAuthority
+	19, // 34: custos.v1.Statement.remove_client_authority:type_name -> custos.v1.RemoveClientAuthority
+	8,  // 35: custos.v1.Statement.add_witness:type_name -> custos.v1.AddWitness
+	9,  // 36: custos.v1.Statement.remove_witness:type_name -> custos.v1.RemoveWitness
+	16, // 37: custos.v1.Statement.set_quotas:type_name -> custos.v1.SetQuotas
+	1,  // 38: custos.v1.AdmitNode.hash:type_name -> custos.v1.KeyTransportHash
+	31, // 39: custos.v1.DomainKeyRotation.nodes:type_name -> custos.v1.NodeAdmission
+	2,  // 40: custos.v1.NodeAdmission.state:type_name -> custos.v1.AdmissionState
+	1,  // 41: custos.v1.NodeAdmission.hash:type_name -> custos.v1.KeyTransportHash
+	3,  // 42: custos.v1.Sink.type:type_name -> custos.v1.SinkType
+	32, // 43: custos.v1.AddSink.sink:type_name -> custos.v1.Sink
+	58, // 44: custos.v1.NotifyRules.reasons:type_name -> custos.v1.Reason
+	59, // 45: custos.v1.NotifyRules.outcomes:type_name -> custos.v1.Outcome
+	35, // 46: custos.v1.SetNotifyRules.rules:type_name -> custos.v1.NotifyRules
+	12, // 47: custos.v1.SetPolicy.policy:type_name -> custos.v1.KeyPolicy
+	58, // 48: custos.v1.CreateGrant.reason:type_name -> custos.v1.Reason
+	13, // 49: custos.v1.SetOfficers.officers:type_name -> custos.v1.Officer
+	46, // 50: custos.v1.SignedStatement.signatures:type_name -> custos.v1.OfficerSignature
+	58, // 51: custos.v1.ApprovalRequest.reason:type_name -> custos.v1.Reason
+	4,  // 52: custos.v1.ApprovalRequest.state:type_name -> custos.v1.RequestState
+	50, // 53: custos.v1.ListPendingResponse.requests:type_name -> custos.v1.ApprovalRequest
+	58, // 54: custos.v1.Grant.reason:type_name -> custos.v1.Reason
+	54, // 55: custos.v1.ListGrantsResponse.grants:type_name -> custos.v1.Grant
+	47, // 56: custos.v1.GovernanceService.Submit:input_type -> custos.v1.SignedStatement
+	49, // 57: custos.v1.GovernanceService.GetGovernance:input_type -> custos.v1.GetGovernanceRequest
+	51, // 58: custos.v1.GovernanceService.ListPending:input_type -> custos.v1.ListPendingRequest
+	53, // 59: custos.v1.GovernanceService.GetRequest:input_type -> custos.v1.GetRequestRequest
+	55, // 60: custos.v1.GovernanceService.ListGrants:input_type -> custos.v1.ListGrantsRequest
+	57, // 61: custos.v1.GovernanceService.GetPolicy:input_type -> custos.v1.GetPolicyRequest
+	5,  // 62: custos.v1.GovernanceService.SubmitCosignature:input_type -> custos.v1.Cosignature
+	48, // 63: custos.v1.GovernanceService.Submit:output_type -> custos.v1.SubmitResponse
+	14, // 64: custos.v1.GovernanceService.GetGovernance:output_type -> custos.v1.Governance
+	52, // 65: custos.v1.GovernanceService.ListPending:output_type -> custos.v1.ListPendingResponse
+	50, // 66: custos.v1.GovernanceService.GetRequest:output_type -> custos.v1.ApprovalRequest
+	56, // 67: custos.v1.GovernanceService.ListGrants:output_type -> custos.v1.ListGrantsResponse
+	12, // 68: custos.v1.GovernanceService.GetPolicy:output_type -> custos.v1.KeyPolicy
+	6,  // 69: custos.v1.GovernanceService.SubmitCosignature:output_type -> custos.v1.SubmitCosignatureResponse
+	63, // [63:70] is the sub-list for method output_type
+	56, // [56:63] is the sub-list for method input_type
+	56, // [56:56] is the sub-list for extension type_name
+	56, // [56:56] is the sub-list for extension extendee
+	0,  // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_custos_v1_governance_proto_init() }
@@ -4518,7 +4671,7 @@ func file_custos_v1_governance_proto_init() {
 		return
 	}
 	file_custos_v1_common_proto_init()
-	file_custos_v1_governance_proto_msgTypes[13].OneofWrappers = []any{
+	file_custos_v1_governance_proto_msgTypes[15].OneofWrappers = []any{
 		(*Statement_RevokeKey)(nil),
 		(*Statement_DisableKey)(nil),
 		(*Statement_EnableKey)(nil),
@@ -4543,6 +4696,7 @@ func file_custos_v1_governance_proto_init() {
 		(*Statement_RemoveClientAuthority)(nil),
 		(*Statement_AddWitness)(nil),
 		(*Statement_RemoveWitness)(nil),
+		(*Statement_SetQuotas)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -4550,7 +4704,7 @@ func file_custos_v1_governance_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custos_v1_governance_proto_rawDesc), len(file_custos_v1_governance_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   51,
+			NumMessages:   53,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

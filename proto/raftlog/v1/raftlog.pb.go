@@ -114,6 +114,7 @@ type Command struct {
 	//	*Command_RewrapKeks
 	//	*Command_CompleteDomainKeyRotation
 	//	*Command_RecordCosignature
+	//	*Command_RecordThrottled
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -396,6 +397,15 @@ func (x *Command) GetRecordCosignature() *RecordCosignature {
 	return nil
 }
 
+func (x *Command) GetRecordThrottled() *RecordThrottled {
+	if x != nil {
+		if x, ok := x.Op.(*Command_RecordThrottled); ok {
+			return x.RecordThrottled
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -488,6 +498,10 @@ type Command_RecordCosignature struct {
 	RecordCosignature *RecordCosignature `protobuf:"bytes,31,opt,name=record_cosignature,json=recordCosignature,proto3,oneof"`
 }
 
+type Command_RecordThrottled struct {
+	RecordThrottled *RecordThrottled `protobuf:"bytes,32,opt,name=record_throttled,json=recordThrottled,proto3,oneof"`
+}
+
 func (*Command_InitCluster) isCommand_Op() {}
 
 func (*Command_CreateKey) isCommand_Op() {}
@@ -531,6 +545,8 @@ func (*Command_RewrapKeks) isCommand_Op() {}
 func (*Command_CompleteDomainKeyRotation) isCommand_Op() {}
 
 func (*Command_RecordCosignature) isCommand_Op() {}
+
+func (*Command_RecordThrottled) isCommand_Op() {}
 
 // InitCluster is the first command of a cluster.
 type InitCluster struct {
@@ -1259,6 +1275,149 @@ func (x *RecordCosignature) GetCosignature() *v1.Cosignature {
 	return nil
 }
 
+// RecordThrottled summarises the requests the proposing node refused for
+// one principal (Command.principal) over an interval because they exceeded
+// its per-principal rate quota (docs/quotas.md): one THROTTLED record, so
+// that nothing refused is missing from the evidence.
+type RecordThrottled struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "decisions" or "refusals": which quota.
+	Quota         string `protobuf:"bytes,1,opt,name=quota,proto3" json:"quota,omitempty"`
+	Count         uint64 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	FirstUnixNano int64  `protobuf:"varint,3,opt,name=first_unix_nano,json=firstUnixNano,proto3" json:"first_unix_nano,omitempty"`
+	LastUnixNano  int64  `protobuf:"varint,4,opt,name=last_unix_nano,json=lastUnixNano,proto3" json:"last_unix_nano,omitempty"`
+	// The keys the throttled requests named, with counts (at most 16; the
+	// rest are counted in other_keys).
+	Keys          []*ThrottledKey `protobuf:"bytes,5,rep,name=keys,proto3" json:"keys,omitempty"`
+	OtherKeys     uint64          `protobuf:"varint,6,opt,name=other_keys,json=otherKeys,proto3" json:"other_keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordThrottled) Reset() {
+	*x = RecordThrottled{}
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordThrottled) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordThrottled) ProtoMessage() {}
+
+func (x *RecordThrottled) ProtoReflect() protoreflect.Message {
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordThrottled.ProtoReflect.Descriptor instead.
+func (*RecordThrottled) Descriptor() ([]byte, []int) {
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RecordThrottled) GetQuota() string {
+	if x != nil {
+		return x.Quota
+	}
+	return ""
+}
+
+func (x *RecordThrottled) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *RecordThrottled) GetFirstUnixNano() int64 {
+	if x != nil {
+		return x.FirstUnixNano
+	}
+	return 0
+}
+
+func (x *RecordThrottled) GetLastUnixNano() int64 {
+	if x != nil {
+		return x.LastUnixNano
+	}
+	return 0
+}
+
+func (x *RecordThrottled) GetKeys() []*ThrottledKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *RecordThrottled) GetOtherKeys() uint64 {
+	if x != nil {
+		return x.OtherKeys
+	}
+	return 0
+}
+
+type ThrottledKey struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Count         uint64                 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ThrottledKey) Reset() {
+	*x = ThrottledKey{}
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ThrottledKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ThrottledKey) ProtoMessage() {}
+
+func (x *ThrottledKey) ProtoReflect() protoreflect.Message {
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ThrottledKey.ProtoReflect.Descriptor instead.
+func (*ThrottledKey) Descriptor() ([]byte, []int) {
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ThrottledKey) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *ThrottledKey) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 // AdvanceCursor records that a sink acknowledged every notify record up to
 // seq (cursors only move forward).
 type AdvanceCursor struct {
@@ -1271,7 +1430,7 @@ type AdvanceCursor struct {
 
 func (x *AdvanceCursor) Reset() {
 	*x = AdvanceCursor{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[14]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1283,7 +1442,7 @@ func (x *AdvanceCursor) String() string {
 func (*AdvanceCursor) ProtoMessage() {}
 
 func (x *AdvanceCursor) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[14]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1296,7 +1455,7 @@ func (x *AdvanceCursor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdvanceCursor.ProtoReflect.Descriptor instead.
 func (*AdvanceCursor) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{14}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AdvanceCursor) GetSink() string {
@@ -1330,7 +1489,7 @@ type BlockRelease struct {
 
 func (x *BlockRelease) Reset() {
 	*x = BlockRelease{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[15]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1342,7 +1501,7 @@ func (x *BlockRelease) String() string {
 func (*BlockRelease) ProtoMessage() {}
 
 func (x *BlockRelease) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[15]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1355,7 +1514,7 @@ func (x *BlockRelease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockRelease.ProtoReflect.Descriptor instead.
 func (*BlockRelease) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{15}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *BlockRelease) GetDecisionSeq() uint64 {
@@ -1409,7 +1568,7 @@ type RejectHSMObject struct {
 
 func (x *RejectHSMObject) Reset() {
 	*x = RejectHSMObject{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[16]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1421,7 +1580,7 @@ func (x *RejectHSMObject) String() string {
 func (*RejectHSMObject) ProtoMessage() {}
 
 func (x *RejectHSMObject) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[16]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1434,7 +1593,7 @@ func (x *RejectHSMObject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectHSMObject.ProtoReflect.Descriptor instead.
 func (*RejectHSMObject) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{16}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RejectHSMObject) GetKey() string {
@@ -1478,7 +1637,7 @@ type RecordMembership struct {
 
 func (x *RecordMembership) Reset() {
 	*x = RecordMembership{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[17]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1490,7 +1649,7 @@ func (x *RecordMembership) String() string {
 func (*RecordMembership) ProtoMessage() {}
 
 func (x *RecordMembership) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[17]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1503,7 +1662,7 @@ func (x *RecordMembership) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordMembership.ProtoReflect.Descriptor instead.
 func (*RecordMembership) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{17}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RecordMembership) GetAction() string {
@@ -1541,7 +1700,7 @@ type RegisterNodeKey struct {
 
 func (x *RegisterNodeKey) Reset() {
 	*x = RegisterNodeKey{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[18]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1553,7 +1712,7 @@ func (x *RegisterNodeKey) String() string {
 func (*RegisterNodeKey) ProtoMessage() {}
 
 func (x *RegisterNodeKey) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[18]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1566,7 +1725,7 @@ func (x *RegisterNodeKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterNodeKey.ProtoReflect.Descriptor instead.
 func (*RegisterNodeKey) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{18}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RegisterNodeKey) GetNode() string {
@@ -1601,7 +1760,7 @@ type Govern struct {
 
 func (x *Govern) Reset() {
 	*x = Govern{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1613,7 +1772,7 @@ func (x *Govern) String() string {
 func (*Govern) ProtoMessage() {}
 
 func (x *Govern) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[19]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1626,7 +1785,7 @@ func (x *Govern) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Govern.ProtoReflect.Descriptor instead.
 func (*Govern) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{19}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Govern) GetStatement() *v1.SignedStatement {
@@ -1655,7 +1814,7 @@ type CreateKey struct {
 
 func (x *CreateKey) Reset() {
 	*x = CreateKey{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1667,7 +1826,7 @@ func (x *CreateKey) String() string {
 func (*CreateKey) ProtoMessage() {}
 
 func (x *CreateKey) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[20]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1680,7 +1839,7 @@ func (x *CreateKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKey.ProtoReflect.Descriptor instead.
 func (*CreateKey) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{20}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CreateKey) GetName() string {
@@ -1745,7 +1904,7 @@ type AddKeyVersion struct {
 
 func (x *AddKeyVersion) Reset() {
 	*x = AddKeyVersion{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1757,7 +1916,7 @@ func (x *AddKeyVersion) String() string {
 func (*AddKeyVersion) ProtoMessage() {}
 
 func (x *AddKeyVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1770,7 +1929,7 @@ func (x *AddKeyVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddKeyVersion.ProtoReflect.Descriptor instead.
 func (*AddKeyVersion) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{21}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AddKeyVersion) GetName() string {
@@ -1825,7 +1984,7 @@ type SetKeyState struct {
 
 func (x *SetKeyState) Reset() {
 	*x = SetKeyState{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1837,7 +1996,7 @@ func (x *SetKeyState) String() string {
 func (*SetKeyState) ProtoMessage() {}
 
 func (x *SetKeyState) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1850,7 +2009,7 @@ func (x *SetKeyState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetKeyState.ProtoReflect.Descriptor instead.
 func (*SetKeyState) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{22}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SetKeyState) GetName() string {
@@ -1877,7 +2036,7 @@ type SetMinDecryptionVersion struct {
 
 func (x *SetMinDecryptionVersion) Reset() {
 	*x = SetMinDecryptionVersion{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1889,7 +2048,7 @@ func (x *SetMinDecryptionVersion) String() string {
 func (*SetMinDecryptionVersion) ProtoMessage() {}
 
 func (x *SetMinDecryptionVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1902,7 +2061,7 @@ func (x *SetMinDecryptionVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMinDecryptionVersion.ProtoReflect.Descriptor instead.
 func (*SetMinDecryptionVersion) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{23}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SetMinDecryptionVersion) GetName() string {
@@ -1939,7 +2098,7 @@ type Decide struct {
 
 func (x *Decide) Reset() {
 	*x = Decide{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1951,7 +2110,7 @@ func (x *Decide) String() string {
 func (*Decide) ProtoMessage() {}
 
 func (x *Decide) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1964,7 +2123,7 @@ func (x *Decide) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decide.ProtoReflect.Descriptor instead.
 func (*Decide) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{24}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Decide) GetKey() string {
@@ -2071,7 +2230,7 @@ type State struct {
 
 func (x *State) Reset() {
 	*x = State{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2083,7 +2242,7 @@ func (x *State) String() string {
 func (*State) ProtoMessage() {}
 
 func (x *State) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2096,7 +2255,7 @@ func (x *State) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use State.ProtoReflect.Descriptor instead.
 func (*State) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{25}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *State) GetClusterId() string {
@@ -2259,7 +2418,7 @@ type RaftServer struct {
 
 func (x *RaftServer) Reset() {
 	*x = RaftServer{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2271,7 +2430,7 @@ func (x *RaftServer) String() string {
 func (*RaftServer) ProtoMessage() {}
 
 func (x *RaftServer) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2284,7 +2443,7 @@ func (x *RaftServer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftServer.ProtoReflect.Descriptor instead.
 func (*RaftServer) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{26}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RaftServer) GetId() string {
@@ -2320,7 +2479,7 @@ type NodeKey struct {
 
 func (x *NodeKey) Reset() {
 	*x = NodeKey{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2332,7 +2491,7 @@ func (x *NodeKey) String() string {
 func (*NodeKey) ProtoMessage() {}
 
 func (x *NodeKey) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2345,7 +2504,7 @@ func (x *NodeKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeKey.ProtoReflect.Descriptor instead.
 func (*NodeKey) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{27}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *NodeKey) GetNode() string {
@@ -2380,7 +2539,7 @@ type UsedNonce struct {
 
 func (x *UsedNonce) Reset() {
 	*x = UsedNonce{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[28]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2392,7 +2551,7 @@ func (x *UsedNonce) String() string {
 func (*UsedNonce) ProtoMessage() {}
 
 func (x *UsedNonce) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[28]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2405,7 +2564,7 @@ func (x *UsedNonce) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsedNonce.ProtoReflect.Descriptor instead.
 func (*UsedNonce) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{28}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *UsedNonce) GetNonce() []byte {
@@ -2435,7 +2594,7 @@ type RateCounter struct {
 
 func (x *RateCounter) Reset() {
 	*x = RateCounter{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[29]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2447,7 +2606,7 @@ func (x *RateCounter) String() string {
 func (*RateCounter) ProtoMessage() {}
 
 func (x *RateCounter) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[29]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2460,7 +2619,7 @@ func (x *RateCounter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateCounter.ProtoReflect.Descriptor instead.
 func (*RateCounter) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{29}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RateCounter) GetKey() string {
@@ -2508,13 +2667,16 @@ type KeyRecord struct {
 	// completed.
 	DestroyAfterUnixNano int64 `protobuf:"varint,11,opt,name=destroy_after_unix_nano,json=destroyAfterUnixNano,proto3" json:"destroy_after_unix_nano,omitempty"`
 	Destroyed            bool  `protobuf:"varint,12,opt,name=destroyed,proto3" json:"destroyed,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// The principal that created the key (empty for keys created before
+	// this was recorded): what the per-principal key quota counts.
+	Creator       string `protobuf:"bytes,13,opt,name=creator,proto3" json:"creator,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *KeyRecord) Reset() {
 	*x = KeyRecord{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[30]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2526,7 +2688,7 @@ func (x *KeyRecord) String() string {
 func (*KeyRecord) ProtoMessage() {}
 
 func (x *KeyRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[30]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2539,7 +2701,7 @@ func (x *KeyRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyRecord.ProtoReflect.Descriptor instead.
 func (*KeyRecord) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{30}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *KeyRecord) GetName() string {
@@ -2626,6 +2788,13 @@ func (x *KeyRecord) GetDestroyed() bool {
 	return false
 }
 
+func (x *KeyRecord) GetCreator() string {
+	if x != nil {
+		return x.Creator
+	}
+	return ""
+}
+
 type KeyVersionRecord struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
 	Version            uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
@@ -2650,7 +2819,7 @@ type KeyVersionRecord struct {
 
 func (x *KeyVersionRecord) Reset() {
 	*x = KeyVersionRecord{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[31]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2662,7 +2831,7 @@ func (x *KeyVersionRecord) String() string {
 func (*KeyVersionRecord) ProtoMessage() {}
 
 func (x *KeyVersionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[31]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2675,7 +2844,7 @@ func (x *KeyVersionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyVersionRecord.ProtoReflect.Descriptor instead.
 func (*KeyVersionRecord) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{31}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *KeyVersionRecord) GetVersion() uint32 {
@@ -2749,7 +2918,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[32]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2761,7 +2930,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[32]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2774,7 +2943,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{32}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{34}
 }
 
 type ReadRecordsRequest struct {
@@ -2790,7 +2959,7 @@ type ReadRecordsRequest struct {
 
 func (x *ReadRecordsRequest) Reset() {
 	*x = ReadRecordsRequest{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[33]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2802,7 +2971,7 @@ func (x *ReadRecordsRequest) String() string {
 func (*ReadRecordsRequest) ProtoMessage() {}
 
 func (x *ReadRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[33]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2815,7 +2984,7 @@ func (x *ReadRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRecordsRequest.ProtoReflect.Descriptor instead.
 func (*ReadRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{33}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ReadRecordsRequest) GetFromSeq() uint64 {
@@ -2842,7 +3011,7 @@ type ReadRecordsResponse struct {
 
 func (x *ReadRecordsResponse) Reset() {
 	*x = ReadRecordsResponse{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[34]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2854,7 +3023,7 @@ func (x *ReadRecordsResponse) String() string {
 func (*ReadRecordsResponse) ProtoMessage() {}
 
 func (x *ReadRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[34]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2867,7 +3036,7 @@ func (x *ReadRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRecordsResponse.ProtoReflect.Descriptor instead.
 func (*ReadRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{34}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ReadRecordsResponse) GetRecords() [][]byte {
@@ -2886,7 +3055,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[35]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2898,7 +3067,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[35]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2911,7 +3080,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{35}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -2937,7 +3106,7 @@ type ApplyResult struct {
 
 func (x *ApplyResult) Reset() {
 	*x = ApplyResult{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[36]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2949,7 +3118,7 @@ func (x *ApplyResult) String() string {
 func (*ApplyResult) ProtoMessage() {}
 
 func (x *ApplyResult) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[36]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2962,7 +3131,7 @@ func (x *ApplyResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResult.ProtoReflect.Descriptor instead.
 func (*ApplyResult) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{36}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ApplyResult) GetResult() isApplyResult_Result {
@@ -3027,7 +3196,7 @@ type DecisionResult struct {
 
 func (x *DecisionResult) Reset() {
 	*x = DecisionResult{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[37]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3039,7 +3208,7 @@ func (x *DecisionResult) String() string {
 func (*DecisionResult) ProtoMessage() {}
 
 func (x *DecisionResult) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[37]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3052,7 +3221,7 @@ func (x *DecisionResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecisionResult.ProtoReflect.Descriptor instead.
 func (*DecisionResult) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{37}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *DecisionResult) GetRecord() *v1.DecisionRecord {
@@ -3097,7 +3266,7 @@ type ResultError struct {
 
 func (x *ResultError) Reset() {
 	*x = ResultError{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[38]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3109,7 +3278,7 @@ func (x *ResultError) String() string {
 func (*ResultError) ProtoMessage() {}
 
 func (x *ResultError) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[38]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3122,7 +3291,7 @@ func (x *ResultError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResultError.ProtoReflect.Descriptor instead.
 func (*ResultError) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{38}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ResultError) GetKind() string {
@@ -3160,7 +3329,7 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x18raftlog/v1/raftlog.proto\x12\n" +
 	"raftlog.v1\x1a\x16custos/v1/common.proto\x1a\x1acustos/v1/governance.proto\x1a\x14custos/v1/keys.proto\x1a\x16custos/v1/ledger.proto\"8\n" +
 	"\x05Entry\x12/\n" +
-	"\bcommands\x18\x01 \x03(\v2\x13.raftlog.v1.CommandR\bcommands\"\xe3\x0e\n" +
+	"\bcommands\x18\x01 \x03(\v2\x13.raftlog.v1.CommandR\bcommands\"\xad\x0f\n" +
 	"\aCommand\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x1c\n" +
@@ -3192,7 +3361,8 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\vrewrap_keks\x18\x1d \x01(\v2\x16.raftlog.v1.RewrapKeksH\x00R\n" +
 	"rewrapKeks\x12h\n" +
 	"\x1ccomplete_domain_key_rotation\x18\x1e \x01(\v2%.raftlog.v1.CompleteDomainKeyRotationH\x00R\x19completeDomainKeyRotation\x12N\n" +
-	"\x12record_cosignature\x18\x1f \x01(\v2\x1d.raftlog.v1.RecordCosignatureH\x00R\x11recordCosignatureB\x04\n" +
+	"\x12record_cosignature\x18\x1f \x01(\v2\x1d.raftlog.v1.RecordCosignatureH\x00R\x11recordCosignature\x12H\n" +
+	"\x10record_throttled\x18  \x01(\v2\x1b.raftlog.v1.RecordThrottledH\x00R\x0frecordThrottledB\x04\n" +
 	"\x02op\"\x96\x02\n" +
 	"\vInitCluster\x12\x1d\n" +
 	"\n" +
@@ -3243,7 +3413,18 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"checkpoint\x18\x01 \x01(\v2\x15.custos.v1.CheckpointR\n" +
 	"checkpoint\"M\n" +
 	"\x11RecordCosignature\x128\n" +
-	"\vcosignature\x18\x01 \x01(\v2\x16.custos.v1.CosignatureR\vcosignature\"5\n" +
+	"\vcosignature\x18\x01 \x01(\v2\x16.custos.v1.CosignatureR\vcosignature\"\xd8\x01\n" +
+	"\x0fRecordThrottled\x12\x14\n" +
+	"\x05quota\x18\x01 \x01(\tR\x05quota\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x04R\x05count\x12&\n" +
+	"\x0ffirst_unix_nano\x18\x03 \x01(\x03R\rfirstUnixNano\x12$\n" +
+	"\x0elast_unix_nano\x18\x04 \x01(\x03R\flastUnixNano\x12,\n" +
+	"\x04keys\x18\x05 \x03(\v2\x18.raftlog.v1.ThrottledKeyR\x04keys\x12\x1d\n" +
+	"\n" +
+	"other_keys\x18\x06 \x01(\x04R\totherKeys\"6\n" +
+	"\fThrottledKey\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x04R\x05count\"5\n" +
 	"\rAdvanceCursor\x12\x12\n" +
 	"\x04sink\x18\x01 \x01(\tR\x04sink\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\x90\x01\n" +
@@ -3353,7 +3534,7 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1c\n" +
 	"\tprincipal\x18\x02 \x01(\tR\tprincipal\x12\x12\n" +
 	"\x04hour\x18\x03 \x01(\x03R\x04hour\x12\x14\n" +
-	"\x05count\x18\x04 \x01(\rR\x05count\"\xf7\x03\n" +
+	"\x05count\x18\x04 \x01(\rR\x05count\"\x91\x04\n" +
 	"\tKeyRecord\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x18\n" +
@@ -3367,7 +3548,8 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\arevoked\x18\n" +
 	" \x01(\bR\arevoked\x125\n" +
 	"\x17destroy_after_unix_nano\x18\v \x01(\x03R\x14destroyAfterUnixNano\x12\x1c\n" +
-	"\tdestroyed\x18\f \x01(\bR\tdestroyed\"\xf2\x02\n" +
+	"\tdestroyed\x18\f \x01(\bR\tdestroyed\x12\x18\n" +
+	"\acreator\x18\r \x01(\tR\acreator\"\xf2\x02\n" +
 	"\x10KeyVersionRecord\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1f\n" +
 	"\vwrapped_kek\x18\x02 \x01(\fR\n" +
@@ -3421,7 +3603,7 @@ func file_raftlog_v1_raftlog_proto_rawDescGZIP() []byte {
 	return file_raftlog_v1_raftlog_proto_rawDescData
 }
 
-var file_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_raftlog_v1_raftlog_proto_goTypes = []any{
 	(*Entry)(nil),                     // 0: raftlog.v1.Entry
 	(*Command)(nil),                   // 1: raftlog.v1.Command
@@ -3437,62 +3619,64 @@ var file_raftlog_v1_raftlog_proto_goTypes = []any{
 	(*ConfirmAdmission)(nil),          // 11: raftlog.v1.ConfirmAdmission
 	(*RecordCheckpoint)(nil),          // 12: raftlog.v1.RecordCheckpoint
 	(*RecordCosignature)(nil),         // 13: raftlog.v1.RecordCosignature
-	(*AdvanceCursor)(nil),             // 14: raftlog.v1.AdvanceCursor
-	(*BlockRelease)(nil),              // 15: raftlog.v1.BlockRelease
-	(*RejectHSMObject)(nil),           // 16: raftlog.v1.RejectHSMObject
-	(*RecordMembership)(nil),          // 17: raftlog.v1.RecordMembership
-	(*RegisterNodeKey)(nil),           // 18: raftlog.v1.RegisterNodeKey
-	(*Govern)(nil),                    // 19: raftlog.v1.Govern
-	(*CreateKey)(nil),                 // 20: raftlog.v1.CreateKey
-	(*AddKeyVersion)(nil),             // 21: raftlog.v1.AddKeyVersion
-	(*SetKeyState)(nil),               // 22: raftlog.v1.SetKeyState
-	(*SetMinDecryptionVersion)(nil),   // 23: raftlog.v1.SetMinDecryptionVersion
-	(*Decide)(nil),                    // 24: raftlog.v1.Decide
-	(*State)(nil),                     // 25: raftlog.v1.State
-	(*RaftServer)(nil),                // 26: raftlog.v1.RaftServer
-	(*NodeKey)(nil),                   // 27: raftlog.v1.NodeKey
-	(*UsedNonce)(nil),                 // 28: raftlog.v1.UsedNonce
-	(*RateCounter)(nil),               // 29: raftlog.v1.RateCounter
-	(*KeyRecord)(nil),                 // 30: raftlog.v1.KeyRecord
-	(*KeyVersionRecord)(nil),          // 31: raftlog.v1.KeyVersionRecord
-	(*ReadIndexRequest)(nil),          // 32: raftlog.v1.ReadIndexRequest
-	(*ReadRecordsRequest)(nil),        // 33: raftlog.v1.ReadRecordsRequest
-	(*ReadRecordsResponse)(nil),       // 34: raftlog.v1.ReadRecordsResponse
-	(*ReadIndexResponse)(nil),         // 35: raftlog.v1.ReadIndexResponse
-	(*ApplyResult)(nil),               // 36: raftlog.v1.ApplyResult
-	(*DecisionResult)(nil),            // 37: raftlog.v1.DecisionResult
-	(*ResultError)(nil),               // 38: raftlog.v1.ResultError
-	(*v1.Officer)(nil),                // 39: custos.v1.Officer
-	(*v1.Checkpoint)(nil),             // 40: custos.v1.Checkpoint
-	(*v1.Cosignature)(nil),            // 41: custos.v1.Cosignature
-	(*v1.SignedStatement)(nil),        // 42: custos.v1.SignedStatement
-	(v1.KeyOrigin)(0),                 // 43: custos.v1.KeyOrigin
-	(v1.Operation)(0),                 // 44: custos.v1.Operation
-	(v1.Reason)(0),                    // 45: custos.v1.Reason
-	(*v1.Governance)(nil),             // 46: custos.v1.Governance
-	(*v1.ApprovalRequest)(nil),        // 47: custos.v1.ApprovalRequest
-	(*v1.Grant)(nil),                  // 48: custos.v1.Grant
-	(*v1.NodeAdmission)(nil),          // 49: custos.v1.NodeAdmission
-	(*v1.ClusterRestore)(nil),         // 50: custos.v1.ClusterRestore
-	(*v1.DomainKeyRotation)(nil),      // 51: custos.v1.DomainKeyRotation
-	(*v1.KeyPolicy)(nil),              // 52: custos.v1.KeyPolicy
-	(*v1.DecisionRecord)(nil),         // 53: custos.v1.DecisionRecord
+	(*RecordThrottled)(nil),           // 14: raftlog.v1.RecordThrottled
+	(*ThrottledKey)(nil),              // 15: raftlog.v1.ThrottledKey
+	(*AdvanceCursor)(nil),             // 16: raftlog.v1.AdvanceCursor
+	(*BlockRelease)(nil),              // 17: raftlog.v1.BlockRelease
+	(*RejectHSMObject)(nil),           // 18: raftlog.v1.RejectHSMObject
+	(*RecordMembership)(nil),          // 19: raftlog.v1.RecordMembership
+	(*RegisterNodeKey)(nil),           // 20: raftlog.v1.RegisterNodeKey
+	(*Govern)(nil),                    // 21: raftlog.v1.Govern
+	(*CreateKey)(nil),                 // 22: raftlog.v1.CreateKey
+	(*AddKeyVersion)(nil),             // 23: raftlog.v1.AddKeyVersion
+	(*SetKeyState)(nil),               // 24: raftlog.v1.SetKeyState
+	(*SetMinDecryptionVersion)(nil),   // 25: raftlog.v1.SetMinDecryptionVersion
+	(*Decide)(nil),                    // 26: raftlog.v1.Decide
+	(*State)(nil),                     // 27: raftlog.v1.State
+	(*RaftServer)(nil),                // 28: raftlog.v1.RaftServer
+	(*NodeKey)(nil),                   // 29: raftlog.v1.NodeKey
+	(*UsedNonce)(nil),                 // 30: raftlog.v1.UsedNonce
+	(*RateCounter)(nil),               // 31: raftlog.v1.RateCounter
+	(*KeyRecord)(nil),                 // 32: raftlog.v1.KeyRecord
+	(*KeyVersionRecord)(nil),          // 33: raftlog.v1.KeyVersionRecord
+	(*ReadIndexRequest)(nil),          // 34: raftlog.v1.ReadIndexRequest
+	(*ReadRecordsRequest)(nil),        // 35: raftlog.v1.ReadRecordsRequest
+	(*ReadRecordsResponse)(nil),       // 36: raftlog.v1.ReadRecordsResponse
+	(*ReadIndexResponse)(nil),         // 37: raftlog.v1.ReadIndexResponse
+	(*ApplyResult)(nil),               // 38: raftlog.v1.ApplyResult
+	(*DecisionResult)(nil),            // 39: raftlog.v1.DecisionResult
+	(*ResultError)(nil),               // 40: raftlog.v1.ResultError
+	(*v1.Officer)(nil),                // 41: custos.v1.Officer
+	(*v1.Checkpoint)(nil),             // 42: custos.v1.Checkpoint
+	(*v1.Cosignature)(nil),            // 43: custos.v1.Cosignature
+	(*v1.SignedStatement)(nil),        // 44: custos.v1.SignedStatement
+	(v1.KeyOrigin)(0),                 // 45: custos.v1.KeyOrigin
+	(v1.Operation)(0),                 // 46: custos.v1.Operation
+	(v1.Reason)(0),                    // 47: custos.v1.Reason
+	(*v1.Governance)(nil),             // 48: custos.v1.Governance
+	(*v1.ApprovalRequest)(nil),        // 49: custos.v1.ApprovalRequest
+	(*v1.Grant)(nil),                  // 50: custos.v1.Grant
+	(*v1.NodeAdmission)(nil),          // 51: custos.v1.NodeAdmission
+	(*v1.ClusterRestore)(nil),         // 52: custos.v1.ClusterRestore
+	(*v1.DomainKeyRotation)(nil),      // 53: custos.v1.DomainKeyRotation
+	(*v1.KeyPolicy)(nil),              // 54: custos.v1.KeyPolicy
+	(*v1.DecisionRecord)(nil),         // 55: custos.v1.DecisionRecord
 }
 var file_raftlog_v1_raftlog_proto_depIdxs = []int32{
 	1,  // 0: raftlog.v1.Entry.commands:type_name -> raftlog.v1.Command
 	2,  // 1: raftlog.v1.Command.init_cluster:type_name -> raftlog.v1.InitCluster
-	20, // 2: raftlog.v1.Command.create_key:type_name -> raftlog.v1.CreateKey
-	21, // 3: raftlog.v1.Command.add_key_version:type_name -> raftlog.v1.AddKeyVersion
-	22, // 4: raftlog.v1.Command.set_key_state:type_name -> raftlog.v1.SetKeyState
-	23, // 5: raftlog.v1.Command.set_min_decryption_version:type_name -> raftlog.v1.SetMinDecryptionVersion
-	24, // 6: raftlog.v1.Command.decide:type_name -> raftlog.v1.Decide
-	19, // 7: raftlog.v1.Command.govern:type_name -> raftlog.v1.Govern
+	22, // 2: raftlog.v1.Command.create_key:type_name -> raftlog.v1.CreateKey
+	23, // 3: raftlog.v1.Command.add_key_version:type_name -> raftlog.v1.AddKeyVersion
+	24, // 4: raftlog.v1.Command.set_key_state:type_name -> raftlog.v1.SetKeyState
+	25, // 5: raftlog.v1.Command.set_min_decryption_version:type_name -> raftlog.v1.SetMinDecryptionVersion
+	26, // 6: raftlog.v1.Command.decide:type_name -> raftlog.v1.Decide
+	21, // 7: raftlog.v1.Command.govern:type_name -> raftlog.v1.Govern
 	12, // 8: raftlog.v1.Command.record_checkpoint:type_name -> raftlog.v1.RecordCheckpoint
-	14, // 9: raftlog.v1.Command.advance_cursor:type_name -> raftlog.v1.AdvanceCursor
-	15, // 10: raftlog.v1.Command.block_release:type_name -> raftlog.v1.BlockRelease
-	18, // 11: raftlog.v1.Command.register_node_key:type_name -> raftlog.v1.RegisterNodeKey
-	16, // 12: raftlog.v1.Command.reject_hsm_object:type_name -> raftlog.v1.RejectHSMObject
-	17, // 13: raftlog.v1.Command.record_membership:type_name -> raftlog.v1.RecordMembership
+	16, // 9: raftlog.v1.Command.advance_cursor:type_name -> raftlog.v1.AdvanceCursor
+	17, // 10: raftlog.v1.Command.block_release:type_name -> raftlog.v1.BlockRelease
+	20, // 11: raftlog.v1.Command.register_node_key:type_name -> raftlog.v1.RegisterNodeKey
+	18, // 12: raftlog.v1.Command.reject_hsm_object:type_name -> raftlog.v1.RejectHSMObject
+	19, // 13: raftlog.v1.Command.record_membership:type_name -> raftlog.v1.RecordMembership
 	3,  // 14: raftlog.v1.Command.offer_transport_key:type_name -> raftlog.v1.OfferTransportKey
 	8,  // 15: raftlog.v1.Command.transport_domain_key:type_name -> raftlog.v1.TransportDomainKey
 	11, // 16: raftlog.v1.Command.confirm_admission:type_name -> raftlog.v1.ConfirmAdmission
@@ -3502,46 +3686,48 @@ var file_raftlog_v1_raftlog_proto_depIdxs = []int32{
 	5,  // 20: raftlog.v1.Command.rewrap_keks:type_name -> raftlog.v1.RewrapKeks
 	6,  // 21: raftlog.v1.Command.complete_domain_key_rotation:type_name -> raftlog.v1.CompleteDomainKeyRotation
 	13, // 22: raftlog.v1.Command.record_cosignature:type_name -> raftlog.v1.RecordCosignature
-	39, // 23: raftlog.v1.InitCluster.officers:type_name -> custos.v1.Officer
-	7,  // 24: raftlog.v1.RewrapKeks.keks:type_name -> raftlog.v1.RewrappedKek
-	40, // 25: raftlog.v1.RecordCheckpoint.checkpoint:type_name -> custos.v1.Checkpoint
-	41, // 26: raftlog.v1.RecordCosignature.cosignature:type_name -> custos.v1.Cosignature
-	42, // 27: raftlog.v1.Govern.statement:type_name -> custos.v1.SignedStatement
-	43, // 28: raftlog.v1.CreateKey.origin:type_name -> custos.v1.KeyOrigin
-	43, // 29: raftlog.v1.AddKeyVersion.origin:type_name -> custos.v1.KeyOrigin
-	44, // 30: raftlog.v1.Decide.operation:type_name -> custos.v1.Operation
-	45, // 31: raftlog.v1.Decide.reason:type_name -> custos.v1.Reason
-	30, // 32: raftlog.v1.State.keys:type_name -> raftlog.v1.KeyRecord
-	46, // 33: raftlog.v1.State.governance:type_name -> custos.v1.Governance
-	28, // 34: raftlog.v1.State.nonces:type_name -> raftlog.v1.UsedNonce
-	47, // 35: raftlog.v1.State.requests:type_name -> custos.v1.ApprovalRequest
-	48, // 36: raftlog.v1.State.grants:type_name -> custos.v1.Grant
-	29, // 37: raftlog.v1.State.counters:type_name -> raftlog.v1.RateCounter
-	27, // 38: raftlog.v1.State.node_keys:type_name -> raftlog.v1.NodeKey
-	40, // 39: raftlog.v1.State.last_checkpoint:type_name -> custos.v1.Checkpoint
-	26, // 40: raftlog.v1.State.members:type_name -> raftlog.v1.RaftServer
-	49, // 41: raftlog.v1.State.admissions:type_name -> custos.v1.NodeAdmission
-	50, // 42: raftlog.v1.State.restore:type_name -> custos.v1.ClusterRestore
-	51, // 43: raftlog.v1.State.rotation:type_name -> custos.v1.DomainKeyRotation
-	31, // 44: raftlog.v1.KeyRecord.versions:type_name -> raftlog.v1.KeyVersionRecord
-	52, // 45: raftlog.v1.KeyRecord.policy:type_name -> custos.v1.KeyPolicy
-	43, // 46: raftlog.v1.KeyVersionRecord.origin:type_name -> custos.v1.KeyOrigin
-	30, // 47: raftlog.v1.ApplyResult.key:type_name -> raftlog.v1.KeyRecord
-	37, // 48: raftlog.v1.ApplyResult.decision:type_name -> raftlog.v1.DecisionResult
-	38, // 49: raftlog.v1.ApplyResult.error:type_name -> raftlog.v1.ResultError
-	53, // 50: raftlog.v1.DecisionResult.record:type_name -> custos.v1.DecisionRecord
-	38, // 51: raftlog.v1.DecisionResult.error:type_name -> raftlog.v1.ResultError
-	1,  // 52: raftlog.v1.Replication.Apply:input_type -> raftlog.v1.Command
-	32, // 53: raftlog.v1.Replication.ReadIndex:input_type -> raftlog.v1.ReadIndexRequest
-	33, // 54: raftlog.v1.Replication.ReadRecords:input_type -> raftlog.v1.ReadRecordsRequest
-	36, // 55: raftlog.v1.Replication.Apply:output_type -> raftlog.v1.ApplyResult
-	35, // 56: raftlog.v1.Replication.ReadIndex:output_type -> raftlog.v1.ReadIndexResponse
-	34, // 57: raftlog.v1.Replication.ReadRecords:output_type -> raftlog.v1.ReadRecordsResponse
-	55, // [55:58] is the sub-list for method output_type
-	52, // [52:55] is the sub-list for method input_type
-	52, // [52:52] is the sub-list for extension type_name
-	52, // [52:52] is the sub-list for extension extendee
-	0,  // [0:52] is the sub-list for field type_name
+	14, // 23: raftlog.v1.Command.record_throttled:type_name -> raftlog.v1.RecordThrottled
+	41, // 24: raftlog.v1.InitCluster.officers:type_name -> custos.v1.Officer
+	7,  // 25: raftlog.v1.RewrapKeks.keks:type_name -> raftlog.v1.RewrappedKek
+	42, // 26: raftlog.v1.RecordCheckpoint.checkpoint:type_name -> custos.v1.Checkpoint
+	43, // 27: raftlog.v1.RecordCosignature.cosignature:type_name -> custos.v1.Cosignature
+	15, // 28: raftlog.v1.RecordThrottled.keys:type_name -> raftlog.v1.ThrottledKey
+	44, // 29: raftlog.v1.Govern.statement:type_name -> custos.v1.SignedStatement
+	45, // 30: raftlog.v1.CreateKey.origin:type_name -> custos.v1.KeyOrigin
+	45, // 31: raftlog.v1.AddKeyVersion.origin:type_name -> custos.v1.KeyOrigin
+	46, // 32: raftlog.v1.Decide.operation:type_name -> custos.v1.Operation
+	47, // 33: raftlog.v1.Decide.reason:type_name -> custos.v1.Reason
+	32, // 34: raftlog.v1.State.keys:type_name -> raftlog.v1.KeyRecord
+	48, // 35: raftlog.v1.State.governance:type_name -> custos.v1.Governance
+	30, // 36: raftlog.v1.State.nonces:type_name -> raftlog.v1.UsedNonce
+	49, // 37: raftlog.v1.State.requests:type_name -> custos.v1.ApprovalRequest
+	50, // 38: raftlog.v1.State.grants:type_name -> custos.v1.Grant
+	31, // 39: raftlog.v1.State.counters:type_name -> raftlog.v1.RateCounter
+	29, // 40: raftlog.v1.State.node_keys:type_name -> raftlog.v1.NodeKey
+	42, // 41: raftlog.v1.State.last_checkpoint:type_name -> custos.v1.Checkpoint
+	28, // 42: raftlog.v1.State.members:type_name -> raftlog.v1.RaftServer
+	51, // 43: raftlog.v1.State.admissions:type_name -> custos.v1.NodeAdmission
+	52, // 44: raftlog.v1.State.restore:type_name -> custos.v1.ClusterRestore
+	53, // 45: raftlog.v1.State.rotation:type_name -> custos.v1.DomainKeyRotation
+	33, // 46: raftlog.v1.KeyRecord.versions:type_name -> raftlog.v1.KeyVersionRecord
+	54, // 47: raftlog.v1.KeyRecord.policy:type_name -> custos.v1.KeyPolicy
+	45, // 48: raftlog.v1.KeyVersionRecord.origin:type_name -> custos.v1.KeyOrigin
+	32, // 49: raftlog.v1.ApplyResult.key:type_name -> raftlog.v1.KeyRecord
+	39, // 50: raftlog.v1.ApplyResult.decision:type_name -> raftlog.v1.DecisionResult
+	40, // 51: raftlog.v1.ApplyResult.error:type_name -> raftlog.v1.ResultError
+	55, // 52: raftlog.v1.DecisionResult.record:type_name -> custos.v1.DecisionRecord
+	40, // 53: raftlog.v1.DecisionResult.error:type_name -> raftlog.v1.ResultError
+	1,  // 54: raftlog.v1.Replication.Apply:input_type -> raftlog.v1.Command
+	34, // 55: raftlog.v1.Replication.ReadIndex:input_type -> raftlog.v1.ReadIndexRequest
+	35, // 56: raftlog.v1.Replication.ReadRecords:input_type -> raftlog.v1.ReadRecordsRequest
+	38, // 57: raftlog.v1.Replication.Apply:output_type -> raftlog.v1.ApplyResult
+	37, // 58: raftlog.v1.Replication.ReadIndex:output_type -> raftlog.v1.ReadIndexResponse
+	36, // 59: raftlog.v1.Replication.ReadRecords:output_type -> raftlog.v1.ReadRecordsResponse
+	57, // [57:60] is the sub-list for method output_type
+	54, // [54:57] is the sub-list for method input_type
+	54, // [54:54] is the sub-list for extension type_name
+	54, // [54:54] is the sub-list for extension extendee
+	0,  // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_raftlog_v1_raftlog_proto_init() }
@@ -3572,8 +3758,9 @@ func file_raftlog_v1_raftlog_proto_init() {
 		(*Command_RewrapKeks)(nil),
 		(*Command_CompleteDomainKeyRotation)(nil),
 		(*Command_RecordCosignature)(nil),
+		(*Command_RecordThrottled)(nil),
 	}
-	file_raftlog_v1_raftlog_proto_msgTypes[36].OneofWrappers = []any{
+	file_raftlog_v1_raftlog_proto_msgTypes[38].OneofWrappers = []any{
 		(*ApplyResult_Key)(nil),
 		(*ApplyResult_Decision)(nil),
 	}
@@ -3583,7 +3770,7 @@ func file_raftlog_v1_raftlog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raftlog_v1_raftlog_proto_rawDesc), len(file_raftlog_v1_raftlog_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   39,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -245,7 +245,7 @@ class GetRequestRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ...) -> None: ...
 
 class Governance(_message.Message):
-    __slots__ = ["client_authorities", "client_authorities_pinned", "cluster_id", "notify_rules", "officers", "profile", "quorum", "restore_id", "sinks", "version", "witnesses"]
+    __slots__ = ["client_authorities", "client_authorities_pinned", "cluster_id", "notify_rules", "officers", "profile", "quorum", "quotas", "restore_id", "sinks", "version", "witnesses"]
     CLIENT_AUTHORITIES_FIELD_NUMBER: _ClassVar[int]
     CLIENT_AUTHORITIES_PINNED_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -253,6 +253,7 @@ class Governance(_message.Message):
     OFFICERS_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     QUORUM_FIELD_NUMBER: _ClassVar[int]
+    QUOTAS_FIELD_NUMBER: _ClassVar[int]
     RESTORE_ID_FIELD_NUMBER: _ClassVar[int]
     SINKS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -264,11 +265,12 @@ class Governance(_message.Message):
     officers: _containers.RepeatedCompositeFieldContainer[Officer]
     profile: str
     quorum: int
+    quotas: Quotas
     restore_id: str
     sinks: _containers.RepeatedCompositeFieldContainer[Sink]
     version: int
     witnesses: _containers.RepeatedCompositeFieldContainer[Witness]
-    def __init__(self, cluster_id: _Optional[str] = ..., officers: _Optional[_Iterable[_Union[Officer, _Mapping]]] = ..., quorum: _Optional[int] = ..., version: _Optional[int] = ..., sinks: _Optional[_Iterable[_Union[Sink, _Mapping]]] = ..., notify_rules: _Optional[_Union[NotifyRules, _Mapping]] = ..., profile: _Optional[str] = ..., restore_id: _Optional[str] = ..., client_authorities: _Optional[_Iterable[_Union[ClientAuthority, _Mapping]]] = ..., client_authorities_pinned: bool = ..., witnesses: _Optional[_Iterable[_Union[Witness, _Mapping]]] = ...) -> None: ...
+    def __init__(self, cluster_id: _Optional[str] = ..., officers: _Optional[_Iterable[_Union[Officer, _Mapping]]] = ..., quorum: _Optional[int] = ..., version: _Optional[int] = ..., sinks: _Optional[_Iterable[_Union[Sink, _Mapping]]] = ..., notify_rules: _Optional[_Union[NotifyRules, _Mapping]] = ..., profile: _Optional[str] = ..., restore_id: _Optional[str] = ..., client_authorities: _Optional[_Iterable[_Union[ClientAuthority, _Mapping]]] = ..., client_authorities_pinned: bool = ..., witnesses: _Optional[_Iterable[_Union[Witness, _Mapping]]] = ..., quotas: _Optional[_Union[Quotas, _Mapping]] = ...) -> None: ...
 
 class Grant(_message.Message):
     __slots__ = ["context_digest", "data_digests", "expire_time_unix_nano", "grant_id", "key", "principal", "reason", "request_id", "uses_left"]
@@ -293,7 +295,7 @@ class Grant(_message.Message):
     def __init__(self, grant_id: _Optional[str] = ..., principal: _Optional[str] = ..., key: _Optional[str] = ..., reason: _Optional[_Union[_common_pb2.Reason, str]] = ..., context_digest: _Optional[bytes] = ..., uses_left: _Optional[int] = ..., expire_time_unix_nano: _Optional[int] = ..., request_id: _Optional[str] = ..., data_digests: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class KeyPolicy(_message.Message):
-    __slots__ = ["admin_principals", "decrypt_principals", "encrypt_principals", "max_decrypts_per_principal_per_hour", "notify_all", "notify_before_release", "reasons", "version", "windows", "witness_max_age_seconds"]
+    __slots__ = ["admin_principals", "decrypt_principals", "encrypt_principals", "max_decrypts_per_principal_per_hour", "notify_all", "notify_before_release", "reasons", "version", "windows", "witness_max_age_seconds", "witness_max_records"]
     ADMIN_PRINCIPALS_FIELD_NUMBER: _ClassVar[int]
     DECRYPT_PRINCIPALS_FIELD_NUMBER: _ClassVar[int]
     ENCRYPT_PRINCIPALS_FIELD_NUMBER: _ClassVar[int]
@@ -304,6 +306,7 @@ class KeyPolicy(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     WINDOWS_FIELD_NUMBER: _ClassVar[int]
     WITNESS_MAX_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WITNESS_MAX_RECORDS_FIELD_NUMBER: _ClassVar[int]
     admin_principals: _containers.RepeatedScalarFieldContainer[str]
     decrypt_principals: _containers.RepeatedScalarFieldContainer[str]
     encrypt_principals: _containers.RepeatedScalarFieldContainer[str]
@@ -314,7 +317,8 @@ class KeyPolicy(_message.Message):
     version: int
     windows: _containers.RepeatedCompositeFieldContainer[TimeWindow]
     witness_max_age_seconds: int
-    def __init__(self, version: _Optional[int] = ..., encrypt_principals: _Optional[_Iterable[str]] = ..., decrypt_principals: _Optional[_Iterable[str]] = ..., reasons: _Optional[_Iterable[_Union[ReasonRule, _Mapping]]] = ..., max_decrypts_per_principal_per_hour: _Optional[int] = ..., windows: _Optional[_Iterable[_Union[TimeWindow, _Mapping]]] = ..., notify_all: bool = ..., notify_before_release: bool = ..., admin_principals: _Optional[_Iterable[str]] = ..., witness_max_age_seconds: _Optional[int] = ...) -> None: ...
+    witness_max_records: int
+    def __init__(self, version: _Optional[int] = ..., encrypt_principals: _Optional[_Iterable[str]] = ..., decrypt_principals: _Optional[_Iterable[str]] = ..., reasons: _Optional[_Iterable[_Union[ReasonRule, _Mapping]]] = ..., max_decrypts_per_principal_per_hour: _Optional[int] = ..., windows: _Optional[_Iterable[_Union[TimeWindow, _Mapping]]] = ..., notify_all: bool = ..., notify_before_release: bool = ..., admin_principals: _Optional[_Iterable[str]] = ..., witness_max_age_seconds: _Optional[int] = ..., witness_max_records: _Optional[int] = ...) -> None: ...
 
 class ListGrantsRequest(_message.Message):
     __slots__ = ["key"]
@@ -393,6 +397,14 @@ class OfficerSignature(_message.Message):
     officer: str
     signature: bytes
     def __init__(self, officer: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class Quotas(_message.Message):
+    __slots__ = ["max_keys_per_principal", "max_pending_per_principal"]
+    MAX_KEYS_PER_PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    MAX_PENDING_PER_PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    max_keys_per_principal: int
+    max_pending_per_principal: int
+    def __init__(self, max_keys_per_principal: _Optional[int] = ..., max_pending_per_principal: _Optional[int] = ...) -> None: ...
 
 class ReasonRule(_message.Message):
     __slots__ = ["action", "reason"]
@@ -482,6 +494,12 @@ class SetPolicy(_message.Message):
     policy: KeyPolicy
     def __init__(self, key: _Optional[str] = ..., policy: _Optional[_Union[KeyPolicy, _Mapping]] = ...) -> None: ...
 
+class SetQuotas(_message.Message):
+    __slots__ = ["quotas"]
+    QUOTAS_FIELD_NUMBER: _ClassVar[int]
+    quotas: Quotas
+    def __init__(self, quotas: _Optional[_Union[Quotas, _Mapping]] = ...) -> None: ...
+
 class SignedStatement(_message.Message):
     __slots__ = ["signatures", "statement"]
     SIGNATURES_FIELD_NUMBER: _ClassVar[int]
@@ -509,7 +527,7 @@ class Sink(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[SinkType, str]] = ..., url: _Optional[str] = ..., hmac_key: _Optional[bytes] = ..., path: _Optional[str] = ..., required_for_release: bool = ..., delivered_seq: _Optional[int] = ...) -> None: ...
 
 class Statement(_message.Message):
-    __slots__ = ["accept_restore", "add_client_authority", "add_sink", "add_witness", "admit_node", "approve_request", "cancel_domain_key_rotation", "cancel_key_destruction", "cluster_id", "comment", "create_grant", "deny_request", "disable_key", "enable_key", "nonce", "not_after_unix", "remove_client_authority", "remove_sink", "remove_witness", "restore_id", "revoke_admission", "revoke_grant", "revoke_key", "rotate_domain_key", "schedule_key_destruction", "set_key_min_version", "set_notify_rules", "set_officers", "set_policy"]
+    __slots__ = ["accept_restore", "add_client_authority", "add_sink", "add_witness", "admit_node", "approve_request", "cancel_domain_key_rotation", "cancel_key_destruction", "cluster_id", "comment", "create_grant", "deny_request", "disable_key", "enable_key", "nonce", "not_after_unix", "remove_client_authority", "remove_sink", "remove_witness", "restore_id", "revoke_admission", "revoke_grant", "revoke_key", "rotate_domain_key", "schedule_key_destruction", "set_key_min_version", "set_notify_rules", "set_officers", "set_policy", "set_quotas"]
     ACCEPT_RESTORE_FIELD_NUMBER: _ClassVar[int]
     ADD_CLIENT_AUTHORITY_FIELD_NUMBER: _ClassVar[int]
     ADD_SINK_FIELD_NUMBER: _ClassVar[int]
@@ -539,6 +557,7 @@ class Statement(_message.Message):
     SET_NOTIFY_RULES_FIELD_NUMBER: _ClassVar[int]
     SET_OFFICERS_FIELD_NUMBER: _ClassVar[int]
     SET_POLICY_FIELD_NUMBER: _ClassVar[int]
+    SET_QUOTAS_FIELD_NUMBER: _ClassVar[int]
     accept_restore: AcceptRestore
     add_client_authority: AddClientAuthority
     add_sink: AddSink
@@ -568,7 +587,8 @@ class Statement(_message.Message):
     set_notify_rules: SetNotifyRules
     set_officers: SetOfficers
     set_policy: SetPolicy
-    def __init__(self, cluster_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., comment: _Optional[str] = ..., restore_id: _Optional[str] = ..., revoke_key: _Optional[_Union[RevokeKey, _Mapping]] = ..., disable_key: _Optional[_Union[DisableKey, _Mapping]] = ..., enable_key: _Optional[_Union[EnableKey, _Mapping]] = ..., set_policy: _Optional[_Union[SetPolicy, _Mapping]] = ..., approve_request: _Optional[_Union[ApproveRequest, _Mapping]] = ..., deny_request: _Optional[_Union[DenyRequest, _Mapping]] = ..., create_grant: _Optional[_Union[CreateGrant, _Mapping]] = ..., revoke_grant: _Optional[_Union[RevokeGrant, _Mapping]] = ..., set_officers: _Optional[_Union[SetOfficers, _Mapping]] = ..., add_sink: _Optional[_Union[AddSink, _Mapping]] = ..., remove_sink: _Optional[_Union[RemoveSink, _Mapping]] = ..., set_notify_rules: _Optional[_Union[SetNotifyRules, _Mapping]] = ..., admit_node: _Optional[_Union[AdmitNode, _Mapping]] = ..., revoke_admission: _Optional[_Union[RevokeAdmission, _Mapping]] = ..., schedule_key_destruction: _Optional[_Union[ScheduleKeyDestruction, _Mapping]] = ..., cancel_key_destruction: _Optional[_Union[CancelKeyDestruction, _Mapping]] = ..., accept_restore: _Optional[_Union[AcceptRestore, _Mapping]] = ..., rotate_domain_key: _Optional[_Union[RotateDomainKey, _Mapping]] = ..., cancel_domain_key_rotation: _Optional[_Union[CancelDomainKeyRotation, _Mapping]] = ..., set_key_min_version: _Optional[_Union[SetKeyMinVersion, _Mapping]] = ..., add_client_authority: _Optional[_Union[AddClientAuthority, _Mapping]] = ..., remove_client_authority: _Optional[_Union[RemoveClientAuthority, _Mapping]] = ..., add_witness: _Optional[_Union[AddWitness, _Mapping]] = ..., remove_witness: _Optional[_Union[RemoveWitness, _Mapping]] = ...) -> None: ...
+    set_quotas: SetQuotas
+    def __init__(self, cluster_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., comment: _Optional[str] = ..., restore_id: _Optional[str] = ..., revoke_key: _Optional[_Union[RevokeKey, _Mapping]] = ..., disable_key: _Optional[_Union[DisableKey, _Mapping]] = ..., enable_key: _Optional[_Union[EnableKey, _Mapping]] = ..., set_policy: _Optional[_Union[SetPolicy, _Mapping]] = ..., approve_request: _Optional[_Union[ApproveRequest, _Mapping]] = ..., deny_request: _Optional[_Union[DenyRequest, _Mapping]] = ..., create_grant: _Optional[_Union[CreateGrant, _Mapping]] = ..., revoke_grant: _Optional[_Union[RevokeGrant, _Mapping]] = ..., set_officers: _Optional[_Union[SetOfficers, _Mapping]] = ..., add_sink: _Optional[_Union[AddSink, _Mapping]] = ..., remove_sink: _Optional[_Union[RemoveSink, _Mapping]] = ..., set_notify_rules: _Optional[_Union[SetNotifyRules, _Mapping]] = ..., admit_node: _Optional[_Union[AdmitNode, _Mapping]] = ..., revoke_admission: _Optional[_Union[RevokeAdmission, _Mapping]] = ..., schedule_key_destruction: _Optional[_Union[ScheduleKeyDestruction, _Mapping]] = ..., cancel_key_destruction: _Optional[_Union[CancelKeyDestruction, _Mapping]] = ..., accept_restore: _Optional[_Union[AcceptRestore, _Mapping]] = ..., rotate_domain_key: _Optional[_Union[RotateDomainKey, _Mapping]] = ..., cancel_domain_key_rotation: _Optional[_Union[CancelDomainKeyRotation, _Mapping]] = ..., set_key_min_version: _Optional[_Union[SetKeyMinVersion, _Mapping]] = ..., add_client_authority: _Optional[_Union[AddClientAuthority, _Mapping]] = ..., remove_client_authority: _Optional[_Union[RemoveClientAuthority, _Mapping]] = ..., add_witness: _Optional[_Union[AddWitness, _Mapping]] = ..., remove_witness: _Optional[_Union[RemoveWitness, _Mapping]] = ..., set_quotas: _Optional[_Union[SetQuotas, _Mapping]] = ...) -> None: ...
 
 class SubmitCosignatureResponse(_message.Message):
     __slots__ = ["ledger_seq"]
