@@ -509,6 +509,9 @@ func (s *State) Governance() *custosv1.Governance {
 	}
 	g := proto.Clone(s.gov).(*custosv1.Governance)
 	g.RestoreId = s.restore.GetRestoreId()
+	if s.genesis != nil {
+		g.GenesisSha256 = hex.EncodeToString(s.genesis)
+	}
 	for _, sk := range g.Sinks {
 		sk.HmacKey = nil // a secret: never read back
 	}

@@ -53,7 +53,8 @@ func TestMembershipChangesAreRecorded(t *testing.T) {
 		ClusterId: "c1", Officers: []*custosv1.Officer{{Name: "o1", PublicKey: governance.MarshalPublicKey(&k.PublicKey)}}, Quorum: 1,
 		DomainKeyId: []byte("dk"), DomainKeyCheckValue: make([]byte, 16)}}}
 	// The bootstrap configuration comes before the cluster (and its
-	// ledger) exists: it is only remembered.
+	// ledger) exists: it is only remembered. The ledger starts with the
+	// GENESIS record.
 	out := s.ApplyBatch([]raft.AppliedEntry{
 		configEntry(1, 0, "n1 Voter a1"),
 		{Index: 2, Commands: []*raftlogv1.Command{initCmd}},
@@ -61,8 +62,11 @@ func TestMembershipChangesAreRecorded(t *testing.T) {
 	if len(out) != 2 || len(out[0]) != 0 || out[1][0] != nil {
 		t.Fatalf("results %v", out)
 	}
-	if seq, _ := s.LedgerHead(); seq != 0 {
-		t.Fatalf("bootstrap configuration recorded %d records", seq)
+	if seq, _ := s.LedgerHead(); seq != 1 {
+		t.Fatalf("bootstrap configuration and genesis recorded %d records, want the genesis only", seq)
+	}
+	if rec, err := s.DecisionRecord(1); err != nil || rec.Operation != custosv1.Operation_OPERATION_GENESIS || rec.Genesis.GetClusterId() != "c1" {
+		t.Fatalf("record 1: %v, %v; want the GENESIS record", rec, err)
 	}
 	s.ApplyBatch([]raft.AppliedEntry{
 		configEntry(3, 100, "n1 Voter a1", "n2 Voter a2"),
@@ -96,18 +100,18 @@ func TestMembershipChangesAreRecorded(t *testing.T) {
 		{6, 400, "change-address", "server n1 moved from a1 to a1b; configuration now: n1 Voter a1b, n2 Voter a2b"},
 	}
 	seq, _ := s.LedgerHead()
-	if seq != uint64(len(wants)) {
-		t.Fatalf("%d records, want %d", seq, len(wants))
+	if seq != uint64(len(wants))+1 {
+		t.Fatalf("%d records, want the genesis and %d", seq, len(wants))
 	}
 	for i, w := range wants {
-		rec, err := s.DecisionRecord(uint64(i + 1))
+		rec, err := s.DecisionRecord(uint64(i + 2))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if rec.Operation != custosv1.Operation_OPERATION_MEMBERSHIP || rec.Outcome != custosv1.Outcome_OUTCOME_ALLOW ||
 			rec.RaftIndex != w.index || rec.TimeUnixNano != w.at || rec.MatchedRule != "raft-configuration:"+w.action ||
 			!strings.Contains(rec.Detail, w.detail) || rec.Principal != "" || rec.Key != "" || !rec.Notify {
-			t.Errorf("record %d = %v\nwant %+v", i+1, rec, w)
+			t.Errorf("record %d = %v\nwant %+v", i+2, rec, w)
 		}
 	}
 	// The restored replica's records of the later entries are the same

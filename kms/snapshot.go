@@ -104,6 +104,7 @@ func (s *State) Snapshot() (raft.Snapshot, error) {
 	st.Members = s.members
 	st.Restore = s.restore
 	st.DomainKeyEpoch, st.Rotation, st.RetiredDomainKeyIds = s.epoch, s.rotation, s.retired
+	st.GenesisSha256 = s.genesis
 	for _, n := range sortedKeys(s.admissions) {
 		st.Admissions = append(st.Admissions, s.admissions[n])
 	}
@@ -279,6 +280,7 @@ func (s *State) Restore(r io.Reader) error {
 	s.members = st.Members
 	s.restore = st.Restore
 	s.epoch, s.rotation, s.retired = st.DomainKeyEpoch, st.Rotation, st.RetiredDomainKeyIds
+	s.genesis = st.GenesisSha256
 	for _, a := range st.Admissions {
 		s.admissions[a.Node] = a
 	}

@@ -73,6 +73,9 @@ type State struct {
 	epoch    uint32
 	rotation *custosv1.DomainKeyRotation
 	retired  [][]byte
+	// genesis is the chain hash of the GENESIS record (nil for a cluster
+	// initialised before it existed).
+	genesis []byte
 	// grown is closed (and replaced) whenever records are appended;
 	// advanced whenever entries are applied.
 	grown    chan struct{}
@@ -109,6 +112,7 @@ func (s *State) reset() {
 	s.members = nil
 	s.restore = nil
 	s.epoch, s.rotation, s.retired = 0, nil, nil
+	s.genesis = nil
 	s.admissions = map[string]*custosv1.NodeAdmission{}
 	s.admissionsVersion++
 	s.destroyedVersion++
@@ -153,6 +157,9 @@ func (s *State) ApplyBatch(entries []raft.AppliedEntry) [][]any {
 		recs = append(recs, ledger.Record{Seq: rec.Seq, Data: data})
 		s.pending[rec.Seq] = data
 		s.head = ledger.Hash(data)
+		if rec.Operation == custosv1.Operation_OPERATION_GENESIS {
+			s.genesis = append([]byte(nil), s.head[:]...)
+		}
 	}
 	addExtra := func() {
 		for _, rec := range s.extra {
@@ -214,7 +221,7 @@ func (s *State) apply(index uint64, c *raftlogv1.Command) any {
 	}
 	switch op := c.Op.(type) {
 	case *raftlogv1.Command_InitCluster:
-		return s.applyInit(c, op.InitCluster)
+		return s.applyInit(index, c, op.InitCluster)
 	case *raftlogv1.Command_CreateKey:
 		return s.recordKeyAdmin(index, c, custosv1.Operation_OPERATION_CREATE_KEY, op.CreateKey.Name, 1,
 			admin(func() any { return s.applyCreateKey(c, op.CreateKey) }))
@@ -271,7 +278,7 @@ func (s *State) apply(index uint64, c *raftlogv1.Command) any {
 	}
 }
 
-func (s *State) applyInit(c *raftlogv1.Command, op *raftlogv1.InitCluster) any {
+func (s *State) applyInit(index uint64, c *raftlogv1.Command, op *raftlogv1.InitCluster) any {
 	if s.clusterID != "" {
 		return fmt.Errorf("%w: cluster already initialised as %s", ErrFailedPrecondition, s.clusterID)
 	}
@@ -295,6 +302,16 @@ func (s *State) applyInit(c *raftlogv1.Command, op *raftlogv1.InitCluster) any {
 	s.gov, s.officers = gov, set
 	s.authoritiesVersion++
 	s.clusterID = op.ClusterId
+	// The first record: the genesis. Its chain hash is the cluster's
+	// genesis fingerprint (add, in ApplyBatch, keeps it).
+	rec := s.newRecord(index, c, custosv1.Operation_OPERATION_GENESIS)
+	rec.Outcome = custosv1.Outcome_OUTCOME_ALLOW
+	rec.MatchedRule = "genesis"
+	rec.Genesis = &custosv1.Genesis{ClusterId: op.ClusterId, Officers: op.Officers, Quorum: op.Quorum, DomainKeyId: op.DomainKeyId,
+		DomainKeyCheckValue: op.DomainKeyCheckValue, Profile: op.Profile, ClientAuthorities: cas}
+	rec.Detail = fmt.Sprintf("cluster %s initialised: %d officers, quorum %d, %d client authorities, profile %q",
+		op.ClusterId, len(op.Officers), op.Quorum, len(cas), op.Profile)
+	s.extra = append(s.extra, rec)
 	s.domainKeyID = append([]byte(nil), op.DomainKeyId...)
 	s.domainKCV = append([]byte(nil), op.DomainKeyCheckValue...)
 	// The node that made the domain key is its first custodian.

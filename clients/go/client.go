@@ -84,7 +84,32 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	c.keys = custosv1.NewKeyServiceClient(failoverConn{c})
 	c.gov = custosv1.NewGovernanceServiceClient(failoverConn{c})
 	c.audit = custosv1.NewAuditServiceClient(failoverConn{c})
+	if want := strings.ToLower(strings.TrimSpace(cfg.Genesis)); want != "" {
+		if err := c.checkGenesis(ctx, want); err != nil {
+			_ = c.Close()
+			return nil, err
+		}
+	}
 	return c, nil
+}
+
+// ErrGenesisMismatch is returned by Dial when the cluster's genesis
+// fingerprint is not Config.Genesis.
+var ErrGenesisMismatch = errors.New("custos: the cluster's genesis is not the pinned one")
+
+// checkGenesis compares the cluster's genesis fingerprint with want.
+func (c *Client) checkGenesis(ctx context.Context, want string) error {
+	g, err := c.GetGovernance(ctx)
+	if err != nil {
+		return fmt.Errorf("custos: dial: read the cluster's genesis: %w", err)
+	}
+	if got := g.GetGenesisSha256(); got != want {
+		if got == "" {
+			got = "none (initialised before genesis records)"
+		}
+		return fmt.Errorf("%w: cluster %s has genesis %s, pinned %s", ErrGenesisMismatch, g.GetClusterId(), got, want)
+	}
+	return nil
 }
 
 // Close closes every connection. Calls in flight fail.

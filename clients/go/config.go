@@ -23,6 +23,9 @@ const (
 	EnvCert = "CUSTOS_CERT"
 	// EnvKey is the path of the client's PEM private key.
 	EnvKey = "CUSTOS_KEY"
+	// EnvGenesis, optional, is the genesis fingerprint of the cluster the
+	// client must be talking to (Config.Genesis).
+	EnvGenesis = "CUSTOS_GENESIS"
 )
 
 // Defaults used when the corresponding Config field is zero.
@@ -52,6 +55,12 @@ type Config struct {
 	// Streaming encryption and decryption are not bounded by it, only the
 	// RPC they make.
 	CallTimeout time.Duration
+	// Genesis, if set, is the genesis fingerprint (64 hex digits: the
+	// chain hash of the cluster's first ledger record, which `custos officer
+	// list` prints) of the cluster this client must be talking to. Dial
+	// then reads the cluster's and refuses any other cluster, or one
+	// without a genesis record.
+	Genesis string
 }
 
 // ConfigFromEnv reads CUSTOS_ADDR (comma-separated host:port list),
@@ -71,6 +80,7 @@ func ConfigFromEnv() (Config, error) {
 		CAFile:   get(EnvCA),
 		CertFile: get(EnvCert),
 		KeyFile:  get(EnvKey),
+		Genesis:  strings.TrimSpace(os.Getenv(EnvGenesis)),
 	}
 	if len(missing) > 0 {
 		verb := "is"

@@ -433,6 +433,7 @@ func runAuditVerify(ctx context.Context, a *app, args []string) error {
 	fs.Var(&pubs, "pubkey", "PEM `FILE` of trusted checkpoint public keys, as written by 'custos audit pubkey' (repeatable; required)")
 	asJSON := fs.Bool("json", false, "print the verification report as JSON")
 	witnessState := fs.String("witness-state", "", "a witness's state `FILE` (custos audit witness --state): the export must hold the head it cosigned")
+	genesis := fs.String("genesis", "", "the cluster's genesis fingerprint (`HEX`, custos officer list): record 1 of the export must be that genesis")
 	pos, err := a.parse("audit verify", fs, args, 1, 1)
 	if err != nil {
 		return err
@@ -456,6 +457,18 @@ func runAuditVerify(ctx context.Context, a *app, args []string) error {
 		}
 		defer f.Close()
 		in = f
+	}
+	if *genesis != "" {
+		if f == nil {
+			return usagef("--genesis needs an export FILE, not '-'")
+		}
+		// The genesis fingerprint is the chain hash at seq 1.
+		if err := audit.CheckHead(f, audit.Head{Seq: 1, Hash: strings.ToLower(strings.TrimSpace(*genesis))}); err != nil {
+			return fmt.Errorf("%s is NOT the ledger of the pinned genesis: %w", pos[0], err)
+		}
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
 	}
 	var witnessed *audit.Head
 	if *witnessState != "" {
@@ -498,6 +511,9 @@ func runAuditVerify(ctx context.Context, a *app, args []string) error {
 			fmt.Fprint(a.stdout, " and the export trailer")
 		}
 		fmt.Fprintf(a.stdout, " (cluster %s)\n", rep.ClusterID)
+		if *genesis != "" {
+			fmt.Fprintf(a.stdout, "record 1 is the pinned genesis %s\n", strings.ToLower(strings.TrimSpace(*genesis)))
+		}
 		if witnessed != nil {
 			fmt.Fprintf(a.stdout, "the export holds the head the witness cosigned at seq %d\n", witnessed.Seq)
 		}

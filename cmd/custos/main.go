@@ -154,7 +154,7 @@ func init() {
 		{"officer notify-rules set", "--file RULES.json [officer flags]", "Replace the notify rules (SetNotifyRules statement; needs the officer quorum).", runOfficerNotifyRulesSet},
 		{"audit list", "[--key K] [--principal P] [--reason R] [--outcome O] [--operation OP] [--since T] [--until T] [--notify-only] [--from SEQ] [--limit N] [--json]", "List ledger records in order, filtered (auditors only).", runAuditList},
 		{"audit export", "[--from SEQ] OUT", "Export the ledger to file OUT ('-' for stdout), for offline verification.", runAuditExport},
-		{"audit verify", "--pubkey PEM [--pubkey PEM]... [--witness-state FILE] [--json] FILE", "Verify an export file offline: hash chain, checkpoints, trailer, and that it holds the head a witness cosigned.", runAuditVerify},
+		{"audit verify", "--pubkey PEM [--pubkey PEM]... [--genesis HEX] [--witness-state FILE] [--json] FILE", "Verify an export file offline: hash chain, checkpoints, trailer, and that it holds the head a witness cosigned.", runAuditVerify},
 		{"audit witness", "--name N --key FILE --state FILE [--once] [--interval D]", "Run the customer's witness: check that each new ledger head extends the last one cosigned, cosign it, and report a fork.", runAuditWitness},
 		{"audit pubkey", "", "Print the cluster's checkpoint public keys as PEM (for audit verify --pubkey).", runAuditPubkey},
 		{"audit report", "[--since T] [--until T] [--key K] [--export FILE --pubkey PEM...] [--json]", "Print the key-use disclosure report for a period.", runAuditReport},
@@ -440,5 +440,6 @@ func (a *app) client(ctx context.Context) (*custos.Client, error) {
 	if a.timeout <= 0 {
 		cfg.CallTimeout = -1
 	}
+	cfg.Genesis = strings.TrimSpace(os.Getenv(custos.EnvGenesis))
 	return custos.Dial(ctx, cfg)
 }

@@ -462,6 +462,11 @@ func printGovernance(w io.Writer, g *custosv1.Governance) {
 		}
 		fmt.Fprintf(w, "  %s fingerprint=%s\n", o.GetName(), fp)
 	}
+	if gen := g.GetGenesisSha256(); gen != "" {
+		// What clients pin ($CUSTOS_GENESIS) and auditors check
+		// (audit verify --genesis): the chain hash of ledger record 1.
+		fmt.Fprintf(w, "genesis %s\n", gen)
+	}
 }
 
 var protoJSON = protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true, Multiline: true, Indent: "  "}

@@ -936,7 +936,11 @@ type Governance struct {
 	// The customer's witnesses (docs/witness.md).
 	Witnesses []*Witness `protobuf:"bytes,11,rep,name=witnesses,proto3" json:"witnesses,omitempty"`
 	// Per-principal limits the cluster enforces (docs/quotas.md).
-	Quotas        *Quotas `protobuf:"bytes,12,opt,name=quotas,proto3" json:"quotas,omitempty"`
+	Quotas *Quotas `protobuf:"bytes,12,opt,name=quotas,proto3" json:"quotas,omitempty"`
+	// The genesis fingerprint: the chain hash of the GENESIS record (seq 1),
+	// lower-case hex; empty for a cluster initialised before it existed.
+	// Set by the cluster when read (GetGovernance).
+	GenesisSha256 string `protobuf:"bytes,13,opt,name=genesis_sha256,json=genesisSha256,proto3" json:"genesis_sha256,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1053,6 +1057,13 @@ func (x *Governance) GetQuotas() *Quotas {
 		return x.Quotas
 	}
 	return nil
+}
+
+func (x *Governance) GetGenesisSha256() string {
+	if x != nil {
+		return x.GenesisSha256
+	}
+	return ""
 }
 
 // Quotas are per-principal limits, the same on every node; 0 is the
@@ -4228,7 +4239,7 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\aOfficer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
-	"public_key\x18\x02 \x01(\fR\tpublicKey\"\x8c\x04\n" +
+	"public_key\x18\x02 \x01(\fR\tpublicKey\"\xb3\x04\n" +
 	"\n" +
 	"Governance\x12\x1d\n" +
 	"\n" +
@@ -4245,7 +4256,8 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\x19client_authorities_pinned\x18\n" +
 	" \x01(\bR\x17clientAuthoritiesPinned\x120\n" +
 	"\twitnesses\x18\v \x03(\v2\x12.custos.v1.WitnessR\twitnesses\x12)\n" +
-	"\x06quotas\x18\f \x01(\v2\x11.custos.v1.QuotasR\x06quotas\"x\n" +
+	"\x06quotas\x18\f \x01(\v2\x11.custos.v1.QuotasR\x06quotas\x12%\n" +
+	"\x0egenesis_sha256\x18\r \x01(\tR\rgenesisSha256\"x\n" +
 	"\x06Quotas\x123\n" +
 	"\x16max_keys_per_principal\x18\x01 \x01(\rR\x13maxKeysPerPrincipal\x129\n" +
 	"\x19max_pending_per_principal\x18\x02 \x01(\rR\x16maxPendingPerPrincipal\"6\n" +

@@ -75,7 +75,9 @@ type DecisionRecord struct {
 	PrincipalIssuerSha256 []byte `protobuf:"bytes,23,opt,name=principal_issuer_sha256,json=principalIssuerSha256,proto3" json:"principal_issuer_sha256,omitempty"`
 	PrincipalCertSha256   []byte `protobuf:"bytes,24,opt,name=principal_cert_sha256,json=principalCertSha256,proto3" json:"principal_cert_sha256,omitempty"`
 	// Witness cosignature records: the cosignature.
-	Cosignature   *Cosignature `protobuf:"bytes,25,opt,name=cosignature,proto3" json:"cosignature,omitempty"`
+	Cosignature *Cosignature `protobuf:"bytes,25,opt,name=cosignature,proto3" json:"cosignature,omitempty"`
+	// The GENESIS record: what the cluster was initialised with.
+	Genesis       *Genesis `protobuf:"bytes,26,opt,name=genesis,proto3" json:"genesis,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -285,6 +287,106 @@ func (x *DecisionRecord) GetCosignature() *Cosignature {
 	return nil
 }
 
+func (x *DecisionRecord) GetGenesis() *Genesis {
+	if x != nil {
+		return x.Genesis
+	}
+	return nil
+}
+
+// Genesis is what a cluster was initialised with (the GENESIS record).
+type Genesis struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId           string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	Officers            []*Officer             `protobuf:"bytes,2,rep,name=officers,proto3" json:"officers,omitempty"`
+	Quorum              uint32                 `protobuf:"varint,3,opt,name=quorum,proto3" json:"quorum,omitempty"`
+	DomainKeyId         []byte                 `protobuf:"bytes,4,opt,name=domain_key_id,json=domainKeyId,proto3" json:"domain_key_id,omitempty"`
+	DomainKeyCheckValue []byte                 `protobuf:"bytes,5,opt,name=domain_key_check_value,json=domainKeyCheckValue,proto3" json:"domain_key_check_value,omitempty"`
+	Profile             string                 `protobuf:"bytes,6,opt,name=profile,proto3" json:"profile,omitempty"`
+	ClientAuthorities   []*ClientAuthority     `protobuf:"bytes,7,rep,name=client_authorities,json=clientAuthorities,proto3" json:"client_authorities,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *Genesis) Reset() {
+	*x = Genesis{}
+	mi := &file_custos_v1_ledger_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Genesis) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Genesis) ProtoMessage() {}
+
+func (x *Genesis) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_ledger_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Genesis.ProtoReflect.Descriptor instead.
+func (*Genesis) Descriptor() ([]byte, []int) {
+	return file_custos_v1_ledger_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Genesis) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *Genesis) GetOfficers() []*Officer {
+	if x != nil {
+		return x.Officers
+	}
+	return nil
+}
+
+func (x *Genesis) GetQuorum() uint32 {
+	if x != nil {
+		return x.Quorum
+	}
+	return 0
+}
+
+func (x *Genesis) GetDomainKeyId() []byte {
+	if x != nil {
+		return x.DomainKeyId
+	}
+	return nil
+}
+
+func (x *Genesis) GetDomainKeyCheckValue() []byte {
+	if x != nil {
+		return x.DomainKeyCheckValue
+	}
+	return nil
+}
+
+func (x *Genesis) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
+func (x *Genesis) GetClientAuthorities() []*ClientAuthority {
+	if x != nil {
+		return x.ClientAuthorities
+	}
+	return nil
+}
+
 // Checkpoint is a signature by an HSM-resident ECDSA P-256 key over the
 // chain head at seq (docs/ledger.md gives the signed bytes).
 type Checkpoint struct {
@@ -304,7 +406,7 @@ type Checkpoint struct {
 
 func (x *Checkpoint) Reset() {
 	*x = Checkpoint{}
-	mi := &file_custos_v1_ledger_proto_msgTypes[1]
+	mi := &file_custos_v1_ledger_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -316,7 +418,7 @@ func (x *Checkpoint) String() string {
 func (*Checkpoint) ProtoMessage() {}
 
 func (x *Checkpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_ledger_proto_msgTypes[1]
+	mi := &file_custos_v1_ledger_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -329,7 +431,7 @@ func (x *Checkpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Checkpoint.ProtoReflect.Descriptor instead.
 func (*Checkpoint) Descriptor() ([]byte, []int) {
-	return file_custos_v1_ledger_proto_rawDescGZIP(), []int{1}
+	return file_custos_v1_ledger_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Checkpoint) GetClusterId() string {
@@ -385,7 +487,7 @@ var File_custos_v1_ledger_proto protoreflect.FileDescriptor
 
 const file_custos_v1_ledger_proto_rawDesc = "" +
 	"\n" +
-	"\x16custos/v1/ledger.proto\x12\tcustos.v1\x1a\x16custos/v1/common.proto\x1a\x1acustos/v1/governance.proto\"\x95\a\n" +
+	"\x16custos/v1/ledger.proto\x12\tcustos.v1\x1a\x16custos/v1/common.proto\x1a\x1acustos/v1/governance.proto\"\xc3\a\n" +
 	"\x0eDecisionRecord\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\x12\x12\n" +
@@ -418,7 +520,17 @@ const file_custos_v1_ledger_proto_rawDesc = "" +
 	"dataDigest\x126\n" +
 	"\x17principal_issuer_sha256\x18\x17 \x01(\fR\x15principalIssuerSha256\x122\n" +
 	"\x15principal_cert_sha256\x18\x18 \x01(\fR\x13principalCertSha256\x128\n" +
-	"\vcosignature\x18\x19 \x01(\v2\x16.custos.v1.CosignatureR\vcosignature\"\xc0\x01\n" +
+	"\vcosignature\x18\x19 \x01(\v2\x16.custos.v1.CosignatureR\vcosignature\x12,\n" +
+	"\agenesis\x18\x1a \x01(\v2\x12.custos.v1.GenesisR\agenesis\"\xae\x02\n" +
+	"\aGenesis\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12.\n" +
+	"\bofficers\x18\x02 \x03(\v2\x12.custos.v1.OfficerR\bofficers\x12\x16\n" +
+	"\x06quorum\x18\x03 \x01(\rR\x06quorum\x12\"\n" +
+	"\rdomain_key_id\x18\x04 \x01(\fR\vdomainKeyId\x123\n" +
+	"\x16domain_key_check_value\x18\x05 \x01(\fR\x13domainKeyCheckValue\x12\x18\n" +
+	"\aprofile\x18\x06 \x01(\tR\aprofile\x12I\n" +
+	"\x12client_authorities\x18\a \x03(\v2\x1a.custos.v1.ClientAuthorityR\x11clientAuthorities\"\xc0\x01\n" +
 	"\n" +
 	"Checkpoint\x12\x1d\n" +
 	"\n" +
@@ -442,26 +554,32 @@ func file_custos_v1_ledger_proto_rawDescGZIP() []byte {
 	return file_custos_v1_ledger_proto_rawDescData
 }
 
-var file_custos_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_custos_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_custos_v1_ledger_proto_goTypes = []any{
-	(*DecisionRecord)(nil), // 0: custos.v1.DecisionRecord
-	(*Checkpoint)(nil),     // 1: custos.v1.Checkpoint
-	(Operation)(0),         // 2: custos.v1.Operation
-	(Reason)(0),            // 3: custos.v1.Reason
-	(Outcome)(0),           // 4: custos.v1.Outcome
-	(*Cosignature)(nil),    // 5: custos.v1.Cosignature
+	(*DecisionRecord)(nil),  // 0: custos.v1.DecisionRecord
+	(*Genesis)(nil),         // 1: custos.v1.Genesis
+	(*Checkpoint)(nil),      // 2: custos.v1.Checkpoint
+	(Operation)(0),          // 3: custos.v1.Operation
+	(Reason)(0),             // 4: custos.v1.Reason
+	(Outcome)(0),            // 5: custos.v1.Outcome
+	(*Cosignature)(nil),     // 6: custos.v1.Cosignature
+	(*Officer)(nil),         // 7: custos.v1.Officer
+	(*ClientAuthority)(nil), // 8: custos.v1.ClientAuthority
 }
 var file_custos_v1_ledger_proto_depIdxs = []int32{
-	2, // 0: custos.v1.DecisionRecord.operation:type_name -> custos.v1.Operation
-	3, // 1: custos.v1.DecisionRecord.reason:type_name -> custos.v1.Reason
-	4, // 2: custos.v1.DecisionRecord.outcome:type_name -> custos.v1.Outcome
-	1, // 3: custos.v1.DecisionRecord.checkpoint:type_name -> custos.v1.Checkpoint
-	5, // 4: custos.v1.DecisionRecord.cosignature:type_name -> custos.v1.Cosignature
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	3, // 0: custos.v1.DecisionRecord.operation:type_name -> custos.v1.Operation
+	4, // 1: custos.v1.DecisionRecord.reason:type_name -> custos.v1.Reason
+	5, // 2: custos.v1.DecisionRecord.outcome:type_name -> custos.v1.Outcome
+	2, // 3: custos.v1.DecisionRecord.checkpoint:type_name -> custos.v1.Checkpoint
+	6, // 4: custos.v1.DecisionRecord.cosignature:type_name -> custos.v1.Cosignature
+	1, // 5: custos.v1.DecisionRecord.genesis:type_name -> custos.v1.Genesis
+	7, // 6: custos.v1.Genesis.officers:type_name -> custos.v1.Officer
+	8, // 7: custos.v1.Genesis.client_authorities:type_name -> custos.v1.ClientAuthority
+	8, // [8:8] is the sub-list for method output_type
+	8, // [8:8] is the sub-list for method input_type
+	8, // [8:8] is the sub-list for extension type_name
+	8, // [8:8] is the sub-list for extension extendee
+	0, // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_custos_v1_ledger_proto_init() }
@@ -477,7 +595,7 @@ func file_custos_v1_ledger_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custos_v1_ledger_proto_rawDesc), len(file_custos_v1_ledger_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

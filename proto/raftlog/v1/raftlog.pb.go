@@ -2224,8 +2224,12 @@ type State struct {
 	DomainKeyEpoch      uint32                `protobuf:"varint,19,opt,name=domain_key_epoch,json=domainKeyEpoch,proto3" json:"domain_key_epoch,omitempty"`
 	Rotation            *v1.DomainKeyRotation `protobuf:"bytes,20,opt,name=rotation,proto3" json:"rotation,omitempty"`
 	RetiredDomainKeyIds [][]byte              `protobuf:"bytes,21,rep,name=retired_domain_key_ids,json=retiredDomainKeyIds,proto3" json:"retired_domain_key_ids,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// The chain hash of the cluster's GENESIS record (seq 1), its genesis
+	// fingerprint (docs/ledger.md); empty for a cluster initialised before
+	// genesis records existed.
+	GenesisSha256 []byte `protobuf:"bytes,22,opt,name=genesis_sha256,json=genesisSha256,proto3" json:"genesis_sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *State) Reset() {
@@ -2401,6 +2405,13 @@ func (x *State) GetRotation() *v1.DomainKeyRotation {
 func (x *State) GetRetiredDomainKeyIds() [][]byte {
 	if x != nil {
 		return x.RetiredDomainKeyIds
+	}
+	return nil
+}
+
+func (x *State) GetGenesisSha256() []byte {
+	if x != nil {
+		return x.GenesisSha256
 	}
 	return nil
 }
@@ -3486,7 +3497,7 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\b \x01(\tR\trequestId\x12\x1f\n" +
 	"\vdata_digest\x18\t \x01(\fR\n" +
-	"dataDigest\"\xef\a\n" +
+	"dataDigest\"\x96\b\n" +
 	"\x05State\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\"\n" +
@@ -3516,7 +3527,8 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\arestore\x18\x12 \x01(\v2\x19.custos.v1.ClusterRestoreR\arestore\x12(\n" +
 	"\x10domain_key_epoch\x18\x13 \x01(\rR\x0edomainKeyEpoch\x128\n" +
 	"\brotation\x18\x14 \x01(\v2\x1c.custos.v1.DomainKeyRotationR\brotation\x123\n" +
-	"\x16retired_domain_key_ids\x18\x15 \x03(\fR\x13retiredDomainKeyIds\"R\n" +
+	"\x16retired_domain_key_ids\x18\x15 \x03(\fR\x13retiredDomainKeyIds\x12%\n" +
+	"\x0egenesis_sha256\x18\x16 \x01(\fR\rgenesisSha256\"R\n" +
 	"\n" +
 	"RaftServer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +

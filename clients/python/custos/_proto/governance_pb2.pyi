@@ -245,10 +245,11 @@ class GetRequestRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ...) -> None: ...
 
 class Governance(_message.Message):
-    __slots__ = ["client_authorities", "client_authorities_pinned", "cluster_id", "notify_rules", "officers", "profile", "quorum", "quotas", "restore_id", "sinks", "version", "witnesses"]
+    __slots__ = ["client_authorities", "client_authorities_pinned", "cluster_id", "genesis_sha256", "notify_rules", "officers", "profile", "quorum", "quotas", "restore_id", "sinks", "version", "witnesses"]
     CLIENT_AUTHORITIES_FIELD_NUMBER: _ClassVar[int]
     CLIENT_AUTHORITIES_PINNED_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    GENESIS_SHA256_FIELD_NUMBER: _ClassVar[int]
     NOTIFY_RULES_FIELD_NUMBER: _ClassVar[int]
     OFFICERS_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
@@ -261,6 +262,7 @@ class Governance(_message.Message):
     client_authorities: _containers.RepeatedCompositeFieldContainer[ClientAuthority]
     client_authorities_pinned: bool
     cluster_id: str
+    genesis_sha256: str
     notify_rules: NotifyRules
     officers: _containers.RepeatedCompositeFieldContainer[Officer]
     profile: str
@@ -270,7 +272,7 @@ class Governance(_message.Message):
     sinks: _containers.RepeatedCompositeFieldContainer[Sink]
     version: int
     witnesses: _containers.RepeatedCompositeFieldContainer[Witness]
-    def __init__(self, cluster_id: _Optional[str] = ..., officers: _Optional[_Iterable[_Union[Officer, _Mapping]]] = ..., quorum: _Optional[int] = ..., version: _Optional[int] = ..., sinks: _Optional[_Iterable[_Union[Sink, _Mapping]]] = ..., notify_rules: _Optional[_Union[NotifyRules, _Mapping]] = ..., profile: _Optional[str] = ..., restore_id: _Optional[str] = ..., client_authorities: _Optional[_Iterable[_Union[ClientAuthority, _Mapping]]] = ..., client_authorities_pinned: bool = ..., witnesses: _Optional[_Iterable[_Union[Witness, _Mapping]]] = ..., quotas: _Optional[_Union[Quotas, _Mapping]] = ...) -> None: ...
+    def __init__(self, cluster_id: _Optional[str] = ..., officers: _Optional[_Iterable[_Union[Officer, _Mapping]]] = ..., quorum: _Optional[int] = ..., version: _Optional[int] = ..., sinks: _Optional[_Iterable[_Union[Sink, _Mapping]]] = ..., notify_rules: _Optional[_Union[NotifyRules, _Mapping]] = ..., profile: _Optional[str] = ..., restore_id: _Optional[str] = ..., client_authorities: _Optional[_Iterable[_Union[ClientAuthority, _Mapping]]] = ..., client_authorities_pinned: bool = ..., witnesses: _Optional[_Iterable[_Union[Witness, _Mapping]]] = ..., quotas: _Optional[_Union[Quotas, _Mapping]] = ..., genesis_sha256: _Optional[str] = ...) -> None: ...
 
 class Grant(_message.Message):
     __slots__ = ["context_digest", "data_digests", "expire_time_unix_nano", "grant_id", "key", "principal", "reason", "request_id", "uses_left"]

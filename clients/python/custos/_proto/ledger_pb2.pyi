@@ -26,12 +26,13 @@ class Checkpoint(_message.Message):
     def __init__(self, cluster_id: _Optional[str] = ..., seq: _Optional[int] = ..., head: _Optional[bytes] = ..., time_unix_nano: _Optional[int] = ..., node: _Optional[str] = ..., key_id: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class DecisionRecord(_message.Message):
-    __slots__ = ["checkpoint", "context_digest", "cosignature", "data_digest", "detail", "justification_text", "key", "key_version", "matched_rule", "node", "notify", "operation", "outcome", "prev_hash", "principal", "principal_cert_sha256", "principal_issuer_sha256", "raft_index", "reason", "request_id", "seq", "signers", "statement_hash", "ticket", "time_unix_nano"]
+    __slots__ = ["checkpoint", "context_digest", "cosignature", "data_digest", "detail", "genesis", "justification_text", "key", "key_version", "matched_rule", "node", "notify", "operation", "outcome", "prev_hash", "principal", "principal_cert_sha256", "principal_issuer_sha256", "raft_index", "reason", "request_id", "seq", "signers", "statement_hash", "ticket", "time_unix_nano"]
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     COSIGNATURE_FIELD_NUMBER: _ClassVar[int]
     DATA_DIGEST_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    GENESIS_FIELD_NUMBER: _ClassVar[int]
     JUSTIFICATION_TEXT_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     KEY_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +58,7 @@ class DecisionRecord(_message.Message):
     cosignature: _governance_pb2.Cosignature
     data_digest: bytes
     detail: str
+    genesis: Genesis
     justification_text: str
     key: str
     key_version: int
@@ -77,4 +79,22 @@ class DecisionRecord(_message.Message):
     statement_hash: bytes
     ticket: str
     time_unix_nano: int
-    def __init__(self, seq: _Optional[int] = ..., time_unix_nano: _Optional[int] = ..., node: _Optional[str] = ..., principal: _Optional[str] = ..., key: _Optional[str] = ..., key_version: _Optional[int] = ..., operation: _Optional[_Union[_common_pb2.Operation, str]] = ..., reason: _Optional[_Union[_common_pb2.Reason, str]] = ..., justification_text: _Optional[str] = ..., ticket: _Optional[str] = ..., context_digest: _Optional[bytes] = ..., outcome: _Optional[_Union[_common_pb2.Outcome, str]] = ..., matched_rule: _Optional[str] = ..., request_id: _Optional[str] = ..., prev_hash: _Optional[bytes] = ..., raft_index: _Optional[int] = ..., signers: _Optional[_Iterable[str]] = ..., statement_hash: _Optional[bytes] = ..., detail: _Optional[str] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., notify: bool = ..., data_digest: _Optional[bytes] = ..., principal_issuer_sha256: _Optional[bytes] = ..., principal_cert_sha256: _Optional[bytes] = ..., cosignature: _Optional[_Union[_governance_pb2.Cosignature, _Mapping]] = ...) -> None: ...
+    def __init__(self, seq: _Optional[int] = ..., time_unix_nano: _Optional[int] = ..., node: _Optional[str] = ..., principal: _Optional[str] = ..., key: _Optional[str] = ..., key_version: _Optional[int] = ..., operation: _Optional[_Union[_common_pb2.Operation, str]] = ..., reason: _Optional[_Union[_common_pb2.Reason, str]] = ..., justification_text: _Optional[str] = ..., ticket: _Optional[str] = ..., context_digest: _Optional[bytes] = ..., outcome: _Optional[_Union[_common_pb2.Outcome, str]] = ..., matched_rule: _Optional[str] = ..., request_id: _Optional[str] = ..., prev_hash: _Optional[bytes] = ..., raft_index: _Optional[int] = ..., signers: _Optional[_Iterable[str]] = ..., statement_hash: _Optional[bytes] = ..., detail: _Optional[str] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., notify: bool = ..., data_digest: _Optional[bytes] = ..., principal_issuer_sha256: _Optional[bytes] = ..., principal_cert_sha256: _Optional[bytes] = ..., cosignature: _Optional[_Union[_governance_pb2.Cosignature, _Mapping]] = ..., genesis: _Optional[_Union[Genesis, _Mapping]] = ...) -> None: ...
+
+class Genesis(_message.Message):
+    __slots__ = ["client_authorities", "cluster_id", "domain_key_check_value", "domain_key_id", "officers", "profile", "quorum"]
+    CLIENT_AUTHORITIES_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_KEY_CHECK_VALUE_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    OFFICERS_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    QUORUM_FIELD_NUMBER: _ClassVar[int]
+    client_authorities: _containers.RepeatedCompositeFieldContainer[_governance_pb2.ClientAuthority]
+    cluster_id: str
+    domain_key_check_value: bytes
+    domain_key_id: bytes
+    officers: _containers.RepeatedCompositeFieldContainer[_governance_pb2.Officer]
+    profile: str
+    quorum: int
+    def __init__(self, cluster_id: _Optional[str] = ..., officers: _Optional[_Iterable[_Union[_governance_pb2.Officer, _Mapping]]] = ..., quorum: _Optional[int] = ..., domain_key_id: _Optional[bytes] = ..., domain_key_check_value: _Optional[bytes] = ..., profile: _Optional[str] = ..., client_authorities: _Optional[_Iterable[_Union[_governance_pb2.ClientAuthority, _Mapping]]] = ...) -> None: ...
