@@ -12,3 +12,12 @@ import (
 func (s *Service) SignCheckpointForTest(ctx context.Context, seq uint64, head []byte) (*custosv1.Checkpoint, error) {
 	return s.signCheckpoint(ctx, seq, head)
 }
+
+// EditKeyForTest changes a key in the state outside the log, as an
+// operator who edits a snapshot file and restarts the node does.
+func (s *State) EditKeyForTest(name string, edit func(enabled, revoked *bool)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := s.keys[name]
+	edit(&k.Enabled, &k.Revoked)
+}

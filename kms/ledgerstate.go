@@ -165,6 +165,7 @@ func (s *State) applyCheckpoint(index uint64, c *raftlogv1.Command, op *raftlogv
 	rec.Outcome = custosv1.Outcome_OUTCOME_ALLOW
 	rec.MatchedRule = "checkpoint"
 	rec.Checkpoint = proto.Clone(cp).(*custosv1.Checkpoint)
+	rec.StateDigest = s.stateDigest()
 	s.lastCheckpoint, s.lastCheckpointRecord = rec.Checkpoint, rec.Seq
 	return &Decision{Record: rec}
 }

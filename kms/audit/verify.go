@@ -53,7 +53,27 @@ const (
 	// trailer, or before the record the trailer covers. ProblemSeq is the
 	// first record that may be missing.
 	ProblemTruncated ProblemKind = "truncated"
+	// ProblemStateEdited: a checkpoint record's state digest differs from
+	// the previous checkpoint's with no record in between that changes the
+	// governed state: the state was changed outside the log (an edited
+	// snapshot). ProblemSeq is the checkpoint record.
+	ProblemStateEdited ProblemKind = "state-edited"
 )
+
+// stateChanging reports whether a record may change the governed state
+// that checkpoints' state digests cover (docs/ledger.md, *State digest*).
+func stateChanging(op custosv1.Operation) bool {
+	switch op {
+	case custosv1.Operation_OPERATION_GENESIS, custosv1.Operation_OPERATION_GOVERNANCE,
+		custosv1.Operation_OPERATION_CREATE_KEY, custosv1.Operation_OPERATION_ROTATE_KEY,
+		custosv1.Operation_OPERATION_DISABLE_KEY, custosv1.Operation_OPERATION_SET_MIN_DECRYPTION_VERSION,
+		custosv1.Operation_OPERATION_MEMBERSHIP, custosv1.Operation_OPERATION_ADMISSION,
+		custosv1.Operation_OPERATION_DESTROY_KEY, custosv1.Operation_OPERATION_RESTORE,
+		custosv1.Operation_OPERATION_DOMAIN_KEY_ROTATION:
+		return true
+	}
+	return false
+}
 
 // Report is what Verify found.
 type Report struct {
@@ -175,6 +195,10 @@ type verifier struct {
 	prevKnown bool
 	hashes    map[uint64][32]byte // records since (just before) the last checkpoint
 	lastCP    uint64              // seq covered by the last verified checkpoint
+	// digest is the last checkpoint record's state digest (nil before
+	// one), changed whether a state-changing record came after it.
+	digest  []byte
+	changed bool
 }
 
 func (v *verifier) problem(kind ProblemKind, seq uint64, format string, args ...any) error {
@@ -305,12 +329,22 @@ func (v *verifier) record(data []byte) error {
 	v.rep.Records++
 	v.rep.LastSeq = pos
 	v.next = pos + 1
+	if stateChanging(rec.Operation) {
+		v.changed = true
+	}
 	if rec.Operation == custosv1.Operation_OPERATION_CHECKPOINT {
 		if rec.Checkpoint == nil {
 			return v.problem(ProblemAltered, pos, "checkpoint record %d carries no checkpoint", pos)
 		}
 		if err := v.checkpoint(rec.Checkpoint, pos, false); err != nil {
 			return err
+		}
+		if d := rec.StateDigest; len(d) > 0 {
+			if v.digest != nil && !v.changed && !bytes.Equal(d, v.digest) {
+				return v.problem(ProblemStateEdited, pos,
+					"checkpoint record %d carries another state digest than the checkpoint before it, and no record between them changes the governed state: the state was changed outside the log", pos)
+			}
+			v.digest, v.changed = d, false
 		}
 	}
 	return nil

@@ -77,7 +77,11 @@ type DecisionRecord struct {
 	// Witness cosignature records: the cosignature.
 	Cosignature *Cosignature `protobuf:"bytes,25,opt,name=cosignature,proto3" json:"cosignature,omitempty"`
 	// The GENESIS record: what the cluster was initialised with.
-	Genesis       *Genesis `protobuf:"bytes,26,opt,name=genesis,proto3" json:"genesis,omitempty"`
+	Genesis *Genesis `protobuf:"bytes,26,opt,name=genesis,proto3" json:"genesis,omitempty"`
+	// Checkpoint records: the digest of the governed state at this position
+	// (docs/ledger.md, *State digest*). It changes only at records that
+	// change that state, which `custos audit verify` checks.
+	StateDigest   []byte `protobuf:"bytes,27,opt,name=state_digest,json=stateDigest,proto3" json:"state_digest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -294,6 +298,13 @@ func (x *DecisionRecord) GetGenesis() *Genesis {
 	return nil
 }
 
+func (x *DecisionRecord) GetStateDigest() []byte {
+	if x != nil {
+		return x.StateDigest
+	}
+	return nil
+}
+
 // Genesis is what a cluster was initialised with (the GENESIS record).
 type Genesis struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
@@ -487,7 +498,7 @@ var File_custos_v1_ledger_proto protoreflect.FileDescriptor
 
 const file_custos_v1_ledger_proto_rawDesc = "" +
 	"\n" +
-	"\x16custos/v1/ledger.proto\x12\tcustos.v1\x1a\x16custos/v1/common.proto\x1a\x1acustos/v1/governance.proto\"\xc3\a\n" +
+	"\x16custos/v1/ledger.proto\x12\tcustos.v1\x1a\x16custos/v1/common.proto\x1a\x1acustos/v1/governance.proto\"\xe6\a\n" +
 	"\x0eDecisionRecord\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\x12\x12\n" +
@@ -521,7 +532,8 @@ const file_custos_v1_ledger_proto_rawDesc = "" +
 	"\x17principal_issuer_sha256\x18\x17 \x01(\fR\x15principalIssuerSha256\x122\n" +
 	"\x15principal_cert_sha256\x18\x18 \x01(\fR\x13principalCertSha256\x128\n" +
 	"\vcosignature\x18\x19 \x01(\v2\x16.custos.v1.CosignatureR\vcosignature\x12,\n" +
-	"\agenesis\x18\x1a \x01(\v2\x12.custos.v1.GenesisR\agenesis\"\xae\x02\n" +
+	"\agenesis\x18\x1a \x01(\v2\x12.custos.v1.GenesisR\agenesis\x12!\n" +
+	"\fstate_digest\x18\x1b \x01(\fR\vstateDigest\"\xae\x02\n" +
 	"\aGenesis\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12.\n" +
