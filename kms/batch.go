@@ -51,7 +51,7 @@ func (s *Service) BatchDecrypt(ctx context.Context, p Principal, req *custosv1.B
 	for i, r := range reqs {
 		w, cmd, err := decideCommand(r.GetCiphertext(), r.GetEncryptionContext(), r.GetJustification(), false)
 		if err == nil {
-			err = s.throttle(p, w.Key, 1)
+			err = s.throttle(p, w.Key, cmd)
 		}
 		if err != nil {
 			items[i].Err = err

@@ -30,7 +30,13 @@ func (s *Service) Submit(ctx context.Context, p Principal, ss *custosv1.SignedSt
 	if err := s.ready(); err != nil {
 		return nil, err
 	}
-	res, err := s.apply(ctx, p, &raftlogv1.Command{Op: &raftlogv1.Command_Govern{Govern: &raftlogv1.Govern{Statement: ss}}})
+	cmd := &raftlogv1.Command{Op: &raftlogv1.Command_Govern{Govern: &raftlogv1.Govern{Statement: ss}}}
+	// A statement that would be refused (malformed, unsigned, replayed)
+	// is still a record: rate-limited like other refusals (quota.go).
+	if err := s.throttle(p, "", cmd); err != nil {
+		return nil, err
+	}
+	res, err := s.apply(ctx, p, cmd)
 	if err != nil {
 		return nil, err
 	}

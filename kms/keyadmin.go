@@ -49,7 +49,7 @@ func (s *State) recordKeyAdmin(index uint64, c *raftlogv1.Command, op custosv1.O
 		s.extra = append(s.extra, rec)
 		return res
 	case error:
-		if !errors.Is(r, ErrPermissionDenied) {
+		if !errors.Is(r, ErrPermissionDenied) && !errors.Is(r, ErrResourceExhausted) {
 			return res
 		}
 		rec := s.newRecord(index, c, op)

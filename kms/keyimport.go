@@ -225,6 +225,9 @@ func (s *Service) ImportKeyMaterial(ctx context.Context, p Principal, req *custo
 	if err := s.state.mayImport(req.GetKey(), p.Name); err != nil {
 		return nil, err
 	}
+	if err := s.throttle(p, req.GetKey(), &raftlogv1.Command{Op: &raftlogv1.Command_CreateKey{CreateKey: &raftlogv1.CreateKey{Name: req.GetKey()}}}); err != nil {
+		return nil, err
+	}
 	if err := s.admitted(ctx); err != nil {
 		return nil, err
 	}

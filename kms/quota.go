@@ -3,7 +3,6 @@ package kms
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -99,15 +98,50 @@ func (s *State) applySetQuotas(op *custosv1.SetQuotas) (string, error) {
 	return fmt.Sprintf("quotas set: %d keys and %d pending requests per principal", s.maxKeysPerPrincipal(), s.maxPendingPerPrincipal()), nil
 }
 
-// LikelyRefused reports whether a decision on key for principal would be a
-// DENY by the state as this node has it: the key is unknown, revoked,
-// disabled or destroyed, or its policy does not name the principal. It is
-// a guess for rate quotas only; the state machine decides.
-func (s *State) LikelyRefused(key, principal string) bool {
+// WouldRefuse reports whether the state, as this node has it now, would
+// refuse the command: a decision it would DENY (the state machine's own
+// evaluation, dry), a key administration it would refuse (the issuer, the
+// key quota, the key's administrators), a statement that does not parse
+// or verify against the officers. It is a guess for rate quotas only (the
+// state may move before the command applies); the state machine decides.
+func (s *State) WouldRefuse(c *raftlogv1.Command) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	k, ok := s.keys[key]
-	return !ok || k.Revoked || !k.Enabled || k.Destroyed || !slices.Contains(k.Policy.GetDecryptPrincipals(), principal)
+	if s.clusterID == "" {
+		return false
+	}
+	if s.checkIssuer(c) != nil {
+		return true
+	}
+	dry := &raftlogv1.Command{TimeUnixNano: max(c.TimeUnixNano, s.clock), Node: c.Node, Principal: c.Principal}
+	switch op := c.Op.(type) {
+	case *raftlogv1.Command_Decide:
+		outcome, _, _ := s.evaluate(dry, op.Decide)
+		return outcome == custosv1.Outcome_OUTCOME_DENY
+	case *raftlogv1.Command_CreateKey:
+		_, exists := s.keys[op.CreateKey.Name]
+		return exists || s.checkKeyQuota(c.Principal) != nil
+	case *raftlogv1.Command_AddKeyVersion:
+		_, err := s.adminKey(op.AddKeyVersion.Name, c.Principal, "rotate")
+		return err != nil
+	case *raftlogv1.Command_SetKeyState:
+		_, err := s.adminKey(op.SetKeyState.Name, c.Principal, "disable")
+		return err != nil || op.SetKeyState.Enabled
+	case *raftlogv1.Command_SetMinDecryptionVersion:
+		k, err := s.adminKey(op.SetMinDecryptionVersion.Name, c.Principal, "change the minimum decryption version of")
+		return err != nil || op.SetMinDecryptionVersion.MinDecryptionVersion < k.MinDecryptionVersion
+	case *raftlogv1.Command_Govern:
+		if s.officers == nil {
+			return true
+		}
+		st, _, err := s.officers.Verify(op.Govern.Statement, s.clusterID, time.Unix(0, dry.TimeUnixNano))
+		if err != nil {
+			return true
+		}
+		_, used := s.nonces[string(st.Nonce)]
+		return used
+	}
+	return false
 }
 
 // applyRecordThrottled appends a THROTTLED record for the principal the
@@ -150,7 +184,13 @@ type rateQuotas struct {
 	mu        sync.Mutex
 	buckets   map[string]*bucket // quota + "\x00" + principal
 	throttled map[string]*throttled
+	pruned    time.Time // last pruneLocked
 }
+
+// overflowPrincipal stands for the principals a node could not track one
+// by one (more than maxTrackedPrincipals at once): they share one bucket
+// per quota, and one THROTTLED record (docs/quotas.md).
+const overflowPrincipal = "*other-principals*"
 
 // throttled is what a node refused for one principal and quota since the
 // last summary.
@@ -162,14 +202,18 @@ type throttled struct {
 	other            uint64
 }
 
-func newRateQuotas(decisions, refusals float64) *rateQuotas {
+func newRateQuotas(decisions, refusals float64, refusalBurst int) *rateQuotas {
 	if decisions <= 0 {
 		decisions = DefaultDecisionsPerSecond
 	}
 	if refusals <= 0 {
 		refusals = DefaultRefusalsPerSecond
 	}
-	return &rateQuotas{decisions: decisions, refusals: refusals, decisionBurst: decisions, refBur: max(refusals, DefaultRefusalBurst),
+	burst := max(refusals, DefaultRefusalBurst)
+	if refusalBurst > 0 {
+		burst = float64(refusalBurst)
+	}
+	return &rateQuotas{decisions: decisions, refusals: refusals, decisionBurst: decisions, refBur: burst,
 		buckets: map[string]*bucket{}, throttled: map[string]*throttled{}}
 }
 
@@ -185,11 +229,20 @@ func (q *rateQuotas) take(quota, principal, key string, n int, now time.Time) bo
 	defer q.mu.Unlock()
 	b := q.buckets[id]
 	if b == nil {
-		if len(q.buckets) >= maxTrackedPrincipals {
+		if len(q.buckets) >= maxTrackedPrincipals && now.Sub(q.pruned) >= time.Second {
 			q.pruneLocked(now)
+			q.pruned = now
 		}
-		b = &bucket{tokens: burst, last: now}
-		q.buckets[id] = b
+		if len(q.buckets) >= maxTrackedPrincipals {
+			// Full of busy principals: the newcomers share one bucket
+			// per quota (bounded memory; they slow each other only).
+			id = quota + "\x00" + overflowPrincipal
+			b = q.buckets[id]
+		}
+		if b == nil {
+			b = &bucket{tokens: burst, last: now}
+			q.buckets[id] = b
+		}
 	}
 	b.tokens = min(burst, b.tokens+now.Sub(b.last).Seconds()*rate)
 	b.last = now
@@ -198,6 +251,13 @@ func (q *rateQuotas) take(quota, principal, key string, n int, now time.Time) bo
 		return true
 	}
 	t := q.throttled[id]
+	if t == nil && len(q.throttled) >= maxTrackedPrincipals {
+		// Summarised together, under the overflow name; the count stays
+		// exact.
+		id = quota + "\x00" + overflowPrincipal
+		principal = overflowPrincipal
+		t = q.throttled[id]
+	}
 	if t == nil {
 		t = &throttled{principal: principal, quota: quota, first: now, keys: map[string]uint64{}}
 		q.throttled[id] = t
@@ -258,16 +318,20 @@ func (q *rateQuotas) putBack(ts []*throttled) {
 	}
 }
 
-// throttle takes n decision tokens for principal on key — refusal tokens
-// when the state says the decision would be a DENY — or returns
-// ErrResourceExhausted; what it refuses is summarised later
-// (FlushThrottled).
-func (s *Service) throttle(p Principal, key string, n int) error {
+// throttle stamps cmd for p and takes one decision token for principal —
+// a refusal token when the state says it would refuse the command
+// (WouldRefuse) — or returns ErrResourceExhausted; what it refuses is
+// summarised later (FlushThrottled). key names the command's key in the
+// summary ("" for none).
+func (s *Service) throttle(p Principal, key string, cmd *raftlogv1.Command) error {
+	s.stamp(p, cmd)
 	quota := QuotaDecisions
-	if s.state.LikelyRefused(key, p.Name) {
+	if s.state.WouldRefuse(cmd) {
 		quota = QuotaRefusals
+	} else if cmd.GetDecide() == nil {
+		return nil // the decision quota is for decisions
 	}
-	if s.rates.take(quota, p.Name, key, n, s.now()) {
+	if s.rates.take(quota, p.Name, key, 1, s.now()) {
 		return nil
 	}
 	return fmt.Errorf("%w: principal %q is over this node's %s-per-second quota; the refused requests are summarised in the ledger", ErrResourceExhausted, p.Name, quota)
@@ -297,7 +361,8 @@ func (s *Service) FlushThrottled(ctx context.Context) error {
 }
 
 // RunThrottleSummaries records what this node throttled every interval
-// (DefaultThrottleSummaryInterval if 0) until ctx ends, and once more then.
+// (DefaultThrottleSummaryInterval if 0) until ctx ends; the caller flushes
+// once more (FlushThrottled) after its front doors have stopped.
 func (s *Service) RunThrottleSummaries(ctx context.Context, interval time.Duration) {
 	if interval <= 0 {
 		interval = DefaultThrottleSummaryInterval
@@ -307,14 +372,7 @@ func (s *Service) RunThrottleSummaries(ctx context.Context, interval time.Durati
 	for {
 		select {
 		case <-ctx.Done():
-			// Best effort: the node is stopping, its log may still take
-			// a command. What it cannot record is lost with the process
-			// (and was refused, so nothing was released).
-			last, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			defer cancel()
-			if err := s.FlushThrottled(last); err != nil {
-				s.lg.Warn("stopping: could not record throttled requests", "err", err)
-			}
+			// The node flushes once more after its front doors stopped.
 			return
 		case <-t.C:
 			if err := s.FlushThrottled(ctx); err != nil && ctx.Err() == nil {

@@ -14,9 +14,14 @@ import (
 // and a clock that never moves, so that no bucket refills during the test.
 func quotaService(t *testing.T, e *env, decisions, refusals float64) *kms.Service {
 	t.Helper()
+	return quotaServiceBurst(t, e, decisions, refusals, 0)
+}
+
+func quotaServiceBurst(t *testing.T, e *env, decisions, refusals float64, burst int) *kms.Service {
+	t.Helper()
 	at := time.Now()
 	svc, err := kms.NewService(kms.Config{NodeID: "node-1", HSM: e.hsm, Log: e.log, State: e.state, Logger: quiet,
-		Now: func() time.Time { return at }, DecisionsPerSecond: decisions, RefusalsPerSecond: refusals})
+		Now: func() time.Time { return at }, DecisionsPerSecond: decisions, RefusalsPerSecond: refusals, RefusalBurst: burst})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,6 +161,10 @@ func TestClusterQuotas(t *testing.T) {
 	if _, err := e.svc.CreateKey(bg, app, &custosv1.CreateKeyRequest{Name: "k3"}); !errors.Is(err, kms.ErrResourceExhausted) {
 		t.Fatalf("a third key over a quota of 2: %v, want ErrResourceExhausted", err)
 	}
+	if rec := lastRecord(t, e); rec.Operation != custosv1.Operation_OPERATION_CREATE_KEY || rec.Outcome != custosv1.Outcome_OUTCOME_DENY ||
+		rec.MatchedRule != "key-admin:create:denied" {
+		t.Fatalf("the refused creation is not on record: %v", rec)
+	}
 	if _, err := e.svc.CreateKey(bg, kms.Principal{Name: "other"}, &custosv1.CreateKeyRequest{Name: "k3"}); err != nil {
 		t.Fatalf("another principal's first key: %v", err)
 	}
@@ -173,5 +182,69 @@ func TestClusterQuotas(t *testing.T) {
 	}
 	if q := e.state.Governance().Quotas; q.GetMaxKeysPerPrincipal() != 2 || q.GetMaxPendingPerPrincipal() != 1 {
 		t.Fatalf("governance quotas: %v", q)
+	}
+}
+
+// Every route that writes a refusal to the ledger is under the refusal
+// quota, not only decrypts of unknown keys: malformed or unsigned
+// statements, key administration by a principal that is not the key's
+// administrator, decrypts under a version that does not exist.
+func TestRefusalQuotaCoversEveryRoute(t *testing.T) {
+	e := newEnv(t)
+	createKey(t, e, "victim")
+	dk := dataKey(t, e, "victim", nil)
+	svc := quotaServiceBurst(t, e, 0, 1, 2)
+	w, err := kms.ParseWrapped(dk.WrappedDataKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.KeyVersion = 99
+	badVersion := w.Marshal()
+	j := &custosv1.Justification{Reason: custosv1.Reason_REASON_CUSTOMER_INITIATED}
+	routes := map[string]func(p kms.Principal) error{
+		"garbage statement": func(p kms.Principal) error {
+			_, err := svc.Submit(bg, p, &custosv1.SignedStatement{Statement: []byte("not a statement"),
+				Signatures: []*custosv1.OfficerSignature{{Officer: "nobody", Signature: []byte{1}}}})
+			return err
+		},
+		"disable someone else's key": func(p kms.Principal) error {
+			_, err := svc.SetKeyState(bg, p, &custosv1.SetKeyStateRequest{Name: "victim", State: custosv1.KeyState_KEY_STATE_DISABLED})
+			return err
+		},
+		"rotate someone else's key": func(p kms.Principal) error {
+			_, err := svc.RotateKey(bg, p, &custosv1.RotateKeyRequest{Name: "victim"})
+			return err
+		},
+		"decrypt under a version that does not exist": func(p kms.Principal) error {
+			_, err := svc.Decrypt(bg, p, &custosv1.DecryptRequest{Ciphertext: badVersion, Justification: j})
+			return err
+		},
+	}
+	for name, call := range routes {
+		p := kms.Principal{Name: "flood-" + strings.ReplaceAll(name, " ", "-")}
+		if name == "decrypt under a version that does not exist" {
+			p = app // the key's own user
+		}
+		start, _ := e.state.LedgerHead()
+		for i := range 3 {
+			err := call(p)
+			if i < 2 && (err == nil || errors.Is(err, kms.ErrResourceExhausted)) {
+				t.Fatalf("%s, attempt %d: %v, want the refusal itself", name, i, err)
+			}
+			if i == 2 && !errors.Is(err, kms.ErrResourceExhausted) {
+				t.Fatalf("%s, attempt 3 over a burst of 2: %v, want ErrResourceExhausted", name, err)
+			}
+		}
+		if head, _ := e.state.LedgerHead(); head-start != 2 {
+			t.Fatalf("%s: %d records, want the 2 refusals within the burst", name, head-start)
+		}
+	}
+	// The key's user's allowed traffic on this node is not cut by its
+	// refusals.
+	if _, err := svc.Decrypt(bg, app, &custosv1.DecryptRequest{Ciphertext: dk.WrappedDataKey, Justification: j}); err != nil {
+		t.Fatalf("an allowed decrypt after the principal's refusals were throttled: %v", err)
+	}
+	if err := svc.FlushThrottled(bg); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -67,6 +67,9 @@ type Config struct {
 	// DefaultRefusalsPerSecond if 0).
 	DecisionsPerSecond float64
 	RefusalsPerSecond  float64
+	// RefusalBurst is how many refusals a principal may make at once
+	// (DefaultRefusalBurst if 0).
+	RefusalBurst int
 }
 
 // Service implements custos's key operations. It validates requests, puts
@@ -113,7 +116,7 @@ func NewService(cfg Config) (*Service, error) {
 		now: cfg.Now, lg: cfg.Logger, keks: map[kekRef]hsm.KeyRef{}, rejectReported: map[string]time.Time{},
 		readIndex: cfg.ReadIndex, readIndexTimeout: cfg.ReadIndexTimeout,
 		custody: custody{noted: map[string]bool{}}, profile: cfg.Profile, authorities: cfg.ClientAuthorities,
-		rates:   newRateQuotas(cfg.DecisionsPerSecond, cfg.RefusalsPerSecond),
+		rates:   newRateQuotas(cfg.DecisionsPerSecond, cfg.RefusalsPerSecond, cfg.RefusalBurst),
 		streams: streamSlots{max: cmp.Or(cfg.MaxStreamsPerPrincipal, DefaultMaxStreamsPerPrincipal), open: map[string]int{}},
 		imports: imports{pending: map[string]*pendingImport{}}}
 	if s.readIndexTimeout <= 0 {
@@ -260,6 +263,10 @@ func (s *Service) CreateKey(ctx context.Context, p Principal, req *custosv1.Crea
 	if _, err := s.state.Key(req.Name); err == nil {
 		return nil, fmt.Errorf("%w: key %q", ErrAlreadyExists, req.Name)
 	}
+	// Refused requests are rate-limited before any HSM work (quota.go).
+	if err := s.throttle(p, req.Name, &raftlogv1.Command{Op: &raftlogv1.Command_CreateKey{CreateKey: &raftlogv1.CreateKey{Name: req.Name}}}); err != nil {
+		return nil, err
+	}
 	kv, err := s.newKEK(ctx, req.Name, 1)
 	if err != nil {
 		return nil, err
@@ -325,6 +332,9 @@ func (s *Service) RotateKey(ctx context.Context, p Principal, req *custosv1.Rota
 		return nil, err
 	}
 	next := uint32(len(k.Versions)) + 1
+	if err := s.throttle(p, req.Name, &raftlogv1.Command{Op: &raftlogv1.Command_AddKeyVersion{AddKeyVersion: &raftlogv1.AddKeyVersion{Name: req.Name}}}); err != nil {
+		return nil, err
+	}
 	kv, err := s.newKEK(ctx, req.Name, next)
 	if err != nil {
 		return nil, err
@@ -352,8 +362,11 @@ func (s *Service) SetKeyState(ctx context.Context, p Principal, req *custosv1.Se
 	default:
 		return nil, fmt.Errorf("%w: state must be KEY_STATE_ENABLED or KEY_STATE_DISABLED", ErrInvalidArgument)
 	}
-	k, err := s.applyKey(ctx, p, &raftlogv1.Command{Op: &raftlogv1.Command_SetKeyState{SetKeyState: &raftlogv1.SetKeyState{
-		Name: req.Name, Enabled: enabled}}})
+	cmd := &raftlogv1.Command{Op: &raftlogv1.Command_SetKeyState{SetKeyState: &raftlogv1.SetKeyState{Name: req.Name, Enabled: enabled}}}
+	if err := s.throttle(p, req.Name, cmd); err != nil {
+		return nil, err
+	}
+	k, err := s.applyKey(ctx, p, cmd)
 	if err == nil {
 		s.lg.Info("key state set", "key", req.Name, "enabled", enabled, "principal", p.Name)
 	}
@@ -368,8 +381,12 @@ func (s *Service) SetMinDecryptionVersion(ctx context.Context, p Principal, req 
 	if req.GetMinDecryptionVersion() == 0 {
 		return nil, fmt.Errorf("%w: min_decryption_version must be at least 1", ErrInvalidArgument)
 	}
-	return s.applyKey(ctx, p, &raftlogv1.Command{Op: &raftlogv1.Command_SetMinDecryptionVersion{
-		SetMinDecryptionVersion: &raftlogv1.SetMinDecryptionVersion{Name: req.Name, MinDecryptionVersion: req.MinDecryptionVersion}}})
+	cmd := &raftlogv1.Command{Op: &raftlogv1.Command_SetMinDecryptionVersion{
+		SetMinDecryptionVersion: &raftlogv1.SetMinDecryptionVersion{Name: req.Name, MinDecryptionVersion: req.MinDecryptionVersion}}}
+	if err := s.throttle(p, req.Name, cmd); err != nil {
+		return nil, err
+	}
+	return s.applyKey(ctx, p, cmd)
 }
 
 // GenerateDataKey returns a fresh data key from the HSM's RNG and its
@@ -537,7 +554,7 @@ func decideCommand(ct []byte, encCtx map[string]string, j *custosv1.Justificatio
 // decideRelease.
 func (s *Service) proposer(ctx context.Context, p Principal, cmd *raftlogv1.Command) func() (any, error) {
 	return func() (any, error) {
-		if err := s.throttle(p, cmd.GetDecide().GetKey(), 1); err != nil {
+		if err := s.throttle(p, cmd.GetDecide().GetKey(), cmd); err != nil {
 			return nil, err
 		}
 		return s.apply(ctx, p, cmd)

@@ -698,6 +698,16 @@ func (n *Node) Close() error {
 		} else if n.lis != nil {
 			_ = n.lis.Close()
 		}
+		if n.svc != nil {
+			// What was throttled since the last summary, now that no call
+			// can be throttled any more (best effort: the log may not take
+			// it; docs/quotas.md).
+			fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			if err := n.svc.FlushThrottled(fctx); err != nil {
+				n.log.Warn("stopping: could not record throttled requests", "err", err)
+			}
+			cancel()
+		}
 		if n.memStop != nil {
 			n.memStop()
 			<-n.memDone
