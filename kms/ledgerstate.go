@@ -109,6 +109,32 @@ func (s *State) applyRegisterNodeKey(op *raftlogv1.RegisterNodeKey) any {
 	return nil
 }
 
+// signedRecord returns the stored bytes of the record at seq that a
+// checkpoint or a witness cosignature (what) signs. Every replica holds the
+// newest snapshotTail records — a node restored from a snapshot gets them
+// in its tail and backfills the older ones later — so one of an older
+// record is refused by all alike, before any replica looks for it: a node
+// still backfilling must not reach another verdict than the others, nor
+// stop deciding. The record may belong to the batch being applied (a
+// follower catching up applies many entries at once): it is looked for
+// there before the store, so every replica reaches the same verdict.
+func (s *State) signedRecord(what string, seq uint64) ([]byte, error) {
+	if tail := snapshotTail.Load(); s.seq-seq >= tail {
+		return nil, fmt.Errorf("%w: %s of %d is %d records behind the head %d (at most %d)", ErrFailedPrecondition, what, seq, s.seq-seq, s.seq, tail-1)
+	}
+	if data, ok := s.pending[seq]; ok {
+		return data, nil
+	}
+	data, err := s.ledger.Get(seq)
+	if err != nil {
+		// This replica cannot read its own ledger: it must stop deciding
+		// rather than diverge.
+		s.broken = fmt.Errorf("ledger store failed reading record %d: %w", seq, err)
+		return nil, fmt.Errorf("%w: %s: read record %d: %v", ErrUnavailable, what, seq, err)
+	}
+	return data, nil
+}
+
 // CheckpointKeyID is the key id of a checkpoint signing key: SHA-256 of its
 // PKIX DER.
 func CheckpointKeyID(pkix []byte) []byte {
@@ -127,26 +153,9 @@ func (s *State) applyCheckpoint(index uint64, c *raftlogv1.Command, op *raftlogv
 	if s.lastCheckpoint != nil && cp.Seq <= s.lastCheckpoint.Seq {
 		return fmt.Errorf("%w: checkpoint at %d is not after the last one at %d", ErrFailedPrecondition, cp.Seq, s.lastCheckpoint.Seq)
 	}
-	// Every replica holds the newest snapshotTail records — a node restored
-	// from a snapshot gets them in its tail and backfills the older ones
-	// later — so a checkpoint of an older record is refused by all alike,
-	// before any replica looks for it: a node still backfilling must not
-	// reach another verdict than the others, nor stop deciding.
-	if tail := snapshotTail.Load(); s.seq-cp.Seq >= tail {
-		return fmt.Errorf("%w: checkpoint at %d is %d records behind the head %d (at most %d)", ErrFailedPrecondition, cp.Seq, s.seq-cp.Seq, s.seq, tail-1)
-	}
-	// The covered record may belong to this very batch (a follower catching
-	// up applies many entries at once): look there before the store, so
-	// every replica reaches the same verdict.
-	data, ok := s.pending[cp.Seq]
-	if !ok {
-		var err error
-		if data, err = s.ledger.Get(cp.Seq); err != nil {
-			// This replica cannot read its own ledger: it must stop
-			// deciding rather than diverge.
-			s.broken = fmt.Errorf("ledger store failed reading record %d: %w", cp.Seq, err)
-			return fmt.Errorf("%w: checkpoint: read record %d: %v", ErrUnavailable, cp.Seq, err)
-		}
+	data, err := s.signedRecord("checkpoint", cp.Seq)
+	if err != nil {
+		return err
 	}
 	if h := ledger.Hash(data); !bytes.Equal(h[:], cp.Head) {
 		return fmt.Errorf("%w: checkpoint head is not the chain hash at %d", ErrInvalidArgument, cp.Seq)

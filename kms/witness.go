@@ -103,18 +103,9 @@ func (s *State) applyRecordCosignature(index uint64, c *raftlogv1.Command, op *r
 	if ahead := time.Duration(cs.TimeUnixNano - s.clock); ahead > maxCosignatureAhead {
 		return fmt.Errorf("%w: cosignature time is %s ahead of the cluster's clock (at most %s)", ErrFailedPrecondition, ahead, maxCosignatureAhead)
 	}
-	// As for checkpoints (applyCheckpoint): every replica holds the
-	// newest snapshotTail records and decides alike.
-	if tail := snapshotTail.Load(); s.seq-cs.Seq >= tail {
-		return fmt.Errorf("%w: cosignature of %d is %d records behind the head %d (at most %d)", ErrFailedPrecondition, cs.Seq, s.seq-cs.Seq, s.seq, tail-1)
-	}
-	data, ok := s.pending[cs.Seq]
-	if !ok {
-		var err error
-		if data, err = s.ledger.Get(cs.Seq); err != nil {
-			s.broken = fmt.Errorf("ledger store failed reading record %d: %w", cs.Seq, err)
-			return fmt.Errorf("%w: cosignature: read record %d: %v", ErrUnavailable, cs.Seq, err)
-		}
+	data, err := s.signedRecord("cosignature", cs.Seq)
+	if err != nil {
+		return err
 	}
 	if h := ledger.Hash(data); !bytes.Equal(h[:], cs.Head) {
 		// The witness cosigned another history at this position: the

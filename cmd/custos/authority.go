@@ -3,12 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"strings"
 
 	custos "github.com/custos-kms/custos/clients/go"
+	"github.com/custos-kms/custos/internal/pki"
 	"github.com/custos-kms/custos/kms/governance"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 )
@@ -33,17 +33,7 @@ func buildClientAuthorityOp(op string, pos []string) (func(*custosv1.Statement),
 	if err != nil {
 		return nil, err
 	}
-	var ders [][]byte
-	for {
-		var blk *pem.Block
-		blk, b = pem.Decode(b)
-		if blk == nil {
-			break
-		}
-		if blk.Type == "CERTIFICATE" {
-			ders = append(ders, blk.Bytes)
-		}
-	}
+	ders := pki.CertificatesPEM(b)
 	if len(ders) != 1 {
 		return nil, usagef("%s: want exactly one PEM CERTIFICATE, found %d", pos[0], len(ders))
 	}

@@ -230,25 +230,32 @@ func LoadCACerts(file string) ([][]byte, error) {
 		return nil, fmt.Errorf("pki: CA file: %w", err)
 	}
 	var out [][]byte
-	for {
-		var blk *pem.Block
-		blk, b = pem.Decode(b)
-		if blk == nil {
-			break
-		}
-		if blk.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
+	for _, der := range CertificatesPEM(b) {
+		c, err := x509.ParseCertificate(der)
 		if err != nil {
 			return nil, fmt.Errorf("pki: CA file %s: %w", file, err)
 		}
 		if c.BasicConstraintsValid && c.IsCA {
-			out = append(out, blk.Bytes)
+			out = append(out, der)
 		}
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("pki: CA file %s: no CA certificate in PEM", file)
 	}
 	return out, nil
+}
+
+// CertificatesPEM returns the DER of every CERTIFICATE block in b.
+func CertificatesPEM(b []byte) [][]byte {
+	var out [][]byte
+	for {
+		var blk *pem.Block
+		blk, b = pem.Decode(b)
+		if blk == nil {
+			return out
+		}
+		if blk.Type == "CERTIFICATE" {
+			out = append(out, blk.Bytes)
+		}
+	}
 }
