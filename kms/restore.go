@@ -2,6 +2,7 @@ package kms
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -101,6 +102,31 @@ func PrepareRestore(r io.Reader, w io.Writer, src SnapshotSource, t RestoreTarge
 	case t.Node == "" || t.RaftAddr == "" || !isHex32(t.ID):
 		return nil, fmt.Errorf("%w: restore target needs a node id, a Raft address and a restore id of 32 hex digits", ErrInvalidArgument)
 	}
+	// The rest of the payload: the ledger tail (format v2), or every
+	// record (v1). A v2 state is checked against its own tail's newest
+	// state digest, as a starting node checks its own.
+	rest, err := io.ReadAll(br)
+	if err != nil {
+		return nil, fmt.Errorf("%w: snapshot records: %v", ErrInvalidArgument, err)
+	}
+	if string(magic) == snapshotMagic && len(st.LedgerHead) == 32 {
+		var head [32]byte
+		copy(head[:], st.LedgerHead)
+		tail, _, err := readTail(bufio.NewReader(bytes.NewReader(rest)), st.LedgerSeq, head)
+		if err != nil {
+			return nil, fmt.Errorf("%w: snapshot ledger tail: %v", ErrInvalidArgument, err)
+		}
+		bySeq := make(map[uint64][]byte, len(tail))
+		for _, r := range tail {
+			bySeq[r.Seq] = r.Data
+		}
+		if _, _, err := verifyDigest(func() []byte { return digestOfState(st) }, func(seq uint64) ([]byte, bool) {
+			d, ok := bySeq[seq]
+			return d, ok
+		}, st.LedgerSeq); err != nil {
+			return nil, fmt.Errorf("%w: the snapshot file: %v", ErrFailedPrecondition, err)
+		}
+	}
 	dk := hsm.KeyRef{ID: st.DomainKeyId, CheckValue: st.DomainKeyCheckValue}
 	if err := t.VerifyDomainKey(dk); err != nil {
 		return nil, fmt.Errorf("%w: this node's HSM does not hold the cluster's domain key %q (%v): restore into a node whose HSM does — a former custodian, or an HSM restored from its own backup. Without the domain key no key in the snapshot can be used",
@@ -163,7 +189,7 @@ func PrepareRestore(r io.Reader, w io.Writer, src SnapshotSource, t RestoreTarge
 	}
 	// The ledger tail (or, in format v1, every record) as it is: the
 	// restored node checks its chain against the head when it loads it.
-	if _, err := io.Copy(bw, br); err != nil {
+	if _, err := bw.Write(rest); err != nil {
 		return nil, fmt.Errorf("kms: copy the snapshot's ledger records: %w", err)
 	}
 	if err := bw.Flush(); err != nil {

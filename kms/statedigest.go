@@ -1,9 +1,12 @@
 package kms
 
 import (
+	"bytes"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 
+	"github.com/custos-kms/custos/kms/audit"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
 	"google.golang.org/protobuf/proto"
@@ -26,9 +29,22 @@ const stateDigestLabel = "custos-state-digest-v1\x00"
 // stateDigest returns the digest of the governed state.
 func (s *State) stateDigest() []byte {
 	st := &raftlogv1.State{ClusterId: s.clusterID, DomainKeyId: s.domainKeyID, DomainKeyCheckValue: s.domainKCV,
-		DomainKeyEpoch: s.epoch, GenesisSha256: s.genesis}
+		DomainKeyEpoch: s.epoch, GenesisSha256: s.genesis, Governance: s.gov, Restore: s.restore}
 	for _, n := range sortedKeys(s.keys) {
-		k := s.keys[n]
+		st.Keys = append(st.Keys, s.keys[n])
+	}
+	for _, n := range sortedKeys(s.admissions) {
+		st.Admissions = append(st.Admissions, s.admissions[n])
+	}
+	return digestOfState(st)
+}
+
+// digestOfState returns the state digest of a state in its snapshot form
+// (keys and admissions sorted by name), which it does not change.
+func digestOfState(full *raftlogv1.State) []byte {
+	st := &raftlogv1.State{ClusterId: full.ClusterId, DomainKeyId: full.DomainKeyId, DomainKeyCheckValue: full.DomainKeyCheckValue,
+		DomainKeyEpoch: full.DomainKeyEpoch, GenesisSha256: full.GenesisSha256, Restore: full.Restore}
+	for _, k := range full.Keys {
 		g := &raftlogv1.KeyRecord{Name: k.Name, Enabled: k.Enabled, Revoked: k.Revoked, PrimaryVersion: k.PrimaryVersion,
 			MinDecryptionVersion: k.MinDecryptionVersion, Policy: k.Policy, DestroyAfterUnixNano: k.DestroyAfterUnixNano,
 			Destroyed: k.Destroyed, Creator: k.Creator}
@@ -38,8 +54,8 @@ func (s *State) stateDigest() []byte {
 		}
 		st.Keys = append(st.Keys, g)
 	}
-	if s.gov != nil {
-		g := proto.Clone(s.gov).(*custosv1.Governance)
+	if full.Governance != nil {
+		g := proto.Clone(full.Governance).(*custosv1.Governance)
 		for _, sk := range g.Sinks {
 			sk.HmacKey, sk.DeliveredSeq = nil, 0
 		}
@@ -48,12 +64,11 @@ func (s *State) stateDigest() []byte {
 		}
 		st.Governance = g
 	}
-	for _, n := range sortedKeys(s.admissions) {
-		if a := s.admissions[n]; a.State == custosv1.AdmissionState_ADMISSION_STATE_ADMITTED {
+	for _, a := range full.Admissions {
+		if a.State == custosv1.AdmissionState_ADMISSION_STATE_ADMITTED {
 			st.Admissions = append(st.Admissions, &custosv1.NodeAdmission{Node: a.Node, State: a.State})
 		}
 	}
-	st.Restore = s.restore
 	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(st)
 	if err != nil {
 		panic(fmt.Sprintf("kms: marshal state digest: %v", err))
@@ -70,4 +85,63 @@ func (s *State) StateDigest() []byte {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.stateDigest()
+}
+
+// ErrStateMismatch means the state a node loaded does not match the state
+// digest its own ledger recorded: it was changed outside the log.
+var ErrStateMismatch = errors.New("the state does not match the ledger's state digest")
+
+// maxDigestScan bounds how far back VerifyStateDigest looks for a
+// checkpoint record.
+const maxDigestScan = 10_000
+
+// VerifyStateDigest checks the state against the newest checkpoint record
+// of the ledger (docs/ledger.md, *State digest*): when no record after it
+// changes the governed state, the state's digest must be the one it
+// recorded, and a state that differs was changed outside the log (an
+// edited snapshot) — ErrStateMismatch. It reports whether it could check:
+// not when a state-changing record came after the newest checkpoint (the
+// next checkpoint will cover it), when no checkpoint with a digest is
+// within maxDigestScan records or on this node, or for a restored cluster
+// whose restore is not recorded yet.
+func (s *State) VerifyStateDigest() (checked bool, at uint64, err error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.clusterID == "" || (s.restore != nil && !s.restore.Reported) {
+		return false, 0, nil
+	}
+	return verifyDigest(s.stateDigest, func(seq uint64) ([]byte, bool) {
+		data, err := s.ledger.Get(seq)
+		return data, err == nil
+	}, s.seq)
+}
+
+// verifyDigest is VerifyStateDigest over any ledger: digest computes the
+// state's digest, get reads a record (false: not held), head is the last
+// sequence number.
+func verifyDigest(digest func() []byte, get func(uint64) ([]byte, bool), head uint64) (bool, uint64, error) {
+	for seq := head; seq >= 1 && head-seq < maxDigestScan; seq-- {
+		data, ok := get(seq)
+		if !ok {
+			return false, 0, nil // not held here (backfilling)
+		}
+		rec := &custosv1.DecisionRecord{}
+		if err := proto.Unmarshal(data, rec); err != nil {
+			return false, 0, nil
+		}
+		if rec.Operation == custosv1.Operation_OPERATION_CHECKPOINT {
+			if len(rec.StateDigest) == 0 {
+				return false, 0, nil // made before state digests
+			}
+			if d := digest(); !bytes.Equal(d, rec.StateDigest) {
+				return true, seq, fmt.Errorf("%w: the checkpoint record at seq %d recorded state digest %x, and no later record changes the governed state, but the state has digest %x: it was changed outside the log (an edited snapshot?). Restore from a snapshot file the officers accept (docs/operations.md, Restore)",
+					ErrStateMismatch, seq, rec.StateDigest, d)
+			}
+			return true, seq, nil
+		}
+		if audit.StateChanging(rec.Operation) {
+			return false, 0, nil
+		}
+	}
+	return false, 0, nil
 }

@@ -2,12 +2,19 @@ package kms_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"strings"
 	"testing"
+	"time"
 
+	"google.golang.org/protobuf/proto"
+
+	"github.com/custos-kms/custos/hsm"
 	"github.com/custos-kms/custos/kms"
 	"github.com/custos-kms/custos/kms/audit"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
+	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
 )
 
 // exportOf exports e's ledger from seq 1 as the auditor.
@@ -101,5 +108,100 @@ func TestStateDigestShowsEditsOutsideTheLog(t *testing.T) {
 	}
 	if !bytes.Equal(edited, e.state.StateDigest()) {
 		t.Fatal("StateDigest differs from the last checkpoint's")
+	}
+}
+
+// A node checks the state it loaded against its ledger's newest
+// checkpoint: an edited state is ErrStateMismatch; when a state-changing
+// record follows the checkpoint it cannot tell, and says so.
+func TestVerifyStateDigest(t *testing.T) {
+	e := newEnv(t)
+	if err := e.svc.EnsureCheckpointKey(bg); err != nil {
+		t.Fatal(err)
+	}
+	createKey(t, e, "k")
+	if checked, _, err := e.state.VerifyStateDigest(); checked || err != nil {
+		t.Fatalf("no checkpoint yet: checked %v, %v", checked, err)
+	}
+	dk := dataKey(t, e, "k", nil)
+	if _, err := e.govern(revokeKey("k"), 2); err != nil {
+		t.Fatal(err)
+	}
+	checkpointDigest(t, e)
+	_, _ = decrypt(e, dk.WrappedDataKey, nil) // a DENY record: not state-changing
+	checked, at, err := e.state.VerifyStateDigest()
+	if !checked || err != nil || at == 0 {
+		t.Fatalf("untouched state: checked %v at %d, %v", checked, at, err)
+	}
+	// A restart (log replay or snapshot) verifies too.
+	e.restart()
+	if checked, _, err := e.state.VerifyStateDigest(); !checked || err != nil {
+		t.Fatalf("after a restart: checked %v, %v", checked, err)
+	}
+	e.state.EditKeyForTest("k", func(enabled, revoked *bool) { *enabled, *revoked = true, false })
+	if _, _, err := e.state.VerifyStateDigest(); !errors.Is(err, kms.ErrStateMismatch) {
+		t.Fatalf("edited state: %v, want ErrStateMismatch", err)
+	}
+	// A state-changing record after the newest checkpoint: not checkable.
+	e2 := newEnv(t)
+	if err := e2.svc.EnsureCheckpointKey(bg); err != nil {
+		t.Fatal(err)
+	}
+	createKey(t, e2, "k")
+	checkpointDigest(t, e2)
+	createKey(t, e2, "k2")
+	if checked, _, err := e2.state.VerifyStateDigest(); checked || err != nil {
+		t.Fatalf("a state change after the checkpoint: checked %v, %v", checked, err)
+	}
+}
+
+// `custosd restore` checks a snapshot file's state against its own ledger
+// tail's newest state digest: a file whose state was edited is refused.
+func TestPrepareRestoreRefusesEditedState(t *testing.T) {
+	e := newEnv(t)
+	if err := e.svc.EnsureCheckpointKey(bg); err != nil {
+		t.Fatal(err)
+	}
+	createKey(t, e, "k")
+	if _, err := e.govern(revokeKey("k"), 2); err != nil {
+		t.Fatal(err)
+	}
+	checkpointDigest(t, e)
+	payload := snapshotBytes(t, e.state)
+
+	// The operator's edit: the revoked key enabled again in the state item.
+	const magic = "custos-snapshot-v2\n"
+	if !bytes.HasPrefix(payload, []byte(magic)) {
+		t.Fatalf("payload starts %q", payload[:20])
+	}
+	body := payload[len(magic):]
+	n, k := binary.Uvarint(body)
+	st := &raftlogv1.State{}
+	if err := proto.Unmarshal(body[k:k+int(n)], st); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range st.Keys {
+		if key.Name == "k" {
+			key.Revoked, key.Enabled = false, true
+		}
+	}
+	edited, err := proto.MarshalOptions{Deterministic: true}.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := append([]byte(magic), binary.AppendUvarint(nil, uint64(len(edited)))...)
+	forged = append(append(forged, edited...), body[k+int(n):]...)
+
+	src := kms.SnapshotSource{SHA256: strings.Repeat("ab", 32), ClusterID: e.svc.ClusterID(), Node: "node-1", Index: 7, Term: 2, Created: time.Now()}
+	target := kms.RestoreTarget{Node: "node-1", RaftAddr: "127.0.0.1:7000", Now: time.Now(), ID: strings.Repeat("cd", 16),
+		VerifyDomainKey: func(hsm.KeyRef) error { return nil }}
+	var out bytes.Buffer
+	if _, err := kms.PrepareRestore(bytes.NewReader(payload), &out, src, target); err != nil {
+		t.Fatalf("the untouched file: %v", err)
+	}
+	out.Reset()
+	_, err = kms.PrepareRestore(bytes.NewReader(forged), &out, src, target)
+	if !errors.Is(err, kms.ErrFailedPrecondition) || !strings.Contains(err.Error(), "changed outside the log") {
+		t.Fatalf("the edited file: %v, want it refused for its state digest", err)
 	}
 }

@@ -379,6 +379,17 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.waitCaughtUp(ctx); err != nil {
 		return nil, err
 	}
+	// The state this node loaded must be the one its ledger's newest
+	// checkpoint recorded (docs/ledger.md, State digest): an edited
+	// snapshot is refused here, before anything is served.
+	switch checked, at, err := state.VerifyStateDigest(); {
+	case err != nil:
+		return nil, fmt.Errorf("node: %w", err)
+	case checked:
+		n.log.Info("state verified against the ledger's state digest", "checkpoint_seq", at)
+	default:
+		n.log.Info("state not verifiable at start: state-changing records since the newest checkpoint, or none on this node yet")
+	}
 	if id := state.ClusterID(); cfg.ClusterID != "" && id != "" && id != cfg.ClusterID {
 		return nil, fmt.Errorf("node: refusing to join cluster %s: this node is configured for cluster %s", id, cfg.ClusterID)
 	}

@@ -60,9 +60,9 @@ const (
 	ProblemStateEdited ProblemKind = "state-edited"
 )
 
-// stateChanging reports whether a record may change the governed state
+// StateChanging reports whether a record may change the governed state
 // that checkpoints' state digests cover (docs/ledger.md, *State digest*).
-func stateChanging(op custosv1.Operation) bool {
+func StateChanging(op custosv1.Operation) bool {
 	switch op {
 	case custosv1.Operation_OPERATION_GENESIS, custosv1.Operation_OPERATION_GOVERNANCE,
 		custosv1.Operation_OPERATION_CREATE_KEY, custosv1.Operation_OPERATION_ROTATE_KEY,
@@ -329,7 +329,7 @@ func (v *verifier) record(data []byte) error {
 	v.rep.Records++
 	v.rep.LastSeq = pos
 	v.next = pos + 1
-	if stateChanging(rec.Operation) {
+	if StateChanging(rec.Operation) {
 		v.changed = true
 	}
 	if rec.Operation == custosv1.Operation_OPERATION_CHECKPOINT {
