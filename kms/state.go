@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/custos-kms/custos/hsm"
+	"github.com/custos-kms/custos/kms/audit"
 	"github.com/custos-kms/custos/kms/governance"
 	"github.com/custos-kms/custos/kms/ledger"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
@@ -150,6 +151,11 @@ func (s *State) ApplyBatch(entries []raft.AppliedEntry) [][]any {
 	add := func(rec *custosv1.DecisionRecord) {
 		rec.PrevHash = append(rec.PrevHash[:0], s.head[:]...)
 		rec.Notify = s.notifies(rec)
+		if audit.StateChanging(rec.Operation) {
+			// The governed state after this record (statedigest.go), so
+			// that the newest state a node holds is always on record.
+			rec.StateDigest = s.stateDigest()
+		}
 		data, err := proto.MarshalOptions{Deterministic: true}.Marshal(rec)
 		if err != nil {
 			panic(fmt.Sprintf("kms: marshal decision record: %v", err))

@@ -29,7 +29,7 @@ const stateDigestLabel = "custos-state-digest-v1\x00"
 // stateDigest returns the digest of the governed state.
 func (s *State) stateDigest() []byte {
 	st := &raftlogv1.State{ClusterId: s.clusterID, DomainKeyId: s.domainKeyID, DomainKeyCheckValue: s.domainKCV,
-		DomainKeyEpoch: s.epoch, GenesisSha256: s.genesis, Governance: s.gov, Restore: s.restore}
+		DomainKeyEpoch: s.epoch, Governance: s.gov, Restore: s.restore}
 	for _, n := range sortedKeys(s.keys) {
 		st.Keys = append(st.Keys, s.keys[n])
 	}
@@ -42,8 +42,10 @@ func (s *State) stateDigest() []byte {
 // digestOfState returns the state digest of a state in its snapshot form
 // (keys and admissions sorted by name), which it does not change.
 func digestOfState(full *raftlogv1.State) []byte {
+	// (Not the genesis fingerprint: it is the hash of the record that
+	// carries the first digest, and never changes after.)
 	st := &raftlogv1.State{ClusterId: full.ClusterId, DomainKeyId: full.DomainKeyId, DomainKeyCheckValue: full.DomainKeyCheckValue,
-		DomainKeyEpoch: full.DomainKeyEpoch, GenesisSha256: full.GenesisSha256, Restore: full.Restore}
+		DomainKeyEpoch: full.DomainKeyEpoch, Restore: full.Restore}
 	for _, k := range full.Keys {
 		g := &raftlogv1.KeyRecord{Name: k.Name, Enabled: k.Enabled, Revoked: k.Revoked, PrimaryVersion: k.PrimaryVersion,
 			MinDecryptionVersion: k.MinDecryptionVersion, Policy: k.Policy, DestroyAfterUnixNano: k.DestroyAfterUnixNano,
@@ -95,15 +97,15 @@ var ErrStateMismatch = errors.New("the state does not match the ledger's state d
 // checkpoint record.
 const maxDigestScan = 10_000
 
-// VerifyStateDigest checks the state against the newest checkpoint record
-// of the ledger (docs/ledger.md, *State digest*): when no record after it
-// changes the governed state, the state's digest must be the one it
-// recorded, and a state that differs was changed outside the log (an
-// edited snapshot) — ErrStateMismatch. It reports whether it could check:
-// not when a state-changing record came after the newest checkpoint (the
-// next checkpoint will cover it), when no checkpoint with a digest is
-// within maxDigestScan records or on this node, or for a restored cluster
-// whose restore is not recorded yet.
+// VerifyStateDigest checks the state against the newest record of the
+// ledger that carries a state digest (docs/ledger.md, *State digest*):
+// every state-changing record and every checkpoint does, so the state's
+// digest must be the one recorded there, and a state that differs was
+// changed outside the log (an edited snapshot) — ErrStateMismatch. It
+// reports whether it could check: not when that record is older than
+// maxDigestScan records or not on this node, when a state-changing record
+// made before state digests existed came after it, or for a restored
+// cluster whose restore is not recorded yet.
 func (s *State) VerifyStateDigest() (checked bool, at uint64, err error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -129,18 +131,15 @@ func verifyDigest(digest func() []byte, get func(uint64) ([]byte, bool), head ui
 		if err := proto.Unmarshal(data, rec); err != nil {
 			return false, 0, nil
 		}
-		if rec.Operation == custosv1.Operation_OPERATION_CHECKPOINT {
-			if len(rec.StateDigest) == 0 {
-				return false, 0, nil // made before state digests
-			}
+		if len(rec.StateDigest) > 0 {
 			if d := digest(); !bytes.Equal(d, rec.StateDigest) {
-				return true, seq, fmt.Errorf("%w: the checkpoint record at seq %d recorded state digest %x, and no later record changes the governed state, but the state has digest %x: it was changed outside the log (an edited snapshot?). Restore from a snapshot file the officers accept (docs/operations.md, Restore)",
-					ErrStateMismatch, seq, rec.StateDigest, d)
+				return true, seq, fmt.Errorf("%w: the %s record at seq %d recorded state digest %x, and no later record changes the governed state, but the state has digest %x: it was changed outside the log (an edited snapshot?). Restore from a snapshot file the officers accept (docs/operations.md, Restore)",
+					ErrStateMismatch, rec.Operation, seq, rec.StateDigest, d)
 			}
 			return true, seq, nil
 		}
 		if audit.StateChanging(rec.Operation) {
-			return false, 0, nil
+			return false, 0, nil // made before state digests
 		}
 	}
 	return false, 0, nil

@@ -120,8 +120,9 @@ func TestVerifyStateDigest(t *testing.T) {
 		t.Fatal(err)
 	}
 	createKey(t, e, "k")
-	if checked, _, err := e.state.VerifyStateDigest(); checked || err != nil {
-		t.Fatalf("no checkpoint yet: checked %v, %v", checked, err)
+	// The CREATE_KEY record carries the digest of the state after it.
+	if checked, _, err := e.state.VerifyStateDigest(); !checked || err != nil {
+		t.Fatalf("after a key creation: checked %v, %v", checked, err)
 	}
 	dk := dataKey(t, e, "k", nil)
 	if _, err := e.govern(revokeKey("k"), 2); err != nil {
@@ -142,16 +143,25 @@ func TestVerifyStateDigest(t *testing.T) {
 	if _, _, err := e.state.VerifyStateDigest(); !errors.Is(err, kms.ErrStateMismatch) {
 		t.Fatalf("edited state: %v, want ErrStateMismatch", err)
 	}
-	// A state-changing record after the newest checkpoint: not checkable.
+	// An edit right after a state-changing record (any principal can make
+	// one: a key creation) is caught too: that record carries the digest
+	// of the state after it.
 	e2 := newEnv(t)
 	if err := e2.svc.EnsureCheckpointKey(bg); err != nil {
 		t.Fatal(err)
 	}
 	createKey(t, e2, "k")
+	if _, err := e2.govern(revokeKey("k"), 2); err != nil {
+		t.Fatal(err)
+	}
 	checkpointDigest(t, e2)
 	createKey(t, e2, "k2")
-	if checked, _, err := e2.state.VerifyStateDigest(); checked || err != nil {
-		t.Fatalf("a state change after the checkpoint: checked %v, %v", checked, err)
+	if checked, _, err := e2.state.VerifyStateDigest(); !checked || err != nil {
+		t.Fatalf("after a key creation that follows the checkpoint: checked %v, %v", checked, err)
+	}
+	e2.state.EditKeyForTest("k", func(enabled, revoked *bool) { *enabled, *revoked = true, false })
+	if _, _, err := e2.state.VerifyStateDigest(); !errors.Is(err, kms.ErrStateMismatch) {
+		t.Fatalf("edited after a key creation: %v, want ErrStateMismatch", err)
 	}
 }
 

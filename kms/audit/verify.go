@@ -329,8 +329,18 @@ func (v *verifier) record(data []byte) error {
 	v.rep.Records++
 	v.rep.LastSeq = pos
 	v.next = pos + 1
-	if StateChanging(rec.Operation) {
-		v.changed = true
+	changing := StateChanging(rec.Operation)
+	if d := rec.StateDigest; len(d) > 0 {
+		// The governed state may change only at a record that changes
+		// it: a digest that moved anywhere else shows a state edited
+		// outside the log.
+		if v.digest != nil && !changing && !v.changed && !bytes.Equal(d, v.digest) {
+			return v.problem(ProblemStateEdited, pos,
+				"record %d carries another state digest than the record before it that carries one, and no record between them changes the governed state: the state was changed outside the log", pos)
+		}
+		v.digest, v.changed = d, false
+	} else if changing {
+		v.changed = true // made before state digests: anything may have changed
 	}
 	if rec.Operation == custosv1.Operation_OPERATION_CHECKPOINT {
 		if rec.Checkpoint == nil {
@@ -338,13 +348,6 @@ func (v *verifier) record(data []byte) error {
 		}
 		if err := v.checkpoint(rec.Checkpoint, pos, false); err != nil {
 			return err
-		}
-		if d := rec.StateDigest; len(d) > 0 {
-			if v.digest != nil && !v.changed && !bytes.Equal(d, v.digest) {
-				return v.problem(ProblemStateEdited, pos,
-					"checkpoint record %d carries another state digest than the checkpoint before it, and no record between them changes the governed state: the state was changed outside the log", pos)
-			}
-			v.digest, v.changed = d, false
 		}
 	}
 	return nil
