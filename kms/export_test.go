@@ -21,3 +21,10 @@ func (s *State) EditKeyForTest(name string, edit func(enabled, revoked *bool)) {
 	k := s.keys[name]
 	edit(&k.Enabled, &k.Revoked)
 }
+
+// SetRestoreForTest sets the state's restore outside the log.
+func (s *State) SetRestoreForTest(r *custosv1.ClusterRestore) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.restore = r
+}

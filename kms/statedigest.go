@@ -104,13 +104,25 @@ const maxDigestScan = 10_000
 // changed outside the log (an edited snapshot) — ErrStateMismatch. It
 // reports whether it could check: not when that record is older than
 // maxDigestScan records or not on this node, when a state-changing record
-// made before state digests existed came after it, or for a restored
-// cluster whose restore is not recorded yet.
-func (s *State) VerifyStateDigest() (checked bool, at uint64, err error) {
+// made before state digests existed came after it, or for a cluster
+// restored into node (this node) whose restore is not recorded yet; a
+// state claiming any other unrecorded restore is ErrStateMismatch.
+func (s *State) VerifyStateDigest(node string) (checked bool, at uint64, err error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.clusterID == "" || (s.restore != nil && !s.restore.Reported) {
+	if s.clusterID == "" {
 		return false, 0, nil
+	}
+	if r := s.restore; r != nil && !r.Reported {
+		// `custosd restore` into this very node, not yet recorded: its
+		// first act is the RESTORE record, and nothing serves key crypto
+		// until the officers accept it. Anything else claiming a restore
+		// that no record shows is an edit.
+		if r.Node == node && !r.Accepted && isHex32(r.RestoreId) {
+			return false, 0, nil
+		}
+		return true, 0, fmt.Errorf("%w: the state claims a restore into node %q (restore id %q, accepted %v) that no RESTORE record shows: it was changed outside the log",
+			ErrStateMismatch, r.Node, r.RestoreId, r.Accepted)
 	}
 	return verifyDigest(s.stateDigest, func(seq uint64) ([]byte, bool) {
 		data, err := s.ledger.Get(seq)

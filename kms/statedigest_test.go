@@ -121,7 +121,7 @@ func TestVerifyStateDigest(t *testing.T) {
 	}
 	createKey(t, e, "k")
 	// The CREATE_KEY record carries the digest of the state after it.
-	if checked, _, err := e.state.VerifyStateDigest(); !checked || err != nil {
+	if checked, _, err := e.state.VerifyStateDigest("node-1"); !checked || err != nil {
 		t.Fatalf("after a key creation: checked %v, %v", checked, err)
 	}
 	dk := dataKey(t, e, "k", nil)
@@ -130,17 +130,17 @@ func TestVerifyStateDigest(t *testing.T) {
 	}
 	checkpointDigest(t, e)
 	_, _ = decrypt(e, dk.WrappedDataKey, nil) // a DENY record: not state-changing
-	checked, at, err := e.state.VerifyStateDigest()
+	checked, at, err := e.state.VerifyStateDigest("node-1")
 	if !checked || err != nil || at == 0 {
 		t.Fatalf("untouched state: checked %v at %d, %v", checked, at, err)
 	}
 	// A restart (log replay or snapshot) verifies too.
 	e.restart()
-	if checked, _, err := e.state.VerifyStateDigest(); !checked || err != nil {
+	if checked, _, err := e.state.VerifyStateDigest("node-1"); !checked || err != nil {
 		t.Fatalf("after a restart: checked %v, %v", checked, err)
 	}
 	e.state.EditKeyForTest("k", func(enabled, revoked *bool) { *enabled, *revoked = true, false })
-	if _, _, err := e.state.VerifyStateDigest(); !errors.Is(err, kms.ErrStateMismatch) {
+	if _, _, err := e.state.VerifyStateDigest("node-1"); !errors.Is(err, kms.ErrStateMismatch) {
 		t.Fatalf("edited state: %v, want ErrStateMismatch", err)
 	}
 	// An edit right after a state-changing record (any principal can make
@@ -156,11 +156,11 @@ func TestVerifyStateDigest(t *testing.T) {
 	}
 	checkpointDigest(t, e2)
 	createKey(t, e2, "k2")
-	if checked, _, err := e2.state.VerifyStateDigest(); !checked || err != nil {
+	if checked, _, err := e2.state.VerifyStateDigest("node-1"); !checked || err != nil {
 		t.Fatalf("after a key creation that follows the checkpoint: checked %v, %v", checked, err)
 	}
 	e2.state.EditKeyForTest("k", func(enabled, revoked *bool) { *enabled, *revoked = true, false })
-	if _, _, err := e2.state.VerifyStateDigest(); !errors.Is(err, kms.ErrStateMismatch) {
+	if _, _, err := e2.state.VerifyStateDigest("node-1"); !errors.Is(err, kms.ErrStateMismatch) {
 		t.Fatalf("edited after a key creation: %v, want ErrStateMismatch", err)
 	}
 }
@@ -213,5 +213,25 @@ func TestPrepareRestoreRefusesEditedState(t *testing.T) {
 	_, err = kms.PrepareRestore(bytes.NewReader(forged), &out, src, target)
 	if !errors.Is(err, kms.ErrFailedPrecondition) || !strings.Contains(err.Error(), "changed outside the log") {
 		t.Fatalf("the edited file: %v, want it refused for its state digest", err)
+	}
+}
+
+// A state that claims an unrecorded restore is not spared the check unless
+// it is a restore into this very node, not yet accepted (its RESTORE record
+// comes first thing).
+func TestVerifyStateDigestRestoreClaims(t *testing.T) {
+	e := newEnv(t)
+	createKey(t, e, "k")
+	e.state.SetRestoreForTest(&custosv1.ClusterRestore{Node: "ghost", Accepted: true})
+	if _, _, err := e.state.VerifyStateDigest("node-1"); !errors.Is(err, kms.ErrStateMismatch) {
+		t.Fatalf("a restore into another node that no record shows: %v, want ErrStateMismatch", err)
+	}
+	e.state.SetRestoreForTest(&custosv1.ClusterRestore{Node: "node-1", Accepted: true, RestoreId: strings.Repeat("ab", 16)})
+	if _, _, err := e.state.VerifyStateDigest("node-1"); !errors.Is(err, kms.ErrStateMismatch) {
+		t.Fatalf("an accepted restore that no record shows: %v, want ErrStateMismatch", err)
+	}
+	e.state.SetRestoreForTest(&custosv1.ClusterRestore{Node: "node-1", RestoreId: strings.Repeat("ab", 16)})
+	if checked, _, err := e.state.VerifyStateDigest("node-1"); checked || err != nil {
+		t.Fatalf("a fresh restore into this node: checked %v, %v; want not checked until its RESTORE record", checked, err)
 	}
 }

@@ -382,7 +382,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	// The state this node loaded must be the one its ledger's newest
 	// checkpoint recorded (docs/ledger.md, State digest): an edited
 	// snapshot is refused here, before anything is served.
-	switch checked, at, err := state.VerifyStateDigest(); {
+	switch checked, at, err := state.VerifyStateDigest(cfg.ID); {
 	case err != nil:
 		return nil, fmt.Errorf("node: %w", err)
 	case checked:
