@@ -393,15 +393,7 @@ func TestDevCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	rot.Operation = &custosv1.Statement_RotateDomainKey{RotateDomainKey: &custosv1.RotateDomainKey{}}
-	rb, err := governance.Marshal(rot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sig, err := governance.Sign(officer, env["CUSTOS_OFFICER_NAME"], rb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := node1.Submit(rctx, &custosv1.SignedStatement{Statement: rb, Signatures: []*custosv1.OfficerSignature{sig}}); err != nil {
+	if _, err := node1.SignAndSubmit(rctx, rot, custos.Officer{Name: env["CUSTOS_OFFICER_NAME"], Signer: officer}); err != nil {
 		t.Fatal(err)
 	}
 	all = dial()

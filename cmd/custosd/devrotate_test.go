@@ -88,15 +88,7 @@ func TestDevNodeRotatesDomainKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	st.Operation = &custosv1.Statement_RotateDomainKey{RotateDomainKey: &custosv1.RotateDomainKey{}}
-	b, err := governance.Marshal(st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sig, err := governance.Sign(officer, env["CUSTOS_OFFICER_NAME"], b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Submit(ctx, &custosv1.SignedStatement{Statement: b, Signatures: []*custosv1.OfficerSignature{sig}}); err != nil {
+	if _, err := c.SignAndSubmit(ctx, st, custos.Officer{Name: env["CUSTOS_OFFICER_NAME"], Signer: officer}); err != nil {
 		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(90 * time.Second); ; {
