@@ -4,6 +4,7 @@ import (
 	"context"
 
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
+	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
 )
 
 // SignCheckpointForTest signs (seq, head) with this node's HSM checkpoint
@@ -27,4 +28,26 @@ func (s *State) SetRestoreForTest(r *custosv1.ClusterRestore) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.restore = r
+}
+
+// InjectGrantForTest puts a grant into the state outside the log, as an
+// operator who edits a snapshot file and restarts the node does.
+func (s *State) InjectGrantForTest(g *custosv1.Grant) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.grants[g.GrantId] = g
+}
+
+// SetGrantUsesForTest resets a grant's remaining uses outside the log.
+func (s *State) SetGrantUsesForTest(id string, uses uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.grants[id].UsesLeft = uses
+}
+
+// InjectNodeKeyForTest registers a checkpoint key outside the log.
+func (s *State) InjectNodeKeyForTest(node string, pkix []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.nodeKeys = append(s.nodeKeys, &raftlogv1.NodeKey{Node: node, PublicKey: pkix})
 }

@@ -92,6 +92,12 @@ func (s *State) applyGovern(index uint64, c *raftlogv1.Command, op *raftlogv1.Go
 		rec.Outcome = custosv1.Outcome_OUTCOME_DENY
 		rec.Detail = err.Error()
 		d.Err = err
+	} else if g := s.grants[d.GrantID]; g != nil {
+		// The grant as created, for auditors (audit.Verify checks each
+		// use against it).
+		rec.Grant = proto.Clone(g).(*custosv1.Grant)
+	} else if rg := st.GetRevokeGrant(); rg != nil {
+		rec.RevokedGrantId = rg.GrantId
 	}
 	if signed {
 		// Spent whether it applied or was refused (a key it names did not

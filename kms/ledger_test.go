@@ -30,9 +30,10 @@ func TestCheckpointsAreSignedInTheHSMAndChained(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Records: the genesis, the key's creation, then the five decisions.
+	// Records: the genesis, the checkpoint key's registration, the key's
+	// creation, then the five decisions.
 	cp, err := e.svc.Checkpoint(bg)
-	if err != nil || cp == nil || cp.Seq != 7 {
+	if err != nil || cp == nil || cp.Seq != 8 {
 		t.Fatalf("Checkpoint = %v, %v", cp, err)
 	}
 	// A second checkpoint with nothing new is a no-op.
@@ -40,7 +41,7 @@ func TestCheckpointsAreSignedInTheHSMAndChained(t *testing.T) {
 		t.Fatalf("checkpoint without new records moved to %d", again.Seq)
 	}
 	resp, err := e.svc.GetCheckpoint(bg, auditor, &custosv1.GetCheckpointRequest{})
-	if err != nil || resp.RecordSeq != 8 || len(resp.PublicKeys) != 1 {
+	if err != nil || resp.RecordSeq != 9 || len(resp.PublicKeys) != 1 {
 		t.Fatalf("GetCheckpoint = %v, %v", resp, err)
 	}
 	pub, _ := governance.ParsePublicKey(resp.PublicKeys[0])
@@ -54,7 +55,7 @@ func TestCheckpointsAreSignedInTheHSMAndChained(t *testing.T) {
 	}
 	// A forged checkpoint is refused by the state machine.
 	forged := proto.Clone(cp).(*custosv1.Checkpoint)
-	forged.Seq, forged.Head = 9, bytes.Repeat([]byte{1}, 32)
+	forged.Seq, forged.Head = 10, bytes.Repeat([]byte{1}, 32)
 	if _, err := e.log.Apply(bg, &raftlogv1.Command{Op: &raftlogv1.Command_RecordCheckpoint{RecordCheckpoint: &raftlogv1.RecordCheckpoint{Checkpoint: forged}}}); err == nil {
 		t.Fatalf("forged checkpoint accepted")
 	}

@@ -50,7 +50,7 @@ func (s *State) notifies(rec *custosv1.DecisionRecord) bool {
 		return true
 	case custosv1.Operation_OPERATION_GOVERNANCE, custosv1.Operation_OPERATION_MEMBERSHIP, custosv1.Operation_OPERATION_ADMISSION,
 		custosv1.Operation_OPERATION_DESTROY_KEY, custosv1.Operation_OPERATION_RESTORE,
-		custosv1.Operation_OPERATION_DOMAIN_KEY_ROTATION:
+		custosv1.Operation_OPERATION_DOMAIN_KEY_ROTATION, custosv1.Operation_OPERATION_NODE_KEY:
 		// A change of the cluster's membership, of who holds the domain
 		// key, a key's destruction or a restore from a snapshot file is as much the officers' concern as their own
 		// statements (docs/notifications.md).
@@ -92,8 +92,11 @@ func (s *State) newRecord(index uint64, c *raftlogv1.Command, op custosv1.Operat
 	}
 }
 
-// applyRegisterNodeKey publishes a node's checkpoint signing key.
-func (s *State) applyRegisterNodeKey(op *raftlogv1.RegisterNodeKey) any {
+// applyRegisterNodeKey publishes a node's checkpoint signing key. A new
+// key is a NODE_KEY record (the registered keys are governed state: a key
+// that appeared without one would make an auditor accept checkpoints it
+// signed); a known key's new address is no record.
+func (s *State) applyRegisterNodeKey(index uint64, c *raftlogv1.Command, op *raftlogv1.RegisterNodeKey) any {
 	if _, err := governance.ParsePublicKey(op.PublicKey); err != nil || op.Node == "" {
 		return fmt.Errorf("%w: register_node_key: need a node and a P-256 public key", ErrInvalidArgument)
 	}
@@ -106,7 +109,11 @@ func (s *State) applyRegisterNodeKey(op *raftlogv1.RegisterNodeKey) any {
 		}
 	}
 	s.nodeKeys = append(s.nodeKeys, &raftlogv1.NodeKey{Node: op.Node, PublicKey: op.PublicKey, ApiAddr: op.ApiAddr})
-	return nil
+	rec := s.newRecord(index, c, custosv1.Operation_OPERATION_NODE_KEY)
+	rec.Outcome, rec.MatchedRule = custosv1.Outcome_OUTCOME_ALLOW, "node-key"
+	rec.NodePublicKey = slices.Clone(op.PublicKey)
+	rec.Detail = fmt.Sprintf("node %s checkpoint key %x", op.Node, CheckpointKeyID(op.PublicKey))
+	return &Decision{Record: rec}
 }
 
 // signedRecord returns the stored bytes of the record at seq that a
@@ -174,7 +181,7 @@ func (s *State) applyCheckpoint(index uint64, c *raftlogv1.Command, op *raftlogv
 	rec.Outcome = custosv1.Outcome_OUTCOME_ALLOW
 	rec.MatchedRule = "checkpoint"
 	rec.Checkpoint = proto.Clone(cp).(*custosv1.Checkpoint)
-	rec.StateDigest = s.stateDigest()
+	rec.StateDigest, rec.StateDigestVersion = s.stateDigest(), StateDigestVersion
 	s.lastCheckpoint, s.lastCheckpointRecord = rec.Checkpoint, rec.Seq
 	return &Decision{Record: rec}
 }

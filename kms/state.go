@@ -151,10 +151,10 @@ func (s *State) ApplyBatch(entries []raft.AppliedEntry) [][]any {
 	add := func(rec *custosv1.DecisionRecord) {
 		rec.PrevHash = append(rec.PrevHash[:0], s.head[:]...)
 		rec.Notify = s.notifies(rec)
-		if audit.StateChanging(rec.Operation) {
+		if audit.StateChanging(rec) {
 			// The governed state after this record (statedigest.go), so
 			// that the newest state a node holds is always on record.
-			rec.StateDigest = s.stateDigest()
+			rec.StateDigest, rec.StateDigestVersion = s.stateDigest(), StateDigestVersion
 		}
 		data, err := proto.MarshalOptions{Deterministic: true}.Marshal(rec)
 		if err != nil {
@@ -254,7 +254,7 @@ func (s *State) apply(index uint64, c *raftlogv1.Command) any {
 	case *raftlogv1.Command_BlockRelease:
 		return s.applyBlockRelease(index, c, op.BlockRelease)
 	case *raftlogv1.Command_RegisterNodeKey:
-		return s.applyRegisterNodeKey(op.RegisterNodeKey)
+		return s.applyRegisterNodeKey(index, c, op.RegisterNodeKey)
 	case *raftlogv1.Command_RejectHsmObject:
 		return s.applyRejectHSMObject(index, c, op.RejectHsmObject)
 	case *raftlogv1.Command_OfferTransportKey:
@@ -537,7 +537,7 @@ func (s *State) evaluate(c *raftlogv1.Command, op *raftlogv1.Decide) (custosv1.O
 		return custosv1.Outcome_OUTCOME_ALLOW, rule("reason=" + reason + ":allow"), nil
 	}
 	if g := s.matchGrant(c, op); g != nil {
-		return custosv1.Outcome_OUTCOME_ALLOW, "grant:" + g.GrantId, nil
+		return custosv1.Outcome_OUTCOME_ALLOW, audit.GrantRulePrefix + g.GrantId, nil
 	}
 	if action == custosv1.Action_ACTION_DENY {
 		return deny, rule("reason=" + reason + ":deny"), fmt.Errorf("%w: policy of key %q denies reason %s",

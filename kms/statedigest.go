@@ -16,15 +16,23 @@ import (
 // part of the state that the customer governs — officers and quorum,
 // client authorities, witnesses, quotas, sinks and notify rules, every
 // key's lifecycle, versions and policy, the admitted custodians, the domain
-// key — in a fixed encoding. Every checkpoint record carries it. It leaves
-// out what decisions change (rate counters, grants' remaining uses,
-// pending requests), cursors and cosignature times, so it changes only at
-// records that change the governed state (stateChanging). An export in
-// which it changes between two checkpoints with no such record in between
-// shows a state that was edited outside the log.
+// key, the grants with their remaining uses, the nodes' checkpoint keys —
+// in a fixed encoding. Every checkpoint record and every record that
+// changes that state carries it. It leaves out what other decisions change
+// (rate counters, pending requests), cursors and cosignature times, so it
+// changes only at records that change the governed state
+// (audit.StateChanging: a grant's use is one). An export in which it
+// changes between two records with no such record in between shows a
+// state that was edited outside the log.
 
 // stateDigestLabel separates the digest from every other hash.
 const stateDigestLabel = "custos-state-digest-v1\x00"
+
+// StateDigestVersion is what the digest covers, recorded beside it
+// (DecisionRecord.state_digest_version): 2 added grants and checkpoint
+// keys. Digests of different versions are never compared, so a node that
+// upgrades does not read its predecessor's digest as an edit.
+const StateDigestVersion = 2
 
 // stateDigest returns the digest of the governed state.
 func (s *State) stateDigest() []byte {
@@ -36,16 +44,22 @@ func (s *State) stateDigest() []byte {
 	for _, n := range sortedKeys(s.admissions) {
 		st.Admissions = append(st.Admissions, s.admissions[n])
 	}
+	for _, id := range sortedKeys(s.grants) {
+		st.Grants = append(st.Grants, s.grants[id])
+	}
+	st.NodeKeys = s.nodeKeys
 	return digestOfState(st)
 }
 
 // digestOfState returns the state digest of a state in its snapshot form
-// (keys and admissions sorted by name), which it does not change.
+// (keys, admissions and grants sorted by name), which it does not change.
 func digestOfState(full *raftlogv1.State) []byte {
 	// (Not the genesis fingerprint: it is the hash of the record that
-	// carries the first digest, and never changes after.)
+	// carries the first digest, and never changes after.) Grants go in
+	// whole: one that no approval or statement created, or whose uses were
+	// reset, would release keys with no record of why.
 	st := &raftlogv1.State{ClusterId: full.ClusterId, DomainKeyId: full.DomainKeyId, DomainKeyCheckValue: full.DomainKeyCheckValue,
-		DomainKeyEpoch: full.DomainKeyEpoch, Restore: full.Restore}
+		DomainKeyEpoch: full.DomainKeyEpoch, Restore: full.Restore, Grants: full.Grants}
 	for _, k := range full.Keys {
 		g := &raftlogv1.KeyRecord{Name: k.Name, Enabled: k.Enabled, Revoked: k.Revoked, PrimaryVersion: k.PrimaryVersion,
 			MinDecryptionVersion: k.MinDecryptionVersion, Policy: k.Policy, DestroyAfterUnixNano: k.DestroyAfterUnixNano,
@@ -65,6 +79,10 @@ func digestOfState(full *raftlogv1.State) []byte {
 			w.Last = nil
 		}
 		st.Governance = g
+	}
+	for _, k := range full.NodeKeys {
+		// Not the address: the operator's to move.
+		st.NodeKeys = append(st.NodeKeys, &raftlogv1.NodeKey{Node: k.Node, PublicKey: k.PublicKey})
 	}
 	for _, a := range full.Admissions {
 		if a.State == custosv1.AdmissionState_ADMISSION_STATE_ADMITTED {
@@ -144,13 +162,16 @@ func verifyDigest(digest func() []byte, get func(uint64) ([]byte, bool), head ui
 			return false, 0, nil
 		}
 		if len(rec.StateDigest) > 0 {
+			if rec.StateDigestVersion != StateDigestVersion {
+				return false, 0, nil // written by another version
+			}
 			if d := digest(); !bytes.Equal(d, rec.StateDigest) {
 				return true, seq, fmt.Errorf("%w: the %s record at seq %d recorded state digest %x, and no later record changes the governed state, but the state has digest %x: it was changed outside the log (an edited snapshot?). Restore from a snapshot file the officers accept (docs/operations.md, Restore)",
 					ErrStateMismatch, rec.Operation, seq, rec.StateDigest, d)
 			}
 			return true, seq, nil
 		}
-		if audit.StateChanging(rec.Operation) {
+		if audit.StateChanging(rec) {
 			return false, 0, nil // made before state digests
 		}
 	}

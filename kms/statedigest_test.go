@@ -2,6 +2,8 @@ package kms_test
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	"github.com/custos-kms/custos/hsm"
 	"github.com/custos-kms/custos/kms"
 	"github.com/custos-kms/custos/kms/audit"
+	"github.com/custos-kms/custos/kms/governance"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
 )
@@ -233,5 +236,148 @@ func TestVerifyStateDigestRestoreClaims(t *testing.T) {
 	e.state.SetRestoreForTest(&custosv1.ClusterRestore{Node: "node-1", RestoreId: strings.Repeat("ab", 16)})
 	if checked, _, err := e.state.VerifyStateDigest("node-1"); checked || err != nil {
 		t.Fatalf("a fresh restore into this node: checked %v, %v; want not checked until its RESTORE record", checked, err)
+	}
+}
+
+// Grants are governed state: each use is a record carrying the digest
+// after it, so a grant injected into a snapshot (or one whose uses were
+// reset) is an edit the start check refuses and an export shows.
+func TestStateDigestCoversGrants(t *testing.T) {
+	e := newEnv(t)
+	if err := e.svc.EnsureCheckpointKey(bg); err != nil {
+		t.Fatal(err)
+	}
+	createKey(t, e, "k")
+	dk := dataKey(t, e, "k", nil)
+	const provider = "provider-support"
+	third := custosv1.Reason_REASON_THIRD_PARTY_DATA_REQUEST
+	p := kms.DefaultPolicy(app.Name)
+	p.DecryptPrincipals = append(p.DecryptPrincipals, provider)
+	if _, err := e.govern(func(st *custosv1.Statement) {
+		st.Operation = &custosv1.Statement_SetPolicy{SetPolicy: &custosv1.SetPolicy{Key: "k", Policy: p}}
+	}, 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	g, err := e.govern(func(st *custosv1.Statement) {
+		st.Operation = &custosv1.Statement_CreateGrant{CreateGrant: &custosv1.CreateGrant{Principal: provider, Key: "k", Reason: third, Uses: 2, TtlSeconds: 600}}
+	}, 0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := e.state.StateDigest()
+	if _, err := decryptAs(e, provider, dk.WrappedDataKey, third); err != nil {
+		t.Fatalf("decrypt under the grant: %v", err)
+	}
+	rec := lastRecord(t, e)
+	if !audit.UsesGrant(rec) || len(rec.StateDigest) != 32 || rec.StateDigestVersion != kms.StateDigestVersion ||
+		bytes.Equal(rec.StateDigest, before) || !bytes.Equal(rec.StateDigest, e.state.StateDigest()) {
+		t.Fatalf("a grant's use: record %v; want it to carry the digest after the use", rec)
+	}
+	if checked, _, err := e.state.VerifyStateDigest("node-1"); !checked || err != nil {
+		t.Fatalf("after a grant's use: checked %v, %v", checked, err)
+	}
+	// Its last use ends it: a record again.
+	if _, err := decryptAs(e, provider, dk.WrappedDataKey, third); err != nil {
+		t.Fatal(err)
+	}
+	if checked, _, err := e.state.VerifyStateDigest("node-1"); !checked || err != nil {
+		t.Fatalf("after a grant's last use: checked %v, %v", checked, err)
+	}
+	keys := publishedKeys(t, e)
+	if _, err := audit.Verify(bytes.NewReader(exportOf(t, e)), keys); err != nil {
+		t.Fatalf("the untouched ledger: %v", err)
+	}
+
+	// The operator's edits: a used-up grant's uses reset ...
+	e.state.InjectGrantForTest(&custosv1.Grant{GrantId: g.GrantId, Principal: provider, Key: "k", Reason: third, UsesLeft: 2,
+		ExpireTimeUnixNano: time.Now().Add(time.Hour).UnixNano()})
+	if _, _, err := e.state.VerifyStateDigest("node-1"); !errors.Is(err, kms.ErrStateMismatch) {
+		t.Fatalf("a used-up grant back in the state: %v, want ErrStateMismatch", err)
+	}
+	// ... or a grant no statement created. Either releases a key
+	// (what the edit buys), and the use's record shows the edit.
+	e2 := newEnv(t)
+	if err := e2.svc.EnsureCheckpointKey(bg); err != nil {
+		t.Fatal(err)
+	}
+	createKey(t, e2, "k")
+	dk2 := dataKey(t, e2, "k", nil)
+	if _, err := e2.govern(func(st *custosv1.Statement) {
+		st.Operation = &custosv1.Statement_SetPolicy{SetPolicy: &custosv1.SetPolicy{Key: "k", Policy: p}}
+	}, 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	e2.state.InjectGrantForTest(&custosv1.Grant{GrantId: "g-forged", Principal: provider, Key: "k", Reason: third, UsesLeft: 1,
+		ExpireTimeUnixNano: time.Now().Add(time.Hour).UnixNano()})
+	if _, _, err := e2.state.VerifyStateDigest("node-1"); !errors.Is(err, kms.ErrStateMismatch) {
+		t.Fatalf("an injected grant: %v, want ErrStateMismatch", err)
+	}
+	if _, err := decryptAs(e2, provider, dk2.WrappedDataKey, third); err != nil {
+		t.Fatalf("decrypt under the injected grant (what the edit buys): %v", err)
+	}
+	// The use's record carries a digest consistent with the edited state
+	// (a node that skipped its start check), but no record created the
+	// grant it names.
+	rep, err := audit.Verify(bytes.NewReader(exportOf(t, e2)), publishedKeys(t, e2))
+	if !errors.Is(err, audit.ErrBroken) || rep.Kind != audit.ProblemGrantUnaccounted || rep.ProblemSeq != lastRecord(t, e2).Seq {
+		t.Fatalf("an export after a use of an injected grant: %v (%+v), want %s at the use", err, rep, audit.ProblemGrantUnaccounted)
+	}
+}
+
+// publishedKeys returns the checkpoint keys e publishes, parsed.
+func publishedKeys(t *testing.T, e *env) []*ecdsa.PublicKey {
+	t.Helper()
+	r, err := e.svc.GetCheckpoint(bg, auditor, &custosv1.GetCheckpointRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := audit.ParseKeys(r.PublicKeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys
+}
+
+// A node's checkpoint key is registered by a NODE_KEY record naming it;
+// one injected into a snapshot (which `custos audit pubkey` would then
+// publish, and checkpoints it signs would verify under) is an edit.
+func TestStateDigestCoversCheckpointKeys(t *testing.T) {
+	e := newEnv(t)
+	if err := e.svc.EnsureCheckpointKey(bg); err != nil {
+		t.Fatal(err)
+	}
+	var reg *custosv1.DecisionRecord
+	head, _ := e.state.LedgerHead()
+	for seq := uint64(1); seq <= head && reg == nil; seq++ {
+		if rec, err := e.state.DecisionRecord(seq); err == nil && rec.Operation == custosv1.Operation_OPERATION_NODE_KEY {
+			reg = rec
+		}
+	}
+	if reg == nil {
+		t.Fatal("no NODE_KEY record")
+	}
+	r, err := e.svc.GetCheckpoint(bg, auditor, &custosv1.GetCheckpointRequest{})
+	if err != nil || len(r.PublicKeys) != 1 || !bytes.Equal(reg.NodePublicKey, r.PublicKeys[0]) || reg.Node != "node-1" ||
+		!audit.StateChanging(reg) || len(reg.StateDigest) != 32 {
+		t.Fatalf("NODE_KEY record %v, published keys %v (%v)", reg, r.GetPublicKeys(), err)
+	}
+	// Registering it again (a restart) is no new record.
+	if err := e.svc.EnsureCheckpointKey(bg); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := e.state.LedgerHead(); again != head {
+		t.Fatalf("re-registering the same key wrote records %d..%d", head+1, again)
+	}
+	other, err := governance.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&other.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.state.InjectNodeKeyForTest("node-1", der)
+	if _, _, err := e.state.VerifyStateDigest("node-1"); !errors.Is(err, kms.ErrStateMismatch) {
+		t.Fatalf("an injected checkpoint key: %v, want ErrStateMismatch", err)
 	}
 }

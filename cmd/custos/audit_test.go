@@ -152,8 +152,8 @@ func TestAuditCLI(t *testing.T) {
 	t.Run("list filters", func(t *testing.T) {
 		r := runCLI(t, "", "audit", "list", "--key", "payroll")
 		// The key's creation is on record before its uses (after the
-		// genesis, record 1).
-		r.want(t, 0, "#2 ", "CREATE_KEY ALLOW key=payroll v1", "rule=key-admin:create",
+		// genesis, record 1, and the node's checkpoint key, record 2).
+		r.want(t, 0, "#3 ", "CREATE_KEY ALLOW key=payroll v1", "rule=key-admin:create",
 			"DECRYPT ALLOW key=payroll", "DECRYPT PENDING key=payroll", "DECRYPT DENY key=payroll", `principal="intruder"`, `text="court order 12-345"`, `ticket="MLIT-1"`)
 		if n := len(lines(r.stdout)); n != 4 {
 			t.Errorf("list --key payroll: %d lines, want 4:\n%s", n, r.stdout)

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
 
@@ -58,18 +59,39 @@ const (
 	// governed state: the state was changed outside the log (an edited
 	// snapshot). ProblemSeq is the checkpoint record.
 	ProblemStateEdited ProblemKind = "state-edited"
+	// ProblemGrantUnaccounted: an ALLOW that a grant gave does not trace
+	// back to a record that created that grant, or the grant did not cover
+	// it (used up, expired, revoked, for something else): the grant came
+	// from outside the log. ProblemSeq is the decision record.
+	ProblemGrantUnaccounted ProblemKind = "grant-unaccounted"
 )
 
 // StateChanging reports whether a record may change the governed state
-// that checkpoints' state digests cover (docs/ledger.md, *State digest*).
-func StateChanging(op custosv1.Operation) bool {
+// that state digests cover (docs/ledger.md, *State digest*): a record of
+// a state-changing operation, or a decision that used a grant (its
+// remaining uses are governed state).
+func StateChanging(rec *custosv1.DecisionRecord) bool {
+	return stateChangingOp(rec.GetOperation()) || UsesGrant(rec)
+}
+
+// GrantRulePrefix starts the matched rule of an ALLOW decision that a
+// grant allowed: "grant:<grant id>".
+const GrantRulePrefix = "grant:"
+
+// UsesGrant reports whether rec is an ALLOW decision that used up one use
+// of a grant.
+func UsesGrant(rec *custosv1.DecisionRecord) bool {
+	return rec.GetOutcome() == custosv1.Outcome_OUTCOME_ALLOW && strings.HasPrefix(rec.GetMatchedRule(), GrantRulePrefix)
+}
+
+func stateChangingOp(op custosv1.Operation) bool {
 	switch op {
 	case custosv1.Operation_OPERATION_GENESIS, custosv1.Operation_OPERATION_GOVERNANCE,
 		custosv1.Operation_OPERATION_CREATE_KEY, custosv1.Operation_OPERATION_ROTATE_KEY,
 		custosv1.Operation_OPERATION_DISABLE_KEY, custosv1.Operation_OPERATION_SET_MIN_DECRYPTION_VERSION,
 		custosv1.Operation_OPERATION_MEMBERSHIP, custosv1.Operation_OPERATION_ADMISSION,
 		custosv1.Operation_OPERATION_DESTROY_KEY, custosv1.Operation_OPERATION_RESTORE,
-		custosv1.Operation_OPERATION_DOMAIN_KEY_ROTATION:
+		custosv1.Operation_OPERATION_DOMAIN_KEY_ROTATION, custosv1.Operation_OPERATION_NODE_KEY:
 		return true
 	}
 	return false
@@ -165,7 +187,8 @@ func verifySignature(pub *ecdsa.PublicKey, message, sig []byte) bool {
 // the export's header are not trusted. An error that is not ErrBroken is an
 // I/O error from r.
 func Verify(r io.Reader, trusted []*ecdsa.PublicKey) (*Report, error) {
-	v := &verifier{rd: NewReader(r), rep: &Report{}, keys: map[string]*ecdsa.PublicKey{}, hashes: map[uint64][32]byte{}}
+	v := &verifier{rd: NewReader(r), rep: &Report{}, keys: map[string]*ecdsa.PublicKey{}, hashes: map[uint64][32]byte{},
+		grants: grantBook{grants: map[string]*grantUse{}}}
 	for _, k := range trusted {
 		if id := KeyID(k); id != nil {
 			v.keys[string(id)] = k
@@ -195,10 +218,13 @@ type verifier struct {
 	prevKnown bool
 	hashes    map[uint64][32]byte // records since (just before) the last checkpoint
 	lastCP    uint64              // seq covered by the last verified checkpoint
-	// digest is the last checkpoint record's state digest (nil before
-	// one), changed whether a state-changing record came after it.
-	digest  []byte
-	changed bool
+	// digest is the last state digest a record carried (nil before one)
+	// and digestVersion its version; changed is whether a state-changing
+	// record without one came after it.
+	digest        []byte
+	digestVersion uint32
+	changed       bool
+	grants        grantBook
 }
 
 func (v *verifier) problem(kind ProblemKind, seq uint64, format string, args ...any) error {
@@ -253,6 +279,7 @@ func (v *verifier) run() error {
 	v.next = hdr.FirstSeq
 	if hdr.FirstSeq == 1 {
 		v.prev, v.prevKnown = ledger.ZeroHash, true
+		v.grants.complete = true
 	} else {
 		v.rep.Partial = true
 	}
@@ -329,18 +356,23 @@ func (v *verifier) record(data []byte) error {
 	v.rep.Records++
 	v.rep.LastSeq = pos
 	v.next = pos + 1
-	changing := StateChanging(rec.Operation)
+	changing := StateChanging(rec)
 	if d := rec.StateDigest; len(d) > 0 {
 		// The governed state may change only at a record that changes
 		// it: a digest that moved anywhere else shows a state edited
 		// outside the log.
-		if v.digest != nil && !changing && !v.changed && !bytes.Equal(d, v.digest) {
+		// Digests of different versions cover different things
+		// (an upgrade between them): not compared.
+		if v.digest != nil && !changing && !v.changed && rec.StateDigestVersion == v.digestVersion && !bytes.Equal(d, v.digest) {
 			return v.problem(ProblemStateEdited, pos,
 				"record %d carries another state digest than the record before it that carries one, and no record between them changes the governed state: the state was changed outside the log", pos)
 		}
-		v.digest, v.changed = d, false
+		v.digest, v.digestVersion, v.changed = d, rec.StateDigestVersion, false
 	} else if changing {
 		v.changed = true // made before state digests: anything may have changed
+	}
+	if why := v.grants.note(rec); why != "" {
+		return v.problem(ProblemGrantUnaccounted, pos, "record %d is an ALLOW under a grant the ledger does not account for: %s", pos, why)
 	}
 	if rec.Operation == custosv1.Operation_OPERATION_CHECKPOINT {
 		if rec.Checkpoint == nil {

@@ -78,12 +78,25 @@ type DecisionRecord struct {
 	Cosignature *Cosignature `protobuf:"bytes,25,opt,name=cosignature,proto3" json:"cosignature,omitempty"`
 	// The GENESIS record: what the cluster was initialised with.
 	Genesis *Genesis `protobuf:"bytes,26,opt,name=genesis,proto3" json:"genesis,omitempty"`
-	// Checkpoint records: the digest of the governed state at this position
-	// (docs/ledger.md, *State digest*). It changes only at records that
-	// change that state, which `custos audit verify` checks.
-	StateDigest   []byte `protobuf:"bytes,27,opt,name=state_digest,json=stateDigest,proto3" json:"state_digest,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Checkpoint records and records that change the governed state: the
+	// digest of that state after this record (docs/ledger.md, *State
+	// digest*). It changes only at records that change that state, which
+	// `custos audit verify` checks.
+	StateDigest []byte `protobuf:"bytes,27,opt,name=state_digest,json=stateDigest,proto3" json:"state_digest,omitempty"`
+	// What state_digest covers: 0 for the first version (no grants, no
+	// checkpoint keys), 2 since. Digests of different versions are not
+	// compared.
+	StateDigestVersion uint32 `protobuf:"varint,28,opt,name=state_digest_version,json=stateDigestVersion,proto3" json:"state_digest_version,omitempty"`
+	// NODE_KEY records: PKIX DER of the node's checkpoint signing key.
+	NodePublicKey []byte `protobuf:"bytes,29,opt,name=node_public_key,json=nodePublicKey,proto3" json:"node_public_key,omitempty"`
+	// GOVERNANCE records that created a grant (approve_request,
+	// create_grant): the grant as created, so an auditor can check every
+	// ALLOW it gives ("grant:<id>") against it (docs/ledger.md, *Grants*).
+	Grant *Grant `protobuf:"bytes,30,opt,name=grant,proto3" json:"grant,omitempty"`
+	// GOVERNANCE records of a revoke_grant: the grant revoked.
+	RevokedGrantId string `protobuf:"bytes,31,opt,name=revoked_grant_id,json=revokedGrantId,proto3" json:"revoked_grant_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *DecisionRecord) Reset() {
@@ -305,6 +318,34 @@ func (x *DecisionRecord) GetStateDigest() []byte {
 	return nil
 }
 
+func (x *DecisionRecord) GetStateDigestVersion() uint32 {
+	if x != nil {
+		return x.StateDigestVersion
+	}
+	return 0
+}
+
+func (x *DecisionRecord) GetNodePublicKey() []byte {
+	if x != nil {
+		return x.NodePublicKey
+	}
+	return nil
+}
+
+func (x *DecisionRecord) GetGrant() *Grant {
+	if x != nil {
+		return x.Grant
+	}
+	return nil
+}
+
+func (x *DecisionRecord) GetRevokedGrantId() string {
+	if x != nil {
+		return x.RevokedGrantId
+	}
+	return ""
+}
+
 // Genesis is what a cluster was initialised with (the GENESIS record).
 type Genesis struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
@@ -498,7 +539,7 @@ var File_custos_v1_ledger_proto protoreflect.FileDescriptor
 
 const file_custos_v1_ledger_proto_rawDesc = "" +
 	"\n" +
-	"\x16custos/v1/ledger.proto\x12\tcustos.v1\x1a\x16custos/v1/common.proto\x1a\x1acustos/v1/governance.proto\"\xe6\a\n" +
+	"\x16custos/v1/ledger.proto\x12\tcustos.v1\x1a\x16custos/v1/common.proto\x1a\x1acustos/v1/governance.proto\"\x92\t\n" +
 	"\x0eDecisionRecord\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\x12\x12\n" +
@@ -533,7 +574,11 @@ const file_custos_v1_ledger_proto_rawDesc = "" +
 	"\x15principal_cert_sha256\x18\x18 \x01(\fR\x13principalCertSha256\x128\n" +
 	"\vcosignature\x18\x19 \x01(\v2\x16.custos.v1.CosignatureR\vcosignature\x12,\n" +
 	"\agenesis\x18\x1a \x01(\v2\x12.custos.v1.GenesisR\agenesis\x12!\n" +
-	"\fstate_digest\x18\x1b \x01(\fR\vstateDigest\"\xae\x02\n" +
+	"\fstate_digest\x18\x1b \x01(\fR\vstateDigest\x120\n" +
+	"\x14state_digest_version\x18\x1c \x01(\rR\x12stateDigestVersion\x12&\n" +
+	"\x0fnode_public_key\x18\x1d \x01(\fR\rnodePublicKey\x12&\n" +
+	"\x05grant\x18\x1e \x01(\v2\x10.custos.v1.GrantR\x05grant\x12(\n" +
+	"\x10revoked_grant_id\x18\x1f \x01(\tR\x0erevokedGrantId\"\xae\x02\n" +
 	"\aGenesis\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12.\n" +
@@ -575,8 +620,9 @@ var file_custos_v1_ledger_proto_goTypes = []any{
 	(Reason)(0),             // 4: custos.v1.Reason
 	(Outcome)(0),            // 5: custos.v1.Outcome
 	(*Cosignature)(nil),     // 6: custos.v1.Cosignature
-	(*Officer)(nil),         // 7: custos.v1.Officer
-	(*ClientAuthority)(nil), // 8: custos.v1.ClientAuthority
+	(*Grant)(nil),           // 7: custos.v1.Grant
+	(*Officer)(nil),         // 8: custos.v1.Officer
+	(*ClientAuthority)(nil), // 9: custos.v1.ClientAuthority
 }
 var file_custos_v1_ledger_proto_depIdxs = []int32{
 	3, // 0: custos.v1.DecisionRecord.operation:type_name -> custos.v1.Operation
@@ -585,13 +631,14 @@ var file_custos_v1_ledger_proto_depIdxs = []int32{
 	2, // 3: custos.v1.DecisionRecord.checkpoint:type_name -> custos.v1.Checkpoint
 	6, // 4: custos.v1.DecisionRecord.cosignature:type_name -> custos.v1.Cosignature
 	1, // 5: custos.v1.DecisionRecord.genesis:type_name -> custos.v1.Genesis
-	7, // 6: custos.v1.Genesis.officers:type_name -> custos.v1.Officer
-	8, // 7: custos.v1.Genesis.client_authorities:type_name -> custos.v1.ClientAuthority
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	7, // 6: custos.v1.DecisionRecord.grant:type_name -> custos.v1.Grant
+	8, // 7: custos.v1.Genesis.officers:type_name -> custos.v1.Officer
+	9, // 8: custos.v1.Genesis.client_authorities:type_name -> custos.v1.ClientAuthority
+	9, // [9:9] is the sub-list for method output_type
+	9, // [9:9] is the sub-list for method input_type
+	9, // [9:9] is the sub-list for extension type_name
+	9, // [9:9] is the sub-list for extension extendee
+	0, // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_custos_v1_ledger_proto_init() }

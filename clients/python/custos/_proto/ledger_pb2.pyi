@@ -26,18 +26,20 @@ class Checkpoint(_message.Message):
     def __init__(self, cluster_id: _Optional[str] = ..., seq: _Optional[int] = ..., head: _Optional[bytes] = ..., time_unix_nano: _Optional[int] = ..., node: _Optional[str] = ..., key_id: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class DecisionRecord(_message.Message):
-    __slots__ = ["checkpoint", "context_digest", "cosignature", "data_digest", "detail", "genesis", "justification_text", "key", "key_version", "matched_rule", "node", "notify", "operation", "outcome", "prev_hash", "principal", "principal_cert_sha256", "principal_issuer_sha256", "raft_index", "reason", "request_id", "seq", "signers", "state_digest", "statement_hash", "ticket", "time_unix_nano"]
+    __slots__ = ["checkpoint", "context_digest", "cosignature", "data_digest", "detail", "genesis", "grant", "justification_text", "key", "key_version", "matched_rule", "node", "node_public_key", "notify", "operation", "outcome", "prev_hash", "principal", "principal_cert_sha256", "principal_issuer_sha256", "raft_index", "reason", "request_id", "revoked_grant_id", "seq", "signers", "state_digest", "state_digest_version", "statement_hash", "ticket", "time_unix_nano"]
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     COSIGNATURE_FIELD_NUMBER: _ClassVar[int]
     DATA_DIGEST_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     GENESIS_FIELD_NUMBER: _ClassVar[int]
+    GRANT_FIELD_NUMBER: _ClassVar[int]
     JUSTIFICATION_TEXT_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     KEY_VERSION_FIELD_NUMBER: _ClassVar[int]
     MATCHED_RULE_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
+    NODE_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     NOTIFY_FIELD_NUMBER: _ClassVar[int]
     OPERATION_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
@@ -48,10 +50,12 @@ class DecisionRecord(_message.Message):
     RAFT_INDEX_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_GRANT_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     SIGNERS_FIELD_NUMBER: _ClassVar[int]
     STATEMENT_HASH_FIELD_NUMBER: _ClassVar[int]
     STATE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    STATE_DIGEST_VERSION_FIELD_NUMBER: _ClassVar[int]
     TICKET_FIELD_NUMBER: _ClassVar[int]
     TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
     checkpoint: Checkpoint
@@ -60,11 +64,13 @@ class DecisionRecord(_message.Message):
     data_digest: bytes
     detail: str
     genesis: Genesis
+    grant: _governance_pb2.Grant
     justification_text: str
     key: str
     key_version: int
     matched_rule: str
     node: str
+    node_public_key: bytes
     notify: bool
     operation: _common_pb2.Operation
     outcome: _common_pb2.Outcome
@@ -75,13 +81,15 @@ class DecisionRecord(_message.Message):
     raft_index: int
     reason: _common_pb2.Reason
     request_id: str
+    revoked_grant_id: str
     seq: int
     signers: _containers.RepeatedScalarFieldContainer[str]
     state_digest: bytes
+    state_digest_version: int
     statement_hash: bytes
     ticket: str
     time_unix_nano: int
-    def __init__(self, seq: _Optional[int] = ..., time_unix_nano: _Optional[int] = ..., node: _Optional[str] = ..., principal: _Optional[str] = ..., key: _Optional[str] = ..., key_version: _Optional[int] = ..., operation: _Optional[_Union[_common_pb2.Operation, str]] = ..., reason: _Optional[_Union[_common_pb2.Reason, str]] = ..., justification_text: _Optional[str] = ..., ticket: _Optional[str] = ..., context_digest: _Optional[bytes] = ..., outcome: _Optional[_Union[_common_pb2.Outcome, str]] = ..., matched_rule: _Optional[str] = ..., request_id: _Optional[str] = ..., prev_hash: _Optional[bytes] = ..., raft_index: _Optional[int] = ..., signers: _Optional[_Iterable[str]] = ..., statement_hash: _Optional[bytes] = ..., detail: _Optional[str] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., notify: bool = ..., data_digest: _Optional[bytes] = ..., principal_issuer_sha256: _Optional[bytes] = ..., principal_cert_sha256: _Optional[bytes] = ..., cosignature: _Optional[_Union[_governance_pb2.Cosignature, _Mapping]] = ..., genesis: _Optional[_Union[Genesis, _Mapping]] = ..., state_digest: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, seq: _Optional[int] = ..., time_unix_nano: _Optional[int] = ..., node: _Optional[str] = ..., principal: _Optional[str] = ..., key: _Optional[str] = ..., key_version: _Optional[int] = ..., operation: _Optional[_Union[_common_pb2.Operation, str]] = ..., reason: _Optional[_Union[_common_pb2.Reason, str]] = ..., justification_text: _Optional[str] = ..., ticket: _Optional[str] = ..., context_digest: _Optional[bytes] = ..., outcome: _Optional[_Union[_common_pb2.Outcome, str]] = ..., matched_rule: _Optional[str] = ..., request_id: _Optional[str] = ..., prev_hash: _Optional[bytes] = ..., raft_index: _Optional[int] = ..., signers: _Optional[_Iterable[str]] = ..., statement_hash: _Optional[bytes] = ..., detail: _Optional[str] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., notify: bool = ..., data_digest: _Optional[bytes] = ..., principal_issuer_sha256: _Optional[bytes] = ..., principal_cert_sha256: _Optional[bytes] = ..., cosignature: _Optional[_Union[_governance_pb2.Cosignature, _Mapping]] = ..., genesis: _Optional[_Union[Genesis, _Mapping]] = ..., state_digest: _Optional[bytes] = ..., state_digest_version: _Optional[int] = ..., node_public_key: _Optional[bytes] = ..., grant: _Optional[_Union[_governance_pb2.Grant, _Mapping]] = ..., revoked_grant_id: _Optional[str] = ...) -> None: ...
 
 class Genesis(_message.Message):
     __slots__ = ["client_authorities", "cluster_id", "domain_key_check_value", "domain_key_id", "officers", "profile", "quorum"]
