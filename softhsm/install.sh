@@ -5,10 +5,30 @@
 # the OAEP-SHA256 transport test) and the Debian Python packages of the Python client
 # (clients/python: python3-grpcio, python3-protobuf, python3-cryptography,
 # for /usr/bin/python3) are installed (python3-grpc-tools, needed only to
-# regenerate the Python stubs, is left to clients/python/gen.sh). Idempotent: does
-# nothing when all are present. Debian/Ubuntu only (apt-get); runs as root or
-# through sudo.
+# regenerate the Python stubs, is left to clients/python/gen.sh) and openssl
+# (scripts/pki.sh) are installed, after checking that the Go release go.mod
+# names is there. Idempotent: does nothing when all are present.
+# Debian/Ubuntu only (apt-get); runs as root or through sudo; waits for a
+# dpkg lock held by another apt (unattended upgrades at boot).
 set -eu
+
+# custos is built with the Go release go.mod names (or newer): say so
+# before anything else fails on it.
+need_go=$(sed -n 's/^go \([0-9][0-9.]*\)$/\1/p' "$(dirname "$0")/../go.mod")
+if ! command -v go >/dev/null 2>&1; then
+	echo "softhsm/install.sh: go not found: custos needs Go $need_go or newer (https://go.dev/doc/install; put its bin directory on PATH)" >&2
+	exit 1
+fi
+have_go=$(go env GOVERSION | sed 's/^go//')
+if [ "$(printf '%s\n%s\n' "$need_go" "$have_go" | sort -V | head -n1)" != "$need_go" ]; then
+	echo "softhsm/install.sh: go $have_go is too old: custos needs Go $need_go or newer (go.mod)" >&2
+	exit 1
+fi
+
+# A fresh cloud machine often runs unattended-upgrades at boot, holding
+# dpkg's lock for minutes: apt-get waits for it (up to 10 min) instead of
+# failing at once.
+APT_WAIT="-o DPkg::Lock::Timeout=600"
 
 # The Python client tests (go test ./clients/python/) use the system
 # interpreter, whatever python3 is first on PATH.
@@ -50,13 +70,18 @@ if [ "$(uname -m)" = x86_64 ] && [ ! -f "$NSS_SOFTOKN" ]; then
 	missing="$missing libsoftokn3.so"
 	packages="${packages:+$packages }libnss3"
 fi
+# openssl: scripts/pki.sh, the production certificate recipe (and its test).
+if ! command -v openssl >/dev/null 2>&1; then
+	missing="$missing openssl"
+	packages="${packages:+$packages }openssl"
+fi
 if ! have_python; then
 	missing="$missing python3-modules(grpc,google.protobuf,cryptography)"
 	packages="${packages:+$packages }python3 $PY_PACKAGES"
 fi
 
 if [ -z "$missing" ]; then
-	echo "softhsm/install.sh: SoftHSM2, OpenSC, certutil and the Python client packages already installed"
+	echo "softhsm/install.sh: SoftHSM2, OpenSC, certutil, openssl and the Python client packages already installed"
 	exit 0
 fi
 
@@ -76,15 +101,16 @@ if [ "$(id -u)" -ne 0 ]; then
 	fi
 fi
 
-echo "+ ${SUDO:+$SUDO }apt-get update"
-if ! $SUDO apt-get update; then
+echo "+ ${SUDO:+$SUDO }apt-get $APT_WAIT update (waits for another apt or dpkg to finish)"
+# shellcheck disable=SC2086
+if ! $SUDO apt-get $APT_WAIT update; then
 	echo "softhsm/install.sh: apt-get update failed" >&2
 	exit 1
 fi
-echo "+ ${SUDO:+$SUDO }apt-get install -y $packages"
+echo "+ ${SUDO:+$SUDO }apt-get $APT_WAIT install -y $packages"
 # $packages is a list of package names: split it.
 # shellcheck disable=SC2086
-if ! DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y $packages; then
+if ! DEBIAN_FRONTEND=noninteractive $SUDO apt-get $APT_WAIT install -y $packages; then
 	echo "softhsm/install.sh: apt-get install -y $packages failed" >&2
 	exit 1
 fi
@@ -94,6 +120,7 @@ have_module || missing="$missing libsofthsm2.so"
 command -v softhsm2-util >/dev/null 2>&1 || missing="$missing softhsm2-util"
 command -v pkcs11-tool >/dev/null 2>&1 || missing="$missing pkcs11-tool"
 command -v certutil >/dev/null 2>&1 || missing="$missing certutil"
+command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
 if [ "$(uname -m)" = x86_64 ] && [ ! -f "$NSS_SOFTOKN" ]; then
 	missing="$missing libsoftokn3.so"
 fi

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	custos "github.com/custos-kms/custos/clients/go"
+	"github.com/custos-kms/custos/internal/version"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 )
 
@@ -257,6 +258,6 @@ func runVersion(_ context.Context, a *app, args []string) error {
 	if _, err := a.parse("version", fs, args, 0, 0); err != nil {
 		return err
 	}
-	fmt.Fprintf(a.stdout, "custos %s (%s)\n", programVersion(), goVersion())
+	fmt.Fprintln(a.stdout, version.String("custos"))
 	return nil
 }

@@ -30,10 +30,8 @@ import (
 
 	custos "github.com/custos-kms/custos/clients/go"
 	"github.com/custos-kms/custos/hsm/pkcs11/qualify"
+	"github.com/custos-kms/custos/internal/version"
 )
-
-// version is set with -ldflags "-X main.version=...".
-var version = ""
 
 func main() {
 	// hsm check runs this program again as its second process (session
@@ -198,6 +196,10 @@ func lookup(name string) *command {
 // run is the whole program; it returns the exit code.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	a := &app{stdin: stdin, stdout: stdout, stderr: stderr}
+	if len(args) == 1 && (args[0] == "--version" || args[0] == "-version") {
+		fmt.Fprintln(stdout, version.String("custos")) // like custosd --version
+		return exitOK
+	}
 	fs := flag.NewFlagSet("custos", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}

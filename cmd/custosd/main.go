@@ -23,10 +23,8 @@ import (
 	"syscall"
 
 	"github.com/custos-kms/custos/internal/node"
+	"github.com/custos-kms/custos/internal/version"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = ""
 
 const usage = `custosd runs a custos key-custody node.
 
@@ -95,7 +93,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		// Internal: custosd dev runs it as a dev token's security officer.
 		err = cmdDevTrust(ctx, args[1:], stderr)
 	case "version", "--version", "-version":
-		fmt.Fprintf(stdout, "custosd %s\n", versionString())
+		fmt.Fprintln(stdout, version.String("custosd"))
 		return 0
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
@@ -119,24 +117,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // errUsage reports bad flags; the flag package has printed why.
 var errUsage = errors.New("usage")
-
-func versionString() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		v := bi.Main.Version
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-				v += " " + s.Value[:12]
-			}
-		}
-		if v != "" {
-			return v
-		}
-	}
-	return "(devel)"
-}
 
 // newLogger returns the process logger: text on stderr.
 func newLogger(w io.Writer, level slog.Level, json bool) *slog.Logger {
