@@ -174,41 +174,44 @@ func (s *Service) EnsureCheckpointKey(ctx context.Context) error {
 		return hsmError("checkpoint key", err)
 	}
 	der := governance.MarshalPublicKey(pub)
-	if s.state.hasNodeKey(s.node, der, "") {
+	if s.state.hasNodeKey(s.node, der, "", 0) {
 		// Registered before (every restart but the first): nothing to
-		// propose, so a restart does not need the leader to be reachable.
+		// propose, so a restart does not need the leader to be reachable
+		// (AdvertiseAPIAddr reports a new release's version).
 		return nil
 	}
 	_, err = s.apply(ctx, Principal{Name: "custosd"}, &raftlogv1.Command{Op: &raftlogv1.Command_RegisterNodeKey{
-		RegisterNodeKey: &raftlogv1.RegisterNodeKey{Node: s.node, PublicKey: der}}})
+		RegisterNodeKey: &raftlogv1.RegisterNodeKey{Node: s.node, PublicKey: der, MaxStateMachineVersion: s.maxSMV}}})
 	return err
 }
 
 // AdvertiseAPIAddr records this node's gRPC address with its checkpoint
 // key (EnsureCheckpointKey first), so followers can forward to it when it
-// leads.
+// leads, and the newest state machine version it can apply
+// (smversion.go).
 func (s *Service) AdvertiseAPIAddr(ctx context.Context, addr string) error {
 	pub, err := s.hsm.PublicKey(ctx, s.checkpointKeyID())
 	if err != nil {
 		return hsmError("checkpoint key", err)
 	}
 	der := governance.MarshalPublicKey(pub)
-	if s.state.hasNodeKey(s.node, der, addr) {
-		return nil // already advertised at this address
+	if s.state.hasNodeKey(s.node, der, addr, s.maxSMV) {
+		return nil // already advertised at this address and version
 	}
 	_, err = s.apply(ctx, Principal{Name: "custosd"}, &raftlogv1.Command{Op: &raftlogv1.Command_RegisterNodeKey{
-		RegisterNodeKey: &raftlogv1.RegisterNodeKey{Node: s.node, PublicKey: der, ApiAddr: addr}}})
+		RegisterNodeKey: &raftlogv1.RegisterNodeKey{Node: s.node, PublicKey: der, ApiAddr: addr, MaxStateMachineVersion: s.maxSMV}}})
 	return err
 }
 
 // hasNodeKey reports whether node's checkpoint key pkix is registered, with
-// the gRPC address addr unless addr is "".
-func (s *State) hasNodeKey(node string, pkix []byte, addr string) bool {
+// the gRPC address addr unless addr is "" and the state machine version
+// smv unless it is 0.
+func (s *State) hasNodeKey(node string, pkix []byte, addr string, smv uint32) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	for _, k := range s.nodeKeys {
 		if k.Node == node && bytes.Equal(k.PublicKey, pkix) {
-			return addr == "" || k.ApiAddr == addr
+			return (addr == "" || k.ApiAddr == addr) && (smv == 0 || k.MaxStateMachineVersion == smv)
 		}
 	}
 	return false

@@ -92,12 +92,14 @@ func (s *State) applyGovern(index uint64, c *raftlogv1.Command, op *raftlogv1.Go
 		rec.Outcome = custosv1.Outcome_OUTCOME_DENY
 		rec.Detail = err.Error()
 		d.Err = err
-	} else if g := s.grants[d.GrantID]; g != nil {
+	} else if s.smv() >= 2 {
 		// The grant as created, for auditors (audit.Verify checks each
-		// use against it).
-		rec.Grant = proto.Clone(g).(*custosv1.Grant)
-	} else if rg := st.GetRevokeGrant(); rg != nil {
-		rec.RevokedGrantId = rg.GrantId
+		// use against it), or the one revoked; version 1 recorded neither.
+		if g := s.grants[d.GrantID]; g != nil {
+			rec.Grant = proto.Clone(g).(*custosv1.Grant)
+		} else if rg := st.GetRevokeGrant(); rg != nil {
+			rec.RevokedGrantId = rg.GrantId
+		}
 	}
 	if signed {
 		// Spent whether it applied or was refused (a key it names did not
@@ -183,6 +185,9 @@ func (s *State) applyStatement(c *raftlogv1.Command, st *custosv1.Statement) (re
 		if err != nil {
 			return "", "", err
 		}
+		if _, taken := s.grants["g-"+r.RequestId]; taken && s.smv() >= 2 {
+			return "", "", fmt.Errorf("%w: grant id g-%s is taken", ErrFailedPrecondition, r.RequestId)
+		}
 		g := &custosv1.Grant{GrantId: "g-" + r.RequestId, Principal: r.Principal, Key: r.Key, Reason: r.Reason,
 			ContextDigest: r.ContextDigest, UsesLeft: uses, ExpireTimeUnixNano: now + ttl.Nanoseconds(), RequestId: r.RequestId}
 		if len(r.DataDigest) > 0 {
@@ -220,6 +225,9 @@ func (s *State) applyStatement(c *raftlogv1.Command, st *custosv1.Statement) (re
 			return "", "", err
 		}
 		id := "g-" + hex.EncodeToString(st.Nonce[:8])
+		if _, taken := s.grants[id]; taken && s.smv() >= 2 {
+			return "", "", fmt.Errorf("%w: grant id %s is taken", ErrFailedPrecondition, id)
+		}
 		s.grants[id] = &custosv1.Grant{GrantId: id, Principal: g.Principal, Key: g.Key, Reason: g.Reason,
 			ContextDigest: g.ContextDigest, UsesLeft: uses, ExpireTimeUnixNano: now + ttl.Nanoseconds(), DataDigests: g.DataDigests}
 		return fmt.Sprintf("grant %s created for %s on key %s (%d uses)", id, g.Principal, g.Key, uses), id, nil
@@ -402,6 +410,14 @@ func (s *State) addRequest(c *raftlogv1.Command, op *raftlogv1.Decide, seq uint6
 		ExpireTimeUnixNano: c.TimeUnixNano + requestLifetime.Nanoseconds(),
 		State:              custosv1.RequestState_REQUEST_STATE_PENDING, DecisionSeq: seq,
 	}
+}
+
+// sameRequest reports whether a Decide asks again what request r asked:
+// the same principal, key, version, reason, context and ciphertext (a
+// caller retrying while it waits for approval).
+func sameRequest(r *custosv1.ApprovalRequest, c *raftlogv1.Command, op *raftlogv1.Decide) bool {
+	return r.Principal == c.Principal && r.Key == op.Key && r.KeyVersion == op.KeyVersion && r.Reason == op.Reason &&
+		bytes.Equal(r.ContextDigest, op.ContextDigest) && bytes.Equal(r.DataDigest, op.DataDigest)
 }
 
 // pendingOf counts the principal's requests still waiting.

@@ -50,7 +50,8 @@ func (s *State) notifies(rec *custosv1.DecisionRecord) bool {
 		return true
 	case custosv1.Operation_OPERATION_GOVERNANCE, custosv1.Operation_OPERATION_MEMBERSHIP, custosv1.Operation_OPERATION_ADMISSION,
 		custosv1.Operation_OPERATION_DESTROY_KEY, custosv1.Operation_OPERATION_RESTORE,
-		custosv1.Operation_OPERATION_DOMAIN_KEY_ROTATION, custosv1.Operation_OPERATION_NODE_KEY:
+		custosv1.Operation_OPERATION_DOMAIN_KEY_ROTATION, custosv1.Operation_OPERATION_NODE_KEY,
+		custosv1.Operation_OPERATION_STATE_MACHINE_UPGRADE:
 		// A change of the cluster's membership, of who holds the domain
 		// key, a key's destruction or a restore from a snapshot file is as much the officers' concern as their own
 		// statements (docs/notifications.md).
@@ -105,10 +106,15 @@ func (s *State) applyRegisterNodeKey(index uint64, c *raftlogv1.Command, op *raf
 			if op.ApiAddr != "" {
 				k.ApiAddr = op.ApiAddr // the node moved: followers forward to the new address
 			}
+			k.MaxStateMachineVersion = op.MaxStateMachineVersion // it was upgraded (or downgraded)
 			return nil
 		}
 	}
-	s.nodeKeys = append(s.nodeKeys, &raftlogv1.NodeKey{Node: op.Node, PublicKey: op.PublicKey, ApiAddr: op.ApiAddr})
+	s.nodeKeys = append(s.nodeKeys, &raftlogv1.NodeKey{Node: op.Node, PublicKey: op.PublicKey, ApiAddr: op.ApiAddr,
+		MaxStateMachineVersion: op.MaxStateMachineVersion})
+	if s.smv() < 2 {
+		return nil // version 1 recorded no registration
+	}
 	rec := s.newRecord(index, c, custosv1.Operation_OPERATION_NODE_KEY)
 	rec.Outcome, rec.MatchedRule = custosv1.Outcome_OUTCOME_ALLOW, "node-key"
 	rec.NodePublicKey = slices.Clone(op.PublicKey)
@@ -164,24 +170,33 @@ func (s *State) applyCheckpoint(index uint64, c *raftlogv1.Command, op *raftlogv
 	if err != nil {
 		return err
 	}
-	if h := ledger.Hash(data); !bytes.Equal(h[:], cp.Head) {
-		return fmt.Errorf("%w: checkpoint head is not the chain hash at %d", ErrInvalidArgument, cp.Seq)
-	}
 	var pub []byte
+	var signer string
 	for _, k := range s.nodeKeys {
 		if bytes.Equal(CheckpointKeyID(k.PublicKey), cp.KeyId) {
-			pub = k.PublicKey
+			pub, signer = k.PublicKey, k.Node
 		}
 	}
 	key, err := governance.ParsePublicKey(pub)
 	if err != nil || !governance.VerifyECDSA(key, ledger.CheckpointMessage(cp.ClusterId, cp.Seq, cp.Head), cp.Signature) {
 		return fmt.Errorf("%w: checkpoint signature does not verify under a registered key", ErrPermissionDenied)
 	}
+	if h := ledger.Hash(data); !bytes.Equal(h[:], cp.Head) {
+		// A registered node signed another record at this position than
+		// this replica holds: every replica builds the same records from
+		// the same log, so one of the two ledgers was changed outside it
+		// (an edited state folded into the records that followed). This
+		// replica cannot tell which; it stops releasing keys rather than
+		// decide on a state that may not be the officers'.
+		s.broken = fmt.Errorf("ledger diverged: node %s signed chain head %x at seq %d, this node holds %x there: one of the two states was changed outside the log (docs/ledger.md, State digest)",
+			signer, cp.Head[:8], cp.Seq, h[:8])
+		return fmt.Errorf("%w: checkpoint head is not the chain hash at %d: %v", ErrInvalidArgument, cp.Seq, s.broken)
+	}
 	rec := s.newRecord(index, c, custosv1.Operation_OPERATION_CHECKPOINT)
 	rec.Outcome = custosv1.Outcome_OUTCOME_ALLOW
 	rec.MatchedRule = "checkpoint"
 	rec.Checkpoint = proto.Clone(cp).(*custosv1.Checkpoint)
-	rec.StateDigest, rec.StateDigestVersion = s.stateDigest(), StateDigestVersion
+	rec.StateDigest, rec.StateDigestVersion = s.stateDigest(), s.digestVersion()
 	s.lastCheckpoint, s.lastCheckpointRecord = rec.Checkpoint, rec.Seq
 	return &Decision{Record: rec}
 }

@@ -120,7 +120,11 @@ func PrepareRestore(r io.Reader, w io.Writer, src SnapshotSource, t RestoreTarge
 		for _, r := range tail {
 			bySeq[r.Seq] = r.Data
 		}
-		if _, _, err := verifyDigest(func() []byte { return digestOfState(st) }, func(seq uint64) ([]byte, bool) {
+		dv := uint32(0)
+		if st.StateMachineVersion >= 2 {
+			dv = StateDigestVersion
+		}
+		if _, _, err := verifyDigest(func() []byte { return digestOfState(st, dv) }, dv, func(seq uint64) ([]byte, bool) {
 			d, ok := bySeq[seq]
 			return d, ok
 		}, st.LedgerSeq); err != nil {

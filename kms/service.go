@@ -70,6 +70,11 @@ type Config struct {
 	// RefusalBurst is how many refusals a principal may make at once
 	// (DefaultRefusalBurst if 0).
 	RefusalBurst int
+	// MaxStateMachineVersion is the newest state machine version this node
+	// reports it can apply and a new cluster starts at (StateMachineVersion
+	// if 0; docs/upgrades.md). Lower only to stand in for an older release
+	// (tests of rolling upgrades).
+	MaxStateMachineVersion uint32
 }
 
 // Service implements custos's key operations. It validates requests, puts
@@ -101,6 +106,7 @@ type Service struct {
 
 	admission   *admission // nil unless Config.RequireAdmission
 	profile     string     // for InitCluster
+	maxSMV      uint32     // Config.MaxStateMachineVersion
 	authorities [][]byte   // for InitCluster
 	custody     custody    // the admission worker's memory (admissionwork.go)
 	imports     imports    // import parameters this node handed out (keyimport.go)
@@ -121,6 +127,13 @@ func NewService(cfg Config) (*Service, error) {
 		imports: imports{pending: map[string]*pendingImport{}}}
 	if s.readIndexTimeout <= 0 {
 		s.readIndexTimeout = DefaultReadIndexTimeout
+	}
+	switch s.maxSMV = cmp.Or(cfg.MaxStateMachineVersion, StateMachineVersion); {
+	case s.maxSMV > StateMachineVersion:
+		return nil, fmt.Errorf("kms: MaxStateMachineVersion %d is newer than this custosd's %d", s.maxSMV, StateMachineVersion)
+	case cfg.State.StateMachineVersion() > s.maxSMV:
+		return nil, fmt.Errorf("kms: the cluster runs state machine version %d and this custosd applies at most %d: run a newer release (docs/upgrades.md)",
+			cfg.State.StateMachineVersion(), s.maxSMV)
 	}
 	if cfg.RequireAdmission {
 		s.admission = &admission{}
@@ -179,7 +192,7 @@ func (s *Service) InitCluster(ctx context.Context, officers []*custosv1.Officer,
 	}
 	_, err = s.apply(ctx, Principal{Name: "custosd"}, &raftlogv1.Command{Op: &raftlogv1.Command_InitCluster{
 		InitCluster: &raftlogv1.InitCluster{ClusterId: clusterID, DomainKeyId: domainID, Officers: officers, Quorum: quorum,
-			DomainKeyCheckValue: kcv, Profile: s.profile, ClientAuthorities: s.authorities}}})
+			DomainKeyCheckValue: kcv, Profile: s.profile, ClientAuthorities: s.authorities, StateMachineVersion: s.maxSMV}}})
 	if err != nil {
 		_ = s.hsm.DestroyKey(context.WithoutCancel(ctx), domainID)
 		return err

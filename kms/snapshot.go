@@ -105,6 +105,7 @@ func (s *State) Snapshot() (raft.Snapshot, error) {
 	st.Restore = s.restore
 	st.DomainKeyEpoch, st.Rotation, st.RetiredDomainKeyIds = s.epoch, s.rotation, s.retired
 	st.GenesisSha256 = s.genesis
+	st.StateMachineVersion = s.smVersion
 	for _, n := range sortedKeys(s.admissions) {
 		st.Admissions = append(st.Admissions, s.admissions[n])
 	}
@@ -281,6 +282,7 @@ func (s *State) Restore(r io.Reader) error {
 	s.restore = st.Restore
 	s.epoch, s.rotation, s.retired = st.DomainKeyEpoch, st.Rotation, st.RetiredDomainKeyIds
 	s.genesis = st.GenesisSha256
+	s.smVersion = st.StateMachineVersion
 	for _, a := range st.Admissions {
 		s.admissions[a.Node] = a
 	}
@@ -292,6 +294,12 @@ func (s *State) Restore(r io.Reader) error {
 	// the first command applied after it sets it.
 	s.clock = st.TimeUnixNano
 	s.broken = nil
+	s.lastDigest = nil
+	if s.clusterID != "" {
+		// The state as loaded: the next state-changing record names it as
+		// the state before it, so an edit to this snapshot shows there.
+		s.lastDigest = s.stateDigest()
+	}
 	return nil
 }
 

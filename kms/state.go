@@ -36,6 +36,10 @@ type State struct {
 	head        [32]byte // hash of the record at seq
 	applied     uint64   // last applied Raft index
 	broken      error    // set when the ledger store failed: fail closed
+	smVersion   uint32   // the cluster's state machine version (smversion.go; 0 is 1)
+	// lastDigest is the state digest after the last record that carries
+	// one, or of the state a snapshot restored (statedigest.go).
+	lastDigest []byte
 	// clock is the state's time: the largest command time applied so far,
 	// in Unix nanoseconds. It only moves forward (advanceClock).
 	clock int64
@@ -114,6 +118,7 @@ func (s *State) reset() {
 	s.restore = nil
 	s.epoch, s.rotation, s.retired = 0, nil, nil
 	s.genesis = nil
+	s.smVersion, s.lastDigest = 0, nil
 	s.admissions = map[string]*custosv1.NodeAdmission{}
 	s.admissionsVersion++
 	s.destroyedVersion++
@@ -151,10 +156,21 @@ func (s *State) ApplyBatch(entries []raft.AppliedEntry) [][]any {
 	add := func(rec *custosv1.DecisionRecord) {
 		rec.PrevHash = append(rec.PrevHash[:0], s.head[:]...)
 		rec.Notify = s.notifies(rec)
-		if audit.StateChanging(rec) {
+		if s.changesState(rec) {
 			// The governed state after this record (statedigest.go), so
-			// that the newest state a node holds is always on record.
-			rec.StateDigest, rec.StateDigestVersion = s.stateDigest(), StateDigestVersion
+			// that the newest state a node holds is always on record, and
+			// the one before it, so that no change outside the log can
+			// hide inside this one.
+			// (Not a RESTORE record: it reports the one change made
+			// outside the log on purpose, a restore from a snapshot file
+			// the officers then accept or not.)
+			if s.smv() >= 2 && rec.Operation != custosv1.Operation_OPERATION_RESTORE {
+				rec.StateDigestBefore = s.lastDigest
+			}
+			rec.StateDigest, rec.StateDigestVersion = s.stateDigest(), s.digestVersion()
+		}
+		if len(rec.StateDigest) > 0 {
+			s.lastDigest = rec.StateDigest
 		}
 		data, err := proto.MarshalOptions{Deterministic: true}.Marshal(rec)
 		if err != nil {
@@ -277,6 +293,8 @@ func (s *State) apply(index uint64, c *raftlogv1.Command) any {
 		return s.applyRecordCosignature(index, c, op.RecordCosignature)
 	case *raftlogv1.Command_RecordThrottled:
 		return s.applyRecordThrottled(index, c, op.RecordThrottled)
+	case *raftlogv1.Command_SetStateMachineVersion:
+		return s.applySetStateMachineVersion(index, c, op.SetStateMachineVersion)
 	default:
 		// A command this version does not know: refuse it the same way on
 		// every replica.
@@ -294,6 +312,9 @@ func (s *State) applyInit(index uint64, c *raftlogv1.Command, op *raftlogv1.Init
 	if op.Profile != "" && op.Profile != ProfileDevelopment {
 		return fmt.Errorf("%w: unknown profile %q", ErrInvalidArgument, op.Profile)
 	}
+	if op.StateMachineVersion > StateMachineVersion {
+		return fmt.Errorf("%w: state machine version %d is newer than this custosd's %d", ErrFailedPrecondition, op.StateMachineVersion, StateMachineVersion)
+	}
 	gov := &custosv1.Governance{ClusterId: op.ClusterId, Officers: op.Officers, Quorum: op.Quorum, Version: 1,
 		NotifyRules: DefaultNotifyRules(), Profile: op.Profile}
 	cas, err := genesisAuthorities(op.ClientAuthorities)
@@ -308,13 +329,14 @@ func (s *State) applyInit(index uint64, c *raftlogv1.Command, op *raftlogv1.Init
 	s.gov, s.officers = gov, set
 	s.authoritiesVersion++
 	s.clusterID = op.ClusterId
+	s.smVersion = op.StateMachineVersion
 	// The first record: the genesis. Its chain hash is the cluster's
 	// genesis fingerprint (add, in ApplyBatch, keeps it).
 	rec := s.newRecord(index, c, custosv1.Operation_OPERATION_GENESIS)
 	rec.Outcome = custosv1.Outcome_OUTCOME_ALLOW
 	rec.MatchedRule = "genesis"
 	rec.Genesis = &custosv1.Genesis{ClusterId: op.ClusterId, Officers: op.Officers, Quorum: op.Quorum, DomainKeyId: op.DomainKeyId,
-		DomainKeyCheckValue: op.DomainKeyCheckValue, Profile: op.Profile, ClientAuthorities: cas}
+		DomainKeyCheckValue: op.DomainKeyCheckValue, Profile: op.Profile, ClientAuthorities: cas, StateMachineVersion: op.StateMachineVersion}
 	rec.Detail = fmt.Sprintf("cluster %s initialised: %d officers, quorum %d, %d client authorities, profile %q",
 		op.ClusterId, len(op.Officers), op.Quorum, len(cas), op.Profile)
 	s.extra = append(s.extra, rec)
@@ -542,6 +564,12 @@ func (s *State) evaluate(c *raftlogv1.Command, op *raftlogv1.Decide) (custosv1.O
 	if action == custosv1.Action_ACTION_DENY {
 		return deny, rule("reason=" + reason + ":deny"), fmt.Errorf("%w: policy of key %q denies reason %s",
 			ErrPermissionDenied, op.Key, reason)
+	}
+	if r := s.requests[op.RequestId]; r != nil && s.smv() >= 2 && !sameRequest(r, c, op) {
+		// A request id names one request: another one under it would
+		// replace what the officers are reviewing (a member node picks
+		// request ids).
+		return deny, "approval:request-id-in-use", fmt.Errorf("%w: request id %s names another request", ErrInvalidArgument, op.RequestId)
 	}
 	if max := s.maxPendingPerPrincipal(); s.pendingOf(c.Principal) >= max {
 		return deny, "approval:too-many-pending", fmt.Errorf("%w: principal %q has %d requests waiting for approval",

@@ -237,6 +237,16 @@ func TestVerifyStateDigestRestoreClaims(t *testing.T) {
 	if checked, _, err := e.state.VerifyStateDigest("node-1"); checked || err != nil {
 		t.Fatalf("a fresh restore into this node: checked %v, %v; want not checked until its RESTORE record", checked, err)
 	}
+	// A node catching up with a cluster restored into another node, before
+	// the RESTORE record reaches it: not accepted, so it serves no key
+	// crypto, and only that node could report it.
+	e.state.SetRestoreForTest(&custosv1.ClusterRestore{Node: "node-2", RestoreId: strings.Repeat("ab", 16)})
+	if checked, _, err := e.state.VerifyStateDigest("node-1"); checked || err != nil {
+		t.Fatalf("a fresh restore into another node: checked %v, %v; want not checked", checked, err)
+	}
+	if _, err := e.svc.GenerateDataKey(bg, app, &custosv1.GenerateDataKeyRequest{Key: "k"}); !errors.Is(err, kms.ErrFailedPrecondition) {
+		t.Fatalf("key crypto under an unaccepted restore: %v, want FailedPrecondition", err)
+	}
 }
 
 // Grants are governed state: each use is a record carrying the digest

@@ -5,6 +5,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -130,6 +131,11 @@ type Config struct {
 	DecisionsPerSecond      float64
 	RefusalsPerSecond       float64
 	ThrottleSummaryInterval time.Duration
+	// MaxStateMachineVersion is the newest state machine version this node
+	// reports it can apply (kms.StateMachineVersion if 0;
+	// docs/upgrades.md). Lower only to stand in for an older release in
+	// tests of rolling upgrades.
+	MaxStateMachineVersion uint32
 	// Logger; slog.Default() if nil.
 	Logger *slog.Logger
 
@@ -204,6 +210,9 @@ type Node struct {
 	custodyDone chan struct{}
 	// throttleDone is closed when the throttle summaries have stopped.
 	throttleDone chan struct{}
+	// advertiseDone is closed when the advertisement retries have stopped
+	// (nil if the first one succeeded).
+	advertiseDone chan struct{}
 	// notifier delivers notify records to the sinks (Run on the leader)
 	// and before release (installed on every node); nil with NoNotifier.
 	notifier *notify.Notifier
@@ -369,6 +378,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		MaxStreamsPerPrincipal: cfg.MaxStreamsPerPrincipal,
 		DecisionsPerSecond:     cfg.DecisionsPerSecond,
 		RefusalsPerSecond:      cfg.RefusalsPerSecond,
+		MaxStateMachineVersion: cfg.MaxStateMachineVersion,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: kms: %w", err)
@@ -392,6 +402,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	if id := state.ClusterID(); cfg.ClusterID != "" && id != "" && id != cfg.ClusterID {
 		return nil, fmt.Errorf("node: refusing to join cluster %s: this node is configured for cluster %s", id, cfg.ClusterID)
+	}
+	if v, max := state.StateMachineVersion(), cmp.Or(cfg.MaxStateMachineVersion, kms.StateMachineVersion); v > max {
+		return nil, fmt.Errorf("node: the cluster runs state machine version %d and this custosd applies at most %d: run a newer release (docs/upgrades.md)", v, max)
 	}
 	if cfg.Join && state.ClusterID() != "" {
 		// A joined node: no InitCluster (its HSM has no domain key unless
@@ -469,9 +482,13 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}
 	// Publish where this node serves, so followers can forward to it when
-	// it leads (a failure only costs forwarding: peers may be configured).
+	// it leads, and which state machine versions it applies, so that the
+	// cluster upgrades once every node can (docs/upgrades.md). A failure
+	// only delays both: it is retried in the background.
 	if err := n.svc.AdvertiseAPIAddr(ctx, n.Addr()); err != nil {
-		n.log.Warn("could not advertise the gRPC address", "err", err)
+		n.log.Warn("could not advertise the gRPC address and version yet: retrying", "err", err)
+		n.advertiseDone = make(chan struct{})
+		go func() { defer close(n.advertiseDone); n.advertise(healthCtx) }()
 	}
 	n.log.Info("custos node started", "id", cfg.ID, "addr", n.Addr(), "raft", n.raft.Addr(), "cluster", n.svc.ClusterID(),
 		"xks", n.XKSAddr(), "metrics", n.MetricsAddr())
@@ -606,6 +623,11 @@ func (n *Node) leaderWork(ctx context.Context) {
 				defer wg.Done()
 				n.svc.RunDestructions(lctx) // key destructions whose waiting period is over
 			}()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				n.svc.RunStateMachineUpgrades(lctx) // once every server can apply a newer version
+			}()
 			if n.notifier != nil {
 				wg.Add(1)
 				go func() {
@@ -692,6 +714,9 @@ func (n *Node) Close() error {
 		if n.throttleDone != nil {
 			<-n.throttleDone
 		}
+		if n.advertiseDone != nil {
+			<-n.advertiseDone
+		}
 		if n.grpc != nil {
 			done := make(chan struct{})
 			go func() { n.grpc.GracefulStop(); close(done) }()
@@ -754,4 +779,25 @@ func (n *Node) Close() error {
 		}
 	})
 	return n.closeErr
+}
+
+// advertisePoll is how often a node retries advertising its address and
+// state machine version after a failure.
+const advertisePoll = 2 * time.Second
+
+// advertise retries AdvertiseAPIAddr until it succeeds or ctx ends.
+func (n *Node) advertise(ctx context.Context) {
+	t := time.NewTicker(advertisePoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := n.svc.AdvertiseAPIAddr(ctx, n.Addr()); err == nil {
+			n.log.Info("advertised the gRPC address and state machine version")
+			return
+		}
+	}
 }

@@ -71,7 +71,7 @@ const (
 // a state-changing operation, or a decision that used a grant (its
 // remaining uses are governed state).
 func StateChanging(rec *custosv1.DecisionRecord) bool {
-	return stateChangingOp(rec.GetOperation()) || UsesGrant(rec)
+	return StateChangingOperation(rec.GetOperation()) || UsesGrant(rec)
 }
 
 // GrantRulePrefix starts the matched rule of an ALLOW decision that a
@@ -84,14 +84,17 @@ func UsesGrant(rec *custosv1.DecisionRecord) bool {
 	return rec.GetOutcome() == custosv1.Outcome_OUTCOME_ALLOW && strings.HasPrefix(rec.GetMatchedRule(), GrantRulePrefix)
 }
 
-func stateChangingOp(op custosv1.Operation) bool {
+// StateChangingOperation reports whether records of operation op change
+// the governed state (state machine version 1 knew only these).
+func StateChangingOperation(op custosv1.Operation) bool {
 	switch op {
 	case custosv1.Operation_OPERATION_GENESIS, custosv1.Operation_OPERATION_GOVERNANCE,
 		custosv1.Operation_OPERATION_CREATE_KEY, custosv1.Operation_OPERATION_ROTATE_KEY,
 		custosv1.Operation_OPERATION_DISABLE_KEY, custosv1.Operation_OPERATION_SET_MIN_DECRYPTION_VERSION,
 		custosv1.Operation_OPERATION_MEMBERSHIP, custosv1.Operation_OPERATION_ADMISSION,
 		custosv1.Operation_OPERATION_DESTROY_KEY, custosv1.Operation_OPERATION_RESTORE,
-		custosv1.Operation_OPERATION_DOMAIN_KEY_ROTATION, custosv1.Operation_OPERATION_NODE_KEY:
+		custosv1.Operation_OPERATION_DOMAIN_KEY_ROTATION, custosv1.Operation_OPERATION_NODE_KEY,
+		custosv1.Operation_OPERATION_STATE_MACHINE_UPGRADE:
 		return true
 	}
 	return false
@@ -225,6 +228,11 @@ type verifier struct {
 	digestVersion uint32
 	changed       bool
 	grants        grantBook
+	// nodeKeys are the checkpoint key ids NODE_KEY records registered, for
+	// an export from record 1 of a cluster whose genesis is of state
+	// machine version 2 or later; nil otherwise (keys registered without
+	// a record).
+	nodeKeys map[string]bool
 }
 
 func (v *verifier) problem(kind ProblemKind, seq uint64, format string, args ...any) error {
@@ -357,6 +365,13 @@ func (v *verifier) record(data []byte) error {
 	v.rep.LastSeq = pos
 	v.next = pos + 1
 	changing := StateChanging(rec)
+	if b := rec.StateDigestBefore; len(b) > 0 && v.digest != nil && !v.changed && !bytes.Equal(b, v.digest) {
+		return v.problem(ProblemStateEdited, pos,
+			"record %d says the governed state before it had another digest than the record before it that carries one recorded: the state was changed outside the log in between", pos)
+	}
+	if d := rec.StateDigest; len(d) > 0 && v.digest != nil && rec.StateDigestVersion < v.digestVersion {
+		return v.problem(ProblemStateEdited, pos, "record %d carries a state digest of version %d after one of version %d: versions never go back", pos, rec.StateDigestVersion, v.digestVersion)
+	}
 	if d := rec.StateDigest; len(d) > 0 {
 		// The governed state may change only at a record that changes
 		// it: a digest that moved anywhere else shows a state edited
@@ -370,6 +385,14 @@ func (v *verifier) record(data []byte) error {
 		v.digest, v.digestVersion, v.changed = d, rec.StateDigestVersion, false
 	} else if changing {
 		v.changed = true // made before state digests: anything may have changed
+	}
+	switch {
+	case rec.Operation == custosv1.Operation_OPERATION_GENESIS && pos == 1 && rec.GetGenesis().GetStateMachineVersion() >= 2:
+		// Every checkpoint key of this cluster is registered by a
+		// NODE_KEY record: one that is not was never the cluster's.
+		v.nodeKeys = map[string]bool{}
+	case rec.Operation == custosv1.Operation_OPERATION_NODE_KEY && v.nodeKeys != nil:
+		v.nodeKeys[string(keyIDOf(rec.NodePublicKey))] = true
 	}
 	if why := v.grants.note(rec); why != "" {
 		return v.problem(ProblemGrantUnaccounted, pos, "record %d is an ALLOW under a grant the ledger does not account for: %s", pos, why)
@@ -446,6 +469,9 @@ func (v *verifier) checkpoint(cp *custosv1.Checkpoint, recSeq uint64, trailer bo
 	case !trailer && cp.Seq <= v.lastCP:
 		return v.problem(ProblemCheckpoint, at, "%s covers seq %d, not after the previous checkpoint at %d", what, cp.Seq, v.lastCP)
 	}
+	if v.nodeKeys != nil && !v.nodeKeys[string(cp.KeyId)] {
+		return v.problem(ProblemUnknownKey, at, "%s is signed by key %s (node %q), which no NODE_KEY record before it registered", what, shortHex(cp.KeyId), cp.Node)
+	}
 	key := v.keys[string(cp.KeyId)]
 	if key == nil {
 		return v.problem(ProblemUnknownKey, at, "%s is signed by key %s (node %q), which is not a trusted checkpoint key", what, shortHex(cp.KeyId), cp.Node)
@@ -501,4 +527,10 @@ func shortHex(b []byte) string {
 		b = b[:8]
 	}
 	return hex.EncodeToString(b)
+}
+
+// keyIDOf is KeyID of a PKIX DER public key as a NODE_KEY record carries it.
+func keyIDOf(pkix []byte) []byte {
+	id := sha256.Sum256(pkix)
+	return id[:]
 }

@@ -142,6 +142,9 @@ const (
 	// (node_public_key). Checkpoints verify only under registered keys, and
 	// the registered keys are part of the governed state (docs/ledger.md).
 	Operation_OPERATION_NODE_KEY Operation = 20
+	// The cluster moved to a newer state machine version: every server had
+	// reported it can apply it (docs/upgrades.md).
+	Operation_OPERATION_STATE_MACHINE_UPGRADE Operation = 21
 )
 
 // Enum value maps for Operation.
@@ -168,6 +171,7 @@ var (
 		18: "OPERATION_THROTTLED",
 		19: "OPERATION_GENESIS",
 		20: "OPERATION_NODE_KEY",
+		21: "OPERATION_STATE_MACHINE_UPGRADE",
 	}
 	Operation_value = map[string]int32{
 		"OPERATION_UNSPECIFIED":                0,
@@ -191,6 +195,7 @@ var (
 		"OPERATION_THROTTLED":                  18,
 		"OPERATION_GENESIS":                    19,
 		"OPERATION_NODE_KEY":                   20,
+		"OPERATION_STATE_MACHINE_UPGRADE":      21,
 	}
 )
 
@@ -354,7 +359,7 @@ const file_custos_v1_common_proto_rawDesc = "" +
 	"\x17REASON_PROVIDER_SERVICE\x10\x03\x12\x1b\n" +
 	"\x17REASON_PROVIDER_SUPPORT\x10\x04\x12#\n" +
 	"\x1fREASON_THIRD_PARTY_DATA_REQUEST\x10\x05\x12\x14\n" +
-	"\x10REASON_EMERGENCY\x10\x06*\xd8\x04\n" +
+	"\x10REASON_EMERGENCY\x10\x06*\xfd\x04\n" +
 	"\tOperation\x12\x19\n" +
 	"\x15OPERATION_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11OPERATION_DECRYPT\x10\x01\x12\x1e\n" +
@@ -377,7 +382,8 @@ const file_custos_v1_common_proto_rawDesc = "" +
 	"\x1dOPERATION_WITNESS_COSIGNATURE\x10\x11\x12\x17\n" +
 	"\x13OPERATION_THROTTLED\x10\x12\x12\x15\n" +
 	"\x11OPERATION_GENESIS\x10\x13\x12\x16\n" +
-	"\x12OPERATION_NODE_KEY\x10\x14*\\\n" +
+	"\x12OPERATION_NODE_KEY\x10\x14\x12#\n" +
+	"\x1fOPERATION_STATE_MACHINE_UPGRADE\x10\x15*\\\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rOUTCOME_ALLOW\x10\x01\x12\x10\n" +

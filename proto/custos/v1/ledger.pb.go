@@ -95,8 +95,13 @@ type DecisionRecord struct {
 	Grant *Grant `protobuf:"bytes,30,opt,name=grant,proto3" json:"grant,omitempty"`
 	// GOVERNANCE records of a revoke_grant: the grant revoked.
 	RevokedGrantId string `protobuf:"bytes,31,opt,name=revoked_grant_id,json=revokedGrantId,proto3" json:"revoked_grant_id,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Records that change the governed state (state machine version 2): the
+	// digest of that state just before this record, which must be the digest
+	// the previous record carrying one recorded — a state edited in between
+	// shows here, even inside a legitimate change (docs/ledger.md).
+	StateDigestBefore []byte `protobuf:"bytes,32,opt,name=state_digest_before,json=stateDigestBefore,proto3" json:"state_digest_before,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *DecisionRecord) Reset() {
@@ -346,6 +351,13 @@ func (x *DecisionRecord) GetRevokedGrantId() string {
 	return ""
 }
 
+func (x *DecisionRecord) GetStateDigestBefore() []byte {
+	if x != nil {
+		return x.StateDigestBefore
+	}
+	return nil
+}
+
 // Genesis is what a cluster was initialised with (the GENESIS record).
 type Genesis struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
@@ -356,6 +368,9 @@ type Genesis struct {
 	DomainKeyCheckValue []byte                 `protobuf:"bytes,5,opt,name=domain_key_check_value,json=domainKeyCheckValue,proto3" json:"domain_key_check_value,omitempty"`
 	Profile             string                 `protobuf:"bytes,6,opt,name=profile,proto3" json:"profile,omitempty"`
 	ClientAuthorities   []*ClientAuthority     `protobuf:"bytes,7,rep,name=client_authorities,json=clientAuthorities,proto3" json:"client_authorities,omitempty"`
+	// The state machine version the cluster started at (docs/upgrades.md);
+	// absent for version 1.
+	StateMachineVersion uint32 `protobuf:"varint,8,opt,name=state_machine_version,json=stateMachineVersion,proto3" json:"state_machine_version,omitempty"`
 	unknownFields       protoimpl.UnknownFields
 	sizeCache           protoimpl.SizeCache
 }
@@ -437,6 +452,13 @@ func (x *Genesis) GetClientAuthorities() []*ClientAuthority {
 		return x.ClientAuthorities
 	}
 	return nil
+}
+
+func (x *Genesis) GetStateMachineVersion() uint32 {
+	if x != nil {
+		return x.StateMachineVersion
+	}
+	return 0
 }
 
 // Checkpoint is a signature by an HSM-resident ECDSA P-256 key over the
@@ -539,7 +561,7 @@ var File_custos_v1_ledger_proto protoreflect.FileDescriptor
 
 const file_custos_v1_ledger_proto_rawDesc = "" +
 	"\n" +
-	"\x16custos/v1/ledger.proto\x12\tcustos.v1\x1a\x16custos/v1/common.proto\x1a\x1acustos/v1/governance.proto\"\x92\t\n" +
+	"\x16custos/v1/ledger.proto\x12\tcustos.v1\x1a\x16custos/v1/common.proto\x1a\x1acustos/v1/governance.proto\"\xc2\t\n" +
 	"\x0eDecisionRecord\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\x12\x12\n" +
@@ -578,7 +600,8 @@ const file_custos_v1_ledger_proto_rawDesc = "" +
 	"\x14state_digest_version\x18\x1c \x01(\rR\x12stateDigestVersion\x12&\n" +
 	"\x0fnode_public_key\x18\x1d \x01(\fR\rnodePublicKey\x12&\n" +
 	"\x05grant\x18\x1e \x01(\v2\x10.custos.v1.GrantR\x05grant\x12(\n" +
-	"\x10revoked_grant_id\x18\x1f \x01(\tR\x0erevokedGrantId\"\xae\x02\n" +
+	"\x10revoked_grant_id\x18\x1f \x01(\tR\x0erevokedGrantId\x12.\n" +
+	"\x13state_digest_before\x18  \x01(\fR\x11stateDigestBefore\"\xe2\x02\n" +
 	"\aGenesis\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12.\n" +
@@ -587,7 +610,8 @@ const file_custos_v1_ledger_proto_rawDesc = "" +
 	"\rdomain_key_id\x18\x04 \x01(\fR\vdomainKeyId\x123\n" +
 	"\x16domain_key_check_value\x18\x05 \x01(\fR\x13domainKeyCheckValue\x12\x18\n" +
 	"\aprofile\x18\x06 \x01(\tR\aprofile\x12I\n" +
-	"\x12client_authorities\x18\a \x03(\v2\x1a.custos.v1.ClientAuthorityR\x11clientAuthorities\"\xc0\x01\n" +
+	"\x12client_authorities\x18\a \x03(\v2\x1a.custos.v1.ClientAuthorityR\x11clientAuthorities\x122\n" +
+	"\x15state_machine_version\x18\b \x01(\rR\x13stateMachineVersion\"\xc0\x01\n" +
 	"\n" +
 	"Checkpoint\x12\x1d\n" +
 	"\n" +

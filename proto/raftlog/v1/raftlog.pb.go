@@ -115,6 +115,7 @@ type Command struct {
 	//	*Command_CompleteDomainKeyRotation
 	//	*Command_RecordCosignature
 	//	*Command_RecordThrottled
+	//	*Command_SetStateMachineVersion
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -406,6 +407,15 @@ func (x *Command) GetRecordThrottled() *RecordThrottled {
 	return nil
 }
 
+func (x *Command) GetSetStateMachineVersion() *SetStateMachineVersion {
+	if x != nil {
+		if x, ok := x.Op.(*Command_SetStateMachineVersion); ok {
+			return x.SetStateMachineVersion
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -502,6 +512,10 @@ type Command_RecordThrottled struct {
 	RecordThrottled *RecordThrottled `protobuf:"bytes,32,opt,name=record_throttled,json=recordThrottled,proto3,oneof"`
 }
 
+type Command_SetStateMachineVersion struct {
+	SetStateMachineVersion *SetStateMachineVersion `protobuf:"bytes,33,opt,name=set_state_machine_version,json=setStateMachineVersion,proto3,oneof"`
+}
+
 func (*Command_InitCluster) isCommand_Op() {}
 
 func (*Command_CreateKey) isCommand_Op() {}
@@ -548,6 +562,8 @@ func (*Command_RecordCosignature) isCommand_Op() {}
 
 func (*Command_RecordThrottled) isCommand_Op() {}
 
+func (*Command_SetStateMachineVersion) isCommand_Op() {}
+
 // InitCluster is the first command of a cluster.
 type InitCluster struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -566,8 +582,11 @@ type InitCluster struct {
 	// The CA certificates (DER) the genesis trusts to identify principals
 	// (custos.v1.Governance.client_authorities); none: not pinned.
 	ClientAuthorities [][]byte `protobuf:"bytes,7,rep,name=client_authorities,json=clientAuthorities,proto3" json:"client_authorities,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The state machine version the new cluster starts at (docs/upgrades.md);
+	// 0 is version 1.
+	StateMachineVersion uint32 `protobuf:"varint,8,opt,name=state_machine_version,json=stateMachineVersion,proto3" json:"state_machine_version,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *InitCluster) Reset() {
@@ -647,6 +666,13 @@ func (x *InitCluster) GetClientAuthorities() [][]byte {
 		return x.ClientAuthorities
 	}
 	return nil
+}
+
+func (x *InitCluster) GetStateMachineVersion() uint32 {
+	if x != nil {
+		return x.StateMachineVersion
+	}
+	return 0
 }
 
 // OfferTransportKey publishes the proposing node's transport public key
@@ -1693,9 +1719,12 @@ type RegisterNodeKey struct {
 	// PKIX DER of the ECDSA P-256 public key.
 	PublicKey []byte `protobuf:"bytes,2,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
 	// The node's gRPC address, so followers can reach the leader.
-	ApiAddr       string `protobuf:"bytes,3,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ApiAddr string `protobuf:"bytes,3,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
+	// The newest state machine version the node's custosd can apply
+	// (docs/upgrades.md); 0 from releases before versions were reported.
+	MaxStateMachineVersion uint32 `protobuf:"varint,4,opt,name=max_state_machine_version,json=maxStateMachineVersion,proto3" json:"max_state_machine_version,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *RegisterNodeKey) Reset() {
@@ -1749,6 +1778,60 @@ func (x *RegisterNodeKey) GetApiAddr() string {
 	return ""
 }
 
+func (x *RegisterNodeKey) GetMaxStateMachineVersion() uint32 {
+	if x != nil {
+		return x.MaxStateMachineVersion
+	}
+	return 0
+}
+
+// SetStateMachineVersion moves the cluster to a newer state machine version
+// once every server in the Raft configuration reported that it can apply
+// it (docs/upgrades.md). The leader proposes it.
+type SetStateMachineVersion struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Version       uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetStateMachineVersion) Reset() {
+	*x = SetStateMachineVersion{}
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetStateMachineVersion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetStateMachineVersion) ProtoMessage() {}
+
+func (x *SetStateMachineVersion) ProtoReflect() protoreflect.Message {
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetStateMachineVersion.ProtoReflect.Descriptor instead.
+func (*SetStateMachineVersion) Descriptor() ([]byte, []int) {
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *SetStateMachineVersion) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
 // Govern applies an officer-signed statement; Apply verifies the signatures
 // against the officer set at this log position.
 type Govern struct {
@@ -1760,7 +1843,7 @@ type Govern struct {
 
 func (x *Govern) Reset() {
 	*x = Govern{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1772,7 +1855,7 @@ func (x *Govern) String() string {
 func (*Govern) ProtoMessage() {}
 
 func (x *Govern) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[21]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1785,7 +1868,7 @@ func (x *Govern) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Govern.ProtoReflect.Descriptor instead.
 func (*Govern) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{21}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Govern) GetStatement() *v1.SignedStatement {
@@ -1814,7 +1897,7 @@ type CreateKey struct {
 
 func (x *CreateKey) Reset() {
 	*x = CreateKey{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1826,7 +1909,7 @@ func (x *CreateKey) String() string {
 func (*CreateKey) ProtoMessage() {}
 
 func (x *CreateKey) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[22]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1839,7 +1922,7 @@ func (x *CreateKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKey.ProtoReflect.Descriptor instead.
 func (*CreateKey) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{22}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CreateKey) GetName() string {
@@ -1904,7 +1987,7 @@ type AddKeyVersion struct {
 
 func (x *AddKeyVersion) Reset() {
 	*x = AddKeyVersion{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1916,7 +1999,7 @@ func (x *AddKeyVersion) String() string {
 func (*AddKeyVersion) ProtoMessage() {}
 
 func (x *AddKeyVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1929,7 +2012,7 @@ func (x *AddKeyVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddKeyVersion.ProtoReflect.Descriptor instead.
 func (*AddKeyVersion) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{23}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *AddKeyVersion) GetName() string {
@@ -1984,7 +2067,7 @@ type SetKeyState struct {
 
 func (x *SetKeyState) Reset() {
 	*x = SetKeyState{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1996,7 +2079,7 @@ func (x *SetKeyState) String() string {
 func (*SetKeyState) ProtoMessage() {}
 
 func (x *SetKeyState) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2009,7 +2092,7 @@ func (x *SetKeyState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetKeyState.ProtoReflect.Descriptor instead.
 func (*SetKeyState) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{24}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SetKeyState) GetName() string {
@@ -2036,7 +2119,7 @@ type SetMinDecryptionVersion struct {
 
 func (x *SetMinDecryptionVersion) Reset() {
 	*x = SetMinDecryptionVersion{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2048,7 +2131,7 @@ func (x *SetMinDecryptionVersion) String() string {
 func (*SetMinDecryptionVersion) ProtoMessage() {}
 
 func (x *SetMinDecryptionVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2061,7 +2144,7 @@ func (x *SetMinDecryptionVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMinDecryptionVersion.ProtoReflect.Descriptor instead.
 func (*SetMinDecryptionVersion) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{25}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SetMinDecryptionVersion) GetName() string {
@@ -2098,7 +2181,7 @@ type Decide struct {
 
 func (x *Decide) Reset() {
 	*x = Decide{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2110,7 +2193,7 @@ func (x *Decide) String() string {
 func (*Decide) ProtoMessage() {}
 
 func (x *Decide) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2123,7 +2206,7 @@ func (x *Decide) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decide.ProtoReflect.Descriptor instead.
 func (*Decide) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{26}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Decide) GetKey() string {
@@ -2228,13 +2311,16 @@ type State struct {
 	// fingerprint (docs/ledger.md); empty for a cluster initialised before
 	// genesis records existed.
 	GenesisSha256 []byte `protobuf:"bytes,22,opt,name=genesis_sha256,json=genesisSha256,proto3" json:"genesis_sha256,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The state machine version the cluster runs (docs/upgrades.md); 0 is
+	// version 1.
+	StateMachineVersion uint32 `protobuf:"varint,23,opt,name=state_machine_version,json=stateMachineVersion,proto3" json:"state_machine_version,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *State) Reset() {
 	*x = State{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2246,7 +2332,7 @@ func (x *State) String() string {
 func (*State) ProtoMessage() {}
 
 func (x *State) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2259,7 +2345,7 @@ func (x *State) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use State.ProtoReflect.Descriptor instead.
 func (*State) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{27}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *State) GetClusterId() string {
@@ -2416,6 +2502,13 @@ func (x *State) GetGenesisSha256() []byte {
 	return nil
 }
 
+func (x *State) GetStateMachineVersion() uint32 {
+	if x != nil {
+		return x.StateMachineVersion
+	}
+	return 0
+}
+
 // RaftServer is one server of a Raft configuration entry.
 type RaftServer struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -2429,7 +2522,7 @@ type RaftServer struct {
 
 func (x *RaftServer) Reset() {
 	*x = RaftServer{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[28]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2441,7 +2534,7 @@ func (x *RaftServer) String() string {
 func (*RaftServer) ProtoMessage() {}
 
 func (x *RaftServer) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[28]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2454,7 +2547,7 @@ func (x *RaftServer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftServer.ProtoReflect.Descriptor instead.
 func (*RaftServer) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{28}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RaftServer) GetId() string {
@@ -2480,17 +2573,19 @@ func (x *RaftServer) GetSuffrage() string {
 
 // NodeKey is a registered checkpoint signing key.
 type NodeKey struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
-	PublicKey     []byte                 `protobuf:"bytes,2,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
-	ApiAddr       string                 `protobuf:"bytes,3,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Node      string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	PublicKey []byte                 `protobuf:"bytes,2,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	ApiAddr   string                 `protobuf:"bytes,3,opt,name=api_addr,json=apiAddr,proto3" json:"api_addr,omitempty"`
+	// What the node reported (RegisterNodeKey.max_state_machine_version).
+	MaxStateMachineVersion uint32 `protobuf:"varint,4,opt,name=max_state_machine_version,json=maxStateMachineVersion,proto3" json:"max_state_machine_version,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
 }
 
 func (x *NodeKey) Reset() {
 	*x = NodeKey{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[29]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2502,7 +2597,7 @@ func (x *NodeKey) String() string {
 func (*NodeKey) ProtoMessage() {}
 
 func (x *NodeKey) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[29]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2515,7 +2610,7 @@ func (x *NodeKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeKey.ProtoReflect.Descriptor instead.
 func (*NodeKey) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{29}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *NodeKey) GetNode() string {
@@ -2539,6 +2634,13 @@ func (x *NodeKey) GetApiAddr() string {
 	return ""
 }
 
+func (x *NodeKey) GetMaxStateMachineVersion() uint32 {
+	if x != nil {
+		return x.MaxStateMachineVersion
+	}
+	return 0
+}
+
 // UsedNonce remembers an applied statement until it expires (replay guard).
 type UsedNonce struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2550,7 +2652,7 @@ type UsedNonce struct {
 
 func (x *UsedNonce) Reset() {
 	*x = UsedNonce{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[30]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2562,7 +2664,7 @@ func (x *UsedNonce) String() string {
 func (*UsedNonce) ProtoMessage() {}
 
 func (x *UsedNonce) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[30]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2575,7 +2677,7 @@ func (x *UsedNonce) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsedNonce.ProtoReflect.Descriptor instead.
 func (*UsedNonce) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{30}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *UsedNonce) GetNonce() []byte {
@@ -2605,7 +2707,7 @@ type RateCounter struct {
 
 func (x *RateCounter) Reset() {
 	*x = RateCounter{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[31]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2617,7 +2719,7 @@ func (x *RateCounter) String() string {
 func (*RateCounter) ProtoMessage() {}
 
 func (x *RateCounter) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[31]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2630,7 +2732,7 @@ func (x *RateCounter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateCounter.ProtoReflect.Descriptor instead.
 func (*RateCounter) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{31}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RateCounter) GetKey() string {
@@ -2687,7 +2789,7 @@ type KeyRecord struct {
 
 func (x *KeyRecord) Reset() {
 	*x = KeyRecord{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[32]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2699,7 +2801,7 @@ func (x *KeyRecord) String() string {
 func (*KeyRecord) ProtoMessage() {}
 
 func (x *KeyRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[32]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2712,7 +2814,7 @@ func (x *KeyRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyRecord.ProtoReflect.Descriptor instead.
 func (*KeyRecord) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{32}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *KeyRecord) GetName() string {
@@ -2830,7 +2932,7 @@ type KeyVersionRecord struct {
 
 func (x *KeyVersionRecord) Reset() {
 	*x = KeyVersionRecord{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[33]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2842,7 +2944,7 @@ func (x *KeyVersionRecord) String() string {
 func (*KeyVersionRecord) ProtoMessage() {}
 
 func (x *KeyVersionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[33]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2855,7 +2957,7 @@ func (x *KeyVersionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyVersionRecord.ProtoReflect.Descriptor instead.
 func (*KeyVersionRecord) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{33}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *KeyVersionRecord) GetVersion() uint32 {
@@ -2929,7 +3031,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[34]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2941,7 +3043,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[34]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2954,7 +3056,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{34}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{35}
 }
 
 type ReadRecordsRequest struct {
@@ -2970,7 +3072,7 @@ type ReadRecordsRequest struct {
 
 func (x *ReadRecordsRequest) Reset() {
 	*x = ReadRecordsRequest{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[35]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2982,7 +3084,7 @@ func (x *ReadRecordsRequest) String() string {
 func (*ReadRecordsRequest) ProtoMessage() {}
 
 func (x *ReadRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[35]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2995,7 +3097,7 @@ func (x *ReadRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRecordsRequest.ProtoReflect.Descriptor instead.
 func (*ReadRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{35}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ReadRecordsRequest) GetFromSeq() uint64 {
@@ -3022,7 +3124,7 @@ type ReadRecordsResponse struct {
 
 func (x *ReadRecordsResponse) Reset() {
 	*x = ReadRecordsResponse{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[36]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3034,7 +3136,7 @@ func (x *ReadRecordsResponse) String() string {
 func (*ReadRecordsResponse) ProtoMessage() {}
 
 func (x *ReadRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[36]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3047,7 +3149,7 @@ func (x *ReadRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRecordsResponse.ProtoReflect.Descriptor instead.
 func (*ReadRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{36}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ReadRecordsResponse) GetRecords() [][]byte {
@@ -3066,7 +3168,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[37]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3078,7 +3180,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[37]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3091,7 +3193,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{37}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -3117,7 +3219,7 @@ type ApplyResult struct {
 
 func (x *ApplyResult) Reset() {
 	*x = ApplyResult{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[38]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3129,7 +3231,7 @@ func (x *ApplyResult) String() string {
 func (*ApplyResult) ProtoMessage() {}
 
 func (x *ApplyResult) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[38]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3142,7 +3244,7 @@ func (x *ApplyResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResult.ProtoReflect.Descriptor instead.
 func (*ApplyResult) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{38}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ApplyResult) GetResult() isApplyResult_Result {
@@ -3207,7 +3309,7 @@ type DecisionResult struct {
 
 func (x *DecisionResult) Reset() {
 	*x = DecisionResult{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[39]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3219,7 +3321,7 @@ func (x *DecisionResult) String() string {
 func (*DecisionResult) ProtoMessage() {}
 
 func (x *DecisionResult) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[39]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3232,7 +3334,7 @@ func (x *DecisionResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecisionResult.ProtoReflect.Descriptor instead.
 func (*DecisionResult) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{39}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *DecisionResult) GetRecord() *v1.DecisionRecord {
@@ -3277,7 +3379,7 @@ type ResultError struct {
 
 func (x *ResultError) Reset() {
 	*x = ResultError{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[40]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3289,7 +3391,7 @@ func (x *ResultError) String() string {
 func (*ResultError) ProtoMessage() {}
 
 func (x *ResultError) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[40]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3302,7 +3404,7 @@ func (x *ResultError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResultError.ProtoReflect.Descriptor instead.
 func (*ResultError) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{40}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ResultError) GetKind() string {
@@ -3340,7 +3442,7 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x18raftlog/v1/raftlog.proto\x12\n" +
 	"raftlog.v1\x1a\x16custos/v1/common.proto\x1a\x1acustos/v1/governance.proto\x1a\x14custos/v1/keys.proto\x1a\x16custos/v1/ledger.proto\"8\n" +
 	"\x05Entry\x12/\n" +
-	"\bcommands\x18\x01 \x03(\v2\x13.raftlog.v1.CommandR\bcommands\"\xad\x0f\n" +
+	"\bcommands\x18\x01 \x03(\v2\x13.raftlog.v1.CommandR\bcommands\"\x8e\x10\n" +
 	"\aCommand\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x1c\n" +
@@ -3373,8 +3475,9 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"rewrapKeks\x12h\n" +
 	"\x1ccomplete_domain_key_rotation\x18\x1e \x01(\v2%.raftlog.v1.CompleteDomainKeyRotationH\x00R\x19completeDomainKeyRotation\x12N\n" +
 	"\x12record_cosignature\x18\x1f \x01(\v2\x1d.raftlog.v1.RecordCosignatureH\x00R\x11recordCosignature\x12H\n" +
-	"\x10record_throttled\x18  \x01(\v2\x1b.raftlog.v1.RecordThrottledH\x00R\x0frecordThrottledB\x04\n" +
-	"\x02op\"\x96\x02\n" +
+	"\x10record_throttled\x18  \x01(\v2\x1b.raftlog.v1.RecordThrottledH\x00R\x0frecordThrottled\x12_\n" +
+	"\x19set_state_machine_version\x18! \x01(\v2\".raftlog.v1.SetStateMachineVersionH\x00R\x16setStateMachineVersionB\x04\n" +
+	"\x02op\"\xca\x02\n" +
 	"\vInitCluster\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\"\n" +
@@ -3383,7 +3486,8 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x06quorum\x18\x04 \x01(\rR\x06quorum\x123\n" +
 	"\x16domain_key_check_value\x18\x05 \x01(\fR\x13domainKeyCheckValue\x12\x18\n" +
 	"\aprofile\x18\x06 \x01(\tR\aprofile\x12-\n" +
-	"\x12client_authorities\x18\a \x03(\fR\x11clientAuthorities\"b\n" +
+	"\x12client_authorities\x18\a \x03(\fR\x11clientAuthorities\x122\n" +
+	"\x15state_machine_version\x18\b \x01(\rR\x13stateMachineVersion\"b\n" +
 	"\x11OfferTransportKey\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1d\n" +
 	"\n" +
@@ -3455,12 +3559,15 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x10RecordMembership\x12\x16\n" +
 	"\x06action\x18\x01 \x01(\tR\x06action\x12\x1b\n" +
 	"\tserver_id\x18\x02 \x01(\tR\bserverId\x12\x18\n" +
-	"\aaddress\x18\x03 \x01(\tR\aaddress\"_\n" +
+	"\aaddress\x18\x03 \x01(\tR\aaddress\"\x9a\x01\n" +
 	"\x0fRegisterNodeKey\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1d\n" +
 	"\n" +
 	"public_key\x18\x02 \x01(\fR\tpublicKey\x12\x19\n" +
-	"\bapi_addr\x18\x03 \x01(\tR\aapiAddr\"B\n" +
+	"\bapi_addr\x18\x03 \x01(\tR\aapiAddr\x129\n" +
+	"\x19max_state_machine_version\x18\x04 \x01(\rR\x16maxStateMachineVersion\"2\n" +
+	"\x16SetStateMachineVersion\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\rR\aversion\"B\n" +
 	"\x06Govern\x128\n" +
 	"\tstatement\x18\x01 \x01(\v2\x1a.custos.v1.SignedStatementR\tstatement\"\xcf\x01\n" +
 	"\tCreateKey\x12\x12\n" +
@@ -3497,7 +3604,7 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\b \x01(\tR\trequestId\x12\x1f\n" +
 	"\vdata_digest\x18\t \x01(\fR\n" +
-	"dataDigest\"\x96\b\n" +
+	"dataDigest\"\xca\b\n" +
 	"\x05State\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\"\n" +
@@ -3528,17 +3635,19 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x10domain_key_epoch\x18\x13 \x01(\rR\x0edomainKeyEpoch\x128\n" +
 	"\brotation\x18\x14 \x01(\v2\x1c.custos.v1.DomainKeyRotationR\brotation\x123\n" +
 	"\x16retired_domain_key_ids\x18\x15 \x03(\fR\x13retiredDomainKeyIds\x12%\n" +
-	"\x0egenesis_sha256\x18\x16 \x01(\fR\rgenesisSha256\"R\n" +
+	"\x0egenesis_sha256\x18\x16 \x01(\fR\rgenesisSha256\x122\n" +
+	"\x15state_machine_version\x18\x17 \x01(\rR\x13stateMachineVersion\"R\n" +
 	"\n" +
 	"RaftServer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1a\n" +
-	"\bsuffrage\x18\x03 \x01(\tR\bsuffrage\"W\n" +
+	"\bsuffrage\x18\x03 \x01(\tR\bsuffrage\"\x92\x01\n" +
 	"\aNodeKey\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1d\n" +
 	"\n" +
 	"public_key\x18\x02 \x01(\fR\tpublicKey\x12\x19\n" +
-	"\bapi_addr\x18\x03 \x01(\tR\aapiAddr\"G\n" +
+	"\bapi_addr\x18\x03 \x01(\tR\aapiAddr\x129\n" +
+	"\x19max_state_machine_version\x18\x04 \x01(\rR\x16maxStateMachineVersion\"G\n" +
 	"\tUsedNonce\x12\x14\n" +
 	"\x05nonce\x18\x01 \x01(\fR\x05nonce\x12$\n" +
 	"\x0enot_after_unix\x18\x02 \x01(\x03R\fnotAfterUnix\"g\n" +
@@ -3615,7 +3724,7 @@ func file_raftlog_v1_raftlog_proto_rawDescGZIP() []byte {
 	return file_raftlog_v1_raftlog_proto_rawDescData
 }
 
-var file_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_raftlog_v1_raftlog_proto_goTypes = []any{
 	(*Entry)(nil),                     // 0: raftlog.v1.Entry
 	(*Command)(nil),                   // 1: raftlog.v1.Command
@@ -3638,51 +3747,52 @@ var file_raftlog_v1_raftlog_proto_goTypes = []any{
 	(*RejectHSMObject)(nil),           // 18: raftlog.v1.RejectHSMObject
 	(*RecordMembership)(nil),          // 19: raftlog.v1.RecordMembership
 	(*RegisterNodeKey)(nil),           // 20: raftlog.v1.RegisterNodeKey
-	(*Govern)(nil),                    // 21: raftlog.v1.Govern
-	(*CreateKey)(nil),                 // 22: raftlog.v1.CreateKey
-	(*AddKeyVersion)(nil),             // 23: raftlog.v1.AddKeyVersion
-	(*SetKeyState)(nil),               // 24: raftlog.v1.SetKeyState
-	(*SetMinDecryptionVersion)(nil),   // 25: raftlog.v1.SetMinDecryptionVersion
-	(*Decide)(nil),                    // 26: raftlog.v1.Decide
-	(*State)(nil),                     // 27: raftlog.v1.State
-	(*RaftServer)(nil),                // 28: raftlog.v1.RaftServer
-	(*NodeKey)(nil),                   // 29: raftlog.v1.NodeKey
-	(*UsedNonce)(nil),                 // 30: raftlog.v1.UsedNonce
-	(*RateCounter)(nil),               // 31: raftlog.v1.RateCounter
-	(*KeyRecord)(nil),                 // 32: raftlog.v1.KeyRecord
-	(*KeyVersionRecord)(nil),          // 33: raftlog.v1.KeyVersionRecord
-	(*ReadIndexRequest)(nil),          // 34: raftlog.v1.ReadIndexRequest
-	(*ReadRecordsRequest)(nil),        // 35: raftlog.v1.ReadRecordsRequest
-	(*ReadRecordsResponse)(nil),       // 36: raftlog.v1.ReadRecordsResponse
-	(*ReadIndexResponse)(nil),         // 37: raftlog.v1.ReadIndexResponse
-	(*ApplyResult)(nil),               // 38: raftlog.v1.ApplyResult
-	(*DecisionResult)(nil),            // 39: raftlog.v1.DecisionResult
-	(*ResultError)(nil),               // 40: raftlog.v1.ResultError
-	(*v1.Officer)(nil),                // 41: custos.v1.Officer
-	(*v1.Checkpoint)(nil),             // 42: custos.v1.Checkpoint
-	(*v1.Cosignature)(nil),            // 43: custos.v1.Cosignature
-	(*v1.SignedStatement)(nil),        // 44: custos.v1.SignedStatement
-	(v1.KeyOrigin)(0),                 // 45: custos.v1.KeyOrigin
-	(v1.Operation)(0),                 // 46: custos.v1.Operation
-	(v1.Reason)(0),                    // 47: custos.v1.Reason
-	(*v1.Governance)(nil),             // 48: custos.v1.Governance
-	(*v1.ApprovalRequest)(nil),        // 49: custos.v1.ApprovalRequest
-	(*v1.Grant)(nil),                  // 50: custos.v1.Grant
-	(*v1.NodeAdmission)(nil),          // 51: custos.v1.NodeAdmission
-	(*v1.ClusterRestore)(nil),         // 52: custos.v1.ClusterRestore
-	(*v1.DomainKeyRotation)(nil),      // 53: custos.v1.DomainKeyRotation
-	(*v1.KeyPolicy)(nil),              // 54: custos.v1.KeyPolicy
-	(*v1.DecisionRecord)(nil),         // 55: custos.v1.DecisionRecord
+	(*SetStateMachineVersion)(nil),    // 21: raftlog.v1.SetStateMachineVersion
+	(*Govern)(nil),                    // 22: raftlog.v1.Govern
+	(*CreateKey)(nil),                 // 23: raftlog.v1.CreateKey
+	(*AddKeyVersion)(nil),             // 24: raftlog.v1.AddKeyVersion
+	(*SetKeyState)(nil),               // 25: raftlog.v1.SetKeyState
+	(*SetMinDecryptionVersion)(nil),   // 26: raftlog.v1.SetMinDecryptionVersion
+	(*Decide)(nil),                    // 27: raftlog.v1.Decide
+	(*State)(nil),                     // 28: raftlog.v1.State
+	(*RaftServer)(nil),                // 29: raftlog.v1.RaftServer
+	(*NodeKey)(nil),                   // 30: raftlog.v1.NodeKey
+	(*UsedNonce)(nil),                 // 31: raftlog.v1.UsedNonce
+	(*RateCounter)(nil),               // 32: raftlog.v1.RateCounter
+	(*KeyRecord)(nil),                 // 33: raftlog.v1.KeyRecord
+	(*KeyVersionRecord)(nil),          // 34: raftlog.v1.KeyVersionRecord
+	(*ReadIndexRequest)(nil),          // 35: raftlog.v1.ReadIndexRequest
+	(*ReadRecordsRequest)(nil),        // 36: raftlog.v1.ReadRecordsRequest
+	(*ReadRecordsResponse)(nil),       // 37: raftlog.v1.ReadRecordsResponse
+	(*ReadIndexResponse)(nil),         // 38: raftlog.v1.ReadIndexResponse
+	(*ApplyResult)(nil),               // 39: raftlog.v1.ApplyResult
+	(*DecisionResult)(nil),            // 40: raftlog.v1.DecisionResult
+	(*ResultError)(nil),               // 41: raftlog.v1.ResultError
+	(*v1.Officer)(nil),                // 42: custos.v1.Officer
+	(*v1.Checkpoint)(nil),             // 43: custos.v1.Checkpoint
+	(*v1.Cosignature)(nil),            // 44: custos.v1.Cosignature
+	(*v1.SignedStatement)(nil),        // 45: custos.v1.SignedStatement
+	(v1.KeyOrigin)(0),                 // 46: custos.v1.KeyOrigin
+	(v1.Operation)(0),                 // 47: custos.v1.Operation
+	(v1.Reason)(0),                    // 48: custos.v1.Reason
+	(*v1.Governance)(nil),             // 49: custos.v1.Governance
+	(*v1.ApprovalRequest)(nil),        // 50: custos.v1.ApprovalRequest
+	(*v1.Grant)(nil),                  // 51: custos.v1.Grant
+	(*v1.NodeAdmission)(nil),          // 52: custos.v1.NodeAdmission
+	(*v1.ClusterRestore)(nil),         // 53: custos.v1.ClusterRestore
+	(*v1.DomainKeyRotation)(nil),      // 54: custos.v1.DomainKeyRotation
+	(*v1.KeyPolicy)(nil),              // 55: custos.v1.KeyPolicy
+	(*v1.DecisionRecord)(nil),         // 56: custos.v1.DecisionRecord
 }
 var file_raftlog_v1_raftlog_proto_depIdxs = []int32{
 	1,  // 0: raftlog.v1.Entry.commands:type_name -> raftlog.v1.Command
 	2,  // 1: raftlog.v1.Command.init_cluster:type_name -> raftlog.v1.InitCluster
-	22, // 2: raftlog.v1.Command.create_key:type_name -> raftlog.v1.CreateKey
-	23, // 3: raftlog.v1.Command.add_key_version:type_name -> raftlog.v1.AddKeyVersion
-	24, // 4: raftlog.v1.Command.set_key_state:type_name -> raftlog.v1.SetKeyState
-	25, // 5: raftlog.v1.Command.set_min_decryption_version:type_name -> raftlog.v1.SetMinDecryptionVersion
-	26, // 6: raftlog.v1.Command.decide:type_name -> raftlog.v1.Decide
-	21, // 7: raftlog.v1.Command.govern:type_name -> raftlog.v1.Govern
+	23, // 2: raftlog.v1.Command.create_key:type_name -> raftlog.v1.CreateKey
+	24, // 3: raftlog.v1.Command.add_key_version:type_name -> raftlog.v1.AddKeyVersion
+	25, // 4: raftlog.v1.Command.set_key_state:type_name -> raftlog.v1.SetKeyState
+	26, // 5: raftlog.v1.Command.set_min_decryption_version:type_name -> raftlog.v1.SetMinDecryptionVersion
+	27, // 6: raftlog.v1.Command.decide:type_name -> raftlog.v1.Decide
+	22, // 7: raftlog.v1.Command.govern:type_name -> raftlog.v1.Govern
 	12, // 8: raftlog.v1.Command.record_checkpoint:type_name -> raftlog.v1.RecordCheckpoint
 	16, // 9: raftlog.v1.Command.advance_cursor:type_name -> raftlog.v1.AdvanceCursor
 	17, // 10: raftlog.v1.Command.block_release:type_name -> raftlog.v1.BlockRelease
@@ -3699,47 +3809,48 @@ var file_raftlog_v1_raftlog_proto_depIdxs = []int32{
 	6,  // 21: raftlog.v1.Command.complete_domain_key_rotation:type_name -> raftlog.v1.CompleteDomainKeyRotation
 	13, // 22: raftlog.v1.Command.record_cosignature:type_name -> raftlog.v1.RecordCosignature
 	14, // 23: raftlog.v1.Command.record_throttled:type_name -> raftlog.v1.RecordThrottled
-	41, // 24: raftlog.v1.InitCluster.officers:type_name -> custos.v1.Officer
-	7,  // 25: raftlog.v1.RewrapKeks.keks:type_name -> raftlog.v1.RewrappedKek
-	42, // 26: raftlog.v1.RecordCheckpoint.checkpoint:type_name -> custos.v1.Checkpoint
-	43, // 27: raftlog.v1.RecordCosignature.cosignature:type_name -> custos.v1.Cosignature
-	15, // 28: raftlog.v1.RecordThrottled.keys:type_name -> raftlog.v1.ThrottledKey
-	44, // 29: raftlog.v1.Govern.statement:type_name -> custos.v1.SignedStatement
-	45, // 30: raftlog.v1.CreateKey.origin:type_name -> custos.v1.KeyOrigin
-	45, // 31: raftlog.v1.AddKeyVersion.origin:type_name -> custos.v1.KeyOrigin
-	46, // 32: raftlog.v1.Decide.operation:type_name -> custos.v1.Operation
-	47, // 33: raftlog.v1.Decide.reason:type_name -> custos.v1.Reason
-	32, // 34: raftlog.v1.State.keys:type_name -> raftlog.v1.KeyRecord
-	48, // 35: raftlog.v1.State.governance:type_name -> custos.v1.Governance
-	30, // 36: raftlog.v1.State.nonces:type_name -> raftlog.v1.UsedNonce
-	49, // 37: raftlog.v1.State.requests:type_name -> custos.v1.ApprovalRequest
-	50, // 38: raftlog.v1.State.grants:type_name -> custos.v1.Grant
-	31, // 39: raftlog.v1.State.counters:type_name -> raftlog.v1.RateCounter
-	29, // 40: raftlog.v1.State.node_keys:type_name -> raftlog.v1.NodeKey
-	42, // 41: raftlog.v1.State.last_checkpoint:type_name -> custos.v1.Checkpoint
-	28, // 42: raftlog.v1.State.members:type_name -> raftlog.v1.RaftServer
-	51, // 43: raftlog.v1.State.admissions:type_name -> custos.v1.NodeAdmission
-	52, // 44: raftlog.v1.State.restore:type_name -> custos.v1.ClusterRestore
-	53, // 45: raftlog.v1.State.rotation:type_name -> custos.v1.DomainKeyRotation
-	33, // 46: raftlog.v1.KeyRecord.versions:type_name -> raftlog.v1.KeyVersionRecord
-	54, // 47: raftlog.v1.KeyRecord.policy:type_name -> custos.v1.KeyPolicy
-	45, // 48: raftlog.v1.KeyVersionRecord.origin:type_name -> custos.v1.KeyOrigin
-	32, // 49: raftlog.v1.ApplyResult.key:type_name -> raftlog.v1.KeyRecord
-	39, // 50: raftlog.v1.ApplyResult.decision:type_name -> raftlog.v1.DecisionResult
-	40, // 51: raftlog.v1.ApplyResult.error:type_name -> raftlog.v1.ResultError
-	55, // 52: raftlog.v1.DecisionResult.record:type_name -> custos.v1.DecisionRecord
-	40, // 53: raftlog.v1.DecisionResult.error:type_name -> raftlog.v1.ResultError
-	1,  // 54: raftlog.v1.Replication.Apply:input_type -> raftlog.v1.Command
-	34, // 55: raftlog.v1.Replication.ReadIndex:input_type -> raftlog.v1.ReadIndexRequest
-	35, // 56: raftlog.v1.Replication.ReadRecords:input_type -> raftlog.v1.ReadRecordsRequest
-	38, // 57: raftlog.v1.Replication.Apply:output_type -> raftlog.v1.ApplyResult
-	37, // 58: raftlog.v1.Replication.ReadIndex:output_type -> raftlog.v1.ReadIndexResponse
-	36, // 59: raftlog.v1.Replication.ReadRecords:output_type -> raftlog.v1.ReadRecordsResponse
-	57, // [57:60] is the sub-list for method output_type
-	54, // [54:57] is the sub-list for method input_type
-	54, // [54:54] is the sub-list for extension type_name
-	54, // [54:54] is the sub-list for extension extendee
-	0,  // [0:54] is the sub-list for field type_name
+	21, // 24: raftlog.v1.Command.set_state_machine_version:type_name -> raftlog.v1.SetStateMachineVersion
+	42, // 25: raftlog.v1.InitCluster.officers:type_name -> custos.v1.Officer
+	7,  // 26: raftlog.v1.RewrapKeks.keks:type_name -> raftlog.v1.RewrappedKek
+	43, // 27: raftlog.v1.RecordCheckpoint.checkpoint:type_name -> custos.v1.Checkpoint
+	44, // 28: raftlog.v1.RecordCosignature.cosignature:type_name -> custos.v1.Cosignature
+	15, // 29: raftlog.v1.RecordThrottled.keys:type_name -> raftlog.v1.ThrottledKey
+	45, // 30: raftlog.v1.Govern.statement:type_name -> custos.v1.SignedStatement
+	46, // 31: raftlog.v1.CreateKey.origin:type_name -> custos.v1.KeyOrigin
+	46, // 32: raftlog.v1.AddKeyVersion.origin:type_name -> custos.v1.KeyOrigin
+	47, // 33: raftlog.v1.Decide.operation:type_name -> custos.v1.Operation
+	48, // 34: raftlog.v1.Decide.reason:type_name -> custos.v1.Reason
+	33, // 35: raftlog.v1.State.keys:type_name -> raftlog.v1.KeyRecord
+	49, // 36: raftlog.v1.State.governance:type_name -> custos.v1.Governance
+	31, // 37: raftlog.v1.State.nonces:type_name -> raftlog.v1.UsedNonce
+	50, // 38: raftlog.v1.State.requests:type_name -> custos.v1.ApprovalRequest
+	51, // 39: raftlog.v1.State.grants:type_name -> custos.v1.Grant
+	32, // 40: raftlog.v1.State.counters:type_name -> raftlog.v1.RateCounter
+	30, // 41: raftlog.v1.State.node_keys:type_name -> raftlog.v1.NodeKey
+	43, // 42: raftlog.v1.State.last_checkpoint:type_name -> custos.v1.Checkpoint
+	29, // 43: raftlog.v1.State.members:type_name -> raftlog.v1.RaftServer
+	52, // 44: raftlog.v1.State.admissions:type_name -> custos.v1.NodeAdmission
+	53, // 45: raftlog.v1.State.restore:type_name -> custos.v1.ClusterRestore
+	54, // 46: raftlog.v1.State.rotation:type_name -> custos.v1.DomainKeyRotation
+	34, // 47: raftlog.v1.KeyRecord.versions:type_name -> raftlog.v1.KeyVersionRecord
+	55, // 48: raftlog.v1.KeyRecord.policy:type_name -> custos.v1.KeyPolicy
+	46, // 49: raftlog.v1.KeyVersionRecord.origin:type_name -> custos.v1.KeyOrigin
+	33, // 50: raftlog.v1.ApplyResult.key:type_name -> raftlog.v1.KeyRecord
+	40, // 51: raftlog.v1.ApplyResult.decision:type_name -> raftlog.v1.DecisionResult
+	41, // 52: raftlog.v1.ApplyResult.error:type_name -> raftlog.v1.ResultError
+	56, // 53: raftlog.v1.DecisionResult.record:type_name -> custos.v1.DecisionRecord
+	41, // 54: raftlog.v1.DecisionResult.error:type_name -> raftlog.v1.ResultError
+	1,  // 55: raftlog.v1.Replication.Apply:input_type -> raftlog.v1.Command
+	35, // 56: raftlog.v1.Replication.ReadIndex:input_type -> raftlog.v1.ReadIndexRequest
+	36, // 57: raftlog.v1.Replication.ReadRecords:input_type -> raftlog.v1.ReadRecordsRequest
+	39, // 58: raftlog.v1.Replication.Apply:output_type -> raftlog.v1.ApplyResult
+	38, // 59: raftlog.v1.Replication.ReadIndex:output_type -> raftlog.v1.ReadIndexResponse
+	37, // 60: raftlog.v1.Replication.ReadRecords:output_type -> raftlog.v1.ReadRecordsResponse
+	58, // [58:61] is the sub-list for method output_type
+	55, // [55:58] is the sub-list for method input_type
+	55, // [55:55] is the sub-list for extension type_name
+	55, // [55:55] is the sub-list for extension extendee
+	0,  // [0:55] is the sub-list for field type_name
 }
 
 func init() { file_raftlog_v1_raftlog_proto_init() }
@@ -3771,8 +3882,9 @@ func file_raftlog_v1_raftlog_proto_init() {
 		(*Command_CompleteDomainKeyRotation)(nil),
 		(*Command_RecordCosignature)(nil),
 		(*Command_RecordThrottled)(nil),
+		(*Command_SetStateMachineVersion)(nil),
 	}
-	file_raftlog_v1_raftlog_proto_msgTypes[38].OneofWrappers = []any{
+	file_raftlog_v1_raftlog_proto_msgTypes[39].OneofWrappers = []any{
 		(*ApplyResult_Key)(nil),
 		(*ApplyResult_Decision)(nil),
 	}
@@ -3782,7 +3894,7 @@ func file_raftlog_v1_raftlog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raftlog_v1_raftlog_proto_rawDesc), len(file_raftlog_v1_raftlog_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   41,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

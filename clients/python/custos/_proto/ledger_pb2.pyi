@@ -26,7 +26,7 @@ class Checkpoint(_message.Message):
     def __init__(self, cluster_id: _Optional[str] = ..., seq: _Optional[int] = ..., head: _Optional[bytes] = ..., time_unix_nano: _Optional[int] = ..., node: _Optional[str] = ..., key_id: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class DecisionRecord(_message.Message):
-    __slots__ = ["checkpoint", "context_digest", "cosignature", "data_digest", "detail", "genesis", "grant", "justification_text", "key", "key_version", "matched_rule", "node", "node_public_key", "notify", "operation", "outcome", "prev_hash", "principal", "principal_cert_sha256", "principal_issuer_sha256", "raft_index", "reason", "request_id", "revoked_grant_id", "seq", "signers", "state_digest", "state_digest_version", "statement_hash", "ticket", "time_unix_nano"]
+    __slots__ = ["checkpoint", "context_digest", "cosignature", "data_digest", "detail", "genesis", "grant", "justification_text", "key", "key_version", "matched_rule", "node", "node_public_key", "notify", "operation", "outcome", "prev_hash", "principal", "principal_cert_sha256", "principal_issuer_sha256", "raft_index", "reason", "request_id", "revoked_grant_id", "seq", "signers", "state_digest", "state_digest_before", "state_digest_version", "statement_hash", "ticket", "time_unix_nano"]
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_DIGEST_FIELD_NUMBER: _ClassVar[int]
     COSIGNATURE_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,7 @@ class DecisionRecord(_message.Message):
     SEQ_FIELD_NUMBER: _ClassVar[int]
     SIGNERS_FIELD_NUMBER: _ClassVar[int]
     STATEMENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    STATE_DIGEST_BEFORE_FIELD_NUMBER: _ClassVar[int]
     STATE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     STATE_DIGEST_VERSION_FIELD_NUMBER: _ClassVar[int]
     TICKET_FIELD_NUMBER: _ClassVar[int]
@@ -85,14 +86,15 @@ class DecisionRecord(_message.Message):
     seq: int
     signers: _containers.RepeatedScalarFieldContainer[str]
     state_digest: bytes
+    state_digest_before: bytes
     state_digest_version: int
     statement_hash: bytes
     ticket: str
     time_unix_nano: int
-    def __init__(self, seq: _Optional[int] = ..., time_unix_nano: _Optional[int] = ..., node: _Optional[str] = ..., principal: _Optional[str] = ..., key: _Optional[str] = ..., key_version: _Optional[int] = ..., operation: _Optional[_Union[_common_pb2.Operation, str]] = ..., reason: _Optional[_Union[_common_pb2.Reason, str]] = ..., justification_text: _Optional[str] = ..., ticket: _Optional[str] = ..., context_digest: _Optional[bytes] = ..., outcome: _Optional[_Union[_common_pb2.Outcome, str]] = ..., matched_rule: _Optional[str] = ..., request_id: _Optional[str] = ..., prev_hash: _Optional[bytes] = ..., raft_index: _Optional[int] = ..., signers: _Optional[_Iterable[str]] = ..., statement_hash: _Optional[bytes] = ..., detail: _Optional[str] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., notify: bool = ..., data_digest: _Optional[bytes] = ..., principal_issuer_sha256: _Optional[bytes] = ..., principal_cert_sha256: _Optional[bytes] = ..., cosignature: _Optional[_Union[_governance_pb2.Cosignature, _Mapping]] = ..., genesis: _Optional[_Union[Genesis, _Mapping]] = ..., state_digest: _Optional[bytes] = ..., state_digest_version: _Optional[int] = ..., node_public_key: _Optional[bytes] = ..., grant: _Optional[_Union[_governance_pb2.Grant, _Mapping]] = ..., revoked_grant_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, seq: _Optional[int] = ..., time_unix_nano: _Optional[int] = ..., node: _Optional[str] = ..., principal: _Optional[str] = ..., key: _Optional[str] = ..., key_version: _Optional[int] = ..., operation: _Optional[_Union[_common_pb2.Operation, str]] = ..., reason: _Optional[_Union[_common_pb2.Reason, str]] = ..., justification_text: _Optional[str] = ..., ticket: _Optional[str] = ..., context_digest: _Optional[bytes] = ..., outcome: _Optional[_Union[_common_pb2.Outcome, str]] = ..., matched_rule: _Optional[str] = ..., request_id: _Optional[str] = ..., prev_hash: _Optional[bytes] = ..., raft_index: _Optional[int] = ..., signers: _Optional[_Iterable[str]] = ..., statement_hash: _Optional[bytes] = ..., detail: _Optional[str] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., notify: bool = ..., data_digest: _Optional[bytes] = ..., principal_issuer_sha256: _Optional[bytes] = ..., principal_cert_sha256: _Optional[bytes] = ..., cosignature: _Optional[_Union[_governance_pb2.Cosignature, _Mapping]] = ..., genesis: _Optional[_Union[Genesis, _Mapping]] = ..., state_digest: _Optional[bytes] = ..., state_digest_version: _Optional[int] = ..., node_public_key: _Optional[bytes] = ..., grant: _Optional[_Union[_governance_pb2.Grant, _Mapping]] = ..., revoked_grant_id: _Optional[str] = ..., state_digest_before: _Optional[bytes] = ...) -> None: ...
 
 class Genesis(_message.Message):
-    __slots__ = ["client_authorities", "cluster_id", "domain_key_check_value", "domain_key_id", "officers", "profile", "quorum"]
+    __slots__ = ["client_authorities", "cluster_id", "domain_key_check_value", "domain_key_id", "officers", "profile", "quorum", "state_machine_version"]
     CLIENT_AUTHORITIES_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_KEY_CHECK_VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +102,7 @@ class Genesis(_message.Message):
     OFFICERS_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     QUORUM_FIELD_NUMBER: _ClassVar[int]
+    STATE_MACHINE_VERSION_FIELD_NUMBER: _ClassVar[int]
     client_authorities: _containers.RepeatedCompositeFieldContainer[_governance_pb2.ClientAuthority]
     cluster_id: str
     domain_key_check_value: bytes
@@ -107,4 +110,5 @@ class Genesis(_message.Message):
     officers: _containers.RepeatedCompositeFieldContainer[_governance_pb2.Officer]
     profile: str
     quorum: int
-    def __init__(self, cluster_id: _Optional[str] = ..., officers: _Optional[_Iterable[_Union[_governance_pb2.Officer, _Mapping]]] = ..., quorum: _Optional[int] = ..., domain_key_id: _Optional[bytes] = ..., domain_key_check_value: _Optional[bytes] = ..., profile: _Optional[str] = ..., client_authorities: _Optional[_Iterable[_Union[_governance_pb2.ClientAuthority, _Mapping]]] = ...) -> None: ...
+    state_machine_version: int
+    def __init__(self, cluster_id: _Optional[str] = ..., officers: _Optional[_Iterable[_Union[_governance_pb2.Officer, _Mapping]]] = ..., quorum: _Optional[int] = ..., domain_key_id: _Optional[bytes] = ..., domain_key_check_value: _Optional[bytes] = ..., profile: _Optional[str] = ..., client_authorities: _Optional[_Iterable[_Union[_governance_pb2.ClientAuthority, _Mapping]]] = ..., state_machine_version: _Optional[int] = ...) -> None: ...
