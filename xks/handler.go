@@ -26,6 +26,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -43,8 +44,13 @@ const apiPath = "/kms/xks/v1"
 const (
 	// DefaultMaxBody bounds a request body: room for the largest
 	// plaintext (4300 bytes) and AAD (8192 bytes) in Base64 and two 2048
-	// character ARNs.
+	// character ARNs. A larger body is UnsupportedOperationException.
 	DefaultMaxBody = 64 << 10
+	// DefaultDeadline is how long after it arrives a request is answered
+	// at the latest. AWS KMS gives up on a proxy after 250 ms, network
+	// included; the specification recommends a round trip of at most
+	// 35 ms between AWS and the proxy.
+	DefaultDeadline = 200 * time.Millisecond
 	// MaxPathLen is the specification's bound on XksProxyUriPath
 	// ({prefix}/kms/xks/v1).
 	MaxPathLen = 128
@@ -63,8 +69,16 @@ type Config struct {
 	MaxBody int
 	// MaxSkew bounds the SigV4 clock skew; DefaultMaxSkew (5 min) if zero.
 	MaxSkew time.Duration
-	// Now is the clock for SigV4; time.Now if nil.
+	// Now is the clock for SigV4 and for reusing a health check's result;
+	// time.Now if nil.
 	Now func() time.Time
+	// Deadline bounds each request: custos's own work on it (the decision,
+	// notification before release, the HSM) must end within four fifths
+	// of it, and the answer goes out at Deadline after the request reached
+	// the handler whatever that work is doing: 503
+	// DependencyTimeoutException, nothing released, the decision recorded
+	// (docs/xks.md, "Deadlines"). DefaultDeadline if zero.
+	Deadline time.Duration
 	// Logger; slog.Default() if nil. Never given plaintext or secrets.
 	Logger *slog.Logger
 	// EKMID names this node in the health response (ekmFleetDetails.id);
@@ -107,7 +121,12 @@ type Credential struct {
 type Handler struct {
 	svc    *kms.Service
 	health func(context.Context) error
+	probe  *kms.XKSProbe
+	cache  healthCache
 	cfg    atomic.Pointer[compiled]
+	// work counts requests' work still running, which may outlive their
+	// answer (Deadline); Close waits for it.
+	work sync.WaitGroup
 }
 
 type compiled struct {
@@ -115,6 +134,8 @@ type compiled struct {
 	maxBody  int
 	lg       *slog.Logger
 	ekmID    string
+	now      func() time.Time
+	deadline time.Duration
 }
 
 type prefix struct {
@@ -127,12 +148,12 @@ type prefix struct {
 
 // NewHandler returns the XKS handler for svc. health, if not nil, is the
 // node's own readiness check; the health API reports it together with
-// svc.Health.
+// svc's deep check (kms.XKSProbe).
 func NewHandler(cfg Config, svc *kms.Service, health func(context.Context) error) (*Handler, error) {
 	if svc == nil {
 		return nil, errors.New("xks: NewHandler needs a kms.Service")
 	}
-	h := &Handler{svc: svc, health: health}
+	h := &Handler{svc: svc, health: health, probe: svc.XKSProbe()}
 	if err := h.Reload(cfg); err != nil {
 		return nil, err
 	}
@@ -150,10 +171,38 @@ func (h *Handler) Reload(cfg Config) error {
 	return nil
 }
 
+// Close waits until the work of every request served so far has ended
+// (some may outlive their answer, see Config.Deadline) or ctx ends, then
+// destroys the health check's HSM key. Call it once the server serving h
+// has stopped.
+func (h *Handler) Close(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { h.work.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return fmt.Errorf("xks: requests still running: %w", ctx.Err())
+	}
+	h.probe.Close(ctx)
+	return nil
+}
+
+// Wait waits until the work of every request served so far has ended.
+func (h *Handler) Wait() { h.work.Wait() }
+
 func compile(cfg Config) (*compiled, error) {
-	c := &compiled{maxBody: cfg.MaxBody, lg: cfg.Logger, ekmID: cfg.EKMID}
+	c := &compiled{maxBody: cfg.MaxBody, lg: cfg.Logger, ekmID: cfg.EKMID, now: cfg.Now, deadline: cfg.Deadline}
 	if c.maxBody <= 0 {
 		c.maxBody = DefaultMaxBody
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	switch {
+	case c.deadline == 0:
+		c.deadline = DefaultDeadline
+	case c.deadline < 0:
+		return nil, fmt.Errorf("xks: deadline %v is negative", c.deadline)
 	}
 	if c.lg == nil {
 		c.lg = slog.Default()
@@ -271,7 +320,8 @@ type call struct {
 	start     time.Time
 	prefix    string
 	op        string
-	key       string
+	key       string // the externalKeyId
+	name      string // the custos key name, when it differs (kms.XKSKeyName)
 	accessKey string
 	principal string
 	md        *requestMetadata
@@ -283,7 +333,7 @@ type call struct {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := h.cfg.Load()
 	cl := &call{start: time.Now()}
-	resp, aerr := h.serve(c, cl, r)
+	resp, aerr := h.serve(c, cl, w, r)
 	status := http.StatusOK
 	if aerr != nil {
 		status = errStatus[aerr.name]
@@ -317,6 +367,9 @@ func (h *Handler) log(c *compiled, cl *call, r *http.Request, status int, aerr *
 	if cl.key != "" {
 		attrs = append(attrs, "key", cl.key)
 	}
+	if cl.name != "" {
+		attrs = append(attrs, "custos_key", cl.name)
+	}
 	if cl.accessKey != "" {
 		attrs = append(attrs, "access_key_id", cl.accessKey)
 	}
@@ -343,7 +396,9 @@ func (h *Handler) log(c *compiled, cl *call, r *http.Request, status int, aerr *
 	c.lg.Info("xks request", attrs...)
 }
 
-// route finds the prefix and operation of a path.
+// route finds the prefix, operation and key id of a path. The key id is
+// not checked here: a request for a key URI is refused for its method and
+// its signature before its key id is looked at.
 func (c *compiled) route(path string) (*prefix, string, string, bool) {
 	for _, p := range c.prefixes {
 		rest, ok := strings.CutPrefix(path, p.path+apiPath+"/")
@@ -354,7 +409,7 @@ func (c *compiled) route(path string) (*prefix, string, string, bool) {
 			return p, "health", "", true
 		}
 		parts := strings.Split(rest, "/")
-		if len(parts) == 3 && parts[0] == "keys" && parts[1] != "" {
+		if len(parts) == 3 && parts[0] == "keys" {
 			switch parts[2] {
 			case "metadata", "encrypt", "decrypt":
 				return p, parts[2], parts[1], true
@@ -365,26 +420,23 @@ func (c *compiled) route(path string) (*prefix, string, string, bool) {
 	return nil, "", "", false
 }
 
-func (h *Handler) serve(c *compiled, cl *call, r *http.Request) (any, *apiError) {
-	p, op, key, ok := c.route(r.URL.EscapedPath())
+// serve checks a request in the order the specification's errors imply —
+// the URI (404 InvalidUriPathException), the method (405), the body's size
+// (501), the SigV4 signature (401), the key id and the body (400) — and
+// then runs the operation under the deadline (run). A key is looked up
+// (404 KeyNotFoundException) only by an authenticated operation.
+func (h *Handler) serve(c *compiled, cl *call, w http.ResponseWriter, r *http.Request) (any, *apiError) {
+	p, op, id, ok := c.route(r.URL.EscapedPath())
 	if !ok {
 		return nil, fail(errInvalidURI, "no XKS API at this URI path")
 	}
-	cl.prefix, cl.op, cl.key = p.path, op, key
-	if key != "" && kms.ValidateKeyName(key) != nil {
-		// A valid XKS key id that cannot be a custos key name.
-		return nil, fail(errKeyNotFound, "no custos key has this name")
-	}
+	cl.prefix, cl.op, cl.key = p.path, op, id
 	if r.Method != http.MethodPost {
 		return nil, &apiError{name: "MethodNotAllowed", msg: "the XKS API takes POST only"}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, int64(c.maxBody)))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, fail(errValidation, "request body is larger than %d bytes", c.maxBody)
-		}
-		return nil, fail(errValidation, "could not read the request body")
+	body, aerr := readBody(c, w, r)
+	if aerr != nil {
+		return nil, aerr
 	}
 	ak, err := p.verifier.Verify(r, body)
 	cl.accessKey = ak
@@ -394,6 +446,16 @@ func (h *Handler) serve(c *compiled, cl *call, r *http.Request) (any, *apiError)
 	}
 	cred := p.creds[ak]
 	cl.principal = cred.Principal
+	var name string
+	if op != "health" {
+		n, mapped, err := kms.XKSKeyName(id)
+		if err != nil {
+			return nil, fail(errValidation, "externalKeyId: 1 to %d letters, digits, '_', '.' or '-'", kms.XKSMaxKeyIDLen)
+		}
+		if name = n; mapped {
+			cl.name = n
+		}
+	}
 	var req request
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(&req); err != nil {
@@ -406,31 +468,93 @@ func (h *Handler) serve(c *compiled, cl *call, r *http.Request) (any, *apiError)
 	if err := checkMetadata(op, req.RequestMetadata); err != nil {
 		return nil, err
 	}
-	ctx := r.Context()
 	principal := kms.Principal{Name: cred.Principal}
-	switch op {
-	case "health":
-		return h.healthResponse(ctx, c), nil
-	case "metadata":
-		info, err := h.svc.XKSKeyMetadata(ctx, principal, key)
-		if err != nil {
-			return nil, fromDomain(err)
+	k, md := xksKey{id: id, name: name}, cl.md
+	return h.run(c, cl, r, func(ctx context.Context) outcome {
+		var o outcome
+		switch op {
+		case "health":
+			o.resp = h.healthResponse(ctx, c)
+		case "metadata":
+			o.resp, o.aerr = h.metadata(ctx, principal, k)
+		case "encrypt":
+			o.resp, o.aerr = h.encrypt(ctx, principal, k, &req)
+		default:
+			var rec *custosv1.DecisionRecord
+			o.resp, o.aerr, rec = h.decrypt(ctx, p, md, principal, k, &req)
+			if rec != nil {
+				o.seq, o.reqID = rec.Seq, rec.RequestId
+			}
 		}
-		resp := metadataResponse{KeySpec: "AES_256", KeyUsage: []string{}, KeyStatus: "DISABLED"}
-		if info.Encrypt {
-			resp.KeyUsage = append(resp.KeyUsage, "ENCRYPT")
+		return o
+	})
+}
+
+// readBody reads the body, at most c.maxBody bytes. A larger one is
+// UnsupportedOperationException (the specification's error for a value
+// beyond the sizes an implementation supports, which are above its
+// minimums) before its signature is checked: checking it would mean
+// reading all of it. The connection is then closed rather than drained.
+func readBody(c *compiled, w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
+	tooLarge := func() ([]byte, *apiError) {
+		w.Header().Set("Connection", "close")
+		return nil, fail(errUnsupported, "request body is larger than %d bytes, the most custos supports", c.maxBody)
+	}
+	if r.ContentLength > int64(c.maxBody) {
+		return tooLarge()
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, int64(c.maxBody)+1))
+	switch {
+	case err != nil:
+		return nil, fail(errValidation, "could not read the request body")
+	case len(body) > c.maxBody:
+		return tooLarge()
+	}
+	return body, nil
+}
+
+// xksKey is the key of a request: its externalKeyId and the custos key
+// name it maps to (kms.XKSKeyName).
+type xksKey struct{ id, name string }
+
+// outcome is what an operation ends with.
+type outcome struct {
+	resp  any
+	aerr  *apiError
+	seq   uint64 // decision record, for decrypts
+	reqID string // custos request id of the decision
+}
+
+// run runs op with a context that ends four fifths of the deadline after
+// the request arrived, and answers by the deadline whatever op is doing: a
+// request still running then is DependencyTimeoutException. op goes on in
+// the background until it returns; kms releases nothing to a caller whose
+// context ended and records RELEASE_BLOCKED after an ALLOW it did not
+// release (kms.Service.XKSDecrypt), so the ledger stays complete. Close
+// waits for such work.
+func (h *Handler) run(c *compiled, cl *call, r *http.Request, op func(context.Context) outcome) (any, *apiError) {
+	answerBy := cl.start.Add(c.deadline)
+	ctx, cancel := context.WithDeadline(r.Context(), cl.start.Add(c.deadline-c.deadline/5))
+	defer cancel()
+	done := make(chan outcome, 1)
+	h.work.Add(1)
+	go func() {
+		defer h.work.Done()
+		done <- op(ctx)
+	}()
+	timer := time.NewTimer(time.Until(answerBy))
+	defer timer.Stop()
+	select {
+	case o := <-done:
+		cl.seq, cl.reqID = o.seq, o.reqID
+		if o.aerr != nil && ctx.Err() != nil && o.aerr.name == errInternal {
+			o.aerr = fail(errTimeout, "custos did not answer within %v", c.deadline)
 		}
-		if info.Decrypt {
-			resp.KeyUsage = append(resp.KeyUsage, "DECRYPT")
-		}
-		if info.Enabled {
-			resp.KeyStatus = "ENABLED"
-		}
-		return resp, nil
-	case "encrypt":
-		return h.encrypt(ctx, principal, key, &req)
-	default:
-		return h.decrypt(ctx, cl, p, principal, key, &req)
+		return o.resp, o.aerr
+	case <-timer.C:
+		return nil, fail(errTimeout, "custos did not answer within %v", c.deadline)
+	case <-r.Context().Done():
+		return nil, fail(errTimeout, "the request was cancelled before custos answered")
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -51,7 +52,11 @@ type fixture struct {
 	cfg     xks.Config
 	healthy error
 	mu      sync.Mutex
+	skew    atomic.Int64 // the handler's clock runs this far ahead (advance)
 }
+
+// advance moves the handler's clock forward, e.g. past the health cache.
+func (f *fixture) advance(d time.Duration) { f.skew.Add(int64(d)) }
 
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
@@ -60,6 +65,10 @@ func newFixture(t testing.TB) *fixture {
 	f.cfg = xks.Config{
 		Logger: nodetest.Logger(),
 		EKMID:  "node1",
+		// Generous, so that a loaded test machine does not turn these
+		// functional tests into deadline tests (deadline_test.go).
+		Deadline: time.Minute,
+		Now:      func() time.Time { return time.Now().Add(time.Duration(f.skew.Load())) },
 		Prefixes: []xks.PrefixConfig{{
 			Path: prefixPath, Region: region,
 			Credentials: []xks.Credential{
@@ -99,6 +108,7 @@ type reply struct {
 	status int
 	body   map[string]any
 	header http.Header
+	closed bool // the server closes the connection after it
 }
 
 func (r reply) str(k string) string { s, _ := r.body[k].(string); return s }
@@ -162,7 +172,7 @@ func (f *fixture) call(t testing.TB, target string, body any, opts ...func(*call
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(resp.Body)
-	r := reply{status: resp.StatusCode, header: resp.Header}
+	r := reply{status: resp.StatusCode, header: resp.Header, closed: resp.Close}
 	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
 		t.Fatalf("Content-Type %q", ct)
 	}
@@ -244,10 +254,12 @@ func TestXKS(t *testing.T) {
 		f.mu.Lock()
 		f.healthy = errors.New("not ready")
 		f.mu.Unlock()
+		f.advance(time.Second) // past the cached result
 		r = f.call(t, "health", map[string]any{"requestMetadata": map[string]any{"kmsOperation": "KmsHealthCheck", "kmsRequestId": "h-2"}})
 		f.mu.Lock()
 		f.healthy = nil
 		f.mu.Unlock()
+		f.advance(time.Second)
 		if d := r.body["ekmFleetDetails"].([]any)[0].(map[string]any); r.status != 200 || d["healthStatus"] != "UNAVAILABLE" {
 			t.Fatalf("unhealthy = %d %v", r.status, r.body)
 		}
@@ -421,7 +433,7 @@ func TestXKS(t *testing.T) {
 			})
 		}
 		f.call(t, "keys/foo/encrypt", "not json").wantError(t, 400, "ValidationException")
-		f.call(t, "keys/foo/encrypt", bytes.Repeat([]byte(" "), xks.DefaultMaxBody+1)).wantError(t, 400, "ValidationException")
+
 	})
 
 	t.Run("authentication", func(t *testing.T) {

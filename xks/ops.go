@@ -17,6 +17,24 @@ type metadataResponse struct {
 	KeyStatus string   `json:"keyStatus"`
 }
 
+func (h *Handler) metadata(ctx context.Context, p kms.Principal, k xksKey) (any, *apiError) {
+	info, err := h.svc.XKSKeyMetadata(ctx, p, k.name)
+	if err != nil {
+		return nil, fromDomain(err)
+	}
+	resp := metadataResponse{KeySpec: "AES_256", KeyUsage: []string{}, KeyStatus: "DISABLED"}
+	if info.Encrypt {
+		resp.KeyUsage = append(resp.KeyUsage, "ENCRYPT")
+	}
+	if info.Decrypt {
+		resp.KeyUsage = append(resp.KeyUsage, "DECRYPT")
+	}
+	if info.Enabled {
+		resp.KeyStatus = "ENABLED"
+	}
+	return resp, nil
+}
+
 // field decodes an optional Base64 field; name is for the error message.
 func field(name string, v *string) ([]byte, *apiError) {
 	if v == nil {
@@ -54,7 +72,7 @@ type encryptResponse struct {
 	CDIV           string `json:"ciphertextDataIntegrityValue,omitempty"`
 }
 
-func (h *Handler) encrypt(ctx context.Context, p kms.Principal, key string, req *request) (any, *apiError) {
+func (h *Handler) encrypt(ctx context.Context, p kms.Principal, k xksKey, req *request) (any, *apiError) {
 	if err := checkAlgorithm(req.EncryptionAlg); err != nil {
 		return nil, err
 	}
@@ -75,13 +93,13 @@ func (h *Handler) encrypt(ctx context.Context, p kms.Principal, key string, req 
 		cdiv = true
 		// The CDIV is only given after a verifying decryption, which an
 		// encrypt-only key does not allow (as the AWS test client expects).
-		if info, err := h.svc.XKSKeyMetadata(ctx, p, key); err == nil && info.Encrypt && !info.Decrypt {
-			return nil, fail(errInvalidKeyUsage, "key %q is encrypt-only for this key store: no CDIV (it needs a verifying decrypt)", key)
+		if info, err := h.svc.XKSKeyMetadata(ctx, p, k.name); err == nil && info.Encrypt && !info.Decrypt {
+			return nil, fail(errInvalidKeyUsage, "key %q is encrypt-only for this key store: no CDIV (it needs a verifying decrypt)", k.id)
 		}
 	}
-	out, err := h.svc.XKSEncrypt(ctx, p, key, pt, aad, cdiv)
+	out, err := h.svc.XKSEncrypt(ctx, p, k.name, pt, aad, cdiv)
 	if err != nil {
-		return nil, h.usageError(ctx, p, key, true, err)
+		return nil, h.usageError(ctx, p, k.name, true, err)
 	}
 	enc := base64.StdEncoding.EncodeToString
 	resp := encryptResponse{Ciphertext: enc(out.Ciphertext), CiphertextMeta: enc(out.Metadata),
@@ -92,64 +110,71 @@ func (h *Handler) encrypt(ctx context.Context, p kms.Principal, key string, req 
 	return resp, nil
 }
 
-func (h *Handler) decrypt(ctx context.Context, cl *call, px *prefix, p kms.Principal, key string, req *request) (any, *apiError) {
+// decrypt also returns the decision record, if one was committed.
+func (h *Handler) decrypt(ctx context.Context, px *prefix, md *requestMetadata, p kms.Principal, k xksKey, req *request) (any, *apiError, *custosv1.DecisionRecord) {
+	ct, iv, tag, aad, version, aerr := decryptInput(req)
+	if aerr != nil {
+		return nil, aerr, nil
+	}
+	pt, rec, err := h.svc.XKSDecrypt(ctx, p, k.name, version, iv, ct, tag, aad, justification(px, md, k))
+	if err != nil {
+		aerr := h.usageError(ctx, p, k.name, false, err)
+		var pe *kms.PendingError
+		if errors.As(err, &pe) {
+			aerr.msg += " (kmsRequestId " + md.KMSRequestID + ")"
+		}
+		return nil, aerr, rec
+	}
+	defer clear(pt)
+	return map[string]string{"plaintext": base64.StdEncoding.EncodeToString(pt)}, nil, rec
+}
+
+// decryptInput decodes and checks a decrypt request's fields.
+func decryptInput(req *request) (ct, iv, tag, aad []byte, version uint32, _ *apiError) {
+	bad := func(e *apiError) ([]byte, []byte, []byte, []byte, uint32, *apiError) { return nil, nil, nil, nil, 0, e }
 	if err := checkAlgorithm(req.EncryptionAlg); err != nil {
-		return nil, err
+		return bad(err)
 	}
-	ct, aerr := required("ciphertext", req.Ciphertext)
-	if aerr != nil {
-		return nil, aerr
-	}
-	iv, aerr := required("initializationVector", req.IV)
-	if aerr != nil {
-		return nil, aerr
-	}
-	tag, aerr := required("authenticationTag", req.Tag)
-	if aerr != nil {
-		return nil, aerr
-	}
-	aad, aerr := field("additionalAuthenticatedData", req.AAD)
-	if aerr != nil {
-		return nil, aerr
-	}
-	meta, aerr := field("ciphertextMetadata", req.CiphertextMeta)
-	if aerr != nil {
-		return nil, aerr
+	var aerr *apiError
+	var meta []byte
+	for _, f := range []struct {
+		name string
+		v    *string
+		dst  *[]byte
+		req  bool
+	}{{"ciphertext", req.Ciphertext, &ct, true}, {"initializationVector", req.IV, &iv, true},
+		{"authenticationTag", req.Tag, &tag, true}, {"additionalAuthenticatedData", req.AAD, &aad, false},
+		{"ciphertextMetadata", req.CiphertextMeta, &meta, false}} {
+		if f.req {
+			*f.dst, aerr = required(f.name, f.v)
+		} else {
+			*f.dst, aerr = field(f.name, f.v)
+		}
+		if aerr != nil {
+			return bad(aerr)
+		}
 	}
 	switch {
 	case len(iv) != 12 && len(iv) != 16:
-		return nil, fail(errValidation, "initializationVector must be 12 or 16 bytes")
+		return bad(fail(errValidation, "initializationVector must be 12 or 16 bytes"))
 	case len(tag) != 16:
-		return nil, fail(errValidation, "authenticationTag must be 16 bytes")
+		return bad(fail(errValidation, "authenticationTag must be 16 bytes"))
 	case len(meta) > maxMetadataLen:
-		return nil, fail(errValidation, "ciphertextMetadata is longer than %d bytes", maxMetadataLen)
+		return bad(fail(errValidation, "ciphertextMetadata is longer than 20 bytes"))
 	case req.CiphertextMeta == nil:
-		return nil, fail(errInvalidCT, "ciphertextMetadata is missing: custos always returns it from encrypt")
+		return bad(fail(errInvalidCT, "ciphertextMetadata is missing: custos always returns it from encrypt"))
 	}
 	version, err := kms.ParseXKSMetadata(meta)
 	if err != nil {
-		return nil, fromDomain(err)
+		return bad(fromDomain(err))
 	}
-	pt, rec, err := h.svc.XKSDecrypt(ctx, p, key, version, iv, ct, tag, aad, justification(px, cl.md))
-	if rec != nil {
-		cl.seq, cl.reqID = rec.Seq, rec.RequestId
-	}
-	if err != nil {
-		aerr := h.usageError(ctx, p, key, false, err)
-		var pe *kms.PendingError
-		if errors.As(err, &pe) {
-			aerr.msg += " (kmsRequestId " + cl.md.KMSRequestID + ")"
-		}
-		return nil, aerr
-	}
-	defer clear(pt)
-	return map[string]string{"plaintext": base64.StdEncoding.EncodeToString(pt)}, nil
+	return ct, iv, tag, aad, version, nil
 }
 
 // justification maps a decrypt's requestMetadata to a custos justification:
 // the reason from the prefix's ReasonMap, the kmsRequestId as the ticket,
 // and the metadata as the text, so the ledger record carries them.
-func justification(p *prefix, md *requestMetadata) *custosv1.Justification {
+func justification(p *prefix, md *requestMetadata, k xksKey) *custosv1.Justification {
 	reason, ok := p.reasons["kmsViaService="+md.KMSViaService]
 	if !ok || md.KMSViaService == "" {
 		if reason, ok = p.reasons["kmsOperation="+md.KMSOperation]; !ok {
@@ -158,6 +183,11 @@ func justification(p *prefix, md *requestMetadata) *custosv1.Justification {
 	}
 	var b strings.Builder
 	b.WriteString("AWS KMS XKS decrypt")
+	if k.id != k.name {
+		// A mapped key id (kms.XKSKeyName): the record names the key by
+		// its custos name, the text by the id AWS KMS knows it by.
+		b.WriteString(" externalKeyId=" + k.id)
+	}
 	for _, kv := range [][2]string{{"kmsOperation", md.KMSOperation}, {"kmsRequestId", md.KMSRequestID},
 		{"kmsViaService", md.KMSViaService}, {"awsPrincipalArn", md.AWSPrincipalARN}, {"kmsKeyArn", md.KMSKeyARN},
 		{"awsSourceVpc", md.AWSSourceVPC}, {"awsSourceVpce", md.AWSSourceVPCE}} {
