@@ -139,6 +139,18 @@ func (e *env) restart() {
 type countingHSM struct {
 	hsm.Backend
 	decrypts atomic.Int64
+	encrypts atomic.Int64
+	// failEncrypt makes EncryptGCM fail as a broken module would, while
+	// every other call (Health among them) still answers.
+	failEncrypt atomic.Bool
+}
+
+func (c *countingHSM) EncryptGCM(ctx context.Context, id hsm.KeyRef, iv, pt, aad []byte) ([]byte, error) {
+	c.encrypts.Add(1)
+	if c.failEncrypt.Load() {
+		return nil, fmt.Errorf("%w: injected C_Encrypt failure", hsm.ErrUnavailable)
+	}
+	return c.Backend.EncryptGCM(ctx, id, iv, pt, aad)
 }
 
 func (c *countingHSM) DecryptGCM(ctx context.Context, id hsm.KeyRef, iv, ct, aad []byte) ([]byte, error) {

@@ -5,8 +5,10 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/custos-kms/custos/hsm"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
@@ -14,7 +16,7 @@ import (
 )
 
 // AWS KMS External Key Store (XKS) support, below the HTTP layer (package
-// xks). An XKS key id is a custos key name; AWS KMS sends the plaintext
+// xks). An XKS key id names a custos key (XKSKeyName); AWS KMS sends the plaintext
 // (a data key, at most XKSMaxPlaintext bytes) and gets back the AES-256-GCM
 // ciphertext, IV and tag computed in the HSM under the key's primary KEK.
 //
@@ -68,6 +70,68 @@ type XKSKeyInfo struct {
 	// Encrypt and Decrypt say whether the principal is named in the key's
 	// policy for that use.
 	Encrypt, Decrypt bool
+}
+
+// XKS key ids (the specification's externalKeyId) are 1 to XKSMaxKeyIDLen
+// characters of [A-Za-z0-9._-]; custos key names are 1 to MaxKeyNameLen of
+// the same set starting with a letter or digit. XKSKeyName maps the first
+// onto the second (docs/xks.md, "Key ids"):
+//
+//   - an id that is a custos key name names that key, unless it has the
+//     form of a mapped name (below);
+//   - any other id (a leading '_', '.' or '-', more than 64 characters, or
+//     the form of a mapped name) names the key
+//     "xks-" + the first 60 hex digits of SHA-256(id), exactly 64
+//     characters.
+//
+// The two images are disjoint (no identity-mapped id has the mapped form)
+// and distinct ids of the second kind differ in their 240-bit SHA-256
+// prefix, so two ids never name one key; the ledger records the id of a
+// mapped key beside its name (XKSDecrypt's justification text).
+const (
+	// XKSMaxKeyIDLen is the longest externalKeyId the specification allows.
+	XKSMaxKeyIDLen = 128
+
+	xksMappedPrefix = "xks-"
+	xksMappedHex    = MaxKeyNameLen - len(xksMappedPrefix)
+)
+
+// ErrXKSKeyID means a string is not an externalKeyId the XKS specification
+// allows. It matches ErrInvalidArgument too.
+var ErrXKSKeyID = fmt.Errorf("%w: not an XKS key id", ErrInvalidArgument)
+
+// XKSKeyName returns the custos key name of the XKS key id id, and whether
+// the name is mapped (differs from id). An id the specification does not
+// allow is ErrXKSKeyID.
+func XKSKeyName(id string) (name string, mapped bool, err error) {
+	if id == "" || len(id) > XKSMaxKeyIDLen {
+		return "", false, fmt.Errorf("%w: %d characters, want 1 to %d", ErrXKSKeyID, len(id), XKSMaxKeyIDLen)
+	}
+	for _, c := range []byte(id) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
+			return "", false, fmt.Errorf("%w: use letters, digits, '_', '.' and '-' only", ErrXKSKeyID)
+		}
+	}
+	if ValidateKeyName(id) == nil && !xksMappedForm(id) {
+		return id, false, nil
+	}
+	sum := sha256.Sum256([]byte(id))
+	return xksMappedPrefix + hex.EncodeToString(sum[:])[:xksMappedHex], true, nil
+}
+
+// xksMappedForm reports whether name has the form of a mapped name: "xks-"
+// and 60 lower-case hex digits.
+func xksMappedForm(name string) bool {
+	h, ok := strings.CutPrefix(name, xksMappedPrefix)
+	if !ok || len(h) != xksMappedHex {
+		return false
+	}
+	for _, c := range []byte(h) {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // XKSMetadata returns the ciphertextMetadata for a key version.

@@ -18,7 +18,6 @@ package xks
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,9 +26,9 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/custos-kms/custos/kms"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
@@ -45,8 +44,13 @@ const apiPath = "/kms/xks/v1"
 const (
 	// DefaultMaxBody bounds a request body: room for the largest
 	// plaintext (4300 bytes) and AAD (8192 bytes) in Base64 and two 2048
-	// character ARNs.
+	// character ARNs. A larger body is UnsupportedOperationException.
 	DefaultMaxBody = 64 << 10
+	// DefaultDeadline is how long after it arrives a request is answered
+	// at the latest. AWS KMS gives up on a proxy after 250 ms, network
+	// included; the specification recommends a round trip of at most
+	// 35 ms between AWS and the proxy.
+	DefaultDeadline = 200 * time.Millisecond
 	// MaxPathLen is the specification's bound on XksProxyUriPath
 	// ({prefix}/kms/xks/v1).
 	MaxPathLen = 128
@@ -65,8 +69,16 @@ type Config struct {
 	MaxBody int
 	// MaxSkew bounds the SigV4 clock skew; DefaultMaxSkew (5 min) if zero.
 	MaxSkew time.Duration
-	// Now is the clock for SigV4; time.Now if nil.
+	// Now is the clock for SigV4 and for reusing a health check's result;
+	// time.Now if nil.
 	Now func() time.Time
+	// Deadline bounds each request: custos's own work on it (the decision,
+	// notification before release, the HSM) must end within four fifths
+	// of it, and the answer goes out at Deadline after the request reached
+	// the handler whatever that work is doing: 503
+	// DependencyTimeoutException, nothing released, the decision recorded
+	// (docs/xks.md, "Deadlines"). DefaultDeadline if zero.
+	Deadline time.Duration
 	// Logger; slog.Default() if nil. Never given plaintext or secrets.
 	Logger *slog.Logger
 	// EKMID names this node in the health response (ekmFleetDetails.id);
@@ -109,7 +121,12 @@ type Credential struct {
 type Handler struct {
 	svc    *kms.Service
 	health func(context.Context) error
+	probe  *kms.XKSProbe
+	cache  healthCache
 	cfg    atomic.Pointer[compiled]
+	// work counts requests' work still running, which may outlive their
+	// answer (Deadline); Close waits for it.
+	work sync.WaitGroup
 }
 
 type compiled struct {
@@ -117,6 +134,8 @@ type compiled struct {
 	maxBody  int
 	lg       *slog.Logger
 	ekmID    string
+	now      func() time.Time
+	deadline time.Duration
 }
 
 type prefix struct {
@@ -129,12 +148,12 @@ type prefix struct {
 
 // NewHandler returns the XKS handler for svc. health, if not nil, is the
 // node's own readiness check; the health API reports it together with
-// svc.Health.
+// svc's deep check (kms.XKSProbe).
 func NewHandler(cfg Config, svc *kms.Service, health func(context.Context) error) (*Handler, error) {
 	if svc == nil {
 		return nil, errors.New("xks: NewHandler needs a kms.Service")
 	}
-	h := &Handler{svc: svc, health: health}
+	h := &Handler{svc: svc, health: health, probe: svc.XKSProbe()}
 	if err := h.Reload(cfg); err != nil {
 		return nil, err
 	}
@@ -152,10 +171,38 @@ func (h *Handler) Reload(cfg Config) error {
 	return nil
 }
 
+// Close waits until the work of every request served so far has ended
+// (some may outlive their answer, see Config.Deadline) or ctx ends, then
+// destroys the health check's HSM key. Call it once the server serving h
+// has stopped.
+func (h *Handler) Close(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { h.work.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return fmt.Errorf("xks: requests still running: %w", ctx.Err())
+	}
+	h.probe.Close(ctx)
+	return nil
+}
+
+// Wait waits until the work of every request served so far has ended.
+func (h *Handler) Wait() { h.work.Wait() }
+
 func compile(cfg Config) (*compiled, error) {
-	c := &compiled{maxBody: cfg.MaxBody, lg: cfg.Logger, ekmID: cfg.EKMID}
+	c := &compiled{maxBody: cfg.MaxBody, lg: cfg.Logger, ekmID: cfg.EKMID, now: cfg.Now, deadline: cfg.Deadline}
 	if c.maxBody <= 0 {
 		c.maxBody = DefaultMaxBody
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	switch {
+	case c.deadline == 0:
+		c.deadline = DefaultDeadline
+	case c.deadline < 0:
+		return nil, fmt.Errorf("xks: deadline %v is negative", c.deadline)
 	}
 	if c.lg == nil {
 		c.lg = slog.Default()
@@ -244,83 +291,6 @@ func parseReason(name string, dflt custosv1.Reason) (custosv1.Reason, error) {
 	return custosv1.Reason(r), nil
 }
 
-// Error names and codes from the specification's error table.
-const (
-	errValidation      = "ValidationException"
-	errInvalidState    = "InvalidStateException"
-	errInvalidCT       = "InvalidCiphertextException"
-	errInvalidKeyUsage = "InvalidKeyUsageException"
-	errAuthFailed      = "AuthenticationFailedException"
-	errAccessDenied    = "AccessDeniedException"
-	errKeyNotFound     = "KeyNotFoundException"
-	errInvalidURI      = "InvalidUriPathException"
-	errThrottling      = "ThrottlingException"
-	errUnsupported     = "UnsupportedOperationException"
-	errTimeout         = "DependencyTimeoutException"
-	errInternal        = "InternalException"
-)
-
-var errStatus = map[string]int{
-	errValidation: 400, errInvalidState: 400, errInvalidCT: 400, errInvalidKeyUsage: 400,
-	errAuthFailed: 401, errAccessDenied: 403, errKeyNotFound: 404, errInvalidURI: 404,
-	errThrottling: 429, errUnsupported: 501, errTimeout: 503, errInternal: 500,
-}
-
-// apiError is an XKS error response.
-type apiError struct {
-	name, msg string
-}
-
-func (e *apiError) Error() string { return e.name + ": " + e.msg }
-
-func fail(name, format string, args ...any) *apiError {
-	return &apiError{name: name, msg: fmt.Sprintf(format, args...)}
-}
-
-// privateMessages are what the XKS caller is told for the kinds whose own
-// messages are not shown (kms.ErrorKind.Public false).
-var privateMessages = map[*kms.ErrorKind]string{
-	kms.ErrorKindDecryptionFailed: "the ciphertext, IV, tag, AAD or ciphertextMetadata is corrupted or does not match",
-	kms.ErrorKindDeadlineExceeded: "custos did not answer in time",
-	kms.ErrorKindCanceled:         "the request was cancelled before custos answered",
-	kms.ErrorKindInternal:         "custos could not complete the request",
-}
-
-// fromDomain maps a kms error to the XKS error table by its kind
-// (kms.ErrorKinds): a fail-closed ErrUnavailable (not committed, HSM down,
-// notification not delivered, node not admitted, HSM object rejected) is
-// DependencyTimeoutException (503), which AWS KMS may retry.
-func fromDomain(err error) *apiError {
-	k := kms.ErrorKindOf(err)
-	var pe *kms.PendingError
-	switch {
-	case errors.As(err, &pe):
-		return fail(k.XKS, "approval required: custos request %s is waiting for the security officers", pe.RequestID)
-	case k.Public:
-		return fail(k.XKS, "%v", err)
-	default:
-		msg, ok := privateMessages[k]
-		if !ok {
-			msg = privateMessages[kms.ErrorKindInternal]
-		}
-		return fail(k.XKS, "%s", msg)
-	}
-}
-
-// usageError maps err like fromDomain, except that a principal that the
-// key's policy does not name for this operation gets
-// InvalidKeyUsageException: to this key store the key is decrypt-only,
-// encrypt-only or usable for neither, in the specification's terms.
-func (h *Handler) usageError(ctx context.Context, p kms.Principal, key string, encrypt bool, err error) *apiError {
-	var pe *kms.PendingError
-	if errors.Is(err, kms.ErrPermissionDenied) && !errors.As(err, &pe) {
-		if info, merr := h.svc.XKSKeyMetadata(ctx, p, key); merr == nil && (encrypt && !info.Encrypt || !encrypt && !info.Decrypt) {
-			return fail(errInvalidKeyUsage, "%v", err)
-		}
-	}
-	return fromDomain(err)
-}
-
 // requestMetadata is the specification's requestMetadata object. Unknown
 // fields are ignored: AWS KMS may add more.
 type requestMetadata struct {
@@ -350,7 +320,8 @@ type call struct {
 	start     time.Time
 	prefix    string
 	op        string
-	key       string
+	key       string // the externalKeyId
+	name      string // the custos key name, when it differs (kms.XKSKeyName)
 	accessKey string
 	principal string
 	md        *requestMetadata
@@ -362,7 +333,7 @@ type call struct {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := h.cfg.Load()
 	cl := &call{start: time.Now()}
-	resp, aerr := h.serve(c, cl, r)
+	resp, aerr := h.serve(c, cl, w, r)
 	status := http.StatusOK
 	if aerr != nil {
 		status = errStatus[aerr.name]
@@ -396,6 +367,9 @@ func (h *Handler) log(c *compiled, cl *call, r *http.Request, status int, aerr *
 	if cl.key != "" {
 		attrs = append(attrs, "key", cl.key)
 	}
+	if cl.name != "" {
+		attrs = append(attrs, "custos_key", cl.name)
+	}
 	if cl.accessKey != "" {
 		attrs = append(attrs, "access_key_id", cl.accessKey)
 	}
@@ -422,7 +396,9 @@ func (h *Handler) log(c *compiled, cl *call, r *http.Request, status int, aerr *
 	c.lg.Info("xks request", attrs...)
 }
 
-// route finds the prefix and operation of a path.
+// route finds the prefix, operation and key id of a path. The key id is
+// not checked here: a request for a key URI is refused for its method and
+// its signature before its key id is looked at.
 func (c *compiled) route(path string) (*prefix, string, string, bool) {
 	for _, p := range c.prefixes {
 		rest, ok := strings.CutPrefix(path, p.path+apiPath+"/")
@@ -433,7 +409,7 @@ func (c *compiled) route(path string) (*prefix, string, string, bool) {
 			return p, "health", "", true
 		}
 		parts := strings.Split(rest, "/")
-		if len(parts) == 3 && parts[0] == "keys" && parts[1] != "" {
+		if len(parts) == 3 && parts[0] == "keys" {
 			switch parts[2] {
 			case "metadata", "encrypt", "decrypt":
 				return p, parts[2], parts[1], true
@@ -444,26 +420,23 @@ func (c *compiled) route(path string) (*prefix, string, string, bool) {
 	return nil, "", "", false
 }
 
-func (h *Handler) serve(c *compiled, cl *call, r *http.Request) (any, *apiError) {
-	p, op, key, ok := c.route(r.URL.EscapedPath())
+// serve checks a request in the order the specification's errors imply —
+// the URI (404 InvalidUriPathException), the method (405), the body's size
+// (501), the SigV4 signature (401), the key id and the body (400) — and
+// then runs the operation under the deadline (run). A key is looked up
+// (404 KeyNotFoundException) only by an authenticated operation.
+func (h *Handler) serve(c *compiled, cl *call, w http.ResponseWriter, r *http.Request) (any, *apiError) {
+	p, op, id, ok := c.route(r.URL.EscapedPath())
 	if !ok {
 		return nil, fail(errInvalidURI, "no XKS API at this URI path")
 	}
-	cl.prefix, cl.op, cl.key = p.path, op, key
-	if key != "" && kms.ValidateKeyName(key) != nil {
-		// A valid XKS key id that cannot be a custos key name.
-		return nil, fail(errKeyNotFound, "no custos key has this name")
-	}
+	cl.prefix, cl.op, cl.key = p.path, op, id
 	if r.Method != http.MethodPost {
 		return nil, &apiError{name: "MethodNotAllowed", msg: "the XKS API takes POST only"}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, int64(c.maxBody)))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, fail(errValidation, "request body is larger than %d bytes", c.maxBody)
-		}
-		return nil, fail(errValidation, "could not read the request body")
+	body, aerr := readBody(c, w, r)
+	if aerr != nil {
+		return nil, aerr
 	}
 	ak, err := p.verifier.Verify(r, body)
 	cl.accessKey = ak
@@ -473,6 +446,16 @@ func (h *Handler) serve(c *compiled, cl *call, r *http.Request) (any, *apiError)
 	}
 	cred := p.creds[ak]
 	cl.principal = cred.Principal
+	var name string
+	if op != "health" {
+		n, mapped, err := kms.XKSKeyName(id)
+		if err != nil {
+			return nil, fail(errValidation, "externalKeyId: 1 to %d letters, digits, '_', '.' or '-'", kms.XKSMaxKeyIDLen)
+		}
+		if name = n; mapped {
+			cl.name = n
+		}
+	}
 	var req request
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(&req); err != nil {
@@ -485,31 +468,93 @@ func (h *Handler) serve(c *compiled, cl *call, r *http.Request) (any, *apiError)
 	if err := checkMetadata(op, req.RequestMetadata); err != nil {
 		return nil, err
 	}
-	ctx := r.Context()
 	principal := kms.Principal{Name: cred.Principal}
-	switch op {
-	case "health":
-		return h.healthResponse(ctx, c), nil
-	case "metadata":
-		info, err := h.svc.XKSKeyMetadata(ctx, principal, key)
-		if err != nil {
-			return nil, fromDomain(err)
+	k, md := xksKey{id: id, name: name}, cl.md
+	return h.run(c, cl, r, func(ctx context.Context) outcome {
+		var o outcome
+		switch op {
+		case "health":
+			o.resp = h.healthResponse(ctx, c)
+		case "metadata":
+			o.resp, o.aerr = h.metadata(ctx, principal, k)
+		case "encrypt":
+			o.resp, o.aerr = h.encrypt(ctx, principal, k, &req)
+		default:
+			var rec *custosv1.DecisionRecord
+			o.resp, o.aerr, rec = h.decrypt(ctx, p, md, principal, k, &req)
+			if rec != nil {
+				o.seq, o.reqID = rec.Seq, rec.RequestId
+			}
 		}
-		resp := metadataResponse{KeySpec: "AES_256", KeyUsage: []string{}, KeyStatus: "DISABLED"}
-		if info.Encrypt {
-			resp.KeyUsage = append(resp.KeyUsage, "ENCRYPT")
+		return o
+	})
+}
+
+// readBody reads the body, at most c.maxBody bytes. A larger one is
+// UnsupportedOperationException (the specification's error for a value
+// beyond the sizes an implementation supports, which are above its
+// minimums) before its signature is checked: checking it would mean
+// reading all of it. The connection is then closed rather than drained.
+func readBody(c *compiled, w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
+	tooLarge := func() ([]byte, *apiError) {
+		w.Header().Set("Connection", "close")
+		return nil, fail(errUnsupported, "request body is larger than %d bytes, the most custos supports", c.maxBody)
+	}
+	if r.ContentLength > int64(c.maxBody) {
+		return tooLarge()
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, int64(c.maxBody)+1))
+	switch {
+	case err != nil:
+		return nil, fail(errValidation, "could not read the request body")
+	case len(body) > c.maxBody:
+		return tooLarge()
+	}
+	return body, nil
+}
+
+// xksKey is the key of a request: its externalKeyId and the custos key
+// name it maps to (kms.XKSKeyName).
+type xksKey struct{ id, name string }
+
+// outcome is what an operation ends with.
+type outcome struct {
+	resp  any
+	aerr  *apiError
+	seq   uint64 // decision record, for decrypts
+	reqID string // custos request id of the decision
+}
+
+// run runs op with a context that ends four fifths of the deadline after
+// the request arrived, and answers by the deadline whatever op is doing: a
+// request still running then is DependencyTimeoutException. op goes on in
+// the background until it returns; kms releases nothing to a caller whose
+// context ended and records RELEASE_BLOCKED after an ALLOW it did not
+// release (kms.Service.XKSDecrypt), so the ledger stays complete. Close
+// waits for such work.
+func (h *Handler) run(c *compiled, cl *call, r *http.Request, op func(context.Context) outcome) (any, *apiError) {
+	answerBy := cl.start.Add(c.deadline)
+	ctx, cancel := context.WithDeadline(r.Context(), cl.start.Add(c.deadline-c.deadline/5))
+	defer cancel()
+	done := make(chan outcome, 1)
+	h.work.Add(1)
+	go func() {
+		defer h.work.Done()
+		done <- op(ctx)
+	}()
+	timer := time.NewTimer(time.Until(answerBy))
+	defer timer.Stop()
+	select {
+	case o := <-done:
+		cl.seq, cl.reqID = o.seq, o.reqID
+		if o.aerr != nil && ctx.Err() != nil && o.aerr.name == errInternal {
+			o.aerr = fail(errTimeout, "custos did not answer within %v", c.deadline)
 		}
-		if info.Decrypt {
-			resp.KeyUsage = append(resp.KeyUsage, "DECRYPT")
-		}
-		if info.Enabled {
-			resp.KeyStatus = "ENABLED"
-		}
-		return resp, nil
-	case "encrypt":
-		return h.encrypt(ctx, principal, key, &req)
-	default:
-		return h.decrypt(ctx, cl, p, principal, key, &req)
+		return o.resp, o.aerr
+	case <-timer.C:
+		return nil, fail(errTimeout, "custos did not answer within %v", c.deadline)
+	case <-r.Context().Done():
+		return nil, fail(errTimeout, "the request was cancelled before custos answered")
 	}
 }
 
@@ -532,220 +577,4 @@ func checkMetadata(op string, md *requestMetadata) *apiError {
 		}
 	}
 	return nil
-}
-
-type metadataResponse struct {
-	KeySpec   string   `json:"keySpec"`
-	KeyUsage  []string `json:"keyUsage"`
-	KeyStatus string   `json:"keyStatus"`
-}
-
-type healthResponse struct {
-	FleetSize  int          `json:"xksProxyFleetSize"`
-	Vendor     string       `json:"xksProxyVendor"`
-	Model      string       `json:"xksProxyModel"`
-	EKMVendor  string       `json:"ekmVendor"`
-	EKMDetails []ekmDetails `json:"ekmFleetDetails"`
-}
-
-type ekmDetails struct {
-	ID           string `json:"id"`
-	Model        string `json:"model"`
-	HealthStatus string `json:"healthStatus"`
-}
-
-// healthResponse reports this node: ACTIVE when its HSM answers, its ledger
-// is sound and the node's own check passes; UNAVAILABLE otherwise.
-func (h *Handler) healthResponse(ctx context.Context, c *compiled) healthResponse {
-	status := "ACTIVE"
-	err := h.svc.Health(ctx)
-	if err == nil && h.health != nil {
-		err = h.health(ctx)
-	}
-	if err != nil {
-		status = "UNAVAILABLE"
-		c.lg.Warn("xks health: unavailable", "err", err)
-	}
-	return healthResponse{FleetSize: 1, Vendor: "custos", Model: "custos XKS proxy API v1", EKMVendor: "custos",
-		EKMDetails: []ekmDetails{{ID: c.ekmID, Model: "custos cluster over PKCS#11 HSMs", HealthStatus: status}}}
-}
-
-// field decodes an optional Base64 field; name is for the error message.
-func field(name string, v *string) ([]byte, *apiError) {
-	if v == nil {
-		return nil, nil
-	}
-	b, err := base64.StdEncoding.DecodeString(*v)
-	if err != nil {
-		return nil, fail(errValidation, "%s is not valid Base64", name)
-	}
-	return b, nil
-}
-
-func required(name string, v *string) ([]byte, *apiError) {
-	if v == nil {
-		return nil, fail(errValidation, "%s is missing", name)
-	}
-	return field(name, v)
-}
-
-func checkAlgorithm(v *string) *apiError {
-	switch {
-	case v == nil:
-		return fail(errValidation, "encryptionAlgorithm is missing")
-	case *v != "AES_GCM":
-		return fail(errUnsupported, "encryptionAlgorithm must be AES_GCM")
-	}
-	return nil
-}
-
-type encryptResponse struct {
-	Ciphertext     string `json:"ciphertext"`
-	CiphertextMeta string `json:"ciphertextMetadata"`
-	IV             string `json:"initializationVector"`
-	Tag            string `json:"authenticationTag"`
-	CDIV           string `json:"ciphertextDataIntegrityValue,omitempty"`
-}
-
-func (h *Handler) encrypt(ctx context.Context, p kms.Principal, key string, req *request) (any, *apiError) {
-	if err := checkAlgorithm(req.EncryptionAlg); err != nil {
-		return nil, err
-	}
-	pt, aerr := required("plaintext", req.Plaintext)
-	if aerr != nil {
-		return nil, aerr
-	}
-	defer clear(pt)
-	aad, aerr := field("additionalAuthenticatedData", req.AAD)
-	if aerr != nil {
-		return nil, aerr
-	}
-	cdiv := false
-	if req.CDIVAlg != nil {
-		if *req.CDIVAlg != "SHA_256" {
-			return nil, fail(errUnsupported, "ciphertextDataIntegrityValueAlgorithm must be SHA_256")
-		}
-		cdiv = true
-		// The CDIV is only given after a verifying decryption, which an
-		// encrypt-only key does not allow (as the AWS test client expects).
-		if info, err := h.svc.XKSKeyMetadata(ctx, p, key); err == nil && info.Encrypt && !info.Decrypt {
-			return nil, fail(errInvalidKeyUsage, "key %q is encrypt-only for this key store: no CDIV (it needs a verifying decrypt)", key)
-		}
-	}
-	out, err := h.svc.XKSEncrypt(ctx, p, key, pt, aad, cdiv)
-	if err != nil {
-		return nil, h.usageError(ctx, p, key, true, err)
-	}
-	enc := base64.StdEncoding.EncodeToString
-	resp := encryptResponse{Ciphertext: enc(out.Ciphertext), CiphertextMeta: enc(out.Metadata),
-		IV: enc(out.IV), Tag: enc(out.Tag)}
-	if cdiv {
-		resp.CDIV = enc(out.CDIV)
-	}
-	return resp, nil
-}
-
-func (h *Handler) decrypt(ctx context.Context, cl *call, px *prefix, p kms.Principal, key string, req *request) (any, *apiError) {
-	if err := checkAlgorithm(req.EncryptionAlg); err != nil {
-		return nil, err
-	}
-	ct, aerr := required("ciphertext", req.Ciphertext)
-	if aerr != nil {
-		return nil, aerr
-	}
-	iv, aerr := required("initializationVector", req.IV)
-	if aerr != nil {
-		return nil, aerr
-	}
-	tag, aerr := required("authenticationTag", req.Tag)
-	if aerr != nil {
-		return nil, aerr
-	}
-	aad, aerr := field("additionalAuthenticatedData", req.AAD)
-	if aerr != nil {
-		return nil, aerr
-	}
-	meta, aerr := field("ciphertextMetadata", req.CiphertextMeta)
-	if aerr != nil {
-		return nil, aerr
-	}
-	switch {
-	case len(iv) != 12 && len(iv) != 16:
-		return nil, fail(errValidation, "initializationVector must be 12 or 16 bytes")
-	case len(tag) != 16:
-		return nil, fail(errValidation, "authenticationTag must be 16 bytes")
-	case len(meta) > maxMetadataLen:
-		return nil, fail(errValidation, "ciphertextMetadata is longer than %d bytes", maxMetadataLen)
-	case req.CiphertextMeta == nil:
-		return nil, fail(errInvalidCT, "ciphertextMetadata is missing: custos always returns it from encrypt")
-	}
-	version, err := kms.ParseXKSMetadata(meta)
-	if err != nil {
-		return nil, fromDomain(err)
-	}
-	pt, rec, err := h.svc.XKSDecrypt(ctx, p, key, version, iv, ct, tag, aad, justification(px, cl.md))
-	if rec != nil {
-		cl.seq, cl.reqID = rec.Seq, rec.RequestId
-	}
-	if err != nil {
-		aerr := h.usageError(ctx, p, key, false, err)
-		var pe *kms.PendingError
-		if errors.As(err, &pe) {
-			aerr.msg += " (kmsRequestId " + cl.md.KMSRequestID + ")"
-		}
-		return nil, aerr
-	}
-	defer clear(pt)
-	return map[string]string{"plaintext": base64.StdEncoding.EncodeToString(pt)}, nil
-}
-
-// justification maps a decrypt's requestMetadata to a custos justification:
-// the reason from the prefix's ReasonMap, the kmsRequestId as the ticket,
-// and the metadata as the text, so the ledger record carries them.
-func justification(p *prefix, md *requestMetadata) *custosv1.Justification {
-	reason, ok := p.reasons["kmsViaService="+md.KMSViaService]
-	if !ok || md.KMSViaService == "" {
-		if reason, ok = p.reasons["kmsOperation="+md.KMSOperation]; !ok {
-			reason = p.dflt
-		}
-	}
-	var b strings.Builder
-	b.WriteString("AWS KMS XKS decrypt")
-	for _, kv := range [][2]string{{"kmsOperation", md.KMSOperation}, {"kmsRequestId", md.KMSRequestID},
-		{"kmsViaService", md.KMSViaService}, {"awsPrincipalArn", md.AWSPrincipalARN}, {"kmsKeyArn", md.KMSKeyARN},
-		{"awsSourceVpc", md.AWSSourceVPC}, {"awsSourceVpce", md.AWSSourceVPCE}} {
-		if kv[1] != "" {
-			b.WriteString(" " + kv[0] + "=" + kv[1])
-		}
-	}
-	return &custosv1.Justification{Reason: reason, Text: truncate(b.String(), kms.MaxJustificationText),
-		Ticket: truncate(md.KMSRequestID, kms.MaxTicket)}
-}
-
-// truncate cuts s to at most n bytes of valid UTF-8.
-func truncate(s string, n int) string {
-	s = strings.ToValidUTF8(s, "?")
-	if len(s) <= n {
-		return s
-	}
-	s = s[:n]
-	for len(s) > 0 && !utf8.ValidString(s) {
-		s = s[:len(s)-1]
-	}
-	return s
-}
-
-// printable makes an errorMessage as the specification requires: printable
-// ASCII, fewer than 512 characters.
-func printable(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if c < 0x20 || c > 0x7e {
-			b[i] = '?'
-		}
-	}
-	if len(b) > 511 {
-		b = b[:511]
-	}
-	return string(b)
 }

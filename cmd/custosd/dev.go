@@ -47,6 +47,8 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fl.SetOutput(stderr)
 	dataDir := fl.String("data-dir", ".dev", "directory for the token, PKI, Raft log and ledger (kept across restarts)")
 	listen := fl.String("listen", node.DefaultListen, "gRPC listen address")
+	xksListen := fl.String("xks", "", "also serve the AWS KMS XKS proxy API on this address (e.g. 127.0.0.1:0); writes DIR/xks.env")
+	xksMTLS := fl.Bool("xks-mtls", false, "with --xks: require a client certificate of the dev CA with CN "+devXKSClientCN)
 	fl.Usage = func() {
 		fmt.Fprint(fl.Output(), `Usage: custosd dev [--data-dir DIR] [--listen ADDR]
 
@@ -113,10 +115,25 @@ Flags:
 	// The dev client may read and export the ledger (AuditService).
 	cfg.Auditors = []string{devClientName}
 	cfg.Logger = log
+	var xksCred devXKSCredential
+	if *xksListen != "" {
+		if cfg.XKS, xksCred, err = devXKSConfig(dir, pkiDir, *xksListen, *xksMTLS); err != nil {
+			return err
+		}
+	}
 
 	n, err := node.Start(ctx, cfg)
 	if err != nil {
 		return err
+	}
+	if cfg.XKS != nil {
+		xksEnv := filepath.Join(dir, "xks.env")
+		if err := writeDevXKSEnv(xksEnv, n.XKSAddr(), cfg.TLS.CA, pkiDir, xksCred, *xksMTLS); err != nil {
+			n.Close()
+			return fmt.Errorf("write %s: %w", xksEnv, err)
+		}
+		fmt.Fprintf(stdout, "XKS proxy API on https://%s%s/kms/xks/v1 (test client variables: %s)\n",
+			dialAddr(n.XKSAddr()), devXKSPrefix, xksEnv)
 	}
 	if !isOfficer(n.Service().State().Governance(), officer) {
 		log.Warn("the dev officer key is not an officer of this cluster (the officer set was changed, or the key file replaced); statements it signs will be refused",

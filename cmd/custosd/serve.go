@@ -103,6 +103,8 @@ type fileXKS struct {
 	AllowedCNs []string        `json:"allowed_cns"`
 	EKMID      string          `json:"ekm_id"`
 	Prefixes   []fileXKSPrefix `json:"prefixes"`
+	// Deadline bounds each request ("150ms"); xks.DefaultDeadline if empty.
+	Deadline string `json:"deadline"`
 }
 
 type fileXKSPrefix struct {
@@ -569,6 +571,14 @@ func loadXKS(fx *fileXKS, abs func(string) string, getenv func(string) string, b
 	if _, _, err := net.SplitHostPort(fx.Listen); err != nil {
 		return nil, bad("xks.listen", "must be host:port, e.g. :8443")
 	}
+	var deadline time.Duration
+	if fx.Deadline != "" {
+		d, err := time.ParseDuration(fx.Deadline)
+		if err != nil || d <= 0 {
+			return nil, bad("xks.deadline", "must be a positive duration, e.g. 200ms")
+		}
+		deadline = d
+	}
 	files := []struct{ field, value string }{{"xks.cert", fx.Cert}, {"xks.key", fx.Key}}
 	if fx.ClientCA != "" {
 		files = append(files, struct{ field, value string }{"xks.client_ca", fx.ClientCA})
@@ -594,7 +604,8 @@ func loadXKS(fx *fileXKS, abs func(string) string, getenv func(string) string, b
 			return nil, bad(fmt.Sprintf("xks.allowed_cns[%d]", i), "is empty")
 		}
 	}
-	out := &node.XKSConfig{Listen: fx.Listen, CertFile: abs(fx.Cert), KeyFile: abs(fx.Key), AllowedCNs: fx.AllowedCNs, EKMID: fx.EKMID}
+	out := &node.XKSConfig{Listen: fx.Listen, CertFile: abs(fx.Cert), KeyFile: abs(fx.Key), AllowedCNs: fx.AllowedCNs, EKMID: fx.EKMID,
+		Deadline: deadline}
 	if fx.ClientCA != "" {
 		out.ClientCAFile = abs(fx.ClientCA)
 	}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/custos-kms/custos/internal/pki"
 )
@@ -30,7 +31,7 @@ func TestLoadConfigXKSAndMetrics(t *testing.T) {
 		"pkcs11":{"module":"module.so","token_label":"t","pin_file":"pin"},
 		"tls":{"ca":"pki/ca.pem","cert":"pki/server.pem","key":"pki/server-key.pem"}%s}`
 	xksGood := `"xks":{"listen":":8443","cert":"pki/server.pem","key":"pki/server-key.pem",
-		"client_ca":"aws-roots.pem","allowed_cns":["cks.kms.eu-west-1.amazonaws.com"],"ekm_id":"hsm-a",
+		"client_ca":"aws-roots.pem","allowed_cns":["cks.kms.eu-west-1.amazonaws.com"],"ekm_id":"hsm-a","deadline":"150ms",
 		"prefixes":[{"path":"/keystores/acme","region":"eu-west-1","default_reason":"CUSTOMER_WORKFLOW",
 			"reason_map":{"kmsViaService=ebs":"REASON_CUSTOMER_INITIATED"},
 			"credentials":[{"access_key_id":"AKIDONE0123456789ABCDEF","secret_file":"xks-secret","principal":"aws-kms-xks"},
@@ -58,7 +59,7 @@ func TestLoadConfigXKSAndMetrics(t *testing.T) {
 	}
 	x := cfg.XKS
 	if x == nil || x.Listen != ":8443" || x.CertFile != filepath.Join(dir, "pki/server.pem") || x.ClientCAFile != filepath.Join(dir, "aws-roots.pem") ||
-		x.EKMID != "hsm-a" || len(x.AllowedCNs) != 1 || len(x.Prefixes) != 1 {
+		x.EKMID != "hsm-a" || len(x.AllowedCNs) != 1 || len(x.Prefixes) != 1 || x.Deadline != 150*time.Millisecond {
 		t.Fatalf("XKS = %+v", x)
 	}
 	p := x.Prefixes[0]
@@ -77,6 +78,7 @@ func TestLoadConfigXKSAndMetrics(t *testing.T) {
 	for _, tt := range []struct{ extra, field string }{
 		{`"metrics_listen":"7490"`, `"metrics_listen"`},
 		{`"xks":{}`, `"xks.listen"`},
+		{`"xks":{"listen":":8443","cert":"pki/server.pem","key":"pki/server-key.pem","deadline":"soon"}`, `"xks.deadline"`},
 		{`"xks":{"listen":":8443","key":"pki/server-key.pem"}`, `"xks.cert"`},
 		{`"xks":{"listen":":8443","cert":"pki/server.pem","key":"missing.pem"}`, `"xks.key"`},
 		{`"xks":{"listen":":8443","cert":"pki/server.pem","key":"pki/server-key.pem","client_ca":"aws-roots.pem"}`, `"xks.allowed_cns"`},

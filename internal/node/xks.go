@@ -43,6 +43,9 @@ type XKSConfig struct {
 	Prefixes []xks.PrefixConfig
 	// EKMID names this node in the health response; the node id if empty.
 	EKMID string
+	// Deadline bounds each XKS request (xks.Config.Deadline);
+	// xks.DefaultDeadline if zero.
+	Deadline time.Duration
 }
 
 // XKS listener limits.
@@ -122,9 +125,15 @@ func (n *Node) startXKS(c *XKSConfig, tc *tls.Config, health func(context.Contex
 	if err != nil {
 		return nil, fmt.Errorf("node: XKS: %w", err)
 	}
+	wctx, cancel := context.WithTimeout(context.Background(), xksStopTimeout)
+	if err := h.WarmUp(wctx); err != nil {
+		lg.Warn("XKS health check failed at start; the health API reports UNAVAILABLE until one passes", "err", err)
+	}
+	cancel()
 	lis := c.Listener
 	if lis == nil {
 		if lis, err = net.Listen("tcp", c.Listen); err != nil {
+			_ = h.Close(context.Background())
 			return nil, fmt.Errorf("node: XKS listen on %s (change xks.listen or stop what uses it): %w", c.Listen, err)
 		}
 	}
@@ -165,6 +174,11 @@ func (s *xksServer) close() error {
 		_ = s.srv.Close()
 	}
 	<-s.done
+	// Work that outlived its answer (a decrypt past its deadline) ends
+	// before the service below it closes; then the health key goes.
+	if herr := s.handler.Close(ctx); herr != nil && err == nil {
+		err = herr
+	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return nil // in-flight requests were cut; AWS retries
 	}
@@ -185,7 +199,7 @@ func (n *Node) xksHandlerConfig(c *XKSConfig) xks.Config {
 	if ekm == "" {
 		ekm = n.cfg.ID
 	}
-	return xks.Config{Prefixes: c.Prefixes, EKMID: ekm, Logger: n.log.With("component", "xks")}
+	return xks.Config{Prefixes: c.Prefixes, EKMID: ekm, Deadline: c.Deadline, Logger: n.log.With("component", "xks")}
 }
 
 // ReloadXKS makes c's key stores (prefixes, regions, reason mapping), SigV4
