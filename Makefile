@@ -163,11 +163,21 @@ BENCHFLAGS ?=
 bench-bin: deps
 	$(GO) build -o $(BIN)/custosd ./cmd/custosd
 	$(GO) build -o $(BIN)/custos-bench ./bench/cmd/custos-bench
+	$(GO) build -o $(BIN)/custos-bench-xks ./bench/cmd/custos-bench-xks
 
 bench: bench-bin
 	./$(BIN)/custos-bench --start --custosd $(BIN)/custosd --nodes 1,3 \
 		--concurrency 1,16,64,256 --ceiling-concurrency 1,16 --duration 10s --warmup 1s \
 		--markdown bench/RESULTS.md --json bench/results.json --plot bench/results.svg $(BENCHFLAGS)
+	$(MAKE) bench-xks
+
+# bench-xks: the XKS proxy API point (a real custosd dev --xks process,
+# SigV4-signed HTTPS with keep-alive, 1 and 16 callers); its table goes to
+# bench/out/xks.md (copy it into bench/RESULTS.md, XKS proxy API).
+.PHONY: bench-xks
+bench-xks: bench-bin
+	mkdir -p bench/out
+	./$(BIN)/custos-bench-xks --custosd $(BIN)/custosd --concurrency 1,16 --duration 10s --warmup 1s | tee bench/out/xks.md
 
 bench-short: bench-bin
 	./$(BIN)/custos-bench --start --custosd $(BIN)/custosd --short \
