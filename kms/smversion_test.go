@@ -238,3 +238,22 @@ func (e *env) otherNodeService(t *testing.T, node string) rogueSigner {
 	}
 	return rogueSigner{svc: svc, pkix: governance.MarshalPublicKey(pub), pub: pub}
 }
+
+// The state machine version only goes forward: a snapshot set back to
+// version 1 (whose rules leave grants and checkpoint keys out of the
+// digest) is refused at start, since the ledger already records version 2
+// digests.
+func TestStateMachineVersionSetBackIsRefused(t *testing.T) {
+	e := newEnv(t)
+	createKey(t, e, "k")
+	edited := editSnapshotState(t, snapshotBytes(t, e.state), func(st *raftlogv1.State) { st.StateMachineVersion = 1 })
+	if err := e.state.Restore(bytes.NewReader(edited)); err != nil {
+		t.Fatal(err)
+	}
+	if v := e.state.StateMachineVersion(); v != 1 {
+		t.Fatalf("version after the edit: %d", v)
+	}
+	if _, _, err := e.state.VerifyStateDigest("node-1"); !errors.Is(err, kms.ErrStateMismatch) {
+		t.Fatalf("a state set back to version 1: %v, want ErrStateMismatch", err)
+	}
+}

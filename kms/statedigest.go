@@ -176,8 +176,15 @@ func verifyDigest(digest func() []byte, version uint32, get func(uint64) ([]byte
 			return false, 0, nil
 		}
 		if len(rec.StateDigest) > 0 {
+			if rec.StateDigestVersion > version {
+				// The ledger already records a newer version than the state
+				// runs: versions only go forward, so the state was set back
+				// (an edited snapshot running the older rules).
+				return true, seq, fmt.Errorf("%w: the %s record at seq %d carries a state digest of version %d, but the state runs state machine rules of digest version %d: it was set back outside the log",
+					ErrStateMismatch, rec.Operation, seq, rec.StateDigestVersion, version)
+			}
 			if rec.StateDigestVersion != version {
-				return false, 0, nil // written by another version
+				return false, 0, nil // written before the cluster moved to this version
 			}
 			if d := digest(); !bytes.Equal(d, rec.StateDigest) {
 				return true, seq, fmt.Errorf("%w: the %s record at seq %d recorded state digest %x, and no later record changes the governed state, but the state has digest %x: it was changed outside the log (an edited snapshot?). Restore from a snapshot file the officers accept (docs/operations.md, Restore)",
