@@ -3,6 +3,7 @@ package kmsplugin_test
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
 	"strings"
 	"testing"
 
@@ -96,6 +97,11 @@ func TestKMSv2EnvelopeWithCustos(t *testing.T) {
 		r.GetKey() != keyName || r.GetKeyVersion() != 1 || r.GetReason() != custosv1.Reason_REASON_CUSTOMER_WORKFLOW ||
 		!strings.HasPrefix(r.GetJustificationText(), kmsplugin.DefaultText+" (uid ") {
 		t.Errorf("decrypt record: %v", r)
+	}
+	// The record names the seed: its data digest is the SHA-256 of the
+	// encrypted DEK source stored in etcd.
+	if d := sha256.Sum256(o1.EncryptedDEKSource); !bytes.Equal(r.GetDataDigest(), d[:]) {
+		t.Errorf("record data_digest %x, SHA-256 of the stored seed ciphertext %x", r.GetDataDigest(), d)
 	}
 
 	// Status costs no ledger record.
