@@ -52,7 +52,8 @@ type Listener struct {
 	once sync.Once
 }
 
-// Listen creates the socket of endpoint with mode. A socket left there by a
+// Listen creates the socket of endpoint with mode, and its directory (mode
+// 0700) if it does not exist. A socket left there by a
 // plugin that is gone (nothing accepts on it) is replaced; a socket that a
 // running server accepts on, or any other kind of file, is left alone and
 // Listen fails. The socket is bound in a new private directory beside its
@@ -65,10 +66,13 @@ func Listen(endpoint string, mode fs.FileMode) (*Listener, error) {
 	if mode&^fs.ModePerm != 0 {
 		return nil, fmt.Errorf("socket mode %v: permission bits only", mode)
 	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("socket directory: %w", err)
+	}
 	if err := checkStale(path); err != nil {
 		return nil, err
 	}
-	dir := filepath.Dir(path)
 	tmpDir, err := os.MkdirTemp(dir, ".kms-")
 	if err != nil {
 		return nil, fmt.Errorf("socket directory: %w", err)

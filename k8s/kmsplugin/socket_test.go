@@ -110,6 +110,18 @@ func TestListenSocket(t *testing.T) {
 		}
 	})
 
+	t.Run("a missing directory is created private", func(t *testing.T) {
+		sub := filepath.Join(dir, "run", "kms")
+		l, err := Listen(filepath.Join(sub, "kms.sock"), DefaultSocketMode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		if fi, err := os.Stat(sub); err != nil || fi.Mode().Perm() != 0o700 {
+			t.Errorf("directory %v, %v; want mode 0700", fi.Mode(), err)
+		}
+	})
+
 	t.Run("bad endpoints", func(t *testing.T) {
 		for _, e := range []string{"", "kms.sock", "unix://kms.sock", "tcp://127.0.0.1:1", "/" + strings.Repeat("a", 120)} {
 			if _, err := Listen(e, DefaultSocketMode); err == nil {
