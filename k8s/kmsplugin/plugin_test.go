@@ -282,3 +282,31 @@ func TestParseHeaderAgreesWithCustos(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseHeader: ParseHeader never panics, and what it accepts custos's
+// own parser accepts as a payload of the same key and version.
+func FuzzParseHeader(f *testing.F) {
+	f.Add(sealed("k8s-secrets", 1, seed()))
+	f.Add(sealed("k", 4294967295, make([]byte, 64)))
+	f.Add([]byte{1, 2, 0})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, err := ParseHeader(b)
+		if err != nil {
+			return
+		}
+		w, werr := kms.ParseWrapped(b)
+		if werr != nil {
+			// ParseHeader does not check the key name's characters: a
+			// name custos refuses is refused by custos, and by the
+			// plugin unless it is the plugin's own key's.
+			if kms.ValidateKeyName(h.Key) != nil {
+				return
+			}
+			t.Fatalf("ParseHeader accepted what custos refuses: %v", werr)
+		}
+		if w.Kind != kms.KindPayload || w.Key != h.Key || w.KeyVersion != h.Version {
+			t.Fatalf("ParseHeader %+v, custos %v/%v/%v", h, w.Kind, w.Key, w.KeyVersion)
+		}
+	})
+}
