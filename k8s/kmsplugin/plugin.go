@@ -81,8 +81,9 @@ type Config struct {
 	// every stored seed undecryptable: keep it fixed.
 	Context map[string]string
 	// StatusTTL is how long a healthy Status answer is reused;
-	// StatusErrorTTL how long an unhealthy one is. StatusTimeout bounds one
-	// probe. Zero means the defaults; a negative TTL means no caching.
+	// StatusErrorTTL how long an unhealthy one is; zero means the default,
+	// a negative TTL no reuse. StatusTimeout bounds one probe (zero or
+	// negative: DefaultStatusTimeout).
 	StatusTTL, StatusErrorTTL, StatusTimeout time.Duration
 	// Logger receives one line per call (never key material); nil: discard.
 	Logger *slog.Logger
@@ -129,7 +130,7 @@ func New(cfg Config) (*Plugin, error) {
 		now:          cfg.Now,
 		ttl:          orDefault(cfg.StatusTTL, DefaultStatusTTL),
 		errTTL:       orDefault(cfg.StatusErrorTTL, DefaultStatusErrorTTL),
-		probeTimeout: orDefault(cfg.StatusTimeout, DefaultStatusTimeout),
+		probeTimeout: cfg.StatusTimeout,
 		encCtx:       map[string]string{PurposeContextKey: PurposeContextValue},
 		probeCx:      map[string]string{PurposeContextKey: probeContextValue},
 		ids:          map[uint32]string{},
@@ -139,6 +140,9 @@ func New(cfg Config) (*Plugin, error) {
 			return nil, fmt.Errorf("kmsplugin: the encryption context entry %q is the plugin's own", k)
 		}
 		p.encCtx[k], p.probeCx[k] = v, v
+	}
+	if p.probeTimeout <= 0 {
+		p.probeTimeout = DefaultStatusTimeout
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
