@@ -110,7 +110,7 @@ type Plugin struct {
 	lastAt   time.Time
 	inflight chan struct{} // closed when the running probe ends
 	ids      map[uint32]string
-	healthy  bool // for logging transitions only
+	logged   string // the last Status logged: a line for each change only
 }
 
 var _ kmsapi.KeyManagementServiceServer = (*Plugin)(nil)

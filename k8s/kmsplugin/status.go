@@ -84,13 +84,15 @@ func (p *Plugin) Status(ctx context.Context, _ *kmsapi.StatusRequest) (*kmsapi.S
 
 		p.mu.Lock()
 		p.last, p.lastAt, p.inflight = r, p.now(), nil
-		changed := p.healthy != (r.GetHealthz() == Healthy)
-		p.healthy = r.GetHealthz() == Healthy
+		changed := p.logged != r.GetHealthz()+"\x00"+r.GetKeyId()
+		p.logged = r.GetHealthz() + "\x00" + r.GetKeyId()
 		close(ch)
 		p.mu.Unlock()
-		if changed && p.healthy {
+		switch {
+		case !changed:
+		case r.GetHealthz() == Healthy:
 			p.log.Info("status: healthy", "key", p.key, "key_id", r.GetKeyId())
-		} else if changed {
+		default:
 			p.log.Warn("status: unhealthy", "key", p.key, "healthz", r.GetHealthz())
 		}
 		return r, nil
