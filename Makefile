@@ -21,7 +21,7 @@ all: build
 help:
 	@echo "make run      install SoftHSM2 if missing, build, start a dev node (custosd dev)"
 	@echo "make test     install SoftHSM2 if missing, go vet, go test -race on everything"
-	@echo "make build    build bin/custosd and bin/custos (version from git describe)"
+	@echo "make build    build bin/custosd, bin/custos and bin/custos-kms-plugin (version from git describe)"
 	@echo "make dist     reproducible release archives in $(DIST_DIR)/ with SHA256SUMS (dist-check: build twice, compare)"
 	@echo "make proto    regenerate proto/*/v1/*.pb.go (installs protoc if missing)"
 	@echo "make fmt      gofmt -w"
@@ -53,10 +53,12 @@ dev: run
 test: deps
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m $(TESTFLAGS) ./...
+	cd k8s && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 15m $(TESTFLAGS) ./...
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/custosd ./cmd/custosd
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/custos ./cmd/custos
+	cd k8s && $(GO) build -ldflags "$(LDFLAGS)" -o $(abspath $(BIN))/custos-kms-plugin ./cmd/custos-kms-plugin
 
 # dist: release archives for linux/amd64 (and linux/arm64 where the cross
 # compiler is installed), systemd-ready layout, SHA256SUMS
@@ -105,6 +107,7 @@ fmt:
 
 vet:
 	$(GO) vet ./...
+	cd k8s && $(GO) vet ./...
 
 # lint checks gofmt, then runs staticcheck at a pinned version (fetched through the Go module
 # proxy, not recorded in go.mod) with the checks in staticcheck.conf (all of them), then
@@ -118,6 +121,7 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.git/*')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+	cd k8s && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 	@$(MAKE) --no-print-directory vulncheck
 
 vulncheck:

@@ -9,7 +9,7 @@
 # version stamped in, and packs them with the systemd units in the layout
 # deploy/custosd.service expects:
 #
-#   custos-VERSION-linux-ARCH/usr/local/bin/{custosd,custos}
+#   custos-VERSION-linux-ARCH/usr/local/bin/{custosd,custos,custos-kms-plugin}
 #   custos-VERSION-linux-ARCH/etc/systemd/system/custosd{.service,-grpc.socket,-raft.socket}
 #   custos-VERSION-linux-ARCH/usr/share/doc/custos/{README.md,LICENSE,NOTICE,*.md,licenses/}
 #
@@ -47,9 +47,11 @@ trap 'rm -rf "$work"' EXIT
 # Licence texts of every module linked into the binaries.
 licenses() {
 	local dest=$1
-	"$GO" list -deps -f '{{with .Module}}{{.Path}} {{.Dir}}{{end}}' ./cmd/custosd ./cmd/custos |
-		sort -u | while read -r path dir; do
-			[ -n "$dir" ] && [ "$path" != github.com/custos-kms/custos ] || continue
+	{
+		"$GO" list -deps -f '{{with .Module}}{{.Path}} {{.Dir}}{{end}}' ./cmd/custosd ./cmd/custos
+		(cd k8s && "$GO" list -deps -f '{{with .Module}}{{.Path}} {{.Dir}}{{end}}' ./cmd/custos-kms-plugin)
+	} | sort -u | while read -r path dir; do
+			[ -n "$dir" ] && [ "$path" != github.com/custos-kms/custos ] && [ "$path" != github.com/custos-kms/custos/k8s ] || continue
 			for f in "$dir"/LICENSE* "$dir"/LICENCE* "$dir"/COPYING* "$dir"/NOTICE*; do
 				[ -f "$f" ] || continue
 				mkdir -p "$dest/$path"
@@ -69,6 +71,9 @@ for arch in $targets; do
 		CGO_ENABLED=1 GOOS=linux GOARCH=$arch CC=$cc "$GO" build -trimpath -buildvcs=false \
 			-ldflags "$ldflags" -o "$root/usr/local/bin/$cmd" "./cmd/$cmd"
 	done
+	# The Kubernetes KMS v2 plugin (its own module, k8s/; no cgo: static).
+	(cd k8s && CGO_ENABLED=0 GOOS=linux GOARCH=$arch "$GO" build -trimpath -buildvcs=false \
+		-ldflags "$ldflags" -o "$root/usr/local/bin/custos-kms-plugin" ./cmd/custos-kms-plugin)
 	install -m 0644 deploy/custosd.service deploy/custosd-grpc.socket deploy/custosd-raft.socket "$root/etc/systemd/system/"
 	install -m 0644 README.md LICENSE NOTICE docs/*.md "$root/usr/share/doc/custos/"
 	licenses "$root/usr/share/doc/custos/licenses"
