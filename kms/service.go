@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/custos-kms/custos/hsm"
+	"github.com/custos-kms/custos/kms/governance"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
 )
@@ -70,6 +71,11 @@ type Config struct {
 	// RefusalBurst is how many refusals a principal may make at once
 	// (DefaultRefusalBurst if 0).
 	RefusalBurst int
+	// Genesis is the officer-signed genesis (a CreateCluster statement,
+	// docs/governance.md) a new cluster is initialised from: its cluster
+	// id, officers, quorum, client authorities and profile, instead of
+	// InitCluster's arguments, Profile and ClientAuthorities.
+	Genesis *custosv1.SignedStatement
 	// MaxStateMachineVersion is the newest state machine version this node
 	// reports it can apply and a new cluster starts at (StateMachineVersion
 	// if 0; docs/upgrades.md). Lower only to stand in for an older release
@@ -107,9 +113,10 @@ type Service struct {
 	admission   *admission // nil unless Config.RequireAdmission
 	profile     string     // for InitCluster
 	maxSMV      uint32     // Config.MaxStateMachineVersion
-	authorities [][]byte   // for InitCluster
-	custody     custody    // the admission worker's memory (admissionwork.go)
-	imports     imports    // import parameters this node handed out (keyimport.go)
+	genesis     *custosv1.SignedStatement
+	authorities [][]byte // for InitCluster
+	custody     custody  // the admission worker's memory (admissionwork.go)
+	imports     imports  // import parameters this node handed out (keyimport.go)
 	rates       *rateQuotas
 }
 
@@ -121,7 +128,7 @@ func NewService(cfg Config) (*Service, error) {
 	s := &Service{hsm: cfg.HSM, log: cfg.Log, state: cfg.State, node: cfg.NodeID,
 		now: cfg.Now, lg: cfg.Logger, keks: map[kekRef]hsm.KeyRef{}, rejectReported: map[string]time.Time{},
 		readIndex: cfg.ReadIndex, readIndexTimeout: cfg.ReadIndexTimeout,
-		custody: custody{noted: map[string]bool{}}, profile: cfg.Profile, authorities: cfg.ClientAuthorities,
+		custody: custody{noted: map[string]bool{}}, profile: cfg.Profile, authorities: cfg.ClientAuthorities, genesis: cfg.Genesis,
 		rates:   newRateQuotas(cfg.DecisionsPerSecond, cfg.RefusalsPerSecond, cfg.RefusalBurst),
 		streams: streamSlots{max: cmp.Or(cfg.MaxStreamsPerPrincipal, DefaultMaxStreamsPerPrincipal), open: map[string]int{}},
 		imports: imports{pending: map[string]*pendingImport{}}}
@@ -174,14 +181,30 @@ func (s *Service) InitCluster(ctx context.Context, officers []*custosv1.Officer,
 			return fmt.Errorf("%w: check domain key: %w", ErrUnavailable, err)
 		}
 	}
+	profile, authorities := s.profile, s.authorities
+	var clusterID string
+	if s.genesis != nil {
+		// The officers' own genesis: everything comes from it.
+		if len(officers) > 0 {
+			return fmt.Errorf("%w: an officer-signed genesis names the officers: the configuration must not", ErrInvalidArgument)
+		}
+		st, _, err := governance.VerifyGenesis(s.genesis, s.now())
+		if err != nil {
+			return fmt.Errorf("%w: the genesis statement: %w", ErrInvalidArgument, err)
+		}
+		cc := st.GetCreateCluster()
+		clusterID, officers, quorum, authorities, profile = st.ClusterId, cc.Officers, cc.Quorum, cc.ClientAuthorities, cc.Profile
+	}
 	if len(officers) == 0 || quorum < 1 || int(quorum) > len(officers) {
 		return fmt.Errorf("%w: a cluster needs at least one officer and a quorum between 1 and the number of officers", ErrInvalidArgument)
 	}
-	raw, err := s.hsm.Random(ctx, 16)
-	if err != nil {
-		return fmt.Errorf("%w: random cluster id: %w", ErrUnavailable, err)
+	if clusterID == "" {
+		raw, err := s.hsm.Random(ctx, 16)
+		if err != nil {
+			return fmt.Errorf("%w: random cluster id: %w", ErrUnavailable, err)
+		}
+		clusterID = hex.EncodeToString(raw)
 	}
-	clusterID := hex.EncodeToString(raw)
 	domainID, err := s.newObjectID(ctx, "custos/domain/"+clusterID)
 	if err != nil {
 		return err
@@ -192,13 +215,15 @@ func (s *Service) InitCluster(ctx context.Context, officers []*custosv1.Officer,
 	}
 	_, err = s.apply(ctx, Principal{Name: "custosd"}, &raftlogv1.Command{Op: &raftlogv1.Command_InitCluster{
 		InitCluster: &raftlogv1.InitCluster{ClusterId: clusterID, DomainKeyId: domainID, Officers: officers, Quorum: quorum,
-			DomainKeyCheckValue: kcv, Profile: s.profile, ClientAuthorities: s.authorities, StateMachineVersion: s.maxSMV}}})
+			DomainKeyCheckValue: kcv, Profile: profile, ClientAuthorities: authorities, StateMachineVersion: s.maxSMV,
+			GenesisStatement: s.genesis}}})
 	if err != nil {
 		_ = s.hsm.DestroyKey(context.WithoutCancel(ctx), domainID)
 		return err
 	}
-	s.lg.Info("cluster initialised", "cluster_id", clusterID, "profile", s.profile, "client_authorities", len(s.authorities))
-	if s.profile == ProfileDevelopment {
+	s.lg.Info("cluster initialised", "cluster_id", clusterID, "profile", profile, "client_authorities", len(authorities),
+		"officer_signed_genesis", s.genesis != nil)
+	if profile == ProfileDevelopment {
 		s.lg.Warn("this cluster has the development profile: it may move its domain key with RSA-OAEP-SHA1 and is not CRYPTREC-compliant")
 	}
 	return nil

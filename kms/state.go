@@ -315,6 +315,11 @@ func (s *State) applyInit(index uint64, c *raftlogv1.Command, op *raftlogv1.Init
 	if op.StateMachineVersion > StateMachineVersion {
 		return fmt.Errorf("%w: state machine version %d is newer than this custosd's %d", ErrFailedPrecondition, op.StateMachineVersion, StateMachineVersion)
 	}
+	if op.GenesisStatement != nil {
+		if err := checkGenesisStatement(op, time.Unix(0, c.TimeUnixNano)); err != nil {
+			return err
+		}
+	}
 	gov := &custosv1.Governance{ClusterId: op.ClusterId, Officers: op.Officers, Quorum: op.Quorum, Version: 1,
 		NotifyRules: DefaultNotifyRules(), Profile: op.Profile}
 	cas, err := genesisAuthorities(op.ClientAuthorities)
@@ -336,7 +341,8 @@ func (s *State) applyInit(index uint64, c *raftlogv1.Command, op *raftlogv1.Init
 	rec.Outcome = custosv1.Outcome_OUTCOME_ALLOW
 	rec.MatchedRule = "genesis"
 	rec.Genesis = &custosv1.Genesis{ClusterId: op.ClusterId, Officers: op.Officers, Quorum: op.Quorum, DomainKeyId: op.DomainKeyId,
-		DomainKeyCheckValue: op.DomainKeyCheckValue, Profile: op.Profile, ClientAuthorities: cas, StateMachineVersion: op.StateMachineVersion}
+		DomainKeyCheckValue: op.DomainKeyCheckValue, Profile: op.Profile, ClientAuthorities: cas, StateMachineVersion: op.StateMachineVersion,
+		Statement: op.GenesisStatement}
 	rec.Detail = fmt.Sprintf("cluster %s initialised: %d officers, quorum %d, %d client authorities, profile %q",
 		op.ClusterId, len(op.Officers), op.Quorum, len(cas), op.Profile)
 	s.extra = append(s.extra, rec)

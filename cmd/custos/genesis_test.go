@@ -1,49 +1,58 @@
 package main
 
 import (
+	"crypto"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
+	"time"
 
-	custos "github.com/custos-kms/custos/clients/go"
-	"github.com/custos-kms/custos/internal/node/nodetest"
+	"github.com/custos-kms/custos/kms/governance"
 )
 
-// TestGenesisPinning: a cluster's genesis fingerprint (the chain hash of
-// its first ledger record) is printed by `officer list`; a client that
-// pins it ($CUSTOS_GENESIS) refuses any other cluster, and `audit verify
-// --genesis` refuses an export of another ledger.
-func TestGenesisPinning(t *testing.T) {
-	clearEnv(t)
-	h := nodetest.Start(t)
-	usePrincipal(t, h, "app")
-	r := runCLI(t, "", "officer", "list")
-	r.want(t, 0, "genesis ")
-	m := regexp.MustCompile(`genesis ([0-9a-f]{64})`).FindStringSubmatch(r.stdout)
-	if m == nil {
-		t.Fatalf("no genesis fingerprint in %q", r.stdout)
-	}
-	genesis := m[1]
-	other := strings.Repeat("0", 64)
-
-	t.Setenv(custos.EnvGenesis, genesis)
-	runCLI(t, "", "key", "create", "k").want(t, 0)
-	t.Setenv(custos.EnvGenesis, other)
-	runCLI(t, "", "key", "list").want(t, 1, "genesis is not the pinned one", genesis, other)
-	t.Setenv(custos.EnvGenesis, "")
-
+// `custos officer propose genesis` writes an unsigned CreateCluster naming
+// the officers by their public key files, with a new cluster id; once a
+// quorum of them signed it, it is a genesis that holds.
+func TestOfficerProposeGenesis(t *testing.T) {
 	dir := t.TempDir()
-	usePrincipal(t, h, nodetest.Auditor)
-	pem, export := filepath.Join(dir, "ledger.pem"), filepath.Join(dir, "ledger.export")
-	r = runCLI(t, "", "audit", "pubkey")
-	r.want(t, 0)
-	if err := os.WriteFile(pem, []byte(r.stdout), 0o644); err != nil {
+	var args []string
+	signers := map[string]crypto.Signer{}
+	for _, name := range []string{"alice", "bob", "carol"} {
+		k, err := governance.GenerateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		signers[name] = k
+		pub := filepath.Join(dir, name+".pub.pem")
+		if err := os.WriteFile(pub, governance.PublicKeyPEM(&k.PublicKey), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--officer", name+"="+pub)
+	}
+	out := filepath.Join(dir, "genesis.json")
+	runCLI(t, "", append([]string{"officer", "propose", "genesis", "--quorum", "4", "--out", out}, args...)...).want(t, 2, "--quorum 4")
+	runCLI(t, "", "officer", "propose", "genesis", "--quorum", "1", "--out", out).want(t, 2, "--officer NAME=PUBKEY.pem")
+	r := runCLI(t, "", append([]string{"officer", "propose", "genesis", "--quorum", "2", "--out", out}, args...)...)
+	r.want(t, 0, "create_cluster", `"alice"`, "quorum=2 of 3", "custos officer sign")
+	runCLI(t, "", append([]string{"officer", "propose", "genesis", "--quorum", "2", "--out", out}, args...)...).want(t, 1, "already exists")
+
+	f, err := governance.ReadFile(out)
+	if err != nil {
 		t.Fatal(err)
 	}
-	runCLI(t, "", "audit", "export", export).want(t, 0)
-	runCLI(t, "", "audit", "verify", "--pubkey", pem, "--genesis", genesis, export).want(t, 0, "record 1 is the pinned genesis")
-	runCLI(t, "", "audit", "verify", "--pubkey", pem, "--genesis", other, export).want(t, 1, "NOT the ledger of the pinned genesis")
-	runCLI(t, "", "audit", "list", "--operation", "genesis").want(t, 0, "#1 ", "GENESIS ALLOW", "rule=genesis")
+	if _, _, err := governance.VerifyGenesis(f.Signed(), time.Now()); err == nil {
+		t.Fatal("an unsigned genesis holds")
+	}
+	for _, name := range []string{"alice", "carol"} {
+		sig, err := governance.Sign(signers[name], name, f.Statement)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.AddSignature(sig)
+	}
+	st, who, err := governance.VerifyGenesis(f.Signed(), time.Now())
+	if err != nil || strings.Join(who, ",") != "alice,carol" || len(st.ClusterId) != 32 {
+		t.Fatalf("the signed genesis: %v, signers %v, %v", st, who, err)
+	}
 }

@@ -121,6 +121,7 @@ func init() {
 		{"officer propose grant", "--principal P --key K --reason R [--uses N] [--ttl D] --out FILE", "Write an unsigned CreateGrant statement file.", runOfficerPropose("grant", 0, grantFlags)},
 		{"officer propose revoke-grant", "--out FILE GRANT_ID", "Write an unsigned RevokeGrant statement file.", runOfficerPropose("revoke-grant", 1, nil)},
 		{"officer propose officers", "--file OFFICERS.json --out FILE", "Write an unsigned SetOfficers statement file.", runOfficerPropose("officers", 0, officersFileFlag)},
+		{"officer propose genesis", "--officer NAME=PUBKEY.pem ... --quorum M [--ca CA.pem] [--profile development] --out FILE", "Write an unsigned CreateCluster statement: the officer-signed genesis of a new cluster (no cluster needed).", runOfficerProposeGenesis},
 		{"officer propose sink-add", "--name N (--webhook URL --hmac-key-file F | --file PATH) [--required-for-release] --out FILE", "Write an unsigned AddSink statement file (it holds the HMAC key: protect it).", runOfficerPropose("sink-add", 0, sinkFlags)},
 		{"officer propose sink-remove", "--out FILE NAME", "Write an unsigned RemoveSink statement file.", runOfficerPropose("sink-remove", 1, nil)},
 		{"officer propose notify-rules", "--file RULES.json --out FILE", "Write an unsigned SetNotifyRules statement file.", runOfficerPropose("notify-rules", 0, rulesFileFlag)},

@@ -63,6 +63,11 @@ type fileConfig struct {
 	// cluster pins as the CAs that identify principals
 	// (docs/identities.md); absent: the CA certificates of tls.ca.
 	ClientAuthorities string `json:"client_authorities"`
+	// Genesis, a statement file the officers signed (custos officer
+	// propose genesis), initialises a new cluster instead of officers,
+	// quorum, profile and client_authorities (docs/governance.md,
+	// Officer-signed genesis).
+	Genesis string `json:"genesis"`
 	// Auditors may read the ledger (AuditService); checkpoint_* set how
 	// often the leader signs the chain head.
 	Auditors           []string `json:"auditors"`
@@ -403,6 +408,20 @@ func loadConfigLog(path string, getenv func(string) string, logLevel, logFormat 
 	officers, err := loadOfficers(fc.Officers, fc.Quorum, abs, bad)
 	if err != nil {
 		return cfg, err
+	}
+	if fc.Genesis != "" {
+		if len(fc.Officers) > 0 || fc.Profile != "" || fc.ClientAuthorities != "" {
+			return cfg, bad("genesis", "names the officers, quorum, profile and client authorities itself: leave officers, quorum, profile and client_authorities out")
+		}
+		f, err := governance.ReadFile(abs(fc.Genesis))
+		if err != nil {
+			return cfg, bad("genesis", err.Error())
+		}
+		ss := f.Signed()
+		if _, _, err := governance.VerifyGenesis(ss, time.Now()); err != nil {
+			return cfg, bad("genesis", "is not an officer-signed genesis that holds: "+err.Error())
+		}
+		cfg.Genesis = ss
 	}
 	seen := map[string]int{}
 	for i, a := range fc.Auditors {

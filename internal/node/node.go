@@ -67,6 +67,10 @@ type Config struct {
 	// ignore them (and may leave them empty).
 	Officers []*custosv1.Officer
 	Quorum   uint32
+	// Genesis, an officer-signed CreateCluster statement, initialises a
+	// new cluster instead of Officers, Quorum, Profile and
+	// ClientAuthorities (docs/governance.md, Officer-signed genesis).
+	Genesis *custosv1.SignedStatement
 	// Profile is recorded when the cluster is initialised, like Officers:
 	// kms.ProfileDevelopment lets the cluster move its domain key between
 	// HSMs with RSA-OAEP-SHA1, which is not CRYPTREC-listed (SoftHSM does no
@@ -379,6 +383,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		DecisionsPerSecond:     cfg.DecisionsPerSecond,
 		RefusalsPerSecond:      cfg.RefusalsPerSecond,
 		MaxStateMachineVersion: cfg.MaxStateMachineVersion,
+		Genesis:                cfg.Genesis,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: kms: %w", err)
@@ -413,8 +418,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			n.log.Warn("this node's HSM does not hold the cluster's domain key: serving without key crypto until the node is admitted", "cluster", state.ClusterID())
 		}
 	} else if err := n.svc.InitCluster(ctx, cfg.Officers, cfg.Quorum); err != nil {
-		if len(cfg.Officers) == 0 && errors.Is(err, kms.ErrInvalidArgument) {
-			return nil, fmt.Errorf("node: initialise cluster: a new cluster needs its security officers and quorum (configuration fields officers and quorum): %w", err)
+		if len(cfg.Officers) == 0 && cfg.Genesis == nil && errors.Is(err, kms.ErrInvalidArgument) {
+			return nil, fmt.Errorf("node: initialise cluster: a new cluster needs its security officers and quorum (configuration fields officers and quorum, or an officer-signed genesis): %w", err)
 		}
 		return nil, fmt.Errorf("node: initialise cluster: %w", err)
 	}

@@ -120,6 +120,12 @@ type Report struct {
 	// Partial is true when the export does not start at seq 1: the first
 	// record's link to its predecessor could not be checked.
 	Partial bool `json:"partial,omitempty"`
+	// GenesisSigners are the officers whose signatures on the
+	// officer-signed genesis verified (record 1's create_cluster
+	// statement); empty when the export does not start at record 1 or the
+	// cluster's first officers came from the bootstrap node's
+	// configuration.
+	GenesisSigners []string `json:"genesis_signers,omitempty"`
 	// Kind, Problem and ProblemSeq describe the first broken link; Kind is
 	// empty when the export verified.
 	Kind       ProblemKind `json:"kind,omitempty"`
@@ -385,6 +391,13 @@ func (v *verifier) record(data []byte) error {
 		v.digest, v.digestVersion, v.changed = d, rec.StateDigestVersion, false
 	} else if changing {
 		v.changed = true // made before state digests: anything may have changed
+	}
+	if rec.Operation == custosv1.Operation_OPERATION_GENESIS && pos == 1 && rec.GetGenesis().GetStatement() != nil {
+		signers, err := checkGenesis(rec)
+		if err != nil {
+			return v.problem(ProblemAltered, pos, "record 1's officer-signed genesis does not hold: %v", err)
+		}
+		v.rep.GenesisSigners = signers
 	}
 	switch {
 	case rec.Operation == custosv1.Operation_OPERATION_GENESIS && pos == 1 && rec.GetGenesis().GetStateMachineVersion() >= 2:

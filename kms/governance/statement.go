@@ -343,6 +343,23 @@ func validate(st *custosv1.Statement) error {
 			return fmt.Errorf("%w: set_quotas.quotas is not set", ErrMalformed)
 		}
 		return nil
+	case *custosv1.Statement_CreateCluster:
+		cc := op.CreateCluster
+		if !isLowerHex(st.GetClusterId(), 32) {
+			return fmt.Errorf("%w: create_cluster: cluster_id must be 32 lower-case hex digits", ErrMalformed)
+		}
+		if _, err := newOfficerSet("create_cluster.officers", cc.GetOfficers(), cc.GetQuorum()); err != nil {
+			return err
+		}
+		for i, der := range cc.GetClientAuthorities() {
+			if _, err := ParseClientAuthority(der); err != nil {
+				return fmt.Errorf("create_cluster.client_authorities[%d]: %w", i, err)
+			}
+		}
+		if p := cc.GetProfile(); p != "" && p != "development" {
+			return fmt.Errorf("%w: create_cluster.profile %q is neither \"\" nor \"development\"", ErrMalformed, p)
+		}
+		return nil
 	case *custosv1.Statement_AddClientAuthority:
 		_, err := ParseClientAuthority(op.AddClientAuthority.GetCertificate())
 		return err
@@ -534,6 +551,18 @@ func Describe(st *custosv1.Statement) string {
 		fmt.Fprintf(&b, " name=%s key=%s", q(op.AddWitness.GetWitness().GetName()), fp)
 	case *custosv1.Statement_RemoveWitness:
 		fmt.Fprintf(&b, " name=%s", q(op.RemoveWitness.GetName()))
+	case *custosv1.Statement_CreateCluster:
+		cc := op.CreateCluster
+		var names []string
+		for _, o := range cc.GetOfficers() {
+			fp := "invalid-key"
+			if pub, err := ParsePublicKey(o.GetPublicKey()); err == nil {
+				fp = Fingerprint(pub)
+			}
+			names = append(names, q(o.GetName())+"("+fp+")")
+		}
+		fmt.Fprintf(&b, " officers=[%s] quorum=%d of %d client_authorities=%d profile=%s",
+			strings.Join(names, " "), cc.GetQuorum(), len(names), len(cc.GetClientAuthorities()), q(cc.GetProfile()))
 	case *custosv1.Statement_SetQuotas:
 		qs := op.SetQuotas.GetQuotas()
 		fmt.Fprintf(&b, " max_keys_per_principal=%s max_pending_per_principal=%s",

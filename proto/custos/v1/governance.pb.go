@@ -1373,6 +1373,7 @@ type Statement struct {
 	//	*Statement_AddWitness
 	//	*Statement_RemoveWitness
 	//	*Statement_SetQuotas
+	//	*Statement_CreateCluster
 	Operation     isStatement_Operation `protobuf_oneof:"operation"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1675,6 +1676,15 @@ func (x *Statement) GetSetQuotas() *SetQuotas {
 	return nil
 }
 
+func (x *Statement) GetCreateCluster() *CreateCluster {
+	if x != nil {
+		if x, ok := x.Operation.(*Statement_CreateCluster); ok {
+			return x.CreateCluster
+		}
+	}
+	return nil
+}
+
 type isStatement_Operation interface {
 	isStatement_Operation()
 }
@@ -1779,6 +1789,10 @@ type Statement_SetQuotas struct {
 	SetQuotas *SetQuotas `protobuf:"bytes,34,opt,name=set_quotas,json=setQuotas,proto3,oneof"`
 }
 
+type Statement_CreateCluster struct {
+	CreateCluster *CreateCluster `protobuf:"bytes,35,opt,name=create_cluster,json=createCluster,proto3,oneof"`
+}
+
 func (*Statement_RevokeKey) isStatement_Operation() {}
 
 func (*Statement_DisableKey) isStatement_Operation() {}
@@ -1829,6 +1843,84 @@ func (*Statement_RemoveWitness) isStatement_Operation() {}
 
 func (*Statement_SetQuotas) isStatement_Operation() {}
 
+func (*Statement_CreateCluster) isStatement_Operation() {}
+
+// CreateCluster is the officer-signed genesis (docs/governance.md,
+// *Officer-signed genesis*): the officers choose the new cluster's id
+// (Statement.cluster_id, 32 lower-case hex digits), name themselves and
+// their quorum, and the CA certificates (DER) that identify principals; a
+// quorum of the officers it names signs it, and a node given it
+// (configuration `genesis`) initialises the cluster from it and nothing
+// else. Valid only then.
+type CreateCluster struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Officers          []*Officer             `protobuf:"bytes,1,rep,name=officers,proto3" json:"officers,omitempty"`
+	Quorum            uint32                 `protobuf:"varint,2,opt,name=quorum,proto3" json:"quorum,omitempty"`
+	ClientAuthorities [][]byte               `protobuf:"bytes,3,rep,name=client_authorities,json=clientAuthorities,proto3" json:"client_authorities,omitempty"`
+	// "development" or "" (production), as the configuration's profile.
+	Profile       string `protobuf:"bytes,4,opt,name=profile,proto3" json:"profile,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateCluster) Reset() {
+	*x = CreateCluster{}
+	mi := &file_custos_v1_governance_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateCluster) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateCluster) ProtoMessage() {}
+
+func (x *CreateCluster) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_governance_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateCluster.ProtoReflect.Descriptor instead.
+func (*CreateCluster) Descriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *CreateCluster) GetOfficers() []*Officer {
+	if x != nil {
+		return x.Officers
+	}
+	return nil
+}
+
+func (x *CreateCluster) GetQuorum() uint32 {
+	if x != nil {
+		return x.Quorum
+	}
+	return 0
+}
+
+func (x *CreateCluster) GetClientAuthorities() [][]byte {
+	if x != nil {
+		return x.ClientAuthorities
+	}
+	return nil
+}
+
+func (x *CreateCluster) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
 // ScheduleKeyDestruction (quorum) destroys a key version — or, with
 // version 0, every version of the key — once waiting_seconds have passed
 // (0: 7 days; at least 1 hour, at most 30 days; a development cluster
@@ -1847,7 +1939,7 @@ type ScheduleKeyDestruction struct {
 
 func (x *ScheduleKeyDestruction) Reset() {
 	*x = ScheduleKeyDestruction{}
-	mi := &file_custos_v1_governance_proto_msgTypes[16]
+	mi := &file_custos_v1_governance_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1859,7 +1951,7 @@ func (x *ScheduleKeyDestruction) String() string {
 func (*ScheduleKeyDestruction) ProtoMessage() {}
 
 func (x *ScheduleKeyDestruction) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[16]
+	mi := &file_custos_v1_governance_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1872,7 +1964,7 @@ func (x *ScheduleKeyDestruction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScheduleKeyDestruction.ProtoReflect.Descriptor instead.
 func (*ScheduleKeyDestruction) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{16}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ScheduleKeyDestruction) GetKey() string {
@@ -1912,7 +2004,7 @@ type AcceptRestore struct {
 
 func (x *AcceptRestore) Reset() {
 	*x = AcceptRestore{}
-	mi := &file_custos_v1_governance_proto_msgTypes[17]
+	mi := &file_custos_v1_governance_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1924,7 +2016,7 @@ func (x *AcceptRestore) String() string {
 func (*AcceptRestore) ProtoMessage() {}
 
 func (x *AcceptRestore) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[17]
+	mi := &file_custos_v1_governance_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1937,7 +2029,7 @@ func (x *AcceptRestore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcceptRestore.ProtoReflect.Descriptor instead.
 func (*AcceptRestore) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{17}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AcceptRestore) GetSnapshotSha256() string {
@@ -1976,7 +2068,7 @@ type ClusterRestore struct {
 
 func (x *ClusterRestore) Reset() {
 	*x = ClusterRestore{}
-	mi := &file_custos_v1_governance_proto_msgTypes[18]
+	mi := &file_custos_v1_governance_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1988,7 +2080,7 @@ func (x *ClusterRestore) String() string {
 func (*ClusterRestore) ProtoMessage() {}
 
 func (x *ClusterRestore) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[18]
+	mi := &file_custos_v1_governance_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2001,7 +2093,7 @@ func (x *ClusterRestore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterRestore.ProtoReflect.Descriptor instead.
 func (*ClusterRestore) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{18}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ClusterRestore) GetSnapshotSha256() string {
@@ -2093,7 +2185,7 @@ type CancelKeyDestruction struct {
 
 func (x *CancelKeyDestruction) Reset() {
 	*x = CancelKeyDestruction{}
-	mi := &file_custos_v1_governance_proto_msgTypes[19]
+	mi := &file_custos_v1_governance_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2105,7 +2197,7 @@ func (x *CancelKeyDestruction) String() string {
 func (*CancelKeyDestruction) ProtoMessage() {}
 
 func (x *CancelKeyDestruction) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[19]
+	mi := &file_custos_v1_governance_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2118,7 +2210,7 @@ func (x *CancelKeyDestruction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelKeyDestruction.ProtoReflect.Descriptor instead.
 func (*CancelKeyDestruction) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{19}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CancelKeyDestruction) GetKey() string {
@@ -2158,7 +2250,7 @@ type AdmitNode struct {
 
 func (x *AdmitNode) Reset() {
 	*x = AdmitNode{}
-	mi := &file_custos_v1_governance_proto_msgTypes[20]
+	mi := &file_custos_v1_governance_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2170,7 +2262,7 @@ func (x *AdmitNode) String() string {
 func (*AdmitNode) ProtoMessage() {}
 
 func (x *AdmitNode) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[20]
+	mi := &file_custos_v1_governance_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2183,7 +2275,7 @@ func (x *AdmitNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdmitNode.ProtoReflect.Descriptor instead.
 func (*AdmitNode) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{20}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AdmitNode) GetNode() string {
@@ -2235,7 +2327,7 @@ type SetKeyMinVersion struct {
 
 func (x *SetKeyMinVersion) Reset() {
 	*x = SetKeyMinVersion{}
-	mi := &file_custos_v1_governance_proto_msgTypes[21]
+	mi := &file_custos_v1_governance_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2247,7 +2339,7 @@ func (x *SetKeyMinVersion) String() string {
 func (*SetKeyMinVersion) ProtoMessage() {}
 
 func (x *SetKeyMinVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[21]
+	mi := &file_custos_v1_governance_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2260,7 +2352,7 @@ func (x *SetKeyMinVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetKeyMinVersion.ProtoReflect.Descriptor instead.
 func (*SetKeyMinVersion) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{21}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SetKeyMinVersion) GetKey() string {
@@ -2292,7 +2384,7 @@ type RotateDomainKey struct {
 
 func (x *RotateDomainKey) Reset() {
 	*x = RotateDomainKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[22]
+	mi := &file_custos_v1_governance_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2304,7 +2396,7 @@ func (x *RotateDomainKey) String() string {
 func (*RotateDomainKey) ProtoMessage() {}
 
 func (x *RotateDomainKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[22]
+	mi := &file_custos_v1_governance_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2317,7 +2409,7 @@ func (x *RotateDomainKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateDomainKey.ProtoReflect.Descriptor instead.
 func (*RotateDomainKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{22}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{23}
 }
 
 // CancelDomainKeyRotation (one officer) abandons a running rotation: the
@@ -2330,7 +2422,7 @@ type CancelDomainKeyRotation struct {
 
 func (x *CancelDomainKeyRotation) Reset() {
 	*x = CancelDomainKeyRotation{}
-	mi := &file_custos_v1_governance_proto_msgTypes[23]
+	mi := &file_custos_v1_governance_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2342,7 +2434,7 @@ func (x *CancelDomainKeyRotation) String() string {
 func (*CancelDomainKeyRotation) ProtoMessage() {}
 
 func (x *CancelDomainKeyRotation) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[23]
+	mi := &file_custos_v1_governance_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2355,7 +2447,7 @@ func (x *CancelDomainKeyRotation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelDomainKeyRotation.ProtoReflect.Descriptor instead.
 func (*CancelDomainKeyRotation) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{23}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{24}
 }
 
 // DomainKeyRotation is a running domain-key rotation as the replicated
@@ -2383,7 +2475,7 @@ type DomainKeyRotation struct {
 
 func (x *DomainKeyRotation) Reset() {
 	*x = DomainKeyRotation{}
-	mi := &file_custos_v1_governance_proto_msgTypes[24]
+	mi := &file_custos_v1_governance_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2395,7 +2487,7 @@ func (x *DomainKeyRotation) String() string {
 func (*DomainKeyRotation) ProtoMessage() {}
 
 func (x *DomainKeyRotation) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[24]
+	mi := &file_custos_v1_governance_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2408,7 +2500,7 @@ func (x *DomainKeyRotation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DomainKeyRotation.ProtoReflect.Descriptor instead.
 func (*DomainKeyRotation) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{24}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DomainKeyRotation) GetEpoch() uint32 {
@@ -2480,7 +2572,7 @@ type RevokeAdmission struct {
 
 func (x *RevokeAdmission) Reset() {
 	*x = RevokeAdmission{}
-	mi := &file_custos_v1_governance_proto_msgTypes[25]
+	mi := &file_custos_v1_governance_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2492,7 +2584,7 @@ func (x *RevokeAdmission) String() string {
 func (*RevokeAdmission) ProtoMessage() {}
 
 func (x *RevokeAdmission) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[25]
+	mi := &file_custos_v1_governance_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2505,7 +2597,7 @@ func (x *RevokeAdmission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdmission.ProtoReflect.Descriptor instead.
 func (*RevokeAdmission) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{25}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RevokeAdmission) GetNode() string {
@@ -2540,7 +2632,7 @@ type NodeAdmission struct {
 
 func (x *NodeAdmission) Reset() {
 	*x = NodeAdmission{}
-	mi := &file_custos_v1_governance_proto_msgTypes[26]
+	mi := &file_custos_v1_governance_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2552,7 +2644,7 @@ func (x *NodeAdmission) String() string {
 func (*NodeAdmission) ProtoMessage() {}
 
 func (x *NodeAdmission) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[26]
+	mi := &file_custos_v1_governance_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2565,7 +2657,7 @@ func (x *NodeAdmission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeAdmission.ProtoReflect.Descriptor instead.
 func (*NodeAdmission) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{26}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *NodeAdmission) GetNode() string {
@@ -2659,7 +2751,7 @@ type Sink struct {
 
 func (x *Sink) Reset() {
 	*x = Sink{}
-	mi := &file_custos_v1_governance_proto_msgTypes[27]
+	mi := &file_custos_v1_governance_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2671,7 +2763,7 @@ func (x *Sink) String() string {
 func (*Sink) ProtoMessage() {}
 
 func (x *Sink) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[27]
+	mi := &file_custos_v1_governance_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2684,7 +2776,7 @@ func (x *Sink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sink.ProtoReflect.Descriptor instead.
 func (*Sink) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{27}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Sink) GetName() string {
@@ -2746,7 +2838,7 @@ type AddSink struct {
 
 func (x *AddSink) Reset() {
 	*x = AddSink{}
-	mi := &file_custos_v1_governance_proto_msgTypes[28]
+	mi := &file_custos_v1_governance_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2758,7 +2850,7 @@ func (x *AddSink) String() string {
 func (*AddSink) ProtoMessage() {}
 
 func (x *AddSink) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[28]
+	mi := &file_custos_v1_governance_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2771,7 +2863,7 @@ func (x *AddSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddSink.ProtoReflect.Descriptor instead.
 func (*AddSink) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{28}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *AddSink) GetSink() *Sink {
@@ -2791,7 +2883,7 @@ type RemoveSink struct {
 
 func (x *RemoveSink) Reset() {
 	*x = RemoveSink{}
-	mi := &file_custos_v1_governance_proto_msgTypes[29]
+	mi := &file_custos_v1_governance_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2803,7 +2895,7 @@ func (x *RemoveSink) String() string {
 func (*RemoveSink) ProtoMessage() {}
 
 func (x *RemoveSink) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[29]
+	mi := &file_custos_v1_governance_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2816,7 +2908,7 @@ func (x *RemoveSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSink.ProtoReflect.Descriptor instead.
 func (*RemoveSink) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{29}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RemoveSink) GetName() string {
@@ -2842,7 +2934,7 @@ type NotifyRules struct {
 
 func (x *NotifyRules) Reset() {
 	*x = NotifyRules{}
-	mi := &file_custos_v1_governance_proto_msgTypes[30]
+	mi := &file_custos_v1_governance_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2854,7 +2946,7 @@ func (x *NotifyRules) String() string {
 func (*NotifyRules) ProtoMessage() {}
 
 func (x *NotifyRules) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[30]
+	mi := &file_custos_v1_governance_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2867,7 +2959,7 @@ func (x *NotifyRules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifyRules.ProtoReflect.Descriptor instead.
 func (*NotifyRules) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{30}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *NotifyRules) GetReasons() []Reason {
@@ -2915,7 +3007,7 @@ type SetNotifyRules struct {
 
 func (x *SetNotifyRules) Reset() {
 	*x = SetNotifyRules{}
-	mi := &file_custos_v1_governance_proto_msgTypes[31]
+	mi := &file_custos_v1_governance_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2927,7 +3019,7 @@ func (x *SetNotifyRules) String() string {
 func (*SetNotifyRules) ProtoMessage() {}
 
 func (x *SetNotifyRules) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[31]
+	mi := &file_custos_v1_governance_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2940,7 +3032,7 @@ func (x *SetNotifyRules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNotifyRules.ProtoReflect.Descriptor instead.
 func (*SetNotifyRules) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{31}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SetNotifyRules) GetRules() *NotifyRules {
@@ -2961,7 +3053,7 @@ type RevokeKey struct {
 
 func (x *RevokeKey) Reset() {
 	*x = RevokeKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[32]
+	mi := &file_custos_v1_governance_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2973,7 +3065,7 @@ func (x *RevokeKey) String() string {
 func (*RevokeKey) ProtoMessage() {}
 
 func (x *RevokeKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[32]
+	mi := &file_custos_v1_governance_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2986,7 +3078,7 @@ func (x *RevokeKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeKey.ProtoReflect.Descriptor instead.
 func (*RevokeKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{32}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RevokeKey) GetKey() string {
@@ -3006,7 +3098,7 @@ type DisableKey struct {
 
 func (x *DisableKey) Reset() {
 	*x = DisableKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[33]
+	mi := &file_custos_v1_governance_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3018,7 +3110,7 @@ func (x *DisableKey) String() string {
 func (*DisableKey) ProtoMessage() {}
 
 func (x *DisableKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[33]
+	mi := &file_custos_v1_governance_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3031,7 +3123,7 @@ func (x *DisableKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableKey.ProtoReflect.Descriptor instead.
 func (*DisableKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{33}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *DisableKey) GetKey() string {
@@ -3051,7 +3143,7 @@ type EnableKey struct {
 
 func (x *EnableKey) Reset() {
 	*x = EnableKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[34]
+	mi := &file_custos_v1_governance_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3063,7 +3155,7 @@ func (x *EnableKey) String() string {
 func (*EnableKey) ProtoMessage() {}
 
 func (x *EnableKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[34]
+	mi := &file_custos_v1_governance_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3076,7 +3168,7 @@ func (x *EnableKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableKey.ProtoReflect.Descriptor instead.
 func (*EnableKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{34}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *EnableKey) GetKey() string {
@@ -3097,7 +3189,7 @@ type SetPolicy struct {
 
 func (x *SetPolicy) Reset() {
 	*x = SetPolicy{}
-	mi := &file_custos_v1_governance_proto_msgTypes[35]
+	mi := &file_custos_v1_governance_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3109,7 +3201,7 @@ func (x *SetPolicy) String() string {
 func (*SetPolicy) ProtoMessage() {}
 
 func (x *SetPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[35]
+	mi := &file_custos_v1_governance_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3122,7 +3214,7 @@ func (x *SetPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicy.ProtoReflect.Descriptor instead.
 func (*SetPolicy) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{35}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SetPolicy) GetKey() string {
@@ -3152,7 +3244,7 @@ type ApproveRequest struct {
 
 func (x *ApproveRequest) Reset() {
 	*x = ApproveRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[36]
+	mi := &file_custos_v1_governance_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3164,7 +3256,7 @@ func (x *ApproveRequest) String() string {
 func (*ApproveRequest) ProtoMessage() {}
 
 func (x *ApproveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[36]
+	mi := &file_custos_v1_governance_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3177,7 +3269,7 @@ func (x *ApproveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveRequest.ProtoReflect.Descriptor instead.
 func (*ApproveRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{36}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ApproveRequest) GetRequestId() string {
@@ -3211,7 +3303,7 @@ type DenyRequest struct {
 
 func (x *DenyRequest) Reset() {
 	*x = DenyRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[37]
+	mi := &file_custos_v1_governance_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3223,7 +3315,7 @@ func (x *DenyRequest) String() string {
 func (*DenyRequest) ProtoMessage() {}
 
 func (x *DenyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[37]
+	mi := &file_custos_v1_governance_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3236,7 +3328,7 @@ func (x *DenyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DenyRequest.ProtoReflect.Descriptor instead.
 func (*DenyRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{37}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *DenyRequest) GetRequestId() string {
@@ -3266,7 +3358,7 @@ type CreateGrant struct {
 
 func (x *CreateGrant) Reset() {
 	*x = CreateGrant{}
-	mi := &file_custos_v1_governance_proto_msgTypes[38]
+	mi := &file_custos_v1_governance_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3278,7 +3370,7 @@ func (x *CreateGrant) String() string {
 func (*CreateGrant) ProtoMessage() {}
 
 func (x *CreateGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[38]
+	mi := &file_custos_v1_governance_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3291,7 +3383,7 @@ func (x *CreateGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGrant.ProtoReflect.Descriptor instead.
 func (*CreateGrant) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{38}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CreateGrant) GetPrincipal() string {
@@ -3353,7 +3445,7 @@ type RevokeGrant struct {
 
 func (x *RevokeGrant) Reset() {
 	*x = RevokeGrant{}
-	mi := &file_custos_v1_governance_proto_msgTypes[39]
+	mi := &file_custos_v1_governance_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3365,7 +3457,7 @@ func (x *RevokeGrant) String() string {
 func (*RevokeGrant) ProtoMessage() {}
 
 func (x *RevokeGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[39]
+	mi := &file_custos_v1_governance_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3378,7 +3470,7 @@ func (x *RevokeGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeGrant.ProtoReflect.Descriptor instead.
 func (*RevokeGrant) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{39}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RevokeGrant) GetGrantId() string {
@@ -3399,7 +3491,7 @@ type SetOfficers struct {
 
 func (x *SetOfficers) Reset() {
 	*x = SetOfficers{}
-	mi := &file_custos_v1_governance_proto_msgTypes[40]
+	mi := &file_custos_v1_governance_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3411,7 +3503,7 @@ func (x *SetOfficers) String() string {
 func (*SetOfficers) ProtoMessage() {}
 
 func (x *SetOfficers) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[40]
+	mi := &file_custos_v1_governance_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3424,7 +3516,7 @@ func (x *SetOfficers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetOfficers.ProtoReflect.Descriptor instead.
 func (*SetOfficers) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{40}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SetOfficers) GetOfficers() []*Officer {
@@ -3453,7 +3545,7 @@ type OfficerSignature struct {
 
 func (x *OfficerSignature) Reset() {
 	*x = OfficerSignature{}
-	mi := &file_custos_v1_governance_proto_msgTypes[41]
+	mi := &file_custos_v1_governance_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3465,7 +3557,7 @@ func (x *OfficerSignature) String() string {
 func (*OfficerSignature) ProtoMessage() {}
 
 func (x *OfficerSignature) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[41]
+	mi := &file_custos_v1_governance_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3478,7 +3570,7 @@ func (x *OfficerSignature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OfficerSignature.ProtoReflect.Descriptor instead.
 func (*OfficerSignature) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{41}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *OfficerSignature) GetOfficer() string {
@@ -3506,7 +3598,7 @@ type SignedStatement struct {
 
 func (x *SignedStatement) Reset() {
 	*x = SignedStatement{}
-	mi := &file_custos_v1_governance_proto_msgTypes[42]
+	mi := &file_custos_v1_governance_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3518,7 +3610,7 @@ func (x *SignedStatement) String() string {
 func (*SignedStatement) ProtoMessage() {}
 
 func (x *SignedStatement) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[42]
+	mi := &file_custos_v1_governance_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3531,7 +3623,7 @@ func (x *SignedStatement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedStatement.ProtoReflect.Descriptor instead.
 func (*SignedStatement) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{42}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *SignedStatement) GetStatement() []byte {
@@ -3564,7 +3656,7 @@ type SubmitResponse struct {
 
 func (x *SubmitResponse) Reset() {
 	*x = SubmitResponse{}
-	mi := &file_custos_v1_governance_proto_msgTypes[43]
+	mi := &file_custos_v1_governance_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3576,7 +3668,7 @@ func (x *SubmitResponse) String() string {
 func (*SubmitResponse) ProtoMessage() {}
 
 func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[43]
+	mi := &file_custos_v1_governance_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3589,7 +3681,7 @@ func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
 func (*SubmitResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{43}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *SubmitResponse) GetResult() string {
@@ -3628,7 +3720,7 @@ type GetGovernanceRequest struct {
 
 func (x *GetGovernanceRequest) Reset() {
 	*x = GetGovernanceRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[44]
+	mi := &file_custos_v1_governance_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3640,7 +3732,7 @@ func (x *GetGovernanceRequest) String() string {
 func (*GetGovernanceRequest) ProtoMessage() {}
 
 func (x *GetGovernanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[44]
+	mi := &file_custos_v1_governance_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3653,7 +3745,7 @@ func (x *GetGovernanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGovernanceRequest.ProtoReflect.Descriptor instead.
 func (*GetGovernanceRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{44}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{45}
 }
 
 // ApprovalRequest is a decrypt that policy sent to the officers.
@@ -3683,7 +3775,7 @@ type ApprovalRequest struct {
 
 func (x *ApprovalRequest) Reset() {
 	*x = ApprovalRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[45]
+	mi := &file_custos_v1_governance_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3695,7 +3787,7 @@ func (x *ApprovalRequest) String() string {
 func (*ApprovalRequest) ProtoMessage() {}
 
 func (x *ApprovalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[45]
+	mi := &file_custos_v1_governance_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3708,7 +3800,7 @@ func (x *ApprovalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApprovalRequest.ProtoReflect.Descriptor instead.
 func (*ApprovalRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{45}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ApprovalRequest) GetRequestId() string {
@@ -3818,7 +3910,7 @@ type ListPendingRequest struct {
 
 func (x *ListPendingRequest) Reset() {
 	*x = ListPendingRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[46]
+	mi := &file_custos_v1_governance_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3830,7 +3922,7 @@ func (x *ListPendingRequest) String() string {
 func (*ListPendingRequest) ProtoMessage() {}
 
 func (x *ListPendingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[46]
+	mi := &file_custos_v1_governance_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3843,7 +3935,7 @@ func (x *ListPendingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPendingRequest.ProtoReflect.Descriptor instead.
 func (*ListPendingRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{46}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ListPendingRequest) GetKey() string {
@@ -3862,7 +3954,7 @@ type ListPendingResponse struct {
 
 func (x *ListPendingResponse) Reset() {
 	*x = ListPendingResponse{}
-	mi := &file_custos_v1_governance_proto_msgTypes[47]
+	mi := &file_custos_v1_governance_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3874,7 +3966,7 @@ func (x *ListPendingResponse) String() string {
 func (*ListPendingResponse) ProtoMessage() {}
 
 func (x *ListPendingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[47]
+	mi := &file_custos_v1_governance_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3887,7 +3979,7 @@ func (x *ListPendingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPendingResponse.ProtoReflect.Descriptor instead.
 func (*ListPendingResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{47}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListPendingResponse) GetRequests() []*ApprovalRequest {
@@ -3906,7 +3998,7 @@ type GetRequestRequest struct {
 
 func (x *GetRequestRequest) Reset() {
 	*x = GetRequestRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[48]
+	mi := &file_custos_v1_governance_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3918,7 +4010,7 @@ func (x *GetRequestRequest) String() string {
 func (*GetRequestRequest) ProtoMessage() {}
 
 func (x *GetRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[48]
+	mi := &file_custos_v1_governance_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3931,7 +4023,7 @@ func (x *GetRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequestRequest.ProtoReflect.Descriptor instead.
 func (*GetRequestRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{48}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *GetRequestRequest) GetRequestId() string {
@@ -3963,7 +4055,7 @@ type Grant struct {
 
 func (x *Grant) Reset() {
 	*x = Grant{}
-	mi := &file_custos_v1_governance_proto_msgTypes[49]
+	mi := &file_custos_v1_governance_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3975,7 +4067,7 @@ func (x *Grant) String() string {
 func (*Grant) ProtoMessage() {}
 
 func (x *Grant) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[49]
+	mi := &file_custos_v1_governance_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3988,7 +4080,7 @@ func (x *Grant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Grant.ProtoReflect.Descriptor instead.
 func (*Grant) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{49}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *Grant) GetGrantId() string {
@@ -4063,7 +4155,7 @@ type ListGrantsRequest struct {
 
 func (x *ListGrantsRequest) Reset() {
 	*x = ListGrantsRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[50]
+	mi := &file_custos_v1_governance_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4075,7 +4167,7 @@ func (x *ListGrantsRequest) String() string {
 func (*ListGrantsRequest) ProtoMessage() {}
 
 func (x *ListGrantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[50]
+	mi := &file_custos_v1_governance_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4088,7 +4180,7 @@ func (x *ListGrantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGrantsRequest.ProtoReflect.Descriptor instead.
 func (*ListGrantsRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{50}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListGrantsRequest) GetKey() string {
@@ -4107,7 +4199,7 @@ type ListGrantsResponse struct {
 
 func (x *ListGrantsResponse) Reset() {
 	*x = ListGrantsResponse{}
-	mi := &file_custos_v1_governance_proto_msgTypes[51]
+	mi := &file_custos_v1_governance_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4119,7 +4211,7 @@ func (x *ListGrantsResponse) String() string {
 func (*ListGrantsResponse) ProtoMessage() {}
 
 func (x *ListGrantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[51]
+	mi := &file_custos_v1_governance_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4132,7 +4224,7 @@ func (x *ListGrantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGrantsResponse.ProtoReflect.Descriptor instead.
 func (*ListGrantsResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{51}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ListGrantsResponse) GetGrants() []*Grant {
@@ -4151,7 +4243,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[52]
+	mi := &file_custos_v1_governance_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4163,7 +4255,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[52]
+	mi := &file_custos_v1_governance_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4176,7 +4268,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{52}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *GetPolicyRequest) GetKey() string {
@@ -4270,7 +4362,7 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\x12AddClientAuthority\x12 \n" +
 	"\vcertificate\x18\x01 \x01(\fR\vcertificate\"/\n" +
 	"\x15RemoveClientAuthority\x12\x16\n" +
-	"\x06sha256\x18\x01 \x01(\tR\x06sha256\"\xd0\x0e\n" +
+	"\x06sha256\x18\x01 \x01(\tR\x06sha256\"\x93\x0f\n" +
 	"\tStatement\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x14\n" +
@@ -4312,8 +4404,14 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"addWitness\x12A\n" +
 	"\x0eremove_witness\x18! \x01(\v2\x18.custos.v1.RemoveWitnessH\x00R\rremoveWitness\x125\n" +
 	"\n" +
-	"set_quotas\x18\" \x01(\v2\x14.custos.v1.SetQuotasH\x00R\tsetQuotasB\v\n" +
-	"\toperation\"m\n" +
+	"set_quotas\x18\" \x01(\v2\x14.custos.v1.SetQuotasH\x00R\tsetQuotas\x12A\n" +
+	"\x0ecreate_cluster\x18# \x01(\v2\x18.custos.v1.CreateClusterH\x00R\rcreateClusterB\v\n" +
+	"\toperation\"\xa0\x01\n" +
+	"\rCreateCluster\x12.\n" +
+	"\bofficers\x18\x01 \x03(\v2\x12.custos.v1.OfficerR\bofficers\x12\x16\n" +
+	"\x06quorum\x18\x02 \x01(\rR\x06quorum\x12-\n" +
+	"\x12client_authorities\x18\x03 \x03(\fR\x11clientAuthorities\x12\x18\n" +
+	"\aprofile\x18\x04 \x01(\tR\aprofile\"m\n" +
 	"\x16ScheduleKeyDestruction\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\rR\aversion\x12'\n" +
@@ -4536,7 +4634,7 @@ func file_custos_v1_governance_proto_rawDescGZIP() []byte {
 }
 
 var file_custos_v1_governance_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_custos_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
+var file_custos_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
 var file_custos_v1_governance_proto_goTypes = []any{
 	(Action)(0),                       // 0: custos.v1.Action
 	(KeyTransportHash)(0),             // 1: custos.v1.KeyTransportHash
@@ -4559,122 +4657,125 @@ var file_custos_v1_governance_proto_goTypes = []any{
 	(*AddClientAuthority)(nil),        // 18: custos.v1.AddClientAuthority
 	(*RemoveClientAuthority)(nil),     // 19: custos.v1.RemoveClientAuthority
 	(*Statement)(nil),                 // 20: custos.v1.Statement
-	(*ScheduleKeyDestruction)(nil),    // 21: custos.v1.ScheduleKeyDestruction
-	(*AcceptRestore)(nil),             // 22: custos.v1.AcceptRestore
-	(*ClusterRestore)(nil),            // 23: custos.v1.ClusterRestore
-	(*CancelKeyDestruction)(nil),      // 24: custos.v1.CancelKeyDestruction
-	(*AdmitNode)(nil),                 // 25: custos.v1.AdmitNode
-	(*SetKeyMinVersion)(nil),          // 26: custos.v1.SetKeyMinVersion
-	(*RotateDomainKey)(nil),           // 27: custos.v1.RotateDomainKey
-	(*CancelDomainKeyRotation)(nil),   // 28: custos.v1.CancelDomainKeyRotation
-	(*DomainKeyRotation)(nil),         // 29: custos.v1.DomainKeyRotation
-	(*RevokeAdmission)(nil),           // 30: custos.v1.RevokeAdmission
-	(*NodeAdmission)(nil),             // 31: custos.v1.NodeAdmission
-	(*Sink)(nil),                      // 32: custos.v1.Sink
-	(*AddSink)(nil),                   // 33: custos.v1.AddSink
-	(*RemoveSink)(nil),                // 34: custos.v1.RemoveSink
-	(*NotifyRules)(nil),               // 35: custos.v1.NotifyRules
-	(*SetNotifyRules)(nil),            // 36: custos.v1.SetNotifyRules
-	(*RevokeKey)(nil),                 // 37: custos.v1.RevokeKey
-	(*DisableKey)(nil),                // 38: custos.v1.DisableKey
-	(*EnableKey)(nil),                 // 39: custos.v1.EnableKey
-	(*SetPolicy)(nil),                 // 40: custos.v1.SetPolicy
-	(*ApproveRequest)(nil),            // 41: custos.v1.ApproveRequest
-	(*DenyRequest)(nil),               // 42: custos.v1.DenyRequest
-	(*CreateGrant)(nil),               // 43: custos.v1.CreateGrant
-	(*RevokeGrant)(nil),               // 44: custos.v1.RevokeGrant
-	(*SetOfficers)(nil),               // 45: custos.v1.SetOfficers
-	(*OfficerSignature)(nil),          // 46: custos.v1.OfficerSignature
-	(*SignedStatement)(nil),           // 47: custos.v1.SignedStatement
-	(*SubmitResponse)(nil),            // 48: custos.v1.SubmitResponse
-	(*GetGovernanceRequest)(nil),      // 49: custos.v1.GetGovernanceRequest
-	(*ApprovalRequest)(nil),           // 50: custos.v1.ApprovalRequest
-	(*ListPendingRequest)(nil),        // 51: custos.v1.ListPendingRequest
-	(*ListPendingResponse)(nil),       // 52: custos.v1.ListPendingResponse
-	(*GetRequestRequest)(nil),         // 53: custos.v1.GetRequestRequest
-	(*Grant)(nil),                     // 54: custos.v1.Grant
-	(*ListGrantsRequest)(nil),         // 55: custos.v1.ListGrantsRequest
-	(*ListGrantsResponse)(nil),        // 56: custos.v1.ListGrantsResponse
-	(*GetPolicyRequest)(nil),          // 57: custos.v1.GetPolicyRequest
-	(Reason)(0),                       // 58: custos.v1.Reason
-	(Outcome)(0),                      // 59: custos.v1.Outcome
+	(*CreateCluster)(nil),             // 21: custos.v1.CreateCluster
+	(*ScheduleKeyDestruction)(nil),    // 22: custos.v1.ScheduleKeyDestruction
+	(*AcceptRestore)(nil),             // 23: custos.v1.AcceptRestore
+	(*ClusterRestore)(nil),            // 24: custos.v1.ClusterRestore
+	(*CancelKeyDestruction)(nil),      // 25: custos.v1.CancelKeyDestruction
+	(*AdmitNode)(nil),                 // 26: custos.v1.AdmitNode
+	(*SetKeyMinVersion)(nil),          // 27: custos.v1.SetKeyMinVersion
+	(*RotateDomainKey)(nil),           // 28: custos.v1.RotateDomainKey
+	(*CancelDomainKeyRotation)(nil),   // 29: custos.v1.CancelDomainKeyRotation
+	(*DomainKeyRotation)(nil),         // 30: custos.v1.DomainKeyRotation
+	(*RevokeAdmission)(nil),           // 31: custos.v1.RevokeAdmission
+	(*NodeAdmission)(nil),             // 32: custos.v1.NodeAdmission
+	(*Sink)(nil),                      // 33: custos.v1.Sink
+	(*AddSink)(nil),                   // 34: custos.v1.AddSink
+	(*RemoveSink)(nil),                // 35: custos.v1.RemoveSink
+	(*NotifyRules)(nil),               // 36: custos.v1.NotifyRules
+	(*SetNotifyRules)(nil),            // 37: custos.v1.SetNotifyRules
+	(*RevokeKey)(nil),                 // 38: custos.v1.RevokeKey
+	(*DisableKey)(nil),                // 39: custos.v1.DisableKey
+	(*EnableKey)(nil),                 // 40: custos.v1.EnableKey
+	(*SetPolicy)(nil),                 // 41: custos.v1.SetPolicy
+	(*ApproveRequest)(nil),            // 42: custos.v1.ApproveRequest
+	(*DenyRequest)(nil),               // 43: custos.v1.DenyRequest
+	(*CreateGrant)(nil),               // 44: custos.v1.CreateGrant
+	(*RevokeGrant)(nil),               // 45: custos.v1.RevokeGrant
+	(*SetOfficers)(nil),               // 46: custos.v1.SetOfficers
+	(*OfficerSignature)(nil),          // 47: custos.v1.OfficerSignature
+	(*SignedStatement)(nil),           // 48: custos.v1.SignedStatement
+	(*SubmitResponse)(nil),            // 49: custos.v1.SubmitResponse
+	(*GetGovernanceRequest)(nil),      // 50: custos.v1.GetGovernanceRequest
+	(*ApprovalRequest)(nil),           // 51: custos.v1.ApprovalRequest
+	(*ListPendingRequest)(nil),        // 52: custos.v1.ListPendingRequest
+	(*ListPendingResponse)(nil),       // 53: custos.v1.ListPendingResponse
+	(*GetRequestRequest)(nil),         // 54: custos.v1.GetRequestRequest
+	(*Grant)(nil),                     // 55: custos.v1.Grant
+	(*ListGrantsRequest)(nil),         // 56: custos.v1.ListGrantsRequest
+	(*ListGrantsResponse)(nil),        // 57: custos.v1.ListGrantsResponse
+	(*GetPolicyRequest)(nil),          // 58: custos.v1.GetPolicyRequest
+	(Reason)(0),                       // 59: custos.v1.Reason
+	(Outcome)(0),                      // 60: custos.v1.Outcome
 }
 var file_custos_v1_governance_proto_depIdxs = []int32{
 	5,  // 0: custos.v1.Witness.last:type_name -> custos.v1.Cosignature
 	7,  // 1: custos.v1.AddWitness.witness:type_name -> custos.v1.Witness
-	58, // 2: custos.v1.ReasonRule.reason:type_name -> custos.v1.Reason
+	59, // 2: custos.v1.ReasonRule.reason:type_name -> custos.v1.Reason
 	0,  // 3: custos.v1.ReasonRule.action:type_name -> custos.v1.Action
 	10, // 4: custos.v1.KeyPolicy.reasons:type_name -> custos.v1.ReasonRule
 	11, // 5: custos.v1.KeyPolicy.windows:type_name -> custos.v1.TimeWindow
 	13, // 6: custos.v1.Governance.officers:type_name -> custos.v1.Officer
-	32, // 7: custos.v1.Governance.sinks:type_name -> custos.v1.Sink
-	35, // 8: custos.v1.Governance.notify_rules:type_name -> custos.v1.NotifyRules
+	33, // 7: custos.v1.Governance.sinks:type_name -> custos.v1.Sink
+	36, // 8: custos.v1.Governance.notify_rules:type_name -> custos.v1.NotifyRules
 	17, // 9: custos.v1.Governance.client_authorities:type_name -> custos.v1.ClientAuthority
 	7,  // 10: custos.v1.Governance.witnesses:type_name -> custos.v1.Witness
 	15, // 11: custos.v1.Governance.quotas:type_name -> custos.v1.Quotas
 	15, // 12: custos.v1.SetQuotas.quotas:type_name -> custos.v1.Quotas
-	37, // 13: custos.v1.Statement.revoke_key:type_name -> custos.v1.RevokeKey
-	38, // 14: custos.v1.Statement.disable_key:type_name -> custos.v1.DisableKey
-	39, // 15: custos.v1.Statement.enable_key:type_name -> custos.v1.EnableKey
-	40, // 16: custos.v1.Statement.set_policy:type_name -> custos.v1.SetPolicy
-	41, // 17: custos.v1.Statement.approve_request:type_name -> custos.v1.ApproveRequest
-	42, // 18: custos.v1.Statement.deny_request:type_name -> custos.v1.DenyRequest
-	43, // 19: custos.v1.Statement.create_grant:type_name -> custos.v1.CreateGrant
-	44, // 20: custos.v1.Statement.revoke_grant:type_name -> custos.v1.RevokeGrant
-	45, // 21: custos.v1.Statement.set_officers:type_name -> custos.v1.SetOfficers
-	33, // 22: custos.v1.Statement.add_sink:type_name -> custos.v1.AddSink
-	34, // 23: custos.v1.Statement.remove_sink:type_name -> custos.v1.RemoveSink
-	36, // 24: custos.v1.Statement.set_notify_rules:type_name -> custos.v1.SetNotifyRules
-	25, // 25: custos.v1.Statement.admit_node:type_name -> custos.v1.AdmitNode
-	30, // 26: custos.v1.Statement.revoke_admission:type_name -> custos.v1.RevokeAdmission
-	21, // 27: custos.v1.Statement.schedule_key_destruction:type_name -> custos.v1.ScheduleKeyDestruction
-	24, // 28: custos.v1.Statement.cancel_key_destruction:type_name -> custos.v1.CancelKeyDestruction
-	22, // 29: custos.v1.Statement.accept_restore:type_name -> custos.v1.AcceptRestore
-	27, // 30: custos.v1.Statement.rotate_domain_key:type_name -> custos.v1.RotateDomainKey
-	28, // 31: custos.v1.Statement.cancel_domain_key_rotation:type_name -> custos.v1.CancelDomainKeyRotation
-	26, // 32: custos.v1.Statement.set_key_min_version:type_name -> custos.v1.SetKeyMinVersion
+	38, // 13: custos.v1.Statement.revoke_key:type_name -> custos.v1.RevokeKey
+	39, // 14: custos.v1.Statement.disable_key:type_name -> custos.v1.DisableKey
+	40, // 15: custos.v1.Statement.enable_key:type_name -> custos.v1.EnableKey
+	41, // 16: custos.v1.Statement.set_policy:type_name -> custos.v1.SetPolicy
+	42, // 17: custos.v1.Statement.approve_request:type_name -> custos.v1.ApproveRequest
+	43, // 18: custos.v1.Statement.deny_request:type_name -> custos.v1.DenyRequest
+	44, // 19: custos.v1.Statement.create_grant:type_name -> custos.v1.CreateGrant
+	45, // 20: custos.v1.Statement.revoke_grant:type_name -> custos.v1.RevokeGrant
+	46, // 21: custos.v1.Statement.set_officers:type_name -> custos.v1.SetOfficers
+	34, // 22: custos.v1.Statement.add_sink:type_name -> custos.v1.AddSink
+	35, // 23: custos.v1.Statement.remove_sink:type_name -> custos.v1.RemoveSink
+	37, // 24: custos.v1.Statement.set_notify_rules:type_name -> custos.v1.SetNotifyRules
+	26, // 25: custos.v1.Statement.admit_node:type_name -> custos.v1.AdmitNode
+	31, // 26: custos.v1.Statement.revoke_admission:type_name -> custos.v1.RevokeAdmission
+	22, // 27: custos.v1.Statement.schedule_key_destruction:type_name -> custos.v1.ScheduleKeyDestruction
+	25, // 28: custos.v1.Statement.cancel_key_destruction:type_name -> custos.v1.CancelKeyDestruction
+	23, // 29: custos.v1.Statement.accept_restore:type_name -> custos.v1.AcceptRestore
+	28, // 30: custos.v1.Statement.rotate_domain_key:type_name -> custos.v1.RotateDomainKey
+	29, // 31: custos.v1.Statement.cancel_domain_key_rotation:type_name -> custos.v1.CancelDomainKeyRotation
+	27, // 32: custos.v1.Statement.set_key_min_version:type_name -> custos.v1.SetKeyMinVersion
 	18, // 33: custos.v1.Statement.add_client_authority:type_name -> custos.v1.AddClientAuthority
 	19, // 34: custos.v1.Statement.remove_client_authority:type_name -> custos.v1.RemoveClientAuthority
 	8,  // 35: custos.v1.Statement.add_witness:type_name -> custos.v1.AddWitness
 	9,  // 36: custos.v1.Statement.remove_witness:type_name -> custos.v1.RemoveWitness
 	16, // 37: custos.v1.Statement.set_quotas:type_name -> custos.v1.SetQuotas
-	1,  // 38: custos.v1.AdmitNode.hash:type_name -> custos.v1.KeyTransportHash
-	31, // 39: custos.v1.DomainKeyRotation.nodes:type_name -> custos.v1.NodeAdmission
-	2,  // 40: custos.v1.NodeAdmission.state:type_name -> custos.v1.AdmissionState
-	1,  // 41: custos.v1.NodeAdmission.hash:type_name -> custos.v1.KeyTransportHash
-	3,  // 42: custos.v1.Sink.type:type_name -> custos.v1.SinkType
-	32, // 43: custos.v1.AddSink.sink:type_name -> custos.v1.Sink
-	58, // 44: custos.v1.NotifyRules.reasons:type_name -> custos.v1.Reason
-	59, // 45: custos.v1.NotifyRules.outcomes:type_name -> custos.v1.Outcome
-	35, // 46: custos.v1.SetNotifyRules.rules:type_name -> custos.v1.NotifyRules
-	12, // 47: custos.v1.SetPolicy.policy:type_name -> custos.v1.KeyPolicy
-	58, // 48: custos.v1.CreateGrant.reason:type_name -> custos.v1.Reason
-	13, // 49: custos.v1.SetOfficers.officers:type_name -> custos.v1.Officer
-	46, // 50: custos.v1.SignedStatement.signatures:type_name -> custos.v1.OfficerSignature
-	58, // 51: custos.v1.ApprovalRequest.reason:type_name -> custos.v1.Reason
-	4,  // 52: custos.v1.ApprovalRequest.state:type_name -> custos.v1.RequestState
-	50, // 53: custos.v1.ListPendingResponse.requests:type_name -> custos.v1.ApprovalRequest
-	58, // 54: custos.v1.Grant.reason:type_name -> custos.v1.Reason
-	54, // 55: custos.v1.ListGrantsResponse.grants:type_name -> custos.v1.Grant
-	47, // 56: custos.v1.GovernanceService.Submit:input_type -> custos.v1.SignedStatement
-	49, // 57: custos.v1.GovernanceService.GetGovernance:input_type -> custos.v1.GetGovernanceRequest
-	51, // 58: custos.v1.GovernanceService.ListPending:input_type -> custos.v1.ListPendingRequest
-	53, // 59: custos.v1.GovernanceService.GetRequest:input_type -> custos.v1.GetRequestRequest
-	55, // 60: custos.v1.GovernanceService.ListGrants:input_type -> custos.v1.ListGrantsRequest
-	57, // 61: custos.v1.GovernanceService.GetPolicy:input_type -> custos.v1.GetPolicyRequest
-	5,  // 62: custos.v1.GovernanceService.SubmitCosignature:input_type -> custos.v1.Cosignature
-	48, // 63: custos.v1.GovernanceService.Submit:output_type -> custos.v1.SubmitResponse
-	14, // 64: custos.v1.GovernanceService.GetGovernance:output_type -> custos.v1.Governance
-	52, // 65: custos.v1.GovernanceService.ListPending:output_type -> custos.v1.ListPendingResponse
-	50, // 66: custos.v1.GovernanceService.GetRequest:output_type -> custos.v1.ApprovalRequest
-	56, // 67: custos.v1.GovernanceService.ListGrants:output_type -> custos.v1.ListGrantsResponse
-	12, // 68: custos.v1.GovernanceService.GetPolicy:output_type -> custos.v1.KeyPolicy
-	6,  // 69: custos.v1.GovernanceService.SubmitCosignature:output_type -> custos.v1.SubmitCosignatureResponse
-	63, // [63:70] is the sub-list for method output_type
-	56, // [56:63] is the sub-list for method input_type
-	56, // [56:56] is the sub-list for extension type_name
-	56, // [56:56] is the sub-list for extension extendee
-	0,  // [0:56] is the sub-list for field type_name
+	21, // 38: custos.v1.Statement.create_cluster:type_name -> custos.v1.CreateCluster
+	13, // 39: custos.v1.CreateCluster.officers:type_name -> custos.v1.Officer
+	1,  // 40: custos.v1.AdmitNode.hash:type_name -> custos.v1.KeyTransportHash
+	32, // 41: custos.v1.DomainKeyRotation.nodes:type_name -> custos.v1.NodeAdmission
+	2,  // 42: custos.v1.NodeAdmission.state:type_name -> custos.v1.AdmissionState
+	1,  // 43: custos.v1.NodeAdmission.hash:type_name -> custos.v1.KeyTransportHash
+	3,  // 44: custos.v1.Sink.type:type_name -> custos.v1.SinkType
+	33, // 45: custos.v1.AddSink.sink:type_name -> custos.v1.Sink
+	59, // 46: custos.v1.NotifyRules.reasons:type_name -> custos.v1.Reason
+	60, // 47: custos.v1.NotifyRules.outcomes:type_name -> custos.v1.Outcome
+	36, // 48: custos.v1.SetNotifyRules.rules:type_name -> custos.v1.NotifyRules
+	12, // 49: custos.v1.SetPolicy.policy:type_name -> custos.v1.KeyPolicy
+	59, // 50: custos.v1.CreateGrant.reason:type_name -> custos.v1.Reason
+	13, // 51: custos.v1.SetOfficers.officers:type_name -> custos.v1.Officer
+	47, // 52: custos.v1.SignedStatement.signatures:type_name -> custos.v1.OfficerSignature
+	59, // 53: custos.v1.ApprovalRequest.reason:type_name -> custos.v1.Reason
+	4,  // 54: custos.v1.ApprovalRequest.state:type_name -> custos.v1.RequestState
+	51, // 55: custos.v1.ListPendingResponse.requests:type_name -> custos.v1.ApprovalRequest
+	59, // 56: custos.v1.Grant.reason:type_name -> custos.v1.Reason
+	55, // 57: custos.v1.ListGrantsResponse.grants:type_name -> custos.v1.Grant
+	48, // 58: custos.v1.GovernanceService.Submit:input_type -> custos.v1.SignedStatement
+	50, // 59: custos.v1.GovernanceService.GetGovernance:input_type -> custos.v1.GetGovernanceRequest
+	52, // 60: custos.v1.GovernanceService.ListPending:input_type -> custos.v1.ListPendingRequest
+	54, // 61: custos.v1.GovernanceService.GetRequest:input_type -> custos.v1.GetRequestRequest
+	56, // 62: custos.v1.GovernanceService.ListGrants:input_type -> custos.v1.ListGrantsRequest
+	58, // 63: custos.v1.GovernanceService.GetPolicy:input_type -> custos.v1.GetPolicyRequest
+	5,  // 64: custos.v1.GovernanceService.SubmitCosignature:input_type -> custos.v1.Cosignature
+	49, // 65: custos.v1.GovernanceService.Submit:output_type -> custos.v1.SubmitResponse
+	14, // 66: custos.v1.GovernanceService.GetGovernance:output_type -> custos.v1.Governance
+	53, // 67: custos.v1.GovernanceService.ListPending:output_type -> custos.v1.ListPendingResponse
+	51, // 68: custos.v1.GovernanceService.GetRequest:output_type -> custos.v1.ApprovalRequest
+	57, // 69: custos.v1.GovernanceService.ListGrants:output_type -> custos.v1.ListGrantsResponse
+	12, // 70: custos.v1.GovernanceService.GetPolicy:output_type -> custos.v1.KeyPolicy
+	6,  // 71: custos.v1.GovernanceService.SubmitCosignature:output_type -> custos.v1.SubmitCosignatureResponse
+	65, // [65:72] is the sub-list for method output_type
+	58, // [58:65] is the sub-list for method input_type
+	58, // [58:58] is the sub-list for extension type_name
+	58, // [58:58] is the sub-list for extension extendee
+	0,  // [0:58] is the sub-list for field type_name
 }
 
 func init() { file_custos_v1_governance_proto_init() }
@@ -4709,6 +4810,7 @@ func file_custos_v1_governance_proto_init() {
 		(*Statement_AddWitness)(nil),
 		(*Statement_RemoveWitness)(nil),
 		(*Statement_SetQuotas)(nil),
+		(*Statement_CreateCluster)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -4716,7 +4818,7 @@ func file_custos_v1_governance_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custos_v1_governance_proto_rawDesc), len(file_custos_v1_governance_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   53,
+			NumMessages:   54,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -371,8 +371,12 @@ type Genesis struct {
 	// The state machine version the cluster started at (docs/upgrades.md);
 	// absent for version 1.
 	StateMachineVersion uint32 `protobuf:"varint,8,opt,name=state_machine_version,json=stateMachineVersion,proto3" json:"state_machine_version,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// The officer-signed genesis statement (a CreateCluster) the rest comes
+	// from; absent when the bootstrap node's configuration named the
+	// officers. `custos audit verify` checks its signatures.
+	Statement     *SignedStatement `protobuf:"bytes,9,opt,name=statement,proto3" json:"statement,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Genesis) Reset() {
@@ -459,6 +463,13 @@ func (x *Genesis) GetStateMachineVersion() uint32 {
 		return x.StateMachineVersion
 	}
 	return 0
+}
+
+func (x *Genesis) GetStatement() *SignedStatement {
+	if x != nil {
+		return x.Statement
+	}
+	return nil
 }
 
 // Checkpoint is a signature by an HSM-resident ECDSA P-256 key over the
@@ -601,7 +612,7 @@ const file_custos_v1_ledger_proto_rawDesc = "" +
 	"\x0fnode_public_key\x18\x1d \x01(\fR\rnodePublicKey\x12&\n" +
 	"\x05grant\x18\x1e \x01(\v2\x10.custos.v1.GrantR\x05grant\x12(\n" +
 	"\x10revoked_grant_id\x18\x1f \x01(\tR\x0erevokedGrantId\x12.\n" +
-	"\x13state_digest_before\x18  \x01(\fR\x11stateDigestBefore\"\xe2\x02\n" +
+	"\x13state_digest_before\x18  \x01(\fR\x11stateDigestBefore\"\x9c\x03\n" +
 	"\aGenesis\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12.\n" +
@@ -611,7 +622,8 @@ const file_custos_v1_ledger_proto_rawDesc = "" +
 	"\x16domain_key_check_value\x18\x05 \x01(\fR\x13domainKeyCheckValue\x12\x18\n" +
 	"\aprofile\x18\x06 \x01(\tR\aprofile\x12I\n" +
 	"\x12client_authorities\x18\a \x03(\v2\x1a.custos.v1.ClientAuthorityR\x11clientAuthorities\x122\n" +
-	"\x15state_machine_version\x18\b \x01(\rR\x13stateMachineVersion\"\xc0\x01\n" +
+	"\x15state_machine_version\x18\b \x01(\rR\x13stateMachineVersion\x128\n" +
+	"\tstatement\x18\t \x01(\v2\x1a.custos.v1.SignedStatementR\tstatement\"\xc0\x01\n" +
 	"\n" +
 	"Checkpoint\x12\x1d\n" +
 	"\n" +
@@ -647,22 +659,24 @@ var file_custos_v1_ledger_proto_goTypes = []any{
 	(*Grant)(nil),           // 7: custos.v1.Grant
 	(*Officer)(nil),         // 8: custos.v1.Officer
 	(*ClientAuthority)(nil), // 9: custos.v1.ClientAuthority
+	(*SignedStatement)(nil), // 10: custos.v1.SignedStatement
 }
 var file_custos_v1_ledger_proto_depIdxs = []int32{
-	3, // 0: custos.v1.DecisionRecord.operation:type_name -> custos.v1.Operation
-	4, // 1: custos.v1.DecisionRecord.reason:type_name -> custos.v1.Reason
-	5, // 2: custos.v1.DecisionRecord.outcome:type_name -> custos.v1.Outcome
-	2, // 3: custos.v1.DecisionRecord.checkpoint:type_name -> custos.v1.Checkpoint
-	6, // 4: custos.v1.DecisionRecord.cosignature:type_name -> custos.v1.Cosignature
-	1, // 5: custos.v1.DecisionRecord.genesis:type_name -> custos.v1.Genesis
-	7, // 6: custos.v1.DecisionRecord.grant:type_name -> custos.v1.Grant
-	8, // 7: custos.v1.Genesis.officers:type_name -> custos.v1.Officer
-	9, // 8: custos.v1.Genesis.client_authorities:type_name -> custos.v1.ClientAuthority
-	9, // [9:9] is the sub-list for method output_type
-	9, // [9:9] is the sub-list for method input_type
-	9, // [9:9] is the sub-list for extension type_name
-	9, // [9:9] is the sub-list for extension extendee
-	0, // [0:9] is the sub-list for field type_name
+	3,  // 0: custos.v1.DecisionRecord.operation:type_name -> custos.v1.Operation
+	4,  // 1: custos.v1.DecisionRecord.reason:type_name -> custos.v1.Reason
+	5,  // 2: custos.v1.DecisionRecord.outcome:type_name -> custos.v1.Outcome
+	2,  // 3: custos.v1.DecisionRecord.checkpoint:type_name -> custos.v1.Checkpoint
+	6,  // 4: custos.v1.DecisionRecord.cosignature:type_name -> custos.v1.Cosignature
+	1,  // 5: custos.v1.DecisionRecord.genesis:type_name -> custos.v1.Genesis
+	7,  // 6: custos.v1.DecisionRecord.grant:type_name -> custos.v1.Grant
+	8,  // 7: custos.v1.Genesis.officers:type_name -> custos.v1.Officer
+	9,  // 8: custos.v1.Genesis.client_authorities:type_name -> custos.v1.ClientAuthority
+	10, // 9: custos.v1.Genesis.statement:type_name -> custos.v1.SignedStatement
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_custos_v1_ledger_proto_init() }

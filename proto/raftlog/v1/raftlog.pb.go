@@ -585,8 +585,12 @@ type InitCluster struct {
 	// The state machine version the new cluster starts at (docs/upgrades.md);
 	// 0 is version 1.
 	StateMachineVersion uint32 `protobuf:"varint,8,opt,name=state_machine_version,json=stateMachineVersion,proto3" json:"state_machine_version,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// The officer-signed genesis (custos.v1.CreateCluster) the officers,
+	// quorum, client authorities, profile and cluster id above come from;
+	// absent when they come from the bootstrap node's configuration.
+	GenesisStatement *v1.SignedStatement `protobuf:"bytes,9,opt,name=genesis_statement,json=genesisStatement,proto3" json:"genesis_statement,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *InitCluster) Reset() {
@@ -673,6 +677,13 @@ func (x *InitCluster) GetStateMachineVersion() uint32 {
 		return x.StateMachineVersion
 	}
 	return 0
+}
+
+func (x *InitCluster) GetGenesisStatement() *v1.SignedStatement {
+	if x != nil {
+		return x.GenesisStatement
+	}
+	return nil
 }
 
 // OfferTransportKey publishes the proposing node's transport public key
@@ -3477,7 +3488,7 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x12record_cosignature\x18\x1f \x01(\v2\x1d.raftlog.v1.RecordCosignatureH\x00R\x11recordCosignature\x12H\n" +
 	"\x10record_throttled\x18  \x01(\v2\x1b.raftlog.v1.RecordThrottledH\x00R\x0frecordThrottled\x12_\n" +
 	"\x19set_state_machine_version\x18! \x01(\v2\".raftlog.v1.SetStateMachineVersionH\x00R\x16setStateMachineVersionB\x04\n" +
-	"\x02op\"\xca\x02\n" +
+	"\x02op\"\x93\x03\n" +
 	"\vInitCluster\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\"\n" +
@@ -3487,7 +3498,8 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x16domain_key_check_value\x18\x05 \x01(\fR\x13domainKeyCheckValue\x12\x18\n" +
 	"\aprofile\x18\x06 \x01(\tR\aprofile\x12-\n" +
 	"\x12client_authorities\x18\a \x03(\fR\x11clientAuthorities\x122\n" +
-	"\x15state_machine_version\x18\b \x01(\rR\x13stateMachineVersion\"b\n" +
+	"\x15state_machine_version\x18\b \x01(\rR\x13stateMachineVersion\x12G\n" +
+	"\x11genesis_statement\x18\t \x01(\v2\x1a.custos.v1.SignedStatementR\x10genesisStatement\"b\n" +
 	"\x11OfferTransportKey\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1d\n" +
 	"\n" +
@@ -3769,9 +3781,9 @@ var file_raftlog_v1_raftlog_proto_goTypes = []any{
 	(*DecisionResult)(nil),            // 40: raftlog.v1.DecisionResult
 	(*ResultError)(nil),               // 41: raftlog.v1.ResultError
 	(*v1.Officer)(nil),                // 42: custos.v1.Officer
-	(*v1.Checkpoint)(nil),             // 43: custos.v1.Checkpoint
-	(*v1.Cosignature)(nil),            // 44: custos.v1.Cosignature
-	(*v1.SignedStatement)(nil),        // 45: custos.v1.SignedStatement
+	(*v1.SignedStatement)(nil),        // 43: custos.v1.SignedStatement
+	(*v1.Checkpoint)(nil),             // 44: custos.v1.Checkpoint
+	(*v1.Cosignature)(nil),            // 45: custos.v1.Cosignature
 	(v1.KeyOrigin)(0),                 // 46: custos.v1.KeyOrigin
 	(v1.Operation)(0),                 // 47: custos.v1.Operation
 	(v1.Reason)(0),                    // 48: custos.v1.Reason
@@ -3811,46 +3823,47 @@ var file_raftlog_v1_raftlog_proto_depIdxs = []int32{
 	14, // 23: raftlog.v1.Command.record_throttled:type_name -> raftlog.v1.RecordThrottled
 	21, // 24: raftlog.v1.Command.set_state_machine_version:type_name -> raftlog.v1.SetStateMachineVersion
 	42, // 25: raftlog.v1.InitCluster.officers:type_name -> custos.v1.Officer
-	7,  // 26: raftlog.v1.RewrapKeks.keks:type_name -> raftlog.v1.RewrappedKek
-	43, // 27: raftlog.v1.RecordCheckpoint.checkpoint:type_name -> custos.v1.Checkpoint
-	44, // 28: raftlog.v1.RecordCosignature.cosignature:type_name -> custos.v1.Cosignature
-	15, // 29: raftlog.v1.RecordThrottled.keys:type_name -> raftlog.v1.ThrottledKey
-	45, // 30: raftlog.v1.Govern.statement:type_name -> custos.v1.SignedStatement
-	46, // 31: raftlog.v1.CreateKey.origin:type_name -> custos.v1.KeyOrigin
-	46, // 32: raftlog.v1.AddKeyVersion.origin:type_name -> custos.v1.KeyOrigin
-	47, // 33: raftlog.v1.Decide.operation:type_name -> custos.v1.Operation
-	48, // 34: raftlog.v1.Decide.reason:type_name -> custos.v1.Reason
-	33, // 35: raftlog.v1.State.keys:type_name -> raftlog.v1.KeyRecord
-	49, // 36: raftlog.v1.State.governance:type_name -> custos.v1.Governance
-	31, // 37: raftlog.v1.State.nonces:type_name -> raftlog.v1.UsedNonce
-	50, // 38: raftlog.v1.State.requests:type_name -> custos.v1.ApprovalRequest
-	51, // 39: raftlog.v1.State.grants:type_name -> custos.v1.Grant
-	32, // 40: raftlog.v1.State.counters:type_name -> raftlog.v1.RateCounter
-	30, // 41: raftlog.v1.State.node_keys:type_name -> raftlog.v1.NodeKey
-	43, // 42: raftlog.v1.State.last_checkpoint:type_name -> custos.v1.Checkpoint
-	29, // 43: raftlog.v1.State.members:type_name -> raftlog.v1.RaftServer
-	52, // 44: raftlog.v1.State.admissions:type_name -> custos.v1.NodeAdmission
-	53, // 45: raftlog.v1.State.restore:type_name -> custos.v1.ClusterRestore
-	54, // 46: raftlog.v1.State.rotation:type_name -> custos.v1.DomainKeyRotation
-	34, // 47: raftlog.v1.KeyRecord.versions:type_name -> raftlog.v1.KeyVersionRecord
-	55, // 48: raftlog.v1.KeyRecord.policy:type_name -> custos.v1.KeyPolicy
-	46, // 49: raftlog.v1.KeyVersionRecord.origin:type_name -> custos.v1.KeyOrigin
-	33, // 50: raftlog.v1.ApplyResult.key:type_name -> raftlog.v1.KeyRecord
-	40, // 51: raftlog.v1.ApplyResult.decision:type_name -> raftlog.v1.DecisionResult
-	41, // 52: raftlog.v1.ApplyResult.error:type_name -> raftlog.v1.ResultError
-	56, // 53: raftlog.v1.DecisionResult.record:type_name -> custos.v1.DecisionRecord
-	41, // 54: raftlog.v1.DecisionResult.error:type_name -> raftlog.v1.ResultError
-	1,  // 55: raftlog.v1.Replication.Apply:input_type -> raftlog.v1.Command
-	35, // 56: raftlog.v1.Replication.ReadIndex:input_type -> raftlog.v1.ReadIndexRequest
-	36, // 57: raftlog.v1.Replication.ReadRecords:input_type -> raftlog.v1.ReadRecordsRequest
-	39, // 58: raftlog.v1.Replication.Apply:output_type -> raftlog.v1.ApplyResult
-	38, // 59: raftlog.v1.Replication.ReadIndex:output_type -> raftlog.v1.ReadIndexResponse
-	37, // 60: raftlog.v1.Replication.ReadRecords:output_type -> raftlog.v1.ReadRecordsResponse
-	58, // [58:61] is the sub-list for method output_type
-	55, // [55:58] is the sub-list for method input_type
-	55, // [55:55] is the sub-list for extension type_name
-	55, // [55:55] is the sub-list for extension extendee
-	0,  // [0:55] is the sub-list for field type_name
+	43, // 26: raftlog.v1.InitCluster.genesis_statement:type_name -> custos.v1.SignedStatement
+	7,  // 27: raftlog.v1.RewrapKeks.keks:type_name -> raftlog.v1.RewrappedKek
+	44, // 28: raftlog.v1.RecordCheckpoint.checkpoint:type_name -> custos.v1.Checkpoint
+	45, // 29: raftlog.v1.RecordCosignature.cosignature:type_name -> custos.v1.Cosignature
+	15, // 30: raftlog.v1.RecordThrottled.keys:type_name -> raftlog.v1.ThrottledKey
+	43, // 31: raftlog.v1.Govern.statement:type_name -> custos.v1.SignedStatement
+	46, // 32: raftlog.v1.CreateKey.origin:type_name -> custos.v1.KeyOrigin
+	46, // 33: raftlog.v1.AddKeyVersion.origin:type_name -> custos.v1.KeyOrigin
+	47, // 34: raftlog.v1.Decide.operation:type_name -> custos.v1.Operation
+	48, // 35: raftlog.v1.Decide.reason:type_name -> custos.v1.Reason
+	33, // 36: raftlog.v1.State.keys:type_name -> raftlog.v1.KeyRecord
+	49, // 37: raftlog.v1.State.governance:type_name -> custos.v1.Governance
+	31, // 38: raftlog.v1.State.nonces:type_name -> raftlog.v1.UsedNonce
+	50, // 39: raftlog.v1.State.requests:type_name -> custos.v1.ApprovalRequest
+	51, // 40: raftlog.v1.State.grants:type_name -> custos.v1.Grant
+	32, // 41: raftlog.v1.State.counters:type_name -> raftlog.v1.RateCounter
+	30, // 42: raftlog.v1.State.node_keys:type_name -> raftlog.v1.NodeKey
+	44, // 43: raftlog.v1.State.last_checkpoint:type_name -> custos.v1.Checkpoint
+	29, // 44: raftlog.v1.State.members:type_name -> raftlog.v1.RaftServer
+	52, // 45: raftlog.v1.State.admissions:type_name -> custos.v1.NodeAdmission
+	53, // 46: raftlog.v1.State.restore:type_name -> custos.v1.ClusterRestore
+	54, // 47: raftlog.v1.State.rotation:type_name -> custos.v1.DomainKeyRotation
+	34, // 48: raftlog.v1.KeyRecord.versions:type_name -> raftlog.v1.KeyVersionRecord
+	55, // 49: raftlog.v1.KeyRecord.policy:type_name -> custos.v1.KeyPolicy
+	46, // 50: raftlog.v1.KeyVersionRecord.origin:type_name -> custos.v1.KeyOrigin
+	33, // 51: raftlog.v1.ApplyResult.key:type_name -> raftlog.v1.KeyRecord
+	40, // 52: raftlog.v1.ApplyResult.decision:type_name -> raftlog.v1.DecisionResult
+	41, // 53: raftlog.v1.ApplyResult.error:type_name -> raftlog.v1.ResultError
+	56, // 54: raftlog.v1.DecisionResult.record:type_name -> custos.v1.DecisionRecord
+	41, // 55: raftlog.v1.DecisionResult.error:type_name -> raftlog.v1.ResultError
+	1,  // 56: raftlog.v1.Replication.Apply:input_type -> raftlog.v1.Command
+	35, // 57: raftlog.v1.Replication.ReadIndex:input_type -> raftlog.v1.ReadIndexRequest
+	36, // 58: raftlog.v1.Replication.ReadRecords:input_type -> raftlog.v1.ReadRecordsRequest
+	39, // 59: raftlog.v1.Replication.Apply:output_type -> raftlog.v1.ApplyResult
+	38, // 60: raftlog.v1.Replication.ReadIndex:output_type -> raftlog.v1.ReadIndexResponse
+	37, // 61: raftlog.v1.Replication.ReadRecords:output_type -> raftlog.v1.ReadRecordsResponse
+	59, // [59:62] is the sub-list for method output_type
+	56, // [56:59] is the sub-list for method input_type
+	56, // [56:56] is the sub-list for extension type_name
+	56, // [56:56] is the sub-list for extension extendee
+	0,  // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_raftlog_v1_raftlog_proto_init() }

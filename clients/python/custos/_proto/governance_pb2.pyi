@@ -172,6 +172,18 @@ class Cosignature(_message.Message):
     witness: str
     def __init__(self, cluster_id: _Optional[str] = ..., witness: _Optional[str] = ..., seq: _Optional[int] = ..., head: _Optional[bytes] = ..., time_unix_nano: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
+class CreateCluster(_message.Message):
+    __slots__ = ["client_authorities", "officers", "profile", "quorum"]
+    CLIENT_AUTHORITIES_FIELD_NUMBER: _ClassVar[int]
+    OFFICERS_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    QUORUM_FIELD_NUMBER: _ClassVar[int]
+    client_authorities: _containers.RepeatedScalarFieldContainer[bytes]
+    officers: _containers.RepeatedCompositeFieldContainer[Officer]
+    profile: str
+    quorum: int
+    def __init__(self, officers: _Optional[_Iterable[_Union[Officer, _Mapping]]] = ..., quorum: _Optional[int] = ..., client_authorities: _Optional[_Iterable[bytes]] = ..., profile: _Optional[str] = ...) -> None: ...
+
 class CreateGrant(_message.Message):
     __slots__ = ["context_digest", "data_digests", "key", "principal", "reason", "ttl_seconds", "uses"]
     CONTEXT_DIGEST_FIELD_NUMBER: _ClassVar[int]
@@ -529,7 +541,7 @@ class Sink(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[SinkType, str]] = ..., url: _Optional[str] = ..., hmac_key: _Optional[bytes] = ..., path: _Optional[str] = ..., required_for_release: bool = ..., delivered_seq: _Optional[int] = ...) -> None: ...
 
 class Statement(_message.Message):
-    __slots__ = ["accept_restore", "add_client_authority", "add_sink", "add_witness", "admit_node", "approve_request", "cancel_domain_key_rotation", "cancel_key_destruction", "cluster_id", "comment", "create_grant", "deny_request", "disable_key", "enable_key", "nonce", "not_after_unix", "remove_client_authority", "remove_sink", "remove_witness", "restore_id", "revoke_admission", "revoke_grant", "revoke_key", "rotate_domain_key", "schedule_key_destruction", "set_key_min_version", "set_notify_rules", "set_officers", "set_policy", "set_quotas"]
+    __slots__ = ["accept_restore", "add_client_authority", "add_sink", "add_witness", "admit_node", "approve_request", "cancel_domain_key_rotation", "cancel_key_destruction", "cluster_id", "comment", "create_cluster", "create_grant", "deny_request", "disable_key", "enable_key", "nonce", "not_after_unix", "remove_client_authority", "remove_sink", "remove_witness", "restore_id", "revoke_admission", "revoke_grant", "revoke_key", "rotate_domain_key", "schedule_key_destruction", "set_key_min_version", "set_notify_rules", "set_officers", "set_policy", "set_quotas"]
     ACCEPT_RESTORE_FIELD_NUMBER: _ClassVar[int]
     ADD_CLIENT_AUTHORITY_FIELD_NUMBER: _ClassVar[int]
     ADD_SINK_FIELD_NUMBER: _ClassVar[int]
@@ -540,6 +552,7 @@ class Statement(_message.Message):
     CANCEL_KEY_DESTRUCTION_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     COMMENT_FIELD_NUMBER: _ClassVar[int]
+    CREATE_CLUSTER_FIELD_NUMBER: _ClassVar[int]
     CREATE_GRANT_FIELD_NUMBER: _ClassVar[int]
     DENY_REQUEST_FIELD_NUMBER: _ClassVar[int]
     DISABLE_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -570,6 +583,7 @@ class Statement(_message.Message):
     cancel_key_destruction: CancelKeyDestruction
     cluster_id: str
     comment: str
+    create_cluster: CreateCluster
     create_grant: CreateGrant
     deny_request: DenyRequest
     disable_key: DisableKey
@@ -590,7 +604,7 @@ class Statement(_message.Message):
     set_officers: SetOfficers
     set_policy: SetPolicy
     set_quotas: SetQuotas
-    def __init__(self, cluster_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., comment: _Optional[str] = ..., restore_id: _Optional[str] = ..., revoke_key: _Optional[_Union[RevokeKey, _Mapping]] = ..., disable_key: _Optional[_Union[DisableKey, _Mapping]] = ..., enable_key: _Optional[_Union[EnableKey, _Mapping]] = ..., set_policy: _Optional[_Union[SetPolicy, _Mapping]] = ..., approve_request: _Optional[_Union[ApproveRequest, _Mapping]] = ..., deny_request: _Optional[_Union[DenyRequest, _Mapping]] = ..., create_grant: _Optional[_Union[CreateGrant, _Mapping]] = ..., revoke_grant: _Optional[_Union[RevokeGrant, _Mapping]] = ..., set_officers: _Optional[_Union[SetOfficers, _Mapping]] = ..., add_sink: _Optional[_Union[AddSink, _Mapping]] = ..., remove_sink: _Optional[_Union[RemoveSink, _Mapping]] = ..., set_notify_rules: _Optional[_Union[SetNotifyRules, _Mapping]] = ..., admit_node: _Optional[_Union[AdmitNode, _Mapping]] = ..., revoke_admission: _Optional[_Union[RevokeAdmission, _Mapping]] = ..., schedule_key_destruction: _Optional[_Union[ScheduleKeyDestruction, _Mapping]] = ..., cancel_key_destruction: _Optional[_Union[CancelKeyDestruction, _Mapping]] = ..., accept_restore: _Optional[_Union[AcceptRestore, _Mapping]] = ..., rotate_domain_key: _Optional[_Union[RotateDomainKey, _Mapping]] = ..., cancel_domain_key_rotation: _Optional[_Union[CancelDomainKeyRotation, _Mapping]] = ..., set_key_min_version: _Optional[_Union[SetKeyMinVersion, _Mapping]] = ..., add_client_authority: _Optional[_Union[AddClientAuthority, _Mapping]] = ..., remove_client_authority: _Optional[_Union[RemoveClientAuthority, _Mapping]] = ..., add_witness: _Optional[_Union[AddWitness, _Mapping]] = ..., remove_witness: _Optional[_Union[RemoveWitness, _Mapping]] = ..., set_quotas: _Optional[_Union[SetQuotas, _Mapping]] = ...) -> None: ...
+    def __init__(self, cluster_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., comment: _Optional[str] = ..., restore_id: _Optional[str] = ..., revoke_key: _Optional[_Union[RevokeKey, _Mapping]] = ..., disable_key: _Optional[_Union[DisableKey, _Mapping]] = ..., enable_key: _Optional[_Union[EnableKey, _Mapping]] = ..., set_policy: _Optional[_Union[SetPolicy, _Mapping]] = ..., approve_request: _Optional[_Union[ApproveRequest, _Mapping]] = ..., deny_request: _Optional[_Union[DenyRequest, _Mapping]] = ..., create_grant: _Optional[_Union[CreateGrant, _Mapping]] = ..., revoke_grant: _Optional[_Union[RevokeGrant, _Mapping]] = ..., set_officers: _Optional[_Union[SetOfficers, _Mapping]] = ..., add_sink: _Optional[_Union[AddSink, _Mapping]] = ..., remove_sink: _Optional[_Union[RemoveSink, _Mapping]] = ..., set_notify_rules: _Optional[_Union[SetNotifyRules, _Mapping]] = ..., admit_node: _Optional[_Union[AdmitNode, _Mapping]] = ..., revoke_admission: _Optional[_Union[RevokeAdmission, _Mapping]] = ..., schedule_key_destruction: _Optional[_Union[ScheduleKeyDestruction, _Mapping]] = ..., cancel_key_destruction: _Optional[_Union[CancelKeyDestruction, _Mapping]] = ..., accept_restore: _Optional[_Union[AcceptRestore, _Mapping]] = ..., rotate_domain_key: _Optional[_Union[RotateDomainKey, _Mapping]] = ..., cancel_domain_key_rotation: _Optional[_Union[CancelDomainKeyRotation, _Mapping]] = ..., set_key_min_version: _Optional[_Union[SetKeyMinVersion, _Mapping]] = ..., add_client_authority: _Optional[_Union[AddClientAuthority, _Mapping]] = ..., remove_client_authority: _Optional[_Union[RemoveClientAuthority, _Mapping]] = ..., add_witness: _Optional[_Union[AddWitness, _Mapping]] = ..., remove_witness: _Optional[_Union[RemoveWitness, _Mapping]] = ..., set_quotas: _Optional[_Union[SetQuotas, _Mapping]] = ..., create_cluster: _Optional[_Union[CreateCluster, _Mapping]] = ...) -> None: ...
 
 class SubmitCosignatureResponse(_message.Message):
     __slots__ = ["ledger_seq"]

@@ -94,7 +94,7 @@ class DecisionRecord(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., time_unix_nano: _Optional[int] = ..., node: _Optional[str] = ..., principal: _Optional[str] = ..., key: _Optional[str] = ..., key_version: _Optional[int] = ..., operation: _Optional[_Union[_common_pb2.Operation, str]] = ..., reason: _Optional[_Union[_common_pb2.Reason, str]] = ..., justification_text: _Optional[str] = ..., ticket: _Optional[str] = ..., context_digest: _Optional[bytes] = ..., outcome: _Optional[_Union[_common_pb2.Outcome, str]] = ..., matched_rule: _Optional[str] = ..., request_id: _Optional[str] = ..., prev_hash: _Optional[bytes] = ..., raft_index: _Optional[int] = ..., signers: _Optional[_Iterable[str]] = ..., statement_hash: _Optional[bytes] = ..., detail: _Optional[str] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., notify: bool = ..., data_digest: _Optional[bytes] = ..., principal_issuer_sha256: _Optional[bytes] = ..., principal_cert_sha256: _Optional[bytes] = ..., cosignature: _Optional[_Union[_governance_pb2.Cosignature, _Mapping]] = ..., genesis: _Optional[_Union[Genesis, _Mapping]] = ..., state_digest: _Optional[bytes] = ..., state_digest_version: _Optional[int] = ..., node_public_key: _Optional[bytes] = ..., grant: _Optional[_Union[_governance_pb2.Grant, _Mapping]] = ..., revoked_grant_id: _Optional[str] = ..., state_digest_before: _Optional[bytes] = ...) -> None: ...
 
 class Genesis(_message.Message):
-    __slots__ = ["client_authorities", "cluster_id", "domain_key_check_value", "domain_key_id", "officers", "profile", "quorum", "state_machine_version"]
+    __slots__ = ["client_authorities", "cluster_id", "domain_key_check_value", "domain_key_id", "officers", "profile", "quorum", "state_machine_version", "statement"]
     CLIENT_AUTHORITIES_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_KEY_CHECK_VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -102,6 +102,7 @@ class Genesis(_message.Message):
     OFFICERS_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     QUORUM_FIELD_NUMBER: _ClassVar[int]
+    STATEMENT_FIELD_NUMBER: _ClassVar[int]
     STATE_MACHINE_VERSION_FIELD_NUMBER: _ClassVar[int]
     client_authorities: _containers.RepeatedCompositeFieldContainer[_governance_pb2.ClientAuthority]
     cluster_id: str
@@ -111,4 +112,5 @@ class Genesis(_message.Message):
     profile: str
     quorum: int
     state_machine_version: int
-    def __init__(self, cluster_id: _Optional[str] = ..., officers: _Optional[_Iterable[_Union[_governance_pb2.Officer, _Mapping]]] = ..., quorum: _Optional[int] = ..., domain_key_id: _Optional[bytes] = ..., domain_key_check_value: _Optional[bytes] = ..., profile: _Optional[str] = ..., client_authorities: _Optional[_Iterable[_Union[_governance_pb2.ClientAuthority, _Mapping]]] = ..., state_machine_version: _Optional[int] = ...) -> None: ...
+    statement: _governance_pb2.SignedStatement
+    def __init__(self, cluster_id: _Optional[str] = ..., officers: _Optional[_Iterable[_Union[_governance_pb2.Officer, _Mapping]]] = ..., quorum: _Optional[int] = ..., domain_key_id: _Optional[bytes] = ..., domain_key_check_value: _Optional[bytes] = ..., profile: _Optional[str] = ..., client_authorities: _Optional[_Iterable[_Union[_governance_pb2.ClientAuthority, _Mapping]]] = ..., state_machine_version: _Optional[int] = ..., statement: _Optional[_Union[_governance_pb2.SignedStatement, _Mapping]] = ...) -> None: ...
