@@ -514,6 +514,11 @@ func runAuditVerify(ctx context.Context, a *app, args []string) error {
 		if *genesis != "" {
 			fmt.Fprintf(a.stdout, "record 1 is the pinned genesis %s\n", strings.ToLower(strings.TrimSpace(*genesis)))
 		}
+		if len(rep.GenesisSigners) > 0 {
+			fmt.Fprintf(a.stdout, "the genesis is signed by the officers %s (compare their fingerprints: custos officer list)\n", strings.Join(rep.GenesisSigners, ", "))
+		} else if rep.FirstSeq == 1 {
+			fmt.Fprintln(a.stdout, "the genesis is not officer-signed: its first officers came from the bootstrap node's configuration")
+		}
 		if witnessed != nil {
 			fmt.Fprintf(a.stdout, "the export holds the head the witness cosigned at seq %d\n", witnessed.Seq)
 		}
