@@ -38,7 +38,14 @@ func DefaultNotifyRules() *custosv1.NotifyRules {
 func (s *State) notifies(rec *custosv1.DecisionRecord) bool {
 	r := s.gov.GetNotifyRules()
 	switch rec.Operation {
-	case custosv1.Operation_OPERATION_CHECKPOINT, custosv1.Operation_OPERATION_WITNESS_COSIGNATURE:
+	case custosv1.Operation_OPERATION_CHECKPOINT:
+		// Upkeep, unless a node's checkpoint did not match this ledger:
+		// a divergence is the officers' concern.
+		if rec.Outcome == custosv1.Outcome_OUTCOME_DENY {
+			return r.GetAll() || r.GetGovernance()
+		}
+		return r.GetAll()
+	case custosv1.Operation_OPERATION_WITNESS_COSIGNATURE:
 		// The evidence's own upkeep, every few seconds: never pushed
 		// unless everything is.
 		return r.GetAll()
@@ -100,6 +107,11 @@ func (s *State) newRecord(index uint64, c *raftlogv1.Command, op custosv1.Operat
 func (s *State) applyRegisterNodeKey(index uint64, c *raftlogv1.Command, op *raftlogv1.RegisterNodeKey) any {
 	if _, err := governance.ParsePublicKey(op.PublicKey); err != nil || op.Node == "" {
 		return fmt.Errorf("%w: register_node_key: need a node and a P-256 public key", ErrInvalidArgument)
+	}
+	if s.smv() >= 2 && op.Node != c.Node {
+		// A node speaks for itself only (the Replication service checks
+		// the same of followers; this holds for a leader too).
+		return fmt.Errorf("%w: node %q may register only its own checkpoint key, not %q's", ErrPermissionDenied, c.Node, op.Node)
 	}
 	for _, k := range s.nodeKeys {
 		if k.Node == op.Node && bytes.Equal(k.PublicKey, op.PublicKey) {
@@ -184,14 +196,26 @@ func (s *State) applyCheckpoint(index uint64, c *raftlogv1.Command, op *raftlogv
 	if h := ledger.Hash(data); !bytes.Equal(h[:], cp.Head) {
 		// A registered node signed another record at this position than
 		// this replica holds: every replica builds the same records from
-		// the same log, so one of the two ledgers was changed outside it
-		// (an edited state folded into the records that followed). This
-		// replica cannot tell which; it stops releasing keys rather than
-		// decide on a state that may not be the officers'.
-		s.broken = fmt.Errorf("ledger diverged: node %s signed chain head %x at seq %d, this node holds %x there: one of the two states was changed outside the log (docs/ledger.md, State digest)",
-			signer, cp.Head[:8], cp.Seq, h[:8])
-		return fmt.Errorf("%w: checkpoint head is not the chain hash at %d: %v", ErrInvalidArgument, cp.Seq, s.broken)
+		// the same log, so either that node's ledger or this one was
+		// changed outside it (an edited state folded into the records
+		// that followed) — or the signer lies. One replica cannot tell
+		// which, and one lying member must not stop the others: from
+		// version 2 the refusal is a record (notified with the
+		// governance records), one per signer until its checkpoints match
+		// again, so the customer sees every divergence.
+		err := fmt.Errorf("%w: node %s signed chain head %x at seq %d; this ledger holds %x there: the ledgers diverged (docs/ledger.md, State digest)",
+			ErrFailedPrecondition, signer, cp.Head[:8], cp.Seq, h[:8])
+		if s.smv() < 2 || slices.Contains(s.cpMismatches, signer) {
+			return err
+		}
+		s.cpMismatches = append(s.cpMismatches, signer)
+		rec := s.newRecord(index, c, custosv1.Operation_OPERATION_CHECKPOINT)
+		rec.Outcome, rec.MatchedRule = custosv1.Outcome_OUTCOME_DENY, "checkpoint:head-mismatch"
+		rec.Detail = err.Error()
+		rec.Checkpoint = proto.Clone(cp).(*custosv1.Checkpoint) // the signed claim, as evidence
+		return &Decision{Record: rec, Err: err}
 	}
+	s.cpMismatches = slices.DeleteFunc(s.cpMismatches, func(n string) bool { return n == signer })
 	rec := s.newRecord(index, c, custosv1.Operation_OPERATION_CHECKPOINT)
 	rec.Outcome = custosv1.Outcome_OUTCOME_ALLOW
 	rec.MatchedRule = "checkpoint"

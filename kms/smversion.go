@@ -117,6 +117,11 @@ func (s *State) applySetStateMachineVersion(index uint64, c *raftlogv1.Command, 
 	rec := s.newRecord(index, c, custosv1.Operation_OPERATION_STATE_MACHINE_UPGRADE)
 	rec.Outcome, rec.MatchedRule = custosv1.Outcome_OUTCOME_ALLOW, "state-machine:upgrade"
 	rec.Detail = fmt.Sprintf("state machine version %d → %d: every server (%s) reported it can apply it", from, op.Version, strings.Join(servers, ", "))
+	for _, k := range s.nodeKeys {
+		// From here on every new checkpoint key is a NODE_KEY record:
+		// auditors start from these.
+		rec.RegisteredNodeKeys = append(rec.RegisteredNodeKeys, slices.Clone(k.PublicKey))
+	}
 	return &Decision{Record: rec}
 }
 

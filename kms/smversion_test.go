@@ -68,6 +68,12 @@ func TestStateDigestBeforeShowsFoldedEdits(t *testing.T) {
 			}
 		}
 	})
+	// A node checks a snapshot against its ledger as it loads it ...
+	if err := e.state.Restore(bytes.NewReader(edited)); !errors.Is(err, kms.ErrStateMismatch) {
+		t.Fatalf("restoring the edited snapshot over the ledger: %v, want ErrStateMismatch", err)
+	}
+	// ... unless its ledger was away (played here by skipping the check).
+	defer kms.SkipRestoreCheckForTest()()
 	if err := e.state.Restore(bytes.NewReader(edited)); err != nil {
 		t.Fatal(err)
 	}
@@ -149,28 +155,57 @@ func TestRequestIDsNameOneRequest(t *testing.T) {
 }
 
 // A checkpoint signed by a registered node over another record than this
-// replica holds at that position means the ledgers diverged: the replica
-// stops releasing keys (it cannot tell whose state was edited).
-func TestDivergedCheckpointStopsTheReplica(t *testing.T) {
+// replica holds at that position means the ledgers diverged, or the signer
+// lies: the refusal is a DENY record, notified with the governance records,
+// once per signer until its checkpoints match again; the replica goes on
+// (one lying member must not stop the others).
+func TestDivergedCheckpointIsRecorded(t *testing.T) {
 	e := newEnv(t)
 	if err := e.svc.EnsureCheckpointKey(bg); err != nil {
 		t.Fatal(err)
 	}
 	createKey(t, e, "k")
 	dk := dataKey(t, e, "k", nil)
-	head, _ := e.state.LedgerHead()
-	other := bytes.Repeat([]byte{7}, 32)
-	cp, err := e.svc.SignCheckpointForTest(bg, head, other)
-	if err != nil {
-		t.Fatal(err)
+	bogus := func() error {
+		head, _ := e.state.LedgerHead()
+		cp, err := e.svc.SignCheckpointForTest(bg, head, bytes.Repeat([]byte{7}, 32))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := e.node.Apply(bg, &raftlogv1.Command{Node: "node-1", Principal: "custosd", TimeUnixNano: time.Now().UnixNano(),
+			Op: &raftlogv1.Command_RecordCheckpoint{RecordCheckpoint: &raftlogv1.RecordCheckpoint{Checkpoint: cp}}})
+		if d, ok := res.(*kms.Decision); ok && err == nil {
+			return d.Err
+		}
+		return err
 	}
-	_, err = e.node.Apply(bg, &raftlogv1.Command{Node: "node-1", Principal: "custosd", TimeUnixNano: time.Now().UnixNano(),
-		Op: &raftlogv1.Command_RecordCheckpoint{RecordCheckpoint: &raftlogv1.RecordCheckpoint{Checkpoint: cp}}})
-	if err == nil || !strings.Contains(err.Error(), "diverged") {
+	if err := bogus(); !errors.Is(err, kms.ErrFailedPrecondition) || !strings.Contains(err.Error(), "diverged") {
 		t.Fatalf("a checkpoint over another head: %v", err)
 	}
-	if _, err := decrypt(e, dk.WrappedDataKey, nil); !errors.Is(err, kms.ErrUnavailable) {
-		t.Fatalf("decrypt on a diverged replica: %v, want Unavailable", err)
+	rec := lastRecord(t, e)
+	if rec.Operation != custosv1.Operation_OPERATION_CHECKPOINT || rec.Outcome != custosv1.Outcome_OUTCOME_DENY ||
+		rec.MatchedRule != "checkpoint:head-mismatch" || !rec.Notify {
+		t.Fatalf("record %v: want a notified DENY checkpoint record", rec)
+	}
+	if _, err := decrypt(e, dk.WrappedDataKey, nil); err != nil {
+		t.Fatalf("decrypt after a mismatching checkpoint: %v", err)
+	}
+	seq := rec.Seq + 1 // the decrypt's record
+	if err := bogus(); err == nil {
+		t.Fatal("a second mismatching checkpoint accepted")
+	}
+	if again, _ := e.state.LedgerHead(); again != seq {
+		t.Fatalf("a second mismatch by the same node wrote record %d", again)
+	}
+	if _, err := e.svc.Checkpoint(bg); err != nil {
+		t.Fatalf("a matching checkpoint: %v", err)
+	}
+	if err := bogus(); err == nil || lastRecord(t, e).MatchedRule != "checkpoint:head-mismatch" {
+		t.Fatalf("a mismatch after the node's checkpoints matched again: %v, record %v", err, lastRecord(t, e))
+	}
+	keys := publishedKeys(t, e)
+	if _, err := audit.Verify(bytes.NewReader(exportOf(t, e)), keys); err != nil {
+		t.Fatalf("an export with refused checkpoints: %v", err)
 	}
 }
 
@@ -247,6 +282,10 @@ func TestStateMachineVersionSetBackIsRefused(t *testing.T) {
 	e := newEnv(t)
 	createKey(t, e, "k")
 	edited := editSnapshotState(t, snapshotBytes(t, e.state), func(st *raftlogv1.State) { st.StateMachineVersion = 1 })
+	if err := e.state.Restore(bytes.NewReader(edited)); !errors.Is(err, kms.ErrStateMismatch) {
+		t.Fatalf("restoring a snapshot set back to version 1: %v, want ErrStateMismatch", err)
+	}
+	defer kms.SkipRestoreCheckForTest()()
 	if err := e.state.Restore(bytes.NewReader(edited)); err != nil {
 		t.Fatal(err)
 	}

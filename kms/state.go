@@ -40,6 +40,9 @@ type State struct {
 	// lastDigest is the state digest after the last record that carries
 	// one, or of the state a snapshot restored (statedigest.go).
 	lastDigest []byte
+	// cpMismatches are the nodes whose mismatching checkpoint is recorded
+	// (applyCheckpoint).
+	cpMismatches []string
 	// clock is the state's time: the largest command time applied so far,
 	// in Unix nanoseconds. It only moves forward (advanceClock).
 	clock int64
@@ -118,7 +121,7 @@ func (s *State) reset() {
 	s.restore = nil
 	s.epoch, s.rotation, s.retired = 0, nil, nil
 	s.genesis = nil
-	s.smVersion, s.lastDigest = 0, nil
+	s.smVersion, s.lastDigest, s.cpMismatches = 0, nil, nil
 	s.admissions = map[string]*custosv1.NodeAdmission{}
 	s.admissionsVersion++
 	s.destroyedVersion++

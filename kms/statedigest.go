@@ -48,6 +48,7 @@ func (s *State) stateDigest() []byte {
 		st.Grants = append(st.Grants, s.grants[id])
 	}
 	st.NodeKeys = s.nodeKeys
+	st.Members, st.StateMachineVersion = s.members, s.smVersion
 	return digestOfState(st, s.digestVersion())
 }
 
@@ -63,7 +64,14 @@ func digestOfState(full *raftlogv1.State, version uint32) []byte {
 	st := &raftlogv1.State{ClusterId: full.ClusterId, DomainKeyId: full.DomainKeyId, DomainKeyCheckValue: full.DomainKeyCheckValue,
 		DomainKeyEpoch: full.DomainKeyEpoch, Restore: full.Restore}
 	if version >= 2 {
-		st.Grants = full.Grants
+		// Version 2 also covers the Raft configuration as the log
+		// recorded it (every change is a MEMBERSHIP record; not the
+		// addresses) and the state machine version itself: a phantom
+		// server or a version set back is an edit.
+		st.Grants, st.StateMachineVersion = full.Grants, full.StateMachineVersion
+		for _, m := range full.Members {
+			st.Members = append(st.Members, &raftlogv1.RaftServer{Id: m.Id, Suffrage: m.Suffrage})
+		}
 	}
 	for _, k := range full.Keys {
 		g := &raftlogv1.KeyRecord{Name: k.Name, Enabled: k.Enabled, Revoked: k.Revoked, PrimaryVersion: k.PrimaryVersion,

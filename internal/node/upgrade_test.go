@@ -83,7 +83,7 @@ func TestRollingUpgradeOfTheStateMachine(t *testing.T) {
 		waitFor(t, "version 2 on every node", func() bool { return state(i).StateMachineVersion() == 2 })
 	}
 	up := lastOf(0, custosv1.Operation_OPERATION_STATE_MACHINE_UPGRADE)
-	if up == nil || up.StateDigestVersion != kms.StateDigestVersion || len(up.StateDigest) != 32 {
+	if up == nil || up.StateDigestVersion != kms.StateDigestVersion || len(up.StateDigest) != 32 || len(up.RegisteredNodeKeys) != 3 {
 		t.Fatalf("upgrade record %v", up)
 	}
 	if _, err := kc(c.Leader()).CreateKey(ctx(t), &custosv1.CreateKeyRequest{Name: "after"}); err != nil {

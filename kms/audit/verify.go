@@ -404,13 +404,21 @@ func (v *verifier) record(data []byte) error {
 		// Every checkpoint key of this cluster is registered by a
 		// NODE_KEY record: one that is not was never the cluster's.
 		v.nodeKeys = map[string]bool{}
+	case rec.Operation == custosv1.Operation_OPERATION_STATE_MACHINE_UPGRADE && len(rec.RegisteredNodeKeys) > 0 && v.nodeKeys == nil:
+		// A cluster that moved to version 2: the keys registered before.
+		v.nodeKeys = map[string]bool{}
+		for _, k := range rec.RegisteredNodeKeys {
+			v.nodeKeys[string(keyIDOf(k))] = true
+		}
 	case rec.Operation == custosv1.Operation_OPERATION_NODE_KEY && v.nodeKeys != nil:
 		v.nodeKeys[string(keyIDOf(rec.NodePublicKey))] = true
 	}
 	if why := v.grants.note(rec); why != "" {
 		return v.problem(ProblemGrantUnaccounted, pos, "record %d is an ALLOW under a grant the ledger does not account for: %s", pos, why)
 	}
-	if rec.Operation == custosv1.Operation_OPERATION_CHECKPOINT {
+	if rec.Operation == custosv1.Operation_OPERATION_CHECKPOINT && rec.Outcome != custosv1.Outcome_OUTCOME_DENY {
+		// (A DENY checkpoint record is a node's signed claim this ledger
+		// refused: evidence, not a signature over this chain.)
 		if rec.Checkpoint == nil {
 			return v.problem(ProblemAltered, pos, "checkpoint record %d carries no checkpoint", pos)
 		}

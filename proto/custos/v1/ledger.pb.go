@@ -100,8 +100,12 @@ type DecisionRecord struct {
 	// the previous record carrying one recorded — a state edited in between
 	// shows here, even inside a legitimate change (docs/ledger.md).
 	StateDigestBefore []byte `protobuf:"bytes,32,opt,name=state_digest_before,json=stateDigestBefore,proto3" json:"state_digest_before,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// STATE_MACHINE_UPGRADE records: the checkpoint keys (PKIX DER)
+	// registered when the cluster moved, so that auditors check every later
+	// checkpoint against NODE_KEY records from there on.
+	RegisteredNodeKeys [][]byte `protobuf:"bytes,33,rep,name=registered_node_keys,json=registeredNodeKeys,proto3" json:"registered_node_keys,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *DecisionRecord) Reset() {
@@ -358,6 +362,13 @@ func (x *DecisionRecord) GetStateDigestBefore() []byte {
 	return nil
 }
 
+func (x *DecisionRecord) GetRegisteredNodeKeys() [][]byte {
+	if x != nil {
+		return x.RegisteredNodeKeys
+	}
+	return nil
+}
+
 // Genesis is what a cluster was initialised with (the GENESIS record).
 type Genesis struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
@@ -572,7 +583,7 @@ var File_custos_v1_ledger_proto protoreflect.FileDescriptor
 
 const file_custos_v1_ledger_proto_rawDesc = "" +
 	"\n" +
-	"\x16custos/v1/ledger.proto\x12\tcustos.v1\x1a\x16custos/v1/common.proto\x1a\x1acustos/v1/governance.proto\"\xc2\t\n" +
+	"\x16custos/v1/ledger.proto\x12\tcustos.v1\x1a\x16custos/v1/common.proto\x1a\x1acustos/v1/governance.proto\"\xf4\t\n" +
 	"\x0eDecisionRecord\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\x12\x12\n" +
@@ -612,7 +623,8 @@ const file_custos_v1_ledger_proto_rawDesc = "" +
 	"\x0fnode_public_key\x18\x1d \x01(\fR\rnodePublicKey\x12&\n" +
 	"\x05grant\x18\x1e \x01(\v2\x10.custos.v1.GrantR\x05grant\x12(\n" +
 	"\x10revoked_grant_id\x18\x1f \x01(\tR\x0erevokedGrantId\x12.\n" +
-	"\x13state_digest_before\x18  \x01(\fR\x11stateDigestBefore\"\x9c\x03\n" +
+	"\x13state_digest_before\x18  \x01(\fR\x11stateDigestBefore\x120\n" +
+	"\x14registered_node_keys\x18! \x03(\fR\x12registeredNodeKeys\"\x9c\x03\n" +
 	"\aGenesis\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12.\n" +

@@ -2325,8 +2325,12 @@ type State struct {
 	// The state machine version the cluster runs (docs/upgrades.md); 0 is
 	// version 1.
 	StateMachineVersion uint32 `protobuf:"varint,23,opt,name=state_machine_version,json=stateMachineVersion,proto3" json:"state_machine_version,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Nodes whose checkpoint over a head this ledger does not hold was
+	// recorded (a DENY checkpoint record), until one of theirs matches
+	// again: one record per node, not one per bogus checkpoint.
+	CheckpointMismatches []string `protobuf:"bytes,24,rep,name=checkpoint_mismatches,json=checkpointMismatches,proto3" json:"checkpoint_mismatches,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *State) Reset() {
@@ -2518,6 +2522,13 @@ func (x *State) GetStateMachineVersion() uint32 {
 		return x.StateMachineVersion
 	}
 	return 0
+}
+
+func (x *State) GetCheckpointMismatches() []string {
+	if x != nil {
+		return x.CheckpointMismatches
+	}
+	return nil
 }
 
 // RaftServer is one server of a Raft configuration entry.
@@ -3616,7 +3627,7 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\b \x01(\tR\trequestId\x12\x1f\n" +
 	"\vdata_digest\x18\t \x01(\fR\n" +
-	"dataDigest\"\xca\b\n" +
+	"dataDigest\"\xff\b\n" +
 	"\x05State\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\"\n" +
@@ -3648,7 +3659,8 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\brotation\x18\x14 \x01(\v2\x1c.custos.v1.DomainKeyRotationR\brotation\x123\n" +
 	"\x16retired_domain_key_ids\x18\x15 \x03(\fR\x13retiredDomainKeyIds\x12%\n" +
 	"\x0egenesis_sha256\x18\x16 \x01(\fR\rgenesisSha256\x122\n" +
-	"\x15state_machine_version\x18\x17 \x01(\rR\x13stateMachineVersion\"R\n" +
+	"\x15state_machine_version\x18\x17 \x01(\rR\x13stateMachineVersion\x123\n" +
+	"\x15checkpoint_mismatches\x18\x18 \x03(\tR\x14checkpointMismatches\"R\n" +
 	"\n" +
 	"RaftServer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
