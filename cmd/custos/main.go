@@ -30,6 +30,7 @@ import (
 
 	custos "github.com/custos-kms/custos/clients/go"
 	"github.com/custos-kms/custos/hsm/pkcs11/qualify"
+	"github.com/custos-kms/custos/internal/flagusage"
 	"github.com/custos-kms/custos/internal/version"
 )
 
@@ -334,20 +335,10 @@ func (a *app) groupUsage(w io.Writer, group string) {
 	fmt.Fprintf(w, "\nRun 'custos %s SUBCOMMAND --help' for a subcommand's flags.\n", group)
 }
 
-// printFlags prints fs's flags with double dashes.
-func printFlags(w io.Writer, fs *flag.FlagSet) {
-	fs.VisitAll(func(f *flag.Flag) {
-		name, usage := flag.UnquoteUsage(f)
-		line := "  --" + f.Name
-		if name != "" {
-			line += " " + name
-		}
-		fmt.Fprintf(w, "%s\n    \t%s", line, usage)
-		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "[]" {
-			fmt.Fprintf(w, " (default %s)", f.DefValue)
-		}
-		fmt.Fprintln(w)
-	})
+// printFlags prints fs's flags with double dashes, each default once
+// (internal/flagusage), leaving out those named in hide.
+func printFlags(w io.Writer, fs *flag.FlagSet, hide ...string) {
+	flagusage.Print(w, fs, hide...)
 }
 
 // flags returns a flag set for cmd.
