@@ -157,7 +157,7 @@ func parseTime(s string, now time.Time) (time.Time, error) {
 }
 
 // auditHint explains a PermissionDenied from the AuditService.
-const auditHint = "custos: only the principals the cluster lists as auditors (the \"auditors\" of the custosd configuration) may read the ledger; connect with an auditor's client certificate (--cert/--key or CUSTOS_CERT/CUSTOS_KEY)"
+const auditHint = "custos: only the principals the cluster lists as auditors (the \"auditors\" of the custosd configuration) may read the ledger; connect with an auditor's client certificate (--tls-cert/--tls-key or CUSTOS_CERT/CUSTOS_KEY)"
 
 // auditErr adds the auditor hint to a PermissionDenied.
 func auditErr(err error) error {

@@ -8,10 +8,10 @@
 //
 // Connection settings come from CUSTOS_ADDR, CUSTOS_CA, CUSTOS_CERT and
 // CUSTOS_KEY (written by custosd dev to client.env); the connection flags
-// --addr, --ca, --cert and --key override them and must come before the
-// command. Security officers sign governance statements with their own
-// key (--officer-key / CUSTOS_OFFICER_KEY, or a PKCS#11 token). See
-// docs/cli.md and docs/governance.md.
+// --addr, --tls-ca, --tls-cert and --tls-key override them and must come
+// before the command (connflags.go). Security officers sign governance
+// statements with their own key (--officer-key / CUSTOS_OFFICER_KEY, or a
+// PKCS#11 token). See docs/cli.md and docs/governance.md.
 package main
 
 import (
@@ -205,16 +205,16 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs := flag.NewFlagSet("custos", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
-	fs.StringVar(&a.addr, "addr", "", "custos node address host:port, or a comma-separated list (default $"+custos.EnvAddr+")")
-	fs.StringVar(&a.ca, "ca", "", "CA bundle PEM file (default $"+custos.EnvCA+")")
-	fs.StringVar(&a.cert, "cert", "", "client certificate PEM file (default $"+custos.EnvCert+")")
-	fs.StringVar(&a.key, "key", "", "client private key PEM file (default $"+custos.EnvKey+")")
-	fs.DurationVar(&a.timeout, "timeout", custos.DefaultCallTimeout, "bound on each call to custos")
+	legacy := a.registerConnectionFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			a.topUsage(stdout, fs)
 			return exitOK
 		}
+		fmt.Fprintf(stderr, "custos: %s\nRun 'custos --help' for usage.\n", err)
+		return exitUsage
+	}
+	if err := legacy.check(fs, stderr); err != nil {
 		fmt.Fprintf(stderr, "custos: %s\nRun 'custos --help' for usage.\n", err)
 		return exitUsage
 	}
@@ -307,7 +307,8 @@ func (a *app) topUsage(w io.Writer, global *flag.FlagSet) {
 custos manages keys in a custos cluster and encrypts and decrypts files
 with envelope encryption. Connection settings come from CUSTOS_ADDR,
 CUSTOS_CA, CUSTOS_CERT and CUSTOS_KEY (custosd dev writes them to
-client.env); the connection flags override them and go before COMMAND.
+client.env); the connection flags (--addr, --tls-ca, --tls-cert,
+--tls-key, --timeout) override them and go before COMMAND.
 
 Security officers sign governance statements (key revoke/enable/policy,
 officer ...) with the key in --officer-key or CUSTOS_OFFICER_KEY, as the
@@ -321,7 +322,7 @@ Commands:
 	}
 	fmt.Fprintf(w, "  %-24s %s\n", "help [COMMAND]", "Show help for a command.")
 	fmt.Fprint(w, "\nConnection flags:\n")
-	printFlags(w, global)
+	printFlags(w, global, legacyConnectionFlags...)
 	fmt.Fprint(w, "\nRun 'custos COMMAND --help' for a command's flags.\n")
 }
 
@@ -425,9 +426,9 @@ func (a *app) client(ctx context.Context) (*custos.Client, error) {
 		return ""
 	}
 	cfg.Addrs = custos.SplitAddrs(pick(a.addr, custos.EnvAddr, "addr"))
-	cfg.CAFile = pick(a.ca, custos.EnvCA, "ca")
-	cfg.CertFile = pick(a.cert, custos.EnvCert, "cert")
-	cfg.KeyFile = pick(a.key, custos.EnvKey, "key")
+	cfg.CAFile = pick(a.ca, custos.EnvCA, "tls-ca")
+	cfg.CertFile = pick(a.cert, custos.EnvCert, "tls-cert")
+	cfg.KeyFile = pick(a.key, custos.EnvKey, "tls-key")
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("not configured: set %s; custosd dev writes them to client.env in its data directory (load it with: source .dev/client.env)", strings.Join(missing, ", "))
 	}

@@ -108,10 +108,41 @@ func TestMissingEnvironment(t *testing.T) {
 	r := runCLI(t, "", "key", "list")
 	r.want(t, 1, "custos: key list: not configured", "CUSTOS_ADDR", "CUSTOS_CA", "CUSTOS_CERT", "CUSTOS_KEY", "client.env")
 	// Flags fill the gaps; the message names only what is still missing.
-	r = runCLI(t, "", "--addr", "127.0.0.1:1", "--ca", "ca.pem", "--cert", "c.pem", "key", "list")
-	r.want(t, 1, "CUSTOS_KEY (or --key)")
-	if strings.Contains(r.stderr, "CUSTOS_ADDR") {
-		t.Errorf("stderr %q names CUSTOS_ADDR, which --addr set", r.stderr)
+	r = runCLI(t, "", "--addr", "127.0.0.1:1", "--tls-ca", "ca.pem", "--tls-cert", "c.pem", "key", "list")
+	r.want(t, 1, "CUSTOS_KEY (or --tls-key)")
+	if strings.Contains(r.stderr, "CUSTOS_ADDR") || strings.Contains(r.stderr, "CUSTOS_CA ") || strings.Contains(r.stderr, "CUSTOS_CERT") {
+		t.Errorf("stderr %q names a variable that a flag set", r.stderr)
+	}
+}
+
+// TestConnectionFlagNames: the client's TLS files are --tls-ca, --tls-cert
+// and --tls-key. --key before the command (once the TLS key, after it a
+// custos key) is refused with a pointer to --tls-key; --ca and --cert still
+// work, with a warning.
+func TestConnectionFlagNames(t *testing.T) {
+	clearEnv(t)
+	for _, args := range [][]string{
+		{"--key", "payroll", "encrypt", "--key", "payroll", "in", "out"},
+		{"--key=app-key.pem", "key", "list"},
+		{"-key", "app-key.pem", "key", "list"},
+	} {
+		r := runCLI(t, "", args...)
+		r.want(t, 2, "before the command", "--tls-key FILE", "custos encrypt --key NAME")
+		if strings.Count(r.stderr, "custos:") != 1 {
+			t.Errorf("%q: stderr %q, want one error line", args, r.stderr)
+		}
+	}
+	r := runCLI(t, "", "--addr", "127.0.0.1:1", "--ca", "ca.pem", "--cert", "c.pem", "key", "list")
+	r.want(t, 1, "custos: warning: --ca is deprecated: use --tls-ca", "custos: warning: --cert is deprecated: use --tls-cert", "CUSTOS_KEY (or --tls-key)")
+	if strings.Contains(r.stderr, "CUSTOS_CA ") || strings.Contains(r.stderr, "CUSTOS_CERT") {
+		t.Errorf("stderr %q: the deprecated --ca and --cert did not set the CA and certificate", r.stderr)
+	}
+	r = runCLI(t, "", "--help")
+	r.want(t, 0, "  --tls-ca FILE\n", "  --tls-cert FILE\n", "  --tls-key FILE\n", "  --addr string\n", "(default 30s)")
+	for _, old := range []string{"  --key", "  --cert", "  --ca"} {
+		if strings.Contains(r.stdout, old) {
+			t.Errorf("custos --help shows %q", old)
+		}
 	}
 }
 
@@ -135,6 +166,12 @@ func TestVersion(t *testing.T) {
 func TestQuickstart(t *testing.T) {
 	clearEnv(t)
 	h := nodetest.Start(t)
+	usePrincipal(t, h, "app")
+	// The connection flags do what the environment does.
+	tlsFlags := []string{"--addr", os.Getenv(custos.EnvAddr), "--tls-ca", os.Getenv(custos.EnvCA),
+		"--tls-cert", os.Getenv(custos.EnvCert), "--tls-key", os.Getenv(custos.EnvKey)}
+	clearEnv(t)
+	runCLI(t, "", args(tlsFlags, "key", "list")...).want(t, 0)
 	usePrincipal(t, h, "app")
 
 	dir := t.TempDir()
