@@ -229,8 +229,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return a.help(rest, fs)
 	}
 	// Groups ("key", "officer", "key policy", "officer propose") take
-	// subcommands.
+	// subcommands. "GROUP help [SUBCOMMAND]" is "help GROUP [SUBCOMMAND]".
 	for lookup(name) == nil && isGroup(name) {
+		if len(rest) > 0 && rest[0] == "help" {
+			return a.help(append(strings.Fields(name), rest[1:]...), fs)
+		}
 		if len(rest) == 0 || rest[0] == "-h" || rest[0] == "--help" || rest[0] == "-help" {
 			w, code := stderr, exitUsage
 			if len(rest) > 0 {

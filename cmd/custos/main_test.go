@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -64,6 +65,29 @@ func TestHelp(t *testing.T) {
 			t.Errorf("%q: stderr %q, want none", args, r.stderr)
 		}
 	}
+	// Every command group answers "GROUP help", "GROUP --help", "GROUP -h"
+	// and "help GROUP" alike; "GROUP help SUBCOMMAND" is the subcommand's help.
+	groups := map[string]bool{}
+	for _, c := range commands {
+		f := strings.Fields(c.name)
+		for i := 1; i < len(f); i++ {
+			groups[strings.Join(f[:i], " ")] = true
+		}
+	}
+	for g := range groups {
+		words := strings.Fields(g)
+		for _, args := range [][]string{slices.Concat(words, []string{"help"}), slices.Concat(words, []string{"--help"}),
+			slices.Concat(words, []string{"-h"}), slices.Concat([]string{"help"}, words)} {
+			r := runCLI(t, "", args...)
+			r.want(t, 0, "Usage: custos "+g+" SUBCOMMAND", "Subcommands:")
+			if r.stderr != "" {
+				t.Errorf("%q: stderr %q, want none", args, r.stderr)
+			}
+		}
+	}
+	runCLI(t, "", "key", "help", "create").want(t, 0, "Usage: custos [connection flags] key create ")
+	runCLI(t, "", "officer", "help", "propose", "enable").want(t, 0, "Usage: custos [connection flags] officer propose enable ")
+	runCLI(t, "", "key", "help", "explode").want(t, 2, `unknown command "key explode"`)
 	for _, c := range commands {
 		args := append(strings.Fields(c.name), "--help")
 		t.Run(c.name, func(t *testing.T) {
