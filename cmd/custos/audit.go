@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	custos "github.com/custos-kms/custos/clients/go"
+	"github.com/custos-kms/custos/internal/atomicfile"
 	"github.com/custos-kms/custos/kms/audit"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 )
@@ -325,8 +326,12 @@ func runAuditPubkey(ctx context.Context, a *app, args []string) error {
 func runAuditExport(ctx context.Context, a *app, args []string) error {
 	fs := a.flags("audit export")
 	from := fs.Uint64("from", 0, "first ledger sequence number `SEQ` to export (default 1; verification needs a full export)")
+	force := fs.Bool("force", false, "replace OUT if it exists")
 	pos, err := a.parse("audit export", fs, args, 1, 1)
 	if err != nil {
+		return err
+	}
+	if err := refuseExisting(pos[0], *force); err != nil {
 		return err
 	}
 	return a.withClient(ctx, func(c *custos.Client) error {
@@ -344,9 +349,9 @@ func runAuditExport(ctx context.Context, a *app, args []string) error {
 				return err
 			}
 		} else {
-			st, err = writeAtomic(out, func(w io.Writer) (custos.ExportStats, error) { return c.ExportToStats(ctx, w, *from) })
+			st, err = writeAtomic(out, *force, func(w io.Writer) (custos.ExportStats, error) { return c.ExportToStats(ctx, w, *from) })
 			if err != nil {
-				return auditErr(err)
+				return auditErr(existsErr(out, err))
 			}
 		}
 		if st.Records == 0 {
@@ -360,8 +365,10 @@ func runAuditExport(ctx context.Context, a *app, args []string) error {
 }
 
 // writeAtomic writes path through a temporary file in the same directory,
-// synced and renamed over path only when fill succeeded.
-func writeAtomic[T any](path string, fill func(io.Writer) (T, error)) (res T, err error) {
+// synced and moved to path only when fill succeeded: renamed over it if
+// overwrite, else never replacing a file that exists by then (an error
+// wrapping fs.ErrExist). On any error no file is left.
+func writeAtomic[T any](path string, overwrite bool, fill func(io.Writer) (T, error)) (res T, err error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -389,7 +396,7 @@ func writeAtomic[T any](path string, fill func(io.Writer) (T, error)) (res T, er
 	if err = os.Chmod(f.Name(), 0o644); err != nil {
 		return res, err
 	}
-	err = os.Rename(f.Name(), path)
+	err = atomicfile.Place(f.Name(), path, overwrite)
 	return res, err
 }
 
