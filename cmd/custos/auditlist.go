@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -149,18 +150,32 @@ func runAuditList(ctx context.Context, a *app, args []string) error {
 	registerTimeFlags(fs, &f.since, &f.until)
 	from := fs.Uint64("from", 0, "start at ledger sequence number `SEQ` (default 1)")
 	limit := fs.Int("limit", 100, "print at most `N` records (0 for all)")
+	tail := fs.Int("tail", 0, "print the newest `N` matching records instead of the oldest, oldest first (as tail does; not with --limit)")
+	newestFirst := fs.Bool("newest-first", false, "with --tail: print the newest record first")
 	asJSON := fs.Bool("json", false, "print one JSON object per record")
 	if _, err := a.parse("audit list", fs, args, 0, 0); err != nil {
 		return err
 	}
-	if *limit < 0 {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	switch {
+	case *limit < 0:
 		return usagef("--limit %d: want 0 or more", *limit)
+	case *tail < 0 || set["tail"] && *tail == 0:
+		return usagef("--tail %d: want 1 or more", *tail)
+	case set["tail"] && set["limit"]:
+		return usagef("give --tail N (the newest N) or --limit N (the oldest N), not both")
+	case *newestFirst && *tail == 0:
+		return usagef("--newest-first goes with --tail N")
 	}
 	df, err := f.build(time.Now())
 	if err != nil {
 		return err
 	}
 	return a.withClient(ctx, func(c *custos.Client) error {
+		if *tail > 0 {
+			return a.auditTail(ctx, c, df, *from, *tail, *newestFirst, *asJSON)
+		}
 		n := 0
 		next := uint64(0)
 		for r, err := range c.Decisions(ctx, df, *from) {
@@ -186,4 +201,84 @@ func runAuditList(ctx context.Context, a *app, args []string) error {
 		}
 		return nil
 	})
+}
+
+// auditTail prints the newest n records matching df at or after from, as
+// of the ledger head when it starts, oldest first unless newestFirst.
+func (a *app) auditTail(ctx context.Context, c *custos.Client, df *custosv1.DecisionFilter, from uint64, n int, newestFirst, asJSON bool) error {
+	recs, more, err := tailRecords(ctx, c, df, from, n)
+	if err != nil {
+		return auditErr(err)
+	}
+	if newestFirst {
+		slices.Reverse(recs)
+	}
+	for _, r := range recs {
+		if err := printRecord(a.stdout, r, asJSON); err != nil {
+			return err
+		}
+	}
+	if !asJSON {
+		switch {
+		case len(recs) == 0:
+			fmt.Fprintln(a.stderr, "custos: no matching records")
+		case more:
+			oldest := min(recs[0].GetSeq(), recs[len(recs)-1].GetSeq())
+			fmt.Fprintf(a.stderr, "custos: the newest %d matching records shown; older ones come before seq %d (--tail with a larger N, or --from and --limit)\n", len(recs), oldest)
+		}
+	}
+	return nil
+}
+
+// tailRecords returns the newest n records matching df with a sequence
+// number of at least from, in ledger order, and whether older ones match
+// too. The ledger is read backwards in windows from the head as it was at
+// the start (a window twice as long each time, for a filter that matches
+// few records), each window forwards with ListDecisions, so that the
+// newest few of a long ledger cost a page or two, not the whole ledger.
+func tailRecords(ctx context.Context, c *custos.Client, df *custosv1.DecisionFilter, from uint64, n int) ([]*custosv1.DecisionRecord, bool, error) {
+	cp, err := c.GetCheckpoint(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	floor := max(from, 1)
+	hi := cp.GetHeadSeq() + 1 // exclusive
+	window := uint64(n) + 1   // one more than asked: are there older ones?
+	var chunks [][]*custosv1.DecisionRecord
+	found := 0
+	for hi > floor && found <= n {
+		lo := floor
+		if hi-floor > window {
+			lo = hi - window
+		}
+		var chunk []*custosv1.DecisionRecord
+		for next := lo; next != 0 && next < hi; {
+			resp, err := c.ListDecisions(ctx, df, next, 1000)
+			if err != nil {
+				return nil, false, err
+			}
+			for _, r := range resp.GetRecords() {
+				if r.GetSeq() >= hi {
+					break
+				}
+				chunk = append(chunk, r)
+			}
+			if resp.GetNextSeq() != 0 && resp.GetNextSeq() <= next {
+				return nil, false, fmt.Errorf("list decisions: server returned next_seq %d after from_seq %d", resp.GetNextSeq(), next)
+			}
+			next = resp.GetNextSeq()
+		}
+		chunks = append(chunks, chunk)
+		found += len(chunk)
+		hi = lo
+		window = min(window*2, 1<<20)
+	}
+	var recs []*custosv1.DecisionRecord
+	for i := len(chunks) - 1; i >= 0; i-- {
+		recs = append(recs, chunks[i]...)
+	}
+	if len(recs) > n {
+		return recs[len(recs)-n:], true, nil
+	}
+	return recs, false, nil
 }

@@ -152,7 +152,7 @@ func init() {
 		{"officer sink list", "[--json]", "List the notification sinks and their delivery cursors (never HMAC keys).", runOfficerSinkList},
 		{"officer notify-rules get", "[--json]", "Show the cluster's notify rules.", runOfficerNotifyRulesGet},
 		{"officer notify-rules set", "--file RULES.json [officer flags]", "Replace the notify rules (SetNotifyRules statement; needs the officer quorum).", runOfficerNotifyRulesSet},
-		{"audit list", "[--key K] [--principal P] [--reason R] [--outcome O] [--operation OP] [--since T] [--until T] [--notify-only] [--from SEQ] [--limit N] [--json]", "List ledger records in order, filtered (auditors only).", runAuditList},
+		{"audit list", "[--key K] [--principal P] [--reason R] [--outcome O] [--operation OP] [--since T] [--until T] [--notify-only] [--from SEQ] [--limit N | --tail N [--newest-first]] [--json]", "List ledger records in order, filtered (auditors only); --tail: the newest N.", runAuditList},
 		{"audit export", "[--from SEQ] [--force] OUT", "Export the ledger to file OUT ('-' for stdout), for offline verification.", runAuditExport},
 		{"audit verify", "--pubkey PEM [--pubkey PEM]... [--genesis HEX] [--witness-state FILE] [--json] FILE", "Verify an export file offline: hash chain, checkpoints, trailer, and that it holds the head a witness cosigned.", runAuditVerify},
 		{"audit witness", "--name N --key FILE --state FILE [--once] [--interval D]", "Run the customer's witness: check that each new ledger head extends the last one cosigned, cosign it, and report a fork.", runAuditWitness},
