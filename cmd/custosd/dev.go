@@ -140,12 +140,12 @@ data dir; it alone signs the statements that loosen access (re-enabling a
 key, approving a request). client.env names it in CUSTOS_OFFICER_KEY and
 CUSTOS_OFFICER_NAME.
 
-In another shell:
-  source %s
-  custos key create payroll
-
+%s
 Stop with Ctrl-C; restarting on the same data dir keeps keys, officer and ledger.
-`, dialAddr(n.Addr()), n.ClusterID(), dir, envFile, devOfficerName, officerFile, shellQuote(envFile))
+`, dialAddr(n.Addr()), n.ClusterID(), dir, envFile, devOfficerName, officerFile,
+		devNextSteps(envFile, cliDir(), "custos key create payroll",
+			"echo hello | custos encrypt --key payroll - hello.cst",
+			"custos decrypt --justification CUSTOMER_INITIATED hello.cst -"))
 	return serveUntilSignal(ctx, n, log)
 }
 

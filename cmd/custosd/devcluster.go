@@ -274,15 +274,12 @@ The dev officer and each token's security officer admitted the nodes
 %s, so any node serves key crypto and the cluster
 survives the loss of any one node; see docs/key-transport.md.
 
-In another shell:
-  source %s
-  custos cluster status
-  custos key create payroll
-
+%s
 A node that dies leaves the others running; start it again with:
   kill -HUP %d
 Stop with Ctrl-C; restarting on the same data dir keeps keys, officer and ledger.
-`, st.GetClusterId(), dir, envFile, devOfficerName, officerFile, custodians, shellQuote(envFile), os.Getpid())
+`, st.GetClusterId(), dir, envFile, devOfficerName, officerFile, custodians,
+		devNextSteps(envFile, cliDir(), "custos cluster status", "custos key create payroll"), os.Getpid())
 	fmt.Fprint(out, b.String())
 
 	// A node that dies leaves the others running (a cluster survives the
