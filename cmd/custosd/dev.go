@@ -49,9 +49,13 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("data dir: %w", err)
+	// Before the token, the PKI or anything else in dir: one custosd uses
+	// it at a time.
+	lock, err := node.LockDataDir(dir)
+	if err != nil {
+		return err
 	}
+	defer lock.Release()
 	log := newLogger(stderr, fl.level, false)
 
 	tok, err := devToken(filepath.Join(dir, "softhsm"))
@@ -70,6 +74,7 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var cfg node.Config
 	cfg.ID = devNodeID
 	cfg.DataDir = dir
+	cfg.DataDirLock = lock
 	cfg.Listen = fl.listen
 	cfg.PKCS11.Module = tok.Module
 	cfg.PKCS11.TokenLabel = tok.Label

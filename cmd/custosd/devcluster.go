@@ -22,6 +22,7 @@ import (
 
 	custos "github.com/custos-kms/custos/clients/go"
 	"github.com/custos-kms/custos/internal/activation"
+	"github.com/custos-kms/custos/internal/node"
 	"github.com/custos-kms/custos/internal/pki"
 	"github.com/custos-kms/custos/kms"
 	"github.com/custos-kms/custos/kms/governance"
@@ -128,9 +129,13 @@ func cmdDevCluster(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("data dir: %w", err)
+	// Before the layout, the ports or anything else in dir: one custosd
+	// dev uses it at a time (each node also locks its own DIR/nodeI).
+	lock, err := node.LockDataDir(dir)
+	if err != nil {
+		return err
 	}
+	defer lock.Release()
 	layout, fresh, err := clusterLoadLayout(dir, clusterLayout{Nodes: fl.nodes, BasePort: fl.basePort}, fl.set["base-port"])
 	if err != nil {
 		return err
