@@ -80,7 +80,7 @@ When the key's policy sends the reason to the security officers
 ID". With --wait, custos prints "waiting for approval of request ID..." to
 standard error, polls until the officers decide, and decrypts once more
 when they approve; a denied or expired request, or --wait-timeout, ends
-with exit code 1 and no OUT file.`,
+with exit code 1 and nothing written.`,
 	"officer sign": `Reads the statement file, shows what its bytes say (never the file's
 description field), and adds your signature, rewriting FILE atomically.
 Pass the file on to the next officer; anyone may then submit it.`,
