@@ -141,8 +141,9 @@ func TestMissingEnvironment(t *testing.T) {
 
 // TestConnectionFlagNames: the client's TLS files are --tls-ca, --tls-cert
 // and --tls-key. --key before the command (once the TLS key, after it a
-// custos key) is refused with a pointer to --tls-key; --ca and --cert still
-// work, with a warning.
+// custos key) is refused with a pointer to --tls-key, and --ca (officer
+// propose genesis has a --ca) with one to --tls-ca; --cert still works,
+// with a warning.
 func TestConnectionFlagNames(t *testing.T) {
 	clearEnv(t)
 	for _, args := range [][]string{
@@ -156,10 +157,17 @@ func TestConnectionFlagNames(t *testing.T) {
 			t.Errorf("%q: stderr %q, want one error line", args, r.stderr)
 		}
 	}
-	r := runCLI(t, "", "--addr", "127.0.0.1:1", "--ca", "ca.pem", "--cert", "c.pem", "key", "list")
-	r.want(t, 1, "custos: warning: --ca is deprecated: use --tls-ca", "custos: warning: --cert is deprecated: use --tls-cert", "CUSTOS_KEY (or --tls-key)")
-	if strings.Contains(r.stderr, "CUSTOS_CA ") || strings.Contains(r.stderr, "CUSTOS_CERT") {
-		t.Errorf("stderr %q: the deprecated --ca and --cert did not set the CA and certificate", r.stderr)
+	for _, args := range [][]string{
+		{"--ca", "customer-ca.pem", "officer", "propose", "genesis", "--quorum", "1", "--out", "g.json"},
+		{"--ca=ca.pem", "key", "list"},
+	} {
+		r := runCLI(t, "", args...)
+		r.want(t, 2, "before the command", "--tls-ca FILE", "officer propose genesis --ca CA.pem")
+	}
+	r := runCLI(t, "", "--addr", "127.0.0.1:1", "--tls-ca", "ca.pem", "--cert", "c.pem", "key", "list")
+	r.want(t, 1, "custos: warning: --cert is deprecated: use --tls-cert", "CUSTOS_KEY (or --tls-key)")
+	if strings.Contains(r.stderr, "CUSTOS_CERT") {
+		t.Errorf("stderr %q: the deprecated --cert did not set the certificate", r.stderr)
 	}
 	r = runCLI(t, "", "--help")
 	r.want(t, 0, "  --tls-ca FILE\n", "  --tls-cert FILE\n", "  --tls-key FILE\n", "  --addr string\n", "(default 30s)")
