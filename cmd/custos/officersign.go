@@ -75,6 +75,9 @@ const signLookupTimeout = 5 * time.Second
 // will; offline it cannot know, and says so.
 func (a *app) signReadiness(ctx context.Context, st *custosv1.Statement, f *governance.File, path string) string {
 	submit := "custos officer submit " + path
+	if cc := st.GetCreateCluster(); cc != nil {
+		return genesisReadiness(cc, f, path)
+	}
 	if governance.Need(st) == governance.One {
 		return "one officer's signature suffices: ready to submit: " + submit
 	}
@@ -96,6 +99,23 @@ func (a *app) signReadiness(ctx context.Context, st *custosv1.Statement, f *gove
 		return fmt.Sprintf("it needs the quorum, %d of the cluster's %d officers: %d more signature(s); the next officer runs 'custos officer sign %s'", q, len(set.Names()), more, path)
 	default:
 		return fmt.Sprintf("the cluster would refuse it: %v", strings.TrimPrefix(err.Error(), "governance: "))
+	}
+}
+
+// genesisReadiness is signReadiness for an officer-signed genesis (a
+// CreateCluster statement): the officer set is the one the statement
+// names, there is no cluster to ask, and a complete genesis is not
+// submitted but named in the bootstrap node's configuration.
+func genesisReadiness(cc *custosv1.CreateCluster, f *governance.File, path string) string {
+	n, q := len(cc.GetOfficers()), cc.GetQuorum()
+	_, _, err := governance.VerifyGenesis(f.Signed(), time.Now())
+	switch {
+	case err == nil:
+		return fmt.Sprintf("that meets the quorum of %d of the %d officers it names: ready: the bootstrap node's configuration names it (\"genesis\": %q)", q, n, path)
+	case errors.Is(err, governance.ErrInsufficientSignatures):
+		return fmt.Sprintf("it needs %d of the %d officers it names: %d more signature(s); the next of them runs 'custos officer sign %s'", q, n, int(q)-len(f.Signatures), path)
+	default:
+		return fmt.Sprintf("the bootstrap node would refuse it: %v", strings.TrimPrefix(err.Error(), "governance: "))
 	}
 }
 

@@ -53,3 +53,31 @@ func TestOfficerSignReadiness(t *testing.T) {
 	runCLI(t, "", args("officer", "sign", asOfficer(h, 0), offline)...).
 		want(t, 0, "it needs the officer quorum, which is not known here (no connection is configured", "once enough officers have signed, submit it: custos officer submit "+offline)
 }
+
+// TestOfficerSignGenesisReadiness: for an officer-signed genesis the
+// officer set is the one the statement names (there is no cluster to ask):
+// officer sign counts the signatures against its quorum and, once met,
+// says the bootstrap node's configuration is to name the file. The
+// officers' public key files are those officer keygen writes.
+func TestOfficerSignGenesisReadiness(t *testing.T) {
+	clearEnv(t)
+	dir := t.TempDir()
+	var officers []string
+	for _, name := range []string{"alice", "bob", "carol", "mallory"} {
+		runCLI(t, "", "officer", "keygen", "--name", name, "--out", filepath.Join(dir, name+".pem")).want(t, 0)
+		if name != "mallory" {
+			officers = append(officers, "--officer", name+"="+filepath.Join(dir, name+".pub.pem"))
+		}
+	}
+	sign := func(name, file string) result {
+		return runCLI(t, "", "officer", "sign", "--officer", name, "--officer-key", filepath.Join(dir, name+".pem"), file)
+	}
+	genesis := filepath.Join(dir, "genesis.json")
+	runCLI(t, "", args("officer", "propose", "genesis", "--quorum", "2", "--out", genesis, officers)...).want(t, 0)
+	sign("alice", genesis).want(t, 0, "1 signature(s): alice; it needs 2 of the 3 officers it names: 1 more signature(s); the next of them runs 'custos officer sign "+genesis+"'")
+	sign("carol", genesis).want(t, 0, "2 signature(s): alice, carol; that meets the quorum of 2 of the 3 officers it names: ready: the bootstrap node's configuration names it (\"genesis\": \""+genesis+"\")")
+
+	other := filepath.Join(dir, "other.json")
+	runCLI(t, "", args("officer", "propose", "genesis", "--quorum", "2", "--out", other, officers)...).want(t, 0)
+	sign("mallory", other).want(t, 0, "the bootstrap node would refuse it:", "mallory")
+}
