@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -36,6 +37,8 @@ type options struct {
 	stdout      io.Writer
 	// pollInterval is WaitForApproval's polling interval.
 	pollInterval time.Duration
+	// noOverwrite: a file output must not exist (WithNoOverwrite).
+	noOverwrite bool
 }
 
 func collect(opts []Option) *options {
@@ -69,6 +72,14 @@ func WithRand(r io.Reader) Option { return func(o *options) { o.rand = r } }
 func WithStdio(stdin io.Reader, stdout io.Writer) Option {
 	return func(o *options) { o.stdin, o.stdout = stdin, stdout }
 }
+
+// WithNoOverwrite makes EncryptFile and DecryptFile refuse an output file
+// that exists, with an error wrapping fs.ErrExist: before the input is
+// read or custos is asked for anything, and again when the finished output
+// is moved into place, which never replaces a file that appeared meanwhile
+// (a hard link, not a rename). Without it an existing output file is
+// replaced.
+func WithNoOverwrite() Option { return func(o *options) { o.noOverwrite = true } }
 
 // EncryptStream returns a writer that encrypts everything written to it into
 // dst in the envelope format (see package envelope), under a fresh data key
@@ -254,6 +265,11 @@ func writeOutput(path string, o *options, fill func(io.Writer) error) (err error
 	if path == "-" {
 		return fill(o.stdout)
 	}
+	if o.noOverwrite {
+		if _, err := os.Lstat(path); err == nil {
+			return fmt.Errorf("custos: %s already exists: %w", path, fs.ErrExist)
+		}
+	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return fmt.Errorf("custos: %w", err)
@@ -273,8 +289,37 @@ func writeOutput(path string, o *options, fill func(io.Writer) error) (err error
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("custos: %w", err)
 	}
+	if o.noOverwrite {
+		return placeNoReplace(tmp.Name(), path)
+	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("custos: %w", err)
+	}
+	return nil
+}
+
+// placeNoReplace moves the finished temporary file tmp to path unless path
+// exists: a hard link, which never replaces path, then tmp is removed; on
+// a file system without hard links, a rename after checking again. On
+// error tmp is left for the caller to remove.
+func placeNoReplace(tmp, path string) error {
+	err := os.Link(tmp, path)
+	if err != nil && !errors.Is(err, fs.ErrExist) {
+		if _, serr := os.Lstat(path); serr == nil {
+			err = fs.ErrExist
+		} else {
+			err = os.Rename(tmp, path)
+			tmp = ""
+		}
+	}
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("custos: %s already exists: %w", path, fs.ErrExist)
+	}
+	if err != nil {
+		return fmt.Errorf("custos: %w", err)
+	}
+	if tmp != "" {
+		os.Remove(tmp)
 	}
 	return nil
 }

@@ -6,12 +6,10 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -20,6 +18,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	custos "github.com/custos-kms/custos/clients/go"
+	"github.com/custos-kms/custos/internal/atomicfile"
 	"github.com/custos-kms/custos/kms/audit"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 )
@@ -29,135 +28,8 @@ import (
 // needs a client certificate the cluster lists as an auditor; `audit
 // verify` works offline on an export file.
 
-// filterFlags are the record filter flags of list, report and watch.
-type filterFlags struct {
-	key, principal, reason, outcome, operation string
-	since, until                               string
-	notifyOnly                                 bool
-}
-
-func (f *filterFlags) register(fs *flag.FlagSet, full bool) {
-	fs.StringVar(&f.key, "key", "", "only records about this key")
-	if !full {
-		return
-	}
-	fs.StringVar(&f.principal, "principal", "", "only records of this principal")
-	fs.StringVar(&f.reason, "reason", "", "only these justification reasons, comma-separated: "+strings.Join(custos.ReasonNames(), ", ")+", UNSPECIFIED (none given)")
-	fs.StringVar(&f.outcome, "outcome", "", "only these outcomes, comma-separated: ALLOW, DENY, PENDING")
-	fs.StringVar(&f.operation, "operation", "", "only these operations, comma-separated: "+strings.Join(operationNames(), ", "))
-	fs.BoolVar(&f.notifyOnly, "notify-only", false, "only records the notify rules select")
-}
-
-func registerTimeFlags(fs *flag.FlagSet, since, until *string) {
-	fs.StringVar(since, "since", "", "only records at or after `T`: RFC 3339 time, or a duration such as 24h or 7d meaning that long ago")
-	fs.StringVar(until, "until", "", "only records before `T` (RFC 3339 or a duration ago)")
-}
-
-func operationNames() []string {
-	var out []string
-	for v := int32(1); ; v++ {
-		n, ok := custosv1.Operation_name[v]
-		if !ok {
-			return out
-		}
-		out = append(out, strings.TrimPrefix(n, "OPERATION_"))
-	}
-}
-
-// build returns the DecisionFilter the flags describe.
-func (f *filterFlags) build(now time.Time) (*custosv1.DecisionFilter, error) {
-	df := &custosv1.DecisionFilter{Key: f.key, Principal: f.principal, NotifyOnly: f.notifyOnly}
-	for _, s := range splitList(f.reason) {
-		r, err := custos.ParseReasonOrUnspecified(s)
-		if err != nil {
-			return nil, usagef("--reason: %s", strings.TrimPrefix(err.Error(), "custos: "))
-		}
-		df.Reasons = append(df.Reasons, r)
-	}
-	for _, s := range splitList(f.outcome) {
-		o, err := custos.ParseOutcome(s)
-		if err != nil {
-			return nil, usagef("--outcome: %s", strings.TrimPrefix(err.Error(), "custos: "))
-		}
-		df.Outcomes = append(df.Outcomes, o)
-	}
-	for _, s := range splitList(f.operation) {
-		name := strings.ToUpper(strings.ReplaceAll(s, "-", "_"))
-		v, ok := custosv1.Operation_value["OPERATION_"+strings.TrimPrefix(name, "OPERATION_")]
-		if !ok || v == 0 {
-			return nil, usagef("--operation: unknown operation %q (want one of %s)", s, strings.Join(operationNames(), ", "))
-		}
-		df.Operations = append(df.Operations, custosv1.Operation(v))
-	}
-	since, until, err := parseRange(f.since, f.until, now)
-	if err != nil {
-		return nil, err
-	}
-	if !since.IsZero() {
-		df.SinceUnixNano = since.UnixNano()
-	}
-	if !until.IsZero() {
-		df.UntilUnixNano = until.UnixNano()
-	}
-	return df, nil
-}
-
-func splitList(s string) []string {
-	var out []string
-	for p := range strings.SplitSeq(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-// parseRange parses --since and --until and checks their order.
-func parseRange(sinceFlag, untilFlag string, now time.Time) (since, until time.Time, err error) {
-	if sinceFlag != "" {
-		if since, err = parseTime(sinceFlag, now); err != nil {
-			return since, until, usagef("--since: %v", err)
-		}
-	}
-	if untilFlag != "" {
-		if until, err = parseTime(untilFlag, now); err != nil {
-			return since, until, usagef("--until: %v", err)
-		}
-	}
-	if !since.IsZero() && !until.IsZero() && !since.Before(until) {
-		return since, until, usagef("--since %s is not before --until %s", since.Format(time.RFC3339), until.Format(time.RFC3339))
-	}
-	return since, until, nil
-}
-
-// parseTime parses an RFC 3339 time, or a duration (Go syntax, plus a
-// whole number of days such as "7d") meaning that long before now.
-func parseTime(s string, now time.Time) (time.Time, error) {
-	s = strings.TrimSpace(s)
-	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-		return t, nil
-	}
-	var d time.Duration
-	if days, ok := strings.CutSuffix(s, "d"); ok {
-		n, err := strconv.ParseUint(days, 10, 32)
-		if err != nil || n > 100*365 {
-			return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time nor a duration such as 24h or 7d", s)
-		}
-		d = time.Duration(n) * 24 * time.Hour
-	} else {
-		var err error
-		if d, err = time.ParseDuration(s); err != nil {
-			return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time nor a duration such as 24h or 7d", s)
-		}
-	}
-	if d < 0 {
-		return time.Time{}, fmt.Errorf("%q: a duration means that long ago and must not be negative", s)
-	}
-	return now.Add(-d), nil
-}
-
 // auditHint explains a PermissionDenied from the AuditService.
-const auditHint = "custos: only the principals the cluster lists as auditors (the \"auditors\" of the custosd configuration) may read the ledger; connect with an auditor's client certificate (--cert/--key or CUSTOS_CERT/CUSTOS_KEY)"
+const auditHint = "custos: only the principals the cluster lists as auditors (the \"auditors\" of the custosd configuration) may read the ledger; connect with an auditor's client certificate (--tls-cert/--tls-key or CUSTOS_CERT/CUSTOS_KEY)"
 
 // auditErr adds the auditor hint to a PermissionDenied.
 func auditErr(err error) error {
@@ -255,52 +127,6 @@ func unixNanoRFC(n int64) string {
 	return time.Unix(0, n).UTC().Format(time.RFC3339Nano)
 }
 
-func runAuditList(ctx context.Context, a *app, args []string) error {
-	fs := a.flags("audit list")
-	var f filterFlags
-	f.register(fs, true)
-	registerTimeFlags(fs, &f.since, &f.until)
-	from := fs.Uint64("from", 0, "start at ledger sequence number `SEQ` (default 1)")
-	limit := fs.Int("limit", 100, "print at most `N` records (0 for all)")
-	asJSON := fs.Bool("json", false, "print one JSON object per record")
-	if _, err := a.parse("audit list", fs, args, 0, 0); err != nil {
-		return err
-	}
-	if *limit < 0 {
-		return usagef("--limit %d: want 0 or more", *limit)
-	}
-	df, err := f.build(time.Now())
-	if err != nil {
-		return err
-	}
-	return a.withClient(ctx, func(c *custos.Client) error {
-		n := 0
-		next := uint64(0)
-		for r, err := range c.Decisions(ctx, df, *from) {
-			if err != nil {
-				return auditErr(err)
-			}
-			if *limit > 0 && n == *limit {
-				next = r.GetSeq()
-				break
-			}
-			if err := printRecord(a.stdout, r, *asJSON); err != nil {
-				return err
-			}
-			n++
-		}
-		if !*asJSON {
-			switch {
-			case next != 0:
-				fmt.Fprintf(a.stderr, "custos: %d records shown; more from --from %d\n", n, next)
-			case n == 0:
-				fmt.Fprintln(a.stderr, "custos: no matching records")
-			}
-		}
-		return nil
-	})
-}
-
 func runAuditPubkey(ctx context.Context, a *app, args []string) error {
 	fs := a.flags("audit pubkey")
 	if _, err := a.parse("audit pubkey", fs, args, 0, 0); err != nil {
@@ -325,8 +151,12 @@ func runAuditPubkey(ctx context.Context, a *app, args []string) error {
 func runAuditExport(ctx context.Context, a *app, args []string) error {
 	fs := a.flags("audit export")
 	from := fs.Uint64("from", 0, "first ledger sequence number `SEQ` to export (default 1; verification needs a full export)")
+	force := fs.Bool("force", false, "replace OUT if it exists")
 	pos, err := a.parse("audit export", fs, args, 1, 1)
 	if err != nil {
+		return err
+	}
+	if err := refuseExisting(pos[0], *force); err != nil {
 		return err
 	}
 	return a.withClient(ctx, func(c *custos.Client) error {
@@ -344,9 +174,9 @@ func runAuditExport(ctx context.Context, a *app, args []string) error {
 				return err
 			}
 		} else {
-			st, err = writeAtomic(out, func(w io.Writer) (custos.ExportStats, error) { return c.ExportToStats(ctx, w, *from) })
+			st, err = writeAtomic(out, *force, func(w io.Writer) (custos.ExportStats, error) { return c.ExportToStats(ctx, w, *from) })
 			if err != nil {
-				return auditErr(err)
+				return auditErr(existsErr(out, err))
 			}
 		}
 		if st.Records == 0 {
@@ -360,8 +190,10 @@ func runAuditExport(ctx context.Context, a *app, args []string) error {
 }
 
 // writeAtomic writes path through a temporary file in the same directory,
-// synced and renamed over path only when fill succeeded.
-func writeAtomic[T any](path string, fill func(io.Writer) (T, error)) (res T, err error) {
+// synced and moved to path only when fill succeeded: renamed over it if
+// overwrite, else never replacing a file that exists by then (an error
+// wrapping fs.ErrExist). On any error no file is left.
+func writeAtomic[T any](path string, overwrite bool, fill func(io.Writer) (T, error)) (res T, err error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -389,7 +221,7 @@ func writeAtomic[T any](path string, fill func(io.Writer) (T, error)) (res T, er
 	if err = os.Chmod(f.Name(), 0o644); err != nil {
 		return res, err
 	}
-	err = os.Rename(f.Name(), path)
+	err = atomicfile.Place(f.Name(), path, overwrite)
 	return res, err
 }
 

@@ -21,7 +21,7 @@ import (
 )
 
 // operatorHint explains a PermissionDenied from the ClusterService.
-const operatorHint = "custos: only the principals the cluster lists as operators may change the membership or take snapshots; connect with an operator's client certificate (--cert/--key or CUSTOS_CERT/CUSTOS_KEY)"
+const operatorHint = "custos: only the principals the cluster lists as operators may change the membership or take snapshots; connect with an operator's client certificate (--tls-cert/--tls-key or CUSTOS_CERT/CUSTOS_KEY)"
 
 // clusterErr adds the operator hint to a PermissionDenied. (A NOT_LEADER
 // refusal already says where the leader is: see custos.Client.AddVoter.)

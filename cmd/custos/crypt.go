@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -54,8 +56,10 @@ func (c contextFlag) orNil() map[string]string {
 
 var longHelp = map[string]string{
 	"encrypt": `IN is read and OUT written in the custos envelope format; '-' means
-standard input or output. A file OUT is written to a temporary file next
-to it and renamed only on success. The encryption context (--context) is
+standard input or output. A file OUT that exists is refused (exit code 1,
+nothing written) unless --force. A file OUT is written to a temporary file
+next to it and moved into place only on success: on any failure no OUT
+file is created, and an existing one (with --force) is left as it was. The encryption context (--context) is
 bound to the data key and stored, in clear, in the envelope header: the
 same pairs are needed to decrypt. On success with a file OUT, one line
 naming the key and version is printed.`,
@@ -63,9 +67,11 @@ naming the key and version is printed.`,
 justification, is recorded in the cluster's ledger. Reasons: ` + strings.Join(custos.ReasonNames(), ", ") + `
 (case-insensitive, REASON_ prefix optional).
 
-A file OUT is written to a temporary file next to it and renamed only
-once the whole input has been authenticated: on any failure no OUT file
-exists. With OUT '-' the plaintext is written to standard output segment
+A file OUT that exists is refused, before custos is asked, unless
+--force. A file OUT is written to a temporary file next to it and moved
+into place only once the whole input has been authenticated: on any
+failure no OUT file is created, and an existing one (with --force) is left
+as it was. With OUT '-' the plaintext is written to standard output segment
 by segment as it is authenticated, so a failure (non-zero exit) can come
 after some output: discard the output unless the exit code is 0.
 
@@ -74,7 +80,7 @@ When the key's policy sends the reason to the security officers
 ID". With --wait, custos prints "waiting for approval of request ID..." to
 standard error, polls until the officers decide, and decrypts once more
 when they approve; a denied or expired request, or --wait-timeout, ends
-with exit code 1 and no OUT file.`,
+with exit code 1 and nothing written.`,
 	"officer sign": `Reads the statement file, shows what its bytes say (never the file's
 description field), and adds your signature, rewriting FILE atomically.
 Pass the file on to the next officer; anyone may then submit it.`,
@@ -102,6 +108,7 @@ func runEncrypt(ctx context.Context, a *app, args []string) error {
 	encCtx := contextFlag{}
 	fs.Var(encCtx, "context", "encryption context pair `k=v`; repeat for more pairs")
 	seg := fs.Int("segment-size", 0, "plaintext bytes per segment (default 65536)")
+	force := fs.Bool("force", false, "replace OUT if it exists")
 	pos, err := a.parse("encrypt", fs, args, 2, 2)
 	if err != nil {
 		return err
@@ -109,14 +116,20 @@ func runEncrypt(ctx context.Context, a *app, args []string) error {
 	if *key == "" {
 		return usagef("--key is required")
 	}
+	if err := refuseExisting(pos[1], *force); err != nil {
+		return err
+	}
 	return a.withClient(ctx, func(c *custos.Client) error {
 		opts := []custos.Option{custos.WithStdio(a.stdin, a.stdout)}
 		if *seg != 0 {
 			opts = append(opts, custos.WithSegmentSize(*seg))
 		}
+		if !*force {
+			opts = append(opts, custos.WithNoOverwrite())
+		}
 		h, err := c.EncryptFile(ctx, pos[0], pos[1], *key, encCtx.orNil(), opts...)
 		if err != nil {
-			return err
+			return existsErr(pos[1], err)
 		}
 		if pos[1] != "-" {
 			fmt.Fprintf(a.stdout, "encrypted %s to %s with key %s version %d\n", pos[0], pos[1], h.Key, h.KeyVersion)
@@ -136,6 +149,7 @@ func runDecrypt(ctx context.Context, a *app, args []string) error {
 	wait := fs.Bool("wait", false, "if the officers' approval is required, wait for it and then decrypt")
 	waitTimeout := fs.Duration("wait-timeout", time.Hour, "with --wait, give up after this long")
 	poll := fs.Duration("poll-interval", custos.DefaultPollInterval, "with --wait, how often to ask whether the request was decided")
+	force := fs.Bool("force", false, "replace OUT if it exists")
 	pos, err := a.parse("decrypt", fs, args, 2, 2)
 	if err != nil {
 		return err
@@ -151,10 +165,17 @@ func runDecrypt(ctx context.Context, a *app, args []string) error {
 	if *wait && (*waitTimeout <= 0 || *poll <= 0) {
 		return usagef("--wait-timeout and --poll-interval must be positive")
 	}
+	// Before custos is asked: a decrypt is a recorded decision.
+	if err := refuseExisting(pos[1], *force); err != nil {
+		return err
+	}
 	return a.withClient(ctx, func(c *custos.Client) error {
 		opts := []custos.Option{}
 		if len(expect) > 0 {
 			opts = append(opts, custos.WithExpectedContext(expect))
+		}
+		if !*force {
+			opts = append(opts, custos.WithNoOverwrite())
 		}
 		j := custos.Justification{Reason: r, Text: *text, Ticket: *ticket}
 		// Standard input can be read only once: with --wait, keep what the
@@ -191,13 +212,37 @@ func runDecrypt(ctx context.Context, a *app, args []string) error {
 			if id, pending := custos.PendingRequestID(err); pending && !*wait {
 				return &hintError{err, fmt.Sprintf("custos: the officers must approve request %s (custos officer approve %s); run again with --wait to wait for it", id, id)}
 			}
-			return err
+			return existsErr(pos[1], err)
 		}
 		if pos[1] != "-" {
 			fmt.Fprintf(a.stdout, "decrypted %s to %s with key %s version %d\n", pos[0], pos[1], h.Key, h.KeyVersion)
 		}
 		return nil
 	})
+}
+
+// refuseExisting refuses a file output that exists, unless force: encrypt,
+// decrypt and audit export replace a file only with --force (as officer
+// keygen and officer propose never do). Standard output ("-") is not a
+// file.
+func refuseExisting(path string, force bool) error {
+	if force || path == "-" {
+		return nil
+	}
+	if _, err := os.Lstat(path); err == nil {
+		return existsErr(path, fs.ErrExist)
+	}
+	return nil
+}
+
+// existsErr turns an error that says the output exists (checked again
+// when the finished output is moved into place, which never replaces a
+// file that appeared meanwhile) into the command's message.
+func existsErr(path string, err error) error {
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("%s already exists: not overwriting it (--force replaces it)", path)
+	}
+	return err
 }
 
 // recorder keeps a copy of everything read through it.

@@ -8,10 +8,10 @@
 //
 // Connection settings come from CUSTOS_ADDR, CUSTOS_CA, CUSTOS_CERT and
 // CUSTOS_KEY (written by custosd dev to client.env); the connection flags
-// --addr, --ca, --cert and --key override them and must come before the
-// command. Security officers sign governance statements with their own
-// key (--officer-key / CUSTOS_OFFICER_KEY, or a PKCS#11 token). See
-// docs/cli.md and docs/governance.md.
+// --addr, --tls-ca, --tls-cert and --tls-key override them and must come
+// before the command (connflags.go). Security officers sign governance
+// statements with their own key (--officer-key / CUSTOS_OFFICER_KEY, or a
+// PKCS#11 token). See docs/cli.md and docs/governance.md.
 package main
 
 import (
@@ -30,6 +30,7 @@ import (
 
 	custos "github.com/custos-kms/custos/clients/go"
 	"github.com/custos-kms/custos/hsm/pkcs11/qualify"
+	"github.com/custos-kms/custos/internal/flagusage"
 	"github.com/custos-kms/custos/internal/version"
 )
 
@@ -99,10 +100,11 @@ func init() {
 		{"officer set-min-version", "--key K --version N [officer flags] [--json]", "Set a key's minimum decryption version, lower too (SetKeyMinVersion statement; needs the officer quorum).", runKeySetMinVersionOfficers},
 		{"key min-version", "[--json] NAME VERSION", "Refuse decryption under versions of the key below VERSION.", runKeyMinVersion},
 		{"digest", "FILE", "Print the data digest a decrypt of FILE records; officers scope a grant to it (grant --data-digest).", runDigest},
-		{"encrypt", "--key K [--context k=v]... [--segment-size N] IN OUT", "Encrypt file IN into envelope file OUT ('-' for stdin/stdout).", runEncrypt},
-		{"decrypt", "[--justification REASON] [--text T] [--ticket T] [--expect-context k=v]... [--wait [--wait-timeout D]] IN OUT", "Decrypt envelope file IN into OUT ('-' for stdin/stdout).", runDecrypt},
+		{"encrypt", "--key K [--context k=v]... [--segment-size N] [--force] IN OUT", "Encrypt file IN into envelope file OUT ('-' for stdin/stdout).", runEncrypt},
+		{"decrypt", "[--justification REASON] [--text T] [--ticket T] [--expect-context k=v]... [--wait [--wait-timeout D]] [--force] IN OUT", "Decrypt envelope file IN into OUT ('-' for stdin/stdout).", runDecrypt},
 		{"datakey", "--key K [--context k=v]... [--show-plaintext] [--json]", "Generate a data key and print it wrapped (base64).", runDataKey},
-		{"officer keygen", "--name N --out FILE [--passphrase-file F]", "Create an officer key; print its public key and fingerprint.", runOfficerKeygen},
+		{"officer keygen", "--name N --out FILE [--passphrase-file F]", "Create an officer key and its public key file; print the fingerprint and the officers entry.", runOfficerKeygen},
+		{"officer pubkey", "[--passphrase-file F] KEYFILE", "Print the public key (PEM) of an officer key file, for public_key_file.", runOfficerPubkey},
 		{"officer list", "[--json]", "Show the cluster's officers, their key fingerprints and the quorum.", runOfficerList},
 		{"officer pending", "[--key K]", "List decrypt requests waiting for approval.", runOfficerPending},
 		{"officer approve", "[--uses N] [--ttl D] [officer flags] REQUEST_ID", "Approve a pending request into a grant (needs the quorum).", runOfficerApprove},
@@ -151,8 +153,8 @@ func init() {
 		{"officer sink list", "[--json]", "List the notification sinks and their delivery cursors (never HMAC keys).", runOfficerSinkList},
 		{"officer notify-rules get", "[--json]", "Show the cluster's notify rules.", runOfficerNotifyRulesGet},
 		{"officer notify-rules set", "--file RULES.json [officer flags]", "Replace the notify rules (SetNotifyRules statement; needs the officer quorum).", runOfficerNotifyRulesSet},
-		{"audit list", "[--key K] [--principal P] [--reason R] [--outcome O] [--operation OP] [--since T] [--until T] [--notify-only] [--from SEQ] [--limit N] [--json]", "List ledger records in order, filtered (auditors only).", runAuditList},
-		{"audit export", "[--from SEQ] OUT", "Export the ledger to file OUT ('-' for stdout), for offline verification.", runAuditExport},
+		{"audit list", "[--key K] [--principal P] [--reason R] [--outcome O] [--operation OP] [--since T] [--until T] [--notify-only] [--from SEQ] [--limit N | --tail N [--newest-first]] [--json]", "List ledger records in order, filtered (auditors only); --tail: the newest N.", runAuditList},
+		{"audit export", "[--from SEQ] [--force] OUT", "Export the ledger to file OUT ('-' for stdout), for offline verification.", runAuditExport},
 		{"audit verify", "--pubkey PEM [--pubkey PEM]... [--genesis HEX] [--witness-state FILE] [--json] FILE", "Verify an export file offline: hash chain, checkpoints, trailer, and that it holds the head a witness cosigned.", runAuditVerify},
 		{"audit witness", "--name N --key FILE --state FILE [--once] [--interval D]", "Run the customer's witness: check that each new ledger head extends the last one cosigned, cosign it, and report a fork.", runAuditWitness},
 		{"audit pubkey", "", "Print the cluster's checkpoint public keys as PEM (for audit verify --pubkey).", runAuditPubkey},
@@ -204,16 +206,16 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs := flag.NewFlagSet("custos", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
-	fs.StringVar(&a.addr, "addr", "", "custos node address host:port, or a comma-separated list (default $"+custos.EnvAddr+")")
-	fs.StringVar(&a.ca, "ca", "", "CA bundle PEM file (default $"+custos.EnvCA+")")
-	fs.StringVar(&a.cert, "cert", "", "client certificate PEM file (default $"+custos.EnvCert+")")
-	fs.StringVar(&a.key, "key", "", "client private key PEM file (default $"+custos.EnvKey+")")
-	fs.DurationVar(&a.timeout, "timeout", custos.DefaultCallTimeout, "bound on each call to custos")
+	legacy := a.registerConnectionFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			a.topUsage(stdout, fs)
 			return exitOK
 		}
+		fmt.Fprintf(stderr, "custos: %s\nRun 'custos --help' for usage.\n", err)
+		return exitUsage
+	}
+	if err := legacy.check(fs, stderr); err != nil {
 		fmt.Fprintf(stderr, "custos: %s\nRun 'custos --help' for usage.\n", err)
 		return exitUsage
 	}
@@ -228,8 +230,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return a.help(rest, fs)
 	}
 	// Groups ("key", "officer", "key policy", "officer propose") take
-	// subcommands.
+	// subcommands. "GROUP help [SUBCOMMAND]" is "help GROUP [SUBCOMMAND]".
 	for lookup(name) == nil && isGroup(name) {
+		if len(rest) > 0 && rest[0] == "help" {
+			return a.help(append(strings.Fields(name), rest[1:]...), fs)
+		}
 		if len(rest) == 0 || rest[0] == "-h" || rest[0] == "--help" || rest[0] == "-help" {
 			w, code := stderr, exitUsage
 			if len(rest) > 0 {
@@ -306,7 +311,8 @@ func (a *app) topUsage(w io.Writer, global *flag.FlagSet) {
 custos manages keys in a custos cluster and encrypts and decrypts files
 with envelope encryption. Connection settings come from CUSTOS_ADDR,
 CUSTOS_CA, CUSTOS_CERT and CUSTOS_KEY (custosd dev writes them to
-client.env); the connection flags override them and go before COMMAND.
+client.env); the connection flags (--addr, --tls-ca, --tls-cert,
+--tls-key, --timeout) override them and go before COMMAND.
 
 Security officers sign governance statements (key revoke/enable/policy,
 officer ...) with the key in --officer-key or CUSTOS_OFFICER_KEY, as the
@@ -320,7 +326,7 @@ Commands:
 	}
 	fmt.Fprintf(w, "  %-24s %s\n", "help [COMMAND]", "Show help for a command.")
 	fmt.Fprint(w, "\nConnection flags:\n")
-	printFlags(w, global)
+	printFlags(w, global, legacyConnectionFlags...)
 	fmt.Fprint(w, "\nRun 'custos COMMAND --help' for a command's flags.\n")
 }
 
@@ -334,20 +340,10 @@ func (a *app) groupUsage(w io.Writer, group string) {
 	fmt.Fprintf(w, "\nRun 'custos %s SUBCOMMAND --help' for a subcommand's flags.\n", group)
 }
 
-// printFlags prints fs's flags with double dashes.
-func printFlags(w io.Writer, fs *flag.FlagSet) {
-	fs.VisitAll(func(f *flag.Flag) {
-		name, usage := flag.UnquoteUsage(f)
-		line := "  --" + f.Name
-		if name != "" {
-			line += " " + name
-		}
-		fmt.Fprintf(w, "%s\n    \t%s", line, usage)
-		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "[]" {
-			fmt.Fprintf(w, " (default %s)", f.DefValue)
-		}
-		fmt.Fprintln(w)
-	})
+// printFlags prints fs's flags with double dashes, each default once
+// (internal/flagusage), leaving out those named in hide.
+func printFlags(w io.Writer, fs *flag.FlagSet, hide ...string) {
+	flagusage.Print(w, fs, hide...)
 }
 
 // flags returns a flag set for cmd.
@@ -434,9 +430,9 @@ func (a *app) client(ctx context.Context) (*custos.Client, error) {
 		return ""
 	}
 	cfg.Addrs = custos.SplitAddrs(pick(a.addr, custos.EnvAddr, "addr"))
-	cfg.CAFile = pick(a.ca, custos.EnvCA, "ca")
-	cfg.CertFile = pick(a.cert, custos.EnvCert, "cert")
-	cfg.KeyFile = pick(a.key, custos.EnvKey, "key")
+	cfg.CAFile = pick(a.ca, custos.EnvCA, "tls-ca")
+	cfg.CertFile = pick(a.cert, custos.EnvCert, "tls-cert")
+	cfg.KeyFile = pick(a.key, custos.EnvKey, "tls-key")
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("not configured: set %s; custosd dev writes them to client.env in its data directory (load it with: source .dev/client.env)", strings.Join(missing, ", "))
 	}

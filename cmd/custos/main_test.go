@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -64,6 +65,29 @@ func TestHelp(t *testing.T) {
 			t.Errorf("%q: stderr %q, want none", args, r.stderr)
 		}
 	}
+	// Every command group answers "GROUP help", "GROUP --help", "GROUP -h"
+	// and "help GROUP" alike; "GROUP help SUBCOMMAND" is the subcommand's help.
+	groups := map[string]bool{}
+	for _, c := range commands {
+		f := strings.Fields(c.name)
+		for i := 1; i < len(f); i++ {
+			groups[strings.Join(f[:i], " ")] = true
+		}
+	}
+	for g := range groups {
+		words := strings.Fields(g)
+		for _, args := range [][]string{slices.Concat(words, []string{"help"}), slices.Concat(words, []string{"--help"}),
+			slices.Concat(words, []string{"-h"}), slices.Concat([]string{"help"}, words)} {
+			r := runCLI(t, "", args...)
+			r.want(t, 0, "Usage: custos "+g+" SUBCOMMAND", "Subcommands:")
+			if r.stderr != "" {
+				t.Errorf("%q: stderr %q, want none", args, r.stderr)
+			}
+		}
+	}
+	runCLI(t, "", "key", "help", "create").want(t, 0, "Usage: custos [connection flags] key create ")
+	runCLI(t, "", "officer", "help", "propose", "enable").want(t, 0, "Usage: custos [connection flags] officer propose enable ")
+	runCLI(t, "", "key", "help", "explode").want(t, 2, `unknown command "key explode"`)
 	for _, c := range commands {
 		args := append(strings.Fields(c.name), "--help")
 		t.Run(c.name, func(t *testing.T) {
@@ -108,10 +132,49 @@ func TestMissingEnvironment(t *testing.T) {
 	r := runCLI(t, "", "key", "list")
 	r.want(t, 1, "custos: key list: not configured", "CUSTOS_ADDR", "CUSTOS_CA", "CUSTOS_CERT", "CUSTOS_KEY", "client.env")
 	// Flags fill the gaps; the message names only what is still missing.
-	r = runCLI(t, "", "--addr", "127.0.0.1:1", "--ca", "ca.pem", "--cert", "c.pem", "key", "list")
-	r.want(t, 1, "CUSTOS_KEY (or --key)")
-	if strings.Contains(r.stderr, "CUSTOS_ADDR") {
-		t.Errorf("stderr %q names CUSTOS_ADDR, which --addr set", r.stderr)
+	r = runCLI(t, "", "--addr", "127.0.0.1:1", "--tls-ca", "ca.pem", "--tls-cert", "c.pem", "key", "list")
+	r.want(t, 1, "CUSTOS_KEY (or --tls-key)")
+	if strings.Contains(r.stderr, "CUSTOS_ADDR") || strings.Contains(r.stderr, "CUSTOS_CA ") || strings.Contains(r.stderr, "CUSTOS_CERT") {
+		t.Errorf("stderr %q names a variable that a flag set", r.stderr)
+	}
+}
+
+// TestConnectionFlagNames: the client's TLS files are --tls-ca, --tls-cert
+// and --tls-key. --key before the command (once the TLS key, after it a
+// custos key) is refused with a pointer to --tls-key, and --ca (officer
+// propose genesis has a --ca) with one to --tls-ca; --cert still works,
+// with a warning.
+func TestConnectionFlagNames(t *testing.T) {
+	clearEnv(t)
+	for _, args := range [][]string{
+		{"--key", "payroll", "encrypt", "--key", "payroll", "in", "out"},
+		{"--key=app-key.pem", "key", "list"},
+		{"-key", "app-key.pem", "key", "list"},
+	} {
+		r := runCLI(t, "", args...)
+		r.want(t, 2, "before the command", "--tls-key FILE", "custos encrypt --key NAME")
+		if strings.Count(r.stderr, "custos:") != 1 {
+			t.Errorf("%q: stderr %q, want one error line", args, r.stderr)
+		}
+	}
+	for _, args := range [][]string{
+		{"--ca", "customer-ca.pem", "officer", "propose", "genesis", "--quorum", "1", "--out", "g.json"},
+		{"--ca=ca.pem", "key", "list"},
+	} {
+		r := runCLI(t, "", args...)
+		r.want(t, 2, "before the command", "--tls-ca FILE", "officer propose genesis --ca CA.pem")
+	}
+	r := runCLI(t, "", "--addr", "127.0.0.1:1", "--tls-ca", "ca.pem", "--cert", "c.pem", "key", "list")
+	r.want(t, 1, "custos: warning: --cert is deprecated: use --tls-cert", "CUSTOS_KEY (or --tls-key)")
+	if strings.Contains(r.stderr, "CUSTOS_CERT") {
+		t.Errorf("stderr %q: the deprecated --cert did not set the certificate", r.stderr)
+	}
+	r = runCLI(t, "", "--help")
+	r.want(t, 0, "  --tls-ca FILE\n", "  --tls-cert FILE\n", "  --tls-key FILE\n", "  --addr string\n", "(default 30s)")
+	for _, old := range []string{"  --key", "  --cert", "  --ca"} {
+		if strings.Contains(r.stdout, old) {
+			t.Errorf("custos --help shows %q", old)
+		}
 	}
 }
 
@@ -135,6 +198,12 @@ func TestVersion(t *testing.T) {
 func TestQuickstart(t *testing.T) {
 	clearEnv(t)
 	h := nodetest.Start(t)
+	usePrincipal(t, h, "app")
+	// The connection flags do what the environment does.
+	tlsFlags := []string{"--addr", os.Getenv(custos.EnvAddr), "--tls-ca", os.Getenv(custos.EnvCA),
+		"--tls-cert", os.Getenv(custos.EnvCert), "--tls-key", os.Getenv(custos.EnvKey)}
+	clearEnv(t)
+	runCLI(t, "", args(tlsFlags, "key", "list")...).want(t, 0)
 	usePrincipal(t, h, "app")
 
 	dir := t.TempDir()

@@ -193,23 +193,6 @@ func readPolicy(path string) (*custosv1.KeyPolicy, error) {
 	return p, nil
 }
 
-// readOfficers reads a SetOfficers in protojson form:
-// {"officers": [{"name": "alice", "public_key": "<base64 PKIX DER>"}], "quorum": 2}.
-func readOfficers(path string) (*custosv1.SetOfficers, error) {
-	b, err := readSmall(path)
-	if err != nil {
-		return nil, err
-	}
-	so := &custosv1.SetOfficers{}
-	if err := protojson.Unmarshal(b, so); err != nil {
-		return nil, fmt.Errorf("officers file %s: %v", path, err)
-	}
-	if _, err := governance.NewOfficerSet(so.GetOfficers(), so.GetQuorum()); err != nil {
-		return nil, fmt.Errorf("officers file %s: %v", path, err)
-	}
-	return so, nil
-}
-
 func readSmall(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -517,64 +500,6 @@ func listOrNone(l []string) string {
 
 // --- officer commands ---
 
-func runOfficerKeygen(ctx context.Context, a *app, args []string) error {
-	fs := a.flags("officer keygen")
-	name := fs.String("name", "", "officer name (required)")
-	out := fs.String("out", "", "key `FILE` to create (required; never overwritten)")
-	passFile := fs.String("passphrase-file", "", "encrypt the key with the passphrase in `FILE` (default $"+envOfficerPassphrase+", else a terminal prompt)")
-	if _, err := a.parse("officer keygen", fs, args, 0, 0); err != nil {
-		return err
-	}
-	if *name == "" || *out == "" {
-		return usagef("--name and --out are required")
-	}
-	if _, err := os.Lstat(*out); err == nil {
-		return fmt.Errorf("%s already exists: not overwriting an officer key", *out)
-	}
-	var pass []byte
-	switch {
-	case *passFile != "" || os.Getenv(envOfficerPassphrase) != "":
-		p, err := a.passphrase(*passFile, "")
-		if err != nil {
-			return err
-		}
-		pass = p
-	default:
-		p, err := a.prompt("Passphrase for the new key (empty for none): ")
-		if err == nil && len(p) > 0 {
-			again, err := a.prompt("Repeat the passphrase: ")
-			if err != nil {
-				return err
-			}
-			if string(again) != string(p) {
-				return errors.New("the passphrases differ")
-			}
-			pass = p
-		}
-	}
-	k, err := governance.GenerateKey()
-	if err != nil {
-		return err
-	}
-	if err := governance.WriteKeyFile(*out, k, pass); err != nil {
-		return err
-	}
-	how := "encrypted with the passphrase"
-	if len(pass) == 0 {
-		how = "UNENCRYPTED (protect the file, or use --passphrase-file)"
-		fmt.Fprintf(a.stderr, "custos: warning: %s holds the officer key unencrypted\n", *out)
-	}
-	entry, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(&custosv1.Officer{Name: *name, PublicKey: governance.MarshalPublicKey(&k.PublicKey)})
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(a.stdout, "officer key for %s written to %s, %s\n", *name, *out, how)
-	fmt.Fprintf(a.stdout, "fingerprint: %s\n", governance.Fingerprint(&k.PublicKey))
-	fmt.Fprintf(a.stdout, "%s", governance.PublicKeyPEM(&k.PublicKey))
-	fmt.Fprintf(a.stdout, "officers file entry: %s\n", entry)
-	return nil
-}
-
 func runOfficerList(ctx context.Context, a *app, args []string) error {
 	fs := a.flags("officer list")
 	asJSON := fs.Bool("json", false, "print the governance as JSON")
@@ -808,82 +733,6 @@ func runOfficerGrant(ctx context.Context, a *app, args []string) error {
 
 func runOfficerRevokeGrant(ctx context.Context, a *app, args []string) error {
 	return onlineOp(ctx, a, "officer revoke-grant", "revoke-grant", args, 1, nil)
-}
-
-func runOfficerSign(ctx context.Context, a *app, args []string) error {
-	fs := a.flags("officer sign")
-	var of officerFlags
-	of.register(fs)
-	pos, err := a.parse("officer sign", fs, args, 1, 1)
-	if err != nil {
-		return err
-	}
-	f, err := governance.ReadFile(pos[0])
-	if err != nil {
-		return err
-	}
-	st, err := governance.Parse(f.Statement)
-	if err != nil {
-		return err
-	}
-	// Show what the bytes say, never the file's description field.
-	fmt.Fprintf(a.stdout, "statement: %s\n", governance.Describe(st))
-	if time.Now().Unix() > st.GetNotAfterUnix() {
-		return fmt.Errorf("%s: the statement expired at %s", pos[0], time.Unix(st.GetNotAfterUnix(), 0).UTC().Format(time.RFC3339))
-	}
-	officer, closer, err := of.load(a)
-	if err != nil {
-		return err
-	}
-	defer closer.Close()
-	sig, err := governance.Sign(officer.Signer, officer.Name, f.Statement)
-	if err != nil {
-		return err
-	}
-	f.AddSignature(sig)
-	f.Description = governance.Describe(st)
-	if err := governance.WriteFile(pos[0], f); err != nil {
-		return err
-	}
-	names := make([]string, 0, len(f.Signatures))
-	for _, s := range f.Signatures {
-		names = append(names, s.Officer)
-	}
-	fmt.Fprintf(a.stdout, "signed by %s (key fingerprint %s); %s now has %d signature(s): %s; it needs %s\n",
-		officer.Name, fingerprintOf(officer.Signer), pos[0], len(names), strings.Join(names, ", "), governance.Need(st))
-	return nil
-}
-
-func runOfficerSubmit(ctx context.Context, a *app, args []string) error {
-	fs := a.flags("officer submit")
-	asJSON := fs.Bool("json", false, "print the resulting state as JSON where it is a key or policy")
-	pos, err := a.parse("officer submit", fs, args, 1, 1)
-	if err != nil {
-		return err
-	}
-	f, err := governance.ReadFile(pos[0])
-	if err != nil {
-		return err
-	}
-	st, err := governance.Parse(f.Statement)
-	if err != nil {
-		return err
-	}
-	if len(f.Signatures) == 0 {
-		return fmt.Errorf("%s has no signature: each officer runs 'custos officer sign %s' first", pos[0], pos[0])
-	}
-	return a.withClient(ctx, func(c *custos.Client) error {
-		fmt.Fprintf(a.stdout, "statement: %s\n", governance.Describe(st))
-		res, err := c.Submit(ctx, f.Signed())
-		if err != nil {
-			if status.Code(err) == codes.PermissionDenied && governance.Need(st) == governance.Quorum {
-				return &hintError{err, fmt.Sprintf("custos: more officers must sign it first: custos officer sign %s", pos[0])}
-			}
-			return err
-		}
-		printSubmit(a.stdout, res)
-		return a.showState(ctx, c, st, res, *asJSON)
-	})
 }
 
 // runOfficerPropose returns the run function of `officer propose OP`.

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -96,14 +97,61 @@ func TestOfficerKeygen(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "alice.pem")
+	pubFile := filepath.Join(dir, "alice.pub.pem")
 	r := runCLI(t, "", "officer", "keygen", "--name", "alice", "--out", out, "--passphrase-file", pass)
-	r.want(t, 0, "officer key for alice written to "+out, "encrypted with the passphrase", "fingerprint: ", "BEGIN PUBLIC KEY", `officers file entry: {"name":"alice"`)
+	r.want(t, 0, "officer key for alice written to "+out, "encrypted with the passphrase", "public key written to "+pubFile,
+		"fingerprint: ", "BEGIN PUBLIC KEY", `officers entry: {"name":"alice","public_key_file":"`+pubFile+`"}`)
 	signer, err := governance.LoadKeyFile(out, func() ([]byte, error) { return []byte("correct horse"), nil })
 	if err != nil {
 		t.Fatalf("LoadKeyFile: %v", err)
 	}
 	if fp := fingerprintOf(signer); !strings.Contains(r.stdout, "fingerprint: "+fp) {
 		t.Errorf("stdout %q lacks the key's fingerprint %s", r.stdout, fp)
+	}
+	// The entry is what the custosd configuration's "officers" takes: name
+	// and public_key_file, nothing else; the file holds the public key.
+	m := regexp.MustCompile(`officers entry: (.*)`).FindStringSubmatch(r.stdout)
+	if m == nil {
+		t.Fatalf("no officers entry in %q", r.stdout)
+	}
+	dec := json.NewDecoder(strings.NewReader(m[1]))
+	dec.DisallowUnknownFields()
+	var entry struct {
+		Name          string `json:"name"`
+		PublicKeyFile string `json:"public_key_file"`
+	}
+	if err := dec.Decode(&entry); err != nil || entry.Name != "alice" || entry.PublicKeyFile != pubFile {
+		t.Fatalf("officers entry %s: %+v, %v", m[1], entry, err)
+	}
+	pubPEM, err := os.ReadFile(pubFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pub, err := governance.ParsePublicKeyPEM(pubPEM); err != nil || !pub.Equal(signer.Public()) {
+		t.Errorf("%s does not hold the key's public key (%v)", pubFile, err)
+	}
+	if fi, err := os.Stat(pubFile); err != nil || fi.Mode().Perm() != 0o644 {
+		t.Errorf("%s: mode %v, %v; want 0644", pubFile, fi.Mode().Perm(), err)
+	}
+	// officer pubkey prints the same PEM from the key file, asking for the
+	// passphrase as signing does.
+	runCLI(t, "", "officer", "pubkey", out).want(t, 1, "passphrase")
+	r = runCLI(t, "", "officer", "pubkey", "--passphrase-file", pass, out)
+	if r.want(t, 0); r.stdout != string(pubPEM) {
+		t.Errorf("officer pubkey = %q, want %q", r.stdout, pubPEM)
+	}
+	bad := filepath.Join(dir, "bad-pass")
+	os.WriteFile(bad, []byte("wrong\n"), 0o600)
+	runCLI(t, "", "officer", "pubkey", "--passphrase-file", bad, out).want(t, 1, "custos: officer pubkey:")
+	runCLI(t, "", "officer", "pubkey", filepath.Join(dir, "none.pem")).want(t, 1, "none.pem")
+	runCLI(t, "", "officer", "pubkey").want(t, 2, "too few arguments")
+	// A public key file in the way: refused before anything is written.
+	carolPub := filepath.Join(dir, "carol.pub.pem")
+	os.WriteFile(carolPub, []byte("mine"), 0o644)
+	runCLI(t, "", "officer", "keygen", "--name", "carol", "--out", filepath.Join(dir, "carol.pem"), "--passphrase-file", pass).
+		want(t, 1, carolPub+" already exists")
+	if _, err := os.Stat(filepath.Join(dir, "carol.pem")); err == nil {
+		t.Error("keygen wrote the key although its public key file was in the way")
 	}
 	if _, err := governance.LoadKeyFile(out, func() ([]byte, error) { return []byte("wrong"), nil }); err == nil {
 		t.Error("wrong passphrase accepted")
@@ -119,6 +167,10 @@ func TestOfficerKeygen(t *testing.T) {
 	}
 	if _, err := governance.LoadKeyFile(plain, nil); err != nil {
 		t.Errorf("LoadKeyFile(unencrypted): %v", err)
+	}
+	r = runCLI(t, "", "officer", "pubkey", plain)
+	if want, _ := os.ReadFile(filepath.Join(dir, "bob.pub.pem")); r.code != 0 || r.stdout != string(want) {
+		t.Errorf("officer pubkey of an unencrypted key: exit %d, %q; want %q", r.code, r.stdout, want)
 	}
 	// Signing with the encrypted key needs the passphrase: from the
 	// environment here, never from a flag.
@@ -402,16 +454,15 @@ func TestGovernanceCLI(t *testing.T) {
 		newKey := filepath.Join(dir, "dave.pem")
 		r := runCLI(t, "", "officer", "keygen", "--name", "dave", "--out", newKey)
 		r.want(t, 0)
-		m := regexp.MustCompile(`officers file entry: (.*)`).FindStringSubmatch(r.stdout)
+		m := regexp.MustCompile(`officers entry: (.*)`).FindStringSubmatch(r.stdout)
 		if m == nil {
-			t.Fatalf("no officers file entry in %q", r.stdout)
+			t.Fatalf("no officers entry in %q", r.stdout)
 		}
-		dave := &custosv1.Officer{}
-		if err := protojson.Unmarshal([]byte(m[1]), dave); err != nil {
-			t.Fatal(err)
-		}
-		so := &custosv1.SetOfficers{Officers: append(entries, dave), Quorum: 3}
+		// The officers file takes keygen's entry (public_key_file) beside
+		// entries with the key itself (public_key).
+		so := &custosv1.SetOfficers{Officers: entries, Quorum: 3}
 		b, _ := protojson.MarshalOptions{UseProtoNames: true}.Marshal(so)
+		b = []byte(strings.Replace(string(b), `"officers":[`, `"officers":[`+m[1]+`,`, 1))
 		of := filepath.Join(dir, "officers.json")
 		os.WriteFile(of, b, 0o600)
 		offlineQuorum(t, h, "officers", "--file", of).want(t, 0, "4 officer(s), quorum 3 of 4", "dave fingerprint=")

@@ -194,7 +194,7 @@ func witnessRound(ctx context.Context, a *app, c *custos.Client, name string, si
 		return fmt.Errorf("sign: %w", err)
 	}
 	b, _ := json.MarshalIndent(head, "", "  ")
-	if _, err := writeAtomic(stateFile, func(w io.Writer) (int, error) { return w.Write(append(b, '\n')) }); err != nil {
+	if _, err := writeAtomic(stateFile, true, func(w io.Writer) (int, error) { return w.Write(append(b, '\n')) }); err != nil {
 		return fmt.Errorf("save witness state: %w", err)
 	}
 	resp, err := c.Governance().SubmitCosignature(ctx, &custosv1.Cosignature{ClusterId: head.ClusterID, Witness: name,

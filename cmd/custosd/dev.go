@@ -8,11 +8,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -43,47 +41,22 @@ type devPINs struct {
 }
 
 func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fl := flag.NewFlagSet("custosd dev", flag.ContinueOnError)
-	fl.SetOutput(stderr)
-	dataDir := fl.String("data-dir", ".dev", "directory for the token, PKI, Raft log and ledger (kept across restarts)")
-	listen := fl.String("listen", node.DefaultListen, "gRPC listen address")
-	xksListen := fl.String("xks", "", "also serve the AWS KMS XKS proxy API on this address (e.g. 127.0.0.1:0); writes DIR/xks.env")
-	xksMTLS := fl.Bool("xks-mtls", false, "with --xks: require a client certificate of the dev CA with CN "+devXKSClientCN)
-	fl.Usage = func() {
-		fmt.Fprint(fl.Output(), `Usage: custosd dev [--data-dir DIR] [--listen ADDR]
-
-Starts a single custos node for development: a SoftHSM2 token in DIR/softhsm
-(random PINs in DIR/softhsm/pins.json), a throwaway CA and certificates in
-DIR/pki (client certificate CN "dev-admin"), one security officer
-"officer-1" with an unencrypted key in DIR/officers/officer-1.pem (quorum 1),
-Raft and ledger in DIR. It writes DIR/client.env with the CUSTOS_* variables
-the custos CLI reads. Restarting on the same DIR keeps keys, officer and
-ledger. Stop it with Ctrl-C. For a local cluster of N nodes, see
-custosd dev --nodes N --help.
-
-Flags:
-`)
-		fl.PrintDefaults()
-	}
-	if err := fl.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
-	}
-	if fl.NArg() > 0 {
-		fmt.Fprintf(stderr, "custosd dev: unexpected argument %q\n", fl.Arg(0))
-		fl.Usage()
-		return errUsage
-	}
-	dir, err := filepath.Abs(*dataDir)
+	fl, err := parseDevFlags(args, false, stderr)
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("data dir: %w", err)
+	dir, err := filepath.Abs(fl.dataDir)
+	if err != nil {
+		return err
 	}
-	log := newLogger(stderr, slog.LevelInfo, false)
+	// Before the token, the PKI or anything else in dir: one custosd uses
+	// it at a time.
+	lock, err := node.LockDataDir(dir)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
+	log := newLogger(stderr, fl.level, false)
 
 	tok, err := devToken(filepath.Join(dir, "softhsm"))
 	if err != nil {
@@ -101,7 +74,8 @@ Flags:
 	var cfg node.Config
 	cfg.ID = devNodeID
 	cfg.DataDir = dir
-	cfg.Listen = *listen
+	cfg.DataDirLock = lock
+	cfg.Listen = fl.listen
 	cfg.PKCS11.Module = tok.Module
 	cfg.PKCS11.TokenLabel = tok.Label
 	cfg.PKCS11.PIN = tok.PIN
@@ -116,8 +90,8 @@ Flags:
 	cfg.Auditors = []string{devClientName}
 	cfg.Logger = log
 	var xksCred devXKSCredential
-	if *xksListen != "" {
-		if cfg.XKS, xksCred, err = devXKSConfig(dir, pkiDir, *xksListen, *xksMTLS); err != nil {
+	if fl.xks != "" {
+		if cfg.XKS, xksCred, err = devXKSConfig(dir, pkiDir, fl.xks, fl.xksMTLS); err != nil {
 			return err
 		}
 	}
@@ -128,7 +102,7 @@ Flags:
 	}
 	if cfg.XKS != nil {
 		xksEnv := filepath.Join(dir, "xks.env")
-		if err := writeDevXKSEnv(xksEnv, n.XKSAddr(), cfg.TLS.CA, pkiDir, xksCred, *xksMTLS); err != nil {
+		if err := writeDevXKSEnv(xksEnv, n.XKSAddr(), cfg.TLS.CA, pkiDir, xksCred, fl.xksMTLS); err != nil {
 			n.Close()
 			return fmt.Errorf("write %s: %w", xksEnv, err)
 		}
@@ -171,12 +145,12 @@ data dir; it alone signs the statements that loosen access (re-enabling a
 key, approving a request). client.env names it in CUSTOS_OFFICER_KEY and
 CUSTOS_OFFICER_NAME.
 
-In another shell:
-  source %s
-  custos key create payroll
-
+%s
 Stop with Ctrl-C; restarting on the same data dir keeps keys, officer and ledger.
-`, dialAddr(n.Addr()), n.ClusterID(), dir, envFile, devOfficerName, officerFile, shellQuote(envFile))
+`, dialAddr(n.Addr()), n.ClusterID(), dir, envFile, devOfficerName, officerFile,
+		devNextSteps(envFile, cliDir(), "custos key create payroll",
+			"echo hello | custos encrypt --key payroll - hello.cst",
+			"custos decrypt --justification CUSTOMER_INITIATED hello.cst -"))
 	return serveUntilSignal(ctx, n, log)
 }
 

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"github.com/custos-kms/custos/internal/atomicfile"
 	"io"
@@ -23,6 +22,7 @@ import (
 
 	custos "github.com/custos-kms/custos/clients/go"
 	"github.com/custos-kms/custos/internal/activation"
+	"github.com/custos-kms/custos/internal/node"
 	"github.com/custos-kms/custos/internal/pki"
 	"github.com/custos-kms/custos/kms"
 	"github.com/custos-kms/custos/kms/governance"
@@ -109,73 +109,34 @@ func wantsDevCluster(args []string) bool {
 // SoftHSM2 token and one serve configuration per node, the dev officer),
 // runs `custosd serve` once per node as child processes and waits for them.
 func cmdDevCluster(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fl := flag.NewFlagSet("custosd dev --nodes", flag.ContinueOnError)
-	fl.SetOutput(stderr)
-	nodes := fl.Int("nodes", 3, fmt.Sprintf("number of nodes (%d to %d)", clusterMinNodes, clusterMaxNodes))
-	dataDir := fl.String("data-dir", clusterDefaultDir, "directory for the PKI, the officer and one directory per node (kept across restarts)")
-	basePort := fl.Int("base-port", clusterDefaultBasePort,
-		fmt.Sprintf("gRPC port of node1; node i serves gRPC on BASE+i-1 and Raft on BASE+%d+i-1, all on %s; 0: ports the system picks (kept for restarts)", clusterRaftOffset, clusterHost))
-	fl.Usage = func() {
-		fmt.Fprintf(fl.Output(), `Usage: custosd dev --nodes N [--data-dir DIR] [--base-port PORT]
-
-Starts a local cluster of N custos nodes for development, each one a child
-process "custosd serve --config DIR/nodeI/config.json" with its own SoftHSM2
-token (DIR/nodeI/softhsm), all with node certificates of one dev CA
-(DIR/pki, client certificate CN "dev-admin") and Raft over mutual TLS on
-%s. node1 bootstraps the cluster with one security officer "officer-1"
-(key DIR/officers/officer-1.pem, quorum 1) and adds the other nodes as
-voters once they answer; the others join. When node1 reports N voters it
-writes DIR/client.env (CUSTOS_ADDR lists every node). With --base-port 0
-the system picks free ports at the first start; they are printed, written
-to client.env and kept in DIR/cluster.json for restarts. The parent binds
-every address before starting the nodes and passes each node its
-listeners (socket activation, docs/config.md). The cluster has the
-development profile; this process plays the officer and each token's
-security officer and admits every node as a custodian of the domain key
-(RSA-OAEP-SHA1 key transport), so every node serves key crypto; see
-docs/key-transport.md. A node that dies leaves the others running; SIGHUP to
-this process (kill -HUP PID; the PID is printed) starts every dead node again
-on its sockets. Restarting on the same DIR keeps everything. Stop it with
-Ctrl-C.
-
-Flags:
-`, clusterHost)
-		fl.PrintDefaults()
-	}
-	if err := fl.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
-	}
-	if fl.NArg() > 0 {
-		fmt.Fprintf(stderr, "custosd dev: unexpected argument %q\n", fl.Arg(0))
-		fl.Usage()
-		return errUsage
-	}
-	if *nodes == 1 {
-		fmt.Fprintln(stderr, "custosd dev: --nodes 1 is the single development node: run custosd dev without --nodes")
-		return errUsage
-	}
-	if *nodes < clusterMinNodes || *nodes > clusterMaxNodes {
-		fmt.Fprintf(stderr, "custosd dev: --nodes must be between %d and %d\n", clusterMinNodes, clusterMaxNodes)
-		return errUsage
-	}
-	if *basePort < 0 || *basePort+clusterRaftOffset+*nodes-1 > 65535 {
-		fmt.Fprintf(stderr, "custosd dev: --base-port %d leaves no room for %d gRPC and Raft ports\n", *basePort, *nodes)
-		return errUsage
-	}
-	setFlags := map[string]bool{}
-	fl.Visit(func(f *flag.Flag) { setFlags[f.Name] = true })
-
-	dir, err := filepath.Abs(*dataDir)
+	fl, err := parseDevFlags(args, true, stderr)
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("data dir: %w", err)
+	if fl.nodes == 1 {
+		fmt.Fprintln(stderr, "custosd dev: --nodes 1 is the single development node: run custosd dev without --nodes")
+		return errUsage
 	}
-	layout, fresh, err := clusterLoadLayout(dir, clusterLayout{Nodes: *nodes, BasePort: *basePort}, setFlags["base-port"])
+	if fl.nodes < clusterMinNodes || fl.nodes > clusterMaxNodes {
+		fmt.Fprintf(stderr, "custosd dev: --nodes must be between %d and %d\n", clusterMinNodes, clusterMaxNodes)
+		return errUsage
+	}
+	if fl.basePort < 0 || fl.basePort+clusterRaftOffset+fl.nodes-1 > 65535 {
+		fmt.Fprintf(stderr, "custosd dev: --base-port %d leaves no room for %d gRPC and Raft ports\n", fl.basePort, fl.nodes)
+		return errUsage
+	}
+	dir, err := filepath.Abs(fl.dataDir)
+	if err != nil {
+		return err
+	}
+	// Before the layout, the ports or anything else in dir: one custosd
+	// dev uses it at a time (each node also locks its own DIR/nodeI).
+	lock, err := node.LockDataDir(dir)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
+	layout, fresh, err := clusterLoadLayout(dir, clusterLayout{Nodes: fl.nodes, BasePort: fl.basePort}, fl.set["base-port"])
 	if err != nil {
 		return err
 	}
@@ -232,6 +193,9 @@ Flags:
 		c, err := clusterPrepareNode(dir, layout, i, module)
 		if err != nil {
 			return err
+		}
+		if fl.set["log-level"] {
+			c.logLevel = fl.logLevel
 		}
 		children[i] = c
 	}
@@ -315,15 +279,12 @@ The dev officer and each token's security officer admitted the nodes
 %s, so any node serves key crypto and the cluster
 survives the loss of any one node; see docs/key-transport.md.
 
-In another shell:
-  source %s
-  custos cluster status
-  custos key create payroll
-
+%s
 A node that dies leaves the others running; start it again with:
   kill -HUP %d
 Stop with Ctrl-C; restarting on the same data dir keeps keys, officer and ledger.
-`, st.GetClusterId(), dir, envFile, devOfficerName, officerFile, custodians, shellQuote(envFile), os.Getpid())
+`, st.GetClusterId(), dir, envFile, devOfficerName, officerFile, custodians,
+		devNextSteps(envFile, cliDir(), "custos cluster status", "custos key create payroll"), os.Getpid())
 	fmt.Fprint(out, b.String())
 
 	// A node that dies leaves the others running (a cluster survives the
@@ -548,9 +509,12 @@ type clusterChild struct {
 	// pins and label name the node's token for its SO step (devadmit.go);
 	// empty: DIR/<id>/softhsm/pins.json and custos-dev-<id>.
 	pins, label string
-	cmd         *exec.Cmd
-	outs        []*prefixWriter
-	exited      bool
+	// logLevel, if set, is passed as serve --log-level (custosd dev
+	// --log-level); else the node's config.json decides.
+	logLevel string
+	cmd      *exec.Cmd
+	outs     []*prefixWriter
+	exited   bool
 }
 
 type clusterExit struct {
@@ -678,7 +642,11 @@ func clusterToken(dir, label string) (*softhsm.Dir, error) {
 // its own copies (clusterListeners) to start the node again.
 func (c *clusterChild) start(exe string, stdout, stderr io.Writer, exits chan<- clusterExit, i int, lis *clusterListeners) error {
 	lis.up()
-	cmd := exec.Command(exe, "serve", "--config", c.config)
+	args := []string{"serve", "--config", c.config}
+	if c.logLevel != "" {
+		args = append(args, "--log-level", c.logLevel)
+	}
+	cmd := exec.Command(exe, args...)
 	cmd.Dir = filepath.Dir(c.config)
 	env := []string{softhsm.ConfEnv + "=" + c.hsmConf}
 	for _, kv := range os.Environ() {

@@ -36,7 +36,7 @@ Usage:
   custosd restore --config FILE --snapshot FILE    rebuild a lost cluster's node from a snapshot file
   custosd version                                  print the version
 
-Run "custosd <command> --help" for a command's flags.
+Run "custosd COMMAND --help" or "custosd help COMMAND" for a command's flags.
 `
 
 func main() {
@@ -77,6 +77,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// "custosd help COMMAND" is "custosd COMMAND --help".
+	if args[0] == "help" && len(args) == 2 && args[1] != "help" {
+		args = []string{args[1], "--help"}
+	}
 	var err error
 	switch args[0] {
 	case "dev":

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/custos-kms/custos/internal/flagusage"
 	"github.com/custos-kms/custos/internal/node"
 )
 
@@ -16,8 +17,8 @@ import (
 func cmdRestore(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fl := flag.NewFlagSet("custosd restore", flag.ContinueOnError)
 	fl.SetOutput(stderr)
-	configFile := fl.String("config", "", "the node's JSON configuration file (docs/config.md)")
-	snapshot := fl.String("snapshot", "", "snapshot FILE written by `custos cluster snapshot`")
+	configFile := fl.String("config", "", "the node's JSON configuration `FILE` (docs/config.md)")
+	snapshot := fl.String("snapshot", "", "snapshot `FILE` written by 'custos cluster snapshot save'")
 	fl.Usage = func() {
 		fmt.Fprint(fl.Output(), `Usage: custosd restore --config FILE --snapshot FILE
 
@@ -34,7 +35,7 @@ by joining and being admitted again.
 
 Flags:
 `)
-		fl.PrintDefaults()
+		flagusage.Print(fl.Output(), fl)
 	}
 	if err := fl.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

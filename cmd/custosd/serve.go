@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/custos-kms/custos/internal/activation"
+	"github.com/custos-kms/custos/internal/flagusage"
 	"github.com/custos-kms/custos/internal/node"
 	"github.com/custos-kms/custos/internal/pki"
 	"github.com/custos-kms/custos/kms"
@@ -148,9 +149,9 @@ type fileOfficer struct {
 func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	fl := flag.NewFlagSet("custosd serve", flag.ContinueOnError)
 	fl.SetOutput(stderr)
-	configFile := fl.String("config", "", "JSON configuration file (see docs/config.md)")
-	logFormat := fl.String("log-format", "", `log format, "text" or "json" (overrides log.format)`)
-	logLevel := fl.String("log-level", "", "debug, info, warn or error (overrides log.level)")
+	configFile := fl.String("config", "", "JSON configuration `FILE` (see docs/config.md)")
+	logFormat := fl.String("log-format", "", "log `FORMAT`, text or json (overrides log.format)")
+	logLevel := fl.String("log-level", "", "log `LEVEL`: debug, info, warn or error (overrides log.level)")
 	fl.Usage = func() {
 		fmt.Fprint(fl.Output(), `Usage: custosd serve --config FILE [--log-format text|json] [--log-level LEVEL]
 
@@ -165,7 +166,7 @@ binding the configured addresses (docs/config.md, "Socket activation").
 
 Flags:
 `)
-		fl.PrintDefaults()
+		flagusage.Print(fl.Output(), fl)
 	}
 	if err := fl.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

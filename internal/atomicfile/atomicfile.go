@@ -15,8 +15,7 @@ import (
 // moves it to path: with a hard link (never replacing path) unless overwrite,
 // with rename if overwrite.
 func Write(path string, data []byte, mode fs.FileMode, overwrite bool) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
@@ -41,11 +40,23 @@ func Write(path string, data []byte, mode fs.FileMode, overwrite bool) (err erro
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	f = nil
+	return Place(tmp, path, overwrite)
+}
+
+// Place moves tmp, a complete and synced temporary file in path's
+// directory, to path, and syncs the directory: with rename if overwrite;
+// else with a hard link that never replaces path (then tmp is removed),
+// or, on a file system without hard links, with rename after checking
+// again that path does not exist. An existing path gives an error that
+// wraps fs.ErrExist. On error tmp is left for the caller to remove.
+func Place(tmp, path string, overwrite bool) (err error) {
 	if overwrite {
 		err = os.Rename(tmp, path)
 	} else {
 		err = os.Link(tmp, path)
-		if err != nil && !errors.Is(err, fs.ErrExist) {
+		if err == nil {
+			os.Remove(tmp)
+		} else if !errors.Is(err, fs.ErrExist) {
 			// No hard links here (some file systems): fall back to rename
 			// after checking again.
 			if _, serr := os.Lstat(path); serr == nil {
@@ -61,7 +72,7 @@ func Write(path string, data []byte, mode fs.FileMode, overwrite bool) (err erro
 		}
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	if d, err := os.Open(dir); err == nil {
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
 		d.Sync()
 		d.Close()
 	}

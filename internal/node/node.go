@@ -81,8 +81,14 @@ type Config struct {
 	// recorded like Officers; nil: the CA certificates of TLS.CA.
 	ClientAuthorities [][]byte
 	// DataDir holds the node's state: DataDir/raft and
-	// DataDir/ledger/ledger.db. Required.
+	// DataDir/ledger/ledger.db. Required. One process uses it at a time:
+	// Start locks it (LockDataDir) before it opens anything, and Close
+	// releases the lock.
 	DataDir string
+	// DataDirLock, if set, is the caller's lock on DataDir (LockDataDir),
+	// taken before it prepared the directory (custosd dev); Start then
+	// takes none, and the caller releases it after Close.
+	DataDirLock *DataDirLock
 	// Listen is the gRPC listen address, e.g. 127.0.0.1:7400 or :0.
 	// Default 127.0.0.1:7400.
 	Listen string
@@ -230,6 +236,10 @@ type Node struct {
 	metrics *nodeMetrics // nil without MetricsListen
 	xks     *xksServer   // nil without XKS
 
+	// dirLock is the lock on the data directory that Start took (nil
+	// when the caller holds it: Config.DataDirLock).
+	dirLock *DataDirLock
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -258,12 +268,28 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		cfg.CheckpointInterval = DefaultCheckpointInterval
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, serveCh: make(chan error, 1)}
+	// The data directory first: a second node on it stops here, before
+	// it opens the HSM, the ledger or Raft.
+	if cfg.DataDirLock == nil {
+		if n.dirLock, err = LockDataDir(cfg.DataDir); err != nil {
+			cfg.closeListeners()
+			return nil, err
+		}
+	}
 	defer func() {
 		if err != nil {
 			_ = n.Close()
 			// Listeners handed in are ours, used or not (closing one
 			// twice is harmless).
 			cfg.closeListeners()
+		}
+	}()
+	defer func() {
+		// A panic (hashicorp/raft's NewRaft on a log it cannot read)
+		// leaves the rest to the caller, but not the directory locked.
+		if p := recover(); p != nil {
+			_ = n.dirLock.Release()
+			panic(p)
 		}
 	}()
 
@@ -775,6 +801,10 @@ func (n *Node) Close() error {
 			if err := n.hsm.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("hsm: %w", err))
 			}
+		}
+		// Last: the directory is free once everything in it is closed.
+		if err := n.dirLock.Release(); err != nil {
+			errs = append(errs, fmt.Errorf("data dir lock: %w", err))
 		}
 		if len(errs) > 0 {
 			n.closeErr = fmt.Errorf("node: close: %w", errors.Join(errs...))

@@ -32,10 +32,17 @@ var ErrRestore = errors.New("node: restore refused")
 // cluster's domain key, then writes the Raft state: the file's state marked
 // as restored (kms.PrepareRestore), which serves no key crypto until the
 // officers accept the restore. On any error the data directory is left as
-// it was. It returns the restore's record.
+// it was (but for its lock file, LockDataDir). It returns the restore's record.
 func Restore(ctx context.Context, cfg Config, path string) (*custosv1.ClusterRestore, error) {
 	if cfg.ID == "" || cfg.DataDir == "" {
 		return nil, fmt.Errorf("%w: the configuration needs the node id and data_dir", ErrRestore)
+	}
+	if cfg.DataDirLock == nil {
+		lock, err := LockDataDir(cfg.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		defer lock.Release()
 	}
 	raftDir := filepath.Join(cfg.DataDir, "raft")
 	for _, d := range []string{raftDir, filepath.Join(cfg.DataDir, "ledger")} {
