@@ -8,8 +8,9 @@
 # old `custosd dev` on a fresh data directory (its own SoftHSM token),
 # creates a key, encrypts, decrypts, disables and re-enables it, exports the
 # ledger; stops it; starts the new custosd on the same directory, and checks
-# that it starts, decrypts the old file, creates a key, and that an export
-# of the whole ledger — old records and new — verifies. Exit 0 on success.
+# that it starts, decrypts the old file, moves the cluster to its state
+# machine version, creates a key, and that an export of the whole ledger —
+# old records and new — verifies. Exit 0 on success.
 set -euo pipefail
 old=${1:?usage: scripts/upgrade-check.sh OLD_REV}
 cd "$(dirname "$0")/.."
@@ -58,6 +59,15 @@ start "$work/new"
 c=$work/new/custos
 cli "$c" decrypt --justification CUSTOMER_INITIATED "$work/plain.cst" "$work/out-new.txt"
 cmp "$work/plain.txt" "$work/out-new.txt"
+# Every server (the one) runs the new release: the cluster moves to its
+# state machine version within seconds (docs/upgrades.md).
+for _ in $(seq 300); do
+	if cli "$c" audit list --operation STATE_MACHINE_UPGRADE 2>/dev/null | grep -q STATE_MACHINE_UPGRADE; then
+		break
+	fi
+	sleep 0.1
+done
+cli "$c" audit list --operation STATE_MACHINE_UPGRADE | grep STATE_MACHINE_UPGRADE
 cli "$c" key create after-upgrade >/dev/null
 cli "$c" audit pubkey >"$work/keys.pem"
 cli "$c" audit export "$work/ledger.export"
