@@ -93,8 +93,15 @@ func (s *State) applyGovern(index uint64, c *raftlogv1.Command, op *raftlogv1.Go
 		rec.Detail = err.Error()
 		d.Err = err
 	} else if s.smv() >= 2 {
-		// The grant as created, for auditors (audit.Verify checks each
-		// use against it), or the one revoked; version 1 recorded neither.
+		// The statement itself, so that auditors follow the officer set
+		// (audit.Verify); the grant as created (audit.Verify checks each
+		// use against it), or the one revoked; version 1 recorded none.
+		rec.SignedStatement = &custosv1.SignedStatement{Statement: slices.Clone(op.Statement.Statement)}
+		for _, sig := range op.Statement.Signatures {
+			// Only what was signed and checked, no other fields.
+			rec.SignedStatement.Signatures = append(rec.SignedStatement.Signatures,
+				&custosv1.OfficerSignature{Officer: sig.GetOfficer(), Signature: slices.Clone(sig.GetSignature())})
+		}
 		if g := s.grants[d.GrantID]; g != nil {
 			rec.Grant = proto.Clone(g).(*custosv1.Grant)
 		} else if rg := st.GetRevokeGrant(); rg != nil {

@@ -113,6 +113,14 @@ func (s *State) applyRegisterNodeKey(index uint64, c *raftlogv1.Command, op *raf
 		// the same of followers; this holds for a leader too).
 		return fmt.Errorf("%w: node %q may register only its own checkpoint key, not %q's", ErrPermissionDenied, c.Node, op.Node)
 	}
+	if s.smv() >= 2 {
+		for _, k := range s.nodeKeys {
+			if k.Node != op.Node && bytes.Equal(k.PublicKey, op.PublicKey) {
+				// One key, one node: checkpoints name their signer by key.
+				return fmt.Errorf("%w: that checkpoint key is node %q's", ErrPermissionDenied, k.Node)
+			}
+		}
+	}
 	for _, k := range s.nodeKeys {
 		if k.Node == op.Node && bytes.Equal(k.PublicKey, op.PublicKey) {
 			if op.ApiAddr != "" {
@@ -201,8 +209,8 @@ func (s *State) applyCheckpoint(index uint64, c *raftlogv1.Command, op *raftlogv
 		// that followed) — or the signer lies. One replica cannot tell
 		// which, and one lying member must not stop the others: from
 		// version 2 the refusal is a record (notified with the
-		// governance records), one per signer until its checkpoints match
-		// again, so the customer sees every divergence.
+		// governance records), the first of each signer's only (a lying
+		// member cannot flood the ledger), so the customer sees it.
 		err := fmt.Errorf("%w: node %s signed chain head %x at seq %d; this ledger holds %x there: the ledgers diverged (docs/ledger.md, State digest)",
 			ErrFailedPrecondition, signer, cp.Head[:8], cp.Seq, h[:8])
 		if s.smv() < 2 || slices.Contains(s.cpMismatches, signer) {
@@ -215,7 +223,6 @@ func (s *State) applyCheckpoint(index uint64, c *raftlogv1.Command, op *raftlogv
 		rec.Checkpoint = proto.Clone(cp).(*custosv1.Checkpoint) // the signed claim, as evidence
 		return &Decision{Record: rec, Err: err}
 	}
-	s.cpMismatches = slices.DeleteFunc(s.cpMismatches, func(n string) bool { return n == signer })
 	rec := s.newRecord(index, c, custosv1.Operation_OPERATION_CHECKPOINT)
 	rec.Outcome = custosv1.Outcome_OUTCOME_ALLOW
 	rec.MatchedRule = "checkpoint"

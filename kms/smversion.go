@@ -117,6 +117,9 @@ func (s *State) applySetStateMachineVersion(index uint64, c *raftlogv1.Command, 
 	rec := s.newRecord(index, c, custosv1.Operation_OPERATION_STATE_MACHINE_UPGRADE)
 	rec.Outcome, rec.MatchedRule = custosv1.Outcome_OUTCOME_ALLOW, "state-machine:upgrade"
 	rec.Detail = fmt.Sprintf("state machine version %d → %d: every server (%s) reported it can apply it", from, op.Version, strings.Join(servers, ", "))
+	// Auditors follow the officer set from here on (every statement is in
+	// its record from version 2).
+	rec.Officers, rec.Quorum = s.gov.GetOfficers(), s.gov.GetQuorum()
 	for _, k := range s.nodeKeys {
 		// From here on every new checkpoint key is a NODE_KEY record:
 		// auditors start from these.

@@ -231,6 +231,15 @@ func (s *State) Restore(r io.Reader) error {
 		}
 	}
 
+	// A snapshot carries the newest min(snapshotTail, head) records, which
+	// hold a state digest to check it against (the leader checkpoints at
+	// least every 1000 records): a tail cut short — to leave nothing to
+	// check the state against — is refused.
+	if need := min(snapshotTail.Load(), st.LedgerSeq, minRestoreTail); !v1 && st.ClusterId != "" && uint64(len(tail)) < need && restoreDigestCheck.Load() {
+		return fmt.Errorf("kms: restore: the snapshot carries %d ledger records up to its head %d, fewer than the %d every snapshot holds: it was cut (docs/ledger.md, State digest)",
+			len(tail), st.LedgerSeq, need)
+	}
+
 	var officers *governance.OfficerSet
 	if st.Governance != nil {
 		if officers, err = governance.NewOfficerSetFromGovernance(st.Governance); err != nil {
@@ -319,6 +328,11 @@ func (s *State) Restore(r io.Reader) error {
 	}
 	return nil
 }
+
+// minRestoreTail is the fewest newest records a snapshot must carry (when
+// its head and snapshotTail allow): more than the checkpointer's longest
+// spacing (internal/node MaxCheckpointEvery).
+const minRestoreTail = 4096
 
 // restoreDigestCheck is whether Restore checks the state it loads against
 // the ledger (always, but for tests that play a node whose check could not

@@ -419,7 +419,13 @@ func loadConfigLog(path string, getenv func(string) string, logLevel, logFormat 
 			return cfg, bad("genesis", err.Error())
 		}
 		ss := f.Signed()
-		if _, _, err := governance.VerifyGenesis(ss, time.Now()); err != nil {
+		// Its signatures, not its expiry: a node initialised while it was
+		// valid ignores it afterwards (InitCluster checks the expiry).
+		at := time.Now()
+		if st, err := governance.Parse(f.Statement); err == nil && at.Unix() > st.GetNotAfterUnix() {
+			at = time.Unix(st.GetNotAfterUnix(), 0)
+		}
+		if _, _, err := governance.VerifyGenesis(ss, at); err != nil {
 			return cfg, bad("genesis", "is not an officer-signed genesis that holds: "+err.Error())
 		}
 		cfg.Genesis = ss

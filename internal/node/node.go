@@ -46,6 +46,9 @@ const (
 	// signs the chain head after this many records, or after this long
 	// when anything was recorded.
 	DefaultCheckpointEvery    = 1000
+	// MaxCheckpointEvery bounds CheckpointEvery, so that the newest
+	// records every snapshot carries hold a state digest.
+	MaxCheckpointEvery = 1000
 	DefaultCheckpointInterval = 30 * time.Second
 	// leaderPoll is how often the node checks whether it leads, to start
 	// or stop the leader's background work (checkpoints, notifications).
@@ -263,6 +266,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	if cfg.CheckpointEvery == 0 {
 		cfg.CheckpointEvery = DefaultCheckpointEvery
+	}
+	if cfg.CheckpointEvery > MaxCheckpointEvery {
+		// Every snapshot's ledger tail must reach a state digest to check
+		// the snapshot against (kms.State.Restore).
+		return nil, fmt.Errorf("node: config: CheckpointEvery %d is more than %d", cfg.CheckpointEvery, MaxCheckpointEvery)
 	}
 	if cfg.CheckpointInterval <= 0 {
 		cfg.CheckpointInterval = DefaultCheckpointInterval

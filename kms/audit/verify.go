@@ -64,6 +64,17 @@ const (
 	// it (used up, expired, revoked, for something else): the grant came
 	// from outside the log. ProblemSeq is the decision record.
 	ProblemGrantUnaccounted ProblemKind = "grant-unaccounted"
+	// ProblemDiverged: a DENY checkpoint record holds a trusted node's
+	// valid signature over another head than this ledger's at that seq:
+	// that node's ledger and this one diverged (one of them was changed
+	// outside the log), or that node signed a lie. ProblemSeq is the
+	// record.
+	ProblemDiverged ProblemKind = "diverged"
+	// ProblemOfficers: a GOVERNANCE record applied a statement that the
+	// officer set on record (from the genesis, through every set_officers)
+	// did not sign as required: the officers were changed outside the log.
+	// ProblemSeq is the record.
+	ProblemOfficers ProblemKind = "officers"
 )
 
 // StateChanging reports whether a record may change the governed state
@@ -234,6 +245,7 @@ type verifier struct {
 	digestVersion uint32
 	changed       bool
 	grants        grantBook
+	officers      officerBook
 	// nodeKeys are the checkpoint key ids NODE_KEY records registered, for
 	// an export from record 1 of a cluster whose genesis is of state
 	// machine version 2 or later; nil otherwise (keys registered without
@@ -413,8 +425,16 @@ func (v *verifier) record(data []byte) error {
 	case rec.Operation == custosv1.Operation_OPERATION_NODE_KEY && v.nodeKeys != nil:
 		v.nodeKeys[string(keyIDOf(rec.NodePublicKey))] = true
 	}
+	if why := v.officers.note(rec, v.cluster, pos); why != "" {
+		return v.problem(ProblemOfficers, pos, "record %d: %s", pos, why)
+	}
 	if why := v.grants.note(rec); why != "" {
 		return v.problem(ProblemGrantUnaccounted, pos, "record %d is an ALLOW under a grant the ledger does not account for: %s", pos, why)
+	}
+	if cp := rec.Checkpoint; rec.Operation == custosv1.Operation_OPERATION_CHECKPOINT && rec.Outcome == custosv1.Outcome_OUTCOME_DENY && cp != nil {
+		if key := v.keys[string(cp.KeyId)]; key != nil && verifySignature(key, ledger.CheckpointMessage(cp.ClusterId, cp.Seq, cp.Head), cp.Signature) {
+			return v.problem(ProblemDiverged, pos, "record %d holds node %q's valid signature over another chain head at seq %d than this ledger's: the two ledgers diverged, or that node signed a lie", pos, cp.Node, cp.Seq)
+		}
 	}
 	if rec.Operation == custosv1.Operation_OPERATION_CHECKPOINT && rec.Outcome != custosv1.Outcome_OUTCOME_DENY {
 		// (A DENY checkpoint record is a node's signed claim this ledger

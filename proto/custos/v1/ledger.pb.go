@@ -104,8 +104,16 @@ type DecisionRecord struct {
 	// registered when the cluster moved, so that auditors check every later
 	// checkpoint against NODE_KEY records from there on.
 	RegisteredNodeKeys [][]byte `protobuf:"bytes,33,rep,name=registered_node_keys,json=registeredNodeKeys,proto3" json:"registered_node_keys,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// GOVERNANCE records of an applied statement (state machine version 2):
+	// the signed statement itself, so that an auditor follows the officer
+	// set from the genesis and checks every statement against it.
+	SignedStatement *SignedStatement `protobuf:"bytes,34,opt,name=signed_statement,json=signedStatement,proto3" json:"signed_statement,omitempty"`
+	// STATE_MACHINE_UPGRADE records: the officer set when the cluster moved,
+	// where auditors start following it for a cluster born at version 1.
+	Officers      []*Officer `protobuf:"bytes,35,rep,name=officers,proto3" json:"officers,omitempty"`
+	Quorum        uint32     `protobuf:"varint,36,opt,name=quorum,proto3" json:"quorum,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DecisionRecord) Reset() {
@@ -369,6 +377,27 @@ func (x *DecisionRecord) GetRegisteredNodeKeys() [][]byte {
 	return nil
 }
 
+func (x *DecisionRecord) GetSignedStatement() *SignedStatement {
+	if x != nil {
+		return x.SignedStatement
+	}
+	return nil
+}
+
+func (x *DecisionRecord) GetOfficers() []*Officer {
+	if x != nil {
+		return x.Officers
+	}
+	return nil
+}
+
+func (x *DecisionRecord) GetQuorum() uint32 {
+	if x != nil {
+		return x.Quorum
+	}
+	return 0
+}
+
 // Genesis is what a cluster was initialised with (the GENESIS record).
 type Genesis struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
@@ -583,7 +612,7 @@ var File_custos_v1_ledger_proto protoreflect.FileDescriptor
 
 const file_custos_v1_ledger_proto_rawDesc = "" +
 	"\n" +
-	"\x16custos/v1/ledger.proto\x12\tcustos.v1\x1a\x16custos/v1/common.proto\x1a\x1acustos/v1/governance.proto\"\xf4\t\n" +
+	"\x16custos/v1/ledger.proto\x12\tcustos.v1\x1a\x16custos/v1/common.proto\x1a\x1acustos/v1/governance.proto\"\x83\v\n" +
 	"\x0eDecisionRecord\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\x12\x12\n" +
@@ -624,7 +653,10 @@ const file_custos_v1_ledger_proto_rawDesc = "" +
 	"\x05grant\x18\x1e \x01(\v2\x10.custos.v1.GrantR\x05grant\x12(\n" +
 	"\x10revoked_grant_id\x18\x1f \x01(\tR\x0erevokedGrantId\x12.\n" +
 	"\x13state_digest_before\x18  \x01(\fR\x11stateDigestBefore\x120\n" +
-	"\x14registered_node_keys\x18! \x03(\fR\x12registeredNodeKeys\"\x9c\x03\n" +
+	"\x14registered_node_keys\x18! \x03(\fR\x12registeredNodeKeys\x12E\n" +
+	"\x10signed_statement\x18\" \x01(\v2\x1a.custos.v1.SignedStatementR\x0fsignedStatement\x12.\n" +
+	"\bofficers\x18# \x03(\v2\x12.custos.v1.OfficerR\bofficers\x12\x16\n" +
+	"\x06quorum\x18$ \x01(\rR\x06quorum\"\x9c\x03\n" +
 	"\aGenesis\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12.\n" +
@@ -669,9 +701,9 @@ var file_custos_v1_ledger_proto_goTypes = []any{
 	(Outcome)(0),            // 5: custos.v1.Outcome
 	(*Cosignature)(nil),     // 6: custos.v1.Cosignature
 	(*Grant)(nil),           // 7: custos.v1.Grant
-	(*Officer)(nil),         // 8: custos.v1.Officer
-	(*ClientAuthority)(nil), // 9: custos.v1.ClientAuthority
-	(*SignedStatement)(nil), // 10: custos.v1.SignedStatement
+	(*SignedStatement)(nil), // 8: custos.v1.SignedStatement
+	(*Officer)(nil),         // 9: custos.v1.Officer
+	(*ClientAuthority)(nil), // 10: custos.v1.ClientAuthority
 }
 var file_custos_v1_ledger_proto_depIdxs = []int32{
 	3,  // 0: custos.v1.DecisionRecord.operation:type_name -> custos.v1.Operation
@@ -681,14 +713,16 @@ var file_custos_v1_ledger_proto_depIdxs = []int32{
 	6,  // 4: custos.v1.DecisionRecord.cosignature:type_name -> custos.v1.Cosignature
 	1,  // 5: custos.v1.DecisionRecord.genesis:type_name -> custos.v1.Genesis
 	7,  // 6: custos.v1.DecisionRecord.grant:type_name -> custos.v1.Grant
-	8,  // 7: custos.v1.Genesis.officers:type_name -> custos.v1.Officer
-	9,  // 8: custos.v1.Genesis.client_authorities:type_name -> custos.v1.ClientAuthority
-	10, // 9: custos.v1.Genesis.statement:type_name -> custos.v1.SignedStatement
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	8,  // 7: custos.v1.DecisionRecord.signed_statement:type_name -> custos.v1.SignedStatement
+	9,  // 8: custos.v1.DecisionRecord.officers:type_name -> custos.v1.Officer
+	9,  // 9: custos.v1.Genesis.officers:type_name -> custos.v1.Officer
+	10, // 10: custos.v1.Genesis.client_authorities:type_name -> custos.v1.ClientAuthority
+	8,  // 11: custos.v1.Genesis.statement:type_name -> custos.v1.SignedStatement
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_custos_v1_ledger_proto_init() }
