@@ -45,10 +45,10 @@ const (
 	// DefaultCheckpointEvery and DefaultCheckpointInterval: the leader
 	// signs the chain head after this many records, or after this long
 	// when anything was recorded.
-	DefaultCheckpointEvery    = 1000
+	DefaultCheckpointEvery = 1000
 	// MaxCheckpointEvery bounds CheckpointEvery, so that the newest
 	// records every snapshot carries hold a state digest.
-	MaxCheckpointEvery = 1000
+	MaxCheckpointEvery        = 1000
 	DefaultCheckpointInterval = 30 * time.Second
 	// leaderPoll is how often the node checks whether it leads, to start
 	// or stop the leader's background work (checkpoints, notifications).
