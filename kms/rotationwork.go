@@ -311,6 +311,14 @@ func (s *Service) rewrapAll(ctx context.Context, r *custosv1.DomainKeyRotation, 
 		if err == nil {
 			err = s.hsm.ReceiveRewrapKey(ctx, tk.id, blob, transportHash(self.Hash), id)
 		}
+		if errors.Is(err, hsm.ErrKeyNotFound) {
+			// The transport key went with its HSM session (the token's
+			// sessions were reopened): retrying with it can never work.
+			// Offer a new one (officers approve it again).
+			s.lg.Error("domain-key rotation: this process lost its rotation transport key; offering a new one", "err", err)
+			s.dropRotationKeys(ctx)
+			return
+		}
 		if err != nil {
 			s.lg.Error("domain-key rotation: could not carry the old domain key into this process; will retry", "err", err)
 			return

@@ -322,6 +322,9 @@ func (s *State) Restore(r io.Reader) error {
 				return data, err == nil
 			}, s.seq)
 			if errors.Is(err, ErrStateMismatch) {
+				// Refused; and should Raft carry on (a snapshot a leader
+				// sent), nothing is decided on the state loaded.
+				s.broken = err
 				return fmt.Errorf("kms: restore: %w", err)
 			}
 		}
