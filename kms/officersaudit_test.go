@@ -38,9 +38,8 @@ func TestAuditFollowsTheOfficers(t *testing.T) {
 		t.Fatal(err)
 	}
 	keys := publishedKeys(t, e)
-	rep, err := audit.Verify(bytes.NewReader(exportOf(t, e)), keys)
-	if err != nil {
-		t.Fatalf("the officers' own statements: %v", err)
+	if rep, err := audit.Verify(bytes.NewReader(exportOf(t, e)), keys); err != nil {
+		t.Fatalf("the officers' own statements: %v (%+v)", err, rep)
 	}
 	if rec := lastRecord(t, e); rec.GetSignedStatement() == nil {
 		t.Fatalf("a governance record without its statement: %v", rec)
@@ -80,7 +79,7 @@ func TestAuditFollowsTheOfficers(t *testing.T) {
 	})
 	accepted := lastRecord(t, e).Seq
 	sign(enableKey("k")) // what the swap buys: the revoked key back
-	rep, err = audit.Verify(bytes.NewReader(exportOf(t, e)), keys)
+	rep, err := audit.Verify(bytes.NewReader(exportOf(t, e)), keys)
 	if !errors.Is(err, audit.ErrBroken) || rep.Kind != audit.ProblemOfficers || rep.ProblemSeq != accepted {
 		t.Fatalf("statements of officers no record installed: %v (%+v), want %s at %d", err, rep, audit.ProblemOfficers, accepted)
 	}
