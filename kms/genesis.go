@@ -1,15 +1,10 @@
 package kms
 
 import (
-	"bytes"
 	"fmt"
-	"slices"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/custos-kms/custos/kms/governance"
-	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
 )
 
@@ -23,11 +18,7 @@ func checkGenesisStatement(op *raftlogv1.InitCluster, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("%w: genesis statement: %v", ErrInvalidArgument, governanceError(err))
 	}
-	cc := st.GetCreateCluster()
-	same := st.ClusterId == op.ClusterId && cc.Quorum == op.Quorum && cc.Profile == op.Profile &&
-		slices.EqualFunc(cc.Officers, op.Officers, func(a, b *custosv1.Officer) bool { return proto.Equal(a, b) }) &&
-		slices.EqualFunc(cc.ClientAuthorities, op.ClientAuthorities, bytes.Equal)
-	if !same {
+	if !governance.GenesisSays(st, op.ClusterId, op.Officers, op.Quorum, op.ClientAuthorities, op.Profile) {
 		return fmt.Errorf("%w: the cluster's initialisation differs from the officers' genesis statement", ErrInvalidArgument)
 	}
 	return nil

@@ -86,18 +86,9 @@ func runOfficerProposeGenesis(_ context.Context, a *app, args []string) error {
 		return err
 	}
 	st.Operation = &custosv1.Statement_CreateCluster{CreateCluster: cc}
-	b, err := governance.Marshal(st)
-	if err != nil {
+	if err := writeStatementFile(a, *out, st); err != nil {
 		return err
 	}
-	file, err := governance.NewFile(b)
-	if err != nil {
-		return err
-	}
-	if err := governance.WriteFile(*out, file); err != nil {
-		return err
-	}
-	fmt.Fprintf(a.stdout, "wrote %s: %s\n", *out, governance.Describe(st))
 	fmt.Fprintf(a.stdout, "next: %d of the officers sign it (custos officer sign %s), then the bootstrap node's configuration names it (\"genesis\": %q) before %s\n",
 		*quorum, *out, *out, time.Unix(st.NotAfterUnix, 0).UTC().Format(time.RFC3339))
 	return nil

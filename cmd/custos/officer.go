@@ -786,21 +786,30 @@ func runOfficerPropose(op string, npos int, setup func(*flag.FlagSet, *opFlags))
 			return err
 		}
 		setOp(st)
-		b, err := governance.Marshal(st)
-		if err != nil {
+		if err := writeStatementFile(a, *out, st); err != nil {
 			return err
 		}
-		file, err := governance.NewFile(b)
-		if err != nil {
-			return err
-		}
-		if err := governance.WriteFile(*out, file); err != nil {
-			return err
-		}
-		fmt.Fprintf(a.stdout, "wrote %s: %s\n", *out, governance.Describe(st))
 		fmt.Fprintf(a.stdout, "next: each officer runs 'custos officer sign %s'; then anyone runs 'custos officer submit %s'\n", *out, *out)
 		return nil
 	}
+}
+
+// writeStatementFile writes st, unsigned, to the statement file out and
+// says what it holds.
+func writeStatementFile(a *app, out string, st *custosv1.Statement) error {
+	b, err := governance.Marshal(st)
+	if err != nil {
+		return err
+	}
+	file, err := governance.NewFile(b)
+	if err != nil {
+		return err
+	}
+	if err := governance.WriteFile(out, file); err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "wrote %s: %s\n", out, governance.Describe(st))
+	return nil
 }
 
 // --- key commands that need officers ---

@@ -1,12 +1,8 @@
 package audit
 
 import (
-	"bytes"
 	"errors"
-	"slices"
 	"time"
-
-	"google.golang.org/protobuf/proto"
 
 	"github.com/custos-kms/custos/kms/governance"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
@@ -21,15 +17,11 @@ func checkGenesis(rec *custosv1.DecisionRecord) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	cc := st.GetCreateCluster()
 	cas := make([][]byte, 0, len(g.GetClientAuthorities()))
 	for _, ca := range g.GetClientAuthorities() {
 		cas = append(cas, ca.GetCertificate())
 	}
-	same := st.GetClusterId() == g.GetClusterId() && cc.GetQuorum() == g.GetQuorum() && cc.GetProfile() == g.GetProfile() &&
-		slices.EqualFunc(cc.GetOfficers(), g.GetOfficers(), func(a, b *custosv1.Officer) bool { return proto.Equal(a, b) }) &&
-		slices.EqualFunc(cc.GetClientAuthorities(), cas, bytes.Equal)
-	if !same {
+	if !governance.GenesisSays(st, g.GetClusterId(), g.GetOfficers(), g.GetQuorum(), cas, g.GetProfile()) {
 		return nil, errors.New("the record's officers, quorum, client authorities, profile or cluster id differ from the statement's")
 	}
 	return signers, nil

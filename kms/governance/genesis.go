@@ -1,8 +1,12 @@
 package governance
 
 import (
+	"bytes"
 	"fmt"
+	"slices"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 )
@@ -32,4 +36,15 @@ func VerifyGenesis(ss *custosv1.SignedStatement, now time.Time) (*custosv1.State
 		return nil, nil, err
 	}
 	return st, signers, nil
+}
+
+// GenesisSays reports whether a genesis statement (VerifyGenesis's) names
+// exactly this cluster id, officers, quorum, client authorities (DER) and
+// profile: what a cluster's initialisation, or its GENESIS record, must
+// carry.
+func GenesisSays(st *custosv1.Statement, clusterID string, officers []*custosv1.Officer, quorum uint32, cas [][]byte, profile string) bool {
+	cc := st.GetCreateCluster()
+	return cc != nil && st.GetClusterId() == clusterID && cc.GetQuorum() == quorum && cc.GetProfile() == profile &&
+		slices.EqualFunc(cc.GetOfficers(), officers, func(a, b *custosv1.Officer) bool { return proto.Equal(a, b) }) &&
+		slices.EqualFunc(cc.GetClientAuthorities(), cas, bytes.Equal)
 }
