@@ -522,3 +522,10 @@ func checkRaftAddr(addr string) error {
 	}
 	return nil
 }
+
+// ClusterStatus returns this node's view of the cluster, as
+// ClusterService.Status answers it (for the officer console).
+func ClusterStatus(ctx context.Context, d ClusterDeps) *custosv1.ClusterStatus {
+	s := NewClusterServer(d).(*clusterServer)
+	return s.status(ctx)
+}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/custos-kms/custos/api"
 	"github.com/custos-kms/custos/internal/node/nodetest"
+	"github.com/custos-kms/custos/internal/webauthntest"
 	"github.com/custos-kms/custos/kms/governance"
 	"github.com/custos-kms/custos/kms/ledger"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
@@ -471,6 +472,36 @@ func TestOperatorCannotLoosen(t *testing.T) {
 				TimeUnixNano: time.Now().UnixNano(), Signature: sig})
 			return err
 		}, []codes.Code{codes.PermissionDenied, codes.FailedPrecondition}},
+		{"GovernanceService/Propose", "SetOfficers proposed with the operator's signature", func() error {
+			_, err := gc.Propose(ctx(t), &custosv1.ProposeRequest{Statement: signAs(opKey, "operator", takeOver)})
+			return err
+		}, denied},
+		{"GovernanceService/Propose", "SetPolicy proposed with one officer's signature: stored, never applied", func() error {
+			res, err := gc.Propose(ctx(t), &custosv1.ProposeRequest{Statement: h.Sign(t, loosePolicy, 0)})
+			if err == nil && res.GetApplied() != nil {
+				return fmt.Errorf("one signature applied a loosening: %v", res.GetApplied())
+			}
+			if err == nil {
+				return status.Error(codes.PermissionDenied, "stored as a proposal only")
+			}
+			return err
+		}, denied},
+		{"GovernanceService/Propose", "the operator's own security key proposed for an officer, then signing with it", func() error {
+			a := webauthntest.New()
+			ss := h.Sign(t, func(st *custosv1.Statement) {
+				st.Operation = &custosv1.Statement_AddOfficerCredential{AddOfficerCredential: &custosv1.AddOfficerCredential{
+					Officer: "officer-1", Credential: a.Credential("localhost", false)}}
+			})
+			proof := a.Assert("localhost", "https://localhost:1", governance.SignedDigest(ss.GetStatement()))
+			if res, err := gc.Propose(ctx(t), &custosv1.ProposeRequest{Statement: ss, Proof: proof}); err != nil || res.GetApplied() != nil {
+				return fmt.Errorf("the key's proof alone: %v, %v", res, err)
+			}
+			en := h.Sign(t, enableKey("locked"))
+			en.Signatures = []*custosv1.OfficerSignature{{Officer: "officer-1", Webauthn: a.Assert("localhost", "https://localhost:1", governance.SignedDigest(en.GetStatement()))}}
+			_, err := gc.Propose(ctx(t), &custosv1.ProposeRequest{Statement: en})
+			return err
+		}, denied},
+		{"GovernanceService/ListProposals", "read", func() error { _, err := gc.ListProposals(ctx(t), &custosv1.ListProposalsRequest{}); return err }, read},
 		{"GovernanceService/Submit", "AddWitness (the operator's key) with one officer signature", submit(h.Sign(t, func(st *custosv1.Statement) {
 			st.Operation = &custosv1.Statement_AddWitness{AddWitness: &custosv1.AddWitness{Witness: &custosv1.Witness{
 				Name: "operator", PublicKey: governance.MarshalPublicKey(&opKey.PublicKey)}}}

@@ -50,3 +50,11 @@ func (s *governServer) SubmitCosignature(ctx context.Context, req *custosv1.Cosi
 		return &custosv1.SubmitCosignatureResponse{LedgerSeq: seq}, nil
 	})
 }
+
+func (s *governServer) Propose(ctx context.Context, req *custosv1.ProposeRequest) (*custosv1.ProposeResponse, error) {
+	return call(ctx, &s.server, "Propose", req, s.svc.Propose)
+}
+
+func (s *governServer) ListProposals(ctx context.Context, req *custosv1.ListProposalsRequest) (*custosv1.ListProposalsResponse, error) {
+	return call(ctx, &s.server, "ListProposals", req, s.svc.ListProposals)
+}

@@ -89,6 +89,8 @@ var unpinnedMethods = map[string]bool{
 	"/custos.v1.GovernanceService/Submit":            true,
 	"/custos.v1.GovernanceService/SubmitCosignature": true,
 	"/custos.v1.GovernanceService/GetGovernance":     true,
+	"/custos.v1.GovernanceService/Propose":           true,
+	"/custos.v1.GovernanceService/ListProposals":     true,
 }
 
 // unpinned reports whether fullMethod accepts any verified certificate.

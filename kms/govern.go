@@ -27,6 +27,13 @@ import (
 // however old the copy that is replayed and whatever time its proposer
 // claims (invariants 4 and 8, docs/architecture.md).
 func (s *State) applyGovern(index uint64, c *raftlogv1.Command, op *raftlogv1.Govern) any {
+	return s.applyGovernChecked(index, c, op, false)
+}
+
+// applyGovernChecked is applyGovern; countersChecked says the WebAuthn
+// signature counters were checked and kept as each signature was added to
+// a proposal (applyPropose).
+func (s *State) applyGovernChecked(index uint64, c *raftlogv1.Command, op *raftlogv1.Govern, countersChecked bool) any {
 	now := time.Unix(0, s.clock)
 	var stmtHash [32]byte
 	if op.Statement != nil {
@@ -35,13 +42,29 @@ func (s *State) applyGovern(index uint64, c *raftlogv1.Command, op *raftlogv1.Go
 	d := &Decision{}
 	var st *custosv1.Statement
 	var signers []string
+	var uses []governance.SignatureUse
 	var err error
 	switch {
 	case s.officers == nil:
 		err = fmt.Errorf("%w: cluster not initialised", ErrFailedPrecondition)
 	default:
-		st, signers, err = s.officers.Verify(op.Statement, s.clusterID, now)
+		st, uses, err = s.officers.VerifyUses(op.Statement, s.clusterID, now)
 		err = governanceError(err)
+		if st != nil {
+			for _, u := range uses {
+				signers = append(signers, u.Officer)
+			}
+			slices.Sort(signers)
+		}
+	}
+	if st != nil && !countersChecked {
+		if cerr := s.checkCounters(uses); cerr != nil {
+			// A cloned authenticator or a replayed assertion: refused
+			// like a bad signature, and the statement is not spent.
+			st, signers, err = nil, nil, cerr
+		} else {
+			s.keepCounters(uses)
+		}
 	}
 	// signed: the statement carries the signatures it needs, so this
 	// decision is its only one (spendNonce below), applied or refused.
@@ -99,8 +122,13 @@ func (s *State) applyGovern(index uint64, c *raftlogv1.Command, op *raftlogv1.Go
 		rec.SignedStatement = &custosv1.SignedStatement{Statement: slices.Clone(op.Statement.Statement)}
 		for _, sig := range op.Statement.Signatures {
 			// Only what was signed and checked, no other fields.
-			rec.SignedStatement.Signatures = append(rec.SignedStatement.Signatures,
-				&custosv1.OfficerSignature{Officer: sig.GetOfficer(), Signature: slices.Clone(sig.GetSignature())})
+			rs := &custosv1.OfficerSignature{Officer: sig.GetOfficer(), Signature: slices.Clone(sig.GetSignature())}
+			if a := sig.GetWebauthn(); a != nil {
+				rs.Webauthn = &custosv1.WebAuthnAssertion{CredentialId: slices.Clone(a.CredentialId),
+					AuthenticatorData: slices.Clone(a.AuthenticatorData), ClientDataJson: slices.Clone(a.ClientDataJson),
+					Signature: slices.Clone(a.Signature)}
+			}
+			rec.SignedStatement.Signatures = append(rec.SignedStatement.Signatures, rs)
 		}
 		if g := s.grants[d.GrantID]; g != nil {
 			rec.Grant = proto.Clone(g).(*custosv1.Grant)
@@ -244,16 +272,33 @@ func (s *State) applyStatement(c *raftlogv1.Command, st *custosv1.Statement) (re
 		}
 		delete(s.grants, op.RevokeGrant.GrantId)
 		return fmt.Sprintf("grant %s revoked", op.RevokeGrant.GrantId), "", nil
-	case *custosv1.Statement_SetOfficers:
+	case *custosv1.Statement_SetOfficers, *custosv1.Statement_AddOfficerCredential, *custosv1.Statement_RemoveOfficerCredential:
+		if _, sets := op.(*custosv1.Statement_SetOfficers); !sets && s.smv() < 3 {
+			return "", "", fmt.Errorf("%w: %s needs state machine version 3 (the cluster runs %d; docs/upgrades.md)",
+				ErrFailedPrecondition, governance.OperationName(st), s.smv())
+		}
 		// Everything else (sinks, rules, profile, client authorities)
 		// stays as it is.
+		officers, quorum, _, err := governance.NextOfficers(s.gov.GetOfficers(), s.gov.GetQuorum(), st)
+		if err != nil {
+			return "", "", fmt.Errorf("%w: %s: %v", ErrInvalidArgument, governance.OperationName(st), err)
+		}
 		gov := proto.Clone(s.gov).(*custosv1.Governance)
-		gov.ClusterId, gov.Officers, gov.Quorum, gov.Version = s.clusterID, op.SetOfficers.Officers, op.SetOfficers.Quorum, s.gov.GetVersion()+1
+		gov.ClusterId, gov.Officers, gov.Quorum, gov.Version = s.clusterID, officers, quorum, s.gov.GetVersion()+1
 		set, err := governance.NewOfficerSetFromGovernance(gov)
 		if err != nil {
-			return "", "", fmt.Errorf("%w: set_officers: %v", ErrInvalidArgument, err)
+			return "", "", fmt.Errorf("%w: %s: %v", ErrInvalidArgument, governance.OperationName(st), err)
 		}
 		s.gov, s.officers = gov, set
+		switch op := op.(type) {
+		case *custosv1.Statement_AddOfficerCredential:
+			return fmt.Sprintf("credential %s bound to officer %s", governance.CredentialIDString(op.AddOfficerCredential.Credential.GetCredentialId()),
+				op.AddOfficerCredential.Officer), "", nil
+		case *custosv1.Statement_RemoveOfficerCredential:
+			delete(s.credCounters, string(op.RemoveOfficerCredential.CredentialId))
+			return fmt.Sprintf("credential %s of officer %s removed", governance.CredentialIDString(op.RemoveOfficerCredential.CredentialId),
+				op.RemoveOfficerCredential.Officer), "", nil
+		}
 		return fmt.Sprintf("officers set: %d officers, quorum %d", len(gov.Officers), gov.Quorum), "", nil
 	case *custosv1.Statement_AddSink:
 		sk := proto.Clone(op.AddSink.Sink).(*custosv1.Sink)

@@ -15,4 +15,9 @@ type Principal struct {
 	// it with the command so that the leader can check the two digests
 	// (docs/identities.md). It never enters the log.
 	Certificate []byte
+	// ConsoleOfficer is the officer signed in to the officer console
+	// (internal/console) with a WebAuthn credential the officers bound to
+	// it; the console sets it, nothing on the wire does. Such a principal
+	// reads what an auditor reads.
+	ConsoleOfficer string
 }

@@ -29,7 +29,10 @@ import (
 //     (state_digest_version 2) and a grant's use carries it; a new
 //     checkpoint key is a NODE_KEY record; GOVERNANCE records carry the
 //     grant they created or the id of the one they revoked.
-const StateMachineVersion uint32 = 2
+//   - 3: officers' WebAuthn credentials (add_officer_credential,
+//     remove_officer_credential, statements signed by security keys with
+//     their signature counters) and proposals (GovernanceService.Propose).
+const StateMachineVersion uint32 = 3
 
 // upgradePoll is how often the leader looks for a version every server
 // can apply.

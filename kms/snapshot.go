@@ -107,6 +107,12 @@ func (s *State) Snapshot() (raft.Snapshot, error) {
 	st.GenesisSha256 = s.genesis
 	st.StateMachineVersion = s.smVersion
 	st.CheckpointMismatches = s.cpMismatches
+	for _, id := range sortedKeys(s.proposals) {
+		st.Proposals = append(st.Proposals, s.proposals[id])
+	}
+	for _, id := range sortedKeys(s.credCounters) {
+		st.CredentialCounters = append(st.CredentialCounters, &raftlogv1.CredentialCounter{CredentialId: []byte(id), SignCount: s.credCounters[id]})
+	}
 	for _, n := range sortedKeys(s.admissions) {
 		st.Admissions = append(st.Admissions, s.admissions[n])
 	}
@@ -294,6 +300,12 @@ func (s *State) Restore(r io.Reader) error {
 	s.genesis = st.GenesisSha256
 	s.smVersion = st.StateMachineVersion
 	s.cpMismatches = st.CheckpointMismatches
+	for _, p := range st.Proposals {
+		s.proposals[p.Id] = p
+	}
+	for _, c := range st.CredentialCounters {
+		s.credCounters[string(c.CredentialId)] = c.SignCount
+	}
 	for _, a := range st.Admissions {
 		s.admissions[a.Node] = a
 	}

@@ -53,6 +53,11 @@ type State struct {
 	requests map[string]*custosv1.ApprovalRequest
 	grants   map[string]*custosv1.Grant
 	counters map[string]*raftlogv1.RateCounter // key\x00principal → hourly count
+	// proposals are statements waiting for signatures, by id
+	// (proposals.go); credCounters the newest WebAuthn signature counter
+	// accepted from each credential, by id.
+	proposals    map[string]*custosv1.Proposal
+	credCounters map[string]uint32
 
 	nodeKeys             []*raftlogv1.NodeKey // checkpoint signing keys
 	lastCheckpoint       *custosv1.Checkpoint
@@ -116,6 +121,8 @@ func (s *State) reset() {
 	s.requests = map[string]*custosv1.ApprovalRequest{}
 	s.grants = map[string]*custosv1.Grant{}
 	s.counters = map[string]*raftlogv1.RateCounter{}
+	s.proposals = map[string]*custosv1.Proposal{}
+	s.credCounters = map[string]uint32{}
 	s.nodeKeys, s.lastCheckpoint, s.lastCheckpointRecord = nil, nil, 0
 	s.members = nil
 	s.restore = nil
@@ -298,6 +305,8 @@ func (s *State) apply(index uint64, c *raftlogv1.Command) any {
 		return s.applyRecordThrottled(index, c, op.RecordThrottled)
 	case *raftlogv1.Command_SetStateMachineVersion:
 		return s.applySetStateMachineVersion(index, c, op.SetStateMachineVersion)
+	case *raftlogv1.Command_Propose:
+		return s.applyPropose(index, c, op.Propose)
 	default:
 		// A command this version does not know: refuse it the same way on
 		// every replica.

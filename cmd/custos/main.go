@@ -114,6 +114,8 @@ func init() {
 		{"officer grants", "[--key K]", "List the grants in force.", runOfficerGrants},
 		{"officer sign", "[officer flags] FILE", "Show a statement file and add your signature to it.", runOfficerSign},
 		{"officer submit", "[--json] FILE", "Submit a signed statement file.", runOfficerSubmit},
+		{"officer proposals", "", "List the statements waiting on the cluster for signatures (proposals).", runOfficerProposals},
+		{"officer sign-proposal", "[officer flags] ID", "Show a proposal and add your signature; the last one needed applies it.", runOfficerSignProposal},
 		{"officer propose revoke", "--key K --out FILE", "Write an unsigned RevokeKey statement file.", runOfficerPropose("revoke", 0, keyFlag)},
 		{"officer propose disable", "--key K --out FILE", "Write an unsigned DisableKey statement file.", runOfficerPropose("disable", 0, keyFlag)},
 		{"officer propose enable", "--key K --out FILE", "Write an unsigned EnableKey statement file.", runOfficerPropose("enable", 0, keyFlag)},

@@ -269,6 +269,12 @@ func cmdDevCluster(ctx context.Context, args []string, stdout, stderr io.Writer)
 	for i, c := range children {
 		fmt.Fprintf(&b, "  %-6s gRPC %s  Raft %s  pid %d  config %s\n", c.id, layout.apiAddr(i), layout.raftAddr(i), c.cmd.Process.Pid, c.config)
 	}
+	for i, c := range children {
+		if c.console {
+			fmt.Fprintf(&b, "  %-6s officer console https://localhost:%d/ (WebAuthn; trust the dev CA %s in the browser)\n",
+				c.id, lis[i].console.Addr().(*net.TCPAddr).Port, caFile)
+		}
+	}
 	fmt.Fprintf(&b, `  cluster id: %s
   data dir:   %s
   client env: %s
@@ -382,6 +388,9 @@ func clusterSaveLayout(dir string, l clusterLayout) error {
 // connections wait in the backlog.
 type clusterListeners struct {
 	api, raft net.Listener
+	// console is the officer console's listener, on a port the system
+	// picks at every start of the dev cluster.
+	console   net.Listener
 	resetting sync.WaitGroup
 	stopReset chan struct{}
 }
@@ -389,7 +398,7 @@ type clusterListeners struct {
 // down starts resetting connections to the node's addresses.
 func (c *clusterListeners) down() {
 	c.stopReset = make(chan struct{})
-	for _, l := range []net.Listener{c.api, c.raft} {
+	for _, l := range []net.Listener{c.api, c.raft, c.console} {
 		c.resetting.Add(1)
 		go func(l net.Listener, stop <-chan struct{}) {
 			defer c.resetting.Done()
@@ -437,7 +446,7 @@ func (c *clusterListeners) up() {
 }
 
 func (c *clusterListeners) close() {
-	for _, l := range []net.Listener{c.api, c.raft} {
+	for _, l := range []net.Listener{c.api, c.raft, c.console} {
 		if l != nil {
 			_ = l.Close()
 		}
@@ -480,6 +489,9 @@ func clusterListen(layout *clusterLayout) ([]*clusterListeners, error) {
 		if c.raft, err = listen(i, "Raft", raftAddr); err != nil {
 			return fail(err)
 		}
+		if c.console, err = listen(i, "console", hostPort(0)); err != nil {
+			return fail(err)
+		}
 		if pick {
 			layout.APIPorts = append(layout.APIPorts, c.api.Addr().(*net.TCPAddr).Port)
 			layout.RaftPorts = append(layout.RaftPorts, c.raft.Addr().(*net.TCPAddr).Port)
@@ -512,9 +524,12 @@ type clusterChild struct {
 	// logLevel, if set, is passed as serve --log-level (custosd dev
 	// --log-level); else the node's config.json decides.
 	logLevel string
-	cmd      *exec.Cmd
-	outs     []*prefixWriter
-	exited   bool
+	// console: the node's configuration has a console section, so the
+	// console's socket is passed to it.
+	console bool
+	cmd     *exec.Cmd
+	outs    []*prefixWriter
+	exited  bool
 }
 
 type clusterExit struct {
@@ -535,9 +550,15 @@ func clusterPrepareNode(dir string, layout clusterLayout, i int, module string) 
 		return nil, fmt.Errorf("%s: %w", id, err)
 	}
 	c := &clusterChild{id: id, config: filepath.Join(nodeDir, "config.json"), hsmConf: hsmDir.ConfPath()}
-	if _, err := os.Stat(c.config); err == nil {
-		return c, nil // reuse (it may have been edited, e.g. the log level)
+	if b, err := os.ReadFile(c.config); err == nil {
+		// Reuse it (it may have been edited, e.g. the log level).
+		var has struct {
+			Console *json.RawMessage `json:"console"`
+		}
+		c.console = json.Unmarshal(b, &has) == nil && has.Console != nil
+		return c, nil
 	}
+	c.console = true
 	cfg := clusterNodeConfig(layout, i, module)
 	b, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {
@@ -577,6 +598,7 @@ type clusterServeConfig struct {
 	Profile   string        `json:"profile,omitempty"`
 	Operators []string      `json:"operators"`
 	Auditors  []string      `json:"auditors"`
+	Console   *fileConsole  `json:"console,omitempty"`
 }
 
 // clusterNodeConfig is node i's `custosd serve` configuration. Paths are
@@ -601,6 +623,9 @@ func clusterNodeConfig(layout clusterLayout, i int, module string) *clusterServe
 	}
 	fc.Operators = []string{devClientName}
 	fc.Auditors = []string{devClientName}
+	// The officer console, on a port custosd dev picks at each start,
+	// with the node's certificate (the dev CA's, for localhost).
+	fc.Console = &fileConsole{Listen: hostPort(0), RPID: "localhost"}
 	if i == 0 {
 		fc.Bootstrap = true
 		fc.AddPeers = true
@@ -659,7 +684,10 @@ func (c *clusterChild) start(exe string, stdout, stderr io.Writer, exits chan<- 
 	for _, s := range []struct {
 		name string
 		l    net.Listener
-	}{{socketGRPC, lis.api}, {socketRaft, lis.raft}} {
+	}{{socketGRPC, lis.api}, {socketRaft, lis.raft}, {socketConsole, lis.console}} {
+		if s.name == socketConsole && !c.console {
+			continue // a configuration written before the console existed
+		}
 		f, err := activation.File(s.l)
 		if err != nil {
 			return fmt.Errorf("%s: %w", c.id, err)

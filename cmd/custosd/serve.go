@@ -93,9 +93,22 @@ type fileConfig struct {
 	// serves the AWS KMS External Key Store proxy API (docs/xks.md).
 	MetricsListen string   `json:"metrics_listen"`
 	XKS           *fileXKS `json:"xks"`
+	// Console serves the officer console (docs/console.md); off unless
+	// the section is present.
+	Console *fileConsole `json:"console"`
 	// RaftAdvertise is the Raft address given to the other nodes when it
 	// differs from the bind address raft_addr (a proxy, NAT).
 	RaftAdvertise string `json:"raft_advertise"`
+}
+
+// fileConsole is the console section (docs/console.md).
+type fileConsole struct {
+	Listen                  string   `json:"listen"`
+	Cert                    string   `json:"cert"`
+	Key                     string   `json:"key"`
+	RPID                    string   `json:"rp_id"`
+	Origins                 []string `json:"origins"`
+	RequireUserVerification bool     `json:"require_user_verification"`
 }
 
 // fileXKS is the xks section: the XKS listener, its TLS and the key
@@ -233,6 +246,7 @@ const (
 	socketRaft    = "raft"
 	socketXKS     = "xks"
 	socketMetrics = "metrics"
+	socketConsole = "console"
 )
 
 // useListeners puts the passed sockets into cfg in place of binding the
@@ -266,6 +280,12 @@ func useListeners(cfg *node.Config, passed map[string]net.Listener) error {
 			}
 			field, addr = "xks.listen", cfg.XKS.Listen
 			cfg.XKS.Listener = l
+		case socketConsole:
+			if cfg.Console == nil {
+				return fmt.Errorf("socket activation: a %q socket was passed but the configuration has no console section", name)
+			}
+			field, addr = "console.listen", cfg.Console.Listen
+			cfg.Console.Listener = l
 		case socketMetrics:
 			if cfg.MetricsListen == "" {
 				return fmt.Errorf("socket activation: a %q socket was passed but metrics_listen is not set", name)
@@ -273,8 +293,8 @@ func useListeners(cfg *node.Config, passed map[string]net.Listener) error {
 			field, addr = "metrics_listen", cfg.MetricsListen
 			cfg.MetricsListener = l
 		default:
-			return fmt.Errorf("socket activation: %s names a socket %q; custosd serve takes %s, %s, %s and %s",
-				activation.EnvFDNames, name, socketGRPC, socketRaft, socketXKS, socketMetrics)
+			return fmt.Errorf("socket activation: %s names a socket %q; custosd serve takes %s, %s, %s, %s and %s",
+				activation.EnvFDNames, name, socketGRPC, socketRaft, socketXKS, socketMetrics, socketConsole)
 		}
 		if err := samePort(addr, l.Addr()); err != nil {
 			return fmt.Errorf("socket activation: the %q socket listens on %s but %s is %q: %w", name, l.Addr(), field, addr, err)
@@ -499,6 +519,22 @@ func loadConfigLog(path string, getenv func(string) string, logLevel, logFormat 
 		if cfg.XKS, err = loadXKS(fc.XKS, abs, getenv, bad); err != nil {
 			return cfg, err
 		}
+	}
+	if c := fc.Console; c != nil {
+		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+			return cfg, bad("console.listen", "must be host:port, e.g. 127.0.0.1:8444")
+		}
+		if c.RPID == "" {
+			return cfg, bad("console.rp_id", "is required: the host name officers open the console at (WebAuthn relying party id)")
+		}
+		if (c.Cert == "") != (c.Key == "") {
+			return cfg, bad("console.cert", "console.cert and console.key go together (both absent: the node's tls.cert and tls.key)")
+		}
+		cc := &node.ConsoleConfig{Listen: c.Listen, RPID: c.RPID, Origins: c.Origins, RequireUserVerification: c.RequireUserVerification}
+		if c.Cert != "" {
+			cc.CertFile, cc.KeyFile = abs(c.Cert), abs(c.Key)
+		}
+		cfg.Console = cc
 	}
 	cfg.Join, cfg.ClusterID, cfg.AddPeers, cfg.Operators = fc.Join, fc.ClusterID, fc.AddPeers, fc.Operators
 	cfg.ID = fc.ID

@@ -191,6 +191,9 @@ type Config struct {
 	// XKS, if set, serves the AWS KMS External Key Store proxy API on its
 	// own HTTPS listener (xks.go, docs/xks.md).
 	XKS *XKSConfig
+	// Console, if set, serves the officer console on its own HTTPS
+	// listener (console.go, docs/console.md).
+	Console *ConsoleConfig
 	// MetricsListen, if set, serves Prometheus metrics at /metrics over
 	// plain HTTP on this address (e.g. 127.0.0.1:7490; metrics.go,
 	// docs/operations.md). Empty: no metrics are collected.
@@ -230,14 +233,16 @@ type Node struct {
 	// and before release (installed on every node); nil with NoNotifier.
 	notifier *notify.Notifier
 
-	trans   io.Closer // Raft TLS transport (closed after Raft)
-	allowed *allowedSet
-	fwd     *forwarder
-	ri      *readIndexes
-	memStop context.CancelFunc
-	memDone chan struct{}
-	metrics *nodeMetrics // nil without MetricsListen
-	xks     *xksServer   // nil without XKS
+	trans      io.Closer // Raft TLS transport (closed after Raft)
+	allowed    *allowedSet
+	fwd        *forwarder
+	ri         *readIndexes
+	memStop    context.CancelFunc
+	memDone    chan struct{}
+	metrics    *nodeMetrics   // nil without MetricsListen
+	xks        *xksServer     // nil without XKS
+	console    *consoleServer // nil without Console
+	consoleURL string
 
 	// dirLock is the lock on the data directory that Start took (nil
 	// when the caller holds it: Config.DataDirLock).
@@ -520,6 +525,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			return nil, err
 		}
 	}
+	if cfg.Console != nil {
+		if n.console, err = n.startConsole(cfg.Console, cfg.TLS.Cert, cfg.TLS.Key, *opts.Cluster); err != nil {
+			return nil, err
+		}
+		n.consoleURL = consoleOrigin(cfg.Console, n.console.lis) + "/"
+	}
 	// Publish where this node serves, so followers can forward to it when
 	// it leads, and which state machine versions it applies, so that the
 	// cluster upgrades once every node can (docs/upgrades.md). A failure
@@ -539,6 +550,9 @@ func (c Config) closeListeners() {
 	ls := []net.Listener{c.Listener, c.RaftListener, c.MetricsListener}
 	if c.XKS != nil {
 		ls = append(ls, c.XKS.Listener)
+	}
+	if c.Console != nil {
+		ls = append(ls, c.Console.Listener)
 	}
 	for _, l := range ls {
 		if l != nil {
@@ -568,6 +582,11 @@ func (c Config) check() error {
 	}
 	if c.XKS != nil {
 		if err := c.XKS.check(); err != nil {
+			return err
+		}
+	}
+	if c.Console != nil {
+		if err := c.Console.check(); err != nil {
 			return err
 		}
 	}
@@ -740,6 +759,7 @@ func (n *Node) Close() error {
 		if err := n.xks.close(); err != nil {
 			errs = append(errs, fmt.Errorf("xks: %w", err))
 		}
+		_ = n.console.close()
 		n.metrics.close()
 		if n.cancel != nil {
 			n.cancel()

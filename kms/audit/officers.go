@@ -19,6 +19,18 @@ import (
 // officerBook follows the officer set through an export.
 type officerBook struct {
 	set *governance.OfficerSet // nil: not known (yet, or any more)
+	// officers and quorum are what set was made from: the officers'
+	// WebAuthn credentials move with add_officer_credential and
+	// remove_officer_credential (governance.NextOfficers).
+	officers []*custosv1.Officer
+	quorum   uint32
+}
+
+// install makes officers and quorum the set on record (nil if they do not
+// parse).
+func (b *officerBook) install(officers []*custosv1.Officer, quorum uint32) {
+	b.set, _ = governance.NewOfficerSet(officers, quorum)
+	b.officers, b.quorum = officers, quorum
 }
 
 // note takes in one record; it returns what is wrong with it, or "".
@@ -26,11 +38,11 @@ func (b *officerBook) note(rec *custosv1.DecisionRecord, cluster string, pos uin
 	switch rec.GetOperation() {
 	case custosv1.Operation_OPERATION_GENESIS:
 		if g := rec.GetGenesis(); pos == 1 && g != nil {
-			b.set, _ = governance.NewOfficerSet(g.GetOfficers(), g.GetQuorum())
+			b.install(g.GetOfficers(), g.GetQuorum())
 		}
 	case custosv1.Operation_OPERATION_STATE_MACHINE_UPGRADE:
 		if b.set == nil && len(rec.GetOfficers()) > 0 {
-			b.set, _ = governance.NewOfficerSet(rec.GetOfficers(), rec.GetQuorum())
+			b.install(rec.GetOfficers(), rec.GetQuorum())
 		}
 	case custosv1.Operation_OPERATION_GOVERNANCE:
 		if rec.GetOutcome() != custosv1.Outcome_OUTCOME_ALLOW || b.set == nil {
@@ -45,12 +57,12 @@ func (b *officerBook) note(rec *custosv1.DecisionRecord, cluster string, pos uin
 		if err != nil {
 			return fmt.Sprintf("the statement it applied is not signed as the officers on record require: %v", err)
 		}
-		if so := st.GetSetOfficers(); so != nil {
-			set, err := governance.NewOfficerSet(so.GetOfficers(), so.GetQuorum())
-			if err != nil {
-				return fmt.Sprintf("its set_officers does not parse: %v", err)
-			}
-			b.set = set
+		officers, quorum, changed, err := governance.NextOfficers(b.officers, b.quorum, st)
+		if err != nil {
+			return fmt.Sprintf("its %s does not apply: %v", governance.OperationName(st), err)
+		}
+		if changed {
+			b.install(officers, quorum)
 		}
 	}
 	return ""

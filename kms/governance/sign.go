@@ -61,17 +61,28 @@ func VerifyECDSA(pub *ecdsa.PublicKey, message, sig []byte) bool {
 	return ecdsa.VerifyASN1(pub, h[:], sig)
 }
 
-// OfficerSet is an immutable set of officers (name → P-256 public key) and
-// the quorum M of the N officers.
+// OfficerSet is an immutable set of officers (name → P-256 public key and
+// WebAuthn credentials) and the quorum M of the N officers.
 type OfficerSet struct {
 	keys   map[string]*ecdsa.PublicKey
-	names  []string // sorted
+	creds  map[string]*custosv1.WebAuthnCredential // by string(credential id)
+	owner  map[string]string                       // credential id → officer
+	names  []string                                // sorted
 	quorum uint32
 }
 
+// SignatureUse is one signature that counted: the officer and, for a
+// WebAuthn assertion, the credential and the signature counter it carried.
+type SignatureUse struct {
+	Officer      string
+	CredentialID []byte // nil for the officer's public_key
+	SignCount    uint32
+}
+
 // NewOfficerSet checks officers and quorum: at least one officer, each with a
-// unique valid name and a unique parseable P-256 public key, and 1 <= quorum
-// <= len(officers).
+// unique valid name and a unique parseable P-256 public key, valid WebAuthn
+// credentials (ValidateCredential) whose ids no other credential has, and
+// 1 <= quorum <= len(officers).
 func NewOfficerSet(officers []*custosv1.Officer, quorum uint32) (*OfficerSet, error) {
 	return newOfficerSet("officers", officers, quorum)
 }
@@ -85,7 +96,8 @@ func newOfficerSet(field string, officers []*custosv1.Officer, quorum uint32) (*
 	if len(officers) == 0 {
 		return nil, fmt.Errorf("%w: %s is empty", ErrMalformed, field)
 	}
-	s := &OfficerSet{keys: make(map[string]*ecdsa.PublicKey, len(officers)), quorum: quorum}
+	s := &OfficerSet{keys: make(map[string]*ecdsa.PublicKey, len(officers)), quorum: quorum,
+		creds: map[string]*custosv1.WebAuthnCredential{}, owner: map[string]string{}}
 	var ders [][]byte
 	for i, o := range officers {
 		if o == nil {
@@ -110,6 +122,19 @@ func newOfficerSet(field string, officers []*custosv1.Officer, quorum uint32) (*
 		ders = append(ders, der)
 		s.keys[o.GetName()] = pub
 		s.names = append(s.names, o.GetName())
+		if len(o.GetCredentials()) > MaxCredentialsPerOfficer {
+			return nil, fmt.Errorf("%w: %s: officer %q has more than %d credentials", ErrMalformed, field, o.GetName(), MaxCredentialsPerOfficer)
+		}
+		for _, c := range o.GetCredentials() {
+			if err := ValidateCredential(c); err != nil {
+				return nil, fmt.Errorf("%s: officer %q: %w", field, o.GetName(), err)
+			}
+			id := string(c.GetCredentialId())
+			if other, dup := s.owner[id]; dup {
+				return nil, fmt.Errorf("%w: %s: officers %q and %q have the same credential id", ErrMalformed, field, other, o.GetName())
+			}
+			s.creds[id], s.owner[id] = c, o.GetName()
+		}
 	}
 	if quorum < 1 || int(quorum) > len(officers) {
 		return nil, fmt.Errorf("%w: %s: quorum %d is not in 1..%d", ErrMalformed, field, quorum, len(officers))
@@ -117,6 +142,9 @@ func newOfficerSet(field string, officers []*custosv1.Officer, quorum uint32) (*
 	sort.Strings(s.names)
 	return s, nil
 }
+
+// MaxCredentialsPerOfficer bounds the WebAuthn credentials of one officer.
+const MaxCredentialsPerOfficer = 16
 
 // Quorum returns M, the signatures a loosening statement needs.
 func (s *OfficerSet) Quorum() uint32 { return s.quorum }
@@ -127,21 +155,99 @@ func (s *OfficerSet) Names() []string { return append([]string(nil), s.names...)
 // PublicKey returns the named officer's key, or nil.
 func (s *OfficerSet) PublicKey(name string) *ecdsa.PublicKey { return s.keys[name] }
 
+// Credential returns the WebAuthn credential with the given id and the
+// officer it is bound to, or nil.
+func (s *OfficerSet) Credential(id []byte) (*custosv1.WebAuthnCredential, string) {
+	c := s.creds[string(id)]
+	if c == nil {
+		return nil, ""
+	}
+	return c, s.owner[string(id)]
+}
+
+// Needed returns how many signatures st needs from this set.
+func (s *OfficerSet) Needed(st *custosv1.Statement) int {
+	if Need(st) == Quorum {
+		return int(s.quorum)
+	}
+	return 1
+}
+
+// CheckSignature checks one signature over statement bytes: by the
+// officer's public_key, or, when it carries a WebAuthn assertion, by one of
+// that officer's credentials (VerifyAssertion). It refuses an unknown
+// officer (ErrUnknownOfficer), a credential that is not the officer's, a
+// signature with both or neither form, and an invalid signature
+// (ErrBadSignature). It checks no counter: the caller keeps them
+// (CounterAdvances).
+func (s *OfficerSet) CheckSignature(statement []byte, sig *custosv1.OfficerSignature) (SignatureUse, error) {
+	if s == nil || len(s.keys) == 0 {
+		return SignatureUse{}, fmt.Errorf("%w: no officer set", ErrUnknownOfficer)
+	}
+	if sig == nil {
+		return SignatureUse{}, fmt.Errorf("%w: empty signature", ErrMalformed)
+	}
+	return s.check(digest(statement), sig)
+}
+
+func (s *OfficerSet) check(d []byte, sig *custosv1.OfficerSignature) (SignatureUse, error) {
+	name := sig.GetOfficer()
+	pub := s.keys[name]
+	if pub == nil {
+		return SignatureUse{}, fmt.Errorf("%w: %q", ErrUnknownOfficer, name)
+	}
+	use := SignatureUse{Officer: name}
+	if a := sig.GetWebauthn(); a != nil {
+		if len(sig.GetSignature()) != 0 {
+			return use, fmt.Errorf("%w: officer %q: a signature and a WebAuthn assertion in one", ErrMalformed, name)
+		}
+		c, owner := s.Credential(a.GetCredentialId())
+		if c == nil || owner != name {
+			return use, fmt.Errorf("%w: officer %q: the credential is not one of the officer's", ErrBadSignature, name)
+		}
+		n, err := VerifyAssertion(c, d, a)
+		if err != nil {
+			return use, fmt.Errorf("officer %q: %w", name, err)
+		}
+		use.CredentialID, use.SignCount = bytes.Clone(c.GetCredentialId()), n
+		return use, nil
+	}
+	if !ecdsa.VerifyASN1(pub, d, sig.GetSignature()) {
+		return use, fmt.Errorf("%w: officer %q", ErrBadSignature, name)
+	}
+	return use, nil
+}
+
 // Verify checks a signed statement for the cluster clusterID at time now and
 // returns the parsed statement and the names (sorted) of the officers whose
 // signatures counted. In order, it refuses: bytes that do not Parse
 // (ErrMalformed); another cluster (ErrWrongCluster); now after not_after
 // (ErrExpired); then, signature by signature, an unknown officer (ErrUnknownOfficer), an
 // officer who already signed (ErrDuplicateSigner), an invalid signature
-// (ErrBadSignature); fewer signers than Need(st) asks for
+// or WebAuthn assertion (ErrBadSignature); fewer signers than Need(st) asks for
 // (ErrInsufficientSignatures); finally not_after more than MaxLifetime
 // after now (ErrTooFarAhead). One bad signature refuses the whole statement.
 // Only with ErrTooFarAhead are the statement and its signers returned along
 // with the error: the statement carries a quorum, and whoever keeps used
 // nonces must spend its nonce so that no copy applies later.
 //
-// Verify is deterministic given its arguments; it does not check replays.
+// Verify is deterministic given its arguments; it does not check replays
+// or WebAuthn signature counters (VerifyUses returns them).
 func (s *OfficerSet) Verify(ss *custosv1.SignedStatement, clusterID string, now time.Time) (*custosv1.Statement, []string, error) {
+	st, uses, err := s.VerifyUses(ss, clusterID, now)
+	var signers []string
+	if st != nil {
+		for _, u := range uses {
+			signers = append(signers, u.Officer)
+		}
+		sort.Strings(signers)
+	}
+	return st, signers, err
+}
+
+// VerifyUses is Verify returning each signature that counted, in the
+// statement's order, with its WebAuthn counter.
+func (s *OfficerSet) VerifyUses(ss *custosv1.SignedStatement, clusterID string, now time.Time) (*custosv1.Statement, []SignatureUse, error) {
 	if s == nil || len(s.keys) == 0 {
 		return nil, nil, fmt.Errorf("%w: no officer set", ErrUnknownOfficer)
 	}
@@ -164,41 +270,36 @@ func (s *OfficerSet) Verify(ss *custosv1.SignedStatement, clusterID string, now 
 	// At most len(s.keys)+1 signatures are checked before an unknown or
 	// repeated officer stops the loop, however many are attached.
 	d := digest(ss.GetStatement())
-	signers := make([]string, 0, len(ss.GetSignatures()))
+	uses := make([]SignatureUse, 0, len(ss.GetSignatures()))
 	seen := make(map[string]bool, len(ss.GetSignatures()))
 	for i, sig := range ss.GetSignatures() {
 		if sig == nil {
 			return nil, nil, fmt.Errorf("%w: signature %d is empty", ErrMalformed, i)
 		}
 		name := sig.GetOfficer()
-		pub := s.keys[name]
-		if pub == nil {
+		if s.keys[name] == nil {
 			return nil, nil, fmt.Errorf("%w: %q", ErrUnknownOfficer, name)
 		}
 		if seen[name] {
 			return nil, nil, fmt.Errorf("%w: officer %q signed twice", ErrDuplicateSigner, name)
 		}
 		seen[name] = true
-		if !ecdsa.VerifyASN1(pub, d, sig.GetSignature()) {
-			return nil, nil, fmt.Errorf("%w: officer %q", ErrBadSignature, name)
+		u, err := s.check(d, sig)
+		if err != nil {
+			return nil, nil, err
 		}
-		signers = append(signers, name)
+		uses = append(uses, u)
 	}
-	sort.Strings(signers)
-	need := 1
-	if Need(st) == Quorum {
-		need = int(s.quorum)
-	}
-	if len(signers) < need {
+	if need := s.Needed(st); len(uses) < need {
 		return nil, nil, fmt.Errorf("%w: %s needs %d officer signature(s) (%s), has %d",
-			ErrInsufficientSignatures, OperationName(st), need, Need(st), len(signers))
+			ErrInsufficientSignatures, OperationName(st), need, Need(st), len(uses))
 	}
 	if tooFar {
 		// Fully signed, refused for its lifetime only: returned with the
 		// error so that the caller can spend its nonce (a copy must not
 		// apply later, once not_after has come within MaxLifetime).
-		return st, signers, fmt.Errorf("%w: not_after %s is more than %s after %s", ErrTooFarAhead,
+		return st, uses, fmt.Errorf("%w: not_after %s is more than %s after %s", ErrTooFarAhead,
 			notAfter.UTC().Format(time.RFC3339), MaxLifetime, now.UTC().Format(time.RFC3339))
 	}
-	return st, signers, nil
+	return st, uses, nil
 }

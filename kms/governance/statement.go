@@ -275,8 +275,24 @@ func validate(st *custosv1.Statement) error {
 	case *custosv1.Statement_RevokeGrant:
 		return checkIdent("revoke_grant.grant_id", op.RevokeGrant.GetGrantId())
 	case *custosv1.Statement_SetOfficers:
+		if err := noCredentials("set_officers", op.SetOfficers.GetOfficers()); err != nil {
+			return err
+		}
 		_, err := newOfficerSet("set_officers", op.SetOfficers.GetOfficers(), op.SetOfficers.GetQuorum())
 		return err
+	case *custosv1.Statement_AddOfficerCredential:
+		if err := checkIdent("add_officer_credential.officer", op.AddOfficerCredential.GetOfficer()); err != nil {
+			return err
+		}
+		return ValidateCredential(op.AddOfficerCredential.GetCredential())
+	case *custosv1.Statement_RemoveOfficerCredential:
+		if err := checkIdent("remove_officer_credential.officer", op.RemoveOfficerCredential.GetOfficer()); err != nil {
+			return err
+		}
+		if n := len(op.RemoveOfficerCredential.GetCredentialId()); n < minCredentialID || n > maxCredentialID {
+			return fmt.Errorf("%w: remove_officer_credential.credential_id is %d bytes", ErrMalformed, n)
+		}
+		return nil
 	case *custosv1.Statement_AddSink:
 		if op.AddSink.GetSink() == nil {
 			return fmt.Errorf("%w: add_sink.sink is not set", ErrMalformed)
@@ -348,6 +364,9 @@ func validate(st *custosv1.Statement) error {
 		if !isLowerHex(st.GetClusterId(), 32) {
 			return fmt.Errorf("%w: create_cluster: cluster_id must be 32 lower-case hex digits", ErrMalformed)
 		}
+		if err := noCredentials("create_cluster", cc.GetOfficers()); err != nil {
+			return err
+		}
 		if _, err := newOfficerSet("create_cluster.officers", cc.GetOfficers(), cc.GetQuorum()); err != nil {
 			return err
 		}
@@ -398,6 +417,18 @@ func checkIdent(field, s string) error {
 	return nil
 }
 
+// noCredentials refuses officers that carry WebAuthn credentials: those
+// are bound one by one (AddOfficerCredential), each shown to the officers
+// who sign it, never inside an officer list.
+func noCredentials(field string, officers []*custosv1.Officer) error {
+	for _, o := range officers {
+		if len(o.GetCredentials()) > 0 {
+			return fmt.Errorf("%w: %s: officer %q carries credentials (bind them with add_officer_credential)", ErrMalformed, field, o.GetName())
+		}
+	}
+	return nil
+}
+
 // isLowerHex reports whether s is n lower-case hex digits.
 func isLowerHex(s string, n int) bool {
 	if len(s) != n {
@@ -427,7 +458,8 @@ func Need(st *custosv1.Statement) Requirement {
 		*custosv1.Statement_CancelKeyDestruction,
 		*custosv1.Statement_RotateDomainKey,
 		*custosv1.Statement_CancelDomainKeyRotation,
-		*custosv1.Statement_AddSink:
+		*custosv1.Statement_AddSink,
+		*custosv1.Statement_RemoveOfficerCredential:
 		return One
 	}
 	return Quorum
@@ -551,6 +583,18 @@ func Describe(st *custosv1.Statement) string {
 		fmt.Fprintf(&b, " name=%s key=%s", q(op.AddWitness.GetWitness().GetName()), fp)
 	case *custosv1.Statement_RemoveWitness:
 		fmt.Fprintf(&b, " name=%s", q(op.RemoveWitness.GetName()))
+	case *custosv1.Statement_AddOfficerCredential:
+		c := op.AddOfficerCredential.GetCredential()
+		fp := "invalid-key"
+		if pub, err := ParsePublicKey(c.GetPublicKey()); err == nil {
+			fp = Fingerprint(pub)
+		}
+		fmt.Fprintf(&b, " officer=%s credential=%s key=%s rp_id=%s origins=%s user_verification=%t label=%s",
+			q(op.AddOfficerCredential.GetOfficer()), CredentialIDString(c.GetCredentialId()), fp, q(c.GetRpId()),
+			q(strings.Join(c.GetOrigins(), " ")), c.GetRequireUserVerification(), q(c.GetLabel()))
+	case *custosv1.Statement_RemoveOfficerCredential:
+		fmt.Fprintf(&b, " officer=%s credential=%s", q(op.RemoveOfficerCredential.GetOfficer()),
+			CredentialIDString(op.RemoveOfficerCredential.GetCredentialId()))
 	case *custosv1.Statement_CreateCluster:
 		cc := op.CreateCluster
 		var names []string

@@ -305,6 +305,311 @@ func (RequestState) EnumDescriptor() ([]byte, []int) {
 	return file_custos_v1_governance_proto_rawDescGZIP(), []int{4}
 }
 
+type ProposeRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Statement *SignedStatement       `protobuf:"bytes,1,opt,name=statement,proto3" json:"statement,omitempty"`
+	// For an AddOfficerCredential statement only: an assertion by the
+	// credential it adds, over the statement's digest (proof that the
+	// credential's holder asked for it). It lets a proposal be stored with
+	// no officer signature; it never counts as one.
+	Proof         *WebAuthnAssertion `protobuf:"bytes,2,opt,name=proof,proto3" json:"proof,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProposeRequest) Reset() {
+	*x = ProposeRequest{}
+	mi := &file_custos_v1_governance_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProposeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProposeRequest) ProtoMessage() {}
+
+func (x *ProposeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_governance_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProposeRequest.ProtoReflect.Descriptor instead.
+func (*ProposeRequest) Descriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ProposeRequest) GetStatement() *SignedStatement {
+	if x != nil {
+		return x.Statement
+	}
+	return nil
+}
+
+func (x *ProposeRequest) GetProof() *WebAuthnAssertion {
+	if x != nil {
+		return x.Proof
+	}
+	return nil
+}
+
+type ProposeResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Proposal *Proposal              `protobuf:"bytes,1,opt,name=proposal,proto3" json:"proposal,omitempty"`
+	// Set when the statement was applied (the proposal is then gone).
+	Applied       *SubmitResponse `protobuf:"bytes,2,opt,name=applied,proto3" json:"applied,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProposeResponse) Reset() {
+	*x = ProposeResponse{}
+	mi := &file_custos_v1_governance_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProposeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProposeResponse) ProtoMessage() {}
+
+func (x *ProposeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_governance_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProposeResponse.ProtoReflect.Descriptor instead.
+func (*ProposeResponse) Descriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ProposeResponse) GetProposal() *Proposal {
+	if x != nil {
+		return x.Proposal
+	}
+	return nil
+}
+
+func (x *ProposeResponse) GetApplied() *SubmitResponse {
+	if x != nil {
+		return x.Applied
+	}
+	return nil
+}
+
+// Proposal is a statement waiting for signatures.
+type Proposal struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Hex of the first 8 bytes of SHA-256(statement): the statement's
+	// governance record request id.
+	Id         string              `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Statement  []byte              `protobuf:"bytes,2,opt,name=statement,proto3" json:"statement,omitempty"`
+	Signatures []*OfficerSignature `protobuf:"bytes,3,rep,name=signatures,proto3" json:"signatures,omitempty"`
+	// Officers whose signatures were checked and count (sorted), and how many
+	// the statement needs.
+	Signers []string `protobuf:"bytes,4,rep,name=signers,proto3" json:"signers,omitempty"`
+	Needed  uint32   `protobuf:"varint,5,opt,name=needed,proto3" json:"needed,omitempty"`
+	// The principal that first proposed it, and when (the cluster's clock).
+	Proposer           string `protobuf:"bytes,6,opt,name=proposer,proto3" json:"proposer,omitempty"`
+	CreateTimeUnixNano int64  `protobuf:"varint,7,opt,name=create_time_unix_nano,json=createTimeUnixNano,proto3" json:"create_time_unix_nano,omitempty"`
+	// The proof of an AddOfficerCredential proposal.
+	Proof *WebAuthnAssertion `protobuf:"bytes,8,opt,name=proof,proto3" json:"proof,omitempty"`
+	// What the statement says, for people (governance.Describe).
+	Description   string `protobuf:"bytes,9,opt,name=description,proto3" json:"description,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Proposal) Reset() {
+	*x = Proposal{}
+	mi := &file_custos_v1_governance_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Proposal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Proposal) ProtoMessage() {}
+
+func (x *Proposal) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_governance_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Proposal.ProtoReflect.Descriptor instead.
+func (*Proposal) Descriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Proposal) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Proposal) GetStatement() []byte {
+	if x != nil {
+		return x.Statement
+	}
+	return nil
+}
+
+func (x *Proposal) GetSignatures() []*OfficerSignature {
+	if x != nil {
+		return x.Signatures
+	}
+	return nil
+}
+
+func (x *Proposal) GetSigners() []string {
+	if x != nil {
+		return x.Signers
+	}
+	return nil
+}
+
+func (x *Proposal) GetNeeded() uint32 {
+	if x != nil {
+		return x.Needed
+	}
+	return 0
+}
+
+func (x *Proposal) GetProposer() string {
+	if x != nil {
+		return x.Proposer
+	}
+	return ""
+}
+
+func (x *Proposal) GetCreateTimeUnixNano() int64 {
+	if x != nil {
+		return x.CreateTimeUnixNano
+	}
+	return 0
+}
+
+func (x *Proposal) GetProof() *WebAuthnAssertion {
+	if x != nil {
+		return x.Proof
+	}
+	return nil
+}
+
+func (x *Proposal) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+type ListProposalsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListProposalsRequest) Reset() {
+	*x = ListProposalsRequest{}
+	mi := &file_custos_v1_governance_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListProposalsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListProposalsRequest) ProtoMessage() {}
+
+func (x *ListProposalsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_governance_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListProposalsRequest.ProtoReflect.Descriptor instead.
+func (*ListProposalsRequest) Descriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{3}
+}
+
+type ListProposalsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Proposals     []*Proposal            `protobuf:"bytes,1,rep,name=proposals,proto3" json:"proposals,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListProposalsResponse) Reset() {
+	*x = ListProposalsResponse{}
+	mi := &file_custos_v1_governance_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListProposalsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListProposalsResponse) ProtoMessage() {}
+
+func (x *ListProposalsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_governance_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListProposalsResponse.ProtoReflect.Descriptor instead.
+func (*ListProposalsResponse) Descriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ListProposalsResponse) GetProposals() []*Proposal {
+	if x != nil {
+		return x.Proposals
+	}
+	return nil
+}
+
 // Cosignature is a witness's signature over a ledger head it checked
 // extends every head it cosigned before (docs/witness.md gives the signed
 // bytes).
@@ -326,7 +631,7 @@ type Cosignature struct {
 
 func (x *Cosignature) Reset() {
 	*x = Cosignature{}
-	mi := &file_custos_v1_governance_proto_msgTypes[0]
+	mi := &file_custos_v1_governance_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -338,7 +643,7 @@ func (x *Cosignature) String() string {
 func (*Cosignature) ProtoMessage() {}
 
 func (x *Cosignature) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[0]
+	mi := &file_custos_v1_governance_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -351,7 +656,7 @@ func (x *Cosignature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cosignature.ProtoReflect.Descriptor instead.
 func (*Cosignature) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{0}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Cosignature) GetClusterId() string {
@@ -406,7 +711,7 @@ type SubmitCosignatureResponse struct {
 
 func (x *SubmitCosignatureResponse) Reset() {
 	*x = SubmitCosignatureResponse{}
-	mi := &file_custos_v1_governance_proto_msgTypes[1]
+	mi := &file_custos_v1_governance_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -418,7 +723,7 @@ func (x *SubmitCosignatureResponse) String() string {
 func (*SubmitCosignatureResponse) ProtoMessage() {}
 
 func (x *SubmitCosignatureResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[1]
+	mi := &file_custos_v1_governance_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -431,7 +736,7 @@ func (x *SubmitCosignatureResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitCosignatureResponse.ProtoReflect.Descriptor instead.
 func (*SubmitCosignatureResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{1}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SubmitCosignatureResponse) GetLedgerSeq() uint64 {
@@ -455,7 +760,7 @@ type Witness struct {
 
 func (x *Witness) Reset() {
 	*x = Witness{}
-	mi := &file_custos_v1_governance_proto_msgTypes[2]
+	mi := &file_custos_v1_governance_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -467,7 +772,7 @@ func (x *Witness) String() string {
 func (*Witness) ProtoMessage() {}
 
 func (x *Witness) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[2]
+	mi := &file_custos_v1_governance_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -480,7 +785,7 @@ func (x *Witness) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Witness.ProtoReflect.Descriptor instead.
 func (*Witness) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{2}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Witness) GetName() string {
@@ -514,7 +819,7 @@ type AddWitness struct {
 
 func (x *AddWitness) Reset() {
 	*x = AddWitness{}
-	mi := &file_custos_v1_governance_proto_msgTypes[3]
+	mi := &file_custos_v1_governance_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -526,7 +831,7 @@ func (x *AddWitness) String() string {
 func (*AddWitness) ProtoMessage() {}
 
 func (x *AddWitness) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[3]
+	mi := &file_custos_v1_governance_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -539,7 +844,7 @@ func (x *AddWitness) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddWitness.ProtoReflect.Descriptor instead.
 func (*AddWitness) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{3}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AddWitness) GetWitness() *Witness {
@@ -560,7 +865,7 @@ type RemoveWitness struct {
 
 func (x *RemoveWitness) Reset() {
 	*x = RemoveWitness{}
-	mi := &file_custos_v1_governance_proto_msgTypes[4]
+	mi := &file_custos_v1_governance_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -572,7 +877,7 @@ func (x *RemoveWitness) String() string {
 func (*RemoveWitness) ProtoMessage() {}
 
 func (x *RemoveWitness) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[4]
+	mi := &file_custos_v1_governance_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -585,7 +890,7 @@ func (x *RemoveWitness) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveWitness.ProtoReflect.Descriptor instead.
 func (*RemoveWitness) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{4}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RemoveWitness) GetName() string {
@@ -606,7 +911,7 @@ type ReasonRule struct {
 
 func (x *ReasonRule) Reset() {
 	*x = ReasonRule{}
-	mi := &file_custos_v1_governance_proto_msgTypes[5]
+	mi := &file_custos_v1_governance_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -618,7 +923,7 @@ func (x *ReasonRule) String() string {
 func (*ReasonRule) ProtoMessage() {}
 
 func (x *ReasonRule) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[5]
+	mi := &file_custos_v1_governance_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -631,7 +936,7 @@ func (x *ReasonRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReasonRule.ProtoReflect.Descriptor instead.
 func (*ReasonRule) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{5}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ReasonRule) GetReason() Reason {
@@ -661,7 +966,7 @@ type TimeWindow struct {
 
 func (x *TimeWindow) Reset() {
 	*x = TimeWindow{}
-	mi := &file_custos_v1_governance_proto_msgTypes[6]
+	mi := &file_custos_v1_governance_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -673,7 +978,7 @@ func (x *TimeWindow) String() string {
 func (*TimeWindow) ProtoMessage() {}
 
 func (x *TimeWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[6]
+	mi := &file_custos_v1_governance_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -686,7 +991,7 @@ func (x *TimeWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeWindow.ProtoReflect.Descriptor instead.
 func (*TimeWindow) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{6}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TimeWindow) GetWeekdays() []int32 {
@@ -750,7 +1055,7 @@ type KeyPolicy struct {
 
 func (x *KeyPolicy) Reset() {
 	*x = KeyPolicy{}
-	mi := &file_custos_v1_governance_proto_msgTypes[7]
+	mi := &file_custos_v1_governance_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -762,7 +1067,7 @@ func (x *KeyPolicy) String() string {
 func (*KeyPolicy) ProtoMessage() {}
 
 func (x *KeyPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[7]
+	mi := &file_custos_v1_governance_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -775,7 +1080,7 @@ func (x *KeyPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyPolicy.ProtoReflect.Descriptor instead.
 func (*KeyPolicy) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{7}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *KeyPolicy) GetVersion() uint64 {
@@ -860,14 +1165,18 @@ type Officer struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// PKIX (SubjectPublicKeyInfo) DER of an ECDSA P-256 public key.
-	PublicKey     []byte `protobuf:"bytes,2,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	PublicKey []byte `protobuf:"bytes,2,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	// WebAuthn credentials (security keys, platform authenticators) the
+	// officers bound to this officer (AddOfficerCredential): each signs for
+	// the officer like public_key does (docs/console.md).
+	Credentials   []*WebAuthnCredential `protobuf:"bytes,3,rep,name=credentials,proto3" json:"credentials,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Officer) Reset() {
 	*x = Officer{}
-	mi := &file_custos_v1_governance_proto_msgTypes[8]
+	mi := &file_custos_v1_governance_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -879,7 +1188,7 @@ func (x *Officer) String() string {
 func (*Officer) ProtoMessage() {}
 
 func (x *Officer) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[8]
+	mi := &file_custos_v1_governance_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -892,7 +1201,7 @@ func (x *Officer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Officer.ProtoReflect.Descriptor instead.
 func (*Officer) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{8}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Officer) GetName() string {
@@ -905,6 +1214,288 @@ func (x *Officer) GetName() string {
 func (x *Officer) GetPublicKey() []byte {
 	if x != nil {
 		return x.PublicKey
+	}
+	return nil
+}
+
+func (x *Officer) GetCredentials() []*WebAuthnCredential {
+	if x != nil {
+		return x.Credentials
+	}
+	return nil
+}
+
+// WebAuthnCredential is an ES256 (ECDSA P-256 / SHA-256) WebAuthn
+// credential bound to an officer.
+type WebAuthnCredential struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The credential id the authenticator gave (rawId), 16 to 1023 bytes.
+	CredentialId []byte `protobuf:"bytes,1,opt,name=credential_id,json=credentialId,proto3" json:"credential_id,omitempty"`
+	// PKIX (SubjectPublicKeyInfo) DER of the credential's P-256 public key.
+	PublicKey []byte `protobuf:"bytes,2,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	// The WebAuthn relying party id (a host name, e.g. "custos.example.gov"):
+	// an assertion's authenticatorData must carry SHA-256 of it.
+	RpId string `protobuf:"bytes,3,opt,name=rp_id,json=rpId,proto3" json:"rp_id,omitempty"`
+	// The origins an assertion's clientDataJSON may name ("https://host" or
+	// "https://host:port"); empty: https on the rp_id host, any port.
+	Origins []string `protobuf:"bytes,4,rep,name=origins,proto3" json:"origins,omitempty"`
+	// Every assertion must have the user verified (flag UV: PIN or
+	// biometric), not only present (UP, always required).
+	RequireUserVerification bool `protobuf:"varint,5,opt,name=require_user_verification,json=requireUserVerification,proto3" json:"require_user_verification,omitempty"`
+	// A name for people ("alice's YubiKey").
+	Label         string `protobuf:"bytes,6,opt,name=label,proto3" json:"label,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WebAuthnCredential) Reset() {
+	*x = WebAuthnCredential{}
+	mi := &file_custos_v1_governance_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WebAuthnCredential) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WebAuthnCredential) ProtoMessage() {}
+
+func (x *WebAuthnCredential) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_governance_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WebAuthnCredential.ProtoReflect.Descriptor instead.
+func (*WebAuthnCredential) Descriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *WebAuthnCredential) GetCredentialId() []byte {
+	if x != nil {
+		return x.CredentialId
+	}
+	return nil
+}
+
+func (x *WebAuthnCredential) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+func (x *WebAuthnCredential) GetRpId() string {
+	if x != nil {
+		return x.RpId
+	}
+	return ""
+}
+
+func (x *WebAuthnCredential) GetOrigins() []string {
+	if x != nil {
+		return x.Origins
+	}
+	return nil
+}
+
+func (x *WebAuthnCredential) GetRequireUserVerification() bool {
+	if x != nil {
+		return x.RequireUserVerification
+	}
+	return false
+}
+
+func (x *WebAuthnCredential) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
+// AddOfficerCredential binds a WebAuthn credential to an officer (quorum).
+type AddOfficerCredential struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Officer       string                 `protobuf:"bytes,1,opt,name=officer,proto3" json:"officer,omitempty"`
+	Credential    *WebAuthnCredential    `protobuf:"bytes,2,opt,name=credential,proto3" json:"credential,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddOfficerCredential) Reset() {
+	*x = AddOfficerCredential{}
+	mi := &file_custos_v1_governance_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddOfficerCredential) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddOfficerCredential) ProtoMessage() {}
+
+func (x *AddOfficerCredential) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_governance_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddOfficerCredential.ProtoReflect.Descriptor instead.
+func (*AddOfficerCredential) Descriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *AddOfficerCredential) GetOfficer() string {
+	if x != nil {
+		return x.Officer
+	}
+	return ""
+}
+
+func (x *AddOfficerCredential) GetCredential() *WebAuthnCredential {
+	if x != nil {
+		return x.Credential
+	}
+	return nil
+}
+
+// RemoveOfficerCredential unbinds a credential (one officer: it only takes
+// a way to sign away).
+type RemoveOfficerCredential struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Officer       string                 `protobuf:"bytes,1,opt,name=officer,proto3" json:"officer,omitempty"`
+	CredentialId  []byte                 `protobuf:"bytes,2,opt,name=credential_id,json=credentialId,proto3" json:"credential_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveOfficerCredential) Reset() {
+	*x = RemoveOfficerCredential{}
+	mi := &file_custos_v1_governance_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveOfficerCredential) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveOfficerCredential) ProtoMessage() {}
+
+func (x *RemoveOfficerCredential) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_governance_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveOfficerCredential.ProtoReflect.Descriptor instead.
+func (*RemoveOfficerCredential) Descriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RemoveOfficerCredential) GetOfficer() string {
+	if x != nil {
+		return x.Officer
+	}
+	return ""
+}
+
+func (x *RemoveOfficerCredential) GetCredentialId() []byte {
+	if x != nil {
+		return x.CredentialId
+	}
+	return nil
+}
+
+// WebAuthnAssertion is a WebAuthn assertion (navigator.credentials.get)
+// whose challenge is the statement's signing digest (docs/console.md gives
+// the checks).
+type WebAuthnAssertion struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	CredentialId      []byte                 `protobuf:"bytes,1,opt,name=credential_id,json=credentialId,proto3" json:"credential_id,omitempty"`
+	AuthenticatorData []byte                 `protobuf:"bytes,2,opt,name=authenticator_data,json=authenticatorData,proto3" json:"authenticator_data,omitempty"`
+	ClientDataJson    []byte                 `protobuf:"bytes,3,opt,name=client_data_json,json=clientDataJson,proto3" json:"client_data_json,omitempty"`
+	// ASN.1 DER ECDSA P-256 signature over authenticator_data ||
+	// SHA-256(client_data_json).
+	Signature     []byte `protobuf:"bytes,4,opt,name=signature,proto3" json:"signature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WebAuthnAssertion) Reset() {
+	*x = WebAuthnAssertion{}
+	mi := &file_custos_v1_governance_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WebAuthnAssertion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WebAuthnAssertion) ProtoMessage() {}
+
+func (x *WebAuthnAssertion) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_governance_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WebAuthnAssertion.ProtoReflect.Descriptor instead.
+func (*WebAuthnAssertion) Descriptor() ([]byte, []int) {
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *WebAuthnAssertion) GetCredentialId() []byte {
+	if x != nil {
+		return x.CredentialId
+	}
+	return nil
+}
+
+func (x *WebAuthnAssertion) GetAuthenticatorData() []byte {
+	if x != nil {
+		return x.AuthenticatorData
+	}
+	return nil
+}
+
+func (x *WebAuthnAssertion) GetClientDataJson() []byte {
+	if x != nil {
+		return x.ClientDataJson
+	}
+	return nil
+}
+
+func (x *WebAuthnAssertion) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
 	}
 	return nil
 }
@@ -947,7 +1538,7 @@ type Governance struct {
 
 func (x *Governance) Reset() {
 	*x = Governance{}
-	mi := &file_custos_v1_governance_proto_msgTypes[9]
+	mi := &file_custos_v1_governance_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -959,7 +1550,7 @@ func (x *Governance) String() string {
 func (*Governance) ProtoMessage() {}
 
 func (x *Governance) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[9]
+	mi := &file_custos_v1_governance_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -972,7 +1563,7 @@ func (x *Governance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Governance.ProtoReflect.Descriptor instead.
 func (*Governance) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{9}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Governance) GetClusterId() string {
@@ -1082,7 +1673,7 @@ type Quotas struct {
 
 func (x *Quotas) Reset() {
 	*x = Quotas{}
-	mi := &file_custos_v1_governance_proto_msgTypes[10]
+	mi := &file_custos_v1_governance_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1094,7 +1685,7 @@ func (x *Quotas) String() string {
 func (*Quotas) ProtoMessage() {}
 
 func (x *Quotas) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[10]
+	mi := &file_custos_v1_governance_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1107,7 +1698,7 @@ func (x *Quotas) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Quotas.ProtoReflect.Descriptor instead.
 func (*Quotas) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{10}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Quotas) GetMaxKeysPerPrincipal() uint32 {
@@ -1134,7 +1725,7 @@ type SetQuotas struct {
 
 func (x *SetQuotas) Reset() {
 	*x = SetQuotas{}
-	mi := &file_custos_v1_governance_proto_msgTypes[11]
+	mi := &file_custos_v1_governance_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1146,7 +1737,7 @@ func (x *SetQuotas) String() string {
 func (*SetQuotas) ProtoMessage() {}
 
 func (x *SetQuotas) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[11]
+	mi := &file_custos_v1_governance_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1159,7 +1750,7 @@ func (x *SetQuotas) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetQuotas.ProtoReflect.Descriptor instead.
 func (*SetQuotas) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{11}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SetQuotas) GetQuotas() *Quotas {
@@ -1185,7 +1776,7 @@ type ClientAuthority struct {
 
 func (x *ClientAuthority) Reset() {
 	*x = ClientAuthority{}
-	mi := &file_custos_v1_governance_proto_msgTypes[12]
+	mi := &file_custos_v1_governance_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1197,7 +1788,7 @@ func (x *ClientAuthority) String() string {
 func (*ClientAuthority) ProtoMessage() {}
 
 func (x *ClientAuthority) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[12]
+	mi := &file_custos_v1_governance_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1210,7 +1801,7 @@ func (x *ClientAuthority) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientAuthority.ProtoReflect.Descriptor instead.
 func (*ClientAuthority) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{12}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ClientAuthority) GetSha256() string {
@@ -1246,7 +1837,7 @@ type AddClientAuthority struct {
 
 func (x *AddClientAuthority) Reset() {
 	*x = AddClientAuthority{}
-	mi := &file_custos_v1_governance_proto_msgTypes[13]
+	mi := &file_custos_v1_governance_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1258,7 +1849,7 @@ func (x *AddClientAuthority) String() string {
 func (*AddClientAuthority) ProtoMessage() {}
 
 func (x *AddClientAuthority) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[13]
+	mi := &file_custos_v1_governance_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1271,7 +1862,7 @@ func (x *AddClientAuthority) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddClientAuthority.ProtoReflect.Descriptor instead.
 func (*AddClientAuthority) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{13}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AddClientAuthority) GetCertificate() []byte {
@@ -1292,7 +1883,7 @@ type RemoveClientAuthority struct {
 
 func (x *RemoveClientAuthority) Reset() {
 	*x = RemoveClientAuthority{}
-	mi := &file_custos_v1_governance_proto_msgTypes[14]
+	mi := &file_custos_v1_governance_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1304,7 +1895,7 @@ func (x *RemoveClientAuthority) String() string {
 func (*RemoveClientAuthority) ProtoMessage() {}
 
 func (x *RemoveClientAuthority) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[14]
+	mi := &file_custos_v1_governance_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1317,7 +1908,7 @@ func (x *RemoveClientAuthority) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveClientAuthority.ProtoReflect.Descriptor instead.
 func (*RemoveClientAuthority) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{14}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RemoveClientAuthority) GetSha256() string {
@@ -1374,6 +1965,8 @@ type Statement struct {
 	//	*Statement_RemoveWitness
 	//	*Statement_SetQuotas
 	//	*Statement_CreateCluster
+	//	*Statement_AddOfficerCredential
+	//	*Statement_RemoveOfficerCredential
 	Operation     isStatement_Operation `protobuf_oneof:"operation"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1381,7 +1974,7 @@ type Statement struct {
 
 func (x *Statement) Reset() {
 	*x = Statement{}
-	mi := &file_custos_v1_governance_proto_msgTypes[15]
+	mi := &file_custos_v1_governance_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1393,7 +1986,7 @@ func (x *Statement) String() string {
 func (*Statement) ProtoMessage() {}
 
 func (x *Statement) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[15]
+	mi := &file_custos_v1_governance_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1406,7 +1999,7 @@ func (x *Statement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Statement.ProtoReflect.Descriptor instead.
 func (*Statement) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{15}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Statement) GetClusterId() string {
@@ -1685,6 +2278,24 @@ func (x *Statement) GetCreateCluster() *CreateCluster {
 	return nil
 }
 
+func (x *Statement) GetAddOfficerCredential() *AddOfficerCredential {
+	if x != nil {
+		if x, ok := x.Operation.(*Statement_AddOfficerCredential); ok {
+			return x.AddOfficerCredential
+		}
+	}
+	return nil
+}
+
+func (x *Statement) GetRemoveOfficerCredential() *RemoveOfficerCredential {
+	if x != nil {
+		if x, ok := x.Operation.(*Statement_RemoveOfficerCredential); ok {
+			return x.RemoveOfficerCredential
+		}
+	}
+	return nil
+}
+
 type isStatement_Operation interface {
 	isStatement_Operation()
 }
@@ -1793,6 +2404,14 @@ type Statement_CreateCluster struct {
 	CreateCluster *CreateCluster `protobuf:"bytes,35,opt,name=create_cluster,json=createCluster,proto3,oneof"`
 }
 
+type Statement_AddOfficerCredential struct {
+	AddOfficerCredential *AddOfficerCredential `protobuf:"bytes,36,opt,name=add_officer_credential,json=addOfficerCredential,proto3,oneof"`
+}
+
+type Statement_RemoveOfficerCredential struct {
+	RemoveOfficerCredential *RemoveOfficerCredential `protobuf:"bytes,37,opt,name=remove_officer_credential,json=removeOfficerCredential,proto3,oneof"`
+}
+
 func (*Statement_RevokeKey) isStatement_Operation() {}
 
 func (*Statement_DisableKey) isStatement_Operation() {}
@@ -1845,6 +2464,10 @@ func (*Statement_SetQuotas) isStatement_Operation() {}
 
 func (*Statement_CreateCluster) isStatement_Operation() {}
 
+func (*Statement_AddOfficerCredential) isStatement_Operation() {}
+
+func (*Statement_RemoveOfficerCredential) isStatement_Operation() {}
+
 // CreateCluster is the officer-signed genesis (docs/governance.md,
 // *Officer-signed genesis*): the officers choose the new cluster's id
 // (Statement.cluster_id, 32 lower-case hex digits), name themselves and
@@ -1865,7 +2488,7 @@ type CreateCluster struct {
 
 func (x *CreateCluster) Reset() {
 	*x = CreateCluster{}
-	mi := &file_custos_v1_governance_proto_msgTypes[16]
+	mi := &file_custos_v1_governance_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1877,7 +2500,7 @@ func (x *CreateCluster) String() string {
 func (*CreateCluster) ProtoMessage() {}
 
 func (x *CreateCluster) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[16]
+	mi := &file_custos_v1_governance_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1890,7 +2513,7 @@ func (x *CreateCluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCluster.ProtoReflect.Descriptor instead.
 func (*CreateCluster) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{16}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CreateCluster) GetOfficers() []*Officer {
@@ -1939,7 +2562,7 @@ type ScheduleKeyDestruction struct {
 
 func (x *ScheduleKeyDestruction) Reset() {
 	*x = ScheduleKeyDestruction{}
-	mi := &file_custos_v1_governance_proto_msgTypes[17]
+	mi := &file_custos_v1_governance_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1951,7 +2574,7 @@ func (x *ScheduleKeyDestruction) String() string {
 func (*ScheduleKeyDestruction) ProtoMessage() {}
 
 func (x *ScheduleKeyDestruction) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[17]
+	mi := &file_custos_v1_governance_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1964,7 +2587,7 @@ func (x *ScheduleKeyDestruction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScheduleKeyDestruction.ProtoReflect.Descriptor instead.
 func (*ScheduleKeyDestruction) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{17}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ScheduleKeyDestruction) GetKey() string {
@@ -2004,7 +2627,7 @@ type AcceptRestore struct {
 
 func (x *AcceptRestore) Reset() {
 	*x = AcceptRestore{}
-	mi := &file_custos_v1_governance_proto_msgTypes[18]
+	mi := &file_custos_v1_governance_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2016,7 +2639,7 @@ func (x *AcceptRestore) String() string {
 func (*AcceptRestore) ProtoMessage() {}
 
 func (x *AcceptRestore) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[18]
+	mi := &file_custos_v1_governance_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2029,7 +2652,7 @@ func (x *AcceptRestore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcceptRestore.ProtoReflect.Descriptor instead.
 func (*AcceptRestore) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{18}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *AcceptRestore) GetSnapshotSha256() string {
@@ -2068,7 +2691,7 @@ type ClusterRestore struct {
 
 func (x *ClusterRestore) Reset() {
 	*x = ClusterRestore{}
-	mi := &file_custos_v1_governance_proto_msgTypes[19]
+	mi := &file_custos_v1_governance_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2080,7 +2703,7 @@ func (x *ClusterRestore) String() string {
 func (*ClusterRestore) ProtoMessage() {}
 
 func (x *ClusterRestore) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[19]
+	mi := &file_custos_v1_governance_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2093,7 +2716,7 @@ func (x *ClusterRestore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterRestore.ProtoReflect.Descriptor instead.
 func (*ClusterRestore) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{19}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ClusterRestore) GetSnapshotSha256() string {
@@ -2185,7 +2808,7 @@ type CancelKeyDestruction struct {
 
 func (x *CancelKeyDestruction) Reset() {
 	*x = CancelKeyDestruction{}
-	mi := &file_custos_v1_governance_proto_msgTypes[20]
+	mi := &file_custos_v1_governance_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2197,7 +2820,7 @@ func (x *CancelKeyDestruction) String() string {
 func (*CancelKeyDestruction) ProtoMessage() {}
 
 func (x *CancelKeyDestruction) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[20]
+	mi := &file_custos_v1_governance_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2210,7 +2833,7 @@ func (x *CancelKeyDestruction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelKeyDestruction.ProtoReflect.Descriptor instead.
 func (*CancelKeyDestruction) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{20}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CancelKeyDestruction) GetKey() string {
@@ -2250,7 +2873,7 @@ type AdmitNode struct {
 
 func (x *AdmitNode) Reset() {
 	*x = AdmitNode{}
-	mi := &file_custos_v1_governance_proto_msgTypes[21]
+	mi := &file_custos_v1_governance_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2262,7 +2885,7 @@ func (x *AdmitNode) String() string {
 func (*AdmitNode) ProtoMessage() {}
 
 func (x *AdmitNode) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[21]
+	mi := &file_custos_v1_governance_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2275,7 +2898,7 @@ func (x *AdmitNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdmitNode.ProtoReflect.Descriptor instead.
 func (*AdmitNode) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{21}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *AdmitNode) GetNode() string {
@@ -2327,7 +2950,7 @@ type SetKeyMinVersion struct {
 
 func (x *SetKeyMinVersion) Reset() {
 	*x = SetKeyMinVersion{}
-	mi := &file_custos_v1_governance_proto_msgTypes[22]
+	mi := &file_custos_v1_governance_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2339,7 +2962,7 @@ func (x *SetKeyMinVersion) String() string {
 func (*SetKeyMinVersion) ProtoMessage() {}
 
 func (x *SetKeyMinVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[22]
+	mi := &file_custos_v1_governance_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2352,7 +2975,7 @@ func (x *SetKeyMinVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetKeyMinVersion.ProtoReflect.Descriptor instead.
 func (*SetKeyMinVersion) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{22}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SetKeyMinVersion) GetKey() string {
@@ -2384,7 +3007,7 @@ type RotateDomainKey struct {
 
 func (x *RotateDomainKey) Reset() {
 	*x = RotateDomainKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[23]
+	mi := &file_custos_v1_governance_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2396,7 +3019,7 @@ func (x *RotateDomainKey) String() string {
 func (*RotateDomainKey) ProtoMessage() {}
 
 func (x *RotateDomainKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[23]
+	mi := &file_custos_v1_governance_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2409,7 +3032,7 @@ func (x *RotateDomainKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateDomainKey.ProtoReflect.Descriptor instead.
 func (*RotateDomainKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{23}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{32}
 }
 
 // CancelDomainKeyRotation (one officer) abandons a running rotation: the
@@ -2422,7 +3045,7 @@ type CancelDomainKeyRotation struct {
 
 func (x *CancelDomainKeyRotation) Reset() {
 	*x = CancelDomainKeyRotation{}
-	mi := &file_custos_v1_governance_proto_msgTypes[24]
+	mi := &file_custos_v1_governance_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2434,7 +3057,7 @@ func (x *CancelDomainKeyRotation) String() string {
 func (*CancelDomainKeyRotation) ProtoMessage() {}
 
 func (x *CancelDomainKeyRotation) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[24]
+	mi := &file_custos_v1_governance_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2447,7 +3070,7 @@ func (x *CancelDomainKeyRotation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelDomainKeyRotation.ProtoReflect.Descriptor instead.
 func (*CancelDomainKeyRotation) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{24}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{33}
 }
 
 // DomainKeyRotation is a running domain-key rotation as the replicated
@@ -2475,7 +3098,7 @@ type DomainKeyRotation struct {
 
 func (x *DomainKeyRotation) Reset() {
 	*x = DomainKeyRotation{}
-	mi := &file_custos_v1_governance_proto_msgTypes[25]
+	mi := &file_custos_v1_governance_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2487,7 +3110,7 @@ func (x *DomainKeyRotation) String() string {
 func (*DomainKeyRotation) ProtoMessage() {}
 
 func (x *DomainKeyRotation) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[25]
+	mi := &file_custos_v1_governance_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2500,7 +3123,7 @@ func (x *DomainKeyRotation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DomainKeyRotation.ProtoReflect.Descriptor instead.
 func (*DomainKeyRotation) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{25}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *DomainKeyRotation) GetEpoch() uint32 {
@@ -2572,7 +3195,7 @@ type RevokeAdmission struct {
 
 func (x *RevokeAdmission) Reset() {
 	*x = RevokeAdmission{}
-	mi := &file_custos_v1_governance_proto_msgTypes[26]
+	mi := &file_custos_v1_governance_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2584,7 +3207,7 @@ func (x *RevokeAdmission) String() string {
 func (*RevokeAdmission) ProtoMessage() {}
 
 func (x *RevokeAdmission) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[26]
+	mi := &file_custos_v1_governance_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2597,7 +3220,7 @@ func (x *RevokeAdmission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdmission.ProtoReflect.Descriptor instead.
 func (*RevokeAdmission) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{26}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RevokeAdmission) GetNode() string {
@@ -2632,7 +3255,7 @@ type NodeAdmission struct {
 
 func (x *NodeAdmission) Reset() {
 	*x = NodeAdmission{}
-	mi := &file_custos_v1_governance_proto_msgTypes[27]
+	mi := &file_custos_v1_governance_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2644,7 +3267,7 @@ func (x *NodeAdmission) String() string {
 func (*NodeAdmission) ProtoMessage() {}
 
 func (x *NodeAdmission) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[27]
+	mi := &file_custos_v1_governance_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2657,7 +3280,7 @@ func (x *NodeAdmission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeAdmission.ProtoReflect.Descriptor instead.
 func (*NodeAdmission) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{27}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *NodeAdmission) GetNode() string {
@@ -2751,7 +3374,7 @@ type Sink struct {
 
 func (x *Sink) Reset() {
 	*x = Sink{}
-	mi := &file_custos_v1_governance_proto_msgTypes[28]
+	mi := &file_custos_v1_governance_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2763,7 +3386,7 @@ func (x *Sink) String() string {
 func (*Sink) ProtoMessage() {}
 
 func (x *Sink) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[28]
+	mi := &file_custos_v1_governance_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2776,7 +3399,7 @@ func (x *Sink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Sink.ProtoReflect.Descriptor instead.
 func (*Sink) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{28}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Sink) GetName() string {
@@ -2838,7 +3461,7 @@ type AddSink struct {
 
 func (x *AddSink) Reset() {
 	*x = AddSink{}
-	mi := &file_custos_v1_governance_proto_msgTypes[29]
+	mi := &file_custos_v1_governance_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2850,7 +3473,7 @@ func (x *AddSink) String() string {
 func (*AddSink) ProtoMessage() {}
 
 func (x *AddSink) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[29]
+	mi := &file_custos_v1_governance_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2863,7 +3486,7 @@ func (x *AddSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddSink.ProtoReflect.Descriptor instead.
 func (*AddSink) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{29}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *AddSink) GetSink() *Sink {
@@ -2883,7 +3506,7 @@ type RemoveSink struct {
 
 func (x *RemoveSink) Reset() {
 	*x = RemoveSink{}
-	mi := &file_custos_v1_governance_proto_msgTypes[30]
+	mi := &file_custos_v1_governance_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2895,7 +3518,7 @@ func (x *RemoveSink) String() string {
 func (*RemoveSink) ProtoMessage() {}
 
 func (x *RemoveSink) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[30]
+	mi := &file_custos_v1_governance_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2908,7 +3531,7 @@ func (x *RemoveSink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSink.ProtoReflect.Descriptor instead.
 func (*RemoveSink) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{30}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RemoveSink) GetName() string {
@@ -2934,7 +3557,7 @@ type NotifyRules struct {
 
 func (x *NotifyRules) Reset() {
 	*x = NotifyRules{}
-	mi := &file_custos_v1_governance_proto_msgTypes[31]
+	mi := &file_custos_v1_governance_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2946,7 +3569,7 @@ func (x *NotifyRules) String() string {
 func (*NotifyRules) ProtoMessage() {}
 
 func (x *NotifyRules) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[31]
+	mi := &file_custos_v1_governance_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2959,7 +3582,7 @@ func (x *NotifyRules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifyRules.ProtoReflect.Descriptor instead.
 func (*NotifyRules) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{31}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *NotifyRules) GetReasons() []Reason {
@@ -3007,7 +3630,7 @@ type SetNotifyRules struct {
 
 func (x *SetNotifyRules) Reset() {
 	*x = SetNotifyRules{}
-	mi := &file_custos_v1_governance_proto_msgTypes[32]
+	mi := &file_custos_v1_governance_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3019,7 +3642,7 @@ func (x *SetNotifyRules) String() string {
 func (*SetNotifyRules) ProtoMessage() {}
 
 func (x *SetNotifyRules) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[32]
+	mi := &file_custos_v1_governance_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3032,7 +3655,7 @@ func (x *SetNotifyRules) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNotifyRules.ProtoReflect.Descriptor instead.
 func (*SetNotifyRules) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{32}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SetNotifyRules) GetRules() *NotifyRules {
@@ -3053,7 +3676,7 @@ type RevokeKey struct {
 
 func (x *RevokeKey) Reset() {
 	*x = RevokeKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[33]
+	mi := &file_custos_v1_governance_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3065,7 +3688,7 @@ func (x *RevokeKey) String() string {
 func (*RevokeKey) ProtoMessage() {}
 
 func (x *RevokeKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[33]
+	mi := &file_custos_v1_governance_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3078,7 +3701,7 @@ func (x *RevokeKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeKey.ProtoReflect.Descriptor instead.
 func (*RevokeKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{33}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RevokeKey) GetKey() string {
@@ -3098,7 +3721,7 @@ type DisableKey struct {
 
 func (x *DisableKey) Reset() {
 	*x = DisableKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[34]
+	mi := &file_custos_v1_governance_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3110,7 +3733,7 @@ func (x *DisableKey) String() string {
 func (*DisableKey) ProtoMessage() {}
 
 func (x *DisableKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[34]
+	mi := &file_custos_v1_governance_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3123,7 +3746,7 @@ func (x *DisableKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableKey.ProtoReflect.Descriptor instead.
 func (*DisableKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{34}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *DisableKey) GetKey() string {
@@ -3143,7 +3766,7 @@ type EnableKey struct {
 
 func (x *EnableKey) Reset() {
 	*x = EnableKey{}
-	mi := &file_custos_v1_governance_proto_msgTypes[35]
+	mi := &file_custos_v1_governance_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3155,7 +3778,7 @@ func (x *EnableKey) String() string {
 func (*EnableKey) ProtoMessage() {}
 
 func (x *EnableKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[35]
+	mi := &file_custos_v1_governance_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3168,7 +3791,7 @@ func (x *EnableKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnableKey.ProtoReflect.Descriptor instead.
 func (*EnableKey) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{35}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *EnableKey) GetKey() string {
@@ -3189,7 +3812,7 @@ type SetPolicy struct {
 
 func (x *SetPolicy) Reset() {
 	*x = SetPolicy{}
-	mi := &file_custos_v1_governance_proto_msgTypes[36]
+	mi := &file_custos_v1_governance_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3201,7 +3824,7 @@ func (x *SetPolicy) String() string {
 func (*SetPolicy) ProtoMessage() {}
 
 func (x *SetPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[36]
+	mi := &file_custos_v1_governance_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3214,7 +3837,7 @@ func (x *SetPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicy.ProtoReflect.Descriptor instead.
 func (*SetPolicy) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{36}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *SetPolicy) GetKey() string {
@@ -3244,7 +3867,7 @@ type ApproveRequest struct {
 
 func (x *ApproveRequest) Reset() {
 	*x = ApproveRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[37]
+	mi := &file_custos_v1_governance_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3256,7 +3879,7 @@ func (x *ApproveRequest) String() string {
 func (*ApproveRequest) ProtoMessage() {}
 
 func (x *ApproveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[37]
+	mi := &file_custos_v1_governance_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3269,7 +3892,7 @@ func (x *ApproveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveRequest.ProtoReflect.Descriptor instead.
 func (*ApproveRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{37}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ApproveRequest) GetRequestId() string {
@@ -3303,7 +3926,7 @@ type DenyRequest struct {
 
 func (x *DenyRequest) Reset() {
 	*x = DenyRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[38]
+	mi := &file_custos_v1_governance_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3315,7 +3938,7 @@ func (x *DenyRequest) String() string {
 func (*DenyRequest) ProtoMessage() {}
 
 func (x *DenyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[38]
+	mi := &file_custos_v1_governance_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3328,7 +3951,7 @@ func (x *DenyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DenyRequest.ProtoReflect.Descriptor instead.
 func (*DenyRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{38}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *DenyRequest) GetRequestId() string {
@@ -3358,7 +3981,7 @@ type CreateGrant struct {
 
 func (x *CreateGrant) Reset() {
 	*x = CreateGrant{}
-	mi := &file_custos_v1_governance_proto_msgTypes[39]
+	mi := &file_custos_v1_governance_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3370,7 +3993,7 @@ func (x *CreateGrant) String() string {
 func (*CreateGrant) ProtoMessage() {}
 
 func (x *CreateGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[39]
+	mi := &file_custos_v1_governance_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3383,7 +4006,7 @@ func (x *CreateGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateGrant.ProtoReflect.Descriptor instead.
 func (*CreateGrant) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{39}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *CreateGrant) GetPrincipal() string {
@@ -3445,7 +4068,7 @@ type RevokeGrant struct {
 
 func (x *RevokeGrant) Reset() {
 	*x = RevokeGrant{}
-	mi := &file_custos_v1_governance_proto_msgTypes[40]
+	mi := &file_custos_v1_governance_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3457,7 +4080,7 @@ func (x *RevokeGrant) String() string {
 func (*RevokeGrant) ProtoMessage() {}
 
 func (x *RevokeGrant) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[40]
+	mi := &file_custos_v1_governance_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3470,7 +4093,7 @@ func (x *RevokeGrant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeGrant.ProtoReflect.Descriptor instead.
 func (*RevokeGrant) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{40}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RevokeGrant) GetGrantId() string {
@@ -3491,7 +4114,7 @@ type SetOfficers struct {
 
 func (x *SetOfficers) Reset() {
 	*x = SetOfficers{}
-	mi := &file_custos_v1_governance_proto_msgTypes[41]
+	mi := &file_custos_v1_governance_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3503,7 +4126,7 @@ func (x *SetOfficers) String() string {
 func (*SetOfficers) ProtoMessage() {}
 
 func (x *SetOfficers) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[41]
+	mi := &file_custos_v1_governance_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3516,7 +4139,7 @@ func (x *SetOfficers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetOfficers.ProtoReflect.Descriptor instead.
 func (*SetOfficers) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{41}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *SetOfficers) GetOfficers() []*Officer {
@@ -3536,16 +4159,19 @@ func (x *SetOfficers) GetQuorum() uint32 {
 // OfficerSignature is one officer's ECDSA P-256 / SHA-256 signature (ASN.1
 // DER) over "custos-statement-v1\x00" || statement bytes.
 type OfficerSignature struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Officer       string                 `protobuf:"bytes,1,opt,name=officer,proto3" json:"officer,omitempty"`
-	Signature     []byte                 `protobuf:"bytes,2,opt,name=signature,proto3" json:"signature,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Officer string                 `protobuf:"bytes,1,opt,name=officer,proto3" json:"officer,omitempty"`
+	// By the officer's public_key; empty when webauthn is set.
+	Signature []byte `protobuf:"bytes,2,opt,name=signature,proto3" json:"signature,omitempty"`
+	// By one of the officer's WebAuthn credentials instead.
+	Webauthn      *WebAuthnAssertion `protobuf:"bytes,3,opt,name=webauthn,proto3" json:"webauthn,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *OfficerSignature) Reset() {
 	*x = OfficerSignature{}
-	mi := &file_custos_v1_governance_proto_msgTypes[42]
+	mi := &file_custos_v1_governance_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3557,7 +4183,7 @@ func (x *OfficerSignature) String() string {
 func (*OfficerSignature) ProtoMessage() {}
 
 func (x *OfficerSignature) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[42]
+	mi := &file_custos_v1_governance_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3570,7 +4196,7 @@ func (x *OfficerSignature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OfficerSignature.ProtoReflect.Descriptor instead.
 func (*OfficerSignature) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{42}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *OfficerSignature) GetOfficer() string {
@@ -3587,6 +4213,13 @@ func (x *OfficerSignature) GetSignature() []byte {
 	return nil
 }
 
+func (x *OfficerSignature) GetWebauthn() *WebAuthnAssertion {
+	if x != nil {
+		return x.Webauthn
+	}
+	return nil
+}
+
 // SignedStatement carries a statement's exact bytes and its signatures.
 type SignedStatement struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3598,7 +4231,7 @@ type SignedStatement struct {
 
 func (x *SignedStatement) Reset() {
 	*x = SignedStatement{}
-	mi := &file_custos_v1_governance_proto_msgTypes[43]
+	mi := &file_custos_v1_governance_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3610,7 +4243,7 @@ func (x *SignedStatement) String() string {
 func (*SignedStatement) ProtoMessage() {}
 
 func (x *SignedStatement) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[43]
+	mi := &file_custos_v1_governance_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3623,7 +4256,7 @@ func (x *SignedStatement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedStatement.ProtoReflect.Descriptor instead.
 func (*SignedStatement) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{43}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *SignedStatement) GetStatement() []byte {
@@ -3656,7 +4289,7 @@ type SubmitResponse struct {
 
 func (x *SubmitResponse) Reset() {
 	*x = SubmitResponse{}
-	mi := &file_custos_v1_governance_proto_msgTypes[44]
+	mi := &file_custos_v1_governance_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3668,7 +4301,7 @@ func (x *SubmitResponse) String() string {
 func (*SubmitResponse) ProtoMessage() {}
 
 func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[44]
+	mi := &file_custos_v1_governance_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3681,7 +4314,7 @@ func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
 func (*SubmitResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{44}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *SubmitResponse) GetResult() string {
@@ -3720,7 +4353,7 @@ type GetGovernanceRequest struct {
 
 func (x *GetGovernanceRequest) Reset() {
 	*x = GetGovernanceRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[45]
+	mi := &file_custos_v1_governance_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3732,7 +4365,7 @@ func (x *GetGovernanceRequest) String() string {
 func (*GetGovernanceRequest) ProtoMessage() {}
 
 func (x *GetGovernanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[45]
+	mi := &file_custos_v1_governance_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3745,7 +4378,7 @@ func (x *GetGovernanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetGovernanceRequest.ProtoReflect.Descriptor instead.
 func (*GetGovernanceRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{45}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{54}
 }
 
 // ApprovalRequest is a decrypt that policy sent to the officers.
@@ -3775,7 +4408,7 @@ type ApprovalRequest struct {
 
 func (x *ApprovalRequest) Reset() {
 	*x = ApprovalRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[46]
+	mi := &file_custos_v1_governance_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3787,7 +4420,7 @@ func (x *ApprovalRequest) String() string {
 func (*ApprovalRequest) ProtoMessage() {}
 
 func (x *ApprovalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[46]
+	mi := &file_custos_v1_governance_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3800,7 +4433,7 @@ func (x *ApprovalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApprovalRequest.ProtoReflect.Descriptor instead.
 func (*ApprovalRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{46}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ApprovalRequest) GetRequestId() string {
@@ -3910,7 +4543,7 @@ type ListPendingRequest struct {
 
 func (x *ListPendingRequest) Reset() {
 	*x = ListPendingRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[47]
+	mi := &file_custos_v1_governance_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3922,7 +4555,7 @@ func (x *ListPendingRequest) String() string {
 func (*ListPendingRequest) ProtoMessage() {}
 
 func (x *ListPendingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[47]
+	mi := &file_custos_v1_governance_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3935,7 +4568,7 @@ func (x *ListPendingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPendingRequest.ProtoReflect.Descriptor instead.
 func (*ListPendingRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{47}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ListPendingRequest) GetKey() string {
@@ -3954,7 +4587,7 @@ type ListPendingResponse struct {
 
 func (x *ListPendingResponse) Reset() {
 	*x = ListPendingResponse{}
-	mi := &file_custos_v1_governance_proto_msgTypes[48]
+	mi := &file_custos_v1_governance_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3966,7 +4599,7 @@ func (x *ListPendingResponse) String() string {
 func (*ListPendingResponse) ProtoMessage() {}
 
 func (x *ListPendingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[48]
+	mi := &file_custos_v1_governance_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3979,7 +4612,7 @@ func (x *ListPendingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPendingResponse.ProtoReflect.Descriptor instead.
 func (*ListPendingResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{48}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ListPendingResponse) GetRequests() []*ApprovalRequest {
@@ -3998,7 +4631,7 @@ type GetRequestRequest struct {
 
 func (x *GetRequestRequest) Reset() {
 	*x = GetRequestRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[49]
+	mi := &file_custos_v1_governance_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4010,7 +4643,7 @@ func (x *GetRequestRequest) String() string {
 func (*GetRequestRequest) ProtoMessage() {}
 
 func (x *GetRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[49]
+	mi := &file_custos_v1_governance_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4023,7 +4656,7 @@ func (x *GetRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequestRequest.ProtoReflect.Descriptor instead.
 func (*GetRequestRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{49}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *GetRequestRequest) GetRequestId() string {
@@ -4055,7 +4688,7 @@ type Grant struct {
 
 func (x *Grant) Reset() {
 	*x = Grant{}
-	mi := &file_custos_v1_governance_proto_msgTypes[50]
+	mi := &file_custos_v1_governance_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4067,7 +4700,7 @@ func (x *Grant) String() string {
 func (*Grant) ProtoMessage() {}
 
 func (x *Grant) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[50]
+	mi := &file_custos_v1_governance_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4080,7 +4713,7 @@ func (x *Grant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Grant.ProtoReflect.Descriptor instead.
 func (*Grant) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{50}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *Grant) GetGrantId() string {
@@ -4155,7 +4788,7 @@ type ListGrantsRequest struct {
 
 func (x *ListGrantsRequest) Reset() {
 	*x = ListGrantsRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[51]
+	mi := &file_custos_v1_governance_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4167,7 +4800,7 @@ func (x *ListGrantsRequest) String() string {
 func (*ListGrantsRequest) ProtoMessage() {}
 
 func (x *ListGrantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[51]
+	mi := &file_custos_v1_governance_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4180,7 +4813,7 @@ func (x *ListGrantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGrantsRequest.ProtoReflect.Descriptor instead.
 func (*ListGrantsRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{51}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ListGrantsRequest) GetKey() string {
@@ -4199,7 +4832,7 @@ type ListGrantsResponse struct {
 
 func (x *ListGrantsResponse) Reset() {
 	*x = ListGrantsResponse{}
-	mi := &file_custos_v1_governance_proto_msgTypes[52]
+	mi := &file_custos_v1_governance_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4211,7 +4844,7 @@ func (x *ListGrantsResponse) String() string {
 func (*ListGrantsResponse) ProtoMessage() {}
 
 func (x *ListGrantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[52]
+	mi := &file_custos_v1_governance_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4224,7 +4857,7 @@ func (x *ListGrantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGrantsResponse.ProtoReflect.Descriptor instead.
 func (*ListGrantsResponse) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{52}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ListGrantsResponse) GetGrants() []*Grant {
@@ -4243,7 +4876,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_custos_v1_governance_proto_msgTypes[53]
+	mi := &file_custos_v1_governance_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4255,7 +4888,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custos_v1_governance_proto_msgTypes[53]
+	mi := &file_custos_v1_governance_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4268,7 +4901,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_custos_v1_governance_proto_rawDescGZIP(), []int{53}
+	return file_custos_v1_governance_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *GetPolicyRequest) GetKey() string {
@@ -4282,7 +4915,28 @@ var File_custos_v1_governance_proto protoreflect.FileDescriptor
 
 const file_custos_v1_governance_proto_rawDesc = "" +
 	"\n" +
-	"\x1acustos/v1/governance.proto\x12\tcustos.v1\x1a\x16custos/v1/common.proto\"\xb0\x01\n" +
+	"\x1acustos/v1/governance.proto\x12\tcustos.v1\x1a\x16custos/v1/common.proto\"~\n" +
+	"\x0eProposeRequest\x128\n" +
+	"\tstatement\x18\x01 \x01(\v2\x1a.custos.v1.SignedStatementR\tstatement\x122\n" +
+	"\x05proof\x18\x02 \x01(\v2\x1c.custos.v1.WebAuthnAssertionR\x05proof\"w\n" +
+	"\x0fProposeResponse\x12/\n" +
+	"\bproposal\x18\x01 \x01(\v2\x13.custos.v1.ProposalR\bproposal\x123\n" +
+	"\aapplied\x18\x02 \x01(\v2\x19.custos.v1.SubmitResponseR\aapplied\"\xcc\x02\n" +
+	"\bProposal\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
+	"\tstatement\x18\x02 \x01(\fR\tstatement\x12;\n" +
+	"\n" +
+	"signatures\x18\x03 \x03(\v2\x1b.custos.v1.OfficerSignatureR\n" +
+	"signatures\x12\x18\n" +
+	"\asigners\x18\x04 \x03(\tR\asigners\x12\x16\n" +
+	"\x06needed\x18\x05 \x01(\rR\x06needed\x12\x1a\n" +
+	"\bproposer\x18\x06 \x01(\tR\bproposer\x121\n" +
+	"\x15create_time_unix_nano\x18\a \x01(\x03R\x12createTimeUnixNano\x122\n" +
+	"\x05proof\x18\b \x01(\v2\x1c.custos.v1.WebAuthnAssertionR\x05proof\x12 \n" +
+	"\vdescription\x18\t \x01(\tR\vdescription\"\x16\n" +
+	"\x14ListProposalsRequest\"J\n" +
+	"\x15ListProposalsResponse\x121\n" +
+	"\tproposals\x18\x01 \x03(\v2\x13.custos.v1.ProposalR\tproposals\"\xb0\x01\n" +
 	"\vCosignature\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x18\n" +
@@ -4327,11 +4981,33 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\x10admin_principals\x18\t \x03(\tR\x0fadminPrincipals\x125\n" +
 	"\x17witness_max_age_seconds\x18\n" +
 	" \x01(\rR\x14witnessMaxAgeSeconds\x12.\n" +
-	"\x13witness_max_records\x18\v \x01(\rR\x11witnessMaxRecords\"<\n" +
+	"\x13witness_max_records\x18\v \x01(\rR\x11witnessMaxRecords\"}\n" +
 	"\aOfficer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
-	"public_key\x18\x02 \x01(\fR\tpublicKey\"\xb3\x04\n" +
+	"public_key\x18\x02 \x01(\fR\tpublicKey\x12?\n" +
+	"\vcredentials\x18\x03 \x03(\v2\x1d.custos.v1.WebAuthnCredentialR\vcredentials\"\xd9\x01\n" +
+	"\x12WebAuthnCredential\x12#\n" +
+	"\rcredential_id\x18\x01 \x01(\fR\fcredentialId\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x02 \x01(\fR\tpublicKey\x12\x13\n" +
+	"\x05rp_id\x18\x03 \x01(\tR\x04rpId\x12\x18\n" +
+	"\aorigins\x18\x04 \x03(\tR\aorigins\x12:\n" +
+	"\x19require_user_verification\x18\x05 \x01(\bR\x17requireUserVerification\x12\x14\n" +
+	"\x05label\x18\x06 \x01(\tR\x05label\"o\n" +
+	"\x14AddOfficerCredential\x12\x18\n" +
+	"\aofficer\x18\x01 \x01(\tR\aofficer\x12=\n" +
+	"\n" +
+	"credential\x18\x02 \x01(\v2\x1d.custos.v1.WebAuthnCredentialR\n" +
+	"credential\"X\n" +
+	"\x17RemoveOfficerCredential\x12\x18\n" +
+	"\aofficer\x18\x01 \x01(\tR\aofficer\x12#\n" +
+	"\rcredential_id\x18\x02 \x01(\fR\fcredentialId\"\xaf\x01\n" +
+	"\x11WebAuthnAssertion\x12#\n" +
+	"\rcredential_id\x18\x01 \x01(\fR\fcredentialId\x12-\n" +
+	"\x12authenticator_data\x18\x02 \x01(\fR\x11authenticatorData\x12(\n" +
+	"\x10client_data_json\x18\x03 \x01(\fR\x0eclientDataJson\x12\x1c\n" +
+	"\tsignature\x18\x04 \x01(\fR\tsignature\"\xb3\x04\n" +
 	"\n" +
 	"Governance\x12\x1d\n" +
 	"\n" +
@@ -4362,7 +5038,7 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\x12AddClientAuthority\x12 \n" +
 	"\vcertificate\x18\x01 \x01(\fR\vcertificate\"/\n" +
 	"\x15RemoveClientAuthority\x12\x16\n" +
-	"\x06sha256\x18\x01 \x01(\tR\x06sha256\"\x93\x0f\n" +
+	"\x06sha256\x18\x01 \x01(\tR\x06sha256\"\xce\x10\n" +
 	"\tStatement\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x14\n" +
@@ -4405,7 +5081,9 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\x0eremove_witness\x18! \x01(\v2\x18.custos.v1.RemoveWitnessH\x00R\rremoveWitness\x125\n" +
 	"\n" +
 	"set_quotas\x18\" \x01(\v2\x14.custos.v1.SetQuotasH\x00R\tsetQuotas\x12A\n" +
-	"\x0ecreate_cluster\x18# \x01(\v2\x18.custos.v1.CreateClusterH\x00R\rcreateClusterB\v\n" +
+	"\x0ecreate_cluster\x18# \x01(\v2\x18.custos.v1.CreateClusterH\x00R\rcreateCluster\x12W\n" +
+	"\x16add_officer_credential\x18$ \x01(\v2\x1f.custos.v1.AddOfficerCredentialH\x00R\x14addOfficerCredential\x12`\n" +
+	"\x19remove_officer_credential\x18% \x01(\v2\".custos.v1.RemoveOfficerCredentialH\x00R\x17removeOfficerCredentialB\v\n" +
 	"\toperation\"\xa0\x01\n" +
 	"\rCreateCluster\x12.\n" +
 	"\bofficers\x18\x01 \x03(\v2\x12.custos.v1.OfficerR\bofficers\x12\x16\n" +
@@ -4525,10 +5203,11 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\bgrant_id\x18\x01 \x01(\tR\agrantId\"U\n" +
 	"\vSetOfficers\x12.\n" +
 	"\bofficers\x18\x01 \x03(\v2\x12.custos.v1.OfficerR\bofficers\x12\x16\n" +
-	"\x06quorum\x18\x02 \x01(\rR\x06quorum\"J\n" +
+	"\x06quorum\x18\x02 \x01(\rR\x06quorum\"\x84\x01\n" +
 	"\x10OfficerSignature\x12\x18\n" +
 	"\aofficer\x18\x01 \x01(\tR\aofficer\x12\x1c\n" +
-	"\tsignature\x18\x02 \x01(\fR\tsignature\"l\n" +
+	"\tsignature\x18\x02 \x01(\fR\tsignature\x128\n" +
+	"\bwebauthn\x18\x03 \x01(\v2\x1c.custos.v1.WebAuthnAssertionR\bwebauthn\"l\n" +
 	"\x0fSignedStatement\x12\x1c\n" +
 	"\tstatement\x18\x01 \x01(\fR\tstatement\x12;\n" +
 	"\n" +
@@ -4609,7 +5288,7 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\x15REQUEST_STATE_PENDING\x10\x01\x12\x1a\n" +
 	"\x16REQUEST_STATE_APPROVED\x10\x02\x12\x18\n" +
 	"\x14REQUEST_STATE_DENIED\x10\x03\x12\x19\n" +
-	"\x15REQUEST_STATE_EXPIRED\x10\x042\x91\x04\n" +
+	"\x15REQUEST_STATE_EXPIRED\x10\x042\xa7\x05\n" +
 	"\x11GovernanceService\x12?\n" +
 	"\x06Submit\x12\x1a.custos.v1.SignedStatement\x1a\x19.custos.v1.SubmitResponse\x12G\n" +
 	"\rGetGovernance\x12\x1f.custos.v1.GetGovernanceRequest\x1a\x15.custos.v1.Governance\x12L\n" +
@@ -4619,7 +5298,9 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\n" +
 	"ListGrants\x12\x1c.custos.v1.ListGrantsRequest\x1a\x1d.custos.v1.ListGrantsResponse\x12>\n" +
 	"\tGetPolicy\x12\x1b.custos.v1.GetPolicyRequest\x1a\x14.custos.v1.KeyPolicy\x12Q\n" +
-	"\x11SubmitCosignature\x12\x16.custos.v1.Cosignature\x1a$.custos.v1.SubmitCosignatureResponseB7Z5github.com/custos-kms/custos/proto/custos/v1;custosv1b\x06proto3"
+	"\x11SubmitCosignature\x12\x16.custos.v1.Cosignature\x1a$.custos.v1.SubmitCosignatureResponse\x12@\n" +
+	"\aPropose\x12\x19.custos.v1.ProposeRequest\x1a\x1a.custos.v1.ProposeResponse\x12R\n" +
+	"\rListProposals\x12\x1f.custos.v1.ListProposalsRequest\x1a .custos.v1.ListProposalsResponseB7Z5github.com/custos-kms/custos/proto/custos/v1;custosv1b\x06proto3"
 
 var (
 	file_custos_v1_governance_proto_rawDescOnce sync.Once
@@ -4634,148 +5315,173 @@ func file_custos_v1_governance_proto_rawDescGZIP() []byte {
 }
 
 var file_custos_v1_governance_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_custos_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
+var file_custos_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 63)
 var file_custos_v1_governance_proto_goTypes = []any{
 	(Action)(0),                       // 0: custos.v1.Action
 	(KeyTransportHash)(0),             // 1: custos.v1.KeyTransportHash
 	(AdmissionState)(0),               // 2: custos.v1.AdmissionState
 	(SinkType)(0),                     // 3: custos.v1.SinkType
 	(RequestState)(0),                 // 4: custos.v1.RequestState
-	(*Cosignature)(nil),               // 5: custos.v1.Cosignature
-	(*SubmitCosignatureResponse)(nil), // 6: custos.v1.SubmitCosignatureResponse
-	(*Witness)(nil),                   // 7: custos.v1.Witness
-	(*AddWitness)(nil),                // 8: custos.v1.AddWitness
-	(*RemoveWitness)(nil),             // 9: custos.v1.RemoveWitness
-	(*ReasonRule)(nil),                // 10: custos.v1.ReasonRule
-	(*TimeWindow)(nil),                // 11: custos.v1.TimeWindow
-	(*KeyPolicy)(nil),                 // 12: custos.v1.KeyPolicy
-	(*Officer)(nil),                   // 13: custos.v1.Officer
-	(*Governance)(nil),                // 14: custos.v1.Governance
-	(*Quotas)(nil),                    // 15: custos.v1.Quotas
-	(*SetQuotas)(nil),                 // 16: custos.v1.SetQuotas
-	(*ClientAuthority)(nil),           // 17: custos.v1.ClientAuthority
-	(*AddClientAuthority)(nil),        // 18: custos.v1.AddClientAuthority
-	(*RemoveClientAuthority)(nil),     // 19: custos.v1.RemoveClientAuthority
-	(*Statement)(nil),                 // 20: custos.v1.Statement
-	(*CreateCluster)(nil),             // 21: custos.v1.CreateCluster
-	(*ScheduleKeyDestruction)(nil),    // 22: custos.v1.ScheduleKeyDestruction
-	(*AcceptRestore)(nil),             // 23: custos.v1.AcceptRestore
-	(*ClusterRestore)(nil),            // 24: custos.v1.ClusterRestore
-	(*CancelKeyDestruction)(nil),      // 25: custos.v1.CancelKeyDestruction
-	(*AdmitNode)(nil),                 // 26: custos.v1.AdmitNode
-	(*SetKeyMinVersion)(nil),          // 27: custos.v1.SetKeyMinVersion
-	(*RotateDomainKey)(nil),           // 28: custos.v1.RotateDomainKey
-	(*CancelDomainKeyRotation)(nil),   // 29: custos.v1.CancelDomainKeyRotation
-	(*DomainKeyRotation)(nil),         // 30: custos.v1.DomainKeyRotation
-	(*RevokeAdmission)(nil),           // 31: custos.v1.RevokeAdmission
-	(*NodeAdmission)(nil),             // 32: custos.v1.NodeAdmission
-	(*Sink)(nil),                      // 33: custos.v1.Sink
-	(*AddSink)(nil),                   // 34: custos.v1.AddSink
-	(*RemoveSink)(nil),                // 35: custos.v1.RemoveSink
-	(*NotifyRules)(nil),               // 36: custos.v1.NotifyRules
-	(*SetNotifyRules)(nil),            // 37: custos.v1.SetNotifyRules
-	(*RevokeKey)(nil),                 // 38: custos.v1.RevokeKey
-	(*DisableKey)(nil),                // 39: custos.v1.DisableKey
-	(*EnableKey)(nil),                 // 40: custos.v1.EnableKey
-	(*SetPolicy)(nil),                 // 41: custos.v1.SetPolicy
-	(*ApproveRequest)(nil),            // 42: custos.v1.ApproveRequest
-	(*DenyRequest)(nil),               // 43: custos.v1.DenyRequest
-	(*CreateGrant)(nil),               // 44: custos.v1.CreateGrant
-	(*RevokeGrant)(nil),               // 45: custos.v1.RevokeGrant
-	(*SetOfficers)(nil),               // 46: custos.v1.SetOfficers
-	(*OfficerSignature)(nil),          // 47: custos.v1.OfficerSignature
-	(*SignedStatement)(nil),           // 48: custos.v1.SignedStatement
-	(*SubmitResponse)(nil),            // 49: custos.v1.SubmitResponse
-	(*GetGovernanceRequest)(nil),      // 50: custos.v1.GetGovernanceRequest
-	(*ApprovalRequest)(nil),           // 51: custos.v1.ApprovalRequest
-	(*ListPendingRequest)(nil),        // 52: custos.v1.ListPendingRequest
-	(*ListPendingResponse)(nil),       // 53: custos.v1.ListPendingResponse
-	(*GetRequestRequest)(nil),         // 54: custos.v1.GetRequestRequest
-	(*Grant)(nil),                     // 55: custos.v1.Grant
-	(*ListGrantsRequest)(nil),         // 56: custos.v1.ListGrantsRequest
-	(*ListGrantsResponse)(nil),        // 57: custos.v1.ListGrantsResponse
-	(*GetPolicyRequest)(nil),          // 58: custos.v1.GetPolicyRequest
-	(Reason)(0),                       // 59: custos.v1.Reason
-	(Outcome)(0),                      // 60: custos.v1.Outcome
+	(*ProposeRequest)(nil),            // 5: custos.v1.ProposeRequest
+	(*ProposeResponse)(nil),           // 6: custos.v1.ProposeResponse
+	(*Proposal)(nil),                  // 7: custos.v1.Proposal
+	(*ListProposalsRequest)(nil),      // 8: custos.v1.ListProposalsRequest
+	(*ListProposalsResponse)(nil),     // 9: custos.v1.ListProposalsResponse
+	(*Cosignature)(nil),               // 10: custos.v1.Cosignature
+	(*SubmitCosignatureResponse)(nil), // 11: custos.v1.SubmitCosignatureResponse
+	(*Witness)(nil),                   // 12: custos.v1.Witness
+	(*AddWitness)(nil),                // 13: custos.v1.AddWitness
+	(*RemoveWitness)(nil),             // 14: custos.v1.RemoveWitness
+	(*ReasonRule)(nil),                // 15: custos.v1.ReasonRule
+	(*TimeWindow)(nil),                // 16: custos.v1.TimeWindow
+	(*KeyPolicy)(nil),                 // 17: custos.v1.KeyPolicy
+	(*Officer)(nil),                   // 18: custos.v1.Officer
+	(*WebAuthnCredential)(nil),        // 19: custos.v1.WebAuthnCredential
+	(*AddOfficerCredential)(nil),      // 20: custos.v1.AddOfficerCredential
+	(*RemoveOfficerCredential)(nil),   // 21: custos.v1.RemoveOfficerCredential
+	(*WebAuthnAssertion)(nil),         // 22: custos.v1.WebAuthnAssertion
+	(*Governance)(nil),                // 23: custos.v1.Governance
+	(*Quotas)(nil),                    // 24: custos.v1.Quotas
+	(*SetQuotas)(nil),                 // 25: custos.v1.SetQuotas
+	(*ClientAuthority)(nil),           // 26: custos.v1.ClientAuthority
+	(*AddClientAuthority)(nil),        // 27: custos.v1.AddClientAuthority
+	(*RemoveClientAuthority)(nil),     // 28: custos.v1.RemoveClientAuthority
+	(*Statement)(nil),                 // 29: custos.v1.Statement
+	(*CreateCluster)(nil),             // 30: custos.v1.CreateCluster
+	(*ScheduleKeyDestruction)(nil),    // 31: custos.v1.ScheduleKeyDestruction
+	(*AcceptRestore)(nil),             // 32: custos.v1.AcceptRestore
+	(*ClusterRestore)(nil),            // 33: custos.v1.ClusterRestore
+	(*CancelKeyDestruction)(nil),      // 34: custos.v1.CancelKeyDestruction
+	(*AdmitNode)(nil),                 // 35: custos.v1.AdmitNode
+	(*SetKeyMinVersion)(nil),          // 36: custos.v1.SetKeyMinVersion
+	(*RotateDomainKey)(nil),           // 37: custos.v1.RotateDomainKey
+	(*CancelDomainKeyRotation)(nil),   // 38: custos.v1.CancelDomainKeyRotation
+	(*DomainKeyRotation)(nil),         // 39: custos.v1.DomainKeyRotation
+	(*RevokeAdmission)(nil),           // 40: custos.v1.RevokeAdmission
+	(*NodeAdmission)(nil),             // 41: custos.v1.NodeAdmission
+	(*Sink)(nil),                      // 42: custos.v1.Sink
+	(*AddSink)(nil),                   // 43: custos.v1.AddSink
+	(*RemoveSink)(nil),                // 44: custos.v1.RemoveSink
+	(*NotifyRules)(nil),               // 45: custos.v1.NotifyRules
+	(*SetNotifyRules)(nil),            // 46: custos.v1.SetNotifyRules
+	(*RevokeKey)(nil),                 // 47: custos.v1.RevokeKey
+	(*DisableKey)(nil),                // 48: custos.v1.DisableKey
+	(*EnableKey)(nil),                 // 49: custos.v1.EnableKey
+	(*SetPolicy)(nil),                 // 50: custos.v1.SetPolicy
+	(*ApproveRequest)(nil),            // 51: custos.v1.ApproveRequest
+	(*DenyRequest)(nil),               // 52: custos.v1.DenyRequest
+	(*CreateGrant)(nil),               // 53: custos.v1.CreateGrant
+	(*RevokeGrant)(nil),               // 54: custos.v1.RevokeGrant
+	(*SetOfficers)(nil),               // 55: custos.v1.SetOfficers
+	(*OfficerSignature)(nil),          // 56: custos.v1.OfficerSignature
+	(*SignedStatement)(nil),           // 57: custos.v1.SignedStatement
+	(*SubmitResponse)(nil),            // 58: custos.v1.SubmitResponse
+	(*GetGovernanceRequest)(nil),      // 59: custos.v1.GetGovernanceRequest
+	(*ApprovalRequest)(nil),           // 60: custos.v1.ApprovalRequest
+	(*ListPendingRequest)(nil),        // 61: custos.v1.ListPendingRequest
+	(*ListPendingResponse)(nil),       // 62: custos.v1.ListPendingResponse
+	(*GetRequestRequest)(nil),         // 63: custos.v1.GetRequestRequest
+	(*Grant)(nil),                     // 64: custos.v1.Grant
+	(*ListGrantsRequest)(nil),         // 65: custos.v1.ListGrantsRequest
+	(*ListGrantsResponse)(nil),        // 66: custos.v1.ListGrantsResponse
+	(*GetPolicyRequest)(nil),          // 67: custos.v1.GetPolicyRequest
+	(Reason)(0),                       // 68: custos.v1.Reason
+	(Outcome)(0),                      // 69: custos.v1.Outcome
 }
 var file_custos_v1_governance_proto_depIdxs = []int32{
-	5,  // 0: custos.v1.Witness.last:type_name -> custos.v1.Cosignature
-	7,  // 1: custos.v1.AddWitness.witness:type_name -> custos.v1.Witness
-	59, // 2: custos.v1.ReasonRule.reason:type_name -> custos.v1.Reason
-	0,  // 3: custos.v1.ReasonRule.action:type_name -> custos.v1.Action
-	10, // 4: custos.v1.KeyPolicy.reasons:type_name -> custos.v1.ReasonRule
-	11, // 5: custos.v1.KeyPolicy.windows:type_name -> custos.v1.TimeWindow
-	13, // 6: custos.v1.Governance.officers:type_name -> custos.v1.Officer
-	33, // 7: custos.v1.Governance.sinks:type_name -> custos.v1.Sink
-	36, // 8: custos.v1.Governance.notify_rules:type_name -> custos.v1.NotifyRules
-	17, // 9: custos.v1.Governance.client_authorities:type_name -> custos.v1.ClientAuthority
-	7,  // 10: custos.v1.Governance.witnesses:type_name -> custos.v1.Witness
-	15, // 11: custos.v1.Governance.quotas:type_name -> custos.v1.Quotas
-	15, // 12: custos.v1.SetQuotas.quotas:type_name -> custos.v1.Quotas
-	38, // 13: custos.v1.Statement.revoke_key:type_name -> custos.v1.RevokeKey
-	39, // 14: custos.v1.Statement.disable_key:type_name -> custos.v1.DisableKey
-	40, // 15: custos.v1.Statement.enable_key:type_name -> custos.v1.EnableKey
-	41, // 16: custos.v1.Statement.set_policy:type_name -> custos.v1.SetPolicy
-	42, // 17: custos.v1.Statement.approve_request:type_name -> custos.v1.ApproveRequest
-	43, // 18: custos.v1.Statement.deny_request:type_name -> custos.v1.DenyRequest
-	44, // 19: custos.v1.Statement.create_grant:type_name -> custos.v1.CreateGrant
-	45, // 20: custos.v1.Statement.revoke_grant:type_name -> custos.v1.RevokeGrant
-	46, // 21: custos.v1.Statement.set_officers:type_name -> custos.v1.SetOfficers
-	34, // 22: custos.v1.Statement.add_sink:type_name -> custos.v1.AddSink
-	35, // 23: custos.v1.Statement.remove_sink:type_name -> custos.v1.RemoveSink
-	37, // 24: custos.v1.Statement.set_notify_rules:type_name -> custos.v1.SetNotifyRules
-	26, // 25: custos.v1.Statement.admit_node:type_name -> custos.v1.AdmitNode
-	31, // 26: custos.v1.Statement.revoke_admission:type_name -> custos.v1.RevokeAdmission
-	22, // 27: custos.v1.Statement.schedule_key_destruction:type_name -> custos.v1.ScheduleKeyDestruction
-	25, // 28: custos.v1.Statement.cancel_key_destruction:type_name -> custos.v1.CancelKeyDestruction
-	23, // 29: custos.v1.Statement.accept_restore:type_name -> custos.v1.AcceptRestore
-	28, // 30: custos.v1.Statement.rotate_domain_key:type_name -> custos.v1.RotateDomainKey
-	29, // 31: custos.v1.Statement.cancel_domain_key_rotation:type_name -> custos.v1.CancelDomainKeyRotation
-	27, // 32: custos.v1.Statement.set_key_min_version:type_name -> custos.v1.SetKeyMinVersion
-	18, // 33: custos.v1.Statement.add_client_authority:type_name -> custos.v1.AddClientAuthority
-	19, // 34: custos.v1.Statement.remove_client_authority:type_name -> custos.v1.RemoveClientAuthority
-	8,  // 35: custos.v1.Statement.add_witness:type_name -> custos.v1.AddWitness
-	9,  // 36: custos.v1.Statement.remove_witness:type_name -> custos.v1.RemoveWitness
-	16, // 37: custos.v1.Statement.set_quotas:type_name -> custos.v1.SetQuotas
-	21, // 38: custos.v1.Statement.create_cluster:type_name -> custos.v1.CreateCluster
-	13, // 39: custos.v1.CreateCluster.officers:type_name -> custos.v1.Officer
-	1,  // 40: custos.v1.AdmitNode.hash:type_name -> custos.v1.KeyTransportHash
-	32, // 41: custos.v1.DomainKeyRotation.nodes:type_name -> custos.v1.NodeAdmission
-	2,  // 42: custos.v1.NodeAdmission.state:type_name -> custos.v1.AdmissionState
-	1,  // 43: custos.v1.NodeAdmission.hash:type_name -> custos.v1.KeyTransportHash
-	3,  // 44: custos.v1.Sink.type:type_name -> custos.v1.SinkType
-	33, // 45: custos.v1.AddSink.sink:type_name -> custos.v1.Sink
-	59, // 46: custos.v1.NotifyRules.reasons:type_name -> custos.v1.Reason
-	60, // 47: custos.v1.NotifyRules.outcomes:type_name -> custos.v1.Outcome
-	36, // 48: custos.v1.SetNotifyRules.rules:type_name -> custos.v1.NotifyRules
-	12, // 49: custos.v1.SetPolicy.policy:type_name -> custos.v1.KeyPolicy
-	59, // 50: custos.v1.CreateGrant.reason:type_name -> custos.v1.Reason
-	13, // 51: custos.v1.SetOfficers.officers:type_name -> custos.v1.Officer
-	47, // 52: custos.v1.SignedStatement.signatures:type_name -> custos.v1.OfficerSignature
-	59, // 53: custos.v1.ApprovalRequest.reason:type_name -> custos.v1.Reason
-	4,  // 54: custos.v1.ApprovalRequest.state:type_name -> custos.v1.RequestState
-	51, // 55: custos.v1.ListPendingResponse.requests:type_name -> custos.v1.ApprovalRequest
-	59, // 56: custos.v1.Grant.reason:type_name -> custos.v1.Reason
-	55, // 57: custos.v1.ListGrantsResponse.grants:type_name -> custos.v1.Grant
-	48, // 58: custos.v1.GovernanceService.Submit:input_type -> custos.v1.SignedStatement
-	50, // 59: custos.v1.GovernanceService.GetGovernance:input_type -> custos.v1.GetGovernanceRequest
-	52, // 60: custos.v1.GovernanceService.ListPending:input_type -> custos.v1.ListPendingRequest
-	54, // 61: custos.v1.GovernanceService.GetRequest:input_type -> custos.v1.GetRequestRequest
-	56, // 62: custos.v1.GovernanceService.ListGrants:input_type -> custos.v1.ListGrantsRequest
-	58, // 63: custos.v1.GovernanceService.GetPolicy:input_type -> custos.v1.GetPolicyRequest
-	5,  // 64: custos.v1.GovernanceService.SubmitCosignature:input_type -> custos.v1.Cosignature
-	49, // 65: custos.v1.GovernanceService.Submit:output_type -> custos.v1.SubmitResponse
-	14, // 66: custos.v1.GovernanceService.GetGovernance:output_type -> custos.v1.Governance
-	53, // 67: custos.v1.GovernanceService.ListPending:output_type -> custos.v1.ListPendingResponse
-	51, // 68: custos.v1.GovernanceService.GetRequest:output_type -> custos.v1.ApprovalRequest
-	57, // 69: custos.v1.GovernanceService.ListGrants:output_type -> custos.v1.ListGrantsResponse
-	12, // 70: custos.v1.GovernanceService.GetPolicy:output_type -> custos.v1.KeyPolicy
-	6,  // 71: custos.v1.GovernanceService.SubmitCosignature:output_type -> custos.v1.SubmitCosignatureResponse
-	65, // [65:72] is the sub-list for method output_type
-	58, // [58:65] is the sub-list for method input_type
-	58, // [58:58] is the sub-list for extension type_name
-	58, // [58:58] is the sub-list for extension extendee
-	0,  // [0:58] is the sub-list for field type_name
+	57, // 0: custos.v1.ProposeRequest.statement:type_name -> custos.v1.SignedStatement
+	22, // 1: custos.v1.ProposeRequest.proof:type_name -> custos.v1.WebAuthnAssertion
+	7,  // 2: custos.v1.ProposeResponse.proposal:type_name -> custos.v1.Proposal
+	58, // 3: custos.v1.ProposeResponse.applied:type_name -> custos.v1.SubmitResponse
+	56, // 4: custos.v1.Proposal.signatures:type_name -> custos.v1.OfficerSignature
+	22, // 5: custos.v1.Proposal.proof:type_name -> custos.v1.WebAuthnAssertion
+	7,  // 6: custos.v1.ListProposalsResponse.proposals:type_name -> custos.v1.Proposal
+	10, // 7: custos.v1.Witness.last:type_name -> custos.v1.Cosignature
+	12, // 8: custos.v1.AddWitness.witness:type_name -> custos.v1.Witness
+	68, // 9: custos.v1.ReasonRule.reason:type_name -> custos.v1.Reason
+	0,  // 10: custos.v1.ReasonRule.action:type_name -> custos.v1.Action
+	15, // 11: custos.v1.KeyPolicy.reasons:type_name -> custos.v1.ReasonRule
+	16, // 12: custos.v1.KeyPolicy.windows:type_name -> custos.v1.TimeWindow
+	19, // 13: custos.v1.Officer.credentials:type_name -> custos.v1.WebAuthnCredential
+	19, // 14: custos.v1.AddOfficerCredential.credential:type_name -> custos.v1.WebAuthnCredential
+	18, // 15: custos.v1.Governance.officers:type_name -> custos.v1.Officer
+	42, // 16: custos.v1.Governance.sinks:type_name -> custos.v1.Sink
+	45, // 17: custos.v1.Governance.notify_rules:type_name -> custos.v1.NotifyRules
+	26, // 18: custos.v1.Governance.client_authorities:type_name -> custos.v1.ClientAuthority
+	12, // 19: custos.v1.Governance.witnesses:type_name -> custos.v1.Witness
+	24, // 20: custos.v1.Governance.quotas:type_name -> custos.v1.Quotas
+	24, // 21: custos.v1.SetQuotas.quotas:type_name -> custos.v1.Quotas
+	47, // 22: custos.v1.Statement.revoke_key:type_name -> custos.v1.RevokeKey
+	48, // 23: custos.v1.Statement.disable_key:type_name -> custos.v1.DisableKey
+	49, // 24: custos.v1.Statement.enable_key:type_name -> custos.v1.EnableKey
+	50, // 25: custos.v1.Statement.set_policy:type_name -> custos.v1.SetPolicy
+	51, // 26: custos.v1.Statement.approve_request:type_name -> custos.v1.ApproveRequest
+	52, // 27: custos.v1.Statement.deny_request:type_name -> custos.v1.DenyRequest
+	53, // 28: custos.v1.Statement.create_grant:type_name -> custos.v1.CreateGrant
+	54, // 29: custos.v1.Statement.revoke_grant:type_name -> custos.v1.RevokeGrant
+	55, // 30: custos.v1.Statement.set_officers:type_name -> custos.v1.SetOfficers
+	43, // 31: custos.v1.Statement.add_sink:type_name -> custos.v1.AddSink
+	44, // 32: custos.v1.Statement.remove_sink:type_name -> custos.v1.RemoveSink
+	46, // 33: custos.v1.Statement.set_notify_rules:type_name -> custos.v1.SetNotifyRules
+	35, // 34: custos.v1.Statement.admit_node:type_name -> custos.v1.AdmitNode
+	40, // 35: custos.v1.Statement.revoke_admission:type_name -> custos.v1.RevokeAdmission
+	31, // 36: custos.v1.Statement.schedule_key_destruction:type_name -> custos.v1.ScheduleKeyDestruction
+	34, // 37: custos.v1.Statement.cancel_key_destruction:type_name -> custos.v1.CancelKeyDestruction
+	32, // 38: custos.v1.Statement.accept_restore:type_name -> custos.v1.AcceptRestore
+	37, // 39: custos.v1.Statement.rotate_domain_key:type_name -> custos.v1.RotateDomainKey
+	38, // 40: custos.v1.Statement.cancel_domain_key_rotation:type_name -> custos.v1.CancelDomainKeyRotation
+	36, // 41: custos.v1.Statement.set_key_min_version:type_name -> custos.v1.SetKeyMinVersion
+	27, // 42: custos.v1.Statement.add_client_authority:type_name -> custos.v1.AddClientAuthority
+	28, // 43: custos.v1.Statement.remove_client_authority:type_name -> custos.v1.RemoveClientAuthority
+	13, // 44: custos.v1.Statement.add_witness:type_name -> custos.v1.AddWitness
+	14, // 45: custos.v1.Statement.remove_witness:type_name -> custos.v1.RemoveWitness
+	25, // 46: custos.v1.Statement.set_quotas:type_name -> custos.v1.SetQuotas
+	30, // 47: custos.v1.Statement.create_cluster:type_name -> custos.v1.CreateCluster
+	20, // 48: custos.v1.Statement.add_officer_credential:type_name -> custos.v1.AddOfficerCredential
+	21, // 49: custos.v1.Statement.remove_officer_credential:type_name -> custos.v1.RemoveOfficerCredential
+	18, // 50: custos.v1.CreateCluster.officers:type_name -> custos.v1.Officer
+	1,  // 51: custos.v1.AdmitNode.hash:type_name -> custos.v1.KeyTransportHash
+	41, // 52: custos.v1.DomainKeyRotation.nodes:type_name -> custos.v1.NodeAdmission
+	2,  // 53: custos.v1.NodeAdmission.state:type_name -> custos.v1.AdmissionState
+	1,  // 54: custos.v1.NodeAdmission.hash:type_name -> custos.v1.KeyTransportHash
+	3,  // 55: custos.v1.Sink.type:type_name -> custos.v1.SinkType
+	42, // 56: custos.v1.AddSink.sink:type_name -> custos.v1.Sink
+	68, // 57: custos.v1.NotifyRules.reasons:type_name -> custos.v1.Reason
+	69, // 58: custos.v1.NotifyRules.outcomes:type_name -> custos.v1.Outcome
+	45, // 59: custos.v1.SetNotifyRules.rules:type_name -> custos.v1.NotifyRules
+	17, // 60: custos.v1.SetPolicy.policy:type_name -> custos.v1.KeyPolicy
+	68, // 61: custos.v1.CreateGrant.reason:type_name -> custos.v1.Reason
+	18, // 62: custos.v1.SetOfficers.officers:type_name -> custos.v1.Officer
+	22, // 63: custos.v1.OfficerSignature.webauthn:type_name -> custos.v1.WebAuthnAssertion
+	56, // 64: custos.v1.SignedStatement.signatures:type_name -> custos.v1.OfficerSignature
+	68, // 65: custos.v1.ApprovalRequest.reason:type_name -> custos.v1.Reason
+	4,  // 66: custos.v1.ApprovalRequest.state:type_name -> custos.v1.RequestState
+	60, // 67: custos.v1.ListPendingResponse.requests:type_name -> custos.v1.ApprovalRequest
+	68, // 68: custos.v1.Grant.reason:type_name -> custos.v1.Reason
+	64, // 69: custos.v1.ListGrantsResponse.grants:type_name -> custos.v1.Grant
+	57, // 70: custos.v1.GovernanceService.Submit:input_type -> custos.v1.SignedStatement
+	59, // 71: custos.v1.GovernanceService.GetGovernance:input_type -> custos.v1.GetGovernanceRequest
+	61, // 72: custos.v1.GovernanceService.ListPending:input_type -> custos.v1.ListPendingRequest
+	63, // 73: custos.v1.GovernanceService.GetRequest:input_type -> custos.v1.GetRequestRequest
+	65, // 74: custos.v1.GovernanceService.ListGrants:input_type -> custos.v1.ListGrantsRequest
+	67, // 75: custos.v1.GovernanceService.GetPolicy:input_type -> custos.v1.GetPolicyRequest
+	10, // 76: custos.v1.GovernanceService.SubmitCosignature:input_type -> custos.v1.Cosignature
+	5,  // 77: custos.v1.GovernanceService.Propose:input_type -> custos.v1.ProposeRequest
+	8,  // 78: custos.v1.GovernanceService.ListProposals:input_type -> custos.v1.ListProposalsRequest
+	58, // 79: custos.v1.GovernanceService.Submit:output_type -> custos.v1.SubmitResponse
+	23, // 80: custos.v1.GovernanceService.GetGovernance:output_type -> custos.v1.Governance
+	62, // 81: custos.v1.GovernanceService.ListPending:output_type -> custos.v1.ListPendingResponse
+	60, // 82: custos.v1.GovernanceService.GetRequest:output_type -> custos.v1.ApprovalRequest
+	66, // 83: custos.v1.GovernanceService.ListGrants:output_type -> custos.v1.ListGrantsResponse
+	17, // 84: custos.v1.GovernanceService.GetPolicy:output_type -> custos.v1.KeyPolicy
+	11, // 85: custos.v1.GovernanceService.SubmitCosignature:output_type -> custos.v1.SubmitCosignatureResponse
+	6,  // 86: custos.v1.GovernanceService.Propose:output_type -> custos.v1.ProposeResponse
+	9,  // 87: custos.v1.GovernanceService.ListProposals:output_type -> custos.v1.ListProposalsResponse
+	79, // [79:88] is the sub-list for method output_type
+	70, // [70:79] is the sub-list for method input_type
+	70, // [70:70] is the sub-list for extension type_name
+	70, // [70:70] is the sub-list for extension extendee
+	0,  // [0:70] is the sub-list for field type_name
 }
 
 func init() { file_custos_v1_governance_proto_init() }
@@ -4784,7 +5490,7 @@ func file_custos_v1_governance_proto_init() {
 		return
 	}
 	file_custos_v1_common_proto_init()
-	file_custos_v1_governance_proto_msgTypes[15].OneofWrappers = []any{
+	file_custos_v1_governance_proto_msgTypes[24].OneofWrappers = []any{
 		(*Statement_RevokeKey)(nil),
 		(*Statement_DisableKey)(nil),
 		(*Statement_EnableKey)(nil),
@@ -4811,6 +5517,8 @@ func file_custos_v1_governance_proto_init() {
 		(*Statement_RemoveWitness)(nil),
 		(*Statement_SetQuotas)(nil),
 		(*Statement_CreateCluster)(nil),
+		(*Statement_AddOfficerCredential)(nil),
+		(*Statement_RemoveOfficerCredential)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -4818,7 +5526,7 @@ func file_custos_v1_governance_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custos_v1_governance_proto_rawDesc), len(file_custos_v1_governance_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   54,
+			NumMessages:   63,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

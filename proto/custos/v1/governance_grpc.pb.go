@@ -29,6 +29,8 @@ const (
 	GovernanceService_ListGrants_FullMethodName        = "/custos.v1.GovernanceService/ListGrants"
 	GovernanceService_GetPolicy_FullMethodName         = "/custos.v1.GovernanceService/GetPolicy"
 	GovernanceService_SubmitCosignature_FullMethodName = "/custos.v1.GovernanceService/SubmitCosignature"
+	GovernanceService_Propose_FullMethodName           = "/custos.v1.GovernanceService/Propose"
+	GovernanceService_ListProposals_FullMethodName     = "/custos.v1.GovernanceService/ListProposals"
 )
 
 // GovernanceServiceClient is the client API for GovernanceService service.
@@ -55,6 +57,14 @@ type GovernanceServiceClient interface {
 	// (docs/witness.md). Anyone may submit one: the witness's signature, by
 	// a key the officers registered, is what counts.
 	SubmitCosignature(ctx context.Context, in *Cosignature, opts ...grpc.CallOption) (*SubmitCosignatureResponse, error)
+	// Propose stores a statement short of signatures on the cluster, or adds
+	// signatures to the stored one with the same bytes, so that officers can
+	// sign it one after another; once its signatures suffice it is applied
+	// as Submit would (docs/console.md, *Proposals*). Each signature is
+	// checked as it is added.
+	Propose(ctx context.Context, in *ProposeRequest, opts ...grpc.CallOption) (*ProposeResponse, error)
+	// ListProposals lists the stored proposals.
+	ListProposals(ctx context.Context, in *ListProposalsRequest, opts ...grpc.CallOption) (*ListProposalsResponse, error)
 }
 
 type governanceServiceClient struct {
@@ -135,6 +145,26 @@ func (c *governanceServiceClient) SubmitCosignature(ctx context.Context, in *Cos
 	return out, nil
 }
 
+func (c *governanceServiceClient) Propose(ctx context.Context, in *ProposeRequest, opts ...grpc.CallOption) (*ProposeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ProposeResponse)
+	err := c.cc.Invoke(ctx, GovernanceService_Propose_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *governanceServiceClient) ListProposals(ctx context.Context, in *ListProposalsRequest, opts ...grpc.CallOption) (*ListProposalsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListProposalsResponse)
+	err := c.cc.Invoke(ctx, GovernanceService_ListProposals_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // GovernanceServiceServer is the server API for GovernanceService service.
 // All implementations must embed UnimplementedGovernanceServiceServer
 // for forward compatibility.
@@ -159,6 +189,14 @@ type GovernanceServiceServer interface {
 	// (docs/witness.md). Anyone may submit one: the witness's signature, by
 	// a key the officers registered, is what counts.
 	SubmitCosignature(context.Context, *Cosignature) (*SubmitCosignatureResponse, error)
+	// Propose stores a statement short of signatures on the cluster, or adds
+	// signatures to the stored one with the same bytes, so that officers can
+	// sign it one after another; once its signatures suffice it is applied
+	// as Submit would (docs/console.md, *Proposals*). Each signature is
+	// checked as it is added.
+	Propose(context.Context, *ProposeRequest) (*ProposeResponse, error)
+	// ListProposals lists the stored proposals.
+	ListProposals(context.Context, *ListProposalsRequest) (*ListProposalsResponse, error)
 	mustEmbedUnimplementedGovernanceServiceServer()
 }
 
@@ -189,6 +227,12 @@ func (UnimplementedGovernanceServiceServer) GetPolicy(context.Context, *GetPolic
 }
 func (UnimplementedGovernanceServiceServer) SubmitCosignature(context.Context, *Cosignature) (*SubmitCosignatureResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SubmitCosignature not implemented")
+}
+func (UnimplementedGovernanceServiceServer) Propose(context.Context, *ProposeRequest) (*ProposeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Propose not implemented")
+}
+func (UnimplementedGovernanceServiceServer) ListProposals(context.Context, *ListProposalsRequest) (*ListProposalsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListProposals not implemented")
 }
 func (UnimplementedGovernanceServiceServer) mustEmbedUnimplementedGovernanceServiceServer() {}
 func (UnimplementedGovernanceServiceServer) testEmbeddedByValue()                           {}
@@ -337,6 +381,42 @@ func _GovernanceService_SubmitCosignature_Handler(srv interface{}, ctx context.C
 	return interceptor(ctx, in, info, handler)
 }
 
+func _GovernanceService_Propose_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ProposeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GovernanceServiceServer).Propose(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GovernanceService_Propose_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GovernanceServiceServer).Propose(ctx, req.(*ProposeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GovernanceService_ListProposals_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListProposalsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GovernanceServiceServer).ListProposals(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GovernanceService_ListProposals_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GovernanceServiceServer).ListProposals(ctx, req.(*ListProposalsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // GovernanceService_ServiceDesc is the grpc.ServiceDesc for GovernanceService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -371,6 +451,14 @@ var GovernanceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SubmitCosignature",
 			Handler:    _GovernanceService_SubmitCosignature_Handler,
+		},
+		{
+			MethodName: "Propose",
+			Handler:    _GovernanceService_Propose_Handler,
+		},
+		{
+			MethodName: "ListProposals",
+			Handler:    _GovernanceService_ListProposals_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

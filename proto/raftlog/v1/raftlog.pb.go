@@ -116,6 +116,7 @@ type Command struct {
 	//	*Command_RecordCosignature
 	//	*Command_RecordThrottled
 	//	*Command_SetStateMachineVersion
+	//	*Command_Propose
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -416,6 +417,15 @@ func (x *Command) GetSetStateMachineVersion() *SetStateMachineVersion {
 	return nil
 }
 
+func (x *Command) GetPropose() *Propose {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Propose); ok {
+			return x.Propose
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -516,6 +526,10 @@ type Command_SetStateMachineVersion struct {
 	SetStateMachineVersion *SetStateMachineVersion `protobuf:"bytes,33,opt,name=set_state_machine_version,json=setStateMachineVersion,proto3,oneof"`
 }
 
+type Command_Propose struct {
+	Propose *Propose `protobuf:"bytes,34,opt,name=propose,proto3,oneof"`
+}
+
 func (*Command_InitCluster) isCommand_Op() {}
 
 func (*Command_CreateKey) isCommand_Op() {}
@@ -563,6 +577,8 @@ func (*Command_RecordCosignature) isCommand_Op() {}
 func (*Command_RecordThrottled) isCommand_Op() {}
 
 func (*Command_SetStateMachineVersion) isCommand_Op() {}
+
+func (*Command_Propose) isCommand_Op() {}
 
 // InitCluster is the first command of a cluster.
 type InitCluster struct {
@@ -1889,6 +1905,60 @@ func (x *Govern) GetStatement() *v1.SignedStatement {
 	return nil
 }
 
+// Propose stores a statement short of signatures, or adds signatures to the
+// stored one (GovernanceService.Propose); state machine version 3.
+type Propose struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Statement     *v1.SignedStatement    `protobuf:"bytes,1,opt,name=statement,proto3" json:"statement,omitempty"`
+	Proof         *v1.WebAuthnAssertion  `protobuf:"bytes,2,opt,name=proof,proto3" json:"proof,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Propose) Reset() {
+	*x = Propose{}
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Propose) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Propose) ProtoMessage() {}
+
+func (x *Propose) ProtoReflect() protoreflect.Message {
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Propose.ProtoReflect.Descriptor instead.
+func (*Propose) Descriptor() ([]byte, []int) {
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *Propose) GetStatement() *v1.SignedStatement {
+	if x != nil {
+		return x.Statement
+	}
+	return nil
+}
+
+func (x *Propose) GetProof() *v1.WebAuthnAssertion {
+	if x != nil {
+		return x.Proof
+	}
+	return nil
+}
+
 type CreateKey struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1908,7 +1978,7 @@ type CreateKey struct {
 
 func (x *CreateKey) Reset() {
 	*x = CreateKey{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1920,7 +1990,7 @@ func (x *CreateKey) String() string {
 func (*CreateKey) ProtoMessage() {}
 
 func (x *CreateKey) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[23]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1933,7 +2003,7 @@ func (x *CreateKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKey.ProtoReflect.Descriptor instead.
 func (*CreateKey) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{23}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CreateKey) GetName() string {
@@ -1998,7 +2068,7 @@ type AddKeyVersion struct {
 
 func (x *AddKeyVersion) Reset() {
 	*x = AddKeyVersion{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2010,7 +2080,7 @@ func (x *AddKeyVersion) String() string {
 func (*AddKeyVersion) ProtoMessage() {}
 
 func (x *AddKeyVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[24]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2023,7 +2093,7 @@ func (x *AddKeyVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddKeyVersion.ProtoReflect.Descriptor instead.
 func (*AddKeyVersion) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{24}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *AddKeyVersion) GetName() string {
@@ -2078,7 +2148,7 @@ type SetKeyState struct {
 
 func (x *SetKeyState) Reset() {
 	*x = SetKeyState{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2090,7 +2160,7 @@ func (x *SetKeyState) String() string {
 func (*SetKeyState) ProtoMessage() {}
 
 func (x *SetKeyState) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[25]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2103,7 +2173,7 @@ func (x *SetKeyState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetKeyState.ProtoReflect.Descriptor instead.
 func (*SetKeyState) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{25}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SetKeyState) GetName() string {
@@ -2130,7 +2200,7 @@ type SetMinDecryptionVersion struct {
 
 func (x *SetMinDecryptionVersion) Reset() {
 	*x = SetMinDecryptionVersion{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2142,7 +2212,7 @@ func (x *SetMinDecryptionVersion) String() string {
 func (*SetMinDecryptionVersion) ProtoMessage() {}
 
 func (x *SetMinDecryptionVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[26]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2155,7 +2225,7 @@ func (x *SetMinDecryptionVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetMinDecryptionVersion.ProtoReflect.Descriptor instead.
 func (*SetMinDecryptionVersion) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{26}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SetMinDecryptionVersion) GetName() string {
@@ -2192,7 +2262,7 @@ type Decide struct {
 
 func (x *Decide) Reset() {
 	*x = Decide{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2204,7 +2274,7 @@ func (x *Decide) String() string {
 func (*Decide) ProtoMessage() {}
 
 func (x *Decide) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[27]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2217,7 +2287,7 @@ func (x *Decide) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Decide.ProtoReflect.Descriptor instead.
 func (*Decide) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{27}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Decide) GetKey() string {
@@ -2329,13 +2399,17 @@ type State struct {
 	// recorded (a DENY checkpoint record), until one of theirs matches
 	// again: one record per node, not one per bogus checkpoint.
 	CheckpointMismatches []string `protobuf:"bytes,24,rep,name=checkpoint_mismatches,json=checkpointMismatches,proto3" json:"checkpoint_mismatches,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// Statements waiting for signatures (GovernanceService.Propose).
+	Proposals []*v1.Proposal `protobuf:"bytes,25,rep,name=proposals,proto3" json:"proposals,omitempty"`
+	// The newest signature counter seen from each WebAuthn credential.
+	CredentialCounters []*CredentialCounter `protobuf:"bytes,26,rep,name=credential_counters,json=credentialCounters,proto3" json:"credential_counters,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *State) Reset() {
 	*x = State{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[28]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2347,7 +2421,7 @@ func (x *State) String() string {
 func (*State) ProtoMessage() {}
 
 func (x *State) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[28]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2360,7 +2434,7 @@ func (x *State) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use State.ProtoReflect.Descriptor instead.
 func (*State) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{28}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *State) GetClusterId() string {
@@ -2531,6 +2605,74 @@ func (x *State) GetCheckpointMismatches() []string {
 	return nil
 }
 
+func (x *State) GetProposals() []*v1.Proposal {
+	if x != nil {
+		return x.Proposals
+	}
+	return nil
+}
+
+func (x *State) GetCredentialCounters() []*CredentialCounter {
+	if x != nil {
+		return x.CredentialCounters
+	}
+	return nil
+}
+
+// CredentialCounter is the newest WebAuthn signature counter the cluster
+// accepted from a credential.
+type CredentialCounter struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CredentialId  []byte                 `protobuf:"bytes,1,opt,name=credential_id,json=credentialId,proto3" json:"credential_id,omitempty"`
+	SignCount     uint32                 `protobuf:"varint,2,opt,name=sign_count,json=signCount,proto3" json:"sign_count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CredentialCounter) Reset() {
+	*x = CredentialCounter{}
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CredentialCounter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CredentialCounter) ProtoMessage() {}
+
+func (x *CredentialCounter) ProtoReflect() protoreflect.Message {
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CredentialCounter.ProtoReflect.Descriptor instead.
+func (*CredentialCounter) Descriptor() ([]byte, []int) {
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *CredentialCounter) GetCredentialId() []byte {
+	if x != nil {
+		return x.CredentialId
+	}
+	return nil
+}
+
+func (x *CredentialCounter) GetSignCount() uint32 {
+	if x != nil {
+		return x.SignCount
+	}
+	return 0
+}
+
 // RaftServer is one server of a Raft configuration entry.
 type RaftServer struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -2544,7 +2686,7 @@ type RaftServer struct {
 
 func (x *RaftServer) Reset() {
 	*x = RaftServer{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[29]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2556,7 +2698,7 @@ func (x *RaftServer) String() string {
 func (*RaftServer) ProtoMessage() {}
 
 func (x *RaftServer) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[29]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2569,7 +2711,7 @@ func (x *RaftServer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftServer.ProtoReflect.Descriptor instead.
 func (*RaftServer) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{29}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RaftServer) GetId() string {
@@ -2607,7 +2749,7 @@ type NodeKey struct {
 
 func (x *NodeKey) Reset() {
 	*x = NodeKey{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[30]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2619,7 +2761,7 @@ func (x *NodeKey) String() string {
 func (*NodeKey) ProtoMessage() {}
 
 func (x *NodeKey) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[30]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2632,7 +2774,7 @@ func (x *NodeKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeKey.ProtoReflect.Descriptor instead.
 func (*NodeKey) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{30}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *NodeKey) GetNode() string {
@@ -2674,7 +2816,7 @@ type UsedNonce struct {
 
 func (x *UsedNonce) Reset() {
 	*x = UsedNonce{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[31]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2686,7 +2828,7 @@ func (x *UsedNonce) String() string {
 func (*UsedNonce) ProtoMessage() {}
 
 func (x *UsedNonce) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[31]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2699,7 +2841,7 @@ func (x *UsedNonce) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsedNonce.ProtoReflect.Descriptor instead.
 func (*UsedNonce) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{31}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *UsedNonce) GetNonce() []byte {
@@ -2729,7 +2871,7 @@ type RateCounter struct {
 
 func (x *RateCounter) Reset() {
 	*x = RateCounter{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[32]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2741,7 +2883,7 @@ func (x *RateCounter) String() string {
 func (*RateCounter) ProtoMessage() {}
 
 func (x *RateCounter) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[32]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2754,7 +2896,7 @@ func (x *RateCounter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateCounter.ProtoReflect.Descriptor instead.
 func (*RateCounter) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{32}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RateCounter) GetKey() string {
@@ -2811,7 +2953,7 @@ type KeyRecord struct {
 
 func (x *KeyRecord) Reset() {
 	*x = KeyRecord{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[33]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2823,7 +2965,7 @@ func (x *KeyRecord) String() string {
 func (*KeyRecord) ProtoMessage() {}
 
 func (x *KeyRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[33]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2836,7 +2978,7 @@ func (x *KeyRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyRecord.ProtoReflect.Descriptor instead.
 func (*KeyRecord) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{33}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *KeyRecord) GetName() string {
@@ -2954,7 +3096,7 @@ type KeyVersionRecord struct {
 
 func (x *KeyVersionRecord) Reset() {
 	*x = KeyVersionRecord{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[34]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2966,7 +3108,7 @@ func (x *KeyVersionRecord) String() string {
 func (*KeyVersionRecord) ProtoMessage() {}
 
 func (x *KeyVersionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[34]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2979,7 +3121,7 @@ func (x *KeyVersionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyVersionRecord.ProtoReflect.Descriptor instead.
 func (*KeyVersionRecord) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{34}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *KeyVersionRecord) GetVersion() uint32 {
@@ -3053,7 +3195,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[35]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3065,7 +3207,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[35]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3078,7 +3220,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{35}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{37}
 }
 
 type ReadRecordsRequest struct {
@@ -3094,7 +3236,7 @@ type ReadRecordsRequest struct {
 
 func (x *ReadRecordsRequest) Reset() {
 	*x = ReadRecordsRequest{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[36]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3106,7 +3248,7 @@ func (x *ReadRecordsRequest) String() string {
 func (*ReadRecordsRequest) ProtoMessage() {}
 
 func (x *ReadRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[36]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3119,7 +3261,7 @@ func (x *ReadRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRecordsRequest.ProtoReflect.Descriptor instead.
 func (*ReadRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{36}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ReadRecordsRequest) GetFromSeq() uint64 {
@@ -3146,7 +3288,7 @@ type ReadRecordsResponse struct {
 
 func (x *ReadRecordsResponse) Reset() {
 	*x = ReadRecordsResponse{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[37]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3158,7 +3300,7 @@ func (x *ReadRecordsResponse) String() string {
 func (*ReadRecordsResponse) ProtoMessage() {}
 
 func (x *ReadRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[37]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3171,7 +3313,7 @@ func (x *ReadRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRecordsResponse.ProtoReflect.Descriptor instead.
 func (*ReadRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{37}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ReadRecordsResponse) GetRecords() [][]byte {
@@ -3190,7 +3332,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[38]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3202,7 +3344,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[38]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3215,7 +3357,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{38}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ReadIndexResponse) GetIndex() uint64 {
@@ -3241,7 +3383,7 @@ type ApplyResult struct {
 
 func (x *ApplyResult) Reset() {
 	*x = ApplyResult{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[39]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3253,7 +3395,7 @@ func (x *ApplyResult) String() string {
 func (*ApplyResult) ProtoMessage() {}
 
 func (x *ApplyResult) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[39]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3266,7 +3408,7 @@ func (x *ApplyResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResult.ProtoReflect.Descriptor instead.
 func (*ApplyResult) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{39}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ApplyResult) GetResult() isApplyResult_Result {
@@ -3331,7 +3473,7 @@ type DecisionResult struct {
 
 func (x *DecisionResult) Reset() {
 	*x = DecisionResult{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[40]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3343,7 +3485,7 @@ func (x *DecisionResult) String() string {
 func (*DecisionResult) ProtoMessage() {}
 
 func (x *DecisionResult) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[40]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3356,7 +3498,7 @@ func (x *DecisionResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecisionResult.ProtoReflect.Descriptor instead.
 func (*DecisionResult) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{40}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *DecisionResult) GetRecord() *v1.DecisionRecord {
@@ -3401,7 +3543,7 @@ type ResultError struct {
 
 func (x *ResultError) Reset() {
 	*x = ResultError{}
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[41]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3413,7 +3555,7 @@ func (x *ResultError) String() string {
 func (*ResultError) ProtoMessage() {}
 
 func (x *ResultError) ProtoReflect() protoreflect.Message {
-	mi := &file_raftlog_v1_raftlog_proto_msgTypes[41]
+	mi := &file_raftlog_v1_raftlog_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3426,7 +3568,7 @@ func (x *ResultError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResultError.ProtoReflect.Descriptor instead.
 func (*ResultError) Descriptor() ([]byte, []int) {
-	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{41}
+	return file_raftlog_v1_raftlog_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ResultError) GetKind() string {
@@ -3464,7 +3606,7 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x18raftlog/v1/raftlog.proto\x12\n" +
 	"raftlog.v1\x1a\x16custos/v1/common.proto\x1a\x1acustos/v1/governance.proto\x1a\x14custos/v1/keys.proto\x1a\x16custos/v1/ledger.proto\"8\n" +
 	"\x05Entry\x12/\n" +
-	"\bcommands\x18\x01 \x03(\v2\x13.raftlog.v1.CommandR\bcommands\"\x8e\x10\n" +
+	"\bcommands\x18\x01 \x03(\v2\x13.raftlog.v1.CommandR\bcommands\"\xbf\x10\n" +
 	"\aCommand\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x1c\n" +
@@ -3498,7 +3640,8 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x1ccomplete_domain_key_rotation\x18\x1e \x01(\v2%.raftlog.v1.CompleteDomainKeyRotationH\x00R\x19completeDomainKeyRotation\x12N\n" +
 	"\x12record_cosignature\x18\x1f \x01(\v2\x1d.raftlog.v1.RecordCosignatureH\x00R\x11recordCosignature\x12H\n" +
 	"\x10record_throttled\x18  \x01(\v2\x1b.raftlog.v1.RecordThrottledH\x00R\x0frecordThrottled\x12_\n" +
-	"\x19set_state_machine_version\x18! \x01(\v2\".raftlog.v1.SetStateMachineVersionH\x00R\x16setStateMachineVersionB\x04\n" +
+	"\x19set_state_machine_version\x18! \x01(\v2\".raftlog.v1.SetStateMachineVersionH\x00R\x16setStateMachineVersion\x12/\n" +
+	"\apropose\x18\" \x01(\v2\x13.raftlog.v1.ProposeH\x00R\aproposeB\x04\n" +
 	"\x02op\"\x93\x03\n" +
 	"\vInitCluster\x12\x1d\n" +
 	"\n" +
@@ -3592,7 +3735,10 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x16SetStateMachineVersion\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\"B\n" +
 	"\x06Govern\x128\n" +
-	"\tstatement\x18\x01 \x01(\v2\x1a.custos.v1.SignedStatementR\tstatement\"\xcf\x01\n" +
+	"\tstatement\x18\x01 \x01(\v2\x1a.custos.v1.SignedStatementR\tstatement\"w\n" +
+	"\aPropose\x128\n" +
+	"\tstatement\x18\x01 \x01(\v2\x1a.custos.v1.SignedStatementR\tstatement\x122\n" +
+	"\x05proof\x18\x02 \x01(\v2\x1c.custos.v1.WebAuthnAssertionR\x05proof\"\xcf\x01\n" +
 	"\tCreateKey\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x1f\n" +
@@ -3627,7 +3773,8 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\b \x01(\tR\trequestId\x12\x1f\n" +
 	"\vdata_digest\x18\t \x01(\fR\n" +
-	"dataDigest\"\xff\b\n" +
+	"dataDigest\"\x82\n" +
+	"\n" +
 	"\x05State\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\"\n" +
@@ -3660,7 +3807,13 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x16retired_domain_key_ids\x18\x15 \x03(\fR\x13retiredDomainKeyIds\x12%\n" +
 	"\x0egenesis_sha256\x18\x16 \x01(\fR\rgenesisSha256\x122\n" +
 	"\x15state_machine_version\x18\x17 \x01(\rR\x13stateMachineVersion\x123\n" +
-	"\x15checkpoint_mismatches\x18\x18 \x03(\tR\x14checkpointMismatches\"R\n" +
+	"\x15checkpoint_mismatches\x18\x18 \x03(\tR\x14checkpointMismatches\x121\n" +
+	"\tproposals\x18\x19 \x03(\v2\x13.custos.v1.ProposalR\tproposals\x12N\n" +
+	"\x13credential_counters\x18\x1a \x03(\v2\x1d.raftlog.v1.CredentialCounterR\x12credentialCounters\"W\n" +
+	"\x11CredentialCounter\x12#\n" +
+	"\rcredential_id\x18\x01 \x01(\fR\fcredentialId\x12\x1d\n" +
+	"\n" +
+	"sign_count\x18\x02 \x01(\rR\tsignCount\"R\n" +
 	"\n" +
 	"RaftServer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
@@ -3748,7 +3901,7 @@ func file_raftlog_v1_raftlog_proto_rawDescGZIP() []byte {
 	return file_raftlog_v1_raftlog_proto_rawDescData
 }
 
-var file_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_raftlog_v1_raftlog_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_raftlog_v1_raftlog_proto_goTypes = []any{
 	(*Entry)(nil),                     // 0: raftlog.v1.Entry
 	(*Command)(nil),                   // 1: raftlog.v1.Command
@@ -3773,49 +3926,53 @@ var file_raftlog_v1_raftlog_proto_goTypes = []any{
 	(*RegisterNodeKey)(nil),           // 20: raftlog.v1.RegisterNodeKey
 	(*SetStateMachineVersion)(nil),    // 21: raftlog.v1.SetStateMachineVersion
 	(*Govern)(nil),                    // 22: raftlog.v1.Govern
-	(*CreateKey)(nil),                 // 23: raftlog.v1.CreateKey
-	(*AddKeyVersion)(nil),             // 24: raftlog.v1.AddKeyVersion
-	(*SetKeyState)(nil),               // 25: raftlog.v1.SetKeyState
-	(*SetMinDecryptionVersion)(nil),   // 26: raftlog.v1.SetMinDecryptionVersion
-	(*Decide)(nil),                    // 27: raftlog.v1.Decide
-	(*State)(nil),                     // 28: raftlog.v1.State
-	(*RaftServer)(nil),                // 29: raftlog.v1.RaftServer
-	(*NodeKey)(nil),                   // 30: raftlog.v1.NodeKey
-	(*UsedNonce)(nil),                 // 31: raftlog.v1.UsedNonce
-	(*RateCounter)(nil),               // 32: raftlog.v1.RateCounter
-	(*KeyRecord)(nil),                 // 33: raftlog.v1.KeyRecord
-	(*KeyVersionRecord)(nil),          // 34: raftlog.v1.KeyVersionRecord
-	(*ReadIndexRequest)(nil),          // 35: raftlog.v1.ReadIndexRequest
-	(*ReadRecordsRequest)(nil),        // 36: raftlog.v1.ReadRecordsRequest
-	(*ReadRecordsResponse)(nil),       // 37: raftlog.v1.ReadRecordsResponse
-	(*ReadIndexResponse)(nil),         // 38: raftlog.v1.ReadIndexResponse
-	(*ApplyResult)(nil),               // 39: raftlog.v1.ApplyResult
-	(*DecisionResult)(nil),            // 40: raftlog.v1.DecisionResult
-	(*ResultError)(nil),               // 41: raftlog.v1.ResultError
-	(*v1.Officer)(nil),                // 42: custos.v1.Officer
-	(*v1.SignedStatement)(nil),        // 43: custos.v1.SignedStatement
-	(*v1.Checkpoint)(nil),             // 44: custos.v1.Checkpoint
-	(*v1.Cosignature)(nil),            // 45: custos.v1.Cosignature
-	(v1.KeyOrigin)(0),                 // 46: custos.v1.KeyOrigin
-	(v1.Operation)(0),                 // 47: custos.v1.Operation
-	(v1.Reason)(0),                    // 48: custos.v1.Reason
-	(*v1.Governance)(nil),             // 49: custos.v1.Governance
-	(*v1.ApprovalRequest)(nil),        // 50: custos.v1.ApprovalRequest
-	(*v1.Grant)(nil),                  // 51: custos.v1.Grant
-	(*v1.NodeAdmission)(nil),          // 52: custos.v1.NodeAdmission
-	(*v1.ClusterRestore)(nil),         // 53: custos.v1.ClusterRestore
-	(*v1.DomainKeyRotation)(nil),      // 54: custos.v1.DomainKeyRotation
-	(*v1.KeyPolicy)(nil),              // 55: custos.v1.KeyPolicy
-	(*v1.DecisionRecord)(nil),         // 56: custos.v1.DecisionRecord
+	(*Propose)(nil),                   // 23: raftlog.v1.Propose
+	(*CreateKey)(nil),                 // 24: raftlog.v1.CreateKey
+	(*AddKeyVersion)(nil),             // 25: raftlog.v1.AddKeyVersion
+	(*SetKeyState)(nil),               // 26: raftlog.v1.SetKeyState
+	(*SetMinDecryptionVersion)(nil),   // 27: raftlog.v1.SetMinDecryptionVersion
+	(*Decide)(nil),                    // 28: raftlog.v1.Decide
+	(*State)(nil),                     // 29: raftlog.v1.State
+	(*CredentialCounter)(nil),         // 30: raftlog.v1.CredentialCounter
+	(*RaftServer)(nil),                // 31: raftlog.v1.RaftServer
+	(*NodeKey)(nil),                   // 32: raftlog.v1.NodeKey
+	(*UsedNonce)(nil),                 // 33: raftlog.v1.UsedNonce
+	(*RateCounter)(nil),               // 34: raftlog.v1.RateCounter
+	(*KeyRecord)(nil),                 // 35: raftlog.v1.KeyRecord
+	(*KeyVersionRecord)(nil),          // 36: raftlog.v1.KeyVersionRecord
+	(*ReadIndexRequest)(nil),          // 37: raftlog.v1.ReadIndexRequest
+	(*ReadRecordsRequest)(nil),        // 38: raftlog.v1.ReadRecordsRequest
+	(*ReadRecordsResponse)(nil),       // 39: raftlog.v1.ReadRecordsResponse
+	(*ReadIndexResponse)(nil),         // 40: raftlog.v1.ReadIndexResponse
+	(*ApplyResult)(nil),               // 41: raftlog.v1.ApplyResult
+	(*DecisionResult)(nil),            // 42: raftlog.v1.DecisionResult
+	(*ResultError)(nil),               // 43: raftlog.v1.ResultError
+	(*v1.Officer)(nil),                // 44: custos.v1.Officer
+	(*v1.SignedStatement)(nil),        // 45: custos.v1.SignedStatement
+	(*v1.Checkpoint)(nil),             // 46: custos.v1.Checkpoint
+	(*v1.Cosignature)(nil),            // 47: custos.v1.Cosignature
+	(*v1.WebAuthnAssertion)(nil),      // 48: custos.v1.WebAuthnAssertion
+	(v1.KeyOrigin)(0),                 // 49: custos.v1.KeyOrigin
+	(v1.Operation)(0),                 // 50: custos.v1.Operation
+	(v1.Reason)(0),                    // 51: custos.v1.Reason
+	(*v1.Governance)(nil),             // 52: custos.v1.Governance
+	(*v1.ApprovalRequest)(nil),        // 53: custos.v1.ApprovalRequest
+	(*v1.Grant)(nil),                  // 54: custos.v1.Grant
+	(*v1.NodeAdmission)(nil),          // 55: custos.v1.NodeAdmission
+	(*v1.ClusterRestore)(nil),         // 56: custos.v1.ClusterRestore
+	(*v1.DomainKeyRotation)(nil),      // 57: custos.v1.DomainKeyRotation
+	(*v1.Proposal)(nil),               // 58: custos.v1.Proposal
+	(*v1.KeyPolicy)(nil),              // 59: custos.v1.KeyPolicy
+	(*v1.DecisionRecord)(nil),         // 60: custos.v1.DecisionRecord
 }
 var file_raftlog_v1_raftlog_proto_depIdxs = []int32{
 	1,  // 0: raftlog.v1.Entry.commands:type_name -> raftlog.v1.Command
 	2,  // 1: raftlog.v1.Command.init_cluster:type_name -> raftlog.v1.InitCluster
-	23, // 2: raftlog.v1.Command.create_key:type_name -> raftlog.v1.CreateKey
-	24, // 3: raftlog.v1.Command.add_key_version:type_name -> raftlog.v1.AddKeyVersion
-	25, // 4: raftlog.v1.Command.set_key_state:type_name -> raftlog.v1.SetKeyState
-	26, // 5: raftlog.v1.Command.set_min_decryption_version:type_name -> raftlog.v1.SetMinDecryptionVersion
-	27, // 6: raftlog.v1.Command.decide:type_name -> raftlog.v1.Decide
+	24, // 2: raftlog.v1.Command.create_key:type_name -> raftlog.v1.CreateKey
+	25, // 3: raftlog.v1.Command.add_key_version:type_name -> raftlog.v1.AddKeyVersion
+	26, // 4: raftlog.v1.Command.set_key_state:type_name -> raftlog.v1.SetKeyState
+	27, // 5: raftlog.v1.Command.set_min_decryption_version:type_name -> raftlog.v1.SetMinDecryptionVersion
+	28, // 6: raftlog.v1.Command.decide:type_name -> raftlog.v1.Decide
 	22, // 7: raftlog.v1.Command.govern:type_name -> raftlog.v1.Govern
 	12, // 8: raftlog.v1.Command.record_checkpoint:type_name -> raftlog.v1.RecordCheckpoint
 	16, // 9: raftlog.v1.Command.advance_cursor:type_name -> raftlog.v1.AdvanceCursor
@@ -3834,48 +3991,53 @@ var file_raftlog_v1_raftlog_proto_depIdxs = []int32{
 	13, // 22: raftlog.v1.Command.record_cosignature:type_name -> raftlog.v1.RecordCosignature
 	14, // 23: raftlog.v1.Command.record_throttled:type_name -> raftlog.v1.RecordThrottled
 	21, // 24: raftlog.v1.Command.set_state_machine_version:type_name -> raftlog.v1.SetStateMachineVersion
-	42, // 25: raftlog.v1.InitCluster.officers:type_name -> custos.v1.Officer
-	43, // 26: raftlog.v1.InitCluster.genesis_statement:type_name -> custos.v1.SignedStatement
-	7,  // 27: raftlog.v1.RewrapKeks.keks:type_name -> raftlog.v1.RewrappedKek
-	44, // 28: raftlog.v1.RecordCheckpoint.checkpoint:type_name -> custos.v1.Checkpoint
-	45, // 29: raftlog.v1.RecordCosignature.cosignature:type_name -> custos.v1.Cosignature
-	15, // 30: raftlog.v1.RecordThrottled.keys:type_name -> raftlog.v1.ThrottledKey
-	43, // 31: raftlog.v1.Govern.statement:type_name -> custos.v1.SignedStatement
-	46, // 32: raftlog.v1.CreateKey.origin:type_name -> custos.v1.KeyOrigin
-	46, // 33: raftlog.v1.AddKeyVersion.origin:type_name -> custos.v1.KeyOrigin
-	47, // 34: raftlog.v1.Decide.operation:type_name -> custos.v1.Operation
-	48, // 35: raftlog.v1.Decide.reason:type_name -> custos.v1.Reason
-	33, // 36: raftlog.v1.State.keys:type_name -> raftlog.v1.KeyRecord
-	49, // 37: raftlog.v1.State.governance:type_name -> custos.v1.Governance
-	31, // 38: raftlog.v1.State.nonces:type_name -> raftlog.v1.UsedNonce
-	50, // 39: raftlog.v1.State.requests:type_name -> custos.v1.ApprovalRequest
-	51, // 40: raftlog.v1.State.grants:type_name -> custos.v1.Grant
-	32, // 41: raftlog.v1.State.counters:type_name -> raftlog.v1.RateCounter
-	30, // 42: raftlog.v1.State.node_keys:type_name -> raftlog.v1.NodeKey
-	44, // 43: raftlog.v1.State.last_checkpoint:type_name -> custos.v1.Checkpoint
-	29, // 44: raftlog.v1.State.members:type_name -> raftlog.v1.RaftServer
-	52, // 45: raftlog.v1.State.admissions:type_name -> custos.v1.NodeAdmission
-	53, // 46: raftlog.v1.State.restore:type_name -> custos.v1.ClusterRestore
-	54, // 47: raftlog.v1.State.rotation:type_name -> custos.v1.DomainKeyRotation
-	34, // 48: raftlog.v1.KeyRecord.versions:type_name -> raftlog.v1.KeyVersionRecord
-	55, // 49: raftlog.v1.KeyRecord.policy:type_name -> custos.v1.KeyPolicy
-	46, // 50: raftlog.v1.KeyVersionRecord.origin:type_name -> custos.v1.KeyOrigin
-	33, // 51: raftlog.v1.ApplyResult.key:type_name -> raftlog.v1.KeyRecord
-	40, // 52: raftlog.v1.ApplyResult.decision:type_name -> raftlog.v1.DecisionResult
-	41, // 53: raftlog.v1.ApplyResult.error:type_name -> raftlog.v1.ResultError
-	56, // 54: raftlog.v1.DecisionResult.record:type_name -> custos.v1.DecisionRecord
-	41, // 55: raftlog.v1.DecisionResult.error:type_name -> raftlog.v1.ResultError
-	1,  // 56: raftlog.v1.Replication.Apply:input_type -> raftlog.v1.Command
-	35, // 57: raftlog.v1.Replication.ReadIndex:input_type -> raftlog.v1.ReadIndexRequest
-	36, // 58: raftlog.v1.Replication.ReadRecords:input_type -> raftlog.v1.ReadRecordsRequest
-	39, // 59: raftlog.v1.Replication.Apply:output_type -> raftlog.v1.ApplyResult
-	38, // 60: raftlog.v1.Replication.ReadIndex:output_type -> raftlog.v1.ReadIndexResponse
-	37, // 61: raftlog.v1.Replication.ReadRecords:output_type -> raftlog.v1.ReadRecordsResponse
-	59, // [59:62] is the sub-list for method output_type
-	56, // [56:59] is the sub-list for method input_type
-	56, // [56:56] is the sub-list for extension type_name
-	56, // [56:56] is the sub-list for extension extendee
-	0,  // [0:56] is the sub-list for field type_name
+	23, // 25: raftlog.v1.Command.propose:type_name -> raftlog.v1.Propose
+	44, // 26: raftlog.v1.InitCluster.officers:type_name -> custos.v1.Officer
+	45, // 27: raftlog.v1.InitCluster.genesis_statement:type_name -> custos.v1.SignedStatement
+	7,  // 28: raftlog.v1.RewrapKeks.keks:type_name -> raftlog.v1.RewrappedKek
+	46, // 29: raftlog.v1.RecordCheckpoint.checkpoint:type_name -> custos.v1.Checkpoint
+	47, // 30: raftlog.v1.RecordCosignature.cosignature:type_name -> custos.v1.Cosignature
+	15, // 31: raftlog.v1.RecordThrottled.keys:type_name -> raftlog.v1.ThrottledKey
+	45, // 32: raftlog.v1.Govern.statement:type_name -> custos.v1.SignedStatement
+	45, // 33: raftlog.v1.Propose.statement:type_name -> custos.v1.SignedStatement
+	48, // 34: raftlog.v1.Propose.proof:type_name -> custos.v1.WebAuthnAssertion
+	49, // 35: raftlog.v1.CreateKey.origin:type_name -> custos.v1.KeyOrigin
+	49, // 36: raftlog.v1.AddKeyVersion.origin:type_name -> custos.v1.KeyOrigin
+	50, // 37: raftlog.v1.Decide.operation:type_name -> custos.v1.Operation
+	51, // 38: raftlog.v1.Decide.reason:type_name -> custos.v1.Reason
+	35, // 39: raftlog.v1.State.keys:type_name -> raftlog.v1.KeyRecord
+	52, // 40: raftlog.v1.State.governance:type_name -> custos.v1.Governance
+	33, // 41: raftlog.v1.State.nonces:type_name -> raftlog.v1.UsedNonce
+	53, // 42: raftlog.v1.State.requests:type_name -> custos.v1.ApprovalRequest
+	54, // 43: raftlog.v1.State.grants:type_name -> custos.v1.Grant
+	34, // 44: raftlog.v1.State.counters:type_name -> raftlog.v1.RateCounter
+	32, // 45: raftlog.v1.State.node_keys:type_name -> raftlog.v1.NodeKey
+	46, // 46: raftlog.v1.State.last_checkpoint:type_name -> custos.v1.Checkpoint
+	31, // 47: raftlog.v1.State.members:type_name -> raftlog.v1.RaftServer
+	55, // 48: raftlog.v1.State.admissions:type_name -> custos.v1.NodeAdmission
+	56, // 49: raftlog.v1.State.restore:type_name -> custos.v1.ClusterRestore
+	57, // 50: raftlog.v1.State.rotation:type_name -> custos.v1.DomainKeyRotation
+	58, // 51: raftlog.v1.State.proposals:type_name -> custos.v1.Proposal
+	30, // 52: raftlog.v1.State.credential_counters:type_name -> raftlog.v1.CredentialCounter
+	36, // 53: raftlog.v1.KeyRecord.versions:type_name -> raftlog.v1.KeyVersionRecord
+	59, // 54: raftlog.v1.KeyRecord.policy:type_name -> custos.v1.KeyPolicy
+	49, // 55: raftlog.v1.KeyVersionRecord.origin:type_name -> custos.v1.KeyOrigin
+	35, // 56: raftlog.v1.ApplyResult.key:type_name -> raftlog.v1.KeyRecord
+	42, // 57: raftlog.v1.ApplyResult.decision:type_name -> raftlog.v1.DecisionResult
+	43, // 58: raftlog.v1.ApplyResult.error:type_name -> raftlog.v1.ResultError
+	60, // 59: raftlog.v1.DecisionResult.record:type_name -> custos.v1.DecisionRecord
+	43, // 60: raftlog.v1.DecisionResult.error:type_name -> raftlog.v1.ResultError
+	1,  // 61: raftlog.v1.Replication.Apply:input_type -> raftlog.v1.Command
+	37, // 62: raftlog.v1.Replication.ReadIndex:input_type -> raftlog.v1.ReadIndexRequest
+	38, // 63: raftlog.v1.Replication.ReadRecords:input_type -> raftlog.v1.ReadRecordsRequest
+	41, // 64: raftlog.v1.Replication.Apply:output_type -> raftlog.v1.ApplyResult
+	40, // 65: raftlog.v1.Replication.ReadIndex:output_type -> raftlog.v1.ReadIndexResponse
+	39, // 66: raftlog.v1.Replication.ReadRecords:output_type -> raftlog.v1.ReadRecordsResponse
+	64, // [64:67] is the sub-list for method output_type
+	61, // [61:64] is the sub-list for method input_type
+	61, // [61:61] is the sub-list for extension type_name
+	61, // [61:61] is the sub-list for extension extendee
+	0,  // [0:61] is the sub-list for field type_name
 }
 
 func init() { file_raftlog_v1_raftlog_proto_init() }
@@ -3908,8 +4070,9 @@ func file_raftlog_v1_raftlog_proto_init() {
 		(*Command_RecordCosignature)(nil),
 		(*Command_RecordThrottled)(nil),
 		(*Command_SetStateMachineVersion)(nil),
+		(*Command_Propose)(nil),
 	}
-	file_raftlog_v1_raftlog_proto_msgTypes[39].OneofWrappers = []any{
+	file_raftlog_v1_raftlog_proto_msgTypes[41].OneofWrappers = []any{
 		(*ApplyResult_Key)(nil),
 		(*ApplyResult_Decision)(nil),
 	}
@@ -3919,7 +4082,7 @@ func file_raftlog_v1_raftlog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raftlog_v1_raftlog_proto_rawDesc), len(file_raftlog_v1_raftlog_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   42,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

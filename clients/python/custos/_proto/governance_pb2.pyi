@@ -40,6 +40,14 @@ class AddClientAuthority(_message.Message):
     certificate: bytes
     def __init__(self, certificate: _Optional[bytes] = ...) -> None: ...
 
+class AddOfficerCredential(_message.Message):
+    __slots__ = ["credential", "officer"]
+    CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
+    OFFICER_FIELD_NUMBER: _ClassVar[int]
+    credential: WebAuthnCredential
+    officer: str
+    def __init__(self, officer: _Optional[str] = ..., credential: _Optional[_Union[WebAuthnCredential, _Mapping]] = ...) -> None: ...
+
 class AddSink(_message.Message):
     __slots__ = ["sink"]
     SINK_FIELD_NUMBER: _ClassVar[int]
@@ -358,6 +366,16 @@ class ListPendingResponse(_message.Message):
     requests: _containers.RepeatedCompositeFieldContainer[ApprovalRequest]
     def __init__(self, requests: _Optional[_Iterable[_Union[ApprovalRequest, _Mapping]]] = ...) -> None: ...
 
+class ListProposalsRequest(_message.Message):
+    __slots__ = []
+    def __init__(self) -> None: ...
+
+class ListProposalsResponse(_message.Message):
+    __slots__ = ["proposals"]
+    PROPOSALS_FIELD_NUMBER: _ClassVar[int]
+    proposals: _containers.RepeatedCompositeFieldContainer[Proposal]
+    def __init__(self, proposals: _Optional[_Iterable[_Union[Proposal, _Mapping]]] = ...) -> None: ...
+
 class NodeAdmission(_message.Message):
     __slots__ = ["approved_fingerprint", "hash", "identity_key_fingerprint", "node", "sent_by", "state", "transport_key_fingerprint", "transport_public_key", "update_time_unix_nano", "wrapped_domain_key"]
     APPROVED_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
@@ -397,20 +415,62 @@ class NotifyRules(_message.Message):
     def __init__(self, reasons: _Optional[_Iterable[_Union[_common_pb2.Reason, str]]] = ..., outcomes: _Optional[_Iterable[_Union[_common_pb2.Outcome, str]]] = ..., customer_principals: _Optional[_Iterable[str]] = ..., governance: bool = ..., all: bool = ...) -> None: ...
 
 class Officer(_message.Message):
-    __slots__ = ["name", "public_key"]
+    __slots__ = ["credentials", "name", "public_key"]
+    CREDENTIALS_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    credentials: _containers.RepeatedCompositeFieldContainer[WebAuthnCredential]
     name: str
     public_key: bytes
-    def __init__(self, name: _Optional[str] = ..., public_key: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., public_key: _Optional[bytes] = ..., credentials: _Optional[_Iterable[_Union[WebAuthnCredential, _Mapping]]] = ...) -> None: ...
 
 class OfficerSignature(_message.Message):
-    __slots__ = ["officer", "signature"]
+    __slots__ = ["officer", "signature", "webauthn"]
     OFFICER_FIELD_NUMBER: _ClassVar[int]
     SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    WEBAUTHN_FIELD_NUMBER: _ClassVar[int]
     officer: str
     signature: bytes
-    def __init__(self, officer: _Optional[str] = ..., signature: _Optional[bytes] = ...) -> None: ...
+    webauthn: WebAuthnAssertion
+    def __init__(self, officer: _Optional[str] = ..., signature: _Optional[bytes] = ..., webauthn: _Optional[_Union[WebAuthnAssertion, _Mapping]] = ...) -> None: ...
+
+class Proposal(_message.Message):
+    __slots__ = ["create_time_unix_nano", "description", "id", "needed", "proof", "proposer", "signatures", "signers", "statement"]
+    CREATE_TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NEEDED_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
+    PROPOSER_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURES_FIELD_NUMBER: _ClassVar[int]
+    SIGNERS_FIELD_NUMBER: _ClassVar[int]
+    STATEMENT_FIELD_NUMBER: _ClassVar[int]
+    create_time_unix_nano: int
+    description: str
+    id: str
+    needed: int
+    proof: WebAuthnAssertion
+    proposer: str
+    signatures: _containers.RepeatedCompositeFieldContainer[OfficerSignature]
+    signers: _containers.RepeatedScalarFieldContainer[str]
+    statement: bytes
+    def __init__(self, id: _Optional[str] = ..., statement: _Optional[bytes] = ..., signatures: _Optional[_Iterable[_Union[OfficerSignature, _Mapping]]] = ..., signers: _Optional[_Iterable[str]] = ..., needed: _Optional[int] = ..., proposer: _Optional[str] = ..., create_time_unix_nano: _Optional[int] = ..., proof: _Optional[_Union[WebAuthnAssertion, _Mapping]] = ..., description: _Optional[str] = ...) -> None: ...
+
+class ProposeRequest(_message.Message):
+    __slots__ = ["proof", "statement"]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
+    STATEMENT_FIELD_NUMBER: _ClassVar[int]
+    proof: WebAuthnAssertion
+    statement: SignedStatement
+    def __init__(self, statement: _Optional[_Union[SignedStatement, _Mapping]] = ..., proof: _Optional[_Union[WebAuthnAssertion, _Mapping]] = ...) -> None: ...
+
+class ProposeResponse(_message.Message):
+    __slots__ = ["applied", "proposal"]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    PROPOSAL_FIELD_NUMBER: _ClassVar[int]
+    applied: SubmitResponse
+    proposal: Proposal
+    def __init__(self, proposal: _Optional[_Union[Proposal, _Mapping]] = ..., applied: _Optional[_Union[SubmitResponse, _Mapping]] = ...) -> None: ...
 
 class Quotas(_message.Message):
     __slots__ = ["max_keys_per_principal", "max_pending_per_principal"]
@@ -433,6 +493,14 @@ class RemoveClientAuthority(_message.Message):
     SHA256_FIELD_NUMBER: _ClassVar[int]
     sha256: str
     def __init__(self, sha256: _Optional[str] = ...) -> None: ...
+
+class RemoveOfficerCredential(_message.Message):
+    __slots__ = ["credential_id", "officer"]
+    CREDENTIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    OFFICER_FIELD_NUMBER: _ClassVar[int]
+    credential_id: bytes
+    officer: str
+    def __init__(self, officer: _Optional[str] = ..., credential_id: _Optional[bytes] = ...) -> None: ...
 
 class RemoveSink(_message.Message):
     __slots__ = ["name"]
@@ -541,9 +609,10 @@ class Sink(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[SinkType, str]] = ..., url: _Optional[str] = ..., hmac_key: _Optional[bytes] = ..., path: _Optional[str] = ..., required_for_release: bool = ..., delivered_seq: _Optional[int] = ...) -> None: ...
 
 class Statement(_message.Message):
-    __slots__ = ["accept_restore", "add_client_authority", "add_sink", "add_witness", "admit_node", "approve_request", "cancel_domain_key_rotation", "cancel_key_destruction", "cluster_id", "comment", "create_cluster", "create_grant", "deny_request", "disable_key", "enable_key", "nonce", "not_after_unix", "remove_client_authority", "remove_sink", "remove_witness", "restore_id", "revoke_admission", "revoke_grant", "revoke_key", "rotate_domain_key", "schedule_key_destruction", "set_key_min_version", "set_notify_rules", "set_officers", "set_policy", "set_quotas"]
+    __slots__ = ["accept_restore", "add_client_authority", "add_officer_credential", "add_sink", "add_witness", "admit_node", "approve_request", "cancel_domain_key_rotation", "cancel_key_destruction", "cluster_id", "comment", "create_cluster", "create_grant", "deny_request", "disable_key", "enable_key", "nonce", "not_after_unix", "remove_client_authority", "remove_officer_credential", "remove_sink", "remove_witness", "restore_id", "revoke_admission", "revoke_grant", "revoke_key", "rotate_domain_key", "schedule_key_destruction", "set_key_min_version", "set_notify_rules", "set_officers", "set_policy", "set_quotas"]
     ACCEPT_RESTORE_FIELD_NUMBER: _ClassVar[int]
     ADD_CLIENT_AUTHORITY_FIELD_NUMBER: _ClassVar[int]
+    ADD_OFFICER_CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
     ADD_SINK_FIELD_NUMBER: _ClassVar[int]
     ADD_WITNESS_FIELD_NUMBER: _ClassVar[int]
     ADMIT_NODE_FIELD_NUMBER: _ClassVar[int]
@@ -560,6 +629,7 @@ class Statement(_message.Message):
     NONCE_FIELD_NUMBER: _ClassVar[int]
     NOT_AFTER_UNIX_FIELD_NUMBER: _ClassVar[int]
     REMOVE_CLIENT_AUTHORITY_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_OFFICER_CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
     REMOVE_SINK_FIELD_NUMBER: _ClassVar[int]
     REMOVE_WITNESS_FIELD_NUMBER: _ClassVar[int]
     RESTORE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -575,6 +645,7 @@ class Statement(_message.Message):
     SET_QUOTAS_FIELD_NUMBER: _ClassVar[int]
     accept_restore: AcceptRestore
     add_client_authority: AddClientAuthority
+    add_officer_credential: AddOfficerCredential
     add_sink: AddSink
     add_witness: AddWitness
     admit_node: AdmitNode
@@ -591,6 +662,7 @@ class Statement(_message.Message):
     nonce: bytes
     not_after_unix: int
     remove_client_authority: RemoveClientAuthority
+    remove_officer_credential: RemoveOfficerCredential
     remove_sink: RemoveSink
     remove_witness: RemoveWitness
     restore_id: str
@@ -604,7 +676,7 @@ class Statement(_message.Message):
     set_officers: SetOfficers
     set_policy: SetPolicy
     set_quotas: SetQuotas
-    def __init__(self, cluster_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., comment: _Optional[str] = ..., restore_id: _Optional[str] = ..., revoke_key: _Optional[_Union[RevokeKey, _Mapping]] = ..., disable_key: _Optional[_Union[DisableKey, _Mapping]] = ..., enable_key: _Optional[_Union[EnableKey, _Mapping]] = ..., set_policy: _Optional[_Union[SetPolicy, _Mapping]] = ..., approve_request: _Optional[_Union[ApproveRequest, _Mapping]] = ..., deny_request: _Optional[_Union[DenyRequest, _Mapping]] = ..., create_grant: _Optional[_Union[CreateGrant, _Mapping]] = ..., revoke_grant: _Optional[_Union[RevokeGrant, _Mapping]] = ..., set_officers: _Optional[_Union[SetOfficers, _Mapping]] = ..., add_sink: _Optional[_Union[AddSink, _Mapping]] = ..., remove_sink: _Optional[_Union[RemoveSink, _Mapping]] = ..., set_notify_rules: _Optional[_Union[SetNotifyRules, _Mapping]] = ..., admit_node: _Optional[_Union[AdmitNode, _Mapping]] = ..., revoke_admission: _Optional[_Union[RevokeAdmission, _Mapping]] = ..., schedule_key_destruction: _Optional[_Union[ScheduleKeyDestruction, _Mapping]] = ..., cancel_key_destruction: _Optional[_Union[CancelKeyDestruction, _Mapping]] = ..., accept_restore: _Optional[_Union[AcceptRestore, _Mapping]] = ..., rotate_domain_key: _Optional[_Union[RotateDomainKey, _Mapping]] = ..., cancel_domain_key_rotation: _Optional[_Union[CancelDomainKeyRotation, _Mapping]] = ..., set_key_min_version: _Optional[_Union[SetKeyMinVersion, _Mapping]] = ..., add_client_authority: _Optional[_Union[AddClientAuthority, _Mapping]] = ..., remove_client_authority: _Optional[_Union[RemoveClientAuthority, _Mapping]] = ..., add_witness: _Optional[_Union[AddWitness, _Mapping]] = ..., remove_witness: _Optional[_Union[RemoveWitness, _Mapping]] = ..., set_quotas: _Optional[_Union[SetQuotas, _Mapping]] = ..., create_cluster: _Optional[_Union[CreateCluster, _Mapping]] = ...) -> None: ...
+    def __init__(self, cluster_id: _Optional[str] = ..., nonce: _Optional[bytes] = ..., not_after_unix: _Optional[int] = ..., comment: _Optional[str] = ..., restore_id: _Optional[str] = ..., revoke_key: _Optional[_Union[RevokeKey, _Mapping]] = ..., disable_key: _Optional[_Union[DisableKey, _Mapping]] = ..., enable_key: _Optional[_Union[EnableKey, _Mapping]] = ..., set_policy: _Optional[_Union[SetPolicy, _Mapping]] = ..., approve_request: _Optional[_Union[ApproveRequest, _Mapping]] = ..., deny_request: _Optional[_Union[DenyRequest, _Mapping]] = ..., create_grant: _Optional[_Union[CreateGrant, _Mapping]] = ..., revoke_grant: _Optional[_Union[RevokeGrant, _Mapping]] = ..., set_officers: _Optional[_Union[SetOfficers, _Mapping]] = ..., add_sink: _Optional[_Union[AddSink, _Mapping]] = ..., remove_sink: _Optional[_Union[RemoveSink, _Mapping]] = ..., set_notify_rules: _Optional[_Union[SetNotifyRules, _Mapping]] = ..., admit_node: _Optional[_Union[AdmitNode, _Mapping]] = ..., revoke_admission: _Optional[_Union[RevokeAdmission, _Mapping]] = ..., schedule_key_destruction: _Optional[_Union[ScheduleKeyDestruction, _Mapping]] = ..., cancel_key_destruction: _Optional[_Union[CancelKeyDestruction, _Mapping]] = ..., accept_restore: _Optional[_Union[AcceptRestore, _Mapping]] = ..., rotate_domain_key: _Optional[_Union[RotateDomainKey, _Mapping]] = ..., cancel_domain_key_rotation: _Optional[_Union[CancelDomainKeyRotation, _Mapping]] = ..., set_key_min_version: _Optional[_Union[SetKeyMinVersion, _Mapping]] = ..., add_client_authority: _Optional[_Union[AddClientAuthority, _Mapping]] = ..., remove_client_authority: _Optional[_Union[RemoveClientAuthority, _Mapping]] = ..., add_witness: _Optional[_Union[AddWitness, _Mapping]] = ..., remove_witness: _Optional[_Union[RemoveWitness, _Mapping]] = ..., set_quotas: _Optional[_Union[SetQuotas, _Mapping]] = ..., create_cluster: _Optional[_Union[CreateCluster, _Mapping]] = ..., add_officer_credential: _Optional[_Union[AddOfficerCredential, _Mapping]] = ..., remove_officer_credential: _Optional[_Union[RemoveOfficerCredential, _Mapping]] = ...) -> None: ...
 
 class SubmitCosignatureResponse(_message.Message):
     __slots__ = ["ledger_seq"]
@@ -633,6 +705,34 @@ class TimeWindow(_message.Message):
     start_minute: int
     weekdays: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, weekdays: _Optional[_Iterable[int]] = ..., start_minute: _Optional[int] = ..., end_minute: _Optional[int] = ...) -> None: ...
+
+class WebAuthnAssertion(_message.Message):
+    __slots__ = ["authenticator_data", "client_data_json", "credential_id", "signature"]
+    AUTHENTICATOR_DATA_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_DATA_JSON_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    authenticator_data: bytes
+    client_data_json: bytes
+    credential_id: bytes
+    signature: bytes
+    def __init__(self, credential_id: _Optional[bytes] = ..., authenticator_data: _Optional[bytes] = ..., client_data_json: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class WebAuthnCredential(_message.Message):
+    __slots__ = ["credential_id", "label", "origins", "public_key", "require_user_verification", "rp_id"]
+    CREDENTIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    ORIGINS_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    REQUIRE_USER_VERIFICATION_FIELD_NUMBER: _ClassVar[int]
+    RP_ID_FIELD_NUMBER: _ClassVar[int]
+    credential_id: bytes
+    label: str
+    origins: _containers.RepeatedScalarFieldContainer[str]
+    public_key: bytes
+    require_user_verification: bool
+    rp_id: str
+    def __init__(self, credential_id: _Optional[bytes] = ..., public_key: _Optional[bytes] = ..., rp_id: _Optional[str] = ..., origins: _Optional[_Iterable[str]] = ..., require_user_verification: bool = ..., label: _Optional[str] = ...) -> None: ...
 
 class Witness(_message.Message):
     __slots__ = ["last", "name", "public_key"]

@@ -50,6 +50,16 @@ class GovernanceServiceStub(object):
         request_serializer=custos_dot_v1_dot_governance__pb2.Cosignature.SerializeToString,
         response_deserializer=custos_dot_v1_dot_governance__pb2.SubmitCosignatureResponse.FromString,
         )
+    self.Propose = channel.unary_unary(
+        '/custos.v1.GovernanceService/Propose',
+        request_serializer=custos_dot_v1_dot_governance__pb2.ProposeRequest.SerializeToString,
+        response_deserializer=custos_dot_v1_dot_governance__pb2.ProposeResponse.FromString,
+        )
+    self.ListProposals = channel.unary_unary(
+        '/custos.v1.GovernanceService/ListProposals',
+        request_serializer=custos_dot_v1_dot_governance__pb2.ListProposalsRequest.SerializeToString,
+        response_deserializer=custos_dot_v1_dot_governance__pb2.ListProposalsResponse.FromString,
+        )
 
 
 class GovernanceServiceServicer(object):
@@ -109,6 +119,24 @@ class GovernanceServiceServicer(object):
     context.set_details('Method not implemented!')
     raise NotImplementedError('Method not implemented!')
 
+  def Propose(self, request, context):
+    """Propose stores a statement short of signatures on the cluster, or adds
+    signatures to the stored one with the same bytes, so that officers can
+    sign it one after another; once its signatures suffice it is applied
+    as Submit would (docs/console.md, *Proposals*). Each signature is
+    checked as it is added.
+    """
+    context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+    context.set_details('Method not implemented!')
+    raise NotImplementedError('Method not implemented!')
+
+  def ListProposals(self, request, context):
+    """ListProposals lists the stored proposals.
+    """
+    context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+    context.set_details('Method not implemented!')
+    raise NotImplementedError('Method not implemented!')
+
 
 def add_GovernanceServiceServicer_to_server(servicer, server):
   rpc_method_handlers = {
@@ -146,6 +174,16 @@ def add_GovernanceServiceServicer_to_server(servicer, server):
           servicer.SubmitCosignature,
           request_deserializer=custos_dot_v1_dot_governance__pb2.Cosignature.FromString,
           response_serializer=custos_dot_v1_dot_governance__pb2.SubmitCosignatureResponse.SerializeToString,
+      ),
+      'Propose': grpc.unary_unary_rpc_method_handler(
+          servicer.Propose,
+          request_deserializer=custos_dot_v1_dot_governance__pb2.ProposeRequest.FromString,
+          response_serializer=custos_dot_v1_dot_governance__pb2.ProposeResponse.SerializeToString,
+      ),
+      'ListProposals': grpc.unary_unary_rpc_method_handler(
+          servicer.ListProposals,
+          request_deserializer=custos_dot_v1_dot_governance__pb2.ListProposalsRequest.FromString,
+          response_serializer=custos_dot_v1_dot_governance__pb2.ListProposalsResponse.SerializeToString,
       ),
   }
   generic_handler = grpc.method_handlers_generic_handler(

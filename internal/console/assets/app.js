@@ -1,0 +1,1 @@
+/* placeholder until the console assets land */

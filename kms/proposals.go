@@ -1,0 +1,307 @@
+package kms
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/custos-kms/custos/kms/governance"
+	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
+	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
+)
+
+// Proposals (docs/console.md, *Proposals*): a statement that needs more
+// signatures than one officer can give waits in the replicated state while
+// officers sign it one after another, each from wherever they are (the
+// console, `custos officer sign --proposal`). Every signature is checked as
+// it is added; the statement is applied, through the same path as Submit,
+// by the command that brings its signatures to what it needs. A proposal
+// changes no governed state and writes no record: the record of the
+// statement, when it applies, carries every signature.
+
+const (
+	// maxProposals bounds the stored proposals.
+	maxProposals = 64
+	// maxProofOnlyProposals bounds the proposals no officer signed yet
+	// (an AddOfficerCredential with its credential's proof): anyone with
+	// an authenticator can make one, so the oldest makes way.
+	maxProofOnlyProposals = 8
+)
+
+// ProposalID is the id of the proposal of statement bytes: hex of the first
+// 8 bytes of their SHA-256, the request id of the statement's governance
+// record.
+func ProposalID(statement []byte) string {
+	h := sha256.Sum256(statement)
+	return hex.EncodeToString(h[:8])
+}
+
+// checkCounters refuses a WebAuthn signature whose counter does not advance
+// past the newest one accepted from its credential.
+func (s *State) checkCounters(uses []governance.SignatureUse) error {
+	for _, u := range uses {
+		if u.CredentialID == nil {
+			continue
+		}
+		if last := s.credCounters[string(u.CredentialID)]; !governance.CounterAdvances(last, u.SignCount) {
+			return fmt.Errorf("%w: officer %q: the security key's signature counter %d does not advance past %d (a cloned authenticator, or a replayed assertion)",
+				ErrPermissionDenied, u.Officer, u.SignCount, last)
+		}
+	}
+	return nil
+}
+
+// keepCounters records the counters of accepted WebAuthn signatures.
+func (s *State) keepCounters(uses []governance.SignatureUse) {
+	for _, u := range uses {
+		if u.CredentialID != nil {
+			s.credCounters[string(u.CredentialID)] = u.SignCount
+		}
+	}
+}
+
+// pruneProposals forgets proposals whose statement expired.
+func (s *State) pruneProposals() {
+	for id, p := range s.proposals {
+		st, err := governance.Parse(p.Statement)
+		if err != nil || s.clock > st.NotAfterUnix*int64(time.Second) {
+			delete(s.proposals, id)
+		}
+	}
+}
+
+// applyPropose stores a proposal or adds signatures to one, and applies the
+// statement once they suffice (state machine version 3).
+func (s *State) applyPropose(index uint64, c *raftlogv1.Command, op *raftlogv1.Propose) any {
+	if s.smv() < 3 {
+		return fmt.Errorf("%w: proposals need state machine version 3 (the cluster runs %d; docs/upgrades.md)", ErrFailedPrecondition, s.smv())
+	}
+	if s.officers == nil {
+		return fmt.Errorf("%w: cluster not initialised", ErrFailedPrecondition)
+	}
+	ss := op.GetStatement()
+	if len(ss.GetSignatures()) > maxSignatures {
+		return fmt.Errorf("%w: more than %d signatures", ErrInvalidArgument, maxSignatures)
+	}
+	b := ss.GetStatement()
+	st, err := governance.Parse(b)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidArgument, err)
+	}
+	now := time.Unix(0, s.clock)
+	notAfter := time.Unix(st.NotAfterUnix, 0)
+	switch {
+	case st.ClusterId != s.clusterID:
+		return fmt.Errorf("%w: statement names cluster %q, this is %q", ErrInvalidArgument, st.ClusterId, s.clusterID)
+	case now.After(notAfter):
+		return fmt.Errorf("%w: the statement expired at %s", ErrFailedPrecondition, notAfter.UTC().Format(time.RFC3339))
+	case notAfter.Sub(now) > governance.MaxLifetime:
+		return fmt.Errorf("%w: not_after is more than %s ahead", ErrInvalidArgument, governance.MaxLifetime)
+	}
+	if _, used := s.nonces[string(st.Nonce)]; used {
+		return fmt.Errorf("%w: statement already decided (replayed nonce)", ErrFailedPrecondition)
+	}
+	if err := s.checkRestoreID(st); err != nil {
+		return err
+	}
+	s.pruneProposals()
+	id := ProposalID(b)
+	p := s.proposals[id]
+	if p != nil && !bytes.Equal(p.Statement, b) {
+		return fmt.Errorf("%w: proposal id %s is another statement's", ErrFailedPrecondition, id)
+	}
+	// Check every new signature before changing anything.
+	signed := map[string]bool{}
+	if p != nil {
+		for _, sig := range p.Signatures {
+			signed[sig.Officer] = true
+		}
+	}
+	var add []*custosv1.OfficerSignature
+	var uses []governance.SignatureUse
+	for _, sig := range ss.GetSignatures() {
+		if signed[sig.GetOfficer()] {
+			continue // the first signature of an officer stays
+		}
+		u, err := s.officers.CheckSignature(b, sig)
+		if err != nil {
+			return governanceError(err)
+		}
+		signed[u.Officer] = true
+		add = append(add, proto.Clone(sig).(*custosv1.OfficerSignature))
+		uses = append(uses, u)
+	}
+	if err := s.checkCounters(uses); err != nil {
+		return err
+	}
+	var proof *custosv1.WebAuthnAssertion
+	if op.GetProof() != nil {
+		ac := st.GetAddOfficerCredential()
+		if ac == nil {
+			return fmt.Errorf("%w: a proof goes only with an add_officer_credential statement", ErrInvalidArgument)
+		}
+		if _, err := governance.VerifyAssertion(ac.Credential, governance.SignedDigest(b), op.GetProof()); err != nil {
+			return fmt.Errorf("%w: the proof is not by the credential the statement adds: %v", ErrPermissionDenied, err)
+		}
+		proof = proto.Clone(op.GetProof()).(*custosv1.WebAuthnAssertion)
+	}
+	if p == nil {
+		if len(add) == 0 && proof == nil {
+			return fmt.Errorf("%w: a proposal needs an officer's signature (or, to add a credential, its proof)", ErrInvalidArgument)
+		}
+		if err := s.makeRoomForProposal(len(add) == 0); err != nil {
+			return err
+		}
+		p = &custosv1.Proposal{Id: id, Statement: slices.Clone(b), Proposer: c.Principal, CreateTimeUnixNano: s.clock, Proof: proof}
+		s.proposals[id] = p
+	} else if proof != nil && p.Proof == nil {
+		p.Proof = proof
+	}
+	s.keepCounters(uses)
+	p.Signatures = append(p.Signatures, add...)
+	if len(p.Signatures) < s.officers.Needed(st) {
+		return &Decision{Result: fmt.Sprintf("proposal %s: %d of %d signatures", id, len(p.Signatures), s.officers.Needed(st))}
+	}
+	delete(s.proposals, id)
+	return s.applyGovernChecked(index, c, &raftlogv1.Govern{Statement: &custosv1.SignedStatement{Statement: b, Signatures: p.Signatures}}, true)
+}
+
+// makeRoomForProposal refuses a new proposal when maxProposals are stored,
+// and makes a proof-only one (no officer signed it) take the place of the
+// oldest proof-only one when maxProofOnlyProposals are stored.
+func (s *State) makeRoomForProposal(proofOnly bool) error {
+	if len(s.proposals) >= maxProposals {
+		return fmt.Errorf("%w: %d proposals are waiting; sign or let some expire first", ErrResourceExhausted, maxProposals)
+	}
+	if !proofOnly {
+		return nil
+	}
+	var oldest *custosv1.Proposal
+	n := 0
+	for _, p := range s.proposals {
+		if len(p.Signatures) == 0 {
+			n++
+			if oldest == nil || p.CreateTimeUnixNano < oldest.CreateTimeUnixNano ||
+				(p.CreateTimeUnixNano == oldest.CreateTimeUnixNano && p.Id < oldest.Id) {
+				oldest = p
+			}
+		}
+	}
+	if n >= maxProofOnlyProposals {
+		delete(s.proposals, oldest.Id)
+	}
+	return nil
+}
+
+// Proposals returns the stored proposals not yet expired at now, oldest
+// first, each with its signers, the signatures it needs from the officers
+// now, and its description.
+func (s *State) Proposals(now time.Time) []*custosv1.Proposal {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []*custosv1.Proposal
+	for _, id := range sortedKeys(s.proposals) {
+		p := proto.Clone(s.proposals[id]).(*custosv1.Proposal)
+		st, err := governance.Parse(p.Statement)
+		if err != nil || now.Unix() > st.NotAfterUnix {
+			continue
+		}
+		for _, sig := range p.Signatures {
+			p.Signers = append(p.Signers, sig.Officer)
+		}
+		slices.Sort(p.Signers)
+		if s.officers != nil {
+			p.Needed = uint32(s.officers.Needed(st))
+		}
+		p.Description = governance.Describe(st)
+		out = append(out, p)
+	}
+	slices.SortStableFunc(out, func(a, b *custosv1.Proposal) int {
+		switch {
+		case a.CreateTimeUnixNano < b.CreateTimeUnixNano:
+			return -1
+		case a.CreateTimeUnixNano > b.CreateTimeUnixNano:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// Propose stores a statement waiting for signatures, or adds signatures to
+// the stored one with the same bytes; once they suffice the statement is
+// applied as Submit would, and the response carries what Submit returns.
+// Each signature is checked as it is added (governance.CheckSignature,
+// WebAuthn counters included); a refused one changes nothing.
+func (s *Service) Propose(ctx context.Context, p Principal, req *custosv1.ProposeRequest) (*custosv1.ProposeResponse, error) {
+	ss := req.GetStatement()
+	switch {
+	case len(ss.GetStatement()) == 0:
+		return nil, fmt.Errorf("%w: statement is empty", ErrInvalidArgument)
+	case len(ss.GetStatement()) > governance.MaxStatementSize:
+		return nil, fmt.Errorf("%w: statement is larger than %d bytes", ErrInvalidArgument, governance.MaxStatementSize)
+	case len(ss.GetSignatures()) == 0 && req.GetProof() == nil:
+		return nil, fmt.Errorf("%w: signatures: a proposal needs an officer signature (or, to add a credential, its proof)", ErrInvalidArgument)
+	case len(ss.GetSignatures()) > maxSignatures:
+		return nil, fmt.Errorf("%w: signatures: more than %d", ErrInvalidArgument, maxSignatures)
+	}
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	cmd := &raftlogv1.Command{Op: &raftlogv1.Command_Propose{Propose: &raftlogv1.Propose{Statement: ss, Proof: req.GetProof()}}}
+	if err := s.throttle(p, "", cmd); err != nil {
+		return nil, err
+	}
+	res, err := s.apply(ctx, p, cmd)
+	if err != nil {
+		return nil, err
+	}
+	d, ok := res.(*Decision)
+	if !ok {
+		return nil, fmt.Errorf("%w: unexpected proposal result %T", ErrInternal, res)
+	}
+	if d.Record != nil {
+		// The statement applied (or was refused) as a governance record.
+		if err := s.caughtUp(ctx, d); err != nil {
+			return nil, err
+		}
+		if d.Err != nil {
+			return nil, fmt.Errorf("%w (ledger %d)", d.Err, d.Record.Seq)
+		}
+		s.lg.Info("governance statement applied", "result", d.Result, "signers", d.Record.Signers, "seq", d.Record.Seq)
+		return &custosv1.ProposeResponse{Applied: &custosv1.SubmitResponse{Result: d.Result, Signers: d.Record.Signers,
+			LedgerSeq: d.Record.Seq, GrantId: d.GrantID}}, nil
+	}
+	if err := s.linearize(ctx); err != nil {
+		return nil, err
+	}
+	id := ProposalID(ss.GetStatement())
+	for _, pr := range s.state.Proposals(s.now()) {
+		if pr.Id == id {
+			return &custosv1.ProposeResponse{Proposal: pr}, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: proposal %s is gone (applied or expired since)", ErrNotFound, id)
+}
+
+// ListProposals lists the proposals waiting for signatures.
+func (s *Service) ListProposals(ctx context.Context, p Principal, _ *custosv1.ListProposalsRequest) (*custosv1.ListProposalsResponse, error) {
+	if err := s.ready(); err != nil {
+		return nil, err
+	}
+	return &custosv1.ListProposalsResponse{Proposals: s.state.Proposals(s.now())}, nil
+}
+
+// CredentialCounter returns the newest signature counter the cluster
+// accepted from a WebAuthn credential (0 if none).
+func (s *State) CredentialCounter(id []byte) uint32 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.credCounters[string(id)]
+}

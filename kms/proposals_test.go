@@ -1,0 +1,195 @@
+package kms_test
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+
+	"github.com/custos-kms/custos/internal/webauthntest"
+	"github.com/custos-kms/custos/kms"
+	"github.com/custos-kms/custos/kms/audit"
+	"github.com/custos-kms/custos/kms/governance"
+	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
+)
+
+const consoleOrigin = "https://localhost:8443"
+
+// registerKey binds a software security key to officer i through a
+// proposal: the key's own proof stores it, two officers' PEM signatures
+// apply it.
+func registerKey(t *testing.T, e *env, i int) *webauthntest.Authenticator {
+	t.Helper()
+	a := webauthntest.New()
+	b := e.statement(func(st *custosv1.Statement) {
+		st.Operation = &custosv1.Statement_AddOfficerCredential{AddOfficerCredential: &custosv1.AddOfficerCredential{
+			Officer: e.officers[i].name, Credential: a.Credential("localhost", true)}}
+	})
+	proof := a.Assert("localhost", consoleOrigin, governance.SignedDigest(b))
+	res, err := e.svc.Propose(bg, kms.Principal{Name: "console"}, &custosv1.ProposeRequest{
+		Statement: &custosv1.SignedStatement{Statement: b}, Proof: proof})
+	if err != nil {
+		t.Fatalf("proposing the credential: %v", err)
+	}
+	if p := res.GetProposal(); p == nil || len(p.Signers) != 0 || p.Needed != 2 || p.Proof == nil {
+		t.Fatalf("proposal = %v", res)
+	}
+	for n, j := range []int{0, 1} {
+		res, err = e.svc.Propose(bg, kms.Principal{Name: "officer"}, &custosv1.ProposeRequest{Statement: e.signed(b, j)})
+		if err != nil {
+			t.Fatalf("signature %d: %v", n+1, err)
+		}
+	}
+	if res.GetApplied() == nil {
+		t.Fatalf("two signatures did not apply it: %v", res)
+	}
+	return a
+}
+
+// webauthnSigned is statement b signed by officer i's security key.
+func webauthnSigned(e *env, i int, a *webauthntest.Authenticator, b []byte) *custosv1.OfficerSignature {
+	return &custosv1.OfficerSignature{Officer: e.officers[i].name, Webauthn: a.Assert("localhost", consoleOrigin, governance.SignedDigest(b))}
+}
+
+// Officers bind security keys through proposals; a quorum mixes a security
+// key's and a PEM key's signatures, collected one at a time; each signature
+// is checked as it comes (another officer's key, a counter that does not
+// advance), and the record of the applied statement carries the assertions,
+// which audit.Verify checks offline (docs/console.md).
+func TestProposalsWithSecurityKeys(t *testing.T) {
+	e := newEnv(t)
+	if err := e.svc.EnsureCheckpointKey(bg); err != nil {
+		t.Fatal(err)
+	}
+	createKey(t, e, "k")
+	alice := registerKey(t, e, 0)
+	bob := registerKey(t, e, 1)
+	if g := e.state.Governance(); len(g.Officers[0].Credentials) != 1 || len(g.Officers[1].Credentials) != 1 {
+		t.Fatalf("credentials not bound: %v", g.Officers)
+	}
+
+	// One officer's security key revokes at once (one signature needed).
+	rb := e.statement(revokeKey("k"))
+	res, err := e.svc.Propose(bg, kms.Principal{Name: "console:alice"}, &custosv1.ProposeRequest{
+		Statement: &custosv1.SignedStatement{Statement: rb, Signatures: []*custosv1.OfficerSignature{webauthnSigned(e, 0, alice, rb)}}})
+	if err != nil || res.GetApplied() == nil {
+		t.Fatalf("revoke by security key: %v, %v", res, err)
+	}
+
+	// Re-enabling needs two: alice's key, then bob's PEM key.
+	eb := e.statement(enableKey("k"))
+	res, err = e.svc.Propose(bg, kms.Principal{Name: "console:alice"}, &custosv1.ProposeRequest{
+		Statement: &custosv1.SignedStatement{Statement: eb, Signatures: []*custosv1.OfficerSignature{webauthnSigned(e, 0, alice, eb)}}})
+	if err != nil || res.GetProposal() == nil || res.GetProposal().Signers[0] != e.officers[0].name {
+		t.Fatalf("first signature: %v, %v", res, err)
+	}
+	// Bob's key presented as carol's signature, and alice's key replayed
+	// with an old counter: refused, the proposal keeps one signature.
+	stolen := &custosv1.OfficerSignature{Officer: e.officers[2].name, Webauthn: bob.Assert("localhost", consoleOrigin, governance.SignedDigest(eb))}
+	if _, err := e.svc.Propose(bg, app, &custosv1.ProposeRequest{Statement: &custosv1.SignedStatement{Statement: eb,
+		Signatures: []*custosv1.OfficerSignature{stolen}}}); !errors.Is(err, kms.ErrPermissionDenied) {
+		t.Fatalf("another officer's key: %v", err)
+	}
+	if ps := e.svc.State().Proposals(e.svc.State().Clock()); len(ps) != 1 || len(ps[0].Signatures) != 1 {
+		t.Fatalf("proposals after refused signatures: %v", ps)
+	}
+	res, err = e.svc.Propose(bg, app, &custosv1.ProposeRequest{Statement: e.signed(eb, 1)})
+	if err != nil || res.GetApplied() == nil {
+		t.Fatalf("second signature: %v, %v", res, err)
+	}
+	if k, _ := e.state.Key("k"); k.Revoked || !k.Enabled {
+		t.Fatalf("key not re-enabled: %v", k)
+	}
+	rec := lastRecord(t, e)
+	if sigs := rec.GetSignedStatement().GetSignatures(); len(sigs) != 2 || sigs[0].GetWebauthn() == nil || len(sigs[1].GetSignature()) == 0 {
+		t.Fatalf("the record does not carry both signatures: %v", sigs)
+	}
+
+	// A counter that does not advance: the same key, its counter set back.
+	alice.SetCount(0)
+	db := e.statement(revokeKey("k"))
+	if _, err := e.svc.Propose(bg, app, &custosv1.ProposeRequest{Statement: &custosv1.SignedStatement{Statement: db,
+		Signatures: []*custosv1.OfficerSignature{webauthnSigned(e, 0, alice, db)}}}); !errors.Is(err, kms.ErrPermissionDenied) {
+		t.Fatalf("counter regression: %v", err)
+	}
+	// Submit checks counters the same way.
+	if _, err := e.svc.Submit(bg, app, &custosv1.SignedStatement{Statement: db,
+		Signatures: []*custosv1.OfficerSignature{webauthnSigned(e, 0, alice, db)}}); !errors.Is(err, kms.ErrPermissionDenied) {
+		t.Fatalf("counter regression through Submit: %v", err)
+	}
+	alice.SetCount(1000)
+
+	// The officers remove bob's key (one officer); his next signature
+	// counts for nothing.
+	if _, err := e.govern(func(st *custosv1.Statement) {
+		st.Operation = &custosv1.Statement_RemoveOfficerCredential{RemoveOfficerCredential: &custosv1.RemoveOfficerCredential{
+			Officer: e.officers[1].name, CredentialId: bob.ID}}
+	}, 0); err != nil {
+		t.Fatal(err)
+	}
+	xb := e.statement(revokeKey("k"))
+	if _, err := e.svc.Propose(bg, app, &custosv1.ProposeRequest{Statement: &custosv1.SignedStatement{Statement: xb,
+		Signatures: []*custosv1.OfficerSignature{webauthnSigned(e, 1, bob, xb)}}}); !errors.Is(err, kms.ErrPermissionDenied) {
+		t.Fatalf("removed key: %v", err)
+	}
+
+	// Proposals and counters survive a restart (snapshot and log replay).
+	pb := e.statement(enableKey("k"))
+	if _, err := e.svc.Propose(bg, app, &custosv1.ProposeRequest{Statement: &custosv1.SignedStatement{Statement: pb,
+		Signatures: []*custosv1.OfficerSignature{webauthnSigned(e, 0, alice, pb)}}}); err != nil {
+		t.Fatal(err)
+	}
+	e.restart()
+	if ps := e.svc.State().Proposals(e.svc.State().Clock()); len(ps) != 1 || ps[0].Id != kms.ProposalID(pb) {
+		t.Fatalf("proposals after restart: %v", ps)
+	}
+
+	// The whole export verifies offline: the auditor follows the
+	// credentials from the records and checks every assertion.
+	keys := publishedKeys(t, e)
+	if rep, err := audit.Verify(bytes.NewReader(exportOf(t, e)), keys); err != nil {
+		t.Fatalf("audit verify: %v (%+v)", err, rep)
+	}
+}
+
+// A proposal needs a signature by an officer, or (to add a credential) the
+// credential's own proof; proof-only proposals are bounded, the oldest
+// making way; a proof by another key is refused.
+func TestProposalBounds(t *testing.T) {
+	e := newEnv(t)
+	b := e.statement(enableKey("k"))
+	if _, err := e.svc.Propose(bg, app, &custosv1.ProposeRequest{Statement: &custosv1.SignedStatement{Statement: b}}); !errors.Is(err, kms.ErrInvalidArgument) {
+		t.Fatalf("unsigned proposal: %v", err)
+	}
+	a, other := webauthntest.New(), webauthntest.New()
+	add := func() []byte {
+		return e.statement(func(st *custosv1.Statement) {
+			st.Operation = &custosv1.Statement_AddOfficerCredential{AddOfficerCredential: &custosv1.AddOfficerCredential{
+				Officer: e.officers[0].name, Credential: a.Credential("localhost", false)}}
+		})
+	}
+	ab := add()
+	if _, err := e.svc.Propose(bg, app, &custosv1.ProposeRequest{Statement: &custosv1.SignedStatement{Statement: ab},
+		Proof: other.Assert("localhost", consoleOrigin, governance.SignedDigest(ab))}); !errors.Is(err, kms.ErrPermissionDenied) {
+		t.Fatalf("proof by another key: %v", err)
+	}
+	var first string
+	for i := range 10 {
+		sb := add()
+		if i == 0 {
+			first = kms.ProposalID(sb)
+		}
+		if _, err := e.svc.Propose(bg, app, &custosv1.ProposeRequest{Statement: &custosv1.SignedStatement{Statement: sb},
+			Proof: a.Assert("localhost", consoleOrigin, governance.SignedDigest(sb))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ps := e.svc.State().Proposals(e.svc.State().Clock())
+	if len(ps) != 8 {
+		t.Fatalf("%d proof-only proposals kept, want 8", len(ps))
+	}
+	for _, p := range ps {
+		if p.Id == first {
+			t.Fatal("the oldest proof-only proposal was kept")
+		}
+	}
+}
