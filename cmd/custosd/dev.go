@@ -89,6 +89,11 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	// The dev client may read and export the ledger (AuditService).
 	cfg.Auditors = []string{devClientName}
 	cfg.Logger = log
+	if fl.console != "" {
+		// The officer console, with the dev CA's server certificate (for
+		// localhost; a browser must trust the dev CA).
+		cfg.Console = &node.ConsoleConfig{Listen: fl.console, RPID: "localhost"}
+	}
 	var xksCred devXKSCredential
 	if fl.xks != "" {
 		if cfg.XKS, xksCred, err = devXKSConfig(dir, pkiDir, fl.xks, fl.xksMTLS); err != nil {
@@ -108,6 +113,9 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		fmt.Fprintf(stdout, "XKS proxy API on https://%s%s/kms/xks/v1 (test client variables: %s)\n",
 			dialAddr(n.XKSAddr()), devXKSPrefix, xksEnv)
+	}
+	if u := n.ConsoleURL(); u != "" {
+		fmt.Fprintf(stdout, "officer console on %s (WebAuthn security keys; the browser must trust the dev CA %s; docs/console.md)\n", u, cfg.TLS.CA)
 	}
 	if !isOfficer(n.Service().State().Governance(), officer) {
 		log.Warn("the dev officer key is not an officer of this cluster (the officer set was changed, or the key file replaced); statements it signs will be refused",

@@ -22,6 +22,7 @@ type devFlags struct {
 	level    slog.Level // parsed from logLevel; info when unset
 	xks      string     // the single node's XKS proxy address (devxks.go)
 	xksMTLS  bool
+	console  string // the single node's officer console address
 	nodes    int
 	basePort int
 	set      map[string]bool // the flags given
@@ -47,6 +48,7 @@ func parseDevFlags(args []string, cluster bool, stderr io.Writer) (*devFlags, er
 	fl.StringVar(&d.logLevel, "log-level", "info", "`LEVEL` of the node's log on standard error: debug, info, warn or error; at info each administrative call and each failed call is one line, successful data-path calls (Encrypt, Decrypt, GenerateDataKey, ...) only at debug")
 	fl.StringVar(&d.xks, "xks", "", "also serve the AWS KMS XKS proxy API on `ADDR` (e.g. 127.0.0.1:0) and write DIR/xks.env (the single node only)")
 	fl.BoolVar(&d.xksMTLS, "xks-mtls", false, "with --xks: require a client certificate of the dev CA with CN "+devXKSClientCN)
+	fl.StringVar(&d.console, "console", "127.0.0.1:0", "serve the officer console (docs/console.md) on `ADDR`, at https://localhost:<port>/; \"\" turns it off (the single node; with --nodes every node serves one on a port the system picks)")
 	fl.IntVar(&d.nodes, "nodes", 0, fmt.Sprintf("run a local cluster of `N` nodes (%d to %d), one process each, instead of a single node", clusterMinNodes, clusterMaxNodes))
 	fl.IntVar(&d.basePort, "base-port", clusterDefaultBasePort,
 		fmt.Sprintf("with --nodes: gRPC `PORT` of node1; node i serves gRPC on PORT+i-1 and Raft on PORT+%d+i-1, all on %s; 0: ports the system picks (kept for restarts)", clusterRaftOffset, clusterHost))
@@ -83,6 +85,8 @@ func parseDevFlags(args []string, cluster bool, stderr io.Writer) (*devFlags, er
 		return fail("--xks and --xks-mtls are for the single node (a cluster's nodes serve XKS from their config.json)")
 	case d.xksMTLS && d.xks == "":
 		return fail("--xks-mtls goes with --xks ADDR")
+	case cluster && d.set["console"]:
+		return fail("--console is for the single node; a cluster's nodes serve the console from their config.json (on ports the system picks)")
 	}
 	return d, nil
 }
