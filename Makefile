@@ -29,6 +29,8 @@ help:
 	@echo "make lint     staticcheck ./... (pinned, from the Go module proxy); govulncheck when vuln.go.dev answers"
 	@echo "make cluster  start a local 3-node cluster (three processes, three SoftHSM tokens)"
 	@echo "make bench    run the benchmark suite, write bench/RESULTS.md (bench-short: smoke run)"
+	@echo "make test-console  the officer console's end-to-end test in Chromium (installs chromium and playwright-core if missing)"
+	@echo "make console-screenshots  run it and write the screenshots to docs/console/"
 	@echo "make robustness  randomized fault injection against a 3-node cluster: in-process, then custosd processes (10 min each, strict)"
 	@echo "make clean    remove bin/ (the dev data dir $(DATA_DIR) is kept; rm -rf it to start over)"
 
@@ -54,6 +56,19 @@ test: deps
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m $(TESTFLAGS) ./...
 	cd k8s && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 15m $(TESTFLAGS) ./...
+
+# test-console: the officer console's end-to-end test (docs/console.md):
+# Debian's Chromium driven by playwright-core with virtual authenticators
+# against a three-node custosd dev cluster. e2e/console/install.sh installs
+# chromium (apt) and the pinned playwright-core (npm ci) when missing.
+.PHONY: test-console console-screenshots
+test-console: deps
+	sh e2e/console/install.sh
+	$(GO) test -count=1 -timeout 20m -run '^TestConsoleInBrowser$$' ./internal/console/ -browser
+
+console-screenshots: deps
+	sh e2e/console/install.sh
+	$(GO) test -count=1 -timeout 20m -run '^TestConsoleInBrowser$$' ./internal/console/ -browser -screenshots $(CURDIR)/docs/console
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/custosd ./cmd/custosd
