@@ -48,7 +48,7 @@ func (s *State) applyGovernChecked(index uint64, c *raftlogv1.Command, op *raftl
 	case s.officers == nil:
 		err = fmt.Errorf("%w: cluster not initialised", ErrFailedPrecondition)
 	default:
-		st, uses, err = s.officers.VerifyUses(op.Statement, s.clusterID, now)
+		st, uses, err = s.officers.VerifyUsesAt(op.Statement, s.clusterID, now, s.smv())
 		err = governanceError(err)
 		if st != nil {
 			for _, u := range uses {
@@ -101,7 +101,7 @@ func (s *State) applyGovernChecked(index uint64, c *raftlogv1.Command, op *raftl
 	}
 	if st == nil && op.Statement != nil {
 		// Refused before it was accepted: still name what it asked for.
-		st, _ = governance.Parse(op.Statement.Statement)
+		st, _ = governance.ParseAt(op.Statement.Statement, s.smv())
 	}
 	if st != nil {
 		if key == "" {

@@ -248,15 +248,33 @@ func (s *OfficerSet) Verify(ss *custosv1.SignedStatement, clusterID string, now 
 // VerifyUses is Verify returning each signature that counted, in the
 // statement's order, with its WebAuthn counter.
 func (s *OfficerSet) VerifyUses(ss *custosv1.SignedStatement, clusterID string, now time.Time) (*custosv1.Statement, []SignatureUse, error) {
+	return s.VerifyUsesAt(ss, clusterID, now, WebAuthnVersion)
+}
+
+// WebAuthnVersion is the state machine version from which officers'
+// WebAuthn credentials, the statements that bind them and WebAuthn
+// signatures exist.
+const WebAuthnVersion = 3
+
+// VerifyUsesAt is VerifyUses as a cluster at state machine version smv
+// verifies: below WebAuthnVersion it sees what a release of that version
+// saw — the credential operations and an officer's credentials are unknown
+// fields, a signature's WebAuthn assertion is not there — and refuses with
+// the very errors that release gave, so that replicas of the old and the
+// new release write the same records during a rolling upgrade.
+func (s *OfficerSet) VerifyUsesAt(ss *custosv1.SignedStatement, clusterID string, now time.Time, smv uint32) (*custosv1.Statement, []SignatureUse, error) {
 	if s == nil || len(s.keys) == 0 {
 		return nil, nil, fmt.Errorf("%w: no officer set", ErrUnknownOfficer)
 	}
 	if ss == nil {
 		return nil, nil, fmt.Errorf("%w: no signed statement", ErrMalformed)
 	}
-	st, err := Parse(ss.GetStatement())
+	st, err := ParseAt(ss.GetStatement(), smv)
 	if err != nil {
 		return nil, nil, err
+	}
+	if smv < WebAuthnVersion {
+		ss = withoutWebAuthn(ss)
 	}
 	if st.GetClusterId() != clusterID {
 		return nil, nil, fmt.Errorf("%w: statement names cluster %q, this is %q", ErrWrongCluster, st.GetClusterId(), clusterID)
@@ -302,4 +320,38 @@ func (s *OfficerSet) VerifyUses(ss *custosv1.SignedStatement, clusterID string, 
 			notAfter.UTC().Format(time.RFC3339), MaxLifetime, now.UTC().Format(time.RFC3339))
 	}
 	return st, uses, nil
+}
+
+// beforeWebAuthn returns where a release before WebAuthnVersion would have
+// found an unknown field in st (as Parse names it), or "".
+func beforeWebAuthn(st *custosv1.Statement) string {
+	var officers []*custosv1.Officer
+	field := ""
+	switch op := st.GetOperation().(type) {
+	case *custosv1.Statement_AddOfficerCredential, *custosv1.Statement_RemoveOfficerCredential:
+		return "statement"
+	case *custosv1.Statement_SetOfficers:
+		officers, field = op.SetOfficers.GetOfficers(), "statement.set_officers.officers"
+	case *custosv1.Statement_CreateCluster:
+		officers, field = op.CreateCluster.GetOfficers(), "statement.create_cluster.officers"
+	}
+	for i, o := range officers {
+		if len(o.GetCredentials()) > 0 {
+			return fmt.Sprintf("%s[%d]", field, i)
+		}
+	}
+	return ""
+}
+
+// withoutWebAuthn returns ss with no signature's WebAuthn assertion.
+func withoutWebAuthn(ss *custosv1.SignedStatement) *custosv1.SignedStatement {
+	out := &custosv1.SignedStatement{Statement: ss.GetStatement()}
+	for _, sig := range ss.GetSignatures() {
+		if sig == nil {
+			out.Signatures = append(out.Signatures, nil)
+			continue
+		}
+		out.Signatures = append(out.Signatures, &custosv1.OfficerSignature{Officer: sig.GetOfficer(), Signature: sig.GetSignature()})
+	}
+	return out
 }

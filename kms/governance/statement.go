@@ -103,7 +103,12 @@ func Marshal(st *custosv1.Statement) ([]byte, error) {
 // a singular field given twice, more than one operation, a nonce that is not
 // 16 bytes, a missing cluster id, expiry or operation, and an operation whose
 // required fields are empty or invalid.
-func Parse(b []byte) (*custosv1.Statement, error) {
+func Parse(b []byte) (*custosv1.Statement, error) { return ParseAt(b, WebAuthnVersion) }
+
+// ParseAt is Parse as a cluster at state machine version smv parses: below
+// WebAuthnVersion the credential operations and officers' credentials are
+// unknown fields, refused as a release of that version refused them.
+func ParseAt(b []byte, smv uint32) (*custosv1.Statement, error) {
 	if len(b) == 0 {
 		return nil, fmt.Errorf("%w: empty", ErrMalformed)
 	}
@@ -116,6 +121,11 @@ func Parse(b []byte) (*custosv1.Statement, error) {
 	}
 	if path := unknownFields(st.ProtoReflect(), "statement"); path != "" {
 		return nil, fmt.Errorf("%w: unknown field in %s", ErrMalformed, path)
+	}
+	if smv < WebAuthnVersion {
+		if path := beforeWebAuthn(st); path != "" {
+			return nil, fmt.Errorf("%w: unknown field in %s", ErrMalformed, path)
+		}
 	}
 	if err := checkWire(b, st.ProtoReflect().Descriptor(), "statement", 0); err != nil {
 		return nil, err

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/custos-kms/custos/internal/webauthntest"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 )
@@ -248,5 +250,74 @@ func TestValidateCredential(t *testing.T) {
 		if err := ValidateCredential(c); !errors.Is(err, ErrMalformed) {
 			t.Errorf("%s: %v", name, err)
 		}
+	}
+}
+
+// Below state machine version 3 a statement is verified as the release
+// before it did: the credential operations and officers' credentials are
+// unknown fields and a signature's assertion is not there, with that
+// release's errors, so that replicas of both releases write the same
+// records during a rolling upgrade (docs/upgrades.md).
+func TestVerifyBeforeWebAuthn(t *testing.T) {
+	pem := newAuthenticator(t).Key
+	key := newAuthenticator(t)
+	officers := []*custosv1.Officer{{Name: "alice", PublicKey: MarshalPublicKey(&pem.PublicKey), Credentials: []*custosv1.WebAuthnCredential{key.credential("localhost", false)}}}
+	set, err := NewOfficerSet(officers, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk := func(op func(*custosv1.Statement)) []byte {
+		st, err := NewStatement("c1", time.Hour, "t")
+		if err != nil {
+			t.Fatal(err)
+		}
+		op(st)
+		b, err := Marshal(st)
+		if err != nil {
+			// set_officers with credentials does not Marshal: encode it as
+			// a client of another release might.
+			b, err = proto.MarshalOptions{Deterministic: true}.Marshal(st)
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		return b
+	}
+	now := time.Now()
+	for _, c := range []struct {
+		name string
+		b    []byte
+		want string
+	}{
+		{"add_officer_credential", mk(func(st *custosv1.Statement) {
+			st.Operation = &custosv1.Statement_AddOfficerCredential{AddOfficerCredential: &custosv1.AddOfficerCredential{
+				Officer: "alice", Credential: newAuthenticator(t).credential("localhost", false)}}
+		}), "unknown field in statement"},
+		{"remove_officer_credential", mk(func(st *custosv1.Statement) {
+			st.Operation = &custosv1.Statement_RemoveOfficerCredential{RemoveOfficerCredential: &custosv1.RemoveOfficerCredential{
+				Officer: "alice", CredentialId: key.ID}}
+		}), "unknown field in statement"},
+		{"set_officers with credentials", mk(func(st *custosv1.Statement) {
+			st.Operation = &custosv1.Statement_SetOfficers{SetOfficers: &custosv1.SetOfficers{Quorum: 1, Officers: []*custosv1.Officer{
+				{Name: "x", PublicKey: MarshalPublicKey(&newAuthenticator(t).Key.PublicKey)}, officers[0]}}}
+		}), "unknown field in statement.set_officers.officers[1]"},
+	} {
+		sig, err := Sign(pem, "alice", c.b)
+		if err != nil && !errors.Is(err, ErrMalformed) {
+			t.Fatal(err)
+		}
+		ss := &custosv1.SignedStatement{Statement: c.b, Signatures: []*custosv1.OfficerSignature{sig}}
+		if _, _, err := set.VerifyUsesAt(ss, "c1", now, 2); !errors.Is(err, ErrMalformed) || !strings.HasSuffix(err.Error(), ": "+c.want) {
+			t.Errorf("%s at version 2: %v, want ...: %s", c.name, err, c.want)
+		}
+	}
+	// A WebAuthn signature at version 2 is an empty PEM signature.
+	b := mk(func(st *custosv1.Statement) { st.Operation = &custosv1.Statement_RevokeKey{RevokeKey: &custosv1.RevokeKey{Key: "k"}} })
+	ss := &custosv1.SignedStatement{Statement: b, Signatures: []*custosv1.OfficerSignature{key.sign(t, "alice", b, "https://localhost:1")}}
+	if _, _, err := set.VerifyUsesAt(ss, "c1", now, 2); !errors.Is(err, ErrBadSignature) || err.Error() != `governance: bad signature: officer "alice"` {
+		t.Errorf("WebAuthn signature at version 2: %v", err)
+	}
+	if _, _, err := set.VerifyUsesAt(ss, "c1", now, 3); err != nil {
+		t.Errorf("WebAuthn signature at version 3: %v", err)
 	}
 }
