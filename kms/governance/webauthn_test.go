@@ -312,7 +312,9 @@ func TestVerifyBeforeWebAuthn(t *testing.T) {
 		}
 	}
 	// A WebAuthn signature at version 2 is an empty PEM signature.
-	b := mk(func(st *custosv1.Statement) { st.Operation = &custosv1.Statement_RevokeKey{RevokeKey: &custosv1.RevokeKey{Key: "k"}} })
+	b := mk(func(st *custosv1.Statement) {
+		st.Operation = &custosv1.Statement_RevokeKey{RevokeKey: &custosv1.RevokeKey{Key: "k"}}
+	})
 	ss := &custosv1.SignedStatement{Statement: b, Signatures: []*custosv1.OfficerSignature{key.sign(t, "alice", b, "https://localhost:1")}}
 	if _, _, err := set.VerifyUsesAt(ss, "c1", now, 2); !errors.Is(err, ErrBadSignature) || err.Error() != `governance: bad signature: officer "alice"` {
 		t.Errorf("WebAuthn signature at version 2: %v", err)
