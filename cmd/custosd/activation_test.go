@@ -93,7 +93,7 @@ func TestServeActivationErrors(t *testing.T) {
 		// opened since (never a listening socket).
 		{"named fd missing", []string{"LISTEN_FDS=2", "LISTEN_FDNAMES=grpc:raft"}, []*os.File{sock},
 			[]string{`descriptor 4 ("raft") is not open`, `descriptor 4 ("raft") is not a socket`, `descriptor 4 ("raft") is not a stream`}},
-		{"unknown name", []string{"LISTEN_FDS=1", "LISTEN_FDNAMES=admin"}, []*os.File{sock}, []string{`names a socket "admin"; custosd serve takes grpc, raft, xks and metrics`}},
+		{"unknown name", []string{"LISTEN_FDS=1", "LISTEN_FDNAMES=admin"}, []*os.File{sock}, []string{`names a socket "admin"; custosd serve takes grpc, raft, xks, metrics and console`}},
 		{"raft without raft_tls", []string{"LISTEN_FDS=1", "LISTEN_FDNAMES=raft"}, []*os.File{sock}, []string{`a "raft" socket was passed but raft_tls is off`}},
 		{"xks without xks", []string{"LISTEN_FDS=1", "LISTEN_FDNAMES=xks"}, []*os.File{sock}, []string{`a "xks" socket was passed but the configuration has no xks section`}},
 	} {

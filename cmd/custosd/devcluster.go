@@ -431,13 +431,13 @@ func (c *clusterListeners) up() {
 		return
 	}
 	close(c.stopReset)
-	for _, l := range []net.Listener{c.api, c.raft} {
+	for _, l := range []net.Listener{c.api, c.raft, c.console} {
 		if d, ok := l.(interface{ SetDeadline(time.Time) error }); ok {
 			_ = d.SetDeadline(time.Now()) // unblocks Accept
 		}
 	}
 	c.resetting.Wait()
-	for _, l := range []net.Listener{c.api, c.raft} {
+	for _, l := range []net.Listener{c.api, c.raft, c.console} {
 		if d, ok := l.(interface{ SetDeadline(time.Time) error }); ok {
 			_ = d.SetDeadline(time.Time{})
 		}

@@ -448,7 +448,7 @@ func TestDevCluster(t *testing.T) {
 		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
 			t.Errorf("%s (pid %d) still exists after the parent stopped: kill 0: %v", id, pid, err)
 		}
-		if !regexp.MustCompile(`\[` + id + `\] .*msg="socket activation: serving on passed sockets" sockets="grpc=127\.0\.0\.1:\d+,raft=127\.0\.0\.1:\d+"`).MatchString(logText()) {
+		if !regexp.MustCompile(`\[` + id + `\] .*msg="socket activation: serving on passed sockets" sockets="console=127\.0\.0\.1:\d+,grpc=127\.0\.0\.1:\d+,raft=127\.0\.0\.1:\d+"`).MatchString(logText()) {
 			t.Errorf("%s did not serve on the sockets the parent passed", id)
 		}
 		if !strings.Contains(logText(), fmt.Sprintf(`msg="custos node stopped" id=%s`, id)) {
