@@ -1,0 +1,38 @@
+package main
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/custos-kms/custos/internal/node/nodetest"
+	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
+)
+
+// TestOfficerProposals: a statement one officer signed waits on the
+// cluster; officer proposals lists it from its bytes with who signed and
+// how many it needs; officer sign-proposal adds the second signature,
+// which applies it; a proposal id that is not there is an error.
+func TestOfficerProposals(t *testing.T) {
+	clearEnv(t)
+	h := nodetest.Start(t) // three officers, quorum 2
+	usePrincipal(t, h, "app")
+	runCLI(t, "", "key", "create", "payroll").want(t, 0)
+	runCLI(t, "", "officer", "proposals").want(t, 0, "no proposals are waiting")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	gc := custosv1.NewGovernanceServiceClient(h.Conn(t, "app"))
+	res, err := gc.Propose(ctx, &custosv1.ProposeRequest{Statement: h.Sign(t, func(st *custosv1.Statement) {
+		st.Operation = &custosv1.Statement_SetKeyMinVersion{SetKeyMinVersion: &custosv1.SetKeyMinVersion{Key: "payroll", MinDecryptionVersion: 1}}
+	}, 0)})
+	if err != nil || res.GetProposal() == nil {
+		t.Fatalf("Propose: %v, %v", res, err)
+	}
+	id := res.GetProposal().GetId()
+	runCLI(t, "", "officer", "proposals").want(t, 0, id, `set_key_min_version key="payroll"`, "signed by officer-1 (1 of 2)", "proposed by app")
+	runCLI(t, "", args("officer", "sign-proposal", asOfficer(h, 1), id)...).
+		want(t, 0, `statement: set_key_min_version key="payroll"`, "signed by officer-2; applied: key payroll minimum decryption version set from 1 to 1", "signers officer-1, officer-2")
+	runCLI(t, "", "officer", "proposals").want(t, 0, "no proposals are waiting")
+	runCLI(t, "", args("officer", "sign-proposal", asOfficer(h, 1), id)...).want(t, 1, "no proposal "+id+" is waiting")
+}
