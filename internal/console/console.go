@@ -115,6 +115,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /{$}", files)
 	mux.Handle("GET /app.js", files)
 	mux.Handle("GET /app.css", files)
+	mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	mux.HandleFunc("GET /api/session", s.getSession)
 	mux.HandleFunc("POST /api/signin/begin", s.post(s.signinBegin))
 	mux.HandleFunc("POST /api/signin/finish", s.post(s.signinFinish))

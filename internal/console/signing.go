@@ -97,7 +97,7 @@ func (s *Server) signinBegin(w http.ResponseWriter, r *http.Request, sess *sessi
 		ids = append(ids, c.GetCredentialId())
 	}
 	return map[string]any{"challenge": s.sessions.newChallenge(sess, "signin", req.Officer), "rp_id": s.cfg.RPID,
-		"credential_ids": ids, "user_verification": s.userVerification()}, nil
+		"credential_ids": nonNil(ids), "user_verification": s.userVerification()}, nil
 }
 
 func (s *Server) signinFinish(w http.ResponseWriter, r *http.Request, sess *session, body []byte) (any, error) {
@@ -188,7 +188,7 @@ func (s *Server) registerBegin(w http.ResponseWriter, r *http.Request, sess *ses
 	}
 	uid := sha256.Sum256([]byte(s.d.Service.State().ClusterID() + "\x00" + req.Officer))
 	return map[string]any{"challenge": s.sessions.newChallenge(sess, "register", req.Officer), "rp_id": s.cfg.RPID,
-		"rp_name": "custos", "user_id": b64u(uid[:16]), "user_name": req.Officer, "exclude_credentials": exclude}, nil
+		"rp_name": "custos", "user_id": b64u(uid[:16]), "user_name": req.Officer, "exclude_credentials": nonNil(exclude)}, nil
 }
 
 // statementJSON is a statement prepared for signing.
