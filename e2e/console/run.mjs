@@ -155,6 +155,10 @@ async function main() {
     check(requestID, 'a pending request is listed');
     check((await row.textContent()).includes('court order 2026-117'), 'the justification is shown');
 
+    // Bob's page is open before alice acts: it must update by itself.
+    await bob.page.goto(`${node2}#/pending`);
+    await bob.page.locator(`#pending-requests [data-request-id="${requestID}"]`).waitFor({ timeout: 60000 });
+
     step('alice approves (1 of 2)');
     await row.locator('.uses').fill('1');
     const first = await api(alice.page, '/api/proposals/sign', () => row.locator('.approve').click());
@@ -162,8 +166,7 @@ async function main() {
     await alice.page.waitForSelector(`#proposals [data-proposal-id="${first.proposal.id}"]`);
     await shot(alice.page, 'pending');
 
-    step('bob sees alice\'s signature on node2 and signs (2 of 2)');
-    await bob.page.goto(`${node2}#/pending`);
+    step('bob\'s open page on node2 shows alice\'s signature (live update); he signs (2 of 2)');
     const item = bob.page.locator(`#proposals [data-proposal-id="${first.proposal.id}"]`);
     await item.waitFor({ timeout: 60000 });
     const second = await api(bob.page, '/api/proposals/sign', () => item.locator('.sign').click());
