@@ -203,6 +203,24 @@ async function main() {
     }
     check(after !== 'released' && /revoked|PermissionDenied|FailedPrecondition/i.test(after), `decrypt after revocation: ${after}`);
 
+    step('alice proposes a policy change (quorum); bob sees who must still sign and signs');
+    await alice.page.goto(`${node1}#/keys`);
+    const editor = alice.page.locator('#keys [data-key="records"] .policy-editor');
+    await editor.locator('summary').click();
+    const policy = JSON.parse(await editor.locator('textarea').inputValue());
+    policy.notifyAll = true;
+    await editor.locator('textarea').fill(JSON.stringify(policy, null, 2));
+    const proposed = await api(alice.page, '/api/proposals/sign', () => editor.locator('.propose-policy').click());
+    check(proposed.proposal && proposed.proposal.needed === 2 && !proposed.applied, `policy proposal: ${JSON.stringify(proposed)}`);
+    await bob.page.goto(`${node2}#/pending`);
+    const pitem = bob.page.locator(`#proposals [data-proposal-id="${proposed.proposal.id}"]`);
+    await pitem.waitFor({ timeout: 60000 });
+    check(/waiting for: .*bob/.test(await pitem.textContent()), 'the proposal says bob must still sign');
+    const policySet = await api(bob.page, '/api/proposals/sign', () => pitem.locator('.sign').click());
+    check(policySet.applied && /policy set/.test(policySet.applied.result), `policy applied: ${JSON.stringify(policySet)}`);
+    await alice.page.goto(`${node1}#/keys`);
+    await alice.page.waitForFunction(() => /notified of every decision/.test(document.querySelector('#keys [data-key="records"] .policy')?.textContent || ''));
+
     step('evidence: chart, timeline, report, chain');
     await alice.page.goto(`${node1}#/evidence`);
     await alice.page.waitForSelector('#chart svg rect', { timeout: 30000 });

@@ -285,6 +285,10 @@ func (s *Server) prepareStatement(w http.ResponseWriter, r *http.Request, sess *
 		Policy       json.RawMessage `json:"policy"`
 		Officer      string          `json:"officer"`
 		CredentialID b64u            `json:"credential_id"`
+		Node         string          `json:"node"`
+		TransportKey string          `json:"transport_key_fingerprint"`
+		IdentityKey  string          `json:"identity_key_fingerprint"`
+		Hash         string          `json:"hash"`
 	}
 	if err := decode(body, &req); err != nil {
 		return nil, err
@@ -317,6 +321,18 @@ func (s *Server) prepareStatement(w http.ResponseWriter, r *http.Request, sess *
 			return nil, err
 		}
 		st.Operation = &custosv1.Statement_SetPolicy{SetPolicy: &custosv1.SetPolicy{Key: req.Key, Policy: pol}}
+	case "admit_node":
+		h := custosv1.KeyTransportHash_KEY_TRANSPORT_HASH_SHA256
+		switch strings.ToLower(req.Hash) {
+		case "", "sha256":
+		case "sha1":
+			h = custosv1.KeyTransportHash_KEY_TRANSPORT_HASH_SHA1
+		default:
+			return nil, badRequest("hash %q: sha256 or sha1", req.Hash)
+		}
+		norm := func(s string) string { return strings.ToLower(strings.ReplaceAll(strings.TrimSpace(s), ":", "")) }
+		st.Operation = &custosv1.Statement_AdmitNode{AdmitNode: &custosv1.AdmitNode{Node: req.Node,
+			TransportKeyFingerprint: norm(req.TransportKey), IdentityKeyFingerprint: norm(req.IdentityKey), Hash: h}}
 	case "remove_officer_credential":
 		st.Operation = &custosv1.Statement_RemoveOfficerCredential{RemoveOfficerCredential: &custosv1.RemoveOfficerCredential{Officer: req.Officer, CredentialId: req.CredentialID}}
 	default:

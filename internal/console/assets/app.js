@@ -173,18 +173,34 @@ async function render() {
   }
 }
 
+// liveRender re-renders the page for a change another officer made, unless
+// the officer is editing something on it (it would be lost): then the page
+// says there is news and re-renders once the editing is done.
+function liveRender() {
+  if (state.busy || !signedInPages.has(state.route)) return;
+  const a = document.activeElement;
+  const editing = $('#main details[open]') || (a && $('#main').contains(a) && /^(INPUT|TEXTAREA|SELECT)$/.test(a.tagName));
+  if (editing) {
+    state.stale = true;
+    if (!$('#status').textContent) status('Another officer acted: the page updates when you finish here.');
+    return;
+  }
+  state.stale = false;
+  render();
+}
+
 function startEvents() {
   if (state.events || state.poll) return;
   try {
     state.events = new EventSource('/api/events');
-    state.events.addEventListener('change', () => { if (!state.busy && signedInPages.has(state.route)) render(); });
+    state.events.addEventListener('change', liveRender);
     state.events.onerror = () => {
       if (state.events) state.events.close();
       state.events = null;
-      if (!state.poll) state.poll = setInterval(() => { if (!state.busy && signedInPages.has(state.route)) render(); }, 3000);
+      if (!state.poll) state.poll = setInterval(liveRender, 3000);
     };
   } catch (_) {
-    state.poll = setInterval(() => { if (!state.busy && signedInPages.has(state.route)) render(); }, 3000);
+    state.poll = setInterval(liveRender, 3000);
   }
 }
 
@@ -338,13 +354,27 @@ async function pageKeys() {
         el('ul', { class: 'plain small' }, k.versions.map((v) => el('li', {}, `v${v.version} ${v.state} · `, when(v.create_time))))),
       el('td', { class: 'policy' }, el('ul', { class: 'plain' }, k.policy_words.map((w) => el('li', {}, w)))),
       el('td', { class: 'actions' }, act('revoke_key', 'Revoke', 'danger'), act('disable_key', 'Disable', ''),
-        act('enable_key', 'Re-enable (quorum)', '')));
+        act('enable_key', 'Re-enable (quorum)', ''), policyEditor(k)));
   });
   return el('section', {}, el('h1', {}, 'Keys and policies'),
     el('p', { class: 'muted' }, 'Revoking or disabling needs one officer; re-enabling needs the quorum and waits on the Pending page for the others.'),
     el('table', { id: 'keys', class: 'grid' },
       el('thead', {}, el('tr', {}, ['Key', 'State', 'Versions', 'Policy', ''].map((h) => el('th', {}, h)))),
       el('tbody', {}, rows.length ? rows : el('tr', {}, el('td', { colspan: 5, class: 'empty' }, 'No keys.')))));
+}
+
+// policyEditor proposes a new policy for a key (quorum): the current one
+// as JSON to edit; the statement then waits on the Pending page.
+function policyEditor(k) {
+  const area = el('textarea', { class: 'policy-json mono', rows: 12, spellcheck: 'false' });
+  area.value = JSON.stringify(k.policy, null, 2);
+  const propose = el('button', { class: 'propose-policy primary', type: 'button' }, 'Sign and propose');
+  propose.addEventListener('click', () => busy(propose, async () => {
+    let policy;
+    try { policy = JSON.parse(area.value); } catch (e) { throw new Error(`The policy is not JSON: ${e.message}`); }
+    await prepareAndSign({ operation: 'set_policy', key: k.name, policy });
+  }));
+  return el('details', { class: 'policy-editor' }, el('summary', {}, 'Change policy (quorum)'), area, propose);
 }
 
 const filters = { key: '', principal: '', reason: '', outcome: '' };
@@ -446,11 +476,25 @@ async function pageCluster() {
         el('td', { class: 'leader' }, yes(n.leader)), el('td', { class: 'admitted' }, yes(n.admitted)), el('td', { class: 'hsm' }, n.hsm || '—'))))),
     el('h2', {}, 'Admissions'),
     el('table', { id: 'admissions', class: 'grid' },
-      el('thead', {}, el('tr', {}, ['Node', 'State', 'Transport key', 'Identity key'].map((h) => el('th', {}, h)))),
-      el('tbody', {}, c.admissions.length ? c.admissions.map((a) => el('tr', {},
+      el('thead', {}, el('tr', {}, ['Node', 'State', 'Transport key', 'Identity key', ''].map((h) => el('th', {}, h)))),
+      el('tbody', {}, c.admissions.length ? c.admissions.map((a) => el('tr', { 'data-admission': a.node },
         el('td', {}, a.node), el('td', {}, a.state.toLowerCase()), el('td', { class: 'mono small' }, a.transport_key_fingerprint || '—'),
-        el('td', { class: 'mono small' }, a.identity_key_fingerprint || '—'))) : el('tr', {}, el('td', { colspan: 4, class: 'empty' }, 'No admissions.')))),
+        el('td', { class: 'mono small' }, a.identity_key_fingerprint || '—'), el('td', {}, a.state === 'OFFERED' ? admitForm(a) : ''))) :
+        el('tr', {}, el('td', { colspan: 5, class: 'empty' }, 'No admissions.')))),
     el('p', { class: 'muted' }, 'Admitting a node is an officer statement (admit_node, quorum): custos officer admit, or a proposal signed here.'));
+}
+
+// admitForm approves a node's admission (admit_node, quorum): the officer
+// types the fingerprints checked with the node's operator, out of band.
+function admitForm(a) {
+  const tk = el('input', { class: 'transport-key mono', placeholder: 'transport key fingerprint (64 hex)' });
+  const ik = el('input', { class: 'identity-key mono', placeholder: 'identity key fingerprint (32 hex)' });
+  const hash = el('select', { class: 'oaep' }, el('option', { value: 'sha256' }, 'RSA-OAEP SHA-256'), el('option', { value: 'sha1' }, 'SHA-1 (development only)'));
+  const go = el('button', { class: 'admit primary', type: 'button' }, 'Sign admission');
+  go.addEventListener('click', () => busy(go, () => prepareAndSign({ operation: 'admit_node', node: a.node,
+    transport_key_fingerprint: tk.value, identity_key_fingerprint: ik.value, hash: hash.value })));
+  return el('details', {}, el('summary', {}, 'Approve (quorum)'),
+    el('p', { class: 'small muted' }, 'Type the fingerprints you checked with the node\'s operator.'), tk, ik, hash, go);
 }
 
 // ---- start -----------------------------------------------------------------
@@ -463,6 +507,8 @@ document.addEventListener('DOMContentLoaded', async () => {
     status('Signed out.', 'ok');
   }));
   window.addEventListener('hashchange', () => { status(''); render(); });
+  // Catch up on news deferred while editing once the focus leaves the page's fields.
+  document.addEventListener('focusout', () => setTimeout(() => { if (state.stale) liveRender(); }, 0));
   if (!window.PublicKeyCredential) status('This browser has no WebAuthn: security keys cannot be used here.', 'error');
   try {
     await loadSession();
