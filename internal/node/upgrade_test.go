@@ -80,7 +80,7 @@ func TestRollingUpgradeOfTheStateMachine(t *testing.T) {
 		decrypt(i)
 	}
 	for i := range c.Members {
-		waitFor(t, "version 2 on every node", func() bool { return state(i).StateMachineVersion() == 2 })
+		waitFor(t, "the newest version on every node", func() bool { return state(i).StateMachineVersion() == kms.StateMachineVersion })
 	}
 	up := lastOf(0, custosv1.Operation_OPERATION_STATE_MACHINE_UPGRADE)
 	if up == nil || up.StateDigestVersion != kms.StateDigestVersion || len(up.StateDigest) != 32 || len(up.RegisteredNodeKeys) != 3 {

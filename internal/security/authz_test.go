@@ -321,6 +321,38 @@ func (e *authzEnv) rows(t *testing.T) map[string]row {
 			},
 			want: want(codes.PermissionDenied),
 		},
+		// A proposal signed by a key that is no officer's, under an
+		// officer's name, is refused whoever carries it, and nothing waits
+		// on the cluster afterwards (docs/console.md, Proposals).
+		"/custos.v1.GovernanceService/Propose": {
+			call: func(t *testing.T, _ identity, cc *grpc.ClientConn) error {
+				stranger, err := governance.GenerateKey()
+				if err != nil {
+					t.Fatal(err)
+				}
+				ss := nodetest.SignStatement(t, e.h.Node.ClusterID(), nil, func(st *custosv1.Statement) {
+					st.Operation = &custosv1.Statement_EnableKey{EnableKey: &custosv1.EnableKey{Key: keySig}}
+				})
+				sig, err := governance.Sign(stranger, e.h.Officers[0].Name, ss.GetStatement())
+				if err != nil {
+					t.Fatal(err)
+				}
+				ss.Signatures = []*custosv1.OfficerSignature{sig}
+				return errOf(gs(cc).Propose(ctx(t), &custosv1.ProposeRequest{Statement: ss}))
+			},
+			want: want(codes.PermissionDenied),
+			after: func(t *testing.T, who identity, err error, _ uint64) {
+				if ps := e.h.Node.Service().State().Proposals(time.Now()); len(ps) != 0 {
+					t.Errorf("after Propose as %s (%v): %d proposals wait", who, err, len(ps))
+				}
+			},
+		},
+		"/custos.v1.GovernanceService/ListProposals": {
+			call: func(t *testing.T, _ identity, cc *grpc.ClientConn) error {
+				return errOf(gs(cc).ListProposals(ctx(t), &custosv1.ListProposalsRequest{}))
+			},
+			want: authenticated(),
+		},
 		"/custos.v1.GovernanceService/GetGovernance": {
 			call: func(t *testing.T, _ identity, cc *grpc.ClientConn) error {
 				return errOf(gs(cc).GetGovernance(ctx(t), &custosv1.GetGovernanceRequest{}))
