@@ -88,6 +88,8 @@ func recordVectors(t *testing.T) []vector {
 		mk("registration, not assertion", "webauthn.get", a, with(func(p *assertionParams) { p.Type = "webauthn.create" }), true),
 		mk("cross-origin", "cross-origin", a, with(func(p *assertionParams) { p.CrossOrigin = true }), true),
 		mk("other officer's credential signed", "does not verify", other, base, true),
+		// Valid by itself; its counter is behind the valid vector's (7).
+		mk("counter regression", "counter", a, with(func(p *assertionParams) { p.Count = 6 }), true),
 	}
 }
 
@@ -130,6 +132,14 @@ func TestWebAuthnVectors(t *testing.T) {
 			a := &custosv1.WebAuthnAssertion{CredentialId: v.CredID, AuthenticatorData: v.AuthData,
 				ClientDataJson: []byte(v.ClientData), Signature: v.Signature}
 			n, err := VerifyAssertion(c, v.Challenge, a)
+			if v.Want == "counter" {
+				// The state machine keeps the newest counter (7, from the
+				// valid vector) and refuses one that does not advance.
+				if err != nil || CounterAdvances(7, n) || !CounterAdvances(n-1, n) {
+					t.Fatalf("VerifyAssertion = %d, %v; the counter must not advance past 7", n, err)
+				}
+				return
+			}
 			if v.Want == "" {
 				if err != nil || n != v.SignCount {
 					t.Fatalf("VerifyAssertion = %d, %v; want %d, nil", n, err, v.SignCount)
