@@ -145,6 +145,8 @@ func (s *State) applyGovernChecked(index uint64, c *raftlogv1.Command, op *raftl
 		// expired one can never verify again).
 		s.nonces[string(st.Nonce)] = st.NotAfterUnix
 		s.pruneNonces()
+		// Decided: no longer a proposal, however it arrived.
+		delete(s.proposals, ProposalID(op.Statement.Statement))
 	}
 	s.seq++
 	d.Record = rec
@@ -290,12 +292,14 @@ func (s *State) applyStatement(c *raftlogv1.Command, st *custosv1.Statement) (re
 			return "", "", fmt.Errorf("%w: %s: %v", ErrInvalidArgument, governance.OperationName(st), err)
 		}
 		s.gov, s.officers = gov, set
+		s.recheckProposals()
 		switch op := op.(type) {
 		case *custosv1.Statement_AddOfficerCredential:
 			return fmt.Sprintf("credential %s bound to officer %s", governance.CredentialIDString(op.AddOfficerCredential.Credential.GetCredentialId()),
 				op.AddOfficerCredential.Officer), "", nil
 		case *custosv1.Statement_RemoveOfficerCredential:
-			delete(s.credCounters, string(op.RemoveOfficerCredential.CredentialId))
+			// Its counter stays (s.credCounters): bound again, the
+			// credential's old assertions remain behind it.
 			return fmt.Sprintf("credential %s of officer %s removed", governance.CredentialIDString(op.RemoveOfficerCredential.CredentialId),
 				op.RemoveOfficerCredential.Officer), "", nil
 		}

@@ -25,13 +25,23 @@ import (
 // changes no governed state and writes no record: the record of the
 // statement, when it applies, carries every signature.
 
+// Bounds (docs/console.md, *Proposals*). A statement that arrives with
+// every signature it needs applies at once and takes no place. Whoever
+// fills places cannot take another's: a new proposal beyond a bound is
+// refused, never one already stored evicted.
 const (
 	// maxProposals bounds the stored proposals.
 	maxProposals = 64
+	// maxProposalsPerOfficer bounds the proposals one officer made (the
+	// first signature's officer).
+	maxProposalsPerOfficer = 16
 	// maxProofOnlyProposals bounds the proposals no officer signed yet
-	// (an AddOfficerCredential with its credential's proof): anyone with
-	// an authenticator can make one, so the oldest makes way.
+	// (an AddOfficerCredential with its credential's proof): any
+	// authenticated caller with an authenticator can make one. There is
+	// at most one for each officer, and each is forgotten after
+	// proofOnlyLifetime unless an officer signs it.
 	maxProofOnlyProposals = 8
+	proofOnlyLifetime     = time.Hour
 )
 
 // ProposalID is the id of the proposal of statement bytes: hex of the first
@@ -66,11 +76,36 @@ func (s *State) keepCounters(uses []governance.SignatureUse) {
 	}
 }
 
-// pruneProposals forgets proposals whose statement expired.
+// pruneProposals forgets proposals whose statement expired, and proof-only
+// ones no officer signed within proofOnlyLifetime.
 func (s *State) pruneProposals() {
 	for id, p := range s.proposals {
 		st, err := governance.Parse(p.Statement)
-		if err != nil || s.clock > st.NotAfterUnix*int64(time.Second) {
+		if err != nil || s.clock > st.NotAfterUnix*int64(time.Second) ||
+			(len(p.Signatures) == 0 && s.clock-p.CreateTimeUnixNano > int64(proofOnlyLifetime)) {
+			delete(s.proposals, id)
+		}
+	}
+}
+
+// recheckProposals follows a change of the officer set: a signature that
+// no longer verifies (its officer removed, or given another key or without
+// that credential) is dropped, and so is a proposal left with none (a
+// proof-only one stays while the officer it names is still an officer).
+func (s *State) recheckProposals() {
+	for id, p := range s.proposals {
+		var keep []*custosv1.OfficerSignature
+		for _, sig := range p.Signatures {
+			if _, err := s.officers.CheckSignature(p.Statement, sig); err == nil {
+				keep = append(keep, sig)
+			}
+		}
+		p.Signatures = keep
+		if len(keep) > 0 {
+			continue
+		}
+		st, err := governance.Parse(p.Statement)
+		if ac := st.GetAddOfficerCredential(); err != nil || p.Proof == nil || ac == nil || s.officers.PublicKey(ac.Officer) == nil {
 			delete(s.proposals, id)
 		}
 	}
@@ -151,11 +186,22 @@ func (s *State) applyPropose(index uint64, c *raftlogv1.Command, op *raftlogv1.P
 		}
 		proof = proto.Clone(op.GetProof()).(*custosv1.WebAuthnAssertion)
 	}
+	var sigs []*custosv1.OfficerSignature
+	if p != nil {
+		sigs = p.Signatures
+	}
+	sigs = append(slices.Clip(sigs), add...)
+	if len(sigs) >= s.officers.Needed(st) {
+		// Complete: applied now, through the path Submit takes.
+		s.keepCounters(uses)
+		delete(s.proposals, id)
+		return s.applyGovernChecked(index, c, &raftlogv1.Govern{Statement: &custosv1.SignedStatement{Statement: b, Signatures: sigs}}, true)
+	}
 	if p == nil {
 		if len(add) == 0 && proof == nil {
 			return fmt.Errorf("%w: a proposal needs an officer's signature (or, to add a credential, its proof)", ErrInvalidArgument)
 		}
-		if err := s.makeRoomForProposal(len(add) == 0); err != nil {
+		if err := s.roomForProposal(st, add); err != nil {
 			return err
 		}
 		p = &custosv1.Proposal{Id: id, Statement: slices.Clone(b), Proposer: c.Principal, CreateTimeUnixNano: s.clock, Proof: proof}
@@ -164,37 +210,51 @@ func (s *State) applyPropose(index uint64, c *raftlogv1.Command, op *raftlogv1.P
 		p.Proof = proof
 	}
 	s.keepCounters(uses)
-	p.Signatures = append(p.Signatures, add...)
-	if len(p.Signatures) < s.officers.Needed(st) {
-		return &Decision{Result: fmt.Sprintf("proposal %s: %d of %d signatures", id, len(p.Signatures), s.officers.Needed(st))}
-	}
-	delete(s.proposals, id)
-	return s.applyGovernChecked(index, c, &raftlogv1.Govern{Statement: &custosv1.SignedStatement{Statement: b, Signatures: p.Signatures}}, true)
+	p.Signatures = sigs
+	return &Decision{Result: fmt.Sprintf("proposal %s: %d of %d signatures", id, len(p.Signatures), s.officers.Needed(st))}
 }
 
-// makeRoomForProposal refuses a new proposal when maxProposals are stored,
-// and makes a proof-only one (no officer signed it) take the place of the
-// oldest proof-only one when maxProofOnlyProposals are stored.
-func (s *State) makeRoomForProposal(proofOnly bool) error {
+// roomForProposal refuses a new proposal of st beyond the bounds: all
+// proposals, those of the officer whose signature it carries first, and
+// proof-only ones (add empty), which must also name an officer with no
+// other proof-only proposal, and would apply to today's officer set.
+func (s *State) roomForProposal(st *custosv1.Statement, add []*custosv1.OfficerSignature) error {
 	if len(s.proposals) >= maxProposals {
 		return fmt.Errorf("%w: %d proposals are waiting; sign or let some expire first", ErrResourceExhausted, maxProposals)
 	}
-	if !proofOnly {
+	if len(add) > 0 {
+		officer, n := add[0].GetOfficer(), 0
+		for _, p := range s.proposals {
+			if len(p.Signatures) > 0 && p.Signatures[0].GetOfficer() == officer {
+				n++
+			}
+		}
+		if n >= maxProposalsPerOfficer {
+			return fmt.Errorf("%w: officer %q made %d proposals that are waiting; sign or let some expire first", ErrResourceExhausted, officer, n)
+		}
 		return nil
 	}
-	var oldest *custosv1.Proposal
+	ac := st.GetAddOfficerCredential()
+	officers, quorum, _, err := governance.NextOfficers(s.gov.GetOfficers(), s.gov.GetQuorum(), st)
+	if err == nil {
+		_, err = governance.NewOfficerSet(officers, quorum)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrInvalidArgument, governance.OperationName(st), err)
+	}
 	n := 0
 	for _, p := range s.proposals {
-		if len(p.Signatures) == 0 {
-			n++
-			if oldest == nil || p.CreateTimeUnixNano < oldest.CreateTimeUnixNano ||
-				(p.CreateTimeUnixNano == oldest.CreateTimeUnixNano && p.Id < oldest.Id) {
-				oldest = p
-			}
+		if len(p.Signatures) > 0 {
+			continue
+		}
+		n++
+		if other, _ := governance.Parse(p.Statement); other.GetAddOfficerCredential().GetOfficer() == ac.GetOfficer() {
+			return fmt.Errorf("%w: a security key for officer %q already waits for the officers' signatures (proposal %s, until %s): sign it, or register again after that",
+				ErrFailedPrecondition, ac.GetOfficer(), p.Id, time.Unix(0, p.CreateTimeUnixNano).Add(proofOnlyLifetime).UTC().Format(time.RFC3339))
 		}
 	}
 	if n >= maxProofOnlyProposals {
-		delete(s.proposals, oldest.Id)
+		return fmt.Errorf("%w: %d security keys already wait for the officers' signatures; sign them or wait an hour", ErrResourceExhausted, n)
 	}
 	return nil
 }
@@ -209,7 +269,8 @@ func (s *State) Proposals(now time.Time) []*custosv1.Proposal {
 	for _, id := range sortedKeys(s.proposals) {
 		p := proto.Clone(s.proposals[id]).(*custosv1.Proposal)
 		st, err := governance.Parse(p.Statement)
-		if err != nil || now.Unix() > st.NotAfterUnix {
+		if err != nil || now.Unix() > st.NotAfterUnix ||
+			(len(p.Signatures) == 0 && now.UnixNano()-p.CreateTimeUnixNano > int64(proofOnlyLifetime)) {
 			continue
 		}
 		for _, sig := range p.Signatures {

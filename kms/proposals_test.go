@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/custos-kms/custos/internal/webauthntest"
 	"github.com/custos-kms/custos/kms"
@@ -118,13 +119,21 @@ func TestProposalsWithSecurityKeys(t *testing.T) {
 	}
 	alice.SetCount(1000)
 
-	// The officers remove bob's key (one officer); his next signature
-	// counts for nothing.
+	// The officers remove bob's key (one officer) after it signed; his
+	// next signature counts for nothing, and the counter it reached stays.
+	bb := e.statement(revokeKey("k"))
+	if _, err := e.svc.Propose(bg, app, &custosv1.ProposeRequest{Statement: &custosv1.SignedStatement{Statement: bb,
+		Signatures: []*custosv1.OfficerSignature{webauthnSigned(e, 1, bob, bb)}}}); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := e.govern(func(st *custosv1.Statement) {
 		st.Operation = &custosv1.Statement_RemoveOfficerCredential{RemoveOfficerCredential: &custosv1.RemoveOfficerCredential{
 			Officer: e.officers[1].name, CredentialId: bob.ID}}
 	}, 0); err != nil {
 		t.Fatal(err)
+	}
+	if e.svc.State().CredentialCounter(bob.ID) == 0 {
+		t.Fatal("a removed key's counter was forgotten: bound again, its old assertions would count")
 	}
 	xb := e.statement(revokeKey("k"))
 	if _, err := e.svc.Propose(bg, app, &custosv1.ProposeRequest{Statement: &custosv1.SignedStatement{Statement: xb,
@@ -152,44 +161,127 @@ func TestProposalsWithSecurityKeys(t *testing.T) {
 }
 
 // A proposal needs a signature by an officer, or (to add a credential) the
-// credential's own proof; proof-only proposals are bounded, the oldest
-// making way; a proof by another key is refused.
+// credential's own proof, by that credential, for an officer with no other
+// such proposal, forgotten after an hour unless signed. Bounds refuse
+// newcomers and never evict: one officer's proposals do not crowd out
+// another's, a statement that arrives complete applies without a place, a
+// change of officers drops what only removed officers signed, and a
+// statement decided through Submit is no longer proposed.
 func TestProposalBounds(t *testing.T) {
 	e := newEnv(t)
+	createKey(t, e, "k")
 	b := e.statement(enableKey("k"))
 	if _, err := e.svc.Propose(bg, app, &custosv1.ProposeRequest{Statement: &custosv1.SignedStatement{Statement: b}}); !errors.Is(err, kms.ErrInvalidArgument) {
 		t.Fatalf("unsigned proposal: %v", err)
 	}
-	a, other := webauthntest.New(), webauthntest.New()
-	add := func() []byte {
-		return e.statement(func(st *custosv1.Statement) {
-			st.Operation = &custosv1.Statement_AddOfficerCredential{AddOfficerCredential: &custosv1.AddOfficerCredential{
-				Officer: e.officers[0].name, Credential: a.Credential("localhost", false)}}
-		})
-	}
-	ab := add()
-	if _, err := e.svc.Propose(bg, app, &custosv1.ProposeRequest{Statement: &custosv1.SignedStatement{Statement: ab},
-		Proof: other.Assert("localhost", consoleOrigin, governance.SignedDigest(ab))}); !errors.Is(err, kms.ErrPermissionDenied) {
-		t.Fatalf("proof by another key: %v", err)
-	}
-	var first string
-	for i := range 10 {
-		sb := add()
-		if i == 0 {
-			first = kms.ProposalID(sb)
-		}
-		if _, err := e.svc.Propose(bg, app, &custosv1.ProposeRequest{Statement: &custosv1.SignedStatement{Statement: sb},
-			Proof: a.Assert("localhost", consoleOrigin, governance.SignedDigest(sb))}); err != nil {
+	// A day's statements, as the console makes them.
+	day := func(op func(*custosv1.Statement)) []byte {
+		st, err := governance.NewStatement(e.state.ClusterID(), 24*time.Hour, "test")
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	ps := e.svc.State().Proposals(e.svc.State().Clock())
-	if len(ps) != 8 {
-		t.Fatalf("%d proof-only proposals kept, want 8", len(ps))
-	}
-	for _, p := range ps {
-		if p.Id == first {
-			t.Fatal("the oldest proof-only proposal was kept")
+		op(st)
+		b, err := governance.Marshal(st)
+		if err != nil {
+			t.Fatal(err)
 		}
+		return b
+	}
+	proofOnly := func(officer string, a, prover *webauthntest.Authenticator) (string, error) {
+		sb := day(func(st *custosv1.Statement) {
+			st.Operation = &custosv1.Statement_AddOfficerCredential{AddOfficerCredential: &custosv1.AddOfficerCredential{
+				Officer: officer, Credential: a.Credential("localhost", false)}}
+		})
+		_, err := e.svc.Propose(bg, app, &custosv1.ProposeRequest{Statement: &custosv1.SignedStatement{Statement: sb},
+			Proof: prover.Assert("localhost", consoleOrigin, governance.SignedDigest(sb))})
+		return kms.ProposalID(sb), err
+	}
+	a, other := webauthntest.New(), webauthntest.New()
+	if _, err := proofOnly(e.officers[0].name, a, other); !errors.Is(err, kms.ErrPermissionDenied) {
+		t.Fatalf("proof by another key: %v", err)
+	}
+	if _, err := proofOnly("mallory", a, a); !errors.Is(err, kms.ErrInvalidArgument) {
+		t.Fatalf("a key for no officer: %v", err)
+	}
+	first, err := proofOnly(e.officers[0].name, a, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := proofOnly(e.officers[0].name, other, other); !errors.Is(err, kms.ErrFailedPrecondition) {
+		t.Fatalf("a second key waiting for the same officer: %v", err)
+	}
+	third, err := proofOnly(e.officers[2].name, other, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Officer 1 fills its places; the next is refused, officer 2 still
+	// proposes, and officer 1's one-officer statement applies at once.
+	var mine []string
+	for range 16 {
+		sb := e.statement(enableKey("k"))
+		if _, err := e.svc.Propose(bg, app, &custosv1.ProposeRequest{Statement: e.signed(sb, 0)}); err != nil {
+			t.Fatal(err)
+		}
+		mine = append(mine, kms.ProposalID(sb))
+	}
+	if _, err := e.svc.Propose(bg, app, &custosv1.ProposeRequest{Statement: e.signed(e.statement(enableKey("k")), 0)}); !errors.Is(err, kms.ErrResourceExhausted) {
+		t.Fatalf("one officer past its bound: %v", err)
+	}
+	theirs := e.statement(enableKey("k"))
+	if _, err := e.svc.Propose(bg, app, &custosv1.ProposeRequest{Statement: e.signed(theirs, 1)}); err != nil {
+		t.Fatalf("another officer's proposal: %v", err)
+	}
+	if res, err := e.svc.Propose(bg, app, &custosv1.ProposeRequest{Statement: e.signed(e.statement(revokeKey("k")), 0)}); err != nil || res.GetApplied() == nil {
+		t.Fatalf("a complete statement: %v, %v", res, err)
+	}
+	if k, _ := e.state.Key("k"); !k.Revoked {
+		t.Fatal("not revoked")
+	}
+
+	// Submitted with both signatures, a proposed statement is decided
+	// and no longer proposed.
+	if _, err := e.svc.Submit(bg, app, e.signed(theirs, 1, 2)); err != nil {
+		t.Fatal(err)
+	}
+	ids := func() map[string]bool {
+		m := map[string]bool{}
+		for _, p := range e.svc.State().Proposals(time.Now()) {
+			m[p.Id] = true
+		}
+		return m
+	}
+	if got := ids(); got[kms.ProposalID(theirs)] || len(got) != 18 || !got[first] || !got[third] {
+		t.Fatalf("after Submit: %d proposals, decided one listed: %v", len(got), got[kms.ProposalID(theirs)])
+	}
+
+	// Officer 1 leaves: what only it signed goes, with the key waiting
+	// for it; officer 3's waiting key stays.
+	if _, err := e.govern(func(st *custosv1.Statement) {
+		st.Operation = &custosv1.Statement_SetOfficers{SetOfficers: &custosv1.SetOfficers{Quorum: 2, Officers: []*custosv1.Officer{
+			{Name: e.officers[1].name, PublicKey: governance.MarshalPublicKey(&e.officers[1].key.PublicKey)},
+			{Name: e.officers[2].name, PublicKey: governance.MarshalPublicKey(&e.officers[2].key.PublicKey)}}}}
+	}, 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(); len(got) != 1 || !got[third] {
+		t.Fatalf("after officer 1 left: %v (officer 1's: %v)", got, mine[:1])
+	}
+
+	// An hour later, a key no officer signed for is forgotten, and its
+	// officer may register another.
+	later, err := kms.NewService(kms.Config{NodeID: "node-1", HSM: e.hsm, Log: e.log, State: e.state, Logger: quiet,
+		Now: func() time.Time { return time.Now().Add(61 * time.Minute) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := later.Propose(bg, app, &custosv1.ProposeRequest{Statement: e.signed(day(enableKey("k")), 1)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := later.State().Proposals(time.Now().Add(61 * time.Minute)); len(got) != 1 || got[0].Id == third {
+		t.Fatalf("a key no officer signed for outlived its hour: %v", got)
+	}
+	if _, err := proofOnly(e.officers[2].name, a, a); err != nil {
+		t.Fatalf("registering again after the hour: %v", err)
 	}
 }

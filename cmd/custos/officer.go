@@ -444,6 +444,20 @@ func printGovernance(w io.Writer, g *custosv1.Governance) {
 			fp = governance.Fingerprint(pub)
 		}
 		fmt.Fprintf(w, "  %s fingerprint=%s\n", o.GetName(), fp)
+		for _, c := range o.GetCredentials() {
+			// A security key (docs/console.md): its id, and its public
+			// key's fingerprint (the same form as an officer key's).
+			cfp := "invalid-key"
+			if pub, err := governance.ParsePublicKey(c.GetPublicKey()); err == nil {
+				cfp = governance.Fingerprint(pub)
+			}
+			uv := ""
+			if c.GetRequireUserVerification() {
+				uv = " user-verification"
+			}
+			fmt.Fprintf(w, "    security key %s fingerprint=%s rp_id=%s%s %q\n",
+				governance.CredentialIDString(c.GetCredentialId()), cfp, c.GetRpId(), uv, c.GetLabel())
+		}
 	}
 	if gen := g.GetGenesisSha256(); gen != "" {
 		// What clients pin ($CUSTOS_GENESIS) and auditors check

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/custos-kms/custos/internal/node/nodetest"
+	"github.com/custos-kms/custos/internal/webauthntest"
+	"github.com/custos-kms/custos/kms/governance"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 )
 
@@ -35,4 +37,28 @@ func TestOfficerProposals(t *testing.T) {
 		want(t, 0, `statement: set_key_min_version key="payroll"`, "signed by officer-2; applied: key payroll minimum decryption version set from 1 to 1", "signers officer-1, officer-2")
 	runCLI(t, "", "officer", "proposals").want(t, 0, "no proposals are waiting")
 	runCLI(t, "", args("officer", "sign-proposal", asOfficer(h, 1), id)...).want(t, 1, "no proposal "+id+" is waiting")
+
+	// A security key proposed with its own proof, bound by two officers'
+	// sign-proposal; officer list shows it with its key's fingerprint.
+	key := webauthntest.New()
+	cred := key.Credential("localhost", false)
+	ss := h.Sign(t, func(st *custosv1.Statement) {
+		st.Operation = &custosv1.Statement_AddOfficerCredential{AddOfficerCredential: &custosv1.AddOfficerCredential{
+			Officer: h.Officers[0].Name, Credential: cred}}
+	})
+	res, err = gc.Propose(ctx, &custosv1.ProposeRequest{Statement: ss,
+		Proof: key.Assert("localhost", "https://localhost:8443", governance.SignedDigest(ss.Statement))})
+	if err != nil || res.GetProposal() == nil {
+		t.Fatalf("Propose with proof: %v, %v", res, err)
+	}
+	id = res.GetProposal().GetId()
+	runCLI(t, "", "officer", "proposals").want(t, 0, id, "add_officer_credential", "proposed by app")
+	runCLI(t, "", args("officer", "sign-proposal", asOfficer(h, 0), id)...).want(t, 0, "1 of 2")
+	runCLI(t, "", args("officer", "sign-proposal", asOfficer(h, 2), id)...).want(t, 0, "applied")
+	pub, err := governance.ParsePublicKey(cred.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCLI(t, "", "officer", "list").want(t, 0, "    security key "+governance.CredentialIDString(cred.CredentialId)+
+		" fingerprint="+governance.Fingerprint(pub)+" rp_id=localhost")
 }

@@ -70,8 +70,10 @@ type Server struct {
 	evidence *evidenceCache
 	origins  map[string]bool
 
-	countersMu sync.Mutex
-	counters   map[string]uint32 // credential id → newest sign-in counter seen here
+	// registrations paces anonymous registrations (register/finish).
+	registrations *bucket
+	countersMu    sync.Mutex
+	counters      map[string]uint32 // credential id → newest sign-in counter seen here
 }
 
 // New returns a console server.
@@ -92,7 +94,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, d: d, sessions: newSessions(cfg.SessionTTL), evidence: &evidenceCache{}, origins: map[string]bool{},
-		counters: map[string]uint32{}}
+		counters: map[string]uint32{}, registrations: &bucket{burst: registrationBurst, every: registrationEvery}}
 	for _, o := range cfg.Origins {
 		u, err := url.Parse(o)
 		if err != nil || u.Scheme != "https" || u.Host == "" {

@@ -15,6 +15,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/custos-kms/custos/internal/node"
 	"github.com/custos-kms/custos/internal/node/nodetest"
@@ -124,7 +125,7 @@ func register(t *testing.T, h *nodetest.Harness, b *browser, i int) *webauthntes
 	a := webauthntest.New()
 	c := a.Credential("localhost", false)
 	var st map[string]any
-	if code := b.do("POST", "/api/register/statement", map[string]any{"officer": name, "label": name + "'s key",
+	if code := b.do("POST", "/api/register/statement", map[string]any{"officer": name, "label": name + "'s key", "challenge": begin["challenge"],
 		"credential_id": b64(c.CredentialId), "public_key": b64(c.PublicKey)}, &st); code != 200 {
 		t.Fatalf("register/statement: %d %v", code, st)
 	}
@@ -368,5 +369,71 @@ func TestConsoleRefuses(t *testing.T) {
 	resp.Body.Close()
 	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || strings.Contains(csp, "unsafe") {
 		t.Errorf("CSP = %q", csp)
+	}
+}
+
+// The registration pages submit only what they prepared for the session,
+// after the challenge they gave, at a bounded pace: anyone who reaches the
+// console proposes nothing else unsigned.
+func TestConsoleRegistrationRefuses(t *testing.T) {
+	h := startWithConsole(t)
+	b := newBrowser(t, h)
+	name := h.Officers[0].Name
+	a := webauthntest.New()
+	c := a.Credential("localhost", false)
+	stmtReq := func(challenge any) map[string]any {
+		return map[string]any{"officer": name, "label": "k", "challenge": challenge,
+			"credential_id": b64(c.CredentialId), "public_key": b64(c.PublicKey)}
+	}
+	var e map[string]any
+	if code := b.do("POST", "/api/register/statement", stmtReq("made-up"), &e); code != http.StatusUnauthorized {
+		t.Errorf("statement without begin's challenge: %d %v", code, e)
+	}
+	var begin map[string]any
+	b.do("POST", "/api/register/begin", map[string]any{"officer": name}, &begin)
+	// A challenge given for another officer does not serve.
+	other := stmtReq(begin["challenge"])
+	other["officer"] = h.Officers[1].Name
+	if code := b.do("POST", "/api/register/statement", other, &e); code != http.StatusUnauthorized {
+		t.Errorf("statement with another officer's challenge: %d %v", code, e)
+	}
+	b.do("POST", "/api/register/begin", map[string]any{"officer": name}, &begin)
+	var st map[string]any
+	if code := b.do("POST", "/api/register/statement", stmtReq(begin["challenge"]), &st); code != 200 {
+		t.Fatalf("register/statement: %d %v", code, st)
+	}
+	if code := b.do("POST", "/api/register/statement", stmtReq(begin["challenge"]), &e); code != http.StatusUnauthorized {
+		t.Errorf("a challenge used twice: %d %v", code, e)
+	}
+	// A statement of the caller's own making, properly proven by the
+	// credential it adds, is refused: the page did not prepare it.
+	own, err := governance.NewStatement(h.Node.Service().State().ClusterID(), 7*24*time.Hour, strings.Repeat("x", 4000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	own.Operation = &custosv1.Statement_AddOfficerCredential{AddOfficerCredential: &custosv1.AddOfficerCredential{Officer: name, Credential: c}}
+	ob, err := governance.Marshal(own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := b.do("POST", "/api/register/finish", map[string]any{"statement": b64(ob),
+		"proof": assertionJSON(a.Assert("localhost", b.origin, governance.SignedDigest(ob)))}, &e); code != http.StatusForbidden {
+		t.Errorf("finish with a statement the page did not prepare: %d %v", code, e)
+	}
+	// Another session cannot finish this session's statement.
+	stmt := unb64(t, st["statement"])
+	fin := map[string]any{"statement": b64(stmt), "proof": assertionJSON(a.Assert("localhost", b.origin, governance.SignedDigest(stmt)))}
+	if code := newBrowser(t, h).do("POST", "/api/register/finish", fin, &e); code != http.StatusForbidden {
+		t.Errorf("finish from another session: %d %v", code, e)
+	}
+	if code := b.do("POST", "/api/register/finish", fin, &e); code != 200 {
+		t.Fatalf("register/finish: %d %v", code, e)
+	}
+	if code := b.do("POST", "/api/register/finish", fin, &e); code != http.StatusForbidden {
+		t.Errorf("finish twice: %d %v", code, e)
+	}
+	ps, err := h.Node.Service().ListProposals(bg, kms.Principal{Name: "auditor"}, &custosv1.ListProposalsRequest{})
+	if err != nil || len(ps.Proposals) != 1 || ps.Proposals[0].Proposer != "console:registration" {
+		t.Fatalf("proposals = %v, %v", ps, err)
 	}
 }

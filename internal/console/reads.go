@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"net/http"
@@ -62,8 +63,12 @@ func (s *Server) overview(r *http.Request, p kms.Principal) (any, error) {
 		}
 		var creds []map[string]any
 		for _, c := range o.GetCredentials() {
+			var kfp [32]byte
+			if pub, err := governance.ParsePublicKey(c.GetPublicKey()); err == nil {
+				kfp = sha256.Sum256(governance.MarshalPublicKey(pub))
+			}
 			creds = append(creds, map[string]any{"id": b64u(c.GetCredentialId()), "label": c.GetLabel(), "rp_id": c.GetRpId(),
-				"user_verification": c.GetRequireUserVerification()})
+				"user_verification": c.GetRequireUserVerification(), "public_key_sha256": hex.EncodeToString(kfp[:])})
 		}
 		officers = append(officers, map[string]any{"name": o.GetName(), "fingerprint": fp, "credentials": nonNil(creds)})
 	}

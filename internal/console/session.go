@@ -2,6 +2,7 @@ package console
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
@@ -28,9 +29,16 @@ const (
 	csrfHeader   = "X-Custos-CSRF"
 	challengeTTL = 5 * time.Minute
 	maxBody      = 256 << 10
-	// maxSessions bounds the sessions kept (the oldest anonymous ones go
-	// first).
-	maxSessions = 4096
+	// maxAnonymous bounds the sessions no officer signed in to (anyone
+	// who reaches the page makes one; the oldest goes first), and
+	// maxSignedIn those an officer did (only a registered security key
+	// makes one): a flood of anonymous sessions never signs an officer
+	// out.
+	maxAnonymous = 4096
+	maxSignedIn  = 256
+	// maxPrepared bounds the registration statements one session
+	// prepared and may submit (register/statement, register/finish).
+	maxPrepared = 4
 )
 
 type session struct {
@@ -39,6 +47,9 @@ type session struct {
 	created    time.Time
 	expires    time.Time
 	challenges map[string]challenge // b64u challenge → what it is for
+	// prepared: SHA-256 of the registration statements this session
+	// prepared, the only ones its register/finish submits.
+	prepared map[[32]byte]time.Time
 }
 
 type challenge struct {
@@ -85,25 +96,45 @@ func (ss *sessions) create(w http.ResponseWriter) *session {
 	now := time.Now()
 	s := &session{id: randomB64(32), csrf: randomB64(32), created: now, expires: now.Add(ss.ttl), challenges: map[string]challenge{}}
 	ss.mu.Lock()
+	ss.add(s, "")
+	ss.mu.Unlock()
+	ss.setCookie(w, s)
+	return s
+}
+
+// setCookie names s in the response's cookie.
+func (ss *sessions) setCookie(w http.ResponseWriter, s *session) {
+	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: s.id, Path: "/", HttpOnly: true, Secure: true,
+		SameSite: http.SameSiteStrictMode, MaxAge: int(ss.ttl.Seconds())})
+}
+
+// add keeps s as officer's session ("" anonymous), first dropping expired
+// sessions and, when the sessions of its kind are at their bound, the
+// oldest of that kind. ss.mu is held.
+func (ss *sessions) add(s *session, officer string) {
+	now := time.Now()
+	limit, n := maxAnonymous, 0
+	if officer != "" {
+		limit = maxSignedIn
+	}
+	var oldest *session
 	for id, o := range ss.m {
 		if now.After(o.expires) {
 			delete(ss.m, id)
+			continue
 		}
-	}
-	if len(ss.m) >= maxSessions {
-		var oldest *session
-		for _, o := range ss.m {
+		if (o.officer == "") == (officer == "") {
+			n++
 			if oldest == nil || o.created.Before(oldest.created) {
 				oldest = o
 			}
 		}
+	}
+	if n >= limit {
 		delete(ss.m, oldest.id)
 	}
+	s.officer = officer
 	ss.m[s.id] = s
-	ss.mu.Unlock()
-	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: s.id, Path: "/", HttpOnly: true, Secure: true,
-		SameSite: http.SameSiteStrictMode, MaxAge: int(ss.ttl.Seconds())})
-	return s
 }
 
 // drop ends a session.
@@ -143,12 +174,40 @@ func (ss *sessions) takeChallenge(s *session, c, purpose, officer string) bool {
 // signIn makes s the officer's, with a new id and CSRF token (no session
 // fixation), and sets the new cookie.
 func (ss *sessions) signIn(w http.ResponseWriter, s *session, officer string) *session {
-	ss.drop(s)
-	n := ss.create(w)
+	now := time.Now()
+	n := &session{id: randomB64(32), csrf: randomB64(32), created: now, expires: now.Add(ss.ttl), challenges: map[string]challenge{}}
 	ss.mu.Lock()
-	n.officer = officer
+	delete(ss.m, s.id)
+	ss.add(n, officer)
 	ss.mu.Unlock()
+	ss.setCookie(w, n)
 	return n
+}
+
+// prepare remembers that s prepared the registration statement b.
+func (ss *sessions) prepare(s *session, b []byte) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	now := time.Now()
+	for h, exp := range s.prepared {
+		if now.After(exp) || len(s.prepared) >= maxPrepared {
+			delete(s.prepared, h)
+		}
+	}
+	if s.prepared == nil {
+		s.prepared = map[[32]byte]time.Time{}
+	}
+	s.prepared[sha256.Sum256(b)] = now.Add(challengeTTL)
+}
+
+// takePrepared spends s's note that it prepared b.
+func (ss *sessions) takePrepared(s *session, b []byte) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	h := sha256.Sum256(b)
+	exp, ok := s.prepared[h]
+	delete(s.prepared, h)
+	return ok && time.Now().Before(exp)
 }
 
 // apiError is an error with the HTTP status and the gRPC code name the page
@@ -288,4 +347,39 @@ func decode(body []byte, v any) error {
 		return badRequest("the request is not the JSON expected: %v", err)
 	}
 	return nil
+}
+
+// Anonymous registrations a console submits: registrationBurst at once,
+// then one per registrationEvery. Each becomes a proposal on the cluster
+// (which bounds them too, kms.applyPropose); a registration is rare, so a
+// page that submits many is someone else.
+const (
+	registrationBurst = 5
+	registrationEvery = 20 * time.Second
+)
+
+// bucket is a token bucket: burst tokens, one more every every.
+type bucket struct {
+	mu     sync.Mutex
+	burst  float64
+	every  time.Duration
+	tokens float64
+	last   time.Time
+}
+
+// take spends a token at now, if there is one.
+func (b *bucket) take(now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.last.IsZero() {
+		b.tokens = b.burst
+	} else if d := now.Sub(b.last); d > 0 {
+		b.tokens = min(b.burst, b.tokens+float64(d)/float64(b.every))
+	}
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -77,7 +78,8 @@ func (s *Server) getSession(w http.ResponseWriter, r *http.Request) {
 	}
 	st := s.d.Service.State()
 	writeJSON(w, map[string]any{"officer": sess.officer, "csrf": sess.csrf, "rp_id": s.cfg.RPID,
-		"cluster_id": st.ClusterID(), "genesis": st.Governance().GetGenesisSha256(), "node": s.cfg.Node, "version": s.cfg.Version})
+		"cluster_id": st.ClusterID(), "genesis": st.Governance().GetGenesisSha256(), "node": s.cfg.Node, "version": s.cfg.Version,
+		"user_verification": s.userVerification()})
 }
 
 func (s *Server) signinBegin(w http.ResponseWriter, r *http.Request, sess *session, body []byte) (any, error) {
@@ -229,6 +231,7 @@ func (s *Server) newStatement(comment string) (*custosv1.Statement, error) {
 func (s *Server) registerStatement(w http.ResponseWriter, r *http.Request, sess *session, body []byte) (any, error) {
 	var req struct {
 		Officer                 string `json:"officer"`
+		Challenge               string `json:"challenge"`
 		Label                   string `json:"label"`
 		CredentialID            b64u   `json:"credential_id"`
 		PublicKey               b64u   `json:"public_key"`
@@ -240,6 +243,10 @@ func (s *Server) registerStatement(w http.ResponseWriter, r *http.Request, sess 
 	if _, ok := s.officerCredentials(req.Officer); !ok {
 		return nil, &apiError{status: http.StatusNotFound, code: codes.NotFound.String(), msg: "no officer " + quote(req.Officer)}
 	}
+	if !s.sessions.takeChallenge(sess, req.Challenge, "register", req.Officer) {
+		return nil, &apiError{status: http.StatusUnauthorized, code: codes.Unauthenticated.String(),
+			msg: "registration refused: the challenge is not one this page gave for this officer (or it expired): start again"}
+	}
 	st, err := s.newStatement("security key registered in the officer console")
 	if err != nil {
 		return nil, err
@@ -250,7 +257,12 @@ func (s *Server) registerStatement(w http.ResponseWriter, r *http.Request, sess 
 		return nil, badRequest("%v", err)
 	}
 	st.Operation = &custosv1.Statement_AddOfficerCredential{AddOfficerCredential: &custosv1.AddOfficerCredential{Officer: req.Officer, Credential: c}}
-	return s.prepare(st)
+	out, err := s.prepare(st)
+	if err != nil {
+		return nil, err
+	}
+	s.sessions.prepare(sess, out.Statement)
+	return out, nil
 }
 
 func (s *Server) registerFinish(w http.ResponseWriter, r *http.Request, sess *session, body []byte) (any, error) {
@@ -261,11 +273,23 @@ func (s *Server) registerFinish(w http.ResponseWriter, r *http.Request, sess *se
 	if err := decode(body, &req); err != nil {
 		return nil, err
 	}
-	st, err := governance.Parse(req.Statement)
-	if err != nil || st.GetAddOfficerCredential() == nil || req.Proof == nil {
-		return nil, badRequest("register/finish takes an add_officer_credential statement and the new key's proof")
+	if req.Proof == nil {
+		return nil, badRequest("register/finish takes the registration statement and the new key's proof")
 	}
-	p := kms.Principal{Name: "console:register:" + st.GetAddOfficerCredential().GetOfficer()}
+	if !s.sessions.takePrepared(sess, req.Statement) {
+		// Only what register/statement wrote for this session (its
+		// officer, this console's rpId, a fixed comment and lifetime):
+		// the page is no way to propose anything else unsigned.
+		return nil, &apiError{status: http.StatusForbidden, code: codes.PermissionDenied.String(),
+			msg: "registration refused: the statement is not the one this page prepared for this session (or it expired): start again"}
+	}
+	if !s.registrations.take(time.Now()) {
+		return nil, &apiError{status: http.StatusTooManyRequests, code: codes.ResourceExhausted.String(),
+			msg: "registration refused: too many security keys were registered on this console just now; try again in a minute"}
+	}
+	// The proposer is the anonymous page: only the credential's proof
+	// says who holds the key, and the officers who sign decide.
+	p := kms.Principal{Name: "console:registration"}
 	res, err := s.d.Service.Propose(r.Context(), p, &custosv1.ProposeRequest{
 		Statement: &custosv1.SignedStatement{Statement: req.Statement}, Proof: req.Proof.proto()})
 	if err != nil {

@@ -155,7 +155,7 @@ func TestParseRefusesFields(t *testing.T) {
 		{"set_officers empty", mod(&custosv1.SetOfficers{Quorum: 1}, keep), "set_officers"},
 		{"set_officers quorum 0", mod(&custosv1.SetOfficers{Officers: two, Quorum: 0}, keep), "quorum"},
 		{"set_officers quorum 3 of 2", mod(&custosv1.SetOfficers{Officers: two, Quorum: 3}, keep), "quorum"},
-		{"set_officers same key", mod(&custosv1.SetOfficers{Officers: sameKey, Quorum: 1}, keep), "same public key"},
+		{"set_officers same key", mod(&custosv1.SetOfficers{Officers: sameKey, Quorum: 1}, keep), "is also"},
 		{"set_officers same name", mod(&custosv1.SetOfficers{Officers: sameName, Quorum: 1}, keep), "twice"},
 		{"set_officers bad key", mod(&custosv1.SetOfficers{Officers: badKey, Quorum: 1}, keep), "dora"},
 		{"set_officers P-384 key", mod(&custosv1.SetOfficers{Officers: p384, Quorum: 1}, keep), "P-256"},

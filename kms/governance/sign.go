@@ -98,7 +98,11 @@ func newOfficerSet(field string, officers []*custosv1.Officer, quorum uint32) (*
 	}
 	s := &OfficerSet{keys: make(map[string]*ecdsa.PublicKey, len(officers)), quorum: quorum,
 		creds: map[string]*custosv1.WebAuthnCredential{}, owner: map[string]string{}}
+	// ders: every officer key and credential key seen, each naming whose
+	// it is. One key bound twice would let one signature count for two
+	// officers (or twice for one), so every key appears once.
 	var ders [][]byte
+	var whose []string
 	for i, o := range officers {
 		if o == nil {
 			return nil, fmt.Errorf("%w: %s[%d] is empty", ErrMalformed, field, i)
@@ -116,10 +120,10 @@ func newOfficerSet(field string, officers []*custosv1.Officer, quorum uint32) (*
 		der := MarshalPublicKey(pub)
 		for j, d := range ders {
 			if bytes.Equal(d, der) {
-				return nil, fmt.Errorf("%w: %s: officers %q and %q have the same public key", ErrMalformed, field, officers[j].GetName(), o.GetName())
+				return nil, fmt.Errorf("%w: %s: officer %q's public key is also %s", ErrMalformed, field, o.GetName(), whose[j])
 			}
 		}
-		ders = append(ders, der)
+		ders, whose = append(ders, der), append(whose, fmt.Sprintf("officer %q's key", o.GetName()))
 		s.keys[o.GetName()] = pub
 		s.names = append(s.names, o.GetName())
 		if len(o.GetCredentials()) > MaxCredentialsPerOfficer {
@@ -133,6 +137,19 @@ func newOfficerSet(field string, officers []*custosv1.Officer, quorum uint32) (*
 			if other, dup := s.owner[id]; dup {
 				return nil, fmt.Errorf("%w: %s: officers %q and %q have the same credential id", ErrMalformed, field, other, o.GetName())
 			}
+			cpub, err := ParsePublicKey(c.GetPublicKey())
+			if err != nil {
+				return nil, fmt.Errorf("%w: %s: officer %q: credential %s: %v", ErrMalformed, field, o.GetName(), CredentialIDString(c.GetCredentialId()), err)
+			}
+			cder := MarshalPublicKey(cpub)
+			for j, d := range ders {
+				if bytes.Equal(d, cder) {
+					return nil, fmt.Errorf("%w: %s: officer %q: the public key of credential %s is also %s",
+						ErrMalformed, field, o.GetName(), CredentialIDString(c.GetCredentialId()), whose[j])
+				}
+			}
+			ders = append(ders, cder)
+			whose = append(whose, fmt.Sprintf("officer %q's credential %s", o.GetName(), CredentialIDString(c.GetCredentialId())))
 			s.creds[id], s.owner[id] = c, o.GetName()
 		}
 	}

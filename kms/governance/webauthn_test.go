@@ -221,6 +221,21 @@ func TestWebAuthnSignedStatements(t *testing.T) {
 	if _, err := NewOfficerSet(dup, 1); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("shared credential: %v", err)
 	}
+	// One public key under two credential ids (bound to two officers, or
+	// twice to one) would count one touch twice: refused, as is a
+	// credential whose key is an officer's key.
+	twin := proto.Clone(officers[0].Credentials[0]).(*custosv1.WebAuthnCredential)
+	twin.CredentialId = append([]byte("twin-"), twin.CredentialId...)
+	for name, set := range map[string][]*custosv1.Officer{
+		"two officers": {officers[0], {Name: "bob", PublicKey: officers[1].PublicKey, Credentials: []*custosv1.WebAuthnCredential{twin}}},
+		"one officer":  {{Name: "alice", PublicKey: officers[0].PublicKey, Credentials: []*custosv1.WebAuthnCredential{officers[0].Credentials[0], twin}}, officers[1]},
+		"officer key": {officers[0], {Name: "bob", PublicKey: officers[1].PublicKey, Credentials: []*custosv1.WebAuthnCredential{
+			{CredentialId: []byte("bob-pem-credential-id"), PublicKey: officers[0].PublicKey, RpId: "localhost"}}}},
+	} {
+		if _, err := NewOfficerSet(set, 1); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "is also") {
+			t.Fatalf("%s: key bound twice: %v", name, err)
+		}
+	}
 	// Officer lists carry no credentials: they are bound one by one.
 	st.Operation = &custosv1.Statement_SetOfficers{SetOfficers: &custosv1.SetOfficers{Officers: officers, Quorum: 1}}
 	if _, err := Marshal(st); !errors.Is(err, ErrMalformed) {

@@ -1,0 +1,38 @@
+package console
+
+import (
+	"net/http/httptest"
+	"testing"
+	"time"
+)
+
+// A flood of anonymous sessions never signs an officer out, and the
+// registration pace refills with time.
+func TestSessionsAndPace(t *testing.T) {
+	ss := newSessions(time.Hour)
+	w := httptest.NewRecorder()
+	officer := ss.signIn(w, ss.create(w), "alice")
+	for range maxAnonymous + 10 {
+		ss.create(w)
+	}
+	if len(ss.m) != maxAnonymous+1 || ss.m[officer.id] != officer {
+		t.Fatalf("%d sessions, officer's kept: %v", len(ss.m), ss.m[officer.id] == officer)
+	}
+	for range maxSignedIn + 1 {
+		ss.signIn(w, ss.create(w), "bob")
+	}
+	signedIn := 0
+	for _, s := range ss.m {
+		if s.officer != "" {
+			signedIn++
+		}
+	}
+	if ss.m[officer.id] != nil || signedIn != maxSignedIn {
+		t.Fatalf("signed-in sessions past their bound: %d, the oldest kept: %v", signedIn, ss.m[officer.id] != nil)
+	}
+	b := &bucket{burst: 2, every: time.Minute}
+	now := time.Now()
+	if !b.take(now) || !b.take(now) || b.take(now) || b.take(now.Add(59*time.Second)) || !b.take(now.Add(2*time.Minute)) {
+		t.Fatal("bucket")
+	}
+}
