@@ -13,8 +13,8 @@ releasing anything) and decrypts locally. Data never reaches custos.
     import custos
 
     with custos.connect() as c:
-        c.encrypt_file("report.pdf", "report.pdf.cste", "payroll", {"dept": "hr"})
-        c.decrypt_file("report.pdf.cste", "report.pdf",
+        c.encrypt_file("report.pdf", "report.pdf.cst", "payroll", {"dept": "hr"})
+        c.decrypt_file("report.pdf.cst", "report.pdf",
                        custos.Justification("customer-initiated", "monthly run"))
 
 Failed calls raise custos.RPCError (``code_name`` is the gRPC status code
