@@ -92,7 +92,10 @@ func (s *Server) pending(r *http.Request, p kms.Principal) (any, error) {
 	for _, pr := range props.GetProposals() {
 		j := proposalJSON(pr)
 		proposals = append(proposals, j)
-		if id, ok := j["request_id"].(string); ok && j["operation"] == "approve_request" {
+		// The approval a request's row shows: the one furthest along
+		// (the oldest of equals); any other is in the proposals list.
+		if id, ok := j["request_id"].(string); ok && j["operation"] == "approve_request" &&
+			(byRequest[id] == nil || len(pr.GetSignatures()) > len(byRequest[id]["signers"].([]string))) {
 			byRequest[id] = j
 		}
 	}
