@@ -32,7 +32,12 @@ func TestSessionsAndPace(t *testing.T) {
 	}
 	b := &bucket{burst: 2, every: time.Minute}
 	now := time.Now()
-	if !b.take(now) || !b.take(now) || b.take(now) || b.take(now.Add(59*time.Second)) || !b.take(now.Add(2*time.Minute)) {
-		t.Fatal("bucket")
+	for i, step := range []struct {
+		at   time.Duration
+		want bool
+	}{{0, true}, {0, true}, {0, false}, {59 * time.Second, false}, {2 * time.Minute, true}} {
+		if got := b.take(now.Add(step.at)); got != step.want {
+			t.Fatalf("take %d at +%s = %v", i, step.at, got)
+		}
 	}
 }
