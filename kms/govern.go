@@ -70,7 +70,7 @@ func (s *State) applyGovernChecked(index uint64, c *raftlogv1.Command, op *raftl
 	// decision is its only one (spendNonce below), applied or refused.
 	signed := st != nil
 	if signed {
-		if _, used := s.nonces[string(st.Nonce)]; used {
+		if s.spent(st, op.Statement.Statement) {
 			err = fmt.Errorf("%w: statement already decided (replayed nonce)", ErrFailedPrecondition)
 			signed = false // its first decision spent the nonce
 		}
@@ -143,7 +143,7 @@ func (s *State) applyGovernChecked(index uint64, c *raftlogv1.Command, op *raftl
 		// apply. Only a statement short of signatures, or already past
 		// not_after, leaves no nonce (signatures may still be added; an
 		// expired one can never verify again).
-		s.nonces[string(st.Nonce)] = st.NotAfterUnix
+		s.nonces[s.spentKey(st, op.Statement.Statement)] = st.NotAfterUnix
 		s.pruneNonces()
 		// Decided: no longer a proposal, however it arrived.
 		delete(s.proposals, ProposalID(op.Statement.Statement))
@@ -555,6 +555,26 @@ func (s *State) usesThisHour(c *raftlogv1.Command, op *raftlogv1.Decide) uint32 
 // refused only by its nonce. Pruning against a command's own stamp instead
 // (as before the clock existed) let a later, back-dated command apply the
 // statement again.
+// spentKey is what a decided statement leaves in s.nonces. Before state
+// machine version 3 it is the nonce alone; from version 3 the nonce and
+// the SHA-256 of the statement bytes, so that a statement of one officer
+// that copies the nonce of another's waiting proposal spends only itself.
+func (s *State) spentKey(st *custosv1.Statement, b []byte) string {
+	if s.smv() < 3 {
+		return string(st.Nonce)
+	}
+	h := sha256.Sum256(b)
+	return string(st.Nonce) + string(h[:])
+}
+
+// spent says whether statement bytes b (parsed st) were decided: under
+// its key, or under its nonce alone as releases before version 3 kept it.
+func (s *State) spent(st *custosv1.Statement, b []byte) bool {
+	_, legacy := s.nonces[string(st.Nonce)]
+	_, used := s.nonces[s.spentKey(st, b)]
+	return legacy || used
+}
+
 func (s *State) pruneNonces() {
 	for n, na := range s.nonces {
 		if nonceExpired(na, s.clock) {

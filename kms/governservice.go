@@ -24,8 +24,9 @@ func (s *Service) Submit(ctx context.Context, p Principal, ss *custosv1.SignedSt
 		return nil, fmt.Errorf("%w: statement is larger than %d bytes", ErrInvalidArgument, governance.MaxStatementSize)
 	case len(ss.GetSignatures()) == 0:
 		return nil, fmt.Errorf("%w: signatures: a statement needs at least one officer signature", ErrInvalidArgument)
-	case len(ss.GetSignatures()) > maxSignatures:
-		return nil, fmt.Errorf("%w: signatures: more than %d", ErrInvalidArgument, maxSignatures)
+	}
+	if err := checkSignatureSizes(ss.GetSignatures(), nil); err != nil {
+		return nil, err
 	}
 	if err := s.ready(); err != nil {
 		return nil, err

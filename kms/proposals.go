@@ -80,9 +80,7 @@ func (s *State) keepCounters(uses []governance.SignatureUse) {
 // ones no officer signed within proofOnlyLifetime.
 func (s *State) pruneProposals() {
 	for id, p := range s.proposals {
-		st, err := governance.Parse(p.Statement)
-		if err != nil || s.clock > st.NotAfterUnix*int64(time.Second) ||
-			(len(p.Signatures) == 0 && s.clock-p.CreateTimeUnixNano > int64(proofOnlyLifetime)) {
+		if !s.proposalLive(p, time.Unix(0, s.clock)) {
 			delete(s.proposals, id)
 		}
 	}
@@ -111,107 +109,195 @@ func (s *State) recheckProposals() {
 	}
 }
 
-// applyPropose stores a proposal or adds signatures to one, and applies the
-// statement once they suffice (state machine version 3).
-func (s *State) applyPropose(index uint64, c *raftlogv1.Command, op *raftlogv1.Propose) any {
+// proposeCheck is what a Propose command would do to the state, decided
+// without changing it: the statement, its stored proposal (nil if new),
+// the signatures it adds, their uses and the proof it brings.
+type proposeCheck struct {
+	st       *custosv1.Statement
+	b        []byte
+	id       string
+	p        *custosv1.Proposal
+	add      []*custosv1.OfficerSignature
+	uses     []governance.SignatureUse
+	proof    *custosv1.WebAuthnAssertion
+	complete bool
+}
+
+// checkPropose decides a Propose command against the state without
+// changing it (applyPropose, and the service before anything is proposed:
+// a refused proposal is no decision, so it never enters the log).
+func (s *State) checkPropose(now time.Time, op *raftlogv1.Propose) (*proposeCheck, error) {
 	if s.smv() < 3 {
-		return fmt.Errorf("%w: proposals need state machine version 3 (the cluster runs %d; docs/upgrades.md)", ErrFailedPrecondition, s.smv())
+		return nil, fmt.Errorf("%w: proposals need state machine version 3 (the cluster runs %d; docs/upgrades.md)", ErrFailedPrecondition, s.smv())
 	}
 	if s.officers == nil {
-		return fmt.Errorf("%w: cluster not initialised", ErrFailedPrecondition)
+		return nil, fmt.Errorf("%w: cluster not initialised", ErrFailedPrecondition)
 	}
 	ss := op.GetStatement()
-	if len(ss.GetSignatures()) > maxSignatures {
-		return fmt.Errorf("%w: more than %d signatures", ErrInvalidArgument, maxSignatures)
+	if err := checkSignatureSizes(ss.GetSignatures(), op.GetProof()); err != nil {
+		return nil, err
 	}
 	b := ss.GetStatement()
 	st, err := governance.Parse(b)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalidArgument, err)
+		return nil, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
 	}
-	now := time.Unix(0, s.clock)
 	notAfter := time.Unix(st.NotAfterUnix, 0)
 	switch {
 	case st.ClusterId != s.clusterID:
-		return fmt.Errorf("%w: statement names cluster %q, this is %q", ErrInvalidArgument, st.ClusterId, s.clusterID)
+		return nil, fmt.Errorf("%w: statement names cluster %q, this is %q", ErrInvalidArgument, st.ClusterId, s.clusterID)
 	case now.After(notAfter):
-		return fmt.Errorf("%w: the statement expired at %s", ErrFailedPrecondition, notAfter.UTC().Format(time.RFC3339))
+		return nil, fmt.Errorf("%w: the statement expired at %s", ErrFailedPrecondition, notAfter.UTC().Format(time.RFC3339))
 	case notAfter.Sub(now) > governance.MaxLifetime:
-		return fmt.Errorf("%w: not_after is more than %s ahead", ErrInvalidArgument, governance.MaxLifetime)
+		return nil, fmt.Errorf("%w: not_after is more than %s ahead", ErrInvalidArgument, governance.MaxLifetime)
 	}
-	if _, used := s.nonces[string(st.Nonce)]; used {
-		return fmt.Errorf("%w: statement already decided (replayed nonce)", ErrFailedPrecondition)
+	if s.spent(st, b) {
+		return nil, fmt.Errorf("%w: statement already decided (replayed nonce)", ErrFailedPrecondition)
 	}
 	if err := s.checkRestoreID(st); err != nil {
-		return err
+		return nil, err
 	}
-	s.pruneProposals()
-	id := ProposalID(b)
-	p := s.proposals[id]
-	if p != nil && !bytes.Equal(p.Statement, b) {
-		return fmt.Errorf("%w: proposal id %s is another statement's", ErrFailedPrecondition, id)
+	k := &proposeCheck{st: st, b: b, id: ProposalID(b)}
+	if p := s.proposals[k.id]; p != nil && s.proposalLive(p, now) {
+		if !bytes.Equal(p.Statement, b) {
+			return nil, fmt.Errorf("%w: proposal id %s is another statement's", ErrFailedPrecondition, k.id)
+		}
+		k.p = p
 	}
 	// Check every new signature before changing anything.
 	signed := map[string]bool{}
-	if p != nil {
-		for _, sig := range p.Signatures {
+	if k.p != nil {
+		for _, sig := range k.p.Signatures {
 			signed[sig.Officer] = true
 		}
 	}
-	var add []*custosv1.OfficerSignature
-	var uses []governance.SignatureUse
 	for _, sig := range ss.GetSignatures() {
 		if signed[sig.GetOfficer()] {
 			continue // the first signature of an officer stays
 		}
 		u, err := s.officers.CheckSignature(b, sig)
 		if err != nil {
-			return governanceError(err)
+			return nil, governanceError(err)
 		}
 		signed[u.Officer] = true
-		add = append(add, proto.Clone(sig).(*custosv1.OfficerSignature))
-		uses = append(uses, u)
+		k.add = append(k.add, sig)
+		k.uses = append(k.uses, u)
 	}
-	if err := s.checkCounters(uses); err != nil {
-		return err
+	if err := s.checkCounters(k.uses); err != nil {
+		return nil, err
 	}
-	var proof *custosv1.WebAuthnAssertion
 	if op.GetProof() != nil {
 		ac := st.GetAddOfficerCredential()
 		if ac == nil {
-			return fmt.Errorf("%w: a proof goes only with an add_officer_credential statement", ErrInvalidArgument)
+			return nil, fmt.Errorf("%w: a proof goes only with an add_officer_credential statement", ErrInvalidArgument)
 		}
 		if _, err := governance.VerifyAssertion(ac.Credential, governance.SignedDigest(b), op.GetProof()); err != nil {
-			return fmt.Errorf("%w: the proof is not by the credential the statement adds: %v", ErrPermissionDenied, err)
+			return nil, fmt.Errorf("%w: the proof is not by the credential the statement adds: %v", ErrPermissionDenied, err)
 		}
-		proof = proto.Clone(op.GetProof()).(*custosv1.WebAuthnAssertion)
+		if k.p == nil || k.p.Proof == nil {
+			k.proof = op.GetProof()
+		}
+	}
+	have := 0
+	if k.p != nil {
+		have = len(k.p.Signatures)
+	}
+	k.complete = have+len(k.add) >= s.officers.Needed(st)
+	switch {
+	case k.complete:
+		return k, nil
+	case len(k.add) == 0 && k.proof == nil:
+		if k.p != nil {
+			return nil, fmt.Errorf("%w: proposal %s already holds these signatures", ErrAlreadyExists, k.id)
+		}
+		return nil, fmt.Errorf("%w: a proposal needs an officer's signature (or, to add a credential, its proof)", ErrInvalidArgument)
+	case k.p == nil:
+		if err := s.roomForProposal(st, k.add); err != nil {
+			return nil, err
+		}
+	case have == 0 && len(k.add) > 0:
+		// The first officer to sign a proof-only proposal makes it
+		// theirs: it counts against their bound from now on.
+		if err := s.officerRoom(k.add[0].GetOfficer()); err != nil {
+			return nil, err
+		}
+	}
+	return k, nil
+}
+
+// proposalLive says whether p still waits at now (not expired; a proof-only
+// one not older than proofOnlyLifetime). pruneProposals forgets the others.
+func (s *State) proposalLive(p *custosv1.Proposal, now time.Time) bool {
+	st, err := governance.Parse(p.Statement)
+	if err != nil || now.Unix() > st.NotAfterUnix {
+		return false
+	}
+	return len(p.Signatures) > 0 || now.UnixNano()-p.CreateTimeUnixNano <= int64(proofOnlyLifetime)
+}
+
+// CheckPropose says what applying a Propose command now would refuse, from
+// this node's state at the command's time (nil: it may be proposed).
+func (s *State) CheckPropose(c *raftlogv1.Command) error {
+	op := c.GetPropose()
+	if op == nil {
+		return fmt.Errorf("%w: not a proposal", ErrInvalidArgument)
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	_, err := s.checkPropose(time.Unix(0, max(c.TimeUnixNano, s.clock)), op)
+	return err
+}
+
+// applyPropose stores a proposal or adds signatures to one, and applies the
+// statement once they suffice (state machine version 3).
+func (s *State) applyPropose(index uint64, c *raftlogv1.Command, op *raftlogv1.Propose) any {
+	s.pruneProposals()
+	k, err := s.checkPropose(time.Unix(0, s.clock), op)
+	if err != nil {
+		return err
 	}
 	var sigs []*custosv1.OfficerSignature
-	if p != nil {
-		sigs = p.Signatures
+	if k.p != nil {
+		sigs = slices.Clip(k.p.Signatures)
 	}
-	sigs = append(slices.Clip(sigs), add...)
-	if len(sigs) >= s.officers.Needed(st) {
-		// Complete: applied now, through the path Submit takes.
-		s.keepCounters(uses)
-		delete(s.proposals, id)
-		return s.applyGovernChecked(index, c, &raftlogv1.Govern{Statement: &custosv1.SignedStatement{Statement: b, Signatures: sigs}}, true)
+	for _, sig := range k.add {
+		sigs = append(sigs, proto.Clone(sig).(*custosv1.OfficerSignature))
 	}
+	s.keepCounters(k.uses)
+	if k.complete {
+		// Applied now, through the path Submit takes.
+		delete(s.proposals, k.id)
+		return s.applyGovernChecked(index, c, &raftlogv1.Govern{Statement: &custosv1.SignedStatement{Statement: k.b, Signatures: sigs}}, true)
+	}
+	p := k.p
 	if p == nil {
-		if len(add) == 0 && proof == nil {
-			return fmt.Errorf("%w: a proposal needs an officer's signature (or, to add a credential, its proof)", ErrInvalidArgument)
-		}
-		if err := s.roomForProposal(st, add); err != nil {
-			return err
-		}
-		p = &custosv1.Proposal{Id: id, Statement: slices.Clone(b), Proposer: c.Principal, CreateTimeUnixNano: s.clock, Proof: proof}
-		s.proposals[id] = p
-	} else if proof != nil && p.Proof == nil {
-		p.Proof = proof
+		p = &custosv1.Proposal{Id: k.id, Statement: slices.Clone(k.b), Proposer: c.Principal, CreateTimeUnixNano: s.clock}
+		s.proposals[k.id] = p
 	}
-	s.keepCounters(uses)
+	if k.proof != nil {
+		p.Proof = proto.Clone(k.proof).(*custosv1.WebAuthnAssertion)
+	}
 	p.Signatures = sigs
-	return &Decision{Result: fmt.Sprintf("proposal %s: %d of %d signatures", id, len(p.Signatures), s.officers.Needed(st))}
+	return &Decision{Result: fmt.Sprintf("proposal %s: %d of %d signatures", k.id, len(p.Signatures), s.officers.Needed(k.st))}
+}
+
+// checkSignatureSizes refuses signatures and a proof larger than any the
+// state machine accepts, before they could enter the log.
+func checkSignatureSizes(sigs []*custosv1.OfficerSignature, proof *custosv1.WebAuthnAssertion) error {
+	if len(sigs) > maxSignatures {
+		return fmt.Errorf("%w: signatures: more than %d", ErrInvalidArgument, maxSignatures)
+	}
+	for i, sig := range sigs {
+		if err := governance.CheckSignatureSize(sig); err != nil {
+			return fmt.Errorf("%w: signatures[%d]: %v", ErrInvalidArgument, i, err)
+		}
+	}
+	if proof != nil {
+		if err := governance.CheckAssertionSize(proof); err != nil {
+			return fmt.Errorf("%w: proof: %v", ErrInvalidArgument, err)
+		}
+	}
+	return nil
 }
 
 // roomForProposal refuses a new proposal of st beyond the bounds: all
@@ -223,16 +309,7 @@ func (s *State) roomForProposal(st *custosv1.Statement, add []*custosv1.OfficerS
 		return fmt.Errorf("%w: %d proposals are waiting; sign or let some expire first", ErrResourceExhausted, maxProposals)
 	}
 	if len(add) > 0 {
-		officer, n := add[0].GetOfficer(), 0
-		for _, p := range s.proposals {
-			if len(p.Signatures) > 0 && p.Signatures[0].GetOfficer() == officer {
-				n++
-			}
-		}
-		if n >= maxProposalsPerOfficer {
-			return fmt.Errorf("%w: officer %q made %d proposals that are waiting; sign or let some expire first", ErrResourceExhausted, officer, n)
-		}
-		return nil
+		return s.officerRoom(add[0].GetOfficer())
 	}
 	ac := st.GetAddOfficerCredential()
 	officers, quorum, _, err := governance.NextOfficers(s.gov.GetOfficers(), s.gov.GetQuorum(), st)
@@ -259,6 +336,22 @@ func (s *State) roomForProposal(st *custosv1.Statement, add []*custosv1.OfficerS
 	return nil
 }
 
+// officerRoom refuses one more proposal made by officer beyond
+// maxProposalsPerOfficer (a proposal is made by the officer whose signature
+// it holds first).
+func (s *State) officerRoom(officer string) error {
+	n := 0
+	for _, p := range s.proposals {
+		if len(p.Signatures) > 0 && p.Signatures[0].GetOfficer() == officer {
+			n++
+		}
+	}
+	if n >= maxProposalsPerOfficer {
+		return fmt.Errorf("%w: officer %q made %d proposals that are waiting; sign or let some expire first", ErrResourceExhausted, officer, n)
+	}
+	return nil
+}
+
 // Proposals returns the stored proposals not yet expired at now, oldest
 // first, each with its signers, the signatures it needs from the officers
 // now, and its description.
@@ -268,11 +361,10 @@ func (s *State) Proposals(now time.Time) []*custosv1.Proposal {
 	var out []*custosv1.Proposal
 	for _, id := range sortedKeys(s.proposals) {
 		p := proto.Clone(s.proposals[id]).(*custosv1.Proposal)
-		st, err := governance.Parse(p.Statement)
-		if err != nil || now.Unix() > st.NotAfterUnix ||
-			(len(p.Signatures) == 0 && now.UnixNano()-p.CreateTimeUnixNano > int64(proofOnlyLifetime)) {
+		if !s.proposalLive(p, now) {
 			continue
 		}
+		st, _ := governance.Parse(p.Statement)
 		for _, sig := range p.Signatures {
 			p.Signers = append(p.Signers, sig.Officer)
 		}
@@ -309,14 +401,21 @@ func (s *Service) Propose(ctx context.Context, p Principal, req *custosv1.Propos
 		return nil, fmt.Errorf("%w: statement is larger than %d bytes", ErrInvalidArgument, governance.MaxStatementSize)
 	case len(ss.GetSignatures()) == 0 && req.GetProof() == nil:
 		return nil, fmt.Errorf("%w: signatures: a proposal needs an officer signature (or, to add a credential, its proof)", ErrInvalidArgument)
-	case len(ss.GetSignatures()) > maxSignatures:
-		return nil, fmt.Errorf("%w: signatures: more than %d", ErrInvalidArgument, maxSignatures)
+	}
+	if err := checkSignatureSizes(ss.GetSignatures(), req.GetProof()); err != nil {
+		return nil, err
 	}
 	if err := s.ready(); err != nil {
 		return nil, err
 	}
 	cmd := &raftlogv1.Command{Op: &raftlogv1.Command_Propose{Propose: &raftlogv1.Propose{Statement: ss, Proof: req.GetProof()}}}
 	if err := s.throttle(p, "", cmd); err != nil {
+		return nil, err
+	}
+	// A proposal this node's state refuses is refused here: it would be
+	// no decision and leave no record, so it never enters the log
+	// (refusals count against the refusal quota above).
+	if err := s.state.CheckPropose(cmd); err != nil {
 		return nil, err
 	}
 	res, err := s.apply(ctx, p, cmd)

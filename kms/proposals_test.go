@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/custos-kms/custos/internal/webauthntest"
 	"github.com/custos-kms/custos/kms"
 	"github.com/custos-kms/custos/kms/audit"
@@ -228,6 +230,35 @@ func TestProposalBounds(t *testing.T) {
 	if _, err := e.svc.Propose(bg, app, &custosv1.ProposeRequest{Statement: e.signed(e.statement(enableKey("k")), 0)}); !errors.Is(err, kms.ErrResourceExhausted) {
 		t.Fatalf("one officer past its bound: %v", err)
 	}
+	// Signing a proof-only proposal first makes it the signer's: refused
+	// past the bound too (else each signed registration would free a
+	// proof-only place for the next).
+	firstBytes := proposalBytes(t, e, first)
+	if _, err := e.svc.Propose(bg, app, &custosv1.ProposeRequest{Statement: e.signed(firstBytes, 0)}); !errors.Is(err, kms.ErrResourceExhausted) {
+		t.Fatalf("first signature on a proof-only proposal past the bound: %v", err)
+	}
+	// A refused proposal never enters the log: not a signature too large
+	// for any officer, not one that does not verify.
+	before := e.node.Stats().LastLogIndex
+	big := e.signed(e.statement(enableKey("k")), 1)
+	big.Signatures[0].Signature = make([]byte, 900<<10)
+	if _, err := e.svc.Propose(bg, app, &custosv1.ProposeRequest{Statement: big}); !errors.Is(err, kms.ErrInvalidArgument) {
+		t.Fatalf("900 KiB signature: %v", err)
+	}
+	if _, err := e.svc.Submit(bg, app, big); !errors.Is(err, kms.ErrInvalidArgument) {
+		t.Fatalf("900 KiB signature through Submit: %v", err)
+	}
+	bad := e.signed(e.statement(enableKey("k")), 1)
+	bad.Signatures[0].Signature[10] ^= 1
+	if _, err := e.svc.Propose(bg, app, &custosv1.ProposeRequest{Statement: bad}); !errors.Is(err, kms.ErrPermissionDenied) {
+		t.Fatalf("a signature that does not verify: %v", err)
+	}
+	if _, err := e.svc.Propose(bg, app, &custosv1.ProposeRequest{Statement: e.signed(proposalBytes(t, e, mine[0]), 0)}); !errors.Is(err, kms.ErrAlreadyExists) {
+		t.Fatalf("the same signature again: %v", err)
+	}
+	if after := e.node.Stats().LastLogIndex; after != before {
+		t.Fatalf("refused proposals entered the log: index %d -> %d", before, after)
+	}
 	theirs := e.statement(enableKey("k"))
 	if _, err := e.svc.Propose(bg, app, &custosv1.ProposeRequest{Statement: e.signed(theirs, 1)}); err != nil {
 		t.Fatalf("another officer's proposal: %v", err)
@@ -237,6 +268,28 @@ func TestProposalBounds(t *testing.T) {
 	}
 	if k, _ := e.state.Key("k"); !k.Revoked {
 		t.Fatal("not revoked")
+	}
+
+	// Another officer copies the nonce of a waiting proposal into a
+	// statement of its own: that spends only its own statement.
+	var stolen custosv1.Statement
+	if err := proto.Unmarshal(theirs, &stolen); err != nil {
+		t.Fatal(err)
+	}
+	grief := e.statement(func(st *custosv1.Statement) {
+		st.Operation = &custosv1.Statement_RevokeGrant{RevokeGrant: &custosv1.RevokeGrant{GrantId: "g-none"}}
+	})
+	var gst custosv1.Statement
+	if err := proto.Unmarshal(grief, &gst); err != nil {
+		t.Fatal(err)
+	}
+	gst.Nonce = stolen.Nonce
+	grief, err = governance.Marshal(&gst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Submit(bg, app, e.signed(grief, 2)); err == nil {
+		t.Fatal("revoking a grant that does not exist applied")
 	}
 
 	// Submitted with both signatures, a proposed statement is decided
@@ -284,4 +337,16 @@ func TestProposalBounds(t *testing.T) {
 	if _, err := proofOnly(e.officers[2].name, a, a); err != nil {
 		t.Fatalf("registering again after the hour: %v", err)
 	}
+}
+
+// proposalBytes returns the statement of the waiting proposal id.
+func proposalBytes(t *testing.T, e *env, id string) []byte {
+	t.Helper()
+	for _, p := range e.svc.State().Proposals(time.Now()) {
+		if p.Id == id {
+			return p.Statement
+		}
+	}
+	t.Fatalf("no proposal %s", id)
+	return nil
 }

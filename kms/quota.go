@@ -138,8 +138,10 @@ func (s *State) WouldRefuse(c *raftlogv1.Command) bool {
 		if err != nil {
 			return true
 		}
-		_, used := s.nonces[string(st.Nonce)]
-		return used
+		return s.spent(st, op.Govern.Statement.GetStatement())
+	case *raftlogv1.Command_Propose:
+		_, err := s.checkPropose(time.Unix(0, dry.TimeUnixNano), op.Propose)
+		return err != nil
 	}
 	return false
 }

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/custos-kms/custos/internal/console"
 	"github.com/custos-kms/custos/internal/node"
 	"github.com/custos-kms/custos/internal/node/nodetest"
 	"github.com/custos-kms/custos/internal/webauthntest"
@@ -425,6 +426,23 @@ func TestConsoleRegistrationRefuses(t *testing.T) {
 	fin := map[string]any{"statement": b64(stmt), "proof": assertionJSON(a.Assert("localhost", b.origin, governance.SignedDigest(stmt)))}
 	if code := newBrowser(t, h).do("POST", "/api/register/finish", fin, &e); code != http.StatusForbidden {
 		t.Errorf("finish from another session: %d %v", code, e)
+	}
+	// Finishes the cluster would refuse (a proof by another key) are
+	// refused without using up the console's registration pace.
+	g := newBrowser(t, h)
+	for i := range console.RegistrationBurst + 1 {
+		var gb, gs map[string]any
+		g.do("POST", "/api/register/begin", map[string]any{"officer": name}, &gb)
+		gc := webauthntest.New().Credential("localhost", false)
+		if code := g.do("POST", "/api/register/statement", map[string]any{"officer": name, "label": "g", "challenge": gb["challenge"],
+			"credential_id": b64(gc.CredentialId), "public_key": b64(gc.PublicKey)}, &gs); code != 200 {
+			t.Fatalf("register/statement %d: %d %v", i, code, gs)
+		}
+		gstmt := unb64(t, gs["statement"])
+		if code := g.do("POST", "/api/register/finish", map[string]any{"statement": b64(gstmt),
+			"proof": assertionJSON(a.Assert("localhost", g.origin, governance.SignedDigest(gstmt)))}, &e); code != http.StatusForbidden {
+			t.Fatalf("finish with another key's proof %d: %d %v", i, code, e)
+		}
 	}
 	if code := b.do("POST", "/api/register/finish", fin, &e); code != 200 {
 		t.Fatalf("register/finish: %d %v", code, e)

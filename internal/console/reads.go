@@ -63,12 +63,13 @@ func (s *Server) overview(r *http.Request, p kms.Principal) (any, error) {
 		}
 		var creds []map[string]any
 		for _, c := range o.GetCredentials() {
-			var kfp [32]byte
+			cj := map[string]any{"id": b64u(c.GetCredentialId()), "label": c.GetLabel(), "rp_id": c.GetRpId(),
+				"user_verification": c.GetRequireUserVerification()}
 			if pub, err := governance.ParsePublicKey(c.GetPublicKey()); err == nil {
-				kfp = sha256.Sum256(governance.MarshalPublicKey(pub))
+				kfp := sha256.Sum256(governance.MarshalPublicKey(pub))
+				cj["public_key_sha256"] = hex.EncodeToString(kfp[:])
 			}
-			creds = append(creds, map[string]any{"id": b64u(c.GetCredentialId()), "label": c.GetLabel(), "rp_id": c.GetRpId(),
-				"user_verification": c.GetRequireUserVerification(), "public_key_sha256": hex.EncodeToString(kfp[:])})
+			creds = append(creds, cj)
 		}
 		officers = append(officers, map[string]any{"name": o.GetName(), "fingerprint": fp, "credentials": nonNil(creds)})
 	}

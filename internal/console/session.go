@@ -36,6 +36,9 @@ const (
 	// out.
 	maxAnonymous = 4096
 	maxSignedIn  = 256
+	// maxPerOfficer bounds one officer's signed-in sessions (the oldest
+	// goes first), so that one officer never signs another out.
+	maxPerOfficer = 8
 	// maxPrepared bounds the registration statements one session
 	// prepared and may submit (register/statement, register/finish).
 	maxPrepared = 4
@@ -110,27 +113,38 @@ func (ss *sessions) setCookie(w http.ResponseWriter, s *session) {
 
 // add keeps s as officer's session ("" anonymous), first dropping expired
 // sessions and, when the sessions of its kind are at their bound, the
-// oldest of that kind. ss.mu is held.
+// oldest of that kind (of that officer's first, for a signed-in one).
+// ss.mu is held.
 func (ss *sessions) add(s *session, officer string) {
 	now := time.Now()
-	limit, n := maxAnonymous, 0
+	limit, n, own := maxAnonymous, 0, 0
 	if officer != "" {
 		limit = maxSignedIn
 	}
-	var oldest *session
+	var oldest, oldestOwn *session
 	for id, o := range ss.m {
 		if now.After(o.expires) {
 			delete(ss.m, id)
 			continue
 		}
-		if (o.officer == "") == (officer == "") {
-			n++
-			if oldest == nil || o.created.Before(oldest.created) {
-				oldest = o
+		if (o.officer == "") != (officer == "") {
+			continue
+		}
+		n++
+		if oldest == nil || o.created.Before(oldest.created) {
+			oldest = o
+		}
+		if officer != "" && o.officer == officer {
+			own++
+			if oldestOwn == nil || o.created.Before(oldestOwn.created) {
+				oldestOwn = o
 			}
 		}
 	}
-	if n >= limit {
+	switch {
+	case own >= maxPerOfficer:
+		delete(ss.m, oldestOwn.id)
+	case n >= limit:
 		delete(ss.m, oldest.id)
 	}
 	s.officer = officer

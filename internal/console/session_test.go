@@ -1,6 +1,7 @@
 package console
 
 import (
+	"fmt"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -18,8 +19,16 @@ func TestSessionsAndPace(t *testing.T) {
 	if len(ss.m) != maxAnonymous+1 || ss.m[officer.id] != officer {
 		t.Fatalf("%d sessions, officer's kept: %v", len(ss.m), ss.m[officer.id] == officer)
 	}
-	for range maxSignedIn + 1 {
+	// One officer signing in again and again signs out only their own
+	// oldest sessions.
+	for range 3 * maxPerOfficer {
 		ss.signIn(w, ss.create(w), "bob")
+	}
+	if ss.m[officer.id] != officer {
+		t.Fatal("bob's sign-ins signed alice out")
+	}
+	for i := range maxSignedIn + 1 {
+		ss.signIn(w, ss.create(w), fmt.Sprintf("officer-%d", i))
 	}
 	signedIn := 0
 	for _, s := range ss.m {

@@ -15,6 +15,7 @@ import (
 	"github.com/custos-kms/custos/kms"
 	"github.com/custos-kms/custos/kms/governance"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
+	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
 )
 
 // b64u is binary data as base64url without padding in JSON, as WebAuthn
@@ -282,6 +283,14 @@ func (s *Server) registerFinish(w http.ResponseWriter, r *http.Request, sess *se
 		// the page is no way to propose anything else unsigned.
 		return nil, &apiError{status: http.StatusForbidden, code: codes.PermissionDenied.String(),
 			msg: "registration refused: the statement is not the one this page prepared for this session (or it expired): start again"}
+	}
+	// What the cluster would refuse (a proof by another key, no room for
+	// this officer's registration) is refused before it costs a place in
+	// the pace below.
+	propose := &raftlogv1.Command{TimeUnixNano: time.Now().UnixNano(), Op: &raftlogv1.Command_Propose{Propose: &raftlogv1.Propose{
+		Statement: &custosv1.SignedStatement{Statement: req.Statement}, Proof: req.Proof.proto()}}}
+	if err := s.d.Service.State().CheckPropose(propose); err != nil {
+		return nil, err
 	}
 	if !s.registrations.take(time.Now()) {
 		return nil, &apiError{status: http.StatusTooManyRequests, code: codes.ResourceExhausted.String(),

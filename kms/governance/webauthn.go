@@ -226,3 +226,41 @@ func CounterAdvances(last, got uint32) bool {
 	}
 	return got > last
 }
+
+// maxOfficerSignature bounds a PEM or PKCS#11 officer signature: an ECDSA
+// P-256 signature in ASN.1 DER is at most 72 bytes.
+const maxOfficerSignature = 80
+
+// CheckSignatureSize refuses an officer signature larger than any that
+// could verify (its officer name, signature and assertion fields), so that
+// the service can refuse it before it enters the log.
+func CheckSignatureSize(sig *custosv1.OfficerSignature) error {
+	switch {
+	case sig == nil:
+		return fmt.Errorf("%w: empty signature", ErrMalformed)
+	case len(sig.GetOfficer()) > maxNameLen:
+		return fmt.Errorf("%w: officer name longer than %d bytes", ErrMalformed, maxNameLen)
+	case len(sig.GetSignature()) > maxOfficerSignature:
+		return fmt.Errorf("%w: signature is %d bytes, at most %d", ErrMalformed, len(sig.GetSignature()), maxOfficerSignature)
+	}
+	if a := sig.GetWebauthn(); a != nil {
+		return CheckAssertionSize(a)
+	}
+	return nil
+}
+
+// CheckAssertionSize refuses a WebAuthn assertion larger than any that
+// could verify.
+func CheckAssertionSize(a *custosv1.WebAuthnAssertion) error {
+	switch {
+	case len(a.GetCredentialId()) > maxCredentialID:
+		return fmt.Errorf("%w: credential_id is %d bytes, at most %d", ErrMalformed, len(a.GetCredentialId()), maxCredentialID)
+	case len(a.GetAuthenticatorData()) > maxAuthData:
+		return fmt.Errorf("%w: authenticator_data is %d bytes, at most %d", ErrMalformed, len(a.GetAuthenticatorData()), maxAuthData)
+	case len(a.GetClientDataJson()) > maxClientData:
+		return fmt.Errorf("%w: client_data_json is %d bytes, at most %d", ErrMalformed, len(a.GetClientDataJson()), maxClientData)
+	case len(a.GetSignature()) > maxAssertionSig:
+		return fmt.Errorf("%w: signature is %d bytes, at most %d", ErrMalformed, len(a.GetSignature()), maxAssertionSig)
+	}
+	return nil
+}

@@ -1,0 +1,4 @@
+package console
+
+// RegistrationBurst is registrationBurst, for the external tests.
+const RegistrationBurst = registrationBurst
