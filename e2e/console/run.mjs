@@ -87,8 +87,12 @@ async function register(o, base) {
   await o.page.goto(`${base}#/register`);
   await o.page.fill('#register-officer', o.name);
   await o.page.fill('#register-label', `${o.name}'s security key`);
+  const at = (p) => (r) => new URL(r.url()).pathname === p;
+  const begun = o.page.waitForResponse(at('/api/register/begin')).then((r) => r.json());
+  const statement = o.page.waitForRequest(at('/api/register/statement'));
   const res = await api(o.page, '/api/register/finish', () => o.page.click('#register-button'));
   check(res.proposal && res.proposal.id, `registration proposal for ${o.name}: ${JSON.stringify(res)}`);
+  check((await statement).postDataJSON().challenge === (await begun).challenge, 'register/statement carries the challenge register/begin gave');
   await o.page.waitForSelector('#register-proposal-id');
   check((await o.page.textContent('#register-proposal-id')).trim() === res.proposal.id, 'the page shows the proposal id');
   return res.proposal.id;
@@ -186,10 +190,19 @@ async function main() {
     check(refused.code !== 0 && /denied/i.test(refused.output), `the client's wait ends denied: ${refused.output}`);
     check(!fs.existsSync(path.join(work, 'denied.txt')), 'no output file for a denied request');
 
-    step('alice revokes the key; the next decrypt is denied');
+    step('alice starts to disable the key and cancels; she revokes it (confirmed); the next decrypt is denied');
     await alice.page.goto(`${node1}#/keys`);
     const keyRow = alice.page.locator('#keys [data-key="records"]');
     await keyRow.waitFor();
+    // Revoke and disable take two clicks: the button asks to be confirmed.
+    await keyRow.locator('.disable').click();
+    await keyRow.locator('.disable', { hasText: 'Confirm disable of records' }).waitFor({ timeout: 5000 });
+    await keyRow.locator('.cancel').click();
+    await keyRow.locator('.disable', { hasText: /^Disable$/ }).waitFor({ timeout: 5000 });
+    check(await keyRow.locator('.cancel').count() === 0, 'Cancel puts the Disable button back');
+    check(/enabled/i.test(await keyRow.locator('.state').textContent()), 'a cancelled disable changes nothing');
+    await keyRow.locator('.revoke').click();
+    await keyRow.locator('.revoke', { hasText: 'Confirm revoke of records' }).waitFor({ timeout: 5000 });
     const revoked = await api(alice.page, '/api/proposals/sign', () => keyRow.locator('.revoke').click());
     check(revoked.applied && /revoked/.test(revoked.applied.result), `revoked: ${JSON.stringify(revoked)}`);
     await alice.page.waitForFunction(() => /revoked/i.test(document.querySelector('#keys [data-key="records"] .state')?.textContent || ''));
@@ -228,6 +241,14 @@ async function main() {
     await alice.page.waitForFunction(() => /verified/i.test(document.querySelector('#chain .verified')?.textContent || ''), null, { timeout: 30000 });
     check(!/not/i.test(await alice.page.textContent('#chain .verified')), 'the chain verifies');
     await shot(alice.page, 'evidence');
+    check(await alice.page.getAttribute('#chart-by-outcome', 'aria-pressed') === 'true', 'the chart starts by outcome');
+    await alice.page.click('#chart-by-reason');
+    check(await alice.page.getAttribute('#chart-by-reason', 'aria-pressed') === 'true' &&
+      await alice.page.getAttribute('#chart-by-outcome', 'aria-pressed') === 'false', 'the toggle says the chart is by reason');
+    check(/Third-party data request/.test(await alice.page.textContent('#chart svg')), 'by reason, the legend names third-party requests');
+    check(await alice.page.locator('#chart .bar .seg-third_party_data_request').count() > 0, 'by reason, a bar shows the third-party requests');
+    await alice.page.click('#chart-by-outcome');
+    check(await alice.page.locator('#chart .bar .seg-allow').count() > 0, 'by outcome again');
     await alice.page.click('#report-show');
     await alice.page.waitForFunction(() => (document.querySelector('#report')?.textContent || '').length > 50, null, { timeout: 30000 });
     check((await alice.page.textContent('#report')).includes('THIRD_PARTY'), 'the report names the third-party request');
@@ -235,12 +256,21 @@ async function main() {
     check(href && href.includes('/api/report') && href.includes('download'), `download link: ${href}`);
     const download = await alice.context.request.get(new URL(href, node1).toString());
     check(download.ok() && /attachment/.test(download.headers()['content-disposition'] || ''), 'the report downloads as a file');
-    await alice.page.locator('#report').scrollIntoViewIfNeeded();
+    // The report's heading at the top of the picture, the report below it.
+    await alice.page.locator('h2', { hasText: 'Disclosure report' }).evaluate((h) => h.scrollIntoView({ block: 'start' }));
     await shot(alice.page, 'report');
 
     step('cluster');
     await alice.page.goto(`${node1}#/cluster`);
     await alice.page.waitForFunction(() => document.querySelectorAll('#nodes [data-node]').length === 3, null, { timeout: 30000 });
+    const [session, overview] = await alice.page.evaluate(() => Promise.all(['/api/session', '/api/overview'].map((u) => fetch(u).then((r) => r.json()))));
+    check(session.genesis && await alice.page.isVisible('#genesis') && (await alice.page.textContent('#genesis')) === session.genesis,
+      'the status bar shows the genesis fingerprint');
+    const cred = overview.officers.find((o) => o.name === 'alice').credentials[0];
+    if (cred.public_key_sha256) {
+      const title = await alice.page.getAttribute(`#officers [data-credential="${cred.id}"] .public-key`, 'title');
+      check(title && title.includes(cred.public_key_sha256), 'the officers table shows the security key\'s public key fingerprint');
+    }
     await shot(alice.page, 'cluster');
   } finally {
     await browser.close();
