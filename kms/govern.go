@@ -3,6 +3,7 @@ package kms
 import (
 	"bytes"
 	"cmp"
+	"crypto/ecdsa"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -596,6 +597,16 @@ func reasonName(r custosv1.Reason) string {
 		return n[len("REASON_"):]
 	}
 	return n
+}
+
+// OfficerKey returns the named officer's key, or nil.
+func (s *State) OfficerKey(name string) *ecdsa.PublicKey {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.officers == nil {
+		return nil
+	}
+	return s.officers.PublicKey(name)
 }
 
 // Governance returns the officer set and quorum.

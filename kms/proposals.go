@@ -36,12 +36,15 @@ const (
 	// first signature's officer).
 	maxProposalsPerOfficer = 16
 	// maxProofOnlyProposals bounds the proposals no officer signed yet
-	// (an AddOfficerCredential with its credential's proof): any
-	// authenticated caller with an authenticator can make one. There is
-	// at most one for each officer, and each is forgotten after
-	// proofOnlyLifetime unless an officer signs it.
+	// (an AddOfficerCredential with its credential's proof and the
+	// enrolment code of the officer it is for). There is at most one for
+	// each officer, and each is forgotten after proofOnlyLifetime unless
+	// an officer signs it.
 	maxProofOnlyProposals = 8
 	proofOnlyLifetime     = time.Hour
+	// maxEnrolmentCode bounds ProposeRequest.enrolment (8 bytes of time
+	// and an ECDSA signature).
+	maxEnrolmentCode = 128
 )
 
 // ProposalID is the id of the proposal of statement bytes: hex of the first
@@ -214,6 +217,13 @@ func (s *State) checkPropose(now time.Time, op *raftlogv1.Propose) (*proposeChec
 	case k.p == nil:
 		if err := s.roomForProposal(st, k.add); err != nil {
 			return nil, err
+		}
+		if len(k.add) == 0 {
+			// Proof-only: the officer it is for enrolled it.
+			ac := st.GetAddOfficerCredential()
+			if err := governance.VerifyEnrolment(s.officers.PublicKey(ac.GetOfficer()), s.clusterID, ac.GetOfficer(), op.GetEnrolment(), now); err != nil {
+				return nil, fmt.Errorf("%w: a security key proposed with no officer's signature needs the enrolment code of the officer it is for (custos officer enrol): %v", ErrPermissionDenied, err)
+			}
 		}
 	case have == 0 && len(k.add) > 0:
 		// The first officer to sign a proof-only proposal makes it
@@ -405,10 +415,13 @@ func (s *Service) Propose(ctx context.Context, p Principal, req *custosv1.Propos
 	if err := checkSignatureSizes(ss.GetSignatures(), req.GetProof()); err != nil {
 		return nil, err
 	}
+	if len(req.GetEnrolment()) > maxEnrolmentCode {
+		return nil, fmt.Errorf("%w: enrolment: more than %d bytes", ErrInvalidArgument, maxEnrolmentCode)
+	}
 	if err := s.ready(); err != nil {
 		return nil, err
 	}
-	cmd := &raftlogv1.Command{Op: &raftlogv1.Command_Propose{Propose: &raftlogv1.Propose{Statement: ss, Proof: req.GetProof()}}}
+	cmd := &raftlogv1.Command{Op: &raftlogv1.Command_Propose{Propose: &raftlogv1.Propose{Statement: ss, Proof: req.GetProof(), Enrolment: req.GetEnrolment()}}}
 	if err := s.throttle(p, "", cmd); err != nil {
 		return nil, err
 	}

@@ -29,7 +29,7 @@ func registerKey(t *testing.T, e *env, i int) *webauthntest.Authenticator {
 	})
 	proof := a.Assert("localhost", consoleOrigin, governance.SignedDigest(b))
 	res, err := e.svc.Propose(bg, kms.Principal{Name: "console"}, &custosv1.ProposeRequest{
-		Statement: &custosv1.SignedStatement{Statement: b}, Proof: proof})
+		Statement: &custosv1.SignedStatement{Statement: b}, Proof: proof, Enrolment: enrolment(t, e, i)})
 	if err != nil {
 		t.Fatalf("proposing the credential: %v", err)
 	}
@@ -46,6 +46,16 @@ func registerKey(t *testing.T, e *env, i int) *webauthntest.Authenticator {
 		t.Fatalf("two signatures did not apply it: %v", res)
 	}
 	return a
+}
+
+// enrolment is officer i's enrolment code, valid for an hour.
+func enrolment(t *testing.T, e *env, i int) []byte {
+	t.Helper()
+	code, err := governance.MakeEnrolment(e.officers[i].key, e.state.ClusterID(), e.officers[i].name, time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return code
 }
 
 // webauthnSigned is statement b signed by officer i's security key.
@@ -189,14 +199,21 @@ func TestProposalBounds(t *testing.T) {
 		}
 		return b
 	}
-	proofOnly := func(officer string, a, prover *webauthntest.Authenticator) (string, error) {
+	proofOnlyWith := func(officer string, a, prover *webauthntest.Authenticator, code []byte) (string, error) {
 		sb := day(func(st *custosv1.Statement) {
 			st.Operation = &custosv1.Statement_AddOfficerCredential{AddOfficerCredential: &custosv1.AddOfficerCredential{
 				Officer: officer, Credential: a.Credential("localhost", false)}}
 		})
 		_, err := e.svc.Propose(bg, app, &custosv1.ProposeRequest{Statement: &custosv1.SignedStatement{Statement: sb},
-			Proof: prover.Assert("localhost", consoleOrigin, governance.SignedDigest(sb))})
+			Proof: prover.Assert("localhost", consoleOrigin, governance.SignedDigest(sb)), Enrolment: code})
 		return kms.ProposalID(sb), err
+	}
+	codes := map[string][]byte{}
+	for i, o := range e.officers {
+		codes[o.name] = enrolment(t, e, i)
+	}
+	proofOnly := func(officer string, a, prover *webauthntest.Authenticator) (string, error) {
+		return proofOnlyWith(officer, a, prover, codes[officer])
 	}
 	a, other := webauthntest.New(), webauthntest.New()
 	if _, err := proofOnly(e.officers[0].name, a, other); !errors.Is(err, kms.ErrPermissionDenied) {
@@ -204,6 +221,17 @@ func TestProposalBounds(t *testing.T) {
 	}
 	if _, err := proofOnly("mallory", a, a); !errors.Is(err, kms.ErrInvalidArgument) {
 		t.Fatalf("a key for no officer: %v", err)
+	}
+	// Without the officer's enrolment code (none, another officer's, an
+	// expired one), no one proposes a key for them.
+	expired, err := governance.MakeEnrolment(e.officers[0].key, e.state.ClusterID(), e.officers[0].name, time.Now().Add(-time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, code := range map[string][]byte{"none": nil, "another officer's": codes[e.officers[1].name], "expired": expired} {
+		if _, err := proofOnlyWith(e.officers[0].name, a, a, code); !errors.Is(err, kms.ErrPermissionDenied) {
+			t.Fatalf("enrolment code %s: %v", name, err)
+		}
 	}
 	first, err := proofOnly(e.officers[0].name, a, a)
 	if err != nil {
@@ -334,7 +362,11 @@ func TestProposalBounds(t *testing.T) {
 	if got := later.State().Proposals(time.Now().Add(61 * time.Minute)); len(got) != 1 || got[0].Id == third {
 		t.Fatalf("a key no officer signed for outlived its hour: %v", got)
 	}
-	if _, err := proofOnly(e.officers[2].name, a, a); err != nil {
+	later2, err := governance.MakeEnrolment(e.officers[2].key, e.state.ClusterID(), e.officers[2].name, time.Now().Add(2*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := proofOnlyWith(e.officers[2].name, a, a, later2); err != nil {
 		t.Fatalf("registering again after the hour: %v", err)
 	}
 }

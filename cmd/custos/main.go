@@ -116,6 +116,7 @@ func init() {
 		{"officer submit", "[--json] FILE", "Submit a signed statement file.", runOfficerSubmit},
 		{"officer proposals", "", "List the statements waiting on the cluster for signatures (proposals).", runOfficerProposals},
 		{"officer sign-proposal", "[officer flags] ID", "Show a proposal and add your signature; the last one needed applies it.", runOfficerSignProposal},
+		{"officer enrol", "[--valid D] [--cluster ID] [officer flags]", "Print your enrolment code, to register a security key in the console.", runOfficerEnrol},
 		{"officer propose revoke", "--key K --out FILE", "Write an unsigned RevokeKey statement file.", runOfficerPropose("revoke", 0, keyFlag)},
 		{"officer propose disable", "--key K --out FILE", "Write an unsigned DisableKey statement file.", runOfficerPropose("disable", 0, keyFlag)},
 		{"officer propose enable", "--key K --out FILE", "Write an unsigned EnableKey statement file.", runOfficerPropose("enable", 0, keyFlag)},

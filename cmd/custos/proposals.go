@@ -114,3 +114,48 @@ func runOfficerSignProposal(ctx context.Context, a *app, args []string) error {
 	fmt.Fprintf(a.stdout, "signed by %s; proposal %s has %d of %d signatures (%s)\n", officer.Name, np.Id, len(np.Signers), np.Needed, strings.Join(np.Signers, ", "))
 	return nil
 }
+
+// runOfficerEnrol prints the officer's enrolment code (docs/console.md,
+// Enrolment codes): their officer key's signature that they are
+// registering a security key, which the console and the cluster want with
+// a registration no officer signed yet.
+func runOfficerEnrol(ctx context.Context, a *app, args []string) error {
+	fs := a.flags("officer enrol")
+	var of officerFlags
+	of.register(fs)
+	valid := fs.Duration("valid", time.Hour, "how long the code serves (at most 24h)")
+	cluster := fs.String("cluster", "", "the cluster `ID` (default: asked from the cluster)")
+	if _, err := a.parse("officer enrol", fs, args, 0, 0); err != nil {
+		return err
+	}
+	if *valid <= 0 || *valid > governance.MaxEnrolmentLifetime {
+		return fmt.Errorf("--valid %s: a code serves at most 24h (and more than 0s)", *valid)
+	}
+	id := *cluster
+	if id == "" {
+		c, err := a.client(ctx)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		g, err := c.GetGovernance(ctx)
+		if err != nil {
+			return err
+		}
+		id = g.GetClusterId()
+	}
+	officer, closer, err := of.load(a)
+	if err != nil {
+		return err
+	}
+	defer closer.Close()
+	notAfter := time.Now().Add(*valid)
+	code, err := governance.MakeEnrolment(officer.Signer, id, officer.Name, notAfter)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(a.stdout, governance.EncodeEnrolment(code))
+	fmt.Fprintf(a.stderr, "enrolment code of officer %s for cluster %s, valid until %s: paste it into the console's Register a security key form\n",
+		officer.Name, id, notAfter.UTC().Format(time.RFC3339))
+	return nil
+}

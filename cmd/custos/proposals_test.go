@@ -5,6 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/custos-kms/custos/internal/node/nodetest"
 	"github.com/custos-kms/custos/internal/webauthntest"
 	"github.com/custos-kms/custos/kms/governance"
@@ -46,8 +49,19 @@ func TestOfficerProposals(t *testing.T) {
 		st.Operation = &custosv1.Statement_AddOfficerCredential{AddOfficerCredential: &custosv1.AddOfficerCredential{
 			Officer: h.Officers[0].Name, Credential: cred}}
 	})
-	res, err = gc.Propose(ctx, &custosv1.ProposeRequest{Statement: ss,
-		Proof: key.Assert("localhost", "https://localhost:8443", governance.SignedDigest(ss.Statement))})
+	proof := key.Assert("localhost", "https://localhost:8443", governance.SignedDigest(ss.Statement))
+	if _, err := gc.Propose(ctx, &custosv1.ProposeRequest{Statement: ss, Proof: proof}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("Propose with a proof and no enrolment code: %v", err)
+	}
+	// The officer's enrolment code, as officer enrol prints it.
+	enrol := runCLI(t, "", args("officer", "enrol", asOfficer(h, 0), "--valid", "10m")...)
+	enrol.want(t, 0, "")
+	code, err := governance.DecodeEnrolment(enrol.stdout)
+	if err != nil {
+		t.Fatalf("officer enrol printed %q: %v", enrol.stdout, err)
+	}
+	runCLI(t, "", args("officer", "enrol", asOfficer(h, 0), "--valid", "48h")...).want(t, 1, "at most 24h")
+	res, err = gc.Propose(ctx, &custosv1.ProposeRequest{Statement: ss, Proof: proof, Enrolment: code})
 	if err != nil || res.GetProposal() == nil {
 		t.Fatalf("Propose with proof: %v, %v", res, err)
 	}

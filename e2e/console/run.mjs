@@ -86,6 +86,9 @@ async function shot(page, name) {
 async function register(o, base) {
   await o.page.goto(`${base}#/register`);
   await o.page.fill('#register-officer', o.name);
+  // The enrolment code, signed by the officer's own key (custos officer enrol).
+  const code = custos('officer', 'enrol', '--officer', o.name, '--officer-key', `${o.name}.pem`).trim();
+  await o.page.fill('#register-enrolment', code);
   await o.page.fill('#register-label', `${o.name}'s security key`);
   const at = (p) => (r) => new URL(r.url()).pathname === p;
   const begun = o.page.waitForResponse(at('/api/register/begin')).then((r) => r.json());

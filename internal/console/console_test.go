@@ -120,7 +120,7 @@ func register(t *testing.T, h *nodetest.Harness, b *browser, i int) *webauthntes
 	t.Helper()
 	name := h.Officers[i].Name
 	var begin map[string]any
-	if code := b.do("POST", "/api/register/begin", map[string]any{"officer": name}, &begin); code != 200 {
+	if code := b.do("POST", "/api/register/begin", map[string]any{"officer": name, "enrolment": enrolCode(t, h, i)}, &begin); code != 200 {
 		t.Fatalf("register/begin: %d %v", code, begin)
 	}
 	a := webauthntest.New()
@@ -152,6 +152,17 @@ func register(t *testing.T, h *nodetest.Harness, b *browser, i int) *webauthntes
 		}
 	}
 	return a
+}
+
+// enrolCode is officer i's enrolment code (what custos officer enrol
+// prints).
+func enrolCode(t *testing.T, h *nodetest.Harness, i int) string {
+	t.Helper()
+	code, err := governance.MakeEnrolment(h.Officers[i].Key, h.Node.ClusterID(), h.Officers[i].Name, time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return governance.EncodeEnrolment(code)
 }
 
 // signIn signs officer i in with its key.
@@ -390,15 +401,23 @@ func TestConsoleRegistrationRefuses(t *testing.T) {
 	if code := b.do("POST", "/api/register/statement", stmtReq("made-up"), &e); code != http.StatusUnauthorized {
 		t.Errorf("statement without begin's challenge: %d %v", code, e)
 	}
+	// Without the officer's enrolment code (none, another officer's),
+	// nothing starts.
+	for what, code := range map[string]string{"none": "", "another officer's": enrolCode(t, h, 1), "garbage": "abc"} {
+		if status := b.do("POST", "/api/register/begin", map[string]any{"officer": name, "enrolment": code}, &e); status != http.StatusForbidden || e["code"] != "PermissionDenied" {
+			t.Errorf("register/begin with enrolment code %s: %d %v", what, status, e)
+		}
+	}
+	enrol := enrolCode(t, h, 0)
 	var begin map[string]any
-	b.do("POST", "/api/register/begin", map[string]any{"officer": name}, &begin)
+	b.do("POST", "/api/register/begin", map[string]any{"officer": name, "enrolment": enrol}, &begin)
 	// A challenge given for another officer does not serve.
 	other := stmtReq(begin["challenge"])
 	other["officer"] = h.Officers[1].Name
 	if code := b.do("POST", "/api/register/statement", other, &e); code != http.StatusUnauthorized {
 		t.Errorf("statement with another officer's challenge: %d %v", code, e)
 	}
-	b.do("POST", "/api/register/begin", map[string]any{"officer": name}, &begin)
+	b.do("POST", "/api/register/begin", map[string]any{"officer": name, "enrolment": enrol}, &begin)
 	var st map[string]any
 	if code := b.do("POST", "/api/register/statement", stmtReq(begin["challenge"]), &st); code != 200 {
 		t.Fatalf("register/statement: %d %v", code, st)
@@ -432,7 +451,7 @@ func TestConsoleRegistrationRefuses(t *testing.T) {
 	g := newBrowser(t, h)
 	for i := range console.RegistrationBurst + 1 {
 		var gb, gs map[string]any
-		g.do("POST", "/api/register/begin", map[string]any{"officer": name}, &gb)
+		g.do("POST", "/api/register/begin", map[string]any{"officer": name, "enrolment": enrol}, &gb)
 		gc := webauthntest.New().Credential("localhost", false)
 		if code := g.do("POST", "/api/register/statement", map[string]any{"officer": name, "label": "g", "challenge": gb["challenge"],
 			"credential_id": b64(gc.CredentialId), "public_key": b64(gc.PublicKey)}, &gs); code != 200 {

@@ -52,12 +52,20 @@ type session struct {
 	challenges map[string]challenge // b64u challenge → what it is for
 	// prepared: SHA-256 of the registration statements this session
 	// prepared, the only ones its register/finish submits.
-	prepared map[[32]byte]time.Time
+	prepared map[[32]byte]prepared
 }
 
 type challenge struct {
 	purpose, officer string
 	expires          time.Time
+	// enrolment: a registration's enrolment code (register/begin).
+	enrolment []byte
+}
+
+// prepared is a registration statement a session prepared.
+type prepared struct {
+	expires   time.Time
+	enrolment []byte
 }
 
 type sessions struct {
@@ -160,6 +168,11 @@ func (ss *sessions) drop(s *session) {
 
 // newChallenge returns a fresh challenge for purpose, kept in s.
 func (ss *sessions) newChallenge(s *session, purpose, officer string) string {
+	return ss.newChallengeWith(s, challenge{purpose: purpose, officer: officer})
+}
+
+// newChallengeWith returns a fresh challenge for what c says, kept in s.
+func (ss *sessions) newChallengeWith(s *session, c0 challenge) string {
 	c := randomB64(32)
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
@@ -172,17 +185,25 @@ func (ss *sessions) newChallenge(s *session, purpose, officer string) string {
 	if len(s.challenges) >= 16 {
 		clear(s.challenges)
 	}
-	s.challenges[c] = challenge{purpose: purpose, officer: officer, expires: now.Add(challengeTTL)}
+	c0.expires = now.Add(challengeTTL)
+	s.challenges[c] = c0
 	return c
 }
 
 // takeChallenge spends a challenge given for purpose and officer.
 func (ss *sessions) takeChallenge(s *session, c, purpose, officer string) bool {
+	_, ok := ss.takeChallengeWith(s, c, purpose, officer)
+	return ok
+}
+
+// takeChallengeWith is takeChallenge, returning what the challenge was
+// given with.
+func (ss *sessions) takeChallengeWith(s *session, c, purpose, officer string) (challenge, bool) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	v, ok := s.challenges[c]
 	delete(s.challenges, c)
-	return ok && v.purpose == purpose && v.officer == officer && time.Now().Before(v.expires)
+	return v, ok && v.purpose == purpose && v.officer == officer && time.Now().Before(v.expires)
 }
 
 // signIn makes s the officer's, with a new id and CSRF token (no session
@@ -198,30 +219,32 @@ func (ss *sessions) signIn(w http.ResponseWriter, s *session, officer string) *s
 	return n
 }
 
-// prepare remembers that s prepared the registration statement b.
-func (ss *sessions) prepare(s *session, b []byte) {
+// prepare remembers that s prepared the registration statement b, with
+// the officer's enrolment code.
+func (ss *sessions) prepare(s *session, b, enrolment []byte) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	now := time.Now()
-	for h, exp := range s.prepared {
-		if now.After(exp) || len(s.prepared) >= maxPrepared {
+	for h, p := range s.prepared {
+		if now.After(p.expires) || len(s.prepared) >= maxPrepared {
 			delete(s.prepared, h)
 		}
 	}
 	if s.prepared == nil {
-		s.prepared = map[[32]byte]time.Time{}
+		s.prepared = map[[32]byte]prepared{}
 	}
-	s.prepared[sha256.Sum256(b)] = now.Add(challengeTTL)
+	s.prepared[sha256.Sum256(b)] = prepared{expires: now.Add(challengeTTL), enrolment: enrolment}
 }
 
-// takePrepared spends s's note that it prepared b.
-func (ss *sessions) takePrepared(s *session, b []byte) bool {
+// takePrepared spends s's note that it prepared b, returning the
+// enrolment code it was prepared with.
+func (ss *sessions) takePrepared(s *session, b []byte) ([]byte, bool) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	h := sha256.Sum256(b)
-	exp, ok := s.prepared[h]
+	p, ok := s.prepared[h]
 	delete(s.prepared, h)
-	return ok && time.Now().Before(exp)
+	return p.enrolment, ok && time.Now().Before(p.expires)
 }
 
 // apiError is an error with the HTTP status and the gRPC code name the page

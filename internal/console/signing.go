@@ -176,7 +176,8 @@ func (s *Server) signout(w http.ResponseWriter, r *http.Request, sess *session, 
 
 func (s *Server) registerBegin(w http.ResponseWriter, r *http.Request, sess *session, body []byte) (any, error) {
 	var req struct {
-		Officer string `json:"officer"`
+		Officer   string `json:"officer"`
+		Enrolment string `json:"enrolment"`
 	}
 	if err := decode(body, &req); err != nil {
 		return nil, err
@@ -185,12 +186,24 @@ func (s *Server) registerBegin(w http.ResponseWriter, r *http.Request, sess *ses
 	if !ok {
 		return nil, &apiError{status: http.StatusNotFound, code: codes.NotFound.String(), msg: "no officer " + quote(req.Officer)}
 	}
+	// The officer's enrolment code (custos officer enrol), checked now so
+	// that a wrong one is said before any key is touched; the cluster
+	// checks it again.
+	code, err := governance.DecodeEnrolment(req.Enrolment)
+	if err == nil {
+		st := s.d.Service.State()
+		err = governance.VerifyEnrolment(st.OfficerKey(req.Officer), st.ClusterID(), req.Officer, code, time.Now())
+	}
+	if err != nil {
+		return nil, &apiError{status: http.StatusForbidden, code: codes.PermissionDenied.String(),
+			msg: "registration refused: " + err.Error() + " — run custos officer enrol --officer " + req.Officer + " with your officer key and paste the code it prints"}
+	}
 	var exclude []b64u
 	for _, c := range creds {
 		exclude = append(exclude, c.GetCredentialId())
 	}
 	uid := sha256.Sum256([]byte(s.d.Service.State().ClusterID() + "\x00" + req.Officer))
-	return map[string]any{"challenge": s.sessions.newChallenge(sess, "register", req.Officer), "rp_id": s.cfg.RPID,
+	return map[string]any{"challenge": s.sessions.newChallengeWith(sess, challenge{purpose: "register", officer: req.Officer, enrolment: code}), "rp_id": s.cfg.RPID,
 		"rp_name": "custos", "user_id": b64u(uid[:16]), "user_name": req.Officer, "exclude_credentials": nonNil(exclude)}, nil
 }
 
@@ -244,7 +257,8 @@ func (s *Server) registerStatement(w http.ResponseWriter, r *http.Request, sess 
 	if _, ok := s.officerCredentials(req.Officer); !ok {
 		return nil, &apiError{status: http.StatusNotFound, code: codes.NotFound.String(), msg: "no officer " + quote(req.Officer)}
 	}
-	if !s.sessions.takeChallenge(sess, req.Challenge, "register", req.Officer) {
+	ch, ok := s.sessions.takeChallengeWith(sess, req.Challenge, "register", req.Officer)
+	if !ok {
 		return nil, &apiError{status: http.StatusUnauthorized, code: codes.Unauthenticated.String(),
 			msg: "registration refused: the challenge is not one this page gave for this officer (or it expired): start again"}
 	}
@@ -262,7 +276,7 @@ func (s *Server) registerStatement(w http.ResponseWriter, r *http.Request, sess 
 	if err != nil {
 		return nil, err
 	}
-	s.sessions.prepare(sess, out.Statement)
+	s.sessions.prepare(sess, out.Statement, ch.enrolment)
 	return out, nil
 }
 
@@ -277,7 +291,8 @@ func (s *Server) registerFinish(w http.ResponseWriter, r *http.Request, sess *se
 	if req.Proof == nil {
 		return nil, badRequest("register/finish takes the registration statement and the new key's proof")
 	}
-	if !s.sessions.takePrepared(sess, req.Statement) {
+	enrolment, ok := s.sessions.takePrepared(sess, req.Statement)
+	if !ok {
 		// Only what register/statement wrote for this session (its
 		// officer, this console's rpId, a fixed comment and lifetime):
 		// the page is no way to propose anything else unsigned.
@@ -288,7 +303,7 @@ func (s *Server) registerFinish(w http.ResponseWriter, r *http.Request, sess *se
 	// this officer's registration) is refused before it costs a place in
 	// the pace below.
 	propose := &raftlogv1.Command{TimeUnixNano: time.Now().UnixNano(), Op: &raftlogv1.Command_Propose{Propose: &raftlogv1.Propose{
-		Statement: &custosv1.SignedStatement{Statement: req.Statement}, Proof: req.Proof.proto()}}}
+		Statement: &custosv1.SignedStatement{Statement: req.Statement}, Proof: req.Proof.proto(), Enrolment: enrolment}}}
 	if err := s.d.Service.State().CheckPropose(propose); err != nil {
 		return nil, err
 	}
@@ -300,7 +315,7 @@ func (s *Server) registerFinish(w http.ResponseWriter, r *http.Request, sess *se
 	// says who holds the key, and the officers who sign decide.
 	p := kms.Principal{Name: "console:registration"}
 	res, err := s.d.Service.Propose(r.Context(), p, &custosv1.ProposeRequest{
-		Statement: &custosv1.SignedStatement{Statement: req.Statement}, Proof: req.Proof.proto()})
+		Statement: &custosv1.SignedStatement{Statement: req.Statement}, Proof: req.Proof.proto(), Enrolment: enrolment})
 	if err != nil {
 		return nil, err
 	}

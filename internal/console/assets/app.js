@@ -536,30 +536,36 @@ async function signIn(officer) {
 
 function buildRegister() {
   const name = el('input', { id: 'register-officer', autocomplete: 'username', autocapitalize: 'off', spellcheck: 'false', required: true });
+  const enrolment = el('textarea', { id: 'register-enrolment', rows: 2, autocapitalize: 'off', spellcheck: 'false', required: true,
+    class: 'mono', placeholder: 'the code custos officer enrol printed' });
   const label = el('input', { id: 'register-label', maxlength: 100, placeholder: 'e.g. alice\'s blue YubiKey' });
   const uv = el('input', { id: 'register-uv', type: 'checkbox' });
   const button = el('button', { id: 'register-button', type: 'submit', class: 'btn primary wide' }, 'Register security key');
   const result = el('div', { id: 'register-result', hidden: true });
   return el('div', { class: 'narrow' }, result, el('form', { class: 'card', novalidate: true,
-    onsubmit: (ev) => { ev.preventDefault(); act(button, () => register(name.value.trim(), label.value.trim(), uv.checked, result)); } },
+    onsubmit: (ev) => { ev.preventDefault(); act(button, () => register(name.value.trim(), enrolment.value.trim(), label.value.trim(), uv.checked, result)); } },
   el('h1', {}, 'Register a security key'),
   el('ol', { class: 'steps' },
-    el('li', {}, 'Enter your officer name and a label that tells your keys apart.'),
+    el('li', {}, 'On your own machine, run ', el('code', {}, 'custos officer enrol --officer NAME --officer-key KEYFILE'),
+      ' with your officer key; it prints your enrolment code (valid one hour).'),
+    el('li', {}, 'Enter your officer name, paste the code, and give a label that tells your keys apart.'),
     el('li', {}, 'Touch the key twice when the browser asks: once to create it, once to sign the request with it.'),
     el('li', {}, 'The other officers approve the registration. Then you can sign in with the key.')),
   el('label', { class: 'field' }, 'Officer name', name),
+  el('label', { class: 'field' }, 'Enrolment code', enrolment),
   el('label', { class: 'field' }, 'Label for this key', label),
   el('label', { class: 'check' }, uv, 'Always require the key\'s PIN or fingerprint'),
   button,
   el('p', { class: 'aside' }, el('a', { href: '#/signin' }, 'Back to sign in'))));
 }
 
-async function register(officer, label, requireUV, result) {
+async function register(officer, enrolment, label, requireUV, result) {
   if (!officer) throw new Error('Enter your officer name.');
+  if (!enrolment) throw new Error('Paste your enrolment code (custos officer enrol prints it).');
   needWebAuthn();
   result.hidden = true;
   await loadSession();
-  const b = await api('/api/register/begin', { officer });
+  const b = await api('/api/register/begin', { officer, enrolment });
   status('Touch your security key to create the new credential…', 'info');
   const cred = await navigator.credentials.create({ publicKey: {
     challenge: fromB64u(b.challenge), rp: { id: b.rp_id, name: b.rp_name },

@@ -312,7 +312,13 @@ type ProposeRequest struct {
 	// credential it adds, over the statement's digest (proof that the
 	// credential's holder asked for it). It lets a proposal be stored with
 	// no officer signature; it never counts as one.
-	Proof         *WebAuthnAssertion `protobuf:"bytes,2,opt,name=proof,proto3" json:"proof,omitempty"`
+	Proof *WebAuthnAssertion `protobuf:"bytes,2,opt,name=proof,proto3" json:"proof,omitempty"`
+	// With a proof and no officer signature (a proposal only the new
+	// credential's holder made): the named officer's enrolment code, their
+	// officer key's signature that they are registering a security key
+	// (`custos officer enrol`; docs/console.md, *Enrolment codes*): 8 bytes of
+	// not_after (Unix seconds, big-endian), then the ECDSA signature (DER).
+	Enrolment     []byte `protobuf:"bytes,3,opt,name=enrolment,proto3" json:"enrolment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -357,6 +363,13 @@ func (x *ProposeRequest) GetStatement() *SignedStatement {
 func (x *ProposeRequest) GetProof() *WebAuthnAssertion {
 	if x != nil {
 		return x.Proof
+	}
+	return nil
+}
+
+func (x *ProposeRequest) GetEnrolment() []byte {
+	if x != nil {
+		return x.Enrolment
 	}
 	return nil
 }
@@ -4915,10 +4928,11 @@ var File_custos_v1_governance_proto protoreflect.FileDescriptor
 
 const file_custos_v1_governance_proto_rawDesc = "" +
 	"\n" +
-	"\x1acustos/v1/governance.proto\x12\tcustos.v1\x1a\x16custos/v1/common.proto\"~\n" +
+	"\x1acustos/v1/governance.proto\x12\tcustos.v1\x1a\x16custos/v1/common.proto\"\x9c\x01\n" +
 	"\x0eProposeRequest\x128\n" +
 	"\tstatement\x18\x01 \x01(\v2\x1a.custos.v1.SignedStatementR\tstatement\x122\n" +
-	"\x05proof\x18\x02 \x01(\v2\x1c.custos.v1.WebAuthnAssertionR\x05proof\"w\n" +
+	"\x05proof\x18\x02 \x01(\v2\x1c.custos.v1.WebAuthnAssertionR\x05proof\x12\x1c\n" +
+	"\tenrolment\x18\x03 \x01(\fR\tenrolment\"w\n" +
 	"\x0fProposeResponse\x12/\n" +
 	"\bproposal\x18\x01 \x01(\v2\x13.custos.v1.ProposalR\bproposal\x123\n" +
 	"\aapplied\x18\x02 \x01(\v2\x19.custos.v1.SubmitResponseR\aapplied\"\xcc\x02\n" +

@@ -1908,9 +1908,12 @@ func (x *Govern) GetStatement() *v1.SignedStatement {
 // Propose stores a statement short of signatures, or adds signatures to the
 // stored one (GovernanceService.Propose); state machine version 3.
 type Propose struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Statement     *v1.SignedStatement    `protobuf:"bytes,1,opt,name=statement,proto3" json:"statement,omitempty"`
-	Proof         *v1.WebAuthnAssertion  `protobuf:"bytes,2,opt,name=proof,proto3" json:"proof,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Statement *v1.SignedStatement    `protobuf:"bytes,1,opt,name=statement,proto3" json:"statement,omitempty"`
+	Proof     *v1.WebAuthnAssertion  `protobuf:"bytes,2,opt,name=proof,proto3" json:"proof,omitempty"`
+	// The officer's enrolment code, for a proposal with a proof and no
+	// officer signature (custos.v1.ProposeRequest.enrolment).
+	Enrolment     []byte `protobuf:"bytes,3,opt,name=enrolment,proto3" json:"enrolment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1955,6 +1958,13 @@ func (x *Propose) GetStatement() *v1.SignedStatement {
 func (x *Propose) GetProof() *v1.WebAuthnAssertion {
 	if x != nil {
 		return x.Proof
+	}
+	return nil
+}
+
+func (x *Propose) GetEnrolment() []byte {
+	if x != nil {
+		return x.Enrolment
 	}
 	return nil
 }
@@ -3735,10 +3745,11 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x16SetStateMachineVersion\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\"B\n" +
 	"\x06Govern\x128\n" +
-	"\tstatement\x18\x01 \x01(\v2\x1a.custos.v1.SignedStatementR\tstatement\"w\n" +
+	"\tstatement\x18\x01 \x01(\v2\x1a.custos.v1.SignedStatementR\tstatement\"\x95\x01\n" +
 	"\aPropose\x128\n" +
 	"\tstatement\x18\x01 \x01(\v2\x1a.custos.v1.SignedStatementR\tstatement\x122\n" +
-	"\x05proof\x18\x02 \x01(\v2\x1c.custos.v1.WebAuthnAssertionR\x05proof\"\xcf\x01\n" +
+	"\x05proof\x18\x02 \x01(\v2\x1c.custos.v1.WebAuthnAssertionR\x05proof\x12\x1c\n" +
+	"\tenrolment\x18\x03 \x01(\fR\tenrolment\"\xcf\x01\n" +
 	"\tCreateKey\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdescription\x18\x02 \x01(\tR\vdescription\x12\x1f\n" +

@@ -457,12 +457,14 @@ class Proposal(_message.Message):
     def __init__(self, id: _Optional[str] = ..., statement: _Optional[bytes] = ..., signatures: _Optional[_Iterable[_Union[OfficerSignature, _Mapping]]] = ..., signers: _Optional[_Iterable[str]] = ..., needed: _Optional[int] = ..., proposer: _Optional[str] = ..., create_time_unix_nano: _Optional[int] = ..., proof: _Optional[_Union[WebAuthnAssertion, _Mapping]] = ..., description: _Optional[str] = ...) -> None: ...
 
 class ProposeRequest(_message.Message):
-    __slots__ = ["proof", "statement"]
+    __slots__ = ["enrolment", "proof", "statement"]
+    ENROLMENT_FIELD_NUMBER: _ClassVar[int]
     PROOF_FIELD_NUMBER: _ClassVar[int]
     STATEMENT_FIELD_NUMBER: _ClassVar[int]
+    enrolment: bytes
     proof: WebAuthnAssertion
     statement: SignedStatement
-    def __init__(self, statement: _Optional[_Union[SignedStatement, _Mapping]] = ..., proof: _Optional[_Union[WebAuthnAssertion, _Mapping]] = ...) -> None: ...
+    def __init__(self, statement: _Optional[_Union[SignedStatement, _Mapping]] = ..., proof: _Optional[_Union[WebAuthnAssertion, _Mapping]] = ..., enrolment: _Optional[bytes] = ...) -> None: ...
 
 class ProposeResponse(_message.Message):
     __slots__ = ["applied", "proposal"]
