@@ -292,8 +292,9 @@ func (s *State) applyStatement(c *raftlogv1.Command, st *custosv1.Statement) (re
 		if err != nil {
 			return "", "", fmt.Errorf("%w: %s: %v", ErrInvalidArgument, governance.OperationName(st), err)
 		}
+		prev := s.officers
 		s.gov, s.officers = gov, set
-		s.recheckProposals()
+		s.recheckProposals(prev)
 		switch op := op.(type) {
 		case *custosv1.Statement_AddOfficerCredential:
 			return fmt.Sprintf("credential %s bound to officer %s", governance.CredentialIDString(op.AddOfficerCredential.Credential.GetCredentialId()),

@@ -89,26 +89,34 @@ func (s *State) pruneProposals() {
 	}
 }
 
-// recheckProposals follows a change of the officer set: a signature that
-// no longer verifies (its officer removed, or given another key or without
-// that credential) is dropped, and so is a proposal left with none (a
-// proof-only one stays while the officer it names is still an officer).
-func (s *State) recheckProposals() {
+// recheckProposals follows a change of the officer set from prev: a
+// signature that no longer verifies (its officer removed, or given another
+// key or without that credential) is dropped, and so is a proposal it left
+// with none. A proposal made with no signature (proof-only, enrolled by its
+// officer's code) stays only while that officer keeps the key that signed
+// the code.
+func (s *State) recheckProposals(prev *governance.OfficerSet) {
 	for id, p := range s.proposals {
+		if len(p.Signatures) == 0 {
+			st, err := governance.Parse(p.Statement)
+			officer := st.GetAddOfficerCredential().GetOfficer()
+			was, is := prev.PublicKey(officer), s.officers.PublicKey(officer)
+			if err != nil || was == nil || is == nil || !was.Equal(is) {
+				delete(s.proposals, id)
+			}
+			continue
+		}
 		var keep []*custosv1.OfficerSignature
 		for _, sig := range p.Signatures {
 			if _, err := s.officers.CheckSignature(p.Statement, sig); err == nil {
 				keep = append(keep, sig)
 			}
 		}
-		p.Signatures = keep
-		if len(keep) > 0 {
+		if len(keep) == 0 {
+			delete(s.proposals, id)
 			continue
 		}
-		st, err := governance.Parse(p.Statement)
-		if ac := st.GetAddOfficerCredential(); err != nil || p.Proof == nil || ac == nil || s.officers.PublicKey(ac.Officer) == nil {
-			delete(s.proposals, id)
-		}
+		p.Signatures = keep
 	}
 }
 
@@ -124,6 +132,16 @@ type proposeCheck struct {
 	uses     []governance.SignatureUse
 	proof    *custosv1.WebAuthnAssertion
 	complete bool
+	// enrolment: the code a proof-only proposal was made with, spent
+	// when it is stored.
+	enrolment []byte
+}
+
+// enrolmentKey is what a used enrolment code leaves in State.nonces (until
+// its not_after): a code serves one registration.
+func enrolmentKey(code []byte) string {
+	h := sha256.Sum256(code)
+	return "enrolment:" + string(h[:])
 }
 
 // checkPropose decides a Propose command against the state without
@@ -215,20 +233,26 @@ func (s *State) checkPropose(now time.Time, op *raftlogv1.Propose) (*proposeChec
 		}
 		return nil, fmt.Errorf("%w: a proposal needs an officer's signature (or, to add a credential, its proof)", ErrInvalidArgument)
 	case k.p == nil:
-		if err := s.roomForProposal(st, k.add); err != nil {
+		if err := s.roomForProposal(st, k.add, now); err != nil {
 			return nil, err
 		}
 		if len(k.add) == 0 {
-			// Proof-only: the officer it is for enrolled it.
+			// Proof-only: the officer it is for enrolled it, with a code
+			// not used before.
 			ac := st.GetAddOfficerCredential()
-			if err := governance.VerifyEnrolment(s.officers.PublicKey(ac.GetOfficer()), s.clusterID, ac.GetOfficer(), op.GetEnrolment(), now); err != nil {
+			code := op.GetEnrolment()
+			if err := governance.VerifyEnrolment(s.officers.PublicKey(ac.GetOfficer()), s.clusterID, ac.GetOfficer(), code, now); err != nil {
 				return nil, fmt.Errorf("%w: a security key proposed with no officer's signature needs the enrolment code of the officer it is for (custos officer enrol): %v", ErrPermissionDenied, err)
 			}
+			if _, used := s.nonces[enrolmentKey(code)]; used {
+				return nil, fmt.Errorf("%w: officer %q's enrolment code was used already: print a new one (custos officer enrol)", ErrPermissionDenied, ac.GetOfficer())
+			}
+			k.enrolment = code
 		}
 	case have == 0 && len(k.add) > 0:
 		// The first officer to sign a proof-only proposal makes it
 		// theirs: it counts against their bound from now on.
-		if err := s.officerRoom(k.add[0].GetOfficer()); err != nil {
+		if err := s.officerRoom(k.add[0].GetOfficer(), now); err != nil {
 			return nil, err
 		}
 	}
@@ -287,6 +311,9 @@ func (s *State) applyPropose(index uint64, c *raftlogv1.Command, op *raftlogv1.P
 	if k.proof != nil {
 		p.Proof = proto.Clone(k.proof).(*custosv1.WebAuthnAssertion)
 	}
+	if k.enrolment != nil {
+		s.nonces[enrolmentKey(k.enrolment)] = governance.EnrolmentNotAfter(k.enrolment)
+	}
 	p.Signatures = sigs
 	return &Decision{Result: fmt.Sprintf("proposal %s: %d of %d signatures", k.id, len(p.Signatures), s.officers.Needed(k.st))}
 }
@@ -314,12 +341,18 @@ func checkSignatureSizes(sigs []*custosv1.OfficerSignature, proof *custosv1.WebA
 // proposals, those of the officer whose signature it carries first, and
 // proof-only ones (add empty), which must also name an officer with no
 // other proof-only proposal, and would apply to today's officer set.
-func (s *State) roomForProposal(st *custosv1.Statement, add []*custosv1.OfficerSignature) error {
-	if len(s.proposals) >= maxProposals {
+func (s *State) roomForProposal(st *custosv1.Statement, add []*custosv1.OfficerSignature, now time.Time) error {
+	live := 0
+	for _, p := range s.proposals {
+		if s.proposalLive(p, now) {
+			live++
+		}
+	}
+	if live >= maxProposals {
 		return fmt.Errorf("%w: %d proposals are waiting; sign or let some expire first", ErrResourceExhausted, maxProposals)
 	}
 	if len(add) > 0 {
-		return s.officerRoom(add[0].GetOfficer())
+		return s.officerRoom(add[0].GetOfficer(), now)
 	}
 	ac := st.GetAddOfficerCredential()
 	officers, quorum, _, err := governance.NextOfficers(s.gov.GetOfficers(), s.gov.GetQuorum(), st)
@@ -331,7 +364,7 @@ func (s *State) roomForProposal(st *custosv1.Statement, add []*custosv1.OfficerS
 	}
 	n := 0
 	for _, p := range s.proposals {
-		if len(p.Signatures) > 0 {
+		if len(p.Signatures) > 0 || !s.proposalLive(p, now) {
 			continue
 		}
 		n++
@@ -349,10 +382,10 @@ func (s *State) roomForProposal(st *custosv1.Statement, add []*custosv1.OfficerS
 // officerRoom refuses one more proposal made by officer beyond
 // maxProposalsPerOfficer (a proposal is made by the officer whose signature
 // it holds first).
-func (s *State) officerRoom(officer string) error {
+func (s *State) officerRoom(officer string, now time.Time) error {
 	n := 0
 	for _, p := range s.proposals {
-		if len(p.Signatures) > 0 && p.Signatures[0].GetOfficer() == officer {
+		if len(p.Signatures) > 0 && p.Signatures[0].GetOfficer() == officer && s.proposalLive(p, now) {
 			n++
 		}
 	}

@@ -3,6 +3,7 @@ package kms_test
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -138,11 +139,19 @@ func TestProposalsWithSecurityKeys(t *testing.T) {
 		Signatures: []*custosv1.OfficerSignature{webauthnSigned(e, 1, bob, bb)}}}); err != nil {
 		t.Fatal(err)
 	}
+	wb := e.statement(enableKey("k"))
+	if res, err := e.svc.Propose(bg, app, &custosv1.ProposeRequest{Statement: &custosv1.SignedStatement{Statement: wb,
+		Signatures: []*custosv1.OfficerSignature{webauthnSigned(e, 1, bob, wb)}}}); err != nil || res.GetProposal() == nil {
+		t.Fatalf("bob's key proposes: %v, %v", res, err)
+	}
 	if _, err := e.govern(func(st *custosv1.Statement) {
 		st.Operation = &custosv1.Statement_RemoveOfficerCredential{RemoveOfficerCredential: &custosv1.RemoveOfficerCredential{
 			Officer: e.officers[1].name, CredentialId: bob.ID}}
 	}, 0); err != nil {
 		t.Fatal(err)
+	}
+	if ps := e.svc.State().Proposals(time.Now()); len(ps) != 0 {
+		t.Fatalf("a proposal only bob's removed key signed is still waiting: %v", ps)
 	}
 	if e.svc.State().CredentialCounter(bob.ID) == 0 {
 		t.Fatal("a removed key's counter was forgotten: bound again, its old assertions would count")
@@ -349,25 +358,35 @@ func TestProposalBounds(t *testing.T) {
 		t.Fatalf("after officer 1 left: %v (officer 1's: %v)", got, mine[:1])
 	}
 
-	// An hour later, a key no officer signed for is forgotten, and its
-	// officer may register another.
+	// An hour later, a key no officer signed for no longer counts, even
+	// before anything prunes it: its officer registers another at once.
 	later, err := kms.NewService(kms.Config{NodeID: "node-1", HSM: e.hsm, Log: e.log, State: e.state, Logger: quiet,
 		Now: func() time.Time { return time.Now().Add(61 * time.Minute) }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := later.Propose(bg, app, &custosv1.ProposeRequest{Statement: e.signed(day(enableKey("k")), 1)}); err != nil {
-		t.Fatal(err)
-	}
-	if got := later.State().Proposals(time.Now().Add(61 * time.Minute)); len(got) != 1 || got[0].Id == third {
-		t.Fatalf("a key no officer signed for outlived its hour: %v", got)
-	}
 	later2, err := governance.MakeEnrolment(e.officers[2].key, e.state.ClusterID(), e.officers[2].name, time.Now().Add(2*time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := proofOnlyWith(e.officers[2].name, a, a, later2); err != nil {
+	again := day(func(st *custosv1.Statement) {
+		st.Operation = &custosv1.Statement_AddOfficerCredential{AddOfficerCredential: &custosv1.AddOfficerCredential{
+			Officer: e.officers[2].name, Credential: a.Credential("localhost", false)}}
+	})
+	if _, err := later.Propose(bg, app, &custosv1.ProposeRequest{Statement: &custosv1.SignedStatement{Statement: again},
+		Proof: a.Assert("localhost", consoleOrigin, governance.SignedDigest(again)), Enrolment: later2}); err != nil {
 		t.Fatalf("registering again after the hour: %v", err)
+	}
+	if got := later.State().Proposals(time.Now().Add(61 * time.Minute)); len(got) != 1 || got[0].Id != kms.ProposalID(again) {
+		t.Fatalf("a key no officer signed for outlived its hour: %v", got)
+	}
+	// Bound by the two officers, it leaves its officer's place free; the
+	// same enrolment code does not serve a second time.
+	if res, err := later.Propose(bg, app, &custosv1.ProposeRequest{Statement: e.signed(again, 1, 2)}); err != nil || res.GetApplied() == nil {
+		t.Fatalf("binding the key: %v, %v", res, err)
+	}
+	if _, err := proofOnlyWith(e.officers[2].name, other, other, later2); !errors.Is(err, kms.ErrPermissionDenied) || !strings.Contains(err.Error(), "used already") {
+		t.Fatalf("an enrolment code used twice: %v", err)
 	}
 }
 

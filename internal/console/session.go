@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -35,7 +36,13 @@ const (
 	// makes one): a flood of anonymous sessions never signs an officer
 	// out.
 	maxAnonymous = 4096
-	maxSignedIn  = 256
+	// maxAnonymousPerAddr bounds the anonymous sessions of one source
+	// address (an IPv6 /64 counts as one): a flood from one place churns
+	// only its own sessions, and when all anonymous sessions are taken the
+	// oldest of the address holding most goes, so an officer's sign-in in
+	// progress elsewhere survives.
+	maxAnonymousPerAddr = 64
+	maxSignedIn         = 256
 	// maxPerOfficer bounds one officer's signed-in sessions (the oldest
 	// goes first), so that one officer never signs another out.
 	maxPerOfficer = 8
@@ -47,6 +54,7 @@ const (
 type session struct {
 	id, csrf   string
 	officer    string
+	addr       string // source address group (clientAddr)
 	created    time.Time
 	expires    time.Time
 	challenges map[string]challenge // b64u challenge → what it is for
@@ -102,10 +110,28 @@ func (ss *sessions) get(r *http.Request) *session {
 	return s
 }
 
-// create starts an anonymous session and sets its cookie.
-func (ss *sessions) create(w http.ResponseWriter) *session {
+// clientAddr groups a request's source address: the IPv4 address, or the
+// IPv6 /64.
+func clientAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	ip := net.ParseIP(host)
+	if ip == nil {
+		return host
+	}
+	if v4 := ip.To4(); v4 != nil {
+		return v4.String()
+	}
+	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
+}
+
+// create starts an anonymous session for a client at addr (clientAddr)
+// and sets its cookie.
+func (ss *sessions) create(w http.ResponseWriter, addr string) *session {
 	now := time.Now()
-	s := &session{id: randomB64(32), csrf: randomB64(32), created: now, expires: now.Add(ss.ttl), challenges: map[string]challenge{}}
+	s := &session{id: randomB64(32), csrf: randomB64(32), addr: addr, created: now, expires: now.Add(ss.ttl), challenges: map[string]challenge{}}
 	ss.mu.Lock()
 	ss.add(s, "")
 	ss.mu.Unlock()
@@ -119,17 +145,30 @@ func (ss *sessions) setCookie(w http.ResponseWriter, s *session) {
 		SameSite: http.SameSiteStrictMode, MaxAge: int(ss.ttl.Seconds())})
 }
 
-// add keeps s as officer's session ("" anonymous), first dropping expired
-// sessions and, when the sessions of its kind are at their bound, the
-// oldest of that kind (of that officer's first, for a signed-in one).
-// ss.mu is held.
+// add keeps s as officer's session ("" anonymous). It first drops expired
+// sessions, then makes room: when s's group (its officer's sessions, or
+// its source address's anonymous ones) is at its bound, the group's
+// oldest goes; else, when its kind is at its bound, the oldest of the
+// largest group of that kind. ss.mu is held.
 func (ss *sessions) add(s *session, officer string) {
 	now := time.Now()
-	limit, n, own := maxAnonymous, 0, 0
-	if officer != "" {
-		limit = maxSignedIn
+	// group: the sessions of the same kind sharing s's officer (signed
+	// in) or source address (anonymous); byGroup counts each group of
+	// that kind, to find the largest when the kind is at its bound.
+	group := func(o *session) string {
+		if officer != "" {
+			return o.officer
+		}
+		return o.addr
 	}
-	var oldest, oldestOwn *session
+	limit, groupLimit := maxAnonymous, maxAnonymousPerAddr
+	if officer != "" {
+		limit, groupLimit = maxSignedIn, maxPerOfficer
+	}
+	s.officer = officer
+	n := 0
+	byGroup := map[string]int{}
+	oldestOf := map[string]*session{}
 	for id, o := range ss.m {
 		if now.After(o.expires) {
 			delete(ss.m, id)
@@ -139,23 +178,24 @@ func (ss *sessions) add(s *session, officer string) {
 			continue
 		}
 		n++
-		if oldest == nil || o.created.Before(oldest.created) {
-			oldest = o
-		}
-		if officer != "" && o.officer == officer {
-			own++
-			if oldestOwn == nil || o.created.Before(oldestOwn.created) {
-				oldestOwn = o
-			}
+		g := group(o)
+		byGroup[g]++
+		if old := oldestOf[g]; old == nil || o.created.Before(old.created) {
+			oldestOf[g] = o
 		}
 	}
 	switch {
-	case own >= maxPerOfficer:
-		delete(ss.m, oldestOwn.id)
+	case byGroup[group(s)] >= groupLimit:
+		delete(ss.m, oldestOf[group(s)].id)
 	case n >= limit:
-		delete(ss.m, oldest.id)
+		largest := ""
+		for g, c := range byGroup {
+			if c > byGroup[largest] || (c == byGroup[largest] && g < largest) {
+				largest = g
+			}
+		}
+		delete(ss.m, oldestOf[largest].id)
 	}
-	s.officer = officer
 	ss.m[s.id] = s
 }
 
@@ -210,7 +250,7 @@ func (ss *sessions) takeChallengeWith(s *session, c, purpose, officer string) (c
 // fixation), and sets the new cookie.
 func (ss *sessions) signIn(w http.ResponseWriter, s *session, officer string) *session {
 	now := time.Now()
-	n := &session{id: randomB64(32), csrf: randomB64(32), created: now, expires: now.Add(ss.ttl), challenges: map[string]challenge{}}
+	n := &session{id: randomB64(32), csrf: randomB64(32), addr: s.addr, created: now, expires: now.Add(ss.ttl), challenges: map[string]challenge{}}
 	ss.mu.Lock()
 	delete(ss.m, s.id)
 	ss.add(n, officer)

@@ -75,7 +75,7 @@ func (s *Server) userVerification() string {
 func (s *Server) getSession(w http.ResponseWriter, r *http.Request) {
 	sess := s.sessions.get(r)
 	if sess == nil {
-		sess = s.sessions.create(w)
+		sess = s.sessions.create(w, clientAddr(r))
 	}
 	st := s.d.Service.State()
 	writeJSON(w, map[string]any{"officer": sess.officer, "csrf": sess.csrf, "rp_id": s.cfg.RPID,
@@ -170,7 +170,7 @@ func cloneWithUV(c *custosv1.WebAuthnCredential) *custosv1.WebAuthnCredential {
 
 func (s *Server) signout(w http.ResponseWriter, r *http.Request, sess *session, body []byte) (any, error) {
 	s.sessions.drop(sess)
-	s.sessions.create(w)
+	s.sessions.create(w, clientAddr(r))
 	return map[string]any{}, nil
 }
 
