@@ -3,7 +3,6 @@ package governance
 import (
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -68,15 +67,9 @@ func EnrolmentNotAfter(code []byte) int64 {
 // issued now and valid until notAfter, signed by signer (the officer's
 // key).
 func MakeEnrolment(signer crypto.Signer, clusterID, officer string, notAfter time.Time) ([]byte, error) {
-	if signer == nil {
-		return nil, fmt.Errorf("%w: no signer", ErrBadKey)
-	}
-	if err := checkIdent("officer name", officer); err != nil {
+	pub, err := officerSigner(signer, officer)
+	if err != nil {
 		return nil, err
-	}
-	pub, ok := signer.Public().(*ecdsa.PublicKey)
-	if !ok || pub.Curve != elliptic.P256() {
-		return nil, fmt.Errorf("%w: officer %q: signer is not an ECDSA P-256 key", ErrBadKey, officer)
 	}
 	times := binary.BigEndian.AppendUint64(nil, uint64(time.Now().Unix()))
 	times = binary.BigEndian.AppendUint64(times, uint64(notAfter.Unix()))

@@ -27,15 +27,9 @@ func digest(statement []byte) []byte {
 // crypto11.Signer). It refuses bytes that do not Parse, and checks the
 // signature it got against the signer's public key before returning it.
 func Sign(signer crypto.Signer, officer string, statement []byte) (*custosv1.OfficerSignature, error) {
-	if signer == nil {
-		return nil, fmt.Errorf("%w: no signer", ErrBadKey)
-	}
-	if err := checkIdent("officer name", officer); err != nil {
+	pub, err := officerSigner(signer, officer)
+	if err != nil {
 		return nil, err
-	}
-	pub, ok := signer.Public().(*ecdsa.PublicKey)
-	if !ok || pub.Curve != elliptic.P256() {
-		return nil, fmt.Errorf("%w: officer %q: signer is not an ECDSA P-256 key", ErrBadKey, officer)
 	}
 	if _, err := Parse(statement); err != nil {
 		return nil, err
@@ -371,4 +365,20 @@ func withoutWebAuthn(ss *custosv1.SignedStatement) *custosv1.SignedStatement {
 		out.Signatures = append(out.Signatures, &custosv1.OfficerSignature{Officer: sig.GetOfficer(), Signature: sig.GetSignature()})
 	}
 	return out
+}
+
+// officerSigner checks an officer's name and that signer is an ECDSA P-256
+// key, and returns its public key.
+func officerSigner(signer crypto.Signer, officer string) (*ecdsa.PublicKey, error) {
+	if signer == nil {
+		return nil, fmt.Errorf("%w: no signer", ErrBadKey)
+	}
+	if err := checkIdent("officer name", officer); err != nil {
+		return nil, err
+	}
+	pub, ok := signer.Public().(*ecdsa.PublicKey)
+	if !ok || pub.Curve != elliptic.P256() {
+		return nil, fmt.Errorf("%w: officer %q: signer is not an ECDSA P-256 key", ErrBadKey, officer)
+	}
+	return pub, nil
 }
