@@ -59,3 +59,17 @@ func SkipRestoreCheckForTest() func() {
 	restoreDigestCheck.Store(false)
 	return func() { restoreDigestCheck.Store(true) }
 }
+
+// EditPolicyForTest changes a key's policy outside the log.
+func (s *State) EditPolicyForTest(name string, edit func(*custosv1.KeyPolicy)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	edit(s.keys[name].Policy)
+}
+
+// EditVersionForTest changes a key version outside the log.
+func (s *State) EditVersionForTest(name string, version uint32, edit func(*raftlogv1.KeyVersionRecord)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	edit(s.keys[name].Versions[version-1])
+}

@@ -592,14 +592,6 @@ func nonceExpired(notAfterUnix, clock int64) bool {
 	return time.Unix(0, clock).After(time.Unix(notAfterUnix, 0))
 }
 
-func reasonName(r custosv1.Reason) string {
-	n := custosv1.Reason_name[int32(r)]
-	if len(n) > len("REASON_") {
-		return n[len("REASON_"):]
-	}
-	return n
-}
-
 // OfficerKey returns the named officer's key, or nil.
 func (s *State) OfficerKey(name string) *ecdsa.PublicKey {
 	s.mu.RLock()

@@ -2,9 +2,9 @@ package kms
 
 import (
 	"fmt"
-	"slices"
 	"time"
 
+	"github.com/custos-kms/custos/kms/keypolicy"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 )
 
@@ -28,27 +28,10 @@ const (
 	maxGrantTTL         = 30 * 24 * time.Hour
 )
 
-// DefaultPolicy is the policy of a new key: only its creator may use it;
-// the customer's own reasons are allowed, every other reason (and a missing
-// one, REASON_UNSPECIFIED) needs the officers' approval.
-func DefaultPolicy(creator string) *custosv1.KeyPolicy {
-	ra := custosv1.Action_ACTION_REQUIRE_APPROVAL
-	return &custosv1.KeyPolicy{
-		Version:           1,
-		EncryptPrincipals: []string{creator},
-		DecryptPrincipals: []string{creator},
-		AdminPrincipals:   []string{creator},
-		Reasons: []*custosv1.ReasonRule{
-			{Reason: custosv1.Reason_REASON_UNSPECIFIED, Action: ra},
-			{Reason: custosv1.Reason_REASON_CUSTOMER_INITIATED, Action: custosv1.Action_ACTION_ALLOW},
-			{Reason: custosv1.Reason_REASON_CUSTOMER_WORKFLOW, Action: custosv1.Action_ACTION_ALLOW},
-			{Reason: custosv1.Reason_REASON_PROVIDER_SERVICE, Action: ra},
-			{Reason: custosv1.Reason_REASON_PROVIDER_SUPPORT, Action: ra},
-			{Reason: custosv1.Reason_REASON_THIRD_PARTY_DATA_REQUEST, Action: ra},
-			{Reason: custosv1.Reason_REASON_EMERGENCY, Action: ra},
-		},
-	}
-}
+// DefaultPolicy is the policy of a new key (keypolicy.Default): only its
+// creator may use it; the customer's own reasons are allowed, every other
+// reason needs the officers' approval.
+func DefaultPolicy(creator string) *custosv1.KeyPolicy { return keypolicy.Default(creator) }
 
 // ValidatePolicy checks a policy's fields.
 func ValidatePolicy(p *custosv1.KeyPolicy) error {
@@ -101,29 +84,6 @@ func ValidatePolicy(p *custosv1.KeyPolicy) error {
 	return nil
 }
 
-// policyAction returns the policy's action for a decision's reason and the
-// reason's name for the matched rule. A missing reason (REASON_UNSPECIFIED)
-// is a reason of its own, recorded as given: a policy that names it decides
-// it; one that does not (every policy written before it could be named)
-// gives it the action of the strictest reason, THIRD_PARTY_DATA_REQUEST, so
-// leaving the reason out never gets more than naming the strictest one. A
-// reason this version does not know is THIRD_PARTY_DATA_REQUEST.
-func policyAction(p *custosv1.KeyPolicy, r custosv1.Reason) (custosv1.Action, string) {
-	const strictest = custosv1.Reason_REASON_THIRD_PARTY_DATA_REQUEST
-	switch _, known := custosv1.Reason_name[int32(r)]; {
-	case !known:
-		return actionFor(p, strictest), reasonName(strictest)
-	case r != custosv1.Reason_REASON_UNSPECIFIED:
-		return actionFor(p, r), reasonName(r)
-	}
-	for _, rr := range p.GetReasons() {
-		if rr.Reason == custosv1.Reason_REASON_UNSPECIFIED {
-			return rr.Action, reasonName(r)
-		}
-	}
-	return actionFor(p, strictest), reasonName(r) + "(as " + reasonName(strictest) + ")"
-}
-
 // notifyReasons returns the reasons a decision counts as for the notify
 // rules: a missing reason is selected by a rule naming it or, like an
 // unknown one, by a rule naming THIRD_PARTY_DATA_REQUEST.
@@ -134,49 +94,12 @@ func notifyReasons(r custosv1.Reason) []custosv1.Reason {
 	return []custosv1.Reason{r, custosv1.Reason_REASON_THIRD_PARTY_DATA_REQUEST}
 }
 
-// actionFor returns the policy's action for a reason; unlisted reasons need
-// approval.
-func actionFor(p *custosv1.KeyPolicy, r custosv1.Reason) custosv1.Action {
-	for _, rr := range p.Reasons {
-		if rr.Reason == r {
-			return rr.Action
-		}
-	}
-	return custosv1.Action_ACTION_REQUIRE_APPROVAL
-}
-
-// inWindows reports whether t (UTC) falls in one of the policy's windows;
-// no windows means always. Apply passes the command's effective time, which
-// never goes back (clock.go), so a back-dated stamp cannot reopen a window.
-func inWindows(p *custosv1.KeyPolicy, t time.Time) bool {
-	if len(p.Windows) == 0 {
-		return true
-	}
-	t = t.UTC()
-	minute := int32(t.Hour()*60 + t.Minute())
-	for _, w := range p.Windows {
-		if len(w.Weekdays) > 0 && !slices.Contains(w.Weekdays, int32(t.Weekday())) {
-			continue
-		}
-		if minute >= w.StartMinute && minute < w.EndMinute {
-			return true
-		}
-	}
-	return false
-}
-
-// isKeyUser reports whether principal is named by the key's policy.
-func isKeyUser(p *custosv1.KeyPolicy, principal string) bool {
-	return slices.Contains(p.EncryptPrincipals, principal) || slices.Contains(p.DecryptPrincipals, principal)
-}
-
-// isKeyAdmin reports whether principal may administer the key (rotate,
-// raise the minimum version, disable): one of its admin_principals, or —
-// for a policy written before admin_principals existed, which names none —
-// any principal the policy names, as then.
-func isKeyAdmin(p *custosv1.KeyPolicy, principal string) bool {
-	if len(p.AdminPrincipals) == 0 {
-		return isKeyUser(p, principal)
-	}
-	return slices.Contains(p.AdminPrincipals, principal)
-}
+// The decision rules shared with the auditor's recomputation (keypolicy).
+var (
+	policyAction = keypolicy.Action
+	actionFor    = keypolicy.ActionFor
+	inWindows    = keypolicy.InWindows
+	isKeyUser    = keypolicy.IsUser
+	isKeyAdmin   = keypolicy.IsAdmin
+	reasonName   = keypolicy.ReasonName
+)

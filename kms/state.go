@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/custos-kms/custos/hsm"
 	"github.com/custos-kms/custos/kms/audit"
 	"github.com/custos-kms/custos/kms/governance"
+	"github.com/custos-kms/custos/kms/keypolicy"
 	"github.com/custos-kms/custos/kms/ledger"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
@@ -555,7 +555,7 @@ func (s *State) evaluate(c *raftlogv1.Command, op *raftlogv1.Decide) (custosv1.O
 	}
 	p := k.Policy
 	// "policy/v<version>:<rule>", built without fmt on the decide path.
-	prefix := "policy/v" + strconv.FormatUint(p.GetVersion(), 10) + ":"
+	prefix := keypolicy.RulePrefix(p)
 	rule := func(r string) string { return prefix + r }
 	// The command's effective time (advanceClock): time windows, the rate
 	// limit's hour and grant expiry never go back with a proposer's clock.
@@ -565,7 +565,7 @@ func (s *State) evaluate(c *raftlogv1.Command, op *raftlogv1.Decide) (custosv1.O
 		return deny, rule("principal"), fmt.Errorf("%w: principal %q may not decrypt with key %q", ErrPermissionDenied, c.Principal, op.Key)
 	case !inWindows(p, now):
 		return deny, rule("time-window"), fmt.Errorf("%w: key %q may not be used at this time", ErrPermissionDenied, op.Key)
-	case p.WitnessMaxAgeSeconds > 0 && !s.witnessFresh(time.Duration(p.WitnessMaxAgeSeconds)*time.Second, witnessMaxRecords(p)):
+	case p.WitnessMaxAgeSeconds > 0 && !s.witnessFresh(p):
 		return deny, rule("witness"), fmt.Errorf("%w: key %q releases only while a witness has cosigned the ledger in the last %ds and %d records, and none has",
 			ErrFailedPrecondition, op.Key, p.WitnessMaxAgeSeconds, witnessMaxRecords(p))
 	case p.MaxDecryptsPerPrincipalPerHour > 0 && s.usesThisHour(c, op) >= p.MaxDecryptsPerPrincipalPerHour:
@@ -574,7 +574,7 @@ func (s *State) evaluate(c *raftlogv1.Command, op *raftlogv1.Decide) (custosv1.O
 	}
 	action, reason := policyAction(p, op.Reason)
 	if action == custosv1.Action_ACTION_ALLOW {
-		return custosv1.Outcome_OUTCOME_ALLOW, rule("reason=" + reason + ":allow"), nil
+		return custosv1.Outcome_OUTCOME_ALLOW, keypolicy.AllowRule(p, reason), nil
 	}
 	if g := s.matchGrant(c, op); g != nil {
 		return custosv1.Outcome_OUTCOME_ALLOW, audit.GrantRulePrefix + g.GrantId, nil

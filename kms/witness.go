@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/custos-kms/custos/kms/governance"
+	"github.com/custos-kms/custos/kms/keypolicy"
 	"github.com/custos-kms/custos/kms/ledger"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
@@ -33,7 +34,7 @@ const (
 	// refused.
 	maxCosignatureAhead = 24 * time.Hour
 	// DefaultWitnessMaxRecords is KeyPolicy.witness_max_records's default.
-	DefaultWitnessMaxRecords = 100_000
+	DefaultWitnessMaxRecords = keypolicy.DefaultWitnessMaxRecords
 )
 
 func (s *State) applyAddWitness(op *custosv1.AddWitness) (string, error) {
@@ -136,19 +137,16 @@ func (s *State) applyRecordCosignature(index uint64, c *raftlogv1.Command, op *r
 }
 
 // witnessFresh reports whether some registered witness cosigned a head no
-// more than maxAge before the state's clock and no more than maxBehind
-// records behind the ledger head. The record bound holds whatever the
+// more than the policy's witness_max_age_seconds before the state's clock
+// and no more than its witness_max_records behind the ledger head
+// (keypolicy.WitnessFresh, which the auditor's recomputation applies too). The record bound holds whatever the
 // nodes' clocks say: an operator who holds the clock still can release at
 // most maxBehind more records' worth before the witness must cosign again.
 // A cosignature time ahead of the clock (which a valid one never is: it
 // moves the clock) is not fresh.
-func (s *State) witnessFresh(maxAge time.Duration, maxBehind uint64) bool {
+func (s *State) witnessFresh(p *custosv1.KeyPolicy) bool {
 	for _, w := range s.gov.GetWitnesses() {
-		if w.Last == nil {
-			continue
-		}
-		age := time.Duration(s.clock - w.Last.TimeUnixNano)
-		if age >= 0 && age <= maxAge && s.seq-w.Last.Seq <= maxBehind {
+		if w.Last != nil && keypolicy.WitnessFresh(p, s.clock, s.seq, w.Last.Seq, w.Last.TimeUnixNano) {
 			return true
 		}
 	}
@@ -176,9 +174,4 @@ func (s *Service) SubmitCosignature(ctx context.Context, p Principal, cs *custos
 
 // witnessMaxRecords is a policy's bound on how many records a witness's
 // last cosignature may be behind the head.
-func witnessMaxRecords(p *custosv1.KeyPolicy) uint64 {
-	if n := p.GetWitnessMaxRecords(); n > 0 {
-		return uint64(n)
-	}
-	return DefaultWitnessMaxRecords
-}
+var witnessMaxRecords = keypolicy.WitnessMaxRecords

@@ -351,6 +351,11 @@ func runAuditVerify(ctx context.Context, a *app, args []string) error {
 		} else if rep.FirstSeq == 1 {
 			fmt.Fprintln(a.stdout, "the genesis is not officer-signed: its first officers came from the bootstrap node's configuration")
 		}
+		if rep.Recomputed {
+			fmt.Fprintf(a.stdout, "the governed state was recomputed from the genesis and the officers' statements: all %d releases and every key change were permitted\n", rep.ReleasesChecked)
+		} else if rep.NotRecomputed != "" {
+			fmt.Fprintf(a.stdout, "note: the governed state was not recomputed from the officers' statements: %s\n", rep.NotRecomputed)
+		}
 		if witnessed != nil {
 			fmt.Fprintf(a.stdout, "the export holds the head the witness cosigned at seq %d\n", witnessed.Seq)
 		}

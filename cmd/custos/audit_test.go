@@ -227,7 +227,8 @@ func TestAuditCLI(t *testing.T) {
 		// Offline: no connection settings at all.
 		clearEnv(t)
 		r = runCLI(t, "", "audit", "verify", exportFile, "--pubkey", pemFile)
-		r.want(t, 0, "verified ", " records through seq ", " checkpoints", "and the export trailer")
+		r.want(t, 0, "verified ", " records through seq ", " checkpoints", "and the export trailer",
+			"recomputed from the genesis and the officers' statements: all ")
 		if strings.Contains(r.stdout, " 0 checkpoints") {
 			t.Errorf("no checkpoint verified: %s", r.stdout)
 		}

@@ -444,6 +444,22 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	default:
 		n.log.Info("state not verifiable at start: state-changing records since the newest checkpoint, or none on this node yet")
 	}
+	// And it must be the state the genesis and the officers' statements
+	// give, recomputed from this node's ledger with the auditor's code
+	// (docs/ledger.md, Recomputed state): digests rewritten to match an
+	// edited state do not pass this.
+	recheck, err := state.VerifyRecomputed()
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("node: %w", err)
+	case recheck.Checked:
+		n.log.Info("state recomputed from the genesis and the officers' statements", "records", recheck.Records, "keys", recheck.Keys)
+	default:
+		n.log.Info("state not recomputed at start", "why", recheck.Why)
+	}
+	for _, why := range recheck.NotPermitted {
+		n.log.Error("this node's ledger holds a record the officers' statements did not permit (custos audit verify reports it)", "record", why)
+	}
 	if id := state.ClusterID(); cfg.ClusterID != "" && id != "" && id != cfg.ClusterID {
 		return nil, fmt.Errorf("node: refusing to join cluster %s: this node is configured for cluster %s", id, cfg.ClusterID)
 	}

@@ -75,6 +75,14 @@ const (
 	// did not sign as required: the officers were changed outside the log.
 	// ProblemSeq is the record.
 	ProblemOfficers ProblemKind = "officers"
+	// ProblemNotPermitted: a record released a key, or changed one, in a
+	// way the state recomputed from the genesis and the officer-signed
+	// statements before it did not permit (a revoked or disabled key, a
+	// principal or reason the policy did not allow, a time window, a rate
+	// limit, a witness requirement, an untrusted issuer, a key
+	// administrator lowering the minimum version): the node that wrote it
+	// did not decide by the officers' decisions. ProblemSeq is the record.
+	ProblemNotPermitted ProblemKind = "not-permitted"
 )
 
 // StateChanging reports whether a record may change the governed state
@@ -137,6 +145,14 @@ type Report struct {
 	// cluster's first officers came from the bootstrap node's
 	// configuration.
 	GenesisSigners []string `json:"genesis_signers,omitempty"`
+	// Recomputed is true when the governed state was recomputed from the
+	// genesis through every record (docs/ledger.md, *Recomputed state*)
+	// and every release and key change checked against it;
+	// NotRecomputed says why not otherwise. ReleasesChecked counts the
+	// releases checked.
+	Recomputed      bool   `json:"recomputed"`
+	NotRecomputed   string `json:"not_recomputed,omitempty"`
+	ReleasesChecked int    `json:"releases_checked"`
 	// Kind, Problem and ProblemSeq describe the first broken link; Kind is
 	// empty when the export verified.
 	Kind       ProblemKind `json:"kind,omitempty"`
@@ -215,6 +231,10 @@ func Verify(r io.Reader, trusted []*ecdsa.PublicKey) (*Report, error) {
 		}
 	}
 	err := v.run()
+	v.rep.Recomputed, v.rep.NotRecomputed, v.rep.ReleasesChecked = v.state.on, v.state.why, v.state.releases
+	if v.rep.Partial {
+		v.rep.NotRecomputed = "the export does not start at record 1"
+	}
 	if errors.Is(err, errProblem) {
 		return v.rep, fmt.Errorf("%w: %s (seq %d): %s", ErrBroken, v.rep.Kind, v.rep.ProblemSeq, v.rep.Problem)
 	}
@@ -222,6 +242,13 @@ func Verify(r io.Reader, trusted []*ecdsa.PublicKey) (*Report, error) {
 }
 
 var errProblem = errors.New("problem")
+
+// deferredProblem is a problem found in a record that is reported once a
+// signature covers the record.
+type deferredProblem struct {
+	seq     uint64
+	problem string
+}
 
 type verifier struct {
 	rd   *Reader
@@ -246,6 +273,10 @@ type verifier struct {
 	changed       bool
 	grants        grantBook
 	officers      officerBook
+	state         stateBook
+	// notPermitted is the first record the recomputed state did not
+	// permit, reported when a verified signature covers it.
+	notPermitted *deferredProblem
 	// nodeKeys are the checkpoint key ids NODE_KEY records registered, for
 	// an export from record 1 of a cluster whose genesis is of state
 	// machine version 2 or later; nil otherwise (keys registered without
@@ -428,6 +459,12 @@ func (v *verifier) record(data []byte) error {
 	if why := v.officers.note(rec, v.cluster, pos); why != "" {
 		return v.problem(ProblemOfficers, pos, "record %d: %s", pos, why)
 	}
+	if why := v.state.note(rec, pos); why != "" && v.notPermitted == nil {
+		// Reported once a signature covers the record: a record whose
+		// bytes were changed is "altered", found by the chain first.
+		v.notPermitted = &deferredProblem{seq: pos, problem: fmt.Sprintf(
+			"record %d is not permitted by the state recomputed from the genesis and the officers' statements: %s", pos, why)}
+	}
 	if why := v.grants.note(rec); why != "" {
 		return v.problem(ProblemGrantUnaccounted, pos, "record %d is an ALLOW under a grant the ledger does not account for: %s", pos, why)
 	}
@@ -526,6 +563,9 @@ func (v *verifier) checkpoint(cp *custosv1.Checkpoint, recSeq uint64, trailer bo
 	}
 	v.lastCP = cp.Seq
 	v.rep.VerifiedThrough = cp.Seq
+	if d := v.notPermitted; d != nil && d.seq <= cp.Seq {
+		return v.problem(ProblemNotPermitted, d.seq, "%s", d.problem)
+	}
 	if !trailer {
 		v.rep.Checkpoints++
 	}

@@ -235,6 +235,11 @@ func TestVerifyRealExport(t *testing.T) {
 			!rep.Trailer || rep.Checkpoints != len(cps) || rep.ClusterID != e.header.GetHeader().GetClusterId() || rep.Partial {
 			t.Errorf("report = %+v, want %d records, %d checkpoints, verified through %d", rep, n, len(cps), n)
 		}
+		// Every release the node made is checked against the state
+		// recomputed from the genesis, and the node's decisions hold.
+		if !rep.Recomputed || rep.NotRecomputed != "" || rep.ReleasesChecked != len(tr.allowed) {
+			t.Errorf("recomputed %v (%q), %d releases checked, want every one of %d", rep.Recomputed, rep.NotRecomputed, rep.ReleasesChecked, len(tr.allowed))
+		}
 	})
 
 	t.Run("removed record", func(t *testing.T) {

@@ -1,0 +1,130 @@
+package kms_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/custos-kms/custos/kms"
+	"github.com/custos-kms/custos/kms/ledger"
+	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
+	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
+)
+
+// forgeNewestDigest rewrites the newest digest-carrying record of the
+// node's ledger so that it carries the digest of the state as it is now:
+// what an operator who edited the state and rewrote the ledger to match
+// would leave (the chain it breaks is the auditors' and the witness's to
+// see, not the start check's).
+func forgeNewestDigest(t *testing.T, e *env) {
+	t.Helper()
+	var recs []ledger.Record
+	newest := -1
+	if err := e.led.Scan(1, func(seq uint64, data []byte) error {
+		r := &custosv1.DecisionRecord{}
+		if err := proto.Unmarshal(data, r); err != nil {
+			return err
+		}
+		if len(r.StateDigest) > 0 {
+			newest = len(recs)
+		}
+		recs = append(recs, ledger.Record{Seq: seq, Data: append([]byte(nil), data...)})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r := &custosv1.DecisionRecord{}
+	if err := proto.Unmarshal(recs[newest].Data, r); err != nil {
+		t.Fatal(err)
+	}
+	r.StateDigest = e.state.StateDigest()
+	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs[newest].Data = data
+	if err := e.led.Replace(recs, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A node recomputes the governed state from its own ledger — the genesis,
+// the officers' statements and the key administration records, with the
+// auditor's code — and compares it with the state it holds
+// (docs/ledger.md, Recomputed state): an honest state passes, also after
+// a restart; a state edited outside the log is refused even when the
+// ledger's state digests were rewritten to match it, which the digest
+// check alone accepts.
+func TestVerifyRecomputed(t *testing.T) {
+	e := newEnv(t)
+	if err := e.svc.EnsureCheckpointKey(bg); err != nil {
+		t.Fatal(err)
+	}
+	createKey(t, e, "k")
+	createKey(t, e, "k2")
+	dk := dataKey(t, e, "k", nil)
+	if _, err := decrypt(e, dk.WrappedDataKey, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.RotateKey(bg, app, &custosv1.RotateKeyRequest{Name: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	p := kms.DefaultPolicy(app.Name)
+	p.DecryptPrincipals = append(p.DecryptPrincipals, "batch")
+	if _, err := e.govern(func(st *custosv1.Statement) {
+		st.Operation = &custosv1.Statement_SetPolicy{SetPolicy: &custosv1.SetPolicy{Key: "k", Policy: p}}
+	}, 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.govern(revokeKey("k2"), 2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.govern(func(st *custosv1.Statement) {
+		st.Operation = &custosv1.Statement_ScheduleKeyDestruction{ScheduleKeyDestruction: &custosv1.ScheduleKeyDestruction{Key: "k", Version: 1}}
+	}, 0, 2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := decrypt(e, dk.WrappedDataKey, nil); err == nil {
+		t.Fatal("a version scheduled for destruction decrypted")
+	}
+	checkpointDigest(t, e)
+	check := func(what string) *kms.Recheck {
+		t.Helper()
+		rc, err := e.state.VerifyRecomputed()
+		if err != nil || !rc.Checked || rc.Keys != 2 || len(rc.NotPermitted) != 0 {
+			t.Fatalf("%s: %v (%+v), want checked, 2 keys, nothing not permitted", what, err, rc)
+		}
+		return rc
+	}
+	check("honest state")
+	e.restart()
+	check("after a restart")
+
+	// The operator adds itself to k's policy in the state and rewrites
+	// the ledger's newest digest to match: the digest check passes, the
+	// recomputation does not.
+	e.state.EditPolicyForTest("k", func(p *custosv1.KeyPolicy) { p.DecryptPrincipals = append(p.DecryptPrincipals, "operator") })
+	forgeNewestDigest(t, e)
+	if checked, _, err := e.state.VerifyStateDigest("node-1"); !checked || err != nil {
+		t.Fatalf("the forged digest: checked %v, %v; want it to pass (the point of this test)", checked, err)
+	}
+	_, err := e.state.VerifyRecomputed()
+	if !errors.Is(err, kms.ErrNotRecomputed) || !strings.Contains(err.Error(), `key "k": its policy`) {
+		t.Fatalf("edited policy: %v, want ErrNotRecomputed naming key k's policy", err)
+	}
+	e.state.EditPolicyForTest("k", func(p *custosv1.KeyPolicy) { p.DecryptPrincipals = p.DecryptPrincipals[:len(p.DecryptPrincipals)-1] })
+	check("edit undone")
+
+	// The revoked key re-enabled, the destruction dropped: each is named.
+	e.state.EditKeyForTest("k2", func(enabled, revoked *bool) { *revoked = false })
+	if _, err := e.state.VerifyRecomputed(); !errors.Is(err, kms.ErrNotRecomputed) || !strings.Contains(err.Error(), `key "k2"`) {
+		t.Fatalf("un-revoked key: %v, want ErrNotRecomputed naming k2", err)
+	}
+	e.state.EditKeyForTest("k2", func(enabled, revoked *bool) { *revoked = true })
+	e.state.EditVersionForTest("k", 1, func(v *raftlogv1.KeyVersionRecord) { v.DestroyAfterUnixNano = 0 })
+	if _, err := e.state.VerifyRecomputed(); !errors.Is(err, kms.ErrNotRecomputed) || !strings.Contains(err.Error(), "version 1: its destruction state") {
+		t.Fatalf("destruction dropped: %v, want ErrNotRecomputed naming version 1", err)
+	}
+}
