@@ -44,6 +44,13 @@ func newTestCA(t *testing.T, name string) testCA {
 // issue returns a leaf certificate for cn signed by the CA.
 func (ca testCA) issue(t *testing.T, cn string) *x509.Certificate {
 	t.Helper()
+	c, _ := ca.issueWithKey(t, cn)
+	return c
+}
+
+// issueWithKey is issue, with the leaf's private key.
+func (ca testCA) issueWithKey(t *testing.T, cn string) (*x509.Certificate, *ecdsa.PrivateKey) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +63,7 @@ func (ca testCA) issue(t *testing.T, cn string) *x509.Certificate {
 		t.Fatal(err)
 	}
 	c, _ := x509.ParseCertificate(der)
-	return c
+	return c, key
 }
 
 // principalOf is the principal the API layer makes of leaf issued by ca.

@@ -49,7 +49,7 @@ func (s *Service) BatchDecrypt(ctx context.Context, p Principal, req *custosv1.B
 	cmds := make([]*raftlogv1.Command, 0, len(reqs))
 	pos := make([]int, 0, len(reqs))
 	for i, r := range reqs {
-		w, cmd, err := decideCommand(r.GetCiphertext(), r.GetEncryptionContext(), r.GetJustification(), false)
+		w, cmd, err := decideCommand(p, r.GetCiphertext(), r.GetEncryptionContext(), r.GetJustification(), r.GetRequestSignature(), false)
 		if err == nil {
 			err = s.throttle(p, w.Key, cmd)
 		}

@@ -37,6 +37,7 @@ type env struct {
 	log      kms.Log // what the service proposes through (node, or a wrapper)
 	closed   bool
 	profile  string // recorded at InitCluster
+	maxSMV   uint32 // Config.MaxStateMachineVersion (0: this release's)
 }
 
 var app = kms.Principal{Name: "app-1"}
@@ -52,7 +53,18 @@ func newEnv(t testing.TB) *env {
 // newEnvProfile is newEnv for a cluster with the genesis profile.
 func newEnvProfile(t testing.TB, profile string) *env {
 	t.Helper()
-	e := &env{t: t, dir: t.TempDir(), tok: softhsm.TestToken(t), profile: profile}
+	return newEnvWith(t, &env{t: t, dir: t.TempDir(), tok: softhsm.TestToken(t), profile: profile})
+}
+
+// newEnvVersion is newEnv for a cluster of nodes that apply at most state
+// machine version v (a release before this one).
+func newEnvVersion(t testing.TB, v uint32) *env {
+	t.Helper()
+	return newEnvWith(t, &env{t: t, dir: t.TempDir(), tok: softhsm.TestToken(t), maxSMV: v})
+}
+
+func newEnvWith(t testing.TB, e *env) *env {
+	t.Helper()
 	var pub []*custosv1.Officer
 	for i := 1; i <= 3; i++ {
 		k, err := governance.GenerateKey()
@@ -106,7 +118,7 @@ func (e *env) open() {
 func (e *env) newService(l kms.Log) *kms.Service {
 	e.t.Helper()
 	svc, err := kms.NewService(kms.Config{NodeID: "node-1", HSM: e.hsm, Log: l, State: e.state, Logger: quiet,
-		Auditors: []string{"auditor"}, Profile: e.profile})
+		Auditors: []string{"auditor"}, Profile: e.profile, MaxStateMachineVersion: e.maxSMV})
 	if err != nil {
 		e.t.Fatalf("NewService: %v", err)
 	}

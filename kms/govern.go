@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/custos-kms/custos/kms/governance"
+	"github.com/custos-kms/custos/kms/keypolicy"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
 	"google.golang.org/protobuf/proto"
@@ -124,7 +125,9 @@ func (s *State) applyGovernChecked(index uint64, c *raftlogv1.Command, op *raftl
 		for _, sig := range op.Statement.Signatures {
 			// Only what was signed and checked, no other fields.
 			rs := &custosv1.OfficerSignature{Officer: sig.GetOfficer(), Signature: slices.Clone(sig.GetSignature())}
-			if a := sig.GetWebauthn(); a != nil {
+			if a := sig.GetWebauthn(); a != nil && s.smv() >= governance.WebAuthnVersion {
+				// (Below version 3 an assertion was ignored, and a
+				// release of that version recorded none.)
 				rs.Webauthn = &custosv1.WebAuthnAssertion{CredentialId: slices.Clone(a.CredentialId),
 					AuthenticatorData: slices.Clone(a.AuthenticatorData), ClientDataJson: slices.Clone(a.ClientDataJson),
 					Signature: slices.Clone(a.Signature)}
@@ -388,13 +391,7 @@ func (s *State) applyStatement(c *raftlogv1.Command, st *custosv1.Statement) (re
 }
 
 func grantBounds(uses uint32, ttlSeconds int64) (uint32, time.Duration, error) {
-	if uses == 0 {
-		uses = defaultGrantUses
-	}
-	ttl := defaultGrantTTL
-	if ttlSeconds != 0 {
-		ttl = time.Duration(ttlSeconds) * time.Second
-	}
+	uses, ttl := keypolicy.GrantTerms(uses, ttlSeconds)
 	if uses > maxGrantUses || ttlSeconds < 0 || ttl > maxGrantTTL {
 		return 0, 0, fmt.Errorf("%w: grant uses must be at most %d and ttl_seconds between 0 and %d",
 			ErrInvalidArgument, maxGrantUses, int64(maxGrantTTL/time.Second))

@@ -20,11 +20,11 @@ const (
 	// Decided requests are kept this long for `GetRequest`, then pruned.
 	requestRetention = 7 * 24 * time.Hour
 	// Grant defaults and bounds.
-	defaultGrantUses = 1
+	defaultGrantUses = keypolicy.DefaultGrantUses
 	maxGrantUses     = 1_000_000
 	// maxGrantDataDigests bounds the ciphertexts one grant names.
 	maxGrantDataDigests = 64
-	defaultGrantTTL     = time.Hour
+	defaultGrantTTL     = keypolicy.DefaultGrantTTL
 	maxGrantTTL         = 30 * 24 * time.Hour
 )
 

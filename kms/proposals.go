@@ -159,7 +159,7 @@ func (s *State) checkPropose(now time.Time, op *raftlogv1.Propose) (*proposeChec
 		return nil, err
 	}
 	b := ss.GetStatement()
-	st, err := governance.Parse(b)
+	st, err := governance.ParseAt(b, s.smv())
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidArgument, err)
 	}

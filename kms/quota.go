@@ -116,7 +116,7 @@ func (s *State) WouldRefuse(c *raftlogv1.Command) bool {
 	dry := &raftlogv1.Command{TimeUnixNano: max(c.TimeUnixNano, s.clock), Node: c.Node, Principal: c.Principal}
 	switch op := c.Op.(type) {
 	case *raftlogv1.Command_Decide:
-		outcome, _, _ := s.evaluate(dry, op.Decide)
+		outcome, _, _ := s.evaluate(dry, op.Decide, op.Decide.GetRequestSignature() != nil)
 		return outcome == custosv1.Outcome_OUTCOME_DENY
 	case *raftlogv1.Command_CreateKey:
 		_, exists := s.keys[op.CreateKey.Name]

@@ -1,6 +1,7 @@
 package kms_test
 
 import (
+	"bytes"
 	"errors"
 	"strings"
 	"testing"
@@ -8,6 +9,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/custos-kms/custos/kms"
+	"github.com/custos-kms/custos/kms/audit"
+	"github.com/custos-kms/custos/kms/governance"
 	"github.com/custos-kms/custos/kms/ledger"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
@@ -126,5 +129,42 @@ func TestVerifyRecomputed(t *testing.T) {
 	e.state.EditVersionForTest("k", 1, func(v *raftlogv1.KeyVersionRecord) { v.DestroyAfterUnixNano = 0 })
 	if _, err := e.state.VerifyRecomputed(); !errors.Is(err, kms.ErrNotRecomputed) || !strings.Contains(err.Error(), "version 1: its destruction state") {
 		t.Fatalf("destruction dropped: %v, want ErrNotRecomputed naming version 1", err)
+	}
+}
+
+// A cluster still at state machine version 2 (a rolling upgrade) verifies
+// statements as version 2 did: a WebAuthn assertion someone attached to
+// an officer's ECDSA signature is ignored, not recorded (as a version 2
+// release recorded none), and the recomputation verifies the record as
+// version 2 did — the node starts, and the export verifies.
+func TestRecomputationFollowsTheVersion(t *testing.T) {
+	e := newEnvVersion(t, 2)
+	if err := e.svc.EnsureCheckpointKey(bg); err != nil {
+		t.Fatal(err)
+	}
+	createKey(t, e, "k")
+	var officers []*custosv1.Officer
+	for _, o := range e.officers {
+		officers = append(officers, &custosv1.Officer{Name: o.name, PublicKey: governance.MarshalPublicKey(&o.key.PublicKey)})
+	}
+	ss := e.signed(e.statement(func(st *custosv1.Statement) {
+		st.Operation = &custosv1.Statement_SetOfficers{SetOfficers: &custosv1.SetOfficers{Officers: officers, Quorum: 3}}
+	}), 0, 1)
+	ss.Signatures[0].Webauthn = &custosv1.WebAuthnAssertion{CredentialId: []byte("junk"), Signature: []byte("junk")}
+	if _, err := e.svc.Submit(bg, kms.Principal{Name: "anyone"}, ss); err != nil {
+		t.Fatalf("Submit at version 2: %v", err)
+	}
+	if q := e.state.Governance().GetQuorum(); q != 3 {
+		t.Fatalf("quorum %d, want 3 (the statement applied)", q)
+	}
+	if rec := lastRecord(t, e); rec.GetSignedStatement().GetSignatures()[0].GetWebauthn() != nil {
+		t.Fatal("version 2 recorded a WebAuthn assertion")
+	}
+	if rc, err := e.state.VerifyRecomputed(); err != nil || !rc.Checked {
+		t.Fatalf("VerifyRecomputed: %v (%+v): the node would refuse to start", err, rc)
+	}
+	checkpointDigest(t, e)
+	if rep, err := audit.Verify(bytes.NewReader(exportOf(t, e)), publishedKeys(t, e)); err != nil {
+		t.Fatalf("honest export: audit.Verify: %v (kind %s)", err, rep.Kind)
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/custos-kms/custos/hsm"
 	"github.com/custos-kms/custos/kms/governance"
+	"github.com/custos-kms/custos/kms/requestsig"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
 )
@@ -513,7 +514,7 @@ func (s *Service) encryptingVersion(ctx context.Context, p Principal, key string
 
 // Decrypt commits a decision record, then, if it allows, decrypts.
 func (s *Service) Decrypt(ctx context.Context, p Principal, req *custosv1.DecryptRequest) (*custosv1.DecryptResponse, error) {
-	w, cmd, err := decideCommand(req.GetCiphertext(), req.GetEncryptionContext(), req.GetJustification(), false)
+	w, cmd, err := decideCommand(p, req.GetCiphertext(), req.GetEncryptionContext(), req.GetJustification(), req.GetRequestSignature(), false)
 	if err != nil {
 		return nil, err
 	}
@@ -528,7 +529,7 @@ func (s *Service) Decrypt(ctx context.Context, p Principal, req *custosv1.Decryp
 // ReEncrypt commits a decision record, then rewraps under the primary
 // version inside this node; the plaintext is never returned.
 func (s *Service) ReEncrypt(ctx context.Context, p Principal, req *custosv1.ReEncryptRequest) (*custosv1.ReEncryptResponse, error) {
-	w, cmd, err := decideCommand(req.GetCiphertext(), req.GetEncryptionContext(), req.GetJustification(), true)
+	w, cmd, err := decideCommand(p, req.GetCiphertext(), req.GetEncryptionContext(), req.GetJustification(), req.GetRequestSignature(), true)
 	if err != nil {
 		return nil, err
 	}
@@ -557,10 +558,21 @@ func (s *Service) ReEncrypt(ctx context.Context, p Principal, req *custosv1.ReEn
 }
 
 // decideCommand validates a decrypt-type request and returns the parsed
-// ciphertext and the Decide command to propose for it.
-func decideCommand(ct []byte, encCtx map[string]string, j *custosv1.Justification, reencrypt bool) (*Wrapped, *raftlogv1.Command, error) {
+// ciphertext and the Decide command to propose for it. A signed request
+// (docs/signed-requests.md) carries its signature and the caller's
+// certificate into the command, where every replica checks them.
+func decideCommand(p Principal, ct []byte, encCtx map[string]string, j *custosv1.Justification, sig *custosv1.RequestSignature, reencrypt bool) (*Wrapped, *raftlogv1.Command, error) {
 	if len(ct) == 0 {
 		return nil, nil, fmt.Errorf("%w: ciphertext is empty", ErrInvalidArgument)
+	}
+	if sig != nil {
+		switch {
+		case len(sig.GetNonce()) != requestsig.NonceSize || len(sig.GetSignature()) == 0 || len(sig.GetSignature()) > requestsig.MaxSignature:
+			return nil, nil, fmt.Errorf("%w: request_signature needs a %d-byte nonce and an ECDSA signature of at most %d bytes",
+				ErrInvalidArgument, requestsig.NonceSize, requestsig.MaxSignature)
+		case len(p.Certificate) == 0:
+			return nil, nil, fmt.Errorf("%w: a signed request needs a caller identified by a certificate", ErrInvalidArgument)
+		}
 	}
 	w, err := ParseWrapped(ct)
 	if err != nil {
@@ -585,7 +597,17 @@ func decideCommand(ct []byte, encCtx map[string]string, j *custosv1.Justificatio
 		Key: w.Key, KeyVersion: w.KeyVersion, Operation: op,
 		Reason: j.GetReason(), JustificationText: j.GetText(), Ticket: j.GetTicket(),
 		ContextDigest: digest[:], RequestId: newRequestID(), DataDigest: data[:],
+		RequestSignature: sig, PrincipalCertificate: certIfSigned(p, sig),
 	}}}, nil
+}
+
+// certIfSigned is the caller's certificate for a signed request, nil
+// otherwise (an unsigned request's command does not grow by it).
+func certIfSigned(p Principal, sig *custosv1.RequestSignature) []byte {
+	if sig == nil {
+		return nil
+	}
+	return p.Certificate
 }
 
 // proposer returns the proposal of one Decide command through the log, for

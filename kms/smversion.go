@@ -32,7 +32,12 @@ import (
 //   - 3: officers' WebAuthn credentials (add_officer_credential,
 //     remove_officer_credential, statements signed by security keys with
 //     their signature counters) and proposals (GovernanceService.Propose).
-const StateMachineVersion uint32 = 3
+//   - 4: signed requests (docs/signed-requests.md): a Decide's request
+//     signature and certificate are checked at apply and recorded, their
+//     nonces spent, and a policy may set require_request_signature; a
+//     decision while a restore waits for the officers is a DENY
+//     (restore:pending) in the state machine too.
+const StateMachineVersion uint32 = 4
 
 // upgradePoll is how often the leader looks for a version every server
 // can apply.

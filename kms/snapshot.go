@@ -90,6 +90,9 @@ func (s *State) Snapshot() (raft.Snapshot, error) {
 	for _, n := range sortedKeys(s.nonces) {
 		st.Nonces = append(st.Nonces, &raftlogv1.UsedNonce{Nonce: []byte(n), NotAfterUnix: s.nonces[n]})
 	}
+	for _, n := range s.requestNonceOrder[s.requestNonceHead:] {
+		st.RequestNonces = append(st.RequestNonces, &raftlogv1.UsedNonce{Nonce: []byte(n), NotAfterUnix: s.requestNonces[n]})
+	}
 	for _, id := range sortedKeys(s.requests) {
 		st.Requests = append(st.Requests, s.requests[id])
 	}
@@ -285,6 +288,10 @@ func (s *State) Restore(r io.Reader) error {
 	s.gov, s.officers = st.Governance, officers
 	for _, n := range st.Nonces {
 		s.nonces[string(n.Nonce)] = n.NotAfterUnix
+	}
+	for _, n := range st.RequestNonces {
+		s.requestNonces[string(n.Nonce)] = n.NotAfterUnix
+		s.requestNonceOrder = append(s.requestNonceOrder, string(n.Nonce))
 	}
 	for _, r := range st.Requests {
 		s.requests[r.RequestId] = r

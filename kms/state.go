@@ -50,9 +50,15 @@ type State struct {
 	gov      *custosv1.Governance   // officers and quorum
 	officers *governance.OfficerSet // parsed gov, for signature checks
 	nonces   map[string]int64       // applied statements' nonces → not_after, until it is behind clock
-	requests map[string]*custosv1.ApprovalRequest
-	grants   map[string]*custosv1.Grant
-	counters map[string]*raftlogv1.RateCounter // key\x00principal → hourly count
+	// requestNonces are the spent nonces of signed requests with when
+	// they may be forgotten (Unix seconds), requestNonceOrder them in the
+	// order spent from requestNonceHead on (requestsigs.go).
+	requestNonces     map[string]int64
+	requestNonceOrder []string
+	requestNonceHead  int
+	requests          map[string]*custosv1.ApprovalRequest
+	grants            map[string]*custosv1.Grant
+	counters          map[string]*raftlogv1.RateCounter // key\x00principal → hourly count
 	// proposals are statements waiting for signatures, by id
 	// (proposals.go); credCounters the newest WebAuthn signature counter
 	// accepted from each credential, by id.
@@ -118,6 +124,7 @@ func (s *State) reset() {
 	s.keys = map[string]*raftlogv1.KeyRecord{}
 	s.gov, s.officers = nil, nil
 	s.nonces = map[string]int64{}
+	s.requestNonces, s.requestNonceOrder, s.requestNonceHead = map[string]int64{}, nil, 0
 	s.requests = map[string]*custosv1.ApprovalRequest{}
 	s.grants = map[string]*custosv1.Grant{}
 	s.counters = map[string]*raftlogv1.RateCounter{}
@@ -489,7 +496,11 @@ func (s *State) applyDecide(index uint64, c *raftlogv1.Command, op *raftlogv1.De
 	if err := s.checkIssuer(c); err != nil {
 		return s.decide(index, c, op, custosv1.Outcome_OUTCOME_DENY, "principal:issuer", err)
 	}
-	outcome, rule, derr := s.evaluate(c, op)
+	signed, err := s.checkRequestSignature(c, op)
+	if err != nil {
+		return s.decide(index, c, op, custosv1.Outcome_OUTCOME_DENY, "request-signature:invalid", err)
+	}
+	outcome, rule, derr := s.evaluate(c, op, signed)
 	return s.decide(index, c, op, outcome, rule, derr)
 }
 
@@ -511,6 +522,8 @@ func (s *State) decide(index uint64, c *raftlogv1.Command, op *raftlogv1.Decide,
 		Ticket:                op.Ticket,
 		ContextDigest:         op.ContextDigest,
 		DataDigest:            op.DataDigest,
+		RequestSignature:      op.RequestSignature,
+		PrincipalCertificate:  op.PrincipalCertificate,
 		Outcome:               outcome,
 		MatchedRule:           rule,
 		RequestId:             op.RequestId,
@@ -534,8 +547,14 @@ func (s *State) decide(index uint64, c *raftlogv1.Command, op *raftlogv1.Decide,
 // fixed order: key lifecycle, version, principal, time window, rate limit,
 // then the reason's action (a matching grant turns approval or denial into
 // ALLOW). It does not change the state; the caller applies the effects.
-func (s *State) evaluate(c *raftlogv1.Command, op *raftlogv1.Decide) (custosv1.Outcome, string, error) {
+func (s *State) evaluate(c *raftlogv1.Command, op *raftlogv1.Decide, signed bool) (custosv1.Outcome, string, error) {
 	deny := custosv1.Outcome_OUTCOME_DENY
+	if s.smv() >= SignedRequestsVersion && s.restorePending() {
+		// Nothing is released between a restore and its acceptance: the
+		// API refuses it, and from version 4 so does every replica, so
+		// that a RESTORE record cannot hide releases (audit.Verify).
+		return deny, "restore:pending", ErrRestorePending
+	}
 	k, ok := s.keys[op.Key]
 	switch {
 	case !ok:
@@ -563,6 +582,9 @@ func (s *State) evaluate(c *raftlogv1.Command, op *raftlogv1.Decide) (custosv1.O
 	switch {
 	case !slices.Contains(p.DecryptPrincipals, c.Principal):
 		return deny, rule("principal"), fmt.Errorf("%w: principal %q may not decrypt with key %q", ErrPermissionDenied, c.Principal, op.Key)
+	case p.RequireRequestSignature && !signed:
+		return deny, rule("request-signature"), fmt.Errorf("%w: key %q releases only to requests signed with the key of the caller's certificate (docs/signed-requests.md)",
+			ErrPermissionDenied, op.Key)
 	case !inWindows(p, now):
 		return deny, rule("time-window"), fmt.Errorf("%w: key %q may not be used at this time", ErrPermissionDenied, op.Key)
 	case p.WitnessMaxAgeSeconds > 0 && !s.witnessFresh(p):

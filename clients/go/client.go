@@ -2,6 +2,7 @@ package custos
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
 	"strings"
@@ -43,6 +44,11 @@ type Client struct {
 	keys  custosv1.KeyServiceClient
 	gov   custosv1.GovernanceServiceClient
 	audit custosv1.AuditServiceClient
+
+	// signer is the private key of the client certificate when it is an
+	// ECDSA P-256 key: decrypt-type requests are signed with it
+	// (docs/signed-requests.md). nil: requests go unsigned.
+	signer crypto.Signer
 }
 
 // Dial checks cfg, loads its TLS material and returns a Client. It does not
@@ -70,6 +76,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		connectTimeout: cfg.ConnectTimeout,
 		callTimeout:    cfg.CallTimeout,
 		conns:          make([]*grpc.ClientConn, len(cfg.Addrs)),
+		signer:         requestSigner(t),
 	}
 	if c.connectTimeout <= 0 {
 		c.connectTimeout = DefaultConnectTimeout
@@ -254,6 +261,14 @@ func (f failoverConn) Invoke(ctx context.Context, method string, args, reply any
 		attempts int
 	)
 	invoke := func(i int, cc *grpc.ClientConn) error {
+		if attempts > 0 {
+			// A signed request is decided once: a repeat carries a
+			// fresh signature, or the node that did decide the first
+			// would make this one a replay.
+			if err := c.resign(args); err != nil {
+				return err
+			}
+		}
 		actx, cancel := c.attemptCtx(ctx)
 		defer cancel()
 		attempts++

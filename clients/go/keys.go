@@ -172,11 +172,15 @@ func (c *Client) DecryptDataKey(ctx context.Context, wrapped []byte, encCtx map[
 }
 
 func (c *Client) decrypt(ctx context.Context, ciphertext []byte, encCtx map[string]string, j Justification) (*custosv1.DecryptResponse, error) {
-	return c.keys.Decrypt(ctx, &custosv1.DecryptRequest{
+	req := &custosv1.DecryptRequest{
 		Ciphertext:        ciphertext,
 		EncryptionContext: encCtx,
 		Justification:     j.proto(),
-	})
+	}
+	if err := c.sign(req); err != nil {
+		return nil, err
+	}
+	return c.keys.Decrypt(ctx, req)
 }
 
 // Encrypt encrypts a small payload (at most 64 KiB) in the HSM under the
@@ -304,6 +308,9 @@ func (c *Client) BatchDecrypt(ctx context.Context, items []DecryptItem) ([]Decry
 		for i, it := range chunk {
 			req.Requests[i] = &custosv1.DecryptRequest{Ciphertext: it.Ciphertext,
 				EncryptionContext: it.EncryptionContext, Justification: it.Justification.proto()}
+			if err := c.sign(req.Requests[i]); err != nil {
+				return out, err
+			}
 		}
 		resp, err := c.keys.BatchDecrypt(ctx, req)
 		if err != nil {

@@ -61,6 +61,22 @@ func TestPythonClient(t *testing.T) {
 	if _, err := c.CreateKey(ctx, key, "clients/python cross-language test"); err != nil {
 		t.Fatal(err)
 	}
+	// The key releases only to signed requests (docs/signed-requests.md):
+	// every Python decrypt below must carry the Python client's signature.
+	pol, err := c.GetPolicy(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol.RequireRequestSignature = true
+	st, err := c.NewStatement(ctx, "signed requests only", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Operation = &custosv1.Statement_SetPolicy{SetPolicy: &custosv1.SetPolicy{Key: key, Policy: pol}}
+	if _, err := c.SignAndSubmit(ctx, st, custos.Officer{Name: h.Officers[0].Name, Signer: h.Officers[0].Key},
+		custos.Officer{Name: h.Officers[1].Name, Signer: h.Officers[1].Key}); err != nil {
+		t.Fatalf("set_policy: %v", err)
+	}
 
 	work := t.TempDir()
 	plain := make([]byte, 3*4096+1234)
@@ -116,22 +132,32 @@ func TestPythonClient(t *testing.T) {
 	}
 	defer aud.Close()
 	var found bool
+	signed := 0
 	for r, err := range aud.Decisions(ctx, &custosv1.DecisionFilter{Key: key}, 0) {
 		if err != nil {
 			t.Fatal(err)
+		}
+		if r.GetOutcome() == custosv1.Outcome_OUTCOME_ALLOW && r.GetPrincipal() == cn && r.GetOperation() == custosv1.Operation_OPERATION_DECRYPT_DATA_KEY {
+			if r.GetRequestSignature() == nil || len(r.GetPrincipalCertificate()) == 0 {
+				t.Errorf("record %d: a release to the Python client without its request signature", r.GetSeq())
+			}
+			signed++
 		}
 		if r.GetJustificationText() != "no reason given" {
 			continue
 		}
 		found = true
 		if r.GetReason() != custosv1.Reason_REASON_UNSPECIFIED || r.GetOutcome() != custosv1.Outcome_OUTCOME_PENDING ||
-			r.GetMatchedRule() != "policy/v1:reason=UNSPECIFIED:require-approval" {
+			r.GetMatchedRule() != "policy/v2:reason=UNSPECIFIED:require-approval" {
 			t.Errorf("Python decrypt without a reason recorded as %v %v rule %q, want UNSPECIFIED PENDING by the default policy's UNSPECIFIED rule",
 				r.GetReason(), r.GetOutcome(), r.GetMatchedRule())
 		}
 	}
 	if !found {
 		t.Errorf("no ledger record of the Python decrypt without a reason")
+	}
+	if signed < 2 {
+		t.Errorf("%d signed releases to the Python client, want at least 2", signed)
 	}
 
 	// (1) The Python plaintext matches.

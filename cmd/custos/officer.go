@@ -502,6 +502,12 @@ func printPolicy(w io.Writer, key string, p *custosv1.KeyPolicy, asJSON bool) er
 	if p.GetNotifyBeforeRelease() {
 		fmt.Fprintln(w, "  release only after notification")
 	}
+	if s := p.GetWitnessMaxAgeSeconds(); s > 0 {
+		fmt.Fprintf(w, "  release only after a witness cosignature at most %d s old\n", s)
+	}
+	if p.GetRequireRequestSignature() {
+		fmt.Fprintln(w, "  release only to requests signed with the principal's certificate key")
+	}
 	return nil
 }
 

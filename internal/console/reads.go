@@ -207,6 +207,9 @@ func PolicyWords(p *custosv1.KeyPolicy) []string {
 	if p.WitnessMaxAgeSeconds > 0 {
 		out = append(out, fmt.Sprintf("Release only while a witness cosigned the ledger in the last %d seconds.", p.WitnessMaxAgeSeconds))
 	}
+	if p.RequireRequestSignature {
+		out = append(out, "Release only to requests the principal signed with its certificate's key.")
+	}
 	return out
 }
 

@@ -48,8 +48,11 @@ func (b *grantBook) note(rec *custosv1.DecisionRecord) string {
 			if g := b.grants[rec.RevokedGrantId]; g != nil {
 				g.revoked = true
 			}
-		case grantCreating(rec):
-			b.complete = false // recorded before grants were
+		case grantCreating(rec) && rec.GetSignedStatement() == nil:
+			// Recorded before grants were (state machine version 1).
+			// (A record that carries its statement and no grant is
+			// checked against the statement: Recomputed state.)
+			b.complete = false
 		}
 		return ""
 	}

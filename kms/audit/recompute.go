@@ -1,7 +1,10 @@
 package audit
 
 import (
+	"bytes"
+	"crypto/ecdsa"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"slices"
@@ -10,7 +13,10 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/custos-kms/custos/kms/governance"
 	"github.com/custos-kms/custos/kms/keypolicy"
+	"github.com/custos-kms/custos/kms/ledger"
+	"github.com/custos-kms/custos/kms/requestsig"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 )
 
@@ -45,10 +51,24 @@ type keyModel struct {
 // witnessModel is a witness the officers registered and its last
 // cosignature.
 type witnessModel struct {
+	pub            *ecdsa.PublicKey
 	has            bool
 	seq            uint64
 	cosignedAtNano int64
 }
+
+// pendingRequest is what a PENDING record asked, for the approval that
+// makes it a grant.
+type pendingRequest struct {
+	principal, key string
+	reason         custosv1.Reason
+	context, data  []byte
+	at             int64
+}
+
+// requestLifetime is how long a pending request can be approved
+// (kms.requestLifetime).
+const requestLifetime = 24 * time.Hour
 
 // rateCount is a principal's allowed decrypts of a key in one hour.
 type rateCount struct {
@@ -58,15 +78,34 @@ type rateCount struct {
 
 // stateBook recomputes the governed state through an export.
 type stateBook struct {
-	on  bool   // following from the genesis
-	why string // why not, once stopped (empty before the genesis)
+	on      bool   // following from the genesis
+	why     string // why not, once stopped (empty before the genesis)
+	cluster string
 
 	keys        map[string]*keyModel
 	pinned      bool
-	authorities map[string]bool // hex SHA-256 of the CA certificates
-	witnesses   map[string]*witnessModel
-	counters    map[string]*rateCount
-	releases    int
+	authorities map[string][]byte // hex SHA-256 of the CA certificates → DER (nil: not carried)
+	// nonces are the signed requests' nonces released under in the last
+	// 2×requestsig.MaxSkew of record time, nonceOrder them oldest first.
+	nonces     map[string]int64
+	nonceOrder []string
+	// statements are the applied statements (by the SHA-256 of their
+	// bytes, and by nonce below version 3) and the record that applied
+	// each: a statement is applied once.
+	statements map[string]uint64
+	// pending are the requests PENDING records raised, by request id,
+	// pendingOrder their ids oldest first.
+	pending      map[string]*pendingRequest
+	pendingOrder []string
+	// lastTime is the time of the last record (MEMBERSHIP records carry
+	// the time Raft appended the configuration, not the cluster's clock).
+	lastTime int64
+	// restoring is set by a RESTORE record until the officers accept
+	// the restore: no key is released meanwhile (state machine version 4).
+	restoring bool
+	witnesses map[string]*witnessModel
+	counters  map[string]*rateCount
+	releases  int
 }
 
 // stop ends the recomputation: what follows cannot be recomputed.
@@ -83,18 +122,20 @@ func (b *stateBook) start(rec *custosv1.DecisionRecord) {
 		b.why = "the cluster was born at state machine version 1, whose records do not carry the signed statements"
 		return
 	}
-	b.on = true
-	b.keys, b.authorities = map[string]*keyModel{}, map[string]bool{}
+	b.on, b.cluster = true, g.GetClusterId()
+	b.keys, b.authorities, b.nonces = map[string]*keyModel{}, map[string][]byte{}, map[string]int64{}
+	b.statements, b.pending = map[string]uint64{}, map[string]*pendingRequest{}
 	b.witnesses, b.counters = map[string]*witnessModel{}, map[string]*rateCount{}
 	for _, ca := range g.GetClientAuthorities() {
-		b.authorities[strings.ToLower(ca.GetSha256())] = true
+		b.authorities[strings.ToLower(ca.GetSha256())] = ca.GetCertificate()
 	}
 	b.pinned = len(b.authorities) > 0
 }
 
-// note takes in one record at position pos; it returns what the
-// recomputed state did not permit in it, or "".
-func (b *stateBook) note(rec *custosv1.DecisionRecord, pos uint64) string {
+// note takes in one record at position pos, with the officer book that
+// verified it (officers.note ran first); it returns what the recomputed
+// state did not permit in it, or "".
+func (b *stateBook) note(rec *custosv1.DecisionRecord, pos uint64, officers *officerBook) string {
 	op := rec.GetOperation()
 	if op == custosv1.Operation_OPERATION_GENESIS && pos == 1 {
 		b.start(rec)
@@ -103,8 +144,26 @@ func (b *stateBook) note(rec *custosv1.DecisionRecord, pos uint64) string {
 	if !b.on {
 		return ""
 	}
+	if op != custosv1.Operation_OPERATION_MEMBERSHIP {
+		// Every other record is stamped with the cluster's clock,
+		// which never goes back: a back-dated record would reopen a
+		// time window, a rate limit's hour or a witness's freshness.
+		if rec.TimeUnixNano < b.lastTime {
+			return fmt.Sprintf("its time %s is before the previous record's %s: the cluster's clock never goes back",
+				time.Unix(0, rec.TimeUnixNano).UTC().Format(time.RFC3339Nano), time.Unix(0, b.lastTime).UTC().Format(time.RFC3339Nano))
+		}
+		b.lastTime = rec.TimeUnixNano
+	}
 	if op == custosv1.Operation_OPERATION_RESTORE {
-		b.stop(fmt.Sprintf("record %d restores the cluster from a snapshot file: the state after it is the snapshot's", pos))
+		if officers.smv < 4 {
+			b.stop(fmt.Sprintf("record %d restores the cluster from a snapshot file: the state after it is the snapshot's", pos))
+			return ""
+		}
+		b.restoring = true
+		return ""
+	}
+	if rec.GetOutcome() == custosv1.Outcome_OUTCOME_PENDING && requestsig.MethodOf(op) != "" {
+		b.raise(rec)
 		return ""
 	}
 	if rec.GetOutcome() != custosv1.Outcome_OUTCOME_ALLOW {
@@ -112,7 +171,11 @@ func (b *stateBook) note(rec *custosv1.DecisionRecord, pos uint64) string {
 	}
 	switch op {
 	case custosv1.Operation_OPERATION_GOVERNANCE:
-		return b.statement(rec, pos)
+		if !officers.following() {
+			b.stop(fmt.Sprintf("the officer set could not be followed to record %d", pos))
+			return ""
+		}
+		return b.statement(rec, pos, officers.smv)
 	case custosv1.Operation_OPERATION_DECRYPT, custosv1.Operation_OPERATION_DECRYPT_DATA_KEY, custosv1.Operation_OPERATION_REENCRYPT:
 		b.releases++
 		return b.release(rec)
@@ -125,19 +188,59 @@ func (b *stateBook) note(rec *custosv1.DecisionRecord, pos uint64) string {
 			k.changedAt = pos
 		}
 	case custosv1.Operation_OPERATION_WITNESS_COSIGNATURE:
-		if cs := rec.GetCosignature(); cs != nil {
-			if w := b.witnesses[cs.Witness]; w != nil {
-				w.has, w.seq, w.cosignedAtNano = true, cs.Seq, cs.TimeUnixNano
-			}
-		}
+		return b.cosignature(rec)
 	}
 	return ""
+}
+
+// cosignature checks a witness's cosignature record: a witness the
+// officers registered, newer than its last one, signed with its key over
+// what the record says (the node also checked that the head is this
+// ledger's chain hash at that position; the witness itself reports a
+// history it did not see).
+func (b *stateBook) cosignature(rec *custosv1.DecisionRecord) string {
+	cs := rec.GetCosignature()
+	if cs == nil {
+		return "a cosignature record carries no cosignature"
+	}
+	w := b.witnesses[cs.Witness]
+	switch {
+	case w == nil:
+		return fmt.Sprintf("it records a cosignature of %q, not a witness the officers registered", cs.Witness)
+	case w.has && (cs.Seq < w.seq || cs.TimeUnixNano <= w.cosignedAtNano):
+		return fmt.Sprintf("witness %s's cosignature is not newer than its last one", cs.Witness)
+	case cs.ClusterId != b.cluster || cs.Seq >= rec.Seq:
+		return fmt.Sprintf("witness %s's cosignature does not name an earlier record of this cluster", cs.Witness)
+	case w.pub == nil || !verifySignature(w.pub, ledger.CosignatureMessage(cs.ClusterId, cs.Witness, cs.Seq, cs.Head, cs.TimeUnixNano), cs.Signature):
+		return fmt.Sprintf("witness %s's cosignature does not verify under the key the officers registered", cs.Witness)
+	}
+	w.has, w.seq, w.cosignedAtNano = true, cs.Seq, cs.TimeUnixNano
+	return ""
+}
+
+// raise remembers a request a PENDING record raised, for its approval.
+func (b *stateBook) raise(rec *custosv1.DecisionRecord) {
+	for len(b.pendingOrder) > 0 {
+		old := b.pending[b.pendingOrder[0]]
+		if old != nil && rec.TimeUnixNano-old.at <= int64(requestLifetime+time.Minute) {
+			break
+		}
+		if old != nil {
+			delete(b.pending, b.pendingOrder[0])
+		}
+		b.pendingOrder = b.pendingOrder[1:]
+	}
+	if _, ok := b.pending[rec.RequestId]; !ok {
+		b.pendingOrder = append(b.pendingOrder, rec.RequestId)
+	}
+	b.pending[rec.RequestId] = &pendingRequest{principal: rec.Principal, key: rec.Key, reason: rec.Reason,
+		context: rec.ContextDigest, data: rec.DataDigest, at: rec.TimeUnixNano}
 }
 
 // issuer returns what is wrong with the issuer of a record's principal.
 func (b *stateBook) issuer(rec *custosv1.DecisionRecord) string {
 	iss := rec.GetPrincipalIssuerSha256()
-	if len(iss) == 0 || !b.pinned || b.authorities[hex.EncodeToString(iss)] {
+	if _, ok := b.authorities[hex.EncodeToString(iss)]; len(iss) == 0 || !b.pinned || ok {
 		return ""
 	}
 	return fmt.Sprintf("principal %q's certificate was issued by %s, not a client authority the officers trusted", rec.Principal, shortHex(iss))
@@ -156,6 +259,8 @@ func (b *stateBook) release(rec *custosv1.DecisionRecord) string {
 	p := k.policy
 	now := rec.TimeUnixNano
 	switch {
+	case b.restoring:
+		return "it released a key while a restore waited for the officers' acceptance"
 	case k.revoked:
 		return fmt.Sprintf("key %q was revoked by the officers (record %d)", rec.Key, k.changedAt)
 	case !k.enabled:
@@ -170,8 +275,15 @@ func (b *stateBook) release(rec *custosv1.DecisionRecord) string {
 		return fmt.Sprintf("principal %q is not among the decrypt principals of key %q's policy version %d", rec.Principal, rec.Key, p.GetVersion())
 	case !keypolicy.InWindows(p, time.Unix(0, now)):
 		return fmt.Sprintf("key %q's policy version %d allows no use at %s", rec.Key, p.GetVersion(), time.Unix(0, now).UTC().Format(time.RFC3339))
+	case p.GetRequireRequestSignature() && rec.GetRequestSignature() == nil:
+		return fmt.Sprintf("key %q's policy version %d releases only to signed requests, and the record carries no request signature", rec.Key, p.GetVersion())
 	case p.GetWitnessMaxAgeSeconds() > 0 && !b.witnessFresh(p, now, rec.Seq-1):
 		return fmt.Sprintf("key %q's policy version %d releases only after a recent witness cosignature, and there was none", rec.Key, p.GetVersion())
+	}
+	if rec.GetRequestSignature() != nil {
+		if why := b.requestSignature(rec); why != "" {
+			return why
+		}
 	}
 	max := p.GetMaxDecryptsPerPrincipalPerHour()
 	id := rec.Key + "\x00" + rec.Principal
@@ -197,6 +309,48 @@ func (b *stateBook) release(rec *custosv1.DecisionRecord) string {
 		}
 		c.count++
 	}
+	return ""
+}
+
+// requestSignature checks the caller's signature a release record carries
+// (docs/signed-requests.md): the certificate is the principal's, issued
+// by the client authority the record names, the signature covers exactly
+// what the record says was asked, within the allowed skew, and its nonce
+// released nothing before.
+func (b *stateBook) requestSignature(rec *custosv1.DecisionRecord) string {
+	sig := rec.GetRequestSignature()
+	der := rec.GetPrincipalCertificate()
+	if h := sha256.Sum256(der); len(der) == 0 || !bytes.Equal(h[:], rec.GetPrincipalCertSha256()) {
+		return "its request signature comes without the certificate the record names"
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil || cert.Subject.CommonName != rec.Principal {
+		return fmt.Sprintf("its request signature's certificate is not principal %q's", rec.Principal)
+	}
+	if caDER := b.authorities[hex.EncodeToString(rec.GetPrincipalIssuerSha256())]; caDER != nil {
+		ca, err := x509.ParseCertificate(caDER)
+		if err != nil || cert.CheckSignatureFrom(ca) != nil {
+			return "its request signature's certificate was not issued by the client authority the record names"
+		}
+	}
+	if skew := time.Duration(sig.GetTimeUnixNano() - rec.TimeUnixNano).Abs(); skew > requestsig.MaxSkew {
+		return fmt.Sprintf("its request was signed %s away from the decision", skew.Round(time.Second))
+	}
+	r := requestsig.Request{Method: requestsig.MethodOf(rec.Operation), DataDigest: rec.DataDigest, ContextDigest: rec.ContextDigest,
+		Reason: rec.Reason, Text: rec.JustificationText, Ticket: rec.Ticket}
+	if err := requestsig.Verify(cert.PublicKey, r, sig); err != nil {
+		return fmt.Sprintf("principal %q did not sign what the record says it asked: %v", rec.Principal, err)
+	}
+	for len(b.nonceOrder) > 0 && b.nonces[b.nonceOrder[0]] < rec.TimeUnixNano {
+		delete(b.nonces, b.nonceOrder[0])
+		b.nonceOrder = b.nonceOrder[1:]
+	}
+	n := string(sig.GetNonce())
+	if _, seen := b.nonces[n]; seen {
+		return "its signed request released a key before (a replay)"
+	}
+	b.nonces[n] = rec.TimeUnixNano + int64(2*requestsig.MaxSkew)
+	b.nonceOrder = append(b.nonceOrder, n)
 	return ""
 }
 
@@ -254,16 +408,37 @@ func (b *stateBook) keyAdmin(rec *custosv1.DecisionRecord, pos uint64) string {
 	return ""
 }
 
-// statement applies an applied statement to the recomputed state.
-func (b *stateBook) statement(rec *custosv1.DecisionRecord, pos uint64) string {
+// statement applies an applied statement to the recomputed state, at
+// state machine version smv.
+func (b *stateBook) statement(rec *custosv1.DecisionRecord, pos uint64, smv uint32) string {
 	ss := rec.GetSignedStatement()
 	if ss == nil {
-		b.stop(fmt.Sprintf("GOVERNANCE record %d carries no signed statement", pos))
-		return ""
+		return "it applied a statement it does not carry"
 	}
 	st := &custosv1.Statement{}
 	if err := proto.Unmarshal(ss.GetStatement(), st); err != nil {
 		return fmt.Sprintf("its signed statement does not decode: %v", err)
+	}
+	// Applied once: by the hash of its bytes (and, below version 3, by
+	// its nonce alone, as nodes of those versions kept it).
+	h := sha256.Sum256(ss.GetStatement())
+	spent := []string{"h:" + string(h[:])}
+	if smv < 3 {
+		spent = append(spent, "n:"+string(st.GetNonce()))
+	}
+	for _, k := range spent {
+		if at, ok := b.statements[k]; ok {
+			return fmt.Sprintf("it applies again the statement record %d applied (a replay)", at)
+		}
+	}
+	for _, k := range spent {
+		b.statements[k] = pos
+	}
+	if want := "governance:" + governance.OperationName(st); rec.MatchedRule != want {
+		return fmt.Sprintf("its matched rule %q is not its statement's %q", rec.MatchedRule, want)
+	}
+	if why := b.grantOf(rec, st); why != "" {
+		return why
 	}
 	key := func(name string) (*keyModel, string) {
 		k := b.keys[name]
@@ -294,6 +469,9 @@ func (b *stateBook) statement(rec *custosv1.DecisionRecord, pos uint64) string {
 		return why
 	case *custosv1.Statement_SetPolicy:
 		k, why := key(op.SetPolicy.GetKey())
+		if op.SetPolicy.GetPolicy() == nil {
+			return "its set_policy carries no policy"
+		}
 		if k != nil {
 			p := proto.Clone(op.SetPolicy.GetPolicy()).(*custosv1.KeyPolicy)
 			p.Version = k.policy.GetVersion() + 1
@@ -325,21 +503,78 @@ func (b *stateBook) statement(rec *custosv1.DecisionRecord, pos uint64) string {
 		return why
 	case *custosv1.Statement_AddClientAuthority:
 		h := sha256.Sum256(op.AddClientAuthority.GetCertificate())
-		b.authorities[hex.EncodeToString(h[:])] = true
+		b.authorities[hex.EncodeToString(h[:])] = op.AddClientAuthority.GetCertificate()
 		b.pinned = true
 	case *custosv1.Statement_RemoveClientAuthority:
 		delete(b.authorities, strings.ToLower(op.RemoveClientAuthority.GetSha256()))
 		b.pinned = true
 	case *custosv1.Statement_AddWitness:
 		if w := op.AddWitness.GetWitness(); w != nil {
-			b.witnesses[w.Name] = &witnessModel{}
+			pub, _ := parseP256(w.GetPublicKey())
+			b.witnesses[w.Name] = &witnessModel{pub: pub}
 		}
 	case *custosv1.Statement_RemoveWitness:
 		delete(b.witnesses, op.RemoveWitness.GetName())
 	case *custosv1.Statement_AcceptRestore:
-		b.stop(fmt.Sprintf("record %d accepts a restore", pos))
+		b.restoring = false
+		b.stop(fmt.Sprintf("record %d accepts a restore: the state after it is the snapshot file's", pos))
+	case *custosv1.Statement_ApproveRequest:
+		delete(b.pending, op.ApproveRequest.GetRequestId())
+	case *custosv1.Statement_DenyRequest:
+		delete(b.pending, op.DenyRequest.GetRequestId())
 	}
 	return ""
+}
+
+// grantOf checks the grant a GOVERNANCE record says its statement created
+// (or revoked) against the statement: only approve_request and
+// create_grant create one, with the terms the statement (and, for an
+// approval, the PENDING record of the request) give; only revoke_grant
+// revokes one.
+func (b *stateBook) grantOf(rec *custosv1.DecisionRecord, st *custosv1.Statement) string {
+	var want *custosv1.Grant
+	now := rec.TimeUnixNano
+	switch op := st.Operation.(type) {
+	case *custosv1.Statement_ApproveRequest:
+		id := op.ApproveRequest.GetRequestId()
+		r := b.pending[id]
+		if r == nil {
+			return fmt.Sprintf("it approves request %s, which no PENDING record in the last %s raised", id, requestLifetime)
+		}
+		uses, ttl := keypolicy.GrantTerms(op.ApproveRequest.GetUses(), op.ApproveRequest.GetTtlSeconds())
+		want = &custosv1.Grant{GrantId: "g-" + id, Principal: r.principal, Key: r.key, Reason: r.reason, ContextDigest: r.context,
+			UsesLeft: uses, ExpireTimeUnixNano: now + ttl.Nanoseconds(), RequestId: id}
+		if len(r.data) > 0 {
+			want.DataDigests = [][]byte{r.data}
+		}
+	case *custosv1.Statement_CreateGrant:
+		g := op.CreateGrant
+		if len(st.GetNonce()) < 8 {
+			return "its create_grant statement has no nonce"
+		}
+		uses, ttl := keypolicy.GrantTerms(g.GetUses(), g.GetTtlSeconds())
+		want = &custosv1.Grant{GrantId: "g-" + hex.EncodeToString(st.GetNonce()[:8]), Principal: g.GetPrincipal(), Key: g.GetKey(),
+			Reason: g.GetReason(), ContextDigest: g.GetContextDigest(), UsesLeft: uses, ExpireTimeUnixNano: now + ttl.Nanoseconds(),
+			DataDigests: g.GetDataDigests()}
+	}
+	switch {
+	case want == nil && rec.GetGrant() != nil:
+		return fmt.Sprintf("it carries grant %s, which its %s statement does not create", rec.GetGrant().GetGrantId(), strings.TrimPrefix(rec.MatchedRule, "governance:"))
+	case want != nil && !proto.Equal(want, rec.GetGrant()):
+		return fmt.Sprintf("the grant it carries is not the one its statement creates (%s)", want.GrantId)
+	case rec.GetRevokedGrantId() != "" && rec.GetRevokedGrantId() != st.GetRevokeGrant().GetGrantId():
+		return fmt.Sprintf("it says it revoked grant %s, which its statement does not revoke", rec.GetRevokedGrantId())
+	}
+	return ""
+}
+
+// parseP256 parses a PKIX DER ECDSA P-256 public key.
+func parseP256(der []byte) (*ecdsa.PublicKey, error) {
+	keys, err := ParseKeys([][]byte{der})
+	if err != nil {
+		return nil, err
+	}
+	return keys[0], nil
 }
 
 // schedule marks version v (0: every version not destroyed, and the key
@@ -400,7 +635,7 @@ func (r *Recomputation) Add(rec *custosv1.DecisionRecord) error {
 	}
 	r.next++
 	why := r.officers.note(rec, r.cluster, rec.Seq)
-	if w := r.book.note(rec, rec.Seq); why == "" {
+	if w := r.book.note(rec, rec.Seq, &r.officers); why == "" {
 		why = w
 	}
 	if why != "" && len(r.NotPermitted) < 16 {

@@ -3,10 +3,13 @@ package audit_test
 import (
 	"bytes"
 	"crypto/ecdsa"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
 	"errors"
+	"math/big"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +19,8 @@ import (
 	"github.com/custos-kms/custos/kms/audit"
 	"github.com/custos-kms/custos/kms/governance"
 	"github.com/custos-kms/custos/kms/keypolicy"
+	"github.com/custos-kms/custos/kms/ledger"
+	"github.com/custos-kms/custos/kms/requestsig"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 )
 
@@ -46,7 +51,7 @@ func newLedger(t testing.TB) *ledgerBuilder {
 	b := &ledgerBuilder{t: t, cluster: "c-recompute", officer: officer, cpKey: cpKey,
 		ca: sha256.Sum256([]byte("the app CA")), now: time.Now().Add(-time.Hour)}
 	b.add(&custosv1.DecisionRecord{Operation: custosv1.Operation_OPERATION_GENESIS, Genesis: &custosv1.Genesis{
-		ClusterId: b.cluster, Quorum: 1, StateMachineVersion: 3,
+		ClusterId: b.cluster, Quorum: 1, StateMachineVersion: 4,
 		Officers:          []*custosv1.Officer{{Name: "alice", PublicKey: governance.MarshalPublicKey(&officer.PublicKey)}},
 		ClientAuthorities: []*custosv1.ClientAuthority{{Sha256: hex.EncodeToString(b.ca[:]), Subject: "CN=apps"}},
 	}})
@@ -89,7 +94,23 @@ func (b *ledgerBuilder) govern(set func(*custosv1.Statement)) {
 		b.t.Fatal(err)
 	}
 	b.add(&custosv1.DecisionRecord{Operation: custosv1.Operation_OPERATION_GOVERNANCE, Principal: "officer:alice",
+		MatchedRule: "governance:" + governance.OperationName(st),
 		Signers: []string{"alice"}, SignedStatement: &custosv1.SignedStatement{Statement: data, Signatures: []*custosv1.OfficerSignature{sig}}})
+}
+
+// cosign returns the record of witness name's cosignature (with key) of
+// the last record, as a node writes it.
+func (b *ledgerBuilder) cosign(key *ecdsa.PrivateKey, name string) *custosv1.DecisionRecord {
+	b.t.Helper()
+	cs := &custosv1.Cosignature{ClusterId: b.cluster, Witness: name, Seq: uint64(len(b.recs)), Head: make([]byte, 32),
+		TimeUnixNano: b.now.Add(time.Second).UnixNano()}
+	d := sha256.Sum256(ledger.CosignatureMessage(cs.ClusterId, cs.Witness, cs.Seq, cs.Head, cs.TimeUnixNano))
+	sig, err := ecdsa.SignASN1(rand.Reader, key, d[:])
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	cs.Signature = sig
+	return &custosv1.DecisionRecord{Operation: custosv1.Operation_OPERATION_WITNESS_COSIGNATURE, MatchedRule: "witness:" + name, Cosignature: cs}
 }
 
 // keyAdmin appends a key administration record by principal.
@@ -134,6 +155,27 @@ func (b *ledgerBuilder) wantNotPermitted(want string) {
 	if err != nil || !rep.Recomputed {
 		b.t.Fatalf("without record %d: Verify: %v (report %+v), want verified and recomputed", last, err, rep)
 	}
+}
+
+// selfSigned returns a self-signed P-256 certificate (DER) for cn and its key.
+func selfSigned(t *testing.T, cn string) ([]byte, *ecdsa.PrivateKey) {
+	t.Helper()
+	key, err := governance.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der, key
+}
+
+func sum256(b []byte) []byte {
+	h := sha256.Sum256(b)
+	return h[:]
 }
 
 func reasonRule(r custosv1.Reason, a custosv1.Action) *custosv1.ReasonRule {
@@ -249,8 +291,7 @@ func TestRecomputedStateChecksReleases(t *testing.T) {
 			st.Operation = &custosv1.Statement_AddWitness{AddWitness: &custosv1.AddWitness{
 				Witness: &custosv1.Witness{Name: "w1", PublicKey: governance.MarshalPublicKey(&wk.PublicKey)}}}
 		})
-		b.add(&custosv1.DecisionRecord{Operation: custosv1.Operation_OPERATION_WITNESS_COSIGNATURE,
-			Cosignature: &custosv1.Cosignature{Witness: "w1", Seq: uint64(len(b.recs)), TimeUnixNano: b.now.UnixNano()}})
+		b.add(b.cosign(wk, "w1"))
 		b.release("hr-app", "payroll", initiated, p) // fresh
 		b.now = b.now.Add(2 * time.Minute)
 		b.release("hr-app", "payroll", initiated, p)
@@ -305,6 +346,38 @@ func TestRecomputedStateChecksReleases(t *testing.T) {
 			t.Fatalf("after the destruction was cancelled: %v (%+v)", err, rep)
 		}
 	})
+	t.Run("signed requests required", func(t *testing.T) {
+		b := setup(t)
+		p := &custosv1.KeyPolicy{DecryptPrincipals: []string{"hr-app"}, RequireRequestSignature: true,
+			Reasons: []*custosv1.ReasonRule{reasonRule(initiated, custosv1.Action_ACTION_ALLOW)}}
+		b.govern(func(st *custosv1.Statement) {
+			st.Operation = &custosv1.Statement_SetPolicy{SetPolicy: &custosv1.SetPolicy{Key: "payroll", Policy: p}}
+		})
+		p.Version = 2
+		cert, key := selfSigned(t, "hr-app")
+		signed := func(ticket string) *custosv1.DecisionRecord {
+			r := b.release("hr-app", "payroll", initiated, p)
+			dd, cd := sha256.Sum256([]byte("wrapped")), sha256.Sum256(nil)
+			r.DataDigest, r.ContextDigest, r.Ticket = dd[:], cd[:], "T-1"
+			r.PrincipalCertificate, r.PrincipalCertSha256 = cert, sum256(cert)
+			sig, err := requestsig.Sign(key, requestsig.Request{Method: requestsig.MethodDecrypt, DataDigest: dd[:], ContextDigest: cd[:],
+				Reason: initiated, Ticket: ticket}, time.Unix(0, r.TimeUnixNano))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.RequestSignature = sig
+			return r
+		}
+		signed("T-1") // permitted
+		b.release("hr-app", "payroll", initiated, p)
+		b.wantNotPermitted("releases only to signed requests")
+		signed("T-2")
+		b.wantNotPermitted(`principal "hr-app" did not sign what the record says it asked`)
+		again := proto.Clone(b.recs[len(b.recs)-1]).(*custosv1.DecisionRecord)
+		again.TimeUnixNano = 0
+		b.add(again)
+		b.wantNotPermitted("a replay")
+	})
 	t.Run("key no record created", func(t *testing.T) {
 		b := setup(t)
 		b.release("hr-app", "shadow", initiated, nil)
@@ -317,13 +390,15 @@ func TestRecomputedStateChecksReleases(t *testing.T) {
 // no longer carry what it needs; it never reports what it could not
 // follow.
 func TestRecomputationSaysWhereItStops(t *testing.T) {
+	// From version 2 every applied statement's record carries it: one
+	// that does not is reported, not skipped.
 	b := newLedger(t)
 	b.keyAdmin(custosv1.Operation_OPERATION_CREATE_KEY, "hr-app", "payroll", 1)
 	b.add(&custosv1.DecisionRecord{Operation: custosv1.Operation_OPERATION_GOVERNANCE, Principal: "officer:alice", MatchedRule: "governance:revoke_key"})
 	b.release("hr-app", "payroll", initiated, nil)
 	rep, err := b.verify()
-	if err != nil || rep.Recomputed || !strings.Contains(rep.NotRecomputed, "carries no signed statement") {
-		t.Fatalf("Verify: %v, report %+v: want verified, not recomputed after record 4", err, rep)
+	if !errors.Is(err, audit.ErrBroken) || rep.Kind != audit.ProblemOfficers || rep.ProblemSeq != 4 {
+		t.Fatalf("Verify: %v, report %+v: want officers at record 4", err, rep)
 	}
 
 	b = newLedger(t)

@@ -459,7 +459,7 @@ func (v *verifier) record(data []byte) error {
 	if why := v.officers.note(rec, v.cluster, pos); why != "" {
 		return v.problem(ProblemOfficers, pos, "record %d: %s", pos, why)
 	}
-	if why := v.state.note(rec, pos); why != "" && v.notPermitted == nil {
+	if why := v.state.note(rec, pos, &v.officers); why != "" && v.notPermitted == nil {
 		// Reported once a signature covers the record: a record whose
 		// bytes were changed is "altered", found by the chain first.
 		v.notPermitted = &deferredProblem{seq: pos, problem: fmt.Sprintf(

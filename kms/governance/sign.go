@@ -259,13 +259,17 @@ func (s *OfficerSet) Verify(ss *custosv1.SignedStatement, clusterID string, now 
 // VerifyUses is Verify returning each signature that counted, in the
 // statement's order, with its WebAuthn counter.
 func (s *OfficerSet) VerifyUses(ss *custosv1.SignedStatement, clusterID string, now time.Time) (*custosv1.Statement, []SignatureUse, error) {
-	return s.VerifyUsesAt(ss, clusterID, now, WebAuthnVersion)
+	return s.VerifyUsesAt(ss, clusterID, now, SignedRequestsVersion)
 }
 
 // WebAuthnVersion is the state machine version from which officers'
 // WebAuthn credentials, the statements that bind them and WebAuthn
 // signatures exist.
 const WebAuthnVersion = 3
+
+// SignedRequestsVersion is the state machine version from which a key's
+// policy may require signed requests (docs/signed-requests.md).
+const SignedRequestsVersion = 4
 
 // VerifyUsesAt is VerifyUses as a cluster at state machine version smv
 // verifies: below WebAuthnVersion it sees what a release of that version

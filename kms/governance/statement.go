@@ -103,11 +103,13 @@ func Marshal(st *custosv1.Statement) ([]byte, error) {
 // a singular field given twice, more than one operation, a nonce that is not
 // 16 bytes, a missing cluster id, expiry or operation, and an operation whose
 // required fields are empty or invalid.
-func Parse(b []byte) (*custosv1.Statement, error) { return ParseAt(b, WebAuthnVersion) }
+func Parse(b []byte) (*custosv1.Statement, error) { return ParseAt(b, SignedRequestsVersion) }
 
 // ParseAt is Parse as a cluster at state machine version smv parses: below
 // WebAuthnVersion the credential operations and officers' credentials are
-// unknown fields, refused as a release of that version refused them.
+// unknown fields, and below SignedRequestsVersion a policy's
+// require_request_signature, refused as a release of that version refused
+// them.
 func ParseAt(b []byte, smv uint32) (*custosv1.Statement, error) {
 	if len(b) == 0 {
 		return nil, fmt.Errorf("%w: empty", ErrMalformed)
@@ -121,6 +123,10 @@ func ParseAt(b []byte, smv uint32) (*custosv1.Statement, error) {
 	}
 	if path := unknownFields(st.ProtoReflect(), "statement"); path != "" {
 		return nil, fmt.Errorf("%w: unknown field in %s", ErrMalformed, path)
+	}
+	if smv < SignedRequestsVersion && st.GetSetPolicy().GetPolicy().GetRequireRequestSignature() {
+		// Unknown to a release before signed requests.
+		return nil, fmt.Errorf("%w: unknown field in statement.set_policy.policy", ErrMalformed)
 	}
 	if smv < WebAuthnVersion {
 		if path := beforeWebAuthn(st); path != "" {

@@ -147,3 +147,23 @@ func WitnessFresh(p *custosv1.KeyPolicy, now int64, lastSeq uint64, cosignedSeq 
 	age := time.Duration(now - cosigned)
 	return age >= 0 && age <= time.Duration(p.GetWitnessMaxAgeSeconds())*time.Second && lastSeq-cosignedSeq <= WitnessMaxRecords(p)
 }
+
+// Grant defaults: a grant an officer creates or approves without saying
+// otherwise has one use and lives an hour.
+const (
+	DefaultGrantUses = 1
+	DefaultGrantTTL  = time.Hour
+)
+
+// GrantTerms returns the uses and lifetime of a grant a statement asks
+// for, with the defaults for zero values (bounds are the state machine's).
+func GrantTerms(uses uint32, ttlSeconds int64) (uint32, time.Duration) {
+	if uses == 0 {
+		uses = DefaultGrantUses
+	}
+	ttl := DefaultGrantTTL
+	if ttlSeconds != 0 {
+		ttl = time.Duration(ttlSeconds) * time.Second
+	}
+	return uses, ttl
+}

@@ -13,7 +13,7 @@ from typing import BinaryIO, Callable, Dict, Iterator, List, Mapping, Optional, 
 
 import grpc
 
-from . import envelope
+from . import envelope, requestsig
 from ._proto import common_pb2, keys_pb2, keys_pb2_grpc
 from .errors import (
     ConfigError,
@@ -120,6 +120,12 @@ class Config:
         return grpc.ssl_channel_credentials(root_certificates=files["CA file"],
                                             private_key=files["client key"],
                                             certificate_chain=files["client certificate"])
+
+    def _request_signer(self):
+        """The client key when it can sign requests (ECDSA P-256), else None
+        (docs/signed-requests.md). Read after _credentials checked it."""
+        with open(self.key_file, "rb") as f:
+            return requestsig.signer_from_pem(f.read())
 
 
 _REASON_PREFIX = "REASON_"
@@ -242,6 +248,7 @@ class Client:
             if not a.strip() or "," in a:
                 raise ConfigError(f"custos: dial: bad address {a!r}: want host:port")
         self._creds = cfg._credentials()
+        self._signer = cfg._request_signer()
         self._addrs = list(cfg.addrs)
         self._connect_timeout = cfg.connect_timeout if cfg.connect_timeout and cfg.connect_timeout > 0 \
             else DEFAULT_CONNECT_TIMEOUT
@@ -299,7 +306,7 @@ class Client:
         except grpc.FutureTimeoutError:
             return False
 
-    def _invoke(self, what: str, method: str, request):
+    def _invoke(self, what: str, method: str, request, prepare=None):
         n = len(self._addrs)
         start = self._current
         order = [(start + k) % n for k in range(n)]
@@ -309,6 +316,8 @@ class Client:
         def once(i: int, stub):
             nonlocal attempts
             attempts += 1
+            if prepare is not None:
+                prepare(request)
             try:
                 resp = getattr(stub, method)(request, timeout=self._call_timeout)
             except grpc.RpcError as e:
@@ -391,9 +400,25 @@ class Client:
     def _decrypt(self, what: str, ciphertext: bytes, context, justification: Justification):
         if not isinstance(justification, Justification):
             raise TypeError("custos: justification must be a custos.Justification")
-        return self._invoke(what, "Decrypt", keys_pb2.DecryptRequest(
+        req = keys_pb2.DecryptRequest(
             ciphertext=bytes(ciphertext), encryption_context=dict(context or {}),
-            justification=justification.to_proto()))
+            justification=justification.to_proto())
+        prepare = None
+        if self._signer is not None:
+            cd = envelope.context_digest(context)
+
+            def prepare(r):
+                # Signed afresh for every attempt: the cluster decides a
+                # signed request once.
+                r.request_signature.CopyFrom(requestsig.sign(self._signer, requestsig.METHOD_DECRYPT,
+                                                             r.ciphertext, cd, justification))
+        return self._invoke(what, "Decrypt", req, prepare)
+
+    @property
+    def signs_requests(self) -> bool:
+        """Whether decrypt requests are signed with the certificate's key
+        (it is an ECDSA P-256 key): docs/signed-requests.md."""
+        return self._signer is not None
 
     def decrypt_data_key(self, wrapped: bytes, context: Optional[Mapping[str, str]],
                          justification: Justification) -> bytearray:

@@ -10,3 +10,6 @@ if ROOT not in sys.path:
 
 # The Go golden vectors (clients/go/envelope/testdata/vectors.json).
 VECTORS = os.path.join(os.path.dirname(os.path.dirname(ROOT)), "clients", "go", "envelope", "testdata", "vectors.json")
+
+# The signed-request vector (kms/requestsig/testdata/vector.json).
+REQUEST_VECTOR = os.path.join(os.path.dirname(os.path.dirname(ROOT)), "kms", "requestsig", "testdata", "vector.json")

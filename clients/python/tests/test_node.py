@@ -76,6 +76,8 @@ class NodeTest(unittest.TestCase):
         self.ok("encrypt_for_go")
 
     def test_data_key_round_trip(self):
+        # KEY releases only to signed requests: this client signs.
+        self.assertTrue(self.client.signs_requests)
         ctx = {"tenant": "acme", "purpose": "python"}
         with self.client.generate_data_key(KEY, ctx) as dk:
             self.assertEqual(dk.key, KEY)

@@ -343,6 +343,76 @@ func (x *Justification) GetTicket() string {
 	return ""
 }
 
+// RequestSignature is a caller's signature over a decrypt-type request
+// (docs/signed-requests.md): it lets every replica and every auditor check
+// that the principal a decision names asked for exactly this, whichever
+// node forwarded it.
+type RequestSignature struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 16 random bytes: a signed request is decided once.
+	Nonce []byte `protobuf:"bytes,1,opt,name=nonce,proto3" json:"nonce,omitempty"`
+	// The caller's clock, Unix nanoseconds: a signed request more than five
+	// minutes from the cluster's clock is refused.
+	TimeUnixNano int64 `protobuf:"varint,2,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	// ASN.1 DER ECDSA P-256 signature, with SHA-256, over the request
+	// message of docs/signed-requests.md, by the private key of the caller's
+	// mTLS client certificate.
+	Signature     []byte `protobuf:"bytes,3,opt,name=signature,proto3" json:"signature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequestSignature) Reset() {
+	*x = RequestSignature{}
+	mi := &file_custos_v1_common_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestSignature) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestSignature) ProtoMessage() {}
+
+func (x *RequestSignature) ProtoReflect() protoreflect.Message {
+	mi := &file_custos_v1_common_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestSignature.ProtoReflect.Descriptor instead.
+func (*RequestSignature) Descriptor() ([]byte, []int) {
+	return file_custos_v1_common_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RequestSignature) GetNonce() []byte {
+	if x != nil {
+		return x.Nonce
+	}
+	return nil
+}
+
+func (x *RequestSignature) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
+}
+
+func (x *RequestSignature) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
 var File_custos_v1_common_proto protoreflect.FileDescriptor
 
 const file_custos_v1_common_proto_rawDesc = "" +
@@ -351,7 +421,11 @@ const file_custos_v1_common_proto_rawDesc = "" +
 	"\rJustification\x12)\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x11.custos.v1.ReasonR\x06reason\x12\x12\n" +
 	"\x04text\x18\x02 \x01(\tR\x04text\x12\x16\n" +
-	"\x06ticket\x18\x03 \x01(\tR\x06ticket*\xd2\x01\n" +
+	"\x06ticket\x18\x03 \x01(\tR\x06ticket\"l\n" +
+	"\x10RequestSignature\x12\x14\n" +
+	"\x05nonce\x18\x01 \x01(\fR\x05nonce\x12$\n" +
+	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\x12\x1c\n" +
+	"\tsignature\x18\x03 \x01(\fR\tsignature*\xd2\x01\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19REASON_CUSTOMER_INITIATED\x10\x01\x12\x1c\n" +
@@ -403,12 +477,13 @@ func file_custos_v1_common_proto_rawDescGZIP() []byte {
 }
 
 var file_custos_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_custos_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_custos_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
 var file_custos_v1_common_proto_goTypes = []any{
-	(Reason)(0),           // 0: custos.v1.Reason
-	(Operation)(0),        // 1: custos.v1.Operation
-	(Outcome)(0),          // 2: custos.v1.Outcome
-	(*Justification)(nil), // 3: custos.v1.Justification
+	(Reason)(0),              // 0: custos.v1.Reason
+	(Operation)(0),           // 1: custos.v1.Operation
+	(Outcome)(0),             // 2: custos.v1.Outcome
+	(*Justification)(nil),    // 3: custos.v1.Justification
+	(*RequestSignature)(nil), // 4: custos.v1.RequestSignature
 }
 var file_custos_v1_common_proto_depIdxs = []int32{
 	0, // 0: custos.v1.Justification.reason:type_name -> custos.v1.Reason
@@ -430,7 +505,7 @@ func file_custos_v1_common_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custos_v1_common_proto_rawDesc), len(file_custos_v1_common_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   1,
+			NumMessages:   2,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

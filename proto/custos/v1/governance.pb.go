@@ -1062,8 +1062,14 @@ type KeyPolicy struct {
 	// also at most this many records behind the ledger head (0: 100000), a
 	// bound the nodes' clocks do not move.
 	WitnessMaxRecords uint32 `protobuf:"varint,11,opt,name=witness_max_records,json=witnessMaxRecords,proto3" json:"witness_max_records,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Release only for requests the principal signed with the key of its
+	// certificate (docs/signed-requests.md): a member node cannot decide in
+	// the principal's name, and every ALLOW record carries the proof.
+	// Principals without a certificate (XKS) are refused. Needs state
+	// machine version 4.
+	RequireRequestSignature bool `protobuf:"varint,12,opt,name=require_request_signature,json=requireRequestSignature,proto3" json:"require_request_signature,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *KeyPolicy) Reset() {
@@ -1171,6 +1177,13 @@ func (x *KeyPolicy) GetWitnessMaxRecords() uint32 {
 		return x.WitnessMaxRecords
 	}
 	return 0
+}
+
+func (x *KeyPolicy) GetRequireRequestSignature() bool {
+	if x != nil {
+		return x.RequireRequestSignature
+	}
+	return false
 }
 
 // Officer is one of the customer's security officers.
@@ -4981,7 +4994,7 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\bweekdays\x18\x01 \x03(\x05R\bweekdays\x12!\n" +
 	"\fstart_minute\x18\x02 \x01(\x05R\vstartMinute\x12\x1d\n" +
 	"\n" +
-	"end_minute\x18\x03 \x01(\x05R\tendMinute\"\x97\x04\n" +
+	"end_minute\x18\x03 \x01(\x05R\tendMinute\"\xd3\x04\n" +
 	"\tKeyPolicy\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12-\n" +
 	"\x12encrypt_principals\x18\x02 \x03(\tR\x11encryptPrincipals\x12-\n" +
@@ -4995,7 +5008,8 @@ const file_custos_v1_governance_proto_rawDesc = "" +
 	"\x10admin_principals\x18\t \x03(\tR\x0fadminPrincipals\x125\n" +
 	"\x17witness_max_age_seconds\x18\n" +
 	" \x01(\rR\x14witnessMaxAgeSeconds\x12.\n" +
-	"\x13witness_max_records\x18\v \x01(\rR\x11witnessMaxRecords\"}\n" +
+	"\x13witness_max_records\x18\v \x01(\rR\x11witnessMaxRecords\x12:\n" +
+	"\x19require_request_signature\x18\f \x01(\bR\x17requireRequestSignature\"}\n" +
 	"\aOfficer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +

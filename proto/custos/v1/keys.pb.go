@@ -1210,8 +1210,12 @@ type DecryptRequest struct {
 	Ciphertext        []byte            `protobuf:"bytes,1,opt,name=ciphertext,proto3" json:"ciphertext,omitempty"`
 	EncryptionContext map[string]string `protobuf:"bytes,2,rep,name=encryption_context,json=encryptionContext,proto3" json:"encryption_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	Justification     *Justification    `protobuf:"bytes,3,opt,name=justification,proto3" json:"justification,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The caller's signature over what it asks, by the key of its mTLS
+	// certificate (docs/signed-requests.md). A key whose policy sets
+	// require_request_signature releases only to signed requests.
+	RequestSignature *RequestSignature `protobuf:"bytes,4,opt,name=request_signature,json=requestSignature,proto3" json:"request_signature,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *DecryptRequest) Reset() {
@@ -1261,6 +1265,13 @@ func (x *DecryptRequest) GetEncryptionContext() map[string]string {
 func (x *DecryptRequest) GetJustification() *Justification {
 	if x != nil {
 		return x.Justification
+	}
+	return nil
+}
+
+func (x *DecryptRequest) GetRequestSignature() *RequestSignature {
+	if x != nil {
+		return x.RequestSignature
 	}
 	return nil
 }
@@ -1347,8 +1358,10 @@ type ReEncryptRequest struct {
 	Ciphertext        []byte                 `protobuf:"bytes,1,opt,name=ciphertext,proto3" json:"ciphertext,omitempty"`
 	EncryptionContext map[string]string      `protobuf:"bytes,2,rep,name=encryption_context,json=encryptionContext,proto3" json:"encryption_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	Justification     *Justification         `protobuf:"bytes,3,opt,name=justification,proto3" json:"justification,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// As DecryptRequest.request_signature.
+	RequestSignature *RequestSignature `protobuf:"bytes,4,opt,name=request_signature,json=requestSignature,proto3" json:"request_signature,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ReEncryptRequest) Reset() {
@@ -1398,6 +1411,13 @@ func (x *ReEncryptRequest) GetEncryptionContext() map[string]string {
 func (x *ReEncryptRequest) GetJustification() *Justification {
 	if x != nil {
 		return x.Justification
+	}
+	return nil
+}
+
+func (x *ReEncryptRequest) GetRequestSignature() *RequestSignature {
+	if x != nil {
+		return x.RequestSignature
 	}
 	return nil
 }
@@ -1815,13 +1835,14 @@ const file_custos_v1_keys_proto_rawDesc = "" +
 	"keyVersion\x12\x1e\n" +
 	"\n" +
 	"ciphertext\x18\x03 \x01(\fR\n" +
-	"ciphertext\"\x97\x02\n" +
+	"ciphertext\"\xe1\x02\n" +
 	"\x0eDecryptRequest\x12\x1e\n" +
 	"\n" +
 	"ciphertext\x18\x01 \x01(\fR\n" +
 	"ciphertext\x12_\n" +
 	"\x12encryption_context\x18\x02 \x03(\v20.custos.v1.DecryptRequest.EncryptionContextEntryR\x11encryptionContext\x12>\n" +
-	"\rjustification\x18\x03 \x01(\v2\x18.custos.v1.JustificationR\rjustification\x1aD\n" +
+	"\rjustification\x18\x03 \x01(\v2\x18.custos.v1.JustificationR\rjustification\x12H\n" +
+	"\x11request_signature\x18\x04 \x01(\v2\x1b.custos.v1.RequestSignatureR\x10requestSignature\x1aD\n" +
 	"\x16EncryptionContextEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa4\x01\n" +
@@ -1832,13 +1853,14 @@ const file_custos_v1_keys_proto_rawDesc = "" +
 	"\tplaintext\x18\x03 \x01(\fR\tplaintext\x12!\n" +
 	"\fdecision_seq\x18\x04 \x01(\x04R\vdecisionSeq\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x05 \x01(\tR\trequestId\"\x9b\x02\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\"\xe5\x02\n" +
 	"\x10ReEncryptRequest\x12\x1e\n" +
 	"\n" +
 	"ciphertext\x18\x01 \x01(\fR\n" +
 	"ciphertext\x12a\n" +
 	"\x12encryption_context\x18\x02 \x03(\v22.custos.v1.ReEncryptRequest.EncryptionContextEntryR\x11encryptionContext\x12>\n" +
-	"\rjustification\x18\x03 \x01(\v2\x18.custos.v1.JustificationR\rjustification\x1aD\n" +
+	"\rjustification\x18\x03 \x01(\v2\x18.custos.v1.JustificationR\rjustification\x12H\n" +
+	"\x11request_signature\x18\x04 \x01(\v2\x1b.custos.v1.RequestSignatureR\x10requestSignature\x1aD\n" +
 	"\x16EncryptionContextEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd6\x01\n" +
@@ -1947,6 +1969,7 @@ var file_custos_v1_keys_proto_goTypes = []any{
 	nil,                                    // 29: custos.v1.DecryptRequest.EncryptionContextEntry
 	nil,                                    // 30: custos.v1.ReEncryptRequest.EncryptionContextEntry
 	(*Justification)(nil),                  // 31: custos.v1.Justification
+	(*RequestSignature)(nil),               // 32: custos.v1.RequestSignature
 }
 var file_custos_v1_keys_proto_depIdxs = []int32{
 	1,  // 0: custos.v1.GetParametersForImportRequest.algorithm:type_name -> custos.v1.ImportWrappingAlgorithm
@@ -1960,43 +1983,45 @@ var file_custos_v1_keys_proto_depIdxs = []int32{
 	28, // 8: custos.v1.EncryptRequest.encryption_context:type_name -> custos.v1.EncryptRequest.EncryptionContextEntry
 	29, // 9: custos.v1.DecryptRequest.encryption_context:type_name -> custos.v1.DecryptRequest.EncryptionContextEntry
 	31, // 10: custos.v1.DecryptRequest.justification:type_name -> custos.v1.Justification
-	30, // 11: custos.v1.ReEncryptRequest.encryption_context:type_name -> custos.v1.ReEncryptRequest.EncryptionContextEntry
-	31, // 12: custos.v1.ReEncryptRequest.justification:type_name -> custos.v1.Justification
-	19, // 13: custos.v1.BatchDecryptRequest.requests:type_name -> custos.v1.DecryptRequest
-	25, // 14: custos.v1.BatchDecryptResponse.results:type_name -> custos.v1.BatchDecryptResult
-	20, // 15: custos.v1.BatchDecryptResult.response:type_name -> custos.v1.DecryptResponse
-	26, // 16: custos.v1.BatchDecryptResult.error:type_name -> custos.v1.ItemError
-	8,  // 17: custos.v1.KeyService.CreateKey:input_type -> custos.v1.CreateKeyRequest
-	9,  // 18: custos.v1.KeyService.GetKey:input_type -> custos.v1.GetKeyRequest
-	10, // 19: custos.v1.KeyService.ListKeys:input_type -> custos.v1.ListKeysRequest
-	12, // 20: custos.v1.KeyService.RotateKey:input_type -> custos.v1.RotateKeyRequest
-	13, // 21: custos.v1.KeyService.SetKeyState:input_type -> custos.v1.SetKeyStateRequest
-	14, // 22: custos.v1.KeyService.SetMinDecryptionVersion:input_type -> custos.v1.SetMinDecryptionVersionRequest
-	15, // 23: custos.v1.KeyService.GenerateDataKey:input_type -> custos.v1.GenerateDataKeyRequest
-	17, // 24: custos.v1.KeyService.Encrypt:input_type -> custos.v1.EncryptRequest
-	19, // 25: custos.v1.KeyService.Decrypt:input_type -> custos.v1.DecryptRequest
-	21, // 26: custos.v1.KeyService.ReEncrypt:input_type -> custos.v1.ReEncryptRequest
-	23, // 27: custos.v1.KeyService.BatchDecrypt:input_type -> custos.v1.BatchDecryptRequest
-	3,  // 28: custos.v1.KeyService.GetParametersForImport:input_type -> custos.v1.GetParametersForImportRequest
-	5,  // 29: custos.v1.KeyService.ImportKeyMaterial:input_type -> custos.v1.ImportKeyMaterialRequest
-	7,  // 30: custos.v1.KeyService.CreateKey:output_type -> custos.v1.Key
-	7,  // 31: custos.v1.KeyService.GetKey:output_type -> custos.v1.Key
-	11, // 32: custos.v1.KeyService.ListKeys:output_type -> custos.v1.ListKeysResponse
-	7,  // 33: custos.v1.KeyService.RotateKey:output_type -> custos.v1.Key
-	7,  // 34: custos.v1.KeyService.SetKeyState:output_type -> custos.v1.Key
-	7,  // 35: custos.v1.KeyService.SetMinDecryptionVersion:output_type -> custos.v1.Key
-	16, // 36: custos.v1.KeyService.GenerateDataKey:output_type -> custos.v1.GenerateDataKeyResponse
-	18, // 37: custos.v1.KeyService.Encrypt:output_type -> custos.v1.EncryptResponse
-	20, // 38: custos.v1.KeyService.Decrypt:output_type -> custos.v1.DecryptResponse
-	22, // 39: custos.v1.KeyService.ReEncrypt:output_type -> custos.v1.ReEncryptResponse
-	24, // 40: custos.v1.KeyService.BatchDecrypt:output_type -> custos.v1.BatchDecryptResponse
-	4,  // 41: custos.v1.KeyService.GetParametersForImport:output_type -> custos.v1.ImportParameters
-	7,  // 42: custos.v1.KeyService.ImportKeyMaterial:output_type -> custos.v1.Key
-	30, // [30:43] is the sub-list for method output_type
-	17, // [17:30] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	32, // 11: custos.v1.DecryptRequest.request_signature:type_name -> custos.v1.RequestSignature
+	30, // 12: custos.v1.ReEncryptRequest.encryption_context:type_name -> custos.v1.ReEncryptRequest.EncryptionContextEntry
+	31, // 13: custos.v1.ReEncryptRequest.justification:type_name -> custos.v1.Justification
+	32, // 14: custos.v1.ReEncryptRequest.request_signature:type_name -> custos.v1.RequestSignature
+	19, // 15: custos.v1.BatchDecryptRequest.requests:type_name -> custos.v1.DecryptRequest
+	25, // 16: custos.v1.BatchDecryptResponse.results:type_name -> custos.v1.BatchDecryptResult
+	20, // 17: custos.v1.BatchDecryptResult.response:type_name -> custos.v1.DecryptResponse
+	26, // 18: custos.v1.BatchDecryptResult.error:type_name -> custos.v1.ItemError
+	8,  // 19: custos.v1.KeyService.CreateKey:input_type -> custos.v1.CreateKeyRequest
+	9,  // 20: custos.v1.KeyService.GetKey:input_type -> custos.v1.GetKeyRequest
+	10, // 21: custos.v1.KeyService.ListKeys:input_type -> custos.v1.ListKeysRequest
+	12, // 22: custos.v1.KeyService.RotateKey:input_type -> custos.v1.RotateKeyRequest
+	13, // 23: custos.v1.KeyService.SetKeyState:input_type -> custos.v1.SetKeyStateRequest
+	14, // 24: custos.v1.KeyService.SetMinDecryptionVersion:input_type -> custos.v1.SetMinDecryptionVersionRequest
+	15, // 25: custos.v1.KeyService.GenerateDataKey:input_type -> custos.v1.GenerateDataKeyRequest
+	17, // 26: custos.v1.KeyService.Encrypt:input_type -> custos.v1.EncryptRequest
+	19, // 27: custos.v1.KeyService.Decrypt:input_type -> custos.v1.DecryptRequest
+	21, // 28: custos.v1.KeyService.ReEncrypt:input_type -> custos.v1.ReEncryptRequest
+	23, // 29: custos.v1.KeyService.BatchDecrypt:input_type -> custos.v1.BatchDecryptRequest
+	3,  // 30: custos.v1.KeyService.GetParametersForImport:input_type -> custos.v1.GetParametersForImportRequest
+	5,  // 31: custos.v1.KeyService.ImportKeyMaterial:input_type -> custos.v1.ImportKeyMaterialRequest
+	7,  // 32: custos.v1.KeyService.CreateKey:output_type -> custos.v1.Key
+	7,  // 33: custos.v1.KeyService.GetKey:output_type -> custos.v1.Key
+	11, // 34: custos.v1.KeyService.ListKeys:output_type -> custos.v1.ListKeysResponse
+	7,  // 35: custos.v1.KeyService.RotateKey:output_type -> custos.v1.Key
+	7,  // 36: custos.v1.KeyService.SetKeyState:output_type -> custos.v1.Key
+	7,  // 37: custos.v1.KeyService.SetMinDecryptionVersion:output_type -> custos.v1.Key
+	16, // 38: custos.v1.KeyService.GenerateDataKey:output_type -> custos.v1.GenerateDataKeyResponse
+	18, // 39: custos.v1.KeyService.Encrypt:output_type -> custos.v1.EncryptResponse
+	20, // 40: custos.v1.KeyService.Decrypt:output_type -> custos.v1.DecryptResponse
+	22, // 41: custos.v1.KeyService.ReEncrypt:output_type -> custos.v1.ReEncryptResponse
+	24, // 42: custos.v1.KeyService.BatchDecrypt:output_type -> custos.v1.BatchDecryptResponse
+	4,  // 43: custos.v1.KeyService.GetParametersForImport:output_type -> custos.v1.ImportParameters
+	7,  // 44: custos.v1.KeyService.ImportKeyMaterial:output_type -> custos.v1.Key
+	32, // [32:45] is the sub-list for method output_type
+	19, // [19:32] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_custos_v1_keys_proto_init() }

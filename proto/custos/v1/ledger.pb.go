@@ -110,10 +110,15 @@ type DecisionRecord struct {
 	SignedStatement *SignedStatement `protobuf:"bytes,34,opt,name=signed_statement,json=signedStatement,proto3" json:"signed_statement,omitempty"`
 	// STATE_MACHINE_UPGRADE records: the officer set when the cluster moved,
 	// where auditors start following it for a cluster born at version 1.
-	Officers      []*Officer `protobuf:"bytes,35,rep,name=officers,proto3" json:"officers,omitempty"`
-	Quorum        uint32     `protobuf:"varint,36,opt,name=quorum,proto3" json:"quorum,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Officers []*Officer `protobuf:"bytes,35,rep,name=officers,proto3" json:"officers,omitempty"`
+	Quorum   uint32     `protobuf:"varint,36,opt,name=quorum,proto3" json:"quorum,omitempty"`
+	// Decisions on a signed request (state machine version 4): the caller's
+	// signature and its certificate (DER), so that an auditor checks that
+	// the principal asked for exactly this (docs/signed-requests.md).
+	RequestSignature     *RequestSignature `protobuf:"bytes,37,opt,name=request_signature,json=requestSignature,proto3" json:"request_signature,omitempty"`
+	PrincipalCertificate []byte            `protobuf:"bytes,38,opt,name=principal_certificate,json=principalCertificate,proto3" json:"principal_certificate,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *DecisionRecord) Reset() {
@@ -398,6 +403,20 @@ func (x *DecisionRecord) GetQuorum() uint32 {
 	return 0
 }
 
+func (x *DecisionRecord) GetRequestSignature() *RequestSignature {
+	if x != nil {
+		return x.RequestSignature
+	}
+	return nil
+}
+
+func (x *DecisionRecord) GetPrincipalCertificate() []byte {
+	if x != nil {
+		return x.PrincipalCertificate
+	}
+	return nil
+}
+
 // Genesis is what a cluster was initialised with (the GENESIS record).
 type Genesis struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
@@ -612,7 +631,7 @@ var File_custos_v1_ledger_proto protoreflect.FileDescriptor
 
 const file_custos_v1_ledger_proto_rawDesc = "" +
 	"\n" +
-	"\x16custos/v1/ledger.proto\x12\tcustos.v1\x1a\x16custos/v1/common.proto\x1a\x1acustos/v1/governance.proto\"\x83\v\n" +
+	"\x16custos/v1/ledger.proto\x12\tcustos.v1\x1a\x16custos/v1/common.proto\x1a\x1acustos/v1/governance.proto\"\x82\f\n" +
 	"\x0eDecisionRecord\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x03R\ftimeUnixNano\x12\x12\n" +
@@ -656,7 +675,9 @@ const file_custos_v1_ledger_proto_rawDesc = "" +
 	"\x14registered_node_keys\x18! \x03(\fR\x12registeredNodeKeys\x12E\n" +
 	"\x10signed_statement\x18\" \x01(\v2\x1a.custos.v1.SignedStatementR\x0fsignedStatement\x12.\n" +
 	"\bofficers\x18# \x03(\v2\x12.custos.v1.OfficerR\bofficers\x12\x16\n" +
-	"\x06quorum\x18$ \x01(\rR\x06quorum\"\x9c\x03\n" +
+	"\x06quorum\x18$ \x01(\rR\x06quorum\x12H\n" +
+	"\x11request_signature\x18% \x01(\v2\x1b.custos.v1.RequestSignatureR\x10requestSignature\x123\n" +
+	"\x15principal_certificate\x18& \x01(\fR\x14principalCertificate\"\x9c\x03\n" +
 	"\aGenesis\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12.\n" +
@@ -693,17 +714,18 @@ func file_custos_v1_ledger_proto_rawDescGZIP() []byte {
 
 var file_custos_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_custos_v1_ledger_proto_goTypes = []any{
-	(*DecisionRecord)(nil),  // 0: custos.v1.DecisionRecord
-	(*Genesis)(nil),         // 1: custos.v1.Genesis
-	(*Checkpoint)(nil),      // 2: custos.v1.Checkpoint
-	(Operation)(0),          // 3: custos.v1.Operation
-	(Reason)(0),             // 4: custos.v1.Reason
-	(Outcome)(0),            // 5: custos.v1.Outcome
-	(*Cosignature)(nil),     // 6: custos.v1.Cosignature
-	(*Grant)(nil),           // 7: custos.v1.Grant
-	(*SignedStatement)(nil), // 8: custos.v1.SignedStatement
-	(*Officer)(nil),         // 9: custos.v1.Officer
-	(*ClientAuthority)(nil), // 10: custos.v1.ClientAuthority
+	(*DecisionRecord)(nil),   // 0: custos.v1.DecisionRecord
+	(*Genesis)(nil),          // 1: custos.v1.Genesis
+	(*Checkpoint)(nil),       // 2: custos.v1.Checkpoint
+	(Operation)(0),           // 3: custos.v1.Operation
+	(Reason)(0),              // 4: custos.v1.Reason
+	(Outcome)(0),             // 5: custos.v1.Outcome
+	(*Cosignature)(nil),      // 6: custos.v1.Cosignature
+	(*Grant)(nil),            // 7: custos.v1.Grant
+	(*SignedStatement)(nil),  // 8: custos.v1.SignedStatement
+	(*Officer)(nil),          // 9: custos.v1.Officer
+	(*RequestSignature)(nil), // 10: custos.v1.RequestSignature
+	(*ClientAuthority)(nil),  // 11: custos.v1.ClientAuthority
 }
 var file_custos_v1_ledger_proto_depIdxs = []int32{
 	3,  // 0: custos.v1.DecisionRecord.operation:type_name -> custos.v1.Operation
@@ -715,14 +737,15 @@ var file_custos_v1_ledger_proto_depIdxs = []int32{
 	7,  // 6: custos.v1.DecisionRecord.grant:type_name -> custos.v1.Grant
 	8,  // 7: custos.v1.DecisionRecord.signed_statement:type_name -> custos.v1.SignedStatement
 	9,  // 8: custos.v1.DecisionRecord.officers:type_name -> custos.v1.Officer
-	9,  // 9: custos.v1.Genesis.officers:type_name -> custos.v1.Officer
-	10, // 10: custos.v1.Genesis.client_authorities:type_name -> custos.v1.ClientAuthority
-	8,  // 11: custos.v1.Genesis.statement:type_name -> custos.v1.SignedStatement
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	10, // 9: custos.v1.DecisionRecord.request_signature:type_name -> custos.v1.RequestSignature
+	9,  // 10: custos.v1.Genesis.officers:type_name -> custos.v1.Officer
+	11, // 11: custos.v1.Genesis.client_authorities:type_name -> custos.v1.ClientAuthority
+	8,  // 12: custos.v1.Genesis.statement:type_name -> custos.v1.SignedStatement
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_custos_v1_ledger_proto_init() }

@@ -2265,9 +2265,13 @@ type Decide struct {
 	ContextDigest     []byte                 `protobuf:"bytes,7,opt,name=context_digest,json=contextDigest,proto3" json:"context_digest,omitempty"`
 	RequestId         string                 `protobuf:"bytes,8,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// SHA-256 of the wrapped data key or ciphertext sent (empty: none).
-	DataDigest    []byte `protobuf:"bytes,9,opt,name=data_digest,json=dataDigest,proto3" json:"data_digest,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	DataDigest []byte `protobuf:"bytes,9,opt,name=data_digest,json=dataDigest,proto3" json:"data_digest,omitempty"`
+	// A signed request (state machine version 4): the caller's signature
+	// and certificate (DER), which every replica checks at apply.
+	RequestSignature     *v1.RequestSignature `protobuf:"bytes,10,opt,name=request_signature,json=requestSignature,proto3" json:"request_signature,omitempty"`
+	PrincipalCertificate []byte               `protobuf:"bytes,11,opt,name=principal_certificate,json=principalCertificate,proto3" json:"principal_certificate,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *Decide) Reset() {
@@ -2363,6 +2367,20 @@ func (x *Decide) GetDataDigest() []byte {
 	return nil
 }
 
+func (x *Decide) GetRequestSignature() *v1.RequestSignature {
+	if x != nil {
+		return x.RequestSignature
+	}
+	return nil
+}
+
+func (x *Decide) GetPrincipalCertificate() []byte {
+	if x != nil {
+		return x.PrincipalCertificate
+	}
+	return nil
+}
+
 // State is the snapshot form of the key state (the ledger is streamed after
 // it, see docs/raft-log.md).
 type State struct {
@@ -2413,8 +2431,11 @@ type State struct {
 	Proposals []*v1.Proposal `protobuf:"bytes,25,rep,name=proposals,proto3" json:"proposals,omitempty"`
 	// The newest signature counter seen from each WebAuthn credential.
 	CredentialCounters []*CredentialCounter `protobuf:"bytes,26,rep,name=credential_counters,json=credentialCounters,proto3" json:"credential_counters,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Nonces of signed requests decided in the last ten minutes, oldest
+	// first (not_after_unix: when they may be forgotten).
+	RequestNonces []*UsedNonce `protobuf:"bytes,27,rep,name=request_nonces,json=requestNonces,proto3" json:"request_nonces,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *State) Reset() {
@@ -2625,6 +2646,13 @@ func (x *State) GetProposals() []*v1.Proposal {
 func (x *State) GetCredentialCounters() []*CredentialCounter {
 	if x != nil {
 		return x.CredentialCounters
+	}
+	return nil
+}
+
+func (x *State) GetRequestNonces() []*UsedNonce {
+	if x != nil {
+		return x.RequestNonces
 	}
 	return nil
 }
@@ -3771,7 +3799,7 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\aenabled\x18\x02 \x01(\bR\aenabled\"c\n" +
 	"\x17SetMinDecryptionVersion\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
-	"\x16min_decryption_version\x18\x02 \x01(\rR\x14minDecryptionVersion\"\xc8\x02\n" +
+	"\x16min_decryption_version\x18\x02 \x01(\rR\x14minDecryptionVersion\"\xc7\x03\n" +
 	"\x06Decide\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1f\n" +
 	"\vkey_version\x18\x02 \x01(\rR\n" +
@@ -3784,7 +3812,10 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\b \x01(\tR\trequestId\x12\x1f\n" +
 	"\vdata_digest\x18\t \x01(\fR\n" +
-	"dataDigest\"\x82\n" +
+	"dataDigest\x12H\n" +
+	"\x11request_signature\x18\n" +
+	" \x01(\v2\x1b.custos.v1.RequestSignatureR\x10requestSignature\x123\n" +
+	"\x15principal_certificate\x18\v \x01(\fR\x14principalCertificate\"\xc0\n" +
 	"\n" +
 	"\x05State\x12\x1d\n" +
 	"\n" +
@@ -3820,7 +3851,8 @@ const file_raftlog_v1_raftlog_proto_rawDesc = "" +
 	"\x15state_machine_version\x18\x17 \x01(\rR\x13stateMachineVersion\x123\n" +
 	"\x15checkpoint_mismatches\x18\x18 \x03(\tR\x14checkpointMismatches\x121\n" +
 	"\tproposals\x18\x19 \x03(\v2\x13.custos.v1.ProposalR\tproposals\x12N\n" +
-	"\x13credential_counters\x18\x1a \x03(\v2\x1d.raftlog.v1.CredentialCounterR\x12credentialCounters\"W\n" +
+	"\x13credential_counters\x18\x1a \x03(\v2\x1d.raftlog.v1.CredentialCounterR\x12credentialCounters\x12<\n" +
+	"\x0erequest_nonces\x18\x1b \x03(\v2\x15.raftlog.v1.UsedNonceR\rrequestNonces\"W\n" +
 	"\x11CredentialCounter\x12#\n" +
 	"\rcredential_id\x18\x01 \x01(\fR\fcredentialId\x12\x1d\n" +
 	"\n" +
@@ -3966,15 +3998,16 @@ var file_raftlog_v1_raftlog_proto_goTypes = []any{
 	(v1.KeyOrigin)(0),                 // 49: custos.v1.KeyOrigin
 	(v1.Operation)(0),                 // 50: custos.v1.Operation
 	(v1.Reason)(0),                    // 51: custos.v1.Reason
-	(*v1.Governance)(nil),             // 52: custos.v1.Governance
-	(*v1.ApprovalRequest)(nil),        // 53: custos.v1.ApprovalRequest
-	(*v1.Grant)(nil),                  // 54: custos.v1.Grant
-	(*v1.NodeAdmission)(nil),          // 55: custos.v1.NodeAdmission
-	(*v1.ClusterRestore)(nil),         // 56: custos.v1.ClusterRestore
-	(*v1.DomainKeyRotation)(nil),      // 57: custos.v1.DomainKeyRotation
-	(*v1.Proposal)(nil),               // 58: custos.v1.Proposal
-	(*v1.KeyPolicy)(nil),              // 59: custos.v1.KeyPolicy
-	(*v1.DecisionRecord)(nil),         // 60: custos.v1.DecisionRecord
+	(*v1.RequestSignature)(nil),       // 52: custos.v1.RequestSignature
+	(*v1.Governance)(nil),             // 53: custos.v1.Governance
+	(*v1.ApprovalRequest)(nil),        // 54: custos.v1.ApprovalRequest
+	(*v1.Grant)(nil),                  // 55: custos.v1.Grant
+	(*v1.NodeAdmission)(nil),          // 56: custos.v1.NodeAdmission
+	(*v1.ClusterRestore)(nil),         // 57: custos.v1.ClusterRestore
+	(*v1.DomainKeyRotation)(nil),      // 58: custos.v1.DomainKeyRotation
+	(*v1.Proposal)(nil),               // 59: custos.v1.Proposal
+	(*v1.KeyPolicy)(nil),              // 60: custos.v1.KeyPolicy
+	(*v1.DecisionRecord)(nil),         // 61: custos.v1.DecisionRecord
 }
 var file_raftlog_v1_raftlog_proto_depIdxs = []int32{
 	1,  // 0: raftlog.v1.Entry.commands:type_name -> raftlog.v1.Command
@@ -4016,39 +4049,41 @@ var file_raftlog_v1_raftlog_proto_depIdxs = []int32{
 	49, // 36: raftlog.v1.AddKeyVersion.origin:type_name -> custos.v1.KeyOrigin
 	50, // 37: raftlog.v1.Decide.operation:type_name -> custos.v1.Operation
 	51, // 38: raftlog.v1.Decide.reason:type_name -> custos.v1.Reason
-	35, // 39: raftlog.v1.State.keys:type_name -> raftlog.v1.KeyRecord
-	52, // 40: raftlog.v1.State.governance:type_name -> custos.v1.Governance
-	33, // 41: raftlog.v1.State.nonces:type_name -> raftlog.v1.UsedNonce
-	53, // 42: raftlog.v1.State.requests:type_name -> custos.v1.ApprovalRequest
-	54, // 43: raftlog.v1.State.grants:type_name -> custos.v1.Grant
-	34, // 44: raftlog.v1.State.counters:type_name -> raftlog.v1.RateCounter
-	32, // 45: raftlog.v1.State.node_keys:type_name -> raftlog.v1.NodeKey
-	46, // 46: raftlog.v1.State.last_checkpoint:type_name -> custos.v1.Checkpoint
-	31, // 47: raftlog.v1.State.members:type_name -> raftlog.v1.RaftServer
-	55, // 48: raftlog.v1.State.admissions:type_name -> custos.v1.NodeAdmission
-	56, // 49: raftlog.v1.State.restore:type_name -> custos.v1.ClusterRestore
-	57, // 50: raftlog.v1.State.rotation:type_name -> custos.v1.DomainKeyRotation
-	58, // 51: raftlog.v1.State.proposals:type_name -> custos.v1.Proposal
-	30, // 52: raftlog.v1.State.credential_counters:type_name -> raftlog.v1.CredentialCounter
-	36, // 53: raftlog.v1.KeyRecord.versions:type_name -> raftlog.v1.KeyVersionRecord
-	59, // 54: raftlog.v1.KeyRecord.policy:type_name -> custos.v1.KeyPolicy
-	49, // 55: raftlog.v1.KeyVersionRecord.origin:type_name -> custos.v1.KeyOrigin
-	35, // 56: raftlog.v1.ApplyResult.key:type_name -> raftlog.v1.KeyRecord
-	42, // 57: raftlog.v1.ApplyResult.decision:type_name -> raftlog.v1.DecisionResult
-	43, // 58: raftlog.v1.ApplyResult.error:type_name -> raftlog.v1.ResultError
-	60, // 59: raftlog.v1.DecisionResult.record:type_name -> custos.v1.DecisionRecord
-	43, // 60: raftlog.v1.DecisionResult.error:type_name -> raftlog.v1.ResultError
-	1,  // 61: raftlog.v1.Replication.Apply:input_type -> raftlog.v1.Command
-	37, // 62: raftlog.v1.Replication.ReadIndex:input_type -> raftlog.v1.ReadIndexRequest
-	38, // 63: raftlog.v1.Replication.ReadRecords:input_type -> raftlog.v1.ReadRecordsRequest
-	41, // 64: raftlog.v1.Replication.Apply:output_type -> raftlog.v1.ApplyResult
-	40, // 65: raftlog.v1.Replication.ReadIndex:output_type -> raftlog.v1.ReadIndexResponse
-	39, // 66: raftlog.v1.Replication.ReadRecords:output_type -> raftlog.v1.ReadRecordsResponse
-	64, // [64:67] is the sub-list for method output_type
-	61, // [61:64] is the sub-list for method input_type
-	61, // [61:61] is the sub-list for extension type_name
-	61, // [61:61] is the sub-list for extension extendee
-	0,  // [0:61] is the sub-list for field type_name
+	52, // 39: raftlog.v1.Decide.request_signature:type_name -> custos.v1.RequestSignature
+	35, // 40: raftlog.v1.State.keys:type_name -> raftlog.v1.KeyRecord
+	53, // 41: raftlog.v1.State.governance:type_name -> custos.v1.Governance
+	33, // 42: raftlog.v1.State.nonces:type_name -> raftlog.v1.UsedNonce
+	54, // 43: raftlog.v1.State.requests:type_name -> custos.v1.ApprovalRequest
+	55, // 44: raftlog.v1.State.grants:type_name -> custos.v1.Grant
+	34, // 45: raftlog.v1.State.counters:type_name -> raftlog.v1.RateCounter
+	32, // 46: raftlog.v1.State.node_keys:type_name -> raftlog.v1.NodeKey
+	46, // 47: raftlog.v1.State.last_checkpoint:type_name -> custos.v1.Checkpoint
+	31, // 48: raftlog.v1.State.members:type_name -> raftlog.v1.RaftServer
+	56, // 49: raftlog.v1.State.admissions:type_name -> custos.v1.NodeAdmission
+	57, // 50: raftlog.v1.State.restore:type_name -> custos.v1.ClusterRestore
+	58, // 51: raftlog.v1.State.rotation:type_name -> custos.v1.DomainKeyRotation
+	59, // 52: raftlog.v1.State.proposals:type_name -> custos.v1.Proposal
+	30, // 53: raftlog.v1.State.credential_counters:type_name -> raftlog.v1.CredentialCounter
+	33, // 54: raftlog.v1.State.request_nonces:type_name -> raftlog.v1.UsedNonce
+	36, // 55: raftlog.v1.KeyRecord.versions:type_name -> raftlog.v1.KeyVersionRecord
+	60, // 56: raftlog.v1.KeyRecord.policy:type_name -> custos.v1.KeyPolicy
+	49, // 57: raftlog.v1.KeyVersionRecord.origin:type_name -> custos.v1.KeyOrigin
+	35, // 58: raftlog.v1.ApplyResult.key:type_name -> raftlog.v1.KeyRecord
+	42, // 59: raftlog.v1.ApplyResult.decision:type_name -> raftlog.v1.DecisionResult
+	43, // 60: raftlog.v1.ApplyResult.error:type_name -> raftlog.v1.ResultError
+	61, // 61: raftlog.v1.DecisionResult.record:type_name -> custos.v1.DecisionRecord
+	43, // 62: raftlog.v1.DecisionResult.error:type_name -> raftlog.v1.ResultError
+	1,  // 63: raftlog.v1.Replication.Apply:input_type -> raftlog.v1.Command
+	37, // 64: raftlog.v1.Replication.ReadIndex:input_type -> raftlog.v1.ReadIndexRequest
+	38, // 65: raftlog.v1.Replication.ReadRecords:input_type -> raftlog.v1.ReadRecordsRequest
+	41, // 66: raftlog.v1.Replication.Apply:output_type -> raftlog.v1.ApplyResult
+	40, // 67: raftlog.v1.Replication.ReadIndex:output_type -> raftlog.v1.ReadIndexResponse
+	39, // 68: raftlog.v1.Replication.ReadRecords:output_type -> raftlog.v1.ReadRecordsResponse
+	66, // [66:69] is the sub-list for method output_type
+	63, // [63:66] is the sub-list for method input_type
+	63, // [63:63] is the sub-list for extension type_name
+	63, // [63:63] is the sub-list for extension extendee
+	0,  // [0:63] is the sub-list for field type_name
 }
 
 func init() { file_raftlog_v1_raftlog_proto_init() }

@@ -48,6 +48,16 @@ class Justification(_message.Message):
     ticket: str
     def __init__(self, reason: _Optional[_Union[Reason, str]] = ..., text: _Optional[str] = ..., ticket: _Optional[str] = ...) -> None: ...
 
+class RequestSignature(_message.Message):
+    __slots__ = ["nonce", "signature", "time_unix_nano"]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    TIME_UNIX_NANO_FIELD_NUMBER: _ClassVar[int]
+    nonce: bytes
+    signature: bytes
+    time_unix_nano: int
+    def __init__(self, nonce: _Optional[bytes] = ..., time_unix_nano: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
 class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = []
 

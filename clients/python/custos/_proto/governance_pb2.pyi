@@ -317,7 +317,7 @@ class Grant(_message.Message):
     def __init__(self, grant_id: _Optional[str] = ..., principal: _Optional[str] = ..., key: _Optional[str] = ..., reason: _Optional[_Union[_common_pb2.Reason, str]] = ..., context_digest: _Optional[bytes] = ..., uses_left: _Optional[int] = ..., expire_time_unix_nano: _Optional[int] = ..., request_id: _Optional[str] = ..., data_digests: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class KeyPolicy(_message.Message):
-    __slots__ = ["admin_principals", "decrypt_principals", "encrypt_principals", "max_decrypts_per_principal_per_hour", "notify_all", "notify_before_release", "reasons", "version", "windows", "witness_max_age_seconds", "witness_max_records"]
+    __slots__ = ["admin_principals", "decrypt_principals", "encrypt_principals", "max_decrypts_per_principal_per_hour", "notify_all", "notify_before_release", "reasons", "require_request_signature", "version", "windows", "witness_max_age_seconds", "witness_max_records"]
     ADMIN_PRINCIPALS_FIELD_NUMBER: _ClassVar[int]
     DECRYPT_PRINCIPALS_FIELD_NUMBER: _ClassVar[int]
     ENCRYPT_PRINCIPALS_FIELD_NUMBER: _ClassVar[int]
@@ -325,6 +325,7 @@ class KeyPolicy(_message.Message):
     NOTIFY_ALL_FIELD_NUMBER: _ClassVar[int]
     NOTIFY_BEFORE_RELEASE_FIELD_NUMBER: _ClassVar[int]
     REASONS_FIELD_NUMBER: _ClassVar[int]
+    REQUIRE_REQUEST_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     WINDOWS_FIELD_NUMBER: _ClassVar[int]
     WITNESS_MAX_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
@@ -336,11 +337,12 @@ class KeyPolicy(_message.Message):
     notify_all: bool
     notify_before_release: bool
     reasons: _containers.RepeatedCompositeFieldContainer[ReasonRule]
+    require_request_signature: bool
     version: int
     windows: _containers.RepeatedCompositeFieldContainer[TimeWindow]
     witness_max_age_seconds: int
     witness_max_records: int
-    def __init__(self, version: _Optional[int] = ..., encrypt_principals: _Optional[_Iterable[str]] = ..., decrypt_principals: _Optional[_Iterable[str]] = ..., reasons: _Optional[_Iterable[_Union[ReasonRule, _Mapping]]] = ..., max_decrypts_per_principal_per_hour: _Optional[int] = ..., windows: _Optional[_Iterable[_Union[TimeWindow, _Mapping]]] = ..., notify_all: bool = ..., notify_before_release: bool = ..., admin_principals: _Optional[_Iterable[str]] = ..., witness_max_age_seconds: _Optional[int] = ..., witness_max_records: _Optional[int] = ...) -> None: ...
+    def __init__(self, version: _Optional[int] = ..., encrypt_principals: _Optional[_Iterable[str]] = ..., decrypt_principals: _Optional[_Iterable[str]] = ..., reasons: _Optional[_Iterable[_Union[ReasonRule, _Mapping]]] = ..., max_decrypts_per_principal_per_hour: _Optional[int] = ..., windows: _Optional[_Iterable[_Union[TimeWindow, _Mapping]]] = ..., notify_all: bool = ..., notify_before_release: bool = ..., admin_principals: _Optional[_Iterable[str]] = ..., witness_max_age_seconds: _Optional[int] = ..., witness_max_records: _Optional[int] = ..., require_request_signature: bool = ...) -> None: ...
 
 class ListGrantsRequest(_message.Message):
     __slots__ = ["key"]

@@ -50,7 +50,7 @@ class CreateKeyRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
 class DecryptRequest(_message.Message):
-    __slots__ = ["ciphertext", "encryption_context", "justification"]
+    __slots__ = ["ciphertext", "encryption_context", "justification", "request_signature"]
     class EncryptionContextEntry(_message.Message):
         __slots__ = ["key", "value"]
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -61,10 +61,12 @@ class DecryptRequest(_message.Message):
     CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
     ENCRYPTION_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     JUSTIFICATION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     ciphertext: bytes
     encryption_context: _containers.ScalarMap[str, str]
     justification: _common_pb2.Justification
-    def __init__(self, ciphertext: _Optional[bytes] = ..., encryption_context: _Optional[_Mapping[str, str]] = ..., justification: _Optional[_Union[_common_pb2.Justification, _Mapping]] = ...) -> None: ...
+    request_signature: _common_pb2.RequestSignature
+    def __init__(self, ciphertext: _Optional[bytes] = ..., encryption_context: _Optional[_Mapping[str, str]] = ..., justification: _Optional[_Union[_common_pb2.Justification, _Mapping]] = ..., request_signature: _Optional[_Union[_common_pb2.RequestSignature, _Mapping]] = ...) -> None: ...
 
 class DecryptResponse(_message.Message):
     __slots__ = ["decision_seq", "key", "key_version", "plaintext", "request_id"]
@@ -243,7 +245,7 @@ class ListKeysResponse(_message.Message):
     def __init__(self, keys: _Optional[_Iterable[_Union[Key, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ReEncryptRequest(_message.Message):
-    __slots__ = ["ciphertext", "encryption_context", "justification"]
+    __slots__ = ["ciphertext", "encryption_context", "justification", "request_signature"]
     class EncryptionContextEntry(_message.Message):
         __slots__ = ["key", "value"]
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -254,10 +256,12 @@ class ReEncryptRequest(_message.Message):
     CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
     ENCRYPTION_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     JUSTIFICATION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     ciphertext: bytes
     encryption_context: _containers.ScalarMap[str, str]
     justification: _common_pb2.Justification
-    def __init__(self, ciphertext: _Optional[bytes] = ..., encryption_context: _Optional[_Mapping[str, str]] = ..., justification: _Optional[_Union[_common_pb2.Justification, _Mapping]] = ...) -> None: ...
+    request_signature: _common_pb2.RequestSignature
+    def __init__(self, ciphertext: _Optional[bytes] = ..., encryption_context: _Optional[_Mapping[str, str]] = ..., justification: _Optional[_Union[_common_pb2.Justification, _Mapping]] = ..., request_signature: _Optional[_Union[_common_pb2.RequestSignature, _Mapping]] = ...) -> None: ...
 
 class ReEncryptResponse(_message.Message):
     __slots__ = ["ciphertext", "decision_seq", "key", "key_version", "request_id", "source_key_version"]

@@ -1,0 +1,132 @@
+package kms
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"github.com/custos-kms/custos/kms/governance"
+	"github.com/custos-kms/custos/kms/requestsig"
+	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
+)
+
+// Signed requests (docs/signed-requests.md): from state machine version 4
+// a decrypt-type request may carry the caller's signature over what it
+// asks, by the key of its mTLS certificate, and the certificate; every
+// replica checks both at apply, so a member node that forwards a request,
+// or proposes one of its own, cannot decide in a principal's name what the
+// principal did not sign. A key whose policy sets require_request_signature
+// releases only to such requests.
+
+// SignedRequestsVersion is the state machine version from which signed
+// requests are checked and recorded, and policies may require them.
+const SignedRequestsVersion = governance.SignedRequestsVersion
+
+// maxRequestNonces bounds the signed-request nonces remembered at once
+// (ten minutes' worth): beyond it a signed request is refused
+// (ResourceExhausted) until older nonces expire.
+const maxRequestNonces = 1 << 20
+
+// checkRequestSignature checks a Decide's request signature at this log
+// position: whether the request is signed (false, nil when it carries
+// none, or below SignedRequestsVersion, where the fields are dropped as
+// the release before ignored them), or why the signature does not hold.
+// A signature that holds spends its nonce, whatever the decision.
+func (s *State) checkRequestSignature(c *raftlogv1.Command, op *raftlogv1.Decide) (bool, error) {
+	sig := op.GetRequestSignature()
+	if sig == nil || s.smv() < SignedRequestsVersion {
+		op.RequestSignature, op.PrincipalCertificate = nil, nil
+		return false, nil
+	}
+	der := op.GetPrincipalCertificate()
+	method := requestsig.MethodOf(op.GetOperation())
+	switch {
+	case method == "":
+		return false, fmt.Errorf("%w: operation %s is not signed", ErrInvalidArgument, op.GetOperation())
+	case len(der) == 0:
+		return false, fmt.Errorf("%w: a signed request needs the principal's certificate", ErrPermissionDenied)
+	case s.gov == nil || !s.gov.ClientAuthoritiesPinned:
+		// A certificate from any CA would do: a signature proves nothing.
+		return false, fmt.Errorf("%w: signed requests need client authorities pinned by the officers", ErrFailedPrecondition)
+	}
+	if h := sha256.Sum256(der); !bytes.Equal(h[:], c.GetPrincipalCertSha256()) {
+		return false, fmt.Errorf("%w: the signed request's certificate is not the one the command names", ErrPermissionDenied)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return false, fmt.Errorf("%w: the signed request's certificate: %v", ErrPermissionDenied, err)
+	}
+	if cert.Subject.CommonName != c.GetPrincipal() {
+		return false, fmt.Errorf("%w: the signed request's certificate names %q, not %q", ErrPermissionDenied, cert.Subject.CommonName, c.GetPrincipal())
+	}
+	if err := s.issuedByAuthority(cert, c); err != nil {
+		return false, err
+	}
+	if skew := time.Duration(sig.GetTimeUnixNano() - c.GetTimeUnixNano()).Abs(); skew > requestsig.MaxSkew {
+		return false, fmt.Errorf("%w: the signed request's time is %s from the cluster's clock (at most %s)", ErrPermissionDenied, skew.Round(time.Second), requestsig.MaxSkew)
+	}
+	s.pruneRequestNonces()
+	key := string(sig.GetNonce())
+	if _, spent := s.requestNonces[key]; spent {
+		return false, fmt.Errorf("%w: the signed request was decided before (its nonce is spent): a replay", ErrPermissionDenied)
+	}
+	r := requestsig.Request{Method: method, DataDigest: op.GetDataDigest(), ContextDigest: op.GetContextDigest(),
+		Reason: op.GetReason(), Text: op.GetJustificationText(), Ticket: op.GetTicket()}
+	if err := requestsig.Verify(cert.PublicKey, r, sig); err != nil {
+		return false, fmt.Errorf("%w: %v", ErrPermissionDenied, err)
+	}
+	if len(s.requestNonces) >= maxRequestNonces {
+		return false, fmt.Errorf("%w: %d signed requests in ten minutes", ErrResourceExhausted, maxRequestNonces)
+	}
+	s.requestNonces[key] = time.Unix(0, s.clock).Add(2*requestsig.MaxSkew).Unix() + 1
+	s.requestNonceOrder = append(s.requestNonceOrder, key)
+	return true, nil
+}
+
+// issuedByAuthority checks that cert is a client certificate the client
+// authority the command names issued, valid at the command's time.
+func (s *State) issuedByAuthority(cert *x509.Certificate, c *raftlogv1.Command) error {
+	want := hex.EncodeToString(c.GetPrincipalIssuerSha256())
+	for _, ca := range s.gov.GetClientAuthorities() {
+		if ca.GetSha256() != want {
+			continue
+		}
+		caCert, err := x509.ParseCertificate(ca.GetCertificate())
+		if err != nil {
+			break
+		}
+		roots := x509.NewCertPool()
+		roots.AddCert(caCert)
+		if cert.IsCA {
+			return fmt.Errorf("%w: the signed request's certificate is a CA certificate", ErrPermissionDenied)
+		}
+		if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: time.Unix(0, c.GetTimeUnixNano()),
+			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+			return fmt.Errorf("%w: the signed request's certificate is not a client certificate of client authority %s valid now: %v", ErrPermissionDenied, want, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: the signed request's issuer %s is not a client authority the officers trust", ErrPermissionDenied, want)
+}
+
+// pruneRequestNonces forgets the nonces of signed requests whose time can
+// no longer be within MaxSkew of the clock, oldest first (they were spent
+// in clock order), in amortised constant time.
+func (s *State) pruneRequestNonces() {
+	for s.requestNonceHead < len(s.requestNonceOrder) {
+		k := s.requestNonceOrder[s.requestNonceHead]
+		if !nonceExpired(s.requestNonces[k], s.clock) {
+			break
+		}
+		delete(s.requestNonces, k)
+		s.requestNonceOrder[s.requestNonceHead] = ""
+		s.requestNonceHead++
+	}
+	if s.requestNonceHead > 1024 && 2*s.requestNonceHead > len(s.requestNonceOrder) {
+		s.requestNonceOrder = append([]string(nil), s.requestNonceOrder[s.requestNonceHead:]...)
+		s.requestNonceHead = 0
+	}
+}
