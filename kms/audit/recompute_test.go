@@ -95,7 +95,7 @@ func (b *ledgerBuilder) govern(set func(*custosv1.Statement)) {
 	}
 	b.add(&custosv1.DecisionRecord{Operation: custosv1.Operation_OPERATION_GOVERNANCE, Principal: "officer:alice",
 		MatchedRule: "governance:" + governance.OperationName(st),
-		Signers: []string{"alice"}, SignedStatement: &custosv1.SignedStatement{Statement: data, Signatures: []*custosv1.OfficerSignature{sig}}})
+		Signers:     []string{"alice"}, SignedStatement: &custosv1.SignedStatement{Statement: data, Signatures: []*custosv1.OfficerSignature{sig}}})
 }
 
 // cosign returns the record of witness name's cosignature (with key) of
