@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -262,7 +263,9 @@ func readPublicKeys(files []string) ([][]byte, error) {
 func runAuditVerify(ctx context.Context, a *app, args []string) error {
 	fs := a.flags("audit verify")
 	var pubs stringList
-	fs.Var(&pubs, "pubkey", "PEM `FILE` of trusted checkpoint public keys, as written by 'custos audit pubkey' (repeatable; required)")
+	fs.Var(&pubs, "pubkey", "PEM `FILE` of trusted checkpoint public keys, as written by 'custos audit pubkey' (repeatable; this or --witness-key)")
+	var witnessKeys stringList
+	fs.Var(&witnessKeys, "witness-key", "PEM `FILE` of the customer's witness public key (repeatable): trust the checkpoint keys the ledger registered up to the newest head that witness cosigned (docs/audit.md)")
 	asJSON := fs.Bool("json", false, "print the verification report as JSON")
 	witnessState := fs.String("witness-state", "", "a witness's state `FILE` (custos audit witness --state): the export must hold the head it cosigned")
 	genesis := fs.String("genesis", "", "the cluster's genesis fingerprint (`HEX`, custos officer list): record 1 of the export must be that genesis")
@@ -270,16 +273,18 @@ func runAuditVerify(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(pubs) == 0 {
-		return usagef("--pubkey is required: verification trusts only keys you obtained yourself (custos audit pubkey > ledger.pem)")
+	if len(pubs) == 0 && len(witnessKeys) == 0 {
+		return usagef("--pubkey or --witness-key is required: verification trusts only keys you obtained yourself (custos audit pubkey > ledger.pem, or your witness's public key)")
 	}
-	ders, err := readPublicKeys(pubs)
-	if err != nil {
-		return err
-	}
-	keys, err := audit.ParseKeys(ders)
-	if err != nil {
-		return err
+	var keys []*ecdsa.PublicKey
+	if len(pubs) > 0 {
+		ders, err := readPublicKeys(pubs)
+		if err != nil {
+			return err
+		}
+		if keys, err = audit.ParseKeys(ders); err != nil {
+			return err
+		}
 	}
 	var in io.Reader = a.stdin
 	var f *os.File
@@ -322,6 +327,44 @@ func runAuditVerify(ctx context.Context, a *app, args []string) error {
 		}
 		witnessed = &h
 	}
+	var anchor *audit.Head
+	var anchorWitness string
+	var registered int
+	if len(witnessKeys) > 0 {
+		if f == nil {
+			return usagef("--witness-key needs an export FILE, not '-'")
+		}
+		ders, err := readPublicKeys(witnessKeys)
+		if err != nil {
+			return err
+		}
+		wk, err := audit.ParseKeys(ders)
+		if err != nil {
+			return err
+		}
+		h, name, err := audit.WitnessAnchor(f, wk)
+		if err != nil {
+			return fmt.Errorf("%s: %w (verify with --pubkey instead, or export after the witness cosigned)", pos[0], err)
+		}
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		if err := audit.CheckHead(f, h); err != nil {
+			return fmt.Errorf("%s does NOT hold the head witness %s cosigned: %w", pos[0], name, err)
+		}
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		regs, err := audit.RegisteredKeys(f, h.Seq)
+		if err != nil {
+			return err
+		}
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		keys, registered = append(keys, regs...), len(regs)
+		anchor, anchorWitness = &h, name
+	}
 	rep, verr := audit.Verify(in, keys)
 	if verr != nil && !errors.Is(verr, audit.ErrBroken) {
 		return fmt.Errorf("read %s: %w", pos[0], verr)
@@ -358,6 +401,10 @@ func runAuditVerify(ctx context.Context, a *app, args []string) error {
 		}
 		if witnessed != nil {
 			fmt.Fprintf(a.stdout, "the export holds the head the witness cosigned at seq %d\n", witnessed.Seq)
+		}
+		if anchor != nil {
+			fmt.Fprintf(a.stdout, "records 1..%d are anchored by witness %s's cosignature of that head; the %d checkpoint keys they registered verified the rest\n",
+				anchor.Seq, anchorWitness, registered)
 		}
 		if rep.Partial {
 			fmt.Fprintf(a.stdout, "note: the export starts at seq %d, so its link to earlier records was not checked; export from seq 1 for a full proof\n", rep.FirstSeq)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/custos-kms/custos/internal/node/nodetest"
@@ -71,6 +72,28 @@ func TestWitnessCLI(t *testing.T) {
 	}
 	runCLI(t, "", "audit", "export", export).want(t, 0)
 	runCLI(t, "", "audit", "verify", "--pubkey", pem, "--witness-state", state, export).want(t, 0, "holds the head the witness cosigned")
+
+	// An auditor with only the genesis fingerprint and the witness's
+	// public key (docs/audit.md): no checkpoint key obtained from the
+	// cluster. The witness's newest cosignature in the export anchors the
+	// records up to its head; the checkpoint keys they registered verify
+	// the rest.
+	var gen string
+	for _, l := range strings.Split(runCLI(t, "", "officer", "list").stdout, "\n") {
+		if f := strings.Fields(l); len(f) == 2 && f[0] == "genesis" {
+			gen = f[1]
+		}
+	}
+	if len(gen) != 64 {
+		t.Fatalf("no genesis fingerprint in custos officer list")
+	}
+	runCLI(t, "", "audit", "verify", "--genesis", gen, "--witness-key", wpub, export).want(t, 0,
+		"record 1 is the pinned genesis", "anchored by witness w1's cosignature", "checkpoint keys they registered verified the rest")
+	other := filepath.Join(dir, "other.pem")
+	runCLI(t, "", "officer", "keygen", "--name", "other", "--out", other).want(t, 0)
+	runCLI(t, "", "audit", "verify", "--genesis", gen, "--witness-key", filepath.Join(dir, "other.pub.pem"), export).want(t, 1,
+		"no cosignature by the given witness keys")
+	runCLI(t, "", "audit", "verify", "--genesis", strings.Repeat("ab", 32), "--witness-key", wpub, export).want(t, 1, "NOT the ledger of the pinned genesis")
 
 	// The cluster no longer serves what the witness cosigned (here: the
 	// witness's memory of it differs, as after a rewrite): fork, nothing
