@@ -57,7 +57,7 @@ func (s *Service) BatchDecrypt(ctx context.Context, p Principal, req *custosv1.B
 			items[i].Err = err
 			continue
 		}
-		s.stamp(p, cmd)
+		s.stamp(p, s.withProof(cmd))
 		wrapped[i] = w
 		cmds = append(cmds, cmd)
 		pos = append(pos, i)

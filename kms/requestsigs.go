@@ -31,13 +31,18 @@ const SignedRequestsVersion = governance.SignedRequestsVersion
 const maxRequestNonces = 1 << 20
 
 // checkRequestSignature checks a Decide's request signature at this log
-// position: whether the request is signed (false, nil when it carries
-// none, or below SignedRequestsVersion, where the fields are dropped as
-// the release before ignored them), or why the signature does not hold.
+// position, for a key whose policy requires signed requests: whether the
+// request is signed, or why the signature does not hold. The fields are
+// dropped (false, nil) when the request carries none, when the key does
+// not require them, and below SignedRequestsVersion, as the release
+// before ignored them.
 // A signature that holds spends its nonce, whatever the decision.
 func (s *State) checkRequestSignature(c *raftlogv1.Command, op *raftlogv1.Decide) (bool, error) {
 	sig := op.GetRequestSignature()
-	if sig == nil || s.smv() < SignedRequestsVersion {
+	if k := s.keys[op.GetKey()]; sig == nil || s.smv() < SignedRequestsVersion || k == nil || !k.Policy.GetRequireRequestSignature() {
+		// Checked (at its cost: a certificate chain and an ECDSA
+		// verification on every replica) only where the key's policy
+		// requires it; elsewhere neither checked nor recorded.
 		op.RequestSignature, op.PrincipalCertificate = nil, nil
 		return false, nil
 	}
@@ -129,4 +134,14 @@ func (s *State) pruneRequestNonces() {
 		s.requestNonceOrder = append([]string(nil), s.requestNonceOrder[s.requestNonceHead:]...)
 		s.requestNonceHead = 0
 	}
+}
+
+// RequiresSignedRequests reports whether key's policy requires signed
+// requests (as of the last applied entry): the API layer sends a
+// request's signature and certificate into the log only then.
+func (s *State) RequiresSignedRequests(key string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	k := s.keys[key]
+	return k != nil && k.Policy.GetRequireRequestSignature() && s.smv() >= SignedRequestsVersion
 }

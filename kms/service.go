@@ -601,6 +601,16 @@ func decideCommand(p Principal, ct []byte, encCtx map[string]string, j *custosv1
 	}}}, nil
 }
 
+// withProof keeps a Decide's request signature and certificate only for a
+// key whose policy requires signed requests (as this node sees it; the
+// state machine decides): other commands do not carry them into the log.
+func (s *Service) withProof(cmd *raftlogv1.Command) *raftlogv1.Command {
+	if d := cmd.GetDecide(); d != nil && d.RequestSignature != nil && !s.state.RequiresSignedRequests(d.Key) {
+		d.RequestSignature, d.PrincipalCertificate = nil, nil
+	}
+	return cmd
+}
+
 // certIfSigned is the caller's certificate for a signed request, nil
 // otherwise (an unsigned request's command does not grow by it).
 func certIfSigned(p Principal, sig *custosv1.RequestSignature) []byte {
@@ -613,6 +623,7 @@ func certIfSigned(p Principal, sig *custosv1.RequestSignature) []byte {
 // proposer returns the proposal of one Decide command through the log, for
 // decideRelease.
 func (s *Service) proposer(ctx context.Context, p Principal, cmd *raftlogv1.Command) func() (any, error) {
+	s.withProof(cmd)
 	return func() (any, error) {
 		if err := s.throttle(p, cmd.GetDecide().GetKey(), cmd); err != nil {
 			return nil, err
