@@ -2,6 +2,10 @@ package kms
 
 import (
 	"context"
+	"encoding/binary"
+	"time"
+
+	"github.com/custos-kms/custos/kms/requestsig"
 
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
@@ -72,4 +76,26 @@ func (s *State) EditVersionForTest(name string, version uint32, edit func(*raftl
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	edit(s.keys[name].Versions[version-1])
+}
+
+// FillRequestNoncesForTest spends signed-request nonces of principal at
+// the state's clock, as checkRequestSignature spends them, until the
+// principal holds its share (maxRequestNoncesPerPrincipal): a flood by
+// one principal. It returns how many it spent.
+func (s *State) FillRequestNoncesForTest(principal string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	na := time.Unix(0, s.clock).Add(2*requestsig.MaxSkew).Unix() + 1
+	n := 0
+	for i := uint64(0); s.requestNoncesBy[principal] < maxRequestNoncesPerPrincipal; i++ {
+		var b [requestsig.NonceSize]byte
+		binary.BigEndian.PutUint64(b[8:], i)
+		b[0] = 0xf1
+		k := string(b[:])
+		s.requestNonces[k] = na
+		s.requestNonceOrder = append(s.requestNonceOrder, k+principal)
+		s.requestNoncesBy[principal]++
+		n++
+	}
+	return n
 }

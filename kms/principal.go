@@ -13,7 +13,8 @@ type Principal struct {
 	CertSHA256   []byte
 	// Certificate is the caller's certificate (DER): a follower forwards
 	// it with the command so that the leader can check the two digests
-	// (docs/identities.md). It never enters the log.
+	// (docs/identities.md); it enters the log only with a signed request
+	// to a key that requires one (docs/signed-requests.md).
 	Certificate []byte
 	// ConsoleOfficer is the officer signed in to the officer console
 	// (internal/console) with a WebAuthn credential the officers bound to

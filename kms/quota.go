@@ -113,10 +113,12 @@ func (s *State) WouldRefuse(c *raftlogv1.Command) bool {
 	if s.checkIssuer(c) != nil {
 		return true
 	}
-	dry := &raftlogv1.Command{TimeUnixNano: max(c.TimeUnixNano, s.clock), Node: c.Node, Principal: c.Principal}
+	dry := &raftlogv1.Command{TimeUnixNano: max(c.TimeUnixNano, s.clock), Node: c.Node, Principal: c.Principal,
+		PrincipalIssuerSha256: c.PrincipalIssuerSha256, PrincipalCertSha256: c.PrincipalCertSha256}
 	switch op := c.Op.(type) {
 	case *raftlogv1.Command_Decide:
-		outcome, _, _ := s.evaluate(dry, op.Decide, op.Decide.GetRequestSignature() != nil)
+		signed := s.proofChecked(dry, op.Decide) && s.verifyRequestSignature(dry, op.Decide) == nil
+		outcome, _, _ := s.evaluate(dry, op.Decide, signed)
 		return outcome == custosv1.Outcome_OUTCOME_DENY
 	case *raftlogv1.Command_CreateKey:
 		_, exists := s.keys[op.CreateKey.Name]

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/custos-kms/custos/kms/governance"
@@ -26,69 +27,95 @@ import (
 const SignedRequestsVersion = governance.SignedRequestsVersion
 
 // maxRequestNonces bounds the signed-request nonces remembered at once
-// (ten minutes' worth): beyond it a signed request is refused
-// (ResourceExhausted) until older nonces expire.
-const maxRequestNonces = 1 << 20
+// (2 × requestsig.MaxSkew's worth), maxRequestNoncesPerPrincipal those of
+// one principal: beyond them a signed request is refused
+// (ResourceExhausted) until older nonces expire, so that no one
+// principal's flood stops the others' signed requests.
+const (
+	maxRequestNonces             = 1 << 20
+	maxRequestNoncesPerPrincipal = 1 << 19
+)
+
+// proofChecked reports whether a Decide's request signature is checked at
+// this log position: it carries one, the cluster runs
+// SignedRequestsVersion, the key's policy requires signed requests and
+// names the principal among its decrypt principals. Elsewhere the fields
+// are neither checked (at their cost: a certificate chain and an ECDSA
+// verification on every replica) nor recorded, and a principal the
+// policy does not name (refused anyway) spends no nonce.
+func (s *State) proofChecked(c *raftlogv1.Command, op *raftlogv1.Decide) bool {
+	k := s.keys[op.GetKey()]
+	return op.GetRequestSignature() != nil && s.smv() >= SignedRequestsVersion && k != nil &&
+		k.Policy.GetRequireRequestSignature() && slices.Contains(k.Policy.GetDecryptPrincipals(), c.GetPrincipal())
+}
 
 // checkRequestSignature checks a Decide's request signature at this log
-// position, for a key whose policy requires signed requests: whether the
-// request is signed, or why the signature does not hold. The fields are
-// dropped (false, nil) when the request carries none, when the key does
-// not require them, and below SignedRequestsVersion, as the release
-// before ignored them.
-// A signature that holds spends its nonce, whatever the decision.
+// position (when proofChecked; else it drops the fields, as the release
+// before SignedRequestsVersion ignored them): whether the request is
+// signed, or why the signature does not hold. A signature that holds
+// spends its nonce, whatever the decision.
 func (s *State) checkRequestSignature(c *raftlogv1.Command, op *raftlogv1.Decide) (bool, error) {
-	sig := op.GetRequestSignature()
-	if k := s.keys[op.GetKey()]; sig == nil || s.smv() < SignedRequestsVersion || k == nil || !k.Policy.GetRequireRequestSignature() {
-		// Checked (at its cost: a certificate chain and an ECDSA
-		// verification on every replica) only where the key's policy
-		// requires it; elsewhere neither checked nor recorded.
+	if !s.proofChecked(c, op) {
 		op.RequestSignature, op.PrincipalCertificate = nil, nil
 		return false, nil
 	}
+	s.pruneRequestNonces()
+	if err := s.verifyRequestSignature(c, op); err != nil {
+		return false, err
+	}
+	switch {
+	case len(s.requestNonces) >= maxRequestNonces:
+		return false, fmt.Errorf("%w: %d signed requests in %s", ErrResourceExhausted, maxRequestNonces, 2*requestsig.MaxSkew)
+	case s.requestNoncesBy[c.GetPrincipal()] >= maxRequestNoncesPerPrincipal:
+		return false, fmt.Errorf("%w: principal %q made %d signed requests in %s", ErrResourceExhausted, c.GetPrincipal(), maxRequestNoncesPerPrincipal, 2*requestsig.MaxSkew)
+	}
+	key := string(op.GetRequestSignature().GetNonce())
+	s.requestNonces[key] = time.Unix(0, s.clock).Add(2*requestsig.MaxSkew).Unix() + 1
+	s.requestNonceOrder = append(s.requestNonceOrder, key+c.GetPrincipal())
+	s.requestNoncesBy[c.GetPrincipal()]++
+	return true, nil
+}
+
+// verifyRequestSignature checks a Decide's request signature and
+// certificate against the state, changing nothing.
+func (s *State) verifyRequestSignature(c *raftlogv1.Command, op *raftlogv1.Decide) error {
+	sig := op.GetRequestSignature()
 	der := op.GetPrincipalCertificate()
 	method := requestsig.MethodOf(op.GetOperation())
 	switch {
 	case method == "":
-		return false, fmt.Errorf("%w: operation %s is not signed", ErrInvalidArgument, op.GetOperation())
+		return fmt.Errorf("%w: operation %s is not signed", ErrInvalidArgument, op.GetOperation())
 	case len(der) == 0:
-		return false, fmt.Errorf("%w: a signed request needs the principal's certificate", ErrPermissionDenied)
+		return fmt.Errorf("%w: a signed request needs the principal's certificate", ErrPermissionDenied)
 	case s.gov == nil || !s.gov.ClientAuthoritiesPinned:
 		// A certificate from any CA would do: a signature proves nothing.
-		return false, fmt.Errorf("%w: signed requests need client authorities pinned by the officers", ErrFailedPrecondition)
+		return fmt.Errorf("%w: signed requests need client authorities pinned by the officers", ErrFailedPrecondition)
 	}
 	if h := sha256.Sum256(der); !bytes.Equal(h[:], c.GetPrincipalCertSha256()) {
-		return false, fmt.Errorf("%w: the signed request's certificate is not the one the command names", ErrPermissionDenied)
+		return fmt.Errorf("%w: the signed request's certificate is not the one the command names", ErrPermissionDenied)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return false, fmt.Errorf("%w: the signed request's certificate: %v", ErrPermissionDenied, err)
+		return fmt.Errorf("%w: the signed request's certificate: %v", ErrPermissionDenied, err)
 	}
 	if cert.Subject.CommonName != c.GetPrincipal() {
-		return false, fmt.Errorf("%w: the signed request's certificate names %q, not %q", ErrPermissionDenied, cert.Subject.CommonName, c.GetPrincipal())
+		return fmt.Errorf("%w: the signed request's certificate names %q, not %q", ErrPermissionDenied, cert.Subject.CommonName, c.GetPrincipal())
 	}
 	if err := s.issuedByAuthority(cert, c); err != nil {
-		return false, err
+		return err
 	}
 	if skew := time.Duration(sig.GetTimeUnixNano() - c.GetTimeUnixNano()).Abs(); skew > requestsig.MaxSkew {
-		return false, fmt.Errorf("%w: the signed request's time is %s from the cluster's clock (at most %s)", ErrPermissionDenied, skew.Round(time.Second), requestsig.MaxSkew)
+		return fmt.Errorf("%w: the signed request's time is %s from the cluster's clock (at most %s)", ErrPermissionDenied, skew.Round(time.Second), requestsig.MaxSkew)
 	}
-	s.pruneRequestNonces()
-	key := string(sig.GetNonce())
-	if _, spent := s.requestNonces[key]; spent {
-		return false, fmt.Errorf("%w: the signed request was decided before (its nonce is spent): a replay", ErrPermissionDenied)
+	if _, spent := s.requestNonces[string(sig.GetNonce())]; spent {
+		return fmt.Errorf("%w: the signed request was decided before (its nonce is spent): a replay", ErrPermissionDenied)
 	}
 	r := requestsig.Request{Method: method, DataDigest: op.GetDataDigest(), ContextDigest: op.GetContextDigest(),
 		Reason: op.GetReason(), Text: op.GetJustificationText(), Ticket: op.GetTicket()}
-	if err := requestsig.Verify(cert.PublicKey, r, sig); err != nil {
-		return false, fmt.Errorf("%w: %v", ErrPermissionDenied, err)
+	if err := requestsig.VerifyDecision(cert.PublicKey, r, op.GetOperation(), op.GetKey(), op.GetKeyVersion(), sig); err != nil {
+		return fmt.Errorf("%w: %v", ErrPermissionDenied, err)
 	}
-	if len(s.requestNonces) >= maxRequestNonces {
-		return false, fmt.Errorf("%w: %d signed requests in ten minutes", ErrResourceExhausted, maxRequestNonces)
-	}
-	s.requestNonces[key] = time.Unix(0, s.clock).Add(2*requestsig.MaxSkew).Unix() + 1
-	s.requestNonceOrder = append(s.requestNonceOrder, key)
-	return true, nil
+	return nil
 }
 
 // issuedByAuthority checks that cert is a client certificate the client
@@ -122,11 +149,15 @@ func (s *State) issuedByAuthority(cert *x509.Certificate, c *raftlogv1.Command) 
 // in clock order), in amortised constant time.
 func (s *State) pruneRequestNonces() {
 	for s.requestNonceHead < len(s.requestNonceOrder) {
-		k := s.requestNonceOrder[s.requestNonceHead]
+		e := s.requestNonceOrder[s.requestNonceHead]
+		k, principal := e[:requestsig.NonceSize], e[requestsig.NonceSize:]
 		if !nonceExpired(s.requestNonces[k], s.clock) {
 			break
 		}
 		delete(s.requestNonces, k)
+		if s.requestNoncesBy[principal]--; s.requestNoncesBy[principal] <= 0 {
+			delete(s.requestNoncesBy, principal)
+		}
 		s.requestNonceOrder[s.requestNonceHead] = ""
 		s.requestNonceHead++
 	}

@@ -60,7 +60,8 @@ func TestSignedRequests(t *testing.T) {
 		op := &raftlogv1.Decide{Key: "k", KeyVersion: 1, Operation: custosv1.Operation_OPERATION_DECRYPT_DATA_KEY,
 			Reason: custosv1.Reason_REASON_CUSTOMER_INITIATED, Ticket: "T-1", ContextDigest: cd[:], DataDigest: dd[:], RequestId: hex.EncodeToString(sum([]byte(at.String())))[:32]}
 		if signer != nil {
-			sig, err := requestsig.Sign(signer, requestsig.Request{Method: requestsig.MethodDecrypt, DataDigest: dd[:], ContextDigest: cd[:],
+			sig, err := requestsig.Sign(signer, requestsig.Request{Method: requestsig.MethodDecrypt,
+				Header: requestsig.Headers(op.Operation, op.Key, op.KeyVersion)[0], DataDigest: dd[:], ContextDigest: cd[:],
 				Reason: op.Reason, Ticket: op.Ticket}, at)
 			if err != nil {
 				t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/custos-kms/custos/kms/governance"
 	"github.com/custos-kms/custos/kms/ledger"
+	"github.com/custos-kms/custos/kms/requestsig"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 	raftlogv1 "github.com/custos-kms/custos/proto/raftlog/v1"
 	"github.com/custos-kms/custos/raft"
@@ -91,7 +92,8 @@ func (s *State) Snapshot() (raft.Snapshot, error) {
 		st.Nonces = append(st.Nonces, &raftlogv1.UsedNonce{Nonce: []byte(n), NotAfterUnix: s.nonces[n]})
 	}
 	for _, n := range s.requestNonceOrder[s.requestNonceHead:] {
-		st.RequestNonces = append(st.RequestNonces, &raftlogv1.UsedNonce{Nonce: []byte(n), NotAfterUnix: s.requestNonces[n]})
+		// The nonce followed by its principal.
+		st.RequestNonces = append(st.RequestNonces, &raftlogv1.UsedNonce{Nonce: []byte(n), NotAfterUnix: s.requestNonces[n[:requestsig.NonceSize]]})
 	}
 	for _, id := range sortedKeys(s.requests) {
 		st.Requests = append(st.Requests, s.requests[id])
@@ -290,8 +292,13 @@ func (s *State) Restore(r io.Reader) error {
 		s.nonces[string(n.Nonce)] = n.NotAfterUnix
 	}
 	for _, n := range st.RequestNonces {
-		s.requestNonces[string(n.Nonce)] = n.NotAfterUnix
-		s.requestNonceOrder = append(s.requestNonceOrder, string(n.Nonce))
+		if len(n.Nonce) < requestsig.NonceSize {
+			continue
+		}
+		e := string(n.Nonce)
+		s.requestNonces[e[:requestsig.NonceSize]] = n.NotAfterUnix
+		s.requestNonceOrder = append(s.requestNonceOrder, e)
+		s.requestNoncesBy[e[requestsig.NonceSize:]]++
 	}
 	for _, r := range st.Requests {
 		s.requests[r.RequestId] = r

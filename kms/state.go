@@ -51,11 +51,13 @@ type State struct {
 	officers *governance.OfficerSet // parsed gov, for signature checks
 	nonces   map[string]int64       // applied statements' nonces → not_after, until it is behind clock
 	// requestNonces are the spent nonces of signed requests with when
-	// they may be forgotten (Unix seconds), requestNonceOrder them in the
-	// order spent from requestNonceHead on (requestsigs.go).
+	// they may be forgotten (Unix seconds), requestNonceOrder them (each
+	// followed by its principal) in the order spent from requestNonceHead
+	// on, requestNoncesBy how many each principal holds (requestsigs.go).
 	requestNonces     map[string]int64
 	requestNonceOrder []string
 	requestNonceHead  int
+	requestNoncesBy   map[string]int
 	requests          map[string]*custosv1.ApprovalRequest
 	grants            map[string]*custosv1.Grant
 	counters          map[string]*raftlogv1.RateCounter // key\x00principal → hourly count
@@ -125,6 +127,7 @@ func (s *State) reset() {
 	s.gov, s.officers = nil, nil
 	s.nonces = map[string]int64{}
 	s.requestNonces, s.requestNonceOrder, s.requestNonceHead = map[string]int64{}, nil, 0
+	s.requestNoncesBy = map[string]int{}
 	s.requests = map[string]*custosv1.ApprovalRequest{}
 	s.grants = map[string]*custosv1.Grant{}
 	s.counters = map[string]*raftlogv1.RateCounter{}

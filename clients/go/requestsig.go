@@ -47,7 +47,8 @@ func (c *Client) sign(req *custosv1.DecryptRequest) error {
 	data := sha256.Sum256(req.GetCiphertext())
 	cd := envelope.ContextDigest(req.GetEncryptionContext())
 	j := req.GetJustification()
-	sig, err := requestsig.Sign(c.signer, requestsig.Request{Method: requestsig.MethodDecrypt, DataDigest: data[:], ContextDigest: cd[:],
+	sig, err := requestsig.Sign(c.signer, requestsig.Request{Method: requestsig.MethodDecrypt,
+		Header: requestsig.HeaderOf(req.GetCiphertext()), DataDigest: data[:], ContextDigest: cd[:],
 		Reason: j.GetReason(), Text: j.GetText(), Ticket: j.GetTicket()}, time.Now())
 	if err != nil {
 		return fmt.Errorf("custos: sign request: %w", err)

@@ -162,6 +162,15 @@ func (b *stateBook) note(rec *custosv1.DecisionRecord, pos uint64, officers *off
 		b.restoring = true
 		return ""
 	}
+	if requestsig.MethodOf(op) != "" && rec.GetOutcome() != custosv1.Outcome_OUTCOME_ALLOW && rec.GetRequestSignature() != nil &&
+		rec.GetMatchedRule() != "request-signature:invalid" {
+		// A signed request the cluster refused or sent to the officers
+		// spent its nonce all the same: its proof must hold, and the
+		// nonce may not release a key later.
+		if why := b.requestSignature(rec); why != "" {
+			return why
+		}
+	}
 	if rec.GetOutcome() == custosv1.Outcome_OUTCOME_PENDING && requestsig.MethodOf(op) != "" {
 		b.raise(rec)
 		return ""
@@ -338,7 +347,7 @@ func (b *stateBook) requestSignature(rec *custosv1.DecisionRecord) string {
 	}
 	r := requestsig.Request{Method: requestsig.MethodOf(rec.Operation), DataDigest: rec.DataDigest, ContextDigest: rec.ContextDigest,
 		Reason: rec.Reason, Text: rec.JustificationText, Ticket: rec.Ticket}
-	if err := requestsig.Verify(cert.PublicKey, r, sig); err != nil {
+	if err := requestsig.VerifyDecision(cert.PublicKey, r, rec.Operation, rec.Key, rec.KeyVersion, sig); err != nil {
 		return fmt.Sprintf("principal %q did not sign what the record says it asked: %v", rec.Principal, err)
 	}
 	for len(b.nonceOrder) > 0 && b.nonces[b.nonceOrder[0]] < rec.TimeUnixNano {
@@ -347,7 +356,7 @@ func (b *stateBook) requestSignature(rec *custosv1.DecisionRecord) string {
 	}
 	n := string(sig.GetNonce())
 	if _, seen := b.nonces[n]; seen {
-		return "its signed request released a key before (a replay)"
+		return "its signed request was decided before (a replay)"
 	}
 	b.nonces[n] = rec.TimeUnixNano + int64(2*requestsig.MaxSkew)
 	b.nonceOrder = append(b.nonceOrder, n)

@@ -360,7 +360,8 @@ func TestRecomputedStateChecksReleases(t *testing.T) {
 			dd, cd := sha256.Sum256([]byte("wrapped")), sha256.Sum256(nil)
 			r.DataDigest, r.ContextDigest, r.Ticket = dd[:], cd[:], "T-1"
 			r.PrincipalCertificate, r.PrincipalCertSha256 = cert, sum256(cert)
-			sig, err := requestsig.Sign(key, requestsig.Request{Method: requestsig.MethodDecrypt, DataDigest: dd[:], ContextDigest: cd[:],
+			sig, err := requestsig.Sign(key, requestsig.Request{Method: requestsig.MethodDecrypt,
+				Header: requestsig.Headers(r.Operation, r.Key, r.KeyVersion)[0], DataDigest: dd[:], ContextDigest: cd[:],
 				Reason: initiated, Ticket: ticket}, time.Unix(0, r.TimeUnixNano))
 			if err != nil {
 				t.Fatal(err)

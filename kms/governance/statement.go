@@ -121,12 +121,16 @@ func ParseAt(b []byte, smv uint32) (*custosv1.Statement, error) {
 	if err := (proto.UnmarshalOptions{RecursionLimit: 16}).Unmarshal(b, st); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	if path := unknownFields(st.ProtoReflect(), "statement"); path != "" {
-		return nil, fmt.Errorf("%w: unknown field in %s", ErrMalformed, path)
+	path := unknownFields(st.ProtoReflect(), "statement")
+	if smv < SignedRequestsVersion && path != "statement" && path != "statement.set_policy" && policyHasField(b, requireRequestSignatureField) {
+		// KeyPolicy.require_request_signature, in any encoding (false
+		// too), is an unknown field to a release before signed
+		// requests, which finds it at the policy before anything inside
+		// it: refused as that release refused it.
+		path = "statement.set_policy.policy"
 	}
-	if smv < SignedRequestsVersion && st.GetSetPolicy().GetPolicy().GetRequireRequestSignature() {
-		// Unknown to a release before signed requests.
-		return nil, fmt.Errorf("%w: unknown field in statement.set_policy.policy", ErrMalformed)
+	if path != "" {
+		return nil, fmt.Errorf("%w: unknown field in %s", ErrMalformed, path)
 	}
 	if smv < WebAuthnVersion {
 		if path := beforeWebAuthn(st); path != "" {
@@ -675,4 +679,73 @@ func waitString(s int64) string {
 		return strconv.FormatInt(s, 10) + "s"
 	}
 	return (time.Duration(s) * time.Second).String()
+}
+
+// requireRequestSignatureField is KeyPolicy.require_request_signature's
+// field number (state machine version 4).
+const requireRequestSignatureField = 12
+
+// policyHasField reports whether statement bytes b carry field num in a
+// set_policy's policy, in any occurrence (the decoder merges repeated
+// occurrences of a message field, so any of them counts), whatever its
+// value.
+func policyHasField(b []byte, num protowire.Number) bool {
+	setPolicy := (&custosv1.Statement{}).ProtoReflect().Descriptor().Fields().ByName("set_policy").Number()
+	policy := (&custosv1.SetPolicy{}).ProtoReflect().Descriptor().Fields().ByName("policy").Number()
+	for _, sp := range fieldBytes(b, setPolicy) {
+		for _, p := range fieldBytes(sp, policy) {
+			if hasField(p, num) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// fieldBytes returns the contents of every length-delimited occurrence of
+// field num in b (nil when b does not parse).
+func fieldBytes(b []byte, num protowire.Number) [][]byte {
+	var out [][]byte
+	for len(b) > 0 {
+		n, typ, l := protowire.ConsumeTag(b)
+		if l < 0 {
+			return out
+		}
+		b = b[l:]
+		if typ == protowire.BytesType && n == num {
+			v, m := protowire.ConsumeBytes(b)
+			if m < 0 {
+				return out
+			}
+			out = append(out, v)
+			b = b[m:]
+			continue
+		}
+		m := protowire.ConsumeFieldValue(n, typ, b)
+		if m < 0 {
+			return out
+		}
+		b = b[m:]
+	}
+	return out
+}
+
+// hasField reports whether b holds field num (any wire type).
+func hasField(b []byte, num protowire.Number) bool {
+	for len(b) > 0 {
+		n, typ, l := protowire.ConsumeTag(b)
+		if l < 0 {
+			return false
+		}
+		if n == num {
+			return true
+		}
+		b = b[l:]
+		m := protowire.ConsumeFieldValue(n, typ, b)
+		if m < 0 {
+			return false
+		}
+		b = b[m:]
+	}
+	return false
 }

@@ -6,14 +6,20 @@
 //
 // The signed message is
 //
-//	"custos-request-v1\x00" || field(method) || field(ciphertext SHA-256)
-//	|| field(encryption context digest) || field(reason) || field(text)
-//	|| field(ticket) || field(nonce) || field(time)
+//	"custos-request-v2\x00" || field(method) || field(ciphertext header)
+//	|| field(ciphertext SHA-256) || field(encryption context digest)
+//	|| field(reason) || field(text) || field(ticket) || field(nonce)
+//	|| field(time)
 //
 // where field(x) is the big-endian uint32 length of x followed by x, method
-// is "Decrypt" or "ReEncrypt", the two digests are 32 bytes, reason is the
-// decimal number of the custos.v1.Reason, and time the decimal Unix
-// nanoseconds of RequestSignature.time_unix_nano. The signature is ASN.1
+// is "Decrypt" or "ReEncrypt", the ciphertext header is the ciphertext's
+// first bytes up to and including its key version (format version, kind,
+// key name length, key name, key version: docs/wrapped-data-key.md), so
+// that the signature names the key, the version and the kind the replicas
+// decide on (they never see the ciphertext, only its digest), the two
+// digests are 32 bytes, reason is the decimal number of the
+// custos.v1.Reason, and time the decimal Unix nanoseconds of
+// RequestSignature.time_unix_nano. The signature is ASN.1
 // DER ECDSA P-256 over SHA-256 of the message (CRYPTREC: ECDSA P-256 with
 // SHA-256).
 package requestsig
@@ -34,7 +40,7 @@ import (
 )
 
 // Context starts every signed request message.
-const Context = "custos-request-v1\x00"
+const Context = "custos-request-v2\x00"
 
 // The methods a signature names.
 const (
@@ -47,7 +53,7 @@ const NonceSize = 16
 
 // MaxSkew is how far a signed request's time may be from the cluster's
 // clock; its nonce is remembered for twice as long.
-const MaxSkew = 5 * time.Minute
+const MaxSkew = 2 * time.Minute
 
 // MaxSignature bounds the signature's size (a DER P-256 signature is at
 // most 72 bytes).
@@ -60,6 +66,8 @@ var ErrInvalid = errors.New("request signature does not hold")
 type Request struct {
 	// Method is MethodDecrypt or MethodReEncrypt.
 	Method string
+	// Header is the ciphertext's header (HeaderOf).
+	Header []byte
 	// DataDigest is SHA-256 of the ciphertext as sent, ContextDigest that
 	// of the canonical encryption context (32 bytes each).
 	DataDigest, ContextDigest []byte
@@ -69,7 +77,7 @@ type Request struct {
 
 // Message returns the bytes whose SHA-256 a request signature signs.
 func Message(r Request, nonce []byte, timeUnixNano int64) []byte {
-	fields := [][]byte{[]byte(r.Method), r.DataDigest, r.ContextDigest,
+	fields := [][]byte{[]byte(r.Method), r.Header, r.DataDigest, r.ContextDigest,
 		[]byte(strconv.FormatInt(int64(r.Reason), 10)), []byte(r.Text), []byte(r.Ticket), nonce,
 		[]byte(strconv.FormatInt(timeUnixNano, 10))}
 	n := len(Context)
@@ -128,6 +136,65 @@ func Verify(pub crypto.PublicKey, r Request, sig *custosv1.RequestSignature) err
 		return fmt.Errorf("%w: the signature does not verify under the certificate's key", ErrInvalid)
 	}
 	return nil
+}
+
+// Wrapped ciphertext kinds (docs/wrapped-data-key.md).
+const (
+	kindDataKey = 0x01
+	kindPayload = 0x02
+)
+
+// HeaderOf returns a ciphertext's header: its bytes up to and including
+// the key version (3 + name length + 4 bytes), or all of a ciphertext too
+// short to hold one (which no node accepts).
+func HeaderOf(ciphertext []byte) []byte {
+	if len(ciphertext) < 3 {
+		return ciphertext
+	}
+	n := 3 + int(ciphertext[2]) + 4
+	if len(ciphertext) < n {
+		return ciphertext
+	}
+	return ciphertext[:n]
+}
+
+// Headers returns the ciphertext headers a decision of operation op on
+// version of key can have been asked with: a Decrypt decision names the
+// kind (DECRYPT_DATA_KEY a data key, DECRYPT an Encrypt payload); a
+// ReEncrypt decision either. A request signature must cover one of them.
+func Headers(op custosv1.Operation, key string, version uint32) [][]byte {
+	h := func(kind byte) []byte {
+		b := append([]byte{0x01, kind, byte(len(key))}, key...)
+		return binary.BigEndian.AppendUint32(b, version)
+	}
+	switch op {
+	case custosv1.Operation_OPERATION_DECRYPT_DATA_KEY:
+		return [][]byte{h(kindDataKey)}
+	case custosv1.Operation_OPERATION_DECRYPT:
+		return [][]byte{h(kindPayload)}
+	case custosv1.Operation_OPERATION_REENCRYPT:
+		return [][]byte{h(kindDataKey), h(kindPayload)}
+	}
+	return nil
+}
+
+// VerifyDecision checks sig over a decision: r without its method and
+// header, which come from the decision's operation, key and version (the
+// method MethodOf names, a header Headers names).
+func VerifyDecision(pub crypto.PublicKey, r Request, op custosv1.Operation, key string, version uint32, sig *custosv1.RequestSignature) error {
+	hs := Headers(op, key, version)
+	if len(hs) == 0 || len(key) == 0 || len(key) > 255 {
+		return fmt.Errorf("%w: operation %s is not a signed one", ErrInvalid, op)
+	}
+	r.Method = MethodOf(op)
+	var err error
+	for _, h := range hs {
+		r.Header = h
+		if err = Verify(pub, r, sig); err == nil {
+			return nil
+		}
+	}
+	return err
 }
 
 // MethodOf returns the method a decision's operation was asked by:

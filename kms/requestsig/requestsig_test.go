@@ -22,6 +22,8 @@ import (
 
 type vector struct {
 	Method        string            `json:"method"`
+	Ciphertext    string            `json:"ciphertext"`
+	Header        string            `json:"header"`
 	DataDigest    string            `json:"data_digest"`
 	Context       map[string]string `json:"context"`
 	ContextDigest string            `json:"context_digest"`
@@ -55,7 +57,14 @@ func TestVector(t *testing.T) {
 	if err := json.Unmarshal(data, &v); err != nil {
 		t.Fatal(err)
 	}
-	r := requestsig.Request{Method: v.Method, DataDigest: unhex(t, v.DataDigest), ContextDigest: unhex(t, v.ContextDigest),
+	ct := unhex(t, v.Ciphertext)
+	if hex.EncodeToString(requestsig.HeaderOf(ct)) != v.Header {
+		t.Fatalf("HeaderOf = %x, want %s", requestsig.HeaderOf(ct), v.Header)
+	}
+	if d := sha256.Sum256(ct); hex.EncodeToString(d[:]) != v.DataDigest {
+		t.Fatal("the vector's data digest is not SHA-256 of its ciphertext")
+	}
+	r := requestsig.Request{Method: v.Method, Header: unhex(t, v.Header), DataDigest: unhex(t, v.DataDigest), ContextDigest: unhex(t, v.ContextDigest),
 		Reason: custosv1.Reason(v.Reason), Text: v.Text, Ticket: v.Ticket}
 	if got := hex.EncodeToString(requestsig.Message(r, unhex(t, v.Nonce), v.Time)); got != v.Message {
 		t.Fatalf("message\n got %s\nwant %s", got, v.Message)
@@ -68,6 +77,27 @@ func TestVector(t *testing.T) {
 	if err := requestsig.Verify(pub, r, sig); err != nil {
 		t.Fatalf("the vector's signature: %v", err)
 	}
+	// As a replica checks it: for a DECRYPT_DATA_KEY of version 3 of
+	// payroll, and for nothing else.
+	r.Header = nil
+	if err := requestsig.VerifyDecision(pub, r, custosv1.Operation_OPERATION_DECRYPT_DATA_KEY, "payroll", 3, sig); err != nil {
+		t.Fatalf("VerifyDecision: %v", err)
+	}
+	for _, d := range []struct {
+		op      custosv1.Operation
+		key     string
+		version uint32
+	}{
+		{custosv1.Operation_OPERATION_DECRYPT, "payroll", 3},          // another kind
+		{custosv1.Operation_OPERATION_DECRYPT_DATA_KEY, "hr", 3},      // another key
+		{custosv1.Operation_OPERATION_DECRYPT_DATA_KEY, "payroll", 2}, // another version
+		{custosv1.Operation_OPERATION_REENCRYPT, "payroll", 3},        // another method
+		{custosv1.Operation_OPERATION_GOVERNANCE, "payroll", 3},
+	} {
+		if err := requestsig.VerifyDecision(pub, r, d.op, d.key, d.version, sig); !errors.Is(err, requestsig.ErrInvalid) {
+			t.Errorf("a decision %s of %s version %d under the vector's signature: %v, want ErrInvalid", d.op, d.key, d.version, err)
+		}
+	}
 }
 
 // A signature covers every field: changing any one of them, or the nonce
@@ -79,7 +109,7 @@ func TestSignVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	dd, cd := sha256.Sum256([]byte("ct")), sha256.Sum256(nil)
-	r := requestsig.Request{Method: requestsig.MethodDecrypt, DataDigest: dd[:], ContextDigest: cd[:],
+	r := requestsig.Request{Method: requestsig.MethodDecrypt, Header: []byte{1, 1, 1, 'k', 0, 0, 0, 1}, DataDigest: dd[:], ContextDigest: cd[:],
 		Reason: custosv1.Reason_REASON_CUSTOMER_INITIATED, Text: "why", Ticket: "T"}
 	sig, err := requestsig.Sign(key, r, time.Now())
 	if err != nil {
@@ -91,6 +121,7 @@ func TestSignVerify(t *testing.T) {
 	other := sha256.Sum256([]byte("other"))
 	for name, mod := range map[string]func(*requestsig.Request, *custosv1.RequestSignature){
 		"method":         func(r *requestsig.Request, _ *custosv1.RequestSignature) { r.Method = requestsig.MethodReEncrypt },
+		"header":         func(r *requestsig.Request, _ *custosv1.RequestSignature) { r.Header = []byte{1, 2, 1, 'k', 0, 0, 0, 1} },
 		"ciphertext":     func(r *requestsig.Request, _ *custosv1.RequestSignature) { r.DataDigest = other[:] },
 		"context":        func(r *requestsig.Request, _ *custosv1.RequestSignature) { r.ContextDigest = other[:] },
 		"reason":         func(r *requestsig.Request, _ *custosv1.RequestSignature) { r.Reason = custosv1.Reason_REASON_EMERGENCY },

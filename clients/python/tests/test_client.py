@@ -68,8 +68,11 @@ class RequestSignatureTest(unittest.TestCase):
         with open(_path.REQUEST_VECTOR) as f:
             v = json.load(f)
         self.assertEqual(custos.envelope.context_digest(v["context"]).hex(), v["context_digest"])
-        msg = requestsig.message(v["method"], bytes.fromhex(v["data_digest"]), bytes.fromhex(v["context_digest"]),
-                                 v["reason"], v["text"], v["ticket"], bytes.fromhex(v["nonce"]), v["time_unix_nano"])
+        ct = bytes.fromhex(v["ciphertext"])
+        self.assertEqual(requestsig.header_of(ct).hex(), v["header"])
+        msg = requestsig.message(v["method"], requestsig.header_of(ct), __import__("hashlib").sha256(ct).digest(),
+                                 bytes.fromhex(v["context_digest"]), v["reason"], v["text"], v["ticket"],
+                                 bytes.fromhex(v["nonce"]), v["time_unix_nano"])
         self.assertEqual(msg.hex(), v["message"])
         pub = serialization.load_der_public_key(bytes.fromhex(v["public_key_pkix"]))
         pub.verify(bytes.fromhex(v["signature"]), msg, ec.ECDSA(hashes.SHA256()))
@@ -77,10 +80,11 @@ class RequestSignatureTest(unittest.TestCase):
         key = ec.generate_private_key(ec.SECP256R1())
         j = custos.Justification("customer-initiated", "why", "T-1")
         cd = custos.envelope.context_digest({"a": "b"})
-        sig = requestsig.sign(key, requestsig.METHOD_DECRYPT, b"ciphertext", cd, j)
+        ct = bytes([1, 1, 1]) + b"k" + bytes([0, 0, 0, 1]) + b"iv and ciphertext"
+        sig = requestsig.sign(key, requestsig.METHOD_DECRYPT, ct, cd, j)
         self.assertEqual(len(sig.nonce), 16)
         key.public_key().verify(sig.signature, requestsig.message(
-            "Decrypt", __import__("hashlib").sha256(b"ciphertext").digest(), cd, 1, "why", "T-1", sig.nonce,
+            "Decrypt", ct[:8], __import__("hashlib").sha256(ct).digest(), cd, 1, "why", "T-1", sig.nonce,
             sig.time_unix_nano), ec.ECDSA(hashes.SHA256()))
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
