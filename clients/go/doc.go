@@ -20,6 +20,12 @@
 //		Reason: custosv1.Reason_REASON_CUSTOMER_INITIATED, Text: "monthly run"},
 //		custos.WithExpectedContext(map[string]string{"dept": "hr"}))
 //
+// When the client certificate's key is ECDSA P-256, every decrypt-type
+// request carries the client's signature over what it asks, made afresh
+// for each attempt (SignsRequests): a key whose policy requires signed
+// requests releases only to them, so no custos node can decide in this
+// client's name what it did not ask (docs/signed-requests.md).
+//
 // The customer's security officers govern key use with signed statements
 // (docs/governance.md): NewStatement and SignAndSubmit sign and submit one
 // with officer keys (Officer), GetPolicy, ListPending and ListGrants show
