@@ -288,7 +288,7 @@ func TestAuditCLI(t *testing.T) {
 		r = runCLI(t, "", "audit", "verify", "--pubkey", wrong, exportFile)
 		r.want(t, 1, "does NOT verify")
 		t.Logf("wrong key: %s", r.stderr)
-		runCLI(t, "", "audit", "verify", exportFile).want(t, 2, "--pubkey is required")
+		runCLI(t, "", "audit", "verify", exportFile).want(t, 2, "--pubkey or --witness-key is required")
 		runCLI(t, "", "audit", "verify", "--pubkey", exportFile, exportFile).want(t, 1, "no PUBLIC KEY PEM block")
 		usePrincipal(t, h, nodetest.Auditor)
 	})
