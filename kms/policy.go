@@ -97,9 +97,7 @@ func notifyReasons(r custosv1.Reason) []custosv1.Reason {
 // The decision rules shared with the auditor's recomputation (keypolicy).
 var (
 	policyAction = keypolicy.Action
-	actionFor    = keypolicy.ActionFor
 	inWindows    = keypolicy.InWindows
 	isKeyUser    = keypolicy.IsUser
 	isKeyAdmin   = keypolicy.IsAdmin
-	reasonName   = keypolicy.ReasonName
 )
