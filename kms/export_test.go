@@ -99,3 +99,15 @@ func (s *State) FillRequestNoncesForTest(principal string) int {
 	}
 	return n
 }
+
+// EditWitnessForTest changes a registered witness in the state outside
+// the log, as an operator who edits a snapshot file does.
+func (s *State) EditWitnessForTest(name string, edit func(*custosv1.Witness)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, w := range s.gov.GetWitnesses() {
+		if w.GetName() == name {
+			edit(w)
+		}
+	}
+}

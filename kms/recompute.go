@@ -113,6 +113,21 @@ func (s *State) compareRecomputed(r *audit.Recomputation, out *Recheck) error {
 	if pinned != s.gov.GetClientAuthoritiesPinned() || !slices.Equal(have, cas) {
 		return fmt.Errorf("client authorities: the state trusts %v (pinned %v), the statements %v (pinned %v)", have, s.gov.GetClientAuthoritiesPinned(), cas, pinned)
 	}
+	witnesses := r.Witnesses()
+	if len(witnesses) != len(s.gov.GetWitnesses()) {
+		return fmt.Errorf("the state registers %d witnesses, the statements %d", len(s.gov.GetWitnesses()), len(witnesses))
+	}
+	for _, w := range s.gov.GetWitnesses() {
+		want, ok := witnesses[w.GetName()]
+		switch {
+		case !ok || !bytes.Equal(want.PublicKey, w.GetPublicKey()):
+			return fmt.Errorf("witness %q: not the one the statements registered", w.GetName())
+		case want.Seq != w.GetLast().GetSeq() || want.TimeUnixNano != w.GetLast().GetTimeUnixNano():
+			// What decides whether a key that requires a fresh
+			// cosignature releases: only a cosignature record moves it.
+			return fmt.Errorf("witness %q: its last cosignature is not the one the records hold", w.GetName())
+		}
+	}
 	if officers, quorum := r.Officers(); officers != nil {
 		if quorum != s.gov.GetQuorum() || !sameOfficers(officers, s.gov.GetOfficers()) {
 			return fmt.Errorf("officers: the state's are not the ones the genesis and the statements install")

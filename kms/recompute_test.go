@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -166,5 +167,48 @@ func TestRecomputationFollowsTheVersion(t *testing.T) {
 	checkpointDigest(t, e)
 	if rep, err := audit.Verify(bytes.NewReader(exportOf(t, e)), publishedKeys(t, e)); err != nil {
 		t.Fatalf("honest export: audit.Verify: %v (kind %s)", err, rep.Kind)
+	}
+}
+
+// A witness's last cosignature decides whether a key that requires a fresh
+// one releases, and it is outside the state digest: the start check
+// compares the witnesses — their keys and last cosignatures — with the
+// records, so a snapshot edit that makes the witness "cosign just now", or
+// swaps its key for the operator's, is refused at start.
+func TestVerifyRecomputedWitnesses(t *testing.T) {
+	e := newEnv(t)
+	if err := e.svc.EnsureCheckpointKey(bg); err != nil {
+		t.Fatal(err)
+	}
+	wkey, err := governance.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.govern(func(st *custosv1.Statement) {
+		st.Operation = &custosv1.Statement_AddWitness{AddWitness: &custosv1.AddWitness{Witness: &custosv1.Witness{
+			Name: "w", PublicKey: governance.MarshalPublicKey(&wkey.PublicKey)}}}
+	}, 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	if rc, err := e.state.VerifyRecomputed(); err != nil || !rc.Checked {
+		t.Fatalf("honest: %v (%+v)", err, rc)
+	}
+	head, _ := e.state.LedgerHead()
+	cluster := e.state.ClusterID()
+	e.state.EditWitnessForTest("w", func(w *custosv1.Witness) {
+		w.Last = &custosv1.Cosignature{ClusterId: cluster, Witness: "w", Seq: head, Head: make([]byte, 32), TimeUnixNano: time.Now().UnixNano()}
+	})
+	if _, err := e.state.VerifyRecomputed(); !errors.Is(err, kms.ErrNotRecomputed) || !strings.Contains(err.Error(), "last cosignature") {
+		t.Fatalf("a cosignature no record holds: %v, want ErrNotRecomputed", err)
+	}
+	other, err := governance.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.state.EditWitnessForTest("w", func(w *custosv1.Witness) {
+		w.Last, w.PublicKey = nil, governance.MarshalPublicKey(&other.PublicKey)
+	})
+	if _, err := e.state.VerifyRecomputed(); !errors.Is(err, kms.ErrNotRecomputed) || !strings.Contains(err.Error(), `witness "w"`) {
+		t.Fatalf("the operator's key for the witness: %v, want ErrNotRecomputed", err)
 	}
 }

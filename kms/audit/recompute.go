@@ -51,6 +51,7 @@ type keyModel struct {
 // witnessModel is a witness the officers registered and its last
 // cosignature.
 type witnessModel struct {
+	der            []byte
 	pub            *ecdsa.PublicKey
 	has            bool
 	seq            uint64
@@ -336,11 +337,23 @@ func (b *stateBook) requestSignature(rec *custosv1.DecisionRecord) string {
 	if err != nil || cert.Subject.CommonName != rec.Principal {
 		return fmt.Sprintf("its request signature's certificate is not principal %q's", rec.Principal)
 	}
-	if caDER := b.authorities[hex.EncodeToString(rec.GetPrincipalIssuerSha256())]; caDER != nil {
-		ca, err := x509.ParseCertificate(caDER)
-		if err != nil || cert.CheckSignatureFrom(ca) != nil {
-			return "its request signature's certificate was not issued by the client authority the record names"
-		}
+	// As every replica checks it: a client certificate the client
+	// authority the record names issued, one the officers pinned (its
+	// certificate is in the genesis or the add_client_authority
+	// statement), valid at the record's time.
+	caDER := b.authorities[hex.EncodeToString(rec.GetPrincipalIssuerSha256())]
+	if !b.pinned || len(rec.GetPrincipalIssuerSha256()) == 0 || caDER == nil {
+		return "its request signature's certificate names no client authority the officers pinned"
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil || cert.IsCA {
+		return "its request signature's certificate was not issued by the client authority the record names"
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: time.Unix(0, rec.TimeUnixNano),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return fmt.Sprintf("its request signature's certificate is not a client certificate of the client authority the record names, valid then: %v", err)
 	}
 	if skew := time.Duration(sig.GetTimeUnixNano() - rec.TimeUnixNano).Abs(); skew > requestsig.MaxSkew {
 		return fmt.Sprintf("its request was signed %s away from the decision", skew.Round(time.Second))
@@ -520,7 +533,7 @@ func (b *stateBook) statement(rec *custosv1.DecisionRecord, pos uint64, smv uint
 	case *custosv1.Statement_AddWitness:
 		if w := op.AddWitness.GetWitness(); w != nil {
 			pub, _ := parseP256(w.GetPublicKey())
-			b.witnesses[w.Name] = &witnessModel{pub: pub}
+			b.witnesses[w.Name] = &witnessModel{der: w.GetPublicKey(), pub: pub}
 		}
 	case *custosv1.Statement_RemoveWitness:
 		delete(b.witnesses, op.RemoveWitness.GetName())
@@ -691,6 +704,28 @@ func (r *Recomputation) ClientAuthorities() (pinned bool, sha256s []string) {
 	}
 	slices.Sort(sha256s)
 	return r.book.pinned, sha256s
+}
+
+// RecomputedWitness is what the recomputation holds of one witness: its
+// key as the officers registered it and its last cosignature (Seq 0 when
+// none).
+type RecomputedWitness struct {
+	PublicKey    []byte
+	Seq          uint64
+	TimeUnixNano int64
+}
+
+// Witnesses returns the recomputed witnesses by name.
+func (r *Recomputation) Witnesses() map[string]RecomputedWitness {
+	out := make(map[string]RecomputedWitness, len(r.book.witnesses))
+	for n, w := range r.book.witnesses {
+		rw := RecomputedWitness{PublicKey: w.der}
+		if w.has {
+			rw.Seq, rw.TimeUnixNano = w.seq, w.cosignedAtNano
+		}
+		out[n] = rw
+	}
+	return out
 }
 
 // Officers returns the officer set on record and its quorum (nil when it

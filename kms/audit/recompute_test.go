@@ -33,7 +33,9 @@ type ledgerBuilder struct {
 	cluster string
 	officer *ecdsa.PrivateKey
 	cpKey   *ecdsa.PrivateKey
-	ca      [32]byte // the client authority the genesis pins
+	ca      [32]byte // the client authority the genesis pins (SHA-256 of caDER)
+	caDER   []byte
+	caKey   *ecdsa.PrivateKey
 	now     time.Time
 	recs    []*custosv1.DecisionRecord
 }
@@ -48,12 +50,22 @@ func newLedger(t testing.TB) *ledgerBuilder {
 	if err != nil {
 		t.Fatal(err)
 	}
+	caKey, err := governance.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "apps"}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-24 * time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
 	b := &ledgerBuilder{t: t, cluster: "c-recompute", officer: officer, cpKey: cpKey,
-		ca: sha256.Sum256([]byte("the app CA")), now: time.Now().Add(-time.Hour)}
+		ca: sha256.Sum256(caDER), caDER: caDER, caKey: caKey, now: time.Now().Add(-time.Hour)}
 	b.add(&custosv1.DecisionRecord{Operation: custosv1.Operation_OPERATION_GENESIS, Genesis: &custosv1.Genesis{
 		ClusterId: b.cluster, Quorum: 1, StateMachineVersion: 4,
 		Officers:          []*custosv1.Officer{{Name: "alice", PublicKey: governance.MarshalPublicKey(&officer.PublicKey)}},
-		ClientAuthorities: []*custosv1.ClientAuthority{{Sha256: hex.EncodeToString(b.ca[:]), Subject: "CN=apps"}},
+		ClientAuthorities: []*custosv1.ClientAuthority{{Sha256: hex.EncodeToString(b.ca[:]), Subject: "CN=apps", Certificate: caDER}},
 	}})
 	der, err := x509.MarshalPKIXPublicKey(&cpKey.PublicKey)
 	if err != nil {
@@ -157,16 +169,27 @@ func (b *ledgerBuilder) wantNotPermitted(want string) {
 	}
 }
 
-// selfSigned returns a self-signed P-256 certificate (DER) for cn and its key.
-func selfSigned(t *testing.T, cn string) ([]byte, *ecdsa.PrivateKey) {
+// selfSigned returns a P-256 client certificate (DER) for cn and its
+// key: issued by the builder's client authority, or self-signed (by no
+// authority the officers pinned) when b is nil.
+func selfSigned(t *testing.T, cn string, b ...*ledgerBuilder) ([]byte, *ecdsa.PrivateKey) {
 	t.Helper()
 	key, err := governance.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: cn},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		NotBefore:   time.Now().Add(-2 * time.Hour), NotAfter: time.Now().Add(2 * time.Hour)}
+	parent, signer := tmpl, key
+	if len(b) > 0 {
+		ca, err := x509.ParseCertificate(b[0].caDER)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parent, signer = ca, b[0].caKey
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,7 +377,7 @@ func TestRecomputedStateChecksReleases(t *testing.T) {
 			st.Operation = &custosv1.Statement_SetPolicy{SetPolicy: &custosv1.SetPolicy{Key: "payroll", Policy: p}}
 		})
 		p.Version = 2
-		cert, key := selfSigned(t, "hr-app")
+		cert, key := selfSigned(t, "hr-app", b)
 		signed := func(ticket string) *custosv1.DecisionRecord {
 			r := b.release("hr-app", "payroll", initiated, p)
 			dd, cd := sha256.Sum256([]byte("wrapped")), sha256.Sum256(nil)

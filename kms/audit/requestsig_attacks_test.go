@@ -29,7 +29,7 @@ func signedSetup(t *testing.T) (*ledgerBuilder, *custosv1.KeyPolicy, func(custos
 		st.Operation = &custosv1.Statement_SetPolicy{SetPolicy: &custosv1.SetPolicy{Key: "payroll", Policy: p}}
 	})
 	p.Version = 2
-	cert, key := selfSigned(t, "hr-app")
+	cert, key := selfSigned(t, "hr-app", b)
 	dd, cd := sha256.Sum256([]byte("wrapped")), sha256.Sum256(nil)
 	signed := func(outcome custosv1.Outcome, rule string, sig *custosv1.RequestSignature) *custosv1.DecisionRecord {
 		r := b.release("hr-app", "payroll", initiated, p)
@@ -63,6 +63,35 @@ func TestAttackAuditorForgetsNoncesOfRefusedSignedRequests(t *testing.T) {
 	signed(custosv1.Outcome_OUTCOME_ALLOW, "", proto.Clone(refused.RequestSignature).(*custosv1.RequestSignature))
 	_ = p
 	wantCaught(t, b, "a release under the signature of a request the cluster refused")
+}
+
+// A release under a certificate the operator minted (CN = the principal,
+// signed correctly with its own key) does not pass as a signed request,
+// whether the record names no issuer or names the pinned authority: the
+// auditor checks the chain to a pinned client authority as every replica
+// does.
+func TestAttackMintedCertificateSignedRequest(t *testing.T) {
+	for _, name := range []string{"no issuer", "the pinned authority's digest"} {
+		t.Run(name, func(t *testing.T) {
+			b, p, _ := signedSetup(t)
+			minted, mkey := selfSigned(t, "hr-app") // no authority of the officers'
+			r := b.release("hr-app", "payroll", initiated, p)
+			dd, cd := sha256.Sum256([]byte("wrapped")), sha256.Sum256(nil)
+			r.DataDigest, r.ContextDigest = dd[:], cd[:]
+			r.PrincipalCertificate, r.PrincipalCertSha256 = minted, sum256(minted)
+			if name == "no issuer" {
+				r.PrincipalIssuerSha256 = nil
+			}
+			sig, err := requestsig.Sign(mkey, requestsig.Request{Method: requestsig.MethodDecrypt,
+				Header: requestsig.Headers(r.Operation, r.Key, r.KeyVersion)[0], DataDigest: dd[:], ContextDigest: cd[:],
+				Reason: initiated}, time.Unix(0, r.TimeUnixNano))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.RequestSignature = sig
+			wantCaught(t, b, "a signed release under a certificate no pinned authority issued")
+		})
+	}
 }
 
 // Crafted request_signature / principal_certificate fields never make
