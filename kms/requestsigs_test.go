@@ -163,3 +163,22 @@ func TestSignedRequestsNeedVersion4(t *testing.T) {
 			rec.Outcome, rec.MatchedRule, rec.RequestSignature, len(rec.PrincipalCertificate))
 	}
 }
+
+// From state machine version 4 every replica refuses a decision while a
+// restore waits for the officers' acceptance (the API refused it before),
+// so that a RESTORE record cannot hide releases from the recomputation.
+func TestNoReleaseWhileRestorePending(t *testing.T) {
+	e := newEnv(t)
+	createKey(t, e, "k")
+	e.state.SetRestoreForTest(&custosv1.ClusterRestore{Node: "node-1", RestoreId: strings.Repeat("ab", 16)})
+	dd, cd := sha256.Sum256([]byte("x")), sha256.Sum256(nil)
+	res, err := e.node.Apply(bg, &raftlogv1.Command{TimeUnixNano: time.Now().UnixNano(), Node: "node-2", Principal: app.Name,
+		Op: &raftlogv1.Command_Decide{Decide: &raftlogv1.Decide{Key: "k", KeyVersion: 1, Operation: custosv1.Operation_OPERATION_DECRYPT,
+			Reason: custosv1.Reason_REASON_CUSTOMER_INITIATED, ContextDigest: cd[:], DataDigest: dd[:], RequestId: "0123456789abcdef0123456789abcdef"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec := res.(*kms.Decision).Record; rec.Outcome != custosv1.Outcome_OUTCOME_DENY || rec.MatchedRule != "restore:pending" {
+		t.Fatalf("a decision while a restore is pending: %s by %s, want DENY by restore:pending", rec.Outcome, rec.MatchedRule)
+	}
+}

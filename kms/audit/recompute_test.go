@@ -402,6 +402,12 @@ func TestRecomputedStateChecksReleases(t *testing.T) {
 		b.add(again)
 		b.wantNotPermitted("a replay")
 	})
+	t.Run("released while a restore waited for the officers", func(t *testing.T) {
+		b := setup(t)
+		b.add(&custosv1.DecisionRecord{Operation: custosv1.Operation_OPERATION_RESTORE, Node: "node-1", MatchedRule: "restore:restored"})
+		b.release("hr-app", "payroll", initiated, nil)
+		b.wantNotPermitted("while a restore waited for the officers' acceptance")
+	})
 	t.Run("key no record created", func(t *testing.T) {
 		b := setup(t)
 		b.release("hr-app", "shadow", initiated, nil)
