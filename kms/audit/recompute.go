@@ -1,10 +1,8 @@
 package audit
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"slices"
@@ -15,7 +13,6 @@ import (
 
 	"github.com/custos-kms/custos/kms/governance"
 	"github.com/custos-kms/custos/kms/keypolicy"
-	"github.com/custos-kms/custos/kms/ledger"
 	"github.com/custos-kms/custos/kms/requestsig"
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 )
@@ -203,50 +200,6 @@ func (b *stateBook) note(rec *custosv1.DecisionRecord, pos uint64, officers *off
 	return ""
 }
 
-// cosignature checks a witness's cosignature record: a witness the
-// officers registered, newer than its last one, signed with its key over
-// what the record says (the node also checked that the head is this
-// ledger's chain hash at that position; the witness itself reports a
-// history it did not see).
-func (b *stateBook) cosignature(rec *custosv1.DecisionRecord) string {
-	cs := rec.GetCosignature()
-	if cs == nil {
-		return "a cosignature record carries no cosignature"
-	}
-	w := b.witnesses[cs.Witness]
-	switch {
-	case w == nil:
-		return fmt.Sprintf("it records a cosignature of %q, not a witness the officers registered", cs.Witness)
-	case w.has && (cs.Seq < w.seq || cs.TimeUnixNano <= w.cosignedAtNano):
-		return fmt.Sprintf("witness %s's cosignature is not newer than its last one", cs.Witness)
-	case cs.ClusterId != b.cluster || cs.Seq >= rec.Seq:
-		return fmt.Sprintf("witness %s's cosignature does not name an earlier record of this cluster", cs.Witness)
-	case w.pub == nil || !verifySignature(w.pub, ledger.CosignatureMessage(cs.ClusterId, cs.Witness, cs.Seq, cs.Head, cs.TimeUnixNano), cs.Signature):
-		return fmt.Sprintf("witness %s's cosignature does not verify under the key the officers registered", cs.Witness)
-	}
-	w.has, w.seq, w.cosignedAtNano = true, cs.Seq, cs.TimeUnixNano
-	return ""
-}
-
-// raise remembers a request a PENDING record raised, for its approval.
-func (b *stateBook) raise(rec *custosv1.DecisionRecord) {
-	for len(b.pendingOrder) > 0 {
-		old := b.pending[b.pendingOrder[0]]
-		if old != nil && rec.TimeUnixNano-old.at <= int64(requestLifetime+time.Minute) {
-			break
-		}
-		if old != nil {
-			delete(b.pending, b.pendingOrder[0])
-		}
-		b.pendingOrder = b.pendingOrder[1:]
-	}
-	if _, ok := b.pending[rec.RequestId]; !ok {
-		b.pendingOrder = append(b.pendingOrder, rec.RequestId)
-	}
-	b.pending[rec.RequestId] = &pendingRequest{principal: rec.Principal, key: rec.Key, reason: rec.Reason,
-		context: rec.ContextDigest, data: rec.DataDigest, at: rec.TimeUnixNano}
-}
-
 // issuer returns what is wrong with the issuer of a record's principal.
 func (b *stateBook) issuer(rec *custosv1.DecisionRecord) string {
 	iss := rec.GetPrincipalIssuerSha256()
@@ -319,60 +272,6 @@ func (b *stateBook) release(rec *custosv1.DecisionRecord) string {
 		}
 		c.count++
 	}
-	return ""
-}
-
-// requestSignature checks the caller's signature a release record carries
-// (docs/signed-requests.md): the certificate is the principal's, issued
-// by the client authority the record names, the signature covers exactly
-// what the record says was asked, within the allowed skew, and its nonce
-// released nothing before.
-func (b *stateBook) requestSignature(rec *custosv1.DecisionRecord) string {
-	sig := rec.GetRequestSignature()
-	der := rec.GetPrincipalCertificate()
-	if h := sha256.Sum256(der); len(der) == 0 || !bytes.Equal(h[:], rec.GetPrincipalCertSha256()) {
-		return "its request signature comes without the certificate the record names"
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil || cert.Subject.CommonName != rec.Principal {
-		return fmt.Sprintf("its request signature's certificate is not principal %q's", rec.Principal)
-	}
-	// As every replica checks it: a client certificate the client
-	// authority the record names issued, one the officers pinned (its
-	// certificate is in the genesis or the add_client_authority
-	// statement), valid at the record's time.
-	caDER := b.authorities[hex.EncodeToString(rec.GetPrincipalIssuerSha256())]
-	if !b.pinned || len(rec.GetPrincipalIssuerSha256()) == 0 || caDER == nil {
-		return "its request signature's certificate names no client authority the officers pinned"
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil || cert.IsCA {
-		return "its request signature's certificate was not issued by the client authority the record names"
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(ca)
-	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: time.Unix(0, rec.TimeUnixNano),
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
-		return fmt.Sprintf("its request signature's certificate is not a client certificate of the client authority the record names, valid then: %v", err)
-	}
-	if skew := time.Duration(sig.GetTimeUnixNano() - rec.TimeUnixNano).Abs(); skew > requestsig.MaxSkew {
-		return fmt.Sprintf("its request was signed %s away from the decision", skew.Round(time.Second))
-	}
-	r := requestsig.Request{Method: requestsig.MethodOf(rec.Operation), DataDigest: rec.DataDigest, ContextDigest: rec.ContextDigest,
-		Reason: rec.Reason, Text: rec.JustificationText, Ticket: rec.Ticket}
-	if err := requestsig.VerifyDecision(cert.PublicKey, r, rec.Operation, rec.Key, rec.KeyVersion, sig); err != nil {
-		return fmt.Sprintf("principal %q did not sign what the record says it asked: %v", rec.Principal, err)
-	}
-	for len(b.nonceOrder) > 0 && b.nonces[b.nonceOrder[0]] < rec.TimeUnixNano {
-		delete(b.nonces, b.nonceOrder[0])
-		b.nonceOrder = b.nonceOrder[1:]
-	}
-	n := string(sig.GetNonce())
-	if _, seen := b.nonces[n]; seen {
-		return "its signed request was decided before (a replay)"
-	}
-	b.nonces[n] = rec.TimeUnixNano + int64(2*requestsig.MaxSkew)
-	b.nonceOrder = append(b.nonceOrder, n)
 	return ""
 }
 
@@ -548,57 +447,6 @@ func (b *stateBook) statement(rec *custosv1.DecisionRecord, pos uint64, smv uint
 	return ""
 }
 
-// grantOf checks the grant a GOVERNANCE record says its statement created
-// (or revoked) against the statement: only approve_request and
-// create_grant create one, with the terms the statement (and, for an
-// approval, the PENDING record of the request) give; only revoke_grant
-// revokes one.
-func (b *stateBook) grantOf(rec *custosv1.DecisionRecord, st *custosv1.Statement) string {
-	var want *custosv1.Grant
-	now := rec.TimeUnixNano
-	switch op := st.Operation.(type) {
-	case *custosv1.Statement_ApproveRequest:
-		id := op.ApproveRequest.GetRequestId()
-		r := b.pending[id]
-		if r == nil {
-			return fmt.Sprintf("it approves request %s, which no PENDING record in the last %s raised", id, requestLifetime)
-		}
-		uses, ttl := keypolicy.GrantTerms(op.ApproveRequest.GetUses(), op.ApproveRequest.GetTtlSeconds())
-		want = &custosv1.Grant{GrantId: "g-" + id, Principal: r.principal, Key: r.key, Reason: r.reason, ContextDigest: r.context,
-			UsesLeft: uses, ExpireTimeUnixNano: now + ttl.Nanoseconds(), RequestId: id}
-		if len(r.data) > 0 {
-			want.DataDigests = [][]byte{r.data}
-		}
-	case *custosv1.Statement_CreateGrant:
-		g := op.CreateGrant
-		if len(st.GetNonce()) < 8 {
-			return "its create_grant statement has no nonce"
-		}
-		uses, ttl := keypolicy.GrantTerms(g.GetUses(), g.GetTtlSeconds())
-		want = &custosv1.Grant{GrantId: "g-" + hex.EncodeToString(st.GetNonce()[:8]), Principal: g.GetPrincipal(), Key: g.GetKey(),
-			Reason: g.GetReason(), ContextDigest: g.GetContextDigest(), UsesLeft: uses, ExpireTimeUnixNano: now + ttl.Nanoseconds(),
-			DataDigests: g.GetDataDigests()}
-	}
-	switch {
-	case want == nil && rec.GetGrant() != nil:
-		return fmt.Sprintf("it carries grant %s, which its %s statement does not create", rec.GetGrant().GetGrantId(), strings.TrimPrefix(rec.MatchedRule, "governance:"))
-	case want != nil && !proto.Equal(want, rec.GetGrant()):
-		return fmt.Sprintf("the grant it carries is not the one its statement creates (%s)", want.GrantId)
-	case rec.GetRevokedGrantId() != "" && rec.GetRevokedGrantId() != st.GetRevokeGrant().GetGrantId():
-		return fmt.Sprintf("it says it revoked grant %s, which its statement does not revoke", rec.GetRevokedGrantId())
-	}
-	return ""
-}
-
-// parseP256 parses a PKIX DER ECDSA P-256 public key.
-func parseP256(der []byte) (*ecdsa.PublicKey, error) {
-	keys, err := ParseKeys([][]byte{der})
-	if err != nil {
-		return nil, err
-	}
-	return keys[0], nil
-}
-
 // schedule marks version v (0: every version not destroyed, and the key
 // as a whole) scheduled for destruction or not.
 func (k *keyModel) schedule(v uint32, on bool) {
@@ -629,110 +477,4 @@ func (k *keyModel) destroy(v uint32) {
 		}
 	}
 	k.destroyed[0] = true
-}
-
-// Recomputation recomputes the governed state from a ledger's records, in
-// order from record 1, as Verify does: a node checks the state it loaded
-// against it at start (docs/ledger.md, *Recomputed state*).
-type Recomputation struct {
-	officers officerBook
-	book     stateBook
-	cluster  string
-	next     uint64
-	// NotPermitted lists the first records (at most 16) the recomputed
-	// state did not permit, with why.
-	NotPermitted []string
-}
-
-// NewRecomputation starts a recomputation for a cluster's ledger.
-func NewRecomputation(cluster string) *Recomputation {
-	return &Recomputation{cluster: cluster, next: 1}
-}
-
-// Add takes in the next record. It returns an error when the record is
-// not the next one (the caller feeds records 1, 2, … in order).
-func (r *Recomputation) Add(rec *custosv1.DecisionRecord) error {
-	if rec.GetSeq() != r.next {
-		return fmt.Errorf("audit: recomputation: record %d where %d was due", rec.GetSeq(), r.next)
-	}
-	r.next++
-	why := r.officers.note(rec, r.cluster, rec.Seq)
-	if w := r.book.note(rec, rec.Seq, &r.officers); why == "" {
-		why = w
-	}
-	if why != "" && len(r.NotPermitted) < 16 {
-		r.NotPermitted = append(r.NotPermitted, fmt.Sprintf("record %d: %s", rec.Seq, why))
-	}
-	return nil
-}
-
-// Following reports whether the recomputation follows the state (from a
-// GENESIS record of a cluster born at state machine version 2 or later,
-// through records that carry what it needs), and why not.
-func (r *Recomputation) Following() (bool, string) {
-	if !r.book.on && r.book.why == "" {
-		return false, "no GENESIS record of state machine version 2 or later at record 1"
-	}
-	return r.book.on, r.book.why
-}
-
-// RecomputedKey is what the recomputation holds of one key.
-type RecomputedKey struct {
-	Policy                         *custosv1.KeyPolicy
-	Enabled, Revoked               bool
-	Versions, MinDecryptionVersion uint32
-	// Destroyed and Scheduled: index 0 is the key as a whole, index v
-	// version v (scheduled for destruction and not destroyed yet).
-	Destroyed, Scheduled []bool
-}
-
-// Keys returns the recomputed keys by name.
-func (r *Recomputation) Keys() map[string]RecomputedKey {
-	out := make(map[string]RecomputedKey, len(r.book.keys))
-	for n, k := range r.book.keys {
-		out[n] = RecomputedKey{Policy: k.policy, Enabled: k.enabled, Revoked: k.revoked, Versions: k.versions,
-			MinDecryptionVersion: k.min, Destroyed: slices.Clone(k.destroyed), Scheduled: slices.Clone(k.scheduled)}
-	}
-	return out
-}
-
-// ClientAuthorities returns the recomputed client authorities (hex
-// SHA-256 of each certificate, sorted) and whether they are pinned.
-func (r *Recomputation) ClientAuthorities() (pinned bool, sha256s []string) {
-	for h := range r.book.authorities {
-		sha256s = append(sha256s, h)
-	}
-	slices.Sort(sha256s)
-	return r.book.pinned, sha256s
-}
-
-// RecomputedWitness is what the recomputation holds of one witness: its
-// key as the officers registered it and its last cosignature (Seq 0 when
-// none).
-type RecomputedWitness struct {
-	PublicKey    []byte
-	Seq          uint64
-	TimeUnixNano int64
-}
-
-// Witnesses returns the recomputed witnesses by name.
-func (r *Recomputation) Witnesses() map[string]RecomputedWitness {
-	out := make(map[string]RecomputedWitness, len(r.book.witnesses))
-	for n, w := range r.book.witnesses {
-		rw := RecomputedWitness{PublicKey: w.der}
-		if w.has {
-			rw.Seq, rw.TimeUnixNano = w.seq, w.cosignedAtNano
-		}
-		out[n] = rw
-	}
-	return out
-}
-
-// Officers returns the officer set on record and its quorum (nil when it
-// could not be followed).
-func (r *Recomputation) Officers() ([]*custosv1.Officer, uint32) {
-	if r.officers.set == nil {
-		return nil, 0
-	}
-	return r.officers.officers, r.officers.quorum
 }
