@@ -38,6 +38,12 @@ func requestSigner(t *tls.Config) crypto.Signer {
 // Config.TLS.Certificates.
 func (c *Client) SignsRequests() bool { return c.signer != nil }
 
+// SignDecryptRequest signs a DecryptRequest built by hand (for calls
+// through Keys()) as Decrypt signs its own: with the client certificate's
+// key, when it is ECDSA P-256; otherwise it leaves req unsigned. A call
+// repeated on another node is signed again.
+func (c *Client) SignDecryptRequest(req *custosv1.DecryptRequest) error { return c.sign(req) }
+
 // sign signs a decrypt request, freshly each time it is sent: the cluster
 // decides a signed request once.
 func (c *Client) sign(req *custosv1.DecryptRequest) error {

@@ -98,6 +98,10 @@ func TestKMSv2EnvelopeWithCustos(t *testing.T) {
 		!strings.HasPrefix(r.GetJustificationText(), kmsplugin.DefaultText+" (uid ") {
 		t.Errorf("decrypt record: %v", r)
 	}
+	// The key requires signed requests: the plugin's signature is on record.
+	if r.GetRequestSignature() == nil || len(r.GetPrincipalCertificate()) == 0 {
+		t.Errorf("the decrypt record carries no request signature: %v", r)
+	}
 	// The record names the seed: its data digest is the SHA-256 of the
 	// encrypted DEK source stored in etcd.
 	if d := sha256.Sum256(o1.EncryptedDEKSource); !bytes.Equal(r.GetDataDigest(), d[:]) {

@@ -73,6 +73,9 @@ func startEnv(t *testing.T, mod func(*kmsplugin.Config)) *env {
 			EncryptPrincipals: []string{pluginCN},
 			DecryptPrincipals: []string{pluginCN},
 			AdminPrincipals:   []string{adminCN},
+			// Every unwrap the plugin asks for carries its signature
+			// (docs/signed-requests.md).
+			RequireRequestSignature: true,
 			Reasons: []*custosv1.ReasonRule{
 				{Reason: custosv1.Reason_REASON_CUSTOMER_WORKFLOW, Action: custosv1.Action_ACTION_ALLOW},
 				{Reason: custosv1.Reason_REASON_UNSPECIFIED, Action: custosv1.Action_ACTION_DENY},
@@ -80,7 +83,8 @@ func startEnv(t *testing.T, mod func(*kmsplugin.Config)) *env {
 		},
 	}}, 0, 1)
 
-	cfg := kmsplugin.Config{Keys: dial(t, h, pluginCN).Keys(), Key: keyName}
+	pc := dial(t, h, pluginCN)
+	cfg := kmsplugin.Config{Keys: pc.Keys(), Sign: pc.SignDecryptRequest, Key: keyName}
 	if mod != nil {
 		mod(&cfg)
 	}

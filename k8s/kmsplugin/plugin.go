@@ -85,6 +85,11 @@ type Config struct {
 	// a negative TTL no reuse. StatusTimeout bounds one probe (zero or
 	// negative: DefaultStatusTimeout).
 	StatusTTL, StatusErrorTTL, StatusTimeout time.Duration
+	// Sign, if set, signs each DecryptRequest before it is sent
+	// (custos.Client.SignDecryptRequest): a key whose policy requires
+	// signed requests releases only to signed ones
+	// (docs/signed-requests.md). nil: unsigned.
+	Sign func(*custosv1.DecryptRequest) error
 	// Logger receives one line per call (never key material); nil: discard.
 	Logger *slog.Logger
 	// Now is the clock (tests); nil: time.Now.
@@ -96,6 +101,7 @@ type Plugin struct {
 	kmsapi.UnimplementedKeyManagementServiceServer
 
 	keys    custosv1.KeyServiceClient
+	sign    func(*custosv1.DecryptRequest) error
 	key     string
 	just    *custosv1.Justification
 	encCtx  map[string]string
@@ -125,6 +131,7 @@ func New(cfg Config) (*Plugin, error) {
 	}
 	p := &Plugin{
 		keys:         cfg.Keys,
+		sign:         cfg.Sign,
 		key:          cfg.Key,
 		log:          cfg.Logger,
 		now:          cfg.Now,
@@ -212,7 +219,14 @@ func (p *Plugin) Decrypt(ctx context.Context, req *kmsapi.DecryptRequest) (*kmsa
 		return nil, status.Errorf(codes.FailedPrecondition, "the ciphertext was sealed under custos key %q; this plugin serves key %q only", h.Key, p.key)
 	}
 	j := &custosv1.Justification{Reason: p.just.Reason, Text: p.text(req.GetUid()), Ticket: p.just.Ticket}
-	resp, err := p.keys.Decrypt(ctx, &custosv1.DecryptRequest{Ciphertext: req.GetCiphertext(), EncryptionContext: p.encCtx, Justification: j})
+	dr := &custosv1.DecryptRequest{Ciphertext: req.GetCiphertext(), EncryptionContext: p.encCtx, Justification: j}
+	if p.sign != nil {
+		if err := p.sign(dr); err != nil {
+			p.log.Warn("decrypt not signed", "uid", req.GetUid(), "error", err)
+			return nil, status.Errorf(codes.Internal, "sign the decrypt request: %v", err)
+		}
+	}
+	resp, err := p.keys.Decrypt(ctx, dr)
 	if err != nil {
 		p.invalidateOn(err)
 		p.log.Warn("decrypt failed", "uid", req.GetUid(), "key", h.Key, "version", h.Version, "key_id", req.GetKeyId(),

@@ -160,7 +160,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, ready func(string
 		return err
 	}
 	defer c.Close()
-	pc.Keys = c.Keys()
+	pc.Keys, pc.Sign = c.Keys(), c.SignDecryptRequest
 	p, err := kmsplugin.New(pc)
 	if err != nil {
 		return err
