@@ -192,13 +192,10 @@ func (t *ClientTrust) VerifyForwarded(cmd *raftlogv1.Command, commonName func(*x
 	// The leaf must be a client certificate that authority issued, valid
 	// at the command's time (intermediates are not forwarded: the
 	// officers pin the CA that issues leaves).
-	if c.IsCA {
+	switch err := governance.CheckClientCertificate(c, ca, time.Unix(0, cmd.GetTimeUnixNano())); {
+	case errors.Is(err, governance.ErrCACertificate):
 		return fmt.Errorf("%w: forwarded principal certificate is a CA certificate", ErrPermissionDenied)
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(ca)
-	if _, err := c.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: time.Unix(0, cmd.GetTimeUnixNano()),
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+	case err != nil:
 		return fmt.Errorf("%w: forwarded principal certificate is not a client certificate client authority %s issued, valid now: %v",
 			ErrPermissionDenied, hex.EncodeToString(h[:]), err)
 	}

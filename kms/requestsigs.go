@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -130,13 +131,10 @@ func (s *State) issuedByAuthority(cert *x509.Certificate, c *raftlogv1.Command) 
 		if err != nil {
 			break
 		}
-		roots := x509.NewCertPool()
-		roots.AddCert(caCert)
-		if cert.IsCA {
+		switch err := governance.CheckClientCertificate(cert, caCert, time.Unix(0, c.GetTimeUnixNano())); {
+		case errors.Is(err, governance.ErrCACertificate):
 			return fmt.Errorf("%w: the signed request's certificate is a CA certificate", ErrPermissionDenied)
-		}
-		if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: time.Unix(0, c.GetTimeUnixNano()),
-			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		case err != nil:
 			return fmt.Errorf("%w: the signed request's certificate is not a client certificate of client authority %s valid now: %v", ErrPermissionDenied, want, err)
 		}
 		return nil

@@ -2,7 +2,6 @@ package audit
 
 import (
 	"crypto/ecdsa"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -81,8 +80,7 @@ func RegisteredKeys(r io.Reader, through uint64) ([]*ecdsa.PublicKey, error) {
 		if seen[string(der)] {
 			return
 		}
-		k, err := x509.ParsePKIXPublicKey(der)
-		if pub, ok := k.(*ecdsa.PublicKey); err == nil && ok && KeyID(pub) != nil {
+		if pub, err := parseP256(der); err == nil {
 			seen[string(der)] = true
 			out = append(out, pub)
 		}

@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/custos-kms/custos/kms/governance"
 	"github.com/custos-kms/custos/kms/keypolicy"
 	"github.com/custos-kms/custos/kms/ledger"
 	"github.com/custos-kms/custos/kms/requestsig"
@@ -90,13 +91,10 @@ func (b *stateBook) requestSignature(rec *custosv1.DecisionRecord) string {
 		return "its request signature's certificate names no client authority the officers pinned"
 	}
 	ca, err := x509.ParseCertificate(caDER)
-	if err != nil || cert.IsCA {
+	if err != nil {
 		return "its request signature's certificate was not issued by the client authority the record names"
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(ca)
-	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: time.Unix(0, rec.TimeUnixNano),
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+	if err := governance.CheckClientCertificate(cert, ca, time.Unix(0, rec.TimeUnixNano)); err != nil {
 		return fmt.Sprintf("its request signature's certificate is not a client certificate of the client authority the record names, valid then: %v", err)
 	}
 	if skew := time.Duration(sig.GetTimeUnixNano() - rec.TimeUnixNano).Abs(); skew > requestsig.MaxSkew {

@@ -4,7 +4,9 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"time"
 
 	custosv1 "github.com/custos-kms/custos/proto/custos/v1"
 )
@@ -39,4 +41,24 @@ func ParseClientAuthority(der []byte) (*custosv1.ClientAuthority, error) {
 		return nil, fmt.Errorf("%w: client authority certificate %q may not sign certificates (key usage)", ErrMalformed, c.Subject.String())
 	}
 	return &custosv1.ClientAuthority{Sha256: CertSHA256(der), Subject: c.Subject.String(), Certificate: append([]byte(nil), der...)}, nil
+}
+
+// ErrCACertificate is CheckClientCertificate's refusal of a CA certificate
+// presented as a principal's.
+var ErrCACertificate = errors.New("a CA certificate, not a client certificate")
+
+// CheckClientCertificate checks that leaf is a client certificate (not a
+// CA, extended key usage client authentication) that the client authority
+// ca issued directly, valid at time at: what a forwarded command's
+// certificate, a signed request's at apply and one on record must be
+// (docs/identities.md, docs/signed-requests.md). The officers pin the CA
+// that issues leaves, so no intermediate is accepted.
+func CheckClientCertificate(leaf, ca *x509.Certificate, at time.Time) error {
+	if leaf.IsCA {
+		return ErrCACertificate
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+	_, err := leaf.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: at, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	return err
 }
